@@ -1,0 +1,36 @@
+"""fastlmrl: fast reinforcement learning on language-model token decisions.
+
+Kernels run on one of three backends with identical semantics (see :func:`show_config`): the
+pure-Python reference, Numba and Cython.  Public functions validate their arguments, allocate
+outputs and dispatch to the active backend; the raw Numba kernels are in
+:mod:`fastlmrl.numba_kernels` and the Cython ones can be ``cimport``-ed from ``fastlmrl._cython``.
+"""
+__version__ = "0.1.0"
+
+from . import argmax_tree, dynamic_programming, monte_carlo, schedules, selection, td_learning
+from ._backend import (BACKENDS, BackendUnavailableWarning, available_backends, get_backend,
+                       get_num_threads, set_backend, set_num_threads, show_config, use_backend)
+from .argmax_tree import *  # noqa: F401,F403
+from .dynamic_programming import *  # noqa: F401,F403
+from .monte_carlo import *  # noqa: F401,F403
+from .rng import RandomStream
+from .schedules import *  # noqa: F401,F403
+from .selection import *  # noqa: F401,F403
+from .td_learning import *  # noqa: F401,F403
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableWarning",
+    "RandomStream",
+    "__version__",
+    "available_backends",
+    "get_backend",
+    "get_num_threads",
+    "set_backend",
+    "set_num_threads",
+    "show_config",
+    "use_backend",
+]
+for _module in (selection, td_learning, monte_carlo, dynamic_programming, argmax_tree, schedules):
+    __all__ += _module.__all__
+del _module

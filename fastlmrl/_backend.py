@@ -1,0 +1,255 @@
+"""Backend registry: which implementation of the kernels runs.
+
+Three backends expose the same kernel names and signatures:
+
+``python``
+    The pure-Python reference (plain loops over Python scalars).  It defines what every kernel
+    means and is the benchmark baseline.
+``numba``
+    ``@njit(cache=True, nogil=True)`` kernels in :mod:`fastlmrl._numba`.
+``cython``
+    Compiled ``nogil`` kernels in :mod:`fastlmrl._cython`, built by ``pip install``.
+
+The backend is chosen, in order of precedence, by :func:`use_backend` (a context manager),
+:func:`set_backend`, the environment variable ``FASTLMRL_BACKEND``, or else the fastest one that
+loads (numba, then cython, then python).  A compiled backend that fails to load is reported by
+:func:`show_config` and warned about once per process: fastlmrl never falls back to slow code
+silently.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import platform
+import sys
+import threading
+import warnings
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableWarning",
+    "available_backends",
+    "get_backend",
+    "get_num_threads",
+    "set_backend",
+    "set_num_threads",
+    "show_config",
+    "use_backend",
+]
+
+#: Every backend name, fastest first (the default order).
+BACKENDS = ("numba", "cython", "python")
+
+_MODULES = {
+    "python": "fastlmrl._python",
+    "numba": "fastlmrl._numba",
+    "cython": "fastlmrl._cython",
+}
+
+
+class BackendUnavailableWarning(RuntimeWarning):
+    """A compiled backend could not be loaded; slower code will run instead."""
+
+
+_lock = threading.RLock()
+_loaded: dict[str, object] = {}
+_errors: dict[str, str] = {}
+_warned: set[str] = set()
+_selected: str | None = None  # set_backend(); None means "default"
+_local = threading.local()  # use_backend() override, per thread
+_num_threads: int | None = None
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in _MODULES:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+    return key
+
+
+def _load(name: str):
+    """Import backend ``name``; return its module or None (and remember why not)."""
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        if name in _errors:
+            return None
+        try:
+            module = importlib.import_module(_MODULES[name])
+        except Exception as exc:  # ImportError, numba/LLVM errors, a broken .so ...
+            _errors[name] = f"{type(exc).__name__}: {exc}"
+            if name not in _warned:
+                _warned.add(name)
+                warnings.warn(
+                    f"fastlmrl: the {name} backend is unavailable ({_errors[name]}); "
+                    "see fastlmrl.show_config()",
+                    BackendUnavailableWarning,
+                    stacklevel=4,
+                )
+            return None
+        _loaded[name] = module
+        if name == "numba":
+            _apply_numba_threads()
+        return module
+
+
+def _default() -> str:
+    env = os.environ.get("FASTLMRL_BACKEND", "").strip()
+    if env:
+        try:
+            name = _check_name(env)
+        except ValueError:
+            raise ValueError(
+                f"FASTLMRL_BACKEND must be one of {', '.join(BACKENDS)}; got {env!r}"
+            ) from None
+        return name
+    for name in BACKENDS:
+        if _load(name) is not None:
+            return name
+    return "python"  # pragma: no cover - the reference always imports
+
+
+def get_backend() -> str:
+    """Name of the backend that kernels dispatch to in this thread right now."""
+    override = getattr(_local, "stack", None)
+    if override:
+        return override[-1]
+    if _selected is not None:
+        return _selected
+    return _default()
+
+
+def kernels():
+    """The module of the active backend (internal: used by the public dispatchers)."""
+    name = get_backend()
+    module = _load(name)
+    if module is None:
+        raise RuntimeError(
+            f"fastlmrl: backend {name!r} was requested but cannot be loaded: {_errors[name]}"
+        )
+    return module
+
+
+def backend_module(name: str):
+    """The module of backend ``name``; raises RuntimeError if it cannot be loaded."""
+    name = _check_name(name)
+    module = _load(name)
+    if module is None:
+        raise RuntimeError(f"fastlmrl: backend {name!r} cannot be loaded: {_errors[name]}")
+    return module
+
+
+def set_backend(name: str | None) -> None:
+    """Use backend ``name`` ('python', 'numba' or 'cython') from now on; ``None`` restores the default.
+
+    Raises ValueError for an unknown name and RuntimeError when that backend cannot be loaded
+    (the reason is in :func:`show_config`).
+    """
+    global _selected
+    if name is None:
+        _selected = None
+        return
+    key = _check_name(name)
+    backend_module(key)
+    _selected = key
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: run the enclosed code with backend ``name`` (this thread only)."""
+    key = _check_name(name)
+    backend_module(key)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(key)
+    try:
+        yield key
+    finally:
+        stack.pop()
+
+
+def available_backends() -> tuple[str, ...]:
+    """The backends that load on this machine, fastest first."""
+    return tuple(name for name in BACKENDS if _load(name) is not None)
+
+
+def set_num_threads(n: int | None) -> None:
+    """Threads used by the parallel kernels (selection over large batches); ``None`` = all cores.
+
+    Results never depend on this number: every random draw is addressed by a counter.
+    """
+    global _num_threads
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"num_threads must be an int or None, got {type(n).__name__}")
+        if n < 1:
+            raise ValueError(f"num_threads must be >= 1, got {n}")
+    _num_threads = n
+    if "numba" in _loaded:
+        _apply_numba_threads()
+
+
+def _apply_numba_threads() -> None:
+    """Numba's prange kernels take their thread count from numba itself: keep it in step."""
+    import numba
+
+    numba.set_num_threads(min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def get_num_threads() -> int:
+    """Threads the parallel kernels will use."""
+    if _num_threads is not None:
+        return _num_threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def show_config(print_out: bool = True) -> dict:
+    """Report which backends loaded, which did not and why, and the library versions.
+
+    Returns the report as a dict; prints it too unless ``print_out`` is false.
+    """
+    import numpy
+
+    from . import __version__
+
+    info = {
+        "fastlmrl": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "backend": get_backend(),
+        "num_threads": get_num_threads(),
+        "backends": {},
+    }
+    for name in BACKENDS:
+        module = _load(name)
+        entry = {"loaded": module is not None}
+        if module is None:
+            entry["error"] = _errors.get(name, "")
+        elif name == "numba":
+            import numba
+
+            entry["version"] = numba.__version__
+            entry["threading_layer_threads"] = numba.config.NUMBA_NUM_THREADS
+        elif name == "cython":
+            entry["version"] = getattr(module, "CYTHON_VERSION", "unknown")
+        info["backends"][name] = entry
+    if print_out:
+        lines = [f"fastlmrl {info['fastlmrl']}  (python {info['python']}, numpy {info['numpy']})"]
+        lines.append(f"platform: {info['platform']}")
+        lines.append(f"active backend: {info['backend']}   threads: {info['num_threads']}")
+        for name, entry in info["backends"].items():
+            if entry["loaded"]:
+                extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "loaded")
+                lines.append(f"  {name:7s} loaded" + (f" ({extra})" if extra else ""))
+            else:
+                lines.append(f"  {name:7s} NOT AVAILABLE: {entry['error']}")
+        print("\n".join(lines))
+    return info

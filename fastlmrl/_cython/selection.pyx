@@ -1,0 +1,119 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython action selection: greedy, epsilon-greedy, Boltzmann (same semantics as the reference)."""
+
+__all__ = ["boltzmann", "epsilon_greedy", "greedy"]
+from cython.parallel cimport prange
+from libc.math cimport exp
+from libc.stdint cimport int64_t, uint64_t
+
+from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_argmax,
+                                       out_of_range)
+
+cdef Py_ssize_t PARALLEL_MIN_BATCH = 8192
+
+
+cdef inline int _threads(int num_threads, Py_ssize_t n) noexcept nogil:
+    if num_threads <= 1 or n < PARALLEL_MIN_BATCH:
+        return 1
+    return num_threads
+
+
+cdef inline int64_t _epsilon_greedy_one(const real_t[:, ::1] q, Py_ssize_t s, double epsilon,
+                                        uint64_t key, uint64_t c) noexcept nogil:
+    cdef Py_ssize_t n_actions = q.shape[1]
+    if uniform(key, c) < epsilon:
+        return <int64_t>(uniform(key, c + 1) * n_actions)
+    return row_argmax(&q[s, 0], n_actions)
+
+
+cdef inline int64_t _boltzmann_one(const real_t[:, ::1] q, Py_ssize_t s, double temperature,
+                                   double u) noexcept nogil:
+    cdef Py_ssize_t n_actions = q.shape[1]
+    cdef const real_t* row = &q[s, 0]
+    cdef double m = row_max(row, n_actions)
+    cdef double total = 0.0, cumulative = 0.0, target, w
+    cdef Py_ssize_t a, last_positive = 0
+    for a in range(n_actions):
+        total += exp((row[a] - m) / temperature)
+    target = u * total
+    for a in range(n_actions):
+        w = exp((row[a] - m) / temperature)
+        if w > 0.0:
+            last_positive = a
+        cumulative += w
+        if target < cumulative:
+            return a
+    return last_positive
+
+
+cdef int greedy_core(const real_t[:, ::1] q, const index_t[::1] states, int64_t[::1] out,
+                     int num_threads) noexcept nogil:
+    cdef Py_ssize_t i, n = states.shape[0], n_actions = q.shape[1]
+    cdef int threads
+    if out_of_range(states, q.shape[0]):
+        return 1
+    threads = _threads(num_threads, n)
+    if threads > 1:
+        for i in prange(n, num_threads=threads, schedule="static"):
+            out[i] = row_argmax(&q[states[i], 0], n_actions)
+    else:
+        for i in range(n):
+            out[i] = row_argmax(&q[states[i], 0], n_actions)
+    return 0
+
+
+cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, double epsilon,
+                             uint64_t key, uint64_t counter, int64_t[::1] out,
+                             int num_threads) noexcept nogil:
+    cdef Py_ssize_t i, n = states.shape[0]
+    cdef int threads
+    if out_of_range(states, q.shape[0]):
+        return 1
+    threads = _threads(num_threads, n)
+    if threads > 1:
+        for i in prange(n, num_threads=threads, schedule="static"):
+            out[i] = _epsilon_greedy_one(q, states[i], epsilon, key, counter + 2 * <uint64_t>i)
+    else:
+        for i in range(n):
+            out[i] = _epsilon_greedy_one(q, states[i], epsilon, key, counter + 2 * <uint64_t>i)
+    return 0
+
+
+cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, double temperature,
+                        uint64_t key, uint64_t counter, int64_t[::1] out,
+                        int num_threads) noexcept nogil:
+    cdef Py_ssize_t i, n = states.shape[0]
+    cdef int threads
+    if out_of_range(states, q.shape[0]):
+        return 1
+    threads = _threads(num_threads, n)
+    if threads > 1:
+        for i in prange(n, num_threads=threads, schedule="static"):
+            out[i] = _boltzmann_one(q, states[i], temperature, uniform(key, counter + <uint64_t>i))
+    else:
+        for i in range(n):
+            out[i] = _boltzmann_one(q, states[i], temperature, uniform(key, counter + <uint64_t>i))
+    return 0
+
+
+def greedy(const real_t[:, ::1] q, const index_t[::1] states, int64_t[::1] out, int num_threads):
+    cdef int status
+    with nogil:
+        status = greedy_core(q, states, out, num_threads)
+    return status
+
+
+def epsilon_greedy(const real_t[:, ::1] q, const index_t[::1] states, double epsilon,
+                   uint64_t key, uint64_t counter, int64_t[::1] out, int num_threads):
+    cdef int status
+    with nogil:
+        status = epsilon_greedy_core(q, states, epsilon, key, counter, out, num_threads)
+    return status
+
+
+def boltzmann(const real_t[:, ::1] q, const index_t[::1] states, double temperature,
+              uint64_t key, uint64_t counter, int64_t[::1] out, int num_threads):
+    cdef int status
+    with nogil:
+        status = boltzmann_core(q, states, temperature, key, counter, out, num_threads)
+    return status

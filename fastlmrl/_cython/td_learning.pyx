@@ -1,0 +1,180 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython temporal-difference updates (same semantics, same rounding as the reference)."""
+
+__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
+from libc.stdint cimport uint64_t
+
+from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_argmax,
+                                       out_of_range, not_all_finite)
+
+
+cdef inline int _check(Py_ssize_t n_states, Py_ssize_t n_actions, const index_t[::1] states,
+                       const index_t[::1] actions, const real_t[::1] rewards,
+                       const index_t[::1] next_states, const index_t[::1] next_actions) noexcept nogil:
+    if out_of_range(states, n_states):
+        return 1
+    if out_of_range(actions, n_actions):
+        return 2
+    if out_of_range(next_states, n_states):
+        return 3
+    if out_of_range(next_actions, n_actions):
+        return 4
+    if not_all_finite(rewards):
+        return 5
+    return 0
+
+
+cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
+                                const index_t[::1] actions, const real_t[::1] rewards,
+                                const index_t[::1] next_states, const unsigned char[::1] terminated,
+                                double alpha, double gamma, real_t[::1] td_out) noexcept nogil:
+    cdef Py_ssize_t i, s, a, n_actions = q.shape[1]
+    cdef double q_sa, target, td
+    cdef int status = _check(q.shape[0], n_actions, states, actions, rewards, next_states,
+                             states[:0])
+    if status:
+        return status
+    for i in range(states.shape[0]):
+        s = states[i]
+        a = actions[i]
+        q_sa = q[s, a]
+        target = rewards[i]
+        if not terminated[i]:
+            target = target + gamma * row_max(&q[next_states[i], 0], n_actions)
+        td = target - q_sa
+        q[s, a] = <real_t>(q_sa + alpha * td)
+        td_out[i] = <real_t>td
+    return 0
+
+
+cdef int sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,
+                           const real_t[::1] rewards, const index_t[::1] next_states,
+                           const index_t[::1] next_actions, const unsigned char[::1] terminated,
+                           double alpha, double gamma, real_t[::1] td_out) noexcept nogil:
+    cdef Py_ssize_t i, s, a
+    cdef double q_sa, target, td
+    cdef int status = _check(q.shape[0], q.shape[1], states, actions, rewards, next_states,
+                             next_actions)
+    if status:
+        return status
+    for i in range(states.shape[0]):
+        s = states[i]
+        a = actions[i]
+        q_sa = q[s, a]
+        target = rewards[i]
+        if not terminated[i]:
+            target = target + gamma * <double>q[next_states[i], next_actions[i]]
+        td = target - q_sa
+        q[s, a] = <real_t>(q_sa + alpha * td)
+        td_out[i] = <real_t>td
+    return 0
+
+
+cdef int expected_sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states,
+                                    const index_t[::1] actions, const real_t[::1] rewards,
+                                    const index_t[::1] next_states,
+                                    const unsigned char[::1] terminated, double alpha, double gamma,
+                                    double epsilon, real_t[::1] td_out) noexcept nogil:
+    cdef Py_ssize_t i, s, a, b, n_actions = q.shape[1]
+    cdef double q_sa, target, td, total, expectation
+    cdef const real_t* row
+    cdef int status = _check(q.shape[0], n_actions, states, actions, rewards, next_states,
+                             states[:0])
+    if status:
+        return status
+    for i in range(states.shape[0]):
+        s = states[i]
+        a = actions[i]
+        q_sa = q[s, a]
+        target = rewards[i]
+        if not terminated[i]:
+            row = &q[next_states[i], 0]
+            total = 0.0
+            for b in range(n_actions):
+                total += row[b]
+            expectation = (1.0 - epsilon) * row_max(row, n_actions) + epsilon * (total / n_actions)
+            target = target + gamma * expectation
+        td = target - q_sa
+        q[s, a] = <real_t>(q_sa + alpha * td)
+        td_out[i] = <real_t>td
+    return 0
+
+
+cdef inline double _double_q_step(real_t[:, ::1] learner, real_t[:, ::1] evaluator, Py_ssize_t s,
+                                  Py_ssize_t a, double r, Py_ssize_t s2, bint terminal,
+                                  double alpha, double gamma) noexcept nogil:
+    cdef double q_sa = learner[s, a], target = r, td
+    if not terminal:
+        target = target + gamma * <double>evaluator[s2, row_argmax(&learner[s2, 0],
+                                                                    learner.shape[1])]
+    td = target - q_sa
+    learner[s, a] = <real_t>(q_sa + alpha * td)
+    return td
+
+
+cdef int double_q_learning_update_core(real_t[:, ::1] q1, real_t[:, ::1] q2,
+                                       const index_t[::1] states, const index_t[::1] actions,
+                                       const real_t[::1] rewards, const index_t[::1] next_states,
+                                       const unsigned char[::1] terminated, double alpha,
+                                       double gamma, uint64_t key, uint64_t counter,
+                                       real_t[::1] td_out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double td
+    cdef int status = _check(q1.shape[0], q1.shape[1], states, actions, rewards, next_states,
+                             states[:0])
+    if status:
+        return status
+    for i in range(states.shape[0]):
+        if uniform(key, counter + <uint64_t>i) < 0.5:
+            td = _double_q_step(q1, q2, states[i], actions[i], rewards[i], next_states[i],
+                                terminated[i], alpha, gamma)
+        else:
+            td = _double_q_step(q2, q1, states[i], actions[i], rewards[i], next_states[i],
+                                terminated[i], alpha, gamma)
+        td_out[i] = <real_t>td
+    return 0
+
+
+def q_learning_update(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,
+                      const real_t[::1] rewards, const index_t[::1] next_states,
+                      const unsigned char[::1] terminated, double alpha, double gamma,
+                      real_t[::1] td_out):
+    cdef int status
+    with nogil:
+        status = q_learning_update_core(q, states, actions, rewards, next_states, terminated,
+                                        alpha, gamma, td_out)
+    return status
+
+
+def sarsa_update(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,
+                 const real_t[::1] rewards, const index_t[::1] next_states,
+                 const index_t[::1] next_actions, const unsigned char[::1] terminated,
+                 double alpha, double gamma, real_t[::1] td_out):
+    cdef int status
+    with nogil:
+        status = sarsa_update_core(q, states, actions, rewards, next_states, next_actions,
+                                   terminated, alpha, gamma, td_out)
+    return status
+
+
+def expected_sarsa_update(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,
+                          const real_t[::1] rewards, const index_t[::1] next_states,
+                          const unsigned char[::1] terminated, double alpha, double gamma,
+                          double epsilon, real_t[::1] td_out):
+    cdef int status
+    with nogil:
+        status = expected_sarsa_update_core(q, states, actions, rewards, next_states, terminated,
+                                            alpha, gamma, epsilon, td_out)
+    return status
+
+
+def double_q_learning_update(real_t[:, ::1] q1, real_t[:, ::1] q2, const index_t[::1] states,
+                             const index_t[::1] actions, const real_t[::1] rewards,
+                             const index_t[::1] next_states, const unsigned char[::1] terminated,
+                             double alpha, double gamma, uint64_t key, uint64_t counter,
+                             real_t[::1] td_out):
+    cdef int status
+    with nogil:
+        status = double_q_learning_update_core(q1, q2, states, actions, rewards, next_states,
+                                               terminated, alpha, gamma, key, counter, td_out)
+    return status

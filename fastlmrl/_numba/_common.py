@@ -1,0 +1,88 @@
+"""Building blocks shared by the Numba kernels: the RNG, a vectorisable row max, range checks."""
+import numpy as np
+from numba import njit
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from ..rng import GOLDEN, INV_2_53, MIX1, MIX2
+
+_G = np.uint64(GOLDEN)
+_M1 = np.uint64(MIX1)
+_M2 = np.uint64(MIX2)
+_ONE = np.uint64(1)
+_S11 = np.uint64(11)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+
+NJIT = dict(cache=True, nogil=True)
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """LLVM's ``maxnum``: the larger of a and b, ignoring a NaN operand. Unlike ``max`` it vectorises."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        suffix = "f32" if ty == ir.FloatType() else "f64"
+        fnty = ir.FunctionType(ty, [ty, ty])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.maxnum.{suffix}")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@njit(**NJIT)
+def mix64(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit(**NJIT)
+def uniform(key, counter):
+    """Double in [0, 1): SplitMix64 output ``counter`` of ``key`` (both uint64), top 53 bits."""
+    return np.float64(mix64(key + (counter + _ONE) * _G) >> _S11) * INV_2_53
+
+
+@njit(**NJIT)
+def row_max(q, s):
+    """max of the non-NaN entries of q[s]; -inf when there are none (as a float64)."""
+    m = q[s, 0]
+    for a in range(1, q.shape[1]):
+        m = maxnum(m, q[s, a])
+    if m != m:
+        return -np.inf
+    return np.float64(m)
+
+
+@njit(**NJIT)
+def row_argmax(q, s):
+    """Lowest index of the maximum of the non-NaN entries of q[s]; 0 when all are NaN."""
+    m = q[s, 0]
+    for a in range(1, q.shape[1]):
+        m = maxnum(m, q[s, a])
+    for a in range(q.shape[1]):
+        if q[s, a] == m:
+            return a
+    return 0
+
+
+@njit(**NJIT)
+def out_of_range(ids, bound):
+    for i in range(ids.shape[0]):
+        if ids[i] < 0 or ids[i] >= bound:
+            return True
+    return False
+
+
+@njit(**NJIT)
+def not_all_finite(values):
+    for i in range(values.shape[0]):
+        if not np.isfinite(values[i]):
+            return True
+    return False

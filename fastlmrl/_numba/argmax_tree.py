@@ -1,0 +1,3 @@
+"""Numba argmax_tree kernels."""
+
+__all__ = []

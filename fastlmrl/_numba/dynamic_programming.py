@@ -1,0 +1,3 @@
+"""Numba dynamic_programming kernels."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Numba monte_carlo kernels."""
+
+__all__ = []

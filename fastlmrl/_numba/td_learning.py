@@ -1,0 +1,116 @@
+"""Numba temporal-difference updates (same semantics, same rounding as the reference)."""
+
+__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
+import numpy as np
+from numba import njit
+
+from ._common import NJIT, not_all_finite, out_of_range, row_argmax, row_max, uniform
+
+
+@njit(**NJIT)
+def _check(q, states, actions, rewards, next_states, next_actions):
+    """0, or the status code of the first bad argument (see fastlmrl._status)."""
+    n_states, n_actions = q.shape
+    if out_of_range(states, n_states):
+        return 1
+    if out_of_range(actions, n_actions):
+        return 2
+    if out_of_range(next_states, n_states):
+        return 3
+    if out_of_range(next_actions, n_actions):
+        return 4
+    if not_all_finite(rewards):
+        return 5
+    return 0
+
+
+@njit(**NJIT)
+def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
+    status = _check(q, states, actions, rewards, next_states, states[:0])
+    if status != 0:
+        return status
+    for i in range(states.shape[0]):
+        s = states[i]
+        a = actions[i]
+        q_sa = np.float64(q[s, a])
+        target = np.float64(rewards[i])
+        if not terminated[i]:
+            target = target + gamma * row_max(q, next_states[i])
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
+    return 0
+
+
+@njit(**NJIT)
+def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
+                 td_out):
+    status = _check(q, states, actions, rewards, next_states, next_actions)
+    if status != 0:
+        return status
+    for i in range(states.shape[0]):
+        s = states[i]
+        a = actions[i]
+        q_sa = np.float64(q[s, a])
+        target = np.float64(rewards[i])
+        if not terminated[i]:
+            target = target + gamma * np.float64(q[next_states[i], next_actions[i]])
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
+    return 0
+
+
+@njit(**NJIT)
+def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
+                          epsilon, td_out):
+    status = _check(q, states, actions, rewards, next_states, states[:0])
+    if status != 0:
+        return status
+    n_actions = q.shape[1]
+    for i in range(states.shape[0]):
+        s = states[i]
+        a = actions[i]
+        q_sa = np.float64(q[s, a])
+        target = np.float64(rewards[i])
+        if not terminated[i]:
+            s2 = next_states[i]
+            total = 0.0
+            for b in range(n_actions):
+                total += q[s2, b]
+            expectation = (1.0 - epsilon) * row_max(q, s2) + epsilon * (total / n_actions)
+            target = target + gamma * expectation
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
+    return 0
+
+
+@njit(**NJIT)
+def _double_q_step(learner, evaluator, s, a, r, s2, terminal, alpha, gamma):
+    q_sa = np.float64(learner[s, a])
+    target = np.float64(r)
+    if not terminal:
+        target = target + gamma * np.float64(evaluator[s2, row_argmax(learner, s2)])
+    td = target - q_sa
+    learner[s, a] = q_sa + alpha * td
+    return td
+
+
+@njit(**NJIT)
+def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
+                             gamma, key, counter, td_out):
+    status = _check(q1, states, actions, rewards, next_states, states[:0])
+    if status != 0:
+        return status
+    key = np.uint64(key)
+    counter = np.uint64(counter)
+    for i in range(states.shape[0]):
+        if uniform(key, counter + np.uint64(i)) < 0.5:
+            td = _double_q_step(q1, q2, states[i], actions[i], rewards[i], next_states[i],
+                                terminated[i], alpha, gamma)
+        else:
+            td = _double_q_step(q2, q1, states[i], actions[i], rewards[i], next_states[i],
+                                terminated[i], alpha, gamma)
+        td_out[i] = td
+    return 0

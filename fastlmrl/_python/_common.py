@@ -1,0 +1,37 @@
+"""Helpers shared by the reference kernels (plain Python)."""
+import math
+
+NEG_INF = -math.inf
+
+
+def row_max(row) -> float:
+    """max of the non-NaN entries of ``row`` (a list of floats); -inf if there are none."""
+    best = NEG_INF
+    for v in row:
+        if v > best:
+            best = v
+    return best
+
+
+def row_argmax(row) -> int:
+    """Lowest index of the maximum of the non-NaN entries; 0 for an all-NaN row."""
+    best = row_max(row)
+    for a, v in enumerate(row):
+        if v == best:
+            return a
+    return 0
+
+
+def first_out_of_range(ids, bound: int) -> bool:
+    """True when some id is outside [0, bound)."""
+    for i in ids:
+        if i < 0 or i >= bound:
+            return True
+    return False
+
+
+def all_finite(values) -> bool:
+    for v in values:
+        if not math.isfinite(v):
+            return False
+    return True

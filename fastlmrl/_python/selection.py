@@ -1,0 +1,60 @@
+"""Reference action selection: greedy, epsilon-greedy, Boltzmann (plain Python)."""
+
+__all__ = ["boltzmann", "epsilon_greedy", "greedy"]
+import math
+
+from ..rng import uniform
+from ._common import first_out_of_range, row_argmax, row_max
+
+
+def greedy(q, states, out, num_threads):
+    """out[i] = argmax_a q[states[i], a] (ties -> lowest index). Returns 1 if a state is out of range."""
+    if first_out_of_range(states.tolist(), q.shape[0]):
+        return 1
+    for i, s in enumerate(states.tolist()):
+        out[i] = row_argmax(q[s].tolist())
+    return 0
+
+
+def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
+    """Item i uses counter + 2i (explore?) and counter + 2i + 1 (which action)."""
+    key, counter = int(key), int(counter)
+    if first_out_of_range(states.tolist(), q.shape[0]):
+        return 1
+    n_actions = q.shape[1]
+    for i, s in enumerate(states.tolist()):
+        c = counter + 2 * i
+        if uniform(key, c) < epsilon:
+            out[i] = int(uniform(key, c + 1) * n_actions)
+        else:
+            out[i] = row_argmax(q[s].tolist())
+    return 0
+
+
+def boltzmann(q, states, temperature, key, counter, out, num_threads):
+    """Sample a ~ exp(q[s, a] / temperature) by inverse CDF; item i uses counter + i."""
+    key, counter = int(key), int(counter)
+    if first_out_of_range(states.tolist(), q.shape[0]):
+        return 1
+    for i, s in enumerate(states.tolist()):
+        row = q[s].tolist()
+        out[i] = _sample_row(row, temperature, uniform(key, counter + i))
+    return 0
+
+
+def _sample_row(row, temperature, u):
+    m = row_max(row)
+    total = 0.0
+    for v in row:
+        total += math.exp((v - m) / temperature)
+    target = u * total
+    cumulative = 0.0
+    last_positive = 0
+    for a, v in enumerate(row):
+        w = math.exp((v - m) / temperature)
+        if w > 0.0:
+            last_positive = a
+        cumulative += w
+        if target < cumulative:
+            return a
+    return last_positive

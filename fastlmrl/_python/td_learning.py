@@ -1,0 +1,107 @@
+"""Reference temporal-difference updates (plain Python).
+
+Arithmetic is done in double precision on Python floats and each result is rounded once when it is
+stored into the table (or ``td_out``); the compiled backends do exactly the same.
+"""
+
+__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
+from ..rng import uniform
+from ._common import all_finite, first_out_of_range, row_argmax, row_max
+
+
+def _check(q, states, actions, rewards, next_states, next_actions=None):
+    n_states, n_actions = q.shape
+    if first_out_of_range(states, n_states):
+        return 1
+    if first_out_of_range(actions, n_actions):
+        return 2
+    if first_out_of_range(next_states, n_states):
+        return 3
+    if next_actions is not None and first_out_of_range(next_actions, n_actions):
+        return 4
+    if not all_finite(rewards):
+        return 5
+    return 0
+
+
+def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
+    s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
+    status = _check(q, s_, a_, r_, n_)
+    if status:
+        return status
+    for i in range(len(s_)):
+        s, a = s_[i], a_[i]
+        q_sa = float(q[s, a])
+        target = r_[i] if t_[i] else r_[i] + gamma * row_max(q[n_[i]].tolist())
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
+    return 0
+
+
+def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
+                 td_out):
+    s_, a_, r_, n_, b_, t_ = (x.tolist() for x in (states, actions, rewards, next_states,
+                                                    next_actions, terminated))
+    status = _check(q, s_, a_, r_, n_, b_)
+    if status:
+        return status
+    for i in range(len(s_)):
+        s, a = s_[i], a_[i]
+        q_sa = float(q[s, a])
+        target = r_[i] if t_[i] else r_[i] + gamma * float(q[n_[i], b_[i]])
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
+    return 0
+
+
+def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
+                          epsilon, td_out):
+    s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
+    status = _check(q, s_, a_, r_, n_)
+    if status:
+        return status
+    n_actions = q.shape[1]
+    for i in range(len(s_)):
+        s, a = s_[i], a_[i]
+        q_sa = float(q[s, a])
+        if t_[i]:
+            target = r_[i]
+        else:
+            row = q[n_[i]].tolist()
+            total = 0.0
+            for v in row:
+                total += v
+            expectation = (1.0 - epsilon) * row_max(row) + epsilon * (total / n_actions)
+            target = r_[i] + gamma * expectation
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
+    return 0
+
+
+def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
+                             gamma, key, counter, td_out):
+    s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
+    status = _check(q1, s_, a_, r_, n_)
+    if status:
+        return status
+    key, counter = int(key), int(counter)
+    for i in range(len(s_)):
+        if uniform(key, counter + i) < 0.5:
+            learner, evaluator = q1, q2
+        else:
+            learner, evaluator = q2, q1
+        s, a = s_[i], a_[i]
+        q_sa = float(learner[s, a])
+        if t_[i]:
+            target = r_[i]
+        else:
+            s2 = n_[i]
+            best = row_argmax(learner[s2].tolist())
+            target = r_[i] + gamma * float(evaluator[s2, best])
+        td = target - q_sa
+        learner[s, a] = q_sa + alpha * td
+        td_out[i] = td
+    return 0

@@ -1,0 +1,22 @@
+"""Status codes returned by every kernel's input pre-pass (0 = success).
+
+A kernel checks its index and reward arguments in one pass *before* it writes anything, so a bad
+batch leaves every table untouched; the public wrappers turn a non-zero code into a ValueError that
+names the argument.
+"""
+OK = 0
+BAD_STATES = 1
+BAD_ACTIONS = 2
+BAD_NEXT_STATES = 3
+BAD_NEXT_ACTIONS = 4
+BAD_REWARDS = 5
+BAD_OFFSETS = 6
+
+ARGUMENT = {
+    BAD_STATES: "states",
+    BAD_ACTIONS: "actions",
+    BAD_NEXT_STATES: "next_states",
+    BAD_NEXT_ACTIONS: "next_actions",
+    BAD_REWARDS: "rewards",
+    BAD_OFFSETS: "episode_offsets",
+}

@@ -1,0 +1,3 @@
+"""argmax_tree (public API). To be written."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""dynamic_programming (public API). To be written."""
+
+__all__ = []

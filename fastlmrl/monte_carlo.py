@@ -1,0 +1,3 @@
+"""monte_carlo (public API). To be written."""
+
+__all__ = []

@@ -1,0 +1,135 @@
+r"""Tabular temporal-difference control: Q-learning, SARSA, expected SARSA, double Q-learning.
+
+Each function applies a batch of transitions :math:`(s_i, a_i, r_i, s'_i, \text{terminated}_i)`
+**in order** and **in place** to the table ``q`` (S states × V actions) and returns the TD errors
+:math:`\delta_i`.  Order matters when a state repeats in a batch: transition ``i`` sees the table
+after transitions ``0..i-1``.  The generic update (Sutton & Barto 2018, eq. 6.8) is
+
+.. math::  Q(s_i,a_i) \leftarrow Q(s_i,a_i) + \alpha\,\delta_i,\qquad
+           \delta_i = r_i + \gamma\,(1-\text{terminated}_i)\,\hat v(s'_i) - Q(s_i,a_i)
+
+where :math:`r_i` is the reward that followed :math:`a_i` in :math:`s_i` (S&B's :math:`R_{t+1}`)
+and :math:`\hat v` is the algorithm's estimate of the next state's value.  ``terminated`` means
+:math:`s'_i` is terminal (its value is 0); a *truncated* transition (time limit) is passed with
+``terminated=False`` and so still bootstraps.
+
+Numerics: arithmetic is in float64 whatever the table's dtype; each new table entry and each TD
+error is rounded once when stored, identically in every backend.  All arguments are checked before
+anything is written: on error the table is unchanged.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+from .rng import advance, resolve_seed
+
+__all__ = [
+    "double_q_learning_update",
+    "expected_sarsa_update",
+    "q_learning_update",
+    "sarsa_update",
+]
+
+
+def _batch(q, states, actions, rewards, next_states, terminated, next_actions=None):
+    """Validate a batch of transitions; return arrays in the dtypes the kernels take."""
+    states = check.ids(states, "states")
+    n = states.shape[0]
+    actions = check.ids(actions, "actions", n)
+    next_states = check.ids(next_states, "next_states", n)
+    id_arrays = [states, actions, next_states]
+    if next_actions is not None:
+        id_arrays.append(check.ids(next_actions, "next_actions", n))
+    id_arrays = check.same_index_dtype(*id_arrays)
+    rewards = check.values(rewards, "rewards", n, q.dtype)
+    terminated = check.flags(terminated, "terminated", n)
+    return id_arrays, rewards, terminated
+
+
+def _rates(alpha, gamma):
+    return check.real(alpha, "alpha", 0.0, 1.0, low_open=True), check.real(gamma, "gamma", 0.0, 1.0)
+
+
+def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "next_actions")):
+    bounds = {"rewards": (rewards, None)}
+    for name, arr in zip(names, ids):
+        bounds[name] = (arr, q.shape[1] if "actions" in name else q.shape[0])
+    check.raise_for_status(status, bounds)
+
+
+def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma):
+    r"""Q-learning (Watkins 1989; Sutton & Barto eq. 6.8): :math:`\hat v(s') = \max_{a'} Q(s', a')`.
+
+    Returns the TD errors :math:`\delta_i` (dtype of ``q``).  ``alpha`` ∈ (0, 1], ``gamma`` ∈ [0, 1].
+    """
+    q = check.table(q)
+    alpha, gamma = _rates(alpha, gamma)
+    (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
+    td = np.empty(s.shape[0], dtype=q.dtype)
+    status = _backend.kernels().q_learning_update(q, s, a, r, s2, t, alpha, gamma, td)
+    _raise(status, q, (s, a, s2), r)
+    return td
+
+
+def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma):
+    r"""SARSA (Rummery & Niranjan 1994; Sutton & Barto eq. 6.7): :math:`\hat v(s') = Q(s', a')`.
+
+    ``next_actions[i]`` is the action actually taken in ``next_states[i]`` (ignored when terminated).
+    """
+    q = check.table(q)
+    alpha, gamma = _rates(alpha, gamma)
+    (s, a, s2, a2), r, t = _batch(q, states, actions, rewards, next_states, terminated,
+                                  next_actions)
+    td = np.empty(s.shape[0], dtype=q.dtype)
+    status = _backend.kernels().sarsa_update(q, s, a, r, s2, a2, t, alpha, gamma, td)
+    _raise(status, q, (s, a, s2, a2), r)
+    return td
+
+
+def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
+                          epsilon):
+    r"""Expected SARSA (van Seijen et al. 2009; Sutton & Barto eq. 6.9) under the ε-greedy policy.
+
+    :math:`\hat v(s') = \sum_a \pi(a|s') Q(s',a) = (1-\varepsilon)\max_a Q(s',a) + \varepsilon\,
+    \tfrac{1}{V}\sum_a Q(s',a)`, evaluated in exactly that form.  With ε = 0 it is Q-learning.
+    """
+    q = check.table(q)
+    alpha, gamma = _rates(alpha, gamma)
+    epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
+    (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
+    td = np.empty(s.shape[0], dtype=q.dtype)
+    status = _backend.kernels().expected_sarsa_update(q, s, a, r, s2, t, alpha, gamma, epsilon, td)
+    _raise(status, q, (s, a, s2), r)
+    return td
+
+
+def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
+                             gamma, seed):
+    r"""Double Q-learning (van Hasselt 2010; Sutton & Barto §6.7).
+
+    For each transition a fair coin (the uniform at counter ``c + i`` of ``seed`` below 0.5) picks
+    ``q1`` as the learner, else ``q2``; the learner :math:`Q_L` is updated toward
+    :math:`r + \gamma\,Q_E(s', \arg\max_{a'} Q_L(s', a'))` with the other table :math:`Q_E`
+    as evaluator.  Consumes ``len(states)`` counters.  Returns the TD errors.
+    """
+    q1 = check.table(q1, "q1")
+    q2 = check.table(q2, "q2")
+    if q1.shape != q2.shape or q1.dtype != q2.dtype:
+        raise ValueError(
+            f"q1 and q2 must have the same shape and dtype, got {q1.shape} {q1.dtype} and "
+            f"{q2.shape} {q2.dtype}"
+        )
+    if np.shares_memory(q1, q2):
+        raise ValueError("q1 and q2 must be two different tables")
+    alpha, gamma = _rates(alpha, gamma)
+    (s, a, s2), r, t = _batch(q1, states, actions, rewards, next_states, terminated)
+    key, counter = resolve_seed(seed)
+    td = np.empty(s.shape[0], dtype=q1.dtype)
+    status = _backend.kernels().double_q_learning_update(
+        q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td
+    )
+    _raise(status, q1, (s, a, s2), r)
+    advance(seed, s.shape[0])
+    return td
