@@ -1,7 +1,21 @@
 """The kernel topics: one module per topic in every backend (``_python``, ``_numba``, ``_cython``)
 and one public dispatcher module of the same name in :mod:`fastlmrl`.  Each backend module lists its
 kernels in ``__all__``; every backend must export the same names (a test checks it)."""
-TOPICS = ("selection", "td_learning", "monte_carlo", "dynamic_programming", "argmax_tree")
+TOPICS = (
+    # tabular value methods
+    "selection",
+    "td_learning",
+    "monte_carlo",
+    "dynamic_programming",
+    "argmax_tree",
+    # policy gradients on logits
+    "log_probs",
+    "policy_losses",
+    "advantages",
+    "group_advantages",
+    "kl_divergence",
+    "optimizers",
+)
 
 
 def gather(package: str, namespace: dict) -> list:

@@ -1,0 +1,3 @@
+"""Numba advantages kernels."""
+
+__all__ = []

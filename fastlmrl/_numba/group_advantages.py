@@ -1,0 +1,3 @@
+"""Numba group_advantages kernels."""
+
+__all__ = []

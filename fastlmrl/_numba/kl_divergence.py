@@ -1,0 +1,3 @@
+"""Numba kl_divergence kernels."""
+
+__all__ = []

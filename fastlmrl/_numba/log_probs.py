@@ -1,0 +1,3 @@
+"""Numba log_probs kernels."""
+
+__all__ = []

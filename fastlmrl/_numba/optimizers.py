@@ -1,0 +1,3 @@
+"""Numba optimizers kernels."""
+
+__all__ = []

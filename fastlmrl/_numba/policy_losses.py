@@ -1,0 +1,3 @@
+"""Numba policy_losses kernels."""
+
+__all__ = []

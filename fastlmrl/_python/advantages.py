@@ -1,0 +1,3 @@
+"""Reference advantages kernels (plain Python)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Reference group_advantages kernels (plain Python)."""
+
+__all__ = []

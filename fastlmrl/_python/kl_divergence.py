@@ -1,0 +1,3 @@
+"""Reference kl_divergence kernels (plain Python)."""
+
+__all__ = []

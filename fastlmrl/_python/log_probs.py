@@ -1,0 +1,3 @@
+"""Reference log_probs kernels (plain Python)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Reference optimizers kernels (plain Python)."""
+
+__all__ = []

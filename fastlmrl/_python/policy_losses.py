@@ -1,0 +1,3 @@
+"""Reference policy_losses kernels (plain Python)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""advantages (public API). To be written."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""group_advantages (public API). To be written."""
+
+__all__ = []

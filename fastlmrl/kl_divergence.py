@@ -1,0 +1,3 @@
+"""kl_divergence (public API). To be written."""
+
+__all__ = []

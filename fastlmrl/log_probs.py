@@ -1,0 +1,3 @@
+"""log_probs (public API). To be written."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""optimizers (public API). To be written."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""policy_losses (public API). To be written."""
+
+__all__ = []
