@@ -18,28 +18,42 @@ cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
     return z ^ (z >> 31)
 
 cdef inline double uniform(uint64_t key, uint64_t counter) noexcept nogil:
-    return <double>(mix64(key + (counter + 1) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 11) * (1.0 / 9007199254740992.0)
+    # < 2**53 after the shift: converting through int64 is exact and cheaper than uint64 -> double
+    return <double>(<int64_t>(mix64(key + (counter + 1) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 11)) * (1.0 / 9007199254740992.0)
 
 cdef inline double row_max(const real_t* row, Py_ssize_t n) noexcept nogil:
-    """max of the non-NaN entries of row[0:n]; -inf when there are none."""
-    cdef double best = -INFINITY
+    """max of the non-NaN entries of row[0:n]; -inf when there are none.
+
+    Written as a branch-free select (a NaN never compares greater, so it is skipped), which gcc
+    turns into maxss/maxsd instead of an unpredictable branch.
+    """
+    cdef real_t m = -INFINITY, v
     cdef Py_ssize_t a
-    cdef real_t m = row[0]
-    for a in range(1, n):
-        # (v > m || m != m) keeps the first non-NaN value and ignores NaN, like maxnum
-        if row[a] > m or m != m:
-            m = row[a]
-    if m != m:
-        return best
+    for a in range(n):
+        v = row[a]
+        m = v if v > m else m
     return <double>m
 
 cdef inline Py_ssize_t row_argmax(const real_t* row, Py_ssize_t n) noexcept nogil:
-    """Lowest index of the maximum of the non-NaN entries of row[0:n]; 0 when all are NaN."""
-    cdef real_t m = row[0]
-    cdef Py_ssize_t a
-    for a in range(1, n):
-        if row[a] > m or m != m:
-            m = row[a]
+    """Lowest index of the maximum of the non-NaN entries of row[0:n]; 0 when all are NaN.
+
+    Short rows: one branch-free pass (strict > keeps the lowest index of a tie, skips NaN).
+    Long rows: the max first, then the first index holding it (the max pass is cheaper per element).
+    """
+    cdef real_t m = -INFINITY, v
+    cdef Py_ssize_t a, best = 0
+    cdef bint greater
+    if n < 256:
+        for a in range(n):
+            v = row[a]
+            greater = v > m
+            m = v if greater else m
+            best = a if greater else best
+        if m > -INFINITY:
+            return best
+        # nothing above -inf: the answer is the first -inf entry (0 if the row is all NaN)
+    else:
+        m = <real_t>row_max(row, n)
     for a in range(n):
         if row[a] == m:
             return a

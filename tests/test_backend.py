@@ -1,0 +1,138 @@
+"""Backend registry: selection, context manager, env var, reporting, warn-once, same names."""
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastlmrl
+from fastlmrl import _backend
+from fastlmrl._topics import TOPICS
+
+
+def test_all_backends_load_here():
+    # CI builds every backend: a missing one must fail loudly, not be skipped.
+    assert fastlmrl.available_backends() == ("numba", "cython", "python")
+
+
+def test_backends_expose_identical_names():
+    names = {b: sorted(_backend.backend_module(b).__all__) for b in fastlmrl.BACKENDS}
+    assert names["numba"] == names["python"] == names["cython"]
+    assert len(names["python"]) == len(set(names["python"]))
+
+
+def test_each_topic_has_the_same_names_in_every_backend():
+    import importlib
+
+    for topic in TOPICS:
+        per_backend = {
+            b: sorted(importlib.import_module(f"fastlmrl._{b}.{topic}").__all__)
+            for b in fastlmrl.BACKENDS
+        }
+        assert per_backend["python"] == per_backend["numba"] == per_backend["cython"], topic
+
+
+def test_default_is_fastest_available(monkeypatch):
+    monkeypatch.delenv("FASTLMRL_BACKEND", raising=False)
+    fastlmrl.set_backend(None)
+    assert fastlmrl.get_backend() == "numba"
+
+
+def test_set_backend_and_context_manager():
+    try:
+        fastlmrl.set_backend("cython")
+        assert fastlmrl.get_backend() == "cython"
+        with fastlmrl.use_backend("python") as name:
+            assert name == "python" and fastlmrl.get_backend() == "python"
+            with fastlmrl.use_backend("NUMBA"):
+                assert fastlmrl.get_backend() == "numba"
+            assert fastlmrl.get_backend() == "python"
+        assert fastlmrl.get_backend() == "cython"
+    finally:
+        fastlmrl.set_backend(None)
+
+
+def test_environment_variable(monkeypatch):
+    monkeypatch.setenv("FASTLMRL_BACKEND", "python")
+    assert fastlmrl.get_backend() == "python"
+    monkeypatch.setenv("FASTLMRL_BACKEND", "fortran")
+    with pytest.raises(ValueError, match="FASTLMRL_BACKEND must be one of"):
+        fastlmrl.get_backend()
+
+
+@pytest.mark.parametrize("bad, exc", [("jax", ValueError), (3, TypeError)])
+def test_unknown_backend(bad, exc):
+    with pytest.raises(exc, match="backend"):
+        fastlmrl.set_backend(bad)
+    with pytest.raises(exc, match="backend"):
+        with fastlmrl.use_backend(bad):
+            pass
+
+
+def test_show_config_reports_everything(capsys):
+    info = fastlmrl.show_config()
+    out = capsys.readouterr().out
+    assert set(info["backends"]) == {"python", "numba", "cython"}
+    assert all(entry["loaded"] for entry in info["backends"].values())
+    assert "numba" in out and "cython" in out and info["numpy"] == np.__version__
+
+
+def test_missing_compiled_backend_warns_once_and_is_reported():
+    """Run in a subprocess so that the broken backend does not leak into other tests."""
+    code = textwrap.dedent(
+        """
+        import warnings, numpy as np
+        import fastlmrl
+        from fastlmrl import _backend
+        _backend._MODULES["numba"] = "fastlmrl._does_not_exist"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            a = fastlmrl.greedy(np.eye(3), [0, 1, 2])
+            b = fastlmrl.greedy(np.eye(3), [2])
+            info = fastlmrl.show_config(print_out=False)
+        msgs = [str(w.message) for w in caught
+                if issubclass(w.category, fastlmrl.BackendUnavailableWarning)]
+        assert len(msgs) == 1, msgs
+        assert "numba backend is unavailable" in msgs[0]
+        assert fastlmrl.get_backend() == "cython"
+        assert info["backends"]["numba"]["loaded"] is False
+        assert "No module named" in info["backends"]["numba"]["error"]
+        try:
+            fastlmrl.set_backend("numba")
+        except RuntimeError as e:
+            assert "cannot be loaded" in str(e)
+        else:
+            raise AssertionError("set_backend accepted a broken backend")
+        print("OK", a.tolist(), b.tolist())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "OK [0, 1, 2] [2]" in result.stdout
+
+
+def test_use_backend_is_per_thread():
+    import threading
+
+    seen = {}
+    with fastlmrl.use_backend("python"):
+        t = threading.Thread(target=lambda: seen.setdefault("other", fastlmrl.get_backend()))
+        t.start()
+        t.join()
+        assert fastlmrl.get_backend() == "python"
+    assert seen["other"] == "numba"
+
+
+def test_num_threads():
+    try:
+        fastlmrl.set_num_threads(1)
+        assert fastlmrl.get_num_threads() == 1
+        with pytest.raises(ValueError, match="num_threads"):
+            fastlmrl.set_num_threads(0)
+        with pytest.raises(TypeError, match="num_threads"):
+            fastlmrl.set_num_threads(1.5)
+    finally:
+        fastlmrl.set_num_threads(None)
+    assert fastlmrl.get_num_threads() >= 1
