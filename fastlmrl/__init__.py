@@ -7,24 +7,29 @@ outputs and dispatch to the active backend; the raw Numba kernels are in
 """
 __version__ = "0.1.0"
 
-from . import (advantages, argmax_tree, dynamic_programming, group_advantages, kl_divergence,
-               log_probs, monte_carlo, optimizers, policy_losses, schedules, selection,
-               td_learning)
+from . import (advantages, argmax_tree, corpus, dynamic_programming, environments,
+               group_advantages, kl_divergence, log_probs, monte_carlo, ngram, optimizers,
+               policy_losses, rewards, schedules, selection, td_learning, tokenizers)
 from ._backend import (BACKENDS, BackendUnavailableWarning, available_backends, get_backend,
                        get_num_threads, set_backend, set_num_threads, show_config, use_backend)
 from .advantages import *  # noqa: F401,F403
 from .argmax_tree import *  # noqa: F401,F403
+from .corpus import *  # noqa: F401,F403
 from .dynamic_programming import *  # noqa: F401,F403
+from .environments import *  # noqa: F401,F403
 from .group_advantages import *  # noqa: F401,F403
 from .kl_divergence import *  # noqa: F401,F403
 from .log_probs import *  # noqa: F401,F403
 from .monte_carlo import *  # noqa: F401,F403
+from .ngram import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
 from .policy_losses import *  # noqa: F401,F403
+from .rewards import *  # noqa: F401,F403
 from .rng import RandomStream
 from .schedules import *  # noqa: F401,F403
 from .selection import *  # noqa: F401,F403
 from .td_learning import *  # noqa: F401,F403
+from .tokenizers import *  # noqa: F401,F403
 
 __all__ = [
     "BACKENDS",
@@ -40,6 +45,7 @@ __all__ = [
     "use_backend",
 ]
 for _module in (selection, td_learning, monte_carlo, dynamic_programming, argmax_tree, schedules,
-                log_probs, policy_losses, advantages, group_advantages, kl_divergence, optimizers):
+                log_probs, policy_losses, advantages, group_advantages, kl_divergence, optimizers,
+                environments, rewards, tokenizers, ngram, corpus):
     __all__ += _module.__all__
 del _module

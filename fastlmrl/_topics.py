@@ -15,6 +15,8 @@ TOPICS = (
     "group_advantages",
     "kl_divergence",
     "optimizers",
+    # token environments
+    "environments",
 )
 
 

@@ -1,0 +1,3 @@
+"""Numba environments kernels."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Reference environments kernels (plain Python)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""corpus (public API). To be written."""
+
+__all__ = []

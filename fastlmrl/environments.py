@@ -1,0 +1,3 @@
+"""environments (public API). To be written."""
+
+__all__ = []

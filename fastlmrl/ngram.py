@@ -1,0 +1,3 @@
+"""ngram (public API). To be written."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""rewards (public API). To be written."""
+
+__all__ = []

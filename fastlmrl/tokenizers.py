@@ -1,0 +1,3 @@
+"""tokenizers (public API). To be written."""
+
+__all__ = []
