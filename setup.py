@@ -1,6 +1,7 @@
 """Build the Cython kernels; all metadata lives in pyproject.toml."""
 import glob
 import os
+import platform
 import sys
 
 import numpy
@@ -17,8 +18,14 @@ if sys.platform == "win32":  # pragma: no cover - MSVC
     compile_args, link_args = ["/O2", "/openmp", "/fp:precise"], []
 else:
     # -ffp-contract=off: no fused multiply-add, so every backend rounds exactly like the reference.
-    compile_args = ["-O3", "-ffp-contract=off", "-fopenmp"]
+    # -fno-math-errno lets gcc inline sqrt & co. (results unchanged).  No -ffast-math: NaN/inf
+    # semantics and summation order must stay those of the reference.
+    compile_args = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
     link_args = ["-fopenmp"]
+    # Like Numba's JIT, build for the CPU that compiles (a source install runs where it builds).
+    # Set FASTLMRL_PORTABLE=1 when building a wheel to copy to other machines.
+    if not os.environ.get("FASTLMRL_PORTABLE") and platform.machine() in ("x86_64", "AMD64"):
+        compile_args.append("-march=native")
     if os.environ.get("FASTLMRL_NO_OPENMP"):
         compile_args.remove("-fopenmp")
         link_args = []
