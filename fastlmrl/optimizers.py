@@ -1,3 +1,271 @@
-"""optimizers (public API). To be written."""
+r"""Table optimisers: SGD and Adam steps that apply gradient rows to a table by state id.
 
-__all__ = []
+A gradient for a table :math:`\theta` of shape (S, V) (e.g. logits or values per context id) is
+passed *sparsely*: ``rows`` (N ids in [0, S)) and ``grads`` (N × V), row ``i`` being the gradient
+with respect to :math:`\theta[\text{rows}_i]`.  The dense gradient is never built.  Rows with the
+same id accumulate (scatter-add, like ``np.add.at``): for each distinct id ``r`` of the batch
+
+.. math::  g_r = \sum_{i:\ \text{rows}_i = r} \text{grads}_i
+
+summed in float64 in index order ``i`` (``((grads[i1] + grads[i2]) + grads[i3]) + ...``, no leading
+0.0), and only those rows of the table (and of the optimiser state) are touched.  With
+``maximize=True`` the step ascends: :math:`g_r` is multiplied by -1.0 before it is used.
+
+Implementation: the wrapper computes ``order = argsort(rows, kind="stable")`` (O(N log N), no
+(U, V) buffer) and a float64 scratch row ``acc`` of length V; the kernels walk groups of equal ids
+through ``order``, sum a repeated id's rows into ``acc`` and apply the step row by row.  A kernel
+checks that ``order`` really is the stable argsort of ``rows`` (so it cannot write out of bounds),
+that ids are in range and that every gradient is finite before writing anything.
+
+Numerics: float64 arithmetic; each stored value (table, m, v entry) is rounded once, identically
+in every backend, so the backends agree bit for bit.  On any error nothing is modified.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+
+__all__ = ["Adam", "SGD", "adam_step", "sgd_step"]
+
+# Status codes specific to this topic (fastlmrl._status has no entry for them yet).
+BAD_ROWS = 30
+BAD_GRADS = 31
+BAD_SHAPES = 32
+BAD_ORDER = 33
+
+
+def _flag(x, name: str) -> bool:
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+    return bool(x)
+
+
+def _lr(lr) -> float:
+    return check.real(lr, "lr", 0.0, None)
+
+
+def _betas(beta1, beta2) -> tuple[float, float]:
+    return (check.real(beta1, "beta1", 0.0, 1.0, high_open=True),
+            check.real(beta2, "beta2", 0.0, 1.0, high_open=True))
+
+
+def _eps(eps) -> float:
+    return check.real(eps, "eps", 0.0, None, low_open=True)
+
+
+def _batch(table, rows, grads):
+    """Validated (rows, grads, order, acc) for the kernels."""
+    rows = check.ids(rows, "rows")
+    n, n_cols = rows.shape[0], table.shape[1]
+    arr = np.asarray(grads)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"grads must hold real numbers, got dtype {arr.dtype}")
+    if n == 0 and arr.size == 0:
+        arr = arr.reshape(0, n_cols)
+    if arr.ndim != 2:
+        raise ValueError(f"grads must be 2-dimensional (N, V), got shape {arr.shape}")
+    if arr.shape != (n, n_cols):
+        raise ValueError(f"grads must have shape (len(rows), V) = {(n, n_cols)}, got {arr.shape}")
+    grads = np.ascontiguousarray(arr, dtype=table.dtype)
+    order = np.argsort(rows, kind="stable").astype(np.int64, copy=False)
+    acc = np.empty(n_cols, dtype=np.float64)
+    return rows, grads, order, acc
+
+
+def _raise(status: int, table, rows, grads) -> None:
+    if status == 0:
+        return
+    if status == BAD_ROWS:
+        bad = np.flatnonzero((rows < 0) | (rows >= table.shape[0]))
+        i = int(bad[0])
+        raise ValueError(f"rows[{i}] = {int(rows[i])} is out of range [0, {table.shape[0]})")
+    if status == BAD_GRADS:
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(grads))[0])
+        raise ValueError(f"grads[{i}, {j}] = {grads[i, j]} is not finite")
+    raise ValueError(f"internal error: optimizer kernel returned status {status}")
+
+
+def _moments(table, m, v):
+    m = check.table(m, "m")
+    v = check.table(v, "v")
+    for name, arr in (("m", m), ("v", v)):
+        if arr.shape != table.shape or arr.dtype != table.dtype:
+            raise ValueError(
+                f"{name} must have the shape and dtype of table {table.shape} {table.dtype}, "
+                f"got {arr.shape} {arr.dtype}"
+            )
+    if np.may_share_memory(m, table) or np.may_share_memory(v, table):
+        raise ValueError("m and v must not share memory with table")
+    if np.may_share_memory(m, v):
+        raise ValueError("m and v must be two different arrays")
+    return m, v
+
+
+def sgd_step(table, rows, grads, lr, *, maximize=False) -> None:
+    r"""One SGD step on the rows present in the batch, in place.
+
+    .. math::  \theta[r] \leftarrow \theta[r] - \text{lr}\cdot g_r
+               \qquad (g_r \text{ the float64 sum of the gradient rows of id } r)
+
+    (Robbins & Monro 1951; Goodfellow, Bengio & Courville 2016, Algorithm 8.1.)  Equivalent to the
+    dense step with ``G = zeros((S, V)); np.add.at(G, rows, grads)`` except that absent rows are
+    not touched at all.
+
+    Parameters
+    ----------
+    table : (S, V) float32/float64, C-contiguous, updated in place
+    rows : 1-D integer ids in [0, S) (repeats allowed)
+    grads : (len(rows), V) finite real array, converted to ``table``'s dtype
+    lr : learning rate >= 0
+    maximize : ascend instead of descend (the gradient is multiplied by -1.0)
+    """
+    table = check.table(table, "table")
+    lr = _lr(lr)
+    maximize = _flag(maximize, "maximize")
+    rows, grads, order, acc = _batch(table, rows, grads)
+    status = _backend.kernels().sgd_step(table, rows, grads, order, lr, maximize, acc)
+    _raise(status, table, rows, grads)
+
+
+def adam_step(table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, *,
+              maximize=False) -> None:
+    r"""One lazy ("sparse") Adam step on the rows present in the batch, in place.
+
+    Kingma & Ba (2015), Algorithm 1, applied only to the rows ``r`` of the batch (as
+    ``torch.optim.SparseAdam``): the moments of absent rows are untouched, while the bias correction
+    uses the global step count ``step`` = t >= 1 (the number of steps taken so far, this one
+    included).  For each distinct id ``r`` and column ``j``, in float64, in this order:
+
+    .. math::
+        g &= g_r[j] \quad(\times -1.0 \text{ if maximize}) \\
+        m_t &= \beta_1\,m_{t-1} + (1-\beta_1)\,g \\
+        v_t &= \beta_2\,v_{t-1} + (1-\beta_2)\,(g \cdot g) \\
+        \hat m_t &= m_t / (1 - \beta_1^t), \qquad \hat v_t = v_t / (1 - \beta_2^t) \\
+        \theta_t &= \theta_{t-1} - (\text{lr}\cdot\hat m_t) / (\sqrt{\hat v_t} + \epsilon)
+
+    with :math:`\beta^t` = ``pow(beta, float(t))`` (libm) and :math:`\theta, m, v` read from their
+    tables and each rounded once on store (:math:`\theta_t` is computed from the unrounded
+    :math:`m_t, v_t`).  This is Algorithm 1's form, :math:`\epsilon` added to
+    :math:`\sqrt{\hat v_t}` (as ``torch.optim.Adam`` does), not the "efficient" form of the
+    paper's §2 with :math:`\hat\epsilon` added to :math:`\sqrt{v_t}` (which
+    ``torch.optim.SparseAdam`` uses); the two differ only through :math:`\epsilon`.
+
+    Parameters
+    ----------
+    table : (S, V) float32/float64, C-contiguous, updated in place
+    rows, grads : as in :func:`sgd_step`
+    m, v : first and second moment tables, shape and dtype of ``table`` (start at zeros; v >= 0)
+    step : int >= 1, the global step number t used for bias correction
+    lr : >= 0;  beta1, beta2 : in [0, 1);  eps : > 0
+    """
+    table = check.table(table, "table")
+    m, v = _moments(table, m, v)
+    step = check.positive_int(step, "step")
+    lr = _lr(lr)
+    beta1, beta2 = _betas(beta1, beta2)
+    eps = _eps(eps)
+    maximize = _flag(maximize, "maximize")
+    rows, grads, order, acc = _batch(table, rows, grads)
+    status = _backend.kernels().adam_step(table, rows, grads, order, m, v, np.int64(step), lr,
+                                          beta1, beta2, eps, maximize, acc)
+    _raise(status, table, rows, grads)
+
+
+class SGD:
+    """Plain SGD on a table: ``opt = SGD(table, lr=0.1); opt.step(rows, grads)``.
+
+    See :func:`sgd_step`; :meth:`state_dict` / :meth:`load_state_dict` hold the hyper-parameters.
+    """
+
+    def __init__(self, table, lr, *, maximize=False):
+        self.table = check.table(table, "table")
+        self.lr = _lr(lr)
+        self.maximize = _flag(maximize, "maximize")
+
+    def step(self, rows, grads) -> None:
+        sgd_step(self.table, rows, grads, self.lr, maximize=self.maximize)
+
+    def state_dict(self) -> dict:
+        return {"lr": self.lr, "maximize": self.maximize}
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            lr, maximize = state["lr"], state["maximize"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an SGD state: missing {exc}") from exc
+        lr, maximize = _lr(lr), _flag(maximize, "maximize")
+        self.lr, self.maximize = lr, maximize
+
+
+class Adam:
+    """Lazy Adam on a table, holding its moments and step count (see :func:`adam_step`).
+
+    ``opt = Adam(table, lr=1e-3)``; each ``opt.step(rows, grads)`` takes step ``t = opt.t + 1``
+    and, on success only, increments ``opt.t``.  ``m`` and ``v`` are zero tables of the table's
+    shape and dtype.  :meth:`state_dict` / :meth:`load_state_dict` save and restore ``t``, the
+    moments and the hyper-parameters, so a resumed run continues bit-identically.
+    """
+
+    def __init__(self, table, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, *, maximize=False):
+        self.table = check.table(table, "table")
+        self.lr = _lr(lr)
+        self.betas = self._betas(betas)
+        self.eps = _eps(eps)
+        self.maximize = _flag(maximize, "maximize")
+        self.m = np.zeros_like(self.table)
+        self.v = np.zeros_like(self.table)
+        self.t = 0
+
+    @staticmethod
+    def _betas(betas) -> tuple[float, float]:
+        try:
+            beta1, beta2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        return _betas(beta1, beta2)
+
+    def step(self, rows, grads) -> None:
+        adam_step(self.table, rows, grads, self.m, self.v, self.t + 1, self.lr, *self.betas,
+                  self.eps, maximize=self.maximize)
+        self.t += 1
+
+    def state_dict(self, copy: bool = True) -> dict:
+        """``{"t", "m", "v", "lr", "betas", "eps", "maximize"}``; ``copy=False`` returns the live
+        moment tables instead of copies (as torch does; cheaper for very large tables)."""
+        return {
+            "t": self.t,
+            "m": self.m.copy() if copy else self.m,
+            "v": self.v.copy() if copy else self.v,
+            "lr": self.lr,
+            "betas": self.betas,
+            "eps": self.eps,
+            "maximize": self.maximize,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (moments are copied in); validated first, all or nothing."""
+        try:
+            t, m, v = state["t"], state["m"], state["v"]
+            lr, betas, eps, maximize = state["lr"], state["betas"], state["eps"], state["maximize"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an Adam state: missing {exc}") from exc
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral,)) or t < 0:
+            raise ValueError(f"state['t'] must be an int >= 0, got {t!r}")
+        moments = []
+        for name, arr in (("m", m), ("v", v)):
+            arr = np.asarray(arr)
+            if arr.shape != self.table.shape:
+                raise ValueError(f"state['{name}'] must have the table's shape "
+                                 f"{self.table.shape}, got {arr.shape}")
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"state['{name}'] must hold real numbers, got dtype {arr.dtype}")
+            moments.append(arr)
+        lr, betas, eps = _lr(lr), self._betas(betas), _eps(eps)
+        maximize = _flag(maximize, "maximize")
+        np.copyto(self.m, moments[0], casting="unsafe")
+        np.copyto(self.v, moments[1], casting="unsafe")
+        self.t, self.lr, self.betas, self.eps, self.maximize = int(t), lr, betas, eps, maximize

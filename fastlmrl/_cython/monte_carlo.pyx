@@ -1,4 +1,171 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython monte_carlo kernels."""
+"""Cython tabular Monte Carlo kernels (same semantics, same rounding as the reference).
 
-__all__ = []
+First visits: open-addressing hash set (linear probing) of the keys ``s * V + a`` of one episode
+in the caller's scratch ``slot_keys`` / ``slot_first`` (power of two ``H >= 2 * longest
+episode``); ``slot_first[h]`` is the global step of the key's first occurrence and doubles as the
+episode stamp (slot in use for the episode starting at ``start`` iff ``slot_first[h] >= start``).
+The scratch is reset once per call, so the work is O(T) expected.
+"""
+
+__all__ = ["episode_returns", "mc_control_update"]
+from libc.stdint cimport int64_t, uint64_t
+
+from fastlmrl._cython._common cimport real_t, index_t, mix64, out_of_range, not_all_finite
+
+cdef enum:
+    BAD_STATES = 1
+    BAD_ACTIONS = 2
+    BAD_REWARDS = 5
+    BAD_OFFSETS = 6
+    BAD_COUNTS = 20
+    BAD_SCRATCH = 21
+    BAD_FINAL_VALUES = 22
+
+
+cdef inline bint _bad_offsets(const int64_t[::1] offsets, Py_ssize_t n_steps) noexcept nogil:
+    cdef Py_ssize_t e, n_off = offsets.shape[0]
+    if n_off == 0 or offsets[0] != 0 or offsets[n_off - 1] != n_steps:
+        return True
+    for e in range(n_off - 1):
+        if offsets[e + 1] < offsets[e]:
+            return True
+    return False
+
+
+cdef inline int64_t _max_length(const int64_t[::1] offsets) noexcept nogil:
+    cdef int64_t longest = 0
+    cdef Py_ssize_t e
+    for e in range(offsets.shape[0] - 1):
+        if offsets[e + 1] - offsets[e] > longest:
+            longest = offsets[e + 1] - offsets[e]
+    return longest
+
+
+cdef int episode_returns_core(const real_t[::1] rewards, const int64_t[::1] episode_offsets,
+                              double gamma, const double[::1] final_values,
+                              real_t[::1] returns_out) noexcept nogil:
+    cdef Py_ssize_t e, t, n = rewards.shape[0]
+    cdef double g
+    if not_all_finite(rewards):
+        return BAD_REWARDS
+    if (_bad_offsets(episode_offsets, n) or returns_out.shape[0] != n
+            or final_values.shape[0] != episode_offsets.shape[0] - 1):
+        return BAD_OFFSETS
+    if not_all_finite(final_values):
+        return BAD_FINAL_VALUES
+    for e in range(episode_offsets.shape[0] - 1):
+        g = final_values[e]
+        t = episode_offsets[e + 1] - 1
+        while t >= episode_offsets[e]:
+            g = gamma * g + rewards[t]
+            returns_out[t] = <real_t>g
+            t -= 1
+    return 0
+
+
+cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index_t[::1] states,
+                          const index_t[::1] actions, const real_t[::1] rewards,
+                          const int64_t[::1] offsets, Py_ssize_t n_out, bint first_visit,
+                          double alpha, int64_t[:, ::1] counts, Py_ssize_t n_keys,
+                          Py_ssize_t n_first) noexcept nogil:
+    cdef Py_ssize_t n = states.shape[0]
+    cdef bint has_counts = counts.shape[0] != 0
+    if out_of_range(states, n_states):
+        return BAD_STATES
+    if out_of_range(actions, n_actions):
+        return BAD_ACTIONS
+    if not_all_finite(rewards):
+        return BAD_REWARDS
+    if _bad_offsets(offsets, n) or actions.shape[0] != n or rewards.shape[0] != n or n_out != n:
+        return BAD_OFFSETS
+    if has_counts and (counts.shape[0] != n_states or counts.shape[1] != n_actions):
+        return BAD_COUNTS
+    if alpha == 0.0 and not has_counts:
+        return BAD_COUNTS
+    if first_visit:
+        if (n_keys == 0 or (n_keys & (n_keys - 1)) != 0 or n_first != n_keys
+                or n_keys < 2 * _max_length(offsets)):
+            return BAD_SCRATCH
+    return 0
+
+
+cdef inline Py_ssize_t _slot(int64_t key, Py_ssize_t mask) noexcept nogil:
+    return <Py_ssize_t>(mix64(<uint64_t>key) & <uint64_t>mask)
+
+
+cdef int mc_control_update_core(real_t[:, ::1] q, const index_t[::1] states,
+                                const index_t[::1] actions, const real_t[::1] rewards,
+                                const int64_t[::1] episode_offsets, double gamma, bint first_visit,
+                                double alpha, int64_t[:, ::1] counts, int64_t[::1] slot_keys,
+                                int64_t[::1] slot_first, real_t[::1] returns_out) noexcept nogil:
+    cdef Py_ssize_t e, t, h, s, a, start, stop
+    cdef Py_ssize_t n_actions = q.shape[1], mask = slot_keys.shape[0] - 1
+    cdef int64_t key, n = 0
+    cdef double g, q_sa
+    cdef bint has_counts = counts.shape[0] != 0
+    cdef int status = _check_mc(q.shape[0], n_actions, states, actions, rewards, episode_offsets,
+                                returns_out.shape[0], first_visit, alpha, counts,
+                                slot_keys.shape[0], slot_first.shape[0])
+    if status:
+        return status
+    if first_visit:
+        for h in range(slot_first.shape[0]):
+            slot_first[h] = -1
+    for e in range(episode_offsets.shape[0] - 1):
+        start = episode_offsets[e]
+        stop = episode_offsets[e + 1]
+        if first_visit:  # insert each pair once, remembering its first step
+            for t in range(start, stop):
+                key = <int64_t>states[t] * n_actions + actions[t]
+                h = _slot(key, mask)
+                while slot_first[h] >= start and slot_keys[h] != key:
+                    h = (h + 1) & mask
+                if slot_first[h] < start:
+                    slot_keys[h] = key
+                    slot_first[h] = t
+        g = 0.0
+        t = stop - 1
+        while t >= start:
+            g = gamma * g + rewards[t]
+            returns_out[t] = <real_t>g
+            s = states[t]
+            a = actions[t]
+            if first_visit:
+                key = <int64_t>s * n_actions + a
+                h = _slot(key, mask)
+                while slot_keys[h] != key or slot_first[h] < start:
+                    h = (h + 1) & mask
+                if slot_first[h] != t:
+                    t -= 1
+                    continue  # (s_t, a_t) also occurs earlier in this episode
+            q_sa = q[s, a]
+            if has_counts:
+                n = counts[s, a] + 1
+                counts[s, a] = n
+            if alpha == 0.0:
+                q[s, a] = <real_t>(q_sa + (g - q_sa) / <double>n)
+            else:
+                q[s, a] = <real_t>(q_sa + alpha * (g - q_sa))
+            t -= 1
+    return 0
+
+
+def episode_returns(const real_t[::1] rewards, const int64_t[::1] episode_offsets, double gamma,
+                    const double[::1] final_values, real_t[::1] returns_out):
+    cdef int status
+    with nogil:
+        status = episode_returns_core(rewards, episode_offsets, gamma, final_values, returns_out)
+    return status
+
+
+def mc_control_update(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,
+                      const real_t[::1] rewards, const int64_t[::1] episode_offsets, double gamma,
+                      bint first_visit, double alpha, int64_t[:, ::1] counts,
+                      int64_t[::1] slot_keys, int64_t[::1] slot_first, real_t[::1] returns_out):
+    cdef int status
+    with nogil:
+        status = mc_control_update_core(q, states, actions, rewards, episode_offsets, gamma,
+                                        first_visit, alpha, counts, slot_keys, slot_first,
+                                        returns_out)
+    return status

@@ -1,3 +1,117 @@
-"""Reference monte_carlo kernels (plain Python). Filled in by the monte_carlo work."""
+"""Reference tabular Monte Carlo kernels (plain Python): the specification of the compiled ones.
 
-__all__ = []
+Episodes arrive flat, in CSR form: episode ``e`` is steps ``offsets[e] .. offsets[e+1] - 1`` of
+``states`` / ``actions`` / ``rewards``.  Returns are accumulated backward in double precision,
+``G = gamma * G + r_t``, and every stored value (return, table entry) is rounded once.
+
+Status codes (0 = ok): 1 states, 2 actions out of range; 5 a reward not finite; 6 offsets invalid
+(or array lengths inconsistent with them); and, specific to this topic (see
+``fastlmrl.monte_carlo``): 20 counts missing/mis-shaped, 21 hash scratch too small / not a power of
+two, 22 a final value not finite.
+"""
+
+__all__ = ["episode_returns", "mc_control_update"]
+from ._common import all_finite, first_out_of_range
+
+BAD_STATES = 1
+BAD_ACTIONS = 2
+BAD_REWARDS = 5
+BAD_OFFSETS = 6
+BAD_COUNTS = 20
+BAD_SCRATCH = 21
+BAD_FINAL_VALUES = 22
+
+
+def _bad_offsets(offsets, n_steps) -> bool:
+    """True unless offsets is non-empty, starts at 0, ends at n_steps and never decreases."""
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != n_steps:
+        return True
+    for e in range(len(offsets) - 1):
+        if offsets[e + 1] < offsets[e]:
+            return True
+    return False
+
+
+def _max_length(offsets) -> int:
+    longest = 0
+    for e in range(len(offsets) - 1):
+        longest = max(longest, offsets[e + 1] - offsets[e])
+    return longest
+
+
+def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
+    """G_t = r_t + gamma * G_{t+1}, G after the last step of episode e = final_values[e]."""
+    r_, o_, f_ = rewards.tolist(), episode_offsets.tolist(), final_values.tolist()
+    if not all_finite(r_):
+        return BAD_REWARDS
+    if (_bad_offsets(o_, len(r_)) or len(returns_out) != len(r_)
+            or len(f_) != len(o_) - 1):
+        return BAD_OFFSETS
+    if not all_finite(f_):
+        return BAD_FINAL_VALUES
+    for e in range(len(o_) - 1):
+        g = f_[e]
+        for t in range(o_[e + 1] - 1, o_[e] - 1, -1):
+            g = gamma * g + r_[t]
+            returns_out[t] = g
+    return 0
+
+
+def _check_mc(q, s_, a_, r_, o_, n_out, first_visit, alpha, counts, n_keys, n_first):
+    n_states, n_actions = q.shape
+    if first_out_of_range(s_, n_states):
+        return BAD_STATES
+    if first_out_of_range(a_, n_actions):
+        return BAD_ACTIONS
+    if not all_finite(r_):
+        return BAD_REWARDS
+    n = len(s_)
+    if _bad_offsets(o_, n) or len(a_) != n or len(r_) != n or n_out != n:
+        return BAD_OFFSETS
+    has_counts = counts.shape[0] != 0
+    if (has_counts and counts.shape != q.shape) or (alpha == 0.0 and not has_counts):
+        return BAD_COUNTS
+    if first_visit:
+        size = n_keys
+        if size == 0 or size & (size - 1) or n_first != size or size < 2 * _max_length(o_):
+            return BAD_SCRATCH
+    return 0
+
+
+def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, first_visit, alpha,
+                      counts, slot_keys, slot_first, returns_out):
+    """First- or every-visit Monte Carlo control update of ``q`` (see fastlmrl.monte_carlo).
+
+    ``alpha == 0`` selects the sample average (step 1/N(s,a), needs ``counts``); otherwise the
+    constant step ``alpha``.  ``counts`` of shape (0, 0) means "no counts".  The reference finds
+    first visits with a Python dict; ``slot_keys`` / ``slot_first`` (the compiled kernels' hash
+    scratch) are only validated, so that every backend returns the same status.
+    """
+    s_, a_, r_, o_ = (x.tolist() for x in (states, actions, rewards, episode_offsets))
+    status = _check_mc(q, s_, a_, r_, o_, len(returns_out), first_visit, alpha, counts,
+                       len(slot_keys), len(slot_first))
+    if status:
+        return status
+    has_counts = counts.shape[0] != 0
+    for e in range(len(o_) - 1):
+        start, stop = o_[e], o_[e + 1]
+        first = {}
+        if first_visit:
+            for t in range(start, stop):
+                first.setdefault((s_[t], a_[t]), t)
+        g = 0.0
+        for t in range(stop - 1, start - 1, -1):
+            g = gamma * g + r_[t]
+            returns_out[t] = g
+            s, a = s_[t], a_[t]
+            if first_visit and first[(s, a)] != t:
+                continue  # (s_t, a_t) also occurs earlier in this episode
+            q_sa = float(q[s, a])
+            if has_counts:
+                n = int(counts[s, a]) + 1
+                counts[s, a] = n
+            if alpha == 0.0:
+                q[s, a] = q_sa + (g - q_sa) / n
+            else:
+                q[s, a] = q_sa + alpha * (g - q_sa)
+    return 0

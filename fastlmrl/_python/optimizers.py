@@ -1,3 +1,101 @@
-"""Reference optimizers kernels (plain Python)."""
+"""Reference table optimisers (plain Python): sparse SGD and lazy Adam over gradient rows.
 
-__all__ = []
+Semantics shared by every backend (see :mod:`fastlmrl.optimizers` for the equations):
+
+* Gradient rows with the same id are summed first, in float64, in index order:
+  ``g = ((grads[i1] + grads[i2]) + grads[i3]) + ...`` with ``i1 < i2 < ...`` (no leading 0.0, so a
+  single row is used exactly as given, -0.0 included).
+* ``order`` is the stable argsort of ``rows`` computed by the caller; the compiled kernels walk the
+  groups of equal ids through it.  Every backend checks that it is one (each ``(rows[order[k]],
+  order[k])`` strictly increasing), so a bad ``order`` can never write out of bounds.
+* ``acc`` is a float64 scratch of length >= V (the compiled kernels sum repeated rows into it).
+
+Status codes (0 = ok; topic-specific, see fastlmrl.optimizers): 30 a row id out of range,
+31 a gradient not finite, 32 inconsistent shapes, 33 ``order`` not the stable argsort of ``rows``.
+"""
+
+__all__ = ["adam_step", "sgd_step"]
+import math
+
+from ._common import all_finite, first_out_of_range
+
+BAD_ROWS = 30
+BAD_GRADS = 31
+BAD_SHAPES = 32
+BAD_ORDER = 33
+
+
+def _check(table, rows, grads, order, acc, moments=()):
+    n_states, n_cols = table.shape
+    n = rows.shape[0]
+    if (grads.shape[0] != n or grads.shape[1] != n_cols or order.shape[0] != n
+            or acc.shape[0] < n_cols):
+        return BAD_SHAPES
+    for m in moments:
+        if m.shape != table.shape:
+            return BAD_SHAPES
+    r_, o_ = rows.tolist(), order.tolist()
+    if first_out_of_range(r_, n_states):
+        return BAD_ROWS
+    if first_out_of_range(o_, n):
+        return BAD_ORDER
+    for k in range(1, n):
+        prev, cur = o_[k - 1], o_[k]
+        if not (r_[prev] < r_[cur] or (r_[prev] == r_[cur] and prev < cur)):
+            return BAD_ORDER
+    for i in range(n):
+        if not all_finite(grads[i].tolist()):
+            return BAD_GRADS
+    return 0
+
+
+def _summed_rows(rows, grads):
+    """{row id: float64 sum of its gradient rows, in index order} (first-appearance order)."""
+    sums = {}
+    for i, r in enumerate(rows.tolist()):
+        g = grads[i].tolist()
+        if r in sums:
+            acc = sums[r]
+            for j in range(len(g)):
+                acc[j] = acc[j] + g[j]
+        else:
+            sums[r] = g
+    return sums
+
+
+def sgd_step(table, rows, grads, order, lr, maximize, acc):
+    """table[r] <- table[r] - lr * g_r  (g_r multiplied by -1.0 first when maximize)."""
+    status = _check(table, rows, grads, order, acc)
+    if status:
+        return status
+    sign = -1.0 if maximize else 1.0
+    for r, g in _summed_rows(rows, grads).items():
+        theta = table[r].tolist()
+        for j in range(len(g)):
+            gj = sign * g[j]
+            theta[j] = theta[j] - lr * gj
+        table[r] = theta
+    return 0
+
+
+def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maximize, acc):
+    """Lazy Adam (Kingma & Ba 2015, Algorithm 1) on the rows present in the batch."""
+    status = _check(table, rows, grads, order, acc, (m, v))
+    if status:
+        return status
+    bias1 = 1.0 - math.pow(beta1, float(step))
+    bias2 = 1.0 - math.pow(beta2, float(step))
+    sign = -1.0 if maximize else 1.0
+    for r, g in _summed_rows(rows, grads).items():
+        theta, m_row, v_row = table[r].tolist(), m[r].tolist(), v[r].tolist()
+        for j in range(len(g)):
+            gj = sign * g[j]
+            m_new = beta1 * m_row[j] + (1.0 - beta1) * gj
+            v_new = beta2 * v_row[j] + (1.0 - beta2) * (gj * gj)
+            m_hat = m_new / bias1
+            v_hat = v_new / bias2
+            theta[j] = theta[j] - lr * m_hat / (math.sqrt(v_hat) + eps)
+            m_row[j] = m_new
+            v_row[j] = v_new
+        table[r], m[r], v[r] = theta, m_row, v_row
+    return 0
