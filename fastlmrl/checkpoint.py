@@ -1,0 +1,132 @@
+"""Checkpoints: atomic, self-checking files holding arrays and JSON metadata.
+
+A checkpoint is a ZIP archive (NumPy ``.npz`` layout, uncompressed) with
+
+* ``fastlmrl.json`` — ``{"format": "fastlmrl-checkpoint", "version": 1, "meta": {...},
+  "arrays": {name: {"dtype", "shape", "sha256"}}}``;
+* one ``<name>.npy`` member per array.
+
+:func:`save_checkpoint` writes to a temporary file in the destination folder, flushes and fsyncs
+it, then renames it over the destination (``os.replace``, atomic on POSIX and Windows), so a reader
+sees either the old file or the complete new one, never a partial checkpoint.
+:func:`load_checkpoint` refuses (ValueError naming the problem) a file that is missing, not a ZIP,
+truncated, from another program, of an unknown version, or whose arrays do not match their
+recorded SHA-256 digests.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "fastlmrl-checkpoint"
+VERSION = 1
+HEADER = "fastlmrl.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used (corrupted, truncated, foreign or incompatible)."""
+
+
+def _digest(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def save_checkpoint(path, arrays: dict, meta: dict | None = None) -> None:
+    """Write ``arrays`` (name -> ndarray) and JSON-serialisable ``meta`` to ``path`` atomically."""
+    path = os.fspath(path)
+    if not isinstance(arrays, dict) or not all(isinstance(k, str) for k in arrays):
+        raise TypeError("arrays must be a dict mapping str names to numpy arrays")
+    for name, arr in arrays.items():
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"arrays[{name!r}] must be a numpy.ndarray, got {type(arr).__name__}")
+        if arr.dtype.hasobject:
+            raise TypeError(f"arrays[{name!r}] has dtype object, which cannot be saved safely")
+        if "/" in name or name == HEADER:
+            raise ValueError(f"invalid array name {name!r}")
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "meta": meta if meta is not None else {},
+        "arrays": {
+            name: {"dtype": arr.dtype.str, "shape": list(arr.shape), "sha256": _digest(arr)}
+            for name, arr in arrays.items()
+        },
+    }
+    try:
+        header_bytes = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"meta must be JSON-serialisable (finite numbers only): {exc}") from None
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+                archive.writestr(HEADER, header_bytes)
+                for name, arr in arrays.items():
+                    buffer = io.BytesIO()
+                    np.save(buffer, np.ascontiguousarray(arr), allow_pickle=False)
+                    archive.writestr(f"{name}.npy", buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # pragma: no cover - not supported on every platform
+        pass
+
+
+def load_checkpoint(path) -> tuple[dict, dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`; return ``(arrays, meta)``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        archive = zipfile.ZipFile(path, "r")
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(
+            f"{path!r} is not a fastlmrl checkpoint (not a readable archive: {exc})"
+        ) from None
+    with archive:
+        try:
+            header = json.loads(archive.read(HEADER).decode("utf-8"))
+        except KeyError:
+            raise CheckpointError(f"{path!r} is not a fastlmrl checkpoint (no {HEADER})") from None
+        except (zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError, OSError) as exc:
+            raise CheckpointError(f"{path!r}: corrupted checkpoint header ({exc})") from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise CheckpointError(f"{path!r} is not a fastlmrl checkpoint (foreign format)")
+        if header.get("version") != VERSION:
+            raise CheckpointError(
+                f"{path!r}: checkpoint version {header.get('version')!r} is not supported "
+                f"(this fastlmrl reads version {VERSION})"
+            )
+        arrays = {}
+        for name, spec in header.get("arrays", {}).items():
+            try:
+                raw = archive.read(f"{name}.npy")
+                arr = np.load(io.BytesIO(raw), allow_pickle=False)
+            except KeyError:
+                raise CheckpointError(f"{path!r}: array {name!r} is missing") from None
+            except Exception as exc:  # zlib/CRC errors, truncated .npy, bad header ...
+                raise CheckpointError(f"{path!r}: array {name!r} is corrupted ({exc})") from None
+            if (arr.dtype.str != spec.get("dtype") or list(arr.shape) != spec.get("shape")
+                    or _digest(arr) != spec.get("sha256")):
+                raise CheckpointError(f"{path!r}: array {name!r} does not match its checksum")
+            arrays[name] = arr
+    return arrays, header.get("meta", {})
