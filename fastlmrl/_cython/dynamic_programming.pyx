@@ -1,4 +1,594 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython dynamic_programming kernels."""
+"""Cython dynamic-programming kernels (same semantics, same operation order as the reference).
 
-__all__ = []
+Values are float64; every sum is accumulated in float64 in the reference's order, so results are
+bit-identical to :mod:`fastlmrl._python.dynamic_programming` (built with -ffp-contract=off).
+"""
+
+__all__ = [
+    "dense_mdp_action_values",
+    "dense_mdp_bellman_backup",
+    "dense_mdp_policy_sweeps",
+    "dense_mdp_value_iteration",
+    "token_mdp_action_values",
+    "token_mdp_bellman_backup",
+    "token_mdp_find_cycle",
+    "token_mdp_policy_sweeps",
+    "token_mdp_policy_value",
+    "token_mdp_value_iteration",
+]
+from libc.stdint cimport int64_t
+from libc.math cimport isfinite, fabs, NAN
+
+from fastlmrl._cython._common cimport real_t, index_t
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks (pre-pass)
+
+cdef inline int _check_token(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                             const unsigned char[::1] terminal) noexcept nogil:
+    cdef Py_ssize_t s, a, n_states = next_state.shape[0], n_actions = next_state.shape[1]
+    cdef index_t t
+    if n_actions == 0:
+        for s in range(n_states):
+            if not terminal[s]:
+                return 2
+        return 0
+    for s in range(n_states):
+        if terminal[s]:
+            continue
+        for a in range(n_actions):
+            t = next_state[s, a]
+            if t < 0 or t >= n_states:
+                return 3
+    for s in range(n_states):
+        if terminal[s]:
+            continue
+        for a in range(n_actions):
+            if not isfinite(reward[s, a]):
+                return 5
+    return 0
+
+
+cdef inline int _check_dense(const real_t[:, ::1] R) noexcept nogil:
+    cdef Py_ssize_t s, a, n_states = R.shape[0], n_actions = R.shape[1]
+    if n_actions == 0 and n_states > 0:
+        return 2
+    for s in range(n_states):
+        for a in range(n_actions):
+            if not isfinite(R[s, a]):
+                return 5
+    return 0
+
+
+cdef inline int _check_policy(const int64_t[::1] policy, Py_ssize_t n_actions) noexcept nogil:
+    cdef Py_ssize_t s
+    for s in range(policy.shape[0]):
+        if policy[s] < 0 or policy[s] >= n_actions:
+            return 2
+    return 0
+
+
+cdef inline double* _ptr(double[::1] x) noexcept nogil:
+    if x.shape[0] == 0:
+        return NULL
+    return &x[0]
+
+
+cdef inline int64_t* _iptr(int64_t[::1] x) noexcept nogil:
+    if x.shape[0] == 0:
+        return NULL
+    return &x[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps: write T v into v_out and the greedy actions into policy_out, return ||T v - v||_inf
+
+cdef double _token_sweep(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                         const unsigned char[::1] terminal, double gamma, const double* v,
+                         double* v_out, int64_t* policy_out) noexcept nogil:
+    cdef Py_ssize_t s, a, best_a, n_states = next_state.shape[0], n_actions = next_state.shape[1]
+    cdef double best, q, d, change = 0.0
+    cdef const index_t* row_n
+    cdef const real_t* row_r
+    for s in range(n_states):
+        best = 0.0
+        best_a = 0
+        if not terminal[s]:
+            row_n = &next_state[s, 0]
+            row_r = &reward[s, 0]
+            best = <double>row_r[0] + gamma * v[row_n[0]]
+            for a in range(1, n_actions):
+                q = <double>row_r[a] + gamma * v[row_n[a]]
+                if q > best:
+                    best = q
+                    best_a = a
+        d = fabs(best - v[s])
+        if d > change:
+            change = d
+        v_out[s] = best
+        policy_out[s] = best_a
+    return change
+
+
+cdef inline double _dense_dot(const real_t* row, const double* v, Py_ssize_t n) noexcept nogil:
+    cdef double acc = 0.0
+    cdef Py_ssize_t t
+    for t in range(n):
+        acc += <double>row[t] * v[t]
+    return acc
+
+
+cdef inline void _dense_dot4(const real_t* row, Py_ssize_t stride, const double* v,
+                             Py_ssize_t n, double* out) noexcept nogil:
+    """Four dot products row[j * stride:] . v (j < 4), each summed in index order: the four
+    independent chains only add instruction-level parallelism, the rounding is unchanged."""
+    cdef double acc0 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0, vt
+    cdef Py_ssize_t t
+    for t in range(n):
+        vt = v[t]
+        acc0 += <double>row[t] * vt
+        acc1 += <double>row[stride + t] * vt
+        acc2 += <double>row[2 * stride + t] * vt
+        acc3 += <double>row[3 * stride + t] * vt
+    out[0] = acc0
+    out[1] = acc1
+    out[2] = acc2
+    out[3] = acc3
+
+
+cdef inline void _dense_q_row(const real_t[:, :, ::1] P, const real_t[:, ::1] R, Py_ssize_t s,
+                              double gamma, const double* v, double* q_row) noexcept nogil:
+    """q_row[a] = R[s, a] + gamma * (P[s, a] . v) for every action a."""
+    cdef Py_ssize_t a = 0, j, n_states = R.shape[0], n_actions = R.shape[1]
+    cdef double d[4]
+    while a + 4 <= n_actions:
+        _dense_dot4(&P[s, a, 0], n_states, v, n_states, d)
+        for j in range(4):
+            q_row[a + j] = <double>R[s, a + j] + gamma * d[j]
+        a += 4
+    while a < n_actions:
+        q_row[a] = <double>R[s, a] + gamma * _dense_dot(&P[s, a, 0], v, n_states)
+        a += 1
+
+
+cdef double _dense_sweep(const real_t[:, :, ::1] P, const real_t[:, ::1] R, double gamma,
+                         const double* v, double* v_out, int64_t* policy_out) noexcept nogil:
+    cdef Py_ssize_t s, a, j, best_a, n_states = R.shape[0], n_actions = R.shape[1]
+    cdef double best, q, d, change = 0.0
+    cdef double dots[4]
+    for s in range(n_states):
+        best = 0.0
+        best_a = 0
+        a = 0
+        while a + 4 <= n_actions:
+            _dense_dot4(&P[s, a, 0], n_states, v, n_states, dots)
+            for j in range(4):
+                q = <double>R[s, a + j] + gamma * dots[j]
+                # running argmax in action order: the first action, then strictly larger only
+                if a + j == 0 or q > best:
+                    best = q
+                    best_a = a + j
+            a += 4
+        while a < n_actions:
+            q = <double>R[s, a] + gamma * _dense_dot(&P[s, a, 0], v, n_states)
+            if a == 0 or q > best:
+                best = q
+                best_a = a
+            a += 1
+        d = fabs(best - v[s])
+        if d > change:
+            change = d
+        v_out[s] = best
+        policy_out[s] = best_a
+    return change
+
+
+# ---------------------------------------------------------------------------------------------
+# token (deterministic) layout
+
+cdef int token_mdp_bellman_backup_core(const index_t[:, ::1] next_state,
+                                       const real_t[:, ::1] reward,
+                                       const unsigned char[::1] terminal, double gamma,
+                                       const double[::1] v, double[::1] v_out,
+                                       int64_t[::1] policy_out) noexcept nogil:
+    cdef int status = _check_token(next_state, reward, terminal)
+    if status or next_state.shape[0] == 0:
+        return status
+    _token_sweep(next_state, reward, terminal, gamma, &v[0], &v_out[0], &policy_out[0])
+    return 0
+
+
+cdef int token_mdp_action_values_core(const index_t[:, ::1] next_state,
+                                      const real_t[:, ::1] reward,
+                                      const unsigned char[::1] terminal, double gamma,
+                                      const double[::1] v, double[:, ::1] q_out) noexcept nogil:
+    cdef Py_ssize_t s, a, n_states = next_state.shape[0], n_actions = next_state.shape[1]
+    cdef int status = _check_token(next_state, reward, terminal)
+    if status:
+        return status
+    for s in range(n_states):
+        if terminal[s]:
+            for a in range(n_actions):
+                q_out[s, a] = 0.0
+        else:
+            for a in range(n_actions):
+                q_out[s, a] = <double>reward[s, a] + gamma * v[next_state[s, a]]
+    return 0
+
+
+cdef inline void _token_policy_sweep(const index_t[:, ::1] next_state,
+                                     const real_t[:, ::1] reward,
+                                     const unsigned char[::1] terminal,
+                                     const int64_t[::1] policy, double gamma, const double* src,
+                                     double* dst) noexcept nogil:
+    cdef Py_ssize_t s, a
+    for s in range(next_state.shape[0]):
+        if terminal[s]:
+            dst[s] = 0.0
+        else:
+            a = policy[s]
+            dst[s] = <double>reward[s, a] + gamma * src[next_state[s, a]]
+
+
+cdef int token_mdp_policy_sweeps_core(const index_t[:, ::1] next_state,
+                                      const real_t[:, ::1] reward,
+                                      const unsigned char[::1] terminal,
+                                      const int64_t[::1] policy, double gamma, Py_ssize_t k,
+                                      double[::1] v, double[::1] v_tmp) noexcept nogil:
+    cdef Py_ssize_t it, s
+    cdef int status = _check_token(next_state, reward, terminal)
+    if status == 0:
+        status = _check_policy(policy, next_state.shape[1])
+    if status or next_state.shape[0] == 0:
+        return status
+    for it in range(k):
+        if it % 2 == 0:
+            _token_policy_sweep(next_state, reward, terminal, policy, gamma, &v[0], &v_tmp[0])
+        else:
+            _token_policy_sweep(next_state, reward, terminal, policy, gamma, &v_tmp[0], &v[0])
+    if k > 0 and k % 2 == 1:
+        for s in range(v.shape[0]):
+            v[s] = v_tmp[s]
+    return 0
+
+
+cdef int token_mdp_policy_value_core(const index_t[:, ::1] next_state,
+                                     const real_t[:, ::1] reward,
+                                     const unsigned char[::1] terminal,
+                                     const int64_t[::1] policy, double gamma,
+                                     double[::1] v_out, int64_t[::1] work) noexcept nogil:
+    cdef Py_ssize_t n_states = next_state.shape[0], s0, j, n, p
+    cdef int64_t s, c, head
+    cdef double val, acc, g, denom, nxt
+    cdef int64_t* path
+    cdef int64_t* mark
+    cdef int status = _check_token(next_state, reward, terminal)
+    if status == 0:
+        status = _check_policy(policy, next_state.shape[1])
+    if status or n_states == 0:
+        return status
+    path = &work[0]
+    mark = &work[n_states]  # -1 unvisited, -2 solved, >= 0 position on the current path
+    for s0 in range(n_states):
+        mark[s0] = -1
+    for s0 in range(n_states):
+        if mark[s0] != -1:
+            continue
+        n = 0
+        s = s0
+        val = 0.0
+        while True:
+            if mark[s] == -2:
+                val = v_out[s]
+                break
+            if mark[s] >= 0:
+                p = mark[s]
+                acc = 0.0
+                g = 1.0
+                for j in range(p, n):
+                    c = path[j]
+                    acc += g * <double>reward[c, policy[c]]
+                    g *= gamma
+                denom = 1.0 - g
+                if denom != 0.0:
+                    val = acc / denom
+                else:
+                    val = NAN
+                head = path[p]
+                v_out[head] = val
+                mark[head] = -2
+                nxt = val
+                for j in range(n - 1, p, -1):
+                    c = path[j]
+                    nxt = <double>reward[c, policy[c]] + gamma * nxt
+                    v_out[c] = nxt
+                    mark[c] = -2
+                n = p
+                break
+            if terminal[s]:
+                val = 0.0
+                v_out[s] = 0.0
+                mark[s] = -2
+                break
+            mark[s] = n
+            path[n] = s
+            n += 1
+            s = next_state[s, policy[s]]
+        for j in range(n - 1, -1, -1):
+            c = path[j]
+            val = <double>reward[c, policy[c]] + gamma * val
+            v_out[c] = val
+            mark[c] = -2
+    return 0
+
+
+cdef int token_mdp_find_cycle_core(const index_t[:, ::1] next_state,
+                                   const unsigned char[::1] terminal, int64_t[::1] found_out,
+                                   int64_t[::1] work) noexcept nogil:
+    cdef Py_ssize_t s, a, root, top, n_states = next_state.shape[0], n_actions = next_state.shape[1]
+    cdef int64_t t, found = -1
+    cdef int64_t* colour
+    cdef int64_t* stack_s
+    cdef int64_t* stack_a
+    for s in range(n_states):
+        if terminal[s]:
+            continue
+        for a in range(n_actions):
+            t = next_state[s, a]
+            if t < 0 or t >= n_states:
+                return 3
+    if n_states == 0:
+        found_out[0] = -1
+        return 0
+    colour = &work[0]  # 0 unvisited, 1 on the current path, 2 finished
+    stack_s = &work[n_states]
+    stack_a = &work[2 * n_states]
+    for s in range(n_states):
+        colour[s] = 0
+    for root in range(n_states):
+        if terminal[root] or colour[root] != 0:
+            continue
+        top = 0
+        stack_s[0] = root
+        stack_a[0] = 0
+        colour[root] = 1
+        while top >= 0:
+            s = stack_s[top]
+            a = stack_a[top]
+            if a == n_actions:
+                colour[s] = 2
+                top -= 1
+                continue
+            stack_a[top] = a + 1
+            t = next_state[s, a]
+            if terminal[t] or colour[t] == 2:
+                continue
+            if colour[t] == 1:
+                found = t
+                break
+            top += 1
+            stack_s[top] = t
+            stack_a[top] = 0
+            colour[t] = 1
+        if found >= 0:
+            break
+    found_out[0] = found
+    return 0
+
+
+cdef int token_mdp_value_iteration_core(const index_t[:, ::1] next_state,
+                                        const real_t[:, ::1] reward,
+                                        const unsigned char[::1] terminal, double gamma,
+                                        double tol, Py_ssize_t max_iter, double[::1] v,
+                                        double[::1] v_tmp, int64_t[::1] policy_out,
+                                        int64_t[::1] info_out) noexcept nogil:
+    cdef Py_ssize_t it, s, n_iter = 0
+    cdef int converged = 0
+    cdef double change
+    cdef double* pv = _ptr(v)
+    cdef double* pt = _ptr(v_tmp)
+    cdef int64_t* pp = _iptr(policy_out)
+    cdef int status = _check_token(next_state, reward, terminal)
+    if status:
+        return status
+    for it in range(max_iter):
+        # even sweeps v -> v_tmp, odd sweeps v_tmp -> v
+        if it % 2 == 0:
+            change = _token_sweep(next_state, reward, terminal, gamma, pv, pt, pp)
+        else:
+            change = _token_sweep(next_state, reward, terminal, gamma, pt, pv, pp)
+        n_iter = it + 1
+        if change < tol or change == 0.0:
+            converged = 1
+            break
+    if n_iter % 2 == 1:
+        for s in range(v.shape[0]):
+            v[s] = v_tmp[s]
+    _token_sweep(next_state, reward, terminal, gamma, pv, pt, pp)
+    info_out[0] = n_iter
+    info_out[1] = converged
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# dense layout
+
+cdef int dense_mdp_bellman_backup_core(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
+                                       double gamma, const double[::1] v, double[::1] v_out,
+                                       int64_t[::1] policy_out) noexcept nogil:
+    cdef int status = _check_dense(R)
+    if status or R.shape[0] == 0:
+        return status
+    _dense_sweep(P, R, gamma, &v[0], &v_out[0], &policy_out[0])
+    return 0
+
+
+cdef int dense_mdp_action_values_core(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
+                                      double gamma, const double[::1] v,
+                                      double[:, ::1] q_out) noexcept nogil:
+    cdef Py_ssize_t s, a, n_states = R.shape[0], n_actions = R.shape[1]
+    cdef int status = _check_dense(R)
+    if status or n_states == 0:
+        return status
+    for s in range(n_states):
+        _dense_q_row(P, R, s, gamma, &v[0], &q_out[s, 0])
+    return 0
+
+
+cdef inline void _dense_policy_sweep(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
+                                     const int64_t[::1] policy, double gamma, const double* src,
+                                     double* dst) noexcept nogil:
+    cdef Py_ssize_t s, a, n_states = R.shape[0]
+    for s in range(n_states):
+        a = policy[s]
+        dst[s] = <double>R[s, a] + gamma * _dense_dot(&P[s, a, 0], src, n_states)
+
+
+cdef int dense_mdp_policy_sweeps_core(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
+                                      const int64_t[::1] policy, double gamma, Py_ssize_t k,
+                                      double[::1] v, double[::1] v_tmp) noexcept nogil:
+    cdef Py_ssize_t it, s
+    cdef int status = _check_dense(R)
+    if status == 0:
+        status = _check_policy(policy, R.shape[1])
+    if status or R.shape[0] == 0:
+        return status
+    for it in range(k):
+        if it % 2 == 0:
+            _dense_policy_sweep(P, R, policy, gamma, &v[0], &v_tmp[0])
+        else:
+            _dense_policy_sweep(P, R, policy, gamma, &v_tmp[0], &v[0])
+    if k > 0 and k % 2 == 1:
+        for s in range(v.shape[0]):
+            v[s] = v_tmp[s]
+    return 0
+
+
+cdef int dense_mdp_value_iteration_core(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
+                                        double gamma, double tol, Py_ssize_t max_iter,
+                                        double[::1] v, double[::1] v_tmp,
+                                        int64_t[::1] policy_out,
+                                        int64_t[::1] info_out) noexcept nogil:
+    cdef Py_ssize_t it, s, n_iter = 0
+    cdef int converged = 0
+    cdef double change
+    cdef double* pv = _ptr(v)
+    cdef double* pt = _ptr(v_tmp)
+    cdef int64_t* pp = _iptr(policy_out)
+    cdef int status = _check_dense(R)
+    if status:
+        return status
+    for it in range(max_iter):
+        if it % 2 == 0:
+            change = _dense_sweep(P, R, gamma, pv, pt, pp)
+        else:
+            change = _dense_sweep(P, R, gamma, pt, pv, pp)
+        n_iter = it + 1
+        if change < tol or change == 0.0:
+            converged = 1
+            break
+    if n_iter % 2 == 1:
+        for s in range(v.shape[0]):
+            v[s] = v_tmp[s]
+    _dense_sweep(P, R, gamma, pv, pt, pp)
+    info_out[0] = n_iter
+    info_out[1] = converged
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Python-callable wrappers (same names and signatures as the other backends)
+
+def token_mdp_bellman_backup(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                             const unsigned char[::1] terminal, double gamma,
+                             const double[::1] v, double[::1] v_out, int64_t[::1] policy_out):
+    cdef int status
+    with nogil:
+        status = token_mdp_bellman_backup_core(next_state, reward, terminal, gamma, v, v_out,
+                                               policy_out)
+    return status
+
+
+def token_mdp_action_values(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                            const unsigned char[::1] terminal, double gamma, const double[::1] v,
+                            double[:, ::1] q_out):
+    cdef int status
+    with nogil:
+        status = token_mdp_action_values_core(next_state, reward, terminal, gamma, v, q_out)
+    return status
+
+
+def token_mdp_policy_sweeps(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                            const unsigned char[::1] terminal, const int64_t[::1] policy,
+                            double gamma, Py_ssize_t k, double[::1] v, double[::1] v_tmp):
+    cdef int status
+    with nogil:
+        status = token_mdp_policy_sweeps_core(next_state, reward, terminal, policy, gamma, k, v,
+                                              v_tmp)
+    return status
+
+
+def token_mdp_policy_value(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                           const unsigned char[::1] terminal, const int64_t[::1] policy,
+                           double gamma, double[::1] v_out, int64_t[::1] work):
+    cdef int status
+    with nogil:
+        status = token_mdp_policy_value_core(next_state, reward, terminal, policy, gamma, v_out,
+                                             work)
+    return status
+
+
+def token_mdp_find_cycle(const index_t[:, ::1] next_state, const unsigned char[::1] terminal,
+                         int64_t[::1] found_out, int64_t[::1] work):
+    cdef int status
+    with nogil:
+        status = token_mdp_find_cycle_core(next_state, terminal, found_out, work)
+    return status
+
+
+def token_mdp_value_iteration(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                              const unsigned char[::1] terminal, double gamma, double tol,
+                              Py_ssize_t max_iter, double[::1] v, double[::1] v_tmp,
+                              int64_t[::1] policy_out, int64_t[::1] info_out):
+    cdef int status
+    with nogil:
+        status = token_mdp_value_iteration_core(next_state, reward, terminal, gamma, tol,
+                                                max_iter, v, v_tmp, policy_out, info_out)
+    return status
+
+
+def dense_mdp_bellman_backup(const real_t[:, :, ::1] P, const real_t[:, ::1] R, double gamma,
+                             const double[::1] v, double[::1] v_out, int64_t[::1] policy_out):
+    cdef int status
+    with nogil:
+        status = dense_mdp_bellman_backup_core(P, R, gamma, v, v_out, policy_out)
+    return status
+
+
+def dense_mdp_action_values(const real_t[:, :, ::1] P, const real_t[:, ::1] R, double gamma,
+                            const double[::1] v, double[:, ::1] q_out):
+    cdef int status
+    with nogil:
+        status = dense_mdp_action_values_core(P, R, gamma, v, q_out)
+    return status
+
+
+def dense_mdp_policy_sweeps(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
+                            const int64_t[::1] policy, double gamma, Py_ssize_t k,
+                            double[::1] v, double[::1] v_tmp):
+    cdef int status
+    with nogil:
+        status = dense_mdp_policy_sweeps_core(P, R, policy, gamma, k, v, v_tmp)
+    return status
+
+
+def dense_mdp_value_iteration(const real_t[:, :, ::1] P, const real_t[:, ::1] R, double gamma,
+                              double tol, Py_ssize_t max_iter, double[::1] v, double[::1] v_tmp,
+                              int64_t[::1] policy_out, int64_t[::1] info_out):
+    cdef int status
+    with nogil:
+        status = dense_mdp_value_iteration_core(P, R, gamma, tol, max_iter, v, v_tmp,
+                                                policy_out, info_out)
+    return status
