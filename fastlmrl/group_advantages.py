@@ -1,3 +1,234 @@
-"""group_advantages (public API). To be written."""
+r"""Group-relative methods for LM RL: GRPO and RLOO advantages, the loss normalisations of GRPO and
+its variants as per-token weights, and GSPO's sequence-level importance ratio.
 
-__all__ = []
+Groups
+------
+``rewards`` (B,) holds one scalar reward per sampled sequence.  Groups (the K completions sampled
+for one prompt) are given either by ``group_size=K`` (rows ``[g*K, (g+1)*K)`` form group ``g``; B
+must be a multiple of K — the (G, K) layout flattened) or by ``group_ids`` (B,) integer labels (any
+values, any order, unequal group sizes allowed).  Group sums run in index order in float64.
+
+Advantages
+----------
+* GRPO (Shao et al. 2024, "DeepSeekMath", §4.1.2 outcome supervision):
+  :math:`\hat A_i = (r_i - \mathrm{mean}_{\text{group}(i)}) / (\mathrm{std} + \varepsilon)`.
+  The paper does not say which standard deviation; TRL's ``GRPOTrainer`` and verl use
+  ``torch.std`` (the *sample* std, ddof = 1) and add ε to it (TRL: ε = 1e-4), which is the default
+  here (``ddof`` selects 0 or 1).  ``scale``: ``"group"`` (per-group std, GRPO), ``"batch"`` (the
+  std of all B rewards, TRL's ``scale_rewards="batch"``) or ``"none"`` (no division: Dr. GRPO, Liu
+  et al. 2025, "Understanding R1-Zero-Like Training").  A group with ≤ ddof members has std 0
+  (its single member gets advantage 0).
+* RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization ...", eq. 7;
+  Kool et al. 2019): :math:`\hat A_i = r_i - \frac{1}{K_g - 1}\sum_{j \ne i} r_j`, computed as
+  :math:`r_i - (S_g - r_i)/(K_g - 1)` with :math:`S_g` the group sum (as TRL's RLOO).  Every
+  group needs at least two members.  For K = 2 it is the pairwise difference :math:`r_1 - r_2`.
+
+Broadcast a sequence advantage over its tokens with ``adv[:, None] * mask``.
+
+Loss normalisation
+------------------
+:func:`loss_weights` turns a (B, T) token mask into weights ``w`` such that
+``loss = sum(w * per_token_loss)`` is each method's aggregation.
+
+Sequence-level ratio (GSPO)
+---------------------------
+:func:`sequence_importance_ratio`: Zheng et al. 2025, "Group Sequence Policy Optimization", eq. 7:
+:math:`s_i = \exp\big(\frac{1}{|y_i|}\sum_t (\log\pi(y_{i,t}) - \log\pi_{old}(y_{i,t}))\big)` over the
+active tokens, with its gradient :math:`\partial s_i/\partial\log\pi(y_{i,t}) = s_i/|y_i|`.  The
+token-level ratio is :math:`\exp(\log\pi - \log\pi_{old})` per token (gradient: itself).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+from .advantages import _as, _fail, _mask, _real_array, _work_dtype
+
+__all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
+
+BAD_REWARDS = 5
+BAD_LOGP = 45
+BAD_OLD_LOGP = 46
+BAD_GROUP_IDS = 48
+BAD_GROUP_SIZE = 49
+BAD_OPTION = 50
+
+SCALES = {"none": 0, "group": 1, "batch": 2}
+MODES = {"grpo": 0, "bnpo": 1, "dr_grpo": 2, "dapo": 3}
+
+
+def _choice(x, name, options):
+    if not isinstance(x, str):
+        raise TypeError(f"{name} must be a str, got {type(x).__name__}")
+    key = x.strip().lower()
+    if key not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {x!r}")
+    return options[key]
+
+
+def _groups(rewards, group_size, group_ids):
+    """Validated rewards (B,) and dense group ids in [0, G); returns (rewards, ids, G)."""
+    r = _real_array(rewards, "rewards", 1)
+    r = _as(r, _work_dtype(r))
+    n = r.shape[0]
+    if (group_size is None) == (group_ids is None):
+        raise ValueError("give exactly one of group_size and group_ids")
+    if group_size is not None:
+        k = check.positive_int(group_size, "group_size")
+        if n % k:
+            raise ValueError(f"rewards has length {n}, not a multiple of group_size={k}")
+        ids = np.arange(n, dtype=np.int64) // k
+        return r, ids, n // k
+    ids = check.ids(group_ids, "group_ids", n)
+    uniq, dense = np.unique(ids, return_inverse=True)
+    return r, np.ascontiguousarray(dense.reshape(-1).astype(ids.dtype)), uniq.shape[0]
+
+
+def _raise_groups(status, r):
+    _fail(status, {BAD_REWARDS: ("rewards", r, None),
+                   BAD_OPTION: "invalid scale, eps or ddof",
+                   BAD_GROUP_IDS: "group_ids out of range"})
+
+
+def grpo_advantages(rewards, group_size=None, group_ids=None, *, scale: str = "group",
+                    eps: float = 1e-4, ddof: int = 1) -> np.ndarray:
+    r"""GRPO advantages :math:`(r_i - \mu_g) / (\sigma + \varepsilon)` (Shao et al. 2024).
+
+    Parameters
+    ----------
+    rewards : (B,) real array, finite
+    group_size : K (B a multiple of K), or
+    group_ids : (B,) integer group labels
+    scale : ``"group"`` (σ = std of the group), ``"batch"`` (σ = std of all B rewards) or
+        ``"none"`` (no division; Dr. GRPO)
+    eps : > 0, added to σ (TRL's 1e-4 by default; unused with ``scale="none"``)
+    ddof : 1 (sample std, as ``torch.std`` in TRL / verl; default) or 0 (population std)
+
+    Returns
+    -------
+    (B,) advantages (float32 for float32 rewards, else float64).
+    """
+    code = _choice(scale, "scale", SCALES)
+    eps = check.real(eps, "eps", 0.0, None, low_open=True)
+    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)):
+        raise TypeError(f"ddof must be an int, got {type(ddof).__name__}")
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 or 1, got {ddof}")
+    r, ids, n_groups = _groups(rewards, group_size, group_ids)
+    mean = np.empty(n_groups, dtype=np.float64)
+    std = np.empty(n_groups, dtype=np.float64)
+    count = np.empty(n_groups, dtype=np.int64)
+    out = np.empty(r.shape[0], dtype=r.dtype)
+    status = _backend.kernels().grpo_advantages(r, ids, code, eps, int(ddof), mean, std, count,
+                                                out)
+    _raise_groups(status, r)
+    return out
+
+
+def rloo_advantages(rewards, group_size=None, group_ids=None) -> np.ndarray:
+    r"""RLOO advantages :math:`r_i - \frac{1}{K-1}\sum_{j\ne i} r_j` (Ahmadian et al. 2024).
+
+    Groups as in :func:`grpo_advantages`; every group needs ≥ 2 members.  Returns (B,).
+    """
+    r, ids, n_groups = _groups(rewards, group_size, group_ids)
+    total = np.empty(n_groups, dtype=np.float64)
+    count = np.empty(n_groups, dtype=np.int64)
+    out = np.empty(r.shape[0], dtype=r.dtype)
+    status = _backend.kernels().rloo_advantages(r, ids, total, count, out)
+    if status == BAD_GROUP_SIZE:
+        g = int(np.flatnonzero(count == 1)[0])
+        i = int(np.flatnonzero(ids == g)[0])
+        raise ValueError(f"RLOO needs at least 2 samples per group; the group of rewards[{i}] "
+                         "has 1")
+    _raise_groups(status, r)
+    return out
+
+
+def _count(x, name):
+    """None, or an integer count >= 1 (as a float for the kernel)."""
+    if x is None:
+        return None
+    return float(check.positive_int(x, name))
+
+
+def loss_weights(mask, mode: str, *, num_sequences=None, num_tokens=None, max_length=None,
+                 dtype=np.float64) -> np.ndarray:
+    r"""Per-token loss weights ``w`` (B, T) so that ``loss = sum(w * per_token_loss)`` aggregates as:
+
+    ``"grpo"``
+        per-sequence token mean, then mean over sequences (Shao et al. 2024, eq. 3):
+        :math:`w_{b,t} = 1 / (N_{seq}\,|o_b|)`; a row without active tokens contributes 0 but is
+        counted in :math:`N_{seq}` (as TRL's ``clamp(min=1)``).
+    ``"bnpo"``
+        mean over the active tokens of this batch (TRL's ``loss_type="bnpo"``):
+        :math:`w = 1 / \sum_b |o_b|`.
+    ``"dr_grpo"``
+        constant normaliser (Liu et al. 2025, Dr. GRPO: "MAX_TOKENS"):
+        :math:`w = 1 / (N_{seq}\,T_{max})`.
+    ``"dapo"``
+        token-level mean over the *global* batch (Yu et al. 2025, DAPO, eq. 8 / §3.3):
+        :math:`w = 1/N_{tok}`, with :math:`N_{tok}` the active tokens of all micro-batches /
+        devices of the optimisation step (``num_tokens``; defaults to this batch's count, i.e. bnpo).
+
+    Parameters
+    ----------
+    mask : (B, T) bool, active (completion) tokens
+    mode : one of the above
+    num_sequences : N_seq for grpo / dr_grpo (default B)
+    num_tokens : N_tok for dapo (default: the active tokens in ``mask``, at least 1)
+    max_length : T_max for dr_grpo (default T, the padded width)
+    dtype : float32 or float64 (default) output
+
+    Inactive tokens get weight 0.  Each weight is computed in float64 (``1.0 / denominator``) and
+    rounded once.
+    """
+    code = _choice(mode, "mode", MODES)
+    dtype = np.dtype(dtype)
+    if dtype not in check.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be 2-dimensional, got shape {arr.shape}")
+    m = _mask(arr, arr.shape)
+    n_rows, n_steps = m.shape
+    n_seq = _count(num_sequences, "num_sequences")
+    n_tok = _count(num_tokens, "num_tokens")
+    t_max = _count(max_length, "max_length")
+    n_seq = float(max(n_rows, 1)) if n_seq is None else n_seq
+    n_tok = float(max(int(np.count_nonzero(m)), 1)) if n_tok is None else n_tok
+    t_max = float(max(n_steps, 1)) if t_max is None else t_max
+    out = np.empty(m.shape, dtype=dtype)
+    status = _backend.kernels().loss_weights(m, code, n_seq, n_tok, t_max, out)
+    _fail(status, {BAD_OPTION: "invalid mode or counts"})
+    return out
+
+
+def sequence_importance_ratio(logp, old_logp, mask=None):
+    r"""GSPO's sequence-level importance ratio and its gradient (Zheng et al. 2025, eq. 7).
+
+    .. math:: s_b = \exp\Big(\frac{1}{|y_b|}\sum_{t\,\text{active}}
+              \big(\log\pi(y_{b,t}) - \log\pi_{old}(y_{b,t})\big)\Big),\qquad
+              \frac{\partial s_b}{\partial \log\pi(y_{b,t})} = \frac{s_b}{|y_b|}\ \text{(active t)}
+
+    Parameters
+    ----------
+    logp, old_logp : (B, T) real, log-probabilities of the sampled tokens (finite where active)
+    mask : (B, T) bool or None (all active)
+
+    Returns
+    -------
+    (ratio (B,), grad (B, T)).  A row without active tokens has ratio 1 and zero gradient.
+    The sum runs in t order in float64; ``exp`` is the C library's.
+    """
+    lp = _real_array(logp, "logp", 2)
+    old = _real_array(old_logp, "old_logp", 2, lp.shape)
+    dtype = _work_dtype(lp, old)
+    m = _mask(mask, lp.shape)
+    lp = _as(lp, dtype)
+    old = _as(old, dtype)
+    ratio = np.empty(lp.shape[0], dtype=dtype)
+    grad = np.empty(lp.shape, dtype=dtype)
+    status = _backend.kernels().sequence_importance_ratio(lp, old, m, ratio, grad)
+    _fail(status, {BAD_LOGP: ("logp", lp, m), BAD_OLD_LOGP: ("old_logp", old, m)})
+    return ratio, grad

@@ -1,3 +1,188 @@
-"""kl_divergence (public API). To be written."""
+r"""KL divergence to a reference policy: the k1 / k2 / k3 estimators, their gradients, KL-penalised
+rewards, and the adaptive KL coefficient.
 
-__all__ = []
+For a sampled token :math:`a \sim \pi(\cdot|s)` write the log-ratio
+:math:`r = \log\pi_{\text{ref}}(a|s) - \log\pi(a|s)` (``ref_logp - logp``).  J. Schulman,
+"Approximating KL Divergence" (2020, http://joschu.net/blog/kl-approx.html) gives three
+single-sample estimators of :math:`\mathrm{KL}(\pi\,\|\,\pi_{\text{ref}})`:
+
+============  =======================================  ====================================
+estimator     value                                    d value / d log π(a)
+============  =======================================  ====================================
+``"k1"``      :math:`-r`  (unbiased, high variance,    :math:`1`
+              can be negative)
+``"k2"``      :math:`r^2/2` (biased, low variance)     :math:`-r`
+``"k3"``      :math:`(e^{r} - 1) - r` (unbiased,       :math:`1 - e^{r}`
+              always ≥ 0; GRPO's estimator)
+============  =======================================  ====================================
+
+The gradient is that of the per-token estimate with respect to the log-probability of the sampled
+token, the sample held fixed — what autograd gives for a loss term ``beta * k(logp)`` (GRPO, Shao et
+al. 2024, eq. 4 uses k3 as a loss term); chain it through the logits with
+:mod:`fastlmrl.log_probs`.  ``e^r - 1`` is evaluated with ``expm1`` (same formula, no cancellation
+for small ``r``), so k3 ≥ 0 holds exactly in floating point.
+
+Two uses:
+
+* **loss term** (GRPO style): :func:`kl_penalty` gives per-token values and gradients; weight them
+  with :func:`fastlmrl.loss_weights` and add ``beta * sum(w * kl)`` to the loss.
+* **reward shaping** (PPO-RLHF / RLOO style, Ziegler et al. 2019; Stiennon et al. 2020):
+  :func:`kl_penalized_rewards` gives :math:`r_t \leftarrow r_t - \beta\,\mathrm{kl}_t` (no gradient
+  flows through the reward).
+
+:class:`AdaptiveKLController` adapts β toward a target KL (Ziegler et al. 2019, "Fine-Tuning
+Language Models from Human Preferences", §2.2).
+
+Numerics: float64 arithmetic, each output rounded once; ``logp`` / ``ref_logp`` / ``rewards`` must
+be finite on unmasked entries (masked entries are never read and output 0).  ``exp`` / ``expm1`` come
+from the platform's C math library in every backend (glibc here: results agree bit for bit).
+Log-probabilities are not required to be ≤ 0.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+from .advantages import _as, _fail, _mask, _real_array, _work_dtype
+
+__all__ = ["AdaptiveKLController", "FixedKLController", "kl_penalized_rewards", "kl_penalty"]
+
+BAD_REWARDS = 5
+BAD_LOGP = 45
+BAD_REF_LOGP = 46
+BAD_ESTIMATOR = 47
+
+ESTIMATORS = {"k1": 1, "k2": 2, "k3": 3}
+
+
+def _estimator(estimator) -> int:
+    if not isinstance(estimator, str):
+        raise TypeError(f"estimator must be a str, got {type(estimator).__name__}")
+    key = estimator.strip().lower()
+    if key not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of 'k1', 'k2', 'k3'; got {estimator!r}")
+    return ESTIMATORS[key]
+
+
+def _tokens(logp, ref_logp, mask, rewards=None):
+    lp = _real_array(logp, "logp")
+    shape = lp.shape
+    ref = _real_array(ref_logp, "ref_logp", shape=shape)
+    rw = None if rewards is None else _real_array(rewards, "rewards", shape=shape)
+    dtype = _work_dtype(lp, ref, rw)
+    m = _mask(mask, shape).ravel()
+    lp = _as(lp, dtype).ravel()
+    ref = _as(ref, dtype).ravel()
+    if rw is not None:
+        rw = _as(rw, dtype).ravel()
+    return lp, ref, rw, m, shape, dtype
+
+
+def _raise(status, lp, ref, m, rw=None):
+    _fail(status, {BAD_REWARDS: ("rewards (flattened)", rw, m),
+                   BAD_LOGP: ("logp (flattened)", lp, m),
+                   BAD_REF_LOGP: ("ref_logp (flattened)", ref, m)})
+
+
+def kl_penalty(logp, ref_logp, mask=None, estimator: str = "k3"):
+    r"""Per-token KL estimates and their gradients with respect to ``logp``.
+
+    Parameters
+    ----------
+    logp : real array (any shape, e.g. (B, T)): :math:`\log\pi(a_t|s_t)` of the sampled tokens
+    ref_logp : same shape: :math:`\log\pi_{\text{ref}}(a_t|s_t)`
+    mask : bool array of that shape or None (all valid); masked entries output 0 and are not read
+    estimator : ``"k1"`` (:math:`-r`), ``"k2"`` (:math:`r^2/2`) or ``"k3"`` (:math:`e^r-1-r`),
+        with :math:`r` = ``ref_logp - logp`` (see the module docstring)
+
+    Returns
+    -------
+    (kl, grad), both of ``logp``'s shape; ``grad`` = d kl / d logp (1, :math:`-r`,
+    :math:`1 - e^r` respectively; 0 where masked).
+    """
+    code = _estimator(estimator)
+    lp, ref, _, m, shape, dtype = _tokens(logp, ref_logp, mask)
+    kl = np.empty(lp.shape[0], dtype=dtype)
+    grad = np.empty(lp.shape[0], dtype=dtype)
+    status = _backend.kernels().kl_penalty(lp, ref, m, code, kl, grad)
+    _raise(status, lp, ref, m)
+    return kl.reshape(shape), grad.reshape(shape)
+
+
+def kl_penalized_rewards(rewards, logp, ref_logp, mask=None, *, beta: float,
+                         estimator: str = "k1"):
+    r"""KL-shaped per-token rewards :math:`r_t - \beta\,\mathrm{kl}_t` (Ziegler et al. 2019, eq. 2;
+    Stiennon et al. 2020; Ahmadian et al. 2024 for RLOO).
+
+    ``rewards[b, t]`` is the environment/reward-model reward of token t (typically the sequence
+    score on the last valid token, 0 elsewhere); the result feeds :func:`fastlmrl.gae` or
+    :func:`fastlmrl.discounted_returns`.  ``estimator`` defaults to ``"k1"`` (``log π - log π_ref``,
+    the penalty of Ziegler et al. and TRL's PPO default).  ``beta`` ≥ 0.
+
+    Returns
+    -------
+    (shaped_rewards, kl), both of ``rewards``' shape; masked entries are 0.
+    """
+    beta = check.real(beta, "beta", 0.0, None)
+    code = _estimator(estimator)
+    lp, ref, rw, m, shape, dtype = _tokens(logp, ref_logp, mask, rewards)
+    out = np.empty(lp.shape[0], dtype=dtype)
+    kl = np.empty(lp.shape[0], dtype=dtype)
+    status = _backend.kernels().kl_penalized_rewards(rw, lp, ref, m, code, beta, out, kl)
+    _raise(status, lp, ref, m, rw)
+    return out.reshape(shape), kl.reshape(shape)
+
+
+class FixedKLController:
+    """A constant KL coefficient with the same interface as :class:`AdaptiveKLController`."""
+
+    def __init__(self, kl_coef: float):
+        self.value = check.real(kl_coef, "kl_coef", 0.0, None)
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        check.real(current_kl, "current_kl")
+        check.positive_int(n_steps, "n_steps", 0)
+        return self.value
+
+
+class AdaptiveKLController:
+    r"""Adaptive KL coefficient (Ziegler et al. 2019, §2.2; as in TRL's ``AdaptiveKLController``).
+
+    .. math:: e_t = \mathrm{clip}\!\left(\frac{\mathrm{KL}_t}{\mathrm{KL}_{\text{target}}} - 1,
+              -0.2, 0.2\right),\qquad \beta_{t+1} = \beta_t\,(1 + K_\beta\,e_t),\qquad
+              K_\beta = \frac{n\_steps}{\text{horizon}}
+
+    ``current_kl`` is the measured KL of the batch (e.g. the mean over sequences of the summed
+    per-token estimates), ``n_steps`` the number of samples (or steps) it covers.  The paper uses
+    :math:`K_\beta = 0.1`; here it scales with ``n_steps / horizon`` (keep it below 5, or a
+    clipped error of -0.2 would make β negative; nothing clamps it, as in the paper and TRL).
+
+    Parameters
+    ----------
+    init_kl_coef : initial β ≥ 0
+    target : target KL > 0
+    horizon : > 0 (in the units of ``n_steps``)
+    """
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: float):
+        self.value = check.real(init_kl_coef, "init_kl_coef", 0.0, None)
+        self.target = check.real(target, "target", 0.0, None, low_open=True)
+        self.horizon = check.real(horizon, "horizon", 0.0, None, low_open=True)
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        """Apply one update; returns the new β (also stored in ``self.value``)."""
+        current_kl = check.real(current_kl, "current_kl")
+        if isinstance(n_steps, (bool, np.bool_)) or not isinstance(n_steps, numbers.Integral):
+            raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}")
+        if n_steps < 0:
+            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value = self.value * (1.0 + error * (int(n_steps) / self.horizon))
+        return self.value
+
+    def state(self) -> dict:
+        """Checkpointable state (restore with ``AdaptiveKLController(**state)``)."""
+        return {"init_kl_coef": self.value, "target": self.target, "horizon": self.horizon}

@@ -1,4 +1,213 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython group_advantages kernels."""
+"""Cython group-relative advantages, loss weights and GSPO ratios (same semantics and rounding as
+the reference)."""
 
-__all__ = []
+__all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
+from libc.math cimport exp, isfinite, sqrt
+from libc.stdint cimport int64_t
+
+from fastlmrl._cython._common cimport real_t, index_t
+
+cdef enum:
+    BAD_REWARDS = 5
+    BAD_LOGP = 45
+    BAD_OLD_LOGP = 46
+    BAD_GROUP_IDS = 48
+    BAD_GROUP_SIZE = 49
+    BAD_OPTION = 50
+
+
+cdef inline int _check_groups(const real_t[::1] rewards, const index_t[::1] group_ids,
+                              Py_ssize_t n_groups) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(rewards.shape[0]):
+        if group_ids[i] < 0 or group_ids[i] >= n_groups:
+            return BAD_GROUP_IDS
+        if not isfinite(rewards[i]):
+            return BAD_REWARDS
+    return 0
+
+
+cdef int grpo_advantages_core(const real_t[::1] rewards, const index_t[::1] group_ids, int scale,
+                              double eps, int ddof, double[::1] group_mean, double[::1] group_std,
+                              int64_t[::1] group_count, real_t[::1] advantages_out) noexcept nogil:
+    cdef Py_ssize_t i, g, n = rewards.shape[0], n_groups = group_mean.shape[0]
+    cdef double d, centred, total, mean, bss, batch_std = 0.0
+    cdef int status
+    if (scale != 0 and scale != 1 and scale != 2) or ddof < 0 or not eps > 0:
+        return BAD_OPTION
+    status = _check_groups(rewards, group_ids, n_groups)
+    if status:
+        return status
+    for g in range(n_groups):
+        group_mean[g] = 0.0
+        group_std[g] = 0.0
+        group_count[g] = 0
+    for i in range(n):
+        g = group_ids[i]
+        group_mean[g] += <double>rewards[i]
+        group_count[g] += 1
+    for g in range(n_groups):
+        if group_count[g] > 0:
+            group_mean[g] = group_mean[g] / <double>group_count[g]
+    for i in range(n):
+        g = group_ids[i]
+        d = <double>rewards[i] - group_mean[g]
+        group_std[g] += d * d
+    for g in range(n_groups):
+        if group_count[g] > ddof:
+            group_std[g] = sqrt(group_std[g] / <double>(group_count[g] - ddof))
+        else:
+            group_std[g] = 0.0
+    if scale == 2:
+        total = 0.0
+        for i in range(n):
+            total += <double>rewards[i]
+        mean = total / <double>n if n > 0 else 0.0
+        bss = 0.0
+        for i in range(n):
+            d = <double>rewards[i] - mean
+            bss += d * d
+        batch_std = sqrt(bss / <double>(n - ddof)) if n > ddof else 0.0
+    for i in range(n):
+        g = group_ids[i]
+        centred = <double>rewards[i] - group_mean[g]
+        if scale == 0:
+            advantages_out[i] = <real_t>centred
+        elif scale == 1:
+            advantages_out[i] = <real_t>(centred / (group_std[g] + eps))
+        else:
+            advantages_out[i] = <real_t>(centred / (batch_std + eps))
+    return 0
+
+
+cdef int rloo_advantages_core(const real_t[::1] rewards, const index_t[::1] group_ids,
+                              double[::1] group_sum, int64_t[::1] group_count,
+                              real_t[::1] advantages_out) noexcept nogil:
+    cdef Py_ssize_t i, g, n_groups = group_sum.shape[0]
+    cdef double r
+    cdef int status = _check_groups(rewards, group_ids, n_groups)
+    if status:
+        return status
+    for g in range(n_groups):
+        group_sum[g] = 0.0
+        group_count[g] = 0
+    for i in range(rewards.shape[0]):
+        g = group_ids[i]
+        group_sum[g] += <double>rewards[i]
+        group_count[g] += 1
+    for g in range(n_groups):
+        if group_count[g] == 1:
+            return BAD_GROUP_SIZE
+    for i in range(rewards.shape[0]):
+        g = group_ids[i]
+        r = <double>rewards[i]
+        advantages_out[i] = <real_t>(r - (group_sum[g] - r) / <double>(group_count[g] - 1))
+    return 0
+
+
+cdef int loss_weights_core(const unsigned char[:, ::1] mask, int mode, double num_sequences,
+                           double num_tokens, double max_length, real_t[:, ::1] out) noexcept nogil:
+    cdef Py_ssize_t b, t, n_b, n_active = 0, n_steps = mask.shape[1]
+    cdef double w
+    cdef real_t* row_out
+    cdef const unsigned char* row_mask
+    if n_steps == 0:
+        return 0 if (mode >= 0 and mode <= 3 and num_sequences > 0 and num_tokens > 0
+                     and max_length > 0) else BAD_OPTION
+    if mode != 0 and mode != 1 and mode != 2 and mode != 3:
+        return BAD_OPTION
+    if not (num_sequences > 0 and num_tokens > 0 and max_length > 0):
+        return BAD_OPTION
+    if mode == 1:
+        for b in range(mask.shape[0]):
+            for t in range(mask.shape[1]):
+                if mask[b, t]:
+                    n_active += 1
+    for b in range(mask.shape[0]):
+        if mode == 0:
+            n_b = 0
+            for t in range(mask.shape[1]):
+                if mask[b, t]:
+                    n_b += 1
+            w = 1.0 / (num_sequences * <double>n_b) if n_b > 0 else 0.0
+        elif mode == 1:
+            w = 1.0 / <double>n_active if n_active > 0 else 0.0
+        elif mode == 2:
+            w = 1.0 / (num_sequences * max_length)
+        else:
+            w = 1.0 / num_tokens
+        row_out = &out[b, 0]
+        row_mask = &mask[b, 0]
+        for t in range(n_steps):
+            row_out[t] = <real_t>w if row_mask[t] else <real_t>0
+    return 0
+
+
+cdef int sequence_importance_ratio_core(const real_t[:, ::1] logp, const real_t[:, ::1] old_logp,
+                                        const unsigned char[:, ::1] mask, real_t[::1] ratio_out,
+                                        real_t[:, ::1] grad_out) noexcept nogil:
+    cdef Py_ssize_t b, t, n_b
+    cdef double total, ratio, grad
+    for b in range(mask.shape[0]):
+        for t in range(mask.shape[1]):
+            if mask[b, t]:
+                if not isfinite(logp[b, t]):
+                    return BAD_LOGP
+                if not isfinite(old_logp[b, t]):
+                    return BAD_OLD_LOGP
+    for b in range(mask.shape[0]):
+        total = 0.0
+        n_b = 0
+        for t in range(mask.shape[1]):
+            if mask[b, t]:
+                total += <double>logp[b, t] - <double>old_logp[b, t]
+                n_b += 1
+        if n_b > 0:
+            ratio = exp(total / <double>n_b)
+            grad = ratio / <double>n_b
+        else:
+            ratio = 1.0
+            grad = 0.0
+        ratio_out[b] = <real_t>ratio
+        for t in range(mask.shape[1]):
+            if mask[b, t]:
+                grad_out[b, t] = <real_t>grad
+            else:
+                grad_out[b, t] = 0
+    return 0
+
+
+def grpo_advantages(const real_t[::1] rewards, const index_t[::1] group_ids, int scale, double eps,
+                    int ddof, double[::1] group_mean, double[::1] group_std,
+                    int64_t[::1] group_count, real_t[::1] advantages_out):
+    cdef int status
+    with nogil:
+        status = grpo_advantages_core(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
+                                      group_count, advantages_out)
+    return status
+
+
+def rloo_advantages(const real_t[::1] rewards, const index_t[::1] group_ids,
+                    double[::1] group_sum, int64_t[::1] group_count, real_t[::1] advantages_out):
+    cdef int status
+    with nogil:
+        status = rloo_advantages_core(rewards, group_ids, group_sum, group_count, advantages_out)
+    return status
+
+
+def loss_weights(const unsigned char[:, ::1] mask, int mode, double num_sequences,
+                 double num_tokens, double max_length, real_t[:, ::1] out):
+    cdef int status
+    with nogil:
+        status = loss_weights_core(mask, mode, num_sequences, num_tokens, max_length, out)
+    return status
+
+
+def sequence_importance_ratio(const real_t[:, ::1] logp, const real_t[:, ::1] old_logp,
+                              const unsigned char[:, ::1] mask, real_t[::1] ratio_out,
+                              real_t[:, ::1] grad_out):
+    cdef int status
+    with nogil:
+        status = sequence_importance_ratio_core(logp, old_logp, mask, ratio_out, grad_out)
+    return status

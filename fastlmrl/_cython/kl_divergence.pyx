@@ -1,4 +1,113 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython kl_divergence kernels."""
+"""Cython KL estimators and KL-penalised rewards (same semantics, same rounding as the reference)."""
 
-__all__ = []
+__all__ = ["kl_penalized_rewards", "kl_penalty"]
+from libc.math cimport expm1, isfinite
+
+from fastlmrl._cython._common cimport real_t
+
+cdef enum:
+    BAD_REWARDS = 5
+    BAD_LOGP = 45
+    BAD_REF_LOGP = 46
+    BAD_ESTIMATOR = 47
+
+
+cdef inline int _check(const real_t[::1] rewards, bint has_rewards, const real_t[::1] logp,
+                       const real_t[::1] ref_logp, const unsigned char[::1] mask,
+                       int estimator) noexcept nogil:
+    cdef Py_ssize_t i
+    if estimator != 1 and estimator != 2 and estimator != 3:
+        return BAD_ESTIMATOR
+    for i in range(mask.shape[0]):
+        if mask[i]:
+            if has_rewards and not isfinite(rewards[i]):
+                return BAD_REWARDS
+            if not isfinite(logp[i]):
+                return BAD_LOGP
+            if not isfinite(ref_logp[i]):
+                return BAD_REF_LOGP
+    return 0
+
+
+cdef int kl_penalty_core(const real_t[::1] logp, const real_t[::1] ref_logp,
+                         const unsigned char[::1] mask, int estimator, real_t[::1] kl_out,
+                         real_t[::1] grad_out) noexcept nogil:
+    cdef Py_ssize_t i, n = mask.shape[0]
+    cdef double r, e
+    cdef int status = _check(logp, False, logp, ref_logp, mask, estimator)
+    if status:
+        return status
+    if estimator == 1:
+        for i in range(n):
+            if mask[i]:
+                r = <double>ref_logp[i] - <double>logp[i]
+                kl_out[i] = <real_t>(-r)
+                grad_out[i] = 1
+            else:
+                kl_out[i] = 0
+                grad_out[i] = 0
+    elif estimator == 2:
+        for i in range(n):
+            if mask[i]:
+                r = <double>ref_logp[i] - <double>logp[i]
+                kl_out[i] = <real_t>(0.5 * (r * r))
+                grad_out[i] = <real_t>(-r)
+            else:
+                kl_out[i] = 0
+                grad_out[i] = 0
+    else:
+        for i in range(n):
+            if mask[i]:
+                r = <double>ref_logp[i] - <double>logp[i]
+                e = expm1(r)
+                kl_out[i] = <real_t>(e - r)
+                grad_out[i] = <real_t>(-e)
+            else:
+                kl_out[i] = 0
+                grad_out[i] = 0
+    return 0
+
+
+cdef int kl_penalized_rewards_core(const real_t[::1] rewards, const real_t[::1] logp,
+                                   const real_t[::1] ref_logp, const unsigned char[::1] mask,
+                                   int estimator, double beta, real_t[::1] rewards_out,
+                                   real_t[::1] kl_out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double r, kl
+    cdef int status = _check(rewards, True, logp, ref_logp, mask, estimator)
+    if status:
+        return status
+    for i in range(mask.shape[0]):
+        if mask[i]:
+            r = <double>ref_logp[i] - <double>logp[i]
+            if estimator == 1:
+                kl = -r
+            elif estimator == 2:
+                kl = 0.5 * (r * r)
+            else:
+                kl = expm1(r) - r
+            rewards_out[i] = <real_t>(<double>rewards[i] - beta * kl)
+            kl_out[i] = <real_t>kl
+        else:
+            rewards_out[i] = 0
+            kl_out[i] = 0
+    return 0
+
+
+def kl_penalty(const real_t[::1] logp, const real_t[::1] ref_logp, const unsigned char[::1] mask,
+               int estimator, real_t[::1] kl_out, real_t[::1] grad_out):
+    cdef int status
+    with nogil:
+        status = kl_penalty_core(logp, ref_logp, mask, estimator, kl_out, grad_out)
+    return status
+
+
+def kl_penalized_rewards(const real_t[::1] rewards, const real_t[::1] logp,
+                         const real_t[::1] ref_logp, const unsigned char[::1] mask, int estimator,
+                         double beta, real_t[::1] rewards_out, real_t[::1] kl_out):
+    cdef int status
+    with nogil:
+        status = kl_penalized_rewards_core(rewards, logp, ref_logp, mask, estimator, beta,
+                                           rewards_out, kl_out)
+    return status

@@ -1,3 +1,88 @@
-"""Numba kl_divergence kernels."""
+"""Numba KL estimators and KL-penalised rewards (same semantics, same rounding as the reference)."""
 
-__all__ = []
+__all__ = ["kl_penalized_rewards", "kl_penalty"]
+import math
+
+import numpy as np
+from numba import njit
+
+from ._common import NJIT
+
+BAD_REWARDS = 5
+BAD_LOGP = 45
+BAD_REF_LOGP = 46
+BAD_ESTIMATOR = 47
+
+
+@njit(**NJIT)
+def _check(rewards, has_rewards, logp, ref_logp, mask, estimator):
+    if estimator != 1 and estimator != 2 and estimator != 3:
+        return BAD_ESTIMATOR
+    for i in range(mask.shape[0]):
+        if mask[i]:
+            if has_rewards and not np.isfinite(rewards[i]):
+                return BAD_REWARDS
+            if not np.isfinite(logp[i]):
+                return BAD_LOGP
+            if not np.isfinite(ref_logp[i]):
+                return BAD_REF_LOGP
+    return 0
+
+
+@njit(**NJIT)
+def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
+    status = _check(logp, False, logp, ref_logp, mask, estimator)
+    if status != 0:
+        return status
+    n = mask.shape[0]
+    if estimator == 1:
+        for i in range(n):
+            if mask[i]:
+                r = np.float64(ref_logp[i]) - np.float64(logp[i])
+                kl_out[i] = -r
+                grad_out[i] = 1.0
+            else:
+                kl_out[i] = 0.0
+                grad_out[i] = 0.0
+    elif estimator == 2:
+        for i in range(n):
+            if mask[i]:
+                r = np.float64(ref_logp[i]) - np.float64(logp[i])
+                kl_out[i] = 0.5 * (r * r)
+                grad_out[i] = -r
+            else:
+                kl_out[i] = 0.0
+                grad_out[i] = 0.0
+    else:
+        for i in range(n):
+            if mask[i]:
+                r = np.float64(ref_logp[i]) - np.float64(logp[i])
+                e = math.expm1(r)
+                kl_out[i] = e - r
+                grad_out[i] = -e
+            else:
+                kl_out[i] = 0.0
+                grad_out[i] = 0.0
+    return 0
+
+
+@njit(**NJIT)
+def kl_penalized_rewards(rewards, logp, ref_logp, mask, estimator, beta, rewards_out, kl_out):
+    status = _check(rewards, True, logp, ref_logp, mask, estimator)
+    if status != 0:
+        return status
+    for i in range(mask.shape[0]):
+        if mask[i]:
+            r = np.float64(ref_logp[i]) - np.float64(logp[i])
+            if estimator == 1:
+                kl = -r
+            elif estimator == 2:
+                kl = 0.5 * (r * r)
+            else:
+                kl = math.expm1(r) - r
+            rewards_out[i] = np.float64(rewards[i]) - beta * kl
+            kl_out[i] = kl
+        else:
+            rewards_out[i] = 0.0
+            kl_out[i] = 0.0
+    return 0

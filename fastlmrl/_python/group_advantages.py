@@ -1,3 +1,161 @@
-"""Reference group_advantages kernels (plain Python)."""
+"""Reference group-relative advantages, loss weights and GSPO sequence ratios (plain Python).
 
-__all__ = []
+Group statistics accumulate in index order in float64; ``group_mean`` / ``group_std`` /
+``group_count`` (GRPO) and ``group_sum`` / ``group_count`` (RLOO) are kernel workspaces that also
+report the per-group statistics.  See :mod:`fastlmrl.group_advantages` for the formulas.
+"""
+import math
+
+__all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
+
+BAD_REWARDS = 5
+BAD_LOGP = 45
+BAD_OLD_LOGP = 46
+BAD_GROUP_IDS = 48
+BAD_GROUP_SIZE = 49
+BAD_OPTION = 50
+
+SCALE_NONE, SCALE_GROUP, SCALE_BATCH = 0, 1, 2
+MODE_GRPO, MODE_BNPO, MODE_DR_GRPO, MODE_DAPO = 0, 1, 2, 3
+
+
+def _check_groups(r_, g_, n_groups):
+    for i in range(len(r_)):
+        if g_[i] < 0 or g_[i] >= n_groups:
+            return BAD_GROUP_IDS
+        if not math.isfinite(r_[i]):
+            return BAD_REWARDS
+    return 0
+
+
+def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std, group_count,
+                    advantages_out):
+    r_, g_ = rewards.tolist(), group_ids.tolist()
+    n_groups = group_mean.shape[0]
+    scale, ddof = int(scale), int(ddof)
+    if scale not in (SCALE_NONE, SCALE_GROUP, SCALE_BATCH) or ddof < 0 or not eps > 0:
+        return BAD_OPTION
+    status = _check_groups(r_, g_, n_groups)
+    if status:
+        return status
+    n = len(r_)
+    sums = [0.0] * n_groups
+    counts = [0] * n_groups
+    for i in range(n):
+        sums[g_[i]] += r_[i]
+        counts[g_[i]] += 1
+    means = [sums[g] / counts[g] if counts[g] else 0.0 for g in range(n_groups)]
+    ss = [0.0] * n_groups
+    for i in range(n):
+        d = r_[i] - means[g_[i]]
+        ss[g_[i]] += d * d
+    stds = [math.sqrt(ss[g] / (counts[g] - ddof)) if counts[g] > ddof else 0.0
+            for g in range(n_groups)]
+    for g in range(n_groups):
+        group_mean[g] = means[g]
+        group_std[g] = stds[g]
+        group_count[g] = counts[g]
+    batch_std = 0.0
+    if scale == SCALE_BATCH:
+        total = 0.0
+        for x in r_:
+            total += x
+        mean = total / n if n else 0.0
+        bss = 0.0
+        for x in r_:
+            d = x - mean
+            bss += d * d
+        batch_std = math.sqrt(bss / (n - ddof)) if n > ddof else 0.0
+    for i in range(n):
+        centred = r_[i] - means[g_[i]]
+        if scale == SCALE_NONE:
+            advantages_out[i] = centred
+        elif scale == SCALE_GROUP:
+            advantages_out[i] = centred / (stds[g_[i]] + eps)
+        else:
+            advantages_out[i] = centred / (batch_std + eps)
+    return 0
+
+
+def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
+    r_, g_ = rewards.tolist(), group_ids.tolist()
+    n_groups = group_sum.shape[0]
+    status = _check_groups(r_, g_, n_groups)
+    if status:
+        return status
+    sums = [0.0] * n_groups
+    counts = [0] * n_groups
+    for i in range(len(r_)):
+        sums[g_[i]] += r_[i]
+        counts[g_[i]] += 1
+    for g in range(n_groups):
+        group_sum[g] = sums[g]
+        group_count[g] = counts[g]
+    for g in range(n_groups):
+        if counts[g] == 1:
+            return BAD_GROUP_SIZE
+    for i in range(len(r_)):
+        g = g_[i]
+        advantages_out[i] = r_[i] - (sums[g] - r_[i]) / (counts[g] - 1)
+    return 0
+
+
+def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
+    m_ = mask.tolist()
+    mode = int(mode)
+    if mode not in (MODE_GRPO, MODE_BNPO, MODE_DR_GRPO, MODE_DAPO):
+        return BAD_OPTION
+    if not (num_sequences > 0 and num_tokens > 0 and max_length > 0):
+        return BAD_OPTION
+    n_active = 0
+    if mode == MODE_BNPO:
+        for row in m_:
+            for x in row:
+                if x:
+                    n_active += 1
+    for b in range(len(m_)):
+        row = m_[b]
+        if mode == MODE_GRPO:
+            n_b = 0
+            for x in row:
+                if x:
+                    n_b += 1
+            w = 1.0 / (num_sequences * n_b) if n_b else 0.0
+        elif mode == MODE_BNPO:
+            w = 1.0 / n_active if n_active else 0.0
+        elif mode == MODE_DR_GRPO:
+            w = 1.0 / (num_sequences * max_length)
+        else:
+            w = 1.0 / num_tokens
+        for t in range(len(row)):
+            out[b, t] = w if row[t] else 0.0
+    return 0
+
+
+def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
+    lp_, old_, m_ = logp.tolist(), old_logp.tolist(), mask.tolist()
+    for b in range(len(m_)):
+        for t in range(len(m_[b])):
+            if m_[b][t]:
+                if not math.isfinite(lp_[b][t]):
+                    return BAD_LOGP
+                if not math.isfinite(old_[b][t]):
+                    return BAD_OLD_LOGP
+    for b in range(len(m_)):
+        row = m_[b]
+        total = 0.0
+        n_b = 0
+        for t in range(len(row)):
+            if row[t]:
+                total += lp_[b][t] - old_[b][t]
+                n_b += 1
+        if n_b:
+            ratio = math.exp(total / n_b)
+            grad = ratio / n_b
+        else:
+            ratio = 1.0
+            grad = 0.0
+        ratio_out[b] = ratio
+        for t in range(len(row)):
+            grad_out[b, t] = grad if row[t] else 0.0
+    return 0
