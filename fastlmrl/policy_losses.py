@@ -1,3 +1,324 @@
-"""policy_losses (public API). To be written."""
+r"""Fused policy-gradient losses over logits, with their gradients with respect to the logits.
 
-__all__ = []
+Inputs: ``logits`` (N, V) -- row i holds the logits :math:`z_i` of the current policy
+:math:`\pi_\theta` at token position (context, state) i, ``tokens`` (N,) -- the sampled actions
+:math:`a_i` -- and per-token arrays (advantages, returns, old/reference log-probs, ...), all indexed
+by the same i: the quantities of the decision at position i (S&B's :math:`S_t, A_t`; the
+advantage :math:`\hat A_i` of taking :math:`a_i` there).
+
+Every loss is a **weighted sum of per-token losses**, :math:`L = \sum_i w_i\,\ell_i`, with caller
+chosen ``weights`` :math:`w_i \ge 0` (default :math:`1/N`, a token mean).  They carry the mask and
+the normalisation: e.g. ``mask / mask.sum()`` (token mean over the batch), ``mask / (G * len_seq)``
+(sequence mean, GRPO), ``mask / max_len`` (Dr. GRPO) -- see :mod:`fastlmrl.group_advantages`.
+
+Each function makes **one streaming pass per row** (two for sequence-level ratios): online
+log-sum-exp, :math:`\log\pi(a_i)`, the per-token loss, and the gradient row, written straight into
+``grad_logits`` (no other (N, V) array).  For the pure policy-gradient terms
+:math:`\partial L/\partial z_i = w_i\,\frac{\partial \ell_i}{\partial\log\pi(a_i)}\,
+(\mathrm{onehot}(a_i) - \pi(\cdot|s_i))`.  Arithmetic, fast exp for float32 and error rules are
+those of :mod:`fastlmrl.log_probs`; per-token inputs are converted to the dtype of ``logits``;
+per-token outputs are float64; scalar results are reduced in index order in float64 after the
+parallel pass, so every backend and thread count gives the same bits.  A sampled token whose logit
+is -inf raises ValueError naming ``tokens`` (its loss would be infinite).  All per-token arguments
+are checked before anything is written; as in :mod:`fastlmrl.log_probs`, a NaN/+inf logit is
+detected during the pass, so an ``out`` array you pass may hold partial results on that error.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+from .log_probs import as_logits, as_out, as_tokens, raise_for_status
+
+__all__ = [
+    "A2CLossResult",
+    "KLPenaltyResult",
+    "PPOLossResult",
+    "ReinforceLossResult",
+    "a2c_loss",
+    "kl_penalty_loss",
+    "ppo_loss",
+    "reinforce_loss",
+]
+
+BAD_WEIGHTS = 22
+BAD_ADVANTAGES = 23
+BAD_OLD_LOG_PROBS = 24
+BAD_REF_LOG_PROBS = 25
+BAD_SEQUENCE_OFFSETS = 26
+BAD_BASELINES = 27
+BAD_VALUES = 28
+BAD_RETURNS = 29
+BAD_OLD_VALUES = 30
+
+KL_ESTIMATORS = {"k1": 1, "k2": 2, "k3": 3}
+
+
+class ReinforceLossResult(NamedTuple):
+    loss: float  #: sum_i w_i l_i
+    grad_logits: np.ndarray  #: dL/dlogits, (N, V), dtype of logits
+    log_probs: np.ndarray  #: log pi(a_i|s_i), (N,) float64
+    token_loss: np.ndarray  #: l_i, (N,) float64
+
+
+class PPOLossResult(NamedTuple):
+    loss: float  #: sum_i w_i (l^CLIP_i + kl_coef * D_i)
+    grad_logits: np.ndarray  #: dL/dlogits, (N, V)
+    log_probs: np.ndarray  #: log pi_theta(a_i|s_i), (N,) float64
+    token_loss: np.ndarray  #: l^CLIP_i + kl_coef * D_i, (N,) float64
+    ratios: np.ndarray  #: the importance ratio used per token (token or sequence level), float64
+    pg_loss: float  #: sum_i w_i l^CLIP_i
+    kl_loss: float  #: sum_i w_i D_i (0 without ref_log_probs), not multiplied by kl_coef
+    clip_fraction: float  #: weighted fraction of tokens whose gradient the eps-clip zeroes
+    dual_clip_fraction: float  #: weighted fraction held at the dual-clip bound
+    approx_kl_k1: float  #: weighted mean of log pi_old - log pi_theta
+    approx_kl_k3: float  #: weighted mean of (rho - 1) - log rho, rho = pi_theta / pi_old
+
+
+class KLPenaltyResult(NamedTuple):
+    loss: float  #: sum_i w_i D_i
+    grad_logits: np.ndarray  #: dL/dlogits, (N, V)
+    log_probs: np.ndarray  #: (N,) float64
+    token_kl: np.ndarray  #: D_i, (N,) float64
+
+
+class A2CLossResult(NamedTuple):
+    loss: float  #: policy_loss + value_coef * value_loss - entropy_coef * sum_i w_i H_i
+    grad_logits: np.ndarray  #: dL/dlogits, (N, V)
+    grad_values: np.ndarray  #: dL/dvalues, (N,) float64
+    log_probs: np.ndarray  #: (N,) float64
+    entropy: np.ndarray  #: H_i per token, (N,) float64
+    token_loss: np.ndarray  #: -A_i log pi(a_i) + value_coef L^V_i - entropy_coef H_i, float64
+    policy_loss: float  #: sum_i w_i (-A_i log pi(a_i))
+    value_loss: float  #: sum_i w_i L^V_i
+    mean_entropy: float  #: sum_i w_i H_i / sum_i w_i
+
+
+def _per_token(x, name, n, dtype):
+    arr = check.values(x, name, n, dtype)
+    return arr
+
+
+def _weights(weights, n, dtype):
+    if weights is None:
+        return np.full(n, 1.0 / n if n else 0.0, dtype=dtype)
+    return check.values(weights, "weights", n, dtype)
+
+
+def _prepare(logits, tokens, weights):
+    logits = as_logits(logits)
+    n = logits.shape[0]
+    tokens = as_tokens(tokens, n)
+    return logits, tokens, _weights(weights, n, logits.dtype), n
+
+
+def _outputs(n):
+    return np.empty(n), np.empty(n)
+
+
+def reinforce_loss(logits, tokens, returns, weights=None, baseline=None,
+                   out=None) -> ReinforceLossResult:
+    r"""REINFORCE with baseline (Williams 1992; Sutton & Barto 2018, §13.4, eq. 13.11).
+
+    :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`, so that
+    :math:`-\partial L/\partial\theta = \sum_i w_i (G_i - b_i)\nabla\log\pi(a_i|s_i)` is the
+    REINFORCE-with-baseline update direction; :math:`G_i` is the return that followed the action at
+    position i (S&B's :math:`G_t`).
+
+    ``baseline``: ``None`` (:math:`b = 0`), ``"mean"`` (the batch baseline
+    :math:`b = \sum_i w_i G_i / \sum_i w_i`, computed with ``math.fsum`` over the converted values,
+    0 when all weights are 0), or an (N,) array of learned values :math:`\hat v(s_i)` (no gradient
+    flows into it here; train it with :func:`a2c_loss` or your own value loss).
+    """
+    logits, tokens, w, n = _prepare(logits, tokens, weights)
+    returns = _per_token(returns, "returns", n, logits.dtype)
+    if baseline is None:
+        base = np.zeros(n, dtype=logits.dtype)
+    elif isinstance(baseline, str):
+        if baseline != "mean":
+            raise ValueError(f"baseline must be None, 'mean' or an array, got {baseline!r}")
+        if not np.isfinite(returns).all() or not np.isfinite(w).all():
+            base = np.zeros(n, dtype=logits.dtype)  # the kernel reports the bad argument
+        else:
+            r64 = returns.astype(np.float64)
+            w64 = w.astype(np.float64)
+            sw = math.fsum(w64.tolist())
+            b = math.fsum((w64 * r64).tolist()) / sw if sw > 0 else 0.0
+            base = np.full(n, b, dtype=logits.dtype)
+    else:
+        base = _per_token(baseline, "baseline", n, logits.dtype)
+    grad = as_out(out, logits)
+    token_loss, log_probs = _outputs(n)
+    stats = np.zeros(7)
+    status = _backend.kernels().reinforce_loss(logits, tokens, returns, base, w, token_loss,
+                                                log_probs, grad, stats,
+                                                _backend.get_num_threads())
+    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
+                                              BAD_RETURNS: ("returns", returns),
+                                              BAD_BASELINES: ("baseline", base)})
+    return ReinforceLossResult(float(stats[0]), grad, log_probs, token_loss)
+
+
+def _offsets(sequence_offsets, n):
+    if sequence_offsets is None:
+        raise ValueError("ratio_level='sequence' needs sequence_offsets")
+    offs = check.ids(sequence_offsets, "sequence_offsets").astype(np.int64)
+    if offs.shape[0] < 1 or offs[0] != 0 or offs[-1] != n or (np.diff(offs) < 0).any():
+        raise ValueError(
+            f"sequence_offsets must start at 0, end at N = {n} and be non-decreasing, got "
+            f"{offs[:8].tolist()}{'...' if offs.shape[0] > 8 else ''}")
+    return offs
+
+
+def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0.2,
+             clip_high=None, dual_clip=None, ratio_level="token", sequence_offsets=None,
+             ref_log_probs=None, kl_coef=0.0, kl_estimator="k3", out=None) -> PPOLossResult:
+    r"""PPO clipped surrogate (Schulman et al. 2017, eq. 7) with asymmetric clipping, optional dual
+    clip, sequence-level ratios (GSPO) and a KL penalty to a reference policy (GRPO).
+
+    Per token, with :math:`\rho_i = \exp(\log\pi_\theta(a_i|s_i) - \log\pi_{old}(a_i|s_i))`:
+
+    .. math::  \ell^{CLIP}_i = -\min\big(\rho_i \hat A_i,\;
+               \mathrm{clip}(\rho_i, 1-\epsilon_{low}, 1+\epsilon_{high})\,\hat A_i\big)
+
+    (:math:`\epsilon_{high} > \epsilon_{low}` is DAPO's "clip-higher", Yu et al. 2025).  Its
+    derivative wrt :math:`\log\pi_\theta(a_i)` is :math:`-\rho_i\hat A_i` when the unclipped term
+    is the minimum (ties included) and 0 otherwise.  ``dual_clip`` = c > 1 (Ye et al. 2020,
+    "Mastering complex control in MOBA games", eq. 5): for :math:`\hat A_i < 0` the loss is capped
+    at :math:`-c\hat A_i` (zero gradient there).
+
+    ``ratio_level="sequence"`` (GSPO, Zheng et al. 2025, eq. 7 and the GSPO-token form eq. 13):
+    rows ``sequence_offsets[k]:sequence_offsets[k+1]`` form sequence k and every token of it uses
+    :math:`s_k = \exp(\frac{1}{|y_k|}\sum_{t}(\log\pi_\theta - \log\pi_{old}))`, the mean running
+    over the sequence's tokens with non-zero weight, with gradient
+    :math:`\partial s_{k,t}/\partial\log\pi_\theta(a_t) = s_k` (GSPO-token).  With per-sequence
+    advantages and weights :math:`1/(G |y_k|)` this is GSPO's objective and gradient exactly.
+
+    KL penalty (``ref_log_probs`` given): :math:`+\beta D_i` with ``kl_coef`` :math:`\beta` and
+    ``kl_estimator`` k1 :math:`= \log\pi_\theta - \log\pi_{ref}`, k2 :math:`= \tfrac12(\log\pi_\theta
+    - \log\pi_{ref})^2` or k3 :math:`= e^{u} - 1 - u`, :math:`u = \log\pi_{ref} - \log\pi_\theta`
+    (Schulman 2020, "Approximating KL divergence"; GRPO, Shao et al. 2024, eq. 4 uses k3).
+
+    Diagnostics (weighted means over tokens, weights as given): ``clip_fraction``,
+    ``dual_clip_fraction``, ``approx_kl_k1`` = mean of :math:`-\log\rho_i`, ``approx_kl_k3`` =
+    mean of :math:`\rho_i - 1 - \log\rho_i` (token-level :math:`\rho`, KL(old || new)).  The ratio
+    is not clamped: a huge log-ratio gives an infinite loss, as the formula says.
+    """
+    logits, tokens, w, n = _prepare(logits, tokens, weights)
+    old = _per_token(old_log_probs, "old_log_probs", n, logits.dtype)
+    adv = _per_token(advantages, "advantages", n, logits.dtype)
+    clip_low = check.real(clip_low, "clip_low", 0.0, 1.0, high_open=True)
+    clip_high = clip_low if clip_high is None else check.real(clip_high, "clip_high", 0.0)
+    dual = 0.0 if dual_clip is None else check.real(dual_clip, "dual_clip", 1.0, low_open=True)
+    kl_coef = check.real(kl_coef, "kl_coef", 0.0)
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of k1, k2, k3, got {kl_estimator!r}")
+    if ratio_level not in ("token", "sequence"):
+        raise ValueError(f"ratio_level must be 'token' or 'sequence', got {ratio_level!r}")
+    if ref_log_probs is None:
+        if kl_coef != 0.0:
+            raise ValueError("kl_coef > 0 needs ref_log_probs")
+        ref = np.empty(0, dtype=logits.dtype)
+    else:
+        ref = _per_token(ref_log_probs, "ref_log_probs", n, logits.dtype)
+    seq = ratio_level == "sequence"
+    offs = _offsets(sequence_offsets, n) if seq else np.zeros(1, dtype=np.int64)
+    grad = as_out(out, logits)
+    token_loss, log_probs = _outputs(n)
+    ratios = np.empty(n)
+    stats = np.zeros(7)
+    status = _backend.kernels().ppo_loss(
+        logits, tokens, old, adv, w, ref, offs, clip_low, clip_high, dual, kl_coef,
+        KL_ESTIMATORS[kl_estimator], int(seq), token_loss, log_probs, ratios, grad, stats,
+        _backend.get_num_threads())
+    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
+                                              BAD_ADVANTAGES: ("advantages", adv),
+                                              BAD_OLD_LOG_PROBS: ("old_log_probs", old),
+                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
+                                              BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs)})
+    return PPOLossResult(float(stats[0]), grad, log_probs, token_loss, ratios, float(stats[1]),
+                         float(stats[2]), float(stats[3]), float(stats[4]), float(stats[5]),
+                         float(stats[6]))
+
+
+def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, estimator="k3",
+                    out=None) -> KLPenaltyResult:
+    r"""KL penalty to a reference policy as a loss term (GRPO style, Shao et al. 2024, eq. 4).
+
+    :math:`L = \sum_i w_i D_i` with the per-token estimator of
+    :math:`\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref})` at the sampled token (Schulman 2020):
+    k1 :math:`= \log\pi_\theta - \log\pi_{ref}` (:math:`\partial D/\partial\log\pi_\theta = 1`),
+    k2 :math:`= \tfrac12(\log\pi_\theta - \log\pi_{ref})^2` (derivative
+    :math:`\log\pi_\theta - \log\pi_{ref}`), k3 :math:`= e^u - 1 - u`,
+    :math:`u = \log\pi_{ref} - \log\pi_\theta` (derivative :math:`1 - e^u`; k3 >= 0).
+    Gradient wrt the logits: :math:`w_i\,\partial D_i/\partial\log\pi_\theta\,(\mathrm{onehot} - p)`.
+    """
+    logits, tokens, w, n = _prepare(logits, tokens, weights)
+    ref = _per_token(ref_log_probs, "ref_log_probs", n, logits.dtype)
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"estimator must be one of k1, k2, k3, got {estimator!r}")
+    grad = as_out(out, logits)
+    token_kl, log_probs = _outputs(n)
+    stats = np.zeros(7)
+    status = _backend.kernels().kl_penalty_loss(logits, tokens, ref, w, KL_ESTIMATORS[estimator],
+                                                 token_kl, log_probs, grad, stats,
+                                                 _backend.get_num_threads())
+    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
+                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})
+    return KLPenaltyResult(float(stats[0]), grad, log_probs, token_kl)
+
+
+def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_coef=0.5,
+             entropy_coef=0.01, old_values=None, value_clip=None, out=None) -> A2CLossResult:
+    r"""Advantage actor-critic loss (Mnih et al. 2016, A3C; the PPO paper's eq. 9 combination).
+
+    .. math::  \ell_i = -\hat A_i\log\pi(a_i|s_i) + c_v L^V_i - c_e H_i
+
+    ``advantages`` :math:`\hat A_i` (e.g. GAE, Schulman et al. 2016, from
+    :mod:`fastlmrl.advantages`; treated as constants), ``values`` :math:`V(s_i)` (the critic's
+    current predictions, which receive the gradient ``grad_values``), ``returns`` :math:`R_i` (the
+    value targets).  Value loss :math:`L^V_i = (V_i - R_i)^2`; with ``value_clip`` = ε and
+    ``old_values`` :math:`V^{old}_i` (OpenAI baselines' PPO2):
+    :math:`L^V_i = \max\big((V_i - R_i)^2, (V^{old}_i + \mathrm{clip}(V_i - V^{old}_i, -ε, ε) -
+    R_i)^2\big)`; the clipped branch passes gradient only when :math:`|V_i - V^{old}_i| \le ε`.
+    (Baselines' extra factor 1/2 corresponds to ``value_coef`` = 0.25 here.)  Entropy bonus
+    :math:`H_i` as in :func:`fastlmrl.entropy`, with
+    :math:`\partial H/\partial z_j = -p_j(\log p_j + H)`.
+    """
+    logits, tokens, w, n = _prepare(logits, tokens, weights)
+    dt = logits.dtype
+    adv = _per_token(advantages, "advantages", n, dt)
+    vals = _per_token(values, "values", n, dt)
+    rets = _per_token(returns, "returns", n, dt)
+    value_coef = check.real(value_coef, "value_coef", 0.0)
+    entropy_coef = check.real(entropy_coef, "entropy_coef")
+    if value_clip is None:
+        clip = 0.0
+        if old_values is not None:
+            raise ValueError("old_values is only used with value_clip")
+        old = vals
+    else:
+        clip = check.real(value_clip, "value_clip", 0.0, low_open=True)
+        if old_values is None:
+            raise ValueError("value_clip needs old_values")
+        old = _per_token(old_values, "old_values", n, dt)
+    grad = as_out(out, logits)
+    token_loss, log_probs = _outputs(n)
+    entropies = np.empty(n)
+    grad_values = np.empty(n)
+    stats = np.zeros(7)
+    status = _backend.kernels().a2c_loss(logits, tokens, adv, vals, rets, old, w, clip,
+                                          value_coef, entropy_coef, token_loss, log_probs,
+                                          entropies, grad, grad_values, stats,
+                                          _backend.get_num_threads())
+    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
+                                              BAD_ADVANTAGES: ("advantages", adv),
+                                              BAD_VALUES: ("values", vals),
+                                              BAD_RETURNS: ("returns", rets),
+                                              BAD_OLD_VALUES: ("old_values", old)})
+    return A2CLossResult(float(stats[0]), grad, grad_values, log_probs, entropies, token_loss,
+                         float(stats[1]), float(stats[2]), float(stats[3]))

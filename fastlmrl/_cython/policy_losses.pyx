@@ -1,4 +1,605 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython policy_losses kernels."""
+"""Cython policy-gradient losses over logits (same arithmetic as fastlmrl/_python/policy_losses.py).
 
-__all__ = []
+One fused pass per row (``prange`` over blocks of rows): row statistics, log pi(a), the per-token
+loss and ``c_i = w_i dl_i/dlogp_i``, then the gradient row ``c_i (onehot - p)``.  Sequence-level
+(GSPO) ratios: a statistics pass, the per-sequence means (serial), then the fused pass.
+Reductions over tokens run serially in index order afterwards.
+"""
+
+__all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, exp, log, isfinite
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
+from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, n_chunks,
+                                         chunk_scale, prob_at)
+
+DEF CHUNK = 512
+cdef int BAD_LOGITS = 20
+cdef int BAD_TOKENS = 21
+cdef int BAD_WEIGHTS = 22
+cdef int BAD_ADVANTAGES = 23
+cdef int BAD_OLD_LOG_PROBS = 24
+cdef int BAD_REF_LOG_PROBS = 25
+cdef int BAD_SEQUENCE_OFFSETS = 26
+cdef int BAD_BASELINES = 27
+cdef int BAD_VALUES = 28
+cdef int BAD_RETURNS = 29
+cdef int BAD_OLD_VALUES = 30
+cdef int NO_MEMORY = 99
+cdef int REINFORCE = 0
+cdef int PPO = 1
+cdef int KL = 2
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 16
+
+cdef struct Params:
+    double clip_low
+    double clip_high
+    double dual_clip
+    double kl_coef
+    int estimator
+    int has_ref
+
+cdef struct Terms:
+    double loss
+    double dloss
+    double ratio
+    double pg
+    double kl
+    double clipped
+    double dual
+
+
+cdef inline Py_ssize_t n_blocks(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
+    if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return num_threads if num_threads < n else n
+
+
+cdef inline Py_ssize_t lo_of(Py_ssize_t b, Py_ssize_t nb, Py_ssize_t n) noexcept nogil:
+    return b * n // nb
+
+
+cdef inline double at(const real_t* x, Py_ssize_t i) noexcept nogil:
+    """x[i] as a double; a NULL array reads as zeros."""
+    if x == NULL:
+        return 0.0
+    return x[i]
+
+
+cdef inline void kl_term(double logp, double ref, int estimator, double* d_out,
+                         double* dd_out) noexcept nogil:
+    cdef double d, u, eu
+    if estimator == 1:
+        d_out[0] = logp - ref
+        dd_out[0] = 1.0
+    elif estimator == 2:
+        d = logp - ref
+        d_out[0] = 0.5 * d * d
+        dd_out[0] = d
+    else:
+        u = ref - logp
+        eu = exp(u)
+        d_out[0] = (eu - 1.0) - u
+        dd_out[0] = 1.0 - eu
+
+
+cdef inline Terms token_terms(int mode, double logp, double x1, double x2, double x3, double lr,
+                              Params p) noexcept nogil:
+    cdef Terms t
+    cdef double adv, kl = 0.0, dkl = 0.0, rho, lo, hi, rc, un, cl, d, l3
+    t.clipped = 0.0
+    t.dual = 0.0
+    if mode == REINFORCE:
+        adv = x1 - x2
+        t.pg = -adv * logp
+        t.loss = t.pg
+        t.dloss = -adv
+        t.ratio = 1.0
+        t.kl = 0.0
+        return t
+    if p.has_ref:
+        kl_term(logp, x3, p.estimator, &kl, &dkl)
+    if mode == KL:
+        t.loss = kl
+        t.dloss = dkl
+        t.ratio = 1.0
+        t.pg = 0.0
+        t.kl = kl
+        return t
+    adv = x2
+    rho = exp(lr)
+    lo = 1.0 - p.clip_low
+    hi = 1.0 + p.clip_high
+    rc = lo if rho < lo else (hi if rho > hi else rho)
+    un = -adv * rho
+    cl = -adv * rc
+    if un >= cl:
+        t.pg = un
+        d = -adv * rho
+    else:
+        t.pg = cl
+        d = 0.0
+        t.clipped = 1.0
+    if p.dual_clip > 0.0 and adv < 0.0:
+        l3 = -p.dual_clip * adv
+        if t.pg > l3:
+            t.pg = l3
+            d = 0.0
+            t.dual = 1.0
+    t.loss = t.pg + p.kl_coef * kl
+    t.dloss = d + p.kl_coef * dkl
+    t.ratio = rho
+    t.kl = kl
+    return t
+
+
+cdef inline bint bad_weights(const real_t[::1] weights) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double w
+    for i in range(weights.shape[0]):
+        w = weights[i]
+        if not (isfinite(w) and w >= 0.0):
+            return True
+    return False
+
+
+cdef inline bint bad_offsets(const int64_t[::1] offsets, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k, s = offsets.shape[0]
+    if s < 1 or offsets[0] != 0 or offsets[s - 1] != n:
+        return True
+    for k in range(s - 1):
+        if offsets[k + 1] < offsets[k]:
+            return True
+    return False
+
+
+cdef int _pg_block(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
+                   const real_t* x1, const real_t* x2, const real_t* x3,
+                   const real_t[::1] weights, const double* lr_in, Params p, double[::1] token_loss,
+                   double[::1] log_probs, double* ratios, real_t[:, ::1] grad, double* e,
+                   double* mc, Py_ssize_t lo, Py_ssize_t hi, int* bad_tokens) noexcept nogil:
+    cdef Py_ssize_t i, a, v = logits.shape[1]
+    cdef int bad_logits = 0
+    cdef double m, s, lp, lr, c
+    cdef const real_t* row
+    cdef Terms t
+    for i in range(lo, hi):
+        row = &logits[i, 0]
+        if not row_stats(row, v, e, mc, &m, &s):
+            bad_logits += 1
+            continue
+        a = tokens[i]
+        lp = <double>row[a] - (m + log(s))
+        if lp == -INFINITY:
+            bad_tokens[0] += 1
+            continue
+        if lr_in != NULL:
+            lr = lr_in[i]
+        elif mode == PPO:
+            lr = lp - at(x1, i)
+        else:
+            lr = 0.0
+        t = token_terms(mode, lp, at(x1, i), at(x2, i), at(x3, i), lr, p)
+        c = <double>weights[i] * t.dloss
+        grad_fill(row, v, e, mc, m, s, a, c, &grad[i, 0])
+        token_loss[i] = t.loss
+        log_probs[i] = lp
+        ratios[i] = t.ratio
+    return bad_logits
+
+
+cdef int _token_lp_block(const real_t[:, ::1] logits, const index_t[::1] tokens, double* res,
+                         double* e, double* mc, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i, v = logits.shape[1]
+    cdef int bad = 0
+    cdef double m, s
+    cdef const real_t* row
+    for i in range(lo, hi):
+        row = &logits[i, 0]
+        if not row_stats(row, v, e, mc, &m, &s):
+            bad += 1
+            continue
+        res[i] = <double>row[tokens[i]] - (m + log(s))
+    return bad
+
+
+cdef void _reduce(int mode, const double[::1] log_probs, const real_t* x1, const real_t* x2,
+                  const real_t* x3, const double* lr_in, const real_t[::1] weights, Params p,
+                  double[::1] stats) noexcept nogil:
+    cdef double sw = 0.0, loss = 0.0, pg = 0.0, kl = 0.0, clipped = 0.0, dual = 0.0
+    cdef double k1 = 0.0, k3 = 0.0, lp, lr, w, d
+    cdef Py_ssize_t i
+    cdef Terms t
+    for i in range(log_probs.shape[0]):
+        lp = log_probs[i]
+        if lr_in != NULL:
+            lr = lr_in[i]
+        elif mode == PPO:
+            lr = lp - at(x1, i)
+        else:
+            lr = 0.0
+        t = token_terms(mode, lp, at(x1, i), at(x2, i), at(x3, i), lr, p)
+        w = weights[i]
+        sw += w
+        loss += w * t.loss
+        pg += w * t.pg
+        kl += w * t.kl
+        clipped += w * t.clipped
+        dual += w * t.dual
+        if mode == PPO:
+            d = lp - at(x1, i)
+            k1 += w * -d
+            k3 += w * ((exp(d) - 1.0) - d)
+    stats[0] = loss
+    if mode == PPO:
+        stats[1] = pg
+        stats[2] = kl
+        stats[3] = clipped / sw if sw > 0.0 else 0.0
+        stats[4] = dual / sw if sw > 0.0 else 0.0
+        stats[5] = k1 / sw if sw > 0.0 else 0.0
+        stats[6] = k3 / sw if sw > 0.0 else 0.0
+
+
+cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
+                 const real_t* x1, const real_t* x2, const real_t* x3, const real_t[::1] weights,
+                 const int64_t* offsets, Py_ssize_t n_offsets, bint seq_level, Params p,
+                 double[::1] token_loss,
+                 double[::1] log_probs, double* ratios, real_t[:, ::1] grad, double[::1] stats,
+                 int num_threads) noexcept nogil:
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], nc = n_chunks(logits.shape[1])
+    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1]), b, i, k
+    cdef int bad = 0, bad_tokens = 0, count
+    cdef double total, mean
+    cdef double* w = <double*>malloc(sizeof(double) * (nb * (v + nc) + n) + 8)
+    cdef double* lr = NULL
+    cdef int* bt = <int*>malloc(sizeof(int) * nb + 8)
+    if w == NULL or bt == NULL:
+        free(w)
+        free(bt)
+        return NO_MEMORY
+    for b in range(nb):
+        bt[b] = 0
+    if seq_level:
+        lr = w + nb * (v + nc)
+        if nb > 1:
+            for b in prange(nb, num_threads=nb, schedule="static"):
+                bad += _token_lp_block(logits, tokens, lr, w + b * v, w + nb * v + b * nc,
+                                       lo_of(b, nb, n), lo_of(b + 1, nb, n))
+        else:
+            bad = _token_lp_block(logits, tokens, lr, w, w + v, 0, n)
+        if bad:
+            free(w)
+            free(bt)
+            return BAD_LOGITS
+        for i in range(n):
+            if lr[i] == -INFINITY:
+                free(w)
+                free(bt)
+                return BAD_TOKENS
+        for k in range(n_offsets - 1):
+            total = 0.0
+            count = 0
+            for i in range(offsets[k], offsets[k + 1]):
+                if weights[i] != 0.0:
+                    total += lr[i] - at(x1, i)
+                    count += 1
+            mean = total / count if count > 0 else 0.0
+            for i in range(offsets[k], offsets[k + 1]):
+                lr[i] = mean
+    if nb > 1:
+        for b in prange(nb, num_threads=nb, schedule="static"):
+            bad += _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss,
+                             log_probs, ratios, grad, w + b * v, w + nb * v + b * nc,
+                             lo_of(b, nb, n), lo_of(b + 1, nb, n), bt + b)
+    else:
+        bad = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss, log_probs,
+                        ratios, grad, w, w + v, 0, n, bt)
+    for b in range(nb):
+        bad_tokens += bt[b]
+    if bad or bad_tokens:
+        free(w)
+        free(bt)
+        return BAD_LOGITS if bad else BAD_TOKENS
+    _reduce(mode, log_probs, x1, x2, x3, lr, weights, p, stats)
+    free(w)
+    free(bt)
+    return 0
+
+
+cdef int reinforce_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                             const real_t[::1] returns, const real_t[::1] baselines,
+                             const real_t[::1] weights, double[::1] token_loss,
+                             double[::1] log_probs, real_t[:, ::1] grad, double[::1] stats,
+                             int num_threads) noexcept nogil:
+    cdef Params p
+    cdef Py_ssize_t n = tokens.shape[0]
+    cdef double* ratios
+    cdef int status
+    if out_of_range(tokens, logits.shape[1]):
+        return BAD_TOKENS
+    if bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(returns):
+        return BAD_RETURNS
+    if not_all_finite(baselines):
+        return BAD_BASELINES
+    p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
+    p.estimator = 3
+    p.has_ref = 0
+    ratios = <double*>malloc(sizeof(double) * n + 8)
+    if ratios == NULL:
+        return NO_MEMORY
+    status = _run_pg(logits, tokens, REINFORCE, &returns[0] if n else NULL,
+                     &baselines[0] if n else NULL, <const real_t*>NULL, weights, <const int64_t*>NULL, 0, False, p,
+                     token_loss, log_probs, ratios, grad, stats, num_threads)
+    free(ratios)
+    return status
+
+
+cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                       const real_t[::1] old_log_probs, const real_t[::1] advantages,
+                       const real_t[::1] weights, const real_t[::1] ref_log_probs,
+                       const int64_t[::1] sequence_offsets, double clip_low, double clip_high,
+                       double dual_clip, double kl_coef, int kl_estimator, int sequence_level,
+                       double[::1] token_loss, double[::1] log_probs, double[::1] ratios,
+                       real_t[:, ::1] grad, double[::1] stats, int num_threads) noexcept nogil:
+    cdef Params p
+    cdef Py_ssize_t n = tokens.shape[0]
+    if out_of_range(tokens, logits.shape[1]):
+        return BAD_TOKENS
+    if bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(advantages):
+        return BAD_ADVANTAGES
+    if not_all_finite(old_log_probs):
+        return BAD_OLD_LOG_PROBS
+    if not_all_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    if sequence_level and bad_offsets(sequence_offsets, n):
+        return BAD_SEQUENCE_OFFSETS
+    p.clip_low = clip_low
+    p.clip_high = clip_high
+    p.dual_clip = dual_clip
+    p.kl_coef = kl_coef
+    p.estimator = kl_estimator
+    p.has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    return _run_pg(logits, tokens, PPO, &old_log_probs[0] if n else NULL,
+                   &advantages[0] if n else NULL,
+                   &ref_log_probs[0] if (n and p.has_ref) else NULL, weights, &sequence_offsets[0],
+                   sequence_offsets.shape[0],
+                   sequence_level != 0, p, token_loss, log_probs, &ratios[0] if n else NULL, grad,
+                   stats, num_threads)
+
+
+cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                              const real_t[::1] ref_log_probs, const real_t[::1] weights,
+                              int kl_estimator, double[::1] token_loss, double[::1] log_probs,
+                              real_t[:, ::1] grad, double[::1] stats,
+                              int num_threads) noexcept nogil:
+    cdef Params p
+    cdef Py_ssize_t n = tokens.shape[0]
+    cdef double* ratios
+    cdef int status
+    if out_of_range(tokens, logits.shape[1]):
+        return BAD_TOKENS
+    if bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
+    p.estimator = kl_estimator
+    p.has_ref = 1
+    ratios = <double*>malloc(sizeof(double) * n + 8)
+    if ratios == NULL:
+        return NO_MEMORY
+    status = _run_pg(logits, tokens, KL, <const real_t*>NULL, <const real_t*>NULL,
+                     &ref_log_probs[0] if n else NULL, weights, <const int64_t*>NULL, 0, False, p, token_loss,
+                     log_probs, ratios, grad, stats, num_threads)
+    free(ratios)
+    return status
+
+
+# ---- A2C ----------------------------------------------------------------------------------------
+
+cdef inline double value_terms(double v, double ret, double old, double value_clip,
+                               double* dl) noexcept nogil:
+    cdef double d = v - ret, lu, dv, vc, dc, lc
+    cdef bint inside
+    lu = d * d
+    if value_clip <= 0.0:
+        dl[0] = 2.0 * d
+        return lu
+    dv = v - old
+    inside = -value_clip <= dv and dv <= value_clip
+    vc = old + (-value_clip if dv < -value_clip else (value_clip if dv > value_clip else dv))
+    dc = vc - ret
+    lc = dc * dc
+    if lu >= lc:
+        dl[0] = 2.0 * d
+        return lu
+    dl[0] = 2.0 * dc if inside else 0.0
+    return lc
+
+
+cdef inline void _a2c_grad_fill(const real_t* row, Py_ssize_t n, const double* e, const double* mc,
+                                double m, double s, double lse, double h, Py_ssize_t a, double c,
+                                double ce, real_t* out) noexcept nogil:
+    cdef double nc = -c, g, pj, hj, pa, ha
+    cdef Py_ssize_t c0 = 0, k, j, ci = 0
+    while c0 < n:
+        k = n - c0
+        if k > CHUNK:
+            k = CHUNK
+        g = chunk_scale(row, mc, ci, m, s)
+        ci += 1
+        for j in range(c0, c0 + k):
+            pj = e[j] * g
+            hj = pj * ((<double>row[j] - lse) + h) if pj > 0.0 else 0.0
+            out[j] = <real_t>(nc * pj + ce * hj)
+        c0 += k
+    pa = prob_at(row, e, mc, m, s, a)
+    ha = pa * ((<double>row[a] - lse) + h) if pa > 0.0 else 0.0
+    out[a] = <real_t>(c * (1.0 - pa) + ce * ha)
+
+
+cdef int _a2c_block(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                    const real_t[::1] advantages, const real_t[::1] values,
+                    const real_t[::1] returns, const real_t[::1] old_values,
+                    const real_t[::1] weights, double value_clip, double value_coef,
+                    double entropy_coef, double[::1] token_loss, double[::1] log_probs,
+                    double[::1] entropies, real_t[:, ::1] grad, double[::1] value_grad, double* e,
+                    double* mc, Py_ssize_t lo, Py_ssize_t hi, int* bad_tokens) noexcept nogil:
+    cdef Py_ssize_t i, a, v = logits.shape[1]
+    cdef int bad_logits = 0
+    cdef double m, s, lse, lp, h, old, lv, dlv, adv, pg, w
+    cdef const real_t* row
+    for i in range(lo, hi):
+        row = &logits[i, 0]
+        if not row_stats(row, v, e, mc, &m, &s):
+            bad_logits += 1
+            continue
+        a = tokens[i]
+        lse = m + log(s)
+        lp = <double>row[a] - lse
+        if lp == -INFINITY:
+            bad_tokens[0] += 1
+            continue
+        h = row_entropy(row, v, e, mc, m, s, lse)
+        old = <double>old_values[i] if value_clip > 0.0 else 0.0
+        lv = value_terms(values[i], returns[i], old, value_clip, &dlv)
+        adv = advantages[i]
+        pg = -adv * lp
+        w = weights[i]
+        _a2c_grad_fill(row, v, e, mc, m, s, lse, h, a, w * -adv, w * entropy_coef, &grad[i, 0])
+        token_loss[i] = pg + value_coef * lv - entropy_coef * h
+        log_probs[i] = lp
+        entropies[i] = h
+        value_grad[i] = (w * value_coef) * dlv
+    return bad_logits
+
+
+cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                       const real_t[::1] advantages, const real_t[::1] values,
+                       const real_t[::1] returns, const real_t[::1] old_values,
+                       const real_t[::1] weights, double value_clip, double value_coef,
+                       double entropy_coef, double[::1] token_loss, double[::1] log_probs,
+                       double[::1] entropies, real_t[:, ::1] grad, double[::1] value_grad,
+                       double[::1] stats, int num_threads) noexcept nogil:
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], nc = n_chunks(logits.shape[1])
+    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1]), b, i
+    cdef int bad = 0, bad_tokens = 0
+    cdef double sw = 0.0, loss = 0.0, pgs = 0.0, vls = 0.0, hs = 0.0, wi, oldv, lv, dlv
+    cdef double* w
+    cdef int* bt
+    if out_of_range(tokens, v):
+        return BAD_TOKENS
+    if bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(advantages):
+        return BAD_ADVANTAGES
+    if not_all_finite(values):
+        return BAD_VALUES
+    if not_all_finite(returns):
+        return BAD_RETURNS
+    if value_clip > 0.0 and not_all_finite(old_values):
+        return BAD_OLD_VALUES
+    if not value_clip > 0.0:
+        old_values = values
+    w = <double*>malloc(sizeof(double) * nb * (v + nc) + 8)
+    bt = <int*>malloc(sizeof(int) * nb + 8)
+    if w == NULL or bt == NULL:
+        free(w)
+        free(bt)
+        return NO_MEMORY
+    for b in range(nb):
+        bt[b] = 0
+    if nb > 1:
+        for b in prange(nb, num_threads=nb, schedule="static"):
+            bad += _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
+                              value_clip, value_coef, entropy_coef, token_loss, log_probs,
+                              entropies, grad, value_grad, w + b * v, w + nb * v + b * nc,
+                              lo_of(b, nb, n), lo_of(b + 1, nb, n), bt + b)
+    else:
+        bad = _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
+                         value_clip, value_coef, entropy_coef, token_loss, log_probs, entropies,
+                         grad, value_grad, w, w + v, 0, n, bt)
+    for b in range(nb):
+        bad_tokens += bt[b]
+    free(w)
+    free(bt)
+    if bad:
+        return BAD_LOGITS
+    if bad_tokens:
+        return BAD_TOKENS
+    for i in range(n):
+        wi = weights[i]
+        oldv = <double>old_values[i] if value_clip > 0.0 else 0.0
+        lv = value_terms(values[i], returns[i], oldv, value_clip, &dlv)
+        sw += wi
+        loss += wi * token_loss[i]
+        pgs += wi * (-<double>advantages[i] * log_probs[i])
+        vls += wi * lv
+        hs += wi * entropies[i]
+    stats[0] = loss
+    stats[1] = pgs
+    stats[2] = vls
+    stats[3] = hs / sw if sw > 0.0 else 0.0
+    return 0
+
+
+# ---- Python-callable kernels --------------------------------------------------------------------
+
+def reinforce_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                   const real_t[::1] returns, const real_t[::1] baselines,
+                   const real_t[::1] weights, double[::1] token_loss, double[::1] log_probs,
+                   real_t[:, ::1] grad, double[::1] stats, int num_threads):
+    cdef int status
+    with nogil:
+        status = reinforce_loss_core(logits, tokens, returns, baselines, weights, token_loss,
+                                     log_probs, grad, stats, num_threads)
+    return status
+
+
+def ppo_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
+             const real_t[::1] old_log_probs, const real_t[::1] advantages,
+             const real_t[::1] weights, const real_t[::1] ref_log_probs,
+             const int64_t[::1] sequence_offsets, double clip_low, double clip_high,
+             double dual_clip, double kl_coef, int kl_estimator, int sequence_level,
+             double[::1] token_loss, double[::1] log_probs, double[::1] ratios,
+             real_t[:, ::1] grad, double[::1] stats, int num_threads):
+    cdef int status
+    with nogil:
+        status = ppo_loss_core(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
+                               sequence_offsets, clip_low, clip_high, dual_clip, kl_coef,
+                               kl_estimator, sequence_level, token_loss, log_probs, ratios, grad,
+                               stats, num_threads)
+    return status
+
+
+def kl_penalty_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                    const real_t[::1] ref_log_probs, const real_t[::1] weights, int kl_estimator,
+                    double[::1] token_loss, double[::1] log_probs, real_t[:, ::1] grad,
+                    double[::1] stats, int num_threads):
+    cdef int status
+    with nogil:
+        status = kl_penalty_loss_core(logits, tokens, ref_log_probs, weights, kl_estimator,
+                                      token_loss, log_probs, grad, stats, num_threads)
+    return status
+
+
+def a2c_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
+             const real_t[::1] advantages, const real_t[::1] values, const real_t[::1] returns,
+             const real_t[::1] old_values, const real_t[::1] weights, double value_clip,
+             double value_coef, double entropy_coef, double[::1] token_loss,
+             double[::1] log_probs, double[::1] entropies, real_t[:, ::1] grad,
+             double[::1] value_grad, double[::1] stats, int num_threads):
+    cdef int status
+    with nogil:
+        status = a2c_loss_core(logits, tokens, advantages, values, returns, old_values, weights,
+                               value_clip, value_coef, entropy_coef, token_loss, log_probs,
+                               entropies, grad, value_grad, stats, num_threads)
+    return status

@@ -1,3 +1,427 @@
-"""Numba policy_losses kernels."""
+"""Numba policy-gradient losses over logits (same arithmetic as fastlmrl/_python/policy_losses.py).
 
-__all__ = []
+One fused pass per row (``prange`` over blocks of rows): row statistics, log pi(a), the per-token
+loss and ``c_i = w_i dl_i/dlogp_i``, then the gradient row ``c_i (onehot - p)``.  Sequence-level
+(GSPO) ratios need every log-prob of a sequence first: a statistics pass, the per-sequence means
+(serial), then the fused pass.  Reductions over tokens run serially in index order afterwards.
+"""
+
+__all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import NJIT, not_all_finite, out_of_range
+from .fast_math import CHUNK, chunk_scale, grad_fill, prob_at, row_entropy, row_stats
+from .log_probs import BAD_LOGITS, BAD_TOKENS, _token_block, _token_par, block_bounds, n_blocks, work
+
+BAD_WEIGHTS = 22
+BAD_ADVANTAGES = 23
+BAD_OLD_LOG_PROBS = 24
+BAD_REF_LOG_PROBS = 25
+BAD_SEQUENCE_OFFSETS = 26
+BAD_BASELINES = 27
+BAD_VALUES = 28
+BAD_RETURNS = 29
+BAD_OLD_VALUES = 30
+REINFORCE = 0
+PPO = 1
+KL = 2
+
+
+@njit(**NJIT)
+def kl_term(logp, ref, estimator):
+    if estimator == 1:
+        return logp - ref, 1.0
+    if estimator == 2:
+        d = logp - ref
+        return 0.5 * d * d, d
+    u = ref - logp
+    eu = math.exp(u)
+    return (eu - 1.0) - u, 1.0 - eu
+
+
+@njit(**NJIT)
+def token_terms(mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_coef, estimator,
+                has_ref):
+    """(loss, dloss/dlogp, ratio, pg, kl, clipped, dual_clipped): see the reference."""
+    if mode == REINFORCE:
+        adv = x1 - x2
+        pg = -adv * logp
+        return pg, -adv, 1.0, pg, 0.0, 0, 0
+    kl = 0.0
+    dkl = 0.0
+    if has_ref:
+        kl, dkl = kl_term(logp, x3, estimator)
+    if mode == KL:
+        return kl, dkl, 1.0, 0.0, kl, 0, 0
+    adv = x2
+    rho = math.exp(lr)
+    lo = 1.0 - clip_low
+    hi = 1.0 + clip_high
+    rc = lo if rho < lo else (hi if rho > hi else rho)
+    un = -adv * rho
+    cl = -adv * rc
+    clipped = 0
+    dual = 0
+    if un >= cl:
+        pg = un
+        d = -adv * rho
+    else:
+        pg = cl
+        d = 0.0
+        clipped = 1
+    if dual_clip > 0.0 and adv < 0.0:
+        l3 = -dual_clip * adv
+        if pg > l3:
+            pg = l3
+            d = 0.0
+            dual = 1
+    return pg + kl_coef * kl, d + kl_coef * dkl, rho, pg, kl, clipped, dual
+
+
+@njit(**NJIT)
+def _bad_weights(weights):
+    for i in range(weights.shape[0]):
+        w = weights[i]
+        if not (np.isfinite(w) and w >= 0.0):
+            return True
+    return False
+
+
+@njit(**NJIT)
+def _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
+              log_probs, ratios, grad, e, mc, lo, hi):
+    clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
+    bad_logits = 0
+    bad_tokens = 0
+    for i in range(lo, hi):
+        row = logits[i]
+        m, s, ok = row_stats(row, e, mc)
+        if not ok:
+            bad_logits += 1
+            continue
+        a = tokens[i]
+        lp = np.float64(row[a]) - (m + math.log(s))
+        if lp == -np.inf:
+            bad_tokens += 1
+            continue
+        if use_lr:
+            lr = lr_in[i]
+        elif mode == PPO:
+            lr = lp - np.float64(x1[i])
+        else:
+            lr = 0.0
+        t = token_terms(mode, lp, np.float64(x1[i]), np.float64(x2[i]), np.float64(x3[i]), lr,
+                        clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref)
+        c = np.float64(weights[i]) * t[1]
+        grad_fill(row, e, mc, m, s, a, c, grad[i])
+        token_loss[i] = t[0]
+        log_probs[i] = lp
+        ratios[i] = t[2]
+    return bad_logits, bad_tokens
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pg_par(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
+            log_probs, ratios, grad, e, mc, nb):
+    n = logits.shape[0]
+    bad_logits = 0
+    bad_tokens = 0
+    for b in prange(nb):
+        lo, hi = block_bounds(b, nb, n)
+        bl, bt = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params,
+                           token_loss, log_probs, ratios, grad, e[b], mc[b], lo, hi)
+        bad_logits += bl
+        bad_tokens += bt
+    return bad_logits, bad_tokens
+
+
+@njit(**NJIT)
+def _reduce(mode, log_probs, x1, x2, x3, lr_in, use_lr, weights, params, stats):
+    clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
+    sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
+    for i in range(log_probs.shape[0]):
+        lp = log_probs[i]
+        if use_lr:
+            lr = lr_in[i]
+        elif mode == PPO:
+            lr = lp - np.float64(x1[i])
+        else:
+            lr = 0.0
+        t = token_terms(mode, lp, np.float64(x1[i]), np.float64(x2[i]), np.float64(x3[i]), lr,
+                        clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref)
+        w = np.float64(weights[i])
+        sw += w
+        loss += w * t[0]
+        pg += w * t[3]
+        kl += w * t[4]
+        clipped += w * t[5]
+        dual += w * t[6]
+        if mode == PPO:
+            d = lp - np.float64(x1[i])
+            k1 += w * -d
+            k3 += w * ((math.exp(d) - 1.0) - d)
+    stats[0] = loss
+    if mode == PPO:
+        stats[1] = pg
+        stats[2] = kl
+        stats[3] = clipped / sw if sw > 0.0 else 0.0
+        stats[4] = dual / sw if sw > 0.0 else 0.0
+        stats[5] = k1 / sw if sw > 0.0 else 0.0
+        stats[6] = k3 / sw if sw > 0.0 else 0.0
+
+
+@njit(**NJIT)
+def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, params,
+            token_loss, log_probs, ratios, grad, stats, num_threads):
+    n, v = logits.shape
+    nb = n_blocks(num_threads, n, v)
+    e, mc = work(nb, v)
+    lr = np.zeros(n)
+    use_lr = False
+    if seq_level:
+        # pass 1: log-probs only (nothing but work arrays is written before every row is valid)
+        if nb > 1:
+            bad = _token_par(logits, tokens, lr, e, mc, nb)
+        else:
+            bad = _token_block(logits, tokens, lr, e[0], mc[0], 0, n)
+        if bad:
+            return BAD_LOGITS
+        for i in range(n):
+            if lr[i] == -np.inf:
+                return BAD_TOKENS
+        for k in range(seq_offsets.shape[0] - 1):
+            total = 0.0
+            count = 0
+            for i in range(seq_offsets[k], seq_offsets[k + 1]):
+                if weights[i] != 0.0:
+                    total += lr[i] - np.float64(x1[i])
+                    count += 1
+            mean = total / count if count > 0 else 0.0
+            for i in range(seq_offsets[k], seq_offsets[k + 1]):
+                lr[i] = mean
+        use_lr = True
+    if nb > 1:
+        bl, bt = _pg_par(logits, tokens, mode, x1, x2, x3, weights, lr, use_lr, params,
+                         token_loss, log_probs, ratios, grad, e, mc, nb)
+    else:
+        bl, bt = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, use_lr, params,
+                           token_loss, log_probs, ratios, grad, e[0], mc[0], 0, n)
+    if bl:
+        return BAD_LOGITS
+    if bt:
+        return BAD_TOKENS
+    _reduce(mode, log_probs, x1, x2, x3, lr, use_lr, weights, params, stats)
+    return 0
+
+
+@njit(**NJIT)
+def _check_offsets(offsets, n):
+    if offsets.shape[0] < 1 or offsets[0] != 0 or offsets[offsets.shape[0] - 1] != n:
+        return False
+    for k in range(offsets.shape[0] - 1):
+        if offsets[k + 1] < offsets[k]:
+            return False
+    return True
+
+
+@njit(**NJIT)
+def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_probs, grad,
+                   stats, num_threads):
+    n = tokens.shape[0]
+    if out_of_range(tokens, logits.shape[1]):
+        return BAD_TOKENS
+    if _bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(returns):
+        return BAD_RETURNS
+    if not_all_finite(baselines):
+        return BAD_BASELINES
+    zeros = np.zeros(n)
+    params = (0.0, 0.0, 0.0, 0.0, 3, 0)
+    return _run_pg(logits, tokens, REINFORCE, returns, baselines, zeros, weights, tokens[:0],
+                   False, params, token_loss, log_probs, np.empty(n), grad, stats, num_threads)
+
+
+@njit(**NJIT)
+def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
+             clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
+             log_probs, ratios, grad, stats, num_threads):
+    n = tokens.shape[0]
+    if out_of_range(tokens, logits.shape[1]):
+        return BAD_TOKENS
+    if _bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(advantages):
+        return BAD_ADVANTAGES
+    if not_all_finite(old_log_probs):
+        return BAD_OLD_LOG_PROBS
+    if not_all_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    if sequence_level and not _check_offsets(sequence_offsets, n):
+        return BAD_SEQUENCE_OFFSETS
+    has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    ref = ref_log_probs if has_ref else np.zeros(n, dtype=ref_log_probs.dtype)
+    params = (np.float64(clip_low), np.float64(clip_high), np.float64(dual_clip),
+              np.float64(kl_coef), np.int64(kl_estimator), np.int64(has_ref))
+    return _run_pg(logits, tokens, PPO, old_log_probs, advantages, ref, weights, sequence_offsets,
+                   bool(sequence_level), params, token_loss, log_probs, ratios, grad, stats,
+                   num_threads)
+
+
+@njit(**NJIT)
+def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_loss, log_probs,
+                    grad, stats, num_threads):
+    n = tokens.shape[0]
+    if out_of_range(tokens, logits.shape[1]):
+        return BAD_TOKENS
+    if _bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    zeros = np.zeros(n, dtype=ref_log_probs.dtype)
+    params = (0.0, 0.0, 0.0, 0.0, np.int64(kl_estimator), np.int64(1))
+    return _run_pg(logits, tokens, KL, zeros, zeros, ref_log_probs, weights, tokens[:0], False,
+                   params, token_loss, log_probs, np.empty(n), grad, stats, num_threads)
+
+
+# ---- A2C ----------------------------------------------------------------------------------------
+
+@njit(**NJIT)
+def value_terms(v, ret, old, value_clip):
+    d = v - ret
+    lu = d * d
+    if value_clip <= 0.0:
+        return lu, 2.0 * d
+    dv = v - old
+    inside = -value_clip <= dv and dv <= value_clip
+    vc = old + (-value_clip if dv < -value_clip else (value_clip if dv > value_clip else dv))
+    dc = vc - ret
+    lc = dc * dc
+    if lu >= lc:
+        return lu, 2.0 * d
+    return lc, (2.0 * dc if inside else 0.0)
+
+
+@njit(**NJIT)
+def _a2c_grad_fill(row, e, mc, m, s, lse, h, a, c, ce, out):
+    """out_j = (-c) p_j + ce h_j with h_j = p_j ((x_j - lse) + H) (0 where p_j = 0);
+    out_a = c (1 - p_a) + ce h_a."""
+    n = row.shape[0]
+    nc = -c
+    ci = 0
+    for c0 in range(0, n, CHUNK):
+        g = chunk_scale(row, mc, ci, m, s)
+        ci += 1
+        seg = row[c0:c0 + CHUNK]
+        src = e[c0:c0 + CHUNK]
+        dst = out[c0:c0 + CHUNK]
+        for j in range(seg.shape[0]):
+            p = src[j] * g
+            hj = p * ((np.float64(seg[j]) - lse) + h) if p > 0.0 else 0.0
+            dst[j] = nc * p + ce * hj
+    pa = prob_at(row, e, mc, m, s, a)
+    ha = pa * ((np.float64(row[a]) - lse) + h) if pa > 0.0 else 0.0
+    out[a] = c * (1.0 - pa) + ce * ha
+
+
+@njit(**NJIT)
+def _a2c_block(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
+               value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, e,
+               mc, lo, hi):
+    bad_logits = 0
+    bad_tokens = 0
+    for i in range(lo, hi):
+        row = logits[i]
+        m, s, ok = row_stats(row, e, mc)
+        if not ok:
+            bad_logits += 1
+            continue
+        a = tokens[i]
+        lse = m + math.log(s)
+        lp = np.float64(row[a]) - lse
+        if lp == -np.inf:
+            bad_tokens += 1
+            continue
+        h = row_entropy(row, e, mc, m, s, lse)
+        old = np.float64(old_values[i]) if value_clip > 0.0 else 0.0
+        lv, dlv = value_terms(np.float64(values[i]), np.float64(returns[i]), old, value_clip)
+        adv = np.float64(advantages[i])
+        pg = -adv * lp
+        w = np.float64(weights[i])
+        _a2c_grad_fill(row, e, mc, m, s, lse, h, a, w * -adv, w * entropy_coef, grad[i])
+        token_loss[i] = pg + value_coef * lv - entropy_coef * h
+        log_probs[i] = lp
+        entropies[i] = h
+        value_grad[i] = (w * value_coef) * dlv
+    return bad_logits, bad_tokens
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _a2c_par(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
+             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, e, mc,
+             nb):
+    n = logits.shape[0]
+    bad_logits = 0
+    bad_tokens = 0
+    for b in prange(nb):
+        lo, hi = block_bounds(b, nb, n)
+        bl, bt = _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
+                            value_clip, value_coef, entropy_coef, token_loss, log_probs,
+                            entropies, grad, value_grad, e[b], mc[b], lo, hi)
+        bad_logits += bl
+        bad_tokens += bt
+    return bad_logits, bad_tokens
+
+
+@njit(**NJIT)
+def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
+             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
+             num_threads):
+    n, v = logits.shape
+    if out_of_range(tokens, v):
+        return BAD_TOKENS
+    if _bad_weights(weights):
+        return BAD_WEIGHTS
+    if not_all_finite(advantages):
+        return BAD_ADVANTAGES
+    if not_all_finite(values):
+        return BAD_VALUES
+    if not_all_finite(returns):
+        return BAD_RETURNS
+    if value_clip > 0.0 and not_all_finite(old_values):
+        return BAD_OLD_VALUES
+    old = old_values if value_clip > 0.0 else values
+    nb = n_blocks(num_threads, n, v)
+    e, mc = work(nb, v)
+    if nb > 1:
+        bl, bt = _a2c_par(logits, tokens, advantages, values, returns, old, weights, value_clip,
+                          value_coef, entropy_coef, token_loss, log_probs, entropies, grad,
+                          value_grad, e, mc, nb)
+    else:
+        bl, bt = _a2c_block(logits, tokens, advantages, values, returns, old, weights,
+                            value_clip, value_coef, entropy_coef, token_loss, log_probs,
+                            entropies, grad, value_grad, e[0], mc[0], 0, n)
+    if bl:
+        return BAD_LOGITS
+    if bt:
+        return BAD_TOKENS
+    sw = loss = pgs = vls = hs = 0.0
+    for i in range(n):
+        w = np.float64(weights[i])
+        lp = log_probs[i]
+        h = entropies[i]
+        oldv = np.float64(old[i]) if value_clip > 0.0 else 0.0
+        lv, _ = value_terms(np.float64(values[i]), np.float64(returns[i]), oldv, value_clip)
+        sw += w
+        loss += w * token_loss[i]
+        pgs += w * (-np.float64(advantages[i]) * lp)
+        vls += w * lv
+        hs += w * h
+    stats[0] = loss
+    stats[1] = pgs
+    stats[2] = vls
+    stats[3] = hs / sw if sw > 0.0 else 0.0
+    return 0

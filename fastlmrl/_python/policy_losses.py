@@ -1,3 +1,315 @@
-"""Reference policy_losses kernels (plain Python)."""
+"""Reference policy-gradient losses over logits (plain Python); defines the arithmetic of every backend.
 
-__all__ = []
+Every loss is ``L = sum_i w_i * l_i`` over tokens i (row i of the (N, V) logits, sampled token a_i).
+Row statistics, softmax ``p`` and ``EXP`` are those of :mod:`fastlmrl._python.log_probs`;
+``logp_i = x_{i,a_i} - lse_i``.  For the pure policy-gradient losses the gradient of a row is
+``c_i * (onehot(a_i) - p_i)`` with ``c_i = w_i * dl_i/dlogp_i`` (written by ``grad_row``).
+
+Per-token terms (``token_terms``) -- modes: 0 REINFORCE, 1 PPO (clipped, optional dual clip and KL
+penalty), 2 KL penalty alone.  Scalar exps/logs of log-ratios use ``math.exp`` in every backend.
+Reductions over tokens are serial, in index order, in float64.
+"""
+import math
+
+from .log_probs import (BAD_LOGITS, BAD_TOKENS, exp_for, grad_row, probs, row_entropy,
+                        row_stats)
+
+__all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
+
+BAD_WEIGHTS = 22
+BAD_ADVANTAGES = 23
+BAD_OLD_LOG_PROBS = 24
+BAD_REF_LOG_PROBS = 25
+BAD_SEQUENCE_OFFSETS = 26
+BAD_BASELINES = 27
+BAD_VALUES = 28
+BAD_RETURNS = 29
+BAD_OLD_VALUES = 30
+
+REINFORCE, PPO, KL = 0, 1, 2
+
+
+def kl_term(logp, ref, estimator):
+    """(D, dD/dlogp) of Schulman's estimator k1/k2/k3 of KL(pi || pi_ref) at the sampled token."""
+    if estimator == 1:
+        return logp - ref, 1.0
+    if estimator == 2:
+        d = logp - ref
+        return 0.5 * d * d, d
+    u = ref - logp
+    eu = math.exp(u)
+    return (eu - 1.0) - u, 1.0 - eu
+
+
+def token_terms(mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_coef, estimator,
+                has_ref):
+    """(loss, dloss/dlogp, ratio, pg, kl, clipped, dual_clipped) of one token.
+
+    REINFORCE: x1 = return, x2 = baseline.  PPO: x1 = old log-prob, x2 = advantage, x3 = ref
+    log-prob, ``lr`` = the log-ratio used (token: logp - old; sequence: the sequence mean).
+    KL: x3 = ref log-prob.
+    """
+    if mode == REINFORCE:
+        adv = x1 - x2
+        pg = -adv * logp
+        return pg, -adv, 1.0, pg, 0.0, 0, 0
+    kl = 0.0
+    dkl = 0.0
+    if has_ref:
+        kl, dkl = kl_term(logp, x3, estimator)
+    if mode == KL:
+        return kl, dkl, 1.0, 0.0, kl, 0, 0
+    adv = x2
+    rho = math.exp(lr)
+    lo = 1.0 - clip_low
+    hi = 1.0 + clip_high
+    rc = lo if rho < lo else (hi if rho > hi else rho)
+    un = -adv * rho
+    cl = -adv * rc
+    clipped = 0
+    dual = 0
+    if un >= cl:
+        pg = un
+        d = -adv * rho
+    else:
+        pg = cl
+        d = 0.0
+        clipped = 1
+    if dual_clip > 0.0 and adv < 0.0:
+        l3 = -dual_clip * adv
+        if pg > l3:
+            pg = l3
+            d = 0.0
+            dual = 1
+    return pg + kl_coef * kl, d + kl_coef * dkl, rho, pg, kl, clipped, dual
+
+
+def _finite(values):
+    for v in values:
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+def _check_common(logits, tokens, weights):
+    n_vocab = logits.shape[1]
+    for a in tokens:
+        if a < 0 or a >= n_vocab:
+            return BAD_TOKENS
+    for w in weights:
+        if not (math.isfinite(w) and w >= 0.0):
+            return BAD_WEIGHTS
+    return 0
+
+
+def _stats_rows(logits, tokens):
+    """Row statistics of every row, or a status (BAD_LOGITS, or BAD_TOKENS for a -inf token)."""
+    rows = logits.tolist()
+    f32 = logits.dtype.itemsize == 4
+    exp = exp_for(f32)
+    out = []
+    for x, a in zip(rows, tokens):
+        m, total, e, mc, ok = row_stats(x, exp)
+        if not ok:
+            return BAD_LOGITS, None
+        lse = m + math.log(total)
+        out.append((x, m, total, e, mc, lse, x[a] - lse))
+    for r in out:
+        if r[6] == -math.inf:
+            return BAD_TOKENS, None
+    return 0, (out, exp)
+
+
+def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_loss, log_probs,
+        ratios, grad, stats):
+    clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref, seq_level = params
+    status, res = _stats_rows(logits, tokens)
+    if status:
+        return status
+    rows, exp = res
+    n = len(rows)
+    logp = [r[6] for r in rows]
+    lr = [0.0] * n
+    if mode == PPO:
+        if seq_level:
+            for k in range(len(seq_offsets) - 1):
+                total = 0.0
+                count = 0
+                for i in range(seq_offsets[k], seq_offsets[k + 1]):
+                    if weights[i] != 0.0:
+                        total += logp[i] - x1[i]
+                        count += 1
+                mean = total / count if count > 0 else 0.0
+                for i in range(seq_offsets[k], seq_offsets[k + 1]):
+                    lr[i] = mean
+        else:
+            lr = [logp[i] - x1[i] for i in range(n)]
+    terms = [token_terms(mode, logp[i], x1[i], x2[i], x3[i], lr[i], clip_low, clip_high,
+                         dual_clip, kl_coef, estimator, has_ref) for i in range(n)]
+    for i, (x, m, total, e, mc, lse, lp) in enumerate(rows):
+        c = weights[i] * terms[i][1]
+        grad[i] = grad_row(probs(e, mc, m, total, exp), tokens[i], c)
+        token_loss[i] = terms[i][0]
+        log_probs[i] = lp
+        ratios[i] = terms[i][2]
+    sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
+    for i in range(n):
+        w = weights[i]
+        t = terms[i]
+        sw += w
+        loss += w * t[0]
+        pg += w * t[3]
+        kl += w * t[4]
+        clipped += w * t[5]
+        dual += w * t[6]
+        if mode == PPO:
+            d = logp[i] - x1[i]
+            k1 += w * -d
+            k3 += w * ((math.exp(d) - 1.0) - d)
+    stats[0] = loss
+    if mode == PPO:
+        stats[1] = pg
+        stats[2] = kl
+        stats[3] = clipped / sw if sw > 0.0 else 0.0
+        stats[4] = dual / sw if sw > 0.0 else 0.0
+        stats[5] = k1 / sw if sw > 0.0 else 0.0
+        stats[6] = k3 / sw if sw > 0.0 else 0.0
+    return 0
+
+
+def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_probs, grad, stats,
+                   num_threads):
+    t_, r_, b_, w_ = (a.tolist() for a in (tokens, returns, baselines, weights))
+    status = _check_common(logits, t_, w_)
+    if status:
+        return status
+    if not _finite(r_):
+        return BAD_RETURNS
+    if not _finite(b_):
+        return BAD_BASELINES
+    n = len(t_)
+    return _pg(REINFORCE, logits, t_, r_, b_, [0.0] * n, w_, [], (0.0, 0.0, 0.0, 0.0, 3, 0, 0),
+               token_loss, log_probs, [0.0] * n, grad, stats)
+
+
+def _check_offsets(offsets, n):
+    if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n:
+        return False
+    for k in range(len(offsets) - 1):
+        if offsets[k + 1] < offsets[k]:
+            return False
+    return True
+
+
+def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
+             clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
+             log_probs, ratios, grad, stats, num_threads):
+    t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (tokens, old_log_probs, advantages, weights,
+                                                   ref_log_probs, sequence_offsets))
+    status = _check_common(logits, t_, w_)
+    if status:
+        return status
+    if not _finite(a_):
+        return BAD_ADVANTAGES
+    if not _finite(o_):
+        return BAD_OLD_LOG_PROBS
+    if not _finite(r_):
+        return BAD_REF_LOG_PROBS
+    if sequence_level and not _check_offsets(s_, len(t_)):
+        return BAD_SEQUENCE_OFFSETS
+    has_ref = 1 if len(r_) > 0 else 0
+    if not has_ref:
+        r_ = [0.0] * len(t_)
+    params = (clip_low, clip_high, dual_clip, kl_coef, int(kl_estimator), has_ref,
+              int(sequence_level))
+    return _pg(PPO, logits, t_, o_, a_, r_, w_, s_, params, token_loss, log_probs, ratios, grad,
+               stats)
+
+
+def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_loss, log_probs,
+                    grad, stats, num_threads):
+    t_, r_, w_ = (x.tolist() for x in (tokens, ref_log_probs, weights))
+    status = _check_common(logits, t_, w_)
+    if status:
+        return status
+    if not _finite(r_):
+        return BAD_REF_LOG_PROBS
+    n = len(t_)
+    return _pg(KL, logits, t_, [0.0] * n, [0.0] * n, r_, w_, [],
+               (0.0, 0.0, 0.0, 0.0, int(kl_estimator), 1, 0), token_loss, log_probs, [0.0] * n,
+               grad, stats)
+
+
+def value_terms(v, ret, old, value_clip):
+    """(L^V, dL^V/dV): (V - R)^2, or max((V - R)^2, (V_clip - R)^2) with
+    V_clip = V_old + clip(V - V_old, -eps, eps) when value_clip = eps > 0."""
+    d = v - ret
+    lu = d * d
+    if value_clip <= 0.0:
+        return lu, 2.0 * d
+    dv = v - old
+    inside = -value_clip <= dv <= value_clip
+    vc = old + (-value_clip if dv < -value_clip else (value_clip if dv > value_clip else dv))
+    dc = vc - ret
+    lc = dc * dc
+    if lu >= lc:
+        return lu, 2.0 * d
+    return lc, (2.0 * dc if inside else 0.0)
+
+
+def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
+             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
+             num_threads):
+    t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (tokens, advantages, values, returns,
+                                                   old_values, weights))
+    status = _check_common(logits, t_, w_)
+    if status:
+        return status
+    if not _finite(a_):
+        return BAD_ADVANTAGES
+    if not _finite(v_):
+        return BAD_VALUES
+    if not _finite(r_):
+        return BAD_RETURNS
+    if value_clip > 0.0 and not _finite(o_):
+        return BAD_OLD_VALUES
+    status, res = _stats_rows(logits, t_)
+    if status:
+        return status
+    rows, exp = res
+    n = len(rows)
+    per = []
+    for i, (x, m, total, e, mc, lse, lp) in enumerate(rows):
+        p = probs(e, mc, m, total, exp)
+        h = row_entropy(x, p, lse)
+        old = o_[i] if value_clip > 0.0 else 0.0
+        lv, dlv = value_terms(v_[i], r_[i], old, value_clip)
+        pg = -a_[i] * lp
+        w = w_[i]
+        c = w * -a_[i]
+        ce = w * entropy_coef
+        nc = -c
+        hj = [pj * (x[j] - lse + h) if pj > 0.0 else 0.0 for j, pj in enumerate(p)]
+        g = [nc * pj + ce * hj[j] for j, pj in enumerate(p)]
+        a = t_[i]
+        g[a] = c * (1.0 - p[a]) + ce * hj[a]
+        per.append((g, pg + value_coef * lv - entropy_coef * h, lp, h, pg, lv,
+                    (w * value_coef) * dlv))
+    sw = loss = pgs = vls = hs = 0.0
+    for i, (g, tl, lp, h, pg, lv, dv) in enumerate(per):
+        grad[i] = g
+        token_loss[i] = tl
+        log_probs[i] = lp
+        entropies[i] = h
+        value_grad[i] = dv
+        w = w_[i]
+        sw += w
+        loss += w * tl
+        pgs += w * pg
+        vls += w * lv
+        hs += w * h
+    stats[0] = loss
+    stats[1] = pgs
+    stats[2] = vls
+    stats[3] = hs / sw if sw > 0.0 else 0.0
+    return 0

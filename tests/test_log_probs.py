@@ -1,0 +1,321 @@
+"""log_probs: fast exp accuracy, reference equivalence (bit for bit), NumPy formulas, hand-computed
+values, finite differences, serial = parallel, bad input and "nothing modified on error"."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+import fastlmrl
+from fastlmrl import _backend
+from fastlmrl._numba import fast_math
+from fastlmrl._python import log_probs as ref_lp
+
+KERNELS = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
+FLOATS = (np.float32, np.float64)
+
+
+def np_log_softmax(x):
+    x = x.astype(np.float64)
+    m = np.max(x, axis=1, keepdims=True)
+    return x - (m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True)))
+
+
+def np_entropy(x):
+    lp = np_log_softmax(x)
+    p = np.exp(lp)
+    return -np.sum(np.where(p > 0, p * np.where(p > 0, lp, 0.0), 0.0), axis=1)
+
+
+def random_logits(rng, n, v, dtype, mask_frac=0.0, scale=3.0):
+    x = rng.standard_normal((n, v)) * scale
+    if mask_frac:
+        x[rng.random((n, v)) < mask_frac] = -np.inf
+        x[np.arange(n), rng.integers(0, v, n)] = 0.5  # keep one finite entry per row
+    return np.ascontiguousarray(x.astype(dtype))
+
+
+def call(module, name, logits, tokens, threads=1):
+    n, v = logits.shape
+    if name in ("log_softmax", "log_prob_grad"):
+        out = np.full((n, v), 7.0, dtype=logits.dtype)
+    else:
+        out = np.full(n, 7.0, dtype=logits.dtype)
+    if name in ("token_log_probs", "log_prob_grad"):
+        status = getattr(module, name)(logits, tokens, out, threads)
+    else:
+        status = getattr(module, name)(logits, out, threads)
+    return status, out
+
+
+# ---- the fast exp -------------------------------------------------------------------------------
+
+@njit
+def _fast_exp_array(x, out):
+    for i in range(x.shape[0]):
+        out[i] = fast_math.fast_exp(x[i])
+
+
+def test_fast_exp_error_against_numpy():
+    x = np.concatenate([np.linspace(-708.0, 0.0, 200_001), np.linspace(-30, 30, 100_001),
+                        -np.logspace(-12, 2.5, 10_001), [0.0, -0.0, 1e-300, 709.0]])
+    out = np.empty_like(x)
+    _fast_exp_array(x, out)
+    rel = np.abs(out / np.exp(x) - 1.0)
+    assert rel.max() <= 1e-8
+    # rounded to float32: at most 1 ulp from numpy's float32 exp of the same argument
+    in32 = x < 88.0  # float32 range
+    ulp32 = np.abs(out[in32].astype(np.float32).view(np.int32).astype(np.int64)
+                   - np.exp(x[in32]).astype(np.float32).view(np.int32).astype(np.int64))
+    assert ulp32.max() <= 1
+
+
+def test_fast_exp_underflow_and_special_values():
+    x = np.array([-708.0, -708.5, -745.0, -800.0, -1e300, -np.inf, np.nan])
+    out = np.empty_like(x)
+    _fast_exp_array(x, out)
+    assert abs(out[0] / math.exp(-708.0) - 1) < 1e-8
+    assert (out[1:6] == 0.0).all()
+    assert np.isnan(out[6])
+
+
+def test_fast_exp_python_twin_is_bit_identical():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-720, 5, 5000), [-np.inf, 0.0, -708.0]])
+    out = np.empty_like(x)
+    _fast_exp_array(x, out)
+    assert [ref_lp.fast_exp(v) for v in x.tolist()] == out.tolist()
+
+
+# ---- reference equivalence (hypothesis) ---------------------------------------------------------
+
+@settings(max_examples=25)
+@given(n=st.integers(0, 5), v=st.sampled_from([1, 2, 7, 9, 511, 512, 513, 1100]),
+       float_idx=st.integers(0, 1), int32=st.booleans(), mask=st.sampled_from([0.0, 0.3, 0.95]),
+       scale=st.sampled_from([0.1, 3.0, 80.0]), seed=st.integers(0, 2**32 - 1))
+def test_compiled_kernels_equal_reference(compiled, reference, n, v, float_idx, int32, mask, scale,
+                                          seed):
+    rng = np.random.default_rng(seed)
+    dtype = FLOATS[float_idx]
+    x = random_logits(rng, n, v, dtype, mask, scale)
+    tokens = rng.integers(0, v, n).astype(np.int32 if int32 else np.int64)
+    for name in KERNELS:
+        s_ref, o_ref = call(reference, name, x, tokens)
+        s_c, o_c = call(compiled, name, x, tokens)
+        assert s_ref == s_c == 0
+        np.testing.assert_array_equal(o_c, o_ref, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_serial_equals_parallel(compiled, dtype):
+    rng = np.random.default_rng(5)
+    x = random_logits(rng, 67, 1500, dtype, 0.2)
+    tokens = rng.integers(0, 1500, 67)
+    for name in KERNELS:
+        _, serial = call(compiled, name, x, tokens, 1)
+        _, parallel = call(compiled, name, x, tokens, 2)
+        np.testing.assert_array_equal(serial, parallel, err_msg=name)
+
+
+def test_all_backends_export_the_same_kernels():
+    names = [sorted(_backend.backend_module(b).log_probs.__all__) for b in fastlmrl.BACKENDS]
+    assert names[0] == names[1] == names[2] == KERNELS
+
+
+# ---- independent formulas and hand-computed values ---------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_against_numpy_formulas(backend, dtype):
+    rng = np.random.default_rng(1)
+    x = random_logits(rng, 6, 1300, dtype, 0.3)
+    t = rng.integers(0, 1300, 6)
+    x[np.arange(6), t] = 1.0
+    rtol = 2e-6 if dtype == np.float32 else 1e-12
+    lsm = np_log_softmax(x)
+    np.testing.assert_allclose(fastlmrl.logsumexp(x),
+                               np.logaddexp.reduce(x.astype(np.float64), axis=1), rtol=rtol)
+    got = fastlmrl.log_softmax(x)
+    finite = np.isfinite(lsm)
+    np.testing.assert_allclose(got[finite], lsm[finite], rtol=rtol, atol=rtol * 10)
+    assert (got[~finite] == -np.inf).all()
+    np.testing.assert_allclose(fastlmrl.token_log_probs(x, t), lsm[np.arange(6), t], rtol=rtol,
+                               atol=rtol)
+    np.testing.assert_allclose(fastlmrl.entropy(x), np_entropy(x), rtol=rtol * 10, atol=rtol)
+    onehot = np.zeros_like(lsm)
+    onehot[np.arange(6), t] = 1.0
+    np.testing.assert_allclose(fastlmrl.log_prob_grad(x, t), onehot - np.exp(lsm), rtol=rtol,
+                               atol=rtol)
+
+
+def test_hand_computed(backend, float_dtype):
+    x = np.array([[0.0, 0.0], [0.0, math.log(3.0)], [0.0, -np.inf]], dtype=float_dtype)
+    tol = 1e-7 if float_dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(fastlmrl.logsumexp(x), [math.log(2), math.log(4), 0.0], atol=tol)
+    np.testing.assert_allclose(fastlmrl.token_log_probs(x, [0, 1, 0]),
+                               [-math.log(2), math.log(0.75), 0.0], atol=tol)
+    assert fastlmrl.token_log_probs(x, [0, 0, 1])[2] == -np.inf
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    np.testing.assert_allclose(fastlmrl.entropy(x), [math.log(2), h, 0.0], atol=tol)
+    np.testing.assert_allclose(fastlmrl.log_prob_grad(x, [0, 1, 0]),
+                               [[0.5, -0.5], [-0.25, 0.25], [0.0, 0.0]], atol=tol)
+    lsm = fastlmrl.log_softmax(x)
+    np.testing.assert_allclose(lsm[:2], [[-math.log(2)] * 2, [math.log(0.25), math.log(0.75)]],
+                               atol=tol)
+    assert lsm[2, 0] == 0.0 and lsm[2, 1] == -np.inf
+
+
+def test_large_logits_do_not_overflow(backend):
+    x = np.array([[1000.0, 1000.0, -1000.0]])
+    np.testing.assert_allclose(fastlmrl.logsumexp(x), [1000.0 + math.log(2)])
+    np.testing.assert_allclose(fastlmrl.entropy(x), [math.log(2)])
+
+
+def test_max_in_a_late_chunk_rescales(backend, float_dtype):
+    # the running max grows chunk after chunk: the online rescale must give the true lse
+    x = np.linspace(-50.0, 50.0, 2000, dtype=np.float64)[None, :].astype(float_dtype)
+    expect = np.logaddexp.reduce(x.astype(np.float64), axis=1)
+    np.testing.assert_allclose(fastlmrl.logsumexp(x), expect, rtol=1e-6)
+
+
+def test_finite_differences():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 600))
+    t = np.array([5, 0, 599])
+    grad = fastlmrl.log_prob_grad(x, t)
+    h = 1e-6
+    for i in range(3):
+        for j in (0, 5, 599, 300):
+            xp, xm = x.copy(), x.copy()
+            xp[i, j] += h
+            xm[i, j] -= h
+            fd = (fastlmrl.token_log_probs(xp, t)[i] - fastlmrl.token_log_probs(xm, t)[i]) / (2 * h)
+            assert abs(fd - grad[i, j]) < 1e-7
+            # dH/dz_j = -p_j (log p_j + H)
+            fdh = (fastlmrl.entropy(xp)[i] - fastlmrl.entropy(xm)[i]) / (2 * h)
+            lp = fastlmrl.log_softmax(x)[i, j]
+            assert abs(fdh - (-math.exp(lp) * (lp + fastlmrl.entropy(x)[i]))) < 1e-7
+
+
+def test_empty_batch(backend, float_dtype):
+    x = np.zeros((0, 5), dtype=float_dtype)
+    assert fastlmrl.logsumexp(x).shape == (0,)
+    assert fastlmrl.entropy(x).shape == (0,)
+    assert fastlmrl.token_log_probs(x, []).shape == (0,)
+    assert fastlmrl.log_softmax(x).shape == (0, 5)
+    assert fastlmrl.log_prob_grad(x, np.array([], dtype=np.int32)).shape == (0, 5)
+
+
+def test_out_argument_is_used(backend):
+    x = np.random.default_rng(0).standard_normal((4, 9)).astype(np.float32)
+    out = np.empty_like(x)
+    assert fastlmrl.log_softmax(x, out=out) is out
+    assert fastlmrl.log_prob_grad(x, [0, 1, 2, 3], out=out) is out
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+FUNCS = {
+    "logsumexp": lambda x, t: fastlmrl.logsumexp(x),
+    "entropy": lambda x, t: fastlmrl.entropy(x),
+    "log_softmax": lambda x, t: fastlmrl.log_softmax(x),
+    "token_log_probs": fastlmrl.token_log_probs,
+    "log_prob_grad": fastlmrl.log_prob_grad,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCS))
+def test_bad_logits(backend, name):
+    f = FUNCS[name]
+    good = np.zeros((2, 3))
+    t = [0, 1]
+    with pytest.raises(TypeError, match="logits"):
+        f(good.tolist(), t)
+    with pytest.raises(TypeError, match="logits"):
+        f(good.astype(np.int64), t)
+    with pytest.raises(TypeError, match="logits"):
+        f(good.astype(np.float16), t)
+    with pytest.raises(ValueError, match="logits"):
+        f(np.zeros(3), t)
+    with pytest.raises(ValueError, match="logits"):
+        f(np.zeros((2, 0)), t)
+    with pytest.raises(ValueError, match="logits"):
+        f(np.zeros((2, 6))[:, ::2], t)
+    for bad in (np.nan, np.inf):
+        x = good.copy()
+        x[1, 2] = bad
+        with pytest.raises(ValueError, match="logits row 1"):
+            f(x, t)
+    x = good.copy()
+    x[0] = -np.inf
+    with pytest.raises(ValueError, match="logits row 0"):
+        f(x, t)
+
+
+def test_nan_hidden_in_masked_chunk(backend):
+    x = np.full((1, 1200), -np.inf)
+    x[0, 3] = np.nan
+    x[0, 1100] = 1.0
+    with pytest.raises(ValueError, match="logits"):
+        fastlmrl.logsumexp(x)
+
+
+@pytest.mark.parametrize("name", ["token_log_probs", "log_prob_grad"])
+def test_bad_tokens(backend, name):
+    f = FUNCS[name]
+    x = np.zeros((2, 3))
+    with pytest.raises(TypeError, match="tokens"):
+        f(x, [0.0, 1.0])
+    with pytest.raises(ValueError, match="tokens"):
+        f(x, [0])
+    with pytest.raises(ValueError, match="tokens"):
+        f(x, [[0, 1]])
+    with pytest.raises(ValueError, match=r"tokens\[1\] = 3 is out of range"):
+        f(x, [0, 3])
+    with pytest.raises(ValueError, match=r"tokens\[0\] = -1"):
+        f(x, np.array([-1, 0], dtype=np.int32))
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "log_prob_grad"])
+def test_bad_out(backend, name):
+    x = np.zeros((2, 3))
+    if name == "log_softmax":
+        f = lambda out: fastlmrl.log_softmax(x, out=out)  # noqa: E731
+    else:
+        f = lambda out: fastlmrl.log_prob_grad(x, [0, 1], out=out)  # noqa: E731
+    with pytest.raises(TypeError, match="out"):
+        f([[0.0] * 3] * 2)
+    with pytest.raises(TypeError, match="out"):
+        f(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="out"):
+        f(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="out"):
+        f(np.zeros((2, 6))[:, ::2])
+    ro = np.zeros((2, 3))
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        f(ro)
+    with pytest.raises(ValueError, match="overlap"):
+        f(x)
+
+
+def test_nothing_modified_on_error(backend):
+    x = np.random.default_rng(0).standard_normal((3, 5))
+    x_before = x.copy()
+    out = np.full((3, 5), 4.0)
+    with pytest.raises(ValueError, match="tokens"):
+        fastlmrl.log_prob_grad(x, [0, 1, 9], out=out)
+    assert (out == 4.0).all()
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_raw_kernels_check_before_writing(compiled, reference):
+    x = np.zeros((2, 3))
+    x[1, 0] = np.nan
+    for module in (compiled, reference):
+        for name in ("logsumexp", "entropy", "token_log_probs"):
+            status, out = call(module, name, x, np.array([0, 1]))
+            assert status == 20 and (out == 7.0).all()
+        status, out = call(module, "log_prob_grad", np.zeros((2, 3)), np.array([0, 5]))
+        assert status == 21 and (out == 7.0).all()
