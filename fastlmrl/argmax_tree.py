@@ -1,3 +1,174 @@
-"""argmax_tree (public API). To be written."""
+r"""Per-row argmax tournament trees: greedy actions and row maxima in O(1), updates in O(B + log V).
 
-__all__ = []
+For a large action space (V = 50257 tokens) every greedy choice
+:math:`\arg\max_a Q(s,a)` and every Q-learning target :math:`\max_{a'} Q(s',a')` (Sutton & Barto
+2018, eq. 6.8) scans a whole row, O(V).  An :class:`ArgmaxTree` keeps, for each state, a tournament
+tree over blocks of ``block_size`` (B) columns, so that
+
+* the greedy action and the row max are read from the root, O(1);
+* after one cell :math:`Q(s_t, a_t)` changes, its block is rescanned (O(B)) and the path to the
+  root is replayed (at most :math:`\lceil\log_2(V/B)\rceil` levels, usually stopping at once: a node
+  whose winner neither was nor is :math:`a_t` is unchanged, and so is everything above it).
+
+Pass the tree as ``argmax_tree=`` to :func:`fastlmrl.greedy`, :func:`fastlmrl.epsilon_greedy`,
+:func:`fastlmrl.q_learning_update` (its max is read from the tree), :func:`fastlmrl.sarsa_update`
+and :func:`fastlmrl.expected_sarsa_update` (not accelerated; the tree is refreshed at the touched
+cells after the batch), or a pair as ``argmax_trees=`` to :func:`fastlmrl.double_q_learning_update`.
+Results -- tables, TD errors, actions, random-stream positions -- are *exactly* those of the plain
+full-row path, with the same tie and NaN rules: the greedy action is the lowest column holding the
+maximum of the row's non-NaN entries (0 if all are NaN) and the row max ignores NaN (-inf if all are
+NaN).
+
+Layout: ``nodes`` is int32 of shape ``(S, 2P)`` with P = ``ceil(V / B)`` rounded up to a power of
+two; leaf ``P + b`` is the winning column of block ``b`` (columns ``[bB, min((b+1)B, V))``), node
+``k < P`` the winner of children ``2k`` and ``2k+1``, node 1 the root; node 0 and padding hold -1.
+"Winning" orders columns by: non-NaN before NaN, then larger value, then lower column.  Memory is
+``8 P S`` bytes: 64 MiB for (4096, 50257) with B = 32 (the float32 table itself is 823 MB).
+
+Keeping the tree in sync: every fastlmrl function that receives the tree updates it.  If ``q`` is
+changed in any other way (direct assignment, another fastlmrl update called without the tree), call
+:meth:`ArgmaxTree.refresh` with the changed cells or :meth:`ArgmaxTree.rebuild`; a stale tree gives
+wrong (though in-bounds) answers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+
+__all__ = ["ArgmaxTree"]
+
+#: Kernel status code for a ``nodes`` array whose shape does not fit ``q`` and ``block_size``.
+BAD_TREE = 32
+
+
+def _n_leaves(n_actions: int, block_size: int) -> int:
+    n_blocks = -(-n_actions // block_size)
+    return 1 << (n_blocks - 1).bit_length()
+
+
+class ArgmaxTree:
+    """A per-row max/argmax tournament tree over the table ``q`` (S, V), kept alongside ``q``.
+
+    Parameters
+    ----------
+    q : ndarray (S, V), float32 or float64, C-contiguous
+        The table.  The tree references it: ``tree.table is q``; it is never copied.
+    block_size : int >= 1
+        Columns per leaf (B).  An update costs O(B + log2(V / B)); 32 suits float32 rows
+        (128-byte blocks).
+
+    The tree is built at construction (O(S V)).
+    """
+
+    __slots__ = ("_q", "_nodes", "_block_size")
+
+    def __init__(self, q, block_size: int = 32):
+        q = check.table(q, "q", writeable=False)
+        block_size = check.positive_int(block_size, "block_size")
+        if q.shape[1] > np.iinfo(np.int32).max:
+            raise ValueError(f"q has {q.shape[1]} columns; an ArgmaxTree holds int32 column ids")
+        self._q = q
+        self._block_size = block_size
+        self._nodes = np.empty((q.shape[0], 2 * _n_leaves(q.shape[1], block_size)), dtype=np.int32)
+        self.rebuild()
+
+    @property
+    def table(self) -> np.ndarray:
+        """The table ``q`` the tree was built for (the same object)."""
+        return self._q
+
+    @property
+    def block_size(self) -> int:
+        return self._block_size
+
+    @property
+    def n_blocks(self) -> int:
+        """Leaves in use per row: ``ceil(V / block_size)``."""
+        return -(-self._q.shape[1] // self._block_size)
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """A read-only view of the (S, 2P) int32 node array (layout in the module docstring)."""
+        view = self._nodes.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        return self._nodes.nbytes
+
+    def __repr__(self) -> str:
+        return (f"ArgmaxTree(table shape={self._q.shape}, dtype={self._q.dtype}, "
+                f"block_size={self._block_size}, nodes={self._nodes.shape})")
+
+    def _args(self, q=None, name: str = "argmax_tree"):
+        """(nodes, block_size) for a kernel, after checking the tree still fits its table."""
+        q = self._q if q is None else q
+        if q.shape[0] != self._nodes.shape[0] or (
+                self._nodes.shape[1] != 2 * _n_leaves(q.shape[1], self._block_size)):
+            raise ValueError(f"{name} no longer fits its table: q has shape {q.shape}, the tree "
+                             f"{self._nodes.shape}; build a new ArgmaxTree")
+        return self._nodes, self._block_size
+
+    def rebuild(self) -> "ArgmaxTree":
+        """Recompute every row from ``table`` (after arbitrary direct edits of the table)."""
+        q = check.table(self._q, "q", writeable=False)
+        nodes, block_size = self._args()
+        status = _backend.kernels().argmax_tree_build(q, nodes, block_size)
+        raise_for_tree_status(status, {})
+        return self
+
+    def refresh(self, states, actions) -> None:
+        """Update the tree after the cells ``(states[i], actions[i])`` of the table changed.
+
+        Costs O(B + log2 P) per cell.  Ids are checked first: on error nothing is modified.
+        """
+        q = check.table(self._q, "q", writeable=False)
+        states = check.ids(states, "states")
+        actions = check.ids(actions, "actions", states.shape[0])
+        states, actions = check.same_index_dtype(states, actions)
+        nodes, block_size = self._args()
+        status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, states, actions)
+        raise_for_tree_status(status, {"states": (states, q.shape[0]),
+                                       "actions": (actions, q.shape[1])})
+
+    def argmax(self, states) -> np.ndarray:
+        r"""Greedy actions :math:`\arg\max_a Q(s_i, a)` (int64), same as ``greedy(q, states)``."""
+        q = check.table(self._q, "q", writeable=False)
+        states = check.ids(states, "states")
+        out = np.empty(states.shape[0], dtype=np.int64)
+        nodes, block_size = self._args()
+        status = _backend.kernels().greedy_tree(q, nodes, block_size, states, out)
+        raise_for_tree_status(status, {"states": (states, q.shape[0])})
+        return out
+
+    def max(self, states) -> np.ndarray:
+        r""":math:`\max_a Q(s_i, a)` of the non-NaN entries (-inf if none), in the table's dtype."""
+        q = check.table(self._q, "q", writeable=False)
+        states = check.ids(states, "states")
+        out = np.empty(states.shape[0], dtype=q.dtype)
+        nodes, block_size = self._args()
+        status = _backend.kernels().argmax_tree_max(q, nodes, block_size, states, out)
+        raise_for_tree_status(status, {"states": (states, q.shape[0])})
+        return out
+
+
+def raise_for_tree_status(status: int, bounds: dict) -> None:
+    """check.raise_for_status that also knows BAD_TREE (internal)."""
+    if status == BAD_TREE:
+        raise ValueError("argmax_tree does not fit its table (nodes shape / block_size)")
+    check.raise_for_status(status, bounds)
+
+
+def tree_args(tree, q, name: str = "argmax_tree"):
+    """Check that ``tree`` is an ArgmaxTree built for exactly ``q``; return (nodes, block_size).
+
+    Used by the public selection / TD functions (internal).
+    """
+    if not isinstance(tree, ArgmaxTree):
+        raise TypeError(f"{name} must be an ArgmaxTree, got {type(tree).__name__}")
+    if tree.table is not q:
+        raise ValueError(f"{name} was built for another table ({name}.table is not q)")
+    return tree._args(q, name)

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from .argmax_tree import raise_for_tree_status, tree_args
 from .rng import advance, resolve_seed
 
 __all__ = ["boltzmann", "epsilon_greedy", "greedy"]
@@ -26,25 +27,33 @@ def _finish(status, states, q):
     check.raise_for_status(status, {"states": (states, q.shape[0])})
 
 
-def greedy(q, states) -> np.ndarray:
+def greedy(q, states, argmax_tree=None) -> np.ndarray:
     r"""Greedy actions :math:`a_i = \arg\max_a Q(s_i, a)`, ties broken toward the lowest index.
 
     Parameters
     ----------
     q : ndarray (S, V), float32 or float64, C-contiguous
     states : 1-D integer array of state ids in [0, S)
+    argmax_tree : :class:`fastlmrl.ArgmaxTree` built for ``q``, optional
+        Read each action from the row's tree root in O(1) instead of scanning the row (O(V));
+        the result is identical.
 
     Returns
     -------
     int64 array with one action per state.
     """
     q, states, out = _prepare(q, states)
-    status = _backend.kernels().greedy(q, states, out, _backend.get_num_threads())
+    if argmax_tree is None:
+        status = _backend.kernels().greedy(q, states, out, _backend.get_num_threads())
+    else:
+        nodes, block_size = tree_args(argmax_tree, q)
+        status = _backend.kernels().greedy_tree(q, nodes, block_size, states, out)
+        raise_for_tree_status(status, {"states": (states, q.shape[0])})
     _finish(status, states, q)
     return out
 
 
-def epsilon_greedy(q, states, epsilon: float, seed) -> np.ndarray:
+def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndarray:
     r"""ε-greedy actions (Sutton & Barto 2018, §2.2/§5.4).
 
     With probability ε a uniformly random action among all V (the greedy one included), otherwise
@@ -52,14 +61,24 @@ def epsilon_greedy(q, states, epsilon: float, seed) -> np.ndarray:
 
     Randomness: item ``i`` uses counters ``c + 2i`` (explore when its uniform < ε) and ``c + 2i + 1``
     (which action: ``floor(u * V)``); the call consumes ``2 * len(states)`` counters of ``seed``
-    (an int, or a :class:`fastlmrl.RandomStream` that is advanced).
+    (an int, or a :class:`fastlmrl.RandomStream` that is advanced).  With ``argmax_tree`` (a
+    :class:`fastlmrl.ArgmaxTree` built for ``q``) the greedy action is read from the tree in O(1);
+    the draws and the result are identical.
     """
     epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
     q, states, out = _prepare(q, states)
     key, counter = resolve_seed(seed)
-    status = _backend.kernels().epsilon_greedy(
-        q, states, epsilon, np.uint64(key), np.uint64(counter), out, _backend.get_num_threads()
-    )
+    if argmax_tree is None:
+        status = _backend.kernels().epsilon_greedy(
+            q, states, epsilon, np.uint64(key), np.uint64(counter), out,
+            _backend.get_num_threads()
+        )
+    else:
+        nodes, block_size = tree_args(argmax_tree, q)
+        status = _backend.kernels().epsilon_greedy_tree(
+            q, nodes, block_size, states, epsilon, np.uint64(key), np.uint64(counter), out
+        )
+        raise_for_tree_status(status, {"states": (states, q.shape[0])})
     _finish(status, states, q)
     advance(seed, 2 * states.shape[0])
     return out

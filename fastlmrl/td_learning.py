@@ -16,6 +16,13 @@ and :math:`\hat v` is the algorithm's estimate of the next state's value.  ``ter
 Numerics: arithmetic is in float64 whatever the table's dtype; each new table entry and each TD
 error is rounded once when stored, identically in every backend.  All arguments are checked before
 anything is written: on error the table is unchanged.
+
+Large action spaces: pass ``argmax_tree=`` (a :class:`fastlmrl.ArgmaxTree` built for ``q``;
+a pair ``argmax_trees=`` for double Q-learning) and the tree is kept in step with every update.
+Q-learning and double Q-learning then read :math:`\max_{a'}` / :math:`\arg\max_{a'}` from the
+tree in O(1) and pay O(B + log V) per update instead of O(V); SARSA and expected SARSA (whose
+targets do not need the max, or need a full-row sum anyway) just refresh the tree at the touched
+cells after the batch.  Results are identical to the plain path.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from .argmax_tree import BAD_TREE, tree_args
 from .rng import advance, resolve_seed
 
 __all__ = [
@@ -53,66 +61,95 @@ def _rates(alpha, gamma):
 
 
 def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "next_actions")):
+    if status == BAD_TREE:
+        raise ValueError("argmax_tree does not fit its table (nodes shape / block_size)")
     bounds = {"rewards": (rewards, None)}
     for name, arr in zip(names, ids):
         bounds[name] = (arr, q.shape[1] if "actions" in name else q.shape[0])
     check.raise_for_status(status, bounds)
 
 
-def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma):
+def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
+                      argmax_tree=None):
     r"""Q-learning (Watkins 1989; Sutton & Barto eq. 6.8): :math:`\hat v(s') = \max_{a'} Q(s', a')`.
 
     Returns the TD errors :math:`\delta_i` (dtype of ``q``).  ``alpha`` ∈ (0, 1], ``gamma`` ∈ [0, 1].
+    With ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) the max is read from the tree
+    and the tree follows each update: O(B + log V) per transition instead of O(V), same results.
     """
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
     td = np.empty(s.shape[0], dtype=q.dtype)
-    status = _backend.kernels().q_learning_update(q, s, a, r, s2, t, alpha, gamma, td)
+    if argmax_tree is None:
+        status = _backend.kernels().q_learning_update(q, s, a, r, s2, t, alpha, gamma, td)
+    else:
+        nodes, block_size = tree_args(argmax_tree, q)
+        status = _backend.kernels().q_learning_update_tree(q, nodes, block_size, s, a, r, s2, t,
+                                                           alpha, gamma, td)
     _raise(status, q, (s, a, s2), r)
     return td
 
 
-def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma):
+def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
+                 argmax_tree=None):
     r"""SARSA (Rummery & Niranjan 1994; Sutton & Barto eq. 6.7): :math:`\hat v(s') = Q(s', a')`.
 
     ``next_actions[i]`` is the action actually taken in ``next_states[i]`` (ignored when terminated).
+    ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the updated cells.
     """
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2, a2), r, t = _batch(q, states, actions, rewards, next_states, terminated,
                                   next_actions)
+    tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
     status = _backend.kernels().sarsa_update(q, s, a, r, s2, a2, t, alpha, gamma, td)
     _raise(status, q, (s, a, s2, a2), r)
+    _refresh(q, tree, s, a)
     return td
 
 
+def _refresh(q, tree, s, a):
+    """After a successful plain update: bring the tree up to date at cells (s[i], a[i])."""
+    if tree is not None:
+        nodes, block_size = tree
+        status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, s, a)
+        _raise(status, q, (s, a), None)
+
+
 def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
-                          epsilon):
+                          epsilon, argmax_tree=None):
     r"""Expected SARSA (van Seijen et al. 2009; Sutton & Barto eq. 6.9) under the ε-greedy policy.
 
     :math:`\hat v(s') = \sum_a \pi(a|s') Q(s',a) = (1-\varepsilon)\max_a Q(s',a) + \varepsilon\,
     \tfrac{1}{V}\sum_a Q(s',a)`, evaluated in exactly that form.  With ε = 0 it is Q-learning.
+    ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the updated cells
+    (the row sum needs O(V) anyway, so the max is not read from the tree).
     """
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
     epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
+    tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
     status = _backend.kernels().expected_sarsa_update(q, s, a, r, s2, t, alpha, gamma, epsilon, td)
     _raise(status, q, (s, a, s2), r)
+    _refresh(q, tree, s, a)
     return td
 
 
 def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
-                             gamma, seed):
+                             gamma, seed, argmax_trees=None):
     r"""Double Q-learning (van Hasselt 2010; Sutton & Barto §6.7).
 
     For each transition a fair coin (the uniform at counter ``c + i`` of ``seed`` below 0.5) picks
     ``q1`` as the learner, else ``q2``; the learner :math:`Q_L` is updated toward
     :math:`r + \gamma\,Q_E(s', \arg\max_{a'} Q_L(s', a'))` with the other table :math:`Q_E`
     as evaluator.  Consumes ``len(states)`` counters.  Returns the TD errors.
+
+    ``argmax_trees``: optional pair ``(tree1, tree2)`` of :class:`fastlmrl.ArgmaxTree` built for
+    ``q1`` and ``q2``; the learner's argmax is then read from its tree (same coins, same results).
     """
     q1 = check.table(q1, "q1")
     q2 = check.table(q2, "q2")
@@ -127,9 +164,19 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     (s, a, s2), r, t = _batch(q1, states, actions, rewards, next_states, terminated)
     key, counter = resolve_seed(seed)
     td = np.empty(s.shape[0], dtype=q1.dtype)
-    status = _backend.kernels().double_q_learning_update(
-        q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td
-    )
+    if argmax_trees is None:
+        status = _backend.kernels().double_q_learning_update(
+            q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td
+        )
+    else:
+        if not isinstance(argmax_trees, (tuple, list)) or len(argmax_trees) != 2:
+            raise TypeError("argmax_trees must be a pair (tree of q1, tree of q2)")
+        nodes1, block_size1 = tree_args(argmax_trees[0], q1, "argmax_trees[0]")
+        nodes2, block_size2 = tree_args(argmax_trees[1], q2, "argmax_trees[1]")
+        status = _backend.kernels().double_q_learning_update_tree(
+            q1, q2, nodes1, nodes2, block_size1, block_size2, s, a, r, s2, t, alpha, gamma,
+            np.uint64(key), np.uint64(counter), td
+        )
     _raise(status, q1, (s, a, s2), r)
     advance(seed, s.shape[0])
     return td

@@ -1,4 +1,377 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython argmax_tree kernels."""
+"""Cython per-row argmax tournament trees (same layout, semantics and rounding as the reference)."""
 
-__all__ = []
+__all__ = [
+    "argmax_tree_build",
+    "argmax_tree_max",
+    "argmax_tree_refresh",
+    "double_q_learning_update_tree",
+    "epsilon_greedy_tree",
+    "greedy_tree",
+    "q_learning_update_tree",
+]
+from libc.math cimport INFINITY
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+from fastlmrl._cython._common cimport real_t, index_t, uniform, out_of_range, not_all_finite
+
+cdef enum:
+    BAD_TREE = 32
+
+
+cdef inline Py_ssize_t _n_leaves(Py_ssize_t n_actions, Py_ssize_t block_size) noexcept nogil:
+    cdef Py_ssize_t n_blocks = (n_actions + block_size - 1) // block_size, p = 1
+    while p < n_blocks:
+        p *= 2
+    return p
+
+
+cdef inline bint _bad_tree(Py_ssize_t n_states, Py_ssize_t n_actions, Py_ssize_t tree_rows,
+                           Py_ssize_t tree_cols, Py_ssize_t block_size) noexcept nogil:
+    if block_size < 1:
+        return True
+    return tree_rows != n_states or tree_cols != 2 * _n_leaves(n_actions, block_size)
+
+
+cdef inline bint _better(real_t v_right, real_t v_left) noexcept nogil:
+    """Does a later column with value v_right beat an earlier one with value v_left?"""
+    return v_right > v_left or (v_left != v_left and v_right == v_right)
+
+
+cdef inline Py_ssize_t _block_argmax(const real_t* row, Py_ssize_t lo,
+                                     Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t best = lo, c
+    cdef real_t best_v = row[lo], v
+    for c in range(lo + 1, hi):
+        v = row[c]
+        if _better(v, best_v):
+            best = c
+            best_v = v
+    return best
+
+
+cdef inline Py_ssize_t _pick(const real_t* row, Py_ssize_t left, Py_ssize_t right) noexcept nogil:
+    if right < 0:
+        return left
+    if left < 0:
+        return right
+    if _better(row[right], row[left]):
+        return right
+    return left
+
+
+cdef inline void _build_row(const real_t* row, Py_ssize_t n_actions, int32_t* tree, Py_ssize_t p,
+                            Py_ssize_t block_size) noexcept nogil:
+    cdef Py_ssize_t n_blocks = (n_actions + block_size - 1) // block_size, b, k, hi
+    tree[0] = -1
+    for b in range(p):
+        if b < n_blocks:
+            hi = (b + 1) * block_size
+            if hi > n_actions:
+                hi = n_actions
+            tree[p + b] = <int32_t>_block_argmax(row, b * block_size, hi)
+        else:
+            tree[p + b] = -1
+    k = p - 1
+    while k > 0:
+        tree[k] = <int32_t>_pick(row, tree[2 * k], tree[2 * k + 1])
+        k -= 1
+
+
+cdef inline void _walk_up(const real_t* row, int32_t* tree, Py_ssize_t k, Py_ssize_t a,
+                          Py_ssize_t old, Py_ssize_t new, bint early_exit) noexcept nogil:
+    """Replay the matches above node k (see the reference for early_exit)."""
+    while k > 1 and (not early_exit or old == a or new == a):
+        k >>= 1
+        old = tree[k]
+        new = _pick(row, tree[2 * k], tree[2 * k + 1])
+        tree[k] = <int32_t>new
+
+
+cdef inline Py_ssize_t _block_scan(const real_t* row, Py_ssize_t n_actions, Py_ssize_t a,
+                                   Py_ssize_t block_size) noexcept nogil:
+    cdef Py_ssize_t lo = (a // block_size) * block_size, hi = lo + block_size
+    if hi > n_actions:
+        hi = n_actions
+    return _block_argmax(row, lo, hi)
+
+
+cdef inline void _refresh_cell(const real_t* row, Py_ssize_t n_actions, int32_t* tree,
+                               Py_ssize_t p, Py_ssize_t a, Py_ssize_t block_size) noexcept nogil:
+    cdef Py_ssize_t k = p + a // block_size
+    cdef Py_ssize_t new = _block_scan(row, n_actions, a, block_size)
+    tree[k] = <int32_t>new
+    _walk_up(row, tree, k, a, -1, new, False)
+
+
+cdef inline void _update_cell(const real_t* row, Py_ssize_t n_actions, int32_t* tree,
+                              Py_ssize_t p, Py_ssize_t a, double old_value,
+                              Py_ssize_t block_size) noexcept nogil:
+    """After row[a] changed from old_value alone (see the reference)."""
+    cdef Py_ssize_t k = p + a // block_size, old = tree[k], new
+    cdef real_t v = row[a], w_v
+    cdef bint a_wins
+    if old == a:
+        if v >= old_value or old_value != old_value:
+            new = a
+        else:
+            new = _block_scan(row, n_actions, a, block_size)
+    else:
+        w_v = row[old]
+        if a > old:
+            a_wins = _better(v, w_v)
+        else:
+            a_wins = not _better(w_v, v)
+        if not a_wins:
+            return
+        new = a
+    tree[k] = <int32_t>new
+    _walk_up(row, tree, k, a, old, new, True)
+
+
+cdef inline int64_t _root_argmax(const real_t* row, const int32_t* tree) noexcept nogil:
+    cdef Py_ssize_t w = tree[1]
+    if row[w] != row[w]:
+        return 0
+    return w
+
+
+cdef inline double _root_max(const real_t* row, const int32_t* tree) noexcept nogil:
+    cdef real_t v = row[tree[1]]
+    if v != v:
+        return -INFINITY
+    return <double>v
+
+
+cdef int argmax_tree_build_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
+                                Py_ssize_t block_size) noexcept nogil:
+    cdef Py_ssize_t s, n_actions = q.shape[1], p
+    if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
+        return BAD_TREE
+    p = nodes.shape[1] // 2
+    for s in range(q.shape[0]):
+        _build_row(&q[s, 0], n_actions, &nodes[s, 0], p, block_size)
+    return 0
+
+
+cdef int argmax_tree_refresh_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
+                                  Py_ssize_t block_size, const index_t[::1] states,
+                                  const index_t[::1] actions) noexcept nogil:
+    cdef Py_ssize_t i, s, n_actions = q.shape[1], p
+    if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    if out_of_range(actions, n_actions):
+        return 2
+    p = nodes.shape[1] // 2
+    for i in range(states.shape[0]):
+        s = states[i]
+        _refresh_cell(&q[s, 0], n_actions, &nodes[s, 0], p, actions[i], block_size)
+    return 0
+
+
+cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
+                          Py_ssize_t block_size, const index_t[::1] states,
+                          int64_t[::1] out) noexcept nogil:
+    cdef Py_ssize_t i, s
+    if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    for i in range(states.shape[0]):
+        s = states[i]
+        out[i] = _root_argmax(&q[s, 0], &nodes[s, 0])
+    return 0
+
+
+cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
+                              Py_ssize_t block_size, const index_t[::1] states,
+                              real_t[::1] out) noexcept nogil:
+    cdef Py_ssize_t i, s
+    if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    for i in range(states.shape[0]):
+        s = states[i]
+        out[i] = <real_t>_root_max(&q[s, 0], &nodes[s, 0])
+    return 0
+
+
+cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
+                                  Py_ssize_t block_size, const index_t[::1] states,
+                                  double epsilon, uint64_t key, uint64_t counter,
+                                  int64_t[::1] out) noexcept nogil:
+    cdef Py_ssize_t i, s, n_actions = q.shape[1]
+    cdef uint64_t c
+    if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    for i in range(states.shape[0]):
+        c = counter + 2 * <uint64_t>i
+        if uniform(key, c) < epsilon:
+            out[i] = <int64_t>(uniform(key, c + 1) * n_actions)
+        else:
+            s = states[i]
+            out[i] = _root_argmax(&q[s, 0], &nodes[s, 0])
+    return 0
+
+
+cdef inline int _check(Py_ssize_t n_states, Py_ssize_t n_actions, const int32_t[:, ::1] nodes,
+                       Py_ssize_t block_size, const index_t[::1] states,
+                       const index_t[::1] actions, const real_t[::1] rewards,
+                       const index_t[::1] next_states) noexcept nogil:
+    if _bad_tree(n_states, n_actions, nodes.shape[0], nodes.shape[1], block_size):
+        return BAD_TREE
+    if out_of_range(states, n_states):
+        return 1
+    if out_of_range(actions, n_actions):
+        return 2
+    if out_of_range(next_states, n_states):
+        return 3
+    if not_all_finite(rewards):
+        return 5
+    return 0
+
+
+cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
+                                     Py_ssize_t block_size, const index_t[::1] states,
+                                     const index_t[::1] actions, const real_t[::1] rewards,
+                                     const index_t[::1] next_states,
+                                     const unsigned char[::1] terminated, double alpha,
+                                     double gamma, real_t[::1] td_out) noexcept nogil:
+    cdef Py_ssize_t i, s, a, s2, p, n_actions = q.shape[1]
+    cdef double q_sa, target, td
+    cdef int status = _check(q.shape[0], n_actions, nodes, block_size, states, actions, rewards,
+                             next_states)
+    if status:
+        return status
+    p = nodes.shape[1] // 2
+    for i in range(states.shape[0]):
+        s = states[i]
+        a = actions[i]
+        q_sa = q[s, a]
+        target = rewards[i]
+        if not terminated[i]:
+            s2 = next_states[i]
+            target = target + gamma * _root_max(&q[s2, 0], &nodes[s2, 0])
+        td = target - q_sa
+        q[s, a] = <real_t>(q_sa + alpha * td)
+        td_out[i] = <real_t>td
+        _update_cell(&q[s, 0], n_actions, &nodes[s, 0], p, a, q_sa, block_size)
+    return 0
+
+
+cdef inline double _double_q_step(real_t[:, ::1] learner, real_t[:, ::1] evaluator,
+                                  int32_t[:, ::1] nodes, Py_ssize_t block_size, Py_ssize_t s,
+                                  Py_ssize_t a, double r, Py_ssize_t s2, bint terminal,
+                                  double alpha, double gamma) noexcept nogil:
+    cdef double q_sa = learner[s, a], target = r, td
+    if not terminal:
+        target = target + gamma * <double>evaluator[s2, _root_argmax(&learner[s2, 0],
+                                                                      &nodes[s2, 0])]
+    td = target - q_sa
+    learner[s, a] = <real_t>(q_sa + alpha * td)
+    _update_cell(&learner[s, 0], learner.shape[1], &nodes[s, 0], nodes.shape[1] // 2, a, q_sa,
+                 block_size)
+    return td
+
+
+cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2,
+                                            int32_t[:, ::1] nodes1, int32_t[:, ::1] nodes2,
+                                            Py_ssize_t block_size1, Py_ssize_t block_size2,
+                                            const index_t[::1] states,
+                                            const index_t[::1] actions, const real_t[::1] rewards,
+                                            const index_t[::1] next_states,
+                                            const unsigned char[::1] terminated, double alpha,
+                                            double gamma, uint64_t key, uint64_t counter,
+                                            real_t[::1] td_out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double td
+    cdef int status
+    if (q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]
+            or _bad_tree(q2.shape[0], q2.shape[1], nodes2.shape[0], nodes2.shape[1], block_size2)):
+        return BAD_TREE
+    status = _check(q1.shape[0], q1.shape[1], nodes1, block_size1, states, actions, rewards,
+                    next_states)
+    if status:
+        return status
+    for i in range(states.shape[0]):
+        if uniform(key, counter + <uint64_t>i) < 0.5:
+            td = _double_q_step(q1, q2, nodes1, block_size1, states[i], actions[i], rewards[i],
+                                next_states[i], terminated[i], alpha, gamma)
+        else:
+            td = _double_q_step(q2, q1, nodes2, block_size2, states[i], actions[i], rewards[i],
+                                next_states[i], terminated[i], alpha, gamma)
+        td_out[i] = <real_t>td
+    return 0
+
+
+def argmax_tree_build(const real_t[:, ::1] q, int32_t[:, ::1] nodes, Py_ssize_t block_size):
+    cdef int status
+    with nogil:
+        status = argmax_tree_build_core(q, nodes, block_size)
+    return status
+
+
+def argmax_tree_refresh(const real_t[:, ::1] q, int32_t[:, ::1] nodes, Py_ssize_t block_size,
+                        const index_t[::1] states, const index_t[::1] actions):
+    cdef int status
+    with nogil:
+        status = argmax_tree_refresh_core(q, nodes, block_size, states, actions)
+    return status
+
+
+def greedy_tree(const real_t[:, ::1] q, const int32_t[:, ::1] nodes, Py_ssize_t block_size,
+                const index_t[::1] states, int64_t[::1] out):
+    cdef int status
+    with nogil:
+        status = greedy_tree_core(q, nodes, block_size, states, out)
+    return status
+
+
+def argmax_tree_max(const real_t[:, ::1] q, const int32_t[:, ::1] nodes, Py_ssize_t block_size,
+                    const index_t[::1] states, real_t[::1] out):
+    cdef int status
+    with nogil:
+        status = argmax_tree_max_core(q, nodes, block_size, states, out)
+    return status
+
+
+def epsilon_greedy_tree(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
+                        Py_ssize_t block_size, const index_t[::1] states, double epsilon,
+                        uint64_t key, uint64_t counter, int64_t[::1] out):
+    cdef int status
+    with nogil:
+        status = epsilon_greedy_tree_core(q, nodes, block_size, states, epsilon, key, counter, out)
+    return status
+
+
+def q_learning_update_tree(real_t[:, ::1] q, int32_t[:, ::1] nodes, Py_ssize_t block_size,
+                           const index_t[::1] states, const index_t[::1] actions,
+                           const real_t[::1] rewards, const index_t[::1] next_states,
+                           const unsigned char[::1] terminated, double alpha, double gamma,
+                           real_t[::1] td_out):
+    cdef int status
+    with nogil:
+        status = q_learning_update_tree_core(q, nodes, block_size, states, actions, rewards,
+                                             next_states, terminated, alpha, gamma, td_out)
+    return status
+
+
+def double_q_learning_update_tree(real_t[:, ::1] q1, real_t[:, ::1] q2, int32_t[:, ::1] nodes1,
+                                  int32_t[:, ::1] nodes2, Py_ssize_t block_size1,
+                                  Py_ssize_t block_size2, const index_t[::1] states,
+                                  const index_t[::1] actions, const real_t[::1] rewards,
+                                  const index_t[::1] next_states,
+                                  const unsigned char[::1] terminated, double alpha, double gamma,
+                                  uint64_t key, uint64_t counter, real_t[::1] td_out):
+    cdef int status
+    with nogil:
+        status = double_q_learning_update_tree_core(q1, q2, nodes1, nodes2, block_size1,
+                                                    block_size2, states, actions, rewards,
+                                                    next_states, terminated, alpha, gamma, key,
+                                                    counter, td_out)
+    return status

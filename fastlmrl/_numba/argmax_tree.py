@@ -1,3 +1,286 @@
-"""Numba argmax_tree kernels."""
+"""Numba per-row argmax tournament trees (same layout, semantics and rounding as the reference)."""
 
-__all__ = []
+__all__ = [
+    "argmax_tree_build",
+    "argmax_tree_max",
+    "argmax_tree_refresh",
+    "double_q_learning_update_tree",
+    "epsilon_greedy_tree",
+    "greedy_tree",
+    "q_learning_update_tree",
+]
+import numpy as np
+from numba import njit
+
+from ._common import NJIT, not_all_finite, out_of_range, uniform
+
+BAD_TREE = 32
+
+
+@njit(**NJIT)
+def _n_leaves(n_actions, block_size):
+    n_blocks = (n_actions + block_size - 1) // block_size
+    p = 1
+    while p < n_blocks:
+        p *= 2
+    return p
+
+
+@njit(**NJIT)
+def _bad_tree(q, nodes, block_size):
+    if block_size < 1:
+        return True
+    return nodes.shape[0] != q.shape[0] or nodes.shape[1] != 2 * _n_leaves(q.shape[1], block_size)
+
+
+# A later column with value vr beats an earlier one with value vl iff
+#     vr > vl or (vl != vl and vr == vr)
+# (non-NaN beats NaN, then the larger value; ties -> the earlier column).  The test is written out
+# in each helper: as a separate @njit function it made the block scan twice as slow.
+# The helpers take one row of q (``row = q[s]``) and of nodes (``tree = nodes[s]``): 1-D views
+# index faster than 2-D arrays in Numba.
+
+
+@njit(**NJIT)
+def _block_argmax(row, lo, hi):
+    best = lo
+    best_v = row[lo]
+    for c in range(lo + 1, hi):
+        v = row[c]
+        if v > best_v or (best_v != best_v and v == v):
+            best = c
+            best_v = v
+    return best
+
+
+@njit(**NJIT)
+def _pick(row, left, right):
+    if right < 0:
+        return left
+    if left < 0:
+        return right
+    vr = row[right]
+    vl = row[left]
+    if vr > vl or (vl != vl and vr == vr):
+        return right
+    return left
+
+
+@njit(**NJIT)
+def _build_row(row, tree, block_size):
+    n_actions = row.shape[0]
+    p = tree.shape[0] // 2
+    n_blocks = (n_actions + block_size - 1) // block_size
+    tree[0] = -1
+    for b in range(p):
+        if b < n_blocks:
+            tree[p + b] = _block_argmax(row, b * block_size, min((b + 1) * block_size, n_actions))
+        else:
+            tree[p + b] = -1
+    for k in range(p - 1, 0, -1):
+        tree[k] = _pick(row, np.int64(tree[2 * k]), np.int64(tree[2 * k + 1]))
+
+
+@njit(**NJIT)
+def _walk_up(row, tree, k, a, old, new, early_exit):
+    """Replay the matches above node k (see the reference for early_exit)."""
+    while k > 1 and (not early_exit or old == a or new == a):
+        k >>= 1
+        old = np.int64(tree[k])
+        new = np.int64(_pick(row, np.int64(tree[2 * k]), np.int64(tree[2 * k + 1])))
+        tree[k] = new
+
+
+@njit(**NJIT)
+def _block_scan(row, a, block_size):
+    lo = (a // block_size) * block_size
+    return np.int64(_block_argmax(row, lo, min(lo + block_size, row.shape[0])))
+
+
+@njit(**NJIT)
+def _refresh_cell(row, tree, a, block_size):
+    k = tree.shape[0] // 2 + a // block_size
+    new = _block_scan(row, a, block_size)
+    tree[k] = new
+    _walk_up(row, tree, k, a, np.int64(-1), new, False)
+
+
+@njit(**NJIT)
+def _update_cell(row, tree, a, old_value, block_size):
+    """After row[a] changed from old_value alone (see the reference)."""
+    k = tree.shape[0] // 2 + a // block_size
+    old = np.int64(tree[k])
+    v = row[a]
+    if old == a:
+        if v >= old_value or old_value != old_value:
+            new = a
+        else:
+            new = _block_scan(row, a, block_size)
+    else:
+        w_v = row[old]
+        if a > old:
+            a_wins = v > w_v or (w_v != w_v and v == v)
+        else:
+            a_wins = not (w_v > v or (v != v and w_v == w_v))
+        if not a_wins:
+            return
+        new = a
+    tree[k] = new
+    _walk_up(row, tree, k, a, old, new, True)
+
+
+@njit(**NJIT)
+def _root_argmax(row, tree):
+    w = tree[1]
+    if row[w] != row[w]:
+        return np.int64(0)
+    return np.int64(w)
+
+
+@njit(**NJIT)
+def _root_max(row, tree):
+    v = row[tree[1]]
+    if v != v:
+        return -np.inf
+    return np.float64(v)
+
+
+@njit(**NJIT)
+def argmax_tree_build(q, nodes, block_size):
+    if _bad_tree(q, nodes, block_size):
+        return BAD_TREE
+    for s in range(q.shape[0]):
+        _build_row(q[s], nodes[s], block_size)
+    return 0
+
+
+@njit(**NJIT)
+def argmax_tree_refresh(q, nodes, block_size, states, actions):
+    if _bad_tree(q, nodes, block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    if out_of_range(actions, q.shape[1]):
+        return 2
+    for i in range(states.shape[0]):
+        s = states[i]
+        _refresh_cell(q[s], nodes[s], np.int64(actions[i]), block_size)
+    return 0
+
+
+@njit(**NJIT)
+def greedy_tree(q, nodes, block_size, states, out):
+    if _bad_tree(q, nodes, block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    for i in range(states.shape[0]):
+        s = states[i]
+        out[i] = _root_argmax(q[s], nodes[s])
+    return 0
+
+
+@njit(**NJIT)
+def argmax_tree_max(q, nodes, block_size, states, out):
+    if _bad_tree(q, nodes, block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    for i in range(states.shape[0]):
+        s = states[i]
+        out[i] = _root_max(q[s], nodes[s])
+    return 0
+
+
+@njit(**NJIT)
+def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out):
+    if _bad_tree(q, nodes, block_size):
+        return BAD_TREE
+    if out_of_range(states, q.shape[0]):
+        return 1
+    key = np.uint64(key)
+    counter = np.uint64(counter)
+    n_actions = q.shape[1]
+    for i in range(states.shape[0]):
+        c = counter + np.uint64(2) * np.uint64(i)
+        if uniform(key, c) < epsilon:
+            out[i] = np.int64(uniform(key, c + np.uint64(1)) * n_actions)
+        else:
+            s = states[i]
+            out[i] = _root_argmax(q[s], nodes[s])
+    return 0
+
+
+@njit(**NJIT)
+def _check(q, nodes, block_size, states, actions, rewards, next_states):
+    if _bad_tree(q, nodes, block_size):
+        return BAD_TREE
+    n_states, n_actions = q.shape
+    if out_of_range(states, n_states):
+        return 1
+    if out_of_range(actions, n_actions):
+        return 2
+    if out_of_range(next_states, n_states):
+        return 3
+    if not_all_finite(rewards):
+        return 5
+    return 0
+
+
+@njit(**NJIT)
+def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_states,
+                           terminated, alpha, gamma, td_out):
+    status = _check(q, nodes, block_size, states, actions, rewards, next_states)
+    if status != 0:
+        return status
+    for i in range(states.shape[0]):
+        s = np.int64(states[i])
+        a = np.int64(actions[i])
+        q_sa = np.float64(q[s, a])
+        target = np.float64(rewards[i])
+        if not terminated[i]:
+            s2 = next_states[i]
+            target = target + gamma * _root_max(q[s2], nodes[s2])
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
+        _update_cell(q[s], nodes[s], a, q_sa, block_size)
+    return 0
+
+
+@njit(**NJIT)
+def _double_q_step(learner, evaluator, nodes, block_size, s, a, r, s2, terminal, alpha, gamma):
+    q_sa = np.float64(learner[s, a])
+    target = np.float64(r)
+    if not terminal:
+        target = target + gamma * np.float64(evaluator[s2, _root_argmax(learner[s2], nodes[s2])])
+    td = target - q_sa
+    learner[s, a] = q_sa + alpha * td
+    _update_cell(learner[s], nodes[s], a, q_sa, block_size)
+    return td
+
+
+@njit(**NJIT)
+def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_size2, states,
+                                  actions, rewards, next_states, terminated, alpha, gamma, key,
+                                  counter, td_out):
+    if q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]:
+        return BAD_TREE
+    if _bad_tree(q2, nodes2, block_size2):
+        return BAD_TREE
+    status = _check(q1, nodes1, block_size1, states, actions, rewards, next_states)
+    if status != 0:
+        return status
+    key = np.uint64(key)
+    counter = np.uint64(counter)
+    for i in range(states.shape[0]):
+        s = np.int64(states[i])
+        a = np.int64(actions[i])
+        if uniform(key, counter + np.uint64(i)) < 0.5:
+            td = _double_q_step(q1, q2, nodes1, block_size1, s, a, rewards[i], next_states[i],
+                                terminated[i], alpha, gamma)
+        else:
+            td = _double_q_step(q2, q1, nodes2, block_size2, s, a, rewards[i], next_states[i],
+                                terminated[i], alpha, gamma)
+        td_out[i] = td
+    return 0
