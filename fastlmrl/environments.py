@@ -1,3 +1,702 @@
-"""environments (public API). To be written."""
+r"""Batched token environments stepped by compiled kernels: :class:`ContextMDP`, :class:`TextGenerationEnv`.
 
-__all__ = []
+Both follow the agent–environment interface of Sutton & Barto (2018, §3.1): at time ``t`` the
+agent sees state :math:`S_t` (a *context id*), takes action :math:`A_t` (a *token id*), and the
+environment answers with :math:`R_{t+1}` and :math:`S_{t+1}` (S&B eq. 3.2 with deterministic
+transitions).  Each environment holds ``num_envs = B`` independent sequences in contiguous arrays
+and steps all of them with one kernel call (no Python per sequence or per token).
+
+API (Gymnasium 1.x style; termination and truncation are separate, as in Pardo et al. 2018,
+"Time limits in reinforcement learning"):
+
+* ``reset(seed=None) -> (obs, info)``: ``obs`` is the (B,) int64 array of contexts :math:`S_0`.
+* ``step(actions) -> (obs, rewards, terminated, truncated, info)`` with (B,) arrays: ``rewards[b]``
+  is :math:`R_{t+1}`, ``terminated[b]`` says :math:`S_{t+1}` is terminal (its value is 0: do not
+  bootstrap), ``truncated[b]`` says the episode was cut by the time limit (:math:`S_{t+1}` is not
+  terminal: bootstrap from it).  An environment never reports both for one step (termination wins).
+* **Autoreset: next step** (Gymnasium's default ``AutoresetMode.NEXT_STEP``): the step after a
+  sequence terminated or was truncated ignores its action, resets it (new start / prompt), and
+  returns the new :math:`S_0` with reward 0 and both flags False.
+
+Randomness (starts, prompts, sampled tokens) comes from :mod:`fastlmrl.rng`: ``reset(seed=...)``
+takes an int (a fresh stream) or a :class:`fastlmrl.RandomStream` (used and advanced); ``seed=None``
+continues the environment's stream.  Same seed → same episodes in every backend.
+
+k-gram context ids (:class:`TextGenerationEnv`; the convention of :mod:`fastlmrl.ngram`): with a
+vocabulary of ``V`` tokens and order ``k`` there are ``S = V**k`` contexts; the context of a
+history is its last ``k`` tokens :math:`t_0 \dots t_{k-1}` (oldest first) read as a base-``V``
+number, oldest most significant, :math:`\mathrm{id} = \sum_{j} t_j V^{k-1-j}`; the history is
+``[bos_id] * k + prompt + response`` (left padding with ``bos_id``), and appending token ``a`` to
+context ``c`` gives :math:`(cV + a) \bmod V^k`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _backend
+from . import _status
+from . import _validation as check
+from .rewards import as_reward, kl_shaped, terminal_to_per_token
+from .rng import MASK64, RandomStream, advance, resolve_seed
+
+__all__ = ["ContextMDP", "RolloutBatch", "TextGenerationEnv"]
+
+# Status codes of the environment kernels (beyond fastlmrl._status: 1 states = contexts,
+# 2 actions, 3 next_states, 5 rewards, 6 prompt offsets).
+BAD_PROMPT_IDS = 40
+BAD_PROMPT_TOKENS = 41
+BAD_LOGITS = 42
+BAD_MASK_LOGITS = 43
+BAD_CONFIG = 44
+BAD_LENGTHS = 45
+
+_MESSAGES = {
+    _status.BAD_STATES: "a context id is out of range (or terminal)",
+    _status.BAD_ACTIONS: "an action (token id) is out of range",
+    _status.BAD_NEXT_STATES: "next_context holds an id out of range",
+    _status.BAD_REWARDS: "the reward table holds a non-finite value",
+    _status.BAD_OFFSETS: "prompt offsets are invalid",
+    BAD_PROMPT_IDS: "prompt_ids holds an id out of range",
+    BAD_PROMPT_TOKENS: "a prompt holds a token id out of the vocabulary",
+    BAD_LOGITS: "logits: a visited row holds NaN or +inf, or no finite entry among the allowed "
+                "tokens",
+    BAD_MASK_LOGITS: "mask_logits: a visited row holds NaN or +inf, or no finite entry",
+    BAD_CONFIG: "inconsistent sizes or parameters",
+    BAD_LENGTHS: "a sequence is already at its maximum length",
+}
+
+
+#: Default of ``TextGenerationEnv.rollout(reward=...)``: use the environment's reward function.
+ENV_REWARD = object()
+
+
+def _raise(status: int, bounds: dict | None = None) -> None:
+    if status == 0:
+        return
+    if bounds and _status.ARGUMENT.get(status) in bounds:
+        check.raise_for_status(status, bounds)
+    raise ValueError(_MESSAGES.get(status, f"environment kernel failed with status {status}"))
+
+
+def _stream(seed, current):
+    """The RandomStream a reset draws from (seed: None, int or RandomStream)."""
+    if seed is None:
+        if current is None:
+            return RandomStream(int(np.random.SeedSequence().entropy) & ((1 << 64) - 1))
+        return current
+    if isinstance(seed, RandomStream):
+        return seed
+    resolve_seed(seed)  # validates the int (TypeError / ValueError naming "seed")
+    return RandomStream(int(seed))
+
+
+def _draw(bound: int, stream: RandomStream, mask: np.ndarray) -> np.ndarray:
+    """floor(u * bound) for every row (u = uniform at counter c + b), consuming len(mask) counters."""
+    out = np.zeros(mask.shape[0], dtype=np.int64)
+    status = _backend.kernels().draw_ids(bound, np.uint64(stream.key), np.uint64(stream.counter),
+                                         mask.view(np.uint8), out)
+    _raise(status)
+    stream.take(mask.shape[0])
+    return out
+
+
+def _num_envs(num_envs):
+    return check.positive_int(num_envs, "num_envs")
+
+
+# ---------------------------------------------------------------------------------------------
+# ContextMDP
+
+
+class ContextMDP:
+    r"""A deterministic table MDP over contexts and tokens, batched: the textbook toy and its
+    generalisation (Sutton & Barto 2018, §3.1; finite MDP with :math:`p(s', r \mid s, a) \in
+    \{0, 1\}`).
+
+    Parameters
+    ----------
+    next_context : (S, A) integer array, default the toy ``[[1, 1], [-1, -1]]``
+        ``next_context[s, a]`` is the context after token ``a`` in context ``s``; ``-1`` means the
+        episode ends after that token (an extra absorbing terminal state ``END = S`` is appended
+        internally, see :attr:`end_state`).
+    reward : (S, A) real array, default ``[[1, 2], [1, 2]]``
+        ``reward[s, a]`` = :math:`R_{t+1}` for :math:`S_t = s, A_t = a`.  Must be finite.
+        float32 / float64 kept, other dtypes become float64; step rewards have this dtype.
+    terminal : (S,) bool, optional
+        Terminal contexts: entering one ends the episode; no decision is taken there (they may
+        not be start contexts).
+    start : int or sequence of ints, default 0
+        The start context :math:`S_0`, or several drawn uniformly at each reset (counter
+        ``c + b`` for row ``b``).
+    num_envs : int, default 1
+        Number of sequences B stepped together.
+    max_steps : int, optional
+        Time limit: an episode still running after ``max_steps`` steps is truncated.
+
+    The default is the seed toy: contexts :math:`x_1 = 0 \to x_2 = 1`, tokens :math:`v_1, v_2`
+    with rewards 1 and 2 in both contexts; the episode ends after acting in :math:`x_2`.  With
+    :math:`\gamma = 0.9`, :math:`Q^*(x_2, \cdot) = (1, 2)` and
+    :math:`Q^*(x_1, \cdot) = (1 + 0.9 \cdot 2, 2 + 0.9 \cdot 2) = (2.8, 3.8)`.
+    :meth:`to_arrays` gives the dynamic-programming layout.
+    """
+
+    def __init__(self, next_context=None, reward=None, terminal=None, *, start=0, num_envs=1,
+                 max_steps=None):
+        if next_context is None and reward is None and terminal is None:
+            next_context = [[1, 1], [-1, -1]]
+            reward = [[1.0, 2.0], [1.0, 2.0]]
+        elif next_context is None or reward is None:
+            raise ValueError("give both next_context and reward (or neither, for the toy MDP)")
+        nxt = np.asarray(next_context)
+        if nxt.dtype.kind not in "iu":
+            raise TypeError(f"next_context must hold integer context ids, got dtype {nxt.dtype}")
+        if nxt.ndim != 2 or 0 in nxt.shape:
+            raise ValueError(f"next_context must be a non-empty (S, A) array, got shape {nxt.shape}")
+        n_ctx, n_act = nxt.shape
+        bad = (nxt < -1) | (nxt >= n_ctx)
+        if bad.any():
+            s, a = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"next_context[{s}, {a}] = {int(nxt[s, a])} is out of range "
+                             f"[-1, {n_ctx})")
+        rew = np.asarray(reward)
+        if rew.dtype.kind not in "biuf":
+            raise TypeError(f"reward must hold real numbers, got dtype {rew.dtype}")
+        if rew.shape != nxt.shape:
+            raise ValueError(f"reward must have shape {nxt.shape} (like next_context), got "
+                             f"{rew.shape}")
+        if rew.dtype not in check.FLOAT_DTYPES:
+            rew = rew.astype(np.float64)
+        if not np.isfinite(rew).all():
+            s, a = (int(i) for i in np.argwhere(~np.isfinite(rew))[0])
+            raise ValueError(f"reward[{s}, {a}] = {rew[s, a]} is not finite")
+        if terminal is None:
+            term = np.zeros(n_ctx, dtype=bool)
+        else:
+            term = check.flags(terminal, "terminal", n_ctx).view(np.bool_)
+        self.num_contexts = n_ctx
+        self.num_actions = n_act
+        ends = nxt == -1
+        self.end_state = n_ctx if ends.any() else None
+        n_states = n_ctx + (1 if ends.any() else 0)
+        table = np.empty((n_states, n_act), dtype=np.int64)
+        table[:n_ctx] = np.where(ends, n_states - 1, nxt)
+        rewards = np.zeros((n_states, n_act), dtype=rew.dtype)
+        rewards[:n_ctx] = rew
+        terminal_all = np.zeros(n_states, dtype=bool)
+        terminal_all[:n_ctx] = term
+        if self.end_state is not None:
+            table[n_ctx] = n_ctx  # absorbing; never read (terminal)
+            terminal_all[n_ctx] = True
+        self._next = table
+        self._reward = rewards
+        self._terminal = terminal_all
+        starts = np.atleast_1d(np.asarray(start))
+        if starts.dtype.kind not in "iu" or starts.ndim != 1 or starts.size == 0:
+            raise TypeError("start must be a context id or a non-empty sequence of context ids")
+        starts = starts.astype(np.int64)
+        if ((starts < 0) | (starts >= n_ctx)).any():
+            raise ValueError(f"start holds a context id out of range [0, {n_ctx})")
+        if terminal_all[starts].any():
+            raise ValueError("start holds a terminal context")
+        self._starts = starts
+        self.num_envs = _num_envs(num_envs)
+        self.max_steps = 0 if max_steps is None else check.positive_int(max_steps, "max_steps")
+        self.contexts = np.zeros(self.num_envs, dtype=np.int64)
+        self.steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._needs_reset = np.ones(self.num_envs, dtype=bool)
+        self._stream = None
+
+    # --- layout -------------------------------------------------------------------------------
+    @property
+    def num_states(self) -> int:
+        """Number of observation values: the contexts plus the END state if there is one."""
+        return self._next.shape[0]
+
+    @property
+    def reward_dtype(self):
+        return self._reward.dtype
+
+    def to_arrays(self):
+        """``(next_state, reward, terminal)``: (S', A) int64, (S', A) reward dtype, (S',) bool.
+
+        The deterministic dynamic-programming layout (as taken by
+        ``fastlmrl.dynamic_programming.TokenMDP``): ``S' = num_states``; the END state (if any) is
+        the last one, terminal, absorbing, reward 0.  Copies.
+        """
+        return self._next.copy(), self._reward.copy(), self._terminal.copy()
+
+    def to_token_mdp(self):
+        """The same MDP as a :class:`fastlmrl.dynamic_programming.TokenMDP`."""
+        from .dynamic_programming import TokenMDP
+
+        return TokenMDP(*self.to_arrays())
+
+    # --- stepping -----------------------------------------------------------------------------
+    def _reset_rows(self, mask, stream):
+        if self._starts.size == 1:
+            self.contexts[mask] = self._starts[0]
+        else:
+            self.contexts[mask] = self._starts[_draw(self._starts.size, stream, mask)[mask]]
+        self.steps[mask] = 0
+        self._needs_reset[mask] = False
+
+    def reset(self, seed=None, options=None):
+        """Reset every sequence: ``(obs (B,) int64 contexts S_0, info {})``.
+
+        Consumes B counters of the stream when there are several start contexts.
+        """
+        self._stream = _stream(seed, self._stream)
+        self._reset_rows(np.ones(self.num_envs, dtype=bool), self._stream)
+        return self.contexts.copy(), {}
+
+    def step(self, actions):
+        """Step every sequence: ``(obs, rewards, terminated, truncated, info)`` ((B,) arrays).
+
+        Next-step autoreset: a sequence that terminated or was truncated at the previous step is
+        reset instead (its action is ignored; reward 0, both flags False).  Bad actions raise a
+        ValueError and nothing changes.
+        """
+        if self._stream is None:
+            raise RuntimeError("call reset() before step()")
+        acts = check.ids(actions, "actions", self.num_envs)
+        idx_dtype = acts.dtype
+        nxt = self._next.astype(idx_dtype, copy=False)
+        contexts = self.contexts.astype(idx_dtype)
+        steps = self.steps.copy()
+        active = ~self._needs_reset
+        rewards = np.empty(self.num_envs, dtype=self._reward.dtype)
+        terminated = np.empty(self.num_envs, dtype=np.uint8)
+        truncated = np.empty(self.num_envs, dtype=np.uint8)
+        status = _backend.kernels().context_mdp_step(
+            nxt, self._reward, self._terminal.view(np.uint8), self.max_steps, acts,
+            active.view(np.uint8), contexts, steps, rewards, terminated, truncated)
+        _raise(status, {"actions": (np.where(active, acts, 0), self.num_actions)})
+        self.contexts[:] = contexts
+        self.steps[:] = steps
+        terminated = terminated.view(bool)
+        truncated = truncated.view(bool)
+        if not active.all():
+            self._reset_rows(~active, self._stream)
+        self._needs_reset = terminated | truncated
+        return self.contexts.copy(), rewards, terminated, truncated, {}
+
+
+# ---------------------------------------------------------------------------------------------
+# TextGenerationEnv
+
+
+@dataclass
+class RolloutBatch:
+    """The arrays a policy-gradient trainer needs from :meth:`TextGenerationEnv.rollout`.
+
+    Time index ``t`` = position in the response: ``contexts[b, t]`` is :math:`S_t`,
+    ``actions[b, t]`` is :math:`A_t` (the token emitted), ``rewards[b, t]`` is :math:`R_{t+1}`;
+    entries with ``valid[b, t] == False`` (t >= lengths[b]) are padding (0).
+    """
+
+    contexts: np.ndarray        #: (B, T) int64, S_t
+    actions: np.ndarray         #: (B, T) int64, A_t
+    logprobs: np.ndarray        #: (B, T) logits dtype, log mu(A_t | S_t) of the behaviour policy
+    rewards: np.ndarray         #: (B, T) float64, R_{t+1} (KL-shaped when a reference was given)
+    valid: np.ndarray           #: (B, T) bool
+    lengths: np.ndarray         #: (B,) int64, number of tokens generated
+    terminated: np.ndarray      #: (B,) bool, ended with EOS
+    truncated: np.ndarray       #: (B,) bool, reached max_new_tokens without EOS
+    prompt_ids: np.ndarray      #: (B,) int64
+    final_contexts: np.ndarray  #: (B,) int64, S_{L_b} (context after the last token)
+    scores: np.ndarray          #: (B,) float64, the task reward summed over the sequence
+    vocab_size: int
+    order: int
+    ref_logprobs: np.ndarray | None = None       #: (B, T) float64 when a reference was given
+    action_mask_table: np.ndarray | None = None  #: (V**k, V) bool when top_k / top_p masking
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def next_contexts(self) -> np.ndarray:
+        """(B, T) int64: :math:`S_{t+1} = (S_t V + A_t) \\bmod V^k` (0 on padding)."""
+        n_states = self.vocab_size ** self.order
+        out = (self.contexts * self.vocab_size + self.actions) % n_states
+        out[~self.valid] = 0
+        return out
+
+    def action_masks(self) -> np.ndarray:
+        """(B, T, V) bool: the tokens the sampler could choose at each step (masking only)."""
+        if self.action_mask_table is None:
+            raise ValueError("this rollout used no action mask (top_k=0, top_p=1)")
+        return self.action_mask_table[self.contexts] & self.valid[:, :, None]
+
+
+def _prompt_set(prompts):
+    """(flat tokens int64, offsets int64) of a list of 1-D token sequences."""
+    if isinstance(prompts, np.ndarray) and prompts.ndim == 2:
+        prompts = list(prompts)
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise TypeError("prompts must be a non-empty list of token-id sequences")
+    seqs = []
+    for i, p in enumerate(prompts):
+        arr = np.asarray(p)
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        if arr.dtype.kind not in "iu" or arr.ndim != 1:
+            raise TypeError(f"prompts[{i}] must be a 1-D sequence of integer token ids")
+        seqs.append(arr.astype(np.int64))
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([s.size for s in seqs])
+    tokens = np.concatenate(seqs) if offsets[-1] else np.zeros(0, dtype=np.int64)
+    return tokens, offsets
+
+
+def _logsumexp_rows(table, rows):
+    x = table[rows].astype(np.float64)
+    m = x.max(axis=1)
+    return m + np.log(np.exp(x - m[:, None]).sum(axis=1))
+
+
+class TextGenerationEnv:
+    r"""B token sequences generated at once from prompts (the token MDP of LM fine-tuning).
+
+    Parameters
+    ----------
+    prompts : list of 1-D integer sequences (or a 2-D array, one prompt per row)
+        The prompt set; each episode continues one prompt (drawn uniformly at reset: prompt
+        ``floor(u * P)`` with ``u`` the uniform at counter ``c + b``, or given explicitly).
+        Prompts may be empty.
+    vocab_size : int
+        ``V``, the number of token ids (``bos_id``, ``eos_id`` and every prompt token included).
+    order : int, default 2
+        ``k``: the state is the k-gram context of the last ``k`` tokens (module docstring), so a
+        tabular policy is a (V**k, V) logits table.
+    max_new_tokens : int, default 64
+        ``T``: an episode that has generated ``T`` tokens without EOS is truncated.
+    num_envs : int, default 1
+        ``B``.
+    bos_id : int, default 0
+        Left padding of the history (ids as in :mod:`fastlmrl.tokenizers`).
+    eos_id : int or None, default 1
+        Emitting it terminates the episode (None: episodes only end by truncation).
+    reward : RewardFunction or callable, optional
+        The task reward (:mod:`fastlmrl.rewards`), computed over the generated tokens: per token
+        or terminal (paid at the last token, also for a truncated episode).  None: reward 0.
+
+    State (read-only views of it are attributes): ``contexts`` (B,), ``tokens`` (B, T) generated
+    token buffer, ``lengths`` (B,), ``prompt_ids`` (B,).  :meth:`sequences` gives the full token
+    history (prompt + response).  Step semantics: action ``a`` in context ``c`` is appended to the
+    buffer, the context becomes :math:`(cV + a) \bmod V^k`; terminated when ``a == eos_id``, else
+    truncated when the buffer holds ``T`` tokens; never both.
+    """
+
+    def __init__(self, prompts, vocab_size, order=2, max_new_tokens=64, num_envs=1, bos_id=0,
+                 eos_id=1, reward=None):
+        self.vocab_size = check.positive_int(vocab_size, "vocab_size")
+        self.order = check.positive_int(order, "order")
+        self.num_contexts = self.vocab_size ** self.order
+        if self.vocab_size ** (self.order + 1) > 2**62:
+            raise ValueError(f"vocab_size**(order + 1) = {self.vocab_size}**{self.order + 1} "
+                             "does not fit context ids in int64 (limit 2**62)")
+        self.max_new_tokens = check.positive_int(max_new_tokens, "max_new_tokens")
+        self.num_envs = _num_envs(num_envs)
+        self.bos_id = check.positive_int(bos_id, "bos_id", 0)
+        if self.bos_id >= self.vocab_size:
+            raise ValueError(f"bos_id = {bos_id} is out of the vocabulary [0, {self.vocab_size})")
+        if eos_id is None:
+            self.eos_id = -1
+        else:
+            self.eos_id = check.positive_int(eos_id, "eos_id", 0)
+            if self.eos_id >= self.vocab_size:
+                raise ValueError(f"eos_id = {eos_id} is out of the vocabulary "
+                                 f"[0, {self.vocab_size})")
+        self.prompt_tokens, self.prompt_offsets = _prompt_set(prompts)
+        if self.prompt_tokens.size and (self.prompt_tokens.min() < 0
+                                        or self.prompt_tokens.max() >= self.vocab_size):
+            bad = np.flatnonzero((self.prompt_tokens < 0)
+                                 | (self.prompt_tokens >= self.vocab_size))[0]
+            p = int(np.searchsorted(self.prompt_offsets, bad, side="right") - 1)
+            raise ValueError(f"prompts[{p}] holds token id {int(self.prompt_tokens[bad])}, out of "
+                             f"the vocabulary [0, {self.vocab_size})")
+        self.num_prompts = self.prompt_offsets.shape[0] - 1
+        self.reward = self._check_reward(reward)
+        n = self.num_envs
+        self.contexts = np.zeros(n, dtype=np.int64)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.tokens = np.zeros((n, self.max_new_tokens), dtype=np.int64)
+        self.prompt_ids = np.zeros(n, dtype=np.int64)
+        self._needs_reset = np.ones(n, dtype=bool)
+        self._stream = None
+        self._scratch = None
+
+    def _check_reward(self, reward):
+        reward = as_reward(reward)
+        if reward is not None and reward.max_token_id() >= self.vocab_size:
+            raise ValueError(f"vocabulary mismatch: the reward {reward!r} refers to token id "
+                             f"{reward.max_token_id()} but vocab_size is {self.vocab_size}")
+        return reward
+
+    # --- helpers ------------------------------------------------------------------------------
+    def prompt(self, i: int) -> np.ndarray:
+        """The tokens of prompt ``i`` (a copy)."""
+        i = check.positive_int(i, "i", 0)
+        if i >= self.num_prompts:
+            raise ValueError(f"i must be < {self.num_prompts}")
+        return self.prompt_tokens[self.prompt_offsets[i]:self.prompt_offsets[i + 1]].copy()
+
+    def context_of(self, history) -> int:
+        """Context id of the token history ``history`` (prompt + response, without the padding)."""
+        hist = np.asarray(history)
+        if hist.size == 0:
+            hist = hist.astype(np.int64)
+        if hist.dtype.kind not in "iu" or hist.ndim != 1:
+            raise TypeError("history must be a 1-D sequence of integer token ids")
+        if hist.size and (hist.min() < 0 or hist.max() >= self.vocab_size):
+            raise ValueError(f"history holds a token id out of [0, {self.vocab_size})")
+        ctx = 0
+        for t in [self.bos_id] * self.order + hist.tolist():
+            ctx = (ctx * self.vocab_size + t) % self.num_contexts
+        return ctx
+
+    def sequences(self) -> list:
+        """Full token histories (prompt + generated tokens) of the B sequences, as 1-D arrays."""
+        return [np.concatenate([self.prompt(int(p)), self.tokens[b, :self.lengths[b]]])
+                for b, p in enumerate(self.prompt_ids)]
+
+    def _prompt_ids_arg(self, prompt_ids, n):
+        ids = check.ids(prompt_ids, "prompt_ids", n).astype(np.int64, copy=False)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_prompts):
+            i = int(np.flatnonzero((ids < 0) | (ids >= self.num_prompts))[0])
+            raise ValueError(f"prompt_ids[{i}] = {int(ids[i])} is out of range "
+                             f"[0, {self.num_prompts})")
+        return ids
+
+    def _reset_rows(self, mask, stream, prompt_ids=None):
+        if prompt_ids is None:
+            ids = _draw(self.num_prompts, stream, mask)
+        else:
+            ids = prompt_ids
+        new_ids = np.where(mask, ids, self.prompt_ids)
+        status = _backend.kernels().text_env_reset(
+            self.prompt_tokens, self.prompt_offsets, self.vocab_size, self.order, self.bos_id,
+            new_ids, mask.view(np.uint8), self.contexts, self.lengths)
+        _raise(status)
+        self.prompt_ids[:] = new_ids
+        self.tokens[mask] = 0
+        self._needs_reset[mask] = False
+
+    # --- Gymnasium-style API --------------------------------------------------------------------
+    def reset(self, seed=None, options=None, prompt_ids=None):
+        """Reset every sequence: ``(obs, info)`` with ``obs`` the (B,) int64 contexts.
+
+        Prompts are drawn (B counters of the stream) unless ``prompt_ids`` (B,) is given (also
+        accepted as ``options={"prompt_ids": ...}``).  ``info["prompt_ids"]``: the prompts used.
+        """
+        if options and "prompt_ids" in options:
+            if prompt_ids is not None:
+                raise ValueError("give prompt_ids once (argument or options)")
+            prompt_ids = options["prompt_ids"]
+        if prompt_ids is not None:
+            prompt_ids = self._prompt_ids_arg(prompt_ids, self.num_envs)
+        self._stream = _stream(seed, self._stream)
+        self._reset_rows(np.ones(self.num_envs, dtype=bool), self._stream, prompt_ids)
+        return self.contexts.copy(), {"prompt_ids": self.prompt_ids.copy()}
+
+    def step(self, actions):
+        """Append ``actions[b]`` to every running sequence (next-step autoreset for finished ones).
+
+        Returns ``(obs, rewards, terminated, truncated, info)``: (B,) int64 contexts, float64
+        rewards (the reward function's value for the new token; a terminal reward is paid at the
+        step that ends the episode), bool flags, ``info["prompt_ids"]``.  Bad actions (or a bad
+        reward output) raise and leave the environment unchanged.
+        """
+        if self._stream is None:
+            raise RuntimeError("call reset() before step()")
+        acts = check.ids(actions, "actions", self.num_envs)
+        active = ~self._needs_reset
+        saved = (self.contexts.copy(), self.lengths.copy())
+        terminated = np.empty(self.num_envs, dtype=np.uint8)
+        truncated = np.empty(self.num_envs, dtype=np.uint8)
+        status = _backend.kernels().text_env_step(
+            self.vocab_size, self.order, self.eos_id, self.max_new_tokens, acts,
+            active.view(np.uint8), self.contexts, self.lengths, self.tokens, terminated, truncated)
+        _raise(status, {"actions": (np.where(active, acts, 0), self.vocab_size)})
+        terminated = terminated.view(bool)
+        truncated = truncated.view(bool)
+        try:
+            rewards = self._step_rewards(active, terminated | truncated)
+        except Exception:
+            self.contexts[:], self.lengths[:] = saved
+            raise
+        if not active.all():
+            self._reset_rows(~active, self._stream)
+        self._needs_reset = terminated | truncated
+        return (self.contexts.copy(), rewards, terminated, truncated,
+                {"prompt_ids": self.prompt_ids.copy()})
+
+    def _step_rewards(self, active, done):
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        if self.reward is None:
+            return rewards
+        if self.reward.per_token:
+            rows = np.flatnonzero(active)
+            if rows.size:
+                r = self.reward(self.tokens[rows], self.lengths[rows], self.prompt_ids[rows])
+                rewards[rows] = r[np.arange(rows.size), self.lengths[rows] - 1]
+        else:
+            rows = np.flatnonzero(done)
+            if rows.size:
+                rewards[rows] = self.reward(self.tokens[rows], self.lengths[rows],
+                                            self.prompt_ids[rows])
+        return rewards
+
+    def action_mask(self, mask_logits, top_k=0, top_p=1.0) -> np.ndarray:
+        """(B, V) bool: the top-k / top-p tokens of the masking policy at the current contexts
+        (see :meth:`rollout`)."""
+        table = self._policy_table(mask_logits, "mask_logits")
+        top_k, top_p = self._mask_params(top_k, top_p)
+        out = np.empty((self.num_envs, self.vocab_size), dtype=np.uint8)
+        status = _backend.kernels().topk_topp_mask(table, self.contexts, top_k, top_p, out)
+        _raise(status)
+        return out.view(bool)
+
+    # --- rollouts -------------------------------------------------------------------------------
+    def _policy_table(self, logits, name):
+        table = check.table(logits, name, writeable=False)
+        if table.shape[1] != self.vocab_size:
+            raise ValueError(f"vocabulary mismatch: {name} has {table.shape[1]} columns (tokens) "
+                             f"but the environment's vocab_size is {self.vocab_size}")
+        if table.shape[0] != self.num_contexts:
+            raise ValueError(f"{name} has {table.shape[0]} rows but the environment has "
+                             f"vocab_size**order = {self.vocab_size}**{self.order} = "
+                             f"{self.num_contexts} contexts")
+        return table
+
+    def _mask_params(self, top_k, top_p):
+        top_k = check.positive_int(top_k, "top_k", 0)
+        if top_k > self.vocab_size:
+            raise ValueError(f"top_k must be <= vocab_size = {self.vocab_size}, got {top_k}")
+        top_p = check.real(top_p, "top_p", 0.0, 1.0, low_open=True)
+        return top_k, top_p
+
+    def _scratch_for(self, use_mask):
+        """Row-cache scratch of the rollout kernel, kept between calls (not thread-safe)."""
+        n_states, n_vocab = self.num_contexts, self.vocab_size
+        if self._scratch is None:
+            self._scratch = (np.empty((n_states, n_vocab)), np.empty((n_states, 3)),
+                             np.empty(n_states, dtype=np.uint8), None)
+        cdf, stats, built, mask = self._scratch
+        if use_mask and mask is None:
+            mask = np.empty((n_states, n_vocab), dtype=np.uint8)
+            self._scratch = (cdf, stats, built, mask)
+        return cdf, stats, built, (mask if use_mask else np.empty((0, n_vocab), np.uint8))
+
+    def rollout(self, logits, seed, *, prompt_ids=None, num_sequences=None, max_new_tokens=None,
+                mask_logits=None, top_k=0, top_p=1.0, reward=ENV_REWARD, ref_logits=None,
+                kl_beta=0.0) -> RolloutBatch:
+        r"""Generate B fresh episodes with a tabular softmax policy in one kernel call.
+
+        ``logits`` (V**k, V) float32/float64 is the behaviour policy :math:`\mu(a \mid s) \propto
+        \exp(\text{logits}[s, a])`.  Token ``t`` of sequence ``b`` is drawn by inverse CDF in
+        float64 exactly as :func:`fastlmrl.boltzmann` with temperature 1 (``w_a = exp(x_a - m)``,
+        first ``a`` with ``u * sum w < sum_{b<=a} w``) from the uniform at counter
+        ``c + B_draw + b * T + t`` (``B_draw = B`` when prompts are drawn, at counters ``c + b``,
+        else 0); the call consumes ``B_draw + B * T`` counters of ``seed``.  The state of
+        :meth:`reset` / :meth:`step` is not touched.
+
+        Action masks (NLPO, Ramamurthy et al. 2023; nucleus sampling, Holtzman et al. 2020): with
+        ``top_k > 0`` and/or ``top_p < 1`` only the tokens kept by the masking policy
+        ``mask_logits`` (default ``logits``) are sampled, renormalised: in context ``s`` tokens
+        are taken in decreasing ``mask_logits[s]`` order (ties: lowest id) until ``top_k`` are
+        kept or their softmax mass reaches ``top_p`` (tokens of probability 0 never kept).
+        ``logprobs`` are then under the masked behaviour policy and the batch carries
+        ``action_mask_table`` (rows of unvisited contexts are all False).
+
+        Rewards: ``reward`` (default: the environment's; None: no reward) over the generated
+        tokens (:class:`RolloutBatch` ``scores`` = their sum per sequence); a terminal
+        score is paid at the last token.  With ``ref_logits`` (a reference policy table) the
+        per-token rewards are KL-shaped, :math:`r_t - \beta(\log\mu(a_t|s_t) -
+        \log\pi_{\mathrm{ref}}(a_t|s_t))` (:func:`fastlmrl.rewards.kl_shaped`, ``beta=kl_beta``).
+
+        NaN or +inf in a logits row (or no finite allowed entry) raises ValueError; the row is
+        checked when the rollout first visits it (a full-table pre-pass would cost O(V**k * V)).
+        """
+        table = self._policy_table(logits, "logits")
+        top_k, top_p = self._mask_params(top_k, top_p)
+        use_mask = top_k > 0 or top_p < 1.0
+        if mask_logits is None:
+            mask_table = table
+        else:
+            mask_table = self._policy_table(mask_logits, "mask_logits")
+            if mask_table.dtype != table.dtype:
+                mask_table = mask_table.astype(table.dtype)
+        reward = self.reward if reward is ENV_REWARD else self._check_reward(reward)
+        ref = None if ref_logits is None else self._policy_table(ref_logits, "ref_logits")
+        kl_beta = check.real(kl_beta, "kl_beta", 0.0)
+        horizon = self.max_new_tokens if max_new_tokens is None else \
+            check.positive_int(max_new_tokens, "max_new_tokens")
+        if prompt_ids is not None:
+            if num_sequences is not None:
+                raise ValueError("give prompt_ids or num_sequences, not both")
+            ids = self._prompt_ids_arg(prompt_ids, None)
+            n = ids.shape[0]
+            n_draw = 0
+        else:
+            n = self.num_envs if num_sequences is None else \
+                check.positive_int(num_sequences, "num_sequences", 0)
+            n_draw = n
+        key, counter = resolve_seed(seed)
+        if counter + n_draw + n * horizon > MASK64:
+            raise OverflowError("RandomStream counter exhausted (2**64 draws)")
+        if prompt_ids is None:
+            ids = np.zeros(n, dtype=np.int64)
+            status = _backend.kernels().draw_ids(self.num_prompts, np.uint64(key),
+                                                 np.uint64(counter), np.ones(n, np.uint8), ids)
+            _raise(status)
+        contexts = np.empty((n, horizon), dtype=np.int64)
+        actions = np.empty((n, horizon), dtype=np.int64)
+        logprobs = np.empty((n, horizon), dtype=table.dtype)
+        valid = np.empty((n, horizon), dtype=np.uint8)
+        lengths = np.empty(n, dtype=np.int64)
+        terminated = np.empty(n, dtype=np.uint8)
+        truncated = np.empty(n, dtype=np.uint8)
+        final = np.empty(n, dtype=np.int64)
+        cdf, stats, built, masks = self._scratch_for(use_mask)
+        status = _backend.kernels().text_env_rollout(
+            table, mask_table, top_k, top_p, self.prompt_tokens, self.prompt_offsets, ids,
+            self.order, self.bos_id, self.eos_id, np.uint64(key), np.uint64(counter + n_draw),
+            contexts, actions, logprobs, valid, lengths, terminated, truncated, final, cdf, stats,
+            built, masks)
+        _raise(status)
+        valid = valid.view(bool)
+        if reward is None:
+            rewards = np.zeros((n, horizon))
+        else:
+            r = reward(actions, lengths, ids)
+            rewards = r if reward.per_token else terminal_to_per_token(r, lengths, horizon)
+        scores = rewards.sum(axis=1)
+        ref_lp = None
+        if ref is not None:
+            ref_lp = self._ref_logprobs(ref, contexts, actions, valid)
+            rewards = kl_shaped(rewards, logprobs, ref_lp, kl_beta, valid)
+        advance(seed, n_draw + n * horizon)
+        return RolloutBatch(
+            contexts=contexts, actions=actions, logprobs=logprobs, rewards=rewards, valid=valid,
+            lengths=lengths, terminated=terminated.view(bool), truncated=truncated.view(bool),
+            prompt_ids=ids, final_contexts=final, scores=scores, vocab_size=self.vocab_size,
+            order=self.order, ref_logprobs=ref_lp,
+            action_mask_table=masks.view(bool).copy() if use_mask else None)
+
+    @staticmethod
+    def _ref_logprobs(ref, contexts, actions, valid):
+        """log softmax(ref)[s, a] at the valid (s, a) pairs, float64 (0 on padding)."""
+        rows = np.unique(contexts[valid])
+        lse = np.zeros(ref.shape[0])
+        if rows.size:
+            sub = ref[rows]
+            if np.isnan(sub).any() or np.isposinf(sub).any() or \
+                    not np.isfinite(sub.max(axis=1)).all():
+                raise ValueError("ref_logits: a visited row holds NaN or +inf, or no finite entry")
+            lse[rows] = _logsumexp_rows(ref, rows)
+        out = ref[contexts, actions].astype(np.float64) - lse[contexts]
+        out[~valid] = 0.0
+        return out

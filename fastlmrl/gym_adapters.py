@@ -1,0 +1,126 @@
+"""Gymnasium adapters for the fastlmrl token environments (optional: ``pip install fastlmrl[gym]``).
+
+* :class:`TokenEnv` — a ``gymnasium.Env`` over one sequence of a :class:`fastlmrl.ContextMDP` or
+  :class:`fastlmrl.TextGenerationEnv` built with ``num_envs=1``; passes
+  ``gymnasium.utils.env_checker.check_env``.
+* :class:`TokenVectorEnv` — a ``gymnasium.vector.VectorEnv`` over all B sequences of such an
+  environment, stepped by one kernel call per step; autoreset mode ``NEXT_STEP`` (Gymnasium 1.x's
+  default): the step after a sub-environment terminated or was truncated resets it, ignoring its
+  action and returning reward 0 and both flags False.
+
+Observations are context ids (``Discrete(num_states)`` / ``Discrete(V**k)``), actions token ids
+(``Discrete(V)``).  This module is not imported by ``import fastlmrl``.
+"""
+from __future__ import annotations
+
+try:
+    import gymnasium as gym
+    from gymnasium import spaces
+    from gymnasium.vector import AutoresetMode, VectorEnv
+    from gymnasium.vector.utils import batch_space
+except ImportError as exc:  # pragma: no cover - exercised only without gymnasium
+    raise ImportError(
+        "fastlmrl.gym_adapters needs gymnasium (an optional extra): "
+        "pip install 'fastlmrl[gym]'"
+    ) from exc
+
+import numpy as np
+
+from .environments import ContextMDP, TextGenerationEnv
+
+__all__ = ["TokenEnv", "TokenVectorEnv"]
+
+
+def _sizes(env):
+    """(number of observation values, number of actions) of a fastlmrl environment."""
+    if isinstance(env, ContextMDP):
+        return env.num_states, env.num_actions
+    if isinstance(env, TextGenerationEnv):
+        return env.num_contexts, env.vocab_size
+    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv, got "
+                    f"{type(env).__name__}")
+
+
+def _info_one(info):
+    return {k: v[0].item() if isinstance(v, np.ndarray) else v for k, v in info.items()}
+
+
+class TokenEnv(gym.Env):
+    """A single token environment as a ``gymnasium.Env`` (default: the toy :class:`ContextMDP`).
+
+    ``reset(seed=...)`` seeds :attr:`np_random` (``super().reset``) and draws the fastlmrl stream
+    seed from it, so equal seeds give equal episodes.  Stepping a finished episode raises
+    RuntimeError (call ``reset``).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, env=None):
+        if env is None:
+            env = ContextMDP()
+        n_obs, n_actions = _sizes(env)
+        if env.num_envs != 1:
+            raise ValueError(f"TokenEnv wraps an environment with num_envs=1, got {env.num_envs} "
+                             "(use TokenVectorEnv)")
+        self.env = env
+        self.observation_space = spaces.Discrete(n_obs)
+        self.action_space = spaces.Discrete(n_actions)
+        self.render_mode = None
+        self._done = True
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        stream_seed = int(self.np_random.integers(0, 2**63))
+        obs, info = self.env.reset(seed=stream_seed, options=options)
+        self._done = False
+        return np.int64(obs[0]), _info_one(info)
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("the episode is over (or was never started): call reset()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        obs, reward, terminated, truncated, info = self.env.step(np.array([action], np.int64))
+        term, trunc = bool(terminated[0]), bool(truncated[0])
+        self._done = term or trunc
+        return np.int64(obs[0]), float(reward[0]), term, trunc, _info_one(info)
+
+
+class TokenVectorEnv(VectorEnv):
+    """All B sequences of a fastlmrl token environment as a ``gymnasium.vector.VectorEnv``.
+
+    ``reset(seed=int)`` starts the environment's random stream at that seed (a list of per-env
+    seeds is not supported: the B sequences share one counter-based stream).  Infos hold
+    ``prompt_ids`` (with the ``_prompt_ids`` mask) for a :class:`TextGenerationEnv`.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, env):
+        n_obs, n_actions = _sizes(env)
+        self.env = env
+        self.num_envs = env.num_envs
+        self.single_observation_space = spaces.Discrete(n_obs)
+        self.single_action_space = spaces.Discrete(n_actions)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.render_mode = None
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise TypeError("seed must be an int (one stream for all sub-environments) or None")
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
+        obs, info = self.env.reset(seed=None if seed is None else int(seed), options=options)
+        return obs, self._infos(info)
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self.env.step(np.asarray(actions))
+        return obs, rewards, terminated, truncated, self._infos(info)
+
+    def _infos(self, info):
+        out = {}
+        for key, value in info.items():
+            out[key] = value
+            out["_" + key] = np.ones(self.num_envs, dtype=bool)
+        return out
