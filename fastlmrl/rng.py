@@ -131,3 +131,26 @@ def advance(seed, n_counters: int) -> None:
     """After a successful call: move a RandomStream past the counters it consumed (internal)."""
     if isinstance(seed, RandomStream):
         seed.take(n_counters)
+
+
+def uniforms(seed, n: int) -> np.ndarray:
+    """``n`` doubles in [0, 1): the uniforms at counters ``c .. c + n - 1`` of ``seed``.
+
+    Vectorised NumPy (uint64 arithmetic wraps modulo 2**64 exactly like the kernels), so it
+    matches :func:`uniform` draw for draw.  Consumes ``n`` counters of a RandomStream.
+    """
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    key, counter = resolve_seed(seed)
+    z = (np.uint64(key) + (np.arange(n, dtype=np.uint64) + np.uint64(counter + 1))
+         * np.uint64(GOLDEN))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+    z = z ^ (z >> np.uint64(31))
+    advance(seed, n)
+    return (z >> np.uint64(11)).astype(np.float64) * INV_2_53
+
+
+def permutation(seed, n: int) -> np.ndarray:
+    """A random permutation of ``range(n)`` (argsort of ``n`` uniforms; consumes ``n`` counters)."""
+    return np.argsort(uniforms(seed, n), kind="stable")

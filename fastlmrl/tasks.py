@@ -1,0 +1,106 @@
+"""Ready-made tasks: a language model fitted on a corpus, a reward, and a batched environment.
+
+:func:`make_text_task` is what ``fastlmrl demo`` and ``fastlmrl train --env text`` use: a
+character n-gram LM fitted on the default corpus (or ``corpus``) gives the initial policy table and
+the frozen reference table; the environment generates ``max_new_tokens`` characters after a prompt
+(a sentence opening from the corpus); the reward counts lexicon words in the generated text.
+:func:`make_toy_task` is the seed toy (:class:`fastlmrl.ContextMDP`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .corpus import load_corpus, train_test_split
+from .environments import ContextMDP, TextGenerationEnv
+from .ngram import NGramLM
+from .rewards import KeywordReward
+from .tokenizers import CharTokenizer
+
+__all__ = ["DEFAULT_LEXICON", "TextTask", "ToyTask", "make_text_task", "make_toy_task"]
+
+#: Words the default text task rewards (all occur in the default corpus, rarely).
+DEFAULT_LEXICON = ("happy", "gentle", "friendly", "brave", "bright", "clever", "kind")
+
+
+@dataclass
+class TextTask:
+    """Everything a policy-gradient trainer needs for a text task."""
+
+    tokenizer: CharTokenizer
+    lm: NGramLM
+    env: TextGenerationEnv
+    reference: np.ndarray          #: (V**k, V) frozen reference log-probability table (read-only)
+    initial_policy: np.ndarray     #: (V**k, V) writable copy: the policy to fine-tune
+    lexicon: tuple
+    held_out: str = field(repr=False, default="")
+    name: str = "text"
+
+    @property
+    def num_contexts(self) -> int:
+        return self.reference.shape[0]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.reference.shape[1]
+
+    def decode(self, tokens) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def prompt_text(self, i: int) -> str:
+        return self.tokenizer.decode(self.env.prompt(i))
+
+
+@dataclass
+class ToyTask:
+    """The seed toy as a task for the tabular value-method trainers."""
+
+    env: ContextMDP
+    name: str = "toy"
+
+
+def _prompts(text: str, tokenizer: CharTokenizer, max_prompts: int) -> list:
+    """Distinct sentence openings (first word and a space) of the corpus, most frequent first."""
+    counts: dict = {}
+    for line in text.splitlines():
+        words = line.split()
+        if words:
+            opening = words[0] + " "
+            counts[opening] = counts.get(opening, 0) + 1
+    openings = sorted(counts, key=lambda w: (-counts[w], w))[:max_prompts]
+    return [tokenizer.encode(w) for w in openings]
+
+
+def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT_LEXICON,
+                   max_new_tokens: int = 48, num_envs: int = 256, max_prompts: int = 16,
+                   smoothing: str = "kneser_ney", dtype=np.float32) -> TextTask:
+    """Build the default text task (``corpus`` is a file path; None = the default corpus).
+
+    The LM has n-gram order ``order + 1`` so that its table is over ``order``-token contexts, the
+    state of the environment.  The reward is a :class:`fastlmrl.rewards.KeywordReward` paying 1
+    per occurrence of a lexicon word in the generated characters (a terminal score).
+    """
+    text = load_corpus(corpus)
+    train, held_out = train_test_split(text, 0.1)
+    tokenizer = CharTokenizer(text)
+    lm = NGramLM(order=order + 1, smoothing=smoothing).fit_text(train, tokenizer)
+    policy, reference = lm.policy_tables(order, dtype=dtype)
+    keywords = {}
+    for word in lexicon:
+        ids = tokenizer.encode(word)
+        if (ids == tokenizer.unk_id).any():
+            raise ValueError(f"lexicon word {word!r} uses characters that are not in the corpus")
+        keywords[tuple(int(t) for t in ids)] = 1.0
+    env = TextGenerationEnv(
+        _prompts(train, tokenizer, max_prompts), tokenizer.vocab_size, order=order,
+        max_new_tokens=max_new_tokens, num_envs=num_envs, bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id, reward=KeywordReward(keywords),
+    )
+    return TextTask(tokenizer=tokenizer, lm=lm, env=env, reference=reference,
+                    initial_policy=policy, lexicon=tuple(lexicon), held_out=held_out)
+
+
+def make_toy_task(num_envs: int = 64) -> ToyTask:
+    """The seed toy: contexts x1 -> x2, tokens v1, v2 with rewards 1 and 2 (see ContextMDP)."""
+    return ToyTask(env=ContextMDP(num_envs=num_envs))

@@ -1,0 +1,165 @@
+"""What the policy-gradient trainers share: a tabular softmax policy over k-gram contexts, Adam on
+its rows, rollouts from a :class:`fastlmrl.TextGenerationEnv`, and the diagnostics.
+
+The policy is a logits table ``policy`` (S = V**k contexts, V tokens):
+:math:`\\pi(a \\mid s) = \\mathrm{softmax}(\\text{policy}[s])_a`, initialised from the n-gram LM
+(:attr:`fastlmrl.tasks.TextTask.initial_policy`); the frozen reference :math:`\\pi_{\\mathrm{ref}}`
+is the LM itself (:attr:`~fastlmrl.tasks.TextTask.reference`).  A gradient with respect to the
+logits of the visited rows, (N, V) for N tokens, is applied by :class:`fastlmrl.Adam` to those rows
+only (repeated contexts accumulate).  The KL to the reference reported as ``kl`` is exact: the mean
+over sequences of :math:`\\sum_t \\mathrm{KL}(\\pi(\\cdot|s_t)\\,\\|\\,\\pi_{\\mathrm{ref}}(\\cdot|s_t))`
+over the generated tokens.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kl_divergence import AdaptiveKLController, FixedKLController
+from ..log_probs import log_softmax
+from ..optimizers import Adam
+from ..rng import permutation
+from .base import Trainer, explained_variance
+
+__all__ = ["PolicyGradientTrainer", "explained_variance"]
+
+
+class PolicyGradientTrainer(Trainer):
+    """Base of REINFORCE, A2C, PPO, GRPO and RLOO on a :class:`fastlmrl.tasks.TextTask`.
+
+    ``config`` must have ``lr`` (Adam step size), ``num_sequences`` (B per iteration) and the KL
+    leash: ``kl_coef`` (β, initial value), ``kl_target`` (None: β stays fixed; else the adaptive
+    controller of Ziegler et al. 2019 moves β after every iteration so that the measured KL per
+    sequence approaches the target) and ``kl_horizon`` (its K_β = B / horizon).  A learned value
+    table (A2C, PPO, REINFORCE with ``baseline="value"``) is created when :meth:`uses_values` says
+    so, with its own Adam (``value_lr``).
+    """
+
+    def __init__(self, task, config, seed: int = 0):
+        super().__init__(config, seed)
+        policy = task.initial_policy
+        if policy.shape != task.reference.shape:
+            raise ValueError(f"vocabulary mismatch: policy table {policy.shape} vs reference "
+                             f"{task.reference.shape}")
+        self.task = task
+        self.env = task.env
+        self.policy = np.array(policy, copy=True)
+        self.reference = task.reference
+        self.optimizer = Adam(self.policy, lr=config.lr)
+        self.values = None
+        if self.uses_values():
+            self.values = np.zeros((self.policy.shape[0], 1), dtype=self.policy.dtype)
+            self.value_optimizer = Adam(self.values, lr=config.value_lr)
+        self._ref_log_softmax = None
+        if config.kl_target is None:
+            self.kl_controller = FixedKLController(config.kl_coef)
+        else:
+            self.kl_controller = AdaptiveKLController(config.kl_coef, config.kl_target,
+                                                      config.kl_horizon)
+
+    def uses_values(self) -> bool:
+        return False
+
+    # --- experience -----------------------------------------------------------------------------
+    def rollout(self, **kwargs):
+        """B fresh sequences from the current policy, randomness from the trainer's stream."""
+        kwargs.setdefault("num_sequences", self.config.num_sequences)
+        return self.env.rollout(self.policy, self.stream, **kwargs)
+
+    @staticmethod
+    def flat(batch, array: np.ndarray) -> np.ndarray:
+        """The valid entries of a (B, T) array, sequence by sequence (row-major order)."""
+        return array[batch.valid]
+
+    def state_values(self, batch):
+        """(values (B, T) of V(S_t) with 0 on padding, bootstrap (B,) = V(S_{L_b}))."""
+        v = self.values[:, 0].astype(np.float64)
+        values = np.where(batch.valid, v[batch.contexts], 0.0)
+        return values, v[batch.final_contexts]
+
+    def update_policy(self, contexts: np.ndarray, grad_logits: np.ndarray) -> None:
+        self.optimizer.step(contexts, grad_logits)
+
+    def update_values(self, contexts: np.ndarray, grad_values: np.ndarray) -> None:
+        grads = np.ascontiguousarray(grad_values, dtype=self.values.dtype).reshape(-1, 1)
+        self.value_optimizer.step(contexts, grads)
+
+    def minibatches(self, n: int, count: int):
+        """``count`` disjoint index sets covering range(n) in a random order (from the stream)."""
+        if count <= 1:
+            return [np.arange(n)]
+        order = permutation(self.stream, n)
+        return [part for part in np.array_split(order, count) if part.size]
+
+    # --- diagnostics ----------------------------------------------------------------------------
+    def reference_log_softmax(self) -> np.ndarray:
+        if self._ref_log_softmax is None:
+            self._ref_log_softmax = log_softmax(np.ascontiguousarray(self.reference))
+        return self._ref_log_softmax
+
+    def reference_log_probs(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """log pi_ref(a | s) of the given pairs (float64)."""
+        return self.reference_log_softmax()[contexts, tokens].astype(np.float64)
+
+    def policy_diagnostics(self, batch) -> dict:
+        """Exact KL to the reference (per sequence, summed over tokens) and mean token entropy."""
+        contexts = self.flat(batch, batch.contexts)
+        if contexts.size == 0:
+            return {"kl": 0.0, "entropy": 0.0}
+        rows, inverse = np.unique(contexts, return_inverse=True)
+        logp = log_softmax(np.ascontiguousarray(self.policy[rows])).astype(np.float64)
+        ref = self.reference_log_softmax()[rows].astype(np.float64)
+        p = np.exp(logp)
+        kl_rows = np.sum(p * (logp - ref), axis=1)
+        entropy_rows = -np.sum(p * logp, axis=1)
+        kl_tokens = kl_rows[inverse]
+        seq = np.repeat(np.arange(batch.valid.shape[0]), batch.lengths)
+        kl_per_sequence = np.bincount(seq, weights=kl_tokens, minlength=batch.valid.shape[0])
+        return {"kl": float(kl_per_sequence.mean()),
+                "entropy": float(entropy_rows[inverse].mean())}
+
+    def finish(self, batch, metrics: dict) -> dict:
+        """Add the common diagnostics; let the KL controller see this batch's exact KL."""
+        metrics.update(self.policy_diagnostics(batch))
+        metrics["kl_coef"] = self.kl_controller.value
+        if isinstance(self.kl_controller, AdaptiveKLController):
+            self.kl_controller.update(metrics["kl"], batch.valid.shape[0])
+        return metrics
+
+    def base_metrics(self, batch) -> dict:
+        metrics = {
+            "score": float(batch.scores.mean()),
+            "reward": float(batch.rewards.sum(axis=1).mean()),
+            "length": float(batch.lengths.mean()),
+            "tokens": int(batch.num_tokens),
+        }
+        return metrics
+
+    @staticmethod
+    def value_metrics(predicted: np.ndarray, returns: np.ndarray) -> dict:
+        return {"explained_variance": explained_variance(predicted, returns)}
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def arrays(self) -> dict:
+        arrays = {"policy": self.policy, "adam_m": self.optimizer.m, "adam_v": self.optimizer.v}
+        if self.values is not None:
+            arrays.update(values=self.values, value_adam_m=self.value_optimizer.m,
+                          value_adam_v=self.value_optimizer.v)
+        return arrays
+
+    def scalars(self) -> dict:
+        scalars = {"adam_t": self.optimizer.t, "kl_coef": self.kl_controller.value}
+        if self.values is not None:
+            scalars["value_adam_t"] = self.value_optimizer.t
+        return scalars
+
+    def load_scalars(self, scalars: dict) -> None:
+        self.optimizer.t = int(scalars["adam_t"])
+        self.kl_controller.value = float(scalars["kl_coef"])
+        if self.values is not None:
+            self.value_optimizer.t = int(scalars["value_adam_t"])
+
+    # --- using the policy -----------------------------------------------------------------------
+    def sample(self, num_sequences: int, seed, greedy_temperature: float | None = None):
+        """Generate with the current policy (a fresh RandomStream or int seed; not the trainer's)."""
+        table = self.policy if greedy_temperature is None else self.policy / greedy_temperature
+        return self.env.rollout(np.ascontiguousarray(table), seed, num_sequences=num_sequences)

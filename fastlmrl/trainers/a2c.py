@@ -1,0 +1,70 @@
+r"""Advantage actor-critic (A2C, the synchronous A3C of Mnih et al. 2016) on a text task.
+
+One iteration, top to bottom:
+
+1. Generate B sequences; per-token rewards are the task reward minus the KL leash
+   :math:`\beta(\log\pi - \log\pi_{ref})`.
+2. GAE(γ, λ) advantages and returns from the tabular critic :math:`V(s)` (Schulman et al. 2016).
+3. One gradient step on :math:`-\hat A_t\log\pi(a_t|s_t) + c_v (V(s_t) - \hat R_t)^2 - c_e H(\pi(\cdot|s_t))`
+   averaged over tokens (:func:`fastlmrl.a2c_loss`): the actor's gradient with respect to the
+   logits and the critic's with respect to V, each applied by Adam to the visited rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..advantages import gae
+from ..policy_losses import a2c_loss
+from ._policy_base import PolicyGradientTrainer
+
+__all__ = ["A2CConfig", "A2CTrainer"]
+
+
+@dataclass
+class A2CConfig:
+    num_sequences: int = 256
+    lr: float = 0.02
+    value_lr: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    value_coef: float = 0.5
+    entropy_coef: float = 0.001
+    kl_coef: float = 0.1
+    kl_target: float | None = None
+    kl_horizon: float = 256.0
+
+
+class A2CTrainer(PolicyGradientTrainer):
+    algorithm = "a2c"
+    Config = A2CConfig
+
+    def __init__(self, task, config: A2CConfig | None = None, seed: int = 0):
+        super().__init__(task, config or A2CConfig(), seed)
+
+    def uses_values(self) -> bool:
+        return True
+
+    def iteration(self) -> dict:
+        cfg = self.config
+        # 1. experience
+        batch = self.rollout(ref_logits=self.reference, kl_beta=self.kl_controller.value)
+        # 2. GAE from the critic
+        values, bootstrap = self.state_values(batch)
+        advantages, returns = gae(batch.rewards, values, batch.valid, batch.terminated,
+                                  batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
+        contexts = self.flat(batch, batch.contexts)
+        tokens = self.flat(batch, batch.actions)
+        v = self.flat(batch, values)
+        ret = self.flat(batch, returns)
+        # 3. actor and critic step
+        result = a2c_loss(self.policy[contexts], tokens, self.flat(batch, advantages), v, ret,
+                          weights=np.full(contexts.size, 1.0 / max(contexts.size, 1)),
+                          value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef)
+        self.update_policy(contexts, result.grad_logits)
+        self.update_values(contexts, result.grad_values)
+        metrics = self.base_metrics(batch)
+        metrics.update(self.value_metrics(v, ret))
+        metrics.update(value_loss=float(result.value_loss))
+        return self.finish(batch, metrics)

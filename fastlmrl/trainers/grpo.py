@@ -1,0 +1,94 @@
+r"""GRPO on a text task (Shao et al. 2024, DeepSeekMath §4.1), with the DAPO/Dr. GRPO variants.
+
+One iteration, top to bottom:
+
+1. Draw G prompts and generate K completions of each (B = G·K sequences, a group per prompt).
+2. Group-relative advantages: :math:`\hat A_i = (R_i - \mathrm{mean}_g R)/(\mathrm{std}_g R + \epsilon)`
+   for every token of completion i (``scale="group"``; ``"batch"`` or ``"none"``, the latter
+   being Dr. GRPO, Liu et al. 2025) — no value function.
+3. ``epochs`` passes of the clipped surrogate (token-level ratios, or sequence-level as in GSPO,
+   Zheng et al. 2025) plus the KL penalty :math:`\beta\,D_{KL}(\pi\|\pi_{ref})` estimated per token
+   with k3 (the paper's eq. 4), aggregated with the chosen loss normalisation (``grpo``: mean over
+   each sequence's tokens, then over sequences; ``bnpo``/``dapo``: over all active tokens;
+   ``dr_grpo``: a constant B·T).  With one epoch the ratio is 1 and the update is the on-policy
+   policy gradient.
+4. Log reward, KL, entropy, clip fraction, approximate KL, tokens/s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..group_advantages import grpo_advantages, loss_weights
+from ..policy_losses import ppo_loss
+from ..rng import uniforms
+from ._policy_base import PolicyGradientTrainer
+
+__all__ = ["GRPOConfig", "GRPOTrainer"]
+
+
+@dataclass
+class GRPOConfig:
+    num_prompts: int = 32
+    group_size: int = 8
+    lr: float = 0.02
+    clip: float = 0.2
+    clip_high: float = 0.2
+    epochs: int = 1
+    kl_coef: float = 0.1
+    kl_target: float | None = None
+    kl_horizon: float = 256.0
+    scale: str = "group"
+    loss_normalization: str = "grpo"
+    ratio_level: str = "token"
+
+    @property
+    def num_sequences(self) -> int:
+        return self.num_prompts * self.group_size
+
+
+class GRPOTrainer(PolicyGradientTrainer):
+    algorithm = "grpo"
+    Config = GRPOConfig
+
+    def __init__(self, task, config: GRPOConfig | None = None, seed: int = 0):
+        super().__init__(task, config or GRPOConfig(), seed)
+
+    def group_rollout(self):
+        """G prompts drawn uniformly (from the stream), each generated K times."""
+        cfg = self.config
+        prompts = np.floor(uniforms(self.stream, cfg.num_prompts) * self.env.num_prompts)
+        return self.rollout(prompt_ids=np.repeat(prompts.astype(np.int64), cfg.group_size),
+                            num_sequences=None)
+
+    def iteration(self) -> dict:
+        cfg = self.config
+        # 1. G groups of K completions
+        batch = self.group_rollout()
+        # 2. group-relative advantages, one per sequence, broadcast to its tokens
+        seq_adv = grpo_advantages(batch.scores, group_size=cfg.group_size, scale=cfg.scale)
+        adv = self.flat(batch, np.broadcast_to(seq_adv[:, None], batch.valid.shape))
+        weights = self.flat(batch, loss_weights(batch.valid, cfg.loss_normalization))
+        contexts = self.flat(batch, batch.contexts)
+        tokens = self.flat(batch, batch.actions)
+        old_log_probs = self.flat(batch, batch.logprobs)
+        ref_log_probs = self.reference_log_probs(contexts, tokens)
+        offsets = np.concatenate([[0], np.cumsum(batch.lengths)])
+        # 3. clipped surrogate + k3 KL penalty to the reference
+        clip_fractions, approx_kls = [], []
+        for _ in range(cfg.epochs):
+            result = ppo_loss(self.policy[contexts], tokens, old_log_probs, adv, weights=weights,
+                              clip_low=cfg.clip, clip_high=cfg.clip_high,
+                              ratio_level=cfg.ratio_level,
+                              sequence_offsets=offsets if cfg.ratio_level == "sequence" else None,
+                              ref_log_probs=ref_log_probs, kl_coef=self.kl_controller.value,
+                              kl_estimator="k3")
+            self.update_policy(contexts, result.grad_logits)
+            clip_fractions.append(result.clip_fraction)
+            approx_kls.append(result.approx_kl_k3)
+        # 4. diagnostics
+        metrics = self.base_metrics(batch)
+        metrics.update(clip_fraction=float(np.mean(clip_fractions)),
+                       approx_kl=float(np.mean(approx_kls)), kl_loss=float(result.kl_loss))
+        return self.finish(batch, metrics)

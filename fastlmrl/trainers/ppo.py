@@ -1,0 +1,88 @@
+r"""PPO on a text task (Schulman et al. 2017), in the RLHF form of Ziegler et al. (2019).
+
+One iteration, top to bottom:
+
+1. Generate B sequences with the current policy (the behaviour policy :math:`\pi_{\theta_{old}}`).
+2. Per-token reward :math:`r_t = R_{t+1} - \beta\,(\log\pi_{old}(a_t|s_t) - \log\pi_{ref}(a_t|s_t))`:
+   the task reward (paid at the last token) minus the KL leash, with β from an adaptive controller
+   that steers the KL per sequence toward ``kl_target`` (Ziegler et al. §2.2).
+3. GAE(γ, λ) advantages and returns (Schulman et al. 2016) with a learned tabular value
+   :math:`V(s)` over the same contexts; EOS → terminated (bootstrap 0), length limit → truncated
+   (bootstrap :math:`V(S_{L})`).  Advantages are whitened over the batch.
+4. ``epochs`` passes over the tokens in ``minibatches`` random minibatches: the clipped surrogate
+   :math:`-\min(\rho A, \mathrm{clip}(\rho, 1-\epsilon, 1+\epsilon) A)` with its gradient with
+   respect to the logits (:func:`fastlmrl.ppo_loss`), Adam on the visited rows; the value table
+   regresses on the returns.
+5. Log reward, KL, entropy, clip fraction, approximate KL (k3), explained variance, tokens/s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..advantages import gae, masked_whiten
+from ..policy_losses import ppo_loss
+from ._policy_base import PolicyGradientTrainer
+
+__all__ = ["PPOConfig", "PPOTrainer"]
+
+
+@dataclass
+class PPOConfig:
+    num_sequences: int = 256
+    lr: float = 0.02
+    value_lr: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip: float = 0.2
+    epochs: int = 4
+    minibatches: int = 4
+    kl_coef: float = 0.1
+    kl_target: float | None = None
+    kl_horizon: float = 256.0
+
+
+class PPOTrainer(PolicyGradientTrainer):
+    algorithm = "ppo"
+    Config = PPOConfig
+
+    def __init__(self, task, config: PPOConfig | None = None, seed: int = 0):
+        super().__init__(task, config or PPOConfig(), seed)
+
+    def uses_values(self) -> bool:
+        return True
+
+    def iteration(self) -> dict:
+        cfg = self.config
+        beta = self.kl_controller.value
+        # 1-2. experience, with the KL leash folded into the per-token rewards
+        batch = self.rollout(ref_logits=self.reference, kl_beta=beta)
+        # 3. advantages from the value table
+        values, bootstrap = self.state_values(batch)
+        advantages, returns = gae(batch.rewards, values, batch.valid, batch.terminated,
+                                  batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
+        contexts = self.flat(batch, batch.contexts)
+        tokens = self.flat(batch, batch.actions)
+        old_log_probs = self.flat(batch, batch.logprobs)
+        adv = self.flat(batch, masked_whiten(advantages, batch.valid))
+        ret = self.flat(batch, returns)
+        # 4. clipped-surrogate epochs over random minibatches
+        clip_fractions, approx_kls = [], []
+        for _ in range(cfg.epochs):
+            for idx in self.minibatches(contexts.size, cfg.minibatches):
+                ctx = contexts[idx]
+                result = ppo_loss(self.policy[ctx], tokens[idx], old_log_probs[idx], adv[idx],
+                                  weights=np.full(idx.size, 1.0 / idx.size),
+                                  clip_low=cfg.clip, clip_high=cfg.clip)
+                self.update_policy(ctx, result.grad_logits)
+                value_error = self.values[ctx, 0].astype(np.float64) - ret[idx]
+                self.update_values(ctx, value_error / idx.size)  # d/dV of 0.5 * mean (V - R)^2
+                clip_fractions.append(result.clip_fraction)
+                approx_kls.append(result.approx_kl_k3)
+        # 5. diagnostics (the KL controller adapts β to this batch's KL)
+        metrics = self.base_metrics(batch)
+        metrics.update(self.value_metrics(self.flat(batch, values), ret))
+        metrics.update(clip_fraction=float(np.mean(clip_fractions)),
+                       approx_kl=float(np.mean(approx_kls)))
+        return self.finish(batch, metrics)

@@ -1,0 +1,82 @@
+r"""REINFORCE on a text task (Williams 1992; Sutton & Barto 2018, §13.3–13.4).
+
+One iteration, top to bottom:
+
+1. Generate B sequences with the current policy; per-token rewards are the task reward (paid at
+   the last token) minus the KL leash :math:`\beta(\log\pi - \log\pi_{ref})` of each token.
+2. Returns :math:`G_t = \sum_{k \ge t} \gamma^{k-t} r_k` within each sequence (EOS → terminated,
+   length limit → truncated; the truncated tail is not bootstrapped unless a value table exists).
+3. Baseline ``"none"``, ``"mean"`` (the batch mean return) or ``"value"`` (a learned tabular
+   :math:`V(s)`, S&B eq. 13.11, regressed on the returns).
+4. The loss :math:`-\sum_t (G_t - b_t)\log\pi(a_t|s_t)`, averaged over tokens, with its gradient
+   with respect to the logits (:func:`fastlmrl.reinforce_loss`); Adam on the visited rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..advantages import discounted_returns
+from ..policy_losses import reinforce_loss
+from ._policy_base import PolicyGradientTrainer
+
+__all__ = ["ReinforceConfig", "ReinforceTrainer"]
+
+BASELINES = ("none", "mean", "value")
+
+
+@dataclass
+class ReinforceConfig:
+    num_sequences: int = 256
+    lr: float = 0.02
+    value_lr: float = 0.1
+    gamma: float = 1.0
+    baseline: str = "mean"
+    kl_coef: float = 0.1
+    kl_target: float | None = None
+    kl_horizon: float = 256.0
+
+    def __post_init__(self):
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+
+
+class ReinforceTrainer(PolicyGradientTrainer):
+    algorithm = "reinforce"
+    Config = ReinforceConfig
+
+    def __init__(self, task, config: ReinforceConfig | None = None, seed: int = 0):
+        super().__init__(task, config or ReinforceConfig(), seed)
+
+    def uses_values(self) -> bool:
+        return self.config.baseline == "value"
+
+    def iteration(self) -> dict:
+        cfg = self.config
+        # 1. experience with KL-shaped per-token rewards
+        batch = self.rollout(ref_logits=self.reference, kl_beta=self.kl_controller.value)
+        # 2. Monte Carlo returns (the truncated tail bootstraps from V when there is one)
+        if self.values is not None:
+            values, bootstrap = self.state_values(batch)
+        else:
+            values, bootstrap = None, np.zeros(batch.valid.shape[0])
+        returns = discounted_returns(batch.rewards, batch.valid, batch.terminated,
+                                     batch.truncated, bootstrap, gamma=cfg.gamma)
+        contexts = self.flat(batch, batch.contexts)
+        tokens = self.flat(batch, batch.actions)
+        ret = self.flat(batch, returns)
+        # 3. baseline
+        weights = np.full(contexts.size, 1.0 / max(contexts.size, 1))
+        baseline = {"none": None, "mean": "mean"}.get(cfg.baseline)
+        if cfg.baseline == "value":
+            baseline = self.flat(batch, values)
+        # 4. policy-gradient step (and the value regression)
+        result = reinforce_loss(self.policy[contexts], tokens, ret, weights=weights,
+                                baseline=baseline)
+        self.update_policy(contexts, result.grad_logits)
+        metrics = self.base_metrics(batch)
+        if self.values is not None:
+            self.update_values(contexts, (self.flat(batch, values) - ret) * weights)
+            metrics.update(self.value_metrics(self.flat(batch, values), ret))
+        return self.finish(batch, metrics)
