@@ -19,10 +19,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ._atomic import atomic_write
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -64,31 +65,16 @@ def save_checkpoint(path, arrays: dict, meta: dict | None = None) -> None:
         header_bytes = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise TypeError(f"meta must be JSON-serialisable (finite numbers only): {exc}") from None
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
-                archive.writestr(HEADER, header_bytes)
-                for name, arr in arrays.items():
-                    buffer = io.BytesIO()
-                    np.save(buffer, np.ascontiguousarray(arr), allow_pickle=False)
-                    archive.writestr(f"{name}.npy", buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - not supported on every platform
-        pass
+
+    def write(handle):
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr(HEADER, header_bytes)
+            for name, arr in arrays.items():
+                buffer = io.BytesIO()
+                np.save(buffer, np.ascontiguousarray(arr), allow_pickle=False)
+                archive.writestr(f"{name}.npy", buffer.getvalue())
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path) -> tuple[dict, dict]:

@@ -1,12 +1,19 @@
 """The ``fastlmrl`` command.
 
-    fastlmrl demo [--backend NAME] [--episodes N] [--seed S]   train a tabular agent, print the result
-    fastlmrl info                                              backends, versions, threads
+    fastlmrl demo                 fit an n-gram LM, RL-fine-tune it with PPO and GRPO, show the result
+    fastlmrl train --algo ALGO    train one algorithm, with metrics (JSONL/CSV) and checkpoints
+    fastlmrl sample RUN           generate from a trained policy (a run folder or checkpoint file)
+    fastlmrl bench                kernel throughput of each backend against the reference
+    fastlmrl info                 backends, versions, threads
 """
 from __future__ import annotations
 
 import argparse
-import string
+import csv
+import dataclasses
+import io
+import json
+import os
 import sys
 import time
 
@@ -14,110 +21,338 @@ import numpy as np
 
 from . import _backend
 
-
-class SpellingTask:
-    """A token MDP: emit the characters of ``target`` one at a time.
-
-    State ``k`` = the number of characters emitted correctly so far (the context, as a prefix id);
-    action = a character of ``alphabet``.  The right character moves to ``k + 1`` with reward 1;
-    a wrong one ends the episode (terminated) with reward 0; state ``len(target)`` is terminal.
-    Episodes are also truncated after ``2 * len(target)`` steps (they cannot be longer here, but
-    the bookkeeping shows how a time limit is kept apart from termination).
-    """
-
-    def __init__(self, target: str, alphabet: str):
-        self.target = target
-        self.alphabet = alphabet
-        self.n_states = len(target) + 1
-        self.n_actions = len(alphabet)
-        self.correct = np.array([alphabet.index(c) for c in target], dtype=np.int64)
-
-    def step(self, states: np.ndarray, actions: np.ndarray):
-        right = actions == self.correct[np.minimum(states, len(self.target) - 1)]
-        rewards = right.astype(np.float64)
-        next_states = np.where(right, states + 1, states)
-        terminated = ~right | (next_states == len(self.target))
-        return next_states, rewards, terminated
-
-    def decode(self, q: np.ndarray) -> str:
-        """The greedy policy's output, stopping at the first wrong character."""
-        import fastlmrl
-
-        out, s = [], 0
-        while s < len(self.target):
-            a = int(fastlmrl.greedy(q, [s])[0])
-            out.append(self.alphabet[a])
-            if a != self.correct[s]:
-                break
-            s += 1
-        return "".join(out)
+DEMO_ALGORITHMS = ("ppo", "grpo")
 
 
-def run_demo(backend: str | None, episodes: int, batch: int, seed: int, out=sys.stdout) -> dict:
-    """Q-learning with annealed ε-greedy exploration and optimistic initial values (Sutton & Barto
-    §2.6: every untried token looks worth 1, so the agent tries each once) on :class:`SpellingTask`."""
+# ---------------------------------------------------------------------------------------------
+# tasks and trainers from command-line arguments
+
+
+def task_spec_from_args(args) -> dict:
+    return {"env": args.env, "corpus": args.corpus, "order": args.order,
+            "max_new_tokens": args.max_new_tokens, "num_envs": args.num_envs}
+
+
+def build_task(spec: dict):
+    from .tasks import make_text_task, make_toy_task
+
+    if spec["env"] == "toy":
+        return make_toy_task(num_envs=spec.get("num_envs") or 64)
+    if spec["env"] == "text":
+        corpus = spec.get("corpus")
+        return make_text_task(corpus, order=spec.get("order", 2),
+                              max_new_tokens=spec.get("max_new_tokens", 48),
+                              num_envs=spec.get("num_envs") or 256)
+    raise ValueError(f"unknown env {spec['env']!r}: choose 'text' or 'toy'")
+
+
+def _parse_overrides(pairs, config_cls):
+    """``key=value`` strings -> {field: typed value} for the algorithm's config dataclass."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    out = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        if key not in fields:
+            raise ValueError(f"--set {key}: {config_cls.__name__} has no such field; choose from "
+                             f"{', '.join(sorted(fields))}")
+        default = fields[key].default
+        if raw.lower() in ("none", "null"):
+            out[key] = None
+        elif isinstance(default, bool):
+            out[key] = raw.lower() in ("1", "true", "yes")
+        elif isinstance(default, int) and not isinstance(default, bool):
+            out[key] = int(raw)
+        elif isinstance(default, float) or default is None:
+            out[key] = float(raw)
+        else:
+            out[key] = raw
+    return out
+
+
+def make_trainer(algo: str, task, seed: int, overrides=None):
+    from .trainers import ALGORITHMS, TEXT_ALGORITHMS
+
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algo!r}: choose from {', '.join(sorted(ALGORITHMS))}")
+    cls = ALGORITHMS[algo]
+    config = cls.Config(**_parse_overrides(overrides, cls.Config))
+    if algo in TEXT_ALGORITHMS:
+        if getattr(task, "name", "") != "text":
+            raise ValueError(f"algorithm {algo!r} trains a softmax policy on the text task "
+                             "(--env text)")
+        return cls(task, config, seed=seed)
+    return cls(task.env, config, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# output helpers
+
+
+def write_metrics(history: list, jsonl_path: str, csv_path: str | None = None) -> None:
+    """Rewrite the metrics files from the full history (atomic replace: no partial files)."""
+    from ._atomic import atomic_write_text
+
+    atomic_write_text(jsonl_path, "".join(json.dumps(_clean(m)) + "\n" for m in history))
+    if csv_path:
+        keys = sorted({k for m in history for k in m})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        for m in history:
+            writer.writerow(_clean(m))
+        atomic_write_text(csv_path, buffer.getvalue())
+
+
+def _clean(metrics: dict) -> dict:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (float, np.floating)):
+            v = float(v)
+            out[k] = v if np.isfinite(v) else None
+        elif isinstance(v, (np.integer,)):
+            out[k] = int(v)
+        else:
+            out[k] = v
+    return out
+
+
+class Progress:
+    """A one-line progress bar on stderr (nothing when stderr is not a terminal and quiet)."""
+
+    def __init__(self, total: int, stream=None, width: int = 28):
+        self.total, self.stream, self.width = max(total, 1), stream or sys.stderr, width
+        self.start = time.perf_counter()
+
+    def __call__(self, trainer, metrics) -> None:
+        done = metrics["iteration"] + 1
+        filled = int(self.width * min(done, self.total) / self.total)
+        elapsed = time.perf_counter() - self.start
+        bar = "#" * filled + "-" * (self.width - filled)
+        extra = "  ".join(f"{k}={metrics[k]:.3g}" for k in ("score", "reward", "kl")
+                          if k in metrics and isinstance(metrics[k], float))
+        self.stream.write(f"\r[{bar}] {done}/{self.total} {elapsed:5.1f}s  {extra}   ")
+        if done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _samples(trainer, task, n: int, seed: int) -> list:
+    batch = trainer.sample(n, seed)
+    out = []
+    for b in range(n):
+        prompt = task.prompt_text(int(batch.prompt_ids[b]))
+        out.append(prompt + task.decode(batch.actions[b, :batch.lengths[b]]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_demo(args, out=None) -> dict:
+    """Fit the LM, fine-tune it with PPO and GRPO toward the lexicon under a KL leash."""
+    out = out or sys.stdout
+    import fastlmrl
+    from .tasks import make_text_task
+
+    if args.backend:
+        fastlmrl.set_backend(args.backend)
+    started = time.perf_counter()
+    task = make_text_task(args.corpus)
+    print(f"fastlmrl {fastlmrl.__version__} demo — backend {fastlmrl.get_backend()}, "
+          f"{_backend.get_num_threads()} threads", file=out)
+    print(f"language model: character {task.lm.order}-gram, {task.lm.smoothing} smoothing, "
+          f"V={task.vocab_size}, {task.num_contexts} contexts; held-out perplexity "
+          f"{task.lm.perplexity(task.tokenizer.encode_lines(task.held_out)):.2f}", file=out)
+    print(f"reward: +1 per lexicon word generated {list(task.lexicon)}", file=out)
+    results = {}
+    for algo in DEMO_ALGORITHMS:
+        trainer = make_trainer(algo, task, args.seed)
+        if algo == DEMO_ALGORITHMS[0]:
+            print("\nreference LM samples:", file=out)
+            for text in _samples(trainer, task, 4, seed=12345):
+                print(f"  {text!r}", file=out)
+        print(f"\n{algo.upper()}: {args.iterations} iterations, KL coefficient "
+              f"{trainer.kl_controller.value}", file=out)
+        history = trainer.train(args.iterations)
+        for m in history[:: max(1, args.iterations // 6)] + [history[-1]]:
+            print(f"  iter {m['iteration']:4d}  score {m['score']:6.3f}  KL {m['kl']:7.3f}  "
+                  f"entropy {m['entropy']:.3f}  {m['tokens_per_second'] / 1e6:5.2f} M tok/s",
+                  file=out)
+        print(f"{algo.upper()} samples after training:", file=out)
+        for text in _samples(trainer, task, 4, seed=12345):
+            print(f"  {text!r}", file=out)
+        tokens = sum(m["tokens"] for m in history)
+        seconds = sum(m["seconds"] for m in history)
+        print(f"{algo.upper()}: {tokens} tokens trained in {seconds:.2f} s "
+              f"({tokens / seconds / 1e6:.2f} M tokens/s)", file=out)
+        results[algo] = history
+    if args.plot:
+        _plot(results, args.plot, out)
+    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", file=out)
+    return results
+
+
+def _plot(results: dict, path: str, out) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no learning-curve plot; pip install "
+              "'fastlmrl[plot]')", file=out)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for algo, history in results.items():
+        it = [m["iteration"] for m in history]
+        axes[0].plot(it, [m["score"] for m in history], label=algo.upper())
+        axes[1].plot(it, [m["kl"] for m in history], label=algo.upper())
+    axes[0].set(xlabel="iteration", ylabel="lexicon words per sample", title="reward")
+    axes[1].set(xlabel="iteration", ylabel="nats per sequence", title="KL to the reference LM")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    print(f"learning curves written to {path}", file=out)
+
+
+def cmd_train(args, out=None) -> int:
+    out = out or sys.stdout
     import fastlmrl
 
-    if backend is not None:
-        fastlmrl.set_backend(backend)
-    task = SpellingTask("reinforcement learning", string.ascii_lowercase + " ")
-    q = np.ones((task.n_states, task.n_actions), dtype=np.float32)
-    stream = fastlmrl.RandomStream(seed)
-    epsilon = fastlmrl.LinearSchedule(0.5, 0.01, max(1, episodes // 2))
-    gamma, alpha = 0.99, 1.0  # a deterministic task: a full step is the right size
-    print(f"fastlmrl {fastlmrl.__version__} demo — backend: {fastlmrl.get_backend()}", file=out)
-    print(f"task: spell {task.target!r} over {task.n_actions} tokens "
-          f"({task.n_states} contexts); Q-learning, ε-greedy {epsilon}", file=out)
-    print(f"before training the greedy policy writes: {task.decode(q)!r}", file=out)
-    transitions, start = 0, time.perf_counter()
-    history = []
-    for round_ in range(0, episodes, batch):
-        eps = epsilon(round_)
-        states = np.zeros(batch, dtype=np.int64)
-        alive = np.ones(batch, dtype=bool)
-        returns = np.zeros(batch)
-        for _ in range(2 * len(task.target)):
-            idx = np.flatnonzero(alive)
-            if idx.size == 0:
-                break
-            s = states[idx]
-            a = fastlmrl.epsilon_greedy(q, s, eps, stream)
-            s2, r, terminated = task.step(s, a)
-            fastlmrl.q_learning_update(q, s, a, r, s2, terminated, alpha, gamma)
-            transitions += idx.size
-            returns[idx] += r
-            states[idx] = s2
-            alive[idx] = ~terminated
-        history.append(float(returns.mean()))
-        if len(history) % max(1, (episodes // batch) // 8) == 0:
-            print(f"  episodes {round_ + batch:6d}  ε={eps:.3f}  mean return {history[-1]:6.2f}",
-                  file=out)
-    elapsed = time.perf_counter() - start
-    result = task.decode(q)
-    print(f"after training the greedy policy writes:  {result!r}", file=out)
-    print(f"{transitions} transitions in {elapsed:.2f} s "
-          f"({transitions / elapsed / 1e6:.2f} M transitions/s including Python glue)", file=out)
-    return {"output": result, "target": task.target, "history": history,
-            "transitions": transitions, "seconds": elapsed}
+    if args.backend:
+        fastlmrl.set_backend(args.backend)
+    spec = task_spec_from_args(args)
+    task = build_task(spec)
+    trainer = make_trainer(args.algo, task, args.seed, args.set)
+    trainer.task_spec = dict(spec, algo=args.algo, overrides=list(args.set or ()))
+    folder = args.out or os.path.join("runs", f"{args.algo}-{args.env}-seed{args.seed}")
+    os.makedirs(folder, exist_ok=True)
+    checkpoint = os.path.join(folder, "checkpoint.ckpt")
+    if args.resume and os.path.exists(checkpoint):
+        trainer.load(checkpoint)
+        print(f"resumed {checkpoint} at iteration {trainer.iterations_done}", file=out)
+    remaining = args.steps - trainer.iterations_done
+    jsonl, csv_path = os.path.join(folder, "metrics.jsonl"), os.path.join(folder, "metrics.csv")
+    callbacks = [] if args.quiet else [Progress(args.steps)]
+
+    def save(tr, metrics):
+        if args.checkpoint_every and tr.iterations_done % args.checkpoint_every == 0:
+            tr.save(checkpoint)
+            write_metrics(tr.history, jsonl)
+
+    trainer.train(max(0, remaining), callbacks=callbacks + [save])
+    trainer.save(checkpoint)
+    write_metrics(trainer.history, jsonl, csv_path)
+    last = trainer.history[-1] if trainer.history else {}
+    print(f"{args.algo}: {trainer.iterations_done} iterations; last: "
+          f"{trainer.format_metrics(last) if last else '-'}", file=out)
+    print(f"checkpoint {checkpoint}; metrics {jsonl}, {csv_path}", file=out)
+    return 0
+
+
+def cmd_sample(args, out=None) -> int:
+    out = out or sys.stdout
+    from .checkpoint import load_checkpoint
+
+    path = args.run
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.ckpt")
+    _, meta = load_checkpoint(path)
+    spec = meta.get("task") or {}
+    if "algo" not in spec:
+        raise ValueError(f"{path!r} was not written by `fastlmrl train` (no task description)")
+    task = build_task(spec)
+    trainer = make_trainer(spec["algo"], task, 0, spec.get("overrides"))
+    trainer.load(path)
+    if getattr(task, "name", "") != "text":
+        print(trainer.q if hasattr(trainer, "q") else "(no text policy)", file=out)
+        return 0
+    for text in _samples(trainer, task, args.num, args.seed):
+        print(text, file=out)
+    return 0
+
+
+def cmd_bench(args, out=None) -> int:
+    out = out or sys.stdout
+    from .bench import run_benchmarks
+
+    rows = run_benchmarks(quick=args.quick)
+    print(f"{'kernel':34s} {'backend':8s} {'M items/s':>10s} {'vs python':>10s}", file=out)
+    for row in rows:
+        ratio = f"{row['speedup']:.0f}x" if row.get("speedup") else "-"
+        print(f"{row['kernel']:34s} {row['backend']:8s} {row['rate'] / 1e6:10.3f} {ratio:>10s}",
+              file=out)
+    return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fastlmrl", description=__doc__.splitlines()[0])
+    from .trainers import ALGORITHMS
+
+    parser = argparse.ArgumentParser(prog="fastlmrl", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a tabular agent on a token task and show the result")
-    demo.add_argument("--backend", choices=_backend.BACKENDS, default=None)
-    demo.add_argument("--episodes", type=int, default=20000)
-    demo.add_argument("--batch", type=int, default=64)
+    demo = sub.add_parser("demo", help="fine-tune an n-gram LM with PPO and GRPO")
+    demo.add_argument("--backend", choices=_backend.BACKENDS)
+    demo.add_argument("--iterations", type=int, default=150)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
+    demo.add_argument("--plot", default="fastlmrl-demo.png",
+                      help="learning-curve PNG (needs matplotlib); '' for none")
+
+    train = sub.add_parser("train", help="train one algorithm")
+    train.add_argument("--algo", required=True, choices=sorted(ALGORITHMS))
+    train.add_argument("--env", default="text", choices=("text", "toy"))
+    train.add_argument("--steps", type=int, default=100, help="training iterations")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--backend", choices=_backend.BACKENDS)
+    train.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
+    train.add_argument("--order", type=int, default=2, help="context length k of the policy")
+    train.add_argument("--max-new-tokens", type=int, default=48)
+    train.add_argument("--num-envs", type=int, default=None)
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a hyper-parameter of the algorithm's config")
+    train.add_argument("--out", help="run folder (default runs/ALGO-ENV-seedSEED)")
+    train.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    train.add_argument("--checkpoint-every", type=int, default=10)
+    train.add_argument("--quiet", action="store_true")
+
+    sample = sub.add_parser("sample", help="generate from a trained policy")
+    sample.add_argument("run", help="a run folder or a checkpoint file")
+    sample.add_argument("--num", type=int, default=5)
+    sample.add_argument("--seed", type=int, default=0)
+
+    bench = sub.add_parser("bench", help="kernel throughput per backend vs the reference")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes")
     sub.add_parser("info", help="show backends, versions and threads")
+
     args = parser.parse_args(argv)
-    if args.command == "info":
-        _backend.show_config()
-        return 0
-    if args.episodes < 1 or args.batch < 1:
-        parser.error("--episodes and --batch must be >= 1")
-    result = run_demo(args.backend, args.episodes, args.batch, args.seed)
-    return 0 if result["output"] == result["target"] else 1
+    try:
+        if args.command == "info":
+            _backend.show_config()
+            return 0
+        if args.command == "demo":
+            if args.iterations < 1:
+                parser.error("--iterations must be >= 1")
+            cmd_demo(args)
+            return 0
+        if args.command == "train":
+            if args.steps < 0:
+                parser.error("--steps must be >= 0")
+            return cmd_train(args)
+        if args.command == "sample":
+            return cmd_sample(args)
+        return cmd_bench(args)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"fastlmrl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

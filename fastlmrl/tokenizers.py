@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 
 import numpy as np
+
+from ._atomic import atomic_write_text
 
 __all__ = [
     "BOS_ID",
@@ -48,36 +49,6 @@ SPECIAL_TOKENS = (BOS, EOS, UNK)
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
 _FORMAT = "fastlmrl.tokenizer"
 _ID_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
-
-
-def _atomic_write_text(path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: temp file in the same directory, fsync,
-    ``os.replace``.  Readers see either the old file or the complete new one."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable where the platform allows it
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
 
 
 def _check_text(text, name: str = "text") -> str:
@@ -269,7 +240,7 @@ class _Tokenizer:
 
     def save(self, path) -> None:
         """Write the tokenizer to ``path`` as JSON (atomically)."""
-        _atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=True, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=True, indent=1) + "\n")
 
     @classmethod
     def load(cls, path):

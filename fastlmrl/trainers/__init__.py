@@ -1,4 +1,37 @@
-"""Trainers: one algorithm per module, each a thin loop over the kernels (see :mod:`.base`)."""
-from .base import Trainer, explained_variance
+"""Trainers: one algorithm per module, each a thin loop over the kernels (see :mod:`.base`).
 
-__all__ = ["Trainer", "explained_variance"]
+``ALGORITHMS`` maps the names used by ``fastlmrl train --algo`` to trainer classes.  The ones in
+``TEXT_ALGORITHMS`` train a softmax policy on a :class:`fastlmrl.tasks.TextTask`; the others
+(tabular value methods and planners) take an environment (:class:`fastlmrl.ContextMDP` or
+:class:`fastlmrl.TextGenerationEnv`).
+"""
+from .a2c import A2CConfig, A2CTrainer
+from .base import Trainer, explained_variance
+from .double_q_learning import DoubleQLearningConfig, DoubleQLearningTrainer
+from .expected_sarsa import ExpectedSarsaConfig, ExpectedSarsaTrainer
+from .grpo import GRPOConfig, GRPOTrainer
+from .monte_carlo import MonteCarloConfig, MonteCarloTrainer
+from .planners import (PolicyIterationConfig, PolicyIterationPlanner, ValueIterationConfig,
+                       ValueIterationPlanner)
+from .ppo import PPOConfig, PPOTrainer
+from .q_learning import QLearningConfig, QLearningTrainer
+from .reinforce import ReinforceConfig, ReinforceTrainer
+from .rloo import RLOOConfig, RLOOTrainer
+from .sarsa import SarsaConfig, SarsaTrainer
+
+TEXT_ALGORITHMS = {cls.algorithm: cls for cls in (ReinforceTrainer, A2CTrainer, PPOTrainer,
+                                                  GRPOTrainer, RLOOTrainer)}
+VALUE_ALGORITHMS = {cls.algorithm: cls for cls in (
+    QLearningTrainer, SarsaTrainer, ExpectedSarsaTrainer, DoubleQLearningTrainer,
+    MonteCarloTrainer, ValueIterationPlanner, PolicyIterationPlanner)}
+ALGORITHMS = {**VALUE_ALGORITHMS, **TEXT_ALGORITHMS}
+
+__all__ = [
+    "A2CConfig", "A2CTrainer", "ALGORITHMS", "DoubleQLearningConfig", "DoubleQLearningTrainer",
+    "ExpectedSarsaConfig", "ExpectedSarsaTrainer", "GRPOConfig", "GRPOTrainer",
+    "MonteCarloConfig", "MonteCarloTrainer", "PPOConfig", "PPOTrainer", "PolicyIterationConfig",
+    "PolicyIterationPlanner", "QLearningConfig", "QLearningTrainer", "RLOOConfig", "RLOOTrainer",
+    "ReinforceConfig", "ReinforceTrainer", "SarsaConfig", "SarsaTrainer", "TEXT_ALGORITHMS",
+    "Trainer", "VALUE_ALGORITHMS", "ValueIterationConfig", "ValueIterationPlanner",
+    "explained_variance",
+]

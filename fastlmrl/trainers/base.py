@@ -50,6 +50,7 @@ class Trainer:
         self.stream = RandomStream(seed)
         self.iterations_done = 0
         self.history: list[dict] = []
+        self.task_spec: dict = {}  # how to rebuild the task (set by the CLI); saved in checkpoints
 
     # --- to implement ---------------------------------------------------------------------------
     def iteration(self) -> dict:  # pragma: no cover - abstract
@@ -109,6 +110,7 @@ class Trainer:
             "iterations_done": self.iterations_done,
             "scalars": self.scalars(),
             "history": _json_safe(self.history),
+            "task": _json_safe(self.task_spec),
         }
 
     def save(self, path) -> None:

@@ -1,0 +1,315 @@
+r"""The loop shared by the tabular value-method trainers (Q-learning, SARSA, expected SARSA,
+double Q-learning, Monte Carlo control) and the greedy evaluation of the planners.
+
+Time indices follow Sutton & Barto (2018, §3.1): at step ``t`` of an episode the agent sees
+:math:`S_t` (a context id), takes :math:`A_t` (a token id) and receives :math:`R_{t+1}` and
+:math:`S_{t+1}` from ``env.step``.  One :meth:`TabularValueTrainer.iteration` is one *batch of
+episodes*: the ``B = env.num_envs`` sequences are reset together (``env.reset(seed=stream)``, the
+trainer's :class:`fastlmrl.RandomStream`) and stepped together, one kernel call per step, until
+every one of them has finished its episode once.  A sequence that has finished is ignored from
+then on (the environment's next-step autoreset restarts it, which this loop never reads), so
+the batch holds exactly B episodes.  For each step the transitions of the still-running rows are
+passed to the TD kernel in row order (:mod:`fastlmrl.td_learning` applies them in that order).
+
+Termination and truncation (Pardo et al. 2018, "Time limits in reinforcement learning"):
+``terminated`` means :math:`S_{t+1}` is terminal (value 0, no bootstrap); a time-limit
+``truncated`` transition is passed with ``terminated=False`` and so bootstraps from
+:math:`S_{t+1}`.  ``max_episode_steps`` is the trainer's own safety cut: a sequence still running
+after that many steps is treated as truncated (needed only for environments whose episodes can
+run forever, e.g. a cyclic :class:`fastlmrl.ContextMDP` without ``max_steps``).
+
+Everything random — the environment's starts / prompts and the exploration draws — comes from
+``self.stream``, so the tables plus the stream position are the whole state: a run resumed from a
+checkpoint (:meth:`fastlmrl.trainers.Trainer.save` / ``load``) ends bit-identical to one that
+never stopped.
+
+Exploration (the behaviour policy) is ε-greedy (S&B §2.2/§5.4, :func:`fastlmrl.epsilon_greedy`)
+or Boltzmann (S&B §13.1, :func:`fastlmrl.boltzmann`); its parameter follows a schedule of the
+iteration number ``k = iterations_done`` (one value per batch of episodes):
+
+* ``schedule="linear"``: :math:`x_k = x_0 + (x_1 - x_0)\min(k / K, 1)` (Mnih et al. 2015);
+* ``schedule="exponential"``: :math:`x_k = \max(x_1, x_0 d^k)` with :math:`d = (x_1/x_0)^{1/K}`,
+  i.e. geometric decay reaching :math:`x_1` at :math:`k = K` (S&B §2.7);
+
+with :math:`x_0` = ``epsilon_start`` / ``temperature_start``, :math:`x_1` = ``..._end`` and
+:math:`K` = ``decay_iterations`` (0: constant :math:`x_0`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _validation as check
+from ..environments import ContextMDP, TextGenerationEnv
+from ..schedules import ConstantSchedule, ExponentialSchedule, LinearSchedule
+from ..selection import boltzmann, epsilon_greedy, greedy
+from .base import Trainer
+
+__all__ = ["EpisodeBatch", "TabularValueTrainer", "ValueConfig", "env_sizes", "play_episodes"]
+
+EXPLORATIONS = ("epsilon_greedy", "boltzmann")
+SCHEDULES = ("linear", "exponential")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class ValueConfig:
+    """Hyper-parameters shared by the tabular value-method trainers (JSON-serialisable).
+
+    Attributes
+    ----------
+    alpha : step size :math:`\\alpha \\in (0, 1]`.
+    gamma : discount :math:`\\gamma \\in [0, 1]`.
+    exploration : ``"epsilon_greedy"`` or ``"boltzmann"`` (the behaviour policy).
+    epsilon_start, epsilon_end : ε schedule ends, in [0, 1] (ε-greedy).
+    temperature_start, temperature_end : τ schedule ends, > 0 (Boltzmann).
+    decay_iterations : K, iterations (batches of episodes) to go from start to end (0: constant).
+    schedule : ``"linear"`` or ``"exponential"`` (module docstring).
+    initial_q : initial value of every table entry (optimistic values explore, S&B §2.6); rows of
+        terminal states of a :class:`fastlmrl.ContextMDP` start at 0 (their value by definition).
+    dtype : table dtype, ``"float32"`` or ``"float64"`` (arithmetic is float64 either way).
+    max_episode_steps : safety cut per episode (treated as a truncation, see module docstring).
+    """
+
+    alpha: float = 0.1
+    gamma: float = 0.99
+    exploration: str = "epsilon_greedy"
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    temperature_start: float = 1.0
+    temperature_end: float = 0.1
+    decay_iterations: int = 100
+    schedule: str = "linear"
+    initial_q: float = 0.0
+    dtype: str = "float64"
+    max_episode_steps: int = 10_000
+
+
+def _choice(value, name, allowed):
+    if not isinstance(value, str):
+        raise TypeError(f"config.{name} must be a str, got {type(value).__name__}")
+    if value not in allowed:
+        raise ValueError(f"config.{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def validate_common(cfg, *, alpha_optional: bool = False) -> None:
+    """Check the :class:`ValueConfig` fields; ValueError / TypeError naming ``config.<field>``."""
+    if cfg.alpha is None and alpha_optional:
+        pass
+    else:
+        check.real(cfg.alpha, "config.alpha", 0.0, 1.0, low_open=True)
+    check.real(cfg.gamma, "config.gamma", 0.0, 1.0)
+    _choice(cfg.exploration, "exploration", EXPLORATIONS)
+    _choice(cfg.schedule, "schedule", SCHEDULES)
+    _choice(cfg.dtype, "dtype", DTYPES)
+    check.real(cfg.epsilon_start, "config.epsilon_start", 0.0, 1.0)
+    check.real(cfg.epsilon_end, "config.epsilon_end", 0.0, 1.0)
+    check.real(cfg.temperature_start, "config.temperature_start", 0.0, None, low_open=True)
+    check.real(cfg.temperature_end, "config.temperature_end", 0.0, None, low_open=True)
+    check.positive_int(cfg.decay_iterations, "config.decay_iterations", 0)
+    check.real(cfg.initial_q, "config.initial_q")
+    check.positive_int(cfg.max_episode_steps, "config.max_episode_steps", 1)
+    make_schedule(cfg)  # the exponential schedule needs positive ends
+
+
+def make_schedule(cfg):
+    """The exploration schedule of ``cfg`` (a callable of the iteration number)."""
+    if cfg.exploration == "epsilon_greedy":
+        start, end, name = cfg.epsilon_start, cfg.epsilon_end, "epsilon"
+    else:
+        start, end, name = cfg.temperature_start, cfg.temperature_end, "temperature"
+    start, end = float(start), float(end)
+    if cfg.decay_iterations == 0 or start == end:
+        return ConstantSchedule(start)
+    if cfg.schedule == "linear":
+        return LinearSchedule(start, end, cfg.decay_iterations)
+    if start <= 0.0 or end <= 0.0:
+        raise ValueError(f"config.schedule='exponential' needs {name}_start > 0 and "
+                         f"{name}_end > 0, got {start} and {end}")
+    decay = math.exp(math.log(end / start) / cfg.decay_iterations)
+    return ExponentialSchedule(start, end, decay)
+
+
+def env_sizes(env) -> tuple:
+    """(number of states, number of actions) of a fastlmrl environment.
+
+    :class:`fastlmrl.ContextMDP`: ``(num_states, num_actions)`` (the END state included);
+    :class:`fastlmrl.TextGenerationEnv`: ``(num_contexts, vocab_size)`` = ``(V**k, V)``.
+    """
+    if isinstance(env, ContextMDP):
+        return env.num_states, env.num_actions
+    if isinstance(env, TextGenerationEnv):
+        return env.num_contexts, env.vocab_size
+    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv, got "
+                    f"{type(env).__name__}")
+
+
+@dataclass
+class EpisodeBatch:
+    """What :func:`play_episodes` saw: one entry per row (= per episode)."""
+
+    returns: np.ndarray    #: (B,) float64, undiscounted sum of the rewards R_1 + ... + R_T
+    lengths: np.ndarray    #: (B,) int64, number of steps T
+    truncated: np.ndarray  #: (B,) bool, ended by a time limit (or the safety cut), not terminated
+    steps: int             #: total number of transitions
+
+    def metrics(self) -> dict:
+        n = self.returns.shape[0]
+        return {
+            "reward": float(self.returns.mean()) if n else 0.0,
+            "episode_length": float(self.lengths.mean()) if n else 0.0,
+            "truncated": float(self.truncated.mean()) if n else 0.0,
+            "episodes": n,
+            "tokens": int(self.steps),
+        }
+
+
+def play_episodes(env, stream, max_steps: int, select, learn=None,
+                  select_next: bool = False) -> EpisodeBatch:
+    """Run one batch of B episodes (module docstring).
+
+    ``select(states) -> actions`` picks :math:`A_t` for the running rows.  After each
+    ``env.step``, ``learn(rows, s, a, r, s2, terminated, truncated)`` receives the transitions
+    :math:`(S_t, A_t, R_{t+1}, S_{t+1})` of the rows that were running (``rows`` their indices,
+    in increasing order).  With ``select_next`` (SARSA), ``learn`` returns the next actions
+    :math:`A_{t+1}` of those rows (ignored for rows that ended), which are then taken at the next
+    step instead of calling ``select`` again.
+    """
+    obs, _ = env.reset(seed=stream)
+    obs = np.asarray(obs, dtype=np.int64)
+    n_rows = obs.shape[0]
+    active = np.ones(n_rows, dtype=bool)
+    actions = np.zeros(n_rows, dtype=np.int64)
+    returns = np.zeros(n_rows)
+    lengths = np.zeros(n_rows, dtype=np.int64)
+    truncated = np.zeros(n_rows, dtype=bool)
+    steps = 0
+    for t in range(max_steps):
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        if t == 0 or not select_next:
+            actions[rows] = select(obs[rows])
+        nxt, rew, term, trunc, _ = env.step(actions)
+        nxt = np.asarray(nxt, dtype=np.int64)
+        s, a, r, s2 = obs[rows], actions[rows], rew[rows], nxt[rows]
+        te = np.asarray(term[rows], dtype=bool)
+        tr = np.asarray(trunc[rows], dtype=bool)
+        if t == max_steps - 1:
+            tr = tr | ~te  # the safety cut: a time limit of the trainer's own
+        if learn is not None:
+            out = learn(rows, s, a, r, s2, te, tr)
+            if select_next:
+                actions[rows] = out
+        returns[rows] += r
+        lengths[rows] += 1
+        truncated[rows[tr]] = True
+        active[rows[te | tr]] = False
+        obs = nxt
+        steps += rows.size
+    return EpisodeBatch(returns=returns, lengths=lengths, truncated=truncated, steps=steps)
+
+
+class TabularValueTrainer(Trainer):
+    """Base class of the tabular value-method trainers: a Q table ``q`` (S, A) of
+    ``config.dtype``, exploration from ``q``, one batch of episodes per :meth:`iteration`.
+
+    Parameters
+    ----------
+    env : :class:`fastlmrl.ContextMDP` or :class:`fastlmrl.TextGenerationEnv`
+        The state is the context id; S and A as in :func:`env_sizes`.
+    config : the algorithm's dataclass (default: its defaults).
+    seed : int, the only source of randomness (environment and exploration).
+    """
+
+    algorithm = "tabular_value"
+    Config = ValueConfig
+    alpha_optional = False  # Monte Carlo: alpha=None means sample averages
+
+    def __init__(self, env, config=None, seed: int = 0):
+        if config is None and self.Config is not None:
+            config = self.Config()
+        super().__init__(config, seed)
+        self.num_states, self.num_actions = env_sizes(env)
+        self.env = env
+        self.validate_config(config)
+        self.schedule = make_schedule(config)
+        self.dtype = np.dtype(config.dtype)
+        self._terminal_rows = self._terminal_mask(env)
+        self.init_tables()
+
+    # --- configuration --------------------------------------------------------------------------
+    def validate_config(self, cfg) -> None:
+        """Check the configuration (subclasses extend)."""
+        validate_common(cfg, alpha_optional=self.alpha_optional)
+
+    @staticmethod
+    def _terminal_mask(env):
+        if isinstance(env, ContextMDP):
+            return env.to_arrays()[2]
+        return np.zeros(env_sizes(env)[0], dtype=bool)
+
+    def new_table(self) -> np.ndarray:
+        """A fresh (S, A) table: ``initial_q`` everywhere, 0 on terminal states."""
+        q = np.full((self.num_states, self.num_actions), self.config.initial_q, dtype=self.dtype)
+        q[self._terminal_rows] = 0.0
+        return q
+
+    def init_tables(self) -> None:
+        self.q = self.new_table()
+
+    def arrays(self) -> dict:
+        return {"q": self.q}
+
+    # --- exploration ----------------------------------------------------------------------------
+    @property
+    def exploration_name(self) -> str:
+        return "epsilon" if self.config.exploration == "epsilon_greedy" else "temperature"
+
+    def exploration_value(self) -> float:
+        """ε or τ for the current iteration (the schedule at ``iterations_done``)."""
+        return float(self.schedule(self.iterations_done))
+
+    def select(self, states, param: float) -> np.ndarray:
+        """Behaviour actions for ``states`` from :attr:`q` (draws from ``self.stream``)."""
+        if self.config.exploration == "epsilon_greedy":
+            return epsilon_greedy(self.q, states, param, self.stream)
+        return boltzmann(self.q, states, param, self.stream)
+
+    def greedy_actions(self, states) -> np.ndarray:
+        """:math:`\\arg\\max_a Q(s, a)` for each state (ties to the lowest token id)."""
+        return greedy(self.q, states)
+
+    def greedy_policy(self) -> np.ndarray:
+        """(S,) int64: the greedy token of every state."""
+        return greedy(self.q, np.arange(self.num_states, dtype=np.int64))
+
+    # --- the loop -------------------------------------------------------------------------------
+    select_next = False  # SARSA picks A_{t+1} before its update
+
+    def learn(self, rows, s, a, r, s2, terminated, truncated, param):  # pragma: no cover
+        """Update from one step's transitions; return the TD errors (and next actions when
+        :attr:`select_next`)."""
+        raise NotImplementedError
+
+    def iteration(self) -> dict:
+        param = self.exploration_value()
+        td_sum = [0.0]
+
+        def learn(rows, s, a, r, s2, te, tr):
+            out = self.learn(rows, s, a, r, s2, te, tr, param)
+            td, nxt = out if self.select_next else (out, None)
+            td_sum[0] += float(np.abs(td.astype(np.float64)).sum())
+            return nxt
+
+        batch = play_episodes(self.env, self.stream, self.config.max_episode_steps,
+                              lambda states: self.select(states, param), learn,
+                              select_next=self.select_next)
+        metrics = batch.metrics()
+        metrics[self.exploration_name] = param
+        metrics["td_error"] = td_sum[0] / batch.steps if batch.steps else 0.0
+        return metrics
+

@@ -1,0 +1,45 @@
+r"""Expected SARSA trainer (van Seijen et al. 2009; Sutton & Barto 2018, §6.6, eq. 6.9).
+
+.. math::  Q(S_t, A_t) \leftarrow Q(S_t, A_t) + \alpha\,\big[R_{t+1}
+           + \gamma\,(1 - \text{terminated})\sum_a \pi(a \mid S_{t+1})\,Q(S_{t+1}, a)
+           - Q(S_t, A_t)\big]
+
+with :math:`\pi` the ε-greedy policy of the current iteration (the behaviour policy, so this is
+the on-policy form): :math:`\sum_a \pi(a|s) Q(s,a) = (1-\varepsilon)\max_a Q(s,a) +
+\varepsilon\,\frac1V \sum_a Q(s,a)` (:func:`fastlmrl.expected_sarsa_update`).  With a fixed ε the
+fixed point is :math:`q_{\pi_\varepsilon}`; with ε → 0 it is :math:`Q^*` (ε = 0 is Q-learning).
+The expectation is only implemented for ε-greedy, so ``exploration`` must be
+``"epsilon_greedy"``.  Loop and conventions: :mod:`fastlmrl.trainers._value_base`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..td_learning import expected_sarsa_update
+from ._value_base import TabularValueTrainer, ValueConfig
+
+__all__ = ["ExpectedSarsaConfig", "ExpectedSarsaTrainer"]
+
+
+@dataclass
+class ExpectedSarsaConfig(ValueConfig):
+    """Expected SARSA hyper-parameters (fields of :class:`ValueConfig`; ε-greedy only)."""
+
+
+class ExpectedSarsaTrainer(TabularValueTrainer):
+    """Tabular expected SARSA: ``ExpectedSarsaTrainer(env, config=None, seed=0)``."""
+
+    algorithm = "expected_sarsa"
+    Config = ExpectedSarsaConfig
+
+    def validate_config(self, cfg) -> None:
+        super().validate_config(cfg)
+        if cfg.exploration != "epsilon_greedy":
+            raise ValueError("expected SARSA averages over the epsilon-greedy policy: "
+                             f"config.exploration must be 'epsilon_greedy', got "
+                             f"{cfg.exploration!r}")
+
+    def learn(self, rows, s, a, r, s2, terminated, truncated, param):
+        cfg = self.config
+        return expected_sarsa_update(self.q, s, a, r, s2, terminated, cfg.alpha, cfg.gamma,
+                                     param)
