@@ -20,9 +20,9 @@ cell = st.one_of(
 
 
 @st.composite
-def problems(draw):
+def problems(draw, max_actions=9):
     n_states = draw(st.integers(1, 6))
-    n_actions = draw(st.integers(1, 9))
+    n_actions = draw(st.integers(1, max_actions))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     q = draw(hnp.arrays(dtype, (n_states, n_actions), elements=cell))
     index = draw(st.sampled_from([np.int32, np.int64]))
@@ -45,6 +45,17 @@ def test_greedy_matches_reference(compiled, reference, problem):
     got = np.empty(len(states), np.int64)
     assert reference.greedy(q, states, expected, 1) == 0
     assert compiled.greedy(q, states, got, 1) == 0
+    np.testing.assert_array_equal(got, expected)
+
+
+@given(problems(max_actions=300))
+def test_greedy_matches_reference_on_long_rows(compiled, reference, problem):
+    """Rows of 64+ entries take the unrolled / vectorised max paths of the compiled backends."""
+    q, states = problem
+    expected = np.empty(len(states), np.int64)
+    got = np.empty(len(states), np.int64)
+    reference.greedy(q, states, expected, 1)
+    compiled.greedy(q, states, got, 1)
     np.testing.assert_array_equal(got, expected)
 
 

@@ -14,9 +14,9 @@ from fastlmrl.rng import stream_key
 
 
 @st.composite
-def batches(draw, with_next_actions=False):
+def batches(draw, with_next_actions=False, max_actions=6):
     n_states = draw(st.integers(1, 5))
-    n_actions = draw(st.integers(1, 6))
+    n_actions = draw(st.integers(1, max_actions))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     index = draw(st.sampled_from([np.int32, np.int64]))
     elements = st.one_of(st.integers(-2, 2).map(float), st.floats(-1e3, 1e3, width=32))
@@ -59,6 +59,16 @@ def _run(module, name, q, batch, *extra, q2=None):
 
 @given(batches())
 def test_q_learning_matches_reference(compiled, reference, case):
+    q, batch, alpha, gamma = case
+    q_ref, q_got = q.copy(), q.copy()
+    td_ref = _run(reference, "q_learning_update", q_ref, batch, alpha, gamma)
+    td_got = _run(compiled, "q_learning_update", q_got, batch, alpha, gamma)
+    np.testing.assert_array_equal(q_got, q_ref)
+    np.testing.assert_array_equal(td_got, td_ref)
+
+
+@given(batches(max_actions=200))
+def test_q_learning_matches_reference_on_long_rows(compiled, reference, case):
     q, batch, alpha, gamma = case
     q_ref, q_got = q.copy(), q.copy()
     td_ref = _run(reference, "q_learning_update", q_ref, batch, alpha, gamma)

@@ -24,12 +24,35 @@ cdef inline double uniform(uint64_t key, uint64_t counter) noexcept nogil:
 cdef inline double row_max(const real_t* row, Py_ssize_t n) noexcept nogil:
     """max of the non-NaN entries of row[0:n]; -inf when there are none.
 
-    Written as a branch-free select (a NaN never compares greater, so it is skipped), which gcc
-    turns into maxss/maxsd instead of an unpredictable branch.
+    Branch-free selects (a NaN never compares greater, so it is skipped), which gcc turns into
+    maxss/maxsd; long rows use 8 independent running maxima so the selects pipeline (and
+    vectorise), then combine them.  The value is the same as one sequential pass (the max is
+    order-independent; only the sign of a zero maximum may differ, as with LLVM's maxnum).
     """
     cdef real_t m = -INFINITY, v
-    cdef Py_ssize_t a
-    for a in range(n):
+    cdef real_t m0 = -INFINITY, m1 = -INFINITY, m2 = -INFINITY, m3 = -INFINITY
+    cdef real_t m4 = -INFINITY, m5 = -INFINITY, m6 = -INFINITY, m7 = -INFINITY
+    cdef Py_ssize_t a, end = n - n % 8
+    if n >= 64:
+        for a in range(0, end, 8):
+            m0 = row[a] if row[a] > m0 else m0
+            m1 = row[a + 1] if row[a + 1] > m1 else m1
+            m2 = row[a + 2] if row[a + 2] > m2 else m2
+            m3 = row[a + 3] if row[a + 3] > m3 else m3
+            m4 = row[a + 4] if row[a + 4] > m4 else m4
+            m5 = row[a + 5] if row[a + 5] > m5 else m5
+            m6 = row[a + 6] if row[a + 6] > m6 else m6
+            m7 = row[a + 7] if row[a + 7] > m7 else m7
+        m0 = m1 if m1 > m0 else m0
+        m2 = m3 if m3 > m2 else m2
+        m4 = m5 if m5 > m4 else m4
+        m6 = m7 if m7 > m6 else m6
+        m0 = m2 if m2 > m0 else m0
+        m4 = m6 if m6 > m4 else m4
+        m = m4 if m4 > m0 else m0
+    else:
+        end = 0
+    for a in range(end, n):
         v = row[a]
         m = v if v > m else m
     return <double>m
