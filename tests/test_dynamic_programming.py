@@ -597,10 +597,17 @@ def test_non_contiguous_and_other_dtypes(backend):
     assert TokenMDP(ns, r.astype(np.int64)).dtype == np.float64
 
 
-def test_large_token_mdp_policy_iteration(backend):
-    """PI on a token MDP uses the O(S) evaluation: fine far beyond a dense solve's reach."""
-    if backend == "python":
-        pytest.skip("the reference is only for small inputs")
+@pytest.mark.parametrize("backend_name", ["numba", "cython"])
+def test_large_token_mdp_policy_iteration(backend_name):
+    """PI on a token MDP uses the O(S) evaluation: fine far beyond a dense solve's reach.
+    (Compiled backends only: the reference is for small inputs.)"""
+    import fastlmrl
+
+    with fastlmrl.use_backend(backend_name):
+        _large_token_mdp_policy_iteration()
+
+
+def _large_token_mdp_policy_iteration():
     rng = np.random.default_rng(2)
     mdp = TokenMDP(*random_token(rng, 20_000, 8, p_terminal=0.01))
     pi = policy_iteration(mdp, 0.95)
