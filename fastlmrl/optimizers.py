@@ -57,6 +57,15 @@ def _eps(eps) -> float:
     return check.real(eps, "eps", 0.0, None, low_open=True)
 
 
+def _stable_order(rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """``argsort(rows, kind="stable")`` as int64.  When every valid id fits in 16 bits NumPy's
+    stable sort of a uint16 copy is a radix sort (~10x faster, same order); ids out of range are
+    left to the kernel's check, so the narrow copy is only used when all are in [0, n_rows)."""
+    if 0 < n_rows <= 65536 and rows.size and rows.min() >= 0 and rows.max() < n_rows:
+        return np.argsort(rows.astype(np.uint16), kind="stable").astype(np.int64)
+    return np.argsort(rows, kind="stable").astype(np.int64, copy=False)
+
+
 def _batch(table, rows, grads):
     """Validated (rows, grads, order, acc) for the kernels."""
     rows = check.ids(rows, "rows")
@@ -71,7 +80,7 @@ def _batch(table, rows, grads):
     if arr.shape != (n, n_cols):
         raise ValueError(f"grads must have shape (len(rows), V) = {(n, n_cols)}, got {arr.shape}")
     grads = np.ascontiguousarray(arr, dtype=table.dtype)
-    order = np.argsort(rows, kind="stable").astype(np.int64, copy=False)
+    order = _stable_order(rows, table.shape[0])
     acc = np.empty(n_cols, dtype=np.float64)
     return rows, grads, order, acc
 

@@ -152,5 +152,10 @@ def uniforms(seed, n: int) -> np.ndarray:
 
 
 def permutation(seed, n: int) -> np.ndarray:
-    """A random permutation of ``range(n)`` (argsort of ``n`` uniforms; consumes ``n`` counters)."""
-    return np.argsort(uniforms(seed, n), kind="stable")
+    """A random permutation of ``range(n)``: the ``argsort`` of ``n`` uniforms (consumes ``n``
+    counters).  Ties between 53-bit uniforms (probability ~n**2 / 2**54) are broken by index."""
+    u = uniforms(seed, n)
+    order = np.argsort(u)
+    if n > 1 and (np.diff(u[order]) == 0).any():  # practically never: keep the tie rule exact
+        order = np.argsort(u, kind="stable")
+    return order

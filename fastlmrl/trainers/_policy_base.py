@@ -70,6 +70,31 @@ class PolicyGradientTrainer(Trainer):
         """The valid entries of a (B, T) array, sequence by sequence (row-major order)."""
         return array[batch.valid]
 
+    @staticmethod
+    def _log_probs(table: np.ndarray, rows: np.ndarray, inverse: np.ndarray,
+                   tokens: np.ndarray) -> np.ndarray:
+        """log softmax(table[s])[a] in float64 for the pairs (rows[inverse], tokens)."""
+        x = table[rows].astype(np.float64)
+        m = x.max(axis=1, keepdims=True)
+        lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+        return x[inverse, tokens] - lse[inverse]
+
+    def kl_shaped_rewards(self, batch, beta: float) -> np.ndarray:
+        r"""(B, T) rewards :math:`r_t - \beta(\log\pi(a_t|s_t) - \log\pi_{ref}(a_t|s_t))`.
+
+        Both log-probabilities come from the same float64 formula, so a policy equal to the
+        reference gets exactly zero shaping (no rounding noise for Adam to amplify).
+        """
+        rewards = np.array(batch.rewards, dtype=np.float64)
+        if beta == 0.0 or not batch.valid.any():
+            return rewards
+        contexts, tokens = self.flat(batch, batch.contexts), self.flat(batch, batch.actions)
+        rows, inverse = np.unique(contexts, return_inverse=True)
+        log_ratio = (self._log_probs(self.policy, rows, inverse, tokens)
+                     - self._log_probs(self.reference, rows, inverse, tokens))
+        rewards[batch.valid] -= beta * log_ratio
+        return rewards
+
     def state_values(self, batch):
         """(values (B, T) of V(S_t) with 0 on padding, bootstrap (B,) = V(S_{L_b}))."""
         v = self.values[:, 0].astype(np.float64)
@@ -105,17 +130,17 @@ class PolicyGradientTrainer(Trainer):
         contexts = self.flat(batch, batch.contexts)
         if contexts.size == 0:
             return {"kl": 0.0, "entropy": 0.0}
-        rows, inverse = np.unique(contexts, return_inverse=True)
+        visits = np.bincount(contexts, minlength=self.policy.shape[0])
+        rows = np.flatnonzero(visits)
         logp = log_softmax(np.ascontiguousarray(self.policy[rows])).astype(np.float64)
         ref = self.reference_log_softmax()[rows].astype(np.float64)
         p = np.exp(logp)
         kl_rows = np.sum(p * (logp - ref), axis=1)
         entropy_rows = -np.sum(p * logp, axis=1)
-        kl_tokens = kl_rows[inverse]
-        seq = np.repeat(np.arange(batch.valid.shape[0]), batch.lengths)
-        kl_per_sequence = np.bincount(seq, weights=kl_tokens, minlength=batch.valid.shape[0])
-        return {"kl": float(kl_per_sequence.mean()),
-                "entropy": float(entropy_rows[inverse].mean())}
+        n_sequences = batch.valid.shape[0]
+        # every visit of a context adds its KL: the sum over tokens, averaged over sequences
+        return {"kl": float(kl_rows @ visits[rows]) / n_sequences,
+                "entropy": float(entropy_rows @ visits[rows]) / contexts.size}
 
     def finish(self, batch, metrics: dict) -> dict:
         """Add the common diagnostics; let the KL controller see this batch's exact KL."""
@@ -125,10 +150,12 @@ class PolicyGradientTrainer(Trainer):
             self.kl_controller.update(metrics["kl"], batch.valid.shape[0])
         return metrics
 
-    def base_metrics(self, batch) -> dict:
+    def base_metrics(self, batch, rewards=None) -> dict:
+        """``score``: task reward per sequence; ``reward``: the (KL-shaped) reward optimised."""
+        rewards = batch.rewards if rewards is None else rewards
         metrics = {
             "score": float(batch.scores.mean()),
-            "reward": float(batch.rewards.sum(axis=1).mean()),
+            "reward": float(rewards.sum(axis=1).mean()),
             "length": float(batch.lengths.mean()),
             "tokens": int(batch.num_tokens),
         }

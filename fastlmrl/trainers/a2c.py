@@ -49,10 +49,11 @@ class A2CTrainer(PolicyGradientTrainer):
     def iteration(self) -> dict:
         cfg = self.config
         # 1. experience
-        batch = self.rollout(ref_logits=self.reference, kl_beta=self.kl_controller.value)
+        batch = self.rollout()
+        rewards = self.kl_shaped_rewards(batch, self.kl_controller.value)
         # 2. GAE from the critic
         values, bootstrap = self.state_values(batch)
-        advantages, returns = gae(batch.rewards, values, batch.valid, batch.terminated,
+        advantages, returns = gae(rewards, values, batch.valid, batch.terminated,
                                   batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
@@ -64,7 +65,7 @@ class A2CTrainer(PolicyGradientTrainer):
                           value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef)
         self.update_policy(contexts, result.grad_logits)
         self.update_values(contexts, result.grad_values)
-        metrics = self.base_metrics(batch)
+        metrics = self.base_metrics(batch, rewards)
         metrics.update(self.value_metrics(v, ret))
         metrics.update(value_loss=float(result.value_loss))
         return self.finish(batch, metrics)

@@ -57,10 +57,11 @@ class PPOTrainer(PolicyGradientTrainer):
         cfg = self.config
         beta = self.kl_controller.value
         # 1-2. experience, with the KL leash folded into the per-token rewards
-        batch = self.rollout(ref_logits=self.reference, kl_beta=beta)
+        batch = self.rollout()
+        rewards = self.kl_shaped_rewards(batch, beta)
         # 3. advantages from the value table
         values, bootstrap = self.state_values(batch)
-        advantages, returns = gae(batch.rewards, values, batch.valid, batch.terminated,
+        advantages, returns = gae(rewards, values, batch.valid, batch.terminated,
                                   batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
@@ -81,7 +82,7 @@ class PPOTrainer(PolicyGradientTrainer):
                 clip_fractions.append(result.clip_fraction)
                 approx_kls.append(result.approx_kl_k3)
         # 5. diagnostics (the KL controller adapts β to this batch's KL)
-        metrics = self.base_metrics(batch)
+        metrics = self.base_metrics(batch, rewards)
         metrics.update(self.value_metrics(self.flat(batch, values), ret))
         metrics.update(clip_fraction=float(np.mean(clip_fractions)),
                        approx_kl=float(np.mean(approx_kls)))

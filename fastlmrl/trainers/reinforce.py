@@ -55,13 +55,14 @@ class ReinforceTrainer(PolicyGradientTrainer):
     def iteration(self) -> dict:
         cfg = self.config
         # 1. experience with KL-shaped per-token rewards
-        batch = self.rollout(ref_logits=self.reference, kl_beta=self.kl_controller.value)
+        batch = self.rollout()
+        rewards = self.kl_shaped_rewards(batch, self.kl_controller.value)
         # 2. Monte Carlo returns (the truncated tail bootstraps from V when there is one)
         if self.values is not None:
             values, bootstrap = self.state_values(batch)
         else:
             values, bootstrap = None, np.zeros(batch.valid.shape[0])
-        returns = discounted_returns(batch.rewards, batch.valid, batch.terminated,
+        returns = discounted_returns(rewards, batch.valid, batch.terminated,
                                      batch.truncated, bootstrap, gamma=cfg.gamma)
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
@@ -75,7 +76,7 @@ class ReinforceTrainer(PolicyGradientTrainer):
         result = reinforce_loss(self.policy[contexts], tokens, ret, weights=weights,
                                 baseline=baseline)
         self.update_policy(contexts, result.grad_logits)
-        metrics = self.base_metrics(batch)
+        metrics = self.base_metrics(batch, rewards)
         if self.values is not None:
             self.update_values(contexts, (self.flat(batch, values) - ret) * weights)
             metrics.update(self.value_metrics(self.flat(batch, values), ret))

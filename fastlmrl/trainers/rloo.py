@@ -51,9 +51,10 @@ class RLOOTrainer(PolicyGradientTrainer):
         # 1. G groups of K completions, KL-shaped per-token rewards (k1 with the sampled tokens)
         prompts = np.floor(uniforms(self.stream, cfg.num_prompts) * self.env.num_prompts)
         batch = self.rollout(prompt_ids=np.repeat(prompts.astype(np.int64), cfg.group_size),
-                             num_sequences=None, ref_logits=self.reference, kl_beta=self.kl_controller.value)
+                             num_sequences=None)
         # 2. the sequence reward is the sum of the shaped per-token rewards
-        sequence_reward = batch.rewards.sum(axis=1)
+        rewards = self.kl_shaped_rewards(batch, self.kl_controller.value)
+        sequence_reward = rewards.sum(axis=1)
         # 3. leave-one-out baseline
         seq_adv = rloo_advantages(sequence_reward, group_size=cfg.group_size)
         # 4. REINFORCE on every token with its sequence's advantage, mean over sequences
@@ -64,5 +65,5 @@ class RLOOTrainer(PolicyGradientTrainer):
         result = reinforce_loss(self.policy[contexts], tokens, adv, weights=weights)
         self.update_policy(contexts, result.grad_logits)
         # 5. diagnostics
-        metrics = self.base_metrics(batch)
+        metrics = self.base_metrics(batch, rewards)
         return self.finish(batch, metrics)
