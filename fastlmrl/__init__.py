@@ -28,6 +28,7 @@ from .rewards import *  # noqa: F401,F403
 from .rng import RandomStream
 from .schedules import *  # noqa: F401,F403
 from .selection import *  # noqa: F401,F403
+from .sweep import sweep  # noqa: E402  (fastlmrl.sweep(...) is the function; ray loads lazily)
 from .td_learning import *  # noqa: F401,F403
 from .tokenizers import *  # noqa: F401,F403
 
@@ -42,6 +43,7 @@ __all__ = [
     "set_backend",
     "set_num_threads",
     "show_config",
+    "sweep",
     "use_backend",
 ]
 for _module in (selection, td_learning, monte_carlo, dynamic_programming, argmax_tree, schedules,

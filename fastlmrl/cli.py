@@ -3,6 +3,7 @@
     fastlmrl demo                 fit an n-gram LM, RL-fine-tune it with PPO and GRPO, show the result
     fastlmrl train --algo ALGO    train one algorithm, with metrics (JSONL/CSV) and checkpoints
     fastlmrl sample RUN           generate from a trained policy (a run folder or checkpoint file)
+    fastlmrl sweep CONFIG         seeds × hyper-parameters × algorithms on Ray (local or a cluster)
     fastlmrl bench                kernel throughput of each backend against the reference
     fastlmrl info                 backends, versions, threads
 """
@@ -279,6 +280,15 @@ def cmd_sample(args, out=None) -> int:
     return 0
 
 
+def cmd_sweep(args, out=None) -> int:
+    """Run a sweep grid on Ray (see :mod:`fastlmrl.sweep`); exit status 1 when a trial failed."""
+    from .sweep import sweep
+
+    result = sweep(args.config, out=args.out, address=args.address, workers=args.workers,
+                   retry_failed=args.retry_failed, plot=not args.no_plot, log=out or sys.stdout)
+    return 1 if result.failed else 0
+
+
 def cmd_bench(args, out=None) -> int:
     out = out or sys.stdout
     from .bench import run_benchmarks
@@ -329,6 +339,22 @@ def main(argv=None) -> int:
     sample.add_argument("--num", type=int, default=5)
     sample.add_argument("--seed", type=int, default=0)
 
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of algorithms × hyper-parameters × seeds on Ray",
+        description="Run every trial of a TOML (or YAML, with PyYAML) grid as a Ray task; a "
+                    "restarted sweep skips finished trials and resumes the others from their "
+                    "checkpoints.  Exit status 1 when a trial failed for good.")
+    sweep.add_argument("config", help="the grid: a .toml (or .yaml/.yml) file")
+    sweep.add_argument("--address", help="join this Ray cluster (e.g. 'auto', 'host:6379'); "
+                                         "default: a local Ray instance")
+    sweep.add_argument("--workers", type=int, help="concurrent trials (default: the config's, "
+                                                   "else all cores)")
+    sweep.add_argument("--out", help="output folder (default: the config's out, else "
+                                     "sweeps/CONFIG-NAME)")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="run again the trials recorded as failed")
+    sweep.add_argument("--no-plot", action="store_true", help="no learning-curve PNG")
+
     bench = sub.add_parser("bench", help="kernel throughput per backend vs the reference")
     bench.add_argument("--quick", action="store_true", help="smaller sizes")
     sub.add_parser("info", help="show backends, versions and threads")
@@ -349,7 +375,17 @@ def main(argv=None) -> int:
             return cmd_train(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "sweep":
+            if args.workers is not None and args.workers < 1:
+                parser.error("--workers must be >= 1")
+            return cmd_sweep(args)
         return cmd_bench(args)
+    except KeyboardInterrupt:
+        if args.command != "sweep":
+            raise
+        print("fastlmrl sweep: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"fastlmrl {args.command}: error: {exc}", file=sys.stderr)
         return 2

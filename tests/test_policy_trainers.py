@@ -130,6 +130,18 @@ def test_bad_config(task):
 
     with pytest.raises(ValueError, match="baseline"):
         ReinforceConfig(baseline="median")
+    from fastlmrl.trainers import A2CConfig, RLOOConfig
+
+    for make, match in [(lambda: GRPOConfig(num_prompts=0), "num_prompts"),
+                        (lambda: GRPOConfig(scale="bogus"), "scale"),
+                        (lambda: GRPOConfig(group_size=1), "group_size"),
+                        (lambda: GRPOConfig(loss_normalization="mean"), "loss_normalization"),
+                        (lambda: PPOConfig(lam=1.5), "lam"),
+                        (lambda: PPOConfig(kl_target=0.0), "kl_target"),
+                        (lambda: RLOOConfig(group_size=1), "group_size"),
+                        (lambda: A2CConfig(lr=0.0), "lr")]:
+        with pytest.raises(ValueError, match=match):
+            make()
     with pytest.raises(TypeError, match="config must be a PPOConfig"):
         PPOTrainer(task, GRPOConfig())
     with pytest.raises(ValueError, match="iterations"):

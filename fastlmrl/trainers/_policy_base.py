@@ -20,7 +20,29 @@ from ..optimizers import Adam
 from ..rng import permutation
 from .base import Trainer, explained_variance
 
-__all__ = ["PolicyGradientTrainer", "explained_variance"]
+__all__ = ["PolicyGradientTrainer", "check_config", "explained_variance"]
+
+
+def check_config(config, *, positive_ints=(), positive=(), nonnegative=(), unit=(),
+                 choices=None) -> None:
+    """Validate a trainer config dataclass (ValueError naming the field)."""
+    from .. import _validation as check
+
+    for name in positive_ints:
+        check.positive_int(getattr(config, name), name)
+    for name in positive:
+        check.real(getattr(config, name), name, 0.0, None, low_open=True)
+    for name in nonnegative:
+        check.real(getattr(config, name), name, 0.0, None)
+    for name in unit:
+        check.real(getattr(config, name), name, 0.0, 1.0)
+    for name, options in (choices or {}).items():
+        if getattr(config, name) not in options:
+            raise ValueError(f"{name} must be one of {options}, got {getattr(config, name)!r}")
+    target = getattr(config, "kl_target", None)
+    if target is not None:
+        check.real(target, "kl_target", 0.0, None, low_open=True)
+        check.real(config.kl_horizon, "kl_horizon", 0.0, None, low_open=True)
 
 
 class PolicyGradientTrainer(Trainer):

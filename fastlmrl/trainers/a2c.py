@@ -17,7 +17,7 @@ import numpy as np
 
 from ..advantages import gae
 from ..policy_losses import a2c_loss
-from ._policy_base import PolicyGradientTrainer
+from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["A2CConfig", "A2CTrainer"]
 
@@ -34,6 +34,11 @@ class A2CConfig:
     kl_coef: float = 0.1
     kl_target: float | None = None
     kl_horizon: float = 256.0
+
+    def __post_init__(self):
+        check_config(self, positive_ints=("num_sequences",), positive=("lr", "value_lr"),
+                     nonnegative=("kl_coef", "value_coef", "entropy_coef"),
+                     unit=("gamma", "lam"))
 
 
 class A2CTrainer(PolicyGradientTrainer):

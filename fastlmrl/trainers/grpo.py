@@ -23,7 +23,7 @@ import numpy as np
 from ..group_advantages import grpo_advantages, loss_weights
 from ..policy_losses import ppo_loss
 from ..rng import uniforms
-from ._policy_base import PolicyGradientTrainer
+from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
@@ -42,6 +42,16 @@ class GRPOConfig:
     scale: str = "group"
     loss_normalization: str = "grpo"
     ratio_level: str = "token"
+
+    def __post_init__(self):
+        check_config(self, positive_ints=("num_prompts", "epochs"), positive=("lr", "clip",
+                     "clip_high"), nonnegative=("kl_coef",),
+                     choices={"scale": ("group", "batch", "none"),
+                              "loss_normalization": ("grpo", "bnpo", "dr_grpo", "dapo"),
+                              "ratio_level": ("token", "sequence")})
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (a group needs a comparison), got "
+                             f"{self.group_size}")
 
     @property
     def num_sequences(self) -> int:

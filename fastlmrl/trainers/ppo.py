@@ -23,7 +23,7 @@ import numpy as np
 
 from ..advantages import gae, masked_whiten
 from ..policy_losses import ppo_loss
-from ._policy_base import PolicyGradientTrainer
+from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["PPOConfig", "PPOTrainer"]
 
@@ -41,6 +41,11 @@ class PPOConfig:
     kl_coef: float = 0.15
     kl_target: float | None = None
     kl_horizon: float = 256.0
+
+    def __post_init__(self):
+        check_config(self, positive_ints=("num_sequences", "epochs", "minibatches"),
+                     positive=("lr", "value_lr", "clip"), nonnegative=("kl_coef",),
+                     unit=("gamma", "lam"))
 
 
 class PPOTrainer(PolicyGradientTrainer):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..advantages import discounted_returns
 from ..policy_losses import reinforce_loss
-from ._policy_base import PolicyGradientTrainer
+from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer"]
 
@@ -38,8 +38,8 @@ class ReinforceConfig:
     kl_horizon: float = 256.0
 
     def __post_init__(self):
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+        check_config(self, positive_ints=("num_sequences",), positive=("lr", "value_lr"),
+                     nonnegative=("kl_coef",), unit=("gamma",), choices={"baseline": BASELINES})
 
 
 class ReinforceTrainer(PolicyGradientTrainer):

@@ -20,7 +20,7 @@ import numpy as np
 from ..group_advantages import rloo_advantages
 from ..policy_losses import reinforce_loss
 from ..rng import uniforms
-from ._policy_base import PolicyGradientTrainer
+from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["RLOOConfig", "RLOOTrainer"]
 
@@ -33,6 +33,13 @@ class RLOOConfig:
     kl_coef: float = 0.1
     kl_target: float | None = None
     kl_horizon: float = 256.0
+
+    def __post_init__(self):
+        check_config(self, positive_ints=("num_prompts",), positive=("lr",),
+                     nonnegative=("kl_coef",))
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (leave-one-out needs two), got "
+                             f"{self.group_size}")
 
     @property
     def num_sequences(self) -> int:
