@@ -12,12 +12,15 @@ policy is the softmax (Sutton & Barto 2018, §13.1, eq. 13.2)
 
 (the eligibility vector of S&B eq. 13.9 for a softmax in action preferences).
 
-Numerics.  Each row is streamed in chunks of 512 entries with an online max and log-sum-exp (no
-(N, V) temporary: one float64 row buffer per thread).  Sums are formed in float64 with eight
+Numerics.  Each row takes a max pass, then one pass computing :math:`e_j = \exp(z_j - m)` into a
+float64 row buffer (one per thread; no (N, V) temporary) and their sum, and -- for the gradient --
+one pass writing :math:`p_j = e_j / S` from that buffer.  Sums are formed in float64 with eight
 partial sums in a fixed order, and each result is rounded once when stored, identically in the
-python, numba and cython backends (bit-for-bit equal).  For **float32** logits the exponentials
-use a vectorisable polynomial exp with relative error <= 1e-8 (below 0.2 ulp of float32; see
-``fastlmrl/_numba/fast_math.py``); float64 logits use the C library's ``exp``.
+python, numba and cython backends (bit-for-bit equal; the order of operations is written out in
+``fastlmrl/_python/log_probs.py``).  For **float32** logits the exponentials use a vectorisable
+polynomial exp built on fused multiply-adds, with relative error <= 1e-8 (below 0.2 ulp of
+float32; see ``fastlmrl/_numba/fast_math.py``); float64 logits use the C library's ``exp``.
+Gradient outputs of 64 MiB and more are written with streaming (non-temporal) stores.
 
 Masked logits (-inf) are allowed: probability 0, log-probability -inf.  A row holding NaN or +inf,
 or no finite entry, raises ValueError naming ``logits``; ids outside [0, V) raise ValueError naming

@@ -11,9 +11,10 @@ chosen ``weights`` :math:`w_i \ge 0` (default :math:`1/N`, a token mean).  They 
 the normalisation: e.g. ``mask / mask.sum()`` (token mean over the batch), ``mask / (G * len_seq)``
 (sequence mean, GRPO), ``mask / max_len`` (Dr. GRPO) -- see :mod:`fastlmrl.group_advantages`.
 
-Each function makes **one streaming pass per row** (two for sequence-level ratios): online
-log-sum-exp, :math:`\log\pi(a_i)`, the per-token loss, and the gradient row, written straight into
-``grad_logits`` (no other (N, V) array).  For the pure policy-gradient terms
+Each function makes **one fused pass per row** (two for sequence-level ratios): log-sum-exp (max,
+then exponentials into a per-thread row buffer), :math:`\log\pi(a_i)`, the per-token loss, and the
+gradient row, written straight into ``grad_logits`` (no other (N, V) array).  For the pure
+policy-gradient terms
 :math:`\partial L/\partial z_i = w_i\,\frac{\partial \ell_i}{\partial\log\pi(a_i)}\,
 (\mathrm{onehot}(a_i) - \pi(\cdot|s_i))`.  Arithmetic, fast exp for float32 and error rules are
 those of :mod:`fastlmrl.log_probs`; per-token inputs are converted to the dtype of ``logits``;

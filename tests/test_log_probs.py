@@ -89,6 +89,74 @@ def test_fast_exp_python_twin_is_bit_identical():
     assert [ref_lp.fast_exp(v) for v in x.tolist()] == out.tolist()
 
 
+def test_python_fma_is_exactly_rounded():
+    from fractions import Fraction
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(3000) * np.exp2(rng.integers(-60, 60, 3000))
+    b = rng.standard_normal(3000) * np.exp2(rng.integers(-60, 60, 3000))
+    c = rng.standard_normal(3000) * np.exp2(rng.integers(-120, 120, 3000))
+    c[:500] = -(a[:500] * b[:500])  # heavy cancellation
+    for x, y, z in zip(a.tolist(), b.tolist(), c.tolist()):
+        assert ref_lp.fma(x, y, z) == float(Fraction(x) * Fraction(y) + Fraction(z))
+    assert ref_lp.fma(0.1, 10.0, -1.0) == 5.551115123125783e-17  # a*b+c in doubles gives 0.0
+    assert math.copysign(1.0, ref_lp.fma(-0.0, 1.0, -0.0)) == -1.0
+    assert ref_lp.fma(1e308, 10.0, -math.inf) == -math.inf
+    assert ref_lp.fma(1e308, 10.0, 0.0) == math.inf
+    assert math.isnan(ref_lp.fma(math.inf, 0.0, 1.0))
+    assert math.isnan(ref_lp.fma(math.nan, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 1001])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_numba_vector_row_max_and_lane_sums(n, dtype):
+    @njit
+    def row_max(x, i):
+        return fast_math.row_max(x, i)
+
+    @njit
+    def lane_sums(e, n):
+        return fast_math.lane_sums(e, n)
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((4, n)).astype(dtype)
+    x[1, rng.integers(0, n)] = np.nan
+    x[2, :] = np.nan
+    x[3, :] = -np.inf
+    assert row_max(x, 0) == x[0].max()
+    if n > 1 and not np.isnan(x[1]).all():
+        assert row_max(x, 1) == np.nanmax(x[1])
+    assert np.isnan(row_max(x, 2))
+    assert row_max(x, 3) == -np.inf
+    e = rng.random(n)
+    lanes = [0.0] * 8
+    for j, v in enumerate(e.tolist()):
+        lanes[j % 8] += v  # eight running sums, each in index order
+    assert list(lane_sums(e, n)) == lanes
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
+    # a gradient output of >= 64 MiB is written with streaming stores (fast_math.NT_MIN_BYTES);
+    # rows of 16411 entries start at every alignment, and the output itself is misaligned
+    v = 16411
+    n = (fast_math.NT_MIN_BYTES // (v * np.dtype(dtype).itemsize)) + 2
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((n, v)) * 3).astype(dtype)
+    x[5, ::7] = -np.inf
+    tokens = rng.integers(0, v, n)
+    buf = np.empty(n * v + 16, dtype=dtype)
+    out = buf[3:3 + n * v].reshape(n, v)
+    assert out.flags.c_contiguous and out.ctypes.data % 64 != 0
+    for threads in (1, 2):
+        out[:] = 7.0
+        assert compiled.log_prob_grad(x, tokens, out, threads) == 0
+        for lo in (0, 5, 640, n - 9):
+            hi = lo + 9
+            _, small = call(compiled, "log_prob_grad", x[lo:hi], tokens[lo:hi])  # ordinary stores
+            np.testing.assert_array_equal(out[lo:hi], small)
+    del buf, out
+
+
 # ---- reference equivalence (hypothesis) ---------------------------------------------------------
 
 @settings(max_examples=25)
@@ -172,8 +240,8 @@ def test_large_logits_do_not_overflow(backend):
     np.testing.assert_allclose(fastlmrl.entropy(x), [math.log(2)])
 
 
-def test_max_in_a_late_chunk_rescales(backend, float_dtype):
-    # the running max grows chunk after chunk: the online rescale must give the true lse
+def test_max_at_the_end_of_a_long_row(backend, float_dtype):
+    # increasing logits: the max is the last entry, far from the first
     x = np.linspace(-50.0, 50.0, 2000, dtype=np.float64)[None, :].astype(float_dtype)
     expect = np.logaddexp.reduce(x.astype(np.float64), axis=1)
     np.testing.assert_allclose(fastlmrl.logsumexp(x), expect, rtol=1e-6)
@@ -253,7 +321,7 @@ def test_bad_logits(backend, name):
         f(x, t)
 
 
-def test_nan_hidden_in_masked_chunk(backend):
+def test_nan_hidden_among_masked_entries(backend):
     x = np.full((1, 1200), -np.inf)
     x[0, 3] = np.nan
     x[0, 1100] = 1.0

@@ -89,6 +89,24 @@ def test_serial_equals_parallel(compiled, dtype):
                 np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
+    # gradient outputs of >= 64 MiB are written with streaming stores: same bits as small batches
+    from fastlmrl._numba.fast_math import NT_MIN_BYTES
+    v = 16411
+    n = NT_MIN_BYTES // (v * np.dtype(dtype).itemsize) + 3
+    d = case(12, n, v, dtype, 0.05)
+    for name in ("ppo_loss", "a2c_loss"):
+        for threads in (1, 2):
+            _, big = raw(compiled, name, d, threads)
+            for lo in (0, 7, n - 5):
+                sub = {k: (a[lo:lo + 5] if isinstance(a, np.ndarray) else a) for k, a in d.items()}
+                _, small = raw(compiled, name, sub)
+                for a, b in zip(big[:5], small[:5]):  # per-row outputs (not the batch sums)
+                    np.testing.assert_array_equal(a[lo:lo + 5], b, err_msg=name)
+            del big
+
+
 def test_all_backends_export_the_same_kernels():
     names = [sorted(_backend.backend_module(b).policy_losses.__all__) for b in fastlmrl.BACKENDS]
     assert names[0] == names[1] == names[2] == KERNELS

@@ -1,42 +1,185 @@
 # cython: language_level=3
 """Inline helpers of the kernels over logits (Cython twin of fastlmrl/_numba/fast_math.py).
 
-fast_exp is written in C (bit casts through memcpy) and is the same sequence of IEEE double
-operations as the Numba and Python versions (the extension is built with -ffp-contract=off), so
-results agree bit for bit.  Row statistics follow fastlmrl/_python/log_probs.py exactly.
+The hot row loops are written in C below so that gcc vectorises them (-O3 -march=native):
+fast_exp is the same sequence of IEEE double operations as the Numba and Python versions, with the
+correctly rounded C99 ``fma`` (one instruction with -march=native on FMA hardware, libm otherwise)
+and bit casts through memcpy; the extension is built with -ffp-contract=off so gcc fuses nothing
+else.  Results agree bit for bit with fastlmrl/_python/log_probs.py, which defines the order of
+operations.  Gradient rows of large outputs are written with streaming (non-temporal) stores when
+AVX is available: the same values, without first reading the destination into the cache.
 """
 from libc.math cimport INFINITY, NAN, exp, log
 from fastlmrl._cython._common cimport real_t
 
 cdef extern from *:
     """
+    #include <math.h>
     #include <string.h>
     #include <stdint.h>
+    #if defined(__AVX__)
+    #include <immintrin.h>
+    #endif
+    #define FASTLMRL_LANES 8
+    /* streaming stores for outputs >= 64 MiB with rows >= 4 KiB (as in the Numba backend) */
+    #define FASTLMRL_NT_MIN_BYTES (((int64_t)1) << 26)
+    #define FASTLMRL_NT_MIN_ROW_BYTES 4096
+
     static inline double fastlmrl_fast_exp(double x) {
         const double LOG2E = 1.4426950408889634, SHIFT = 6755399441055744.0;
-        const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
+        const double NEG_LN2 = -0.6931471805599453;
         const double C2 = 1.0 / 2.0, C3 = 1.0 / 6.0, C4 = 1.0 / 24.0, C5 = 1.0 / 120.0;
         const double C6 = 1.0 / 720.0, C7 = 1.0 / 5040.0;
         double xc = x < -708.0 ? -708.0 : x;
-        double t = xc * LOG2E + SHIFT;
+        double t = fma(xc, LOG2E, SHIFT);
         double kf = t - SHIFT;
-        double r = (xc - kf * LN2_HI) - kf * LN2_LO;
-        double r2 = r * r;
-        double r4 = r2 * r2;
-        double q0 = (1.0 + r) + r2 * (C2 + r * C3);
-        double q1 = (C4 + r * C5) + r2 * (C6 + r * C7);
-        double p = q0 + r4 * q1;
+        double r = fma(kf, NEG_LN2, xc);
+        double p = fma(C7, r, C6);
+        p = fma(p, r, C5);
+        p = fma(p, r, C4);
+        p = fma(p, r, C3);
+        p = fma(p, r, C2);
+        p = fma(p, r, 1.0);
+        p = fma(p, r, 1.0);
         int64_t bits;
         double scale;
         memcpy(&bits, &t, sizeof bits);
-        bits = (bits - (int64_t)0x4338000000000000LL + 1023) << 52;
+        bits = (int64_t)((uint64_t)(bits - (int64_t)0x4338000000000000LL + 1023) << 52);
         memcpy(&scale, &bits, sizeof scale);
         return x < -708.0 ? 0.0 : p * scale;
     }
+
+    /* max of row[0:n] (n >= 1): `v > m ? v : m` (maxps/maxpd: a NaN v is skipped), in AVX
+       vectors of running maxima when available, then a tree.  The result is NaN when row[0] is
+       NaN; a row holding a NaN is rejected anyway (NaN max, or NaN sum), so the value is used only
+       when it is the exact maximum (order-independent, like Numba's maxnum pass). */
+    static inline double fastlmrl_row_max_f(const float* row, Py_ssize_t n) {
+        float m = row[0];
+        Py_ssize_t j = 0;
+    #if defined(__AVX__)
+        if (n >= 16) {
+            __m256 a = _mm256_set1_ps(m), b = a;
+            for (; j + 16 <= n; j += 16) {
+                a = _mm256_max_ps(_mm256_loadu_ps(row + j), a);
+                b = _mm256_max_ps(_mm256_loadu_ps(row + j + 8), b);
+            }
+            a = _mm256_max_ps(b, a);
+            __m128 c = _mm_max_ps(_mm256_extractf128_ps(a, 1), _mm256_castps256_ps128(a));
+            c = _mm_max_ps(_mm_movehl_ps(c, c), c);
+            c = _mm_max_ss(_mm_shuffle_ps(c, c, 1), c);
+            m = _mm_cvtss_f32(c);
+        }
+    #endif
+        for (; j < n; j++) m = row[j] > m ? row[j] : m;
+        return (double)m;
+    }
+    static inline double fastlmrl_row_max_d(const double* row, Py_ssize_t n) {
+        double m = row[0];
+        Py_ssize_t j = 0;
+    #if defined(__AVX__)
+        if (n >= 8) {
+            __m256d a = _mm256_set1_pd(m), b = a;
+            for (; j + 8 <= n; j += 8) {
+                a = _mm256_max_pd(_mm256_loadu_pd(row + j), a);
+                b = _mm256_max_pd(_mm256_loadu_pd(row + j + 4), b);
+            }
+            a = _mm256_max_pd(b, a);
+            __m128d c = _mm_max_pd(_mm256_extractf128_pd(a, 1), _mm256_castpd256_pd128(a));
+            c = _mm_max_sd(_mm_unpackhi_pd(c, c), c);
+            m = _mm_cvtsd_f64(c);
+        }
+    #endif
+        for (; j < n; j++) m = row[j] > m ? row[j] : m;
+        return m;
+    }
+
+    /* e[j] = EXP(row[j] - m), then S = sum in 8 lanes (lane j % 8), combined in a fixed tree */
+    static inline double fastlmrl_lane_sum(const double* e, Py_ssize_t n) {
+        double s[FASTLMRL_LANES] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        Py_ssize_t j, l, n8 = n - n % FASTLMRL_LANES;
+        for (j = 0; j < n8; j += FASTLMRL_LANES)
+            for (l = 0; l < FASTLMRL_LANES; l++) s[l] += e[j + l];
+        for (j = n8; j < n; j++) s[j - n8] += e[j];
+        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+    static inline double fastlmrl_exp_sum_f(const float* row, Py_ssize_t n, double m, double* e) {
+        Py_ssize_t j;
+        for (j = 0; j < n; j++) e[j] = fastlmrl_fast_exp((double)row[j] - m);
+        return fastlmrl_lane_sum(e, n);
+    }
+    static inline double fastlmrl_exp_sum_d(const double* row, Py_ssize_t n, double m, double* e) {
+        Py_ssize_t j;
+        for (j = 0; j < n; j++) e[j] = exp(row[j] - m);
+        return fastlmrl_lane_sum(e, n);
+    }
+
+    static inline int fastlmrl_use_streaming(Py_ssize_t n_rows, Py_ssize_t n_vocab, size_t item) {
+    #if defined(__AVX__)
+        int64_t row = (int64_t)n_vocab * (int64_t)item;
+        return row >= FASTLMRL_NT_MIN_ROW_BYTES && row * (int64_t)n_rows >= FASTLMRL_NT_MIN_BYTES;
+    #else
+        return 0;
+    #endif
+    }
+    static inline void fastlmrl_store_fence(void) {
+    #if defined(__AVX__)
+        _mm_sfence();
+    #endif
+    }
+
+    /* out[j] = nc * (e[j] * g) for j < n; streaming 64-byte stores from the first 64-byte aligned
+       address when nt (ordinary stores before it and after the last full line). */
+    static inline void fastlmrl_scaled_f(const double* e, double g, double nc, float* out,
+                                         Py_ssize_t n, int nt) {
+        Py_ssize_t j = 0;
+    #if defined(__AVX__)
+        if (nt) {
+            Py_ssize_t j0 = (Py_ssize_t)(((64 - (uintptr_t)out % 64) % 64) / sizeof(float));
+            if (j0 > n) j0 = n;
+            for (; j < j0; j++) out[j] = (float)(nc * (e[j] * g));
+            __m256d gv = _mm256_set1_pd(g), ncv = _mm256_set1_pd(nc);
+            for (; j + 16 <= n; j += 16) {
+                __m128 a = _mm256_cvtpd_ps(_mm256_mul_pd(ncv, _mm256_mul_pd(_mm256_loadu_pd(e + j), gv)));
+                __m128 b = _mm256_cvtpd_ps(_mm256_mul_pd(ncv, _mm256_mul_pd(_mm256_loadu_pd(e + j + 4), gv)));
+                __m128 c = _mm256_cvtpd_ps(_mm256_mul_pd(ncv, _mm256_mul_pd(_mm256_loadu_pd(e + j + 8), gv)));
+                __m128 d = _mm256_cvtpd_ps(_mm256_mul_pd(ncv, _mm256_mul_pd(_mm256_loadu_pd(e + j + 12), gv)));
+                _mm256_stream_ps(out + j, _mm256_set_m128(b, a));
+                _mm256_stream_ps(out + j + 8, _mm256_set_m128(d, c));
+            }
+        }
+    #endif
+        for (; j < n; j++) out[j] = (float)(nc * (e[j] * g));
+    }
+    static inline void fastlmrl_scaled_d(const double* e, double g, double nc, double* out,
+                                         Py_ssize_t n, int nt) {
+        Py_ssize_t j = 0;
+    #if defined(__AVX__)
+        if (nt) {
+            Py_ssize_t j0 = (Py_ssize_t)(((64 - (uintptr_t)out % 64) % 64) / sizeof(double));
+            if (j0 > n) j0 = n;
+            for (; j < j0; j++) out[j] = nc * (e[j] * g);
+            __m256d gv = _mm256_set1_pd(g), ncv = _mm256_set1_pd(nc);
+            for (; j + 8 <= n; j += 8) {
+                _mm256_stream_pd(out + j, _mm256_mul_pd(ncv, _mm256_mul_pd(_mm256_loadu_pd(e + j), gv)));
+                _mm256_stream_pd(out + j + 4, _mm256_mul_pd(ncv, _mm256_mul_pd(_mm256_loadu_pd(e + j + 4), gv)));
+            }
+        }
+    #endif
+        for (; j < n; j++) out[j] = nc * (e[j] * g);
+    }
     """
     double fastlmrl_fast_exp(double x) noexcept nogil
+    double fastlmrl_row_max_f(const float* row, Py_ssize_t n) noexcept nogil
+    double fastlmrl_row_max_d(const double* row, Py_ssize_t n) noexcept nogil
+    double fastlmrl_exp_sum_f(const float* row, Py_ssize_t n, double m, double* e) noexcept nogil
+    double fastlmrl_exp_sum_d(const double* row, Py_ssize_t n, double m, double* e) noexcept nogil
+    bint fastlmrl_use_streaming(Py_ssize_t n_rows, Py_ssize_t n_vocab, size_t item) noexcept nogil
+    void fastlmrl_store_fence() noexcept nogil
+    void fastlmrl_scaled_f(const double* e, double g, double nc, float* out, Py_ssize_t n,
+                           bint nt) noexcept nogil
+    void fastlmrl_scaled_d(const double* e, double g, double nc, double* out, Py_ssize_t n,
+                           bint nt) noexcept nogil
 
-DEF CHUNK = 512
 DEF LANES = 8
 
 
@@ -44,152 +187,61 @@ cdef inline double fast_exp(double x) noexcept nogil:
     return fastlmrl_fast_exp(x)
 
 
-cdef inline double exp_for(const real_t* sample, double x) noexcept nogil:
-    """fast_exp for float32 logits, libm exp for float64 logits."""
-    if real_t is float:
-        return fastlmrl_fast_exp(x)
-    else:
-        return exp(x)
+cdef inline bint use_streaming(Py_ssize_t n_rows, Py_ssize_t n_vocab, const real_t* sample) noexcept nogil:
+    """Streaming stores for an (n_rows, n_vocab) output of sample's dtype?"""
+    return fastlmrl_use_streaming(n_rows, n_vocab, sizeof(real_t))
 
 
-cdef inline Py_ssize_t n_chunks(Py_ssize_t n_vocab) noexcept nogil:
-    return (n_vocab + CHUNK - 1) // CHUNK
+cdef inline void store_fence() noexcept nogil:
+    fastlmrl_store_fence()
 
 
-cdef inline double seg_max(const real_t* seg, Py_ssize_t k) noexcept nogil:
-    """max ignoring NaN (NaN when all are NaN), like LLVM's maxnum."""
-    cdef real_t m = seg[0]
-    cdef Py_ssize_t j
-    for j in range(k):
-        if seg[j] > m or m != m:
-            m = seg[j]
-    return m
-
-
-cdef inline void seg_exp(const real_t* seg, Py_ssize_t k, double m, double* dst) noexcept nogil:
-    cdef Py_ssize_t j
-    if real_t is float:
-        for j in range(k):
-            dst[j] = fastlmrl_fast_exp(<double>seg[j] - m)
-    else:
-        for j in range(k):
-            dst[j] = exp(<double>seg[j] - m)
-
-
-cdef inline double combine(const double* s) noexcept nogil:
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
-
-
-cdef inline bint row_stats(const real_t* row, Py_ssize_t n, double* e, double* mc, double* m_out,
+cdef inline bint row_stats(const real_t* row, Py_ssize_t n, double* e, double* m_out,
                            double* s_out) noexcept nogil:
-    """m (running max), S (sum of e); e[j] = EXP(row[j] - mc[chunk]); False for a bad row."""
-    cdef double m = -INFINITY, cm, alpha
-    cdef double s[LANES]
-    cdef Py_ssize_t c0, k, j, l, c = 0, k8
-    cdef const real_t* seg
-    cdef double* dst
-    for l in range(LANES):
-        s[l] = 0.0
-    c0 = 0
-    while c0 < n:
-        k = n - c0
-        if k > CHUNK:
-            k = CHUNK
-        seg = row + c0
-        dst = e + c0
-        cm = seg_max(seg, k)
-        if cm > m:
-            if m > -INFINITY:
-                alpha = exp_for(row, m - cm)
-                for l in range(LANES):
-                    s[l] *= alpha
-            m = cm
-        mc[c] = m
-        c += 1
-        if m == -INFINITY:
-            for j in range(k):
-                if seg[j] != seg[j]:
-                    m_out[0] = m
-                    s_out[0] = NAN
-                    return False
-                dst[j] = 0.0
-            c0 += k
-            continue
-        seg_exp(seg, k, m, dst)
-        k8 = k - k % LANES
-        j = 0
-        while j < k8:
-            s[0] += dst[j]
-            s[1] += dst[j + 1]
-            s[2] += dst[j + 2]
-            s[3] += dst[j + 3]
-            s[4] += dst[j + 4]
-            s[5] += dst[j + 5]
-            s[6] += dst[j + 6]
-            s[7] += dst[j + 7]
-            j += LANES
-        for j in range(k8, k):
-            s[j - k8] += dst[j]
-        c0 += k
+    """m (row max), S (sum of e); e[j] = EXP(row[j] - m); False for a bad row (e unspecified)."""
+    cdef double m, s
+    if real_t is float:
+        m = fastlmrl_row_max_f(row, n)
+    else:
+        m = fastlmrl_row_max_d(row, n)
     m_out[0] = m
-    s_out[0] = combine(s)
-    return m < INFINITY and m > -INFINITY and s_out[0] == s_out[0]
+    if not (m > -INFINITY and m < INFINITY):
+        s_out[0] = NAN
+        return False
+    if real_t is float:
+        s = fastlmrl_exp_sum_f(row, n, m, e)
+    else:
+        s = fastlmrl_exp_sum_d(row, n, m, e)
+    s_out[0] = s
+    return s == s
 
 
-cdef inline double chunk_scale(const real_t* row, const double* mc, Py_ssize_t c, double m,
-                               double s) noexcept nogil:
-    return exp_for(row, mc[c] - m) / s
-
-
-cdef inline double prob_at(const real_t* row, const double* e, const double* mc, double m,
-                           double s, Py_ssize_t j) noexcept nogil:
-    return e[j] * chunk_scale(row, mc, j // CHUNK, m, s)
-
-
-cdef inline void grad_fill(const real_t* row, Py_ssize_t n, const double* e, const double* mc,
-                           double m, double s, Py_ssize_t a, double c, real_t* out) noexcept nogil:
-    """out = c * (onehot(a) - p): out[j] = (-c) * p_j, then out[a] = c * (1 - p_a)."""
-    cdef double nc = -c, g
-    cdef Py_ssize_t c0, k, j, ci = 0
-    c0 = 0
-    while c0 < n:
-        k = n - c0
-        if k > CHUNK:
-            k = CHUNK
-        g = chunk_scale(row, mc, ci, m, s)
-        ci += 1
-        for j in range(k):
-            out[c0 + j] = <real_t>(nc * (e[c0 + j] * g))
-        c0 += k
-    out[a] = <real_t>(c * (1.0 - prob_at(row, e, mc, m, s, a)))
+cdef inline void grad_fill(Py_ssize_t n, const double* e, double g, Py_ssize_t a, double c,
+                           real_t* out, bint nt) noexcept nogil:
+    """out = c * (onehot(a) - p), p_j = e_j * g: out[j] = (-c) * p_j, then out[a] = c * (1 - p_a)."""
+    if real_t is float:
+        fastlmrl_scaled_f(e, g, -c, out, n, nt)
+    else:
+        fastlmrl_scaled_d(e, g, -c, out, n, nt)
+    out[a] = <real_t>(c * (1.0 - e[a] * g))
 
 
 cdef inline double plogp(double p, double x, double lse) noexcept nogil:
     return p * (x - lse) if p > 0.0 else 0.0
 
 
-cdef inline double row_entropy(const real_t* row, Py_ssize_t n, const double* e, const double* mc,
-                               double m, double s, double lse) noexcept nogil:
-    """H = -sum_j p_j (x_j - lse), terms with p_j = 0 omitted (lane j % 8)."""
+cdef inline double row_entropy(const real_t* row, Py_ssize_t n, const double* e, double g,
+                               double lse) noexcept nogil:
+    """H = -sum_j p_j (x_j - lse), p_j = e_j * g, terms with p_j = 0 omitted (lane j % 8)."""
     cdef double t[LANES]
-    cdef double g
-    cdef Py_ssize_t c0, k, j, l, ci = 0, k8
+    cdef Py_ssize_t j, l, k8 = n - n % LANES
     for l in range(LANES):
         t[l] = 0.0
-    c0 = 0
-    while c0 < n:
-        k = n - c0
-        if k > CHUNK:
-            k = CHUNK
-        g = chunk_scale(row, mc, ci, m, s)
-        ci += 1
-        k8 = k - k % LANES
-        j = 0
-        while j < k8:
-            for l in range(LANES):
-                t[l] += plogp(e[c0 + j + l] * g, row[c0 + j + l], lse)
-            j += LANES
-        for j in range(k8, k):
-            t[j - k8] += plogp(e[c0 + j] * g, row[c0 + j], lse)
-        c0 += k
-    return -combine(t)
+    j = 0
+    while j < k8:
+        for l in range(LANES):
+            t[l] += plogp(e[j + l] * g, row[j + l], lse)
+        j += LANES
+    for j in range(k8, n):
+        t[j - k8] += plogp(e[j] * g, row[j], lse)
+    return -(((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])))

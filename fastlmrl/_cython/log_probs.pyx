@@ -1,18 +1,21 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython kernels over logits (same arithmetic as fastlmrl/_python/log_probs.py, bit for bit).
 
-Rows are split into ``n_blocks`` contiguous blocks (one per thread, ``prange``); each block has its
-own float64 row buffer (malloc'ed once per call).  (N,) results are gathered in a float64 work array
-and copied out only after every row was found valid.
+Rows are shared out to the threads in chunks (``prange``, dynamic schedule: a thread slowed by
+another process does not hold the others up); each thread has its own float64 row buffer
+(malloc'ed once per call).  Every row is computed by the same code whichever thread takes it, so
+results do not depend on the thread count.  (N,) results are gathered in a float64 work array and
+copied out only after every row was found valid.
 """
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport log
 from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
-from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, n_chunks)
+from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
+                                         use_streaming)
 
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
@@ -20,112 +23,95 @@ cdef int NO_MEMORY = 99
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
-cdef inline Py_ssize_t n_blocks(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
+cdef inline Py_ssize_t n_threads(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
+    """Threads used: 1 unless more than one is allowed and the batch is large enough."""
     if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
         return 1
     return num_threads if num_threads < n else n
 
 
-cdef inline double* work(Py_ssize_t nb, Py_ssize_t n_vocab) noexcept nogil:
-    """nb row buffers of n_vocab doubles followed by nb chunk-max buffers."""
-    return <double*>malloc(sizeof(double) * nb * (n_vocab + n_chunks(n_vocab)) + 8)
+cdef inline Py_ssize_t rows_per_chunk(Py_ssize_t n_vocab) noexcept nogil:
+    """Rows handed to a thread at a time (about 64k entries)."""
+    return 1 + PARALLEL_MIN_ELEMENTS // n_vocab
 
 
-cdef inline Py_ssize_t lo_of(Py_ssize_t b, Py_ssize_t nb, Py_ssize_t n) noexcept nogil:
-    return b * n // nb
+cdef inline double* work(Py_ssize_t nt, Py_ssize_t n_vocab) noexcept nogil:
+    """nt row buffers of n_vocab doubles."""
+    return <double*>malloc(sizeof(double) * nt * n_vocab + 8)
 
 
-cdef int _lse_block(const real_t[:, ::1] logits, double* res, double* e, double* mc,
-                  Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j, v = logits.shape[1]
-    cdef int bad = 0
+cdef inline int _lse_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
+                         double* e) noexcept nogil:
+    cdef double m, s
+    if not row_stats(&logits[i, 0], logits.shape[1], e, &m, &s):
+        return 1
+    res[i] = m + log(s)
+    return 0
+
+
+cdef inline int _token_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
+                           double* res, double* e) noexcept nogil:
+    cdef double m, s
+    cdef const real_t* row = &logits[i, 0]
+    if not row_stats(row, logits.shape[1], e, &m, &s):
+        return 1
+    res[i] = <double>row[tokens[i]] - (m + log(s))
+    return 0
+
+
+cdef inline int _entropy_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
+                             double* e) noexcept nogil:
+    cdef double m, s
+    cdef const real_t* row = &logits[i, 0]
+    if not row_stats(row, logits.shape[1], e, &m, &s):
+        return 1
+    res[i] = row_entropy(row, logits.shape[1], e, 1.0 / s, m + log(s))
+    return 0
+
+
+cdef inline int _log_softmax_row(const real_t[:, ::1] logits, Py_ssize_t i, real_t[:, ::1] out,
+                                 double* e) noexcept nogil:
     cdef double m, s, lse
-    cdef const real_t* row
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad += 1
-            continue
-        res[i] = m + log(s)
-    return bad
+    cdef Py_ssize_t j, v = logits.shape[1]
+    cdef const real_t* row = &logits[i, 0]
+    cdef real_t* dst = &out[i, 0]
+    if not row_stats(row, v, e, &m, &s):
+        return 1
+    lse = m + log(s)
+    for j in range(v):
+        dst[j] = <real_t>(<double>row[j] - lse)
+    return 0
 
-cdef int _token_block(const real_t[:, ::1] logits, const index_t[::1] tokens, double* res, double* e, double* mc,
-                  Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j, v = logits.shape[1]
-    cdef int bad = 0
-    cdef double m, s, lse
-    cdef const real_t* row
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad += 1
-            continue
-        res[i] = <double>row[tokens[i]] - (m + log(s))
-    return bad
 
-cdef int _entropy_block(const real_t[:, ::1] logits, double* res, double* e, double* mc,
-                  Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j, v = logits.shape[1]
-    cdef int bad = 0
-    cdef double m, s, lse
-    cdef const real_t* row
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad += 1
-            continue
-        res[i] = row_entropy(row, v, e, mc, m, s, m + log(s))
-    return bad
-
-cdef int _log_softmax_block(const real_t[:, ::1] logits, real_t[:, ::1] out, double* e, double* mc,
-                  Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j, v = logits.shape[1]
-    cdef int bad = 0
-    cdef double m, s, lse
-    cdef const real_t* row
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad += 1
-            continue
-        lse = m + log(s)
-        for j in range(v):
-            out[i, j] = <real_t>(<double>row[j] - lse)
-    return bad
-
-cdef int _grad_block(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out, double* e, double* mc,
-                  Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j, v = logits.shape[1]
-    cdef int bad = 0
-    cdef double m, s, lse
-    cdef const real_t* row
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad += 1
-            continue
-        grad_fill(row, v, e, mc, m, s, tokens[i], 1.0, &out[i, 0])
-    return bad
+cdef inline int _grad_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
+                          real_t[:, ::1] out, double* e, bint nt) noexcept nogil:
+    cdef double m, s
+    if not row_stats(&logits[i, 0], logits.shape[1], e, &m, &s):
+        return 1
+    grad_fill(logits.shape[1], e, 1.0 / s, tokens[i], 1.0, &out[i, 0], nt)
+    if nt:
+        store_fence()
+    return 0
 
 
 cdef int logsumexp_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], b, i, nc = n_chunks(logits.shape[1])
-    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1])
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
     cdef double* w = NULL
     cdef double* res = NULL
-    w = work(nb, v)
+    w = work(nt, v)
     res = <double*>malloc(sizeof(double) * n + 8)
     if w == NULL or res == NULL:
         free(w)
         free(res)
         return NO_MEMORY
-    if nb > 1:
-        for b in prange(nb, num_threads=nb, schedule="static"):
-            bad += _lse_block(logits, res, w + b * v, w + nb * v + b * nc,
-                                  lo_of(b, nb, n), lo_of(b + 1, nb, n))
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            bad += _lse_row(logits, i, res, w + threadid() * v)
     else:
-        bad = _lse_block(logits, res, w, w + v, 0, n)
+        for i in range(n):
+            bad += _lse_row(logits, i, res, w)
     free(w)
     if bad:
         free(res)
@@ -137,25 +123,25 @@ cdef int logsumexp_core(const real_t[:, ::1] logits, real_t[::1] out, int num_th
 
 
 cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], b, i, nc = n_chunks(logits.shape[1])
-    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1])
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
     cdef double* w = NULL
     cdef double* res = NULL
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
-    w = work(nb, v)
+    w = work(nt, v)
     res = <double*>malloc(sizeof(double) * n + 8)
     if w == NULL or res == NULL:
         free(w)
         free(res)
         return NO_MEMORY
-    if nb > 1:
-        for b in prange(nb, num_threads=nb, schedule="static"):
-            bad += _token_block(logits, tokens, res, w + b * v, w + nb * v + b * nc,
-                                  lo_of(b, nb, n), lo_of(b + 1, nb, n))
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            bad += _token_row(logits, tokens, i, res, w + threadid() * v)
     else:
-        bad = _token_block(logits, tokens, res, w, w + v, 0, n)
+        for i in range(n):
+            bad += _token_row(logits, tokens, i, res, w)
     free(w)
     if bad:
         free(res)
@@ -167,23 +153,23 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
 
 
 cdef int entropy_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], b, i, nc = n_chunks(logits.shape[1])
-    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1])
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
     cdef double* w = NULL
     cdef double* res = NULL
-    w = work(nb, v)
+    w = work(nt, v)
     res = <double*>malloc(sizeof(double) * n + 8)
     if w == NULL or res == NULL:
         free(w)
         free(res)
         return NO_MEMORY
-    if nb > 1:
-        for b in prange(nb, num_threads=nb, schedule="static"):
-            bad += _entropy_block(logits, res, w + b * v, w + nb * v + b * nc,
-                                  lo_of(b, nb, n), lo_of(b + 1, nb, n))
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            bad += _entropy_row(logits, i, res, w + threadid() * v)
     else:
-        bad = _entropy_block(logits, res, w, w + v, 0, n)
+        for i in range(n):
+            bad += _entropy_row(logits, i, res, w)
     free(w)
     if bad:
         free(res)
@@ -195,41 +181,43 @@ cdef int entropy_core(const real_t[:, ::1] logits, real_t[::1] out, int num_thre
 
 
 cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], b, i, nc = n_chunks(logits.shape[1])
-    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1])
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
     cdef double* w = NULL
     cdef double* res = NULL
-    w = work(nb, v)
+    w = work(nt, v)
     if w == NULL:
         return NO_MEMORY
-    if nb > 1:
-        for b in prange(nb, num_threads=nb, schedule="static"):
-            bad += _log_softmax_block(logits, out, w + b * v, w + nb * v + b * nc,
-                                  lo_of(b, nb, n), lo_of(b + 1, nb, n))
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            bad += _log_softmax_row(logits, i, out, w + threadid() * v)
     else:
-        bad = _log_softmax_block(logits, out, w, w + v, 0, n)
+        for i in range(n):
+            bad += _log_softmax_row(logits, i, out, w)
     free(w)
     return BAD_LOGITS if bad else 0
 
 
 cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], b, i, nc = n_chunks(logits.shape[1])
-    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1])
+    cdef bint stream
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
     cdef double* w = NULL
     cdef double* res = NULL
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
-    w = work(nb, v)
+    w = work(nt, v)
     if w == NULL:
         return NO_MEMORY
-    if nb > 1:
-        for b in prange(nb, num_threads=nb, schedule="static"):
-            bad += _grad_block(logits, tokens, out, w + b * v, w + nb * v + b * nc,
-                                  lo_of(b, nb, n), lo_of(b + 1, nb, n))
+    stream = use_streaming(n, v, &logits[0, 0])
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            bad += _grad_row(logits, tokens, i, out, w + threadid() * v, stream)
     else:
-        bad = _grad_block(logits, tokens, out, w, w + v, 0, n)
+        for i in range(n):
+            bad += _grad_row(logits, tokens, i, out, w, stream)
     free(w)
     return BAD_LOGITS if bad else 0
 

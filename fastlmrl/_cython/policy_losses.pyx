@@ -8,16 +8,15 @@ Reductions over tokens run serially in index order afterwards.
 """
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, exp, log, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
-from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, n_chunks,
-                                         chunk_scale, prob_at)
+from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
+                                         use_streaming)
 
-DEF CHUNK = 512
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
 cdef int BAD_WEIGHTS = 22
@@ -53,14 +52,16 @@ cdef struct Terms:
     double dual
 
 
-cdef inline Py_ssize_t n_blocks(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
+cdef inline Py_ssize_t n_threads(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
+    """Threads used: 1 unless more than one is allowed and the batch is large enough."""
     if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
         return 1
     return num_threads if num_threads < n else n
 
 
-cdef inline Py_ssize_t lo_of(Py_ssize_t b, Py_ssize_t nb, Py_ssize_t n) noexcept nogil:
-    return b * n // nb
+cdef inline Py_ssize_t rows_per_chunk(Py_ssize_t n_vocab) noexcept nogil:
+    """Rows handed to a thread at a time (dynamic schedule, about 64k entries)."""
+    return 1 + PARALLEL_MIN_ELEMENTS // n_vocab
 
 
 cdef inline double at(const real_t* x, Py_ssize_t i) noexcept nogil:
@@ -157,83 +158,79 @@ cdef inline bint bad_offsets(const int64_t[::1] offsets, Py_ssize_t n) noexcept 
     return False
 
 
-cdef int _pg_block(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
-                   const real_t* x1, const real_t* x2, const real_t* x3,
-                   const real_t[::1] weights, const double* lr_in, Params p, double[::1] token_loss,
-                   double[::1] log_probs, double* ratios, real_t[:, ::1] grad, double* e,
-                   double* mc, Py_ssize_t lo, Py_ssize_t hi, int* bad_tokens) noexcept nogil:
-    cdef Py_ssize_t i, a, v = logits.shape[1]
-    cdef int bad_logits = 0
-    cdef double m, s, lp, lr, c
-    cdef const real_t* row
+cdef inline int _pg_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
+                        int mode, const real_t* x1, const real_t* x2, const real_t* x3,
+                        const real_t[::1] weights, const double* lr_in, Params p,
+                        double[::1] token_loss, double[::1] log_probs, double* ratios,
+                        double* terms, real_t[:, ::1] grad, double* e, bint nt) noexcept nogil:
+    """The fused pass over row i: 0, 1 (bad logits) or 2 (the sampled token has logit -inf).
+
+    terms[5 i : 5 i + 5] = (pg, kl, clipped, dual, k3) for _reduce."""
+    cdef Py_ssize_t a, v = logits.shape[1]
+    cdef double m, s, lp, lr, c, d, ed
+    cdef const real_t* row = &logits[i, 0]
     cdef Terms t
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad_logits += 1
-            continue
-        a = tokens[i]
-        lp = <double>row[a] - (m + log(s))
-        if lp == -INFINITY:
-            bad_tokens[0] += 1
-            continue
-        if lr_in != NULL:
-            lr = lr_in[i]
-        elif mode == PPO:
-            lr = lp - at(x1, i)
-        else:
-            lr = 0.0
-        t = token_terms(mode, lp, at(x1, i), at(x2, i), at(x3, i), lr, p)
-        c = <double>weights[i] * t.dloss
-        grad_fill(row, v, e, mc, m, s, a, c, &grad[i, 0])
-        token_loss[i] = t.loss
-        log_probs[i] = lp
-        ratios[i] = t.ratio
-    return bad_logits
+    if not row_stats(row, v, e, &m, &s):
+        return 1
+    a = tokens[i]
+    lp = <double>row[a] - (m + log(s))
+    if lp == -INFINITY:
+        return 2
+    if lr_in != NULL:
+        lr = lr_in[i]
+    elif mode == PPO:
+        lr = lp - at(x1, i)
+    else:
+        lr = 0.0
+    t = token_terms(mode, lp, at(x1, i), at(x2, i), at(x3, i), lr, p)
+    c = <double>weights[i] * t.dloss
+    grad_fill(v, e, 1.0 / s, a, c, &grad[i, 0], nt)
+    if nt:
+        store_fence()
+    token_loss[i] = t.loss
+    log_probs[i] = lp
+    ratios[i] = t.ratio
+    terms[5 * i] = t.pg
+    terms[5 * i + 1] = t.kl
+    terms[5 * i + 2] = t.clipped
+    terms[5 * i + 3] = t.dual
+    if mode == PPO:
+        d = lp - at(x1, i)
+        # exp(d) of the token-level ratio is rho = exp(lr) itself (same argument, same bits)
+        ed = t.ratio if lr_in == NULL else exp(d)
+        terms[5 * i + 4] = (ed - 1.0) - d
+    return 0
 
 
-cdef int _token_lp_block(const real_t[:, ::1] logits, const index_t[::1] tokens, double* res,
-                         double* e, double* mc, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, v = logits.shape[1]
-    cdef int bad = 0
+cdef inline int _token_lp_row(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                              Py_ssize_t i, double* res, double* e) noexcept nogil:
     cdef double m, s
-    cdef const real_t* row
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad += 1
-            continue
-        res[i] = <double>row[tokens[i]] - (m + log(s))
-    return bad
+    cdef const real_t* row = &logits[i, 0]
+    if not row_stats(row, logits.shape[1], e, &m, &s):
+        return 1
+    res[i] = <double>row[tokens[i]] - (m + log(s))
+    return 0
 
 
-cdef void _reduce(int mode, const double[::1] log_probs, const real_t* x1, const real_t* x2,
-                  const real_t* x3, const double* lr_in, const real_t[::1] weights, Params p,
+cdef void _reduce(int mode, const double[::1] log_probs, const real_t* x1,
+                  const real_t[::1] weights, const double[::1] token_loss, const double* terms,
                   double[::1] stats) noexcept nogil:
+    """Weighted sums over tokens, serial in index order (terms from the fused pass)."""
     cdef double sw = 0.0, loss = 0.0, pg = 0.0, kl = 0.0, clipped = 0.0, dual = 0.0
-    cdef double k1 = 0.0, k3 = 0.0, lp, lr, w, d
+    cdef double k1 = 0.0, k3 = 0.0, w, d
     cdef Py_ssize_t i
-    cdef Terms t
     for i in range(log_probs.shape[0]):
-        lp = log_probs[i]
-        if lr_in != NULL:
-            lr = lr_in[i]
-        elif mode == PPO:
-            lr = lp - at(x1, i)
-        else:
-            lr = 0.0
-        t = token_terms(mode, lp, at(x1, i), at(x2, i), at(x3, i), lr, p)
         w = weights[i]
         sw += w
-        loss += w * t.loss
-        pg += w * t.pg
-        kl += w * t.kl
-        clipped += w * t.clipped
-        dual += w * t.dual
+        loss += w * token_loss[i]
+        pg += w * terms[5 * i]
+        kl += w * terms[5 * i + 1]
+        clipped += w * terms[5 * i + 2]
+        dual += w * terms[5 * i + 3]
         if mode == PPO:
-            d = lp - at(x1, i)
+            d = log_probs[i] - at(x1, i)
             k1 += w * -d
-            k3 += w * ((exp(d) - 1.0) - d)
+            k3 += w * terms[5 * i + 4]
     stats[0] = loss
     if mode == PPO:
         stats[1] = pg
@@ -250,35 +247,32 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
                  double[::1] token_loss,
                  double[::1] log_probs, double* ratios, real_t[:, ::1] grad, double[::1] stats,
                  int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], nc = n_chunks(logits.shape[1])
-    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1]), b, i, k
-    cdef int bad = 0, bad_tokens = 0, count
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1]
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1]), i, k
+    cdef int bad = 0, bad_tokens = 0, count, r
     cdef double total, mean
-    cdef double* w = <double*>malloc(sizeof(double) * (nb * (v + nc) + n) + 8)
+    cdef bint stream = use_streaming(n, v, &logits[0, 0])
+    # nt row buffers, then the terms (5 per token), then the sequence log-ratios
+    cdef double* w = <double*>malloc(sizeof(double) * (nt * v + (6 if seq_level else 5) * n) + 8)
+    cdef double* terms = w + nt * v
     cdef double* lr = NULL
-    cdef int* bt = <int*>malloc(sizeof(int) * nb + 8)
-    if w == NULL or bt == NULL:
-        free(w)
-        free(bt)
+    if w == NULL:
         return NO_MEMORY
-    for b in range(nb):
-        bt[b] = 0
+    # every row either writes its terms (all five for PPO) or the call returns an error first
     if seq_level:
-        lr = w + nb * (v + nc)
-        if nb > 1:
-            for b in prange(nb, num_threads=nb, schedule="static"):
-                bad += _token_lp_block(logits, tokens, lr, w + b * v, w + nb * v + b * nc,
-                                       lo_of(b, nb, n), lo_of(b + 1, nb, n))
+        lr = terms + 5 * n
+        if nt > 1:
+            for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+                bad += _token_lp_row(logits, tokens, i, lr, w + threadid() * v)
         else:
-            bad = _token_lp_block(logits, tokens, lr, w, w + v, 0, n)
+            for i in range(n):
+                bad += _token_lp_row(logits, tokens, i, lr, w)
         if bad:
             free(w)
-            free(bt)
             return BAD_LOGITS
         for i in range(n):
             if lr[i] == -INFINITY:
                 free(w)
-                free(bt)
                 return BAD_TOKENS
         for k in range(n_offsets - 1):
             total = 0.0
@@ -290,23 +284,23 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
             mean = total / count if count > 0 else 0.0
             for i in range(offsets[k], offsets[k + 1]):
                 lr[i] = mean
-    if nb > 1:
-        for b in prange(nb, num_threads=nb, schedule="static"):
-            bad += _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss,
-                             log_probs, ratios, grad, w + b * v, w + nb * v + b * nc,
-                             lo_of(b, nb, n), lo_of(b + 1, nb, n), bt + b)
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            r = _pg_row(logits, tokens, i, mode, x1, x2, x3, weights, lr, p, token_loss,
+                        log_probs, ratios, terms, grad, w + threadid() * v, stream)
+            bad += r & 1
+            bad_tokens += r >> 1
     else:
-        bad = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss, log_probs,
-                        ratios, grad, w, w + v, 0, n, bt)
-    for b in range(nb):
-        bad_tokens += bt[b]
+        for i in range(n):
+            r = _pg_row(logits, tokens, i, mode, x1, x2, x3, weights, lr, p, token_loss,
+                        log_probs, ratios, terms, grad, w, stream)
+            bad += r & 1
+            bad_tokens += r >> 1
     if bad or bad_tokens:
         free(w)
-        free(bt)
         return BAD_LOGITS if bad else BAD_TOKENS
-    _reduce(mode, log_probs, x1, x2, x3, lr, weights, p, stats)
+    _reduce(mode, log_probs, x1, weights, token_loss, terms, stats)
     free(w)
-    free(bt)
     return 0
 
 
@@ -425,61 +419,53 @@ cdef inline double value_terms(double v, double ret, double old, double value_cl
     return lc
 
 
-cdef inline void _a2c_grad_fill(const real_t* row, Py_ssize_t n, const double* e, const double* mc,
-                                double m, double s, double lse, double h, Py_ssize_t a, double c,
-                                double ce, real_t* out) noexcept nogil:
-    cdef double nc = -c, g, pj, hj, pa, ha
-    cdef Py_ssize_t c0 = 0, k, j, ci = 0
-    while c0 < n:
-        k = n - c0
-        if k > CHUNK:
-            k = CHUNK
-        g = chunk_scale(row, mc, ci, m, s)
-        ci += 1
-        for j in range(c0, c0 + k):
-            pj = e[j] * g
-            hj = pj * ((<double>row[j] - lse) + h) if pj > 0.0 else 0.0
-            out[j] = <real_t>(nc * pj + ce * hj)
-        c0 += k
-    pa = prob_at(row, e, mc, m, s, a)
+cdef inline void _a2c_grad_fill(const real_t* row, Py_ssize_t n, const double* e, double g,
+                                double lse, double h, Py_ssize_t a, double c, double ce,
+                                real_t* out) noexcept nogil:
+    """out_j = (-c) p_j + ce h_j with p_j = e_j g, h_j = p_j ((x_j - lse) + H) (0 where p_j = 0);
+    out_a = c (1 - p_a) + ce h_a."""
+    cdef double nc = -c, pj, hj, pa, ha
+    cdef Py_ssize_t j
+    for j in range(n):
+        pj = e[j] * g
+        hj = pj * ((<double>row[j] - lse) + h) if pj > 0.0 else 0.0
+        out[j] = <real_t>(nc * pj + ce * hj)
+    pa = e[a] * g
     ha = pa * ((<double>row[a] - lse) + h) if pa > 0.0 else 0.0
     out[a] = <real_t>(c * (1.0 - pa) + ce * ha)
 
 
-cdef int _a2c_block(const real_t[:, ::1] logits, const index_t[::1] tokens,
-                    const real_t[::1] advantages, const real_t[::1] values,
-                    const real_t[::1] returns, const real_t[::1] old_values,
-                    const real_t[::1] weights, double value_clip, double value_coef,
-                    double entropy_coef, double[::1] token_loss, double[::1] log_probs,
-                    double[::1] entropies, real_t[:, ::1] grad, double[::1] value_grad, double* e,
-                    double* mc, Py_ssize_t lo, Py_ssize_t hi, int* bad_tokens) noexcept nogil:
-    cdef Py_ssize_t i, a, v = logits.shape[1]
-    cdef int bad_logits = 0
-    cdef double m, s, lse, lp, h, old, lv, dlv, adv, pg, w
-    cdef const real_t* row
-    for i in range(lo, hi):
-        row = &logits[i, 0]
-        if not row_stats(row, v, e, mc, &m, &s):
-            bad_logits += 1
-            continue
-        a = tokens[i]
-        lse = m + log(s)
-        lp = <double>row[a] - lse
-        if lp == -INFINITY:
-            bad_tokens[0] += 1
-            continue
-        h = row_entropy(row, v, e, mc, m, s, lse)
-        old = <double>old_values[i] if value_clip > 0.0 else 0.0
-        lv = value_terms(values[i], returns[i], old, value_clip, &dlv)
-        adv = advantages[i]
-        pg = -adv * lp
-        w = weights[i]
-        _a2c_grad_fill(row, v, e, mc, m, s, lse, h, a, w * -adv, w * entropy_coef, &grad[i, 0])
-        token_loss[i] = pg + value_coef * lv - entropy_coef * h
-        log_probs[i] = lp
-        entropies[i] = h
-        value_grad[i] = (w * value_coef) * dlv
-    return bad_logits
+cdef inline int _a2c_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
+                         const real_t[::1] advantages, const real_t[::1] values,
+                         const real_t[::1] returns, const real_t[::1] old_values,
+                         const real_t[::1] weights, double value_clip, double value_coef,
+                         double entropy_coef, double[::1] token_loss, double[::1] log_probs,
+                         double[::1] entropies, real_t[:, ::1] grad, double[::1] value_grad,
+                         double* e) noexcept nogil:
+    """0, 1 (bad logits) or 2 (the sampled token has logit -inf)."""
+    cdef Py_ssize_t a, v = logits.shape[1]
+    cdef double m, s, g, lse, lp, h, old, lv, dlv, adv, pg, w
+    cdef const real_t* row = &logits[i, 0]
+    if not row_stats(row, v, e, &m, &s):
+        return 1
+    a = tokens[i]
+    lse = m + log(s)
+    g = 1.0 / s
+    lp = <double>row[a] - lse
+    if lp == -INFINITY:
+        return 2
+    h = row_entropy(row, v, e, g, lse)
+    old = <double>old_values[i] if value_clip > 0.0 else 0.0
+    lv = value_terms(values[i], returns[i], old, value_clip, &dlv)
+    adv = advantages[i]
+    pg = -adv * lp
+    w = weights[i]
+    _a2c_grad_fill(row, v, e, g, lse, h, a, w * -adv, w * entropy_coef, &grad[i, 0])
+    token_loss[i] = pg + value_coef * lv - entropy_coef * h
+    log_probs[i] = lp
+    entropies[i] = h
+    value_grad[i] = (w * value_coef) * dlv
+    return 0
 
 
 cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
@@ -489,12 +475,11 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
                        double entropy_coef, double[::1] token_loss, double[::1] log_probs,
                        double[::1] entropies, real_t[:, ::1] grad, double[::1] value_grad,
                        double[::1] stats, int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], nc = n_chunks(logits.shape[1])
-    cdef Py_ssize_t nb = n_blocks(num_threads, logits.shape[0], logits.shape[1]), b, i
-    cdef int bad = 0, bad_tokens = 0
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
+    cdef int bad = 0, bad_tokens = 0, r
     cdef double sw = 0.0, loss = 0.0, pgs = 0.0, vls = 0.0, hs = 0.0, wi, oldv, lv, dlv
     cdef double* w
-    cdef int* bt
     if out_of_range(tokens, v):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -509,28 +494,24 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
         return BAD_OLD_VALUES
     if not value_clip > 0.0:
         old_values = values
-    w = <double*>malloc(sizeof(double) * nb * (v + nc) + 8)
-    bt = <int*>malloc(sizeof(int) * nb + 8)
-    if w == NULL or bt == NULL:
-        free(w)
-        free(bt)
+    w = <double*>malloc(sizeof(double) * nt * v + 8)
+    if w == NULL:
         return NO_MEMORY
-    for b in range(nb):
-        bt[b] = 0
-    if nb > 1:
-        for b in prange(nb, num_threads=nb, schedule="static"):
-            bad += _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
-                              value_clip, value_coef, entropy_coef, token_loss, log_probs,
-                              entropies, grad, value_grad, w + b * v, w + nb * v + b * nc,
-                              lo_of(b, nb, n), lo_of(b + 1, nb, n), bt + b)
-    else:
-        bad = _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            r = _a2c_row(logits, tokens, i, advantages, values, returns, old_values, weights,
                          value_clip, value_coef, entropy_coef, token_loss, log_probs, entropies,
-                         grad, value_grad, w, w + v, 0, n, bt)
-    for b in range(nb):
-        bad_tokens += bt[b]
+                         grad, value_grad, w + threadid() * v)
+            bad += r & 1
+            bad_tokens += r >> 1
+    else:
+        for i in range(n):
+            r = _a2c_row(logits, tokens, i, advantages, values, returns, old_values, weights,
+                         value_clip, value_coef, entropy_coef, token_loss, log_probs, entropies,
+                         grad, value_grad, w)
+            bad += r & 1
+            bad_tokens += r >> 1
     free(w)
-    free(bt)
     if bad:
         return BAD_LOGITS
     if bad_tokens:

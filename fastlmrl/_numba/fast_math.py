@@ -2,41 +2,51 @@
 
 ``fast_exp``: a vectorisable exp for float64 arguments ``x <= 709`` used on float32 logits::
 
-    k = round_half_even(x * log2(e))            (shifter trick: t = x*log2e + 1.5*2**52)
-    r = (x - k*ln2_hi) - k*ln2_lo               (fdlibm's split of ln 2, |r| <= ln2/2)
-    exp(x) ~ 2**k * P7(r),  P7 = degree-7 Taylor polynomial of exp in Estrin's form
-             ((1 + r) + r2*(1/2 + r/6)) + r4*((1/24 + r/120) + r2*(1/720 + r/5040))
+    t = fma(x, log2(e), 1.5*2**52)   (shifter trick: t - 1.5*2**52 = k = round_half_even(x log2 e))
+    r = fma(-k, ln2, x)              (|r| <= ln2/2; ln2 rounded to double: error <= 709 * 2**-53)
+    exp(x) ~ 2**k * P7(r),  P7 = degree-7 Taylor polynomial of exp in Horner form with fused
+             multiply-adds: p = 1/5040; p = fma(p, r, c) for c = 1/720, 1/120, 1/24, 1/6, 1/2, 1, 1
     exp(x) := 0 for x < -708 (so exp(-inf) = 0: masked logits), NaN stays NaN
 
 Relative error <= 1e-8 over [-708, 709] (Taylor remainder (ln2/2)**8 / 8! = 5.3e-9 plus rounding;
-measured 7.1e-9), i.e. below 0.2 ulp of float32 before the result is rounded to float32.  Every operation is an
-IEEE double add/multiply (no FMA), so the Python reference (``fastlmrl._python.log_probs``) and the
-Cython twin (``fastlmrl/_cython/fast_math.pxd``) reproduce it bit for bit.
+measured 7.0e-9), i.e. below 0.2 ulp of float32 before the result is rounded to float32.  ``fma``
+is the correctly rounded fused multiply-add of IEEE 754 (LLVM's ``llvm.fma.f64``: one instruction
+on FMA hardware, libm's ``fma`` elsewhere), every other operation a plain IEEE double operation,
+so the Python reference (``fastlmrl._python.log_probs``, exact integer fma) and the Cython twin
+(``fastlmrl/_cython/fast_math.pxd``, C99 ``fma``) reproduce it bit for bit.  (The FMA form has
+half the operations of the former unfused Estrin form: exp went from ~1.3 to ~2 G/s per core.)
 
-The row passes stream one row of logits in chunks of ``CHUNK`` entries (online max and sum, see
-:func:`row_stats`): the chunk max, a rescale of the partial sums when the max grows, then
-``e_j = exp(x_j - m)`` into a per-thread float64 row buffer (a map that LLVM vectorises; the
-gradient pass reuses it instead of a second exp) which is summed into ``LANES`` independent partial
-sums (lane ``j % LANES`` for entry ``j``), combined at the end as
-``((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))``.  The same order is used by every backend.
+Row statistics (order of operations: fastlmrl/_python/log_probs.py): a max pass (``row_max_vec``:
+LLVM ``maxnum`` on 64-byte vectors, then a tree), ``e_j = EXP(x_j - m)`` into a per-thread float64
+row buffer (a map LLVM vectorises; the gradient pass reuses it instead of a second exp), then
+``LANES`` partial sums of the buffer (lane ``j % LANES``; ``lane_sums``: one <8 x double> add per
+8 entries), combined as ``((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))``.  Loops index the 2-D arrays from
+0 (LLVM then drops numba's negative-index wraparound and vectorises without gathers) and take no
+per-row views (a view costs an atomic reference-count update).  Gradient rows of large outputs are
+written with non-temporal (streaming) stores: the same values, without reading the destination
+into the cache first (measured 2x faster writes at (4096, 50257)).
 """
 import math
 
 import numpy as np
 from llvmlite import ir
 from numba import njit
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from ._common import NJIT, maxnum
+from ._common import NJIT
 
-CHUNK = 512
 LANES = 8
+# Gradient outputs of at least this many bytes (more than a last-level cache holds) are written with
+# streaming stores (they would not stay in the cache anyway); smaller ones with ordinary stores
+# (measured: a 16 MB output stays in a 32 MB L3 and is faster so).  Results are identical.
+NT_MIN_BYTES = 1 << 26
+NT_MIN_ROW_BYTES = 1 << 12  # and rows of at least 4 KiB (short rows: measured slower)
+NT_BYTES = 64  # bytes per streaming store (one cache line)
 
 LOG2E = 1.4426950408889634
 SHIFT = 6755399441055744.0  # 1.5 * 2**52
-LN2_HI = 6.93147180369123816490e-01
-LN2_LO = 1.90821492927058770002e-10
+NEG_LN2 = -0.6931471805599453
 EXP_LO = -708.0
 C2 = 1.0 / 2.0
 C3 = 1.0 / 6.0
@@ -75,55 +85,230 @@ def i64_as_f64(typingctx, x):
     return types.float64(types.int64), codegen
 
 
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c rounded once (IEEE 754 fusedMultiplyAdd), float64."""
+    if not (a == types.float64 and b == types.float64 and c == types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType()] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: orders the streaming stores before whatever follows (thread join)."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
+def nt_store_scaled(typingctx, out, k, e, j, g, nc):
+    """out.flat[k:k+W] = nc * (e[j:j+W] * g) (rounded to out's dtype), one 64-byte streaming store.
+
+    W = 64 / itemsize; the address of out.flat[k] must be 64-byte aligned (C-contiguous ``out``).
+    """
+    if not (isinstance(out, types.Array) and isinstance(e, types.Array)
+            and e.dtype == types.float64 and out.dtype in (types.float32, types.float64)):
+        return None
+    width = NT_BYTES // (4 if out.dtype == types.float32 else 8)
+
+    def codegen(context, builder, signature, args):
+        out_v, k_v, e_v, j_v, g_v, nc_v = args
+        out_a = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=out_v)
+        e_a = cgutils.create_struct_proxy(signature.args[2])(context, builder, value=e_v)
+        dvec = ir.VectorType(ir.DoubleType(), width)
+        src = builder.bitcast(builder.gep(e_a.data, [j_v]), dvec.as_pointer())
+        x = builder.load(src, align=8)
+        zero = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+
+        def splat(v):
+            one = builder.insert_element(ir.Constant(dvec, ir.Undefined), v,
+                                         ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(dvec, ir.Undefined), zero)
+
+        y = builder.fmul(splat(nc_v), builder.fmul(x, splat(g_v)))
+        elem = out_a.data.type.pointee
+        if elem != ir.DoubleType():
+            y = builder.fptrunc(y, ir.VectorType(elem, width))
+        dst = builder.bitcast(builder.gep(out_a.data, [k_v]), y.type.as_pointer())
+        st = builder.store(y, dst, align=NT_BYTES)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+        return context.get_dummy_value()
+
+    return types.none(out, k, e, j, g, nc), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, counter, k):
+    """Atomically counter[0] += k (int64 array, sequentially consistent); the previous value."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arr = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0])
+        kv = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.atomic_rmw("add", arr.data, kv, "seq_cst")
+
+    return types.int64(counter, k), codegen
+
+
+def _vec_loop(builder, n, width, body):
+    """Emit ``for j in range(0, n - n % width, width): body(j)`` (j an i64)."""
+    i64 = ir.IntType(64)
+    nfull = builder.sub(n, builder.srem(n, ir.Constant(i64, width)))
+    with cgutils.for_range_slice(builder, ir.Constant(i64, 0), nfull, ir.Constant(i64, width),
+                                 intp=i64) as (j, _):
+        body(j)
+    return nfull
+
+
+@intrinsic
+def lane_sums(typingctx, e, n):
+    """(s0, ..., s7): s_l = sum of e[j] for j < n, j % 8 == l, each added in index order.
+
+    The same additions as eight scalar running sums, done as one <8 x double> add per 8 entries
+    (LLVM does not vectorise the scalar form: the FP adds may not be reassociated).
+    """
+    if not (isinstance(e, types.Array) and e.dtype == types.float64 and e.ndim == 1
+            and isinstance(n, types.Integer)):
+        return None
+    ret = types.UniTuple(types.float64, LANES)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        dbl = ir.DoubleType()
+        vty = ir.VectorType(dbl, LANES)
+        data = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0]).data
+        n_v = context.cast(builder, args[1], signature.args[1], types.int64)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * LANES))
+
+        def body(j):
+            v = builder.load(builder.bitcast(builder.gep(data, [j]), vty.as_pointer()), align=8)
+            builder.store(builder.fadd(builder.load(acc), v), acc)
+
+        nfull = _vec_loop(builder, n_v, LANES, body)
+        lanes = [builder.extract_element(builder.load(acc), ir.Constant(ir.IntType(32), l))
+                 for l in range(LANES)]
+        out = []
+        for l in range(LANES):
+            slot = cgutils.alloca_once_value(builder, lanes[l])
+            idx = builder.add(nfull, ir.Constant(i64, l))
+            with builder.if_then(builder.icmp_signed("<", idx, n_v)):
+                builder.store(builder.fadd(builder.load(slot),
+                                           builder.load(builder.gep(data, [idx]))), slot)
+            out.append(builder.load(slot))
+        return context.make_tuple(builder, ret, out)
+
+    return ret(e, n), codegen
+
+
+@intrinsic
+def row_max_vec(typingctx, x, i):
+    """max of the non-NaN entries of row i of the C-contiguous 2-D ``x`` (NaN when all are NaN),
+    as a float64: 64-byte maxnum vectors, then a tree of maxnum (max is exact and
+    order-independent, up to the sign of a zero maximum, which no result depends on)."""
+    if not (isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C"
+            and x.dtype in (types.float32, types.float64) and isinstance(i, types.Integer)):
+        return None
+    width = NT_BYTES // (4 if x.dtype == types.float32 else 8)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        arr = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0])
+        fty = arr.data.type.pointee
+        vty = ir.VectorType(fty, width)
+        suffix = "f32" if fty == ir.FloatType() else "f64"
+        vmax = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.v{width}{suffix}")
+        smax = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(fty, [fty, fty]), f"llvm.maxnum.{suffix}")
+        n_v = builder.extract_value(arr.shape, 1)
+        i_v = context.cast(builder, args[1], signature.args[1], types.int64)
+        row = builder.gep(arr.data, [builder.mul(i_v, n_v)])
+        first = builder.load(row)
+        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), first, ir.Constant(i32, 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
+                                       ir.Constant(ir.VectorType(i32, width), [0] * width))
+        acc = cgutils.alloca_once_value(builder, splat)
+
+        def body(j):
+            v = builder.load(builder.bitcast(builder.gep(row, [j]), vty.as_pointer()),
+                             align=4 if fty == ir.FloatType() else 8)
+            builder.store(builder.call(vmax, [builder.load(acc), v]), acc)
+
+        nfull = _vec_loop(builder, n_v, width, body)
+        vec = builder.load(acc)
+        half = width // 2
+        while half >= 1:
+            lo = builder.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                        ir.Constant(ir.VectorType(i32, half), list(range(half))))
+            hi = builder.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                        ir.Constant(ir.VectorType(i32, half),
+                                                    list(range(half, 2 * half))))
+            if half > 1:
+                hty = ir.VectorType(fty, half)
+                hmax = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(hty, [hty, hty]),
+                    f"llvm.maxnum.v{half}{suffix}")
+                vec = builder.call(hmax, [lo, hi])
+            else:
+                vec = builder.call(smax, [builder.extract_element(lo, ir.Constant(i32, 0)),
+                                          builder.extract_element(hi, ir.Constant(i32, 0))])
+            half //= 2
+        m = cgutils.alloca_once_value(builder, vec)
+        with cgutils.for_range_slice(builder, nfull, n_v, ir.Constant(i64, 1), intp=i64) as (j, _):
+            x_j = builder.load(builder.gep(row, [j]))
+            builder.store(builder.call(smax, [builder.load(m), x_j]), m)
+        res = builder.load(m)
+        return builder.fpext(res, ir.DoubleType()) if fty != ir.DoubleType() else res
+
+    return types.float64(x, i), codegen
+
+
 @njit(**INLINE)
 def fast_exp(x):
     """exp(x) for a float64 x <= 709 with relative error <= 1e-8 (see the module docstring)."""
     xc = EXP_LO if x < EXP_LO else x
-    t = xc * LOG2E + SHIFT
+    t = fma(xc, LOG2E, SHIFT)
     kf = t - SHIFT
-    r = (xc - kf * LN2_HI) - kf * LN2_LO
-    r2 = r * r
-    r4 = r2 * r2
-    q0 = (1.0 + r) + r2 * (C2 + r * C3)
-    q1 = (C4 + r * C5) + r2 * (C6 + r * C7)
-    p = q0 + r4 * q1
+    r = fma(kf, NEG_LN2, xc)
+    p = fma(C7, r, C6)
+    p = fma(p, r, C5)
+    p = fma(p, r, C4)
+    p = fma(p, r, C3)
+    p = fma(p, r, C2)
+    p = fma(p, r, 1.0)
+    p = fma(p, r, 1.0)
     scale = i64_as_f64((f64_as_i64(t) - _SHIFT_BITS + _BIAS) << _FIFTY_TWO)
     return 0.0 if x < EXP_LO else p * scale
 
 
 @njit(**INLINE)
-def exp_for(sample, x):
-    """The exp used for logits of ``sample``'s dtype: fast_exp for float32, math.exp for float64."""
-    if sample.itemsize == 4:
-        return fast_exp(x)
-    return math.exp(x)
+def row_max(x, i):
+    """max of the non-NaN entries of row i (NaN when all are NaN), as a float64; vectorised."""
+    return row_max_vec(x, i)
 
 
-@njit(**NJIT)
-def seg_max(seg):
-    m = seg[0]
-    for j in range(seg.shape[0]):
-        m = maxnum(m, seg[j])
-    return np.float64(m)
-
-
-@njit(**NJIT)
-def seg_has_nan(seg):
-    for j in range(seg.shape[0]):
-        if seg[j] != seg[j]:
-            return True
-    return False
-
-
-@njit(**NJIT)
-def seg_exp(seg, m, dst):
-    """dst[j] = EXP(seg[j] - m)."""
-    if seg.itemsize == 4:
-        for j in range(seg.shape[0]):
-            dst[j] = fast_exp(np.float64(seg[j]) - m)
+@njit(**INLINE)
+def row_exp(x, i, m, e):
+    """e[j] = EXP(x[i, j] - m): fast_exp for float32 logits, math.exp for float64 (vectorised)."""
+    if x.itemsize == 4:
+        for j in range(x.shape[1]):
+            e[j] = fast_exp(np.float64(x[i, j]) - m)
     else:
-        for j in range(seg.shape[0]):
-            dst[j] = math.exp(np.float64(seg[j]) - m)
+        for j in range(x.shape[1]):
+            e[j] = math.exp(np.float64(x[i, j]) - m)
 
 
 @njit(**INLINE)
@@ -131,151 +316,102 @@ def combine(s0, s1, s2, s3, s4, s5, s6, s7):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@njit(**NJIT)
-def row_stats(row, e, mc):
-    """(m, S, ok) of one row; e[j] = EXP(row[j] - mc[chunk]) and mc[chunk] (running max) stored.
+# The helpers below take the 2-D arrays and a row index (no per-row views: a view costs an atomic
+# reference-count update, which dominated short rows and bounced between threads).
 
-    ``ok`` is False when the row holds NaN or +inf or has no finite entry.  lse = m + log(S);
-    softmax p_j = e_j * EXP(mc[c] - m) / S.  Order of operations: fastlmrl/_python/log_probs.py.
+@njit(**NJIT)
+def row_stats(x, i, e):
+    """(m, S, ok) of row i of ``x``; e[j] = EXP(x[i, j] - m) stored in the float64 buffer ``e``.
+
+    ``ok`` is False when the row holds NaN or +inf or has no finite entry (then ``e`` is
+    unspecified).  lse = m + log(S); softmax p_j = e_j * (1 / S).
+    Order of operations: fastlmrl/_python/log_probs.py.
     """
-    n = row.shape[0]
-    m = -np.inf
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    c = 0
-    for c0 in range(0, n, CHUNK):
-        seg = row[c0:c0 + CHUNK]
-        k = seg.shape[0]
-        dst = e[c0:c0 + k]
-        cm = seg_max(seg)
-        if cm > m:
-            if m > -np.inf:
-                alpha = exp_for(row, m - cm)
-                s0 *= alpha
-                s1 *= alpha
-                s2 *= alpha
-                s3 *= alpha
-                s4 *= alpha
-                s5 *= alpha
-                s6 *= alpha
-                s7 *= alpha
-            m = cm
-        mc[c] = m
-        c += 1
-        if m == -np.inf:  # everything so far is -inf (masked) or NaN: no contribution
-            if seg_has_nan(seg):
-                return m, np.nan, False
-            for j in range(k):
-                dst[j] = 0.0
-            continue
-        seg_exp(seg, m, dst)
-        k8 = k - k % LANES
-        for j in range(0, k8, LANES):
-            s0 += dst[j]
-            s1 += dst[j + 1]
-            s2 += dst[j + 2]
-            s3 += dst[j + 3]
-            s4 += dst[j + 4]
-            s5 += dst[j + 5]
-            s6 += dst[j + 6]
-            s7 += dst[j + 7]
-        rem = k - k8
-        if rem > 0:
-            s0 += dst[k8]
-        if rem > 1:
-            s1 += dst[k8 + 1]
-        if rem > 2:
-            s2 += dst[k8 + 2]
-        if rem > 3:
-            s3 += dst[k8 + 3]
-        if rem > 4:
-            s4 += dst[k8 + 4]
-        if rem > 5:
-            s5 += dst[k8 + 5]
-        if rem > 6:
-            s6 += dst[k8 + 6]
+    n = x.shape[1]
+    m = row_max(x, i)
+    if not (m > -np.inf and m < np.inf):
+        return m, np.nan, False
+    row_exp(x, i, m, e)
+    s0, s1, s2, s3, s4, s5, s6, s7 = lane_sums(e, n)
     s = combine(s0, s1, s2, s3, s4, s5, s6, s7)
-    ok = m < np.inf and m > -np.inf and s == s
-    return m, s, ok
+    return m, s, s == s
 
 
 @njit(**NJIT)
-def chunk_scale(row, mc, c, m, s):
-    """g_c = EXP(mc[c] - m) / S: softmax p_j = e_j * g_c for the entries of chunk c."""
-    return exp_for(row, mc[c] - m) / s
+def streaming_base(out2d):
+    """-1 for ordinary stores, else the address of ``out2d`` modulo 64 (streaming stores).
+
+    Streaming stores for outputs of at least NT_MIN_BYTES with rows of at least NT_MIN_ROW_BYTES.
+    """
+    row_bytes = out2d.shape[1] * out2d.itemsize
+    if row_bytes >= NT_MIN_ROW_BYTES and out2d.shape[0] * row_bytes >= NT_MIN_BYTES:
+        return np.int64(out2d.ctypes.data % NT_BYTES)
+    return np.int64(-1)
 
 
 @njit(**NJIT)
-def prob_at(row, e, mc, m, s, j):
-    return e[j] * chunk_scale(row, mc, j // CHUNK, m, s)
+def grad_fill(e, g, a, c, out, i, nt_base):
+    """out[i] = c * (onehot(a) - p), p_j = e_j * g: out[i, j] = (-c) * p_j, then
+    out[i, a] = c * (1 - p_a).
 
-
-@njit(**NJIT)
-def seg_scaled(src, f, dst):
-    """dst[j] = f * src[j] (rounded to dst's dtype)."""
-    for j in range(src.shape[0]):
-        dst[j] = f * src[j]
-
-
-@njit(**NJIT)
-def seg_scaled2(src, g, f, dst):
-    """dst[j] = f * (src[j] * g) (rounded to dst's dtype)."""
-    for j in range(src.shape[0]):
-        dst[j] = f * (src[j] * g)
-
-
-@njit(**NJIT)
-def grad_fill(row, e, mc, m, s, a, c, out):
-    """out = c * (onehot(a) - p): out[j] = (-c) * p_j, then out[a] = c * (1 - p_a)."""
-    n = row.shape[0]
+    ``nt_base`` >= 0 (see streaming_base): 64-byte streaming stores (ordinary stores before the
+    first aligned address and after the last full line); the caller issues ``store_fence`` after
+    its rows.
+    """
+    n = out.shape[1]
     nc = -c
-    ci = 0
-    for c0 in range(0, n, CHUNK):
-        g = chunk_scale(row, mc, ci, m, s)
-        ci += 1
-        seg_scaled2(e[c0:c0 + CHUNK], g, nc, out[c0:c0 + CHUNK])
-    out[a] = c * (1.0 - prob_at(row, e, mc, m, s, a))
-
-
-@njit(**NJIT)
-def row_entropy(row, e, mc, m, s, lse):
-    """H = -sum_j p_j (x_j - lse), terms with p_j = 0 omitted (lane j % 8)."""
-    n = row.shape[0]
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
-    ci = 0
-    for c0 in range(0, n, CHUNK):
-        g = chunk_scale(row, mc, ci, m, s)
-        ci += 1
-        seg = row[c0:c0 + CHUNK]
-        k = seg.shape[0]
-        src = e[c0:c0 + k]
-        k8 = k - k % LANES
-        for j in range(0, k8, LANES):
-            t0 += _plogp(src[j] * g, seg[j], lse)
-            t1 += _plogp(src[j + 1] * g, seg[j + 1], lse)
-            t2 += _plogp(src[j + 2] * g, seg[j + 2], lse)
-            t3 += _plogp(src[j + 3] * g, seg[j + 3], lse)
-            t4 += _plogp(src[j + 4] * g, seg[j + 4], lse)
-            t5 += _plogp(src[j + 5] * g, seg[j + 5], lse)
-            t6 += _plogp(src[j + 6] * g, seg[j + 6], lse)
-            t7 += _plogp(src[j + 7] * g, seg[j + 7], lse)
-        rem = k - k8
-        if rem > 0:
-            t0 += _plogp(src[k8] * g, seg[k8], lse)
-        if rem > 1:
-            t1 += _plogp(src[k8 + 1] * g, seg[k8 + 1], lse)
-        if rem > 2:
-            t2 += _plogp(src[k8 + 2] * g, seg[k8 + 2], lse)
-        if rem > 3:
-            t3 += _plogp(src[k8 + 3] * g, seg[k8 + 3], lse)
-        if rem > 4:
-            t4 += _plogp(src[k8 + 4] * g, seg[k8 + 4], lse)
-        if rem > 5:
-            t5 += _plogp(src[k8 + 5] * g, seg[k8 + 5], lse)
-        if rem > 6:
-            t6 += _plogp(src[k8 + 6] * g, seg[k8 + 6], lse)
-    return -combine(t0, t1, t2, t3, t4, t5, t6, t7)
+    if nt_base >= 0:
+        w = NT_BYTES // out.itemsize
+        k0 = i * n
+        j0 = ((NT_BYTES - (nt_base + k0 * out.itemsize) % NT_BYTES) % NT_BYTES) // out.itemsize
+        if j0 > n:
+            j0 = n
+        j1 = j0 + (n - j0) // w * w
+        for j in range(j0):
+            out[i, j] = nc * (e[j] * g)
+        for j in range(j0, j1, w):
+            nt_store_scaled(out, k0 + j, e, j, g, nc)
+        for j in range(j1, n):
+            out[i, j] = nc * (e[j] * g)
+    else:
+        for j in range(n):
+            out[i, j] = nc * (e[j] * g)
+    out[i, a] = c * (1.0 - e[a] * g)
 
 
 @njit(**INLINE)
 def _plogp(p, x, lse):
     return p * (np.float64(x) - lse) if p > 0.0 else 0.0
+
+
+@njit(**NJIT)
+def row_entropy(x, i, e, g, lse):
+    """H = -sum_j p_j (x_j - lse), p_j = e_j * g, terms with p_j = 0 omitted (lane j % 8)."""
+    n = x.shape[1]
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
+    k8 = n - n % LANES
+    for j in range(0, k8, LANES):
+        t0 += _plogp(e[j] * g, x[i, j], lse)
+        t1 += _plogp(e[j + 1] * g, x[i, j + 1], lse)
+        t2 += _plogp(e[j + 2] * g, x[i, j + 2], lse)
+        t3 += _plogp(e[j + 3] * g, x[i, j + 3], lse)
+        t4 += _plogp(e[j + 4] * g, x[i, j + 4], lse)
+        t5 += _plogp(e[j + 5] * g, x[i, j + 5], lse)
+        t6 += _plogp(e[j + 6] * g, x[i, j + 6], lse)
+        t7 += _plogp(e[j + 7] * g, x[i, j + 7], lse)
+    rem = n - k8
+    if rem > 0:
+        t0 += _plogp(e[k8] * g, x[i, k8], lse)
+    if rem > 1:
+        t1 += _plogp(e[k8 + 1] * g, x[i, k8 + 1], lse)
+    if rem > 2:
+        t2 += _plogp(e[k8 + 2] * g, x[i, k8 + 2], lse)
+    if rem > 3:
+        t3 += _plogp(e[k8 + 3] * g, x[i, k8 + 3], lse)
+    if rem > 4:
+        t4 += _plogp(e[k8 + 4] * g, x[i, k8 + 4], lse)
+    if rem > 5:
+        t5 += _plogp(e[k8 + 5] * g, x[i, k8 + 5], lse)
+    if rem > 6:
+        t6 += _plogp(e[k8 + 6] * g, x[i, k8 + 6], lse)
+    return -combine(t0, t1, t2, t3, t4, t5, t6, t7)

@@ -1,7 +1,10 @@
 """Numba kernels over logits (same arithmetic as fastlmrl/_python/log_probs.py, bit for bit).
 
-Rows are split into ``n_blocks`` contiguous blocks (one per thread, ``prange``); every row is computed
-by the same code whichever block holds it, so results do not depend on the thread count.  The (N,)
+Rows are split into blocks of ``rows_per_block`` rows (about 64k entries); each of ``n_threads``
+workers (``prange``, one float64 row buffer each) takes the next block from an atomic counter until
+none is left (dynamic schedule: a thread slowed by another process does not hold the others up).
+Every row is computed by the same code whichever worker takes it, so results do not depend on the
+thread count.  The (N,)
 results are collected in a float64 work array and copied out only after every row was found valid.
 """
 
@@ -12,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import NJIT, out_of_range
-from .fast_math import CHUNK, grad_fill, row_entropy, row_stats
+from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
 
 BAD_LOGITS = 20
 BAD_TOKENS = 21
@@ -20,31 +23,39 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @njit(**NJIT)
-def n_blocks(num_threads, n, n_vocab):
-    """Blocks of rows (one per thread): 1 unless more than one thread and a large enough batch."""
+def n_threads(num_threads, n, n_vocab):
+    """Workers: 1 unless more than one thread is allowed and the batch is large enough."""
     if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
         return 1
     return min(num_threads, n)
 
 
 @njit(**NJIT)
-def work(nb, n_vocab):
-    """Per-block scratch, allocated once per call: the exp row buffer and the chunk maxima."""
-    return np.empty((nb, n_vocab)), np.empty((nb, (n_vocab + CHUNK - 1) // CHUNK))
+def rows_per_block(n_vocab):
+    """Rows a worker takes at a time (about 64k entries)."""
+    return 1 + PARALLEL_MIN_ELEMENTS // n_vocab
 
 
 @njit(**NJIT)
-def block_bounds(b, nb, n):
-    return b * n // nb, (b + 1) * n // nb
+def next_block(counter, rpb, n):
+    """Claim the next block of rows: (lo, hi), empty when none is left."""
+    lo = min(fetch_add(counter, rpb), n)
+    return lo, min(lo + rpb, n)
+
+
+@njit(**NJIT)
+def work(nt, n_vocab):
+    """Per-worker scratch, allocated once per call: the float64 exp row buffer of each worker."""
+    return np.empty((nt, n_vocab))
 
 
 # ---- one block of rows per kernel ---------------------------------------------------------------
 
 @njit(**NJIT)
-def _lse_block(logits, res, e, mc, lo, hi):
+def _lse_block(logits, res, e, lo, hi):
     bad = 0
     for i in range(lo, hi):
-        m, s, ok = row_stats(logits[i], e, mc)
+        m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad += 1
             continue
@@ -53,109 +64,141 @@ def _lse_block(logits, res, e, mc, lo, hi):
 
 
 @njit(**NJIT)
-def _token_block(logits, tokens, res, e, mc, lo, hi):
+def _token_block(logits, tokens, res, e, lo, hi):
     bad = 0
     for i in range(lo, hi):
-        row = logits[i]
-        m, s, ok = row_stats(row, e, mc)
+        m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad += 1
             continue
-        res[i] = np.float64(row[tokens[i]]) - (m + math.log(s))
+        res[i] = np.float64(logits[i, tokens[i]]) - (m + math.log(s))
     return bad
 
 
 @njit(**NJIT)
-def _entropy_block(logits, res, e, mc, lo, hi):
+def _entropy_block(logits, res, e, lo, hi):
     bad = 0
     for i in range(lo, hi):
-        row = logits[i]
-        m, s, ok = row_stats(row, e, mc)
+        m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad += 1
             continue
-        res[i] = row_entropy(row, e, mc, m, s, m + math.log(s))
+        res[i] = row_entropy(logits, i, e, 1.0 / s, m + math.log(s))
     return bad
 
 
 @njit(**NJIT)
-def _log_softmax_block(logits, out, e, mc, lo, hi):
+def _log_softmax_block(logits, out, e, lo, hi):
     bad = 0
     for i in range(lo, hi):
-        row = logits[i]
-        m, s, ok = row_stats(row, e, mc)
+        m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad += 1
             continue
         lse = m + math.log(s)
-        dst = out[i]
-        for j in range(row.shape[0]):
-            dst[j] = np.float64(row[j]) - lse
+        for j in range(logits.shape[1]):
+            out[i, j] = np.float64(logits[i, j]) - lse
     return bad
 
 
 @njit(**NJIT)
-def _grad_block(logits, tokens, out, e, mc, lo, hi):
+def _grad_block(logits, tokens, out, e, lo, hi, nt_base):
     bad = 0
     for i in range(lo, hi):
-        row = logits[i]
-        m, s, ok = row_stats(row, e, mc)
+        m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad += 1
             continue
-        grad_fill(row, e, mc, m, s, tokens[i], 1.0, out[i])
+        grad_fill(e, 1.0 / s, tokens[i], 1.0, out, i, nt_base)
+    if nt_base >= 0:
+        store_fence()
     return bad
 
 
-# ---- parallel drivers (prange over blocks) ------------------------------------------------------
+# ---- parallel drivers (prange over workers) ------------------------------------------------------
 
 @njit(cache=True, nogil=True, parallel=True)
-def _lse_par(logits, res, e, mc, nb):
+def _lse_par(logits, res, e, nt):
     n = logits.shape[0]
     bad = 0
-    for b in prange(nb):
-        lo, hi = block_bounds(b, nb, n)
-        bad += _lse_block(logits, res, e[b], mc[b], lo, hi)
-    return bad
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _token_par(logits, tokens, res, e, mc, nb):
-    n = logits.shape[0]
-    bad = 0
-    for b in prange(nb):
-        lo, hi = block_bounds(b, nb, n)
-        bad += _token_block(logits, tokens, res, e[b], mc[b], lo, hi)
-    return bad
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _entropy_par(logits, res, e, mc, nb):
-    n = logits.shape[0]
-    bad = 0
-    for b in prange(nb):
-        lo, hi = block_bounds(b, nb, n)
-        bad += _entropy_block(logits, res, e[b], mc[b], lo, hi)
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(logits.shape[1])
+    for t in prange(nt):
+        et = e[t]
+        bt = 0
+        lo, hi = next_block(counter, rpb, n)
+        while lo < hi:
+            bt += _lse_block(logits, res, et, lo, hi)
+            lo, hi = next_block(counter, rpb, n)
+        bad += bt
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _log_softmax_par(logits, out, e, mc, nb):
+def _token_par(logits, tokens, res, e, nt):
     n = logits.shape[0]
     bad = 0
-    for b in prange(nb):
-        lo, hi = block_bounds(b, nb, n)
-        bad += _log_softmax_block(logits, out, e[b], mc[b], lo, hi)
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(logits.shape[1])
+    for t in prange(nt):
+        et = e[t]
+        bt = 0
+        lo, hi = next_block(counter, rpb, n)
+        while lo < hi:
+            bt += _token_block(logits, tokens, res, et, lo, hi)
+            lo, hi = next_block(counter, rpb, n)
+        bad += bt
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _grad_par(logits, tokens, out, e, mc, nb):
+def _entropy_par(logits, res, e, nt):
     n = logits.shape[0]
     bad = 0
-    for b in prange(nb):
-        lo, hi = block_bounds(b, nb, n)
-        bad += _grad_block(logits, tokens, out, e[b], mc[b], lo, hi)
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(logits.shape[1])
+    for t in prange(nt):
+        et = e[t]
+        bt = 0
+        lo, hi = next_block(counter, rpb, n)
+        while lo < hi:
+            bt += _entropy_block(logits, res, et, lo, hi)
+            lo, hi = next_block(counter, rpb, n)
+        bad += bt
+    return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _log_softmax_par(logits, out, e, nt):
+    n = logits.shape[0]
+    bad = 0
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(logits.shape[1])
+    for t in prange(nt):
+        et = e[t]
+        bt = 0
+        lo, hi = next_block(counter, rpb, n)
+        while lo < hi:
+            bt += _log_softmax_block(logits, out, et, lo, hi)
+            lo, hi = next_block(counter, rpb, n)
+        bad += bt
+    return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _grad_par(logits, tokens, out, e, nt, nt_base):
+    n = logits.shape[0]
+    bad = 0
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(logits.shape[1])
+    for t in prange(nt):
+        et = e[t]
+        bt = 0
+        lo, hi = next_block(counter, rpb, n)
+        while lo < hi:
+            bt += _grad_block(logits, tokens, out, et, lo, hi, nt_base)
+            lo, hi = next_block(counter, rpb, n)
+        bad += bt
     return bad
 
 
@@ -170,13 +213,13 @@ def _copy_out(res, out):
 @njit(**NJIT)
 def logsumexp(logits, out, num_threads):
     n, v = logits.shape
-    nb = n_blocks(num_threads, n, v)
-    e, mc = work(nb, v)
+    nt = n_threads(num_threads, n, v)
+    e = work(nt, v)
     res = np.empty(n)
-    if nb > 1:
-        bad = _lse_par(logits, res, e, mc, nb)
+    if nt > 1:
+        bad = _lse_par(logits, res, e, nt)
     else:
-        bad = _lse_block(logits, res, e[0], mc[0], 0, n)
+        bad = _lse_block(logits, res, e[0], 0, n)
     if bad:
         return BAD_LOGITS
     _copy_out(res, out)
@@ -188,13 +231,13 @@ def token_log_probs(logits, tokens, out, num_threads):
     n, v = logits.shape
     if out_of_range(tokens, v):
         return BAD_TOKENS
-    nb = n_blocks(num_threads, n, v)
-    e, mc = work(nb, v)
+    nt = n_threads(num_threads, n, v)
+    e = work(nt, v)
     res = np.empty(n)
-    if nb > 1:
-        bad = _token_par(logits, tokens, res, e, mc, nb)
+    if nt > 1:
+        bad = _token_par(logits, tokens, res, e, nt)
     else:
-        bad = _token_block(logits, tokens, res, e[0], mc[0], 0, n)
+        bad = _token_block(logits, tokens, res, e[0], 0, n)
     if bad:
         return BAD_LOGITS
     _copy_out(res, out)
@@ -204,13 +247,13 @@ def token_log_probs(logits, tokens, out, num_threads):
 @njit(**NJIT)
 def entropy(logits, out, num_threads):
     n, v = logits.shape
-    nb = n_blocks(num_threads, n, v)
-    e, mc = work(nb, v)
+    nt = n_threads(num_threads, n, v)
+    e = work(nt, v)
     res = np.empty(n)
-    if nb > 1:
-        bad = _entropy_par(logits, res, e, mc, nb)
+    if nt > 1:
+        bad = _entropy_par(logits, res, e, nt)
     else:
-        bad = _entropy_block(logits, res, e[0], mc[0], 0, n)
+        bad = _entropy_block(logits, res, e[0], 0, n)
     if bad:
         return BAD_LOGITS
     _copy_out(res, out)
@@ -220,12 +263,12 @@ def entropy(logits, out, num_threads):
 @njit(**NJIT)
 def log_softmax(logits, out, num_threads):
     n, v = logits.shape
-    nb = n_blocks(num_threads, n, v)
-    e, mc = work(nb, v)
-    if nb > 1:
-        bad = _log_softmax_par(logits, out, e, mc, nb)
+    nt = n_threads(num_threads, n, v)
+    e = work(nt, v)
+    if nt > 1:
+        bad = _log_softmax_par(logits, out, e, nt)
     else:
-        bad = _log_softmax_block(logits, out, e[0], mc[0], 0, n)
+        bad = _log_softmax_block(logits, out, e[0], 0, n)
     return BAD_LOGITS if bad else 0
 
 
@@ -234,10 +277,10 @@ def log_prob_grad(logits, tokens, out, num_threads):
     n, v = logits.shape
     if out_of_range(tokens, v):
         return BAD_TOKENS
-    nb = n_blocks(num_threads, n, v)
-    e, mc = work(nb, v)
-    if nb > 1:
-        bad = _grad_par(logits, tokens, out, e, mc, nb)
+    nt = n_threads(num_threads, n, v)
+    e = work(nt, v)
+    if nt > 1:
+        bad = _grad_par(logits, tokens, out, e, nt, streaming_base(out))
     else:
-        bad = _grad_block(logits, tokens, out, e[0], mc[0], 0, n)
+        bad = _grad_block(logits, tokens, out, e[0], 0, n, streaming_base(out))
     return BAD_LOGITS if bad else 0

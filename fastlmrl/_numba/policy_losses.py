@@ -1,9 +1,11 @@
 """Numba policy-gradient losses over logits (same arithmetic as fastlmrl/_python/policy_losses.py).
 
-One fused pass per row (``prange`` over blocks of rows): row statistics, log pi(a), the per-token
-loss and ``c_i = w_i dl_i/dlogp_i``, then the gradient row ``c_i (onehot - p)``.  Sequence-level
-(GSPO) ratios need every log-prob of a sequence first: a statistics pass, the per-sequence means
-(serial), then the fused pass.  Reductions over tokens run serially in index order afterwards.
+One fused pass per row (``prange`` over workers taking blocks of rows, see
+fastlmrl/_numba/log_probs.py): row statistics, log pi(a), the per-token loss and
+``c_i = w_i dl_i/dlogp_i``, then the gradient row ``c_i (onehot - p)``; the per-token terms of the
+batch sums are stored on the way.  Sequence-level (GSPO) ratios need every log-prob of a sequence
+first: a statistics pass, the per-sequence means (serial), then the fused pass.  Reductions over
+tokens run serially in index order afterwards.
 """
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
@@ -13,8 +15,9 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import NJIT, not_all_finite, out_of_range
-from .fast_math import CHUNK, chunk_scale, grad_fill, prob_at, row_entropy, row_stats
-from .log_probs import BAD_LOGITS, BAD_TOKENS, _token_block, _token_par, block_bounds, n_blocks, work
+from .fast_math import grad_fill, row_entropy, row_stats, store_fence, streaming_base
+from .log_probs import (BAD_LOGITS, BAD_TOKENS, _token_block, _token_par, n_threads, next_block,
+                        rows_per_block, work)
 
 BAD_WEIGHTS = 22
 BAD_ADVANTAGES = 23
@@ -92,18 +95,18 @@ def _bad_weights(weights):
 
 @njit(**NJIT)
 def _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
-              log_probs, ratios, grad, e, mc, lo, hi):
+              log_probs, ratios, terms, grad, e, lo, hi, nt_base):
+    """The fused pass over rows lo..hi-1; ``terms[i]`` = (pg, kl, clipped, dual, k3) for _reduce."""
     clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
     bad_logits = 0
     bad_tokens = 0
     for i in range(lo, hi):
-        row = logits[i]
-        m, s, ok = row_stats(row, e, mc)
+        m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad_logits += 1
             continue
         a = tokens[i]
-        lp = np.float64(row[a]) - (m + math.log(s))
+        lp = np.float64(logits[i, a]) - (m + math.log(s))
         if lp == -np.inf:
             bad_tokens += 1
             continue
@@ -116,53 +119,64 @@ def _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, 
         t = token_terms(mode, lp, np.float64(x1[i]), np.float64(x2[i]), np.float64(x3[i]), lr,
                         clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref)
         c = np.float64(weights[i]) * t[1]
-        grad_fill(row, e, mc, m, s, a, c, grad[i])
+        grad_fill(e, 1.0 / s, a, c, grad, i, nt_base)
         token_loss[i] = t[0]
         log_probs[i] = lp
         ratios[i] = t[2]
+        terms[i, 0] = t[3]
+        terms[i, 1] = t[4]
+        terms[i, 2] = t[5]
+        terms[i, 3] = t[6]
+        if mode == PPO:
+            d = lp - np.float64(x1[i])
+            # exp(d) of the token-level ratio is rho = exp(lr) itself (same argument, same bits)
+            ed = t[2] if not use_lr else math.exp(d)
+            terms[i, 4] = (ed - 1.0) - d
+    if nt_base >= 0:
+        store_fence()
     return bad_logits, bad_tokens
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _pg_par(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
-            log_probs, ratios, grad, e, mc, nb):
+            log_probs, ratios, terms, grad, e, nt, nt_base):
     n = logits.shape[0]
     bad_logits = 0
     bad_tokens = 0
-    for b in prange(nb):
-        lo, hi = block_bounds(b, nb, n)
-        bl, bt = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params,
-                           token_loss, log_probs, ratios, grad, e[b], mc[b], lo, hi)
-        bad_logits += bl
-        bad_tokens += bt
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(logits.shape[1])
+    for t in prange(nt):
+        et = e[t]
+        sl = 0
+        st = 0
+        lo, hi = next_block(counter, rpb, n)
+        while lo < hi:
+            bl, bt = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params,
+                               token_loss, log_probs, ratios, terms, grad, et, lo, hi, nt_base)
+            sl += bl
+            st += bt
+            lo, hi = next_block(counter, rpb, n)
+        bad_logits += sl
+        bad_tokens += st
     return bad_logits, bad_tokens
 
 
 @njit(**NJIT)
-def _reduce(mode, log_probs, x1, x2, x3, lr_in, use_lr, weights, params, stats):
-    clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
+def _reduce(mode, log_probs, x1, weights, token_loss, terms, stats):
+    """Weighted sums over tokens, serial in index order (terms from the fused pass)."""
     sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
     for i in range(log_probs.shape[0]):
-        lp = log_probs[i]
-        if use_lr:
-            lr = lr_in[i]
-        elif mode == PPO:
-            lr = lp - np.float64(x1[i])
-        else:
-            lr = 0.0
-        t = token_terms(mode, lp, np.float64(x1[i]), np.float64(x2[i]), np.float64(x3[i]), lr,
-                        clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref)
         w = np.float64(weights[i])
         sw += w
-        loss += w * t[0]
-        pg += w * t[3]
-        kl += w * t[4]
-        clipped += w * t[5]
-        dual += w * t[6]
+        loss += w * token_loss[i]
+        pg += w * terms[i, 0]
+        kl += w * terms[i, 1]
+        clipped += w * terms[i, 2]
+        dual += w * terms[i, 3]
         if mode == PPO:
-            d = lp - np.float64(x1[i])
+            d = log_probs[i] - np.float64(x1[i])
             k1 += w * -d
-            k3 += w * ((math.exp(d) - 1.0) - d)
+            k3 += w * terms[i, 4]
     stats[0] = loss
     if mode == PPO:
         stats[1] = pg
@@ -177,16 +191,19 @@ def _reduce(mode, log_probs, x1, x2, x3, lr_in, use_lr, weights, params, stats):
 def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, params,
             token_loss, log_probs, ratios, grad, stats, num_threads):
     n, v = logits.shape
-    nb = n_blocks(num_threads, n, v)
-    e, mc = work(nb, v)
-    lr = np.zeros(n)
+    nt = n_threads(num_threads, n, v)
+    e = work(nt, v)
+    # every row either writes its terms (all five for PPO) or the call returns an error first
+    terms = np.empty((n, 5))
+    nt_base = streaming_base(grad)
+    lr = np.zeros(n if seq_level else 0)
     use_lr = False
     if seq_level:
         # pass 1: log-probs only (nothing but work arrays is written before every row is valid)
-        if nb > 1:
-            bad = _token_par(logits, tokens, lr, e, mc, nb)
+        if nt > 1:
+            bad = _token_par(logits, tokens, lr, e, nt)
         else:
-            bad = _token_block(logits, tokens, lr, e[0], mc[0], 0, n)
+            bad = _token_block(logits, tokens, lr, e[0], 0, n)
         if bad:
             return BAD_LOGITS
         for i in range(n):
@@ -203,17 +220,17 @@ def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, p
             for i in range(seq_offsets[k], seq_offsets[k + 1]):
                 lr[i] = mean
         use_lr = True
-    if nb > 1:
+    if nt > 1:
         bl, bt = _pg_par(logits, tokens, mode, x1, x2, x3, weights, lr, use_lr, params,
-                         token_loss, log_probs, ratios, grad, e, mc, nb)
+                         token_loss, log_probs, ratios, terms, grad, e, nt, nt_base)
     else:
         bl, bt = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, use_lr, params,
-                           token_loss, log_probs, ratios, grad, e[0], mc[0], 0, n)
+                           token_loss, log_probs, ratios, terms, grad, e[0], 0, n, nt_base)
     if bl:
         return BAD_LOGITS
     if bt:
         return BAD_TOKENS
-    _reduce(mode, log_probs, x1, x2, x3, lr, use_lr, weights, params, stats)
+    _reduce(mode, log_probs, x1, weights, token_loss, terms, stats)
     return 0
 
 
@@ -306,52 +323,44 @@ def value_terms(v, ret, old, value_clip):
 
 
 @njit(**NJIT)
-def _a2c_grad_fill(row, e, mc, m, s, lse, h, a, c, ce, out):
-    """out_j = (-c) p_j + ce h_j with h_j = p_j ((x_j - lse) + H) (0 where p_j = 0);
+def _a2c_grad_fill(x, i, e, g, lse, h, a, c, ce, out):
+    """out_j = (-c) p_j + ce h_j with p_j = e_j g, h_j = p_j ((x_j - lse) + H) (0 where p_j = 0);
     out_a = c (1 - p_a) + ce h_a."""
-    n = row.shape[0]
     nc = -c
-    ci = 0
-    for c0 in range(0, n, CHUNK):
-        g = chunk_scale(row, mc, ci, m, s)
-        ci += 1
-        seg = row[c0:c0 + CHUNK]
-        src = e[c0:c0 + CHUNK]
-        dst = out[c0:c0 + CHUNK]
-        for j in range(seg.shape[0]):
-            p = src[j] * g
-            hj = p * ((np.float64(seg[j]) - lse) + h) if p > 0.0 else 0.0
-            dst[j] = nc * p + ce * hj
-    pa = prob_at(row, e, mc, m, s, a)
-    ha = pa * ((np.float64(row[a]) - lse) + h) if pa > 0.0 else 0.0
-    out[a] = c * (1.0 - pa) + ce * ha
+    for j in range(x.shape[1]):
+        p = e[j] * g
+        hj = p * ((np.float64(x[i, j]) - lse) + h) if p > 0.0 else 0.0
+        out[i, j] = nc * p + ce * hj
+    pa = e[a] * g
+    ha = pa * ((np.float64(x[i, a]) - lse) + h) if pa > 0.0 else 0.0
+    out[i, a] = c * (1.0 - pa) + ce * ha
 
 
 @njit(**NJIT)
 def _a2c_block(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
                value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, e,
-               mc, lo, hi):
+               lo, hi):
     bad_logits = 0
     bad_tokens = 0
     for i in range(lo, hi):
-        row = logits[i]
-        m, s, ok = row_stats(row, e, mc)
+        m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad_logits += 1
             continue
         a = tokens[i]
         lse = m + math.log(s)
-        lp = np.float64(row[a]) - lse
+        g = 1.0 / s
+        lp = np.float64(logits[i, a]) - lse
         if lp == -np.inf:
             bad_tokens += 1
             continue
-        h = row_entropy(row, e, mc, m, s, lse)
+        h = row_entropy(logits, i, e, g, lse)
         old = np.float64(old_values[i]) if value_clip > 0.0 else 0.0
         lv, dlv = value_terms(np.float64(values[i]), np.float64(returns[i]), old, value_clip)
         adv = np.float64(advantages[i])
         pg = -adv * lp
         w = np.float64(weights[i])
-        _a2c_grad_fill(row, e, mc, m, s, lse, h, a, w * -adv, w * entropy_coef, grad[i])
+        _a2c_grad_fill(logits, i, e, g, lse, h, a, w * -adv, w * entropy_coef, grad)
         token_loss[i] = pg + value_coef * lv - entropy_coef * h
         log_probs[i] = lp
         entropies[i] = h
@@ -361,18 +370,26 @@ def _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
 
 @njit(cache=True, nogil=True, parallel=True)
 def _a2c_par(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
-             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, e, mc,
-             nb):
+             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, e, nt):
     n = logits.shape[0]
     bad_logits = 0
     bad_tokens = 0
-    for b in prange(nb):
-        lo, hi = block_bounds(b, nb, n)
-        bl, bt = _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
-                            value_clip, value_coef, entropy_coef, token_loss, log_probs,
-                            entropies, grad, value_grad, e[b], mc[b], lo, hi)
-        bad_logits += bl
-        bad_tokens += bt
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(logits.shape[1])
+    for t in prange(nt):
+        et = e[t]
+        sl = 0
+        st = 0
+        lo, hi = next_block(counter, rpb, n)
+        while lo < hi:
+            bl, bt = _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
+                                value_clip, value_coef, entropy_coef, token_loss, log_probs,
+                                entropies, grad, value_grad, et, lo, hi)
+            sl += bl
+            st += bt
+            lo, hi = next_block(counter, rpb, n)
+        bad_logits += sl
+        bad_tokens += st
     return bad_logits, bad_tokens
 
 
@@ -394,16 +411,16 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
     if value_clip > 0.0 and not_all_finite(old_values):
         return BAD_OLD_VALUES
     old = old_values if value_clip > 0.0 else values
-    nb = n_blocks(num_threads, n, v)
-    e, mc = work(nb, v)
-    if nb > 1:
+    nt = n_threads(num_threads, n, v)
+    e = work(nt, v)
+    if nt > 1:
         bl, bt = _a2c_par(logits, tokens, advantages, values, returns, old, weights, value_clip,
                           value_coef, entropy_coef, token_loss, log_probs, entropies, grad,
-                          value_grad, e, mc, nb)
+                          value_grad, e, nt)
     else:
         bl, bt = _a2c_block(logits, tokens, advantages, values, returns, old, weights,
                             value_clip, value_coef, entropy_coef, token_loss, log_probs,
-                            entropies, grad, value_grad, e[0], mc[0], 0, n)
+                            entropies, grad, value_grad, e[0], 0, n)
     if bl:
         return BAD_LOGITS
     if bt:

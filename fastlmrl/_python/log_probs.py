@@ -1,36 +1,33 @@
 """Reference kernels over logits (plain Python): log-sum-exp, log-softmax, token log-probs, entropy,
 d log pi(a) / d logits.  This file defines the exact arithmetic every backend reproduces.
 
-Row statistics of one row ``x[0:V]`` (``CHUNK`` = 512 entries per chunk, ``LANES`` = 8)::
+Row statistics of one row ``x[0:V]`` (``LANES`` = 8)::
 
-    m = -inf, s[0..7] = 0
-    for each chunk c (entries c*512 .. min(c*512+512, V)):
-        cm = max of the chunk ignoring NaN (NaN when all are NaN)
-        if cm > m:  (if m > -inf: s[l] *= EXP(m - cm) for every lane)  m = cm
-        mc[c] = m                              # the running max the chunk is exponentiated with
-        if m == -inf: e_j = 0 for the chunk (a NaN there makes the row invalid); next chunk
-        e_j = EXP(x_j - m);  s[j % 8] += e_j   (entries in order)
+    m = max_j x_j  (NaN entries ignored)
+    if m is not finite (+inf, or no finite entry): the row is invalid
+    e_j = EXP(x_j - m);  s[j % 8] += e_j   (entries in order; a NaN entry makes S NaN: invalid)
     S = ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7));  lse = m + log(S)
-    p_j = e_j * g_c  with  g_c = EXP(mc[c] - m) / S        (softmax probability, c = chunk of j)
+    p_j = e_j * g  with  g = 1 / S          (softmax probability)
 
-EXP is the polynomial ``fast_exp`` (relative error <= 1e-8, see fastlmrl/_numba/fast_math.py) for
-float32 logits and ``math.exp`` for float64 logits.  A row is invalid when it holds NaN or +inf or
-no finite entry (status 20).  Masked logits (-inf) get probability 0 and log-probability -inf.
+(The compiled backends store the ``e_j`` in a float64 row buffer, add them in vector registers lane
+by lane, and reuse them for the gradient; none of this changes the arithmetic.)  EXP is the
+polynomial ``fast_exp`` (relative error <= 1e-8, see fastlmrl/_numba/fast_math.py) for float32
+logits and ``math.exp`` for float64 logits.  A row is
+invalid when it holds NaN or +inf or no finite entry (status 20).  Masked logits (-inf) get
+probability 0 and log-probability -inf.
 """
 import math
 import struct
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 
-CHUNK = 512
 LANES = 8
 BAD_LOGITS = 20
 BAD_TOKENS = 21
 
 LOG2E = 1.4426950408889634
 SHIFT = 6755399441055744.0  # 1.5 * 2**52
-LN2_HI = 6.93147180369123816490e-01
-LN2_LO = 1.90821492927058770002e-10
+NEG_LN2 = -0.6931471805599453
 EXP_LO = -708.0
 C2 = 1.0 / 2.0
 C3 = 1.0 / 6.0
@@ -44,19 +41,50 @@ _Q = struct.Struct("<q")
 NEG_INF = -math.inf
 
 
+def fma(a: float, b: float, c: float) -> float:
+    """a * b + c rounded once to the nearest double (IEEE 754 fusedMultiplyAdd), exactly.
+
+    The exact value is formed with integers (every finite double is an integer over a power of two)
+    and rounded by Python's correctly rounded int / int division.
+    """
+    try:
+        na, da = a.as_integer_ratio()
+        nb, db = b.as_integer_ratio()
+        nc, dc = c.as_integer_ratio()
+    except (OverflowError, ValueError):  # an inf or NaN operand
+        if math.isinf(c) and math.isfinite(a) and math.isfinite(b):
+            return c
+        return a * b + c  # the product is exact (inf/NaN) or the result is NaN
+    num = na * nb
+    den = da * db
+    if den >= dc:
+        num += nc * (den // dc)
+    else:
+        num = num * (dc // den) + nc
+        den = dc
+    if num == 0:  # exact zero: the sign rules of a * b + c (a * b is exact here)
+        return a * b + c
+    try:
+        return num / den
+    except OverflowError:
+        return math.inf if num > 0 else -math.inf
+
+
 def fast_exp(x: float) -> float:
     """The polynomial exp of the compiled backends, bit for bit (x <= 709; 0 below -708)."""
     if x != x:
         return x
     xc = EXP_LO if x < EXP_LO else x
-    t = xc * LOG2E + SHIFT
+    t = fma(xc, LOG2E, SHIFT)
     kf = t - SHIFT
-    r = (xc - kf * LN2_HI) - kf * LN2_LO
-    r2 = r * r
-    r4 = r2 * r2
-    q0 = (1.0 + r) + r2 * (C2 + r * C3)
-    q1 = (C4 + r * C5) + r2 * (C6 + r * C7)
-    p = q0 + r4 * q1
+    r = fma(kf, NEG_LN2, xc)
+    p = fma(C7, r, C6)
+    p = fma(p, r, C5)
+    p = fma(p, r, C4)
+    p = fma(p, r, C3)
+    p = fma(p, r, C2)
+    p = fma(p, r, 1.0)
+    p = fma(p, r, 1.0)
     k = _Q.unpack(_D.pack(t))[0] - _SHIFT_BITS
     scale = math.ldexp(1.0, k)
     return 0.0 if x < EXP_LO else p * scale
@@ -66,58 +94,31 @@ def exp_for(is_f32: bool):
     return fast_exp if is_f32 else math.exp
 
 
-def _maxnum(a, b):
-    if a != a:
-        return b
-    if b != b:
-        return a
-    return a if a >= b else b
-
-
 def _combine(s):
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 
 
 def row_stats(x, exp):
-    """(m, S, e, mc, ok) of the row ``x`` (a list of floats): see the module docstring."""
+    """(m, S, e, ok) of the row ``x`` (a list of floats): see the module docstring."""
     n = len(x)
-    m = NEG_INF
+    finite_or_inf = [v for v in x if v == v]
+    m = max(finite_or_inf) if finite_or_inf else math.nan
+    if not NEG_INF < m < math.inf:
+        return m, math.nan, [], False
     s = [0.0] * LANES
     e = [0.0] * n
-    mc = []
-    for c0 in range(0, n, CHUNK):
-        c1 = min(c0 + CHUNK, n)
-        cm = x[c0]
-        for j in range(c0 + 1, c1):
-            cm = _maxnum(cm, x[j])
-        if cm > m:
-            if m > NEG_INF:
-                alpha = exp(m - cm)
-                s = [v * alpha for v in s]
-            m = cm
-        mc.append(m)
-        if m == NEG_INF:
-            for j in range(c0, c1):
-                if x[j] != x[j]:
-                    return m, math.nan, e, mc, False
-            continue
-        for j in range(c0, c1):
-            v = exp(x[j] - m)
-            e[j] = v
-            s[j % LANES] += v
+    for j in range(n):
+        v = exp(x[j] - m)
+        e[j] = v
+        s[j % LANES] += v
     total = _combine(s)
-    ok = NEG_INF < m < math.inf and total == total
-    return m, total, e, mc, ok
+    return m, total, e, total == total
 
 
-def probs(e, mc, m, total, exp):
-    """p_j = e_j * g_c, g_c = EXP(mc[c] - m) / S."""
-    p = list(e)
-    for c, mcv in enumerate(mc):
-        g = exp(mcv - m) / total
-        for j in range(c * CHUNK, min(c * CHUNK + CHUNK, len(e))):
-            p[j] = e[j] * g
-    return p
+def probs(e, total):
+    """p_j = e_j * g, g = 1 / S."""
+    g = 1.0 / total
+    return [v * g for v in e]
 
 
 def row_entropy(x, p, lse):
@@ -138,7 +139,7 @@ def logsumexp(logits, out, num_threads):
     exp = exp_for(f32)
     res = []
     for x in rows:
-        m, total, _, _, ok = row_stats(x, exp)
+        m, total, _, ok = row_stats(x, exp)
         if not ok:
             return BAD_LOGITS
         res.append(m + math.log(total))
@@ -152,7 +153,7 @@ def log_softmax(logits, out, num_threads):
     exp = exp_for(f32)
     res = []
     for x in rows:
-        m, total, _, _, ok = row_stats(x, exp)
+        m, total, _, ok = row_stats(x, exp)
         if not ok:
             return BAD_LOGITS
         lse = m + math.log(total)
@@ -172,7 +173,7 @@ def token_log_probs(logits, tokens, out, num_threads):
     exp = exp_for(f32)
     res = []
     for x, a in zip(rows, a_):
-        m, total, _, _, ok = row_stats(x, exp)
+        m, total, _, ok = row_stats(x, exp)
         if not ok:
             return BAD_LOGITS
         res.append(x[a] - (m + math.log(total)))
@@ -186,11 +187,11 @@ def entropy(logits, out, num_threads):
     exp = exp_for(f32)
     res = []
     for x in rows:
-        m, total, e, mc, ok = row_stats(x, exp)
+        m, total, e, ok = row_stats(x, exp)
         if not ok:
             return BAD_LOGITS
         lse = m + math.log(total)
-        res.append(row_entropy(x, probs(e, mc, m, total, exp), lse))
+        res.append(row_entropy(x, probs(e, total), lse))
     for i, v in enumerate(res):
         out[i] = v
     return 0
@@ -214,10 +215,10 @@ def log_prob_grad(logits, tokens, out, num_threads):
     exp = exp_for(f32)
     res = []
     for x, a in zip(rows, a_):
-        m, total, e, mc, ok = row_stats(x, exp)
+        m, total, e, ok = row_stats(x, exp)
         if not ok:
             return BAD_LOGITS
-        res.append(grad_row(probs(e, mc, m, total, exp), a, 1.0))
+        res.append(grad_row(probs(e, total), a, 1.0))
     for i, r in enumerate(res):
         out[i] = r
     return 0

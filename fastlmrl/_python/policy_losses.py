@@ -109,13 +109,13 @@ def _stats_rows(logits, tokens):
     exp = exp_for(f32)
     out = []
     for x, a in zip(rows, tokens):
-        m, total, e, mc, ok = row_stats(x, exp)
+        m, total, e, ok = row_stats(x, exp)
         if not ok:
             return BAD_LOGITS, None
         lse = m + math.log(total)
-        out.append((x, m, total, e, mc, lse, x[a] - lse))
+        out.append((x, m, total, e, lse, x[a] - lse))
     for r in out:
-        if r[6] == -math.inf:
+        if r[5] == -math.inf:
             return BAD_TOKENS, None
     return 0, (out, exp)
 
@@ -128,7 +128,7 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
         return status
     rows, exp = res
     n = len(rows)
-    logp = [r[6] for r in rows]
+    logp = [r[5] for r in rows]
     lr = [0.0] * n
     if mode == PPO:
         if seq_level:
@@ -146,9 +146,9 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
             lr = [logp[i] - x1[i] for i in range(n)]
     terms = [token_terms(mode, logp[i], x1[i], x2[i], x3[i], lr[i], clip_low, clip_high,
                          dual_clip, kl_coef, estimator, has_ref) for i in range(n)]
-    for i, (x, m, total, e, mc, lse, lp) in enumerate(rows):
+    for i, (x, m, total, e, lse, lp) in enumerate(rows):
         c = weights[i] * terms[i][1]
-        grad[i] = grad_row(probs(e, mc, m, total, exp), tokens[i], c)
+        grad[i] = grad_row(probs(e, total), tokens[i], c)
         token_loss[i] = terms[i][0]
         log_probs[i] = lp
         ratios[i] = terms[i][2]
@@ -279,8 +279,8 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
     rows, exp = res
     n = len(rows)
     per = []
-    for i, (x, m, total, e, mc, lse, lp) in enumerate(rows):
-        p = probs(e, mc, m, total, exp)
+    for i, (x, m, total, e, lse, lp) in enumerate(rows):
+        p = probs(e, total)
         h = row_entropy(x, p, lse)
         old = o_[i] if value_clip > 0.0 else 0.0
         lv, dlv = value_terms(v_[i], r_[i], old, value_clip)
