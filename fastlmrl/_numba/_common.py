@@ -70,9 +70,19 @@ SELECT_ARGMAX_MAX_V = 256
 
 @njit(**NJIT)
 def row_max(q, s):
-    """max of the non-NaN entries of q[s] (maxnum skips NaN); -inf when there are none."""
+    """max of the non-NaN entries of q[s] (maxnum skips NaN); -inf when there are none.
+
+    Short rows: a scalar compare-and-select chain (measured faster than the vector loop's
+    set-up at V = 16); long rows: the vectorised maxnum loop.
+    """
     m = neg_inf(q)
-    for a in range(q.shape[1]):
+    n = q.shape[1]
+    if n < 64:
+        for a in range(n):
+            v = q[s, a]
+            m = v if v > m else m  # a NaN never compares greater: skipped
+        return np.float64(m)
+    for a in range(n):
         m = maxnum(m, q[s, a])
     return np.float64(m)
 
