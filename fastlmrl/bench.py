@@ -50,11 +50,31 @@ def _cases(quick: bool):
 
         return lambda: log_probs.token_log_probs(logits, tokens)
 
+    def gae(k, n):  # n sequences of 256 steps
+        from . import advantages
+
+        r = rng.standard_normal((n, 256)).astype(np.float32)
+        v = rng.standard_normal((n, 256)).astype(np.float32)
+        mask = np.ones((n, 256), bool)
+        done = np.ones(n, bool)
+        return lambda: advantages.gae(r, v, mask, done, gamma=0.99, lam=0.95)
+
+    def ppo(k, n):
+        from . import policy_losses
+
+        logits = rng.standard_normal((n, 64)).astype(np.float32)
+        tokens = rng.integers(0, 64, n)
+        old = rng.standard_normal(n).astype(np.float32) - 4
+        adv = rng.standard_normal(n).astype(np.float32)
+        return lambda: policy_losses.ppo_loss(logits, tokens, old, adv)
+
     big = 1 if quick else 4
     return [
         ("q_learning_update (1024x16 f32)", q_learning, 250_000 * big, 2_000),
         ("epsilon_greedy (1024x16 f32)", epsilon_greedy, 250_000 * big, 2_000),
         ("token_log_probs (N x 64 f32)", token_log_probs, 16_384 * big, 256),
+        ("ppo_loss + grad (N x 64 f32)", ppo, 16_384 * big, 256),
+        ("gae (B x 256 f32), per step", gae, 256 * big, 4),
     ]
 
 
@@ -62,12 +82,13 @@ def run_benchmarks(quick: bool = False, repeat: int = 3) -> list:
     """Rows ``{"kernel", "backend", "rate", "speedup"}`` (items per second, vs the reference)."""
     rows = []
     for name, make, n_fast, n_ref in _cases(quick):
+        per_step = 256 if "per step" in name else 1
         reference_rate = None
         for backend in ("python", "numba", "cython"):
             module = _backend.backend_module(backend)
             n = n_ref if backend == "python" else n_fast
             with _backend.use_backend(backend):
-                rate = _best_rate(make(module, n), n, repeat)
+                rate = _best_rate(make(module, n), n * per_step, repeat)
             if backend == "python":
                 reference_rate = rate
             rows.append({"kernel": name, "backend": backend, "rate": rate,
