@@ -51,39 +51,26 @@ def work(nt, n_vocab):
 
 # ---- one block of rows per kernel ---------------------------------------------------------------
 
+# Per-row statistics written to ``res[i]`` (float64), one kernel for the three of them.
+LSE, TOKEN_LOG_PROB, ENTROPY = 0, 1, 2
+
+
 @njit(**NJIT)
-def _lse_block(logits, res, e, lo, hi):
+def _stat_block(stat, logits, tokens, res, e, lo, hi):
+    """res[i] for rows lo..hi-1: lse, log pi(tokens[i]) or entropy (``stat``); returns #bad rows."""
     bad = 0
     for i in range(lo, hi):
         m, s, ok = row_stats(logits, i, e)
         if not ok:
             bad += 1
             continue
-        res[i] = m + math.log(s)
-    return bad
-
-
-@njit(**NJIT)
-def _token_block(logits, tokens, res, e, lo, hi):
-    bad = 0
-    for i in range(lo, hi):
-        m, s, ok = row_stats(logits, i, e)
-        if not ok:
-            bad += 1
-            continue
-        res[i] = np.float64(logits[i, tokens[i]]) - (m + math.log(s))
-    return bad
-
-
-@njit(**NJIT)
-def _entropy_block(logits, res, e, lo, hi):
-    bad = 0
-    for i in range(lo, hi):
-        m, s, ok = row_stats(logits, i, e)
-        if not ok:
-            bad += 1
-            continue
-        res[i] = row_entropy(logits, i, e, 1.0 / s, m + math.log(s))
+        lse = m + math.log(s)
+        if stat == LSE:
+            res[i] = lse
+        elif stat == TOKEN_LOG_PROB:
+            res[i] = np.float64(logits[i, tokens[i]]) - lse
+        else:
+            res[i] = row_entropy(logits, i, e, 1.0 / s, lse)
     return bad
 
 
@@ -118,7 +105,7 @@ def _grad_block(logits, tokens, out, e, lo, hi, nt_base):
 # ---- parallel drivers (prange over workers) ------------------------------------------------------
 
 @njit(cache=True, nogil=True, parallel=True)
-def _lse_par(logits, res, e, nt):
+def _stat_par(stat, logits, tokens, res, e, nt):
     n = logits.shape[0]
     bad = 0
     counter = np.zeros(1, dtype=np.int64)
@@ -128,41 +115,7 @@ def _lse_par(logits, res, e, nt):
         bt = 0
         lo, hi = next_block(counter, rpb, n)
         while lo < hi:
-            bt += _lse_block(logits, res, et, lo, hi)
-            lo, hi = next_block(counter, rpb, n)
-        bad += bt
-    return bad
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _token_par(logits, tokens, res, e, nt):
-    n = logits.shape[0]
-    bad = 0
-    counter = np.zeros(1, dtype=np.int64)
-    rpb = rows_per_block(logits.shape[1])
-    for t in prange(nt):
-        et = e[t]
-        bt = 0
-        lo, hi = next_block(counter, rpb, n)
-        while lo < hi:
-            bt += _token_block(logits, tokens, res, et, lo, hi)
-            lo, hi = next_block(counter, rpb, n)
-        bad += bt
-    return bad
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _entropy_par(logits, res, e, nt):
-    n = logits.shape[0]
-    bad = 0
-    counter = np.zeros(1, dtype=np.int64)
-    rpb = rows_per_block(logits.shape[1])
-    for t in prange(nt):
-        et = e[t]
-        bt = 0
-        lo, hi = next_block(counter, rpb, n)
-        while lo < hi:
-            bt += _entropy_block(logits, res, et, lo, hi)
+            bt += _stat_block(stat, logits, tokens, res, et, lo, hi)
             lo, hi = next_block(counter, rpb, n)
         bad += bt
     return bad
@@ -211,53 +164,37 @@ def _copy_out(res, out):
 # ---- kernels ------------------------------------------------------------------------------------
 
 @njit(**NJIT)
-def logsumexp(logits, out, num_threads):
+def _row_stat(stat, logits, tokens, out, num_threads):
+    """out[i] = the per-row statistic; nothing is written to ``out`` unless every row is valid."""
     n, v = logits.shape
     nt = n_threads(num_threads, n, v)
     e = work(nt, v)
     res = np.empty(n)
     if nt > 1:
-        bad = _lse_par(logits, res, e, nt)
+        bad = _stat_par(stat, logits, tokens, res, e, nt)
     else:
-        bad = _lse_block(logits, res, e[0], 0, n)
+        bad = _stat_block(stat, logits, tokens, res, e[0], 0, n)
     if bad:
         return BAD_LOGITS
     _copy_out(res, out)
     return 0
+
+
+@njit(**NJIT)
+def logsumexp(logits, out, num_threads):
+    return _row_stat(LSE, logits, np.empty(0, dtype=np.int64), out, num_threads)
 
 
 @njit(**NJIT)
 def token_log_probs(logits, tokens, out, num_threads):
-    n, v = logits.shape
-    if out_of_range(tokens, v):
+    if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
-    nt = n_threads(num_threads, n, v)
-    e = work(nt, v)
-    res = np.empty(n)
-    if nt > 1:
-        bad = _token_par(logits, tokens, res, e, nt)
-    else:
-        bad = _token_block(logits, tokens, res, e[0], 0, n)
-    if bad:
-        return BAD_LOGITS
-    _copy_out(res, out)
-    return 0
+    return _row_stat(TOKEN_LOG_PROB, logits, tokens, out, num_threads)
 
 
 @njit(**NJIT)
 def entropy(logits, out, num_threads):
-    n, v = logits.shape
-    nt = n_threads(num_threads, n, v)
-    e = work(nt, v)
-    res = np.empty(n)
-    if nt > 1:
-        bad = _entropy_par(logits, res, e, nt)
-    else:
-        bad = _entropy_block(logits, res, e[0], 0, n)
-    if bad:
-        return BAD_LOGITS
-    _copy_out(res, out)
-    return 0
+    return _row_stat(ENTROPY, logits, np.empty(0, dtype=np.int64), out, num_threads)
 
 
 @njit(**NJIT)

@@ -16,8 +16,8 @@ from numba import njit, prange
 
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import grad_fill, row_entropy, row_stats, store_fence, streaming_base
-from .log_probs import (BAD_LOGITS, BAD_TOKENS, _token_block, _token_par, n_threads, next_block,
-                        rows_per_block, work)
+from .log_probs import (BAD_LOGITS, BAD_TOKENS, TOKEN_LOG_PROB, _stat_block, _stat_par, n_threads,
+                        next_block, rows_per_block, work)
 
 BAD_WEIGHTS = 22
 BAD_ADVANTAGES = 23
@@ -201,9 +201,9 @@ def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, p
     if seq_level:
         # pass 1: log-probs only (nothing but work arrays is written before every row is valid)
         if nt > 1:
-            bad = _token_par(logits, tokens, lr, e, nt)
+            bad = _stat_par(TOKEN_LOG_PROB, logits, tokens, lr, e, nt)
         else:
-            bad = _token_block(logits, tokens, lr, e[0], 0, n)
+            bad = _stat_block(TOKEN_LOG_PROB, logits, tokens, lr, e[0], 0, n)
         if bad:
             return BAD_LOGITS
         for i in range(n):
