@@ -94,32 +94,56 @@ cdef inline int _grad_row(const real_t[:, ::1] logits, const index_t[::1] tokens
     return 0
 
 
-cdef int logsumexp_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
+cdef inline int _alloc(Py_ssize_t nt, Py_ssize_t v, Py_ssize_t n, double** w,
+                       double** res) noexcept nogil:
+    """Per-thread exp buffers and the float64 result row; NO_MEMORY (nothing held) on failure."""
+    w[0] = work(nt, v)
+    res[0] = <double*>malloc(sizeof(double) * n + 8)
+    if w[0] == NULL or res[0] == NULL:
+        free(w[0])
+        free(res[0])
+        return NO_MEMORY
+    return 0
+
+
+cdef inline int _finish(Py_ssize_t bad, double* w, double* res, real_t[::1] out) noexcept nogil:
+    """Free the buffers; copy the results into ``out`` only when every row was valid."""
+    cdef Py_ssize_t i
+    free(w)
+    if not bad:
+        for i in range(out.shape[0]):
+            out[i] = <real_t>res[i]
+    free(res)
+    return BAD_LOGITS if bad else 0
+
+
+cdef int _row_stat(bint entropy, const real_t[:, ::1] logits, real_t[::1] out,
+                   int num_threads) noexcept nogil:
+    """out[i] = logsumexp (or entropy) of row i; ``out`` untouched unless every row is valid."""
     cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
     cdef double* w = NULL
     cdef double* res = NULL
-    w = work(nt, v)
-    res = <double*>malloc(sizeof(double) * n + 8)
-    if w == NULL or res == NULL:
-        free(w)
-        free(res)
+    if _alloc(nt, v, n, &w, &res):
         return NO_MEMORY
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
-            bad += _lse_row(logits, i, res, w + threadid() * v)
+            if entropy:
+                bad += _entropy_row(logits, i, res, w + threadid() * v)
+            else:
+                bad += _lse_row(logits, i, res, w + threadid() * v)
     else:
         for i in range(n):
-            bad += _lse_row(logits, i, res, w)
-    free(w)
-    if bad:
-        free(res)
-        return BAD_LOGITS
-    for i in range(n):
-        out[i] = <real_t>res[i]
-    free(res)
-    return 0
+            if entropy:
+                bad += _entropy_row(logits, i, res, w)
+            else:
+                bad += _lse_row(logits, i, res, w)
+    return _finish(bad, w, res, out)
+
+
+cdef int logsumexp_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
+    return _row_stat(False, logits, out, num_threads)
 
 
 cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[::1] out, int num_threads) noexcept nogil:
@@ -130,11 +154,7 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
     cdef double* res = NULL
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
-    w = work(nt, v)
-    res = <double*>malloc(sizeof(double) * n + 8)
-    if w == NULL or res == NULL:
-        free(w)
-        free(res)
+    if _alloc(nt, v, n, &w, &res):
         return NO_MEMORY
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
@@ -142,42 +162,11 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
     else:
         for i in range(n):
             bad += _token_row(logits, tokens, i, res, w)
-    free(w)
-    if bad:
-        free(res)
-        return BAD_LOGITS
-    for i in range(n):
-        out[i] = <real_t>res[i]
-    free(res)
-    return 0
+    return _finish(bad, w, res, out)
 
 
 cdef int entropy_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
-    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
-    cdef int bad = 0
-    cdef double* w = NULL
-    cdef double* res = NULL
-    w = work(nt, v)
-    res = <double*>malloc(sizeof(double) * n + 8)
-    if w == NULL or res == NULL:
-        free(w)
-        free(res)
-        return NO_MEMORY
-    if nt > 1:
-        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
-            bad += _entropy_row(logits, i, res, w + threadid() * v)
-    else:
-        for i in range(n):
-            bad += _entropy_row(logits, i, res, w)
-    free(w)
-    if bad:
-        free(res)
-        return BAD_LOGITS
-    for i in range(n):
-        out[i] = <real_t>res[i]
-    free(res)
-    return 0
+    return _row_stat(True, logits, out, num_threads)
 
 
 cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int num_threads) noexcept nogil:
