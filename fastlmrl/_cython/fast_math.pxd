@@ -10,7 +10,30 @@ operations.  Gradient rows of large outputs are written with streaming (non-temp
 AVX is available: the same values, without first reading the destination into the cache.
 """
 from libc.math cimport INFINITY, NAN, exp, log
+from libc.stdlib cimport malloc
 from fastlmrl._cython._common cimport real_t
+
+# ---- scheduling of rows over threads (shared by log_probs and policy_losses) -------------------
+cdef enum:
+    PARALLEL_MIN_ELEMENTS = 1 << 16  # below this many logits a call runs on one thread
+
+
+cdef inline Py_ssize_t n_threads(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
+    """Threads used: 1 unless more than one is allowed and the batch is large enough."""
+    if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return num_threads if num_threads < n else n
+
+
+cdef inline Py_ssize_t rows_per_chunk(Py_ssize_t n_vocab) noexcept nogil:
+    """Rows handed to a thread at a time (dynamic schedule, about 64k entries)."""
+    return 1 + PARALLEL_MIN_ELEMENTS // n_vocab
+
+
+cdef inline double* work(Py_ssize_t nt, Py_ssize_t n_vocab) noexcept nogil:
+    """nt row buffers of n_vocab doubles (NULL when out of memory)."""
+    return <double*>malloc(sizeof(double) * nt * n_vocab + 8)
+
 
 cdef extern from *:
     """

@@ -15,29 +15,12 @@ from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
+                                         n_threads, rows_per_chunk, work,
                                          use_streaming)
 
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
 cdef int NO_MEMORY = 99
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 16
-
-
-cdef inline Py_ssize_t n_threads(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
-    """Threads used: 1 unless more than one is allowed and the batch is large enough."""
-    if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return num_threads if num_threads < n else n
-
-
-cdef inline Py_ssize_t rows_per_chunk(Py_ssize_t n_vocab) noexcept nogil:
-    """Rows handed to a thread at a time (about 64k entries)."""
-    return 1 + PARALLEL_MIN_ELEMENTS // n_vocab
-
-
-cdef inline double* work(Py_ssize_t nt, Py_ssize_t n_vocab) noexcept nogil:
-    """nt row buffers of n_vocab doubles."""
-    return <double*>malloc(sizeof(double) * nt * n_vocab + 8)
 
 
 cdef inline int _lse_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,

@@ -15,6 +15,7 @@ from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
+                                         n_threads, rows_per_chunk, work,
                                          use_streaming)
 
 cdef int BAD_LOGITS = 20
@@ -32,7 +33,6 @@ cdef int NO_MEMORY = 99
 cdef int REINFORCE = 0
 cdef int PPO = 1
 cdef int KL = 2
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 16
 
 cdef struct Params:
     double clip_low
@@ -50,18 +50,6 @@ cdef struct Terms:
     double kl
     double clipped
     double dual
-
-
-cdef inline Py_ssize_t n_threads(int num_threads, Py_ssize_t n, Py_ssize_t n_vocab) noexcept nogil:
-    """Threads used: 1 unless more than one is allowed and the batch is large enough."""
-    if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return num_threads if num_threads < n else n
-
-
-cdef inline Py_ssize_t rows_per_chunk(Py_ssize_t n_vocab) noexcept nogil:
-    """Rows handed to a thread at a time (dynamic schedule, about 64k entries)."""
-    return 1 + PARALLEL_MIN_ELEMENTS // n_vocab
 
 
 cdef inline double at(const real_t* x, Py_ssize_t i) noexcept nogil:
@@ -494,7 +482,7 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
         return BAD_OLD_VALUES
     if not value_clip > 0.0:
         old_values = values
-    w = <double*>malloc(sizeof(double) * nt * v + 8)
+    w = work(nt, v)
     if w == NULL:
         return NO_MEMORY
     if nt > 1:
