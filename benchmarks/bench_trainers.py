@@ -4,7 +4,11 @@ Target (the "environments, LM, trainers, CLI" issue; one run, 2 cores): end-to-e
 on :class:`fastlmrl.TextGenerationEnv` with a tabular policy over a character vocabulary
 (V ~ 64-128, k = 2) at >= 2 M trained tokens/s (sampling + reward + advantages + update), and
 >= 10x the NumPy-vectorised implementation of the same loop (``numpy_trainers.py``, checked
-against fastlmrl by ``tests/test_numpy_trainers.py``).
+against fastlmrl by ``tests/test_numpy_trainers.py``).  Two NumPy twins: ``numpy`` writes the
+update the way the loss is written for any model's logits (per-token gradient rows of the
+gathered ``policy[contexts]``, summed per context); ``numpy_grouped`` uses fastlmrl's own
+tabular algorithm (one softmax per distinct context, :func:`fastlmrl.ppo_loss_tabular`) in
+NumPy.  Report the ratio to both.
 
 One timed call = one ``iteration()`` of :class:`fastlmrl.PPOTrainer` / :class:`fastlmrl.GRPOTrainer`
 (default configs: PPO 4 epochs x 4 minibatches with a value table and KL-shaped rewards; GRPO
@@ -51,8 +55,9 @@ T = 48
 GROUP = 8
 BATCHES = (256, 1024)
 PYTHON_BATCH = 8
-IMPLS = ("numba", "cython", "numpy", "python")
-ROUNDS = {"numba": 15, "cython": 15, "numpy": 7, "python": 2}
+IMPLS = ("numba", "cython", "numpy", "numpy_grouped", "python")
+NUMPY_IMPLS = ("numpy", "numpy_grouped")
+ROUNDS = {"numba": 15, "cython": 15, "numpy": 7, "numpy_grouped": 10, "python": 2}
 TASKS = ("text52", "text98")
 # fastlmrl's parallel kernels (the PPO/GRPO loss) on all cores (None, the default) and on one:
 # on a shared machine whose other processes occupy a core, the threaded kernels wait for it.
@@ -91,19 +96,22 @@ def get_task(name: str):
 
 
 def make_trainer(impl: str, algo: str, task, num_sequences: int, seed: int = 0):
-    """A fastlmrl trainer (impl = a backend name) or its NumPy twin (impl = "numpy")."""
+    """A fastlmrl trainer (impl = a backend name) or its NumPy twin (impl = "numpy": per-token
+    gradients of the gathered logits, summed per context; "numpy_grouped": fastlmrl's algorithm,
+    one softmax per distinct context, in NumPy)."""
     if algo == "ppo":
         config = PPOConfig(num_sequences=num_sequences)
-        cls = NumpyPPO if impl == "numpy" else PPOTrainer
     else:
         config = GRPOConfig(num_prompts=num_sequences // GROUP, group_size=GROUP)
-        cls = NumpyGRPO if impl == "numpy" else GRPOTrainer
-    return cls(task, config, seed=seed)
+    if impl in NUMPY_IMPLS:
+        cls = NumpyPPO if algo == "ppo" else NumpyGRPO
+        return cls(task, config, seed=seed, grouped=impl == "numpy_grouped")
+    return (PPOTrainer if algo == "ppo" else GRPOTrainer)(task, config, seed=seed)
 
 
 def backend_for(impl: str):
     """The fastlmrl backend an implementation runs under (NumPy calls no kernel)."""
-    return fastlmrl.use_backend(impl) if impl != "numpy" else contextlib.nullcontext()
+    return fastlmrl.use_backend(impl) if impl not in NUMPY_IMPLS else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -128,7 +136,7 @@ def test_train_iteration(benchmark, algo, impl, task_name, batch, threads):
     """One training iteration; items = tokens trained in it."""
     if impl == "python" and batch != BATCHES[0]:
         pytest.skip("the reference runs one small batch (rate per token is what compares)")
-    if impl in ("python", "numpy") and threads is not None:
+    if impl not in ("numba", "cython") and threads is not None:
         pytest.skip("only the compiled kernels use threads")
     task = get_task(task_name)
     n = PYTHON_BATCH if impl == "python" else batch
@@ -205,11 +213,11 @@ def fastlmrl_phases(trainer, timer):
     env = trainer.env
     saved_env_reward = env.reward
     saved = [(environments, "kl_shaped"), (ppo, "gae"), (ppo, "masked_whiten"),
-             (ppo, "ppo_loss"), (grpo, "ppo_loss"), (grpo, "grpo_advantages"),
+             (ppo, "ppo_loss_tabular"), (grpo, "ppo_loss_tabular"), (grpo, "grpo_advantages"),
              (grpo, "loss_weights")]
     originals = [getattr(mod, name) for mod, name in saved]
     phase_of = {"kl_shaped": "reward", "gae": "advantages", "masked_whiten": "advantages",
-                "ppo_loss": "loss", "grpo_advantages": "advantages",
+                "ppo_loss_tabular": "loss", "grpo_advantages": "advantages",
                 "loss_weights": "advantages"}
     methods = {"rollout": "rollout", "state_values": "advantages",
                "reference_log_probs": "advantages", "update_policy": "optimizer",
@@ -256,14 +264,14 @@ def _profile(task, batch, iterations, out):
     print(f"{'':16s}" + "".join(f"{p:>12s}" for p in phases) + f"{'total':>10s}{'Mtok/s':>9s}",
           file=out)
     for algo in ("ppo", "grpo"):
-        for impl in ("numba", "cython", "numpy"):
+        for impl in ("numba", "cython") + NUMPY_IMPLS:
             trainer = make_trainer(impl, algo, task, batch)
             timer = _Timer()
             with backend_for(impl):
                 for _ in range(2):
                     trainer.iteration()
                 tokens = 0
-                if impl == "numpy":
+                if impl in NUMPY_IMPLS:
                     trainer.record_phases = True
                     start = time.perf_counter()
                     for _ in range(iterations):

@@ -10,9 +10,10 @@ implementation" target) and checked against fastlmrl by ``tests/test_numpy_train
 Shared with fastlmrl on purpose (so that both implementations see the same random numbers and
 hence the same rollouts, and the comparison measures the same work):
 
-* the counter-based uniforms of :mod:`fastlmrl.rng` (``uniforms`` / ``permutation``, themselves
-  vectorised NumPy), with fastlmrl's counter layout: prompts at ``c + b``, token ``t`` of
-  sequence ``b`` at ``c + B_draw + b*T + t`` (:meth:`fastlmrl.TextGenerationEnv.rollout`);
+* the counter-based uniforms of :mod:`fastlmrl.rng` (``uniforms``, vectorised NumPy), with
+  fastlmrl's counter layout: prompts at ``c + b``, token ``t`` of sequence ``b`` at
+  ``c + B_draw + b*T + t`` (:meth:`fastlmrl.TextGenerationEnv.rollout`); minibatch orders are
+  ``np.argsort(uniforms, kind="stable")``, the permutation :func:`fastlmrl.permutation` defines;
 * the scalar KL-coefficient controllers (:mod:`fastlmrl.kl_divergence`; a few float operations
   per iteration).
 
@@ -31,18 +32,24 @@ Phases of one iteration (the names used by the benchmark's phase profile):
    vectorised over B, EOS = terminated (bootstrap 0), length limit = truncated (bootstrap
    :math:`V(S_{L})`), then batch whitening (population std, ε added to σ).  GRPO (Shao et al.
    2024, §4.1.2): :math:`(R_i - \mathrm{mean}_g)/(\mathrm{std}_g + 10^{-4})`, sample std.
-4. ``loss`` -- PPO clipped surrogate (Schulman et al. 2017, eq. 7) over gathered logits rows,
-   gradient :math:`w_i\,\partial\ell_i/\partial\log\pi\,(\mathrm{onehot}(a_i) - \pi(\cdot|s_i))`;
-   GRPO adds the k3 KL penalty (Shao et al. 2024, eq. 4).
-5. ``optimizer`` -- lazy Adam (Kingma & Ba 2015, Algorithm 1) on the visited rows, repeated
-   contexts accumulated (stable argsort + ``np.add.reduceat``, the fastest NumPy
-   scatter; ``np.add.at`` is available as ``scatter="add.at"``); PPO also regresses the value
-   table on the returns.
+4. ``loss`` -- PPO clipped surrogate (Schulman et al. 2017, eq. 7); GRPO adds the k3 KL penalty
+   (Shao et al. 2024, eq. 4).  Two formulations (constructor argument ``grouped``):
+
+   * dense (default; how the loss is written for any model's logits): gathered logits rows
+     ``policy[contexts]`` (N, V), gradient rows
+     :math:`w_i\,\partial\ell_i/\partial\log\pi\,(\mathrm{onehot}(a_i) - \pi(\cdot|s_i))`,
+     summed per context in the ``optimizer`` phase (stable argsort + ``np.add.reduceat``, the
+     fastest NumPy scatter; ``np.add.at`` as ``scatter="add.at"``);
+   * ``grouped=True``: fastlmrl's own algorithm (:func:`fastlmrl.ppo_loss_tabular`) in NumPy --
+     one softmax per distinct context and the gradient sums by ``np.bincount``
+     (:func:`ppo_loss_grouped`).
+5. ``optimizer`` -- lazy Adam (Kingma & Ba 2015, Algorithm 1) on the distinct visited rows; PPO
+   also regresses the value table on the returns (per-context sums by ``np.bincount``).
 6. ``diagnostics`` -- exact KL to the reference per sequence and mean entropy over the visited
    rows, score / reward / length, clip fraction, approximate KL, explained variance.
 
-Numerics follow fastlmrl's order of operations (float64 arithmetic, per-token inputs of the loss
-rounded to the table dtype first, results stored in the table dtype), so the two agree to float
+Numerics follow fastlmrl's (float64 arithmetic and per-token inputs, gradient sums per context
+rounded once to the table dtype, results stored in the table dtype), so the two agree to float
 rounding; the rollout is token-for-token identical.
 """
 from __future__ import annotations
@@ -55,7 +62,7 @@ import numpy as np
 
 from fastlmrl.kl_divergence import AdaptiveKLController, FixedKLController
 from fastlmrl.rewards import KeywordReward
-from fastlmrl.rng import RandomStream, permutation, uniforms
+from fastlmrl.rng import RandomStream, uniforms
 
 __all__ = [
     "NumpyGRPO",
@@ -175,15 +182,15 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_
     r"""Clipped surrogate :math:`\ell_i = -\min(\rho_i A_i, \mathrm{clip}(\rho_i, 1-\epsilon_l,
     1+\epsilon_h) A_i)` (+ :math:`\beta` k3 KL to the reference), summed with ``weights``.
 
-    ``logits`` (N, V) gathered rows (table dtype); per-token inputs are rounded to that dtype first
-    (as fastlmrl does).  Returns ``(loss, grad (N, V) table dtype, clip_fraction, approx_kl_k3,
-    kl_loss)``.
+    ``logits`` (N, V) gathered rows (table dtype); per-token inputs in float64 (as fastlmrl's
+    tabular losses use them).  Returns ``(loss, grad (N, V) float64, clip_fraction,
+    approx_kl_k3, kl_loss)``: the per-token gradient rows, unrounded (their sums per context are
+    rounded once to the table dtype, as fastlmrl's ``grad_rows`` are).
     """
-    dt = logits.dtype
     n = tokens.shape[0]
-    old = old_log_probs.astype(dt).astype(F64)
-    adv = advantages.astype(dt).astype(F64)
-    w = weights.astype(dt).astype(F64)
+    old = old_log_probs.astype(F64)
+    adv = advantages.astype(F64)
+    w = weights.astype(F64)
     x = logits.astype(F64)
     m = x.max(axis=1)
     e = np.exp(x - m[:, None])
@@ -201,7 +208,7 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_
     dloss = np.where(use_un, un, 0.0)
     kl_loss = 0.0
     if ref_log_probs is not None:
-        u = ref_log_probs.astype(dt).astype(F64) - logp
+        u = ref_log_probs.astype(F64) - logp
         eu = np.exp(u)
         kl = (eu - 1.0) - u
         token_loss = token_loss + kl_coef * kl
@@ -213,7 +220,56 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_
     sw = w.sum()
     clip_fraction = float(w @ ~use_un) / sw if sw > 0 else 0.0
     approx_kl = float(w @ ((rho - 1.0) - log_ratio)) / sw if sw > 0 else 0.0
-    return float(w @ token_loss), grad.astype(dt), clip_fraction, approx_kl, kl_loss
+    return float(w @ token_loss), grad, clip_fraction, approx_kl, kl_loss
+
+
+def ppo_loss_grouped(table, contexts, tokens, old_log_probs, advantages, weights, clip_low,
+                     clip_high, ref_log_probs=None, kl_coef=0.0):
+    r""":func:`ppo_loss` with the gradient summed per distinct context, computed the way
+    fastlmrl's tabular loss computes it -- one softmax per visited context, not per token:
+    :math:`\partial L/\partial\theta[s] = \sum_{i: s_i = s} c_i\,\mathrm{onehot}(a_i) -
+    (\sum_{i: s_i = s} c_i)\,\pi(\cdot|s)` (distinct contexts and sums by ``np.bincount``).
+
+    Returns ``(loss, rows (U,), grad (U, V) float64, clip_fraction, approx_kl_k3, kl_loss)``.
+    """
+    # distinct contexts by counting (O(N + S), faster than np.unique's sort for a tabular policy)
+    rows = np.flatnonzero(np.bincount(contexts, minlength=table.shape[0]))
+    index = np.empty(table.shape[0], dtype=np.int64)
+    index[rows] = np.arange(rows.shape[0])
+    inverse = index[contexts]
+    u, v = rows.shape[0], table.shape[1]
+    x = table[rows].astype(F64)
+    m = x.max(axis=1)
+    e = np.exp(x - m[:, None])
+    total = e.sum(axis=1)
+    lse = m + np.log(total)
+    logp = x[inverse, tokens] - lse[inverse]
+    old = old_log_probs.astype(F64)
+    adv = advantages.astype(F64)
+    w = weights.astype(F64)
+    log_ratio = logp - old
+    rho = np.exp(log_ratio)
+    un = -adv * rho
+    cl = -adv * np.clip(rho, 1.0 - clip_low, 1.0 + clip_high)
+    use_un = un >= cl
+    token_loss = np.where(use_un, un, cl)
+    dloss = np.where(use_un, un, 0.0)
+    kl_loss = 0.0
+    if ref_log_probs is not None:
+        uu = ref_log_probs.astype(F64) - logp
+        eu = np.exp(uu)
+        kl = (eu - 1.0) - uu
+        token_loss = token_loss + kl_coef * kl
+        dloss = dloss + kl_coef * (1.0 - eu)
+        kl_loss = float(w @ kl)
+    c = w * dloss
+    csum = np.bincount(inverse, weights=c, minlength=u)
+    onehot = np.bincount(inverse * v + tokens, weights=c, minlength=u * v).reshape(u, v)
+    grad = onehot - csum[:, None] * (e / total[:, None])
+    sw = w.sum()
+    clip_fraction = float(w @ ~use_un) / sw if sw > 0 else 0.0
+    approx_kl = float(w @ ((rho - 1.0) - log_ratio)) / sw if sw > 0 else 0.0
+    return float(w @ token_loss), rows, grad, clip_fraction, approx_kl, kl_loss
 
 
 def scatter_rows(rows, grads):
@@ -299,8 +355,9 @@ class Rollout:
 class _NumpyPolicyTrainer:
     """State and shared steps: policy table + lazy Adam, rollouts, rewards, diagnostics."""
 
-    def __init__(self, task, config, seed=0):
+    def __init__(self, task, config, seed=0, grouped=False):
         env = task.env
+        self.grouped = grouped
         if not isinstance(env.reward, KeywordReward) or env.reward.per_token \
                 or env.reward.presence or env.reward.normalize:
             raise ValueError("the NumPy baseline implements the terminal KeywordReward only")
@@ -401,6 +458,33 @@ class _NumpyPolicyTrainer:
         rewards[rows, batch.lengths[rows] - 1] = batch.scores[rows]
         batch.rewards = rewards
 
+    # --- the update -----------------------------------------------------------------------------
+    def policy_step(self, contexts, tokens, old_log_probs, advantages, weights, clip_low,
+                    clip_high, ref_log_probs=None, kl_coef=0.0):
+        """Loss, gradient and Adam step; returns (loss, rows updated, clip fraction, approx KL,
+        KL loss).  Dense (default): per-token gradients of the gathered logits rows, summed per
+        context (:func:`scatter_rows`); ``grouped``: :func:`ppo_loss_grouped`.  Either way the
+        summed rows are rounded once to the table dtype and applied to the distinct rows."""
+        if self.grouped:
+            with self.phase("loss"):
+                loss, rows, grad, clip_fraction, approx_kl, kl_loss = ppo_loss_grouped(
+                    self.policy, contexts, tokens, old_log_probs, advantages, weights, clip_low,
+                    clip_high, ref_log_probs, kl_coef)
+        else:
+            with self.phase("loss"):
+                loss, grad, clip_fraction, approx_kl, kl_loss = ppo_loss(
+                    self.policy[contexts], tokens, old_log_probs, advantages, weights, clip_low,
+                    clip_high, ref_log_probs, kl_coef)
+            with self.phase("optimizer"):
+                rows, grad = scatter_rows(contexts, grad)
+        with self.phase("optimizer"):
+            self.optimizer.step(rows, grad.astype(self.dtype))
+        return loss, rows, clip_fraction, approx_kl, kl_loss
+
+    def permutation(self, n):
+        """fastlmrl's minibatch order: the stable argsort of n uniforms of the stream."""
+        return np.argsort(uniforms(self.stream, n), kind="stable")
+
     # --- diagnostics -----------------------------------------------------------------------------
     def policy_diagnostics(self, batch, contexts):
         if contexts.size == 0:
@@ -447,8 +531,8 @@ class _NumpyPolicyTrainer:
 class NumpyPPO(_NumpyPolicyTrainer):
     """One PPO iteration of :class:`fastlmrl.PPOTrainer` (same config class), in NumPy."""
 
-    def __init__(self, task, config, seed=0):
-        super().__init__(task, config, seed)
+    def __init__(self, task, config, seed=0, grouped=False):
+        super().__init__(task, config, seed, grouped)
         self.values = np.zeros((self.num_contexts, 1), dtype=self.dtype)
         self.value_optimizer = _Adam(self.values, config.value_lr)
         self.last = {}
@@ -487,20 +571,19 @@ class NumpyPPO(_NumpyPolicyTrainer):
         for _ in range(cfg.epochs):
             n = contexts.size
             with self.phase("permutation"):
-                parts = [np.arange(n)] if cfg.minibatches <= 1 else \
-                    [p for p in np.array_split(permutation(self.stream, n), cfg.minibatches)
-                     if p.size]
-            for idx in parts:
-                ctx = contexts[idx]
-                with self.phase("loss"):
-                    loss, grad, clip_fraction, approx_kl, _ = ppo_loss(
-                        self.policy[ctx], tokens[idx], old_log_probs[idx], adv[idx],
-                        np.full(idx.size, 1.0 / idx.size), cfg.clip, cfg.clip)
+                order = np.arange(n) if cfg.minibatches <= 1 else self.permutation(n)
+                shuffled = [a[order] for a in (contexts, tokens, old_log_probs, adv, ret)]
+                parts = [p for p in np.array_split(np.arange(n), max(cfg.minibatches, 1))
+                         if p.size]
+            for part in parts:
+                ctx, tok, old, a, r = (x[part[0]:part[-1] + 1] for x in shuffled)
+                loss, rows, clip_fraction, approx_kl, _ = self.policy_step(
+                    ctx, tok, old, a, np.full(ctx.size, 1.0 / ctx.size), cfg.clip, cfg.clip)
                 with self.phase("optimizer"):
-                    self.optimizer.step(ctx, grad)
-                    value_error = self.values[ctx, 0].astype(F64) - ret[idx]
-                    grads = (value_error / idx.size).astype(self.dtype).reshape(-1, 1)
-                    self.value_optimizer.step(ctx, grads)
+                    value_error = self.values[ctx, 0].astype(F64) - r
+                    sums = np.bincount(ctx, weights=value_error / ctx.size,
+                                       minlength=self.num_contexts)[rows]
+                    self.value_optimizer.step(rows, sums.astype(self.dtype).reshape(-1, 1))
                 self.last["losses"].append(loss)
                 clip_fractions.append(clip_fraction)
                 approx_kls.append(approx_kl)
@@ -522,10 +605,10 @@ class NumpyGRPO(_NumpyPolicyTrainer):
     Token-level ratios only (``ratio_level="token"``, the default).
     """
 
-    def __init__(self, task, config, seed=0):
+    def __init__(self, task, config, seed=0, grouped=False):
         if config.ratio_level != "token":
             raise ValueError("the NumPy baseline implements ratio_level='token' only")
-        super().__init__(task, config, seed)
+        super().__init__(task, config, seed, grouped)
         self.last = {}
 
     def iteration(self):
@@ -544,16 +627,13 @@ class NumpyGRPO(_NumpyPolicyTrainer):
             contexts = batch.contexts[valid]
             tokens = batch.actions[valid]
             old_log_probs = batch.logprobs[valid]
-            ref_log_probs = self.ref_log_softmax[contexts, tokens].astype(F64)
+            ref_log_probs = self.reference[contexts, tokens] - self.ref_lse[contexts]
         self.last = {"batch": batch, "seq_adv": seq_adv, "weights": weights, "losses": []}
         clip_fractions, approx_kls = [], []
         for _ in range(cfg.epochs):
-            with self.phase("loss"):
-                loss, grad, clip_fraction, approx_kl, kl_loss = ppo_loss(
-                    self.policy[contexts], tokens, old_log_probs, adv, weights, cfg.clip,
-                    cfg.clip_high, ref_log_probs, self.kl_controller.value)
-            with self.phase("optimizer"):
-                self.optimizer.step(contexts, grad)
+            loss, _, clip_fraction, approx_kl, kl_loss = self.policy_step(
+                contexts, tokens, old_log_probs, adv, weights, cfg.clip, cfg.clip_high,
+                ref_log_probs, self.kl_controller.value)
             self.last["losses"].append(loss)
             clip_fractions.append(clip_fraction)
             approx_kls.append(approx_kl)

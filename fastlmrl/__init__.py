@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 from . import (advantages, argmax_tree, corpus, dynamic_programming, environments,
                group_advantages, kl_divergence, log_probs, monte_carlo, ngram, optimizers,
-               policy_losses, rewards, schedules, selection, td_learning, tokenizers)
+               permutations, policy_losses, rewards, schedules, selection, tabular_losses,
+               td_learning, tokenizers)
 from ._backend import (BACKENDS, BackendUnavailableWarning, available_backends, get_backend,
                        get_num_threads, set_backend, set_num_threads, show_config, use_backend)
 from .advantages import *  # noqa: F401,F403
@@ -23,11 +24,13 @@ from .log_probs import *  # noqa: F401,F403
 from .monte_carlo import *  # noqa: F401,F403
 from .ngram import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
+from .permutations import *  # noqa: F401,F403
 from .policy_losses import *  # noqa: F401,F403
 from .rewards import *  # noqa: F401,F403
 from .rng import RandomStream
 from .schedules import *  # noqa: F401,F403
 from .selection import *  # noqa: F401,F403
+from .tabular_losses import *  # noqa: F401,F403
 from .sweep import sweep  # noqa: E402  (fastlmrl.sweep(...) is the function; ray loads lazily)
 from .td_learning import *  # noqa: F401,F403
 from .tokenizers import *  # noqa: F401,F403
@@ -47,7 +50,7 @@ __all__ = [
     "use_backend",
 ]
 for _module in (selection, td_learning, monte_carlo, dynamic_programming, argmax_tree, schedules,
-                log_probs, policy_losses, advantages, group_advantages, kl_divergence, optimizers,
-                environments, rewards, tokenizers, ngram, corpus):
+                log_probs, policy_losses, tabular_losses, advantages, group_advantages, kl_divergence, optimizers,
+                environments, permutations, rewards, tokenizers, ngram, corpus):
     __all__ += _module.__all__
 del _module

@@ -11,12 +11,15 @@ TOPICS = (
     # policy gradients on logits
     "log_probs",
     "policy_losses",
+    "tabular_losses",
     "advantages",
     "group_advantages",
     "kl_divergence",
     "optimizers",
     # token environments
     "environments",
+    # random permutations (minibatch shuffles)
+    "permutations",
 )
 
 

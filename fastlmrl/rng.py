@@ -152,10 +152,8 @@ def uniforms(seed, n: int) -> np.ndarray:
 
 
 def permutation(seed, n: int) -> np.ndarray:
-    """A random permutation of ``range(n)``: the ``argsort`` of ``n`` uniforms (consumes ``n``
-    counters).  Ties between 53-bit uniforms (probability ~n**2 / 2**54) are broken by index."""
-    u = uniforms(seed, n)
-    order = np.argsort(u)
-    if n > 1 and (np.diff(u[order]) == 0).any():  # practically never: keep the tie rule exact
-        order = np.argsort(u, kind="stable")
-    return order
+    """A random permutation of ``range(n)``: the stable argsort of ``n`` uniforms (consumes ``n``
+    counters); computed by the active backend, see :func:`fastlmrl.permutations.permutation`."""
+    from .permutations import permutation as backend_permutation
+
+    return backend_permutation(seed, n)

@@ -155,13 +155,46 @@ def test_ppo_loss_matches_fastlmrl(float_dtype, with_ref, backend):
     loss, grad, clip_fraction, approx_kl, kl_loss = nt.ppo_loss(logits, tokens, old, adv, w, 0.2,
                                                                 0.28, ref, kl_coef)
     assert 0.05 < res.clip_fraction < 0.95
-    assert grad.dtype == float_dtype
+    assert grad.dtype == np.float64  # unrounded per-token rows (fastlmrl rounds to the dtype)
     rtol = RTOL[float_dtype]
     np.testing.assert_allclose(loss, res.loss, rtol=rtol)
     np.testing.assert_allclose(grad, res.grad_logits, rtol=rtol, atol=1e-12)
+    # fastlmrl.ppo_loss rounds the weights to the logits dtype; the baseline keeps them float64
+    np.testing.assert_allclose(clip_fraction, res.clip_fraction, rtol=rtol)
+    np.testing.assert_allclose(approx_kl, res.approx_kl_k3, rtol=rtol)
+    np.testing.assert_allclose(kl_loss, res.kl_loss, rtol=rtol)
+
+
+@pytest.mark.parametrize("with_ref", [False, True])
+def test_grouped_ppo_loss_matches_fastlmrl_tabular(float_dtype, with_ref, backend):
+    rng = np.random.default_rng(13)
+    s, v, n = 40, 11, 500
+    table = (2.0 * rng.standard_normal((s, v))).astype(float_dtype)
+    contexts = rng.integers(0, s // 2, n)
+    tokens = rng.integers(0, v, n)
+    x = table.astype(np.float64)
+    lse = np.log(np.exp(x).sum(axis=1))
+    old = x[contexts, tokens] - lse[contexts] + 0.3 * rng.standard_normal(n)
+    adv = rng.standard_normal(n)
+    w = rng.random(n) / n
+    ref = old + 0.1 * rng.standard_normal(n) if with_ref else None
+    kl_coef = 0.1 if with_ref else 0.0
+    res = fastlmrl.ppo_loss_tabular(table, contexts, tokens, old, adv, weights=w, clip_low=0.2,
+                                    clip_high=0.28, ref_log_probs=ref, kl_coef=kl_coef)
+    loss, rows, grad, clip_fraction, approx_kl, kl_loss = nt.ppo_loss_grouped(
+        table, contexts, tokens, old, adv, w, 0.2, 0.28, ref, kl_coef)
+    rtol = RTOL[float_dtype]
+    np.testing.assert_array_equal(rows, res.rows)
+    np.testing.assert_allclose(grad.astype(float_dtype), res.grad_rows, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(loss, res.loss, rtol=rtol)
     np.testing.assert_allclose(clip_fraction, res.clip_fraction, rtol=1e-12)
     np.testing.assert_allclose(approx_kl, res.approx_kl_k3, rtol=rtol)
     np.testing.assert_allclose(kl_loss, res.kl_loss, rtol=rtol)
+    # and the dense formulation summed per context is the same gradient
+    _, dense, *_ = nt.ppo_loss(table[contexts], tokens, old, adv, w, 0.2, 0.28, ref, kl_coef)
+    ids, sums = nt.scatter_rows(contexts, dense)
+    np.testing.assert_array_equal(ids, rows)
+    np.testing.assert_allclose(sums, grad, rtol=1e-10, atol=1e-14)
 
 
 def test_ppo_loss_hand():
@@ -251,13 +284,14 @@ def _compare_trainers(fast, slow, dtype, keys):
     return m_fast, m_slow
 
 
-def test_ppo_iteration_matches_fastlmrl(task, compiled):
+@pytest.mark.parametrize("grouped", [False, True], ids=["dense", "grouped"])
+def test_ppo_iteration_matches_fastlmrl(task, compiled, grouped):
     name = compiled.__name__.split("_")[-1]
     dtype = task.initial_policy.dtype
     config = PPOConfig(num_sequences=B)
     with fastlmrl.use_backend(name):
         fast = PPOTrainer(task, config, seed=3)
-        slow = nt.NumpyPPO(task, config, seed=3)
+        slow = nt.NumpyPPO(task, config, seed=3, grouped=grouped)
         _compare_trainers(fast, slow, dtype, ("reward", "length", "kl", "entropy",
                                               "clip_fraction", "approx_kl"))
         # the advantages and returns fastlmrl computes from the same batch and values
@@ -278,13 +312,14 @@ def test_ppo_iteration_matches_fastlmrl(task, compiled):
                                    rtol=1e-3, atol=1e-6)
 
 
-def test_grpo_iteration_matches_fastlmrl(task, compiled):
+@pytest.mark.parametrize("grouped", [False, True], ids=["dense", "grouped"])
+def test_grpo_iteration_matches_fastlmrl(task, compiled, grouped):
     name = compiled.__name__.split("_")[-1]
     dtype = task.initial_policy.dtype
     config = GRPOConfig(num_prompts=B // 8, group_size=8, epochs=2)
     with fastlmrl.use_backend(name):
         fast = GRPOTrainer(task, config, seed=5)
-        slow = nt.NumpyGRPO(task, config, seed=5)
+        slow = nt.NumpyGRPO(task, config, seed=5, grouped=grouped)
         _compare_trainers(fast, slow, dtype, ("reward", "length", "kl", "entropy",
                                               "clip_fraction", "approx_kl", "kl_loss"))
         np.testing.assert_allclose(

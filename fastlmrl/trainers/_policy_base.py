@@ -4,9 +4,10 @@ its rows, rollouts from a :class:`fastlmrl.TextGenerationEnv`, and the diagnosti
 The policy is a logits table ``policy`` (S = V**k contexts, V tokens):
 :math:`\\pi(a \\mid s) = \\mathrm{softmax}(\\text{policy}[s])_a`, initialised from the n-gram LM
 (:attr:`fastlmrl.tasks.TextTask.initial_policy`); the frozen reference :math:`\\pi_{\\mathrm{ref}}`
-is the LM itself (:attr:`~fastlmrl.tasks.TextTask.reference`).  A gradient with respect to the
-logits of the visited rows, (N, V) for N tokens, is applied by :class:`fastlmrl.Adam` to those rows
-only (repeated contexts accumulate).  The KL to the reference reported as ``kl`` is exact: the mean
+is the LM itself (:attr:`~fastlmrl.tasks.TextTask.reference`).  The losses of
+:mod:`fastlmrl.tabular_losses` give the gradient per distinct visited context (one softmax per
+context, not per token), which :class:`fastlmrl.Adam` applies to those rows only (A2C uses the
+per-token :func:`fastlmrl.a2c_loss`; Adam accumulates its repeated contexts).  The KL to the reference reported as ``kl`` is exact: the mean
 over sequences of :math:`\\sum_t \\mathrm{KL}(\\pi(\\cdot|s_t)\\,\\|\\,\\pi_{\\mathrm{ref}}(\\cdot|s_t))`
 over the generated tokens.
 """
@@ -17,7 +18,8 @@ import numpy as np
 from ..kl_divergence import AdaptiveKLController, FixedKLController
 from ..log_probs import log_softmax
 from ..optimizers import Adam
-from ..rng import permutation
+from ..permutations import permutation
+from ..tabular_losses import token_log_probs_tabular
 from .base import Trainer, explained_variance
 
 __all__ = ["PolicyGradientTrainer", "check_config", "explained_variance"]
@@ -92,28 +94,19 @@ class PolicyGradientTrainer(Trainer):
         """The valid entries of a (B, T) array, sequence by sequence (row-major order)."""
         return array[batch.valid]
 
-    @staticmethod
-    def _log_probs(table: np.ndarray, rows: np.ndarray, inverse: np.ndarray,
-                   tokens: np.ndarray) -> np.ndarray:
-        """log softmax(table[s])[a] in float64 for the pairs (rows[inverse], tokens)."""
-        x = table[rows].astype(np.float64)
-        m = x.max(axis=1, keepdims=True)
-        lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
-        return x[inverse, tokens] - lse[inverse]
-
     def kl_shaped_rewards(self, batch, beta: float) -> np.ndarray:
         r"""(B, T) rewards :math:`r_t - \beta(\log\pi(a_t|s_t) - \log\pi_{ref}(a_t|s_t))`.
 
-        Both log-probabilities come from the same float64 formula, so a policy equal to the
-        reference gets exactly zero shaping (no rounding noise for Adam to amplify).
+        Both log-probabilities come from the same float64 formula
+        (:func:`fastlmrl.token_log_probs_tabular`), so a policy equal to the reference gets exactly
+        zero shaping (no rounding noise for Adam to amplify).
         """
         rewards = np.array(batch.rewards, dtype=np.float64)
         if beta == 0.0 or not batch.valid.any():
             return rewards
         contexts, tokens = self.flat(batch, batch.contexts), self.flat(batch, batch.actions)
-        rows, inverse = np.unique(contexts, return_inverse=True)
-        log_ratio = (self._log_probs(self.policy, rows, inverse, tokens)
-                     - self._log_probs(self.reference, rows, inverse, tokens))
+        log_ratio = (token_log_probs_tabular(self.policy, contexts, tokens)
+                     - self.reference_log_probs(contexts, tokens))
         rewards[batch.valid] -= beta * log_ratio
         return rewards
 
@@ -123,6 +116,11 @@ class PolicyGradientTrainer(Trainer):
         values = np.where(batch.valid, v[batch.contexts], 0.0)
         return values, v[batch.final_contexts]
 
+    def sum_by_context(self, contexts: np.ndarray, values: np.ndarray,
+                       rows: np.ndarray) -> np.ndarray:
+        """sum_{i: contexts[i] = r} values[i] for each r of ``rows`` (float64, in token order)."""
+        return np.bincount(contexts, weights=values, minlength=self.policy.shape[0])[rows]
+
     def update_policy(self, contexts: np.ndarray, grad_logits: np.ndarray) -> None:
         self.optimizer.step(contexts, grad_logits)
 
@@ -131,11 +129,15 @@ class PolicyGradientTrainer(Trainer):
         self.value_optimizer.step(contexts, grads)
 
     def minibatches(self, n: int, count: int):
-        """``count`` disjoint index sets covering range(n) in a random order (from the stream)."""
+        """(order, parts): a random order of range(n) (:func:`fastlmrl.permutation` from the
+        stream; range(n) itself for one minibatch) and ``count`` consecutive slices of it with
+        ``numpy.array_split``'s sizes (empty ones dropped): minibatch k is ``order[parts[k]]``."""
         if count <= 1:
-            return [np.arange(n)]
-        order = permutation(self.stream, n)
-        return [part for part in np.array_split(order, count) if part.size]
+            return np.arange(n), [slice(0, n)]
+        size, extra = divmod(n, count)
+        bounds = np.cumsum([0] + [size + 1] * extra + [size] * (count - extra))
+        return permutation(self.stream, n), [slice(lo, hi) for lo, hi in zip(bounds[:-1],
+                                                                              bounds[1:]) if hi > lo]
 
     # --- diagnostics ----------------------------------------------------------------------------
     def reference_log_softmax(self) -> np.ndarray:
@@ -144,8 +146,9 @@ class PolicyGradientTrainer(Trainer):
         return self._ref_log_softmax
 
     def reference_log_probs(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """log pi_ref(a | s) of the given pairs (float64)."""
-        return self.reference_log_softmax()[contexts, tokens].astype(np.float64)
+        """log pi_ref(a | s) of the given pairs (float64), by the formula of the loss kernels'
+        log pi (:func:`fastlmrl.token_log_probs_tabular`): equal bits when pi equals pi_ref."""
+        return token_log_probs_tabular(self.reference, contexts, tokens)
 
     def policy_diagnostics(self, batch) -> dict:
         """Exact KL to the reference (per sequence, summed over tokens) and mean token entropy."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..group_advantages import grpo_advantages, loss_weights
-from ..policy_losses import ppo_loss
+from ..tabular_losses import ppo_loss_tabular
 from ..rng import uniforms
 from ._policy_base import PolicyGradientTrainer, check_config
 
@@ -88,13 +88,12 @@ class GRPOTrainer(PolicyGradientTrainer):
         # 3. clipped surrogate + k3 KL penalty to the reference
         clip_fractions, approx_kls = [], []
         for _ in range(cfg.epochs):
-            result = ppo_loss(self.policy[contexts], tokens, old_log_probs, adv, weights=weights,
-                              clip_low=cfg.clip, clip_high=cfg.clip_high,
-                              ratio_level=cfg.ratio_level,
-                              sequence_offsets=offsets if cfg.ratio_level == "sequence" else None,
-                              ref_log_probs=ref_log_probs, kl_coef=self.kl_controller.value,
-                              kl_estimator="k3")
-            self.update_policy(contexts, result.grad_logits)
+            result = ppo_loss_tabular(
+                self.policy, contexts, tokens, old_log_probs, adv, weights=weights,
+                clip_low=cfg.clip, clip_high=cfg.clip_high, ratio_level=cfg.ratio_level,
+                sequence_offsets=offsets if cfg.ratio_level == "sequence" else None,
+                ref_log_probs=ref_log_probs, kl_coef=self.kl_controller.value, kl_estimator="k3")
+            self.update_policy(result.rows, result.grad_rows)
             clip_fractions.append(result.clip_fraction)
             approx_kls.append(result.approx_kl_k3)
         # 4. diagnostics

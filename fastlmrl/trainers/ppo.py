@@ -11,8 +11,8 @@ One iteration, top to bottom:
    (bootstrap :math:`V(S_{L})`).  Advantages are whitened over the batch.
 4. ``epochs`` passes over the tokens in ``minibatches`` random minibatches: the clipped surrogate
    :math:`-\min(\rho A, \mathrm{clip}(\rho, 1-\epsilon, 1+\epsilon) A)` with its gradient with
-   respect to the logits (:func:`fastlmrl.ppo_loss`), Adam on the visited rows; the value table
-   regresses on the returns.
+   respect to the policy table's visited rows (:func:`fastlmrl.ppo_loss_tabular`: one softmax per
+   distinct context), Adam on those rows; the value table regresses on the returns.
 5. Log reward, KL, entropy, clip fraction, approximate KL (k3), explained variance, tokens/s.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..advantages import gae, masked_whiten
-from ..policy_losses import ppo_loss
+from ..tabular_losses import ppo_loss_tabular
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["PPOConfig", "PPOTrainer"]
@@ -76,14 +76,18 @@ class PPOTrainer(PolicyGradientTrainer):
         # 4. clipped-surrogate epochs over random minibatches
         clip_fractions, approx_kls = [], []
         for _ in range(cfg.epochs):
-            for idx in self.minibatches(contexts.size, cfg.minibatches):
-                ctx = contexts[idx]
-                result = ppo_loss(self.policy[ctx], tokens[idx], old_log_probs[idx], adv[idx],
-                                  weights=np.full(idx.size, 1.0 / idx.size),
-                                  clip_low=cfg.clip, clip_high=cfg.clip)
-                self.update_policy(ctx, result.grad_logits)
-                value_error = self.values[ctx, 0].astype(np.float64) - ret[idx]
-                self.update_values(ctx, value_error / idx.size)  # d/dV of 0.5 * mean (V - R)^2
+            order, parts = self.minibatches(contexts.size, cfg.minibatches)
+            shuffled = [a[order] for a in (contexts, tokens, old_log_probs, adv, ret)]
+            for part in parts:
+                ctx, tok, old, a, r = (x[part] for x in shuffled)
+                result = ppo_loss_tabular(self.policy, ctx, tok, old, a,
+                                          weights=np.full(ctx.size, 1.0 / ctx.size),
+                                          clip_low=cfg.clip, clip_high=cfg.clip)
+                self.update_policy(result.rows, result.grad_rows)
+                # d/dV(s) of 0.5 * mean (V - R)^2, summed per distinct context
+                value_error = self.values[ctx, 0].astype(np.float64) - r
+                self.update_values(result.rows,
+                                   self.sum_by_context(ctx, value_error / ctx.size, result.rows))
                 clip_fractions.append(result.clip_fraction)
                 approx_kls.append(result.approx_kl_k3)
         # 5. diagnostics (the KL controller adapts β to this batch's KL)

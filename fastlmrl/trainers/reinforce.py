@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..advantages import discounted_returns
-from ..policy_losses import reinforce_loss
+from ..tabular_losses import reinforce_loss_tabular
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer"]
@@ -73,9 +73,9 @@ class ReinforceTrainer(PolicyGradientTrainer):
         if cfg.baseline == "value":
             baseline = self.flat(batch, values)
         # 4. policy-gradient step (and the value regression)
-        result = reinforce_loss(self.policy[contexts], tokens, ret, weights=weights,
-                                baseline=baseline)
-        self.update_policy(contexts, result.grad_logits)
+        result = reinforce_loss_tabular(self.policy, contexts, tokens, ret, weights=weights,
+                                        baseline=baseline)
+        self.update_policy(result.rows, result.grad_rows)
         metrics = self.base_metrics(batch, rewards)
         if self.values is not None:
             self.update_values(contexts, (self.flat(batch, values) - ret) * weights)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..group_advantages import rloo_advantages
-from ..policy_losses import reinforce_loss
+from ..tabular_losses import reinforce_loss_tabular
 from ..rng import uniforms
 from ._policy_base import PolicyGradientTrainer, check_config
 
@@ -69,8 +69,8 @@ class RLOOTrainer(PolicyGradientTrainer):
         tokens = self.flat(batch, batch.actions)
         adv = self.flat(batch, np.broadcast_to(seq_adv[:, None], batch.valid.shape))
         weights = np.full(contexts.size, 1.0 / batch.valid.shape[0])
-        result = reinforce_loss(self.policy[contexts], tokens, adv, weights=weights)
-        self.update_policy(contexts, result.grad_logits)
+        result = reinforce_loss_tabular(self.policy, contexts, tokens, adv, weights=weights)
+        self.update_policy(result.rows, result.grad_rows)
         # 5. diagnostics
         metrics = self.base_metrics(batch, rewards)
         return self.finish(batch, metrics)

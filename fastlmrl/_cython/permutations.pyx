@@ -1,0 +1,52 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython random permutation: the stable argsort of n counter-based uniforms in expected O(n)
+(bucket counting sort, then insertion sort within buckets; see fastlmrl/_numba/permutations.py)."""
+
+__all__ = ["random_permutation"]
+from libc.stdint cimport int64_t, uint64_t
+
+from fastlmrl._cython._common cimport uniform
+
+
+cdef int random_permutation_core(uint64_t key, uint64_t counter, int64_t[::1] out,
+                                 double[::1] uniforms, int64_t[::1] starts) noexcept nogil:
+    cdef Py_ssize_t n = out.shape[0], i, b, k, j, lo, hi
+    cdef double u
+    for b in range(n + 1):
+        starts[b] = 0
+    for i in range(n):
+        u = uniform(key, counter + <uint64_t>i)
+        uniforms[i] = u
+        b = <Py_ssize_t>(u * n)
+        if b > n - 1:
+            b = n - 1
+        starts[b + 1] += 1
+    for b in range(n):
+        starts[b + 1] += starts[b]
+    for i in range(n):
+        b = <Py_ssize_t>(uniforms[i] * n)
+        if b > n - 1:
+            b = n - 1
+        out[starts[b]] = i
+        starts[b] += 1
+    lo = 0
+    for b in range(n):
+        hi = starts[b]
+        for k in range(lo + 1, hi):
+            i = out[k]
+            u = uniforms[i]
+            j = k
+            while j > lo and uniforms[out[j - 1]] > u:
+                out[j] = out[j - 1]
+                j -= 1
+            out[j] = i
+        lo = hi
+    return 0
+
+
+def random_permutation(uint64_t key, uint64_t counter, int64_t[::1] out, double[::1] uniforms,
+                       int64_t[::1] starts):
+    cdef int status
+    with nogil:
+        status = random_permutation_core(key, counter, out, uniforms, starts)
+    return status

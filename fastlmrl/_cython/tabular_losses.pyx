@@ -1,0 +1,404 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython policy-gradient losses of a tabular softmax policy (same arithmetic as
+fastlmrl/_python/tabular_losses.py): one softmax per visited context, gradient rows per context.
+
+Passes: mark the visited contexts (serial), row statistics of each visited row (``prange`` over
+rows), the tokens in index order (serial), the gradient rows (``prange`` over rows; rows are
+independent, so the bits do not depend on the thread count).
+"""
+
+__all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
+           "token_log_probs_tabular"]
+from cython.parallel cimport prange, threadid
+from libc.math cimport INFINITY, NAN, exp, log, isfinite
+from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free, malloc
+
+from fastlmrl._cython._common cimport real_t, index_t, out_of_range
+from fastlmrl._cython.fast_math cimport row_stats, n_threads, work
+from fastlmrl._cython.pg_terms cimport REINFORCE, PPO, KL, Params, Terms, token_terms
+
+cdef int BAD_LOGITS = 20
+cdef int BAD_TOKENS = 21
+cdef int BAD_WEIGHTS = 22
+cdef int BAD_ADVANTAGES = 23
+cdef int BAD_OLD_LOG_PROBS = 24
+cdef int BAD_REF_LOG_PROBS = 25
+cdef int BAD_SEQUENCE_OFFSETS = 26
+cdef int BAD_BASELINES = 27
+cdef int BAD_RETURNS = 29
+cdef int BAD_CONTEXTS = 31
+cdef int NO_MEMORY = 99
+# The row passes go parallel from this many visited entries (U * V) on: below it they take well
+# under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
+cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 20
+
+
+cdef inline bint any_not_finite(const double[::1] x) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        if not isfinite(x[i]):
+            return True
+    return False
+
+
+cdef inline int check_ids_weights(const real_t[:, ::1] table, const index_t[::1] contexts,
+                                  const index_t[::1] tokens,
+                                  const double[::1] weights) noexcept nogil:
+    cdef Py_ssize_t i
+    if out_of_range(contexts, table.shape[0]):
+        return BAD_CONTEXTS
+    if out_of_range(tokens, table.shape[1]):
+        return BAD_TOKENS
+    for i in range(weights.shape[0]):
+        if not (isfinite(weights[i]) and weights[i] >= 0.0):
+            return BAD_WEIGHTS
+    return 0
+
+
+cdef inline bint offsets_ok(const int64_t[::1] offsets, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k, s = offsets.shape[0]
+    if s < 1 or offsets[0] != 0 or offsets[s - 1] != n:
+        return False
+    for k in range(s - 1):
+        if offsets[k + 1] < offsets[k]:
+            return False
+    return True
+
+
+cdef inline int _lse_row(const real_t[:, ::1] table, Py_ssize_t s, double* lse_k,
+                         double* e) noexcept nogil:
+    """lse of table row s into lse_k; 1 for a bad row (NaN/+inf/all -inf)."""
+    cdef double m, total
+    if not row_stats(&table[s, 0], table.shape[1], e, &m, &total):
+        lse_k[0] = NAN
+        return 1
+    lse_k[0] = m + log(total)
+    return 0
+
+
+cdef inline void _grad_row(const real_t[:, ::1] table, Py_ssize_t s, double nc, const double* acc,
+                           real_t* out, double* e) noexcept nogil:
+    """out[j] = (-C) * p_j + A[j] (p from the row statistics of table row s)."""
+    cdef double m, total, g
+    cdef Py_ssize_t j, v = table.shape[1]
+    row_stats(&table[s, 0], v, e, &m, &total)
+    g = 1.0 / total
+    for j in range(v):
+        out[j] = <real_t>(nc * (e[j] * g) + acc[j])
+
+
+cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
+                    const index_t[::1] tokens, int64_t[::1] index, int64_t[::1] rows,
+                    int64_t[::1] num_rows, double[::1] log_probs, int num_threads,
+                    Py_ssize_t* nt_out, double** e_out) noexcept nogil:
+    """Steps 1-2 and the log-probs of step 3; on success (0) ``*e_out`` holds ``*nt_out`` row
+    buffers, which the caller frees."""
+    cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, u = 0, s, nt
+    cdef int bad = 0
+    cdef double lp
+    cdef double* e
+    cdef double* lse
+    # 1. distinct contexts, increasing
+    for s in range(index.shape[0]):
+        index[s] = -1
+    for i in range(n):
+        index[contexts[i]] = 0
+    for s in range(index.shape[0]):
+        if index[s] == 0:
+            index[s] = u
+            rows[u] = s
+            u += 1
+    num_rows[0] = u
+    nt = n_threads(num_threads, u, v) if u * v >= PARALLEL_MIN_ENTRIES else 1
+    e = work(nt, v)
+    lse = <double*>malloc(sizeof(double) * u + 8)
+    if e == NULL or lse == NULL:
+        free(e)
+        free(lse)
+        return NO_MEMORY
+    # 2. row statistics
+    if nt > 1:
+        for k in prange(u, num_threads=nt, schedule="static"):
+            bad += _lse_row(table, rows[k], lse + k, e + threadid() * v)
+    else:
+        for k in range(u):
+            bad += _lse_row(table, rows[k], lse + k, e)
+    if bad:
+        free(e)
+        free(lse)
+        return BAD_LOGITS
+    # 3. (first) log-probs of the tokens in order
+    for i in range(n):
+        lp = <double>table[contexts[i], tokens[i]] - lse[index[contexts[i]]]
+        if lp == -INFINITY:
+            free(e)
+            free(lse)
+            return BAD_TOKENS
+        log_probs[i] = lp
+    free(lse)
+    nt_out[0] = nt
+    e_out[0] = e
+    return 0
+
+
+cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] contexts,
+                  const index_t[::1] tokens, const double* x1, const double* x2,
+                  const double* x3, const double[::1] weights, const int64_t* offsets,
+                  Py_ssize_t n_offsets, bint seq_level, Params p, int64_t[::1] index,
+                  int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
+                  double[::1] log_probs, double* ratios, real_t[:, ::1] grad, double[::1] stats,
+                  int num_threads) noexcept nogil:
+    cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, q, u, nt = 1
+    cdef int count, status
+    cdef double lp, lr, c, w, d, ed, total, mean
+    cdef double sw = 0.0, loss = 0.0, pg = 0.0, kl = 0.0, clipped = 0.0, dual = 0.0
+    cdef double k1 = 0.0, k3 = 0.0
+    cdef Terms t
+    cdef double* e = NULL
+    cdef double* csum
+    cdef double* acc
+    status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
+                        &nt, &e)
+    if status:
+        return status
+    u = num_rows[0]
+    csum = <double*>calloc(u + 1, sizeof(double))
+    acc = <double*>calloc(u * v + 1, sizeof(double))
+    if csum == NULL or acc == NULL:
+        free(e)
+        free(csum)
+        free(acc)
+        return NO_MEMORY
+    # 3. the tokens in index order
+    if mode == PPO:
+        if seq_level:
+            for q in range(n_offsets - 1):
+                total = 0.0
+                count = 0
+                for i in range(offsets[q], offsets[q + 1]):
+                    if weights[i] != 0.0:
+                        total += log_probs[i] - x1[i]
+                        count += 1
+                mean = total / count if count > 0 else 0.0
+                for i in range(offsets[q], offsets[q + 1]):
+                    ratios[i] = mean
+        else:
+            for i in range(n):
+                ratios[i] = log_probs[i] - x1[i]
+    for i in range(n):
+        lp = log_probs[i]
+        lr = ratios[i] if mode == PPO else 0.0
+        t = token_terms(mode, lp, x1[i] if x1 != NULL else 0.0, x2[i] if x2 != NULL else 0.0,
+                        x3[i] if x3 != NULL else 0.0, lr, p)
+        w = weights[i]
+        c = w * t.dloss
+        k = index[contexts[i]]
+        csum[k] += c
+        acc[k * v + tokens[i]] += c
+        token_loss[i] = t.loss
+        ratios[i] = t.ratio
+        sw += w
+        loss += w * t.loss
+        pg += w * t.pg
+        kl += w * t.kl
+        clipped += w * t.clipped
+        dual += w * t.dual
+        if mode == PPO:
+            d = lp - x1[i]
+            # token-level ratios: exp(d) is rho = exp(lr) itself (same argument, same bits)
+            ed = t.ratio if not seq_level else exp(d)
+            k1 += w * -d
+            k3 += w * ((ed - 1.0) - d)
+    # 4. gradient rows
+    if nt > 1:
+        for k in prange(u, num_threads=nt, schedule="static"):
+            _grad_row(table, rows[k], -csum[k], acc + k * v, &grad[k, 0], e + threadid() * v)
+    else:
+        for k in range(u):
+            _grad_row(table, rows[k], -csum[k], acc + k * v, &grad[k, 0], e)
+    free(e)
+    free(csum)
+    free(acc)
+    stats[0] = loss
+    if mode == PPO:
+        stats[1] = pg
+        stats[2] = kl
+        stats[3] = clipped / sw if sw > 0.0 else 0.0
+        stats[4] = dual / sw if sw > 0.0 else 0.0
+        stats[5] = k1 / sw if sw > 0.0 else 0.0
+        stats[6] = k3 / sw if sw > 0.0 else 0.0
+    return 0
+
+
+cdef int token_log_probs_tabular_core(const real_t[:, ::1] table, const index_t[::1] contexts,
+                                      const index_t[::1] tokens, int64_t[::1] index,
+                                      int64_t[::1] rows, int64_t[::1] num_rows,
+                                      double[::1] log_probs, int num_threads) noexcept nogil:
+    cdef Py_ssize_t nt = 1
+    cdef double* e = NULL
+    cdef int status
+    if out_of_range(contexts, table.shape[0]):
+        return BAD_CONTEXTS
+    if out_of_range(tokens, table.shape[1]):
+        return BAD_TOKENS
+    status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
+                        &nt, &e)
+    free(e)
+    return status
+
+
+cdef int reinforce_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] contexts,
+                                     const index_t[::1] tokens, const double[::1] returns,
+                                     const double[::1] baselines, const double[::1] weights,
+                                     int64_t[::1] index, int64_t[::1] rows,
+                                     int64_t[::1] num_rows, double[::1] token_loss,
+                                     double[::1] log_probs, real_t[:, ::1] grad,
+                                     double[::1] stats, int num_threads) noexcept nogil:
+    cdef Params p
+    cdef Py_ssize_t n = tokens.shape[0]
+    cdef double* ratios
+    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    if status:
+        return status
+    if any_not_finite(returns):
+        return BAD_RETURNS
+    if any_not_finite(baselines):
+        return BAD_BASELINES
+    p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
+    p.estimator = 3
+    p.has_ref = 0
+    ratios = <double*>malloc(sizeof(double) * n + 8)
+    if ratios == NULL:
+        return NO_MEMORY
+    status = _tabular(REINFORCE, table, contexts, tokens, &returns[0] if n else NULL,
+                      &baselines[0] if n else NULL, <const double*>NULL, weights,
+                      <const int64_t*>NULL, 0, False, p, index, rows, num_rows, token_loss,
+                      log_probs, ratios, grad, stats, num_threads)
+    free(ratios)
+    return status
+
+
+cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] contexts,
+                               const index_t[::1] tokens, const double[::1] old_log_probs,
+                               const double[::1] advantages, const double[::1] weights,
+                               const double[::1] ref_log_probs,
+                               const int64_t[::1] sequence_offsets, double clip_low,
+                               double clip_high, double dual_clip, double kl_coef,
+                               int kl_estimator, int sequence_level, int64_t[::1] index,
+                               int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
+                               double[::1] log_probs, double[::1] ratios, real_t[:, ::1] grad,
+                               double[::1] stats, int num_threads) noexcept nogil:
+    cdef Params p
+    cdef Py_ssize_t n = tokens.shape[0]
+    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    if status:
+        return status
+    if any_not_finite(advantages):
+        return BAD_ADVANTAGES
+    if any_not_finite(old_log_probs):
+        return BAD_OLD_LOG_PROBS
+    if any_not_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    if sequence_level and not offsets_ok(sequence_offsets, n):
+        return BAD_SEQUENCE_OFFSETS
+    p.clip_low = clip_low
+    p.clip_high = clip_high
+    p.dual_clip = dual_clip
+    p.kl_coef = kl_coef
+    p.estimator = kl_estimator
+    p.has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    return _tabular(PPO, table, contexts, tokens, &old_log_probs[0] if n else NULL,
+                    &advantages[0] if n else NULL,
+                    &ref_log_probs[0] if (n and p.has_ref) else NULL, weights,
+                    &sequence_offsets[0], sequence_offsets.shape[0], sequence_level != 0, p,
+                    index, rows, num_rows, token_loss, log_probs, &ratios[0] if n else NULL,
+                    grad, stats, num_threads)
+
+
+cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] contexts,
+                                      const index_t[::1] tokens, const double[::1] ref_log_probs,
+                                      const double[::1] weights, int kl_estimator,
+                                      int64_t[::1] index, int64_t[::1] rows,
+                                      int64_t[::1] num_rows, double[::1] token_loss,
+                                      double[::1] log_probs, real_t[:, ::1] grad,
+                                      double[::1] stats, int num_threads) noexcept nogil:
+    cdef Params p
+    cdef Py_ssize_t n = tokens.shape[0]
+    cdef double* ratios
+    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    if status:
+        return status
+    if any_not_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
+    p.estimator = kl_estimator
+    p.has_ref = 1
+    ratios = <double*>malloc(sizeof(double) * n + 8)
+    if ratios == NULL:
+        return NO_MEMORY
+    status = _tabular(KL, table, contexts, tokens, <const double*>NULL, <const double*>NULL,
+                      &ref_log_probs[0] if n else NULL, weights, <const int64_t*>NULL, 0, False,
+                      p, index, rows, num_rows, token_loss, log_probs, ratios, grad, stats,
+                      num_threads)
+    free(ratios)
+    return status
+
+
+# ---- Python-callable kernels --------------------------------------------------------------------
+
+def token_log_probs_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
+                            const index_t[::1] tokens, int64_t[::1] index, int64_t[::1] rows,
+                            int64_t[::1] num_rows, double[::1] log_probs, int num_threads):
+    cdef int status
+    with nogil:
+        status = token_log_probs_tabular_core(table, contexts, tokens, index, rows, num_rows,
+                                              log_probs, num_threads)
+    return status
+
+
+def reinforce_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
+                           const index_t[::1] tokens, const double[::1] returns,
+                           const double[::1] baselines, const double[::1] weights,
+                           int64_t[::1] index, int64_t[::1] rows, int64_t[::1] num_rows,
+                           double[::1] token_loss, double[::1] log_probs, real_t[:, ::1] grad,
+                           double[::1] stats, int num_threads):
+    cdef int status
+    with nogil:
+        status = reinforce_loss_tabular_core(table, contexts, tokens, returns, baselines,
+                                             weights, index, rows, num_rows, token_loss,
+                                             log_probs, grad, stats, num_threads)
+    return status
+
+
+def ppo_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
+                     const index_t[::1] tokens, const double[::1] old_log_probs,
+                     const double[::1] advantages, const double[::1] weights,
+                     const double[::1] ref_log_probs, const int64_t[::1] sequence_offsets,
+                     double clip_low, double clip_high, double dual_clip, double kl_coef,
+                     int kl_estimator, int sequence_level, int64_t[::1] index,
+                     int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
+                     double[::1] log_probs, double[::1] ratios, real_t[:, ::1] grad,
+                     double[::1] stats, int num_threads):
+    cdef int status
+    with nogil:
+        status = ppo_loss_tabular_core(table, contexts, tokens, old_log_probs, advantages,
+                                       weights, ref_log_probs, sequence_offsets, clip_low,
+                                       clip_high, dual_clip, kl_coef, kl_estimator,
+                                       sequence_level, index, rows, num_rows, token_loss,
+                                       log_probs, ratios, grad, stats, num_threads)
+    return status
+
+
+def kl_penalty_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
+                            const index_t[::1] tokens, const double[::1] ref_log_probs,
+                            const double[::1] weights, int kl_estimator, int64_t[::1] index,
+                            int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
+                            double[::1] log_probs, real_t[:, ::1] grad, double[::1] stats,
+                            int num_threads):
+    cdef int status
+    with nogil:
+        status = kl_penalty_loss_tabular_core(table, contexts, tokens, ref_log_probs, weights,
+                                              kl_estimator, index, rows, num_rows, token_loss,
+                                              log_probs, grad, stats, num_threads)
+    return status

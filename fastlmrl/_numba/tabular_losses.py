@@ -1,0 +1,257 @@
+"""Numba policy-gradient losses of a tabular softmax policy (same arithmetic as
+fastlmrl/_python/tabular_losses.py): one softmax per visited context, gradient rows per context.
+
+Passes: mark the visited contexts (serial), row statistics of each visited row (parallel over
+rows), the tokens in index order (serial: log-probs, per-token terms, per-row sums of ``c_i`` and
+the batch sums), the gradient rows (parallel over rows; every row independent, so the bits do not
+depend on the thread count).
+"""
+
+__all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
+           "token_log_probs_tabular"]
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import NJIT, not_all_finite, out_of_range
+from .fast_math import row_stats
+from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, work
+from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_REF_LOG_PROBS,
+                            BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_WEIGHTS, KL, PPO, REINFORCE,
+                            _bad_weights, _check_offsets, token_terms)
+
+BAD_CONTEXTS = 31
+# The row passes go parallel from this many visited entries (U * V) on: below it they take well
+# under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
+PARALLEL_MIN_ENTRIES = 1 << 20
+
+
+@njit(**NJIT)
+def _visited(contexts, index, rows):
+    """index[s] = position of s among the distinct contexts (increasing), -1 if absent; rows
+    filled with the distinct contexts; returns their number."""
+    for s in range(index.shape[0]):
+        index[s] = -1
+    for i in range(contexts.shape[0]):
+        index[contexts[i]] = 0
+    u = 0
+    for s in range(index.shape[0]):
+        if index[s] == 0:
+            index[s] = u
+            rows[u] = s
+            u += 1
+    return u
+
+
+@njit(**NJIT)
+def _lse_rows(table, rows, u0, u1, step, lse, e):
+    """lse of rows u0, u0 + step, ... < u1; returns the number of bad rows (NaN/+inf/all -inf)."""
+    bad = 0
+    for k in range(u0, u1, step):
+        m, s, ok = row_stats(table, rows[k], e)
+        if not ok:
+            bad += 1
+            lse[k] = np.nan
+        else:
+            lse[k] = m + math.log(s)
+    return bad
+
+
+@njit(**NJIT)
+def _grad_rows(table, rows, u0, u1, step, csum, acc, grad, e):
+    """grad[k, j] = (-C_k) * p_kj + A[k, j] for rows k = u0, u0 + step, ... < u1."""
+    n_vocab = table.shape[1]
+    for k in range(u0, u1, step):
+        m, s, ok = row_stats(table, rows[k], e)
+        g = 1.0 / s
+        nc = -csum[k]
+        for j in range(n_vocab):
+            grad[k, j] = nc * (e[j] * g) + acc[k, j]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _lse_par(table, rows, u, lse, e, nt):
+    bad = 0
+    for t in prange(nt):
+        bad += _lse_rows(table, rows, t, u, nt, lse, e[t])
+    return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _grad_par(table, rows, u, csum, acc, grad, e, nt):
+    for t in prange(nt):
+        _grad_rows(table, rows, t, u, nt, csum, acc, grad, e[t])
+
+
+@njit(**NJIT)
+def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads):
+    """Steps 1-2 and the log-probs of step 3: (status, threads for the row passes, their row
+    buffers)."""
+    u = _visited(contexts, index, rows)
+    num_rows[0] = u
+    nt = n_threads(num_threads, u, table.shape[1]) if u * table.shape[1] >= PARALLEL_MIN_ENTRIES \
+        else 1
+    e = work(nt, table.shape[1])
+    lse = np.empty(u)
+    if nt > 1:
+        bad = _lse_par(table, rows, u, lse, e, nt)
+    else:
+        bad = _lse_rows(table, rows, 0, u, 1, lse, e[0])
+    if bad:
+        return BAD_LOGITS, nt, e
+    for i in range(tokens.shape[0]):
+        lp = np.float64(table[contexts[i], tokens[i]]) - lse[index[contexts[i]]]
+        if lp == -np.inf:
+            return BAD_TOKENS, nt, e
+        log_probs[i] = lp
+    return 0, nt, e
+
+
+@njit(**NJIT)
+def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, seq_level, params,
+             index, rows, num_rows, token_loss, log_probs, ratios, grad, stats, num_threads):
+    clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
+    n = tokens.shape[0]
+    n_vocab = table.shape[1]
+    status, nt, e = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs,
+                               num_threads)
+    if status:
+        return status
+    u = num_rows[0]
+    if mode == PPO:
+        if seq_level:
+            for q in range(seq_offsets.shape[0] - 1):
+                total = 0.0
+                count = 0
+                for i in range(seq_offsets[q], seq_offsets[q + 1]):
+                    if weights[i] != 0.0:
+                        total += log_probs[i] - x1[i]
+                        count += 1
+                mean = total / count if count > 0 else 0.0
+                for i in range(seq_offsets[q], seq_offsets[q + 1]):
+                    ratios[i] = mean
+        else:
+            for i in range(n):
+                ratios[i] = log_probs[i] - x1[i]
+    csum = np.zeros(u)
+    acc = np.zeros((u, n_vocab))
+    sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
+    for i in range(n):
+        lp = log_probs[i]
+        lr = ratios[i] if mode == PPO else 0.0
+        t = token_terms(mode, lp, x1[i], x2[i], x3[i], lr, clip_low, clip_high, dual_clip,
+                        kl_coef, estimator, has_ref)
+        w = weights[i]
+        c = w * t[1]
+        k = index[contexts[i]]
+        csum[k] += c
+        acc[k, tokens[i]] += c
+        token_loss[i] = t[0]
+        ratios[i] = t[2]
+        sw += w
+        loss += w * t[0]
+        pg += w * t[3]
+        kl += w * t[4]
+        clipped += w * t[5]
+        dual += w * t[6]
+        if mode == PPO:
+            d = lp - x1[i]
+            # token-level ratios: exp(d) is rho = exp(lr) itself (same argument, same bits)
+            ed = t[2] if not seq_level else math.exp(d)
+            k1 += w * -d
+            k3 += w * ((ed - 1.0) - d)
+    if nt > 1:
+        _grad_par(table, rows, u, csum, acc, grad, e, nt)
+    else:
+        _grad_rows(table, rows, 0, u, 1, csum, acc, grad, e[0])
+    stats[0] = loss
+    if mode == PPO:
+        stats[1] = pg
+        stats[2] = kl
+        stats[3] = clipped / sw if sw > 0.0 else 0.0
+        stats[4] = dual / sw if sw > 0.0 else 0.0
+        stats[5] = k1 / sw if sw > 0.0 else 0.0
+        stats[6] = k3 / sw if sw > 0.0 else 0.0
+    return 0
+
+
+@njit(**NJIT)
+def _check(table, contexts, tokens, weights):
+    if out_of_range(contexts, table.shape[0]):
+        return BAD_CONTEXTS
+    if out_of_range(tokens, table.shape[1]):
+        return BAD_TOKENS
+    if _bad_weights(weights):
+        return BAD_WEIGHTS
+    return 0
+
+
+@njit(**NJIT)
+def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs,
+                            num_threads):
+    if out_of_range(contexts, table.shape[0]):
+        return BAD_CONTEXTS
+    if out_of_range(tokens, table.shape[1]):
+        return BAD_TOKENS
+    return _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads)[0]
+
+
+@njit(**NJIT)
+def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights, index, rows,
+                           num_rows, token_loss, log_probs, grad, stats, num_threads):
+    status = _check(table, contexts, tokens, weights)
+    if status:
+        return status
+    if not_all_finite(returns):
+        return BAD_RETURNS
+    if not_all_finite(baselines):
+        return BAD_BASELINES
+    n = tokens.shape[0]
+    zeros = np.zeros(n)
+    params = (0.0, 0.0, 0.0, 0.0, 3, 0)
+    return _tabular(REINFORCE, table, contexts, tokens, returns, baselines, zeros, weights,
+                    tokens[:0], False, params, index, rows, num_rows, token_loss, log_probs,
+                    np.empty(n), grad, stats, num_threads)
+
+
+@njit(**NJIT)
+def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights, ref_log_probs,
+                     sequence_offsets, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
+                     sequence_level, index, rows, num_rows, token_loss, log_probs, ratios, grad,
+                     stats, num_threads):
+    n = tokens.shape[0]
+    status = _check(table, contexts, tokens, weights)
+    if status:
+        return status
+    if not_all_finite(advantages):
+        return BAD_ADVANTAGES
+    if not_all_finite(old_log_probs):
+        return BAD_OLD_LOG_PROBS
+    if not_all_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    if sequence_level and not _check_offsets(sequence_offsets, n):
+        return BAD_SEQUENCE_OFFSETS
+    has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    ref = ref_log_probs if has_ref else np.zeros(n)
+    params = (np.float64(clip_low), np.float64(clip_high), np.float64(dual_clip),
+              np.float64(kl_coef), np.int64(kl_estimator), np.int64(has_ref))
+    return _tabular(PPO, table, contexts, tokens, old_log_probs, advantages, ref, weights,
+                    sequence_offsets, bool(sequence_level), params, index, rows, num_rows,
+                    token_loss, log_probs, ratios, grad, stats, num_threads)
+
+
+@njit(**NJIT)
+def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_estimator, index,
+                            rows, num_rows, token_loss, log_probs, grad, stats, num_threads):
+    status = _check(table, contexts, tokens, weights)
+    if status:
+        return status
+    if not_all_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    n = tokens.shape[0]
+    zeros = np.zeros(n)
+    params = (0.0, 0.0, 0.0, 0.0, np.int64(kl_estimator), np.int64(1))
+    return _tabular(KL, table, contexts, tokens, zeros, zeros, ref_log_probs, weights, tokens[:0],
+                    False, params, index, rows, num_rows, token_loss, log_probs, np.empty(n),
+                    grad, stats, num_threads)

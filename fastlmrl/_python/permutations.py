@@ -1,0 +1,16 @@
+"""Reference random permutation (plain Python): defines the result every backend returns.
+
+``out`` = the stable argsort of the uniforms u_i = uniform(key, counter + i), i < n: indices in
+increasing order of u, equal uniforms (probability ~n**2 / 2**54) in increasing index order.
+"""
+from ..rng import MASK64, uniform
+
+__all__ = ["random_permutation"]
+
+
+def random_permutation(key, counter, out, uniforms, starts):
+    n = out.shape[0]
+    u = [uniform(int(key), (int(counter) + i) & MASK64) for i in range(n)]
+    for k, i in enumerate(sorted(range(n), key=u.__getitem__)):  # sorted() is stable
+        out[k] = i
+    return 0

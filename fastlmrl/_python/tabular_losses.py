@@ -1,0 +1,224 @@
+"""Reference policy-gradient losses of a tabular softmax policy (plain Python); defines the
+arithmetic of every backend.
+
+The policy is a logits table (S, V): token i (context ``ctx_i``, sampled token ``a_i``) has
+``logp_i = table[ctx_i, a_i] - lse(ctx_i)``, the row statistics (m, S, e, lse) being those of
+:mod:`fastlmrl._python.log_probs` (same fast exp for float32 tables).  The per-token terms are
+``token_terms`` of :mod:`fastlmrl._python.policy_losses` (modes REINFORCE / PPO / KL), with every
+per-token input in float64 (no rounding to the table's dtype).
+
+Order of operations (the kernels follow it exactly):
+
+1. distinct contexts ``rows`` in increasing order; ``index[s]`` = position of s in rows (-1 if s
+   was not visited);
+2. ``lse_u`` of every row u;
+3. tokens in index order: logp_i; for sequence-level ratios the per-sequence mean log-ratio (as in
+   policy_losses); the per-token terms, ``c_i = w_i * dl_i/dlogp_i``;
+   ``C_u += c_i`` and ``A[u, a_i] += c_i`` (float64, starting from 0.0, in token order); the
+   weighted batch sums (float64, token order);
+4. every row: ``G[u, j] = (-C_u) * p_uj + A[u, j]`` in float64 (p_uj = e_j * (1 / S_u)), rounded
+   once to the table's dtype.
+"""
+import math
+
+from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, row_stats
+from .policy_losses import KL, PPO, REINFORCE, _check_offsets, token_terms
+
+__all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
+           "token_log_probs_tabular"]
+
+BAD_WEIGHTS = 22
+BAD_ADVANTAGES = 23
+BAD_OLD_LOG_PROBS = 24
+BAD_REF_LOG_PROBS = 25
+BAD_SEQUENCE_OFFSETS = 26
+BAD_BASELINES = 27
+BAD_RETURNS = 29
+BAD_CONTEXTS = 31
+
+
+def _finite(values):
+    return all(math.isfinite(v) for v in values)
+
+
+def _check(table, contexts, tokens, weights):
+    n_contexts, n_vocab = table.shape
+    for s in contexts:
+        if s < 0 or s >= n_contexts:
+            return BAD_CONTEXTS
+    for a in tokens:
+        if a < 0 or a >= n_vocab:
+            return BAD_TOKENS
+    for w in weights:
+        if not (math.isfinite(w) and w >= 0.0):
+            return BAD_WEIGHTS
+    return 0
+
+
+def _log_probs(table, contexts, tokens, index, rows, num_rows):
+    """Steps 1-2 and the log-probs of step 3: (status, row statistics, log-probs)."""
+    # 1. distinct contexts, increasing
+    for s in range(table.shape[0]):
+        index[s] = -1
+    for s in contexts:
+        index[s] = 0
+    u = 0
+    for s in range(table.shape[0]):
+        if index[s] == 0:
+            index[s] = u
+            rows[u] = s
+            u += 1
+    num_rows[0] = u
+    # 2. row statistics
+    exp = exp_for(table.dtype.itemsize == 4)
+    stat = []
+    for k in range(u):
+        x = table[rows[k]].tolist()
+        m, total, e, ok = row_stats(x, exp)
+        if not ok:
+            return BAD_LOGITS, None, None
+        stat.append((x, total, e, m + math.log(total)))
+    # 3. (first) log-probs of the tokens in order
+    logp = [0.0] * len(tokens)
+    for i in range(len(tokens)):
+        k = index[contexts[i]]
+        lp = stat[k][0][tokens[i]] - stat[k][3]
+        if lp == -math.inf:
+            return BAD_TOKENS, None, None
+        logp[i] = lp
+    return 0, stat, logp
+
+
+def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, params, index,
+             rows, num_rows, token_loss, log_probs, ratios, grad, stats):
+    clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref, seq_level = params
+    n = len(tokens)
+    status, stat, logp = _log_probs(table, contexts, tokens, index, rows, num_rows)
+    if status:
+        return status
+    u = len(stat)
+    lr = [0.0] * n
+    if mode == PPO:
+        if seq_level:
+            for q in range(len(seq_offsets) - 1):
+                total = 0.0
+                count = 0
+                for i in range(seq_offsets[q], seq_offsets[q + 1]):
+                    if weights[i] != 0.0:
+                        total += logp[i] - x1[i]
+                        count += 1
+                mean = total / count if count > 0 else 0.0
+                for i in range(seq_offsets[q], seq_offsets[q + 1]):
+                    lr[i] = mean
+        else:
+            lr = [logp[i] - x1[i] for i in range(n)]
+    csum = [0.0] * u
+    acc = [[0.0] * table.shape[1] for _ in range(u)]
+    sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
+    for i in range(n):
+        t = token_terms(mode, logp[i], x1[i], x2[i], x3[i], lr[i], clip_low, clip_high,
+                        dual_clip, kl_coef, estimator, has_ref)
+        w = weights[i]
+        c = w * t[1]
+        k = index[contexts[i]]
+        csum[k] += c
+        acc[k][tokens[i]] += c
+        token_loss[i] = t[0]
+        log_probs[i] = logp[i]
+        ratios[i] = t[2]
+        sw += w
+        loss += w * t[0]
+        pg += w * t[3]
+        kl += w * t[4]
+        clipped += w * t[5]
+        dual += w * t[6]
+        if mode == PPO:
+            d = logp[i] - x1[i]
+            k1 += w * -d
+            k3 += w * ((math.exp(d) - 1.0) - d)
+    # 4. gradient rows
+    for k in range(u):
+        _, total, e, _ = stat[k]
+        g = 1.0 / total
+        nc = -csum[k]
+        grad[k] = [nc * (e[j] * g) + acc[k][j] for j in range(len(e))]
+    stats[0] = loss
+    if mode == PPO:
+        stats[1] = pg
+        stats[2] = kl
+        stats[3] = clipped / sw if sw > 0.0 else 0.0
+        stats[4] = dual / sw if sw > 0.0 else 0.0
+        stats[5] = k1 / sw if sw > 0.0 else 0.0
+        stats[6] = k3 / sw if sw > 0.0 else 0.0
+    return 0
+
+
+def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs,
+                            num_threads):
+    c_, t_ = contexts.tolist(), tokens.tolist()
+    status = _check(table, c_, t_, [])
+    if status:
+        return status
+    status, _, logp = _log_probs(table, c_, t_, index, rows, num_rows)
+    if status:
+        return status
+    for i, lp in enumerate(logp):
+        log_probs[i] = lp
+    return 0
+
+
+def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights, index, rows,
+                           num_rows, token_loss, log_probs, grad, stats, num_threads):
+    c_, t_, r_, b_, w_ = (a.tolist() for a in (contexts, tokens, returns, baselines, weights))
+    status = _check(table, c_, t_, w_)
+    if status:
+        return status
+    if not _finite(r_):
+        return BAD_RETURNS
+    if not _finite(b_):
+        return BAD_BASELINES
+    n = len(t_)
+    return _tabular(REINFORCE, table, c_, t_, r_, b_, [0.0] * n, w_, [],
+                    (0.0, 0.0, 0.0, 0.0, 3, 0, 0), index, rows, num_rows, token_loss, log_probs,
+                    [0.0] * n, grad, stats)
+
+
+def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights, ref_log_probs,
+                     sequence_offsets, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
+                     sequence_level, index, rows, num_rows, token_loss, log_probs, ratios, grad,
+                     stats, num_threads):
+    c_, t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (contexts, tokens, old_log_probs,
+                                                       advantages, weights, ref_log_probs,
+                                                       sequence_offsets))
+    status = _check(table, c_, t_, w_)
+    if status:
+        return status
+    if not _finite(a_):
+        return BAD_ADVANTAGES
+    if not _finite(o_):
+        return BAD_OLD_LOG_PROBS
+    if not _finite(r_):
+        return BAD_REF_LOG_PROBS
+    if sequence_level and not _check_offsets(s_, len(t_)):
+        return BAD_SEQUENCE_OFFSETS
+    has_ref = 1 if len(r_) > 0 else 0
+    if not has_ref:
+        r_ = [0.0] * len(t_)
+    params = (clip_low, clip_high, dual_clip, kl_coef, int(kl_estimator), has_ref,
+              int(sequence_level))
+    return _tabular(PPO, table, c_, t_, o_, a_, r_, w_, s_, params, index, rows, num_rows,
+                    token_loss, log_probs, ratios, grad, stats)
+
+
+def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_estimator, index,
+                            rows, num_rows, token_loss, log_probs, grad, stats, num_threads):
+    c_, t_, r_, w_ = (x.tolist() for x in (contexts, tokens, ref_log_probs, weights))
+    status = _check(table, c_, t_, w_)
+    if status:
+        return status
+    if not _finite(r_):
+        return BAD_REF_LOG_PROBS
+    n = len(t_)
+    return _tabular(KL, table, c_, t_, [0.0] * n, [0.0] * n, r_, w_, [],
+                    (0.0, 0.0, 0.0, 0.0, int(kl_estimator), 1, 0), index, rows, num_rows,
+                    token_loss, log_probs, [0.0] * n, grad, stats)

@@ -1,0 +1,301 @@
+r"""Policy-gradient losses of a **tabular** softmax policy, with one gradient row per visited context.
+
+A tabular policy is a logits table :math:`\theta` of shape (S, V):
+:math:`\pi(a \mid s) = \mathrm{softmax}(\theta[s])_a`.  Token i of a batch was sampled in context
+:math:`s_i` = ``contexts[i]`` (S&B's :math:`S_t`) and is :math:`a_i` = ``tokens[i]``
+(:math:`A_t`); the per-token arrays (advantages, returns, old/reference log-probs, weights) are
+indexed by the same i, exactly as in :mod:`fastlmrl.policy_losses`.
+
+The losses are those of :mod:`fastlmrl.policy_losses` (REINFORCE, PPO with every option, the KL
+penalty) evaluated at ``logits = table[contexts]``; the difference is the gradient's form.  Every
+token of context s contributes :math:`c_i\,(\mathrm{onehot}(a_i) - \pi(\cdot|s))` with
+:math:`c_i = w_i\,\partial\ell_i/\partial\log\pi(a_i|s)`, so the gradient with respect to row s
+of the table is
+
+.. math::  \frac{\partial L}{\partial\theta[s]} = \sum_{i: s_i = s} c_i\,\mathrm{onehot}(a_i)
+           \;-\; \Big(\sum_{i: s_i = s} c_i\Big)\,\pi(\cdot|s)
+
+One softmax per distinct context instead of one per token: O(U·V + N) work for N tokens over U
+distinct contexts, against O(N·V) for the gathered logits.  The result gives ``rows`` (the
+distinct contexts, increasing) and ``grad_rows`` (U, V), ready for
+:meth:`fastlmrl.Adam.step` ``(rows, grad_rows)`` -- the same update as applying the per-token
+gradient of :mod:`fastlmrl.policy_losses` with repeated rows accumulated, up to float rounding.
+
+Numerics: row statistics (max, sum of exponentials, the float32 fast exp) are those of
+:mod:`fastlmrl.log_probs`, so ``log_probs`` equal ``fastlmrl.token_log_probs(table[contexts],
+tokens)`` bit for bit.  Per-token inputs are used in float64 (not rounded to the table's dtype).
+Sums over tokens (of ``c_i`` per context and entry, and the batch sums) run in float64 in token
+order; a gradient entry :math:`(-C_s)\,p_{s,j} + A_{s,j}` is rounded once to the table's dtype.
+Every backend and thread count gives the same bits.  Unvisited rows are never read.  All
+arguments are checked before anything is written; a visited row with NaN/+inf (or no finite
+entry) raises ValueError naming it.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+from .policy_losses import KL_ESTIMATORS
+
+__all__ = [
+    "TabularKLPenaltyResult",
+    "TabularPPOLossResult",
+    "TabularReinforceLossResult",
+    "kl_penalty_loss_tabular",
+    "ppo_loss_tabular",
+    "reinforce_loss_tabular",
+    "token_log_probs_tabular",
+]
+
+BAD_LOGITS = 20
+BAD_TOKENS = 21
+BAD_WEIGHTS = 22
+BAD_ADVANTAGES = 23
+BAD_OLD_LOG_PROBS = 24
+BAD_REF_LOG_PROBS = 25
+BAD_SEQUENCE_OFFSETS = 26
+BAD_BASELINES = 27
+BAD_RETURNS = 29
+BAD_CONTEXTS = 31
+
+
+class TabularReinforceLossResult(NamedTuple):
+    loss: float  #: sum_i w_i l_i
+    rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
+    grad_rows: np.ndarray  #: dL/dtable[rows], (U, V), dtype of the table
+    log_probs: np.ndarray  #: log pi(a_i|s_i), (N,) float64
+    token_loss: np.ndarray  #: l_i, (N,) float64
+
+
+class TabularPPOLossResult(NamedTuple):
+    loss: float  #: sum_i w_i (l^CLIP_i + kl_coef * D_i)
+    rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
+    grad_rows: np.ndarray  #: dL/dtable[rows], (U, V)
+    log_probs: np.ndarray  #: log pi_theta(a_i|s_i), (N,) float64
+    token_loss: np.ndarray  #: l^CLIP_i + kl_coef * D_i, (N,) float64
+    ratios: np.ndarray  #: the importance ratio used per token (token or sequence level), float64
+    pg_loss: float  #: sum_i w_i l^CLIP_i
+    kl_loss: float  #: sum_i w_i D_i (0 without ref_log_probs), not multiplied by kl_coef
+    clip_fraction: float  #: weighted fraction of tokens whose gradient the eps-clip zeroes
+    dual_clip_fraction: float  #: weighted fraction held at the dual-clip bound
+    approx_kl_k1: float  #: weighted mean of log pi_old - log pi_theta
+    approx_kl_k3: float  #: weighted mean of (rho - 1) - log rho, rho = pi_theta / pi_old
+
+
+class TabularKLPenaltyResult(NamedTuple):
+    loss: float  #: sum_i w_i D_i
+    rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
+    grad_rows: np.ndarray  #: dL/dtable[rows], (U, V)
+    log_probs: np.ndarray  #: (N,) float64
+    token_kl: np.ndarray  #: D_i, (N,) float64
+
+
+def _prepare(table, contexts, tokens, weights):
+    """(table, contexts, tokens, weights float64, n, buffers) validated and allocated."""
+    table = check.table(table, "table", writeable=False)
+    contexts = check.ids(contexts, "contexts")
+    n = contexts.shape[0]
+    tokens = check.ids(tokens, "tokens", n)
+    contexts, tokens = check.same_index_dtype(contexts, tokens)
+    if weights is None:
+        w = np.full(n, 1.0 / n if n else 0.0)
+    else:
+        w = check.values(weights, "weights", n, np.float64)
+    n_rows = min(n, table.shape[0])
+    buffers = (np.empty(table.shape[0], dtype=np.int64), np.empty(n_rows, dtype=np.int64),
+               np.zeros(1, dtype=np.int64))
+    return table, contexts, tokens, w, n, buffers
+
+
+def mean_baseline(returns: np.ndarray, weights: np.ndarray) -> float:
+    """sum_i w_i G_i / sum_i w_i by math.fsum (0.0 when the weights sum to 0 or an input is not
+    finite: the kernel then reports the bad argument)."""
+    if not (np.isfinite(returns).all() and np.isfinite(weights).all()):
+        return 0.0
+    sw = math.fsum(weights.tolist())
+    return math.fsum((weights * returns).tolist()) / sw if sw > 0 else 0.0
+
+
+def _per_token(x, name, n):
+    return check.values(x, name, n, np.float64)
+
+
+def _outputs(table, n):
+    grad = np.empty((min(n, table.shape[0]), table.shape[1]), dtype=table.dtype)
+    return grad, np.empty(n), np.empty(n)
+
+
+def _raise(status, table, contexts, tokens, extra):
+    """A kernel status as an exception naming the argument (no-op for 0)."""
+    if status == 0:
+        return
+    if status == BAD_CONTEXTS:
+        i = int(np.flatnonzero((contexts < 0) | (contexts >= table.shape[0]))[0])
+        raise ValueError(f"contexts[{i}] = {int(contexts[i])} is out of range "
+                         f"[0, {table.shape[0]})")
+    if status == BAD_TOKENS:
+        bad = np.flatnonzero((tokens < 0) | (tokens >= table.shape[1]))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"tokens[{i}] = {int(tokens[i])} is out of range "
+                             f"[0, {table.shape[1]})")
+        i = int(np.flatnonzero(np.isneginf(table[contexts, tokens]))[0])
+        raise ValueError(f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit of "
+                         f"table row {int(contexts[i])}: its log-probability is -inf")
+    if status == BAD_LOGITS:
+        for s in np.unique(contexts):
+            row = table[s]
+            if np.isnan(row).any() or np.isposinf(row).any() or not np.isfinite(row).any():
+                raise ValueError(f"table row {int(s)} (a visited context) holds NaN or +inf or "
+                                 "no finite entry")
+    if status in extra:
+        name, arr = extra[status]
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{name}[{i}] = {arr[i]} is not finite")
+        if name == "weights":
+            i = int(np.flatnonzero(arr < 0)[0])
+            raise ValueError(f"weights[{i}] = {arr[i]} is negative")
+    raise ValueError(f"invalid argument (status {status})")
+
+
+def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
+                           baseline=None) -> TabularReinforceLossResult:
+    r"""REINFORCE with baseline (Williams 1992; Sutton & Barto 2018, §13.4, eq. 13.11) on a
+    tabular policy: :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`, :math:`c_i = -w_i(G_i - b_i)`.
+
+    ``returns`` :math:`G_i` (the return that followed the action at position i); ``baseline``:
+    None (0), ``"mean"`` (the batch baseline :math:`b = \sum_i w_i G_i / \sum_i w_i` by
+    ``math.fsum``, 0 when all weights are 0) or an (N,) array :math:`b_i` (e.g. learned values
+    :math:`\hat v(s_i)`; for RLOO pass the advantages as ``returns`` and no baseline).
+    See :func:`fastlmrl.reinforce_loss` for the same loss over gathered logits.
+    """
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
+                                                                      weights)
+    returns = _per_token(returns, "returns", n)
+    if baseline is None:
+        base = np.zeros(n)
+    elif isinstance(baseline, str):
+        if baseline != "mean":
+            raise ValueError(f"baseline must be None, 'mean' or an array, got {baseline!r}")
+        base = np.full(n, mean_baseline(returns, w))
+    else:
+        base = _per_token(baseline, "baseline", n)
+    grad, token_loss, log_probs = _outputs(table, n)
+    stats = np.zeros(7)
+    status = _backend.kernels().reinforce_loss_tabular(
+        table, contexts, tokens, returns, base, w, index, rows, num_rows, token_loss, log_probs,
+        grad, stats, _backend.get_num_threads())
+    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
+                                             BAD_RETURNS: ("returns", returns),
+                                             BAD_BASELINES: ("baseline", base)})
+    u = int(num_rows[0])
+    return TabularReinforceLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss)
+
+
+def _offsets(sequence_offsets, n):
+    if sequence_offsets is None:
+        raise ValueError("ratio_level='sequence' needs sequence_offsets")
+    offs = check.ids(sequence_offsets, "sequence_offsets").astype(np.int64)
+    if offs.shape[0] < 1 or offs[0] != 0 or offs[-1] != n or (np.diff(offs) < 0).any():
+        raise ValueError("sequence_offsets must start at 0, end at N = "
+                         f"{n} and be non-decreasing, got {offs[:8].tolist()}")
+    return offs
+
+
+def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights=None,
+                     clip_low=0.2, clip_high=None, dual_clip=None, ratio_level="token",
+                     sequence_offsets=None, ref_log_probs=None, kl_coef=0.0,
+                     kl_estimator="k3") -> TabularPPOLossResult:
+    r"""PPO clipped surrogate (Schulman et al. 2017, eq. 7) on a tabular policy, with the options
+    of :func:`fastlmrl.ppo_loss`: asymmetric clipping (DAPO's clip-higher), dual clip (Ye et al.
+    2020), sequence-level ratios (GSPO, Zheng et al. 2025) and a KL penalty to a reference policy
+    with the k1/k2/k3 estimators (GRPO, Shao et al. 2024, eq. 4).
+
+    .. math::  \ell_i = -\min\big(\rho_i\hat A_i,\ \mathrm{clip}(\rho_i, 1-\epsilon_{low},
+               1+\epsilon_{high})\hat A_i\big) + \beta D_i,\qquad
+               \rho_i = \exp(\log\pi_\theta(a_i|s_i) - \log\pi_{old}(a_i|s_i))
+
+    ``old_log_probs`` :math:`\log\pi_{old}(a_i|s_i)` (the behaviour policy at sampling time),
+    ``advantages`` :math:`\hat A_i`, ``ref_log_probs`` :math:`\log\pi_{ref}(a_i|s_i)`.
+    Per-token semantics, diagnostics and error rules are those of :func:`fastlmrl.ppo_loss`; the
+    gradient comes back per distinct context (module docstring).
+    """
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
+                                                                      weights)
+    old = _per_token(old_log_probs, "old_log_probs", n)
+    adv = _per_token(advantages, "advantages", n)
+    clip_low = check.real(clip_low, "clip_low", 0.0, 1.0, high_open=True)
+    clip_high = clip_low if clip_high is None else check.real(clip_high, "clip_high", 0.0)
+    dual = 0.0 if dual_clip is None else check.real(dual_clip, "dual_clip", 1.0, low_open=True)
+    kl_coef = check.real(kl_coef, "kl_coef", 0.0)
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of k1, k2, k3, got {kl_estimator!r}")
+    if ratio_level not in ("token", "sequence"):
+        raise ValueError(f"ratio_level must be 'token' or 'sequence', got {ratio_level!r}")
+    if ref_log_probs is None:
+        if kl_coef != 0.0:
+            raise ValueError("kl_coef > 0 needs ref_log_probs")
+        ref = np.empty(0)
+    else:
+        ref = _per_token(ref_log_probs, "ref_log_probs", n)
+    seq = ratio_level == "sequence"
+    offs = _offsets(sequence_offsets, n) if seq else np.zeros(1, dtype=np.int64)
+    grad, token_loss, log_probs = _outputs(table, n)
+    ratios = np.empty(n)
+    stats = np.zeros(7)
+    status = _backend.kernels().ppo_loss_tabular(
+        table, contexts, tokens, old, adv, w, ref, offs, clip_low, clip_high, dual, kl_coef,
+        KL_ESTIMATORS[kl_estimator], int(seq), index, rows, num_rows, token_loss, log_probs,
+        ratios, grad, stats, _backend.get_num_threads())
+    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
+                                             BAD_ADVANTAGES: ("advantages", adv),
+                                             BAD_OLD_LOG_PROBS: ("old_log_probs", old),
+                                             BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
+                                             BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs)})
+    u = int(num_rows[0])
+    return TabularPPOLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss,
+                                ratios, float(stats[1]), float(stats[2]), float(stats[3]),
+                                float(stats[4]), float(stats[5]), float(stats[6]))
+
+
+def token_log_probs_tabular(table, contexts, tokens) -> np.ndarray:
+    r""":math:`\log\pi(a_i|s_i)` = ``table[contexts[i], tokens[i]] - lse(table[contexts[i]])``,
+    (N,) float64, with the row statistics of the losses above (one per distinct context), so it
+    equals their ``log_probs`` bit for bit (e.g. reference log-probs for a KL term that is
+    exactly 0 when the policy equals the reference)."""
+    table, contexts, tokens, _, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
+                                                                      None)
+    log_probs = np.empty(n)
+    status = _backend.kernels().token_log_probs_tabular(table, contexts, tokens, index, rows,
+                                                         num_rows, log_probs,
+                                                         _backend.get_num_threads())
+    _raise(status, table, contexts, tokens, {})
+    return log_probs
+
+
+def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights=None,
+                            estimator="k3") -> TabularKLPenaltyResult:
+    r"""KL penalty to a reference policy as a loss term on a tabular policy (Shao et al. 2024,
+    eq. 4; Schulman 2020): :math:`L = \sum_i w_i D_i` with the k1, k2 or k3 estimator of
+    :math:`\mathrm{KL}(\pi_\theta(\cdot|s_i)\,\|\,\pi_{ref}(\cdot|s_i))` at the sampled token
+    (formulas in :func:`fastlmrl.kl_penalty_loss`)."""
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
+                                                                      weights)
+    ref = _per_token(ref_log_probs, "ref_log_probs", n)
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"estimator must be one of k1, k2, k3, got {estimator!r}")
+    grad, token_kl, log_probs = _outputs(table, n)
+    stats = np.zeros(7)
+    status = _backend.kernels().kl_penalty_loss_tabular(
+        table, contexts, tokens, ref, w, KL_ESTIMATORS[estimator], index, rows, num_rows,
+        token_kl, log_probs, grad, stats, _backend.get_num_threads())
+    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
+                                             BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})
+    u = int(num_rows[0])
+    return TabularKLPenaltyResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_kl)

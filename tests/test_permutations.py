@@ -1,0 +1,71 @@
+"""permutations: every backend returns numpy's stable argsort of the counter-based uniforms,
+advances a RandomStream by n, draws permutations uniformly, and rejects bad arguments."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastlmrl
+from fastlmrl.rng import RandomStream, uniforms
+
+
+@settings(max_examples=40)
+@given(n=st.integers(0, 3000), seed=st.integers(0, 2**64 - 1),
+       counter=st.integers(0, 2**64 - 1))
+def test_compiled_equals_stable_argsort_of_uniforms(n, seed, counter):
+    expected = np.argsort(uniforms(RandomStream(seed, 0, counter), n), kind="stable")
+    for b in ("numba", "cython"):
+        with fastlmrl.use_backend(b):
+            got = fastlmrl.permutation(RandomStream(seed, 0, counter), n)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 300])
+def test_reference_equals_stable_argsort(n):
+    with fastlmrl.use_backend("python"):
+        got = fastlmrl.permutation(11, n)
+    np.testing.assert_array_equal(got, np.argsort(uniforms(11, n), kind="stable"))
+
+
+def test_large_permutation_is_a_permutation(backend):
+    n = 100_003 if backend != "python" else 2_000
+    p = fastlmrl.permutation(5, n)
+    np.testing.assert_array_equal(np.sort(p), np.arange(n))
+
+
+def test_stream_advances_by_n_and_int_seed_is_fresh(backend):
+    s = RandomStream(3)
+    a = fastlmrl.permutation(s, 50)
+    assert s.counter == 50
+    b = fastlmrl.permutation(s, 50)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(fastlmrl.permutation(3, 50), a)  # an int: counter 0 again
+    np.testing.assert_array_equal(fastlmrl.rng.permutation(RandomStream(3, 0, 50), 50), b)
+
+
+def test_permutations_are_uniform():
+    # n = 4: 24 orders, 24,000 draws from one stream -> 1,000 expected each.  Pearson's statistic
+    # has 23 degrees of freedom; P(chi2_23 > 70) ~ 1e-6, so a correct generator fails ~never.
+    s = RandomStream(2024)
+    counts = dict.fromkeys(itertools.permutations(range(4)), 0)
+    for _ in range(24_000):
+        counts[tuple(fastlmrl.permutation(s, 4).tolist())] += 1
+    chi2 = sum((c - 1000) ** 2 / 1000 for c in counts.values())
+    assert chi2 < 70, chi2
+    # and every position is equally likely to hold index 0 (first-order check, same draws)
+    assert math.isclose(sum(c for k, c in counts.items() if k[0] == 0), 6000, rel_tol=0.05)
+
+
+@pytest.mark.parametrize("n, error", [(-1, ValueError), (2.0, TypeError), (True, TypeError)])
+def test_bad_n(n, error):
+    with pytest.raises(error, match="n must"):
+        fastlmrl.permutation(0, n)
+
+
+def test_bad_seed():
+    with pytest.raises(ValueError, match="seed"):
+        fastlmrl.permutation(-1, 3)
