@@ -146,3 +146,25 @@ def test_bad_config(task):
         PPOTrainer(task, GRPOConfig())
     with pytest.raises(ValueError, match="iterations"):
         PPOTrainer(task, PPOConfig(num_sequences=8)).train(-1)
+
+
+@pytest.mark.parametrize("cls", [GRPOTrainer, PPOTrainer, RLOOTrainer])
+def test_no_signal_means_no_update(backend, cls):
+    # A reward that is always 0 (EOS twice cannot occur: a sequence ends at its first EOS) and a
+    # policy equal to its reference: every advantage and every KL term is exactly 0 (the policy's
+    # and the reference's log-probs come from one formula), so Adam must leave the table as it
+    # is -- float noise here would be amplified by Adam's normalisation into lr-sized steps.
+    # (PPO: zero rewards and a zero value table give zero returns, so the values stay 0 too.)
+    from fastlmrl.rewards import KeywordReward
+
+    quiet = make_text_task(num_envs=64, max_new_tokens=24)
+    assert np.array_equal(quiet.initial_policy, quiet.reference)
+    eos = quiet.env.eos_id
+    quiet.env.reward = KeywordReward({(eos, eos): 1.0})
+    config = cls.Config(num_prompts=8, group_size=8, epochs=2) if cls is GRPOTrainer else \
+        cls.Config(num_prompts=8, group_size=8) if cls is RLOOTrainer else \
+        cls.Config(num_sequences=64)
+    trainer = cls(quiet, config, seed=1)
+    trainer.train(2)
+    assert trainer.history[-1]["score"] == 0.0
+    np.testing.assert_array_equal(trainer.policy, quiet.initial_policy)
