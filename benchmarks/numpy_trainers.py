@@ -188,17 +188,27 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_
     rounded once to the table dtype, as fastlmrl's ``grad_rows`` are).
     """
     n = tokens.shape[0]
-    old = old_log_probs.astype(F64)
-    adv = advantages.astype(F64)
-    w = weights.astype(F64)
     x = logits.astype(F64)
     m = x.max(axis=1)
     e = np.exp(x - m[:, None])
     total = e.sum(axis=1)
     rows = np.arange(n)
-    lse = m + np.log(total)
-    logp = x[rows, tokens] - lse
+    logp = x[rows, tokens] - (m + np.log(total))
     p = e * (1.0 / total)[:, None]
+    loss, c, clip_fraction, approx_kl, kl_loss = token_coefficients(
+        logp, old_log_probs, advantages, weights, clip_low, clip_high, ref_log_probs, kl_coef)
+    grad = p * (-c)[:, None]
+    grad[rows, tokens] = c * (1.0 - p[rows, tokens])
+    return loss, grad, clip_fraction, approx_kl, kl_loss
+
+
+def token_coefficients(logp, old_log_probs, advantages, weights, clip_low, clip_high,
+                       ref_log_probs=None, kl_coef=0.0):
+    r"""The per-token part of the loss given log pi(a_i|s_i) (float64): ``(loss, c (N,), clip
+    fraction, approx KL k3, KL loss)`` with :math:`c_i = w_i\,\partial\ell_i/\partial\log\pi`."""
+    old = old_log_probs.astype(F64)
+    adv = advantages.astype(F64)
+    w = weights.astype(F64)
     log_ratio = logp - old
     rho = np.exp(log_ratio)
     un = -adv * rho
@@ -214,13 +224,10 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_
         token_loss = token_loss + kl_coef * kl
         dloss = dloss + kl_coef * (1.0 - eu)
         kl_loss = float(w @ kl)
-    c = w * dloss
-    grad = p * (-c)[:, None]
-    grad[rows, tokens] = c * (1.0 - p[rows, tokens])
     sw = w.sum()
     clip_fraction = float(w @ ~use_un) / sw if sw > 0 else 0.0
     approx_kl = float(w @ ((rho - 1.0) - log_ratio)) / sw if sw > 0 else 0.0
-    return float(w @ token_loss), grad, clip_fraction, approx_kl, kl_loss
+    return float(w @ token_loss), w * dloss, clip_fraction, approx_kl, kl_loss
 
 
 def ppo_loss_grouped(table, contexts, tokens, old_log_probs, advantages, weights, clip_low,
@@ -242,34 +249,13 @@ def ppo_loss_grouped(table, contexts, tokens, old_log_probs, advantages, weights
     m = x.max(axis=1)
     e = np.exp(x - m[:, None])
     total = e.sum(axis=1)
-    lse = m + np.log(total)
-    logp = x[inverse, tokens] - lse[inverse]
-    old = old_log_probs.astype(F64)
-    adv = advantages.astype(F64)
-    w = weights.astype(F64)
-    log_ratio = logp - old
-    rho = np.exp(log_ratio)
-    un = -adv * rho
-    cl = -adv * np.clip(rho, 1.0 - clip_low, 1.0 + clip_high)
-    use_un = un >= cl
-    token_loss = np.where(use_un, un, cl)
-    dloss = np.where(use_un, un, 0.0)
-    kl_loss = 0.0
-    if ref_log_probs is not None:
-        uu = ref_log_probs.astype(F64) - logp
-        eu = np.exp(uu)
-        kl = (eu - 1.0) - uu
-        token_loss = token_loss + kl_coef * kl
-        dloss = dloss + kl_coef * (1.0 - eu)
-        kl_loss = float(w @ kl)
-    c = w * dloss
+    logp = x[inverse, tokens] - (m + np.log(total))[inverse]
+    loss, c, clip_fraction, approx_kl, kl_loss = token_coefficients(
+        logp, old_log_probs, advantages, weights, clip_low, clip_high, ref_log_probs, kl_coef)
     csum = np.bincount(inverse, weights=c, minlength=u)
     onehot = np.bincount(inverse * v + tokens, weights=c, minlength=u * v).reshape(u, v)
     grad = onehot - csum[:, None] * (e / total[:, None])
-    sw = w.sum()
-    clip_fraction = float(w @ ~use_un) / sw if sw > 0 else 0.0
-    approx_kl = float(w @ ((rho - 1.0) - log_ratio)) / sw if sw > 0 else 0.0
-    return float(w @ token_loss), rows, grad, clip_fraction, approx_kl, kl_loss
+    return loss, rows, grad, clip_fraction, approx_kl, kl_loss
 
 
 def scatter_rows(rows, grads):

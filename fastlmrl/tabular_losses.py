@@ -39,7 +39,10 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from .policy_losses import KL_ESTIMATORS
+from .log_probs import BAD_LOGITS, BAD_TOKENS
+from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_REF_LOG_PROBS,
+                            BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_WEIGHTS, KL_ESTIMATORS,
+                            _offsets)
 
 __all__ = [
     "TabularKLPenaltyResult",
@@ -51,16 +54,7 @@ __all__ = [
     "token_log_probs_tabular",
 ]
 
-BAD_LOGITS = 20
-BAD_TOKENS = 21
-BAD_WEIGHTS = 22
-BAD_ADVANTAGES = 23
-BAD_OLD_LOG_PROBS = 24
-BAD_REF_LOG_PROBS = 25
-BAD_SEQUENCE_OFFSETS = 26
-BAD_BASELINES = 27
-BAD_RETURNS = 29
-BAD_CONTEXTS = 31
+BAD_CONTEXTS = 31  # the other codes are those of fastlmrl.policy_losses
 
 
 class TabularReinforceLossResult(NamedTuple):
@@ -196,16 +190,6 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
                                              BAD_BASELINES: ("baseline", base)})
     u = int(num_rows[0])
     return TabularReinforceLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss)
-
-
-def _offsets(sequence_offsets, n):
-    if sequence_offsets is None:
-        raise ValueError("ratio_level='sequence' needs sequence_offsets")
-    offs = check.ids(sequence_offsets, "sequence_offsets").astype(np.int64)
-    if offs.shape[0] < 1 or offs[0] != 0 or offs[-1] != n or (np.diff(offs) < 0).any():
-        raise ValueError("sequence_offsets must start at 0, end at N = "
-                         f"{n} and be non-decreasing, got {offs[:8].tolist()}")
-    return offs
 
 
 def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights=None,

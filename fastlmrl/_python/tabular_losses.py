@@ -22,18 +22,13 @@ Order of operations (the kernels follow it exactly):
 import math
 
 from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, row_stats
-from .policy_losses import KL, PPO, REINFORCE, _check_offsets, token_terms
+from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_REF_LOG_PROBS,
+                            BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_WEIGHTS, KL, PPO, REINFORCE,
+                            _check_offsets, token_terms)
 
 __all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
            "token_log_probs_tabular"]
 
-BAD_WEIGHTS = 22
-BAD_ADVANTAGES = 23
-BAD_OLD_LOG_PROBS = 24
-BAD_REF_LOG_PROBS = 25
-BAD_SEQUENCE_OFFSETS = 26
-BAD_BASELINES = 27
-BAD_RETURNS = 29
 BAD_CONTEXTS = 31
 
 
