@@ -18,10 +18,15 @@ policy-gradient terms
 :math:`\partial L/\partial z_i = w_i\,\frac{\partial \ell_i}{\partial\log\pi(a_i)}\,
 (\mathrm{onehot}(a_i) - \pi(\cdot|s_i))`.  Arithmetic, fast exp for float32 and error rules are
 those of :mod:`fastlmrl.log_probs`; per-token inputs are converted to the dtype of ``logits``;
-per-token outputs are float64; scalar results are reduced in index order in float64 after the
-parallel pass, so every backend and thread count gives the same bits.  A sampled token whose logit
-is -inf raises ValueError naming ``tokens`` (its loss would be infinite).  All per-token arguments
-are checked before anything is written; as in :mod:`fastlmrl.log_probs`, a NaN/+inf logit is
+per-token outputs are float64.  Scalar results (of :func:`reinforce_loss`, :func:`ppo_loss`,
+:func:`kl_penalty_loss`) are float64 sums over fixed blocks of
+:math:`B = \min(256, 1 + \lfloor 65536 / V\rfloor)` consecutive rows: each sum is accumulated in
+row order within a block, then the block sums are added in block order (``reduce_rows`` in
+:mod:`fastlmrl._python.policy_losses`); the blocks do not depend on the thread count, so every
+backend and thread count gives the same bits.  (:func:`a2c_loss` reduces in plain index order after
+the parallel pass.)  A sampled token whose logit is -inf raises ValueError naming ``tokens`` (its
+loss would be infinite).  All per-token arguments are checked before anything is written; as in
+:mod:`fastlmrl.log_probs`, a NaN/+inf logit is
 detected during the pass, so an ``out`` array you pass may hold partial results on that error.
 """
 from __future__ import annotations

@@ -107,6 +107,77 @@ def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
             del big
 
 
+# ---- blocked batch sums ---------------------------------------------------------------------------
+
+def test_reduce_rows():
+    from fastlmrl._python.policy_losses import reduce_rows
+    # min(256, 1 + 65536 // V), written out by hand
+    assert [reduce_rows(v) for v in (1, 64, 255, 256, 257, 1000, 50257, 65536, 65537, 151936)] == \
+        [256, 256, 256, 256, 256, 66, 2, 2, 1, 1]
+
+
+def _blocked_sum(values, rows):
+    """sum over blocks (in order) of the sums over each block's rows (in order), from 0.0."""
+    total = 0.0
+    for lo in range(0, len(values), rows):
+        part = 0.0
+        for x in values[lo:lo + rows]:
+            part += x
+        total += part
+    return total
+
+
+@pytest.mark.parametrize("n, v, dtype", [(600, 64, np.float32), (3, 66000, np.float64),
+                                         (257, 3, np.float32)])
+def test_multi_block_sums_equal_reference_for_any_thread_count(compiled, reference, n, v, dtype):
+    # 3 blocks of 256 / 256 / 88 rows; 3 blocks of one row; 2 blocks of 256 + 1 rows
+    d = case(30, n, v, dtype, 0.1)
+    d["old"] = (np_log_softmax(d["x"])[np.arange(n), d["t"]] + 0.3 * d["adv"]).astype(dtype)
+    offs = np.array([0, n // 3, n // 3, n], np.int64)
+    for name in ("ppo_loss", "reinforce_loss", "kl_penalty_loss"):
+        for seq in ((False, True) if name == "ppo_loss" else (False,)):
+            s_ref, o_ref = raw(reference, name, d, 1, seq, offs)
+            assert s_ref == 0
+            for threads in (1, 2, 3):
+                s_c, o_c = raw(compiled, name, d, threads, seq, offs)
+                assert s_c == 0
+                for a, b in zip(o_c, o_ref):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} threads={threads}")
+
+
+def test_batch_sums_are_blocked_in_row_order(backend):
+    # the documented order: serial over each block of reduce_rows(V) = 256 rows, then over blocks
+    n, v = 700, 64
+    d = case(31, n, v)
+    d["w"] = np.random.default_rng(5).random(n) * 10.0 ** np.random.default_rng(6).integers(-8, 8, n)
+    res = fastlmrl.ppo_loss(d["x"], d["t"], d["old"], d["adv"], d["w"], clip_low=0.2)
+    w = d["w"].tolist()
+    tl = res.token_loss.tolist()
+    assert res.loss == _blocked_sum([wi * li for wi, li in zip(w, tl)], 256)
+    lp = np_log_softmax(d["x"])[np.arange(n), d["t"]]
+    logr = lp - d["old"]
+    np.testing.assert_allclose(res.approx_kl_k1, np.sum(d["w"] * -logr) / np.sum(d["w"]),
+                               rtol=1e-12)
+    rf = fastlmrl.reinforce_loss(d["x"], d["t"], d["returns"], d["w"])
+    assert rf.loss == _blocked_sum([wi * li for wi, li in zip(w, rf.token_loss.tolist())], 256)
+
+
+@pytest.mark.parametrize("bad_row", range(5))
+@pytest.mark.parametrize("kind", ["logits", "token"])
+def test_bad_row_in_any_position_of_a_row_pair(compiled, reference, bad_row, kind):
+    # rows are processed in pairs: a bad first or second row (or the odd last row) is reported
+    d = case(32, 5, 6)
+    if kind == "logits":
+        d["x"][bad_row, 2] = np.nan
+    else:
+        d["x"][bad_row, d["t"][bad_row]] = -np.inf
+    for name in KERNELS:
+        s_ref, _ = raw(reference, name, d)
+        s_c, outs = raw(compiled, name, d)
+        assert s_c == s_ref == (20 if kind == "logits" else 21), name
+        assert (outs[5] == 0.0).all()  # the batch sums are written only on success
+
+
 def test_all_backends_export_the_same_kernels():
     names = [sorted(_backend.backend_module(b).policy_losses.__all__) for b in fastlmrl.BACKENDS]
     assert names[0] == names[1] == names[2] == KERNELS

@@ -1,10 +1,14 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython policy-gradient losses over logits (same arithmetic as fastlmrl/_python/policy_losses.py).
 
-One fused pass per row (``prange`` over blocks of rows): row statistics, log pi(a), the per-token
-loss and ``c_i = w_i dl_i/dlogp_i``, then the gradient row ``c_i (onehot - p)``.  Sequence-level
-(GSPO) ratios: a statistics pass, the per-sequence means (serial), then the fused pass.
-Reductions over tokens run serially in index order afterwards.
+One fused pass per row: row statistics, log pi(a), the per-token loss and ``c_i = w_i
+dl_i/dlogp_i``, then the gradient row ``c_i (onehot - p)``.  ``prange`` (dynamic schedule) over
+reduction blocks of ``reduce_rows(V)`` consecutive rows (the reference defines them): each block
+adds its rows' terms to N_SUMS partial sums in row order, and the batch sums add the blocks' sums in
+block order, so results do not depend on the thread count.  Rows of a block are taken in pairs so
+that two rows' dependency chains (log, exp, gradient) overlap; the block loop is specialised per
+mode (constant ``mode``).  Sequence-level (GSPO) ratios: a statistics pass, the per-sequence means
+(serial), then the fused pass.
 """
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
@@ -17,8 +21,8 @@ from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_fin
 from fastlmrl._cython.pg_terms cimport (REINFORCE, PPO, KL, Params, Terms, at, kl_term,
                                         token_terms)
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
-                                         n_threads, rows_per_chunk, work,
-                                         use_streaming)
+                                         n_threads, rows_per_chunk, work, use_streaming,
+                                         PARALLEL_MIN_ELEMENTS)
 
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
@@ -32,6 +36,11 @@ cdef int BAD_VALUES = 28
 cdef int BAD_RETURNS = 29
 cdef int BAD_OLD_VALUES = 30
 cdef int NO_MEMORY = 99
+# Batch sums are taken per block of reduce_rows(V) consecutive rows, then over blocks in order.
+cdef enum:
+    REDUCE_MAX_ROWS = 256
+    N_SUMS = 8  # per block: sw, loss, pg, kl, clipped, dual, k1, k3
+
 cdef inline bint bad_weights(const real_t[::1] weights) noexcept nogil:
     cdef Py_ssize_t i
     cdef double w
@@ -52,48 +61,117 @@ cdef inline bint bad_offsets(const int64_t[::1] offsets, Py_ssize_t n) noexcept 
     return False
 
 
-cdef inline int _pg_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
-                        int mode, const real_t* x1, const real_t* x2, const real_t* x3,
-                        const real_t[::1] weights, const double* lr_in, Params p,
-                        double[::1] token_loss, double[::1] log_probs, double* ratios,
-                        double* terms, real_t[:, ::1] grad, double* e, bint nt) noexcept nogil:
-    """The fused pass over row i: 0, 1 (bad logits) or 2 (the sampled token has logit -inf).
+cdef inline Py_ssize_t reduce_rows(Py_ssize_t n_vocab) noexcept nogil:
+    """Rows per reduction block: min(REDUCE_MAX_ROWS, 1 + 65536 // V) (see the reference)."""
+    cdef Py_ssize_t r = 1 + PARALLEL_MIN_ELEMENTS // (n_vocab if n_vocab > 1 else 1)
+    return r if r < REDUCE_MAX_ROWS else REDUCE_MAX_ROWS
 
-    terms[5 i : 5 i + 5] = (pg, kl, clipped, dual, k3) for _reduce."""
-    cdef Py_ssize_t a, v = logits.shape[1]
-    cdef double m, s, lp, lr, c, d, ed
-    cdef const real_t* row = &logits[i, 0]
+
+cdef inline int _pg_token(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
+                          double m, double s, int mode, const real_t* x1, const real_t* x2,
+                          const real_t* x3, const real_t[::1] weights, const double* lr_in,
+                          Params p, double* token_loss, double* log_probs, double* ratios,
+                          real_t[:, ::1] grad, const double* e, bint nt,
+                          double* acc) noexcept nogil:
+    """Row i after its statistics (m, s; exponentials in e): log pi(a_i), the token terms, the
+    gradient row, the per-token outputs; adds the row's summands to acc[0:N_SUMS].  0, or 2 when
+    the sampled token has logit -inf (nothing written)."""
+    cdef Py_ssize_t a = tokens[i], v = logits.shape[1]
+    cdef double lp, lr, o, w, d, ed
     cdef Terms t
-    if not row_stats(row, v, e, &m, &s):
-        return 1
-    a = tokens[i]
-    lp = <double>row[a] - (m + log(s))
+    lp = <double>logits[i, a] - (m + log(s))
     if lp == -INFINITY:
         return 2
+    o = at(x1, i)
     if lr_in != NULL:
         lr = lr_in[i]
     elif mode == PPO:
-        lr = lp - at(x1, i)
+        lr = lp - o
     else:
         lr = 0.0
-    t = token_terms(mode, lp, at(x1, i), at(x2, i), at(x3, i), lr, p)
-    c = <double>weights[i] * t.dloss
-    grad_fill(v, e, 1.0 / s, a, c, &grad[i, 0], nt)
-    if nt:
-        store_fence()
+    t = token_terms(mode, lp, o, at(x2, i), at(x3, i), lr, p)
+    w = weights[i]
+    grad_fill(v, e, 1.0 / s, a, w * t.dloss, &grad[i, 0], nt)
     token_loss[i] = t.loss
     log_probs[i] = lp
     ratios[i] = t.ratio
-    terms[5 * i] = t.pg
-    terms[5 * i + 1] = t.kl
-    terms[5 * i + 2] = t.clipped
-    terms[5 * i + 3] = t.dual
+    acc[0] += w
+    acc[1] += w * t.loss
+    acc[2] += w * t.pg
+    acc[3] += w * t.kl
+    acc[4] += w * t.clipped
+    acc[5] += w * t.dual
     if mode == PPO:
-        d = lp - at(x1, i)
+        d = lp - o
         # exp(d) of the token-level ratio is rho = exp(lr) itself (same argument, same bits)
         ed = t.ratio if lr_in == NULL else exp(d)
-        terms[5 * i + 4] = (ed - 1.0) - d
+        acc[6] += w * -d
+        acc[7] += w * ((ed - 1.0) - d)
     return 0
+
+
+cdef inline int _pg_rows(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
+                         const real_t* x1, const real_t* x2, const real_t* x3,
+                         const real_t[::1] weights, const double* lr_in, Params p,
+                         double* token_loss, double* log_probs, double* ratios, double* part,
+                         Py_ssize_t b, Py_ssize_t rows, real_t[:, ::1] grad, double* e,
+                         double* e2, bint nt) noexcept nogil:
+    """The fused pass over reduction block b; part[N_SUMS b:N_SUMS (b + 1)] = its partial sums
+    (sw, loss, pg, kl, clipped, dual, k1, k3), each accumulated in row order.  Rows are taken in
+    pairs (both rows' statistics into e and e2, then both rows' per-token work) so that the two
+    rows' dependency chains overlap.  Returns bad-logits rows + 65536 * bad-token rows."""
+    cdef Py_ssize_t i, j, k, v = logits.shape[1]
+    cdef Py_ssize_t lo = b * rows
+    cdef Py_ssize_t hi = lo + rows if lo + rows < logits.shape[0] else logits.shape[0]
+    cdef double acc[N_SUMS]
+    cdef double m0, s0, m1 = 0.0, s1 = 0.0
+    cdef bint ok0, ok1
+    cdef int bad_logits = 0, bad_tokens = 0
+    for k in range(N_SUMS):
+        acc[k] = 0.0
+    i = lo
+    while i < hi:
+        j = i + 1
+        ok0 = row_stats(&logits[i, 0], v, e, &m0, &s0)
+        ok1 = False
+        if j < hi:
+            ok1 = row_stats(&logits[j, 0], v, e2, &m1, &s1)
+            if not ok1:
+                bad_logits += 1
+        if ok0:
+            bad_tokens += _pg_token(logits, tokens, i, m0, s0, mode, x1, x2, x3, weights, lr_in,
+                                    p, token_loss, log_probs, ratios, grad, e, nt, acc) >> 1
+        else:
+            bad_logits += 1
+        if ok1:
+            bad_tokens += _pg_token(logits, tokens, j, m1, s1, mode, x1, x2, x3, weights, lr_in,
+                                    p, token_loss, log_probs, ratios, grad, e2, nt, acc) >> 1
+        i += 2
+    for k in range(N_SUMS):
+        part[N_SUMS * b + k] = acc[k]
+    if nt:
+        store_fence()
+    return (bad_logits if bad_logits < 65536 else 65535) + 65536 * (bad_tokens > 0)
+
+
+cdef int _pg_block(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
+                   const real_t* x1, const real_t* x2, const real_t* x3,
+                   const real_t[::1] weights, const double* lr_in, Params p,
+                   double* token_loss, double* log_probs, double* ratios, double* part,
+                   Py_ssize_t b, Py_ssize_t rows, real_t[:, ::1] grad, double* e, double* e2,
+                   bint nt) noexcept nogil:
+    """_pg_rows with the mode (and whether sequence ratios are used) as constants."""
+    if mode == PPO and lr_in == NULL:
+        return _pg_rows(logits, tokens, PPO, x1, x2, x3, weights, NULL, p, token_loss,
+                        log_probs, ratios, part, b, rows, grad, e, e2, nt)
+    if mode == REINFORCE:
+        return _pg_rows(logits, tokens, REINFORCE, x1, x2, x3, weights, NULL, p, token_loss,
+                        log_probs, ratios, part, b, rows, grad, e, e2, nt)
+    if mode == KL:
+        return _pg_rows(logits, tokens, KL, x1, x2, x3, weights, NULL, p, token_loss,
+                        log_probs, ratios, part, b, rows, grad, e, e2, nt)
+    return _pg_rows(logits, tokens, mode, x1, x2, x3, weights, lr_in, p, token_loss, log_probs,
+                    ratios, part, b, rows, grad, e, e2, nt)
 
 
 cdef inline int _token_lp_row(const real_t[:, ::1] logits, const index_t[::1] tokens,
@@ -106,55 +184,49 @@ cdef inline int _token_lp_row(const real_t[:, ::1] logits, const index_t[::1] to
     return 0
 
 
-cdef void _reduce(int mode, const double[::1] log_probs, const real_t* x1,
-                  const real_t[::1] weights, const double[::1] token_loss, const double* terms,
-                  double[::1] stats) noexcept nogil:
-    """Weighted sums over tokens, serial in index order (terms from the fused pass)."""
-    cdef double sw = 0.0, loss = 0.0, pg = 0.0, kl = 0.0, clipped = 0.0, dual = 0.0
-    cdef double k1 = 0.0, k3 = 0.0, w, d
-    cdef Py_ssize_t i
-    for i in range(log_probs.shape[0]):
-        w = weights[i]
-        sw += w
-        loss += w * token_loss[i]
-        pg += w * terms[5 * i]
-        kl += w * terms[5 * i + 1]
-        clipped += w * terms[5 * i + 2]
-        dual += w * terms[5 * i + 3]
-        if mode == PPO:
-            d = log_probs[i] - at(x1, i)
-            k1 += w * -d
-            k3 += w * terms[5 * i + 4]
-    stats[0] = loss
+cdef void _reduce(int mode, const double* part, Py_ssize_t nb, double[::1] stats) noexcept nogil:
+    """The batch sums: the block partial sums added serially in block order."""
+    cdef double sums[N_SUMS]
+    cdef double sw
+    cdef Py_ssize_t b, k
+    for k in range(N_SUMS):
+        sums[k] = 0.0
+    for b in range(nb):
+        for k in range(N_SUMS):
+            sums[k] += part[N_SUMS * b + k]
+    sw = sums[0]
+    stats[0] = sums[1]
     if mode == PPO:
-        stats[1] = pg
-        stats[2] = kl
-        stats[3] = clipped / sw if sw > 0.0 else 0.0
-        stats[4] = dual / sw if sw > 0.0 else 0.0
-        stats[5] = k1 / sw if sw > 0.0 else 0.0
-        stats[6] = k3 / sw if sw > 0.0 else 0.0
+        stats[1] = sums[2]
+        stats[2] = sums[3]
+        stats[3] = sums[4] / sw if sw > 0.0 else 0.0
+        stats[4] = sums[5] / sw if sw > 0.0 else 0.0
+        stats[5] = sums[6] / sw if sw > 0.0 else 0.0
+        stats[6] = sums[7] / sw if sw > 0.0 else 0.0
 
 
 cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
                  const real_t* x1, const real_t* x2, const real_t* x3, const real_t[::1] weights,
                  const int64_t* offsets, Py_ssize_t n_offsets, bint seq_level, Params p,
-                 double[::1] token_loss,
-                 double[::1] log_probs, double* ratios, real_t[:, ::1] grad, double[::1] stats,
-                 int num_threads) noexcept nogil:
+                 double* token_loss, double* log_probs, double* ratios, real_t[:, ::1] grad,
+                 double[::1] stats, int num_threads) noexcept nogil:
     cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1]
-    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1]), i, k
+    cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1]), i, k, b
+    cdef Py_ssize_t rows = reduce_rows(v)
+    cdef Py_ssize_t nb = (n + rows - 1) // rows
     cdef int bad = 0, bad_tokens = 0, count, r
     cdef double total, mean
     cdef bint stream = use_streaming(n, v, &logits[0, 0])
-    # nt row buffers, then the terms (5 per token), then the sequence log-ratios
-    cdef double* w = <double*>malloc(sizeof(double) * (nt * v + (6 if seq_level else 5) * n) + 8)
-    cdef double* terms = w + nt * v
+    # two row buffers per thread, then the block partial sums, then the sequence log-ratios
+    cdef double* w = <double*>malloc(
+        sizeof(double) * (2 * nt * v + N_SUMS * nb + (n if seq_level else 0)) + 8)
+    cdef double* part = w + 2 * nt * v
     cdef double* lr = NULL
     if w == NULL:
         return NO_MEMORY
-    # every row either writes its terms (all five for PPO) or the call returns an error first
+    # every block either writes its partial sums or the call returns an error first
     if seq_level:
-        lr = terms + 5 * n
+        lr = part + N_SUMS * nb
         if nt > 1:
             for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
                 bad += _token_lp_row(logits, tokens, i, lr, w + threadid() * v)
@@ -179,21 +251,22 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
             for i in range(offsets[k], offsets[k + 1]):
                 lr[i] = mean
     if nt > 1:
-        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
-            r = _pg_row(logits, tokens, i, mode, x1, x2, x3, weights, lr, p, token_loss,
-                        log_probs, ratios, terms, grad, w + threadid() * v, stream)
-            bad += r & 1
-            bad_tokens += r >> 1
+        for b in prange(nb, num_threads=nt, schedule="dynamic", chunksize=1):
+            r = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss,
+                          log_probs, ratios, part, b, rows, grad, w + 2 * threadid() * v,
+                          w + (2 * threadid() + 1) * v, stream)
+            bad += r & 65535
+            bad_tokens += r >> 16
     else:
-        for i in range(n):
-            r = _pg_row(logits, tokens, i, mode, x1, x2, x3, weights, lr, p, token_loss,
-                        log_probs, ratios, terms, grad, w, stream)
-            bad += r & 1
-            bad_tokens += r >> 1
+        for b in range(nb):
+            r = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss,
+                          log_probs, ratios, part, b, rows, grad, w, w + v, stream)
+            bad += r & 65535
+            bad_tokens += r >> 16
     if bad or bad_tokens:
         free(w)
         return BAD_LOGITS if bad else BAD_TOKENS
-    _reduce(mode, log_probs, x1, weights, token_loss, terms, stats)
+    _reduce(mode, part, nb, stats)
     free(w)
     return 0
 
@@ -222,8 +295,9 @@ cdef int reinforce_loss_core(const real_t[:, ::1] logits, const index_t[::1] tok
     if ratios == NULL:
         return NO_MEMORY
     status = _run_pg(logits, tokens, REINFORCE, &returns[0] if n else NULL,
-                     &baselines[0] if n else NULL, <const real_t*>NULL, weights, <const int64_t*>NULL, 0, False, p,
-                     token_loss, log_probs, ratios, grad, stats, num_threads)
+                     &baselines[0] if n else NULL, <const real_t*>NULL, weights,
+                     <const int64_t*>NULL, 0, False, p, &token_loss[0] if n else NULL,
+                     &log_probs[0] if n else NULL, ratios, grad, stats, num_threads)
     free(ratios)
     return status
 
@@ -258,9 +332,9 @@ cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
     return _run_pg(logits, tokens, PPO, &old_log_probs[0] if n else NULL,
                    &advantages[0] if n else NULL,
                    &ref_log_probs[0] if (n and p.has_ref) else NULL, weights, &sequence_offsets[0],
-                   sequence_offsets.shape[0],
-                   sequence_level != 0, p, token_loss, log_probs, &ratios[0] if n else NULL, grad,
-                   stats, num_threads)
+                   sequence_offsets.shape[0], sequence_level != 0, p,
+                   &token_loss[0] if n else NULL, &log_probs[0] if n else NULL,
+                   &ratios[0] if n else NULL, grad, stats, num_threads)
 
 
 cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
@@ -285,8 +359,9 @@ cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] to
     if ratios == NULL:
         return NO_MEMORY
     status = _run_pg(logits, tokens, KL, <const real_t*>NULL, <const real_t*>NULL,
-                     &ref_log_probs[0] if n else NULL, weights, <const int64_t*>NULL, 0, False, p, token_loss,
-                     log_probs, ratios, grad, stats, num_threads)
+                     &ref_log_probs[0] if n else NULL, weights, <const int64_t*>NULL, 0, False, p,
+                     &token_loss[0] if n else NULL, &log_probs[0] if n else NULL, ratios, grad,
+                     stats, num_threads)
     free(ratios)
     return status
 

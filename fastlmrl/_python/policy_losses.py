@@ -7,7 +7,8 @@ Row statistics, softmax ``p`` and ``EXP`` are those of :mod:`fastlmrl._python.lo
 
 Per-token terms (``token_terms``) -- modes: 0 REINFORCE, 1 PPO (clipped, optional dual clip and KL
 penalty), 2 KL penalty alone.  Scalar exps/logs of log-ratios use ``math.exp`` in every backend.
-Reductions over tokens are serial, in index order, in float64.
+Reductions over tokens are in float64, blocked (``reduce_rows``): serial over the rows of each
+block of consecutive rows, then serial over the blocks in order.
 """
 import math
 
@@ -27,6 +28,21 @@ BAD_RETURNS = 29
 BAD_OLD_VALUES = 30
 
 REINFORCE, PPO, KL = 0, 1, 2
+
+# Batch sums over tokens are blocked: rows are grouped in consecutive blocks of reduce_rows(V)
+# rows (V = vocabulary size), each sum is accumulated serially over the rows of a block (from
+# 0.0), and the block sums are added serially in block order (from 0.0).  The blocks do not depend
+# on the number of threads, so neither do the results; the compiled backends compute one block per
+# task and keep only (N_SUMS,) partial sums per block instead of per-token terms.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+REDUCE_MAX_ROWS = 256
+N_SUMS = 8  # sw, loss, pg, kl, clipped, dual, k1, k3
+
+
+def reduce_rows(n_vocab):
+    """Rows per reduction block: min(256, 1 + 65536 // V) -- about 64k logits, at most 256 rows."""
+    r = 1 + PARALLEL_MIN_ELEMENTS // max(n_vocab, 1)
+    return min(r, REDUCE_MAX_ROWS)
 
 
 def kl_term(logp, ref, estimator):
@@ -152,20 +168,27 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
         token_loss[i] = terms[i][0]
         log_probs[i] = lp
         ratios[i] = terms[i][2]
-    sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
-    for i in range(n):
-        w = weights[i]
-        t = terms[i]
-        sw += w
-        loss += w * t[0]
-        pg += w * t[3]
-        kl += w * t[4]
-        clipped += w * t[5]
-        dual += w * t[6]
-        if mode == PPO:
-            d = logp[i] - x1[i]
-            k1 += w * -d
-            k3 += w * ((math.exp(d) - 1.0) - d)
+    # batch sums: serially over the rows of each block of reduce_rows(V) rows, then over blocks
+    rows_b = reduce_rows(logits.shape[1])
+    sums = [0.0] * N_SUMS
+    for lo in range(0, n, rows_b):
+        part = [0.0] * N_SUMS
+        for i in range(lo, min(lo + rows_b, n)):
+            w = weights[i]
+            t = terms[i]
+            part[0] += w
+            part[1] += w * t[0]
+            part[2] += w * t[3]
+            part[3] += w * t[4]
+            part[4] += w * t[5]
+            part[5] += w * t[6]
+            if mode == PPO:
+                d = logp[i] - x1[i]
+                part[6] += w * -d
+                part[7] += w * ((math.exp(d) - 1.0) - d)
+        for k in range(N_SUMS):
+            sums[k] += part[k]
+    sw, loss, pg, kl, clipped, dual, k1, k3 = sums
     stats[0] = loss
     if mode == PPO:
         stats[1] = pg
