@@ -147,14 +147,7 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None,
     elif isinstance(baseline, str):
         if baseline != "mean":
             raise ValueError(f"baseline must be None, 'mean' or an array, got {baseline!r}")
-        if not np.isfinite(returns).all() or not np.isfinite(w).all():
-            base = np.zeros(n, dtype=logits.dtype)  # the kernel reports the bad argument
-        else:
-            r64 = returns.astype(np.float64)
-            w64 = w.astype(np.float64)
-            sw = math.fsum(w64.tolist())
-            b = math.fsum((w64 * r64).tolist()) / sw if sw > 0 else 0.0
-            base = np.full(n, b, dtype=logits.dtype)
+        base = np.full(n, mean_baseline(returns, w), dtype=logits.dtype)
     else:
         base = _per_token(baseline, "baseline", n, logits.dtype)
     grad = as_out(out, logits)
@@ -167,6 +160,18 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None,
                                               BAD_RETURNS: ("returns", returns),
                                               BAD_BASELINES: ("baseline", base)})
     return ReinforceLossResult(float(stats[0]), grad, log_probs, token_loss)
+
+
+def mean_baseline(returns: np.ndarray, weights: np.ndarray) -> float:
+    """The batch baseline sum_i w_i G_i / sum_i w_i of the (converted) values, by math.fsum in
+    float64 (0.0 when the weights sum to 0, or when an input is not finite: the kernel then
+    reports the bad argument)."""
+    if not (np.isfinite(returns).all() and np.isfinite(weights).all()):
+        return 0.0
+    r64 = returns.astype(np.float64)
+    w64 = weights.astype(np.float64)
+    sw = math.fsum(w64.tolist())
+    return math.fsum((w64 * r64).tolist()) / sw if sw > 0 else 0.0
 
 
 def _offsets(sequence_offsets, n):

@@ -32,17 +32,16 @@ entry) raises ValueError naming it.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _backend
 from . import _validation as check
-from .log_probs import BAD_LOGITS, BAD_TOKENS
+from .log_probs import BAD_LOGITS, BAD_TOKENS, raise_for_status
 from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_REF_LOG_PROBS,
                             BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_WEIGHTS, KL_ESTIMATORS,
-                            _offsets)
+                            _offsets, mean_baseline)
 
 __all__ = [
     "TabularKLPenaltyResult",
@@ -105,15 +104,6 @@ def _prepare(table, contexts, tokens, weights):
     return table, contexts, tokens, w, n, buffers
 
 
-def mean_baseline(returns: np.ndarray, weights: np.ndarray) -> float:
-    """sum_i w_i G_i / sum_i w_i by math.fsum (0.0 when the weights sum to 0 or an input is not
-    finite: the kernel then reports the bad argument)."""
-    if not (np.isfinite(returns).all() and np.isfinite(weights).all()):
-        return 0.0
-    sw = math.fsum(weights.tolist())
-    return math.fsum((weights * returns).tolist()) / sw if sw > 0 else 0.0
-
-
 def _per_token(x, name, n):
     return check.values(x, name, n, np.float64)
 
@@ -146,16 +136,7 @@ def _raise(status, table, contexts, tokens, extra):
             if np.isnan(row).any() or np.isposinf(row).any() or not np.isfinite(row).any():
                 raise ValueError(f"table row {int(s)} (a visited context) holds NaN or +inf or "
                                  "no finite entry")
-    if status in extra:
-        name, arr = extra[status]
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"{name}[{i}] = {arr[i]} is not finite")
-        if name == "weights":
-            i = int(np.flatnonzero(arr < 0)[0])
-            raise ValueError(f"weights[{i}] = {arr[i]} is negative")
-    raise ValueError(f"invalid argument (status {status})")
+    raise_for_status(status, table, None, extra)  # the per-token arguments, out of memory
 
 
 def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
