@@ -364,6 +364,28 @@ def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_
 
 
 @njit(**NJIT)
+def ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n, clip_low,
+                  clip_high, dual_clip, kl_coef, kl_estimator, sequence_level):
+    """The PPO-specific checks and (status, reference array, params) for the loss passes; shared
+    with the tabular losses.  Without a reference x3 is unused (has_ref = 0): any array of
+    length n is passed."""
+    has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    ref = ref_log_probs if has_ref else old_log_probs
+    params = (np.float64(clip_low), np.float64(clip_high), np.float64(dual_clip),
+              np.float64(kl_coef), np.int64(kl_estimator), np.int64(has_ref))
+    status = 0
+    if not_all_finite(advantages):
+        status = BAD_ADVANTAGES
+    elif not_all_finite(old_log_probs):
+        status = BAD_OLD_LOG_PROBS
+    elif not_all_finite(ref_log_probs):
+        status = BAD_REF_LOG_PROBS
+    elif sequence_level and not _check_offsets(sequence_offsets, n):
+        status = BAD_SEQUENCE_OFFSETS
+    return status, ref, params
+
+
+@njit(**NJIT)
 def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
              clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
              log_probs, ratios, grad, stats, num_threads):
@@ -372,19 +394,11 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, 
         return BAD_TOKENS
     if _bad_weights(weights):
         return BAD_WEIGHTS
-    if not_all_finite(advantages):
-        return BAD_ADVANTAGES
-    if not_all_finite(old_log_probs):
-        return BAD_OLD_LOG_PROBS
-    if not_all_finite(ref_log_probs):
-        return BAD_REF_LOG_PROBS
-    if sequence_level and not _check_offsets(sequence_offsets, n):
-        return BAD_SEQUENCE_OFFSETS
-    has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
-    # without a reference x3 is unused (has_ref = 0): pass any array of length n
-    ref = ref_log_probs if has_ref else old_log_probs
-    params = (np.float64(clip_low), np.float64(clip_high), np.float64(dual_clip),
-              np.float64(kl_coef), np.int64(kl_estimator), np.int64(has_ref))
+    status, ref, params = ppo_arguments(old_log_probs, advantages, ref_log_probs,
+                                        sequence_offsets, n, clip_low, clip_high, dual_clip,
+                                        kl_coef, kl_estimator, sequence_level)
+    if status:
+        return status
     return _run_pg(logits, tokens, PPO, old_log_probs, advantages, ref, weights, sequence_offsets,
                    bool(sequence_level), params, token_loss, log_probs, ratios, grad, stats,
                    num_threads)

@@ -17,9 +17,8 @@ from numba import njit, prange
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_stats
 from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, work
-from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_REF_LOG_PROBS,
-                            BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_WEIGHTS, KL, PPO, REINFORCE,
-                            _bad_weights, _check_offsets, token_terms)
+from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
+                            REINFORCE, _bad_weights, ppo_arguments, token_terms)
 
 BAD_CONTEXTS = 31
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
@@ -224,18 +223,11 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
-    if not_all_finite(advantages):
-        return BAD_ADVANTAGES
-    if not_all_finite(old_log_probs):
-        return BAD_OLD_LOG_PROBS
-    if not_all_finite(ref_log_probs):
-        return BAD_REF_LOG_PROBS
-    if sequence_level and not _check_offsets(sequence_offsets, n):
-        return BAD_SEQUENCE_OFFSETS
-    has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
-    ref = ref_log_probs if has_ref else np.zeros(n)
-    params = (np.float64(clip_low), np.float64(clip_high), np.float64(dual_clip),
-              np.float64(kl_coef), np.int64(kl_estimator), np.int64(has_ref))
+    status, ref, params = ppo_arguments(old_log_probs, advantages, ref_log_probs,
+                                        sequence_offsets, n, clip_low, clip_high, dual_clip,
+                                        kl_coef, kl_estimator, sequence_level)
+    if status:
+        return status
     return _tabular(PPO, table, contexts, tokens, old_log_probs, advantages, ref, weights,
                     sequence_offsets, bool(sequence_level), params, index, rows, num_rows,
                     token_loss, log_probs, ratios, grad, stats, num_threads)

@@ -224,6 +224,25 @@ def _check_offsets(offsets, n):
     return True
 
 
+def ppo_arguments(o_, a_, r_, s_, n, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
+                  sequence_level):
+    """The PPO-specific checks (status first) and (ref log-probs, params) for ``_pg``; shared
+    with the tabular losses."""
+    if not _finite(a_):
+        return BAD_ADVANTAGES, None, None
+    if not _finite(o_):
+        return BAD_OLD_LOG_PROBS, None, None
+    if not _finite(r_):
+        return BAD_REF_LOG_PROBS, None, None
+    if sequence_level and not _check_offsets(s_, n):
+        return BAD_SEQUENCE_OFFSETS, None, None
+    has_ref = 1 if len(r_) > 0 else 0
+    if not has_ref:
+        r_ = [0.0] * n
+    return 0, r_, (clip_low, clip_high, dual_clip, kl_coef, int(kl_estimator), has_ref,
+                   int(sequence_level))
+
+
 def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
              clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
              log_probs, ratios, grad, stats, num_threads):
@@ -232,19 +251,10 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, 
     status = _check_common(logits, t_, w_)
     if status:
         return status
-    if not _finite(a_):
-        return BAD_ADVANTAGES
-    if not _finite(o_):
-        return BAD_OLD_LOG_PROBS
-    if not _finite(r_):
-        return BAD_REF_LOG_PROBS
-    if sequence_level and not _check_offsets(s_, len(t_)):
-        return BAD_SEQUENCE_OFFSETS
-    has_ref = 1 if len(r_) > 0 else 0
-    if not has_ref:
-        r_ = [0.0] * len(t_)
-    params = (clip_low, clip_high, dual_clip, kl_coef, int(kl_estimator), has_ref,
-              int(sequence_level))
+    status, r_, params = ppo_arguments(o_, a_, r_, s_, len(t_), clip_low, clip_high, dual_clip,
+                                       kl_coef, kl_estimator, sequence_level)
+    if status:
+        return status
     return _pg(PPO, logits, t_, o_, a_, r_, w_, s_, params, token_loss, log_probs, ratios, grad,
                stats)
 

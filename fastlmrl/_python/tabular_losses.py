@@ -22,9 +22,8 @@ Order of operations (the kernels follow it exactly):
 import math
 
 from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, row_stats
-from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_REF_LOG_PROBS,
-                            BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_WEIGHTS, KL, PPO, REINFORCE,
-                            _check_offsets, token_terms)
+from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
+                            REINFORCE, ppo_arguments, token_terms)
 
 __all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
            "token_log_probs_tabular"]
@@ -188,19 +187,10 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
     status = _check(table, c_, t_, w_)
     if status:
         return status
-    if not _finite(a_):
-        return BAD_ADVANTAGES
-    if not _finite(o_):
-        return BAD_OLD_LOG_PROBS
-    if not _finite(r_):
-        return BAD_REF_LOG_PROBS
-    if sequence_level and not _check_offsets(s_, len(t_)):
-        return BAD_SEQUENCE_OFFSETS
-    has_ref = 1 if len(r_) > 0 else 0
-    if not has_ref:
-        r_ = [0.0] * len(t_)
-    params = (clip_low, clip_high, dual_clip, kl_coef, int(kl_estimator), has_ref,
-              int(sequence_level))
+    status, r_, params = ppo_arguments(o_, a_, r_, s_, len(t_), clip_low, clip_high, dual_clip,
+                                       kl_coef, kl_estimator, sequence_level)
+    if status:
+        return status
     return _tabular(PPO, table, c_, t_, o_, a_, r_, w_, s_, params, index, rows, num_rows,
                     token_loss, log_probs, ratios, grad, stats)
 
