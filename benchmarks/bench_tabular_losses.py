@@ -11,6 +11,8 @@ python reference (a small batch), numba, cython; ``numpy_grouped`` (the same alg
 on the gathered ``table[contexts]`` rows, then the gradient rows summed per context by a stable
 argsort + ``np.add.reduceat``).  Items = tokens.
 
+``a2c_loss_tabular``: the same batches, A2C with the entropy bonus (python, numba, cython).
+
 ``permutation``: the stable argsort of n counter-based uniforms (:func:`fastlmrl.permutation`)
 against ``np.argsort(fastlmrl.rng.uniforms(...), kind="stable")``, the same permutation.
 """
@@ -74,6 +76,18 @@ def test_ppo_loss_tabular(benchmark, impl, case):
         with fastlmrl.use_backend(impl):
             measure(benchmark, fastlmrl.ppo_loss_tabular, *args, items=n, group=group,
                     rounds=3 if impl == "python" else 30)
+
+
+@pytest.mark.parametrize("case", CASES[:2], ids=case_id)
+@pytest.mark.parametrize("impl", ["python", "numba", "cython"])
+def test_a2c_loss_tabular(benchmark, impl, case):
+    """A2C with the entropy bonus (the row entropy and its gradient per visited row)."""
+    table, contexts, tokens, old, adv, w = data(case)
+    n = PYTHON_TOKENS if impl == "python" else contexts.shape[0]
+    args = (table, contexts[:n], tokens[:n], adv[:n], old[:n], adv[:n], w[:n])
+    with fastlmrl.use_backend(impl):
+        measure(benchmark, fastlmrl.a2c_loss_tabular, *args, items=n,
+                group=f"a2c_loss_tabular {case_id(case)}", rounds=3 if impl == "python" else 30)
 
 
 @pytest.mark.parametrize("n", [32768, 1_000_000])

@@ -283,6 +283,22 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, estimator="k3",
     return KLPenaltyResult(float(stats[0]), grad, log_probs, token_kl)
 
 
+def a2c_arguments(value_coef, entropy_coef, value_clip, old_values, values, dtype):
+    """Checked (value_coef, entropy_coef, value_clip (0.0 = none), old values) of an A2C loss;
+    without clipping the values stand in for the unused old values."""
+    value_coef = check.real(value_coef, "value_coef", 0.0)
+    entropy_coef = check.real(entropy_coef, "entropy_coef")
+    if value_clip is None:
+        if old_values is not None:
+            raise ValueError("old_values is only used with value_clip")
+        return value_coef, entropy_coef, 0.0, values
+    clip = check.real(value_clip, "value_clip", 0.0, low_open=True)
+    if old_values is None:
+        raise ValueError("value_clip needs old_values")
+    return value_coef, entropy_coef, clip, check.values(old_values, "old_values",
+                                                        values.shape[0], dtype)
+
+
 def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_coef=0.5,
              entropy_coef=0.01, old_values=None, value_clip=None, out=None) -> A2CLossResult:
     r"""Advantage actor-critic loss (Mnih et al. 2016, A3C; the PPO paper's eq. 9 combination).
@@ -305,18 +321,8 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_co
     adv = _per_token(advantages, "advantages", n, dt)
     vals = _per_token(values, "values", n, dt)
     rets = _per_token(returns, "returns", n, dt)
-    value_coef = check.real(value_coef, "value_coef", 0.0)
-    entropy_coef = check.real(entropy_coef, "entropy_coef")
-    if value_clip is None:
-        clip = 0.0
-        if old_values is not None:
-            raise ValueError("old_values is only used with value_clip")
-        old = vals
-    else:
-        clip = check.real(value_clip, "value_clip", 0.0, low_open=True)
-        if old_values is None:
-            raise ValueError("value_clip needs old_values")
-        old = _per_token(old_values, "old_values", n, dt)
+    value_coef, entropy_coef, clip, old = a2c_arguments(value_coef, entropy_coef, value_clip,
+                                                        old_values, vals, dt)
     grad = as_out(out, logits)
     token_loss, log_probs = _outputs(n)
     entropies = np.empty(n)

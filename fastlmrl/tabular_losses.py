@@ -39,14 +39,16 @@ import numpy as np
 from . import _backend
 from . import _validation as check
 from .log_probs import BAD_LOGITS, BAD_TOKENS, raise_for_status
-from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_REF_LOG_PROBS,
-                            BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_WEIGHTS, KL_ESTIMATORS,
-                            _offsets, mean_baseline)
+from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_OLD_VALUES,
+                            BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_VALUES,
+                            BAD_WEIGHTS, KL_ESTIMATORS, _offsets, a2c_arguments, mean_baseline)
 
 __all__ = [
+    "TabularA2CLossResult",
     "TabularKLPenaltyResult",
     "TabularPPOLossResult",
     "TabularReinforceLossResult",
+    "a2c_loss_tabular",
     "kl_penalty_loss_tabular",
     "ppo_loss_tabular",
     "reinforce_loss_tabular",
@@ -85,6 +87,19 @@ class TabularKLPenaltyResult(NamedTuple):
     grad_rows: np.ndarray  #: dL/dtable[rows], (U, V)
     log_probs: np.ndarray  #: (N,) float64
     token_kl: np.ndarray  #: D_i, (N,) float64
+
+
+class TabularA2CLossResult(NamedTuple):
+    loss: float  #: policy_loss + value_coef * value_loss - entropy_coef * sum_i w_i H_i
+    rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
+    grad_rows: np.ndarray  #: dL/dtable[rows], (U, V)
+    grad_values: np.ndarray  #: dL/dvalues, (N,) float64
+    log_probs: np.ndarray  #: (N,) float64
+    entropy: np.ndarray  #: H(pi(.|s_i)) per token, (N,) float64
+    token_loss: np.ndarray  #: -A_i log pi(a_i) + value_coef L^V_i - entropy_coef H_i, float64
+    policy_loss: float  #: sum_i w_i (-A_i log pi(a_i))
+    value_loss: float  #: sum_i w_i L^V_i
+    mean_entropy: float  #: sum_i w_i H_i / sum_i w_i
 
 
 def _prepare(table, contexts, tokens, weights):
@@ -264,3 +279,44 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights=None
                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})
     u = int(num_rows[0])
     return TabularKLPenaltyResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_kl)
+
+
+def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, weights=None,
+                     value_coef=0.5, entropy_coef=0.01, old_values=None,
+                     value_clip=None) -> TabularA2CLossResult:
+    r"""Advantage actor-critic loss (Mnih et al. 2016) on a tabular policy: the loss of
+    :func:`fastlmrl.a2c_loss`,
+
+    .. math::  \ell_i = -\hat A_i\log\pi(a_i|s_i) + c_v L^V_i - c_e H(\pi(\cdot|s_i)),
+
+    with the gradient per distinct context: the policy terms as in the module docstring plus the
+    entropy bonus :math:`E_s\,\partial H_s/\partial\theta[s]`, :math:`E_s = c_e\sum_{i: s_i = s}
+    w_i`, :math:`\partial H/\partial z_j = -p_j(\log p_j + H)`.  ``values`` :math:`V(s_i)` receive
+    ``grad_values`` per token (sum them per context for a value table); ``returns`` are the
+    targets; ``value_clip`` with ``old_values`` clips the value loss as in
+    :func:`fastlmrl.a2c_loss`.
+    """
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
+                                                                      weights)
+    adv = _per_token(advantages, "advantages", n)
+    vals = _per_token(values, "values", n)
+    rets = _per_token(returns, "returns", n)
+    value_coef, entropy_coef, clip, old = a2c_arguments(value_coef, entropy_coef, value_clip,
+                                                        old_values, vals, np.float64)
+    grad, token_loss, log_probs = _outputs(table, n)
+    entropies = np.empty(n)
+    grad_values = np.empty(n)
+    stats = np.zeros(7)
+    status = _backend.kernels().a2c_loss_tabular(
+        table, contexts, tokens, adv, vals, rets, old, w, clip, value_coef, entropy_coef, index,
+        rows, num_rows, token_loss, log_probs, entropies, grad, grad_values, stats,
+        _backend.get_num_threads())
+    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
+                                             BAD_ADVANTAGES: ("advantages", adv),
+                                             BAD_VALUES: ("values", vals),
+                                             BAD_RETURNS: ("returns", rets),
+                                             BAD_OLD_VALUES: ("old_values", old)})
+    u = int(num_rows[0])
+    return TabularA2CLossResult(float(stats[0]), rows[:u], grad[:u], grad_values, log_probs,
+                                entropies, token_loss, float(stats[1]), float(stats[2]),
+                                float(stats[3]))

@@ -27,7 +27,8 @@ def case(seed, n_contexts, v, n, dtype=np.float64, mask=0.0, visited=None):
     return dict(table=np.ascontiguousarray(table.astype(dtype)), contexts=contexts, tokens=tokens,
                 old=rng.standard_normal(n) * 0.5 - 2, adv=rng.standard_normal(n), w=w,
                 ref=rng.standard_normal(n) * 0.5 - 2, returns=rng.standard_normal(n),
-                base=rng.standard_normal(n))
+                base=rng.standard_normal(n), values=rng.standard_normal(n),
+                old_values=rng.standard_normal(n))
 
 
 def raw(module, name, d, threads=1, seq=False, offs=None, kl_est=3, dual=3.0, has_ref=True):
@@ -49,6 +50,13 @@ def raw(module, name, d, threads=1, seq=False, offs=None, kl_est=3, dual=3.0, ha
     elif name == "reinforce_loss_tabular":
         st_ = module.reinforce_loss_tabular(table, c, t, d["returns"], d["base"], d["w"], index,
                                             rows, num_rows, tl, lp, grad, stats, threads)
+    elif name == "a2c_loss_tabular":
+        # value_clip 0.3 with old values; ratios holds the entropies, extra the value gradients
+        extra = np.full(n, 5.0)
+        st_ = module.a2c_loss_tabular(table, c, t, d["adv"], d["values"], d["returns"],
+                                      d["old_values"], d["w"], 0.3, 0.5, 0.02, index, rows,
+                                      num_rows, tl, lp, ratios, grad, extra, stats, threads)
+        stats = np.concatenate([stats, extra])
     elif name == "kl_penalty_loss_tabular":
         st_ = module.kl_penalty_loss_tabular(table, c, t, d["ref"], d["w"], kl_est, index, rows,
                                              num_rows, tl, lp, grad, stats, threads)
@@ -59,7 +67,7 @@ def raw(module, name, d, threads=1, seq=False, offs=None, kl_est=3, dual=3.0, ha
 
 
 KERNELS = ["ppo_loss_tabular", "reinforce_loss_tabular", "kl_penalty_loss_tabular",
-           "token_log_probs_tabular"]
+           "a2c_loss_tabular", "token_log_probs_tabular"]
 
 
 # ---- reference equivalence ----------------------------------------------------------------------
@@ -95,6 +103,18 @@ def test_threads_do_not_change_bits(compiled, dtype):
         _, two = raw(compiled, name, d, threads=2)
         for a, b in zip(one, two):
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def assert_gradient_matches_finite_differences(result_of, table, h=1e-6):
+    """Central differences of ``result_of(table).loss`` in every entry of the visited rows."""
+    r = result_of(table)
+    for k, s in enumerate(r.rows):
+        for j in range(table.shape[1]):
+            up, down = table.copy(), table.copy()
+            up[s, j] += h
+            down[s, j] -= h
+            fd = (result_of(up).loss - result_of(down).loss) / (2 * h)
+            assert abs(fd - r.grad_rows[k, j]) < 1e-6 * max(1.0, abs(fd)), (s, j)
 
 
 # ---- agreement with the per-token losses ---------------------------------------------------------
@@ -148,6 +168,56 @@ def test_reinforce_and_kl_equal_per_token_losses(backend):
         np.testing.assert_allclose(tab.token_kl, dense.token_kl, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("clip", [None, 0.3])
+def test_a2c_equals_per_token_loss_summed_by_context(backend, clip):
+    d = case(14, 25, 11, 300, np.float64, mask=0.2, visited=15)
+    kw = dict(weights=d["w"], value_coef=0.4, entropy_coef=0.03, value_clip=clip,
+              old_values=d["old_values"] if clip else None)
+    tab = fastlmrl.a2c_loss_tabular(d["table"], d["contexts"], d["tokens"], d["adv"],
+                                    d["values"], d["returns"], **kw)
+    dense = fastlmrl.a2c_loss(d["table"][d["contexts"]], d["tokens"], d["adv"], d["values"],
+                              d["returns"], **kw)
+    g = dense_sum(d["table"], d["contexts"], dense.grad_logits)
+    np.testing.assert_allclose(tab.grad_rows, g[tab.rows], rtol=1e-12, atol=1e-15)
+    for field in ("grad_values", "log_probs", "entropy", "token_loss"):
+        np.testing.assert_allclose(getattr(tab, field), getattr(dense, field), rtol=1e-12,
+                                   atol=1e-15, err_msg=field)
+    for field in ("loss", "policy_loss", "value_loss", "mean_entropy"):
+        np.testing.assert_allclose(getattr(tab, field), getattr(dense, field), rtol=1e-12,
+                                   err_msg=field)
+
+
+def test_a2c_finite_difference_gradient(backend):
+    # the entropy bonus included: d/dtable of -A log pi - c_e H summed over tokens
+    d = case(6, 5, 4, 25, np.float64, visited=3)
+
+    assert_gradient_matches_finite_differences(
+        lambda table: fastlmrl.a2c_loss_tabular(table, d["contexts"], d["tokens"], d["adv"],
+                                                d["values"], d["returns"], weights=d["w"],
+                                                entropy_coef=0.3), d["table"])
+
+
+def test_a2c_bad_arguments(backend):
+    d = good()
+    args = (d["table"], d["contexts"], d["tokens"], d["adv"], d["values"], d["returns"])
+    for i, name in ((3, "advantages"), (4, "values"), (5, "returns")):
+        bad = list(args)
+        bad[i] = bad[i].copy()
+        bad[i][2] = np.nan
+        with pytest.raises(ValueError, match=rf"{name}\[2\] = nan is not finite"):
+            fastlmrl.a2c_loss_tabular(*bad)
+    old = d["values"].copy()
+    old[0] = np.inf
+    with pytest.raises(ValueError, match=r"old_values\[0\] = inf"):
+        fastlmrl.a2c_loss_tabular(*args, value_clip=0.2, old_values=old)
+    with pytest.raises(ValueError, match="value_clip needs old_values"):
+        fastlmrl.a2c_loss_tabular(*args, value_clip=0.2)
+    with pytest.raises(ValueError, match="old_values is only used with value_clip"):
+        fastlmrl.a2c_loss_tabular(*args, old_values=old)
+    with pytest.raises(ValueError, match=r"contexts\[0\] = 9"):
+        fastlmrl.a2c_loss_tabular(d["table"], [9, 0, 0, 0, 0, 0], *args[2:])
+
+
 def test_ppo_hand_case_by_numpy(backend):
     # Independent NumPy: softmax rows, rho = exp(logp - old), clipped surrogate, and the gradient
     # sum_i c_i (onehot(a_i) - p(s_i)) with c_i = w_i * (-A_i rho_i) when unclipped, else 0.
@@ -179,20 +249,9 @@ def test_finite_difference_gradient(backend):
     kw = dict(weights=d["w"], clip_low=0.3, clip_high=0.3, ref_log_probs=d["ref"], kl_coef=0.2)
     d["old"] = d["old"] * 0.1 - 1.2  # ratios near 1: mostly unclipped tokens
 
-    def loss(table):
-        return fastlmrl.ppo_loss_tabular(table, d["contexts"], d["tokens"], d["old"], d["adv"],
-                                         **kw).loss
-
-    r = fastlmrl.ppo_loss_tabular(d["table"], d["contexts"], d["tokens"], d["old"], d["adv"],
-                                  **kw)
-    h = 1e-6
-    for k, s in enumerate(r.rows):
-        for j in range(d["table"].shape[1]):
-            up, down = d["table"].copy(), d["table"].copy()
-            up[s, j] += h
-            down[s, j] -= h
-            fd = (loss(up) - loss(down)) / (2 * h)
-            assert abs(fd - r.grad_rows[k, j]) < 1e-6 * max(1.0, abs(fd)), (s, j)
+    assert_gradient_matches_finite_differences(
+        lambda table: fastlmrl.ppo_loss_tabular(table, d["contexts"], d["tokens"], d["old"],
+                                                d["adv"], **kw), d["table"])
 
 
 def test_token_log_probs_match_log_softmax(backend, float_dtype):

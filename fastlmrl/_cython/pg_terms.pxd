@@ -103,3 +103,21 @@ cdef inline Terms token_terms(int mode, double logp, double x1, double x2, doubl
     return t
 
 
+cdef inline double value_terms(double v, double ret, double old, double value_clip,
+                               double* dl) noexcept nogil:
+    cdef double d = v - ret, lu, dv, vc, dc, lc
+    cdef bint inside
+    lu = d * d
+    if value_clip <= 0.0:
+        dl[0] = 2.0 * d
+        return lu
+    dv = v - old
+    inside = -value_clip <= dv and dv <= value_clip
+    vc = old + (-value_clip if dv < -value_clip else (value_clip if dv > value_clip else dv))
+    dc = vc - ret
+    lc = dc * dc
+    if lu >= lc:
+        dl[0] = 2.0 * d
+        return lu
+    dl[0] = 2.0 * dc if inside else 0.0
+    return lc

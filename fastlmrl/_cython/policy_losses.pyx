@@ -19,7 +19,7 @@ from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
 from fastlmrl._cython.pg_terms cimport (REINFORCE, PPO, KL, Params, Terms, at, kl_term,
-                                        token_terms)
+                                        token_terms, value_terms)
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work, use_streaming,
                                          PARALLEL_MIN_ELEMENTS)
@@ -367,26 +367,6 @@ cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] to
 
 
 # ---- A2C ----------------------------------------------------------------------------------------
-
-cdef inline double value_terms(double v, double ret, double old, double value_clip,
-                               double* dl) noexcept nogil:
-    cdef double d = v - ret, lu, dv, vc, dc, lc
-    cdef bint inside
-    lu = d * d
-    if value_clip <= 0.0:
-        dl[0] = 2.0 * d
-        return lu
-    dv = v - old
-    inside = -value_clip <= dv and dv <= value_clip
-    vc = old + (-value_clip if dv < -value_clip else (value_clip if dv > value_clip else dv))
-    dc = vc - ret
-    lc = dc * dc
-    if lu >= lc:
-        dl[0] = 2.0 * d
-        return lu
-    dl[0] = 2.0 * dc if inside else 0.0
-    return lc
-
 
 cdef inline void _a2c_grad_fill(const real_t* row, Py_ssize_t n, const double* e, double g,
                                 double lse, double h, Py_ssize_t a, double c, double ce,

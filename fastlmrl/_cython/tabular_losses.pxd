@@ -30,3 +30,13 @@ cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[
                                       int64_t[::1] num_rows, double[::1] token_loss,
                                       double[::1] log_probs, real_t[:, ::1] grad,
                                       double[::1] stats, int num_threads) noexcept nogil
+cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] contexts,
+                               const index_t[::1] tokens, const double[::1] advantages,
+                               const double[::1] values, const double[::1] returns,
+                               const double[::1] old_values, const double[::1] weights,
+                               double value_clip, double value_coef, double entropy_coef,
+                               int64_t[::1] index, int64_t[::1] rows, int64_t[::1] num_rows,
+                               double[::1] token_loss, double[::1] log_probs,
+                               double[::1] entropies, real_t[:, ::1] grad,
+                               double[::1] value_grad, double[::1] stats,
+                               int num_threads) noexcept nogil

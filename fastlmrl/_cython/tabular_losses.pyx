@@ -7,16 +7,17 @@ rows), the tokens in index order (serial), the gradient rows (``prange`` over ro
 independent, so the bits do not depend on the thread count).
 """
 
-__all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
-           "token_log_probs_tabular"]
+__all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
+           "reinforce_loss_tabular", "token_log_probs_tabular"]
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, NAN, exp, log, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
-from fastlmrl._cython.fast_math cimport row_stats, n_threads, work
-from fastlmrl._cython.pg_terms cimport REINFORCE, PPO, KL, Params, Terms, token_terms
+from fastlmrl._cython.fast_math cimport row_stats, row_entropy, n_threads, work
+from fastlmrl._cython.pg_terms cimport (REINFORCE, PPO, KL, Params, Terms, token_terms,
+                                        value_terms)
 
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
@@ -26,7 +27,9 @@ cdef int BAD_OLD_LOG_PROBS = 24
 cdef int BAD_REF_LOG_PROBS = 25
 cdef int BAD_SEQUENCE_OFFSETS = 26
 cdef int BAD_BASELINES = 27
+cdef int BAD_VALUES = 28
 cdef int BAD_RETURNS = 29
+cdef int BAD_OLD_VALUES = 30
 cdef int BAD_CONTEXTS = 31
 cdef int NO_MEMORY = 99
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
@@ -67,13 +70,16 @@ cdef inline bint offsets_ok(const int64_t[::1] offsets, Py_ssize_t n) noexcept n
 
 
 cdef inline int _lse_row(const real_t[:, ::1] table, Py_ssize_t s, double* lse_k,
-                         double* e) noexcept nogil:
-    """lse of table row s into lse_k; 1 for a bad row (NaN/+inf/all -inf)."""
+                         double* ent_k, double* e) noexcept nogil:
+    """lse of table row s into lse_k (and its entropy into ent_k unless NULL); 1 for a bad row
+    (NaN/+inf/all -inf)."""
     cdef double m, total
     if not row_stats(&table[s, 0], table.shape[1], e, &m, &total):
         lse_k[0] = NAN
         return 1
     lse_k[0] = m + log(total)
+    if ent_k != NULL:
+        ent_k[0] = row_entropy(&table[s, 0], table.shape[1], e, 1.0 / total, lse_k[0])
     return 0
 
 
@@ -88,17 +94,35 @@ cdef inline void _grad_row(const real_t[:, ::1] table, Py_ssize_t s, double nc, 
         out[j] = <real_t>(nc * (e[j] * g) + acc[j])
 
 
+cdef inline void _grad_row_entropy(const real_t[:, ::1] table, Py_ssize_t s, double nc,
+                                   double ce, double lse, double h, const double* acc,
+                                   real_t* out, double* e) noexcept nogil:
+    """out[j] = ((-C) * p_j + E * h_j) + A[j], h_j = p_j ((x_j - lse) + H) (0 where p_j = 0)."""
+    cdef double m, total, g, p, hj
+    cdef Py_ssize_t j, v = table.shape[1]
+    cdef const real_t* x = &table[s, 0]
+    row_stats(x, v, e, &m, &total)
+    g = 1.0 / total
+    for j in range(v):
+        p = e[j] * g
+        hj = p * ((<double>x[j] - lse) + h) if p > 0.0 else 0.0
+        out[j] = <real_t>((nc * p + ce * hj) + acc[j])
+
+
 cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
                     const index_t[::1] tokens, int64_t[::1] index, int64_t[::1] rows,
                     int64_t[::1] num_rows, double[::1] log_probs, int num_threads,
-                    Py_ssize_t* nt_out, double** e_out) noexcept nogil:
-    """Steps 1-2 and the log-probs of step 3; on success (0) ``*e_out`` holds ``*nt_out`` row
-    buffers, which the caller frees."""
+                    bint with_entropy, Py_ssize_t* nt_out, double** e_out, double** lse_out,
+                    double** ent_out) noexcept nogil:
+    """Steps 1-2 and the log-probs of step 3.  On success (0) ``*e_out`` holds ``*nt_out`` row
+    buffers, ``*lse_out`` the lse and ``*ent_out`` the entropy (NULL unless ``with_entropy``) of
+    every visited row; the caller frees the three."""
     cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, u = 0, s, nt
     cdef int bad = 0
     cdef double lp
     cdef double* e
     cdef double* lse
+    cdef double* ent = NULL
     # 1. distinct contexts, increasing
     for s in range(index.shape[0]):
         index[s] = -1
@@ -113,20 +137,25 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
     nt = n_threads(num_threads, u, v) if u * v >= PARALLEL_MIN_ENTRIES else 1
     e = work(nt, v)
     lse = <double*>malloc(sizeof(double) * u + 8)
-    if e == NULL or lse == NULL:
+    if with_entropy:
+        ent = <double*>malloc(sizeof(double) * u + 8)
+    if e == NULL or lse == NULL or (with_entropy and ent == NULL):
         free(e)
         free(lse)
+        free(ent)
         return NO_MEMORY
     # 2. row statistics
     if nt > 1:
         for k in prange(u, num_threads=nt, schedule="static"):
-            bad += _lse_row(table, rows[k], lse + k, e + threadid() * v)
+            bad += _lse_row(table, rows[k], lse + k, ent + k if with_entropy else NULL,
+                            e + threadid() * v)
     else:
         for k in range(u):
-            bad += _lse_row(table, rows[k], lse + k, e)
+            bad += _lse_row(table, rows[k], lse + k, ent + k if with_entropy else NULL, e)
     if bad:
         free(e)
         free(lse)
+        free(ent)
         return BAD_LOGITS
     # 3. (first) log-probs of the tokens in order
     for i in range(n):
@@ -134,11 +163,13 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
         if lp == -INFINITY:
             free(e)
             free(lse)
+            free(ent)
             return BAD_TOKENS
         log_probs[i] = lp
-    free(lse)
     nt_out[0] = nt
     e_out[0] = e
+    lse_out[0] = lse
+    ent_out[0] = ent
     return 0
 
 
@@ -156,12 +187,15 @@ cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] conte
     cdef double k1 = 0.0, k3 = 0.0
     cdef Terms t
     cdef double* e = NULL
+    cdef double* lse = NULL
+    cdef double* ent = NULL
     cdef double* csum
     cdef double* acc
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
-                        &nt, &e)
+                        False, &nt, &e, &lse, &ent)
     if status:
         return status
+    free(lse)
     u = num_rows[0]
     csum = <double*>calloc(u + 1, sizeof(double))
     acc = <double*>calloc(u * v + 1, sizeof(double))
@@ -237,14 +271,17 @@ cdef int token_log_probs_tabular_core(const real_t[:, ::1] table, const index_t[
                                       double[::1] log_probs, int num_threads) noexcept nogil:
     cdef Py_ssize_t nt = 1
     cdef double* e = NULL
+    cdef double* lse = NULL
+    cdef double* ent = NULL
     cdef int status
     if out_of_range(contexts, table.shape[0]):
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
         return BAD_TOKENS
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
-                        &nt, &e)
+                        False, &nt, &e, &lse, &ent)
     free(e)
+    free(lse)
     return status
 
 
@@ -345,6 +382,95 @@ cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[
     return status
 
 
+cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] contexts,
+                               const index_t[::1] tokens, const double[::1] advantages,
+                               const double[::1] values, const double[::1] returns,
+                               const double[::1] old_values, const double[::1] weights,
+                               double value_clip, double value_coef, double entropy_coef,
+                               int64_t[::1] index, int64_t[::1] rows, int64_t[::1] num_rows,
+                               double[::1] token_loss, double[::1] log_probs,
+                               double[::1] entropies, real_t[:, ::1] grad,
+                               double[::1] value_grad, double[::1] stats,
+                               int num_threads) noexcept nogil:
+    cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, u, nt = 1
+    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    cdef double sw = 0.0, loss = 0.0, pgs = 0.0, vls = 0.0, hs = 0.0
+    cdef double lp, h, old, lv, dlv, adv, pg, w, c, tl
+    cdef double* e = NULL
+    cdef double* lse = NULL
+    cdef double* ent = NULL
+    cdef double* csum
+    cdef double* esum
+    cdef double* acc
+    if status:
+        return status
+    if any_not_finite(advantages):
+        return BAD_ADVANTAGES
+    if any_not_finite(values):
+        return BAD_VALUES
+    if any_not_finite(returns):
+        return BAD_RETURNS
+    if value_clip > 0.0 and any_not_finite(old_values):
+        return BAD_OLD_VALUES
+    status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
+                        True, &nt, &e, &lse, &ent)
+    if status:
+        return status
+    u = num_rows[0]
+    csum = <double*>calloc(u + 1, sizeof(double))
+    esum = <double*>calloc(u + 1, sizeof(double))
+    acc = <double*>calloc(u * v + 1, sizeof(double))
+    if csum == NULL or esum == NULL or acc == NULL:
+        free(e)
+        free(lse)
+        free(ent)
+        free(csum)
+        free(esum)
+        free(acc)
+        return NO_MEMORY
+    for i in range(n):
+        k = index[contexts[i]]
+        lp = log_probs[i]
+        h = ent[k]
+        old = old_values[i] if value_clip > 0.0 else 0.0
+        lv = value_terms(values[i], returns[i], old, value_clip, &dlv)
+        adv = advantages[i]
+        pg = -adv * lp
+        w = weights[i]
+        c = w * -adv
+        csum[k] += c
+        esum[k] += w * entropy_coef
+        acc[k * v + tokens[i]] += c
+        tl = pg + value_coef * lv - entropy_coef * h
+        token_loss[i] = tl
+        entropies[i] = h
+        value_grad[i] = (w * value_coef) * dlv
+        sw += w
+        loss += w * tl
+        pgs += w * pg
+        vls += w * lv
+        hs += w * h
+    if nt > 1:
+        for k in prange(u, num_threads=nt, schedule="static"):
+            _grad_row_entropy(table, rows[k], -csum[k], esum[k], lse[k], ent[k], acc + k * v,
+                              &grad[k, 0], e + threadid() * v)
+    else:
+        for k in range(u):
+            _grad_row_entropy(table, rows[k], -csum[k], esum[k], lse[k], ent[k], acc + k * v,
+                              &grad[k, 0], e)
+    free(e)
+    free(lse)
+    free(ent)
+    free(csum)
+    free(esum)
+    free(acc)
+    stats[0] = loss
+    stats[1] = pgs
+    stats[2] = vls
+    stats[3] = hs / sw if sw > 0.0 else 0.0
+    return 0
+
+
 # ---- Python-callable kernels --------------------------------------------------------------------
 
 def token_log_probs_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
@@ -401,4 +527,21 @@ def kl_penalty_loss_tabular(const real_t[:, ::1] table, const index_t[::1] conte
         status = kl_penalty_loss_tabular_core(table, contexts, tokens, ref_log_probs, weights,
                                               kl_estimator, index, rows, num_rows, token_loss,
                                               log_probs, grad, stats, num_threads)
+    return status
+
+
+def a2c_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
+                     const index_t[::1] tokens, const double[::1] advantages,
+                     const double[::1] values, const double[::1] returns,
+                     const double[::1] old_values, const double[::1] weights, double value_clip,
+                     double value_coef, double entropy_coef, int64_t[::1] index,
+                     int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
+                     double[::1] log_probs, double[::1] entropies, real_t[:, ::1] grad,
+                     double[::1] value_grad, double[::1] stats, int num_threads):
+    cdef int status
+    with nogil:
+        status = a2c_loss_tabular_core(table, contexts, tokens, advantages, values, returns,
+                                       old_values, weights, value_clip, value_coef, entropy_coef,
+                                       index, rows, num_rows, token_loss, log_probs, entropies,
+                                       grad, value_grad, stats, num_threads)
     return status

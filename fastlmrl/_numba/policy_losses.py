@@ -511,14 +511,9 @@ def _a2c_par(logits, tokens, advantages, values, returns, old_values, weights, v
 
 
 @njit(**NJIT)
-def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
-             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
-             num_threads):
-    n, v = logits.shape
-    if out_of_range(tokens, v):
-        return BAD_TOKENS
-    if _bad_weights(weights):
-        return BAD_WEIGHTS
+def a2c_status(advantages, values, returns, old_values, value_clip):
+    """The A2C per-token checks (0 or the status of the first bad argument); shared with the
+    tabular loss."""
     if not_all_finite(advantages):
         return BAD_ADVANTAGES
     if not_all_finite(values):
@@ -527,6 +522,21 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
         return BAD_RETURNS
     if value_clip > 0.0 and not_all_finite(old_values):
         return BAD_OLD_VALUES
+    return 0
+
+
+@njit(**NJIT)
+def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
+             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
+             num_threads):
+    n, v = logits.shape
+    if out_of_range(tokens, v):
+        return BAD_TOKENS
+    if _bad_weights(weights):
+        return BAD_WEIGHTS
+    status = a2c_status(advantages, values, returns, old_values, value_clip)
+    if status:
+        return status
     old = old_values if value_clip > 0.0 else values
     nt = n_threads(num_threads, n, v)
     e = work(nt, v)

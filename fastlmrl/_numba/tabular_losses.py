@@ -7,18 +7,19 @@ the batch sums), the gradient rows (parallel over rows; every row independent, s
 depend on the thread count).
 """
 
-__all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
-           "token_log_probs_tabular"]
+__all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
+           "reinforce_loss_tabular", "token_log_probs_tabular"]
 import math
 
 import numpy as np
 from numba import njit, prange
 
 from ._common import NJIT, not_all_finite, out_of_range
-from .fast_math import row_stats
+from .fast_math import row_entropy, row_stats
 from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, work
 from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
-                            REINFORCE, _bad_weights, ppo_arguments, token_terms)
+                            REINFORCE, _bad_weights, a2c_status, ppo_arguments, token_terms,
+                            value_terms)
 
 BAD_CONTEXTS = 31
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
@@ -44,8 +45,9 @@ def _visited(contexts, index, rows):
 
 
 @njit(**NJIT)
-def _lse_rows(table, rows, u0, u1, step, lse, e):
-    """lse of rows u0, u0 + step, ... < u1; returns the number of bad rows (NaN/+inf/all -inf)."""
+def _lse_rows(table, rows, u0, u1, step, lse, ent, e):
+    """lse (and, when ``ent`` is not empty, the entropy) of rows u0, u0 + step, ... < u1;
+    returns the number of bad rows (NaN/+inf/all -inf)."""
     bad = 0
     for k in range(u0, u1, step):
         m, s, ok = row_stats(table, rows[k], e)
@@ -54,57 +56,72 @@ def _lse_rows(table, rows, u0, u1, step, lse, e):
             lse[k] = np.nan
         else:
             lse[k] = m + math.log(s)
+            if ent.shape[0] > 0:
+                ent[k] = row_entropy(table, rows[k], e, 1.0 / s, lse[k])
     return bad
 
 
 @njit(**NJIT)
-def _grad_rows(table, rows, u0, u1, step, csum, acc, grad, e):
-    """grad[k, j] = (-C_k) * p_kj + A[k, j] for rows k = u0, u0 + step, ... < u1."""
+def _grad_rows(table, rows, u0, u1, step, csum, esum, lse, ent, acc, grad, e):
+    """grad[k, j] = (-C_k) * p_kj + A[k, j] for rows k = u0, u0 + step, ... < u1; with an
+    entropy bonus (``esum`` not empty) ((-C_k) * p_kj + E_k * h_kj) + A[k, j]."""
     n_vocab = table.shape[1]
     for k in range(u0, u1, step):
         m, s, ok = row_stats(table, rows[k], e)
         g = 1.0 / s
         nc = -csum[k]
-        for j in range(n_vocab):
-            grad[k, j] = nc * (e[j] * g) + acc[k, j]
+        if esum.shape[0] > 0:
+            ce = esum[k]
+            lk = lse[k]
+            hk = ent[k]
+            r = rows[k]
+            for j in range(n_vocab):
+                p = e[j] * g
+                hj = p * ((np.float64(table[r, j]) - lk) + hk) if p > 0.0 else 0.0
+                grad[k, j] = (nc * p + ce * hj) + acc[k, j]
+        else:
+            for j in range(n_vocab):
+                grad[k, j] = nc * (e[j] * g) + acc[k, j]
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _lse_par(table, rows, u, lse, e, nt):
+def _lse_par(table, rows, u, lse, ent, e, nt):
     bad = 0
     for t in prange(nt):
-        bad += _lse_rows(table, rows, t, u, nt, lse, e[t])
+        bad += _lse_rows(table, rows, t, u, nt, lse, ent, e[t])
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _grad_par(table, rows, u, csum, acc, grad, e, nt):
+def _grad_par(table, rows, u, csum, esum, lse, ent, acc, grad, e, nt):
     for t in prange(nt):
-        _grad_rows(table, rows, t, u, nt, csum, acc, grad, e[t])
+        _grad_rows(table, rows, t, u, nt, csum, esum, lse, ent, acc, grad, e[t])
 
 
 @njit(**NJIT)
-def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads):
+def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, with_entropy,
+               num_threads):
     """Steps 1-2 and the log-probs of step 3: (status, threads for the row passes, their row
-    buffers)."""
+    buffers, lse per row, entropy per row (empty unless ``with_entropy``))."""
     u = _visited(contexts, index, rows)
     num_rows[0] = u
     nt = n_threads(num_threads, u, table.shape[1]) if u * table.shape[1] >= PARALLEL_MIN_ENTRIES \
         else 1
     e = work(nt, table.shape[1])
     lse = np.empty(u)
+    ent = np.empty(u if with_entropy else 0)
     if nt > 1:
-        bad = _lse_par(table, rows, u, lse, e, nt)
+        bad = _lse_par(table, rows, u, lse, ent, e, nt)
     else:
-        bad = _lse_rows(table, rows, 0, u, 1, lse, e[0])
+        bad = _lse_rows(table, rows, 0, u, 1, lse, ent, e[0])
     if bad:
-        return BAD_LOGITS, nt, e
+        return BAD_LOGITS, nt, e, lse, ent
     for i in range(tokens.shape[0]):
         lp = np.float64(table[contexts[i], tokens[i]]) - lse[index[contexts[i]]]
         if lp == -np.inf:
-            return BAD_TOKENS, nt, e
+            return BAD_TOKENS, nt, e, lse, ent
         log_probs[i] = lp
-    return 0, nt, e
+    return 0, nt, e, lse, ent
 
 
 @njit(**NJIT)
@@ -113,8 +130,8 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
     clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
     n = tokens.shape[0]
     n_vocab = table.shape[1]
-    status, nt, e = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs,
-                               num_threads)
+    status, nt, e, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
+                                         log_probs, False, num_threads)
     if status:
         return status
     u = num_rows[0]
@@ -161,9 +178,10 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
             k1 += w * -d
             k3 += w * ((ed - 1.0) - d)
     if nt > 1:
-        _grad_par(table, rows, u, csum, acc, grad, e, nt)
+        # ent is empty here: no entropy bonus
+        _grad_par(table, rows, u, csum, ent, lse, ent, acc, grad, e, nt)
     else:
-        _grad_rows(table, rows, 0, u, 1, csum, acc, grad, e[0])
+        _grad_rows(table, rows, 0, u, 1, csum, ent, lse, ent, acc, grad, e[0])
     stats[0] = loss
     if mode == PPO:
         stats[1] = pg
@@ -193,7 +211,8 @@ def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
         return BAD_TOKENS
-    return _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads)[0]
+    return _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, False,
+                      num_threads)[0]
 
 
 @njit(**NJIT)
@@ -247,3 +266,56 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
     return _tabular(KL, table, contexts, tokens, zeros, zeros, ref_log_probs, weights, tokens[:0],
                     False, params, index, rows, num_rows, token_loss, log_probs, np.empty(n),
                     grad, stats, num_threads)
+
+
+@njit(**NJIT)
+def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_values, weights,
+                     value_clip, value_coef, entropy_coef, index, rows, num_rows, token_loss,
+                     log_probs, entropies, grad, value_grad, stats, num_threads):
+    status = _check(table, contexts, tokens, weights)
+    if status:
+        return status
+    status = a2c_status(advantages, values, returns, old_values, value_clip)
+    if status:
+        return status
+    status, nt, e, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
+                                         log_probs, True, num_threads)
+    if status:
+        return status
+    u = num_rows[0]
+    n_vocab = table.shape[1]
+    csum = np.zeros(u)
+    esum = np.zeros(u)
+    acc = np.zeros((u, n_vocab))
+    sw = loss = pgs = vls = hs = 0.0
+    for i in range(tokens.shape[0]):
+        k = index[contexts[i]]
+        lp = log_probs[i]
+        h = ent[k]
+        old = old_values[i] if value_clip > 0.0 else 0.0
+        lv, dlv = value_terms(values[i], returns[i], old, value_clip)
+        adv = advantages[i]
+        pg = -adv * lp
+        w = weights[i]
+        c = w * -adv
+        csum[k] += c
+        esum[k] += w * entropy_coef
+        acc[k, tokens[i]] += c
+        tl = pg + value_coef * lv - entropy_coef * h
+        token_loss[i] = tl
+        entropies[i] = h
+        value_grad[i] = (w * value_coef) * dlv
+        sw += w
+        loss += w * tl
+        pgs += w * pg
+        vls += w * lv
+        hs += w * h
+    if nt > 1:
+        _grad_par(table, rows, u, csum, esum, lse, ent, acc, grad, e, nt)
+    else:
+        _grad_rows(table, rows, 0, u, 1, csum, esum, lse, ent, acc, grad, e[0])
+    stats[0] = loss
+    stats[1] = pgs
+    stats[2] = vls
+    stats[3] = hs / sw if sw > 0.0 else 0.0
+    return 0

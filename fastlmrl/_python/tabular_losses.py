@@ -21,12 +21,13 @@ Order of operations (the kernels follow it exactly):
 """
 import math
 
-from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, row_stats
-from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
-                            REINFORCE, ppo_arguments, token_terms)
+from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, probs, row_entropy, row_stats
+from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_VALUES, BAD_REF_LOG_PROBS,
+                            BAD_RETURNS, BAD_VALUES, BAD_WEIGHTS, KL, PPO, REINFORCE,
+                            ppo_arguments, token_terms, value_terms)
 
-__all__ = ["kl_penalty_loss_tabular", "ppo_loss_tabular", "reinforce_loss_tabular",
-           "token_log_probs_tabular"]
+__all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
+           "reinforce_loss_tabular", "token_log_probs_tabular"]
 
 BAD_CONTEXTS = 31
 
@@ -207,3 +208,63 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
     return _tabular(KL, table, c_, t_, [0.0] * n, [0.0] * n, r_, w_, [],
                     (0.0, 0.0, 0.0, 0.0, int(kl_estimator), 1, 0), index, rows, num_rows,
                     token_loss, log_probs, [0.0] * n, grad, stats)
+
+
+def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_values, weights,
+                     value_clip, value_coef, entropy_coef, index, rows, num_rows, token_loss,
+                     log_probs, entropies, grad, value_grad, stats, num_threads):
+    """A2C (policy term, value term, entropy bonus) on a table.  Row statistics as above plus the
+    row entropy H_u; per token the terms of the per-token a2c_loss; per row
+    ``G[u, j] = ((-C_u) * p_uj + E_u * h_uj) + A[u, j]`` with ``E_u`` = sum of w_i * entropy_coef
+    over the row's tokens and ``h_uj = p_uj * ((x_j - lse_u) + H_u)`` (0 where p_uj = 0)."""
+    c_, t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (contexts, tokens, advantages, values,
+                                                       returns, old_values, weights))
+    status = _check(table, c_, t_, w_)
+    if status:
+        return status
+    for arr, code in ((a_, BAD_ADVANTAGES), (v_, BAD_VALUES), (r_, BAD_RETURNS)):
+        if not _finite(arr):
+            return code
+    if value_clip > 0.0 and not _finite(o_):
+        return BAD_OLD_VALUES
+    status, stat, logp = _log_probs(table, c_, t_, index, rows, num_rows)
+    if status:
+        return status
+    u, n = len(stat), len(t_)
+    ent = [row_entropy(x, probs(e, total), lse) for x, total, e, lse in stat]
+    csum = [0.0] * u
+    esum = [0.0] * u
+    acc = [[0.0] * table.shape[1] for _ in range(u)]
+    sw = loss = pgs = vls = hs = 0.0
+    for i in range(n):
+        k = index[c_[i]]
+        lp, h = logp[i], ent[k]
+        old = o_[i] if value_clip > 0.0 else 0.0
+        lv, dlv = value_terms(v_[i], r_[i], old, value_clip)
+        adv = a_[i]
+        pg = -adv * lp
+        w = w_[i]
+        c = w * -adv
+        csum[k] += c
+        esum[k] += w * entropy_coef
+        acc[k][t_[i]] += c
+        token_loss[i] = pg + value_coef * lv - entropy_coef * h
+        log_probs[i] = lp
+        entropies[i] = h
+        value_grad[i] = (w * value_coef) * dlv
+        sw += w
+        loss += w * token_loss[i]
+        pgs += w * pg
+        vls += w * lv
+        hs += w * h
+    for k in range(u):
+        x, total, e, lse = stat[k]
+        p = probs(e, total)
+        nc, ce = -csum[k], esum[k]
+        grad[k] = [(nc * p[j] + ce * (p[j] * ((x[j] - lse) + ent[k]) if p[j] > 0.0 else 0.0))
+                   + acc[k][j] for j in range(len(x))]
+    stats[0] = loss
+    stats[1] = pgs
+    stats[2] = vls
+    stats[3] = hs / sw if sw > 0.0 else 0.0
+    return 0

@@ -6,8 +6,7 @@ The policy is a logits table ``policy`` (S = V**k contexts, V tokens):
 (:attr:`fastlmrl.tasks.TextTask.initial_policy`); the frozen reference :math:`\\pi_{\\mathrm{ref}}`
 is the LM itself (:attr:`~fastlmrl.tasks.TextTask.reference`).  The losses of
 :mod:`fastlmrl.tabular_losses` give the gradient per distinct visited context (one softmax per
-context, not per token), which :class:`fastlmrl.Adam` applies to those rows only (A2C uses the
-per-token :func:`fastlmrl.a2c_loss`; Adam accumulates its repeated contexts).  The KL to the reference reported as ``kl`` is exact: the mean
+context, not per token), which :class:`fastlmrl.Adam` applies to those rows only.  The KL to the reference reported as ``kl`` is exact: the mean
 over sequences of :math:`\\sum_t \\mathrm{KL}(\\pi(\\cdot|s_t)\\,\\|\\,\\pi_{\\mathrm{ref}}(\\cdot|s_t))`
 over the generated tokens.
 """

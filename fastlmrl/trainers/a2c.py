@@ -6,8 +6,9 @@ One iteration, top to bottom:
    :math:`\beta(\log\pi - \log\pi_{ref})`.
 2. GAE(γ, λ) advantages and returns from the tabular critic :math:`V(s)` (Schulman et al. 2016).
 3. One gradient step on :math:`-\hat A_t\log\pi(a_t|s_t) + c_v (V(s_t) - \hat R_t)^2 - c_e H(\pi(\cdot|s_t))`
-   averaged over tokens (:func:`fastlmrl.a2c_loss`): the actor's gradient with respect to the
-   logits and the critic's with respect to V, each applied by Adam to the visited rows.
+   averaged over tokens (:func:`fastlmrl.a2c_loss_tabular`: one softmax per distinct context):
+   the actor's gradient with respect to the visited rows of the policy table and the critic's
+   with respect to V (summed per context), each applied by Adam to those rows.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..advantages import gae
-from ..policy_losses import a2c_loss
+from ..tabular_losses import a2c_loss_tabular
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["A2CConfig", "A2CTrainer"]
@@ -65,11 +66,12 @@ class A2CTrainer(PolicyGradientTrainer):
         v = self.flat(batch, values)
         ret = self.flat(batch, returns)
         # 3. actor and critic step
-        result = a2c_loss(self.policy[contexts], tokens, self.flat(batch, advantages), v, ret,
-                          weights=np.full(contexts.size, 1.0 / max(contexts.size, 1)),
-                          value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef)
-        self.update_policy(contexts, result.grad_logits)
-        self.update_values(contexts, result.grad_values)
+        result = a2c_loss_tabular(self.policy, contexts, tokens, self.flat(batch, advantages), v,
+                                  ret, weights=np.full(contexts.size, 1.0 / max(contexts.size, 1)),
+                                  value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef)
+        self.update_policy(result.rows, result.grad_rows)
+        self.update_values(result.rows,
+                           self.sum_by_context(contexts, result.grad_values, result.rows))
         metrics = self.base_metrics(batch, rewards)
         metrics.update(self.value_metrics(v, ret))
         metrics.update(value_loss=float(result.value_loss))
