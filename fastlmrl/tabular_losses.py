@@ -7,7 +7,8 @@ A tabular policy is a logits table :math:`\theta` of shape (S, V):
 indexed by the same i, exactly as in :mod:`fastlmrl.policy_losses`.
 
 The losses are those of :mod:`fastlmrl.policy_losses` (REINFORCE, PPO with every option, the KL
-penalty) evaluated at ``logits = table[contexts]``; the difference is the gradient's form.  Every
+penalty, A2C with its entropy bonus) evaluated at ``logits = table[contexts]``; the difference is
+the gradient's form.  Every
 token of context s contributes :math:`c_i\,(\mathrm{onehot}(a_i) - \pi(\cdot|s))` with
 :math:`c_i = w_i\,\partial\ell_i/\partial\log\pi(a_i|s)`, so the gradient with respect to row s
 of the table is
