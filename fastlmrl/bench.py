@@ -68,12 +68,23 @@ def _cases(quick: bool):
         adv = rng.standard_normal(n).astype(np.float32)
         return lambda: policy_losses.ppo_loss(logits, tokens, old, adv)
 
+    def ppo_tabular(k, n):  # n tokens over 330 contexts of a (2704, 52) table
+        from . import tabular_losses
+
+        table = rng.standard_normal((2704, 52)).astype(np.float32)
+        contexts = rng.choice(2704, 330, replace=False)[rng.integers(0, 330, n)]
+        tokens = rng.integers(0, 52, n)
+        old = rng.standard_normal(n) - 4
+        adv = rng.standard_normal(n)
+        return lambda: tabular_losses.ppo_loss_tabular(table, contexts, tokens, old, adv)
+
     big = 1 if quick else 4
     return [
         ("q_learning_update (1024x16 f32)", q_learning, 250_000 * big, 2_000),
         ("epsilon_greedy (1024x16 f32)", epsilon_greedy, 250_000 * big, 2_000),
         ("token_log_probs (N x 64 f32)", token_log_probs, 16_384 * big, 256),
         ("ppo_loss + grad (N x 64 f32)", ppo, 16_384 * big, 256),
+        ("ppo_loss_tabular (2704x52 f32)", ppo_tabular, 8_192 * big, 256),
         ("gae (B x 256 f32), per step", gae, 256 * big, 4),
     ]
 
