@@ -1,15 +1,72 @@
-# cython: language_level=3
+# cython: language_level=3, boundscheck=False, wraparound=False
 # Per-token policy-gradient terms shared by the Cython loss kernels (policy_losses.pyx over
 # logits rows, tabular_losses.pyx over a logits table): the loss of one token given its log-prob
 # and d loss / d log pi.  Same arithmetic as ``token_terms`` in fastlmrl/_python/policy_losses.py.
-from libc.math cimport exp
+from libc.math cimport exp, isfinite
+from libc.stdint cimport int64_t
 
-from fastlmrl._cython._common cimport real_t
+from fastlmrl._cython._common cimport real_t, not_all_finite
 
 cdef enum:
     REINFORCE = 0
     PPO = 1
     KL = 2
+
+# Status codes of the loss kernels (fastlmrl/policy_losses.py and tabular_losses.py map them).
+cdef enum:
+    BAD_LOGITS = 20
+    BAD_TOKENS = 21
+    BAD_WEIGHTS = 22
+    BAD_ADVANTAGES = 23
+    BAD_OLD_LOG_PROBS = 24
+    BAD_REF_LOG_PROBS = 25
+    BAD_SEQUENCE_OFFSETS = 26
+    BAD_BASELINES = 27
+    BAD_VALUES = 28
+    BAD_RETURNS = 29
+    BAD_OLD_VALUES = 30
+    BAD_CONTEXTS = 31
+    NO_MEMORY = 99
+
+
+cdef inline bint bad_weights(const real_t[::1] weights) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double w
+    for i in range(weights.shape[0]):
+        w = weights[i]
+        if not (isfinite(w) and w >= 0.0):
+            return True
+    return False
+
+
+cdef inline bint bad_offsets(const int64_t[::1] offsets, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k, s = offsets.shape[0]
+    if s < 1 or offsets[0] != 0 or offsets[s - 1] != n:
+        return True
+    for k in range(s - 1):
+        if offsets[k + 1] < offsets[k]:
+            return True
+    return False
+
+
+cdef inline void sequence_log_ratios(const double* logp, const real_t* old,
+                                     const real_t[::1] weights, const int64_t* offsets,
+                                     Py_ssize_t n_offsets, double* out) noexcept nogil:
+    """out[i] = the mean of logp - old over the tokens of i's sequence with non-zero weight
+    (GSPO); ``out`` may be ``logp`` itself."""
+    cdef Py_ssize_t k, i
+    cdef int count
+    cdef double total, mean
+    for k in range(n_offsets - 1):
+        total = 0.0
+        count = 0
+        for i in range(offsets[k], offsets[k + 1]):
+            if weights[i] != 0.0:
+                total += logp[i] - <double>old[i]
+                count += 1
+        mean = total / count if count > 0 else 0.0
+        for i in range(offsets[k], offsets[k + 1]):
+            out[i] = mean
 
 cdef struct Params:
     double clip_low
@@ -121,3 +178,28 @@ cdef inline double value_terms(double v, double ret, double old, double value_cl
         return lu
     dl[0] = 2.0 * dc if inside else 0.0
     return lc
+
+
+cdef inline int ppo_arguments(const real_t[::1] old_log_probs, const real_t[::1] advantages,
+                              const real_t[::1] ref_log_probs,
+                              const int64_t[::1] sequence_offsets, Py_ssize_t n,
+                              int sequence_level, double clip_low, double clip_high,
+                              double dual_clip, double kl_coef, int kl_estimator,
+                              Params* p) noexcept nogil:
+    """The PPO-specific checks (0 or the status of the first bad argument) and ``*p``; shared by
+    the logits and the tabular PPO losses."""
+    if not_all_finite(advantages):
+        return BAD_ADVANTAGES
+    if not_all_finite(old_log_probs):
+        return BAD_OLD_LOG_PROBS
+    if not_all_finite(ref_log_probs):
+        return BAD_REF_LOG_PROBS
+    if sequence_level and bad_offsets(sequence_offsets, n):
+        return BAD_SEQUENCE_OFFSETS
+    p.clip_low = clip_low
+    p.clip_high = clip_high
+    p.dual_clip = dual_clip
+    p.kl_coef = kl_coef
+    p.estimator = kl_estimator
+    p.has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    return 0

@@ -18,48 +18,15 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
-from fastlmrl._cython.pg_terms cimport (REINFORCE, PPO, KL, Params, Terms, at, kl_term,
-                                        token_terms, value_terms)
+from fastlmrl._cython.pg_terms cimport *
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work, use_streaming,
                                          PARALLEL_MIN_ELEMENTS)
 
-cdef int BAD_LOGITS = 20
-cdef int BAD_TOKENS = 21
-cdef int BAD_WEIGHTS = 22
-cdef int BAD_ADVANTAGES = 23
-cdef int BAD_OLD_LOG_PROBS = 24
-cdef int BAD_REF_LOG_PROBS = 25
-cdef int BAD_SEQUENCE_OFFSETS = 26
-cdef int BAD_BASELINES = 27
-cdef int BAD_VALUES = 28
-cdef int BAD_RETURNS = 29
-cdef int BAD_OLD_VALUES = 30
-cdef int NO_MEMORY = 99
 # Batch sums are taken per block of reduce_rows(V) consecutive rows, then over blocks in order.
 cdef enum:
     REDUCE_MAX_ROWS = 256
     N_SUMS = 8  # per block: sw, loss, pg, kl, clipped, dual, k1, k3
-
-cdef inline bint bad_weights(const real_t[::1] weights) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double w
-    for i in range(weights.shape[0]):
-        w = weights[i]
-        if not (isfinite(w) and w >= 0.0):
-            return True
-    return False
-
-
-cdef inline bint bad_offsets(const int64_t[::1] offsets, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t k, s = offsets.shape[0]
-    if s < 1 or offsets[0] != 0 or offsets[s - 1] != n:
-        return True
-    for k in range(s - 1):
-        if offsets[k + 1] < offsets[k]:
-            return True
-    return False
-
 
 cdef inline Py_ssize_t reduce_rows(Py_ssize_t n_vocab) noexcept nogil:
     """Rows per reduction block: min(REDUCE_MAX_ROWS, 1 + 65536 // V) (see the reference)."""
@@ -214,8 +181,7 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1]), i, k, b
     cdef Py_ssize_t rows = reduce_rows(v)
     cdef Py_ssize_t nb = (n + rows - 1) // rows
-    cdef int bad = 0, bad_tokens = 0, count, r
-    cdef double total, mean
+    cdef int bad = 0, bad_tokens = 0, r
     cdef bint stream = use_streaming(n, v, &logits[0, 0])
     # two row buffers per thread, then the block partial sums, then the sequence log-ratios
     cdef double* w = <double*>malloc(
@@ -240,16 +206,7 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
             if lr[i] == -INFINITY:
                 free(w)
                 return BAD_TOKENS
-        for k in range(n_offsets - 1):
-            total = 0.0
-            count = 0
-            for i in range(offsets[k], offsets[k + 1]):
-                if weights[i] != 0.0:
-                    total += lr[i] - at(x1, i)
-                    count += 1
-            mean = total / count if count > 0 else 0.0
-            for i in range(offsets[k], offsets[k + 1]):
-                lr[i] = mean
+        sequence_log_ratios(lr, x1, weights, offsets, n_offsets, lr)
     if nt > 1:
         for b in prange(nb, num_threads=nt, schedule="dynamic", chunksize=1):
             r = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss,
@@ -311,24 +268,16 @@ cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
                        real_t[:, ::1] grad, double[::1] stats, int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
+    cdef int status
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if bad_weights(weights):
         return BAD_WEIGHTS
-    if not_all_finite(advantages):
-        return BAD_ADVANTAGES
-    if not_all_finite(old_log_probs):
-        return BAD_OLD_LOG_PROBS
-    if not_all_finite(ref_log_probs):
-        return BAD_REF_LOG_PROBS
-    if sequence_level and bad_offsets(sequence_offsets, n):
-        return BAD_SEQUENCE_OFFSETS
-    p.clip_low = clip_low
-    p.clip_high = clip_high
-    p.dual_clip = dual_clip
-    p.kl_coef = kl_coef
-    p.estimator = kl_estimator
-    p.has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    status = ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n,
+                           sequence_level, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
+                           &p)
+    if status:
+        return status
     return _run_pg(logits, tokens, PPO, &old_log_probs[0] if n else NULL,
                    &advantages[0] if n else NULL,
                    &ref_log_probs[0] if (n and p.has_ref) else NULL, weights, &sequence_offsets[0],

@@ -14,59 +14,25 @@ from libc.math cimport INFINITY, NAN, exp, log, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, malloc
 
-from fastlmrl._cython._common cimport real_t, index_t, out_of_range
+from fastlmrl._cython._common cimport real_t, index_t, not_all_finite, out_of_range
 from fastlmrl._cython.fast_math cimport row_stats, row_entropy, n_threads, work
-from fastlmrl._cython.pg_terms cimport (REINFORCE, PPO, KL, Params, Terms, token_terms,
-                                        value_terms)
+from fastlmrl._cython.pg_terms cimport *
 
-cdef int BAD_LOGITS = 20
-cdef int BAD_TOKENS = 21
-cdef int BAD_WEIGHTS = 22
-cdef int BAD_ADVANTAGES = 23
-cdef int BAD_OLD_LOG_PROBS = 24
-cdef int BAD_REF_LOG_PROBS = 25
-cdef int BAD_SEQUENCE_OFFSETS = 26
-cdef int BAD_BASELINES = 27
-cdef int BAD_VALUES = 28
-cdef int BAD_RETURNS = 29
-cdef int BAD_OLD_VALUES = 30
-cdef int BAD_CONTEXTS = 31
-cdef int NO_MEMORY = 99
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
 cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 20
 
 
-cdef inline bint any_not_finite(const double[::1] x) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        if not isfinite(x[i]):
-            return True
-    return False
-
-
 cdef inline int check_ids_weights(const real_t[:, ::1] table, const index_t[::1] contexts,
                                   const index_t[::1] tokens,
                                   const double[::1] weights) noexcept nogil:
-    cdef Py_ssize_t i
     if out_of_range(contexts, table.shape[0]):
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
         return BAD_TOKENS
-    for i in range(weights.shape[0]):
-        if not (isfinite(weights[i]) and weights[i] >= 0.0):
-            return BAD_WEIGHTS
+    if bad_weights(weights):
+        return BAD_WEIGHTS
     return 0
-
-
-cdef inline bint offsets_ok(const int64_t[::1] offsets, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t k, s = offsets.shape[0]
-    if s < 1 or offsets[0] != 0 or offsets[s - 1] != n:
-        return False
-    for k in range(s - 1):
-        if offsets[k + 1] < offsets[k]:
-            return False
-    return True
 
 
 cdef inline int _lse_row(const real_t[:, ::1] table, Py_ssize_t s, double* lse_k,
@@ -180,9 +146,9 @@ cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] conte
                   int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                   double[::1] log_probs, double* ratios, real_t[:, ::1] grad, double[::1] stats,
                   int num_threads) noexcept nogil:
-    cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, q, u, nt = 1
-    cdef int count, status
-    cdef double lp, lr, c, w, d, ed, total, mean
+    cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, u, nt = 1
+    cdef int status
+    cdef double lp, lr, c, w, d, ed
     cdef double sw = 0.0, loss = 0.0, pg = 0.0, kl = 0.0, clipped = 0.0, dual = 0.0
     cdef double k1 = 0.0, k3 = 0.0
     cdef Terms t
@@ -207,16 +173,7 @@ cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] conte
     # 3. the tokens in index order
     if mode == PPO:
         if seq_level:
-            for q in range(n_offsets - 1):
-                total = 0.0
-                count = 0
-                for i in range(offsets[q], offsets[q + 1]):
-                    if weights[i] != 0.0:
-                        total += log_probs[i] - x1[i]
-                        count += 1
-                mean = total / count if count > 0 else 0.0
-                for i in range(offsets[q], offsets[q + 1]):
-                    ratios[i] = mean
+            sequence_log_ratios(&log_probs[0], x1, weights, offsets, n_offsets, ratios)
         else:
             for i in range(n):
                 ratios[i] = log_probs[i] - x1[i]
@@ -298,9 +255,9 @@ cdef int reinforce_loss_tabular_core(const real_t[:, ::1] table, const index_t[:
     cdef int status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
-    if any_not_finite(returns):
+    if not_all_finite(returns):
         return BAD_RETURNS
-    if any_not_finite(baselines):
+    if not_all_finite(baselines):
         return BAD_BASELINES
     p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
     p.estimator = 3
@@ -331,20 +288,11 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     cdef int status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
-    if any_not_finite(advantages):
-        return BAD_ADVANTAGES
-    if any_not_finite(old_log_probs):
-        return BAD_OLD_LOG_PROBS
-    if any_not_finite(ref_log_probs):
-        return BAD_REF_LOG_PROBS
-    if sequence_level and not offsets_ok(sequence_offsets, n):
-        return BAD_SEQUENCE_OFFSETS
-    p.clip_low = clip_low
-    p.clip_high = clip_high
-    p.dual_clip = dual_clip
-    p.kl_coef = kl_coef
-    p.estimator = kl_estimator
-    p.has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
+    status = ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n,
+                           sequence_level, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
+                           &p)
+    if status:
+        return status
     return _tabular(PPO, table, contexts, tokens, &old_log_probs[0] if n else NULL,
                     &advantages[0] if n else NULL,
                     &ref_log_probs[0] if (n and p.has_ref) else NULL, weights,
@@ -366,7 +314,7 @@ cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[
     cdef int status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
-    if any_not_finite(ref_log_probs):
+    if not_all_finite(ref_log_probs):
         return BAD_REF_LOG_PROBS
     p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
     p.estimator = kl_estimator
@@ -404,13 +352,13 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     cdef double* acc
     if status:
         return status
-    if any_not_finite(advantages):
+    if not_all_finite(advantages):
         return BAD_ADVANTAGES
-    if any_not_finite(values):
+    if not_all_finite(values):
         return BAD_VALUES
-    if any_not_finite(returns):
+    if not_all_finite(returns):
         return BAD_RETURNS
-    if value_clip > 0.0 and any_not_finite(old_values):
+    if value_clip > 0.0 and not_all_finite(old_values):
         return BAD_OLD_VALUES
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
                         True, &nt, &e, &lse, &ent)

@@ -108,6 +108,22 @@ def _bad_weights(weights):
 
 
 @njit(**NJIT)
+def sequence_log_ratios(logp, old, weights, offsets, out):
+    """out[i] = the mean of logp - old over the tokens of i's sequence with non-zero weight
+    (GSPO); ``out`` may be ``logp`` itself.  Shared with the tabular losses."""
+    for k in range(offsets.shape[0] - 1):
+        total = 0.0
+        count = 0
+        for i in range(offsets[k], offsets[k + 1]):
+            if weights[i] != 0.0:
+                total += logp[i] - np.float64(old[i])
+                count += 1
+        mean = total / count if count > 0 else 0.0
+        for i in range(offsets[k], offsets[k + 1]):
+            out[i] = mean
+
+
+@njit(**NJIT)
 def reduce_rows(n_vocab):
     """Rows per reduction block: min(REDUCE_MAX_ROWS, 1 + 65536 // V) (see the reference)."""
     r = 1 + PARALLEL_MIN_ELEMENTS // max(n_vocab, 1)
@@ -302,16 +318,7 @@ def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, p
         for i in range(n):
             if lr[i] == -np.inf:
                 return BAD_TOKENS
-        for k in range(seq_offsets.shape[0] - 1):
-            total = 0.0
-            count = 0
-            for i in range(seq_offsets[k], seq_offsets[k + 1]):
-                if weights[i] != 0.0:
-                    total += lr[i] - np.float64(x1[i])
-                    count += 1
-            mean = total / count if count > 0 else 0.0
-            for i in range(seq_offsets[k], seq_offsets[k + 1]):
-                lr[i] = mean
+        sequence_log_ratios(lr, x1, weights, seq_offsets, lr)
         use_lr = True
     bl = 0
     bt = 0

@@ -18,8 +18,8 @@ from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
 from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, work
 from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
-                            REINFORCE, _bad_weights, a2c_status, ppo_arguments, token_terms,
-                            value_terms)
+                            REINFORCE, _bad_weights, a2c_status, ppo_arguments,
+                            sequence_log_ratios, token_terms, value_terms)
 
 BAD_CONTEXTS = 31
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
@@ -137,16 +137,7 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
     u = num_rows[0]
     if mode == PPO:
         if seq_level:
-            for q in range(seq_offsets.shape[0] - 1):
-                total = 0.0
-                count = 0
-                for i in range(seq_offsets[q], seq_offsets[q + 1]):
-                    if weights[i] != 0.0:
-                        total += log_probs[i] - x1[i]
-                        count += 1
-                mean = total / count if count > 0 else 0.0
-                for i in range(seq_offsets[q], seq_offsets[q + 1]):
-                    ratios[i] = mean
+            sequence_log_ratios(log_probs, x1, weights, seq_offsets, ratios)
         else:
             for i in range(n):
                 ratios[i] = log_probs[i] - x1[i]

@@ -118,6 +118,25 @@ def _check_common(logits, tokens, weights):
     return 0
 
 
+def log_ratios(logp, old, weights, seq_offsets, seq_level):
+    """The log-ratio each token uses: logp - old (token level), or the mean of logp - old over
+    the sequence's tokens with non-zero weight (GSPO).  Shared with the tabular losses."""
+    if not seq_level:
+        return [lp - o for lp, o in zip(logp, old)]
+    lr = [0.0] * len(logp)
+    for k in range(len(seq_offsets) - 1):
+        total = 0.0
+        count = 0
+        for i in range(seq_offsets[k], seq_offsets[k + 1]):
+            if weights[i] != 0.0:
+                total += logp[i] - old[i]
+                count += 1
+        mean = total / count if count > 0 else 0.0
+        for i in range(seq_offsets[k], seq_offsets[k + 1]):
+            lr[i] = mean
+    return lr
+
+
 def _stats_rows(logits, tokens):
     """Row statistics of every row, or a status (BAD_LOGITS, or BAD_TOKENS for a -inf token)."""
     rows = logits.tolist()
@@ -145,21 +164,7 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
     rows, exp = res
     n = len(rows)
     logp = [r[5] for r in rows]
-    lr = [0.0] * n
-    if mode == PPO:
-        if seq_level:
-            for k in range(len(seq_offsets) - 1):
-                total = 0.0
-                count = 0
-                for i in range(seq_offsets[k], seq_offsets[k + 1]):
-                    if weights[i] != 0.0:
-                        total += logp[i] - x1[i]
-                        count += 1
-                mean = total / count if count > 0 else 0.0
-                for i in range(seq_offsets[k], seq_offsets[k + 1]):
-                    lr[i] = mean
-        else:
-            lr = [logp[i] - x1[i] for i in range(n)]
+    lr = log_ratios(logp, x1, weights, seq_offsets, seq_level) if mode == PPO else [0.0] * n
     terms = [token_terms(mode, logp[i], x1[i], x2[i], x3[i], lr[i], clip_low, clip_high,
                          dual_clip, kl_coef, estimator, has_ref) for i in range(n)]
     for i, (x, m, total, e, lse, lp) in enumerate(rows):

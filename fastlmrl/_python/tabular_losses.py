@@ -23,7 +23,7 @@ import math
 
 from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, probs, row_entropy, row_stats
 from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_VALUES, BAD_REF_LOG_PROBS,
-                            BAD_RETURNS, BAD_VALUES, BAD_WEIGHTS, KL, PPO, REINFORCE,
+                            BAD_RETURNS, BAD_VALUES, BAD_WEIGHTS, KL, PPO, REINFORCE, log_ratios,
                             ppo_arguments, token_terms, value_terms)
 
 __all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
@@ -92,21 +92,7 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, pa
     if status:
         return status
     u = len(stat)
-    lr = [0.0] * n
-    if mode == PPO:
-        if seq_level:
-            for q in range(len(seq_offsets) - 1):
-                total = 0.0
-                count = 0
-                for i in range(seq_offsets[q], seq_offsets[q + 1]):
-                    if weights[i] != 0.0:
-                        total += logp[i] - x1[i]
-                        count += 1
-                mean = total / count if count > 0 else 0.0
-                for i in range(seq_offsets[q], seq_offsets[q + 1]):
-                    lr[i] = mean
-        else:
-            lr = [logp[i] - x1[i] for i in range(n)]
+    lr = log_ratios(logp, x1, weights, seq_offsets, seq_level) if mode == PPO else [0.0] * n
     csum = [0.0] * u
     acc = [[0.0] * table.shape[1] for _ in range(u)]
     sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
