@@ -11,17 +11,22 @@ summed in float64 in index order ``i`` (``((grads[i1] + grads[i2]) + grads[i3]) 
 0.0), and only those rows of the table (and of the optimiser state) are touched.  With
 ``maximize=True`` the step ascends: :math:`g_r` is multiplied by -1.0 before it is used.
 
-Implementation: the wrapper computes ``order = argsort(rows, kind="stable")`` (O(N log N), no
-(U, V) buffer) and a float64 scratch row ``acc`` of length V; the kernels walk groups of equal ids
-through ``order``, sum a repeated id's rows into ``acc`` and apply the step row by row.  A kernel
-checks that ``order`` really is the stable argsort of ``rows`` (so it cannot write out of bounds),
-that ids are in range and that every gradient is finite before writing anything.
+Implementation: the kernels walk the rows through ``order``, the stable argsort of ``rows``, sum a
+repeated id's rows into a float64 scratch row ``acc`` of length V and apply the step row by row
+(no (U, V) buffer).  The wrapper first passes an empty ``order``, which the kernels read as the
+identity: that *is* the stable argsort when ``rows`` is sorted (non-decreasing), e.g. the distinct
+sorted rows of :func:`fastlmrl.ppo_loss_tabular`, so no sort is done; a kernel checks it in its
+O(N) pre-pass and answers status 34 when ``rows`` is not sorted, and only then does the wrapper
+compute ``argsort(rows, kind="stable")`` (O(N log N)) and call again.  Before writing anything a
+kernel checks that ``order`` really is the stable argsort of ``rows`` (so it cannot write out of
+bounds, whoever calls it), that ids are in range and that every gradient is finite.
 
 Numerics: float64 arithmetic; each stored value (table, m, v entry) is rounded once, identically
 in every backend, so the backends agree bit for bit.  On any error nothing is modified.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -36,41 +41,83 @@ BAD_ROWS = 30
 BAD_GRADS = 31
 BAD_SHAPES = 32
 BAD_ORDER = 33
+UNSORTED = 34  # order empty but rows not sorted: the wrapper sorts and calls again
+
+# An empty ``order``: "rows is sorted, walk it in index order" (checked by the kernels).
+_NO_ORDER = np.empty(0, dtype=np.int64)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_I32, _I64 = np.dtype(np.int32), np.dtype(np.int64)
 
 
+# The scalar checks below take a fast path for the common exact types (float, int, bool) and
+# otherwise defer to fastlmrl._validation, which raises the errors (same messages either way).
 def _flag(x, name: str) -> bool:
+    if x is False or x is True:
+        return x
     if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
     return bool(x)
 
 
 def _lr(lr) -> float:
+    if type(lr) is float and 0.0 <= lr < math.inf:
+        return lr
     return check.real(lr, "lr", 0.0, None)
 
 
 def _betas(beta1, beta2) -> tuple[float, float]:
+    if type(beta1) is float and type(beta2) is float and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0:
+        return beta1, beta2
     return (check.real(beta1, "beta1", 0.0, 1.0, high_open=True),
             check.real(beta2, "beta2", 0.0, 1.0, high_open=True))
 
 
 def _eps(eps) -> float:
+    if type(eps) is float and 0.0 < eps < math.inf:
+        return eps
     return check.real(eps, "eps", 0.0, None, low_open=True)
 
 
+def _step(step) -> int:
+    if type(step) is int and step >= 1:
+        return step
+    return check.positive_int(step, "step")
+
+
+def _table(table, name: str = "table") -> np.ndarray:
+    """:func:`fastlmrl._validation.table` (2-D, float32/64, C-contiguous, writeable, not empty)."""
+    if type(table) is np.ndarray and table.ndim == 2 and table.size:
+        dtype = table.dtype
+        if dtype is _F32 or dtype is _F64:
+            flags = table.flags
+            if flags.c_contiguous and flags.writeable:
+                return table
+    return check.table(table, name)
+
+
+def _ids(rows) -> np.ndarray:
+    """:func:`fastlmrl._validation.ids` (1-D contiguous int32/int64, others converted)."""
+    if type(rows) is np.ndarray and rows.ndim == 1:
+        dtype = rows.dtype
+        if (dtype is _I64 or dtype is _I32) and rows.flags.c_contiguous:
+            return rows
+    return check.ids(rows, "rows")
+
+
 def _stable_order(rows: np.ndarray, n_rows: int) -> np.ndarray:
-    """``argsort(rows, kind="stable")`` as int64.  When every valid id fits in 16 bits NumPy's
-    stable sort of a uint16 copy is a radix sort (~10x faster, same order); ids out of range are
-    left to the kernel's check, so the narrow copy is only used when all are in [0, n_rows)."""
-    if 0 < n_rows <= 65536 and rows.size and rows.min() >= 0 and rows.max() < n_rows:
+    """``argsort(rows, kind="stable")`` as int64, for ids already checked to lie in [0, n_rows).
+    When they fit in 16 bits NumPy's stable sort of a uint16 copy is a radix sort (~10x faster,
+    same order)."""
+    if n_rows <= 65536:
         return np.argsort(rows.astype(np.uint16), kind="stable").astype(np.int64)
     return np.argsort(rows, kind="stable").astype(np.int64, copy=False)
 
 
 def _batch(table, rows, grads):
-    """Validated (rows, grads, order, acc) for the kernels."""
-    rows = check.ids(rows, "rows")
+    """Validated (rows, grads, acc) for the kernels (``order`` is chosen by :func:`_run`)."""
+    rows = _ids(rows)
     n, n_cols = rows.shape[0], table.shape[1]
-    arr = np.asarray(grads)
+    arr = grads if type(grads) is np.ndarray else np.asarray(grads)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"grads must hold real numbers, got dtype {arr.dtype}")
     if n == 0 and arr.size == 0:
@@ -80,9 +127,18 @@ def _batch(table, rows, grads):
     if arr.shape != (n, n_cols):
         raise ValueError(f"grads must have shape (len(rows), V) = {(n, n_cols)}, got {arr.shape}")
     grads = np.ascontiguousarray(arr, dtype=table.dtype)
-    order = _stable_order(rows, table.shape[0])
     acc = np.empty(n_cols, dtype=np.float64)
-    return rows, grads, order, acc
+    return rows, grads, acc
+
+
+def _run(kernel, table, rows, grads, args) -> None:
+    """``kernel(table, rows, grads, order, *args)`` with the empty ``order`` (sorted rows), and once
+    more with the stable argsort when the kernel answers that ``rows`` is not sorted."""
+    status = kernel(table, rows, grads, _NO_ORDER, *args)
+    if status == UNSORTED:  # ids are in range (checked before sortedness): sort, call again
+        order = _stable_order(rows, table.shape[0])
+        status = kernel(table, rows, grads, order, *args)
+    _raise(status, table, rows, grads)
 
 
 def _raise(status: int, table, rows, grads) -> None:
@@ -99,18 +155,22 @@ def _raise(status: int, table, rows, grads) -> None:
 
 
 def _moments(table, m, v):
-    m = check.table(m, "m")
-    v = check.table(v, "v")
+    m = _table(m, "m")
+    v = _table(v, "v")
+    shape, dtype = table.shape, table.dtype
     for name, arr in (("m", m), ("v", v)):
-        if arr.shape != table.shape or arr.dtype != table.dtype:
+        if arr.shape != shape or arr.dtype != dtype:
             raise ValueError(
                 f"{name} must have the shape and dtype of table {table.shape} {table.dtype}, "
                 f"got {arr.shape} {arr.dtype}"
             )
-    if np.may_share_memory(m, table) or np.may_share_memory(v, table):
-        raise ValueError("m and v must not share memory with table")
-    if np.may_share_memory(m, v):
-        raise ValueError("m and v must be two different arrays")
+    # Three distinct arrays that each own their buffer cannot overlap (the cheap common case).
+    if (m is table or v is table or m is v or not table.flags.owndata or not m.flags.owndata
+            or not v.flags.owndata):
+        if np.may_share_memory(m, table) or np.may_share_memory(v, table):
+            raise ValueError("m and v must not share memory with table")
+        if np.may_share_memory(m, v):
+            raise ValueError("m and v must be two different arrays")
     return m, v
 
 
@@ -132,12 +192,11 @@ def sgd_step(table, rows, grads, lr, *, maximize=False) -> None:
     lr : learning rate >= 0
     maximize : ascend instead of descend (the gradient is multiplied by -1.0)
     """
-    table = check.table(table, "table")
+    table = _table(table)
     lr = _lr(lr)
     maximize = _flag(maximize, "maximize")
-    rows, grads, order, acc = _batch(table, rows, grads)
-    status = _backend.kernels().sgd_step(table, rows, grads, order, lr, maximize, acc)
-    _raise(status, table, rows, grads)
+    rows, grads, acc = _batch(table, rows, grads)
+    _run(_backend.kernels().sgd_step, table, rows, grads, (lr, maximize, acc))
 
 
 def adam_step(table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, *,
@@ -147,21 +206,37 @@ def adam_step(table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e
     Kingma & Ba (2015), Algorithm 1, applied only to the rows ``r`` of the batch (as
     ``torch.optim.SparseAdam``): the moments of absent rows are untouched, while the bias correction
     uses the global step count ``step`` = t >= 1 (the number of steps taken so far, this one
-    included).  For each distinct id ``r`` and column ``j``, in float64, in this order:
+    included).  Algorithm 1 reads
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g^2, \quad
+        \theta_t = \theta_{t-1} - \alpha\,\hat m_t / (\sqrt{\hat v_t} + \epsilon)
+
+    with :math:`\hat m_t = m_t/(1-\beta_1^t)`, :math:`\hat v_t = v_t/(1-\beta_2^t)`.  As the paper
+    remarks at the end of its §2, the bias corrections can be folded into per-step scalars; here
+    they are folded *without* changing :math:`\epsilon` (the same update, to rounding):
+    :math:`\alpha\hat m_t/(\sqrt{\hat v_t}+\epsilon) = \alpha_t m_t/(\sqrt{v_t}\,c_t+\epsilon)`
+    with :math:`\alpha_t = \alpha/(1-\beta_1^t)` and :math:`c_t = 1/\sqrt{1-\beta_2^t}`, which
+    costs one division and one square root per entry instead of three divisions and a root.
+    Computed in float64, in this order, once per step:
+
+    .. math::
+        \alpha_t = \text{lr} / (1 - \beta_1^t), \qquad c_t = 1 / \sqrt{1 - \beta_2^t}
+
+    then for each distinct id ``r`` and column ``j``:
 
     .. math::
         g &= g_r[j] \quad(\times -1.0 \text{ if maximize}) \\
         m_t &= \beta_1\,m_{t-1} + (1-\beta_1)\,g \\
         v_t &= \beta_2\,v_{t-1} + (1-\beta_2)\,(g \cdot g) \\
-        \hat m_t &= m_t / (1 - \beta_1^t), \qquad \hat v_t = v_t / (1 - \beta_2^t) \\
-        \theta_t &= \theta_{t-1} - (\text{lr}\cdot\hat m_t) / (\sqrt{\hat v_t} + \epsilon)
+        \theta_t &= \theta_{t-1} - (\alpha_t\,m_t) / (\sqrt{v_t}\cdot c_t + \epsilon)
 
     with :math:`\beta^t` = ``pow(beta, float(t))`` (libm) and :math:`\theta, m, v` read from their
     tables and each rounded once on store (:math:`\theta_t` is computed from the unrounded
-    :math:`m_t, v_t`).  This is Algorithm 1's form, :math:`\epsilon` added to
-    :math:`\sqrt{\hat v_t}` (as ``torch.optim.Adam`` does), not the "efficient" form of the
-    paper's §2 with :math:`\hat\epsilon` added to :math:`\sqrt{v_t}` (which
-    ``torch.optim.SparseAdam`` uses); the two differ only through :math:`\epsilon`.
+    :math:`m_t, v_t`).  This is Algorithm 1's :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`
+    (as ``torch.optim.Adam`` does), not the paper's §2 variant with :math:`\hat\epsilon` added to
+    :math:`\sqrt{v_t}` (which ``torch.optim.SparseAdam`` uses); the two differ only through
+    :math:`\epsilon`.
 
     Parameters
     ----------
@@ -171,17 +246,16 @@ def adam_step(table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e
     step : int >= 1, the global step number t used for bias correction
     lr : >= 0;  beta1, beta2 : in [0, 1);  eps : > 0
     """
-    table = check.table(table, "table")
+    table = _table(table)
     m, v = _moments(table, m, v)
-    step = check.positive_int(step, "step")
+    step = _step(step)
     lr = _lr(lr)
     beta1, beta2 = _betas(beta1, beta2)
     eps = _eps(eps)
     maximize = _flag(maximize, "maximize")
-    rows, grads, order, acc = _batch(table, rows, grads)
-    status = _backend.kernels().adam_step(table, rows, grads, order, m, v, np.int64(step), lr,
-                                          beta1, beta2, eps, maximize, acc)
-    _raise(status, table, rows, grads)
+    rows, grads, acc = _batch(table, rows, grads)
+    _run(_backend.kernels().adam_step, table, rows, grads,
+         (m, v, step, lr, beta1, beta2, eps, maximize, acc))
 
 
 class SGD:

@@ -1,6 +1,7 @@
-"""Sparse SGD and lazy Adam over gradient rows: reference equivalence (hypothesis), dense NumPy
-implementations with np.add.at, repeated ids, the Adam class and its checkpoints, bad input
-(nothing modified on error)."""
+"""Sparse SGD and lazy Adam over gradient rows: reference equivalence (hypothesis, and at vector
+widths), dense NumPy implementations with np.add.at (Adam as printed in Kingma & Ba 2015,
+Algorithm 1), repeated ids, sorted rows without an order (empty ``order``), the Adam class and its
+checkpoints, bad input (nothing modified on error)."""
 import inspect
 import math
 
@@ -25,20 +26,33 @@ def batches(draw):
     n = draw(st.integers(0, 12))
     table = draw(hnp.arrays(dtype, (n_states, n_cols), elements=elements))
     rows = draw(hnp.arrays(index, n, elements=st.integers(0, n_states - 1)))  # repeats are common
+    if draw(st.booleans()):
+        rows = np.sort(rows)  # the trainers' case (ppo_loss_tabular's rows are sorted)
     grads = draw(hnp.arrays(dtype, (n, n_cols), elements=elements))
     return table, rows, grads
 
 
-def _raw_inputs(table, rows, grads):
-    order = np.argsort(rows, kind="stable").astype(np.int64)
+NO_ORDER = np.empty(0, np.int64)
+
+
+def _is_sorted(rows):
+    return bool(np.all(rows[1:] >= rows[:-1]))
+
+
+def _raw_inputs(table, rows, grads, empty_if_sorted=False):
+    """(order, acc) as the wrapper passes them: the empty order (identity) for sorted rows."""
+    if empty_if_sorted and _is_sorted(rows):
+        order = NO_ORDER
+    else:
+        order = np.argsort(rows, kind="stable").astype(np.int64)
     return order, np.empty(table.shape[1])
 
 
 # ----------------------------------------------------------------------------- equivalence
-@given(batches(), st.floats(0.0, 2.0), st.booleans())
-def test_sgd_matches_reference(compiled, reference, batch, lr, maximize):
+@given(batches(), st.floats(0.0, 2.0), st.booleans(), st.booleans())
+def test_sgd_matches_reference(compiled, reference, batch, lr, maximize, empty_order):
     table, rows, grads = batch
-    order, acc = _raw_inputs(table, rows, grads)
+    order, acc = _raw_inputs(table, rows, grads, empty_order)
     ref, got = table.copy(), table.copy()
     assert reference.sgd_step(ref, rows, grads, order, lr, maximize, acc) == 0
     assert compiled.sgd_step(got, rows, grads, order, lr, maximize, acc) == 0
@@ -48,7 +62,7 @@ def test_sgd_matches_reference(compiled, reference, batch, lr, maximize):
 @given(batches(), st.data())
 def test_adam_matches_reference(compiled, reference, batch, data):
     table, rows, grads = batch
-    order, acc = _raw_inputs(table, rows, grads)
+    order, acc = _raw_inputs(table, rows, grads, data.draw(st.booleans()))
     moment = hnp.arrays(table.dtype, table.shape, elements=st.floats(-10, 10, width=32))
     m = data.draw(moment)
     v = np.abs(data.draw(moment))
@@ -78,6 +92,42 @@ def test_backends_export_the_same_kernels():
         expected = list(inspect.signature(getattr(py, name)).parameters)
         assert list(inspect.signature(getattr(nb, name).py_func).parameters) == expected
         assert list(inspect.signature(getattr(cy, name)).parameters) == expected
+
+
+@pytest.mark.parametrize("n_cols", [1, 3, 8, 13, 52, 67])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows_kind", ["sorted distinct", "sorted repeats", "unsorted repeats"])
+def test_kernels_match_reference_at_vector_widths(compiled, reference, n_cols, dtype, rows_kind):
+    """Rows long enough for the compiled row loops to vectorise (and to have remainders): still
+    bit-identical to the reference, through an explicit order and through the empty one."""
+    rng = np.random.default_rng(n_cols)
+    n_states = 40
+    if rows_kind == "sorted distinct":
+        rows = np.sort(rng.choice(n_states, 25, replace=False))
+    else:
+        rows = rng.integers(0, n_states, 30)
+        if rows_kind == "sorted repeats":
+            rows = np.sort(rows)
+    grads = (rng.standard_normal((rows.shape[0], n_cols)) * 3).astype(dtype)
+    table = rng.standard_normal((n_states, n_cols)).astype(dtype)
+    m = (rng.standard_normal(table.shape) * 0.1).astype(dtype)
+    v = rng.random(table.shape).astype(dtype)
+    orders = [np.argsort(rows, kind="stable").astype(np.int64)]
+    if rows_kind != "unsorted repeats":
+        orders.append(NO_ORDER)
+    acc = np.empty(n_cols)
+    for order in orders:
+        for step, maximize in ((1, False), (7, True), (1000, False)):
+            results = []
+            for module in (reference, compiled):
+                t, m1, v1 = table.copy(), m.copy(), v.copy()
+                assert module.adam_step(t, rows, grads, order, m1, v1, np.int64(step), 0.01, 0.9,
+                                        0.999, 1e-8, maximize, acc) == 0
+                t2 = table.copy()
+                assert module.sgd_step(t2, rows, grads, order, 0.1, maximize, acc) == 0
+                results.append((t, m1, v1, t2))
+            for want, have in zip(*results):
+                np.testing.assert_array_equal(have, want)
 
 
 # ----------------------------------------------------------------------------- dense NumPy
@@ -151,6 +201,107 @@ def test_adam_step_function_with_maximize_equals_dense(backend):
     fastlmrl.adam_step(table, rows, grads, m, v, 7, 0.1, maximize=True)
     for got, want in zip((table, m, v), expected):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+
+
+def _algorithm1(theta, m, v, g, t, lr, b1, b2, eps):
+    """Kingma & Ba (2015), Algorithm 1, as printed (float64 arrays of the rows present)."""
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g ** 2
+    m_hat = m / (1 - b1 ** t)
+    v_hat = v / (1 - b2 ** t)
+    return theta - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_cols", [52, 1])
+def test_adam_trainer_case_each_step_equals_algorithm1(backend, dtype, n_cols):
+    """As the PPO trainer calls it: sorted distinct rows (no sort, empty order), float64 gradient
+    rows for the table's dtype, policy (S, 52) and value (S, 1) tables.  Each step is compared
+    with Algorithm 1 applied to the state stored by the previous step: m and v have the same
+    operation order (equal), theta differs only through the folded bias corrections (<= 1 ulp of
+    float32; rtol 1e-13 in float64)."""
+    rng = np.random.default_rng(11)
+    n_states, lr, b1, b2, eps = 300, 0.01, 0.9, 0.999, 1e-8
+    table = rng.standard_normal((n_states, n_cols)).astype(dtype)
+    opt = fastlmrl.Adam(table, lr=lr, betas=(b1, b2), eps=eps)
+    for t in range(1, 6):
+        rows = np.sort(rng.choice(n_states, 60, replace=False))
+        grads = rng.standard_normal((60, n_cols))  # float64, converted to the table's dtype
+        g = grads.astype(dtype).astype(np.float64)
+        before = [a[rows].astype(np.float64) for a in (table, opt.m, opt.v)]
+        others = np.setdiff1d(np.arange(n_states), rows)
+        untouched = [a[others].copy() for a in (table, opt.m, opt.v)]
+        want_theta, want_m, want_v = _algorithm1(*before, g, t, lr, b1, b2, eps)
+        opt.step(rows, grads)
+        np.testing.assert_array_equal(opt.m[rows], want_m.astype(dtype))
+        np.testing.assert_array_equal(opt.v[rows], want_v.astype(dtype))
+        if dtype == np.float32:
+            np.testing.assert_array_max_ulp(table[rows], want_theta.astype(dtype), maxulp=1)
+        else:
+            np.testing.assert_allclose(table[rows], want_theta, rtol=1e-13, atol=1e-15)
+        for a, keep in zip((table, opt.m, opt.v), untouched):
+            np.testing.assert_array_equal(a[others], keep)
+
+
+@pytest.mark.parametrize("t", [1, 2, 50, 10**6])
+@pytest.mark.parametrize("b1, b2", [(0.9, 0.999), (0.999999, 0.99999999), (0.0, 0.0), (0.5, 0.0)])
+def test_adam_folded_bias_corrections_equal_algorithm1_float64(backend, t, b1, b2):
+    """The per-step scalars lr / (1 - b1^t) and 1 / sqrt(1 - b2^t) give Algorithm 1's update to
+    rounding, from tiny bias corrections (t = 1, beta near 1) to none (t = 10**6; beta = 0)."""
+    rng = np.random.default_rng(t)
+    table, m, v = rng.standard_normal((6, 9)), rng.standard_normal((6, 9)), rng.random((6, 9))
+    rows, grads = np.arange(6), rng.standard_normal((6, 9))
+    for eps in (1e-8, 1e-3, 1e-300):
+        want_theta, want_m, want_v = _algorithm1(table, m, v, grads, t, 0.1, b1, b2, eps)
+        got, m1, v1 = table.copy(), m.copy(), v.copy()
+        fastlmrl.adam_step(got, rows, grads, m1, v1, t, 0.1, b1, b2, eps)
+        np.testing.assert_array_equal(m1, want_m)
+        np.testing.assert_array_equal(v1, want_v)
+        np.testing.assert_allclose(table - got, table - want_theta, rtol=1e-13, atol=1e-300)
+
+
+def test_unsorted_rows_give_the_sorted_result(backend):
+    """Distinct rows in any order (sorted through order by the wrapper) or sorted (empty order):
+    the same bits, for Adam and SGD, float32 and float64."""
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        rows = rng.choice(50, 20, replace=False)
+        grads = rng.standard_normal((20, 13)).astype(dtype)
+        by_id = np.argsort(rows)
+        base = rng.standard_normal((50, 13)).astype(dtype)
+        results = []
+        for r, g in ((rows, grads), (rows[by_id], grads[by_id])):
+            t, m, v = base.copy(), np.zeros_like(base), np.zeros_like(base)
+            for step in (1, 2):
+                fastlmrl.adam_step(t, r, g, m, v, step, 0.01)
+            t2 = base.copy()
+            fastlmrl.sgd_step(t2, r, g, 0.1)
+            results.append((t, m, v, t2))
+        for a, b in zip(*results):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_numpy_scalar_arguments_equal_python_ones(backend):
+    """The wrapper's fast path (exact float/int/bool) and the general one give the same step."""
+    rng = np.random.default_rng(8)
+    table, grads, rows = rng.standard_normal((5, 4)), rng.standard_normal((3, 4)), [4, 1, 4]
+    results = []
+    for args in ((3, 0.05, 0.8, 0.99, 1e-6, True),
+                 (np.int64(3), np.float64(0.05), np.float64(0.8), np.float64(0.99),
+                  np.float64(1e-6), np.bool_(True))):
+        step, lr, b1, b2, eps, maximize = args
+        t, m, v = table.copy(), np.zeros_like(table), np.zeros_like(table)
+        fastlmrl.adam_step(t, rows, grads, m, v, step, lr, b1, b2, eps, maximize=maximize)
+        t2 = table.copy()
+        fastlmrl.sgd_step(t2, np.array(rows, np.int32), grads, lr, maximize=maximize)
+        results.append((t, m, v, t2))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    t = table.copy()
+    fastlmrl.sgd_step(t, rows, grads, 1)  # an int learning rate is a real number too
+    expected = table.copy()
+    np.add.at(expected, rows, -grads)
+    np.testing.assert_array_equal(t, expected)
 
 
 # ----------------------------------------------------------------------------- hand cases
@@ -378,6 +529,12 @@ def test_adam_aliasing_and_bad_table(backend):
         fastlmrl.adam_step(table, [0], [[1.0, 1.0]], table, m, 1, 0.1)
     with pytest.raises(ValueError, match="two different arrays"):
         fastlmrl.adam_step(table, [0], [[1.0, 1.0]], m, m, 1, 0.1)
+    big = np.zeros((6, 2))
+    with pytest.raises(ValueError, match="must not share memory with table"):  # views of one buffer
+        fastlmrl.adam_step(big[:3], [0], [[1.0, 1.0]], big[2:5], np.zeros((3, 2)), 1, 0.1)
+    with pytest.raises(ValueError, match="two different arrays"):  # overlapping views
+        fastlmrl.adam_step(table, [0], [[1.0, 1.0]], big[:3], big[1:4], 1, 0.1)
+    assert (big == 0).all()
     ro = _table()
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="table is read-only"):
@@ -413,8 +570,58 @@ def test_raw_kernels_reject_bad_order_and_shapes():
         assert adam(vv=np.zeros((3, 1))) == 32
         assert sgd(rows=np.array([2, 0, 3])) == 30
         assert adam(grads=np.array([[1.0, 1.0], [1.0, -np.inf], [1.0, 1.0]])) == 31
+        # an empty order means "rows is sorted": 34 when it is not (the wrapper then sorts)
+        assert sgd(order=np.empty(0, np.int64)) == 34
+        assert adam(order=np.empty(0, np.int64)) == 34
+        assert sgd(order=np.empty(0, np.int64), rows=np.array([2, 0, 3])) == 30  # ids first
         assert (table == 0).all() and (m == 0).all() and (v == 0).all()
         assert sgd() == 0 and adam() == 0
+        sorted_rows = np.array([0, 2, 2])
+        assert k.sgd_step(table, sorted_rows, grads, np.empty(0, np.int64), 0.1, False, acc) == 0
+        assert k.adam_step(table, sorted_rows, grads, np.empty(0, np.int64), m, v, np.int64(1),
+                           0.1, 0.9, 0.999, 1e-8, False, acc) == 0
+
+
+def test_numba_kernels_accept_strided_arrays(reference):
+    """A Numba user may pass non-contiguous arrays (a strided scratch, a column slice of grads):
+    same bits as the reference."""
+    from fastlmrl._numba import optimizers as nb
+    rng = np.random.default_rng(12)
+    rows = np.array([3, 0, 3, 1, 3])
+    grads = rng.standard_normal((5, 26))[:, ::2]
+    table = rng.standard_normal((4, 13))
+    order = np.argsort(rows, kind="stable")
+    results = []
+    for module, acc in ((reference, np.empty(13)), (nb, np.empty(39)[::3])):
+        t, m, v = table.copy(), np.zeros_like(table), np.zeros_like(table)
+        assert module.adam_step(t, rows, grads, order, m, v, np.int64(2), 0.1, 0.9, 0.999, 1e-8,
+                                False, acc) == 0
+        t2 = table.copy()
+        assert module.sgd_step(t2, rows, grads, order, 0.1, True, acc) == 0
+        results.append((t, m, v, t2))
+    for want, have in zip(*results):
+        np.testing.assert_array_equal(have, want)
+
+
+@pytest.mark.parametrize("n_cols", [1, 19, 52])
+def test_every_non_finite_position_is_caught(compiled, reference, n_cols, float_dtype):
+    """The compiled finiteness check is branch-free and vectorised: any column (vector body or
+    remainder) of any row, NaN or +-inf, gives status 31 before anything is written."""
+    rows = np.array([0, 3, 3, 5])
+    acc = np.empty(n_cols)
+    for module in (reference, compiled):
+        for order in (NO_ORDER, np.arange(4)):
+            for i in range(4):
+                for j in range(n_cols):
+                    for bad in (math.nan, math.inf, -math.inf):
+                        table = np.zeros((6, n_cols), float_dtype)
+                        m, v = np.zeros_like(table), np.zeros_like(table)
+                        grads = np.ones((4, n_cols), float_dtype)
+                        grads[i, j] = bad
+                        assert module.sgd_step(table, rows, grads, order, 0.1, False, acc) == 31
+                        assert module.adam_step(table, rows, grads, order, m, v, np.int64(1), 0.1,
+                                                0.9, 0.999, 1e-8, False, acc) == 31
+                        assert (table == 0).all() and (m == 0).all() and (v == 0).all()
 
 
 @given(batches(), st.data())

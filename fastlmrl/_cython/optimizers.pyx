@@ -1,11 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython table optimisers: sparse SGD and lazy Adam.
 
-Same semantics, same rounding as the reference.
+Same semantics, same operation order and rounding as the reference (``fastlmrl._python.optimizers``
+has the Adam formula: per-step scalars ``step_size = lr / (1 - beta1^t)`` and
+``scale2 = 1 / sqrt(1 - beta2^t)``, then one division and one square root per entry).
 
-Rows are visited group by group through ``order`` (the stable argsort of ``rows``): a group of one
-id is applied straight from its gradient row; a group of several is first summed in index order
-into the float64 scratch ``acc`` (length >= V), so no (U, V) buffer is ever needed.
+Rows are visited group by group through ``order`` (the stable argsort of ``rows``, or, when
+``order`` is empty, the identity, checked to be one: ``rows`` non-decreasing): a group of one id is
+applied straight from its gradient row; a group of several is first summed in index order into the
+float64 scratch ``acc`` (length >= V), so no (U, V) buffer is ever needed.  A one-column table
+(the value tables) takes a scalar path without the vector loop's set-up.
 
 Built with ``-fno-math-errno`` (one of the common flags in setup.py): ``sqrt`` then need not set
 ``errno``, so gcc can vectorise the Adam row loop.  It changes no value (it is not
@@ -13,7 +17,7 @@ part of ``-ffast-math``'s value-changing flags; ``-ffp-contract=off`` still hold
 """
 
 __all__ = ["adam_step", "sgd_step"]
-from libc.math cimport isfinite, pow, sqrt
+from libc.math cimport pow, sqrt
 from libc.stdint cimport int64_t
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
@@ -27,49 +31,68 @@ cdef enum:
     BAD_GRADS = 31
     BAD_SHAPES = 32
     BAD_ORDER = 33
+    UNSORTED = 34
 
 
 cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
                 const int64_t[::1] order, double[::1] acc) noexcept nogil:
     cdef Py_ssize_t n_states = table.shape[0], n_cols = table.shape[1], n = rows.shape[0]
-    cdef Py_ssize_t i, j, k
+    cdef Py_ssize_t n_order = order.shape[0], i, j, k
     cdef int64_t prev, cur
-    if (grads.shape[0] != n or grads.shape[1] != n_cols or order.shape[0] != n
+    cdef const real_t* g
+    cdef real_t x
+    cdef bint bad
+    if (grads.shape[0] != n or grads.shape[1] != n_cols or (n_order != n and n_order != 0)
             or acc.shape[0] < n_cols):
         return BAD_SHAPES
     if out_of_range(rows, n_states):
         return BAD_ROWS
-    if out_of_range(order, n):
-        return BAD_ORDER
-    for k in range(1, n):
-        prev = order[k - 1]
-        cur = order[k]
-        if not (rows[prev] < rows[cur] or (rows[prev] == rows[cur] and prev < cur)):
+    if n_order == 0:
+        for k in range(1, n):
+            if rows[k - 1] > rows[k]:
+                return UNSORTED
+    else:
+        if out_of_range(order, n):
             return BAD_ORDER
+        for k in range(1, n):
+            prev = order[k - 1]
+            cur = order[k]
+            if not (rows[prev] < rows[cur] or (rows[prev] == rows[cur] and prev < cur)):
+                return BAD_ORDER
     for i in range(n):
-        for j in range(n_cols):
-            if not isfinite(grads[i, j]):
-                return BAD_GRADS
+        g = &grads[i, 0]
+        bad = False
+        for j in range(n_cols):  # branch-free, vectorised: x - x is NaN for +-inf and NaN only
+            x = g[j] - g[j]
+            bad = bad | (x != 0)
+        if bad:
+            return BAD_GRADS
     return 0
 
 
+cdef inline Py_ssize_t _position(const int64_t[::1] order, bint has_order,
+                                 Py_ssize_t k) noexcept nogil:
+    return order[k] if has_order else k
+
+
 cdef inline Py_ssize_t _group_end(const index_t[::1] rows, const int64_t[::1] order,
-                                  Py_ssize_t k) noexcept nogil:
-    cdef index_t r = rows[order[k]]
-    cdef Py_ssize_t end = k + 1
-    while end < order.shape[0] and rows[order[end]] == r:
+                                  bint has_order, Py_ssize_t k) noexcept nogil:
+    """First position after k whose id differs from the id at position k."""
+    cdef index_t r = rows[_position(order, has_order, k)]
+    cdef Py_ssize_t end = k + 1, n = rows.shape[0]
+    while end < n and rows[_position(order, has_order, end)] == r:
         end += 1
     return end
 
 
-cdef inline void _sum_group(const real_t[:, ::1] grads, const int64_t[::1] order, Py_ssize_t k,
-                            Py_ssize_t end, double* acc) noexcept nogil:
+cdef inline void _sum_group(const real_t[:, ::1] grads, const int64_t[::1] order, bint has_order,
+                            Py_ssize_t k, Py_ssize_t end, double* acc) noexcept nogil:
     cdef Py_ssize_t j, p, n_cols = grads.shape[1]
-    cdef const real_t* g = &grads[order[k], 0]
+    cdef const real_t* g = &grads[_position(order, has_order, k), 0]
     for j in range(n_cols):
         acc[j] = g[j]
     for p in range(k + 1, end):
-        g = &grads[order[p], 0]
+        g = &grads[_position(order, has_order, p), 0]
         for j in range(n_cols):
             acc[j] += g[j]
 
@@ -78,52 +101,71 @@ cdef inline void _sgd_row(real_t* theta, const grad_t* g, Py_ssize_t n_cols, dou
                           double sign) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(n_cols):
-        theta[j] = <real_t>(theta[j] - lr * (sign * <double>g[j]))
+        theta[j] = <real_t>(<double>theta[j] - lr * (sign * <double>g[j]))
 
 
 cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
                        const real_t[:, ::1] grads, const int64_t[::1] order, double lr,
                        bint maximize, double[::1] acc) noexcept nogil:
-    cdef Py_ssize_t k = 0, end, n_cols = table.shape[1]
-    cdef double sign = -1.0 if maximize else 1.0
+    cdef Py_ssize_t k = 0, end, i, p, n = rows.shape[0], n_cols = table.shape[1]
+    cdef double sign = -1.0 if maximize else 1.0, g
+    cdef bint has_order = order.shape[0] != 0
     cdef int status = _check(table, rows, grads, order, acc)
     if status:
         return status
-    while k < order.shape[0]:
-        end = _group_end(rows, order, k)
+    if n_cols == 1:  # one column: scalar path
+        while k < n:
+            end = _group_end(rows, order, has_order, k)
+            i = _position(order, has_order, k)
+            g = grads[i, 0]
+            for p in range(k + 1, end):
+                g += grads[_position(order, has_order, p), 0]
+            _sgd_row(&table[rows[i], 0], &g, 1, lr, sign)
+            k = end
+        return 0
+    while k < n:
+        end = _group_end(rows, order, has_order, k)
+        i = _position(order, has_order, k)
         if end == k + 1:
-            _sgd_row(&table[rows[order[k]], 0], &grads[order[k], 0], n_cols, lr, sign)
+            _sgd_row(&table[rows[i], 0], &grads[i, 0], n_cols, lr, sign)
         else:
-            _sum_group(grads, order, k, end, &acc[0])
-            _sgd_row(&table[rows[order[k]], 0], &acc[0], n_cols, lr, sign)
+            _sum_group(grads, order, has_order, k, end, &acc[0])
+            _sgd_row(&table[rows[i], 0], &acc[0], n_cols, lr, sign)
         k = end
     return 0
 
 
+cdef inline void _adam_entry(real_t* theta, real_t* m, real_t* v, double g, double step_size,
+                             double scale2, double beta1, double beta2, double eps,
+                             double sign) noexcept nogil:
+    """One entry, in the reference's order (Kingma & Ba 2015, Algorithm 1, folded scalars)."""
+    cdef double gj = sign * g
+    cdef double m_new = beta1 * <double>m[0] + (1.0 - beta1) * gj
+    cdef double v_new = beta2 * <double>v[0] + (1.0 - beta2) * (gj * gj)
+    theta[0] = <real_t>(<double>theta[0] - (step_size * m_new) / (sqrt(v_new) * scale2 + eps))
+    m[0] = <real_t>m_new
+    v[0] = <real_t>v_new
+
+
 cdef inline void _adam_row(real_t* theta, real_t* m, real_t* v, const grad_t* g,
-                           Py_ssize_t n_cols, double lr, double beta1, double beta2, double eps,
-                           double bias1, double bias2, double sign) noexcept nogil:
+                           Py_ssize_t n_cols, double step_size, double scale2, double beta1,
+                           double beta2, double eps, double sign) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double gj, m_new, v_new, m_hat, v_hat
     for j in range(n_cols):
-        gj = sign * <double>g[j]
-        m_new = beta1 * <double>m[j] + (1.0 - beta1) * gj
-        v_new = beta2 * <double>v[j] + (1.0 - beta2) * (gj * gj)
-        m_hat = m_new / bias1
-        v_hat = v_new / bias2
-        theta[j] = <real_t>(theta[j] - lr * m_hat / (sqrt(v_hat) + eps))
-        m[j] = <real_t>m_new
-        v[j] = <real_t>v_new
+        _adam_entry(&theta[j], &m[j], &v[j], <double>g[j], step_size, scale2, beta1, beta2, eps,
+                    sign)
 
 
 cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
                         const real_t[:, ::1] grads, const int64_t[::1] order, real_t[:, ::1] m,
                         real_t[:, ::1] v, int64_t step, double lr, double beta1, double beta2,
                         double eps, bint maximize, double[::1] acc) noexcept nogil:
-    cdef Py_ssize_t k = 0, end, r, n_cols = table.shape[1]
-    cdef double sign = -1.0 if maximize else 1.0
-    cdef double bias1 = 1.0 - pow(beta1, <double>step)
-    cdef double bias2 = 1.0 - pow(beta2, <double>step)
+    cdef Py_ssize_t k = 0, end, i, p, r, n = rows.shape[0], n_cols = table.shape[1]
+    cdef double sign = -1.0 if maximize else 1.0, g
+    # per-step scalars: step_size = lr / (1 - beta1^t), scale2 = 1 / sqrt(1 - beta2^t)
+    cdef double step_size = lr / (1.0 - pow(beta1, <double>step))
+    cdef double scale2 = 1.0 / sqrt(1.0 - pow(beta2, <double>step))
+    cdef bint has_order = order.shape[0] != 0
     cdef int status
     if (m.shape[0] != table.shape[0] or m.shape[1] != n_cols or v.shape[0] != table.shape[0]
             or v.shape[1] != n_cols):
@@ -131,16 +173,29 @@ cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     status = _check(table, rows, grads, order, acc)
     if status:
         return status
-    while k < order.shape[0]:
-        end = _group_end(rows, order, k)
-        r = rows[order[k]]
+    if n_cols == 1:  # one column (value tables): scalar path, same formula
+        while k < n:
+            end = _group_end(rows, order, has_order, k)
+            i = _position(order, has_order, k)
+            g = grads[i, 0]
+            for p in range(k + 1, end):
+                g += grads[_position(order, has_order, p), 0]
+            r = rows[i]
+            _adam_entry(&table[r, 0], &m[r, 0], &v[r, 0], g, step_size, scale2, beta1, beta2, eps,
+                        sign)
+            k = end
+        return 0
+    while k < n:
+        end = _group_end(rows, order, has_order, k)
+        i = _position(order, has_order, k)
+        r = rows[i]
         if end == k + 1:
-            _adam_row(&table[r, 0], &m[r, 0], &v[r, 0], &grads[order[k], 0], n_cols, lr, beta1,
-                      beta2, eps, bias1, bias2, sign)
+            _adam_row(&table[r, 0], &m[r, 0], &v[r, 0], &grads[i, 0], n_cols, step_size, scale2,
+                      beta1, beta2, eps, sign)
         else:
-            _sum_group(grads, order, k, end, &acc[0])
-            _adam_row(&table[r, 0], &m[r, 0], &v[r, 0], &acc[0], n_cols, lr, beta1, beta2, eps,
-                      bias1, bias2, sign)
+            _sum_group(grads, order, has_order, k, end, &acc[0])
+            _adam_row(&table[r, 0], &m[r, 0], &v[r, 0], &acc[0], n_cols, step_size, scale2,
+                      beta1, beta2, eps, sign)
         k = end
     return 0
 

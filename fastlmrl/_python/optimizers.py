@@ -1,17 +1,36 @@
-"""Reference table optimisers (plain Python): sparse SGD and lazy Adam over gradient rows.
+r"""Reference table optimisers (plain Python): sparse SGD and lazy Adam over gradient rows.
 
 Semantics shared by every backend (see :mod:`fastlmrl.optimizers` for the equations):
 
 * Gradient rows with the same id are summed first, in float64, in index order:
   ``g = ((grads[i1] + grads[i2]) + grads[i3]) + ...`` with ``i1 < i2 < ...`` (no leading 0.0, so a
   single row is used exactly as given, -0.0 included).
-* ``order`` is the stable argsort of ``rows`` computed by the caller; the compiled kernels walk the
-  groups of equal ids through it.  Every backend checks that it is one (each ``(rows[order[k]],
-  order[k])`` strictly increasing), so a bad ``order`` can never write out of bounds.
+* ``order`` is the stable argsort of ``rows`` computed by the caller, or an empty array, which
+  stands for the identity ``arange(N)``: the stable argsort of ``rows`` exactly when ``rows`` is
+  non-decreasing (sorted ids, the trainers' case), so no sort is needed.  The compiled kernels walk
+  the groups of equal ids through it.  Every backend checks it (each ``(rows[order[k]], order[k])``
+  strictly increasing; with an empty ``order``, ``rows[k - 1] <= rows[k]``), so a bad ``order``
+  can never write out of bounds.
 * ``acc`` is a float64 scratch of length >= V (the compiled kernels sum repeated rows into it).
 
+Adam, per step (float64, in this order; ``pow`` and ``sqrt`` correctly rounded / libm)::
+
+    bias1 = 1.0 - pow(beta1, float(step));    bias2 = 1.0 - pow(beta2, float(step))
+    step_size = lr / bias1;                    scale2 = 1.0 / sqrt(bias2)
+
+and per entry (one division and one square root)::
+
+    g = sign * g_r[j]
+    m_new = beta1 * m + (1.0 - beta1) * g
+    v_new = beta2 * v + (1.0 - beta2) * (g * g)
+    theta = theta - (step_size * m_new) / (sqrt(v_new) * scale2 + eps)
+
+which is Kingma & Ba (2015), Algorithm 1, with its epsilon:
+``lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m_new / bias1``, ``v_hat = v_new / bias2``.
+
 Status codes (0 = ok; topic-specific, see fastlmrl.optimizers): 30 a row id out of range,
-31 a gradient not finite, 32 inconsistent shapes, 33 ``order`` not the stable argsort of ``rows``.
+31 a gradient not finite, 32 inconsistent shapes, 33 ``order`` not the stable argsort of ``rows``,
+34 ``order`` empty but ``rows`` not sorted (non-decreasing): pass the stable argsort.
 """
 
 __all__ = ["adam_step", "sgd_step"]
@@ -23,26 +42,33 @@ BAD_ROWS = 30
 BAD_GRADS = 31
 BAD_SHAPES = 32
 BAD_ORDER = 33
+UNSORTED = 34
 
 
 def _check(table, rows, grads, order, acc, moments=()):
     n_states, n_cols = table.shape
     n = rows.shape[0]
-    if (grads.shape[0] != n or grads.shape[1] != n_cols or order.shape[0] != n
+    if (grads.shape[0] != n or grads.shape[1] != n_cols or order.shape[0] not in (0, n)
             or acc.shape[0] < n_cols):
         return BAD_SHAPES
     for m in moments:
         if m.shape != table.shape:
             return BAD_SHAPES
-    r_, o_ = rows.tolist(), order.tolist()
+    r_ = rows.tolist()
     if first_out_of_range(r_, n_states):
         return BAD_ROWS
-    if first_out_of_range(o_, n):
-        return BAD_ORDER
-    for k in range(1, n):
-        prev, cur = o_[k - 1], o_[k]
-        if not (r_[prev] < r_[cur] or (r_[prev] == r_[cur] and prev < cur)):
+    if order.shape[0] == 0:
+        for k in range(1, n):
+            if r_[k - 1] > r_[k]:
+                return UNSORTED
+    else:
+        o_ = order.tolist()
+        if first_out_of_range(o_, n):
             return BAD_ORDER
+        for k in range(1, n):
+            prev, cur = o_[k - 1], o_[k]
+            if not (r_[prev] < r_[cur] or (r_[prev] == r_[cur] and prev < cur)):
+                return BAD_ORDER
     for i in range(n):
         if not all_finite(grads[i].tolist()):
             return BAD_GRADS
@@ -78,23 +104,29 @@ def sgd_step(table, rows, grads, order, lr, maximize, acc):
     return 0
 
 
+def _adam_scalars(step, lr, beta1, beta2):
+    """(step_size, scale2) = (lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)), t = float(step)."""
+    bias1 = 1.0 - math.pow(beta1, float(step))
+    bias2 = 1.0 - math.pow(beta2, float(step))
+    return lr / bias1, 1.0 / math.sqrt(bias2)
+
+
 def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maximize, acc):
-    """Lazy Adam (Kingma & Ba 2015, Algorithm 1) on the rows present in the batch."""
+    """Lazy Adam (Kingma & Ba 2015, Algorithm 1) on the rows present in the batch, with the bias
+    corrections folded into the per-step scalars (see the module docstring for the order)."""
     status = _check(table, rows, grads, order, acc, (m, v))
     if status:
         return status
-    bias1 = 1.0 - math.pow(beta1, float(step))
-    bias2 = 1.0 - math.pow(beta2, float(step))
+    step_size, scale2 = _adam_scalars(step, lr, beta1, beta2)
+    c1, c2 = 1.0 - beta1, 1.0 - beta2
     sign = -1.0 if maximize else 1.0
     for r, g in _summed_rows(rows, grads).items():
         theta, m_row, v_row = table[r].tolist(), m[r].tolist(), v[r].tolist()
         for j in range(len(g)):
             gj = sign * g[j]
-            m_new = beta1 * m_row[j] + (1.0 - beta1) * gj
-            v_new = beta2 * v_row[j] + (1.0 - beta2) * (gj * gj)
-            m_hat = m_new / bias1
-            v_hat = v_new / bias2
-            theta[j] = theta[j] - lr * m_hat / (math.sqrt(v_hat) + eps)
+            m_new = beta1 * m_row[j] + c1 * gj
+            v_new = beta2 * v_row[j] + c2 * (gj * gj)
+            theta[j] = theta[j] - (step_size * m_new) / (math.sqrt(v_new) * scale2 + eps)
             m_row[j] = m_new
             v_row[j] = v_new
         table[r], m[r], v[r] = theta, m_row, v_row
