@@ -19,6 +19,7 @@ from .corpus import *  # noqa: F401,F403
 from .dynamic_programming import *  # noqa: F401,F403
 from .environments import *  # noqa: F401,F403
 from .group_advantages import *  # noqa: F401,F403
+from .keyword_scores import keyword_scores  # noqa: E402  (the name is the function)
 from .kl_divergence import *  # noqa: F401,F403
 from .log_probs import *  # noqa: F401,F403
 from .monte_carlo import *  # noqa: F401,F403
@@ -43,6 +44,7 @@ __all__ = [
     "available_backends",
     "get_backend",
     "get_num_threads",
+    "keyword_scores",
     "set_backend",
     "set_num_threads",
     "show_config",

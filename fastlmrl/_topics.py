@@ -20,6 +20,8 @@ TOPICS = (
     "environments",
     # random permutations (minibatch shuffles)
     "permutations",
+    # rewards
+    "keyword_scores",
 )
 
 

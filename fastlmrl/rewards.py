@@ -32,6 +32,7 @@ import numbers
 import numpy as np
 
 from . import _validation as check
+from .keyword_scores import _flatten_grams, _scores
 
 __all__ = [
     "CallableReward",
@@ -389,21 +390,6 @@ class TargetMatch(RewardFunction):
         return f"TargetMatch(mode={self.mode!r}, per_token={self.per_token})"
 
 
-def _ngram_hits(tokens, gram):
-    """(B, T) bool: an occurrence of ``gram`` ends at position t (read within the row only)."""
-    n, horizon = tokens.shape
-    size = len(gram)
-    hits = np.zeros((n, horizon), dtype=bool)
-    if size > horizon:
-        return hits
-    width = horizon - size + 1
-    match = np.ones((n, width), dtype=bool)
-    for j, g in enumerate(gram):
-        match &= tokens[:, j:j + width] == g
-    hits[:, size - 1:] = match
-    return hits
-
-
 class KeywordReward(RewardFunction):
     r"""Keyword / lexicon score: :math:`\sum_k w_k \cdot \#\{\text{occurrences of } k \text{ in } y\}`.
 
@@ -430,19 +416,18 @@ class KeywordReward(RewardFunction):
                                or g < 0 for g in gram):
                 raise ValueError(f"keyword {key!r} must be a token id or a tuple of token ids")
             self.grams.append((tuple(int(g) for g in gram), _finite_real(w, f"weights[{key!r}]")))
+        # the keywords flattened once (CSR form) for the compiled kernel (fastlmrl.keyword_scores)
+        self._gram_tokens, self._gram_offsets = _flatten_grams([g for g, _ in self.grams])
+        self._gram_weights = np.array([w for _, w in self.grams], dtype=np.float64)
 
     def max_token_id(self):
         return max(max(g) for g, _ in self.grams)
 
     def compute(self, tokens, lengths, prompt_ids):
-        n, horizon = tokens.shape
-        valid = _valid_mask(lengths, horizon)
-        out = np.zeros((n, horizon))
-        for gram, w in self.grams:
-            hits = _ngram_hits(tokens, gram) & valid
-            if self.presence:
-                hits &= np.cumsum(hits, axis=1) == 1
-            out += w * hits
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        out = _scores(tokens, lengths, self._gram_tokens, self._gram_offsets, self._gram_weights,
+                      int(self.presence))
         if self.normalize:
             out /= np.maximum(lengths, 1)[:, None]
         return out if self.per_token else out.sum(axis=1)

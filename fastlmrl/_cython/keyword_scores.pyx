@@ -1,0 +1,123 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython keyword / lexicon scores: one pass over each row per keyword, branch-free for keywords
+of 1-4 tokens without ``presence`` (same semantics and rounding as the reference; see
+fastlmrl/_python/keyword_scores.py and fastlmrl/_numba/keyword_scores.py).  ``tokens`` and
+``gram_tokens`` share one id dtype (int32 or int64); ``lengths`` and ``gram_offsets`` are int64,
+``gram_weights`` and ``out`` float64."""
+
+__all__ = ["keyword_scores"]
+from libc.math cimport isfinite
+from libc.stdint cimport int64_t
+
+from fastlmrl._cython._common cimport index_t
+
+cdef enum:
+    BAD_LENGTHS = 60
+    BAD_GRAM_TOKENS = 61
+    BAD_GRAM_OFFSETS = 62
+    BAD_GRAM_WEIGHTS = 63
+    BAD_OUT = 64
+
+
+cdef int _check(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
+                const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
+                const double[::1] gram_weights, double[:, ::1] out) noexcept nogil:
+    cdef Py_ssize_t n_rows = tokens.shape[0], horizon = tokens.shape[1]
+    cdef Py_ssize_t n_offsets = gram_offsets.shape[0], k, i, b
+    if out.shape[0] != n_rows or out.shape[1] != horizon:
+        return BAD_OUT
+    if lengths.shape[0] != n_rows:
+        return BAD_LENGTHS
+    if (n_offsets < 1 or gram_offsets[0] != 0
+            or gram_offsets[n_offsets - 1] != <int64_t>gram_tokens.shape[0]):
+        return BAD_GRAM_OFFSETS
+    for k in range(n_offsets - 1):
+        if gram_offsets[k + 1] <= gram_offsets[k]:
+            return BAD_GRAM_OFFSETS
+    if gram_weights.shape[0] != n_offsets - 1:
+        return BAD_GRAM_WEIGHTS
+    for k in range(gram_weights.shape[0]):
+        if not isfinite(gram_weights[k]):
+            return BAD_GRAM_WEIGHTS
+    for i in range(gram_tokens.shape[0]):
+        if gram_tokens[i] < 0:
+            return BAD_GRAM_TOKENS
+    for b in range(n_rows):
+        if lengths[b] < 0 or lengths[b] > horizon:
+            return BAD_LENGTHS
+    return 0
+
+
+cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
+                             const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
+                             const double[::1] gram_weights, int presence,
+                             double[:, ::1] out) noexcept nogil:
+    cdef int status = _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out)
+    if status:
+        return status
+    cdef Py_ssize_t n_rows = tokens.shape[0], horizon = tokens.shape[1]
+    cdef Py_ssize_t n_keys = gram_offsets.shape[0] - 1
+    cdef Py_ssize_t b, t, k, s, j, start, size, n_starts
+    cdef const index_t* row
+    cdef const index_t* gram
+    cdef double* acc
+    cdef index_t g0, g1, g2, g3
+    cdef double w
+    for b in range(n_rows):
+        acc = &out[b, 0] if horizon > 0 else NULL
+        for t in range(horizon):
+            acc[t] = 0.0
+        if horizon == 0:
+            continue
+        row = &tokens[b, 0]
+        for k in range(n_keys):
+            start = gram_offsets[k]
+            size = gram_offsets[k + 1] - start
+            gram = &gram_tokens[start]
+            w = gram_weights[k]
+            g0 = gram[0]
+            n_starts = lengths[b] - size + 1  # starts whose occurrence fits in the response
+            if not presence and size <= 4:
+                # branch-free (vectorised) scans; adding 0.0 leaves acc unchanged (acc starts at
+                # +0.0 and so is never -0.0), so the sums are those of the scan below
+                if size == 1:
+                    for s in range(n_starts):
+                        acc[s] += w if row[s] == g0 else 0.0
+                elif size == 2:
+                    g1 = gram[1]
+                    for s in range(n_starts):
+                        acc[s + 1] += w if (row[s] == g0) & (row[s + 1] == g1) else 0.0
+                elif size == 3:
+                    g1 = gram[1]
+                    g2 = gram[2]
+                    for s in range(n_starts):
+                        acc[s + 2] += (w if (row[s] == g0) & (row[s + 1] == g1)
+                                       & (row[s + 2] == g2) else 0.0)
+                else:
+                    g1 = gram[1]
+                    g2 = gram[2]
+                    g3 = gram[3]
+                    for s in range(n_starts):
+                        acc[s + 3] += (w if (row[s] == g0) & (row[s + 1] == g1)
+                                       & (row[s + 2] == g2) & (row[s + 3] == g3) else 0.0)
+                continue
+            for s in range(n_starts):
+                if row[s] == g0:
+                    j = 1
+                    while j < size and row[s + j] == gram[j]:
+                        j += 1
+                    if j == size:
+                        acc[s + size - 1] += w
+                        if presence:
+                            break
+    return 0
+
+
+def keyword_scores(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
+                   const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
+                   const double[::1] gram_weights, int presence, double[:, ::1] out):
+    cdef int status
+    with nogil:
+        status = keyword_scores_core(tokens, lengths, gram_tokens, gram_offsets, gram_weights,
+                                     presence, out)
+    return status

@@ -1,0 +1,192 @@
+r"""Keyword / lexicon scores of token sequences: the per-token form of
+:class:`fastlmrl.rewards.KeywordReward`, in one compiled pass.
+
+Rows: ``tokens`` (B, T) holds responses left-aligned; row ``b`` is
+:math:`y_{b,0}, \dots, y_{b,L_b-1}` with :math:`L_b` = ``lengths[b]`` :math:`\in [0, T]`
+(entries from :math:`L_b` on are padding and never read).  Keywords: :math:`K` n-grams
+:math:`g_k = (g_{k,0}, \dots, g_{k,n_k-1})` of token ids :math:`\ge 0` (:math:`n_k \ge 1`) with
+real weights :math:`w_k`.  An *occurrence* of :math:`g_k` in row :math:`b` is a start :math:`s`
+with :math:`y_{b,s+j} = g_{k,j}` for all :math:`j < n_k` lying entirely inside the response,
+:math:`s + n_k \le L_b`; overlapping occurrences all count ("aaa" holds two "aa").  It is paid at
+its last token :math:`t = s + n_k - 1`:
+
+.. math::  \mathrm{out}[b, t] = \sum_{k=0}^{K-1} w_k\, h_k[b, t]
+
+where :math:`h_k[b, t] = 1` if an occurrence of :math:`g_k` ends at :math:`t` (with
+``presence=True``: if the *first* occurrence of :math:`g_k` in row :math:`b` ends at :math:`t`,
+so each keyword counts at most once per row), else 0.  The sum runs over :math:`k` in order in
+float64 from 0.0, exactly as ``out += w_k * h_k`` key by key, so the result is bit-identical to
+that NumPy formula; ``out[b, t] = 0`` for :math:`t \ge L_b`.  ``out.sum(axis=1)`` is the keyword
+score of each row.  Negative ids in ``tokens`` are allowed and never match.
+
+The kernels take the keywords flattened (CSR form): ``gram_tokens`` (all grams concatenated, of
+the id dtype of ``tokens``), ``gram_offsets`` (K + 1,) int64 with :math:`g_k` =
+``gram_tokens[gram_offsets[k]:gram_offsets[k+1]]`` (``gram_offsets[0] == 0``, strictly
+increasing, ``gram_offsets[K] == len(gram_tokens)``), ``gram_weights`` (K,) float64 (finite),
+``presence`` (nonzero: first occurrence only), ``lengths`` (B,) int64 and the output ``out``
+(B, T) float64, and return a status code (0 = ok; the codes below), checked in a pre-pass before
+anything is written.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _backend
+from . import _validation as check
+
+__all__ = ["keyword_scores"]
+
+# Kernel status codes (this topic's own numbers; fastlmrl._status holds the shared ones).
+BAD_LENGTHS = 60
+BAD_GRAM_TOKENS = 61
+BAD_GRAM_OFFSETS = 62
+BAD_GRAM_WEIGHTS = 63
+BAD_OUT = 64
+
+_STATUS_MESSAGES = {
+    BAD_LENGTHS: "lengths must have one entry per row of tokens, each in [0, T]",
+    BAD_GRAM_TOKENS: "gram_tokens must hold keyword token ids >= 0",
+    BAD_GRAM_OFFSETS: "gram_offsets must start at 0, increase strictly and end at "
+                      "len(gram_tokens)",
+    BAD_GRAM_WEIGHTS: "gram_weights must hold one finite weight per keyword",
+    BAD_OUT: "out must have the shape (B, T) of tokens",
+}
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _raise_for_status(status: int) -> None:
+    """A ValueError naming the kernel argument behind a non-zero status."""
+    if status:
+        message = _STATUS_MESSAGES.get(status, f"keyword_scores kernel returned status {status}")
+        raise ValueError(f"invalid keyword_scores argument: {message}")
+
+
+def _token_grid(tokens) -> np.ndarray:
+    """(B, T) int32/int64 C-contiguous ids (other integer dtypes become int64)."""
+    arr = np.asarray(tokens)
+    if arr.dtype.kind not in "iu":
+        if not (arr.size == 0 and arr.dtype.kind == "f"):
+            raise TypeError(f"tokens must hold integer token ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    if arr.ndim != 2:
+        raise ValueError(f"tokens must be 2-dimensional (B, T), got shape {arr.shape}")
+    if arr.dtype not in check.INDEX_DTYPES:
+        if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
+            raise ValueError("tokens holds ids too large for int64")
+        arr = arr.astype(np.int64)
+    return np.ascontiguousarray(arr)
+
+
+def _lengths(lengths, n_rows: int, horizon: int) -> np.ndarray:
+    lens = check.ids(lengths, "lengths", n_rows).astype(np.int64, copy=False)
+    bad = np.flatnonzero((lens < 0) | (lens > horizon))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"lengths[{i}] = {int(lens[i])} is out of range [0, {horizon}]")
+    return lens
+
+
+def _gram(key, i: int) -> list:
+    """Keyword ``i`` as a non-empty list of ids >= 0: a token id or a sequence of token ids."""
+    what = f"grams[{i}] must be a token id or a non-empty sequence of token ids, got {key!r}"
+    if isinstance(key, (numbers.Integral, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        ids = [key]
+    elif isinstance(key, (list, tuple)) or (isinstance(key, np.ndarray) and key.ndim == 1):
+        ids = list(key)
+        if not ids:
+            raise ValueError(what)
+    else:
+        raise TypeError(what)
+    for g in ids:
+        if isinstance(g, (bool, np.bool_)) or not isinstance(g, (numbers.Integral, np.integer)):
+            raise TypeError(what)
+        if g < 0:
+            raise ValueError(f"grams[{i}] holds a negative token id {int(g)}")
+        if g > _INT64_MAX:
+            raise ValueError(f"grams[{i}] holds a token id too large for int64: {int(g)}")
+    return [int(g) for g in ids]
+
+
+def _flatten_grams(grams) -> tuple[np.ndarray, np.ndarray]:
+    """Validate keywords and return them in CSR form ``(gram_tokens, gram_offsets)``, both int64.
+
+    ``grams``: a sequence (list, tuple, 1-D or 2-D array) of keywords, each a token id or a
+    non-empty sequence of token ids (>= 0).
+    """
+    if not (isinstance(grams, (list, tuple))
+            or (isinstance(grams, np.ndarray) and grams.ndim >= 1)):
+        raise TypeError(f"grams must be a sequence of keywords, got {type(grams).__name__}")
+    flat, offsets = [], [0]
+    for i, key in enumerate(grams):
+        flat.extend(_gram(key, i))
+        offsets.append(len(flat))
+    return np.array(flat, dtype=np.int64), np.array(offsets, dtype=np.int64)
+
+
+def _weights(weights, n_keys: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n_keys, dtype=np.float64)
+    w = check.values(weights, "weights", n_keys, np.float64)
+    bad = np.flatnonzero(~np.isfinite(w))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"weights[{i}] = {w[i]} is not finite")
+    return w
+
+
+def _presence(presence) -> int:
+    if isinstance(presence, (bool, np.bool_)):
+        return int(presence)
+    if isinstance(presence, (numbers.Integral, np.integer)) and presence in (0, 1):
+        return int(presence)
+    raise TypeError(f"presence must be a bool, got {presence!r}")
+
+
+def _scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence) -> np.ndarray:
+    """Allocate ``out``, run the active backend's kernel, raise for a status (arrays prepared:
+    ``tokens`` (B, T) int32/int64, ``gram_tokens`` of the same dtype, the rest int64/float64)."""
+    out = np.empty(tokens.shape, dtype=np.float64)
+    status = _backend.kernels().keyword_scores(tokens, lengths, gram_tokens, gram_offsets,
+                                               gram_weights, presence, out)
+    _raise_for_status(status)
+    return out
+
+
+def keyword_scores(tokens, lengths, grams, weights=None, presence: bool = False) -> np.ndarray:
+    r"""Per-token keyword scores: (B, T) float64, ``out[b, t]`` = the summed weights of the
+    keyword occurrences ending at token ``t`` of row ``b`` (see the module docstring).
+
+    Parameters
+    ----------
+    tokens : (B, T) integer array of token ids (negative ids never match)
+    lengths : (B,) integers in [0, T]; only ``tokens[b, :lengths[b]]`` is read and an occurrence
+        must lie entirely inside it
+    grams : sequence of K keywords, each a token id or a non-empty sequence of ids >= 0 (an
+        n-gram); or a dict ``{keyword: weight}`` (then ``weights`` must be None)
+    weights : (K,) finite reals, default 1 for every keyword
+    presence : count only the first occurrence of each keyword in each row
+
+    Returns
+    -------
+    (B, T) float64; ``out.sum(axis=1)`` is the score of each row.
+    """
+    if isinstance(grams, dict):
+        if weights is not None:
+            raise ValueError("give the weights either as the values of the grams dict or as "
+                             "weights, not both")
+        grams, weights = list(grams.keys()), list(grams.values())
+    ids = _token_grid(tokens)
+    n_rows, horizon = ids.shape
+    lens = _lengths(lengths, n_rows, horizon)
+    gram_tokens, gram_offsets = _flatten_grams(grams)
+    w = _weights(weights, gram_offsets.shape[0] - 1)
+    flag = _presence(presence)
+    if ids.dtype == np.int32 and (gram_tokens.size == 0 or gram_tokens.max() <= _INT32_MAX):
+        gram_tokens = gram_tokens.astype(np.int32)
+    else:
+        ids = ids.astype(np.int64, copy=False)
+    return _scores(ids, lens, gram_tokens, gram_offsets, w, flag)
