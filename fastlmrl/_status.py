@@ -11,6 +11,10 @@ BAD_NEXT_STATES = 3
 BAD_NEXT_ACTIONS = 4
 BAD_REWARDS = 5
 BAD_OFFSETS = 6
+# Array arguments of inconsistent shapes (a too-short output, per-token input, ...): checked first
+# by every kernel that does a shape check, before any other check and before anything is written.
+# The public wrappers always pass consistent shapes; only a direct Numba/Cython caller can get it.
+BAD_SHAPES = 7
 
 ARGUMENT = {
     BAD_STATES: "states",
@@ -19,4 +23,5 @@ ARGUMENT = {
     BAD_NEXT_ACTIONS: "next_actions",
     BAD_REWARDS: "rewards",
     BAD_OFFSETS: "episode_offsets",
+    BAD_SHAPES: "array shapes",
 }

@@ -54,6 +54,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._status import BAD_SHAPES
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
@@ -116,6 +117,9 @@ def _fail(status: int, known: dict) -> None:
     """
     if status == 0:
         return
+    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
+        raise ValueError("internal error: array arguments of inconsistent shapes "
+                         f"(status {BAD_SHAPES})")
     entry = known.get(status)
     if isinstance(entry, str):
         raise ValueError(entry)

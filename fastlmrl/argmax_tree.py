@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._status import BAD_SHAPES
 
 __all__ = ["ArgmaxTree"]
 
@@ -156,9 +157,12 @@ class ArgmaxTree:
 
 
 def raise_for_tree_status(status: int, bounds: dict) -> None:
-    """check.raise_for_status that also knows BAD_TREE (internal)."""
+    """check.raise_for_status that also knows BAD_TREE and BAD_SHAPES (internal)."""
     if status == BAD_TREE:
         raise ValueError("argmax_tree does not fit its table (nodes shape / block_size)")
+    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
+        raise ValueError("internal error: array arguments of inconsistent shapes "
+                         f"(status {BAD_SHAPES})")
     check.raise_for_status(status, bounds)
 
 

@@ -45,9 +45,9 @@ only to about 1e-7 per row, which moves the fixed point by about
 
 Kernels (``fastlmrl.numba_kernels``, ``fastlmrl._cython.dynamic_programming``; identical
 signatures in every backend; ``terminal`` is a uint8 view, values float64, policies int64; each
-returns a status code after a pre-pass that writes nothing — 2: a ``policy`` id outside [0, A)
-(or A == 0), 3: a ``next_state`` id of a non-terminal state outside [0, S), 5: a non-finite reward
-of a non-terminal state / of ``R``)::
+returns a status code after a pre-pass that writes nothing — 7 (first): array arguments of
+inconsistent shapes, 2: a ``policy`` id outside [0, A) (or A == 0), 3: a ``next_state`` id of a
+non-terminal state outside [0, S), 5: a non-finite reward of a non-terminal state / of ``R``)::
 
     token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out)
     token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out)
@@ -340,6 +340,7 @@ def _first_cyclic_state(next_state: np.ndarray, terminal: np.ndarray):
     status = _backend.kernels().token_mdp_find_cycle(next_state, terminal.view(np.uint8), found,
                                                      work)
     if status:
+        _raise_shapes(status)
         _check_next_state(next_state, terminal)
         raise ValueError(f"invalid next_state (kernel status {status})")
     return None if found[0] < 0 else int(found[0])
@@ -407,10 +408,17 @@ def _default_values(mdp) -> np.ndarray:
     return mdp.R.max(axis=1).astype(np.float64)
 
 
+def _raise_shapes(status: int) -> None:
+    if status == _status.BAD_SHAPES:  # the wrappers always pass consistent shapes
+        raise ValueError("internal error: array arguments of inconsistent shapes "
+                         f"(status {_status.BAD_SHAPES})")
+
+
 def _raise(status: int, mdp, policy=None) -> None:
     """Turn a kernel status into the error the MDP constructor would give (arrays changed since)."""
     if status == _status.OK:
         return
+    _raise_shapes(status)
     if isinstance(mdp, TokenMDP):
         if status == _status.BAD_NEXT_STATES:
             _check_next_state(mdp.next_state, mdp.terminal)

@@ -44,7 +44,7 @@ from .rng import MASK64, RandomStream, advance, resolve_seed
 __all__ = ["ContextMDP", "RolloutBatch", "TextGenerationEnv"]
 
 # Status codes of the environment kernels (beyond fastlmrl._status: 1 states = contexts,
-# 2 actions, 3 next_states, 5 rewards, 6 prompt offsets).
+# 2 actions, 3 next_states, 5 rewards, 6 prompt offsets, 7 array shapes).
 BAD_PROMPT_IDS = 40
 BAD_PROMPT_TOKENS = 41
 BAD_LOGITS = 42
@@ -65,6 +65,9 @@ _MESSAGES = {
     BAD_MASK_LOGITS: "mask_logits: a visited row holds NaN or +inf, or no finite entry",
     BAD_CONFIG: "inconsistent sizes or parameters",
     BAD_LENGTHS: "a sequence is already at its maximum length",
+    # the wrappers always pass consistent shapes
+    _status.BAD_SHAPES: "internal error: array arguments of inconsistent shapes "
+                        f"(status {_status.BAD_SHAPES})",
 }
 
 

@@ -13,13 +13,15 @@ policy is the softmax (Sutton & Barto 2018, §13.1, eq. 13.2)
 (the eligibility vector of S&B eq. 13.9 for a softmax in action preferences).
 
 Numerics.  Each row takes a max pass, then one pass computing :math:`e_j = \exp(z_j - m)` into a
-float64 row buffer (one per thread; no (N, V) temporary) and their sum, and -- for the gradient --
-one pass writing :math:`p_j = e_j / S` from that buffer.  Sums are formed in float64 with eight
-partial sums in a fixed order, and each result is rounded once when stored, identically in the
-python, numba and cython backends (bit-for-bit equal; the order of operations is written out in
-``fastlmrl/_python/log_probs.py``).  For **float32** logits the exponentials use a vectorisable
-polynomial exp built on fused multiply-adds, with relative error <= 1e-8 (below 0.2 ulp of
-float32; see ``fastlmrl/_numba/fast_math.py``); float64 logits use the C library's ``exp``.
+row buffer of the logits' dtype (one per thread; no (N, V) temporary) and their sum, and -- for the
+gradient -- one pass writing :math:`p_j = e_j \cdot (1/S)` from that buffer.  Sums are formed in
+float64 with eight partial sums in a fixed order, and each result is rounded once when stored,
+identically in the python, numba and cython backends (bit-for-bit equal; the order of operations is
+written out in ``fastlmrl/_python/log_probs.py``).  For **float32** logits :math:`z_j - m` is the
+float32 difference (as in a float32 NumPy softmax) and the exponentials use a vectorisable float32
+polynomial exp built on fused multiply-adds (eight lanes per 256-bit vector), within 1 ulp of
+float32 of the correctly rounded exp and within NumPy's own error + 1 ulp of ``np.exp`` (see
+``fastlmrl/_numba/fast_math.py``); float64 logits use the C library's ``exp`` in float64.
 Gradient outputs of 64 MiB and more are written with streaming (non-temporal) stores.
 
 Masked logits (-inf) are allowed: probability 0, log-probability -inf.  A row holding NaN or +inf,
@@ -37,6 +39,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._status import BAD_SHAPES
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 
@@ -98,6 +101,9 @@ def raise_for_status(status: int, logits: np.ndarray, tokens=None, extra=None) -
         return
     if status == NO_MEMORY:
         raise MemoryError("fastlmrl: could not allocate the per-thread row buffers")
+    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
+        raise ValueError("internal error: array arguments of inconsistent shapes "
+                         f"(status {BAD_SHAPES})")
     if status == BAD_LOGITS:
         raise ValueError(bad_logits_message(logits))
     if status == BAD_TOKENS and tokens is not None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._status import BAD_SHAPES
 from .argmax_tree import raise_for_tree_status, tree_args
 from .rng import advance, resolve_seed
 
@@ -24,6 +25,9 @@ def _prepare(q, states):
 
 
 def _finish(status, states, q):
+    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
+        raise ValueError("internal error: array arguments of inconsistent shapes "
+                         f"(status {BAD_SHAPES})")
     check.raise_for_status(status, {"states": (states, q.shape[0])})
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._status import BAD_SHAPES
 from .argmax_tree import BAD_TREE, tree_args
 from .rng import advance, resolve_seed
 
@@ -63,6 +64,9 @@ def _rates(alpha, gamma):
 def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "next_actions")):
     if status == BAD_TREE:
         raise ValueError("argmax_tree does not fit its table (nodes shape / block_size)")
+    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
+        raise ValueError("internal error: array arguments of inconsistent shapes "
+                         f"(status {BAD_SHAPES})")
     bounds = {"rewards": (rewards, None)}
     for name, arr in zip(names, ids):
         bounds[name] = (arr, q.shape[1] if "actions" in name else q.shape[0])

@@ -11,7 +11,9 @@ from hypothesis.extra import numpy as hnp
 
 import fastlmrl
 from fastlmrl import ArgmaxTree, RandomStream, _backend
+from fastlmrl._status import BAD_SHAPES
 from fastlmrl.rng import stream_key
+from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 NAN, INF = math.nan, math.inf
 KERNELS = ["argmax_tree_build", "argmax_tree_max", "argmax_tree_refresh",
@@ -621,3 +623,46 @@ def test_public_double_q_key_matches_stream_key(backend):
         p1, p2, np.array([0, 1]), np.array([0, 1]), np.array([1.0, 1.0]), np.array([1, 2]),
         np.zeros(2, np.uint8), 1.0, 1.0, np.uint64(stream_key(42)), np.uint64(0), want)
     assert np.array_equal(td, want) and np.array_equal(q1, p1) and np.array_equal(q2, p2)
+
+
+# ---------------------------------------------------------------------------------------------
+# array shapes (direct callers)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    """Per-item arrays of another length than ``states``: BAD_SHAPES (checked first); ``q`` and
+    ``nodes`` (and the second table / tree) are sized by the tree check: BAD_TREE."""
+    q = np.linspace(-1.0, 1.0, 15).reshape(3, 5)  # block 2: P = 4 (V = 4 would give P = 2)
+    nodes = build(reference, q, 2)
+    states = np.array([0, 2, 1], np.int64)
+    batch = dict(states=states, actions=np.array([1, 4, 0], np.int64),
+                 rewards=np.array([1.0, -0.5, 0.25]), next_states=np.array([2, 0, 1], np.int64),
+                 terminated=np.array([0, 1, 0], np.uint8), alpha=0.5, gamma=0.9)
+    seed = dict(key=np.uint64(5), counter=np.uint64(0))
+    tree = dict(q=q, nodes=nodes, block_size=2)
+    args = {
+        "argmax_tree_build": dict(q=q, nodes=np.full_like(nodes, -7), block_size=2),
+        "argmax_tree_refresh": dict(**tree, states=states, actions=batch["actions"]),
+        "greedy_tree": dict(**tree, states=states, out=np.full(3, -7, np.int64)),
+        "argmax_tree_max": dict(**tree, states=states, out=np.full(3, -7.0)),
+        "epsilon_greedy_tree": dict(**tree, states=states, epsilon=0.5, **seed,
+                                    out=np.full(3, -7, np.int64)),
+        "q_learning_update_tree": dict(**tree, **batch, td_out=np.full(3, -7.0)),
+        "double_q_learning_update_tree": dict(q1=q, q2=-q, nodes1=nodes,
+                                              nodes2=build(reference, -q, 2), block_size1=2,
+                                              block_size2=2, **batch, **seed,
+                                              td_out=np.full(3, -7.0)),
+    }[kernel]
+    tables = {(k, axis) for k in ("q", "nodes", "q1", "q2", "nodes1", "nodes2") if k in args
+              for axis in (0, 1)}
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(module, kernel, args, skip=tables)
+        for name, axis in tables:
+            assert status_with_short(module, kernel, args, name, axis) == 32, (name, axis)
+
+
+def test_bad_shapes_status_is_an_internal_error():
+    # never reached through the public API (the wrappers pass consistent shapes); still mapped
+    with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
+        fastlmrl.argmax_tree.raise_for_tree_status(BAD_SHAPES, {})

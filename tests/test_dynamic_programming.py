@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 import fastlmrl
 from fastlmrl import (DenseMDP, DPResult, TokenMDP, action_values, bellman_backup, evaluate_policy,
                       modified_policy_iteration, policy_iteration, value_iteration)
+from fastlmrl._status import BAD_SHAPES
+from shape_checks import assert_rejects_bad_shapes
 
 FLOATS = (np.float32, np.float64)
 INDEX = (np.int32, np.int64)
@@ -811,3 +813,48 @@ def test_nothing_modified(backend):
     with pytest.raises(ValueError, match=r"R\[3, 1\] = inf"):
         modified_policy_iteration(dense, 0.9)
     np.testing.assert_array_equal(v0, v0_copy)
+
+
+# ---------------------------------------------------------------------------------------------
+# array shapes (direct callers)
+
+SHAPE_KERNELS = sorted(importlib.import_module("fastlmrl._python.dynamic_programming").__all__)
+
+
+@pytest.mark.parametrize("kernel", SHAPE_KERNELS)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    S, A = 3, 2
+    token = dict(next_state=np.array([[1, 2], [2, 0], [0, 0]], np.int64),
+                 reward=np.linspace(-1.0, 1.0, S * A).reshape(S, A),
+                 terminal=np.array([0, 0, 1], np.uint8))
+    P = np.full((S, A, S), 1.0 / S)
+    dense = dict(P=P, R=np.linspace(-1.0, 1.0, S * A).reshape(S, A))
+    v, policy = np.array([0.5, -1.0, 0.0]), np.array([1, 0, 0], np.int64)
+
+    def vec(fill=-7.0):
+        return np.full(S, fill, np.float64 if isinstance(fill, float) else np.int64)
+
+    layout, name = kernel.split("_mdp_")
+    mdp = token if layout == "token" else dense
+    args = {
+        "bellman_backup": dict(**mdp, gamma=0.9, v=v, v_out=vec(), policy_out=vec(-7)),
+        "action_values": dict(**mdp, gamma=0.9, v=v, q_out=np.full((S, A), -7.0)),
+        "policy_sweeps": dict(**mdp, policy=policy, gamma=0.9, k=3, v=v, v_tmp=vec()),
+        "policy_value": dict(**mdp, policy=policy, gamma=0.9, v_out=vec(),
+                             work=np.full(2 * S, -7, np.int64)),
+        "find_cycle": dict(next_state=token["next_state"], terminal=token["terminal"],
+                           found_out=np.full(1, -7, np.int64), work=np.full(3 * S, -7, np.int64)),
+        "value_iteration": dict(**mdp, gamma=0.9, tol=1e-6, max_iter=50, v=v, v_tmp=vec(),
+                                policy_out=vec(-7), info_out=np.full(2, -7, np.int64)),
+    }[name]
+    # find_cycle reads no reward: the number of actions is free
+    skip = {("next_state", 1)} if name == "find_cycle" else set()
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(topic(module), kernel, args, skip=skip)
+
+
+def test_bad_shapes_status_is_an_internal_error():
+    # never reached through the public API (the wrappers pass consistent shapes); still mapped
+    mdp = TokenMDP(np.zeros((1, 1), np.int64), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
+        fastlmrl.dynamic_programming._raise(BAD_SHAPES, mdp)

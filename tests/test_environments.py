@@ -10,8 +10,10 @@ from hypothesis.extra import numpy as hnp
 
 import fastlmrl
 from fastlmrl import ContextMDP, RandomStream, TextGenerationEnv
+from fastlmrl._status import BAD_SHAPES
 from fastlmrl.rewards import TargetMatch
 from fastlmrl.rng import stream_key, uniform
+from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 KERNEL_NAMES = ["context_mdp_step", "draw_ids", "text_env_reset", "text_env_rollout",
                 "text_env_step", "topk_topp_mask"]
@@ -801,3 +803,63 @@ def test_reset_is_reproducible_and_stream_continues(backend):
     assert stream.counter == 6                       # one draw per sequence
     env.reset()                                      # seed=None continues the same stream
     assert stream.counter == 12
+
+
+# ---------------------------------------------------------------------------------------------
+# array shapes (direct callers)
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    """Each array one entry short along each axis: the kernels' own size checks cover most arrays
+    (44 inconsistent sizes, 6 prompt offsets); context_mdp_step's tables get BAD_SHAPES, checked
+    first.  Nothing is written either way."""
+    S = V = 3  # order 1
+    n, T = 2, 3
+    i64 = np.int64
+    logits = np.linspace(-1.0, 1.0, S * V).reshape(S, V)
+    prompts = dict(prompt_tokens=np.array([1, 2, 0], i64), prompt_offsets=np.array([0, 2, 3], i64))
+    on, ids = np.ones(n, np.uint8), np.array([1, 0], i64)
+    flags = dict(terminated_out=np.full(n, 7, np.uint8), truncated_out=np.full(n, 7, np.uint8))
+    seed = dict(key=np.uint64(5), counter=np.uint64(0))
+    args = {
+        "draw_ids": dict(bound=3, **seed, mask=on, out=np.full(n, -7, i64)),
+        "context_mdp_step": dict(next_state=np.array([[1, 2, 0], [2, 0, 1], [0, 0, 0]], i64),
+                                 reward=logits, terminal=np.array([0, 0, 1], np.uint8),
+                                 max_steps=5, actions=np.array([0, 2], i64), active=on,
+                                 contexts=np.array([0, 1], i64), steps=np.array([0, 1], i64),
+                                 rewards_out=np.full(n, -7.0), **flags),
+        "text_env_reset": dict(**prompts, n_vocab=V, order=1, bos_id=0, prompt_ids=ids, mask=on,
+                               contexts=np.full(n, -7, i64), lengths=np.full(n, -7, i64)),
+        "text_env_step": dict(n_vocab=V, order=1, eos_id=2, max_new_tokens=T,
+                              actions=np.array([0, 2], i64), active=on,
+                              contexts=np.array([0, 1], i64), lengths=np.array([0, 1], i64),
+                              tokens=np.full((n, T), -7, i64), **flags),
+        "topk_topp_mask": dict(mask_logits=logits, contexts=np.array([0, 2], i64), top_k=2,
+                               top_p=1.0, out=np.full((n, V), 7, np.uint8)),
+        "text_env_rollout": dict(logits=logits, mask_logits=logits, top_k=2, top_p=1.0, **prompts,
+                                 prompt_ids=ids, order=1, bos_id=0, eos_id=2, **seed,
+                                 contexts_out=np.full((n, T), -7, i64),
+                                 actions_out=np.full((n, T), -7, i64),
+                                 logprobs_out=np.full((n, T), -7.0),
+                                 valid_out=np.full((n, T), 7, np.uint8),
+                                 lengths_out=np.full(n, -7, i64), **flags,
+                                 final_contexts_out=np.full(n, -7, i64), cdf=np.zeros((S, V)),
+                                 row_stats=np.zeros((S, 3)), row_built=np.zeros(S, np.uint8),
+                                 mask_table=np.full((S, V), 9, np.uint8)),
+    }[kernel]
+    # topk_topp_mask's table may have any number of rows (a short one only moves the id range)
+    free = {("mask_logits", 0)} if kernel == "topk_topp_mask" else set()
+    sized = {(k, axis) for k, v in args.items() if isinstance(v, np.ndarray)
+             for axis in range(v.ndim) if k not in ("next_state", "reward")} - free
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(module, kernel, args, skip=sized | free)
+        for name, axis in sized:
+            code = 6 if name.startswith("prompt_") and name != "prompt_ids" else 44
+            assert status_with_short(module, kernel, args, name, axis) == code, (name, axis)
+
+
+def test_bad_shapes_status_is_an_internal_error():
+    # never reached through the public API (the wrappers pass consistent shapes); still mapped
+    with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
+        fastlmrl.environments._raise(BAD_SHAPES, {"actions": (np.zeros(1, np.int64), 1)})

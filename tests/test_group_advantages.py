@@ -8,6 +8,7 @@ import fastlmrl
 from fastlmrl import _backend
 from fastlmrl.group_advantages import (BAD_GROUP_IDS, BAD_GROUP_SIZE, BAD_LOGP, BAD_OLD_LOGP,
                                        BAD_OPTION, BAD_REWARDS)
+from shape_checks import assert_rejects_bad_shapes
 
 KERNELS = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
@@ -425,3 +426,26 @@ def test_rloo_rejects_a_single_sample_group(backend):
         fastlmrl.rloo_advantages([1.0, 2.0, 3.0], group_ids=[4, 4, 5])
     with pytest.raises(ValueError, match="at least 2"):
         fastlmrl.rloo_advantages([1.0, 2.0], 1)
+
+
+# ---- array shapes (direct callers) -------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    r = np.linspace(-1.0, 2.0, 6)
+    ids = np.array([0, 0, 1, 1, 1, 0], np.int64)
+    stat1, stat2, count = np.full(2, -7.0), np.full(2, -7.0), np.full(2, -7, np.int64)
+    out = np.full(6, -7.0)
+    lp, old, m = make_logps(4, 3, 4, np.float64)
+    grid = np.full(m.shape, -7.0)
+    args = {"grpo_advantages": dict(rewards=r, group_ids=ids, scale=1, eps=1e-6, ddof=1,
+                                    group_mean=stat1, group_std=stat2, group_count=count,
+                                    advantages_out=out),
+            "rloo_advantages": dict(rewards=r, group_ids=ids, group_sum=stat1, group_count=count,
+                                    advantages_out=out),
+            "loss_weights": dict(mask=m.view(np.uint8), mode=0, num_sequences=3.0,
+                                 num_tokens=12.0, max_length=4.0, out=grid),
+            "sequence_importance_ratio": dict(logp=lp, old_logp=old, mask=m.view(np.uint8),
+                                              ratio_out=np.full(3, -7.0), grad_out=grid)}[kernel]
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(module, kernel, args)

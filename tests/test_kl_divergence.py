@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import fastlmrl
 from fastlmrl import _backend
 from fastlmrl.kl_divergence import BAD_ESTIMATOR, BAD_LOGP, BAD_REF_LOGP, BAD_REWARDS
+from shape_checks import assert_rejects_bad_shapes
 
 KERNELS = ["kl_penalized_rewards", "kl_penalty"]
 PUBLIC = ["AdaptiveKLController", "FixedKLController", "kl_penalized_rewards", "kl_penalty"]
@@ -281,3 +282,19 @@ def test_adaptive_controller_bad_update():
     with pytest.raises(ValueError, match="n_steps"):
         c.update(1.0, -1)
     assert c.value == 0.1
+
+
+# ---- array shapes (direct callers) -------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    lp, ref, rw = -np.linspace(0.5, 2.0, 6), -np.linspace(1.0, 1.5, 6), np.linspace(-1, 1, 6)
+    m = np.array([1, 0, 1, 1, 0, 1], np.uint8)
+    out1, out2 = np.full(6, -7.0), np.full(6, -7.0)
+    if kernel == "kl_penalty":
+        args = dict(logp=lp, ref_logp=ref, mask=m, estimator=3, kl_out=out1, grad_out=out2)
+    else:
+        args = dict(rewards=rw, logp=lp, ref_logp=ref, mask=m, estimator=3, beta=0.1,
+                    rewards_out=out1, kl_out=out2)
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(module, kernel, args)

@@ -1,4 +1,4 @@
-"""log_probs: fast exp accuracy, reference equivalence (bit for bit), NumPy formulas, hand-computed
+"""log_probs: float32 fast exp accuracy, reference equivalence (bit for bit), NumPy formulas, hand-computed
 values, finite differences, serial = parallel, bad input and "nothing modified on error"."""
 import math
 
@@ -10,8 +10,10 @@ from numba import njit
 
 import fastlmrl
 from fastlmrl import _backend
+from fastlmrl._status import BAD_SHAPES
 from fastlmrl._numba import fast_math
 from fastlmrl._python import log_probs as ref_lp
+from shape_checks import assert_rejects_bad_shapes
 
 KERNELS = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 FLOATS = (np.float32, np.float64)
@@ -53,57 +55,82 @@ def call(module, name, logits, tokens, threads=1):
 # ---- the fast exp -------------------------------------------------------------------------------
 
 @njit
-def _fast_exp_array(x, out):
+def _fast_exp32_array(x, out):
     for i in range(x.shape[0]):
-        out[i] = fast_math.fast_exp(x[i])
+        out[i] = fast_math.fast_exp32(x[i])
 
 
-def test_fast_exp_error_against_numpy():
-    x = np.concatenate([np.linspace(-708.0, 0.0, 200_001), np.linspace(-30, 30, 100_001),
-                        -np.logspace(-12, 2.5, 10_001), [0.0, -0.0, 1e-300, 709.0]])
+def _ulps(a, b):
+    """|a - b| in units in the last place of float32 (same-sign finite values)."""
+    return np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))
+
+
+def test_fast_exp32_error_against_numpy():
+    rng = np.random.default_rng(7)
+    x = np.concatenate([np.linspace(-87.0, 88.0, 2_000_001), np.linspace(-1.0, 1.0, 200_001),
+                        rng.uniform(-87.0, 0.0, 200_000), -np.logspace(-30, 1.9, 20_001),
+                        [0.0, -0.0, -87.0, 88.0]]).astype(np.float32)
     out = np.empty_like(x)
-    _fast_exp_array(x, out)
-    rel = np.abs(out / np.exp(x) - 1.0)
-    assert rel.max() <= 1e-8
-    # rounded to float32: at most 1 ulp from numpy's float32 exp of the same argument
-    in32 = x < 88.0  # float32 range
-    ulp32 = np.abs(out[in32].astype(np.float32).view(np.int32).astype(np.int64)
-                   - np.exp(x[in32]).astype(np.float32).view(np.int32).astype(np.int64))
-    assert ulp32.max() <= 1
+    _fast_exp32_array(x, out)
+    exact = np.exp(x.astype(np.float64))
+    # within 1 ulp of the correctly rounded float32 exp (float64 exp rounded to float32)
+    assert _ulps(out, exact.astype(np.float32)).max() <= 1
+    assert (np.abs(out / exact - 1.0)).max() <= 1.2e-7
+    # and within NumPy's own float32 error + 1 ulp of NumPy's float32 exp of the same argument
+    numpy32 = np.exp(x)
+    numpy_error = _ulps(numpy32, exact.astype(np.float32)).max()
+    assert _ulps(out, numpy32).max() <= numpy_error + 1
 
 
-def test_fast_exp_underflow_and_special_values():
-    x = np.array([-708.0, -708.5, -745.0, -800.0, -1e300, -np.inf, np.nan])
+def test_fast_exp32_underflow_and_special_values():
+    x = np.array([-87.0, -87.5, -104.0, -1e30, -np.inf, 0.0, np.nan], dtype=np.float32)
     out = np.empty_like(x)
-    _fast_exp_array(x, out)
-    assert abs(out[0] / math.exp(-708.0) - 1) < 1e-8
-    assert (out[1:6] == 0.0).all()
+    _fast_exp32_array(x, out)
+    assert abs(out[0] / math.exp(-87.0) - 1) < 1.2e-7
+    assert (out[1:5] == 0.0).all()
+    assert out[5] == 1.0
     assert np.isnan(out[6])
 
 
-def test_fast_exp_python_twin_is_bit_identical():
+def test_fast_exp32_python_twin_is_bit_identical():
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.uniform(-720, 5, 5000), [-np.inf, 0.0, -708.0]])
+    x = np.concatenate([rng.uniform(-95, 5, 4000), rng.uniform(-1, 1, 1000),
+                        [-np.inf, 0.0, -87.0, -87.00001, -0.3465736]]).astype(np.float32)
     out = np.empty_like(x)
-    _fast_exp_array(x, out)
-    assert [ref_lp.fast_exp(v) for v in x.tolist()] == out.tolist()
+    _fast_exp32_array(x, out)
+    assert [ref_lp.fast_exp32(v) for v in x.tolist()] == out.astype(np.float64).tolist()
 
 
-def test_python_fma_is_exactly_rounded():
+def _nearest_float32(q):
+    """The float32 nearest to the rational q (ties to even), found independently of the code
+    under test: the neighbours of a first guess, compared exactly."""
+    from fractions import Fraction
+    guess = np.float32(float(q))
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess,
+                  np.nextafter(guess, np.float32(np.inf))]
+    best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - q),
+                                          int(np.array(c).view(np.int32)) & 1))
+    return float(best)
+
+
+def test_python_float32_fma_and_subtraction_are_exactly_rounded():
     from fractions import Fraction
     rng = np.random.default_rng(4)
-    a = rng.standard_normal(3000) * np.exp2(rng.integers(-60, 60, 3000))
-    b = rng.standard_normal(3000) * np.exp2(rng.integers(-60, 60, 3000))
-    c = rng.standard_normal(3000) * np.exp2(rng.integers(-120, 120, 3000))
-    c[:500] = -(a[:500] * b[:500])  # heavy cancellation
+    n = 3000
+    a = (rng.standard_normal(n) * np.exp2(rng.integers(-40, 40, n))).astype(np.float32)
+    b = (rng.standard_normal(n) * np.exp2(rng.integers(-40, 40, n))).astype(np.float32)
+    c = (rng.standard_normal(n) * np.exp2(rng.integers(-80, 80, n))).astype(np.float32)
+    c[:500] = -(a[:500] * b[:500])  # heavy cancellation (the float32 product, rounded)
+    c[500:1000] = (a[500:1000].astype(np.float64) * b[500:1000] * 2.0 ** -24).astype(np.float32)
     for x, y, z in zip(a.tolist(), b.tolist(), c.tolist()):
-        assert ref_lp.fma(x, y, z) == float(Fraction(x) * Fraction(y) + Fraction(z))
-    assert ref_lp.fma(0.1, 10.0, -1.0) == 5.551115123125783e-17  # a*b+c in doubles gives 0.0
-    assert math.copysign(1.0, ref_lp.fma(-0.0, 1.0, -0.0)) == -1.0
-    assert ref_lp.fma(1e308, 10.0, -math.inf) == -math.inf
-    assert ref_lp.fma(1e308, 10.0, 0.0) == math.inf
-    assert math.isnan(ref_lp.fma(math.inf, 0.0, 1.0))
-    assert math.isnan(ref_lp.fma(math.nan, 1.0, 1.0))
+        assert ref_lp.fma32(x, y, z) == _nearest_float32(Fraction(x) * Fraction(y) + Fraction(z))
+    # subtraction agrees with NumPy's float32 subtraction (IEEE single)
+    got = np.array([ref_lp.sub32(x, z) for x, z in zip(a.tolist(), c.tolist())])
+    np.testing.assert_array_equal(got, (a - c).astype(np.float64))
+    big = float(np.finfo(np.float32).max)
+    assert ref_lp.sub32(-big, big) == -math.inf
+    assert ref_lp.sub32(-math.inf, 1.0) == -math.inf
+    assert math.isnan(ref_lp.sub32(math.nan, 1.0))
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 1001])
@@ -387,3 +414,27 @@ def test_raw_kernels_check_before_writing(compiled, reference):
             assert status == 20 and (out == 7.0).all()
         status, out = call(module, "log_prob_grad", np.zeros((2, 3)), np.array([0, 5]))
         assert status == 21 and (out == 7.0).all()
+
+
+# ---- array shapes (direct callers) -------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    logits = np.random.default_rng(2).standard_normal((5, 4))
+    args = dict(logits=logits)
+    if kernel in ("token_log_probs", "log_prob_grad"):
+        args["tokens"] = np.array([0, 3, 1, 2, 3], np.int64)
+    full = kernel in ("log_softmax", "log_prob_grad")  # (N, V) output, else (N,)
+    args["out"] = np.full(logits.shape if full else 5, -7.0)
+    args["num_threads"] = 1
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(module, kernel, args, skip=() if full else {("logits", 1)})
+
+
+def test_bad_shapes_status_is_an_internal_error():
+    # never reached through the public API (the wrappers pass consistent shapes); still mapped
+    with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
+        fastlmrl.log_probs.raise_for_status(BAD_SHAPES, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="inconsistent shapes"):  # the tabular losses' mapping
+        fastlmrl.tabular_losses._raise(BAD_SHAPES, np.zeros((2, 3)), np.zeros(1, np.int64),
+                                       np.zeros(1, np.int64), {})

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastlmrl
 from fastlmrl import _backend
+from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 elements = st.one_of(st.integers(-3, 3).map(float), st.floats(-1e3, 1e3, width=32))
 
@@ -446,3 +447,37 @@ def test_corrupted_batch_changes_nothing_in_any_backend(batch, data):
                                            first_visit=first_visit, counts=counts)
             np.testing.assert_array_equal(q1, q)
             assert (counts == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# array shapes (direct callers)
+
+
+@pytest.mark.parametrize("kernel", ["episode_returns", "mc_control_update"])
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    """Each array one entry short along each axis.  This topic sized every array before
+    BAD_SHAPES existed, under its own codes (kept): 6 lengths / offsets, 20 counts, 21 hash
+    scratch.  Nothing is written."""
+    rewards, offsets = np.array([1.0, -0.5, 0.25, 2.0]), np.array([0, 1, 4], np.int64)
+    args = {
+        "episode_returns": dict(rewards=rewards, episode_offsets=offsets, gamma=0.9,
+                                final_values=np.array([0.5, -1.0]),
+                                returns_out=np.full(4, -7.0)),
+        "mc_control_update": dict(q=np.linspace(-1.0, 1.0, 6).reshape(3, 2),
+                                  states=np.array([0, 2, 1, 2], np.int64),
+                                  actions=np.array([1, 0, 0, 1], np.int64), rewards=rewards,
+                                  episode_offsets=offsets, gamma=0.9, first_visit=True,
+                                  alpha=0.0, counts=np.zeros((3, 2), np.int64),
+                                  slot_keys=np.full(8, -7, np.int64),
+                                  slot_first=np.full(8, -7, np.int64),
+                                  returns_out=np.full(4, -7.0)),
+    }[kernel]
+    codes = {"counts": 20, "slot_keys": 21, "slot_first": 21}
+    # q may have any shape (a short q only moves the id ranges)
+    sized = {(k, axis) for k, v in args.items() if isinstance(v, np.ndarray) and k != "q"
+             for axis in range(v.ndim)}
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(module, kernel, args, skip=sized | {("q", 0), ("q", 1)})
+        for name, axis in sized:
+            status = status_with_short(module, kernel, args, name, axis)
+            assert status == codes.get(name, 6), (name, axis)

@@ -34,8 +34,8 @@ def _load_numpy_trainers():
 nt = _load_numpy_trainers()
 
 B, T = 64, 24
-# float32 tables: fastlmrl's loss uses a polynomial exp (relative error <= 1e-8) and stores
-# float32 gradients, so results agree to float32 rounding; float64 tables agree to ~1e-12.
+# float32 tables: fastlmrl's loss uses a float32 polynomial exp (within 1 ulp of float32) and
+# stores float32 gradients, so results agree to float32 rounding; float64 tables to ~1e-12.
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
 
 
@@ -275,9 +275,12 @@ def _compare_trainers(fast, slow, dtype, keys):
     atol = 1e-6 if dtype == np.float32 else 1e-10
     for key in keys:
         np.testing.assert_allclose(m_slow[key], m_fast[key], rtol=1e-4, atol=atol, err_msg=key)
-    # the update itself: what Adam changed, and the moments
+    # the update itself: what Adam changed, and the moments.  A float32 table entry may round to
+    # the neighbouring float32 when the two steps differ in their last bits (fastlmrl's float32
+    # exp is within 1 ulp, NumPy's float64 one exact): up to one spacing of the table's values.
     initial = fast.task.initial_policy
-    _close(slow.policy - initial, fast.policy - initial, dtype, atol=1e-7)
+    one_rounding = float(np.spacing(np.abs(fast.policy)).max()) if dtype == np.float32 else 1e-7
+    _close(slow.policy - initial, fast.policy - initial, dtype, atol=one_rounding)
     _close(slow.optimizer.m, fast.optimizer.m, dtype, atol=1e-9)
     _close(slow.optimizer.v, fast.optimizer.v, dtype, atol=1e-12)
     assert slow.optimizer.t == fast.optimizer.t

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 import fastlmrl
 from fastlmrl import _backend
+from fastlmrl._status import BAD_SHAPES
+from shape_checks import assert_rejects_bad_shapes
 
 FLOATS = (np.float32, np.float64)
 KERNELS = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
@@ -610,3 +612,52 @@ def test_raw_kernels_check_before_writing(compiled, reference):
             status, outs = raw(module, name, d)
             assert status != 0
             assert (outs[0] == 5.0).all() and (outs[1] == 5.0).all()
+
+
+# ---- array shapes (direct callers) -------------------------------------------------------------
+
+def shape_args(kernel):
+    """A valid direct call of ``kernel`` (N = 5, V = 4), outputs filled with a sentinel; ``stats``
+    as short as the kernel allows."""
+    rng = np.random.default_rng(1)
+    n, v = 5, 4
+    per_token = {k: rng.standard_normal(n) for k in ("returns", "baselines", "advantages",
+                                                      "values", "old_values")}
+    head = dict(logits=rng.standard_normal((n, v)), tokens=np.array([0, 3, 1, 2, 3], np.int64))
+    outs = dict(token_loss=np.full(n, -7.0), log_probs=np.full(n, -7.0))
+    tail = dict(grad=np.full((n, v), -7.0))
+    w = np.full(n, 0.2)
+    lp = -np.linspace(1.0, 2.0, n)
+    if kernel == "reinforce_loss":
+        return dict(**head, returns=per_token["returns"], baselines=per_token["baselines"],
+                    weights=w, **outs, **tail, stats=np.full(1, -7.0), num_threads=1)
+    if kernel == "kl_penalty_loss":
+        return dict(**head, ref_log_probs=lp, weights=w, kl_estimator=3, **outs, **tail,
+                    stats=np.full(1, -7.0), num_threads=1)
+    if kernel == "ppo_loss":
+        return dict(**head, old_log_probs=lp - 0.1, advantages=per_token["advantages"],
+                    weights=w, ref_log_probs=lp + 0.1,
+                    sequence_offsets=np.array([0, 2, 5], np.int64), clip_low=0.2, clip_high=0.3,
+                    dual_clip=3.0, kl_coef=0.1, kl_estimator=3, sequence_level=1, **outs,
+                    ratios=np.full(n, -7.0), **tail, stats=np.full(7, -7.0), num_threads=1)
+    return dict(**head, advantages=per_token["advantages"], values=per_token["values"],
+                returns=per_token["returns"], old_values=per_token["old_values"], weights=w,
+                value_clip=0.2, value_coef=0.5, entropy_coef=0.01, **outs,
+                entropies=np.full(n, -7.0), **tail, value_grad=np.full(n, -7.0),
+                stats=np.full(4, -7.0), num_threads=1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    for module in (reference, compiled):
+        # the offsets' length is free (checked as sequence_offsets)
+        assert_rejects_bad_shapes(module, kernel, shape_args(kernel),
+                                  skip={("sequence_offsets", 0)})
+        fn = getattr(module, kernel)
+        args = shape_args(kernel)
+        if kernel == "ppo_loss":  # ref_log_probs may be empty: no KL term
+            assert fn(*{**args, "ref_log_probs": np.empty(0), "kl_coef": 0.0}.values()) == 0
+        if kernel == "a2c_loss":  # old_values may be empty without value clipping
+            empty = {**args, "old_values": np.empty(0)}
+            assert fn(*{**empty, "value_clip": 0.0}.values()) == 0
+            assert fn(*empty.values()) == BAD_SHAPES

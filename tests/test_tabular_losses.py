@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 import fastlmrl
 from fastlmrl import _backend
+from fastlmrl._status import BAD_SHAPES
+from shape_checks import assert_rejects_bad_shapes
 
 FLOATS = (np.float32, np.float64)
 
@@ -371,3 +373,53 @@ def test_every_backend_exports_the_kernels():
     for name in KERNELS:
         for b in fastlmrl.BACKENDS:
             assert callable(getattr(_backend.backend_module(b), name))
+
+
+# ---- array shapes (direct callers) -------------------------------------------------------------
+
+def shape_args(kernel):
+    """A valid direct call of ``kernel`` (N = 6 tokens, S = 4 contexts, V = 3): work arrays and
+    outputs filled with a sentinel, ``rows`` / ``grad`` with min(N, S) rows, ``num_rows`` (1,),
+    ``stats`` as short as the kernel allows."""
+    d = case(5, 4, 3, 6)
+    n, (s, v) = 6, d["table"].shape
+    head = dict(table=d["table"], contexts=d["contexts"], tokens=d["tokens"])
+    work = dict(index=np.full(s, -7, np.int64), rows=np.full(min(n, s), -7, np.int64),
+                num_rows=np.full(1, -7, np.int64))
+    outs = dict(token_loss=np.full(n, -7.0), log_probs=np.full(n, -7.0))
+    grad = np.full((min(n, s), v), -7.0)
+    if kernel == "token_log_probs_tabular":
+        return dict(**head, **work, log_probs=outs["log_probs"], num_threads=1)
+    if kernel == "reinforce_loss_tabular":
+        return dict(**head, returns=d["returns"], baselines=d["base"], weights=d["w"], **work,
+                    **outs, grad=grad, stats=np.full(1, -7.0), num_threads=1)
+    if kernel == "kl_penalty_loss_tabular":
+        return dict(**head, ref_log_probs=d["ref"], weights=d["w"], kl_estimator=3, **work,
+                    **outs, grad=grad, stats=np.full(1, -7.0), num_threads=1)
+    if kernel == "ppo_loss_tabular":
+        return dict(**head, old_log_probs=d["old"], advantages=d["adv"], weights=d["w"],
+                    ref_log_probs=d["ref"], sequence_offsets=np.array([0, 2, 6], np.int64),
+                    clip_low=0.2, clip_high=0.3, dual_clip=3.0, kl_coef=0.1, kl_estimator=3,
+                    sequence_level=1, **work, **outs, ratios=np.full(n, -7.0), grad=grad,
+                    stats=np.full(7, -7.0), num_threads=1)
+    return dict(**head, advantages=d["adv"], values=d["values"], returns=d["returns"],
+                old_values=d["old_values"], weights=d["w"], value_clip=0.2, value_coef=0.5,
+                entropy_coef=0.01, **work, **outs, entropies=np.full(n, -7.0), grad=grad,
+                value_grad=np.full(n, -7.0), stats=np.full(4, -7.0), num_threads=1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    skip = {("sequence_offsets", 0)}  # its length is free (checked as sequence_offsets)
+    if kernel == "token_log_probs_tabular":
+        skip.add(("table", 1))  # no other array of V entries
+    for module in (reference, compiled):
+        assert_rejects_bad_shapes(module, kernel, shape_args(kernel), skip)
+        fn = getattr(module, kernel)
+        args = shape_args(kernel)
+        if kernel == "ppo_loss_tabular":  # ref_log_probs may be empty: no KL term
+            assert fn(*{**args, "ref_log_probs": np.empty(0), "kl_coef": 0.0}.values()) == 0
+        if kernel == "a2c_loss_tabular":  # old_values may be empty without value clipping
+            empty = {**args, "old_values": np.empty(0)}
+            assert fn(*{**empty, "value_clip": 0.0}.values()) == 0
+            assert fn(*empty.values()) == BAD_SHAPES

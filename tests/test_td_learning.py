@@ -10,7 +10,9 @@ from hypothesis.extra import numpy as hnp
 
 import fastlmrl
 from fastlmrl import RandomStream
+from fastlmrl._status import BAD_SHAPES
 from fastlmrl.rng import stream_key
+from shape_checks import assert_rejects_bad_shapes
 
 
 @st.composite
@@ -292,3 +294,32 @@ def test_double_q_bad_input_leaves_both_tables_and_stream_untouched(backend):
         fastlmrl.double_q_learning_update(q1, q1, **GOOD, seed=1)
     fastlmrl.double_q_learning_update(q1, q2, **GOOD, seed=s)
     assert s.counter == 2
+
+
+# ---- array shapes (direct callers) -------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", ["double_q_learning_update", "expected_sarsa_update",
+                                    "q_learning_update", "sarsa_update"])
+def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
+    q = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    batch = dict(states=np.array([0, 1, 2], np.int64), actions=np.array([1, 3, 0], np.int64),
+                 rewards=np.array([1.0, -0.5, 0.25]), next_states=np.array([2, 0, 1], np.int64))
+    done, td = np.array([0, 1, 0], np.uint8), np.full(3, -7.0)
+    rates = dict(alpha=0.5, gamma=0.9)
+    args = {"q_learning_update": dict(q=q, **batch, terminated=done, **rates, td_out=td),
+            "sarsa_update": dict(q=q, **batch, next_actions=np.array([3, 2, 1], np.int64),
+                                 terminated=done, **rates, td_out=td),
+            "expected_sarsa_update": dict(q=q, **batch, terminated=done, **rates, epsilon=0.1,
+                                          td_out=td),
+            "double_q_learning_update": dict(q1=q, q2=-q, **batch, terminated=done, **rates,
+                                             key=np.uint64(5), counter=np.uint64(0),
+                                             td_out=td)}[kernel]
+    for module in (reference, compiled):
+        # one table's shape is free (a short q only moves the id ranges); q2 must match q1
+        assert_rejects_bad_shapes(module, kernel, args, skip={("q", 0), ("q", 1)})
+
+
+def test_bad_shapes_status_is_an_internal_error():
+    # never reached through the public API (the wrappers pass consistent shapes); still mapped
+    with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
+        fastlmrl.td_learning._raise(BAD_SHAPES, np.zeros((1, 1)), (), None)

@@ -16,6 +16,26 @@ cdef enum:
     BAD_BOOTSTRAP = 42
     BAD_ENDS = 43
     BAD_ADVANTAGES = 44
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+
+
+cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept nogil:
+    """The shapes of two 2-D memoryviews are equal."""
+    return a[0] == b[0] and a[1] == b[1]
+
+
+cdef inline bint _shapes_ok(const real_t[:, ::1] rewards, const real_t[:, ::1] values,
+                            const unsigned char[:, ::1] mask, const unsigned char[::1] terminated,
+                            const unsigned char[::1] truncated,
+                            const real_t[::1] bootstrap_values, const real_t[:, ::1] out1,
+                            const real_t[:, ::1] out2) noexcept nogil:
+    """The shape check (first): every (B, T) array of rewards' shape, the per-sequence arrays
+    (B,).  A kernel without values (or a second output) passes rewards (the first output) again."""
+    cdef Py_ssize_t b = rewards.shape[0]
+    return (_same_shape(rewards.shape, values.shape) and _same_shape(rewards.shape, mask.shape)
+            and _same_shape(rewards.shape, out1.shape) and _same_shape(rewards.shape, out2.shape)
+            and terminated.shape[0] == b and truncated.shape[0] == b
+            and bootstrap_values.shape[0] == b)
 
 
 cdef inline int _check(const real_t[:, ::1] rewards, const real_t[:, ::1] values, bint has_values,
@@ -54,8 +74,11 @@ cdef int discounted_returns_core(const real_t[:, ::1] rewards, const unsigned ch
                                  real_t[:, ::1] returns_out) noexcept nogil:
     cdef Py_ssize_t b, t
     cdef double g
-    cdef int status = _check(rewards, rewards, False, mask, terminated, truncated,
-                             bootstrap_values)
+    cdef int status
+    if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values,
+                      returns_out, returns_out):
+        return BAD_SHAPES
+    status = _check(rewards, rewards, False, mask, terminated, truncated, bootstrap_values)
     if status:
         return status
     for b in range(mask.shape[0]):
@@ -76,8 +99,11 @@ cdef int lambda_returns_core(const real_t[:, ::1] rewards, const real_t[:, ::1] 
                              real_t[:, ::1] returns_out) noexcept nogil:
     cdef Py_ssize_t b, t
     cdef double g, v_next, one_minus_lam = 1.0 - lam
-    cdef int status = _check(rewards, values, True, mask, terminated, truncated,
-                             bootstrap_values)
+    cdef int status
+    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
+                      returns_out, returns_out):
+        return BAD_SHAPES
+    status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status:
         return status
     for b in range(mask.shape[0]):
@@ -100,8 +126,11 @@ cdef int gae_core(const real_t[:, ::1] rewards, const real_t[:, ::1] values,
                   real_t[:, ::1] returns_out) noexcept nogil:
     cdef Py_ssize_t b, t
     cdef double a, v, v_next, delta, gl = gamma * lam
-    cdef int status = _check(rewards, values, True, mask, terminated, truncated,
-                             bootstrap_values)
+    cdef int status
+    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
+                      advantages_out, returns_out):
+        return BAD_SHAPES
+    status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status:
         return status
     for b in range(mask.shape[0]):
@@ -131,6 +160,8 @@ cdef int masked_whiten_core(const real_t[:, ::1] advantages, const unsigned char
     cdef const real_t* a
     cdef const unsigned char* m
     cdef real_t* o
+    if not (_same_shape(mask.shape, advantages.shape) and _same_shape(mask.shape, out.shape)):
+        return BAD_SHAPES
     if n == 0:
         return 0
     a = &advantages[0, 0]

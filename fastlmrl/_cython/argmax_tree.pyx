@@ -17,6 +17,7 @@ from fastlmrl._cython._common cimport real_t, index_t, uniform, out_of_range, no
 
 cdef enum:
     BAD_TREE = 32
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
 
 
 cdef inline Py_ssize_t _n_leaves(Py_ssize_t n_actions, Py_ssize_t block_size) noexcept nogil:
@@ -31,6 +32,17 @@ cdef inline bint _bad_tree(Py_ssize_t n_states, Py_ssize_t n_actions, Py_ssize_t
     if block_size < 1:
         return True
     return tree_rows != n_states or tree_cols != 2 * _n_leaves(n_actions, block_size)
+
+
+cdef inline bint _batch_ok(const index_t[::1] states, const index_t[::1] actions,
+                           const real_t[::1] rewards, const index_t[::1] next_states,
+                           const unsigned char[::1] terminated,
+                           const real_t[::1] td_out) noexcept nogil:
+    """The shape check (first) of the update kernels: every per-transition array of states'
+    length."""
+    cdef Py_ssize_t n = states.shape[0]
+    return (actions.shape[0] == n and rewards.shape[0] == n and next_states.shape[0] == n
+            and terminated.shape[0] == n and td_out.shape[0] == n)
 
 
 cdef inline bint _better(real_t v_right, real_t v_left) noexcept nogil:
@@ -158,6 +170,8 @@ cdef int argmax_tree_refresh_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
                                   Py_ssize_t block_size, const index_t[::1] states,
                                   const index_t[::1] actions) noexcept nogil:
     cdef Py_ssize_t i, s, n_actions = q.shape[1], p
+    if actions.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -175,6 +189,8 @@ cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
                           Py_ssize_t block_size, const index_t[::1] states,
                           int64_t[::1] out) noexcept nogil:
     cdef Py_ssize_t i, s
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -189,6 +205,8 @@ cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] node
                               Py_ssize_t block_size, const index_t[::1] states,
                               real_t[::1] out) noexcept nogil:
     cdef Py_ssize_t i, s
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -205,6 +223,8 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
                                   int64_t[::1] out) noexcept nogil:
     cdef Py_ssize_t i, s, n_actions = q.shape[1]
     cdef uint64_t c
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -244,8 +264,11 @@ cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
                                      double gamma, real_t[::1] td_out) noexcept nogil:
     cdef Py_ssize_t i, s, a, s2, p, n_actions = q.shape[1]
     cdef double q_sa, target, td
-    cdef int status = _check(q.shape[0], n_actions, nodes, block_size, states, actions, rewards,
-                             next_states)
+    cdef int status
+    if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+        return BAD_SHAPES
+    status = _check(q.shape[0], n_actions, nodes, block_size, states, actions, rewards,
+                    next_states)
     if status:
         return status
     p = nodes.shape[1] // 2
@@ -291,6 +314,8 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
     cdef Py_ssize_t i
     cdef double td
     cdef int status
+    if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+        return BAD_SHAPES
     if (q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]
             or _bad_tree(q2.shape[0], q2.shape[1], nodes2.shape[0], nodes2.shape[1], block_size2)):
         return BAD_TREE

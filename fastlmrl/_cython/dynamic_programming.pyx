@@ -22,9 +22,31 @@ from libc.math cimport isfinite, fabs, NAN
 
 from fastlmrl._cython._common cimport real_t, index_t
 
+cdef enum:
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+
 
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
+
+cdef inline bint _token_shapes_ok(const Py_ssize_t* table, const Py_ssize_t* reward,
+                                  Py_ssize_t n_terminal, Py_ssize_t n1, Py_ssize_t n2,
+                                  Py_ssize_t n3) noexcept nogil:
+    """The shape check (first) of the token layout: ``reward`` of next_state's shape (S, A)
+    (``table``), ``terminal`` and the lengths n1..n3 of the kernel's per-state arrays S (a kernel
+    with fewer per-state arrays passes a length again)."""
+    cdef Py_ssize_t n_states = table[0]
+    return (reward[0] == n_states and reward[1] == table[1] and n_terminal == n_states
+            and n1 == n_states and n2 == n_states and n3 == n_states)
+
+
+cdef inline bint _dense_shapes_ok(const Py_ssize_t* P, const Py_ssize_t* R, Py_ssize_t n1,
+                                  Py_ssize_t n2, Py_ssize_t n3) noexcept nogil:
+    """The shape check (first) of the dense layout: ``P`` (S, A, S) for ``R`` (S, A), and the
+    lengths n1..n3 of the kernel's per-state arrays S."""
+    cdef Py_ssize_t n_states = R[0]
+    return (P[0] == n_states and P[1] == R[1] and P[2] == n_states and n1 == n_states
+            and n2 == n_states and n3 == n_states)
 
 cdef inline int _check_token(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
                              const unsigned char[::1] terminal) noexcept nogil:
@@ -193,7 +215,11 @@ cdef int token_mdp_bellman_backup_core(const index_t[:, ::1] next_state,
                                        const unsigned char[::1] terminal, double gamma,
                                        const double[::1] v, double[::1] v_out,
                                        int64_t[::1] policy_out) noexcept nogil:
-    cdef int status = _check_token(next_state, reward, terminal)
+    cdef int status
+    if not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
+                            v_out.shape[0], policy_out.shape[0]):
+        return BAD_SHAPES
+    status = _check_token(next_state, reward, terminal)
     if status or next_state.shape[0] == 0:
         return status
     _token_sweep(next_state, reward, terminal, gamma, &v[0], &v_out[0], &policy_out[0])
@@ -205,7 +231,12 @@ cdef int token_mdp_action_values_core(const index_t[:, ::1] next_state,
                                       const unsigned char[::1] terminal, double gamma,
                                       const double[::1] v, double[:, ::1] q_out) noexcept nogil:
     cdef Py_ssize_t s, a, n_states = next_state.shape[0], n_actions = next_state.shape[1]
-    cdef int status = _check_token(next_state, reward, terminal)
+    cdef int status
+    if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
+                             v.shape[0], v.shape[0])
+            or q_out.shape[0] != n_states or q_out.shape[1] != n_actions):
+        return BAD_SHAPES
+    status = _check_token(next_state, reward, terminal)
     if status:
         return status
     for s in range(n_states):
@@ -238,7 +269,11 @@ cdef int token_mdp_policy_sweeps_core(const index_t[:, ::1] next_state,
                                       const int64_t[::1] policy, double gamma, Py_ssize_t k,
                                       double[::1] v, double[::1] v_tmp) noexcept nogil:
     cdef Py_ssize_t it, s
-    cdef int status = _check_token(next_state, reward, terminal)
+    cdef int status
+    if not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], policy.shape[0],
+                            v.shape[0], v_tmp.shape[0]):
+        return BAD_SHAPES
+    status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
     if status or next_state.shape[0] == 0:
@@ -264,7 +299,12 @@ cdef int token_mdp_policy_value_core(const index_t[:, ::1] next_state,
     cdef double val, acc, g, denom, nxt
     cdef int64_t* path
     cdef int64_t* mark
-    cdef int status = _check_token(next_state, reward, terminal)
+    cdef int status
+    if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], policy.shape[0],
+                             v_out.shape[0], v_out.shape[0])
+            or work.shape[0] != 2 * n_states):
+        return BAD_SHAPES
+    status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
     if status or n_states == 0:
@@ -332,6 +372,10 @@ cdef int token_mdp_find_cycle_core(const index_t[:, ::1] next_state,
     cdef int64_t* colour
     cdef int64_t* stack_s
     cdef int64_t* stack_a
+    if (not _token_shapes_ok(next_state.shape, next_state.shape, terminal.shape[0], n_states,
+                             n_states, n_states)
+            or found_out.shape[0] < 1 or work.shape[0] != 3 * n_states):
+        return BAD_SHAPES
     for s in range(n_states):
         if terminal[s]:
             continue
@@ -390,7 +434,12 @@ cdef int token_mdp_value_iteration_core(const index_t[:, ::1] next_state,
     cdef double* pv = _ptr(v)
     cdef double* pt = _ptr(v_tmp)
     cdef int64_t* pp = _iptr(policy_out)
-    cdef int status = _check_token(next_state, reward, terminal)
+    cdef int status
+    if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
+                             v_tmp.shape[0], policy_out.shape[0])
+            or info_out.shape[0] < 2):
+        return BAD_SHAPES
+    status = _check_token(next_state, reward, terminal)
     if status:
         return status
     for it in range(max_iter):
@@ -418,7 +467,10 @@ cdef int token_mdp_value_iteration_core(const index_t[:, ::1] next_state,
 cdef int dense_mdp_bellman_backup_core(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
                                        double gamma, const double[::1] v, double[::1] v_out,
                                        int64_t[::1] policy_out) noexcept nogil:
-    cdef int status = _check_dense(R)
+    cdef int status
+    if not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v_out.shape[0], policy_out.shape[0]):
+        return BAD_SHAPES
+    status = _check_dense(R)
     if status or R.shape[0] == 0:
         return status
     _dense_sweep(P, R, gamma, &v[0], &v_out[0], &policy_out[0])
@@ -429,7 +481,11 @@ cdef int dense_mdp_action_values_core(const real_t[:, :, ::1] P, const real_t[:,
                                       double gamma, const double[::1] v,
                                       double[:, ::1] q_out) noexcept nogil:
     cdef Py_ssize_t s, a, n_states = R.shape[0], n_actions = R.shape[1]
-    cdef int status = _check_dense(R)
+    cdef int status
+    if (not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v.shape[0], v.shape[0])
+            or q_out.shape[0] != n_states or q_out.shape[1] != n_actions):
+        return BAD_SHAPES
+    status = _check_dense(R)
     if status or n_states == 0:
         return status
     for s in range(n_states):
@@ -450,7 +506,10 @@ cdef int dense_mdp_policy_sweeps_core(const real_t[:, :, ::1] P, const real_t[:,
                                       const int64_t[::1] policy, double gamma, Py_ssize_t k,
                                       double[::1] v, double[::1] v_tmp) noexcept nogil:
     cdef Py_ssize_t it, s
-    cdef int status = _check_dense(R)
+    cdef int status
+    if not _dense_shapes_ok(P.shape, R.shape, policy.shape[0], v.shape[0], v_tmp.shape[0]):
+        return BAD_SHAPES
+    status = _check_dense(R)
     if status == 0:
         status = _check_policy(policy, R.shape[1])
     if status or R.shape[0] == 0:
@@ -477,7 +536,11 @@ cdef int dense_mdp_value_iteration_core(const real_t[:, :, ::1] P, const real_t[
     cdef double* pv = _ptr(v)
     cdef double* pt = _ptr(v_tmp)
     cdef int64_t* pp = _iptr(policy_out)
-    cdef int status = _check_dense(R)
+    cdef int status
+    if (not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
+            or info_out.shape[0] < 2):
+        return BAD_SHAPES
+    status = _check_dense(R)
     if status:
         return status
     for it in range(max_iter):

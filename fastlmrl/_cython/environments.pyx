@@ -27,6 +27,7 @@ cdef enum:
     BAD_MASK_LOGITS = 43
     BAD_CONFIG = 44
     BAD_LENGTHS = 45
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
 
 cdef int64_t CONTEXT_LIMIT = (<int64_t>1) << 62
 
@@ -107,6 +108,8 @@ cdef int context_mdp_step_core(const index_t[:, ::1] next_state, const real_t[:,
     cdef index_t s, a, s2
     cdef int64_t k
     cdef bint done
+    if reward.shape[0] != n_states or reward.shape[1] != n_actions:
+        return BAD_SHAPES
     if (terminal.shape[0] != n_states or max_steps < 0 or actions.shape[0] != n
             or active.shape[0] != n or steps.shape[0] != n or rewards_out.shape[0] != n
             or terminated_out.shape[0] != n or truncated_out.shape[0] != n):

@@ -15,6 +15,23 @@ cdef enum:
     BAD_GROUP_IDS = 48
     BAD_GROUP_SIZE = 49
     BAD_OPTION = 50
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+
+
+cdef inline bint _groups_ok(const real_t[::1] rewards, const index_t[::1] group_ids,
+                            const double[::1] group_stat, const double[::1] group_stat2,
+                            const int64_t[::1] group_count,
+                            const real_t[::1] advantages_out) noexcept nogil:
+    """The shape check (first): per-sample arrays of the rewards' length N, per-group arrays of
+    group_stat's length G (rloo_advantages passes its one group statistic twice)."""
+    cdef Py_ssize_t n = rewards.shape[0], n_groups = group_stat.shape[0]
+    return (group_ids.shape[0] == n and advantages_out.shape[0] == n
+            and group_stat2.shape[0] == n_groups and group_count.shape[0] == n_groups)
+
+
+cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept nogil:
+    """The shapes of two 2-D memoryviews are equal."""
+    return a[0] == b[0] and a[1] == b[1]
 
 
 cdef inline int _check_groups(const real_t[::1] rewards, const index_t[::1] group_ids,
@@ -34,6 +51,8 @@ cdef int grpo_advantages_core(const real_t[::1] rewards, const index_t[::1] grou
     cdef Py_ssize_t i, g, n = rewards.shape[0], n_groups = group_mean.shape[0]
     cdef double d, centred, total, mean, bss, batch_std = 0.0
     cdef int status
+    if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
+        return BAD_SHAPES
     if (scale != 0 and scale != 1 and scale != 2) or ddof < 0 or not eps > 0:
         return BAD_OPTION
     status = _check_groups(rewards, group_ids, n_groups)
@@ -86,7 +105,10 @@ cdef int rloo_advantages_core(const real_t[::1] rewards, const index_t[::1] grou
                               real_t[::1] advantages_out) noexcept nogil:
     cdef Py_ssize_t i, g, n_groups = group_sum.shape[0]
     cdef double r
-    cdef int status = _check_groups(rewards, group_ids, n_groups)
+    cdef int status
+    if not _groups_ok(rewards, group_ids, group_sum, group_sum, group_count, advantages_out):
+        return BAD_SHAPES
+    status = _check_groups(rewards, group_ids, n_groups)
     if status:
         return status
     for g in range(n_groups):
@@ -112,6 +134,8 @@ cdef int loss_weights_core(const unsigned char[:, ::1] mask, int mode, double nu
     cdef double w
     cdef real_t* row_out
     cdef const unsigned char* row_mask
+    if not _same_shape(mask.shape, out.shape):
+        return BAD_SHAPES
     if n_steps == 0:
         return 0 if (mode >= 0 and mode <= 3 and num_sequences > 0 and num_tokens > 0
                      and max_length > 0) else BAD_OPTION
@@ -149,6 +173,11 @@ cdef int sequence_importance_ratio_core(const real_t[:, ::1] logp, const real_t[
                                         real_t[:, ::1] grad_out) noexcept nogil:
     cdef Py_ssize_t b, t, n_b
     cdef double total, ratio, grad
+    if (not _same_shape(mask.shape, logp.shape)
+            or not _same_shape(mask.shape, old_logp.shape)
+            or not _same_shape(mask.shape, grad_out.shape)
+            or ratio_out.shape[0] != mask.shape[0]):
+        return BAD_SHAPES
     for b in range(mask.shape[0]):
         for t in range(mask.shape[1]):
             if mask[b, t]:

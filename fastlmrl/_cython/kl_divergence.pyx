@@ -11,7 +11,16 @@ cdef enum:
     BAD_LOGP = 45
     BAD_REF_LOGP = 46
     BAD_ESTIMATOR = 47
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
 
+
+cdef inline bint _shapes_ok(const unsigned char[::1] mask, const real_t[::1] rewards,
+                            const real_t[::1] logp, const real_t[::1] ref_logp,
+                            const real_t[::1] out1, const real_t[::1] out2) noexcept nogil:
+    """Every array of the mask's length N (the kernel without rewards passes logp twice)."""
+    cdef Py_ssize_t n = mask.shape[0]
+    return (rewards.shape[0] == n and logp.shape[0] == n and ref_logp.shape[0] == n
+            and out1.shape[0] == n and out2.shape[0] == n)
 
 cdef inline int _check(const real_t[::1] rewards, bint has_rewards, const real_t[::1] logp,
                        const real_t[::1] ref_logp, const unsigned char[::1] mask,
@@ -35,7 +44,10 @@ cdef int kl_penalty_core(const real_t[::1] logp, const real_t[::1] ref_logp,
                          real_t[::1] grad_out) noexcept nogil:
     cdef Py_ssize_t i, n = mask.shape[0]
     cdef double r, e
-    cdef int status = _check(logp, False, logp, ref_logp, mask, estimator)
+    cdef int status
+    if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
+        return BAD_SHAPES
+    status = _check(logp, False, logp, ref_logp, mask, estimator)
     if status:
         return status
     if estimator == 1:
@@ -75,7 +87,10 @@ cdef int kl_penalized_rewards_core(const real_t[::1] rewards, const real_t[::1] 
                                    real_t[::1] kl_out) noexcept nogil:
     cdef Py_ssize_t i
     cdef double r, kl
-    cdef int status = _check(rewards, True, logp, ref_logp, mask, estimator)
+    cdef int status
+    if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
+        return BAD_SHAPES
+    status = _check(rewards, True, logp, ref_logp, mask, estimator)
     if status:
         return status
     for i in range(mask.shape[0]):

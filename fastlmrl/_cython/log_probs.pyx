@@ -2,7 +2,7 @@
 """Cython kernels over logits (same arithmetic as fastlmrl/_python/log_probs.py, bit for bit).
 
 Rows are shared out to the threads in chunks (``prange``, dynamic schedule: a thread slowed by
-another process does not hold the others up); each thread has its own float64 row buffer
+another process does not hold the others up); each thread has its own exp row buffer (logits dtype)
 (malloc'ed once per call).  Every row is computed by the same code whichever thread takes it, so
 results do not depend on the thread count.  (N,) results are gathered in a float64 work array and
 copied out only after every row was found valid.
@@ -21,10 +21,22 @@ from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, stor
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
 cdef int NO_MEMORY = 99
+cdef int BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+
+
+cdef inline bint _shapes_ok(const real_t[:, ::1] logits, Py_ssize_t n_tokens,
+                            const Py_ssize_t* out_shape, bint per_row) noexcept nogil:
+    """The shape check every kernel does first: tokens (``n_tokens`` long; -1 for the kernels
+    without) (N,), ``out`` (``out_shape``) (N,) for a per-row result (``per_row``) or (N, V) like
+    ``logits``."""
+    cdef Py_ssize_t n = logits.shape[0]
+    if n_tokens != -1 and n_tokens != n:
+        return False
+    return out_shape[0] == n and (per_row or out_shape[1] == logits.shape[1])
 
 
 cdef inline int _lse_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
-                         double* e) noexcept nogil:
+                         real_t* e) noexcept nogil:
     cdef double m, s
     if not row_stats(&logits[i, 0], logits.shape[1], e, &m, &s):
         return 1
@@ -33,7 +45,7 @@ cdef inline int _lse_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
 
 
 cdef inline int _token_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
-                           double* res, double* e) noexcept nogil:
+                           double* res, real_t* e) noexcept nogil:
     cdef double m, s
     cdef const real_t* row = &logits[i, 0]
     if not row_stats(row, logits.shape[1], e, &m, &s):
@@ -43,7 +55,7 @@ cdef inline int _token_row(const real_t[:, ::1] logits, const index_t[::1] token
 
 
 cdef inline int _entropy_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
-                             double* e) noexcept nogil:
+                             real_t* e) noexcept nogil:
     cdef double m, s
     cdef const real_t* row = &logits[i, 0]
     if not row_stats(row, logits.shape[1], e, &m, &s):
@@ -53,7 +65,7 @@ cdef inline int _entropy_row(const real_t[:, ::1] logits, Py_ssize_t i, double* 
 
 
 cdef inline int _log_softmax_row(const real_t[:, ::1] logits, Py_ssize_t i, real_t[:, ::1] out,
-                                 double* e) noexcept nogil:
+                                 real_t* e) noexcept nogil:
     cdef double m, s, lse
     cdef Py_ssize_t j, v = logits.shape[1]
     cdef const real_t* row = &logits[i, 0]
@@ -67,7 +79,7 @@ cdef inline int _log_softmax_row(const real_t[:, ::1] logits, Py_ssize_t i, real
 
 
 cdef inline int _grad_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
-                          real_t[:, ::1] out, double* e, bint nt) noexcept nogil:
+                          real_t[:, ::1] out, real_t* e, bint nt) noexcept nogil:
     cdef double m, s
     if not row_stats(&logits[i, 0], logits.shape[1], e, &m, &s):
         return 1
@@ -77,10 +89,10 @@ cdef inline int _grad_row(const real_t[:, ::1] logits, const index_t[::1] tokens
     return 0
 
 
-cdef inline int _alloc(Py_ssize_t nt, Py_ssize_t v, Py_ssize_t n, double** w,
+cdef inline int _alloc(Py_ssize_t nt, Py_ssize_t v, Py_ssize_t n, real_t** w,
                        double** res) noexcept nogil:
     """Per-thread exp buffers and the float64 result row; NO_MEMORY (nothing held) on failure."""
-    w[0] = work(nt, v)
+    w[0] = <real_t*>work(nt, v)
     res[0] = <double*>malloc(sizeof(double) * n + 8)
     if w[0] == NULL or res[0] == NULL:
         free(w[0])
@@ -89,7 +101,7 @@ cdef inline int _alloc(Py_ssize_t nt, Py_ssize_t v, Py_ssize_t n, double** w,
     return 0
 
 
-cdef inline int _finish(Py_ssize_t bad, double* w, double* res, real_t[::1] out) noexcept nogil:
+cdef inline int _finish(Py_ssize_t bad, real_t* w, double* res, real_t[::1] out) noexcept nogil:
     """Free the buffers; copy the results into ``out`` only when every row was valid."""
     cdef Py_ssize_t i
     free(w)
@@ -106,7 +118,7 @@ cdef int _row_stat(bint entropy, const real_t[:, ::1] logits, real_t[::1] out,
     cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
-    cdef double* w = NULL
+    cdef real_t* w = NULL
     cdef double* res = NULL
     if _alloc(nt, v, n, &w, &res):
         return NO_MEMORY
@@ -126,6 +138,8 @@ cdef int _row_stat(bint entropy, const real_t[:, ::1] logits, real_t[::1] out,
 
 
 cdef int logsumexp_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
+    if not _shapes_ok(logits, -1, out.shape, True):
+        return BAD_SHAPES
     return _row_stat(False, logits, out, num_threads)
 
 
@@ -133,8 +147,10 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
     cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
-    cdef double* w = NULL
+    cdef real_t* w = NULL
     cdef double* res = NULL
+    if not _shapes_ok(logits, tokens.shape[0], out.shape, True):
+        return BAD_SHAPES
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if _alloc(nt, v, n, &w, &res):
@@ -149,6 +165,8 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
 
 
 cdef int entropy_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
+    if not _shapes_ok(logits, -1, out.shape, True):
+        return BAD_SHAPES
     return _row_stat(True, logits, out, num_threads)
 
 
@@ -156,9 +174,11 @@ cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int n
     cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
-    cdef double* w = NULL
+    cdef real_t* w = NULL
     cdef double* res = NULL
-    w = work(nt, v)
+    if not _shapes_ok(logits, -1, out.shape, False):
+        return BAD_SHAPES
+    w = <real_t*>work(nt, v)
     if w == NULL:
         return NO_MEMORY
     if nt > 1:
@@ -176,11 +196,13 @@ cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] toke
     cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
-    cdef double* w = NULL
+    cdef real_t* w = NULL
     cdef double* res = NULL
+    if not _shapes_ok(logits, tokens.shape[0], out.shape, False):
+        return BAD_SHAPES
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
-    w = work(nt, v)
+    w = <real_t*>work(nt, v)
     if w == NULL:
         return NO_MEMORY
     stream = use_streaming(n, v, &logits[0, 0])

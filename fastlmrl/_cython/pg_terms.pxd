@@ -14,6 +14,7 @@ cdef enum:
 
 # Status codes of the loss kernels (fastlmrl/policy_losses.py and tabular_losses.py map them).
 cdef enum:
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
     BAD_LOGITS = 20
     BAD_TOKENS = 21
     BAD_WEIGHTS = 22
@@ -27,6 +28,20 @@ cdef enum:
     BAD_OLD_VALUES = 30
     BAD_CONTEXTS = 31
     NO_MEMORY = 99
+
+
+cdef inline Py_ssize_t present(Py_ssize_t length, Py_ssize_t n) noexcept nogil:
+    """The length an optional per-token array is checked at: empty (absent) passes as n."""
+    return length if length else n
+
+
+cdef inline bint lengths_ok(Py_ssize_t n, const Py_ssize_t* lengths, int count) noexcept nogil:
+    """Every per-token array (``lengths[0:count]``: their lengths) is n long."""
+    cdef int k
+    for k in range(count):
+        if lengths[k] != n:
+            return False
+    return True
 
 
 cdef inline bint bad_weights(const real_t[::1] weights) noexcept nogil:

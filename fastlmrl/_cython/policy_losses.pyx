@@ -34,11 +34,21 @@ cdef inline Py_ssize_t reduce_rows(Py_ssize_t n_vocab) noexcept nogil:
     return r if r < REDUCE_MAX_ROWS else REDUCE_MAX_ROWS
 
 
+cdef inline bint _shapes_ok(const real_t[:, ::1] logits, const Py_ssize_t* lengths, int count,
+                            const real_t[:, ::1] grad, const double[::1] stats,
+                            Py_ssize_t n_stats) noexcept nogil:
+    """The shape check every loss kernel does first: each per-token array (``lengths[0:count]``,
+    tokens included) of length N, ``grad`` (N, V) like ``logits``, ``stats`` at least ``n_stats``
+    long."""
+    return (lengths_ok(logits.shape[0], lengths, count) and grad.shape[0] == logits.shape[0]
+            and grad.shape[1] == logits.shape[1] and stats.shape[0] >= n_stats)
+
+
 cdef inline int _pg_token(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
                           double m, double s, int mode, const real_t* x1, const real_t* x2,
                           const real_t* x3, const real_t[::1] weights, const double* lr_in,
                           Params p, double* token_loss, double* log_probs, double* ratios,
-                          real_t[:, ::1] grad, const double* e, bint nt,
+                          real_t[:, ::1] grad, const real_t* e, bint nt,
                           double* acc) noexcept nogil:
     """Row i after its statistics (m, s; exponentials in e): log pi(a_i), the token terms, the
     gradient row, the per-token outputs; adds the row's summands to acc[0:N_SUMS].  0, or 2 when
@@ -81,8 +91,8 @@ cdef inline int _pg_rows(const real_t[:, ::1] logits, const index_t[::1] tokens,
                          const real_t* x1, const real_t* x2, const real_t* x3,
                          const real_t[::1] weights, const double* lr_in, Params p,
                          double* token_loss, double* log_probs, double* ratios, double* part,
-                         Py_ssize_t b, Py_ssize_t rows, real_t[:, ::1] grad, double* e,
-                         double* e2, bint nt) noexcept nogil:
+                         Py_ssize_t b, Py_ssize_t rows, real_t[:, ::1] grad, real_t* e,
+                         real_t* e2, bint nt) noexcept nogil:
     """The fused pass over reduction block b; part[N_SUMS b:N_SUMS (b + 1)] = its partial sums
     (sw, loss, pg, kl, clipped, dual, k1, k3), each accumulated in row order.  Rows are taken in
     pairs (both rows' statistics into e and e2, then both rows' per-token work) so that the two
@@ -125,7 +135,7 @@ cdef int _pg_block(const real_t[:, ::1] logits, const index_t[::1] tokens, int m
                    const real_t* x1, const real_t* x2, const real_t* x3,
                    const real_t[::1] weights, const double* lr_in, Params p,
                    double* token_loss, double* log_probs, double* ratios, double* part,
-                   Py_ssize_t b, Py_ssize_t rows, real_t[:, ::1] grad, double* e, double* e2,
+                   Py_ssize_t b, Py_ssize_t rows, real_t[:, ::1] grad, real_t* e, real_t* e2,
                    bint nt) noexcept nogil:
     """_pg_rows with the mode (and whether sequence ratios are used) as constants."""
     if mode == PPO and lr_in == NULL:
@@ -142,7 +152,7 @@ cdef int _pg_block(const real_t[:, ::1] logits, const index_t[::1] tokens, int m
 
 
 cdef inline int _token_lp_row(const real_t[:, ::1] logits, const index_t[::1] tokens,
-                              Py_ssize_t i, double* res, double* e) noexcept nogil:
+                              Py_ssize_t i, double* res, real_t* e) noexcept nogil:
     cdef double m, s
     cdef const real_t* row = &logits[i, 0]
     if not row_stats(row, logits.shape[1], e, &m, &s):
@@ -183,10 +193,12 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
     cdef Py_ssize_t nb = (n + rows - 1) // rows
     cdef int bad = 0, bad_tokens = 0, r
     cdef bint stream = use_streaming(n, v, &logits[0, 0])
-    # two row buffers per thread, then the block partial sums, then the sequence log-ratios
-    cdef double* w = <double*>malloc(
+    # two row buffers per thread (room for doubles), then the block partial sums, then the
+    # sequence log-ratios
+    cdef double* mem = <double*>malloc(
         sizeof(double) * (2 * nt * v + N_SUMS * nb + (n if seq_level else 0)) + 8)
-    cdef double* part = w + 2 * nt * v
+    cdef real_t* w = <real_t*>mem
+    cdef double* part = mem + 2 * nt * v
     cdef double* lr = NULL
     if w == NULL:
         return NO_MEMORY
@@ -235,8 +247,13 @@ cdef int reinforce_loss_core(const real_t[:, ::1] logits, const index_t[::1] tok
                              int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
+    cdef Py_ssize_t lengths[6]
     cdef double* ratios
     cdef int status
+    lengths[:] = [n, returns.shape[0], baselines.shape[0], weights.shape[0], token_loss.shape[0],
+                  log_probs.shape[0]]
+    if not _shapes_ok(logits, lengths, 6, grad, stats, 1):
+        return BAD_SHAPES
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -268,7 +285,13 @@ cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
                        real_t[:, ::1] grad, double[::1] stats, int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
+    cdef Py_ssize_t lengths[8]
     cdef int status
+    lengths[:] = [n, old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
+                  present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
+                  ratios.shape[0]]
+    if not _shapes_ok(logits, lengths, 8, grad, stats, 7):
+        return BAD_SHAPES
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -293,8 +316,13 @@ cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] to
                               int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
+    cdef Py_ssize_t lengths[5]
     cdef double* ratios
     cdef int status
+    lengths[:] = [n, ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
+                  log_probs.shape[0]]
+    if not _shapes_ok(logits, lengths, 5, grad, stats, 1):
+        return BAD_SHAPES
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -317,7 +345,7 @@ cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] to
 
 # ---- A2C ----------------------------------------------------------------------------------------
 
-cdef inline void _a2c_grad_fill(const real_t* row, Py_ssize_t n, const double* e, double g,
+cdef inline void _a2c_grad_fill(const real_t* row, Py_ssize_t n, const real_t* e, double g,
                                 double lse, double h, Py_ssize_t a, double c, double ce,
                                 real_t* out) noexcept nogil:
     """out_j = (-c) p_j + ce h_j with p_j = e_j g, h_j = p_j ((x_j - lse) + H) (0 where p_j = 0);
@@ -339,7 +367,7 @@ cdef inline int _a2c_row(const real_t[:, ::1] logits, const index_t[::1] tokens,
                          const real_t[::1] weights, double value_clip, double value_coef,
                          double entropy_coef, double[::1] token_loss, double[::1] log_probs,
                          double[::1] entropies, real_t[:, ::1] grad, double[::1] value_grad,
-                         double* e) noexcept nogil:
+                         real_t* e) noexcept nogil:
     """0, 1 (bad logits) or 2 (the sampled token has logit -inf)."""
     cdef Py_ssize_t a, v = logits.shape[1]
     cdef double m, s, g, lse, lp, h, old, lv, dlv, adv, pg, w
@@ -377,7 +405,15 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0, bad_tokens = 0, r
     cdef double sw = 0.0, loss = 0.0, pgs = 0.0, vls = 0.0, hs = 0.0, wi, oldv, lv, dlv
-    cdef double* w
+    cdef real_t* w
+    cdef Py_ssize_t lengths[10]
+    cdef Py_ssize_t n_old = old_values.shape[0]  # read only with value clipping
+    lengths[:] = [tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
+                  n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
+                  token_loss.shape[0], log_probs.shape[0], entropies.shape[0],
+                  value_grad.shape[0]]
+    if not _shapes_ok(logits, lengths, 10, grad, stats, 4):
+        return BAD_SHAPES
     if out_of_range(tokens, v):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -392,7 +428,7 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
         return BAD_OLD_VALUES
     if not value_clip > 0.0:
         old_values = values
-    w = work(nt, v)
+    w = <real_t*>work(nt, v)
     if w == NULL:
         return NO_MEMORY
     if nt > 1:

@@ -11,6 +11,14 @@ from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_ar
 
 cdef Py_ssize_t PARALLEL_MIN_BATCH = 8192
 
+cdef enum:
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+
+
+cdef inline bint _shapes_ok(Py_ssize_t n_states, Py_ssize_t n_out) noexcept nogil:
+    """The shape check (first): one output per state (the lengths of states and out)."""
+    return n_out == n_states
+
 
 cdef inline int _threads(int num_threads, Py_ssize_t n) noexcept nogil:
     if num_threads <= 1 or n < PARALLEL_MIN_BATCH:
@@ -50,6 +58,8 @@ cdef int greedy_core(const real_t[:, ::1] q, const index_t[::1] states, int64_t[
                      int num_threads) noexcept nogil:
     cdef Py_ssize_t i, n = states.shape[0], n_actions = q.shape[1]
     cdef int threads
+    if not _shapes_ok(states.shape[0], out.shape[0]):
+        return BAD_SHAPES
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)
@@ -67,6 +77,8 @@ cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, 
                              int num_threads) noexcept nogil:
     cdef Py_ssize_t i, n = states.shape[0]
     cdef int threads
+    if not _shapes_ok(states.shape[0], out.shape[0]):
+        return BAD_SHAPES
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)
@@ -84,6 +96,8 @@ cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, doubl
                         int num_threads) noexcept nogil:
     cdef Py_ssize_t i, n = states.shape[0]
     cdef int threads
+    if not _shapes_ok(states.shape[0], out.shape[0]):
+        return BAD_SHAPES
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)

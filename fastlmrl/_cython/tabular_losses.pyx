@@ -3,8 +3,10 @@
 fastlmrl/_python/tabular_losses.py): one softmax per visited context, gradient rows per context.
 
 Passes: mark the visited contexts (serial), row statistics of each visited row (``prange`` over
-rows), the tokens in index order (serial), the gradient rows (``prange`` over rows; rows are
-independent, so the bits do not depend on the thread count).
+rows; the exps of visited row k are left in the gradient output's row k), the tokens in index
+order (serial), the gradient rows written in place of those exps (``prange`` over rows; rows are
+independent, so the bits do not depend on the thread count).  After an error the gradient output
+holds unspecified values.
 """
 
 __all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
@@ -23,6 +25,31 @@ from fastlmrl._cython.pg_terms cimport *
 cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 20
 
 
+cdef inline bint _ids_ok(const real_t[:, ::1] table, const index_t[::1] contexts,
+                         const Py_ssize_t* lengths, int count, const int64_t[::1] index,
+                         const int64_t[::1] rows, const int64_t[::1] num_rows) noexcept nogil:
+    """The shape check of token_log_probs_tabular: every per-token array (``lengths[0:count]``) as
+    long as ``contexts`` (N), ``index`` (S,), ``rows`` at least min(N, S) long, ``num_rows`` at
+    least 1."""
+    cdef Py_ssize_t n = contexts.shape[0], n_contexts = table.shape[0]
+    return (lengths_ok(n, lengths, count) and index.shape[0] == n_contexts
+            and rows.shape[0] >= (n if n < n_contexts else n_contexts)
+            and num_rows.shape[0] >= 1)
+
+
+cdef inline bint _shapes_ok(const real_t[:, ::1] table, const index_t[::1] contexts,
+                            const Py_ssize_t* lengths, int count, const int64_t[::1] index,
+                            const int64_t[::1] rows, const int64_t[::1] num_rows,
+                            const real_t[:, ::1] grad, const double[::1] stats,
+                            Py_ssize_t n_stats) noexcept nogil:
+    """The shape check every loss kernel does first: as ``_ids_ok``, plus ``grad`` with at least
+    min(N, S) rows of V entries and ``stats`` at least ``n_stats`` long."""
+    cdef Py_ssize_t n = contexts.shape[0], n_contexts = table.shape[0]
+    return (_ids_ok(table, contexts, lengths, count, index, rows, num_rows)
+            and grad.shape[0] >= (n if n < n_contexts else n_contexts)
+            and grad.shape[1] == table.shape[1] and stats.shape[0] >= n_stats)
+
+
 cdef inline int check_ids_weights(const real_t[:, ::1] table, const index_t[::1] contexts,
                                   const index_t[::1] tokens,
                                   const double[::1] weights) noexcept nogil:
@@ -36,58 +63,65 @@ cdef inline int check_ids_weights(const real_t[:, ::1] table, const index_t[::1]
 
 
 cdef inline int _lse_row(const real_t[:, ::1] table, Py_ssize_t s, double* lse_k,
-                         double* ent_k, double* e) noexcept nogil:
-    """lse of table row s into lse_k (and its entropy into ent_k unless NULL); 1 for a bad row
-    (NaN/+inf/all -inf)."""
+                         double* total_k, double* ent_k, real_t* e) noexcept nogil:
+    """lse and S of table row s into lse_k, total_k (and its entropy into ent_k unless NULL), the
+    exps into e; 1 for a bad row (NaN/+inf/all -inf)."""
     cdef double m, total
     if not row_stats(&table[s, 0], table.shape[1], e, &m, &total):
         lse_k[0] = NAN
         return 1
     lse_k[0] = m + log(total)
+    total_k[0] = total
     if ent_k != NULL:
         ent_k[0] = row_entropy(&table[s, 0], table.shape[1], e, 1.0 / total, lse_k[0])
     return 0
 
 
-cdef inline void _grad_row(const real_t[:, ::1] table, Py_ssize_t s, double nc, const double* acc,
-                           real_t* out, double* e) noexcept nogil:
-    """out[j] = (-C) * p_j + A[j] (p from the row statistics of table row s)."""
-    cdef double m, total, g
-    cdef Py_ssize_t j, v = table.shape[1]
-    row_stats(&table[s, 0], v, e, &m, &total)
-    g = 1.0 / total
+cdef inline void _grad_row(Py_ssize_t v, double nc, double total, const double* acc,
+                           real_t* out) noexcept nogil:
+    """out[j] = (-C) * p_j + A[j], in place of the exps e_j the lse pass left in ``out``
+    (p_j = e_j * (1 / S))."""
+    cdef double g = 1.0 / total
+    cdef Py_ssize_t j
     for j in range(v):
-        out[j] = <real_t>(nc * (e[j] * g) + acc[j])
+        out[j] = <real_t>(nc * (<double>out[j] * g) + acc[j])
 
 
 cdef inline void _grad_row_entropy(const real_t[:, ::1] table, Py_ssize_t s, double nc,
-                                   double ce, double lse, double h, const double* acc,
-                                   real_t* out, double* e) noexcept nogil:
-    """out[j] = ((-C) * p_j + E * h_j) + A[j], h_j = p_j ((x_j - lse) + H) (0 where p_j = 0)."""
-    cdef double m, total, g, p, hj
+                                   double ce, double total, double lse, double h,
+                                   const double* acc, real_t* out) noexcept nogil:
+    """out[j] = ((-C) * p_j + E * h_j) + A[j], h_j = p_j ((x_j - lse) + H) (0 where p_j = 0), in
+    place of the exps the lse pass left in ``out``."""
+    cdef double g = 1.0 / total, p, hj
     cdef Py_ssize_t j, v = table.shape[1]
     cdef const real_t* x = &table[s, 0]
-    row_stats(x, v, e, &m, &total)
-    g = 1.0 / total
     for j in range(v):
-        p = e[j] * g
+        p = <double>out[j] * g
         hj = p * ((<double>x[j] - lse) + h) if p > 0.0 else 0.0
         out[j] = <real_t>((nc * p + ce * hj) + acc[j])
+
+
+cdef inline real_t* _cache(real_t[:, ::1] grad) noexcept nogil:
+    """Where the lse pass leaves the exps of visited row k: grad[k] (NULL for an empty output)."""
+    return &grad[0, 0] if grad.shape[0] > 0 else NULL
 
 
 cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
                     const index_t[::1] tokens, int64_t[::1] index, int64_t[::1] rows,
                     int64_t[::1] num_rows, double[::1] log_probs, int num_threads,
-                    bint with_entropy, Py_ssize_t* nt_out, double** e_out, double** lse_out,
-                    double** ent_out) noexcept nogil:
-    """Steps 1-2 and the log-probs of step 3.  On success (0) ``*e_out`` holds ``*nt_out`` row
-    buffers, ``*lse_out`` the lse and ``*ent_out`` the entropy (NULL unless ``with_entropy``) of
-    every visited row; the caller frees the three."""
+                    bint with_entropy, real_t* cache, Py_ssize_t* nt_out, double** total_out,
+                    double** lse_out, double** ent_out) noexcept nogil:
+    """Steps 1-2 and the log-probs of step 3.  The exps of visited row k go to cache + k * V (the
+    gradient output, for the gradient pass; unspecified values there after an error), or to
+    per-thread scratch rows when ``cache`` is NULL.  On success (0) ``*total_out`` holds S,
+    ``*lse_out`` the lse and ``*ent_out`` the entropy (NULL unless ``with_entropy``) of every
+    visited row; the caller frees the three."""
     cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, u = 0, s, nt
     cdef int bad = 0
     cdef double lp
-    cdef double* e
+    cdef real_t* e = NULL
     cdef double* lse
+    cdef double* total
     cdef double* ent = NULL
     # 1. distinct contexts, increasing
     for s in range(index.shape[0]):
@@ -101,11 +135,13 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
             u += 1
     num_rows[0] = u
     nt = n_threads(num_threads, u, v) if u * v >= PARALLEL_MIN_ENTRIES else 1
-    e = work(nt, v)
-    lse = <double*>malloc(sizeof(double) * u + 8)
+    if cache == NULL:
+        e = <real_t*>work(nt, v)
+    lse = <double*>malloc(sizeof(double) * 2 * u + 8)
+    total = lse + u
     if with_entropy:
         ent = <double*>malloc(sizeof(double) * u + 8)
-    if e == NULL or lse == NULL or (with_entropy and ent == NULL):
+    if (cache == NULL and e == NULL) or lse == NULL or (with_entropy and ent == NULL):
         free(e)
         free(lse)
         free(ent)
@@ -113,13 +149,14 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
     # 2. row statistics
     if nt > 1:
         for k in prange(u, num_threads=nt, schedule="static"):
-            bad += _lse_row(table, rows[k], lse + k, ent + k if with_entropy else NULL,
-                            e + threadid() * v)
+            bad += _lse_row(table, rows[k], lse + k, total + k, ent + k if with_entropy else NULL,
+                            cache + k * v if cache != NULL else e + threadid() * v)
     else:
         for k in range(u):
-            bad += _lse_row(table, rows[k], lse + k, ent + k if with_entropy else NULL, e)
+            bad += _lse_row(table, rows[k], lse + k, total + k, ent + k if with_entropy else NULL,
+                            cache + k * v if cache != NULL else e)
+    free(e)
     if bad:
-        free(e)
         free(lse)
         free(ent)
         return BAD_LOGITS
@@ -127,13 +164,12 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
     for i in range(n):
         lp = <double>table[contexts[i], tokens[i]] - lse[index[contexts[i]]]
         if lp == -INFINITY:
-            free(e)
             free(lse)
             free(ent)
             return BAD_TOKENS
         log_probs[i] = lp
     nt_out[0] = nt
-    e_out[0] = e
+    total_out[0] = total
     lse_out[0] = lse
     ent_out[0] = ent
     return 0
@@ -152,21 +188,20 @@ cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] conte
     cdef double sw = 0.0, loss = 0.0, pg = 0.0, kl = 0.0, clipped = 0.0, dual = 0.0
     cdef double k1 = 0.0, k3 = 0.0
     cdef Terms t
-    cdef double* e = NULL
+    cdef double* total = NULL
     cdef double* lse = NULL
     cdef double* ent = NULL
     cdef double* csum
     cdef double* acc
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
-                        False, &nt, &e, &lse, &ent)
+                        False, _cache(grad), &nt, &total, &lse, &ent)
     if status:
         return status
-    free(lse)
     u = num_rows[0]
     csum = <double*>calloc(u + 1, sizeof(double))
     acc = <double*>calloc(u * v + 1, sizeof(double))
     if csum == NULL or acc == NULL:
-        free(e)
+        free(lse)
         free(csum)
         free(acc)
         return NO_MEMORY
@@ -204,11 +239,11 @@ cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] conte
     # 4. gradient rows
     if nt > 1:
         for k in prange(u, num_threads=nt, schedule="static"):
-            _grad_row(table, rows[k], -csum[k], acc + k * v, &grad[k, 0], e + threadid() * v)
+            _grad_row(v, -csum[k], total[k], acc + k * v, &grad[k, 0])
     else:
         for k in range(u):
-            _grad_row(table, rows[k], -csum[k], acc + k * v, &grad[k, 0], e)
-    free(e)
+            _grad_row(v, -csum[k], total[k], acc + k * v, &grad[k, 0])
+    free(lse)
     free(csum)
     free(acc)
     stats[0] = loss
@@ -227,18 +262,22 @@ cdef int token_log_probs_tabular_core(const real_t[:, ::1] table, const index_t[
                                       int64_t[::1] rows, int64_t[::1] num_rows,
                                       double[::1] log_probs, int num_threads) noexcept nogil:
     cdef Py_ssize_t nt = 1
-    cdef double* e = NULL
+    cdef double* total = NULL
     cdef double* lse = NULL
     cdef double* ent = NULL
     cdef int status
+    cdef Py_ssize_t lengths[2]
+    lengths[:] = [tokens.shape[0], log_probs.shape[0]]
+    if not _ids_ok(table, contexts, lengths, 2, index, rows, num_rows):
+        return BAD_SHAPES
     if out_of_range(contexts, table.shape[0]):
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
         return BAD_TOKENS
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
-                        False, &nt, &e, &lse, &ent)
-    free(e)
-    free(lse)
+                        False, <real_t*>NULL, &nt, &total, &lse, &ent)
+    if status == 0:
+        free(lse)
     return status
 
 
@@ -251,8 +290,14 @@ cdef int reinforce_loss_tabular_core(const real_t[:, ::1] table, const index_t[:
                                      double[::1] stats, int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
+    cdef Py_ssize_t lengths[6]
     cdef double* ratios
-    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    cdef int status
+    lengths[:] = [n, returns.shape[0], baselines.shape[0], weights.shape[0], token_loss.shape[0],
+                  log_probs.shape[0]]
+    if not _shapes_ok(table, contexts, lengths, 6, index, rows, num_rows, grad, stats, 1):
+        return BAD_SHAPES
+    status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     if not_all_finite(returns):
@@ -285,7 +330,14 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
                                double[::1] stats, int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
-    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    cdef Py_ssize_t lengths[8]
+    cdef int status
+    lengths[:] = [n, old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
+                  present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
+                  ratios.shape[0]]
+    if not _shapes_ok(table, contexts, lengths, 8, index, rows, num_rows, grad, stats, 7):
+        return BAD_SHAPES
+    status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     status = ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n,
@@ -310,8 +362,14 @@ cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[
                                       double[::1] stats, int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
+    cdef Py_ssize_t lengths[5]
     cdef double* ratios
-    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    cdef int status
+    lengths[:] = [n, ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
+                  log_probs.shape[0]]
+    if not _shapes_ok(table, contexts, lengths, 5, index, rows, num_rows, grad, stats, 1):
+        return BAD_SHAPES
+    status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     if not_all_finite(ref_log_probs):
@@ -341,15 +399,24 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
                                double[::1] value_grad, double[::1] stats,
                                int num_threads) noexcept nogil:
     cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, u, nt = 1
-    cdef int status = check_ids_weights(table, contexts, tokens, weights)
+    cdef int status
     cdef double sw = 0.0, loss = 0.0, pgs = 0.0, vls = 0.0, hs = 0.0
     cdef double lp, h, old, lv, dlv, adv, pg, w, c, tl
-    cdef double* e = NULL
+    cdef double* total = NULL
     cdef double* lse = NULL
     cdef double* ent = NULL
     cdef double* csum
     cdef double* esum
     cdef double* acc
+    cdef Py_ssize_t lengths[10]
+    cdef Py_ssize_t n_old = old_values.shape[0]  # read only with value clipping
+    lengths[:] = [n, advantages.shape[0], values.shape[0], returns.shape[0],
+                  n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
+                  token_loss.shape[0], log_probs.shape[0], entropies.shape[0],
+                  value_grad.shape[0]]
+    if not _shapes_ok(table, contexts, lengths, 10, index, rows, num_rows, grad, stats, 4):
+        return BAD_SHAPES
+    status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     if not_all_finite(advantages):
@@ -361,7 +428,7 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     if value_clip > 0.0 and not_all_finite(old_values):
         return BAD_OLD_VALUES
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
-                        True, &nt, &e, &lse, &ent)
+                        True, _cache(grad), &nt, &total, &lse, &ent)
     if status:
         return status
     u = num_rows[0]
@@ -369,7 +436,6 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     esum = <double*>calloc(u + 1, sizeof(double))
     acc = <double*>calloc(u * v + 1, sizeof(double))
     if csum == NULL or esum == NULL or acc == NULL:
-        free(e)
         free(lse)
         free(ent)
         free(csum)
@@ -400,13 +466,12 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
         hs += w * h
     if nt > 1:
         for k in prange(u, num_threads=nt, schedule="static"):
-            _grad_row_entropy(table, rows[k], -csum[k], esum[k], lse[k], ent[k], acc + k * v,
-                              &grad[k, 0], e + threadid() * v)
+            _grad_row_entropy(table, rows[k], -csum[k], esum[k], total[k], lse[k], ent[k],
+                              acc + k * v, &grad[k, 0])
     else:
         for k in range(u):
-            _grad_row_entropy(table, rows[k], -csum[k], esum[k], lse[k], ent[k], acc + k * v,
-                              &grad[k, 0], e)
-    free(e)
+            _grad_row_entropy(table, rows[k], -csum[k], esum[k], total[k], lse[k], ent[k],
+                              acc + k * v, &grad[k, 0])
     free(lse)
     free(ent)
     free(csum)

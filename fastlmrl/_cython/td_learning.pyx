@@ -8,6 +8,22 @@ from libc.stdint cimport uint64_t
 from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_argmax,
                                        out_of_range)
 
+cdef enum:
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+
+
+cdef inline bint _shapes_ok(const real_t[:, ::1] q, const real_t[:, ::1] q2,
+                            const index_t[::1] states, const index_t[::1] actions,
+                            const real_t[::1] rewards, const index_t[::1] next_states,
+                            const index_t[::1] next_actions, const unsigned char[::1] terminated,
+                            const real_t[::1] td_out) noexcept nogil:
+    """The shape check (first): q2 of q's shape, every per-transition array of states' length N.
+    A kernel without a second table (next actions) passes q (states) again."""
+    cdef Py_ssize_t n = states.shape[0]
+    return (q2.shape[0] == q.shape[0] and q2.shape[1] == q.shape[1] and actions.shape[0] == n
+            and rewards.shape[0] == n and next_states.shape[0] == n
+            and next_actions.shape[0] == n and terminated.shape[0] == n and td_out.shape[0] == n)
+
 
 cdef inline int _check(Py_ssize_t n_states, Py_ssize_t n_actions, const index_t[::1] states,
                        const index_t[::1] actions, const real_t[::1] rewards,
@@ -41,8 +57,10 @@ cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
                                 double alpha, double gamma, real_t[::1] td_out) noexcept nogil:
     cdef Py_ssize_t i, s, a, n_actions = q.shape[1]
     cdef double q_sa, target, td
-    cdef int status = _check(q.shape[0], n_actions, states, actions, rewards, next_states,
-                             states[:0])
+    cdef int status
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
+        return BAD_SHAPES
+    status = _check(q.shape[0], n_actions, states, actions, rewards, next_states, states[:0])
     if status:
         return status
     for i in range(states.shape[0]):
@@ -64,8 +82,11 @@ cdef int sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states, const in
                            double alpha, double gamma, real_t[::1] td_out) noexcept nogil:
     cdef Py_ssize_t i, s, a
     cdef double q_sa, target, td
-    cdef int status = _check(q.shape[0], q.shape[1], states, actions, rewards, next_states,
-                             next_actions)
+    cdef int status
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
+                      td_out):
+        return BAD_SHAPES
+    status = _check(q.shape[0], q.shape[1], states, actions, rewards, next_states, next_actions)
     if status:
         return status
     for i in range(states.shape[0]):
@@ -89,8 +110,10 @@ cdef int expected_sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states,
     cdef Py_ssize_t i, s, a, b, n_actions = q.shape[1]
     cdef double q_sa, target, td, total, expectation
     cdef const real_t* row
-    cdef int status = _check(q.shape[0], n_actions, states, actions, rewards, next_states,
-                             states[:0])
+    cdef int status
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
+        return BAD_SHAPES
+    status = _check(q.shape[0], n_actions, states, actions, rewards, next_states, states[:0])
     if status:
         return status
     for i in range(states.shape[0]):
@@ -131,8 +154,10 @@ cdef int double_q_learning_update_core(real_t[:, ::1] q1, real_t[:, ::1] q2,
                                        real_t[::1] td_out) noexcept nogil:
     cdef Py_ssize_t i
     cdef double td
-    cdef int status = _check(q1.shape[0], q1.shape[1], states, actions, rewards, next_states,
-                             states[:0])
+    cdef int status
+    if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated, td_out):
+        return BAD_SHAPES
+    status = _check(q1.shape[0], q1.shape[1], states, actions, rewards, next_states, states[:0])
     if status:
         return status
     for i in range(states.shape[0]):

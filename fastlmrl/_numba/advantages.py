@@ -11,6 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .._status import BAD_SHAPES
 from ._common import NJIT
 
 BAD_REWARDS = 5
@@ -18,6 +19,17 @@ BAD_VALUES = 41
 BAD_BOOTSTRAP = 42
 BAD_ENDS = 43
 BAD_ADVANTAGES = 44
+
+
+@njit(**NJIT)
+def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, out1, out2):
+    """The shape check (first): every (B, T) array of rewards' shape, the per-sequence arrays
+    (B,).  A kernel without values (or a second output) passes rewards (the first output) again."""
+    shape = rewards.shape
+    n_rows = shape[0]
+    return (values.shape == shape and mask.shape == shape and out1.shape == shape
+            and out2.shape == shape and terminated.shape[0] == n_rows
+            and truncated.shape[0] == n_rows and bootstrap_values.shape[0] == n_rows)
 
 
 @njit(**NJIT)
@@ -49,6 +61,9 @@ def _boot(terminated, bootstrap_values, b):
 
 @njit(**NJIT)
 def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out):
+    if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out,
+                      returns_out):
+        return BAD_SHAPES
     status = _check(rewards, rewards, False, mask, terminated, truncated, bootstrap_values)
     if status != 0:
         return status
@@ -67,6 +82,9 @@ def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, g
 @njit(**NJIT)
 def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
                    returns_out):
+    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, returns_out,
+                      returns_out):
+        return BAD_SHAPES
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status != 0:
         return status
@@ -88,6 +106,9 @@ def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_value
 @njit(**NJIT)
 def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
         advantages_out, returns_out):
+    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
+                      advantages_out, returns_out):
+        return BAD_SHAPES
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status != 0:
         return status
@@ -112,6 +133,8 @@ def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, l
 
 @njit(**NJIT)
 def masked_whiten(advantages, mask, eps, out):
+    if advantages.shape != mask.shape or out.shape != mask.shape:
+        return BAD_SHAPES
     # Flat views of the C-contiguous (B, T) arrays; sums use 4 interleaved accumulators in the
     # reference's order (see fastlmrl._python.advantages._lane_sum).
     a = advantages.reshape(-1)

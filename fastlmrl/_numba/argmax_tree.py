@@ -12,6 +12,7 @@ __all__ = [
 import numpy as np
 from numba import njit
 
+from .._status import BAD_SHAPES
 from ._common import NJIT, not_all_finite, out_of_range, uniform
 
 BAD_TREE = 32
@@ -31,6 +32,15 @@ def _bad_tree(q, nodes, block_size):
     if block_size < 1:
         return True
     return nodes.shape[0] != q.shape[0] or nodes.shape[1] != 2 * _n_leaves(q.shape[1], block_size)
+
+
+@njit(**NJIT)
+def _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+    """The shape check (first) of the update kernels: every per-transition array of states'
+    length."""
+    n = states.shape[0]
+    return (actions.shape[0] == n and rewards.shape[0] == n and next_states.shape[0] == n
+            and terminated.shape[0] == n and td_out.shape[0] == n)
 
 
 # A later column with value vr beats an earlier one with value vl iff
@@ -156,6 +166,8 @@ def argmax_tree_build(q, nodes, block_size):
 
 @njit(**NJIT)
 def argmax_tree_refresh(q, nodes, block_size, states, actions):
+    if actions.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -170,6 +182,8 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
 
 @njit(**NJIT)
 def greedy_tree(q, nodes, block_size, states, out):
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -182,6 +196,8 @@ def greedy_tree(q, nodes, block_size, states, out):
 
 @njit(**NJIT)
 def argmax_tree_max(q, nodes, block_size, states, out):
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -194,6 +210,8 @@ def argmax_tree_max(q, nodes, block_size, states, out):
 
 @njit(**NJIT)
 def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out):
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -230,6 +248,8 @@ def _check(q, nodes, block_size, states, actions, rewards, next_states):
 @njit(**NJIT)
 def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_states,
                            terminated, alpha, gamma, td_out):
+    if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+        return BAD_SHAPES
     status = _check(q, nodes, block_size, states, actions, rewards, next_states)
     if status != 0:
         return status
@@ -264,6 +284,8 @@ def _double_q_step(learner, evaluator, nodes, block_size, s, a, r, s2, terminal,
 def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_size2, states,
                                   actions, rewards, next_states, terminated, alpha, gamma, key,
                                   counter, td_out):
+    if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+        return BAD_SHAPES
     if q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]:
         return BAD_TREE
     if _bad_tree(q2, nodes2, block_size2):

@@ -19,11 +19,31 @@ __all__ = [
 import numpy as np
 from numba import njit
 
+from .._status import BAD_SHAPES
 from ._common import NJIT
 
 
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
+
+@njit(**NJIT)
+def _token_shapes_ok(next_state, reward, terminal, n1, n2, n3):
+    """The shape check (first) of the token layout: ``reward`` of next_state's shape (S, A),
+    ``terminal`` and the lengths n1..n3 of the kernel's per-state arrays S (a kernel with fewer
+    per-state arrays passes a length again)."""
+    n_states = next_state.shape[0]
+    return (reward.shape[0] == n_states and reward.shape[1] == next_state.shape[1]
+            and terminal.shape[0] == n_states and n1 == n_states and n2 == n_states
+            and n3 == n_states)
+
+
+@njit(**NJIT)
+def _dense_shapes_ok(P, R, n1, n2, n3):
+    """The shape check (first) of the dense layout: ``P`` (S, A, S) for ``R`` (S, A), and the
+    lengths n1..n3 of the kernel's per-state arrays S."""
+    n_states, n_actions = R.shape
+    return (P.shape[0] == n_states and P.shape[1] == n_actions and P.shape[2] == n_states
+            and n1 == n_states and n2 == n_states and n3 == n_states)
 
 @njit(**NJIT)
 def _check_token(next_state, reward, terminal):
@@ -182,6 +202,9 @@ def _dense_sweep(P, R, gamma, v, v_out, policy_out):
 
 @njit(**NJIT)
 def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out):
+    if not _token_shapes_ok(next_state, reward, terminal, v.shape[0], v_out.shape[0],
+                            policy_out.shape[0]):
+        return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status != 0:
         return status
@@ -191,6 +214,10 @@ def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, poli
 
 @njit(**NJIT)
 def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
+    n = v.shape[0]
+    if (not _token_shapes_ok(next_state, reward, terminal, n, n, n)
+            or q_out.shape[0] != next_state.shape[0] or q_out.shape[1] != next_state.shape[1]):
+        return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status != 0:
         return status
@@ -217,6 +244,9 @@ def _token_policy_sweep(next_state, reward, terminal, policy, gamma, src, dst):
 
 @njit(**NJIT)
 def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v_tmp):
+    if not _token_shapes_ok(next_state, reward, terminal, policy.shape[0], v.shape[0],
+                            v_tmp.shape[0]):
+        return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
@@ -234,6 +264,10 @@ def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v
 
 @njit(**NJIT)
 def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, work):
+    if (not _token_shapes_ok(next_state, reward, terminal, policy.shape[0], v_out.shape[0],
+                             v_out.shape[0])
+            or work.shape[0] != 2 * next_state.shape[0]):
+        return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
@@ -297,6 +331,10 @@ def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, w
 
 @njit(**NJIT)
 def token_mdp_find_cycle(next_state, terminal, found_out, work):
+    n = terminal.shape[0]
+    if (not _token_shapes_ok(next_state, next_state, terminal, n, n, n)
+            or found_out.shape[0] < 1 or work.shape[0] != 3 * next_state.shape[0]):
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     for s in range(n_states):
         if terminal[s]:
@@ -345,6 +383,10 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
 @njit(**NJIT)
 def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp,
                               policy_out, info_out):
+    if (not _token_shapes_ok(next_state, reward, terminal, v.shape[0], v_tmp.shape[0],
+                             policy_out.shape[0])
+            or info_out.shape[0] < 2):
+        return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status != 0:
         return status
@@ -373,6 +415,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
 
 @njit(**NJIT)
 def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
+    if not _dense_shapes_ok(P, R, v.shape[0], v_out.shape[0], policy_out.shape[0]):
+        return BAD_SHAPES
     status = _check_dense(R)
     if status != 0:
         return status
@@ -382,6 +426,10 @@ def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
 
 @njit(**NJIT)
 def dense_mdp_action_values(P, R, gamma, v, q_out):
+    n = v.shape[0]
+    if (not _dense_shapes_ok(P, R, n, n, n) or q_out.shape[0] != R.shape[0]
+            or q_out.shape[1] != R.shape[1]):
+        return BAD_SHAPES
     status = _check_dense(R)
     if status != 0:
         return status
@@ -399,6 +447,8 @@ def _dense_policy_sweep(P, R, policy, gamma, src, dst):
 
 @njit(**NJIT)
 def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
+    if not _dense_shapes_ok(P, R, policy.shape[0], v.shape[0], v_tmp.shape[0]):
+        return BAD_SHAPES
     status = _check_dense(R)
     if status == 0:
         status = _check_policy(policy, R.shape[1])
@@ -416,6 +466,9 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 
 @njit(**NJIT)
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
+    if (not _dense_shapes_ok(P, R, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
+            or info_out.shape[0] < 2):
+        return BAD_SHAPES
     status = _check_dense(R)
     if status != 0:
         return status

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .._status import BAD_SHAPES
 from ._common import NJIT, uniform
 
 BAD_STATES = 1
@@ -99,6 +100,8 @@ def draw_ids(bound, key, counter, mask, out):
 @njit(**NJIT)
 def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, contexts, steps,
                      rewards_out, terminated_out, truncated_out):
+    if reward.shape[0] != next_state.shape[0] or reward.shape[1] != next_state.shape[1]:
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     n = contexts.shape[0]
     if (terminal.shape[0] != n_states or max_steps < 0 or actions.shape[0] != n

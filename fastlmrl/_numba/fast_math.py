@@ -1,30 +1,42 @@
-"""Inline helpers for the kernels over logits (``log_probs``, ``policy_losses``).
+"""Inline helpers for the kernels over logits (``log_probs``, ``policy_losses``, ``tabular_losses``).
 
-``fast_exp``: a vectorisable exp for float64 arguments ``x <= 709`` used on float32 logits::
+``fast_exp32``: a vectorisable exp in float32 arithmetic, used on float32 logits (d = x - m <= 0)::
 
-    t = fma(x, log2(e), 1.5*2**52)   (shifter trick: t - 1.5*2**52 = k = round_half_even(x log2 e))
-    r = fma(-k, ln2, x)              (|r| <= ln2/2; ln2 rounded to double: error <= 709 * 2**-53)
-    exp(x) ~ 2**k * P7(r),  P7 = degree-7 Taylor polynomial of exp in Horner form with fused
-             multiply-adds: p = 1/5040; p = fma(p, r, c) for c = 1/720, 1/120, 1/24, 1/6, 1/2, 1, 1
-    exp(x) := 0 for x < -708 (so exp(-inf) = 0: masked logits), NaN stays NaN
+    t = fma(d, log2e, 1.5*2**23)     (shifter trick: k = t - 1.5*2**23 = round_half_even(d log2e),
+                                      log2e rounded to float32; d clamped to >= -87 first)
+    r = fma(-k, LN2_HI, d)           (Cody-Waite: exact, LN2_HI = float32(ln 2), |k| <= 126)
+    r = fma(-k, LN2_LO, r)           (LN2_LO = float32(ln 2 - LN2_HI); |r| <= ln2/2 + 3e-6)
+    exp(d) ~ 2**k * P7(r),  P7 = the degree-7 Taylor polynomial of exp in Horner form with fused
+             multiply-adds: p = C7; p = fma(p, r, c) for c = C6, ..., C2, 1, 1 (C_n = float32(1/n!))
+    2**k is built in the exponent bits (k >= -126: always a normal float32, no subnormals)
+    exp(d) := 0 for d < -87 (so exp(-inf) = 0: masked logits), NaN stays NaN
 
-Relative error <= 1e-8 over [-708, 709] (Taylor remainder (ln2/2)**8 / 8! = 5.3e-9 plus rounding;
-measured 7.0e-9), i.e. below 0.2 ulp of float32 before the result is rounded to float32.  ``fma``
-is the correctly rounded fused multiply-add of IEEE 754 (LLVM's ``llvm.fma.f64``: one instruction
-on FMA hardware, libm's ``fma`` elsewhere), every other operation a plain IEEE double operation,
-so the Python reference (``fastlmrl._python.log_probs``, exact integer fma) and the Cython twin
-(``fastlmrl/_cython/fast_math.pxd``, C99 ``fma``) reproduce it bit for bit.  (The FMA form has
-half the operations of the former unfused Estrin form: exp went from ~1.3 to ~2 G/s per core.)
+Error: the Taylor remainder is (ln2/2)**8 / 8! = 5.3e-9 relative, the rounding of the Horner steps
+and of r below 1 ulp in total; measured on 2e7 equally spaced float32 arguments in [-87, 88]:
+at most 1 ulp of float32 from the correctly rounded exp (relative error <= 7.9e-8), at most 2 ulp
+from NumPy's float32 ``np.exp`` (which is itself up to 3 ulp from the correctly rounded value).
+Below -87 the exact value is < 1.7e-38 (< 2**-125 of the row maximum's term, which is 1): 0 loses
+nothing a float64 sum of the row could hold next to that 1.  ``fma`` is the correctly rounded
+fused multiply-add of IEEE 754 (``llvm.fma.f32``: one instruction on FMA hardware, libm's
+``fmaf`` elsewhere), every other operation a plain IEEE single operation, so the Python reference
+(``fastlmrl._python.log_probs.fast_exp32``, exact rounding to float32) and the Cython twin
+(``fastlmrl/_cython/fast_math.pxd``, C99 ``fmaf``) reproduce it bit for bit.  Eight float32 lanes
+per 256-bit vector make it ~2.2x faster per entry than the former float64 polynomial (4 lanes)
+when the results are stored as float32.
+
+The row difference ``d = x - m`` is the float32 subtraction (correctly rounded), exactly what a
+float32 NumPy softmax computes; the row statistics (sums, lse, probabilities, gradients) stay in
+float64.  Float64 logits use ``math.exp`` of the double difference.
 
 Row statistics (order of operations: fastlmrl/_python/log_probs.py): a max pass (``row_max_vec``:
-LLVM ``maxnum`` on 64-byte vectors, then a tree), ``e_j = EXP(x_j - m)`` into a per-thread float64
-row buffer (a map LLVM vectorises; the gradient pass reuses it instead of a second exp), then
-``LANES`` partial sums of the buffer (lane ``j % LANES``; ``lane_sums``: one <8 x double> add per
-8 entries), combined as ``((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))``.  Loops index the 2-D arrays from
-0 (LLVM then drops numba's negative-index wraparound and vectorises without gathers) and take no
-per-row views (a view costs an atomic reference-count update).  Gradient rows of large outputs are
-written with non-temporal (streaming) stores: the same values, without reading the destination
-into the cache first (measured 2x faster writes at (4096, 50257)).
+LLVM ``maxnum`` on 64-byte vectors, then a tree), ``e_j = EXP(x_j - m)`` into a per-thread row
+buffer of the logits' dtype (a map LLVM vectorises; the gradient pass reuses it instead of a second
+exp), then ``LANES`` float64 partial sums of the buffer (lane ``j % LANES``; ``lane_sums``: one
+<8 x double> add per 8 entries), combined as ``((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))``.  Loops
+index the 2-D arrays from 0 (LLVM then drops numba's negative-index wraparound and vectorises
+without gathers) and take no per-row views (a view costs an atomic reference-count update).
+Gradient rows of large outputs are written with non-temporal (streaming) stores: the same values,
+without reading the destination into the cache first (measured 2x faster writes at (4096, 50257)).
 """
 import math
 
@@ -44,59 +56,64 @@ NT_MIN_BYTES = 1 << 26
 NT_MIN_ROW_BYTES = 1 << 12  # and rows of at least 4 KiB (short rows: measured slower)
 NT_BYTES = 64  # bytes per streaming store (one cache line)
 
-LOG2E = 1.4426950408889634
-SHIFT = 6755399441055744.0  # 1.5 * 2**52
-NEG_LN2 = -0.6931471805599453
-EXP_LO = -708.0
-C2 = 1.0 / 2.0
-C3 = 1.0 / 6.0
-C4 = 1.0 / 24.0
-C5 = 1.0 / 120.0
-C6 = 1.0 / 720.0
-C7 = 1.0 / 5040.0
-_SHIFT_BITS = np.int64(0x4338000000000000)
-_BIAS = np.int64(1023)
-_FIFTY_TWO = np.int64(52)
+# fast_exp32 (float32 arithmetic throughout; see the module docstring)
+F32 = np.float32
+LOG2E_32 = F32(1.4426950408889634)      # log2(e) rounded to float32
+SHIFT_32 = F32(12582912.0)              # 1.5 * 2**23
+NEG_LN2_HI_32 = F32(-0.6931471824645996)  # -ln 2 rounded to float32 (0x3f317218)
+NEG_LN2_LO_32 = F32(1.9046542121259336e-09)  # -(ln 2 - LN2_HI) rounded to float32
+EXP_LO_32 = F32(-87.0)
+ONE_32 = F32(1.0)
+ZERO_32 = F32(0.0)
+C2_32 = F32(1.0 / 2.0)
+C3_32 = F32(1.0 / 6.0)
+C4_32 = F32(1.0 / 24.0)
+C5_32 = F32(1.0 / 120.0)
+C6_32 = F32(1.0 / 720.0)
+C7_32 = F32(1.0 / 5040.0)
+_SHIFT_BITS_32 = np.int32(0x4B400000)
+_BIAS_32 = np.int32(127)
 
 INLINE = dict(NJIT, inline="always")
 
 
 @intrinsic
-def f64_as_i64(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64."""
-    if x != types.float64:
+def f32_as_i32(typingctx, x):
+    """Reinterpret the bits of a float32 as an int32."""
+    if x != types.float32:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
+        return builder.bitcast(args[0], ir.IntType(32))
 
-    return types.int64(types.float64), codegen
+    return types.int32(types.float32), codegen
 
 
 @intrinsic
-def i64_as_f64(typingctx, x):
-    """Reinterpret the bits of an int64 as a float64."""
-    if x != types.int64:
+def i32_as_f32(typingctx, x):
+    """Reinterpret the bits of an int32 as a float32."""
+    if x != types.int32:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        return builder.bitcast(args[0], ir.FloatType())
 
-    return types.float64(types.int64), codegen
+    return types.float32(types.int32), codegen
 
 
 @intrinsic
 def fma(typingctx, a, b, c):
-    """a * b + c rounded once (IEEE 754 fusedMultiplyAdd), float64."""
-    if not (a == types.float64 and b == types.float64 and c == types.float64):
+    """a * b + c rounded once (IEEE 754 fusedMultiplyAdd), all three float64 or all float32."""
+    if not (a == b == c and a in (types.float64, types.float32)):
         return None
+    suffix, lty = ("f64", ir.DoubleType()) if a == types.float64 else ("f32", ir.FloatType())
 
     def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType()] * 3)
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f64")
+        fnty = ir.FunctionType(lty, [lty] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.{suffix}")
         return builder.call(fn, args)
 
-    return types.float64(types.float64, types.float64, types.float64), codegen
+    return a(a, a, a), codegen
 
 
 @intrinsic
@@ -112,12 +129,14 @@ def store_fence(typingctx):
 
 @intrinsic
 def nt_store_scaled(typingctx, out, k, e, j, g, nc):
-    """out.flat[k:k+W] = nc * (e[j:j+W] * g) (rounded to out's dtype), one 64-byte streaming store.
+    """out.flat[k:k+W] = nc * (e[j:j+W] * g) (float64 arithmetic, rounded to out's dtype), one
+    64-byte streaming store.
 
     W = 64 / itemsize; the address of out.flat[k] must be 64-byte aligned (C-contiguous ``out``).
     """
     if not (isinstance(out, types.Array) and isinstance(e, types.Array)
-            and e.dtype == types.float64 and out.dtype in (types.float32, types.float64)):
+            and e.dtype in (types.float32, types.float64)
+            and out.dtype in (types.float32, types.float64)):
         return None
     width = NT_BYTES // (4 if out.dtype == types.float32 else 8)
 
@@ -126,8 +145,11 @@ def nt_store_scaled(typingctx, out, k, e, j, g, nc):
         out_a = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=out_v)
         e_a = cgutils.create_struct_proxy(signature.args[2])(context, builder, value=e_v)
         dvec = ir.VectorType(ir.DoubleType(), width)
-        src = builder.bitcast(builder.gep(e_a.data, [j_v]), dvec.as_pointer())
-        x = builder.load(src, align=8)
+        e_elem = e_a.data.type.pointee
+        src = builder.bitcast(builder.gep(e_a.data, [j_v]), ir.VectorType(e_elem, width).as_pointer())
+        x = builder.load(src, align=4 if e_elem == ir.FloatType() else 8)
+        if e_elem != ir.DoubleType():
+            x = builder.fpext(x, dvec)
         zero = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
 
         def splat(v):
@@ -174,13 +196,14 @@ def _vec_loop(builder, n, width, body):
 
 @intrinsic
 def lane_sums(typingctx, e, n):
-    """(s0, ..., s7): s_l = sum of e[j] for j < n, j % 8 == l, each added in index order.
+    """(s0, ..., s7): s_l = sum of e[j] for j < n, j % 8 == l, each added in index order (float64
+    sums; a float32 ``e`` is widened exactly).
 
     The same additions as eight scalar running sums, done as one <8 x double> add per 8 entries
     (LLVM does not vectorise the scalar form: the FP adds may not be reassociated).
     """
-    if not (isinstance(e, types.Array) and e.dtype == types.float64 and e.ndim == 1
-            and isinstance(n, types.Integer)):
+    if not (isinstance(e, types.Array) and e.dtype in (types.float32, types.float64)
+            and e.ndim == 1 and isinstance(n, types.Integer)):
         return None
     ret = types.UniTuple(types.float64, LANES)
 
@@ -189,12 +212,18 @@ def lane_sums(typingctx, e, n):
         dbl = ir.DoubleType()
         vty = ir.VectorType(dbl, LANES)
         data = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0]).data
+        elem = data.type.pointee
         n_v = context.cast(builder, args[1], signature.args[1], types.int64)
         acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * LANES))
 
+        def widen(v, ty):
+            return v if elem == dbl else builder.fpext(v, ty)
+
         def body(j):
-            v = builder.load(builder.bitcast(builder.gep(data, [j]), vty.as_pointer()), align=8)
-            builder.store(builder.fadd(builder.load(acc), v), acc)
+            v = builder.load(builder.bitcast(builder.gep(data, [j]),
+                                             ir.VectorType(elem, LANES).as_pointer()),
+                             align=4 if elem != dbl else 8)
+            builder.store(builder.fadd(builder.load(acc), widen(v, vty)), acc)
 
         nfull = _vec_loop(builder, n_v, LANES, body)
         lanes = [builder.extract_element(builder.load(acc), ir.Constant(ir.IntType(32), l))
@@ -205,7 +234,8 @@ def lane_sums(typingctx, e, n):
             idx = builder.add(nfull, ir.Constant(i64, l))
             with builder.if_then(builder.icmp_signed("<", idx, n_v)):
                 builder.store(builder.fadd(builder.load(slot),
-                                           builder.load(builder.gep(data, [idx]))), slot)
+                                           widen(builder.load(builder.gep(data, [idx])), dbl)),
+                              slot)
             out.append(builder.load(slot))
         return context.make_tuple(builder, ret, out)
 
@@ -277,21 +307,23 @@ def row_max_vec(typingctx, x, i):
 
 
 @njit(**INLINE)
-def fast_exp(x):
-    """exp(x) for a float64 x <= 709 with relative error <= 1e-8 (see the module docstring)."""
-    xc = EXP_LO if x < EXP_LO else x
-    t = fma(xc, LOG2E, SHIFT)
-    kf = t - SHIFT
-    r = fma(kf, NEG_LN2, xc)
-    p = fma(C7, r, C6)
-    p = fma(p, r, C5)
-    p = fma(p, r, C4)
-    p = fma(p, r, C3)
-    p = fma(p, r, C2)
-    p = fma(p, r, 1.0)
-    p = fma(p, r, 1.0)
-    scale = i64_as_f64((f64_as_i64(t) - _SHIFT_BITS + _BIAS) << _FIFTY_TWO)
-    return 0.0 if x < EXP_LO else p * scale
+def fast_exp32(d):
+    """exp(d) for a float32 d <= 88, in float32 arithmetic, within 1 ulp of float32 of the exact
+    exp (0 below -87; see the module docstring)."""
+    dc = EXP_LO_32 if d < EXP_LO_32 else d
+    t = fma(dc, LOG2E_32, SHIFT_32)
+    kf = t - SHIFT_32
+    r = fma(kf, NEG_LN2_HI_32, dc)
+    r = fma(kf, NEG_LN2_LO_32, r)
+    p = fma(C7_32, r, C6_32)
+    p = fma(p, r, C5_32)
+    p = fma(p, r, C4_32)
+    p = fma(p, r, C3_32)
+    p = fma(p, r, C2_32)
+    p = fma(p, r, ONE_32)
+    p = fma(p, r, ONE_32)
+    scale = i32_as_f32(np.int32((f32_as_i32(t) - _SHIFT_BITS_32 + _BIAS_32) << 23))
+    return ZERO_32 if d < EXP_LO_32 else p * scale
 
 
 @njit(**INLINE)
@@ -302,10 +334,12 @@ def row_max(x, i):
 
 @njit(**INLINE)
 def row_exp(x, i, m, e):
-    """e[j] = EXP(x[i, j] - m): fast_exp for float32 logits, math.exp for float64 (vectorised)."""
+    """e[j] = EXP(x[i, j] - m): fast_exp32(x[i, j] - m) in float32 arithmetic for float32 logits
+    (``e`` float32), math.exp in float64 for float64 logits (``e`` float64); vectorised."""
     if x.itemsize == 4:
+        m32 = F32(m)
         for j in range(x.shape[1]):
-            e[j] = fast_exp(np.float64(x[i, j]) - m)
+            e[j] = fast_exp32(F32(x[i, j]) - m32)  # (F32: typed for float64 x too)
     else:
         for j in range(x.shape[1]):
             e[j] = math.exp(np.float64(x[i, j]) - m)
@@ -321,7 +355,8 @@ def combine(s0, s1, s2, s3, s4, s5, s6, s7):
 
 @njit(**NJIT)
 def row_stats(x, i, e):
-    """(m, S, ok) of row i of ``x``; e[j] = EXP(x[i, j] - m) stored in the float64 buffer ``e``.
+    """(m, S, ok) of row i of ``x``; e[j] = EXP(x[i, j] - m) stored in the buffer ``e`` (of x's
+    dtype, see ``work``); S is summed in float64.
 
     ``ok`` is False when the row holds NaN or +inf or has no finite entry (then ``e`` is
     unspecified).  lse = m + log(S); softmax p_j = e_j * (1 / S).

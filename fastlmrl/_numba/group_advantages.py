@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .._status import BAD_SHAPES
 from ._common import NJIT
 
 BAD_REWARDS = 5
@@ -15,6 +16,15 @@ BAD_OLD_LOGP = 46
 BAD_GROUP_IDS = 48
 BAD_GROUP_SIZE = 49
 BAD_OPTION = 50
+
+
+@njit(**NJIT)
+def _groups_ok(rewards, group_ids, group_stat, group_stat2, group_count, advantages_out):
+    """The shape check (first): per-sample arrays of the rewards' length N, per-group arrays of
+    group_stat's length G (rloo_advantages passes its one group statistic twice)."""
+    n, n_groups = rewards.shape[0], group_stat.shape[0]
+    return (group_ids.shape[0] == n and advantages_out.shape[0] == n
+            and group_stat2.shape[0] == n_groups and group_count.shape[0] == n_groups)
 
 
 @njit(**NJIT)
@@ -30,6 +40,8 @@ def _check_groups(rewards, group_ids, n_groups):
 @njit(**NJIT)
 def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std, group_count,
                     advantages_out):
+    if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
+        return BAD_SHAPES
     n_groups = group_mean.shape[0]
     if (scale != 0 and scale != 1 and scale != 2) or ddof < 0 or not eps > 0:
         return BAD_OPTION
@@ -82,6 +94,8 @@ def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
 
 @njit(**NJIT)
 def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
+    if not _groups_ok(rewards, group_ids, group_sum, group_sum, group_count, advantages_out):
+        return BAD_SHAPES
     n_groups = group_sum.shape[0]
     status = _check_groups(rewards, group_ids, n_groups)
     if status != 0:
@@ -105,6 +119,8 @@ def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
 
 @njit(**NJIT)
 def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
+    if out.shape != mask.shape:
+        return BAD_SHAPES
     if mode != 0 and mode != 1 and mode != 2 and mode != 3:
         return BAD_OPTION
     if not (num_sequences > 0 and num_tokens > 0 and max_length > 0):
@@ -139,6 +155,9 @@ def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
 
 @njit(**NJIT)
 def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
+    if (logp.shape != mask.shape or old_logp.shape != mask.shape or grad_out.shape != mask.shape
+            or ratio_out.shape[0] != mask.shape[0]):
+        return BAD_SHAPES
     n_rows, n_steps = mask.shape
     for b in range(n_rows):
         for t in range(n_steps):

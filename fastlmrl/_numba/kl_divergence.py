@@ -6,12 +6,21 @@ import math
 import numpy as np
 from numba import njit
 
+from .._status import BAD_SHAPES
 from ._common import NJIT
 
 BAD_REWARDS = 5
 BAD_LOGP = 45
 BAD_REF_LOGP = 46
 BAD_ESTIMATOR = 47
+
+
+@njit(**NJIT)
+def _shapes_ok(mask, rewards, logp, ref_logp, out1, out2):
+    """Every array of the mask's length N (the kernel without rewards passes logp twice)."""
+    n = mask.shape[0]
+    return (rewards.shape[0] == n and logp.shape[0] == n and ref_logp.shape[0] == n
+            and out1.shape[0] == n and out2.shape[0] == n)
 
 
 @njit(**NJIT)
@@ -31,6 +40,8 @@ def _check(rewards, has_rewards, logp, ref_logp, mask, estimator):
 
 @njit(**NJIT)
 def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
+    if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
+        return BAD_SHAPES
     status = _check(logp, False, logp, ref_logp, mask, estimator)
     if status != 0:
         return status
@@ -68,6 +79,8 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
 
 @njit(**NJIT)
 def kl_penalized_rewards(rewards, logp, ref_logp, mask, estimator, beta, rewards_out, kl_out):
+    if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
+        return BAD_SHAPES
     status = _check(rewards, True, logp, ref_logp, mask, estimator)
     if status != 0:
         return status

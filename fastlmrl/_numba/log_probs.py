@@ -1,7 +1,7 @@
 """Numba kernels over logits (same arithmetic as fastlmrl/_python/log_probs.py, bit for bit).
 
 Rows are split into blocks of ``rows_per_block`` rows (about 64k entries); each of ``n_threads``
-workers (``prange``, one float64 row buffer each) takes the next block from an atomic counter until
+workers (``prange``, one exp row buffer of the logits' dtype each) takes the next block from an atomic counter until
 none is left (dynamic schedule: a thread slowed by another process does not hold the others up).
 Every row is computed by the same code whichever worker takes it, so results do not depend on the
 thread count.  The (N,)
@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._status import BAD_SHAPES
 from ._common import NJIT, out_of_range
 from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
 
@@ -44,9 +45,10 @@ def next_block(counter, rpb, n):
 
 
 @njit(**NJIT)
-def work(nt, n_vocab):
-    """Per-worker scratch, allocated once per call: the float64 exp row buffer of each worker."""
-    return np.empty((nt, n_vocab))
+def work(nt, logits):
+    """Per-worker scratch, allocated once per call: the exp row buffer of each worker, of the
+    logits' dtype (``fast_exp32`` gives float32 values for float32 logits)."""
+    return np.empty((nt, logits.shape[1]), dtype=logits.dtype)
 
 
 # ---- one block of rows per kernel ---------------------------------------------------------------
@@ -164,11 +166,23 @@ def _copy_out(res, out):
 # ---- kernels ------------------------------------------------------------------------------------
 
 @njit(**NJIT)
+def shapes_ok(logits, tokens, out, per_row):
+    """The shape check every kernel does first: ``tokens`` (None for the kernels without) (N,),
+    ``out`` (N,) for a per-row result (``per_row``) or (N, V) like ``logits``."""
+    n = logits.shape[0]
+    if tokens is not None and tokens.shape[0] != n:
+        return False
+    if per_row:
+        return out.shape == (n,)
+    return out.shape == logits.shape
+
+
+@njit(**NJIT)
 def _row_stat(stat, logits, tokens, out, num_threads):
     """out[i] = the per-row statistic; nothing is written to ``out`` unless every row is valid."""
     n, v = logits.shape
     nt = n_threads(num_threads, n, v)
-    e = work(nt, v)
+    e = work(nt, logits)
     res = np.empty(n)
     if nt > 1:
         bad = _stat_par(stat, logits, tokens, res, e, nt)
@@ -182,11 +196,15 @@ def _row_stat(stat, logits, tokens, out, num_threads):
 
 @njit(**NJIT)
 def logsumexp(logits, out, num_threads):
+    if not shapes_ok(logits, None, out, True):
+        return BAD_SHAPES
     return _row_stat(LSE, logits, np.empty(0, dtype=np.int64), out, num_threads)
 
 
 @njit(**NJIT)
 def token_log_probs(logits, tokens, out, num_threads):
+    if not shapes_ok(logits, tokens, out, True):
+        return BAD_SHAPES
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     return _row_stat(TOKEN_LOG_PROB, logits, tokens, out, num_threads)
@@ -194,14 +212,18 @@ def token_log_probs(logits, tokens, out, num_threads):
 
 @njit(**NJIT)
 def entropy(logits, out, num_threads):
+    if not shapes_ok(logits, None, out, True):
+        return BAD_SHAPES
     return _row_stat(ENTROPY, logits, np.empty(0, dtype=np.int64), out, num_threads)
 
 
 @njit(**NJIT)
 def log_softmax(logits, out, num_threads):
+    if not shapes_ok(logits, None, out, False):
+        return BAD_SHAPES
     n, v = logits.shape
     nt = n_threads(num_threads, n, v)
-    e = work(nt, v)
+    e = work(nt, logits)
     if nt > 1:
         bad = _log_softmax_par(logits, out, e, nt)
     else:
@@ -211,11 +233,13 @@ def log_softmax(logits, out, num_threads):
 
 @njit(**NJIT)
 def log_prob_grad(logits, tokens, out, num_threads):
+    if not shapes_ok(logits, tokens, out, False):
+        return BAD_SHAPES
     n, v = logits.shape
     if out_of_range(tokens, v):
         return BAD_TOKENS
     nt = n_threads(num_threads, n, v)
-    e = work(nt, v)
+    e = work(nt, logits)
     if nt > 1:
         bad = _grad_par(logits, tokens, out, e, nt, streaming_base(out))
     else:

@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._status import BAD_SHAPES
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import (INLINE, fetch_add, grad_fill, row_entropy, row_stats, store_fence,
                         streaming_base)
@@ -96,6 +97,30 @@ def _token_terms(mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_
 
 token_terms = njit(**NJIT)(_token_terms)
 _token_terms_inline = njit(**INLINE)(_token_terms)
+
+
+@njit(**NJIT)
+def present(length, n):
+    """The length an optional per-token array is checked at: empty (absent) passes as n."""
+    return length if length else n
+
+
+@njit(**NJIT)
+def lengths_ok(n, lengths):
+    """Every per-token array (``lengths``: their lengths) is n long.  Shared with the tabular
+    losses."""
+    for k in lengths:
+        if k != n:
+            return False
+    return True
+
+
+@njit(**NJIT)
+def shapes_ok(logits, lengths, grad, stats, n_stats):
+    """The shape check every loss kernel does first: each per-token array (``lengths``, tokens
+    included) of length N, ``grad`` (N, V) like ``logits``, ``stats`` at least ``n_stats`` long."""
+    return (lengths_ok(logits.shape[0], lengths) and grad.shape == logits.shape
+            and stats.shape[0] >= n_stats)
 
 
 @njit(**NJIT)
@@ -299,7 +324,7 @@ def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, p
             token_loss, log_probs, ratios, grad, stats, num_threads):
     n, v = logits.shape
     nt = n_threads(num_threads, n, v)
-    e = work(2 * nt, v)  # two row buffers per worker (rows are taken in pairs)
+    e = work(2 * nt, logits)  # two row buffers per worker (rows are taken in pairs)
     rows = reduce_rows(v)
     nb = (n + rows - 1) // rows
     # every block either writes its partial sums or the call returns an error first
@@ -355,6 +380,10 @@ def _check_offsets(offsets, n):
 @njit(**NJIT)
 def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_probs, grad,
                    stats, num_threads):
+    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 1):
+        return BAD_SHAPES
     n = tokens.shape[0]
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
@@ -396,7 +425,12 @@ def ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n,
 def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
              clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
              log_probs, ratios, grad, stats, num_threads):
-    n = tokens.shape[0]
+    n = logits.shape[0]
+    lengths = (tokens.shape[0], old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
+               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
+               ratios.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 7):
+        return BAD_SHAPES
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if _bad_weights(weights):
@@ -414,6 +448,10 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, 
 @njit(**NJIT)
 def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_loss, log_probs,
                     grad, stats, num_threads):
+    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
+               log_probs.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 1):
+        return BAD_SHAPES
     n = tokens.shape[0]
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
@@ -537,6 +575,12 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
              value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
              num_threads):
     n, v = logits.shape
+    n_old = old_values.shape[0]  # read only with value clipping
+    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
+               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 4):
+        return BAD_SHAPES
     if out_of_range(tokens, v):
         return BAD_TOKENS
     if _bad_weights(weights):
@@ -546,7 +590,7 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
         return status
     old = old_values if value_clip > 0.0 else values
     nt = n_threads(num_threads, n, v)
-    e = work(nt, v)
+    e = work(nt, logits)
     if nt > 1:
         bl, bt = _a2c_par(logits, tokens, advantages, values, returns, old, weights, value_clip,
                           value_coef, entropy_coef, token_loss, log_probs, entropies, grad,

@@ -6,9 +6,16 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._status import BAD_SHAPES
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
 
 PARALLEL_MIN_BATCH = 8192
+
+
+@njit(**NJIT)
+def _shapes_ok(states, out):
+    """The shape check (first): one output per state."""
+    return out.shape[0] == states.shape[0]
 
 
 @njit(**NJIT)
@@ -93,6 +100,8 @@ def _parallel(num_threads, n):
 
 @njit(**NJIT)
 def greedy(q, states, out, num_threads):
+    if not _shapes_ok(states, out):
+        return BAD_SHAPES
     if out_of_range(states, q.shape[0]):
         return 1
     if _parallel(num_threads, states.shape[0]):
@@ -104,6 +113,8 @@ def greedy(q, states, out, num_threads):
 
 @njit(**NJIT)
 def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
+    if not _shapes_ok(states, out):
+        return BAD_SHAPES
     if out_of_range(states, q.shape[0]):
         return 1
     key = np.uint64(key)
@@ -117,6 +128,8 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
 
 @njit(**NJIT)
 def boltzmann(q, states, temperature, key, counter, out, num_threads):
+    if not _shapes_ok(states, out):
+        return BAD_SHAPES
     if out_of_range(states, q.shape[0]):
         return 1
     key = np.uint64(key)

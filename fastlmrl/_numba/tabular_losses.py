@@ -2,9 +2,11 @@
 fastlmrl/_python/tabular_losses.py): one softmax per visited context, gradient rows per context.
 
 Passes: mark the visited contexts (serial), row statistics of each visited row (parallel over
-rows), the tokens in index order (serial: log-probs, per-token terms, per-row sums of ``c_i`` and
-the batch sums), the gradient rows (parallel over rows; every row independent, so the bits do not
-depend on the thread count).
+rows; the exps of visited row k are left in the gradient output's row k), the tokens in index
+order (serial: log-probs, per-token terms, per-row sums of ``c_i`` and the batch sums), the
+gradient rows, written in place of those exps (parallel over rows; every row independent, so the
+bits do not depend on the thread count).  After an error the gradient output holds unspecified
+values.
 """
 
 __all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
@@ -14,12 +16,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._status import BAD_SHAPES
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
 from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, work
 from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
-                            REINFORCE, _bad_weights, a2c_status, ppo_arguments,
-                            sequence_log_ratios, token_terms, value_terms)
+                            REINFORCE, _bad_weights, a2c_status, lengths_ok, ppo_arguments,
+                            present, _token_terms_inline, sequence_log_ratios, value_terms)
 
 BAD_CONTEXTS = 31
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
@@ -45,30 +48,34 @@ def _visited(contexts, index, rows):
 
 
 @njit(**NJIT)
-def _lse_rows(table, rows, u0, u1, step, lse, ent, e):
-    """lse (and, when ``ent`` is not empty, the entropy) of rows u0, u0 + step, ... < u1;
-    returns the number of bad rows (NaN/+inf/all -inf)."""
+def _lse_rows(table, rows, u0, u1, step, lse, total, ent, e, slot):
+    """lse, S (``total``) and, when ``ent`` is not empty, the entropy of rows k = u0, u0 + step,
+    ... < u1.  The exps of row k go to e[k] (``slot`` < 0: ``e`` is the gradient output, where the
+    gradient pass finds them) or to the scratch row e[slot].  Returns the number of bad rows
+    (NaN/+inf/all -inf)."""
     bad = 0
     for k in range(u0, u1, step):
-        m, s, ok = row_stats(table, rows[k], e)
+        ek = e[k] if slot < 0 else e[slot]
+        m, s, ok = row_stats(table, rows[k], ek)
         if not ok:
             bad += 1
             lse[k] = np.nan
         else:
             lse[k] = m + math.log(s)
+            total[k] = s
             if ent.shape[0] > 0:
-                ent[k] = row_entropy(table, rows[k], e, 1.0 / s, lse[k])
+                ent[k] = row_entropy(table, rows[k], ek, 1.0 / s, lse[k])
     return bad
 
 
 @njit(**NJIT)
-def _grad_rows(table, rows, u0, u1, step, csum, esum, lse, ent, acc, grad, e):
-    """grad[k, j] = (-C_k) * p_kj + A[k, j] for rows k = u0, u0 + step, ... < u1; with an
-    entropy bonus (``esum`` not empty) ((-C_k) * p_kj + E_k * h_kj) + A[k, j]."""
+def _grad_rows(table, rows, u0, u1, step, csum, esum, total, lse, ent, acc, grad):
+    """grad[k, j] = (-C_k) * p_kj + A[k, j] for rows k = u0, u0 + step, ... < u1, in place of the
+    exps e_kj the lse pass left in grad[k] (p_kj = e_kj * (1 / S_k)); with an entropy bonus
+    (``esum`` not empty) ((-C_k) * p_kj + E_k * h_kj) + A[k, j]."""
     n_vocab = table.shape[1]
     for k in range(u0, u1, step):
-        m, s, ok = row_stats(table, rows[k], e)
-        g = 1.0 / s
+        g = 1.0 / total[k]
         nc = -csum[k]
         if esum.shape[0] > 0:
             ce = esum[k]
@@ -76,52 +83,57 @@ def _grad_rows(table, rows, u0, u1, step, csum, esum, lse, ent, acc, grad, e):
             hk = ent[k]
             r = rows[k]
             for j in range(n_vocab):
-                p = e[j] * g
+                p = np.float64(grad[k, j]) * g
                 hj = p * ((np.float64(table[r, j]) - lk) + hk) if p > 0.0 else 0.0
                 grad[k, j] = (nc * p + ce * hj) + acc[k, j]
         else:
             for j in range(n_vocab):
-                grad[k, j] = nc * (e[j] * g) + acc[k, j]
+                grad[k, j] = nc * (np.float64(grad[k, j]) * g) + acc[k, j]
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _lse_par(table, rows, u, lse, ent, e, nt):
+def _lse_par(table, rows, u, lse, total, ent, e, nt, scratch):
     bad = 0
     for t in prange(nt):
-        bad += _lse_rows(table, rows, t, u, nt, lse, ent, e[t])
+        slot = np.int64(t) if scratch else np.int64(-1)  # (prange indices may be unsigned)
+        bad += _lse_rows(table, rows, t, u, nt, lse, total, ent, e, slot)
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _grad_par(table, rows, u, csum, esum, lse, ent, acc, grad, e, nt):
+def _grad_par(table, rows, u, csum, esum, total, lse, ent, acc, grad, nt):
     for t in prange(nt):
-        _grad_rows(table, rows, t, u, nt, csum, esum, lse, ent, acc, grad, e[t])
+        _grad_rows(table, rows, t, u, nt, csum, esum, total, lse, ent, acc, grad)
 
 
 @njit(**NJIT)
-def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, with_entropy,
+def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, with_entropy, grad,
                num_threads):
-    """Steps 1-2 and the log-probs of step 3: (status, threads for the row passes, their row
-    buffers, lse per row, entropy per row (empty unless ``with_entropy``))."""
+    """Steps 1-2 and the log-probs of step 3: (status, threads for the row passes, S per row,
+    lse per row, entropy per row (empty unless ``with_entropy``)).  With a gradient output
+    (``grad`` with rows) the exps of row k are left in grad[k] for the gradient pass; on an error
+    ``grad`` holds unspecified values."""
     u = _visited(contexts, index, rows)
     num_rows[0] = u
     nt = n_threads(num_threads, u, table.shape[1]) if u * table.shape[1] >= PARALLEL_MIN_ENTRIES \
         else 1
-    e = work(nt, table.shape[1])
+    scratch = grad.shape[0] == 0
+    e = work(nt, table) if scratch else grad
     lse = np.empty(u)
+    total = np.empty(u)
     ent = np.empty(u if with_entropy else 0)
     if nt > 1:
-        bad = _lse_par(table, rows, u, lse, ent, e, nt)
+        bad = _lse_par(table, rows, u, lse, total, ent, e, nt, scratch)
     else:
-        bad = _lse_rows(table, rows, 0, u, 1, lse, ent, e[0])
+        bad = _lse_rows(table, rows, 0, u, 1, lse, total, ent, e, 0 if scratch else -1)
     if bad:
-        return BAD_LOGITS, nt, e, lse, ent
+        return BAD_LOGITS, nt, total, lse, ent
     for i in range(tokens.shape[0]):
         lp = np.float64(table[contexts[i], tokens[i]]) - lse[index[contexts[i]]]
         if lp == -np.inf:
-            return BAD_TOKENS, nt, e, lse, ent
+            return BAD_TOKENS, nt, total, lse, ent
         log_probs[i] = lp
-    return 0, nt, e, lse, ent
+    return 0, nt, total, lse, ent
 
 
 @njit(**NJIT)
@@ -130,8 +142,8 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
     clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
     n = tokens.shape[0]
     n_vocab = table.shape[1]
-    status, nt, e, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
-                                         log_probs, False, num_threads)
+    status, nt, total, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
+                                             log_probs, False, grad, num_threads)
     if status:
         return status
     u = num_rows[0]
@@ -147,7 +159,7 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
     for i in range(n):
         lp = log_probs[i]
         lr = ratios[i] if mode == PPO else 0.0
-        t = token_terms(mode, lp, x1[i], x2[i], x3[i], lr, clip_low, clip_high, dual_clip,
+        t = _token_terms_inline(mode, lp, x1[i], x2[i], x3[i], lr, clip_low, clip_high, dual_clip,
                         kl_coef, estimator, has_ref)
         w = weights[i]
         c = w * t[1]
@@ -170,9 +182,9 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
             k3 += w * ((ed - 1.0) - d)
     if nt > 1:
         # ent is empty here: no entropy bonus
-        _grad_par(table, rows, u, csum, ent, lse, ent, acc, grad, e, nt)
+        _grad_par(table, rows, u, csum, ent, total, lse, ent, acc, grad, nt)
     else:
-        _grad_rows(table, rows, 0, u, 1, csum, ent, lse, ent, acc, grad, e[0])
+        _grad_rows(table, rows, 0, u, 1, csum, ent, total, lse, ent, acc, grad)
     stats[0] = loss
     if mode == PPO:
         stats[1] = pg
@@ -182,6 +194,24 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
         stats[5] = k1 / sw if sw > 0.0 else 0.0
         stats[6] = k3 / sw if sw > 0.0 else 0.0
     return 0
+
+
+@njit(**NJIT)
+def _ids_ok(table, contexts, lengths, index, rows, num_rows):
+    """The shape check of token_log_probs_tabular: every per-token array (``lengths``) as long as
+    ``contexts`` (N), ``index`` (S,), ``rows`` at least min(N, S) long, ``num_rows`` at least 1."""
+    n, n_contexts = contexts.shape[0], table.shape[0]
+    return (lengths_ok(n, lengths) and index.shape[0] == n_contexts
+            and rows.shape[0] >= min(n, n_contexts) and num_rows.shape[0] >= 1)
+
+
+@njit(**NJIT)
+def _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, n_stats):
+    """The shape check every loss kernel does first: as ``_ids_ok``, plus ``grad`` with at least
+    min(N, S) rows of V entries and ``stats`` at least ``n_stats`` long."""
+    return (_ids_ok(table, contexts, lengths, index, rows, num_rows)
+            and grad.shape[0] >= min(contexts.shape[0], table.shape[0])
+            and grad.shape[1] == table.shape[1] and stats.shape[0] >= n_stats)
 
 
 @njit(**NJIT)
@@ -198,17 +228,24 @@ def _check(table, contexts, tokens, weights):
 @njit(**NJIT)
 def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs,
                             num_threads):
+    if not _ids_ok(table, contexts, (tokens.shape[0], log_probs.shape[0]), index, rows, num_rows):
+        return BAD_SHAPES
     if out_of_range(contexts, table.shape[0]):
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
         return BAD_TOKENS
-    return _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, False,
+    no_grad = np.empty((0, table.shape[1]), dtype=table.dtype)  # scratch rows for the exps
+    return _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, False, no_grad,
                       num_threads)[0]
 
 
 @njit(**NJIT)
 def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights, index, rows,
                            num_rows, token_loss, log_probs, grad, stats, num_threads):
+    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
+        return BAD_SHAPES
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
@@ -230,6 +267,11 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
                      sequence_level, index, rows, num_rows, token_loss, log_probs, ratios, grad,
                      stats, num_threads):
     n = tokens.shape[0]
+    lengths = (n, old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
+               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
+               ratios.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 7):
+        return BAD_SHAPES
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
@@ -246,6 +288,10 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
 @njit(**NJIT)
 def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_estimator, index,
                             rows, num_rows, token_loss, log_probs, grad, stats, num_threads):
+    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
+               log_probs.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
+        return BAD_SHAPES
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
@@ -263,14 +309,21 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
 def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_values, weights,
                      value_clip, value_coef, entropy_coef, index, rows, num_rows, token_loss,
                      log_probs, entropies, grad, value_grad, stats, num_threads):
+    n = contexts.shape[0]
+    n_old = old_values.shape[0]  # read only with value clipping
+    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
+               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 4):
+        return BAD_SHAPES
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
     status = a2c_status(advantages, values, returns, old_values, value_clip)
     if status:
         return status
-    status, nt, e, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
-                                         log_probs, True, num_threads)
+    status, nt, total, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
+                                             log_probs, True, grad, num_threads)
     if status:
         return status
     u = num_rows[0]
@@ -302,9 +355,9 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
         vls += w * lv
         hs += w * h
     if nt > 1:
-        _grad_par(table, rows, u, csum, esum, lse, ent, acc, grad, e, nt)
+        _grad_par(table, rows, u, csum, esum, total, lse, ent, acc, grad, nt)
     else:
-        _grad_rows(table, rows, 0, u, 1, csum, esum, lse, ent, acc, grad, e[0])
+        _grad_rows(table, rows, 0, u, 1, csum, esum, total, lse, ent, acc, grad)
     stats[0] = loss
     stats[1] = pgs
     stats[2] = vls

@@ -4,7 +4,18 @@ __all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_upda
 import numpy as np
 from numba import njit
 
+from .._status import BAD_SHAPES
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
+
+
+@njit(**NJIT)
+def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, terminated, td_out):
+    """The shape check (first): q2 of q's shape, every per-transition array of states' length N.
+    A kernel without a second table (next actions) passes q (states) again."""
+    n = states.shape[0]
+    return (q2.shape == q.shape and actions.shape[0] == n and rewards.shape[0] == n
+            and next_states.shape[0] == n and next_actions.shape[0] == n
+            and terminated.shape[0] == n and td_out.shape[0] == n)
 
 
 @njit(**NJIT)
@@ -50,6 +61,8 @@ def _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha
 
 @njit(**NJIT)
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
+        return BAD_SHAPES
     status = _check(q, states, actions, rewards, next_states, states[:0])
     if status == 0:
         _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma,
@@ -60,6 +73,9 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
 @njit(**NJIT)
 def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
                  td_out):
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
+                      td_out):
+        return BAD_SHAPES
     status = _check(q, states, actions, rewards, next_states, next_actions)
     if status != 0:
         return status
@@ -80,6 +96,8 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
 @njit(**NJIT)
 def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
                           epsilon, td_out):
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
+        return BAD_SHAPES
     status = _check(q, states, actions, rewards, next_states, states[:0])
     if status != 0:
         return status
@@ -116,6 +134,9 @@ def _double_q_step(learner, evaluator, s, a, r, s2, terminal, alpha, gamma):
 @njit(**NJIT)
 def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
                              gamma, key, counter, td_out):
+    if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated,
+                      td_out):
+        return BAD_SHAPES
     status = _check(q1, states, actions, rewards, next_states, states[:0])
     if status != 0:
         return status

@@ -9,6 +9,8 @@ rounded once; the compiled backends do the same operations in the same order.
 """
 import math
 
+from .._status import BAD_SHAPES
+
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
 # Status codes (0 = ok).  5 is fastlmrl._status.BAD_REWARDS; the others are this topic's.
@@ -17,6 +19,14 @@ BAD_VALUES = 41
 BAD_BOOTSTRAP = 42
 BAD_ENDS = 43
 BAD_ADVANTAGES = 44
+
+
+def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, out1, out2):
+    """The shape check (first): every (B, T) array of rewards' shape, the per-sequence arrays
+    (B,).  A kernel without values (or a second output) passes rewards (the first output) again."""
+    shape = rewards.shape
+    return (len(shape) == 2 and all(a.shape == shape for a in (values, mask, out1, out2))
+            and all(a.shape == shape[:1] for a in (terminated, truncated, bootstrap_values)))
 
 
 def _check(r_, v_, m_, term, trunc, boot):
@@ -49,6 +59,9 @@ def _lists(*arrays):
 
 
 def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out):
+    if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out,
+                      returns_out):
+        return BAD_SHAPES
     r_, m_, term, trunc, boot = _lists(rewards, mask, terminated, truncated, bootstrap_values)
     status = _check(r_, None, m_, term, trunc, boot)
     if status:
@@ -67,6 +80,9 @@ def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, g
 
 def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
                    returns_out):
+    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, returns_out,
+                      returns_out):
+        return BAD_SHAPES
     r_, v_, m_, term, trunc, boot = _lists(rewards, values, mask, terminated, truncated,
                                            bootstrap_values)
     status = _check(r_, v_, m_, term, trunc, boot)
@@ -89,6 +105,9 @@ def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_value
 
 def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
         advantages_out, returns_out):
+    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
+                      advantages_out, returns_out):
+        return BAD_SHAPES
     r_, v_, m_, term, trunc, boot = _lists(rewards, values, mask, terminated, truncated,
                                            bootstrap_values)
     status = _check(r_, v_, m_, term, trunc, boot)
@@ -132,6 +151,8 @@ def _lane_sum(values):
 
 
 def masked_whiten(advantages, mask, eps, out):
+    if mask.ndim != 2 or advantages.shape != mask.shape or out.shape != mask.shape:
+        return BAD_SHAPES
     a_ = advantages.ravel().tolist()
     m_ = mask.ravel().tolist()
     n_rows, n_steps = mask.shape

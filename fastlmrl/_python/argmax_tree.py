@@ -11,7 +11,9 @@ action (0 when the whole row is NaN) and ``q[s, root]`` the row max (-inf when t
 
 The kernels trust the *contents* of ``nodes`` (as built by ``argmax_tree_build`` and kept up to date
 by the tree kernels); they check its shape against ``q`` and ``block_size`` and return status 32
-(``BAD_TREE``) before writing anything when it does not match.
+(``BAD_TREE``) before writing anything when it does not match.  Before that, they check that every
+per-item array (``actions``, ``rewards``, ``next_states``, ``terminated``, ``out`` / ``td_out``)
+has the length of ``states`` and return 7 (``fastlmrl._status.BAD_SHAPES``) otherwise.
 """
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
 ]
 import math
 
+from .._status import BAD_SHAPES
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range
 
@@ -44,6 +47,14 @@ def _bad_tree(q, nodes, block_size):
     if block_size < 1:
         return True
     return nodes.shape[0] != q.shape[0] or nodes.shape[1] != 2 * n_leaves(q.shape[1], block_size)
+
+
+def _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+    """The shape check (first) of the update kernels: every per-transition array of states'
+    length."""
+    n = states.shape[0]
+    return (actions.shape[0] == n and rewards.shape[0] == n and next_states.shape[0] == n
+            and terminated.shape[0] == n and td_out.shape[0] == n)
 
 
 def _better(v_right, v_left):
@@ -169,6 +180,8 @@ def argmax_tree_build(q, nodes, block_size):
 
 def argmax_tree_refresh(q, nodes, block_size, states, actions):
     """Bring the trees up to date after the cells (states[i], actions[i]) of q were changed."""
+    if actions.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     s_, a_ = states.tolist(), actions.tolist()
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
@@ -183,6 +196,8 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
 
 def greedy_tree(q, nodes, block_size, states, out):
     """out[i] = argmax_a q[states[i], a], read from the root of the row's tree."""
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     s_ = states.tolist()
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
@@ -195,6 +210,8 @@ def greedy_tree(q, nodes, block_size, states, out):
 
 def argmax_tree_max(q, nodes, block_size, states, out):
     """out[i] = max of the non-NaN entries of q[states[i]] (-inf if none), read from the root."""
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     s_ = states.tolist()
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
@@ -207,6 +224,8 @@ def argmax_tree_max(q, nodes, block_size, states, out):
 
 def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out):
     """Item i uses counter + 2i (explore?) and counter + 2i + 1 (which action): epsilon_greedy's."""
+    if out.shape[0] != states.shape[0]:
+        return BAD_SHAPES
     s_ = states.tolist()
     key, counter = int(key), int(counter)
     if _bad_tree(q, nodes, block_size):
@@ -241,6 +260,8 @@ def _check(q, nodes, block_size, states, actions, rewards, next_states):
 def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_states,
                            terminated, alpha, gamma, td_out):
     """q_learning_update with max_a' Q(s', a') read from the tree; the tree follows each update."""
+    if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+        return BAD_SHAPES
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, nodes, block_size, s_, a_, r_, n_)
     if status:
@@ -260,6 +281,8 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
                                   actions, rewards, next_states, terminated, alpha, gamma, key,
                                   counter, td_out):
     """double_q_learning_update with the learner's argmax read from its tree (same coins)."""
+    if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
+        return BAD_SHAPES
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     if q2.shape != q1.shape or _bad_tree(q2, nodes2, block_size2):
         return BAD_TREE

@@ -15,9 +15,14 @@ returns a status code (``fastlmrl._status``) before writing anything:
 * 3 (``next_states``): a ``next_state`` entry of a non-terminal state outside [0, S);
 * 5 (``rewards``): a non-finite ``reward`` entry of a non-terminal state (dense: of ``R``).
 
-``token_mdp_find_cycle`` checks ``next_state`` only (code 3).
+``token_mdp_find_cycle`` checks ``next_state`` only (code 3).  Before all of these, every kernel
+checks that its arrays have the shapes it reads and writes (``reward`` (S, A), per-state arrays
+(S,), ``q_out`` (S, A), ``P`` (S, A, S), ``work`` 2 S or 3 S, ``info_out`` >= 2, ``found_out``
+>= 1) and returns 7 (``fastlmrl._status.BAD_SHAPES``) otherwise.
 """
 import math
+
+from .._status import BAD_SHAPES
 
 __all__ = [
     "dense_mdp_action_values",
@@ -35,6 +40,23 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
+
+def _token_shapes_ok(next_state, reward, terminal, n1, n2, n3):
+    """The shape check (first) of the token layout: ``reward`` of next_state's shape (S, A),
+    ``terminal`` and the lengths n1..n3 of the kernel's per-state arrays S (a kernel with fewer
+    per-state arrays passes a length again)."""
+    n_states = next_state.shape[0]
+    return (reward.shape == next_state.shape and terminal.shape == (n_states,)
+            and n1 == n_states and n2 == n_states and n3 == n_states)
+
+
+def _dense_shapes_ok(P, R, n1, n2, n3):
+    """The shape check (first) of the dense layout: ``P`` (S, A, S) for ``R`` (S, A), and the
+    lengths n1..n3 of the kernel's per-state arrays S."""
+    n_states, n_actions = R.shape
+    return (P.shape == (n_states, n_actions, n_states) and n1 == n_states and n2 == n_states
+            and n3 == n_states)
+
 
 def _check_token(next_state, reward, terminal, n_states, n_actions):
     if n_actions == 0:
@@ -152,6 +174,8 @@ def _value_iteration(sweep, gamma, tol, max_iter, v):
 # token (deterministic) layout
 
 def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out):
+    if not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_out), len(policy_out)):
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
     status = _check_token(ns, rw, term, n_states, n_actions)
@@ -164,6 +188,9 @@ def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, poli
 
 
 def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
+    if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v), len(v))
+            or q_out.shape != next_state.shape):
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
     status = _check_token(ns, rw, term, n_states, n_actions)
@@ -179,6 +206,8 @@ def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
 
 
 def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v_tmp):
+    if not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v), len(v_tmp)):
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
     pol = policy.tolist()
@@ -205,6 +234,9 @@ def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, w
     v(c_0) = sum_j gamma^j r(c_j) / (1 - gamma^L); NaN when gamma^L == 1).  The path is then
     unwound backwards with v(s) = r(s) + gamma v(next).  ``work``: int64 scratch of length 2 S.
     """
+    if (not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v_out), len(v_out))
+            or len(work) != 2 * next_state.shape[0]):
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
     pol = policy.tolist()
@@ -272,6 +304,10 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
     again while it is on the current search path (a state on a cycle).  ``work``: int64 scratch of
     length 3 S (colour, path states, next action on the path).
     """
+    if (not _token_shapes_ok(next_state, next_state, terminal, len(terminal), len(terminal),
+                             len(terminal))
+            or len(found_out) < 1 or len(work) != 3 * next_state.shape[0]):
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns = next_state.tolist()
     term = terminal.tolist()
@@ -318,6 +354,9 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
 
 def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp,
                               policy_out, info_out):
+    if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_tmp), len(policy_out))
+            or len(info_out) < 2):
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
     status = _check_token(ns, rw, term, n_states, n_actions)
@@ -339,6 +378,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
 # dense layout
 
 def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
+    if not _dense_shapes_ok(P, R, len(v), len(v_out), len(policy_out)):
+        return BAD_SHAPES
     n_states, n_actions = R.shape
     R_ = R.tolist()
     status = _check_dense(R_, n_states, n_actions)
@@ -351,6 +392,8 @@ def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
 
 
 def dense_mdp_action_values(P, R, gamma, v, q_out):
+    if not _dense_shapes_ok(P, R, len(v), len(v), len(v)) or q_out.shape != R.shape:
+        return BAD_SHAPES
     n_states, n_actions = R.shape
     R_ = R.tolist()
     status = _check_dense(R_, n_states, n_actions)
@@ -364,6 +407,8 @@ def dense_mdp_action_values(P, R, gamma, v, q_out):
 
 
 def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
+    if not _dense_shapes_ok(P, R, len(policy), len(v), len(v_tmp)):
+        return BAD_SHAPES
     n_states, n_actions = R.shape
     R_ = R.tolist()
     pol = policy.tolist()
@@ -379,6 +424,8 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 
 
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
+    if not _dense_shapes_ok(P, R, len(v), len(v_tmp), len(policy_out)) or len(info_out) < 2:
+        return BAD_SHAPES
     n_states, n_actions = R.shape
     R_ = R.tolist()
     status = _check_dense(R_, n_states, n_actions)

@@ -19,9 +19,11 @@ __all__ = [
 ]
 import math
 
+from .._status import BAD_SHAPES
 from ..rng import uniform
 
-# status codes (mirrored in fastlmrl.environments)
+# status codes (mirrored in fastlmrl.environments; BAD_SHAPES = 7 is fastlmrl._status's: the
+# arrays the kernels' other checks do not already size, checked first)
 BAD_STATES = 1
 BAD_ACTIONS = 2
 BAD_NEXT_STATES = 3
@@ -102,6 +104,8 @@ def draw_ids(bound, key, counter, mask, out):
 def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, contexts, steps,
                      rewards_out, terminated_out, truncated_out):
     """One step of every active sequence of a table MDP (see fastlmrl.environments.ContextMDP)."""
+    if reward.shape != next_state.shape:
+        return BAD_SHAPES
     n_states, n_actions = next_state.shape
     n = contexts.shape[0]
     if (terminal.shape[0] != n_states or max_steps < 0 or actions.shape[0] != n

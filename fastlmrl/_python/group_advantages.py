@@ -6,6 +6,8 @@ report the per-group statistics.  See :mod:`fastlmrl.group_advantages` for the f
 """
 import math
 
+from .._status import BAD_SHAPES
+
 __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
 BAD_REWARDS = 5
@@ -19,6 +21,20 @@ SCALE_NONE, SCALE_GROUP, SCALE_BATCH = 0, 1, 2
 MODE_GRPO, MODE_BNPO, MODE_DR_GRPO, MODE_DAPO = 0, 1, 2, 3
 
 
+def _groups_ok(rewards, group_ids, group_stat, group_stat2, group_count, advantages_out):
+    """The shape check (first): per-sample arrays of the rewards' length N, per-group arrays of
+    group_stat's length G (rloo_advantages passes its one group statistic twice)."""
+    n, n_groups = rewards.shape[0], group_stat.shape[0]
+    return (rewards.ndim == 1 and group_stat.ndim == 1
+            and all(a.shape == (n,) for a in (group_ids, advantages_out))
+            and all(a.shape == (n_groups,) for a in (group_stat2, group_count)))
+
+
+def _grid_ok(mask, *arrays):
+    """Every array of the (B, T) mask's shape."""
+    return mask.ndim == 2 and all(a.shape == mask.shape for a in arrays)
+
+
 def _check_groups(r_, g_, n_groups):
     for i in range(len(r_)):
         if g_[i] < 0 or g_[i] >= n_groups:
@@ -30,6 +46,8 @@ def _check_groups(r_, g_, n_groups):
 
 def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std, group_count,
                     advantages_out):
+    if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
+        return BAD_SHAPES
     r_, g_ = rewards.tolist(), group_ids.tolist()
     n_groups = group_mean.shape[0]
     scale, ddof = int(scale), int(ddof)
@@ -78,6 +96,8 @@ def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
 
 
 def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
+    if not _groups_ok(rewards, group_ids, group_sum, group_sum, group_count, advantages_out):
+        return BAD_SHAPES
     r_, g_ = rewards.tolist(), group_ids.tolist()
     n_groups = group_sum.shape[0]
     status = _check_groups(r_, g_, n_groups)
@@ -101,6 +121,8 @@ def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
 
 
 def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
+    if not _grid_ok(mask, out):
+        return BAD_SHAPES
     m_ = mask.tolist()
     mode = int(mode)
     if mode not in (MODE_GRPO, MODE_BNPO, MODE_DR_GRPO, MODE_DAPO):
@@ -133,6 +155,8 @@ def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
 
 
 def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
+    if not _grid_ok(mask, logp, old_logp, grad_out) or ratio_out.shape != mask.shape[:1]:
+        return BAD_SHAPES
     lp_, old_, m_ = logp.tolist(), old_logp.tolist(), mask.tolist()
     for b in range(len(m_)):
         for t in range(len(m_[b])):

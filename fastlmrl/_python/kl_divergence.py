@@ -5,12 +5,20 @@ k1 = -r, grad 1; k2 = r*r/2, grad -r; k3 = expm1(r) - r, grad -expm1(r); masked 
 """
 import math
 
+from .._status import BAD_SHAPES
+
 __all__ = ["kl_penalized_rewards", "kl_penalty"]
 
 BAD_REWARDS = 5
 BAD_LOGP = 45
 BAD_REF_LOGP = 46
 BAD_ESTIMATOR = 47
+
+
+def _shapes_ok(mask, rewards, logp, ref_logp, out1, out2):
+    """Every array of the mask's length N (the kernel without rewards passes logp twice)."""
+    n = mask.shape[0]
+    return all(a.shape == (n,) for a in (rewards, logp, ref_logp, out1, out2))
 
 
 def _check(rewards, logp, ref_logp, mask, estimator):
@@ -39,6 +47,8 @@ def _kl(lp, ref, estimator):
 
 
 def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
+    if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
+        return BAD_SHAPES
     lp_, ref_, m_ = logp.tolist(), ref_logp.tolist(), mask.tolist()
     estimator = int(estimator)
     status = _check(None, lp_, ref_, m_, estimator)
@@ -56,6 +66,8 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
 
 
 def kl_penalized_rewards(rewards, logp, ref_logp, mask, estimator, beta, rewards_out, kl_out):
+    if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
+        return BAD_SHAPES
     r_, lp_, ref_, m_ = rewards.tolist(), logp.tolist(), ref_logp.tolist(), mask.tolist()
     estimator = int(estimator)
     status = _check(r_, lp_, ref_, m_, estimator)

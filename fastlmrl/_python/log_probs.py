@@ -5,19 +5,24 @@ Row statistics of one row ``x[0:V]`` (``LANES`` = 8)::
 
     m = max_j x_j  (NaN entries ignored)
     if m is not finite (+inf, or no finite entry): the row is invalid
-    e_j = EXP(x_j - m);  s[j % 8] += e_j   (entries in order; a NaN entry makes S NaN: invalid)
+    e_j = EXP(x_j - m);  s[j % 8] += e_j   (float64 sums, entries in order; a NaN entry makes S
+                                             NaN: invalid)
     S = ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7));  lse = m + log(S)
     p_j = e_j * g  with  g = 1 / S          (softmax probability)
 
-(The compiled backends store the ``e_j`` in a float64 row buffer, add them in vector registers lane
-by lane, and reuse them for the gradient; none of this changes the arithmetic.)  EXP is the
-polynomial ``fast_exp`` (relative error <= 1e-8, see fastlmrl/_numba/fast_math.py) for float32
-logits and ``math.exp`` for float64 logits.  A row is
+(The compiled backends store the ``e_j`` in a row buffer of the logits' dtype, add them in vector
+registers lane by lane, and reuse them for the gradient; none of this changes the arithmetic.)
+EXP is, for float32 logits, ``fast_exp32`` of the float32 difference ``x_j - m``: a polynomial
+exp in float32 arithmetic, within 1 ulp of float32 of the exact exp (see
+fastlmrl/_numba/fast_math.py), eight float32 lanes per 256-bit vector; for float64 logits it is
+``math.exp`` of the double difference.  A row is
 invalid when it holds NaN or +inf or no finite entry (status 20).  Masked logits (-inf) get
 probability 0 and log-probability -inf.
 """
 import math
 import struct
+
+from .._status import BAD_SHAPES
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 
@@ -25,73 +30,92 @@ LANES = 8
 BAD_LOGITS = 20
 BAD_TOKENS = 21
 
-LOG2E = 1.4426950408889634
-SHIFT = 6755399441055744.0  # 1.5 * 2**52
-NEG_LN2 = -0.6931471805599453
-EXP_LO = -708.0
-C2 = 1.0 / 2.0
-C3 = 1.0 / 6.0
-C4 = 1.0 / 24.0
-C5 = 1.0 / 120.0
-C6 = 1.0 / 720.0
-C7 = 1.0 / 5040.0
-_SHIFT_BITS = 0x4338000000000000
 _D = struct.Struct("<d")
 _Q = struct.Struct("<q")
+_F = struct.Struct("<f")
 NEG_INF = -math.inf
+_F32_OVERFLOW = 3.4028235677973366e38  # (2 - 2**-24) * 2**127: halfway to 2**128, rounds to inf
+
+# fast_exp32: the same constants as fastlmrl/_numba/fast_math.py, as the float32 values they are
+LOG2E_32 = 1.4426950216293335          # float32(log2 e)
+SHIFT_32 = 12582912.0                  # 1.5 * 2**23
+NEG_LN2_HI_32 = -0.6931471824645996    # float32(-ln 2)
+NEG_LN2_LO_32 = 1.9046542121259336e-09  # float32(-(ln 2 - LN2_HI))
+EXP_LO_32 = -87.0
+C2_32 = 0.5
+C3_32 = 0.1666666716337204
+C4_32 = 0.0416666679084301
+C5_32 = 0.008333333767950535
+C6_32 = 0.0013888889225199819
+C7_32 = 0.00019841270113829523
 
 
-def fma(a: float, b: float, c: float) -> float:
-    """a * b + c rounded once to the nearest double (IEEE 754 fusedMultiplyAdd), exactly.
+def _two_sum(a: float, b: float):
+    """(s, t) with s = fl(a + b) and s + t = a + b exactly (Knuth's TwoSum)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
 
-    The exact value is formed with integers (every finite double is an integer over a power of two)
-    and rounded by Python's correctly rounded int / int division.
+
+def round32(hi: float, lo: float = 0.0) -> float:
+    """The float32 nearest to the exact hi + lo (ties to even), as a Python float.
+
+    hi = fl(hi + lo) (a TwoSum pair).  Rounding hi to odd in the direction of lo first (a double has
+    29 more bits than a float32) makes the single rounding to float32 correct: no double rounding.
     """
-    try:
-        na, da = a.as_integer_ratio()
-        nb, db = b.as_integer_ratio()
-        nc, dc = c.as_integer_ratio()
-    except (OverflowError, ValueError):  # an inf or NaN operand
-        if math.isinf(c) and math.isfinite(a) and math.isfinite(b):
-            return c
-        return a * b + c  # the product is exact (inf/NaN) or the result is NaN
-    num = na * nb
-    den = da * db
-    if den >= dc:
-        num += nc * (den // dc)
-    else:
-        num = num * (dc // den) + nc
-        den = dc
-    if num == 0:  # exact zero: the sign rules of a * b + c (a * b is exact here)
-        return a * b + c
-    try:
-        return num / den
-    except OverflowError:
-        return math.inf if num > 0 else -math.inf
+    if hi != hi or abs(hi) >= _F32_OVERFLOW:  # NaN, or beyond float32's range: inf
+        return hi if hi != hi else math.copysign(math.inf, hi)
+    if lo != 0.0 and not _Q.unpack(_D.pack(hi))[0] & 1:
+        hi = math.nextafter(hi, math.inf if lo > 0.0 else -math.inf)
+    return _F.unpack(_F.pack(hi))[0]
 
 
-def fast_exp(x: float) -> float:
-    """The polynomial exp of the compiled backends, bit for bit (x <= 709; 0 below -708)."""
-    if x != x:
-        return x
-    xc = EXP_LO if x < EXP_LO else x
-    t = fma(xc, LOG2E, SHIFT)
-    kf = t - SHIFT
-    r = fma(kf, NEG_LN2, xc)
-    p = fma(C7, r, C6)
-    p = fma(p, r, C5)
-    p = fma(p, r, C4)
-    p = fma(p, r, C3)
-    p = fma(p, r, C2)
-    p = fma(p, r, 1.0)
-    p = fma(p, r, 1.0)
-    k = _Q.unpack(_D.pack(t))[0] - _SHIFT_BITS
-    scale = math.ldexp(1.0, k)
-    return 0.0 if x < EXP_LO else p * scale
+def fma32(a: float, b: float, c: float) -> float:
+    """float32 fusedMultiplyAdd of float32 values: a * b + c rounded once to float32, exactly
+    (a * b is exact in double, the sum is a TwoSum pair, then ``round32``)."""
+    return round32(*_two_sum(a * b, c))
+
+
+def sub32(a: float, b: float) -> float:
+    """a - b of float32 values, rounded to float32 (IEEE single subtraction)."""
+    s = a - b
+    if not -math.inf < s < math.inf:  # an infinite or NaN operand, or an inf difference
+        return round32(s)
+    return round32(*_two_sum(a, -b))
+
+
+def fast_exp32(d: float) -> float:
+    """The float32 polynomial exp of the compiled backends, bit for bit (d a float32 <= 88; 0 below
+    -87): every operation a float32 one (``fma32``; t - SHIFT, the product by 2**k are exact)."""
+    if d != d:
+        return d
+    dc = EXP_LO_32 if d < EXP_LO_32 else d
+    t = fma32(dc, LOG2E_32, SHIFT_32)
+    kf = t - SHIFT_32
+    r = fma32(kf, NEG_LN2_HI_32, dc)
+    r = fma32(kf, NEG_LN2_LO_32, r)
+    p = fma32(C7_32, r, C6_32)
+    p = fma32(p, r, C5_32)
+    p = fma32(p, r, C4_32)
+    p = fma32(p, r, C3_32)
+    p = fma32(p, r, C2_32)
+    p = fma32(p, r, 1.0)
+    p = fma32(p, r, 1.0)
+    return 0.0 if d < EXP_LO_32 else p * math.ldexp(1.0, int(kf))
+
+
+def _row_exp32(x: float, m: float) -> float:
+    return fast_exp32(sub32(x, m))
 
 
 def exp_for(is_f32: bool):
-    return fast_exp if is_f32 else math.exp
+    """EXP(x, m) = exp(x - m) of a row entry x and the row max m: ``fast_exp32`` of the float32
+    difference for float32 logits, ``math.exp`` of the double difference for float64 ones."""
+    return _row_exp32 if is_f32 else _row_exp64
+
+
+def _row_exp64(x: float, m: float) -> float:
+    return math.exp(x - m)
 
 
 def _combine(s):
@@ -108,7 +132,7 @@ def row_stats(x, exp):
     s = [0.0] * LANES
     e = [0.0] * n
     for j in range(n):
-        v = exp(x[j] - m)
+        v = exp(x[j], m)
         e[j] = v
         s[j % LANES] += v
     total = _combine(s)
@@ -134,7 +158,18 @@ def _rows(logits):
     return logits.tolist(), logits.dtype.itemsize == 4
 
 
+def shapes_ok(logits, tokens, out, per_row):
+    """The shape check every kernel does first: ``tokens`` (None for the kernels without) (N,),
+    ``out`` (N,) for a per-row result (``per_row``) or (N, V) like ``logits``."""
+    n = logits.shape[0]
+    if tokens is not None and tokens.shape != (n,):
+        return False
+    return out.shape == ((n,) if per_row else logits.shape)
+
+
 def logsumexp(logits, out, num_threads):
+    if not shapes_ok(logits, None, out, True):
+        return BAD_SHAPES
     rows, f32 = _rows(logits)
     exp = exp_for(f32)
     res = []
@@ -149,6 +184,8 @@ def logsumexp(logits, out, num_threads):
 
 
 def log_softmax(logits, out, num_threads):
+    if not shapes_ok(logits, None, out, False):
+        return BAD_SHAPES
     rows, f32 = _rows(logits)
     exp = exp_for(f32)
     res = []
@@ -164,6 +201,8 @@ def log_softmax(logits, out, num_threads):
 
 
 def token_log_probs(logits, tokens, out, num_threads):
+    if not shapes_ok(logits, tokens, out, True):
+        return BAD_SHAPES
     a_ = tokens.tolist()
     n_vocab = logits.shape[1]
     for a in a_:
@@ -183,6 +222,8 @@ def token_log_probs(logits, tokens, out, num_threads):
 
 
 def entropy(logits, out, num_threads):
+    if not shapes_ok(logits, None, out, True):
+        return BAD_SHAPES
     rows, f32 = _rows(logits)
     exp = exp_for(f32)
     res = []
@@ -206,6 +247,8 @@ def grad_row(p, a, c):
 
 
 def log_prob_grad(logits, tokens, out, num_threads):
+    if not shapes_ok(logits, tokens, out, False):
+        return BAD_SHAPES
     a_ = tokens.tolist()
     n_vocab = logits.shape[1]
     for a in a_:

@@ -12,6 +12,7 @@ block of consecutive rows, then serial over the blocks in order.
 """
 import math
 
+from .._status import BAD_SHAPES
 from .log_probs import (BAD_LOGITS, BAD_TOKENS, exp_for, grad_row, probs, row_entropy,
                         row_stats)
 
@@ -98,6 +99,24 @@ def token_terms(mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_c
             d = 0.0
             dual = 1
     return pg + kl_coef * kl, d + kl_coef * dkl, rho, pg, kl, clipped, dual
+
+
+def present(length, n):
+    """The length an optional per-token array is checked at: empty (absent) passes as n."""
+    return length if length else n
+
+
+def lengths_ok(n, lengths):
+    """Every per-token array (``lengths``: their lengths) is n long.  Shared with the tabular
+    losses."""
+    return all(k == n for k in lengths)
+
+
+def shapes_ok(logits, lengths, grad, stats, n_stats):
+    """The shape check every loss kernel does first: each per-token array (``lengths``, tokens
+    included) of length N, ``grad`` (N, V) like ``logits``, ``stats`` at least ``n_stats`` long."""
+    return (lengths_ok(logits.shape[0], lengths) and grad.shape == logits.shape
+            and stats.ndim == 1 and stats.shape[0] >= n_stats)
 
 
 def _finite(values):
@@ -207,6 +226,10 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
 
 def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_probs, grad, stats,
                    num_threads):
+    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 1):
+        return BAD_SHAPES
     t_, r_, b_, w_ = (a.tolist() for a in (tokens, returns, baselines, weights))
     status = _check_common(logits, t_, w_)
     if status:
@@ -251,6 +274,12 @@ def ppo_arguments(o_, a_, r_, s_, n, clip_low, clip_high, dual_clip, kl_coef, kl
 def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
              clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
              log_probs, ratios, grad, stats, num_threads):
+    n = logits.shape[0]
+    lengths = (tokens.shape[0], old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
+               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
+               ratios.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 7):
+        return BAD_SHAPES
     t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (tokens, old_log_probs, advantages, weights,
                                                    ref_log_probs, sequence_offsets))
     status = _check_common(logits, t_, w_)
@@ -266,6 +295,10 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, 
 
 def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_loss, log_probs,
                     grad, stats, num_threads):
+    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
+               log_probs.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 1):
+        return BAD_SHAPES
     t_, r_, w_ = (x.tolist() for x in (tokens, ref_log_probs, weights))
     status = _check_common(logits, t_, w_)
     if status:
@@ -298,6 +331,13 @@ def value_terms(v, ret, old, value_clip):
 def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
              value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
              num_threads):
+    n = logits.shape[0]
+    n_old = old_values.shape[0]  # read only with value clipping
+    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
+               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    if not shapes_ok(logits, lengths, grad, stats, 4):
+        return BAD_SHAPES
     t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (tokens, advantages, values, returns,
                                                    old_values, weights))
     status = _check_common(logits, t_, w_)

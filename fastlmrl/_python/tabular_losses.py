@@ -21,10 +21,11 @@ Order of operations (the kernels follow it exactly):
 """
 import math
 
+from .._status import BAD_SHAPES
 from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, probs, row_entropy, row_stats
 from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_VALUES, BAD_REF_LOG_PROBS,
-                            BAD_RETURNS, BAD_VALUES, BAD_WEIGHTS, KL, PPO, REINFORCE, log_ratios,
-                            ppo_arguments, token_terms, value_terms)
+                            BAD_RETURNS, BAD_VALUES, BAD_WEIGHTS, KL, PPO, REINFORCE, lengths_ok,
+                            log_ratios, ppo_arguments, present, token_terms, value_terms)
 
 __all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
            "reinforce_loss_tabular", "token_log_probs_tabular"]
@@ -34,6 +35,23 @@ BAD_CONTEXTS = 31
 
 def _finite(values):
     return all(math.isfinite(v) for v in values)
+
+
+def _ids_ok(table, contexts, lengths, index, rows, num_rows):
+    """The shape check of token_log_probs_tabular: every per-token array (``lengths``) as long as
+    ``contexts`` (N), ``index`` (S,), ``rows`` at least min(N, S) long, ``num_rows`` at least 1."""
+    n, n_contexts = contexts.shape[0], table.shape[0]
+    return (table.ndim == 2 and lengths_ok(n, lengths) and index.shape == (n_contexts,)
+            and rows.ndim == 1 and rows.shape[0] >= min(n, n_contexts)
+            and num_rows.ndim == 1 and num_rows.shape[0] >= 1)
+
+
+def _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, n_stats):
+    """The shape check every loss kernel does first: as ``_ids_ok``, plus ``grad`` with at least
+    min(N, S) rows of V entries and ``stats`` at least ``n_stats`` long."""
+    return (_ids_ok(table, contexts, lengths, index, rows, num_rows) and grad.ndim == 2
+            and grad.shape[0] >= min(contexts.shape[0], table.shape[0])
+            and grad.shape[1] == table.shape[1] and stats.ndim == 1 and stats.shape[0] >= n_stats)
 
 
 def _check(table, contexts, tokens, weights):
@@ -136,6 +154,8 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, pa
 
 def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs,
                             num_threads):
+    if not _ids_ok(table, contexts, (tokens.shape[0], log_probs.shape[0]), index, rows, num_rows):
+        return BAD_SHAPES
     c_, t_ = contexts.tolist(), tokens.tolist()
     status = _check(table, c_, t_, [])
     if status:
@@ -150,6 +170,10 @@ def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_
 
 def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights, index, rows,
                            num_rows, token_loss, log_probs, grad, stats, num_threads):
+    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
+        return BAD_SHAPES
     c_, t_, r_, b_, w_ = (a.tolist() for a in (contexts, tokens, returns, baselines, weights))
     status = _check(table, c_, t_, w_)
     if status:
@@ -168,6 +192,12 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
                      sequence_offsets, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
                      sequence_level, index, rows, num_rows, token_loss, log_probs, ratios, grad,
                      stats, num_threads):
+    n = contexts.shape[0]
+    lengths = (tokens.shape[0], old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
+               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
+               ratios.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 7):
+        return BAD_SHAPES
     c_, t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (contexts, tokens, old_log_probs,
                                                        advantages, weights, ref_log_probs,
                                                        sequence_offsets))
@@ -184,6 +214,10 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
 
 def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_estimator, index,
                             rows, num_rows, token_loss, log_probs, grad, stats, num_threads):
+    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
+               log_probs.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
+        return BAD_SHAPES
     c_, t_, r_, w_ = (x.tolist() for x in (contexts, tokens, ref_log_probs, weights))
     status = _check(table, c_, t_, w_)
     if status:
@@ -203,6 +237,13 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
     row entropy H_u; per token the terms of the per-token a2c_loss; per row
     ``G[u, j] = ((-C_u) * p_uj + E_u * h_uj) + A[u, j]`` with ``E_u`` = sum of w_i * entropy_coef
     over the row's tokens and ``h_uj = p_uj * ((x_j - lse_u) + H_u)`` (0 where p_uj = 0)."""
+    n = contexts.shape[0]
+    n_old = old_values.shape[0]  # read only with value clipping
+    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
+               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
+               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 4):
+        return BAD_SHAPES
     c_, t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (contexts, tokens, advantages, values,
                                                        returns, old_values, weights))
     status = _check(table, c_, t_, w_)

@@ -5,8 +5,18 @@ stored into the table (or ``td_out``); the compiled backends do exactly the same
 """
 
 __all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
+from .._status import BAD_SHAPES
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range, row_argmax, row_max
+
+
+def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, terminated, td_out):
+    """The shape check (first): q2 of q's shape, every per-transition array of states' length N.
+    A kernel without a second table (next actions) passes q (states) again."""
+    n = states.shape[0]
+    return (q2.shape == q.shape and actions.shape[0] == n and rewards.shape[0] == n
+            and next_states.shape[0] == n and next_actions.shape[0] == n
+            and terminated.shape[0] == n and td_out.shape[0] == n)
 
 
 def _check(q, states, actions, rewards, next_states, next_actions=None):
@@ -25,6 +35,8 @@ def _check(q, states, actions, rewards, next_states, next_actions=None):
 
 
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
+        return BAD_SHAPES
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, s_, a_, r_, n_)
     if status:
@@ -41,6 +53,9 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
 
 def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
                  td_out):
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
+                      td_out):
+        return BAD_SHAPES
     s_, a_, r_, n_, b_, t_ = (x.tolist() for x in (states, actions, rewards, next_states,
                                                     next_actions, terminated))
     status = _check(q, s_, a_, r_, n_, b_)
@@ -58,6 +73,8 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
 
 def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
                           epsilon, td_out):
+    if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
+        return BAD_SHAPES
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, s_, a_, r_, n_)
     if status:
@@ -83,6 +100,9 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
 
 def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
                              gamma, key, counter, td_out):
+    if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated,
+                      td_out):
+        return BAD_SHAPES
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q1, s_, a_, r_, n_)
     if status:
