@@ -291,15 +291,17 @@ def adam_step(table, m, v, step, rows, grads, lr, beta1=0.9, beta2=0.999, eps=1e
     r"""Lazy Adam (Kingma & Ba 2015, Algorithm 1) on the rows present, in place: gradient rows of
     equal ids are summed (:func:`scatter_rows`), then :math:`m, v, \theta` of those
     rows are updated in float64 and stored in the table dtype; bias correction with the global
-    ``step`` (:math:`\hat m = m_t/(1-\beta_1^t)`, :math:`\hat v = v_t/(1-\beta_2^t)`,
-    :math:`\theta \leftarrow \theta - \mathrm{lr}\,\hat m/(\sqrt{\hat v} + \epsilon)`).
+    ``step``, folded into two scalars as :func:`fastlmrl.adam_step` does (same operation order):
+    :math:`\theta \leftarrow \theta - (\alpha_t m_t) / (\sqrt{v_t}\,c_t + \epsilon)` with
+    :math:`\alpha_t = \mathrm{lr}/(1-\beta_1^t)`, :math:`c_t = 1/\sqrt{1-\beta_2^t}`, i.e.
+    :math:`\mathrm{lr}\,\hat m/(\sqrt{\hat v} + \epsilon)`.
     """
     uniq, g = SCATTER[scatter](rows, grads)
+    step_size = lr / (1.0 - beta1 ** float(step))
+    scale2 = 1.0 / np.sqrt(1.0 - beta2 ** float(step))
     m_t = beta1 * m[uniq].astype(F64) + (1.0 - beta1) * g
     v_t = beta2 * v[uniq].astype(F64) + (1.0 - beta2) * (g * g)
-    m_hat = m_t / (1.0 - beta1 ** float(step))
-    v_hat = v_t / (1.0 - beta2 ** float(step))
-    table[uniq] = table[uniq].astype(F64) - (lr * m_hat) / (np.sqrt(v_hat) + eps)
+    table[uniq] = table[uniq].astype(F64) - (step_size * m_t) / (np.sqrt(v_t) * scale2 + eps)
     m[uniq] = m_t
     v[uniq] = v_t
 
@@ -554,11 +556,14 @@ class NumpyPPO(_NumpyPolicyTrainer):
         self.last = {"batch": batch, "values": values, "bootstrap": bootstrap,
                      "advantages": advantages, "returns": returns, "adv": adv, "losses": []}
         clip_fractions, approx_kls = [], []
+        per_token = (contexts, tokens, old_log_probs, adv, ret)
+        shuffled = [np.empty_like(x) for x in per_token]  # reused by every epoch
         for _ in range(cfg.epochs):
             n = contexts.size
             with self.phase("permutation"):
                 order = np.arange(n) if cfg.minibatches <= 1 else self.permutation(n)
-                shuffled = [a[order] for a in (contexts, tokens, old_log_probs, adv, ret)]
+                for x, out in zip(per_token, shuffled):
+                    np.take(x, order, out=out)
                 parts = [p for p in np.array_split(np.arange(n), max(cfg.minibatches, 1))
                          if p.size]
             for part in parts:
@@ -566,7 +571,7 @@ class NumpyPPO(_NumpyPolicyTrainer):
                 loss, rows, clip_fraction, approx_kl, _ = self.policy_step(
                     ctx, tok, old, a, np.full(ctx.size, 1.0 / ctx.size), cfg.clip, cfg.clip)
                 with self.phase("optimizer"):
-                    value_error = self.values[ctx, 0].astype(F64) - r
+                    value_error = self.values[:, 0][ctx] - r  # float64 (exact promotion)
                     sums = np.bincount(ctx, weights=value_error / ctx.size,
                                        minlength=self.num_contexts)[rows]
                     self.value_optimizer.step(rows, sums.astype(self.dtype).reshape(-1, 1))

@@ -72,6 +72,9 @@ def _check_name(name) -> str:
 
 def _load(name: str):
     """Import backend ``name``; return its module or None (and remember why not)."""
+    module = _loaded.get(name)  # fast path, no lock: entries are only ever added
+    if module is not None:
+        return module
     with _lock:
         if name in _loaded:
             return _loaded[name]

@@ -360,6 +360,9 @@ def main(argv=None) -> int:
     sub.add_parser("info", help="show backends, versions and threads")
 
     args = parser.parse_args(argv)
+    from ._allocator import keep_freed_memory
+
+    keep_freed_memory()  # per-iteration arrays stay in the process (see fastlmrl/_allocator.py)
     try:
         if args.command == "info":
             _backend.show_config()

@@ -105,3 +105,14 @@ def test_train_value_method_on_the_toy_reaches_q_star(tmp_path, capsys):
     assert cli.main(["train", "--algo", "ppo", "--env", "toy", "--steps", "1", "--quiet",
                      "--out", str(tmp_path / "bad")]) == 2
     assert "--env text" in capsys.readouterr().err
+
+
+def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off(monkeypatch):
+    import platform
+
+    from fastlmrl._allocator import keep_freed_memory
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
+    monkeypatch.setenv("FASTLMRL_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False

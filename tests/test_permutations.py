@@ -69,3 +69,18 @@ def test_bad_n(n, error):
 def test_bad_seed():
     with pytest.raises(ValueError, match="seed"):
         fastlmrl.permutation(-1, 3)
+
+
+@pytest.mark.parametrize("short", ["uniforms", "starts"])
+def test_kernel_rejects_short_scratch_before_writing(compiled, reference, short):
+    # a direct caller (Numba/Cython user) passing too small scratch arrays gets status 1 and an
+    # untouched ``out`` instead of writes out of bounds
+    n = 50
+    for module in (compiled, reference):
+        out = np.full(n, -7, dtype=np.int64)
+        scratch = {"uniforms": np.empty(n), "starts": np.empty(n + 1, dtype=np.int64)}
+        scratch[short] = scratch[short][:-1]
+        status = module.random_permutation(np.uint64(3), np.uint64(0), out, scratch["uniforms"],
+                                           scratch["starts"])
+        assert status == 1
+        assert (out == -7).all()

@@ -1,45 +1,53 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython random permutation: the stable argsort of n counter-based uniforms in expected O(n)
-(bucket counting sort, then insertion sort within buckets; see fastlmrl/_numba/permutations.py)."""
+(bucket counting sort, then insertion sort within buckets; see fastlmrl/_numba/permutations.py).
+"""
 
 __all__ = ["random_permutation"]
 from libc.stdint cimport int64_t, uint64_t
 
 from fastlmrl._cython._common cimport uniform
 
+cdef int BAD_SCRATCH = 1
+
 
 cdef int random_permutation_core(uint64_t key, uint64_t counter, int64_t[::1] out,
                                  double[::1] uniforms, int64_t[::1] starts) noexcept nogil:
-    cdef Py_ssize_t n = out.shape[0], i, b, k, j, lo, hi
+    cdef Py_ssize_t n = out.shape[0], i, b, k, j, lo, hi, p
     cdef double u
+    if uniforms.shape[0] < n or starts.shape[0] < n + 1:
+        return BAD_SCRATCH
     for b in range(n + 1):
         starts[b] = 0
-    for i in range(n):
-        u = uniform(key, counter + <uint64_t>i)
-        uniforms[i] = u
-        b = <Py_ssize_t>(u * n)
+    for i in range(n):  # bucket sizes
+        b = <Py_ssize_t>(uniform(key, counter + <uint64_t>i) * n)
         if b > n - 1:
             b = n - 1
         starts[b + 1] += 1
     for b in range(n):
         starts[b + 1] += starts[b]
-    for i in range(n):
-        b = <Py_ssize_t>(uniforms[i] * n)
+    for i in range(n):  # stable placement (u regenerated: cheaper than a random read)
+        u = uniform(key, counter + <uint64_t>i)
+        b = <Py_ssize_t>(u * n)
         if b > n - 1:
             b = n - 1
-        out[starts[b]] = i
-        starts[b] += 1
+        p = starts[b]
+        starts[b] = p + 1
+        out[p] = i
+        uniforms[p] = u
     lo = 0
-    for b in range(n):
+    for b in range(n):  # bucket b is out[lo:starts[b]], its uniforms beside it
         hi = starts[b]
         for k in range(lo + 1, hi):
             i = out[k]
-            u = uniforms[i]
+            u = uniforms[k]
             j = k
-            while j > lo and uniforms[out[j - 1]] > u:
+            while j > lo and uniforms[j - 1] > u:
                 out[j] = out[j - 1]
+                uniforms[j] = uniforms[j - 1]
                 j -= 1
             out[j] = i
+            uniforms[j] = u
         lo = hi
     return 0
 

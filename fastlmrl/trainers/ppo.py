@@ -75,17 +75,20 @@ class PPOTrainer(PolicyGradientTrainer):
         ret = self.flat(batch, returns)
         # 4. clipped-surrogate epochs over random minibatches
         clip_fractions, approx_kls = [], []
+        per_token = (contexts, tokens, old_log_probs, adv, ret)
+        shuffled = [np.empty_like(x) for x in per_token]  # reused by every epoch
         for _ in range(cfg.epochs):
             order, parts = self.minibatches(contexts.size, cfg.minibatches)
-            shuffled = [a[order] for a in (contexts, tokens, old_log_probs, adv, ret)]
+            for x, out in zip(per_token, shuffled):
+                np.take(x, order, out=out)
             for part in parts:
                 ctx, tok, old, a, r = (x[part] for x in shuffled)
+                # weights None: the token mean, w_i = 1 / n
                 result = ppo_loss_tabular(self.policy, ctx, tok, old, a,
-                                          weights=np.full(ctx.size, 1.0 / ctx.size),
                                           clip_low=cfg.clip, clip_high=cfg.clip)
                 self.update_policy(result.rows, result.grad_rows)
                 # d/dV(s) of 0.5 * mean (V - R)^2, summed per distinct context
-                value_error = self.values[ctx, 0].astype(np.float64) - r
+                value_error = self.values[:, 0][ctx] - r  # float64 (exact promotion)
                 self.update_values(result.rows,
                                    self.sum_by_context(ctx, value_error / ctx.size, result.rows))
                 clip_fractions.append(result.clip_fraction)
