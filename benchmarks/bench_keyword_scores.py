@@ -26,6 +26,7 @@ from fastlmrl.keyword_scores import _flatten_grams
 from fastlmrl.rewards import KeywordReward
 
 from conftest import measure
+from numpy_trainers import keyword_scores_per_token as numpy_keyword_scores
 
 SIZES = [(256, 48), (1024, 48)]
 VOCAB = 52
@@ -50,25 +51,6 @@ def batch(size):
             s = rng.integers(0, horizon - len(gram) + 1)
             tokens[b, s:s + len(gram)] = gram
     return tokens, lengths
-
-
-def numpy_keyword_scores(tokens, lengths, grams, weights):
-    """The per-token keyword scores as KeywordReward computed them before this topic."""
-    n, horizon = tokens.shape
-    valid = np.arange(horizon)[None, :] < lengths[:, None]
-    out = np.zeros((n, horizon))
-    for gram, w in zip(grams, weights):
-        size = len(gram)
-        hits = np.zeros((n, horizon), dtype=bool)
-        if size <= horizon:
-            width = horizon - size + 1
-            match = np.ones((n, width), dtype=bool)
-            for j, g in enumerate(gram):
-                match &= tokens[:, j:j + width] == g
-            hits[:, size - 1:] = match
-        hits &= valid
-        out += w * hits
-    return out
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_id)

@@ -105,6 +105,32 @@ def keyword_scores(tokens, lengths, grams):
     return scores
 
 
+def keyword_scores_per_token(tokens, lengths, grams, weights, presence=False):
+    """(B, T) float64: w_k paid at the last token of every occurrence of key k lying within
+    ``tokens[b, :lengths[b]]`` (with ``presence`` the first occurrence only), keys added in order:
+    the per-token output of KeywordReward in NumPy (its formula before the keyword_scores
+    kernels), key by key."""
+    tokens = np.asarray(tokens)
+    lengths = np.asarray(lengths)
+    n, horizon = tokens.shape
+    valid = np.arange(horizon)[None, :] < lengths[:, None]
+    out = np.zeros((n, horizon))
+    for gram, w in zip(grams, weights):
+        size = len(gram)
+        hits = np.zeros((n, horizon), dtype=bool)
+        if size <= horizon:
+            width = horizon - size + 1
+            match = np.ones((n, width), dtype=bool)
+            for j, g in enumerate(gram):
+                match &= tokens[:, j:j + width] == g
+            hits[:, size - 1:] = match
+        hits &= valid
+        if presence:
+            hits &= np.cumsum(hits, axis=1) == 1
+        out += w * hits
+    return out
+
+
 def gae(rewards, values, valid, terminated, bootstrap, gamma, lam):
     r"""GAE(γ, λ) over (B, T) float64 arrays, one backward loop over t vectorised over B.
 

@@ -10,31 +10,12 @@ from fastlmrl import _backend
 from fastlmrl.keyword_scores import (BAD_GRAM_OFFSETS, BAD_GRAM_TOKENS, BAD_GRAM_WEIGHTS,
                                      BAD_LENGTHS, BAD_OUT, _raise_for_status, keyword_scores)
 from fastlmrl.rewards import KeywordReward
+from numpy_twins import nt
 
 
 # ----------------------------------------------------------------------------- independent NumPy
 
-def numpy_keyword_scores(tokens, lengths, grams, weights, presence):
-    """The per-token output of KeywordReward before this topic (pure NumPy, key by key)."""
-    tokens = np.asarray(tokens)
-    lengths = np.asarray(lengths)
-    n, horizon = tokens.shape
-    valid = np.arange(horizon)[None, :] < lengths[:, None]
-    out = np.zeros((n, horizon))
-    for gram, w in zip(grams, weights):
-        size = len(gram)
-        hits = np.zeros((n, horizon), dtype=bool)
-        if size <= horizon:
-            width = horizon - size + 1
-            match = np.ones((n, width), dtype=bool)
-            for j, g in enumerate(gram):
-                match &= tokens[:, j:j + width] == g
-            hits[:, size - 1:] = match
-        hits &= valid
-        if presence:
-            hits &= np.cumsum(hits, axis=1) == 1
-        out += w * hits
-    return out
+numpy_keyword_scores = nt.keyword_scores_per_token
 
 
 def flat(grams, index_dtype=np.int64):

@@ -5,10 +5,6 @@ same rollout (token for token, from the same random stream), same rewards, advan
 gradient rows and Adam updates, and a whole iteration that leaves the same tables behind.
 Expected values of the hand cases are derived by hand in the comments.
 """
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,18 +16,9 @@ from fastlmrl.rng import RandomStream
 from fastlmrl.tasks import make_text_task
 from fastlmrl.trainers.grpo import GRPOConfig, GRPOTrainer
 from fastlmrl.trainers.ppo import PPOConfig, PPOTrainer
+from numpy_twins import nt
 
 
-def _load_numpy_trainers():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "numpy_trainers.py"
-    spec = importlib.util.spec_from_file_location("numpy_trainers", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("numpy_trainers", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-nt = _load_numpy_trainers()
 
 B, T = 64, 24
 # float32 tables: fastlmrl's loss uses a float32 polynomial exp (within 1 ulp of float32) and

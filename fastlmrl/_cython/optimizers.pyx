@@ -104,6 +104,17 @@ cdef inline void _sgd_row(real_t* theta, const grad_t* g, Py_ssize_t n_cols, dou
         theta[j] = <real_t>(<double>theta[j] - lr * (sign * <double>g[j]))
 
 
+cdef inline double _column_sum(const real_t[:, ::1] grads, const int64_t[::1] order,
+                               bint has_order, Py_ssize_t k, Py_ssize_t end) noexcept nogil:
+    """grads[order[k], 0] + ... + grads[order[end - 1], 0] (float64, index order): the summed
+    gradient of a group of a one-column table."""
+    cdef double g = grads[_position(order, has_order, k), 0]
+    cdef Py_ssize_t p
+    for p in range(k + 1, end):
+        g += grads[_position(order, has_order, p), 0]
+    return g
+
+
 cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
                        const real_t[:, ::1] grads, const int64_t[::1] order, double lr,
                        bint maximize, double[::1] acc) noexcept nogil:
@@ -116,11 +127,8 @@ cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     if n_cols == 1:  # one column: scalar path
         while k < n:
             end = _group_end(rows, order, has_order, k)
-            i = _position(order, has_order, k)
-            g = grads[i, 0]
-            for p in range(k + 1, end):
-                g += grads[_position(order, has_order, p), 0]
-            _sgd_row(&table[rows[i], 0], &g, 1, lr, sign)
+            g = _column_sum(grads, order, has_order, k, end)
+            _sgd_row(&table[rows[_position(order, has_order, k)], 0], &g, 1, lr, sign)
             k = end
         return 0
     while k < n:
@@ -176,11 +184,8 @@ cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     if n_cols == 1:  # one column (value tables): scalar path, same formula
         while k < n:
             end = _group_end(rows, order, has_order, k)
-            i = _position(order, has_order, k)
-            g = grads[i, 0]
-            for p in range(k + 1, end):
-                g += grads[_position(order, has_order, p), 0]
-            r = rows[i]
+            g = _column_sum(grads, order, has_order, k, end)
+            r = rows[_position(order, has_order, k)]
             _adam_entry(&table[r, 0], &m[r, 0], &v[r, 0], g, step_size, scale2, beta1, beta2, eps,
                         sign)
             k = end

@@ -120,6 +120,16 @@ def _sgd_row(table, r, g, i, lr, sign):
 
 
 @njit(**KERNEL)
+def _column_sum(grads, order, has_order, k, end):
+    """grads[order[k], 0] + grads[order[k + 1], 0] + ... + grads[order[end - 1], 0] (float64,
+    index order): the summed gradient of a group of a one-column table."""
+    g = np.float64(grads[_position(order, has_order, k), 0])
+    for p in range(k + 1, end):
+        g += grads[_position(order, has_order, p), 0]
+    return g
+
+
+@njit(**KERNEL)
 def _walk_sgd(table, rows, grads, order, lr, sign, acc):
     has_order = order.shape[0] != 0
     n = rows.shape[0]
@@ -127,11 +137,8 @@ def _walk_sgd(table, rows, grads, order, lr, sign, acc):
         k = 0
         while k < n:
             end = _group_end(rows, order, has_order, k)
-            i = _position(order, has_order, k)
-            g = np.float64(grads[i, 0])
-            for p in range(k + 1, end):
-                g += grads[_position(order, has_order, p), 0]
-            r = rows[i]
+            r = rows[_position(order, has_order, k)]
+            g = _column_sum(grads, order, has_order, k, end)
             table[r, 0] = np.float64(table[r, 0]) - lr * (sign * g)
             k = end
         return
@@ -190,12 +197,8 @@ def _walk_adam(table, rows, grads, order, m, v, step_size, scale2, beta1, beta2,
         k = 0
         while k < n:
             end = _group_end(rows, order, has_order, k)
-            i = _position(order, has_order, k)
-            g = np.float64(grads[i, 0])
-            for p in range(k + 1, end):
-                g += grads[_position(order, has_order, p), 0]
-            r = rows[i]
-            gj = sign * g
+            r = rows[_position(order, has_order, k)]
+            gj = sign * _column_sum(grads, order, has_order, k, end)
             m_new = beta1 * np.float64(m[r, 0]) + c1 * gj
             v_new = beta2 * np.float64(v[r, 0]) + c2 * (gj * gj)
             step = (step_size * m_new) / (math.sqrt(v_new) * scale2 + eps)
