@@ -25,14 +25,27 @@ Functions that draw random numbers take ``seed``: either an ``int`` or a :class:
   exactly the number of counters it consumed (each function documents how many).  A run that
   saves ``stream.state()`` in its checkpoint and restores it with ``RandomStream.from_state`` draws
   afterwards exactly what the uninterrupted run would have drawn.
+
+Capacity and wrap-around
+------------------------
+A stream has exactly 2**64 counters, ``0 .. 2**64 - 1``; ``RandomStream.counter`` is the number
+already used, in ``[0, 2**64]`` (``2**64``: exhausted).  A call that needs more counters than
+remain raises :class:`RandomStreamExhausted` (a ``ValueError`` naming the argument) *before it
+writes anything* (:func:`check_capacity`).  Inside the draw arithmetic (``key + (i + 1) * G``,
+``counter + j``) every sum and product wraps modulo 2**64 in every backend, so the last counter
+``2**64 - 1`` is an ordinary draw.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RandomStream", "mix64", "random_bits", "stream_key", "uniform"]
+__all__ = [
+    "RandomStream", "RandomStreamExhausted", "check_capacity", "mix64", "random_bits",
+    "stream_key", "uniform",
+]
 
 MASK64 = (1 << 64) - 1
+NUM_COUNTERS = 1 << 64  # counters of one stream: 0 .. 2**64 - 1
 GOLDEN = 0x9E3779B97F4A7C15
 STREAM_SALT = 0x632BE59BD9B4E019
 MIX1 = 0xBF58476D1CE4E5B9
@@ -63,13 +76,34 @@ def uniform(key: int, counter: int) -> float:
     return (random_bits(key, counter) >> 11) * INV_2_53
 
 
-def _check_uint64(value, name: str) -> int:
+class RandomStreamExhausted(ValueError):
+    """A call needs more counters than its RandomStream has left (a stream has 2**64)."""
+
+
+def _check_uint64(value, name: str, top: int = MASK64, what: str = "an int") -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     value = int(value)
-    if not 0 <= value <= MASK64:
-        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    if not 0 <= value <= top:
+        bound = "2**64]" if top == NUM_COUNTERS else "2**64)"
+        raise ValueError(f"{name} must be in [0, {bound}, got {value}")
     return value
+
+
+def _check_count(n_counters, name: str = "n_counters") -> int:
+    if isinstance(n_counters, (bool, np.bool_)) or not isinstance(n_counters, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(n_counters).__name__}")
+    n_counters = int(n_counters)
+    if n_counters < 0:
+        raise ValueError(f"{name} must be >= 0, got {n_counters}")
+    return n_counters
+
+
+def _exhausted(name: str, counter: int, n_counters: int) -> RandomStreamExhausted:
+    return RandomStreamExhausted(
+        f"{name}: RandomStream exhausted: the call needs {n_counters} counters but only "
+        f"{NUM_COUNTERS - counter} of its 2**64 remain (counter={counter}); "
+        "use another stream (RandomStream.spawn) or seed")
 
 
 class RandomStream:
@@ -85,14 +119,23 @@ class RandomStream:
     def __init__(self, seed: int, stream: int = 0, counter: int = 0):
         self.seed = _check_uint64(seed, "seed")
         self.stream = _check_uint64(stream, "stream")
-        self.counter = _check_uint64(counter, "counter")
+        self.counter = _check_uint64(counter, "counter", top=NUM_COUNTERS)
         self.key = stream_key(self.seed, self.stream)
 
-    def take(self, n: int) -> int:
-        """Reserve ``n`` counters; return the first one and advance past them."""
+    def remaining(self) -> int:
+        """How many counters are left (a stream has 2**64)."""
+        return NUM_COUNTERS - self.counter
+
+    def take(self, n: int, name: str = "seed") -> int:
+        """Reserve ``n`` counters; return the first one and advance past them.
+
+        Raises :class:`RandomStreamExhausted` (a ``ValueError`` naming ``name``) and leaves the
+        stream unchanged when fewer than ``n`` counters remain.
+        """
+        n = _check_count(n, "n")
         start = self.counter
-        if start + n > MASK64:
-            raise OverflowError("RandomStream counter exhausted (2**64 draws)")
+        if n > NUM_COUNTERS - start:
+            raise _exhausted(name, start, n)
         self.counter = start + n
         return start
 
@@ -120,17 +163,38 @@ class RandomStream:
 
 
 def resolve_seed(seed, name: str = "seed") -> tuple[int, int]:
-    """(key, first counter) that a call draws from, without advancing anything (internal)."""
+    """(key, first counter) that a call draws from, without advancing anything (internal).
+
+    The counter is returned modulo 2**64 (an exhausted stream, counter 2**64, gives 0: it can
+    only be used by a call that draws nothing).
+    """
     if isinstance(seed, RandomStream):
-        return seed.key, seed.counter
-    seed = _check_uint64(seed, name)
+        return seed.key, seed.counter & MASK64
+    seed = _check_uint64(seed, name, what="an int or a RandomStream")
     return stream_key(seed, 0), 0
 
 
-def advance(seed, n_counters: int) -> None:
+def check_capacity(seed, n_counters: int, name: str = "seed") -> tuple[int, int]:
+    """Validate ``seed`` for a call that will draw ``n_counters`` counters; return
+    ``(key, first counter)`` like :func:`resolve_seed`.  Advances nothing.
+
+    Call it before the first write: an int seed must be in ``[0, 2**64)`` (a fresh stream, so any
+    ``n_counters <= 2**64`` fits); a :class:`RandomStream` must have ``n_counters`` counters left.
+    Otherwise ``TypeError``/``ValueError`` (:class:`RandomStreamExhausted`) naming ``name``.
+    After the call succeeded, :func:`advance` moves the stream past the counters.
+    """
+    n_counters = _check_count(n_counters)
+    key, counter = resolve_seed(seed, name)
+    used = seed.counter if isinstance(seed, RandomStream) else 0
+    if n_counters > NUM_COUNTERS - used:
+        raise _exhausted(name, used, n_counters)
+    return key, counter
+
+
+def advance(seed, n_counters: int, name: str = "seed") -> None:
     """After a successful call: move a RandomStream past the counters it consumed (internal)."""
     if isinstance(seed, RandomStream):
-        seed.take(n_counters)
+        seed.take(n_counters, name)
 
 
 def uniforms(seed, n: int) -> np.ndarray:
@@ -141,8 +205,10 @@ def uniforms(seed, n: int) -> np.ndarray:
     """
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    key, counter = resolve_seed(seed)
-    z = (np.uint64(key) + (np.arange(n, dtype=np.uint64) + np.uint64(counter + 1))
+    n = int(n)
+    key, counter = check_capacity(seed, n)
+    # array arithmetic wraps modulo 2**64 (the scalar first term is reduced in Python)
+    z = (np.uint64(key) + (np.arange(n, dtype=np.uint64) + np.uint64((counter + 1) & MASK64))
          * np.uint64(GOLDEN))
     z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)

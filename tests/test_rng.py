@@ -67,3 +67,82 @@ def test_resumed_stream_draws_what_an_uninterrupted_one_would(backend):
     np.testing.assert_array_equal(a1, b1)
     np.testing.assert_array_equal(a2, b2)
     assert resumed.counter == whole.counter == 2 * 30 + 30
+
+
+# --- capacity and wrap-around at the top of the counter range (issues 10 and 11) ---------------
+from hypothesis import example, given, strategies as st  # noqa: E402
+
+from fastlmrl import rng  # noqa: E402
+from fastlmrl.rng import RandomStreamExhausted, check_capacity  # noqa: E402
+
+TOP = 2**64
+
+
+@given(counter=st.integers(TOP - 40, TOP), n=st.integers(0, 40))
+@example(counter=TOP - 1, n=0)  # issue 10's repro: uniforms(RandomStream(0, 0, 2**64 - 1), 0)
+@example(counter=TOP - 1, n=1)  # the very last counter is an ordinary draw
+@example(counter=TOP - 3, n=3)
+@example(counter=TOP - 3, n=4)  # one counter too many
+@example(counter=TOP, n=0)
+@example(counter=TOP, n=1)
+def test_uniforms_at_the_top_of_the_counter_range(counter, n):
+    stream = RandomStream(5, 2, counter)
+    if n > TOP - counter:
+        with pytest.raises(ValueError, match="seed.*exhausted"):
+            rng.uniforms(stream, n)
+        assert stream.counter == counter  # nothing consumed
+        return
+    u = rng.uniforms(stream, n)
+    # the scalar definition, counters taken modulo 2**64
+    expected = [uniform(stream.key, c % TOP) for c in range(counter, counter + n)]
+    assert u.tolist() == expected
+    assert stream.counter == counter + n
+
+
+def test_uniforms_wraps_like_the_scalar_definition_for_an_explicit_key():
+    # (i + 1) * G wraps: counter 2**64 - 1 gives key + 2**64 * G = key (mod 2**64)
+    key = stream_key(5, 2)
+    assert random_bits(key, TOP - 1) == mix64(key)
+
+
+def test_take_raises_a_value_error_naming_the_argument_and_keeps_the_stream():
+    s = RandomStream(1, 0, TOP - 2)
+    with pytest.raises(RandomStreamExhausted, match="^rng:"):
+        s.take(3, "rng")
+    assert s.counter == TOP - 2
+    assert issubclass(RandomStreamExhausted, ValueError)
+    assert not issubclass(RandomStreamExhausted, OverflowError)
+    assert s.take(2) == TOP - 2 and s.counter == TOP and s.remaining() == 0
+    with pytest.raises(ValueError, match="seed"):
+        s.take(1)
+    assert s.take(0) == TOP  # drawing nothing from an exhausted stream is fine
+
+
+def test_exhausted_state_round_trips():
+    s = RandomStream(3, 1, TOP)
+    assert RandomStream.from_state(s.state()) == s
+    with pytest.raises(ValueError, match="counter"):
+        RandomStream(3, 1, TOP + 1)
+
+
+def test_check_capacity():
+    s = RandomStream(9, 0, 10)
+    assert check_capacity(s, TOP - 10) == (s.key, 10)
+    assert s.counter == 10  # advances nothing
+    with pytest.raises(ValueError, match="^weights:"):
+        check_capacity(s, TOP - 9, "weights")
+    assert check_capacity(7, TOP) == (stream_key(7), 0)
+    with pytest.raises(ValueError, match="seed"):
+        check_capacity(7, TOP + 1)
+    with pytest.raises(TypeError, match="my_seed"):
+        check_capacity("7", 1, "my_seed")
+    with pytest.raises(TypeError, match="my_seed"):
+        check_capacity(None, 1, "my_seed")
+    with pytest.raises(ValueError, match="my_seed"):
+        check_capacity(-1, 1, "my_seed")
+    with pytest.raises(ValueError, match="my_seed"):
+        check_capacity(TOP, 1, "my_seed")
+    with pytest.raises(TypeError, match="my_seed"):
+        check_capacity(True, 1, "my_seed")
+    with pytest.raises(ValueError, match="n_counters"):
+        check_capacity(7, -1)
