@@ -11,8 +11,12 @@ Three backends expose the same kernel names and signatures:
     Compiled ``nogil`` kernels in :mod:`fastlmrl._cython`, built by ``pip install``.
 
 The backend is chosen, in order of precedence, by :func:`use_backend` (a context manager),
-:func:`set_backend`, the environment variable ``FASTLMRL_BACKEND``, or else the fastest one that
-loads (numba, then cython, then python).  A compiled backend that fails to load is reported by
+:func:`set_backend`, the environment variable ``FASTLMRL_BACKEND``, or else the first one that
+loads of cython, numba, python.  Cython comes first because it is compiled ahead of time, at
+install: its kernels are as fast as Numba's but start at once, where Numba compiles each kernel on
+its first use after an install (30-60 s for the demo's kernels on 2 cores, then cached; see
+:mod:`fastlmrl._numba._common`).  Numba stays fully available (``set_backend("numba")``,
+``FASTLMRL_BACKEND=numba``, and :mod:`fastlmrl.numba_kernels` for users' ``@njit`` code).  A compiled backend that fails to load is reported by
 :func:`show_config` and warned about once per process: fastlmrl never falls back to slow code
 silently.
 """
@@ -38,8 +42,8 @@ __all__ = [
     "use_backend",
 ]
 
-#: Every backend name, fastest first (the default order).
-BACKENDS = ("numba", "cython", "python")
+#: Every backend name, in the default order: ahead-of-time compiled, then JIT, then the reference.
+BACKENDS = ("cython", "numba", "python")
 
 _MODULES = {
     "python": "fastlmrl._python",

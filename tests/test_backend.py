@@ -14,7 +14,7 @@ from fastlmrl._topics import TOPICS
 
 def test_all_backends_load_here():
     # CI builds every backend: a missing one must fail loudly, not be skipped.
-    assert fastlmrl.available_backends() == ("numba", "cython", "python")
+    assert fastlmrl.available_backends() == ("cython", "numba", "python")
 
 
 def test_backends_expose_identical_names():
@@ -34,10 +34,53 @@ def test_each_topic_has_the_same_names_in_every_backend():
         assert per_backend["python"] == per_backend["numba"] == per_backend["cython"], topic
 
 
-def test_default_is_fastest_available(monkeypatch):
+def test_default_is_the_ahead_of_time_compiled_backend(monkeypatch):
+    # cython first: compiled at install, so a first run does not wait for Numba's JIT
     monkeypatch.delenv("FASTLMRL_BACKEND", raising=False)
     fastlmrl.set_backend(None)
-    assert fastlmrl.get_backend() == "numba"
+    assert fastlmrl.get_backend() == "cython"
+
+
+def test_numba_cache_is_kept_out_of_the_package_folder(tmp_path):
+    # A kernel compiled in a fresh cache writes its cache files under the user cache folder
+    # (here $XDG_CACHE_HOME) and nothing under the package folder (a leftover
+    # fastlmrl/_numba/__pycache__ in site-packages shadows a later editable install).
+    import os
+
+    package = os.path.dirname(fastlmrl.__file__)
+
+    def package_files():
+        return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+                for d, _, files in os.walk(package) for f in files}
+
+    before = package_files()
+    code = textwrap.dedent("""
+        import numpy as np, fastlmrl
+        from fastlmrl._numba._common import numba_cache_dir
+        with fastlmrl.use_backend("numba"):
+            q = np.zeros((3, 2)); q[1, 1] = 1.0
+            assert fastlmrl.greedy(q, [1]).tolist() == [1]
+        print(numba_cache_dir())
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "FASTLMRL_CACHE_DIR")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    cache = result.stdout.strip().splitlines()[-1]
+    assert cache.startswith(str(tmp_path))
+    # the first compilation in the process is announced once on stderr
+    assert result.stderr.count("fastlmrl: compiling Numba kernels") == 1
+    written = [f for _, _, files in os.walk(cache) for f in files]
+    assert any(f.endswith(".nbi") for f in written) and any(f.endswith(".nbc") for f in written)
+    after = package_files()
+    new = sorted(p for p in after if after[p] != before.get(p) and p.endswith((".nbi", ".nbc")))
+    assert new == [], new
+    # a second process loads the cache: no compilation, no message
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0 and "compiling" not in again.stderr, again.stderr
 
 
 def test_set_backend_and_context_manager():
@@ -122,7 +165,7 @@ def test_use_backend_is_per_thread():
         t.start()
         t.join()
         assert fastlmrl.get_backend() == "python"
-    assert seen["other"] == "numba"
+    assert seen["other"] == "cython"
 
 
 def test_num_threads():

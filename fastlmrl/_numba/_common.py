@@ -1,11 +1,157 @@
-"""Building blocks shared by the Numba kernels: the RNG, a vectorisable row max, range checks."""
+"""Building blocks shared by the Numba kernels: the RNG, a vectorisable row max, range checks;
+and where Numba caches fastlmrl's compiled kernels.
+
+Numba cache (``cache=True``): by default Numba writes its cache next to the source file
+(``fastlmrl/_numba/__pycache__``), i.e. into site-packages, where ``pip uninstall`` leaves it
+behind (and a leftover ``fastlmrl/_numba`` folder then shadows a later editable install).  This
+module registers :class:`FastlmrlCacheLocator` ahead of Numba's own locators; it handles only the
+files of this package (users' ``@njit(cache=True)`` code keeps Numba's usual location) and puts
+the cache in :func:`numba_cache_dir`:
+
+* ``$FASTLMRL_CACHE_DIR/numba``, else ``$NUMBA_CACHE_DIR/fastlmrl`` when the user set Numba's
+  cache directory, else ``$XDG_CACHE_HOME/fastlmrl/numba`` (default ``~/.cache/fastlmrl/numba``);
+* below it one folder per fastlmrl version, Python and Numba version, and one per install path.
+
+Freshness: a cached kernel is used only while its file *and every fastlmrl file that file
+imports* (transitively: ``_common.py``, ``fast_math.py``, ``rng.py``, ...) are unchanged (a
+SHA-256 over their contents), so an edit of a shared helper invalidates the kernels that call it
+(Numba's own stamp covers only the file defining the function).  The first compilation in a process prints one line to stderr.
+"""
+import hashlib
+import os
+import re
+import sys
+
 import numpy as np
+import numba
 from numba import njit
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import caching, cgutils, types
+from numba.core import event as _event
 from numba.extending import intrinsic, overload
 
 from ..rng import GOLDEN, INV_2_53, MIX1, MIX2
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_BACKEND_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def numba_cache_dir() -> str:
+    """The folder under which fastlmrl's Numba kernels are cached (see the module docstring)."""
+    from .. import __version__
+
+    own = os.environ.get("FASTLMRL_CACHE_DIR", "").strip()
+    if own:
+        base = os.path.join(own, "numba")
+    elif numba.config.CACHE_DIR:
+        base = os.path.join(numba.config.CACHE_DIR, "fastlmrl")
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        root = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(root, "fastlmrl", "numba")
+    tag = (f"{__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+           f"-numba{numba.__version__}")
+    return os.path.join(base, tag)
+
+
+_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)(\w*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.M)
+
+
+def _imported_files(path: str) -> list:
+    """The fastlmrl source files that ``path`` imports with relative imports (``from .x import``,
+    ``from ..x import``, ``from . import x``)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    here = os.path.dirname(path)
+    out = []
+    for dots, module, names in _IMPORT.findall(text):
+        base = here if len(dots) == 1 else os.path.dirname(here)
+        candidates = ([os.path.join(base, module + ".py")] if module else
+                      [os.path.join(base, n.strip() + ".py")
+                       for n in names.strip("()").split(",") if n.strip().isidentifier()])
+        out.extend(c for c in candidates if os.path.isfile(c))
+    return out
+
+
+_STAMP = {}
+
+
+def _dependency_stamp(py_file: str) -> str:
+    """SHA-256 over ``py_file`` and every fastlmrl file it imports, transitively (recomputed when
+    one of them changes size or modification time)."""
+    seen, todo = [], [os.path.abspath(py_file)]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.append(path)
+        todo.extend(_imported_files(path))
+    files = sorted(seen)
+    key = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in files)
+    if key not in _STAMP:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        _STAMP[key] = digest.hexdigest()
+    return _STAMP[key]
+
+
+_Mixin = caching._SourceFileBackedLocatorMixin
+_Base = caching._CacheLocator
+_Impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")
+
+
+class FastlmrlCacheLocator(_Mixin, _Base):
+    """Numba cache locator for fastlmrl's own kernels: a user cache folder, never the package
+    folder (module docstring)."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(numba_cache_dir(),
+                                        self.get_suitable_cache_subpath(py_file))
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    def get_source_stamp(self):
+        return (super().get_source_stamp(), _dependency_stamp(self._py_file))
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        path = os.path.abspath(py_file)
+        if os.path.dirname(path) != _BACKEND_DIR:
+            return None  # not ours: Numba's next locator decides
+        return super().from_function(py_func, py_file)
+
+
+if FastlmrlCacheLocator not in _Impl._locator_classes:
+    _Impl._locator_classes.insert(0, FastlmrlCacheLocator)
+
+
+class _CompileNotice(_event.Listener):
+    """Prints one line to stderr when the first fastlmrl kernel of the process is compiled
+    (a cache miss: first use after an install or an edit)."""
+
+    announced = False
+
+    def on_start(self, event):
+        if _CompileNotice.announced:
+            return
+        dispatcher = (event.data or {}).get("dispatcher")
+        module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+        if module.startswith("fastlmrl."):
+            _CompileNotice.announced = True
+            print(f"fastlmrl: compiling Numba kernels for this machine (once; cached in "
+                  f"{numba_cache_dir()}) ...", file=sys.stderr, flush=True)
+
+    def on_end(self, event):
+        pass
+
+
+_event.register("numba:compile", _CompileNotice())
 
 _G = np.uint64(GOLDEN)
 _M1 = np.uint64(MIX1)
