@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 from . import (advantages, argmax_tree, corpus, dynamic_programming, environments,
                group_advantages, kl_divergence, log_probs, monte_carlo, ngram, optimizers,
-               permutations, policy_losses, rewards, schedules, selection, tabular_losses,
+               permutations, policy_losses, rewards, sampling, schedules, selection,
+               tabular_losses,
                td_learning, tokenizers)
 from ._backend import (BACKENDS, BackendUnavailableWarning, available_backends, get_backend,
                        get_num_threads, set_backend, set_num_threads, show_config, use_backend)
@@ -29,6 +30,7 @@ from .permutations import *  # noqa: F401,F403
 from .policy_losses import *  # noqa: F401,F403
 from .rewards import *  # noqa: F401,F403
 from .rng import RandomStream
+from .sampling import *  # noqa: F401,F403
 from .schedules import *  # noqa: F401,F403
 from .selection import *  # noqa: F401,F403
 from .tabular_losses import *  # noqa: F401,F403
@@ -53,6 +55,6 @@ __all__ = [
 ]
 for _module in (selection, td_learning, monte_carlo, dynamic_programming, argmax_tree, schedules,
                 log_probs, policy_losses, tabular_losses, advantages, group_advantages, kl_divergence, optimizers,
-                environments, permutations, rewards, tokenizers, ngram, corpus):
+                environments, permutations, rewards, tokenizers, ngram, corpus, sampling):
     __all__ += _module.__all__
 del _module

@@ -22,6 +22,8 @@ TOPICS = (
     "permutations",
     # rewards
     "keyword_scores",
+    # next-token sampling (temperature, top-k, top-p, min-p)
+    "sampling",
 )
 
 

@@ -1,0 +1,305 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython token sampling (same arithmetic as fastlmrl/_python/sampling.py, bit for bit).
+
+Rows are shared out to the threads in chunks (``prange``, dynamic schedule); each thread has a
+weight row buffer of the logits' dtype and a float64 scratch row (the top-k heap, the top-p
+candidates), malloc'ed once per call.  Row i always uses counter + i, so results do not depend on
+the thread count.  Results are collected in work arrays and copied out after every row was valid.
+Thresholds are found from the weights' values only (heaps of values), so any correct heap gives the
+reference's result.
+"""
+
+__all__ = ["sample_tokens"]
+from cython.parallel cimport prange, threadid
+from libc.math cimport INFINITY, exp, log
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc
+
+from fastlmrl._cython._common cimport real_t, uniform
+from fastlmrl._cython.fast_math cimport fast_exp32, n_threads, row_stats, rows_per_chunk, work
+
+cdef enum:
+    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    BAD_LOGITS = 20
+    BAD_TEMPERATURE = 30
+    BAD_TOP_K = 31
+    BAD_TOP_P = 32
+    BAD_MIN_P = 33
+    NO_MEMORY = 99
+    BLOCK = 64
+
+cdef double FIRST_CUTOFF = 0.125  # top-p: first cutoff of the candidate weights
+cdef double CUTOFF_STEP = 0.125  # lowered by this factor while the mass above it is too small
+cdef double LAST_CUTOFF = 8.673617379884035e-19  # 2**-60: below it every positive weight counts
+
+
+cdef inline bint _shapes_ok(const real_t[:, ::1] logits, Py_ssize_t n_tokens, Py_ssize_t n_lp,
+                            Py_ssize_t n_mlp) noexcept nogil:
+    """The shape check (first): three (N,) outputs for (N, V) logits, V >= 1."""
+    cdef Py_ssize_t n = logits.shape[0]
+    return logits.shape[1] >= 1 and n_tokens == n and n_lp == n and n_mlp == n
+
+
+cdef inline int _arguments_status(double temperature, int64_t top_k, double top_p,
+                                  double min_p) noexcept nogil:
+    """0, or the status of the first bad scalar argument (NaN fails every comparison)."""
+    if not (temperature >= 0.0 and temperature < INFINITY):
+        return BAD_TEMPERATURE
+    if top_k < 0:
+        return BAD_TOP_K
+    if not (top_p > 0.0 and top_p <= 1.0):
+        return BAD_TOP_P
+    if not (min_p >= 0.0 and min_p <= 1.0):
+        return BAD_MIN_P
+    return 0
+
+
+cdef inline double _kept(real_t v, double t) noexcept nogil:
+    return <double>v if v >= t else 0.0
+
+
+cdef inline double _lane_sum_range(const real_t* w, Py_ssize_t lo, Py_ssize_t hi,
+                                   double t) noexcept nogil:
+    """Lane sum (lane (j - lo) % 8, entries in order, fixed tree) of the w[j] >= t, lo <= j < hi."""
+    cdef double s[8]
+    cdef Py_ssize_t j, l, end = lo + (hi - lo) // 8 * 8
+    for l in range(8):
+        s[l] = 0.0
+    j = lo
+    while j < end:
+        for l in range(8):
+            s[l] += _kept(w[j + l], t)
+        j += 8
+    for j in range(end, hi):
+        s[j - end] += _kept(w[j], t)
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
+cdef inline void _weights(const real_t* row, Py_ssize_t n, double m, double temperature,
+                          real_t* w) noexcept nogil:
+    """w[j] = exp((x_j - m) / T): fast_exp32 of the float32-rounded quotient for float32 logits."""
+    cdef Py_ssize_t j
+    cdef float m32
+    if real_t is float:
+        m32 = <float>m
+        for j in range(n):
+            w[j] = fast_exp32(<float>(<double>(row[j] - m32) / temperature))
+    else:
+        for j in range(n):
+            w[j] = exp((row[j] - m) / temperature)
+
+
+# ---- a max-heap of doubles in h[0:size] ---------------------------------------------------------
+
+cdef inline void _sift_down(double* h, Py_ssize_t size, Py_ssize_t k) noexcept nogil:
+    cdef double v = h[k]
+    cdef Py_ssize_t c
+    while True:
+        c = 2 * k + 1
+        if c >= size:
+            break
+        if c + 1 < size and h[c + 1] > h[c]:
+            c += 1
+        if not h[c] > v:
+            break
+        h[k] = h[c]
+        k = c
+    h[k] = v
+
+
+cdef inline void _heapify(double* h, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(size // 2 - 1, -1, -1):
+        _sift_down(h, size, k)
+
+
+cdef double _kth_largest(const real_t* w, Py_ssize_t n, Py_ssize_t k, double* h) noexcept nogil:
+    """The k-th largest of w[0:n] (1 <= k <= n, with multiplicity), by a heap of min(k, n-k+1)."""
+    cdef Py_ssize_t j, r = n - k + 1
+    cdef double v
+    if k <= r:  # the k largest, negated in a max-heap: the root is minus the smallest of them
+        for j in range(k):
+            h[j] = -<double>w[j]
+        _heapify(h, k)
+        for j in range(k, n):
+            v = -<double>w[j]
+            if v < h[0]:
+                h[0] = v
+                _sift_down(h, k, 0)
+        return -h[0]
+    for j in range(r):  # the r smallest in a max-heap: the root is the r-th smallest
+        h[j] = <double>w[j]
+    _heapify(h, r)
+    for j in range(r, n):
+        v = <double>w[j]
+        if v < h[0]:
+            h[0] = v
+            _sift_down(h, r, 0)
+    return h[0]
+
+
+cdef double _top_p_threshold(const real_t* w, Py_ssize_t n, double t_k, double top_p,
+                             double total_k, double* h) noexcept nogil:
+    """t_p: the weight v_r at which the descending cumulative mass first reaches top_p * W."""
+    cdef double target = top_p * total_k, cutoff = FIRST_CUTOFF, c, v, cumulative
+    cdef bint last
+    cdef Py_ssize_t j, size
+    while True:
+        last = cutoff <= t_k or cutoff < LAST_CUTOFF
+        c = t_k if last else cutoff
+        if not last and _lane_sum_range(w, 0, n, c) < target:
+            cutoff *= CUTOFF_STEP
+            continue
+        size = 0
+        for j in range(n):
+            v = <double>w[j]
+            if v >= c and v > 0.0:
+                h[size] = v
+                size += 1
+        _heapify(h, size)
+        cumulative = 0.0
+        while size > 0:
+            v = h[0]
+            cumulative += v
+            if cumulative >= target:
+                return v
+            size -= 1
+            h[0] = h[size]
+            _sift_down(h, size, 0)
+        if last:
+            return 0.0
+        cutoff *= CUTOFF_STEP
+
+
+cdef inline Py_ssize_t _last_positive(const real_t* w, Py_ssize_t lo, Py_ssize_t hi,
+                                      double t) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(hi - 1, lo - 1, -1):
+        if _kept(w[j], t) > 0.0:
+            return j
+    return lo
+
+
+cdef Py_ssize_t _block_search(const real_t* w, Py_ssize_t n, double t,
+                              double target) noexcept nogil:
+    """The inverse-CDF search over the kept weights (w >= t) in blocks of 64 entries."""
+    cdef double cumulative = 0.0, after, r
+    cdef Py_ssize_t lo = 0, hi, j
+    while lo < n:
+        hi = lo + BLOCK if lo + BLOCK < n else n
+        after = cumulative + _lane_sum_range(w, lo, hi, t)
+        if after > target:
+            r = cumulative
+            for j in range(lo, hi):
+                r += _kept(w[j], t)
+                if r > target:
+                    return j
+            return _last_positive(w, lo, hi, t)
+        cumulative = after
+        lo = hi
+    return _last_positive(w, 0, n, t)
+
+
+cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperature,
+                     int64_t top_k, double top_p, double min_p, double u, real_t* w, double* h,
+                     int64_t* res_tok, double* res_lp, double* res_mlp) noexcept nogil:
+    """Row i into res_*[i]; returns 1 for an invalid row (nothing stored), else 0."""
+    cdef Py_ssize_t n = logits.shape[1], j, a = 0
+    cdef const real_t* row = &logits[i, 0]
+    cdef double m, s, model_lse, total, total_k, t_k = 0.0, t, t_p, z, x_a
+    if not row_stats(row, n, w, &m, &s):
+        return 1
+    model_lse = m + log(s)
+    if temperature == 0.0:
+        for j in range(n):
+            if row[j] == m:
+                a = j
+                break
+        res_tok[i] = a
+        res_lp[i] = 0.0
+        res_mlp[i] = <double>row[a] - model_lse
+        return 0
+    total = s
+    if temperature != 1.0:  # T = 1: the weights are the model's exps, already in w
+        _weights(row, n, m, temperature, w)
+        total = _lane_sum_range(w, 0, n, 0.0)
+    if top_k > 0 and top_k < n:
+        t_k = _kth_largest(w, n, top_k, h)
+    t = t_k
+    if top_p < 1.0:
+        total_k = total if t_k == 0.0 else _lane_sum_range(w, 0, n, t_k)
+        t_p = _top_p_threshold(w, n, t_k, top_p, total_k, h)
+        t = t_p if t_p > t else t
+    if min_p > 0.0:
+        t = min_p if min_p > t else t
+    z = total if t == 0.0 else _lane_sum_range(w, 0, n, t)
+    a = _block_search(w, n, t, u * z)
+    x_a = <double>row[a]
+    res_tok[i] = a
+    res_lp[i] = (x_a - m) / temperature - log(z)
+    res_mlp[i] = x_a - model_lse
+    return 0
+
+
+cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int64_t top_k,
+                            double top_p, double min_p, uint64_t key, uint64_t counter,
+                            int64_t[::1] tokens_out, real_t[::1] log_probs_out,
+                            real_t[::1] model_log_probs_out, int num_threads) noexcept nogil:
+    cdef Py_ssize_t n = logits.shape[0], v = logits.shape[1], i
+    cdef Py_ssize_t nt
+    cdef int status, bad = 0
+    cdef real_t* w
+    cdef double* h
+    cdef int64_t* res_tok
+    cdef double* res_lp
+    cdef double* res_mlp
+    if not _shapes_ok(logits, tokens_out.shape[0], log_probs_out.shape[0],
+                      model_log_probs_out.shape[0]):
+        return BAD_SHAPES
+    status = _arguments_status(temperature, top_k, top_p, min_p)
+    if status:
+        return status
+    nt = n_threads(num_threads, n, v)
+    w = <real_t*>work(nt, v)
+    h = <double*>malloc(sizeof(double) * nt * v + 8)
+    res_tok = <int64_t*>malloc(sizeof(int64_t) * n + 8)
+    res_lp = <double*>malloc(sizeof(double) * n + 8)
+    res_mlp = <double*>malloc(sizeof(double) * n + 8)
+    if w == NULL or h == NULL or res_tok == NULL or res_lp == NULL or res_mlp == NULL:
+        free(w)
+        free(h)
+        free(res_tok)
+        free(res_lp)
+        free(res_mlp)
+        return NO_MEMORY
+    if nt > 1:
+        for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
+            bad += _sample_row(logits, i, temperature, top_k, top_p, min_p,
+                               uniform(key, counter + <uint64_t>i), w + threadid() * v,
+                               h + threadid() * v, res_tok, res_lp, res_mlp)
+    else:
+        for i in range(n):
+            bad += _sample_row(logits, i, temperature, top_k, top_p, min_p,
+                               uniform(key, counter + <uint64_t>i), w, h, res_tok, res_lp,
+                               res_mlp)
+    if not bad:
+        for i in range(n):
+            tokens_out[i] = res_tok[i]
+            log_probs_out[i] = <real_t>res_lp[i]
+            model_log_probs_out[i] = <real_t>res_mlp[i]
+    free(w)
+    free(h)
+    free(res_tok)
+    free(res_lp)
+    free(res_mlp)
+    return BAD_LOGITS if bad else 0
+
+
+def sample_tokens(const real_t[:, ::1] logits, double temperature, int64_t top_k, double top_p,
+                  double min_p, uint64_t key, uint64_t counter, int64_t[::1] tokens_out,
+                  real_t[::1] log_probs_out, real_t[::1] model_log_probs_out, int num_threads):
+    cdef int status
+    with nogil:
+        status = sample_tokens_core(logits, temperature, top_k, top_p, min_p, key, counter,
+                                    tokens_out, log_probs_out, model_log_probs_out, num_threads)
+    return status
