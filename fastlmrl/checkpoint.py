@@ -9,9 +9,11 @@ A checkpoint is a ZIP archive (NumPy ``.npz`` layout, uncompressed) with
 :func:`save_checkpoint` writes to a temporary file in the destination folder, flushes and fsyncs
 it, then renames it over the destination (``os.replace``, atomic on POSIX and Windows), so a reader
 sees either the old file or the complete new one, never a partial checkpoint.
-:func:`load_checkpoint` refuses (ValueError naming the problem) a file that is missing, not a ZIP,
-truncated, from another program, of an unknown version, or whose arrays do not match their
-recorded SHA-256 digests.
+:func:`load_checkpoint` refuses (:class:`CheckpointError`, a ValueError naming the file and the
+problem) a file that is missing, not a ZIP, truncated, damaged anywhere, from another program, of
+an unknown version, or whose arrays do not match their recorded SHA-256 digests.  A save killed
+midway leaves only a temporary file, which the next save or load in that folder removes
+(:mod:`fastlmrl._atomic`).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, remove_stale_temp_files
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -78,10 +80,32 @@ def save_checkpoint(path, arrays: dict, meta: dict | None = None) -> None:
 
 
 def load_checkpoint(path) -> tuple[dict, dict]:
-    """Read a checkpoint written by :func:`save_checkpoint`; return ``(arrays, meta)``."""
+    """Read a checkpoint written by :func:`save_checkpoint`; return ``(arrays, meta)``.
+
+    Any damage — a missing, truncated or foreign file, a flipped byte anywhere, an archive member
+    of an unsupported kind — raises :class:`CheckpointError` (a ValueError) naming ``path``; never
+    another exception type.  Stale temporary files of interrupted saves in the same folder are
+    removed (:func:`fastlmrl._atomic.remove_stale_temp_files`).
+    """
     path = os.fspath(path)
+    remove_stale_temp_files(os.path.dirname(os.path.abspath(path)))
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        return _read(path)
+    except CheckpointError:
+        raise
+    except MemoryError:
+        raise CheckpointError(f"{path!r}: corrupted checkpoint (a recorded size is too large "
+                              "to be real)") from None
+    except Exception as exc:  # zipfile/zlib/struct/EOF/NotImplemented/... on a damaged byte
+        raise CheckpointError(
+            f"{path!r} is not a readable fastlmrl checkpoint (damaged or truncated: "
+            f"{type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _read(path: str) -> tuple[dict, dict]:
     try:
         archive = zipfile.ZipFile(path, "r")
     except (zipfile.BadZipFile, OSError) as exc:
@@ -89,11 +113,16 @@ def load_checkpoint(path) -> tuple[dict, dict]:
             f"{path!r} is not a fastlmrl checkpoint (not a readable archive: {exc})"
         ) from None
     with archive:
+        names = archive.namelist()
         try:
-            header = json.loads(archive.read(HEADER).decode("utf-8"))
+            raw_header = archive.read(HEADER)
         except KeyError:
             raise CheckpointError(f"{path!r} is not a fastlmrl checkpoint (no {HEADER})") from None
-        except (zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError, OSError) as exc:
+        except Exception as exc:
+            raise CheckpointError(f"{path!r}: corrupted checkpoint header ({exc})") from None
+        try:
+            header = json.loads(raw_header.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise CheckpointError(f"{path!r}: corrupted checkpoint header ({exc})") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise CheckpointError(f"{path!r} is not a fastlmrl checkpoint (foreign format)")
@@ -102,17 +131,23 @@ def load_checkpoint(path) -> tuple[dict, dict]:
                 f"{path!r}: checkpoint version {header.get('version')!r} is not supported "
                 f"(this fastlmrl reads version {VERSION})"
             )
+        specs, meta = header.get("arrays", {}), header.get("meta", {})
+        if not isinstance(specs, dict) or not all(isinstance(v, dict) for v in specs.values()) \
+                or not isinstance(meta, dict):
+            raise CheckpointError(f"{path!r}: corrupted checkpoint header (bad layout)")
+        expected = {HEADER} | {f"{name}.npy" for name in specs}
+        if len(names) != len(set(names)) or set(names) != expected:
+            raise CheckpointError(f"{path!r}: corrupted checkpoint (archive members {names}, "
+                                  f"expected {sorted(expected)})")
         arrays = {}
-        for name, spec in header.get("arrays", {}).items():
+        for name, spec in specs.items():
             try:
                 raw = archive.read(f"{name}.npy")
                 arr = np.load(io.BytesIO(raw), allow_pickle=False)
-            except KeyError:
-                raise CheckpointError(f"{path!r}: array {name!r} is missing") from None
             except Exception as exc:  # zlib/CRC errors, truncated .npy, bad header ...
                 raise CheckpointError(f"{path!r}: array {name!r} is corrupted ({exc})") from None
-            if (arr.dtype.str != spec.get("dtype") or list(arr.shape) != spec.get("shape")
-                    or _digest(arr) != spec.get("sha256")):
+            if (not isinstance(arr, np.ndarray) or arr.dtype.str != spec.get("dtype")
+                    or list(arr.shape) != spec.get("shape") or _digest(arr) != spec.get("sha256")):
                 raise CheckpointError(f"{path!r}: array {name!r} does not match its checksum")
             arrays[name] = arr
-    return arrays, header.get("meta", {})
+    return arrays, meta

@@ -47,38 +47,81 @@ def build_task(spec: dict):
     raise ValueError(f"unknown env {spec['env']!r}: choose 'text' or 'toy'")
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _field_kinds(field) -> set:
+    """The type names a config field accepts ({'float', 'None'} for ``float | None``)."""
+    annotation = field.type if isinstance(field.type, str) else \
+        getattr(field.type, "__name__", str(field.type))
+    annotation = annotation.replace("Optional[", "").replace("]", "|None")
+    kinds = {part.strip() for part in annotation.split("|") if part.strip()}
+    if not kinds & {"bool", "int", "float", "str"}:  # unusual annotation: go by the default
+        default = field.default
+        kinds = {type(default).__name__} if default is not None else {"float", "None"}
+    return kinds
+
+
 def _parse_overrides(pairs, config_cls):
-    """``key=value`` strings -> {field: typed value} for the algorithm's config dataclass."""
+    """``key=value`` strings -> {field: typed value} for the algorithm's config dataclass.
+
+    The value is parsed by the field's type; a value of the wrong kind (``first_visit=maybe``,
+    ``epochs=abc``) or an unknown key raises a ValueError naming the key (unknown keys: with the
+    list of valid ones)."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     out = {}
     for pair in pairs or ():
         if "=" not in pair:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
         key, raw = pair.split("=", 1)
+        key, text = key.strip(), raw.strip().lower()
         if key not in fields:
             raise ValueError(f"--set {key}: {config_cls.__name__} has no such field; choose from "
                              f"{', '.join(sorted(fields))}")
-        default = fields[key].default
-        if raw.lower() in ("none", "null"):
+        kinds = _field_kinds(fields[key])
+        if text in ("none", "null"):
+            if "None" not in kinds:
+                raise ValueError(f"--set {key}={raw}: {key} cannot be None")
             out[key] = None
-        elif isinstance(default, bool):
-            out[key] = raw.lower() in ("1", "true", "yes")
-        elif isinstance(default, int) and not isinstance(default, bool):
-            out[key] = int(raw)
-        elif isinstance(default, float) or default is None:
-            out[key] = float(raw)
+        elif "bool" in kinds:
+            if text not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError(f"--set {key}={raw}: {key} is true or false, got {raw!r}")
+            out[key] = text in TRUE_WORDS
+        elif "int" in kinds and "float" not in kinds:
+            try:
+                out[key] = int(text)
+            except ValueError:
+                raise ValueError(f"--set {key}={raw}: {key} must be an integer") from None
+        elif "float" in kinds:
+            try:
+                out[key] = float(text)
+            except ValueError:
+                raise ValueError(f"--set {key}={raw}: {key} must be a number") from None
         else:
             out[key] = raw
     return out
 
 
-def make_trainer(algo: str, task, seed: int, overrides=None):
-    from .trainers import ALGORITHMS, TEXT_ALGORITHMS
+def make_config(algo: str, overrides=None):
+    """The algorithm's config dataclass with the ``--set`` overrides applied (validated)."""
+    from .trainers import ALGORITHMS
 
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algo!r}: choose from {', '.join(sorted(ALGORITHMS))}")
     cls = ALGORITHMS[algo]
-    config = cls.Config(**_parse_overrides(overrides, cls.Config))
+    try:
+        return cls.Config(**_parse_overrides(overrides, cls.Config))
+    except TypeError as exc:  # a value of the wrong type (reported by the config's checks)
+        raise ValueError(f"--set: {exc}") from None
+
+
+def make_trainer(algo: str, task, seed: int, overrides=None, config=None):
+    from .trainers import ALGORITHMS, TEXT_ALGORITHMS
+
+    if config is None:
+        config = make_config(algo, overrides)
+    cls = ALGORITHMS[algo]
     if algo in TEXT_ALGORITHMS:
         if getattr(task, "name", "") != "text":
             raise ValueError(f"algorithm {algo!r} trains a softmax policy on the text task "
@@ -120,22 +163,38 @@ def _clean(metrics: dict) -> dict:
 
 
 class Progress:
-    """A one-line progress bar on stderr (nothing when stderr is not a terminal and quiet)."""
+    """Progress of ``fastlmrl train`` on stderr.
 
-    def __init__(self, total: int, stream=None, width: int = 28):
+    On a terminal: a bar redrawn in place (carriage returns).  Elsewhere (a log file, a pipe, a
+    CI log) no carriage returns: a plain line every ``lines_every`` iterations (default: about
+    ten lines per run) and one at the end."""
+
+    def __init__(self, total: int, stream=None, width: int = 28, lines_every: int | None = None):
         self.total, self.stream, self.width = max(total, 1), stream or sys.stderr, width
         self.start = time.perf_counter()
+        isatty = getattr(self.stream, "isatty", None)
+        try:
+            self.interactive = bool(isatty()) if isatty is not None else False
+        except (ValueError, OSError):  # closed or detached stream
+            self.interactive = False
+        self.lines_every = lines_every or max(1, -(-self.total // 10))
 
     def __call__(self, trainer, metrics) -> None:
         done = metrics["iteration"] + 1
-        filled = int(self.width * min(done, self.total) / self.total)
         elapsed = time.perf_counter() - self.start
-        bar = "#" * filled + "-" * (self.width - filled)
         extra = "  ".join(f"{k}={metrics[k]:.3g}" for k in ("score", "reward", "kl")
                           if k in metrics and isinstance(metrics[k], float))
-        self.stream.write(f"\r[{bar}] {done}/{self.total} {elapsed:5.1f}s  {extra}   ")
-        if done >= self.total:
-            self.stream.write("\n")
+        if self.interactive:
+            filled = int(self.width * min(done, self.total) / self.total)
+            bar = "#" * filled + "-" * (self.width - filled)
+            self.stream.write(f"\r[{bar}] {done}/{self.total} {elapsed:5.1f}s  {extra}   ")
+            if done >= self.total:
+                self.stream.write("\n")
+        elif done % self.lines_every == 0 or done >= self.total:
+            self.stream.write(f"iteration {done}/{self.total}  {elapsed:.1f}s  {extra}".rstrip()
+                              + "\n")
+        else:
+            return
         self.stream.flush()
 
 
@@ -230,6 +289,51 @@ def _plot(results: dict, path: str, out) -> None:
     print(f"learning curves written to {path}", file=out)
 
 
+RUN_FILES = ("checkpoint.ckpt", "metrics.jsonl", "metrics.csv")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+#: bytes per (sequence, token) slot of one batch, counted generously: the environment's token
+#: buffer, the rollout's arrays (contexts, actions, log-probs, rewards, reference log-probs,
+#: validity) and the trainers' per-token copies.
+BYTES_PER_TOKEN_SLOT = 128
+
+
+def check_sizes(spec: dict, config) -> None:
+    """Refuse at once (ValueError naming the option and the number) a batch that cannot fit in
+    this machine's memory, before anything is allocated (instead of a MemoryError later)."""
+    memory = _physical_memory()
+    if memory is None:
+        return
+    env_rows = spec.get("num_envs") or 256
+    options = [("--num-envs", env_rows)]
+    sequences = getattr(config, "num_sequences", None)
+    if isinstance(sequences, int) and not isinstance(sequences, bool):
+        if "num_sequences" in {f.name for f in dataclasses.fields(config)}:
+            options.append(("--set num_sequences", sequences))
+        else:  # GRPO / RLOO: num_prompts groups of group_size
+            options.append((f"--set num_prompts={config.num_prompts} x group_size="
+                            f"{config.group_size} =", sequences))
+    if spec["env"] == "text":
+        horizon = spec.get("max_new_tokens") or 48
+        for option, rows in options:
+            need = BYTES_PER_TOKEN_SLOT * rows * horizon
+            if need > memory:
+                raise ValueError(
+                    f"{option} {rows} x --max-new-tokens {horizon} needs about "
+                    f"{need / 2**30:.3g} GiB per batch; this machine has {memory / 2**30:.3g} GiB")
+    elif BYTES_PER_TOKEN_SLOT * env_rows > memory:
+        raise ValueError(f"--num-envs {env_rows} needs about "
+                         f"{BYTES_PER_TOKEN_SLOT * env_rows / 2**30:.3g} GiB; this machine has "
+                         f"{memory / 2**30:.3g} GiB")
+
+
 def cmd_train(args, out=None) -> int:
     out = out or sys.stdout
     import fastlmrl
@@ -237,17 +341,36 @@ def cmd_train(args, out=None) -> int:
     if args.backend:
         fastlmrl.set_backend(args.backend)
     spec = task_spec_from_args(args)
-    task = build_task(spec)
-    trainer = make_trainer(args.algo, task, args.seed, args.set)
-    trainer.task_spec = dict(spec, algo=args.algo, overrides=list(args.set or ()))
     folder = args.out or os.path.join("runs", f"{args.algo}-{args.env}-seed{args.seed}")
-    os.makedirs(folder, exist_ok=True)
     checkpoint = os.path.join(folder, "checkpoint.ckpt")
-    if args.resume and os.path.exists(checkpoint):
-        trainer.load(checkpoint)
-        print(f"resumed {checkpoint} at iteration {trainer.iterations_done}", file=out)
-    remaining = args.steps - trainer.iterations_done
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
+    if existing and not (args.resume or args.overwrite):
+        raise ValueError(f"{folder!r} already holds a run ({', '.join(existing)}): continue it "
+                         "with --resume, replace it with --overwrite, or choose another --out")
+    if args.resume and args.overwrite:
+        raise ValueError("give --resume or --overwrite, not both")
+    config = make_config(args.algo, args.set)
+    check_sizes(spec, config)
+    task = build_task(spec)
+    trainer = make_trainer(args.algo, task, args.seed, config=config)
+    trainer.task_spec = dict(spec, algo=args.algo, overrides=list(args.set or ()))
+    if args.resume:
+        if os.path.exists(checkpoint):
+            trainer.load(checkpoint)
+            print(f"resumed {checkpoint} at iteration {trainer.iterations_done}", file=out)
+        else:
+            print(f"no checkpoint in {folder!r} yet: starting a new run", file=out)
+    if args.overwrite:
+        for name in existing:
+            os.unlink(os.path.join(folder, name))
+    os.makedirs(folder, exist_ok=True)
     jsonl, csv_path = os.path.join(folder, "metrics.jsonl"), os.path.join(folder, "metrics.csv")
+    remaining = args.steps - trainer.iterations_done
+    if args.resume and remaining <= 0:
+        print(f"nothing to do: the run has done {trainer.iterations_done} iterations and --steps "
+              f"{args.steps} is the total, not a number of further iterations (give --steps "
+              f"{trainer.iterations_done + args.steps} for {args.steps} more)", file=out)
+        return 0
     callbacks = [] if args.quiet else [Progress(args.steps)]
 
     def save(tr, metrics):
@@ -265,24 +388,77 @@ def cmd_train(args, out=None) -> int:
     return 0
 
 
+def _value_samples(trainer, task, num: int, seed: int, epsilon: float) -> list:
+    """Episodes of a value method's policy: greedy in ``trainer.q`` (ties to the lowest id) with
+    probability 1 - ε, a uniform action with probability ε (:func:`fastlmrl.epsilon_greedy`),
+    from a fresh stream of ``seed``.  On the text task: prompt + generated text; on a
+    :class:`fastlmrl.ContextMDP`: the trajectory ``s=.. a=.. r=..`` and the return."""
+    from .environments import TextGenerationEnv
+    from .rng import RandomStream
+    from .selection import epsilon_greedy
+
+    env, stream = task.env, RandomStream(seed)
+    if env.num_envs != num:
+        raise ValueError(f"the task was built for {env.num_envs} sequences, not {num}")
+    obs, info = env.reset(seed=stream)
+    prompts = info.get("prompt_ids")
+    text = isinstance(env, TextGenerationEnv)
+    steps = [[] for _ in range(num)]
+    running = np.ones(num, dtype=bool)
+    ended = [""] * num
+    limit = env.max_new_tokens if text else trainer.config.max_episode_steps
+    for _ in range(limit):
+        rows = np.flatnonzero(running)
+        if rows.size == 0:
+            break
+        actions = np.zeros(num, dtype=np.int64)
+        if epsilon > 0.0:
+            actions[rows] = epsilon_greedy(trainer.q, obs[rows], epsilon, stream)
+        else:
+            actions[rows] = trainer.greedy_actions(obs[rows])
+        nxt, rewards, terminated, truncated, _ = env.step(actions)
+        for b in rows:
+            steps[b].append((int(obs[b]), int(actions[b]), float(rewards[b])))
+            if terminated[b] or truncated[b]:
+                running[b] = False
+                ended[b] = "terminated" if terminated[b] else "truncated"
+        obs = nxt
+    out = []
+    for b in range(num):
+        if text:
+            tokens = [a for _, a, _ in steps[b]]
+            out.append(task.prompt_text(int(prompts[b])) + task.decode(tokens))
+        else:
+            path = " | ".join(f"s={s} a={a} r={r:g}" for s, a, r in steps[b])
+            total = sum(r for _, _, r in steps[b])
+            out.append(f"{path} | {ended[b] or 'cut'}, return {total:g}")
+    return out
+
+
 def cmd_sample(args, out=None) -> int:
     out = out or sys.stdout
-    from .checkpoint import load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .trainers import TEXT_ALGORITHMS
 
     path = args.run
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.ckpt")
     _, meta = load_checkpoint(path)
     spec = meta.get("task") or {}
-    if "algo" not in spec:
-        raise ValueError(f"{path!r} was not written by `fastlmrl train` (no task description)")
+    if not isinstance(spec, dict) or "algo" not in spec:
+        raise CheckpointError(f"{path!r} was not written by `fastlmrl train` (no task "
+                              "description)")
+    algo = spec["algo"]
+    if algo not in TEXT_ALGORITHMS:  # value methods: one environment row per sample
+        spec = dict(spec, num_envs=args.num)
     task = build_task(spec)
-    trainer = make_trainer(spec["algo"], task, 0, spec.get("overrides"))
+    trainer = make_trainer(algo, task, 0, spec.get("overrides"))
     trainer.load(path)
-    if getattr(task, "name", "") != "text":
-        print(trainer.q if hasattr(trainer, "q") else "(no text policy)", file=out)
-        return 0
-    for text in _samples(trainer, task, args.num, args.seed):
+    if algo in TEXT_ALGORITHMS:
+        texts = _samples(trainer, task, args.num, args.seed)
+    else:
+        texts = _value_samples(trainer, task, args.num, args.seed, args.epsilon)
+    for text in texts:
         print(text, file=out)
     return 0
 
@@ -309,13 +485,89 @@ def cmd_bench(args, out=None) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Plain-text help: a description or epilog with line breaks is kept as written, one without
+    is wrapped; every option's help ends with its default (when it has a meaningful one: not
+    None, not a flag's False)."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.default is None or action.default is False \
+                or action.default is argparse.SUPPRESS or not action.option_strings \
+                or action.nargs == 0:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``fastlmrl train: error: ... (see fastlmrl train --help)``
+    instead of the usage block (the exit status stays 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_option(low: int, high: int | None = None):
+    """argparse ``type=`` for an integer option in [low, high] (the error names the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_option(low: float, high: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+DESCRIPTION = """\
+commands:
+  fastlmrl demo               fit an n-gram LM, RL-fine-tune it with PPO and GRPO, show the result
+  fastlmrl train --algo ALGO  train one algorithm, with metrics (JSONL/CSV) and checkpoints
+  fastlmrl sample RUN         generate from a trained policy (a run folder or checkpoint file)
+  fastlmrl sweep CONFIG       seeds x hyper-parameters x algorithms on Ray (local or a cluster)
+  fastlmrl bench              kernel throughput of each backend against the reference
+  fastlmrl info               backends, versions, threads
+
+'fastlmrl COMMAND --help' describes a command's options."""
+
+SEED_MAX = 2**64 - 1
+
+
 def main(argv=None) -> int:
+    import fastlmrl
+
     from .trainers import ALGORITHMS
 
-    parser = argparse.ArgumentParser(prog="fastlmrl", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="fastlmrl", description="Reinforcement learning for language models "
+                     "on tabular policies: kernels in Python, Numba and Cython.",
+                     formatter_class=_HelpFormatter, epilog=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"fastlmrl {fastlmrl.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="fine-tune an n-gram LM with PPO and GRPO")
     demo.add_argument("--backend", choices=_backend.BACKENDS)
     demo.add_argument("--iterations", type=int, default=150)
@@ -324,27 +576,54 @@ def main(argv=None) -> int:
     demo.add_argument("--plot", default="fastlmrl-demo.png",
                       help="learning-curve PNG (needs matplotlib); '' for none")
 
-    train = sub.add_parser("train", help="train one algorithm")
-    train.add_argument("--algo", required=True, choices=sorted(ALGORITHMS))
-    train.add_argument("--env", default="text", choices=("text", "toy"))
-    train.add_argument("--steps", type=int, default=100, help="training iterations")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--backend", choices=_backend.BACKENDS)
+    train = sub.add_parser(
+        "train", help="train one algorithm",
+        description="Train one algorithm; write metrics (JSONL and CSV) and a checkpoint into the "
+                    "run folder.  An existing run is continued with --resume (--steps is the "
+                    "total number of iterations) or replaced with --overwrite.")
+    train.add_argument("--algo", required=True, choices=sorted(ALGORITHMS), metavar="ALGO",
+                       help=f"the algorithm: {', '.join(sorted(ALGORITHMS))} (the policy-gradient "
+                            "methods need --env text)")
+    train.add_argument("--env", default="text", choices=("text", "toy"),
+                       help="the task: the text task (n-gram LM, lexicon reward) or the seed toy "
+                            "MDP")
+    train.add_argument("--steps", type=_int_option(0), default=100,
+                       help="total training iterations (a resumed run counts the ones done)")
+    train.add_argument("--seed", type=_int_option(0, SEED_MAX), default=0,
+                       help="the only source of randomness")
+    train.add_argument("--backend", choices=_backend.BACKENDS, help="kernel backend (default: "
+                       "$FASTLMRL_BACKEND, else the first that loads of "
+                       f"{', '.join(_backend.BACKENDS)})")
     train.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
-    train.add_argument("--order", type=int, default=2, help="context length k of the policy")
-    train.add_argument("--max-new-tokens", type=int, default=48)
-    train.add_argument("--num-envs", type=int, default=None)
+    train.add_argument("--order", type=_int_option(1), default=2,
+                       help="context length k of the policy")
+    train.add_argument("--max-new-tokens", type=_int_option(1), default=48,
+                       help="tokens generated per episode at most (text task)")
+    train.add_argument("--num-envs", type=_int_option(1), default=None,
+                       help="episodes stepped together (default: 256 on text, 64 on the toy)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a hyper-parameter of the algorithm's config")
-    train.add_argument("--out", help="run folder (default runs/ALGO-ENV-seedSEED)")
+                       help="override a hyper-parameter of the algorithm's config (repeatable)")
+    train.add_argument("--out", help="run folder (default: runs/ALGO-ENV-seedSEED)")
     train.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    train.add_argument("--checkpoint-every", type=int, default=10)
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in the run folder")
+    train.add_argument("--checkpoint-every", type=_int_option(0), default=10,
+                       help="iterations between checkpoints (0: only at the end)")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
 
-    sample = sub.add_parser("sample", help="generate from a trained policy")
+    sample = sub.add_parser(
+        "sample", help="generate from a trained policy",
+        description="Generate from a run's policy: text (prompt + generated text) on the text "
+                    "task, the trajectory (states, actions, rewards) on the toy.  Value methods "
+                    "act greedily in their Q table, or epsilon-greedily with --epsilon.")
     sample.add_argument("run", help="a run folder or a checkpoint file")
-    sample.add_argument("--num", type=int, default=5)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--num", type=_int_option(1, 1_000_000), default=5,
+                        help="number of samples")
+    sample.add_argument("--seed", type=_int_option(0, SEED_MAX), default=0,
+                        help="seed of the sampling (not the training) stream")
+    sample.add_argument("--epsilon", type=_float_option(0.0, 1.0), default=0.0,
+                        help="value methods: probability of a uniform action instead of the "
+                             "greedy one")
 
     sweep = sub.add_parser(
         "sweep", help="run a grid of algorithms × hyper-parameters × seeds on Ray",
@@ -365,6 +644,12 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="kernel throughput per backend vs the reference")
     bench.add_argument("--quick", action="store_true", help="smaller sizes")
     sub.add_parser("info", help="show backends, versions and threads")
+    for command in sub.choices.values():  # every command: one-line errors, defaults in --help
+        command.formatter_class = _HelpFormatter
+        for action in command._actions:
+            if action.help is None and action.option_strings and action.nargs != 0 \
+                    and action.default is not None:
+                action.help = "default: %(default)s"
 
     args = parser.parse_args(argv)
     from ._allocator import keep_freed_memory
@@ -380,8 +665,6 @@ def main(argv=None) -> int:
             cmd_demo(args)
             return 0
         if args.command == "train":
-            if args.steps < 0:
-                parser.error("--steps must be >= 0")
             return cmd_train(args)
         if args.command == "sample":
             return cmd_sample(args)
@@ -396,9 +679,20 @@ def main(argv=None) -> int:
         print("fastlmrl sweep: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"fastlmrl {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, RuntimeError, ArithmeticError, LookupError) as exc:
+        print(f"fastlmrl {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"fastlmrl {args.command}: error: out of memory; lower --num-envs, "
+              "--max-new-tokens, --order or --set num_sequences", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, (ValueError, TypeError, OSError)):
+        text = f"{type(exc).__name__}: {text}"
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -107,3 +107,69 @@ def test_bad_arguments(tmp_path):
         save_checkpoint(tmp_path / "x", {"a": [1, 2]})
     with pytest.raises(ValueError, match="invalid array name"):
         save_checkpoint(tmp_path / "x", {"a/b": np.zeros(2)})
+
+
+def _small_checkpoint(tmp_path):
+    arrays = {"q": np.arange(6, dtype=np.float64).reshape(2, 3), "n": np.array([3], np.int64)}
+    meta = {"algorithm": "q_learning", "iterations_done": 2}
+    path = tmp_path / "small.ckpt"
+    save_checkpoint(path, arrays, meta)
+    return path, arrays, meta
+
+
+def _load_or_checkpoint_error(path, arrays, meta):
+    """Loading a damaged file either raises CheckpointError naming it, or returns exactly the
+    saved content (a byte zipfile never reads, e.g. a timestamp, may change harmlessly)."""
+    try:
+        got, got_meta = load_checkpoint(path)
+    except CheckpointError as exc:
+        assert str(path) in str(exc)
+        return 1
+    assert got_meta == meta and set(got) == set(arrays)
+    for k in arrays:
+        assert got[k].dtype == arrays[k].dtype
+        np.testing.assert_array_equal(got[k], arrays[k])
+    return 0
+
+
+@pytest.mark.parametrize("mask", [0xFF, 0x01])
+def test_every_flipped_byte_gives_checkpoint_error_or_the_saved_content(tmp_path, mask):
+    """Issue 11 item 5: damaged checkpoints leaked EOFError, zlib.error, NotImplementedError,
+    RuntimeError("encrypted") ... depending on the byte.  Every position, two bit masks."""
+    path, arrays, meta = _small_checkpoint(tmp_path)
+    data = path.read_bytes()
+    refused = 0
+    for pos in range(len(data)):
+        damaged = bytearray(data)
+        damaged[pos] ^= mask
+        path.write_bytes(bytes(damaged))
+        refused += _load_or_checkpoint_error(path, arrays, meta)
+    assert refused > len(data) // 2  # most bytes matter (headers, CRCs, data, digests)
+
+
+def test_every_truncation_and_extension_gives_checkpoint_error(tmp_path):
+    path, arrays, meta = _small_checkpoint(tmp_path)
+    data = path.read_bytes()
+    for cut in range(len(data)):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="small.ckpt"):
+            load_checkpoint(path)
+    for junk in (b"\x00", b"PK\x05\x06" + b"\x00" * 18, data):
+        path.write_bytes(data + junk)
+        _load_or_checkpoint_error(path, arrays, meta)
+
+
+def test_unsupported_member_kinds_give_checkpoint_error(tmp_path):
+    """A member marked encrypted or compressed with an unknown method (zipfile raises
+    RuntimeError / NotImplementedError) is refused as a CheckpointError."""
+    path, arrays, meta = _small_checkpoint(tmp_path)
+    data = path.read_bytes()
+    central = [i for i in range(len(data) - 4) if data[i:i + 4] == b"PK\x01\x02"]
+    assert len(central) == 3  # fastlmrl.json, q.npy, n.npy
+    for entry in central:
+        for field, value in ((8, 0x01), (10, 99)):  # general-purpose flag bit 0; method 99
+            damaged = bytearray(data)
+            damaged[entry + field] = value
+            path.write_bytes(bytes(damaged))
+            with pytest.raises(CheckpointError, match="small.ckpt"):
+                load_checkpoint(path)

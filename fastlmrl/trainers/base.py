@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 
 import numpy as np
@@ -125,34 +126,50 @@ class Trainer:
         and leaves this trainer untouched.
         """
         arrays, meta = load_checkpoint(path)
+        where = repr(os.fspath(path))
         if meta.get("algorithm") != self.algorithm:
             raise CheckpointError(
-                f"checkpoint is for algorithm {meta.get('algorithm')!r}, not {self.algorithm!r}")
+                f"{where} is a checkpoint of algorithm {meta.get('algorithm')!r}, not "
+                f"{self.algorithm!r}")
         mine = self._meta()["config"]
         if meta.get("config") != _json_safe(mine):
             raise CheckpointError(
-                f"checkpoint configuration {meta.get('config')} differs from this trainer's {mine}")
+                f"{where}: checkpoint configuration {meta.get('config')} differs from this "
+                f"trainer's {mine}")
         targets = self.arrays()
         if set(arrays) != set(targets):
             raise CheckpointError(
-                f"checkpoint holds arrays {sorted(arrays)}, expected {sorted(targets)}")
+                f"{where} holds arrays {sorted(arrays)}, expected {sorted(targets)}")
         for name, target in targets.items():
             if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
                 raise CheckpointError(
-                    f"checkpoint array {name!r} is {arrays[name].dtype}{arrays[name].shape}, "
+                    f"{where}: array {name!r} is {arrays[name].dtype}{arrays[name].shape}, "
                     f"expected {target.dtype}{target.shape} (another task or vocabulary?)")
         try:
             stream = RandomStream.from_state(meta["rng"])
             iterations = int(meta["iterations_done"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint metadata is incomplete: {exc}") from None
+            history = meta.get("history", [])
+            scalars = meta.get("scalars", {})
+            if iterations < 0 or not isinstance(history, list) or not isinstance(scalars, dict):
+                raise ValueError("iterations_done, history or scalars of the wrong kind")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(f"{where}: checkpoint metadata is incomplete: {exc}") from None
+        saved = {name: target.copy() for name, target in targets.items()}
+        previous = (self.stream, self.seed, self.iterations_done, self.history, self.scalars())
         for name, target in targets.items():
             target[...] = arrays[name]
         self.stream = stream
         self.seed = meta.get("seed", self.seed)
         self.iterations_done = iterations
-        self.history = list(meta.get("history", []))
-        self.load_scalars(meta.get("scalars", {}))
+        self.history = list(history)
+        try:
+            self.load_scalars(scalars)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            for name, target in targets.items():  # leave the trainer as it was
+                target[...] = saved[name]
+            self.stream, self.seed, self.iterations_done, self.history = previous[:4]
+            self.load_scalars(previous[4])
+            raise CheckpointError(f"{where}: checkpoint scalars are incomplete: {exc}") from None
         return self
 
 

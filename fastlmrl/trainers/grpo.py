@@ -49,6 +49,9 @@ class GRPOConfig:
                      choices={"scale": ("group", "batch", "none"),
                               "loss_normalization": ("grpo", "bnpo", "dr_grpo", "dapo"),
                               "ratio_level": ("token", "sequence")})
+        if self.epochs > 2**31:  # refused at once, not a run that never ends
+            raise ValueError(f"epochs = {self.epochs} optimiser steps per iteration is more "
+                             "than 2**31")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (a group needs a comparison), got "
                              f"{self.group_size}")

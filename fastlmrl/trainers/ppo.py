@@ -46,6 +46,9 @@ class PPOConfig:
         check_config(self, positive_ints=("num_sequences", "epochs", "minibatches"),
                      positive=("lr", "value_lr", "clip"), nonnegative=("kl_coef",),
                      unit=("gamma", "lam"))
+        if self.epochs * self.minibatches > 2**31:  # refused at once, not a run that never ends
+            raise ValueError(f"epochs * minibatches = {self.epochs * self.minibatches} optimiser "
+                             "steps per iteration is more than 2**31")
 
 
 class PPOTrainer(PolicyGradientTrainer):
@@ -54,6 +57,10 @@ class PPOTrainer(PolicyGradientTrainer):
 
     def __init__(self, task, config: PPOConfig | None = None, seed: int = 0):
         super().__init__(task, config or PPOConfig(), seed)
+        most = self.config.num_sequences * self.env.max_new_tokens
+        if self.config.minibatches > most:
+            raise ValueError(f"minibatches = {self.config.minibatches} is more than the tokens of "
+                             f"one batch (at most num_sequences * max_new_tokens = {most})")
 
     def uses_values(self) -> bool:
         return True
