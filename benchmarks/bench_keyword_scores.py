@@ -62,7 +62,7 @@ def test_keyword_scores(benchmark, kernels, size):
     gram_tokens, offsets = _flatten_grams(GRAMS)
     weights = np.array(WEIGHTS)
     out = np.empty(tokens.shape)
-    args = (tokens, lengths, gram_tokens, offsets, weights, 0, out)
+    args = (tokens, lengths, gram_tokens, offsets, weights, 0, np.zeros(0, np.uint8), out)
     assert module.keyword_scores(*args) == 0
     np.testing.assert_array_equal(out, numpy_keyword_scores(tokens, lengths, GRAMS, WEIGHTS))
     measure(benchmark, module.keyword_scores, *args, items=tokens.size,

@@ -86,11 +86,21 @@ F64 = np.float64
 # the vectorised pieces (pure functions, tested one by one against fastlmrl)
 
 
-def keyword_scores(tokens, lengths, grams):
+def keyword_scores(tokens, lengths, grams, word_flags=None):
     """Terminal keyword score per row: sum over ``grams`` [(ids tuple, weight)] of weight x the
-    number of occurrences lying entirely within ``tokens[b, :lengths[b]]``.  (B,) float64."""
+    number of occurrences lying entirely within ``tokens[b, :lengths[b]]``.  (B,) float64.
+    With ``word_flags`` ((W,) 0/1 per token id; ids outside [0, W) are not word tokens) only whole
+    words count: the token before the occurrence (if any) and the one after it (if inside the
+    row) are not word tokens."""
     n, horizon = tokens.shape
     scores = np.zeros(n)
+    if word_flags is not None and len(word_flags):
+        flags = np.asarray(word_flags).astype(bool)
+        inside_ids = (tokens >= 0) & (tokens < flags.size)
+        is_word = np.zeros(tokens.shape, dtype=bool)
+        is_word[inside_ids] = flags[tokens[inside_ids]]
+    else:
+        is_word = np.zeros(tokens.shape, dtype=bool)
     for gram, weight in grams:
         size = len(gram)
         if size > horizon:
@@ -100,8 +110,14 @@ def keyword_scores(tokens, lengths, grams):
         for j in range(1, size):
             match &= tokens[:, j:j + width] == gram[j]
         # an occurrence starting at s ends at s + size - 1, which must be < L
-        inside = np.arange(width)[None, :] + (size - 1) < lengths[:, None]
-        scores += weight * np.count_nonzero(match & inside, axis=1)
+        starts = np.arange(width)[None, :]
+        inside = starts + (size - 1) < lengths[:, None]
+        left = np.ones((n, width), dtype=bool)
+        left[:, 1:] = ~is_word[:, :width - 1]
+        right = np.ones((n, width), dtype=bool)
+        right[:, :width - 1] = ~is_word[:, size:]
+        right |= starts + size == lengths[:, None]
+        scores += weight * np.count_nonzero(match & inside & left & right, axis=1)
     return scores
 
 
@@ -382,6 +398,7 @@ class _NumpyPolicyTrainer:
         self.horizon = env.max_new_tokens
         self.eos_id = env.eos_id
         self.grams = [(tuple(g), float(w)) for g, w in env.reward.grams]
+        self.word_flags = getattr(env.reward, "_word_flags", None)  # whole words (fastlmrl.tasks)
         self.policy = np.array(task.initial_policy, copy=True)
         self.dtype = self.policy.dtype
         self.optimizer = _Adam(self.policy, config.lr)
@@ -466,7 +483,7 @@ class _NumpyPolicyTrainer:
         return Rollout(contexts, actions, logprobs, valid, lengths, terminated, ctx, ids)
 
     def score(self, batch):
-        batch.scores = keyword_scores(batch.actions, batch.lengths, self.grams)
+        batch.scores = keyword_scores(batch.actions, batch.lengths, self.grams, self.word_flags)
         rewards = np.zeros(batch.valid.shape)
         rows = np.flatnonzero(batch.lengths > 0)
         rewards[rows, batch.lengths[rows] - 1] = batch.scores[rows]

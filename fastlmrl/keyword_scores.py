@@ -1,5 +1,5 @@
 r"""Keyword / lexicon scores of token sequences: the per-token form of
-:class:`fastlmrl.rewards.KeywordReward`, in one compiled pass.
+:class:`fastlmrl.rewards.KeywordReward`, in one compiled pass; optionally of whole words only.
 
 Rows: ``tokens`` (B, T) holds responses left-aligned; row ``b`` is
 :math:`y_{b,0}, \dots, y_{b,L_b-1}` with :math:`L_b` = ``lengths[b]`` :math:`\in [0, T]`
@@ -7,24 +7,36 @@ Rows: ``tokens`` (B, T) holds responses left-aligned; row ``b`` is
 :math:`g_k = (g_{k,0}, \dots, g_{k,n_k-1})` of token ids :math:`\ge 0` (:math:`n_k \ge 1`) with
 real weights :math:`w_k`.  An *occurrence* of :math:`g_k` in row :math:`b` is a start :math:`s`
 with :math:`y_{b,s+j} = g_{k,j}` for all :math:`j < n_k` lying entirely inside the response,
-:math:`s + n_k \le L_b`; overlapping occurrences all count ("aaa" holds two "aa").  It is paid at
-its last token :math:`t = s + n_k - 1`:
+:math:`s + n_k \le L_b`; overlapping occurrences all count ("aaa" holds two "aa").
 
-.. math::  \mathrm{out}[b, t] = \sum_{k=0}^{K-1} w_k\, h_k[b, t]
+Whole words (``word_tokens``, a set :math:`W` of token ids, e.g. the letters of a character
+tokenizer): an occurrence counts only when it is delimited by tokens outside :math:`W` or by the
+edges of the response: :math:`s = 0` or :math:`y_{b,s-1} \notin W`, and :math:`s + n_k = L_b` or
+:math:`y_{b,s+n_k} \notin W` (so "kind" counts in "a kind cat" and "kind." but not in "kindly"
+or "unkind").  Without ``word_tokens`` (:math:`W = \emptyset`) every occurrence counts: substring
+matching.  Let :math:`c_k(y)` be the number of counted occurrences of :math:`g_k` in :math:`y`
+(with ``presence=True``: :math:`\min(1, \cdot)`, each keyword at most once per row).  Per token,
+the score is paid as it changes over the prefixes :math:`y_{b,0..t}` of the response, each scored
+as a response of its own:
 
-where :math:`h_k[b, t] = 1` if an occurrence of :math:`g_k` ends at :math:`t` (with
-``presence=True``: if the *first* occurrence of :math:`g_k` in row :math:`b` ends at :math:`t`,
-so each keyword counts at most once per row), else 0.  The sum runs over :math:`k` in order in
-float64 from 0.0, exactly as ``out += w_k * h_k`` key by key, so the result is bit-identical to
-that NumPy formula; ``out[b, t] = 0`` for :math:`t \ge L_b`.  ``out.sum(axis=1)`` is the keyword
-score of each row.  Negative ids in ``tokens`` are allowed and never match.
+.. math::  \mathrm{out}[b, t] = \sum_{k=0}^{K-1} w_k\,\big(c_k(y_{b,0..t}) - c_k(y_{b,0..t-1})\big)
+
+which is causal (a reward for token :math:`t` depends on tokens up to :math:`t` only) and sums
+over :math:`t` to the row's score.  Without word tokens the increment is 1 exactly at the last
+token :math:`t = s + n_k - 1` of each counted occurrence; with them a word is paid at its last
+token and taken back (:math:`-w_k`) if a word token follows ("kind" then "l").  The sum runs over
+:math:`k` in order in float64 from 0.0, exactly as ``out += w_k * h_k`` key by key (keys whose
+count does not change add nothing), so without word tokens the result is bit-identical to that
+NumPy formula; ``out[b, t] = 0`` for :math:`t \ge L_b`.  ``out.sum(axis=1)`` is the keyword
+score of each row.  Negative ids in ``tokens`` are allowed, never match and are not word tokens.
 
 The kernels take the keywords flattened (CSR form): ``gram_tokens`` (all grams concatenated, of
 the id dtype of ``tokens``), ``gram_offsets`` (K + 1,) int64 with :math:`g_k` =
 ``gram_tokens[gram_offsets[k]:gram_offsets[k+1]]`` (``gram_offsets[0] == 0``, strictly
 increasing, ``gram_offsets[K] == len(gram_tokens)``), ``gram_weights`` (K,) float64 (finite),
-``presence`` (nonzero: first occurrence only), ``lengths`` (B,) int64 and the output ``out``
-(B, T) float64, and return a status code (0 = ok; the codes below), checked in a pre-pass before
+``presence`` (nonzero: first occurrence only), ``lengths`` (B,) int64, ``word_flags`` (W,)
+uint8 (token ``i`` is a word token iff ``i < W`` and ``word_flags[i] != 0``; empty: substring
+matching) and the output ``out`` (B, T) float64, and return a status code (0 = ok; the codes below), checked in a pre-pass before
 anything is written.
 """
 from __future__ import annotations
@@ -146,19 +158,45 @@ def _presence(presence) -> int:
     raise TypeError(f"presence must be a bool, got {presence!r}")
 
 
-def _scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence) -> np.ndarray:
+_NO_WORD_FLAGS = np.zeros(0, dtype=np.uint8)
+
+
+def word_flags(word_tokens) -> np.ndarray:
+    """(W,) uint8 flags of a set of word token ids (ids >= 0); None or empty: (0,)."""
+    if word_tokens is None:
+        return _NO_WORD_FLAGS
+    ids = np.asarray(list(word_tokens) if not isinstance(word_tokens, np.ndarray)
+                     else word_tokens)
+    if ids.size == 0:
+        return _NO_WORD_FLAGS
+    if ids.dtype.kind not in "iu" or ids.ndim != 1:
+        raise TypeError("word_tokens must be a 1-D sequence of integer token ids")
+    if ids.min() < 0:
+        raise ValueError(f"word_tokens holds a negative token id {int(ids.min())}")
+    if ids.max() >= 2**31:
+        raise ValueError(f"word_tokens holds a token id too large: {int(ids.max())}")
+    flags = np.zeros(int(ids.max()) + 1, dtype=np.uint8)
+    flags[ids] = 1
+    return flags
+
+
+def _scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
+            flags=_NO_WORD_FLAGS) -> np.ndarray:
     """Allocate ``out``, run the active backend's kernel, raise for a status (arrays prepared:
-    ``tokens`` (B, T) int32/int64, ``gram_tokens`` of the same dtype, the rest int64/float64)."""
+    ``tokens`` (B, T) int32/int64, ``gram_tokens`` of the same dtype, the rest int64/float64,
+    ``flags`` from :func:`word_flags`)."""
     out = np.empty(tokens.shape, dtype=np.float64)
     status = _backend.kernels().keyword_scores(tokens, lengths, gram_tokens, gram_offsets,
-                                               gram_weights, presence, out)
+                                               gram_weights, presence, flags, out)
     _raise_for_status(status)
     return out
 
 
-def keyword_scores(tokens, lengths, grams, weights=None, presence: bool = False) -> np.ndarray:
-    r"""Per-token keyword scores: (B, T) float64, ``out[b, t]`` = the summed weights of the
-    keyword occurrences ending at token ``t`` of row ``b`` (see the module docstring).
+def keyword_scores(tokens, lengths, grams, weights=None, presence: bool = False,
+                   word_tokens=None) -> np.ndarray:
+    r"""Per-token keyword scores: (B, T) float64, ``out[b, t]`` = the change of row ``b``'s
+    weighted keyword count when token ``t`` is appended (without ``word_tokens``: the summed
+    weights of the keyword occurrences ending at token ``t``; see the module docstring).
 
     Parameters
     ----------
@@ -169,6 +207,8 @@ def keyword_scores(tokens, lengths, grams, weights=None, presence: bool = False)
         n-gram); or a dict ``{keyword: weight}`` (then ``weights`` must be None)
     weights : (K,) finite reals, default 1 for every keyword
     presence : count only the first occurrence of each keyword in each row
+    word_tokens : ids of the word tokens (e.g. letters), or None; when given, only whole-word
+        occurrences count (delimited by other tokens or by the edges of the response)
 
     Returns
     -------
@@ -189,4 +229,4 @@ def keyword_scores(tokens, lengths, grams, weights=None, presence: bool = False)
         gram_tokens = gram_tokens.astype(np.int32)
     else:
         ids = ids.astype(np.int64, copy=False)
-    return _scores(ids, lens, gram_tokens, gram_offsets, w, flag)
+    return _scores(ids, lens, gram_tokens, gram_offsets, w, flag, word_flags(word_tokens))

@@ -32,7 +32,7 @@ import numbers
 import numpy as np
 
 from . import _validation as check
-from .keyword_scores import _flatten_grams, _scores
+from .keyword_scores import _flatten_grams, _scores, word_flags
 
 __all__ = [
     "CallableReward",
@@ -396,12 +396,17 @@ class KeywordReward(RewardFunction):
     ``weights``: a dict mapping a token id or a tuple of ids (an n-gram) to its weight, or a
     sequence of token ids (weight 1 each).  Every (overlapping) occurrence lying entirely within
     the response counts; ``presence=True`` counts each key at most once per sequence.
-    ``normalize=True`` divides by the response length (0 for an empty response).  Per token, the
-    weight is paid at the position of the occurrence's last token (with ``presence``, the first).
+    ``word_tokens``: the ids of word tokens (e.g. a character tokenizer's letters): then only
+    *whole words* count, occurrences delimited by other tokens or the response's edges ("kind"
+    in "a kind cat", not in "kindly" or "unkind"); None counts every occurrence (substrings).
+    ``normalize=True`` divides by the response length (0 for an empty response).  Per token
+    (:func:`fastlmrl.keyword_scores`), the weight is paid at the occurrence's last token (with
+    ``presence``, the first) and, with ``word_tokens``, taken back when a word token follows it,
+    so the per-token rewards of every prefix sum to that prefix's score.
     """
 
     def __init__(self, weights, per_token: bool = False, presence: bool = False,
-                 normalize: bool = False):
+                 normalize: bool = False, word_tokens=None):
         if not isinstance(weights, dict):
             weights = {k: 1.0 for k in _id_sequence(weights, "weights").tolist()}
         if not weights:
@@ -419,6 +424,8 @@ class KeywordReward(RewardFunction):
         # the keywords flattened once (CSR form) for the compiled kernel (fastlmrl.keyword_scores)
         self._gram_tokens, self._gram_offsets = _flatten_grams([g for g, _ in self.grams])
         self._gram_weights = np.array([w for _, w in self.grams], dtype=np.float64)
+        self._word_flags = word_flags(word_tokens)
+        self.word_tokens = tuple(int(i) for i in np.flatnonzero(self._word_flags))
 
     def max_token_id(self):
         return max(max(g) for g, _ in self.grams)
@@ -427,13 +434,14 @@ class KeywordReward(RewardFunction):
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         out = _scores(tokens, lengths, self._gram_tokens, self._gram_offsets, self._gram_weights,
-                      int(self.presence))
+                      int(self.presence), self._word_flags)
         if self.normalize:
             out /= np.maximum(lengths, 1)[:, None]
         return out if self.per_token else out.sum(axis=1)
 
     def __repr__(self):
-        return f"KeywordReward({len(self.grams)} keys, per_token={self.per_token})"
+        whole = ", whole words" if self.word_tokens else ""
+        return f"KeywordReward({len(self.grams)} keys, per_token={self.per_token}{whole})"
 
 
 class RepetitionPenalty(RewardFunction):

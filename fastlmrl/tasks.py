@@ -72,6 +72,13 @@ def _prompts(text: str, tokenizer: CharTokenizer, max_prompts: int) -> list:
     return [tokenizer.encode(w) for w in openings]
 
 
+def letter_ids(tokenizer: CharTokenizer) -> np.ndarray:
+    """Ids of the tokenizer's letters (characters with ``str.isalpha``): the word tokens."""
+    ids = [i for i in range(tokenizer.vocab_size)
+           if len(tokenizer.decode([i])) == 1 and tokenizer.decode([i]).isalpha()]
+    return np.array(ids, dtype=np.int64)
+
+
 def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT_LEXICON,
                    max_new_tokens: int = 48, num_envs: int = 256, max_prompts: int = 16,
                    smoothing: str = "kneser_ney", dtype=np.float32) -> TextTask:
@@ -79,7 +86,9 @@ def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT
 
     The LM has n-gram order ``order + 1`` so that its table is over ``order``-token contexts, the
     state of the environment.  The reward is a :class:`fastlmrl.rewards.KeywordReward` paying 1
-    per occurrence of a lexicon word in the generated characters (a terminal score).
+    per lexicon word in the generated characters (a terminal score), whole words only: an
+    occurrence counts when the characters around it are not letters (``str.isalpha``) or are the
+    edges of the response, so "kind" pays in "a kind owl." but not in "kindly" or "skind".
     """
     text = load_corpus(corpus)
     train, held_out = train_test_split(text, 0.1)
@@ -95,7 +104,7 @@ def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT
     env = TextGenerationEnv(
         _prompts(train, tokenizer, max_prompts), tokenizer.vocab_size, order=order,
         max_new_tokens=max_new_tokens, num_envs=num_envs, bos_id=tokenizer.bos_id,
-        eos_id=tokenizer.eos_id, reward=KeywordReward(keywords),
+        eos_id=tokenizer.eos_id, reward=KeywordReward(keywords, word_tokens=letter_ids(tokenizer)),
     )
     return TextTask(tokenizer=tokenizer, lm=lm, env=env, reference=reference,
                     initial_policy=policy, lexicon=tuple(lexicon), held_out=held_out)

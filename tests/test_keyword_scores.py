@@ -24,11 +24,14 @@ def flat(grams, index_dtype=np.int64):
     return tokens, offsets
 
 
-def run(mod, tokens, lengths, grams, weights, presence):
+NO_WORDS = np.zeros(0, dtype=np.uint8)
+
+
+def run(mod, tokens, lengths, grams, weights, presence, flags=NO_WORDS):
     gram_tokens, offsets = flat(grams, tokens.dtype)
     out = np.full(tokens.shape, np.nan)
     status = mod.keyword_scores(tokens, np.asarray(lengths, dtype=np.int64), gram_tokens, offsets,
-                                np.asarray(weights, dtype=np.float64), int(presence), out)
+                                np.asarray(weights, dtype=np.float64), int(presence), flags, out)
     return status, out
 
 
@@ -237,7 +240,8 @@ def kernel_args(**changes):
     args = dict(tokens=TOKENS.copy(), lengths=np.array([3, 2], dtype=np.int64),
                 gram_tokens=np.array([1, 2, 2], dtype=np.int64),
                 gram_offsets=np.array([0, 2, 3], dtype=np.int64),
-                gram_weights=np.array([1.0, 0.5]), presence=0, out=np.full((2, 3), -7.0))
+                gram_weights=np.array([1.0, 0.5]), presence=0, word_flags=NO_WORDS,
+                out=np.full((2, 3), -7.0))
     args.update(changes)
     return args
 
@@ -297,3 +301,108 @@ def test_keyword_reward_rejects_bad_lengths_from_the_kernel(backend):
     kw = KeywordReward([1])
     with pytest.raises(ValueError, match="lengths"):
         kw.compute(np.ones((2, 3), dtype=np.int64), np.array([1, 5]), None)
+
+
+# ----------------------------------------------------------------------------- whole words
+
+# A character-level example: letters are word tokens, ' ', '.' and ',' are not.
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+ALPHABET = LETTERS + " .,"
+
+
+def encode(texts):
+    width = max(len(t) for t in texts)
+    tokens = np.full((len(texts), max(width, 1)), -1, dtype=np.int64)
+    for b, text in enumerate(texts):
+        tokens[b, :len(text)] = [ALPHABET.index(c) for c in text]
+    return tokens, [len(t) for t in texts]
+
+
+def words(*ws):
+    return [tuple(ALPHABET.index(c) for c in w) for w in ws]
+
+
+WORD_IDS = list(range(len(LETTERS)))
+
+
+def test_whole_words_by_hand(backend):
+    tokens, lengths = encode(["kind kindly unkind kind.", "kind", "xkind,kind", "kindkind"])
+    out = keyword_scores(tokens, lengths, words("kind"), word_tokens=WORD_IDS)
+    # row 0: "kind" at 0 (paid at 3), "kind|ly" paid at 8 and taken back at 9 by "l",
+    # "un|kind" never (a letter before it), "kind." at 19..22 paid at 22
+    expected0 = np.zeros(tokens.shape[1])
+    expected0[[3, 8, 22]] = 1.0
+    expected0[9] = -1.0
+    np.testing.assert_array_equal(out[0], expected0)
+    assert out.sum(axis=1).tolist() == [2.0, 1.0, 1.0, 0.0]   # "kindkind": no whole word
+    # row 3: the first "kind" is paid at 3 (the prefix "kind" is a whole word), taken back at 4
+    np.testing.assert_array_equal(out[3, :8], [0, 0, 0, 1, -1, 0, 0, 0])
+    # without word tokens every substring counts (the former behaviour)
+    assert keyword_scores(tokens, lengths, words("kind")).sum(axis=1).tolist() == [4, 1, 2, 2]
+    # presence: at most one per row, taken back and paid again as the prefix grows
+    pres = keyword_scores(tokens, lengths, words("kind"), presence=True, word_tokens=WORD_IDS)
+    assert pres.sum(axis=1).tolist() == [1.0, 1.0, 1.0, 0.0]
+    np.testing.assert_array_equal(pres[0, :10], [0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+
+
+def test_whole_words_in_the_demo_failure_case(backend):
+    # GRPO learnt 'thappy braver clevery' when n-grams inside words paid: none of them counts now
+    tokens, lengths = encode(["the thappy braver clevery", "a happy, brave and clever owl."])
+    lexicon = words("happy", "brave", "clever", "kind")
+    assert keyword_scores(tokens, lengths, lexicon).sum(axis=1).tolist() == [3.0, 3.0]
+    whole = keyword_scores(tokens, lengths, lexicon, word_tokens=WORD_IDS)
+    assert whole.sum(axis=1).tolist() == [0.0, 3.0]
+    reward = KeywordReward({w: 1.0 for w in lexicon}, word_tokens=WORD_IDS)
+    assert reward(tokens, lengths).tolist() == [0.0, 3.0]
+    per_token = KeywordReward({w: 1.0 for w in lexicon}, word_tokens=WORD_IDS, per_token=True)
+    np.testing.assert_array_equal(per_token(tokens, lengths), whole)
+
+
+def test_prefix_increments_sum_to_the_prefix_scores():
+    # out[b, :t + 1].sum() is the score of the prefix of length t + 1 (each scored on its own)
+    tokens, lengths = encode(["kindly kind kin kind", "a kind, kinder kind"])
+    lex = words("kind", "kin", "d")
+    full = keyword_scores(tokens, lengths, lex, word_tokens=WORD_IDS)
+    for b in range(2):
+        for t in range(lengths[b]):
+            prefix = keyword_scores(tokens[b:b + 1, :t + 1], [t + 1], lex, word_tokens=WORD_IDS)
+            assert full[b, :t + 1].sum() == prefix.sum(), (b, t)
+
+
+@st.composite
+def word_cases(draw):
+    tokens, lengths, grams, weights, presence = draw(cases())
+    vocab = int(max([tokens.max(initial=0)] + [max(g) for g in grams])) + 2
+    flags = np.array(draw(st.lists(st.integers(0, 1), min_size=0, max_size=vocab)),
+                     dtype=np.uint8)
+    return tokens, lengths, grams, weights, presence, flags
+
+
+@settings(max_examples=150)
+@given(case=word_cases(), index_dtype=st.sampled_from([np.int32, np.int64]))
+def test_whole_words_compiled_equal_reference(case, index_dtype):
+    tokens, lengths, grams, weights, presence, flags = case
+    tokens = tokens.astype(index_dtype)
+    status, ref = run(_backend.backend_module("python"), tokens, lengths, grams, weights,
+                      presence, flags)
+    assert status == 0
+    if not flags.any():  # no word token: exactly substring counting
+        np.testing.assert_array_equal(
+            bits(ref), bits(numpy_keyword_scores(tokens, lengths, grams, weights, presence)))
+    for name in ("numba", "cython"):
+        status, got = run(_backend.backend_module(name), tokens, lengths, grams, weights,
+                          presence, flags)
+        assert status == 0, name
+        np.testing.assert_array_equal(bits(got), bits(ref), err_msg=name)
+
+
+def test_word_tokens_argument_checks():
+    tokens, lengths = encode(["kind"])
+    with pytest.raises(ValueError, match="word_tokens"):
+        keyword_scores(tokens, lengths, words("kind"), word_tokens=[-1, 2])
+    with pytest.raises(TypeError, match="word_tokens"):
+        keyword_scores(tokens, lengths, words("kind"), word_tokens=[0.5])
+    # ids beyond the flags and negative token ids are not word tokens
+    t = np.array([[5, 1, 2, 99, -3, 1, 2]])
+    np.testing.assert_array_equal(keyword_scores(t, [7], [(1, 2)], word_tokens=[1, 2, 5]),
+                                  [[0, 0, 0, 0, 0, 0, 1]])

@@ -3,11 +3,13 @@
 of 1-4 tokens without ``presence`` (same semantics and rounding as the reference; see
 fastlmrl/_python/keyword_scores.py and fastlmrl/_numba/keyword_scores.py).  ``tokens`` and
 ``gram_tokens`` share one id dtype (int32 or int64); ``lengths`` and ``gram_offsets`` are int64,
-``gram_weights`` and ``out`` float64."""
+``gram_weights`` and ``out`` float64, ``word_flags`` uint8 (empty: no word boundaries, the
+branch-free scans; else each keyword is scanned once per row in time order, as in the
+reference)."""
 
 __all__ = ["keyword_scores"]
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 from fastlmrl._cython._common cimport index_t
 
@@ -48,13 +50,45 @@ cdef int _check(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
     return 0
 
 
+cdef inline bint _is_word(const uint8_t[::1] word_flags, index_t token) noexcept nogil:
+    return token >= 0 and token < word_flags.shape[0] and word_flags[token] != 0
+
+
+cdef void _whole_word_row(const index_t* row, Py_ssize_t length, const index_t* gram,
+                          Py_ssize_t size, double w, int presence,
+                          const uint8_t[::1] word_flags, double* acc) noexcept nogil:
+    """Add one keyword's increments over the prefixes of a row (the reference's scan)."""
+    cdef Py_ssize_t t, s, j
+    cdef int64_t closed = 0, open_end = 0, previous = 0, count
+    for t in range(length):
+        if open_end:
+            if not _is_word(word_flags, row[t]):
+                closed += 1
+            open_end = 0
+        s = t - size + 1
+        if s >= 0 and row[s] == gram[0]:
+            j = 1
+            while j < size and row[s + j] == gram[j]:
+                j += 1
+            if j == size and (s == 0 or not _is_word(word_flags, row[s - 1])):
+                open_end = 1
+        count = closed + open_end
+        if presence and count > 1:
+            count = 1
+        if count != previous:
+            acc[t] += w * <double>(count - previous)
+            previous = count
+
+
 cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
                              const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
                              const double[::1] gram_weights, int presence,
+                             const uint8_t[::1] word_flags,
                              double[:, ::1] out) noexcept nogil:
     cdef int status = _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out)
     if status:
         return status
+    cdef bint whole_words = word_flags.shape[0] > 0
     cdef Py_ssize_t n_rows = tokens.shape[0], horizon = tokens.shape[1]
     cdef Py_ssize_t n_keys = gram_offsets.shape[0] - 1
     cdef Py_ssize_t b, t, k, s, j, start, size, n_starts
@@ -77,6 +111,9 @@ cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] le
             w = gram_weights[k]
             g0 = gram[0]
             n_starts = lengths[b] - size + 1  # starts whose occurrence fits in the response
+            if whole_words:
+                _whole_word_row(row, lengths[b], gram, size, w, presence, word_flags, acc)
+                continue
             if not presence and size <= 4:
                 # branch-free (vectorised) scans; adding 0.0 leaves acc unchanged (acc starts at
                 # +0.0 and so is never -0.0), so the sums are those of the scan below
@@ -115,9 +152,10 @@ cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] le
 
 def keyword_scores(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
                    const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
-                   const double[::1] gram_weights, int presence, double[:, ::1] out):
+                   const double[::1] gram_weights, int presence, const uint8_t[::1] word_flags,
+                   double[:, ::1] out):
     cdef int status
     with nogil:
         status = keyword_scores_core(tokens, lengths, gram_tokens, gram_offsets, gram_weights,
-                                     presence, out)
+                                     presence, word_flags, out)
     return status

@@ -8,7 +8,9 @@ gram, and a match adds ``gram_weights[k]`` at its last position ``s + len(gram_k
 ``0.0 + w_k1 + w_k2 + ...`` over its matching keys in key order, as in the reference.  Without
 ``presence``, keywords of 1-4 tokens are scanned branch-free instead (``acc[s + n - 1] += w if
 match else 0.0``, which vectorises): adding 0.0 to a sum that starts at +0.0 changes nothing, so
-the result is the same bit for bit.
+the result is the same bit for bit.  With word tokens (``word_flags`` non-empty) each keyword is
+scanned once per row in time order, as in the reference: an occurrence with a whole left side
+that ends at the prefix's edge counts (+w) and is taken back (-w) when a word token follows it.
 """
 
 __all__ = ["keyword_scores"]
@@ -52,13 +54,47 @@ def _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out):
 
 
 @njit(**NJIT)
-def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, out):
+def _is_word(word_flags, token):
+    return token >= 0 and token < word_flags.shape[0] and word_flags[token] != 0
+
+
+@njit(**NJIT)
+def _whole_word_row(row, length, gram_tokens, start, size, w, first_only, word_flags, acc):
+    """Add one keyword's increments over the prefixes of a row (the reference's scan)."""
+    closed = 0
+    open_end = 0
+    previous = 0
+    g0 = gram_tokens[start]
+    for t in range(length):
+        if open_end != 0:
+            if not _is_word(word_flags, row[t]):
+                closed += 1
+            open_end = 0
+        s = t - size + 1
+        if s >= 0 and row[s] == g0:
+            j = 1
+            while j < size and row[s + j] == gram_tokens[start + j]:
+                j += 1
+            if j == size and (s == 0 or not _is_word(word_flags, row[s - 1])):
+                open_end = 1
+        count = closed + open_end
+        if first_only and count > 1:
+            count = 1
+        if count != previous:
+            acc[t] += w * np.float64(count - previous)
+            previous = count
+
+
+@njit(**NJIT)
+def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
+                   word_flags, out):
     status = _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out)
     if status != 0:
         return status
     n_rows, horizon = tokens.shape
     n_keys = gram_offsets.shape[0] - 1
     first_only = presence != 0
+    whole_words = word_flags.shape[0] > 0
     for b in range(n_rows):
         row = tokens[b]
         acc = out[b]
@@ -66,6 +102,11 @@ def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, pre
             acc[t] = 0.0
         length = lengths[b]
         for k in range(n_keys):
+            if whole_words:
+                start = gram_offsets[k]
+                _whole_word_row(row, length, gram_tokens, start, gram_offsets[k + 1] - start,
+                                gram_weights[k], first_only, word_flags, acc)
+                continue
             start = gram_offsets[k]
             size = gram_offsets[k + 1] - start
             w = gram_weights[k]

@@ -1,16 +1,24 @@
 """Reference keyword / lexicon scores (plain Python): the semantics every backend reproduces.
 
 Keyword ``k`` is ``gram_tokens[gram_offsets[k]:gram_offsets[k + 1]]`` (CSR form, length >= 1,
-ids >= 0) with weight ``gram_weights[k]``.  Row ``b`` is ``tokens[b, :lengths[b]]``.  An occurrence
-of keyword ``k`` is a start ``s`` with ``tokens[b, s + j] == gram[j]`` for every ``j`` and
-``s + len(gram) <= lengths[b]`` (overlapping occurrences all count); it *ends* at
-``t = s + len(gram) - 1``.  With ``presence`` nonzero only the first occurrence of each keyword in
-each row counts.  Then
+ids >= 0) with weight ``gram_weights[k]``.  Row ``b`` is ``y = tokens[b, :lengths[b]]``.  An
+occurrence of keyword ``k`` is a start ``s`` with ``y[s + j] == gram[j]`` for every ``j``, lying in
+the row; it is *whole* when the tokens around it are not word tokens: ``s == 0`` or ``y[s - 1]``
+is not a word token, and ``s + len(gram) == len(y)`` or ``y[s + len(gram)]`` is not a word token
+(``word_flags`` (W,) uint8: token ``i`` is a word token iff ``0 <= i < W`` and
+``word_flags[i] != 0``; an empty ``word_flags`` makes every occurrence whole: plain substring
+counting).  The count ``c_k(y)`` is the number of whole occurrences (overlaps all count), or with
+``presence`` nonzero ``min(1, number)``.  Per token, ``out`` holds the increments of the score
+over the prefixes ``y[:t + 1]`` (each scored as a sequence of its own, so its edge is a
+delimiter):
 
-    out[b, t] = sum over k = 0 .. K-1 of gram_weights[k] * [an occurrence of k counted at (b, t)]
+    out[b, t] = sum over k = 0 .. K-1 of gram_weights[k] * (c_k(y[:t + 1]) - c_k(y[:t]))
 
-accumulated in float64 in key order starting from 0.0 (keys that do not end at ``t`` add nothing);
-every ``t >= lengths[b]`` is 0.  Status codes (0 = ok, mirrored in ``fastlmrl.keyword_scores``):
+accumulated in float64 in key order starting from 0.0 (keys whose count does not change add
+nothing); every ``t >= lengths[b]`` is 0, and ``out[b].sum()`` telescopes to the score of the row.
+Without word tokens an increment is +1 exactly where an occurrence ends (with ``presence``: the
+first); with them it can be -1: ``"kind"`` pays at ``d`` and is taken back at the ``l`` of
+``"kindly"``.  Status codes (0 = ok, mirrored in ``fastlmrl.keyword_scores``):
 60 lengths (shape (B,) or a value outside [0, T]), 61 gram_tokens (a negative id), 62
 gram_offsets (not [0, ..., len(gram_tokens)] strictly increasing), 63 gram_weights (shape (K,) or
 a non-finite weight), 64 out (shape (B, T)).  All are checked before anything is written.
@@ -51,9 +59,15 @@ def _check(tokens_shape, l_, g_, o_, w_, out_shape):
     return 0
 
 
-def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, out):
+def _is_word(flags, token):
+    """Whether ``token`` is a word character: ``flags[token] != 0`` for ids in [0, len(flags))."""
+    return 0 <= token < len(flags) and flags[token] != 0
+
+
+def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
+                   word_flags, out):
     t_, l_, g_ = tokens.tolist(), lengths.tolist(), gram_tokens.tolist()
-    o_, w_ = gram_offsets.tolist(), gram_weights.tolist()
+    o_, w_, f_ = gram_offsets.tolist(), gram_weights.tolist(), word_flags.tolist()
     status = _check(tokens.shape, l_, g_, o_, w_, out.shape)
     if status:
         return status
@@ -64,11 +78,24 @@ def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, pre
         row = [0.0] * horizon
         for gram, w in zip(grams, w_):
             size = len(gram)
-            for s in range(len(seq) - size + 1):
-                if seq[s:s + size] == gram:
-                    row[s + size - 1] += w
-                    if presence:
-                        break
+            closed = 0     # whole occurrences already followed by a non-word token
+            open_end = 0   # 1 if an occurrence with a whole left side ends at the prefix's edge
+            previous = 0   # the keyword's count in the previous prefix
+            for t in range(len(seq)):
+                if open_end:  # token t decides whether the occurrence ending at t-1 is whole
+                    if not _is_word(f_, seq[t]):
+                        closed += 1
+                    open_end = 0
+                s = t - size + 1
+                if (s >= 0 and seq[s:t + 1] == gram
+                        and (s == 0 or not _is_word(f_, seq[s - 1]))):
+                    open_end = 1
+                count = closed + open_end
+                if presence:
+                    count = min(count, 1)
+                if count != previous:
+                    row[t] += w * (count - previous)
+                    previous = count
         for t in range(horizon):
             out[b, t] = row[t]
     return 0
