@@ -2,11 +2,17 @@
 
 Everything here runs before a kernel touches any table: a bad argument raises a ValueError or
 TypeError that names it, and nothing has been written.
+
+The validators of *inputs* (:func:`ids`, :func:`values`, :func:`flags`, :func:`table` with
+``writeable=False``) return a read-only array as a writeable alias of the same memory
+(:func:`kernel_input`, no copy), so that Numba does not compile a second specialisation of the
+kernel for it.  Never pass an output through them.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -14,6 +20,14 @@ from . import _status
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+# Upper bounds of integer arguments.  Every int a kernel receives is an int64 in the compiled
+# backends, so no int argument may exceed INT64_MAX (a larger one would pass here and then raise
+# OverflowError in Numba/Cython while the Python reference accepted it).  Iteration counts are
+# capped at MAX_ITERATIONS = 2**31: more would run for days, so it is refused at once instead of
+# looking like a hang.
+INT64_MAX = 2**63 - 1
+MAX_ITERATIONS = 2**31
 
 
 def table(q, name: str = "q", writeable: bool = True, ndim: int = 2) -> np.ndarray:
@@ -30,7 +44,7 @@ def table(q, name: str = "q", writeable: bool = True, ndim: int = 2) -> np.ndarr
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
     if writeable and not q.flags.writeable:
         raise ValueError(f"{name} is read-only but is updated in place")
-    return q
+    return kernel_input(q)  # read-only (writeable=False) inputs: no new Numba specialisation
 
 
 def ids(x, name: str, length: int | None = None) -> np.ndarray:
@@ -49,7 +63,7 @@ def ids(x, name: str, length: int | None = None) -> np.ndarray:
         if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise ValueError(f"{name} holds ids too large for int64")
         arr = arr.astype(np.int64)
-    return np.ascontiguousarray(arr)
+    return kernel_input(np.ascontiguousarray(arr))
 
 
 def same_index_dtype(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -68,7 +82,7 @@ def values(x, name: str, length: int | None, dtype) -> np.ndarray:
         raise ValueError(f"{name} must be 1-dimensional, got shape {arr.shape}")
     if length is not None and arr.shape[0] != length:
         raise ValueError(f"{name} must have length {length}, got {arr.shape[0]}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return kernel_input(np.ascontiguousarray(arr, dtype=dtype))
 
 
 def flags(x, name: str, length: int) -> np.ndarray:
@@ -85,7 +99,7 @@ def flags(x, name: str, length: int) -> np.ndarray:
         raise ValueError(f"{name} must be 1-dimensional, got shape {arr.shape}")
     if arr.shape[0] != length:
         raise ValueError(f"{name} must have length {length}, got {arr.shape[0]}")
-    return np.ascontiguousarray(arr).view(np.uint8)
+    return kernel_input(np.ascontiguousarray(arr).view(np.uint8))
 
 
 def real(x, name: str, low: float | None = None, high: float | None = None,
@@ -107,12 +121,77 @@ def real(x, name: str, low: float | None = None, high: float | None = None,
     return v
 
 
-def positive_int(x, name: str, minimum: int = 1) -> int:
+def positive_int(x, name: str, minimum: int = 1, maximum: int = INT64_MAX) -> int:
+    """An int (not a bool) in [minimum, maximum], as a Python int.  ``maximum`` defaults to the
+    int64 limit (what every compiled kernel takes); iteration counts pass MAX_ITERATIONS."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    if x > maximum:
+        bound = {INT64_MAX: "2**63 - 1", MAX_ITERATIONS: "2**31"}.get(maximum, str(maximum))
+        raise ValueError(f"{name} must be <= {bound}, got {x}")
     return int(x)
+
+
+def iterations(x, name: str, minimum: int = 1) -> int:
+    """An iteration count in [minimum, 2**31] (:data:`MAX_ITERATIONS`)."""
+    return positive_int(x, name, minimum, MAX_ITERATIONS)
+
+
+def choice(x, name: str, options) -> str:
+    """One of the strings ``options``; anything else (a list, None, ...) is a TypeError or a
+    ValueError naming the argument (never "unhashable type")."""
+    if not isinstance(x, str):
+        raise TypeError(f"{name} must be a str, one of {sorted(options)}, got {type(x).__name__}")
+    if x not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {x!r}")
+    return x
+
+
+def array_size(shape, name: str, itemsize: int = 8) -> None:
+    """Refuse at once an allocation of ``shape`` (ints) that cannot fit in memory: more than
+    INT64_MAX bytes, or more than this machine's physical memory.  The message names ``name``
+    and the number that is too large (NumPy's own "Maximum allowed dimension exceeded" or a
+    MemoryError would not)."""
+    total = itemsize
+    for d in shape:
+        total *= int(d)
+    if total > _physical_memory():
+        raise ValueError(f"{name}: an array of shape {tuple(int(d) for d in shape)} "
+                         f"({total} bytes) would exceed this machine's memory")
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover (not POSIX)
+        return INT64_MAX
+
+
+class _Alias:
+    """Exposes another array's memory through ``__array_interface__`` (see kernel_input)."""
+    __slots__ = ("__array_interface__", "base")
+
+    def __init__(self, interface, base):
+        self.__array_interface__ = interface
+        self.base = base
+
+
+def kernel_input(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself when writeable, else a writeable alias of the same memory (no copy).
+
+    Numba types a read-only array as a different type and compiles a new specialisation of every
+    kernel it is passed to (8-10 s each).  Kernels never write their *inputs*, so the wrappers
+    hand them this alias of a read-only input instead: the compiled code already in the cache
+    runs on it.  Use it only for arguments a kernel reads; an output must stay refused when it is
+    read-only.  O(1): the array object is rebuilt over the same buffer, which it keeps alive.
+    """
+    if arr.flags.writeable or not isinstance(arr, np.ndarray):
+        return arr
+    interface = dict(arr.__array_interface__)
+    interface["data"] = (interface["data"][0], False)
+    return np.asarray(_Alias(interface, arr))
 
 
 def raise_for_status(status: int, bounds: dict) -> None:

@@ -88,8 +88,9 @@ def _work_dtype(*arrays) -> np.dtype:
 
 
 def _as(arr: np.ndarray, dtype) -> np.ndarray:
-    """C-contiguous copy in ``dtype`` unless ``arr`` already is one."""
-    return np.ascontiguousarray(arr, dtype=dtype)
+    """C-contiguous copy in ``dtype`` unless ``arr`` already is one (a read-only one is passed as
+    a writeable alias, :func:`fastlmrl._validation.kernel_input`: no new Numba specialisation)."""
+    return check.kernel_input(np.ascontiguousarray(arr, dtype=dtype))
 
 
 def _mask(mask, shape, name: str = "mask") -> np.ndarray:
@@ -106,7 +107,7 @@ def _mask(mask, shape, name: str = "mask") -> np.ndarray:
             raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
-    return np.ascontiguousarray(arr).view(np.uint8)
+    return check.kernel_input(np.ascontiguousarray(arr).view(np.uint8))
 
 
 def _fail(status: int, known: dict) -> None:

@@ -43,6 +43,9 @@ The ε-guarantees quoted below (Puterman) assume exactly stochastic rows; a floa
 only to about 1e-7 per row, which moves the fixed point by about
 :math:`\gamma/(1-\gamma)\cdot\max|\sum_t P - 1|\cdot\lVert v\rVert_\infty`.
 
+Iteration counts (``max_iter``, ``k``) are ints of at most 2**31 (a larger one is refused at
+once with a ValueError that names it, instead of running for days).
+
 Kernels (``fastlmrl.numba_kernels``, ``fastlmrl._cython.dynamic_programming``; identical
 signatures in every backend; ``terminal`` is a uint8 view, values float64, policies int64; each
 returns a status code after a pre-pass that writes nothing — 7 (first): array arguments of
@@ -91,8 +94,24 @@ __all__ = [
     "value_iteration",
 ]
 
-#: Tolerance on ``|sum_t P[s, a, t] - 1|`` accepted by :class:`DenseMDP`, per table dtype.
+#: Tolerance on ``|sum_t P[s, a, t] - 1|`` accepted by :class:`DenseMDP`, per dtype of ``P`` as
+#: given (see :func:`row_sum_tolerance`).
 ROW_SUM_ATOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
+
+
+def row_sum_tolerance(dtype, n_states: int) -> float:
+    """The tolerance on ``|sum_t P[s, a, t] - 1|`` for a ``P`` *given* in ``dtype`` with
+    ``n_states`` columns: ``max(ROW_SUM_ATOL, 4 * S * eps(dtype))``.
+
+    A row normalised in a float format is off by up to about ``S * eps`` (each addition of the
+    normalising sum rounds once), so the bound grows with S and follows the dtype the user
+    built ``P`` in, not the one it is converted to: a float32 ``P`` keeps its float32 tolerance
+    when a float64 ``R`` makes the tables float64; a float16 ``P`` gets float16's eps; integer
+    and boolean ``P`` (exact) the float64 one."""
+    dtype = np.dtype(dtype)
+    eps = float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0
+    base = ROW_SUM_ATOL.get(dtype, ROW_SUM_ATOL[np.dtype(np.float64)])
+    return max(base, 4.0 * n_states * eps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,8 +251,9 @@ class DenseMDP:
     ----------
     P : (S, A, S) real array
         ``P[s, a, t]`` = :math:`p(t \mid s, a)`: finite, nonnegative, and each row ``P[s, a]`` sums
-        to 1 within :data:`ROW_SUM_ATOL` (1e-4 for float32, 1e-8 for float64; the rows are used as
-        given, not renormalised).
+        to 1 within :func:`row_sum_tolerance` of the dtype ``P`` is given in:
+        ``max(ROW_SUM_ATOL, 4·S·eps)`` (1e-4 for float32, 1e-8 for float64 up to S of about
+        10**7; the rows are used as given, not renormalised).
     R : (S, A) real array
         ``R[s, a]`` = :math:`r(s,a)`, the expected reward (S&B eq. 3.5); finite.
 
@@ -256,6 +276,7 @@ class DenseMDP:
         if R.shape != P.shape[:2]:
             raise ValueError(f"R must have shape {P.shape[:2]}, got {R.shape}")
         dtype = np.float32 if P.dtype == np.float32 and R.dtype == np.float32 else np.float64
+        atol = row_sum_tolerance(P.dtype, P.shape[2])
         P = np.ascontiguousarray(P, dtype=dtype)
         R = np.ascontiguousarray(R, dtype=dtype)
         _check_finite(P, "P")
@@ -263,8 +284,7 @@ class DenseMDP:
             idx = _first_index(P < 0)
             raise ValueError(f"P[{_where(idx)}] = {P[idx]} is negative")
         sums = P.sum(axis=2, dtype=np.float64)
-        atol = ROW_SUM_ATOL[P.dtype]
-        bad = np.abs(sums - 1.0) > atol
+        bad = ~(np.abs(sums - 1.0) <= atol)
         if bad.any():
             idx = _first_index(bad)
             raise ValueError(f"P[{_where(idx)}, :] sums to {sums[idx]!r}, not 1 (tolerance {atol})")
@@ -536,7 +556,7 @@ def evaluate_policy(mdp, policy, gamma: float) -> np.ndarray:
 def _solver_args(mdp, gamma, max_iter):
     mdp = _mdp(mdp)
     gamma = _gamma(mdp, gamma)
-    max_iter = check.positive_int(max_iter, "max_iter", 1)
+    max_iter = check.iterations(max_iter, "max_iter", 1)  # at most 2**31
     return mdp, gamma, max_iter
 
 
@@ -588,29 +608,67 @@ def value_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, max_iter: int =
                     mdp=mdp)
 
 
-def policy_iteration(mdp, gamma: float, *, max_iter: int = 1_000, v_init=None) -> DPResult:
+def _action_values(mdp, gamma, v, q_out) -> None:
+    kern = _backend.kernels()
+    if isinstance(mdp, TokenMDP):
+        status = kern.token_mdp_action_values(mdp.next_state, mdp.reward,
+                                              mdp.terminal.view(np.uint8), gamma, v, q_out)
+    else:
+        status = kern.dense_mdp_action_values(mdp.P, mdp.R, gamma, v, q_out)
+    _raise(status, mdp)
+
+
+def _improve(q, policy, tol, new_policy) -> bool:
+    """Policy improvement with Puterman's stopping rule (1994, §6.4.1, steps 3-4: set
+    d_{n+1}(s) = d_n(s) if possible; stop when d_{n+1} = d_n): True (stable, ``new_policy`` =
+    ``policy``) when in every state the current action is a maximiser of ``q`` up to
+    ``tol * max(1, max|q|)``; otherwise ``new_policy`` = the greedy policy of ``q`` (lowest
+    maximiser) and False.  NumPy on the kernel's ``q``, so every backend decides the same."""
+    rows = np.arange(q.shape[0])
+    best = q.max(axis=1)
+    margin = tol * max(1.0, float(np.abs(best).max(initial=0.0)),
+                       float(np.abs(q[rows, policy]).max(initial=0.0)))
+    if (q[rows, policy] >= best - margin).all():
+        np.copyto(new_policy, policy)
+        return True
+    np.copyto(new_policy, q.argmax(axis=1))
+    return False
+
+
+def policy_iteration(mdp, gamma: float, *, max_iter: int = 1_000, v_init=None,
+                     tol: float = 1e-10) -> DPResult:
     r"""Howard's policy iteration (S&B §4.3; Puterman §6.4, Algorithm 6.4.1; QuantEcon).
 
-    :math:`\pi_0` = greedy policy of ``v_init`` (default :math:`\max_a r(s,a)`); then repeat:
-    exact evaluation :math:`v_{\pi_n}` (see :func:`evaluate_policy`: ``numpy.linalg.solve`` for
-    the dense layout, an O(S) functional-graph solve for the token layout), improvement
-    :math:`\pi_{n+1} = \sigma_{v_{\pi_n}}` (ties to the lowest action), until
-    :math:`\pi_{n+1} = \pi_n` (the policy is stable, hence optimal).  ``num_iter`` counts the
-    evaluations.  ``values`` is the exact value of ``policy`` (also when ``converged`` is False:
-    then ``policy`` is the last evaluated one).
+    :math:`\pi_0` = greedy policy of ``v_init`` (default :math:`\max_a r(s,a)`; ties to the
+    lowest action); then repeat: exact evaluation :math:`v_{\pi_n}` (see :func:`evaluate_policy`:
+    ``numpy.linalg.solve`` for the dense layout, an O(S) functional-graph solve for the token
+    layout), and improvement with Puterman's rule "set :math:`\pi_{n+1}(s) = \pi_n(s)` if
+    possible": when in every state :math:`\pi_n(s)` maximises :math:`q_{\pi_n}(s, \cdot)`,
+    the policy is stable, hence optimal, and the loop stops; otherwise
+    :math:`\pi_{n+1}` is the greedy policy of :math:`v_{\pi_n}` (ties to the lowest action).
+    "Maximises" allows a tolerance: :math:`q(s, \pi_n(s)) \ge \max_a q(s, a) -` ``tol`` ·
+    max(1, max|q|), because actions that tie in exact arithmetic (e.g. the symmetric moves of
+    Gymnasium's FrozenLake) differ by rounding in the evaluated values, and a policy compared
+    exactly would flip between them forever.  Every policy change improves some action value by
+    more than that margin, so the loop ends; the returned policy is optimal up to
+    ``tol * max(1, max|q|) / (1 - gamma)``.  ``num_iter`` counts the evaluations.  ``values`` is
+    the exact value of ``policy`` (also when ``converged`` is False: then ``policy`` is the last
+    evaluated one).  ``tol`` >= 0 (0: exact comparisons).
     """
     mdp, gamma, max_iter = _solver_args(mdp, gamma, max_iter)
+    tol = check.real(tol, "tol", 0.0, None)
     v = _default_values(mdp) if v_init is None else _state_values(v_init, "v_init", mdp)
     n_states = mdp.num_states
     scratch = np.empty(n_states)
+    q = np.empty((n_states, mdp.num_actions))
     policy = np.empty(n_states, dtype=np.int64)
     new_policy = np.empty(n_states, dtype=np.int64)
     _backup(mdp, gamma, v, scratch, policy)
     converged = False
     for i in range(max_iter):
         v = _policy_value(mdp, policy, gamma)
-        _backup(mdp, gamma, v, scratch, new_policy)
-        if np.array_equal(new_policy, policy):
+        _action_values(mdp, gamma, v, q)
+        if _improve(q, policy, tol, new_policy):
             converged = True
             break
         if i + 1 < max_iter:
@@ -642,7 +700,7 @@ def modified_policy_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, k: in
     """
     mdp, gamma, max_iter = _solver_args(mdp, gamma, max_iter)
     epsilon = check.real(epsilon, "epsilon", 0.0, None, low_open=True)
-    k = check.positive_int(k, "k", 0)
+    k = check.iterations(k, "k", 0)  # sweeps per evaluation: at most 2**31
     token = isinstance(mdp, TokenMDP)
     n_states = mdp.num_states
     if v_init is not None:

@@ -67,11 +67,11 @@ def _estimator(estimator) -> int:
     return ESTIMATORS[key]
 
 
-def _tokens(logp, ref_logp, mask, rewards=None):
+def _tokens(logp, ref_logp, mask, rewards=None, with_rewards=False):
     lp = _real_array(logp, "logp")
     shape = lp.shape
     ref = _real_array(ref_logp, "ref_logp", shape=shape)
-    rw = None if rewards is None else _real_array(rewards, "rewards", shape=shape)
+    rw = _real_array(rewards, "rewards", shape=shape) if with_rewards else None
     dtype = _work_dtype(lp, ref, rw)
     m = _mask(mask, shape).ravel()
     lp = _as(lp, dtype).ravel()
@@ -128,7 +128,7 @@ def kl_penalized_rewards(rewards, logp, ref_logp, mask=None, *, beta: float,
     """
     beta = check.real(beta, "beta", 0.0, None)
     code = _estimator(estimator)
-    lp, ref, rw, m, shape, dtype = _tokens(logp, ref_logp, mask, rewards)
+    lp, ref, rw, m, shape, dtype = _tokens(logp, ref_logp, mask, rewards, with_rewards=True)
     out = np.empty(lp.shape[0], dtype=dtype)
     kl = np.empty(lp.shape[0], dtype=dtype)
     status = _backend.kernels().kl_penalized_rewards(rw, lp, ref, m, code, beta, out, kl)

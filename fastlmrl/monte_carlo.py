@@ -32,6 +32,7 @@ __all__ = ["episode_returns", "mc_control_update"]
 BAD_COUNTS = 20
 BAD_SCRATCH = 21
 BAD_FINAL_VALUES = 22
+BAD_COUNT_VALUES = 23
 
 
 def _offsets(episode_offsets, n_steps: int) -> np.ndarray:
@@ -60,6 +61,14 @@ def _gamma(gamma) -> float:
 
 
 def _raise(status: int, bounds: dict) -> None:
+    if status == BAD_COUNT_VALUES:
+        counts, states, actions = bounds["counts"]
+        c = counts[states, actions]
+        t = int(np.flatnonzero((c < 0) | (c > np.iinfo(np.int64).max - states.shape[0]))[0])
+        s, a = int(states[t]), int(actions[t])
+        raise ValueError(f"counts[{s}, {a}] = {int(counts[s, a])} is not a visit count "
+                         f"(must be in [0, 2**63 - 1 - T], T = {states.shape[0]}); "
+                         "nothing was modified")
     if status == BAD_COUNTS:
         raise ValueError("invalid counts (shape must be that of q; required when alpha is None)")
     if status == BAD_SCRATCH:  # the wrapper sizes the scratch itself: never expected
@@ -131,7 +140,9 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, *, fi
     * ``alpha=None`` — sample average (S&B §2.4 incremental mean):
       :math:`N(s,a) \leftarrow N(s,a) + 1`,
       :math:`Q(s,a) \leftarrow Q(s,a) + (G - Q(s,a)) / N(s,a)`, so :math:`Q(s,a)` is the mean of every return credited to it (if ``counts`` started at 0).
-      ``counts`` (int64, shape of ``q``, C-contiguous, non-negative) is then required.
+      ``counts`` (int64, shape of ``q``, C-contiguous, non-negative) is then required.  The
+      counts of the pairs of the batch are checked before anything is written: a negative count
+      (or one within T of the int64 limit) is refused with a ValueError naming ``counts``.
     * ``alpha`` in (0, 1] — constant step :math:`Q(s,a) \leftarrow Q(s,a) + \alpha (G - Q(s,a))`
       (``counts``, if given, is still incremented).
 
@@ -200,5 +211,5 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, *, fi
                                                   first_visit, step, counts, slot_keys,
                                                   slot_first, out)
     _raise(status, {"states": (states, q.shape[0]), "actions": (actions, q.shape[1]),
-                    "rewards": (rewards, None)})
+                    "rewards": (rewards, None), "counts": (counts, states, actions)})
     return out

@@ -19,7 +19,9 @@ sorted rows of :func:`fastlmrl.ppo_loss_tabular`, so no sort is done; a kernel c
 O(N) pre-pass and answers status 34 when ``rows`` is not sorted, and only then does the wrapper
 compute ``argsort(rows, kind="stable")`` (O(N log N)) and call again.  Before writing anything a
 kernel checks that ``order`` really is the stable argsort of ``rows`` (so it cannot write out of
-bounds, whoever calls it), that ids are in range and that every gradient is finite.
+bounds, whoever calls it), that ids are in range, that every gradient is finite and (Adam) that
+every entry of ``v`` in the rows of the batch is >= 0 (a negative or NaN second moment is refused
+with a ValueError naming ``v``, status 35, instead of turning the row into NaN mid-update).
 
 Numerics: float64 arithmetic; each stored value (table, m, v entry) is rounded once, identically
 in every backend, so the backends agree bit for bit.  On any error nothing is modified.
@@ -42,6 +44,7 @@ BAD_GRADS = 31
 BAD_SHAPES = 32
 BAD_ORDER = 33
 UNSORTED = 34  # order empty but rows not sorted: the wrapper sorts and calls again
+BAD_MOMENTS = 35  # (Adam) v negative or NaN in a row of the batch
 
 # An empty ``order``: "rows is sorted, walk it in index order" (checked by the kernels).
 _NO_ORDER = np.empty(0, dtype=np.int64)
@@ -79,7 +82,7 @@ def _eps(eps) -> float:
 
 
 def _step(step) -> int:
-    if type(step) is int and step >= 1:
+    if type(step) is int and 1 <= step <= check.INT64_MAX:
         return step
     return check.positive_int(step, "step")
 
@@ -99,9 +102,10 @@ def _ids(rows) -> np.ndarray:
     """:func:`fastlmrl._validation.ids` (1-D contiguous int32/int64, others converted)."""
     if type(rows) is np.ndarray and rows.ndim == 1:
         dtype = rows.dtype
-        if (dtype is _I64 or dtype is _I32) and rows.flags.c_contiguous:
+        flags = rows.flags
+        if (dtype is _I64 or dtype is _I32) and flags.c_contiguous and flags.writeable:
             return rows
-    return check.ids(rows, "rows")
+    return check.ids(rows, "rows")  # (a read-only input becomes a writeable alias, no copy)
 
 
 def _stable_order(rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -126,7 +130,7 @@ def _batch(table, rows, grads):
         raise ValueError(f"grads must be 2-dimensional (N, V), got shape {arr.shape}")
     if arr.shape != (n, n_cols):
         raise ValueError(f"grads must have shape (len(rows), V) = {(n, n_cols)}, got {arr.shape}")
-    grads = np.ascontiguousarray(arr, dtype=table.dtype)
+    grads = check.kernel_input(np.ascontiguousarray(arr, dtype=table.dtype))
     acc = np.empty(n_cols, dtype=np.float64)
     return rows, grads, acc
 
@@ -138,10 +142,10 @@ def _run(kernel, table, rows, grads, args) -> None:
     if status == UNSORTED:  # ids are in range (checked before sortedness): sort, call again
         order = _stable_order(rows, table.shape[0])
         status = kernel(table, rows, grads, order, *args)
-    _raise(status, table, rows, grads)
+    _raise(status, table, rows, grads, args)
 
 
-def _raise(status: int, table, rows, grads) -> None:
+def _raise(status: int, table, rows, grads, args=()) -> None:
     if status == 0:
         return
     if status == BAD_ROWS:
@@ -151,6 +155,12 @@ def _raise(status: int, table, rows, grads) -> None:
     if status == BAD_GRADS:
         i, j = (int(k) for k in np.argwhere(~np.isfinite(grads))[0])
         raise ValueError(f"grads[{i}, {j}] = {grads[i, j]} is not finite")
+    if status == BAD_MOMENTS:
+        v = args[1]
+        bad = ~(v[rows] >= 0)
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise ValueError(f"v[{int(rows[i])}, {j}] = {v[rows[i], j]} is negative or NaN "
+                         "(a second moment is >= 0); nothing was modified")
     raise ValueError(f"internal error: optimizer kernel returned status {status}")
 
 

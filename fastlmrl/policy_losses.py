@@ -226,10 +226,8 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     clip_high = clip_low if clip_high is None else check.real(clip_high, "clip_high", 0.0)
     dual = 0.0 if dual_clip is None else check.real(dual_clip, "dual_clip", 1.0, low_open=True)
     kl_coef = check.real(kl_coef, "kl_coef", 0.0)
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of k1, k2, k3, got {kl_estimator!r}")
-    if ratio_level not in ("token", "sequence"):
-        raise ValueError(f"ratio_level must be 'token' or 'sequence', got {ratio_level!r}")
+    check.choice(kl_estimator, "kl_estimator", KL_ESTIMATORS)
+    check.choice(ratio_level, "ratio_level", ("token", "sequence"))
     if ref_log_probs is None:
         if kl_coef != 0.0:
             raise ValueError("kl_coef > 0 needs ref_log_probs")
@@ -270,8 +268,7 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, estimator="k3",
     """
     logits, tokens, w, n = _prepare(logits, tokens, weights)
     ref = _per_token(ref_log_probs, "ref_log_probs", n, logits.dtype)
-    if estimator not in KL_ESTIMATORS:
-        raise ValueError(f"estimator must be one of k1, k2, k3, got {estimator!r}")
+    check.choice(estimator, "estimator", KL_ESTIMATORS)
     grad = as_out(out, logits)
     token_kl, log_probs = _outputs(n)
     stats = np.zeros(7)

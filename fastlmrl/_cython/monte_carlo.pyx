@@ -9,7 +9,7 @@ The scratch is reset once per call, so the work is O(T) expected.
 """
 
 __all__ = ["episode_returns", "mc_control_update"]
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 
 from fastlmrl._cython._common cimport real_t, index_t, mix64, out_of_range, not_all_finite
 
@@ -21,6 +21,7 @@ cdef enum:
     BAD_COUNTS = 20
     BAD_SCRATCH = 21
     BAD_FINAL_VALUES = 22
+    BAD_COUNT_VALUES = 23
 
 
 cdef inline bint _bad_offsets(const int64_t[::1] offsets, Py_ssize_t n_steps) noexcept nogil:
@@ -69,8 +70,9 @@ cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index
                           const int64_t[::1] offsets, Py_ssize_t n_out, bint first_visit,
                           double alpha, int64_t[:, ::1] counts, Py_ssize_t n_keys,
                           Py_ssize_t n_first) noexcept nogil:
-    cdef Py_ssize_t n = states.shape[0]
+    cdef Py_ssize_t n = states.shape[0], t
     cdef bint has_counts = counts.shape[0] != 0
+    cdef int64_t c, limit = INT64_MAX - n
     if out_of_range(states, n_states):
         return BAD_STATES
     if out_of_range(actions, n_actions):
@@ -83,6 +85,11 @@ cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index
         return BAD_COUNTS
     if alpha == 0.0 and not has_counts:
         return BAD_COUNTS
+    if has_counts:  # counts[s, a] + 1 never reaches 0 nor overflows (checked before any write)
+        for t in range(n):
+            c = counts[states[t], actions[t]]
+            if c < 0 or c > limit:
+                return BAD_COUNT_VALUES
     if first_visit:
         if (n_keys == 0 or (n_keys & (n_keys - 1)) != 0 or n_first != n_keys
                 or n_keys < 2 * _max_length(offsets)):

@@ -32,6 +32,7 @@ cdef enum:
     BAD_SHAPES = 32
     BAD_ORDER = 33
     UNSORTED = 34
+    BAD_MOMENTS = 35
 
 
 cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
@@ -67,6 +68,22 @@ cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, :
             bad = bad | (x != 0)
         if bad:
             return BAD_GRADS
+    return 0
+
+
+cdef int _check_second_moments(const index_t[::1] rows, const real_t[:, ::1] v) noexcept nogil:
+    """BAD_MOMENTS when an entry of ``v`` in a row of the batch is negative or NaN (ids already
+    checked): sqrt(v_new) must not turn into NaN mid-update."""
+    cdef Py_ssize_t i, j, n_cols = v.shape[1]
+    cdef const real_t* row
+    cdef bint bad
+    for i in range(rows.shape[0]):
+        row = &v[rows[i], 0]
+        bad = False
+        for j in range(n_cols):
+            bad = bad | (not (row[j] >= 0))
+        if bad:
+            return BAD_MOMENTS
     return 0
 
 
@@ -179,6 +196,8 @@ cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
             or v.shape[1] != n_cols):
         return BAD_SHAPES
     status = _check(table, rows, grads, order, acc)
+    if status == 0:
+        status = _check_second_moments(rows, v)
     if status:
         return status
     if n_cols == 1:  # one column (value tables): scalar path, same formula

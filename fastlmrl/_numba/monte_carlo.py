@@ -22,6 +22,8 @@ BAD_OFFSETS = 6
 BAD_COUNTS = 20
 BAD_SCRATCH = 21
 BAD_FINAL_VALUES = 22
+BAD_COUNT_VALUES = 23
+INT64_MAX = 2**63 - 1
 
 
 @njit(**NJIT)
@@ -79,6 +81,12 @@ def _check_mc(q, states, actions, rewards, offsets, n_out, first_visit, alpha, c
         return BAD_COUNTS
     if alpha == 0.0 and not has_counts:
         return BAD_COUNTS
+    if has_counts:  # counts[s, a] + 1 never reaches 0 nor overflows (checked before any write)
+        limit = INT64_MAX - n
+        for t in range(n):
+            c = counts[states[t], actions[t]]
+            if c < 0 or c > limit:
+                return BAD_COUNT_VALUES
     if first_visit:
         size = n_keys
         if (size == 0 or (size & (size - 1)) != 0 or n_first != size

@@ -35,6 +35,7 @@ BAD_GRADS = 31
 BAD_SHAPES = 32
 BAD_ORDER = 33
 UNSORTED = 34
+BAD_MOMENTS = 35
 
 
 @njit(**KERNEL)
@@ -69,6 +70,14 @@ def _check(table, rows, grads, order, acc, m, v, check_moments):
             bad |= (x - x) != 0.0  # NaN for +-inf and NaN, 0 for every finite x
         if bad:
             return BAD_GRADS
+    if check_moments:  # a second moment is >= 0 (NaN refused): sqrt(v_new) must not fail mid-update
+        for i in range(n):
+            r = rows[i]
+            bad = False
+            for j in range(n_cols):
+                bad |= not (v[r, j] >= 0.0)
+            if bad:
+                return BAD_MOMENTS
     return 0
 
 

@@ -7,7 +7,8 @@ Episodes arrive flat, in CSR form: episode ``e`` is steps ``offsets[e] .. offset
 Status codes (0 = ok): 1 states, 2 actions out of range; 5 a reward not finite; 6 offsets invalid
 (or array lengths inconsistent with them); and, specific to this topic (see
 ``fastlmrl.monte_carlo``): 20 counts missing/mis-shaped, 21 hash scratch too small / not a power of
-two, 22 a final value not finite.
+two, 22 a final value not finite, 23 a visit count of a pair of the batch negative or within T of
+the int64 limit (so ``counts[s, a] + 1`` can never reach 0 or overflow: checked before any write).
 """
 
 __all__ = ["episode_returns", "mc_control_update"]
@@ -20,6 +21,8 @@ BAD_OFFSETS = 6
 BAD_COUNTS = 20
 BAD_SCRATCH = 21
 BAD_FINAL_VALUES = 22
+BAD_COUNT_VALUES = 23
+INT64_MAX = 2**63 - 1
 
 
 def _bad_offsets(offsets, n_steps) -> bool:
@@ -71,6 +74,11 @@ def _check_mc(q, s_, a_, r_, o_, n_out, first_visit, alpha, counts, n_keys, n_fi
     has_counts = counts.shape[0] != 0
     if (has_counts and counts.shape != q.shape) or (alpha == 0.0 and not has_counts):
         return BAD_COUNTS
+    if has_counts:
+        for t in range(n):
+            c = int(counts[s_[t], a_[t]])
+            if c < 0 or c > INT64_MAX - n:
+                return BAD_COUNT_VALUES
     if first_visit:
         size = n_keys
         if size == 0 or size & (size - 1) or n_first != size or size < 2 * _max_length(o_):

@@ -30,7 +30,9 @@ which is Kingma & Ba (2015), Algorithm 1, with its epsilon:
 
 Status codes (0 = ok; topic-specific, see fastlmrl.optimizers): 30 a row id out of range,
 31 a gradient not finite, 32 inconsistent shapes, 33 ``order`` not the stable argsort of ``rows``,
-34 ``order`` empty but ``rows`` not sorted (non-decreasing): pass the stable argsort.
+34 ``order`` empty but ``rows`` not sorted (non-decreasing): pass the stable argsort, 35 (Adam) an
+entry of ``v`` in a row of the batch is negative or NaN (a second moment is >= 0; checked in the
+pre-pass, so nothing is written: the square root of a negative ``v`` would fail mid-update).
 """
 
 __all__ = ["adam_step", "sgd_step"]
@@ -43,9 +45,12 @@ BAD_GRADS = 31
 BAD_SHAPES = 32
 BAD_ORDER = 33
 UNSORTED = 34
+BAD_MOMENTS = 35
 
 
 def _check(table, rows, grads, order, acc, moments=()):
+    """Status of the pre-pass; with ``moments`` = (m, v), also every ``v`` entry of the rows of
+    the batch is >= 0 (``not v >= 0`` catches NaN)."""
     n_states, n_cols = table.shape
     n = rows.shape[0]
     if (grads.shape[0] != n or grads.shape[1] != n_cols or order.shape[0] not in (0, n)
@@ -72,6 +77,12 @@ def _check(table, rows, grads, order, acc, moments=()):
     for i in range(n):
         if not all_finite(grads[i].tolist()):
             return BAD_GRADS
+    if moments:
+        v = moments[1]
+        for r in r_:
+            for x in v[r].tolist():
+                if not x >= 0.0:
+                    return BAD_MOMENTS
     return 0
 
 

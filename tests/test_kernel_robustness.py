@@ -1,0 +1,324 @@
+"""Robustness of the optimizers, monte_carlo, dynamic_programming, kl_divergence, policy_losses,
+log_probs, tabular_losses, advantages and group_advantages topics under malformed input
+(issue 11): refusals happen before the first write (public API and raw kernels of every backend),
+name the argument, and follow one semantics in every backend."""
+import numpy as np
+import pytest
+
+import fastlmrl
+from fastlmrl import _backend
+from fastlmrl import _validation as check
+
+BACKEND_NAMES = ("python", "numba", "cython")
+
+
+def raw(name):
+    return _backend.backend_module(name)
+
+
+# --------------------------------------------------------------------------- half-applied updates
+
+def _adam_args(v_bad, dtype=np.float64):
+    table = np.arange(8, dtype=dtype).reshape(4, 2)
+    m = np.full((4, 2), 0.5, dtype=dtype)
+    v = np.full((4, 2), 0.25, dtype=dtype)
+    v[2, 1] = v_bad
+    rows = np.array([0, 2], dtype=np.int64)
+    grads = np.ones((2, 2), dtype=dtype)
+    return table, rows, grads, m, v
+
+
+@pytest.mark.parametrize("v_bad", [-1.0, -1e-30, np.nan])
+def test_adam_negative_second_moment_refused_before_writing(backend, v_bad, float_dtype):
+    table, rows, grads, m, v = _adam_args(v_bad, float_dtype)
+    before = [a.copy() for a in (table, m, v)]
+    with pytest.raises(ValueError, match=r"^v\[2, 1\]"):
+        fastlmrl.adam_step(table, rows, grads, m, v, 1, 0.1)
+    for a, b in zip((table, m, v), before):
+        np.testing.assert_array_equal(a, b)
+    # the Adam class too (its t is not advanced)
+    opt = fastlmrl.Adam(table, lr=0.1)
+    opt.v[3, 0] = v_bad
+    with pytest.raises(ValueError, match="v"):
+        opt.step([3], np.ones((1, 2)))
+    assert opt.t == 0 and (opt.m == 0).all()
+    np.testing.assert_array_equal(table, before[0])
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+@pytest.mark.parametrize("ncols", [1, 3])
+def test_adam_raw_kernel_negative_second_moment(name, ncols):
+    """A Numba/Cython user calling the kernel directly gets status 35, nothing written, also in
+    the one-column path and with an explicit order."""
+    kern = raw(name)
+    table = np.zeros((4, ncols))
+    m = np.zeros((4, ncols))
+    v = np.zeros((4, ncols))
+    v[3, ncols - 1] = -2.0
+    rows = np.array([3, 0, 3], dtype=np.int64)
+    grads = np.ones((3, ncols))
+    acc = np.empty(ncols)
+    for order in (np.empty(0, dtype=np.int64), np.array([1, 0, 2], dtype=np.int64)):
+        before = [a.copy() for a in (table, m, v)]
+        status = kern.adam_step(table, rows, grads, order, m, v, 1, 0.1, 0.9, 0.999, 1e-8, False,
+                                acc)
+        assert status == (34 if order.size == 0 else 35)  # unsorted rows are reported first
+        for a, b in zip((table, m, v), before):
+            np.testing.assert_array_equal(a, b)
+    # a row of the batch that is fine, a bad row outside it: accepted (only the batch is read)
+    rows = np.array([0, 1], dtype=np.int64)
+    assert kern.adam_step(table, rows, np.ones((2, ncols)), np.empty(0, dtype=np.int64), m, v, 1,
+                          0.1, 0.9, 0.999, 1e-8, False, acc) == 0
+
+
+def _mc_args(count):
+    q = np.zeros((3, 2))
+    counts = np.zeros((3, 2), dtype=np.int64)
+    counts[1, 1] = count
+    states = np.array([0, 1, 2], dtype=np.int64)
+    actions = np.array([0, 1, 1], dtype=np.int64)
+    rewards = np.array([1.0, 2.0, 3.0])
+    offsets = np.array([0, 3], dtype=np.int64)
+    return q, counts, states, actions, rewards, offsets
+
+
+@pytest.mark.parametrize("count", [-1, -2**63, 2**63 - 1, 2**63 - 3])
+def test_mc_control_bad_counts_refused_before_writing(backend, count):
+    q, counts, states, actions, rewards, offsets = _mc_args(count)
+    before = q.copy(), counts.copy()
+    with pytest.raises(ValueError, match=r"^counts\[1, 1\]"):
+        fastlmrl.mc_control_update(q, states, actions, rewards, offsets, 0.9, counts=counts)
+    np.testing.assert_array_equal(q, before[0])
+    np.testing.assert_array_equal(counts, before[1])
+    # the largest accepted count: 2**63 - 1 - T
+    counts[1, 1] = 2**63 - 1 - 3
+    fastlmrl.mc_control_update(q, states, actions, rewards, offsets, 0.9, counts=counts)
+    assert counts[1, 1] == 2**63 - 1 - 2
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+@pytest.mark.parametrize("first_visit", [True, False])
+def test_mc_control_raw_kernel_negative_counts(name, first_visit):
+    q, counts, states, actions, rewards, offsets = _mc_args(-1)
+    keys = np.empty(8, dtype=np.int64) if first_visit else np.empty(0, dtype=np.int64)
+    first = np.empty(8, dtype=np.int64) if first_visit else np.empty(0, dtype=np.int64)
+    out = np.full(3, 7.0)
+    for alpha in (0.0, 0.5):
+        status = raw(name).mc_control_update(q, states, actions, rewards, offsets, 0.9,
+                                             first_visit, alpha, counts, keys, first, out)
+        assert status == 23
+        assert (q == 0).all() and counts[1, 1] == -1 and (out == 7.0).all()
+
+
+# --------------------------------------------------------------------------- integer bounds
+
+def test_positive_int_bounds():
+    assert check.positive_int(2**63 - 1, "n") == 2**63 - 1
+    for bad in (2**63, 2**64, np.uint64(2**63)):
+        with pytest.raises(ValueError, match=r"^n must be <= 2\*\*63 - 1, got"):
+            check.positive_int(bad, "n")
+    assert check.iterations(2**31, "max_iter") == 2**31
+    with pytest.raises(ValueError, match=r"^max_iter must be <= 2\*\*31, got 2147483649"):
+        check.iterations(2**31 + 1, "max_iter")
+
+
+def _chain_mdp():
+    next_state = np.array([[1, 0], [2, 1], [2, 2]])
+    reward = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    return fastlmrl.TokenMDP(next_state, reward, np.array([False, False, True]))
+
+
+@pytest.mark.parametrize("huge", [2**31 + 1, 2**63, 2**64 + 5])
+def test_huge_ints_refused_naming_the_argument(backend, huge):
+    table, rows, grads, m, v = _adam_args(0.0)
+    with pytest.raises(ValueError, match="^step must be <="):
+        fastlmrl.adam_step(table, rows, grads, m, v, 2**63 + 0 * huge, 0.1)
+    mdp = _chain_mdp()
+    for solver in (fastlmrl.value_iteration, fastlmrl.policy_iteration,
+                   fastlmrl.modified_policy_iteration):
+        with pytest.raises(ValueError, match="^max_iter must be <= 2"):
+            solver(mdp, 0.9, max_iter=huge)
+    with pytest.raises(ValueError, match="^k must be <= 2"):
+        fastlmrl.modified_policy_iteration(mdp, 0.9, k=huge)
+    with pytest.raises(ValueError, match="^group_size must be <="):
+        fastlmrl.grpo_advantages(np.ones(4), group_size=2**63 + 0 * huge)
+
+
+def test_largest_valid_step_runs_everywhere(backend):
+    """step = 2**63 - 1 is accepted by every backend (it was an OverflowError in Numba/Cython
+    at 2**63 and accepted by Python): same bits everywhere."""
+    table, rows, grads, m, v = _adam_args(0.0)
+    fastlmrl.adam_step(table, rows, grads, m, v, 2**63 - 1, 0.1)
+    ref_t, _, _, ref_m, ref_v = _adam_args(0.0)
+    with fastlmrl.use_backend("python"):
+        fastlmrl.adam_step(ref_t, rows, grads, ref_m, ref_v, 2**63 - 1, 0.1)
+    np.testing.assert_array_equal(table, ref_t)
+
+
+# --------------------------------------------------------------------------- wrong types
+
+def test_kl_penalized_rewards_none_rewards(backend):
+    lp = np.zeros((2, 3))
+    with pytest.raises(TypeError, match="^rewards"):
+        fastlmrl.kl_penalized_rewards(None, lp, lp, beta=0.1)
+
+
+@pytest.mark.parametrize("bad", [["k1"], None, 3, {"k1": 1}])
+def test_estimator_of_wrong_type_names_the_argument(backend, bad):
+    logits = np.zeros((2, 3))
+    tokens = np.array([0, 1])
+    lp = np.zeros(2)
+    table = np.zeros((2, 3))
+    calls = {
+        "kl_estimator": [
+            lambda: fastlmrl.ppo_loss(logits, tokens, lp, lp, kl_estimator=bad),
+            lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, kl_estimator=bad)],
+        "estimator": [
+            lambda: fastlmrl.kl_penalty_loss(logits, tokens, lp, estimator=bad),
+            lambda: fastlmrl.kl_penalty_loss_tabular(table, tokens, tokens, lp, estimator=bad),
+            lambda: fastlmrl.kl_penalty(lp, lp, estimator=bad)],
+        "ratio_level": [
+            lambda: fastlmrl.ppo_loss(logits, tokens, lp, lp, ratio_level=bad),
+            lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, ratio_level=bad)],
+    }
+    for name, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(TypeError, match=f"^{name}"):
+                fn()
+
+
+# --------------------------------------------------------------------------- read-only inputs
+
+def _frozen(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+def test_read_only_inputs_compile_nothing_new():
+    """Read-only input arrays run the Numba specialisation already compiled for writeable ones
+    (Numba types a read-only array differently; the wrappers pass a writeable alias, no copy)."""
+    from fastlmrl._numba import kl_divergence as nkl
+    from fastlmrl._numba import monte_carlo as nmc
+    from fastlmrl._numba import optimizers as nopt
+
+    def run(freeze):
+        f = _frozen if freeze else np.array
+        table, m, v = np.zeros((4, 2)), np.zeros((4, 2)), np.zeros((4, 2))
+        fastlmrl.adam_step(table, f([0, 2]), f(np.ones((2, 2))), m, v, 1, 0.1)
+        q, counts = np.zeros((3, 2)), np.zeros((3, 2), dtype=np.int64)
+        fastlmrl.mc_control_update(q, f([0, 1]), f([1, 0]), f([1.0, 2.0]), f([0, 2]), 0.9,
+                                   counts=counts)
+        fastlmrl.kl_penalty(f(np.zeros((2, 3))), f(np.ones((2, 3))), f(np.ones((2, 3), bool)))
+        return table, q
+
+    with fastlmrl.use_backend("numba"):
+        expected = run(False)
+        counts = [len(k.signatures) for k in (nopt.adam_step, nmc.mc_control_update,
+                                              nkl.kl_penalty)]
+        got = run(True)
+        assert [len(k.signatures) for k in (nopt.adam_step, nmc.mc_control_update,
+                                            nkl.kl_penalty)] == counts
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernel_input_aliases_without_copy():
+    a = _frozen(np.arange(6.0).reshape(2, 3))
+    b = check.kernel_input(a)
+    assert b.flags.writeable and np.shares_memory(a, b) and b.shape == a.shape
+    np.testing.assert_array_equal(a, b)
+    w = np.arange(3.0)
+    assert check.kernel_input(w) is w
+    # inputs only: a read-only table updated in place is still refused
+    with pytest.raises(ValueError, match="table is read-only"):
+        fastlmrl.sgd_step(_frozen(np.zeros((2, 2))), [0], np.ones((1, 2)), 0.1)
+
+
+# --------------------------------------------------------------------------- DenseMDP tolerance
+
+def test_float32_transition_rows_accepted_at_float32_precision(backend):
+    rng = np.random.default_rng(0)
+    P = rng.random((50, 3, 50)).astype(np.float32)
+    P /= P.sum(axis=2, keepdims=True)  # rows sum to 1 within ~1e-7 (float32), not 1e-8
+    assert np.abs(P.sum(axis=2, dtype=np.float64) - 1).max() > 1e-8
+    R = rng.random((50, 3))  # float64 rewards make the tables float64
+    mdp = fastlmrl.DenseMDP(P, R)
+    assert mdp.dtype == np.float64
+    assert fastlmrl.value_iteration(mdp, 0.9).converged
+    # a float64 row that is off by 1e-7 is still refused (float64 tolerance 1e-8)
+    with pytest.raises(ValueError, match="^P\\[0, 0, :\\] sums to"):
+        P64 = P.astype(np.float64)
+        P64 /= P64.sum(axis=2, keepdims=True)
+        P64[0, 0, 0] += 1e-7
+        fastlmrl.DenseMDP(P64, R)
+    from fastlmrl.dynamic_programming import row_sum_tolerance
+    assert row_sum_tolerance(np.float64, 10) == 1e-8
+    assert row_sum_tolerance(np.float32, 10) == 1e-4
+    assert row_sum_tolerance(np.float32, 10**6) == 4e6 * float(np.finfo(np.float32).eps)
+    assert row_sum_tolerance(np.float16, 2) == 8 * float(np.finfo(np.float16).eps)
+
+
+# --------------------------------------------------------------------------- policy iteration ties
+
+def test_improvement_keeps_the_current_action_on_a_rounding_tie():
+    from fastlmrl.dynamic_programming import _improve
+    q = np.array([[1.0, 1.0 + 4e-16, 0.5], [2.0, 3.0, 3.0], [0.0, 1e-3, 0.0]])
+    out = np.empty(3, dtype=np.int64)
+    # every current action a maximiser up to rounding: stable, kept as is
+    assert _improve(q, np.array([0, 2, 1]), 1e-10, out)
+    np.testing.assert_array_equal(out, [0, 2, 1])
+    assert _improve(q, np.array([1, 1, 1]), 1e-10, out)
+    np.testing.assert_array_equal(out, [1, 1, 1])
+    # tol = 0: exact comparisons, state 0's action 0 is beaten by 4e-16
+    assert not _improve(q, np.array([0, 2, 1]), 0.0, out)
+    np.testing.assert_array_equal(out, [1, 1, 1])  # greedy, lowest maximiser
+    # one state clearly improvable: the greedy policy (lowest maximisers)
+    assert not _improve(q, np.array([1, 2, 0]), 1e-10, out)
+    np.testing.assert_array_equal(out, [1, 1, 1])
+
+
+def test_policy_iteration_keeps_a_tied_action(backend):
+    """Two actions of state 0 tie exactly; PI started on the second one keeps it (Puterman
+    §6.4: d_{n+1}(s) = d_n(s) whenever possible) and stops after one evaluation."""
+    P = np.zeros((2, 2, 2))
+    P[0, :, 1] = 1.0
+    P[1, :, 1] = 1.0
+    R = np.array([[1.0, 1.0], [0.0, 0.0]])
+    res = fastlmrl.policy_iteration(fastlmrl.DenseMDP(P, R), 0.9, v_init=np.zeros(2))
+    assert res.converged and res.num_iter == 1
+    np.testing.assert_array_equal(res.policy, [0, 0])
+    mdp = fastlmrl.TokenMDP(np.array([[1, 1], [1, 1]]), R, np.array([False, True]))
+    start = fastlmrl.policy_iteration(mdp, 0.9, max_iter=1)
+    assert start.converged and start.num_iter == 1
+
+
+def _frozen_lake():
+    gym = pytest.importorskip("gymnasium")
+    env = gym.make("FrozenLake-v1")
+    table = env.unwrapped.P
+    n_states, n_actions = env.observation_space.n, env.action_space.n
+    P = np.zeros((n_states, n_actions, n_states))
+    R = np.zeros((n_states, n_actions))
+    for s in range(n_states):
+        for a in range(n_actions):
+            for p, s_next, r, _done in table[s][a]:
+                P[s, a, s_next] += p
+                R[s, a] += p * r
+    return fastlmrl.DenseMDP(P, R)
+
+
+def test_policy_iteration_converges_on_frozen_lake():
+    """Gymnasium's FrozenLake 4x4 at gamma = 0.99 has actions that tie up to rounding: PI used to
+    flip between them for 1000 iterations without converging."""
+    mdp = _frozen_lake()
+    results = {}
+    for name in BACKEND_NAMES:
+        with fastlmrl.use_backend(name):
+            results[name] = fastlmrl.policy_iteration(mdp, 0.99)
+    for name, res in results.items():
+        assert res.converged and res.num_iter < 20, name
+        np.testing.assert_array_equal(res.policy, results["python"].policy)
+        np.testing.assert_array_equal(res.values, results["python"].values)
+    vi = fastlmrl.value_iteration(mdp, 0.99, epsilon=1e-10)
+    assert np.abs(results["python"].values - vi.values).max() < 1e-9
