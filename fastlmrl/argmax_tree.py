@@ -29,8 +29,17 @@ Keeping the tree in sync: every fastlmrl function that receives the tree updates
 changed in any other way (direct assignment, another fastlmrl update called without the tree), call
 :meth:`ArgmaxTree.refresh` with the changed cells or :meth:`ArgmaxTree.rebuild`; a stale tree gives
 wrong (though in-bounds) answers.
+
+Damaged trees: the kernels never trust the node values.  Every node a call reads as a column is
+checked, before anything is written, to hold a column of its own span of the table (or -1 for an
+all-padding span); otherwise the call raises ``ValueError`` naming ``argmax_tree`` and changes
+nothing (status 33 for a direct kernel caller; see :mod:`fastlmrl._python.argmax_tree`).
+:meth:`ArgmaxTree.rebuild` repairs a damaged tree.  The check costs O(1) per read root and
+O(log2 P) per updated cell.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -42,6 +51,10 @@ __all__ = ["ArgmaxTree"]
 
 #: Kernel status code for a ``nodes`` array whose shape does not fit ``q`` and ``block_size``.
 BAD_TREE = 32
+#: Kernel status code for a node read by the call that holds a column outside its span of ``q``
+#: (a damaged tree, or the tree of a wider table).
+CORRUPT_TREE = 33
+INT64_MAX = 2**63 - 1
 
 
 def _n_leaves(n_actions: int, block_size: int) -> int:
@@ -66,13 +79,20 @@ class ArgmaxTree:
     __slots__ = ("_q", "_nodes", "_block_size")
 
     def __init__(self, q, block_size: int = 32):
-        q = check.table(q, "q", writeable=False)
+        check.table(q, "q", writeable=False)  # q itself is kept: ``tree.table is q``
         block_size = check.positive_int(block_size, "block_size")
+        if block_size > INT64_MAX:
+            raise ValueError(f"block_size must be <= 2**63 - 1, got {block_size}")
         if q.shape[1] > np.iinfo(np.int32).max:
             raise ValueError(f"q has {q.shape[1]} columns; an ArgmaxTree holds int32 column ids")
+        shape = (q.shape[0], 2 * _n_leaves(q.shape[1], block_size))
+        if 4 * shape[0] * shape[1] > _physical_memory():
+            raise ValueError(f"block_size = {block_size}: the tree of a {q.shape} table needs "
+                             f"{4 * shape[0] * shape[1]} bytes of int32 nodes {shape}, more than "
+                             "this machine's memory; use a larger block_size")
         self._q = q
         self._block_size = block_size
-        self._nodes = np.empty((q.shape[0], 2 * _n_leaves(q.shape[1], block_size)), dtype=np.int32)
+        self._nodes = np.empty(shape, dtype=np.int32)
         self.rebuild()
 
     @property
@@ -133,7 +153,7 @@ class ArgmaxTree:
         nodes, block_size = self._args()
         status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, states, actions)
         raise_for_tree_status(status, {"states": (states, q.shape[0]),
-                                       "actions": (actions, q.shape[1])})
+                                       "actions": (actions, q.shape[1])}, "argmax_tree")
 
     def argmax(self, states) -> np.ndarray:
         r"""Greedy actions :math:`\arg\max_a Q(s_i, a)` (int64), same as ``greedy(q, states)``."""
@@ -142,7 +162,7 @@ class ArgmaxTree:
         out = np.empty(states.shape[0], dtype=np.int64)
         nodes, block_size = self._args()
         status = _backend.kernels().greedy_tree(q, nodes, block_size, states, out)
-        raise_for_tree_status(status, {"states": (states, q.shape[0])})
+        raise_for_tree_status(status, {"states": (states, q.shape[0])}, "argmax_tree")
         return out
 
     def max(self, states) -> np.ndarray:
@@ -152,14 +172,26 @@ class ArgmaxTree:
         out = np.empty(states.shape[0], dtype=q.dtype)
         nodes, block_size = self._args()
         status = _backend.kernels().argmax_tree_max(q, nodes, block_size, states, out)
-        raise_for_tree_status(status, {"states": (states, q.shape[0])})
+        raise_for_tree_status(status, {"states": (states, q.shape[0])}, "argmax_tree")
         return out
 
 
-def raise_for_tree_status(status: int, bounds: dict) -> None:
-    """check.raise_for_status that also knows BAD_TREE and BAD_SHAPES (internal)."""
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover (not POSIX)
+        return INT64_MAX
+
+
+def raise_for_tree_status(status: int, bounds: dict, name: str = "argmax_tree") -> None:
+    """check.raise_for_status that also knows BAD_TREE, CORRUPT_TREE and BAD_SHAPES (internal);
+    ``name`` is the argument that passed the tree."""
     if status == BAD_TREE:
-        raise ValueError("argmax_tree does not fit its table (nodes shape / block_size)")
+        raise ValueError(f"{name} does not fit its table (nodes shape / block_size)")
+    if status == CORRUPT_TREE:
+        raise ValueError(f"{name} is damaged: a node it reads holds a column outside its span "
+                         "of the table (its nodes were edited, or it belongs to another table); "
+                         "nothing was changed; call rebuild()")
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
         raise ValueError("internal error: array arguments of inconsistent shapes "
                          f"(status {BAD_SHAPES})")

@@ -13,15 +13,17 @@ from . import _backend
 from . import _validation as check
 from ._status import BAD_SHAPES
 from .argmax_tree import raise_for_tree_status, tree_args
-from .rng import advance, resolve_seed
+from .rng import advance, check_capacity
 
 __all__ = ["boltzmann", "epsilon_greedy", "greedy"]
 
 
 def _prepare(q, states):
-    q = check.table(q, "q", writeable=False)
+    """(q as the kernels take it, states, out).  A read-only q comes back as a writeable alias
+    (no new Numba specialisation); tree_args must see the caller's q (``tree.table is q``)."""
+    table = check.table(q, "q", writeable=False)
     states = check.ids(states, "states")
-    return q, states, np.empty(states.shape[0], dtype=np.int64)
+    return table, states, np.empty(states.shape[0], dtype=np.int64)
 
 
 def _finish(status, states, q):
@@ -46,11 +48,12 @@ def greedy(q, states, argmax_tree=None) -> np.ndarray:
     -------
     int64 array with one action per state.
     """
-    q, states, out = _prepare(q, states)
+    table, states, out = _prepare(q, states)
     if argmax_tree is None:
-        status = _backend.kernels().greedy(q, states, out, _backend.get_num_threads())
+        status = _backend.kernels().greedy(table, states, out, _backend.get_num_threads())
     else:
         nodes, block_size = tree_args(argmax_tree, q)
+        q = table
         status = _backend.kernels().greedy_tree(q, nodes, block_size, states, out)
         raise_for_tree_status(status, {"states": (states, q.shape[0])})
     _finish(status, states, q)
@@ -70,20 +73,21 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     the draws and the result are identical.
     """
     epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
-    q, states, out = _prepare(q, states)
-    key, counter = resolve_seed(seed)
+    table, states, out = _prepare(q, states)
+    key, counter = check_capacity(seed, 2 * states.shape[0])
     if argmax_tree is None:
         status = _backend.kernels().epsilon_greedy(
-            q, states, epsilon, np.uint64(key), np.uint64(counter), out,
+            table, states, epsilon, np.uint64(key), np.uint64(counter), out,
             _backend.get_num_threads()
         )
     else:
         nodes, block_size = tree_args(argmax_tree, q)
+        q = table
         status = _backend.kernels().epsilon_greedy_tree(
             q, nodes, block_size, states, epsilon, np.uint64(key), np.uint64(counter), out
         )
         raise_for_tree_status(status, {"states": (states, q.shape[0])})
-    _finish(status, states, q)
+    _finish(status, states, table)
     advance(seed, 2 * states.shape[0])
     return out
 
@@ -98,7 +102,7 @@ def boltzmann(q, states, temperature: float, seed) -> np.ndarray:
     """
     temperature = check.real(temperature, "temperature", 0.0, None, low_open=True)
     q, states, out = _prepare(q, states)
-    key, counter = resolve_seed(seed)
+    key, counter = check_capacity(seed, states.shape[0])
     status = _backend.kernels().boltzmann(
         q, states, temperature, np.uint64(key), np.uint64(counter), out, _backend.get_num_threads()
     )

@@ -31,8 +31,8 @@ import numpy as np
 from . import _backend
 from . import _validation as check
 from ._status import BAD_SHAPES
-from .argmax_tree import BAD_TREE, tree_args
-from .rng import advance, resolve_seed
+from .argmax_tree import BAD_TREE, CORRUPT_TREE, tree_args
+from .rng import advance, check_capacity
 
 __all__ = [
     "double_q_learning_update",
@@ -42,14 +42,19 @@ __all__ = [
 ]
 
 
-def _batch(q, states, actions, rewards, next_states, terminated, next_actions=None):
+_NO_NEXT_ACTIONS = object()
+
+
+def _batch(q, states, actions, rewards, next_states, terminated, next_actions=_NO_NEXT_ACTIONS):
     """Validate a batch of transitions; return arrays in the dtypes the kernels take."""
     states = check.ids(states, "states")
     n = states.shape[0]
     actions = check.ids(actions, "actions", n)
     next_states = check.ids(next_states, "next_states", n)
     id_arrays = [states, actions, next_states]
-    if next_actions is not None:
+    if next_actions is not _NO_NEXT_ACTIONS:  # SARSA: None is refused like any non-id array
+        if next_actions is None:
+            raise TypeError("next_actions must be an array of action ids, got None")
         id_arrays.append(check.ids(next_actions, "next_actions", n))
     id_arrays = check.same_index_dtype(*id_arrays)
     rewards = check.values(rewards, "rewards", n, q.dtype)
@@ -61,9 +66,14 @@ def _rates(alpha, gamma):
     return check.real(alpha, "alpha", 0.0, 1.0, low_open=True), check.real(gamma, "gamma", 0.0, 1.0)
 
 
-def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "next_actions")):
+def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "next_actions"),
+           tree_name="argmax_tree"):
     if status == BAD_TREE:
-        raise ValueError("argmax_tree does not fit its table (nodes shape / block_size)")
+        raise ValueError(f"{tree_name} does not fit its table (nodes shape / block_size)")
+    if status == CORRUPT_TREE:
+        raise ValueError(f"{tree_name} is damaged: a node it reads holds a column outside its "
+                         "span of the table (its nodes were edited, or it belongs to another "
+                         "table); nothing was changed; call rebuild()")
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
         raise ValueError("internal error: array arguments of inconsistent shapes "
                          f"(status {BAD_SHAPES})")
@@ -108,17 +118,32 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
                                   next_actions)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
+    old = _cells(q, s, a, tree)
     status = _backend.kernels().sarsa_update(q, s, a, r, s2, a2, t, alpha, gamma, td)
     _raise(status, q, (s, a, s2, a2), r)
-    _refresh(q, tree, s, a)
+    _refresh(q, tree, s, a, old)
     return td
 
 
-def _refresh(q, tree, s, a):
-    """After a successful plain update: bring the tree up to date at cells (s[i], a[i])."""
+def _cells(q, s, a, tree):
+    """q[s, a] before an update (ids clipped: out-of-range ones are refused by the kernel)."""
+    if tree is None:
+        return None
+    return q[np.clip(s, 0, q.shape[0] - 1), np.clip(a, 0, q.shape[1] - 1)]
+
+
+def _refresh(q, tree, s, a, old):
+    """After a successful plain update: bring the tree up to date at cells (s[i], a[i]).
+
+    The refresh kernel checks the tree's nodes on those paths before it writes; if it refuses a
+    damaged tree, the table is put back (``old`` = q[s, a] before the update, taken before any
+    write, so repeated cells get their original value) and the error raised: nothing changed.
+    """
     if tree is not None:
         nodes, block_size = tree
         status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, s, a)
+        if status != 0:
+            q[s, a] = old
         _raise(status, q, (s, a), None)
 
 
@@ -137,9 +162,10 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
+    old = _cells(q, s, a, tree)
     status = _backend.kernels().expected_sarsa_update(q, s, a, r, s2, t, alpha, gamma, epsilon, td)
     _raise(status, q, (s, a, s2), r)
-    _refresh(q, tree, s, a)
+    _refresh(q, tree, s, a, old)
     return td
 
 
@@ -166,7 +192,7 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
         raise ValueError("q1 and q2 must be two different tables")
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2), r, t = _batch(q1, states, actions, rewards, next_states, terminated)
-    key, counter = resolve_seed(seed)
+    key, counter = check_capacity(seed, s.shape[0])  # before anything is written
     td = np.empty(s.shape[0], dtype=q1.dtype)
     if argmax_trees is None:
         status = _backend.kernels().double_q_learning_update(
@@ -181,6 +207,6 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
             q1, q2, nodes1, nodes2, block_size1, block_size2, s, a, r, s2, t, alpha, gamma,
             np.uint64(key), np.uint64(counter), td
         )
-    _raise(status, q1, (s, a, s2), r)
+    _raise(status, q1, (s, a, s2), r, tree_name="argmax_trees")
     advance(seed, s.shape[0])
     return td

@@ -17,11 +17,19 @@ from fastlmrl._cython._common cimport real_t, index_t, uniform, out_of_range, no
 
 cdef enum:
     BAD_TREE = 32
+    CORRUPT_TREE = 33
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+
+cdef Py_ssize_t INT32_MAX = 2147483647
+
+
+cdef inline Py_ssize_t _n_blocks(Py_ssize_t n_actions, Py_ssize_t block_size) noexcept nogil:
+    """ceil(V / B) for V >= 1, without overflow for any block size."""
+    return (n_actions - 1) // block_size + 1
 
 
 cdef inline Py_ssize_t _n_leaves(Py_ssize_t n_actions, Py_ssize_t block_size) noexcept nogil:
-    cdef Py_ssize_t n_blocks = (n_actions + block_size - 1) // block_size, p = 1
+    cdef Py_ssize_t n_blocks = _n_blocks(n_actions, block_size), p = 1
     while p < n_blocks:
         p *= 2
     return p
@@ -29,9 +37,66 @@ cdef inline Py_ssize_t _n_leaves(Py_ssize_t n_actions, Py_ssize_t block_size) no
 
 cdef inline bint _bad_tree(Py_ssize_t n_states, Py_ssize_t n_actions, Py_ssize_t tree_rows,
                            Py_ssize_t tree_cols, Py_ssize_t block_size) noexcept nogil:
-    if block_size < 1:
+    if block_size < 1 or n_actions < 1 or n_actions > INT32_MAX:
         return True
     return tree_rows != n_states or tree_cols != 2 * _n_leaves(n_actions, block_size)
+
+
+cdef inline bint _span_ok(Py_ssize_t w, Py_ssize_t n_actions, Py_ssize_t block_size,
+                          Py_ssize_t n_blocks, Py_ssize_t first_block,
+                          Py_ssize_t width) noexcept nogil:
+    """May a node covering blocks [first_block, first_block + width) hold column w?"""
+    cdef Py_ssize_t lo, hi
+    if first_block >= n_blocks:
+        return w == -1
+    lo = first_block * block_size
+    if first_block + width >= n_blocks:
+        hi = n_actions
+    else:
+        hi = (first_block + width) * block_size
+    return lo <= w < hi
+
+
+cdef inline bint _path_ok(const int32_t* tree, Py_ssize_t p, Py_ssize_t n_actions,
+                          Py_ssize_t block_size, Py_ssize_t a, bint check_leaf) noexcept nogil:
+    """The nodes an update (check_leaf) or a refresh of column a reads as columns (see the
+    reference): the leaf of a's block and the sibling of every node on the path to the root."""
+    cdef Py_ssize_t n_blocks = _n_blocks(n_actions, block_size), k = p + a // block_size
+    cdef Py_ssize_t width = 1, sibling
+    if check_leaf and not _span_ok(tree[k], n_actions, block_size, n_blocks, k - p, 1):
+        return False
+    while k > 1:
+        sibling = k ^ 1
+        if not _span_ok(tree[sibling], n_actions, block_size, n_blocks, sibling * width - p,
+                        width):
+            return False
+        k >>= 1
+        width <<= 1
+    return True
+
+
+cdef inline bint _roots_ok(const int32_t[:, ::1] nodes, const index_t[::1] states,
+                           Py_ssize_t n_actions) noexcept nogil:
+    cdef Py_ssize_t i, w
+    for i in range(states.shape[0]):
+        w = nodes[states[i], 1]
+        if w < 0 or w >= n_actions:
+            return False
+    return True
+
+
+cdef inline bint _update_paths_ok(const int32_t[:, ::1] nodes, Py_ssize_t block_size,
+                                  const index_t[::1] states, const index_t[::1] actions,
+                                  const index_t[::1] next_states,
+                                  Py_ssize_t n_actions) noexcept nogil:
+    cdef Py_ssize_t i, w, p = nodes.shape[1] // 2
+    for i in range(states.shape[0]):
+        if not _path_ok(&nodes[states[i], 0], p, n_actions, block_size, actions[i], True):
+            return False
+        w = nodes[next_states[i], 1]
+        if w < 0 or w >= n_actions:
+            return False
+    return True
 
 
 cdef inline bint _batch_ok(const index_t[::1] states, const index_t[::1] actions,
@@ -74,7 +139,7 @@ cdef inline Py_ssize_t _pick(const real_t* row, Py_ssize_t left, Py_ssize_t righ
 
 cdef inline void _build_row(const real_t* row, Py_ssize_t n_actions, int32_t* tree, Py_ssize_t p,
                             Py_ssize_t block_size) noexcept nogil:
-    cdef Py_ssize_t n_blocks = (n_actions + block_size - 1) // block_size, b, k, hi
+    cdef Py_ssize_t n_blocks = _n_blocks(n_actions, block_size), b, k, hi
     tree[0] = -1
     for b in range(p):
         if b < n_blocks:
@@ -102,9 +167,9 @@ cdef inline void _walk_up(const real_t* row, int32_t* tree, Py_ssize_t k, Py_ssi
 
 cdef inline Py_ssize_t _block_scan(const real_t* row, Py_ssize_t n_actions, Py_ssize_t a,
                                    Py_ssize_t block_size) noexcept nogil:
-    cdef Py_ssize_t lo = (a // block_size) * block_size, hi = lo + block_size
-    if hi > n_actions:
-        hi = n_actions
+    cdef Py_ssize_t lo = (a // block_size) * block_size, hi = n_actions
+    if block_size < n_actions - lo:  # (lo + block_size could overflow for a huge block size)
+        hi = lo + block_size
     return _block_argmax(row, lo, hi)
 
 
@@ -180,6 +245,9 @@ cdef int argmax_tree_refresh_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
         return 2
     p = nodes.shape[1] // 2
     for i in range(states.shape[0]):
+        if not _path_ok(&nodes[states[i], 0], p, n_actions, block_size, actions[i], False):
+            return CORRUPT_TREE
+    for i in range(states.shape[0]):
         s = states[i]
         _refresh_cell(&q[s, 0], n_actions, &nodes[s, 0], p, actions[i], block_size)
     return 0
@@ -195,6 +263,8 @@ cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, states, q.shape[1]):
+        return CORRUPT_TREE
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = _root_argmax(&q[s, 0], &nodes[s, 0])
@@ -211,6 +281,8 @@ cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] node
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, states, q.shape[1]):
+        return CORRUPT_TREE
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = <real_t>_root_max(&q[s, 0], &nodes[s, 0])
@@ -229,6 +301,8 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, states, q.shape[1]):
+        return CORRUPT_TREE
     for i in range(states.shape[0]):
         c = counter + 2 * <uint64_t>i
         if uniform(key, c) < epsilon:
@@ -271,6 +345,8 @@ cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
                     next_states)
     if status:
         return status
+    if not _update_paths_ok(nodes, block_size, states, actions, next_states, n_actions):
+        return CORRUPT_TREE
     p = nodes.shape[1] // 2
     for i in range(states.shape[0]):
         s = states[i]
@@ -311,9 +387,10 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
                                             const unsigned char[::1] terminated, double alpha,
                                             double gamma, uint64_t key, uint64_t counter,
                                             real_t[::1] td_out) noexcept nogil:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, w, n_actions = q1.shape[1]
     cdef double td
     cdef int status
+    cdef bint ok
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
     if (q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]
@@ -323,6 +400,17 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
                     next_states)
     if status:
         return status
+    for i in range(states.shape[0]):  # the learner's tree (same coins as below)
+        if uniform(key, counter + <uint64_t>i) < 0.5:
+            ok = _path_ok(&nodes1[states[i], 0], nodes1.shape[1] // 2, n_actions, block_size1,
+                          actions[i], True)
+            w = nodes1[next_states[i], 1]
+        else:
+            ok = _path_ok(&nodes2[states[i], 0], nodes2.shape[1] // 2, n_actions, block_size2,
+                          actions[i], True)
+            w = nodes2[next_states[i], 1]
+        if not ok or w < 0 or w >= n_actions:
+            return CORRUPT_TREE
     for i in range(states.shape[0]):
         if uniform(key, counter + <uint64_t>i) < 0.5:
             td = _double_q_step(q1, q2, nodes1, block_size1, states[i], actions[i], rewards[i],

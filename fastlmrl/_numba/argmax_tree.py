@@ -16,11 +16,19 @@ from .._status import BAD_SHAPES
 from ._common import NJIT, not_all_finite, out_of_range, uniform
 
 BAD_TREE = 32
+CORRUPT_TREE = 33
+INT32_MAX = 2**31 - 1
+
+
+@njit(**NJIT)
+def _n_blocks(n_actions, block_size):
+    """ceil(V / B) for V >= 1, without overflow for any block size."""
+    return (n_actions - 1) // block_size + 1
 
 
 @njit(**NJIT)
 def _n_leaves(n_actions, block_size):
-    n_blocks = (n_actions + block_size - 1) // block_size
+    n_blocks = _n_blocks(n_actions, block_size)
     p = 1
     while p < n_blocks:
         p *= 2
@@ -29,9 +37,63 @@ def _n_leaves(n_actions, block_size):
 
 @njit(**NJIT)
 def _bad_tree(q, nodes, block_size):
-    if block_size < 1:
+    n_actions = q.shape[1]
+    if block_size < 1 or n_actions < 1 or n_actions > INT32_MAX:
         return True
-    return nodes.shape[0] != q.shape[0] or nodes.shape[1] != 2 * _n_leaves(q.shape[1], block_size)
+    return nodes.shape[0] != q.shape[0] or nodes.shape[1] != 2 * _n_leaves(n_actions, block_size)
+
+
+@njit(**NJIT)
+def _span_ok(w, n_actions, block_size, n_blocks, first_block, width):
+    """May a node covering blocks [first_block, first_block + width) hold column w?"""
+    if first_block >= n_blocks:
+        return w == -1
+    lo = first_block * block_size
+    if first_block + width >= n_blocks:
+        hi = n_actions
+    else:
+        hi = (first_block + width) * block_size
+    return lo <= w and w < hi
+
+
+@njit(**NJIT)
+def _path_ok(tree, n_actions, block_size, a, check_leaf):
+    """The nodes an update (check_leaf) or a refresh of column a reads as columns (see the
+    reference): the leaf of a's block and the sibling of every node on the path to the root."""
+    p = tree.shape[0] // 2
+    n_blocks = _n_blocks(n_actions, block_size)
+    k = p + a // block_size
+    if check_leaf and not _span_ok(np.int64(tree[k]), n_actions, block_size, n_blocks, k - p, 1):
+        return False
+    width = 1
+    while k > 1:
+        sibling = k ^ 1
+        if not _span_ok(np.int64(tree[sibling]), n_actions, block_size, n_blocks,
+                        sibling * width - p, width):
+            return False
+        k >>= 1
+        width <<= 1
+    return True
+
+
+@njit(**NJIT)
+def _roots_ok(nodes, states, n_actions):
+    for i in range(states.shape[0]):
+        w = nodes[states[i], 1]
+        if w < 0 or w >= n_actions:
+            return False
+    return True
+
+
+@njit(**NJIT)
+def _update_paths_ok(nodes, block_size, states, actions, next_states, n_actions):
+    for i in range(states.shape[0]):
+        if not _path_ok(nodes[states[i]], n_actions, block_size, np.int64(actions[i]), True):
+            return False
+        w = nodes[next_states[i], 1]
+        if w < 0 or w >= n_actions:
+            return False
+    return True
 
 
 @njit(**NJIT)
@@ -80,7 +142,7 @@ def _pick(row, left, right):
 def _build_row(row, tree, block_size):
     n_actions = row.shape[0]
     p = tree.shape[0] // 2
-    n_blocks = (n_actions + block_size - 1) // block_size
+    n_blocks = _n_blocks(n_actions, block_size)
     tree[0] = -1
     for b in range(p):
         if b < n_blocks:
@@ -175,6 +237,9 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
     if out_of_range(actions, q.shape[1]):
         return 2
     for i in range(states.shape[0]):
+        if not _path_ok(nodes[states[i]], q.shape[1], block_size, np.int64(actions[i]), False):
+            return CORRUPT_TREE
+    for i in range(states.shape[0]):
         s = states[i]
         _refresh_cell(q[s], nodes[s], np.int64(actions[i]), block_size)
     return 0
@@ -188,6 +253,8 @@ def greedy_tree(q, nodes, block_size, states, out):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, states, q.shape[1]):
+        return CORRUPT_TREE
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = _root_argmax(q[s], nodes[s])
@@ -202,6 +269,8 @@ def argmax_tree_max(q, nodes, block_size, states, out):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, states, q.shape[1]):
+        return CORRUPT_TREE
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = _root_max(q[s], nodes[s])
@@ -216,6 +285,8 @@ def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, states, q.shape[1]):
+        return CORRUPT_TREE
     key = np.uint64(key)
     counter = np.uint64(counter)
     n_actions = q.shape[1]
@@ -253,6 +324,8 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
     status = _check(q, nodes, block_size, states, actions, rewards, next_states)
     if status != 0:
         return status
+    if not _update_paths_ok(nodes, block_size, states, actions, next_states, q.shape[1]):
+        return CORRUPT_TREE
     for i in range(states.shape[0]):
         s = np.int64(states[i])
         a = np.int64(actions[i])
@@ -295,6 +368,16 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
         return status
     key = np.uint64(key)
     counter = np.uint64(counter)
+    n_actions = q1.shape[1]
+    for i in range(states.shape[0]):  # the learner's tree (same coins as below)
+        if uniform(key, counter + np.uint64(i)) < 0.5:
+            ok = _path_ok(nodes1[states[i]], n_actions, block_size1, np.int64(actions[i]), True)
+            w = nodes1[next_states[i], 1]
+        else:
+            ok = _path_ok(nodes2[states[i]], n_actions, block_size2, np.int64(actions[i]), True)
+            w = nodes2[next_states[i], 1]
+        if not ok or w < 0 or w >= n_actions:
+            return CORRUPT_TREE
     for i in range(states.shape[0]):
         s = np.int64(states[i])
         a = np.int64(actions[i])

@@ -9,11 +9,20 @@ the column that wins its span under the order "non-NaN beats NaN, then the large
 lower column" -- the column that ``row_argmax`` returns for that span.  So the root is the greedy
 action (0 when the whole row is NaN) and ``q[s, root]`` the row max (-inf when the row is all NaN).
 
-The kernels trust the *contents* of ``nodes`` (as built by ``argmax_tree_build`` and kept up to date
-by the tree kernels); they check its shape against ``q`` and ``block_size`` and return status 32
-(``BAD_TREE``) before writing anything when it does not match.  Before that, they check that every
-per-item array (``actions``, ``rewards``, ``next_states``, ``terminated``, ``out`` / ``td_out``)
-has the length of ``states`` and return 7 (``fastlmrl._status.BAD_SHAPES``) otherwise.
+The kernels never trust the *contents* of ``nodes``: every node a kernel reads as a column
+index is checked before the first write (status 33, ``CORRUPT_TREE``, nothing written) to hold a
+column of its own span of the table -- ``[lo, hi)`` with ``lo`` the first column of its first block
+and ``hi = min(end of its last block, V)``, or -1 when the span is all padding.  The nodes checked
+are the ones the call reads: the root of every row whose max/argmax is read, and for an updated or
+refreshed cell ``(s, a)`` the leaf of ``a``'s block (updates only) and the sibling of every node on
+the path from that leaf to the root -- O(log P) per cell, before anything is written.  So no input
+makes a kernel read or write outside its arrays, a tree of a wider table is refused as soon as a
+node read names a column the table does not have, and a stale tree (cells edited without
+``refresh``) still gives in-bounds (if stale) answers.  Before that, the shape of ``nodes`` is
+checked against ``q`` and ``block_size`` (status 32, ``BAD_TREE``; also for ``V = 0``, ``V >=
+2**31`` or ``block_size < 1``), and every per-item array (``actions``, ``rewards``,
+``next_states``, ``terminated``, ``out`` / ``td_out``) must have the length of ``states`` (status
+7, ``fastlmrl._status.BAD_SHAPES``).  Order: 7, 32, then the id/reward checks (1, 2, 3, 5), then 33.
 """
 
 __all__ = [
@@ -32,11 +41,18 @@ from ..rng import uniform
 from ._common import all_finite, first_out_of_range
 
 BAD_TREE = 32
+CORRUPT_TREE = 33
+INT32_MAX = 2**31 - 1
+
+
+def n_blocks_of(n_actions, block_size):
+    """ceil(V / B) for V >= 1 (written so that it cannot overflow a 64-bit integer)."""
+    return (n_actions - 1) // block_size + 1
 
 
 def n_leaves(n_actions, block_size):
     """P: the number of blocks ceil(V / B) rounded up to a power of two."""
-    n_blocks = (n_actions + block_size - 1) // block_size
+    n_blocks = n_blocks_of(n_actions, block_size)
     p = 1
     while p < n_blocks:
         p *= 2
@@ -44,9 +60,49 @@ def n_leaves(n_actions, block_size):
 
 
 def _bad_tree(q, nodes, block_size):
-    if block_size < 1:
+    n_actions = q.shape[1]
+    if block_size < 1 or n_actions < 1 or n_actions > INT32_MAX:
         return True
-    return nodes.shape[0] != q.shape[0] or nodes.shape[1] != 2 * n_leaves(q.shape[1], block_size)
+    return nodes.shape[0] != q.shape[0] or nodes.shape[1] != 2 * n_leaves(n_actions, block_size)
+
+
+def _span_ok(w, n_actions, block_size, n_blocks, first_block, width):
+    """May a node covering blocks [first_block, first_block + width) hold column w?"""
+    if first_block >= n_blocks:
+        return w == -1
+    lo = first_block * block_size
+    hi = n_actions if first_block + width >= n_blocks else (first_block + width) * block_size
+    return lo <= w < hi
+
+
+def _path_ok(nodes, s, n_actions, block_size, a, check_leaf):
+    """The nodes an update (check_leaf) or a refresh of cell (s, a) reads as columns: the leaf of
+    a's block and the sibling of every node on the path to the root."""
+    p = nodes.shape[1] // 2
+    n_blocks = n_blocks_of(n_actions, block_size)
+    k = p + a // block_size
+    if check_leaf and not _span_ok(int(nodes[s, k]), n_actions, block_size, n_blocks, k - p, 1):
+        return False
+    width = 1
+    while k > 1:
+        sibling = k ^ 1
+        if not _span_ok(int(nodes[s, sibling]), n_actions, block_size, n_blocks,
+                        sibling * width - p, width):
+            return False
+        k >>= 1
+        width <<= 1
+    return True
+
+
+def _root_ok(nodes, s, n_actions):
+    return 0 <= int(nodes[s, 1]) < n_actions
+
+
+def _roots_ok(nodes, states, n_actions):
+    for s in states:
+        if not _root_ok(nodes, s, n_actions):
+            return False
+    return True
 
 
 def _batch_ok(states, actions, rewards, next_states, terminated, td_out):
@@ -83,7 +139,7 @@ def _build_row(q, nodes, s, block_size):
     row = q[s].tolist()
     n_actions = len(row)
     p = nodes.shape[1] // 2
-    n_blocks = (n_actions + block_size - 1) // block_size
+    n_blocks = n_blocks_of(n_actions, block_size)
     tree = [-1] * (2 * p)
     for b in range(n_blocks):
         tree[p + b] = _block_argmax(row, b * block_size, min((b + 1) * block_size, n_actions))
@@ -190,6 +246,9 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
     if first_out_of_range(a_, q.shape[1]):
         return 2
     for i in range(len(s_)):
+        if not _path_ok(nodes, s_[i], q.shape[1], block_size, a_[i], False):
+            return CORRUPT_TREE
+    for i in range(len(s_)):
         _refresh_cell(q, nodes, s_[i], a_[i], block_size)
     return 0
 
@@ -203,6 +262,8 @@ def greedy_tree(q, nodes, block_size, states, out):
         return BAD_TREE
     if first_out_of_range(s_, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, s_, q.shape[1]):
+        return CORRUPT_TREE
     for i, s in enumerate(s_):
         out[i] = _root(q, nodes, s)[0]
     return 0
@@ -217,6 +278,8 @@ def argmax_tree_max(q, nodes, block_size, states, out):
         return BAD_TREE
     if first_out_of_range(s_, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, s_, q.shape[1]):
+        return CORRUPT_TREE
     for i, s in enumerate(s_):
         out[i] = _root(q, nodes, s)[1]
     return 0
@@ -232,6 +295,8 @@ def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out
         return BAD_TREE
     if first_out_of_range(s_, q.shape[0]):
         return 1
+    if not _roots_ok(nodes, s_, q.shape[1]):
+        return CORRUPT_TREE
     n_actions = q.shape[1]
     for i, s in enumerate(s_):
         c = counter + 2 * i
@@ -267,6 +332,10 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
     if status:
         return status
     for i in range(len(s_)):
+        if not (_path_ok(nodes, s_[i], q.shape[1], block_size, a_[i], True)
+                and _root_ok(nodes, n_[i], q.shape[1])):
+            return CORRUPT_TREE
+    for i in range(len(s_)):
         s, a = s_[i], a_[i]
         q_sa = float(q[s, a])
         target = r_[i] if t_[i] else r_[i] + gamma * _root(q, nodes, n_[i])[1]
@@ -290,6 +359,15 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
     if status:
         return status
     key, counter = int(key), int(counter)
+    n_actions = q1.shape[1]
+    for i in range(len(s_)):  # the learner's tree (same coins as below)
+        if uniform(key, counter + i) < 0.5:
+            nodes, block_size = nodes1, block_size1
+        else:
+            nodes, block_size = nodes2, block_size2
+        if not (_path_ok(nodes, s_[i], n_actions, block_size, a_[i], True)
+                and _root_ok(nodes, n_[i], n_actions)):
+            return CORRUPT_TREE
     for i in range(len(s_)):
         if uniform(key, counter + i) < 0.5:
             learner, evaluator, nodes, block_size = q1, q2, nodes1, block_size1
