@@ -1,0 +1,50 @@
+"""fastlmrl inside PyTorch: differentiable custom ops over fastlmrl's fused CPU kernels.
+
+Install with ``pip install 'fastlmrl[torch]'``.  The ops are registered under the ``fastlmrl``
+namespace (``torch.ops.fastlmrl.*``) with fake (meta) implementations and autograd formulas, so
+they run in eager mode, under ``torch.compile(fullgraph=True)`` and pass
+``torch.library.opcheck``.  CPU tensors only (a tensor on another device raises ValueError naming
+it); logits of dtype float32, float64 or bfloat16 (computed in float32).
+
+* :func:`token_log_probs`, :func:`entropy`, :func:`logsumexp` -- (..., V) logits to (...,);
+* :func:`ppo_loss`, :func:`reinforce_loss`, :func:`a2c_loss`, :func:`kl_penalty_loss` -- fused
+  loss + gradient in one kernel pass; :func:`loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO;
+* :func:`linear_token_log_probs`, :func:`linear_ppo_loss` -- fused LM head: ``hidden @ weight.T``
+  in chunks of rows, never the (N, V) logits.
+
+``import fastlmrl`` does not import torch; this module does.
+"""
+try:
+    import torch as _torch
+except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        "fastlmrl.torch needs PyTorch: pip install 'fastlmrl[torch]' (for the CPU-only build: "
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu)") from _exc
+
+if tuple(int(p) for p in _torch.__version__.split("+")[0].split(".")[:2]) < (2, 4):
+    raise ImportError(f"fastlmrl.torch needs torch >= 2.4 (torch.library.custom_op), found "
+                      f"{_torch.__version__}: pip install 'fastlmrl[torch]' --upgrade")
+
+from .group_advantages import loss_weights  # noqa: E402
+from .lm_head import linear_ppo_loss, linear_token_log_probs  # noqa: E402
+from .log_probs import entropy, logsumexp, token_log_probs  # noqa: E402
+from .policy_losses import (A2CLossResult, KLPenaltyResult, PPOLossResult,  # noqa: E402
+                            ReinforceLossResult, a2c_loss, kl_penalty_loss, ppo_loss,
+                            reinforce_loss)
+
+__all__ = [
+    "A2CLossResult",
+    "KLPenaltyResult",
+    "PPOLossResult",
+    "ReinforceLossResult",
+    "a2c_loss",
+    "entropy",
+    "kl_penalty_loss",
+    "linear_ppo_loss",
+    "linear_token_log_probs",
+    "logsumexp",
+    "loss_weights",
+    "ppo_loss",
+    "reinforce_loss",
+    "token_log_probs",
+]

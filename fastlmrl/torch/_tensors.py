@@ -1,0 +1,154 @@
+"""Checks and conversions between CPU torch tensors and the NumPy arrays the kernels read.
+
+Every check here runs on metadata only (device, dtype, shape), so it also runs while
+``torch.compile`` traces a wrapper; value checks (ids in range, finite inputs) happen in the
+NumPy API that each op calls, before its kernel writes anything.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+LOGIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+REAL_DTYPES = LOGIT_DTYPES + (torch.float16,)
+INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def tensor(x, name: str) -> Tensor:
+    """``x`` itself when it is a CPU tensor; TypeError / ValueError naming ``name`` otherwise."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "cpu":
+        raise ValueError(
+            f"{name} is on device '{x.device}', but fastlmrl.torch runs on CPU tensors only (no "
+            f"{x.device.type} backend yet): pass {name}.cpu()")
+    return x
+
+
+def logits_2d(logits, name: str = "logits") -> Tensor:
+    """(..., V) float32/float64/bfloat16 logits as an (N, V) tensor (a view when possible)."""
+    x = tensor(logits, name)
+    if x.dtype not in LOGIT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32, float64 or bfloat16, got {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have shape (..., V), got a 0-dimensional tensor")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} must have at least one column (V >= 1), got shape "
+                         f"{tuple(x.shape)}")
+    return x.reshape(-1, x.shape[-1])
+
+
+def per_token(x, name: str, batch_shape, optional: bool = False):
+    """A real tensor of shape ``batch_shape`` (or already flat, (N,)) as a 1-D tensor."""
+    if x is None:
+        if optional:
+            return None
+        raise TypeError(f"{name} is required")
+    x = tensor(x, name)
+    if x.dtype not in REAL_DTYPES:
+        raise TypeError(f"{name} must hold real numbers (a floating tensor), got {x.dtype}")
+    return _flat(x, name, batch_shape)
+
+
+def ids(x, name: str, batch_shape) -> Tensor:
+    x = tensor(x, name)
+    if x.dtype not in INT_DTYPES:
+        raise TypeError(f"{name} must hold integer ids, got dtype {x.dtype}")
+    return _flat(x, name, batch_shape)
+
+
+def _flat(x: Tensor, name: str, batch_shape) -> Tensor:
+    n = 1
+    for s in batch_shape:
+        n *= s
+    if tuple(x.shape) != tuple(batch_shape) and tuple(x.shape) != (n,):
+        raise ValueError(f"{name} must have shape {tuple(batch_shape)} (the batch shape of the "
+                         f"logits) or ({n},), got {tuple(x.shape)}")
+    return x.reshape(n)
+
+
+def offsets(x, name: str = "sequence_offsets"):
+    if x is None:
+        return None
+    x = tensor(x, name)
+    if x.dtype not in INT_DTYPES:
+        raise TypeError(f"{name} must hold integer offsets, got dtype {x.dtype}")
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional, got shape {tuple(x.shape)}")
+    return x
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels see: bfloat16 is computed in float32."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
+def loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Scalar losses: the logits dtype, float32 for bfloat16 logits."""
+    return compute_dtype(dtype)
+
+
+def array(x: Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor: no copy when it is contiguous, one copy otherwise;
+    bfloat16 / float16 are converted to float32 (the kernels compute in float32 or float64)."""
+    if x.dtype in (torch.bfloat16, torch.float16):
+        x = x.float()
+    elif not x.is_contiguous():
+        x = x.contiguous()
+    return x.detach().numpy()
+
+
+def optional_array(x):
+    return None if x is None else array(x)
+
+
+def kernel_logits(logits: Tensor) -> tuple[Tensor, np.ndarray]:
+    """(tensor, array) of the logits as the kernels read them (float32 copy for bfloat16)."""
+    x = logits.float() if logits.dtype == torch.bfloat16 else logits
+    if not x.is_contiguous():
+        x = x.contiguous()
+    return x, x.detach().numpy()
+
+
+def grad_buffer(like: Tensor) -> tuple[Tensor, np.ndarray]:
+    """An uninitialised (N, V) tensor of the kernels' dtype and its NumPy view (for ``out=``)."""
+    g = torch.empty(like.shape, dtype=compute_dtype(like.dtype))
+    return g, g.numpy()
+
+
+def as_dtype(grad: Tensor, dtype: torch.dtype) -> Tensor:
+    return grad if grad.dtype == dtype else grad.to(dtype)
+
+
+def scalar(value: float, dtype: torch.dtype) -> Tensor:
+    return torch.tensor(value, dtype=dtype)
+
+
+def is_traced(t: Tensor) -> bool:
+    """True unless ``t`` is a plain eager tensor: under torch.compile / AOT autograd / opcheck
+    (fake or functional tensors, an active dispatch mode) or a functorch transform."""
+    if torch.compiler.is_compiling() or type(t) is not Tensor:
+        return True
+    if torch._is_functional_tensor(t) or torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return True
+    return torch._C._len_torch_dispatch_stack() > 0
+
+
+def _graph_is_freed_after_this_backward() -> bool:
+    keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return keep is not None and not keep()
+
+
+def scale(grad: Tensor, upstream: Tensor) -> Tensor:
+    """``grad * upstream`` for the scalar upstream gradient of a loss.
+
+    In eager mode an upstream gradient of exactly 1 (``loss.backward()``) returns the gradient
+    computed in the forward pass as is -- no (N, V) copy -- when the graph is freed after this
+    backward pass (no ``retain_graph`` / ``create_graph``): autograd may then accumulate into it,
+    and nothing reads it again.
+    """
+    if (not is_traced(upstream) and upstream.numel() == 1 and float(upstream) == 1.0
+            and _graph_is_freed_after_this_backward()):
+        return grad
+    return grad * upstream  # a 0-dim upstream keeps the gradient's dtype

@@ -1,0 +1,398 @@
+r"""Fused LM head + loss: ``hidden @ weight.T (+ bias)`` and the token log-probabilities or the PPO
+loss of the resulting logits, in chunks of rows, never materialising the (N, V) logits.
+
+For rows ``[a, b)`` (``chunk_size`` rows, the last chunk shorter) the logits
+:math:`Z_c = H_c W^T + b` go into one reused (chunk, V) buffer through PyTorch's BLAS
+(``torch.mm`` / ``torch.addmm`` with ``out=``); the fused kernel of :mod:`fastlmrl.policy_losses`
+writes :math:`G_c = \partial L/\partial Z_c` into a second reused buffer, and
+
+.. math::  \partial L/\partial H_c = G_c W,\qquad \partial L/\partial W \mathrel{+}= G_c^T H_c,
+           \qquad \partial L/\partial b \mathrel{+}= \textstyle\sum_{rows} G_c
+
+are accumulated chunk by chunk (as Liger-Kernel's fused linear cross-entropy does on GPUs).  Peak
+extra memory is two (chunk, V) buffers plus the gradients of ``hidden``, ``weight`` and ``bias``
+themselves: O(chunk * V), never O(N * V).
+
+* :func:`linear_ppo_loss` computes the gradients during the forward pass (the loss is a scalar), and
+  the backward pass multiplies them by the upstream gradient.
+* :func:`linear_token_log_probs` returns (N,) values whose upstream gradient is only known in the
+  backward pass, which therefore recomputes each chunk's logits (one more GEMM per chunk) and
+  applies the fused ``g_i (onehot - p)`` kernel pass.
+
+Cross-chunk coupling.  Per-token weights are given by the caller for the whole batch (e.g.
+:func:`fastlmrl.torch.loss_weights`), so every chunk uses its slice and the chunk losses add up.
+Sequence-level ratios (GSPO, ``ratio_level="sequence"``) couple all tokens of a sequence: chunks
+are then cut only at ``sequence_offsets`` (whole sequences per chunk; a sequence longer than
+``chunk_size`` is processed as one chunk of its length).  The scalar diagnostics (weighted
+fractions and means) are combined over chunks with the chunks' weight sums.  Scalars are summed
+per chunk and then over chunks (float64), so they equal the unfused ``ppo_loss`` to rounding, not
+bit for bit.
+
+dtypes: float32 / float64, or bfloat16 (``hidden``, ``weight`` and ``bias`` copied to float32,
+gradients computed in float32 and returned in bfloat16).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import log_probs as _np_lp
+from .. import policy_losses as _np
+from . import _tensors as tt
+from .policy_losses import PPOLossResult, ppo_arguments, ppo_result
+
+__all__ = ["linear_ppo_loss", "linear_token_log_probs"]
+
+CHUNK_ELEMENTS = 1 << 22  # default chunk: about 4 M logits (16 MiB of float32) per buffer
+
+
+def default_chunk_size(n_vocab: int) -> int:
+    """Rows per chunk: about 4 M logits, between 8 and 4096 rows."""
+    return int(min(4096, max(8, CHUNK_ELEMENTS // max(n_vocab, 1))))
+
+
+def _chunk_size(chunk_size, n_vocab):
+    if chunk_size is None:
+        return default_chunk_size(n_vocab)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return chunk_size
+
+
+class _Head:
+    """The chunked logits ``hidden[a:b] @ weight.T + bias`` in the kernels' dtype."""
+
+    def __init__(self, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], chunk: int):
+        self.dtype = tt.compute_dtype(hidden.dtype)
+        self.h = hidden.to(self.dtype)
+        self.w = weight.to(self.dtype)
+        self.b = None if bias is None else bias.to(self.dtype)
+        self.n, self.v = hidden.shape[0], weight.shape[0]
+        rows = min(chunk, max(self.n, 1))
+        self.buffer = torch.empty((rows, self.v), dtype=self.dtype)
+        self.grad = torch.empty((rows, self.v), dtype=self.dtype)
+
+    def logits(self, a: int, b: int) -> Tensor:
+        if b - a > self.buffer.shape[0]:  # a sequence longer than chunk_size
+            self.buffer = torch.empty((b - a, self.v), dtype=self.dtype)
+            self.grad = torch.empty((b - a, self.v), dtype=self.dtype)
+        out = self.buffer[:b - a]
+        if self.b is None:
+            torch.mm(self.h[a:b], self.w.t(), out=out)
+        else:
+            torch.addmm(self.b, self.h[a:b], self.w.t(), out=out)
+        return out
+
+    def grad_rows(self, a: int, b: int) -> Tensor:
+        return self.grad[:b - a]
+
+    def accumulate(self, g: Tensor, a: int, b: int, grads) -> None:
+        """grad_hidden[a:b] = g W; grad_weight += g^T H[a:b]; grad_bias += column sums of g."""
+        grad_hidden, grad_weight, grad_bias = grads
+        if grad_hidden is not None:
+            torch.mm(g, self.w, out=grad_hidden[a:b])
+        if grad_weight is not None:
+            grad_weight.addmm_(g.t(), self.h[a:b])
+        if grad_bias is not None:
+            grad_bias.add_(g.sum(0))
+
+    def new_grads(self, needs):
+        shapes = (self.h.shape, self.w.shape, (self.v,))
+        return [torch.zeros(s, dtype=self.dtype) if need else None
+                for s, need in zip(shapes, needs)]
+
+
+def _check_ids(tokens: np.ndarray, n_vocab: int) -> np.ndarray:
+    ids = np.asarray(tokens).astype(np.int64, copy=False)
+    bad = np.flatnonzero((ids < 0) | (ids >= n_vocab))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"tokens[{i}] = {int(ids[i])} is out of range [0, {n_vocab})")
+    return ids
+
+
+def _check_finite(name: str, arr, nonnegative: bool = False) -> None:
+    if arr is None:
+        return
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name}[{i}] = {arr[i]} is not finite")
+    if nonnegative:
+        bad = np.flatnonzero(arr < 0)
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{name}[{i}] = {arr[i]} is negative")
+
+
+def _rows_error(exc: ValueError, a: int, b: int) -> ValueError:
+    return ValueError(f"rows {a}:{b} of hidden @ weight.T (chunk-local row numbers): {exc}")
+
+
+def _outputs(head: _Head, grads, hidden, weight, bias):
+    grad_hidden, grad_weight, grad_bias = grads
+    def empty():  # a distinct tensor per output (outputs of a custom op may not alias)
+        return hidden.new_empty((0,))
+    return (empty() if grad_hidden is None else tt.as_dtype(grad_hidden, hidden.dtype),
+            empty() if grad_weight is None else tt.as_dtype(grad_weight, weight.dtype),
+            empty() if grad_bias is None else tt.as_dtype(grad_bias, bias.dtype))
+
+
+def _fake_grads(hidden, weight, bias, needs):
+    like = (hidden, weight, bias)
+    return tuple(torch.empty_like(t) if need and t is not None else hidden.new_empty((0,))
+                 for t, need in zip(like, needs))
+
+
+# --- linear_token_log_probs --------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::linear_token_log_probs", mutates_args=(),
+                         device_types="cpu")
+def _linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
+                            bias: Optional[Tensor], chunk_size: int) -> Tensor:
+    head = _Head(hidden, weight, bias, chunk_size)
+    ids = _check_ids(tt.array(tokens), head.v)
+    out = np.empty(head.n, dtype=tt.array(head.buffer[:0]).dtype)
+    for a in range(0, head.n, chunk_size):
+        b = min(head.n, a + chunk_size)
+        try:
+            out[a:b] = _np_lp.token_log_probs(head.logits(a, b).numpy(), ids[a:b])
+        except ValueError as exc:
+            raise _rows_error(exc, a, b) from None
+    return tt.as_dtype(torch.from_numpy(out), hidden.dtype)
+
+
+@_linear_token_log_probs.register_fake
+def _(hidden, weight, tokens, bias, chunk_size):
+    return hidden.new_empty(hidden.shape[:1])
+
+
+@torch.library.custom_op("fastlmrl::linear_token_log_probs_backward", mutates_args=(),
+                         device_types="cpu")
+def _linear_token_log_probs_backward(
+        hidden: Tensor, weight: Tensor, tokens: Tensor, bias: Optional[Tensor],
+        grad_output: Tensor, chunk_size: int, needs_hidden: bool, needs_weight: bool,
+        needs_bias: bool) -> tuple[Tensor, Tensor, Tensor]:
+    head = _Head(hidden, weight, bias, chunk_size)
+    needs = (needs_hidden, needs_weight, needs_bias and bias is not None)
+    grads = head.new_grads(needs)
+    ids = _check_ids(tt.array(tokens), head.v)
+    g = tt.array(grad_output.to(head.dtype))
+    finite = bool(np.isfinite(g).all())
+    for a in range(0, head.n, chunk_size):
+        b = min(head.n, a + chunk_size)
+        x = head.logits(a, b).numpy()
+        grad = head.grad_rows(a, b)
+        fused = finite
+        if fused:
+            try:  # g (onehot - p) in one pass: REINFORCE with return -g, weight 1
+                _np.reinforce_loss(x, ids[a:b], -g[a:b], np.ones(b - a, dtype=g.dtype),
+                                   out=grad.numpy())
+            except ValueError:
+                fused = False
+        if not fused:
+            _np_lp.log_prob_grad(x, ids[a:b], out=grad.numpy())
+            grad.mul_(torch.from_numpy(g[a:b]).unsqueeze(1))
+        head.accumulate(grad, a, b, grads)
+    return _outputs(head, grads, hidden, weight, bias)
+
+
+@_linear_token_log_probs_backward.register_fake
+def _(hidden, weight, tokens, bias, grad_output, chunk_size, needs_hidden, needs_weight,
+      needs_bias):
+    return _fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias))
+
+
+def _ltlp_setup(ctx, inputs, output):
+    hidden, weight, tokens, bias, chunk_size = inputs
+    ctx.save_for_backward(hidden, weight, tokens, bias)
+    ctx.chunk_size = chunk_size
+
+
+def _ltlp_grad(ctx, grad_output):
+    hidden, weight, tokens, bias = ctx.saved_tensors
+    nh, nw, _, nb, _ = ctx.needs_input_grad
+    gh, gw, gb = _linear_token_log_probs_backward(hidden, weight, tokens, bias, grad_output,
+                                                  ctx.chunk_size, nh, nw, nb)
+    return (gh if nh else None, gw if nw else None, None, gb if nb else None, None)
+
+
+_linear_token_log_probs.register_autograd(_ltlp_grad, setup_context=_ltlp_setup)
+
+
+def _head_arguments(hidden, weight, bias):
+    h = tt.tensor(hidden, "hidden")
+    w = tt.tensor(weight, "weight")
+    if h.dtype not in tt.LOGIT_DTYPES:
+        raise TypeError(f"hidden must have dtype float32, float64 or bfloat16, got {h.dtype}")
+    if w.dtype != h.dtype:
+        raise TypeError(f"weight must have the dtype of hidden ({h.dtype}), got {w.dtype}")
+    if h.ndim < 1:
+        raise ValueError("hidden must have shape (..., H), got a 0-dimensional tensor")
+    if w.ndim != 2 or w.shape[1] != h.shape[-1] or w.shape[0] == 0:
+        raise ValueError(f"weight must have shape (V, H) = (V, {h.shape[-1]}) with V >= 1, got "
+                         f"{tuple(w.shape)}")
+    if bias is not None:
+        bias = tt.tensor(bias, "bias")
+        if bias.dtype != h.dtype:
+            raise TypeError(f"bias must have the dtype of hidden ({h.dtype}), got {bias.dtype}")
+        if tuple(bias.shape) != (w.shape[0],):
+            raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
+    return h.reshape(-1, h.shape[-1]), w, bias
+
+
+def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
+                           bias: Optional[Tensor] = None,
+                           chunk_size: Optional[int] = None) -> Tensor:
+    r""":math:`\log\pi(a_i|s_i)` of the logits ``hidden @ weight.T + bias`` without forming them.
+
+    ``hidden`` (..., H), ``weight`` (V, H) (an ``nn.Linear(H, V)``'s weight), ``tokens`` (...,),
+    ``bias`` (V,) or None.  Returns (...,) in the dtype of ``hidden``, differentiable w.r.t.
+    ``hidden``, ``weight`` and ``bias``; equal to
+    ``token_log_probs(F.linear(hidden, weight, bias), tokens)`` to float rounding (the GEMM
+    blocking may differ).  ``chunk_size``: rows per chunk (default about 4 M logits per chunk).
+    """
+    h, w, bias = _head_arguments(hidden, weight, bias)
+    batch = hidden.shape[:-1]
+    ids = tt.ids(tokens, "tokens", batch)
+    chunk = _chunk_size(chunk_size, w.shape[0])
+    return _linear_token_log_probs(h, w, ids, bias, chunk).reshape(batch)
+
+
+# --- linear_ppo_loss ---------------------------------------------------------------------------
+
+def _chunks(n: int, chunk: int, offsets: Optional[np.ndarray]):
+    """(a, b, local sequence offsets or None): row ranges, cut at sequence ends when given."""
+    if offsets is None:
+        for a in range(0, n, chunk):
+            yield a, min(n, a + chunk), None
+        return
+    k, n_seq = 0, offsets.shape[0] - 1
+    while k < n_seq:
+        a = int(offsets[k])
+        j = k + 1  # take sequence k, then more while the chunk stays within chunk_size rows
+        while j < n_seq and offsets[j + 1] - a <= chunk:
+            j += 1
+        yield a, int(offsets[j]), offsets[k:j + 1] - a
+        k = j
+
+
+@torch.library.custom_op("fastlmrl::linear_ppo_loss", mutates_args=(), device_types="cpu")
+def _linear_ppo_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tokens: Tensor,
+                     old_log_probs: Tensor, advantages: Tensor, weights: Optional[Tensor],
+                     clip_low: float, clip_high: Optional[float], dual_clip: Optional[float],
+                     ratio_level: str, sequence_offsets: Optional[Tensor],
+                     ref_log_probs: Optional[Tensor], kl_coef: float, kl_estimator: str,
+                     chunk_size: int, needs_hidden: bool, needs_weight: bool, needs_bias: bool
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    head = _Head(hidden, weight, bias, chunk_size)
+    n, dt = head.n, tt.array(head.buffer[:0]).dtype
+    ids = _check_ids(tt.array(tokens), head.v)
+    old = tt.array(old_log_probs).astype(dt, copy=False)
+    adv = tt.array(advantages).astype(dt, copy=False)
+    ref = None if ref_log_probs is None else tt.array(ref_log_probs).astype(dt, copy=False)
+    w = (np.full(n, 1.0 / n if n else 0.0, dtype=dt) if weights is None
+         else tt.array(weights).astype(dt, copy=False))
+    for name, arr in (("old_log_probs", old), ("advantages", adv), ("ref_log_probs", ref)):
+        _check_finite(name, arr)
+    _check_finite("weights", w, nonnegative=True)
+    options = dict(clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip,
+                   ratio_level=ratio_level, kl_coef=kl_coef, kl_estimator=kl_estimator)
+    if ratio_level == "sequence":
+        if sequence_offsets is None:
+            raise ValueError("ratio_level='sequence' needs sequence_offsets")
+        offs = _np._offsets(tt.array(sequence_offsets), n)
+    else:
+        # options are checked once on an empty batch (so that a bad option fails before work)
+        offs = None
+    _np.ppo_loss(np.empty((0, head.v), dtype=dt), ids[:0], old[:0], adv[:0], w[:0],
+                 sequence_offsets=None if offs is None else np.zeros(1, dtype=np.int64),
+                 ref_log_probs=None if ref is None else ref[:0], **options)
+    needs = (needs_hidden, needs_weight, needs_bias and bias is not None)
+    grads = head.new_grads(needs)
+    log_probs, token_loss, ratios = np.empty(n), np.empty(n), np.empty(n)
+    sums = np.zeros(3)  # loss, pg_loss, kl_loss
+    weighted = np.zeros(4)  # clip, dual clip, k1, k3 -- times the chunk's weight sum
+    total_w = 0.0
+    for a, b, local in _chunks(n, chunk_size, offs):
+        grad = None
+        try:
+            x = head.logits(a, b)
+            grad = head.grad_rows(a, b)
+            r = _np.ppo_loss(x.numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],
+                             sequence_offsets=local,
+                             ref_log_probs=None if ref is None else ref[a:b],
+                             out=grad.numpy(), **options)
+        except ValueError as exc:
+            raise _rows_error(exc, a, b) from None
+        head.accumulate(grad, a, b, grads)
+        log_probs[a:b], token_loss[a:b], ratios[a:b] = r.log_probs, r.token_loss, r.ratios
+        sums += (r.loss, r.pg_loss, r.kl_loss)
+        sw = math.fsum(w[a:b].astype(np.float64).tolist())
+        total_w += sw
+        weighted += np.array([r.clip_fraction, r.dual_clip_fraction, r.approx_kl_k1,
+                              r.approx_kl_k3]) * sw
+    means = weighted / total_w if total_w > 0 else np.zeros(4)
+    stats = torch.from_numpy(np.concatenate([sums[1:], means]))
+    return (tt.scalar(float(sums[0]), tt.loss_dtype(hidden.dtype)),
+            *_outputs(head, grads, hidden, weight, bias), torch.from_numpy(log_probs),
+            torch.from_numpy(token_loss), torch.from_numpy(ratios), stats)
+
+
+@_linear_ppo_loss.register_fake
+def _(hidden, weight, bias, tokens, old_log_probs, advantages, weights, clip_low, clip_high,
+      dual_clip, ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator, chunk_size,
+      needs_hidden, needs_weight, needs_bias):
+    n = hidden.shape[0]
+    per = tuple(hidden.new_empty((n,), dtype=torch.float64) for _ in range(3))
+    return (hidden.new_empty((), dtype=tt.loss_dtype(hidden.dtype)),
+            *_fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias)),
+            *per, hidden.new_empty((6,), dtype=torch.float64))
+
+
+def _lppo_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output[1:4])
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _lppo_grad(ctx, grad_loss, *unused):
+    gh, gw, gb = ctx.saved_tensors
+    nh, nw, nb = ctx.needs_input_grad[:3]
+    return (tt.scale(gh, grad_loss) if nh else None, tt.scale(gw, grad_loss) if nw else None,
+            tt.scale(gb, grad_loss) if nb else None) + (None,) * 16
+
+
+_linear_ppo_loss.register_autograd(_lppo_grad, setup_context=_lppo_setup)
+
+
+def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=None,
+                    clip_low=0.2, clip_high=None, dual_clip=None, ratio_level="token",
+                    sequence_offsets=None, ref_log_probs=None, kl_coef=0.0, kl_estimator="k3",
+                    *, bias=None, chunk_size=None, epsilon=None, epsilon_high=None,
+                    cliprange=None, beta=None, importance_sampling_level=None) -> PPOLossResult:
+    r""":func:`fastlmrl.torch.ppo_loss` of the logits ``hidden @ weight.T + bias`` without forming
+    them: same options, same result fields; differentiable w.r.t. ``hidden`` (..., H),
+    ``weight`` (V, H) and ``bias`` (V,).  The gradients are computed during the forward pass
+    (only those that are needed: ``requires_grad`` and grad mode).  ``chunk_size``: rows per chunk
+    (default about 4 M logits); with ``ratio_level="sequence"`` chunks hold whole sequences.
+    """
+    h, w, bias = _head_arguments(hidden, weight, bias)
+    tensors, o = ppo_arguments(hidden.shape[:-1], tokens, old_log_probs, advantages, weights, clip_low,
+                               clip_high, dual_clip, ratio_level, sequence_offsets,
+                               ref_log_probs, kl_coef, kl_estimator, epsilon, epsilon_high,
+                               cliprange, beta, importance_sampling_level)
+    tok, old, adv, wts, offs, ref = tensors
+    chunk = _chunk_size(chunk_size, w.shape[0])
+    grad_on = torch.is_grad_enabled()
+    needs = (grad_on and h.requires_grad, grad_on and w.requires_grad,
+             grad_on and bias is not None and bias.requires_grad)
+    out = _linear_ppo_loss(h, w, bias, tok, old, adv, wts, o["clip_low"], o["clip_high"],
+                           o["dual_clip"], o["ratio_level"], offs, ref, o["kl_coef"],
+                           o["kl_estimator"], chunk, *needs)
+    return ppo_result(out[0], out[4:7], out[7], hidden.shape[:-1])

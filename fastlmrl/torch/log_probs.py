@@ -1,0 +1,195 @@
+r"""Differentiable log-softmax statistics of (..., V) logits: selective log-probabilities, entropy,
+log-sum-exp (the torch face of :mod:`fastlmrl.log_probs`; equations and numerics there).
+
+Gradients (:math:`p = \mathrm{softmax}(z_i)`, :math:`g_i` the upstream gradient of row i):
+
+* ``token_log_probs``: :math:`g_i(\mathrm{onehot}(a_i) - p)`, one fused kernel pass per row (the
+  REINFORCE kernel with return :math:`-g_i` and weight 1; rows whose sampled token is masked, or a
+  non-finite :math:`g`, take ``log_prob_grad`` followed by a row scaling);
+* ``entropy``: :math:`-g_i\,p_j(\log p_j + H_i)` (kernel log-softmax, then in-place torch ops on
+  chunks of rows: no (N, V) temporary besides the gradient);
+* ``logsumexp``: :math:`g_i\,p` (``torch.softmax`` into the gradient, scaled in place).
+
+The backward passes recompute the softmax from the saved logits (nothing (N, V) is saved) and are
+custom ops themselves, so they are opaque to ``torch.compile`` as well.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import log_probs as _np
+from .. import policy_losses as _np_losses
+from . import _tensors as tt
+
+__all__ = ["entropy", "logsumexp", "token_log_probs"]
+
+_ENTROPY_CHUNK_ELEMENTS = 1 << 20
+
+
+def _row_output(values: np.ndarray, dtype: torch.dtype) -> Tensor:
+    return tt.as_dtype(torch.from_numpy(values), dtype)
+
+
+# --- token_log_probs ---------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::token_log_probs", mutates_args=(), device_types="cpu")
+def _token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
+    _, x = tt.kernel_logits(logits)
+    return _row_output(_np.token_log_probs(x, tt.array(tokens)), logits.dtype)
+
+
+@_token_log_probs.register_fake
+def _(logits, tokens):
+    return logits.new_empty(logits.shape[:1])
+
+
+@torch.library.custom_op("fastlmrl::token_log_probs_backward", mutates_args=(),
+                         device_types="cpu")
+def _token_log_probs_backward(logits: Tensor, tokens: Tensor, grad_output: Tensor) -> Tensor:
+    _, x = tt.kernel_logits(logits)
+    ids = tt.array(tokens)
+    g = tt.array(grad_output).astype(x.dtype, copy=False)
+    grad, out = tt.grad_buffer(logits)
+    fused = bool(np.isfinite(g).all())
+    if fused:
+        try:  # d(-G log pi)/dz with G = -g and weight 1 is g (onehot - p): one pass per row
+            _np_losses.reinforce_loss(x, ids, -g, np.ones_like(g), out=out)
+        except ValueError:  # a masked sampled token (its loss would be infinite) or bad logits
+            fused = False
+    if not fused:
+        _np.log_prob_grad(x, ids, out=out)
+        grad.mul_(torch.from_numpy(g).unsqueeze(1))
+    return tt.as_dtype(grad, logits.dtype)
+
+
+@_token_log_probs_backward.register_fake
+def _(logits, tokens, grad_output):
+    return torch.empty_like(logits)
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:2])
+
+
+def _token_log_probs_grad(ctx, grad_output):
+    logits, tokens = ctx.saved_tensors
+    return _token_log_probs_backward(logits, tokens, grad_output), None
+
+
+_token_log_probs.register_autograd(_token_log_probs_grad, setup_context=_save_inputs)
+
+
+def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
+    r"""Selective log-softmax :math:`\log\pi(a|s) = z_a - \operatorname{lse}(z)` of (..., V) logits
+    at ``tokens`` (...,); returns (...,) in the logits' dtype, differentiable w.r.t. ``logits``.
+
+    Equivalent to ``torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0]`` without
+    the (N, V) log-softmax.  A masked (-inf) sampled token gives -inf.
+    """
+    x = tt.logits_2d(logits)
+    batch = logits.shape[:-1]
+    ids = tt.ids(tokens, "tokens", batch)
+    return _token_log_probs(x, ids).reshape(batch)
+
+
+# --- entropy -----------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::entropy", mutates_args=(), device_types="cpu")
+def _entropy(logits: Tensor) -> Tensor:
+    _, x = tt.kernel_logits(logits)
+    return _row_output(_np.entropy(x), logits.dtype)
+
+
+@_entropy.register_fake
+def _(logits):
+    return logits.new_empty(logits.shape[:1])
+
+
+@torch.library.custom_op("fastlmrl::entropy_backward", mutates_args=(), device_types="cpu")
+def _entropy_backward(logits: Tensor, entropy: Tensor, grad_output: Tensor) -> Tensor:
+    _, x = tt.kernel_logits(logits)
+    grad, out = tt.grad_buffer(logits)
+    _np.log_softmax(x, out=out)  # grad holds log p
+    h = entropy.to(grad.dtype)
+    g = grad_output.to(grad.dtype)
+    n, v = grad.shape
+    step = max(1, _ENTROPY_CHUNK_ELEMENTS // v)
+    for a in range(0, n, step):
+        rows = grad[a:a + step]
+        p = torch.exp(rows)  # one (chunk, V) temporary
+        # -g p (log p + H); p = 0 (masked: log p = -inf) contributes 0, not NaN
+        rows.add_(h[a:a + step].unsqueeze(1)).mul_(p).nan_to_num_(nan=0.0)
+        rows.mul_(g[a:a + step].neg().unsqueeze(1))
+    return tt.as_dtype(grad, logits.dtype)
+
+
+@_entropy_backward.register_fake
+def _(logits, entropy, grad_output):
+    return torch.empty_like(logits)
+
+
+def _entropy_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output)
+
+
+def _entropy_grad(ctx, grad_output):
+    logits, h = ctx.saved_tensors
+    return _entropy_backward(logits, h, grad_output)
+
+
+_entropy.register_autograd(_entropy_grad, setup_context=_entropy_setup)
+
+
+def entropy(logits: Tensor) -> Tensor:
+    r"""Entropy :math:`H = -\sum_j p_j \log p_j` (nats) of each row of (..., V) logits; returns
+    (...,) in the logits' dtype, differentiable (:math:`\partial H/\partial z_j = -p_j(\log p_j +
+    H)`)."""
+    x = tt.logits_2d(logits)
+    return _entropy(x).reshape(logits.shape[:-1])
+
+
+# --- logsumexp ---------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::logsumexp", mutates_args=(), device_types="cpu")
+def _logsumexp(logits: Tensor) -> Tensor:
+    _, x = tt.kernel_logits(logits)
+    return _row_output(_np.logsumexp(x), logits.dtype)
+
+
+@_logsumexp.register_fake
+def _(logits):
+    return logits.new_empty(logits.shape[:1])
+
+
+@torch.library.custom_op("fastlmrl::logsumexp_backward", mutates_args=(), device_types="cpu")
+def _logsumexp_backward(logits: Tensor, grad_output: Tensor) -> Tensor:
+    x, _ = tt.kernel_logits(logits)
+    grad = torch.softmax(x, dim=-1)
+    grad.mul_(grad_output.to(grad.dtype).unsqueeze(1))
+    return tt.as_dtype(grad, logits.dtype)
+
+
+@_logsumexp_backward.register_fake
+def _(logits, grad_output):
+    return torch.empty_like(logits)
+
+
+def _logsumexp_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _logsumexp_grad(ctx, grad_output):
+    (logits,) = ctx.saved_tensors
+    return _logsumexp_backward(logits, grad_output)
+
+
+_logsumexp.register_autograd(_logsumexp_grad, setup_context=_logsumexp_setup)
+
+
+def logsumexp(logits: Tensor) -> Tensor:
+    r""":math:`\log\sum_j e^{z_j}` of each row of (..., V) logits; returns (...,) in the logits'
+    dtype, differentiable (gradient: the softmax)."""
+    x = tt.logits_2d(logits)
+    return _logsumexp(x).reshape(logits.shape[:-1])

@@ -1,0 +1,355 @@
+r"""Differentiable fused policy-gradient losses over (..., V) logits: PPO (with clip-higher, dual
+clip, GSPO sequence ratios and a KL penalty), REINFORCE, A2C and the KL penalty -- the torch face
+of :mod:`fastlmrl.policy_losses` (equations, papers and index conventions there).
+
+Each op makes one call of the fused NumPy-API kernel, which returns the loss *and* its gradient
+with respect to the logits in the same pass; the gradient is written straight into a
+torch-allocated tensor (``out=``), saved, and the backward pass multiplies it by the upstream
+gradient (returned as is when that is exactly 1, the usual ``loss.backward()``).  The forward pass
+therefore allocates one (N, V) tensor -- the gradient -- and the backward pass nothing more.
+
+Results are NamedTuples mirroring the NumPy results, without ``grad_logits`` (autograd carries it):
+``loss`` is a 0-dim tensor in the logits' dtype (float32 for bfloat16 logits), differentiable;
+per-token outputs (``log_probs``, ``token_loss``, ...) are float64 tensors of the logits' batch
+shape and the scalar diagnostics 0-dim float64 tensors, all without gradient.
+
+Per-token arguments may have the logits' batch shape (...,) or be flat (N,).  TRL spellings are
+accepted as aliases: ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_high``
+(``clip_high``), ``beta`` (``kl_coef``), ``importance_sampling_level`` (``ratio_level``),
+``vf_coef`` (``value_coef``), ``cliprange_value`` (``value_clip``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .. import policy_losses as _np
+from . import _tensors as tt
+
+__all__ = [
+    "A2CLossResult",
+    "KLPenaltyResult",
+    "PPOLossResult",
+    "ReinforceLossResult",
+    "a2c_loss",
+    "kl_penalty_loss",
+    "ppo_loss",
+    "reinforce_loss",
+]
+
+
+class ReinforceLossResult(NamedTuple):
+    loss: Tensor  #: sum_i w_i l_i, differentiable w.r.t. the logits
+    log_probs: Tensor  #: log pi(a_i|s_i), float64
+    token_loss: Tensor  #: l_i, float64
+
+
+class PPOLossResult(NamedTuple):
+    loss: Tensor  #: sum_i w_i (l^CLIP_i + kl_coef * D_i), differentiable w.r.t. the logits
+    log_probs: Tensor  #: log pi_theta(a_i|s_i), float64
+    token_loss: Tensor  #: l^CLIP_i + kl_coef * D_i, float64
+    ratios: Tensor  #: the importance ratio used per token (token or sequence level), float64
+    pg_loss: Tensor  #: sum_i w_i l^CLIP_i
+    kl_loss: Tensor  #: sum_i w_i D_i (0 without ref_log_probs), not multiplied by kl_coef
+    clip_fraction: Tensor  #: weighted fraction of tokens whose gradient the eps-clip zeroes
+    dual_clip_fraction: Tensor  #: weighted fraction held at the dual-clip bound
+    approx_kl_k1: Tensor  #: weighted mean of log pi_old - log pi_theta
+    approx_kl_k3: Tensor  #: weighted mean of (rho - 1) - log rho
+
+
+class KLPenaltyResult(NamedTuple):
+    loss: Tensor  #: sum_i w_i D_i, differentiable w.r.t. the logits
+    log_probs: Tensor  #: float64
+    token_kl: Tensor  #: D_i, float64
+
+
+class A2CLossResult(NamedTuple):
+    loss: Tensor  #: differentiable w.r.t. the logits and the values
+    log_probs: Tensor  #: float64
+    entropy: Tensor  #: H_i per token, float64
+    token_loss: Tensor  #: float64
+    policy_loss: Tensor  #: sum_i w_i (-A_i log pi(a_i))
+    value_loss: Tensor  #: sum_i w_i L^V_i
+    mean_entropy: Tensor  #: sum_i w_i H_i / sum_i w_i
+
+
+def alias(ours, ours_name: str, default, **theirs):
+    """Our argument, or the single TRL-spelled alias given instead of it (never both)."""
+    given = {k: v for k, v in theirs.items() if v is not None}
+    if len(given) > 1 or (given and ours is not default):
+        names = [ours_name] * (ours is not default) + list(given)
+        raise TypeError(f"give only one of {', '.join(names)} (aliases of {ours_name})")
+    return next(iter(given.values())) if given else ours
+
+
+def _vec(values, dtype=torch.float64) -> Tensor:
+    return tt.as_dtype(torch.from_numpy(values), dtype)
+
+
+def _stats(*values: float) -> Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _per_token(x):
+    return None if x is None else tt.array(x)
+
+
+def _grad_only(ctx, inputs, output):
+    """Save the gradient computed in the forward pass (output 1); the rest is diagnostics."""
+    ctx.save_for_backward(output[1])
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _logits_backward(n_inputs):
+    def backward(ctx, grad_loss, *unused):
+        (grad,) = ctx.saved_tensors
+        return (tt.scale(grad, grad_loss),) + (None,) * (n_inputs - 1)
+    return backward
+
+
+def _fake_loss(logits, n_per_token, n_stats):
+    n = logits.shape[0]
+    per = tuple(logits.new_empty((n,), dtype=torch.float64) for _ in range(n_per_token))
+    return (logits.new_empty((), dtype=tt.loss_dtype(logits.dtype)), torch.empty_like(logits),
+            *per, logits.new_empty((n_stats,), dtype=torch.float64))
+
+
+# --- PPO ---------------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::ppo_loss", mutates_args=(), device_types="cpu")
+def _ppo_loss(logits: Tensor, tokens: Tensor, old_log_probs: Tensor, advantages: Tensor,
+              weights: Optional[Tensor], clip_low: float, clip_high: Optional[float],
+              dual_clip: Optional[float], ratio_level: str, sequence_offsets: Optional[Tensor],
+              ref_log_probs: Optional[Tensor], kl_coef: float,
+              kl_estimator: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    _, x = tt.kernel_logits(logits)
+    grad, out = tt.grad_buffer(logits)
+    r = _np.ppo_loss(x, tt.array(tokens), tt.array(old_log_probs), tt.array(advantages),
+                     _per_token(weights), clip_low=clip_low, clip_high=clip_high,
+                     dual_clip=dual_clip, ratio_level=ratio_level,
+                     sequence_offsets=_per_token(sequence_offsets),
+                     ref_log_probs=_per_token(ref_log_probs), kl_coef=kl_coef,
+                     kl_estimator=kl_estimator, out=out)
+    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
+            _vec(r.log_probs), _vec(r.token_loss), _vec(r.ratios),
+            _stats(r.pg_loss, r.kl_loss, r.clip_fraction, r.dual_clip_fraction, r.approx_kl_k1,
+                   r.approx_kl_k3))
+
+
+@_ppo_loss.register_fake
+def _(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_high, dual_clip,
+      ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator):
+    return _fake_loss(logits, 3, 6)
+
+
+_ppo_loss.register_autograd(_logits_backward(13), setup_context=_grad_only)
+
+
+def ppo_arguments(batch, tokens, old_log_probs, advantages, weights, clip_low, clip_high,
+                  dual_clip, ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator,
+                  epsilon, epsilon_high, cliprange, beta, importance_sampling_level):
+    """Checked tensors and resolved aliases of :func:`ppo_loss` (also used by the LM-head op);
+    ``batch``: the batch shape of the logits."""
+    clip_low = alias(clip_low, "clip_low", 0.2, epsilon=epsilon, cliprange=cliprange)
+    clip_high = alias(clip_high, "clip_high", None, epsilon_high=epsilon_high)
+    kl_coef = alias(kl_coef, "kl_coef", 0.0, beta=beta)
+    ratio_level = alias(ratio_level, "ratio_level", "token",
+                        importance_sampling_level=importance_sampling_level)
+    tensors = (tt.ids(tokens, "tokens", batch),
+               tt.per_token(old_log_probs, "old_log_probs", batch),
+               tt.per_token(advantages, "advantages", batch),
+               tt.per_token(weights, "weights", batch, optional=True),
+               tt.offsets(sequence_offsets),
+               tt.per_token(ref_log_probs, "ref_log_probs", batch, optional=True))
+    options = dict(clip_low=_real(clip_low, "clip_low"),
+                   clip_high=None if clip_high is None else _real(clip_high, "clip_high"),
+                   dual_clip=None if dual_clip is None else _real(dual_clip, "dual_clip"),
+                   ratio_level=_str(ratio_level, "ratio_level"),
+                   kl_coef=_real(kl_coef, "kl_coef"),
+                   kl_estimator=_str(kl_estimator, "kl_estimator"))
+    return tensors, options
+
+
+def _real(x, name):
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        if isinstance(x, Tensor) and x.numel() == 1 and not x.dtype.is_complex:
+            raise TypeError(f"{name} must be a Python number, not a tensor (use {name}.item())")
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    return float(x)
+
+
+def _str(x, name):
+    if not isinstance(x, str):
+        raise TypeError(f"{name} must be a str, got {type(x).__name__}")
+    return x
+
+
+def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0.2,
+             clip_high=None, dual_clip=None, ratio_level="token", sequence_offsets=None,
+             ref_log_probs=None, kl_coef=0.0, kl_estimator="k3", *, epsilon=None,
+             epsilon_high=None, cliprange=None, beta=None,
+             importance_sampling_level=None) -> PPOLossResult:
+    r"""PPO clipped surrogate of (..., V) logits, differentiable w.r.t. ``logits``
+    (:func:`fastlmrl.ppo_loss`: Schulman et al. 2017 eq. 7; DAPO clip-higher; dual clip; GSPO
+    ``ratio_level="sequence"`` with ``sequence_offsets`` over the flattened rows; GRPO's KL
+    penalty with ``ref_log_probs``, ``kl_coef`` and ``kl_estimator``).
+
+    ``weights`` (default :math:`1/N`) carry the mask and the normalisation: see
+    :func:`fastlmrl.torch.loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO.
+    """
+    x = tt.logits_2d(logits)
+    tensors, o = ppo_arguments(logits.shape[:-1], tokens, old_log_probs, advantages, weights, clip_low,
+                               clip_high, dual_clip, ratio_level, sequence_offsets,
+                               ref_log_probs, kl_coef, kl_estimator, epsilon, epsilon_high,
+                               cliprange, beta, importance_sampling_level)
+    tok, old, adv, w, offs, ref = tensors
+    out = _ppo_loss(x, tok, old, adv, w, o["clip_low"], o["clip_high"], o["dual_clip"],
+                    o["ratio_level"], offs, ref, o["kl_coef"], o["kl_estimator"])
+    return ppo_result(out[0], out[2:5], out[5], logits.shape[:-1])
+
+
+def ppo_result(loss, per_token, stats, batch) -> PPOLossResult:
+    log_probs, token_loss, ratios = (t.reshape(batch) for t in per_token)
+    return PPOLossResult(loss, log_probs, token_loss, ratios, *stats.unbind())
+
+
+# --- REINFORCE ---------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::reinforce_loss", mutates_args=(), device_types="cpu")
+def _reinforce_loss(logits: Tensor, tokens: Tensor, returns: Tensor, weights: Optional[Tensor],
+                    baseline: Optional[Tensor],
+                    baseline_mode: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    _, x = tt.kernel_logits(logits)
+    grad, out = tt.grad_buffer(logits)
+    base = baseline_mode if baseline_mode == "mean" else _per_token(baseline)
+    r = _np.reinforce_loss(x, tt.array(tokens), tt.array(returns), _per_token(weights),
+                           baseline=base, out=out)
+    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
+            _vec(r.log_probs), _vec(r.token_loss))
+
+
+@_reinforce_loss.register_fake
+def _(logits, tokens, returns, weights, baseline, baseline_mode):
+    return _fake_loss(logits, 2, 0)[:4]
+
+
+def _reinforce_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.mark_non_differentiable(*output[1:])
+
+
+_reinforce_loss.register_autograd(_logits_backward(6), setup_context=_reinforce_setup)
+
+
+def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> ReinforceLossResult:
+    r"""REINFORCE with baseline, :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`
+    (:func:`fastlmrl.reinforce_loss`); ``baseline``: None, ``"mean"`` or a tensor (no gradient
+    flows into it)."""
+    x = tt.logits_2d(logits)
+    batch = logits.shape[:-1]
+    if isinstance(baseline, str):
+        mode, base = baseline, None
+    else:
+        mode, base = "", tt.per_token(baseline, "baseline", batch, optional=True)
+    out = _reinforce_loss(x, tt.ids(tokens, "tokens", batch),
+                          tt.per_token(returns, "returns", batch),
+                          tt.per_token(weights, "weights", batch, optional=True), base, mode)
+    return ReinforceLossResult(out[0], out[2].reshape(batch), out[3].reshape(batch))
+
+
+# --- KL penalty --------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::kl_penalty_loss", mutates_args=(), device_types="cpu")
+def _kl_penalty_loss(logits: Tensor, tokens: Tensor, ref_log_probs: Tensor,
+                     weights: Optional[Tensor],
+                     estimator: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    _, x = tt.kernel_logits(logits)
+    grad, out = tt.grad_buffer(logits)
+    r = _np.kl_penalty_loss(x, tt.array(tokens), tt.array(ref_log_probs), _per_token(weights),
+                            estimator=estimator, out=out)
+    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
+            _vec(r.log_probs), _vec(r.token_kl))
+
+
+@_kl_penalty_loss.register_fake
+def _(logits, tokens, ref_log_probs, weights, estimator):
+    return _fake_loss(logits, 2, 0)[:4]
+
+
+_kl_penalty_loss.register_autograd(_logits_backward(5), setup_context=_reinforce_setup)
+
+
+def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None,
+                    estimator="k3") -> KLPenaltyResult:
+    r"""KL penalty to a reference policy, :math:`L = \sum_i w_i D_i` with Schulman's estimator
+    k1 / k2 / k3 at the sampled token (:func:`fastlmrl.kl_penalty_loss`)."""
+    x = tt.logits_2d(logits)
+    batch = logits.shape[:-1]
+    out = _kl_penalty_loss(x, tt.ids(tokens, "tokens", batch),
+                           tt.per_token(ref_log_probs, "ref_log_probs", batch),
+                           tt.per_token(weights, "weights", batch, optional=True),
+                           _str(estimator, "estimator"))
+    return KLPenaltyResult(out[0], out[2].reshape(batch), out[3].reshape(batch))
+
+
+# --- A2C ---------------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlmrl::a2c_loss", mutates_args=(), device_types="cpu")
+def _a2c_loss(logits: Tensor, tokens: Tensor, advantages: Tensor, values: Tensor,
+              returns: Tensor, weights: Optional[Tensor], value_coef: float, entropy_coef: float,
+              old_values: Optional[Tensor], value_clip: Optional[float]
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    _, x = tt.kernel_logits(logits)
+    grad, out = tt.grad_buffer(logits)
+    r = _np.a2c_loss(x, tt.array(tokens), tt.array(advantages), tt.array(values),
+                     tt.array(returns), _per_token(weights), value_coef=value_coef,
+                     entropy_coef=entropy_coef, old_values=_per_token(old_values),
+                     value_clip=value_clip, out=out)
+    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
+            _vec(r.grad_values, values.dtype), _vec(r.log_probs), _vec(r.entropy),
+            _vec(r.token_loss), _stats(r.policy_loss, r.value_loss, r.mean_entropy))
+
+
+@_a2c_loss.register_fake
+def _(logits, tokens, advantages, values, returns, weights, value_coef, entropy_coef,
+      old_values, value_clip):
+    loss, grad, *per, stats = _fake_loss(logits, 4, 3)
+    return (loss, grad, torch.empty_like(values), *per[1:], stats)
+
+
+def _a2c_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1], output[2])
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _a2c_grad(ctx, grad_loss, *unused):
+    grad_logits, grad_values = ctx.saved_tensors
+    return (tt.scale(grad_logits, grad_loss), None, None, tt.scale(grad_values, grad_loss),
+            None, None, None, None, None, None)
+
+
+_a2c_loss.register_autograd(_a2c_grad, setup_context=_a2c_setup)
+
+
+def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_coef=0.5,
+             entropy_coef=0.01, old_values=None, value_clip=None, *, vf_coef=None,
+             cliprange_value=None) -> A2CLossResult:
+    r"""Advantage actor-critic loss :math:`-\hat A_i\log\pi(a_i) + c_v L^V_i - c_e H_i`
+    (:func:`fastlmrl.a2c_loss`), differentiable w.r.t. ``logits`` and ``values`` (a floating
+    tensor of the batch shape; its gradient has its dtype)."""
+    x = tt.logits_2d(logits)
+    batch = logits.shape[:-1]
+    value_coef = alias(value_coef, "value_coef", 0.5, vf_coef=vf_coef)
+    value_clip = alias(value_clip, "value_clip", None, cliprange_value=cliprange_value)
+    vals = tt.per_token(values, "values", batch)
+    out = _a2c_loss(x, tt.ids(tokens, "tokens", batch),
+                    tt.per_token(advantages, "advantages", batch), vals,
+                    tt.per_token(returns, "returns", batch),
+                    tt.per_token(weights, "weights", batch, optional=True),
+                    _real(value_coef, "value_coef"), _real(entropy_coef, "entropy_coef"),
+                    tt.per_token(old_values, "old_values", batch, optional=True),
+                    None if value_clip is None else _real(value_clip, "value_clip"))
+    per = (t.reshape(batch) for t in out[3:6])
+    return A2CLossResult(out[0], *per, *out[6].unbind())
