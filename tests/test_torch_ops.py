@@ -479,7 +479,7 @@ def opcheck_cases():
         (ops.entropy, (x,)),
         (ops.entropy_backward, (x.detach(), a, r)),
         (ops.logsumexp, (x,)),
-        (ops.logsumexp_backward, (x.detach(), a)),
+        (ops.logsumexp_backward, (x.detach(), a, r)),
         (ops.ppo_loss, (x, t, o, a, w, 0.2, 0.28, None, "token", None, None, 0.0, "k3")),
         (ops.ppo_loss, (x, t, o, a, None, 0.2, None, 2.0, "sequence", offs, r, 0.1, "k2")),
         (ops.reinforce_loss, (x, t, a, w, None, "mean")),
@@ -596,3 +596,22 @@ def test_nan_logits_are_reported():
         ft.ppo_loss(x, t, per["old"], per["adv"])
     with pytest.raises(ValueError, match="logits row 2"):
         ft.entropy(x)
+
+
+def test_backward_hands_over_the_forward_gradient_without_copy():
+    """loss.backward() (upstream 1, graph freed): the leaf's .grad is the very tensor the fused
+    kernel wrote in the forward pass; a scaled upstream gives a new, scaled tensor."""
+    x, t, per = rng_tensors(n=5, v=6, dtype=F32, seed=16)
+    x.requires_grad_(True)
+    out = torch.ops.fastlmrl.ppo_loss(x, t, per["old"], per["adv"], None, 0.2, None, None,
+                                      "token", None, None, 0.0, "k3")
+    loss, grad = out[0], out[1]
+    ptr, expected = grad.data_ptr(), grad.clone()
+    del out, grad
+    loss.backward()
+    assert x.grad.data_ptr() == ptr and torch.equal(x.grad, expected)
+    x.grad = None
+    (loss2,) = torch.ops.fastlmrl.ppo_loss(x, t, per["old"], per["adv"], None, 0.2, None, None,
+                                           "token", None, None, 0.0, "k3")[:1]
+    (loss2 * 0.5).backward()
+    torch.testing.assert_close(x.grad, expected * 0.5, rtol=0, atol=0)

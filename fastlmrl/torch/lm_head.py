@@ -75,13 +75,13 @@ class _Head:
         self.b = None if bias is None else bias.to(self.dtype)
         self.n, self.v = hidden.shape[0], weight.shape[0]
         rows = min(chunk, max(self.n, 1))
-        self.buffer = torch.empty((rows, self.v), dtype=self.dtype)
-        self.grad = torch.empty((rows, self.v), dtype=self.dtype)
+        self.buffer = tt.empty((rows, self.v), self.dtype)
+        self.grad = tt.empty((rows, self.v), self.dtype)
 
     def logits(self, a: int, b: int) -> Tensor:
         if b - a > self.buffer.shape[0]:  # a sequence longer than chunk_size
-            self.buffer = torch.empty((b - a, self.v), dtype=self.dtype)
-            self.grad = torch.empty((b - a, self.v), dtype=self.dtype)
+            self.buffer = tt.empty((b - a, self.v), self.dtype)
+            self.grad = tt.empty((b - a, self.v), self.dtype)
         out = self.buffer[:b - a]
         if self.b is None:
             torch.mm(self.h[a:b], self.w.t(), out=out)
@@ -104,7 +104,7 @@ class _Head:
 
     def new_grads(self, needs):
         shapes = (self.h.shape, self.w.shape, (self.v,))
-        return [torch.zeros(s, dtype=self.dtype) if need else None
+        return [tt.empty(s, self.dtype).zero_() if need else None
                 for s, need in zip(shapes, needs)]
 
 
@@ -359,6 +359,7 @@ def _(hidden, weight, bias, tokens, old_log_probs, advantages, weights, clip_low
 def _lppo_setup(ctx, inputs, output):
     ctx.save_for_backward(*output[1:4])
     ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no (N, V) zeros for the unused outputs
 
 
 def _lppo_grad(ctx, grad_loss, *unused):

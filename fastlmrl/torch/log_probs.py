@@ -8,7 +8,8 @@ Gradients (:math:`p = \mathrm{softmax}(z_i)`, :math:`g_i` the upstream gradient 
   non-finite :math:`g`, take ``log_prob_grad`` followed by a row scaling);
 * ``entropy``: :math:`-g_i\,p_j(\log p_j + H_i)` (kernel log-softmax, then in-place torch ops on
   chunks of rows: no (N, V) temporary besides the gradient);
-* ``logsumexp``: :math:`g_i\,p` (``torch.softmax`` into the gradient, scaled in place).
+* ``logsumexp``: :math:`g_i\,p` (:math:`\exp(z - \operatorname{lse})` written into the gradient by
+  in-place torch ops, scaled in place).
 
 The backward passes recompute the softmax from the saved logits (nothing (N, V) is saved) and are
 custom ops themselves, so they are opaque to ``torch.compile`` as well.
@@ -164,25 +165,26 @@ def _(logits):
 
 
 @torch.library.custom_op("fastlmrl::logsumexp_backward", mutates_args=(), device_types="cpu")
-def _logsumexp_backward(logits: Tensor, grad_output: Tensor) -> Tensor:
+def _logsumexp_backward(logits: Tensor, lse: Tensor, grad_output: Tensor) -> Tensor:
     x, _ = tt.kernel_logits(logits)
-    grad = torch.softmax(x, dim=-1)
-    grad.mul_(grad_output.to(grad.dtype).unsqueeze(1))
+    grad, _ = tt.grad_buffer(logits)
+    torch.sub(x, lse.to(grad.dtype).unsqueeze(1), out=grad)  # log p, then p, then g p in place
+    grad.exp_().mul_(grad_output.to(grad.dtype).unsqueeze(1))
     return tt.as_dtype(grad, logits.dtype)
 
 
 @_logsumexp_backward.register_fake
-def _(logits, grad_output):
+def _(logits, lse, grad_output):
     return torch.empty_like(logits)
 
 
 def _logsumexp_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
+    ctx.save_for_backward(inputs[0], output)
 
 
 def _logsumexp_grad(ctx, grad_output):
-    (logits,) = ctx.saved_tensors
-    return _logsumexp_backward(logits, grad_output)
+    logits, lse = ctx.saved_tensors
+    return _logsumexp_backward(logits, lse, grad_output)
 
 
 _logsumexp.register_autograd(_logsumexp_grad, setup_context=_logsumexp_setup)

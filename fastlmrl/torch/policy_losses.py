@@ -100,6 +100,7 @@ def _grad_only(ctx, inputs, output):
     """Save the gradient computed in the forward pass (output 1); the rest is diagnostics."""
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no (N, V) zeros for the unused outputs
 
 
 def _logits_backward(n_inputs):
@@ -238,6 +239,7 @@ def _(logits, tokens, returns, weights, baseline, baseline_mode):
 def _reinforce_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no (N, V) zeros for the unused outputs
 
 
 _reinforce_loss.register_autograd(_logits_backward(6), setup_context=_reinforce_setup)
@@ -322,6 +324,7 @@ def _(logits, tokens, advantages, values, returns, weights, value_coef, entropy_
 def _a2c_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1], output[2])
     ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no (N, V) zeros for the unused outputs
 
 
 def _a2c_grad(ctx, grad_loss, *unused):
