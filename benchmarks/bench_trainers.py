@@ -81,14 +81,14 @@ def get_task(name: str):
     """The benchmark task (built once per process)."""
     if name not in _TASKS:
         if name == "text52":
-            task = make_text_task(max_new_tokens=T)
+            task = make_text_task(max_new_tokens=T, reward_per_token=False)
         elif name == "text98":
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "ascii_corpus.txt"
                 path.write_text(ascii_corpus(), encoding="utf-8")
-                task = make_text_task(str(path), max_new_tokens=T)
+                task = make_text_task(str(path), max_new_tokens=T, reward_per_token=False)
         else:
             raise ValueError(name)
         _TASKS[name] = task

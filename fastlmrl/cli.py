@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from . import _backend
-
-DEMO_ALGORITHMS = ("ppo", "grpo")
+from .demo import DEMO_ALGORITHMS, add_demo_arguments, cmd_demo  # noqa: F401
+from .demo import samples as _samples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,95 +198,8 @@ class Progress:
         self.stream.flush()
 
 
-def _samples(trainer, task, n: int, seed: int) -> list:
-    batch = trainer.sample(n, seed)
-    out = []
-    for b in range(n):
-        prompt = task.prompt_text(int(batch.prompt_ids[b]))
-        out.append(prompt + task.decode(batch.actions[b, :batch.lengths[b]]))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # commands
-
-
-def cmd_demo(args, out=None) -> dict:
-    """Fit the LM, fine-tune it with PPO and GRPO toward the lexicon under a KL leash."""
-    out = out or sys.stdout
-    import fastlmrl
-    from .tasks import make_text_task
-
-    if args.backend:
-        fastlmrl.set_backend(args.backend)
-    started = time.perf_counter()
-    task = make_text_task(args.corpus)
-    print(f"fastlmrl {fastlmrl.__version__} demo — backend {fastlmrl.get_backend()}, "
-          f"{_backend.get_num_threads()} threads", file=out)
-    print(f"language model: character {task.lm.order}-gram, {task.lm.smoothing} smoothing, "
-          f"V={task.vocab_size}, {task.num_contexts} contexts; held-out perplexity "
-          f"{task.lm.perplexity(task.tokenizer.encode_lines(task.held_out)):.2f}", file=out)
-    print(f"reward: +1 per lexicon word generated {list(task.lexicon)}", file=out)
-    results = {}
-    for algo in DEMO_ALGORITHMS:
-        trainer = make_trainer(algo, task, args.seed)
-        if algo == DEMO_ALGORITHMS[0]:
-            print("\nreference LM samples:", file=out)
-            for text in _samples(trainer, task, 4, seed=12345):
-                print(f"  {text!r}", file=out)
-        print(f"\n{algo.upper()}: {args.iterations} iterations, KL coefficient "
-              f"{trainer.kl_controller.value}", file=out)
-        history = trainer.train(args.iterations)
-        for m in history[:: max(1, args.iterations // 6)] + [history[-1]]:
-            print(f"  iter {m['iteration']:4d}  score {m['score']:6.3f}  KL {m['kl']:7.3f}  "
-                  f"entropy {m['entropy']:.3f}  {m['tokens_per_second'] / 1e6:5.2f} M tok/s",
-                  file=out)
-        print(f"{algo.upper()} samples after training:", file=out)
-        for text in _samples(trainer, task, 4, seed=12345):
-            print(f"  {text!r}", file=out)
-        tokens = sum(m["tokens"] for m in history)
-        seconds = sum(m["seconds"] for m in history)
-        summary = f"{algo.upper()}: {tokens} tokens trained in {seconds:.2f} s"
-        if len(history) > 1:  # the first iteration includes compiling (Numba JIT) and warm-up
-            rest = sum(m["seconds"] for m in history[1:])
-            summary += (f"; first iteration {history[0]['seconds']:.2f} s (with any kernel "
-                        f"compilation), then {(tokens - history[0]['tokens']) / rest / 1e6:.2f}"
-                        " M tokens/s")
-        else:
-            summary += f" ({tokens / seconds / 1e6:.2f} M tokens/s)"
-        print(summary, file=out)
-        results[algo] = history
-    if args.plot:
-        _plot(results, args.plot, out)
-    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", file=out)
-    return results
-
-
-def _plot(results: dict, path: str, out) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib is not installed: no learning-curve plot; pip install "
-              "'fastlmrl[plot]')", file=out)
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for algo, history in results.items():
-        it = [m["iteration"] for m in history]
-        axes[0].plot(it, [m["score"] for m in history], label=algo.upper())
-        axes[1].plot(it, [m["kl"] for m in history], label=algo.upper())
-    axes[0].set(xlabel="iteration", ylabel="lexicon words per sample", title="reward")
-    axes[1].set(xlabel="iteration", ylabel="nats per sequence", title="KL to the reference LM")
-    for ax in axes:
-        ax.legend()
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    print(f"learning curves written to {path}", file=out)
 
 
 RUN_FILES = ("checkpoint.ckpt", "metrics.jsonl", "metrics.csv")
@@ -343,6 +256,8 @@ def cmd_train(args, out=None) -> int:
     spec = task_spec_from_args(args)
     folder = args.out or os.path.join("runs", f"{args.algo}-{args.env}-seed{args.seed}")
     checkpoint = os.path.join(folder, "checkpoint.ckpt")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--out {folder!r} is a file, not a run folder")
     existing = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
     if existing and not (args.resume or args.overwrite):
         raise ValueError(f"{folder!r} already holds a run ({', '.join(existing)}): continue it "
@@ -363,7 +278,11 @@ def cmd_train(args, out=None) -> int:
     if args.overwrite:
         for name in existing:
             os.unlink(os.path.join(folder, name))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {folder!r}: cannot create the run folder "
+                         f"({exc.strerror or exc})") from None
     jsonl, csv_path = os.path.join(folder, "metrics.jsonl"), os.path.join(folder, "metrics.csv")
     remaining = args.steps - trainer.iterations_done
     if args.resume and remaining <= 0:
@@ -569,12 +488,7 @@ def main(argv=None) -> int:
     parser.add_argument("--version", action="version", version=f"fastlmrl {fastlmrl.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="fine-tune an n-gram LM with PPO and GRPO")
-    demo.add_argument("--backend", choices=_backend.BACKENDS)
-    demo.add_argument("--iterations", type=int, default=150)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
-    demo.add_argument("--plot", default="fastlmrl-demo.png",
-                      help="learning-curve PNG (needs matplotlib); '' for none")
+    add_demo_arguments(demo)  # fastlmrl/demo.py
 
     train = sub.add_parser(
         "train", help="train one algorithm",

@@ -81,14 +81,23 @@ def letter_ids(tokenizer: CharTokenizer) -> np.ndarray:
 
 def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT_LEXICON,
                    max_new_tokens: int = 48, num_envs: int = 256, max_prompts: int = 16,
-                   smoothing: str = "kneser_ney", dtype=np.float32) -> TextTask:
+                   smoothing: str = "kneser_ney", dtype=np.float32,
+                   reward_per_token: bool = True) -> TextTask:
     """Build the default text task (``corpus`` is a file path; None = the default corpus).
 
     The LM has n-gram order ``order + 1`` so that its table is over ``order``-token contexts, the
-    state of the environment.  The reward is a :class:`fastlmrl.rewards.KeywordReward` paying 1
-    per lexicon word in the generated characters (a terminal score), whole words only: an
-    occurrence counts when the characters around it are not letters (``str.isalpha``) or are the
-    edges of the response, so "kind" pays in "a kind owl." but not in "kindly" or "skind".
+    state of the environment.  The reward is a :class:`fastlmrl.rewards.KeywordReward`: the score
+    of a response is the number of lexicon words in it, whole words only: an occurrence counts
+    when the characters around it are not letters (``str.isalpha``) or are the edges of the
+    response, so "kind" pays in "a kind owl." but not in "kindly" or "skind".
+
+    ``reward_per_token=True`` (default) pays the score as it is earned: +1 at the last letter of
+    a word (:math:`R_{t+1}` after the token that completes it), taken back (-1) at a letter that
+    turns it into a longer word; the rewards of a response sum to its score.  Credit then reaches
+    the tokens that wrote the word directly, instead of through 48 steps of a GAE(λ) chain whose
+    critic (a table over ``order``-character contexts) cannot foresee the word count (with a
+    terminal score and λ = 0.95 PPO barely learns: λ^30 ≈ 0.2).  ``False``: the score is paid
+    once, after the last token.
     """
     text = load_corpus(corpus)
     train, held_out = train_test_split(text, 0.1)
@@ -104,7 +113,9 @@ def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT
     env = TextGenerationEnv(
         _prompts(train, tokenizer, max_prompts), tokenizer.vocab_size, order=order,
         max_new_tokens=max_new_tokens, num_envs=num_envs, bos_id=tokenizer.bos_id,
-        eos_id=tokenizer.eos_id, reward=KeywordReward(keywords, word_tokens=letter_ids(tokenizer)),
+        eos_id=tokenizer.eos_id,
+        reward=KeywordReward(keywords, per_token=reward_per_token,
+                             word_tokens=letter_ids(tokenizer)),
     )
     return TextTask(tokenizer=tokenizer, lm=lm, env=env, reference=reference,
                     initial_policy=policy, lexicon=tuple(lexicon), held_out=held_out)

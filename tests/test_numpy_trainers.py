@@ -32,7 +32,7 @@ def task(request):
     # (With the default lexicon a small batch often scores 0 everywhere: the advantages are then
     # round-off of the KL terms, ~1e-17, which Adam's normalisation turns into lr-sized steps in
     # both implementations alike, but with different round-off -- nothing to compare.)
-    return make_text_task(num_envs=B, max_new_tokens=T, dtype=request.param,
+    return make_text_task(num_envs=B, max_new_tokens=T, dtype=request.param, reward_per_token=False,
                           lexicon=("the", "a", "in", "is", "my"))  # frequent whole words
 
 

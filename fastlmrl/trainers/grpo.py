@@ -36,7 +36,7 @@ class GRPOConfig:
     clip: float = 0.2
     clip_high: float = 0.2
     epochs: int = 1
-    kl_coef: float = 0.1
+    kl_coef: float = 0.2
     kl_target: float | None = None
     kl_horizon: float = 256.0
     scale: str = "group"

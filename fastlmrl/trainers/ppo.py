@@ -38,7 +38,7 @@ class PPOConfig:
     clip: float = 0.2
     epochs: int = 4
     minibatches: int = 4
-    kl_coef: float = 0.15
+    kl_coef: float = 0.2
     kl_target: float | None = None
     kl_horizon: float = 256.0
 
