@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from .rng import advance, resolve_seed
+from .rng import advance, check_capacity
 
 __all__ = ["permutation"]
 
@@ -40,7 +40,10 @@ def permutation(seed, n: int) -> np.ndarray:
     """A random permutation of ``range(n)`` (int64), consuming ``n`` counters of ``seed`` (an int
     or a :class:`fastlmrl.RandomStream`); see the module docstring."""
     n = check.positive_int(n, "n", minimum=0)
-    key, counter = resolve_seed(seed)
+    # out, the uniforms and the bucket starts: 24 bytes per element, refused at once if they
+    # cannot fit (with the number), not a MemoryError after minutes of paging
+    check.array_size((n,), "n", itemsize=24)
+    key, counter = check_capacity(seed, n)  # a RandomStream with fewer than n counters left
     out = np.empty(n, dtype=np.int64)
     uniforms, starts = _scratch_arrays(n)
     status = _backend.kernels().random_permutation(np.uint64(key), np.uint64(counter), out,

@@ -206,6 +206,9 @@ def uniforms(seed, n: int) -> np.ndarray:
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     n = int(n)
+    from ._validation import array_size
+
+    array_size((n,), "n", itemsize=24)  # z, its float64 result and a temporary: refused at once
     key, counter = check_capacity(seed, n)
     # array arithmetic wraps modulo 2**64 (the scalar first term is reduced in Python)
     z = (np.uint64(key) + (np.arange(n, dtype=np.uint64) + np.uint64((counter + 1) & MASK64))
