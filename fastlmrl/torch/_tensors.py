@@ -36,7 +36,7 @@ def logits_2d(logits, name: str = "logits") -> Tensor:
     if x.shape[-1] == 0:
         raise ValueError(f"{name} must have at least one column (V >= 1), got shape "
                          f"{tuple(x.shape)}")
-    return x.reshape(-1, x.shape[-1])
+    return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
 
 
 def per_token(x, name: str, batch_shape, optional: bool = False):
@@ -59,6 +59,8 @@ def ids(x, name: str, batch_shape) -> Tensor:
 
 
 def _flat(x: Tensor, name: str, batch_shape) -> Tensor:
+    if x.ndim == 1 and len(batch_shape) == 1 and x.shape[0] == batch_shape[0]:
+        return x
     n = 1
     for s in batch_shape:
         n *= s
@@ -79,6 +81,11 @@ def offsets(x, name: str = "sequence_offsets"):
     return x
 
 
+def unflat(x: Tensor, batch_shape) -> Tensor:
+    """A flat (N,) result in the logits' batch shape (no reshape call when it is already 1-D)."""
+    return x if len(batch_shape) == 1 else x.reshape(batch_shape)
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the kernels see: bfloat16 is computed in float32."""
     return torch.float32 if dtype == torch.bfloat16 else dtype
@@ -96,7 +103,7 @@ def array(x: Tensor) -> np.ndarray:
         x = x.float()
     elif not x.is_contiguous():
         x = x.contiguous()
-    return x.detach().numpy()
+    return (x.detach() if x.requires_grad else x).numpy()
 
 
 def optional_array(x):
@@ -129,7 +136,7 @@ def kernel_logits(logits: Tensor) -> tuple[Tensor, np.ndarray]:
         x.copy_(logits)
     else:
         x = logits
-    return x, x.detach().numpy()
+    return x, (x.detach() if x.requires_grad else x).numpy()
 
 
 def grad_buffer(like: Tensor) -> tuple[Tensor, np.ndarray]:
@@ -147,7 +154,7 @@ def as_dtype(grad: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def scalar(value: float, dtype: torch.dtype) -> Tensor:
-    return torch.tensor(value, dtype=dtype)
+    return torch.from_numpy(np.array(value, dtype=_NUMPY_DTYPE[dtype]))
 
 
 def is_traced(t: Tensor) -> bool:

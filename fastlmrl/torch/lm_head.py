@@ -244,7 +244,7 @@ def _head_arguments(hidden, weight, bias):
             raise TypeError(f"bias must have the dtype of hidden ({h.dtype}), got {bias.dtype}")
         if tuple(bias.shape) != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
-    return h.reshape(-1, h.shape[-1]), w, bias
+    return (h if h.ndim == 2 else h.reshape(-1, h.shape[-1])), w, bias
 
 
 def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
@@ -262,7 +262,7 @@ def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
     batch = hidden.shape[:-1]
     ids = tt.ids(tokens, "tokens", batch)
     chunk = _chunk_size(chunk_size, w.shape[0])
-    return _linear_token_log_probs(h, w, ids, bias, chunk).reshape(batch)
+    return tt.unflat(_linear_token_log_probs(h, w, ids, bias, chunk), batch)
 
 
 # --- linear_ppo_loss ---------------------------------------------------------------------------

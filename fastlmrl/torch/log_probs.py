@@ -92,7 +92,7 @@ def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     ids = tt.ids(tokens, "tokens", batch)
-    return _token_log_probs(x, ids).reshape(batch)
+    return tt.unflat(_token_log_probs(x, ids), batch)
 
 
 # --- entropy -----------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def entropy(logits: Tensor) -> Tensor:
     (...,) in the logits' dtype, differentiable (:math:`\partial H/\partial z_j = -p_j(\log p_j +
     H)`)."""
     x = tt.logits_2d(logits)
-    return _entropy(x).reshape(logits.shape[:-1])
+    return tt.unflat(_entropy(x), logits.shape[:-1])
 
 
 # --- logsumexp ---------------------------------------------------------------------------------
@@ -194,4 +194,4 @@ def logsumexp(logits: Tensor) -> Tensor:
     r""":math:`\log\sum_j e^{z_j}` of each row of (..., V) logits; returns (...,) in the logits'
     dtype, differentiable (gradient: the softmax)."""
     x = tt.logits_2d(logits)
-    return _logsumexp(x).reshape(logits.shape[:-1])
+    return tt.unflat(_logsumexp(x), logits.shape[:-1])

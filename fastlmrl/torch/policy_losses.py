@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,7 +90,7 @@ def _vec(values, dtype=torch.float64) -> Tensor:
 
 
 def _stats(*values: float) -> Tensor:
-    return torch.tensor(values, dtype=torch.float64)
+    return torch.from_numpy(np.array(values))
 
 
 def _per_token(x):
@@ -212,7 +213,7 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
 
 
 def ppo_result(loss, per_token, stats, batch) -> PPOLossResult:
-    log_probs, token_loss, ratios = (t.reshape(batch) for t in per_token)
+    log_probs, token_loss, ratios = (tt.unflat(t, batch) for t in per_token)
     return PPOLossResult(loss, log_probs, token_loss, ratios, *stats.unbind())
 
 
@@ -258,7 +259,7 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> Rein
     out = _reinforce_loss(x, tt.ids(tokens, "tokens", batch),
                           tt.per_token(returns, "returns", batch),
                           tt.per_token(weights, "weights", batch, optional=True), base, mode)
-    return ReinforceLossResult(out[0], out[2].reshape(batch), out[3].reshape(batch))
+    return ReinforceLossResult(out[0], tt.unflat(out[2], batch), tt.unflat(out[3], batch))
 
 
 # --- KL penalty --------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None,
                            tt.per_token(ref_log_probs, "ref_log_probs", batch),
                            tt.per_token(weights, "weights", batch, optional=True),
                            _str(estimator, "estimator"))
-    return KLPenaltyResult(out[0], out[2].reshape(batch), out[3].reshape(batch))
+    return KLPenaltyResult(out[0], tt.unflat(out[2], batch), tt.unflat(out[3], batch))
 
 
 # --- A2C ---------------------------------------------------------------------------------------
@@ -354,5 +355,5 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_co
                     _real(value_coef, "value_coef"), _real(entropy_coef, "entropy_coef"),
                     tt.per_token(old_values, "old_values", batch, optional=True),
                     None if value_clip is None else _real(value_clip, "value_clip"))
-    per = (t.reshape(batch) for t in out[3:6])
+    per = (tt.unflat(t, batch) for t in out[3:6])
     return A2CLossResult(out[0], *per, *out[6].unbind())

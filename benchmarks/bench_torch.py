@@ -1,0 +1,224 @@
+"""Benchmarks: fastlmrl.torch ops (loss + backward) against PyTorch on CPU tensors.
+
+    nice -n 0 pytest benchmarks/bench_torch.py --benchmark-enable --benchmark-group-by=group \
+        --benchmark-columns=mean,ops
+
+Each timed call is what a training step does: forward, ``loss.backward()``, the gradient left in
+``.grad`` of a leaf (set to None before each call, so every implementation allocates its
+gradient).  Implementations:
+
+* ``fastlmrl``: the custom op (fused loss + gradient kernel; backward hands the gradient over);
+* ``kernel``: the NumPy API on the same arrays with a reused ``out`` (no autograd, no fresh
+  gradient: what the op costs without torch around it);
+* ``eager``: the same formula in eager PyTorch autograd (log_softmax, gather, clip, ...);
+* ``compiled``: that formula under ``torch.compile`` (default inductor backend; compiled once
+  before timing);
+* ``cross_entropy`` / ``linear_cross_entropy``: PyTorch's own fused losses for the cross-entropy
+  special case, against fastlmrl's REINFORCE loss with return 1 and weight 1/N (= the mean
+  cross-entropy) and ``-linear_token_log_probs(...).mean()``.
+
+Sizes (issue 12): PPO at (4096, 50257) and (65536, 64) float32 logits; LM head N = 1024,
+H = 576, V = 49152 (gradients w.r.t. hidden and weight).  ``extra_info``: ``M_items_per_s``
+(tokens), ``peak_extra_MB``: the peak of the process's resident set size during one untimed call
+above its value just before it (a thread samples ``/proc/self/statm`` every 0.2 ms).  RSS is used
+because the kernels' buffers come from NumPy and PyTorch's profiler would only see PyTorch's
+allocator (and tracemalloc neither); it counts every page touched by anyone in the process,
+so it is an upper bound on the call's own extra memory, and it misses peaks shorter than the
+sampling period.  Memory freed back to the OS (large blocks are mmap-ed by glibc) leaves RSS at
+once.  The ``op_overhead`` group times a (1, 8) input: op vs the NumPy API vs the op's
+implementation called without the dispatcher.
+"""
+import functools
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastlmrl
+import fastlmrl.torch as ft
+from conftest import measure
+
+PPO_SIZES = [(4096, 50257), (65536, 64)]
+HEAD = (1024, 576, 49152)  # N, H, V
+CLIP = (0.2, 0.28)
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def peak_extra_mb(fn) -> float:
+    """Peak RSS above the starting RSS while ``fn()`` runs, in MB (sampled every 0.2 ms)."""
+    base = rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    peak[0] = max(peak[0], rss_bytes())
+    return round((peak[0] - base) / 1e6, 1)
+
+
+def size_id(size):
+    return "x".join(f"{k}{s}" for k, s in zip("NHV" if len(size) == 3 else "NV", size))
+
+
+@functools.lru_cache(maxsize=1)
+def ppo_data(size):
+    n, v = size
+    g = torch.Generator().manual_seed(0)
+    x = torch.empty(n, v)
+    for i in range(0, n, 256):
+        x[i:i + 256] = torch.randn(min(256, n - i), v, generator=g) * 2
+    tokens = torch.randint(0, v, (n,), generator=g)
+    old = torch.randn(n, generator=g) * 0.1 - float(np.log(v))
+    adv = torch.randn(n, generator=g)
+    w = torch.full((n,), 1.0 / n)
+    return x.requires_grad_(True), tokens, old, adv, w
+
+
+def eager_ppo(x, t, old, adv, w):
+    """PPO clipped surrogate (Schulman et al. 2017, eq. 7) with clip-higher, in PyTorch ops."""
+    logp = torch.log_softmax(x, -1).gather(-1, t[:, None]).squeeze(1)
+    ratio = torch.exp(logp - old)
+    clipped = torch.clamp(ratio, 1 - CLIP[0], 1 + CLIP[1])
+    return -(w * torch.minimum(ratio * adv, clipped * adv)).sum()
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(fn):
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def step(loss_fn, leaves):
+    def run():
+        for leaf in leaves:
+            leaf.grad = None
+        loss_fn().backward()
+    return run
+
+
+def report(benchmark, run, items):
+    benchmark.extra_info["peak_extra_MB"] = peak_extra_mb(run)
+    benchmark.extra_info["threads"] = torch.get_num_threads()
+
+
+@pytest.mark.parametrize("size", PPO_SIZES, ids=size_id)
+@pytest.mark.parametrize("impl", ["fastlmrl", "kernel", "eager", "compiled"])
+def test_ppo_loss_backward(benchmark, impl, size):
+    n, v = size
+    x, t, old, adv, w = ppo_data(size)
+    rounds = 3 if v > 1000 else 20
+    group = f"torch ppo loss+backward {size_id(size)}"
+    if impl == "kernel":
+        out = np.empty((n, v), dtype=np.float32)
+        arrays = [a.detach().numpy() for a in (x, t, old, adv, w)]
+        run = functools.partial(fastlmrl.ppo_loss, *arrays, clip_low=CLIP[0],
+                                clip_high=CLIP[1], out=out)
+    elif impl == "fastlmrl":
+        run = step(lambda: ft.ppo_loss(x, t, old, adv, w, clip_low=CLIP[0],
+                                       clip_high=CLIP[1]).loss, [x])
+    else:
+        fn = eager_ppo if impl == "eager" else compiled(eager_ppo)
+        run = step(lambda: fn(x, t, old, adv, w), [x])
+    measure(benchmark, run, items=n, group=group, rounds=rounds)
+    report(benchmark, run, n)
+    x.grad = None
+
+
+@pytest.mark.parametrize("impl", ["fastlmrl", "cross_entropy", "cross_entropy_compiled"])
+def test_cross_entropy_backward(benchmark, impl):
+    """Mean cross-entropy + backward at (4096, 50257): PyTorch's fused CE vs fastlmrl's
+    REINFORCE loss with G = 1, w = 1/N (loss = -mean log pi(a) = the cross-entropy)."""
+    size = PPO_SIZES[0]
+    x, t, _, _, w = ppo_data(size)
+    ones = torch.ones(size[0])
+    if impl == "fastlmrl":
+        run = step(lambda: ft.reinforce_loss(x, t, ones, w).loss, [x])
+    else:
+        fn = F.cross_entropy if impl == "cross_entropy" else compiled(F.cross_entropy)
+        run = step(lambda: fn(x, t), [x])
+    measure(benchmark, run, items=size[0], group=f"torch cross-entropy {size_id(size)}",
+            rounds=3)
+    report(benchmark, run, size[0])
+    x.grad = None
+
+
+@functools.lru_cache(maxsize=1)
+def head_data():
+    n, h, v = HEAD
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(n, h, generator=g).requires_grad_(True)
+    weight = (torch.randn(v, h, generator=g) / h ** 0.5).requires_grad_(True)
+    tokens = torch.randint(0, v, (n,), generator=g)
+    old = torch.randn(n, generator=g) * 0.1 - float(np.log(v))
+    adv = torch.randn(n, generator=g)
+    return hidden, weight, tokens, old, adv, torch.full((n,), 1.0 / n)
+
+
+def eager_head_ppo(hidden, weight, t, old, adv, w):
+    return eager_ppo(hidden @ weight.t(), t, old, adv, w)
+
+
+def eager_head_ce(hidden, weight, t):
+    return F.cross_entropy(hidden @ weight.t(), t)
+
+
+@pytest.mark.parametrize("impl", ["fastlmrl", "fastlmrl_chunk256", "eager", "compiled",
+                                  "ce_fastlmrl", "ce_eager", "ce_linear_cross_entropy"])
+def test_lm_head_backward(benchmark, impl):
+    hidden, weight, t, old, adv, w = head_data()
+    leaves = [hidden, weight]
+    if impl.startswith("fastlmrl"):
+        chunk = 256 if impl.endswith("256") else None
+        run = step(lambda: ft.linear_ppo_loss(hidden, weight, t, old, adv, w, clip_low=CLIP[0],
+                                              clip_high=CLIP[1], chunk_size=chunk).loss, leaves)
+    elif impl in ("eager", "compiled"):
+        fn = eager_head_ppo if impl == "eager" else compiled(eager_head_ppo)
+        run = step(lambda: fn(hidden, weight, t, old, adv, w), leaves)
+    elif impl == "ce_fastlmrl":
+        run = step(lambda: -ft.linear_token_log_probs(hidden, weight, t).mean(), leaves)
+    elif impl == "ce_eager":
+        run = step(lambda: eager_head_ce(hidden, weight, t), leaves)
+    else:
+        run = step(lambda: F.linear_cross_entropy(hidden, weight, t), leaves)
+    measure(benchmark, run, items=HEAD[0], group=f"torch lm-head loss+backward {size_id(HEAD)}",
+            rounds=5)
+    report(benchmark, run, HEAD[0])
+    for leaf in leaves:
+        leaf.grad = None
+
+
+@pytest.mark.parametrize("impl", ["op", "op_implementation", "numpy_api"])
+def test_op_overhead(benchmark, impl):
+    """A (1, 8) PPO loss, forward only, no grad: the op's cost beyond its kernel.  ``op``: through
+    the dispatcher (torch.library.custom_op); ``op_implementation``: the op's Python body (tensor
+    -> NumPy views -> NumPy API -> tensors); ``numpy_api``: fastlmrl.ppo_loss on arrays."""
+    x, t, old, adv, w = ppo_data((64, 8))
+    x, t, old, adv, w = x.detach()[:1], t[:1], old[:1], adv[:1], w[:1]
+    if impl == "op":
+        fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
+    elif impl == "op_implementation":
+        from fastlmrl.torch.policy_losses import _ppo_loss
+        fn = functools.partial(_ppo_loss._init_fn, x, t, old, adv, w, 0.2, None, None, "token",
+                               None, None, 0.0, "k3")
+    else:
+        arrays = [a.numpy() for a in (x, t, old, adv, w)]
+        fn = functools.partial(fastlmrl.ppo_loss, *arrays)
+    measure(benchmark, fn, items=1, group="torch op_overhead N1xV8 (forward)")
