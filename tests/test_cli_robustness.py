@@ -107,6 +107,14 @@ def test_bad_options_exit_2_with_one_line(capsys, argv, option):
     assert option in line and line.startswith("fastlmrl ")
 
 
+def test_out_that_is_a_file_is_refused_naming_the_option(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        assert cli.main(_toy(out, "--steps", "1")) == 2
+        assert "--out" in _error_line(capsys)
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_out_of_memory_is_one_line_exit_1(monkeypatch, capsys, tmp_path):
     def boom(args, out=None):
         raise MemoryError
