@@ -11,7 +11,7 @@ reference's result.
 
 __all__ = ["sample_tokens"]
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, exp, log
+from libc.math cimport INFINITY, exp, ldexp, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
@@ -27,10 +27,10 @@ cdef enum:
     BAD_MIN_P = 33
     NO_MEMORY = 99
     BLOCK = 64
+    SMALL_K = 128  # top-k up to this k: one heap pass over the row
+    DIRECT_K = 1024  # top-p after a top-k up to this k: every weight >= t_k is a candidate
+    LAST_EXPONENT = 60  # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
 
-cdef double FIRST_CUTOFF = 0.125  # top-p: first cutoff of the candidate weights
-cdef double CUTOFF_STEP = 0.125  # lowered by this factor while the mass above it is too small
-cdef double LAST_CUTOFF = 8.673617379884035e-19  # 2**-60: below it every positive weight counts
 
 
 cdef inline bint _shapes_ok(const real_t[:, ::1] logits, Py_ssize_t n_tokens, Py_ssize_t n_lp,
@@ -77,16 +77,17 @@ cdef inline double _lane_sum_range(const real_t* w, Py_ssize_t lo, Py_ssize_t hi
 
 cdef inline void _weights(const real_t* row, Py_ssize_t n, double m, double temperature,
                           real_t* w) noexcept nogil:
-    """w[j] = exp((x_j - m) / T): fast_exp32 of the float32-rounded quotient for float32 logits."""
+    """w[j] = exp((x_j - m) * (1 / T)): fast_exp32 of the float32-rounded product for float32 logits."""
     cdef Py_ssize_t j
     cdef float m32
+    cdef double inv_t = 1.0 / temperature
     if real_t is float:
         m32 = <float>m
         for j in range(n):
-            w[j] = fast_exp32(<float>(<double>(row[j] - m32) / temperature))
+            w[j] = fast_exp32(<float>(<double>(row[j] - m32) * inv_t))
     else:
         for j in range(n):
-            w[j] = exp((row[j] - m) / temperature)
+            w[j] = exp((row[j] - m) * inv_t)
 
 
 # ---- a max-heap of doubles in h[0:size] ---------------------------------------------------------
@@ -113,49 +114,136 @@ cdef inline void _heapify(double* h, Py_ssize_t size) noexcept nogil:
         _sift_down(h, size, k)
 
 
-cdef double _kth_largest(const real_t* w, Py_ssize_t n, Py_ssize_t k, double* h) noexcept nogil:
-    """The k-th largest of w[0:n] (1 <= k <= n, with multiplicity), by a heap of min(k, n-k+1)."""
-    cdef Py_ssize_t j, r = n - k + 1
+cdef double _heap_select(double* h, Py_ssize_t size, Py_ssize_t k) noexcept nogil:
+    """The k-th largest of h[0:size] (1 <= k <= size), in place: a heap of min(k, size - k + 1)
+    in h's front while the rest of h streams past it."""
+    cdef Py_ssize_t j, r = size - k + 1
     cdef double v
     if k <= r:  # the k largest, negated in a max-heap: the root is minus the smallest of them
         for j in range(k):
-            h[j] = -<double>w[j]
+            h[j] = -h[j]
         _heapify(h, k)
-        for j in range(k, n):
-            v = -<double>w[j]
+        for j in range(k, size):
+            v = -h[j]
             if v < h[0]:
                 h[0] = v
                 _sift_down(h, k, 0)
         return -h[0]
-    for j in range(r):  # the r smallest in a max-heap: the root is the r-th smallest
-        h[j] = <double>w[j]
-    _heapify(h, r)
-    for j in range(r, n):
-        v = <double>w[j]
+    _heapify(h, r)  # the r smallest in a max-heap: the root is the r-th smallest
+    for j in range(r, size):
+        v = h[j]
         if v < h[0]:
             h[0] = v
             _sift_down(h, r, 0)
     return h[0]
 
 
-cdef double _top_p_threshold(const real_t* w, Py_ssize_t n, double t_k, double top_p,
-                             double total_k, double* h) noexcept nogil:
-    """t_p: the weight v_r at which the descending cumulative mass first reaches top_p * W."""
-    cdef double target = top_p * total_k, cutoff = FIRST_CUTOFF, c, v, cumulative
-    cdef bint last
-    cdef Py_ssize_t j, size
-    while True:
-        last = cutoff <= t_k or cutoff < LAST_CUTOFF
-        c = t_k if last else cutoff
-        if not last and _lane_sum_range(w, 0, n, c) < target:
-            cutoff *= CUTOFF_STEP
-            continue
-        size = 0
+cdef inline Py_ssize_t _count_at_least(const real_t* w, Py_ssize_t lo, Py_ssize_t hi,
+                                       double c) noexcept nogil:
+    """How many w[j] >= c for lo <= j < hi (vectorised)."""
+    cdef Py_ssize_t j, count = 0
+    for j in range(lo, hi):
+        count += w[j] >= c
+    return count
+
+
+cdef inline Py_ssize_t _count_greater(const real_t* w, Py_ssize_t lo, Py_ssize_t hi,
+                                      double c) noexcept nogil:
+    """How many w[j] > c for lo <= j < hi (vectorised)."""
+    cdef Py_ssize_t j, count = 0
+    for j in range(lo, hi):
+        count += w[j] > c
+    return count
+
+
+cdef Py_ssize_t _gather(const real_t* w, Py_ssize_t n, double c, double* h) noexcept nogil:
+    """h[0:size] = the positive w[j] >= c (in index order); blocks of 64 below c are skipped."""
+    cdef Py_ssize_t size = 0, lo = 0, hi, j
+    cdef double v
+    while lo < n:
+        hi = lo + BLOCK if lo + BLOCK < n else n
+        if _count_at_least(w, lo, hi, c) > 0:
+            for j in range(lo, hi):
+                v = <double>w[j]
+                if v >= c and v > 0.0:
+                    h[size] = v
+                    size += 1
+        lo = hi
+    return size
+
+
+cdef double _kth_largest(const real_t* w, Py_ssize_t n, Py_ssize_t k, double* h) noexcept nogil:
+    """The k-th largest of w[0:n] (1 <= k < n, with multiplicity).
+
+    Small k: a heap of the k largest in one pass (blocks of 64 with nothing above the heap's
+    smallest are skipped).  Larger k: the smallest power-of-two cutoff with at least k weights
+    above it (binary search over the exponent, one vectorised count per step), then a heap select
+    among those candidates only.
+    """
+    cdef Py_ssize_t j, lo, hi, size
+    cdef int e, e_lo, e_hi
+    cdef double v
+    if k <= SMALL_K:
+        for j in range(k):
+            h[j] = -<double>w[j]
+        _heapify(h, k)
+        lo = k
+        while lo < n:
+            hi = lo + BLOCK if lo + BLOCK < n else n
+            if _count_greater(w, lo, hi, -h[0]) > 0:
+                for j in range(lo, hi):
+                    v = -<double>w[j]
+                    if v < h[0]:
+                        h[0] = v
+                        _sift_down(h, k, 0)
+            lo = hi
+        return -h[0]
+    if _count_at_least(w, 0, n, ldexp(1.0, -LAST_EXPONENT)) < k:  # the k-th largest < 2**-60
         for j in range(n):
-            v = <double>w[j]
-            if v >= c and v > 0.0:
-                h[size] = v
-                size += 1
+            h[j] = <double>w[j]
+        return _heap_select(h, n, k)
+    e_lo = -1  # count(2**-e_hi) >= k; count(2**-e_lo) < k (2**1: none)
+    e_hi = LAST_EXPONENT
+    while e_hi - e_lo > 1:
+        e = (e_lo + e_hi) // 2
+        if _count_at_least(w, 0, n, ldexp(1.0, -e)) >= k:
+            e_hi = e
+        else:
+            e_lo = e
+    size = _gather(w, n, ldexp(1.0, -e_hi), h)
+    return _heap_select(h, size, k)
+
+
+cdef double _top_p_threshold(const real_t* w, Py_ssize_t n, double t_k, double top_p,
+                             double total_k, bint direct, double* h) noexcept nogil:
+    """t_p: the weight v_r at which the descending cumulative mass first reaches top_p * W.
+
+    The candidates are the weights above the smallest power-of-two cutoff whose (vectorised,
+    any-order) mass reaches the target, found by binary search over the exponent; they are popped
+    from a max-heap in descending order and added exactly.  Should rounding leave the exact sum
+    below the target, the cutoff is halved and the pass repeated (down to t_k: all of K).
+    ``direct``: skip the search, the candidates are all of K (a small top-k).
+    """
+    cdef double target = top_p * total_k, c, v, cumulative
+    cdef bint last
+    cdef int e, e_lo = -1, e_hi = LAST_EXPONENT + 1  # mass at 2**-e_hi (> 60: at t_k) >= target
+    cdef Py_ssize_t size
+    if direct:  # few weights >= t_k (a small top-k): they are the candidates
+        e_lo = e_hi - 1
+    while e_hi - e_lo > 1:
+        e = (e_lo + e_hi) // 2
+        c = ldexp(1.0, -e)
+        if _lane_sum_range(w, 0, n, c if c > t_k else t_k) >= target:
+            e_hi = e
+        else:
+            e_lo = e
+    e = e_hi
+    while True:
+        c = ldexp(1.0, -e)
+        last = c <= t_k or e > LAST_EXPONENT
+        if last:
+            c = t_k
+        size = _gather(w, n, c, h)
         _heapify(h, size)
         cumulative = 0.0
         while size > 0:
@@ -168,7 +256,7 @@ cdef double _top_p_threshold(const real_t* w, Py_ssize_t n, double t_k, double t
             _sift_down(h, size, 0)
         if last:
             return 0.0
-        cutoff *= CUTOFF_STEP
+        e += 1
 
 
 cdef inline Py_ssize_t _last_positive(const real_t* w, Py_ssize_t lo, Py_ssize_t hi,
@@ -228,7 +316,7 @@ cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperatu
     t = t_k
     if top_p < 1.0:
         total_k = total if t_k == 0.0 else _lane_sum_range(w, 0, n, t_k)
-        t_p = _top_p_threshold(w, n, t_k, top_p, total_k, h)
+        t_p = _top_p_threshold(w, n, t_k, top_p, total_k, t_k > 0.0 and top_k <= DIRECT_K, h)
         t = t_p if t_p > t else t
     if min_p > 0.0:
         t = min_p if min_p > t else t

@@ -16,7 +16,10 @@ __all__ = ["sample_tokens"]
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .._status import BAD_SHAPES
 from ._common import NJIT, uniform
@@ -29,9 +32,10 @@ BAD_TOP_K = 31
 BAD_TOP_P = 32
 BAD_MIN_P = 33
 BLOCK = 64
-FIRST_CUTOFF = 0.125      # top-p: first cutoff of the candidate weights
-CUTOFF_STEP = 0.125       # lowered by this factor while the mass above it is below the target
-LAST_CUTOFF = 2.0 ** -60  # below it: every positive weight is a candidate
+SMALL_K = 128             # top-k up to this k: one heap pass over the row
+DIRECT_K = 1024           # top-p after a top-k up to this k: every weight >= t_k is a candidate
+LAST_EXPONENT = 60        # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
+LAST_CUTOFF = 2.0 ** -LAST_EXPONENT
 
 
 @njit(**NJIT)
@@ -61,49 +65,77 @@ def _kept(v, t):
     return np.float64(v) if v >= t else 0.0
 
 
-@njit(**NJIT)
-def lane_sum_range(w, lo, hi, t):
-    """Lane sum (lane (j - lo) % 8, entries in order, fixed tree) of the w[j] >= t, lo <= j < hi."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    end = lo + (hi - lo) // 8 * 8
-    for j in range(lo, end, 8):
-        s0 += _kept(w[j], t)
-        s1 += _kept(w[j + 1], t)
-        s2 += _kept(w[j + 2], t)
-        s3 += _kept(w[j + 3], t)
-        s4 += _kept(w[j + 4], t)
-        s5 += _kept(w[j + 5], t)
-        s6 += _kept(w[j + 6], t)
-        s7 += _kept(w[j + 7], t)
-    rem = hi - end
-    if rem > 0:
-        s0 += _kept(w[end], t)
-    if rem > 1:
-        s1 += _kept(w[end + 1], t)
-    if rem > 2:
-        s2 += _kept(w[end + 2], t)
-    if rem > 3:
-        s3 += _kept(w[end + 3], t)
-    if rem > 4:
-        s4 += _kept(w[end + 4], t)
-    if rem > 5:
-        s5 += _kept(w[end + 5], t)
-    if rem > 6:
-        s6 += _kept(w[end + 6], t)
-    return combine(s0, s1, s2, s3, s4, s5, s6, s7)
+@intrinsic
+def lane_sum_range(typingctx, w, lo, hi, t):
+    """Lane sum of the w[j] >= t for lo <= j < hi: lane l adds the entries j = lo + l (mod 8) in
+    order (float64; float32 weights widened exactly), then ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)).
+
+    The same additions as eight scalar running sums, as one <8 x double> compare, select and add
+    per 8 entries (LLVM keeps FP adds in order, so it would not vectorise the scalar form).
+    """
+    if not (isinstance(w, types.Array) and w.ndim == 1 and w.dtype in (types.float32,
+                                                                         types.float64)
+            and isinstance(lo, types.Integer) and isinstance(hi, types.Integer)
+            and t == types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        dbl = ir.DoubleType()
+        vty = ir.VectorType(dbl, 8)
+        data = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0]).data
+        elem = data.type.pointee
+        lo_v = context.cast(builder, args[1], signature.args[1], types.int64)
+        hi_v = context.cast(builder, args[2], signature.args[2], types.int64)
+        t_v = args[3]
+        span = builder.sub(hi_v, lo_v)
+        end = builder.add(lo_v, builder.sub(span, builder.srem(span, ir.Constant(i64, 8))))
+        zeros = ir.Constant(vty, [0.0] * 8)
+        t_one = builder.insert_element(ir.Constant(vty, ir.Undefined), t_v, ir.Constant(i32, 0))
+        t_vec = builder.shuffle_vector(t_one, ir.Constant(vty, ir.Undefined),
+                                       ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+        acc = cgutils.alloca_once_value(builder, zeros)
+
+        def widen(v, ty):
+            return v if elem == dbl else builder.fpext(v, ty)
+
+        with cgutils.for_range_slice(builder, lo_v, end, ir.Constant(i64, 8), intp=i64) as (j, _):
+            v = builder.load(builder.bitcast(builder.gep(data, [j]),
+                                             ir.VectorType(elem, 8).as_pointer()),
+                             align=4 if elem != dbl else 8)
+            v = widen(v, vty)
+            kept = builder.select(builder.fcmp_ordered(">=", v, t_vec), v, zeros)
+            builder.store(builder.fadd(builder.load(acc), kept), acc)
+        lanes = []
+        for l in range(8):
+            slot = cgutils.alloca_once_value(
+                builder, builder.extract_element(builder.load(acc), ir.Constant(i32, l)))
+            idx = builder.add(end, ir.Constant(i64, l))
+            with builder.if_then(builder.icmp_signed("<", idx, hi_v)):
+                x = widen(builder.load(builder.gep(data, [idx])), dbl)
+                kept = builder.select(builder.fcmp_ordered(">=", x, t_v), x, ir.Constant(dbl, 0.0))
+                builder.store(builder.fadd(builder.load(slot), kept), slot)
+            lanes.append(builder.load(slot))
+        a = builder.fadd(builder.fadd(lanes[0], lanes[1]), builder.fadd(lanes[2], lanes[3]))
+        b = builder.fadd(builder.fadd(lanes[4], lanes[5]), builder.fadd(lanes[6], lanes[7]))
+        return builder.fadd(a, b)
+
+    return types.float64(w, lo, hi, t), codegen
 
 
 @njit(**NJIT)
 def weights(logits, i, m, temperature, w):
-    """w[j] = exp((x_j - m) / T): fast_exp32 of the float32-rounded quotient for float32 logits."""
+    """w[j] = exp((x_j - m) * (1 / T)): fast_exp32 of the float32-rounded product for float32 logits."""
     n = logits.shape[1]
+    inv_t = 1.0 / temperature
     if logits.itemsize == 4:
         m32 = F32(m)
         for j in range(n):
-            w[j] = fast_exp32(F32(np.float64(F32(logits[i, j]) - m32) / temperature))
+            w[j] = fast_exp32(F32(np.float64(F32(logits[i, j]) - m32) * inv_t))
     else:
         for j in range(n):
-            w[j] = math.exp((np.float64(logits[i, j]) - m) / temperature)
+            w[j] = math.exp((np.float64(logits[i, j]) - m) * inv_t)
 
 
 # ---- a max-heap of float64 values in h[0:size] --------------------------------------------------
@@ -131,24 +163,23 @@ def heapify(h, size):
 
 
 @njit(**NJIT)
-def kth_largest(w, n, k, h):
-    """The k-th largest of w[0:n] (1 <= k <= n, with multiplicity), by a heap of min(k, n-k+1)."""
-    r = n - k + 1
+def _heap_select(h, size, k):
+    """The k-th largest of h[0:size] (1 <= k <= size), in place: a heap of min(k, size - k + 1)
+    in h's front while the rest of h streams past it."""
+    r = size - k + 1
     if k <= r:  # the k largest, negated in a max-heap: the root is minus the smallest of them
         for j in range(k):
-            h[j] = -np.float64(w[j])
+            h[j] = -h[j]
         heapify(h, k)
-        for j in range(k, n):
-            v = -np.float64(w[j])
+        for j in range(k, size):
+            v = -h[j]
             if v < h[0]:
                 h[0] = v
                 sift_down(h, k, 0)
         return -h[0]
-    for j in range(r):  # the r smallest in a max-heap: the root is the r-th smallest
-        h[j] = np.float64(w[j])
-    heapify(h, r)
-    for j in range(r, n):
-        v = np.float64(w[j])
+    heapify(h, r)  # the r smallest in a max-heap: the root is the r-th smallest
+    for j in range(r, size):
+        v = h[j]
         if v < h[0]:
             h[0] = v
             sift_down(h, r, 0)
@@ -156,28 +187,102 @@ def kth_largest(w, n, k, h):
 
 
 @njit(**NJIT)
-def _mass_above(w, n, c):
-    """sum of the w[j] >= c (a guess: any order)."""
-    return lane_sum_range(w, 0, n, c)
+def count_at_least(w, lo, hi, c):
+    """How many w[j] >= c for lo <= j < hi (vectorised)."""
+    count = 0
+    for j in range(np.uint64(lo), np.uint64(hi)):  # unsigned: no wraparound check, vectorised
+        count += 1 if w[j] >= c else 0
+    return count
 
 
 @njit(**NJIT)
-def top_p_threshold(w, n, t_k, top_p, total_k, h):
-    """t_p: the weight v_r at which the descending cumulative mass first reaches top_p * W."""
-    target = top_p * total_k
-    cutoff = FIRST_CUTOFF
-    while True:
-        last = cutoff <= t_k or cutoff < LAST_CUTOFF
-        c = t_k if last else cutoff
-        if not last and _mass_above(w, n, c) < target:
-            cutoff *= CUTOFF_STEP
-            continue
-        size = 0
+def count_greater(w, lo, hi, c):
+    """How many w[j] > c for lo <= j < hi (vectorised)."""
+    count = 0
+    for j in range(np.uint64(lo), np.uint64(hi)):  # unsigned: no wraparound check, vectorised
+        count += 1 if w[j] > c else 0
+    return count
+
+
+@njit(**NJIT)
+def gather(w, n, c, h):
+    """h[0:size] = the positive w[j] >= c (in index order); blocks of 64 below c are skipped."""
+    size = 0
+    for lo in range(0, n, BLOCK):
+        hi = min(lo + BLOCK, n)
+        if count_at_least(w, lo, hi, c) > 0:
+            for j in range(lo, hi):
+                v = np.float64(w[j])
+                if v >= c and v > 0.0:
+                    h[size] = v
+                    size += 1
+    return size
+
+
+@njit(**NJIT)
+def kth_largest(w, n, k, h):
+    """The k-th largest of w[0:n] (1 <= k < n, with multiplicity).
+
+    Small k: a heap of the k largest in one pass (blocks of 64 whose max does not beat the heap's
+    smallest are skipped).  Larger k: the smallest power-of-two cutoff with at least k weights
+    above it (binary search over the exponent, one vectorised count per step), then a heap select
+    among those candidates only.
+    """
+    if k <= SMALL_K:
+        for j in range(k):
+            h[j] = -np.float64(w[j])
+        heapify(h, k)
+        for lo in range(k, n, BLOCK):
+            hi = min(lo + BLOCK, n)
+            if count_greater(w, lo, hi, -h[0]) > 0:
+                for j in range(lo, hi):
+                    v = -np.float64(w[j])
+                    if v < h[0]:
+                        h[0] = v
+                        sift_down(h, k, 0)
+        return -h[0]
+    if count_at_least(w, 0, n, LAST_CUTOFF) < k:  # the k-th largest is below 2**-60 (or zero)
         for j in range(n):
-            v = np.float64(w[j])
-            if v >= c and v > 0.0:
-                h[size] = v
-                size += 1
+            h[j] = np.float64(w[j])
+        return _heap_select(h, n, k)
+    e_lo, e_hi = -1, LAST_EXPONENT  # count(2**-e_hi) >= k; count(2**-e_lo) < k (2**1: none)
+    while e_hi - e_lo > 1:
+        e = (e_lo + e_hi) // 2
+        if count_at_least(w, 0, n, 2.0 ** -e) >= k:
+            e_hi = e
+        else:
+            e_lo = e
+    size = gather(w, n, 2.0 ** -e_hi, h)
+    return _heap_select(h, size, k)
+
+
+@njit(**NJIT)
+def top_p_threshold(w, n, t_k, top_p, total_k, direct, h):
+    """t_p: the weight v_r at which the descending cumulative mass first reaches top_p * W.
+
+    The candidates are the weights above the smallest power-of-two cutoff whose (vectorised,
+    any-order) mass reaches the target, found by binary search over the exponent; they are popped
+    from a max-heap in descending order and added exactly.  Should rounding leave the exact sum
+    below the target, the cutoff is halved and the pass repeated (down to t_k: all of K).
+    ``direct``: skip the search, the candidates are all of K (a small top-k).
+    """
+    target = top_p * total_k
+    e_lo, e_hi = -1, LAST_EXPONENT + 1  # mass at 2**-e_hi (e_hi > 60: at t_k) >= target
+    if direct:  # few weights >= t_k (a small top-k): they are the candidates
+        e_lo = e_hi - 1
+    while e_hi - e_lo > 1:
+        e = (e_lo + e_hi) // 2
+        if lane_sum_range(w, 0, n, max(2.0 ** -e, t_k)) >= target:
+            e_hi = e
+        else:
+            e_lo = e
+    e = e_hi
+    while True:
+        c = 2.0 ** -e
+        last = c <= t_k or e > LAST_EXPONENT
+        if last:
+            c = t_k
+        size = gather(w, n, c, h)
         heapify(h, size)
         cumulative = 0.0
         while size > 0:
@@ -190,7 +295,7 @@ def top_p_threshold(w, n, t_k, top_p, total_k, h):
             sift_down(h, size, 0)
         if last:
             return 0.0
-        cutoff *= CUTOFF_STEP
+        e += 1
 
 
 @njit(**NJIT)
@@ -243,12 +348,13 @@ def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, res_tok, re
         s0, s1, s2, s3, s4, s5, s6, s7 = lane_sums(w, n)
         total = combine(s0, s1, s2, s3, s4, s5, s6, s7)
     t_k = 0.0
-    if top_k > 0 and top_k < n:
+    if top_k > 0 and top_k < n:  # (k >= 1 and k < n: the heap of k fits)
         t_k = kth_largest(w, n, top_k, h)
     t = t_k
     if top_p < 1.0:
         total_k = total if t_k == 0.0 else lane_sum_range(w, 0, n, t_k)
-        t = max(t, top_p_threshold(w, n, t_k, top_p, total_k, h))
+        t = max(t, top_p_threshold(w, n, t_k, top_p, total_k,
+                                   t_k > 0.0 and top_k <= DIRECT_K, h))
     if min_p > 0.0:
         t = max(t, min_p)
     z = total if t == 0.0 else lane_sum_range(w, 0, n, t)

@@ -9,9 +9,10 @@ bit.  Row ``i`` of ``logits`` (``x[0:V]``) gives one token ``a``, drawn with the
    finite entry), ``e_j = EXP(x_j - m)``, ``S`` = their float64 sum in 8 lanes (lane ``j % 8``,
    combined ``((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))``).  ``model_log_prob = x_a - (m + log S)``.
 2. ``temperature == 0``: ``a`` = the lowest index holding ``m`` (greedy), ``log_prob = 0``.
-3. Sampling weights ``w_j = exp((x_j - m) / T)`` in ``[0, 1]``, ``w = 1`` at the maximum:
-   float64 logits: ``math.exp`` of the double ``(x_j - m) / T``; float32 logits: ``fast_exp32`` of
-   ``float32(float64(float32(x_j - m)) / T)`` (so ``T = 1`` gives exactly ``e_j``).
+3. Sampling weights ``w_j = exp((x_j - m) / T)`` in ``[0, 1]``, ``w = 1`` at the maximum, with
+   ``g = 1 / T`` (float64): float64 logits: ``math.exp`` of the double ``(x_j - m) * g``; float32
+   logits: ``fast_exp32`` of ``float32(float64(float32(x_j - m)) * g)`` (so ``T = 1`` gives
+   exactly ``e_j``).
 4. One threshold ``t``; the kept set is ``F = {j : w_j >= t}`` (ties at a threshold are all kept):
 
    * top-k (``0 < k < V``): ``t_k`` = the k-th largest ``w_j`` (counted with multiplicity), else 0;
@@ -78,10 +79,11 @@ def lane_sum(values):
 
 
 def weights(x, m, temperature, f32):
-    """w_j = exp((x_j - m) / T) (step 3 of the module docstring)."""
+    """w_j = exp((x_j - m) * (1 / T)) (step 3 of the module docstring)."""
+    inv_t = 1.0 / temperature
     if f32:
-        return [fast_exp32(round32(sub32(v, m) / temperature)) for v in x]
-    return [math.exp((v - m) / temperature) for v in x]
+        return [fast_exp32(round32(sub32(v, m) * inv_t)) for v in x]
+    return [math.exp((v - m) * inv_t) for v in x]
 
 
 def threshold(w, top_k, top_p, min_p):
