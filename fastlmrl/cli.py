@@ -308,13 +308,14 @@ def cmd_train(args, out=None) -> int:
 
 
 def _value_samples(trainer, task, num: int, seed: int, epsilon: float) -> list:
-    """Episodes of a value method's policy: greedy in ``trainer.q`` (ties to the lowest id) with
-    probability 1 - ε, a uniform action with probability ε (:func:`fastlmrl.epsilon_greedy`),
-    from a fresh stream of ``seed``.  On the text task: prompt + generated text; on a
+    """Episodes of a value method's policy from a fresh stream of ``seed``: the trainer's greedy
+    action (``trainer.greedy_actions``: argmax of Q, ties to the lowest id; for a trainer started
+    from a language model the mode of its policy around the reference) with probability 1 - ε,
+    a uniform action with probability ε (ε-greedy, S&B §2.2: uniforms ``2t`` / ``2t+1`` of each
+    step decide and pick).  On the text task: prompt + generated text; on a
     :class:`fastlmrl.ContextMDP`: the trajectory ``s=.. a=.. r=..`` and the return."""
     from .environments import TextGenerationEnv
-    from .rng import RandomStream
-    from .selection import epsilon_greedy
+    from .rng import RandomStream, uniforms
 
     env, stream = task.env, RandomStream(seed)
     if env.num_envs != num:
@@ -331,10 +332,13 @@ def _value_samples(trainer, task, num: int, seed: int, epsilon: float) -> list:
         if rows.size == 0:
             break
         actions = np.zeros(num, dtype=np.int64)
+        actions[rows] = trainer.greedy_actions(obs[rows])
         if epsilon > 0.0:
-            actions[rows] = epsilon_greedy(trainer.q, obs[rows], epsilon, stream)
-        else:
-            actions[rows] = trainer.greedy_actions(obs[rows])
+            draws = uniforms(stream, 2 * rows.size).reshape(rows.size, 2)
+            explore = draws[:, 0] < epsilon
+            uniform_actions = np.minimum((draws[:, 1] * trainer.num_actions).astype(np.int64),
+                                         trainer.num_actions - 1)
+            actions[rows[explore]] = uniform_actions[explore]
         nxt, rewards, terminated, truncated, _ = env.step(actions)
         for b in rows:
             steps[b].append((int(obs[b]), int(actions[b]), float(rewards[b])))
@@ -475,6 +479,7 @@ commands:
 'fastlmrl COMMAND --help' describes a command's options."""
 
 SEED_MAX = 2**64 - 1
+MAX_ITERATIONS = 2**31  # iteration counts beyond this are refused at once
 
 
 def main(argv=None) -> int:
@@ -501,7 +506,7 @@ def main(argv=None) -> int:
     train.add_argument("--env", default="text", choices=("text", "toy"),
                        help="the task: the text task (n-gram LM, lexicon reward) or the seed toy "
                             "MDP")
-    train.add_argument("--steps", type=_int_option(0), default=100,
+    train.add_argument("--steps", type=_int_option(0, MAX_ITERATIONS), default=100,
                        help="total training iterations (a resumed run counts the ones done)")
     train.add_argument("--seed", type=_int_option(0, SEED_MAX), default=0,
                        help="the only source of randomness")
@@ -521,7 +526,7 @@ def main(argv=None) -> int:
     train.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the run already in the run folder")
-    train.add_argument("--checkpoint-every", type=_int_option(0), default=10,
+    train.add_argument("--checkpoint-every", type=_int_option(0, MAX_ITERATIONS), default=10,
                        help="iterations between checkpoints (0: only at the end)")
     train.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -588,9 +593,9 @@ def main(argv=None) -> int:
             return cmd_sweep(args)
         return cmd_bench(args)
     except KeyboardInterrupt:
-        if args.command != "sweep":
-            raise
-        print("fastlmrl sweep: interrupted; run the same command again to resume",
+        hint = {"sweep": "; run the same command again to resume",
+                "train": "; continue from the last checkpoint with --resume"}
+        print(f"fastlmrl {args.command}: interrupted{hint.get(args.command, '')}",
               file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, ArithmeticError, LookupError) as exc:

@@ -92,6 +92,7 @@ def test_huge_sizes_are_refused_with_the_number(tmp_path, capsys, option, value)
     [
         (["train", "--algo", "q_learning", "--checkpoint-every", "-1"], "--checkpoint-every"),
         (["train", "--algo", "q_learning", "--steps", "-3"], "--steps"),
+        (["train", "--algo", "q_learning", "--steps", str(2**31 + 1)], "--steps"),
         (["train", "--algo", "q_learning", "--num-envs", "0"], "--num-envs"),
         (["train", "--algo", "q_learning", "--seed", "-1"], "--seed"),
         (["train", "--algo", "q_learning", "--order", "x"], "--order"),
@@ -113,6 +114,15 @@ def test_out_that_is_a_file_is_refused_naming_the_option(tmp_path, capsys):
         assert cli.main(_toy(out, "--steps", "1")) == 2
         assert "--out" in _error_line(capsys)
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_interrupted_train_says_how_to_resume(monkeypatch, capsys, tmp_path):
+    def interrupted(args, out=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    assert cli.main(["train", "--algo", "ppo", "--out", str(tmp_path / "r")]) == 130
+    assert "--resume" in _error_line(capsys)
 
 
 def test_out_of_memory_is_one_line_exit_1(monkeypatch, capsys, tmp_path):
@@ -220,18 +230,26 @@ def test_sample_with_epsilon_explores(tmp_path, capsys):
     assert cli.main(["sample", str(run), "--num", "40", "--epsilon", "1", "--seed", "5"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 40 and len(set(lines)) == 4  # uniform actions: all four trajectories
+    assert lines.count("s=0 a=1 r=2 | s=1 a=1 r=2 | terminated, return 4") < 25
     for line in lines:
         rewards = [int(r) for r in re.findall(r"r=(\d)", line)]
         assert line.endswith(f"terminated, return {sum(rewards)}")
 
 
-def _greedy_text(task, q, prompt_id: int) -> str:
-    """Greedy decoding in q, written out by hand (lowest id among ties)."""
+def _greedy_text(task, q, prompt_id: int, kl_coef=None) -> str:
+    """Greedy decoding written out by hand (lowest id among ties): argmax of q, or for a value
+    method started from the language model, the mode of pi_ref(a|s) exp(q(s, a) / kl_coef)."""
     env = task.env
+    scores = q.astype(np.float64)
+    if kl_coef is not None:
+        ref = task.reference.astype(np.float64)
+        top = ref.max(axis=1, keepdims=True)
+        log_ref = ref - top - np.log(np.exp(ref - top).sum(axis=1, keepdims=True))
+        scores = log_ref + scores / kl_coef
     tokens = list(env.prompt(prompt_id))
     context, out = env.context_of(np.array(tokens, dtype=np.int64)), []
     for _ in range(env.max_new_tokens):
-        action = int(np.argmax(q[context]))
+        action = int(np.argmax(scores[context]))
         out.append(action)
         if action == env.eos_id:
             break
@@ -257,7 +275,8 @@ def test_sample_a_value_method_on_text_decodes_greedy_text(tmp_path, capsys, alg
     lines = capsys.readouterr().out.rstrip("\n").split("\n")
     assert len(lines) == 6
     task = cli.build_task(meta["task"])
-    expected = {_greedy_text(task, arrays["q"], p) for p in range(task.env.num_prompts)}
+    kl_coef = meta["config"].get("kl_coef")  # value methods started from the LM
+    expected = {_greedy_text(task, arrays["q"], p, kl_coef) for p in range(task.env.num_prompts)}
     assert set(lines) <= expected
     assert any(len(line) > 8 for line in lines)
 
