@@ -615,3 +615,25 @@ def test_backward_hands_over_the_forward_gradient_without_copy():
                                            "token", None, None, 0.0, "k3")[:1]
     (loss2 * 0.5).backward()
     torch.testing.assert_close(x.grad, expected * 0.5, rtol=0, atol=0)
+
+
+def test_ci_runs_the_readme_test_command_with_the_cpu_torch_build():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Run the tests", 1)[1]
+    command = section.split("```bash\n", 1)[1].split("\n", 1)[0].strip()
+    assert command.startswith("pip install torch==") and command.endswith("&& pytest")
+    ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()
+                if line.strip().startswith("pip install")]
+    assert ci_lines == [command]
+
+
+def test_linear_ppo_loss_accepts_trl_spellings():
+    hidden, weight, _, tokens = head_tensors(n=6)
+    _, _, per = rng_tensors(n=6, v=7, seed=17)
+    a = ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], epsilon=0.1,
+                           epsilon_high=0.3, beta=0.05, ref_log_probs=per["ref"])
+    b = ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], clip_low=0.1,
+                           clip_high=0.3, kl_coef=0.05, ref_log_probs=per["ref"])
+    assert a.loss.item() == b.loss.item()

@@ -77,10 +77,12 @@ class A2CLossResult(NamedTuple):
 
 
 def alias(ours, ours_name: str, default, **theirs):
-    """Our argument, or the single TRL-spelled alias given instead of it (never both)."""
+    """Our argument, or the single TRL-spelled alias given instead of it (never both; our
+    argument left at its default value counts as not given)."""
     given = {k: v for k, v in theirs.items() if v is not None}
-    if len(given) > 1 or (given and ours is not default):
-        names = [ours_name] * (ours is not default) + list(given)
+    changed = ours is not default and ours != default  # ours given (other than its default)
+    if len(given) > 1 or (given and changed):
+        names = [ours_name] * changed + list(given)
         raise TypeError(f"give only one of {', '.join(names)} (aliases of {ours_name})")
     return next(iter(given.values())) if given else ours
 
