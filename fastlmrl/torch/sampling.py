@@ -1,0 +1,125 @@
+r"""Next-token sampling from (..., V) CPU logits: the torch face of :mod:`fastlmrl.sampling`
+(temperature, top-k, top-p, min-p; equations, order of the filters and numerics there).
+
+``sample_tokens(logits, seed, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)`` returns
+``(tokens, log_probs, model_log_probs)`` of the logits' batch shape: int64 token ids, their
+log-probability under the distribution sampled from and under the model (temperature-1 softmax of
+the raw logits).  The draw is a function of ``(logits, seed)`` only: the same tokens as the NumPy
+API in every backend and at every thread count.
+
+The op ``torch.ops.fastlmrl.sample_tokens`` is functional (the random stream position is an
+argument: ``seed``, ``stream`` and ``counter`` of a :class:`fastlmrl.RandomStream`, each as the
+int64 with the same 64 bits), has a fake implementation and no gradient (it returns ids and
+log-probabilities of a draw).  Contiguous float32/float64 logits reach the kernel as a view, a
+non-contiguous tensor is copied once, bfloat16 is sampled in float32 (log-probs returned in
+float32).  Tensors on another device raise ValueError naming it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import _validation as check
+from .. import sampling as _np
+from ..rng import MASK64, RandomStream, advance, check_capacity
+
+__all__ = ["SampledTokens", "sample_tokens"]
+
+_LOGIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+class SampledTokens(NamedTuple):
+    """What :func:`sample_tokens` returns: tensors of the logits' batch shape."""
+
+    tokens: Tensor
+    log_probs: Tensor
+    model_log_probs: Tensor
+
+
+def _signed(value: int) -> int:
+    """The int64 with the bits of a uint64 (the op schema's ints are int64)."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _log_prob_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
+@torch.library.custom_op("fastlmrl::sample_tokens", mutates_args=(), device_types="cpu")
+def _sample_tokens(logits: Tensor, seed: int, stream: int, counter: int, temperature: float,
+                   top_k: int, top_p: float, min_p: float) -> tuple[Tensor, Tensor, Tensor]:
+    x = logits.detach()
+    if x.dtype == torch.bfloat16:
+        x = x.float()
+    elif not x.is_contiguous():
+        x = x.contiguous()
+    x_np = x.numpy()
+    n = x_np.shape[0]
+    tokens = torch.empty(n, dtype=torch.int64)
+    log_probs = torch.empty(n, dtype=x.dtype)
+    model_log_probs = torch.empty(n, dtype=x.dtype)
+    rs = RandomStream(seed & MASK64, stream & MASK64, counter & MASK64)
+    _np.sample_tokens(x_np, rs, temperature, top_k, top_p, min_p,
+                      out=(tokens.numpy(), log_probs.numpy(), model_log_probs.numpy()))
+    return tokens, log_probs, model_log_probs
+
+
+@_sample_tokens.register_fake
+def _(logits, seed, stream, counter, temperature, top_k, top_p, min_p):
+    n = logits.shape[0]
+    lp_dtype = _log_prob_dtype(logits.dtype)
+    return (logits.new_empty(n, dtype=torch.int64), logits.new_empty(n, dtype=lp_dtype),
+            logits.new_empty(n, dtype=lp_dtype))
+
+
+def _as_logits(logits) -> Tensor:
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.device.type != "cpu":
+        raise ValueError(
+            f"logits is on device '{logits.device}', but fastlmrl.torch runs on CPU tensors only "
+            f"(no {logits.device.type} backend yet): pass logits.cpu()")
+    if logits.dtype not in _LOGIT_DTYPES:
+        raise TypeError(f"logits must have dtype float32, float64 or bfloat16, got {logits.dtype}")
+    if logits.ndim < 1:
+        raise ValueError("logits must have shape (..., V), got a 0-dimensional tensor")
+    if logits.shape[-1] == 0:
+        raise ValueError(f"logits must have at least one column (V >= 1), got shape "
+                         f"{tuple(logits.shape)}")
+    return logits.detach().reshape(-1, logits.shape[-1])
+
+
+def sample_tokens(logits: Tensor, seed, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, min_p: float = 0.0) -> SampledTokens:
+    r"""One token per row of (..., V) CPU logits (see :func:`fastlmrl.sample_tokens`).
+
+    ``seed``: an int (a fresh stream) or a :class:`fastlmrl.RandomStream`, advanced by the number
+    of rows after success (row i uses counter ``c + i``).  Returns :class:`SampledTokens` of the
+    batch shape ``logits.shape[:-1]``: int64 ``tokens``, ``log_probs`` (distribution sampled
+    from) and ``model_log_probs`` (temperature-1 model), float32 for bfloat16 logits, else the
+    logits' dtype.
+    """
+    x = _as_logits(logits)
+    batch = logits.shape[:-1]
+    temperature = check.real(temperature, "temperature", 0.0, None)
+    if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)):
+        raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 disables top-k), got {top_k}")
+    top_k = int(min(int(top_k), x.shape[1]))
+    top_p = check.real(top_p, "top_p", 0.0, 1.0, low_open=True)
+    min_p = check.real(min_p, "min_p", 0.0, 1.0)
+    n = x.shape[0]
+    check_capacity(seed, n)
+    if isinstance(seed, RandomStream):
+        state = (seed.seed, seed.stream, seed.counter & MASK64)
+    else:
+        state = (int(seed), 0, 0)
+    tokens, log_probs, model_log_probs = _sample_tokens(
+        x, *(_signed(v) for v in state), temperature, top_k, top_p, min_p)
+    advance(seed, n)
+    return SampledTokens(tokens.reshape(batch), log_probs.reshape(batch),
+                         model_log_probs.reshape(batch))
