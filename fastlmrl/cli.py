@@ -127,6 +127,8 @@ def make_trainer(algo: str, task, seed: int, overrides=None, config=None):
             raise ValueError(f"algorithm {algo!r} trains a softmax policy on the text task "
                              "(--env text)")
         return cls(task, config, seed=seed)
+    if getattr(task, "name", "") == "text":  # value methods start from the language model
+        return cls(task, config, seed=seed)
     return cls(task.env, config, seed=seed)
 
 

@@ -23,6 +23,23 @@ Everything random — the environment's starts / prompts and the exploration dra
 checkpoint (:meth:`fastlmrl.trainers.Trainer.save` / ``load``) ends bit-identical to one that
 never stopped.
 
+Starting from a language model (a :class:`fastlmrl.tasks.TextTask` instead of an environment):
+the trainer keeps the task's frozen reference :math:`\pi_{ref}` (its log-softmax table) and its
+behaviour policy is the Boltzmann policy *around the reference*,
+
+.. math::  \pi(a \mid s) = \frac{\pi_{ref}(a \mid s)\, e^{Q(s, a)/\beta}}
+           {\sum_b \pi_{ref}(b \mid s)\, e^{Q(s, b)/\beta}},\qquad \beta = \text{kl\_coef},
+
+the form of the KL-regularised optimal policy (Todorov 2007; the KL-control fine-tuning of
+Jaques et al. 2017, "Sequence Tutor"; soft Q-learning for text generation, Guo et al. 2021), with
+``Q`` learned by the algorithm from the task reward.  ``Q`` starts at 0, so the first episodes are
+samples of the language model itself (a zero table explored uniformly would write letter salad
+and never find a lexicon word), ``Q`` changes only where rewards are observed, and the policy
+moves away from the LM only as far as those values pay for (β in reward units: a word worth 1
+multiplies the odds of the tokens leading to it by up to :math:`e^{1/\beta}`).  Greedy actions
+are the mode of that policy.  The ε / τ schedules below do not apply (the reference is the
+exploration); the metrics report ``kl_coef``.
+
 Exploration (the behaviour policy) is ε-greedy (S&B §2.2/§5.4, :func:`fastlmrl.epsilon_greedy`)
 or Boltzmann (S&B §13.1, :func:`fastlmrl.boltzmann`); its parameter follows a schedule of the
 iteration number ``k = iterations_done`` (one value per batch of episodes):
@@ -43,6 +60,7 @@ import numpy as np
 
 from .. import _validation as check
 from ..environments import ContextMDP, TextGenerationEnv
+from ..log_probs import log_softmax
 from ..schedules import ConstantSchedule, ExponentialSchedule, LinearSchedule
 from ..selection import boltzmann, epsilon_greedy, greedy
 from .base import Trainer
@@ -71,6 +89,8 @@ class ValueConfig:
         terminal states of a :class:`fastlmrl.ContextMDP` start at 0 (their value by definition).
     dtype : table dtype, ``"float32"`` or ``"float64"`` (arithmetic is float64 either way).
     max_episode_steps : safety cut per episode (treated as a truncation, see module docstring).
+    kl_coef : β > 0 of the behaviour policy around a language model (module docstring; used only
+        when the trainer is given a :class:`fastlmrl.tasks.TextTask`).
     """
 
     alpha: float = 0.1
@@ -85,6 +105,7 @@ class ValueConfig:
     initial_q: float = 0.0
     dtype: str = "float64"
     max_episode_steps: int = 10_000
+    kl_coef: float = 0.1
 
 
 def _choice(value, name, allowed):
@@ -112,6 +133,7 @@ def validate_common(cfg, *, alpha_optional: bool = False) -> None:
     check.positive_int(cfg.decay_iterations, "config.decay_iterations", 0)
     check.real(cfg.initial_q, "config.initial_q")
     check.positive_int(cfg.max_episode_steps, "config.max_episode_steps", 1)
+    check.real(cfg.kl_coef, "config.kl_coef", 0.0, None, low_open=True)
     make_schedule(cfg)  # the exponential schedule needs positive ends
 
 
@@ -219,8 +241,9 @@ class TabularValueTrainer(Trainer):
 
     Parameters
     ----------
-    env : :class:`fastlmrl.ContextMDP` or :class:`fastlmrl.TextGenerationEnv`
-        The state is the context id; S and A as in :func:`env_sizes`.
+    env : :class:`fastlmrl.ContextMDP`, :class:`fastlmrl.TextGenerationEnv`, or a
+        :class:`fastlmrl.tasks.TextTask` (its environment, explored around its reference LM:
+        module docstring).  The state is the context id; S and A as in :func:`env_sizes`.
     config : the algorithm's dataclass (default: its defaults).
     seed : int, the only source of randomness (environment and exploration).
     """
@@ -233,6 +256,14 @@ class TabularValueTrainer(Trainer):
         if config is None and self.Config is not None:
             config = self.Config()
         super().__init__(config, seed)
+        self.prior = None  # log pi_ref (S, A) float64 when started from a language model
+        if hasattr(env, "env") and hasattr(env, "reference"):  # a TextTask
+            reference = np.asarray(env.reference, dtype=np.float64)
+            env = env.env
+            if reference.shape != env_sizes(env):
+                raise ValueError(f"vocabulary mismatch: reference table {reference.shape} vs "
+                                 f"the environment's {env_sizes(env)}")
+            self.prior = log_softmax(reference)
         self.num_states, self.num_actions = env_sizes(env)
         self.env = env
         self.validate_config(config)
@@ -265,6 +296,13 @@ class TabularValueTrainer(Trainer):
         return {"q": self.q}
 
     # --- exploration ----------------------------------------------------------------------------
+    def exploration_metrics(self, metrics: dict, param: float) -> None:
+        """Record the exploration parameter (``kl_coef`` when exploring around a LM)."""
+        if self.prior is not None:
+            metrics["kl_coef"] = float(self.config.kl_coef)
+        else:
+            metrics[self.exploration_name] = param
+
     @property
     def exploration_name(self) -> str:
         return "epsilon" if self.config.exploration == "epsilon_greedy" else "temperature"
@@ -273,19 +311,46 @@ class TabularValueTrainer(Trainer):
         """ε or τ for the current iteration (the schedule at ``iterations_done``)."""
         return float(self.schedule(self.iterations_done))
 
+    def policy_logits(self, states) -> np.ndarray:
+        """(n, A) float64 logits of the behaviour policy around the reference,
+        :math:`\\log\\pi_{ref}(\\cdot|s) + Q(s, \\cdot)/\\beta` (a trainer started from a
+        language model only)."""
+        if self.prior is None:
+            raise ValueError("policy_logits needs a trainer started from a language model "
+                             "(a TextTask)")
+        states = np.asarray(states, dtype=np.int64)
+        return self.prior[states] + self.q[states].astype(np.float64) / self.config.kl_coef
+
     def select(self, states, param: float) -> np.ndarray:
         """Behaviour actions for ``states`` from :attr:`q` (draws from ``self.stream``)."""
+        if self.prior is not None:  # Boltzmann around the LM: one uniform per row, as boltzmann
+            logits = self.policy_logits(states)
+            return boltzmann(logits, np.arange(logits.shape[0]), 1.0, self.stream)
         if self.config.exploration == "epsilon_greedy":
             return epsilon_greedy(self.q, states, param, self.stream)
         return boltzmann(self.q, states, param, self.stream)
 
     def greedy_actions(self, states) -> np.ndarray:
-        """:math:`\\arg\\max_a Q(s, a)` for each state (ties to the lowest token id)."""
+        """:math:`\\arg\\max_a Q(s, a)` for each state (ties to the lowest token id); started
+        from a language model: the mode of the behaviour policy, :math:`\\arg\\max_a
+        \\log\\pi_{ref}(a|s) + Q(s, a)/\\beta`."""
+        if self.prior is not None:
+            logits = self.policy_logits(check.ids(states, "states"))
+            return greedy(logits, np.arange(logits.shape[0]))
         return greedy(self.q, states)
 
     def greedy_policy(self) -> np.ndarray:
         """(S,) int64: the greedy token of every state."""
+        if self.prior is not None:
+            return self.greedy_actions(np.arange(self.num_states, dtype=np.int64))
         return greedy(self.q, np.arange(self.num_states, dtype=np.int64))
+
+    def sample(self, num_sequences: int, seed):
+        """Generate with the behaviour policy around the reference (a trainer started from a
+        language model): a :class:`fastlmrl.environments.RolloutBatch` of ``num_sequences``
+        sequences from a fresh stream ``seed`` (not the trainer's)."""
+        logits = self.policy_logits(np.arange(self.num_states, dtype=np.int64))
+        return self.env.rollout(logits, seed, num_sequences=num_sequences)
 
     # --- the loop -------------------------------------------------------------------------------
     select_next = False  # SARSA picks A_{t+1} before its update
@@ -309,7 +374,7 @@ class TabularValueTrainer(Trainer):
                               lambda states: self.select(states, param), learn,
                               select_next=self.select_next)
         metrics = batch.metrics()
-        metrics[self.exploration_name] = param
+        self.exploration_metrics(metrics, param)
         metrics["td_error"] = td_sum[0] / batch.steps if batch.steps else 0.0
         return metrics
 

@@ -9,7 +9,10 @@ the on-policy form): :math:`\sum_a \pi(a|s) Q(s,a) = (1-\varepsilon)\max_a Q(s,a
 \varepsilon\,\frac1V \sum_a Q(s,a)` (:func:`fastlmrl.expected_sarsa_update`).  With a fixed ε the
 fixed point is :math:`q_{\pi_\varepsilon}`; with ε → 0 it is :math:`Q^*` (ε = 0 is Q-learning).
 The expectation is only implemented for ε-greedy, so ``exploration`` must be
-``"epsilon_greedy"``.  Loop and conventions: :mod:`fastlmrl.trainers._value_base`.
+``"epsilon_greedy"``.  Started from a language model (a :class:`fastlmrl.tasks.TextTask`), the
+behaviour policy is the Boltzmann policy around the reference (see
+:mod:`fastlmrl.trainers._value_base`) and the target policy ε-greedy with ε = ``epsilon_end``
+(off-policy expected SARSA, S&B §6.6).  Loop and conventions: :mod:`fastlmrl.trainers._value_base`.
 """
 from __future__ import annotations
 
@@ -41,5 +44,10 @@ class ExpectedSarsaTrainer(TabularValueTrainer):
 
     def learn(self, rows, s, a, r, s2, terminated, truncated, param):
         cfg = self.config
+        # Around a language model the ε schedule does not drive the behaviour (the reference
+        # does); the target policy is then ε-greedy in Q with ε = epsilon_end.  (An ε-greedy
+        # target with ε near 1, the start of the schedule, would average Q over every token of
+        # the vocabulary: the value of writing letter salad, ~0, and nothing would be learnt.)
+        epsilon = cfg.epsilon_end if self.prior is not None else param
         return expected_sarsa_update(self.q, s, a, r, s2, terminated, cfg.alpha, cfg.gamma,
-                                     param)
+                                     epsilon)

@@ -102,7 +102,7 @@ class MonteCarloTrainer(TabularValueTrainer):
                                     first_visit=cfg.first_visit, alpha=cfg.alpha,
                                     counts=self.counts)
         metrics = batch.metrics()
-        metrics[self.exploration_name] = param
+        self.exploration_metrics(metrics, param)
         starts = offsets[:-1][lengths > 0]
         metrics["return"] = float(returns[starts].astype(np.float64).mean()) if starts.size \
             else 0.0

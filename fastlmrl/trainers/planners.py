@@ -18,7 +18,18 @@ for VI, evaluations for PI), ``converged``, ``value`` (mean :math:`v_*` of the s
 batch used) and ``tokens`` (evaluation steps).
 
 A :class:`fastlmrl.TextGenerationEnv` has no reward table (its reward is a function of whole
-sequences) and is refused.
+sequences) and is refused.  A :class:`fastlmrl.tasks.TextTask` (a language model with its
+environment) is planned for with a *learned model* (certainty-equivalence planning, Sutton &
+Barto 2018, §8.1): the transitions of the k-gram context are known, :math:`s' = (sV + a) \bmod
+V^k` (EOS leads to a terminal END state), and the reward model :math:`\hat r(s, a)` is the mean
+per-token task reward observed after token ``a`` in context ``s``: first in ``model_sequences``
+samples of the reference LM (drawn from ``RandomStream(seed, 1)``, a stream of its own), then also
+in every iteration's episodes (model learning from experience, Dyna, S&B §8.2: a plan that relies
+on a reward the aliased k-gram context does not deliver sees it fail and is corrected); 0 for
+pairs never seen.  The planned :math:`q_*` of that model drives the same policy as the value
+methods' around the LM, :math:`\pi(a|s) \propto \pi_{ref}(a|s)\,e^{q_*(s,a)/\beta}`
+(:mod:`fastlmrl.trainers._value_base`), which plays the episodes on the real environment
+(``policy`` holds its mode); ``model_sums`` and ``model_counts`` are part of the checkpoint.
 """
 from __future__ import annotations
 
@@ -27,8 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validation as check
-from ..dynamic_programming import policy_iteration, value_iteration
+from ..dynamic_programming import TokenMDP, policy_iteration, value_iteration
 from ..environments import ContextMDP
+from ..log_probs import log_softmax
+from ..rng import RandomStream
+from ..selection import boltzmann, greedy
 from ._value_base import DTYPES, _choice, play_episodes
 from .base import Trainer
 
@@ -47,6 +61,8 @@ class ValueIterationConfig:
     max_iter: int = 10_000
     dtype: str = "float64"
     max_episode_steps: int = 10_000
+    model_sequences: int = 1024
+    kl_coef: float = 0.02
 
 
 @dataclass
@@ -58,6 +74,22 @@ class PolicyIterationConfig:
     max_iter: int = 1_000
     dtype: str = "float64"
     max_episode_steps: int = 10_000
+    model_sequences: int = 1024
+    kl_coef: float = 0.02
+
+
+def text_transitions(env) -> tuple:
+    """(next_state (S+1, V) int64, terminal (S+1,) bool) of a text environment's k-gram contexts:
+    :math:`s' = (sV + a) \\bmod V^k`, EOS -> the terminal END state S (absorbing)."""
+    n_ctx, vocab = env.num_contexts, env.vocab_size
+    next_state = np.empty((n_ctx + 1, vocab), dtype=np.int64)
+    next_state[:n_ctx] = (np.arange(n_ctx)[:, None] * vocab + np.arange(vocab)[None, :]) % n_ctx
+    if env.eos_id >= 0:
+        next_state[:n_ctx, env.eos_id] = n_ctx
+    next_state[n_ctx] = n_ctx
+    terminal = np.zeros(n_ctx + 1, dtype=bool)
+    terminal[n_ctx] = True
+    return next_state, terminal
 
 
 class _Planner(Trainer):
@@ -65,14 +97,32 @@ class _Planner(Trainer):
         if config is None:
             config = self.Config()
         super().__init__(config, seed)
-        if not isinstance(env, ContextMDP):
+        self.prior = None
+        if hasattr(env, "env") and hasattr(env, "reference"):  # a TextTask: a learned model
+            self.validate_config(config)
+            task = env
+            env = task.env
+            self.prior = log_softmax(np.asarray(task.reference, dtype=np.float64))
+            self._transitions = text_transitions(env)
+            # reward-model statistics: sum and count of the rewards seen after (s, a), first
+            # from samples of the reference LM, then from every iteration's episodes
+            self.model_sums = np.zeros((env.num_contexts + 1, env.vocab_size))
+            self.model_counts = np.zeros((env.num_contexts + 1, env.vocab_size), dtype=np.int64)
+            batch = env.rollout(np.ascontiguousarray(task.reference), RandomStream(seed, 1),
+                                num_sequences=config.model_sequences)
+            self._observe(batch.contexts[batch.valid], batch.actions[batch.valid],
+                          batch.rewards[batch.valid])
+            self.mdp = self.text_model()
+        elif not isinstance(env, ContextMDP):
             raise TypeError(
                 f"{type(self).__name__} needs an environment whose transition and reward tables "
-                f"are known (a fastlmrl.ContextMDP, see ContextMDP.to_token_mdp()), got "
+                f"are known (a fastlmrl.ContextMDP, see ContextMDP.to_token_mdp(), or a "
+                f"fastlmrl.tasks.TextTask, planned for with a learned reward model), got "
                 f"{type(env).__name__}")
-        self.validate_config(config)
+        else:
+            self.validate_config(config)
+            self.mdp = env.to_token_mdp()
         self.env = env
-        self.mdp = env.to_token_mdp()
         self.num_states, self.num_actions = self.mdp.num_states, self.mdp.num_actions
         self.q = np.zeros((self.num_states, self.num_actions), dtype=np.dtype(config.dtype))
         self.values = np.zeros(self.num_states)
@@ -83,26 +133,66 @@ class _Planner(Trainer):
         check.positive_int(cfg.max_iter, "config.max_iter", 1)
         _choice(cfg.dtype, "dtype", DTYPES)
         check.positive_int(cfg.max_episode_steps, "config.max_episode_steps", 1)
+        check.positive_int(cfg.model_sequences, "config.model_sequences", 1)
+        check.real(cfg.kl_coef, "config.kl_coef", 0.0, None, low_open=True)
+
+    # --- the learned model of a text task -------------------------------------------------------
+    def _observe(self, states, actions, rewards) -> None:
+        np.add.at(self.model_sums, (states, actions), rewards)
+        np.add.at(self.model_counts, (states, actions), 1)
+
+    def text_model(self) -> TokenMDP:
+        """The current learned token MDP: known transitions, :math:`\\hat r` = mean observed
+        reward per (s, a) (0 where none was observed)."""
+        reward = self.model_sums / np.maximum(self.model_counts, 1)
+        return TokenMDP(self._transitions[0], reward, self._transitions[1])
+
+    def arrays(self) -> dict:
+        arrays = {"q": self.q, "values": self.values, "policy": self.policy}
+        if self.prior is not None:
+            arrays.update(model_sums=self.model_sums, model_counts=self.model_counts)
+        return arrays
+
+    def policy_logits(self, states) -> np.ndarray:
+        """(n, A) logits :math:`\\log\\pi_{ref}(\\cdot|s) + q_*(s, \\cdot)/\\beta` (text)."""
+        states = np.asarray(states, dtype=np.int64)
+        return self.prior[states] + self.q[states].astype(np.float64) / self.config.kl_coef
+
+    def sample(self, num_sequences: int, seed):
+        """Generate with the planned policy around the reference (a TextTask planner only)."""
+        if self.prior is None:
+            raise ValueError("sample needs a planner of a TextTask")
+        logits = self.policy_logits(np.arange(self.env.num_contexts, dtype=np.int64))
+        return self.env.rollout(logits, seed, num_sequences=num_sequences)
 
     def solve(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def arrays(self) -> dict:
-        return {"q": self.q, "values": self.values, "policy": self.policy}
-
     def iteration(self) -> dict:
+        if self.prior is not None:
+            self.mdp = self.text_model()
         result = self.solve()
         self.q[...] = result.q
         self.values[...] = result.values
         self.policy[...] = result.policy
         starts = []
+        if self.prior is not None:  # the policy around the LM, its mode as ``policy``
+            n_ctx = self.env.num_contexts
+            self.policy[:n_ctx] = greedy(self.policy_logits(np.arange(n_ctx)), np.arange(n_ctx))
 
         def act(states):
             if not starts:
                 starts.append(states.copy())
+            if self.prior is not None:
+                logits = self.policy_logits(states)
+                return boltzmann(logits, np.arange(logits.shape[0]), 1.0, self.stream)
             return self.policy[states]
 
-        batch = play_episodes(self.env, self.stream, self.config.max_episode_steps, act)
+        def observe(rows, s, a, r, s2, te, tr):  # model learning from experience (Dyna)
+            self._observe(s, a, np.asarray(r, dtype=np.float64))
+
+        batch = play_episodes(self.env, self.stream, self.config.max_episode_steps, act,
+                              observe if self.prior is not None else None)
         metrics = batch.metrics()
         metrics["iterations"] = int(result.num_iter)
         metrics["converged"] = bool(result.converged)
