@@ -374,6 +374,9 @@ def cmd_sample(args, out=None) -> int:
         raise CheckpointError(f"{path!r} was not written by `fastlmrl train` (no task "
                               "description)")
     algo = spec["algo"]
+    if algo in TEXT_ALGORITHMS and args.epsilon:
+        raise ValueError(f"--epsilon applies to value methods; {algo} samples from its softmax "
+                         "policy")
     if algo not in TEXT_ALGORITHMS:  # value methods: one environment row per sample
         spec = dict(spec, num_envs=args.num)
     task = build_task(spec)

@@ -223,6 +223,17 @@ def test_sample_a_value_method_on_the_toy_prints_trajectories(tmp_path, capsys, 
     assert lines == ["s=0 a=1 r=2 | s=1 a=1 r=2 | terminated, return 4"] * 3
 
 
+def test_epsilon_is_refused_for_a_policy_method(tmp_path, capsys):
+    run = tmp_path / "grpo"
+    assert cli.main(["train", "--algo", "grpo", "--out", str(run), "--quiet", "--steps", "1",
+                     "--set", "num_prompts=2", "--set", "group_size=2"]) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", str(run), "--epsilon", "0.1"]) == 2
+    assert "--epsilon" in _error_line(capsys)
+    assert cli.main(["sample", str(run), "--num", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
 def test_sample_with_epsilon_explores(tmp_path, capsys):
     run = tmp_path / "q"
     assert cli.main(_toy(run, "--steps", "60")) == 0
