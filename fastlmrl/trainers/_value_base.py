@@ -79,7 +79,7 @@ class ValueConfig:
     Attributes
     ----------
     alpha : step size :math:`\\alpha \\in (0, 1]`.
-    gamma : discount :math:`\\gamma \\in [0, 1]`.
+    gamma : discount :math:`\\gamma \\in [0, 1]` (default 0.9, the seed toy's: README, ContextMDP).
     exploration : ``"epsilon_greedy"`` or ``"boltzmann"`` (the behaviour policy).
     epsilon_start, epsilon_end : ε schedule ends, in [0, 1] (ε-greedy).
     temperature_start, temperature_end : τ schedule ends, > 0 (Boltzmann).
@@ -94,7 +94,7 @@ class ValueConfig:
     """
 
     alpha: float = 0.1
-    gamma: float = 0.99
+    gamma: float = 0.9
     exploration: str = "epsilon_greedy"
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05

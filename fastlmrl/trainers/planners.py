@@ -56,7 +56,7 @@ class ValueIterationConfig:
     policy is ε-optimal, see :func:`fastlmrl.value_iteration`), ``max_iter`` sweeps, table
     ``dtype`` of ``q``, ``max_episode_steps`` cut of the evaluation episodes."""
 
-    gamma: float = 0.99
+    gamma: float = 0.9
     epsilon: float = 1e-6
     max_iter: int = 10_000
     dtype: str = "float64"
@@ -70,7 +70,7 @@ class PolicyIterationConfig:
     """``gamma`` ∈ [0, 1], ``max_iter`` policy evaluations, ``dtype`` of ``q``,
     ``max_episode_steps`` cut of the evaluation episodes."""
 
-    gamma: float = 0.99
+    gamma: float = 0.9
     max_iter: int = 1_000
     dtype: str = "float64"
     max_episode_steps: int = 10_000
