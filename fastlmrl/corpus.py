@@ -15,16 +15,19 @@ lines, deterministically.
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 
 from . import _validation as check
-from .rng import stream_key, uniform
+from .rng import MASK64, stream_key, uniform
 
 __all__ = ["DEFAULT_SENTENCES", "default_corpus", "generate_corpus", "load_corpus",
            "train_test_split"]
 
 #: Number of sentences of :func:`default_corpus`.
 DEFAULT_SENTENCES = 2000
+#: The most sentences :func:`generate_corpus` makes in one call.
+MAX_SENTENCES = 2 ** 22
 
 # --- the grammar's lexicon ------------------------------------------------------------------
 _NAMES = ("Ada", "Bruno", "Clara", "Dario", "Elin", "Farah", "Greta", "Hugo", "Ines", "Jonas",
@@ -161,7 +164,16 @@ def generate_corpus(n_sentences: int = DEFAULT_SENTENCES, seed: int = 0) -> str:
     longer corpus are the ``m``-sentence corpus).
     """
     n = check.positive_int(n_sentences, "n_sentences", 1)
-    r = _Chooser(check.positive_int(seed, "seed", 0))
+    if n > MAX_SENTENCES:  # ~45 bytes and ~5 us each: more would exhaust memory or take hours
+        raise ValueError(f"n_sentences = {n} is too large: at most 2**22 = {MAX_SENTENCES}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if seed > MASK64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    r = _Chooser(seed)
     lines = []
     for _ in range(n):
         s = _sentence(r)

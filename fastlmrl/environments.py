@@ -36,10 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend
+from . import _limits
 from . import _status
 from . import _validation as check
 from .rewards import as_reward, kl_shaped, terminal_to_per_token
-from .rng import MASK64, RandomStream, advance, resolve_seed
+from .rng import MASK64, RandomStream, advance, check_capacity, resolve_seed
 
 __all__ = ["ContextMDP", "RolloutBatch", "TextGenerationEnv"]
 
@@ -53,18 +54,19 @@ BAD_CONFIG = 44
 BAD_LENGTHS = 45
 
 _MESSAGES = {
-    _status.BAD_STATES: "a context id is out of range (or terminal)",
+    _status.BAD_STATES: "contexts: a context id is out of range (or terminal)",
     _status.BAD_ACTIONS: "an action (token id) is out of range",
     _status.BAD_NEXT_STATES: "next_context holds an id out of range",
-    _status.BAD_REWARDS: "the reward table holds a non-finite value",
-    _status.BAD_OFFSETS: "prompt offsets are invalid",
+    _status.BAD_REWARDS: "reward: the reward table holds a non-finite value",
+    _status.BAD_OFFSETS: "prompt_offsets: the prompt offsets are invalid",
     BAD_PROMPT_IDS: "prompt_ids holds an id out of range",
-    BAD_PROMPT_TOKENS: "a prompt holds a token id out of the vocabulary",
+    BAD_PROMPT_TOKENS: "prompt_tokens: a prompt holds a token id out of the vocabulary",
     BAD_LOGITS: "logits: a visited row holds NaN or +inf, or no finite entry among the allowed "
                 "tokens",
     BAD_MASK_LOGITS: "mask_logits: a visited row holds NaN or +inf, or no finite entry",
     BAD_CONFIG: "inconsistent sizes or parameters",
-    BAD_LENGTHS: "a sequence is already at its maximum length",
+    BAD_LENGTHS: "lengths: a sequence is already at its maximum length (or a length is "
+                 "negative)",
     # the wrappers always pass consistent shapes
     _status.BAD_SHAPES: "internal error: array arguments of inconsistent shapes "
                         f"(status {_status.BAD_SHAPES})",
@@ -95,18 +97,69 @@ def _stream(seed, current):
     return RandomStream(int(seed))
 
 
-def _draw(bound: int, stream: RandomStream, mask: np.ndarray) -> np.ndarray:
-    """floor(u * bound) for every row (u = uniform at counter c + b), consuming len(mask) counters."""
-    out = np.zeros(mask.shape[0], dtype=np.int64)
-    status = _backend.kernels().draw_ids(bound, np.uint64(stream.key), np.uint64(stream.counter),
+def _draw(bound: int, stream: RandomStream, mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(floor(u * bound) for every row (u = uniform at counter c + b; 0 where not mask), counters
+    used = len(mask)).  Checks that the stream has them; advances nothing (the caller commits)."""
+    n = mask.shape[0]
+    key, counter = check_capacity(stream, n)
+    out = np.zeros(n, dtype=np.int64)
+    status = _backend.kernels().draw_ids(bound, np.uint64(key), np.uint64(counter),
                                          mask.view(np.uint8), out)
     _raise(status)
-    stream.take(mask.shape[0])
+    return out, n
+
+
+#: The largest order k: V**(k+1) <= 2**62 needs k <= 61 for V >= 2 (the kernels refuse more).
+MAX_ORDER = 62
+_INT64_MAX = 2**63 - 1
+# bytes of per-sequence state an environment holds (ids, lengths, flags, copies made per step)
+_STATE_BYTES = 64
+
+
+def _num_envs(num_envs, per_env_elements: int = 1):
+    n = check.positive_int(num_envs, "num_envs")
+    _limits.check_elements(n * per_env_elements, _STATE_BYTES, "num_envs",
+                           f"num_envs = {n}" if per_env_elements == 1 else
+                           f"num_envs * max_new_tokens = {n} * {per_env_elements}")
+    return n
+
+
+def _int64(x, name: str, minimum: int) -> int:
+    """An int in [minimum, 2**63) (what a kernel's int64 argument can hold)."""
+    v = check.positive_int(x, name, minimum)
+    if v > _INT64_MAX:
+        raise ValueError(f"{name} = {v} does not fit in int64 (must be < 2**63)")
+    return v
+
+
+def _state_array(value, name: str, shape: tuple, low: int, high: int) -> np.ndarray:
+    """A state array assigned by the user: integers of ``shape`` in [low, high] (int64 copy)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if arr.size and (arr.min() < low or arr.max() > high):
+        i = int(np.flatnonzero(((arr < low) | (arr > high)).reshape(-1))[0])
+        raise ValueError(f"{name} (flat index {i}) = {int(arr.reshape(-1)[i])} is out of range "
+                         f"[{low}, {high}]")
+    return arr.astype(np.int64)
+
+
+def _reward_output(out, reward, shape: tuple) -> np.ndarray:
+    """The float64 array of a reward function's result, checked (type, shape, finite)."""
+    label = f"the reward function {reward!r}"
+    if not isinstance(out, np.ndarray) or out.dtype.kind not in "biuf":
+        what = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise TypeError(f"{label} must return a real numpy array, got {what}")
+    if out.shape != shape:
+        raise ValueError(f"{label} returned shape {out.shape}, expected {shape}")
+    out = out.astype(np.float64, copy=False)
+    if not np.isfinite(out).all():
+        i = int(np.flatnonzero(~np.isfinite(out).reshape(-1))[0])
+        raise ValueError(f"{label} returned a non-finite reward {out.reshape(-1)[i]} "
+                         f"(flat index {i})")
     return out
-
-
-def _num_envs(num_envs):
-    return check.positive_int(num_envs, "num_envs")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,10 +231,10 @@ class ContextMDP:
             term = np.zeros(n_ctx, dtype=bool)
         else:
             term = check.flags(terminal, "terminal", n_ctx).view(np.bool_)
-        self.num_contexts = n_ctx
-        self.num_actions = n_act
+        self._num_contexts = n_ctx
+        self._num_actions = n_act
         ends = nxt == -1
-        self.end_state = n_ctx if ends.any() else None
+        self._end_state = n_ctx if ends.any() else None
         n_states = n_ctx + (1 if ends.any() else 0)
         table = np.empty((n_states, n_act), dtype=np.int64)
         table[:n_ctx] = np.where(ends, n_states - 1, nxt)
@@ -189,7 +242,7 @@ class ContextMDP:
         rewards[:n_ctx] = rew
         terminal_all = np.zeros(n_states, dtype=bool)
         terminal_all[:n_ctx] = term
-        if self.end_state is not None:
+        if self._end_state is not None:
             table[n_ctx] = n_ctx  # absorbing; never read (terminal)
             terminal_all[n_ctx] = True
         self._next = table
@@ -204,12 +257,40 @@ class ContextMDP:
         if terminal_all[starts].any():
             raise ValueError("start holds a terminal context")
         self._starts = starts
-        self.num_envs = _num_envs(num_envs)
-        self.max_steps = 0 if max_steps is None else check.positive_int(max_steps, "max_steps")
-        self.contexts = np.zeros(self.num_envs, dtype=np.int64)
-        self.steps = np.zeros(self.num_envs, dtype=np.int64)
-        self._needs_reset = np.ones(self.num_envs, dtype=bool)
+        self._num_envs = _num_envs(num_envs)
+        self._max_steps = 0 if max_steps is None else _int64(max_steps, "max_steps", 1)
+        self._contexts = np.zeros(self._num_envs, dtype=np.int64)
+        self._steps = np.zeros(self._num_envs, dtype=np.int64)
+        self._needs_reset = np.ones(self._num_envs, dtype=bool)
         self._stream = None
+
+    # --- configuration (read-only) and state ----------------------------------------------------
+    num_contexts = property(lambda self: self._num_contexts,
+                            doc="S, the number of contexts (rows of next_context).")
+    num_actions = property(lambda self: self._num_actions, doc="A, the number of tokens.")
+    end_state = property(lambda self: self._end_state,
+                         doc="The id of the absorbing END state (S), or None without one.")
+    num_envs = property(lambda self: self._num_envs, doc="B, the number of sequences.")
+    max_steps = property(lambda self: self._max_steps, doc="The time limit (0: none).")
+
+    @property
+    def contexts(self) -> np.ndarray:
+        """(B,) int64 current contexts (writeable in place; assigning checks and copies)."""
+        return self._contexts
+
+    @contexts.setter
+    def contexts(self, value):
+        self._contexts[:] = _state_array(value, "contexts", (self._num_envs,), 0,
+                                         self.num_states - 1)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(B,) int64 steps taken in the current episodes (assigning checks and copies)."""
+        return self._steps
+
+    @steps.setter
+    def steps(self, value):
+        self._steps[:] = _state_array(value, "steps", (self._num_envs,), 0, _INT64_MAX - 1)
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -237,53 +318,78 @@ class ContextMDP:
         return TokenMDP(*self.to_arrays())
 
     # --- stepping -----------------------------------------------------------------------------
-    def _reset_rows(self, mask, stream):
+    def _plan_reset(self, mask, stream):
+        """(start contexts (B,), counters drawn) for the rows in ``mask``; nothing committed
+        (raises, e.g. on an exhausted stream, before any write)."""
         if self._starts.size == 1:
-            self.contexts[mask] = self._starts[0]
-        else:
-            self.contexts[mask] = self._starts[_draw(self._starts.size, stream, mask)[mask]]
-        self.steps[mask] = 0
+            return np.full(mask.shape[0], self._starts[0]), 0
+        ids, used = _draw(self._starts.size, stream, mask)
+        return self._starts[ids], used
+
+    def _commit_reset(self, mask, stream, plan):
+        starts, used = plan
+        self._contexts[mask] = starts[mask]
+        self._steps[mask] = 0
         self._needs_reset[mask] = False
+        advance(stream, used)
+
+    def _check_state(self):
+        """The state arrays, re-checked at use (also after a user's in-place edits)."""
+        for name in ("_contexts", "_steps"):
+            arr = getattr(self, name)
+            if (not isinstance(arr, np.ndarray) or arr.dtype != np.int64
+                    or arr.shape != (self._num_envs,) or not arr.flags.c_contiguous
+                    or not arr.flags.writeable):
+                raise ValueError(f"the environment's {name[1:]} array was replaced or damaged: "
+                                 "assign a (num_envs,) integer array to it, or call reset()")
 
     def reset(self, seed=None, options=None):
         """Reset every sequence: ``(obs (B,) int64 contexts S_0, info {})``.
 
-        Consumes B counters of the stream when there are several start contexts.
+        Consumes B counters of the stream when there are several start contexts.  An invalid
+        ``seed`` (or an exhausted stream) raises before anything changes.
         """
-        self._stream = _stream(seed, self._stream)
-        self._reset_rows(np.ones(self.num_envs, dtype=bool), self._stream)
-        return self.contexts.copy(), {}
+        self._check_state()
+        stream = _stream(seed, self._stream)
+        mask = np.ones(self._num_envs, dtype=bool)
+        plan = self._plan_reset(mask, stream)
+        self._stream = stream
+        self._commit_reset(mask, stream, plan)
+        return self._contexts.copy(), {}
 
     def step(self, actions):
         """Step every sequence: ``(obs, rewards, terminated, truncated, info)`` ((B,) arrays).
 
         Next-step autoreset: a sequence that terminated or was truncated at the previous step is
-        reset instead (its action is ignored; reward 0, both flags False).  Bad actions raise a
-        ValueError and nothing changes.
+        reset instead (its action is ignored; reward 0, both flags False).  Bad actions (or a
+        stream with too few counters left for the resets) raise a ValueError and nothing changes.
         """
         if self._stream is None:
             raise RuntimeError("call reset() before step()")
-        acts = check.ids(actions, "actions", self.num_envs)
+        self._check_state()
+        acts = check.ids(actions, "actions", self._num_envs)
         idx_dtype = acts.dtype
         nxt = self._next.astype(idx_dtype, copy=False)
-        contexts = self.contexts.astype(idx_dtype)
-        steps = self.steps.copy()
+        contexts = self._contexts.astype(idx_dtype)
+        steps = self._steps.copy()
         active = ~self._needs_reset
-        rewards = np.empty(self.num_envs, dtype=self._reward.dtype)
-        terminated = np.empty(self.num_envs, dtype=np.uint8)
-        truncated = np.empty(self.num_envs, dtype=np.uint8)
+        idle = self._needs_reset.copy()
+        plan = self._plan_reset(idle, self._stream) if idle.any() else None
+        rewards = np.empty(self._num_envs, dtype=self._reward.dtype)
+        terminated = np.empty(self._num_envs, dtype=np.uint8)
+        truncated = np.empty(self._num_envs, dtype=np.uint8)
         status = _backend.kernels().context_mdp_step(
-            nxt, self._reward, self._terminal.view(np.uint8), self.max_steps, acts,
+            nxt, self._reward, self._terminal.view(np.uint8), self._max_steps, acts,
             active.view(np.uint8), contexts, steps, rewards, terminated, truncated)
-        _raise(status, {"actions": (np.where(active, acts, 0), self.num_actions)})
-        self.contexts[:] = contexts
-        self.steps[:] = steps
+        _raise(status, {"actions": (np.where(active, acts, 0), self._num_actions)})
+        self._contexts[:] = contexts
+        self._steps[:] = steps
         terminated = terminated.view(bool)
         truncated = truncated.view(bool)
-        if not active.all():
-            self._reset_rows(~active, self._stream)
+        if plan is not None:
+            self._commit_reset(idle, self._stream, plan)
         self._needs_reset = terminated | truncated
-        return self.contexts.copy(), rewards, terminated, truncated, {}
+        return self._contexts.copy(), rewards, terminated, truncated, {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +427,8 @@ class RolloutBatch:
 
     def next_contexts(self) -> np.ndarray:
         """(B, T) int64: :math:`S_{t+1} = (S_t V + A_t) \\bmod V^k` (0 on padding)."""
+        if not 1 <= self.order <= MAX_ORDER:
+            raise ValueError(f"order = {self.order} is out of range [1, {MAX_ORDER}]")
         n_states = self.vocab_size ** self.order
         out = (self.contexts * self.vocab_size + self.actions) % n_states
         out[~self.valid] = 0
@@ -372,11 +480,11 @@ class TextGenerationEnv:
         ``V``, the number of token ids (``bos_id``, ``eos_id`` and every prompt token included).
     order : int, default 2
         ``k``: the state is the k-gram context of the last ``k`` tokens (module docstring), so a
-        tabular policy is a (V**k, V) logits table.
+        tabular policy is a (V**k, V) logits table.  ``V**(k+1) <= 2**62`` (so ``k <= 62``).
     max_new_tokens : int, default 64
         ``T``: an episode that has generated ``T`` tokens without EOS is truncated.
     num_envs : int, default 1
-        ``B``.
+        ``B``.  ``B * T`` is at most 2**31 and must fit in memory (refused at once otherwise).
     bos_id : int, default 0
         Left padding of the history (ids as in :mod:`fastlmrl.tokenizers`).
     eos_id : int or None, default 1
@@ -385,8 +493,10 @@ class TextGenerationEnv:
         The task reward (:mod:`fastlmrl.rewards`), computed over the generated tokens: per token
         or terminal (paid at the last token, also for a truncated episode).  None: reward 0.
 
-    State (read-only views of it are attributes): ``contexts`` (B,), ``tokens`` (B, T) generated
-    token buffer, ``lengths`` (B,), ``prompt_ids`` (B,).  :meth:`sequences` gives the full token
+    Configuration attributes (``vocab_size``, ``order``, ``num_envs``, ``prompt_tokens``, ...) are
+    read-only.  State attributes: ``contexts`` (B,), ``tokens`` (B, T) generated token buffer,
+    ``lengths`` (B,), ``prompt_ids`` (B,); assigning one checks its shape, dtype and range and
+    copies it in, and every method re-checks the state before use (ValueError naming it).  :meth:`sequences` gives the full token
     history (prompt + response).  Step semantics: action ``a`` in context ``c`` is appended to the
     buffer, the context becomes :math:`(cV + a) \bmod V^k`; terminated when ``a == eos_id``, else
     truncated when the buffer holds ``T`` tokens; never both.
@@ -394,49 +504,142 @@ class TextGenerationEnv:
 
     def __init__(self, prompts, vocab_size, order=2, max_new_tokens=64, num_envs=1, bos_id=0,
                  eos_id=1, reward=None):
-        self.vocab_size = check.positive_int(vocab_size, "vocab_size")
-        self.order = check.positive_int(order, "order")
-        self.num_contexts = self.vocab_size ** self.order
-        if self.vocab_size ** (self.order + 1) > 2**62:
-            raise ValueError(f"vocab_size**(order + 1) = {self.vocab_size}**{self.order + 1} "
+        V = check.positive_int(vocab_size, "vocab_size")
+        k = check.positive_int(order, "order")
+        if k > MAX_ORDER:  # refused before any power is computed
+            raise ValueError(f"order = {k} is too large: context ids of more than {MAX_ORDER} "
+                             "tokens do not fit in int64")
+        if V ** (k + 1) > 2**62:
+            raise ValueError(f"vocab_size**(order + 1) = {V}**{k + 1} "
                              "does not fit context ids in int64 (limit 2**62)")
-        self.max_new_tokens = check.positive_int(max_new_tokens, "max_new_tokens")
-        self.num_envs = _num_envs(num_envs)
-        self.bos_id = check.positive_int(bos_id, "bos_id", 0)
-        if self.bos_id >= self.vocab_size:
-            raise ValueError(f"bos_id = {bos_id} is out of the vocabulary [0, {self.vocab_size})")
+        self._vocab_size, self._order, self._num_contexts = V, k, V ** k
+        self._max_new_tokens = check.positive_int(max_new_tokens, "max_new_tokens")
+        _limits.check_elements(self._max_new_tokens, 8, "max_new_tokens",
+                               f"max_new_tokens = {self._max_new_tokens}")
+        self._num_envs = _num_envs(num_envs, self._max_new_tokens)
+        self._bos_id = check.positive_int(bos_id, "bos_id", 0)
+        if self._bos_id >= V:
+            raise ValueError(f"bos_id = {bos_id} is out of the vocabulary [0, {V})")
         if eos_id is None:
-            self.eos_id = -1
+            self._eos_id = -1
         else:
-            self.eos_id = check.positive_int(eos_id, "eos_id", 0)
-            if self.eos_id >= self.vocab_size:
-                raise ValueError(f"eos_id = {eos_id} is out of the vocabulary "
-                                 f"[0, {self.vocab_size})")
-        self.prompt_tokens, self.prompt_offsets = _prompt_set(prompts)
-        if self.prompt_tokens.size and (self.prompt_tokens.min() < 0
-                                        or self.prompt_tokens.max() >= self.vocab_size):
-            bad = np.flatnonzero((self.prompt_tokens < 0)
-                                 | (self.prompt_tokens >= self.vocab_size))[0]
-            p = int(np.searchsorted(self.prompt_offsets, bad, side="right") - 1)
-            raise ValueError(f"prompts[{p}] holds token id {int(self.prompt_tokens[bad])}, out of "
-                             f"the vocabulary [0, {self.vocab_size})")
-        self.num_prompts = self.prompt_offsets.shape[0] - 1
-        self.reward = self._check_reward(reward)
-        n = self.num_envs
-        self.contexts = np.zeros(n, dtype=np.int64)
-        self.lengths = np.zeros(n, dtype=np.int64)
-        self.tokens = np.zeros((n, self.max_new_tokens), dtype=np.int64)
-        self.prompt_ids = np.zeros(n, dtype=np.int64)
+            self._eos_id = check.positive_int(eos_id, "eos_id", 0)
+            if self._eos_id >= V:
+                raise ValueError(f"eos_id = {eos_id} is out of the vocabulary [0, {V})")
+        tokens, offsets = _prompt_set(prompts)
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= V):
+            bad = np.flatnonzero((tokens < 0) | (tokens >= V))[0]
+            p = int(np.searchsorted(offsets, bad, side="right") - 1)
+            raise ValueError(f"prompts[{p}] holds token id {int(tokens[bad])}, out of "
+                             f"the vocabulary [0, {V})")
+        self._prompt_tokens, self._prompt_offsets = tokens, offsets
+        self._reward = self._check_reward(reward)
+        n = self._num_envs
+        self._contexts = np.zeros(n, dtype=np.int64)
+        self._lengths = np.zeros(n, dtype=np.int64)
+        self._tokens = np.zeros((n, self._max_new_tokens), dtype=np.int64)
+        self._prompt_ids = np.zeros(n, dtype=np.int64)
         self._needs_reset = np.ones(n, dtype=bool)
         self._stream = None
         self._scratch = None
 
+    # --- configuration (read-only) --------------------------------------------------------------
+    vocab_size = property(lambda self: self._vocab_size, doc="V, the number of token ids.")
+    order = property(lambda self: self._order, doc="k, the context length.")
+    num_contexts = property(lambda self: self._num_contexts, doc="V**k, the number of contexts.")
+    max_new_tokens = property(lambda self: self._max_new_tokens, doc="T, the time limit.")
+    num_envs = property(lambda self: self._num_envs, doc="B, the number of sequences.")
+    bos_id = property(lambda self: self._bos_id, doc="The left-padding token id.")
+    eos_id = property(lambda self: self._eos_id, doc="The end-of-sequence id (-1: none).")
+    num_prompts = property(lambda self: self._prompt_offsets.shape[0] - 1,
+                           doc="P, the number of prompts.")
+
+    @property
+    def prompt_tokens(self) -> np.ndarray:
+        """The prompts' tokens, concatenated (a read-only int64 view)."""
+        view = self._prompt_tokens.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def prompt_offsets(self) -> np.ndarray:
+        """(P + 1,) offsets of the prompts in :attr:`prompt_tokens` (a read-only int64 view)."""
+        view = self._prompt_offsets.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def reward(self):
+        """The task reward (a RewardFunction or None); assigning checks it against V."""
+        return self._reward
+
+    @reward.setter
+    def reward(self, value):
+        self._reward = self._check_reward(value)
+
+    # --- state (writeable in place; assigning checks and copies) --------------------------------
+    @property
+    def contexts(self) -> np.ndarray:
+        """(B,) int64 current contexts."""
+        return self._contexts
+
+    @contexts.setter
+    def contexts(self, value):
+        self._contexts[:] = _state_array(value, "contexts", (self._num_envs,), 0,
+                                         self._num_contexts - 1)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(B,) int64 numbers of tokens generated."""
+        return self._lengths
+
+    @lengths.setter
+    def lengths(self, value):
+        self._lengths[:] = _state_array(value, "lengths", (self._num_envs,), 0,
+                                        self._max_new_tokens)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """(B, T) int64 generated tokens (0 after each sequence's length)."""
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, value):
+        self._tokens[:] = _state_array(value, "tokens", self._tokens.shape, 0,
+                                       self._vocab_size - 1)
+
+    @property
+    def prompt_ids(self) -> np.ndarray:
+        """(B,) int64 prompt of each sequence."""
+        return self._prompt_ids
+
+    @prompt_ids.setter
+    def prompt_ids(self, value):
+        self._prompt_ids[:] = _state_array(value, "prompt_ids", (self._num_envs,), 0,
+                                           self.num_prompts - 1)
+
     def _check_reward(self, reward):
         reward = as_reward(reward)
-        if reward is not None and reward.max_token_id() >= self.vocab_size:
+        if reward is not None and reward.max_token_id() >= self._vocab_size:
             raise ValueError(f"vocabulary mismatch: the reward {reward!r} refers to token id "
-                             f"{reward.max_token_id()} but vocab_size is {self.vocab_size}")
+                             f"{reward.max_token_id()} but vocab_size is {self._vocab_size}")
         return reward
+
+    def _check_state(self):
+        """The state arrays, re-checked at use (shapes and dtypes; the kernels check ranges)."""
+        n, horizon = self._num_envs, self._max_new_tokens
+        for name, shape in (("_contexts", (n,)), ("_lengths", (n,)), ("_tokens", (n, horizon)),
+                            ("_prompt_ids", (n,))):
+            arr = getattr(self, name)
+            if (not isinstance(arr, np.ndarray) or arr.dtype != np.int64 or arr.shape != shape
+                    or not arr.flags.c_contiguous or not arr.flags.writeable):
+                raise ValueError(f"the environment's {name[1:]} array was replaced or damaged: "
+                                 f"assign a {shape} integer array to it, or call reset()")
+        ids = self._prompt_ids
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_prompts):
+            i = int(np.flatnonzero((ids < 0) | (ids >= self.num_prompts))[0])
+            raise ValueError(f"prompt_ids[{i}] = {int(ids[i])} is out of range "
+                             f"[0, {self.num_prompts})")
 
     # --- helpers ------------------------------------------------------------------------------
     def prompt(self, i: int) -> np.ndarray:
@@ -444,7 +647,7 @@ class TextGenerationEnv:
         i = check.positive_int(i, "i", 0)
         if i >= self.num_prompts:
             raise ValueError(f"i must be < {self.num_prompts}")
-        return self.prompt_tokens[self.prompt_offsets[i]:self.prompt_offsets[i + 1]].copy()
+        return self._prompt_tokens[self._prompt_offsets[i]:self._prompt_offsets[i + 1]].copy()
 
     def context_of(self, history) -> int:
         """Context id of the token history ``history`` (prompt + response, without the padding)."""
@@ -453,17 +656,18 @@ class TextGenerationEnv:
             hist = hist.astype(np.int64)
         if hist.dtype.kind not in "iu" or hist.ndim != 1:
             raise TypeError("history must be a 1-D sequence of integer token ids")
-        if hist.size and (hist.min() < 0 or hist.max() >= self.vocab_size):
-            raise ValueError(f"history holds a token id out of [0, {self.vocab_size})")
+        if hist.size and (hist.min() < 0 or hist.max() >= self._vocab_size):
+            raise ValueError(f"history holds a token id out of [0, {self._vocab_size})")
         ctx = 0
-        for t in [self.bos_id] * self.order + hist.tolist():
-            ctx = (ctx * self.vocab_size + t) % self.num_contexts
+        for t in [self._bos_id] * self._order + hist[-self._order:].tolist():
+            ctx = (ctx * self._vocab_size + t) % self._num_contexts
         return ctx
 
     def sequences(self) -> list:
         """Full token histories (prompt + generated tokens) of the B sequences, as 1-D arrays."""
-        return [np.concatenate([self.prompt(int(p)), self.tokens[b, :self.lengths[b]]])
-                for b, p in enumerate(self.prompt_ids)]
+        self._check_state()
+        return [np.concatenate([self.prompt(int(p)), self._tokens[b, :self._lengths[b]]])
+                for b, p in enumerate(self._prompt_ids)]
 
     def _prompt_ids_arg(self, prompt_ids, n):
         ids = check.ids(prompt_ids, "prompt_ids", n).astype(np.int64, copy=False)
@@ -473,19 +677,29 @@ class TextGenerationEnv:
                              f"[0, {self.num_prompts})")
         return ids
 
-    def _reset_rows(self, mask, stream, prompt_ids=None):
+    def _plan_reset(self, mask, stream, prompt_ids=None):
+        """The reset of the rows in ``mask`` computed aside: ``(prompt ids, contexts, lengths,
+        counters drawn)`` (B,) each; raises before any write (exhausted stream, bad prompts)."""
         if prompt_ids is None:
-            ids = _draw(self.num_prompts, stream, mask)
+            ids, used = _draw(self.num_prompts, stream, mask)
         else:
-            ids = prompt_ids
-        new_ids = np.where(mask, ids, self.prompt_ids)
+            ids, used = prompt_ids, 0
+        new_ids = np.where(mask, ids, self._prompt_ids)
+        contexts, lengths = self._contexts.copy(), self._lengths.copy()
         status = _backend.kernels().text_env_reset(
-            self.prompt_tokens, self.prompt_offsets, self.vocab_size, self.order, self.bos_id,
-            new_ids, mask.view(np.uint8), self.contexts, self.lengths)
+            self._prompt_tokens, self._prompt_offsets, self._vocab_size, self._order,
+            self._bos_id, new_ids, mask.view(np.uint8), contexts, lengths)
         _raise(status)
-        self.prompt_ids[:] = new_ids
-        self.tokens[mask] = 0
+        return new_ids, contexts, lengths, used
+
+    def _commit_reset(self, mask, stream, plan):
+        new_ids, contexts, lengths, used = plan
+        self._prompt_ids[:] = new_ids
+        self._contexts[:] = contexts
+        self._lengths[:] = lengths
+        self._tokens[mask] = 0
         self._needs_reset[mask] = False
+        advance(stream, used)
 
     # --- Gymnasium-style API --------------------------------------------------------------------
     def reset(self, seed=None, options=None, prompt_ids=None):
@@ -493,63 +707,87 @@ class TextGenerationEnv:
 
         Prompts are drawn (B counters of the stream) unless ``prompt_ids`` (B,) is given (also
         accepted as ``options={"prompt_ids": ...}``).  ``info["prompt_ids"]``: the prompts used.
+        A bad argument (or an exhausted stream) raises before anything changes.
         """
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
         if options and "prompt_ids" in options:
             if prompt_ids is not None:
                 raise ValueError("give prompt_ids once (argument or options)")
             prompt_ids = options["prompt_ids"]
         if prompt_ids is not None:
-            prompt_ids = self._prompt_ids_arg(prompt_ids, self.num_envs)
-        self._stream = _stream(seed, self._stream)
-        self._reset_rows(np.ones(self.num_envs, dtype=bool), self._stream, prompt_ids)
-        return self.contexts.copy(), {"prompt_ids": self.prompt_ids.copy()}
+            prompt_ids = self._prompt_ids_arg(prompt_ids, self._num_envs)
+        self._check_state()
+        stream = _stream(seed, self._stream)
+        mask = np.ones(self._num_envs, dtype=bool)
+        plan = self._plan_reset(mask, stream, prompt_ids)
+        self._stream = stream
+        self._commit_reset(mask, stream, plan)
+        return self._contexts.copy(), {"prompt_ids": self._prompt_ids.copy()}
 
     def step(self, actions):
         """Append ``actions[b]`` to every running sequence (next-step autoreset for finished ones).
 
         Returns ``(obs, rewards, terminated, truncated, info)``: (B,) int64 contexts, float64
         rewards (the reward function's value for the new token; a terminal reward is paid at the
-        step that ends the episode), bool flags, ``info["prompt_ids"]``.  Bad actions (or a bad
-        reward output) raise and leave the environment unchanged.
+        step that ends the episode), bool flags, ``info["prompt_ids"]``.  Bad actions, a reward
+        function that raises or returns a bad result (wrong type or shape, non-finite), or a
+        stream with too few counters left for the resets raise and leave the environment exactly
+        as it was.
         """
         if self._stream is None:
             raise RuntimeError("call reset() before step()")
-        acts = check.ids(actions, "actions", self.num_envs)
+        self._check_state()
+        acts = check.ids(actions, "actions", self._num_envs)
         active = ~self._needs_reset
-        saved = (self.contexts.copy(), self.lengths.copy())
-        terminated = np.empty(self.num_envs, dtype=np.uint8)
-        truncated = np.empty(self.num_envs, dtype=np.uint8)
+        idle = self._needs_reset.copy()
+        plan = self._plan_reset(idle, self._stream) if idle.any() else None
+        rows = np.arange(self._num_envs)
+        written = np.minimum(self._lengths, self._max_new_tokens - 1)  # where a token may go
+        saved = (self._contexts.copy(), self._lengths.copy(), self._tokens[rows, written])
+        terminated = np.empty(self._num_envs, dtype=np.uint8)
+        truncated = np.empty(self._num_envs, dtype=np.uint8)
         status = _backend.kernels().text_env_step(
-            self.vocab_size, self.order, self.eos_id, self.max_new_tokens, acts,
-            active.view(np.uint8), self.contexts, self.lengths, self.tokens, terminated, truncated)
-        _raise(status, {"actions": (np.where(active, acts, 0), self.vocab_size)})
+            self._vocab_size, self._order, self._eos_id, self._max_new_tokens, acts,
+            active.view(np.uint8), self._contexts, self._lengths, self._tokens, terminated,
+            truncated)
+        _raise(status, {"actions": (np.where(active, acts, 0), self._vocab_size)})
         terminated = terminated.view(bool)
         truncated = truncated.view(bool)
         try:
             rewards = self._step_rewards(active, terminated | truncated)
-        except Exception:
-            self.contexts[:], self.lengths[:] = saved
+        except BaseException:  # the reward function failed: undo the kernel's writes
+            self._contexts[:], self._lengths[:] = saved[0], saved[1]
+            self._tokens[rows, written] = saved[2]
             raise
-        if not active.all():
-            self._reset_rows(~active, self._stream)
+        if plan is not None:
+            # the kernel left the idle rows untouched: their planned reset still applies
+            new_ids, contexts, lengths, used = plan
+            contexts[active] = self._contexts[active]
+            lengths[active] = self._lengths[active]
+            self._commit_reset(idle, self._stream, (new_ids, contexts, lengths, used))
         self._needs_reset = terminated | truncated
-        return (self.contexts.copy(), rewards, terminated, truncated,
-                {"prompt_ids": self.prompt_ids.copy()})
+        return (self._contexts.copy(), rewards, terminated, truncated,
+                {"prompt_ids": self._prompt_ids.copy()})
 
     def _step_rewards(self, active, done):
-        rewards = np.zeros(self.num_envs, dtype=np.float64)
-        if self.reward is None:
+        rewards = np.zeros(self._num_envs, dtype=np.float64)
+        reward = self._reward
+        if reward is None:
             return rewards
-        if self.reward.per_token:
+        if reward.per_token:
             rows = np.flatnonzero(active)
             if rows.size:
-                r = self.reward(self.tokens[rows], self.lengths[rows], self.prompt_ids[rows])
-                rewards[rows] = r[np.arange(rows.size), self.lengths[rows] - 1]
+                r = _reward_output(reward(self._tokens[rows], self._lengths[rows],
+                                          self._prompt_ids[rows]),
+                                   reward, (rows.size, self._max_new_tokens))
+                rewards[rows] = r[np.arange(rows.size), self._lengths[rows] - 1]
         else:
             rows = np.flatnonzero(done)
             if rows.size:
-                rewards[rows] = self.reward(self.tokens[rows], self.lengths[rows],
-                                            self.prompt_ids[rows])
+                rewards[rows] = _reward_output(reward(self._tokens[rows], self._lengths[rows],
+                                                      self._prompt_ids[rows]),
+                                               reward, (rows.size,))
         return rewards
 
     def action_mask(self, mask_logits, top_k=0, top_p=1.0) -> np.ndarray:
@@ -557,8 +795,9 @@ class TextGenerationEnv:
         (see :meth:`rollout`)."""
         table = self._policy_table(mask_logits, "mask_logits")
         top_k, top_p = self._mask_params(top_k, top_p)
+        self._check_state()
         out = np.empty((self.num_envs, self.vocab_size), dtype=np.uint8)
-        status = _backend.kernels().topk_topp_mask(table, self.contexts, top_k, top_p, out)
+        status = _backend.kernels().topk_topp_mask(table, self._contexts, top_k, top_p, out)
         _raise(status)
         return out.view(bool)
 
@@ -647,9 +886,10 @@ class TextGenerationEnv:
             n = self.num_envs if num_sequences is None else \
                 check.positive_int(num_sequences, "num_sequences", 0)
             n_draw = n
-        key, counter = resolve_seed(seed)
-        if counter + n_draw + n * horizon > MASK64:
-            raise OverflowError("RandomStream counter exhausted (2**64 draws)")
+        _limits.check_elements(horizon, 40, "max_new_tokens", f"max_new_tokens = {horizon}")
+        _limits.check_elements(n * horizon, 40, "num_sequences" if prompt_ids is None
+                               else "prompt_ids", f"sequences * max_new_tokens = {n} * {horizon}")
+        key, counter = check_capacity(seed, n_draw + n * horizon)  # before any write
         if prompt_ids is None:
             ids = np.zeros(n, dtype=np.int64)
             status = _backend.kernels().draw_ids(self.num_prompts, np.uint64(key),
@@ -665,8 +905,9 @@ class TextGenerationEnv:
         final = np.empty(n, dtype=np.int64)
         cdf, stats, built, masks = self._scratch_for(use_mask)
         status = _backend.kernels().text_env_rollout(
-            table, mask_table, top_k, top_p, self.prompt_tokens, self.prompt_offsets, ids,
-            self.order, self.bos_id, self.eos_id, np.uint64(key), np.uint64(counter + n_draw),
+            table, mask_table, top_k, top_p, self._prompt_tokens, self._prompt_offsets, ids,
+            self.order, self.bos_id, self.eos_id, np.uint64(key),
+            np.uint64((counter + n_draw) & MASK64),
             contexts, actions, logprobs, valid, lengths, terminated, truncated, final, cdf, stats,
             built, masks)
         _raise(status)
@@ -674,7 +915,8 @@ class TextGenerationEnv:
         if reward is None:
             rewards = np.zeros((n, horizon))
         else:
-            r = reward(actions, lengths, ids)
+            r = _reward_output(reward(actions, lengths, ids), reward,
+                               (n, horizon) if reward.per_token else (n,))
             rewards = r if reward.per_token else terminal_to_per_token(r, lengths, horizon)
         scores = rewards.sum(axis=1)
         ref_lp = None

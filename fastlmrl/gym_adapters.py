@@ -41,6 +41,18 @@ def _sizes(env):
                     f"{type(env).__name__}")
 
 
+def _check_seed(seed):
+    """None, or an int in [0, 2**64) as a Python int (Gymnasium's seeding takes no NumPy int and
+    raises its own error type)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    return int(seed)
+
+
 def _info_one(info):
     return {k: v[0].item() if isinstance(v, np.ndarray) else v for k, v in info.items()}
 
@@ -69,7 +81,7 @@ class TokenEnv(gym.Env):
         self._done = True
 
     def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
+        super().reset(seed=_check_seed(seed))
         stream_seed = int(self.np_random.integers(0, 2**63))
         obs, info = self.env.reset(seed=stream_seed, options=options)
         self._done = False
@@ -107,8 +119,10 @@ class TokenVectorEnv(VectorEnv):
         self.render_mode = None
 
     def reset(self, *, seed=None, options=None):
-        if seed is not None and not isinstance(seed, (int, np.integer)):
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, (int, np.integer))):
             raise TypeError("seed must be an int (one stream for all sub-environments) or None")
+        seed = _check_seed(seed)
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
         obs, info = self.env.reset(seed=None if seed is None else int(seed), options=options)

@@ -67,8 +67,9 @@ import numbers
 
 import numpy as np
 
+from . import _limits
 from . import _validation as check
-from .rng import RandomStream, resolve_seed
+from .rng import RandomStream, advance, check_capacity
 from .tokenizers import BOS_ID, EOS_ID
 
 __all__ = [
@@ -84,6 +85,8 @@ __all__ = [
 #: The largest dense (S, V) table :func:`num_contexts` and :meth:`NGramLM.logits_table` allow.
 MAX_TABLE_ENTRIES = 2 ** 26
 _INT64_LIMIT = 2 ** 63
+#: The longest context (and the largest order - 1) whose ids fit in int64 for V >= 2.
+MAX_CONTEXT_LENGTH = 62
 _CHUNK = 1 << 20  # (context, token) pairs per vectorised block when building a table
 
 
@@ -91,15 +94,28 @@ _CHUNK = 1 << 20  # (context, token) pairs per vectorised block when building a 
 # context ids
 # ---------------------------------------------------------------------------------------------
 def _vocab(vocab_size) -> int:
-    return check.positive_int(vocab_size, "vocab_size", 1)
+    V = check.positive_int(vocab_size, "vocab_size", 1)
+    if V >= _INT64_LIMIT:
+        raise ValueError(f"vocab_size = {V} does not fit in int64 (must be < 2**63)")
+    return V
 
 
-def _k(k) -> int:
-    return check.positive_int(k, "k", 0)
+def _k(k, name: str = "k") -> int:
+    k = check.positive_int(k, name, 0)
+    if k > MAX_CONTEXT_LENGTH:
+        raise ValueError(f"{name} = {k} is too large: context ids of more than "
+                         f"{MAX_CONTEXT_LENGTH} tokens do not fit in int64")
+    return k
+
+
+def _power(V: int, k: int) -> int:
+    """V**k for V < 2**63 and k <= 63: at most a few hundred bytes of Python int."""
+    return V ** k
 
 
 def _check_code_range(V: int, k: int, extra: int = 0) -> None:
-    if V ** (k + extra) >= _INT64_LIMIT:
+    """Refuse V**(k + extra) >= 2**63 (without computing a huge power: V < 2**63 here)."""
+    if (V >= 2 and k + extra >= 63) or _power(V, k + extra) >= _INT64_LIMIT:
         raise ValueError(f"vocab_size**{k + extra} = {V}**{k + extra} does not fit in int64: "
                          "use a smaller vocabulary or a shorter context")
 
@@ -127,7 +143,7 @@ def num_contexts(vocab_size: int, k: int) -> int:
     """``V**k``, the number of k-gram contexts, after checking that a dense (V**k, V) table
     (``V**(k+1)`` entries) stays within :data:`MAX_TABLE_ENTRIES` = 2**26; else ValueError."""
     V, k = _vocab(vocab_size), _k(k)
-    entries = V ** (k + 1)
+    entries = _power(V, k + 1)
     if entries > MAX_TABLE_ENTRIES:
         raise ValueError(
             f"a dense logits table over {V}-token contexts of length k={k} would have "
@@ -265,6 +281,9 @@ class NGramLM:
     def __init__(self, order: int = 3, smoothing: str = "kneser_ney", k: float = 1.0,
                  discount: float = 0.75):
         self.order = check.positive_int(order, "order", 1)
+        if self.order > MAX_CONTEXT_LENGTH + 1:
+            raise ValueError(f"order = {self.order} is too large: n-gram codes of more than "
+                             f"{MAX_CONTEXT_LENGTH + 1} tokens do not fit in int64")
         if not isinstance(smoothing, str):
             raise TypeError(f"smoothing must be a str, got {type(smoothing).__name__}")
         if smoothing not in SMOOTHINGS:
@@ -466,15 +485,15 @@ class NGramLM:
         base = lower[np.arange(lo, hi, dtype=np.int64) % S]
         return gamma[:, None] * base + alpha.reshape(H, V)
 
-    def _history_code(self, context) -> int:
+    def _history_code(self, context, name: str = "context") -> int:
         """The (n-1)-gram code of the last n-1 tokens of ``context`` (bos-padded on the left)."""
         V, k = self.vocab_size, self.order - 1
-        ctx = _id_array(context, "context", V)
+        ctx = _id_array(context, name, V)
         if ctx.ndim != 1:
-            raise ValueError(f"context must be 1-dimensional, got shape {ctx.shape}")
+            raise ValueError(f"{name} must be 1-dimensional, got shape {ctx.shape}")
         if ctx.shape[0] < k:
             if self.bos_id is None:
-                raise ValueError(f"context must hold at least order - 1 = {k} tokens "
+                raise ValueError(f"{name} must hold at least order - 1 = {k} tokens "
                                  "(the model was fitted without <bos> padding)")
             ctx = np.concatenate([np.full(k - ctx.shape[0], self.bos_id, np.int64), ctx])
         code = 0
@@ -591,31 +610,31 @@ class NGramLM:
         if not isinstance(stop_at_eos, (bool, np.bool_)):
             raise TypeError("stop_at_eos must be a bool")
         V, k = self.vocab_size, self.order - 1
-        start = self._history_code(prompt)
-        stream = seed if isinstance(seed, RandomStream) else None
-        if stream is None:
-            resolve_seed(seed)  # validates the int
-            stream = RandomStream(int(seed))
+        _limits.check_elements(n_tokens * B, 8, "n_tokens", f"n_tokens * n_sequences = "
+                               f"{n_tokens} * {B}")
+        start = self._history_code(prompt, "prompt")
+        check_capacity(seed, n_tokens * B)  # type, range and counters left, before any draw
+        stream = seed if isinstance(seed, RandomStream) else RandomStream(int(seed))
         table = self._table64(k)
         first = stream.counter
-        if first + n_tokens * B > (1 << 64) - 1:
-            raise OverflowError("RandomStream counter exhausted (2**64 draws)")
         out = np.empty((B, n_tokens), dtype=np.int64)
         ctx = np.full(B, start, dtype=np.int64)
         done = np.zeros(B, dtype=bool)
         stop = stop_at_eos and self.eos_id is not None
-        for t in range(n_tokens):
-            if stop and done.all():
-                out[:, t:] = self.eos_id
-                break
-            tok = boltzmann(table, ctx, 1.0, stream)
-            if stop:
-                tok = np.where(done, self.eos_id, tok)
-                done |= tok == self.eos_id
-            out[:, t] = tok
-            ctx = (ctx * V + tok) % (V ** k)  # next_context
-        stream.counter = first  # consume exactly n_tokens * B counters whatever happened
-        stream.take(n_tokens * B)
+        try:
+            for t in range(n_tokens):
+                if stop and done.all():
+                    out[:, t:] = self.eos_id
+                    break
+                tok = boltzmann(table, ctx, 1.0, stream)
+                if stop:
+                    tok = np.where(done, self.eos_id, tok)
+                    done |= tok == self.eos_id
+                out[:, t] = tok
+                ctx = (ctx * V + tok) % (V ** k)  # next_context
+        finally:  # consume exactly n_tokens * B counters whatever happened (none on failure)
+            stream.counter = first
+        advance(stream, n_tokens * B)
         if n_sequences is not None:
             return out
         seq = out[0]

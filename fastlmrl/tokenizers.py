@@ -49,6 +49,7 @@ SPECIAL_TOKENS = (BOS, EOS, UNK)
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
 _FORMAT = "fastlmrl.tokenizer"
 _ID_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+_INT64_MAX = 2**63 - 1
 
 
 def _check_text(text, name: str = "text") -> str:
@@ -64,7 +65,15 @@ def _check_optional_int(x, name: str, minimum: int):
         raise TypeError(f"{name} must be an int or None, got {type(x).__name__}")
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    if x > _INT64_MAX:
+        raise ValueError(f"{name} must be <= 2**63 - 1, got {x}")
     return int(x)
+
+
+def _check_bool(x, name: str) -> bool:
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+    return bool(x)
 
 
 class _Tokenizer:
@@ -150,7 +159,7 @@ class _Tokenizer:
 
     def token_to_id(self, token: str):
         """The id of ``token``, or None when it is not in the vocabulary."""
-        return self._token_to_id.get(token)
+        return self._token_to_id.get(_check_text(token, "token"))
 
     def id_to_token(self, token_id: int):
         """The string of id ``token_id``, or None when it is out of range."""
@@ -185,7 +194,11 @@ class _Tokenizer:
         treats them as whitespace; use :meth:`encode_lines` for one sequence per line.
         """
         text = _check_text(text)
-        dtype = np.dtype(dtype)
+        add_bos, add_eos = _check_bool(add_bos, "add_bos"), _check_bool(add_eos, "add_eos")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be int32 or int64, got {dtype!r}") from None
         if dtype not in _ID_DTYPES:
             raise TypeError(f"dtype must be int32 or int64, got {dtype}")
         body = self._encode_body(text)
@@ -209,6 +222,7 @@ class _Tokenizer:
         With ``skip_special`` (default) ``<bos>`` and ``<eos>`` are dropped; ``<unk>`` is always
         written as the string ``"<unk>"``.
         """
+        skip_special = _check_bool(skip_special, "skip_special")
         arr = np.asarray(ids)
         if arr.dtype.kind not in "iu":
             if not (arr.size == 0 and arr.dtype.kind == "f"):

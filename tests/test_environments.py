@@ -778,7 +778,7 @@ def test_rollout_edge_cases(backend):
     env = _env(num_envs=3, T=4)
     b = env.rollout(_logits(), seed=0, num_sequences=0)
     assert b.actions.shape == (0, 4) and b.scores.shape == (0,) and b.num_tokens == 0
-    with pytest.raises(OverflowError, match="counter exhausted"):
+    with pytest.raises(ValueError, match="seed: RandomStream exhausted: the call needs 15"):
         env.rollout(_logits(), seed=RandomStream(0, counter=2**64 - 5))
     with pytest.raises(ValueError, match="prompt_ids or num_sequences"):
         env.rollout(_logits(), seed=0, prompt_ids=[0], num_sequences=1)

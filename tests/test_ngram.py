@@ -449,7 +449,7 @@ def test_sample_bad_input_does_not_advance_the_stream():
         (dict(n_tokens=-1), ValueError, "n_tokens must be >= 0"),
         (dict(n_tokens=2.0), TypeError, "n_tokens must be an int"),
         (dict(n_tokens=2, n_sequences=0), ValueError, "n_sequences must be >= 1"),
-        (dict(n_tokens=2, prompt=[5]), ValueError, r"context\[0\] = 5 is out of range"),
+        (dict(n_tokens=2, prompt=[5]), ValueError, r"prompt\[0\] = 5 is out of range"),
         (dict(n_tokens=2, stop_at_eos=1), TypeError, "stop_at_eos must be a bool"),
     ]
     for kwargs, exc, msg in bad:
@@ -460,8 +460,10 @@ def test_sample_bad_input_does_not_advance_the_stream():
         lm.sample(2, seed=-1)
     with pytest.raises(TypeError, match="seed must be an int"):
         lm.sample(2, seed=1.5)
-    with pytest.raises(OverflowError):
-        lm.sample(4, seed=RandomStream(0, counter=2 ** 64 - 2))
+    s = RandomStream(0, counter=2 ** 64 - 2)
+    with pytest.raises(ValueError, match="seed: RandomStream exhausted: the call needs 4"):
+        lm.sample(4, seed=s)
+    assert s.counter == 2 ** 64 - 2
 
 
 def test_context_helpers_bad_input():

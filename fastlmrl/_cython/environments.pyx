@@ -30,12 +30,13 @@ cdef enum:
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
 
 cdef int64_t CONTEXT_LIMIT = (<int64_t>1) << 62
+cdef int64_t MAX_ORDER = 62
 
 
 cdef int64_t n_contexts(int64_t n_vocab, int64_t order) noexcept nogil:
-    """V**k, or -1 when V < 1, k < 1 or V**(k+1) > 2**62."""
+    """V**k, or -1 when V < 1, k < 1, k > MAX_ORDER or V**(k+1) > 2**62."""
     cdef int64_t p = 1, i
-    if n_vocab < 1 or order < 1:
+    if n_vocab < 1 or order < 1 or order > MAX_ORDER:
         return -1
     for i in range(order):
         if p > CONTEXT_LIMIT // n_vocab // n_vocab:

@@ -29,12 +29,13 @@ BAD_CONFIG = 44
 BAD_LENGTHS = 45
 
 CONTEXT_LIMIT = 2**62
+MAX_ORDER = 62
 
 
 @njit(**NJIT)
 def n_contexts(n_vocab, order):
-    """V**k, or -1 when V < 1, k < 1 or V**(k+1) > 2**62."""
-    if n_vocab < 1 or order < 1:
+    """V**k, or -1 when V < 1, k < 1, k > MAX_ORDER or V**(k+1) > 2**62."""
+    if n_vocab < 1 or order < 1 or order > MAX_ORDER:
         return np.int64(-1)
     p = np.int64(1)
     v = np.int64(n_vocab)

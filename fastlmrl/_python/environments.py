@@ -37,12 +37,14 @@ BAD_CONFIG = 44
 BAD_LENGTHS = 45
 
 CONTEXT_LIMIT = 2**62
+MAX_ORDER = 62  # V**(k+1) <= 2**62 needs k <= 61 for V >= 2; also bounds the loops for V = 1
 INF = math.inf
 
 
 def n_contexts(n_vocab, order):
-    """V**k, or -1 when V < 1, k < 1 or V**(k+1) > 2**62 (so ctx * V + t never overflows int64)."""
-    if n_vocab < 1 or order < 1:
+    """V**k, or -1 when V < 1, k < 1, k > MAX_ORDER or V**(k+1) > 2**62 (so ctx * V + t never
+    overflows int64; at most MAX_ORDER iterations whatever ``order``)."""
+    if n_vocab < 1 or order < 1 or order > MAX_ORDER:
         return -1
     p = 1
     for _ in range(order):
