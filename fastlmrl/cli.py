@@ -266,11 +266,19 @@ def cmd_train(args, out=None) -> int:
                          "with --resume, replace it with --overwrite, or choose another --out")
     if args.resume and args.overwrite:
         raise ValueError("give --resume or --overwrite, not both")
-    config = make_config(args.algo, args.set)
+    overrides = list(args.set or ())
+    if args.resume and not overrides and os.path.exists(checkpoint):
+        from .checkpoint import load_checkpoint
+
+        saved = (load_checkpoint(checkpoint)[1].get("task") or {}).get("overrides") or []
+        if saved:  # the run's own --set options, so that `--resume --steps N` is enough
+            overrides = [str(pair) for pair in saved]
+            print(f"using the run's settings: --set {' --set '.join(overrides)}", file=out)
+    config = make_config(args.algo, overrides)
     check_sizes(spec, config)
     task = build_task(spec)
     trainer = make_trainer(args.algo, task, args.seed, config=config)
-    trainer.task_spec = dict(spec, algo=args.algo, overrides=list(args.set or ()))
+    trainer.task_spec = dict(spec, algo=args.algo, overrides=overrides)
     if args.resume:
         if os.path.exists(checkpoint):
             trainer.load(checkpoint)

@@ -169,6 +169,14 @@ def test_resume_with_steps_already_done_says_why_nothing_happens(tmp_path, capsy
     assert (run / "checkpoint.ckpt").read_bytes() == before
     assert cli.main(_toy(run, "--steps", "8", "--resume")) == 0
     assert load_checkpoint(run / "checkpoint.ckpt")[1]["iterations_done"] == 8
+    capsys.readouterr()
+    # without the --set options: the run's own are used (and said); other ones are refused
+    plain = ["train", "--algo", "q_learning", "--env", "toy", "--out", str(run), "--quiet"]
+    assert cli.main(plain + ["--steps", "9", "--resume"]) == 0
+    assert "--set alpha=0.5 --set gamma=0.9" in capsys.readouterr().out
+    assert load_checkpoint(run / "checkpoint.ckpt")[1]["iterations_done"] == 9
+    assert cli.main(plain + ["--steps", "10", "--resume", "--set", "alpha=0.2"]) == 2
+    assert "alpha (checkpoint 0.5, this trainer 0.2)" in _error_line(capsys)
 
 
 # --- damaged checkpoints through the command ----------------------------------------------------

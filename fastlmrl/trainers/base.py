@@ -131,11 +131,19 @@ class Trainer:
             raise CheckpointError(
                 f"{where} is a checkpoint of algorithm {meta.get('algorithm')!r}, not "
                 f"{self.algorithm!r}")
-        mine = self._meta()["config"]
-        if meta.get("config") != _json_safe(mine):
+        mine = _json_safe(self._meta()["config"])
+        saved_config = meta.get("config")
+        if saved_config != mine:
+            if isinstance(saved_config, dict):
+                keys = sorted(set(saved_config) | set(mine), key=str)
+                diffs = ", ".join(f"{k} (checkpoint {saved_config.get(k, '-')!r}, this trainer "
+                                  f"{mine.get(k, '-')!r})" for k in keys
+                                  if saved_config.get(k, "-") != mine.get(k, "-"))
+            else:
+                diffs = repr(saved_config)
             raise CheckpointError(
-                f"{where}: checkpoint configuration {meta.get('config')} differs from this "
-                f"trainer's {mine}")
+                f"{where}: the checkpoint's configuration differs in {diffs}; load it into a "
+                "trainer with the same configuration")
         targets = self.arrays()
         if set(arrays) != set(targets):
             raise CheckpointError(
