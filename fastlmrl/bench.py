@@ -89,13 +89,23 @@ def _cases(quick: bool):
     ]
 
 
-def run_benchmarks(quick: bool = False, repeat: int = 3) -> list:
-    """Rows ``{"kernel", "backend", "rate", "speedup"}`` (items per second, vs the reference)."""
+COMPILED = ("numba", "cython")
+
+
+def run_benchmarks(quick: bool = False, repeat: int = 3, backends=None) -> list:
+    """Rows ``{"kernel", "backend", "rate", "speedup"}`` (items per second, vs the reference).
+
+    ``backends``: the compiled backends to time (default both); the python reference is always
+    timed first (the ratio's denominator)."""
+    backends = COMPILED if backends is None else tuple(backends)
+    unknown = [b for b in backends if b not in COMPILED]
+    if unknown:
+        raise ValueError(f"backends: {unknown} are not compiled backends; choose from {COMPILED}")
     rows = []
     for name, make, n_fast, n_ref in _cases(quick):
         per_step = 256 if "per step" in name else 1
         reference_rate = None
-        for backend in ("python", "numba", "cython"):
+        for backend in ("python",) + backends:
             module = _backend.backend_module(backend)
             n = n_ref if backend == "python" else n_fast
             with _backend.use_backend(backend):

@@ -412,7 +412,8 @@ def cmd_bench(args, out=None) -> int:
     out = out or sys.stdout
     from .bench import run_benchmarks
 
-    rows = run_benchmarks(quick=args.quick)
+    compiled = tuple(args.backend) if args.backend else None
+    rows = run_benchmarks(quick=args.quick, backends=compiled)
     print(f"{'kernel':34s} {'backend':8s} {'M items/s':>10s} {'vs python':>10s}", file=out)
     for row in rows:
         ratio = f"{row['speedup']:.0f}x" if row.get("speedup") else "-"
@@ -575,6 +576,10 @@ def main(argv=None) -> int:
 
     bench = sub.add_parser("bench", help="kernel throughput per backend vs the reference")
     bench.add_argument("--quick", action="store_true", help="smaller sizes")
+    bench.add_argument("--backend", action="append",
+                       choices=[b for b in _backend.BACKENDS if b != "python"],
+                       help="a compiled backend to time (repeatable; default: all of them); the "
+                            "python reference is always timed, for the ratio")
     sub.add_parser("info", help="show backends, versions and threads")
     for command in sub.choices.values():  # every command: one-line errors, defaults in --help
         command.formatter_class = _HelpFormatter
