@@ -533,6 +533,7 @@ class TextGenerationEnv:
             raise ValueError(f"prompts[{p}] holds token id {int(tokens[bad])}, out of "
                              f"the vocabulary [0, {V})")
         self._prompt_tokens, self._prompt_offsets = tokens, offsets
+        self._num_prompts = offsets.shape[0] - 1
         self._reward = self._check_reward(reward)
         n = self._num_envs
         self._contexts = np.zeros(n, dtype=np.int64)
@@ -551,8 +552,7 @@ class TextGenerationEnv:
     num_envs = property(lambda self: self._num_envs, doc="B, the number of sequences.")
     bos_id = property(lambda self: self._bos_id, doc="The left-padding token id.")
     eos_id = property(lambda self: self._eos_id, doc="The end-of-sequence id (-1: none).")
-    num_prompts = property(lambda self: self._prompt_offsets.shape[0] - 1,
-                           doc="P, the number of prompts.")
+    num_prompts = property(lambda self: self._num_prompts, doc="P, the number of prompts.")
 
     @property
     def prompt_tokens(self) -> np.ndarray:
@@ -627,19 +627,22 @@ class TextGenerationEnv:
 
     def _check_state(self):
         """The state arrays, re-checked at use (shapes and dtypes; the kernels check ranges)."""
-        n, horizon = self._num_envs, self._max_new_tokens
-        for name, shape in (("_contexts", (n,)), ("_lengths", (n,)), ("_tokens", (n, horizon)),
-                            ("_prompt_ids", (n,))):
+        n = self._num_envs
+        for name, shape in (("_contexts", (n,)), ("_lengths", (n,)),
+                            ("_tokens", (n, self._max_new_tokens)), ("_prompt_ids", (n,))):
             arr = getattr(self, name)
-            if (not isinstance(arr, np.ndarray) or arr.dtype != np.int64 or arr.shape != shape
-                    or not arr.flags.c_contiguous or not arr.flags.writeable):
+            if (type(arr) is not np.ndarray or arr.dtype != np.int64 or arr.shape != shape
+                    or not (arr.flags.c_contiguous and arr.flags.writeable)):
                 raise ValueError(f"the environment's {name[1:]} array was replaced or damaged: "
                                  f"assign a {shape} integer array to it, or call reset()")
+
+    def _check_prompt_ids(self):
+        """The prompt ids (only the reward function and :meth:`sequences` read them)."""
         ids = self._prompt_ids
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_prompts):
-            i = int(np.flatnonzero((ids < 0) | (ids >= self.num_prompts))[0])
+        if self._num_envs and (ids.min() < 0 or ids.max() >= self._num_prompts):
+            i = int(np.flatnonzero((ids < 0) | (ids >= self._num_prompts))[0])
             raise ValueError(f"prompt_ids[{i}] = {int(ids[i])} is out of range "
-                             f"[0, {self.num_prompts})")
+                             f"[0, {self._num_prompts})")
 
     # --- helpers ------------------------------------------------------------------------------
     def prompt(self, i: int) -> np.ndarray:
@@ -666,6 +669,7 @@ class TextGenerationEnv:
     def sequences(self) -> list:
         """Full token histories (prompt + generated tokens) of the B sequences, as 1-D arrays."""
         self._check_state()
+        self._check_prompt_ids()
         return [np.concatenate([self.prompt(int(p)), self._tokens[b, :self._lengths[b]]])
                 for b, p in enumerate(self._prompt_ids)]
 
@@ -742,9 +746,12 @@ class TextGenerationEnv:
         active = ~self._needs_reset
         idle = self._needs_reset.copy()
         plan = self._plan_reset(idle, self._stream) if idle.any() else None
-        rows = np.arange(self._num_envs)
-        written = np.minimum(self._lengths, self._max_new_tokens - 1)  # where a token may go
-        saved = (self._contexts.copy(), self._lengths.copy(), self._tokens[rows, written])
+        reward = self._reward
+        if reward is not None:  # the only step that can fail after the kernel's writes
+            self._check_prompt_ids()
+            rows = np.arange(self._num_envs)
+            written = np.minimum(self._lengths, self._max_new_tokens - 1)  # where a token goes
+            saved = (self._contexts.copy(), self._lengths.copy(), self._tokens[rows, written])
         terminated = np.empty(self._num_envs, dtype=np.uint8)
         truncated = np.empty(self._num_envs, dtype=np.uint8)
         status = _backend.kernels().text_env_step(
@@ -754,12 +761,15 @@ class TextGenerationEnv:
         _raise(status, {"actions": (np.where(active, acts, 0), self._vocab_size)})
         terminated = terminated.view(bool)
         truncated = truncated.view(bool)
-        try:
-            rewards = self._step_rewards(active, terminated | truncated)
-        except BaseException:  # the reward function failed: undo the kernel's writes
-            self._contexts[:], self._lengths[:] = saved[0], saved[1]
-            self._tokens[rows, written] = saved[2]
-            raise
+        if reward is None:
+            rewards = np.zeros(self._num_envs, dtype=np.float64)
+        else:
+            try:
+                rewards = self._step_rewards(reward, active, terminated | truncated)
+            except BaseException:  # the reward function failed: undo the kernel's writes
+                self._contexts[:], self._lengths[:] = saved[0], saved[1]
+                self._tokens[rows, written] = saved[2]
+                raise
         if plan is not None:
             # the kernel left the idle rows untouched: their planned reset still applies
             new_ids, contexts, lengths, used = plan
@@ -770,11 +780,8 @@ class TextGenerationEnv:
         return (self._contexts.copy(), rewards, terminated, truncated,
                 {"prompt_ids": self._prompt_ids.copy()})
 
-    def _step_rewards(self, active, done):
+    def _step_rewards(self, reward, active, done):
         rewards = np.zeros(self._num_envs, dtype=np.float64)
-        reward = self._reward
-        if reward is None:
-            return rewards
         if reward.per_token:
             rows = np.flatnonzero(active)
             if rows.size:

@@ -329,7 +329,7 @@ def test_text_env_attributes(backend):
     for name, index, value, msg in [("lengths", 1, 3, "lengths"), ("lengths", 0, -1, "lengths"),
                                     ("contexts", 2, 99, "contexts"),
                                     ("prompt_ids", 0, 7, r"prompt_ids\[0\] = 7")]:
-        damaged = _text_env()
+        damaged = _text_env(reward=TargetMatch([3]))    # the reward reads the prompt ids
         damaged.reset(seed=0)
         getattr(damaged, name)[index] = value
         before = _snapshot(damaged)
