@@ -15,6 +15,11 @@ BAD_OFFSETS = 6
 # by every kernel that does a shape check, before any other check and before anything is written.
 # The public wrappers always pass consistent shapes; only a direct Numba/Cython caller can get it.
 BAD_SHAPES = 7
+# An array the kernel writes (a table, tree nodes, an output) shares memory with another array
+# argument: a write could change an id after its range check (an out-of-bounds access).  Checked
+# in O(1) from the arrays' address ranges, after BAD_SHAPES and before anything is written.  The
+# public wrappers refuse it first with a message naming both arguments.
+OVERLAPPING_ARRAYS = 8
 
 ARGUMENT = {
     BAD_STATES: "states",
@@ -24,4 +29,5 @@ ARGUMENT = {
     BAD_REWARDS: "rewards",
     BAD_OFFSETS: "episode_offsets",
     BAD_SHAPES: "array shapes",
+    OVERLAPPING_ARRAYS: "array arguments (one written shares memory with another)",
 }

@@ -151,6 +151,10 @@ class ArgmaxTree:
         actions = check.ids(actions, "actions", states.shape[0])
         states, actions = check.same_index_dtype(states, actions)
         nodes, block_size = self._args()
+        for name, x in (("states", states), ("actions", actions)):
+            if x.size and np.may_share_memory(nodes, x):
+                raise ValueError(f"{name} shares memory with the tree's nodes, which refresh "
+                                 f"writes; pass a copy of {name}")
         status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, states, actions)
         raise_for_tree_status(status, {"states": (states, q.shape[0]),
                                        "actions": (actions, q.shape[1])}, "argmax_tree")

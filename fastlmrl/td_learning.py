@@ -62,6 +62,32 @@ def _batch(q, states, actions, rewards, next_states, terminated, next_actions=_N
     return id_arrays, rewards, terminated
 
 
+def refuse_shared_memory(written: dict, inputs: dict) -> None:
+    """ValueError naming the input that shares memory with an array the call writes (a table, a
+    tree's nodes): a write could change it after it was checked (the kernels return status 8,
+    OVERLAPPING_ARRAYS, for a direct caller).  O(1) per pair (address ranges)."""
+    for wname, w in written.items():
+        for name, x in inputs.items():
+            if x is not None and x.size and np.may_share_memory(w, x):
+                raise ValueError(f"{name} shares memory with {wname}, which this call writes in "
+                                 f"place; pass a copy of {name}")
+
+
+def _inputs(ids, rewards, terminated, names=("states", "actions", "next_states",
+                                              "next_actions")):
+    inputs = dict(zip(names, ids))
+    inputs["rewards"] = rewards
+    inputs["terminated"] = terminated
+    return inputs
+
+
+def _tables(tables: dict, *trees) -> dict:
+    for name, tree in trees:
+        if tree is not None:
+            tables[f"{name}.nodes"] = tree[0]
+    return tables
+
+
 def _rates(alpha, gamma):
     return check.real(alpha, "alpha", 0.0, 1.0, low_open=True), check.real(gamma, "gamma", 0.0, 1.0)
 
@@ -94,11 +120,13 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
+    tree = None if argmax_tree is None else tree_args(argmax_tree, q)
+    refuse_shared_memory(_tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2), r, t))
     td = np.empty(s.shape[0], dtype=q.dtype)
     if argmax_tree is None:
         status = _backend.kernels().q_learning_update(q, s, a, r, s2, t, alpha, gamma, td)
     else:
-        nodes, block_size = tree_args(argmax_tree, q)
+        nodes, block_size = tree
         status = _backend.kernels().q_learning_update_tree(q, nodes, block_size, s, a, r, s2, t,
                                                            alpha, gamma, td)
     _raise(status, q, (s, a, s2), r)
@@ -117,6 +145,7 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     (s, a, s2, a2), r, t = _batch(q, states, actions, rewards, next_states, terminated,
                                   next_actions)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
+    refuse_shared_memory(_tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2, a2), r, t))
     td = np.empty(s.shape[0], dtype=q.dtype)
     old = _cells(q, s, a, tree)
     status = _backend.kernels().sarsa_update(q, s, a, r, s2, a2, t, alpha, gamma, td)
@@ -161,6 +190,7 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
+    refuse_shared_memory(_tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2), r, t))
     td = np.empty(s.shape[0], dtype=q.dtype)
     old = _cells(q, s, a, tree)
     status = _backend.kernels().expected_sarsa_update(q, s, a, r, s2, t, alpha, gamma, epsilon, td)
@@ -193,16 +223,21 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2), r, t = _batch(q1, states, actions, rewards, next_states, terminated)
     key, counter = check_capacity(seed, s.shape[0])  # before anything is written
+    trees = (None, None)
+    if argmax_trees is not None:
+        if not isinstance(argmax_trees, (tuple, list)) or len(argmax_trees) != 2:
+            raise TypeError("argmax_trees must be a pair (tree of q1, tree of q2)")
+        trees = (tree_args(argmax_trees[0], q1, "argmax_trees[0]"),
+                 tree_args(argmax_trees[1], q2, "argmax_trees[1]"))
+    refuse_shared_memory(_tables({"q1": q1, "q2": q2}, ("argmax_trees[0]", trees[0]),
+                                 ("argmax_trees[1]", trees[1])), _inputs((s, a, s2), r, t))
     td = np.empty(s.shape[0], dtype=q1.dtype)
     if argmax_trees is None:
         status = _backend.kernels().double_q_learning_update(
             q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td
         )
     else:
-        if not isinstance(argmax_trees, (tuple, list)) or len(argmax_trees) != 2:
-            raise TypeError("argmax_trees must be a pair (tree of q1, tree of q2)")
-        nodes1, block_size1 = tree_args(argmax_trees[0], q1, "argmax_trees[0]")
-        nodes2, block_size2 = tree_args(argmax_trees[1], q2, "argmax_trees[1]")
+        (nodes1, block_size1), (nodes2, block_size2) = trees
         status = _backend.kernels().double_q_learning_update_tree(
             q1, q2, nodes1, nodes2, block_size1, block_size2, s, a, r, s2, t, alpha, gamma,
             np.uint64(key), np.uint64(counter), td

@@ -274,3 +274,149 @@ def test_read_only_inputs_compile_nothing_new(name):
         count = len(kernel.signatures)
         calls[name](ro)
         assert len(kernel.signatures) == count
+
+
+# ---------------------------------------------------------------------------------------------
+# arrays that share memory with an array the call writes (found while auditing issue 11)
+
+def _aliased_batch(q):
+    """States/actions that are views of q's own memory (q all zeros: valid ids 0 until written)."""
+    view = q.reshape(-1).view(np.int64)
+    return view[:4], np.array([3, 0, 0, 1], np.int64)
+
+
+def test_public_update_refuses_ids_that_alias_the_table(backend):
+    """A state array that is a view of q: the first update would rewrite states[3] before its
+    use (an out-of-bounds write in the compiled backends before this check)."""
+    for fn in ("q", "sarsa", "esarsa", "double"):
+        q = np.zeros((1000, 4))
+        q2 = np.zeros((1000, 4))
+        states, actions = _aliased_batch(q)
+        args = (states, actions, np.full(4, 1e300), np.zeros(4, np.int64))
+        before = q.copy()
+        with pytest.raises(ValueError, match="states shares memory with q"):
+            if fn == "q":
+                fastlmrl.q_learning_update(q, *args, np.ones(4, bool), 1.0, 0.0)
+            elif fn == "sarsa":
+                fastlmrl.sarsa_update(q, *args, np.zeros(4, np.int64), np.ones(4, bool), 1.0, 0.0)
+            elif fn == "esarsa":
+                fastlmrl.expected_sarsa_update(q, *args, np.ones(4, bool), 1.0, 0.0, 0.1)
+            else:
+                fastlmrl.double_q_learning_update(q, q2, *args, np.ones(4, bool), 1.0, 0.0, 1)
+        assert np.array_equal(q, before)
+    q = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="rewards shares memory with q"):
+        fastlmrl.q_learning_update(q, [0, 1, 2, 0], [0, 1, 2, 3], q[0], [0, 0, 0, 0],
+                                   [False] * 4, 0.5, 0.5)
+    q = np.zeros((8, 4))
+    tree = ArgmaxTree(q, 2)
+    states = tree.nodes[0, 1:3]  # int32 [0, 0]: valid ids that refresh would overwrite
+    i32 = np.zeros(2, np.int32)
+    with pytest.raises(ValueError, match="states shares memory with the tree's nodes"):
+        tree.refresh(states, i32)
+    with pytest.raises(ValueError, match=r"states shares memory with argmax_tree\.nodes"):
+        fastlmrl.q_learning_update(q, states, i32, [1.0, 1.0], i32, [False, False], 0.5, 0.5,
+                                   argmax_tree=tree)
+
+
+def _kernel_calls(q, nodes, n=4):
+    """(name, args, index of the array to alias in place of an input) for every raw kernel of
+    these topics that writes an array: each call is valid as given."""
+    z = np.zeros(n, np.int64)
+    r, t = np.zeros(n), np.zeros(n, np.uint8)
+    key, c = np.uint64(1), np.uint64(0)
+    q2, nodes2 = q.copy(), nodes.copy()
+    return [
+        ("q_learning_update", [q, z, z, r, z, t, 0.5, 0.5, np.zeros(n)]),
+        ("sarsa_update", [q, z, z, r, z, z.copy(), t, 0.5, 0.5, np.zeros(n)]),
+        ("expected_sarsa_update", [q, z, z, r, z, t, 0.5, 0.5, 0.1, np.zeros(n)]),
+        ("double_q_learning_update", [q, q2, z, z, r, z, t, 0.5, 0.5, key, c, np.zeros(n)]),
+        ("greedy", [q, z, np.zeros(n, np.int64), 1]),
+        ("epsilon_greedy", [q, z, 0.5, key, c, np.zeros(n, np.int64), 1]),
+        ("boltzmann", [q, z, 0.5, key, c, np.zeros(n, np.int64), 1]),
+        ("argmax_tree_refresh", [q, nodes, 2, z, z]),
+        ("greedy_tree", [q, nodes, 2, z, np.zeros(n, np.int64)]),
+        ("argmax_tree_max", [q, nodes, 2, z, np.zeros(n)]),
+        ("epsilon_greedy_tree", [q, nodes, 2, z, 0.5, key, c, np.zeros(n, np.int64)]),
+        ("q_learning_update_tree", [q, nodes, 2, z, z, r, z, t, 0.5, 0.5, np.zeros(n)]),
+        ("double_q_learning_update_tree", [q, q2, nodes, nodes2, 2, 2, z, z, r, z, t, 0.5, 0.5,
+                                           key, c, np.zeros(n)]),
+    ]
+
+
+WRITTEN = {"q_learning_update": (0, 8), "sarsa_update": (0, 9), "expected_sarsa_update": (0, 9),
+           "double_q_learning_update": (0, 1, 11), "greedy": (2,), "epsilon_greedy": (5,),
+           "boltzmann": (5,), "argmax_tree_refresh": (1,), "greedy_tree": (4,),
+           "argmax_tree_max": (4,), "epsilon_greedy_tree": (7,),
+           "q_learning_update_tree": (0, 1, 10), "double_q_learning_update_tree": (0, 1, 2, 3, 15)}
+
+
+def _view_like(base, like):
+    """An array of like's dtype and shape over base's memory (base must be large enough)."""
+    flat = base.reshape(-1).view(np.uint8)
+    return flat[:like.nbytes].view(like.dtype).reshape(like.shape)
+
+
+@pytest.mark.parametrize("name", list(WRITTEN))
+def test_raw_kernels_refuse_written_arrays_that_share_memory(compiled, reference, name):
+    """Each written array in turn shares memory with each other array argument: status 8
+    (OVERLAPPING_ARRAYS) in every backend, nothing written."""
+    for module in (reference, compiled):
+        q = np.zeros((8, 4))
+        nodes = built(module, q, 2)
+        calls = dict(_kernel_calls(q, nodes))
+        base_args = calls[name]
+        assert getattr(module, name)(*[x.copy() if isinstance(x, np.ndarray) else x
+                                       for x in base_args]) == 0
+        for w in WRITTEN[name]:
+            for k, other in enumerate(base_args):
+                if k == w or not isinstance(other, np.ndarray) or other.size == 0:
+                    continue
+                args = [x.copy() if isinstance(x, np.ndarray) else x for x in base_args]
+                big = np.zeros(max(args[w].nbytes, other.nbytes) + 64, np.uint8)
+                args[w] = _view_like(big, args[w])
+                args[k] = _view_like(big, other)
+                np.copyto(args[k], other)  # k's valid contents (w shares the bytes)
+                before = big.copy()
+                status = getattr(module, name)(*args)
+                assert status == 8, (module.__name__, name, w, k)
+                assert np.array_equal(big, before), (module.__name__, name, w, k)
+
+
+def built(module, q, block_size):
+    nodes = np.full_like(ArgmaxTree(q, block_size)._nodes, 7)
+    assert module.argmax_tree_build(q, nodes, block_size) == 0
+    return nodes
+
+
+def test_permutation_scratch_that_shares_memory(compiled, reference):
+    for module in (reference, compiled):
+        buf = np.zeros(64, np.int64)
+        out, starts = buf[:5], buf[4:10]  # overlap by one element
+        assert module.random_permutation(np.uint64(1), np.uint64(0), out, np.empty(5),
+                                         starts) == 2
+        assert (buf == 0).all()
+
+
+def test_public_aliasing_repro_in_a_subprocess():
+    """The crash this audit found, run as a user would, in a fresh interpreter per backend."""
+    import subprocess
+    import sys
+    import textwrap
+    for name in fastlmrl.BACKENDS:
+        code = textwrap.dedent(f"""
+            import numpy as np, fastlmrl
+            with fastlmrl.use_backend({name!r}):
+                q = np.zeros((1000, 4))
+                states = q.reshape(-1).view(np.int64)[:8]
+                actions = np.array([3, 0, 0, 1, 1, 1, 1, 1])
+                try:
+                    fastlmrl.q_learning_update(q, states, actions, np.full(8, 1e300),
+                                               np.zeros(8, np.int64), np.ones(8, bool), 1.0, 0.0)
+                except ValueError as e:
+                    print("refused:", e)
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, (name, out.returncode, out.stderr[-2000:])
+        assert "refused: states shares memory with q" in out.stdout, (name, out.stdout)

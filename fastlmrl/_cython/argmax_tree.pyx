@@ -14,11 +14,13 @@ from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from fastlmrl._cython._common cimport real_t, index_t, uniform, out_of_range, not_all_finite
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 cdef enum:
     BAD_TREE = 32
     CORRUPT_TREE = 33
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 cdef Py_ssize_t INT32_MAX = 2147483647
 
@@ -223,6 +225,12 @@ cdef inline double _root_max(const real_t* row, const int32_t* tree) noexcept no
 cdef int argmax_tree_build_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
                                 Py_ssize_t block_size) noexcept nogil:
     cdef Py_ssize_t s, n_actions = q.shape[1], p
+    cdef const char* start[10]
+    cdef size_t size[10]
+    span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 0)
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 1)
+    if written_overlap(1, 2, start, size):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     p = nodes.shape[1] // 2
@@ -237,6 +245,14 @@ cdef int argmax_tree_refresh_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
     cdef Py_ssize_t i, s, n_actions = q.shape[1], p
     if actions.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    cdef const char* start[10]
+    cdef size_t size[10]
+    span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 0)
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 1)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 2)
+    span_1d(&actions[0], actions.shape[0], sizeof(index_t), start, size, 3)
+    if written_overlap(1, 4, start, size):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -259,6 +275,14 @@ cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
     cdef Py_ssize_t i, s
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    cdef const char* start[10]
+    cdef size_t size[10]
+    span_1d(&out[0], out.shape[0], sizeof(int64_t), start, size, 0)
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 1)
+    span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 2)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
+    if written_overlap(1, 4, start, size):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -277,6 +301,14 @@ cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] node
     cdef Py_ssize_t i, s
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    cdef const char* start[10]
+    cdef size_t size[10]
+    span_1d(&out[0], out.shape[0], sizeof(real_t), start, size, 0)
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 1)
+    span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 2)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
+    if written_overlap(1, 4, start, size):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -297,6 +329,14 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
     cdef uint64_t c
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    cdef const char* start[10]
+    cdef size_t size[10]
+    span_1d(&out[0], out.shape[0], sizeof(int64_t), start, size, 0)
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 1)
+    span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 2)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
+    if written_overlap(1, 4, start, size):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -341,6 +381,18 @@ cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
     cdef int status
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
+    cdef const char* start[10]
+    cdef size_t size[10]
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 0)
+    span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 1)
+    span_1d(&td_out[0], td_out.shape[0], sizeof(real_t), start, size, 2)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
+    span_1d(&actions[0], actions.shape[0], sizeof(index_t), start, size, 4)
+    span_1d(&rewards[0], rewards.shape[0], sizeof(real_t), start, size, 5)
+    span_1d(&next_states[0], next_states.shape[0], sizeof(index_t), start, size, 6)
+    span_1d(&terminated[0], terminated.shape[0], sizeof(unsigned char), start, size, 7)
+    if written_overlap(3, 8, start, size):
+        return OVERLAPPING_ARRAYS
     status = _check(q.shape[0], n_actions, nodes, block_size, states, actions, rewards,
                     next_states)
     if status:
@@ -393,6 +445,20 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
     cdef bint ok
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
+    cdef const char* start[10]
+    cdef size_t size[10]
+    span_2d(&q1[0, 0], q1.shape[0], q1.shape[1], sizeof(real_t), start, size, 0)
+    span_2d(&q2[0, 0], q2.shape[0], q2.shape[1], sizeof(real_t), start, size, 1)
+    span_2d(&nodes1[0, 0], nodes1.shape[0], nodes1.shape[1], sizeof(int32_t), start, size, 2)
+    span_2d(&nodes2[0, 0], nodes2.shape[0], nodes2.shape[1], sizeof(int32_t), start, size, 3)
+    span_1d(&td_out[0], td_out.shape[0], sizeof(real_t), start, size, 4)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 5)
+    span_1d(&actions[0], actions.shape[0], sizeof(index_t), start, size, 6)
+    span_1d(&rewards[0], rewards.shape[0], sizeof(real_t), start, size, 7)
+    span_1d(&next_states[0], next_states.shape[0], sizeof(index_t), start, size, 8)
+    span_1d(&terminated[0], terminated.shape[0], sizeof(unsigned char), start, size, 9)
+    if written_overlap(5, 10, start, size):
+        return OVERLAPPING_ARRAYS
     if (q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]
             or _bad_tree(q2.shape[0], q2.shape[1], nodes2.shape[0], nodes2.shape[1], block_size2)):
         return BAD_TREE

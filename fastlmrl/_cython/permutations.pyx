@@ -8,15 +8,25 @@ from libc.stdint cimport int64_t, uint64_t
 
 from fastlmrl._cython._common cimport uniform
 
+from fastlmrl._cython.overlap cimport span_1d, written_overlap
+
 cdef int BAD_SCRATCH = 1
+cdef int OVERLAPPING_SCRATCH = 2
 
 
 cdef int random_permutation_core(uint64_t key, uint64_t counter, int64_t[::1] out,
                                  double[::1] uniforms, int64_t[::1] starts) noexcept nogil:
     cdef Py_ssize_t n = out.shape[0], i, b, k, j, lo, hi, p
     cdef double u
+    cdef const char* start[3]
+    cdef size_t size[3]
     if uniforms.shape[0] < n or starts.shape[0] < n + 1:
         return BAD_SCRATCH
+    span_1d(&out[0], out.shape[0], sizeof(int64_t), start, size, 0)
+    span_1d(&uniforms[0], uniforms.shape[0], sizeof(double), start, size, 1)
+    span_1d(&starts[0], starts.shape[0], sizeof(int64_t), start, size, 2)
+    if written_overlap(3, 3, start, size):
+        return OVERLAPPING_SCRATCH
     for b in range(n + 1):
         starts[b] = 0
     for i in range(n):  # bucket sizes

@@ -11,8 +11,21 @@ from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_ar
 
 cdef Py_ssize_t PARALLEL_MIN_BATCH = 8192
 
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
+
 cdef enum:
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
+
+
+cdef inline bint _out_overlaps(const real_t[:, ::1] q, const index_t[::1] states,
+                               const int64_t[::1] out) noexcept nogil:
+    cdef const char* start[3]
+    cdef size_t size[3]
+    span_1d(&out[0], out.shape[0], sizeof(int64_t), start, size, 0)
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 1)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 2)
+    return written_overlap(1, 3, start, size)
 
 
 cdef inline bint _shapes_ok(Py_ssize_t n_states, Py_ssize_t n_out) noexcept nogil:
@@ -60,6 +73,8 @@ cdef int greedy_core(const real_t[:, ::1] q, const index_t[::1] states, int64_t[
     cdef int threads
     if not _shapes_ok(states.shape[0], out.shape[0]):
         return BAD_SHAPES
+    if _out_overlaps(q, states, out):
+        return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)
@@ -79,6 +94,8 @@ cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, 
     cdef int threads
     if not _shapes_ok(states.shape[0], out.shape[0]):
         return BAD_SHAPES
+    if _out_overlaps(q, states, out):
+        return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)
@@ -98,6 +115,8 @@ cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, doubl
     cdef int threads
     if not _shapes_ok(states.shape[0], out.shape[0]):
         return BAD_SHAPES
+    if _out_overlaps(q, states, out):
+        return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)

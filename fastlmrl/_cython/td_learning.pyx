@@ -8,8 +8,34 @@ from libc.stdint cimport uint64_t
 from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_argmax,
                                        out_of_range)
 
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
+
 cdef enum:
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
+
+
+cdef inline bint _batch_overlaps(const real_t[:, ::1] q, const real_t[:, ::1] q2, bint two_tables,
+                                 const index_t[::1] states, const index_t[::1] actions,
+                                 const real_t[::1] rewards, const index_t[::1] next_states,
+                                 const index_t[::1] next_actions,
+                                 const unsigned char[::1] terminated,
+                                 const real_t[::1] td_out) noexcept nogil:
+    """A written array (q, q2 when two_tables, td_out) sharing memory with another argument
+    (next_actions: pass states[:0] when there are none)."""
+    cdef const char* start[9]
+    cdef size_t size[9]
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 0)
+    span_2d(&q2[0, 0], q2.shape[0] if two_tables else 0, q2.shape[1], sizeof(real_t), start, size,
+            1)
+    span_1d(&td_out[0], td_out.shape[0], sizeof(real_t), start, size, 2)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
+    span_1d(&actions[0], actions.shape[0], sizeof(index_t), start, size, 4)
+    span_1d(&rewards[0], rewards.shape[0], sizeof(real_t), start, size, 5)
+    span_1d(&next_states[0], next_states.shape[0], sizeof(index_t), start, size, 6)
+    span_1d(&next_actions[0], next_actions.shape[0], sizeof(index_t), start, size, 7)
+    span_1d(&terminated[0], terminated.shape[0], 1, start, size, 8)
+    return written_overlap(3, 9, start, size)
 
 
 cdef inline bint _shapes_ok(const real_t[:, ::1] q, const real_t[:, ::1] q2,
@@ -60,6 +86,9 @@ cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
     cdef int status
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q, q, False, states, actions, rewards, next_states, states[:0], terminated,
+                       td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q.shape[0], n_actions, states, actions, rewards, next_states, states[:0])
     if status:
         return status
@@ -86,6 +115,9 @@ cdef int sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states, const in
     if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
                       td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q, q, False, states, actions, rewards, next_states, next_actions,
+                       terminated, td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q.shape[0], q.shape[1], states, actions, rewards, next_states, next_actions)
     if status:
         return status
@@ -113,6 +145,9 @@ cdef int expected_sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states,
     cdef int status
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q, q, False, states, actions, rewards, next_states, states[:0], terminated,
+                       td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q.shape[0], n_actions, states, actions, rewards, next_states, states[:0])
     if status:
         return status
@@ -157,6 +192,9 @@ cdef int double_q_learning_update_core(real_t[:, ::1] q1, real_t[:, ::1] q2,
     cdef int status
     if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q1, q2, True, states, actions, rewards, next_states, states[:0],
+                       terminated, td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q1.shape[0], q1.shape[1], states, actions, rewards, next_states, states[:0])
     if status:
         return status

@@ -12,8 +12,9 @@ __all__ = [
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range, uniform
+from .td_learning import written_overlaps
 
 BAD_TREE = 32
 CORRUPT_TREE = 33
@@ -219,6 +220,8 @@ def _root_max(row, tree):
 
 @njit(**NJIT)
 def argmax_tree_build(q, nodes, block_size):
+    if written_overlaps(nodes, q, q[:0], q[:0], q[:0], q[:0], q[:0], q[:0]):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     for s in range(q.shape[0]):
@@ -230,6 +233,8 @@ def argmax_tree_build(q, nodes, block_size):
 def argmax_tree_refresh(q, nodes, block_size, states, actions):
     if actions.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(nodes, q, states, actions, q[:0], q[:0], q[:0], q[:0]):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -249,6 +254,8 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
 def greedy_tree(q, nodes, block_size, states, out):
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(out, q, nodes, states, q[:0], q[:0], q[:0], q[:0]):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -265,6 +272,8 @@ def greedy_tree(q, nodes, block_size, states, out):
 def argmax_tree_max(q, nodes, block_size, states, out):
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(out, q, nodes, states, q[:0], q[:0], q[:0], q[:0]):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -281,6 +290,8 @@ def argmax_tree_max(q, nodes, block_size, states, out):
 def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out):
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(out, q, nodes, states, q[:0], q[:0], q[:0], q[:0]):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
@@ -321,6 +332,12 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
                            terminated, alpha, gamma, td_out):
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
+    if (written_overlaps(q, nodes, states, actions, rewards, next_states, terminated, td_out)
+            or written_overlaps(nodes, states, actions, rewards, next_states, terminated, td_out,
+                                q[:0])
+            or written_overlaps(td_out, states, actions, rewards, next_states, terminated, q[:0],
+                                q[:0])):
+        return OVERLAPPING_ARRAYS
     status = _check(q, nodes, block_size, states, actions, rewards, next_states)
     if status != 0:
         return status
@@ -359,6 +376,18 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
                                   counter, td_out):
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
+    if (written_overlaps(q1, q2, nodes1, nodes2, states, actions, rewards, next_states)
+            or written_overlaps(q1, terminated, td_out, q1[:0], q1[:0], q1[:0], q1[:0], q1[:0])
+            or written_overlaps(q2, nodes1, nodes2, states, actions, rewards, next_states,
+                                terminated)
+            or written_overlaps(q2, td_out, q1[:0], q1[:0], q1[:0], q1[:0], q1[:0], q1[:0])
+            or written_overlaps(nodes1, nodes2, states, actions, rewards, next_states,
+                                terminated, td_out)
+            or written_overlaps(nodes2, states, actions, rewards, next_states, terminated,
+                                td_out, q1[:0])
+            or written_overlaps(td_out, states, actions, rewards, next_states, terminated,
+                                q1[:0], q1[:0])):
+        return OVERLAPPING_ARRAYS
     if q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]:
         return BAD_TREE
     if _bad_tree(q2, nodes2, block_size2):

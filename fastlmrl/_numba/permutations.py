@@ -14,8 +14,10 @@ import numpy as np
 from numba import njit
 
 from ._common import NJIT, uniform
+from .td_learning import overlap
 
 BAD_SCRATCH = 1
+OVERLAPPING_SCRATCH = 2
 
 
 @njit(**NJIT)
@@ -23,6 +25,8 @@ def random_permutation(key, counter, out, uniforms, starts):
     n = out.shape[0]
     if uniforms.shape[0] < n or starts.shape[0] < n + 1:
         return BAD_SCRATCH
+    if overlap(out, uniforms) or overlap(out, starts) or overlap(uniforms, starts):
+        return OVERLAPPING_SCRATCH
     key = np.uint64(key)
     counter = np.uint64(counter)
     for b in range(n + 1):

@@ -6,7 +6,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .td_learning import written_overlaps
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
 
 PARALLEL_MIN_BATCH = 8192
@@ -102,6 +103,8 @@ def _parallel(num_threads, n):
 def greedy(q, states, out, num_threads):
     if not _shapes_ok(states, out):
         return BAD_SHAPES
+    if written_overlaps(out, q, states, out[:0], out[:0], out[:0], out[:0], out[:0]):
+        return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
         return 1
     if _parallel(num_threads, states.shape[0]):
@@ -115,6 +118,8 @@ def greedy(q, states, out, num_threads):
 def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
     if not _shapes_ok(states, out):
         return BAD_SHAPES
+    if written_overlaps(out, q, states, out[:0], out[:0], out[:0], out[:0], out[:0]):
+        return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
         return 1
     key = np.uint64(key)
@@ -130,6 +135,8 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
 def boltzmann(q, states, temperature, key, counter, out, num_threads):
     if not _shapes_ok(states, out):
         return BAD_SHAPES
+    if written_overlaps(out, q, states, out[:0], out[:0], out[:0], out[:0], out[:0]):
+        return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
         return 1
     key = np.uint64(key)

@@ -4,8 +4,40 @@ __all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_upda
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
+
+
+@njit(**NJIT)
+def _bounds(a):
+    """[lo, hi): the byte addresses spanned by a's elements ((0, 0) when a is empty)."""
+    lo = np.int64(a.ctypes.data)
+    hi = lo
+    for d in range(a.ndim):
+        if a.shape[d] == 0:
+            return np.int64(0), np.int64(0)
+        span = np.int64(a.shape[d] - 1) * np.int64(a.strides[d])
+        if span < 0:
+            lo += span
+        else:
+            hi += span
+    return lo, hi + np.int64(a.itemsize)
+
+
+@njit(**NJIT)
+def overlap(a, b):
+    """Do arrays a and b share any byte (by address range, like numpy.may_share_memory)?"""
+    alo, ahi = _bounds(a)
+    blo, bhi = _bounds(b)
+    return alo < ahi and blo < bhi and alo < bhi and blo < ahi
+
+
+@njit(**NJIT)
+def written_overlaps(w, a, b, c, d, e, f, g):
+    """Does the written array w share memory with any of a..g (pass an empty array for unused
+    slots)?  O(1): a write must never change an id after its range check."""
+    return (overlap(w, a) or overlap(w, b) or overlap(w, c) or overlap(w, d) or overlap(w, e)
+            or overlap(w, f) or overlap(w, g))
 
 
 @njit(**NJIT)
@@ -16,6 +48,19 @@ def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, termi
     return (q2.shape == q.shape and actions.shape[0] == n and rewards.shape[0] == n
             and next_states.shape[0] == n and next_actions.shape[0] == n
             and terminated.shape[0] == n and td_out.shape[0] == n)
+
+
+@njit(**NJIT)
+def _batch_overlaps(q, q2, states, actions, rewards, next_states, next_actions, terminated,
+                    td_out):
+    """Written arrays (q, q2 -- empty when there is one table -- and td_out) sharing memory with
+    each other or with an input."""
+    return (written_overlaps(q, q2, states, actions, rewards, next_states, next_actions,
+                             terminated)
+            or written_overlaps(q2, states, actions, rewards, next_states, next_actions,
+                                terminated, td_out)
+            or written_overlaps(td_out, q, states, actions, rewards, next_states, next_actions,
+                                terminated))
 
 
 @njit(**NJIT)
@@ -63,6 +108,9 @@ def _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, states[:0], terminated,
+                       td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q, states, actions, rewards, next_states, states[:0])
     if status == 0:
         _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma,
@@ -76,6 +124,9 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
                       td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, next_actions, terminated,
+                       td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q, states, actions, rewards, next_states, next_actions)
     if status != 0:
         return status
@@ -98,6 +149,9 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
                           epsilon, td_out):
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, states[:0], terminated,
+                       td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q, states, actions, rewards, next_states, states[:0])
     if status != 0:
         return status
@@ -137,6 +191,9 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated,
                       td_out):
         return BAD_SHAPES
+    if _batch_overlaps(q1, q2, states, actions, rewards, next_states, states[:0], terminated,
+                       td_out):
+        return OVERLAPPING_ARRAYS
     status = _check(q1, states, actions, rewards, next_states, states[:0])
     if status != 0:
         return status

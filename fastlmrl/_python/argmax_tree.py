@@ -36,9 +36,10 @@ __all__ = [
 ]
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range
+from .td_learning import written_overlaps
 
 BAD_TREE = 32
 CORRUPT_TREE = 33
@@ -111,6 +112,14 @@ def _batch_ok(states, actions, rewards, next_states, terminated, td_out):
     n = states.shape[0]
     return (actions.shape[0] == n and rewards.shape[0] == n and next_states.shape[0] == n
             and terminated.shape[0] == n and td_out.shape[0] == n)
+
+
+def _overlaps(written, inputs):
+    """Some written array shares memory with another written array or with an input."""
+    for k, w in enumerate(written):
+        if written_overlaps(w, *written[k + 1:], *inputs):
+            return True
+    return False
 
 
 def _better(v_right, v_left):
@@ -227,6 +236,8 @@ def _root(q, nodes, s):
 
 def argmax_tree_build(q, nodes, block_size):
     """Build every row's tree from q."""
+    if written_overlaps(nodes, q):
+        return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     for s in range(q.shape[0]):
@@ -238,6 +249,8 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
     """Bring the trees up to date after the cells (states[i], actions[i]) of q were changed."""
     if actions.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(nodes, q, states, actions):
+        return OVERLAPPING_ARRAYS
     s_, a_ = states.tolist(), actions.tolist()
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
@@ -257,6 +270,8 @@ def greedy_tree(q, nodes, block_size, states, out):
     """out[i] = argmax_a q[states[i], a], read from the root of the row's tree."""
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(out, q, nodes, states):
+        return OVERLAPPING_ARRAYS
     s_ = states.tolist()
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
@@ -273,6 +288,8 @@ def argmax_tree_max(q, nodes, block_size, states, out):
     """out[i] = max of the non-NaN entries of q[states[i]] (-inf if none), read from the root."""
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(out, q, nodes, states):
+        return OVERLAPPING_ARRAYS
     s_ = states.tolist()
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
@@ -289,6 +306,8 @@ def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out
     """Item i uses counter + 2i (explore?) and counter + 2i + 1 (which action): epsilon_greedy's."""
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
+    if written_overlaps(out, q, nodes, states):
+        return OVERLAPPING_ARRAYS
     s_ = states.tolist()
     key, counter = int(key), int(counter)
     if _bad_tree(q, nodes, block_size):
@@ -327,6 +346,8 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
     """q_learning_update with max_a' Q(s', a') read from the tree; the tree follows each update."""
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
+    if _overlaps((q, nodes, td_out), (states, actions, rewards, next_states, terminated)):
+        return OVERLAPPING_ARRAYS
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, nodes, block_size, s_, a_, r_, n_)
     if status:
@@ -352,6 +373,9 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
     """double_q_learning_update with the learner's argmax read from its tree (same coins)."""
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
+    if _overlaps((q1, q2, nodes1, nodes2, td_out),
+                 (states, actions, rewards, next_states, terminated)):
+        return OVERLAPPING_ARRAYS
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     if q2.shape != q1.shape or _bad_tree(q2, nodes2, block_size2):
         return BAD_TREE

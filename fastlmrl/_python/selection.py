@@ -3,7 +3,8 @@
 __all__ = ["boltzmann", "epsilon_greedy", "greedy"]
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .td_learning import written_overlaps
 from ..rng import uniform
 from ._common import first_out_of_range, row_argmax, row_max
 
@@ -17,6 +18,8 @@ def greedy(q, states, out, num_threads):
     """out[i] = argmax_a q[states[i], a] (ties -> lowest index). Returns 1 if a state is out of range."""
     if not _shapes_ok(states, out):
         return BAD_SHAPES
+    if written_overlaps(out, q, states):
+        return OVERLAPPING_ARRAYS
     if first_out_of_range(states.tolist(), q.shape[0]):
         return 1
     for i, s in enumerate(states.tolist()):
@@ -28,6 +31,8 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
     """Item i uses counter + 2i (explore?) and counter + 2i + 1 (which action)."""
     if not _shapes_ok(states, out):
         return BAD_SHAPES
+    if written_overlaps(out, q, states):
+        return OVERLAPPING_ARRAYS
     key, counter = int(key), int(counter)
     if first_out_of_range(states.tolist(), q.shape[0]):
         return 1
@@ -45,6 +50,8 @@ def boltzmann(q, states, temperature, key, counter, out, num_threads):
     """Sample a ~ exp(q[s, a] / temperature) by inverse CDF; item i uses counter + i."""
     if not _shapes_ok(states, out):
         return BAD_SHAPES
+    if written_overlaps(out, q, states):
+        return OVERLAPPING_ARRAYS
     key, counter = int(key), int(counter)
     if first_out_of_range(states.tolist(), q.shape[0]):
         return 1

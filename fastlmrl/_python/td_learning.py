@@ -5,7 +5,9 @@ stored into the table (or ``td_out``); the compiled backends do exactly the same
 """
 
 __all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
-from .._status import BAD_SHAPES
+import numpy as np
+
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range, row_argmax, row_max
 
@@ -17,6 +19,21 @@ def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, termi
     return (q2.shape == q.shape and actions.shape[0] == n and rewards.shape[0] == n
             and next_states.shape[0] == n and next_actions.shape[0] == n
             and terminated.shape[0] == n and td_out.shape[0] == n)
+
+
+def written_overlaps(written, *others):
+    """Does the array a kernel writes share memory with any of ``others`` (by address range, as
+    numpy.may_share_memory; empty arrays share nothing)?  A write must never change an id after
+    its range check; the compiled kernels check the same in O(1) (status 8)."""
+    return written.size > 0 and any(o.size > 0 and np.may_share_memory(written, o)
+                                    for o in others)
+
+
+def _batch_overlaps(tables, inputs, td_out):
+    for k, w in enumerate(tables):
+        if written_overlaps(w, *tables[k + 1:], *inputs, td_out):
+            return True
+    return written_overlaps(td_out, *inputs)
 
 
 def _check(q, states, actions, rewards, next_states, next_actions=None):
@@ -37,6 +54,8 @@ def _check(q, states, actions, rewards, next_states, next_actions=None):
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
+    if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
+        return OVERLAPPING_ARRAYS
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, s_, a_, r_, n_)
     if status:
@@ -56,6 +75,9 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
                       td_out):
         return BAD_SHAPES
+    if _batch_overlaps((q,), (states, actions, rewards, next_states, next_actions, terminated),
+                       td_out):
+        return OVERLAPPING_ARRAYS
     s_, a_, r_, n_, b_, t_ = (x.tolist() for x in (states, actions, rewards, next_states,
                                                     next_actions, terminated))
     status = _check(q, s_, a_, r_, n_, b_)
@@ -75,6 +97,8 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
                           epsilon, td_out):
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
+    if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
+        return OVERLAPPING_ARRAYS
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, s_, a_, r_, n_)
     if status:
@@ -103,6 +127,8 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated,
                       td_out):
         return BAD_SHAPES
+    if _batch_overlaps((q1, q2), (states, actions, rewards, next_states, terminated), td_out):
+        return OVERLAPPING_ARRAYS
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q1, s_, a_, r_, n_)
     if status:
