@@ -130,7 +130,7 @@ def _id_table(x, name: str) -> np.ndarray:
         if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
             raise ValueError(f"{name} holds ids too large for int64")
         arr = arr.astype(np.int64)
-    return np.ascontiguousarray(arr)
+    return check.kernel_input(np.ascontiguousarray(arr))  # read-only: no new Numba compile
 
 
 def _real_table(x, name: str, shape: tuple) -> np.ndarray:
@@ -142,7 +142,7 @@ def _real_table(x, name: str, shape: tuple) -> np.ndarray:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.dtype not in check.FLOAT_DTYPES:
         arr = arr.astype(np.float64)
-    return np.ascontiguousarray(arr)
+    return check.kernel_input(np.ascontiguousarray(arr))
 
 
 def _first_index(mask: np.ndarray) -> tuple:
@@ -277,8 +277,8 @@ class DenseMDP:
             raise ValueError(f"R must have shape {P.shape[:2]}, got {R.shape}")
         dtype = np.float32 if P.dtype == np.float32 and R.dtype == np.float32 else np.float64
         atol = row_sum_tolerance(P.dtype, P.shape[2])
-        P = np.ascontiguousarray(P, dtype=dtype)
-        R = np.ascontiguousarray(R, dtype=dtype)
+        P = check.kernel_input(np.ascontiguousarray(P, dtype=dtype))
+        R = check.kernel_input(np.ascontiguousarray(R, dtype=dtype))
         _check_finite(P, "P")
         if (P < 0).any():
             idx = _first_index(P < 0)
@@ -415,7 +415,7 @@ def _policy(x, mdp) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"policy[{i}] = {int(arr[i])} is out of range [0, {mdp.num_actions})")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return check.kernel_input(np.ascontiguousarray(arr, dtype=np.int64))
 
 
 def _default_values(mdp) -> np.ndarray:

@@ -60,7 +60,7 @@ def as_logits(logits, name: str = "logits") -> np.ndarray:
         raise ValueError(f"{name} must have at least one column (V >= 1), got shape {logits.shape}")
     if not logits.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
-    return logits
+    return check.kernel_input(logits)  # read-only logits: no new Numba specialisation
 
 
 def as_out(out, logits: np.ndarray, name: str = "out") -> np.ndarray:

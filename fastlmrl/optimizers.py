@@ -45,6 +45,7 @@ BAD_SHAPES = 32
 BAD_ORDER = 33
 UNSORTED = 34  # order empty but rows not sorted: the wrapper sorts and calls again
 BAD_MOMENTS = 35  # (Adam) v negative or NaN in a row of the batch
+BAD_HYPERPARAMETERS = 36  # lr, step, betas or eps out of domain (raw kernel callers only)
 
 # An empty ``order``: "rows is sorted, walk it in index order" (checked by the kernels).
 _NO_ORDER = np.empty(0, dtype=np.int64)

@@ -209,16 +209,29 @@ def test_read_only_inputs_compile_nothing_new():
         q, counts = np.zeros((3, 2)), np.zeros((3, 2), dtype=np.int64)
         fastlmrl.mc_control_update(q, f([0, 1]), f([1, 0]), f([1.0, 2.0]), f([0, 2]), 0.9,
                                    counts=counts)
-        fastlmrl.kl_penalty(f(np.zeros((2, 3))), f(np.ones((2, 3))), f(np.ones((2, 3), bool)))
-        return table, q
+        kl = fastlmrl.kl_penalty(f(np.zeros((2, 3))), f(np.ones((2, 3))),
+                                 f(np.ones((2, 3), bool)))[0]
+        logits = f(np.arange(6.0).reshape(2, 3))
+        lsm = fastlmrl.log_softmax(logits)
+        loss = fastlmrl.ppo_loss_tabular(logits, f([0, 1]), f([2, 0]), f([0.0, -1.0]),
+                                         f([1.0, 2.0])).loss
+        mdp = fastlmrl.TokenMDP(f([[1, 0], [1, 1]]), f([[1.0, 0.0], [0.0, 0.0]]), f([0, 1]))
+        vi = fastlmrl.value_iteration(mdp, 0.9, v_init=f([0.0, 0.0])).values
+        dense = fastlmrl.DenseMDP(f(np.full((2, 2, 2), 0.5)), f([[1.0, 0.0], [0.0, 2.0]]))
+        pi = fastlmrl.evaluate_policy(dense, f([0, 1]), 0.5)
+        return table, q, kl, lsm, np.array(loss), vi, pi
 
+    from fastlmrl._numba import dynamic_programming as ndp
+    from fastlmrl._numba import log_probs as nlp
+    from fastlmrl._numba import tabular_losses as ntl
+    kernels = (nopt.adam_step, nmc.mc_control_update, nkl.kl_penalty, nlp.log_softmax,
+               ntl.ppo_loss_tabular, ndp.token_mdp_value_iteration,
+               ndp.dense_mdp_bellman_backup)
     with fastlmrl.use_backend("numba"):
         expected = run(False)
-        counts = [len(k.signatures) for k in (nopt.adam_step, nmc.mc_control_update,
-                                              nkl.kl_penalty)]
+        counts = [len(k.signatures) for k in kernels]
         got = run(True)
-        assert [len(k.signatures) for k in (nopt.adam_step, nmc.mc_control_update,
-                                            nkl.kl_penalty)] == counts
+        assert [len(k.signatures) for k in kernels] == counts
     for a, b in zip(expected, got):
         np.testing.assert_array_equal(a, b)
 
@@ -322,3 +335,78 @@ def test_policy_iteration_converges_on_frozen_lake():
         np.testing.assert_array_equal(res.values, results["python"].values)
     vi = fastlmrl.value_iteration(mdp, 0.99, epsilon=1e-10)
     assert np.abs(results["python"].values - vi.values).max() < 1e-9
+
+
+# --------------------------------------------------------------------------- IEEE in the reference
+
+def _same(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _extreme_calls():
+    lp = np.array([[0.0, -1e-3, -2.0]])
+    far = np.array([[-1e30, 800.0, -800.0]])
+    logits = np.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    tokens = np.array([0, 1, 2])
+    old = np.array([-1e30, -800.0, 800.0])
+    adv = np.array([1.0, -1.0, 0.5])
+    table = logits.copy()
+    return {
+        "kl_penalty": lambda: fastlmrl.kl_penalty(lp, far, estimator="k3"),
+        "kl_penalized_rewards": lambda: fastlmrl.kl_penalized_rewards(
+            np.ones((1, 3)), lp, far, beta=0.5, estimator="k3"),
+        "ppo_loss": lambda: fastlmrl.ppo_loss(logits, tokens, old, adv),
+        "ppo_loss_kl": lambda: fastlmrl.ppo_loss(logits, tokens, np.zeros(3), adv,
+                                                 ref_log_probs=-old, kl_coef=0.1),
+        "kl_penalty_loss": lambda: fastlmrl.kl_penalty_loss(logits, tokens, -old),
+        "ppo_loss_tabular": lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, old, adv),
+        "kl_penalty_loss_tabular": lambda: fastlmrl.kl_penalty_loss_tabular(
+            table, tokens, tokens, -old),
+        "sequence_importance_ratio": lambda: fastlmrl.sequence_importance_ratio(
+            np.array([[0.0, 0.0], [1e30, 0.0]]), np.array([[-1e30, 0.0], [0.0, 0.0]])),
+    }
+
+
+def _flat(result):
+    if isinstance(result, tuple):
+        return [_flat(x) for x in result]
+    return np.asarray(result)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("call", sorted(_extreme_calls()))
+def test_extreme_log_ratios_follow_ieee_in_every_backend(call):
+    """exp of a huge log-ratio is +inf in C; the reference used to raise OverflowError ('math
+    range error') there.  All three backends now return the same (infinite) values."""
+    results = {}
+    for name in BACKEND_NAMES:
+        with fastlmrl.use_backend(name):
+            results[name] = _flat(_extreme_calls()[call]())
+    flat = {k: np.concatenate([np.ravel(np.asarray(x, dtype=np.float64))
+                               for x in (v if isinstance(v, list) else [v])
+                               for x in (x if isinstance(x, list) else [x])])
+            for k, v in results.items()}
+    assert np.isinf(flat["python"]).any()
+    for name in ("numba", "cython"):
+        np.testing.assert_array_equal(flat[name], flat["python"], err_msg=name)
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_optimizer_raw_kernels_check_hyperparameters(name):
+    """A zero or negative divisor (eps = 0, step = 0, beta = 1) or a non-finite lr is refused with
+    status 36 before anything is written (the reference would raise ZeroDivisionError mid-update)."""
+    kern = raw(name)
+    table, m, v = np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2))
+    rows, grads, acc = np.array([0, 1]), np.zeros((2, 2)), np.empty(2)
+    order = np.empty(0, dtype=np.int64)
+    good = dict(step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+    for key, bad in [("step", 0), ("step", -5), ("lr", -1.0), ("lr", np.inf), ("lr", np.nan),
+                     ("beta1", 1.0), ("beta2", -0.1), ("beta2", np.nan), ("eps", 0.0),
+                     ("eps", np.inf)]:
+        args = dict(good, **{key: bad})
+        status = kern.adam_step(table, rows, grads, order, m, v, args["step"], args["lr"],
+                                args["beta1"], args["beta2"], args["eps"], False, acc)
+        assert status == 36, (key, bad)
+    for bad in (-1.0, np.inf, np.nan):
+        assert kern.sgd_step(table, rows, grads, order, bad, False, acc) == 36
+    assert (table == 0).all() and (m == 0).all() and (v == 0).all()

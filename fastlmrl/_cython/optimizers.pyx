@@ -17,7 +17,7 @@ part of ``-ffast-math``'s value-changing flags; ``-ffp-contract=off`` still hold
 """
 
 __all__ = ["adam_step", "sgd_step"]
-from libc.math cimport pow, sqrt
+from libc.math cimport pow, sqrt, INFINITY
 from libc.stdint cimport int64_t
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
@@ -33,6 +33,7 @@ cdef enum:
     BAD_ORDER = 33
     UNSORTED = 34
     BAD_MOMENTS = 35
+    BAD_HYPERPARAMETERS = 36
 
 
 cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
@@ -132,13 +133,26 @@ cdef inline double _column_sum(const real_t[:, ::1] grads, const int64_t[::1] or
     return g
 
 
+cdef inline bint _bad_lr(double lr) noexcept nogil:
+    return not (0.0 <= lr < INFINITY)
+
+
+cdef inline bint _bad_adam_scalars(int64_t step, double lr, double beta1, double beta2,
+                                   double eps) noexcept nogil:
+    return (step < 1 or _bad_lr(lr) or not (0.0 <= beta1 < 1.0) or not (0.0 <= beta2 < 1.0)
+            or not (0.0 < eps < INFINITY))
+
+
 cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
                        const real_t[:, ::1] grads, const int64_t[::1] order, double lr,
                        bint maximize, double[::1] acc) noexcept nogil:
     cdef Py_ssize_t k = 0, end, i, p, n = rows.shape[0], n_cols = table.shape[1]
     cdef double sign = -1.0 if maximize else 1.0, g
     cdef bint has_order = order.shape[0] != 0
-    cdef int status = _check(table, rows, grads, order, acc)
+    cdef int status
+    if _bad_lr(lr):
+        return BAD_HYPERPARAMETERS
+    status = _check(table, rows, grads, order, acc)
     if status:
         return status
     if n_cols == 1:  # one column: scalar path
@@ -192,6 +206,8 @@ cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     cdef double scale2 = 1.0 / sqrt(1.0 - pow(beta2, <double>step))
     cdef bint has_order = order.shape[0] != 0
     cdef int status
+    if _bad_adam_scalars(step, lr, beta1, beta2, eps):
+        return BAD_HYPERPARAMETERS
     if (m.shape[0] != table.shape[0] or m.shape[1] != n_cols or v.shape[0] != table.shape[0]
             or v.shape[1] != n_cols):
         return BAD_SHAPES

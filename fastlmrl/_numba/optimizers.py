@@ -36,6 +36,7 @@ BAD_SHAPES = 32
 BAD_ORDER = 33
 UNSORTED = 34
 BAD_MOMENTS = 35
+BAD_HYPERPARAMETERS = 36
 
 
 @njit(**KERNEL)
@@ -164,7 +165,20 @@ def _walk_sgd(table, rows, grads, order, lr, sign, acc):
 
 
 @njit(**KERNEL)
+def _bad_lr(lr):
+    return not (0.0 <= lr < math.inf)
+
+
+@njit(**KERNEL)
+def _bad_adam_scalars(step, lr, beta1, beta2, eps):
+    return (step < 1 or _bad_lr(lr) or not (0.0 <= beta1 < 1.0) or not (0.0 <= beta2 < 1.0)
+            or not (0.0 < eps < math.inf))
+
+
+@njit(**KERNEL)
 def sgd_step(table, rows, grads, order, lr, maximize, acc):
+    if _bad_lr(lr):
+        return BAD_HYPERPARAMETERS
     status = _check(table, rows, grads, order, acc, table, table, False)
     if status != 0:
         return status
@@ -230,6 +244,8 @@ def _walk_adam(table, rows, grads, order, m, v, step_size, scale2, beta1, beta2,
 
 @njit(**KERNEL)
 def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maximize, acc):
+    if _bad_adam_scalars(step, lr, beta1, beta2, eps):
+        return BAD_HYPERPARAMETERS
     status = _check(table, rows, grads, order, acc, m, v, True)
     if status != 0:
         return status

@@ -7,6 +7,7 @@ report the per-group statistics.  See :mod:`fastlmrl.group_advantages` for the f
 import math
 
 from .._status import BAD_SHAPES
+from ._ieee import exp as ieee_exp
 
 __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
@@ -174,7 +175,7 @@ def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
                 total += lp_[b][t] - old_[b][t]
                 n_b += 1
         if n_b:
-            ratio = math.exp(total / n_b)
+            ratio = ieee_exp(total / n_b)
             grad = ratio / n_b
         else:
             ratio = 1.0

@@ -6,6 +6,7 @@ k1 = -r, grad 1; k2 = r*r/2, grad -r; k3 = expm1(r) - r, grad -expm1(r); masked 
 import math
 
 from .._status import BAD_SHAPES
+from ._ieee import expm1
 
 __all__ = ["kl_penalized_rewards", "kl_penalty"]
 
@@ -42,7 +43,7 @@ def _kl(lp, ref, estimator):
         return -r, 1.0
     if estimator == 2:
         return 0.5 * (r * r), -r
-    e = math.expm1(r)
+    e = expm1(r)
     return e - r, -e
 
 

@@ -32,7 +32,9 @@ Status codes (0 = ok; topic-specific, see fastlmrl.optimizers): 30 a row id out 
 31 a gradient not finite, 32 inconsistent shapes, 33 ``order`` not the stable argsort of ``rows``,
 34 ``order`` empty but ``rows`` not sorted (non-decreasing): pass the stable argsort, 35 (Adam) an
 entry of ``v`` in a row of the batch is negative or NaN (a second moment is >= 0; checked in the
-pre-pass, so nothing is written: the square root of a negative ``v`` would fail mid-update).
+pre-pass, so nothing is written: the square root of a negative ``v`` would fail mid-update),
+36 a hyper-parameter out of its domain (``lr`` finite >= 0; Adam: ``step`` >= 1, ``beta1``,
+``beta2`` in [0, 1), ``eps`` finite > 0), checked first: a zero divisor must not appear mid-update.
 """
 
 __all__ = ["adam_step", "sgd_step"]
@@ -46,6 +48,7 @@ BAD_SHAPES = 32
 BAD_ORDER = 33
 UNSORTED = 34
 BAD_MOMENTS = 35
+BAD_HYPERPARAMETERS = 36
 
 
 def _check(table, rows, grads, order, acc, moments=()):
@@ -100,8 +103,19 @@ def _summed_rows(rows, grads):
     return sums
 
 
+def _bad_lr(lr) -> bool:
+    return not (0.0 <= lr < math.inf)
+
+
+def _bad_adam_scalars(step, lr, beta1, beta2, eps) -> bool:
+    return (step < 1 or _bad_lr(lr) or not (0.0 <= beta1 < 1.0) or not (0.0 <= beta2 < 1.0)
+            or not (0.0 < eps < math.inf))
+
+
 def sgd_step(table, rows, grads, order, lr, maximize, acc):
     """table[r] <- table[r] - lr * g_r  (g_r multiplied by -1.0 first when maximize)."""
+    if _bad_lr(lr):
+        return BAD_HYPERPARAMETERS
     status = _check(table, rows, grads, order, acc)
     if status:
         return status
@@ -125,6 +139,8 @@ def _adam_scalars(step, lr, beta1, beta2):
 def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maximize, acc):
     """Lazy Adam (Kingma & Ba 2015, Algorithm 1) on the rows present in the batch, with the bias
     corrections folded into the per-step scalars (see the module docstring for the order)."""
+    if _bad_adam_scalars(step, lr, beta1, beta2, eps):
+        return BAD_HYPERPARAMETERS
     status = _check(table, rows, grads, order, acc, (m, v))
     if status:
         return status

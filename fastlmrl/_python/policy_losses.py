@@ -13,6 +13,7 @@ block of consecutive rows, then serial over the blocks in order.
 import math
 
 from .._status import BAD_SHAPES
+from ._ieee import exp as ieee_exp
 from .log_probs import (BAD_LOGITS, BAD_TOKENS, exp_for, grad_row, probs, row_entropy,
                         row_stats)
 
@@ -54,7 +55,7 @@ def kl_term(logp, ref, estimator):
         d = logp - ref
         return 0.5 * d * d, d
     u = ref - logp
-    eu = math.exp(u)
+    eu = ieee_exp(u)
     return (eu - 1.0) - u, 1.0 - eu
 
 
@@ -77,7 +78,7 @@ def token_terms(mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_c
     if mode == KL:
         return kl, dkl, 1.0, 0.0, kl, 0, 0
     adv = x2
-    rho = math.exp(lr)
+    rho = ieee_exp(lr)
     lo = 1.0 - clip_low
     hi = 1.0 + clip_high
     rc = lo if rho < lo else (hi if rho > hi else rho)
@@ -209,7 +210,7 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
             if mode == PPO:
                 d = logp[i] - x1[i]
                 part[6] += w * -d
-                part[7] += w * ((math.exp(d) - 1.0) - d)
+                part[7] += w * ((ieee_exp(d) - 1.0) - d)
         for k in range(N_SUMS):
             sums[k] += part[k]
     sw, loss, pg, kl, clipped, dual, k1, k3 = sums

@@ -22,6 +22,7 @@ Order of operations (the kernels follow it exactly):
 import math
 
 from .._status import BAD_SHAPES
+from ._ieee import exp as ieee_exp
 from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, probs, row_entropy, row_stats
 from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_VALUES, BAD_REF_LOG_PROBS,
                             BAD_RETURNS, BAD_VALUES, BAD_WEIGHTS, KL, PPO, REINFORCE, lengths_ok,
@@ -134,7 +135,7 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, pa
         if mode == PPO:
             d = logp[i] - x1[i]
             k1 += w * -d
-            k3 += w * ((math.exp(d) - 1.0) - d)
+            k3 += w * ((ieee_exp(d) - 1.0) - d)
     # 4. gradient rows
     for k in range(u):
         _, total, e, _ = stat[k]
