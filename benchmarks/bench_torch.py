@@ -8,6 +8,9 @@ Each timed call is what a training step does: forward, ``loss.backward()``, the 
 gradient).  Implementations:
 
 * ``fastlmrl``: the custom op (fused loss + gradient kernel; backward hands the gradient over);
+  its gradient buffer comes from fastlmrl.torch's buffer cache (the previous step's gradient,
+  freed by ``.grad = None``, is reused); ``fastlmrl_nocache``: with the cache off, so that every
+  call maps and page-faults a fresh (N, V) gradient as eager PyTorch does;
 * ``kernel``: the NumPy API on the same arrays with a reused ``out`` (no autograd, no fresh
   gradient: what the op costs without torch around it);
 * ``eager``: the same formula in eager PyTorch autograd (log_softmax, gather, clip, ...);
@@ -20,7 +23,8 @@ gradient).  Implementations:
 Sizes (issue 12): PPO at (4096, 50257) and (65536, 64) float32 logits; LM head N = 1024,
 H = 576, V = 49152 (gradients w.r.t. hidden and weight).  ``extra_info``: ``M_items_per_s``
 (tokens), ``peak_extra_MB``: the peak of the process's resident set size during one untimed call
-above its value just before it (a thread samples ``/proc/self/statm`` every 0.2 ms).  RSS is used
+above its value just before it (a thread samples ``/proc/self/statm`` every 0.2 ms), measured
+after dropping the gradients of the previous call and emptying fastlmrl.torch's buffer cache.  RSS is used
 because the kernels' buffers come from NumPy and PyTorch's profiler would only see PyTorch's
 allocator (and tracemalloc neither); it counts every page touched by anyone in the process,
 so it is an upper bound on the call's own extra memory, and it misses peaks shorter than the
@@ -114,13 +118,27 @@ def step(loss_fn, leaves):
     return run
 
 
-def report(benchmark, run, items):
+def no_cache(run):
+    def uncached():
+        ft.set_buffer_cache(0)
+        try:
+            run()
+        finally:
+            ft.set_buffer_cache(4 << 30)
+    return uncached
+
+
+def report(benchmark, run, leaves):
+    """Peak extra RSS of one more call, from a state without gradients or cached buffers."""
+    for leaf in leaves:
+        leaf.grad = None
+    ft.empty_cache()
     benchmark.extra_info["peak_extra_MB"] = peak_extra_mb(run)
     benchmark.extra_info["threads"] = torch.get_num_threads()
 
 
 @pytest.mark.parametrize("size", PPO_SIZES, ids=size_id)
-@pytest.mark.parametrize("impl", ["fastlmrl", "kernel", "eager", "compiled"])
+@pytest.mark.parametrize("impl", ["fastlmrl", "fastlmrl_nocache", "kernel", "eager", "compiled"])
 def test_ppo_loss_backward(benchmark, impl, size):
     n, v = size
     x, t, old, adv, w = ppo_data(size)
@@ -131,14 +149,16 @@ def test_ppo_loss_backward(benchmark, impl, size):
         arrays = [a.detach().numpy() for a in (x, t, old, adv, w)]
         run = functools.partial(fastlmrl.ppo_loss, *arrays, clip_low=CLIP[0],
                                 clip_high=CLIP[1], out=out)
-    elif impl == "fastlmrl":
+    elif impl.startswith("fastlmrl"):
         run = step(lambda: ft.ppo_loss(x, t, old, adv, w, clip_low=CLIP[0],
                                        clip_high=CLIP[1]).loss, [x])
+        if impl == "fastlmrl_nocache":  # every gradient freshly mapped and page-faulted in
+            run = no_cache(run)
     else:
         fn = eager_ppo if impl == "eager" else compiled(eager_ppo)
         run = step(lambda: fn(x, t, old, adv, w), [x])
     measure(benchmark, run, items=n, group=group, rounds=rounds)
-    report(benchmark, run, n)
+    report(benchmark, run, [x])
     x.grad = None
 
 
@@ -156,7 +176,7 @@ def test_cross_entropy_backward(benchmark, impl):
         run = step(lambda: fn(x, t), [x])
     measure(benchmark, run, items=size[0], group=f"torch cross-entropy {size_id(size)}",
             rounds=3)
-    report(benchmark, run, size[0])
+    report(benchmark, run, [x])
     x.grad = None
 
 
@@ -200,7 +220,7 @@ def test_lm_head_backward(benchmark, impl):
         run = step(lambda: F.linear_cross_entropy(hidden, weight, t), leaves)
     measure(benchmark, run, items=HEAD[0], group=f"torch lm-head loss+backward {size_id(HEAD)}",
             rounds=5)
-    report(benchmark, run, HEAD[0])
+    report(benchmark, run, leaves)
     for leaf in leaves:
         leaf.grad = None
 

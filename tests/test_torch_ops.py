@@ -637,3 +637,33 @@ def test_linear_ppo_loss_accepts_trl_spellings():
     b = ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], clip_low=0.1,
                            clip_high=0.3, kl_coef=0.05, ref_log_probs=per["ref"])
     assert a.loss.item() == b.loss.item()
+
+
+def test_buffer_cache_reuses_only_buffers_no_tensor_holds():
+    from fastlmrl.torch import _tensors as tt
+    shape = (1024, 4096)  # 16 MiB of float32: cached
+    a = tt.empty(shape, F32)
+    ptr = a.data_ptr()
+    b = tt.empty(shape, F32)
+    assert b.data_ptr() != ptr  # a is alive
+    del a
+    c = tt.empty((4096, 1024), F32)  # same size, other shape
+    assert c.data_ptr() == ptr
+    view = c[1:].reshape(-1)
+    del c
+    assert tt.empty(shape, F32).data_ptr() != ptr  # a view keeps the storage alive
+    arr = view.numpy()
+    del view
+    assert tt.empty(shape, F32).data_ptr() != ptr  # so does a NumPy view of it
+    del arr
+    assert tt.empty(shape, F32).data_ptr() == ptr
+    del b
+    ft.set_buffer_cache(0)
+    try:
+        assert not tt._cache.entries
+        assert tt.empty(shape, F32).data_ptr() is not None and not tt._cache.entries
+    finally:
+        ft.set_buffer_cache(4 << 30)
+    with pytest.raises(ValueError, match="max_bytes"):
+        ft.set_buffer_cache(-1)
+    ft.empty_cache()

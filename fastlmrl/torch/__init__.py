@@ -12,7 +12,9 @@ it); logits of dtype float32, float64 or bfloat16 (computed in float32).
 * :func:`linear_token_log_probs`, :func:`linear_ppo_loss` -- fused LM head: ``hidden @ weight.T``
   in chunks of rows, never the (N, V) logits.
 
-``import fastlmrl`` does not import torch; this module does.
+Large gradient buffers are allocated by NumPy (transparent huge pages) and kept for reuse once
+their tensors are gone, up to 4 GiB (``set_buffer_cache``, ``empty_cache``; environment variable
+``FASTLMRL_TORCH_CACHE_BYTES``).  ``import fastlmrl`` does not import torch; this module does.
 """
 try:
     import torch as _torch
@@ -25,6 +27,7 @@ if tuple(int(p) for p in _torch.__version__.split("+")[0].split(".")[:2]) < (2, 
     raise ImportError(f"fastlmrl.torch needs torch >= 2.4 (torch.library.custom_op), found "
                       f"{_torch.__version__}: pip install 'fastlmrl[torch]' --upgrade")
 
+from ._tensors import empty_cache, set_buffer_cache  # noqa: E402
 from .group_advantages import loss_weights  # noqa: E402
 from .lm_head import linear_ppo_loss, linear_token_log_probs  # noqa: E402
 from .log_probs import entropy, logsumexp, token_log_probs  # noqa: E402
@@ -38,6 +41,7 @@ __all__ = [
     "PPOLossResult",
     "ReinforceLossResult",
     "a2c_loss",
+    "empty_cache",
     "entropy",
     "kl_penalty_loss",
     "linear_ppo_loss",
@@ -46,5 +50,6 @@ __all__ = [
     "loss_weights",
     "ppo_loss",
     "reinforce_loss",
+    "set_buffer_cache",
     "token_log_probs",
 ]

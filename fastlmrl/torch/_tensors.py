@@ -6,6 +6,11 @@ NumPy API that each op calls, before its kernel writes anything.
 """
 from __future__ import annotations
 
+import math
+import os
+import sys
+import threading
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -113,8 +118,74 @@ def optional_array(x):
 _NUMPY_DTYPE = {torch.float32: np.float32, torch.float64: np.float64, torch.bfloat16: np.uint16}
 
 
+class _BufferCache:
+    """Large buffers kept after their tensors die, handed out again for the same size.
+
+    A training step allocates an (N, V) gradient, the optimizer drops it (``zero_grad`` sets
+    ``.grad`` to None) and the next step allocates one of the same size: freshly mapped memory
+    is page-faulted in on first write, which measured up to as long as the fused kernel pass
+    itself at (4096, 50257).  This cache (like PyTorch's CUDA caching allocator) keeps up to
+    ``max_bytes`` of such buffers (default 4 GiB; only buffers of >= 16 MiB) and reuses one whose
+    tensors are all gone -- known from the NumPy array's reference count, which every tensor
+    and view over it holds through ``torch.from_numpy``.  :func:`fastlmrl.torch.empty_cache`
+    releases the free ones; ``fastlmrl.torch.set_buffer_cache(0)`` turns it off.
+    """
+
+    MIN_BYTES = 1 << 24
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.entries: list[np.ndarray] = []  # 1-D uint8 owners, least recently used first
+        self.lock = threading.Lock()
+
+    # sys.getrefcount of a buffer no tensor uses, read from a loop variable over the entries:
+    # the entries list, the loop variable and getrefcount's own argument
+    FREE_REFS = 3
+
+    def take(self, nbytes: int) -> np.ndarray:
+        with self.lock:
+            for i in range(len(self.entries)):
+                arr = self.entries[i]
+                if arr.nbytes == nbytes and sys.getrefcount(arr) <= self.FREE_REFS:
+                    self.entries.append(self.entries.pop(i))
+                    return arr
+            arr = np.empty(nbytes, dtype=np.uint8)
+            self.entries.append(arr)
+            self._trim(self.max_bytes)
+            return arr
+
+    def _trim(self, limit: int) -> None:
+        total = sum(a.nbytes for a in self.entries)
+        for arr in list(self.entries):
+            if total <= limit:
+                break
+            self.entries.remove(arr)  # a buffer still in use is freed with its last tensor
+            total -= arr.nbytes
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries = [a for a in self.entries if sys.getrefcount(a) > self.FREE_REFS]
+
+
+_cache = _BufferCache(int(os.environ.get("FASTLMRL_TORCH_CACHE_BYTES", 4 << 30)))
+
+
+def set_buffer_cache(max_bytes: int) -> None:
+    """Keep at most ``max_bytes`` of large freed gradient / chunk buffers for reuse (0: none)."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+    with _cache.lock:
+        _cache.max_bytes = max_bytes
+        _cache._trim(max_bytes)
+
+
+def empty_cache() -> None:
+    """Release the cached buffers that no tensor uses any more (as ``torch.cuda.empty_cache``)."""
+    _cache.clear()
+
+
 def empty(shape, dtype: torch.dtype) -> Tensor:
-    """An uninitialised CPU tensor whose memory NumPy allocates.
+    """An uninitialised CPU tensor whose memory NumPy allocates (or the buffer cache reuses).
 
     NumPy advises the kernel to back large arrays with transparent huge pages
     (``madvise(MADV_HUGEPAGE)``) and PyTorch's CPU allocator does not (unless
@@ -122,7 +193,14 @@ def empty(shape, dtype: torch.dtype) -> Tensor:
     tensor from ``torch.empty`` page-faults 4 KiB at a time and measured ~5x slower here (200 MB:
     375 vs 75 ms).  bfloat16 storage is a uint16 array viewed as bfloat16.
     """
-    t = torch.from_numpy(np.empty(tuple(shape), dtype=_NUMPY_DTYPE[dtype]))
+    shape = tuple(shape)
+    np_dtype = np.dtype(_NUMPY_DTYPE[dtype])
+    nbytes = math.prod(shape) * np_dtype.itemsize
+    if nbytes >= _cache.MIN_BYTES and _cache.max_bytes > 0:
+        arr = _cache.take(nbytes).view(np_dtype).reshape(shape)
+    else:
+        arr = np.empty(shape, dtype=np_dtype)
+    t = torch.from_numpy(arr)
     return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
 
 

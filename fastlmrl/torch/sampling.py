@@ -104,7 +104,7 @@ def sample_tokens(logits: Tensor, seed, temperature: float = 1.0, top_k: int = 0
     """
     x = _as_logits(logits)
     batch = logits.shape[:-1]
-    temperature = check.real(temperature, "temperature", 0.0, None)
+    temperature = _np._temperature(temperature)
     if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)):
         raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
     if top_k < 0:
