@@ -52,6 +52,7 @@ BAD_LOGITS = 42
 BAD_MASK_LOGITS = 43
 BAD_CONFIG = 44
 BAD_LENGTHS = 45
+BAD_STEPS = 46
 
 _MESSAGES = {
     _status.BAD_STATES: "contexts: a context id is out of range (or terminal)",
@@ -65,6 +66,7 @@ _MESSAGES = {
                 "tokens",
     BAD_MASK_LOGITS: "mask_logits: a visited row holds NaN or +inf, or no finite entry",
     BAD_CONFIG: "inconsistent sizes or parameters",
+    BAD_STEPS: "steps: a step count is negative or at the int64 limit",
     BAD_LENGTHS: "lengths: a sequence is already at its maximum length (or a length is "
                  "negative)",
     # the wrappers always pass consistent shapes
@@ -144,6 +146,20 @@ def _state_array(value, name: str, shape: tuple, low: int, high: int) -> np.ndar
         raise ValueError(f"{name} (flat index {i}) = {int(arr.reshape(-1)[i])} is out of range "
                          f"[{low}, {high}]")
     return arr.astype(np.int64)
+
+
+def _call_reward(reward, tokens, lengths, prompt_ids):
+    """``reward(tokens, lengths, prompt_ids)``; an exception of the user's function becomes a
+    ValueError (TypeError for a TypeError) naming the reward function, chained to the original
+    (the reward checks' own errors already name it)."""
+    try:
+        return reward(tokens, lengths, prompt_ids)
+    except Exception as exc:
+        if isinstance(exc, (ValueError, TypeError)) and "reward" in str(exc):
+            raise
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"reward: the reward function {reward!r} raised {type(exc).__name__}: "
+                   f"{exc}") from exc
 
 
 def _reward_output(out, reward, shape: tuple) -> np.ndarray:
@@ -785,15 +801,16 @@ class TextGenerationEnv:
         if reward.per_token:
             rows = np.flatnonzero(active)
             if rows.size:
-                r = _reward_output(reward(self._tokens[rows], self._lengths[rows],
-                                          self._prompt_ids[rows]),
+                r = _reward_output(_call_reward(reward, self._tokens[rows],
+                                                self._lengths[rows], self._prompt_ids[rows]),
                                    reward, (rows.size, self._max_new_tokens))
                 rewards[rows] = r[np.arange(rows.size), self._lengths[rows] - 1]
         else:
             rows = np.flatnonzero(done)
             if rows.size:
-                rewards[rows] = _reward_output(reward(self._tokens[rows], self._lengths[rows],
-                                                      self._prompt_ids[rows]),
+                rewards[rows] = _reward_output(_call_reward(reward, self._tokens[rows],
+                                                            self._lengths[rows],
+                                                            self._prompt_ids[rows]),
                                                reward, (rows.size,))
         return rewards
 
@@ -922,7 +939,7 @@ class TextGenerationEnv:
         if reward is None:
             rewards = np.zeros((n, horizon))
         else:
-            r = _reward_output(reward(actions, lengths, ids), reward,
+            r = _reward_output(_call_reward(reward, actions, lengths, ids), reward,
                                (n, horizon) if reward.per_token else (n,))
             rewards = r if reward.per_token else terminal_to_per_token(r, lengths, horizon)
         scores = rewards.sum(axis=1)

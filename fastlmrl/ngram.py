@@ -120,7 +120,7 @@ def _check_code_range(V: int, k: int, extra: int = 0) -> None:
                          "use a smaller vocabulary or a shorter context")
 
 
-def _id_array(x, name: str, bound: int) -> np.ndarray:
+def _id_array(x, name: str, bound: int, bound_text: str = "") -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind not in "iu":
         if arr.size == 0 and arr.dtype.kind == "f":
@@ -135,7 +135,8 @@ def _id_array(x, name: str, bound: int) -> np.ndarray:
     if bad.size:
         i = int(bad[0])
         where = f"[{i}]" if arr.ndim == 1 else f" (flat index {i})" if arr.ndim else ""
-        raise ValueError(f"{name}{where} = {int(flat[i])} is out of range [0, {bound})")
+        raise ValueError(f"{name}{where} = {int(flat[i])} is out of range [0, {bound_text}"
+                         f"{bound})")
     return arr
 
 
@@ -173,7 +174,7 @@ def context_tokens(ctx: int, k: int, vocab_size: int) -> np.ndarray:
         raise TypeError(f"ctx must be an int, got {type(ctx).__name__}")
     ctx = int(ctx)
     if not 0 <= ctx < V ** k:
-        raise ValueError(f"ctx = {ctx} is out of range [0, {V ** k})")
+        raise ValueError(f"ctx = {ctx} is out of range [0, vocab_size**k = {V}**{k} = {V ** k})")
     out = np.empty(k, dtype=np.int64)
     for j in range(k - 1, -1, -1):
         ctx, out[j] = divmod(ctx, V)
@@ -221,8 +222,13 @@ def next_context(ctx, token, vocab_size: int, k: int):
     for x, name in ((ctx, "ctx"), (token, "token")):
         if isinstance(x, (bool, np.bool_)):
             raise TypeError(f"{name} must be an int or an integer array, got bool")
-    c = _id_array(ctx, "ctx", V ** k)
+    c = _id_array(ctx, "ctx", V ** k, f"vocab_size**k = {V}**{k} = ")
     a = _id_array(token, "token", V)
+    try:
+        np.broadcast_shapes(c.shape, a.shape)
+    except ValueError:
+        raise ValueError(f"ctx and token must broadcast together, got shapes {c.shape} and "
+                         f"{a.shape}") from None
     out = (c * V + a) % (V ** k)
     return int(out) if scalar else out
 

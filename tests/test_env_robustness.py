@@ -156,7 +156,12 @@ def _assert_same(a, b):
 
 
 BAD_OUTPUTS = [
-    (RuntimeError("boom"), RuntimeError, "boom"),
+    # the function's own exception: a ValueError (TypeError) naming it, chained to the original
+    (RuntimeError("boom"), ValueError, r"reward: the reward function _RawReward\(\) raised "
+                                       "RuntimeError: boom"),
+    (KeyError("k"), ValueError, "raised KeyError"),
+    (TypeError("no"), TypeError, "reward: the reward function _RawReward.. raised TypeError: no"),
+    (ZeroDivisionError("z"), ValueError, "raised ZeroDivisionError: z"),
     # NaN / inf in the expected shape of one kind of reward, a wrong shape for the other
     (lambda n, T: np.full(n, np.nan), ValueError, "non-finite reward nan|returned shape"),
     (lambda n, T: np.full((n, T), np.inf), ValueError, "non-finite reward inf|returned shape"),
@@ -204,6 +209,19 @@ def test_rollout_with_a_failing_reward_changes_nothing(backend, bad, exc, msg):
         assert stream.counter == 11
         _assert_same(_snapshot(env), before)
     np.testing.assert_array_equal(logits, 0.0)
+
+
+def test_the_reward_functions_own_exception_is_chained(backend):
+    def failing(tokens, lengths, prompt_ids):
+        raise LookupError("missing table")
+
+    env = _text_env(reward=failing)
+    env.reset(seed=2)
+    before = _snapshot(env)
+    with pytest.raises(ValueError, match="raised LookupError: missing table") as info:
+        env.step([1, 1, 1])
+    assert isinstance(info.value.__cause__, LookupError)
+    _assert_same(_snapshot(env), before)
 
 
 def test_a_callable_reward_is_checked_too(backend):
@@ -405,6 +423,51 @@ def test_raw_context_mdp_step_checks_the_tables(compiled, reference, float_dtype
             assert (rbuf[4:-4] == -7).all() and (rbuf[:4] == -9).all() and (rbuf[-4:] == -9).all()
 
 
+def test_raw_context_mdp_step_checks_the_step_counts(compiled, reference):
+    """A step count at the int64 limit would overflow (status 46 before any write)."""
+    i64, u8 = np.int64, np.uint8
+    nxt = np.array([[1, 0], [0, 1]], i64)
+    for module in (reference, compiled):
+        for bad in (2**63 - 1, -1):
+            ctx, steps = np.array([0, 1], i64), np.array([0, bad], i64)
+            rewards = np.full(2, -7.0)
+            status = module.context_mdp_step(nxt, np.ones((2, 2)), np.zeros(2, u8), 0,
+                                             np.array([1, 1], i64), np.ones(2, u8), ctx, steps,
+                                             rewards, np.full(2, 7, u8), np.full(2, 7, u8))
+            assert status == 46
+            np.testing.assert_array_equal(ctx, [0, 1])
+            np.testing.assert_array_equal(steps, [0, bad])
+            assert (rewards == -7).all()
+    mdp = ContextMDP([[1, 0], [0, 1]], np.ones((2, 2)), num_envs=2)
+    mdp.reset(seed=0)
+    mdp.steps[1] = 2**63 - 1                                 # damaged in place
+    with pytest.raises(ValueError, match="steps: a step count is negative or at the int64"):
+        mdp.step([0, 0])
+    np.testing.assert_array_equal(mdp.contexts, [0, 0])
+
+
+def test_reference_kernels_refuse_read_only_outputs_before_writing(reference):
+    """The compiled backends refuse a read-only output when the call is dispatched; the
+    reference, which writes item by item, refuses it before its first write."""
+    i64, u8 = np.int64, np.uint8
+    ctx = np.array([0, 1], i64)
+    flags = [np.zeros(2, u8), np.zeros(2, u8)]
+    flags[1].flags.writeable = False
+    with pytest.raises(ValueError, match="truncated_out is read-only"):
+        reference.context_mdp_step(np.array([[1, 0], [0, 1]], i64), np.ones((2, 2)),
+                                   np.zeros(2, u8), 0, np.array([1, 1], i64), np.ones(2, u8), ctx,
+                                   np.zeros(2, i64), np.zeros(2), *flags)
+    np.testing.assert_array_equal(ctx, [0, 1])
+    tokens = np.zeros((2, 3), i64)
+    tokens.flags.writeable = False
+    lengths = np.zeros(2, i64)
+    with pytest.raises(ValueError, match="tokens is read-only"):
+        reference.text_env_step(5, 2, 1, 3, np.array([2, 2], i64), np.ones(2, u8), ctx, lengths,
+                                tokens, np.zeros(2, u8), np.zeros(2, u8))
+    np.testing.assert_array_equal(ctx, [0, 1])
+    np.testing.assert_array_equal(lengths, 0)
+
+
 def test_raw_step_and_rollout_check_their_state(compiled, reference):
     i64, u8 = np.int64, np.uint8
     for module in (reference, compiled):
@@ -458,6 +521,17 @@ def test_read_only_tables_do_not_compile_a_new_specialisation():
 
 # ---------------------------------------------------------------------------------------------
 # 5. tokenizers, corpus, Gymnasium adapters: odd arguments
+
+
+def test_ngram_messages_name_the_arguments():
+    from fastlmrl.ngram import context_tokens, next_context
+
+    with pytest.raises(ValueError, match=r"ctx and token must broadcast together"):
+        next_context(np.zeros(3, np.int64), np.zeros(4, np.int64), 5, 2)
+    with pytest.raises(ValueError, match=r"\[0, vocab_size\*\*k = 5\*\*0 = 1\)"):
+        context_tokens(7, 0, 5)
+    with pytest.raises(ValueError, match=r"ctx\[0\] = 22 is out of range \[0, vocab_size\*\*k"):
+        next_context(np.array([22]), 0, 5, 0)
 
 
 def test_tokenizer_and_corpus_arguments():

@@ -473,7 +473,8 @@ def test_context_helpers_bad_input():
         num_contexts(10, -1)
     with pytest.raises(ValueError, match="vocab_size must be >= 1"):
         context_ids([0], 1, 0)
-    with pytest.raises(ValueError, match=r"ctx = 100 is out of range \[0, 100\)"):
+    with pytest.raises(ValueError,
+                       match=r"ctx = 100 is out of range \[0, vocab_size\*\*k = 10\*\*2 = 100\)"):
         next_context(100, 0, 10, 2)
     with pytest.raises(ValueError, match=r"token = 10 is out of range \[0, 10\)"):
         next_context(5, 10, 10, 2)

@@ -27,10 +27,12 @@ cdef enum:
     BAD_MASK_LOGITS = 43
     BAD_CONFIG = 44
     BAD_LENGTHS = 45
+    BAD_STEPS = 46
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
 
 cdef int64_t CONTEXT_LIMIT = (<int64_t>1) << 62
 cdef int64_t MAX_ORDER = 62
+cdef int64_t INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
 
 cdef int64_t n_contexts(int64_t n_vocab, int64_t order) noexcept nogil:
@@ -131,6 +133,9 @@ cdef int context_mdp_step_core(const index_t[:, ::1] next_state, const real_t[:,
     for b in range(n):
         if active[b] and not isfinite(reward[contexts[b], actions[b]]):
             return BAD_REWARDS
+    for b in range(n):
+        if active[b] and (steps[b] < 0 or steps[b] == INT64_MAX):
+            return BAD_STEPS
     for b in range(n):
         if not active[b]:
             rewards_out[b] = 0

@@ -27,6 +27,8 @@ BAD_LOGITS = 42
 BAD_MASK_LOGITS = 43
 BAD_CONFIG = 44
 BAD_LENGTHS = 45
+BAD_STEPS = 46
+INT64_MAX = 2**63 - 1
 
 CONTEXT_LIMIT = 2**62
 MAX_ORDER = 62
@@ -125,6 +127,9 @@ def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, c
     for b in range(n):
         if active[b] and not np.isfinite(reward[contexts[b], actions[b]]):
             return BAD_REWARDS
+    for b in range(n):
+        if active[b] and (steps[b] < 0 or steps[b] >= INT64_MAX):
+            return BAD_STEPS
     for b in range(n):
         if not active[b]:
             rewards_out[b] = 0.0

@@ -35,10 +35,20 @@ BAD_LOGITS = 42
 BAD_MASK_LOGITS = 43
 BAD_CONFIG = 44
 BAD_LENGTHS = 45
+BAD_STEPS = 46
+INT64_MAX = 2**63 - 1
 
 CONTEXT_LIMIT = 2**62
 MAX_ORDER = 62  # V**(k+1) <= 2**62 needs k <= 61 for V >= 2; also bounds the loops for V = 1
 INF = math.inf
+
+
+def _writeable(**outputs):
+    """The reference writes its outputs with Python item assignment: refuse a read-only one
+    before anything is written (the compiled backends refuse it when the call is dispatched)."""
+    for name, arr in outputs.items():
+        if not arr.flags.writeable:
+            raise ValueError(f"{name} is read-only but is written by the kernel")
 
 
 def n_contexts(n_vocab, order):
@@ -95,6 +105,7 @@ def draw_ids(bound, key, counter, mask, out):
     n = out.shape[0]
     if bound < 1 or mask.shape[0] != n:
         return BAD_CONFIG
+    _writeable(out=out)
     key, counter = int(key), int(counter)
     m = mask.tolist()
     for i in range(n):
@@ -106,7 +117,10 @@ def draw_ids(bound, key, counter, mask, out):
 def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, contexts, steps,
                      rewards_out, terminated_out, truncated_out):
     """One step of every active sequence of a table MDP (see fastlmrl.environments.ContextMDP)."""
-    if reward.shape != next_state.shape:
+    if reward.shape != next_state.shape or next_state.ndim != 2:
+        return BAD_SHAPES
+    if any(a.ndim != 1 for a in (terminal, actions, active, contexts, steps, rewards_out,
+                                 terminated_out, truncated_out)):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     n = contexts.shape[0]
@@ -114,6 +128,8 @@ def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, c
             or active.shape[0] != n or steps.shape[0] != n or rewards_out.shape[0] != n
             or terminated_out.shape[0] != n or truncated_out.shape[0] != n):
         return BAD_CONFIG
+    _writeable(contexts=contexts, steps=steps, rewards_out=rewards_out,
+               terminated_out=terminated_out, truncated_out=truncated_out)
     act, on, ctx, stp = actions.tolist(), active.tolist(), contexts.tolist(), steps.tolist()
     term = terminal.tolist()
     for b in range(n):
@@ -132,6 +148,9 @@ def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, c
     for b in range(n):
         if on[b] and not math.isfinite(float(reward[ctx[b], act[b]])):
             return BAD_REWARDS
+    for b in range(n):
+        if on[b] and not 0 <= stp[b] < INT64_MAX:
+            return BAD_STEPS
     for b in range(n):
         if not on[b]:
             rewards_out[b] = 0.0
@@ -158,6 +177,7 @@ def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt
     if (n_states < 0 or bos_id < 0 or bos_id >= n_vocab or mask.shape[0] != n
             or contexts.shape[0] != n or lengths.shape[0] != n):
         return BAD_CONFIG
+    _writeable(contexts=contexts, lengths=lengths)
     tokens, offsets = prompt_tokens.tolist(), prompt_offsets.tolist()
     ids, m = prompt_ids.tolist(), mask.tolist()
     status = _check_prompts(tokens, offsets, ids, m, n_vocab)
@@ -181,6 +201,11 @@ def text_env_step(n_vocab, order, eos_id, max_new_tokens, actions, active, conte
             or contexts.shape[0] != n or lengths.shape[0] != n or terminated_out.shape[0] != n
             or truncated_out.shape[0] != n):
         return BAD_CONFIG
+    _writeable(contexts=contexts, lengths=lengths, tokens=tokens, terminated_out=terminated_out,
+               truncated_out=truncated_out)
+    if any(a.ndim != 1 for a in (actions, active, contexts, lengths, terminated_out,
+                                 truncated_out)) or tokens.ndim != 2:
+        return BAD_SHAPES
     act, on, ctx, lens = actions.tolist(), active.tolist(), contexts.tolist(), lengths.tolist()
     for b in range(n):
         if on[b] and (act[b] < 0 or act[b] >= n_vocab):
@@ -314,6 +339,7 @@ def topk_topp_mask(mask_logits, contexts, top_k, top_p, out):
     if (top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or out.shape[0] != n
             or out.shape[1] != n_vocab):
         return BAD_CONFIG
+    _writeable(out=out)
     ctx = contexts.tolist()
     for s in ctx:
         if s < 0 or s >= n_states:
@@ -344,6 +370,12 @@ def text_env_rollout(logits, mask_logits, top_k, top_p, prompt_tokens, prompt_of
                              row_built, mask_table)
     if status:
         return status
+    _writeable(contexts_out=contexts_out, actions_out=actions_out, logprobs_out=logprobs_out,
+               valid_out=valid_out, lengths_out=lengths_out, terminated_out=terminated_out,
+               truncated_out=truncated_out, final_contexts_out=final_contexts_out, cdf=cdf,
+               row_stats=row_stats, row_built=row_built)
+    if top_k > 0 or top_p < 1.0:
+        _writeable(mask_table=mask_table)
     tokens, offsets, ids = prompt_tokens.tolist(), prompt_offsets.tolist(), prompt_ids.tolist()
     status = _check_prompts(tokens, offsets, ids, None, n_vocab)
     if status:
