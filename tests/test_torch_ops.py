@@ -575,6 +575,12 @@ def bad_calls():
         (ValueError, "bias is on device",
          lambda: ft.linear_token_log_probs(hidden, weight, tokens, bias.to("meta"))),
         (TypeError, "mask must be a bool", lambda: ft.loss_weights(x, "grpo")),
+        (ValueError, "baseline must be None, 'mean'",
+         lambda: ft.reinforce_loss(x, t, per["ret"], baseline="median")),
+        (ValueError, "estimator must be one of",
+         lambda: ft.kl_penalty_loss(x, t, per["ref"], estimator="k5")),
+        (ValueError, "value_clip needs old_values",
+         lambda: ft.a2c_loss(x, t, a, per["val"], per["ret"], value_clip=0.2)),
     ]
 
 

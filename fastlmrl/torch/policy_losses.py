@@ -20,6 +20,7 @@ accepted as aliases: ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_high`
 """
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -177,7 +178,7 @@ def ppo_arguments(batch, tokens, old_log_probs, advantages, weights, clip_low, c
 
 
 def _real(x, name):
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
         if isinstance(x, Tensor) and x.numel() == 1 and not x.dtype.is_complex:
             raise TypeError(f"{name} must be a Python number, not a tensor (use {name}.item())")
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
@@ -227,7 +228,7 @@ def _reinforce_loss(logits: Tensor, tokens: Tensor, returns: Tensor, weights: Op
                     baseline_mode: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _, x = tt.kernel_logits(logits)
     grad, out = tt.grad_buffer(logits)
-    base = baseline_mode if baseline_mode == "mean" else _per_token(baseline)
+    base = baseline_mode if baseline_mode else _per_token(baseline)
     r = _np.reinforce_loss(x, tt.array(tokens), tt.array(returns), _per_token(weights),
                            baseline=base, out=out)
     return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
@@ -255,6 +256,8 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> Rein
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     if isinstance(baseline, str):
+        if baseline != "mean":
+            raise ValueError(f"baseline must be None, 'mean' or a tensor, got {baseline!r}")
         mode, base = baseline, None
     else:
         mode, base = "", tt.per_token(baseline, "baseline", batch, optional=True)
