@@ -133,6 +133,19 @@ def raise_for_status(status: int, logits: np.ndarray) -> None:
     raise ValueError(f"invalid argument (status {status})")
 
 
+MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double
+
+
+def _temperature(temperature) -> float:
+    """0 (greedy) or a finite temperature whose reciprocal is finite (>= 2.2e-308)."""
+    temperature = check.real(temperature, "temperature", 0.0, None)
+    if 0.0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE} (the "
+                         f"smallest normal double, so that 1 / temperature is finite), got "
+                         f"{temperature}")
+    return temperature
+
+
 def sample_tokens(logits, seed, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                   min_p: float = 0.0, out=None) -> SampledTokens:
     r"""One token per row of ``logits``, with its log-probabilities (see the module docstring).
@@ -144,7 +157,8 @@ def sample_tokens(logits, seed, temperature: float = 1.0, top_k: int = 0, top_p:
     seed : int or :class:`fastlmrl.RandomStream`
         Row i uses counter ``c + i``; a RandomStream is advanced by N after success.
     temperature : float >= 0
-        :math:`T`: sample from :math:`\operatorname{softmax}(z/T)`; 0 is greedy decoding.
+        :math:`T`: sample from :math:`\operatorname{softmax}(z/T)`; 0 is greedy decoding (a
+        positive temperature below 2.2e-308, whose reciprocal overflows, is refused).
     top_k : int >= 0
         Keep the ``top_k`` most likely tokens (and ties); 0 disables.
     top_p : float in (0, 1]
@@ -160,7 +174,7 @@ def sample_tokens(logits, seed, temperature: float = 1.0, top_k: int = 0, top_p:
     log-probabilities (dtype of ``logits``) under the distribution sampled from and under the model.
     """
     logits = as_logits(logits)
-    temperature = check.real(temperature, "temperature", 0.0, None)
+    temperature = _temperature(temperature)
     if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)):
         raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
     if top_k < 0:

@@ -16,7 +16,8 @@ from fastlmrl.sampling import (BAD_LOGITS, BAD_MIN_P, BAD_TEMPERATURE, BAD_TOP_K
 from shape_checks import assert_rejects_bad_shapes
 
 SETTINGS = st.tuples(
-    st.one_of(st.just(1.0), st.just(0.0), st.floats(0.05, 5.0)),          # temperature
+    st.one_of(st.just(1.0), st.just(0.0), st.floats(0.05, 5.0),           # temperature
+              st.sampled_from([1e-300, 1e-8, 1e8, 1e300])),
     st.one_of(st.just(0), st.integers(1, 300)),                           # top_k
     st.one_of(st.just(1.0), st.floats(0.01, 1.0)),                        # top_p
     st.one_of(st.just(0.0), st.floats(0.0, 1.0), st.just(1.0)),          # min_p
@@ -339,6 +340,7 @@ X = np.zeros((4, 3))
     (dict(temperature=math.inf), ValueError, "temperature must be finite"),
     (dict(temperature=math.nan), ValueError, "temperature must be finite"),
     (dict(temperature="1"), TypeError, "temperature must be a real"),
+    (dict(temperature=1e-310), ValueError, "temperature must be 0 .greedy. or at least"),
     (dict(top_k=-1), ValueError, "top_k must be >= 0"),
     (dict(top_k=2.0), TypeError, "top_k must be an int"),
     (dict(top_k=True), TypeError, "top_k must be an int"),
@@ -389,6 +391,7 @@ GOOD = (1.0, 2, 0.9, 0.1)
     ((-1.0, 0, 1.0, 0.0), BAD_TEMPERATURE),
     ((math.nan, 0, 1.0, 0.0), BAD_TEMPERATURE),
     ((math.inf, 0, 1.0, 0.0), BAD_TEMPERATURE),
+    ((1e-310, 0, 1.0, 0.0), BAD_TEMPERATURE),  # subnormal: 1 / T overflows
     ((1.0, -1, 1.0, 0.0), BAD_TOP_K),
     ((1.0, 0, 0.0, 0.0), BAD_TOP_P),
     ((1.0, 0, 1.5, 0.0), BAD_TOP_P),

@@ -11,6 +11,7 @@ reference's result.
 
 __all__ = ["sample_tokens"]
 from cython.parallel cimport prange, threadid
+from libc.float cimport DBL_MIN
 from libc.math cimport INFINITY, exp, ldexp, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -43,8 +44,8 @@ cdef inline bint _shapes_ok(const real_t[:, ::1] logits, Py_ssize_t n_tokens, Py
 cdef inline int _arguments_status(double temperature, int64_t top_k, double top_p,
                                   double min_p) noexcept nogil:
     """0, or the status of the first bad scalar argument (NaN fails every comparison)."""
-    if not (temperature >= 0.0 and temperature < INFINITY):
-        return BAD_TEMPERATURE
+    if not (temperature == 0.0 or (temperature >= DBL_MIN and temperature < INFINITY)):
+        return BAD_TEMPERATURE  # (DBL_MIN, the smallest normal double: 1 / T stays finite)
     if top_k < 0:
         return BAD_TOP_K
     if not (top_p > 0.0 and top_p <= 1.0):
@@ -294,7 +295,7 @@ cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperatu
     """Row i into res_*[i]; returns 1 for an invalid row (nothing stored), else 0."""
     cdef Py_ssize_t n = logits.shape[1], j, a = 0
     cdef const real_t* row = &logits[i, 0]
-    cdef double m, s, model_lse, total, total_k, t_k = 0.0, t, t_p, z, x_a
+    cdef double m, s, model_lse, memo, memo_t = 0.0, t_k = 0.0, t, t_p, z, x_a
     if not row_stats(row, n, w, &m, &s):
         return 1
     model_lse = m + log(s)
@@ -307,20 +308,24 @@ cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperatu
         res_lp[i] = 0.0
         res_mlp[i] = <double>row[a] - model_lse
         return 0
-    total = s
+    # one remembered lane sum of the kept weights: at threshold 0 it is S when T = 1
+    memo = s if temperature == 1.0 else -1.0  # -1: not computed yet
     if temperature != 1.0:  # T = 1: the weights are the model's exps, already in w
         _weights(row, n, m, temperature, w)
-        total = _lane_sum_range(w, 0, n, 0.0)
     if top_k > 0 and top_k < n:
         t_k = _kth_largest(w, n, top_k, h)
     t = t_k
     if top_p < 1.0:
-        total_k = total if t_k == 0.0 else _lane_sum_range(w, 0, n, t_k)
-        t_p = _top_p_threshold(w, n, t_k, top_p, total_k, t_k > 0.0 and top_k <= DIRECT_K, h)
+        if memo < 0.0 or memo_t != t_k:
+            memo_t = t_k
+            memo = _lane_sum_range(w, 0, n, t_k)
+        t_p = _top_p_threshold(w, n, t_k, top_p, memo, t_k > 0.0 and top_k <= DIRECT_K, h)
         t = t_p if t_p > t else t
     if min_p > 0.0:
         t = min_p if min_p > t else t
-    z = total if t == 0.0 else _lane_sum_range(w, 0, n, t)
+    if memo < 0.0 or memo_t != t:
+        memo = _lane_sum_range(w, 0, n, t)
+    z = memo
     a = _block_search(w, n, t, u * z)
     x_a = <double>row[a]
     res_tok[i] = a

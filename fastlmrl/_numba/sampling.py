@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 
 from .._status import BAD_SHAPES
 from ._common import NJIT, uniform
-from .fast_math import F32, INLINE, combine, fast_exp32, lane_sums, row_stats
+from .fast_math import F32, INLINE, combine, fast_exp32, row_stats
 from .log_probs import n_threads, next_block, rows_per_block
 
 BAD_LOGITS = 20
@@ -32,6 +32,7 @@ BAD_TOP_K = 31
 BAD_TOP_P = 32
 BAD_MIN_P = 33
 BLOCK = 64
+MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
 SMALL_K = 128             # top-k up to this k: one heap pass over the row
 DIRECT_K = 1024           # top-p after a top-k up to this k: every weight >= t_k is a candidate
 LAST_EXPONENT = 60        # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
@@ -49,7 +50,7 @@ def shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
 @njit(**NJIT)
 def arguments_status(temperature, top_k, top_p, min_p):
     """0, or the status of the first bad scalar argument (NaN fails every comparison)."""
-    if not (temperature >= 0.0 and temperature < np.inf):
+    if not (temperature == 0.0 or (temperature >= MIN_TEMPERATURE and temperature < np.inf)):
         return BAD_TEMPERATURE
     if top_k < 0:
         return BAD_TOP_K
@@ -342,22 +343,25 @@ def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, res_tok, re
         res_lp[i] = 0.0
         res_mlp[i] = np.float64(logits[i, a]) - model_lse
         return 0
-    total = s
+    # one remembered lane sum of the kept weights: at threshold 0 it is S when T = 1
+    memo_t = 0.0
+    memo = s if temperature == 1.0 else -1.0  # -1: not computed yet
     if temperature != 1.0:  # T = 1: the weights are the model's exps, already in w
         weights(logits, i, m, temperature, w)
-        s0, s1, s2, s3, s4, s5, s6, s7 = lane_sums(w, n)
-        total = combine(s0, s1, s2, s3, s4, s5, s6, s7)
     t_k = 0.0
     if top_k > 0 and top_k < n:  # (k >= 1 and k < n: the heap of k fits)
         t_k = kth_largest(w, n, top_k, h)
     t = t_k
     if top_p < 1.0:
-        total_k = total if t_k == 0.0 else lane_sum_range(w, 0, n, t_k)
-        t = max(t, top_p_threshold(w, n, t_k, top_p, total_k,
-                                   t_k > 0.0 and top_k <= DIRECT_K, h))
+        if memo < 0.0 or memo_t != t_k:
+            memo_t = t_k
+            memo = lane_sum_range(w, 0, n, t_k)
+        t = max(t, top_p_threshold(w, n, t_k, top_p, memo, t_k > 0.0 and top_k <= DIRECT_K, h))
     if min_p > 0.0:
         t = max(t, min_p)
-    z = total if t == 0.0 else lane_sum_range(w, 0, n, t)
+    if memo < 0.0 or memo_t != t:
+        memo = lane_sum_range(w, 0, n, t)
+    z = memo
     a = block_search(w, n, t, u * z)
     x_a = np.float64(logits[i, a])
     res_tok[i] = a

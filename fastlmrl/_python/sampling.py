@@ -48,6 +48,7 @@ BAD_TOP_K = 31
 BAD_TOP_P = 32
 BAD_MIN_P = 33
 BLOCK = 64
+MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
 
 
 def shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
@@ -59,7 +60,7 @@ def shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
 
 def arguments_status(temperature, top_k, top_p, min_p):
     """0, or the status of the first bad scalar argument (NaN fails every comparison)."""
-    if not (0.0 <= temperature < math.inf):
+    if not (temperature == 0.0 or MIN_TEMPERATURE <= temperature < math.inf):
         return BAD_TEMPERATURE
     if top_k < 0:
         return BAD_TOP_K
