@@ -27,8 +27,8 @@ import sys
 import threading
 import time
 
-__all__ = ["STALE_AFTER_SECONDS", "atomic_write", "atomic_write_text", "remove_stale_temp_files",
-           "temp_name"]
+__all__ = ["STALE_AFTER_SECONDS", "as_path", "atomic_write", "atomic_write_text",
+           "remove_stale_temp_files", "temp_name"]
 
 #: A leftover temporary file whose writer cannot be checked is removed after this long unchanged.
 STALE_AFTER_SECONDS = 3600.0
@@ -41,6 +41,20 @@ _LEGACY = re.compile(r"^\.tmp-[a-z0-9_]{8}.+\.(ckpt|jsonl|csv|json)$")
 
 _in_flight: set = set()  # temporary paths this process is writing now
 _lock = threading.Lock()
+
+
+def as_path(path, name: str = "path") -> str:
+    """``path`` (str, bytes or os.PathLike) as a str; TypeError / ValueError naming ``name``."""
+    try:
+        text = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{name} must be a str, bytes or os.PathLike file path, got "
+                        f"{type(path).__name__}") from None
+    if not text:
+        raise ValueError(f"{name} is empty")
+    if "\0" in text:
+        raise ValueError(f"{name} {text!r} contains a NUL character")
+    return text
 
 
 def _host_tag() -> str:
@@ -74,10 +88,10 @@ def remove_stale_temp_files(folder, now: float | None = None) -> list:
     """Delete the stale temporary files of :func:`atomic_write` in ``folder`` (module docstring);
     return their paths.  Files of other names are never touched; errors are ignored (another
     process may be cleaning the same folder)."""
-    folder = os.fspath(folder) or "."
     try:
+        folder = os.fsdecode(os.fspath(folder)) or "."
         names = os.listdir(folder)
-    except OSError:
+    except (OSError, TypeError, ValueError):
         return []
     now = time.time() if now is None else now
     host, me = _host_tag(), os.getpid()
@@ -115,8 +129,12 @@ def atomic_write(path, write) -> None:
     it over ``path`` (``os.replace``) and fsync the folder.  On any error the temporary file is
     removed and ``path`` is untouched.  The file gets mode ``0o666 & ~umask``; stale temporary
     files of earlier, killed writers in the folder are removed first."""
-    path = os.fspath(path)
+    path = as_path(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"path {path!r} is a folder, not a file")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"path {path!r}: the folder {folder!r} does not exist")
     remove_stale_temp_files(folder)
     tmp = temp_name(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)

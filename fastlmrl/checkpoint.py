@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from ._atomic import atomic_write, remove_stale_temp_files
+from ._atomic import as_path, atomic_write, remove_stale_temp_files
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -44,7 +44,7 @@ def _digest(arr: np.ndarray) -> str:
 
 def save_checkpoint(path, arrays: dict, meta: dict | None = None) -> None:
     """Write ``arrays`` (name -> ndarray) and JSON-serialisable ``meta`` to ``path`` atomically."""
-    path = os.fspath(path)
+    path = as_path(path)
     if not isinstance(arrays, dict) or not all(isinstance(k, str) for k in arrays):
         raise TypeError("arrays must be a dict mapping str names to numpy arrays")
     for name, arr in arrays.items():
@@ -87,9 +87,11 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     another exception type.  Stale temporary files of interrupted saves in the same folder are
     removed (:func:`fastlmrl._atomic.remove_stale_temp_files`).
     """
-    path = os.fspath(path)
+    path = as_path(path)
     remove_stale_temp_files(os.path.dirname(os.path.abspath(path)))
     if not os.path.isfile(path):
+        if os.path.exists(path):
+            raise CheckpointError(f"checkpoint {path!r} is not a file")
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
         return _read(path)

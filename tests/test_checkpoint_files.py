@@ -133,3 +133,29 @@ def test_kill_9_during_a_save_leaves_a_temp_file_the_next_save_or_load_removes(t
             assert meta == {"step": 2}
             assert path.read_bytes() == before
         assert os.listdir(tmp_path) == ["run.ckpt"]
+
+
+@pytest.mark.parametrize("path, error, words", [
+    (None, TypeError, "path must be"), (3, TypeError, "path must be"),
+    ("", ValueError, "path is empty"), ("a\0b", ValueError, "NUL"),
+])
+def test_bad_paths_are_refused_naming_the_argument(path, error, words):
+    with pytest.raises(error, match=words):
+        save_checkpoint(path, {"q": np.zeros(2)})
+    with pytest.raises(error, match=words):
+        load_checkpoint(path)
+
+
+def test_folder_paths_and_bytes_paths(tmp_path):
+    from fastlmrl.checkpoint import CheckpointError
+
+    with pytest.raises(ValueError, match="is a folder"):
+        save_checkpoint(tmp_path, {"q": np.zeros(2)})
+    with pytest.raises(CheckpointError, match="is not a file"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="folder .* does not exist"):
+        save_checkpoint(tmp_path / "missing" / "x.ckpt", {"q": np.zeros(2)})
+    target = os.fsencode(str(tmp_path / "b.ckpt"))
+    save_checkpoint(target, {"q": np.ones(2)})
+    np.testing.assert_array_equal(load_checkpoint(target)[0]["q"], np.ones(2))
+    assert os.listdir(tmp_path) == ["b.ckpt"]
