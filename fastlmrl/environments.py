@@ -119,8 +119,10 @@ _STATE_BYTES = 64
 
 
 def _num_envs(num_envs, per_env_elements: int = 1):
+    """B, refused when its state ((B,) arrays, or the (B, T) token buffer) cannot be held."""
     n = check.positive_int(num_envs, "num_envs")
-    _limits.check_elements(n * per_env_elements, _STATE_BYTES, "num_envs",
+    _limits.check_elements(n * per_env_elements, _STATE_BYTES if per_env_elements == 1 else 16,
+                           "num_envs",
                            f"num_envs = {n}" if per_env_elements == 1 else
                            f"num_envs * max_new_tokens = {n} * {per_env_elements}")
     return n
