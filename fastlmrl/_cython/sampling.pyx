@@ -34,6 +34,10 @@ cdef enum:
 
 
 
+cdef double F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
+cdef double F32_MAX = 3.4028234663852886e38  # the largest finite float32
+
+
 cdef inline bint _shapes_ok(const real_t[:, ::1] logits, Py_ssize_t n_tokens, Py_ssize_t n_lp,
                             Py_ssize_t n_mlp) noexcept nogil:
     """The shape check (first): three (N,) outputs for (N, V) logits, V >= 1."""
@@ -78,14 +82,16 @@ cdef inline double _lane_sum_range(const real_t* w, Py_ssize_t lo, Py_ssize_t hi
 
 cdef inline void _weights(const real_t* row, Py_ssize_t n, double m, double temperature,
                           real_t* w) noexcept nogil:
-    """w[j] = exp((x_j - m) * (1 / T)): fast_exp32 of the float32-rounded product for float32 logits."""
+    """w[j] = exp((x_j - m) * (1 / T)); float32 logits: fast_exp32 of the float32 product by
+    g = float32(1 / T) (clamped to the finite positive float32 range)."""
     cdef Py_ssize_t j
-    cdef float m32
+    cdef float m32, g
     cdef double inv_t = 1.0 / temperature
     if real_t is float:
         m32 = <float>m
+        g = <float>(F32_MAX if inv_t > F32_MAX else (F32_TINY if inv_t < F32_TINY else inv_t))
         for j in range(n):
-            w[j] = fast_exp32(<float>(<double>(row[j] - m32) * inv_t))
+            w[j] = fast_exp32((row[j] - m32) * g)
     else:
         for j in range(n):
             w[j] = exp((row[j] - m) * inv_t)

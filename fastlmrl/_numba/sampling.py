@@ -33,6 +33,8 @@ BAD_TOP_P = 32
 BAD_MIN_P = 33
 BLOCK = 64
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
+F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
+F32_MAX = 3.4028234663852886e38  # the largest finite float32
 SMALL_K = 128             # top-k up to this k: one heap pass over the row
 DIRECT_K = 1024           # top-p after a top-k up to this k: every weight >= t_k is a candidate
 LAST_EXPONENT = 60        # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
@@ -127,13 +129,15 @@ def lane_sum_range(typingctx, w, lo, hi, t):
 
 @njit(**NJIT)
 def weights(logits, i, m, temperature, w):
-    """w[j] = exp((x_j - m) * (1 / T)): fast_exp32 of the float32-rounded product for float32 logits."""
+    """w[j] = exp((x_j - m) * (1 / T)); float32 logits: fast_exp32 of the float32 product by
+    g = float32(1 / T) (clamped to the finite positive float32 range)."""
     n = logits.shape[1]
     inv_t = 1.0 / temperature
     if logits.itemsize == 4:
         m32 = F32(m)
+        g = F32(min(max(inv_t, F32_TINY), F32_MAX))
         for j in range(n):
-            w[j] = fast_exp32(F32(np.float64(F32(logits[i, j]) - m32) * inv_t))
+            w[j] = fast_exp32((F32(logits[i, j]) - m32) * g)
     else:
         for j in range(n):
             w[j] = math.exp((np.float64(logits[i, j]) - m) * inv_t)

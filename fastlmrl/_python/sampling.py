@@ -9,10 +9,11 @@ bit.  Row ``i`` of ``logits`` (``x[0:V]``) gives one token ``a``, drawn with the
    finite entry), ``e_j = EXP(x_j - m)``, ``S`` = their float64 sum in 8 lanes (lane ``j % 8``,
    combined ``((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))``).  ``model_log_prob = x_a - (m + log S)``.
 2. ``temperature == 0``: ``a`` = the lowest index holding ``m`` (greedy), ``log_prob = 0``.
-3. Sampling weights ``w_j = exp((x_j - m) / T)`` in ``[0, 1]``, ``w = 1`` at the maximum, with
-   ``g = 1 / T`` (float64): float64 logits: ``math.exp`` of the double ``(x_j - m) * g``; float32
-   logits: ``fast_exp32`` of ``float32(float64(float32(x_j - m)) * g)`` (so ``T = 1`` gives
-   exactly ``e_j``).
+3. Sampling weights ``w_j = exp((x_j - m) / T)`` in ``[0, 1]``, ``w = 1`` at the maximum.
+   Float64 logits: ``math.exp`` of the double ``(x_j - m) * (1 / T)``.  Float32 logits, in float32
+   arithmetic like the softmax: ``g = float32(1 / T)`` (1 / T clamped to the positive finite
+   float32 range first), ``w_j = fast_exp32(float32(x_j - m) * g)`` (a float32 product), so
+   ``T = 1`` gives exactly ``e_j``.
 4. One threshold ``t``; the kept set is ``F = {j : w_j >= t}`` (ties at a threshold are all kept):
 
    * top-k (``0 < k < V``): ``t_k`` = the k-th largest ``w_j`` (counted with multiplicity), else 0;
@@ -49,6 +50,8 @@ BAD_TOP_P = 32
 BAD_MIN_P = 33
 BLOCK = 64
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
+F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
+F32_MAX = 3.4028234663852886e38  # the largest finite float32
 
 
 def shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
@@ -83,7 +86,8 @@ def weights(x, m, temperature, f32):
     """w_j = exp((x_j - m) * (1 / T)) (step 3 of the module docstring)."""
     inv_t = 1.0 / temperature
     if f32:
-        return [fast_exp32(round32(sub32(v, m) * inv_t)) for v in x]
+        g = round32(min(max(inv_t, F32_TINY), F32_MAX))
+        return [fast_exp32(round32(sub32(v, m) * g)) for v in x]  # (an exact product, rounded)
     return [math.exp((v - m) * inv_t) for v in x]
 
 
