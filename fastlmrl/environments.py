@@ -514,10 +514,11 @@ class TextGenerationEnv:
     Configuration attributes (``vocab_size``, ``order``, ``num_envs``, ``prompt_tokens``, ...) are
     read-only.  State attributes: ``contexts`` (B,), ``tokens`` (B, T) generated token buffer,
     ``lengths`` (B,), ``prompt_ids`` (B,); assigning one checks its shape, dtype and range and
-    copies it in, and every method re-checks the state before use (ValueError naming it).  :meth:`sequences` gives the full token
-    history (prompt + response).  Step semantics: action ``a`` in context ``c`` is appended to the
-    buffer, the context becomes :math:`(cV + a) \bmod V^k`; terminated when ``a == eos_id``, else
-    truncated when the buffer holds ``T`` tokens; never both.
+    copies it in, and every method re-checks the state before use (ValueError naming it).
+    :meth:`sequences` gives the full token history (prompt + response).  Step semantics: action
+    ``a`` in context ``c`` is appended to the buffer, the context becomes
+    :math:`(cV + a) \bmod V^k`; terminated when ``a == eos_id``, else truncated when the buffer
+    holds ``T`` tokens; never both.
     """
 
     def __init__(self, prompts, vocab_size, order=2, max_new_tokens=64, num_envs=1, bos_id=0,

@@ -118,6 +118,15 @@ def test_raw_kernels_refuse_a_huge_order_at_once():
     assert "PASS" in out
 
 
+def test_rollout_batch_next_contexts_refuses_a_huge_order():
+    batch = _text_env().rollout(np.zeros((25, 5)), seed=0)
+    np.testing.assert_array_equal(batch.next_contexts()[batch.valid],
+                                  (batch.contexts * 5 + batch.actions)[batch.valid] % 25)
+    batch.order = 2**31
+    with pytest.raises(ValueError, match="order = 2147483648 is out of range"):
+        batch.next_contexts()
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. a failing reward function leaves the environment exactly as it was
 
