@@ -423,6 +423,14 @@ class NGramLM:
     def fit_text(self, text: str, tokenizer):
         """``fit(tokenizer.encode_lines(text), tokenizer.vocab_size, tokenizer.bos_id,
         tokenizer.eos_id)``: one training sequence per non-blank line."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        missing = [a for a in ("encode_lines", "vocab_size", "bos_id", "eos_id")
+                   if not hasattr(tokenizer, a)]
+        if missing:
+            raise TypeError(f"tokenizer must be a fastlmrl tokenizer (CharTokenizer, "
+                            f"WordTokenizer), got {type(tokenizer).__name__} without "
+                            f"{', '.join(missing)}")
         seqs = tokenizer.encode_lines(text)
         return self.fit(seqs, tokenizer.vocab_size, tokenizer.bos_id, tokenizer.eos_id)
 

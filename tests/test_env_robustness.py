@@ -543,6 +543,15 @@ def test_ngram_messages_name_the_arguments():
         next_context(np.array([22]), 0, 5, 0)
 
 
+def test_ngram_fit_text_arguments():
+    tok = CharTokenizer("ab")
+    with pytest.raises(TypeError, match="tokenizer must be a fastlmrl tokenizer"):
+        NGramLM(2).fit_text("ab", None)
+    with pytest.raises(TypeError, match="text must be a str"):
+        NGramLM(2).fit_text(None, tok)
+    assert NGramLM(2).fit_text("ab\nba", tok).vocab_size == tok.vocab_size
+
+
 def test_tokenizer_and_corpus_arguments():
     tok = CharTokenizer("hello world")
     with pytest.raises(TypeError, match="add_bos must be a bool"):
