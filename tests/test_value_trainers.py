@@ -621,3 +621,19 @@ def test_default_discount_is_the_toys_of_the_readme():
     planner = ValueIterationPlanner(ContextMDP())
     planner.train(1)
     np.testing.assert_allclose(planner.q[:2], [[2.8, 3.8], [1.0, 2.0]], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [PolicyIterationPlanner, QLearningTrainer])
+def test_resume_from_the_lm_is_bit_identical(cls, tmp_path):
+    # the planner's learned reward model (model_sums, model_counts) is part of the checkpoint
+    task = make_text_task(num_envs=32, max_new_tokens=16)
+    straight = cls(task, seed=3)
+    straight.train(3)
+    first = cls(task, seed=3)
+    first.train(2)
+    first.save(str(tmp_path / "run.ckpt"))
+    resumed = cls(task, seed=3)
+    resumed.load(str(tmp_path / "run.ckpt"))
+    resumed.train(1)
+    assert [m["reward"] for m in resumed.history] == [m["reward"] for m in straight.history]
+    assert np.array_equal(resumed.q, straight.q)
