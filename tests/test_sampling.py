@@ -257,7 +257,9 @@ def test_frequencies_match_the_filtered_distribution(backend):
 
 
 # ----------------------------------------------------------------------------- seeds and threads
-def test_same_tokens_in_every_backend_and_thread_count(float_dtype):
+@pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.9, top_k=60, top_p=0.9, min_p=0.01),
+                                    dict(temperature=1.2, top_p=0.7), dict(top_k=250)])
+def test_same_tokens_in_every_backend_and_thread_count(float_dtype, kwargs):
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((300, 400)) * 3).astype(float_dtype)  # above the parallel threshold
     results = []
@@ -266,8 +268,7 @@ def test_same_tokens_in_every_backend_and_thread_count(float_dtype):
             fastlmrl.set_num_threads(threads)
             try:
                 with fastlmrl.use_backend(name):
-                    results.append(fastlmrl.sample_tokens(x, 17, temperature=0.9, top_k=60,
-                                                          top_p=0.9, min_p=0.01))
+                    results.append(fastlmrl.sample_tokens(x, 17, **kwargs))
             finally:
                 fastlmrl.set_num_threads(None)
     for r in results[1:]:

@@ -115,3 +115,15 @@ def test_import_fastlmrl_does_not_import_torch():
     import sys
     code = "import sys, fastlmrl; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_torch_compile_fullgraph():
+    x = _logits((6, 40))
+    op = torch.compile(lambda x: torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0, 0.7, 5, 0.9, 0.0),
+                       fullgraph=True)
+    for a, b in zip(op(x), torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0, 0.7, 5, 0.9, 0.0)):
+        assert torch.equal(a, b)
+    wrapper = torch.compile(lambda x: sample_tokens(x, 1, temperature=0.7, top_k=5),
+                            fullgraph=True)
+    for a, b in zip(wrapper(x), sample_tokens(x, 1, temperature=0.7, top_k=5)):
+        assert torch.equal(a, b)
