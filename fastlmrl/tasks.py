@@ -18,7 +18,8 @@ from .ngram import NGramLM
 from .rewards import KeywordReward
 from .tokenizers import CharTokenizer
 
-__all__ = ["DEFAULT_LEXICON", "TextTask", "ToyTask", "make_text_task", "make_toy_task"]
+__all__ = ["DEFAULT_LEXICON", "TextTask", "ToyTask", "letter_ids", "make_text_task",
+           "make_toy_task"]
 
 #: Words the default text task rewards (all occur in the default corpus, rarely).
 DEFAULT_LEXICON = ("happy", "gentle", "friendly", "brave", "bright", "clever", "kind")
