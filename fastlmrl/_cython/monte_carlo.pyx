@@ -72,7 +72,8 @@ cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index
                           Py_ssize_t n_first) noexcept nogil:
     cdef Py_ssize_t n = states.shape[0], t
     cdef bint has_counts = counts.shape[0] != 0
-    cdef int64_t c, limit = INT64_MAX - n
+    cdef int64_t limit = INT64_MAX - n
+    cdef bint bad = False
     if out_of_range(states, n_states):
         return BAD_STATES
     if out_of_range(actions, n_actions):
@@ -86,10 +87,11 @@ cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index
     if alpha == 0.0 and not has_counts:
         return BAD_COUNTS
     if has_counts:  # counts[s, a] + 1 never reaches 0 nor overflows (checked before any write)
+        # one unsigned comparison per step (a negative count is a huge uint64), no early exit
         for t in range(n):
-            c = counts[states[t], actions[t]]
-            if c < 0 or c > limit:
-                return BAD_COUNT_VALUES
+            bad = bad | (<uint64_t>counts[states[t], actions[t]] > <uint64_t>limit)
+        if bad:
+            return BAD_COUNT_VALUES
     if first_visit:
         if (n_keys == 0 or (n_keys & (n_keys - 1)) != 0 or n_first != n_keys
                 or n_keys < 2 * _max_length(offsets)):

@@ -82,11 +82,13 @@ def _check_mc(q, states, actions, rewards, offsets, n_out, first_visit, alpha, c
     if alpha == 0.0 and not has_counts:
         return BAD_COUNTS
     if has_counts:  # counts[s, a] + 1 never reaches 0 nor overflows (checked before any write)
-        limit = INT64_MAX - n
+        # one unsigned comparison per step (a negative count is a huge uint64), no early exit
+        limit = np.uint64(INT64_MAX - n)
+        bad = False
         for t in range(n):
-            c = counts[states[t], actions[t]]
-            if c < 0 or c > limit:
-                return BAD_COUNT_VALUES
+            bad |= np.uint64(counts[states[t], actions[t]]) > limit
+        if bad:
+            return BAD_COUNT_VALUES
     if first_visit:
         size = n_keys
         if (size == 0 or (size & (size - 1)) != 0 or n_first != size

@@ -71,15 +71,23 @@ def _check(table, rows, grads, order, acc, m, v, check_moments):
             bad |= (x - x) != 0.0  # NaN for +-inf and NaN, 0 for every finite x
         if bad:
             return BAD_GRADS
-    if check_moments:  # a second moment is >= 0 (NaN refused): sqrt(v_new) must not fail mid-update
-        for i in range(n):
-            r = rows[i]
-            bad = False
-            for j in range(n_cols):
-                bad |= not (v[r, j] >= 0.0)
-            if bad:
-                return BAD_MOMENTS
+    if check_moments and _bad_second_moments(rows, v):
+        return BAD_MOMENTS
     return 0
+
+
+@njit(**KERNEL)
+def _bad_second_moments(rows, v):
+    """True when an entry of ``v`` in a row of the batch is negative or NaN (a second moment is
+    >= 0: sqrt(v_new) must not turn into NaN mid-update).  Ids already checked.  One flag over
+    the whole batch, no exit per row, so the row loads overlap."""
+    bad = False
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(v.shape[1]):
+            x = v[r, j]
+            bad |= (x < 0.0) | (x != x)
+    return bad
 
 
 def _at(g, i, j):
