@@ -78,8 +78,8 @@ def test_opcheck():
     op = torch.ops.fastlmrl.sample_tokens.default
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         x = _logits((7, 33), dtype)
-        for args in ((1, 0, 0, 1.0, 0, 1.0, 0.0), (-3, 2, -(2**62), 0.6, 5, 0.8, 0.1),
-                     (4, 0, 9, 0.0, 0, 1.0, 0.0)):
+        for args in ((1, 0, 1.0, 0, 1.0, 0.0), (-3, -(2**62), 0.6, 5, 0.8, 0.1),
+                     (4, 9, 0.0, 0, 1.0, 0.0)):
             torch.library.opcheck(op, (x, *args))
 
 
@@ -87,7 +87,7 @@ def test_fake_tensor_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode():
         x = torch.empty(9, 17, dtype=torch.bfloat16)
-        tokens, lp, mlp = torch.ops.fastlmrl.sample_tokens(x, 0, 0, 0, 1.0, 0, 1.0, 0.0)
+        tokens, lp, mlp = torch.ops.fastlmrl.sample_tokens(x, 0, 0, 1.0, 0, 1.0, 0.0)
         assert tokens.shape == (9,) and tokens.dtype == torch.int64
         assert lp.dtype == torch.float32 and mlp.shape == (9,)
 
@@ -110,6 +110,26 @@ def test_bad_input(call, exc, match):
         call()
 
 
+def test_the_op_refuses_bad_arguments_before_writing():
+    """Direct callers of torch.ops.fastlmrl.sample_tokens get the kernel's checks."""
+    op = torch.ops.fastlmrl.sample_tokens
+    x = _logits((3, 5))
+    with pytest.raises(ValueError, match="temperature"):
+        op(x, 1, 0, -1.0, 0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="top_k"):
+        op(x, 1, 0, 1.0, -1, 1.0, 0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        op(x, 1, 0, 1.0, 0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="min_p"):
+        op(x, 1, 0, 1.0, 0, 1.0, 1.5)
+    with pytest.raises(ValueError, match="logits row 1"):
+        op(torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]), 1, 0, 1.0, 0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="logits must be an .N, V."):
+        op(torch.zeros(2, 3, 4), 1, 0, 1.0, 0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="logits must be an .N, V."):
+        op(torch.zeros(2, 3, dtype=torch.float16), 1, 0, 1.0, 0, 1.0, 0.0)
+
+
 def test_import_fastlmrl_does_not_import_torch():
     import subprocess
     import sys
@@ -119,9 +139,9 @@ def test_import_fastlmrl_does_not_import_torch():
 
 def test_torch_compile_fullgraph():
     x = _logits((6, 40))
-    op = torch.compile(lambda x: torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0, 0.7, 5, 0.9, 0.0),
+    op = torch.compile(lambda x: torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0.7, 5, 0.9, 0.0),
                        fullgraph=True)
-    for a, b in zip(op(x), torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0, 0.7, 5, 0.9, 0.0)):
+    for a, b in zip(op(x), torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0.7, 5, 0.9, 0.0)):
         assert torch.equal(a, b)
     wrapper = torch.compile(lambda x: sample_tokens(x, 1, temperature=0.7, top_k=5),
                             fullgraph=True)

@@ -7,10 +7,12 @@ log-probability under the distribution sampled from and under the model (tempera
 the raw logits).  The draw is a function of ``(logits, seed)`` only: the same tokens as the NumPy
 API in every backend and at every thread count.
 
-The op ``torch.ops.fastlmrl.sample_tokens`` is functional (the random stream position is an
-argument: ``seed``, ``stream`` and ``counter`` of a :class:`fastlmrl.RandomStream`, each as the
-int64 with the same 64 bits), has a fake implementation and no gradient (it returns ids and
-log-probabilities of a draw).  Contiguous float32/float64 logits reach the kernel as a view, a
+The op ``torch.ops.fastlmrl.sample_tokens(logits, key, counter, temperature, top_k, top_p,
+min_p)`` is functional: the random stream position is an argument (the stream's 64-bit ``key``,
+:func:`fastlmrl.rng.stream_key`, and its first ``counter``, each as the int64 with the same 64
+bits).  It has a fake implementation and no gradient (it returns ids and log-probabilities of a
+draw), calls the active backend's raw kernel (which checks the scalars and rows before writing)
+and needs (N, V) logits; :func:`sample_tokens` validates everything first and takes (..., V).  Contiguous float32/float64 logits reach the kernel as a view, a
 non-contiguous tensor is copied once, bfloat16 is sampled in float32 (log-probs returned in
 float32).  Tensors on another device raise ValueError naming it.
 """
@@ -22,9 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _backend
 from .. import _validation as check
 from .. import sampling as _np
-from ..rng import MASK64, RandomStream, advance, check_capacity
+from ..rng import MASK64, advance, check_capacity
 
 __all__ = ["SampledTokens", "sample_tokens"]
 
@@ -49,26 +52,32 @@ def _log_prob_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.library.custom_op("fastlmrl::sample_tokens", mutates_args=(), device_types="cpu")
-def _sample_tokens(logits: Tensor, seed: int, stream: int, counter: int, temperature: float,
-                   top_k: int, top_p: float, min_p: float) -> tuple[Tensor, Tensor, Tensor]:
+def _sample_tokens(logits: Tensor, key: int, counter: int, temperature: float, top_k: int,
+                   top_p: float, min_p: float) -> tuple[Tensor, Tensor, Tensor]:
     x = logits.detach()
     if x.dtype == torch.bfloat16:
         x = x.float()
     elif not x.is_contiguous():
         x = x.contiguous()
+    if x.dtype not in (torch.float32, torch.float64) or x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"logits must be an (N, V) float32/float64/bfloat16 tensor with V >= 1, "
+                         f"got {x.dtype} of shape {tuple(x.shape)}")
     x_np = x.numpy()
     n = x_np.shape[0]
     tokens = torch.empty(n, dtype=torch.int64)
     log_probs = torch.empty(n, dtype=x.dtype)
     model_log_probs = torch.empty(n, dtype=x.dtype)
-    rs = RandomStream(seed & MASK64, stream & MASK64, counter & MASK64)
-    _np.sample_tokens(x_np, rs, temperature, top_k, top_p, min_p,
-                      out=(tokens.numpy(), log_probs.numpy(), model_log_probs.numpy()))
+    # the raw kernel checks its scalar arguments and the rows before writing (status codes)
+    status = _backend.kernels().sample_tokens(
+        x_np, temperature, top_k, top_p, min_p, np.uint64(key & MASK64),
+        np.uint64(counter & MASK64), tokens.numpy(), log_probs.numpy(), model_log_probs.numpy(),
+        _backend.get_num_threads())
+    _np.raise_for_status(status, x_np)
     return tokens, log_probs, model_log_probs
 
 
 @_sample_tokens.register_fake
-def _(logits, seed, stream, counter, temperature, top_k, top_p, min_p):
+def _(logits, key, counter, temperature, top_k, top_p, min_p):
     n = logits.shape[0]
     lp_dtype = _log_prob_dtype(logits.dtype)
     return (logits.new_empty(n, dtype=torch.int64), logits.new_empty(n, dtype=lp_dtype),
@@ -89,7 +98,8 @@ def _as_logits(logits) -> Tensor:
     if logits.shape[-1] == 0:
         raise ValueError(f"logits must have at least one column (V >= 1), got shape "
                          f"{tuple(logits.shape)}")
-    return logits.detach().reshape(-1, logits.shape[-1])
+    x = logits.detach() if logits.requires_grad else logits
+    return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (a reshape call costs ~2 us)
 
 
 def sample_tokens(logits: Tensor, seed, temperature: float = 1.0, top_k: int = 0,
@@ -113,13 +123,11 @@ def sample_tokens(logits: Tensor, seed, temperature: float = 1.0, top_k: int = 0
     top_p = check.real(top_p, "top_p", 0.0, 1.0, low_open=True)
     min_p = check.real(min_p, "min_p", 0.0, 1.0)
     n = x.shape[0]
-    check_capacity(seed, n)
-    if isinstance(seed, RandomStream):
-        state = (seed.seed, seed.stream, seed.counter & MASK64)
-    else:
-        state = (int(seed), 0, 0)
+    key, counter = check_capacity(seed, n)
     tokens, log_probs, model_log_probs = _sample_tokens(
-        x, *(_signed(v) for v in state), temperature, top_k, top_p, min_p)
+        x, _signed(key), _signed(counter), temperature, top_k, top_p, min_p)
     advance(seed, n)
-    return SampledTokens(tokens.reshape(batch), log_probs.reshape(batch),
-                         model_log_probs.reshape(batch))
+    if len(batch) != 1:
+        tokens, log_probs, model_log_probs = (t.reshape(batch) for t in
+                                              (tokens, log_probs, model_log_probs))
+    return SampledTokens(tokens, log_probs, model_log_probs)
