@@ -5,11 +5,12 @@ Rows are shared out to workers in blocks (``prange`` over workers, an atomic blo
 (the top-k heap, the top-p candidates).  Row i always uses counter + i, so results do not depend on
 the thread count.  Results are collected in work arrays and copied out after every row was valid.
 
-Thresholds are found from the weights' values, never from an order of indices: top-k keeps a heap
-of the k largest (or the V - k + 1 smallest) weights in one pass, top-p gathers only the weights
-above a cutoff (lowered 8x at a time until their mass may reach the target) and pops them from a
-max-heap in descending order.  Any correct heap gives the same values, so the result is the
-reference's.
+Thresholds are found from the weights' values, never from an order of indices: top-k (k <= 128)
+keeps a heap of the k largest weights in one pass, a larger k selects among the weights above the
+power-of-two cutoff that holds at least k of them; top-p gathers the weights above the
+power-of-two cutoff whose mass reaches the target (binary searches with vectorised counts and
+masked lane sums) and pops them from a max-heap in descending order.  Any correct heap gives the
+same values, so the result is the reference's (which sorts).
 """
 
 __all__ = ["sample_tokens"]
