@@ -346,9 +346,41 @@ class DPResult:
 
 
 def _mdp(mdp):
-    if not isinstance(mdp, (TokenMDP, DenseMDP)):
-        raise TypeError(f"mdp must be a TokenMDP or a DenseMDP, got {type(mdp).__name__}")
-    return mdp
+    """The MDP, after an O(1) check that its arrays still have the types, dtypes and shapes its
+    constructor gave them (an attribute replaced afterwards gets a ValueError naming it, not an
+    IndexError or a Numba TypingError; the kernels re-check the ids and rewards themselves)."""
+    if isinstance(mdp, TokenMDP):
+        next_state = mdp.next_state
+        _stored(next_state, "next_state", check.INDEX_DTYPES, None)
+        shape = next_state.shape
+        if len(shape) != 2 or 0 in shape:
+            raise ValueError(f"mdp.next_state must have shape (S, A) with S, A >= 1, got {shape}"
+                             "; build a new TokenMDP")
+        _stored(mdp.reward, "reward", check.FLOAT_DTYPES, shape)
+        _stored(mdp.terminal, "terminal", (np.dtype(np.bool_),), shape[:1])
+        return mdp
+    if isinstance(mdp, DenseMDP):
+        R = mdp.R
+        _stored(R, "R", check.FLOAT_DTYPES, None)
+        if R.ndim != 2 or 0 in R.shape:
+            raise ValueError(f"mdp.R must have shape (S, A) with S, A >= 1, got {R.shape}"
+                             "; build a new DenseMDP")
+        _stored(mdp.P, "P", (R.dtype,), R.shape + R.shape[:1])
+        return mdp
+    raise TypeError(f"mdp must be a TokenMDP or a DenseMDP, got {type(mdp).__name__}")
+
+
+def _stored(arr, name: str, dtypes, shape) -> None:
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"mdp.{name} must be a numpy.ndarray (as the constructor stored it), "
+                        f"got {type(arr).__name__}; build a new MDP instead of replacing it")
+    if arr.dtype not in dtypes or not arr.flags.c_contiguous:
+        raise TypeError(f"mdp.{name} must be a C-contiguous array of dtype "
+                        f"{' or '.join(str(d) for d in dtypes)} (as the constructor stored it), "
+                        f"got {arr.dtype}; build a new MDP instead of replacing it")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"mdp.{name} must have shape {tuple(shape)}, got {arr.shape}; "
+                         "build a new MDP instead of replacing it")
 
 
 def _first_cyclic_state(next_state: np.ndarray, terminal: np.ndarray):

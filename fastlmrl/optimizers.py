@@ -347,8 +347,9 @@ class Adam:
             lr, betas, eps, maximize = state["lr"], state["betas"], state["eps"], state["maximize"]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an Adam state: missing {exc}") from exc
-        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral,)) or t < 0:
-            raise ValueError(f"state['t'] must be an int >= 0, got {t!r}")
+        if (isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral,)) or t < 0
+                or t >= check.INT64_MAX):  # the next step, t + 1, must fit in int64
+            raise ValueError(f"state['t'] must be an int in [0, 2**63 - 2], got {t!r}")
         moments = []
         for name, arr in (("m", m), ("v", v)):
             arr = np.asarray(arr)

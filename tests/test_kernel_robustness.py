@@ -410,3 +410,55 @@ def test_optimizer_raw_kernels_check_hyperparameters(name):
     for bad in (-1.0, np.inf, np.nan):
         assert kern.sgd_step(table, rows, grads, order, bad, False, acc) == 36
     assert (table == 0).all() and (m == 0).all() and (v == 0).all()
+
+
+def test_adam_state_step_count_bounded():
+    opt = fastlmrl.Adam(np.zeros((2, 2)))
+    state = opt.state_dict()
+    for bad in (2**63 - 1, 2**63, -1):
+        with pytest.raises(ValueError, match=r"state\['t'\]"):
+            opt.load_state_dict(dict(state, t=bad))
+    opt.load_state_dict(dict(state, t=2**63 - 2))
+    opt.step([0], np.ones((1, 2)))  # step 2**63 - 1, the largest int64
+    assert opt.t == 2**63 - 1
+
+
+def test_array_size_refuses_what_cannot_fit():
+    check.array_size((10, 10), "n")
+    with pytest.raises(ValueError, match=r"^num_envs: an array of shape \(2147483648, 2147483648\)"):
+        check.array_size((2**31, 2**31), "num_envs")
+    with pytest.raises(ValueError, match="9223372036854775808"):
+        check.array_size((2**63,), "size", itemsize=1)
+
+
+# --------------------------------------------------------------------------- replaced MDP arrays
+
+@pytest.mark.parametrize("attr, value, error", [
+    ("next_state", np.zeros((3, 2)), TypeError), ("next_state", [[1, 0]], TypeError),
+    ("next_state", np.zeros((2, 2), dtype=np.int64), ValueError),
+    ("reward", np.zeros(3), ValueError), ("reward", np.zeros((3, 2), np.float16), TypeError),
+    ("terminal", np.zeros(5, bool), ValueError), ("terminal", None, TypeError),
+    ("next_state", np.full((3, 2), 7), ValueError)])
+def test_token_mdp_with_replaced_arrays(backend, attr, value, error):
+    """An MDP whose arrays were replaced after construction gets a ValueError/TypeError naming
+    the array (it leaked IndexError, AttributeError or a Numba TypingError)."""
+    mdp = fastlmrl.TokenMDP(np.array([[1, 0], [2, 1], [2, 2]]), np.zeros((3, 2)),
+                            np.array([0, 0, 1], bool))
+    setattr(mdp, attr, value)
+    for call in (lambda: fastlmrl.value_iteration(mdp, 0.9),
+                 lambda: fastlmrl.policy_iteration(mdp, 1.0),
+                 lambda: fastlmrl.modified_policy_iteration(mdp, 0.9),
+                 lambda: fastlmrl.bellman_backup(mdp, np.zeros(3), 0.9),
+                 lambda: fastlmrl.evaluate_policy(mdp, [0, 0, 0], 0.9)):
+        with pytest.raises(error, match="next_state|reward|terminal"):
+            call()
+
+
+@pytest.mark.parametrize("attr, value, error", [
+    ("P", np.zeros((2, 2, 3)), ValueError), ("P", np.zeros((2, 2, 2), np.float32), TypeError),
+    ("R", [[0.0]], TypeError), ("R", np.zeros(2), ValueError)])
+def test_dense_mdp_with_replaced_arrays(backend, attr, value, error):
+    mdp = fastlmrl.DenseMDP(np.full((2, 2, 2), 0.5), np.zeros((2, 2)))
+    setattr(mdp, attr, value)
+    with pytest.raises(error, match="mdp\\.[PR]"):
+        fastlmrl.value_iteration(mdp, 0.9)
