@@ -462,3 +462,108 @@ def test_dense_mdp_with_replaced_arrays(backend, attr, value, error):
     setattr(mdp, attr, value)
     with pytest.raises(error, match="mdp\\.[PR]"):
         fastlmrl.value_iteration(mdp, 0.9)
+
+
+# --------------------------------------------------------------------------- raw kernels, corrupted
+
+def _valid_public_calls():
+    logits = np.zeros((3, 4))
+    toks = np.array([0, 1, 2])
+    per = np.zeros(3)
+    mask = np.ones((2, 3), bool)
+    term = np.ones(2, bool)
+    mdp = fastlmrl.TokenMDP(np.array([[1, 0], [2, 1], [2, 2]]), np.ones((3, 2)),
+                            np.array([0, 0, 1], bool))
+    dense = mdp.to_dense()
+    return [
+        lambda: fastlmrl.sgd_step(np.zeros((3, 2)), [2, 0], np.ones((2, 2)), 0.1),
+        lambda: fastlmrl.adam_step(np.zeros((3, 2)), [0, 2, 2], np.ones((3, 2)),
+                                   np.zeros((3, 2)), np.zeros((3, 2)), 1, 0.1),
+        lambda: fastlmrl.episode_returns(np.ones(3), [0, 1, 3], 0.9),
+        lambda: fastlmrl.mc_control_update(np.zeros((3, 2)), [0, 1, 0], [0, 1, 0], np.ones(3),
+                                           [0, 3], 0.9, counts=np.zeros((3, 2), np.int64)),
+        lambda: fastlmrl.value_iteration(mdp, 0.9, max_iter=5),
+        lambda: fastlmrl.evaluate_policy(mdp, [1, 0, 0], 0.9),
+        lambda: fastlmrl.modified_policy_iteration(mdp, 0.9, k=2, max_iter=5),
+        lambda: fastlmrl.value_iteration(dense, 0.9, max_iter=5),
+        lambda: fastlmrl.modified_policy_iteration(dense, 0.9, k=2, max_iter=5),
+        lambda: fastlmrl.kl_penalized_rewards(np.zeros((2, 3)), np.zeros((2, 3)),
+                                              np.zeros((2, 3)), mask, beta=0.1),
+        lambda: fastlmrl.ppo_loss(logits, toks, per, per, ratio_level="sequence",
+                                  sequence_offsets=[0, 1, 3], ref_log_probs=per, kl_coef=0.1),
+        lambda: fastlmrl.a2c_loss(logits, toks, per, per, per),
+        lambda: fastlmrl.log_prob_grad(logits, toks),
+        lambda: fastlmrl.ppo_loss_tabular(logits, toks, toks, per, per, ratio_level="sequence",
+                                          sequence_offsets=[0, 2, 3]),
+        lambda: fastlmrl.a2c_loss_tabular(logits, toks, toks, per, per, per),
+        lambda: fastlmrl.gae(np.zeros((2, 3)), np.zeros((2, 3)), mask, term, gamma=0.9, lam=0.9),
+        lambda: fastlmrl.grpo_advantages(np.arange(4.0), group_ids=[0, 1, 0, 1]),
+        lambda: fastlmrl.rloo_advantages(np.arange(4.0), group_size=2),
+        lambda: fastlmrl.loss_weights(mask, "dapo"),
+        lambda: fastlmrl.sequence_importance_ratio(np.zeros((2, 3)), np.zeros((2, 3)), mask),
+    ]
+
+
+def _recorded_kernel_calls(name):
+    """(kernel name, args) of every kernel call the valid public calls make under ``name``."""
+    module = raw(name)
+    calls = []
+
+    class Recorder:
+        def __getattr__(self, attr):
+            def record(*args):
+                calls.append((attr, [a.copy() if isinstance(a, np.ndarray) else a
+                                     for a in args]))
+                return getattr(module, attr)(*args)
+            return record
+
+    original = _backend.kernels
+    _backend.kernels = Recorder
+    try:
+        with fastlmrl.use_backend(name):
+            for call in _valid_public_calls():
+                call()
+    finally:
+        _backend.kernels = original
+    first = {}
+    for kernel, args in calls:
+        first.setdefault(kernel, args)
+    return first
+
+
+def _corrupted_statuses(name):
+    """Every integer array of every recorded call corrupted in turn (first/last entry set to
+    -1, a large id or the dtype's extremes): the kernel's status, and whether it modified an
+    array although it refused the call."""
+    module = raw(name)
+    out = {}
+    for kernel, args in sorted(_recorded_kernel_calls(name).items()):
+        for i, arr in enumerate(args):
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu" or arr.size == 0:
+                continue
+            info = np.iinfo(arr.dtype)
+            for value in (-1, 10**6, info.max, info.min):
+                for pos in (0, -1):
+                    if not info.min <= value <= info.max:
+                        continue
+                    call = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+                    call[i].flat[pos] = value
+                    before = [a.copy() if isinstance(a, np.ndarray) else None for a in call]
+                    status = getattr(module, kernel)(*call)
+                    touched = status != 0 and any(
+                        b is not None and not np.array_equal(a, b, equal_nan=True)
+                        for a, b in zip(call, before))
+                    out[(kernel, i, value, pos)] = (status, touched)
+    return out
+
+
+def test_raw_kernels_refuse_corrupted_structures_before_writing():
+    """A Numba/Cython user passing corrupted ids, offsets, orders, group ids or transition
+    tables gets a status code (never a crash, an exception or an out-of-bounds access), the
+    same status in every backend, and a refused call writes nothing."""
+    results = {name: _corrupted_statuses(name) for name in BACKEND_NAMES}
+    assert len(results["python"]) > 300
+    assert sum(s != 0 for s, _ in results["python"].values()) > 150
+    for name, res in results.items():
+        assert not [k for k, (_, touched) in res.items() if touched], name
+        assert res == results["python"], name
