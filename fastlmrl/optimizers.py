@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -269,6 +270,12 @@ def adam_step(table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e
          (m, v, step, lr, beta1, beta2, eps, maximize, acc))
 
 
+def _state_mapping(state, kind: str) -> None:
+    if not isinstance(state, Mapping):
+        raise ValueError(f"not an {kind} state: state must be a dict from state_dict(), got "
+                         f"{type(state).__name__}")
+
+
 class SGD:
     """Plain SGD on a table: ``opt = SGD(table, lr=0.1); opt.step(rows, grads)``.
 
@@ -287,6 +294,7 @@ class SGD:
         return {"lr": self.lr, "maximize": self.maximize}
 
     def load_state_dict(self, state: dict) -> None:
+        _state_mapping(state, "SGD")
         try:
             lr, maximize = state["lr"], state["maximize"]
         except (KeyError, TypeError) as exc:
@@ -342,6 +350,7 @@ class Adam:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (moments are copied in); validated first, all or nothing."""
+        _state_mapping(state, "Adam")
         try:
             t, m, v = state["t"], state["m"], state["v"]
             lr, betas, eps, maximize = state["lr"], state["betas"], state["eps"], state["maximize"]

@@ -567,3 +567,10 @@ def test_raw_kernels_refuse_corrupted_structures_before_writing():
     for name, res in results.items():
         assert not [k for k, (_, touched) in res.items() if touched], name
         assert res == results["python"], name
+
+
+@pytest.mark.parametrize("bad", [None, np.array([]), [1, 2], "t"])
+def test_optimizer_load_state_dict_of_wrong_type(bad):
+    for opt in (fastlmrl.Adam(np.zeros((2, 2))), fastlmrl.SGD(np.zeros((2, 2)), 0.1)):
+        with pytest.raises(ValueError, match="^not an (Adam|SGD) state: state must be a dict"):
+            opt.load_state_dict(bad)
