@@ -270,7 +270,11 @@ def cmd_train(args, out=None) -> int:
     if args.resume and not overrides and os.path.exists(checkpoint):
         from .checkpoint import load_checkpoint
 
-        saved = (load_checkpoint(checkpoint)[1].get("task") or {}).get("overrides") or []
+        meta = load_checkpoint(checkpoint)[1]
+        if meta.get("algorithm") != args.algo:
+            raise ValueError(f"{checkpoint!r} is a run of --algo {meta.get('algorithm')}, not "
+                             f"{args.algo}")
+        saved = (meta.get("task") or {}).get("overrides") or []
         if saved:  # the run's own --set options, so that `--resume --steps N` is enough
             overrides = [str(pair) for pair in saved]
             print(f"using the run's settings: --set {' --set '.join(overrides)}", file=out)

@@ -177,6 +177,9 @@ def test_resume_with_steps_already_done_says_why_nothing_happens(tmp_path, capsy
     assert load_checkpoint(run / "checkpoint.ckpt")[1]["iterations_done"] == 9
     assert cli.main(plain + ["--steps", "10", "--resume", "--set", "alpha=0.2"]) == 2
     assert "alpha (checkpoint 0.5, this trainer 0.2)" in _error_line(capsys)
+    other = ["train", "--algo", "sarsa", "--env", "toy", "--out", str(run), "--quiet"]
+    assert cli.main(other + ["--steps", "10", "--resume"]) == 2
+    assert "--algo q_learning, not sarsa" in _error_line(capsys)
 
 
 # --- damaged checkpoints through the command ----------------------------------------------------
