@@ -256,6 +256,22 @@ def test_frequencies_match_the_filtered_distribution(backend):
     np.testing.assert_allclose(lp, np.log(expected[tokens]), atol=1e-12)
 
 
+@pytest.mark.parametrize("params", [(0.8, 0, 0.9, 0.0), (1.0, 300, 0.8, 0.0), (1.3, 0, 1.0, 0.1),
+                                    (0.6, 2000, 0.95, 0.001), (1.0, 40, 1.0, 0.0)])
+def test_large_vocabulary_kept_sets_match_numpy(compiled, params):
+    """At V = 5000 (the cutoff searches of the compiled backends), every drawn token lies in the
+    kept set of the NumPy statement of the filters and its log-prob is its renormalised one."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((60, 5000)) * 3
+    with fastlmrl.use_backend(compiled.NAME):
+        tokens, lp, _ = fastlmrl.sample_tokens(x, 11, *params)
+    for i in range(x.shape[0]):
+        q = _filtered_distribution(x[i], params[0], params[1] or x.shape[1], params[2],
+                                   params[3])
+        assert q[tokens[i]] > 0, i
+        assert lp[i] == pytest.approx(math.log(q[tokens[i]]), abs=1e-9)
+
+
 # ----------------------------------------------------------------------------- seeds and threads
 @pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.9, top_k=60, top_p=0.9, min_p=0.01),
                                     dict(temperature=1.2, top_p=0.7), dict(top_k=250)])
