@@ -13,6 +13,10 @@ Results are NamedTuples mirroring the NumPy results, without ``grad_logits`` (au
 per-token outputs (``log_probs``, ``token_loss``, ...) are float64 tensors of the logits' batch
 shape and the scalar diagnostics 0-dim float64 tensors, all without gradient.
 
+bfloat16 logits are copied to float32 for the kernel and the float32 gradient is converted to
+bfloat16: two (N, V) float32 temporaries besides the bfloat16 gradient.  A non-contiguous logits
+tensor is copied once; contiguous ones are read in place.
+
 Per-token arguments may have the logits' batch shape (...,) or be flat (N,).  TRL spellings are
 accepted as aliases: ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_high``
 (``clip_high``), ``beta`` (``kl_coef``), ``importance_sampling_level`` (``ratio_level``),
