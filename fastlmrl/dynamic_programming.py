@@ -640,31 +640,13 @@ def value_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, max_iter: int =
                     mdp=mdp)
 
 
-def _action_values(mdp, gamma, v, q_out) -> None:
-    kern = _backend.kernels()
-    if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_action_values(mdp.next_state, mdp.reward,
-                                              mdp.terminal.view(np.uint8), gamma, v, q_out)
-    else:
-        status = kern.dense_mdp_action_values(mdp.P, mdp.R, gamma, v, q_out)
-    _raise(status, mdp)
-
-
-def _improve(q, policy, tol, new_policy) -> bool:
-    """Policy improvement with Puterman's stopping rule (1994, §6.4.1, steps 3-4: set
-    d_{n+1}(s) = d_n(s) if possible; stop when d_{n+1} = d_n): True (stable, ``new_policy`` =
-    ``policy``) when in every state the current action is a maximiser of ``q`` up to
-    ``tol * max(1, max|q|)``; otherwise ``new_policy`` = the greedy policy of ``q`` (lowest
-    maximiser) and False.  NumPy on the kernel's ``q``, so every backend decides the same."""
-    rows = np.arange(q.shape[0])
-    best = q.max(axis=1)
-    margin = tol * max(1.0, float(np.abs(best).max(initial=0.0)),
-                       float(np.abs(q[rows, policy]).max(initial=0.0)))
-    if (q[rows, policy] >= best - margin).all():
-        np.copyto(new_policy, policy)
-        return True
-    np.copyto(new_policy, q.argmax(axis=1))
-    return False
+def _stable(tv, v, tol) -> bool:
+    """Puterman's stopping rule with a tolerance: the current policy pi is greedy for its own
+    value v = v_pi when no action beats it by more than ``tol * max(1, max|Tv|, max|v|)``.  As
+    v_pi is the fixed point of T_pi, q(s, pi(s)) = v(s) (to rounding), so the test reads
+    max_s (Tv - v)(s) <= margin, with Tv = max_a q(s, a) from the backup kernel."""
+    margin = tol * max(1.0, float(np.abs(tv).max(initial=0.0)), float(np.abs(v).max(initial=0.0)))
+    return float((tv - v).max(initial=0.0)) <= margin
 
 
 def policy_iteration(mdp, gamma: float, *, max_iter: int = 1_000, v_init=None,
@@ -678,12 +660,13 @@ def policy_iteration(mdp, gamma: float, *, max_iter: int = 1_000, v_init=None,
     possible": when in every state :math:`\pi_n(s)` maximises :math:`q_{\pi_n}(s, \cdot)`,
     the policy is stable, hence optimal, and the loop stops; otherwise
     :math:`\pi_{n+1}` is the greedy policy of :math:`v_{\pi_n}` (ties to the lowest action).
-    "Maximises" allows a tolerance: :math:`q(s, \pi_n(s)) \ge \max_a q(s, a) -` ``tol`` ·
-    max(1, max|q|), because actions that tie in exact arithmetic (e.g. the symmetric moves of
-    Gymnasium's FrozenLake) differ by rounding in the evaluated values, and a policy compared
-    exactly would flip between them forever.  Every policy change improves some action value by
-    more than that margin, so the loop ends; the returned policy is optimal up to
-    ``tol * max(1, max|q|) / (1 - gamma)``.  ``num_iter`` counts the evaluations.  ``values`` is
+    "Maximises" allows a tolerance: since :math:`q(s, \pi_n(s)) = v_{\pi_n}(s)`, the test is
+    :math:`\max_s (T v_{\pi_n} - v_{\pi_n})(s) \le` ``tol`` · max(1, max|T v|, max|v|),
+    because actions that tie in exact arithmetic (e.g. the symmetric moves of Gymnasium's
+    FrozenLake) differ by rounding in the evaluated values, and a policy compared exactly would
+    flip between them forever.  Every policy change improves some action value by more than that
+    margin, so the loop ends; the returned policy is optimal up to
+    ``tol * max(1, max|v|) / (1 - gamma)``.  ``num_iter`` counts the evaluations.  ``values`` is
     the exact value of ``policy`` (also when ``converged`` is False: then ``policy`` is the last
     evaluated one).  ``tol`` >= 0 (0: exact comparisons).
     """
@@ -692,15 +675,14 @@ def policy_iteration(mdp, gamma: float, *, max_iter: int = 1_000, v_init=None,
     v = _default_values(mdp) if v_init is None else _state_values(v_init, "v_init", mdp)
     n_states = mdp.num_states
     scratch = np.empty(n_states)
-    q = np.empty((n_states, mdp.num_actions))
     policy = np.empty(n_states, dtype=np.int64)
     new_policy = np.empty(n_states, dtype=np.int64)
     _backup(mdp, gamma, v, scratch, policy)
     converged = False
     for i in range(max_iter):
         v = _policy_value(mdp, policy, gamma)
-        _action_values(mdp, gamma, v, q)
-        if _improve(q, policy, tol, new_policy):
+        _backup(mdp, gamma, v, scratch, new_policy)  # T v_pi and its greedy policy
+        if np.array_equal(new_policy, policy) or _stable(scratch, v, tol):
             converged = True
             break
         if i + 1 < max_iter:

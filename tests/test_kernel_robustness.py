@@ -274,21 +274,16 @@ def test_float32_transition_rows_accepted_at_float32_precision(backend):
 
 # --------------------------------------------------------------------------- policy iteration ties
 
-def test_improvement_keeps_the_current_action_on_a_rounding_tie():
-    from fastlmrl.dynamic_programming import _improve
-    q = np.array([[1.0, 1.0 + 4e-16, 0.5], [2.0, 3.0, 3.0], [0.0, 1e-3, 0.0]])
-    out = np.empty(3, dtype=np.int64)
-    # every current action a maximiser up to rounding: stable, kept as is
-    assert _improve(q, np.array([0, 2, 1]), 1e-10, out)
-    np.testing.assert_array_equal(out, [0, 2, 1])
-    assert _improve(q, np.array([1, 1, 1]), 1e-10, out)
-    np.testing.assert_array_equal(out, [1, 1, 1])
-    # tol = 0: exact comparisons, state 0's action 0 is beaten by 4e-16
-    assert not _improve(q, np.array([0, 2, 1]), 0.0, out)
-    np.testing.assert_array_equal(out, [1, 1, 1])  # greedy, lowest maximiser
-    # one state clearly improvable: the greedy policy (lowest maximisers)
-    assert not _improve(q, np.array([1, 2, 0]), 1e-10, out)
-    np.testing.assert_array_equal(out, [1, 1, 1])
+def test_stopping_rule_tolerates_rounding_ties_only():
+    from fastlmrl.dynamic_programming import _stable
+    v = np.array([1.0, -2.0, 0.0])
+    assert _stable(v, v, 1e-10)
+    assert _stable(v + np.array([4e-16, 0.0, 1e-11]), v, 1e-10)  # rounding-level gains
+    assert not _stable(v + np.array([0.0, 1e-6, 0.0]), v, 1e-10)  # a real improvement
+    assert not _stable(v + np.array([4e-16, 0.0, 0.0]), v, 0.0)  # tol = 0: exact
+    big = np.array([1e6, 0.0])
+    assert _stable(big + np.array([1e-5, 0.0]), big, 1e-10)  # margin scales with |v|
+    assert not _stable(big + np.array([0.0, 1e-3]), big, 1e-10)
 
 
 def test_policy_iteration_keeps_a_tied_action(backend):
