@@ -1,7 +1,10 @@
 """ArgmaxTree robustness (issue 11): damaged node arrays, trees of another table width, huge block
 sizes.  Every kernel (reference and compiled, called directly as a Numba/Cython user would) and
 every public function must refuse what it cannot trust -- status 33 / ValueError naming the tree
--- before writing anything, and never read or write outside its arrays."""
+-- leaving every array as it was, and never read or write outside its arrays.  The nodes a call
+may read as columns are checked before anything is written (selection: the roots; refresh: the
+siblings of each cell's path; updates: the leaf and siblings of each cell's path and the root of
+each next state of the learner's tree)."""
 import subprocess
 import sys
 import textwrap
@@ -33,7 +36,7 @@ def call_all(module, q, nodes, block_size, s, a, s2):
     """(kernel name, status, every array it was given) for each tree kernel on the batch."""
     n = s.shape[0]
     r = np.linspace(-1.0, 1.0, n).astype(q.dtype)
-    t = (np.arange(n) % 3 == 0).astype(np.uint8)
+    t = (np.arange(n) % 3 == 2).astype(np.uint8)  # item 0 bootstraps (reads a root)
     key, counter = np.uint64(stream_key(3)), np.uint64(5)
     q2 = q[:, ::-1].copy()
     nodes2 = built(module, q2, block_size)
@@ -98,6 +101,8 @@ def test_damaged_root_is_refused_by_every_kernel(compiled, reference, bad):
             if name == "argmax_tree_refresh":  # rewrites the whole path, root included: repaired
                 assert status == 0 and after[1][1, 1] == 8
                 continue
+            if name == "double_q_learning_update_tree" and status == 0:
+                continue  # the coin chose q2 (whose tree is intact) as the learner
             assert status == CORRUPT_TREE, (module.__name__, name)
             for x, y in zip(before, after):
                 np.testing.assert_array_equal(x, y)
