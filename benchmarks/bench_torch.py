@@ -24,11 +24,11 @@ Sizes (issue 12): PPO at (4096, 50257) and (65536, 64) float32 logits; LM head N
 H = 576, V = 49152 (gradients w.r.t. hidden and weight).  ``extra_info``: ``M_items_per_s``
 (tokens), ``peak_extra_MB``: the peak of the process's resident set size during one untimed call
 above its value just before it (a thread samples ``/proc/self/statm`` every 0.2 ms), measured
-after dropping the gradients of the previous call and emptying fastlmrl.torch's buffer cache.  RSS is used
-because the kernels' buffers come from NumPy and PyTorch's profiler would only see PyTorch's
-allocator (and tracemalloc neither); it counts every page touched by anyone in the process,
-so it is an upper bound on the call's own extra memory, and it misses peaks shorter than the
-sampling period.  Memory freed back to the OS (large blocks are mmap-ed by glibc) leaves RSS at
+after dropping the gradients of the previous call and emptying fastlmrl.torch's buffer cache.
+RSS is used because the kernels' buffers come from NumPy and PyTorch's profiler would only see
+PyTorch's allocator (and tracemalloc neither); it counts every page touched by anyone in the
+process, so it is an upper bound on the call's own extra memory, and it misses peaks shorter than
+the sampling period.  Memory freed back to the OS (large blocks are mmap-ed by glibc) leaves RSS at
 once.  The ``op_overhead`` group times a (1, 8) input: op vs the NumPy API vs the op's
 implementation called without the dispatcher.
 """

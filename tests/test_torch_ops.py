@@ -101,7 +101,7 @@ def flat_np(t):
     return t.detach().reshape(-1, t.shape[-1]).numpy() if t.ndim > 1 else t.detach().numpy()
 
 
-# --- import behaviour -------------------------------------------------------------------------------
+# --- import behaviour -----------------------------------------------------------------------------
 
 def test_import_fastlmrl_does_not_import_torch():
     code = "import sys, fastlmrl; assert 'torch' not in sys.modules, 'torch was imported'"
@@ -117,7 +117,7 @@ def test_import_without_torch_names_the_extra():
     assert "pip install 'fastlmrl[torch]'" in out
 
 
-# --- log-probs, entropy, log-sum-exp ------------------------------------------------------------
+# --- log-probs, entropy, log-sum-exp --------------------------------------------------------------
 
 ROW_OPS = [
     (ft.token_log_probs, lambda x, t: torch_logp(x, t), True),
@@ -173,7 +173,7 @@ def test_row_ops_equal_numpy_api(dtype):
     np.testing.assert_array_equal(g.numpy(), fastlmrl.log_prob_grad(xn, tn))
 
 
-# --- losses -----------------------------------------------------------------------------------------
+# --- losses ---------------------------------------------------------------------------------------
 
 PPO_CASES = {
     "token": dict(clip_low=0.2, clip_high=0.28),
@@ -334,7 +334,7 @@ def test_loss_weights_modes_and_trl_aliases():
         ft.ppo_loss(x, t, per["old"], per["adv"], w, clip_low=0.1, epsilon=0.1)
 
 
-# --- dtypes and layouts -----------------------------------------------------------------------------
+# --- dtypes and layouts ---------------------------------------------------------------------------
 
 def test_bfloat16_computed_in_float32():
     x, t, per = rng_tensors(n=12, v=50, dtype=BF16, seed=6)
@@ -387,7 +387,7 @@ def test_retain_graph_and_repeated_backward():
     torch.testing.assert_close(x.grad, 3 * once, rtol=1e-15, atol=0)
 
 
-# --- fused LM head ----------------------------------------------------------------------------------
+# --- fused LM head --------------------------------------------------------------------------------
 
 def head_tensors(n=10, h=4, v=7, dtype=F64, seed=9):
     g = torch.Generator().manual_seed(seed)
@@ -463,7 +463,7 @@ def test_linear_ops_float32_bfloat16_and_frozen_weight():
         torch.testing.assert_close(a.float(), b.to(BF16).float(), rtol=2e-2, atol=1e-2)
 
 
-# --- opcheck and torch.compile ----------------------------------------------------------------------
+# --- opcheck and torch.compile --------------------------------------------------------------------
 
 def opcheck_cases():
     x, t, per = rng_tensors(n=6, v=7, seed=12)
@@ -531,7 +531,7 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(a, b)
 
 
-# --- bad input --------------------------------------------------------------------------------------
+# --- bad input ------------------------------------------------------------------------------------
 
 def bad_calls():
     x, t, per = rng_tensors(n=4, v=5, seed=14)

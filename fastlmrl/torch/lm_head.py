@@ -384,8 +384,8 @@ def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=N
     (default about 8 M logits); with ``ratio_level="sequence"`` chunks hold whole sequences.
     """
     h, w, bias = _head_arguments(hidden, weight, bias)
-    tensors, o = ppo_arguments(hidden.shape[:-1], tokens, old_log_probs, advantages, weights, clip_low,
-                               clip_high, dual_clip, ratio_level, sequence_offsets,
+    tensors, o = ppo_arguments(hidden.shape[:-1], tokens, old_log_probs, advantages, weights,
+                               clip_low, clip_high, dual_clip, ratio_level, sequence_offsets,
                                ref_log_probs, kl_coef, kl_estimator, epsilon, epsilon_high,
                                cliprange, beta, importance_sampling_level)
     tok, old, adv, wts, offs, ref = tensors

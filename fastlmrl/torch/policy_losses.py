@@ -209,8 +209,8 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     :func:`fastlmrl.torch.loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO.
     """
     x = tt.logits_2d(logits)
-    tensors, o = ppo_arguments(logits.shape[:-1], tokens, old_log_probs, advantages, weights, clip_low,
-                               clip_high, dual_clip, ratio_level, sequence_offsets,
+    tensors, o = ppo_arguments(logits.shape[:-1], tokens, old_log_probs, advantages, weights,
+                               clip_low, clip_high, dual_clip, ratio_level, sequence_offsets,
                                ref_log_probs, kl_coef, kl_estimator, epsilon, epsilon_high,
                                cliprange, beta, importance_sampling_level)
     tok, old, adv, w, offs, ref = tensors
