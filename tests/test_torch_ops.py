@@ -673,3 +673,14 @@ def test_buffer_cache_reuses_only_buffers_no_tensor_holds():
     with pytest.raises(ValueError, match="max_bytes"):
         ft.set_buffer_cache(-1)
     ft.empty_cache()
+
+
+def test_readme_from_pytorch_example_runs(capsys):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("## From PyTorch", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md (From PyTorch)", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    unfused = float(out[0].split()[1])
+    fused = float(out[1].split()[-1])
+    assert unfused == pytest.approx(fused, rel=1e-5)
