@@ -1,0 +1,38 @@
+"""fastlmrl's neural side: PyTorch causal language models as RL policies.
+
+Install with ``pip install 'fastlmrl[neural]'`` (torch and transformers).  ``import fastlmrl`` does
+not import this package (nor torch); importing it does.
+
+* :mod:`fastlmrl.neural.tokenizer`: :class:`TokenizerAdapter`, one interface over fastlmrl's and
+  Hugging Face tokenizers;
+* :mod:`fastlmrl.neural.model`: :func:`build_model` (``transformers`` GPT-2 / Llama from a config),
+  :func:`save_model` (atomic), :func:`load_model` (our folders and any local Hugging Face folder);
+* :mod:`fastlmrl.neural.pretrain`: :func:`pretrain` a small model from scratch on the built-in
+  corpus (plus examples of the verifiable tasks), :func:`pretrained_model` (cached on disk).
+"""
+from .model import (ARCHITECTURES, build_model, default_model_config, load_model,  # noqa: F401
+                    read_metadata, require_transformers, save_model)
+
+require_transformers()
+
+from .pretrain import (PretrainResult, generate_completions, model_cache_dir,  # noqa: E402
+                       pretrain, pretrained_model, task_success_rate)
+from .tokenizer import TokenizerAdapter, as_tokenizer  # noqa: E402
+
+__all__ = [
+    "ARCHITECTURES",
+    "PretrainResult",
+    "TokenizerAdapter",
+    "as_tokenizer",
+    "build_model",
+    "default_model_config",
+    "generate_completions",
+    "load_model",
+    "model_cache_dir",
+    "pretrain",
+    "pretrained_model",
+    "read_metadata",
+    "require_transformers",
+    "save_model",
+    "task_success_rate",
+]
