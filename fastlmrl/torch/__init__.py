@@ -10,7 +10,9 @@ it); logits of dtype float32, float64 or bfloat16 (computed in float32).
 * :func:`ppo_loss`, :func:`reinforce_loss`, :func:`a2c_loss`, :func:`kl_penalty_loss` -- fused
   loss + gradient in one kernel pass; :func:`loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO;
 * :func:`linear_token_log_probs`, :func:`linear_ppo_loss` -- fused LM head: ``hidden @ weight.T``
-  in chunks of rows, never the (N, V) logits.
+  in chunks of rows, never the (N, V) logits;
+* :func:`sample_tokens` -- one token per row (temperature, top-k, top-p, min-p) from the
+  counter-based RNG, with its log-probabilities (not differentiable).
 
 Large gradient buffers are allocated by NumPy (transparent huge pages) and kept for reuse once
 their tensors are gone, up to 4 GiB (``set_buffer_cache``, ``empty_cache``; environment variable
@@ -34,12 +36,14 @@ from .log_probs import entropy, logsumexp, token_log_probs  # noqa: E402
 from .policy_losses import (A2CLossResult, KLPenaltyResult, PPOLossResult,  # noqa: E402
                             ReinforceLossResult, a2c_loss, kl_penalty_loss, ppo_loss,
                             reinforce_loss)
+from .sampling import SampledTokens, sample_tokens  # noqa: E402
 
 __all__ = [
     "A2CLossResult",
     "KLPenaltyResult",
     "PPOLossResult",
     "ReinforceLossResult",
+    "SampledTokens",
     "a2c_loss",
     "empty_cache",
     "entropy",
