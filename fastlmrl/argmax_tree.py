@@ -190,6 +190,8 @@ def _physical_memory() -> int:
 def raise_for_tree_status(status: int, bounds: dict, name: str = "argmax_tree") -> None:
     """check.raise_for_status that also knows BAD_TREE, CORRUPT_TREE and BAD_SHAPES (internal);
     ``name`` is the argument that passed the tree."""
+    if status == 10:  # epsilon_greedy_tree (the wrappers check epsilon first)
+        raise ValueError("epsilon must be in [0, 1]")
     if status == BAD_TREE:
         raise ValueError(f"{name} does not fit its table (nodes shape / block_size)")
     if status == CORRUPT_TREE:

@@ -27,6 +27,10 @@ def _prepare(q, states):
 
 
 def _finish(status, states, q):
+    if status == 10:  # kernel scalar checks (the wrappers check both first)
+        raise ValueError("epsilon must be in [0, 1]")
+    if status == 11:
+        raise ValueError("temperature must be a finite number > 0")
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
         raise ValueError("internal error: array arguments of inconsistent shapes "
                          f"(status {BAD_SHAPES})")

@@ -420,3 +420,48 @@ def test_public_aliasing_repro_in_a_subprocess():
                              timeout=300)
         assert out.returncode == 0, (name, out.returncode, out.stderr[-2000:])
         assert "refused: states shares memory with q" in out.stdout, (name, out.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# scalar arguments of the raw selection kernels (fuzz findings: temperature 0 raised
+# ZeroDivisionError, num_threads = 2**31 OverflowError in Cython)
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf")])
+def test_raw_boltzmann_refuses_a_bad_temperature(compiled, reference, temperature):
+    q = np.zeros((2, 3))
+    for module in (reference, compiled):
+        out = np.full(2, -7, np.int64)
+        assert module.boltzmann(q, np.array([0, 1]), temperature, np.uint64(1), np.uint64(0),
+                                out, 1) == 11
+        assert (out == -7).all()
+
+
+@pytest.mark.parametrize("epsilon", [-0.1, 1.5, float("nan"), float("inf")])
+def test_raw_epsilon_greedy_refuses_a_bad_epsilon(compiled, reference, epsilon):
+    q = np.zeros((2, 3))
+    nodes = built(reference, q, 2)
+    for module in (reference, compiled):
+        out = np.full(2, -7, np.int64)
+        assert module.epsilon_greedy(q, np.array([0, 1]), epsilon, np.uint64(1), np.uint64(0),
+                                     out, 1) == 10
+        assert module.epsilon_greedy_tree(q, nodes, 2, np.array([0, 1]), epsilon, np.uint64(1),
+                                          np.uint64(0), out) == 10
+        assert (out == -7).all()
+
+
+@pytest.mark.parametrize("num_threads", [0, -5, 2**31, 2**40, 2**63, 2**70])
+def test_raw_selection_accepts_any_integer_thread_count(compiled, reference, num_threads):
+    """The thread count never changes results; a huge one is clamped (Cython), not an
+    OverflowError or a request for billions of threads."""
+    q = np.random.default_rng(0).standard_normal((4, 5))
+    states = np.arange(4)
+    want = np.empty(4, np.int64)
+    assert reference.greedy(q, states, want, 1) == 0
+    for module in (reference, compiled):
+        out = np.empty(4, np.int64)
+        try:
+            status = module.greedy(q, states, out, num_threads)
+        except (TypeError, OverflowError):  # Numba's dispatcher: no int type beyond int64
+            assert module.__name__.endswith("numba") and num_threads >= 2**63
+            continue
+        assert status == 0 and np.array_equal(out, want)

@@ -19,6 +19,7 @@ from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 cdef enum:
     BAD_TREE = 32
     CORRUPT_TREE = 33
+    BAD_EPSILON = 10  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
     OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
@@ -337,6 +338,8 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
     span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
     if written_overlap(1, 4, start, size):
         return OVERLAPPING_ARRAYS
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return BAD_EPSILON
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):

@@ -3,7 +3,7 @@
 
 __all__ = ["boltzmann", "epsilon_greedy", "greedy"]
 from cython.parallel cimport prange
-from libc.math cimport exp
+from libc.math cimport exp, INFINITY
 from libc.stdint cimport int64_t, uint64_t
 
 from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_argmax,
@@ -16,6 +16,25 @@ from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 cdef enum:
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
     OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
+    BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
+    BAD_TEMPERATURE = 11  # temperature not a finite number > 0
+
+import operator
+import os
+
+# More threads than cores gain nothing (results never depend on the count); a huge num_threads
+# from a direct caller is clamped instead of asking OpenMP for billions of threads.
+cdef int MAX_THREADS = max(1, os.cpu_count() or 1)
+
+
+cdef int _thread_count(object num_threads) except -1:
+    """num_threads (any Python integer; TypeError otherwise) clamped to [1, cores]."""
+    n = operator.index(num_threads)
+    if n < 1:
+        return 1
+    if n > MAX_THREADS:
+        return MAX_THREADS
+    return <int>n
 
 
 cdef inline bint _out_overlaps(const real_t[:, ::1] q, const index_t[::1] states,
@@ -96,6 +115,8 @@ cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, 
         return BAD_SHAPES
     if _out_overlaps(q, states, out):
         return OVERLAPPING_ARRAYS
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return BAD_EPSILON
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)
@@ -117,6 +138,8 @@ cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, doubl
         return BAD_SHAPES
     if _out_overlaps(q, states, out):
         return OVERLAPPING_ARRAYS
+    if not (temperature > 0.0 and temperature < INFINITY):
+        return BAD_TEMPERATURE
     if out_of_range(states, q.shape[0]):
         return 1
     threads = _threads(num_threads, n)
@@ -129,24 +152,24 @@ cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, doubl
     return 0
 
 
-def greedy(const real_t[:, ::1] q, const index_t[::1] states, int64_t[::1] out, int num_threads):
-    cdef int status
+def greedy(const real_t[:, ::1] q, const index_t[::1] states, int64_t[::1] out, num_threads):
+    cdef int status, threads = _thread_count(num_threads)
     with nogil:
-        status = greedy_core(q, states, out, num_threads)
+        status = greedy_core(q, states, out, threads)
     return status
 
 
 def epsilon_greedy(const real_t[:, ::1] q, const index_t[::1] states, double epsilon,
-                   uint64_t key, uint64_t counter, int64_t[::1] out, int num_threads):
-    cdef int status
+                   uint64_t key, uint64_t counter, int64_t[::1] out, num_threads):
+    cdef int status, threads = _thread_count(num_threads)
     with nogil:
-        status = epsilon_greedy_core(q, states, epsilon, key, counter, out, num_threads)
+        status = epsilon_greedy_core(q, states, epsilon, key, counter, out, threads)
     return status
 
 
 def boltzmann(const real_t[:, ::1] q, const index_t[::1] states, double temperature,
-              uint64_t key, uint64_t counter, int64_t[::1] out, int num_threads):
-    cdef int status
+              uint64_t key, uint64_t counter, int64_t[::1] out, num_threads):
+    cdef int status, threads = _thread_count(num_threads)
     with nogil:
-        status = boltzmann_core(q, states, temperature, key, counter, out, num_threads)
+        status = boltzmann_core(q, states, temperature, key, counter, out, threads)
     return status

@@ -18,6 +18,7 @@ from .td_learning import written_overlaps
 
 BAD_TREE = 32
 CORRUPT_TREE = 33
+BAD_EPSILON = 10  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
 INT32_MAX = 2**31 - 1
 
 
@@ -292,6 +293,8 @@ def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out
         return BAD_SHAPES
     if written_overlaps(out, q, nodes, states, q[:0], q[:0], q[:0], q[:0]):
         return OVERLAPPING_ARRAYS
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return BAD_EPSILON
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):

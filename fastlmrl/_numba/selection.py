@@ -8,6 +8,9 @@ from numba import njit, prange
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from .td_learning import written_overlaps
+
+BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
+BAD_TEMPERATURE = 11  # temperature not a finite number > 0
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
 
 PARALLEL_MIN_BATCH = 8192
@@ -120,6 +123,8 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
         return BAD_SHAPES
     if written_overlaps(out, q, states, out[:0], out[:0], out[:0], out[:0], out[:0]):
         return OVERLAPPING_ARRAYS
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return BAD_EPSILON
     if out_of_range(states, q.shape[0]):
         return 1
     key = np.uint64(key)
@@ -137,6 +142,8 @@ def boltzmann(q, states, temperature, key, counter, out, num_threads):
         return BAD_SHAPES
     if written_overlaps(out, q, states, out[:0], out[:0], out[:0], out[:0], out[:0]):
         return OVERLAPPING_ARRAYS
+    if not (temperature > 0.0 and temperature < np.inf):
+        return BAD_TEMPERATURE
     if out_of_range(states, q.shape[0]):
         return 1
     key = np.uint64(key)

@@ -43,6 +43,7 @@ from .td_learning import written_overlaps
 
 BAD_TREE = 32
 CORRUPT_TREE = 33
+BAD_EPSILON = 10  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
 INT32_MAX = 2**31 - 1
 
 
@@ -309,6 +310,8 @@ def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out
     if written_overlaps(out, q, nodes, states):
         return OVERLAPPING_ARRAYS
     s_ = states.tolist()
+    if not 0.0 <= epsilon <= 1.0:
+        return BAD_EPSILON
     key, counter = int(key), int(counter)
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE

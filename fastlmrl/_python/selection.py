@@ -8,6 +8,9 @@ from .td_learning import written_overlaps
 from ..rng import uniform
 from ._common import first_out_of_range, row_argmax, row_max
 
+BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
+BAD_TEMPERATURE = 11  # temperature not a finite number > 0
+
 
 def _shapes_ok(states, out):
     """The shape check (first): one output per state."""
@@ -33,6 +36,8 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
         return BAD_SHAPES
     if written_overlaps(out, q, states):
         return OVERLAPPING_ARRAYS
+    if not 0.0 <= epsilon <= 1.0:
+        return BAD_EPSILON
     key, counter = int(key), int(counter)
     if first_out_of_range(states.tolist(), q.shape[0]):
         return 1
@@ -52,6 +57,8 @@ def boltzmann(q, states, temperature, key, counter, out, num_threads):
         return BAD_SHAPES
     if written_overlaps(out, q, states):
         return OVERLAPPING_ARRAYS
+    if not 0.0 < temperature < math.inf:
+        return BAD_TEMPERATURE
     key, counter = int(key), int(counter)
     if first_out_of_range(states.tolist(), q.shape[0]):
         return 1
