@@ -206,7 +206,7 @@ def held_out_perplexity(model, tokenizer: CharTokenizer, text: str, *,
     with torch.no_grad():
         for start in range(0, len(seqs), batch_size):
             ids, mask = _padded_batch(seqs[start: start + batch_size], tokenizer.eos_id)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            logits = model(input_ids=ids, attention_mask=mask).logits.double()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             target = ids[:, 1:]
             valid = mask[:, 1:].bool()

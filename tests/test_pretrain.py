@@ -1,0 +1,102 @@
+"""Pretraining a tiny transformers model: it learns (held-out perplexity), is deterministic, caches."""
+import math
+import os
+import types
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from fastlmrl import CharTokenizer  # noqa: E402
+from fastlmrl.corpus import generate_corpus  # noqa: E402
+from fastlmrl.neural import pretrain, pretrained_model  # noqa: E402
+from fastlmrl.neural.pretrain import held_out_perplexity  # noqa: E402
+
+CORPUS = generate_corpus(300, seed=4)
+# a tiny model and budget: a few seconds on 2 busy cores
+TINY = dict(n_layer=1, n_embd=32, n_head=2, n_positions=128, block_size=32, batch_size=8,
+            steps=60, seconds=1e9, task_examples=100, eval_problems=0, learning_rate=1e-2,
+            warmup_steps=5)
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
+    tok = CharTokenizer(tokens=list("abc "))
+    V = tok.vocab_size
+
+    class Flat(torch.nn.Module):  # equal logits everywhere
+        config = types.SimpleNamespace(n_positions=64)
+
+        def forward(self, input_ids, attention_mask=None):
+            return types.SimpleNamespace(logits=torch.zeros(*input_ids.shape, V))
+
+    assert held_out_perplexity(Flat(), tok, "ab c\nb\n\nccc a\n") == pytest.approx(V, rel=1e-12)
+
+
+def test_pretraining_lowers_held_out_perplexity_and_is_deterministic():
+    a = pretrain(CORPUS, seed=3, **TINY)
+    V = a.tokenizer.vocab_size
+    assert a.uniform_perplexity == V and a.steps == 60 and not a.time_limited
+    assert a.initial_perplexity > 0.8 * V  # random init is close to uniform ...
+    assert a.perplexity < 0.5 * a.initial_perplexity  # ... training halves it at least
+    assert math.isfinite(a.ngram_perplexity) and a.ngram_perplexity < V
+    b = pretrain(CORPUS, seed=3, **TINY)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same thread count
+    assert b.perplexity == a.perplexity
+
+
+def test_pretrained_model_cache_hit_returns_the_same_weights(tmp_path):
+    first = pretrained_model(CORPUS, cache_dir=tmp_path, seed=1, **TINY)
+    assert not first.from_cache and first.folder is not None
+    assert os.path.dirname(first.folder) == str(tmp_path)
+    second = pretrained_model(CORPUS, cache_dir=tmp_path, seed=1, **TINY)
+    assert second.from_cache and second.folder == first.folder
+    s1, s2 = first.model.state_dict(), second.model.state_dict()
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert second.perplexity == first.perplexity and second.steps == first.steps
+    assert second.tokenizer.tokenizer == first.tokenizer.tokenizer
+    # another seed is another cache entry
+    third = pretrained_model(CORPUS, cache_dir=tmp_path, seed=2, **{**TINY, "steps": 2})
+    assert not third.from_cache and third.folder != first.folder
+    assert len(os.listdir(tmp_path)) == 2
+
+
+def test_pretrain_checks_arguments():
+    with pytest.raises(ValueError, match="steps"):
+        pretrain(CORPUS, steps=0)
+    with pytest.raises(ValueError, match="block_size"):
+        pretrain(CORPUS, block_size=128, n_positions=128)
+    with pytest.raises(ValueError, match="unknown task"):
+        pretrain(CORPUS, tasks=["poetry"])
+    with pytest.raises(TypeError, match="corpus"):
+        pretrain(b"bytes")
+    with pytest.raises(TypeError, match="unknown pretrain setting"):
+        pretrained_model(CORPUS, lerning_rate=1.0)
+
+
+def test_pretrain_command(tmp_path, monkeypatch, capsys):
+    from fastlmrl.cli import main
+    from fastlmrl.neural import load_model
+    monkeypatch.setenv("FASTLMRL_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "model"
+    argv = ["pretrain", "--steps", "2", "--eval-problems", "0", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "held-out perplexity: model" in text and "3-gram LM" in text
+    assert "2 steps" in text and str(out) in text
+    model, tok = load_model(out)
+    assert tok.kind == "fastlmrl" and model.config.n_layer == 2
+    assert len(os.listdir(tmp_path / "cache" / "models")) == 1
+    assert "(cache hit)" not in text
+    assert main(argv) == 0  # the second run loads the cached model
+    assert "(cache hit)" in capsys.readouterr().out
+
+
+def test_pretrain_command_rejects_bad_options(capsys):
+    from fastlmrl.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "--steps", "0"])
+    assert exc.value.code == 2
+    assert "--steps" in capsys.readouterr().err
