@@ -49,11 +49,11 @@ keeps a heap of the k largest weights in one pass (blocks of 64 with nothing abo
 skipped); a larger k first finds the power-of-two cutoff above which at least k weights lie
 (binary search, one vectorised count per step) and selects among those.  Top-p gathers the weights
 above the power-of-two cutoff whose mass reaches the target (binary search over masked sums; after
-a top-k of at most 1024, the top-k set) and pops them from a max-heap in descending order: work in
-the size of the nucleus, not of the vocabulary.  At (256, 50257) float32 on one core of the
-development machine: ~36k tokens/s for plain sampling and ~10k tokens/s with temperature 0.7,
-top-k 50 and top-p 0.9 (``torch.multinomial`` of the softmax: ~0.8k tokens/s; see
-``benchmarks/bench_sampling.py``).  Rows are processed in parallel (``fastlmrl.set_num_threads``).
+a top-k of at most 1024, the top-k set, whose index-ordered list then also serves the sums and the
+CDF search) and pops them from a max-heap in descending order: work in the size of the nucleus,
+not of the vocabulary.  At (256, 50257) float32 on one core of the development machine: ~36k
+tokens/s for plain sampling and ~12k tokens/s with temperature 0.7, top-k 50 and top-p 0.9
+(``torch.multinomial`` of the softmax: ~0.8k tokens/s; see ``benchmarks/bench_sampling.py``).  Rows are processed in parallel (``fastlmrl.set_num_threads``).
 
 Masked logits (-inf) have probability 0 and are never drawn.  A row holding NaN or +inf or no
 finite entry raises ValueError naming ``logits``; nothing is written then.

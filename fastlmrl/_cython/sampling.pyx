@@ -6,7 +6,8 @@ weight row buffer of the logits' dtype and a float64 scratch row (the top-k heap
 candidates), malloc'ed once per call.  Row i always uses counter + i, so results do not depend on
 the thread count.  Results are collected in work arrays and copied out after every row was valid.
 Thresholds are found from the weights' values only (heaps of values), so any correct heap gives the
-reference's result.
+reference's result; after a top-k with k <= 1024 the sums and the search run over the candidate
+list (see fastlmrl/_numba/sampling.py).
 """
 
 __all__ = ["sample_tokens"]
@@ -29,7 +30,7 @@ cdef enum:
     NO_MEMORY = 99
     BLOCK = 64
     SMALL_K = 128  # top-k up to this k: one heap pass over the row
-    DIRECT_K = 1024  # top-p after a top-k up to this k: every weight >= t_k is a candidate
+    DIRECT_K = 1024  # top-k up to this k: the rest of the row works on the candidate list
     LAST_EXPONENT = 60  # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
 
 
@@ -222,21 +223,18 @@ cdef double _kth_largest(const real_t* w, Py_ssize_t n, Py_ssize_t k, double* h)
 
 
 cdef double _top_p_threshold(const real_t* w, Py_ssize_t n, double t_k, double top_p,
-                             double total_k, bint direct, double* h) noexcept nogil:
+                             double total_k, double* h) noexcept nogil:
     """t_p: the weight v_r at which the descending cumulative mass first reaches top_p * W.
 
     The candidates are the weights above the smallest power-of-two cutoff whose (vectorised,
     any-order) mass reaches the target, found by binary search over the exponent; they are popped
     from a max-heap in descending order and added exactly.  Should rounding leave the exact sum
     below the target, the cutoff is halved and the pass repeated (down to t_k: all of K).
-    ``direct``: skip the search, the candidates are all of K (a small top-k).
     """
     cdef double target = top_p * total_k, c, v, cumulative
     cdef bint last
     cdef int e, e_lo = -1, e_hi = LAST_EXPONENT + 1  # mass at 2**-e_hi (> 60: at t_k) >= target
     cdef Py_ssize_t size
-    if direct:  # few weights >= t_k (a small top-k): they are the candidates
-        e_lo = e_hi - 1
     while e_hi - e_lo > 1:
         e = (e_lo + e_hi) // 2
         c = ldexp(1.0, -e)
@@ -250,20 +248,100 @@ cdef double _top_p_threshold(const real_t* w, Py_ssize_t n, double t_k, double t
         last = c <= t_k or e > LAST_EXPONENT
         if last:
             c = t_k
-        size = _gather(w, n, c, h)
-        _heapify(h, size)
-        cumulative = 0.0
-        while size > 0:
-            v = h[0]
-            cumulative += v
-            if cumulative >= target:
-                return v
-            size -= 1
-            h[0] = h[size]
-            _sift_down(h, size, 0)
+        v = _pop_until(h, _gather(w, n, c, h), target)
+        if v >= 0.0:
+            return v
         if last:
             return 0.0
         e += 1
+
+
+cdef double _pop_until(double* h, Py_ssize_t size, double target) noexcept nogil:
+    """Add the values h[0:size] in descending order (popped from a max-heap); the value whose
+    addition first brings the sum to >= target, or -1 when the sum of all stays below it."""
+    cdef double v, cumulative = 0.0
+    _heapify(h, size)
+    while size > 0:
+        v = h[0]
+        cumulative += v
+        if cumulative >= target:
+            return v
+        size -= 1
+        h[0] = h[size]
+        _sift_down(h, size, 0)
+    return -1.0
+
+
+# ---- the same sums and search over an index-ordered candidate list (a small top-k) -------------
+# The candidates are every positive w[j] >= t_k; the entries they leave out are 0 in the dense
+# passes, and adding 0.0 changes no sum, so these give the dense passes' values bit for bit.
+
+cdef Py_ssize_t _gather_indexed(const real_t* w, Py_ssize_t n, double c, double* h,
+                                int64_t* idx) noexcept nogil:
+    """h[0:size], idx[0:size] = the positive w[j] >= c and their j, in index order."""
+    cdef Py_ssize_t size = 0, lo = 0, hi, j
+    cdef double v
+    while lo < n:
+        hi = lo + BLOCK if lo + BLOCK < n else n
+        if _count_at_least(w, lo, hi, c) > 0:
+            for j in range(lo, hi):
+                v = <double>w[j]
+                if v >= c and v > 0.0:
+                    h[size] = v
+                    idx[size] = j
+                    size += 1
+        lo = hi
+    return size
+
+
+cdef inline double _sparse_lane_sum(const real_t* w, const int64_t* idx, Py_ssize_t lo,
+                                    Py_ssize_t hi, double t) noexcept nogil:
+    """The lane sum (lane j % 8) of the w[j] >= t over the candidates idx[lo:hi]."""
+    cdef double s[8]
+    cdef double v
+    cdef Py_ssize_t c, l
+    cdef int64_t j
+    for l in range(8):
+        s[l] = 0.0
+    for c in range(lo, hi):
+        j = idx[c]
+        v = <double>w[j]
+        if v >= t:
+            s[j & 7] += v
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
+cdef inline Py_ssize_t _sparse_last_positive(const real_t* w, const int64_t* idx, Py_ssize_t lo,
+                                             Py_ssize_t hi, double t) noexcept nogil:
+    cdef Py_ssize_t c
+    for c in range(hi - 1, lo - 1, -1):
+        if _kept(w[idx[c]], t) > 0.0:
+            return idx[c]
+    return idx[lo]
+
+
+cdef Py_ssize_t _sparse_block_search(const real_t* w, const int64_t* idx, Py_ssize_t size,
+                                     double t, double target) noexcept nogil:
+    """``_block_search`` over the candidates (blocks without one add 0 and are skipped)."""
+    cdef double cumulative = 0.0, after, r
+    cdef Py_ssize_t c = 0, end, cc
+    cdef int64_t b
+    while c < size:
+        b = idx[c] // BLOCK
+        end = c + 1
+        while end < size and idx[end] // BLOCK == b:
+            end += 1
+        after = cumulative + _sparse_lane_sum(w, idx, c, end, t)
+        if after > target:
+            r = cumulative
+            for cc in range(c, end):
+                r += _kept(w[idx[cc]], t)
+                if r > target:
+                    return idx[cc]
+            return _sparse_last_positive(w, idx, c, end, t)
+        cumulative = after
+        c = end
+    return _sparse_last_positive(w, idx, 0, size, t)
 
 
 cdef inline Py_ssize_t _last_positive(const real_t* w, Py_ssize_t lo, Py_ssize_t hi,
@@ -297,9 +375,10 @@ cdef Py_ssize_t _block_search(const real_t* w, Py_ssize_t n, double t,
 
 cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperature,
                      int64_t top_k, double top_p, double min_p, double u, real_t* w, double* h,
-                     int64_t* res_tok, double* res_lp, double* res_mlp) noexcept nogil:
+                     int64_t* idx, int64_t* res_tok, double* res_lp,
+                     double* res_mlp) noexcept nogil:
     """Row i into res_*[i]; returns 1 for an invalid row (nothing stored), else 0."""
-    cdef Py_ssize_t n = logits.shape[1], j, a = 0
+    cdef Py_ssize_t n = logits.shape[1], j, a = 0, size
     cdef const real_t* row = &logits[i, 0]
     cdef double m, s, model_lse, memo, memo_t = 0.0, t_k = 0.0, t, t_p, z, x_a
     if not row_stats(row, n, w, &m, &s):
@@ -320,12 +399,27 @@ cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperatu
         _weights(row, n, m, temperature, w)
     if top_k > 0 and top_k < n:
         t_k = _kth_largest(w, n, top_k, h)
+        if top_k <= DIRECT_K:  # few candidates: work on their list, not on the row
+            size = _gather_indexed(w, n, t_k, h, idx)
+            t = t_k
+            if top_p < 1.0:
+                t_p = _pop_until(h, size, top_p * _sparse_lane_sum(w, idx, 0, size, t_k))
+                t = t_p if t_p > t else t
+            if min_p > 0.0:
+                t = min_p if min_p > t else t
+            z = _sparse_lane_sum(w, idx, 0, size, t)
+            a = _sparse_block_search(w, idx, size, t, u * z)
+            x_a = <double>row[a]
+            res_tok[i] = a
+            res_lp[i] = (x_a - m) / temperature - log(z)
+            res_mlp[i] = x_a - model_lse
+            return 0
     t = t_k
     if top_p < 1.0:
         if memo < 0.0 or memo_t != t_k:
             memo_t = t_k
             memo = _lane_sum_range(w, 0, n, t_k)
-        t_p = _top_p_threshold(w, n, t_k, top_p, memo, t_k > 0.0 and top_k <= DIRECT_K, h)
+        t_p = _top_p_threshold(w, n, t_k, top_p, memo, h)
         t = t_p if t_p > t else t
     if min_p > 0.0:
         t = min_p if min_p > t else t
@@ -349,6 +443,8 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
     cdef int status, bad = 0
     cdef real_t* w
     cdef double* h
+    cdef int64_t* idx
+    cdef Py_ssize_t idx_stride
     cdef int64_t* res_tok
     cdef double* res_lp
     cdef double* res_mlp
@@ -361,12 +457,16 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
     nt = n_threads(num_threads, n, v)
     w = <real_t*>work(nt, v)
     h = <double*>malloc(sizeof(double) * nt * v + 8)
+    idx_stride = v if 0 < top_k <= DIRECT_K else 1
+    idx = <int64_t*>malloc(sizeof(int64_t) * nt * idx_stride + 8)
     res_tok = <int64_t*>malloc(sizeof(int64_t) * n + 8)
     res_lp = <double*>malloc(sizeof(double) * n + 8)
     res_mlp = <double*>malloc(sizeof(double) * n + 8)
-    if w == NULL or h == NULL or res_tok == NULL or res_lp == NULL or res_mlp == NULL:
+    if (w == NULL or h == NULL or idx == NULL or res_tok == NULL or res_lp == NULL
+            or res_mlp == NULL):
         free(w)
         free(h)
+        free(idx)
         free(res_tok)
         free(res_lp)
         free(res_mlp)
@@ -375,12 +475,13 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             bad += _sample_row(logits, i, temperature, top_k, top_p, min_p,
                                uniform(key, counter + <uint64_t>i), w + threadid() * v,
-                               h + threadid() * v, res_tok, res_lp, res_mlp)
+                               h + threadid() * v, idx + threadid() * idx_stride, res_tok,
+                               res_lp, res_mlp)
     else:
         for i in range(n):
             bad += _sample_row(logits, i, temperature, top_k, top_p, min_p,
-                               uniform(key, counter + <uint64_t>i), w, h, res_tok, res_lp,
-                               res_mlp)
+                               uniform(key, counter + <uint64_t>i), w, h, idx, res_tok,
+                               res_lp, res_mlp)
     if not bad:
         for i in range(n):
             tokens_out[i] = res_tok[i]
@@ -388,6 +489,7 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
             model_log_probs_out[i] = <real_t>res_mlp[i]
     free(w)
     free(h)
+    free(idx)
     free(res_tok)
     free(res_lp)
     free(res_mlp)

@@ -10,7 +10,9 @@ keeps a heap of the k largest weights in one pass, a larger k selects among the 
 power-of-two cutoff that holds at least k of them; top-p gathers the weights above the
 power-of-two cutoff whose mass reaches the target (binary searches with vectorised counts and
 masked lane sums) and pops them from a max-heap in descending order.  Any correct heap gives the
-same values, so the result is the reference's (which sorts).
+same values, so the result is the reference's (which sorts).  After a top-k with k <= 1024 the
+lane sums and the block search run over the index-ordered list of the weights >= t_k (the dense
+passes' values exactly: the entries left out would add 0).
 """
 
 __all__ = ["sample_tokens"]
@@ -24,7 +26,7 @@ from numba.extending import intrinsic
 
 from .._status import BAD_SHAPES
 from ._common import NJIT, uniform
-from .fast_math import F32, INLINE, combine, fast_exp32, row_stats
+from .fast_math import F32, INLINE, LANES, combine, fast_exp32, row_stats
 from .log_probs import n_threads, next_block, rows_per_block
 
 BAD_LOGITS = 20
@@ -37,7 +39,7 @@ MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T s
 F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
 F32_MAX = 3.4028234663852886e38  # the largest finite float32
 SMALL_K = 128             # top-k up to this k: one heap pass over the row
-DIRECT_K = 1024           # top-p after a top-k up to this k: every weight >= t_k is a candidate
+DIRECT_K = 1024           # top-k up to this k: the rest of the row works on the candidate list
 LAST_EXPONENT = 60        # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
 LAST_CUTOFF = 2.0 ** -LAST_EXPONENT
 
@@ -263,19 +265,16 @@ def kth_largest(w, n, k, h):
 
 
 @njit(**NJIT)
-def top_p_threshold(w, n, t_k, top_p, total_k, direct, h):
+def top_p_threshold(w, n, t_k, top_p, total_k, h):
     """t_p: the weight v_r at which the descending cumulative mass first reaches top_p * W.
 
     The candidates are the weights above the smallest power-of-two cutoff whose (vectorised,
     any-order) mass reaches the target, found by binary search over the exponent; they are popped
     from a max-heap in descending order and added exactly.  Should rounding leave the exact sum
     below the target, the cutoff is halved and the pass repeated (down to t_k: all of K).
-    ``direct``: skip the search, the candidates are all of K (a small top-k).
     """
     target = top_p * total_k
     e_lo, e_hi = -1, LAST_EXPONENT + 1  # mass at 2**-e_hi (e_hi > 60: at t_k) >= target
-    if direct:  # few weights >= t_k (a small top-k): they are the candidates
-        e_lo = e_hi - 1
     while e_hi - e_lo > 1:
         e = (e_lo + e_hi) // 2
         if lane_sum_range(w, 0, n, max(2.0 ** -e, t_k)) >= target:
@@ -288,20 +287,94 @@ def top_p_threshold(w, n, t_k, top_p, total_k, direct, h):
         last = c <= t_k or e > LAST_EXPONENT
         if last:
             c = t_k
-        size = gather(w, n, c, h)
-        heapify(h, size)
-        cumulative = 0.0
-        while size > 0:
-            v = h[0]
-            cumulative += v
-            if cumulative >= target:
-                return v
-            size -= 1
-            h[0] = h[size]
-            sift_down(h, size, 0)
+        v = pop_until(h, gather(w, n, c, h), target)
+        if v >= 0.0:
+            return v
         if last:
             return 0.0
         e += 1
+
+
+@njit(**NJIT)
+def pop_until(h, size, target):
+    """Add the values h[0:size] in descending order (popped from a max-heap); the value whose
+    addition first brings the sum to >= target, or -1 when the sum of all stays below it."""
+    heapify(h, size)
+    cumulative = 0.0
+    while size > 0:
+        v = h[0]
+        cumulative += v
+        if cumulative >= target:
+            return v
+        size -= 1
+        h[0] = h[size]
+        sift_down(h, size, 0)
+    return -1.0
+
+
+# ---- the same sums and search over an index-ordered candidate list (a small top-k) -------------
+# The candidates are every positive w[j] >= t_k; the entries they leave out are 0 in the dense
+# passes, and adding 0.0 changes no sum, so these give the dense passes' values bit for bit.
+
+@njit(**NJIT)
+def gather_indexed(w, n, c, h, idx):
+    """h[0:size], idx[0:size] = the positive w[j] >= c and their j, in index order."""
+    size = 0
+    for lo in range(0, n, BLOCK):
+        hi = min(lo + BLOCK, n)
+        if count_at_least(w, lo, hi, c) > 0:
+            for j in range(lo, hi):
+                v = np.float64(w[j])
+                if v >= c and v > 0.0:
+                    h[size] = v
+                    idx[size] = j
+                    size += 1
+    return size
+
+
+@njit(**NJIT)
+def sparse_lane_sum(w, idx, lo, hi, t, lanes):
+    """The lane sum (lane j % 8) of the w[j] >= t over the candidates idx[lo:hi]."""
+    for l in range(LANES):
+        lanes[l] = 0.0
+    for c in range(lo, hi):
+        j = idx[c]
+        v = np.float64(w[j])
+        if v >= t:
+            lanes[j & 7] += v
+    return combine(lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6],
+                   lanes[7])
+
+
+@njit(**NJIT)
+def _sparse_last_positive(w, idx, lo, hi, t):
+    for c in range(hi - 1, lo - 1, -1):
+        if _kept(w[idx[c]], t) > 0.0:
+            return idx[c]
+    return idx[lo]
+
+
+@njit(**NJIT)
+def sparse_block_search(w, idx, size, t, target, lanes):
+    """``block_search`` over the candidates (blocks without one add 0 and are skipped)."""
+    cumulative = 0.0
+    c = 0
+    while c < size:
+        b = idx[c] // BLOCK
+        end = c + 1
+        while end < size and idx[end] // BLOCK == b:
+            end += 1
+        after = cumulative + sparse_lane_sum(w, idx, c, end, t, lanes)
+        if after > target:
+            r = cumulative
+            for cc in range(c, end):
+                r += _kept(w[idx[cc]], t)
+                if r > target:
+                    return idx[cc]
+            return _sparse_last_positive(w, idx, c, end, t)
+        cumulative = after
+        c = end
+    return _sparse_last_positive(w, idx, 0, size, t)
 
 
 @njit(**NJIT)
@@ -331,7 +404,8 @@ def block_search(w, n, t, target):
 
 
 @njit(**NJIT)
-def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, res_tok, res_lp, res_mlp):
+def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes, res_tok,
+               res_lp, res_mlp):
     """Row i into res_*[i]; returns 1 for an invalid row (nothing stored), else 0."""
     n = logits.shape[1]
     m, s, ok = row_stats(logits, i, w)
@@ -356,12 +430,27 @@ def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, res_tok, re
     t_k = 0.0
     if top_k > 0 and top_k < n:  # (k >= 1 and k < n: the heap of k fits)
         t_k = kth_largest(w, n, top_k, h)
+        if top_k <= DIRECT_K:  # few candidates: work on their list, not on the row
+            size = gather_indexed(w, n, t_k, h, idx)
+            t = t_k
+            if top_p < 1.0:  # (pop_until's -1, target not reached, leaves t = t_k)
+                t = max(t, pop_until(h, size, top_p * sparse_lane_sum(w, idx, 0, size, t_k,
+                                                                      lanes)))
+            if min_p > 0.0:
+                t = max(t, min_p)
+            z = sparse_lane_sum(w, idx, 0, size, t, lanes)
+            a = sparse_block_search(w, idx, size, t, u * z, lanes)
+            x_a = np.float64(logits[i, a])
+            res_tok[i] = a
+            res_lp[i] = (x_a - m) / temperature - math.log(z)
+            res_mlp[i] = x_a - model_lse
+            return 0
     t = t_k
     if top_p < 1.0:
         if memo < 0.0 or memo_t != t_k:
             memo_t = t_k
             memo = lane_sum_range(w, 0, n, t_k)
-        t = max(t, top_p_threshold(w, n, t_k, top_p, memo, t_k > 0.0 and top_k <= DIRECT_K, h))
+        t = max(t, top_p_threshold(w, n, t_k, top_p, memo, h))
     if min_p > 0.0:
         t = max(t, min_p)
     if memo < 0.0 or memo_t != t:
@@ -376,19 +465,19 @@ def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, res_tok, re
 
 
 @njit(**NJIT)
-def _sample_block(logits, temperature, top_k, top_p, min_p, key, counter, w, h, res_tok,
-                  res_lp, res_mlp, lo, hi):
+def _sample_block(logits, temperature, top_k, top_p, min_p, key, counter, w, h, idx, lanes,
+                  res_tok, res_lp, res_mlp, lo, hi):
     bad = 0
     for i in range(lo, hi):
         u = uniform(key, counter + np.uint64(i))
-        bad += sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, res_tok,
-                          res_lp, res_mlp)
+        bad += sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes,
+                          res_tok, res_lp, res_mlp)
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, res_tok, res_lp,
-                res_mlp, nt):
+def _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, idx, lanes,
+                res_tok, res_lp, res_mlp, nt):
     n = logits.shape[0]
     bad = 0
     blocks = np.zeros(1, dtype=np.int64)
@@ -396,11 +485,13 @@ def _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, re
     for t in prange(nt):
         wt = w[t]
         ht = h[t]
+        it = idx[t]
+        lt = lanes[t]
         bt = 0
         lo, hi = next_block(blocks, rpb, n)
         while lo < hi:
             bt += _sample_block(logits, temperature, top_k, top_p, min_p, key, counter, wt, ht,
-                                res_tok, res_lp, res_mlp, lo, hi)
+                                it, lt, res_tok, res_lp, res_mlp, lo, hi)
             lo, hi = next_block(blocks, rpb, n)
         bad += bt
     return bad
@@ -424,15 +515,17 @@ def sample_tokens(logits, temperature, top_k, top_p, min_p, key, counter, tokens
     nt = n_threads(num_threads, n, v)
     w = np.empty((nt, v), dtype=logits.dtype)
     h = np.empty((nt, v), dtype=np.float64)
+    idx = np.empty((nt, v if 0 < top_k <= DIRECT_K else 1), dtype=np.int64)
+    lanes = np.empty((nt, LANES))
     res_tok = np.empty(n, dtype=np.int64)
     res_lp = np.empty(n)
     res_mlp = np.empty(n)
     if nt > 1:
-        bad = _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, res_tok,
-                          res_lp, res_mlp, nt)
+        bad = _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, idx,
+                          lanes, res_tok, res_lp, res_mlp, nt)
     else:
         bad = _sample_block(logits, temperature, top_k, top_p, min_p, key, counter, w[0], h[0],
-                            res_tok, res_lp, res_mlp, 0, n)
+                            idx[0], lanes[0], res_tok, res_lp, res_mlp, 0, n)
     if bad:
         return BAD_LOGITS
     for i in range(n):
