@@ -45,7 +45,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._status import BAD_SHAPES
+from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 
 __all__ = ["ArgmaxTree"]
 
@@ -151,11 +151,12 @@ class ArgmaxTree:
         actions = check.ids(actions, "actions", states.shape[0])
         states, actions = check.same_index_dtype(states, actions)
         nodes, block_size = self._args()
-        for name, x in (("states", states), ("actions", actions)):
-            if x.size and np.may_share_memory(nodes, x):
-                raise ValueError(f"{name} shares memory with the tree's nodes, which refresh "
-                                 f"writes; pass a copy of {name}")
         status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, states, actions)
+        if status == OVERLAPPING_ARRAYS:  # (nothing written) name the input
+            for name, x in (("states", states), ("actions", actions)):
+                if x.size and np.may_share_memory(nodes, x):
+                    raise ValueError(f"{name} shares memory with the tree's nodes, which refresh "
+                                     f"writes; pass a copy of {name}")
         raise_for_tree_status(status, {"states": (states, q.shape[0]),
                                        "actions": (actions, q.shape[1])}, "argmax_tree")
 

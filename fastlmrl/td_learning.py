@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._status import BAD_SHAPES
+from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from .argmax_tree import BAD_TREE, CORRUPT_TREE, tree_args
 from .rng import advance, check_capacity
 
@@ -71,6 +71,14 @@ def refuse_shared_memory(written: dict, inputs: dict) -> None:
             if x is not None and x.size and np.may_share_memory(w, x):
                 raise ValueError(f"{name} shares memory with {wname}, which this call writes in "
                                  f"place; pass a copy of {name}")
+
+
+def _raise_overlap(status, written: dict, inputs: dict) -> None:
+    """After status 8 (OVERLAPPING_ARRAYS, nothing written): the error naming the arrays.  Kept
+    off the hot path: the kernels check the address ranges in O(1)."""
+    if status == OVERLAPPING_ARRAYS:
+        refuse_shared_memory(written, inputs)
+        raise ValueError("array arguments share memory with an array this call writes")
 
 
 def _inputs(ids, rewards, terminated, names=("states", "actions", "next_states",
@@ -121,7 +129,6 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
-    refuse_shared_memory(_tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2), r, t))
     td = np.empty(s.shape[0], dtype=q.dtype)
     if argmax_tree is None:
         status = _backend.kernels().q_learning_update(q, s, a, r, s2, t, alpha, gamma, td)
@@ -129,6 +136,7 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
         nodes, block_size = tree
         status = _backend.kernels().q_learning_update_tree(q, nodes, block_size, s, a, r, s2, t,
                                                            alpha, gamma, td)
+    _raise_overlap(status, _tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2), r, t))
     _raise(status, q, (s, a, s2), r)
     return td
 
@@ -145,10 +153,10 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     (s, a, s2, a2), r, t = _batch(q, states, actions, rewards, next_states, terminated,
                                   next_actions)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
-    refuse_shared_memory(_tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2, a2), r, t))
     td = np.empty(s.shape[0], dtype=q.dtype)
     old = _cells(q, s, a, tree)
     status = _backend.kernels().sarsa_update(q, s, a, r, s2, a2, t, alpha, gamma, td)
+    _raise_overlap(status, {"q": q}, _inputs((s, a, s2, a2), r, t))
     _raise(status, q, (s, a, s2, a2), r)
     _refresh(q, tree, s, a, old)
     return td
@@ -173,6 +181,7 @@ def _refresh(q, tree, s, a, old):
         status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, s, a)
         if status != 0:
             q[s, a] = old
+        _raise_overlap(status, {"argmax_tree.nodes": nodes}, {"states": s, "actions": a})
         _raise(status, q, (s, a), None)
 
 
@@ -190,10 +199,10 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
-    refuse_shared_memory(_tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2), r, t))
     td = np.empty(s.shape[0], dtype=q.dtype)
     old = _cells(q, s, a, tree)
     status = _backend.kernels().expected_sarsa_update(q, s, a, r, s2, t, alpha, gamma, epsilon, td)
+    _raise_overlap(status, {"q": q}, _inputs((s, a, s2), r, t))
     _raise(status, q, (s, a, s2), r)
     _refresh(q, tree, s, a, old)
     return td
@@ -229,8 +238,6 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
             raise TypeError("argmax_trees must be a pair (tree of q1, tree of q2)")
         trees = (tree_args(argmax_trees[0], q1, "argmax_trees[0]"),
                  tree_args(argmax_trees[1], q2, "argmax_trees[1]"))
-    refuse_shared_memory(_tables({"q1": q1, "q2": q2}, ("argmax_trees[0]", trees[0]),
-                                 ("argmax_trees[1]", trees[1])), _inputs((s, a, s2), r, t))
     td = np.empty(s.shape[0], dtype=q1.dtype)
     if argmax_trees is None:
         status = _backend.kernels().double_q_learning_update(
@@ -242,6 +249,8 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
             q1, q2, nodes1, nodes2, block_size1, block_size2, s, a, r, s2, t, alpha, gamma,
             np.uint64(key), np.uint64(counter), td
         )
+    _raise_overlap(status, _tables({"q1": q1, "q2": q2}, ("argmax_trees[0]", trees[0]),
+                                   ("argmax_trees[1]", trees[1])), _inputs((s, a, s2), r, t))
     _raise(status, q1, (s, a, s2), r, tree_name="argmax_trees")
     advance(seed, s.shape[0])
     return td
