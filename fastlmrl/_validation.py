@@ -24,10 +24,10 @@ INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 # Upper bounds of integer arguments.  Every int a kernel receives is an int64 in the compiled
 # backends, so no int argument may exceed INT64_MAX (a larger one would pass here and then raise
 # OverflowError in Numba/Cython while the Python reference accepted it).  Iteration counts are
-# capped at MAX_ITERATIONS = 2**31: more would run for days, so it is refused at once instead of
-# looking like a hang.
+# below 2**31 (at most MAX_ITERATIONS = 2**31 - 1): 2**31 iterations would run for days, so they are
+# refused at once instead of looking like a hang.
 INT64_MAX = 2**63 - 1
-MAX_ITERATIONS = 2**31
+MAX_ITERATIONS = 2**31 - 1
 
 
 def table(q, name: str = "q", writeable: bool = True, ndim: int = 2) -> np.ndarray:
@@ -129,13 +129,13 @@ def positive_int(x, name: str, minimum: int = 1, maximum: int = INT64_MAX) -> in
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
     if x > maximum:
-        bound = {INT64_MAX: "2**63 - 1", MAX_ITERATIONS: "2**31"}.get(maximum, str(maximum))
+        bound = {INT64_MAX: "2**63 - 1", MAX_ITERATIONS: "2**31 - 1"}.get(maximum, str(maximum))
         raise ValueError(f"{name} must be <= {bound}, got {x}")
     return int(x)
 
 
 def iterations(x, name: str, minimum: int = 1) -> int:
-    """An iteration count in [minimum, 2**31] (:data:`MAX_ITERATIONS`)."""
+    """An iteration count in [minimum, 2**31 - 1] (:data:`MAX_ITERATIONS`)."""
     return positive_int(x, name, minimum, MAX_ITERATIONS)
 
 

@@ -43,8 +43,8 @@ The ε-guarantees quoted below (Puterman) assume exactly stochastic rows; a floa
 only to about 1e-7 per row, which moves the fixed point by about
 :math:`\gamma/(1-\gamma)\cdot\max|\sum_t P - 1|\cdot\lVert v\rVert_\infty`.
 
-Iteration counts (``max_iter``, ``k``) are ints of at most 2**31 (a larger one is refused at
-once with a ValueError that names it, instead of running for days).
+Iteration counts (``max_iter``, ``k``) are ints below 2**31 (a larger one is refused at once
+with a ValueError that names it, instead of running for days).
 
 Kernels (``fastlmrl.numba_kernels``, ``fastlmrl._cython.dynamic_programming``; identical
 signatures in every backend; ``terminal`` is a uint8 view, values float64, policies int64; each
@@ -588,7 +588,7 @@ def evaluate_policy(mdp, policy, gamma: float) -> np.ndarray:
 def _solver_args(mdp, gamma, max_iter):
     mdp = _mdp(mdp)
     gamma = _gamma(mdp, gamma)
-    max_iter = check.iterations(max_iter, "max_iter", 1)  # at most 2**31
+    max_iter = check.iterations(max_iter, "max_iter", 1)  # below 2**31
     return mdp, gamma, max_iter
 
 
@@ -714,7 +714,7 @@ def modified_policy_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, k: in
     """
     mdp, gamma, max_iter = _solver_args(mdp, gamma, max_iter)
     epsilon = check.real(epsilon, "epsilon", 0.0, None, low_open=True)
-    k = check.iterations(k, "k", 0)  # sweeps per evaluation: at most 2**31
+    k = check.iterations(k, "k", 0)  # sweeps per evaluation: below 2**31
     token = isinstance(mdp, TokenMDP)
     n_states = mdp.num_states
     if v_init is not None:

@@ -6,7 +6,19 @@ __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_impor
 from libc.math cimport exp, isfinite, sqrt
 from libc.stdint cimport int64_t
 
+from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t
+
+
+cdef inline int _c_int(int64_t x) noexcept nogil:
+    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
+    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
+    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
+    if x > INT_MAX:
+        return INT_MAX
+    if x < INT_MIN:
+        return INT_MIN
+    return <int>x
 
 cdef enum:
     BAD_REWARDS = 5
@@ -207,12 +219,14 @@ cdef int sequence_importance_ratio_core(const real_t[:, ::1] logp, const real_t[
     return 0
 
 
-def grpo_advantages(const real_t[::1] rewards, const index_t[::1] group_ids, int scale, double eps,
-                    int ddof, double[::1] group_mean, double[::1] group_std,
+def grpo_advantages(const real_t[::1] rewards, const index_t[::1] group_ids, int64_t scale,
+                    double eps, int64_t ddof, double[::1] group_mean,
+                    double[::1] group_std,
                     int64_t[::1] group_count, real_t[::1] advantages_out):
     cdef int status
     with nogil:
-        status = grpo_advantages_core(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
+        status = grpo_advantages_core(rewards, group_ids, _c_int(scale), eps, _c_int(ddof),
+                                      group_mean, group_std,
                                       group_count, advantages_out)
     return status
 
@@ -225,11 +239,11 @@ def rloo_advantages(const real_t[::1] rewards, const index_t[::1] group_ids,
     return status
 
 
-def loss_weights(const unsigned char[:, ::1] mask, int mode, double num_sequences,
+def loss_weights(const unsigned char[:, ::1] mask, int64_t mode, double num_sequences,
                  double num_tokens, double max_length, real_t[:, ::1] out):
     cdef int status
     with nogil:
-        status = loss_weights_core(mask, mode, num_sequences, num_tokens, max_length, out)
+        status = loss_weights_core(mask, _c_int(mode), num_sequences, num_tokens, max_length, out)
     return status
 
 

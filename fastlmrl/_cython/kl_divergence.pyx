@@ -4,7 +4,20 @@
 __all__ = ["kl_penalized_rewards", "kl_penalty"]
 from libc.math cimport expm1, isfinite
 
+from libc.stdint cimport int64_t
+from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t
+
+
+cdef inline int _c_int(int64_t x) noexcept nogil:
+    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
+    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
+    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
+    if x > INT_MAX:
+        return INT_MAX
+    if x < INT_MIN:
+        return INT_MIN
+    return <int>x
 
 cdef enum:
     BAD_REWARDS = 5
@@ -111,18 +124,19 @@ cdef int kl_penalized_rewards_core(const real_t[::1] rewards, const real_t[::1] 
 
 
 def kl_penalty(const real_t[::1] logp, const real_t[::1] ref_logp, const unsigned char[::1] mask,
-               int estimator, real_t[::1] kl_out, real_t[::1] grad_out):
+               int64_t estimator, real_t[::1] kl_out, real_t[::1] grad_out):
     cdef int status
     with nogil:
-        status = kl_penalty_core(logp, ref_logp, mask, estimator, kl_out, grad_out)
+        status = kl_penalty_core(logp, ref_logp, mask, _c_int(estimator), kl_out, grad_out)
     return status
 
 
 def kl_penalized_rewards(const real_t[::1] rewards, const real_t[::1] logp,
-                         const real_t[::1] ref_logp, const unsigned char[::1] mask, int estimator,
+                         const real_t[::1] ref_logp, const unsigned char[::1] mask,
+                         int64_t estimator,
                          double beta, real_t[::1] rewards_out, real_t[::1] kl_out):
     cdef int status
     with nogil:
-        status = kl_penalized_rewards_core(rewards, logp, ref_logp, mask, estimator, beta,
+        status = kl_penalized_rewards_core(rewards, logp, ref_logp, mask, _c_int(estimator), beta,
                                            rewards_out, kl_out)
     return status

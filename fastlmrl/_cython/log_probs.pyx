@@ -13,10 +13,23 @@ from cython.parallel cimport prange, threadid
 from libc.math cimport log
 from libc.stdlib cimport free, malloc
 
+from libc.stdint cimport int64_t
+from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work,
                                          use_streaming)
+
+
+cdef inline int _c_int(int64_t x) noexcept nogil:
+    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
+    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
+    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
+    if x > INT_MAX:
+        return INT_MAX
+    if x < INT_MIN:
+        return INT_MIN
+    return <int>x
 
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
@@ -216,36 +229,38 @@ cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] toke
     return BAD_LOGITS if bad else 0
 
 
-def logsumexp(const real_t[:, ::1] logits, real_t[::1] out, int num_threads):
+def logsumexp(const real_t[:, ::1] logits, real_t[::1] out, int64_t num_threads):
     cdef int status
     with nogil:
-        status = logsumexp_core(logits, out, num_threads)
+        status = logsumexp_core(logits, out, _c_int(num_threads))
     return status
 
 
-def token_log_probs(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[::1] out, int num_threads):
+def token_log_probs(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[::1] out,
+                    int64_t num_threads):
     cdef int status
     with nogil:
-        status = token_log_probs_core(logits, tokens, out, num_threads)
+        status = token_log_probs_core(logits, tokens, out, _c_int(num_threads))
     return status
 
 
-def entropy(const real_t[:, ::1] logits, real_t[::1] out, int num_threads):
+def entropy(const real_t[:, ::1] logits, real_t[::1] out, int64_t num_threads):
     cdef int status
     with nogil:
-        status = entropy_core(logits, out, num_threads)
+        status = entropy_core(logits, out, _c_int(num_threads))
     return status
 
 
-def log_softmax(const real_t[:, ::1] logits, real_t[:, ::1] out, int num_threads):
+def log_softmax(const real_t[:, ::1] logits, real_t[:, ::1] out, int64_t num_threads):
     cdef int status
     with nogil:
-        status = log_softmax_core(logits, out, num_threads)
+        status = log_softmax_core(logits, out, _c_int(num_threads))
     return status
 
 
-def log_prob_grad(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out, int num_threads):
+def log_prob_grad(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out,
+                  int64_t num_threads):
     cdef int status
     with nogil:
-        status = log_prob_grad_core(logits, tokens, out, num_threads)
+        status = log_prob_grad_core(logits, tokens, out, _c_int(num_threads))
     return status

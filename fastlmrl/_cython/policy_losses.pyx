@@ -15,6 +15,7 @@ __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, exp, log, isfinite
 from libc.stdint cimport int64_t
+from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
@@ -22,6 +23,18 @@ from fastlmrl._cython.pg_terms cimport *
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work, use_streaming,
                                          PARALLEL_MIN_ELEMENTS)
+
+
+cdef inline int _c_int(int64_t x) noexcept nogil:
+    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
+    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
+    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
+    if x > INT_MAX:
+        return INT_MAX
+    if x < INT_MIN:
+        return INT_MIN
+    return <int>x
+
 
 # Batch sums are taken per block of reduce_rows(V) consecutive rows, then over blocks in order.
 cdef enum:
@@ -471,11 +484,11 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
 def reinforce_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
                    const real_t[::1] returns, const real_t[::1] baselines,
                    const real_t[::1] weights, double[::1] token_loss, double[::1] log_probs,
-                   real_t[:, ::1] grad, double[::1] stats, int num_threads):
+                   real_t[:, ::1] grad, double[::1] stats, int64_t num_threads):
     cdef int status
     with nogil:
         status = reinforce_loss_core(logits, tokens, returns, baselines, weights, token_loss,
-                                     log_probs, grad, stats, num_threads)
+                                     log_probs, grad, stats, _c_int(num_threads))
     return status
 
 
@@ -483,26 +496,28 @@ def ppo_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
              const real_t[::1] old_log_probs, const real_t[::1] advantages,
              const real_t[::1] weights, const real_t[::1] ref_log_probs,
              const int64_t[::1] sequence_offsets, double clip_low, double clip_high,
-             double dual_clip, double kl_coef, int kl_estimator, int sequence_level,
+             double dual_clip, double kl_coef, int64_t kl_estimator, int64_t sequence_level,
              double[::1] token_loss, double[::1] log_probs, double[::1] ratios,
-             real_t[:, ::1] grad, double[::1] stats, int num_threads):
+             real_t[:, ::1] grad, double[::1] stats, int64_t num_threads):
     cdef int status
     with nogil:
         status = ppo_loss_core(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
                                sequence_offsets, clip_low, clip_high, dual_clip, kl_coef,
-                               kl_estimator, sequence_level, token_loss, log_probs, ratios, grad,
-                               stats, num_threads)
+                               _c_int(kl_estimator), _c_int(sequence_level), token_loss,
+                               log_probs, ratios, grad,
+                               stats, _c_int(num_threads))
     return status
 
 
 def kl_penalty_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
-                    const real_t[::1] ref_log_probs, const real_t[::1] weights, int kl_estimator,
+                    const real_t[::1] ref_log_probs, const real_t[::1] weights,
+                    int64_t kl_estimator,
                     double[::1] token_loss, double[::1] log_probs, real_t[:, ::1] grad,
-                    double[::1] stats, int num_threads):
+                    double[::1] stats, int64_t num_threads):
     cdef int status
     with nogil:
-        status = kl_penalty_loss_core(logits, tokens, ref_log_probs, weights, kl_estimator,
-                                      token_loss, log_probs, grad, stats, num_threads)
+        status = kl_penalty_loss_core(logits, tokens, ref_log_probs, weights, _c_int(kl_estimator),
+                                      token_loss, log_probs, grad, stats, _c_int(num_threads))
     return status
 
 
@@ -511,10 +526,10 @@ def a2c_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
              const real_t[::1] old_values, const real_t[::1] weights, double value_clip,
              double value_coef, double entropy_coef, double[::1] token_loss,
              double[::1] log_probs, double[::1] entropies, real_t[:, ::1] grad,
-             double[::1] value_grad, double[::1] stats, int num_threads):
+             double[::1] value_grad, double[::1] stats, int64_t num_threads):
     cdef int status
     with nogil:
         status = a2c_loss_core(logits, tokens, advantages, values, returns, old_values, weights,
                                value_clip, value_coef, entropy_coef, token_loss, log_probs,
-                               entropies, grad, value_grad, stats, num_threads)
+                               entropies, grad, value_grad, stats, _c_int(num_threads))
     return status

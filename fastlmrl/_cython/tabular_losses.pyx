@@ -16,12 +16,24 @@ from libc.math cimport INFINITY, NAN, exp, log, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, malloc
 
+from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t, not_all_finite, out_of_range
 from fastlmrl._cython.fast_math cimport row_stats, row_entropy, n_threads, work
 from fastlmrl._cython.pg_terms cimport *
 
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
+
+cdef inline int _c_int(int64_t x) noexcept nogil:
+    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
+    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
+    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
+    if x > INT_MAX:
+        return INT_MAX
+    if x < INT_MIN:
+        return INT_MIN
+    return <int>x
+
 cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 20
 
 
@@ -488,11 +500,11 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
 
 def token_log_probs_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
                             const index_t[::1] tokens, int64_t[::1] index, int64_t[::1] rows,
-                            int64_t[::1] num_rows, double[::1] log_probs, int num_threads):
+                            int64_t[::1] num_rows, double[::1] log_probs, int64_t num_threads):
     cdef int status
     with nogil:
         status = token_log_probs_tabular_core(table, contexts, tokens, index, rows, num_rows,
-                                              log_probs, num_threads)
+                                              log_probs, _c_int(num_threads))
     return status
 
 
@@ -501,12 +513,12 @@ def reinforce_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contex
                            const double[::1] baselines, const double[::1] weights,
                            int64_t[::1] index, int64_t[::1] rows, int64_t[::1] num_rows,
                            double[::1] token_loss, double[::1] log_probs, real_t[:, ::1] grad,
-                           double[::1] stats, int num_threads):
+                           double[::1] stats, int64_t num_threads):
     cdef int status
     with nogil:
         status = reinforce_loss_tabular_core(table, contexts, tokens, returns, baselines,
                                              weights, index, rows, num_rows, token_loss,
-                                             log_probs, grad, stats, num_threads)
+                                             log_probs, grad, stats, _c_int(num_threads))
     return status
 
 
@@ -515,31 +527,32 @@ def ppo_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
                      const double[::1] advantages, const double[::1] weights,
                      const double[::1] ref_log_probs, const int64_t[::1] sequence_offsets,
                      double clip_low, double clip_high, double dual_clip, double kl_coef,
-                     int kl_estimator, int sequence_level, int64_t[::1] index,
+                     int64_t kl_estimator, int64_t sequence_level, int64_t[::1] index,
                      int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                      double[::1] log_probs, double[::1] ratios, real_t[:, ::1] grad,
-                     double[::1] stats, int num_threads):
+                     double[::1] stats, int64_t num_threads):
     cdef int status
     with nogil:
         status = ppo_loss_tabular_core(table, contexts, tokens, old_log_probs, advantages,
                                        weights, ref_log_probs, sequence_offsets, clip_low,
-                                       clip_high, dual_clip, kl_coef, kl_estimator,
-                                       sequence_level, index, rows, num_rows, token_loss,
-                                       log_probs, ratios, grad, stats, num_threads)
+                                       clip_high, dual_clip, kl_coef, _c_int(kl_estimator),
+                                       _c_int(sequence_level), index, rows, num_rows, token_loss,
+                                       log_probs, ratios, grad, stats, _c_int(num_threads))
     return status
 
 
 def kl_penalty_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
                             const index_t[::1] tokens, const double[::1] ref_log_probs,
-                            const double[::1] weights, int kl_estimator, int64_t[::1] index,
+                            const double[::1] weights, int64_t kl_estimator, int64_t[::1] index,
                             int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                             double[::1] log_probs, real_t[:, ::1] grad, double[::1] stats,
-                            int num_threads):
+                            int64_t num_threads):
     cdef int status
     with nogil:
         status = kl_penalty_loss_tabular_core(table, contexts, tokens, ref_log_probs, weights,
-                                              kl_estimator, index, rows, num_rows, token_loss,
-                                              log_probs, grad, stats, num_threads)
+                                              _c_int(kl_estimator), index, rows, num_rows,
+                                              token_loss,
+                                              log_probs, grad, stats, _c_int(num_threads))
     return status
 
 
@@ -550,11 +563,11 @@ def a2c_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
                      double value_coef, double entropy_coef, int64_t[::1] index,
                      int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                      double[::1] log_probs, double[::1] entropies, real_t[:, ::1] grad,
-                     double[::1] value_grad, double[::1] stats, int num_threads):
+                     double[::1] value_grad, double[::1] stats, int64_t num_threads):
     cdef int status
     with nogil:
         status = a2c_loss_tabular_core(table, contexts, tokens, advantages, values, returns,
                                        old_values, weights, value_clip, value_coef, entropy_coef,
                                        index, rows, num_rows, token_loss, log_probs, entropies,
-                                       grad, value_grad, stats, num_threads)
+                                       grad, value_grad, stats, _c_int(num_threads))
     return status

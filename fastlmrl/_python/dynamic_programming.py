@@ -41,6 +41,19 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
 
+def _arrays_ok(vectors, outputs) -> bool:
+    """The per-state arrays are 1-D (a (S, 1) array would pass the length checks and fail half-way
+    through the update); an output that is read-only raises ValueError before anything is written,
+    as the compiled kernels' typed signatures refuse it at the call."""
+    for arr in vectors:
+        if arr.ndim != 1:
+            return False
+    for name, arr in outputs.items():
+        if not arr.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+    return True
+
+
 def _token_shapes_ok(next_state, reward, terminal, n1, n2, n3):
     """The shape check (first) of the token layout: ``reward`` of next_state's shape (S, A),
     ``terminal`` and the lengths n1..n3 of the kernel's per-state arrays S (a kernel with fewer
@@ -174,6 +187,8 @@ def _value_iteration(sweep, gamma, tol, max_iter, v):
 # token (deterministic) layout
 
 def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out):
+    if not _arrays_ok((terminal, v, v_out, policy_out), dict(v_out=v_out, policy_out=policy_out)):
+        return BAD_SHAPES
     if not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_out), len(policy_out)):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
@@ -188,6 +203,8 @@ def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, poli
 
 
 def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
+    if not _arrays_ok((terminal, v), dict(q_out=q_out)):
+        return BAD_SHAPES
     if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v), len(v))
             or q_out.shape != next_state.shape):
         return BAD_SHAPES
@@ -206,6 +223,8 @@ def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
 
 
 def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v_tmp):
+    if not _arrays_ok((terminal, policy, v, v_tmp), dict(v=v, v_tmp=v_tmp)):
+        return BAD_SHAPES
     if not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v), len(v_tmp)):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
@@ -234,6 +253,8 @@ def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, w
     v(c_0) = sum_j gamma^j r(c_j) / (1 - gamma^L); NaN when gamma^L == 1).  The path is then
     unwound backwards with v(s) = r(s) + gamma v(next).  ``work``: int64 scratch of length 2 S.
     """
+    if not _arrays_ok((terminal, policy, v_out, work), dict(v_out=v_out, work=work)):
+        return BAD_SHAPES
     if (not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v_out), len(v_out))
             or len(work) != 2 * next_state.shape[0]):
         return BAD_SHAPES
@@ -304,6 +325,8 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
     again while it is on the current search path (a state on a cycle).  ``work``: int64 scratch of
     length 3 S (colour, path states, next action on the path).
     """
+    if not _arrays_ok((terminal, found_out, work), dict(found_out=found_out, work=work)):
+        return BAD_SHAPES
     if (not _token_shapes_ok(next_state, next_state, terminal, len(terminal), len(terminal),
                              len(terminal))
             or len(found_out) < 1 or len(work) != 3 * next_state.shape[0]):
@@ -354,6 +377,8 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
 
 def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp,
                               policy_out, info_out):
+    if not _arrays_ok((terminal, v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
+        return BAD_SHAPES
     if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_tmp), len(policy_out))
             or len(info_out) < 2):
         return BAD_SHAPES
@@ -378,6 +403,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
 # dense layout
 
 def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
+    if not _arrays_ok((v, v_out, policy_out), dict(v_out=v_out, policy_out=policy_out)):
+        return BAD_SHAPES
     if not _dense_shapes_ok(P, R, len(v), len(v_out), len(policy_out)):
         return BAD_SHAPES
     n_states, n_actions = R.shape
@@ -392,6 +419,8 @@ def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
 
 
 def dense_mdp_action_values(P, R, gamma, v, q_out):
+    if not _arrays_ok((v,), dict(q_out=q_out)):
+        return BAD_SHAPES
     if not _dense_shapes_ok(P, R, len(v), len(v), len(v)) or q_out.shape != R.shape:
         return BAD_SHAPES
     n_states, n_actions = R.shape
@@ -407,6 +436,8 @@ def dense_mdp_action_values(P, R, gamma, v, q_out):
 
 
 def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
+    if not _arrays_ok((policy, v, v_tmp), dict(v=v, v_tmp=v_tmp)):
+        return BAD_SHAPES
     if not _dense_shapes_ok(P, R, len(policy), len(v), len(v_tmp)):
         return BAD_SHAPES
     n_states, n_actions = R.shape
@@ -424,6 +455,8 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 
 
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
+    if not _arrays_ok((v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
+        return BAD_SHAPES
     if not _dense_shapes_ok(P, R, len(v), len(v_tmp), len(policy_out)) or len(info_out) < 2:
         return BAD_SHAPES
     n_states, n_actions = R.shape
