@@ -100,3 +100,46 @@ def test_pretrain_command_rejects_bad_options(capsys):
         main(["pretrain", "--steps", "0"])
     assert exc.value.code == 2
     assert "--steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_generate_completions_batched_equals_one_by_one_greedy(architecture):
+    from fastlmrl.neural import build_model, generate_completions
+    tok = CharTokenizer(tokens=list("abcdefgh=+0123456789"))
+    model = build_model(tok.vocab_size, architecture=architecture, seed=0, n_layer=1, n_embd=32,
+                        n_head=2, n_positions=64)
+    with torch.no_grad():  # larger weights than the init: varied, non-degenerate greedy outputs
+        g = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.ndim > 1 else 0.1))
+    prompts = ["a=", "abcdef+12=", "h", "0123456789="]
+    completions, terminated = generate_completions(model, tok, prompts, max_new_tokens=6)
+
+    def greedy_alone(prompt):  # a plain loop without padding, cache or generate()
+        ids = [tok.bos_id] + tok.encode(prompt).tolist()
+        new = []
+        with torch.no_grad():
+            for _ in range(6):
+                nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+                if nxt == tok.eos_id:
+                    return tok.decode(new), True
+                ids.append(nxt)
+                new.append(nxt)
+        return tok.decode(new), False
+
+    expected = [greedy_alone(p) for p in prompts]
+    assert completions == [e[0] for e in expected]
+    assert terminated.tolist() == [e[1] for e in expected]
+    assert len(set(completions)) > 1  # the check is not vacuous
+
+
+def test_a_time_limited_cached_model_is_retrained_for_a_larger_budget(tmp_path):
+    short = pretrained_model(CORPUS, cache_dir=tmp_path, seed=5, **{**TINY, "seconds": 1e-9})
+    assert short.time_limited and short.steps == 0
+    again = pretrained_model(CORPUS, cache_dir=tmp_path, seed=5, **{**TINY, "seconds": 1e-9})
+    assert again.from_cache and again.steps == 0
+    full = pretrained_model(CORPUS, cache_dir=tmp_path, seed=5, **TINY)
+    assert not full.from_cache and not full.time_limited and full.steps == TINY["steps"]
+    assert full.folder == short.folder
+    hit = pretrained_model(CORPUS, cache_dir=tmp_path, seed=5, **{**TINY, "seconds": 1.0})
+    assert hit.from_cache and hit.steps == TINY["steps"]

@@ -137,6 +137,21 @@ def build_model(vocab_size: int, *, architecture: str = "gpt2", n_layer: int = 2
     return model
 
 
+class _quiet_progress:
+    """Turn off transformers' / huggingface_hub's progress bars inside a ``with`` block."""
+
+    def __enter__(self):
+        from transformers.utils import logging
+        self._was = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging
+        if self._was:
+            logging.enable_progress_bar()
+        return False
+
+
 def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -171,7 +186,8 @@ def save_model(model, tokenizer, folder, *, metadata: dict | None = None) -> Non
     tmp = temp_name(path)
     try:
         os.mkdir(tmp)
-        model.save_pretrained(tmp, safe_serialization=True)
+        with _quiet_progress():
+            model.save_pretrained(tmp, safe_serialization=True)
         adapter.save(tmp)
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -231,7 +247,8 @@ def load_model(folder):
         raise ValueError(f"model folder {path!r} holds no config.json: not a saved model "
                          f"(fastlmrl.neural.save_model or save_pretrained)")
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        with _quiet_progress():
+            model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"model folder {path!r}: cannot load the model: {exc}") from None
     model.eval()

@@ -23,12 +23,15 @@ the same training lines.  A uniform model has perplexity V.  Success rates per t
 decoding (and sampling at temperature 1, the RL starting point) on held-out problems.
 
 **Budget.**  Training stops after ``steps`` optimizer steps or when ``seconds`` of training have
-passed, whichever comes first (``result.time_limited`` says which).  **Determinism**: the
+passed, whichever comes first.  From the 6th step on, the steps that fit in the time left at the
+mean pace so far are estimated; when fewer than ``steps`` fit, the learning-rate schedule is
+planned over that smaller number (so that it still decays to its end) and
+``result.time_limited`` is set.  **Determinism**: the
 weights (``torch.manual_seed(seed)``) and the batch offsets (a ``torch.Generator`` seeded with
 ``seed``) depend only on ``seed``; a run that completes its ``steps`` gives bit-identical weights
 for the same seed, torch version and *thread count* (PyTorch's CPU reductions split their work by
-thread, so another ``torch.get_num_threads()`` can change the last bits).  A run cut by
-``seconds`` depends on the machine's speed.
+thread, so another ``torch.get_num_threads()`` can change the last bits).  A run that the time
+limit shortened (``time_limited``) depends on the machine's speed.
 
 **Cache.**  :func:`pretrained_model` returns the model from ``model_cache_dir()/<key>``
 (``$FASTLMRL_CACHE_DIR/models``, else ``$XDG_CACHE_HOME/fastlmrl/models``, default
@@ -391,14 +394,20 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
     model.train()
     t0 = time.perf_counter()
     step = 0
+    planned = config["steps"]  # lowered when the time limit would stop training earlier
     time_limited = False
     last_log = t0
-    while step < config["steps"]:
-        if time.perf_counter() - t0 >= config["seconds"]:
+    while step < planned:
+        elapsed = time.perf_counter() - t0
+        if elapsed >= config["seconds"]:
             time_limited = True
             break
+        if step >= 5:  # re-plan: the steps that fit in the time left at the mean pace so far
+            fit = step + int((config["seconds"] - elapsed) / (elapsed / step))
+            if fit < planned:
+                planned, time_limited = max(step + 1, fit), True
         lr = _cosine_lr(step, base=config["learning_rate"], warmup=config["warmup_steps"],
-                        total=config["steps"])
+                        total=planned)
         for group in opt.param_groups:
             group["lr"] = lr
         starts = torch.randint(0, stream.numel() - T, (B,), generator=gen)
@@ -414,8 +423,8 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
         opt.step()
         step += 1
         now = time.perf_counter()
-        if log is not None and (now - last_log >= 10.0 or step == config["steps"]):
-            log(f"step {step}/{config['steps']}  loss {loss.item():.3f}  lr {lr:.2e}  "
+        if log is not None and (now - last_log >= 10.0 or step == planned):
+            log(f"step {step}/{planned}  loss {loss.item():.3f}  lr {lr:.2e}  "
                 f"{now - t0:.0f} s")
             last_log = now
     elapsed = time.perf_counter() - t0
@@ -455,8 +464,9 @@ def pretrained_model(corpus: str | None = None, *, cache: bool = True, cache_dir
     pretrain and save it there (atomically).  ``settings``: :func:`pretrain`'s keywords.
 
     The key covers the corpus text, every setting except ``seconds``, and the fastlmrl / torch /
-    transformers versions (so a model cut short by the time limit on a slow machine is reused;
-    ``result.time_limited`` and ``result.steps`` tell).  ``cache=False`` always trains and saves
+    transformers versions.  A cached model that the time limit stopped before ``steps`` is reused
+    by calls with the same or a smaller ``seconds`` (``result.time_limited`` and ``result.steps``
+    tell), and trained again (replacing it) by a call with a larger ``seconds``.  ``cache=False`` always trains and saves
     nothing.  A cache folder that cannot be written gives a warning, not an error.
     """
     require_transformers()
@@ -478,8 +488,11 @@ def pretrained_model(corpus: str | None = None, *, cache: bool = True, cache_dir
             meta = read_metadata(folder)
             fields = {f.name for f in dataclasses.fields(PretrainResult)}
             numbers_ = {k: v for k, v in meta.get("result", {}).items() if k in fields}
-            return PretrainResult(model=model, tokenizer=tok, folder=folder, from_cache=True,
-                                  **numbers_)
+            cached_seconds = numbers_.get("config", {}).get("seconds", math.inf)
+            if not (numbers_.get("time_limited") and config["seconds"] > cached_seconds):
+                return PretrainResult(model=model, tokenizer=tok, folder=folder,
+                                      from_cache=True, **numbers_)
+            # the cached model was cut short by a smaller time limit: train again, replace it
         except (ValueError, TypeError, OSError) as exc:
             warnings.warn(f"fastlmrl: ignoring the damaged cached model {folder!r} ({exc}); "
                           f"pretraining again", stacklevel=2)
