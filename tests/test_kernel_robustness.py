@@ -569,3 +569,28 @@ def test_optimizer_load_state_dict_of_wrong_type(bad):
     for opt in (fastlmrl.Adam(np.zeros((2, 2))), fastlmrl.SGD(np.zeros((2, 2)), 0.1)):
         with pytest.raises(ValueError, match="^not an (Adam|SGD) state: state must be a dict"):
             opt.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("big", [2**31, -2**31 - 1, 2**63 - 1])
+def test_raw_kernels_take_int64_options_and_thread_counts(big):
+    """Option codes and thread counts up to int64 give the reference's status (Cython's def
+    wrappers used to raise OverflowError above 2**31 - 1)."""
+    logits = np.arange(6.0).reshape(2, 3)
+    tokens = np.array([0, 2])
+    flat = np.zeros(4)
+    mask = np.ones(4, np.uint8)
+    got = {}
+    for name in BACKEND_NAMES:
+        kern = raw(name)
+        got[name] = (
+            kern.log_softmax(logits, np.empty((2, 3)), big),
+            kern.token_log_probs(logits, tokens, np.empty(2), big),
+            kern.kl_penalty(flat, flat, mask, big, np.empty(4), np.empty(4)),
+            kern.loss_weights(np.ones((2, 2), np.uint8), big, 2.0, 4.0, 2.0, np.empty((2, 2))),
+            kern.grpo_advantages(np.arange(4.0), np.array([0, 0, 1, 1]), 1, 1e-4, big,
+                                 np.empty(2), np.empty(2), np.empty(2, np.int64), np.empty(4)),
+            kern.kl_penalty_loss(logits, tokens, np.zeros(2), np.ones(2), big, np.empty(2),
+                                 np.empty(2), np.empty((2, 3)), np.zeros(7), big),
+        )
+    assert got["python"][2] != 0 and got["python"][3] != 0  # invalid estimator, mode
+    assert got["numba"] == got["python"] and got["cython"] == got["python"]
