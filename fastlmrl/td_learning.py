@@ -108,6 +108,9 @@ def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "
         raise ValueError(f"{tree_name} is damaged: a node it reads holds a column outside its "
                          "span of the table (its nodes were edited, or it belongs to another "
                          "table); nothing was changed; call rebuild()")
+    if status in (12, 13, 14):  # kernel scalar checks (the wrappers check these first)
+        name = {12: "alpha", 13: "gamma", 14: "epsilon"}[status]
+        raise ValueError(f"{name} is out of range")
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
         raise ValueError("internal error: array arguments of inconsistent shapes "
                          f"(status {BAD_SHAPES})")

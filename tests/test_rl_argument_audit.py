@@ -465,3 +465,28 @@ def test_raw_selection_accepts_any_integer_thread_count(compiled, reference, num
             assert module.__name__.endswith("numba") and num_threads >= 2**63
             continue
         assert status == 0 and np.array_equal(out, want)
+
+
+@pytest.mark.parametrize("alpha, gamma, want", [(0.0, 0.5, 12), (1.5, 0.5, 12),
+                                                (float("nan"), 0.5, 12), (0.5, -0.1, 13),
+                                                (0.5, float("nan"), 13), (0.5, 2.0, 13)])
+def test_raw_td_kernels_refuse_bad_rates(compiled, reference, alpha, gamma, want):
+    """alpha in (0, 1], gamma in [0, 1] (epsilon in [0, 1] for expected SARSA), as the public
+    API: a direct caller gets a status, never NaN written into the table."""
+    for module in (reference, compiled):
+        q = np.zeros((8, 4))
+        nodes = built(module, q, 2)
+        calls = dict(_kernel_calls(q, nodes))
+        for name in ("q_learning_update", "sarsa_update", "expected_sarsa_update",
+                     "double_q_learning_update", "q_learning_update_tree",
+                     "double_q_learning_update_tree"):
+            args = [x.copy() if isinstance(x, np.ndarray) else x for x in calls[name]]
+            i = next(k for k, x in enumerate(args) if isinstance(x, float) and x == 0.5)
+            args[i], args[i + 1] = alpha, gamma
+            before = [x.copy() for x in args if isinstance(x, np.ndarray)]
+            assert getattr(module, name)(*args) == want, (module.__name__, name)
+            after = [x for x in args if isinstance(x, np.ndarray)]
+            assert all(np.array_equal(b, a) for b, a in zip(before, after))
+        args = [x.copy() if isinstance(x, np.ndarray) else x for x in calls["expected_sarsa_update"]]
+        args[8] = 1.5  # epsilon
+        assert module.expected_sarsa_update(*args) == 14

@@ -102,6 +102,15 @@ cdef inline bint _update_paths_ok(const int32_t[:, ::1] nodes, Py_ssize_t block_
     return True
 
 
+cdef inline int _rates_status(double alpha, double gamma) noexcept nogil:
+    """alpha in (0, 1] (else 12), gamma in [0, 1] (else 13), as td_learning's kernels."""
+    if not (alpha > 0.0 and alpha <= 1.0):
+        return 12
+    if not (gamma >= 0.0 and gamma <= 1.0):
+        return 13
+    return 0
+
+
 cdef inline bint _batch_ok(const index_t[::1] states, const index_t[::1] actions,
                            const real_t[::1] rewards, const index_t[::1] next_states,
                            const unsigned char[::1] terminated,
@@ -396,6 +405,9 @@ cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
     span_1d(&terminated[0], terminated.shape[0], sizeof(unsigned char), start, size, 7)
     if written_overlap(3, 8, start, size):
         return OVERLAPPING_ARRAYS
+    status = _rates_status(alpha, gamma)
+    if status:
+        return status
     status = _check(q.shape[0], n_actions, nodes, block_size, states, actions, rewards,
                     next_states)
     if status:
@@ -462,6 +474,9 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
     span_1d(&terminated[0], terminated.shape[0], sizeof(unsigned char), start, size, 9)
     if written_overlap(5, 10, start, size):
         return OVERLAPPING_ARRAYS
+    status = _rates_status(alpha, gamma)
+    if status:
+        return status
     if (q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]
             or _bad_tree(q2.shape[0], q2.shape[1], nodes2.shape[0], nodes2.shape[1], block_size2)):
         return BAD_TREE

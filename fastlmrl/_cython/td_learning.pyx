@@ -51,6 +51,18 @@ cdef inline bint _shapes_ok(const real_t[:, ::1] q, const real_t[:, ::1] q2,
             and next_actions.shape[0] == n and terminated.shape[0] == n and td_out.shape[0] == n)
 
 
+cdef inline int rates_status(double alpha, double gamma, double epsilon) noexcept nogil:
+    """The step size, discount (and epsilon) a kernel is given, checked like the public API:
+    12 alpha outside (0, 1] (or NaN), 13 gamma outside [0, 1], 14 epsilon outside [0, 1]."""
+    if not (alpha > 0.0 and alpha <= 1.0):
+        return 12
+    if not (gamma >= 0.0 and gamma <= 1.0):
+        return 13
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return 14
+    return 0
+
+
 cdef inline int _check(Py_ssize_t n_states, Py_ssize_t n_actions, const index_t[::1] states,
                        const index_t[::1] actions, const real_t[::1] rewards,
                        const index_t[::1] next_states, const index_t[::1] next_actions) noexcept nogil:
@@ -89,6 +101,9 @@ cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
     if _batch_overlaps(q, q, False, states, actions, rewards, next_states, states[:0], terminated,
                        td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status:
+        return status
     status = _check(q.shape[0], n_actions, states, actions, rewards, next_states, states[:0])
     if status:
         return status
@@ -118,6 +133,9 @@ cdef int sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states, const in
     if _batch_overlaps(q, q, False, states, actions, rewards, next_states, next_actions,
                        terminated, td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status:
+        return status
     status = _check(q.shape[0], q.shape[1], states, actions, rewards, next_states, next_actions)
     if status:
         return status
@@ -148,6 +166,9 @@ cdef int expected_sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states,
     if _batch_overlaps(q, q, False, states, actions, rewards, next_states, states[:0], terminated,
                        td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, epsilon)
+    if status:
+        return status
     status = _check(q.shape[0], n_actions, states, actions, rewards, next_states, states[:0])
     if status:
         return status
@@ -195,6 +216,9 @@ cdef int double_q_learning_update_core(real_t[:, ::1] q1, real_t[:, ::1] q2,
     if _batch_overlaps(q1, q2, True, states, actions, rewards, next_states, states[:0],
                        terminated, td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status:
+        return status
     status = _check(q1.shape[0], q1.shape[1], states, actions, rewards, next_states, states[:0])
     if status:
         return status

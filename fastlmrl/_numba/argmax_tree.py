@@ -14,7 +14,7 @@ from numba import njit
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range, uniform
-from .td_learning import written_overlaps
+from .td_learning import rates_status, written_overlaps
 
 BAD_TREE = 32
 CORRUPT_TREE = 33
@@ -341,6 +341,9 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
             or written_overlaps(td_out, states, actions, rewards, next_states, terminated, q[:0],
                                 q[:0])):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status != 0:
+        return status
     status = _check(q, nodes, block_size, states, actions, rewards, next_states)
     if status != 0:
         return status
@@ -391,6 +394,9 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
             or written_overlaps(td_out, states, actions, rewards, next_states, terminated,
                                 q1[:0], q1[:0])):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status != 0:
+        return status
     if q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]:
         return BAD_TREE
     if _bad_tree(q2, nodes2, block_size2):

@@ -63,6 +63,23 @@ def _batch_overlaps(q, q2, states, actions, rewards, next_states, next_actions, 
                                 terminated))
 
 
+BAD_ALPHA = 12  # alpha outside (0, 1] (or NaN)
+BAD_GAMMA = 13  # gamma outside [0, 1]
+BAD_EPSILON = 14  # expected SARSA: epsilon outside [0, 1]
+
+
+@njit(**NJIT)
+def rates_status(alpha, gamma, epsilon):
+    """The step size, discount (and epsilon) a kernel is given, checked like the public API."""
+    if not (alpha > 0.0 and alpha <= 1.0):
+        return BAD_ALPHA
+    if not (gamma >= 0.0 and gamma <= 1.0):
+        return BAD_GAMMA
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return BAD_EPSILON
+    return 0
+
+
 @njit(**NJIT)
 def _check(q, states, actions, rewards, next_states, next_actions):
     """0, or the status code of the first bad argument (see fastlmrl._status).
@@ -111,6 +128,9 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
     if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, states[:0], terminated,
                        td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status != 0:
+        return status
     status = _check(q, states, actions, rewards, next_states, states[:0])
     if status == 0:
         _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma,
@@ -127,6 +147,9 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, next_actions, terminated,
                        td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status != 0:
+        return status
     status = _check(q, states, actions, rewards, next_states, next_actions)
     if status != 0:
         return status
@@ -152,6 +175,9 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, states[:0], terminated,
                        td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, epsilon)
+    if status != 0:
+        return status
     status = _check(q, states, actions, rewards, next_states, states[:0])
     if status != 0:
         return status
@@ -194,6 +220,9 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     if _batch_overlaps(q1, q2, states, actions, rewards, next_states, states[:0], terminated,
                        td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, 0.0)
+    if status != 0:
+        return status
     status = _check(q1, states, actions, rewards, next_states, states[:0])
     if status != 0:
         return status

@@ -39,7 +39,7 @@ import math
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range
-from .td_learning import written_overlaps
+from .td_learning import rates_status, written_overlaps
 
 BAD_TREE = 32
 CORRUPT_TREE = 33
@@ -351,6 +351,9 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
         return BAD_SHAPES
     if _overlaps((q, nodes, td_out), (states, actions, rewards, next_states, terminated)):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma)
+    if status:
+        return status
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, nodes, block_size, s_, a_, r_, n_)
     if status:
@@ -379,6 +382,9 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
     if _overlaps((q1, q2, nodes1, nodes2, td_out),
                  (states, actions, rewards, next_states, terminated)):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma)
+    if status:
+        return status
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     if q2.shape != q1.shape or _bad_tree(q2, nodes2, block_size2):
         return BAD_TREE

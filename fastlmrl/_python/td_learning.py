@@ -36,6 +36,22 @@ def _batch_overlaps(tables, inputs, td_out):
     return written_overlaps(td_out, *inputs)
 
 
+BAD_ALPHA = 12  # alpha outside (0, 1] (or NaN)
+BAD_GAMMA = 13  # gamma outside [0, 1]
+BAD_EPSILON = 14  # expected SARSA: epsilon outside [0, 1]
+
+
+def rates_status(alpha, gamma, epsilon=0.0):
+    """The step size, discount (and epsilon) a kernel is given, checked like the public API."""
+    if not 0.0 < alpha <= 1.0:
+        return BAD_ALPHA
+    if not 0.0 <= gamma <= 1.0:
+        return BAD_GAMMA
+    if not 0.0 <= epsilon <= 1.0:
+        return BAD_EPSILON
+    return 0
+
+
 def _check(q, states, actions, rewards, next_states, next_actions=None):
     n_states, n_actions = q.shape
     if first_out_of_range(states, n_states):
@@ -56,6 +72,9 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
         return BAD_SHAPES
     if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma)
+    if status:
+        return status
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, s_, a_, r_, n_)
     if status:
@@ -78,6 +97,9 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     if _batch_overlaps((q,), (states, actions, rewards, next_states, next_actions, terminated),
                        td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma)
+    if status:
+        return status
     s_, a_, r_, n_, b_, t_ = (x.tolist() for x in (states, actions, rewards, next_states,
                                                     next_actions, terminated))
     status = _check(q, s_, a_, r_, n_, b_)
@@ -99,6 +121,9 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
         return BAD_SHAPES
     if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma, epsilon)
+    if status:
+        return status
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q, s_, a_, r_, n_)
     if status:
@@ -129,6 +154,9 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
         return BAD_SHAPES
     if _batch_overlaps((q1, q2), (states, actions, rewards, next_states, terminated), td_out):
         return OVERLAPPING_ARRAYS
+    status = rates_status(alpha, gamma)
+    if status:
+        return status
     s_, a_, r_, n_, t_ = (x.tolist() for x in (states, actions, rewards, next_states, terminated))
     status = _check(q1, s_, a_, r_, n_)
     if status:
