@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+try:  # missing packages fail the run, they are never skipped
+    import torch
+    import transformers  # noqa: F401
+except ImportError as exc:
+    raise ImportError("the fastlmrl.neural tests need PyTorch and transformers: pip install "
+                      "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'") from exc
 
 from fastlmrl import CharTokenizer, WordTokenizer  # noqa: E402
 from fastlmrl.neural import (TokenizerAdapter, as_tokenizer, build_model,  # noqa: E402

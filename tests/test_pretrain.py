@@ -6,8 +6,12 @@ import types
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+try:  # missing packages fail the run, they are never skipped
+    import torch
+    import transformers  # noqa: F401
+except ImportError as exc:
+    raise ImportError("the fastlmrl.neural tests need PyTorch and transformers: pip install "
+                      "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'") from exc
 
 from fastlmrl import CharTokenizer  # noqa: E402
 from fastlmrl.corpus import generate_corpus  # noqa: E402
