@@ -19,6 +19,24 @@ from .reinforce import ReinforceConfig, ReinforceTrainer
 from .rloo import RLOOConfig, RLOOTrainer
 from .sarsa import SarsaConfig, SarsaTrainer
 
+# The neural trainers import torch: loaded on first access (``import fastlmrl`` stays torch-free).
+_NEURAL = {"NeuralGRPOConfig": "neural_grpo", "NeuralGRPOTrainer": "neural_grpo",
+           "NeuralPPOConfig": "neural_ppo", "NeuralPPOTrainer": "neural_ppo",
+           "NeuralReinforceConfig": "neural_reinforce",
+           "NeuralReinforceTrainer": "neural_reinforce",
+           "NeuralRLOOConfig": "neural_rloo", "NeuralRLOOTrainer": "neural_rloo"}
+
+
+def __getattr__(name):
+    import importlib
+    if name in _NEURAL:
+        return getattr(importlib.import_module(f".{_NEURAL[name]}", __name__), name)
+    if name == "NEURAL_ALGORITHMS":  # names used by ``fastlmrl train --policy neural --algo``
+        classes = [__getattr__(n) for n in _NEURAL if n.endswith("Trainer")]
+        return {cls.algorithm.removeprefix("neural_"): cls for cls in classes}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 TEXT_ALGORITHMS = {cls.algorithm: cls for cls in (ReinforceTrainer, A2CTrainer, PPOTrainer,
                                                   GRPOTrainer, RLOOTrainer)}
 VALUE_ALGORITHMS = {cls.algorithm: cls for cls in (
@@ -34,4 +52,5 @@ __all__ = [
     "ReinforceConfig", "ReinforceTrainer", "SarsaConfig", "SarsaTrainer", "TEXT_ALGORITHMS",
     "Trainer", "VALUE_ALGORITHMS", "ValueIterationConfig", "ValueIterationPlanner",
     "explained_variance",
+    *_NEURAL, "NEURAL_ALGORITHMS",
 ]
