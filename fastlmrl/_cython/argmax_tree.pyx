@@ -88,12 +88,25 @@ cdef inline bint _roots_ok(const int32_t[:, ::1] nodes, const index_t[::1] state
     return True
 
 
+cdef extern from *:
+    """
+    #define FASTLMRL_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    """
+    void FASTLMRL_PREFETCH(const void* p) noexcept nogil
+
+
 cdef inline bint _update_paths_ok(const int32_t[:, ::1] nodes, Py_ssize_t block_size,
                                   const index_t[::1] states, const index_t[::1] actions,
                                   const index_t[::1] next_states,
                                   Py_ssize_t n_actions) noexcept nogil:
-    cdef Py_ssize_t i, w, p = nodes.shape[1] // 2
-    for i in range(states.shape[0]):
+    cdef Py_ssize_t i, w, k, p = nodes.shape[1] // 2, n = states.shape[0], ahead = 16
+    for i in range(n):
+        if i + ahead < n:  # the path lines of a later cell are fetched while this one is checked
+            k = p + actions[i + ahead] // block_size
+            while k > 1:
+                FASTLMRL_PREFETCH(&nodes[states[i + ahead], k])
+                k >>= 1
+            FASTLMRL_PREFETCH(&nodes[next_states[i + ahead], 0])
         if not _path_ok(&nodes[states[i], 0], p, n_actions, block_size, actions[i], True):
             return False
         w = nodes[next_states[i], 1]
@@ -454,7 +467,7 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
                                             const unsigned char[::1] terminated, double alpha,
                                             double gamma, uint64_t key, uint64_t counter,
                                             real_t[::1] td_out) noexcept nogil:
-    cdef Py_ssize_t i, w, n_actions = q1.shape[1]
+    cdef Py_ssize_t i, w, k, n_actions = q1.shape[1]
     cdef double td
     cdef int status
     cdef bint ok
@@ -485,6 +498,15 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
     if status:
         return status
     for i in range(states.shape[0]):  # the learner's tree (same coins as below)
+        if i + 16 < states.shape[0]:  # fetch a later cell's path lines meanwhile (both trees)
+            k = nodes1.shape[1] // 2 + actions[i + 16] // block_size1
+            while k > 1:
+                FASTLMRL_PREFETCH(&nodes1[states[i + 16], k])
+                k >>= 1
+            k = nodes2.shape[1] // 2 + actions[i + 16] // block_size2
+            while k > 1:
+                FASTLMRL_PREFETCH(&nodes2[states[i + 16], k])
+                k >>= 1
         if uniform(key, counter + <uint64_t>i) < 0.5:
             ok = _path_ok(&nodes1[states[i], 0], nodes1.shape[1] // 2, n_actions, block_size1,
                           actions[i], True)

@@ -10,7 +10,10 @@ __all__ = [
     "q_learning_update_tree",
 ]
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range, uniform
@@ -87,9 +90,48 @@ def _roots_ok(nodes, states, n_actions):
     return True
 
 
+@intrinsic
+def _prefetch(typingctx, arr, row, col):
+    """Ask for the cache line of arr[row, col] (LLVM's prefetch: a hint, no load, no fault)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 2:
+        return None
+    sig = types.void(arr, row, col)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, args[1], signature.args[1], types.intp),
+                 context.cast(builder, args[2], signature.args[2], types.intp)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(**NJIT)
+def _prefetch_path(nodes, s, k):
+    """The cache lines of the nodes on the path from node k up (checked ids only)."""
+    while k > 1:
+        _prefetch(nodes, s, k)
+        k >>= 1
+
+
 @njit(**NJIT)
 def _update_paths_ok(nodes, block_size, states, actions, next_states, n_actions):
-    for i in range(states.shape[0]):
+    """The leaf and path siblings of every updated cell and the root of every next state (the
+    path lines of the cell 16 ahead are prefetched: on a large table the check is a chain of
+    cache misses otherwise)."""
+    p = nodes.shape[1] // 2
+    n = states.shape[0]
+    for i in range(n):
+        if i + 16 < n:
+            _prefetch_path(nodes, states[i + 16], p + np.int64(actions[i + 16]) // block_size)
+            _prefetch(nodes, next_states[i + 16], 0)
         if not _path_ok(nodes[states[i]], n_actions, block_size, np.int64(actions[i]), True):
             return False
         w = nodes[next_states[i], 1]
@@ -407,7 +449,13 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
     key = np.uint64(key)
     counter = np.uint64(counter)
     n_actions = q1.shape[1]
-    for i in range(states.shape[0]):  # the learner's tree (same coins as below)
+    n = states.shape[0]
+    p1 = nodes1.shape[1] // 2
+    p2 = nodes2.shape[1] // 2
+    for i in range(n):  # the learner's tree (same coins as below)
+        if i + 16 < n:  # fetch a later cell's path lines meanwhile (both trees)
+            _prefetch_path(nodes1, states[i + 16], p1 + np.int64(actions[i + 16]) // block_size1)
+            _prefetch_path(nodes2, states[i + 16], p2 + np.int64(actions[i + 16]) // block_size2)
         if uniform(key, counter + np.uint64(i)) < 0.5:
             ok = _path_ok(nodes1[states[i]], n_actions, block_size1, np.int64(actions[i]), True)
             w = nodes1[next_states[i], 1]
