@@ -1,0 +1,119 @@
+"""The CI subset of fastlmrl's fuzz campaign (issue 11; the harness is ``tests/fuzz/``).
+
+A few thousand malformed calls, over the public API and the raw kernels of all three backends,
+each in a worker subprocess (a crash or a hang is attributed to the case that was running), every
+array inside a guard band, the state snapshotted around each call.  Expected: no crash, no
+out-of-bounds write, no hang, no half-applied update, and only ValueError/TypeError naming the
+argument (public API) or a non-zero status (raw kernels, for value-level mutations).
+
+The full campaign (every case, a table of counts per backend and outcome) runs outside CI:
+``python -m tests.fuzz --full`` from the repository root.
+
+Cases that still fail are listed in ``KNOWN_FAILURES`` with the reason; each is an
+``xfail(strict=True)`` test of its own, so fixing one without updating the list fails CI.
+"""
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from fuzz import campaign
+from fuzz.cases import PLANTED
+from fuzz.harness import CRASH, HALF, HANG, OOB, OK, REJECTED, UNNAMED, WRONG_EXC
+
+#: case id -> why it still fails (cases of the CI subset whose fix is not in yet).
+KNOWN_FAILURES: dict[str, str] = {}
+
+JOBS = 2
+TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    corpus = str(tmp_path_factory.mktemp("fuzz") / "kernel_calls.pickle")
+    listing = campaign.enumerate_cases(corpus=corpus)
+    cases = campaign.select_cases(listing["public"] + listing["kernel"], "ci")
+    assert len(cases) > 1000
+    out = campaign.run_cases(cases, jobs=JOBS, timeout=TIMEOUT, corpus=corpus)
+    return {campaign.case_id(r): r for r in out}
+
+
+@pytest.fixture(scope="module")
+def bad(results):
+    """case id -> what went wrong, for every failing case of the CI subset."""
+    return {campaign.case_id(r): f"{what}: {r['detail']}"
+            for r, what in campaign.bad_results(list(results.values()))}
+
+
+@pytest.mark.parametrize("backend", ["python", "numba", "cython"])
+@pytest.mark.parametrize("kind", ["api", "kernel"])
+def test_no_bad_outcome(results, bad, kind, backend):
+    ran = [r for r in results.values() if r["kind"] == kind and r["backend"] == backend]
+    assert ran, "no case ran"
+    counts = collections.Counter(r["outcome"] for r in ran)
+    assert counts[OK] + counts[REJECTED] > 0, counts
+    failures = {cid: what for cid, what in bad.items()
+                if cid not in KNOWN_FAILURES and results[cid]["kind"] == kind
+                and results[cid]["backend"] == backend}
+    assert not failures, (f"{len(failures)} failing fuzz cases (repro: python -m tests.fuzz "
+                          f"--case ID):\n" + "\n".join(f"{k}  {v}" for k, v in
+                                                       sorted(failures.items())[:60]))
+
+
+_KNOWN = [pytest.param(cid, marks=pytest.mark.xfail(strict=True, reason=reason))
+          for cid, reason in sorted(KNOWN_FAILURES.items())]
+
+
+@pytest.mark.parametrize("cid", _KNOWN or [pytest.param("-", marks=pytest.mark.skip(
+    reason="no known failures"))])
+def test_known_failure(results, bad, cid):
+    """A case listed in KNOWN_FAILURES passes (and, being a strict xfail, fails the run) once
+    it is fixed."""
+    assert cid not in bad, bad.get(cid)
+
+
+def test_known_failures_are_in_the_subset(results):
+    missing = sorted(set(KNOWN_FAILURES) - set(results))
+    assert not missing, f"no longer in the CI subset, update KNOWN_FAILURES: {missing}"
+
+
+# ------------------------------------------------------------------------ the harness itself
+PLANTED_OUTCOMES = {"segfault": CRASH, "sleeps": HANG, "writes_past_end": OOB,
+                    "half_applies": HALF, "wrong_exception": WRONG_EXC,
+                    "unnamed_message": UNNAMED, "clean": REJECTED}
+
+
+def _planted_case(target, arg="rows", mutation="none"):
+    return dict(kind="api", backend="python", target=target, topic="_selftest", arg=arg,
+                mutation=mutation, seed=1)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Every planted fault, each followed by a clean case (the campaign must go on after a crash
+    or a hang: the next case runs in a fresh worker); plus a valid call of writes_past_end (NaN
+    in x, y >= 0) that must come back OK."""
+    cases = []
+    for target in PLANTED_OUTCOMES:
+        if target == "writes_past_end":  # a negative y writes one element past the end of x
+            cases.append(_planted_case(target, "y", "s_neg"))
+        else:
+            cases.append(_planted_case(target, "x" if target in ("segfault", "sleeps") else "rows"))
+        cases.append(_planted_case("clean"))
+    cases.append(_planted_case("writes_past_end", "x", "nan"))
+    return campaign.run_cases(cases, timeout=3.0)
+
+
+@pytest.mark.parametrize("target", sorted(PLANTED_OUTCOMES))
+def test_harness_reports_planted_fault(planted, target):
+    """Each planted fault (``fuzz.cases.PLANTED``) is reported as its outcome."""
+    assert target in PLANTED
+    i = list(PLANTED_OUTCOMES).index(target)
+    assert planted[2 * i]["target"] == target
+    assert planted[2 * i]["outcome"] == PLANTED_OUTCOMES[target], planted[2 * i]
+    assert planted[2 * i + 1]["outcome"] == REJECTED, planted[2 * i + 1]  # the campaign went on
+
+
+def test_harness_accepts_a_valid_call(planted):
+    assert planted[-1]["outcome"] == OK, planted[-1]
