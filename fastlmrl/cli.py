@@ -620,7 +620,7 @@ def main(argv=None) -> int:
                     "transformers' from_pretrained read.  Needs pip install 'fastlmrl[neural]'.")
     pre.add_argument("--seconds", type=_float_option(1e-3, 1e9), default=60.0,
                      help="training time limit in seconds")
-    pre.add_argument("--steps", type=_int_option(1, 10**9), default=600,
+    pre.add_argument("--steps", type=_int_option(1, 10**9), default=1200,
                      help="optimizer steps (training stops at --steps or --seconds)")
     pre.add_argument("--seed", type=_int_option(0, 2**63 - 1), default=0,
                      help="seed of the weights and the batches")

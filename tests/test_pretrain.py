@@ -147,3 +147,16 @@ def test_a_time_limited_cached_model_is_retrained_for_a_larger_budget(tmp_path):
     assert full.folder == short.folder
     hit = pretrained_model(CORPUS, cache_dir=tmp_path, seed=5, **{**TINY, "seconds": 1.0})
     assert hit.from_cache and hit.steps == TINY["steps"]
+
+
+def test_a_damaged_cache_entry_is_retrained_with_a_warning(tmp_path):
+    first = pretrained_model(CORPUS, cache_dir=tmp_path, seed=6, **{**TINY, "steps": 3})
+    weights = os.path.join(first.folder, "model.safetensors")
+    with open(weights, "r+b") as f:
+        f.truncate(100)
+    with pytest.warns(UserWarning, match="damaged cached model"):
+        again = pretrained_model(CORPUS, cache_dir=tmp_path, seed=6, **{**TINY, "steps": 3})
+    assert not again.from_cache
+    s1, s2 = first.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert pretrained_model(CORPUS, cache_dir=tmp_path, seed=6, **{**TINY, "steps": 3}).from_cache

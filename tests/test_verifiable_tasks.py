@@ -127,7 +127,7 @@ def test_reasoning_gym_adapter_or_clear_import_error():
         with pytest.raises(ImportError, match="pip install reasoning-gym"):
             ReasoningGymTask("basic_arithmetic")
         return
-    task = ReasoningGymTask("basic_arithmetic", size=50, seed=1)  # pragma: no cover
+    task = ReasoningGymTask("basic_arithmetic", size=50, seed=1)
     prompts = task.prompts(5, seed=0, split="all")
     answers = task.answers(prompts)
     assert task.reward(prompts, answers).tolist() == [1.0] * 5

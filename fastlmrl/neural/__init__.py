@@ -15,8 +15,9 @@ from .model import (ARCHITECTURES, build_model, default_model_config, load_model
 
 require_transformers()
 
-from .pretrain import (PretrainResult, generate_completions, model_cache_dir,  # noqa: E402
-                       pretrain, pretrained_model, task_success_rate)
+from .pretrain import (PretrainResult, generate_completions,  # noqa: E402
+                       held_out_perplexity, model_cache_dir, pretrain, pretrained_model,
+                       task_success_rate)
 from .tokenizer import TokenizerAdapter, as_tokenizer  # noqa: E402
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "build_model",
     "default_model_config",
     "generate_completions",
+    "held_out_perplexity",
     "load_model",
     "model_cache_dir",
     "pretrain",
