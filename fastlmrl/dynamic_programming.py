@@ -50,7 +50,8 @@ Kernels (``fastlmrl.numba_kernels``, ``fastlmrl._cython.dynamic_programming``; i
 signatures in every backend; ``terminal`` is a uint8 view, values float64, policies int64; each
 returns a status code after a pre-pass that writes nothing — 7 (first): array arguments of
 inconsistent shapes, 2: a ``policy`` id outside [0, A) (or A == 0), 3: a ``next_state`` id of a
-non-terminal state outside [0, S), 5: a non-finite reward of a non-terminal state / of ``R``)::
+non-terminal state outside [0, S), 5: a non-finite reward of a non-terminal state / of ``R``,
+60: ``k`` or ``max_iter`` outside [0, 2**31 - 1])::
 
     token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out)
     token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out)

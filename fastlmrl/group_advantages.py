@@ -139,8 +139,12 @@ def rloo_advantages(rewards, group_size=None, group_ids=None) -> np.ndarray:
     if status == BAD_GROUP_SIZE:
         g = int(np.flatnonzero(count == 1)[0])
         i = int(np.flatnonzero(ids == g)[0])
-        raise ValueError(f"RLOO needs at least 2 samples per group; the group of rewards[{i}] "
-                         "has 1")
+        if group_ids is None:
+            raise ValueError(f"group_size must be >= 2 for RLOO (it needs at least 2 samples per "
+                             f"group), got {group_size}")
+        label = np.asarray(group_ids).reshape(-1)[i]
+        raise ValueError(f"group_ids[{i}] = {label}: RLOO needs at least 2 samples per group; "
+                         f"the group of rewards[{i}] has 1")
     _raise_groups(status, r)
     return out
 

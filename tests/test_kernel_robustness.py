@@ -594,3 +594,73 @@ def test_raw_kernels_take_int64_options_and_thread_counts(big):
         )
     assert got["python"][2] != 0 and got["python"][3] != 0  # invalid estimator, mode
     assert got["numba"] == got["python"] and got["cython"] == got["python"]
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_dp_raw_kernels_refuse_2_31_sweeps(name):
+    """k or max_iter of 2**31 (or negative) is status 60 at once, not days of sweeps."""
+    kern = raw(name)
+    ns = np.array([[1, 0], [1, 1]])
+    rw = np.array([[1.0, 0.0], [0.0, 0.0]])
+    term = np.array([0, 1], np.uint8)
+    P = np.full((2, 2, 2), 0.5)
+    policy = np.zeros(2, np.int64)
+    for bad in (2**31, -1):
+        v = np.zeros(2)
+        assert kern.token_mdp_policy_sweeps(ns, rw, term, policy, 0.9, bad, v, np.empty(2)) == 60
+        assert kern.dense_mdp_policy_sweeps(P, rw, policy, 0.9, bad, v, np.empty(2)) == 60
+        out = (np.empty(2), np.empty(2, np.int64), np.zeros(2, np.int64))
+        assert kern.token_mdp_value_iteration(ns, rw, term, 0.9, 0.0, bad, v, *out) == 60
+        assert kern.dense_mdp_value_iteration(P, rw, 0.9, 0.0, bad, v, *out) == 60
+        assert (v == 0).all()
+    assert kern.token_mdp_policy_sweeps(ns, rw, term, policy, 0.9, 2, v,
+                                        np.empty(2)) == 0
+
+
+@pytest.mark.parametrize("state", ["table", "m", "v"])
+def test_reference_adam_refuses_read_only_state_before_writing(state):
+    table, rows, grads, m, v = _adam_args(0.0)
+    arrays = {"table": table, "m": m, "v": v}
+    arrays[state].flags.writeable = False
+    before = [a.copy() for a in (table, m, v)]
+    with pytest.raises(ValueError, match=f"^{state} is read-only"):
+        raw("python").adam_step(table, rows, grads, np.empty(0, np.int64), m, v, 1, 0.1, 0.9,
+                                0.999, 1e-8, False, np.empty(2))
+    for a, b in zip((table, m, v), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reference_mc_control_refuses_read_only_q_before_writing():
+    q, counts, states, actions, rewards, offsets = _mc_args(0)
+    q.flags.writeable = False
+    with pytest.raises(ValueError, match="^q is read-only"):
+        raw("python").mc_control_update(q, states, actions, rewards, offsets, 0.9, False, 0.0,
+                                        counts, np.empty(0, np.int64), np.empty(0, np.int64),
+                                        np.empty(3))
+    assert (counts == 0).all()
+
+
+@pytest.mark.parametrize("bad", ["readonly", "2d"])
+def test_reference_dp_kernels_check_outputs_before_writing(bad):
+    ns = np.array([[1, 0], [1, 1]])
+    rw = np.array([[1.0, 0.0], [0.0, 0.0]])
+    v = np.zeros(2)
+    policy_out = np.empty(2, np.int64) if bad == "readonly" else np.empty((2, 1), np.int64)
+    policy_out.flags.writeable = bad != "readonly"
+    kern = raw("python")
+    if bad == "readonly":
+        with pytest.raises(ValueError, match="^policy_out is read-only"):
+            kern.token_mdp_value_iteration(ns, rw, np.array([0, 1], np.uint8), 0.9, 0.0, 5, v,
+                                           np.empty(2), policy_out, np.zeros(2, np.int64))
+    else:
+        assert kern.token_mdp_value_iteration(ns, rw, np.array([0, 1], np.uint8), 0.9, 0.0, 5, v,
+                                              np.empty(2), policy_out,
+                                              np.zeros(2, np.int64)) == 7
+    assert (v == 0).all()
+
+
+def test_rloo_singleton_group_names_group_ids(backend):
+    with pytest.raises(ValueError, match=r"^group_ids\[3\] = 1: RLOO needs at least 2"):
+        fastlmrl.rloo_advantages(np.arange(4.0), group_ids=[0, 0, 5, 1])
+    with pytest.raises(ValueError, match="^group_size must be >= 2"):
+        fastlmrl.rloo_advantages(np.arange(4.0), group_size=1)

@@ -24,6 +24,8 @@ from fastlmrl._cython._common cimport real_t, index_t
 
 cdef enum:
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
+    MAX_ITERATIONS = 2147483647  # 2**31 - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +275,8 @@ cdef int token_mdp_policy_sweeps_core(const index_t[:, ::1] next_state,
     if not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], policy.shape[0],
                             v.shape[0], v_tmp.shape[0]):
         return BAD_SHAPES
+    if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
@@ -439,6 +443,8 @@ cdef int token_mdp_value_iteration_core(const index_t[:, ::1] next_state,
                              v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
         return BAD_SHAPES
+    if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_token(next_state, reward, terminal)
     if status:
         return status
@@ -509,6 +515,8 @@ cdef int dense_mdp_policy_sweeps_core(const real_t[:, :, ::1] P, const real_t[:,
     cdef int status
     if not _dense_shapes_ok(P.shape, R.shape, policy.shape[0], v.shape[0], v_tmp.shape[0]):
         return BAD_SHAPES
+    if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_dense(R)
     if status == 0:
         status = _check_policy(policy, R.shape[1])
@@ -540,6 +548,8 @@ cdef int dense_mdp_value_iteration_core(const real_t[:, :, ::1] P, const real_t[
     if (not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
         return BAD_SHAPES
+    if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_dense(R)
     if status:
         return status

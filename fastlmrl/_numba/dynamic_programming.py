@@ -20,6 +20,9 @@ import numpy as np
 from numba import njit
 
 from .._status import BAD_SHAPES
+
+BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
+MAX_ITERATIONS = 2**31 - 1
 from ._common import NJIT
 
 
@@ -247,6 +250,8 @@ def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v
     if not _token_shapes_ok(next_state, reward, terminal, policy.shape[0], v.shape[0],
                             v_tmp.shape[0]):
         return BAD_SHAPES
+    if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
@@ -387,6 +392,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
                              policy_out.shape[0])
             or info_out.shape[0] < 2):
         return BAD_SHAPES
+    if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_token(next_state, reward, terminal)
     if status != 0:
         return status
@@ -449,6 +456,8 @@ def _dense_policy_sweep(P, R, policy, gamma, src, dst):
 def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
     if not _dense_shapes_ok(P, R, policy.shape[0], v.shape[0], v_tmp.shape[0]):
         return BAD_SHAPES
+    if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_dense(R)
     if status == 0:
         status = _check_policy(policy, R.shape[1])
@@ -469,6 +478,8 @@ def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, 
     if (not _dense_shapes_ok(P, R, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
         return BAD_SHAPES
+    if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     status = _check_dense(R)
     if status != 0:
         return status

@@ -24,6 +24,9 @@ import math
 
 from .._status import BAD_SHAPES
 
+BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
+MAX_ITERATIONS = 2**31 - 1
+
 __all__ = [
     "dense_mdp_action_values",
     "dense_mdp_bellman_backup",
@@ -225,6 +228,8 @@ def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
 def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v_tmp):
     if not _arrays_ok((terminal, policy, v, v_tmp), dict(v=v, v_tmp=v_tmp)):
         return BAD_SHAPES
+    if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     if not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v), len(v_tmp)):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
@@ -379,6 +384,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
                               policy_out, info_out):
     if not _arrays_ok((terminal, v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
         return BAD_SHAPES
+    if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_tmp), len(policy_out))
             or len(info_out) < 2):
         return BAD_SHAPES
@@ -438,6 +445,8 @@ def dense_mdp_action_values(P, R, gamma, v, q_out):
 def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
     if not _arrays_ok((policy, v, v_tmp), dict(v=v, v_tmp=v_tmp)):
         return BAD_SHAPES
+    if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     if not _dense_shapes_ok(P, R, len(policy), len(v), len(v_tmp)):
         return BAD_SHAPES
     n_states, n_actions = R.shape
@@ -457,6 +466,8 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
     if not _arrays_ok((v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
         return BAD_SHAPES
+    if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
+        return BAD_ITERATIONS
     if not _dense_shapes_ok(P, R, len(v), len(v_tmp), len(policy_out)) or len(info_out) < 2:
         return BAD_SHAPES
     n_states, n_actions = R.shape

@@ -95,6 +95,9 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, first
     first visits with a Python dict; ``slot_keys`` / ``slot_first`` (the compiled kernels' hash
     scratch) are only validated, so that every backend returns the same status.
     """
+    for name, arr in (("q", q), ("counts", counts), ("returns_out", returns_out)):
+        if not arr.flags.writeable:  # refused before any write, as by the compiled signatures
+            raise ValueError(f"{name} is read-only")
     s_, a_, r_, o_ = (x.tolist() for x in (states, actions, rewards, episode_offsets))
     status = _check_mc(q, s_, a_, r_, o_, len(returns_out), first_visit, alpha, counts,
                        len(slot_keys), len(slot_first))

@@ -103,6 +103,14 @@ def _summed_rows(rows, grads):
     return sums
 
 
+def _writeable(**arrays) -> None:
+    """A read-only table or moment raises ValueError before anything is written (the compiled
+    kernels' typed signatures refuse it at the call), not after the first rows were updated."""
+    for name, arr in arrays.items():
+        if not arr.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+
+
 def _bad_lr(lr) -> bool:
     return not (0.0 <= lr < math.inf)
 
@@ -141,6 +149,7 @@ def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maxi
     corrections folded into the per-step scalars (see the module docstring for the order)."""
     if _bad_adam_scalars(step, lr, beta1, beta2, eps):
         return BAD_HYPERPARAMETERS
+    _writeable(table=table, m=m, v=v)
     status = _check(table, rows, grads, order, acc, (m, v))
     if status:
         return status
