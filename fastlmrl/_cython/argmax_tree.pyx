@@ -78,14 +78,19 @@ cdef inline bint _path_ok(const int32_t* tree, Py_ssize_t p, Py_ssize_t n_action
     return True
 
 
-cdef inline bint _roots_ok(const int32_t[:, ::1] nodes, const index_t[::1] states,
-                           Py_ssize_t n_actions) noexcept nogil:
-    cdef Py_ssize_t i, w
+cdef inline int _states_roots_status(const int32_t[:, ::1] nodes, const index_t[::1] states,
+                                     Py_ssize_t n_states, Py_ssize_t n_actions) noexcept nogil:
+    """One pass: 1 if a state is out of range (first priority), else CORRUPT_TREE if the root of
+    some state's row is not a column of the table, else 0."""
+    cdef Py_ssize_t i, s, w
+    cdef bint damaged = False
     for i in range(states.shape[0]):
-        w = nodes[states[i], 1]
-        if w < 0 or w >= n_actions:
-            return False
-    return True
+        s = states[i]
+        if s < 0 or s >= n_states:
+            return 1
+        w = nodes[s, 1]
+        damaged |= (w < 0) | (w >= n_actions)
+    return CORRUPT_TREE if damaged else 0
 
 
 cdef extern from *:
@@ -295,6 +300,7 @@ cdef int argmax_tree_refresh_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
 cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
                           Py_ssize_t block_size, const index_t[::1] states,
                           int64_t[::1] out) noexcept nogil:
+    cdef int status
     cdef Py_ssize_t i, s
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
@@ -308,10 +314,9 @@ cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
         return OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
-    if out_of_range(states, q.shape[0]):
-        return 1
-    if not _roots_ok(nodes, states, q.shape[1]):
-        return CORRUPT_TREE
+    status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
+    if status:
+        return status
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = _root_argmax(&q[s, 0], &nodes[s, 0])
@@ -321,6 +326,7 @@ cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
 cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
                               Py_ssize_t block_size, const index_t[::1] states,
                               real_t[::1] out) noexcept nogil:
+    cdef int status
     cdef Py_ssize_t i, s
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
@@ -334,10 +340,9 @@ cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] node
         return OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
-    if out_of_range(states, q.shape[0]):
-        return 1
-    if not _roots_ok(nodes, states, q.shape[1]):
-        return CORRUPT_TREE
+    status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
+    if status:
+        return status
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = <real_t>_root_max(&q[s, 0], &nodes[s, 0])
@@ -348,6 +353,7 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
                                   Py_ssize_t block_size, const index_t[::1] states,
                                   double epsilon, uint64_t key, uint64_t counter,
                                   int64_t[::1] out) noexcept nogil:
+    cdef int status
     cdef Py_ssize_t i, s, n_actions = q.shape[1]
     cdef uint64_t c
     if out.shape[0] != states.shape[0]:
@@ -364,10 +370,9 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
         return BAD_EPSILON
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
         return BAD_TREE
-    if out_of_range(states, q.shape[0]):
-        return 1
-    if not _roots_ok(nodes, states, q.shape[1]):
-        return CORRUPT_TREE
+    status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
+    if status:
+        return status
     for i in range(states.shape[0]):
         c = counter + 2 * <uint64_t>i
         if uniform(key, c) < epsilon:

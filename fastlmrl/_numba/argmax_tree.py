@@ -82,35 +82,17 @@ def _path_ok(tree, n_actions, block_size, a, check_leaf):
 
 
 @njit(**NJIT)
-def _roots_ok(nodes, states, n_actions):
+def _states_roots_status(nodes, states, n_states, n_actions):
+    """One pass: 1 if a state is out of range (first priority), else CORRUPT_TREE if the root of
+    some state's row is not a column of the table, else 0."""
+    damaged = False
     for i in range(states.shape[0]):
-        w = nodes[states[i], 1]
-        if w < 0 or w >= n_actions:
-            return False
-    return True
-
-
-@intrinsic
-def _prefetch(typingctx, arr, row, col):
-    """Ask for the cache line of arr[row, col] (LLVM's prefetch: a hint, no load, no fault)."""
-    if not isinstance(arr, types.Array) or arr.ndim != 2:
-        return None
-    sig = types.void(arr, row, col)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        index = [context.cast(builder, args[1], signature.args[1], types.intp),
-                 context.cast(builder, args[2], signature.args[2], types.intp)]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+        s = states[i]
+        if s < 0 or s >= n_states:
+            return 1
+        w = nodes[np.uint64(s), 1]  # checked: unsigned indexing skips the wraparound test
+        damaged |= (w < 0) | (w >= n_actions)
+    return CORRUPT_TREE if damaged else 0
 
 
 @njit(**NJIT)
@@ -301,10 +283,9 @@ def greedy_tree(q, nodes, block_size, states, out):
         return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
-    if out_of_range(states, q.shape[0]):
-        return 1
-    if not _roots_ok(nodes, states, q.shape[1]):
-        return CORRUPT_TREE
+    status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
+    if status != 0:
+        return status
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = _root_argmax(q[s], nodes[s])
@@ -319,10 +300,9 @@ def argmax_tree_max(q, nodes, block_size, states, out):
         return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
-    if out_of_range(states, q.shape[0]):
-        return 1
-    if not _roots_ok(nodes, states, q.shape[1]):
-        return CORRUPT_TREE
+    status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
+    if status != 0:
+        return status
     for i in range(states.shape[0]):
         s = states[i]
         out[i] = _root_max(q[s], nodes[s])
@@ -339,10 +319,9 @@ def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out
         return BAD_EPSILON
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
-    if out_of_range(states, q.shape[0]):
-        return 1
-    if not _roots_ok(nodes, states, q.shape[1]):
-        return CORRUPT_TREE
+    status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
+    if status != 0:
+        return status
     key = np.uint64(key)
     counter = np.uint64(counter)
     n_actions = q.shape[1]
