@@ -47,7 +47,6 @@ import json
 import math
 import numbers
 import os
-import sys
 import time
 import warnings
 
@@ -512,7 +511,3 @@ def _signature_defaults():
     params = inspect.signature(pretrain).parameters
     return {k: v for k, v in params.items()
             if v.kind is inspect.Parameter.KEYWORD_ONLY and k != "log"}
-
-
-def _print_log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
