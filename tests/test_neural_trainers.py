@@ -244,3 +244,48 @@ def test_bad_task_and_policy():
         NeuralGRPOTrainer(model, object(), tokenizer=tok)
     with pytest.raises(ValueError, match="value head"):
         NeuralPPOTrainer(NeuralPolicy(model, tok), FirstLetterTask())
+
+
+# --- learning ------------------------------------------------------------------------------------
+def test_grpo_raises_the_success_rate_of_a_pretrained_model():
+    """A 2-layer GPT-2 (64 wide) pretrained for 300 steps on one-digit additions (``7+8=`` ->
+    ``15``, helper :func:`fastlmrl.neural.pretrain`) answers 34 % of 256 problems correctly when
+    sampled at temperature 1.  120 GRPO iterations (16 prompts x 8 completions, lr 1e-3, no KL)
+    raise that to 53.9 % (34.4 % -> 53.9 % measured at 1 thread; the training batches' success
+    rate goes from 32 % over the first 20 iterations to 50 % over the last 20; about 20 s of CPU
+    in all, pretraining included).  The success rate is measured the way a user would: exact-match answers of fresh
+    samples on the same 256 problems before and after, with the same sampling seed."""
+    from fastlmrl.neural import pretrain
+    from fastlmrl.verifiable_tasks import ArithmeticTask
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        task = ArithmeticTask(max_digits=1)
+        result = pretrain("one two three\nfour five six\nseven eight\n", tasks=[task],
+                          task_examples=2000, steps=300, seconds=1e9, n_layer=2, n_embd=64,
+                          n_head=4, n_positions=64, block_size=32, batch_size=32,
+                          learning_rate=1e-2, warmup_steps=10, eval_problems=0, threads=1)
+        assert result.steps == 300
+        cfg = NeuralGRPOConfig(num_prompts=16, group_size=8, max_new_tokens=4, lr=1e-3,
+                               beta=0.0)
+        trainer = NeuralGRPOTrainer(NeuralPolicy(result.model, result.tokenizer), task, cfg,
+                                    seed=1)
+        problems = task.prompts(256, seed=123, split="all")
+
+        def success_rate():
+            texts, rollout = trainer.sample(problems, seed=7)
+            return task.success(problems, texts, rollout.terminated.numpy())
+
+        before = success_rate()
+        history = trainer.train(120)
+        after = success_rate()
+    finally:
+        torch.set_num_threads(threads)
+    first = np.mean([h["success_rate"] for h in history[:20]])
+    last = np.mean([h["success_rate"] for h in history[-20:]])
+    print(f"success rate {before:.3f} -> {after:.3f}; training batches {first:.3f} -> {last:.3f}")
+    assert 0.2 <= before <= 0.45, before  # the starting model is mediocre (measured 0.34)
+    assert after >= before + 0.12, (before, after)  # measured 0.344 -> 0.539
+    # the training metric tells the same story: the last 20 iterations beat the first 20
+    assert last > first + 0.08, (first, last)

@@ -38,3 +38,9 @@ __all__ = [
     "save_model",
     "task_success_rate",
 ]
+
+# RL policies and rollouts (the trainers are fastlmrl.trainers.Neural*Trainer)
+from .policy import ModelOutput, NeuralPolicy, position_ids_from_mask  # noqa: E402
+from .rollout import Rollout, generate  # noqa: E402
+
+__all__ += ["ModelOutput", "NeuralPolicy", "Rollout", "generate", "position_ids_from_mask"]
