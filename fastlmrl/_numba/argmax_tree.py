@@ -95,6 +95,29 @@ def _states_roots_status(nodes, states, n_states, n_actions):
     return CORRUPT_TREE if damaged else 0
 
 
+@intrinsic
+def _prefetch(typingctx, arr, row, col):
+    """Ask for the cache line of arr[row, col] (LLVM's prefetch: a hint, no load, no fault)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 2:
+        return None
+    sig = types.void(arr, row, col)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, args[1], signature.args[1], types.intp),
+                 context.cast(builder, args[2], signature.args[2], types.intp)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(**NJIT)
 def _prefetch_path(nodes, s, k):
     """The cache lines of the nodes on the path from node k up (checked ids only)."""
