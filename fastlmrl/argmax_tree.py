@@ -205,7 +205,7 @@ def raise_for_tree_status(status: int, bounds: dict, name: str = "argmax_tree") 
     check.raise_for_status(status, bounds)
 
 
-def tree_args(tree, q, name: str = "argmax_tree"):
+def tree_args(tree, q, name: str = "argmax_tree", table_name: str = "q"):
     """Check that ``tree`` is an ArgmaxTree built for exactly ``q``; return (nodes, block_size).
 
     Used by the public selection / TD functions (internal).
@@ -213,5 +213,7 @@ def tree_args(tree, q, name: str = "argmax_tree"):
     if not isinstance(tree, ArgmaxTree):
         raise TypeError(f"{name} must be an ArgmaxTree, got {type(tree).__name__}")
     if tree.table is not q:
-        raise ValueError(f"{name} was built for another table ({name}.table is not q)")
+        raise ValueError(f"{name} was built for another table ({name}.table is not "
+                         f"{table_name}): pass the table the tree was built for, or build a new "
+                         "ArgmaxTree")
     return tree._args(q, name)

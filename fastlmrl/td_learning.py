@@ -239,8 +239,8 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     if argmax_trees is not None:
         if not isinstance(argmax_trees, (tuple, list)) or len(argmax_trees) != 2:
             raise TypeError("argmax_trees must be a pair (tree of q1, tree of q2)")
-        trees = (tree_args(argmax_trees[0], q1, "argmax_trees[0]"),
-                 tree_args(argmax_trees[1], q2, "argmax_trees[1]"))
+        trees = (tree_args(argmax_trees[0], q1, "argmax_trees[0]", "q1"),
+                 tree_args(argmax_trees[1], q2, "argmax_trees[1]", "q2"))
     td = np.empty(s.shape[0], dtype=q1.dtype)
     if argmax_trees is None:
         status = _backend.kernels().double_q_learning_update(

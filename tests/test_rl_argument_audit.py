@@ -490,3 +490,30 @@ def test_raw_td_kernels_refuse_bad_rates(compiled, reference, alpha, gamma, want
         args = [x.copy() if isinstance(x, np.ndarray) else x for x in calls["expected_sarsa_update"]]
         args[8] = 1.5  # epsilon
         assert module.expected_sarsa_update(*args) == 14
+
+
+def test_reference_kernels_refuse_read_only_outputs_and_float_ids_before_writing(reference):
+    """What the compiled signatures refuse at dispatch, the reference refuses before its first
+    write (fuzz findings: a read-only td_out or float next_states left q updated)."""
+    q = np.zeros((8, 4))
+    nodes = built(reference, q, 2)
+    for name, args in _kernel_calls(q, nodes):
+        for k in WRITTEN[name]:
+            bad = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
+            bad[k].flags.writeable = False
+            before = [x.copy() for x in bad if isinstance(x, np.ndarray)]
+            with pytest.raises(ValueError, match="read-only"):
+                getattr(reference, name)(*bad)
+            assert all(np.array_equal(b, a) for b, a in
+                       zip(before, [x for x in bad if isinstance(x, np.ndarray)]))
+    z, r, t = np.zeros(4, np.int64), np.zeros(4), np.zeros(4, np.uint8)
+    for name, call in [
+        ("sarsa_update",
+         lambda f: reference.sarsa_update(q, z, z, r, f, z, t, 0.5, 0.5, np.zeros(4))),
+        ("q_learning_update_tree",
+         lambda f: reference.q_learning_update_tree(q, nodes, 2, z, z, r, f, t, 0.5, 0.5,
+                                                    np.zeros(4))),
+    ]:
+        with pytest.raises(TypeError, match="next_states"):
+            call(np.full(4, 1.0))
+        assert (q == 0).all(), name

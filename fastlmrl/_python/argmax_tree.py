@@ -39,7 +39,7 @@ import math
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range
-from .td_learning import rates_status, written_overlaps
+from .td_learning import kernel_types, rates_status, written_overlaps
 
 BAD_TREE = 32
 CORRUPT_TREE = 33
@@ -237,6 +237,7 @@ def _root(q, nodes, s):
 
 def argmax_tree_build(q, nodes, block_size):
     """Build every row's tree from q."""
+    kernel_types((("nodes", nodes),))
     if written_overlaps(nodes, q):
         return OVERLAPPING_ARRAYS
     if _bad_tree(q, nodes, block_size):
@@ -248,6 +249,7 @@ def argmax_tree_build(q, nodes, block_size):
 
 def argmax_tree_refresh(q, nodes, block_size, states, actions):
     """Bring the trees up to date after the cells (states[i], actions[i]) of q were changed."""
+    kernel_types((("nodes", nodes),), (("states", states), ("actions", actions)))
     if actions.shape[0] != states.shape[0]:
         return BAD_SHAPES
     if written_overlaps(nodes, q, states, actions):
@@ -269,6 +271,7 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
 
 def greedy_tree(q, nodes, block_size, states, out):
     """out[i] = argmax_a q[states[i], a], read from the root of the row's tree."""
+    kernel_types((("out", out),), (("states", states),))
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
     if written_overlaps(out, q, nodes, states):
@@ -287,6 +290,7 @@ def greedy_tree(q, nodes, block_size, states, out):
 
 def argmax_tree_max(q, nodes, block_size, states, out):
     """out[i] = max of the non-NaN entries of q[states[i]] (-inf if none), read from the root."""
+    kernel_types((("out", out),), (("states", states),))
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
     if written_overlaps(out, q, nodes, states):
@@ -305,6 +309,7 @@ def argmax_tree_max(q, nodes, block_size, states, out):
 
 def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out):
     """Item i uses counter + 2i (explore?) and counter + 2i + 1 (which action): epsilon_greedy's."""
+    kernel_types((("out", out),), (("states", states),))
     if out.shape[0] != states.shape[0]:
         return BAD_SHAPES
     if written_overlaps(out, q, nodes, states):
@@ -347,6 +352,8 @@ def _check(q, nodes, block_size, states, actions, rewards, next_states):
 def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_states,
                            terminated, alpha, gamma, td_out):
     """q_learning_update with max_a' Q(s', a') read from the tree; the tree follows each update."""
+    kernel_types((("q", q), ("nodes", nodes), ("td_out", td_out)),
+                 (("states", states), ("actions", actions), ("next_states", next_states)))
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
     if _overlaps((q, nodes, td_out), (states, actions, rewards, next_states, terminated)):
@@ -377,6 +384,9 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
                                   actions, rewards, next_states, terminated, alpha, gamma, key,
                                   counter, td_out):
     """double_q_learning_update with the learner's argmax read from its tree (same coins)."""
+    kernel_types((("q1", q1), ("q2", q2), ("nodes1", nodes1), ("nodes2", nodes2),
+                  ("td_out", td_out)),
+                 (("states", states), ("actions", actions), ("next_states", next_states)))
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
     if _overlaps((q1, q2, nodes1, nodes2, td_out),

@@ -4,7 +4,7 @@ __all__ = ["boltzmann", "epsilon_greedy", "greedy"]
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
-from .td_learning import written_overlaps
+from .td_learning import kernel_types, written_overlaps
 from ..rng import uniform
 from ._common import first_out_of_range, row_argmax, row_max
 
@@ -19,6 +19,7 @@ def _shapes_ok(states, out):
 
 def greedy(q, states, out, num_threads):
     """out[i] = argmax_a q[states[i], a] (ties -> lowest index). Returns 1 if a state is out of range."""
+    kernel_types((("out", out),), (("states", states),))
     if not _shapes_ok(states, out):
         return BAD_SHAPES
     if written_overlaps(out, q, states):
@@ -32,6 +33,7 @@ def greedy(q, states, out, num_threads):
 
 def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
     """Item i uses counter + 2i (explore?) and counter + 2i + 1 (which action)."""
+    kernel_types((("out", out),), (("states", states),))
     if not _shapes_ok(states, out):
         return BAD_SHAPES
     if written_overlaps(out, q, states):
@@ -53,6 +55,7 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
 
 def boltzmann(q, states, temperature, key, counter, out, num_threads):
     """Sample a ~ exp(q[s, a] / temperature) by inverse CDF; item i uses counter + i."""
+    kernel_types((("out", out),), (("states", states),))
     if not _shapes_ok(states, out):
         return BAD_SHAPES
     if written_overlaps(out, q, states):

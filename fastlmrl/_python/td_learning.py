@@ -21,6 +21,19 @@ def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, termi
             and terminated.shape[0] == n and td_out.shape[0] == n)
 
 
+def kernel_types(written=(), ids=()):
+    """What the compiled kernels' signatures refuse at dispatch, refused here before anything is
+    written (the reference reads its inputs through ``tolist()``, so it would otherwise accept
+    them and fail half-way): a read-only array the kernel writes (ValueError), ids that are not
+    integers (TypeError)."""
+    for name, arr in written:
+        if not arr.flags.writeable:
+            raise ValueError(f"{name} is read-only but the kernel writes it")
+    for name, arr in ids:
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+
+
 def written_overlaps(written, *others):
     """Does the array a kernel writes share memory with any of ``others`` (by address range, as
     numpy.may_share_memory; empty arrays share nothing)?  A write must never change an id after
@@ -68,6 +81,8 @@ def _check(q, states, actions, rewards, next_states, next_actions=None):
 
 
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
+    kernel_types((("q", q), ("td_out", td_out)),
+                 (("states", states), ("actions", actions), ("next_states", next_states)))
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
     if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
@@ -91,6 +106,9 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
 
 def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
                  td_out):
+    kernel_types((("q", q), ("td_out", td_out)),
+                 (("states", states), ("actions", actions), ("next_states", next_states),
+                  ("next_actions", next_actions)))
     if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
                       td_out):
         return BAD_SHAPES
@@ -117,6 +135,8 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
 
 def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
                           epsilon, td_out):
+    kernel_types((("q", q), ("td_out", td_out)),
+                 (("states", states), ("actions", actions), ("next_states", next_states)))
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
     if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
@@ -149,6 +169,8 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
 
 def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
                              gamma, key, counter, td_out):
+    kernel_types((("q1", q1), ("q2", q2), ("td_out", td_out)),
+                 (("states", states), ("actions", actions), ("next_states", next_states)))
     if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated,
                       td_out):
         return BAD_SHAPES
