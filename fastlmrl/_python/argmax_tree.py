@@ -22,7 +22,10 @@ node read names a column the table does not have, and a stale tree (cells edited
 checked against ``q`` and ``block_size`` (status 32, ``BAD_TREE``; also for ``V = 0``, ``V >=
 2**31`` or ``block_size < 1``), and every per-item array (``actions``, ``rewards``,
 ``next_states``, ``terminated``, ``out`` / ``td_out``) must have the length of ``states`` (status
-7, ``fastlmrl._status.BAD_SHAPES``).  Order: 7, 32, then the id/reward checks (1, 2, 3, 5), then 33.
+7, ``fastlmrl._status.BAD_SHAPES``).  A written array (``q``, ``nodes``, ``out`` / ``td_out``)
+sharing memory with another argument is status 8 (``OVERLAPPING_ARRAYS``); ``epsilon`` outside
+[0, 1] status 10; ``alpha`` outside (0, 1] 12, ``gamma`` outside [0, 1] 13.  Order: 7, 8, the
+scalars, 32, the id/reward checks (1, 2, 3, 5), then 33; nothing is written before all pass.
 """
 
 __all__ = [
