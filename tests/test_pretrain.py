@@ -160,3 +160,10 @@ def test_a_damaged_cache_entry_is_retrained_with_a_warning(tmp_path):
     s1, s2 = first.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert pretrained_model(CORPUS, cache_dir=tmp_path, seed=6, **{**TINY, "steps": 3}).from_cache
+
+
+def test_pretrain_a_llama():
+    import transformers
+    r = pretrain(CORPUS, architecture="llama", seed=0, **{**TINY, "steps": 20})
+    assert type(r.model) is transformers.LlamaForCausalLM
+    assert r.steps == 20 and r.perplexity < r.initial_perplexity
