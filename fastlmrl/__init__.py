@@ -19,6 +19,7 @@ from .argmax_tree import *  # noqa: F401,F403
 from .corpus import *  # noqa: F401,F403
 from .dynamic_programming import *  # noqa: F401,F403
 from .environments import *  # noqa: F401,F403
+from .tabular_mdp import TabularMDP  # noqa: F401
 from .group_advantages import *  # noqa: F401,F403
 from .keyword_scores import keyword_scores  # noqa: E402  (the name is the function)
 from .kl_divergence import *  # noqa: F401,F403
@@ -49,6 +50,7 @@ __all__ = [
     "keyword_scores",
     "set_backend",
     "set_num_threads",
+    "TabularMDP",
     "show_config",
     "sweep",
     "use_backend",

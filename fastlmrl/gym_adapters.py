@@ -8,6 +8,10 @@
   default): the step after a sub-environment terminated or was truncated resets it, ignoring its
   action and returning reward 0 and both flags False.
 
+* :func:`tabular_mdp_from_gymnasium` — a :class:`fastlmrl.TabularMDP` (stochastic, batched,
+  stepped by compiled kernels) built from a toy-text environment's transition table ``env.unwrapped.P``
+  (FrozenLake, CliffWalking, Taxi), for the tabular trainers and for planning (``.to_dense()``).
+
 Observations are context ids (``Discrete(num_states)`` / ``Discrete(V**k)``), actions token ids
 (``Discrete(V)``).  This module is not imported by ``import fastlmrl``.
 """
@@ -27,8 +31,48 @@ except ImportError as exc:  # pragma: no cover - exercised only without gymnasiu
 import numpy as np
 
 from .environments import ContextMDP, TextGenerationEnv
+from .tabular_mdp import TabularMDP
 
-__all__ = ["TokenEnv", "TokenVectorEnv"]
+__all__ = ["TokenEnv", "TokenVectorEnv", "tabular_mdp_from_gymnasium"]
+
+
+def tabular_mdp_from_gymnasium(env, *, num_envs: int = 1, max_steps=None) -> TabularMDP:
+    """A :class:`fastlmrl.TabularMDP` with the dynamics of a Gymnasium toy-text environment.
+
+    ``env`` is an environment (``gymnasium.make("FrozenLake-v1", is_slippery=True)``, wrappers
+    allowed) or its id (a str, made with default arguments).  Read from ``env.unwrapped``:
+
+    * ``P[s][a] = [(probability, next_state, reward, terminated), ...]`` -- the outcome lists,
+      stochastic ones included (slippery FrozenLake: three outcomes of probability 1/3);
+    * ``initial_state_distrib`` (or ``isd``) -- the distribution of :math:`S_0` (state 0 if
+      absent).
+
+    ``max_steps`` defaults to the registered time limit ``env.spec.max_episode_steps``
+    (FrozenLake-v1: 100, Taxi: 200, CliffWalking: none), so episodes are truncated as
+    Gymnasium's ``TimeLimit`` does; pass ``max_steps=0`` for no limit.  The table has
+    ``observation_space.n`` rows: a terminating outcome ends the episode (no extra state).
+    """
+    if isinstance(env, str):
+        env = gym.make(env)
+    base = getattr(env, "unwrapped", env)
+    table = getattr(base, "P", None)
+    if table is None:
+        raise TypeError(f"env: {type(base).__name__} has no transition table P (a Gymnasium "
+                        "toy-text environment such as FrozenLake, CliffWalking or Taxi has one)")
+    init = getattr(base, "initial_state_distrib", None)
+    if init is None:
+        init = getattr(base, "isd", None)
+    if max_steps is None:
+        spec = getattr(env, "spec", None)
+        max_steps = getattr(spec, "max_episode_steps", None) if spec is not None else None
+    elif max_steps == 0:
+        max_steps = None
+    space = getattr(base, "observation_space", None)
+    mdp = TabularMDP(table, init, num_envs=num_envs, max_steps=max_steps)
+    if isinstance(space, spaces.Discrete) and int(space.n) != mdp.num_states:
+        raise ValueError(f"env: observation_space.n = {int(space.n)} but P has "
+                         f"{mdp.num_states} states")
+    return mdp
 
 
 def _sizes(env):
@@ -37,7 +81,9 @@ def _sizes(env):
         return env.num_states, env.num_actions
     if isinstance(env, TextGenerationEnv):
         return env.num_contexts, env.vocab_size
-    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv, got "
+    if isinstance(env, TabularMDP):
+        return env.num_states, env.num_actions
+    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv (or TabularMDP), got "
                     f"{type(env).__name__}")
 
 

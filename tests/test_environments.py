@@ -15,8 +15,8 @@ from fastlmrl.rewards import TargetMatch
 from fastlmrl.rng import stream_key, uniform
 from shape_checks import assert_rejects_bad_shapes, status_with_short
 
-KERNEL_NAMES = ["context_mdp_step", "draw_ids", "text_env_reset", "text_env_rollout",
-                "text_env_step", "topk_topp_mask"]
+KERNEL_NAMES = ["context_mdp_step", "draw_ids", "tabular_mdp_step", "text_env_reset",
+                "text_env_rollout", "text_env_step", "topk_topp_mask"]
 
 
 def test_kernel_names():
@@ -809,7 +809,8 @@ def test_reset_is_reproducible_and_stream_continues(backend):
 # array shapes (direct callers)
 
 
-@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+# tabular_mdp_step's shape checks are in tests/test_tabular_mdp.py
+@pytest.mark.parametrize("kernel", [k for k in KERNEL_NAMES if k != "tabular_mdp_step"])
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     """Each array one entry short along each axis: the kernels' own size checks cover most arrays
     (44 inconsistent sizes, 6 prompt offsets); context_mdp_step's tables get BAD_SHAPES, checked

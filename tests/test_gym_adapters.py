@@ -122,3 +122,23 @@ def test_clear_import_error_without_gymnasium():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "pip install 'fastlmrl[gym]'" in out
+
+
+def test_token_env_wraps_a_tabular_mdp(backend):
+    """A TabularMDP built from FrozenLake's table is a valid gymnasium.Env again (TokenEnv)."""
+    from fastlmrl.gym_adapters import tabular_mdp_from_gymnasium
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(TokenEnv(tabular_mdp_from_gymnasium("FrozenLake-v1")), skip_render_check=True)
+
+
+def test_tabular_builder_reads_wrapped_envs_and_time_limits():
+    from fastlmrl.gym_adapters import tabular_mdp_from_gymnasium
+
+    env = gym.make("FrozenLake-v1", is_slippery=False)  # TimeLimit(OrderEnforcing(...)) wrapper
+    mdp = tabular_mdp_from_gymnasium(env, num_envs=3)
+    assert (mdp.num_states, mdp.num_actions, mdp.num_envs, mdp.max_steps) == (16, 4, 3, 100)
+    assert (mdp.probabilities == 1.0).all()  # deterministic lake: one outcome per pair
+    assert tabular_mdp_from_gymnasium(env, max_steps=0).max_steps == 0
+    assert tabular_mdp_from_gymnasium("CliffWalking-v1").max_steps == 0

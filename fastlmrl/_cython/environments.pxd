@@ -5,6 +5,14 @@ from fastlmrl._cython._common cimport real_t, index_t
 cdef int64_t n_contexts(int64_t n_vocab, int64_t order) noexcept nogil
 cdef int draw_ids_core(int64_t bound, uint64_t key, uint64_t counter, const unsigned char[::1] mask,
                        int64_t[::1] out) noexcept nogil
+cdef int tabular_mdp_step_core(const int64_t[::1] offsets, const double[::1] cdf,
+                               const int64_t[::1] next_states, const double[::1] rewards,
+                               const unsigned char[::1] ends, int64_t n_actions,
+                               int64_t max_steps, uint64_t key, uint64_t counter,
+                               const int64_t[::1] actions, const unsigned char[::1] active,
+                               int64_t[::1] states, int64_t[::1] steps, double[::1] rewards_out,
+                               unsigned char[::1] terminated_out,
+                               unsigned char[::1] truncated_out) noexcept nogil
 cdef int context_mdp_step_core(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
                                const unsigned char[::1] terminal, int64_t max_steps,
                                const index_t[::1] actions, const unsigned char[::1] active,

@@ -4,6 +4,7 @@
 __all__ = [
     "context_mdp_step",
     "draw_ids",
+    "tabular_mdp_step",
     "text_env_reset",
     "text_env_rollout",
     "text_env_step",
@@ -97,6 +98,79 @@ cdef int draw_ids_core(int64_t bound, uint64_t key, uint64_t counter, const unsi
     for i in range(n):
         if mask[i]:
             out[i] = <int64_t>(uniform(key, counter + <uint64_t>i) * <double>bound)
+    return 0
+
+
+cdef int tabular_mdp_step_core(const int64_t[::1] offsets, const double[::1] cdf,
+                               const int64_t[::1] next_states, const double[::1] rewards,
+                               const unsigned char[::1] ends, int64_t n_actions,
+                               int64_t max_steps, uint64_t key, uint64_t counter,
+                               const int64_t[::1] actions, const unsigned char[::1] active,
+                               int64_t[::1] states, int64_t[::1] steps, double[::1] rewards_out,
+                               unsigned char[::1] terminated_out,
+                               unsigned char[::1] truncated_out) noexcept nogil:
+    cdef Py_ssize_t n_pairs = offsets.shape[0] - 1, n_out = cdf.shape[0]
+    cdef Py_ssize_t b, n = states.shape[0]
+    cdef int64_t n_states, i, k, last, t
+    cdef double u
+    cdef bint done
+    if (n_actions < 1 or n_pairs < 1 or n_pairs % n_actions != 0
+            or next_states.shape[0] != n_out or rewards.shape[0] != n_out
+            or ends.shape[0] != n_out):
+        return BAD_SHAPES
+    n_states = n_pairs // n_actions
+    if (actions.shape[0] != n or active.shape[0] != n or steps.shape[0] != n
+            or rewards_out.shape[0] != n or terminated_out.shape[0] != n
+            or truncated_out.shape[0] != n):
+        return BAD_SHAPES
+    if max_steps < 0:
+        return BAD_CONFIG
+    for b in range(n):
+        if active[b] and (states[b] < 0 or states[b] >= n_states):
+            return BAD_STATES
+    for b in range(n):
+        if active[b] and (actions[b] < 0 or actions[b] >= n_actions):
+            return BAD_ACTIONS
+    for b in range(n):
+        if active[b]:
+            i = states[b] * n_actions + actions[b]
+            if not (0 <= offsets[i] and offsets[i] < offsets[i + 1]
+                    and offsets[i + 1] <= n_out):
+                return BAD_OFFSETS
+    for b in range(n):
+        if active[b]:
+            i = states[b] * n_actions + actions[b]
+            for k in range(offsets[i], offsets[i + 1]):
+                if next_states[k] < 0 or next_states[k] >= n_states:
+                    return BAD_NEXT_STATES
+    for b in range(n):
+        if active[b]:
+            i = states[b] * n_actions + actions[b]
+            for k in range(offsets[i], offsets[i + 1]):
+                if not isfinite(rewards[k]):
+                    return BAD_REWARDS
+    for b in range(n):
+        if active[b] and (steps[b] < 0 or steps[b] == INT64_MAX):
+            return BAD_STEPS
+    for b in range(n):
+        if not active[b]:
+            rewards_out[b] = 0.0
+            terminated_out[b] = 0
+            truncated_out[b] = 0
+            continue
+        i = states[b] * n_actions + actions[b]
+        u = uniform(key, counter + <uint64_t>b)
+        k = offsets[i]
+        last = offsets[i + 1] - 1
+        while k < last and not u < cdf[k]:
+            k += 1
+        rewards_out[b] = rewards[k]
+        states[b] = next_states[k]
+        t = steps[b] + 1
+        steps[b] = t
+        done = ends[k] != 0
+        terminated_out[b] = 1 if done else 0
+        truncated_out[b] = 1 if (not done and max_steps > 0 and t >= max_steps) else 0
     return 0
 
 
@@ -424,6 +498,21 @@ def draw_ids(int64_t bound, uint64_t key, uint64_t counter, const unsigned char[
     cdef int status
     with nogil:
         status = draw_ids_core(bound, key, counter, mask, out)
+    return status
+
+
+def tabular_mdp_step(const int64_t[::1] offsets, const double[::1] cdf,
+                     const int64_t[::1] next_states, const double[::1] rewards,
+                     const unsigned char[::1] ends, int64_t n_actions, int64_t max_steps,
+                     uint64_t key, uint64_t counter, const int64_t[::1] actions,
+                     const unsigned char[::1] active, int64_t[::1] states, int64_t[::1] steps,
+                     double[::1] rewards_out, unsigned char[::1] terminated_out,
+                     unsigned char[::1] truncated_out):
+    cdef int status
+    with nogil:
+        status = tabular_mdp_step_core(offsets, cdf, next_states, rewards, ends, n_actions,
+                                       max_steps, key, counter, actions, active, states, steps,
+                                       rewards_out, terminated_out, truncated_out)
     return status
 
 

@@ -3,6 +3,7 @@
 __all__ = [
     "context_mdp_step",
     "draw_ids",
+    "tabular_mdp_step",
     "text_env_reset",
     "text_env_rollout",
     "text_env_step",
@@ -97,6 +98,73 @@ def draw_ids(bound, key, counter, mask, out):
     for i in range(n):
         if mask[i]:
             out[i] = np.int64(uniform(key, counter + np.uint64(i)) * bound)
+    return 0
+
+
+@njit(**NJIT)
+def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_steps, key, counter,
+                     actions, active, states, steps, rewards_out, terminated_out, truncated_out):
+    n_pairs = offsets.shape[0] - 1
+    n_out = cdf.shape[0]
+    if (n_actions < 1 or n_pairs < 1 or n_pairs % n_actions != 0 or next_states.shape[0] != n_out
+            or rewards.shape[0] != n_out or ends.shape[0] != n_out):
+        return BAD_SHAPES
+    n_states = n_pairs // n_actions
+    n = states.shape[0]
+    if (actions.shape[0] != n or active.shape[0] != n or steps.shape[0] != n
+            or rewards_out.shape[0] != n or terminated_out.shape[0] != n
+            or truncated_out.shape[0] != n):
+        return BAD_SHAPES
+    if max_steps < 0:
+        return BAD_CONFIG
+    for b in range(n):
+        if active[b] and (states[b] < 0 or states[b] >= n_states):
+            return BAD_STATES
+    for b in range(n):
+        if active[b] and (actions[b] < 0 or actions[b] >= n_actions):
+            return BAD_ACTIONS
+    for b in range(n):
+        if active[b]:
+            i = states[b] * n_actions + actions[b]
+            if not (0 <= offsets[i] and offsets[i] < offsets[i + 1]
+                    and offsets[i + 1] <= n_out):
+                return BAD_OFFSETS
+    for b in range(n):
+        if active[b]:
+            i = states[b] * n_actions + actions[b]
+            for k in range(offsets[i], offsets[i + 1]):
+                if next_states[k] < 0 or next_states[k] >= n_states:
+                    return BAD_NEXT_STATES
+    for b in range(n):
+        if active[b]:
+            i = states[b] * n_actions + actions[b]
+            for k in range(offsets[i], offsets[i + 1]):
+                if not np.isfinite(rewards[k]):
+                    return BAD_REWARDS
+    for b in range(n):
+        if active[b] and (steps[b] < 0 or steps[b] >= INT64_MAX):
+            return BAD_STEPS
+    key = np.uint64(key)
+    counter = np.uint64(counter)
+    for b in range(n):
+        if not active[b]:
+            rewards_out[b] = 0.0
+            terminated_out[b] = 0
+            truncated_out[b] = 0
+            continue
+        i = states[b] * n_actions + actions[b]
+        u = uniform(key, counter + np.uint64(b))
+        k = offsets[i]
+        last = offsets[i + 1] - 1
+        while k < last and not u < cdf[k]:
+            k += 1
+        rewards_out[b] = rewards[k]
+        states[b] = next_states[k]
+        t = steps[b] + 1
+        steps[b] = t
+        done = ends[k] != 0
+        terminated_out[b] = 1 if done else 0
+        truncated_out[b] = 1 if (not done and max_steps > 0 and t >= max_steps) else 0
     return 0
 
 

@@ -12,6 +12,7 @@ first visits it (its outputs are then partly written; nothing passed in as input
 __all__ = [
     "context_mdp_step",
     "draw_ids",
+    "tabular_mdp_step",
     "text_env_reset",
     "text_env_rollout",
     "text_env_step",
@@ -111,6 +112,84 @@ def draw_ids(bound, key, counter, mask, out):
     for i in range(n):
         if m[i]:
             out[i] = int(uniform(key, counter + i) * bound)
+    return 0
+
+
+def _tabular_shapes_ok(offsets, cdf, next_states, rewards, ends, n_actions):
+    """(S, K) of a stochastic tabular MDP's CSR outcome arrays, or None when inconsistent."""
+    n_pairs = offsets.shape[0] - 1
+    n_out = cdf.shape[0]
+    if (n_actions < 1 or n_pairs < 1 or n_pairs % n_actions != 0 or next_states.shape[0] != n_out
+            or rewards.shape[0] != n_out or ends.shape[0] != n_out):
+        return None
+    return n_pairs // n_actions, n_out
+
+
+def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_steps, key, counter,
+                     actions, active, states, steps, rewards_out, terminated_out, truncated_out):
+    """One step of every active sequence of a stochastic tabular MDP
+    (see fastlmrl.tabular_mdp.TabularMDP): the outcomes of (s, a) are ``k`` in
+    ``[offsets[s*A + a], offsets[s*A + a + 1])``; row ``b`` takes the first ``k`` with
+    ``u < cdf[k]`` (the last one if none), ``u`` the uniform at counter ``counter + b``."""
+    sizes = _tabular_shapes_ok(offsets, cdf, next_states, rewards, ends, n_actions)
+    if sizes is None:
+        return BAD_SHAPES
+    n_states, n_out = sizes
+    n = states.shape[0]
+    if (actions.shape[0] != n or active.shape[0] != n or steps.shape[0] != n
+            or rewards_out.shape[0] != n or terminated_out.shape[0] != n
+            or truncated_out.shape[0] != n):
+        return BAD_SHAPES
+    if max_steps < 0:
+        return BAD_CONFIG
+    _writeable(states=states, steps=steps, rewards_out=rewards_out,
+               terminated_out=terminated_out, truncated_out=truncated_out)
+    act, on, st, stp = actions.tolist(), active.tolist(), states.tolist(), steps.tolist()
+    off = offsets.tolist()
+    for b in range(n):
+        if on[b] and not 0 <= st[b] < n_states:
+            return BAD_STATES
+    for b in range(n):
+        if on[b] and not 0 <= act[b] < n_actions:
+            return BAD_ACTIONS
+    for b in range(n):
+        if on[b]:
+            i = st[b] * n_actions + act[b]
+            if not 0 <= off[i] < off[i + 1] <= n_out:
+                return BAD_OFFSETS
+    for b in range(n):
+        if on[b]:
+            i = st[b] * n_actions + act[b]
+            for k in range(off[i], off[i + 1]):
+                if not 0 <= int(next_states[k]) < n_states:
+                    return BAD_NEXT_STATES
+    for b in range(n):
+        if on[b]:
+            i = st[b] * n_actions + act[b]
+            for k in range(off[i], off[i + 1]):
+                if not math.isfinite(float(rewards[k])):
+                    return BAD_REWARDS
+    for b in range(n):
+        if on[b] and not 0 <= stp[b] < INT64_MAX:
+            return BAD_STEPS
+    key, counter = int(key), int(counter)
+    for b in range(n):
+        if not on[b]:
+            rewards_out[b] = 0.0
+            terminated_out[b] = 0
+            truncated_out[b] = 0
+            continue
+        i = st[b] * n_actions + act[b]
+        u = uniform(key, (counter + b) & 0xFFFFFFFFFFFFFFFF)
+        k = off[i]
+        while k < off[i + 1] - 1 and not u < float(cdf[k]):
+            k += 1
+        rewards_out[b] = float(rewards[k])
+        states[b] = int(next_states[k])
+        steps[b] = stp[b] + 1
+        done = ends[k] != 0
+        terminated_out[b] = 1 if done else 0
+        truncated_out[b] = 1 if (not done and max_steps > 0 and stp[b] + 1 >= max_steps) else 0
     return 0
 
 

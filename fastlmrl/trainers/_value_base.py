@@ -63,6 +63,7 @@ from ..environments import ContextMDP, TextGenerationEnv
 from ..log_probs import log_softmax
 from ..schedules import ConstantSchedule, ExponentialSchedule, LinearSchedule
 from ..selection import boltzmann, epsilon_greedy, greedy
+from ..tabular_mdp import TabularMDP
 from .base import Trainer
 
 __all__ = ["EpisodeBatch", "TabularValueTrainer", "ValueConfig", "env_sizes", "play_episodes"]
@@ -159,13 +160,16 @@ def env_sizes(env) -> tuple:
     """(number of states, number of actions) of a fastlmrl environment.
 
     :class:`fastlmrl.ContextMDP`: ``(num_states, num_actions)`` (the END state included);
+    :class:`fastlmrl.TabularMDP`: ``(num_states, num_actions)`` (no extra state);
     :class:`fastlmrl.TextGenerationEnv`: ``(num_contexts, vocab_size)`` = ``(V**k, V)``.
     """
     if isinstance(env, ContextMDP):
         return env.num_states, env.num_actions
     if isinstance(env, TextGenerationEnv):
         return env.num_contexts, env.vocab_size
-    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv, got "
+    if isinstance(env, TabularMDP):
+        return env.num_states, env.num_actions
+    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv (or TabularMDP), got "
                     f"{type(env).__name__}")
 
 
@@ -241,7 +245,9 @@ class TabularValueTrainer(Trainer):
 
     Parameters
     ----------
-    env : :class:`fastlmrl.ContextMDP`, :class:`fastlmrl.TextGenerationEnv`, or a
+    env : :class:`fastlmrl.ContextMDP`, :class:`fastlmrl.TabularMDP` (stochastic; γ = 1 only
+        when :meth:`fastlmrl.TabularMDP.episodic_problem` finds none),
+        :class:`fastlmrl.TextGenerationEnv`, or a
         :class:`fastlmrl.tasks.TextTask` (its environment, explored around its reference LM:
         module docstring).  The state is the context id; S and A as in :func:`env_sizes`.
     config : the algorithm's dataclass (default: its defaults).
@@ -267,6 +273,11 @@ class TabularValueTrainer(Trainer):
         self.num_states, self.num_actions = env_sizes(env)
         self.env = env
         self.validate_config(config)
+        if isinstance(env, TabularMDP) and float(config.gamma) == 1.0:
+            problem = env.episodic_problem()
+            if problem is not None:
+                raise ValueError(f"config.gamma = 1 needs an episodic MDP in which every policy "
+                                 f"terminates (or pays -inf for not terminating): {problem}")
         self.schedule = make_schedule(config)
         self.dtype = np.dtype(config.dtype)
         self._terminal_rows = self._terminal_mask(env)
