@@ -29,8 +29,9 @@ RSS is used because the kernels' buffers come from NumPy and PyTorch's profiler 
 PyTorch's allocator (and tracemalloc neither); it counts every page touched by anyone in the
 process, so it is an upper bound on the call's own extra memory, and it misses peaks shorter than
 the sampling period.  Memory freed back to the OS (large blocks are mmap-ed by glibc) leaves RSS at
-once.  The ``op_overhead`` group times a (1, 8) input: op vs the NumPy API vs the op's
-implementation called without the dispatcher.
+once.  The ``op_overhead`` group times a (1, 8) input: the op (eager fast path, dispatcher,
+with and without gradient) against the raw kernel on preallocated arrays; the op's overhead is
+the difference (``test_op_overhead``).
 """
 import functools
 import os
@@ -225,20 +226,75 @@ def test_lm_head_backward(benchmark, impl):
         leaf.grad = None
 
 
-@pytest.mark.parametrize("impl", ["op", "op_implementation", "numpy_api"])
-def test_op_overhead(benchmark, impl):
-    """A (1, 8) PPO loss, forward only, no grad: the op's cost beyond its kernel.  ``op``: through
-    the dispatcher (torch.library.custom_op); ``op_implementation``: the op's Python body (tensor
-    -> NumPy views -> NumPy API -> tensors); ``numpy_api``: fastlmrl.ppo_loss on arrays."""
+def _tiny_ppo():
     x, t, old, adv, w = ppo_data((64, 8))
-    x, t, old, adv, w = x.detach()[:1], t[:1], old[:1], adv[:1], w[:1]
-    if impl == "op":
-        fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
+    return x.detach()[:1].clone(), t[:1].clone(), old[:1].clone(), adv[:1].clone(), w[:1].clone()
+
+
+def raw_kernel_call(x, t, old, adv, w):
+    """The active backend's PPO kernel on preallocated NumPy views of the same tensors: the
+    ``kernel`` baseline of the op overhead (no checks, no allocation, no tensors)."""
+    from fastlmrl import _backend
+    from fastlmrl.policy_losses import KL_ESTIMATORS
+    n, v = x.shape
+    arrays = [a.numpy() for a in (x, t, old, adv, w)]
+    outs = (np.empty(n), np.empty(n), np.empty(n), np.empty((n, v), dtype=np.float32),
+            np.zeros(7))
+    kernel, threads = _backend.kernels().ppo_loss, _backend.get_num_threads()
+    no_ref, token_level = np.empty(0, dtype=np.float32), np.zeros(1, dtype=np.int64)
+    return functools.partial(kernel, *arrays, no_ref, token_level, 0.2, 0.2, 0.0, 0.0,
+                             KL_ESTIMATORS["k3"], 0, *outs, threads)
+
+
+@pytest.mark.parametrize("impl", ["kernel", "numpy_api", "op_implementation", "op_no_grad",
+                                  "op_dispatcher", "op_requires_grad", "op_forward_backward"])
+def test_op_overhead(benchmark, impl):
+    """A (1, 8) float32 PPO loss: the op's own overhead (tensor -> kernel -> tensors), defined as
+    the time of the op call minus the time of ``kernel`` (the backend's kernel called on the
+    same preallocated arrays).  ``numpy_api``: fastlmrl.ppo_loss on the arrays (its checks and
+    allocations); ``op_implementation``: the op's body (checks, conversions, allocation, kernel,
+    result tensors) without the wrapper; ``op_no_grad``: ``fastlmrl.torch.ppo_loss`` on tensors
+    that need no gradient (the eager fast path calls the implementation directly);
+    ``op_dispatcher``: the registered custom op through torch's dispatcher (what torch.compile
+    calls); ``op_requires_grad``: logits that require a gradient (the eager path's
+    autograd.Function); ``op_forward_backward``: that plus ``loss.backward()``.
+    Timed with CPU time of the calling thread (``extra_info['thread_us']``, median of 7 x 300
+    calls) besides pytest-benchmark's wall clock, which a loaded machine inflates."""
+    x, t, old, adv, w = _tiny_ppo()
+    if impl == "kernel":
+        fn = raw_kernel_call(x, t, old, adv, w)
+    elif impl == "numpy_api":
+        fn = functools.partial(fastlmrl.ppo_loss, *[a.numpy() for a in (x, t, old, adv, w)])
     elif impl == "op_implementation":
         from fastlmrl.torch.policy_losses import _ppo_loss
         fn = functools.partial(_ppo_loss._init_fn, x, t, old, adv, w, 0.2, None, None, "token",
                                None, None, 0.0, "k3")
+    elif impl == "op_dispatcher":
+        fn = functools.partial(torch.ops.fastlmrl.ppo_loss, x, t, old, adv, w, 0.2, None, None,
+                               "token", None, None, 0.0, "k3")
+    elif impl == "op_no_grad":
+        fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
     else:
-        arrays = [a.numpy() for a in (x, t, old, adv, w)]
-        fn = functools.partial(fastlmrl.ppo_loss, *arrays)
+        x.requires_grad_(True)
+        if impl == "op_requires_grad":
+            fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
+        else:
+            def fn():
+                x.grad = None
+                ft.ppo_loss(x, t, old, adv, w).loss.backward()
+    fn()  # warm-up
+    benchmark.extra_info["thread_us"] = thread_time_us(fn)
     measure(benchmark, fn, items=1, group="torch op_overhead N1xV8 (forward)")
+
+
+def thread_time_us(fn, calls=300, repeats=7) -> float:
+    """Median over ``repeats`` of the mean CPU time of the calling thread per call, in us."""
+    for _ in range(calls):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        for _ in range(calls):
+            fn()
+        times.append((time.thread_time() - t0) / calls * 1e6)
+    return round(sorted(times)[repeats // 2], 1)

@@ -441,6 +441,68 @@ def test_linear_ppo_loss_matches_unfused(level):
                                                            **kw).loss, (hidden, weight, bias))
 
 
+
+def _in_place_cases():
+    """(backend, dtype, (N, V), threads): every backend at a small size; the compiled ones also
+    multi-threaded and at 64 MiB of float32 (the Numba kernel's streaming-store path)."""
+    cases = []
+    for backend in fastlmrl.available_backends():
+        for dtype in (np.float32, np.float64):
+            cases.append((backend, dtype, (9, 37), 1))
+        if backend != "python":
+            cases.append((backend, np.float32, (300, 1000), 2))
+            cases.append((backend, np.float32, (4096, 4096), 2))
+    return cases
+
+
+@pytest.mark.parametrize("backend,dtype,size,threads", _in_place_cases(),
+                         ids=lambda c: str(getattr(c, "__name__", c)))
+def test_loss_kernels_write_their_gradient_over_the_logits_bit_for_bit(backend, dtype, size,
+                                                                        threads):
+    """The fused LM head lets the PPO and REINFORCE kernels write the gradient over the chunk's
+    logits: in every backend that gives bit for bit the gradient and per-token outputs of a
+    separate output array (each row is read fully before its gradient row is written)."""
+    from fastlmrl import _backend
+    from fastlmrl.policy_losses import KL_ESTIMATORS
+    n, v = size
+    rng = np.random.default_rng(n + v)
+    logits = (rng.standard_normal((n, v)) * 3).astype(dtype)
+    logits[1, :: 3] = -np.inf  # masked entries
+    tokens = rng.integers(0, v, n)
+    tokens[1] = 1
+    old = (rng.standard_normal(n) * 0.3 - np.log(v)).astype(dtype)
+    adv, ret = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    ref = (rng.standard_normal(n) * 0.3 - np.log(v)).astype(dtype)
+    w = (rng.random(n) / n).astype(dtype)
+    offs = np.array([0, 2, 2, n // 2, n], dtype=np.int64)
+    with fastlmrl.use_backend(backend):
+        fastlmrl.set_num_threads(threads)
+        try:
+            k = _backend.kernels()
+            calls = {
+                "ppo_token": lambda x, g, outs: k.ppo_loss(
+                    x, tokens, old, adv, w, ref, np.zeros(1, dtype=np.int64), 0.2, 0.28, 3.0,
+                    0.1, KL_ESTIMATORS["k3"], 0, *outs, g, np.zeros(7), threads),
+                "ppo_sequence": lambda x, g, outs: k.ppo_loss(
+                    x, tokens, old, adv, w, ref, offs, 0.2, 0.2, 0.0, 0.05, KL_ESTIMATORS["k2"],
+                    1, *outs, g, np.zeros(7), threads),
+                "reinforce": lambda x, g, outs: k.reinforce_loss(
+                    x, tokens, ret, np.zeros(n, dtype=dtype), np.ones(n, dtype=dtype),
+                    *outs[:2], g, np.zeros(1), threads),
+            }
+            for name, call in calls.items():
+                separate = np.full_like(logits, np.nan)
+                outs_a = [np.full(n, np.nan) for _ in range(3)]
+                assert call(logits, separate, outs_a) == 0, name
+                x = logits.copy()
+                outs_b = [np.full(n, np.nan) for _ in range(3)]
+                assert call(x, x, outs_b) == 0, name
+                assert x.tobytes() == separate.tobytes(), name  # bits, signed zeros included
+                for a, b in zip(outs_a, outs_b):
+                    assert a.tobytes() == b.tobytes(), name
+        finally:
+            fastlmrl.set_num_threads(None)
+
 def test_linear_ops_float32_bfloat16_and_frozen_weight():
     hidden, weight, _, tokens = head_tensors(n=9, h=8, v=40, dtype=F32)
     _, _, per = rng_tensors(n=9, v=40, dtype=F32, seed=11)
@@ -507,6 +569,42 @@ def test_opcheck(i):
     op, args = opcheck_cases()[i]
     opcheck(op, args)
 
+
+
+@pytest.mark.parametrize("i", range(len(opcheck_cases())))
+def test_eager_fast_path_equals_the_custom_op(i):
+    """In eager mode the wrappers call each op's implementation without the dispatcher (an
+    autograd.Function of the same formulas): outputs and gradients equal the registered custom
+    op's bit for bit, and the custom op is what torch.compile traces (test below)."""
+    from fastlmrl.torch._tensors import EAGER_OPS
+    op, args = opcheck_cases()[i]
+    name = str(op).split(".")[1]
+    if name == "loss_weights":  # no (N, V) kernel: always the custom op
+        assert name not in EAGER_OPS
+        return
+    eager = EAGER_OPS[name]
+    results = []
+    for call in (op, eager):
+        inputs = [a.detach().clone().requires_grad_(a.requires_grad)
+                  if isinstance(a, torch.Tensor) else a for a in args]
+        out = call(*inputs)
+        out = out if isinstance(out, tuple) else (out,)
+        leaves = [a for a in inputs if isinstance(a, torch.Tensor) and a.requires_grad]
+        grads = ()
+        if leaves and out[0].requires_grad:
+            up = torch.linspace(0.5, 1.5, out[0].numel(), dtype=out[0].dtype).reshape(out[0].shape)
+            grads = torch.autograd.grad(out[0], leaves, up, allow_unused=True)
+            kind = type(out[0].grad_fn).__name__
+            assert kind.startswith("fastlmrl_") == (call is eager), kind
+        results.append((out, grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert len(out_a) == len(out_b) and len(grads_a) == len(grads_b)
+    for a, b in zip(out_a + grads_a, out_b + grads_b):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert torch.equal(a, b) or torch.equal(a.isnan(), b.isnan()) and torch.equal(
+                a.nan_to_num(), b.nan_to_num())
 
 def test_torch_compile_fullgraph():
     x, t, per = rng_tensors(batch=(2, 3), v=7, dtype=F32, seed=13)
@@ -602,6 +700,21 @@ def test_nan_logits_are_reported():
         ft.ppo_loss(x, t, per["old"], per["adv"])
     with pytest.raises(ValueError, match="logits row 2"):
         ft.entropy(x)
+    # the fused LM head: the kernel's status on a chunk becomes the NumPy API's error for the
+    # chunk's logits computed again (the kernel wrote its gradient over the first copy)
+    hidden, weight, _, tokens = head_tensors(n=10)
+    hidden = hidden.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        hidden[7, 0] = float("nan")
+    _, _, per = rng_tensors(n=10, v=7, seed=16)
+    with pytest.raises(ValueError, match=r"rows 6:9 .*logits row 1 holds NaN"):
+        ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], chunk_size=3)
+    with pytest.raises(ValueError, match=r"rows 6:9 .*logits row 1 holds NaN"):
+        ft.linear_token_log_probs(hidden, weight, tokens, chunk_size=3)
+    with pytest.raises(ValueError, match=r"logits row 1 holds NaN"):
+        torch.ops.fastlmrl.linear_token_log_probs_backward(
+            hidden.detach(), weight.detach(), tokens, None, torch.ones(10, dtype=F64), 3, True,
+            True, False)
 
 
 def test_backward_hands_over_the_forward_gradient_without_copy():

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _backend
+
 LOGIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 REAL_DTYPES = LOGIT_DTYPES + (torch.float16,)
 INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -24,7 +26,7 @@ def tensor(x, name: str) -> Tensor:
     """``x`` itself when it is a CPU tensor; TypeError / ValueError naming ``name`` otherwise."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.device.type != "cpu":
+    if not x.is_cpu:  # (x.device.type builds a device object: 5x slower)
         raise ValueError(
             f"{name} is on device '{x.device}', but fastlmrl.torch runs on CPU tensors only (no "
             f"{x.device.type} backend yet): pass {name}.cpu()")
@@ -185,6 +187,10 @@ def empty_cache() -> None:
 
 
 def empty(shape, dtype: torch.dtype) -> Tensor:
+    return empty_pair(shape, dtype)[0]
+
+
+def empty_pair(shape, dtype: torch.dtype) -> tuple[Tensor, np.ndarray]:
     """An uninitialised CPU tensor whose memory NumPy allocates (or the buffer cache reuses).
 
     NumPy advises the kernel to back large arrays with transparent huge pages
@@ -201,7 +207,7 @@ def empty(shape, dtype: torch.dtype) -> Tensor:
     else:
         arr = np.empty(shape, dtype=np_dtype)
     t = torch.from_numpy(arr)
-    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+    return (t.view(torch.bfloat16), arr) if dtype == torch.bfloat16 else (t, arr)
 
 
 def kernel_logits(logits: Tensor) -> tuple[Tensor, np.ndarray]:
@@ -219,8 +225,7 @@ def kernel_logits(logits: Tensor) -> tuple[Tensor, np.ndarray]:
 
 def grad_buffer(like: Tensor) -> tuple[Tensor, np.ndarray]:
     """An uninitialised (N, V) tensor of the kernels' dtype and its NumPy view (for ``out=``)."""
-    g = empty(like.shape, compute_dtype(like.dtype))
-    return g, g.numpy()
+    return empty_pair(like.shape, compute_dtype(like.dtype))
 
 
 def as_dtype(grad: Tensor, dtype: torch.dtype) -> Tensor:
@@ -243,6 +248,112 @@ def is_traced(t: Tensor) -> bool:
     if torch._is_functional_tensor(t) or torch._C._functorch.is_functorch_wrapped_tensor(t):
         return True
     return torch._C._len_torch_dispatch_stack() > 0
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+_peek_transforms = torch._C._functorch.peek_interpreter_stack
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_jit_tracing = torch._C._get_tracing_state
+
+
+def traced_call(args) -> bool:
+    """True when a call with these arguments must go through the registered custom op: under
+    torch.compile / AOT autograd / opcheck (fake or functional tensors, a dispatch mode), a
+    functorch transform (vmap, grad) or the TorchScript tracer; False for plain eager tensors."""
+    if (torch.compiler.is_compiling() or _dispatch_modes() > 0 or _peek_transforms() is not None
+            or _jit_tracing() is not None):
+        return True
+    for a in args:
+        if isinstance(a, Tensor) and type(a) not in _PLAIN:
+            return True
+    return False
+
+
+EAGER_OPS: dict = {}  # op name -> its EagerOp (tests compare both paths of every op)
+
+
+class EagerOp:
+    """A registered custom op, called without the dispatcher in eager mode.
+
+    ``torch.library.custom_op`` routes every call through the dispatcher and the autograd
+    kernel it builds from ``register_autograd``, which costs ~100-500 us per call of a loss op
+    with a dozen arguments (argument defaults and schema checks in Python) -- far more than the
+    fused kernel itself on a small batch.  For plain eager tensors (:func:`traced_call` False)
+    this calls the op's own implementation directly -- inside a ``torch.autograd.Function`` made
+    of the same ``setup_context`` and ``backward`` when a gradient is needed -- so both paths run
+    the same code and give identical results (tested); anything traced, transformed or compiled
+    goes through the custom op, whose fake implementation and opcheck stay as they are.
+    """
+
+    def __init__(self, op, setup_context=None, backward=None, differentiable=(0,)):
+        self.op = op
+        self.impl = op._init_fn
+        self.differentiable = differentiable  # positions of the inputs that may need a gradient
+        EAGER_OPS[op._name] = self
+        self.function = self.apply = None
+        if backward is not None:
+            impl = self.impl
+
+            def forward(ctx, *args):
+                output = impl(*args)
+                setup_context(ctx, args, output)
+                return output
+
+            # forward(ctx, ...) rather than a separate setup_context: Function.apply binds the
+            # arguments with inspect.signature when setup_context is defined (~100 us a call)
+            self.function = type(f"{op._namespace}_{op._name}", (torch.autograd.Function,), {
+                "forward": staticmethod(forward),
+                "backward": staticmethod(backward),
+            })
+            # torch.autograd.Function.apply without its Python prologue (argument binding, dead
+            # functorch wrappers): never under functorch transforms here (traced_call)
+            self.apply = super(torch.autograd.Function, self.function).apply
+
+    def __call__(self, *args):
+        if traced_call(args):
+            return self.op(*args)
+        if torch.is_grad_enabled():
+            for i in self.differentiable:
+                a = args[i]
+                if a is not None and a.requires_grad:
+                    # an op without a backward (the backward ops) keeps the custom op's error
+                    # if a gradient is asked through it (double backward)
+                    return self.op(*args) if self.apply is None else self.apply(*args)
+        return self.impl(*args)
+
+
+def autograd(op, backward, setup_context, differentiable=(0,)) -> EagerOp:
+    """``op.register_autograd(backward, setup_context=setup_context)`` and the op's eager caller
+    (:class:`EagerOp`) with the same formulas; ``differentiable``: the inputs' positions."""
+    op.register_autograd(backward, setup_context=setup_context)
+    return EagerOp(op, setup_context, backward, differentiable)
+
+
+_KERNELS: dict = {}
+
+
+def kernels():
+    """``fastlmrl._backend.kernels()`` (the active backend's module), looked up once per backend
+    name: the lookup costs several microseconds, as much as a tiny kernel call."""
+    name = _backend.get_backend()
+    module = _KERNELS.get(name)
+    if module is None:
+        module = _KERNELS[name] = _backend.kernels()
+    return module
+
+
+def num_threads() -> int:
+    return _backend.get_num_threads()
+
+
+def unbind(stats: Tensor) -> tuple:
+    """``stats.unbind()`` -- the 0-dim views of a 1-D tensor of diagnostics; for a plain eager
+    tensor built from NumPy views (about 1 us each instead of ~2.5 us through the dispatcher)."""
+    if (type(stats) is not Tensor or stats.requires_grad or torch.compiler.is_compiling()
+            or _dispatch_modes() > 0):
+        return stats.unbind()
+    arr = stats.numpy()
+    return tuple(torch.from_numpy(arr[i, ...]) for i in range(arr.shape[0]))
 
 
 def _graph_is_freed_after_this_backward() -> bool:

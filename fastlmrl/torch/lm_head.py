@@ -4,14 +4,20 @@ loss of the resulting logits, in chunks of rows, never materialising the (N, V) 
 For rows ``[a, b)`` (``chunk_size`` rows, the last chunk shorter) the logits
 :math:`Z_c = H_c W^T + b` go into one reused (chunk, V) buffer through PyTorch's BLAS
 (``torch.mm`` / ``torch.addmm`` with ``out=``); the fused kernel of :mod:`fastlmrl.policy_losses`
-writes :math:`G_c = \partial L/\partial Z_c` into a second reused buffer, and
+then overwrites that buffer with :math:`G_c = \partial L/\partial Z_c` (in place: the kernels of
+all three backends finish reading a row -- max, exponentials into a row buffer, the sampled
+token's logit -- before they write its gradient row, and only that row; tested bit for bit against
+a separate output in ``tests/test_torch_ops.py``), and
 
 .. math::  \partial L/\partial H_c = G_c W,\qquad \partial L/\partial W \mathrel{+}= G_c^T H_c,
            \qquad \partial L/\partial b \mathrel{+}= \textstyle\sum_{rows} G_c
 
 are accumulated chunk by chunk (as Liger-Kernel's fused linear cross-entropy does on GPUs).  Peak
-extra memory is two (chunk, V) buffers plus the gradients of ``hidden``, ``weight`` and ``bias``
-themselves: O(chunk * V), never O(N * V).
+extra memory is one (chunk, V) buffer plus the gradients of ``hidden``, ``weight`` and ``bias``
+themselves: O(chunk * V), never O(N * V).  The kernel is called directly on the chunk (the NumPy
+API refuses an ``out`` that overlaps the logits); every input it reads is checked by the NumPy
+API's own checks before the first chunk, and a kernel status (e.g. NaN logits) is turned into the
+NumPy API's error by recomputing that chunk's logits and calling the NumPy API on them.
 
 * :func:`linear_ppo_loss` computes the gradients during the forward pass (the loss is a scalar), and
   the backward pass multiplies them by the upstream gradient.
@@ -40,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _backend
 from .. import log_probs as _np_lp
 from .. import policy_losses as _np
 from . import _tensors as tt
@@ -66,7 +73,8 @@ def _chunk_size(chunk_size, n_vocab):
 
 
 class _Head:
-    """The chunked logits ``hidden[a:b] @ weight.T + bias`` in the kernels' dtype."""
+    """The chunked logits ``hidden[a:b] @ weight.T + bias`` in the kernels' dtype, in one reused
+    (chunk, V) buffer that the kernels then overwrite with the chunk's gradient."""
 
     def __init__(self, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], chunk: int):
         self.dtype = tt.compute_dtype(hidden.dtype)
@@ -74,23 +82,18 @@ class _Head:
         self.w = weight.to(self.dtype)
         self.b = None if bias is None else bias.to(self.dtype)
         self.n, self.v = hidden.shape[0], weight.shape[0]
-        rows = min(chunk, max(self.n, 1))
-        self.buffer = tt.empty((rows, self.v), self.dtype)
-        self.grad = tt.empty((rows, self.v), self.dtype)
+        self.buffer = tt.empty((min(chunk, max(self.n, 1)), self.v), self.dtype)
 
     def logits(self, a: int, b: int) -> Tensor:
         if b - a > self.buffer.shape[0]:  # a sequence longer than chunk_size
+            self.buffer = None  # the old buffer is free before the new one is mapped
             self.buffer = tt.empty((b - a, self.v), self.dtype)
-            self.grad = tt.empty((b - a, self.v), self.dtype)
         out = self.buffer[:b - a]
         if self.b is None:
             torch.mm(self.h[a:b], self.w.t(), out=out)
         else:
             torch.addmm(self.b, self.h[a:b], self.w.t(), out=out)
         return out
-
-    def grad_rows(self, a: int, b: int) -> Tensor:
-        return self.grad[:b - a]
 
     def accumulate(self, g: Tensor, a: int, b: int, grads) -> None:
         """grad_hidden[a:b] = g W; grad_weight += g^T H[a:b]; grad_bias += column sums of g."""
@@ -184,23 +187,45 @@ def _linear_token_log_probs_backward(
     grads = head.new_grads(needs)
     ids = _check_ids(tt.array(tokens), head.v)
     g = tt.array(grad_output.to(head.dtype))
-    finite = bool(np.isfinite(g).all())
+    fused = bool(np.isfinite(g).all())
+    ones = np.ones(min(chunk_size, head.n), dtype=g.dtype)
+    neg_g = -g
     for a in range(0, head.n, chunk_size):
         b = min(head.n, a + chunk_size)
-        x = head.logits(a, b).numpy()
-        grad = head.grad_rows(a, b)
-        fused = finite
-        if fused:
-            try:  # g (onehot - p) in one pass: REINFORCE with return -g, weight 1
-                _np.reinforce_loss(x, ids[a:b], -g[a:b], np.ones(b - a, dtype=g.dtype),
-                                   out=grad.numpy())
-            except ValueError:
-                fused = False
-        if not fused:
-            _np_lp.log_prob_grad(x, ids[a:b], out=grad.numpy())
-            grad.mul_(torch.from_numpy(g[a:b]).unsqueeze(1))
+        grad = head.logits(a, b)
+        # g (onehot - p) in one pass, in place over the chunk's logits: REINFORCE with return -g,
+        # weight 1
+        if not (fused and _reinforce_in_place(grad.numpy(), ids[a:b], neg_g[a:b],
+                                              ones[:b - a]) == 0):
+            grad = _unfused_log_prob_grad(head, a, b, ids[a:b], g[a:b], fused)
         head.accumulate(grad, a, b, grads)
     return _outputs(head, grads, hidden, weight, bias)
+
+
+def _reinforce_in_place(x: np.ndarray, ids: np.ndarray, returns: np.ndarray,
+                        ones: np.ndarray) -> int:
+    """The REINFORCE kernel over the chunk ``x`` with its gradient written over ``x``; the
+    kernel's status (0: done)."""
+    n = x.shape[0]
+    stats = np.zeros(1)
+    return _backend.kernels().reinforce_loss(
+        x, ids, returns, np.zeros(n, dtype=x.dtype), ones, np.empty(n), np.empty(n), x, stats,
+        _backend.get_num_threads())
+
+
+def _unfused_log_prob_grad(head, a, b, ids, g, try_fused) -> Tensor:
+    """The rare path (a non-finite upstream gradient, or a kernel status): the chunk's logits
+    again and ``g * (onehot - p)`` into a separate buffer through the NumPy API (its errors)."""
+    x = head.logits(a, b).numpy()
+    grad = tt.empty(x.shape, head.dtype)
+    if try_fused:
+        try:
+            _np.reinforce_loss(x, ids, -g, np.ones(b - a, dtype=g.dtype), out=grad.numpy())
+            return grad
+        except ValueError:
+            pass
+    _np_lp.log_prob_grad(x, ids, out=grad.numpy())
+    return grad.mul_(torch.from_numpy(g).unsqueeze(1))
 
 
 @_linear_token_log_probs_backward.register_fake
@@ -218,12 +243,15 @@ def _ltlp_setup(ctx, inputs, output):
 def _ltlp_grad(ctx, grad_output):
     hidden, weight, tokens, bias = ctx.saved_tensors
     nh, nw, _, nb, _ = ctx.needs_input_grad
-    gh, gw, gb = _linear_token_log_probs_backward(hidden, weight, tokens, bias, grad_output,
+    gh, gw, gb = _linear_token_log_probs_backward_call(hidden, weight, tokens, bias, grad_output,
                                                   ctx.chunk_size, nh, nw, nb)
     return (gh if nh else None, gw if nw else None, None, gb if nb else None, None)
 
 
-_linear_token_log_probs.register_autograd(_ltlp_grad, setup_context=_ltlp_setup)
+_linear_token_log_probs_backward_call = tt.EagerOp(_linear_token_log_probs_backward,
+                                                   differentiable=(0, 1, 3, 4))
+_linear_token_log_probs_call = tt.autograd(_linear_token_log_probs, _ltlp_grad, _ltlp_setup,
+                                           differentiable=(0, 1, 3))
 
 
 def _head_arguments(hidden, weight, bias):
@@ -262,7 +290,7 @@ def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
     batch = hidden.shape[:-1]
     ids = tt.ids(tokens, "tokens", batch)
     chunk = _chunk_size(chunk_size, w.shape[0])
-    return tt.unflat(_linear_token_log_probs(h, w, ids, bias, chunk), batch)
+    return tt.unflat(_linear_token_log_probs_call(h, w, ids, bias, chunk), batch)
 
 
 # --- linear_ppo_loss ---------------------------------------------------------------------------
@@ -320,24 +348,33 @@ def _linear_ppo_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tok
     sums = np.zeros(3)  # loss, pg_loss, kl_loss
     weighted = np.zeros(4)  # clip, dual clip, k1, k3 -- times the chunk's weight sum
     total_w = 0.0
+    kernel_options = (clip_low, clip_low if clip_high is None else clip_high,
+                      0.0 if dual_clip is None else dual_clip, kl_coef,
+                      _np.KL_ESTIMATORS[kl_estimator], int(offs is not None))
+    no_ref, token_level = np.empty(0, dtype=dt), np.zeros(1, dtype=np.int64)
+    stats = np.zeros(7)
     for a, b, local in _chunks(n, chunk_size, offs):
-        grad = None
-        try:
-            x = head.logits(a, b)
-            grad = head.grad_rows(a, b)
-            r = _np.ppo_loss(x.numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],
+        x = head.logits(a, b)
+        # the fused kernel, its gradient over the chunk's logits
+        status = _backend.kernels().ppo_loss(
+            x.numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],
+            no_ref if ref is None else ref[a:b], token_level if local is None else local,
+            *kernel_options, token_loss[a:b], log_probs[a:b], ratios[a:b], x.numpy(), stats,
+            _backend.get_num_threads())
+        if status:  # the NumPy API's error for these rows, from their logits computed again
+            try:
+                _np.ppo_loss(head.logits(a, b).numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],
                              sequence_offsets=local,
-                             ref_log_probs=None if ref is None else ref[a:b],
-                             out=grad.numpy(), **options)
-        except ValueError as exc:
-            raise _rows_error(exc, a, b) from None
-        head.accumulate(grad, a, b, grads)
-        log_probs[a:b], token_loss[a:b], ratios[a:b] = r.log_probs, r.token_loss, r.ratios
-        sums += (r.loss, r.pg_loss, r.kl_loss)
+                             ref_log_probs=None if ref is None else ref[a:b], **options)
+            except ValueError as exc:
+                raise _rows_error(exc, a, b) from None
+            raise RuntimeError(f"the ppo_loss kernel returned status {status} on rows {a}:{b} "
+                               "but the NumPy API accepted them")  # pragma: no cover
+        head.accumulate(x, a, b, grads)
+        sums += stats[:3]
         sw = math.fsum(w[a:b].astype(np.float64).tolist())
         total_w += sw
-        weighted += np.array([r.clip_fraction, r.dual_clip_fraction, r.approx_kl_k1,
-                              r.approx_kl_k3]) * sw
+        weighted += stats[3:] * sw
     means = weighted / total_w if total_w > 0 else np.zeros(4)
     stats = torch.from_numpy(np.concatenate([sums[1:], means]))
     return (tt.scalar(float(sums[0]), tt.loss_dtype(hidden.dtype)),
@@ -369,7 +406,8 @@ def _lppo_grad(ctx, grad_loss, *unused):
             tt.scale(gb, grad_loss) if nb else None) + (None,) * 16
 
 
-_linear_ppo_loss.register_autograd(_lppo_grad, setup_context=_lppo_setup)
+_linear_ppo_loss_call = tt.autograd(_linear_ppo_loss, _lppo_grad, _lppo_setup,
+                                    differentiable=(0, 1, 2))
 
 
 def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=None,
@@ -393,7 +431,7 @@ def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=N
     grad_on = torch.is_grad_enabled()
     needs = (grad_on and h.requires_grad, grad_on and w.requires_grad,
              grad_on and bias is not None and bias.requires_grad)
-    out = _linear_ppo_loss(h, w, bias, tok, old, adv, wts, o["clip_low"], o["clip_high"],
+    out = _linear_ppo_loss_call(h, w, bias, tok, old, adv, wts, o["clip_low"], o["clip_high"],
                            o["dual_clip"], o["ratio_level"], offs, ref, o["kl_coef"],
                            o["kl_estimator"], chunk, *needs)
     return ppo_result(out[0], out[4:7], out[7], hidden.shape[:-1])

@@ -76,10 +76,11 @@ def _save_inputs(ctx, inputs, output):
 
 def _token_log_probs_grad(ctx, grad_output):
     logits, tokens = ctx.saved_tensors
-    return _token_log_probs_backward(logits, tokens, grad_output), None
+    return _token_log_probs_backward_call(logits, tokens, grad_output), None
 
 
-_token_log_probs.register_autograd(_token_log_probs_grad, setup_context=_save_inputs)
+_token_log_probs_backward_call = tt.EagerOp(_token_log_probs_backward, differentiable=(0, 2))
+_token_log_probs_call = tt.autograd(_token_log_probs, _token_log_probs_grad, _save_inputs)
 
 
 def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -92,7 +93,7 @@ def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     ids = tt.ids(tokens, "tokens", batch)
-    return tt.unflat(_token_log_probs(x, ids), batch)
+    return tt.unflat(_token_log_probs_call(x, ids), batch)
 
 
 # --- entropy -----------------------------------------------------------------------------------
@@ -137,10 +138,11 @@ def _entropy_setup(ctx, inputs, output):
 
 def _entropy_grad(ctx, grad_output):
     logits, h = ctx.saved_tensors
-    return _entropy_backward(logits, h, grad_output)
+    return _entropy_backward_call(logits, h, grad_output)
 
 
-_entropy.register_autograd(_entropy_grad, setup_context=_entropy_setup)
+_entropy_backward_call = tt.EagerOp(_entropy_backward, differentiable=(0, 1, 2))
+_entropy_call = tt.autograd(_entropy, _entropy_grad, _entropy_setup)
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -148,7 +150,7 @@ def entropy(logits: Tensor) -> Tensor:
     (...,) in the logits' dtype, differentiable (:math:`\partial H/\partial z_j = -p_j(\log p_j +
     H)`)."""
     x = tt.logits_2d(logits)
-    return tt.unflat(_entropy(x), logits.shape[:-1])
+    return tt.unflat(_entropy_call(x), logits.shape[:-1])
 
 
 # --- logsumexp ---------------------------------------------------------------------------------
@@ -184,14 +186,15 @@ def _logsumexp_setup(ctx, inputs, output):
 
 def _logsumexp_grad(ctx, grad_output):
     logits, lse = ctx.saved_tensors
-    return _logsumexp_backward(logits, lse, grad_output)
+    return _logsumexp_backward_call(logits, lse, grad_output)
 
 
-_logsumexp.register_autograd(_logsumexp_grad, setup_context=_logsumexp_setup)
+_logsumexp_backward_call = tt.EagerOp(_logsumexp_backward, differentiable=(0, 1, 2))
+_logsumexp_call = tt.autograd(_logsumexp, _logsumexp_grad, _logsumexp_setup)
 
 
 def logsumexp(logits: Tensor) -> Tensor:
     r""":math:`\log\sum_j e^{z_j}` of each row of (..., V) logits; returns (...,) in the logits'
     dtype, differentiable (gradient: the softmax)."""
     x = tt.logits_2d(logits)
-    return tt.unflat(_logsumexp(x), logits.shape[:-1])
+    return tt.unflat(_logsumexp_call(x), logits.shape[:-1])

@@ -2,10 +2,13 @@ r"""Differentiable fused policy-gradient losses over (..., V) logits: PPO (with 
 clip, GSPO sequence ratios and a KL penalty), REINFORCE, A2C and the KL penalty -- the torch face
 of :mod:`fastlmrl.policy_losses` (equations, papers and index conventions there).
 
-Each op makes one call of the fused NumPy-API kernel, which returns the loss *and* its gradient
-with respect to the logits in the same pass; the gradient is written straight into a
-torch-allocated tensor (``out=``), saved, and the backward pass multiplies it by the upstream
-gradient (returned as is when that is exactly 1, the usual ``loss.backward()``).  The forward pass
+Each op makes one call of the fused kernel, which returns the loss *and* its gradient with
+respect to the logits in the same pass; the gradient is written straight into a tensor (``out=``),
+saved, and the backward pass multiplies it by the upstream gradient (returned as is when that is
+exactly 1, the usual ``loss.backward()``).  In eager mode the wrappers call the ops'
+implementations without torch's dispatcher (:class:`fastlmrl.torch._tensors.EagerOp`); the PPO op
+calls the backend's kernel directly, its options checked once per distinct set by the NumPy API
+(see ``_ppo_loss``): a (1, 8) call costs ~30 us instead of ~130 us.  The forward pass
 therefore allocates one (N, V) tensor -- the gradient -- and the backward pass nothing more.
 
 Results are NamedTuples mirroring the NumPy results, without ``grad_logits`` (autograd carries it):
@@ -24,6 +27,7 @@ accepted as aliases: ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_high`
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import NamedTuple, Optional
 
@@ -127,24 +131,77 @@ def _fake_loss(logits, n_per_token, n_stats):
 
 # --- PPO ---------------------------------------------------------------------------------------
 
+_INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
+_TOKEN_LEVEL = np.zeros(1, dtype=np.int64)  # the kernels' sequence_offsets at token level
+_NO_REF = {np.dtype(np.float32): np.empty(0, dtype=np.float32),
+           np.dtype(np.float64): np.empty(0, dtype=np.float64)}
+
+
+def _ids(t: Tensor) -> np.ndarray:
+    """Token ids as the NumPy API's checks give them to the kernels: int32/int64 as they are,
+    other integer dtypes as int64."""
+    a = tt.array(t)
+    return a if a.dtype in _INDEX_DTYPES else a.astype(np.int64)
+
+
+def _values(t: Tensor, dtype: np.dtype) -> np.ndarray:
+    """Per-token reals in the kernels' dtype (the NumPy API converts the same way)."""
+    a = tt.array(t)
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _ppo_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator, has_ref):
+    """The PPO kernel's option arguments, checked once per distinct set of options by the NumPy
+    API itself on an empty batch (its errors; an invalid set raises and is not cached)."""
+    empty = np.empty(0)
+    seq = ratio_level == "sequence"
+    _np.ppo_loss(np.empty((0, 1)), np.empty(0, dtype=np.int64), empty, empty, empty,
+                 clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip,
+                 ratio_level=ratio_level, sequence_offsets=_TOKEN_LEVEL if seq else None,
+                 ref_log_probs=empty if has_ref else None, kl_coef=kl_coef,
+                 kl_estimator=kl_estimator)
+    return (float(clip_low), float(clip_low if clip_high is None else clip_high),
+            0.0 if dual_clip is None else float(dual_clip), float(kl_coef),
+            _np.KL_ESTIMATORS[kl_estimator], int(seq))
+
+
 @torch.library.custom_op("fastlmrl::ppo_loss", mutates_args=(), device_types="cpu")
 def _ppo_loss(logits: Tensor, tokens: Tensor, old_log_probs: Tensor, advantages: Tensor,
               weights: Optional[Tensor], clip_low: float, clip_high: Optional[float],
               dual_clip: Optional[float], ratio_level: str, sequence_offsets: Optional[Tensor],
               ref_log_probs: Optional[Tensor], kl_coef: float,
               kl_estimator: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    # The kernel of fastlmrl.ppo_loss called directly (the NumPy API's per-call checks cost ~10 us
+    # on a tiny batch, five times the kernel): the options are checked by the NumPy API once per
+    # distinct set (_ppo_options), the arrays are converted as it converts them, and every value
+    # check is the kernel's own, before it writes; a non-zero status is turned into the NumPy
+    # API's error by calling it on the same arrays.
+    options = _ppo_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator,
+                           ref_log_probs is not None)
     _, x = tt.kernel_logits(logits)
+    n, dt = x.shape[0], x.dtype
+    tok, old, adv = _ids(tokens), _values(old_log_probs, dt), _values(advantages, dt)
+    w = (np.full(n, 1.0 / n if n else 0.0, dtype=dt) if weights is None
+         else _values(weights, dt))
+    ref = _NO_REF[dt] if ref_log_probs is None else _values(ref_log_probs, dt)
+    offs = _np._offsets(tt.array(sequence_offsets) if sequence_offsets is not None else None,
+                        n) if options[5] else _TOKEN_LEVEL
     grad, out = tt.grad_buffer(logits)
-    r = _np.ppo_loss(x, tt.array(tokens), tt.array(old_log_probs), tt.array(advantages),
-                     _per_token(weights), clip_low=clip_low, clip_high=clip_high,
+    token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
+    status = tt.kernels().ppo_loss(x, tok, old, adv, w, ref, offs, *options, token_loss,
+                                   log_probs, ratios, out, stats, tt.num_threads())
+    if status:
+        _np.ppo_loss(x, tok, old, adv, w, clip_low=clip_low, clip_high=clip_high,
                      dual_clip=dual_clip, ratio_level=ratio_level,
-                     sequence_offsets=_per_token(sequence_offsets),
-                     ref_log_probs=_per_token(ref_log_probs), kl_coef=kl_coef,
-                     kl_estimator=kl_estimator, out=out)
-    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
-            _vec(r.log_probs), _vec(r.token_loss), _vec(r.ratios),
-            _stats(r.pg_loss, r.kl_loss, r.clip_fraction, r.dual_clip_fraction, r.approx_kl_k1,
-                   r.approx_kl_k3))
+                     sequence_offsets=offs if options[5] else None,
+                     ref_log_probs=None if ref_log_probs is None else ref, kl_coef=kl_coef,
+                     kl_estimator=kl_estimator)
+        raise RuntimeError(f"the ppo_loss kernel returned status {status} on arguments the "
+                           "NumPy API accepts")  # pragma: no cover
+    return (tt.scalar(stats[0], tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
+            torch.from_numpy(log_probs), torch.from_numpy(token_loss), torch.from_numpy(ratios),
+            torch.from_numpy(stats[1:]))
 
 
 @_ppo_loss.register_fake
@@ -153,7 +210,7 @@ def _(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_high, d
     return _fake_loss(logits, 3, 6)
 
 
-_ppo_loss.register_autograd(_logits_backward(13), setup_context=_grad_only)
+_ppo_loss_call = tt.autograd(_ppo_loss, _logits_backward(13), _grad_only)
 
 
 def ppo_arguments(batch, tokens, old_log_probs, advantages, weights, clip_low, clip_high,
@@ -161,11 +218,13 @@ def ppo_arguments(batch, tokens, old_log_probs, advantages, weights, clip_low, c
                   epsilon, epsilon_high, cliprange, beta, importance_sampling_level):
     """Checked tensors and resolved aliases of :func:`ppo_loss` (also used by the LM-head op);
     ``batch``: the batch shape of the logits."""
-    clip_low = alias(clip_low, "clip_low", 0.2, epsilon=epsilon, cliprange=cliprange)
-    clip_high = alias(clip_high, "clip_high", None, epsilon_high=epsilon_high)
-    kl_coef = alias(kl_coef, "kl_coef", 0.0, beta=beta)
-    ratio_level = alias(ratio_level, "ratio_level", "token",
-                        importance_sampling_level=importance_sampling_level)
+    if (epsilon is not None or epsilon_high is not None or cliprange is not None
+            or beta is not None or importance_sampling_level is not None):
+        clip_low = alias(clip_low, "clip_low", 0.2, epsilon=epsilon, cliprange=cliprange)
+        clip_high = alias(clip_high, "clip_high", None, epsilon_high=epsilon_high)
+        kl_coef = alias(kl_coef, "kl_coef", 0.0, beta=beta)
+        ratio_level = alias(ratio_level, "ratio_level", "token",
+                            importance_sampling_level=importance_sampling_level)
     tensors = (tt.ids(tokens, "tokens", batch),
                tt.per_token(old_log_probs, "old_log_probs", batch),
                tt.per_token(advantages, "advantages", batch),
@@ -214,14 +273,14 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
                                ref_log_probs, kl_coef, kl_estimator, epsilon, epsilon_high,
                                cliprange, beta, importance_sampling_level)
     tok, old, adv, w, offs, ref = tensors
-    out = _ppo_loss(x, tok, old, adv, w, o["clip_low"], o["clip_high"], o["dual_clip"],
+    out = _ppo_loss_call(x, tok, old, adv, w, o["clip_low"], o["clip_high"], o["dual_clip"],
                     o["ratio_level"], offs, ref, o["kl_coef"], o["kl_estimator"])
     return ppo_result(out[0], out[2:5], out[5], logits.shape[:-1])
 
 
 def ppo_result(loss, per_token, stats, batch) -> PPOLossResult:
     log_probs, token_loss, ratios = (tt.unflat(t, batch) for t in per_token)
-    return PPOLossResult(loss, log_probs, token_loss, ratios, *stats.unbind())
+    return PPOLossResult(loss, log_probs, token_loss, ratios, *tt.unbind(stats))
 
 
 # --- REINFORCE ---------------------------------------------------------------------------------
@@ -250,7 +309,7 @@ def _reinforce_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # no (N, V) zeros for the unused outputs
 
 
-_reinforce_loss.register_autograd(_logits_backward(6), setup_context=_reinforce_setup)
+_reinforce_loss_call = tt.autograd(_reinforce_loss, _logits_backward(6), _reinforce_setup)
 
 
 def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> ReinforceLossResult:
@@ -265,7 +324,7 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> Rein
         mode, base = baseline, None
     else:
         mode, base = "", tt.per_token(baseline, "baseline", batch, optional=True)
-    out = _reinforce_loss(x, tt.ids(tokens, "tokens", batch),
+    out = _reinforce_loss_call(x, tt.ids(tokens, "tokens", batch),
                           tt.per_token(returns, "returns", batch),
                           tt.per_token(weights, "weights", batch, optional=True), base, mode)
     return ReinforceLossResult(out[0], tt.unflat(out[2], batch), tt.unflat(out[3], batch))
@@ -290,7 +349,7 @@ def _(logits, tokens, ref_log_probs, weights, estimator):
     return _fake_loss(logits, 2, 0)[:4]
 
 
-_kl_penalty_loss.register_autograd(_logits_backward(5), setup_context=_reinforce_setup)
+_kl_penalty_loss_call = tt.autograd(_kl_penalty_loss, _logits_backward(5), _reinforce_setup)
 
 
 def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None,
@@ -299,7 +358,7 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None,
     k1 / k2 / k3 at the sampled token (:func:`fastlmrl.kl_penalty_loss`)."""
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
-    out = _kl_penalty_loss(x, tt.ids(tokens, "tokens", batch),
+    out = _kl_penalty_loss_call(x, tt.ids(tokens, "tokens", batch),
                            tt.per_token(ref_log_probs, "ref_log_probs", batch),
                            tt.per_token(weights, "weights", batch, optional=True),
                            _str(estimator, "estimator"))
@@ -343,7 +402,7 @@ def _a2c_grad(ctx, grad_loss, *unused):
             None, None, None, None, None, None)
 
 
-_a2c_loss.register_autograd(_a2c_grad, setup_context=_a2c_setup)
+_a2c_loss_call = tt.autograd(_a2c_loss, _a2c_grad, _a2c_setup, differentiable=(0, 3))
 
 
 def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_coef=0.5,
@@ -357,7 +416,7 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_co
     value_coef = alias(value_coef, "value_coef", 0.5, vf_coef=vf_coef)
     value_clip = alias(value_clip, "value_clip", None, cliprange_value=cliprange_value)
     vals = tt.per_token(values, "values", batch)
-    out = _a2c_loss(x, tt.ids(tokens, "tokens", batch),
+    out = _a2c_loss_call(x, tt.ids(tokens, "tokens", batch),
                     tt.per_token(advantages, "advantages", batch), vals,
                     tt.per_token(returns, "returns", batch),
                     tt.per_token(weights, "weights", batch, optional=True),
@@ -365,4 +424,4 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_co
                     tt.per_token(old_values, "old_values", batch, optional=True),
                     None if value_clip is None else _real(value_clip, "value_clip"))
     per = (tt.unflat(t, batch) for t in out[3:6])
-    return A2CLossResult(out[0], *per, *out[6].unbind())
+    return A2CLossResult(out[0], *per, *tt.unbind(out[6]))
