@@ -142,7 +142,8 @@ ALGORITHMS = ["grpo", "ppo", "reinforce", "rloo"]
 COMMON_METRICS = {"score", "reward", "success_rate", "kl", "entropy", "tokens",
                   "tokens_per_second", "logprob_mismatch_max", "logprob_mismatch_mean",
                   "grad_norm", "loss", "generation_seconds", "train_seconds"}
-TIMING = {"seconds", "tokens_per_second", "generation_seconds", "train_seconds"}
+TIMING = {"seconds", "tokens_per_second", "generation_seconds", "train_seconds",
+          "reference_seconds", "optimizer_seconds"}
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -91,6 +91,8 @@ class NeuralPolicy(nn.Module):
         # ``past_key_values`` before); a bare **kwargs may ignore it
         self._cache_arg = next((n for n in ("cache", "past_key_values") if n in params), None)
         self._fused: Optional[bool] = None
+        self._trunk_ok = False  # base_model's last_hidden_state == hidden_states[-1]
+        self._takes_keep = "logits_to_keep" in params
         self.value_head = None
         if value_head:
             size = self.hidden_size()
@@ -141,17 +143,42 @@ class NeuralPolicy(nn.Module):
                         direct = nn.functional.linear(out.hidden, layer.weight, layer.bias)
                         scale = float(out.logits.abs().max()) + 1.0
                         self._fused = bool((direct - out.logits).abs().max() <= 1e-4 * scale)
+                        trunk = self._trunk()
+                        if self._fused and trunk is not None:
+                            try:
+                                last = trunk(ids, attention_mask=torch.ones_like(ids),
+                                             position_ids=position_ids_from_mask(
+                                                 torch.ones_like(ids))).last_hidden_state
+                                self._trunk_ok = bool(torch.equal(last, out.hidden))
+                            except (TypeError, ValueError, AttributeError, RuntimeError):
+                                self._trunk_ok = False
         return self._fused
+
+    def _trunk(self):
+        """``model.base_model`` (the transformer without its LM head) when there is one."""
+        trunk = getattr(self.model, "base_model", None)
+        return trunk if isinstance(trunk, nn.Module) and trunk is not self.model else None
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *,
                 position_ids: Optional[Tensor] = None, past_key_values=None,
                 use_cache: bool = False, hidden: bool = False,
-                logits: bool = True) -> ModelOutput:
+                logits: bool = True, last_only: bool = False) -> ModelOutput:
         """Run the model.  ``position_ids`` default to :func:`position_ids_from_mask`;
         ``hidden=True`` also returns the last hidden states (``output_hidden_states``);
-        ``logits=False`` allows skipping them when the model returns them lazily (they are still
-        computed by most models)."""
+        ``logits=False`` with ``hidden=True`` runs only the trunk (``model.base_model``) when
+        :meth:`fused_head` found its ``last_hidden_state`` equal to the full model's last hidden
+        state: no (B, T, V) logits are formed.  ``last_only``: logits of the last position only
+        (``logits_to_keep=1`` where the model takes it; the returned logits are (B, 1, V))."""
+        if hidden and not logits and self.fused_head() and self._trunk_ok:
+            kwargs = {"attention_mask": attention_mask}
+            if position_ids is None and attention_mask is not None:
+                position_ids = position_ids_from_mask(attention_mask)
+            kwargs["position_ids"] = position_ids
+            if self._takes["use_cache"]:
+                kwargs["use_cache"] = False
+            last = self._trunk()(input_ids, **kwargs).last_hidden_state
+            return ModelOutput(None, last, None)
         kwargs = {}
         if attention_mask is not None and self._takes["attention_mask"]:
             kwargs["attention_mask"] = attention_mask
@@ -173,6 +200,8 @@ class NeuralPolicy(nn.Module):
             if not self.supports_hidden_states:
                 raise ValueError("this model's forward takes no output_hidden_states")
             kwargs["output_hidden_states"] = True
+        if last_only and self._takes_keep:
+            kwargs["logits_to_keep"] = 1
         out = self.model(input_ids, **kwargs)
         if isinstance(out, Tensor):
             out_logits, states, cache = out, None, None
@@ -184,10 +213,11 @@ class NeuralPolicy(nn.Module):
             cache = getattr(out, "cache", None)
             if cache is None:
                 cache = getattr(out, "past_key_values", None)
+        width = 1 if last_only and self._takes_keep else input_ids.shape[1]
         if not isinstance(out_logits, Tensor) or out_logits.ndim != 3 \
-                or out_logits.shape[:2] != input_ids.shape:
+                or tuple(out_logits.shape[:2]) != (input_ids.shape[0], width):
             raise ValueError(f"the model must return logits of shape (B, T, V) = "
-                             f"{tuple(input_ids.shape)} + (V,), got "
+                             f"{(input_ids.shape[0], width)} + (V,), got "
                              f"{getattr(out_logits, 'shape', type(out_logits).__name__)}")
         if out_logits.shape[-1] < self.tokenizer.vocab_size:
             raise ValueError(f"the model has V = {out_logits.shape[-1]} logits, fewer than the "

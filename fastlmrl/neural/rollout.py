@@ -141,10 +141,11 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
     try:
         for _ in range(max_new_tokens):
             if use_cache:
-                out = policy(step_input, step_mask, use_cache=True, past_key_values=cache)
+                out = policy(step_input, step_mask, use_cache=True, past_key_values=cache,
+                             last_only=True)
                 cache = out.past_key_values
             else:
-                out = policy(ids, mask)
+                out = policy(ids, mask, last_only=True)
             logits = out.logits[:, -1, :].float()
             draw = sample_tokens(logits, work, temperature=temperature, top_k=top_k,
                                  top_p=top_p, min_p=min_p)

@@ -50,7 +50,9 @@ rollout/trainer **log-prob mismatch** ``logprob_mismatch_max`` / ``logprob_misma
 :math:`|\log\pi_{old} - \log\pi_\theta|` over the tokens of the iteration's first optimizer step
 (all of them when ``minibatches = 1``), whose weights are still those that generated -- the
 sampler/trainer drift (cache vs full recompute, kernels, filters); ``generation_seconds``,
-``train_seconds``.
+``train_seconds`` (everything after the rollout, of which ``reference_seconds`` for the
+reference's forward pass and ``optimizer_seconds`` for the AdamW steps; the rest is the policy's
+forward pass, the loss and the backward pass).
 
 **Checkpoints** (:meth:`NeuralTrainer.save`): a :mod:`fastlmrl.checkpoint` file (atomic,
 SHA-256 per array) with the policy's (and value head's) weights, the reference weights, AdamW's
@@ -186,6 +188,7 @@ class NeuralTrainer(Trainer):
         else:
             self.fused = False
         self.use_cache = policy.supports_cache if cfg.use_cache is None else cfg.use_cache
+        self.watch = Stopwatch()  # this iteration's phases (generation, reference, optimizer)
         self.reference = None
         if cfg.kl_coef > 0 or cfg.kl_target is not None:
             self.reference = policy.with_model(policy.frozen_copy())
@@ -238,7 +241,7 @@ class NeuralTrainer(Trainer):
         ids = rollout.input_ids()[rows]
         attention = rollout.attention_mask()[rows]
         p, t = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
-        out = policy(ids, attention, hidden=need_hidden)
+        out = policy(ids, attention, hidden=need_hidden, logits=need_logits)
         window = slice(p - 1, p + t - 1)
         logits = None
         if need_logits:
@@ -279,7 +282,8 @@ class NeuralTrainer(Trainer):
         if self.reference is None:
             return None
         rows = np.arange(rollout.completion_ids.shape[0])
-        logp, _ = self.token_log_probs(self.reference, rollout, rows)
+        with self.watch("reference"):
+            logp, _ = self.token_log_probs(self.reference, rollout, rows)
         out = torch.zeros(rollout.completion_mask.shape, dtype=torch.float64)
         out[rollout.completion_mask] = logp.double()
         return out
@@ -317,7 +321,8 @@ class NeuralTrainer(Trainer):
                         torch.linalg.vector_norm(p.grad) for p in self.parameters
                         if p.grad is not None]))
                 grad_norms.append(float(norm))
-                self.optimizer.step()
+                with self.watch("optimizer"):
+                    self.optimizer.step()
                 first = False
         self.policy.eval()
         keys = [k for k in records[0] if not k.startswith("_")] if records else []
@@ -516,23 +521,23 @@ def _clone_optimizer_state(state: dict) -> dict:
 
 
 class Stopwatch:
-    """Seconds spent in named phases: ``with watch("generation"): ...``."""
+    """Seconds spent in named phases, which may nest: ``with watch("train"): ...``."""
 
     def __init__(self):
         self.seconds: dict = {}
-        self._name = None
+        self._open: list = []
 
     def __call__(self, name: str) -> "Stopwatch":
-        self._name = name
+        self._open.append([name, None])
         return self
 
     def __enter__(self):
-        self._start = time.perf_counter()
+        self._open[-1][1] = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        self.seconds[self._name] = self.seconds.get(self._name, 0.0) + \
-            time.perf_counter() - self._start
+        name, start = self._open.pop()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
         return False
 
     def metrics(self) -> dict:

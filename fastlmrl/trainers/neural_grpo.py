@@ -159,7 +159,7 @@ class NeuralGRPOTrainer(NeuralTrainer):
 
     def iteration(self) -> dict:
         cfg = self.config
-        watch = Stopwatch()
+        watch = self.watch = Stopwatch()
         # 1. G prompts x K completions
         prompts = [p for p in self.draw_prompts(cfg.num_prompts) for _ in range(cfg.group_size)]
         with watch("generation"):

@@ -108,7 +108,8 @@ class NeuralPPOTrainer(NeuralTrainer):
     def old_values(self, rollout):
         """(values (B, T) of V(s_t), bootstrap (B,) = V(s_L)) from the value head, float64."""
         p = rollout.prompt_ids.shape[1]
-        out = self.policy(rollout.input_ids(), rollout.attention_mask(), hidden=True)
+        out = self.policy(rollout.input_ids(), rollout.attention_mask(), hidden=True,
+                          logits=False)
         v = self.policy.values(out.hidden).double()
         mask = rollout.completion_mask
         values = v[:, p - 1:-1] * mask
@@ -118,7 +119,7 @@ class NeuralPPOTrainer(NeuralTrainer):
 
     def iteration(self) -> dict:
         cfg = self.config
-        watch = Stopwatch()
+        watch = self.watch = Stopwatch()
         prompts = self.draw_prompts(cfg.num_sequences)
         with watch("generation"):
             rollout = self.rollout(prompts)

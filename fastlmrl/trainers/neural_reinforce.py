@@ -60,7 +60,7 @@ class NeuralReinforceTrainer(NeuralTrainer):
 
     def iteration(self) -> dict:
         cfg = self.config
-        watch = Stopwatch()
+        watch = self.watch = Stopwatch()
         prompts = self.draw_prompts(cfg.num_sequences)
         with watch("generation"):
             rollout = self.rollout(prompts)

@@ -79,7 +79,7 @@ class NeuralRLOOTrainer(NeuralTrainer):
 
     def iteration(self) -> dict:
         cfg = self.config
-        watch = Stopwatch()
+        watch = self.watch = Stopwatch()
         prompts = [p for p in self.draw_prompts(cfg.num_prompts) for _ in range(cfg.group_size)]
         with watch("generation"):
             rollout = self.rollout(prompts)
