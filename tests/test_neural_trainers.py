@@ -290,3 +290,39 @@ def test_grpo_raises_the_success_rate_of_a_pretrained_model():
     assert after >= before + 0.12, (before, after)  # measured 0.344 -> 0.539
     # the training metric tells the same story: the last 20 iterations beat the first 20
     assert last > first + 0.08, (first, last)
+
+
+def test_neural_run_folder_and_resume(tmp_path):
+    """train_neural_run (what `fastlmrl train --policy neural` runs): a run folder with the
+    initial and trained models, checkpoint and metrics; --resume continues to the total."""
+    import io
+    import json
+
+    from fastlmrl.neural import load_model, save_model
+    from fastlmrl.neural.runs import train_neural_run
+    from fastlmrl.verifiable_tasks import get_task
+
+    alphabet = get_task("copy").alphabet + "\n"
+    tok = CharTokenizer(alphabet)
+    model = build_model(tok.vocab_size, n_layer=1, n_embd=16, n_head=2, n_positions=64)
+    save_model(model, tok, tmp_path / "start")
+    run = str(tmp_path / "run")
+    settings = {"num_prompts": 2, "num_generations": 2, "max_completion_length": 4}
+    log = io.StringIO()
+    trainer = train_neural_run("grpo", "copy", run, steps=2, model=str(tmp_path / "start"),
+                               settings=settings, out=log)
+    assert trainer.iterations_done == 2
+    for name in ("run.json", "checkpoint.ckpt", "metrics.jsonl", "metrics.csv"):
+        assert (tmp_path / "run" / name).is_file(), name
+    trained, _ = load_model(tmp_path / "run" / "model")
+    for a, b in zip(trained.state_dict().values(), trainer.policy.model.state_dict().values()):
+        assert torch.equal(a, b)
+    resumed = train_neural_run("grpo", "copy", run, steps=3, resume=True, out=log)
+    assert resumed.iterations_done == 3 and "resumed" in log.getvalue()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [0, 1, 2]
+    with pytest.raises(ValueError, match="rloo"):
+        train_neural_run("rloo", "copy", run, steps=4, resume=True, out=log)
+    with pytest.raises(ValueError, match="unknown grpo setting"):
+        train_neural_run("grpo", "copy", str(tmp_path / "other"), steps=1,
+                         model=str(tmp_path / "start"), settings={"nope": 1}, out=log)

@@ -1,0 +1,114 @@
+"""Run folders of the neural trainers: what ``fastlmrl train --policy neural`` does.
+
+:func:`train_neural_run` builds (or resumes) a neural trainer on a verifiable task and writes a
+run folder:
+
+* ``initial_model/`` -- the starting model and tokenizer (:func:`fastlmrl.neural.save_model`): the
+  frozen reference, and what a resumed run rebuilds the trainer from;
+* ``checkpoint.ckpt`` -- the trainer's whole state (:meth:`NeuralTrainer.save`: atomic);
+* ``model/`` -- the trained model and tokenizer (loadable by :func:`fastlmrl.neural.load_model`
+  and ``fastlmrl sample RUN``);
+* ``metrics.jsonl`` / ``metrics.csv`` -- one line per iteration;
+* ``run.json`` -- algorithm, task, seed and settings (what ``--resume`` needs).
+
+The starting model is a local model folder (``model=``; our folders or any local Hugging Face
+folder) or, by default, :func:`fastlmrl.neural.pretrained_model` (pretrained on the built-in
+corpus and the verifiable tasks, cached on disk).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+from .._atomic import atomic_write_text
+
+__all__ = ["NEURAL_RUN_FILES", "make_neural_trainer", "train_neural_run"]
+
+NEURAL_RUN_FILES = ("run.json", "checkpoint.ckpt", "metrics.jsonl", "metrics.csv")
+
+
+def _algorithms() -> dict:
+    from ..trainers import NEURAL_ALGORITHMS
+    return NEURAL_ALGORITHMS
+
+
+def make_neural_trainer(algo: str, task, model, tokenizer, *, seed: int = 0,
+                        settings: dict | None = None):
+    """A neural trainer of ``algo`` (``reinforce``, ``ppo``, ``grpo``, ``rloo``) with its config
+    built from ``settings`` (config field names, TRL aliases included)."""
+    from .policy import NeuralPolicy
+    algorithms = _algorithms()
+    if algo not in algorithms:
+        raise ValueError(f"--algo must be one of {', '.join(sorted(algorithms))} with --policy "
+                         f"neural, got {algo!r}")
+    cls = algorithms[algo]
+    settings = dict(settings or {})
+    names = {f.name for f in dataclasses.fields(cls.Config)} | set(
+        getattr(cls.Config, "__dataclass_fields__", {}))
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise ValueError(f"unknown {algo} setting(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(names))}")
+    config = cls.Config(**settings)
+    value_head = bool(getattr(config, "value_head", False))
+    return cls(NeuralPolicy(model, tokenizer, value_head=value_head), task, config, seed)
+
+
+def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed: int = 0,
+                     model: str | None = None, settings: dict | None = None,
+                     resume: bool = False, checkpoint_every: int = 0, out=None,
+                     callbacks=()) -> object:
+    """Train (or resume, up to ``steps`` iterations in all) and write the run folder (see the
+    module docstring).  Returns the trainer."""
+    from ..cli import write_metrics
+    from ..verifiable_tasks import get_task
+    from .model import load_model, save_model
+    out = out or sys.stdout
+    run_json = os.path.join(folder, "run.json")
+    checkpoint = os.path.join(folder, "checkpoint.ckpt")
+    initial = os.path.join(folder, "initial_model")
+    spec = {"algo": algo, "task": task_name, "seed": seed, "settings": dict(settings or {}),
+            "model": model}
+    if resume and os.path.exists(run_json):
+        with open(run_json, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if saved.get("algo") != algo or saved.get("task") != task_name:
+            raise ValueError(f"{folder!r} is a run of --algo {saved.get('algo')} on --task "
+                             f"{saved.get('task')}, not --algo {algo} --task {task_name}")
+        spec = saved
+        net, tok = load_model(initial)
+    elif model is not None:
+        net, tok = load_model(model)
+    else:
+        from .pretrain import pretrained_model
+        result = pretrained_model(log=lambda line: print(line, file=out))
+        net, tok = result.model, result.tokenizer
+    task = get_task(spec["task"])
+    trainer = make_neural_trainer(algo, task, net, tok, seed=spec["seed"],
+                                  settings=spec["settings"])
+    os.makedirs(folder, exist_ok=True)
+    if resume and os.path.exists(checkpoint):
+        trainer.load(checkpoint)
+        print(f"resumed {checkpoint} at iteration {trainer.iterations_done}", file=out)
+    else:
+        save_model(net, tok, initial)
+        atomic_write_text(run_json, json.dumps(spec, indent=1, sort_keys=True))
+    jsonl, csv_path = os.path.join(folder, "metrics.jsonl"), os.path.join(folder, "metrics.csv")
+
+    def save(tr, metrics):
+        if checkpoint_every and tr.iterations_done % checkpoint_every == 0:
+            tr.save(checkpoint)
+            write_metrics(tr.history, jsonl)
+
+    trainer.train(max(0, steps - trainer.iterations_done), callbacks=list(callbacks) + [save])
+    trainer.save(checkpoint)
+    save_model(trainer.policy.model, tok, os.path.join(folder, "model"),
+               metadata={"algorithm": trainer.algorithm, "task": spec["task"],
+                         "iterations": trainer.iterations_done})
+    write_metrics(trainer.history, jsonl, csv_path)
+    last = trainer.history[-1] if trainer.history else {}
+    print(f"{trainer.algorithm}: {trainer.iterations_done} iterations; last: "
+          f"{trainer.format_metrics(last) if last else '-'}", file=out)
+    return trainer
