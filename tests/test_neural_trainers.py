@@ -125,14 +125,16 @@ SMALL = dict(max_new_tokens=4, lr=3e-3)
 def make(algorithm, seed=0, **overrides):
     model, tok = tiny(seed=0)
     if algorithm == "grpo":
-        cfg = NeuralGRPOConfig(num_prompts=2, group_size=3, minibatches=2, epochs=2,
-                               grad_accumulation=2, **{**SMALL, **overrides})
+        cfg = NeuralGRPOConfig(**{"num_prompts": 2, "group_size": 3, "minibatches": 2,
+                                  "epochs": 2, "grad_accumulation": 2, **SMALL, **overrides})
         return NeuralGRPOTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
     if algorithm == "ppo":
-        cfg = NeuralPPOConfig(num_sequences=4, minibatches=2, epochs=2, **{**SMALL, **overrides})
+        cfg = NeuralPPOConfig(**{"num_sequences": 4, "minibatches": 2, "epochs": 2, **SMALL,
+                                 **overrides})
         return NeuralPPOTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
     if algorithm == "reinforce":
-        cfg = NeuralReinforceConfig(num_sequences=4, grad_accumulation=2, **{**SMALL, **overrides})
+        cfg = NeuralReinforceConfig(**{"num_sequences": 4, "grad_accumulation": 2, **SMALL,
+                                       **overrides})
         return NeuralReinforceTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
     cfg = NeuralRLOOConfig(num_prompts=2, group_size=2, **{**SMALL, **overrides})
     return NeuralRLOOTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
@@ -326,3 +328,20 @@ def test_neural_run_folder_and_resume(tmp_path):
     with pytest.raises(ValueError, match="unknown grpo setting"):
         train_neural_run("grpo", "copy", str(tmp_path / "other"), steps=1,
                          model=str(tmp_path / "start"), settings={"nope": 1}, out=log)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo", "rloo"])
+def test_gradient_accumulation_equals_one_batch(algorithm):
+    """Micro-batches carry the minibatch's loss weights: the accumulated gradient is the whole
+    minibatch's (to float32 rounding), so one step lands on the same weights."""
+    whole = make(algorithm, grad_accumulation=1, epochs=1, minibatches=1)
+    split = make(algorithm, grad_accumulation=3 if algorithm != "rloo" else 2, epochs=1,
+                 minibatches=1)
+    whole.train(1)
+    split.train(1)
+    assert whole.history[0]["tokens"] == split.history[0]["tokens"]
+    for a, b in zip(whole.policy.parameters(), split.policy.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    fresh = make(algorithm)
+    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(whole.policy.parameters(),
+                                                                   fresh.policy.parameters()))
