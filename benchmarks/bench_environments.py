@@ -150,3 +150,33 @@ def test_env_step_numpy(benchmark):
             _ = ~term & (lengths >= T)
 
     measure(benchmark, run, items=n * T, group=f"env step B{n}xT{T} V{V} k{K}")
+
+
+def test_tabular_mdp_step(benchmark, kernels):
+    """tabular_mdp_step on Taxi's table (500 states, 6 actions), B rows x 64 steps with random
+    actions, no time limit: B*64 transitions (one uniform each)."""
+    from fastlmrl.gym_adapters import tabular_mdp_from_gymnasium
+
+    name, module = kernels
+    n, steps = BATCH[name], 64
+    mdp = tabular_mdp_from_gymnasium("Taxi-v4")
+    actions = np.random.default_rng(0).integers(0, mdp.num_actions, (steps, n))
+    active = np.ones(n, np.uint8)
+    states = np.zeros(n, np.int64)
+    count = np.zeros(n, np.int64)
+    rewards = np.zeros(n)
+    term = np.zeros(n, np.uint8)
+    trunc = np.zeros(n, np.uint8)
+    ends = mdp.terminated.view(np.uint8)
+    key = np.uint64(stream_key(0))
+
+    def run():
+        states[:] = 0
+        count[:] = 0
+        for t in range(steps):
+            module.tabular_mdp_step(mdp.offsets, mdp.cdf, mdp.next_states, mdp.rewards, ends,
+                                    mdp.num_actions, 0, key, np.uint64(t * n), actions[t],
+                                    active, states, count, rewards, term, trunc)
+
+    measure(benchmark, run, items=n * steps, group=f"tabular mdp step B{n}x{steps} Taxi")
+    assert count.min() == steps

@@ -30,6 +30,15 @@ from .demo import samples as _samples
 # tasks and trainers from command-line arguments
 
 
+def _env_option(value: str) -> str:
+    """--env: text, toy, a Gymnasium toy-text short name, or gym:<id>."""
+    if value in ("text", "toy", "frozenlake", "cliffwalking", "taxi") or \
+            (value.startswith("gym:") and len(value) > 4):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"invalid choice {value!r} (choose text, toy, frozenlake, cliffwalking, taxi or gym:<id>)")
+
+
 def task_spec_from_args(args) -> dict:
     return {"env": args.env, "corpus": args.corpus, "order": args.order,
             "max_new_tokens": args.max_new_tokens, "num_envs": args.num_envs}
@@ -45,7 +54,13 @@ def build_task(spec: dict):
         return make_text_task(corpus, order=spec.get("order", 2),
                               max_new_tokens=spec.get("max_new_tokens", 48),
                               num_envs=spec.get("num_envs") or 256)
-    raise ValueError(f"unknown env {spec['env']!r}: choose 'text' or 'toy'")
+    if spec["env"] in ("frozenlake", "cliffwalking", "taxi") or spec["env"].startswith("gym:"):
+        from .tasks import make_gym_task
+
+        return make_gym_task(spec["env"][4:] if spec["env"].startswith("gym:") else spec["env"],
+                             num_envs=spec.get("num_envs") or 64)
+    raise ValueError(f"unknown env {spec['env']!r}: choose 'text', 'toy', 'frozenlake', "
+                     "'cliffwalking', 'taxi' or 'gym:<Gymnasium id>'")
 
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -547,9 +562,10 @@ def main(argv=None) -> int:
     train.add_argument("--algo", required=True, choices=sorted(ALGORITHMS), metavar="ALGO",
                        help=f"the algorithm: {', '.join(sorted(ALGORITHMS))} (the policy-gradient "
                             "methods need --env text)")
-    train.add_argument("--env", default="text", choices=("text", "toy"),
-                       help="the task: the text task (n-gram LM, lexicon reward) or the seed toy "
-                            "MDP")
+    train.add_argument("--env", default="text", type=_env_option, metavar="ENV",
+                       help="the task: text (n-gram LM, lexicon reward), toy (the seed MDP), "
+                            "frozenlake, cliffwalking, taxi, or gym:<id> (a Gymnasium toy-text "
+                            "environment's table; value methods; needs the gym extra)")
     train.add_argument("--steps", type=_int_option(0, MAX_ITERATIONS), default=100,
                        help="total training iterations (a resumed run counts the ones done)")
     train.add_argument("--seed", type=_int_option(0, SEED_MAX), default=0,

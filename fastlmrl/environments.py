@@ -193,8 +193,12 @@ class ContextMDP:
     ----------
     next_context : (S, A) integer array, default the toy ``[[1, 1], [-1, -1]]``
         ``next_context[s, a]`` is the context after token ``a`` in context ``s``; ``-1`` means the
-        episode ends after that token (an extra absorbing terminal state ``END = S`` is appended
-        internally, see :attr:`end_state`).
+        episode ends after that token.  **Hidden END state:** when some entry is ``-1`` an extra
+        absorbing terminal state ``END = S`` is appended, so observations, :attr:`num_states`,
+        :meth:`to_arrays` and the Q tables of the trainers have ``S + 1`` rows (row ``S`` is END;
+        :attr:`end_state` says whether there is one).  A table whose episodes end on a
+        transition without an extra row, or with stochastic transitions, is a
+        :class:`fastlmrl.TabularMDP` (outcomes carry a ``terminated`` flag; S rows for S states).
     reward : (S, A) real array, default ``[[1, 2], [1, 2]]``
         ``reward[s, a]`` = :math:`R_{t+1}` for :math:`S_t = s, A_t = a`.  Must be finite.
         float32 / float64 kept, other dtypes become float64; step rewards have this dtype.

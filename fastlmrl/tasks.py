@@ -4,7 +4,9 @@
 character n-gram LM fitted on the default corpus (or ``corpus``) gives the initial policy table and
 the frozen reference table; the environment generates ``max_new_tokens`` characters after a prompt
 (a sentence opening from the corpus); the reward counts lexicon words in the generated text.
-:func:`make_toy_task` is the seed toy (:class:`fastlmrl.ContextMDP`).
+:func:`make_toy_task` is the seed toy (:class:`fastlmrl.ContextMDP`).  :func:`make_gym_task` is a
+Gymnasium toy-text MDP (FrozenLake, CliffWalking, Taxi) as a stochastic :class:`fastlmrl.TabularMDP`
+for the tabular value methods (needs the ``gym`` extra).
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from .ngram import NGramLM
 from .rewards import KeywordReward
 from .tokenizers import CharTokenizer
 
-__all__ = ["DEFAULT_LEXICON", "TextTask", "ToyTask", "letter_ids", "make_text_task",
-           "make_toy_task"]
+__all__ = ["DEFAULT_LEXICON", "GYM_TASKS", "GymTask", "TextTask", "ToyTask", "letter_ids",
+           "make_gym_task", "make_text_task", "make_toy_task"]
 
 #: Words the default text task rewards (all occur in the default corpus, rarely).
 DEFAULT_LEXICON = ("happy", "gentle", "friendly", "brave", "bright", "clever", "kind")
@@ -125,3 +127,37 @@ def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT
 def make_toy_task(num_envs: int = 64) -> ToyTask:
     """The seed toy: contexts x1 -> x2, tokens v1, v2 with rewards 1 and 2 (see ContextMDP)."""
     return ToyTask(env=ContextMDP(num_envs=num_envs))
+
+
+#: Short names of the Gymnasium toy-text tasks (``fastlmrl train --env frozenlake``).
+GYM_TASKS = {"frozenlake": "FrozenLake-v1", "cliffwalking": "CliffWalking-v1", "taxi": "Taxi-v4"}
+
+
+@dataclass
+class GymTask:
+    """A Gymnasium toy-text MDP as a task for the tabular value-method trainers."""
+
+    env: object  #: the :class:`fastlmrl.TabularMDP`
+    name: str
+    env_id: str = ""
+
+
+def make_gym_task(env_id: str, num_envs: int = 64, max_steps=None) -> GymTask:
+    """A :class:`GymTask` for a Gymnasium toy-text environment: ``env_id`` is a Gymnasium id
+    (``"FrozenLake-v1"``) or a short name of :data:`GYM_TASKS`; its transition table becomes a
+    :class:`fastlmrl.TabularMDP` of ``num_envs`` sequences
+    (:func:`fastlmrl.gym_adapters.tabular_mdp_from_gymnasium`; ``max_steps`` defaults to the
+    registered time limit)."""
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id must be a str, got {type(env_id).__name__}")
+    from .gym_adapters import gym, tabular_mdp_from_gymnasium
+
+    gym_id = GYM_TASKS.get(env_id.lower(), env_id)
+    if gym_id == "Taxi-v4" and "Taxi-v4" not in gym.registry:  # older Gymnasium
+        gym_id = "Taxi-v3"
+    if gym_id not in gym.registry:
+        raise ValueError(f"env_id {env_id!r} is neither a short name ({', '.join(GYM_TASKS)}) "
+                         "nor a registered Gymnasium environment")
+    mdp = tabular_mdp_from_gymnasium(gym_id, num_envs=num_envs, max_steps=max_steps)
+    short = {v: k for k, v in GYM_TASKS.items()}.get(gym_id, gym_id)
+    return GymTask(env=mdp, name=short, env_id=gym_id)

@@ -40,6 +40,7 @@ import numpy as np
 from .. import _validation as check
 from ..dynamic_programming import TokenMDP, policy_iteration, value_iteration
 from ..environments import ContextMDP
+from ..tabular_mdp import TabularMDP
 from ..log_probs import log_softmax
 from ..rng import RandomStream
 from ..selection import boltzmann, greedy
@@ -113,6 +114,9 @@ class _Planner(Trainer):
             self._observe(batch.contexts[batch.valid], batch.actions[batch.valid],
                           batch.rewards[batch.valid])
             self.mdp = self.text_model()
+        elif isinstance(env, TabularMDP):  # stochastic: planned on its DenseMDP (gamma < 1)
+            self.validate_config(config)
+            self.mdp = env.to_dense()
         elif not isinstance(env, ContextMDP):
             raise TypeError(
                 f"{type(self).__name__} needs an environment whose transition and reward tables "
