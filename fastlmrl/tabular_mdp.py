@@ -33,9 +33,14 @@ start state no counter is used.  Same seed → same episodes in every backend (k
 Planning: :meth:`TabularMDP.to_dense` gives the :class:`fastlmrl.DenseMDP` for
 :func:`fastlmrl.value_iteration` / :func:`fastlmrl.policy_iteration` (γ < 1);
 :meth:`TabularMDP.episodic_problem` says whether γ = 1 is well defined (stochastic shortest
-path conditions, Bertsekas & Tsitsiklis 1991).
+path conditions, Bertsekas & Tsitsiklis 1991); :meth:`TabularMDP.value_iteration` solves the
+outcome model itself, γ = 1 included (bounded by ``max_iter``, reports convergence).  The
+tabular trainers refuse ``gamma = 1`` with :meth:`~TabularMDP.episodic_problem`'s reason.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,7 +50,18 @@ from .dynamic_programming import DenseMDP, row_sum_tolerance
 from .environments import _INT64_MAX, _int64, _num_envs, _raise, _state_array, _stream
 from .rng import MASK64, RandomStream, advance, check_capacity, uniforms
 
-__all__ = ["TabularMDP"]
+__all__ = ["SSPResult", "TabularMDP"]
+
+
+@dataclass
+class SSPResult:
+    """What :meth:`TabularMDP.value_iteration` returns."""
+
+    values: np.ndarray  #: (S,) float64 v_k (0 is the value after termination)
+    q: np.ndarray       #: (S, A) float64 r(s, a) + gamma * sum_s' P_continue[s, a, s'] v_k(s')
+    policy: np.ndarray  #: (S,) int64 greedy in q (ties: lowest action)
+    num_iter: int       #: sweeps done
+    converged: bool     #: the stopping rule was met within max_iter
 
 
 def _outcome_list(transitions, s, a):
@@ -363,6 +379,53 @@ class TabularMDP:
                     "has a finite return, so gamma = 1 is not a proper episodic problem (use "
                     "gamma < 1)")
         return None
+
+    def value_iteration(self, gamma: float, *, epsilon: float = 1e-9,
+                        max_iter: int = 100_000) -> SSPResult:
+        r"""Value iteration on the outcome model itself, :math:`\gamma = 1` included.
+
+        .. math::  v_{k+1}(s) = \max_a \Big[r(s, a) + \gamma \sum_{s'}
+                   P_{\text{continue}}[s, a, s']\, v_k(s')\Big],\qquad v_0 = 0
+
+        (terminating outcomes contribute their reward only: the value after termination is 0).
+        For :math:`\gamma < 1` it stops when :math:`\lVert v_{k+1} - v_k\rVert_\infty <
+        \varepsilon(1-\gamma)/(2\gamma)` (Puterman Thm 6.3.1, as
+        :func:`fastlmrl.value_iteration`).  :math:`\gamma = 1` is the stochastic shortest
+        path problem: refused (ValueError with the reason) unless :meth:`episodic_problem` finds
+        none, and then it converges (Bertsekas & Tsitsiklis 1991, Prop. 2); it stops when
+        :math:`\lVert v_{k+1} - v_k\rVert_\infty < \varepsilon`.  Either way at most
+        ``max_iter`` sweeps: a run that has not met the rule returns ``converged=False``.
+        NumPy, float64 (a planning utility, not a kernel).
+        """
+        gamma = check.real(gamma, "gamma", 0.0, 1.0)
+        epsilon = check.real(epsilon, "epsilon", 0.0, None, low_open=True)
+        max_iter = check.positive_int(max_iter, "max_iter", 1)
+        if gamma == 1.0:
+            problem = self.episodic_problem()
+            if problem is not None:
+                raise ValueError(f"gamma = 1: {problem}")
+            tol = epsilon
+        elif gamma == 0.0:
+            tol = math.inf
+        else:
+            tol = epsilon * (1.0 - gamma) / (2.0 * gamma)
+        _, cont = self.transition_matrices()
+        r = self.expected_rewards()
+        v = np.zeros(self._num_states)
+        converged = False
+        k = 0
+        while k < max_iter:
+            q = r + gamma * (cont @ v)
+            v_new = q.max(axis=1)
+            k += 1
+            delta = float(np.abs(v_new - v).max())
+            v = v_new
+            if delta < tol:
+                converged = True
+                break
+        q = r + gamma * (cont @ v)
+        return SSPResult(values=v, q=q, policy=q.argmax(axis=1).astype(np.int64), num_iter=k,
+                         converged=converged)
 
     # --- stepping -------------------------------------------------------------------------------
     def _plan_reset(self, mask, stream):

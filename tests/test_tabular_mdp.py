@@ -315,3 +315,28 @@ def test_planners_plan_on_the_dense_model(algo):
     assert abs(planner.values[0] - v_ref[0]) < 1e-5
     # success rate of the optimal policy within 100 steps: ~0.74 (binomial sd 0.02 at B = 500)
     assert 0.6 < planner.history[-1]["reward"] < 0.9
+
+
+def test_value_iteration_at_gamma_one():
+    """gamma = 1 on CliffWalking (a stochastic shortest path: every step costs 1): v*(start) =
+    -13, the 13 steps of the path along the cliff (S&B Example 6.6), equal to the independent
+    NumPy iteration on Gymnasium's table; Taxi's expected optimal return from its start
+    distribution agrees with the same iteration.  Refused with the reason on FrozenLake, and a
+    sweep budget that is too small reports converged=False instead of looping."""
+    env = gym.make("CliffWalking-v1")
+    res = tabular_mdp_from_gymnasium(env).value_iteration(1.0)
+    assert res.converged and res.values[36] == -13.0
+    v_ref, q_ref = _bellman_values(env.unwrapped.P, 1.0)
+    np.testing.assert_array_equal(res.values, v_ref)
+    np.testing.assert_array_equal(res.q, q_ref)
+    taxi = gym.make("Taxi-v4")
+    mdp = tabular_mdp_from_gymnasium(taxi)
+    res = mdp.value_iteration(1.0)
+    v_ref, _ = _bellman_values(taxi.unwrapped.P, 1.0)
+    assert res.converged
+    np.testing.assert_allclose(res.values, v_ref, atol=1e-9)
+    lake = tabular_mdp_from_gymnasium("FrozenLake-v1")
+    with pytest.raises(ValueError, match="gamma = 1: .*forever"):
+        lake.value_iteration(1.0)
+    short = lake.value_iteration(0.99, max_iter=5)
+    assert not short.converged and short.num_iter == 5
