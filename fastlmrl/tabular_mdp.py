@@ -204,6 +204,11 @@ class TabularMDP:
         for arr in (self._offsets, self._cdf, self._next_states, self._rewards,
                     self._probabilities, self._terminated):
             arr.flags.writeable = False
+        # writeable aliases for the kernel (Numba compiles another specialisation for read-only
+        # arrays); kernels never write their inputs
+        self._kernel_tables = tuple(check.kernel_input(a) for a in (
+            self._offsets, self._cdf, self._next_states, self._rewards,
+            self._terminated.view(np.uint8)))
 
     def _set_initial(self, init):
         n = self._num_states
@@ -487,8 +492,7 @@ class TabularMDP:
         terminated = np.empty(n, dtype=np.uint8)
         truncated = np.empty(n, dtype=np.uint8)
         status = _backend.kernels().tabular_mdp_step(
-            self._offsets, self._cdf, self._next_states, self._rewards,
-            self._terminated.view(np.uint8), self._num_actions, self._max_steps, np.uint64(key),
+            *self._kernel_tables, self._num_actions, self._max_steps, np.uint64(key),
             np.uint64((counter + used) & MASK64), acts, active.view(np.uint8), states, steps,
             rewards, terminated, truncated)
         _raise(status, {"actions": (np.where(active, acts, 0), self._num_actions)})

@@ -11,7 +11,7 @@ import fastlmrl
 from fastlmrl import TabularMDP
 from fastlmrl._status import BAD_SHAPES
 from fastlmrl.gym_adapters import tabular_mdp_from_gymnasium
-from fastlmrl.rng import uniform
+from fastlmrl.rng import RandomStreamExhausted, uniform
 from fastlmrl.trainers.q_learning import QLearningConfig, QLearningTrainer
 from fastlmrl.trainers.sarsa import SarsaConfig, SarsaTrainer
 
@@ -148,6 +148,13 @@ def test_env_errors_name_the_argument():
     with pytest.raises(ValueError, match="action"):
         mdp.step([0, 2])
     assert (mdp.states == before[0]).all() and mdp._stream.counter == before[1]
+    # a stream with fewer counters left than the step needs (B = 4): refused, nothing changes
+    mdp = TabularMDP(HAND, num_envs=4)
+    stream = fastlmrl.RandomStream(0, 0, 2**64 - 3)
+    mdp.reset(seed=stream)
+    with pytest.raises(RandomStreamExhausted):
+        mdp.step([0, 0, 0, 0])
+    assert (mdp.states == 0).all() and (mdp.steps == 0).all() and stream.counter == 2**64 - 3
     with pytest.raises(TypeError, match="transition table P"):
         tabular_mdp_from_gymnasium(gym.make("CartPole-v1"))
 
