@@ -9,8 +9,9 @@
   action and returning reward 0 and both flags False.
 
 * :func:`tabular_mdp_from_gymnasium` — a :class:`fastlmrl.TabularMDP` (stochastic, batched,
-  stepped by compiled kernels) built from a toy-text environment's transition table ``env.unwrapped.P``
-  (FrozenLake, CliffWalking, Taxi), for the tabular trainers and for planning (``.to_dense()``).
+  stepped by compiled kernels) built from a toy-text environment's transition table
+  ``env.unwrapped.P`` (FrozenLake, CliffWalking, Taxi), for the tabular trainers and for
+  planning (``.to_dense()``, ``.value_iteration()``).
 
 Observations are context ids (``Discrete(num_states)`` / ``Discrete(V**k)``), actions token ids
 (``Discrete(V)``).  This module is not imported by ``import fastlmrl``.

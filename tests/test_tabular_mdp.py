@@ -9,7 +9,6 @@ import gymnasium as gym
 
 import fastlmrl
 from fastlmrl import TabularMDP
-from fastlmrl._status import BAD_SHAPES
 from fastlmrl.gym_adapters import tabular_mdp_from_gymnasium
 from fastlmrl.rng import RandomStreamExhausted, uniform
 from fastlmrl.trainers.q_learning import QLearningConfig, QLearningTrainer
