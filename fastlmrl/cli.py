@@ -269,6 +269,16 @@ def cmd_train(args, out=None) -> int:
     out = out or sys.stdout
     import fastlmrl
 
+    if getattr(args, "policy", "table") == "neural":  # fastlmrl/neural_run.py
+        from .neural_run import cmd_train_neural
+
+        return cmd_train_neural(args, out)
+    for option, value in (("--task", getattr(args, "task", None)),
+                          ("--model", getattr(args, "model", None))):
+        if value is not None:
+            raise ValueError(f"{option} applies to --policy neural (the table policies train on "
+                             "--env)")
+
     if args.backend:
         fastlmrl.set_backend(args.backend)
     spec = task_spec_from_args(args)
@@ -394,6 +404,12 @@ def cmd_sample(args, out=None) -> int:
     from .trainers import TEXT_ALGORITHMS
 
     path = args.run
+    from .neural_run import is_neural_run
+
+    if is_neural_run(path):  # a run of `fastlmrl train --policy neural`
+        from .neural_run import cmd_sample_neural
+
+        return cmd_sample_neural(args, out)
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.ckpt")
     _, meta = load_checkpoint(path)
@@ -562,6 +578,18 @@ def main(argv=None) -> int:
     train.add_argument("--algo", required=True, choices=sorted(ALGORITHMS), metavar="ALGO",
                        help=f"the algorithm: {', '.join(sorted(ALGORITHMS))} (the policy-gradient "
                             "methods need --env text)")
+    train.add_argument("--policy", choices=("table", "neural"), default="table",
+                       help="table: a logits/Q table over n-gram contexts (on --env); neural: "
+                            "fine-tune a transformers causal LM (reinforce, ppo, grpo, rloo) on "
+                            "--task; needs pip install 'fastlmrl[neural]'")
+    train.add_argument("--task", metavar="TASK",
+                       help="--policy neural: the verifiable task (arithmetic, copy, reverse, "
+                            "sort, or reasoning_gym:<dataset>); held-out problems are never "
+                            "trained on")
+    train.add_argument("--model", metavar="FOLDER",
+                       help="--policy neural: the starting model, a local folder (ours or a "
+                            "Hugging Face save_pretrained one; never downloaded); default: the "
+                            "cached pretrained default model (fastlmrl pretrain)")
     train.add_argument("--env", default="text", type=_env_option, metavar="ENV",
                        help="the task: text (n-gram LM, lexicon reward), toy (the seed MDP), "
                             "frozenlake, cliffwalking, taxi, or gym:<id> (a Gymnasium toy-text "
@@ -668,7 +696,7 @@ def main(argv=None) -> int:
             _backend.show_config()
             return 0
         if args.command == "demo":
-            if args.iterations < 1:
+            if args.iterations is not None and args.iterations < 1:
                 parser.error("--iterations must be >= 1")
             cmd_demo(args)
             return 0

@@ -39,14 +39,23 @@ def add_demo_arguments(parser) -> None:
     """The options of ``fastlmrl demo``."""
     parser.add_argument("--backend", choices=_backend.BACKENDS,
                         help="kernel backend (default: cython, else numba, else python)")
-    parser.add_argument("--iterations", type=int, default=150,
-                        help="training iterations of each algorithm (default: 150)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="training iterations of each algorithm (default: 150; with "
+                             "--neural: 40 GRPO iterations)")
     parser.add_argument("--seed", type=int, default=0, help="the only source of randomness "
                         "(default: 0)")
     parser.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
     parser.add_argument("--plot", default="fastlmrl-demo.png",
                         help="learning-curve PNG, needs matplotlib; '' for none "
                              "(default: fastlmrl-demo.png)")
+    parser.add_argument("--neural", action="store_true",
+                        help="instead: GRPO on a transformers model (the cached pretrained "
+                             "default model, pretrained first when not cached) on a verifiable "
+                             "task; held-out success rate, samples and KL before/after; needs "
+                             "pip install 'fastlmrl[neural]'")
+    parser.add_argument("--task", help="with --neural: the verifiable task (default: sort)")
+    parser.add_argument("--model", metavar="FOLDER",
+                        help="with --neural: start from this local model folder instead")
 
 
 def samples(trainer, task, n: int, seed) -> list:
@@ -81,6 +90,15 @@ def _line(name: str, m: dict) -> str:
 def cmd_demo(args, out=None) -> dict:
     """Run the demo; returns ``{"reference": eval, algo: {"history", "before", "after"}}``."""
     out = out or sys.stdout
+    if getattr(args, "neural", False):  # fastlmrl/neural_run.py
+        from .neural_run import cmd_demo_neural
+
+        return cmd_demo_neural(args, out)
+    for option in ("task", "model"):
+        if getattr(args, option, None) is not None:
+            raise ValueError(f"--{option} applies to the demo with --neural")
+    if args.iterations is None:
+        args.iterations = 150
     import fastlmrl
     from .cli import make_trainer
     from .tasks import make_text_task
