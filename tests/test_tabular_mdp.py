@@ -321,6 +321,8 @@ def test_planners_plan_on_the_dense_model(algo):
     assert abs(planner.values[0] - v_ref[0]) < 1e-5
     # success rate of the optimal policy within 100 steps: ~0.74 (binomial sd 0.02 at B = 500)
     assert 0.6 < planner.history[-1]["reward"] < 0.9
+    with pytest.raises(ValueError, match="config.gamma = 1.*value_iteration"):
+        Planner(tabular_mdp_from_gymnasium("CliffWalking-v1"), Planner.Config(gamma=1.0))
 
 
 def test_value_iteration_at_gamma_one():
@@ -346,3 +348,22 @@ def test_value_iteration_at_gamma_one():
         lake.value_iteration(1.0)
     short = lake.value_iteration(0.99, max_iter=5)
     assert not short.converged and short.num_iter == 5
+
+
+def test_resumed_run_is_bit_identical(tmp_path):
+    """A SARSA run on slippery FrozenLake saved after 3 iterations and resumed ends with the same
+    table and history as one that never stopped (the environment's draws come from the
+    trainer's stream)."""
+    def fresh():
+        mdp = tabular_mdp_from_gymnasium("FrozenLake-v1", num_envs=8)
+        return SarsaTrainer(mdp, SarsaConfig(gamma=0.99, alpha=0.2), seed=9)
+
+    straight = fresh()
+    straight.train(6)
+    first = fresh()
+    first.train(3)
+    first.save(tmp_path / "run.ckpt")
+    resumed = fresh().load(tmp_path / "run.ckpt")
+    resumed.train(3)
+    np.testing.assert_array_equal(resumed.q, straight.q)
+    assert [h["reward"] for h in resumed.history] == [h["reward"] for h in straight.history]

@@ -116,6 +116,10 @@ class _Planner(Trainer):
             self.mdp = self.text_model()
         elif isinstance(env, TabularMDP):  # stochastic: planned on its DenseMDP (gamma < 1)
             self.validate_config(config)
+            if float(config.gamma) == 1.0:
+                raise ValueError("config.gamma = 1: the planners solve a TabularMDP as a DenseMDP, "
+                                 "which needs gamma < 1; TabularMDP.value_iteration(1.0) solves "
+                                 "an episodic one at gamma = 1")
             self.mdp = env.to_dense()
         elif not isinstance(env, ContextMDP):
             raise TypeError(
