@@ -345,3 +345,19 @@ def test_gradient_accumulation_equals_one_batch(algorithm):
     fresh = make(algorithm)
     assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(whole.policy.parameters(),
                                                                    fresh.policy.parameters()))
+
+
+def test_failing_reward_leaves_the_trainer_unchanged():
+    class Broken(FirstLetterTask):
+        def reward(self, prompts, completions, terminated):
+            return np.full(len(prompts), np.nan)
+
+    model, tok = tiny()
+    trainer = NeuralGRPOTrainer(model, Broken(), NeuralGRPOConfig(num_prompts=2, group_size=2,
+                                                                  max_new_tokens=3),
+                                tokenizer=tok)
+    before = ([p.clone() for p in trainer.policy.parameters()], trainer.stream.state())
+    with pytest.raises(ValueError, match="finite rewards"):
+        trainer.train(1)
+    assert trainer.stream.state() == before[1] and trainer.iterations_done == 0
+    assert all(torch.equal(a, b) for a, b in zip(before[0], trainer.policy.parameters()))

@@ -205,7 +205,9 @@ class NeuralTrainer(Trainer):
 
     # --- experience -----------------------------------------------------------------------------
     def draw_prompts(self, n: int) -> list:
-        """``n`` task prompts; the task's seed is drawn from the trainer's stream."""
+        """``n`` task prompts; the task's seed is drawn from the trainer's stream (whose position
+        here is restored if the task's reward fails later in the iteration)."""
+        self._stream_at_start = self.stream.state()
         task_seed = int(uniforms(self.stream, 1)[0] * 2.0 ** 53)
         return list(self.task.prompts(n, seed=task_seed))
 
@@ -222,13 +224,19 @@ class NeuralTrainer(Trainer):
         """(task rewards (B,) float64, success rate or None)."""
         texts = rollout.texts(self.tokenizer)
         terminated = rollout.terminated.numpy()
-        rewards = np.asarray(self.task.reward(prompts, texts, terminated), dtype=np.float64)
-        if rewards.shape != (len(prompts),) or not np.isfinite(rewards).all():
-            raise ValueError(f"task.reward must return {len(prompts)} finite rewards, got "
-                             f"{rewards.shape} {rewards[:4]}")
-        success = None
-        if callable(getattr(self.task, "success", None)):
-            success = float(self.task.success(prompts, texts, terminated))
+        try:  # a failing reward leaves the trainer as it was (no weight has changed yet)
+            rewards = np.asarray(self.task.reward(prompts, texts, terminated), dtype=np.float64)
+            if rewards.shape != (len(prompts),) or not np.isfinite(rewards).all():
+                raise ValueError(f"task.reward must return {len(prompts)} finite rewards, got "
+                                 f"shape {rewards.shape}: {rewards.ravel()[:4]}")
+            success = None
+            if callable(getattr(self.task, "success", None)):
+                success = float(self.task.success(prompts, texts, terminated))
+        except BaseException:
+            saved = getattr(self, "_stream_at_start", None)
+            if saved is not None:
+                self.stream = RandomStream.from_state(saved)
+            raise
         return rewards, success
 
     # --- forward passes -------------------------------------------------------------------------
