@@ -24,7 +24,8 @@ import sys
 
 from .._atomic import atomic_write_text
 
-__all__ = ["NEURAL_RUN_FILES", "make_neural_trainer", "train_neural_run"]
+__all__ = ["NEURAL_RUN_FILES", "is_neural_run", "make_neural_trainer", "sample_neural_run",
+           "train_neural_run"]
 
 NEURAL_RUN_FILES = ("run.json", "checkpoint.ckpt", "metrics.jsonl", "metrics.csv")
 
@@ -112,3 +113,41 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
     print(f"{trainer.algorithm}: {trainer.iterations_done} iterations; last: "
           f"{trainer.format_metrics(last) if last else '-'}", file=out)
     return trainer
+
+
+def is_neural_run(folder) -> bool:
+    """Whether ``folder`` is a run folder written by :func:`train_neural_run`."""
+    return os.path.isfile(os.path.join(folder, "run.json")) and \
+        os.path.isdir(os.path.join(folder, "model"))
+
+
+def sample_neural_run(folder, *, num: int = 4, seed: int = 0, prompts=None,
+                      max_new_tokens: int | None = None, temperature: float = 1.0,
+                      top_k: int = 0, top_p: float = 1.0) -> list:
+    """Completions of the trained model of a run folder (what ``fastlmrl sample RUN`` prints for
+    a neural run): ``prompts`` (default: ``num`` held-out problems of the run's task, drawn with
+    ``seed``).  Returns ``[(prompt, completion, reward)]``."""
+    from ..verifiable_tasks import get_task
+    from .model import load_model
+    from .policy import NeuralPolicy
+    from .rollout import generate
+    if not is_neural_run(folder):
+        raise ValueError(f"{folder!r} is not a neural run folder (run.json and model/)")
+    with open(os.path.join(folder, "run.json"), encoding="utf-8") as handle:
+        spec = json.load(handle)
+    task = get_task(spec["task"])
+    if prompts is None:
+        prompts = task.prompts(num, seed, split="test")
+    prompts = list(prompts)
+    if max_new_tokens is None:
+        settings = spec.get("settings", {})
+        max_new_tokens = int(settings.get("max_new_tokens",
+                                          settings.get("max_completion_length", 16)))
+    model, tok = load_model(os.path.join(folder, "model"))
+    policy = NeuralPolicy(model, tok)
+    ids, mask = policy.tokenizer.encode_prompts(prompts)
+    rollout = generate(policy, ids, mask, seed, max_new_tokens=max_new_tokens,
+                       temperature=temperature, top_k=top_k, top_p=top_p)
+    texts = rollout.texts(policy.tokenizer)
+    rewards = task.reward(prompts, texts, rollout.terminated.numpy())
+    return list(zip(prompts, texts, [float(r) for r in rewards]))
