@@ -17,7 +17,6 @@ pytest.importorskip("transformers")
 from fastlmrl.checkpoint import CheckpointError  # noqa: E402
 from fastlmrl.neural import build_model  # noqa: E402
 from fastlmrl.neural.policy import NeuralPolicy  # noqa: E402
-from fastlmrl.neural.rollout import generate  # noqa: E402
 from fastlmrl.tokenizers import CharTokenizer  # noqa: E402
 from fastlmrl.trainers import (NeuralGRPOConfig, NeuralGRPOTrainer, NeuralPPOConfig,  # noqa: E402
                                NeuralPPOTrainer, NeuralReinforceConfig, NeuralReinforceTrainer,
@@ -256,8 +255,9 @@ def test_grpo_raises_the_success_rate_of_a_pretrained_model():
     sampled at temperature 1.  120 GRPO iterations (16 prompts x 8 completions, lr 1e-3, no KL)
     raise that to 53.9 % (34.4 % -> 53.9 % measured at 1 thread; the training batches' success
     rate goes from 32 % over the first 20 iterations to 50 % over the last 20; about 20 s of CPU
-    in all, pretraining included).  The success rate is measured the way a user would: exact-match answers of fresh
-    samples on the same 256 problems before and after, with the same sampling seed."""
+    in all, pretraining included).  The success rate is measured the way a user would:
+    exact-match answers of fresh samples on the same 256 problems before and after, with the
+    same sampling seed."""
     from fastlmrl.neural import pretrain
     from fastlmrl.verifiable_tasks import ArithmeticTask
 
