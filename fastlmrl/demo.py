@@ -41,7 +41,7 @@ def add_demo_arguments(parser) -> None:
                         help="kernel backend (default: cython, else numba, else python)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="training iterations of each algorithm (default: 150; with "
-                             "--neural: 40 GRPO iterations)")
+                             "--neural: 60 GRPO iterations)")
     parser.add_argument("--seed", type=int, default=0, help="the only source of randomness "
                         "(default: 0)")
     parser.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")

@@ -27,7 +27,12 @@ __all__ = ["NEURAL_TASK_NAMES", "cmd_demo_neural", "cmd_sample_neural", "cmd_tra
 #: what ``--task`` accepts (besides ``reasoning_gym:<dataset>`` with the reasoning-gym package)
 NEURAL_TASK_NAMES = ("arithmetic", "copy", "reverse", "sort")
 DEMO_TASK = "sort"          #: the demo's default task (the pretrained model solves ~1/4 sampled)
-DEMO_ITERATIONS = 40        #: the demo's default GRPO iterations
+DEMO_ITERATIONS = 60        #: the demo's default GRPO iterations
+DEMO_PROMPTS = 16           #: training prompts per GRPO iteration (x 8 completions each)
+DEMO_LR = 5e-4              #: AdamW learning rate of the demo (1e-3 made the policy collapse)
+#: pretraining time limit when the cache holds no default model (the full 1200 steps take ~80 s
+#: of CPU; on a busy machine the limit may stop it earlier, and a weaker model learns less)
+DEMO_PRETRAIN_SECONDS = 240.0
 DEMO_EVAL_PROMPTS = 128     #: held-out prompts of the before/after evaluation
 DEMO_EVAL_SEED = 12345      #: their problems and sampling stream (the same before and after)
 _RUN_DIRS = ("initial_model", "model")
@@ -334,14 +339,15 @@ def cmd_demo_neural(args, out=None) -> dict:
             from .neural.pretrain import pretrained_model
             quiet = getattr(args, "quiet", False)
             log = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-            result = pretrained_model(log=log)
+            result = pretrained_model(seconds=DEMO_PRETRAIN_SECONDS, log=log)
             model, tokenizer = result.model, result.tokenizer
             how = "loaded from the cache" if result.from_cache else \
                 f"pretrained now in {result.seconds:.0f} s"
             print(f"model: the default pretrained model ({how}: {result.folder})", file=out)
             print("  " + result.summary().replace("\n", "\n  "), file=out)
         cls = NEURAL_ALGORITHMS["grpo"]
-        config = cls.Config(num_prompts=8, group_size=8, max_new_tokens=8, lr=1e-3)
+        config = cls.Config(num_prompts=DEMO_PROMPTS, group_size=8, max_new_tokens=8,
+                            lr=DEMO_LR)
         trainer = cls(NeuralPolicy(model, tokenizer), task, config, seed=args.seed)
         prompts = list(task.prompts(DEMO_EVAL_PROMPTS, seed=DEMO_EVAL_SEED, split="test"))
         print(f"task: {task_name} ({task!r}); reward 1 for exactly the answer then stop, "
@@ -358,12 +364,20 @@ def cmd_demo_neural(args, out=None) -> dict:
               f"{config.kl_coef:g}", file=out, flush=True)
         every = max(1, iterations // 8)
 
-        def progress(tr, m):
+        window: list = []
+
+        def progress(tr, m):  # means over the iterations since the previous line
+            window.append(m)
             if (m["iteration"] + 1) % every == 0 or m["iteration"] + 1 == iterations:
-                print(f"  iter {m['iteration'] + 1:4d}  training success "
-                      f"{m.get('success_rate', float('nan')):.3f}  KL {m.get('kl', 0.0):6.3f}  "
-                      f"entropy {m['entropy']:.3f}  {m['tokens_per_second']:7.0f} tokens/s",
-                      file=out, flush=True)
+                def mean(key):
+                    return sum(x.get(key, 0.0) for x in window) / len(window)
+                tokens = sum(x["tokens"] for x in window)
+                seconds = sum(x["seconds"] for x in window)
+                print(f"  iter {m['iteration'] + 1:4d}  training success {mean('success_rate'):.3f}"
+                      f"  KL {mean('kl'):6.3f}  entropy {mean('entropy'):.3f}  "
+                      f"{tokens / max(seconds, 1e-9):5.0f} tokens/s  (means of iterations "
+                      f"{window[0]['iteration'] + 1}-{m['iteration'] + 1})", file=out, flush=True)
+                window.clear()
 
         history = trainer.train(iterations, callbacks=[progress])
         after = _evaluate(trainer, task, prompts)
