@@ -788,11 +788,17 @@ def _lp(r, G, B=3, T=4):
     return G.g(-r.random((B, T)) - 0.5)
 
 
+#: the TRL spellings of these arguments (also accepted by fastlmrl) may name them in a message
+_KL_NAMES = {"logp": ["logp", "log_probs"], "ref_logp": ["ref_logp", "ref_log_probs"],
+             "old_logp": ["old_logp", "old_log_probs"], "beta": ["beta", "kl_coef"],
+             "estimator": ["estimator", "kl_estimator"]}
+
+
 @spec("kl_divergence")
 def kl_penalty(r, G):
     import fastlmrl as f
     return Built(f.kl_penalty, dict(logp=_lp(r, G), ref_logp=_lp(r, G), mask=_seq(r, G)["mask"],
-                                    estimator="k3"))
+                                    estimator="k3"), names=_KL_NAMES)
 
 
 @spec("kl_divergence")
@@ -800,14 +806,14 @@ def kl_penalized_rewards(r, G):
     import fastlmrl as f
     return Built(f.kl_penalized_rewards, dict(rewards=G.g(r.standard_normal((3, 4))), logp=_lp(r, G),
                                               ref_logp=_lp(r, G), mask=_seq(r, G)["mask"],
-                                              beta=0.1, estimator="k1"))
+                                              beta=0.1, estimator="k1"), names=_KL_NAMES)
 
 
 @spec("kl_divergence")
 def sequence_importance_ratio(r, G):
     import fastlmrl as f
     return Built(f.sequence_importance_ratio, dict(logp=_lp(r, G), old_logp=_lp(r, G),
-                                                   mask=_seq(r, G)["mask"]))
+                                                   mask=_seq(r, G)["mask"]), names=_KL_NAMES)
 
 
 # --- optimizers

@@ -39,6 +39,8 @@ def main(argv=None):
     p.add_argument("--known", help="write the failing cases as a KNOWN_FAILURES dict to this file")
     p.add_argument("--case", help="run one case by its id and print the result")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the cases already in OUT.partial (an interrupted run)")
     p.add_argument("--compare", nargs=2, metavar=("BEFORE.json", "AFTER.json"),
                    help="print the tables of two --out reports over the cases both ran")
     a = p.parse_args(argv)
@@ -79,9 +81,19 @@ def main(argv=None):
         if not a.quiet and (done % 500 == 0 or done == total):
             print(f"  {done}/{total} cases, {time.time() - t0:.0f} s", flush=True)
 
-    results = run_cases(cases, a.root, jobs=a.jobs, timeout=a.timeout, log=log,
-                        progress=progress, corpus=corpus,
-                        partial=a.out + ".partial" if a.out else None)
+    done = {}
+    partial = a.out + ".partial" if a.out else None
+    if a.resume and partial and os.path.exists(partial):
+        with open(partial) as f:
+            for line in f:
+                r = json.loads(line)
+                done[case_id(r)] = r
+        print(f"resuming: {len(done)} cases already done")
+    todo = [c for c in cases if case_id(c) not in done]
+    fresh = run_cases(todo, a.root, jobs=a.jobs, timeout=a.timeout, log=log,
+                      progress=progress, corpus=corpus, partial=partial)
+    fresh = {case_id(r): r for r in fresh}
+    results = [done.get(case_id(c)) or fresh[case_id(c)] for c in cases]
     shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.time() - t0
     print(format_table(results))

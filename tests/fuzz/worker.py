@@ -74,7 +74,8 @@ class Worker:
                 else:
                     names = built.message_names(arg)
                     if mutation in RELATIONAL:  # a length mismatch names either side
-                        names = names + [k for k in built.kwargs if k != arg]
+                        names = names + [n for k in built.kwargs if k != arg
+                                         for n in built.message_names(k)]
                     built.kwargs[arg] = mutate(built.kwargs[arg], mutation, r, G)
                 watched = [built.kwargs, built.extras]
                 before = harness.snapshot(watched)
