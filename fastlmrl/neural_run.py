@@ -22,7 +22,7 @@ import sys
 import time
 
 __all__ = ["NEURAL_TASK_NAMES", "cmd_demo_neural", "cmd_sample_neural", "cmd_train_neural",
-           "is_neural_run", "neural_overrides", "require_neural"]
+           "is_neural_run", "neural_overrides", "neural_task", "require_neural"]
 
 #: what ``--task`` accepts (besides ``reasoning_gym:<dataset>`` with the reasoning-gym package)
 NEURAL_TASK_NAMES = ("arithmetic", "copy", "reverse", "sort")
@@ -53,10 +53,19 @@ def _find_spec(name: str):
         return None
 
 
-def _task(name: str):
+def neural_task(name: str):
+    """A task by its ``--task`` name: a verifiable task (:func:`fastlmrl.verifiable_tasks.get_task`)
+    or ``lexicon`` (:class:`fastlmrl.lexicon_task.LexiconTask`)."""
+    if name == "lexicon":
+        from .lexicon_task import LexiconTask
+        return LexiconTask()
     from .verifiable_tasks import get_task
+    return get_task(name)
+
+
+def _task(name: str):
     try:
-        return get_task(name)
+        return neural_task(name)
     except (ValueError, TypeError, ImportError) as exc:
         raise ValueError(f"--task {name}: {exc}") from None
 
@@ -162,6 +171,10 @@ def cmd_train_neural(args, out=None) -> int:
         raise ValueError("--task is required with --policy neural: "
                          f"{', '.join(NEURAL_TASK_NAMES)} or reasoning_gym:<dataset>")
     config_cls = _config_class(args.algo)
+    if args.task == "lexicon":
+        raise ValueError("--task lexicon works with fastlmrl demo --neural and in Python "
+                         "(fastlmrl.lexicon_task.LexiconTask); fastlmrl train --policy neural "
+                         "takes the verifiable tasks only for now")
     _task(args.task)  # a bad --task is refused before anything is loaded
     if args.backend:
         import fastlmrl
@@ -270,7 +283,8 @@ def cmd_sample_neural(args, out=None) -> int:
         print(f"{prompt!r} -> {text!r}  reward {float(reward):g}"
               f"{'' if ended else '  (cut at max_new_tokens)'}", file=out)
     cfg = trainer.config
-    print(f"success rate {float(rewards.mean()):.3f} ({int(rewards.sum())}/{len(prompts)} "
+    solved = rewards > 0
+    print(f"success rate {float(solved.mean()):.3f} ({int(solved.sum())}/{len(prompts)} "
           f"held-out prompts; {spec['algo']} on {spec['task']} after {trainer.iterations_done} "
           f"iterations; temperature {cfg.temperature:g}, sampling seed {args.seed})", file=out)
     return 0
@@ -286,7 +300,7 @@ def _evaluate(trainer, task, prompts) -> dict:
     texts, rollout = trainer.sample(prompts, seed=DEMO_EVAL_SEED)
     terminated = rollout.terminated.numpy()
     rewards = task.reward(prompts, texts, terminated)
-    result = {"success": float(rewards.mean()), "texts": texts, "rewards": rewards,
+    result = {"success": float((rewards > 0).mean()), "texts": texts, "rewards": rewards,
               "length": float(rollout.completion_mask.sum(1).double().mean())}
     ref = trainer.reference_log_probs(rollout)
     if ref is not None:
@@ -298,9 +312,9 @@ def _evaluate(trainer, task, prompts) -> dict:
 def _show(name: str, result: dict, prompts: list, out, n: int = 6) -> None:
     kl = f"   KL to the reference {result['kl']:.3f} nats/sequence" if "kl" in result else ""
     print(f"  {name}: success rate {result['success']:.3f} "
-          f"({int(result['rewards'].sum())}/{len(prompts)}){kl}", file=out)
+          f"({int((result['rewards'] > 0).sum())}/{len(prompts)}){kl}", file=out)
     for prompt, text, reward in list(zip(prompts, result["texts"], result["rewards"]))[:n]:
-        print(f"    {prompt!r} -> {text!r}  {'right' if reward > 0 else 'wrong'}", file=out)
+        print(f"    {prompt!r} -> {text!r}  reward {float(reward):g}", file=out)
 
 
 def cmd_demo_neural(args, out=None) -> dict:
@@ -350,8 +364,10 @@ def cmd_demo_neural(args, out=None) -> dict:
                             lr=DEMO_LR)
         trainer = cls(NeuralPolicy(model, tokenizer), task, config, seed=args.seed)
         prompts = list(task.prompts(DEMO_EVAL_PROMPTS, seed=DEMO_EVAL_SEED, split="test"))
-        print(f"task: {task_name} ({task!r}); reward 1 for exactly the answer then stop, "
-              "else 0", file=out)
+        print(f"task: {task_name} ({task!r}); " + (
+            "reward: lexicon words written (whole words); success: at least one"
+            if task_name == "lexicon" else
+            "reward 1 for exactly the answer then stop, else 0; success: reward 1"), file=out)
         print(f"evaluation: {len(prompts)} held-out problems (never trained on), one sample "
               f"each at temperature {config.temperature:g}, the same sampling stream before "
               "and after; KL = sum over the sample's tokens of log pi - log pi_ref (a sampled "

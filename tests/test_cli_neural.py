@@ -150,3 +150,32 @@ def test_demo_neural_prints_before_and_after(start, capsys):
     assert float(match.group(3)) == 0.0  # the starting policy is the reference (to 3 decimals)
     assert re.search(r"iter +2 +training success", out)
     assert out.count(" -> '") >= 12  # samples before and after
+
+
+def test_lexicon_task_counts_whole_words():
+    from fastlmrl.lexicon_task import LexiconTask, count_whole_words
+    lexicon = ("kind", "brave")
+    assert count_whole_words("a kind owl.", lexicon) == 1
+    assert count_whole_words("kindly skind kinds", lexicon) == 0
+    assert count_whole_words("kind,brave kind", lexicon) == 3
+    assert count_whole_words("", lexicon) == 0
+    task = LexiconTask(lexicon=lexicon)
+    train, test = task.prompts(50, seed=1), task.prompts(50, seed=1, split="test")
+    assert task.prompts(5, seed=1) == train[:5]
+    assert all(p.endswith(" ") and " " not in p[:-1] for p in train + test)
+    assert task.reward(train[:3], ["so kind", "brave, kind", "kindly"]).tolist() == [1.0, 2.0, 0.0]
+    assert task.success(train[:3], ["so kind", "brave, kind", "kindly"]) == pytest.approx(2 / 3)
+
+
+def test_demo_neural_on_the_lexicon_task(tmp_path, capsys):
+    from fastlmrl.corpus import load_corpus
+    tok = CharTokenizer(load_corpus())
+    save_model(build_model(tok.vocab_size, n_layer=1, n_embd=16, n_head=2, n_positions=64,
+                           seed=0), tok, tmp_path / "m")
+    assert main(["demo", "--neural", "--model", str(tmp_path / "m"), "--task", "lexicon",
+                 "--iterations", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "lexicon words" in out and "before GRPO:" in out and "after GRPO:" in out
+    assert main(["train", "--policy", "neural", "--algo", "grpo", "--task", "lexicon", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "--task lexicon" in error_line(capsys)
