@@ -10,9 +10,12 @@ kernel for it.  Never pass an output through them.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
+import warnings
 
 import numpy as np
 
@@ -217,3 +220,54 @@ def raise_for_status(status: int, bounds: dict) -> None:
                 i = int(bad[0])
                 raise ValueError(f"{name}[{i}] = {int(arr[i])} is out of range [0, {bound})")
     raise ValueError(f"invalid {name}")
+
+
+def renamed(deprecated: dict | None = None, ecosystem: dict | None = None):
+    """Decorator accepting other keyword spellings of a function's parameters (the one mechanism
+    for parameter aliases; applied to a class, it wraps the class's ``__init__``, e.g. a config
+    dataclass).
+
+    ``deprecated``: {old name: our name} -- our earlier spellings, accepted with a
+    ``DeprecationWarning`` naming the new one.  ``ecosystem``: {their name: our name} -- TRL's,
+    Gymnasium's or PyTorch's spelling of the same parameter, accepted silently.  Giving two
+    spellings of one parameter (as keywords, or ours positionally) is a TypeError naming both.
+    The signature, docstring and results are those of the function under our names; a call that
+    uses only our names pays one dict check.
+    """
+    table = {old: (ours, True) for old, ours in (deprecated or {}).items()}
+    table.update({theirs: (ours, False) for theirs, ours in (ecosystem or {}).items()})
+
+    def wrap(target):
+        if isinstance(target, type):
+            target.__init__ = wrap(target.__init__)
+            return target
+        params = inspect.signature(target).parameters
+        for ours, _ in table.values():
+            if ours not in params:
+                raise AssertionError(f"{target.__qualname__} has no parameter {ours!r}")
+        positional = [p.name for p in params.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        where = {name: i for i, name in enumerate(positional)}
+        qualname = target.__qualname__.replace(".__init__", "")
+
+        @functools.wraps(target)
+        def wrapper(*args, **kwargs):
+            if kwargs and not table.keys().isdisjoint(kwargs):
+                spelled = {}
+                for other in [k for k in kwargs if k in table]:
+                    ours, is_deprecated = table[other]
+                    if ours in kwargs or where.get(ours, len(args)) < len(args):
+                        first = spelled.get(ours, ours)
+                        raise TypeError(f"{qualname}() got both {first!r} and {other!r}, two "
+                                        f"spellings of the parameter {ours!r}: give one")
+                    if is_deprecated:
+                        warnings.warn(f"{qualname}(): the keyword {other!r} is deprecated, use "
+                                      f"{ours!r}", DeprecationWarning, stacklevel=2)
+                    kwargs[ours] = kwargs.pop(other)
+                    spelled[ours] = other
+            return target(*args, **kwargs)
+
+        wrapper.renamed = dict(table)  # {other spelling: (ours, deprecated)}, for docs and tests
+        return wrapper
+
+    return wrap

@@ -208,7 +208,8 @@ def loss_weights(mask, mode: str, *, num_sequences=None, num_tokens=None, max_le
     return out
 
 
-def sequence_importance_ratio(logp, old_logp, mask=None):
+@check.renamed(deprecated={"logp": "log_probs", "old_logp": "old_log_probs"})
+def sequence_importance_ratio(log_probs, old_log_probs, mask=None):
     r"""GSPO's sequence-level importance ratio and its gradient (Zheng et al. 2025, eq. 7).
 
     .. math:: s_b = \exp\Big(\frac{1}{|y_b|}\sum_{t\,\text{active}}
@@ -217,7 +218,9 @@ def sequence_importance_ratio(logp, old_logp, mask=None):
 
     Parameters
     ----------
-    logp, old_logp : (B, T) real, log-probabilities of the sampled tokens (finite where active)
+    log_probs, old_log_probs : (B, T) real, log-probabilities of the sampled tokens under the
+        current and the sampling policy (finite where active; deprecated keywords: ``logp``,
+        ``old_logp``)
     mask : (B, T) bool or None (all active)
 
     Returns
@@ -225,8 +228,8 @@ def sequence_importance_ratio(logp, old_logp, mask=None):
     (ratio (B,), grad (B, T)).  A row without active tokens has ratio 1 and zero gradient.
     The sum runs in t order in float64; ``exp`` is the C library's.
     """
-    lp = _real_array(logp, "logp", 2)
-    old = _real_array(old_logp, "old_logp", 2, lp.shape)
+    lp = _real_array(log_probs, "log_probs", 2)
+    old = _real_array(old_log_probs, "old_log_probs", 2, lp.shape)
     dtype = _work_dtype(lp, old)
     m = _mask(mask, lp.shape)
     lp = _as(lp, dtype)
@@ -234,5 +237,5 @@ def sequence_importance_ratio(logp, old_logp, mask=None):
     ratio = np.empty(lp.shape[0], dtype=dtype)
     grad = np.empty(lp.shape, dtype=dtype)
     status = _backend.kernels().sequence_importance_ratio(lp, old, m, ratio, grad)
-    _fail(status, {BAD_LOGP: ("logp", lp, m), BAD_OLD_LOGP: ("old_logp", old, m)})
+    _fail(status, {BAD_LOGP: ("log_probs", lp, m), BAD_OLD_LOGP: ("old_log_probs", old, m)})
     return ratio, grad

@@ -2,7 +2,7 @@ r"""KL divergence to a reference policy: the k1 / k2 / k3 estimators, their grad
 rewards, and the adaptive KL coefficient.
 
 For a sampled token :math:`a \sim \pi(\cdot|s)` write the log-ratio
-:math:`r = \log\pi_{\text{ref}}(a|s) - \log\pi(a|s)` (``ref_logp - logp``).  J. Schulman,
+:math:`r = \log\pi_{\text{ref}}(a|s) - \log\pi(a|s)` (``ref_log_probs - log_probs``).  J. Schulman,
 "Approximating KL Divergence" (2020, http://joschu.net/blog/kl-approx.html) gives three
 single-sample estimators of :math:`\mathrm{KL}(\pi\,\|\,\pi_{\text{ref}})`:
 
@@ -17,15 +17,15 @@ estimator     value                                    d value / d log π(a)
 ============  =======================================  ====================================
 
 The gradient is that of the per-token estimate with respect to the log-probability of the sampled
-token, the sample held fixed — what autograd gives for a loss term ``beta * k(logp)`` (GRPO, Shao et
-al. 2024, eq. 4 uses k3 as a loss term); chain it through the logits with
+token, the sample held fixed — what autograd gives for a loss term ``kl_coef * k(log_probs)``
+(GRPO, Shao et al. 2024, eq. 4 uses k3 as a loss term); chain it through the logits with
 :mod:`fastlmrl.log_probs`.  ``e^r - 1`` is evaluated with ``expm1`` (same formula, no cancellation
 for small ``r``), so k3 ≥ 0 holds exactly in floating point.
 
 Two uses:
 
 * **loss term** (GRPO style): :func:`kl_penalty` gives per-token values and gradients; weight them
-  with :func:`fastlmrl.loss_weights` and add ``beta * sum(w * kl)`` to the loss.
+  with :func:`fastlmrl.loss_weights` and add ``kl_coef * sum(w * kl)`` to the loss.
 * **reward shaping** (PPO-RLHF / RLOO style, Ziegler et al. 2019; Stiennon et al. 2020):
   :func:`kl_penalized_rewards` gives :math:`r_t \leftarrow r_t - \beta\,\mathrm{kl}_t` (no gradient
   flows through the reward).
@@ -33,10 +33,15 @@ Two uses:
 :class:`AdaptiveKLController` adapts β toward a target KL (Ziegler et al. 2019, "Fine-Tuning
 Language Models from Human Preferences", §2.2).
 
-Numerics: float64 arithmetic, each output rounded once; ``logp`` / ``ref_logp`` / ``rewards`` must
-be finite on unmasked entries (masked entries are never read and output 0).  ``exp`` / ``expm1`` come
-from the platform's C math library in every backend (glibc here: results agree bit for bit).
-Log-probabilities are not required to be ≤ 0.
+Numerics: float64 arithmetic, each output rounded once; ``log_probs`` / ``ref_log_probs`` /
+``rewards`` must be finite on unmasked entries (masked entries are never read and output 0).
+``exp`` / ``expm1`` come from the platform's C math library in every backend (glibc here: results
+agree bit for bit).  Log-probabilities are not required to be ≤ 0.
+
+Names: ``log_probs``, ``ref_log_probs``, ``kl_coef`` (β) and ``kl_estimator`` as in the rest of
+fastlmrl; the earlier spellings ``logp``, ``ref_logp`` and ``estimator`` are deprecated keyword
+aliases, TRL's ``beta`` is accepted for ``kl_coef``.  ``kl_estimator`` defaults to ``"k3"`` for the
+loss term (GRPO) and to ``"k1"`` for reward shaping (PPO-RLHF, TRL's ``PPOConfig``).
 """
 from __future__ import annotations
 
@@ -60,17 +65,17 @@ ESTIMATORS = {"k1": 1, "k2": 2, "k3": 3}
 
 def _estimator(estimator) -> int:
     if not isinstance(estimator, str):
-        raise TypeError(f"estimator must be a str, got {type(estimator).__name__}")
+        raise TypeError(f"kl_estimator must be a str, got {type(estimator).__name__}")
     key = estimator.strip().lower()
     if key not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of 'k1', 'k2', 'k3'; got {estimator!r}")
+        raise ValueError(f"kl_estimator must be one of 'k1', 'k2', 'k3'; got {estimator!r}")
     return ESTIMATORS[key]
 
 
 def _tokens(logp, ref_logp, mask, rewards=None, with_rewards=False):
-    lp = _real_array(logp, "logp")
+    lp = _real_array(logp, "log_probs")
     shape = lp.shape
-    ref = _real_array(ref_logp, "ref_logp", shape=shape)
+    ref = _real_array(ref_logp, "ref_log_probs", shape=shape)
     rw = _real_array(rewards, "rewards", shape=shape) if with_rewards else None
     dtype = _work_dtype(lp, ref, rw)
     m = _mask(mask, shape).ravel()
@@ -83,28 +88,32 @@ def _tokens(logp, ref_logp, mask, rewards=None, with_rewards=False):
 
 def _raise(status, lp, ref, m, rw=None):
     _fail(status, {BAD_REWARDS: ("rewards (flattened)", rw, m),
-                   BAD_LOGP: ("logp (flattened)", lp, m),
-                   BAD_REF_LOGP: ("ref_logp (flattened)", ref, m)})
+                   BAD_LOGP: ("log_probs (flattened)", lp, m),
+                   BAD_REF_LOGP: ("ref_log_probs (flattened)", ref, m)})
 
 
-def kl_penalty(logp, ref_logp, mask=None, estimator: str = "k3"):
-    r"""Per-token KL estimates and their gradients with respect to ``logp``.
+@check.renamed(deprecated={"logp": "log_probs", "ref_logp": "ref_log_probs",
+                           "estimator": "kl_estimator"})
+def kl_penalty(log_probs, ref_log_probs, mask=None, kl_estimator: str = "k3"):
+    r"""Per-token KL estimates and their gradients with respect to ``log_probs``.
 
     Parameters
     ----------
-    logp : real array (any shape, e.g. (B, T)): :math:`\log\pi(a_t|s_t)` of the sampled tokens
-    ref_logp : same shape: :math:`\log\pi_{\text{ref}}(a_t|s_t)`
+    log_probs : real array (any shape, e.g. (B, T)): :math:`\log\pi(a_t|s_t)` of the sampled
+        tokens (deprecated keyword: ``logp``)
+    ref_log_probs : same shape: :math:`\log\pi_{\text{ref}}(a_t|s_t)` (deprecated: ``ref_logp``)
     mask : bool array of that shape or None (all valid); masked entries output 0 and are not read
-    estimator : ``"k1"`` (:math:`-r`), ``"k2"`` (:math:`r^2/2`) or ``"k3"`` (:math:`e^r-1-r`),
-        with :math:`r` = ``ref_logp - logp`` (see the module docstring)
+    kl_estimator : ``"k1"`` (:math:`-r`), ``"k2"`` (:math:`r^2/2`) or ``"k3"`` (:math:`e^r-1-r`),
+        with :math:`r` = ``ref_log_probs - log_probs`` (see the module docstring; deprecated
+        keyword: ``estimator``)
 
     Returns
     -------
-    (kl, grad), both of ``logp``'s shape; ``grad`` = d kl / d logp (1, :math:`-r`,
+    (kl, grad), both of ``log_probs``' shape; ``grad`` = d kl / d log_probs (1, :math:`-r`,
     :math:`1 - e^r` respectively; 0 where masked).
     """
-    code = _estimator(estimator)
-    lp, ref, _, m, shape, dtype = _tokens(logp, ref_logp, mask)
+    code = _estimator(kl_estimator)
+    lp, ref, _, m, shape, dtype = _tokens(log_probs, ref_log_probs, mask)
     kl = np.empty(lp.shape[0], dtype=dtype)
     grad = np.empty(lp.shape[0], dtype=dtype)
     status = _backend.kernels().kl_penalty(lp, ref, m, code, kl, grad)
@@ -112,23 +121,28 @@ def kl_penalty(logp, ref_logp, mask=None, estimator: str = "k3"):
     return kl.reshape(shape), grad.reshape(shape)
 
 
-def kl_penalized_rewards(rewards, logp, ref_logp, mask=None, *, beta: float,
-                         estimator: str = "k1"):
+@check.renamed(deprecated={"logp": "log_probs", "ref_logp": "ref_log_probs",
+                           "estimator": "kl_estimator"}, ecosystem={"beta": "kl_coef"})
+def kl_penalized_rewards(rewards, log_probs, ref_log_probs, mask=None, *, kl_coef: float,
+                         kl_estimator: str = "k1"):
     r"""KL-shaped per-token rewards :math:`r_t - \beta\,\mathrm{kl}_t` (Ziegler et al. 2019, eq. 2;
     Stiennon et al. 2020; Ahmadian et al. 2024 for RLOO).
 
     ``rewards[b, t]`` is the environment/reward-model reward of token t (typically the sequence
     score on the last valid token, 0 elsewhere); the result feeds :func:`fastlmrl.gae` or
-    :func:`fastlmrl.discounted_returns`.  ``estimator`` defaults to ``"k1"`` (``log π - log π_ref``,
-    the penalty of Ziegler et al. and TRL's PPO default).  ``beta`` ≥ 0.
+    :func:`fastlmrl.discounted_returns`.  ``kl_estimator`` defaults to ``"k1"``
+    (``log π - log π_ref``, the penalty of Ziegler et al. and TRL's PPO default).
+    ``kl_coef`` = β ≥ 0 (TRL's ``beta`` is accepted too; ``logp``, ``ref_logp`` and ``estimator``
+    are deprecated keywords).
 
     Returns
     -------
     (shaped_rewards, kl), both of ``rewards``' shape; masked entries are 0.
     """
-    beta = check.real(beta, "beta", 0.0, None)
-    code = _estimator(estimator)
-    lp, ref, rw, m, shape, dtype = _tokens(logp, ref_logp, mask, rewards, with_rewards=True)
+    beta = check.real(kl_coef, "kl_coef", 0.0, None)
+    code = _estimator(kl_estimator)
+    lp, ref, rw, m, shape, dtype = _tokens(log_probs, ref_log_probs, mask, rewards,
+                                           with_rewards=True)
     out = np.empty(lp.shape[0], dtype=dtype)
     kl = np.empty(lp.shape[0], dtype=dtype)
     status = _backend.kernels().kl_penalized_rewards(rw, lp, ref, m, code, beta, out, kl)

@@ -185,6 +185,8 @@ def _offsets(sequence_offsets, n):
     return offs
 
 
+@check.renamed(ecosystem={"beta": "kl_coef", "epsilon": "clip_low", "cliprange": "clip_low",
+                          "epsilon_high": "clip_high", "importance_sampling_level": "ratio_level"})
 def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0.2,
              clip_high=None, dual_clip=None, ratio_level="token", sequence_offsets=None,
              ref_log_probs=None, kl_coef=0.0, kl_estimator="k3", out=None) -> PPOLossResult:
@@ -218,6 +220,9 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     ``dual_clip_fraction``, ``approx_kl_k1`` = mean of :math:`-\log\rho_i`, ``approx_kl_k3`` =
     mean of :math:`\rho_i - 1 - \log\rho_i` (token-level :math:`\rho`, KL(old || new)).  The ratio
     is not clamped: a huge log-ratio gives an infinite loss, as the formula says.
+
+    TRL's spellings are accepted too: ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_high``
+    (``clip_high``), ``beta`` (``kl_coef``), ``importance_sampling_level`` (``ratio_level``).
     """
     logits, tokens, w, n = _prepare(logits, tokens, weights)
     old = _per_token(old_log_probs, "old_log_probs", n, logits.dtype)
@@ -254,7 +259,8 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
                          float(stats[6]))
 
 
-def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, estimator="k3",
+@check.renamed(deprecated={"estimator": "kl_estimator"})
+def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, kl_estimator="k3",
                     out=None) -> KLPenaltyResult:
     r"""KL penalty to a reference policy as a loss term (GRPO style, Shao et al. 2024, eq. 4).
 
@@ -265,16 +271,17 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, estimator="k3",
     :math:`\log\pi_\theta - \log\pi_{ref}`), k3 :math:`= e^u - 1 - u`,
     :math:`u = \log\pi_{ref} - \log\pi_\theta` (derivative :math:`1 - e^u`; k3 >= 0).
     Gradient wrt the logits: :math:`w_i\,\partial D_i/\partial\log\pi_\theta\,(\mathrm{onehot} - p)`.
+    ``kl_estimator`` was called ``estimator`` (deprecated keyword).
     """
     logits, tokens, w, n = _prepare(logits, tokens, weights)
     ref = _per_token(ref_log_probs, "ref_log_probs", n, logits.dtype)
-    check.choice(estimator, "estimator", KL_ESTIMATORS)
+    check.choice(kl_estimator, "kl_estimator", KL_ESTIMATORS)
     grad = as_out(out, logits)
     token_kl, log_probs = _outputs(n)
     stats = np.zeros(7)
-    status = _backend.kernels().kl_penalty_loss(logits, tokens, ref, w, KL_ESTIMATORS[estimator],
-                                                 token_kl, log_probs, grad, stats,
-                                                 _backend.get_num_threads())
+    status = _backend.kernels().kl_penalty_loss(logits, tokens, ref, w,
+                                                 KL_ESTIMATORS[kl_estimator], token_kl, log_probs,
+                                                 grad, stats, _backend.get_num_threads())
     raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
                                               BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})
     return KLPenaltyResult(float(stats[0]), grad, log_probs, token_kl)

@@ -135,23 +135,26 @@ def terminal_to_per_token(scores, lengths, horizon: int) -> np.ndarray:
     return out
 
 
-def kl_shaped(rewards, logprobs, ref_logprobs, beta, valid=None) -> np.ndarray:
+@check.renamed(deprecated={"logprobs": "log_probs", "ref_logprobs": "ref_log_probs"},
+               ecosystem={"beta": "kl_coef"})
+def kl_shaped(rewards, log_probs, ref_log_probs, kl_coef, valid=None) -> np.ndarray:
     r"""KL-to-reference reward shaping (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al.
     2022, eq. 2): per token
 
     .. math::  \tilde r_t = r_t - \beta\,\big(\log\pi(y_t \mid x, y_{<t})
                - \log\pi_{\mathrm{ref}}(y_t \mid x, y_{<t})\big)
 
-    where ``logprobs`` are the sampling policy's log-probabilities of the emitted tokens and
-    ``ref_logprobs`` the reference policy's; :math:`\log\pi - \log\pi_{\mathrm{ref}}` is the
+    where ``log_probs`` are the sampling policy's log-probabilities of the emitted tokens and
+    ``ref_log_probs`` the reference policy's; :math:`\log\pi - \log\pi_{\mathrm{ref}}` is the
     single-sample estimate of the per-token KL.  All arrays (B, T); ``valid`` (B, T) bool marks
-    real tokens (default all); entries outside it are returned as 0.  ``beta`` >= 0.
+    real tokens (default all); entries outside it are returned as 0.  ``kl_coef`` = β >= 0
+    (TRL's ``beta`` is accepted too; ``logprobs`` / ``ref_logprobs`` are deprecated keywords).
     Returns a new float64 array (computed in float64).
     """
-    beta = check.real(beta, "beta", 0.0)
+    beta = check.real(kl_coef, "kl_coef", 0.0)
     r = _real_2d(rewards, "rewards")
-    lp = _real_2d(logprobs, "logprobs", r.shape)
-    ref = _real_2d(ref_logprobs, "ref_logprobs", r.shape)
+    lp = _real_2d(log_probs, "log_probs", r.shape)
+    ref = _real_2d(ref_log_probs, "ref_log_probs", r.shape)
     if valid is None:
         mask = np.ones(r.shape, dtype=bool)
     else:
@@ -160,7 +163,7 @@ def kl_shaped(rewards, logprobs, ref_logprobs, beta, valid=None) -> np.ndarray:
             raise TypeError(f"valid must be a boolean array, got dtype {mask.dtype}")
         if mask.shape != r.shape:
             raise ValueError(f"valid must have shape {r.shape}, got {mask.shape}")
-    for arr, name in ((r, "rewards"), (lp, "logprobs"), (ref, "ref_logprobs")):
+    for arr, name in ((r, "rewards"), (lp, "log_probs"), (ref, "ref_log_probs")):
         bad = mask & ~np.isfinite(arr)
         if bad.any():
             b, t = (int(i) for i in np.argwhere(bad)[0])

@@ -107,6 +107,8 @@ import socket
 import sys
 import time
 
+from . import _validation as check
+
 __all__ = ["SweepConfig", "SweepResult", "Trial", "load_config", "expand_trials", "run_trial",
            "aggregate", "mean_ci", "student_t_ppf", "summarize_history", "sweep"]
 
@@ -738,10 +740,13 @@ def _csv_text(rows, columns) -> str:
     return buffer.getvalue()
 
 
-def aggregate(out: str, trials=None, plot: bool = True, log=None) -> dict:
+@check.renamed(deprecated={"log": "progress"})
+def aggregate(out: str, trials=None, plot: bool = True, progress=None) -> dict:
     """Read every ``result.json`` under ``out/trials`` (or of ``trials``) and write
     ``trials.csv``, ``results.csv``, ``results.jsonl``, ``best.json`` and (with matplotlib)
-    ``learning_curves.png``.  Returns {"trials", "results", "best", "plot"}."""
+    ``learning_curves.png``.  Returns {"trials", "results", "best", "plot"}.  ``progress``: a text
+    stream for notes (default stdout; ``log`` is its deprecated name)."""
+    log = progress
     from ._atomic import atomic_write_text
 
     trials_dir = os.path.join(out, "trials")
@@ -906,9 +911,10 @@ def _error_text(exc) -> tuple:
     return line, re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # without the terminal colours
 
 
+@check.renamed(deprecated={"log": "progress"})
 def sweep(config, *, out: str | None = None, address: str | None = None,
           workers: int | None = None, retry_failed: bool = False, plot: bool = True,
-          log=None) -> SweepResult:
+          progress=None) -> SweepResult:
     """Run a grid of trials on Ray and gather the results (see the module docstring).
 
     ``config``: a dict, a :class:`SweepConfig` or a TOML/YAML path.  ``out``: the output folder
@@ -916,9 +922,10 @@ def sweep(config, *, out: str | None = None, address: str | None = None,
     Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); default: start a
     private local instance — or use the one this process already initialised.  ``workers``:
     concurrent trials (default: the grid's ``workers``, else every core / every cluster CPU).
-    ``retry_failed``: run again the trials recorded as failed.  ``log``: a text stream for
-    progress (default stdout; ``False`` for none).
+    ``retry_failed``: run again the trials recorded as failed.  ``progress``: a text stream for
+    progress (default stdout; ``False`` for none; ``log`` is its deprecated name).
     """
+    log = progress
     if log is None:
         log = sys.stdout
     elif log is False:
@@ -1008,7 +1015,7 @@ def sweep(config, *, out: str | None = None, address: str | None = None,
     atomic_write_text(os.path.join(out, "sweep.json"), json.dumps({
         "config": cfg.to_dict(), "trials": [t.trial_id for t in trials], "workers": n_workers,
         "threads_per_trial": threads, "address": address_used}, indent=1) + "\n")
-    gathered = aggregate(out, trials, plot=plot, log=log)
+    gathered = aggregate(out, trials, plot=plot, progress=log)
     failed = [t for t in gathered["trials"] if t["status"] != "finished"]
     result = SweepResult(out=out, trials=gathered["trials"], results=gathered["results"],
                          best=gathered["best"], failed=failed, ran=ran, skipped=skipped,

@@ -189,6 +189,8 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
     return TabularReinforceLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss)
 
 
+@check.renamed(ecosystem={"beta": "kl_coef", "epsilon": "clip_low", "cliprange": "clip_low",
+                          "epsilon_high": "clip_high", "importance_sampling_level": "ratio_level"})
 def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights=None,
                      clip_low=0.2, clip_high=None, dual_clip=None, ratio_level="token",
                      sequence_offsets=None, ref_log_probs=None, kl_coef=0.0,
@@ -206,6 +208,8 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
     ``advantages`` :math:`\hat A_i`, ``ref_log_probs`` :math:`\log\pi_{ref}(a_i|s_i)`.
     Per-token semantics, diagnostics and error rules are those of :func:`fastlmrl.ppo_loss`; the
     gradient comes back per distinct context (module docstring).
+    TRL's spellings ``epsilon`` / ``cliprange``, ``epsilon_high``, ``beta`` and
+    ``importance_sampling_level`` are accepted as in :func:`fastlmrl.ppo_loss`.
     """
     table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
                                                                       weights)
@@ -258,20 +262,22 @@ def token_log_probs_tabular(table, contexts, tokens) -> np.ndarray:
     return log_probs
 
 
+@check.renamed(deprecated={"estimator": "kl_estimator"})
 def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights=None,
-                            estimator="k3") -> TabularKLPenaltyResult:
+                            kl_estimator="k3") -> TabularKLPenaltyResult:
     r"""KL penalty to a reference policy as a loss term on a tabular policy (Shao et al. 2024,
     eq. 4; Schulman 2020): :math:`L = \sum_i w_i D_i` with the k1, k2 or k3 estimator of
     :math:`\mathrm{KL}(\pi_\theta(\cdot|s_i)\,\|\,\pi_{ref}(\cdot|s_i))` at the sampled token
-    (formulas in :func:`fastlmrl.kl_penalty_loss`)."""
+    (formulas in :func:`fastlmrl.kl_penalty_loss`; ``kl_estimator`` was called ``estimator``, a
+    deprecated keyword now)."""
     table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
                                                                       weights)
     ref = _per_token(ref_log_probs, "ref_log_probs", n)
-    check.choice(estimator, "estimator", KL_ESTIMATORS)
+    check.choice(kl_estimator, "kl_estimator", KL_ESTIMATORS)
     grad, token_kl, log_probs = _outputs(table, n)
     stats = np.zeros(7)
     status = _backend.kernels().kl_penalty_loss_tabular(
-        table, contexts, tokens, ref, w, KL_ESTIMATORS[estimator], index, rows, num_rows,
+        table, contexts, tokens, ref, w, KL_ESTIMATORS[kl_estimator], index, rows, num_rows,
         token_kl, log_probs, grad, stats, _backend.get_num_threads())
     _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})

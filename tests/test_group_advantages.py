@@ -367,16 +367,16 @@ def test_sequence_ratio_of_identical_policies_is_one(backend, float_dtype):
 
 
 @pytest.mark.parametrize("arg,value,exc,match", [
-    ("logp", np.full((2, 3), np.nan), ValueError, r"logp\[0, 0\]"),
-    ("old_logp", np.full((2, 3), np.inf), ValueError, r"old_logp\[0, 0\]"),
-    ("old_logp", np.zeros((2, 4)), ValueError, "old_logp"),
-    ("logp", np.zeros(3), ValueError, "logp"),
-    ("logp", np.array([["a"] * 3] * 2), TypeError, "logp"),
+    ("log_probs", np.full((2, 3), np.nan), ValueError, r"log_probs\[0, 0\]"),
+    ("old_log_probs", np.full((2, 3), np.inf), ValueError, r"old_log_probs\[0, 0\]"),
+    ("old_log_probs", np.zeros((2, 4)), ValueError, "old_log_probs"),
+    ("log_probs", np.zeros(3), ValueError, "log_probs"),
+    ("log_probs", np.array([["a"] * 3] * 2), TypeError, "log_probs"),
     ("mask", np.ones((3, 2), bool), ValueError, "mask"),
     ("mask", np.ones((2, 3)), TypeError, "mask"),
 ])
 def test_sequence_ratio_bad_arguments(backend, arg, value, exc, match):
-    args = dict(logp=-np.ones((2, 3)), old_logp=-np.ones((2, 3)), mask=None)
+    args = dict(log_probs=-np.ones((2, 3)), old_log_probs=-np.ones((2, 3)), mask=None)
     args[arg] = value
     with pytest.raises(exc, match=match):
         fastlmrl.sequence_importance_ratio(**args)

@@ -172,11 +172,10 @@ def test_estimator_of_wrong_type_names_the_argument(backend, bad):
     calls = {
         "kl_estimator": [
             lambda: fastlmrl.ppo_loss(logits, tokens, lp, lp, kl_estimator=bad),
-            lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, kl_estimator=bad)],
-        "estimator": [
-            lambda: fastlmrl.kl_penalty_loss(logits, tokens, lp, estimator=bad),
-            lambda: fastlmrl.kl_penalty_loss_tabular(table, tokens, tokens, lp, estimator=bad),
-            lambda: fastlmrl.kl_penalty(lp, lp, estimator=bad)],
+            lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, kl_estimator=bad),
+            lambda: fastlmrl.kl_penalty_loss(logits, tokens, lp, kl_estimator=bad),
+            lambda: fastlmrl.kl_penalty_loss_tabular(table, tokens, tokens, lp, kl_estimator=bad),
+            lambda: fastlmrl.kl_penalty(lp, lp, kl_estimator=bad)],
         "ratio_level": [
             lambda: fastlmrl.ppo_loss(logits, tokens, lp, lp, ratio_level=bad),
             lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, ratio_level=bad)],

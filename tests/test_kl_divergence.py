@@ -193,25 +193,25 @@ def test_empty_inputs(backend):
 
 def good():
     rng = np.random.default_rng(0)
-    return dict(rewards=rng.standard_normal((2, 3)), logp=-rng.random((2, 3)),
-                ref_logp=-rng.random((2, 3)), mask=np.ones((2, 3), bool))
+    return dict(rewards=rng.standard_normal((2, 3)), log_probs=-rng.random((2, 3)),
+                ref_log_probs=-rng.random((2, 3)), mask=np.ones((2, 3), bool))
 
 
 BAD = [
-    ("logp", np.array([["a"] * 3] * 2), TypeError, "logp"),
-    ("logp", np.full((2, 3), np.nan), ValueError, "logp"),
-    ("logp", np.full((2, 3), -np.inf), ValueError, "logp"),
-    ("ref_logp", np.zeros((3, 2)), ValueError, "ref_logp"),
-    ("ref_logp", np.full((2, 3), -np.inf), ValueError, "ref_logp"),
+    ("log_probs", np.array([["a"] * 3] * 2), TypeError, "log_probs"),
+    ("log_probs", np.full((2, 3), np.nan), ValueError, "log_probs"),
+    ("log_probs", np.full((2, 3), -np.inf), ValueError, "log_probs"),
+    ("ref_log_probs", np.zeros((3, 2)), ValueError, "ref_log_probs"),
+    ("ref_log_probs", np.full((2, 3), -np.inf), ValueError, "ref_log_probs"),
     ("mask", np.ones((2, 2), bool), ValueError, "mask"),
     ("mask", np.ones((2, 3)), TypeError, "mask"),
     ("mask", np.full((2, 3), 3), ValueError, "mask"),
-    ("estimator", "k4", ValueError, "estimator"),
-    ("estimator", 3, TypeError, "estimator"),
+    ("kl_estimator", "k4", ValueError, "kl_estimator"),
+    ("kl_estimator", 3, TypeError, "kl_estimator"),
     ("rewards", np.full((2, 3), np.inf), ValueError, "rewards"),
     ("rewards", np.zeros(6), ValueError, "rewards"),
-    ("beta", -0.1, ValueError, "beta"),
-    ("beta", np.nan, ValueError, "beta"),
+    ("kl_coef", -0.1, ValueError, "kl_coef"),
+    ("kl_coef", np.nan, ValueError, "kl_coef"),
 ]
 
 
@@ -220,16 +220,16 @@ def test_bad_arguments_raise_and_modify_nothing(backend, arg, value, exc, match)
     args = good()
     copies = {k: v.copy() for k, v in args.items()}
     args[arg] = value
-    kwargs = {"beta": 0.2, "estimator": "k3"}
+    kwargs = {"kl_coef": 0.2, "kl_estimator": "k3"}
     if arg in kwargs:
         kwargs[arg] = value
         del args[arg]
     with pytest.raises(exc, match=match):
         fastlmrl.kl_penalized_rewards(**args, **kwargs)
-    if arg not in ("rewards", "beta"):
+    if arg not in ("rewards", "kl_coef"):
         kw = {k: v for k, v in args.items() if k != "rewards"}
         with pytest.raises(exc, match=match):
-            fastlmrl.kl_penalty(**kw, estimator=kwargs["estimator"])
+            fastlmrl.kl_penalty(**kw, kl_estimator=kwargs["kl_estimator"])
     for k, v in copies.items():
         if k in args and k != arg:
             np.testing.assert_array_equal(args[k], v)
@@ -238,7 +238,7 @@ def test_bad_arguments_raise_and_modify_nothing(backend, arg, value, exc, match)
 def test_masked_entries_are_not_checked(backend):
     args = good()
     args["mask"][0, 1] = False
-    args["logp"][0, 1] = np.nan
+    args["log_probs"][0, 1] = np.nan
     args["rewards"][0, 1] = np.inf
     shaped, kl = fastlmrl.kl_penalized_rewards(**args, beta=0.1)
     assert shaped[0, 1] == 0 and kl[0, 1] == 0 and np.isfinite(shaped).all()

@@ -123,11 +123,11 @@ def test_terminal_to_per_token_and_kl_shaped_by_hand():
     valid = np.array([[True, True], [True, False]])
     np.testing.assert_allclose(kl_shaped(r, lp, ref, 0.2, valid),
                                [[1.0 - 0.2 * 0.5, 0.0 + 0.2 * 1.0], [0.5, 0.0]])
-    with pytest.raises(ValueError, match="beta must be in"):
+    with pytest.raises(ValueError, match="kl_coef must be in"):
         kl_shaped(r, lp, ref, -1.0)
-    with pytest.raises(ValueError, match=r"logprobs\[1, 1\] = nan is not finite"):
+    with pytest.raises(ValueError, match=r"log_probs\[1, 1\] = nan is not finite"):
         kl_shaped(r, np.where(valid, lp, np.nan), ref, 0.1)
-    with pytest.raises(ValueError, match="ref_logprobs must have shape"):
+    with pytest.raises(ValueError, match="ref_log_probs must have shape"):
         kl_shaped(r, lp, ref[:1], 0.1)
     np.testing.assert_array_equal(kl_shaped(r, lp, ref, 0.0), r)
 

@@ -93,20 +93,21 @@ class PolicyGradientTrainer(Trainer):
         """The valid entries of a (B, T) array, sequence by sequence (row-major order)."""
         return array[batch.valid]
 
-    def kl_shaped_rewards(self, batch, beta: float) -> np.ndarray:
-        r"""(B, T) rewards :math:`r_t - \beta(\log\pi(a_t|s_t) - \log\pi_{ref}(a_t|s_t))`.
+    def kl_shaped_rewards(self, batch, kl_coef: float) -> np.ndarray:
+        r"""(B, T) rewards :math:`r_t - \beta(\log\pi(a_t|s_t) - \log\pi_{ref}(a_t|s_t))`,
+        :math:`\beta` = ``kl_coef``.
 
         Both log-probabilities come from the same float64 formula
         (:func:`fastlmrl.token_log_probs_tabular`), so a policy equal to the reference gets exactly
         zero shaping (no rounding noise for Adam to amplify).
         """
         rewards = np.array(batch.rewards, dtype=np.float64)
-        if beta == 0.0 or not batch.valid.any():
+        if kl_coef == 0.0 or not batch.valid.any():
             return rewards
         contexts, tokens = self.flat(batch, batch.contexts), self.flat(batch, batch.actions)
         log_ratio = (token_log_probs_tabular(self.policy, contexts, tokens)
                      - self.reference_log_probs(contexts, tokens))
-        rewards[batch.valid] -= beta * log_ratio
+        rewards[batch.valid] -= kl_coef * log_ratio
         return rewards
 
     def state_values(self, batch):
@@ -120,8 +121,10 @@ class PolicyGradientTrainer(Trainer):
         """sum_{i: contexts[i] = r} values[i] for each r of ``rows`` (float64, in token order)."""
         return np.bincount(contexts, weights=values, minlength=self.policy.shape[0])[rows]
 
-    def update_policy(self, contexts: np.ndarray, grad_logits: np.ndarray) -> None:
-        self.optimizer.step(contexts, grad_logits)
+    def update_policy(self, rows: np.ndarray, grad_rows: np.ndarray) -> None:
+        """One optimizer step on the policy table's ``rows`` with their gradient ``grad_rows``
+        (a tabular loss's ``rows`` / ``grad_rows``)."""
+        self.optimizer.step(rows, grad_rows)
 
     def update_values(self, contexts: np.ndarray, grad_values: np.ndarray) -> None:
         grads = np.ascontiguousarray(grad_values, dtype=self.values.dtype).reshape(-1, 1)

@@ -9,6 +9,9 @@ One iteration, top to bottom:
    averaged over tokens (:func:`fastlmrl.a2c_loss_tabular`: one softmax per distinct context):
    the actor's gradient with respect to the visited rows of the policy table and the critic's
    with respect to V (summed per context), each applied by Adam to those rows.
+
+The config also accepts TRL's spellings of its fields: ``beta``, ``learning_rate``, ``vf_coef``
+(DEVELOPING.md, Names).
 """
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ import numpy as np
 
 from ..advantages import gae
 from ..tabular_losses import a2c_loss_tabular
+from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["A2CConfig", "A2CTrainer"]
 
 
+@check.renamed(ecosystem={"beta": "kl_coef", "learning_rate": "lr", "vf_coef": "value_coef"})
 @dataclass
 class A2CConfig:
     num_sequences: int = 256

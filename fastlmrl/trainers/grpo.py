@@ -13,6 +13,10 @@ One iteration, top to bottom:
    ``dr_grpo``: a constant B·T).  With one epoch the ratio is 1 and the update is the on-policy
    policy gradient.
 4. Log reward, KL, entropy, clip fraction, approximate KL, tokens/s.
+
+The config also accepts TRL's spellings of its fields: ``beta``, ``epsilon``, ``epsilon_high``,
+``num_generations``, ``learning_rate``, ``num_iterations``, ``loss_type``,
+``importance_sampling_level`` (DEVELOPING.md, Names).
 """
 from __future__ import annotations
 
@@ -23,11 +27,16 @@ import numpy as np
 from ..group_advantages import grpo_advantages, loss_weights
 from ..tabular_losses import ppo_loss_tabular
 from ..rng import uniforms
+from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
 
+@check.renamed(ecosystem={"beta": "kl_coef", "epsilon": "clip", "epsilon_high": "clip_high",
+                          "num_generations": "group_size", "learning_rate": "lr",
+                          "num_iterations": "epochs", "loss_type": "loss_normalization",
+                          "importance_sampling_level": "ratio_level"})
 @dataclass
 class GRPOConfig:
     num_prompts: int = 32

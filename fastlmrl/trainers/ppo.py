@@ -14,6 +14,9 @@ One iteration, top to bottom:
    respect to the policy table's visited rows (:func:`fastlmrl.ppo_loss_tabular`: one softmax per
    distinct context), Adam on those rows; the value table regresses on the returns.
 5. Log reward, KL, entropy, clip fraction, approximate KL (k3), explained variance, tokens/s.
+
+The config also accepts TRL's spellings of its fields: ``cliprange``, ``learning_rate``,
+``num_ppo_epochs``, ``num_mini_batches`` (DEVELOPING.md, Names).
 """
 from __future__ import annotations
 
@@ -23,11 +26,14 @@ import numpy as np
 
 from ..advantages import gae, masked_whiten
 from ..tabular_losses import ppo_loss_tabular
+from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["PPOConfig", "PPOTrainer"]
 
 
+@check.renamed(ecosystem={"cliprange": "clip", "learning_rate": "lr", "num_ppo_epochs": "epochs",
+                          "num_mini_batches": "minibatches"})
 @dataclass
 class PPOConfig:
     num_sequences: int = 256

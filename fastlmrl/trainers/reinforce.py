@@ -10,6 +10,9 @@ One iteration, top to bottom:
    :math:`V(s)`, S&B eq. 13.11, regressed on the returns).
 4. The loss :math:`-\sum_t (G_t - b_t)\log\pi(a_t|s_t)`, averaged over tokens, with its gradient
    with respect to the logits (:func:`fastlmrl.reinforce_loss`); Adam on the visited rows.
+
+The config also accepts TRL's spellings of its fields: ``beta``, ``learning_rate``
+(DEVELOPING.md, Names).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 
 from ..advantages import discounted_returns
 from ..tabular_losses import reinforce_loss_tabular
+from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer"]
@@ -26,6 +30,7 @@ __all__ = ["ReinforceConfig", "ReinforceTrainer"]
 BASELINES = ("none", "mean", "value")
 
 
+@check.renamed(ecosystem={"beta": "kl_coef", "learning_rate": "lr"})
 @dataclass
 class ReinforceConfig:
     num_sequences: int = 256

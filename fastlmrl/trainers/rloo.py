@@ -10,6 +10,9 @@ One iteration, top to bottom:
 4. REINFORCE: :math:`-\hat A_i \log\pi(y_i|x)`, i.e. every token of completion i carries
    :math:`\hat A_i`; the loss is averaged over sequences (a weight of 1/B on each sequence's tokens).
 5. Log reward, KL, entropy, tokens/s.
+
+The config also accepts TRL's spellings of its fields: ``beta``, ``num_generations`` / ``rloo_k``,
+``learning_rate`` (DEVELOPING.md, Names).
 """
 from __future__ import annotations
 
@@ -20,11 +23,14 @@ import numpy as np
 from ..group_advantages import rloo_advantages
 from ..tabular_losses import reinforce_loss_tabular
 from ..rng import uniforms
+from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["RLOOConfig", "RLOOTrainer"]
 
 
+@check.renamed(ecosystem={"beta": "kl_coef", "num_generations": "group_size",
+                          "rloo_k": "group_size", "learning_rate": "lr"})
 @dataclass
 class RLOOConfig:
     num_prompts: int = 32
