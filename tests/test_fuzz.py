@@ -129,3 +129,38 @@ def test_harness_reports_planted_fault(planted, target):
 
 def test_harness_accepts_a_valid_call(planted):
     assert planted[-1]["outcome"] == OK, planted[-1]
+
+
+# ------------------------------------------------------------------------ the specs themselves
+#: kernels that no public spec reaches (they are fuzzed elsewhere or not at all)
+UNREACHED_KERNELS = {
+    "sample_tokens",  # the neural rollout's sampler (fastlmrl.neural, torch)
+    "tabular_mdp_step", "tabular_mdp_action_values",  # TabularMDP (05:15 UTC): no spec yet
+}
+
+
+@pytest.mark.parametrize("backend_name", ["python", "numba", "cython"])
+def test_every_spec_is_a_valid_call(backend_name):
+    """Each unmutated spec call succeeds, so a rejection in the campaign is the mutation's."""
+    import numpy as np
+
+    import fastlmrl
+    from fuzz.cases import SPECS, case_seed
+    from fuzz.harness import Guards
+    failed = {}
+    with fastlmrl.use_backend(backend_name):
+        for name, (_, build) in SPECS.items():
+            try:
+                built = build(np.random.default_rng(case_seed(name)), Guards())
+                built.fn(**built.kwargs)
+            except Exception as exc:  # noqa: BLE001
+                failed[name] = f"{type(exc).__name__}: {exc}"
+    assert not failed, failed
+
+
+def test_specs_reach_every_kernel():
+    from fastlmrl import _backend
+    from fuzz.cases import record_kernel_calls
+    reached = set(record_kernel_calls())
+    kernels = set(_backend.backend_module("python").__all__)
+    assert kernels - reached - UNREACHED_KERNELS == set(), "add a spec in tests/fuzz/cases.py"

@@ -562,6 +562,14 @@ def action_values(r, G):
 
 
 @spec("dynamic_programming")
+def action_values_token(r, G):
+    import fastlmrl as f
+    mdp = f.TokenMDP(*_token_arrays(r, G))
+    return Built(f.action_values, dict(mdp=mdp, values=G.g(r.standard_normal(5)), gamma=0.9),
+                 extras=[mdp], skip={"mdp"})
+
+
+@spec("dynamic_programming")
 def bellman_backup(r, G):
     import fastlmrl as f
     mdp = f.TokenMDP(*_token_arrays(r, G))
