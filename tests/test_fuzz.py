@@ -135,7 +135,6 @@ def test_harness_accepts_a_valid_call(planted):
 #: kernels that no public spec reaches (they are fuzzed elsewhere or not at all)
 UNREACHED_KERNELS = {
     "sample_tokens",  # the neural rollout's sampler (fastlmrl.neural, torch)
-    "tabular_mdp_step", "tabular_mdp_action_values",  # TabularMDP (05:15 UTC): no spec yet
 }
 
 
