@@ -47,6 +47,8 @@ BAD_ORDER = 33
 UNSORTED = 34  # order empty but rows not sorted: the wrapper sorts and calls again
 BAD_MOMENTS = 35  # (Adam) v negative or NaN in a row of the batch
 BAD_HYPERPARAMETERS = 36  # lr, step, betas or eps out of domain (raw kernel callers only)
+OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array (table, m, v) shares memory with
+# another argument (rows, grads, each other); nothing written
 
 # An empty ``order``: "rows is sorted, walk it in index order" (checked by the kernels).
 _NO_ORDER = np.empty(0, dtype=np.int64)
@@ -163,6 +165,19 @@ def _raise(status: int, table, rows, grads, args=()) -> None:
         i, j = (int(k) for k in np.argwhere(bad)[0])
         raise ValueError(f"v[{int(rows[i])}, {j}] = {v[rows[i], j]} is negative or NaN "
                          "(a second moment is >= 0); nothing was modified")
+    if status == OVERLAPPING_ARRAYS:
+        arrays = {"table": table}
+        if len(args) > 2 and isinstance(args[0], np.ndarray):  # Adam: (m, v, step, ...)
+            arrays.update(m=args[0], v=args[1])
+        written = list(arrays.items())
+        arrays.update(rows=rows, grads=grads)
+        for k, (wname, w) in enumerate(written):
+            for name, x in list(arrays.items())[k + 1:]:
+                if x.size and np.may_share_memory(w, x):
+                    raise ValueError(f"{name} shares memory with {wname}, which this call writes "
+                                     f"in place; pass a copy of {name}")
+        raise ValueError("table, m and v must not share memory with each other or with rows, "
+                         "grads")
     raise ValueError(f"internal error: optimizer kernel returned status {status}")
 
 

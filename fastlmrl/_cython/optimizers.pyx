@@ -21,6 +21,7 @@ from libc.math cimport pow, sqrt, INFINITY
 from libc.stdint cimport int64_t
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 ctypedef fused grad_t:  # a gradient row read straight from grads, or the float64 sum in acc
     float
@@ -34,6 +35,7 @@ cdef enum:
     UNSORTED = 34
     BAD_MOMENTS = 35
     BAD_HYPERPARAMETERS = 36
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 
 cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
@@ -143,6 +145,23 @@ cdef inline bint _bad_adam_scalars(int64_t step, double lr, double beta1, double
             or not (0.0 < eps < INFINITY))
 
 
+cdef bint _overlaps(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
+                    const int64_t[::1] order, real_t[:, ::1] m, real_t[:, ::1] v,
+                    bint has_moments, double[::1] acc) noexcept nogil:
+    """Status 8 (OVERLAPPING_ARRAYS): a written array (table, m, v, the scratch acc) sharing
+    memory with another argument.  O(1) address ranges."""
+    cdef const char* start[7]
+    cdef size_t size[7]
+    span_2d(&table[0, 0], table.shape[0], table.shape[1], sizeof(real_t), start, size, 0)
+    span_2d(&m[0, 0], m.shape[0] if has_moments else 0, m.shape[1], sizeof(real_t), start, size, 1)
+    span_2d(&v[0, 0], v.shape[0] if has_moments else 0, v.shape[1], sizeof(real_t), start, size, 2)
+    span_1d(&acc[0], acc.shape[0], sizeof(double), start, size, 3)
+    span_1d(&rows[0], rows.shape[0], sizeof(index_t), start, size, 4)
+    span_2d(&grads[0, 0], grads.shape[0], grads.shape[1], sizeof(real_t), start, size, 5)
+    span_1d(&order[0], order.shape[0], sizeof(int64_t), start, size, 6)
+    return written_overlap(4, 7, start, size)
+
+
 cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
                        const real_t[:, ::1] grads, const int64_t[::1] order, double lr,
                        bint maximize, double[::1] acc) noexcept nogil:
@@ -152,6 +171,8 @@ cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     cdef int status
     if _bad_lr(lr):
         return BAD_HYPERPARAMETERS
+    if _overlaps(table, rows, grads, order, table, table, False, acc):
+        return OVERLAPPING_ARRAYS
     status = _check(table, rows, grads, order, acc)
     if status:
         return status
@@ -208,6 +229,8 @@ cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     cdef int status
     if _bad_adam_scalars(step, lr, beta1, beta2, eps):
         return BAD_HYPERPARAMETERS
+    if _overlaps(table, rows, grads, order, m, v, True, acc):
+        return OVERLAPPING_ARRAYS
     if (m.shape[0] != table.shape[0] or m.shape[1] != n_cols or v.shape[0] != table.shape[0]
             or v.shape[1] != n_cols):
         return BAD_SHAPES

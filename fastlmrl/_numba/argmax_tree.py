@@ -17,7 +17,8 @@ from numba.extending import intrinsic
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range, uniform
-from .td_learning import rates_status, written_overlaps
+from .overlap import written_overlaps
+from .td_learning import rates_status
 
 BAD_TREE = 32
 CORRUPT_TREE = 33

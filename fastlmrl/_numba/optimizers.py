@@ -23,6 +23,7 @@ from numba import njit
 from numba.extending import overload
 
 from ._common import NJIT, out_of_range
+from .overlap import written_overlaps
 
 # error_model="numpy": IEEE division without Python's zero-divisor check, which would stop LLVM from
 # vectorising the row loops.  It changes no result: the divisors 1 - beta^t, sqrt(1 - beta2^t) and
@@ -37,6 +38,7 @@ BAD_ORDER = 33
 UNSORTED = 34
 BAD_MOMENTS = 35
 BAD_HYPERPARAMETERS = 36
+OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 
 @njit(**KERNEL)
@@ -184,9 +186,22 @@ def _bad_adam_scalars(step, lr, beta1, beta2, eps):
 
 
 @njit(**KERNEL)
+def _overlaps(table, rows, grads, order, m, v, acc):
+    """A written array (table, m, v -- empty for SGD -- and the scratch acc) sharing memory with
+    another argument (status 8).  O(1) address ranges."""
+    return (written_overlaps(table, m, v, acc, rows, grads, order, order[:0])
+            or written_overlaps(m, v, acc, rows, grads, order, order[:0], order[:0])
+            or written_overlaps(v, acc, rows, grads, order, order[:0], order[:0], order[:0])
+            or written_overlaps(acc, rows, grads, order, order[:0], order[:0], order[:0],
+                                order[:0]))
+
+
+@njit(**KERNEL)
 def sgd_step(table, rows, grads, order, lr, maximize, acc):
     if _bad_lr(lr):
         return BAD_HYPERPARAMETERS
+    if _overlaps(table, rows, grads, order, table[:0], table[:0], acc):
+        return OVERLAPPING_ARRAYS
     status = _check(table, rows, grads, order, acc, table, table, False)
     if status != 0:
         return status
@@ -254,6 +269,8 @@ def _walk_adam(table, rows, grads, order, m, v, step_size, scale2, beta1, beta2,
 def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maximize, acc):
     if _bad_adam_scalars(step, lr, beta1, beta2, eps):
         return BAD_HYPERPARAMETERS
+    if _overlaps(table, rows, grads, order, m, v, acc):
+        return OVERLAPPING_ARRAYS
     status = _check(table, rows, grads, order, acc, m, v, True)
     if status != 0:
         return status

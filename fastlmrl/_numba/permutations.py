@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from ._common import NJIT, uniform
-from .td_learning import overlap
+from .overlap import overlap
 
 BAD_SCRATCH = 1
 OVERLAPPING_SCRATCH = 2

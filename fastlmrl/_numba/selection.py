@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
-from .td_learning import written_overlaps
+from .overlap import written_overlaps
 
 BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
 BAD_TEMPERATURE = 11  # temperature not a finite number > 0

@@ -6,38 +6,7 @@ from numba import njit
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
-
-
-@njit(**NJIT)
-def _bounds(a):
-    """[lo, hi): the byte addresses spanned by a's elements ((0, 0) when a is empty)."""
-    lo = np.int64(a.ctypes.data)
-    hi = lo
-    for d in range(a.ndim):
-        if a.shape[d] == 0:
-            return np.int64(0), np.int64(0)
-        span = np.int64(a.shape[d] - 1) * np.int64(a.strides[d])
-        if span < 0:
-            lo += span
-        else:
-            hi += span
-    return lo, hi + np.int64(a.itemsize)
-
-
-@njit(**NJIT)
-def overlap(a, b):
-    """Do arrays a and b share any byte (by address range, like numpy.may_share_memory)?"""
-    alo, ahi = _bounds(a)
-    blo, bhi = _bounds(b)
-    return alo < ahi and blo < bhi and alo < bhi and blo < ahi
-
-
-@njit(**NJIT)
-def written_overlaps(w, a, b, c, d, e, f, g):
-    """Does the written array w share memory with any of a..g (pass an empty array for unused
-    slots)?  O(1): a write must never change an id after its range check."""
-    return (overlap(w, a) or overlap(w, b) or overlap(w, c) or overlap(w, d) or overlap(w, e)
-            or overlap(w, f) or overlap(w, g))
+from .overlap import overlap, written_overlaps  # noqa: F401 - re-exported for older imports
 
 
 @njit(**NJIT)

@@ -1,6 +1,8 @@
 """Helpers shared by the reference kernels (plain Python)."""
 import math
 
+import numpy as np
+
 NEG_INF = -math.inf
 
 
@@ -35,3 +37,11 @@ def all_finite(values) -> bool:
         if not math.isfinite(v):
             return False
     return True
+
+
+def written_overlaps(written, *others):
+    """Does the array a kernel writes share memory with any of ``others`` (by address range, as
+    numpy.may_share_memory; empty arrays share nothing)?  A write must never change an id after
+    its range check; the compiled kernels check the same in O(1) (status 8, OVERLAPPING_ARRAYS)."""
+    return written.size > 0 and any(o.size > 0 and np.may_share_memory(written, o)
+                                    for o in others)

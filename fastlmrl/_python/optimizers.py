@@ -40,7 +40,7 @@ pre-pass, so nothing is written: the square root of a negative ``v`` would fail 
 __all__ = ["adam_step", "sgd_step"]
 import math
 
-from ._common import all_finite, first_out_of_range
+from ._common import all_finite, first_out_of_range, written_overlaps
 
 BAD_ROWS = 30
 BAD_GRADS = 31
@@ -49,6 +49,7 @@ BAD_ORDER = 33
 UNSORTED = 34
 BAD_MOMENTS = 35
 BAD_HYPERPARAMETERS = 36
+OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 
 def _check(table, rows, grads, order, acc, moments=()):
@@ -111,6 +112,12 @@ def _writeable(**arrays) -> None:
             raise ValueError(f"{name} is read-only")
 
 
+def _overlaps(written, inputs) -> bool:
+    """A written array (table, m, v, the scratch acc) sharing memory with another written array
+    or an input (status 8): a write could change a row id after its range check."""
+    return any(written_overlaps(w, *written[k + 1:], *inputs) for k, w in enumerate(written))
+
+
 def _bad_lr(lr) -> bool:
     return not (0.0 <= lr < math.inf)
 
@@ -124,6 +131,8 @@ def sgd_step(table, rows, grads, order, lr, maximize, acc):
     """table[r] <- table[r] - lr * g_r  (g_r multiplied by -1.0 first when maximize)."""
     if _bad_lr(lr):
         return BAD_HYPERPARAMETERS
+    if _overlaps((table, acc), (rows, grads, order)):
+        return OVERLAPPING_ARRAYS
     status = _check(table, rows, grads, order, acc)
     if status:
         return status
@@ -150,6 +159,8 @@ def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maxi
     if _bad_adam_scalars(step, lr, beta1, beta2, eps):
         return BAD_HYPERPARAMETERS
     _writeable(table=table, m=m, v=v)
+    if _overlaps((table, m, v, acc), (rows, grads, order)):
+        return OVERLAPPING_ARRAYS
     status = _check(table, rows, grads, order, acc, (m, v))
     if status:
         return status

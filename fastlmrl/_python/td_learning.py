@@ -9,7 +9,7 @@ import numpy as np
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ..rng import uniform
-from ._common import all_finite, first_out_of_range, row_argmax, row_max
+from ._common import all_finite, first_out_of_range, row_argmax, row_max, written_overlaps  # noqa: F401 - re-exported
 
 
 def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, terminated, td_out):
@@ -32,14 +32,6 @@ def kernel_types(written=(), ids=()):
     for name, arr in ids:
         if arr.dtype.kind not in "iu":
             raise TypeError(f"{name} must hold integer ids, got dtype {arr.dtype}")
-
-
-def written_overlaps(written, *others):
-    """Does the array a kernel writes share memory with any of ``others`` (by address range, as
-    numpy.may_share_memory; empty arrays share nothing)?  A write must never change an id after
-    its range check; the compiled kernels check the same in O(1) (status 8)."""
-    return written.size > 0 and any(o.size > 0 and np.may_share_memory(written, o)
-                                    for o in others)
 
 
 def _batch_overlaps(tables, inputs, td_out):

@@ -1,0 +1,163 @@
+"""Aliasing probe: every recorded raw kernel call (tests/fuzz recorder: the arrays the public API
+hands the kernels) re-run with each array the kernel writes sharing memory with each other array
+argument.  Run standalone (each backend x kernel in its own subprocess so that a crash is
+attributed):
+
+    python tests/alias_probe.py [--topics a,b] [--backends numba,cython] [--json out.json]
+
+Outcomes per (kernel, written, read): ``refused`` (status 8), ``same`` (the aliased call gives
+the result of the same call on separate copies of the same values), ``differs`` or ``crash``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOPICS = ("monte_carlo", "optimizers", "dynamic_programming", "tabular_losses", "policy_losses",
+          "log_probs", "kl_divergence", "advantages", "group_advantages", "keyword_scores",
+          "sampling", "permutations", "td_learning", "selection", "argmax_tree")
+
+
+def record(path):
+    sys.path.insert(0, HERE)
+    from fuzz.cases import record_kernel_calls
+    rec = record_kernel_calls(per_kernel=1)
+    with open(path, "wb") as f:
+        pickle.dump(rec, f)
+
+
+def _status(result):
+    return int(result[0] if isinstance(result, tuple) else result)
+
+
+def _arrays(args):
+    return [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.size > 0]
+
+
+def alias_cases(fn, args):
+    """[(written index, read index)] where the written arrays are those a plain call changes."""
+    trial = copy.deepcopy(args)
+    fn(*trial)
+    idx = _arrays(args)
+    written = [i for i in idx if not np.array_equal(trial[i], args[i], equal_nan=True)
+               or trial[i].dtype != args[i].dtype]
+    return [(w, r) for w in written for r in idx if r != w]
+
+
+def build(args, w, r):
+    """(aliased args, separate args) with the same initial values."""
+    W, R = args[w], args[r]
+    if W.nbytes >= R.nbytes:
+        buf = np.ascontiguousarray(W).copy()
+        view = buf.reshape(-1).view(np.uint8)[:R.nbytes].view(R.dtype).reshape(R.shape)
+        view[...] = R
+        aliased = list(copy.deepcopy(args))
+        aliased[w], aliased[r] = buf, view
+        separate = list(copy.deepcopy(args))
+        separate[w], separate[r] = buf.copy(), view.copy()
+    else:
+        buf = np.ascontiguousarray(R).copy()
+        view = buf.reshape(-1).view(np.uint8)[:W.nbytes].view(W.dtype).reshape(W.shape)
+        view[...] = W
+        aliased = list(copy.deepcopy(args))
+        aliased[w], aliased[r] = view, buf
+        separate = list(copy.deepcopy(args))
+        separate[w], separate[r] = view.copy(), buf.copy()
+    return aliased, separate
+
+
+def child(backend, kernel, corpus, start):
+    from fastlmrl import _backend
+    with open(corpus, "rb") as f:
+        rec = pickle.load(f)
+    topic, params, args = rec[kernel][0]
+    fn = getattr(_backend.backend_module(backend), kernel)
+    cases = alias_cases(fn, args)
+    for k, (w, r) in enumerate(cases):
+        if k < start:
+            continue
+        print(json.dumps({"k": k, "n": len(cases), "w": params[w], "r": params[r],
+                          "started": True}), flush=True)
+        aliased, separate = build(args, w, r)
+        try:
+            sa = _status(fn(*aliased))
+        except Exception as e:  # noqa: BLE001
+            sa = f"{type(e).__name__}: {e}"[:100]
+        try:
+            ss = _status(fn(*separate))
+        except Exception as e:  # noqa: BLE001
+            ss = f"{type(e).__name__}: {e}"[:100]
+        if sa == 8:
+            out = "refused"
+        elif sa != ss:
+            out = f"differs (status {sa} vs {ss})"
+        else:
+            same = all(np.array_equal(aliased[i], separate[i], equal_nan=True)
+                       for i in _arrays(args) if i != r or args[w].nbytes < args[r].nbytes)
+            out = "same" if same else "differs (values)"
+        print(json.dumps({"k": k, "n": len(cases), "w": params[w], "r": params[r],
+                          "status": [sa, ss], "outcome": out}), flush=True)
+    print(json.dumps({"done": True, "n": len(cases)}), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--topics", default=",".join(TOPICS))
+    p.add_argument("--backends", default="python,numba,cython")
+    p.add_argument("--json")
+    p.add_argument("--corpus")
+    a = p.parse_args()
+    corpus = a.corpus or os.path.join(tempfile.gettempdir(), "alias_probe_corpus.pickle")
+    if not os.path.exists(corpus):
+        record(corpus)
+    with open(corpus, "rb") as f:
+        rec = pickle.load(f)
+    topics = a.topics.split(",")
+    results = []
+    for kernel in sorted(rec):
+        if rec[kernel][0][0] not in topics:
+            continue
+        for backend in a.backends.split(","):
+            start = 0
+            while True:
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", backend, kernel, corpus, str(start)],
+                    capture_output=True, text=True, timeout=900)
+                lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+                last = None
+                for x in lines:
+                    if "outcome" in x:
+                        results.append(dict(backend=backend, kernel=kernel, **x))
+                        if x["outcome"] != "same":
+                            print(backend, kernel, x["w"], "<-", x["r"], x["outcome"], flush=True)
+                    last = x
+                if last is not None and last.get("done"):
+                    break
+                if last is not None and last.get("started"):
+                    out = f"crash (exit {proc.returncode})"
+                    results.append(dict(backend=backend, kernel=kernel, w=last["w"],
+                                        r=last["r"], outcome=out))
+                    print(backend, kernel, last["w"], "<-", last["r"], out, flush=True)
+                    start = last["k"] + 1
+                    continue
+                print(backend, kernel, "child failed:", proc.stderr[-500:], flush=True)
+                break
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        main()
