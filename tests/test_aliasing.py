@@ -75,3 +75,26 @@ def test_public_optimizers_name_the_shared_array(backend):
             fastlmrl.sgd_step(table, np.array([0, 1]), table[2:], 0.1)
         assert not table.any() and not m.any() and (v == 1).all()
         fastlmrl.sgd_step(table, np.array([0, 1]), table[2:].copy(), 0.1)  # a copy is fine
+
+
+def _episode_returns_cases():
+    rewards = np.array([1.0, -2.0, 0.5, 3.0, 1.5])
+    offsets = np.array([0, 2, 5], dtype=np.int64)
+    final_values = np.array([0.25, -1.0])
+    args = [rewards, offsets, 0.9, final_values, np.zeros(5)]
+    return [(args, 4, r) for r in (0, 1, 3)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("args,w,r", _episode_returns_cases())
+def test_episode_returns_refuses_written_aliases(backend, args, w, r):
+    """returns_out over episode_offsets moved an offset the loop still had to read (wrong
+    returns, or writes out of bounds in the compiled backends)."""
+    kernel = _backend.backend_module(backend).episode_returns
+    assert kernel(*[a.copy() if isinstance(a, np.ndarray) else a for a in args]) == 0
+    aliased = _alias(args, w, r)
+    before = [a.copy() if isinstance(a, np.ndarray) else a for a in aliased]
+    assert kernel(*aliased) == OVERLAPPING_ARRAYS
+    for a, b in zip(aliased, before):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)

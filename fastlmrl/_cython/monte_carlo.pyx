@@ -12,6 +12,7 @@ __all__ = ["episode_returns", "mc_control_update"]
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 
 from fastlmrl._cython._common cimport real_t, index_t, mix64, out_of_range, not_all_finite
+from fastlmrl._cython.overlap cimport span_1d, written_overlap
 
 cdef enum:
     BAD_STATES = 1
@@ -21,6 +22,7 @@ cdef enum:
     BAD_COUNTS = 20
     BAD_SCRATCH = 21
     BAD_FINAL_VALUES = 22
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: returns_out shares memory with an input
     BAD_COUNT_VALUES = 23
 
 
@@ -48,6 +50,14 @@ cdef int episode_returns_core(const real_t[::1] rewards, const int64_t[::1] epis
                               real_t[::1] returns_out) noexcept nogil:
     cdef Py_ssize_t e, t, n = rewards.shape[0]
     cdef double g
+    cdef const char* start[4]
+    cdef size_t size[4]
+    span_1d(&returns_out[0], returns_out.shape[0], sizeof(real_t), start, size, 0)
+    span_1d(&rewards[0], n, sizeof(real_t), start, size, 1)
+    span_1d(&episode_offsets[0], episode_offsets.shape[0], sizeof(int64_t), start, size, 2)
+    span_1d(&final_values[0], final_values.shape[0], sizeof(double), start, size, 3)
+    if written_overlap(1, 4, start, size):
+        return OVERLAPPING_ARRAYS
     if not_all_finite(rewards):
         return BAD_REWARDS
     if (_bad_offsets(episode_offsets, n) or returns_out.shape[0] != n

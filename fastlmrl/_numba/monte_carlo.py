@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from ._common import NJIT, mix64, not_all_finite, out_of_range
+from .overlap import overlap
 
 BAD_STATES = 1
 BAD_ACTIONS = 2
@@ -22,6 +23,7 @@ BAD_OFFSETS = 6
 BAD_COUNTS = 20
 BAD_SCRATCH = 21
 BAD_FINAL_VALUES = 22
+OVERLAPPING_ARRAYS = 8  # fastlmrl._status: returns_out shares memory with an input
 BAD_COUNT_VALUES = 23
 INT64_MAX = 2**63 - 1
 
@@ -47,6 +49,9 @@ def _max_length(offsets):
 @njit(**NJIT)
 def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
     n = rewards.shape[0]
+    if (overlap(returns_out, rewards) or overlap(returns_out, episode_offsets)
+            or overlap(returns_out, final_values)):
+        return OVERLAPPING_ARRAYS
     if not_all_finite(rewards):
         return BAD_REWARDS
     if (_bad_offsets(episode_offsets, n) or returns_out.shape[0] != n

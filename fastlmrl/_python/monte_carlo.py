@@ -12,7 +12,7 @@ the int64 limit (so ``counts[s, a] + 1`` can never reach 0 or overflow: checked 
 """
 
 __all__ = ["episode_returns", "mc_control_update"]
-from ._common import all_finite, first_out_of_range
+from ._common import all_finite, first_out_of_range, written_overlaps
 
 BAD_STATES = 1
 BAD_ACTIONS = 2
@@ -21,6 +21,7 @@ BAD_OFFSETS = 6
 BAD_COUNTS = 20
 BAD_SCRATCH = 21
 BAD_FINAL_VALUES = 22
+OVERLAPPING_ARRAYS = 8  # fastlmrl._status: returns_out shares memory with an input
 BAD_COUNT_VALUES = 23
 INT64_MAX = 2**63 - 1
 
@@ -43,7 +44,10 @@ def _max_length(offsets) -> int:
 
 
 def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
-    """G_t = r_t + gamma * G_{t+1}, G after the last step of episode e = final_values[e]."""
+    """G_t = r_t + gamma * G_{t+1}, G after the last step of episode e = final_values[e].
+    ``returns_out`` sharing memory with an input is status 8 (a write could move an offset)."""
+    if written_overlaps(returns_out, rewards, episode_offsets, final_values):
+        return OVERLAPPING_ARRAYS
     r_, o_, f_ = rewards.tolist(), episode_offsets.tolist(), final_values.tolist()
     if not all_finite(r_):
         return BAD_REWARDS
