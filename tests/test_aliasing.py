@@ -98,3 +98,23 @@ def test_episode_returns_refuses_written_aliases(backend, args, w, r):
     for a, b in zip(aliased, before):
         if isinstance(a, np.ndarray):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_prob_grad_refuses_out_over_tokens_and_allows_out_over_logits(backend):
+    """tokens viewing out crashed the Cython kernel (a gradient row overwrote a token id after its
+    range check); out == logits is the in-place gradient the LM head relies on."""
+    kernel = _backend.backend_module(backend).log_prob_grad
+    logits = np.random.default_rng(1).normal(size=(3, 5))
+    tokens = np.array([4, 0, 2], dtype=np.int64)
+    expected = np.empty_like(logits)
+    assert kernel(logits, tokens, expected, 1) == 0
+    out = np.zeros((3, 5))
+    view = out.reshape(-1).view(np.int64)[:3]
+    view[...] = tokens
+    before = out.copy()
+    assert kernel(logits, view, out, 1) == OVERLAPPING_ARRAYS
+    np.testing.assert_array_equal(out, before)
+    inplace = logits.copy()
+    assert kernel(inplace, tokens, inplace, 1) == 0
+    np.testing.assert_array_equal(inplace, expected)

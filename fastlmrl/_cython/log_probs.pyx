@@ -16,6 +16,7 @@ from libc.stdlib cimport free, malloc
 from libc.stdint cimport int64_t
 from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work,
                                          use_streaming)
@@ -33,6 +34,7 @@ cdef inline int _c_int(int64_t x) noexcept nogil:
 
 cdef int BAD_LOGITS = 20
 cdef int BAD_TOKENS = 21
+cdef int OVERLAPPING_ARRAYS = 8  # fastlmrl._status
 cdef int NO_MEMORY = 99
 cdef int BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
 
@@ -211,8 +213,15 @@ cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] toke
     cdef int bad = 0
     cdef real_t* w = NULL
     cdef double* res = NULL
+    cdef const char* start[2]
+    cdef size_t size[2]
     if not _shapes_ok(logits, tokens.shape[0], out.shape, False):
         return BAD_SHAPES
+    # out over logits is allowed (in place, row by row); over tokens it is not
+    span_2d(&out[0, 0], out.shape[0], out.shape[1], sizeof(real_t), start, size, 0)
+    span_1d(&tokens[0], tokens.shape[0], sizeof(index_t), start, size, 1)
+    if written_overlap(1, 2, start, size):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     w = <real_t*>work(nt, v)

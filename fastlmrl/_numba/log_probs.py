@@ -14,8 +14,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, out_of_range
+from .overlap import overlap
 from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
 
 BAD_LOGITS = 20
@@ -235,6 +236,8 @@ def log_softmax(logits, out, num_threads):
 def log_prob_grad(logits, tokens, out, num_threads):
     if not shapes_ok(logits, tokens, out, False):
         return BAD_SHAPES
+    if overlap(out, tokens):  # out over logits is allowed (in place); over tokens it is not
+        return OVERLAPPING_ARRAYS
     n, v = logits.shape
     if out_of_range(tokens, v):
         return BAD_TOKENS

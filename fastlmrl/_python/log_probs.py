@@ -22,7 +22,8 @@ probability 0 and log-probability -inf.
 import math
 import struct
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._common import written_overlaps
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 
@@ -249,6 +250,8 @@ def grad_row(p, a, c):
 def log_prob_grad(logits, tokens, out, num_threads):
     if not shapes_ok(logits, tokens, out, False):
         return BAD_SHAPES
+    if written_overlaps(out, tokens):
+        return OVERLAPPING_ARRAYS  # out over logits is allowed (in place); over tokens it is not
     a_ = tokens.tolist()
     n_vocab = logits.shape[1]
     for a in a_:
