@@ -252,7 +252,7 @@ def renamed(deprecated: dict | None = None, ecosystem: dict | None = None):
 
         @functools.wraps(target)
         def wrapper(*args, **kwargs):
-            if kwargs and not table.keys().isdisjoint(kwargs):
+            if kwargs and any(k in table for k in kwargs):  # (traceable by torch.compile)
                 spelled = {}
                 for other in [k for k in kwargs if k in table]:
                     ours, is_deprecated = table[other]

@@ -138,9 +138,13 @@ def neural_overrides(pairs, config_cls) -> dict:
     return out
 
 
-def is_neural_run(path: str) -> bool:
-    """Whether ``path`` (a run folder, or a checkpoint file in one) is a neural run."""
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+def is_neural_run(folder) -> bool:
+    """Whether ``folder`` (a run folder, or a file in one) is a run written by
+    :func:`train_neural_run`: its ``run.json`` and ``initial_model/`` are written first, so an
+    interrupted run counts too."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        folder = os.path.dirname(os.path.abspath(folder))
     return os.path.isfile(os.path.join(folder, "run.json")) and \
         os.path.isdir(os.path.join(folder, "initial_model"))
 
@@ -154,6 +158,7 @@ def _saved_spec(folder: str) -> dict:
     if not isinstance(spec, dict) or not {"algo", "task", "seed"} <= set(spec):
         raise ValueError(f"{folder!r}: run.json is not a neural run description")
     return spec
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,10 +176,6 @@ def cmd_train_neural(args, out=None) -> int:
         raise ValueError("--task is required with --policy neural: "
                          f"{', '.join(NEURAL_TASK_NAMES)} or reasoning_gym:<dataset>")
     config_cls = _config_class(args.algo)
-    if args.task == "lexicon":
-        raise ValueError("--task lexicon works with fastlmrl demo --neural and in Python "
-                         "(fastlmrl.lexicon_task.LexiconTask); fastlmrl train --policy neural "
-                         "takes the verifiable tasks only for now")
     _task(args.task)  # a bad --task is refused before anything is loaded
     if args.backend:
         import fastlmrl
@@ -248,21 +249,6 @@ def cmd_train_neural(args, out=None) -> int:
 # fastlmrl sample RUN (a neural run)
 
 
-def _load_run_trainer(folder: str):
-    """The run's trainer as of its checkpoint (or its initial model when none yet)."""
-    from .neural.model import load_model
-    from .neural.runs import make_neural_trainer
-    spec = _saved_spec(folder)
-    task = _task(spec["task"])
-    model, tokenizer = load_model(os.path.join(folder, "initial_model"))
-    trainer = make_neural_trainer(spec["algo"], task, model, tokenizer, seed=int(spec["seed"]),
-                                  settings=spec.get("settings") or {})
-    checkpoint = os.path.join(folder, "checkpoint.ckpt")
-    if os.path.isfile(checkpoint):
-        trainer.load(checkpoint)
-    return trainer, task, spec
-
-
 def cmd_sample_neural(args, out=None) -> int:
     """Complete ``--num`` held-out prompts of the run's task with its policy (the checkpoint's
     weights, the run's sampling settings) and print ``prompt -> completion``, the reward and the
@@ -274,7 +260,8 @@ def cmd_sample_neural(args, out=None) -> int:
                          "model's softmax policy")
     path = args.run
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    trainer, task, spec = _load_run_trainer(folder)
+    from .neural.runs import load_run_trainer
+    trainer, task, spec = load_run_trainer(folder)
     prompts = list(task.prompts(args.num, seed=args.seed, split="test"))
     texts, rollout = trainer.sample(prompts, seed=args.seed)
     terminated = rollout.terminated.numpy()

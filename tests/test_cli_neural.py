@@ -176,6 +176,12 @@ def test_demo_neural_on_the_lexicon_task(tmp_path, capsys):
                  "--iterations", "1"]) == 0
     out = capsys.readouterr().out
     assert "lexicon words" in out and "before GRPO:" in out and "after GRPO:" in out
+    # the same task trains as a run (a run folder, then `fastlmrl sample` on it)
+    run = str(tmp_path / "r")
     assert main(["train", "--policy", "neural", "--algo", "grpo", "--task", "lexicon", "--out",
-                 str(tmp_path / "r")]) == 2
-    assert "--task lexicon" in error_line(capsys)
+                 run, "--model", str(tmp_path / "m"), "--steps", "1", "--quiet",
+                 "--set", "num_prompts=2", "--set", "num_generations=2",
+                 "--set", "max_new_tokens=4"]) == 0
+    capsys.readouterr()
+    assert main(["sample", run, "--num", "2"]) == 0
+    assert "success rate" in capsys.readouterr().out

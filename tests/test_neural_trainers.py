@@ -320,8 +320,8 @@ def test_neural_run_folder_and_resume(tmp_path):
     for a, b in zip(trained.state_dict().values(), trainer.policy.model.state_dict().values()):
         assert torch.equal(a, b)
     samples = sample_neural_run(run, num=3, seed=1)
-    assert len(samples) == 3 and all(r in (0.0, 1.0) for _, _, r in samples)
-    assert all(p.startswith("copy ") for p, _, _ in samples)
+    assert len(samples) == 3 and all(r in (0.0, 1.0) for _, _, r, _ in samples)
+    assert all(p.startswith("copy ") for p, _, _, _ in samples)
     resumed = train_neural_run("grpo", "copy", run, steps=3, resume=True, out=log)
     assert resumed.iterations_done == 3 and "resumed" in log.getvalue()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -5,8 +5,10 @@ Expected values come from pure-PyTorch formulas written here (log_softmax + gath
 float64 and from autograd through those formulas.  PyTorch is a test requirement: without it this
 module fails to import (the README's test command installs the CPU build first).
 """
+import inspect
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -255,7 +257,7 @@ def test_reinforce_and_kl_penalty_match_formulas():
         torch.testing.assert_close(torch.autograd.grad(res.loss, x)[0],
                                    torch.autograd.grad(want, x)[0], rtol=1e-12, atol=1e-14)
     for est in ("k1", "k2", "k3"):
-        res = ft.kl_penalty_loss(x, t, per["ref"], w, estimator=est)
+        res = ft.kl_penalty_loss(x, t, per["ref"], w, kl_estimator=est)
         want = (w * torch_kl(torch_logp(x, t), per["ref"], est)).sum()
         torch.testing.assert_close(res.loss, want, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(torch.autograd.grad(-res.loss, x)[0],
@@ -332,6 +334,119 @@ def test_loss_weights_modes_and_trl_aliases():
     assert a.loss.item() == b.loss.item()
     with pytest.raises(TypeError, match="clip_low"):
         ft.ppo_loss(x, t, per["old"], per["adv"], w, clip_low=0.1, epsilon=0.1)
+
+
+# --- other spellings (TRL's, silent; our deprecated ones, warning) ---------------------------------
+
+def _spelling_calls():
+    """Each public wrapper with aliases, called on fixed inputs: its outputs and the gradients
+    of its loss (detached tensors, compared bit for bit)."""
+    x, t, per = rng_tensors(n=6, v=7, seed=21)
+    o, a, r, w = per["old"], per["adv"], per["ref"], per["w"]
+    offs = torch.tensor([0, 2, 6])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+
+    def run(call, *leaves):
+        leaves = [z.detach().clone().requires_grad_(True) for z in leaves]
+        res = call(*leaves)
+        outs = list(res) if isinstance(res, tuple) else [res]
+        grads = torch.autograd.grad(outs[0], leaves) if outs[0].requires_grad else ()
+        return [z.detach() for z in outs] + list(grads)
+
+    hidden, weight, bias, tokens = head_tensors(n=6, v=7)
+    return {
+        "ppo_loss": lambda **kw: run(lambda z: ft.ppo_loss(
+            z, t, o, a, w, sequence_offsets=offs, ref_log_probs=r, **kw), x),
+        "linear_ppo_loss": lambda **kw: run(lambda h, m, b: ft.linear_ppo_loss(
+            h, m, tokens, o, a, w, sequence_offsets=offs, ref_log_probs=r, bias=b,
+            chunk_size=2, **kw), hidden, weight, bias),
+        "a2c_loss": lambda **kw: run(lambda z, v: ft.a2c_loss(
+            z, t, a, v, per["ret"], w, **kw,
+            old_values=None if kw.get("value_clip", kw.get("cliprange_value")) is None else o),
+            x, per["val"]),
+        "kl_penalty_loss": lambda **kw: run(lambda z: ft.kl_penalty_loss(z, t, r, w, **kw), x),
+        "loss_weights": lambda **kw: run(lambda: ft.loss_weights(mask, **kw)),
+    }
+
+
+_PPO_TRL = [("epsilon", "clip_low", 0.2, 0.1), ("cliprange", "clip_low", 0.2, 0.1),
+            ("epsilon_high", "clip_high", None, 0.05), ("beta", "kl_coef", 0.0, 0.3),
+            ("importance_sampling_level", "ratio_level", "token", "sequence")]
+#: (function, other spelling, our name, our default, another value, deprecated?)
+TORCH_SPELLINGS = [(f, *alias, False) for f in ("ppo_loss", "linear_ppo_loss")
+                   for alias in _PPO_TRL] + [
+    ("a2c_loss", "vf_coef", "value_coef", 0.5, 0.25, False),
+    ("a2c_loss", "cliprange_value", "value_clip", None, 0.1, False),
+    ("loss_weights", "loss_type", "mode", "grpo", "dapo", False),
+    ("kl_penalty_loss", "estimator", "kl_estimator", "k3", "k1", True),
+]
+_SPELLING_IDS = [f"{f}-{other}" for f, other, *_ in TORCH_SPELLINGS]
+
+
+def _same_bits(a, b):
+    return (len(a) == len(b) and all(
+        x.dtype == y.dtype and x.shape == y.shape
+        and torch.equal(x.nan_to_num(), y.nan_to_num()) and torch.equal(x.isnan(), y.isnan())
+        for x, y in zip(a, b)))
+
+
+@pytest.mark.parametrize("func,other,ours,default,value,deprecated", TORCH_SPELLINGS,
+                         ids=_SPELLING_IDS)
+def test_other_spelling_gives_our_result_bit_for_bit(func, other, ours, default, value,
+                                                     deprecated):
+    call = _spelling_calls()[func]
+    expected = call(**{ours: value})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = call(**{other: value})
+    assert _same_bits(got, expected)
+    assert not _same_bits(got, call(**{ours: default}))  # the value reached the parameter
+    messages = [str(m.message) for m in caught if issubclass(m.category, DeprecationWarning)]
+    if deprecated:
+        assert len(messages) == 1 and f"'{other}' is deprecated, use '{ours}'" in messages[0]
+        assert [m.filename for m in caught] == [__file__]  # points at the caller
+    else:
+        assert messages == []  # the ecosystem's spelling is silent
+
+
+@pytest.mark.parametrize("func,other,ours,default,value,deprecated", TORCH_SPELLINGS,
+                         ids=_SPELLING_IDS)
+def test_two_spellings_are_a_type_error_naming_both(func, other, ours, default, value,
+                                                    deprecated):
+    call = _spelling_calls()[func]
+    # ours at its default value counts as given (clip_low=0.2, epsilon=0.3 is refused)
+    for ours_value in (default, value):
+        with pytest.raises(TypeError, match=f"{func}\\(\\) got both '{ours}' and '{other}'"):
+            call(**{ours: ours_value, other: value})
+
+
+def test_ppo_clip_low_at_its_default_with_epsilon_is_refused():
+    x, t, per = rng_tensors(n=4, v=5, seed=22)
+    hidden, weight, _, tokens = head_tensors(n=4, v=5)
+    with pytest.raises(TypeError, match="got both 'clip_low' and 'epsilon'"):
+        ft.ppo_loss(x, t, per["old"], per["adv"], clip_low=0.2, epsilon=0.3)
+    with pytest.raises(TypeError, match="got both 'clip_low' and 'epsilon'"):
+        ft.ppo_loss(x, t, per["old"], per["adv"], None, 0.2, epsilon=0.3)  # ours positionally
+    with pytest.raises(TypeError, match="got both 'clip_low' and 'cliprange'"):
+        ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], clip_low=0.2,
+                           cliprange=0.3)
+    with pytest.raises(TypeError, match="got both 'epsilon' and 'cliprange'"):
+        ft.ppo_loss(x, t, per["old"], per["adv"], epsilon=0.2, cliprange=0.2)
+
+
+def test_torch_spellings_match_the_numpy_api_and_are_all_tested():
+    assert ft.ppo_loss.renamed == ft.linear_ppo_loss.renamed == fastlmrl.ppo_loss.renamed
+    assert ft.kl_penalty_loss.renamed == fastlmrl.kl_penalty_loss.renamed
+    found = set()
+    for name in ft.__all__:
+        obj = getattr(ft, name)
+        renamed = getattr(obj, "renamed", None)
+        if isinstance(renamed, dict):
+            found |= {(name, other, ours, deprecated)
+                      for other, (ours, deprecated) in renamed.items()}
+            params = inspect.signature(obj).parameters
+            assert not set(renamed) & set(params)  # the signature shows our names only
+    assert found == {(f, other, ours, d) for f, other, ours, _, _, d in TORCH_SPELLINGS}
 
 
 # --- dtypes and layouts ---------------------------------------------------------------------------
@@ -676,7 +791,7 @@ def bad_calls():
         (ValueError, "baseline must be None, 'mean'",
          lambda: ft.reinforce_loss(x, t, per["ret"], baseline="median")),
         (ValueError, "estimator must be one of",
-         lambda: ft.kl_penalty_loss(x, t, per["ref"], estimator="k5")),
+         lambda: ft.kl_penalty_loss(x, t, per["ref"], kl_estimator="k5")),
         (ValueError, "value_clip needs old_values",
          lambda: ft.a2c_loss(x, t, a, per["val"], per["ret"], value_clip=0.2)),
     ]

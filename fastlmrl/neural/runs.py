@@ -24,7 +24,7 @@ import sys
 
 from .._atomic import atomic_write_text
 
-__all__ = ["NEURAL_RUN_FILES", "is_neural_run", "make_neural_trainer", "sample_neural_run",
+__all__ = ["NEURAL_RUN_FILES", "load_run_trainer", "make_neural_trainer", "sample_neural_run",
            "train_neural_run"]
 
 NEURAL_RUN_FILES = ("run.json", "checkpoint.ckpt", "metrics.jsonl", "metrics.csv")
@@ -64,7 +64,7 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
     """Train (or resume, up to ``steps`` iterations in all) and write the run folder (see the
     module docstring).  Returns the trainer."""
     from ..cli import write_metrics
-    from ..verifiable_tasks import get_task
+    from ..neural_run import neural_task
     from .model import load_model, save_model
     out = out or sys.stdout
     run_json = os.path.join(folder, "run.json")
@@ -86,7 +86,7 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
         from .pretrain import pretrained_model
         result = pretrained_model(log=lambda line: print(line, file=out))
         net, tok = result.model, result.tokenizer
-    task = get_task(spec["task"])
+    task = neural_task(spec["task"])
     trainer = make_neural_trainer(algo, task, net, tok, seed=spec["seed"],
                                   settings=spec["settings"])
     os.makedirs(folder, exist_ok=True)
@@ -115,39 +115,37 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
     return trainer
 
 
-def is_neural_run(folder) -> bool:
-    """Whether ``folder`` is a run folder written by :func:`train_neural_run`."""
-    return os.path.isfile(os.path.join(folder, "run.json")) and \
-        os.path.isdir(os.path.join(folder, "model"))
+def load_run_trainer(folder):
+    """The trainer of a run folder as of its checkpoint (its initial model when it has none yet),
+    with the run's task and settings.  Returns ``(trainer, task, spec)``."""
+    from ..neural_run import _saved_spec, is_neural_run, neural_task
+    from .model import load_model
+    folder = os.fspath(folder)
+    if not is_neural_run(folder):
+        raise ValueError(f"{folder!r} is not a neural run folder (run.json and initial_model/)")
+    spec = _saved_spec(folder)
+    task = neural_task(spec["task"])
+    model, tokenizer = load_model(os.path.join(folder, "initial_model"))
+    trainer = make_neural_trainer(spec["algo"], task, model, tokenizer, seed=int(spec["seed"]),
+                                  settings=spec.get("settings") or {})
+    checkpoint = os.path.join(folder, "checkpoint.ckpt")
+    if os.path.isfile(checkpoint):
+        trainer.load(checkpoint)
+    return trainer, task, spec
 
 
 def sample_neural_run(folder, *, num: int = 4, seed: int = 0, prompts=None,
-                      max_new_tokens: int | None = None, temperature: float = 1.0,
-                      top_k: int = 0, top_p: float = 1.0) -> list:
-    """Completions of the trained model of a run folder (what ``fastlmrl sample RUN`` prints for
-    a neural run): ``prompts`` (default: ``num`` held-out problems of the run's task, drawn with
-    ``seed``).  Returns ``[(prompt, completion, reward)]``."""
-    from ..verifiable_tasks import get_task
-    from .model import load_model
-    from .policy import NeuralPolicy
-    from .rollout import generate
-    if not is_neural_run(folder):
-        raise ValueError(f"{folder!r} is not a neural run folder (run.json and model/)")
-    with open(os.path.join(folder, "run.json"), encoding="utf-8") as handle:
-        spec = json.load(handle)
-    task = get_task(spec["task"])
+                      **overrides) -> list:
+    """Completions by the policy of a run folder as of its checkpoint (what ``fastlmrl sample
+    RUN`` prints for a neural run): ``prompts`` (default: ``num`` held-out problems of the run's
+    task, drawn with ``seed``), sampled with the run's settings unless ``overrides``
+    (``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``) say otherwise.  Returns
+    ``[(prompt, completion, reward, terminated)]``."""
+    trainer, task, _ = load_run_trainer(folder)
     if prompts is None:
-        prompts = task.prompts(num, seed, split="test")
+        prompts = task.prompts(num, seed=seed, split="test")
     prompts = list(prompts)
-    if max_new_tokens is None:
-        settings = spec.get("settings", {})
-        max_new_tokens = int(settings.get("max_new_tokens",
-                                          settings.get("max_completion_length", 16)))
-    model, tok = load_model(os.path.join(folder, "model"))
-    policy = NeuralPolicy(model, tok)
-    ids, mask = policy.tokenizer.encode_prompts(prompts)
-    rollout = generate(policy, ids, mask, seed, max_new_tokens=max_new_tokens,
-                       temperature=temperature, top_k=top_k, top_p=top_p)
-    texts = rollout.texts(policy.tokenizer)
-    rewards = task.reward(prompts, texts, rollout.terminated.numpy())
-    return list(zip(prompts, texts, [float(r) for r in rewards]))
+    texts, rollout = trainer.sample(prompts, seed=seed, **overrides)
+    terminated = rollout.terminated.numpy()
+    rewards = task.reward(prompts, texts, terminated)
+    return [(p, t, float(r), bool(e)) for p, t, r, e in zip(prompts, texts, rewards, terminated)]

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .. import _validation as check
 from .. import group_advantages as _np
 from . import _tensors as tt
 
@@ -31,18 +32,15 @@ def _(mask, mode, num_sequences, num_tokens, max_length):
     return mask.new_empty(mask.shape, dtype=torch.float64)
 
 
-def loss_weights(mask: Tensor, mode: Optional[str] = None, *, num_sequences=None,
-                 num_tokens=None, max_length=None, dtype: torch.dtype = torch.float64,
-                 loss_type: Optional[str] = None) -> Tensor:
+@check.renamed(ecosystem={"loss_type": "mode"})
+def loss_weights(mask: Tensor, mode: str, *, num_sequences=None, num_tokens=None,
+                 max_length=None, dtype: torch.dtype = torch.float64) -> Tensor:
     r"""(B, T) weights ``w`` with ``loss = sum(w * per_token_loss)`` aggregating as GRPO
     (:math:`1/(N_{seq}|o_b|)`), BNPO (:math:`1/\sum_b|o_b|`), Dr. GRPO (:math:`1/(N_{seq}T_{max})`)
     or DAPO (:math:`1/N_{tok}` over the global batch).  ``mask``: (B, T) bool (or 0/1 integer)
-    tensor of active completion tokens; ``loss_type`` is TRL's name for ``mode``.  Each weight
-    is computed in float64 and rounded once to ``dtype``.
+    tensor of active completion tokens; ``loss_type`` (TRL's name for ``mode``) is accepted too.
+    Each weight is computed in float64 and rounded once to ``dtype``.
     """
-    if (mode is None) == (loss_type is None):
-        raise TypeError("give exactly one of mode and loss_type (its TRL spelling)")
-    mode = mode if loss_type is None else loss_type
     m = tt.tensor(mask, "mask")
     if m.dtype != torch.bool and m.dtype not in tt.INT_DTYPES:
         raise TypeError(f"mask must be a bool (or 0/1 integer) tensor, got {m.dtype}")

@@ -47,10 +47,11 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .. import _validation as check
 from .. import log_probs as _np_lp
 from .. import policy_losses as _np
 from . import _tensors as tt
-from .policy_losses import PPOLossResult, ppo_arguments, ppo_result
+from .policy_losses import PPO_ECOSYSTEM_NAMES, PPOLossResult, ppo_arguments, ppo_result
 
 __all__ = ["linear_ppo_loss", "linear_token_log_probs"]
 
@@ -410,11 +411,11 @@ _linear_ppo_loss_call = tt.autograd(_linear_ppo_loss, _lppo_grad, _lppo_setup,
                                     differentiable=(0, 1, 2))
 
 
+@check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
 def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=None,
                     clip_low=0.2, clip_high=None, dual_clip=None, ratio_level="token",
                     sequence_offsets=None, ref_log_probs=None, kl_coef=0.0, kl_estimator="k3",
-                    *, bias=None, chunk_size=None, epsilon=None, epsilon_high=None,
-                    cliprange=None, beta=None, importance_sampling_level=None) -> PPOLossResult:
+                    *, bias=None, chunk_size=None) -> PPOLossResult:
     r""":func:`fastlmrl.torch.ppo_loss` of the logits ``hidden @ weight.T + bias`` without forming
     them: same options, same result fields; differentiable w.r.t. ``hidden`` (..., H),
     ``weight`` (V, H) and ``bias`` (V,).  The gradients are computed during the forward pass
@@ -424,8 +425,7 @@ def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=N
     h, w, bias = _head_arguments(hidden, weight, bias)
     tensors, o = ppo_arguments(hidden.shape[:-1], tokens, old_log_probs, advantages, weights,
                                clip_low, clip_high, dual_clip, ratio_level, sequence_offsets,
-                               ref_log_probs, kl_coef, kl_estimator, epsilon, epsilon_high,
-                               cliprange, beta, importance_sampling_level)
+                               ref_log_probs, kl_coef, kl_estimator)
     tok, old, adv, wts, offs, ref = tensors
     chunk = _chunk_size(chunk_size, w.shape[0])
     grad_on = torch.is_grad_enabled()

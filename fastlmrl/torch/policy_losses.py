@@ -21,9 +21,11 @@ bfloat16: two (N, V) float32 temporaries besides the bfloat16 gradient.  A non-c
 tensor is copied once; contiguous ones are read in place.
 
 Per-token arguments may have the logits' batch shape (...,) or be flat (N,).  TRL spellings are
-accepted as aliases: ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_high``
+accepted silently (:func:`fastlmrl._validation.renamed`; giving two spellings of one parameter is
+a TypeError naming both): ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_high``
 (``clip_high``), ``beta`` (``kl_coef``), ``importance_sampling_level`` (``ratio_level``),
-``vf_coef`` (``value_coef``), ``cliprange_value`` (``value_clip``).
+``vf_coef`` (``value_coef``), ``cliprange_value`` (``value_clip``); ``estimator`` is the
+deprecated spelling of ``kl_estimator``.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _validation as check
 from .. import policy_losses as _np
 from . import _tensors as tt
 
@@ -85,15 +88,10 @@ class A2CLossResult(NamedTuple):
     mean_entropy: Tensor  #: sum_i w_i H_i / sum_i w_i
 
 
-def alias(ours, ours_name: str, default, **theirs):
-    """Our argument, or the single TRL-spelled alias given instead of it (never both; our
-    argument left at its default value counts as not given)."""
-    given = {k: v for k, v in theirs.items() if v is not None}
-    changed = ours is not default and ours != default  # ours given (other than its default)
-    if len(given) > 1 or (given and changed):
-        names = [ours_name] * changed + list(given)
-        raise TypeError(f"give only one of {', '.join(names)} (aliases of {ours_name})")
-    return next(iter(given.values())) if given else ours
+#: TRL's spellings of the PPO options (ppo_loss and linear_ppo_loss), as the NumPy API's
+PPO_ECOSYSTEM_NAMES = {"beta": "kl_coef", "epsilon": "clip_low", "cliprange": "clip_low",
+                       "epsilon_high": "clip_high",
+                       "importance_sampling_level": "ratio_level"}
 
 
 def _vec(values, dtype=torch.float64) -> Tensor:
@@ -214,17 +212,9 @@ _ppo_loss_call = tt.autograd(_ppo_loss, _logits_backward(13), _grad_only)
 
 
 def ppo_arguments(batch, tokens, old_log_probs, advantages, weights, clip_low, clip_high,
-                  dual_clip, ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator,
-                  epsilon, epsilon_high, cliprange, beta, importance_sampling_level):
-    """Checked tensors and resolved aliases of :func:`ppo_loss` (also used by the LM-head op);
+                  dual_clip, ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator):
+    """Checked tensors and options of :func:`ppo_loss` (also used by the LM-head op);
     ``batch``: the batch shape of the logits."""
-    if (epsilon is not None or epsilon_high is not None or cliprange is not None
-            or beta is not None or importance_sampling_level is not None):
-        clip_low = alias(clip_low, "clip_low", 0.2, epsilon=epsilon, cliprange=cliprange)
-        clip_high = alias(clip_high, "clip_high", None, epsilon_high=epsilon_high)
-        kl_coef = alias(kl_coef, "kl_coef", 0.0, beta=beta)
-        ratio_level = alias(ratio_level, "ratio_level", "token",
-                            importance_sampling_level=importance_sampling_level)
     tensors = (tt.ids(tokens, "tokens", batch),
                tt.per_token(old_log_probs, "old_log_probs", batch),
                tt.per_token(advantages, "advantages", batch),
@@ -254,11 +244,10 @@ def _str(x, name):
     return x
 
 
+@check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
 def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0.2,
              clip_high=None, dual_clip=None, ratio_level="token", sequence_offsets=None,
-             ref_log_probs=None, kl_coef=0.0, kl_estimator="k3", *, epsilon=None,
-             epsilon_high=None, cliprange=None, beta=None,
-             importance_sampling_level=None) -> PPOLossResult:
+             ref_log_probs=None, kl_coef=0.0, kl_estimator="k3") -> PPOLossResult:
     r"""PPO clipped surrogate of (..., V) logits, differentiable w.r.t. ``logits``
     (:func:`fastlmrl.ppo_loss`: Schulman et al. 2017 eq. 7; DAPO clip-higher; dual clip; GSPO
     ``ratio_level="sequence"`` with ``sequence_offsets`` over the flattened rows; GRPO's KL
@@ -270,8 +259,7 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     x = tt.logits_2d(logits)
     tensors, o = ppo_arguments(logits.shape[:-1], tokens, old_log_probs, advantages, weights,
                                clip_low, clip_high, dual_clip, ratio_level, sequence_offsets,
-                               ref_log_probs, kl_coef, kl_estimator, epsilon, epsilon_high,
-                               cliprange, beta, importance_sampling_level)
+                               ref_log_probs, kl_coef, kl_estimator)
     tok, old, adv, w, offs, ref = tensors
     out = _ppo_loss_call(x, tok, old, adv, w, o["clip_low"], o["clip_high"], o["dual_clip"],
                     o["ratio_level"], offs, ref, o["kl_coef"], o["kl_estimator"])
@@ -335,25 +323,26 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> Rein
 @torch.library.custom_op("fastlmrl::kl_penalty_loss", mutates_args=(), device_types="cpu")
 def _kl_penalty_loss(logits: Tensor, tokens: Tensor, ref_log_probs: Tensor,
                      weights: Optional[Tensor],
-                     estimator: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                     kl_estimator: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _, x = tt.kernel_logits(logits)
     grad, out = tt.grad_buffer(logits)
     r = _np.kl_penalty_loss(x, tt.array(tokens), tt.array(ref_log_probs), _per_token(weights),
-                            estimator=estimator, out=out)
+                            kl_estimator=kl_estimator, out=out)
     return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
             _vec(r.log_probs), _vec(r.token_kl))
 
 
 @_kl_penalty_loss.register_fake
-def _(logits, tokens, ref_log_probs, weights, estimator):
+def _(logits, tokens, ref_log_probs, weights, kl_estimator):
     return _fake_loss(logits, 2, 0)[:4]
 
 
 _kl_penalty_loss_call = tt.autograd(_kl_penalty_loss, _logits_backward(5), _reinforce_setup)
 
 
+@check.renamed(deprecated={"estimator": "kl_estimator"})
 def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None,
-                    estimator="k3") -> KLPenaltyResult:
+                    kl_estimator="k3") -> KLPenaltyResult:
     r"""KL penalty to a reference policy, :math:`L = \sum_i w_i D_i` with Schulman's estimator
     k1 / k2 / k3 at the sampled token (:func:`fastlmrl.kl_penalty_loss`)."""
     x = tt.logits_2d(logits)
@@ -361,7 +350,7 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None,
     out = _kl_penalty_loss_call(x, tt.ids(tokens, "tokens", batch),
                            tt.per_token(ref_log_probs, "ref_log_probs", batch),
                            tt.per_token(weights, "weights", batch, optional=True),
-                           _str(estimator, "estimator"))
+                           _str(kl_estimator, "kl_estimator"))
     return KLPenaltyResult(out[0], tt.unflat(out[2], batch), tt.unflat(out[3], batch))
 
 
@@ -405,16 +394,14 @@ def _a2c_grad(ctx, grad_loss, *unused):
 _a2c_loss_call = tt.autograd(_a2c_loss, _a2c_grad, _a2c_setup, differentiable=(0, 3))
 
 
+@check.renamed(ecosystem={"vf_coef": "value_coef", "cliprange_value": "value_clip"})
 def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_coef=0.5,
-             entropy_coef=0.01, old_values=None, value_clip=None, *, vf_coef=None,
-             cliprange_value=None) -> A2CLossResult:
+             entropy_coef=0.01, old_values=None, value_clip=None) -> A2CLossResult:
     r"""Advantage actor-critic loss :math:`-\hat A_i\log\pi(a_i) + c_v L^V_i - c_e H_i`
     (:func:`fastlmrl.a2c_loss`), differentiable w.r.t. ``logits`` and ``values`` (a floating
     tensor of the batch shape; its gradient has its dtype)."""
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
-    value_coef = alias(value_coef, "value_coef", 0.5, vf_coef=vf_coef)
-    value_clip = alias(value_clip, "value_clip", None, cliprange_value=cliprange_value)
     vals = tt.per_token(values, "values", batch)
     out = _a2c_loss_call(x, tt.ids(tokens, "tokens", batch),
                     tt.per_token(advantages, "advantages", batch), vals,
