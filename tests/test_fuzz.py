@@ -24,11 +24,7 @@ from fuzz.cases import PLANTED
 from fuzz.harness import CRASH, HALF, HANG, OOB, OK, REJECTED, UNNAMED, WRONG_EXC
 
 #: case id -> why it still fails (failing cases of the full campaign, 2026-12-06 05:00 UTC).
-KNOWN_FAILURES: dict[str, str] = {
-    "kernel/cython/keyword_scores/0/presence/s_2_31":
-        "the Cython def wrapper converts presence to a C int: 2**31 raises OverflowError at the "
-        "call instead of a status (or a ValueError)",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 JOBS = 2
 TIMEOUT = 10.0

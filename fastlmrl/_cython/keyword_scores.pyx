@@ -152,10 +152,13 @@ cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] le
 
 def keyword_scores(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
                    const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
-                   const double[::1] gram_weights, int presence, const uint8_t[::1] word_flags,
-                   double[:, ::1] out):
+                   const double[::1] gram_weights, int64_t presence,
+                   const uint8_t[::1] word_flags, double[:, ::1] out):
+    # presence: any integer, true when non-zero (as in the other backends; an int64 so that a
+    # Python int >= 2**31 is not an OverflowError)
     cdef int status
+    cdef int flag = presence != 0
     with nogil:
         status = keyword_scores_core(tokens, lengths, gram_tokens, gram_offsets, gram_weights,
-                                     presence, word_flags, out)
+                                     flag, word_flags, out)
     return status
