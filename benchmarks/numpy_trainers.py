@@ -367,7 +367,7 @@ class Rollout:
     """The (B, T) arrays of one batch (padding 0), as :class:`fastlmrl.RolloutBatch`."""
 
     def __init__(self, contexts, actions, logprobs, valid, lengths, terminated, final, ids):
-        self.contexts, self.actions, self.logprobs, self.valid = contexts, actions, logprobs, valid
+        self.contexts, self.actions, self.log_probs, self.valid = contexts, actions, logprobs, valid
         self.lengths, self.terminated, self.final_contexts = lengths, terminated, final
         self.prompt_ids = ids
         self.scores = None
@@ -593,7 +593,7 @@ class NumpyPPO(_NumpyPolicyTrainer):
                                       bootstrap, cfg.gamma, cfg.lam)
             contexts = batch.contexts[valid]
             tokens = batch.actions[valid]
-            old_log_probs = batch.logprobs[valid]
+            old_log_probs = batch.log_probs[valid]
             adv = masked_whiten(advantages, valid)[valid]
             ret = returns[valid]
         self.last = {"batch": batch, "values": values, "bootstrap": bootstrap,
@@ -660,7 +660,7 @@ class NumpyGRPO(_NumpyPolicyTrainer):
                                              cfg.loss_normalization), batch.lengths)
             contexts = batch.contexts[valid]
             tokens = batch.actions[valid]
-            old_log_probs = batch.logprobs[valid]
+            old_log_probs = batch.log_probs[valid]
             ref_log_probs = self.reference[contexts, tokens] - self.ref_lse[contexts]
         self.last = {"batch": batch, "seq_adv": seq_adv, "weights": weights, "losses": []}
         clip_fractions, approx_kls = [], []

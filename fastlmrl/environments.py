@@ -418,6 +418,12 @@ class ContextMDP:
 # TextGenerationEnv
 
 
+def _deprecated_field(old: str, ours: str) -> None:
+    import warnings
+    warnings.warn(f"RolloutBatch.{old} is deprecated; use RolloutBatch.{ours}",
+                  DeprecationWarning, stacklevel=3)
+
+
 @dataclass
 class RolloutBatch:
     """The arrays a policy-gradient trainer needs from :meth:`TextGenerationEnv.rollout`.
@@ -429,7 +435,7 @@ class RolloutBatch:
 
     contexts: np.ndarray        #: (B, T) int64, S_t
     actions: np.ndarray         #: (B, T) int64, A_t
-    logprobs: np.ndarray        #: (B, T) logits dtype, log mu(A_t | S_t) of the behaviour policy
+    log_probs: np.ndarray       #: (B, T) logits dtype, log mu(A_t | S_t) of the behaviour policy
     rewards: np.ndarray         #: (B, T) float64, R_{t+1} (KL-shaped when a reference was given)
     valid: np.ndarray           #: (B, T) bool
     lengths: np.ndarray         #: (B,) int64, number of tokens generated
@@ -440,12 +446,24 @@ class RolloutBatch:
     scores: np.ndarray          #: (B,) float64, the task reward summed over the sequence
     vocab_size: int
     order: int
-    ref_logprobs: np.ndarray | None = None       #: (B, T) float64 when a reference was given
+    ref_log_probs: np.ndarray | None = None      #: (B, T) float64 when a reference was given
     action_mask_table: np.ndarray | None = None  #: (V**k, V) bool when top_k / top_p masking
 
     @property
     def num_tokens(self) -> int:
         return int(self.lengths.sum())
+
+    @property
+    def logprobs(self) -> np.ndarray:
+        """Deprecated spelling of :attr:`log_probs`."""
+        _deprecated_field("logprobs", "log_probs")
+        return self.log_probs
+
+    @property
+    def ref_logprobs(self):
+        """Deprecated spelling of :attr:`ref_log_probs`."""
+        _deprecated_field("ref_logprobs", "ref_log_probs")
+        return self.ref_log_probs
 
     def next_contexts(self) -> np.ndarray:
         """(B, T) int64: :math:`S_{t+1} = (S_t V + A_t) \\bmod V^k` (0 on padding)."""
@@ -863,9 +881,10 @@ class TextGenerationEnv:
             self._scratch = (cdf, stats, built, mask)
         return cdf, stats, built, (mask if use_mask else np.empty((0, n_vocab), np.uint8))
 
+    @check.renamed(deprecated={"kl_beta": "kl_coef"}, ecosystem={"beta": "kl_coef"})
     def rollout(self, logits, seed, *, prompt_ids=None, num_sequences=None, max_new_tokens=None,
                 mask_logits=None, top_k=0, top_p=1.0, reward=ENV_REWARD, ref_logits=None,
-                kl_beta=0.0) -> RolloutBatch:
+                kl_coef=0.0) -> RolloutBatch:
         r"""Generate B fresh episodes with a tabular softmax policy in one kernel call.
 
         ``logits`` (V**k, V) float32/float64 is the behaviour policy :math:`\mu(a \mid s) \propto
@@ -881,14 +900,16 @@ class TextGenerationEnv:
         ``mask_logits`` (default ``logits``) are sampled, renormalised: in context ``s`` tokens
         are taken in decreasing ``mask_logits[s]`` order (ties: lowest id) until ``top_k`` are
         kept or their softmax mass reaches ``top_p`` (tokens of probability 0 never kept).
-        ``logprobs`` are then under the masked behaviour policy and the batch carries
+        ``log_probs`` are then under the masked behaviour policy and the batch carries
         ``action_mask_table`` (rows of unvisited contexts are all False).
 
         Rewards: ``reward`` (default: the environment's; None: no reward) over the generated
         tokens (:class:`RolloutBatch` ``scores`` = their sum per sequence); a terminal
         score is paid at the last token.  With ``ref_logits`` (a reference policy table) the
         per-token rewards are KL-shaped, :math:`r_t - \beta(\log\mu(a_t|s_t) -
-        \log\pi_{\mathrm{ref}}(a_t|s_t))` (:func:`fastlmrl.rewards.kl_shaped`, ``beta=kl_beta``).
+        \log\pi_{\mathrm{ref}}(a_t|s_t))` with :math:`\beta` = ``kl_coef``
+        (:func:`fastlmrl.rewards.kl_shaped`; TRL's ``beta`` is accepted, the former spelling
+        ``kl_beta`` is deprecated).
 
         NaN or +inf in a logits row (or no finite allowed entry) raises ValueError; the row is
         checked when the rollout first visits it (a full-table pre-pass would cost O(V**k * V)).
@@ -904,7 +925,7 @@ class TextGenerationEnv:
                 mask_table = mask_table.astype(table.dtype)
         reward = self.reward if reward is ENV_REWARD else self._check_reward(reward)
         ref = None if ref_logits is None else self._policy_table(ref_logits, "ref_logits")
-        kl_beta = check.real(kl_beta, "kl_beta", 0.0)
+        kl_coef = check.real(kl_coef, "kl_coef", 0.0)
         horizon = self.max_new_tokens if max_new_tokens is None else \
             check.positive_int(max_new_tokens, "max_new_tokens")
         if prompt_ids is not None:
@@ -953,13 +974,13 @@ class TextGenerationEnv:
         ref_lp = None
         if ref is not None:
             ref_lp = self._ref_logprobs(ref, contexts, actions, valid)
-            rewards = kl_shaped(rewards, logprobs, ref_lp, kl_beta, valid)
+            rewards = kl_shaped(rewards, logprobs, ref_lp, kl_coef, valid)
         advance(seed, n_draw + n * horizon)
         return RolloutBatch(
-            contexts=contexts, actions=actions, logprobs=logprobs, rewards=rewards, valid=valid,
+            contexts=contexts, actions=actions, log_probs=logprobs, rewards=rewards, valid=valid,
             lengths=lengths, terminated=terminated.view(bool), truncated=truncated.view(bool),
             prompt_ids=ids, final_contexts=final, scores=scores, vocab_size=self.vocab_size,
-            order=self.order, ref_logprobs=ref_lp,
+            order=self.order, ref_log_probs=ref_lp,
             action_mask_table=masks.view(bool).copy() if use_mask else None)
 
     @staticmethod

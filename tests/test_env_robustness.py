@@ -525,7 +525,7 @@ def test_read_only_tables_do_not_compile_a_new_specialisation():
         assert (len(numba_env.text_env_rollout.signatures),
                 len(numba_env.topk_topp_mask.signatures)) == counts
     np.testing.assert_array_equal(got.actions, want.actions)
-    np.testing.assert_array_equal(got.logprobs, want.logprobs)
+    np.testing.assert_array_equal(got.log_probs, want.log_probs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -604,7 +604,7 @@ def test_rollout_same_seed_same_result_in_every_backend(dtype):
                       "action_mask_table"):
             np.testing.assert_array_equal(getattr(other, field), getattr(batches[0], field))
     b = batches[0]
-    assert b.logprobs.dtype == dtype
+    assert b.log_probs.dtype == dtype
     assert not (b.terminated & b.truncated).any() and (b.terminated | b.truncated).all()
     np.testing.assert_array_equal(b.terminated, (b.actions == 1).any(axis=1))
     np.testing.assert_array_equal(b.valid.sum(axis=1), b.lengths)
@@ -630,7 +630,7 @@ def test_rollout_structure_by_independent_formulas(backend):
     # log-probs: an independent NumPy log-softmax
     lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
     want = logits[b.contexts, b.actions] - lse[b.contexts]
-    np.testing.assert_allclose(b.logprobs[b.valid], want[b.valid], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b.log_probs[b.valid], want[b.valid], rtol=0, atol=1e-12)
     nxt = b.next_contexts()
     np.testing.assert_array_equal(nxt[b.valid], (b.contexts * V + b.actions)[b.valid] % V ** k)
 
@@ -688,7 +688,7 @@ def test_rollout_top_k_only_k_tokens(backend):
     kept = np.where(masks, x, -np.inf)
     lse = np.log(np.exp(kept - kept.max(2, keepdims=True)).sum(2)) + kept.max(2)
     want = np.take_along_axis(x, b.actions[:, :, None], 2)[:, :, 0] - lse
-    np.testing.assert_allclose(b.logprobs[b.valid], want[b.valid], atol=1e-12)
+    np.testing.assert_allclose(b.log_probs[b.valid], want[b.valid], atol=1e-12)
     visited = np.zeros(49, bool)
     visited[b.contexts[b.valid]] = True
     assert not b.action_mask_table[~visited].any()
@@ -703,7 +703,7 @@ def test_rollout_top_p_and_separate_masking_policy(backend):
     b = env.rollout(behaviour, seed=0, prompt_ids=np.zeros(400, np.int64), mask_logits=mask,
                     top_p=0.7)
     assert set(b.actions[:, 0].tolist()) == {0, 1}
-    np.testing.assert_allclose(b.logprobs, np.log(0.5))
+    np.testing.assert_allclose(b.log_probs, np.log(0.5))
     np.testing.assert_array_equal(b.action_mask_table[0], [True, True, False, False])
     # top_p = 0.9: 0.5 + 0.3 < 0.9 <= 0.5 + 0.3 + 0.15, the 0.05 token is dropped
     m = env.action_mask(mask, top_p=0.9)
@@ -724,13 +724,25 @@ def test_rollout_rewards_terminal_per_token_and_kl(backend):
         assert b.rewards[i, L - 1] == lcp / 2 and not b.rewards[i, :L - 1].any()
     np.testing.assert_array_equal(b.scores, b.rewards.sum(1))
     ref = _logits(seed=8)
-    shaped = env.rollout(logits, seed=5, ref_logits=ref, kl_beta=0.1)
+    shaped = env.rollout(logits, seed=5, ref_logits=ref, kl_coef=0.1)
     lse = np.log(np.exp(ref - ref.max(1, keepdims=True)).sum(1)) + ref.max(1)
     ref_lp = ref[b.contexts, b.actions] - lse[b.contexts]
-    want = b.rewards - 0.1 * (b.logprobs - ref_lp)
+    want = b.rewards - 0.1 * (b.log_probs - ref_lp)
     np.testing.assert_allclose(shaped.rewards[b.valid], want[b.valid], atol=1e-12)
     assert not shaped.rewards[~b.valid].any()
     np.testing.assert_array_equal(shaped.scores, b.scores)   # the task score is unshaped
+    # TRL's beta is the same argument; kl_beta (the former spelling) still works, with a warning
+    trl = env.rollout(logits, seed=5, ref_logits=ref, beta=0.1)
+    np.testing.assert_array_equal(trl.rewards, shaped.rewards)
+    with pytest.warns(DeprecationWarning, match="kl_coef"):
+        old = env.rollout(logits, seed=5, ref_logits=ref, kl_beta=0.1)
+    np.testing.assert_array_equal(old.rewards, shaped.rewards)
+    with pytest.raises(TypeError, match="got both 'kl_coef' and 'kl_beta'"):
+        env.rollout(logits, seed=5, ref_logits=ref, kl_coef=0.1, kl_beta=0.1)
+    with pytest.warns(DeprecationWarning, match="log_probs"):
+        np.testing.assert_array_equal(shaped.logprobs, shaped.log_probs)
+    with pytest.warns(DeprecationWarning, match="ref_log_probs"):
+        assert shaped.ref_logprobs is shaped.ref_log_probs
     none = env.rollout(logits, seed=5, reward=None)
     assert not none.rewards.any()
 

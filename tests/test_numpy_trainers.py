@@ -238,8 +238,8 @@ def test_rollout_matches_fastlmrl(task, backend):
     for name in ("contexts", "actions", "valid", "lengths", "terminated", "final_contexts",
                  "prompt_ids"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
-    assert got.logprobs.dtype == expected.logprobs.dtype
-    _close(got.logprobs, expected.logprobs, task.initial_policy.dtype, atol=1e-12)
+    assert got.log_probs.dtype == expected.log_probs.dtype
+    _close(got.log_probs, expected.log_probs, task.initial_policy.dtype, atol=1e-12)
     np.testing.assert_array_equal(got.scores, expected.scores)
     np.testing.assert_array_equal(got.rewards, expected.rewards)
     assert numpy_trainer.stream == stream

@@ -94,7 +94,7 @@ class GRPOTrainer(PolicyGradientTrainer):
         weights = self.flat(batch, loss_weights(batch.valid, cfg.loss_normalization))
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
-        old_log_probs = self.flat(batch, batch.logprobs)
+        old_log_probs = self.flat(batch, batch.log_probs)
         ref_log_probs = self.reference_log_probs(contexts, tokens)
         offsets = np.concatenate([[0], np.cumsum(batch.lengths)])
         # 3. clipped surrogate + k3 KL penalty to the reference

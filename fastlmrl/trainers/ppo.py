@@ -83,7 +83,7 @@ class PPOTrainer(PolicyGradientTrainer):
                                   batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
-        old_log_probs = self.flat(batch, batch.logprobs)
+        old_log_probs = self.flat(batch, batch.log_probs)
         adv = self.flat(batch, masked_whiten(advantages, batch.valid))
         ret = self.flat(batch, returns)
         # 4. clipped-surrogate epochs over random minibatches
