@@ -14,12 +14,12 @@ import functools
 import inspect
 import math
 import numbers
-import os
 import warnings
 
 import numpy as np
 
 from . import _status
+from ._limits import physical_memory
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -160,16 +160,9 @@ def array_size(shape, name: str, itemsize: int = 8) -> None:
     total = itemsize
     for d in shape:
         total *= int(d)
-    if total > _physical_memory():
+    if total > physical_memory():
         raise ValueError(f"{name}: an array of shape {tuple(int(d) for d in shape)} "
                          f"({total} bytes) would exceed this machine's memory")
-
-
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover (not POSIX)
-        return INT64_MAX
 
 
 class _Alias:
