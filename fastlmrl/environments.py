@@ -150,6 +150,21 @@ def _state_array(value, name: str, shape: tuple, low: int, high: int) -> np.ndar
     return arr.astype(np.int64)
 
 
+def _state_property(name: str, high, doc: str) -> property:
+    """A state array ``self._<name>``: read in place; assigning checks the value with
+    :func:`_state_array` (integers of the array's shape in [0, ``high(self)``]) and copies it."""
+    attr = "_" + name
+
+    def get(self) -> np.ndarray:
+        return getattr(self, attr)
+
+    def set_(self, value) -> None:
+        arr = getattr(self, attr)
+        arr[:] = _state_array(value, name, arr.shape, 0, high(self))
+
+    return property(get, set_, doc=doc)
+
+
 def _call_reward(reward, tokens, lengths, prompt_ids):
     """``reward(tokens, lengths, prompt_ids)``; an exception of the user's function becomes a
     ValueError (TypeError for a TypeError) naming the reward function, chained to the original
@@ -295,24 +310,12 @@ class ContextMDP:
     num_envs = property(lambda self: self._num_envs, doc="B, the number of sequences.")
     max_steps = property(lambda self: self._max_steps, doc="The time limit (0: none).")
 
-    @property
-    def contexts(self) -> np.ndarray:
-        """(B,) int64 current contexts (writeable in place; assigning checks and copies)."""
-        return self._contexts
-
-    @contexts.setter
-    def contexts(self, value):
-        self._contexts[:] = _state_array(value, "contexts", (self._num_envs,), 0,
-                                         self.num_states - 1)
-
-    @property
-    def steps(self) -> np.ndarray:
-        """(B,) int64 steps taken in the current episodes (assigning checks and copies)."""
-        return self._steps
-
-    @steps.setter
-    def steps(self, value):
-        self._steps[:] = _state_array(value, "steps", (self._num_envs,), 0, _INT64_MAX - 1)
+    contexts = _state_property("contexts", lambda self: self.num_states - 1,
+                               "(B,) int64 current contexts (writeable in place; assigning "
+                               "checks and copies).")
+    steps = _state_property("steps", lambda self: _INT64_MAX - 1,
+                            "(B,) int64 steps taken in the current episodes (assigning checks "
+                            "and copies).")
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -619,45 +622,14 @@ class TextGenerationEnv:
         self._reward = self._check_reward(value)
 
     # --- state (writeable in place; assigning checks and copies) --------------------------------
-    @property
-    def contexts(self) -> np.ndarray:
-        """(B,) int64 current contexts."""
-        return self._contexts
-
-    @contexts.setter
-    def contexts(self, value):
-        self._contexts[:] = _state_array(value, "contexts", (self._num_envs,), 0,
-                                         self._num_contexts - 1)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """(B,) int64 numbers of tokens generated."""
-        return self._lengths
-
-    @lengths.setter
-    def lengths(self, value):
-        self._lengths[:] = _state_array(value, "lengths", (self._num_envs,), 0,
-                                        self._max_new_tokens)
-
-    @property
-    def tokens(self) -> np.ndarray:
-        """(B, T) int64 generated tokens (0 after each sequence's length)."""
-        return self._tokens
-
-    @tokens.setter
-    def tokens(self, value):
-        self._tokens[:] = _state_array(value, "tokens", self._tokens.shape, 0,
-                                       self._vocab_size - 1)
-
-    @property
-    def prompt_ids(self) -> np.ndarray:
-        """(B,) int64 prompt of each sequence."""
-        return self._prompt_ids
-
-    @prompt_ids.setter
-    def prompt_ids(self, value):
-        self._prompt_ids[:] = _state_array(value, "prompt_ids", (self._num_envs,), 0,
-                                           self.num_prompts - 1)
+    contexts = _state_property("contexts", lambda self: self._num_contexts - 1,
+                               "(B,) int64 current contexts.")
+    lengths = _state_property("lengths", lambda self: self._max_new_tokens,
+                              "(B,) int64 numbers of tokens generated.")
+    tokens = _state_property("tokens", lambda self: self._vocab_size - 1,
+                             "(B, T) int64 generated tokens (0 after each sequence's length).")
+    prompt_ids = _state_property("prompt_ids", lambda self: self.num_prompts - 1,
+                                 "(B,) int64 prompt of each sequence.")
 
     def _check_reward(self, reward):
         reward = as_reward(reward)

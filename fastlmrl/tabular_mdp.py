@@ -47,7 +47,7 @@ import numpy as np
 from . import _backend
 from . import _validation as check
 from .dynamic_programming import DenseMDP, row_sum_tolerance
-from .environments import _INT64_MAX, _int64, _num_envs, _raise, _state_array, _stream
+from .environments import _INT64_MAX, _int64, _num_envs, _raise, _state_property, _stream
 from .rng import MASK64, RandomStream, advance, check_capacity, uniforms
 
 __all__ = ["SSPResult", "TabularMDP"]
@@ -253,25 +253,13 @@ class TabularMDP:
     cdf = property(lambda self: self._cdf, doc="(K,) float64 running sums within each pair.")
     initial_distribution = property(lambda self: self._initial, doc="(S,) float64 p(S_0).")
 
-    @property
-    def states(self) -> np.ndarray:
-        """(B,) int64 current states (assigning checks and copies)."""
-        return self._states
-
-    @states.setter
-    def states(self, value):
-        self._states[:] = _state_array(value, "states", (self._num_envs,), 0, self._num_states - 1)
+    states = _state_property("states", lambda self: self._num_states - 1,
+                             "(B,) int64 current states (assigning checks and copies).")
 
     contexts = states  # the name the token environments use
 
-    @property
-    def steps(self) -> np.ndarray:
-        """(B,) int64 steps taken in the current episodes."""
-        return self._steps
-
-    @steps.setter
-    def steps(self, value):
-        self._steps[:] = _state_array(value, "steps", (self._num_envs,), 0, _INT64_MAX - 1)
+    steps = _state_property("steps", lambda self: _INT64_MAX - 1,
+                            "(B,) int64 steps taken in the current episodes.")
 
     def __repr__(self) -> str:
         return (f"TabularMDP(num_states={self._num_states}, num_actions={self._num_actions}, "
