@@ -47,6 +47,13 @@ Numerics: float64 arithmetic whatever the input dtype, recursion carried in floa
 rounded once on store; identical operation order in every backend (results agree bit for bit).
 The output dtype is float32 when every real input is float32, else float64.  All arguments are
 checked before anything is written.
+
+Memory: the functions allocate their outputs, so an output never shares memory with an input.
+The raw kernels (``fastlmrl.numba_kernels``, the Cython modules) take preallocated outputs and
+refuse, with status 8 (``OVERLAPPING_ARRAYS``) before any write, an output that shares memory with
+an input or with the other output -- also one that *is* an input: there is no in-place mode (the
+backward recursions stay element-wise safe in place, but a shifted view would not, and the
+blocked kernels read a tile of steps before they write it).
 """
 from __future__ import annotations
 
@@ -54,7 +61,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._status import BAD_SHAPES
+from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
@@ -121,6 +128,9 @@ def _fail(status: int, known: dict) -> None:
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
         raise ValueError("internal error: array arguments of inconsistent shapes "
                          f"(status {BAD_SHAPES})")
+    if status == OVERLAPPING_ARRAYS:  # the wrappers allocate every array a kernel writes
+        raise ValueError("internal error: an array the kernel writes shares memory with another "
+                         f"argument (status {OVERLAPPING_ARRAYS})")
     entry = known.get(status)
     if isinstance(entry, str):
         raise ValueError(entry)

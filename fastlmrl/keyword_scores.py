@@ -36,8 +36,9 @@ the id dtype of ``tokens``), ``gram_offsets`` (K + 1,) int64 with :math:`g_k` =
 increasing, ``gram_offsets[K] == len(gram_tokens)``), ``gram_weights`` (K,) float64 (finite),
 ``presence`` (nonzero: first occurrence only), ``lengths`` (B,) int64, ``word_flags`` (W,)
 uint8 (token ``i`` is a word token iff ``i < W`` and ``word_flags[i] != 0``; empty: substring
-matching) and the output ``out`` (B, T) float64, and return a status code (0 = ok; the codes below), checked in a pre-pass before
-anything is written.
+matching) and the output ``out`` (B, T) float64, and return a status code (0 = ok; the codes below;
+8 = ``fastlmrl._status.OVERLAPPING_ARRAYS`` when ``out`` shares memory with another argument,
+checked first in O(1)), checked in a pre-pass before anything is written.
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ BAD_GRAM_WEIGHTS = 63
 BAD_OUT = 64
 
 _STATUS_MESSAGES = {
+    8: "out shares memory with another argument (the kernel refuses to overwrite its inputs)",
     BAD_LENGTHS: "lengths must have one entry per row of tokens, each in [0, T]",
     BAD_GRAM_TOKENS: "gram_tokens must hold keyword token ids >= 0",
     BAD_GRAM_OFFSETS: "gram_offsets must start at 0, increase strictly and end at "

@@ -9,6 +9,7 @@ __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 from libc.math cimport isfinite, sqrt
 
 from fastlmrl._cython._common cimport real_t
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 cdef enum:
     BAD_REWARDS = 5
@@ -17,6 +18,7 @@ cdef enum:
     BAD_ENDS = 43
     BAD_ADVANTAGES = 44
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: an output shares memory with another argument
 
 
 cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept nogil:
@@ -36,6 +38,31 @@ cdef inline bint _shapes_ok(const real_t[:, ::1] rewards, const real_t[:, ::1] v
             and _same_shape(rewards.shape, out1.shape) and _same_shape(rewards.shape, out2.shape)
             and terminated.shape[0] == b and truncated.shape[0] == b
             and bootstrap_values.shape[0] == b)
+
+
+cdef inline bint _overlapping(const real_t[:, ::1] out1, const real_t[:, ::1] out2,
+                              const real_t[:, ::1] rewards, const real_t[:, ::1] values,
+                              const unsigned char[:, ::1] mask,
+                              const unsigned char[::1] terminated,
+                              const unsigned char[::1] truncated,
+                              const real_t[::1] bootstrap_values, int n_out) noexcept nogil:
+    """Does one of the ``n_out`` outputs (1: ``out2`` is not used; 2) share memory with an
+    input or with the other output (status 8; O(1), address ranges)?  ``values`` may repeat
+    ``rewards`` (a kernel without values): inputs may share memory with each other."""
+    cdef const char* start[8]
+    cdef size_t size[8]
+    cdef Py_ssize_t n = rewards.shape[0], horizon = rewards.shape[1]
+    span_2d(&out1[0, 0], n, horizon, sizeof(real_t), start, size, 0)
+    span_2d(&out2[0, 0], n, horizon, sizeof(real_t), start, size, 1)
+    if n_out == 1:
+        size[1] = 0
+    span_2d(&rewards[0, 0], n, horizon, sizeof(real_t), start, size, 2)
+    span_2d(&values[0, 0], n, horizon, sizeof(real_t), start, size, 3)
+    span_2d(&mask[0, 0], n, horizon, 1, start, size, 4)
+    span_1d(&terminated[0], n, 1, start, size, 5)
+    span_1d(&truncated[0], n, 1, start, size, 6)
+    span_1d(&bootstrap_values[0], n, sizeof(real_t), start, size, 7)
+    return written_overlap(2, 8, start, size)
 
 
 cdef inline int _check(const real_t[:, ::1] rewards, const real_t[:, ::1] values, bint has_values,
@@ -78,6 +105,9 @@ cdef int discounted_returns_core(const real_t[:, ::1] rewards, const unsigned ch
     if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values,
                       returns_out, returns_out):
         return BAD_SHAPES
+    if _overlapping(returns_out, returns_out, rewards, rewards, mask, terminated, truncated,
+                    bootstrap_values, 1):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, rewards, False, mask, terminated, truncated, bootstrap_values)
     if status:
         return status
@@ -103,6 +133,9 @@ cdef int lambda_returns_core(const real_t[:, ::1] rewards, const real_t[:, ::1] 
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
                       returns_out, returns_out):
         return BAD_SHAPES
+    if _overlapping(returns_out, returns_out, rewards, values, mask, terminated, truncated,
+                    bootstrap_values, 1):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status:
         return status
@@ -130,6 +163,9 @@ cdef int gae_core(const real_t[:, ::1] rewards, const real_t[:, ::1] values,
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
                       advantages_out, returns_out):
         return BAD_SHAPES
+    if _overlapping(advantages_out, returns_out, rewards, values, mask, terminated, truncated,
+                    bootstrap_values, 2):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status:
         return status
@@ -160,8 +196,15 @@ cdef int masked_whiten_core(const real_t[:, ::1] advantages, const unsigned char
     cdef const real_t* a
     cdef const unsigned char* m
     cdef real_t* o
+    cdef const char* start[3]
+    cdef size_t size[3]
     if not (_same_shape(mask.shape, advantages.shape) and _same_shape(mask.shape, out.shape)):
         return BAD_SHAPES
+    span_2d(&out[0, 0], mask.shape[0], mask.shape[1], sizeof(real_t), start, size, 0)
+    span_2d(&advantages[0, 0], mask.shape[0], mask.shape[1], sizeof(real_t), start, size, 1)
+    span_2d(&mask[0, 0], mask.shape[0], mask.shape[1], 1, start, size, 2)
+    if written_overlap(1, 3, start, size):
+        return OVERLAPPING_ARRAYS
     if n == 0:
         return 0
     a = &advantages[0, 0]

@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t
 
 from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 
 cdef inline int _c_int(int64_t x) noexcept nogil:
@@ -28,6 +29,7 @@ cdef enum:
     BAD_GROUP_SIZE = 49
     BAD_OPTION = 50
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another one
 
 
 cdef inline bint _groups_ok(const real_t[::1] rewards, const index_t[::1] group_ids,
@@ -44,6 +46,23 @@ cdef inline bint _groups_ok(const real_t[::1] rewards, const index_t[::1] group_
 cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept nogil:
     """The shapes of two 2-D memoryviews are equal."""
     return a[0] == b[0] and a[1] == b[1]
+
+
+cdef inline bint _groups_overlap(const double[::1] stat, const double[::1] stat2,
+                                 const int64_t[::1] count, const real_t[::1] out,
+                                 const real_t[::1] rewards, const index_t[::1] group_ids,
+                                 bint has_stat2) noexcept nogil:
+    """Does a written array (the group workspaces, the output) share memory with an input or
+    with another written array (status 8; O(1))?  rloo_advantages has no ``stat2``."""
+    cdef const char* start[6]
+    cdef size_t size[6]
+    span_1d(&stat[0], stat.shape[0], sizeof(double), start, size, 0)
+    span_1d(&stat2[0], stat2.shape[0] if has_stat2 else 0, sizeof(double), start, size, 1)
+    span_1d(&count[0], count.shape[0], sizeof(int64_t), start, size, 2)
+    span_1d(&out[0], out.shape[0], sizeof(real_t), start, size, 3)
+    span_1d(&rewards[0], rewards.shape[0], sizeof(real_t), start, size, 4)
+    span_1d(&group_ids[0], group_ids.shape[0], sizeof(index_t), start, size, 5)
+    return written_overlap(4, 6, start, size)
 
 
 cdef inline int _check_groups(const real_t[::1] rewards, const index_t[::1] group_ids,
@@ -65,6 +84,9 @@ cdef int grpo_advantages_core(const real_t[::1] rewards, const index_t[::1] grou
     cdef int status
     if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
         return BAD_SHAPES
+    if _groups_overlap(group_mean, group_std, group_count, advantages_out, rewards, group_ids,
+                       True):
+        return OVERLAPPING_ARRAYS
     if (scale != 0 and scale != 1 and scale != 2) or ddof < 0 or not eps > 0:
         return BAD_OPTION
     status = _check_groups(rewards, group_ids, n_groups)
@@ -120,6 +142,9 @@ cdef int rloo_advantages_core(const real_t[::1] rewards, const index_t[::1] grou
     cdef int status
     if not _groups_ok(rewards, group_ids, group_sum, group_sum, group_count, advantages_out):
         return BAD_SHAPES
+    if _groups_overlap(group_sum, group_sum, group_count, advantages_out, rewards, group_ids,
+                       False):
+        return OVERLAPPING_ARRAYS
     status = _check_groups(rewards, group_ids, n_groups)
     if status:
         return status
@@ -146,8 +171,14 @@ cdef int loss_weights_core(const unsigned char[:, ::1] mask, int mode, double nu
     cdef double w
     cdef real_t* row_out
     cdef const unsigned char* row_mask
+    cdef const char* start[2]
+    cdef size_t size[2]
     if not _same_shape(mask.shape, out.shape):
         return BAD_SHAPES
+    span_2d(&out[0, 0], mask.shape[0], mask.shape[1], sizeof(real_t), start, size, 0)
+    span_2d(&mask[0, 0], mask.shape[0], mask.shape[1], 1, start, size, 1)
+    if written_overlap(1, 2, start, size):
+        return OVERLAPPING_ARRAYS
     if n_steps == 0:
         return 0 if (mode >= 0 and mode <= 3 and num_sequences > 0 and num_tokens > 0
                      and max_length > 0) else BAD_OPTION
@@ -185,11 +216,21 @@ cdef int sequence_importance_ratio_core(const real_t[:, ::1] logp, const real_t[
                                         real_t[:, ::1] grad_out) noexcept nogil:
     cdef Py_ssize_t b, t, n_b
     cdef double total, ratio, grad
+    cdef const char* start[5]
+    cdef size_t size[5]
+    cdef Py_ssize_t n = mask.shape[0], horizon = mask.shape[1]
     if (not _same_shape(mask.shape, logp.shape)
             or not _same_shape(mask.shape, old_logp.shape)
             or not _same_shape(mask.shape, grad_out.shape)
             or ratio_out.shape[0] != mask.shape[0]):
         return BAD_SHAPES
+    span_1d(&ratio_out[0], n, sizeof(real_t), start, size, 0)
+    span_2d(&grad_out[0, 0], n, horizon, sizeof(real_t), start, size, 1)
+    span_2d(&logp[0, 0], n, horizon, sizeof(real_t), start, size, 2)
+    span_2d(&old_logp[0, 0], n, horizon, sizeof(real_t), start, size, 3)
+    span_2d(&mask[0, 0], n, horizon, 1, start, size, 4)
+    if written_overlap(2, 5, start, size):
+        return OVERLAPPING_ARRAYS
     for b in range(mask.shape[0]):
         for t in range(mask.shape[1]):
             if mask[b, t]:

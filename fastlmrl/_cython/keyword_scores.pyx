@@ -12,6 +12,7 @@ from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint8_t
 
 from fastlmrl._cython._common cimport index_t
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 cdef enum:
     BAD_LENGTHS = 60
@@ -19,6 +20,7 @@ cdef enum:
     BAD_GRAM_OFFSETS = 62
     BAD_GRAM_WEIGHTS = 63
     BAD_OUT = 64
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: out shares memory with another argument
 
 
 cdef int _check(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
@@ -80,11 +82,30 @@ cdef void _whole_word_row(const index_t* row, Py_ssize_t length, const index_t* 
             previous = count
 
 
+cdef bint _out_overlaps(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
+                        const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
+                        const double[::1] gram_weights, const uint8_t[::1] word_flags,
+                        const double[:, ::1] out) noexcept nogil:
+    """Does ``out`` share memory with another argument (status 8; O(1), checked first)?"""
+    cdef const char* start[7]
+    cdef size_t size[7]
+    span_2d(&out[0, 0], out.shape[0], out.shape[1], sizeof(double), start, size, 0)
+    span_2d(&tokens[0, 0], tokens.shape[0], tokens.shape[1], sizeof(index_t), start, size, 1)
+    span_1d(&lengths[0], lengths.shape[0], sizeof(int64_t), start, size, 2)
+    span_1d(&gram_tokens[0], gram_tokens.shape[0], sizeof(index_t), start, size, 3)
+    span_1d(&gram_offsets[0], gram_offsets.shape[0], sizeof(int64_t), start, size, 4)
+    span_1d(&gram_weights[0], gram_weights.shape[0], sizeof(double), start, size, 5)
+    span_1d(&word_flags[0], word_flags.shape[0], 1, start, size, 6)
+    return written_overlap(1, 7, start, size)
+
+
 cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
                              const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
                              const double[::1] gram_weights, int presence,
                              const uint8_t[::1] word_flags,
                              double[:, ::1] out) noexcept nogil:
+    if _out_overlaps(tokens, lengths, gram_tokens, gram_offsets, gram_weights, word_flags, out):
+        return OVERLAPPING_ARRAYS
     cdef int status = _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out)
     if status:
         return status

@@ -7,6 +7,7 @@ from libc.math cimport expm1, isfinite
 from libc.stdint cimport int64_t
 from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t
+from fastlmrl._cython.overlap cimport span_1d, written_overlap
 
 
 cdef inline int _c_int(int64_t x) noexcept nogil:
@@ -25,6 +26,7 @@ cdef enum:
     BAD_REF_LOGP = 46
     BAD_ESTIMATOR = 47
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: an output shares memory with another argument
 
 
 cdef inline bint _shapes_ok(const unsigned char[::1] mask, const real_t[::1] rewards,
@@ -34,6 +36,23 @@ cdef inline bint _shapes_ok(const unsigned char[::1] mask, const real_t[::1] rew
     cdef Py_ssize_t n = mask.shape[0]
     return (rewards.shape[0] == n and logp.shape[0] == n and ref_logp.shape[0] == n
             and out1.shape[0] == n and out2.shape[0] == n)
+
+cdef inline bint _overlapping(const real_t[::1] out1, const real_t[::1] out2,
+                              const real_t[::1] rewards, bint has_rewards,
+                              const real_t[::1] logp, const real_t[::1] ref_logp,
+                              const unsigned char[::1] mask) noexcept nogil:
+    """Does an output share memory with an input or with the other output (status 8; O(1))?"""
+    cdef const char* start[6]
+    cdef size_t size[6]
+    cdef Py_ssize_t n = mask.shape[0]
+    span_1d(&out1[0], n, sizeof(real_t), start, size, 0)
+    span_1d(&out2[0], n, sizeof(real_t), start, size, 1)
+    span_1d(&rewards[0], n if has_rewards else 0, sizeof(real_t), start, size, 2)
+    span_1d(&logp[0], n, sizeof(real_t), start, size, 3)
+    span_1d(&ref_logp[0], n, sizeof(real_t), start, size, 4)
+    span_1d(&mask[0], n, 1, start, size, 5)
+    return written_overlap(2, 6, start, size)
+
 
 cdef inline int _check(const real_t[::1] rewards, bint has_rewards, const real_t[::1] logp,
                        const real_t[::1] ref_logp, const unsigned char[::1] mask,
@@ -60,6 +79,8 @@ cdef int kl_penalty_core(const real_t[::1] logp, const real_t[::1] ref_logp,
     cdef int status
     if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
         return BAD_SHAPES
+    if _overlapping(kl_out, grad_out, logp, False, logp, ref_logp, mask):
+        return OVERLAPPING_ARRAYS
     status = _check(logp, False, logp, ref_logp, mask, estimator)
     if status:
         return status
@@ -103,6 +124,8 @@ cdef int kl_penalized_rewards_core(const real_t[::1] rewards, const real_t[::1] 
     cdef int status
     if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
         return BAD_SHAPES
+    if _overlapping(rewards_out, kl_out, rewards, True, logp, ref_logp, mask):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, True, logp, ref_logp, mask, estimator)
     if status:
         return status

@@ -11,8 +11,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT
+from .overlap import written_overlaps
 
 BAD_REWARDS = 5
 BAD_VALUES = 41
@@ -30,6 +31,17 @@ def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, o
     return (values.shape == shape and mask.shape == shape and out1.shape == shape
             and out2.shape == shape and terminated.shape[0] == n_rows
             and truncated.shape[0] == n_rows and bootstrap_values.shape[0] == n_rows)
+
+
+@njit(**NJIT)
+def _overlapping(out1, out2, rewards, values, mask, terminated, truncated, bootstrap_values):
+    """Does an output share memory with an input or with the other output (status 8; O(1),
+    address ranges)?  A kernel with one output passes an empty view of it as ``out2``, one
+    without values an empty view of rewards."""
+    return (written_overlaps(out1, out2, rewards, values, mask, terminated, truncated,
+                             bootstrap_values)
+            or written_overlaps(out2, rewards, values, mask, terminated, truncated,
+                                bootstrap_values, rewards[:0]))
 
 
 @njit(**NJIT)
@@ -64,6 +76,9 @@ def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, g
     if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out,
                       returns_out):
         return BAD_SHAPES
+    if _overlapping(returns_out, returns_out[:0], rewards, rewards[:0], mask, terminated,
+                    truncated, bootstrap_values):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, rewards, False, mask, terminated, truncated, bootstrap_values)
     if status != 0:
         return status
@@ -85,6 +100,9 @@ def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_value
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, returns_out,
                       returns_out):
         return BAD_SHAPES
+    if _overlapping(returns_out, returns_out[:0], rewards, values, mask, terminated, truncated,
+                    bootstrap_values):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status != 0:
         return status
@@ -109,6 +127,9 @@ def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, l
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
                       advantages_out, returns_out):
         return BAD_SHAPES
+    if _overlapping(advantages_out, returns_out, rewards, values, mask, terminated, truncated,
+                    bootstrap_values):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status != 0:
         return status
@@ -135,6 +156,9 @@ def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, l
 def masked_whiten(advantages, mask, eps, out):
     if advantages.shape != mask.shape or out.shape != mask.shape:
         return BAD_SHAPES
+    if written_overlaps(out, advantages, mask, mask[:0], mask[:0], mask[:0], mask[:0],
+                        mask[:0]):
+        return OVERLAPPING_ARRAYS
     # Flat views of the C-contiguous (B, T) arrays; sums use 4 interleaved accumulators in the
     # reference's order (see fastlmrl._python.advantages._lane_sum).
     a = advantages.reshape(-1)

@@ -7,8 +7,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT
+from .overlap import written_overlaps
 
 BAD_REWARDS = 5
 BAD_LOGP = 45
@@ -28,6 +29,17 @@ def _groups_ok(rewards, group_ids, group_stat, group_stat2, group_count, advanta
 
 
 @njit(**NJIT)
+def _groups_overlap(stat, stat2, count, out, rewards, group_ids):
+    """Does a written array (workspaces, output) share memory with an input or with another
+    written array (status 8; O(1))?  rloo_advantages passes an empty view as ``stat2``."""
+    e = rewards[:0]
+    return (written_overlaps(stat, stat2, count, out, rewards, group_ids, e, e)
+            or written_overlaps(stat2, count, out, rewards, group_ids, e, e, e)
+            or written_overlaps(count, out, rewards, group_ids, e, e, e, e)
+            or written_overlaps(out, rewards, group_ids, e, e, e, e, e))
+
+
+@njit(**NJIT)
 def _check_groups(rewards, group_ids, n_groups):
     for i in range(rewards.shape[0]):
         if group_ids[i] < 0 or group_ids[i] >= n_groups:
@@ -42,6 +54,8 @@ def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
                     advantages_out):
     if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
         return BAD_SHAPES
+    if _groups_overlap(group_mean, group_std, group_count, advantages_out, rewards, group_ids):
+        return OVERLAPPING_ARRAYS
     n_groups = group_mean.shape[0]
     if (scale != 0 and scale != 1 and scale != 2) or ddof < 0 or not eps > 0:
         return BAD_OPTION
@@ -96,6 +110,8 @@ def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
 def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
     if not _groups_ok(rewards, group_ids, group_sum, group_sum, group_count, advantages_out):
         return BAD_SHAPES
+    if _groups_overlap(group_sum, group_sum[:0], group_count, advantages_out, rewards, group_ids):
+        return OVERLAPPING_ARRAYS
     n_groups = group_sum.shape[0]
     status = _check_groups(rewards, group_ids, n_groups)
     if status != 0:
@@ -121,6 +137,9 @@ def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
 def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
     if out.shape != mask.shape:
         return BAD_SHAPES
+    e = mask[:0, 0]
+    if written_overlaps(out, mask, e, e, e, e, e, e):
+        return OVERLAPPING_ARRAYS
     if mode != 0 and mode != 1 and mode != 2 and mode != 3:
         return BAD_OPTION
     if not (num_sequences > 0 and num_tokens > 0 and max_length > 0):
@@ -158,6 +177,11 @@ def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
     if (logp.shape != mask.shape or old_logp.shape != mask.shape or grad_out.shape != mask.shape
             or ratio_out.shape[0] != mask.shape[0]):
         return BAD_SHAPES
+    if (written_overlaps(ratio_out, grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0],
+                         ratio_out[:0])
+            or written_overlaps(grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0],
+                                ratio_out[:0], ratio_out[:0])):
+        return OVERLAPPING_ARRAYS
     n_rows, n_steps = mask.shape
     for b in range(n_rows):
         for t in range(n_steps):

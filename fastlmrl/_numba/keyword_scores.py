@@ -17,7 +17,9 @@ __all__ = ["keyword_scores"]
 import numpy as np
 from numba import njit
 
+from .._status import OVERLAPPING_ARRAYS
 from ._common import NJIT
+from .overlap import written_overlaps
 
 BAD_LENGTHS = 60
 BAD_GRAM_TOKENS = 61
@@ -88,6 +90,9 @@ def _whole_word_row(row, length, gram_tokens, start, size, w, first_only, word_f
 @njit(**NJIT)
 def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
                    word_flags, out):
+    if written_overlaps(out, tokens, lengths, gram_tokens, gram_offsets, gram_weights, word_flags,
+                        word_flags[:0]):
+        return OVERLAPPING_ARRAYS
     status = _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out)
     if status != 0:
         return status

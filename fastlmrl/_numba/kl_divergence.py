@@ -6,8 +6,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT
+from .overlap import written_overlaps
 
 BAD_REWARDS = 5
 BAD_LOGP = 45
@@ -21,6 +22,15 @@ def _shapes_ok(mask, rewards, logp, ref_logp, out1, out2):
     n = mask.shape[0]
     return (rewards.shape[0] == n and logp.shape[0] == n and ref_logp.shape[0] == n
             and out1.shape[0] == n and out2.shape[0] == n)
+
+
+@njit(**NJIT)
+def _overlapping(out1, out2, rewards, logp, ref_logp, mask):
+    """Does an output share memory with an input or with the other output (status 8; O(1))?
+    kl_penalty passes an empty view of logp as ``rewards``."""
+    e = logp[:0]
+    return (written_overlaps(out1, out2, rewards, logp, ref_logp, mask, e, e)
+            or written_overlaps(out2, rewards, logp, ref_logp, mask, e, e, e))
 
 
 @njit(**NJIT)
@@ -42,6 +52,8 @@ def _check(rewards, has_rewards, logp, ref_logp, mask, estimator):
 def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
     if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
         return BAD_SHAPES
+    if _overlapping(kl_out, grad_out, logp[:0], logp, ref_logp, mask):
+        return OVERLAPPING_ARRAYS
     status = _check(logp, False, logp, ref_logp, mask, estimator)
     if status != 0:
         return status
@@ -81,6 +93,8 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
 def kl_penalized_rewards(rewards, logp, ref_logp, mask, estimator, beta, rewards_out, kl_out):
     if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
         return BAD_SHAPES
+    if _overlapping(rewards_out, kl_out, rewards, logp, ref_logp, mask):
+        return OVERLAPPING_ARRAYS
     status = _check(rewards, True, logp, ref_logp, mask, estimator)
     if status != 0:
         return status

@@ -9,7 +9,8 @@ rounded once; the compiled backends do the same operations in the same order.
 """
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._common import written_overlaps
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
@@ -27,6 +28,17 @@ def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, o
     shape = rewards.shape
     return (len(shape) == 2 and all(a.shape == shape for a in (values, mask, out1, out2))
             and all(a.shape == shape[:1] for a in (terminated, truncated, bootstrap_values)))
+
+
+def _overlapping(written, inputs):
+    """Does an output share memory with an input or with another output (status 8, checked
+    after the shapes and before anything is written)?  Every overlap is refused, an output that
+    is exactly an input too: the kernels have no in-place mode (the public functions allocate
+    their outputs)."""
+    for i, w in enumerate(written):
+        if written_overlaps(w, *written[i + 1:], *inputs):
+            return True
+    return False
 
 
 def _check(r_, v_, m_, term, trunc, boot):
@@ -62,6 +74,8 @@ def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, g
     if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out,
                       returns_out):
         return BAD_SHAPES
+    if _overlapping((returns_out,), (rewards, mask, terminated, truncated, bootstrap_values)):
+        return OVERLAPPING_ARRAYS
     r_, m_, term, trunc, boot = _lists(rewards, mask, terminated, truncated, bootstrap_values)
     status = _check(r_, None, m_, term, trunc, boot)
     if status:
@@ -83,6 +97,9 @@ def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_value
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, returns_out,
                       returns_out):
         return BAD_SHAPES
+    if _overlapping((returns_out,), (rewards, values, mask, terminated, truncated,
+                                     bootstrap_values)):
+        return OVERLAPPING_ARRAYS
     r_, v_, m_, term, trunc, boot = _lists(rewards, values, mask, terminated, truncated,
                                            bootstrap_values)
     status = _check(r_, v_, m_, term, trunc, boot)
@@ -108,6 +125,9 @@ def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, l
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
                       advantages_out, returns_out):
         return BAD_SHAPES
+    if _overlapping((advantages_out, returns_out), (rewards, values, mask, terminated, truncated,
+                                                    bootstrap_values)):
+        return OVERLAPPING_ARRAYS
     r_, v_, m_, term, trunc, boot = _lists(rewards, values, mask, terminated, truncated,
                                            bootstrap_values)
     status = _check(r_, v_, m_, term, trunc, boot)
@@ -153,6 +173,8 @@ def _lane_sum(values):
 def masked_whiten(advantages, mask, eps, out):
     if mask.ndim != 2 or advantages.shape != mask.shape or out.shape != mask.shape:
         return BAD_SHAPES
+    if _overlapping((out,), (advantages, mask)):
+        return OVERLAPPING_ARRAYS
     a_ = advantages.ravel().tolist()
     m_ = mask.ravel().tolist()
     n_rows, n_steps = mask.shape

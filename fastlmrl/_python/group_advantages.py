@@ -6,7 +6,8 @@ report the per-group statistics.  See :mod:`fastlmrl.group_advantages` for the f
 """
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
 
 __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
@@ -36,6 +37,15 @@ def _grid_ok(mask, *arrays):
     return mask.ndim == 2 and all(a.shape == mask.shape for a in arrays)
 
 
+def _overlapping(written, inputs):
+    """Does a written array (output or workspace) share memory with an input or with another
+    written array (status 8, after the shapes, before any write)?  No kernel here works in place."""
+    for i, w in enumerate(written):
+        if written_overlaps(w, *written[i + 1:], *inputs):
+            return True
+    return False
+
+
 def _check_groups(r_, g_, n_groups):
     for i in range(len(r_)):
         if g_[i] < 0 or g_[i] >= n_groups:
@@ -49,6 +59,8 @@ def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
                     advantages_out):
     if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
         return BAD_SHAPES
+    if _overlapping((group_mean, group_std, group_count, advantages_out), (rewards, group_ids)):
+        return OVERLAPPING_ARRAYS
     r_, g_ = rewards.tolist(), group_ids.tolist()
     n_groups = group_mean.shape[0]
     scale, ddof = int(scale), int(ddof)
@@ -99,6 +111,8 @@ def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
 def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
     if not _groups_ok(rewards, group_ids, group_sum, group_sum, group_count, advantages_out):
         return BAD_SHAPES
+    if _overlapping((group_sum, group_count, advantages_out), (rewards, group_ids)):
+        return OVERLAPPING_ARRAYS
     r_, g_ = rewards.tolist(), group_ids.tolist()
     n_groups = group_sum.shape[0]
     status = _check_groups(r_, g_, n_groups)
@@ -124,6 +138,8 @@ def rloo_advantages(rewards, group_ids, group_sum, group_count, advantages_out):
 def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
     if not _grid_ok(mask, out):
         return BAD_SHAPES
+    if _overlapping((out,), (mask,)):
+        return OVERLAPPING_ARRAYS
     m_ = mask.tolist()
     mode = int(mode)
     if mode not in (MODE_GRPO, MODE_BNPO, MODE_DR_GRPO, MODE_DAPO):
@@ -158,6 +174,8 @@ def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
 def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
     if not _grid_ok(mask, logp, old_logp, grad_out) or ratio_out.shape != mask.shape[:1]:
         return BAD_SHAPES
+    if _overlapping((ratio_out, grad_out), (logp, old_logp, mask)):
+        return OVERLAPPING_ARRAYS
     lp_, old_, m_ = logp.tolist(), old_logp.tolist(), mask.tolist()
     for b in range(len(m_)):
         for t in range(len(m_[b])):

@@ -21,9 +21,15 @@ first); with them it can be -1: ``"kind"`` pays at ``d`` and is taken back at th
 ``"kindly"``.  Status codes (0 = ok, mirrored in ``fastlmrl.keyword_scores``):
 60 lengths (shape (B,) or a value outside [0, T]), 61 gram_tokens (a negative id), 62
 gram_offsets (not [0, ..., len(gram_tokens)] strictly increasing), 63 gram_weights (shape (K,) or
-a non-finite weight), 64 out (shape (B, T)).  All are checked before anything is written.
+a non-finite weight), 64 out (shape (B, T)), and first of all 8
+(``fastlmrl._status.OVERLAPPING_ARRAYS``: ``out`` shares memory with another argument, e.g.
+``lengths`` or the grams it would overwrite mid-scan).  All are checked before anything is
+written.
 """
 import math
+
+from .._status import OVERLAPPING_ARRAYS
+from ._common import written_overlaps
 
 __all__ = ["keyword_scores"]
 
@@ -66,6 +72,9 @@ def _is_word(flags, token):
 
 def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
                    word_flags, out):
+    if written_overlaps(out, tokens, lengths, gram_tokens, gram_offsets, gram_weights,
+                        word_flags):
+        return OVERLAPPING_ARRAYS
     t_, l_, g_ = tokens.tolist(), lengths.tolist(), gram_tokens.tolist()
     o_, w_, f_ = gram_offsets.tolist(), gram_weights.tolist(), word_flags.tolist()
     status = _check(tokens.shape, l_, g_, o_, w_, out.shape)

@@ -5,7 +5,8 @@ k1 = -r, grad 1; k2 = r*r/2, grad -r; k3 = expm1(r) - r, grad -expm1(r); masked 
 """
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._common import written_overlaps
 from ._ieee import expm1
 
 __all__ = ["kl_penalized_rewards", "kl_penalty"]
@@ -20,6 +21,12 @@ def _shapes_ok(mask, rewards, logp, ref_logp, out1, out2):
     """Every array of the mask's length N (the kernel without rewards passes logp twice)."""
     n = mask.shape[0]
     return all(a.shape == (n,) for a in (rewards, logp, ref_logp, out1, out2))
+
+
+def _overlapping(out1, out2, *inputs):
+    """Does an output share memory with an input or with the other output (status 8, after the
+    shapes, before any write)?  No in-place mode: the public functions allocate the outputs."""
+    return written_overlaps(out1, out2, *inputs) or written_overlaps(out2, *inputs)
 
 
 def _check(rewards, logp, ref_logp, mask, estimator):
@@ -50,6 +57,8 @@ def _kl(lp, ref, estimator):
 def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
     if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
         return BAD_SHAPES
+    if _overlapping(kl_out, grad_out, logp, ref_logp, mask):
+        return OVERLAPPING_ARRAYS
     lp_, ref_, m_ = logp.tolist(), ref_logp.tolist(), mask.tolist()
     estimator = int(estimator)
     status = _check(None, lp_, ref_, m_, estimator)
@@ -69,6 +78,8 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
 def kl_penalized_rewards(rewards, logp, ref_logp, mask, estimator, beta, rewards_out, kl_out):
     if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
         return BAD_SHAPES
+    if _overlapping(rewards_out, kl_out, rewards, logp, ref_logp, mask):
+        return OVERLAPPING_ARRAYS
     r_, lp_, ref_, m_ = rewards.tolist(), logp.tolist(), ref_logp.tolist(), mask.tolist()
     estimator = int(estimator)
     status = _check(r_, lp_, ref_, m_, estimator)
