@@ -39,6 +39,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._status import OVERLAPPING_ARRAYS
 from .log_probs import BAD_LOGITS, BAD_TOKENS, raise_for_status
 from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_OLD_VALUES,
                             BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_VALUES,
@@ -129,10 +130,14 @@ def _outputs(table, n):
     return grad, np.empty(n), np.empty(n)
 
 
-def _raise(status, table, contexts, tokens, extra):
-    """A kernel status as an exception naming the argument (no-op for 0)."""
+def _raise(status, table, contexts, tokens, extra, written=None):
+    """A kernel status as an exception naming the argument (no-op for 0); ``written``: the arrays
+    the kernel wrote, by name (for status 8)."""
     if status == 0:
         return
+    if status == OVERLAPPING_ARRAYS:
+        _raise_overlap(written or {}, {"table": table, "contexts": contexts, "tokens": tokens,
+                                       **dict(extra.values())})
     if status == BAD_CONTEXTS:
         i = int(np.flatnonzero((contexts < 0) | (contexts >= table.shape[0]))[0])
         raise ValueError(f"contexts[{i}] = {int(contexts[i])} is out of range "
@@ -153,6 +158,18 @@ def _raise(status, table, contexts, tokens, extra):
                 raise ValueError(f"table row {int(s)} (a visited context) holds NaN or +inf or "
                                  "no finite entry")
     raise_for_status(status, table, None, extra)  # the per-token arguments, out of memory
+
+
+def _raise_overlap(written: dict, read: dict):
+    """Status 8 (OVERLAPPING_ARRAYS, nothing written): the ValueError naming both arrays.  The
+    wrappers allocate every array the kernels write, so this only names what a kernel refused."""
+    names = list(written.items())
+    for k, (wname, w) in enumerate(names):
+        for name, x in names[k + 1:] + list(read.items()):
+            if w.size and x is not None and x.size and np.may_share_memory(w, x):
+                raise ValueError(f"{name} shares memory with {wname}, which this call writes; "
+                                 f"pass a copy of {name}")
+    raise ValueError("array arguments share memory with an array this call writes")
 
 
 def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
@@ -184,7 +201,10 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
         grad, stats, _backend.get_num_threads())
     _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
                                              BAD_RETURNS: ("returns", returns),
-                                             BAD_BASELINES: ("baseline", base)})
+                                             BAD_BASELINES: ("baseline", base)},
+           {"index": index, "rows": rows, "num_rows": num_rows,
+            "token_loss": token_loss, "log_probs": log_probs,
+            "grad_rows": grad, "stats": stats})
     u = int(num_rows[0])
     return TabularReinforceLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss)
 
@@ -240,7 +260,10 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
                                              BAD_ADVANTAGES: ("advantages", adv),
                                              BAD_OLD_LOG_PROBS: ("old_log_probs", old),
                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
-                                             BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs)})
+                                             BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs)},
+           {"index": index, "rows": rows, "num_rows": num_rows,
+            "token_loss": token_loss, "log_probs": log_probs,
+            "ratios": ratios, "grad_rows": grad, "stats": stats})
     u = int(num_rows[0])
     return TabularPPOLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss,
                                 ratios, float(stats[1]), float(stats[2]), float(stats[3]),
@@ -258,7 +281,8 @@ def token_log_probs_tabular(table, contexts, tokens) -> np.ndarray:
     status = _backend.kernels().token_log_probs_tabular(table, contexts, tokens, index, rows,
                                                          num_rows, log_probs,
                                                          _backend.get_num_threads())
-    _raise(status, table, contexts, tokens, {})
+    _raise(status, table, contexts, tokens, {},
+           {"index": index, "rows": rows, "num_rows": num_rows, "log_probs": log_probs})
     return log_probs
 
 
@@ -280,7 +304,10 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights=None
         table, contexts, tokens, ref, w, KL_ESTIMATORS[kl_estimator], index, rows, num_rows,
         token_kl, log_probs, grad, stats, _backend.get_num_threads())
     _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
-                                             BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})
+                                             BAD_REF_LOG_PROBS: ("ref_log_probs", ref)},
+           {"index": index, "rows": rows, "num_rows": num_rows,
+            "token_kl": token_kl, "log_probs": log_probs,
+            "grad_rows": grad, "stats": stats})
     u = int(num_rows[0])
     return TabularKLPenaltyResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_kl)
 
@@ -319,7 +346,11 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, weigh
                                              BAD_ADVANTAGES: ("advantages", adv),
                                              BAD_VALUES: ("values", vals),
                                              BAD_RETURNS: ("returns", rets),
-                                             BAD_OLD_VALUES: ("old_values", old)})
+                                             BAD_OLD_VALUES: ("old_values", old)},
+           {"index": index, "rows": rows, "num_rows": num_rows,
+            "token_loss": token_loss, "log_probs": log_probs,
+            "entropy": entropies, "grad_rows": grad, "grad_values": grad_values,
+            "stats": stats})
     u = int(num_rows[0])
     return TabularA2CLossResult(float(stats[0]), rows[:u], grad[:u], grad_values, log_probs,
                                 entropies, token_loss, float(stats[1]), float(stats[2]),

@@ -5,8 +5,11 @@ fastlmrl/_python/tabular_losses.py): one softmax per visited context, gradient r
 Passes: mark the visited contexts (serial), row statistics of each visited row (``prange`` over
 rows; the exps of visited row k are left in the gradient output's row k), the tokens in index
 order (serial), the gradient rows written in place of those exps (``prange`` over rows; rows are
-independent, so the bits do not depend on the thread count).  After an error the gradient output
-holds unspecified values.
+independent, so the bits do not depend on the thread count).  Both row passes use a dynamic
+schedule in small chunks (``rows_per_chunk``): a thread on a busy core takes fewer of them
+instead of holding up the other at a barrier.  Every array the kernels write must not share
+memory with another argument (status 8, checked in O(1) before the first write).  After an
+error the gradient output holds unspecified values.
 """
 
 __all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
@@ -18,8 +21,12 @@ from libc.stdlib cimport calloc, free, malloc
 
 from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t, not_all_finite, out_of_range
-from fastlmrl._cython.fast_math cimport row_stats, row_entropy, n_threads, work
+from fastlmrl._cython.fast_math cimport row_stats, row_entropy, n_threads, rows_per_chunk, work
 from fastlmrl._cython.pg_terms cimport *
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
+
+cdef enum:
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
@@ -60,6 +67,28 @@ cdef inline bint _shapes_ok(const real_t[:, ::1] table, const index_t[::1] conte
     return (_ids_ok(table, contexts, lengths, count, index, rows, num_rows)
             and grad.shape[0] >= (n if n < n_contexts else n_contexts)
             and grad.shape[1] == table.shape[1] and stats.shape[0] >= n_stats)
+
+
+cdef inline void _spans_index(int64_t[::1] index, int64_t[::1] rows, int64_t[::1] num_rows,
+                              const char** start, size_t* size) noexcept nogil:
+    """Spans 0-2 of the overlap check: the written index, rows and num_rows."""
+    span_1d(&index[0], index.shape[0], sizeof(int64_t), start, size, 0)
+    span_1d(&rows[0], rows.shape[0], sizeof(int64_t), start, size, 1)
+    span_1d(&num_rows[0], num_rows.shape[0], sizeof(int64_t), start, size, 2)
+
+
+cdef inline void _spans_ids(const real_t[:, ::1] table, const index_t[::1] contexts,
+                            const index_t[::1] tokens, const char** start, size_t* size,
+                            int k) noexcept nogil:
+    """Spans k .. k + 2 of the overlap check: the read table, contexts and tokens."""
+    span_2d(&table[0, 0], table.shape[0], table.shape[1], sizeof(real_t), start, size, k)
+    span_1d(&contexts[0], contexts.shape[0], sizeof(index_t), start, size, k + 1)
+    span_1d(&tokens[0], tokens.shape[0], sizeof(index_t), start, size, k + 2)
+
+
+cdef inline void _span_d(const double[::1] x, const char** start, size_t* size,
+                         int k) noexcept nogil:
+    span_1d(&x[0], x.shape[0], sizeof(double), start, size, k)
 
 
 cdef inline int check_ids_weights(const real_t[:, ::1] table, const index_t[::1] contexts,
@@ -160,7 +189,7 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
         return NO_MEMORY
     # 2. row statistics
     if nt > 1:
-        for k in prange(u, num_threads=nt, schedule="static"):
+        for k in prange(u, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             bad += _lse_row(table, rows[k], lse + k, total + k, ent + k if with_entropy else NULL,
                             cache + k * v if cache != NULL else e + threadid() * v)
     else:
@@ -250,7 +279,7 @@ cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] conte
             k3 += w * ((ed - 1.0) - d)
     # 4. gradient rows
     if nt > 1:
-        for k in prange(u, num_threads=nt, schedule="static"):
+        for k in prange(u, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             _grad_row(v, -csum[k], total[k], acc + k * v, &grad[k, 0])
     else:
         for k in range(u):
@@ -279,9 +308,16 @@ cdef int token_log_probs_tabular_core(const real_t[:, ::1] table, const index_t[
     cdef double* ent = NULL
     cdef int status
     cdef Py_ssize_t lengths[2]
+    cdef const char* start[7]
+    cdef size_t size[7]
     lengths[:] = [tokens.shape[0], log_probs.shape[0]]
     if not _ids_ok(table, contexts, lengths, 2, index, rows, num_rows):
         return BAD_SHAPES
+    _spans_index(index, rows, num_rows, start, size)
+    _span_d(log_probs, start, size, 3)
+    _spans_ids(table, contexts, tokens, start, size, 4)
+    if written_overlap(4, 7, start, size):
+        return OVERLAPPING_ARRAYS
     if out_of_range(contexts, table.shape[0]):
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
@@ -303,12 +339,25 @@ cdef int reinforce_loss_tabular_core(const real_t[:, ::1] table, const index_t[:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
     cdef Py_ssize_t lengths[6]
+    cdef const char* start[13]
+    cdef size_t size[13]
     cdef double* ratios
     cdef int status
     lengths[:] = [n, returns.shape[0], baselines.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 6, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
+    _spans_index(index, rows, num_rows, start, size)
+    _span_d(token_loss, start, size, 3)
+    _span_d(log_probs, start, size, 4)
+    span_2d(&grad[0, 0], grad.shape[0], grad.shape[1], sizeof(real_t), start, size, 5)
+    _span_d(stats, start, size, 6)
+    _spans_ids(table, contexts, tokens, start, size, 7)
+    _span_d(returns, start, size, 10)
+    _span_d(baselines, start, size, 11)
+    _span_d(weights, start, size, 12)
+    if written_overlap(7, 13, start, size):
+        return OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
@@ -343,12 +392,28 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
     cdef Py_ssize_t lengths[8]
+    cdef const char* start[16]
+    cdef size_t size[16]
     cdef int status
     lengths[:] = [n, old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
                   present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
                   ratios.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 8, index, rows, num_rows, grad, stats, 7):
         return BAD_SHAPES
+    _spans_index(index, rows, num_rows, start, size)
+    _span_d(token_loss, start, size, 3)
+    _span_d(log_probs, start, size, 4)
+    _span_d(ratios, start, size, 5)
+    span_2d(&grad[0, 0], grad.shape[0], grad.shape[1], sizeof(real_t), start, size, 6)
+    _span_d(stats, start, size, 7)
+    _spans_ids(table, contexts, tokens, start, size, 8)
+    _span_d(old_log_probs, start, size, 11)
+    _span_d(advantages, start, size, 12)
+    _span_d(weights, start, size, 13)
+    _span_d(ref_log_probs, start, size, 14)
+    span_1d(&sequence_offsets[0], sequence_offsets.shape[0], sizeof(int64_t), start, size, 15)
+    if written_overlap(8, 16, start, size):
+        return OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
@@ -375,12 +440,24 @@ cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
     cdef Py_ssize_t lengths[5]
+    cdef const char* start[12]
+    cdef size_t size[12]
     cdef double* ratios
     cdef int status
     lengths[:] = [n, ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 5, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
+    _spans_index(index, rows, num_rows, start, size)
+    _span_d(token_loss, start, size, 3)
+    _span_d(log_probs, start, size, 4)
+    span_2d(&grad[0, 0], grad.shape[0], grad.shape[1], sizeof(real_t), start, size, 5)
+    _span_d(stats, start, size, 6)
+    _spans_ids(table, contexts, tokens, start, size, 7)
+    _span_d(ref_log_probs, start, size, 10)
+    _span_d(weights, start, size, 11)
+    if written_overlap(7, 12, start, size):
+        return OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
@@ -421,6 +498,8 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     cdef double* esum
     cdef double* acc
     cdef Py_ssize_t lengths[10]
+    cdef const char* start[17]
+    cdef size_t size[17]
     cdef Py_ssize_t n_old = old_values.shape[0]  # read only with value clipping
     lengths[:] = [n, advantages.shape[0], values.shape[0], returns.shape[0],
                   n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
@@ -428,6 +507,21 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
                   value_grad.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 10, index, rows, num_rows, grad, stats, 4):
         return BAD_SHAPES
+    _spans_index(index, rows, num_rows, start, size)
+    _span_d(token_loss, start, size, 3)
+    _span_d(log_probs, start, size, 4)
+    _span_d(entropies, start, size, 5)
+    span_2d(&grad[0, 0], grad.shape[0], grad.shape[1], sizeof(real_t), start, size, 6)
+    _span_d(value_grad, start, size, 7)
+    _span_d(stats, start, size, 8)
+    _spans_ids(table, contexts, tokens, start, size, 9)
+    _span_d(advantages, start, size, 12)
+    _span_d(values, start, size, 13)
+    _span_d(returns, start, size, 14)
+    _span_d(old_values, start, size, 15)
+    _span_d(weights, start, size, 16)
+    if written_overlap(9, 17, start, size):
+        return OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
@@ -477,7 +571,7 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
         vls += w * lv
         hs += w * h
     if nt > 1:
-        for k in prange(u, num_threads=nt, schedule="static"):
+        for k in prange(u, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             _grad_row_entropy(table, rows[k], -csum[k], esum[k], total[k], lse[k], ent[k],
                               acc + k * v, &grad[k, 0])
     else:

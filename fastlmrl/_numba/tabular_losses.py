@@ -5,8 +5,10 @@ Passes: mark the visited contexts (serial), row statistics of each visited row (
 rows; the exps of visited row k are left in the gradient output's row k), the tokens in index
 order (serial: log-probs, per-token terms, per-row sums of ``c_i`` and the batch sums), the
 gradient rows, written in place of those exps (parallel over rows; every row independent, so the
-bits do not depend on the thread count).  After an error the gradient output holds unspecified
-values.
+bits do not depend on the thread count).  The row passes hand out small blocks of rows from an
+atomic counter (``next_block``): a worker on a busy core takes fewer instead of holding up the
+other.  After an error the gradient output holds unspecified values.  Every array a kernel
+writes must not share memory with another argument (status 8, O(1), before the first write).
 """
 
 __all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
@@ -16,10 +18,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
-from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, work
+from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, next_block, rows_per_block, work
+from .overlap import _bounds
 from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
                             REINFORCE, _bad_weights, a2c_status, lengths_ok, ppo_arguments,
                             present, _token_terms_inline, sequence_log_ratios, value_terms)
@@ -28,6 +31,23 @@ BAD_CONTEXTS = 31
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
 PARALLEL_MIN_ENTRIES = 1 << 20
+
+
+@njit(**NJIT)
+def _overlapping(spans, n_written):
+    """Does one of the first ``n_written`` byte ranges of ``spans`` (the arrays the kernel writes:
+    index, rows, num_rows, the outputs) share a byte with any later one (the other written arrays
+    and every array the kernel reads)?  Status 8, OVERLAPPING_ARRAYS, before the first write:
+    O(number of pairs), no loop over the data."""
+    for i in range(n_written):
+        lo, hi = spans[i]
+        if lo >= hi:
+            continue
+        for j in range(i + 1, len(spans)):
+            lo2, hi2 = spans[j]
+            if lo2 < hi2 and lo < hi2 and lo2 < hi:
+                return True
+    return False
 
 
 @njit(**NJIT)
@@ -93,17 +113,33 @@ def _grad_rows(table, rows, u0, u1, step, csum, esum, total, lse, ent, acc, grad
 
 @njit(cache=True, nogil=True, parallel=True)
 def _lse_par(table, rows, u, lse, total, ent, e, nt, scratch):
+    """The lse pass on ``nt`` workers, each claiming the next small block of rows from an atomic
+    counter (dynamic: a worker on a busy core takes fewer blocks; rows are independent, so the
+    bits do not depend on who computes them)."""
     bad = 0
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(table.shape[1])
     for t in prange(nt):
         slot = np.int64(t) if scratch else np.int64(-1)  # (prange indices may be unsigned)
-        bad += _lse_rows(table, rows, t, u, nt, lse, total, ent, e, slot)
+        bt = 0
+        lo, hi = next_block(counter, rpb, u)
+        while lo < hi:
+            bt += _lse_rows(table, rows, lo, hi, 1, lse, total, ent, e, slot)
+            lo, hi = next_block(counter, rpb, u)
+        bad += bt
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _grad_par(table, rows, u, csum, esum, total, lse, ent, acc, grad, nt):
+    """The gradient pass on ``nt`` workers claiming blocks of rows (as ``_lse_par``)."""
+    counter = np.zeros(1, dtype=np.int64)
+    rpb = rows_per_block(table.shape[1])
     for t in prange(nt):
-        _grad_rows(table, rows, t, u, nt, csum, esum, total, lse, ent, acc, grad)
+        lo, hi = next_block(counter, rpb, u)
+        while lo < hi:
+            _grad_rows(table, rows, lo, hi, 1, csum, esum, total, lse, ent, acc, grad)
+            lo, hi = next_block(counter, rpb, u)
 
 
 @njit(**NJIT)
@@ -230,6 +266,9 @@ def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_
                             num_threads):
     if not _ids_ok(table, contexts, (tokens.shape[0], log_probs.shape[0]), index, rows, num_rows):
         return BAD_SHAPES
+    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(log_probs),
+                     _bounds(table), _bounds(contexts), _bounds(tokens)), 4):
+        return OVERLAPPING_ARRAYS
     if out_of_range(contexts, table.shape[0]):
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
@@ -246,6 +285,11 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights,
                token_loss.shape[0], log_probs.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
+    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+                     _bounds(log_probs), _bounds(grad), _bounds(stats), _bounds(table),
+                     _bounds(contexts), _bounds(tokens), _bounds(returns), _bounds(baselines),
+                     _bounds(weights)), 7):
+        return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
@@ -272,6 +316,12 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
                ratios.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 7):
         return BAD_SHAPES
+    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+                     _bounds(log_probs), _bounds(ratios), _bounds(grad), _bounds(stats),
+                     _bounds(table), _bounds(contexts), _bounds(tokens), _bounds(old_log_probs),
+                     _bounds(advantages), _bounds(weights), _bounds(ref_log_probs),
+                     _bounds(sequence_offsets)), 8):
+        return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
@@ -292,6 +342,11 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
                log_probs.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
+    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+                     _bounds(log_probs), _bounds(grad), _bounds(stats), _bounds(table),
+                     _bounds(contexts), _bounds(tokens), _bounds(ref_log_probs),
+                     _bounds(weights)), 7):
+        return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
@@ -316,6 +371,12 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
                token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 4):
         return BAD_SHAPES
+    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+                     _bounds(log_probs), _bounds(entropies), _bounds(grad), _bounds(value_grad),
+                     _bounds(stats), _bounds(table), _bounds(contexts), _bounds(tokens),
+                     _bounds(advantages), _bounds(values), _bounds(returns),
+                     _bounds(old_values), _bounds(weights)), 9):
+        return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
         return status

@@ -21,7 +21,8 @@ Order of operations (the kernels follow it exactly):
 """
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
 from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, probs, row_entropy, row_stats
 from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_VALUES, BAD_REF_LOG_PROBS,
@@ -53,6 +54,16 @@ def _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, n_s
     return (_ids_ok(table, contexts, lengths, index, rows, num_rows) and grad.ndim == 2
             and grad.shape[0] >= min(contexts.shape[0], table.shape[0])
             and grad.shape[1] == table.shape[1] and stats.ndim == 1 and stats.shape[0] >= n_stats)
+
+
+def _overlapping(written, read):
+    """Does an array the kernel writes (``written``: index, rows, num_rows, the outputs) share
+    memory with another written array or with one of ``read`` (status 8, OVERLAPPING_ARRAYS,
+    checked before the first write; O(1) per pair, by address range)?"""
+    for k, w in enumerate(written):
+        if written_overlaps(w, *written[k + 1:], *read):
+            return True
+    return False
 
 
 def _check(table, contexts, tokens, weights):
@@ -157,6 +168,8 @@ def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_
                             num_threads):
     if not _ids_ok(table, contexts, (tokens.shape[0], log_probs.shape[0]), index, rows, num_rows):
         return BAD_SHAPES
+    if _overlapping((index, rows, num_rows, log_probs), (table, contexts, tokens)):
+        return OVERLAPPING_ARRAYS
     c_, t_ = contexts.tolist(), tokens.tolist()
     status = _check(table, c_, t_, [])
     if status:
@@ -175,6 +188,9 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights,
                token_loss.shape[0], log_probs.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
+    if _overlapping((index, rows, num_rows, token_loss, log_probs, grad, stats),
+                    (table, contexts, tokens, returns, baselines, weights)):
+        return OVERLAPPING_ARRAYS
     c_, t_, r_, b_, w_ = (a.tolist() for a in (contexts, tokens, returns, baselines, weights))
     status = _check(table, c_, t_, w_)
     if status:
@@ -199,6 +215,10 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
                ratios.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 7):
         return BAD_SHAPES
+    if _overlapping((index, rows, num_rows, token_loss, log_probs, ratios, grad, stats),
+                    (table, contexts, tokens, old_log_probs, advantages, weights, ref_log_probs,
+                     sequence_offsets)):
+        return OVERLAPPING_ARRAYS
     c_, t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (contexts, tokens, old_log_probs,
                                                        advantages, weights, ref_log_probs,
                                                        sequence_offsets))
@@ -219,6 +239,9 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
                log_probs.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
+    if _overlapping((index, rows, num_rows, token_loss, log_probs, grad, stats),
+                    (table, contexts, tokens, ref_log_probs, weights)):
+        return OVERLAPPING_ARRAYS
     c_, t_, r_, w_ = (x.tolist() for x in (contexts, tokens, ref_log_probs, weights))
     status = _check(table, c_, t_, w_)
     if status:
@@ -245,6 +268,10 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
                token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 4):
         return BAD_SHAPES
+    if _overlapping((index, rows, num_rows, token_loss, log_probs, entropies, grad, value_grad,
+                     stats), (table, contexts, tokens, advantages, values, returns, old_values,
+                              weights)):
+        return OVERLAPPING_ARRAYS
     c_, t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (contexts, tokens, advantages, values,
                                                        returns, old_values, weights))
     status = _check(table, c_, t_, w_)
