@@ -30,6 +30,7 @@ from .optimizers import *  # noqa: F401,F403
 from .permutations import *  # noqa: F401,F403
 from .policy_losses import *  # noqa: F401,F403
 from .rewards import *  # noqa: F401,F403
+from ._status import Status
 from .rng import RandomStream
 from .sampling import *  # noqa: F401,F403
 from .schedules import *  # noqa: F401,F403
@@ -43,6 +44,7 @@ __all__ = [
     "BACKENDS",
     "BackendUnavailableWarning",
     "RandomStream",
+    "Status",
     "__version__",
     "available_backends",
     "get_backend",

@@ -10,9 +10,12 @@ Three backends expose the same kernel names and signatures:
 ``cython``
     Compiled ``nogil`` kernels in :mod:`fastlmrl._cython`, built by ``pip install``.
 
-The backend is chosen, in order of precedence, by :func:`use_backend` (a context manager),
-:func:`set_backend`, the environment variable ``FASTLMRL_BACKEND``, or else the first one that
-loads of cython, numba, python.  Cython comes first because it is compiled ahead of time, at
+The backend is chosen, in order of precedence, by :func:`use_backend` (a context manager,
+this thread only), :func:`set_backend`, the environment variable ``FASTLMRL_BACKEND``, or else the
+first one that loads of cython, numba, python.  The choice is resolved once -- at the first kernel
+call, and again after :func:`set_backend` (or a changed ``FASTLMRL_BACKEND`` seen by
+:func:`get_backend`) -- and bound into the public topic modules (:func:`bind`): a kernel call
+neither reads the environment nor looks the backend up.  Cython comes first because it is compiled ahead of time, at
 install: its kernels are as fast as Numba's but start at once, where Numba compiles each kernel on
 its first use after an install (30-60 s for the demo's kernels on 2 cores, then cached; see
 :mod:`fastlmrl._numba._common`).  Numba stays fully available (``set_backend("numba")``,
@@ -62,7 +65,21 @@ _errors: dict[str, str] = {}
 _warned: set[str] = set()
 _selected: str | None = None  # set_backend(); None means "default"
 _local = threading.local()  # use_backend() override, per thread
-_num_threads: int | None = None
+_num_threads: int | None = None  # set_num_threads(); None means every core this process may use
+_cpu_threads: int | None = None  # cached count of those cores (a system call to find out)
+
+# Direct binding.  The backend for threads without a use_backend() override is resolved once
+# (at the first kernel call, and again after set_backend() or a changed FASTLMRL_BACKEND seen by
+# get_backend()) and stored here; the public topic modules hold it in a module attribute
+# (``_kernels``, registered with bind()) that set_backend() rebinds, so a kernel call costs one
+# global and one attribute lookup.  While the backend is unresolved, or while any thread is inside
+# use_backend(), those attributes hold _DISPATCH instead, which resolves the calling thread's
+# backend at each lookup.
+_env: str = os.environ.get("FASTLMRL_BACKEND", "")  # read at import, set_backend, get_backend
+_active_name: str | None = None
+_active_module = None
+_overrides = 0  # use_backend() blocks open, all threads together
+_bindings: list[tuple[str, tuple[str, ...]]] = []
 
 
 def _check_name(name) -> str:
@@ -104,7 +121,8 @@ def _load(name: str):
 
 
 def _default() -> str:
-    env = os.environ.get("FASTLMRL_BACKEND", "").strip()
+    """The backend FASTLMRL_BACKEND names (as last read), else the first that loads."""
+    env = _env.strip()
     if env:
         try:
             name = _check_name(env)
@@ -119,24 +137,111 @@ def _default() -> str:
     return "python"  # pragma: no cover - the reference always imports
 
 
-def get_backend() -> str:
-    """Name of the backend that kernels dispatch to in this thread right now."""
-    override = getattr(_local, "stack", None)
-    if override:
-        return override[-1]
-    if _selected is not None:
-        return _selected
-    return _default()
-
-
-def kernels():
-    """The module of the active backend (internal: used by the public dispatchers)."""
-    name = get_backend()
+def _module(name: str):
     module = _load(name)
     if module is None:
         raise RuntimeError(
             f"fastlmrl: backend {name!r} was requested but cannot be loaded: {_errors[name]}"
         )
+    return module
+
+
+class _Dispatch:
+    """The kernels of the calling thread's backend, looked up at each attribute access: what the
+    bound ``_kernels`` attributes hold before the first resolution and while a use_backend()
+    block is open in some thread."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        return getattr(kernels(), name)
+
+    def __repr__(self) -> str:
+        return "<fastlmrl kernels of the calling thread's backend>"
+
+
+_DISPATCH = _Dispatch()
+
+
+def _bound_value():
+    return _active_module if _overrides == 0 and _active_module is not None else _DISPATCH
+
+
+def _rebind() -> None:
+    """Store the current binding in every registered module attribute (under _lock)."""
+    value = _bound_value()
+    for module_name, attrs in _bindings:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            for attr in attrs:
+                setattr(module, attr, value)
+
+
+def bind(module_name: str, *attrs: str):
+    """Register module attributes that hold the active backend's kernels; returns their value.
+
+    A public topic module writes ``_kernels = _backend.bind(__name__, "_kernels")`` (under
+    ``if not TYPE_CHECKING``, with ``from ._python import <topic> as _kernels`` for readers and
+    tools) and calls ``_kernels.<kernel>(...)``.  The value is the active backend's module, or a
+    dispatcher while the backend is unresolved or a use_backend() block is open.
+    """
+    with _lock:
+        _bindings.append((module_name, attrs))
+        return _bound_value()
+
+
+def _resolve():
+    """Resolve the backend of threads without an override and bind it (reads FASTLMRL_BACKEND)."""
+    global _env, _active_name, _active_module
+    with _lock:
+        if _active_module is None:
+            _env = os.environ.get("FASTLMRL_BACKEND", "")
+            name = _selected if _selected is not None else _default()
+            module = _module(name)
+            _active_name, _active_module = name, module
+            _rebind()
+        return _active_module
+
+
+def _invalidate() -> None:
+    global _active_name, _active_module
+    with _lock:
+        _active_name = _active_module = None
+        _rebind()
+
+
+def _sync_environment() -> None:
+    """Take a changed FASTLMRL_BACKEND into account (called by get_backend, never per kernel)."""
+    value = os.environ.get("FASTLMRL_BACKEND", "")
+    if value != _env:
+        _invalidate()
+
+
+def get_backend() -> str:
+    """Name of the backend that kernels dispatch to in this thread right now.
+
+    Reads FASTLMRL_BACKEND again: a value changed since the import takes effect from here on
+    (kernel calls themselves never read the environment).
+    """
+    override = getattr(_local, "stack", None)
+    if override:
+        return override[-1]
+    _sync_environment()
+    name = _active_name
+    if name is None:
+        _resolve()
+        name = _active_name
+    return name
+
+
+def kernels():
+    """The module of the active backend (used by the topics not yet bound with :func:`bind`)."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return _module(stack[-1])
+    module = _active_module
+    if module is None:
+        module = _resolve()
     return module
 
 
@@ -153,30 +258,40 @@ def set_backend(name: str | None) -> None:
     """Use backend ``name`` ('python', 'numba' or 'cython') from now on; ``None`` restores the default.
 
     Raises ValueError for an unknown name and RuntimeError when that backend cannot be loaded
-    (the reason is in :func:`show_config`).
+    (the reason is in :func:`show_config`).  Reads FASTLMRL_BACKEND again (for ``None``).
     """
     global _selected
-    if name is None:
-        _selected = None
-        return
-    key = _check_name(name)
-    backend_module(key)
-    _selected = key
+    key = None
+    if name is not None:
+        key = _check_name(name)
+        backend_module(key)
+    with _lock:
+        _selected = key
+        _invalidate()
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
     """Context manager: run the enclosed code with backend ``name`` (this thread only)."""
+    global _overrides
     key = _check_name(name)
     backend_module(key)
     stack = getattr(_local, "stack", None)
     if stack is None:
         stack = _local.stack = []
+    with _lock:
+        _overrides += 1
+        if _overrides == 1:
+            _rebind()  # every bound topic now dispatches per thread
     stack.append(key)
     try:
         yield key
     finally:
         stack.pop()
+        with _lock:
+            _overrides -= 1
+            if _overrides == 0:
+                _rebind()  # back to direct calls
 
 
 def available_backends() -> tuple[str, ...]:
@@ -189,13 +304,14 @@ def set_num_threads(n: int | None) -> None:
 
     Results never depend on this number: every random draw is addressed by a counter.
     """
-    global _num_threads
+    global _num_threads, _cpu_threads
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"num_threads must be an int or None, got {type(n).__name__}")
         if n < 1:
             raise ValueError(f"num_threads must be >= 1, got {n}")
     _num_threads = n
+    _cpu_threads = _count_cpus()  # the affinity may have changed since it was cached
     if "numba" in _loaded:
         _apply_numba_threads()
 
@@ -208,9 +324,19 @@ def _apply_numba_threads() -> None:
 
 
 def get_num_threads() -> int:
-    """Threads the parallel kernels will use."""
-    if _num_threads is not None:
-        return _num_threads
+    """Threads the parallel kernels will use (the cores this process may run on, counted once
+    and again at each :func:`set_num_threads`, unless a number was set)."""
+    global _cpu_threads
+    n = _num_threads
+    if n is not None:
+        return n
+    n = _cpu_threads
+    if n is None:
+        n = _cpu_threads = _count_cpus()
+    return n
+
+
+def _count_cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux

@@ -1,33 +1,168 @@
-"""Status codes returned by every kernel's input pre-pass (0 = success).
+"""Status codes returned by the kernels' input pre-pass (0 = success): one enum for the package.
 
-A kernel checks its index and reward arguments in one pass *before* it writes anything, so a bad
-batch leaves every table untouched; the public wrappers turn a non-zero code into a ValueError that
-names the argument.
+A kernel checks its arguments *before* it writes anything and returns 0 or the code of the first
+bad argument, so a refused call leaves every table untouched; the public wrappers turn a non-zero
+code into a ValueError that names the argument (:func:`fastlmrl._contract.raise_for_status`, which
+reads the argument each code names from the topic's kernel contract).
+
+:class:`Status` is public as ``fastlmrl.Status`` and ``fastlmrl.numba_kernels.Status``.  Every code
+has one value across the package (``@enum.unique``).  Inside Numba code compare with the module
+constants below (plain ints, e.g. ``BAD_SHAPES``) or ``int(Status.X)``; Cython code cimports the
+same values from ``fastlmrl/_cython/status.pxd``, which is generated from this enum
+(``python -m fastlmrl._status --write``; ``tests/test_contract.py`` checks it is current).
+
+Migration note (issue 14): the topics listed in ``fastlmrl._contract.MIGRATED`` return these
+values; the other topics still define local numbers (some reuse a value for another meaning, e.g.
+``BAD_SHAPES = 32`` in ``optimizers``) until they migrate.
 """
-OK = 0
-BAD_STATES = 1
-BAD_ACTIONS = 2
-BAD_NEXT_STATES = 3
-BAD_NEXT_ACTIONS = 4
-BAD_REWARDS = 5
-BAD_OFFSETS = 6
-# Array arguments of inconsistent shapes (a too-short output, per-token input, ...): checked first
-# by every kernel that does a shape check, before any other check and before anything is written.
-# The public wrappers always pass consistent shapes; only a direct Numba/Cython caller can get it.
-BAD_SHAPES = 7
-# An array the kernel writes (a table, tree nodes, an output) shares memory with another array
-# argument: a write could change an id after its range check (an out-of-bounds access).  Checked
-# in O(1) from the arrays' address ranges, after BAD_SHAPES and before anything is written.  The
-# public wrappers refuse it first with a message naming both arguments.
-OVERLAPPING_ARRAYS = 8
+from __future__ import annotations
+
+import enum
+import sys
+
+__all__ = ["Status", "pxd_text"]
+
+
+@enum.unique
+class Status(enum.IntEnum):
+    """Every status code a fastlmrl kernel returns (0 = success)."""
+
+    OK = 0
+    # --- 1-8: shared by every topic -------------------------------------------------------------
+    BAD_STATES = 1  #: a state id outside [0, S)
+    BAD_ACTIONS = 2  #: an action id outside [0, V)
+    BAD_NEXT_STATES = 3  #: a next-state id outside [0, S)
+    BAD_NEXT_ACTIONS = 4  #: a next-action id outside [0, V)
+    BAD_REWARDS = 5  #: a reward that is NaN or infinite
+    BAD_OFFSETS = 6  #: episode offsets not increasing from 0 to N
+    #: array arguments of inconsistent shapes (a too-short output, per-item input, ...): checked
+    #: first, before any other check.  The public wrappers always pass consistent shapes; only a
+    #: direct Numba/Cython caller gets it.
+    BAD_SHAPES = 7
+    #: an array the kernel writes shares memory with another array argument (a write could change
+    #: an id after its range check).  O(1) address-range check, after BAD_SHAPES.
+    OVERLAPPING_ARRAYS = 8
+    # --- scalar hyper-parameters ------------------------------------------------------------------
+    BAD_EPSILON = 10  #: epsilon outside [0, 1] (or NaN)
+    BAD_TEMPERATURE = 11  #: a temperature that is not positive and finite
+    BAD_ALPHA = 12  #: step size alpha outside (0, 1] (or NaN)
+    BAD_GAMMA = 13  #: discount gamma outside [0, 1] (or NaN)
+    # --- log-probabilities, losses, advantages ----------------------------------------------------
+    BAD_LOGITS = 20
+    BAD_TOKENS = 21
+    BAD_WEIGHTS = 22
+    BAD_COUNT_VALUES = 23  #: a negative or overflowing Monte Carlo visit count
+    BAD_OLD_LOG_PROBS = 24
+    BAD_REF_LOG_PROBS = 25
+    BAD_SEQUENCE_OFFSETS = 26
+    BAD_BASELINES = 27
+    BAD_VALUES = 28
+    BAD_RETURNS = 29
+    BAD_OLD_VALUES = 30
+    BAD_CONTEXTS = 31
+    BAD_TREE = 32  #: an ArgmaxTree's nodes do not fit its table (shape / block size)
+    CORRUPT_TREE = 33  #: an ArgmaxTree node read by the call lies outside its span of the table
+    UNSORTED = 34
+    BAD_MOMENTS = 35  #: Adam's second moment v < 0
+    BAD_HYPERPARAMETERS = 36
+    # --- environments, advantages, groups ---------------------------------------------------------
+    BAD_PROMPT_IDS = 40
+    BAD_PROMPT_TOKENS = 41
+    BAD_BOOTSTRAP = 42
+    BAD_ENDS = 43
+    BAD_CONFIG = 44
+    BAD_LOG_PROBS = 45
+    BAD_STEPS = 46
+    BAD_ESTIMATOR = 47
+    BAD_GROUP_IDS = 48
+    BAD_GROUP_SIZE = 49
+    BAD_OPTION = 50
+    # --- iteration counts, keyword scores ---------------------------------------------------------
+    BAD_ITERATIONS = 60  #: an iteration count of 2**31 or more
+    BAD_GRAM_TOKENS = 61
+    BAD_GRAM_OFFSETS = 62
+    BAD_GRAM_WEIGHTS = 63
+    BAD_OUT = 64
+    # --- codes that topics still number differently (their new, unique values) --------------------
+    BAD_COUNTS = 65
+    BAD_SCRATCH = 66
+    BAD_FINAL_VALUES = 67
+    BAD_ADVANTAGES = 68
+    BAD_ROWS = 69
+    BAD_GRADS = 70
+    BAD_TOP_K = 71
+    BAD_TOP_P = 72
+    BAD_MIN_P = 73
+    BAD_ORDER = 74
+    BAD_MASK_LOGITS = 75
+    BAD_LENGTHS = 76
+    OVERLAPPING_SCRATCH = 77
+    NO_MEMORY = 99  #: a kernel could not allocate its scratch memory
+
+    @property
+    def argument(self) -> str:
+        """The argument this code names by default (a kernel's contract may name another)."""
+        return ARGUMENT.get(self, self.name.lower().removeprefix("bad_"))
+
+
+#: Local spellings still used by unmigrated topics, and the member they become on migration.
+RENAMED = {
+    "BAD_LOGP": Status.BAD_LOG_PROBS,
+    "BAD_OLD_LOGP": Status.BAD_OLD_LOG_PROBS,
+    "BAD_REF_LOGP": Status.BAD_REF_LOG_PROBS,
+}
+
+# The module constants (plain ints, usable as Numba globals) of the first codes; kept for the
+# modules that import them.
+OK = int(Status.OK)
+BAD_STATES = int(Status.BAD_STATES)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)
+BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
+BAD_NEXT_ACTIONS = int(Status.BAD_NEXT_ACTIONS)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_OFFSETS = int(Status.BAD_OFFSETS)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 ARGUMENT = {
-    BAD_STATES: "states",
-    BAD_ACTIONS: "actions",
-    BAD_NEXT_STATES: "next_states",
-    BAD_NEXT_ACTIONS: "next_actions",
-    BAD_REWARDS: "rewards",
-    BAD_OFFSETS: "episode_offsets",
-    BAD_SHAPES: "array shapes",
-    OVERLAPPING_ARRAYS: "array arguments (one written shares memory with another)",
+    Status.BAD_STATES: "states",
+    Status.BAD_ACTIONS: "actions",
+    Status.BAD_NEXT_STATES: "next_states",
+    Status.BAD_NEXT_ACTIONS: "next_actions",
+    Status.BAD_REWARDS: "rewards",
+    Status.BAD_OFFSETS: "episode_offsets",
+    Status.BAD_SHAPES: "array shapes",
+    Status.OVERLAPPING_ARRAYS: "array arguments (one written shares memory with another)",
 }
+
+
+def pxd_text() -> str:
+    """The text of ``fastlmrl/_cython/status.pxd``: :class:`Status` as a Cython enum."""
+    lines = [
+        "# cython: language_level=3",
+        "# GENERATED from fastlmrl/_status.py by `python -m fastlmrl._status --write`; do not edit.",
+        "# tests/test_contract.py checks that it matches the enum.  Use:",
+        "#     from fastlmrl._cython cimport status",
+        "#     return status.BAD_SHAPES",
+        "",
+        "cdef enum Status:",
+    ]
+    lines += [f"    {member.name} = {member.value}" for member in Status]
+    return "\n".join(lines) + "\n"
+
+
+def _main(argv) -> int:
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cython", "status.pxd")
+    if argv[1:] == ["--write"]:
+        with open(path, "w") as handle:
+            handle.write(pxd_text())
+        print(f"wrote {path}")
+        return 0
+    sys.stdout.write(pxd_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv))

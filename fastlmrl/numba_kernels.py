@@ -2,7 +2,7 @@
 
 They take preallocated outputs, never allocate in their loops, check their index/reward arguments
 in a pre-pass and return a status code (0 = success, else the code of the first bad argument as in
-``fastlmrl._status``) *before* writing anything.  Random kernels take a uint64 ``key`` (see
+``fastlmrl.Status``, also importable from here) *before* writing anything.  Random kernels take a uint64 ``key`` (see
 :func:`fastlmrl.rng.stream_key`) and a uint64 ``counter``.  Example::
 
     from numba import njit
@@ -15,3 +15,4 @@ in a pre-pass and return a status code (0 = success, else the code of the first 
 """
 from ._numba import __all__  # noqa: F401  (the kernel names)
 from ._numba import *  # noqa: F401,F403
+from ._status import Status  # noqa: F401  (the status codes the kernels return)

@@ -26,13 +26,22 @@ cells after the batch.  Results are identical to the plain path.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS, Status
 from .argmax_tree import BAD_TREE, CORRUPT_TREE, tree_args
 from .rng import advance, check_capacity
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import argmax_tree as _tree_kernels
+    from ._python import td_learning as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _tree_kernels = _backend.bind(__name__, "_kernels", "_tree_kernels")
 
 __all__ = [
     "double_q_learning_update",
@@ -40,6 +49,101 @@ __all__ = [
     "q_learning_update",
     "sarsa_update",
 ]
+
+
+# ----------------------------------------------------------------------------- the contract
+def _table(name="q"):
+    return Arg(name, Kind.TABLE, written=True)
+
+
+def _ids(name, status, axis, table="q"):
+    return Arg(name, Kind.IDS, status=status, bound=(table, axis))
+
+
+def _index(name, status, axis):
+    return Arg(name, Kind.INDEX, status=status, bound=("q", axis))
+
+
+_REWARDS = Arg("rewards", Kind.REALS, status=Status.BAD_REWARDS)
+_TERMINATED = Arg("terminated", Kind.FLAGS)
+_ALPHA = Arg("alpha", Kind.REAL, status=Status.BAD_ALPHA, domain="(0, 1]")
+_GAMMA = Arg("gamma", Kind.REAL, status=Status.BAD_GAMMA, domain="[0, 1]")
+_TD_OUT = Arg("td_out", Kind.REALS, written=True)
+_BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.td_learning``);
+#: tests/test_contract.py checks each implementation against it.
+CONTRACT = Topic("td_learning", (
+    Kernel("double_q_learning_update", (
+        _table("q1"), _table("q2"), _ids("states", Status.BAD_STATES, 0, "q1"),
+        _ids("actions", Status.BAD_ACTIONS, 1, "q1"), _REWARDS,
+        _ids("next_states", Status.BAD_NEXT_STATES, 0, "q1"), _TERMINATED, _ALPHA, _GAMMA,
+        Arg("key", Kind.UINT64), Arg("counter", Kind.UINT64), _TD_OUT), _BATCH),
+    Kernel("expected_sarsa_update", (
+        _table(), _ids("states", Status.BAD_STATES, 0), _ids("actions", Status.BAD_ACTIONS, 1),
+        _REWARDS, _ids("next_states", Status.BAD_NEXT_STATES, 0), _TERMINATED, _ALPHA, _GAMMA,
+        Arg("epsilon", Kind.REAL, status=Status.BAD_EPSILON, domain="[0, 1]"), _TD_OUT),
+        _BATCH),
+    Kernel("q_learning_update", (
+        _table(), _ids("states", Status.BAD_STATES, 0), _ids("actions", Status.BAD_ACTIONS, 1),
+        _REWARDS, _ids("next_states", Status.BAD_NEXT_STATES, 0), _TERMINATED, _ALPHA, _GAMMA,
+        _TD_OUT), _BATCH),
+    Kernel("q_learning_update_one", (
+        _table(), _index("state", Status.BAD_STATES, 0), _index("action", Status.BAD_ACTIONS, 1),
+        Arg("reward", Kind.REAL, status=Status.BAD_REWARDS),
+        _index("next_state", Status.BAD_NEXT_STATES, 0), Arg("terminated", Kind.FLAG), _ALPHA,
+        _GAMMA), returns=("status", "td"),
+        doc="one transition, O(1) checks; returns (status, td rounded to the table's dtype)"),
+    Kernel("sarsa_update", (
+        _table(), _ids("states", Status.BAD_STATES, 0), _ids("actions", Status.BAD_ACTIONS, 1),
+        _REWARDS, _ids("next_states", Status.BAD_NEXT_STATES, 0),
+        _ids("next_actions", Status.BAD_NEXT_ACTIONS, 1), _TERMINATED, _ALPHA, _GAMMA, _TD_OUT),
+        _BATCH),
+))
+
+
+# ----------------------------------------------------------------------------- direct calls
+# Arguments that already are exactly what a kernel takes go to it without conversion; the kernel
+# checks every value (shapes, overlap, ids, rewards, alpha, gamma) before it writes.  Anything
+# else, or a call the kernel refuses, takes the full validation below (which converts, or raises
+# the error naming the argument).  Same kernels, same arrays: the same results bit for bit.
+_ndarray = np.ndarray
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
+_I64, _I32 = np.dtype(np.int64), np.dtype(np.int32)
+_BOOL = np.dtype(np.bool_)
+
+
+def _direct_table(q) -> bool:
+    """q is a non-empty C-contiguous writeable float32/float64 matrix (used as is)."""
+    return (type(q) is _ndarray and (q.dtype is _F64 or q.dtype is _F32) and q.ndim == 2
+            and q.size != 0 and q.flags.carray)
+
+
+def _direct_batch(dtype, rewards, terminated, ids):
+    """(ids, rewards, terminated as uint8) when they are exactly the kernels' arrays, else None."""
+    index = ids[0].dtype if type(ids[0]) is _ndarray else None
+    if index is not _I64 and index is not _I32:
+        return None
+    for x in ids:
+        if type(x) is not _ndarray or x.dtype is not index or x.ndim != 1 or not x.flags.carray:
+            return None
+    if (type(rewards) is not _ndarray or rewards.dtype is not dtype or rewards.ndim != 1
+            or not rewards.flags.carray or type(terminated) is not _ndarray
+            or terminated.dtype is not _BOOL or terminated.ndim != 1
+            or not terminated.flags.carray):
+        return None
+    return ids, rewards, terminated.view(np.uint8)
+
+
+def _one(x, kinds):
+    """x[0] as a Python scalar when x is a 1-D ndarray of length 1 of one of ``kinds``."""
+    if type(x) is _ndarray and x.shape == (1,) and x.dtype in kinds:
+        return x.item()
+    return None
+
+
+_INDEX_KINDS = (_I64, _I32)
+_REAL_KINDS = (_F64, _F32)
 
 
 _NO_NEXT_ACTIONS = object()
@@ -102,14 +206,16 @@ def _rates(alpha, gamma):
 
 def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "next_actions"),
            tree_name="argmax_tree"):
+    """The error of a status of the ArgmaxTree kernels (topic argmax_tree, not migrated to the
+    contract yet; the plain kernels of this topic use raise_for_status and CONTRACT)."""
     if status == BAD_TREE:
         raise ValueError(f"{tree_name} does not fit its table (nodes shape / block_size)")
     if status == CORRUPT_TREE:
         raise ValueError(f"{tree_name} is damaged: a node it reads holds a column outside its "
                          "span of the table (its nodes were edited, or it belongs to another "
                          "table); nothing was changed; call rebuild()")
-    if status in (12, 13, 14):  # kernel scalar checks (the wrappers check these first)
-        name = {12: "alpha", 13: "gamma", 14: "epsilon"}[status]
+    if status in (Status.BAD_ALPHA, Status.BAD_GAMMA):  # the wrappers check these first
+        name = {Status.BAD_ALPHA: "alpha", Status.BAD_GAMMA: "gamma"}[status]
         raise ValueError(f"{name} is out of range")
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
         raise ValueError("internal error: array arguments of inconsistent shapes "
@@ -128,19 +234,47 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
     With ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) the max is read from the tree
     and the tree follows each update: O(B + log V) per transition instead of O(V), same results.
     """
+    if argmax_tree is None and isinstance(alpha, float) and isinstance(gamma, float) \
+            and _direct_table(q):
+        # a batch of one: the single-transition kernel on the scalars (no arrays to pass)
+        s = _one(states, _INDEX_KINDS)
+        a = _one(actions, _INDEX_KINDS)
+        s2 = _one(next_states, _INDEX_KINDS)
+        r = _one(rewards, _REAL_KINDS)
+        if s is not None and a is not None and s2 is not None and r is not None \
+                and type(terminated) is _ndarray and terminated.shape == (1,) \
+                and terminated.dtype is _BOOL:
+            status, delta = _kernels.q_learning_update_one(q, s, a, r, s2, terminated.item(),
+                                                           alpha, gamma)
+            if status == 0:
+                td = np.empty(1, q.dtype)
+                td[0] = delta
+                return td
+        else:
+            direct = _direct_batch(q.dtype, rewards, terminated, (states, actions, next_states))
+            if direct is not None:
+                (s, a, s2), r, t = direct
+                td = np.empty(s.shape[0], q.dtype)
+                if _kernels.q_learning_update(q, s, a, r, s2, t, alpha, gamma, td) == 0:
+                    return td
+    # the full validation (and the error of a refused call: nothing was written)
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
     if argmax_tree is None:
-        status = _backend.kernels().q_learning_update(q, s, a, r, s2, t, alpha, gamma, td)
+        args = (q, s, a, r, s2, t, alpha, gamma, td)
+        status = _kernels.q_learning_update(*args)
+        raise_for_status(status, CONTRACT["q_learning_update"],
+                         CONTRACT["q_learning_update"].bind(*args))
     else:
         nodes, block_size = tree
-        status = _backend.kernels().q_learning_update_tree(q, nodes, block_size, s, a, r, s2, t,
-                                                           alpha, gamma, td)
-    _raise_overlap(status, _tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2), r, t))
-    _raise(status, q, (s, a, s2), r)
+        status = _tree_kernels.q_learning_update_tree(q, nodes, block_size, s, a, r, s2, t,
+                                                      alpha, gamma, td)
+        _raise_overlap(status, _tables({"q": q}, ("argmax_tree", tree)),
+                       _inputs((s, a, s2), r, t))
+        _raise(status, q, (s, a, s2), r)
     return td
 
 
@@ -151,6 +285,15 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     ``next_actions[i]`` is the action actually taken in ``next_states[i]`` (ignored when terminated).
     ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the updated cells.
     """
+    if argmax_tree is None and isinstance(alpha, float) and isinstance(gamma, float) \
+            and _direct_table(q):
+        direct = _direct_batch(q.dtype, rewards, terminated,
+                               (states, actions, next_states, next_actions))
+        if direct is not None:
+            (s, a, s2, a2), r, t = direct
+            td = np.empty(s.shape[0], q.dtype)
+            if _kernels.sarsa_update(q, s, a, r, s2, a2, t, alpha, gamma, td) == 0:
+                return td
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2, a2), r, t = _batch(q, states, actions, rewards, next_states, terminated,
@@ -158,9 +301,9 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
     old = _cells(q, s, a, tree)
-    status = _backend.kernels().sarsa_update(q, s, a, r, s2, a2, t, alpha, gamma, td)
-    _raise_overlap(status, {"q": q}, _inputs((s, a, s2, a2), r, t))
-    _raise(status, q, (s, a, s2, a2), r)
+    args = (q, s, a, r, s2, a2, t, alpha, gamma, td)
+    status = _kernels.sarsa_update(*args)
+    raise_for_status(status, CONTRACT["sarsa_update"], CONTRACT["sarsa_update"].bind(*args))
     _refresh(q, tree, s, a, old)
     return td
 
@@ -181,7 +324,7 @@ def _refresh(q, tree, s, a, old):
     """
     if tree is not None:
         nodes, block_size = tree
-        status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, s, a)
+        status = _tree_kernels.argmax_tree_refresh(q, nodes, block_size, s, a)
         if status != 0:
             q[s, a] = old
         _raise_overlap(status, {"argmax_tree.nodes": nodes}, {"states": s, "actions": a})
@@ -197,6 +340,14 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the updated cells
     (the row sum needs O(V) anyway, so the max is not read from the tree).
     """
+    if argmax_tree is None and isinstance(alpha, float) and isinstance(gamma, float) \
+            and isinstance(epsilon, float) and _direct_table(q):
+        direct = _direct_batch(q.dtype, rewards, terminated, (states, actions, next_states))
+        if direct is not None:
+            (s, a, s2), r, t = direct
+            td = np.empty(s.shape[0], q.dtype)
+            if _kernels.expected_sarsa_update(q, s, a, r, s2, t, alpha, gamma, epsilon, td) == 0:
+                return td
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
     epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
@@ -204,9 +355,10 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
     old = _cells(q, s, a, tree)
-    status = _backend.kernels().expected_sarsa_update(q, s, a, r, s2, t, alpha, gamma, epsilon, td)
-    _raise_overlap(status, {"q": q}, _inputs((s, a, s2), r, t))
-    _raise(status, q, (s, a, s2), r)
+    args = (q, s, a, r, s2, t, alpha, gamma, epsilon, td)
+    status = _kernels.expected_sarsa_update(*args)
+    raise_for_status(status, CONTRACT["expected_sarsa_update"],
+                     CONTRACT["expected_sarsa_update"].bind(*args))
     _refresh(q, tree, s, a, old)
     return td
 
@@ -243,17 +395,18 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
                  tree_args(argmax_trees[1], q2, "argmax_trees[1]", "q2"))
     td = np.empty(s.shape[0], dtype=q1.dtype)
     if argmax_trees is None:
-        status = _backend.kernels().double_q_learning_update(
-            q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td
-        )
+        args = (q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td)
+        status = _kernels.double_q_learning_update(*args)
+        raise_for_status(status, CONTRACT["double_q_learning_update"],
+                         CONTRACT["double_q_learning_update"].bind(*args))
     else:
         (nodes1, block_size1), (nodes2, block_size2) = trees
-        status = _backend.kernels().double_q_learning_update_tree(
+        status = _tree_kernels.double_q_learning_update_tree(
             q1, q2, nodes1, nodes2, block_size1, block_size2, s, a, r, s2, t, alpha, gamma,
             np.uint64(key), np.uint64(counter), td
         )
-    _raise_overlap(status, _tables({"q1": q1, "q2": q2}, ("argmax_trees[0]", trees[0]),
-                                   ("argmax_trees[1]", trees[1])), _inputs((s, a, s2), r, t))
-    _raise(status, q1, (s, a, s2), r, tree_name="argmax_trees")
+        _raise_overlap(status, _tables({"q1": q1, "q2": q2}, ("argmax_trees[0]", trees[0]),
+                                       ("argmax_trees[1]", trees[1])), _inputs((s, a, s2), r, t))
+        _raise(status, q1, (s, a, s2), r, tree_name="argmax_trees")
     advance(seed, s.shape[0])
     return td

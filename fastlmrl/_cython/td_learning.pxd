@@ -6,6 +6,9 @@ cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
                                 const index_t[::1] actions, const real_t[::1] rewards,
                                 const index_t[::1] next_states, const unsigned char[::1] terminated,
                                 double alpha, double gamma, real_t[::1] td_out) noexcept nogil
+cdef int q_learning_update_one_core(real_t[:, ::1] q, Py_ssize_t state, Py_ssize_t action,
+                                    double reward, Py_ssize_t next_state, bint terminated,
+                                    double alpha, double gamma, double* td) noexcept nogil
 cdef int sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,
                            const real_t[::1] rewards, const index_t[::1] next_states,
                            const index_t[::1] next_actions, const unsigned char[::1] terminated,

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython temporal-difference updates (same semantics, same rounding as the reference)."""
 
-__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
+__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update",
+           "q_learning_update_one", "sarsa_update"]
 from libc.math cimport isfinite
 from libc.stdint cimport uint64_t
 
@@ -9,10 +10,8 @@ from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_ar
                                        out_of_range)
 
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
-
-cdef enum:
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
+# status codes: fastlmrl._status.Status (status.pxd is generated from it)
+from fastlmrl._cython cimport status as st
 
 
 cdef inline bint _batch_overlaps(const real_t[:, ::1] q, const real_t[:, ::1] q2, bint two_tables,
@@ -53,14 +52,15 @@ cdef inline bint _shapes_ok(const real_t[:, ::1] q, const real_t[:, ::1] q2,
 
 cdef inline int rates_status(double alpha, double gamma, double epsilon) noexcept nogil:
     """The step size, discount (and epsilon) a kernel is given, checked like the public API:
-    12 alpha outside (0, 1] (or NaN), 13 gamma outside [0, 1], 14 epsilon outside [0, 1]."""
+    BAD_ALPHA alpha outside (0, 1] (or NaN), BAD_GAMMA gamma outside [0, 1], BAD_EPSILON epsilon
+    outside [0, 1]."""
     if not (alpha > 0.0 and alpha <= 1.0):
-        return 12
+        return st.BAD_ALPHA
     if not (gamma >= 0.0 and gamma <= 1.0):
-        return 13
+        return st.BAD_GAMMA
     if not (epsilon >= 0.0 and epsilon <= 1.0):
-        return 14
-    return 0
+        return st.BAD_EPSILON
+    return st.OK
 
 
 cdef inline int _check(Py_ssize_t n_states, Py_ssize_t n_actions, const index_t[::1] states,
@@ -79,14 +79,14 @@ cdef inline int _check(Py_ssize_t n_states, Py_ssize_t n_actions, const index_t[
     if ok:
         return 0
     if out_of_range(states, n_states):
-        return 1
+        return st.BAD_STATES
     if out_of_range(actions, n_actions):
-        return 2
+        return st.BAD_ACTIONS
     if out_of_range(next_states, n_states):
-        return 3
+        return st.BAD_NEXT_STATES
     if out_of_range(next_actions, n_actions):
-        return 4
-    return 5
+        return st.BAD_NEXT_ACTIONS
+    return st.BAD_REWARDS
 
 
 cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
@@ -97,10 +97,10 @@ cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
     cdef double q_sa, target, td
     cdef int status
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _batch_overlaps(q, q, False, states, actions, rewards, next_states, states[:0], terminated,
                        td_out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status:
         return status
@@ -120,6 +120,36 @@ cdef int q_learning_update_core(real_t[:, ::1] q, const index_t[::1] states,
     return 0
 
 
+cdef int q_learning_update_one_core(real_t[:, ::1] q, Py_ssize_t state, Py_ssize_t action,
+                                    double reward, Py_ssize_t next_state, bint terminated,
+                                    double alpha, double gamma, double* td) noexcept nogil:
+    """One transition (O(1) checks: alpha, gamma, state, action, next_state, reward); writes the
+    TD error, rounded to the table's dtype, to ``*td`` (0.0 when the status is not 0).  The
+    reward is rounded to the table's dtype first, as the public API does."""
+    cdef double q_sa, target, delta, r
+    cdef int status = rates_status(alpha, gamma, 0.0)
+    td[0] = 0.0
+    if status:
+        return status
+    if not (0 <= state < q.shape[0]):
+        return st.BAD_STATES
+    if not (0 <= action < q.shape[1]):
+        return st.BAD_ACTIONS
+    if not (0 <= next_state < q.shape[0]):
+        return st.BAD_NEXT_STATES
+    r = <real_t>reward
+    if not isfinite(r):
+        return st.BAD_REWARDS
+    q_sa = q[state, action]
+    target = r
+    if not terminated:
+        target = target + gamma * row_max(&q[next_state, 0], q.shape[1])
+    delta = target - q_sa
+    q[state, action] = <real_t>(q_sa + alpha * delta)
+    td[0] = <real_t>delta
+    return st.OK
+
+
 cdef int sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,
                            const real_t[::1] rewards, const index_t[::1] next_states,
                            const index_t[::1] next_actions, const unsigned char[::1] terminated,
@@ -129,10 +159,10 @@ cdef int sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states, const in
     cdef int status
     if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
                       td_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _batch_overlaps(q, q, False, states, actions, rewards, next_states, next_actions,
                        terminated, td_out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status:
         return status
@@ -162,10 +192,10 @@ cdef int expected_sarsa_update_core(real_t[:, ::1] q, const index_t[::1] states,
     cdef const real_t* row
     cdef int status
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _batch_overlaps(q, q, False, states, actions, rewards, next_states, states[:0], terminated,
                        td_out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, epsilon)
     if status:
         return status
@@ -212,10 +242,10 @@ cdef int double_q_learning_update_core(real_t[:, ::1] q1, real_t[:, ::1] q2,
     cdef double td
     cdef int status
     if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated, td_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _batch_overlaps(q1, q2, True, states, actions, rewards, next_states, states[:0],
                        terminated, td_out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status:
         return status
@@ -242,6 +272,16 @@ def q_learning_update(real_t[:, ::1] q, const index_t[::1] states, const index_t
         status = q_learning_update_core(q, states, actions, rewards, next_states, terminated,
                                         alpha, gamma, td_out)
     return status
+
+
+def q_learning_update_one(real_t[:, ::1] q, Py_ssize_t state, Py_ssize_t action, double reward,
+                          Py_ssize_t next_state, bint terminated, double alpha, double gamma):
+    """One transition: ``q_learning_update`` of a batch of one; returns ``(status, td)``."""
+    cdef int status
+    cdef double td
+    status = q_learning_update_one_core(q, state, action, reward, next_state, terminated, alpha,
+                                        gamma, &td)
+    return status, td
 
 
 def sarsa_update(real_t[:, ::1] q, const index_t[::1] states, const index_t[::1] actions,

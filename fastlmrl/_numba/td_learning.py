@@ -1,10 +1,13 @@
 """Numba temporal-difference updates (same semantics, same rounding as the reference)."""
 
-__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
+__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update",
+           "q_learning_update_one", "sarsa_update"]
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import overload
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
 from .overlap import overlap, written_overlaps  # noqa: F401 - re-exported for older imports
 
@@ -32,9 +35,18 @@ def _batch_overlaps(q, q2, states, actions, rewards, next_states, next_actions, 
                                 terminated))
 
 
-BAD_ALPHA = 12  # alpha outside (0, 1] (or NaN)
-BAD_GAMMA = 13  # gamma outside [0, 1]
-BAD_EPSILON = 14  # expected SARSA: epsilon outside [0, 1]
+# The codes these kernels return (plain ints: Numba globals; the contract is
+# fastlmrl.td_learning.CONTRACT).
+BAD_STATES = int(Status.BAD_STATES)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)
+BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
+BAD_NEXT_ACTIONS = int(Status.BAD_NEXT_ACTIONS)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_ALPHA = int(Status.BAD_ALPHA)  # alpha outside (0, 1] (or NaN)
+BAD_GAMMA = int(Status.BAD_GAMMA)  # gamma outside [0, 1]
+BAD_EPSILON = int(Status.BAD_EPSILON)  # expected SARSA: epsilon outside [0, 1]
 
 
 @njit(**NJIT)
@@ -66,14 +78,14 @@ def _check(q, states, actions, rewards, next_states, next_actions):
     if ok:
         return 0
     if out_of_range(states, n_states):
-        return 1
+        return BAD_STATES
     if out_of_range(actions, n_actions):
-        return 2
+        return BAD_ACTIONS
     if out_of_range(next_states, n_states):
-        return 3
+        return BAD_NEXT_STATES
     if out_of_range(next_actions, n_actions):
-        return 4
-    return 5
+        return BAD_NEXT_ACTIONS
+    return BAD_REWARDS
 
 
 @njit(**NJIT)
@@ -105,6 +117,66 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
         _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma,
                          td_out)
     return status
+
+
+def as_table_dtype(q, x):
+    """``x`` rounded to the dtype of the table ``q`` (float32 or float64), as a float64."""
+    return np.float64(q.dtype.type(x))
+
+
+@overload(as_table_dtype)
+def _as_table_dtype_overload(q, x):
+    if q.dtype == types.float32:
+        return lambda q, x: np.float64(np.float32(x))
+    return lambda q, x: np.float64(x)
+
+
+def integer_id(x):
+    """``x`` itself; a non-integer id is a compile-time TypingError (never truncated)."""
+    return x
+
+
+@overload(integer_id)
+def _integer_id_overload(x):
+    if isinstance(x, types.Integer):
+        return lambda x: x
+    raise TypingError(f"ids must be integers, got {x}")
+
+
+@njit(**NJIT)
+def q_learning_update_one(q, state, action, reward, next_state, terminated, alpha, gamma):
+    """One transition: ``q_learning_update`` of a batch of one, with O(1) checks (for a user's
+    ``@njit`` loop; no arrays to allocate).
+
+    Returns ``(status, td)``: td is the TD error rounded to the table's dtype (what the batched
+    kernel stores in ``td_out``), 0.0 when the status is not 0.  ``reward`` is rounded to the
+    table's dtype first (the public API converts rewards to it).  Checks, in order: alpha
+    (BAD_ALPHA), gamma (BAD_GAMMA), state (BAD_STATES), action (BAD_ACTIONS), next_state
+    (BAD_NEXT_STATES), reward (BAD_REWARDS); nothing is written unless all pass.
+    """
+    status = rates_status(alpha, gamma, 0.0)
+    if status != 0:
+        return status, 0.0
+    n_states, n_actions = q.shape
+    state, action, next_state = integer_id(state), integer_id(action), integer_id(next_state)
+    if not (state >= 0 and state < n_states):
+        return BAD_STATES, 0.0
+    if not (action >= 0 and action < n_actions):
+        return BAD_ACTIONS, 0.0
+    if not (next_state >= 0 and next_state < n_states):
+        return BAD_NEXT_STATES, 0.0
+    r = as_table_dtype(q, reward)
+    if not np.isfinite(r):
+        return BAD_REWARDS, 0.0
+    s = np.uint64(state)  # checked: unsigned indexing skips the wraparound test
+    a = np.uint64(action)
+    q_sa = np.float64(q[s, a])
+    target = r
+    if not terminated:
+        target = target + gamma * row_max(q, np.uint64(next_state))
+    td = target - q_sa
+    q[s, a] = q_sa + alpha * td
+    return 0, as_table_dtype(q, td)
 
 
 @njit(**NJIT)

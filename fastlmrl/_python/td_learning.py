@@ -4,10 +4,13 @@ Arithmetic is done in double precision on Python floats and each result is round
 stored into the table (or ``td_out``); the compiled backends do exactly the same.
 """
 
-__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"]
+__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update",
+           "q_learning_update_one", "sarsa_update"]
+from operator import index
+
 import numpy as np
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range, row_argmax, row_max, written_overlaps  # noqa: F401 - re-exported
 
@@ -41,9 +44,18 @@ def _batch_overlaps(tables, inputs, td_out):
     return written_overlaps(td_out, *inputs)
 
 
-BAD_ALPHA = 12  # alpha outside (0, 1] (or NaN)
-BAD_GAMMA = 13  # gamma outside [0, 1]
-BAD_EPSILON = 14  # expected SARSA: epsilon outside [0, 1]
+# The codes these kernels return (fastlmrl._status.Status; the contract is
+# fastlmrl.td_learning.CONTRACT).
+BAD_STATES = int(Status.BAD_STATES)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)
+BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
+BAD_NEXT_ACTIONS = int(Status.BAD_NEXT_ACTIONS)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_ALPHA = int(Status.BAD_ALPHA)  # alpha outside (0, 1] (or NaN)
+BAD_GAMMA = int(Status.BAD_GAMMA)  # gamma outside [0, 1]
+BAD_EPSILON = int(Status.BAD_EPSILON)  # expected SARSA: epsilon outside [0, 1]
 
 
 def rates_status(alpha, gamma, epsilon=0.0):
@@ -60,15 +72,15 @@ def rates_status(alpha, gamma, epsilon=0.0):
 def _check(q, states, actions, rewards, next_states, next_actions=None):
     n_states, n_actions = q.shape
     if first_out_of_range(states, n_states):
-        return 1
+        return BAD_STATES
     if first_out_of_range(actions, n_actions):
-        return 2
+        return BAD_ACTIONS
     if first_out_of_range(next_states, n_states):
-        return 3
+        return BAD_NEXT_STATES
     if next_actions is not None and first_out_of_range(next_actions, n_actions):
-        return 4
+        return BAD_NEXT_ACTIONS
     if not all_finite(rewards):
-        return 5
+        return BAD_REWARDS
     return 0
 
 
@@ -94,6 +106,41 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
         q[s, a] = q_sa + alpha * td
         td_out[i] = td
     return 0
+
+
+def as_table_dtype(q, x: float) -> float:
+    """``x`` rounded to the table's dtype (float32 or float64), as a Python float."""
+    return float(q.dtype.type(x))
+
+
+def q_learning_update_one(q, state, action, reward, next_state, terminated, alpha, gamma):
+    """One transition: ``q_learning_update`` of a batch of one, with O(1) checks.
+
+    Returns ``(status, td)``: td is the TD error rounded to the table's dtype (what the batched
+    kernel stores in ``td_out``), 0.0 when the status is not 0.  ``reward`` is rounded to the
+    table's dtype first (the public API converts rewards to it).  Checks, in order: alpha, gamma,
+    state, action, next_state, reward; nothing is written unless all pass.
+    """
+    kernel_types((("q", q),), ())
+    status = rates_status(alpha, gamma)
+    if status:
+        return status, 0.0
+    n_states, n_actions = q.shape
+    s, a, s2 = index(state), index(action), index(next_state)  # TypeError for a non-integer
+    if not 0 <= s < n_states:
+        return BAD_STATES, 0.0
+    if not 0 <= a < n_actions:
+        return BAD_ACTIONS, 0.0
+    if not 0 <= s2 < n_states:
+        return BAD_NEXT_STATES, 0.0
+    r = as_table_dtype(q, reward)
+    if not all_finite((r,)):
+        return BAD_REWARDS, 0.0
+    q_sa = float(q[s, a])
+    target = r if terminated else r + gamma * row_max(q[s2].tolist())
+    td = target - q_sa
+    q[s, a] = q_sa + alpha * td
+    return 0, as_table_dtype(q, td)
 
 
 def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,

@@ -1,0 +1,228 @@
+"""The kernel contract: each topic declares its kernels once; everything else is checked against it.
+
+A topic's contract (a :class:`Topic`, declared as ``CONTRACT`` in its public module, e.g.
+:data:`fastlmrl.td_learning.CONTRACT`) lists every kernel with
+
+* its arguments in order (:class:`Arg`): name, kind (:class:`Kind`: table, ids, reals, flags,
+  real, index, flag, uint64 -- which fixes the dtype and, for Cython, the declared type), whether
+  the kernel writes it, the status code the kernel returns when it is bad (and so the argument that
+  code names), the table axis an id indexes (the bound an error message quotes);
+* the status codes it may return besides those (``BAD_SHAPES``, ``OVERLAPPING_ARRAYS``, ...);
+* what it returns (``("status",)``, or e.g. ``("status", "td")`` for a kernel returning a tuple);
+* the names of the slots of a statistics output (``results={"stats_out": ("loss", "kl")}``), read
+  by name with :meth:`Kernel.read_results`, never by position in the wrappers.
+
+``tests/test_contract.py`` checks, for every topic in :data:`MIGRATED`, that the Python, Numba
+(``.py_func``) and Cython (embedded signature, and the ``cdef ..._core`` declarations of the
+``.pxd``) kernels have exactly these names, argument names, order and (Cython) types, that the
+kernel modules return only :class:`~fastlmrl._status.Status` values, and -- calling every kernel
+of every backend with one argument broken at a time -- that each returns the declared status and
+writes nothing.  :func:`raise_for_status` turns a status into the ValueError naming the argument.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+
+from ._status import Status
+
+__all__ = ["Arg", "Kernel", "Kind", "MIGRATED", "Topic", "raise_for_status"]
+
+#: Topics whose kernels follow their contract and return only Status values (tests/test_contract).
+MIGRATED = ("td_learning",)
+
+
+class Kind(enum.Enum):
+    """What an argument is: its dtype family, dimensions and Cython type."""
+
+    TABLE = "table"  #: 2-D C-contiguous float32/float64 (``real_t[:, ::1]``)
+    IDS = "ids"  #: 1-D contiguous int32/int64, one dtype per call (``index_t[::1]``)
+    REALS = "reals"  #: 1-D contiguous, the table's dtype (``real_t[::1]``)
+    FLAGS = "flags"  #: 1-D contiguous uint8 0/1 (a bool array viewed as uint8; ``unsigned char[::1]``)
+    REAL = "real"  #: a float scalar (``double``)
+    INDEX = "index"  #: an int64 scalar (``Py_ssize_t``)
+    FLAG = "flag"  #: a bool scalar (``bint``)
+    UINT64 = "uint64"  #: a uint64 scalar (``uint64_t``): RNG keys and counters
+
+    @property
+    def is_array(self) -> bool:
+        return self in (Kind.TABLE, Kind.IDS, Kind.REALS, Kind.FLAGS)
+
+    def cython_type(self, written: bool) -> str:
+        """The type a Cython ``def`` wrapper or ``cdef`` core declares for this kind."""
+        base = {Kind.TABLE: "real_t[:, ::1]", Kind.IDS: "index_t[::1]", Kind.REALS: "real_t[::1]",
+                Kind.FLAGS: "unsigned char[::1]", Kind.REAL: "double", Kind.INDEX: "Py_ssize_t",
+                Kind.FLAG: "bint", Kind.UINT64: "uint64_t"}[self]
+        return base if written or not self.is_array else "const " + base
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One kernel argument.
+
+    ``status``: the code the kernel returns when this argument is bad (None: never blamed on it).
+    ``bound``: for ids, ``(table argument, axis)`` -- the valid range is ``[0, table.shape[axis])``.
+    ``domain``: for a scalar, its valid range as text (``"(0, 1]"``), quoted by the error.
+    """
+
+    name: str
+    kind: Kind
+    written: bool = False
+    status: Status | None = None
+    bound: tuple[str, int] | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel: its arguments in order, the extra statuses it returns, what it returns."""
+
+    name: str
+    args: tuple[Arg, ...]
+    statuses: tuple[Status, ...] = ()  #: codes not tied to one argument (BAD_SHAPES, ...)
+    returns: tuple[str, ...] = ("status",)
+    results: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    doc: str = ""
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args)
+
+    def arg(self, name: str) -> Arg:
+        for a in self.args:
+            if a.name == name:
+                return a
+        raise KeyError(f"{self.name} has no argument {name!r}")
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args if a.written)
+
+    def returned_statuses(self) -> tuple[Status, ...]:
+        """Every status the kernel may return (0 included), in declaration order."""
+        codes = [Status.OK] + list(self.statuses)
+        codes += [a.status for a in self.args if a.status is not None]
+        return tuple(dict.fromkeys(codes))
+
+    def argument_of(self, status: int) -> str | None:
+        """The argument that ``status`` names for this kernel (None for a code of the call)."""
+        for a in self.args:
+            if a.status == status:
+                return a.name
+        return None
+
+    def bind(self, *args) -> dict:
+        """``{argument name: value}`` of a positional call of this kernel."""
+        if len(args) != len(self.args):
+            raise TypeError(f"{self.name} takes {len(self.args)} arguments, got {len(args)}")
+        return dict(zip(self.arg_names, args))
+
+    def read_results(self, arg: str, values) -> NamedTuple:
+        """The slots of output ``arg`` as a named tuple (``stats.loss``, not ``stats[0]``)."""
+        names = self.results[arg]
+        if len(values) != len(names):
+            raise ValueError(f"{self.name}.{arg} has {len(names)} slots, got {len(values)}")
+        return _result_type(self.name, arg, names)(*(values[i] for i in range(len(names))))
+
+
+_RESULT_TYPES: dict = {}
+
+
+def _result_type(kernel: str, arg: str, names: tuple[str, ...]):
+    key = (kernel, arg, names)
+    cls = _RESULT_TYPES.get(key)
+    if cls is None:
+        cls = _RESULT_TYPES[key] = NamedTuple(f"{kernel}_{arg}", [(n, Any) for n in names])
+    return cls
+
+
+@dataclass(frozen=True)
+class Topic:
+    """The contract of one topic: its kernels, in the order of the backend modules' ``__all__``."""
+
+    name: str
+    kernels: tuple[Kernel, ...]
+
+    def __getitem__(self, name: str) -> Kernel:
+        for k in self.kernels:
+            if k.name == name:
+                return k
+        raise KeyError(f"topic {self.name} has no kernel {name!r}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.kernels)
+
+
+def raise_for_status(status: int, kernel: Kernel, args: Mapping[str, Any],
+                     public: Mapping[str, str] | None = None) -> None:
+    """Turn a kernel status into the ValueError naming the argument (no-op for 0).
+
+    ``args`` maps the kernel's argument names to the values it was called with (at least the
+    blamed argument and the tables its bound refers to; :meth:`Kernel.bind` builds it from a
+    positional call); ``public`` renames arguments for the message (e.g. ``nodes`` ->
+    ``argmax_tree.nodes``).  A status the kernel's contract does not declare is an internal error.
+    """
+    if status == 0:
+        return
+    public = public or {}
+
+    def shown(name):
+        return public.get(name, name)
+
+    try:
+        code = Status(status)
+    except ValueError:
+        code = None
+    if code is None or code not in kernel.returned_statuses():
+        raise ValueError(f"internal error: kernel {kernel.name} returned status {status}, which "
+                         "its contract does not declare")
+    if code == Status.BAD_SHAPES:  # the wrappers always pass consistent shapes
+        raise ValueError("internal error: array arguments of inconsistent shapes "
+                         f"(status {int(Status.BAD_SHAPES)})")
+    if code == Status.OVERLAPPING_ARRAYS:
+        _raise_overlap(kernel, args, shown)
+    name = kernel.argument_of(code)
+    arg = kernel.arg(name)
+    value = args.get(name)
+    if arg.kind == Kind.IDS and arg.bound is not None and value is not None:
+        table, axis = arg.bound
+        bound = np.shape(args[table])[axis]
+        arr = np.asarray(value)
+        bad = np.flatnonzero((arr < 0) | (arr >= bound))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{shown(name)}[{i}] = {int(arr[i])} is out of range [0, {bound})")
+    elif arg.kind == Kind.INDEX and arg.bound is not None and value is not None:
+        table, axis = arg.bound
+        bound = np.shape(args[table])[axis]
+        raise ValueError(f"{shown(name)} = {int(value)} is out of range [0, {bound})")
+    elif arg.kind == Kind.REALS and value is not None:
+        arr = np.asarray(value)
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{shown(name)}[{i}] = {arr[i]} is not finite")
+    elif arg.kind == Kind.REAL and value is not None:
+        if arg.domain is not None:
+            raise ValueError(f"{shown(name)} must be in {arg.domain}, got {float(value)}")
+        raise ValueError(f"{shown(name)} = {float(value)} is not finite")
+    raise ValueError(f"invalid {shown(name)}")
+
+
+def _raise_overlap(kernel: Kernel, args: Mapping[str, Any], shown) -> None:
+    """After OVERLAPPING_ARRAYS (nothing written): the error naming the input that shares memory
+    with an array the call writes.  O(1) per pair (address ranges)."""
+    arrays = {n: v for n, v in args.items() if isinstance(v, np.ndarray)}
+    for wname in kernel.written:
+        w = arrays.get(wname)
+        if w is None:
+            continue
+        for name, x in arrays.items():
+            if name != wname and x.size and np.may_share_memory(w, x):
+                raise ValueError(f"{shown(name)} shares memory with {shown(wname)}, which this "
+                                 f"call writes in place; pass a copy of {shown(name)}")
+    raise ValueError("array arguments share memory with an array this call writes")

@@ -1,0 +1,67 @@
+# cython: language_level=3
+# GENERATED from fastlmrl/_status.py by `python -m fastlmrl._status --write`; do not edit.
+# tests/test_contract.py checks that it matches the enum.  Use:
+#     from fastlmrl._cython cimport status
+#     return status.BAD_SHAPES
+
+cdef enum Status:
+    OK = 0
+    BAD_STATES = 1
+    BAD_ACTIONS = 2
+    BAD_NEXT_STATES = 3
+    BAD_NEXT_ACTIONS = 4
+    BAD_REWARDS = 5
+    BAD_OFFSETS = 6
+    BAD_SHAPES = 7
+    OVERLAPPING_ARRAYS = 8
+    BAD_EPSILON = 10
+    BAD_TEMPERATURE = 11
+    BAD_ALPHA = 12
+    BAD_GAMMA = 13
+    BAD_LOGITS = 20
+    BAD_TOKENS = 21
+    BAD_WEIGHTS = 22
+    BAD_COUNT_VALUES = 23
+    BAD_OLD_LOG_PROBS = 24
+    BAD_REF_LOG_PROBS = 25
+    BAD_SEQUENCE_OFFSETS = 26
+    BAD_BASELINES = 27
+    BAD_VALUES = 28
+    BAD_RETURNS = 29
+    BAD_OLD_VALUES = 30
+    BAD_CONTEXTS = 31
+    BAD_TREE = 32
+    CORRUPT_TREE = 33
+    UNSORTED = 34
+    BAD_MOMENTS = 35
+    BAD_HYPERPARAMETERS = 36
+    BAD_PROMPT_IDS = 40
+    BAD_PROMPT_TOKENS = 41
+    BAD_BOOTSTRAP = 42
+    BAD_ENDS = 43
+    BAD_CONFIG = 44
+    BAD_LOG_PROBS = 45
+    BAD_STEPS = 46
+    BAD_ESTIMATOR = 47
+    BAD_GROUP_IDS = 48
+    BAD_GROUP_SIZE = 49
+    BAD_OPTION = 50
+    BAD_ITERATIONS = 60
+    BAD_GRAM_TOKENS = 61
+    BAD_GRAM_OFFSETS = 62
+    BAD_GRAM_WEIGHTS = 63
+    BAD_OUT = 64
+    BAD_COUNTS = 65
+    BAD_SCRATCH = 66
+    BAD_FINAL_VALUES = 67
+    BAD_ADVANTAGES = 68
+    BAD_ROWS = 69
+    BAD_GRADS = 70
+    BAD_TOP_K = 71
+    BAD_TOP_P = 72
+    BAD_MIN_P = 73
+    BAD_ORDER = 74
+    BAD_MASK_LOGITS = 75
+    BAD_LENGTHS = 76
+    OVERLAPPING_SCRATCH = 77
+    NO_MEMORY = 99
