@@ -349,7 +349,7 @@ def _spelling_calls():
     def run(call, *leaves):
         leaves = [z.detach().clone().requires_grad_(True) for z in leaves]
         res = call(*leaves)
-        outs = list(res) if isinstance(res, tuple) else [res]
+        outs = list(res) if isinstance(res, (tuple, ft.PPOLossResult)) else [res]
         grads = torch.autograd.grad(outs[0], leaves) if outs[0].requires_grad else ()
         return [z.detach() for z in outs] + list(grads)
 
@@ -720,6 +720,114 @@ def test_eager_fast_path_equals_the_custom_op(i):
             assert a.dtype == b.dtype and a.shape == b.shape
             assert torch.equal(a, b) or torch.equal(a.isnan(), b.isnan()) and torch.equal(
                 a.nan_to_num(), b.nan_to_num())
+
+def _ppo_fast_cases():
+    """Calls of ft.ppo_loss that take the eager fast path (plain contiguous 2-D float32/64
+    logits, token-level ratios) and calls that must not (each needs a conversion or the
+    general path's handling); (kwargs builder, fast?)."""
+    def case(dtype=F64, n=6, v=7, seed=30, **changes):
+        x, t, per = rng_tensors(n=n, v=v, dtype=dtype, seed=seed)
+        kw = dict(logits=x, tokens=t, old_log_probs=per["old"], advantages=per["adv"],
+                  weights=per["w"])
+        kw.update({k: (fn(kw, per) if callable(fn) else fn) for k, fn in changes.items()})
+        return kw
+    return [
+        (lambda: case(), True),
+        (lambda: case(F32, clip_high=0.28, dual_clip=3.0), True),
+        (lambda: case(weights=None, ref_log_probs=lambda kw, per: per["ref"], kl_coef=0.1,
+                      kl_estimator="k2"), True),
+        (lambda: case(F32, tokens=lambda kw, per: kw["tokens"].int()), True),
+        (lambda: case(n=0), True),
+        (lambda: case(tokens=lambda kw, per: kw["tokens"].to(torch.int16)), False),
+        (lambda: case(logits=lambda kw, per: kw["logits"].t().contiguous().t()), False),
+        (lambda: case(advantages=lambda kw, per: kw["advantages"].float()), False),
+        (lambda: case(BF16), False),
+        (lambda: case(logits=lambda kw, per: kw["logits"].reshape(2, 3, 7),
+                      tokens=lambda kw, per: kw["tokens"].reshape(2, 3)), False),
+        (lambda: case(old_log_probs=lambda kw, per: per["old"][::1].expand(6)[:6].clone()
+                      .requires_grad_(True)), False),
+        (lambda: case(ratio_level="sequence", sequence_offsets=torch.tensor([0, 2, 6])), False),
+    ]
+
+
+@pytest.mark.parametrize("i", range(len(_ppo_fast_cases())))
+@pytest.mark.parametrize("grad", [False, True])
+def test_ppo_eager_fast_path_equals_the_custom_op(i, grad):
+    """ft.ppo_loss in eager mode skips the dispatcher and the custom op (kernel on NumPy views,
+    result tensors built when read): every field and the gradient equal the registered op's bit
+    for bit, and only eligible calls take it (its autograd node is fastlmrl_ppo_loss_fast)."""
+    make, fast = _ppo_fast_cases()[i]
+    kw = make()
+    x = kw["logits"].detach().clone().requires_grad_(grad)
+    res = ft.ppo_loss(**dict(kw, logits=x))
+    x2 = kw["logits"].detach().clone().requires_grad_(grad)
+    flat = x2.reshape(-1, x2.shape[-1])
+    n = flat.shape[0]
+    dt = x2.dtype if x2.dtype != BF16 else F32
+
+    def vec(name, dtype=dt):
+        value = kw.get(name)
+        return None if value is None else value.detach().reshape(n).to(dtype)
+    out = torch.ops.fastlmrl.ppo_loss(
+        flat, kw["tokens"].reshape(n).long(), vec("old_log_probs"), vec("advantages"),
+        vec("weights"), kw.get("clip_low", 0.2), kw.get("clip_high"), kw.get("dual_clip"),
+        kw.get("ratio_level", "token"), kw.get("sequence_offsets"), vec("ref_log_probs"),
+        kw.get("kl_coef", 0.0), kw.get("kl_estimator", "k3"))
+    want = [out[0], *(t.reshape(x2.shape[:-1]) for t in out[2:5]), *out[5].unbind()]
+    assert len(res) == len(want) == len(res._fields) == 10
+    for name, a, b in zip(res._fields, res, want):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert torch.equal(a.detach(), b.detach()), name
+    if grad:
+        assert res.loss.requires_grad
+        assert (type(res.loss.grad_fn).__name__ == "fastlmrl_ppo_loss_fastBackward") == fast
+        up = torch.tensor(0.75, dtype=res.loss.dtype)
+        (g,) = torch.autograd.grad(res.loss, x, up)
+        (g2,) = torch.autograd.grad(out[0], x2, up)
+        assert torch.equal(g, g2)
+    else:
+        assert not res.loss.requires_grad and res.loss.grad_fn is None
+
+
+def test_ppo_result_is_built_lazily_with_a_namedtuple_interface():
+    x, t, per = rng_tensors(n=5, v=6, dtype=F32, seed=31)
+    res = ft.ppo_loss(x, t, per["old"], per["adv"], per["w"], clip_high=0.3)
+    assert res._values[1:] == [None] * 9  # only the loss is built by the fast path
+    assert res.clip_fraction is res.clip_fraction and res[6] is res.clip_fraction
+    assert res.log_probs.shape == (5,) and res.log_probs.dtype == F64
+    d = res._asdict()
+    assert list(d) == list(res._fields) and all(isinstance(v, torch.Tensor) for v in d.values())
+    loss, log_probs, *rest = res
+    assert loss is res.loss and log_probs is res.log_probs and len(rest) == 8
+    assert res[-1] is res.approx_kl_k3 and res[1:3] == (res.log_probs, res.token_loss)
+    other = res._replace(loss=res.loss * 2)
+    assert torch.equal(other.loss, res.loss * 2) and other.ratios is res.ratios
+    assert "clip_fraction=tensor(" in repr(res)
+    with pytest.raises(ValueError, match="unexpected field"):
+        res._replace(los=1)
+    with pytest.raises(AttributeError):
+        res.loss = None
+    torch.testing.assert_close(res.log_probs, torch_logp(x.double(), t).float().double(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_ppo_fast_path_backward_with_retained_graph_and_accumulation():
+    x, t, per = rng_tensors(n=4, v=5, dtype=F32, seed=32)
+    x.requires_grad_(True)
+    res = ft.ppo_loss(x, t, per["old"], per["adv"])
+    assert type(res.loss.grad_fn).__name__ == "fastlmrl_ppo_loss_fastBackward"
+    res.loss.backward(retain_graph=True)
+    once = x.grad.clone()
+    res.loss.backward()
+    torch.testing.assert_close(x.grad, 2 * once, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="second time"):
+        res.loss.backward()
+    x.grad = None
+    want = torch.autograd.grad(torch_ppo(x, t, per["old"], per["adv"], torch.full((4,), 0.25)),
+                               x)[0]
+    ft.ppo_loss(x, t, per["old"], per["adv"]).loss.backward()
+    torch.testing.assert_close(x.grad, want, rtol=1e-5, atol=1e-6)
+
 
 def test_torch_compile_fullgraph():
     x, t, per = rng_tensors(batch=(2, 3), v=7, dtype=F32, seed=13)

@@ -169,6 +169,7 @@ class _BufferCache:
             self.entries = [a for a in self.entries if sys.getrefcount(a) > self.FREE_REFS]
 
 
+LARGE_BYTES = _BufferCache.MIN_BYTES  # smaller buffers never come from the cache
 _cache = _BufferCache(int(os.environ.get("FASTLMRL_TORCH_CACHE_BYTES", 4 << 30)))
 
 
@@ -210,6 +211,14 @@ def empty_pair(shape, dtype: torch.dtype) -> tuple[Tensor, np.ndarray]:
     return (t.view(torch.bfloat16), arr) if dtype == torch.bfloat16 else (t, arr)
 
 
+def scratch_like(x: np.ndarray) -> np.ndarray:
+    """An uninitialised array of ``x``'s shape and dtype that no tensor will see (a gradient
+    nobody asked for); large ones come from the buffer cache."""
+    if x.nbytes < _cache.MIN_BYTES or _cache.max_bytes <= 0:
+        return np.empty(x.shape, dtype=x.dtype)
+    return _cache.take(x.nbytes).view(x.dtype).reshape(x.shape)
+
+
 def kernel_logits(logits: Tensor) -> tuple[Tensor, np.ndarray]:
     """(tensor, array) of the logits as the kernels read them (float32 copy for bfloat16)."""
     if logits.dtype == torch.bfloat16:
@@ -248,6 +257,17 @@ def is_traced(t: Tensor) -> bool:
     if torch._is_functional_tensor(t) or torch._C._functorch.is_functorch_wrapped_tensor(t):
         return True
     return torch._C._len_torch_dispatch_stack() > 0
+
+
+_is_compiling = torch.compiler.is_compiling
+
+
+def eager_mode() -> bool:
+    """True in plain eager mode: not under torch.compile, a dispatch mode (fake / functional
+    tensors, opcheck), a functorch transform or the TorchScript tracer.  The arguments' types
+    are the caller's to check (``type(t) is Tensor``)."""
+    return not (_is_compiling() or _dispatch_modes() or _peek_transforms() is not None
+                or _jit_tracing() is not None)  # is_compiling first: dynamo folds it to True
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -329,17 +349,18 @@ def autograd(op, backward, setup_context, differentiable=(0,)) -> EagerOp:
     return EagerOp(op, setup_context, backward, differentiable)
 
 
-_KERNELS: dict = {}
+if hasattr(_backend, "bind"):
+    # the active backend's kernels, rebound by fastlmrl._backend when the backend changes (a
+    # dispatcher to the calling thread's backend while use_backend() is open anywhere)
+    _kernels = _backend.bind(__name__, "_kernels")
 
-
-def kernels():
-    """``fastlmrl._backend.kernels()`` (the active backend's module), looked up once per backend
-    name: the lookup costs several microseconds, as much as a tiny kernel call."""
-    name = _backend.get_backend()
-    module = _KERNELS.get(name)
-    if module is None:
-        module = _KERNELS[name] = _backend.kernels()
-    return module
+    def kernels():
+        """The active backend's kernels (``fastlmrl._backend.bind``: no lookup per call)."""
+        return _kernels
+else:  # pragma: no cover - a fastlmrl._backend without bind()
+    def kernels():
+        """The active backend's kernels."""
+        return _backend.kernels()
 
 
 def num_threads() -> int:
@@ -359,6 +380,17 @@ def unbind(stats: Tensor) -> tuple:
 def _graph_is_freed_after_this_backward() -> bool:
     keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
     return keep is not None and not keep()
+
+
+def scale_eager(grad: Tensor, upstream):
+    """:func:`scale` for a node made by an eager fast path (plain tensors): the same result with
+    the checks that can still apply in its backward pass (a dispatch mode around ``backward``)."""
+    if upstream is None:
+        return None
+    if (type(upstream) is Tensor and not _dispatch_modes()
+            and _graph_is_freed_after_this_backward() and float(upstream) == 1.0):
+        return grad  # (a scalar loss: its upstream gradient has one element)
+    return grad * upstream
 
 
 def scale(grad: Tensor, upstream):

@@ -59,17 +59,98 @@ class ReinforceLossResult(NamedTuple):
     token_loss: Tensor  #: l_i, float64
 
 
-class PPOLossResult(NamedTuple):
-    loss: Tensor  #: sum_i w_i (l^CLIP_i + kl_coef * D_i), differentiable w.r.t. the logits
-    log_probs: Tensor  #: log pi_theta(a_i|s_i), float64
-    token_loss: Tensor  #: l^CLIP_i + kl_coef * D_i, float64
-    ratios: Tensor  #: the importance ratio used per token (token or sequence level), float64
-    pg_loss: Tensor  #: sum_i w_i l^CLIP_i
-    kl_loss: Tensor  #: sum_i w_i D_i (0 without ref_log_probs), not multiplied by kl_coef
-    clip_fraction: Tensor  #: weighted fraction of tokens whose gradient the eps-clip zeroes
-    dual_clip_fraction: Tensor  #: weighted fraction held at the dual-clip bound
-    approx_kl_k1: Tensor  #: weighted mean of log pi_old - log pi_theta
-    approx_kl_k3: Tensor  #: weighted mean of (rho - 1) - log rho
+class PPOLossResult:
+    """The result of :func:`ppo_loss` / :func:`~fastlmrl.torch.linear_ppo_loss`: a read-only
+    record with the interface of a NamedTuple (fields by name or position, ``_fields``,
+    ``_asdict()``, ``_replace()``, iteration and unpacking, ``len``), not a ``tuple`` subclass.
+
+    The eager fast path of :func:`ppo_loss` builds only ``loss`` at once and each other field's
+    tensor when it is first read (then the same tensor every time): creating the nine other
+    tensors costs more than the fused kernel on a small batch.  Fields:
+
+    * ``loss``: sum_i w_i (l^CLIP_i + kl_coef * D_i), differentiable w.r.t. the logits;
+    * ``log_probs``: log pi_theta(a_i|s_i), float64, the logits' batch shape;
+    * ``token_loss``: l^CLIP_i + kl_coef * D_i, float64;
+    * ``ratios``: the importance ratio used per token (token or sequence level), float64;
+    * ``pg_loss``: sum_i w_i l^CLIP_i;
+    * ``kl_loss``: sum_i w_i D_i (0 without ref_log_probs), not multiplied by kl_coef;
+    * ``clip_fraction``: weighted fraction of tokens whose gradient the eps-clip zeroes;
+    * ``dual_clip_fraction``: weighted fraction held at the dual-clip bound;
+    * ``approx_kl_k1``: weighted mean of log pi_old - log pi_theta;
+    * ``approx_kl_k3``: weighted mean of (rho - 1) - log rho.
+
+    The diagnostics are 0-dim float64 tensors without gradient.
+    """
+
+    __slots__ = ("_values", "_arrays")
+    _fields = ("loss", "log_probs", "token_loss", "ratios", "pg_loss", "kl_loss",
+               "clip_fraction", "dual_clip_fraction", "approx_kl_k1", "approx_kl_k3")
+    __match_args__ = _fields
+
+    def __init__(self, loss, log_probs, token_loss, ratios, pg_loss, kl_loss, clip_fraction,
+                 dual_clip_fraction, approx_kl_k1, approx_kl_k3):
+        self._values = [loss, log_probs, token_loss, ratios, pg_loss, kl_loss, clip_fraction,
+                        dual_clip_fraction, approx_kl_k1, approx_kl_k3]
+        self._arrays = None
+
+    @classmethod
+    def _lazy(cls, loss: Tensor, log_probs, token_loss, ratios, stats):
+        """``loss`` and the kernel's arrays: (N,) float64 per-token results and its 7 stats
+        (stats[1:] are the diagnostics), turned into tensors when read."""
+        result = cls.__new__(cls)
+        result._values = [loss, None, None, None, None, None, None, None, None, None]
+        result._arrays = (log_probs, token_loss, ratios, stats)
+        return result
+
+    def _get(self, i: int):
+        value = self._values[i]
+        if value is None:  # not built yet (the eager fast path)
+            if i < 4:
+                value = torch.from_numpy(self._arrays[i - 1])
+            else:
+                value = torch.from_numpy(self._arrays[3][i - 3, ...])
+            self._values[i] = value
+        return value
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self._get(i) for i in range(10)[index])
+        return self._get(range(10)[index])
+
+    def __iter__(self):
+        return (self._get(i) for i in range(10))
+
+    def _asdict(self) -> dict:
+        return {name: self._get(i) for i, name in enumerate(self._fields)}
+
+    def _replace(self, **changes) -> "PPOLossResult":
+        values = self._asdict()
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise ValueError(f"Got unexpected field names: {sorted(unknown)!r}")
+        values.update(changes)
+        return PPOLossResult(**values)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={self._get(i)!r}" for i, name in enumerate(self._fields))
+        return f"PPOLossResult({inner})"
+
+    loss = property(lambda self: self._values[0], doc="sum_i w_i (l^CLIP_i + kl_coef D_i)")
+    log_probs = property(lambda self: self._get(1), doc="log pi_theta(a_i|s_i), float64")
+    token_loss = property(lambda self: self._get(2), doc="l^CLIP_i + kl_coef D_i, float64")
+    ratios = property(lambda self: self._get(3), doc="the importance ratio per token, float64")
+    pg_loss = property(lambda self: self._get(4), doc="sum_i w_i l^CLIP_i")
+    kl_loss = property(lambda self: self._get(5), doc="sum_i w_i D_i (not times kl_coef)")
+    clip_fraction = property(lambda self: self._get(6), doc="weighted fraction eps-clipped")
+    dual_clip_fraction = property(lambda self: self._get(7),
+                                  doc="weighted fraction at the dual-clip bound")
+    approx_kl_k1 = property(lambda self: self._get(8),
+                            doc="weighted mean of log pi_old - log pi_theta")
+    approx_kl_k3 = property(lambda self: self._get(9),
+                            doc="weighted mean of (rho - 1) - log rho")
 
 
 class KLPenaltyResult(NamedTuple):
@@ -244,6 +325,125 @@ def _str(x, name):
     return x
 
 
+# --- PPO: the eager fast path ------------------------------------------------------------------
+
+_FAST_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_I64, _I32 = np.dtype(np.int64), np.dtype(np.int32)
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _fast_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator, has_ref):
+    """The kernel's options for the eager fast path (token-level ratios only), checked as the
+    general path checks them; typed: ``clip_low=1`` and ``clip_low=True`` are separate keys."""
+    if _str(ratio_level, "ratio_level") != "token":
+        return None
+    return _ppo_options(_real(clip_low, "clip_low"),
+                        None if clip_high is None else _real(clip_high, "clip_high"),
+                        None if dual_clip is None else _real(dual_clip, "dual_clip"), ratio_level,
+                        _real(kl_coef, "kl_coef"), _str(kl_estimator, "kl_estimator"), has_ref)
+
+
+def _vector(t, n: int, dtype) -> Optional[np.ndarray]:
+    """The NumPy view of a plain contiguous (n,) CPU tensor of ``dtype`` without gradient, or
+    None (the general path converts or refuses it)."""
+    if type(t) is not Tensor:
+        return None
+    try:
+        a = t.numpy()  # TypeError off the CPU, RuntimeError when it requires a gradient
+    except (TypeError, RuntimeError):
+        return None
+    if a.dtype is not dtype or a.shape[0] != n or a.ndim != 1 or not a.flags.c_contiguous:
+        return None
+    return a
+
+
+class fastlmrl_ppo_loss_fast(torch.autograd.Function):
+    """The autograd node of the eager fast path: the kernel already ran; ``forward`` wraps its
+    loss (a 0-dim array) and saves its gradient, ``backward`` scales that gradient by the
+    upstream gradient as the custom op's backward does (:func:`_tensors.scale`)."""
+
+    @staticmethod
+    def forward(ctx, logits, grad, loss):
+        ctx.save_for_backward(grad)
+        return torch.from_numpy(loss)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        return tt.scale_eager(grad, grad_loss), None, None
+
+
+# torch.autograd.Function.apply without its Python prologue (never under functorch here)
+_apply_ppo = super(torch.autograd.Function, fastlmrl_ppo_loss_fast).apply
+
+
+def _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, clip_low,
+              clip_high, dual_clip, ratio_level, kl_coef, kl_estimator):
+    """:func:`ppo_loss` on plain contiguous 2-D float32/float64 CPU tensors in eager mode,
+    token-level ratios: the backend's kernel on NumPy views of the tensors, no dispatcher and
+    the result tensors built when read (:class:`PPOLossResult`).  None when any argument needs
+    the general path (conversions, traced or transformed calls, errors): every check it makes is
+    one that the general path makes too, so it never changes which calls succeed.
+
+    The kernel checks the ids, the finiteness of every per-token input, the weights and the
+    logits before it writes anything; a non-zero status is turned into the NumPy API's error by
+    calling the NumPy API on the same arrays (as the custom op does).
+    """
+    if not tt.eager_mode():  # (the arguments' types are checked below)
+        return None
+    dtype = _FAST_DTYPES.get(logits.dtype)
+    if dtype is None or logits.ndim != 2 or not logits.is_contiguous():
+        return None
+    try:
+        options = _fast_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef,
+                                kl_estimator, ref_log_probs is not None)
+        x = logits.numpy(force=True) if logits.requires_grad else logits.numpy()
+    except (TypeError, ValueError, RuntimeError):  # unhashable or bad options, not on the CPU
+        return None
+    if options is None:
+        return None
+    n = x.shape[0]
+    tok = tokens.numpy() if type(tokens) is Tensor and not tokens.requires_grad else None
+    if (tok is None or (tok.dtype is not _I64 and tok.dtype is not _I32) or tok.ndim != 1
+            or tok.shape[0] != n or not tok.flags.c_contiguous):
+        return None
+    old = _vector(old_log_probs, n, dtype)
+    adv = _vector(advantages, n, dtype)
+    if old is None or adv is None:
+        return None
+    if weights is None:
+        w = np.empty(n, dtype=dtype)
+        w.fill(1.0 / n if n else 0.0)  # = the general path's np.full
+    else:
+        w = _vector(weights, n, dtype)
+        if w is None:
+            return None
+    if ref_log_probs is None:
+        ref = _NO_REF[dtype]
+    else:
+        ref = _vector(ref_log_probs, n, dtype)
+        if ref is None:
+            return None
+    # the gradient (a tensor over it only when it is needed)
+    out = np.empty_like(x) if x.nbytes < tt.LARGE_BYTES else tt.scratch_like(x)
+    token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
+    status = tt.kernels().ppo_loss(x, tok, old, adv, w, ref, _TOKEN_LEVEL, *options, token_loss,
+                                   log_probs, ratios, out, stats, tt.num_threads())
+    if status:
+        _np.ppo_loss(x, tok, old, adv, w, clip_low=clip_low, clip_high=clip_high,
+                     dual_clip=dual_clip, ratio_level=ratio_level,
+                     ref_log_probs=None if ref_log_probs is None else ref, kl_coef=kl_coef,
+                     kl_estimator=kl_estimator)
+        raise RuntimeError(f"the ppo_loss kernel returned status {status} on arguments the "
+                           "NumPy API accepts")  # pragma: no cover
+    loss = np.array(stats[0], dtype=dtype)
+    if logits.requires_grad and torch.is_grad_enabled():
+        loss = _apply_ppo(logits, torch.from_numpy(out), loss)
+    else:
+        loss = torch.from_numpy(loss)
+    return PPOLossResult._lazy(loss, log_probs, token_loss, ratios, stats)
+
+
 @check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
 def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0.2,
              clip_high=None, dual_clip=None, ratio_level="token", sequence_offsets=None,
@@ -256,6 +456,11 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     ``weights`` (default :math:`1/N`) carry the mask and the normalisation: see
     :func:`fastlmrl.torch.loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO.
     """
+    if sequence_offsets is None and type(logits) is Tensor:
+        result = _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
+                           clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator)
+        if result is not None:
+            return result
     x = tt.logits_2d(logits)
     tensors, o = ppo_arguments(logits.shape[:-1], tokens, old_log_probs, advantages, weights,
                                clip_low, clip_high, dual_clip, ratio_level, sequence_offsets,
