@@ -178,3 +178,90 @@ def test_num_threads():
     finally:
         fastlmrl.set_num_threads(None)
     assert fastlmrl.get_num_threads() >= 1
+
+
+# ---- direct binding (issue 14) ------------------------------------------------------------------
+
+def test_topic_kernels_are_bound_directly_and_rebound_by_set_backend():
+    from fastlmrl import td_learning
+
+    try:
+        fastlmrl.set_backend("numba")
+        fastlmrl.q_learning_update(np.zeros((2, 2)), [0], [1], [1.0], [1], [False], 0.5, 0.9)
+        assert td_learning._kernels is _backend.backend_module("numba")  # a plain module
+        fastlmrl.set_backend("python")
+        fastlmrl.get_backend()
+        assert td_learning._kernels is _backend.backend_module("python")
+        with fastlmrl.use_backend("cython"):  # per thread: a dispatcher while a block is open
+            assert td_learning._kernels is _backend._DISPATCH
+            assert td_learning._kernels.q_learning_update is \
+                _backend.backend_module("cython").q_learning_update
+        assert td_learning._kernels is _backend.backend_module("python")
+    finally:
+        fastlmrl.set_backend(None)
+
+
+def test_use_backend_in_one_thread_leaves_the_others_on_theirs():
+    import threading
+
+    from fastlmrl import td_learning
+
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def worker():
+        with fastlmrl.use_backend("python"):
+            inside.set()
+            release.wait(30)
+            seen["worker"] = td_learning._kernels.q_learning_update
+
+    t = threading.Thread(target=worker)
+    t.start()
+    inside.wait(30)
+    seen["main"] = td_learning._kernels.q_learning_update  # no override here: the default
+    release.set()
+    t.join()
+    assert seen["worker"] is _backend.backend_module("python").q_learning_update
+    assert seen["main"] is _backend.backend_module("cython").q_learning_update
+
+
+def test_kernel_calls_do_not_read_the_environment(monkeypatch):
+    """FASTLMRL_BACKEND is read when the backend is resolved (first call, set_backend,
+    get_backend), not by each kernel call."""
+    import os
+
+    reads = []
+    real_get = os.environ.get
+
+    class Spy(dict):
+        def get(self, key, default=None):
+            reads.append(key)
+            return real_get(key, default)
+
+    fastlmrl.set_backend(None)
+    q = np.zeros((2, 2))
+    fastlmrl.q_learning_update(q, [0], [1], [1.0], [1], [False], 0.5, 0.9)  # resolves
+    monkeypatch.setattr(_backend.os, "environ", Spy(os.environ))
+    for _ in range(3):
+        fastlmrl.q_learning_update(q, np.array([0]), np.array([1]), np.array([1.0]),
+                                   np.array([1]), np.array([False]), 0.5, 0.9)
+        fastlmrl.q_learning_update(q, [0, 1], [1, 0], [1.0, 2.0], [1, 0], [False, True], 0.5,
+                                   0.9)
+        fastlmrl.greedy(q, [0])  # a topic still dispatched by _backend.kernels()
+    assert reads == []
+    assert fastlmrl.get_backend() == "cython" and reads == ["FASTLMRL_BACKEND"]
+
+
+def test_num_threads_is_counted_once(monkeypatch):
+    import os
+
+    calls = []
+    real = os.sched_getaffinity
+    monkeypatch.setattr(_backend.os, "sched_getaffinity",
+                        lambda pid: calls.append(pid) or real(pid))
+    fastlmrl.set_num_threads(None)  # recounts
+    n = len(calls)
+    for _ in range(5):
+        assert fastlmrl.get_num_threads() == max(1, len(real(0)))
+    assert len(calls) == n
+    fastlmrl.set_num_threads(None)
+    assert len(calls) == n + 1

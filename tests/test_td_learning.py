@@ -323,3 +323,107 @@ def test_bad_shapes_status_is_an_internal_error():
     # never reached through the public API (the wrappers pass consistent shapes); still mapped
     with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
         fastlmrl.td_learning._raise(BAD_SHAPES, np.zeros((1, 1)), (), None)
+
+
+# ---- direct calls (issue 14): the fast paths give the full path's bits and errors ---------------
+
+def _fast_and_full(float_dtype, n, index=np.int64, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((5, 4)).astype(float_dtype)
+    b = dict(states=rng.integers(0, 5, n).astype(index), actions=rng.integers(0, 4, n).astype(index),
+             rewards=rng.standard_normal(n).astype(float_dtype),
+             next_states=rng.integers(0, 5, n).astype(index), terminated=rng.random(n) < 0.3)
+    return q, b
+
+
+@pytest.mark.parametrize("n", [1, 7])
+@pytest.mark.parametrize("kernel", ["q_learning_update", "sarsa_update", "expected_sarsa_update"])
+def test_direct_call_equals_the_validated_path(backend, float_dtype, index_dtype, kernel, n):
+    q, b = _fast_and_full(float_dtype, n, index_dtype)
+    extra = {}
+    if kernel == "sarsa_update":
+        b["next_actions"] = np.arange(n, dtype=index_dtype) % 4
+    if kernel == "expected_sarsa_update":
+        extra["epsilon"] = 0.2
+    fn = getattr(fastlmrl, kernel)
+    q_fast, q_full = q.copy(), q.copy()
+    td_fast = fn(q_fast, **b, alpha=0.3, gamma=0.9, **extra)  # exact dtypes: the direct call
+    as_lists = {k: v.tolist() for k, v in b.items()}  # lists: the full validation
+    td_full = fn(q_full, **as_lists, alpha=0.3, gamma=0.9, **extra)
+    assert td_fast.dtype == td_full.dtype == q.dtype and td_fast.shape == (n,)
+    np.testing.assert_array_equal(td_fast, td_full)
+    np.testing.assert_array_equal(q_fast, q_full)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("change, match", [
+    (dict(states=np.array([0, 0, 9])), r"states\[\d\] = 9 is out of range \[0, 5\)"),
+    (dict(next_states=np.array([0, 0, -1])), r"next_states\[\d\] = -1 is out of range"),
+    (dict(actions=np.array([0, 0, 4])), r"actions\[\d\] = 4 is out of range \[0, 4\)"),
+    (dict(rewards=np.array([0.0, 0.0, np.nan])), r"rewards\[\d\] = nan is not finite"),
+    (dict(alpha=0.0), r"alpha must be in \(0.0, 1.0\]"),
+    (dict(gamma=float("nan")), "gamma must be finite"),
+])
+def test_direct_call_refused_raises_the_validated_error(backend, n, change, match):
+    q, b = _fast_and_full(np.float64, n)
+    call = dict(b, alpha=0.5, gamma=0.9)
+    call.update({k: (v[-n:] if isinstance(v, np.ndarray) else v) for k, v in change.items()})
+    before = q.copy()
+    with pytest.raises(ValueError, match=match):
+        fastlmrl.q_learning_update(q, **call)
+    np.testing.assert_array_equal(q, before)
+
+
+def test_direct_call_falls_back_for_other_layouts(backend):
+    """Non-contiguous, read-only or other-dtype arguments take the validated path (same bits)."""
+    q, b = _fast_and_full(np.float64, 6)
+    odd = dict(b, states=np.repeat(b["states"], 2)[::2], rewards=b["rewards"].astype(np.float32),
+               actions=b["actions"].astype(np.int32))
+    odd["next_states"] = b["next_states"].copy()
+    odd["next_states"].flags.writeable = False
+    assert not odd["states"].flags.c_contiguous
+    expected = q.copy()
+    td_expected = fastlmrl.q_learning_update(expected, **{k: v.tolist() for k, v in odd.items()},
+                                             alpha=0.5, gamma=0.9)
+    td = fastlmrl.q_learning_update(q, **odd, alpha=0.5, gamma=0.9)
+    np.testing.assert_array_equal(q, expected)
+    np.testing.assert_array_equal(td, td_expected)
+    ro = q.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fastlmrl.q_learning_update(ro, **b, alpha=0.5, gamma=0.9)
+
+
+@given(batches())
+def test_q_learning_update_one_equals_a_batch_of_one(compiled, reference, case):
+    q, batch, alpha, gamma = case
+    if len(batch["states"]) == 0:
+        return
+    s, a, r = int(batch["states"][0]), int(batch["actions"][0]), float(batch["rewards"][0])
+    s2, t = int(batch["next_states"][0]), bool(batch["terminated"][0])
+    one = {k: v[:1] for k, v in batch.items()}
+    q_batch = q.copy()
+    td_batch = _run(reference, "q_learning_update", q_batch, one, alpha, gamma)
+    for module in (reference, compiled):
+        q_one = q.copy()
+        status, td = module.q_learning_update_one(q_one, s, a, r, s2, t, alpha, gamma)
+        assert status == 0 and td == float(td_batch[0])
+        np.testing.assert_array_equal(q_one, q_batch)
+
+
+def test_q_learning_update_one_refuses_before_writing(compiled, reference):
+    from fastlmrl import Status
+    for module in (reference, compiled):
+        q = np.zeros((2, 3))
+        for args, status in [((2, 0, 1.0, 0, False, 0.5, 0.9), Status.BAD_STATES),
+                             ((0, -1, 1.0, 0, False, 0.5, 0.9), Status.BAD_ACTIONS),
+                             ((0, 0, 1.0, 2, True, 0.5, 0.9), Status.BAD_NEXT_STATES),
+                             ((0, 0, math.inf, 0, False, 0.5, 0.9), Status.BAD_REWARDS),
+                             ((0, 0, 1.0, 0, False, 1.5, 0.9), Status.BAD_ALPHA),
+                             ((0, 0, 1.0, 0, False, 0.5, -0.1), Status.BAD_GAMMA)]:
+            assert module.q_learning_update_one(q, *args) == (status, 0.0)
+        assert (q == 0).all()
+        from numba.core.errors import TypingError
+        with pytest.raises((TypeError, TypingError), match="integer"):  # never truncated
+            module.q_learning_update_one(q, 0.5, 0, 1.0, 0, False, 0.5, 0.9)
+        assert (q == 0).all()
