@@ -27,6 +27,7 @@ Run:  pytest benchmarks/bench_sweep.py --benchmark-enable --benchmark-group-by=g
           --benchmark-columns=mean,rounds -p no:cacheprovider
       python benchmarks/bench_sweep.py          # the same figures as a table
 """
+
 from __future__ import annotations
 
 import importlib
@@ -43,12 +44,22 @@ import pytest
 sw = importlib.import_module("fastlmrl.sweep")
 
 GRIDS = {
-    "tiny": {"algorithms": ["grpo", "q_learning"], "seeds": 4, "steps": 10,
-             "checkpoint_every": 5, "backend": "numba",
-             "task": {"max_new_tokens": 16},
-             "params": {"num_prompts": [8], "group_size": [4]}},
-    "small": {"algorithms": ["grpo", "q_learning"], "seeds": 2, "steps": 60,
-              "checkpoint_every": 20, "backend": "numba"},
+    "tiny": {
+        "algorithms": ["grpo", "q_learning"],
+        "seeds": 4,
+        "steps": 10,
+        "checkpoint_every": 5,
+        "backend": "numba",
+        "task": {"max_new_tokens": 16},
+        "params": {"num_prompts": [8], "group_size": [4]},
+    },
+    "small": {
+        "algorithms": ["grpo", "q_learning"],
+        "seeds": 2,
+        "steps": 60,
+        "checkpoint_every": 20,
+        "backend": "numba",
+    },
 }
 # (workers, threads per trial): the default split of the 2 cores, and 1 worker with 1 thread
 WORKERS = ((1, 2), (1, 1), (2, 1))
@@ -62,7 +73,7 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     init_s = time.perf_counter() - start
     root = tempfile.mkdtemp(prefix="fastlmrl-bench-sweep-")
-    sw.sweep(GRIDS["tiny"], out=os.path.join(root, "warm"), workers=2, plot=False, log=False)
+    sw.sweep(GRIDS["tiny"], out=os.path.join(root, "warm"), workers=2, plot=False, progress=False)
     yield ray, init_s, root
     ray.shutdown()
     shutil.rmtree(root, ignore_errors=True)
@@ -73,7 +84,7 @@ def run_sweep(grid, workers, root, threads=None):
     out = os.path.join(root, f"s{next(_counter)}")
     config = dict(GRIDS[grid], threads_per_trial=threads)
     start = time.perf_counter()
-    result = sw.sweep(config, out=out, workers=workers, plot=False, log=False)
+    result = sw.sweep(config, out=out, workers=workers, plot=False, progress=False)
     assert result.threads_per_trial == (threads or 2 // workers)
     wall = time.perf_counter() - start
     assert not result.failed and result.ran == len(result.trials)
@@ -87,13 +98,15 @@ def run_in_process(grid, root):
     trials = sw.expand_trials(GRIDS[grid])
     start = time.perf_counter()
     for t in trials:
-        sw.run_trial(t.spec(), os.path.join(out, t.trial_id),
-                     GRIDS[grid]["checkpoint_every"], threads=1)
+        sw.run_trial(
+            t.spec(), os.path.join(out, t.trial_id), GRIDS[grid]["checkpoint_every"], threads=1
+        )
     return len(trials), time.perf_counter() - start
 
 
-@pytest.mark.parametrize("workers, threads", WORKERS, ids=[f"workers{w}-threads{t}"
-                                                           for w, t in WORKERS])
+@pytest.mark.parametrize(
+    "workers, threads", WORKERS, ids=[f"workers{w}-threads{t}" for w, t in WORKERS]
+)
 @pytest.mark.parametrize("grid", list(GRIDS))
 def test_sweep_throughput(benchmark, ray_session, grid, workers, threads):
     _, init_s, root = ray_session
@@ -107,13 +120,17 @@ def test_sweep_throughput(benchmark, ray_session, grid, workers, threads):
     trials = sum(r[0] for r in runs)
     tokens = sum(r[1] for r in runs)
     wall = sum(r[3] for r in runs)
-    benchmark.extra_info.update({
-        "trials": runs[0][0], "workers": workers, "threads": threads,
-        "ray_init_s": round(init_s, 2),
-        "trials_per_minute": round(trials / wall * 60, 1),
-        "tokens_per_s_total": round(tokens / wall),
-        "tokens_per_s_in_training": round(workers * tokens / sum(r[2] for r in runs)),
-    })
+    benchmark.extra_info.update(
+        {
+            "trials": runs[0][0],
+            "workers": workers,
+            "threads": threads,
+            "ray_init_s": round(init_s, 2),
+            "trials_per_minute": round(trials / wall * 60, 1),
+            "tokens_per_s_total": round(tokens / wall),
+            "tokens_per_s_in_training": round(workers * tokens / sum(r[2] for r in runs)),
+        }
+    )
 
 
 @pytest.mark.parametrize("grid", list(GRIDS))
@@ -131,10 +148,14 @@ def test_ray_overhead_per_trial(benchmark, ray_session, grid):
     n = local[0][0]
     local_s = min(r[1] for r in local) / n
     ray_s = min(r[3] for r in on_ray) / n
-    benchmark.extra_info.update({
-        "trials": n, "in_process_ms_per_trial": round(local_s * 1e3, 1),
-        "ray_ms_per_trial": round(ray_s * 1e3, 1),
-        "overhead_ms_per_trial": round((ray_s - local_s) * 1e3, 1)})
+    benchmark.extra_info.update(
+        {
+            "trials": n,
+            "in_process_ms_per_trial": round(local_s * 1e3, 1),
+            "ray_ms_per_trial": round(ray_s * 1e3, 1),
+            "overhead_ms_per_trial": round((ray_s - local_s) * 1e3, 1),
+        }
+    )
 
 
 def main() -> int:  # pragma: no cover - a table for the closing note
@@ -145,22 +166,28 @@ def main() -> int:  # pragma: no cover - a table for the closing note
     print(f"ray.init: {time.perf_counter() - start:.2f} s")
     root = tempfile.mkdtemp(prefix="fastlmrl-bench-sweep-")
     try:
-        sw.sweep(GRIDS["tiny"], out=os.path.join(root, "warm"), workers=2, plot=False, log=False)
+        sw.sweep(
+            GRIDS["tiny"], out=os.path.join(root, "warm"), workers=2, plot=False, progress=False
+        )
         for grid in GRIDS:
             run_in_process(grid, root)
             local = min(run_in_process(grid, root)[1] for _ in range(3))
             for workers, threads in WORKERS:
                 runs = [run_sweep(grid, workers, root, threads) for _ in range(3)]
                 n, tokens, train, wall = min(runs, key=lambda r: r[3])
-                print(f"{grid:6s} workers={workers} threads={threads}: {n} trials in "
-                      f"{wall:6.2f} s = {n / wall * 60:7.1f} trials/min, "
-                      f"{tokens / wall / 1e6:6.3f} M tokens/s "
-                      f"total ({workers * tokens / train / 1e6:6.3f} M/s counting training "
-                      f"time only; workers busy {train / workers / wall:4.0%})")
+                print(
+                    f"{grid:6s} workers={workers} threads={threads}: {n} trials in "
+                    f"{wall:6.2f} s = {n / wall * 60:7.1f} trials/min, "
+                    f"{tokens / wall / 1e6:6.3f} M tokens/s "
+                    f"total ({workers * tokens / train / 1e6:6.3f} M/s counting training "
+                    f"time only; workers busy {train / workers / wall:4.0%})"
+                )
                 if (workers, threads) == (1, 1):
-                    print(f"{grid:6s} in-process: {local / n * 1e3:7.1f} ms/trial; on Ray (1 "
-                          f"worker): {wall / n * 1e3:7.1f} ms/trial; overhead "
-                          f"{(wall - local) / n * 1e3:6.1f} ms/trial")
+                    print(
+                        f"{grid:6s} in-process: {local / n * 1e3:7.1f} ms/trial; on Ray (1 "
+                        f"worker): {wall / n * 1e3:7.1f} ms/trial; overhead "
+                        f"{(wall - local) / n * 1e3:6.1f} ms/trial"
+                    )
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)

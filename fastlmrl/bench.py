@@ -5,6 +5,7 @@ sanity check that the compiled backends are loaded and fast on this machine.  Ea
 on the same kind of input per backend (the reference on a smaller batch: rates are per item), JIT
 warmed first, best of a few repetitions.
 """
+
 from __future__ import annotations
 
 import time
@@ -104,7 +105,7 @@ def run_benchmarks(quick: bool = False, repeat: int = 3, backends=None) -> list:
     rows = []
     for name, make, n_fast, n_ref in _cases(quick):
         per_step = 256 if "per step" in name else 1
-        reference_rate = None
+        reference_rate = 1.0  # the python reference runs first
         for backend in ("python",) + backends:
             module = _backend.backend_module(backend)
             n = n_ref if backend == "python" else n_fast
@@ -112,6 +113,12 @@ def run_benchmarks(quick: bool = False, repeat: int = 3, backends=None) -> list:
                 rate = _best_rate(make(module, n), n * per_step, repeat)
             if backend == "python":
                 reference_rate = rate
-            rows.append({"kernel": name, "backend": backend, "rate": rate,
-                         "speedup": rate / reference_rate if backend != "python" else None})
+            rows.append(
+                {
+                    "kernel": name,
+                    "backend": backend,
+                    "rate": rate,
+                    "speedup": rate / reference_rate if backend != "python" else None,
+                }
+            )
     return rows

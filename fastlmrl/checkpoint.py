@@ -15,6 +15,7 @@ an unknown version, or whose arrays do not match their recorded SHA-256 digests.
 midway leaves only a temporary file, which the next save or load in that folder removes
 (:mod:`fastlmrl._atomic`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -98,8 +99,9 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     except CheckpointError:
         raise
     except MemoryError:
-        raise CheckpointError(f"{path!r}: corrupted checkpoint (a recorded size is too large "
-                              "to be real)") from None
+        raise CheckpointError(
+            f"{path!r}: corrupted checkpoint (a recorded size is too large to be real)"
+        ) from None
     except Exception as exc:  # zipfile/zlib/struct/EOF/NotImplemented/... on a damaged byte
         raise CheckpointError(
             f"{path!r} is not a readable fastlmrl checkpoint (damaged or truncated: "
@@ -134,13 +136,18 @@ def _read(path: str) -> tuple[dict, dict]:
                 f"(this fastlmrl reads version {VERSION})"
             )
         specs, meta = header.get("arrays", {}), header.get("meta", {})
-        if not isinstance(specs, dict) or not all(isinstance(v, dict) for v in specs.values()) \
-                or not isinstance(meta, dict):
+        if (
+            not isinstance(specs, dict)
+            or not all(isinstance(v, dict) for v in specs.values())
+            or not isinstance(meta, dict)
+        ):
             raise CheckpointError(f"{path!r}: corrupted checkpoint header (bad layout)")
         expected = {HEADER} | {f"{name}.npy" for name in specs}
         if len(names) != len(set(names)) or set(names) != expected:
-            raise CheckpointError(f"{path!r}: corrupted checkpoint (archive members {names}, "
-                                  f"expected {sorted(expected)})")
+            raise CheckpointError(
+                f"{path!r}: corrupted checkpoint (archive members {names}, "
+                f"expected {sorted(expected)})"
+            )
         arrays = {}
         for name, spec in specs.items():
             try:
@@ -148,8 +155,12 @@ def _read(path: str) -> tuple[dict, dict]:
                 arr = np.load(io.BytesIO(raw), allow_pickle=False)
             except Exception as exc:  # zlib/CRC errors, truncated .npy, bad header ...
                 raise CheckpointError(f"{path!r}: array {name!r} is corrupted ({exc})") from None
-            if (not isinstance(arr, np.ndarray) or arr.dtype.str != spec.get("dtype")
-                    or list(arr.shape) != spec.get("shape") or _digest(arr) != spec.get("sha256")):
+            if (
+                not isinstance(arr, np.ndarray)
+                or arr.dtype.str != spec.get("dtype")
+                or list(arr.shape) != spec.get("shape")
+                or _digest(arr) != spec.get("sha256")
+            ):
                 raise CheckpointError(f"{path!r}: array {name!r} does not match its checksum")
             arrays[name] = arr
     return arrays, meta

@@ -1,30 +1,41 @@
 """The ``fastlmrl`` command.
 
-    fastlmrl demo                 fit an n-gram LM, RL-fine-tune it with PPO and GRPO, show the result
-    fastlmrl train --algo ALGO    train one algorithm, with metrics (JSONL/CSV) and checkpoints
-    fastlmrl sample RUN           generate from a trained policy (a run folder or checkpoint file)
-    fastlmrl sweep CONFIG         seeds × hyper-parameters × algorithms on Ray (local or a cluster)
-    fastlmrl bench                kernel throughput of each backend against the reference
-    fastlmrl pretrain             pretrain a small transformers LM from scratch (needs [neural])
-    fastlmrl info                 backends, versions, threads
+fastlmrl demo                 fit an n-gram LM, RL-fine-tune it with PPO and GRPO, show the result
+fastlmrl train --algo ALGO    train one algorithm, with metrics (JSONL/CSV) and checkpoints
+fastlmrl sample RUN           generate from a trained policy (a run folder or checkpoint file)
+fastlmrl sweep CONFIG         seeds × hyper-parameters × algorithms on Ray (local or a cluster)
+fastlmrl bench                kernel throughput of each backend against the reference
+fastlmrl pretrain             pretrain a small transformers LM from scratch (needs [neural])
+fastlmrl info                 backends, versions, threads
 """
+
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
-import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from . import _backend
 from .demo import DEMO_ALGORITHMS, add_demo_arguments, cmd_demo  # noqa: F401
 from .demo import samples as _samples
-
+from .runs import (  # noqa: F401
+    FALSE_WORDS,
+    TRUE_WORDS,
+    Progress,
+    TaskSpec,
+    algorithm_class,
+    build_run,
+    build_task,
+    field_kinds,
+    parse_overrides,
+    saved_params,
+    write_metrics,
+)
+from .runs import make_config as runs_make_config
+from .runs import make_trainer as runs_make_trainer
 
 # ---------------------------------------------------------------------------------------------
 # tasks and trainers from command-line arguments
@@ -32,188 +43,44 @@ from .demo import samples as _samples
 
 def _env_option(value: str) -> str:
     """--env: text, toy, a Gymnasium toy-text short name, or gym:<id>."""
-    if value in ("text", "toy", "frozenlake", "cliffwalking", "taxi") or \
-            (value.startswith("gym:") and len(value) > 4):
+    if value in ("text", "toy", "frozenlake", "cliffwalking", "taxi") or (
+        value.startswith("gym:") and len(value) > 4
+    ):
         return value
     raise argparse.ArgumentTypeError(
-        f"invalid choice {value!r} (choose text, toy, frozenlake, cliffwalking, taxi or gym:<id>)")
+        f"invalid choice {value!r} (choose text, toy, frozenlake, cliffwalking, taxi or gym:<id>)"
+    )
 
 
-def task_spec_from_args(args) -> dict:
-    return {"env": args.env, "corpus": args.corpus, "order": args.order,
-            "max_new_tokens": args.max_new_tokens, "num_envs": args.num_envs}
+def task_spec_from_args(args) -> TaskSpec:
+    """The task options of ``fastlmrl train`` as a :class:`fastlmrl.runs.TaskSpec`."""
+    return TaskSpec(
+        env=args.env,
+        corpus=args.corpus,
+        order=args.order,
+        max_new_tokens=args.max_new_tokens,
+        num_envs=args.num_envs,
+    )
 
 
-def build_task(spec: dict):
-    from .tasks import make_text_task, make_toy_task
-
-    if spec["env"] == "toy":
-        return make_toy_task(num_envs=spec.get("num_envs") or 64)
-    if spec["env"] == "text":
-        corpus = spec.get("corpus")
-        return make_text_task(corpus, order=spec.get("order", 2),
-                              max_new_tokens=spec.get("max_new_tokens", 48),
-                              num_envs=spec.get("num_envs") or 256)
-    if spec["env"] in ("frozenlake", "cliffwalking", "taxi") or spec["env"].startswith("gym:"):
-        from .tasks import make_gym_task
-
-        return make_gym_task(spec["env"][4:] if spec["env"].startswith("gym:") else spec["env"],
-                             num_envs=spec.get("num_envs") or 64)
-    raise ValueError(f"unknown env {spec['env']!r}: choose 'text', 'toy', 'frozenlake', "
-                     "'cliffwalking', 'taxi' or 'gym:<Gymnasium id>'")
-
-
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
-
-
-def _field_kinds(field) -> set:
-    """The type names a config field accepts ({'float', 'None'} for ``float | None``)."""
-    annotation = field.type if isinstance(field.type, str) else \
-        getattr(field.type, "__name__", str(field.type))
-    annotation = annotation.replace("Optional[", "").replace("]", "|None")
-    kinds = {part.strip() for part in annotation.split("|") if part.strip()}
-    if not kinds & {"bool", "int", "float", "str"}:  # unusual annotation: go by the default
-        default = field.default
-        kinds = {type(default).__name__} if default is not None else {"float", "None"}
-    return kinds
-
-
-def _parse_overrides(pairs, config_cls):
-    """``key=value`` strings -> {field: typed value} for the algorithm's config dataclass.
-
-    The value is parsed by the field's type; a value of the wrong kind (``first_visit=maybe``,
-    ``epochs=abc``) or an unknown key raises a ValueError naming the key (unknown keys: with the
-    list of valid ones)."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    out = {}
-    for pair in pairs or ():
-        if "=" not in pair:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        key, text = key.strip(), raw.strip().lower()
-        if key not in fields:
-            raise ValueError(f"--set {key}: {config_cls.__name__} has no such field; choose from "
-                             f"{', '.join(sorted(fields))}")
-        kinds = _field_kinds(fields[key])
-        if text in ("none", "null"):
-            if "None" not in kinds:
-                raise ValueError(f"--set {key}={raw}: {key} cannot be None")
-            out[key] = None
-        elif "bool" in kinds:
-            if text not in TRUE_WORDS + FALSE_WORDS:
-                raise ValueError(f"--set {key}={raw}: {key} is true or false, got {raw!r}")
-            out[key] = text in TRUE_WORDS
-        elif "int" in kinds and "float" not in kinds:
-            try:
-                out[key] = int(text)
-            except ValueError:
-                raise ValueError(f"--set {key}={raw}: {key} must be an integer") from None
-        elif "float" in kinds:
-            try:
-                out[key] = float(text)
-            except ValueError:
-                raise ValueError(f"--set {key}={raw}: {key} must be a number") from None
-        else:
-            out[key] = raw
-    return out
+# the command line's ``--set`` parser (``KEY=VALUE`` strings -> typed values); kept under its
+# former name for neural_run.py and the tests
+_parse_overrides = parse_overrides
+_field_kinds = field_kinds
 
 
 def make_config(algo: str, overrides=None):
-    """The algorithm's config dataclass with the ``--set`` overrides applied (validated)."""
-    from .trainers import ALGORITHMS
-
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algo!r}: choose from {', '.join(sorted(ALGORITHMS))}")
-    cls = ALGORITHMS[algo]
-    try:
-        return cls.Config(**_parse_overrides(overrides, cls.Config))
-    except TypeError as exc:  # a value of the wrong type (reported by the config's checks)
-        raise ValueError(f"--set: {exc}") from None
+    """The algorithm's config dataclass with the ``--set`` strings applied (validated)."""
+    cls = algorithm_class(algo)
+    return runs_make_config(algo, parse_overrides(overrides, cls.Config), option="--set")
 
 
 def make_trainer(algo: str, task, seed: int, overrides=None, config=None):
-    from .trainers import ALGORITHMS, TEXT_ALGORITHMS
-
+    """The trainer of ``algo`` on ``task``, with ``config`` or else the ``--set`` strings
+    ``overrides`` (see :func:`fastlmrl.runs.make_trainer`)."""
     if config is None:
         config = make_config(algo, overrides)
-    cls = ALGORITHMS[algo]
-    if algo in TEXT_ALGORITHMS:
-        if getattr(task, "name", "") != "text":
-            raise ValueError(f"algorithm {algo!r} trains a softmax policy on the text task "
-                             "(--env text)")
-        return cls(task, config, seed=seed)
-    if getattr(task, "name", "") == "text":  # value methods start from the language model
-        return cls(task, config, seed=seed)
-    return cls(task.env, config, seed=seed)
-
-
-# ---------------------------------------------------------------------------------------------
-# output helpers
-
-
-def write_metrics(history: list, jsonl_path: str, csv_path: str | None = None) -> None:
-    """Rewrite the metrics files from the full history (atomic replace: no partial files)."""
-    from ._atomic import atomic_write_text
-
-    atomic_write_text(jsonl_path, "".join(json.dumps(_clean(m)) + "\n" for m in history))
-    if csv_path:
-        keys = sorted({k for m in history for k in m})
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys)
-        writer.writeheader()
-        for m in history:
-            writer.writerow(_clean(m))
-        atomic_write_text(csv_path, buffer.getvalue())
-
-
-def _clean(metrics: dict) -> dict:
-    out = {}
-    for k, v in metrics.items():
-        if isinstance(v, (float, np.floating)):
-            v = float(v)
-            out[k] = v if np.isfinite(v) else None
-        elif isinstance(v, (np.integer,)):
-            out[k] = int(v)
-        else:
-            out[k] = v
-    return out
-
-
-class Progress:
-    """Progress of ``fastlmrl train`` on stderr.
-
-    On a terminal: a bar redrawn in place (carriage returns).  Elsewhere (a log file, a pipe, a
-    CI log) no carriage returns: a plain line every ``lines_every`` iterations (default: about
-    ten lines per run) and one at the end."""
-
-    def __init__(self, total: int, stream=None, width: int = 28, lines_every: int | None = None):
-        self.total, self.stream, self.width = max(total, 1), stream or sys.stderr, width
-        self.start = time.perf_counter()
-        isatty = getattr(self.stream, "isatty", None)
-        try:
-            self.interactive = bool(isatty()) if isatty is not None else False
-        except (ValueError, OSError):  # closed or detached stream
-            self.interactive = False
-        self.lines_every = lines_every or max(1, -(-self.total // 10))
-
-    def __call__(self, trainer, metrics) -> None:
-        done = metrics["iteration"] + 1
-        elapsed = time.perf_counter() - self.start
-        extra = "  ".join(f"{k}={metrics[k]:.3g}" for k in ("score", "reward", "kl")
-                          if k in metrics and isinstance(metrics[k], float))
-        if self.interactive:
-            filled = int(self.width * min(done, self.total) / self.total)
-            bar = "#" * filled + "-" * (self.width - filled)
-            self.stream.write(f"\r[{bar}] {done}/{self.total} {elapsed:5.1f}s  {extra}   ")
-            if done >= self.total:
-                self.stream.write("\n")
-        elif done % self.lines_every == 0 or done >= self.total:
-            self.stream.write(f"iteration {done}/{self.total}  {elapsed:.1f}s  {extra}".rstrip()
-                              + "\n")
-        else:
-            return
-        self.stream.flush()
+    return runs_make_trainer(algo, task, seed, config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,12 +103,14 @@ def _physical_memory() -> int | None:
 BYTES_PER_TOKEN_SLOT = 128
 
 
-def check_sizes(spec: dict, config) -> None:
+def check_sizes(spec, config) -> None:
     """Refuse at once (ValueError naming the option and the number) a batch that cannot fit in
-    this machine's memory, before anything is allocated (instead of a MemoryError later)."""
+    this machine's memory, before anything is allocated (instead of a MemoryError later).
+    ``spec``: a :class:`fastlmrl.runs.TaskSpec` or its dict."""
     memory = _physical_memory()
     if memory is None:
         return
+    spec = TaskSpec.from_dict(spec).to_dict()
     env_rows = spec.get("num_envs") or 256
     options = [("--num-envs", env_rows)]
     sequences = getattr(config, "num_sequences", None)
@@ -249,8 +118,12 @@ def check_sizes(spec: dict, config) -> None:
         if "num_sequences" in {f.name for f in dataclasses.fields(config)}:
             options.append(("--set num_sequences", sequences))
         else:  # GRPO / RLOO: num_prompts groups of group_size
-            options.append((f"--set num_prompts={config.num_prompts} x group_size="
-                            f"{config.group_size} =", sequences))
+            options.append(
+                (
+                    f"--set num_prompts={config.num_prompts} x group_size={config.group_size} =",
+                    sequences,
+                )
+            )
     if spec["env"] == "text":
         horizon = spec.get("max_new_tokens") or 48
         for option, rows in options:
@@ -258,11 +131,14 @@ def check_sizes(spec: dict, config) -> None:
             if need > memory:
                 raise ValueError(
                     f"{option} {rows} x --max-new-tokens {horizon} needs about "
-                    f"{need / 2**30:.3g} GiB per batch; this machine has {memory / 2**30:.3g} GiB")
+                    f"{need / 2**30:.3g} GiB per batch; this machine has {memory / 2**30:.3g} GiB"
+                )
     elif BYTES_PER_TOKEN_SLOT * env_rows > memory:
-        raise ValueError(f"--num-envs {env_rows} needs about "
-                         f"{BYTES_PER_TOKEN_SLOT * env_rows / 2**30:.3g} GiB; this machine has "
-                         f"{memory / 2**30:.3g} GiB")
+        raise ValueError(
+            f"--num-envs {env_rows} needs about "
+            f"{BYTES_PER_TOKEN_SLOT * env_rows / 2**30:.3g} GiB; this machine has "
+            f"{memory / 2**30:.3g} GiB"
+        )
 
 
 def cmd_train(args, out=None) -> int:
@@ -273,11 +149,14 @@ def cmd_train(args, out=None) -> int:
         from .neural_run import cmd_train_neural
 
         return cmd_train_neural(args, out)
-    for option, value in (("--task", getattr(args, "task", None)),
-                          ("--model", getattr(args, "model", None))):
+    for option, value in (
+        ("--task", getattr(args, "task", None)),
+        ("--model", getattr(args, "model", None)),
+    ):
         if value is not None:
-            raise ValueError(f"{option} applies to --policy neural (the table policies train on "
-                             "--env)")
+            raise ValueError(
+                f"{option} applies to --policy neural (the table policies train on --env)"
+            )
 
     if args.backend:
         fastlmrl.set_backend(args.backend)
@@ -288,27 +167,31 @@ def cmd_train(args, out=None) -> int:
         raise ValueError(f"--out {folder!r} is a file, not a run folder")
     existing = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
     if existing and not (args.resume or args.overwrite):
-        raise ValueError(f"{folder!r} already holds a run ({', '.join(existing)}): continue it "
-                         "with --resume, replace it with --overwrite, or choose another --out")
+        raise ValueError(
+            f"{folder!r} already holds a run ({', '.join(existing)}): continue it "
+            "with --resume, replace it with --overwrite, or choose another --out"
+        )
     if args.resume and args.overwrite:
         raise ValueError("give --resume or --overwrite, not both")
-    overrides = list(args.set or ())
-    if args.resume and not overrides and os.path.exists(checkpoint):
+    params = parse_overrides(args.set, algorithm_class(args.algo).Config)  # typed from here on
+    if args.resume and not args.set and os.path.exists(checkpoint):
         from .checkpoint import load_checkpoint
 
         meta = load_checkpoint(checkpoint)[1]
         if meta.get("algorithm") != args.algo:
-            raise ValueError(f"{checkpoint!r} is a run of --algo {meta.get('algorithm')}, not "
-                             f"{args.algo}")
-        saved = (meta.get("task") or {}).get("overrides") or []
+            raise ValueError(
+                f"{checkpoint!r} is a run of --algo {meta.get('algorithm')}, not {args.algo}"
+            )
+        saved = saved_params(meta.get("task") or {}, args.algo)
         if saved:  # the run's own --set options, so that `--resume --steps N` is enough
-            overrides = [str(pair) for pair in saved]
-            print(f"using the run's settings: --set {' --set '.join(overrides)}", file=out)
-    config = make_config(args.algo, overrides)
-    check_sizes(spec, config)
-    task = build_task(spec)
-    trainer = make_trainer(args.algo, task, args.seed, config=config)
-    trainer.task_spec = dict(spec, algo=args.algo, overrides=overrides)
+            params = saved
+            print(
+                "using the run's settings: "
+                + " ".join(f"--set {k}={v}" for k, v in sorted(saved.items())),
+                file=out,
+            )
+    check_sizes(spec, runs_make_config(args.algo, params))
+    trainer = build_run(args.algo, spec, args.seed, params)
     if args.resume:
         if os.path.exists(checkpoint):
             trainer.load(checkpoint)
@@ -321,14 +204,18 @@ def cmd_train(args, out=None) -> int:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"--out {folder!r}: cannot create the run folder "
-                         f"({exc.strerror or exc})") from None
+        raise ValueError(
+            f"--out {folder!r}: cannot create the run folder ({exc.strerror or exc})"
+        ) from None
     jsonl, csv_path = os.path.join(folder, "metrics.jsonl"), os.path.join(folder, "metrics.csv")
     remaining = args.steps - trainer.iterations_done
     if args.resume and remaining <= 0:
-        print(f"nothing to do: the run has done {trainer.iterations_done} iterations and --steps "
-              f"{args.steps} is the total, not a number of further iterations (give --steps "
-              f"{trainer.iterations_done + args.steps} for {args.steps} more)", file=out)
+        print(
+            f"nothing to do: the run has done {trainer.iterations_done} iterations and --steps "
+            f"{args.steps} is the total, not a number of further iterations (give --steps "
+            f"{trainer.iterations_done + args.steps} for {args.steps} more)",
+            file=out,
+        )
         return 0
     callbacks = [] if args.quiet else [Progress(args.steps)]
 
@@ -341,8 +228,11 @@ def cmd_train(args, out=None) -> int:
     trainer.save(checkpoint)
     write_metrics(trainer.history, jsonl, csv_path)
     last = trainer.history[-1] if trainer.history else {}
-    print(f"{args.algo}: {trainer.iterations_done} iterations; last: "
-          f"{trainer.format_metrics(last) if last else '-'}", file=out)
+    print(
+        f"{args.algo}: {trainer.iterations_done} iterations; last: "
+        f"{trainer.format_metrics(last) if last else '-'}",
+        file=out,
+    )
     print(f"checkpoint {checkpoint}; metrics {jsonl}, {csv_path}", file=out)
     return 0
 
@@ -363,7 +253,7 @@ def _value_samples(trainer, task, num: int, seed: int, epsilon: float) -> list:
     obs, info = env.reset(seed=stream)
     prompts = info.get("prompt_ids")
     text = isinstance(env, TextGenerationEnv)
-    steps = [[] for _ in range(num)]
+    steps: list[list[tuple[int, int, float]]] = [[] for _ in range(num)]
     running = np.ones(num, dtype=bool)
     ended = [""] * num
     limit = env.max_new_tokens if text else trainer.config.max_episode_steps
@@ -376,25 +266,26 @@ def _value_samples(trainer, task, num: int, seed: int, epsilon: float) -> list:
         if epsilon > 0.0:
             draws = uniforms(stream, 2 * rows.size).reshape(rows.size, 2)
             explore = draws[:, 0] < epsilon
-            uniform_actions = np.minimum((draws[:, 1] * trainer.num_actions).astype(np.int64),
-                                         trainer.num_actions - 1)
+            uniform_actions = np.minimum(
+                (draws[:, 1] * trainer.num_actions).astype(np.int64), trainer.num_actions - 1
+            )
             actions[rows[explore]] = uniform_actions[explore]
         nxt, rewards, terminated, truncated, _ = env.step(actions)
-        for b in rows:
+        for b in rows.tolist():
             steps[b].append((int(obs[b]), int(actions[b]), float(rewards[b])))
             if terminated[b] or truncated[b]:
                 running[b] = False
                 ended[b] = "terminated" if terminated[b] else "truncated"
         obs = nxt
     out = []
-    for b in range(num):
+    for i in range(num):
         if text:
-            tokens = [a for _, a, _ in steps[b]]
-            out.append(task.prompt_text(int(prompts[b])) + task.decode(tokens))
+            tokens = [a for _, a, _ in steps[i]]
+            out.append(task.prompt_text(int(prompts[i])) + task.decode(tokens))
         else:
-            path = " | ".join(f"s={s} a={a} r={r:g}" for s, a, r in steps[b])
-            total = sum(r for _, _, r in steps[b])
-            out.append(f"{path} | {ended[b] or 'cut'}, return {total:g}")
+            path = " | ".join(f"s={s} a={a} r={r:g}" for s, a, r in steps[i])
+            total = sum(r for _, _, r in steps[i])
+            out.append(f"{path} | {ended[i] or 'cut'}, return {total:g}")
     return out
 
 
@@ -415,16 +306,18 @@ def cmd_sample(args, out=None) -> int:
     _, meta = load_checkpoint(path)
     spec = meta.get("task") or {}
     if not isinstance(spec, dict) or "algo" not in spec:
-        raise CheckpointError(f"{path!r} was not written by `fastlmrl train` (no task "
-                              "description)")
+        raise CheckpointError(f"{path!r} was not written by `fastlmrl train` (no task description)")
     algo = spec["algo"]
     if algo in TEXT_ALGORITHMS and args.epsilon:
-        raise ValueError(f"--epsilon applies to value methods; {algo} samples from its softmax "
-                         "policy")
+        raise ValueError(
+            f"--epsilon applies to value methods; {algo} samples from its softmax policy"
+        )
     if algo not in TEXT_ALGORITHMS:  # value methods: one environment row per sample
         spec = dict(spec, num_envs=args.num)
     task = build_task(spec)
-    trainer = make_trainer(algo, task, 0, spec.get("overrides"))
+    trainer = runs_make_trainer(
+        algo, task, 0, runs_make_config(algo, saved_params(spec, algo), option="--set")
+    )
     trainer.load(path)
     if algo in TEXT_ALGORITHMS:
         texts = _samples(trainer, task, args.num, args.seed)
@@ -439,30 +332,44 @@ def cmd_sweep(args, out=None) -> int:
     """Run a sweep grid on Ray (see :mod:`fastlmrl.sweep`); exit status 1 when a trial failed."""
     from .sweep import sweep
 
-    result = sweep(args.config, out=args.out, address=args.address, workers=args.workers,
-                   retry_failed=args.retry_failed, plot=not args.no_plot, log=out or sys.stdout)
+    result = sweep(
+        args.config,
+        out=args.out,
+        address=args.address,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
+        plot=not args.no_plot,
+        log=out or sys.stdout,
+    )
     return 1 if result.failed else 0
 
 
 def cmd_pretrain(args, out=None) -> int:
     """Pretrain (or load from the cache) the default small model; print its held-out perplexity
-    beside the n-gram LM's; save it atomically into --out (see :mod:`fastlmrl.neural.pretrain`)."""
+    beside the n-gram LM's; save it atomically into --out (see
+    :mod:`fastlmrl.neural.pretraining`)."""
     out = out or sys.stdout
     try:
         from .neural.model import save_model
-        from .neural.pretrain import pretrained_model
+        from .neural.pretraining import pretrained_model
     except ImportError as exc:
         raise RuntimeError(str(exc)) from None
     from .corpus import load_corpus
 
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = pretrained_model(None if args.corpus is None else load_corpus(args.corpus),
-                              cache=not args.no_cache, seconds=args.seconds, steps=args.steps,
-                              seed=args.seed, architecture=args.architecture,
-                              threads=args.threads, eval_problems=args.eval_problems, log=log)
+    result = pretrained_model(
+        None if args.corpus is None else load_corpus(args.corpus),
+        cache=not args.no_cache,
+        seconds=args.seconds,
+        steps=args.steps,
+        seed=args.seed,
+        architecture=args.architecture,
+        threads=args.threads,
+        eval_problems=args.eval_problems,
+        log=log,
+    )
     if args.out:
-        save_model(result.model, result.tokenizer, args.out,
-                   metadata={"result": result.metrics()})
+        save_model(result.model, result.tokenizer, args.out, metadata={"result": result.metrics()})
         result.folder = os.path.abspath(args.out)
     print(result.summary(), file=out)
     return 0
@@ -477,8 +384,10 @@ def cmd_bench(args, out=None) -> int:
     print(f"{'kernel':34s} {'backend':8s} {'M items/s':>10s} {'vs python':>10s}", file=out)
     for row in rows:
         ratio = f"{row['speedup']:.0f}x" if row.get("speedup") else "-"
-        print(f"{row['kernel']:34s} {row['backend']:8s} {row['rate'] / 1e6:10.3f} {ratio:>10s}",
-              file=out)
+        print(
+            f"{row['kernel']:34s} {row['backend']:8s} {row['rate'] / 1e6:10.3f} {ratio:>10s}",
+            file=out,
+        )
     return 0
 
 
@@ -494,9 +403,14 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "%(default)" in text or action.default is None or action.default is False \
-                or action.default is argparse.SUPPRESS or not action.option_strings \
-                or action.nargs == 0:
+        if (
+            "%(default)" in text
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+            or action.nargs == 0
+        ):
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
@@ -562,129 +476,235 @@ def main(argv=None) -> int:
 
     from .trainers import ALGORITHMS
 
-    parser = _Parser(prog="fastlmrl", description="Reinforcement learning for language models "
-                     "on tabular policies: kernels in Python, Numba and Cython.",
-                     formatter_class=_HelpFormatter, epilog=DESCRIPTION)
+    parser = _Parser(
+        prog="fastlmrl",
+        description="Reinforcement learning for language models "
+        "on tabular policies: kernels in Python, Numba and Cython.",
+        formatter_class=_HelpFormatter,
+        epilog=DESCRIPTION,
+    )
     parser.add_argument("--version", action="version", version=f"fastlmrl {fastlmrl.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="fine-tune an n-gram LM with PPO and GRPO")
     add_demo_arguments(demo)  # fastlmrl/demo.py
 
     train = sub.add_parser(
-        "train", help="train one algorithm",
+        "train",
+        help="train one algorithm",
         description="Train one algorithm; write metrics (JSONL and CSV) and a checkpoint into the "
-                    "run folder.  An existing run is continued with --resume (--steps is the "
-                    "total number of iterations) or replaced with --overwrite.")
-    train.add_argument("--algo", required=True, choices=sorted(ALGORITHMS), metavar="ALGO",
-                       help=f"the algorithm: {', '.join(sorted(ALGORITHMS))} (the policy-gradient "
-                            "methods need --env text)")
-    train.add_argument("--policy", choices=("table", "neural"), default="table",
-                       help="table: a logits/Q table over n-gram contexts (on --env); neural: "
-                            "fine-tune a transformers causal LM (reinforce, ppo, grpo, rloo) on "
-                            "--task; needs pip install 'fastlmrl[neural]'")
-    train.add_argument("--task", metavar="TASK",
-                       help="--policy neural: the verifiable task (arithmetic, copy, reverse, "
-                            "sort, or reasoning_gym:<dataset>); held-out problems are never "
-                            "trained on")
-    train.add_argument("--model", metavar="FOLDER",
-                       help="--policy neural: the starting model, a local folder (ours or a "
-                            "Hugging Face save_pretrained one; never downloaded); default: the "
-                            "cached pretrained default model (fastlmrl pretrain)")
-    train.add_argument("--env", default="text", type=_env_option, metavar="ENV",
-                       help="the task: text (n-gram LM, lexicon reward), toy (the seed MDP), "
-                            "frozenlake, cliffwalking, taxi, or gym:<id> (a Gymnasium toy-text "
-                            "environment's table; value methods; needs the gym extra)")
-    train.add_argument("--steps", type=_int_option(0, MAX_ITERATIONS), default=100,
-                       help="total training iterations (a resumed run counts the ones done)")
-    train.add_argument("--seed", type=_int_option(0, SEED_MAX), default=0,
-                       help="the only source of randomness")
-    train.add_argument("--backend", choices=_backend.BACKENDS, help="kernel backend (default: "
-                       "$FASTLMRL_BACKEND, else the first that loads of "
-                       f"{', '.join(_backend.BACKENDS)})")
+        "run folder.  An existing run is continued with --resume (--steps is the "
+        "total number of iterations) or replaced with --overwrite.",
+    )
+    train.add_argument(
+        "--algo",
+        required=True,
+        choices=sorted(ALGORITHMS),
+        metavar="ALGO",
+        help=f"the algorithm: {', '.join(sorted(ALGORITHMS))} (the policy-gradient "
+        "methods need --env text)",
+    )
+    train.add_argument(
+        "--policy",
+        choices=("table", "neural"),
+        default="table",
+        help="table: a logits/Q table over n-gram contexts (on --env); neural: "
+        "fine-tune a transformers causal LM (reinforce, ppo, grpo, rloo) on "
+        "--task; needs pip install 'fastlmrl[neural]'",
+    )
+    train.add_argument(
+        "--task",
+        metavar="TASK",
+        help="--policy neural: the verifiable task (arithmetic, copy, reverse, "
+        "sort, or reasoning_gym:<dataset>); held-out problems are never "
+        "trained on",
+    )
+    train.add_argument(
+        "--model",
+        metavar="FOLDER",
+        help="--policy neural: the starting model, a local folder (ours or a "
+        "Hugging Face save_pretrained one; never downloaded); default: the "
+        "cached pretrained default model (fastlmrl pretrain)",
+    )
+    train.add_argument(
+        "--env",
+        default="text",
+        type=_env_option,
+        metavar="ENV",
+        help="the task: text (n-gram LM, lexicon reward), toy (the seed MDP), "
+        "frozenlake, cliffwalking, taxi, or gym:<id> (a Gymnasium toy-text "
+        "environment's table; value methods; needs the gym extra)",
+    )
+    train.add_argument(
+        "--steps",
+        type=_int_option(0, MAX_ITERATIONS),
+        default=100,
+        help="total training iterations (a resumed run counts the ones done)",
+    )
+    train.add_argument(
+        "--seed", type=_int_option(0, SEED_MAX), default=0, help="the only source of randomness"
+    )
+    train.add_argument(
+        "--backend",
+        choices=_backend.BACKENDS,
+        help="kernel backend (default: "
+        "$FASTLMRL_BACKEND, else the first that loads of "
+        f"{', '.join(_backend.BACKENDS)})",
+    )
     train.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
-    train.add_argument("--order", type=_int_option(1), default=2,
-                       help="context length k of the policy")
-    train.add_argument("--max-new-tokens", type=_int_option(1), default=48,
-                       help="tokens generated per episode at most (text task)")
-    train.add_argument("--num-envs", type=_int_option(1), default=None,
-                       help="episodes stepped together (default: 256 on text, 64 on the toy)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a hyper-parameter of the algorithm's config (repeatable)")
+    train.add_argument(
+        "--order", type=_int_option(1), default=2, help="context length k of the policy"
+    )
+    train.add_argument(
+        "--max-new-tokens",
+        type=_int_option(1),
+        default=48,
+        help="tokens generated per episode at most (text task)",
+    )
+    train.add_argument(
+        "--num-envs",
+        type=_int_option(1),
+        default=None,
+        help="episodes stepped together (default: 256 on text, 64 on the toy)",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a hyper-parameter of the algorithm's config (repeatable)",
+    )
     train.add_argument("--out", help="run folder (default: runs/ALGO-ENV-seedSEED)")
     train.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    train.add_argument("--overwrite", action="store_true",
-                       help="replace the run already in the run folder")
-    train.add_argument("--checkpoint-every", type=_int_option(0, MAX_ITERATIONS), default=10,
-                       help="iterations between checkpoints (0: only at the end)")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in the run folder"
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=_int_option(0, MAX_ITERATIONS),
+        default=10,
+        help="iterations between checkpoints (0: only at the end)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress output")
 
     sample = sub.add_parser(
-        "sample", help="generate from a trained policy",
+        "sample",
+        help="generate from a trained policy",
         description="Generate from a run's policy: text (prompt + generated text) on the text "
-                    "task, the trajectory (states, actions, rewards) on the toy.  Value methods "
-                    "act greedily in their Q table, or epsilon-greedily with --epsilon.")
+        "task, the trajectory (states, actions, rewards) on the toy.  Value methods "
+        "act greedily in their Q table, or epsilon-greedily with --epsilon.",
+    )
     sample.add_argument("run", help="a run folder or a checkpoint file")
-    sample.add_argument("--num", type=_int_option(1, 1_000_000), default=5,
-                        help="number of samples")
-    sample.add_argument("--seed", type=_int_option(0, SEED_MAX), default=0,
-                        help="seed of the sampling (not the training) stream")
-    sample.add_argument("--epsilon", type=_float_option(0.0, 1.0), default=0.0,
-                        help="value methods: probability of a uniform action instead of the "
-                             "greedy one")
+    sample.add_argument(
+        "--num", type=_int_option(1, 1_000_000), default=5, help="number of samples"
+    )
+    sample.add_argument(
+        "--seed",
+        type=_int_option(0, SEED_MAX),
+        default=0,
+        help="seed of the sampling (not the training) stream",
+    )
+    sample.add_argument(
+        "--epsilon",
+        type=_float_option(0.0, 1.0),
+        default=0.0,
+        help="value methods: probability of a uniform action instead of the greedy one",
+    )
 
     sweep = sub.add_parser(
-        "sweep", help="run a grid of algorithms × hyper-parameters × seeds on Ray",
+        "sweep",
+        help="run a grid of algorithms × hyper-parameters × seeds on Ray",
         description="Run every trial of a TOML (or YAML, with PyYAML) grid as a Ray task; a "
-                    "restarted sweep skips finished trials and resumes the others from their "
-                    "checkpoints.  Exit status 1 when a trial failed for good.")
+        "restarted sweep skips finished trials and resumes the others from their "
+        "checkpoints.  Exit status 1 when a trial failed for good.",
+    )
     sweep.add_argument("config", help="the grid: a .toml (or .yaml/.yml) file")
-    sweep.add_argument("--address", help="join this Ray cluster (e.g. 'auto', 'host:6379'); "
-                                         "default: a local Ray instance")
-    sweep.add_argument("--workers", type=int, help="concurrent trials (default: the config's, "
-                                                   "else all cores)")
-    sweep.add_argument("--out", help="output folder (default: the config's out, else "
-                                     "sweeps/CONFIG-NAME)")
-    sweep.add_argument("--retry-failed", action="store_true",
-                       help="run again the trials recorded as failed")
+    sweep.add_argument(
+        "--address",
+        help="join this Ray cluster (e.g. 'auto', 'host:6379'); default: a local Ray instance",
+    )
+    sweep.add_argument(
+        "--workers", type=int, help="concurrent trials (default: the config's, else all cores)"
+    )
+    sweep.add_argument(
+        "--out", help="output folder (default: the config's out, else sweeps/CONFIG-NAME)"
+    )
+    sweep.add_argument(
+        "--retry-failed", action="store_true", help="run again the trials recorded as failed"
+    )
     sweep.add_argument("--no-plot", action="store_true", help="no learning-curve PNG")
 
     bench = sub.add_parser("bench", help="kernel throughput per backend vs the reference")
     bench.add_argument("--quick", action="store_true", help="smaller sizes")
-    bench.add_argument("--backend", action="append",
-                       choices=[b for b in _backend.BACKENDS if b != "python"],
-                       help="a compiled backend to time (repeatable; default: all of them); the "
-                            "python reference is always timed, for the ratio")
+    bench.add_argument(
+        "--backend",
+        action="append",
+        choices=[b for b in _backend.BACKENDS if b != "python"],
+        help="a compiled backend to time (repeatable; default: all of them); the "
+        "python reference is always timed, for the ratio",
+    )
     pre = sub.add_parser(
-        "pretrain", help="pretrain a small transformers LM on the built-in corpus",
+        "pretrain",
+        help="pretrain a small transformers LM on the built-in corpus",
         description="Pretrain a transformers GPT-2 (2 layers, 128 wide, character vocabulary) "
-                    "from scratch on the corpus plus solved problems of the verifiable tasks; "
-                    "print its held-out perplexity beside the n-gram LM's and the tasks' "
-                    "success rates.  The model is cached (~/.cache/fastlmrl/models) and, with "
-                    "--out, saved atomically into a folder that `fastlmrl.neural.load_model` and "
-                    "transformers' from_pretrained read.  Needs pip install 'fastlmrl[neural]'.")
-    pre.add_argument("--seconds", type=_float_option(1e-3, 1e9), default=60.0,
-                     help="training time limit in seconds")
-    pre.add_argument("--steps", type=_int_option(1, 10**9), default=1200,
-                     help="optimizer steps (training stops at --steps or --seconds)")
-    pre.add_argument("--seed", type=_int_option(0, 2**63 - 1), default=0,
-                     help="seed of the weights and the batches")
-    pre.add_argument("--architecture", choices=("gpt2", "llama"), default="gpt2",
-                     help="transformers architecture")
-    pre.add_argument("--threads", type=_int_option(1, 4096), default=1,
-                     help="torch threads while training (the result depends on it)")
-    pre.add_argument("--eval-problems", type=_int_option(0, 10**6), default=200,
-                     help="held-out problems per task for the success rates (0: none)")
+        "from scratch on the corpus plus solved problems of the verifiable tasks; "
+        "print its held-out perplexity beside the n-gram LM's and the tasks' "
+        "success rates.  The model is cached (~/.cache/fastlmrl/models) and, with "
+        "--out, saved atomically into a folder that `fastlmrl.neural.load_model` and "
+        "transformers' from_pretrained read.  Needs pip install 'fastlmrl[neural]'.",
+    )
+    pre.add_argument(
+        "--seconds",
+        type=_float_option(1e-3, 1e9),
+        default=60.0,
+        help="training time limit in seconds",
+    )
+    pre.add_argument(
+        "--steps",
+        type=_int_option(1, 10**9),
+        default=1200,
+        help="optimizer steps (training stops at --steps or --seconds)",
+    )
+    pre.add_argument(
+        "--seed",
+        type=_int_option(0, 2**63 - 1),
+        default=0,
+        help="seed of the weights and the batches",
+    )
+    pre.add_argument(
+        "--architecture",
+        choices=("gpt2", "llama"),
+        default="gpt2",
+        help="transformers architecture",
+    )
+    pre.add_argument(
+        "--threads",
+        type=_int_option(1, 4096),
+        default=1,
+        help="torch threads while training (the result depends on it)",
+    )
+    pre.add_argument(
+        "--eval-problems",
+        type=_int_option(0, 10**6),
+        default=200,
+        help="held-out problems per task for the success rates (0: none)",
+    )
     pre.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
     pre.add_argument("--out", help="also save the model and tokenizer into this folder")
-    pre.add_argument("--no-cache", action="store_true",
-                     help="train even when the cache holds this model, and do not cache it")
+    pre.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="train even when the cache holds this model, and do not cache it",
+    )
     pre.add_argument("--quiet", action="store_true", help="no progress output")
     sub.add_parser("info", help="show backends, versions and threads")
     for command in sub.choices.values():  # every command: one-line errors, defaults in --help
         command.formatter_class = _HelpFormatter
         for action in command._actions:
-            if action.help is None and action.option_strings and action.nargs != 0 \
-                    and action.default is not None:
+            if (
+                action.help is None
+                and action.option_strings
+                and action.nargs != 0
+                and action.default is not None
+            ):
                 action.help = "default: %(default)s"
 
     args = parser.parse_args(argv)
@@ -712,17 +732,21 @@ def main(argv=None) -> int:
             return cmd_sweep(args)
         return cmd_bench(args)
     except KeyboardInterrupt:
-        hint = {"sweep": "; run the same command again to resume",
-                "train": "; continue from the last checkpoint with --resume"}
-        print(f"fastlmrl {args.command}: interrupted{hint.get(args.command, '')}",
-              file=sys.stderr)
+        hint = {
+            "sweep": "; run the same command again to resume",
+            "train": "; continue from the last checkpoint with --resume",
+        }
+        print(f"fastlmrl {args.command}: interrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, ArithmeticError, LookupError) as exc:
         print(f"fastlmrl {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"fastlmrl {args.command}: error: out of memory; lower --num-envs, "
-              "--max-new-tokens, --order or --set num_sequences", file=sys.stderr)
+        print(
+            f"fastlmrl {args.command}: error: out of memory; lower --num-envs, "
+            "--max-new-tokens, --order or --set num_sequences",
+            file=sys.stderr,
+        )
         return 1
 
 

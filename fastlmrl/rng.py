@@ -35,13 +35,19 @@ writes anything* (:func:`check_capacity`).  Inside the draw arithmetic (``key + 
 ``counter + j``) every sum and product wraps modulo 2**64 in every backend, so the last counter
 ``2**64 - 1`` is an ordinary draw.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = [
-    "RandomStream", "RandomStreamExhausted", "check_capacity", "mix64", "random_bits",
-    "stream_key", "uniform",
+    "RandomStream",
+    "RandomStreamExhausted",
+    "check_capacity",
+    "mix64",
+    "random_bits",
+    "stream_key",
+    "uniform",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -103,7 +109,8 @@ def _exhausted(name: str, counter: int, n_counters: int) -> RandomStreamExhauste
     return RandomStreamExhausted(
         f"{name}: RandomStream exhausted: the call needs {n_counters} counters but only "
         f"{NUM_COUNTERS - counter} of its 2**64 remain (counter={counter}); "
-        "use another stream (RandomStream.spawn) or seed")
+        "use another stream (RandomStream.spawn) or seed"
+    )
 
 
 class RandomStream:
@@ -139,7 +146,7 @@ class RandomStream:
         self.counter = start + n
         return start
 
-    def spawn(self, stream: int) -> "RandomStream":
+    def spawn(self, stream: int) -> RandomStream:
         """An independent stream of the same seed (e.g. one per worker or per purpose)."""
         return RandomStream(self.seed, stream, 0)
 
@@ -148,7 +155,7 @@ class RandomStream:
         return {"seed": self.seed, "stream": self.stream, "counter": self.counter}
 
     @classmethod
-    def from_state(cls, state: dict) -> "RandomStream":
+    def from_state(cls, state: dict) -> RandomStream:
         """Rebuild a stream saved by :meth:`state`."""
         try:
             return cls(state["seed"], state["stream"], state["counter"])
@@ -211,8 +218,9 @@ def uniforms(seed, n: int) -> np.ndarray:
     array_size((n,), "n", itemsize=24)  # z, its float64 result and a temporary: refused at once
     key, counter = check_capacity(seed, n)
     # array arithmetic wraps modulo 2**64 (the scalar first term is reduced in Python)
-    z = (np.uint64(key) + (np.arange(n, dtype=np.uint64) + np.uint64((counter + 1) & MASK64))
-         * np.uint64(GOLDEN))
+    z = np.uint64(key) + (
+        np.arange(n, dtype=np.uint64) + np.uint64((counter + 1) & MASK64)
+    ) * np.uint64(GOLDEN)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
     z = z ^ (z >> np.uint64(31))
@@ -221,8 +229,10 @@ def uniforms(seed, n: int) -> np.ndarray:
 
 
 def permutation(seed, n: int) -> np.ndarray:
-    """A random permutation of ``range(n)``: the stable argsort of ``n`` uniforms (consumes ``n``
-    counters); computed by the active backend, see :func:`fastlmrl.permutations.permutation`."""
-    from .permutations import permutation as backend_permutation
+    """A random permutation of ``range(n)`` (int64): the stable argsort of ``n`` uniforms
+    (consumes ``n`` counters), computed here in NumPy, O(n log n).
 
-    return backend_permutation(seed, n)
+    :func:`fastlmrl.permutation` (:mod:`fastlmrl.permutations`) returns the same permutation
+    from the active backend's O(n) kernel and is the one to use in hot loops; this module stays
+    below it (it imports nothing of fastlmrl's kernels: no import cycle)."""
+    return np.argsort(uniforms(seed, n), kind="stable").astype(np.int64, copy=False)

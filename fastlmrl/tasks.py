@@ -8,6 +8,7 @@ the frozen reference table; the environment generates ``max_new_tokens`` charact
 Gymnasium toy-text MDP (FrozenLake, CliffWalking, Taxi) as a stochastic :class:`fastlmrl.TabularMDP`
 for the tabular value methods (needs the ``gym`` extra).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,8 +21,17 @@ from .ngram import NGramLM
 from .rewards import KeywordReward
 from .tokenizers import CharTokenizer
 
-__all__ = ["DEFAULT_LEXICON", "GYM_TASKS", "GymTask", "TextTask", "ToyTask", "letter_ids",
-           "make_gym_task", "make_text_task", "make_toy_task"]
+__all__ = [
+    "DEFAULT_LEXICON",
+    "GYM_TASKS",
+    "GymTask",
+    "TextTask",
+    "ToyTask",
+    "letter_ids",
+    "make_gym_task",
+    "make_text_task",
+    "make_toy_task",
+]
 
 #: Words the default text task rewards (all occur in the default corpus, rarely).
 DEFAULT_LEXICON = ("happy", "gentle", "friendly", "brave", "bright", "clever", "kind")
@@ -34,8 +44,8 @@ class TextTask:
     tokenizer: CharTokenizer
     lm: NGramLM
     env: TextGenerationEnv
-    reference: np.ndarray          #: (V**k, V) frozen reference log-probability table (read-only)
-    initial_policy: np.ndarray     #: (V**k, V) writable copy: the policy to fine-tune
+    reference: np.ndarray  #: (V**k, V) frozen reference log-probability table (read-only)
+    initial_policy: np.ndarray  #: (V**k, V) writable copy: the policy to fine-tune
     lexicon: tuple
     held_out: str = field(repr=False, default="")
     name: str = "text"
@@ -77,15 +87,26 @@ def _prompts(text: str, tokenizer: CharTokenizer, max_prompts: int) -> list:
 
 def letter_ids(tokenizer: CharTokenizer) -> np.ndarray:
     """Ids of the tokenizer's letters (characters with ``str.isalpha``): the word tokens."""
-    ids = [i for i in range(tokenizer.vocab_size)
-           if len(tokenizer.decode([i])) == 1 and tokenizer.decode([i]).isalpha()]
+    ids = [
+        i
+        for i in range(tokenizer.vocab_size)
+        if len(tokenizer.decode([i])) == 1 and tokenizer.decode([i]).isalpha()
+    ]
     return np.array(ids, dtype=np.int64)
 
 
-def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT_LEXICON,
-                   max_new_tokens: int = 48, num_envs: int = 256, max_prompts: int = 16,
-                   smoothing: str = "kneser_ney", dtype=np.float32,
-                   reward_per_token: bool = True) -> TextTask:
+def make_text_task(
+    corpus: str | None = None,
+    *,
+    order: int = 2,
+    lexicon=DEFAULT_LEXICON,
+    max_new_tokens: int = 48,
+    num_envs: int = 256,
+    max_prompts: int = 16,
+    smoothing: str = "kneser_ney",
+    dtype=np.float32,
+    reward_per_token: bool = True,
+) -> TextTask:
     """Build the default text task (``corpus`` is a file path; None = the default corpus).
 
     The LM has n-gram order ``order + 1`` so that its table is over ``order``-token contexts, the
@@ -114,14 +135,26 @@ def make_text_task(corpus: str | None = None, *, order: int = 2, lexicon=DEFAULT
             raise ValueError(f"lexicon word {word!r} uses characters that are not in the corpus")
         keywords[tuple(int(t) for t in ids)] = 1.0
     env = TextGenerationEnv(
-        _prompts(train, tokenizer, max_prompts), tokenizer.vocab_size, order=order,
-        max_new_tokens=max_new_tokens, num_envs=num_envs, bos_id=tokenizer.bos_id,
+        _prompts(train, tokenizer, max_prompts),
+        tokenizer.vocab_size,
+        order=order,
+        max_new_tokens=max_new_tokens,
+        num_envs=num_envs,
+        bos_id=tokenizer.bos_id,
         eos_id=tokenizer.eos_id,
-        reward=KeywordReward(keywords, per_token=reward_per_token,
-                             word_tokens=letter_ids(tokenizer)),
+        reward=KeywordReward(
+            keywords, per_token=reward_per_token, word_tokens=letter_ids(tokenizer)
+        ),
     )
-    return TextTask(tokenizer=tokenizer, lm=lm, env=env, reference=reference,
-                    initial_policy=policy, lexicon=tuple(lexicon), held_out=held_out)
+    return TextTask(
+        tokenizer=tokenizer,
+        lm=lm,
+        env=env,
+        reference=reference,
+        initial_policy=policy,
+        lexicon=tuple(lexicon),
+        held_out=held_out,
+    )
 
 
 def make_toy_task(num_envs: int = 64) -> ToyTask:
@@ -156,8 +189,10 @@ def make_gym_task(env_id: str, num_envs: int = 64, max_steps=None) -> GymTask:
     if gym_id == "Taxi-v4" and "Taxi-v4" not in gym.registry:  # older Gymnasium
         gym_id = "Taxi-v3"
     if gym_id not in gym.registry:
-        raise ValueError(f"env_id {env_id!r} is neither a short name ({', '.join(GYM_TASKS)}) "
-                         "nor a registered Gymnasium environment")
+        raise ValueError(
+            f"env_id {env_id!r} is neither a short name ({', '.join(GYM_TASKS)}) "
+            "nor a registered Gymnasium environment"
+        )
     mdp = tabular_mdp_from_gymnasium(gym_id, num_envs=num_envs, max_steps=max_steps)
     short = {v: k for k, v in GYM_TASKS.items()}.get(gym_id, gym_id)
     return GymTask(env=mdp, name=short, env_id=gym_id)

@@ -1,4 +1,5 @@
 """Checkpoint files: round trip, atomic replacement, and refusal of broken or foreign files."""
+
 import json
 import os
 import zipfile
@@ -11,9 +12,13 @@ from fastlmrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 
 def _state():
     rng = np.random.default_rng(0)
-    return ({"q": rng.standard_normal((5, 3)).astype(np.float32),
-             "counts": np.arange(15, dtype=np.int64).reshape(5, 3)},
-            {"algo": "q_learning", "step": 7, "rng": {"seed": 1, "stream": 0, "counter": 42}})
+    return (
+        {
+            "q": rng.standard_normal((5, 3)).astype(np.float32),
+            "counts": np.arange(15, dtype=np.int64).reshape(5, 3),
+        },
+        {"algo": "q_learning", "step": 7, "rng": {"seed": 1, "stream": 0, "counter": 42}},
+    )
 
 
 def test_round_trip(tmp_path):
@@ -164,7 +169,7 @@ def test_unsupported_member_kinds_give_checkpoint_error(tmp_path):
     RuntimeError / NotImplementedError) is refused as a CheckpointError."""
     path, arrays, meta = _small_checkpoint(tmp_path)
     data = path.read_bytes()
-    central = [i for i in range(len(data) - 4) if data[i:i + 4] == b"PK\x01\x02"]
+    central = [i for i in range(len(data) - 4) if data[i : i + 4] == b"PK\x01\x02"]
     assert len(central) == 3  # fastlmrl.json, q.npy, n.npy
     for entry in central:
         for field, value in ((8, 0x01), (10, 99)):  # general-purpose flag bit 0; method 99

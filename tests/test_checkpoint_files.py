@@ -1,6 +1,7 @@
 """Files written atomically (checkpoints, metrics, results): the umask's mode, and the temporary
 files of a writer killed midway removed by the next save or load in that folder (issue 11
 item 7), while a reader still sees the old file or the new one, never a partial one."""
+
 import os
 import signal
 import subprocess
@@ -40,8 +41,10 @@ def _fake_temp(folder, host=None, pid=None, target="run.ckpt", age=0.0):
     name = os.path.basename(temp_name(folder / target))
     prefix, rest = name.split("-fastlmrl-", 1)
     my_host, my_pid, token_and_target = rest.split("-", 2)
-    name = f"{prefix}-fastlmrl-{host or my_host}-{pid if pid is not None else my_pid}-" \
-           f"{token_and_target}"
+    name = (
+        f"{prefix}-fastlmrl-{host or my_host}-{pid if pid is not None else my_pid}-"
+        f"{token_and_target}"
+    )
     path = folder / name
     path.write_bytes(b"x" * 100)
     if age:
@@ -59,17 +62,21 @@ def _dead_pid() -> int:
 @posix_only
 def test_stale_temp_files_are_recognised(tmp_path):
     old = _atomic.STALE_AFTER_SECONDS + 60
-    dead = _fake_temp(tmp_path, pid=_dead_pid())                        # writer gone
-    mine = _fake_temp(tmp_path)                                          # this process, idle
-    alive = _fake_temp(tmp_path, pid=os.getppid())                       # another live writer
-    alive_old = _fake_temp(tmp_path, pid=os.getppid(), age=old)          # pid reused long ago
-    remote = _fake_temp(tmp_path, host="0123abcd", pid=1)                # other host, fresh
-    remote_old = _fake_temp(tmp_path, host="0123abcd", pid=1, age=old)   # other host, stale
-    legacy = tmp_path / ".tmp-k3j2_x9qrun.ckpt"                          # mkstemp name, old
+    dead = _fake_temp(tmp_path, pid=_dead_pid())  # writer gone
+    mine = _fake_temp(tmp_path)  # this process, idle
+    alive = _fake_temp(tmp_path, pid=os.getppid())  # another live writer
+    alive_old = _fake_temp(tmp_path, pid=os.getppid(), age=old)  # pid reused long ago
+    remote = _fake_temp(tmp_path, host="0123abcd", pid=1)  # other host, fresh
+    remote_old = _fake_temp(tmp_path, host="0123abcd", pid=1, age=old)  # other host, stale
+    legacy = tmp_path / ".tmp-k3j2_x9qrun.ckpt"  # mkstemp name, old
     legacy.write_bytes(b"x")
     os.utime(legacy, (time.time() - old, time.time() - old))
-    keep = [tmp_path / ".tmp-notes.txt", tmp_path / "run.ckpt", tmp_path / ".tmp-fastlmrl-x",
-            tmp_path / ".tmp-k3j2_x9qnotes.txt"]
+    keep = [
+        tmp_path / ".tmp-notes.txt",
+        tmp_path / "run.ckpt",
+        tmp_path / ".tmp-fastlmrl-x",
+        tmp_path / ".tmp-k3j2_x9qnotes.txt",
+    ]
     for path in keep:
         path.write_bytes(b"mine")
         os.utime(path, (time.time() - old, time.time() - old))
@@ -113,8 +120,9 @@ def test_kill_9_during_a_save_leaves_a_temp_file_the_next_save_or_load_removes(t
     save_checkpoint(path, {"q": np.arange(4.0)}, {"step": 1})
     before = path.read_bytes()
     for cleaner in ("save", "load"):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        )
         assert child.stdout.readline().strip() == "writing"
         leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
         assert len(leftovers) == 1 and f"-{child.pid}-" in leftovers[0]
@@ -135,10 +143,15 @@ def test_kill_9_during_a_save_leaves_a_temp_file_the_next_save_or_load_removes(t
         assert os.listdir(tmp_path) == ["run.ckpt"]
 
 
-@pytest.mark.parametrize("path, error, words", [
-    (None, TypeError, "path must be"), (3, TypeError, "path must be"),
-    ("", ValueError, "path is empty"), ("a\0b", ValueError, "NUL"),
-])
+@pytest.mark.parametrize(
+    "path, error, words",
+    [
+        (None, TypeError, "path must be"),
+        (3, TypeError, "path must be"),
+        ("", ValueError, "path is empty"),
+        ("a\0b", ValueError, "NUL"),
+    ],
+)
 def test_bad_paths_are_refused_naming_the_argument(path, error, words):
     with pytest.raises(error, match=words):
         save_checkpoint(path, {"q": np.zeros(2)})

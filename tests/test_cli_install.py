@@ -3,6 +3,7 @@
 isolated build environment has Cython include files newer than our generated .c files).
 
 The staleness rules of setup.py are run here on a copy of two kernel sources, without building."""
+
 import os
 import shutil
 import time
@@ -24,7 +25,7 @@ def _rules(workdir: Path, monkeypatch) -> dict:
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("FASTLMRL_CYTHON_ONLY", "selection")
     namespace = {"__name__": "setup_rules", "__file__": str(workdir / "setup.py")}
-    exec(compile(source[:source.index(marker)], str(SETUP), "exec"), namespace)
+    exec(compile(source[: source.index(marker)], str(SETUP), "exec"), namespace)
     namespace["_update_build_stamp"]()
     return namespace
 
@@ -33,8 +34,7 @@ def _touch(path: Path, when: float) -> None:
     os.utime(path, (when, when))
 
 
-def test_generated_c_is_reused_unless_our_sources_or_the_build_stamp_change(tmp_path,
-                                                                             monkeypatch):
+def test_generated_c_is_reused_unless_our_sources_or_the_build_stamp_change(tmp_path, monkeypatch):
     kernels = tmp_path / "fastlmrl" / "_cython"
     kernels.mkdir(parents=True)
     for name in ("selection.pyx", "selection.pxd", "_common.pxd", "__init__.py"):
@@ -45,8 +45,11 @@ def test_generated_c_is_reused_unless_our_sources_or_the_build_stamp_change(tmp_
         _touch(path, past)
     rules = _rules(tmp_path, monkeypatch)
     depends = rules["_own_dependencies"]("selection")
-    assert {os.path.basename(p) for p in depends} >= {"selection.pyx", "selection.pxd",
-                                                       "_common.pxd"}
+    assert {os.path.basename(p) for p in depends} >= {
+        "selection.pyx",
+        "selection.pxd",
+        "_common.pxd",
+    }
     assert all(os.path.abspath(p).startswith(str(tmp_path)) for p in depends)  # no Cython/Includes
     assert not rules["_c_is_current"]("selection", depends)  # no .c yet
     c_file = kernels / "selection.c"

@@ -2,6 +2,7 @@
 the option or key, with exit status 2 (argparse's) or 1, never a traceback; samples for every
 algorithm; runs are not overwritten silently; plain help; progress without carriage returns in
 logs."""
+
 import io
 import json
 import re
@@ -51,8 +52,19 @@ def _exit_code(argv) -> int:
 )
 def test_bad_set_values_are_refused_naming_the_key(tmp_path, capsys, algo, pair, words):
     env = ["--env", "toy"] if algo == "monte_carlo" else []
-    argv = ["train", "--algo", algo, *env, "--set", pair, "--out", str(tmp_path / "r"),
-            "--quiet", "--steps", "1"]
+    argv = [
+        "train",
+        "--algo",
+        algo,
+        *env,
+        "--set",
+        pair,
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--steps",
+        "1",
+    ]
     if pair.startswith("minibatches=1"):
         argv += ["--set", "epochs=1"]  # the per-batch bound, not the epochs * minibatches one
     assert _exit_code(argv) == 2
@@ -65,23 +77,34 @@ def test_bad_set_values_are_refused_naming_the_key(tmp_path, capsys, algo, pair,
 def test_set_accepts_the_documented_spellings(tmp_path):
     from fastlmrl.trainers import MonteCarloConfig, PPOConfig
 
-    parsed = cli._parse_overrides(["first_visit=False", "alpha=none", "drop_truncated=yes"],
-                                  MonteCarloConfig)
+    parsed = cli._parse_overrides(
+        ["first_visit=False", "alpha=none", "drop_truncated=yes"], MonteCarloConfig
+    )
     assert parsed == {"first_visit": False, "alpha": None, "drop_truncated": True}
-    assert cli._parse_overrides(["kl_target=6", "epochs=2"], PPOConfig) == \
-        {"kl_target": 6.0, "epochs": 2}
+    assert cli._parse_overrides(["kl_target=6", "epochs=2"], PPOConfig) == {
+        "kl_target": 6.0,
+        "epochs": 2,
+    }
 
 
 @pytest.mark.parametrize(
     "option, value",
-    [("--num-envs", "100000000000"), ("--max-new-tokens", "100000000000"),
-     ("--set", "num_sequences=100000000000"), ("--set", "num_prompts=100000000000")],
+    [
+        ("--num-envs", "100000000000"),
+        ("--max-new-tokens", "100000000000"),
+        ("--set", "num_sequences=100000000000"),
+        ("--set", "num_prompts=100000000000"),
+    ],
 )
 def test_huge_sizes_are_refused_with_the_number(tmp_path, capsys, option, value):
     """Issue 11 item 6: these printed MemoryError tracebacks."""
     algo = "grpo" if "num_prompts" in value else "ppo"
-    assert _exit_code(["train", "--algo", algo, option, value, "--out", str(tmp_path / "r"),
-                       "--quiet"]) == 2
+    assert (
+        _exit_code(
+            ["train", "--algo", algo, option, value, "--out", str(tmp_path / "r"), "--quiet"]
+        )
+        == 2
+    )
     line = _error_line(capsys)
     assert value.split("=")[-1] in line and "GiB" in line
     assert (option if option != "--set" else value.split("=")[0]) in line
@@ -138,8 +161,21 @@ def test_out_of_memory_is_one_line_exit_1(monkeypatch, capsys, tmp_path):
 
 
 def _toy(run, *extra):
-    return ["train", "--algo", "q_learning", "--env", "toy", "--out", str(run), "--quiet",
-            "--set", "alpha=0.5", "--set", "gamma=0.9", *extra]
+    return [
+        "train",
+        "--algo",
+        "q_learning",
+        "--env",
+        "toy",
+        "--out",
+        str(run),
+        "--quiet",
+        "--set",
+        "alpha=0.5",
+        "--set",
+        "gamma=0.9",
+        *extra,
+    ]
 
 
 def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, capsys):
@@ -205,8 +241,9 @@ def test_damaged_checkpoint_is_one_line_naming_the_file(tmp_path, capsys):
 def test_damaged_checkpoint_in_a_subprocess_prints_no_traceback(tmp_path):
     path = tmp_path / "x.ckpt"
     path.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
-    result = subprocess.run([sys.executable, "-m", "fastlmrl.cli", "sample", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastlmrl.cli", "sample", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "x.ckpt" in result.stderr
@@ -214,16 +251,35 @@ def test_damaged_checkpoint_in_a_subprocess_prints_no_traceback(tmp_path):
 
 # --- samples for every algorithm ----------------------------------------------------------------
 
-VALUE_METHODS = ["q_learning", "sarsa", "expected_sarsa", "double_q_learning", "monte_carlo",
-                 "value_iteration", "policy_iteration"]
+VALUE_METHODS = [
+    "q_learning",
+    "sarsa",
+    "expected_sarsa",
+    "double_q_learning",
+    "monte_carlo",
+    "value_iteration",
+    "policy_iteration",
+]
 
 
 @pytest.mark.parametrize("algo", VALUE_METHODS)
 def test_sample_a_value_method_on_the_toy_prints_trajectories(tmp_path, capsys, algo):
     """`sample` crashed (no attribute 'sample') or printed the Q table (issue 10 item 5)."""
     run = tmp_path / algo
-    argv = ["train", "--algo", algo, "--env", "toy", "--out", str(run), "--quiet",
-            "--set", "gamma=0.9", "--steps", "1" if algo.endswith("iteration") else "60"]
+    argv = [
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        "toy",
+        "--out",
+        str(run),
+        "--quiet",
+        "--set",
+        "gamma=0.9",
+        "--steps",
+        "1" if algo.endswith("iteration") else "60",
+    ]
     if not algo.endswith("iteration"):
         argv += ["--set", "epsilon_end=0.2"]
     assert cli.main(argv) == 0
@@ -236,8 +292,25 @@ def test_sample_a_value_method_on_the_toy_prints_trajectories(tmp_path, capsys, 
 
 def test_epsilon_is_refused_for_a_policy_method(tmp_path, capsys):
     run = tmp_path / "grpo"
-    assert cli.main(["train", "--algo", "grpo", "--out", str(run), "--quiet", "--steps", "1",
-                     "--set", "num_prompts=2", "--set", "group_size=2"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--algo",
+                "grpo",
+                "--out",
+                str(run),
+                "--quiet",
+                "--steps",
+                "1",
+                "--set",
+                "num_prompts=2",
+                "--set",
+                "group_size=2",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["sample", str(run), "--epsilon", "0.1"]) == 2
     assert "--epsilon" in _error_line(capsys)
@@ -282,8 +355,25 @@ def _greedy_text(task, q, prompt_id: int, kl_coef=None) -> str:
 @pytest.mark.parametrize("algo", ["q_learning", "double_q_learning"])
 def test_sample_a_value_method_on_text_decodes_greedy_text(tmp_path, capsys, algo):
     run = tmp_path / algo
-    assert cli.main(["train", "--algo", algo, "--out", str(run), "--quiet", "--steps", "1",
-                     "--num-envs", "4", "--max-new-tokens", "12"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--algo",
+                algo,
+                "--out",
+                str(run),
+                "--quiet",
+                "--steps",
+                "1",
+                "--num-envs",
+                "4",
+                "--max-new-tokens",
+                "12",
+            ]
+        )
+        == 0
+    )
     path = run / "checkpoint.ckpt"
     arrays, meta = load_checkpoint(path)
     rng = np.random.default_rng(3)
@@ -314,8 +404,10 @@ def _help(argv, capsys) -> str:
 
 
 def test_help_is_plain_text_with_defaults(capsys):
-    texts = {cmd: _help(([cmd] if cmd else []) + ["--help"], capsys)
-             for cmd in ("", "train", "sample", "sweep", "bench", "demo")}
+    texts = {
+        cmd: _help(([cmd] if cmd else []) + ["--help"], capsys)
+        for cmd in ("", "train", "sample", "sweep", "bench", "demo")
+    }
     for cmd, text in texts.items():
         for markup in ("``", ":func:", ":class:", ":mod:", ".. "):
             assert markup not in text, (cmd, markup)
@@ -352,8 +444,22 @@ def test_progress_writes_plain_lines_when_not_a_terminal():
 
 
 def test_train_progress_in_a_log_has_no_carriage_returns(tmp_path, capsys):
-    assert cli.main(["train", "--algo", "q_learning", "--env", "toy", "--out",
-                     str(tmp_path / "r"), "--steps", "20"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--algo",
+                "q_learning",
+                "--env",
+                "toy",
+                "--out",
+                str(tmp_path / "r"),
+                "--steps",
+                "20",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err  # pytest's capture is not a terminal
     assert "\r" not in err and "iteration 20/20" in err
 

@@ -1,4 +1,5 @@
 """The counter-based generator: known SplitMix64 values, uniformity, stream bookkeeping."""
+
 import numpy as np
 import pytest
 
@@ -70,7 +71,8 @@ def test_resumed_stream_draws_what_an_uninterrupted_one_would(backend):
 
 
 # --- capacity and wrap-around at the top of the counter range (issues 10 and 11) ---------------
-from hypothesis import example, given, strategies as st  # noqa: E402
+from hypothesis import example, given  # noqa: E402
+from hypothesis import strategies as st
 
 from fastlmrl import rng  # noqa: E402
 from fastlmrl.rng import RandomStreamExhausted, check_capacity  # noqa: E402
