@@ -135,15 +135,44 @@ def _direct_batch(dtype, rewards, terminated, ids):
     return ids, rewards, terminated.view(np.uint8)
 
 
-def _one(x, kinds):
-    """x[0] as a Python scalar when x is a 1-D ndarray of length 1 of one of ``kinds``."""
-    if type(x) is _ndarray and x.shape == (1,) and x.dtype in kinds:
-        return x.item()
+def _one_id(x):
+    """x[0] as a Python int when x is a length-1 int32/int64 array or a list of one int (that
+    fits int64), else None."""
+    t = type(x)
+    if t is _ndarray:
+        if x.shape == (1,) and (x.dtype is _I64 or x.dtype is _I32):
+            return x.item()
+    elif t is list and len(x) == 1:
+        v = x[0]
+        if type(v) is int and -_INT64_LIMIT <= v < _INT64_LIMIT:
+            return v
     return None
 
 
-_INDEX_KINDS = (_I64, _I32)
-_REAL_KINDS = (_F64, _F32)
+def _one_real(x):
+    """x[0] as a Python float when x is a length-1 float32/float64 array or a list of one
+    float, else None."""
+    t = type(x)
+    if t is _ndarray:
+        if x.shape == (1,) and (x.dtype is _F64 or x.dtype is _F32):
+            return x.item()
+    elif t is list and len(x) == 1 and type(x[0]) is float:
+        return x[0]
+    return None
+
+
+def _one_flag(x):
+    """x[0] as a Python bool when x is a length-1 bool array or a list of one bool, else None."""
+    t = type(x)
+    if t is _ndarray:
+        if x.shape == (1,) and x.dtype is _BOOL:
+            return x.item()
+    elif t is list and len(x) == 1 and type(x[0]) is bool:
+        return x[0]
+    return None
+
+
+_INT64_LIMIT = 2**63
 
 
 _NO_NEXT_ACTIONS = object()
@@ -237,15 +266,11 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
     if argmax_tree is None and isinstance(alpha, float) and isinstance(gamma, float) \
             and _direct_table(q):
         # a batch of one: the single-transition kernel on the scalars (no arrays to pass)
-        s = _one(states, _INDEX_KINDS)
-        a = _one(actions, _INDEX_KINDS)
-        s2 = _one(next_states, _INDEX_KINDS)
-        r = _one(rewards, _REAL_KINDS)
+        s, a, s2 = _one_id(states), _one_id(actions), _one_id(next_states)
+        r, t = _one_real(rewards), _one_flag(terminated)
         if s is not None and a is not None and s2 is not None and r is not None \
-                and type(terminated) is _ndarray and terminated.shape == (1,) \
-                and terminated.dtype is _BOOL:
-            status, delta = _kernels.q_learning_update_one(q, s, a, r, s2, terminated.item(),
-                                                           alpha, gamma)
+                and t is not None:
+            status, delta = _kernels.q_learning_update_one(q, s, a, r, s2, t, alpha, gamma)
             if status == 0:
                 td = np.empty(1, q.dtype)
                 td[0] = delta

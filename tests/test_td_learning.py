@@ -348,11 +348,39 @@ def test_direct_call_equals_the_validated_path(backend, float_dtype, index_dtype
     fn = getattr(fastlmrl, kernel)
     q_fast, q_full = q.copy(), q.copy()
     td_fast = fn(q_fast, **b, alpha=0.3, gamma=0.9, **extra)  # exact dtypes: the direct call
-    as_lists = {k: v.tolist() for k, v in b.items()}  # lists: the full validation
-    td_full = fn(q_full, **as_lists, alpha=0.3, gamma=0.9, **extra)
+    as_tuples = {k: tuple(v.tolist()) for k, v in b.items()}  # tuples: the full validation
+    td_full = fn(q_full, **as_tuples, alpha=0.3, gamma=0.9, **extra)
     assert td_fast.dtype == td_full.dtype == q.dtype and td_fast.shape == (n,)
     np.testing.assert_array_equal(td_fast, td_full)
     np.testing.assert_array_equal(q_fast, q_full)
+    q_lists = q.copy()  # one-element lists of Python scalars: the direct call too
+    td_lists = fn(q_lists, **{k: v.tolist() for k, v in b.items()}, alpha=0.3, gamma=0.9,
+                  **extra)
+    np.testing.assert_array_equal(td_lists, td_full)
+    np.testing.assert_array_equal(q_lists, q_full)
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    (dict(states=[2**63]), ValueError, "states holds ids too large for int64"),
+    (dict(states=[-2**63 - 1]), (ValueError, TypeError, OverflowError), "states"),
+    (dict(states=[1.0]), TypeError, "states must hold integer ids"),
+    (dict(rewards=[1]), None, None),  # an int reward is a real number
+    (dict(terminated=[1]), None, None),  # 0/1 ints are accepted as flags
+    (dict(terminated=[2]), ValueError, "terminated must be boolean"),
+    (dict(alpha=True), TypeError, "alpha must be a real number"),
+])
+def test_one_element_lists_are_checked_like_arrays(backend, change, exc, match):
+    q = np.zeros((2, 2))
+    call = dict(states=[0], actions=[1], rewards=[1.0], next_states=[1], terminated=[False],
+                alpha=0.5, gamma=0.9)
+    call.update(change)
+    if exc is None:
+        fastlmrl.q_learning_update(q, **call)
+        assert q[0, 1] == 0.5
+        return
+    with pytest.raises(exc, match=match):
+        fastlmrl.q_learning_update(q, **call)
+    assert (q == 0).all()
 
 
 @pytest.mark.parametrize("n", [1, 3])
