@@ -45,6 +45,9 @@ after the last valid step: 0 if terminated, ``bootstrap_values[b]`` if truncated
 
 Numerics: float64 arithmetic whatever the input dtype, recursion carried in float64, each output
 rounded once on store; identical operation order in every backend (results agree bit for bit).
+Rows run in parallel in the compiled backends (:func:`fastlmrl.set_num_threads`; batches of at
+least 2**16 steps), each row by the same code whichever thread takes it: results do not depend on
+the thread count.
 The output dtype is float32 when every real input is float32, else float64.  All arguments are
 checked before anything is written.
 
@@ -208,7 +211,8 @@ def discounted_returns(rewards, mask, terminated, truncated=None, bootstrap_valu
     r, _, m, term, trunc, boot, dtype = _sequences(rewards, None, mask, terminated, truncated,
                                                    bootstrap_values)
     out = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().discounted_returns(r, m, term, trunc, boot, gamma, out)
+    status = _backend.kernels().discounted_returns(r, m, term, trunc, boot, gamma, out,
+                                                  _backend.get_num_threads())
     _raise_sequences(status, r, None, m, term, trunc, boot, bootstrap_values is not None)
     return out
 
@@ -231,7 +235,8 @@ def lambda_returns(rewards, values, mask, terminated, truncated=None, bootstrap_
     r, v, m, term, trunc, boot, dtype = _sequences(rewards, values, mask, terminated, truncated,
                                                    bootstrap_values)
     out = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().lambda_returns(r, v, m, term, trunc, boot, gamma, lam, out)
+    status = _backend.kernels().lambda_returns(r, v, m, term, trunc, boot, gamma, lam, out,
+                                              _backend.get_num_threads())
     _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
     return out
 
@@ -259,7 +264,8 @@ def gae(rewards, values, mask, terminated, truncated=None, bootstrap_values=None
                                                    bootstrap_values)
     adv = np.empty(r.shape, dtype=dtype)
     ret = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().gae(r, v, m, term, trunc, boot, gamma, lam, adv, ret)
+    status = _backend.kernels().gae(r, v, m, term, trunc, boot, gamma, lam, adv, ret,
+                                   _backend.get_num_threads())
     _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
     return adv, ret
 

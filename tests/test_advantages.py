@@ -53,23 +53,40 @@ def raw_args(batch):
     return (r, v, m.view(np.uint8), term.view(np.uint8), trunc.view(np.uint8), boot)
 
 
-def run_kernel(mod, kernel, batch, gamma, lam, eps=1e-8):
+def run_kernel(mod, kernel, batch, gamma, lam, eps=1e-8, num_threads=1):
     """Call a raw kernel; outputs start as a sentinel so untouched entries are visible."""
     r, v, m, term, trunc, boot = raw_args(batch)
     out1 = np.full(r.shape, -7.0, dtype=r.dtype)
     out2 = np.full(r.shape, -7.0, dtype=r.dtype)
     if kernel == "discounted_returns":
-        status = mod.discounted_returns(r, m, term, trunc, boot, gamma, out1)
+        status = mod.discounted_returns(r, m, term, trunc, boot, gamma, out1, num_threads)
     elif kernel == "lambda_returns":
-        status = mod.lambda_returns(r, v, m, term, trunc, boot, gamma, lam, out1)
+        status = mod.lambda_returns(r, v, m, term, trunc, boot, gamma, lam, out1, num_threads)
     elif kernel == "gae":
-        status = mod.gae(r, v, m, term, trunc, boot, gamma, lam, out1, out2)
+        status = mod.gae(r, v, m, term, trunc, boot, gamma, lam, out1, out2, num_threads)
     else:
         status = mod.masked_whiten(r, m, eps, out1)
     return status, out1, out2
 
 
 unit = st.floats(0.0, 1.0)
+
+
+@pytest.mark.parametrize("kernel", ["discounted_returns", "lambda_returns", "gae"])
+@pytest.mark.parametrize("shape", [(257, 256), (1, 70000), (5, 20000), (64, 1)])
+def test_rows_in_parallel_are_bit_identical_at_every_thread_count(compiled, reference, kernel,
+                                                                  shape, float_dtype):
+    """Batches of 2**16 steps or more run in parallel (row pairs claimed dynamically); an odd
+    number of rows leaves a single last row.  Every thread count gives the reference's bits."""
+    batch = make_batch(11, *shape, float_dtype)
+    status, want1, want2 = run_kernel(reference, kernel, batch, 0.97, 0.9)
+    assert status == 0
+    for num_threads in (1, 2, 3, 8, 2**40):
+        status, got1, got2 = run_kernel(compiled, kernel, batch, 0.97, 0.9,
+                                        num_threads=num_threads)
+        assert status == 0
+        assert got1.tobytes() == want1.tobytes(), num_threads
+        assert got2.tobytes() == want2.tobytes(), num_threads
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -442,11 +459,12 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
     r, v, m, term, trunc, boot = raw_args(make_batch(3, 3, 4, np.float64))
     out1, out2 = np.full(r.shape, -7.0), np.full(r.shape, -7.0)
     per_row = dict(mask=m, terminated=term, truncated=trunc, bootstrap_values=boot)
-    args = {"discounted_returns": dict(rewards=r, **per_row, gamma=0.9, returns_out=out1),
+    args = {"discounted_returns": dict(rewards=r, **per_row, gamma=0.9, returns_out=out1,
+                                       num_threads=1),
             "lambda_returns": dict(rewards=r, values=v, **per_row, gamma=0.9, lam=0.8,
-                                   returns_out=out1),
+                                   returns_out=out1, num_threads=1),
             "gae": dict(rewards=r, values=v, **per_row, gamma=0.9, lam=0.8, advantages_out=out1,
-                        returns_out=out2),
+                        returns_out=out2, num_threads=1),
             "masked_whiten": dict(advantages=r, mask=m, eps=1e-8, out=out1)}[kernel]
     for module in (reference, compiled):
         assert_rejects_bad_shapes(module, kernel, args)

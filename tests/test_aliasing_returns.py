@@ -52,9 +52,9 @@ def _calls(dtype):
     m1 = (rng.random(15) < 0.8).astype(np.uint8)
     tokens = np.array([[1, 2, 3, 1, 2], [2, 2, 1, 0, 0], [3, 1, 2, 3, 1]], dtype=np.int64)
     return [
-        ("discounted_returns", [r, m, term, trunc, boot, 0.9, out], (6,)),
-        ("lambda_returns", [r, v, m, term, trunc, boot, 0.9, 0.8, out], (8,)),
-        ("gae", [r, v, m, term, trunc, boot, 0.9, 0.8, out, out.copy()], (8, 9)),
+        ("discounted_returns", [r, m, term, trunc, boot, 0.9, out, 1], (6,)),
+        ("lambda_returns", [r, v, m, term, trunc, boot, 0.9, 0.8, out, 1], (8,)),
+        ("gae", [r, v, m, term, trunc, boot, 0.9, 0.8, out, out.copy(), 1], (8, 9)),
         ("masked_whiten", [r, m, 1e-8, out], (3,)),
         ("grpo_advantages", [rewards, ids, 1, 1e-4, 1, np.zeros(2), np.zeros(2),
                              np.zeros(2, dtype=np.int64), np.zeros(6, dtype=dtype)], (5, 6, 7, 8)),
@@ -142,8 +142,8 @@ def test_inputs_may_share_memory(backend):
     r, v, m, term, trunc, boot = _sequences(np.float64)
     both = np.ones(3, dtype=np.uint8)
     adv, ret = np.zeros((3, 5)), np.zeros((3, 5))
-    assert mod.gae(r, r, m, both, both, boot, 0.9, 0.8, adv, ret) == 0
+    assert mod.gae(r, r, m, both, both, boot, 0.9, 0.8, adv, ret, 1) == 0
     sep_adv, sep_ret = np.zeros((3, 5)), np.zeros((3, 5))
-    assert mod.gae(r, r.copy(), m, both, both.copy(), boot, 0.9, 0.8, sep_adv, sep_ret) == 0
+    assert mod.gae(r, r.copy(), m, both, both.copy(), boot, 0.9, 0.8, sep_adv, sep_ret, 1) == 0
     np.testing.assert_array_equal(adv, sep_adv)
     np.testing.assert_array_equal(ret, sep_ret)

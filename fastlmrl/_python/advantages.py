@@ -5,7 +5,9 @@ action at step ``t`` (S&B's R_{t+1}); ``values[b, t]`` = V(s_t); ``mask[b, t]`` 
 (any pattern: the valid steps of a row, in order, are that row's episode and padding steps are
 skipped); after the last valid step the episode ends terminated (bootstrap 0) or truncated
 (bootstrap ``bootstrap_values[b]``).  Arithmetic is float64 on Python floats, each stored value is
-rounded once; the compiled backends do the same operations in the same order.
+rounded once; the compiled backends do the same operations in the same order.  ``num_threads``
+(discounted_returns, lambda_returns, gae) is the compiled backends' worker count; the reference
+runs one row after the other (results never depend on it).
 """
 import math
 
@@ -70,7 +72,8 @@ def _lists(*arrays):
     return [None if a is None else a.tolist() for a in arrays]
 
 
-def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out):
+def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out,
+                       num_threads):
     if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out,
                       returns_out):
         return BAD_SHAPES
@@ -93,7 +96,7 @@ def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, g
 
 
 def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
-                   returns_out):
+                   returns_out, num_threads):
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, returns_out,
                       returns_out):
         return BAD_SHAPES
@@ -121,7 +124,7 @@ def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_value
 
 
 def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
-        advantages_out, returns_out):
+        advantages_out, returns_out, num_threads):
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
                       advantages_out, returns_out):
         return BAD_SHAPES
