@@ -12,6 +12,20 @@ in a pre-pass and return a status code (0 = success, else the code of the first 
     def train(q, s, a, r, s2, done, td):
         for epoch in range(100):
             q_learning_update(q, s, a, r, s2, done, 0.1, 0.9, td)
+
+One transition at a time: ``q_learning_update_one(q, state, action, reward, next_state,
+terminated, alpha, gamma)`` returns ``(status, td)`` after O(1) checks (alpha, gamma, the three
+ids, a finite reward; nothing written otherwise), about the cost of the update written inline::
+
+    from fastlmrl.numba_kernels import Status, q_learning_update_one
+
+    @njit
+    def step(q, s, a, r, s2, done):
+        status, td = q_learning_update_one(q, s, a, r, s2, done, 0.1, 0.9)
+        return status  # 0, or e.g. Status.BAD_STATES (1): Status(status).name outside @njit
+
+Each kernel's arguments, the arrays it writes and the statuses it returns are declared in the
+``CONTRACT`` of its topic's public module (e.g. ``fastlmrl.td_learning.CONTRACT``).
 """
 from ._numba import __all__  # noqa: F401  (the kernel names)
 from ._numba import *  # noqa: F401,F403
