@@ -557,6 +557,71 @@ def test_linear_ppo_loss_matches_unfused(level):
 
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_linear_reinforce_loss_with_returns_1_is_the_cross_entropy(chunk):
+    """returns 1, default weights 1/N: the mean cross-entropy of F.linear, loss and gradients
+    (PyTorch's own F.cross_entropy, not our code), with and without bias."""
+    hidden, weight, bias, tokens = head_tensors()
+    for b in (bias, None):
+        leaves = (hidden, weight) if b is None else (hidden, weight, b)
+        got = ft.linear_reinforce_loss(hidden, weight, tokens, torch.ones(10, dtype=F64),
+                                       bias=b, chunk_size=chunk)
+        want = torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden, weight, b),
+                                                 tokens)
+        torch.testing.assert_close(got.loss, want, rtol=1e-13, atol=1e-14)
+        torch.testing.assert_close(got.token_loss, -got.log_probs, rtol=0, atol=0)
+        for a, c in zip(torch.autograd.grad(got.loss * 0.7, leaves),
+                        torch.autograd.grad(want * 0.7, leaves)):
+            torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("baseline", [None, "mean", "tensor"])
+def test_linear_reinforce_loss_matches_unfused(baseline):
+    hidden, weight, bias, tokens = head_tensors(n=12)
+    _, _, per = rng_tensors(n=12, v=7, seed=17)
+    base = per["val"] if baseline == "tensor" else baseline
+    want = ft.reinforce_loss(torch.nn.functional.linear(hidden, weight, bias), tokens,
+                             per["ret"], per["w"], baseline=base)
+    b = (torch.zeros(12, dtype=F64) if baseline is None else per["val"] if baseline == "tensor"
+         else ((per["w"] * per["ret"]).sum() / per["w"].sum()).expand(12))
+    logp = torch_logp(torch.nn.functional.linear(hidden, weight, bias), tokens)
+    formula = (per["w"] * -(per["ret"] - b) * logp).sum()
+    g_want = torch.autograd.grad(formula, (hidden, weight, bias))
+    for chunk in (1, 5, 100):
+        got = ft.linear_reinforce_loss(hidden, weight, tokens, per["ret"], per["w"], base,
+                                       bias=bias, chunk_size=chunk)
+        for name in got._fields:
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-12,
+                                       atol=1e-14, msg=name)
+        torch.testing.assert_close(got.loss, formula, rtol=1e-12, atol=1e-14)
+        for a, c in zip(torch.autograd.grad(got.loss, (hidden, weight, bias)), g_want):
+            torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
+    assert gradcheck(lambda hh, ww, bb: ft.linear_reinforce_loss(
+        hh, ww, tokens, per["ret"], per["w"], base, bias=bb, chunk_size=5).loss,
+        (hidden, weight, bias))
+
+
+def test_linear_reinforce_loss_float32_bfloat16_and_frozen_weight():
+    hidden, weight, _, tokens = head_tensors(n=9, h=8, v=40, dtype=F32)
+    ones = torch.ones(9)
+    weight.requires_grad_(False)
+    got = ft.linear_reinforce_loss(hidden, weight, tokens, ones, chunk_size=4)
+    want = torch.nn.functional.cross_entropy(hidden @ weight.T, tokens)
+    assert got.loss.dtype == F32
+    torch.testing.assert_close(got.loss, want, rtol=1e-6, atol=1e-7)
+    (gh,) = torch.autograd.grad(got.loss, hidden)
+    torch.testing.assert_close(gh, torch.autograd.grad(want, hidden)[0], rtol=1e-5, atol=1e-7)
+    hb, wb = hidden.detach().to(BF16).requires_grad_(True), weight.to(BF16).requires_grad_(True)
+    res = ft.linear_reinforce_loss(hb, wb, tokens, ones, chunk_size=4)
+    gh, gw = torch.autograd.grad(res.loss, (hb, wb))
+    assert res.loss.dtype == F32 and gh.dtype == BF16 and gw.dtype == BF16
+    h32, w32 = hb.detach().float().requires_grad_(True), wb.detach().float().requires_grad_(True)
+    ce = torch.nn.functional.cross_entropy(h32 @ w32.T, tokens)
+    torch.testing.assert_close(res.loss, ce, rtol=1e-6, atol=1e-6)
+    for a, b in zip((gh, gw), torch.autograd.grad(ce, (h32, w32))):
+        torch.testing.assert_close(a.float(), b.to(BF16).float(), rtol=2e-2, atol=1e-3)
+
+
 def _in_place_cases():
     """(backend, dtype, (N, V), threads): every backend at a small size; the compiled ones also
     multi-threaded and at 64 MiB of float32 (the Numba kernel's streaming-store path)."""
@@ -668,6 +733,10 @@ def opcheck_cases():
          (hidden.detach(), weight.detach(), tokens, None, a, 4, True, True, False)),
         (ops.linear_ppo_loss, (hidden, weight, bias, tokens, o, a, None, 0.2, None, None, "token",
                                None, None, 0.0, "k3", 4, True, True, True)),
+        (ops.linear_reinforce_loss, (hidden, weight, bias, tokens, a, w, None, "mean", 4, True,
+                                     True, True)),
+        (ops.linear_reinforce_loss, (hidden, weight.detach(), None, tokens, a, None, r, "", 4,
+                                     True, False, False)),
     ]
 
 
@@ -893,6 +962,14 @@ def bad_calls():
          lambda: ft.linear_ppo_loss(hidden, weight, tokens, nan_old, a, chunk_size=1)),
         (ValueError, "chunk_size must be >= 1",
          lambda: ft.linear_ppo_loss(hidden, weight, tokens, o, a, chunk_size=0)),
+        (ValueError, r"returns\[2\] = nan is not finite",
+         lambda: ft.linear_reinforce_loss(hidden, weight, tokens, nan_old, chunk_size=1)),
+        (ValueError, r"weights\[1\] = -0.1 is negative",
+         lambda: ft.linear_reinforce_loss(hidden, weight, tokens, a, neg_w)),
+        (ValueError, r"tokens\[3\] = 5 is out of range",
+         lambda: ft.linear_reinforce_loss(hidden, weight, torch.tensor([0, 1, 2, 5]), a)),
+        (ValueError, "baseline must be None, 'mean'",
+         lambda: ft.linear_reinforce_loss(hidden, weight, tokens, a, baseline="median")),
         (ValueError, "bias is on device",
          lambda: ft.linear_token_log_probs(hidden, weight, tokens, bias.to("meta"))),
         (TypeError, "mask must be a bool", lambda: ft.loss_weights(x, "grpo")),
@@ -934,6 +1011,8 @@ def test_nan_logits_are_reported():
         ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], chunk_size=3)
     with pytest.raises(ValueError, match=r"rows 6:9 .*logits row 1 holds NaN"):
         ft.linear_token_log_probs(hidden, weight, tokens, chunk_size=3)
+    with pytest.raises(ValueError, match=r"rows 6:9 .*logits row 1 holds NaN"):
+        ft.linear_reinforce_loss(hidden, weight, tokens, per["adv"], chunk_size=3)
     with pytest.raises(ValueError, match=r"logits row 1 holds NaN"):
         torch.ops.fastlmrl.linear_token_log_probs_backward(
             hidden.detach(), weight.detach(), tokens, None, torch.ones(10, dtype=F64), 3, True,

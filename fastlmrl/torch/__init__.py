@@ -9,8 +9,9 @@ it); logits of dtype float32, float64 or bfloat16 (computed in float32).
 * :func:`token_log_probs`, :func:`entropy`, :func:`logsumexp` -- (..., V) logits to (...,);
 * :func:`ppo_loss`, :func:`reinforce_loss`, :func:`a2c_loss`, :func:`kl_penalty_loss` -- fused
   loss + gradient in one kernel pass; :func:`loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO;
-* :func:`linear_token_log_probs`, :func:`linear_ppo_loss` -- fused LM head: ``hidden @ weight.T``
-  in chunks of rows, never the (N, V) logits;
+* :func:`linear_token_log_probs`, :func:`linear_ppo_loss`, :func:`linear_reinforce_loss` (with
+  returns 1: the cross-entropy) -- fused LM head: ``hidden @ weight.T`` in chunks of rows, never
+  the (N, V) logits;
 * :func:`sample_tokens` -- one token per row (temperature, top-k, top-p, min-p) from the
   counter-based RNG, with its log-probabilities (not differentiable).
 
@@ -31,7 +32,8 @@ if tuple(int(p) for p in _torch.__version__.split("+")[0].split(".")[:2]) < (2, 
 
 from ._tensors import empty_cache, set_buffer_cache  # noqa: E402
 from .group_advantages import loss_weights  # noqa: E402
-from .lm_head import linear_ppo_loss, linear_token_log_probs  # noqa: E402
+from .lm_head import (linear_ppo_loss, linear_reinforce_loss,  # noqa: E402
+                      linear_token_log_probs)
 from .log_probs import entropy, logsumexp, token_log_probs  # noqa: E402
 from .policy_losses import (A2CLossResult, KLPenaltyResult, PPOLossResult,  # noqa: E402
                             ReinforceLossResult, a2c_loss, kl_penalty_loss, ppo_loss,
@@ -49,6 +51,7 @@ __all__ = [
     "entropy",
     "kl_penalty_loss",
     "linear_ppo_loss",
+    "linear_reinforce_loss",
     "linear_token_log_probs",
     "logsumexp",
     "loss_weights",

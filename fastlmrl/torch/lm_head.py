@@ -21,9 +21,15 @@ NumPy API's error by recomputing that chunk's logits and calling the NumPy API o
 
 * :func:`linear_ppo_loss` computes the gradients during the forward pass (the loss is a scalar), and
   the backward pass multiplies them by the upstream gradient.
+* :func:`linear_reinforce_loss` likewise (REINFORCE with baseline; with returns 1 and the default
+  weights 1/N the mean cross-entropy): three GEMMs per chunk in all, as eager PyTorch's
+  ``F.cross_entropy(F.linear(...))`` needs over the whole batch.
 * :func:`linear_token_log_probs` returns (N,) values whose upstream gradient is only known in the
   backward pass, which therefore recomputes each chunk's logits (one more GEMM per chunk) and
-  applies the fused ``g_i (onehot - p)`` kernel pass.
+  applies the fused ``g_i (onehot - p)`` kernel pass: four GEMMs.  Keeping the logits or the
+  probabilities until the backward pass would take the (N, V) memory the fused head avoids, so
+  for a loss whose per-token weights are known in the forward pass (cross-entropy, REINFORCE) use
+  :func:`linear_reinforce_loss` (or :func:`linear_ppo_loss`).
 
 Cross-chunk coupling.  Per-token weights are given by the caller for the whole batch (e.g.
 :func:`fastlmrl.torch.loss_weights`), so every chunk uses its slice and the chunk losses add up.
@@ -51,9 +57,10 @@ from .. import _validation as check
 from .. import log_probs as _np_lp
 from .. import policy_losses as _np
 from . import _tensors as tt
-from .policy_losses import PPO_ECOSYSTEM_NAMES, PPOLossResult, ppo_arguments, ppo_result
+from .policy_losses import (PPO_ECOSYSTEM_NAMES, PPOLossResult, ReinforceLossResult,
+                             ppo_arguments, ppo_result)
 
-__all__ = ["linear_ppo_loss", "linear_token_log_probs"]
+__all__ = ["linear_ppo_loss", "linear_reinforce_loss", "linear_token_log_probs"]
 
 CHUNK_ELEMENTS = 1 << 23  # default chunk: about 8 M logits (32 MiB of float32) per buffer
 
@@ -292,6 +299,119 @@ def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
     ids = tt.ids(tokens, "tokens", batch)
     chunk = _chunk_size(chunk_size, w.shape[0])
     return tt.unflat(_linear_token_log_probs_call(h, w, ids, bias, chunk), batch)
+
+
+# --- linear_reinforce_loss (and the cross-entropy) --------------------------------------------
+
+@torch.library.custom_op("fastlmrl::linear_reinforce_loss", mutates_args=(), device_types="cpu")
+def _linear_reinforce_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tokens: Tensor,
+                           returns: Tensor, weights: Optional[Tensor], baseline: Optional[Tensor],
+                           baseline_mode: str, chunk_size: int, needs_hidden: bool,
+                           needs_weight: bool, needs_bias: bool
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    head = _Head(hidden, weight, bias, chunk_size)
+    n, dt = head.n, tt.array(head.buffer[:0]).dtype
+    ids = _check_ids(tt.array(tokens), head.v)
+    ret = tt.array(returns).astype(dt, copy=False)
+    w = (np.full(n, 1.0 / n if n else 0.0, dtype=dt) if weights is None
+         else tt.array(weights).astype(dt, copy=False))
+    _check_finite("returns", ret)
+    _check_finite("weights", w, nonnegative=True)
+    if baseline_mode == "mean":
+        base = np.full(n, _np.mean_baseline(ret, w), dtype=dt)
+    elif baseline is None:
+        base = np.zeros(n, dtype=dt)
+    else:
+        base = tt.array(baseline).astype(dt, copy=False)
+        _check_finite("baseline", base)
+    needs = (needs_hidden, needs_weight, needs_bias and bias is not None)
+    grads = head.new_grads(needs)
+    log_probs, token_loss = np.empty(n), np.empty(n)
+    loss, stats = 0.0, np.zeros(7)
+    for a in range(0, n, chunk_size):
+        b = min(n, a + chunk_size)
+        x = head.logits(a, b)
+        # the fused REINFORCE kernel, its gradient written over the chunk's logits
+        status = _backend.kernels().reinforce_loss(
+            x.numpy(), ids[a:b], ret[a:b], base[a:b], w[a:b], token_loss[a:b], log_probs[a:b],
+            x.numpy(), stats, _backend.get_num_threads())
+        if status:  # the NumPy API's error for these rows, from their logits computed again
+            try:
+                _np.reinforce_loss(head.logits(a, b).numpy(), ids[a:b], ret[a:b], w[a:b],
+                                   baseline=base[a:b])
+            except ValueError as exc:
+                raise _rows_error(exc, a, b) from None
+            raise RuntimeError(f"the reinforce_loss kernel returned status {status} on rows "
+                               f"{a}:{b} but the NumPy API accepted them")  # pragma: no cover
+        head.accumulate(x, a, b, grads)
+        loss += float(stats[0])
+    return (tt.scalar(loss, tt.loss_dtype(hidden.dtype)),
+            *_outputs(head, grads, hidden, weight, bias), torch.from_numpy(log_probs),
+            torch.from_numpy(token_loss))
+
+
+@_linear_reinforce_loss.register_fake
+def _(hidden, weight, bias, tokens, returns, weights, baseline, baseline_mode, chunk_size,
+      needs_hidden, needs_weight, needs_bias):
+    n = hidden.shape[0]
+    return (hidden.new_empty((), dtype=tt.loss_dtype(hidden.dtype)),
+            *_fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias)),
+            hidden.new_empty((n,), dtype=torch.float64),
+            hidden.new_empty((n,), dtype=torch.float64))
+
+
+def _lrl_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output[1:4])
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no zeros for the unused outputs
+
+
+def _lrl_grad(ctx, grad_loss, *unused):
+    gh, gw, gb = ctx.saved_tensors
+    nh, nw, nb = ctx.needs_input_grad[:3]
+    return (tt.scale(gh, grad_loss) if nh else None, tt.scale(gw, grad_loss) if nw else None,
+            tt.scale(gb, grad_loss) if nb else None) + (None,) * 9
+
+
+_linear_reinforce_loss_call = tt.autograd(_linear_reinforce_loss, _lrl_grad, _lrl_setup,
+                                          differentiable=(0, 1, 2))
+
+
+def linear_reinforce_loss(hidden, weight, tokens, returns, weights=None, baseline=None, *,
+                          bias=None, chunk_size=None) -> ReinforceLossResult:
+    r""":func:`fastlmrl.torch.reinforce_loss` of the logits ``hidden @ weight.T + bias`` without
+    forming them: :math:`L = \sum_i w_i\,\ell_i`, :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`
+    (Williams 1992; Sutton & Barto 2018, eq. 13.11), differentiable w.r.t. ``hidden`` (..., H),
+    ``weight`` (V, H) and ``bias`` (V,); same result fields (``loss``, ``log_probs``,
+    ``token_loss``).  ``weights`` default to :math:`1/N`; ``baseline``: None, ``"mean"`` (the
+    weighted batch mean of the returns) or a tensor (no gradient flows into it).
+
+    The gradients are computed during the forward pass, chunk by chunk (three GEMMs per chunk:
+    the logits, ``G_c W`` and ``G_c^T H_c``), and the backward pass only scales them by the
+    upstream gradient; peak extra memory is one (chunk, V) buffer plus the gradients of
+    ``hidden``, ``weight`` and ``bias``.  With ``returns`` all 1 and the default weights the loss
+    is the mean cross-entropy: ``linear_reinforce_loss(h, W, t, torch.ones(N)).loss`` equals
+    ``F.cross_entropy(F.linear(h, W), t)`` (the fused equivalent of
+    ``torch.nn.functional.linear_cross_entropy``); prefer it to
+    ``-linear_token_log_probs(...).mean()``, whose backward (an upstream gradient known only
+    then) has to compute every chunk's logits a second time.
+    """
+    h, w, bias = _head_arguments(hidden, weight, bias)
+    batch = hidden.shape[:-1]
+    if isinstance(baseline, str):
+        if baseline != "mean":
+            raise ValueError(f"baseline must be None, 'mean' or a tensor, got {baseline!r}")
+        mode, base = baseline, None
+    else:
+        mode, base = "", tt.per_token(baseline, "baseline", batch, optional=True)
+    chunk = _chunk_size(chunk_size, w.shape[0])
+    grad_on = torch.is_grad_enabled()
+    needs = (grad_on and h.requires_grad, grad_on and w.requires_grad,
+             grad_on and bias is not None and bias.requires_grad)
+    out = _linear_reinforce_loss_call(
+        h, w, bias, tt.ids(tokens, "tokens", batch), tt.per_token(returns, "returns", batch),
+        tt.per_token(weights, "weights", batch, optional=True), base, mode, chunk, *needs)
+    return ReinforceLossResult(out[0], tt.unflat(out[4], batch), tt.unflat(out[5], batch))
 
 
 # --- linear_ppo_loss ---------------------------------------------------------------------------
