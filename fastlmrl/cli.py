@@ -339,7 +339,7 @@ def cmd_sweep(args, out=None) -> int:
         workers=args.workers,
         retry_failed=args.retry_failed,
         plot=not args.no_plot,
-        log=out or sys.stdout,
+        progress=out or sys.stdout,
     )
     return 1 if result.failed else 0
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -399,8 +400,10 @@ def test_bad_config_arguments_and_files(tmp_path, capsys, monkeypatch):
         with pytest.raises(TypeError, match=message):
             sw.sweep(GRID, out=str(tmp_path / "o"), trial_callbacks=bad, log=False)
     assert not (tmp_path / "o").exists()
-    # the command reports a bad grid cleanly (exit status 2)
-    assert cli.main(["sweep", str(tmp_path / "broken.toml"), "--out", str(tmp_path / "o")]) == 2
+    # the command reports a bad grid cleanly (exit status 2), with no deprecated keyword inside
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert cli.main(["sweep", str(tmp_path / "broken.toml"), "--out", str(tmp_path / "o")]) == 2
     assert "invalid TOML" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["sweep", str(tmp_path / "broken.toml"), "--workers", "0"])
