@@ -173,4 +173,5 @@ def test_module_imports_in_a_fresh_interpreter(module):
         f"import importlib, sys; importlib.import_module({module!r}); "
         "assert 'ray' not in sys.modules and 'scipy' not in sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    # from the checkout that holds this fastlmrl (python -c puts the working directory first)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=os.path.dirname(ROOT))
