@@ -30,6 +30,9 @@ Run:  pytest benchmarks/bench_trainers.py --benchmark-enable --benchmark-group-b
           --benchmark-columns=mean,rounds -p no:cacheprovider
 Phase profile (where an iteration spends its time, fastlmrl and NumPy):
       python benchmarks/bench_trainers.py [--batch 1024] [--task text52]
+Old vs new in one run (alternating rounds, phase profile of both, throughput ratio):
+      git worktree add /tmp/old COMMIT   # + build its extensions (or copy the .so files)
+      python benchmarks/bench_trainers.py --compare /tmp/old [--rounds 8]
 """
 from __future__ import annotations
 
@@ -154,7 +157,8 @@ def test_train_iteration(benchmark, algo, impl, task_name, batch, threads):
                 group=f"train {algo} {task_name} (V={task.vocab_size}, k=2, T={T}) B{batch}",
                 rounds=rounds)
     timed = np.array(tokens[2:], dtype=np.float64)
-    seconds = np.array(benchmark.stats.stats.data, dtype=np.float64)
+    # measure() stored seconds per item (items = tokens[0]): back to seconds per iteration
+    seconds = np.array(benchmark.stats.stats.data, dtype=np.float64) * tokens[0]
     assert timed.shape == seconds.shape == (rounds,) and timed.min() > 0
     rates = timed / seconds / 1e6
     benchmark.extra_info.update(
@@ -203,7 +207,7 @@ def fastlmrl_phases(trainer, timer):
     rollout = the rollout kernel call and its wrapper (reward and KL shaping excluded);
     reward = keyword reward (+ reference log-probs and KL shaping for PPO); advantages = values
     gather + GAE + whitening (PPO) or group advantages + loss weights + reference log-probs
-    (GRPO); loss = ppo_loss; optimizer = Adam on the policy (+ the value table, PPO);
+    (GRPO); loss = the tabular PPO loss; optimizer = Adam on the policy (+ the value table, PPO);
     permutation = minibatch shuffles; diagnostics = KL / entropy / metrics; the rest of the
     iteration (gathers ``policy[ctx]``, flattening, Python) is reported as "other".
     """
@@ -212,9 +216,11 @@ def fastlmrl_phases(trainer, timer):
 
     env = trainer.env
     saved_env_reward = env.reward
-    saved = [(environments, "kl_shaped"), (ppo, "gae"), (ppo, "masked_whiten"),
-             (ppo, "ppo_loss_tabular"), (grpo, "ppo_loss_tabular"), (grpo, "grpo_advantages"),
-             (grpo, "loss_weights")]
+    # (what a checkout has: --compare times an older tree with the same wrappers)
+    saved = [(mod, name) for mod, name in [
+        (environments, "kl_shaped"), (ppo, "gae"), (ppo, "masked_whiten"),
+        (ppo, "ppo_loss_tabular"), (grpo, "ppo_loss_tabular"), (grpo, "grpo_advantages"),
+        (grpo, "loss_weights")] if hasattr(mod, name)]
     originals = [getattr(mod, name) for mod, name in saved]
     phase_of = {"kl_shaped": "reward", "gae": "advantages", "masked_whiten": "advantages",
                 "ppo_loss_tabular": "loss", "grpo_advantages": "advantages",
@@ -222,8 +228,9 @@ def fastlmrl_phases(trainer, timer):
     methods = {"rollout": "rollout", "state_values": "advantages",
                "reference_log_probs": "advantages", "update_policy": "optimizer",
                "update_values": "optimizer", "minibatches": "permutation",
-               "finish": "diagnostics", "base_metrics": "diagnostics",
-               "value_metrics": "diagnostics"}
+               "ppo_loss_rows": "loss", "finish": "diagnostics",
+               "base_metrics": "diagnostics", "value_metrics": "diagnostics"}
+    methods = {name: phase for name, phase in methods.items() if hasattr(trainer, name)}
     try:
         env.reward = _TimedReward(saved_env_reward, timer)
         env._ref_logprobs = timer.wrap("reward", environments.TextGenerationEnv._ref_logprobs)
@@ -291,6 +298,112 @@ def _profile(task, batch, iterations, out):
                   f"{tokens / total / 1e6:9.3f}", file=out)
 
 
+# ---------------------------------------------------------------------------------------------
+# old vs new in one run (python benchmarks/bench_trainers.py --compare OLD_CHECKOUT)
+
+PHASES = ("rollout", "reward", "advantages", "permutation", "loss", "optimizer", "diagnostics",
+          "other")
+
+
+def serve(task_name, batch):
+    """Child of --compare: keeps one trainer per (algo, backend, threads) and answers each line
+    ``algo impl threads iterations`` on stdin with one JSON line (seconds per phase, tokens)."""
+    import json
+
+    task = get_task(task_name)
+    trainers = {}
+    for line in sys.stdin:
+        algo, impl, threads, iterations = line.split()
+        threads = None if threads == "all" else int(threads)
+        key = (algo, impl, threads)
+        with backend_for(impl), num_threads(threads):
+            if key not in trainers:
+                trainers[key] = make_trainer(impl, algo, task, batch)
+            trainer = trainers[key]
+            timer = _Timer()
+            tokens = 0
+            with fastlmrl_phases(trainer, timer):
+                start = time.perf_counter()
+                for _ in range(int(iterations)):
+                    tokens += trainer.iteration()["tokens"]
+                total = time.perf_counter() - start
+        seconds = _nested(timer.seconds)
+        seconds["other"] = total - sum(seconds.values())
+        print(json.dumps({"seconds": seconds, "total": total, "tokens": tokens}), flush=True)
+
+
+def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
+            threads=("all", "1"), out=sys.stdout):
+    """The phase profile of this checkout and of ``old_root`` (another checkout of fastlmrl, e.g.
+    ``git worktree add /tmp/old <commit>`` with its extensions built), measured in one run:
+    rounds of ``iterations`` iterations alternate between the two trees (each in its own process,
+    trainers kept warm), so that load on a shared machine hits both alike.  Prints ms per
+    iteration and phase, M tokens/s, and new/old throughput (total time ratio, and the median of
+    the per-round ratios)."""
+    import json
+    import os
+    import subprocess
+
+    here = str(Path(__file__).resolve().parent.parent)
+    procs = {}
+    for name, root in (("old", old_root), ("new", here)):
+        env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()))
+        procs[name] = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", "--task", task_name,
+             "--batch", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env, cwd=str(Path(root).resolve()))
+
+    def ask(name, command):
+        proc = procs[name]
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {name} benchmark process ended (see its stderr)")
+        return json.loads(line)
+
+    print(f"task {task_name}, B={batch}: old = {old_root}, new = {here}; {rounds} alternating "
+          f"rounds of {iterations} iterations each (ms per iteration)", file=out)
+    print(f"{'':22s}" + "".join(f"{p:>12s}" for p in PHASES) + f"{'total':>10s}{'Mtok/s':>9s}"
+          f"{'new/old':>9s}{'median':>8s}", file=out)
+    try:
+        for algo in ("ppo", "grpo"):
+            for impl in ("numba", "cython"):
+                for nt in threads:
+                    command = f"{algo} {impl} {nt}"
+                    for name in procs:  # JIT, caches, warm trainers
+                        ask(name, f"{command} 2")
+                    sums = {name: {"seconds": {}, "total": 0.0, "tokens": 0} for name in procs}
+                    per_round = {name: [] for name in procs}
+                    for r in range(rounds):
+                        for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                            res = ask(name, f"{command} {iterations}")
+                            acc = sums[name]
+                            for phase, sec in res["seconds"].items():
+                                acc["seconds"][phase] = acc["seconds"].get(phase, 0.0) + sec
+                            acc["total"] += res["total"]
+                            acc["tokens"] += res["tokens"]
+                            per_round[name].append(res["tokens"] / res["total"])
+                    n_iter = rounds * iterations
+                    rates = {name: sums[name]["tokens"] / sums[name]["total"] / 1e6
+                             for name in procs}
+                    ratio = rates["new"] / rates["old"]
+                    median = float(np.median(np.array(per_round["new"])
+                                             / np.array(per_round["old"])))
+                    for name in procs:
+                        acc = sums[name]
+                        row = "".join(f"{1e3 * acc['seconds'].get(p, 0.0) / n_iter:12.2f}"
+                                      for p in PHASES)
+                        label = f"{algo} {impl} t={nt} {name}"
+                        tail = f"{ratio:9.2f}{median:8.2f}" if name == "new" else ""
+                        print(f"{label:22s}{row}{1e3 * acc['total'] / n_iter:10.2f}"
+                              f"{rates[name]:9.3f}{tail}", file=out, flush=True)
+    finally:
+        for proc in procs.values():
+            proc.stdin.close()
+            proc.wait()
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -299,5 +412,14 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default all)")
+    parser.add_argument("--compare", metavar="OLD_CHECKOUT", default=None,
+                        help="time this checkout against another one in one run (alternating)")
+    parser.add_argument("--rounds", type=int, default=8, help="--compare: rounds per tree")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    profile(args.task, args.batch, args.iterations, args.threads)
+    if args.serve:
+        serve(args.task, args.batch)
+    elif args.compare:
+        compare(args.compare, args.task, args.batch, min(args.iterations, 3), args.rounds)
+    else:
+        profile(args.task, args.batch, args.iterations, args.threads)

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _backend
+from .. import _validation as check
 from ..kl_divergence import AdaptiveKLController, FixedKLController
 from ..log_probs import log_softmax
 from ..optimizers import Adam
 from ..permutations import permutation
-from ..tabular_losses import token_log_probs_tabular
+from ..policy_losses import KL_ESTIMATORS
+from ..rng import advance, check_capacity
+from ..tabular_losses import ppo_loss_tabular, token_log_probs_tabular
 from .base import Trainer, explained_variance
 
 __all__ = ["PolicyGradientTrainer", "check_config", "explained_variance"]
@@ -44,6 +48,30 @@ def check_config(config, *, positive_ints=(), positive=(), nonnegative=(), unit=
     if target is not None:
         check.real(target, "kl_target", 0.0, None, low_open=True)
         check.real(config.kl_horizon, "kl_horizon", 0.0, None, low_open=True)
+
+
+# The reference's log-probabilities are kept for every (context, token) pair when the table has at
+# most this many entries (32 MiB of float64); larger tables compute them per batch.
+REFERENCE_CACHE_ENTRIES = 1 << 22
+_NO_REF = np.empty(0)
+_NO_OFFSETS = np.zeros(1, dtype=np.int64)
+
+
+class _LossBuffers:
+    """Outputs and work arrays of the tabular PPO kernel, reused by every call of an iteration
+    (fresh arrays per minibatch cost page faults: glibc returns freed memory to the OS)."""
+
+    def __init__(self, n: int, table: np.ndarray):
+        n_rows = min(n, table.shape[0])
+        self.capacity = n
+        self.index = np.empty(table.shape[0], dtype=np.int64)
+        self.rows = np.empty(n_rows, dtype=np.int64)
+        self.num_rows = np.zeros(1, dtype=np.int64)
+        self.grad = np.empty((n_rows, table.shape[1]), dtype=table.dtype)
+        self.token_loss = np.empty(n)
+        self.log_probs = np.empty(n)
+        self.ratios = np.empty(n)
+        self.stats = np.zeros(7)
 
 
 class PolicyGradientTrainer(Trainer):
@@ -73,6 +101,10 @@ class PolicyGradientTrainer(Trainer):
             self.values = np.zeros((self.policy.shape[0], 1), dtype=self.policy.dtype)
             self.value_optimizer = Adam(self.values, lr=config.value_lr)
         self._ref_log_softmax = None
+        self._ref_log_probs = None  # (S * V,) log pi_ref of every pair, when small enough
+        self._loss_buffers = None
+        self._weights = {}  # n -> the token-mean weights 1/n (read-only)
+        self._shuffle = None  # (order, uniforms, bucket starts) of the minibatch permutation
         if config.kl_target is None:
             self.kl_controller = FixedKLController(config.kl_coef)
         else:
@@ -133,13 +165,84 @@ class PolicyGradientTrainer(Trainer):
     def minibatches(self, n: int, count: int):
         """(order, parts): a random order of range(n) (:func:`fastlmrl.permutation` from the
         stream; range(n) itself for one minibatch) and ``count`` consecutive slices of it with
-        ``numpy.array_split``'s sizes (empty ones dropped): minibatch k is ``order[parts[k]]``."""
+        ``numpy.array_split``'s sizes (empty ones dropped): minibatch k is ``order[parts[k]]``.
+
+        The order is the permutation kernel's answer in a buffer the trainer reuses (valid until
+        the next call)."""
         if count <= 1:
             return np.arange(n), [slice(0, n)]
         size, extra = divmod(n, count)
-        bounds = np.cumsum([0] + [size + 1] * extra + [size] * (count - extra))
-        return permutation(self.stream, n), [slice(lo, hi) for lo, hi in zip(bounds[:-1],
-                                                                              bounds[1:]) if hi > lo]
+        bounds = [0]
+        for k in range(count):
+            bounds.append(bounds[-1] + size + (k < extra))
+        return self.permutation(n), [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])
+                                     if hi > lo]
+
+    def permutation(self, n: int) -> np.ndarray:
+        """:func:`fastlmrl.permutation` ``(self.stream, n)``, the same kernel and counters, into
+        buffers kept across calls (the order is valid until the next call)."""
+        shuffle = self._shuffle
+        if shuffle is None or shuffle[0].shape[0] < n:
+            shuffle = self._shuffle = (np.empty(n, dtype=np.int64), np.empty(n),
+                                       np.empty(n + 1, dtype=np.int64))
+        key, counter = check_capacity(self.stream, n)  # before anything is written
+        out = shuffle[0][:n]
+        status = _backend.kernels().random_permutation(np.uint64(key), np.uint64(counter), out,
+                                                        shuffle[1][:n], shuffle[2][:n + 1])
+        if status:  # the public function's error (or its internal-error message)
+            return permutation(self.stream, n)
+        advance(self.stream, n)
+        return out
+
+    def token_mean_weights(self, n: int) -> np.ndarray:
+        """(n,) weights 1/n (the token mean; ``weights=None`` of the losses), kept per n."""
+        w = self._weights.get(n)
+        if w is None:
+            if len(self._weights) > 8:
+                self._weights.clear()
+            w = np.full(n, 1.0 / n if n else 0.0)
+            w.flags.writeable = False
+            self._weights[n] = w
+        return w
+
+    def ppo_loss_rows(self, contexts, tokens, old_log_probs, advantages, weights, clip_low,
+                      clip_high, ref_log_probs=None, kl_coef=0.0, sequence_offsets=None):
+        """(rows, grad_rows, stats) of :func:`fastlmrl.ppo_loss_tabular` on the policy table
+        (k3 KL estimator, no dual clip; ``stats`` = loss, pg_loss, kl_loss, clip_fraction,
+        dual_clip_fraction, approx_kl_k1, approx_kl_k3), computed by the same kernel with the
+        trainer's reused buffers: ``rows`` and ``grad_rows`` are valid until the next call.
+
+        The per-token arrays must already be what the public function would pass: contexts and
+        tokens int64, the others float64, 1-D contiguous, of one length; the trainer builds them
+        so.  Any kernel status (a bad id, a NaN row, ...) is raised by the public function on the
+        same arguments, with its message."""
+        # the scalar checks of the public function (the kernel trusts its options)
+        clip_low = check.real(clip_low, "clip_low", 0.0, 1.0, high_open=True)
+        clip_high = check.real(clip_high, "clip_high", 0.0)
+        kl_coef = check.real(kl_coef, "kl_coef", 0.0)
+        if ref_log_probs is None and kl_coef != 0.0:
+            raise ValueError("kl_coef > 0 needs ref_log_probs")
+        n = contexts.shape[0]
+        buffers = self._loss_buffers
+        if buffers is None or buffers.capacity < n:
+            buffers = self._loss_buffers = _LossBuffers(n, self.policy)
+        seq = sequence_offsets is not None
+        status = _backend.kernels().ppo_loss_tabular(
+            self.policy, contexts, tokens, old_log_probs, advantages, weights,
+            _NO_REF if ref_log_probs is None else ref_log_probs,
+            sequence_offsets if seq else _NO_OFFSETS, clip_low, clip_high, 0.0, kl_coef,
+            KL_ESTIMATORS["k3"], int(seq), buffers.index, buffers.rows, buffers.num_rows,
+            buffers.token_loss[:n], buffers.log_probs[:n], buffers.ratios[:n], buffers.grad,
+            buffers.stats, _backend.get_num_threads())
+        if status:
+            ppo_loss_tabular(self.policy, contexts, tokens, old_log_probs, advantages,
+                             weights=weights, clip_low=clip_low, clip_high=clip_high,
+                             ratio_level="sequence" if seq else "token",
+                             sequence_offsets=sequence_offsets, ref_log_probs=ref_log_probs,
+                             kl_coef=kl_coef, kl_estimator="k3")
+            raise RuntimeError(f"ppo_loss_tabular kernel returned status {status}")
+        u = int(buffers.num_rows[0])
+        return buffers.rows[:u], buffers.grad[:u], buffers.stats
 
     # --- diagnostics ----------------------------------------------------------------------------
     def reference_log_softmax(self) -> np.ndarray:
@@ -149,8 +252,37 @@ class PolicyGradientTrainer(Trainer):
 
     def reference_log_probs(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """log pi_ref(a | s) of the given pairs (float64), by the formula of the loss kernels'
-        log pi (:func:`fastlmrl.token_log_probs_tabular`): equal bits when pi equals pi_ref."""
-        return token_log_probs_tabular(self.reference, contexts, tokens)
+        log pi (:func:`fastlmrl.token_log_probs_tabular`): equal bits when pi equals pi_ref.
+
+        The reference is frozen: for a table of at most ``REFERENCE_CACHE_ENTRIES`` entries the
+        log-probabilities of all (s, a) pairs are computed once by that function (a row's
+        statistics do not depend on the batch, so the bits are the same) and gathered."""
+        cache = self._ref_log_probs
+        if cache is None:
+            cache = self._ref_log_probs = self._reference_pairs()
+        n_contexts, n_vocab = self.reference.shape
+        if (cache is not False and type(contexts) is np.ndarray and type(tokens) is np.ndarray
+                and contexts.ndim == 1 and contexts.shape == tokens.shape
+                and contexts.dtype.kind == "i" and tokens.dtype.kind == "i"):
+            if contexts.size == 0 or (0 <= contexts.min() and contexts.max() < n_contexts
+                                      and 0 <= tokens.min() and tokens.max() < n_vocab):
+                return cache[contexts.astype(np.int64) * n_vocab + tokens]
+        return token_log_probs_tabular(self.reference, contexts, tokens)  # (or its error)
+
+    def _reference_pairs(self):
+        """log pi_ref of every (s, a) pair, flat (S * V,), or False when the table is too large
+        or holds a row the function refuses (then each batch asks it, naming only its own)."""
+        n_contexts, n_vocab = self.reference.shape
+        if n_contexts * n_vocab > REFERENCE_CACHE_ENTRIES:
+            return False
+        all_contexts = np.repeat(np.arange(n_contexts, dtype=np.int64), n_vocab)
+        all_tokens = np.tile(np.arange(n_vocab, dtype=np.int64), n_contexts)
+        try:
+            pairs = token_log_probs_tabular(self.reference, all_contexts, all_tokens)
+        except ValueError:
+            return False
+        pairs.flags.writeable = False
+        return pairs
 
     def policy_diagnostics(self, batch) -> dict:
         """Exact KL to the reference (per sequence, summed over tokens) and mean token entropy."""

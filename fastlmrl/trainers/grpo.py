@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..group_advantages import grpo_advantages, loss_weights
-from ..tabular_losses import ppo_loss_tabular
 from ..rng import uniforms
 from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
@@ -94,22 +93,27 @@ class GRPOTrainer(PolicyGradientTrainer):
         weights = self.flat(batch, loss_weights(batch.valid, cfg.loss_normalization))
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
-        old_log_probs = self.flat(batch, batch.log_probs)
+        old_log_probs = self.flat(batch, batch.log_probs).astype(np.float64)  # exact
+        adv = adv.astype(np.float64, copy=False)
+        weights = weights.astype(np.float64, copy=False)
         ref_log_probs = self.reference_log_probs(contexts, tokens)
-        offsets = np.concatenate([[0], np.cumsum(batch.lengths)])
+        offsets = None
+        if cfg.ratio_level == "sequence":
+            offsets = np.concatenate([[0], np.cumsum(batch.lengths)]).astype(np.int64)
         # 3. clipped surrogate + k3 KL penalty to the reference
         clip_fractions, approx_kls = [], []
+        kl_coef = float(self.kl_controller.value)
         for _ in range(cfg.epochs):
-            result = ppo_loss_tabular(
-                self.policy, contexts, tokens, old_log_probs, adv, weights=weights,
-                clip_low=cfg.clip, clip_high=cfg.clip_high, ratio_level=cfg.ratio_level,
-                sequence_offsets=offsets if cfg.ratio_level == "sequence" else None,
-                ref_log_probs=ref_log_probs, kl_coef=self.kl_controller.value, kl_estimator="k3")
-            self.update_policy(result.rows, result.grad_rows)
-            clip_fractions.append(result.clip_fraction)
-            approx_kls.append(result.approx_kl_k3)
+            rows, grad_rows, stats = self.ppo_loss_rows(
+                contexts, tokens, old_log_probs, adv, weights, float(cfg.clip),
+                float(cfg.clip_high), ref_log_probs=ref_log_probs, kl_coef=kl_coef,
+                sequence_offsets=offsets)
+            clip_fractions.append(float(stats[3]))
+            approx_kls.append(float(stats[6]))
+            kl_loss = float(stats[2])
+            self.update_policy(rows, grad_rows)
         # 4. diagnostics
         metrics = self.base_metrics(batch)
         metrics.update(clip_fraction=float(np.mean(clip_fractions)),
-                       approx_kl=float(np.mean(approx_kls)), kl_loss=float(result.kl_loss))
+                       approx_kl=float(np.mean(approx_kls)), kl_loss=kl_loss)
         return self.finish(batch, metrics)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..advantages import gae, masked_whiten
-from ..tabular_losses import ppo_loss_tabular
 from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
@@ -83,29 +82,31 @@ class PPOTrainer(PolicyGradientTrainer):
                                   batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
-        old_log_probs = self.flat(batch, batch.log_probs)
-        adv = self.flat(batch, masked_whiten(advantages, batch.valid))
+        old_log_probs = self.flat(batch, batch.log_probs).astype(np.float64)  # exact
+        adv = self.flat(batch, masked_whiten(advantages, batch.valid)).astype(np.float64,
+                                                                             copy=False)
         ret = self.flat(batch, returns)
         # 4. clipped-surrogate epochs over random minibatches
         clip_fractions, approx_kls = [], []
         per_token = (contexts, tokens, old_log_probs, adv, ret)
         shuffled = [np.empty_like(x) for x in per_token]  # reused by every epoch
+        state_values = self.values[:, 0]
+        clip = float(cfg.clip)
         for _ in range(cfg.epochs):
             order, parts = self.minibatches(contexts.size, cfg.minibatches)
             for x, out in zip(per_token, shuffled):
-                np.take(x, order, out=out)
+                np.take(x, order, out=out, mode="clip")  # (order is in range: no buffering)
             for part in parts:
                 ctx, tok, old, a, r = (x[part] for x in shuffled)
-                # weights None: the token mean, w_i = 1 / n
-                result = ppo_loss_tabular(self.policy, ctx, tok, old, a,
-                                          clip_low=cfg.clip, clip_high=cfg.clip)
-                self.update_policy(result.rows, result.grad_rows)
+                # weights 1/n: the token mean (ppo_loss_tabular's weights=None)
+                rows, grad_rows, stats = self.ppo_loss_rows(
+                    ctx, tok, old, a, self.token_mean_weights(ctx.size), clip, clip)
+                clip_fractions.append(float(stats[3]))
+                approx_kls.append(float(stats[6]))
+                self.update_policy(rows, grad_rows)
                 # d/dV(s) of 0.5 * mean (V - R)^2, summed per distinct context
-                value_error = self.values[:, 0][ctx] - r  # float64 (exact promotion)
-                self.update_values(result.rows,
-                                   self.sum_by_context(ctx, value_error / ctx.size, result.rows))
-                clip_fractions.append(result.clip_fraction)
-                approx_kls.append(result.approx_kl_k3)
+                value_error = state_values[ctx] - r  # float64 (exact promotion)
+                self.update_values(rows, self.sum_by_context(ctx, value_error / ctx.size, rows))
         # 5. diagnostics (the KL controller adapts β to this batch's KL)
         metrics = self.base_metrics(batch, rewards)
         metrics.update(self.value_metrics(self.flat(batch, values), ret))
