@@ -57,6 +57,10 @@ def measure(benchmark, fn, *args, items, group, rounds=None):
     return result
 
 
+# extra_info entries the summary prints after the rates when a benchmark records them
+SUMMARY_EXTRA_INFO = ("peak_extra_MB", "overhead_us")
+
+
 def _variant(name: str) -> str:
     """The backend-like part of a benchmark's name: its first parameter (``python``, ``numba``,
     ``numpy``, ...) or the whole name when it has none."""
@@ -87,7 +91,10 @@ def pytest_terminal_summary(terminalreporter, config):
             rate = bench.extra_info["M_items_per_s"]
             ratios = [f"{rate / refs[r]:9.1f}" if r in refs else f"{'':9}" for r in ("python",
                                                                                   "numpy")]
-            write(f"{group[:40]:<40} {bench.name[:56]:<56} {rate:12.4g} {ratios[0]} {ratios[1]}")
+            extra = "".join(f"  {key}={bench.extra_info[key]}" for key in SUMMARY_EXTRA_INFO
+                            if key in bench.extra_info)
+            write(f"{group[:40]:<40} {bench.name[:56]:<56} {rate:12.4g} {ratios[0]} {ratios[1]}"
+                  f"{extra}")
 
 
 def random_table(size, dtype, seed=0):
