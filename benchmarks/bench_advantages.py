@@ -13,6 +13,7 @@ one command, rates and ratios from one run (rounds interleaved):
 
     python benchmarks/bench_advantages.py            # or: pytest benchmarks/bench_advantages.py \
         -k rows_in_parallel --benchmark-enable -s
+    python benchmarks/bench_advantages.py --cpu-time --no-busy   # 1 thread, CPU time (loaded)
 
 prints, for GAE and λ-returns, the numba and cython kernels at 1 and 2 threads, idle and with a
 busy-loop process pinned to one core, next to ``one row`` (the kernels before issue 15: their
@@ -284,15 +285,22 @@ def _variants(kernel, data):
     return out
 
 
-def rates_table(rounds=30, busy=True):
+def rates_table(rounds=30, busy=True, cpu_time=False):
     """Rates (G valid steps/s, best of ``rounds`` interleaved rounds) of GAE and λ-returns over
-    (1024, 1024) float32, idle and with one core busy; returns {(kernel, load, label): rate}."""
+    (1024, 1024) float32, idle and with one core busy; returns {(kernel, load, label): rate}.
+
+    ``cpu_time``: time the one-thread variants by the calling thread's CPU time
+    (``time.thread_time``) instead of the wall clock -- on a machine shared with other work this
+    leaves out the time the thread waited for a core (not meaningful for 2 threads, skipped)."""
     data = batch(1024, 1024)
     items = int(data[2].sum())
     loads = ["idle", "one core busy"] if busy and len(os.sched_getaffinity(0)) >= 2 else ["idle"]
+    clock = time.thread_time if cpu_time else time.perf_counter
     rates = {}
     for kernel in ("gae", "lambda_returns"):
         variants = _variants(kernel, data)
+        if cpu_time:
+            variants = {k: v for k, v in variants.items() if not k.endswith("2t")}
         for fn, args in variants.values():
             assert fn(*args) == 0  # compile / warm up
         for load in loads:
@@ -301,9 +309,9 @@ def rates_table(rounds=30, busy=True):
                 best = dict.fromkeys(variants, float("inf"))
                 for _ in range(rounds):
                     for label, (fn, args) in variants.items():
-                        t0 = time.perf_counter()
+                        t0 = clock()
                         fn(*args)
-                        best[label] = min(best[label], time.perf_counter() - t0)
+                        best[label] = min(best[label], clock() - t0)
             finally:
                 if proc is not None:
                     proc.terminate()
@@ -335,5 +343,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--no-busy", action="store_true", help="skip the one-core-busy runs")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one-thread variants only, timed by thread CPU time (loaded machine)")
     a = parser.parse_args()
-    print_rates(rates_table(a.rounds, busy=not a.no_busy))
+    print_rates(rates_table(a.rounds, busy=not a.no_busy, cpu_time=a.cpu_time))
