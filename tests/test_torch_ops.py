@@ -880,6 +880,28 @@ def test_ppo_result_is_built_lazily_with_a_namedtuple_interface():
                                rtol=1e-6, atol=1e-6)
 
 
+def test_ppo_fast_path_calls_the_active_backend(monkeypatch):
+    """The fast path calls the kernel of the backend in use (use_backend, this thread)."""
+    from fastlmrl import _backend
+    x, t, per = rng_tensors(n=3, v=4, seed=33)
+    calls = []
+    module = _backend.backend_module("python")
+    kernel = module.ppo_loss
+
+    def spy(*args):
+        calls.append(len(args))
+        return kernel(*args)
+    monkeypatch.setattr(module, "ppo_loss", spy)
+    want = ft.ppo_loss(x, t, per["old"], per["adv"])
+    assert calls == []
+    with fastlmrl.use_backend("python"):
+        got = ft.ppo_loss(x, t, per["old"], per["adv"])
+    assert len(calls) == 1
+    assert type(got) is ft.PPOLossResult and got._values[1] is None  # (the fast path)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
 def test_ppo_fast_path_backward_with_retained_graph_and_accumulation():
     x, t, per = rng_tensors(n=4, v=5, dtype=F32, seed=32)
     x.requires_grad_(True)
