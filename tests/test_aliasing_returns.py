@@ -147,3 +147,29 @@ def test_inputs_may_share_memory(backend):
     assert mod.gae(r, r.copy(), m, both, both.copy(), boot, 0.9, 0.8, sep_adv, sep_ret, 1) == 0
     np.testing.assert_array_equal(adv, sep_adv)
     np.testing.assert_array_equal(ret, sep_ret)
+
+
+def test_public_functions_never_pass_overlapping_arrays(backend):
+    """The public functions allocate every array a kernel writes, so kernel-ready inputs (passed
+    through without a copy) never share memory with an output; status 8 is an internal error."""
+    import importlib
+
+    import fastlmrl
+    advantages = importlib.import_module("fastlmrl.advantages")
+    keyword_scores = importlib.import_module("fastlmrl.keyword_scores")
+
+    r, v, m, term, trunc, boot = _sequences(np.float64)
+    with fastlmrl.use_backend(backend):
+        adv, ret = fastlmrl.gae(r, v, m.astype(bool), term.astype(bool), trunc.astype(bool), boot,
+                                gamma=0.9, lam=0.8)
+        shaped, kl = fastlmrl.kl_penalized_rewards(r, v, r, kl_coef=0.1)
+        grpo = fastlmrl.grpo_advantages(r.ravel(), group_size=5)
+    for out in (adv, ret, shaped, kl):
+        for x in (r, v, boot):
+            assert not np.shares_memory(out, x)
+    assert not np.shares_memory(grpo, r)
+    with pytest.raises(ValueError, match="internal error: an array the kernel writes shares "
+                                         "memory with another argument"):
+        advantages._fail(OVERLAPPING_ARRAYS, {})
+    with pytest.raises(ValueError, match="out shares memory"):
+        keyword_scores._raise_for_status(OVERLAPPING_ARRAYS)
