@@ -654,13 +654,13 @@ def main(argv=None) -> int:
     pre.add_argument(
         "--seconds",
         type=_float_option(1e-3, 1e9),
-        default=60.0,
+        default=48.0,
         help="training time limit in seconds",
     )
     pre.add_argument(
         "--steps",
         type=_int_option(1, 10**9),
-        default=1200,
+        default=800,
         help="optimizer steps (training stops at --steps or --seconds)",
     )
     pre.add_argument(

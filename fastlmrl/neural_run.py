@@ -30,8 +30,8 @@ DEMO_TASK = "sort"          #: the demo's default task (the pretrained model sol
 DEMO_ITERATIONS = 60        #: the demo's default GRPO iterations
 DEMO_PROMPTS = 16           #: training prompts per GRPO iteration (x 8 completions each)
 DEMO_LR = 5e-4              #: AdamW learning rate of the demo (1e-3 made the policy collapse)
-#: pretraining time limit when the cache holds no default model (the full 1200 steps take ~80 s
-#: of CPU; on a busy machine the limit may stop it earlier, and a weaker model learns less)
+#: pretraining time limit when the cache holds no default model (the default 800 steps take
+#: ~45 s of CPU; on a busy machine the limit may stop it earlier, and a weaker model learns less)
 DEMO_PRETRAIN_SECONDS = 240.0
 DEMO_EVAL_PROMPTS = 128     #: held-out prompts of the before/after evaluation
 DEMO_EVAL_SEED = 12345      #: their problems and sampling stream (the same before and after)
@@ -282,17 +282,17 @@ def cmd_sample_neural(args, out=None) -> int:
 
 
 def _evaluate(trainer, task, prompts) -> dict:
-    """Success rate and sampled KL(pi || pi_ref) (nats per sequence) of the policy's completions
-    of ``prompts`` (the same problems and sampling stream each time)."""
-    texts, rollout = trainer.sample(prompts, seed=DEMO_EVAL_SEED)
+    """Success rate and exact KL(pi || pi_ref) (nats per sequence: the sum over the generated
+    tokens of the KL over the vocabulary, as the trainers' ``kl`` metric) of the policy's
+    completions of ``prompts`` (the same problems and sampling stream each time)."""
+    texts, rollout = trainer.sample(prompts, seed=DEMO_EVAL_SEED,
+                                    return_logits=trainer.reference is not None)
     terminated = rollout.terminated.numpy()
     rewards = task.reward(prompts, texts, terminated)
     result = {"success": float((rewards > 0).mean()), "texts": texts, "rewards": rewards,
               "length": float(rollout.completion_mask.sum(1).double().mean())}
-    ref = trainer.reference_log_probs(rollout)
-    if ref is not None:
-        log_ratio = (rollout.log_probs.double() - ref) * rollout.completion_mask
-        result["kl"] = float(log_ratio.sum(1).mean())
+    if trainer.reference_log_probs(rollout) is not None:
+        result["kl"] = float(trainer.exact_kl.sum(1).mean())
     return result
 
 
@@ -337,7 +337,7 @@ def cmd_demo_neural(args, out=None) -> dict:
             print(f"model: {args.model} ({type(model).__name__}, {n_params:,} parameters)",
                   file=out)
         else:
-            from .neural.pretrain import pretrained_model
+            from .neural.pretraining import pretrained_model
             quiet = getattr(args, "quiet", False)
             log = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
             result = pretrained_model(seconds=DEMO_PRETRAIN_SECONDS, log=log)

@@ -364,3 +364,109 @@ def test_failing_reward_leaves_the_trainer_unchanged():
         trainer.train(1)
     assert trainer.stream.state() == before[1] and trainer.iterations_done == 0
     assert all(torch.equal(a, b) for a, b in zip(before[0], trainer.policy.parameters()))
+
+
+# --- atomic iterations ----------------------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_failing_iteration_restores_the_trainer(algorithm):
+    """A training forward pass that raises mid-iteration (injected: GRPO and PPO after the
+    iteration's first AdamW step; on-policy REINFORCE and RLOO, one step per iteration, at the
+    second micro-batch) leaves weights, AdamW state and stream as before the iteration; training
+    on gives what a trainer that never failed gives, bit for bit."""
+    after_step = algorithm in ("grpo", "ppo")
+    extra = {} if after_step else {"grad_accumulation": 2}
+    trainer, twin = make(algorithm, **extra), make(algorithm, **extra)
+    trainer.train(1)
+    twin.train(1)  # non-empty AdamW state from here on
+    before = ({k: v.clone() for k, v in trainer.policy.state_dict().items()},
+              _optimizer_tensors(trainer.optimizer), trainer.stream.state())
+    calls = {"steps": 0, "forwards": 0}
+    real_step, real_forward = trainer.optimizer.step, trainer.policy.forward
+
+    def counting_step(*args, **kwargs):
+        calls["steps"] += 1
+        return real_step(*args, **kwargs)
+
+    def failing_forward(*args, **kwargs):
+        if trainer.policy.training:
+            calls["forwards"] += 1
+            if (calls["steps"] >= 1) if after_step else (calls["forwards"] == 2):
+                raise RuntimeError("injected failure")
+        return real_forward(*args, **kwargs)
+
+    trainer.optimizer.step = counting_step
+    trainer.policy.forward = failing_forward
+    with pytest.raises(RuntimeError, match="injected failure"):
+        trainer.train(1)
+    assert calls["steps"] == (1 if after_step else 0)
+    del trainer.optimizer.step, trainer.policy.forward
+    after = trainer.policy.state_dict()
+    assert before[0].keys() == after.keys()
+    assert all(torch.equal(before[0][k], after[k]) for k in after)
+    opt_after = _optimizer_tensors(trainer.optimizer)
+    assert before[1].keys() == opt_after.keys()
+    assert all(torch.equal(before[1][k], opt_after[k]) for k in opt_after)
+    assert trainer.stream.state() == before[2]
+    assert trainer.iterations_done == 1 and len(trainer.history) == 1
+    assert all(p.grad is None for p in trainer.policy.parameters())
+    trainer.train(1)
+    twin.train(1)
+    for a, b in zip(trainer.policy.parameters(), twin.policy.parameters()):
+        assert torch.equal(a, b)
+    assert trainer.stream.state() == twin.stream.state()
+
+
+def _optimizer_tensors(optimizer) -> dict:
+    return {f"{i}:{k}": v.clone() for i, state in optimizer.state_dict()["state"].items()
+            for k, v in state.items()}
+
+
+# --- exact KL metric ------------------------------------------------------------------------------
+@pytest.mark.parametrize("fused", [True, False])
+def test_kl_metric_is_the_exact_kl_over_the_vocabulary(fused):
+    """``kl``: sum over generated tokens of KL(pi_old(.|s_t) || pi_ref(.|s_t)) over the whole
+    vocabulary (temperature applied), mean over sequences; ``kl_sampled``: the k1 estimate from
+    the sampled tokens.  Both recomputed here with plain forward passes (no cache)."""
+    import copy
+    trainer = make("grpo", kl_coef=0.1, temperature=0.7, fused_head=fused, epochs=1,
+                   minibatches=1, grad_accumulation=1)
+    with torch.no_grad():  # the policy moves away from the reference copy
+        g = torch.Generator().manual_seed(3)
+        for p in trainer.policy.model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    policy_then = copy.deepcopy(trainer.policy.model)
+    captured = {}
+    real_rollout = trainer.rollout
+
+    def capture(prompts):
+        captured["rollout"] = real_rollout(prompts)
+        return captured["rollout"]
+
+    trainer.rollout = capture
+    metrics = trainer.train(1)[-1]
+    r = captured["rollout"]
+    ids, att = r.input_ids(), r.attention_mask()
+    p, t = r.prompt_ids.shape[1], r.completion_ids.shape[1]
+
+    def log_softmax(model):
+        with torch.no_grad():
+            logits = model(ids, attention_mask=att,
+                           position_ids=(att.cumsum(-1) - 1).clamp(min=0)).logits
+        return torch.log_softmax(logits[:, p - 1: p + t - 1].double() / 0.7, -1)
+
+    lp, lq = log_softmax(policy_then), log_softmax(trainer.reference.model)
+    mask = r.completion_mask.double()
+    kl = ((lp.exp() * (lp - lq)).sum(-1) * mask).sum(1).mean()
+    taken = r.completion_ids.unsqueeze(-1)
+    k1 = (((lp.gather(-1, taken) - lq.gather(-1, taken)).squeeze(-1)) * mask).sum(1).mean()
+    assert float(kl) > 0.01  # the check is not vacuous
+    assert metrics["kl"] == pytest.approx(float(kl), rel=1e-5)
+    assert metrics["kl_sampled"] == pytest.approx(float(k1), rel=1e-4, abs=1e-6)
+    assert metrics["kl"] != metrics["kl_sampled"]
+
+
+def test_kl_of_a_policy_equal_to_its_reference_is_zero():
+    trainer = make("grpo", kl_coef=0.1, epochs=1, minibatches=1, grad_accumulation=1)
+    metrics = trainer.train(1)[-1]
+    # the rollout's logits come from the KV cache, the reference's from a full pass: rounding
+    assert 0.0 <= abs(metrics["kl"]) < 1e-9 and abs(metrics["kl_sampled"]) < 1e-5

@@ -1,4 +1,4 @@
-"""Pretraining a tiny transformers model: it learns (held-out perplexity), is deterministic, caches."""
+"""Pretraining a tiny transformers model: learns (held-out perplexity), is deterministic, caches."""
 import math
 import os
 import types
@@ -16,7 +16,7 @@ except ImportError as exc:
 from fastlmrl import CharTokenizer  # noqa: E402
 from fastlmrl.corpus import generate_corpus  # noqa: E402
 from fastlmrl.neural import pretrain, pretrained_model  # noqa: E402
-from fastlmrl.neural.pretrain import held_out_perplexity  # noqa: E402
+from fastlmrl.neural.pretraining import held_out_perplexity  # noqa: E402
 
 CORPUS = generate_corpus(300, seed=4)
 # a tiny model and budget: a few seconds on 2 busy cores
@@ -45,6 +45,7 @@ def test_pretraining_lowers_held_out_perplexity_and_is_deterministic():
     assert a.initial_perplexity > 0.8 * V  # random init is close to uniform ...
     assert a.perplexity < 0.5 * a.initial_perplexity  # ... training halves it at least
     assert math.isfinite(a.ngram_perplexity) and a.ngram_perplexity < V
+    assert 0 < a.cpu_seconds and 0 < a.seconds
     b = pretrain(CORPUS, seed=3, **TINY)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same thread count
@@ -167,3 +168,47 @@ def test_pretrain_a_llama():
     r = pretrain(CORPUS, architecture="llama", seed=0, **{**TINY, "steps": 20})
     assert type(r.model) is transformers.LlamaForCausalLM
     assert r.steps == 20 and r.perplexity < r.initial_perplexity
+
+
+def test_the_pretraining_module_is_not_shadowed_by_the_function():
+    """``fastlmrl.neural.pretrain`` is the function; its module is ``fastlmrl.neural.pretraining``
+    (a module named like the function it exports was hidden by it: ``import
+    fastlmrl.neural.pretrain as m`` gave the function)."""
+    import importlib
+    import inspect
+
+    import fastlmrl.neural as neural
+    import fastlmrl.neural.pretraining as module
+    assert inspect.ismodule(module) and module is importlib.import_module(
+        "fastlmrl.neural.pretraining")
+    assert inspect.isfunction(neural.pretrain) and neural.pretrain is module.pretrain
+    assert neural.pretrained_model is module.pretrained_model
+    assert module.held_out_perplexity is held_out_perplexity
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("fastlmrl.neural.pretrain")
+
+
+def test_pretrain_command_defaults_are_the_functions(monkeypatch, capsys):
+    """``fastlmrl pretrain`` without options trains what ``pretrain()`` trains (the same cache
+    entry): the settings it passes are the function's defaults."""
+    import inspect
+
+    import fastlmrl.neural.pretraining as module
+    from fastlmrl.cli import main
+    seen = {}
+
+    class Result:
+        def summary(self):
+            return "summary"
+
+    def fake(corpus, **kwargs):
+        seen.update(kwargs, corpus=corpus)
+        return Result()
+
+    monkeypatch.setattr(module, "pretrained_model", fake)
+    assert main(["pretrain", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == "summary"
+    params = inspect.signature(pretrain).parameters
+    assert seen["corpus"] is None and seen["cache"] is True
+    passed = {k: v for k, v in seen.items() if k not in ("corpus", "cache", "log")}
+    assert passed and all(v == params[k].default for k, v in passed.items()), passed

@@ -7,7 +7,7 @@ not import this package (nor torch); importing it does.
   Hugging Face tokenizers;
 * :mod:`fastlmrl.neural.model`: :func:`build_model` (``transformers`` GPT-2 / Llama from a config),
   :func:`save_model` (atomic), :func:`load_model` (our folders and any local Hugging Face folder);
-* :mod:`fastlmrl.neural.pretrain`: :func:`pretrain` a small model from scratch on the built-in
+* :mod:`fastlmrl.neural.pretraining`: :func:`pretrain` a small model from scratch on the built-in
   corpus (plus examples of the verifiable tasks), :func:`pretrained_model` (cached on disk).
 """
 from .model import (ARCHITECTURES, build_model, default_model_config, load_model,  # noqa: F401
@@ -15,7 +15,7 @@ from .model import (ARCHITECTURES, build_model, default_model_config, load_model
 
 require_transformers()
 
-from .pretrain import (PretrainResult, generate_completions,  # noqa: E402
+from .pretraining import (PretrainResult, generate_completions,  # noqa: E402
                        held_out_perplexity, model_cache_dir, pretrain, pretrained_model,
                        task_success_rate)
 from .tokenizer import TokenizerAdapter, as_tokenizer  # noqa: E402

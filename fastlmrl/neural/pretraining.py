@@ -60,11 +60,18 @@ from ..verifiable_tasks import VerifiableTask, get_task
 from .model import build_model, load_model, read_metadata, require_transformers, save_model
 from .tokenizer import TokenizerAdapter, as_tokenizer
 
-__all__ = ["DEFAULT_TASKS", "PretrainResult", "generate_completions", "held_out_perplexity",
-           "model_cache_dir", "pretrain", "pretrained_model", "task_success_rate"]
+__all__ = ["DEFAULT_SECONDS", "DEFAULT_STEPS", "DEFAULT_TASKS", "PretrainResult",
+           "generate_completions", "held_out_perplexity", "model_cache_dir", "pretrain",
+           "pretrained_model", "task_success_rate"]
 
 #: Verifiable tasks mixed into the default pretraining text.
 DEFAULT_TASKS = ("arithmetic", "reverse", "sort")
+#: Version of the training recipe and model definition (part of the cache key): bumped when a
+#: change outside the settings (e.g. the GPT-2 activation, the schedule) changes the model.
+RECIPE = 1
+#: The default budget: optimizer steps, and the training time limit in seconds.
+DEFAULT_STEPS = 800
+DEFAULT_SECONDS = 48.0
 
 
 @dataclasses.dataclass
@@ -79,7 +86,7 @@ class PretrainResult:
     initial_perplexity: float     #: held-out perplexity of the untrained model
     steps: int                    #: optimizer steps done
     tokens: int                   #: training tokens processed (steps x batch x block)
-    seconds: float                #: training time (s)
+    seconds: float                #: training time (s, wall clock)
     tokens_per_second: float
     time_limited: bool            #: True when ``seconds`` stopped training before ``steps``
     task_success: dict            #: {task: greedy success rate on held-out problems}
@@ -88,12 +95,14 @@ class PretrainResult:
     config: dict                  #: every setting (JSON values), the cache key's input
     folder: str | None = None     #: where the model is saved (the cache folder), if anywhere
     from_cache: bool = False
+    cpu_seconds: float = math.nan  #: CPU time of the training loop (process time, all threads)
 
     def summary(self) -> str:
         """A few lines for people."""
         lines = [f"model: {self.config['architecture']} {self.n_parameters:,} parameters, "
                  f"{self.steps} steps, {self.tokens:,} tokens in {self.seconds:.1f} s "
-                 f"({self.tokens_per_second:,.0f} tokens/s)"
+                 f"(CPU {self.cpu_seconds:.1f} s; {self.steps / max(self.seconds, 1e-9):.1f} "
+                 f"steps/s, {self.tokens_per_second:,.0f} tokens/s)"
                  + (" [stopped by the time limit]" if self.time_limited else ""),
                  f"held-out perplexity: model {self.perplexity:.3f}, "
                  f"{self.config['ngram_order']}-gram LM {self.ngram_perplexity:.3f}, "
@@ -286,6 +295,7 @@ def _settings(corpus, *, seconds, steps, seed, tasks, task_examples, architectur
         raise ValueError("corpus holds only whitespace: no text to train on")
     task_list = _tasks(tasks)
     config = {
+        "recipe": RECIPE,
         "corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "seconds": _float(seconds, "seconds", 0.0),
         "steps": _int(steps, "steps", 1, 10 ** 9),
@@ -320,13 +330,14 @@ def _cosine_lr(step: int, *, base: float, warmup: int, total: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
-def pretrain(corpus: str | None = None, *, seconds: float = 60.0, steps: int = 1200,
-             seed: int = 0, tasks=DEFAULT_TASKS, task_examples: int = 3000,
-             architecture: str = "gpt2", n_layer: int = 2, n_embd: int = 128, n_head: int = 4,
-             n_positions: int = 256, block_size: int = 64, batch_size: int = 16,
-             learning_rate: float = 6e-3, weight_decay: float = 0.01, warmup_steps: int = 30,
-             grad_clip: float = 1.0, test_fraction: float = 0.1, ngram_order: int = 3,
-             eval_problems: int = 200, threads: int | None = 1, log=None) -> PretrainResult:
+def pretrain(corpus: str | None = None, *, seconds: float = DEFAULT_SECONDS,
+             steps: int = DEFAULT_STEPS, seed: int = 0, tasks=DEFAULT_TASKS,
+             task_examples: int = 3000, architecture: str = "gpt2", n_layer: int = 2,
+             n_embd: int = 128, n_head: int = 4, n_positions: int = 256, block_size: int = 64,
+             batch_size: int = 16, learning_rate: float = 6e-3, weight_decay: float = 0.01,
+             warmup_steps: int = 30, grad_clip: float = 1.0, test_fraction: float = 0.1,
+             ngram_order: int = 3, eval_problems: int = 200, threads: int | None = 1,
+             log=None) -> PretrainResult:
     """Pretrain a small ``transformers`` causal LM from scratch (see the module docstring).
 
     ``corpus``: the text (default: the built-in corpus); ``tasks``: verifiable task names or
@@ -391,7 +402,7 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
     B, T = config["batch_size"], config["block_size"]
     offsets_arange = torch.arange(T + 1)
     model.train()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     step = 0
     planned = config["steps"]  # lowered when the time limit would stop training earlier
     time_limited = False
@@ -426,7 +437,7 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
             log(f"step {step}/{planned}  loss {loss.item():.3f}  lr {lr:.2e}  "
                 f"{now - t0:.0f} s")
             last_log = now
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     model.eval()
     ppl = held_out_perplexity(model, tokenizer, test_text)
     adapter = TokenizerAdapter(tokenizer)
@@ -447,7 +458,7 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
         uniform_perplexity=float(V), initial_perplexity=initial_ppl, steps=step, tokens=tokens,
         seconds=elapsed, tokens_per_second=tokens / elapsed if elapsed > 0 else 0.0,
         time_limited=time_limited, task_success=greedy, task_success_sampled=sampled,
-        n_parameters=n_params, config=config)
+        n_parameters=n_params, config=config, cpu_seconds=cpu)
 
 
 def _cache_key(config: dict) -> str:

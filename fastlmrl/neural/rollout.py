@@ -22,7 +22,10 @@ Per completion token ``t`` (time index: the token at position ``P + t`` of the f
 drawn from the logits at position ``P + t - 1``) the rollout records ``log_probs`` -- the
 log-probability of the token under the distribution it was sampled from (temperature, top-k,
 top-p applied), the :math:`\log\pi_{old}` of the trainers -- and ``entropies`` -- the entropy of
-:math:`\mathrm{softmax}(\text{logits}/\tau)` (before the top-k / top-p filters).
+:math:`\mathrm{softmax}(\text{logits}/\tau)` (before the top-k / top-p filters).  With
+``return_logits=True`` it also keeps the logits of every step (``logits`` (B, T, V) float32, before
+temperature and filters; 0 on padding): the trainers compute the exact KL to their reference from
+them (memory B x T x V floats, the size of one forward pass's logits over the completions).
 """
 from __future__ import annotations
 
@@ -53,6 +56,9 @@ class Rollout:
     entropies: Tensor  #: (B, T) float32, entropy of softmax(logits / temperature); 0 on padding
     terminated: Tensor  #: (B,) bool, ended at EOS
     truncated: Tensor  #: (B,) bool, hit max_new_tokens without EOS
+    #: (B, T, V) float32 logits of each step (before temperature and filters; 0 on padding),
+    #: only when generated with ``return_logits=True`` (else None)
+    logits: Optional[Tensor] = None
 
     @property
     def lengths(self) -> Tensor:
@@ -87,7 +93,8 @@ class Rollout:
         index = torch.as_tensor(index, dtype=torch.long)
         return Rollout(*(getattr(self, f)[index] for f in (
             "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "log_probs",
-            "entropies", "terminated", "truncated")))
+            "entropies", "terminated", "truncated")),
+            logits=None if self.logits is None else self.logits[index])
 
 
 def _int(x, name: str, lo: int) -> int:
@@ -101,10 +108,12 @@ def _int(x, name: str, lo: int) -> int:
 @torch.no_grad()
 def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Tensor], seed, *,
              max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             min_p: float = 0.0, use_cache: Optional[bool] = None) -> Rollout:
+             min_p: float = 0.0, use_cache: Optional[bool] = None,
+             return_logits: bool = False) -> Rollout:
     """Sample completions of ``prompt_ids`` (see the module docstring); returns a
     :class:`Rollout`.  ``seed``: int or :class:`~fastlmrl.RandomStream` (advanced by B per
-    step, only once the rollout succeeded); ``use_cache``: None = when the model offers one."""
+    step, only once the rollout succeeded); ``use_cache``: None = when the model offers one;
+    ``return_logits``: keep every step's logits in ``Rollout.logits``."""
     if not isinstance(policy, NeuralPolicy):
         raise TypeError(f"policy must be a NeuralPolicy, got {type(policy).__name__}")
     if not isinstance(prompt_ids, Tensor) or prompt_ids.ndim != 2 or prompt_ids.shape[0] == 0 \
@@ -119,6 +128,8 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
     if bool((prompt_mask.sum(1) == 0).any()):
         raise ValueError("prompt_mask: every prompt needs at least one token")
     max_new_tokens = _int(max_new_tokens, "max_new_tokens", 1)
+    if return_logits not in (True, False):
+        raise TypeError(f"return_logits must be a bool, got {type(return_logits).__name__}")
     if use_cache is None:
         use_cache = policy.supports_cache
     elif use_cache and not policy.supports_cache:
@@ -132,7 +143,7 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
     eos, pad = tok.eos_token_id, tok.pad_token_id
     b = prompt_ids.shape[0]
     ids, mask = prompt_ids, prompt_mask
-    tokens, logps, ents = [], [], []
+    tokens, logps, ents, step_logits = [], [], [], []
     done = torch.zeros(b, dtype=torch.bool)
     cache = None
     step_input, step_mask = ids, mask
@@ -155,6 +166,8 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
             tokens.append(nxt)
             logps.append(torch.where(live, draw.log_probs.float(), torch.zeros(b)))
             ents.append(torch.where(live, ent.float(), torch.zeros(b)))
+            if return_logits:
+                step_logits.append(torch.where(live[:, None], logits, torch.zeros(())))
             done = done | (live & (draw.tokens == eos))
             ids = torch.cat([ids, nxt[:, None]], 1)
             mask = torch.cat([mask, live.long()[:, None]], 1)
@@ -166,6 +179,7 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
     completion = torch.stack(tokens, 1)
     completion_mask = mask[:, prompt_ids.shape[1]:].bool()
     rollout = Rollout(prompt_ids, prompt_mask, completion, completion_mask,
-                      torch.stack(logps, 1), torch.stack(ents, 1), done.clone(), ~done)
+                      torch.stack(logps, 1), torch.stack(ents, 1), done.clone(), ~done,
+                      logits=torch.stack(step_logits, 1) if return_logits else None)
     stream.counter = work.counter
     return rollout

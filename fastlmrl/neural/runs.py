@@ -83,7 +83,7 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
     elif model is not None:
         net, tok = load_model(model)
     else:
-        from .pretrain import pretrained_model
+        from .pretraining import pretrained_model
         result = pretrained_model(log=lambda line: print(line, file=out))
         net, tok = result.model, result.tokenizer
     task = neural_task(spec["task"])

@@ -41,8 +41,15 @@ reward (REINFORCE, PPO, RLOO: k1, the per-token log-ratio, as the table trainers
 
 **Metrics** (per iteration): ``score`` (mean task reward per sequence), ``reward`` (the reward
 optimised, KL-shaped where the algorithm shapes it), ``success_rate`` (when the task has
-``success``), ``kl`` (mean over sequences of :math:`\sum_t \log\pi_{old} - \log\pi_{ref}` over the
-sampled tokens: a sampled estimate of the sequence KL, unlike the table trainers' exact sum),
+``success``), ``kl`` (exact, as the table trainers: the mean over sequences of
+:math:`\sum_t \mathrm{KL}(\pi_{old}(\cdot|s_t)\,\|\,\pi_{ref}(\cdot|s_t)) = \sum_t \sum_v
+\pi_{old}(v|s_t)(\log\pi_{old}(v|s_t) - \log\pi_{ref}(v|s_t))` over the generated tokens, both
+distributions :math:`\mathrm{softmax}(\text{logits}/\tau)` over the whole vocabulary -- the
+policy's from the rollout's logits (:attr:`~fastlmrl.neural.Rollout.logits`), the reference's from
+its forward pass; the adaptive KL controller sees this value), ``kl_sampled`` (its k1 estimate
+from the sampled tokens, :math:`\sum_t \log\pi_{old}(a_t|s_t) - \log\pi_{ref}(a_t|s_t)`,
+averaged over sequences: the number TRL logs; with ``top_k`` / ``top_p`` its
+:math:`\log\pi_{old}` is that of the filtered sampling distribution), both only with a reference,
 ``entropy`` (mean over tokens of the sampling distribution's entropy), ``clip_fraction``,
 ``approx_kl`` (k3 of :math:`\pi_\theta` vs :math:`\pi_{old}`, weighted as the loss), ``length``,
 ``tokens``, ``tokens_per_second``, ``grad_norm`` (before clipping), ``loss``, and the
@@ -53,6 +60,13 @@ sampler/trainer drift (cache vs full recompute, kernels, filters); ``generation_
 ``train_seconds`` (everything after the rollout, of which ``reference_seconds`` for the
 reference's forward pass and ``optimizer_seconds`` for the AdamW steps; the rest is the policy's
 forward pass, the loss and the backward pass).
+
+**Atomic iterations.**  An iteration that raises (a task reward, a loss on non-finite logits, a
+KeyboardInterrupt between two minibatch steps) leaves the trainer as it was before it: the
+reward is checked before any weight changes, and :meth:`NeuralTrainer.optimize` restores the
+weights (value head included), AdamW's state and the random stream when anything fails after the
+first optimizer step (it keeps a copy of them for the iteration: parameters plus AdamW state
+once more in memory).
 
 **Checkpoints** (:meth:`NeuralTrainer.save`): a :mod:`fastlmrl.checkpoint` file (atomic,
 SHA-256 per array) with the policy's (and value head's) weights, the reference weights, AdamW's
@@ -218,7 +232,7 @@ class NeuralTrainer(Trainer):
         ids, mask = self.tokenizer.encode_prompts(prompts)
         return generate(self.policy, ids, mask, self.stream, max_new_tokens=cfg.max_new_tokens,
                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                        use_cache=self.use_cache)
+                        use_cache=self.use_cache, return_logits=self.reference is not None)
 
     def score(self, prompts: list, rollout) -> tuple:
         """(task rewards (B,) float64, success rate or None)."""
@@ -286,14 +300,34 @@ class NeuralTrainer(Trainer):
     @torch.no_grad()
     def reference_log_probs(self, rollout) -> Optional[Tensor]:
         """(B, T) float64 :math:`\\log\\pi_{ref}` of the sampled tokens (0 on padding), or None
-        without a reference."""
+        without a reference.  Also sets ``self.exact_kl`` ((B, T) float64, the per-token exact
+        :math:`\\mathrm{KL}(\\pi_{old}\\|\\pi_{ref})` over the vocabulary; 0 on padding) when
+        the rollout kept its logits, else None."""
+        self.exact_kl = None
         if self.reference is None:
             return None
         rows = np.arange(rollout.completion_ids.shape[0])
+        mask = rollout.completion_mask
         with self.watch("reference"):
-            logp, _ = self.token_log_probs(self.reference, rollout, rows)
-        out = torch.zeros(rollout.completion_mask.shape, dtype=torch.float64)
-        out[rollout.completion_mask] = logp.double()
+            logits, hidden, _, _ = self.completion_states(
+                self.reference, rollout, rows, need_logits=not self.fused,
+                need_hidden=self.fused)
+            tokens = rollout.completion_ids[mask]
+            if self.fused:
+                weight, bias = self.head(self.reference)
+                states = hidden[mask]
+                logp = linear_token_log_probs(states, weight, tokens, bias=bias)
+                ref_logits = torch.nn.functional.linear(states, weight, bias) \
+                    if rollout.logits is not None else None
+            else:
+                ref_logits = logits[mask]
+                logp = token_log_probs(ref_logits, tokens)
+            if rollout.logits is not None:
+                self.exact_kl = torch.zeros(mask.shape, dtype=torch.float64)
+                self.exact_kl[mask] = exact_kl(rollout.logits[mask], ref_logits,
+                                               self.config.temperature)
+        out = torch.zeros(mask.shape, dtype=torch.float64)
+        out[mask] = logp.double()
         return out
 
     # --- optimisation ---------------------------------------------------------------------------
@@ -315,29 +349,53 @@ class NeuralTrainer(Trainer):
         records: list = []
         grad_norms = []
         first = True
+        # the state before the first step: restored when anything fails (atomic iteration)
+        saved = self._snapshot()
         self.policy.train()
-        for _ in range(cfg.epochs):
-            for rows in self.minibatch_orders(num_sequences):
-                self.optimizer.zero_grad(set_to_none=True)
-                prepared = rows if prepare is None else prepare(rows)
-                for micro in _split(rows, cfg.grad_accumulation):
-                    records.append(micro_step(prepared, micro, first))
-                if cfg.max_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
-                else:
-                    norm = torch.linalg.vector_norm(torch.stack([
-                        torch.linalg.vector_norm(p.grad) for p in self.parameters
-                        if p.grad is not None]))
-                grad_norms.append(float(norm))
-                with self.watch("optimizer"):
-                    self.optimizer.step()
-                first = False
-        self.policy.eval()
+        try:
+            for _ in range(cfg.epochs):
+                for rows in self.minibatch_orders(num_sequences):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    prepared = rows if prepare is None else prepare(rows)
+                    for micro in _split(rows, cfg.grad_accumulation):
+                        records.append(micro_step(prepared, micro, first))
+                    if cfg.max_grad_norm is not None:
+                        norm = torch.nn.utils.clip_grad_norm_(self.parameters,
+                                                              cfg.max_grad_norm)
+                    else:
+                        norm = torch.linalg.vector_norm(torch.stack([
+                            torch.linalg.vector_norm(p.grad) for p in self.parameters
+                            if p.grad is not None]))
+                    grad_norms.append(float(norm))
+                    with self.watch("optimizer"):
+                        self.optimizer.step()
+                    first = False
+        except BaseException:
+            self._restore(saved)
+            raise
+        finally:
+            self.policy.eval()
         keys = [k for k in records[0] if not k.startswith("_")] if records else []
         metrics = {k: float(np.mean([r[k] for r in records])) for k in keys}
         metrics.update(self.collect_mismatch(records))
         metrics["grad_norm"] = float(np.mean(grad_norms))
         return metrics
+
+    def _snapshot(self) -> tuple:
+        """Copies of what an iteration changes: weights, AdamW state, the stream at the
+        iteration's start."""
+        stream = getattr(self, "_stream_at_start", None)
+        return ({k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+                _clone_optimizer_state(self.optimizer.state_dict()),
+                self.stream.state() if stream is None else stream)
+
+    def _restore(self, saved: tuple) -> None:
+        weights, optimizer_state, stream = saved
+        with torch.no_grad():
+            self.policy.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer_state)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.stream = RandomStream.from_state(stream)
 
     @staticmethod
     def mismatch(stats_out: dict, logp: Tensor, old: Tensor, first: bool) -> None:
@@ -367,7 +425,10 @@ class NeuralTrainer(Trainer):
             metrics["success_rate"] = success
         if ref_log_probs is not None:
             log_ratio = (rollout.log_probs.double() - ref_log_probs) * mask
-            metrics["kl"] = float(log_ratio.sum(1).mean())
+            metrics["kl_sampled"] = float(log_ratio.sum(1).mean())
+            exact = getattr(self, "exact_kl", None)
+            metrics["kl"] = float(exact.sum(1).mean()) if exact is not None \
+                else metrics["kl_sampled"]
         return metrics
 
     def finish(self, rollout, metrics: dict) -> dict:
@@ -392,7 +453,8 @@ class NeuralTrainer(Trainer):
     # --- using the policy -----------------------------------------------------------------------
     def sample(self, prompts: list, seed, **overrides):
         """Complete ``prompts`` with the current policy (``seed``: an int or a RandomStream, not
-        the trainer's; ``overrides``: ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``).
+        the trainer's; ``overrides``: ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``,
+        ``return_logits``).
         Returns ``(texts, rollout)``."""
         from ..neural.rollout import generate
         cfg = self.config
@@ -520,6 +582,16 @@ class NeuralTrainer(Trainer):
 
     def scalars(self) -> dict:
         return {"kl_coef": self.kl_controller.value}
+
+
+def exact_kl(logits: Tensor, ref_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    r"""(N,) float64 :math:`\mathrm{KL}(p\,\|\,q) = \sum_v p_v (\log p_v - \log q_v)` of
+    :math:`p = \mathrm{softmax}(\text{logits}/\tau)` and :math:`q =
+    \mathrm{softmax}(\text{ref\_logits}/\tau)` per row (``ref_logits`` already divided by
+    :math:`\tau`: the trainers' reference pass divides them), computed in float64."""
+    logp = torch.log_softmax(logits.double() / temperature, dim=-1)
+    logq = torch.log_softmax(ref_logits.double(), dim=-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
 
 
 def _clone_optimizer_state(state: dict) -> dict:
