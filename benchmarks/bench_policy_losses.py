@@ -131,3 +131,51 @@ def test_policy_loss(benchmark, impl, loss, size):
             measure(benchmark, call, loss, x[:rows], tokens[:rows], per, offsets, out[:rows], rows,
                     items=rows, group=group, rounds=rounds_for(n, v))
     benchmark.extra_info["GB_per_s"] = round(2 * rows * v * 4 / benchmark.stats.stats.mean / 1e9, 2)
+
+
+OUTPUT_MODES = ["out=array", "out=OutputBuffer", "out=None"]
+
+
+@pytest.mark.parametrize("mode", OUTPUT_MODES)
+@pytest.mark.parametrize("impl", ["numba", "cython"])
+def test_ppo_loss_output(benchmark, impl, mode):
+    """PPO at (4096, 50257) float32 with a preallocated ``out``, an ``OutputBuffer`` reused from
+    call to call, and a fresh gradient per call (0.8 GB of new pages, zeroed by the OS at their
+    first write).  Issue target: ``out=None`` >= 80% of the ``out=array`` speed -- met through
+    the OutputBuffer (a fresh gradient cannot avoid the page zeroing).  For the three ratios
+    measured interleaved in one run: ``python benchmarks/bench_policy_losses.py``."""
+    x, tokens, per, offsets, out = data((4096, 50257))
+    target = {"out=array": out, "out=OutputBuffer": fastlmrl.OutputBuffer(),
+              "out=None": None}[mode]
+    with fastlmrl.use_backend(impl):
+        measure(benchmark, lambda: fastlmrl.ppo_loss(x, tokens, per["old"], per["adv"], per["w"],
+                                                     out=target),
+                items=4096, group=f"policy_losses ppo output N4096xV50257 {impl}", rounds=5)
+
+
+def output_ratios(rounds=5):
+    """The speed of each output mode relative to ``out=array``, the modes interleaved per round
+    (best of ``rounds``), per compiled backend."""
+    import time
+
+    x, tokens, per, offsets, out = data((4096, 50257))
+    for impl in ("numba", "cython"):
+        buf = fastlmrl.OutputBuffer()
+        targets = {"out=array": out, "out=OutputBuffer": buf, "out=None": None}
+        best = {}
+        with fastlmrl.use_backend(impl):
+            for r in range(rounds + 1):  # the first round warms up
+                for mode, target in targets.items():
+                    t = time.perf_counter()
+                    fastlmrl.ppo_loss(x, tokens, per["old"], per["adv"], per["w"], out=target)
+                    dt = time.perf_counter() - t
+                    if r:
+                        best[mode] = min(best.get(mode, dt), dt)
+        base = best["out=array"]
+        for mode in OUTPUT_MODES:
+            print(f"ppo_loss (4096, 50257) f32 {impl:6s} {mode:17s} {4096 / best[mode]:9.0f} "
+                  f"tokens/s  {base / best[mode]:.2f} of out=array")
+
+
+if __name__ == "__main__":
+    output_ratios()

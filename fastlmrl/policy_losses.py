@@ -13,7 +13,10 @@ the normalisation: e.g. ``mask / mask.sum()`` (token mean over the batch), ``mas
 
 Each function makes **one fused pass per row** (two for sequence-level ratios): log-sum-exp (max,
 then exponentials into a per-thread row buffer), :math:`\log\pi(a_i)`, the per-token loss, and the
-gradient row, written straight into ``grad_logits`` (no other (N, V) array).  For the pure
+gradient row, written straight into ``grad_logits`` (no other (N, V) array): a new array, or
+``out=`` -- a preallocated (N, V) array of the logits' dtype, or a :class:`fastlmrl.OutputBuffer`
+that keeps one from call to call (a fresh (4096, 50257) float32 gradient costs as much again in
+page faults as the pass itself).  For the pure
 policy-gradient terms
 :math:`\partial L/\partial z_i = w_i\,\frac{\partial \ell_i}{\partial\log\pi(a_i)}\,
 (\mathrm{onehot}(a_i) - \pi(\cdot|s_i))`.  Arithmetic, fast exp for float32 and error rules are
@@ -36,9 +39,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _free_cores
 from . import _validation as check
-from .log_probs import as_logits, as_out, as_tokens, raise_for_status
+from .log_probs import as_logits, as_out, as_tokens, raise_for_status, refuse_shared
 
 __all__ = [
     "A2CLossResult",
@@ -151,11 +154,12 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None,
     else:
         base = _per_token(baseline, "baseline", n, logits.dtype)
     grad = as_out(out, logits)
+    refuse_shared(grad, {"tokens": tokens, "returns": returns, "baseline": base, "weights": w})
     token_loss, log_probs = _outputs(n)
     stats = np.zeros(7)
     status = _backend.kernels().reinforce_loss(logits, tokens, returns, base, w, token_loss,
                                                 log_probs, grad, stats,
-                                                _backend.get_num_threads())
+                                                _free_cores.threads())
     raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
                                               BAD_RETURNS: ("returns", returns),
                                               BAD_BASELINES: ("baseline", base)})
@@ -242,13 +246,15 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     seq = ratio_level == "sequence"
     offs = _offsets(sequence_offsets, n) if seq else np.zeros(1, dtype=np.int64)
     grad = as_out(out, logits)
+    refuse_shared(grad, {"tokens": tokens, "old_log_probs": old, "advantages": adv, "weights": w,
+                         "ref_log_probs": ref, "sequence_offsets": offs})
     token_loss, log_probs = _outputs(n)
     ratios = np.empty(n)
     stats = np.zeros(7)
     status = _backend.kernels().ppo_loss(
         logits, tokens, old, adv, w, ref, offs, clip_low, clip_high, dual, kl_coef,
         KL_ESTIMATORS[kl_estimator], int(seq), token_loss, log_probs, ratios, grad, stats,
-        _backend.get_num_threads())
+        _free_cores.threads())
     raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
                                               BAD_ADVANTAGES: ("advantages", adv),
                                               BAD_OLD_LOG_PROBS: ("old_log_probs", old),
@@ -277,11 +283,12 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, kl_estimator="k
     ref = _per_token(ref_log_probs, "ref_log_probs", n, logits.dtype)
     check.choice(kl_estimator, "kl_estimator", KL_ESTIMATORS)
     grad = as_out(out, logits)
+    refuse_shared(grad, {"tokens": tokens, "ref_log_probs": ref, "weights": w})
     token_kl, log_probs = _outputs(n)
     stats = np.zeros(7)
     status = _backend.kernels().kl_penalty_loss(logits, tokens, ref, w,
                                                  KL_ESTIMATORS[kl_estimator], token_kl, log_probs,
-                                                 grad, stats, _backend.get_num_threads())
+                                                 grad, stats, _free_cores.threads())
     raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
                                               BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})
     return KLPenaltyResult(float(stats[0]), grad, log_probs, token_kl)
@@ -328,6 +335,8 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_co
     value_coef, entropy_coef, clip, old = a2c_arguments(value_coef, entropy_coef, value_clip,
                                                         old_values, vals, dt)
     grad = as_out(out, logits)
+    refuse_shared(grad, {"tokens": tokens, "advantages": adv, "values": vals, "returns": rets,
+                         "old_values": old, "weights": w})
     token_loss, log_probs = _outputs(n)
     entropies = np.empty(n)
     grad_values = np.empty(n)
@@ -335,7 +344,7 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_co
     status = _backend.kernels().a2c_loss(logits, tokens, adv, vals, rets, old, w, clip,
                                           value_coef, entropy_coef, token_loss, log_probs,
                                           entropies, grad, grad_values, stats,
-                                          _backend.get_num_threads())
+                                          _free_cores.threads())
     raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
                                               BAD_ADVANTAGES: ("advantages", adv),
                                               BAD_VALUES: ("values", vals),

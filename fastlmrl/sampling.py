@@ -64,7 +64,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _free_cores
 from . import _validation as check
 from ._status import BAD_SHAPES
 from .log_probs import as_logits, bad_logits_message
@@ -194,7 +194,7 @@ def sample_tokens(logits, seed, temperature: float = 1.0, top_k: int = 0, top_p:
     tokens, log_probs, model_log_probs = _outputs(out, logits)
     status = _backend.kernels().sample_tokens(
         logits, temperature, top_k, top_p, min_p, np.uint64(key), np.uint64(counter), tokens,
-        log_probs, model_log_probs, _backend.get_num_threads())
+        log_probs, model_log_probs, _free_cores.threads())
     raise_for_status(status, logits)
     advance(seed, n)
     return SampledTokens(tokens, log_probs, model_log_probs)

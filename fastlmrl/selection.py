@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _free_cores
 from . import _validation as check
 from ._status import BAD_SHAPES
 from .argmax_tree import raise_for_tree_status, tree_args
@@ -54,7 +54,7 @@ def greedy(q, states, argmax_tree=None) -> np.ndarray:
     """
     table, states, out = _prepare(q, states)
     if argmax_tree is None:
-        status = _backend.kernels().greedy(table, states, out, _backend.get_num_threads())
+        status = _backend.kernels().greedy(table, states, out, _free_cores.threads())
     else:
         nodes, block_size = tree_args(argmax_tree, q)
         q = table
@@ -82,7 +82,7 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     if argmax_tree is None:
         status = _backend.kernels().epsilon_greedy(
             table, states, epsilon, np.uint64(key), np.uint64(counter), out,
-            _backend.get_num_threads()
+            _free_cores.threads()
         )
     else:
         nodes, block_size = tree_args(argmax_tree, q)
@@ -108,7 +108,7 @@ def boltzmann(q, states, temperature: float, seed) -> np.ndarray:
     q, states, out = _prepare(q, states)
     key, counter = check_capacity(seed, states.shape[0])
     status = _backend.kernels().boltzmann(
-        q, states, temperature, np.uint64(key), np.uint64(counter), out, _backend.get_num_threads()
+        q, states, temperature, np.uint64(key), np.uint64(counter), out, _free_cores.threads()
     )
     _finish(status, states, q)
     advance(seed, states.shape[0])

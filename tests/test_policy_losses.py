@@ -661,3 +661,31 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
             empty = {**args, "old_values": np.empty(0)}
             assert fn(*{**empty, "value_clip": 0.0}.values()) == 0
             assert fn(*empty.values()) == BAD_SHAPES
+
+
+def test_output_buffer_is_reused_and_gives_the_same_bits(backend):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((7, 9)).astype(np.float32)
+    t = rng.integers(0, 9, 7)
+    old, adv = np.full(7, -2.0, np.float32), rng.standard_normal(7).astype(np.float32)
+    buf = fastlmrl.OutputBuffer()
+    fresh = fastlmrl.ppo_loss(x, t, old, adv)
+    first = fastlmrl.ppo_loss(x, t, old, adv, out=buf)
+    assert first.grad_logits is buf.array
+    assert first.grad_logits.tobytes() == fresh.grad_logits.tobytes()
+    assert first.loss == fresh.loss
+    again = fastlmrl.reinforce_loss(x, t, adv, out=buf)
+    assert again.grad_logits is first.grad_logits  # same shape and dtype: the same array
+    assert again.grad_logits.tobytes() == fastlmrl.reinforce_loss(x, t, adv).grad_logits.tobytes()
+    wider = fastlmrl.log_prob_grad(np.zeros((7, 10)), t, out=buf)
+    assert wider.shape == (7, 10) and wider.dtype == np.float64 and wider is buf.array
+    # its own result passed back in as the logits: a new array, the logits left alone
+    logits = buf.array
+    before = logits.copy()
+    res = fastlmrl.log_softmax(logits, out=buf)
+    assert res is not logits and np.array_equal(logits, before)
+    np.testing.assert_array_equal(res, fastlmrl.log_softmax(before))
+    buf.release()
+    assert buf.array is None
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray or a fastlmrl.OutputBuffer"):
+        fastlmrl.ppo_loss(x, t, old, adv, out=[1])

@@ -124,7 +124,8 @@ def test_boltzmann_tiny_temperature_is_greedy(backend):
 
 
 @pytest.mark.parametrize("fn", ["greedy", "epsilon_greedy", "boltzmann"])
-def test_same_seed_same_actions_across_backends_and_threads(fn):
+def test_same_seed_same_actions_across_backends_and_threads(fn, monkeypatch):
+    monkeypatch.setattr(fastlmrl._free_cores, "enabled", False)  # two threads even on a busy machine
     rng = np.random.default_rng(3)
     q = rng.integers(0, 3, (300, 11)).astype(np.float32)
     states = rng.integers(0, 300, 20000)  # above the parallel threshold

@@ -6,3 +6,17 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
 cdef int entropy_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil
 cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int num_threads) noexcept nogil
 cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out, int num_threads) noexcept nogil
+
+from fastlmrl._cython.overlap cimport span_2d
+
+
+cdef inline void in_place_span(const void* out_first, const void* logits_first, Py_ssize_t rows,
+                               Py_ssize_t cols, size_t itemsize, const char** start, size_t* size,
+                               int k) noexcept nogil:
+    """Record the logits' span in slot k of an overlap table (fastlmrl/_cython/overlap.pxd) next to
+    a written (N, V) ``out`` of the same shape (checked first) that may be exactly the logits (a
+    gradient or log-softmax written over its logits, row by row): empty when it is, so only a
+    partial overlap is refused."""
+    span_2d(logits_first, rows, cols, itemsize, start, size, k)
+    if <const char*>out_first == start[k]:
+        size[k] = 0

@@ -127,6 +127,18 @@ cdef inline int _finish(Py_ssize_t bad, real_t* w, double* res, real_t[::1] out)
     return BAD_LOGITS if bad else 0
 
 
+cdef inline bint _out_overlaps(const real_t[:, ::1] logits, const void* tokens,
+                               Py_ssize_t n_tokens, size_t token_size,
+                               const real_t[::1] out) noexcept nogil:
+    """Does the (N,) ``out`` share memory with ``logits`` or ``tokens`` (n_tokens = 0: none)?"""
+    cdef const char* start[3]
+    cdef size_t size[3]
+    span_1d(&out[0], out.shape[0], sizeof(real_t), start, size, 0)
+    span_2d(&logits[0, 0], logits.shape[0], logits.shape[1], sizeof(real_t), start, size, 1)
+    span_1d(tokens, n_tokens, token_size, start, size, 2)
+    return written_overlap(1, 3, start, size)
+
+
 cdef int _row_stat(bint entropy, const real_t[:, ::1] logits, real_t[::1] out,
                    int num_threads) noexcept nogil:
     """out[i] = logsumexp (or entropy) of row i; ``out`` untouched unless every row is valid."""
@@ -135,6 +147,8 @@ cdef int _row_stat(bint entropy, const real_t[:, ::1] logits, real_t[::1] out,
     cdef int bad = 0
     cdef real_t* w = NULL
     cdef double* res = NULL
+    if _out_overlaps(logits, NULL, 0, 1, out):
+        return OVERLAPPING_ARRAYS
     if _alloc(nt, v, n, &w, &res):
         return NO_MEMORY
     if nt > 1:
@@ -166,6 +180,8 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
     cdef double* res = NULL
     if not _shapes_ok(logits, tokens.shape[0], out.shape, True):
         return BAD_SHAPES
+    if _out_overlaps(logits, &tokens[0], tokens.shape[0], sizeof(index_t), out):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if _alloc(nt, v, n, &w, &res):
@@ -190,9 +206,15 @@ cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int n
     cdef Py_ssize_t nt = n_threads(num_threads, logits.shape[0], logits.shape[1])
     cdef int bad = 0
     cdef real_t* w = NULL
-    cdef double* res = NULL
+    cdef const char* start[2]
+    cdef size_t size[2]
     if not _shapes_ok(logits, -1, out.shape, False):
         return BAD_SHAPES
+    # out == logits exactly is allowed (in place, row by row); a partial overlap is not
+    span_2d(&out[0, 0], out.shape[0], out.shape[1], sizeof(real_t), start, size, 0)
+    in_place_span(&out[0, 0], &logits[0, 0], n, v, sizeof(real_t), start, size, 1)
+    if written_overlap(1, 2, start, size):
+        return OVERLAPPING_ARRAYS
     w = <real_t*>work(nt, v)
     if w == NULL:
         return NO_MEMORY
@@ -213,14 +235,16 @@ cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] toke
     cdef int bad = 0
     cdef real_t* w = NULL
     cdef double* res = NULL
-    cdef const char* start[2]
-    cdef size_t size[2]
+    cdef const char* start[3]
+    cdef size_t size[3]
     if not _shapes_ok(logits, tokens.shape[0], out.shape, False):
         return BAD_SHAPES
-    # out over logits is allowed (in place, row by row); over tokens it is not
+    # out == logits exactly is allowed (in place, row by row); a partial overlap, or one with
+    # tokens, is not
     span_2d(&out[0, 0], out.shape[0], out.shape[1], sizeof(real_t), start, size, 0)
     span_1d(&tokens[0], tokens.shape[0], sizeof(index_t), start, size, 1)
-    if written_overlap(1, 2, start, size):
+    in_place_span(&out[0, 0], &logits[0, 0], n, v, sizeof(real_t), start, size, 2)
+    if written_overlap(1, 3, start, size):
         return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS

@@ -20,6 +20,8 @@ from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
 from fastlmrl._cython.pg_terms cimport *
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
+from fastlmrl._cython.log_probs cimport in_place_span
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work, use_streaming,
                                          PARALLEL_MIN_ELEMENTS)
@@ -34,6 +36,10 @@ cdef inline int _c_int(int64_t x) noexcept nogil:
     if x < INT_MIN:
         return INT_MIN
     return <int>x
+
+
+cdef enum:
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 
 # Batch sums are taken per block of reduce_rows(V) consecutive rows, then over blocks in order.
@@ -55,6 +61,32 @@ cdef inline bint _shapes_ok(const real_t[:, ::1] logits, const Py_ssize_t* lengt
     long."""
     return (lengths_ok(logits.shape[0], lengths, count) and grad.shape[0] == logits.shape[0]
             and grad.shape[1] == logits.shape[1] and stats.shape[0] >= n_stats)
+
+
+cdef inline void _d1(const double[::1] x, const char** start, size_t* size, int k) noexcept nogil:
+    span_1d(&x[0], x.shape[0], sizeof(double), start, size, k)
+
+
+cdef inline void _r1(const real_t[::1] x, const char** start, size_t* size, int k) noexcept nogil:
+    span_1d(&x[0], x.shape[0], sizeof(real_t), start, size, k)
+
+
+cdef inline bint _loss_overlaps(const real_t[:, ::1] logits, const index_t[::1] tokens,
+                                real_t[:, ::1] grad, bint in_place, const char** start,
+                                size_t* size, int n_written, int k) noexcept nogil:
+    """Complete an overlap table whose written per-token arrays and stats fill slots 0..n_written-2
+    and whose per-token inputs fill slots n_written+2..k-1: ``grad`` (written) in slot
+    n_written-1, ``logits`` and ``tokens`` after it; True when a written array shares memory with
+    another argument.  ``in_place``: grad may be exactly logits (written over them row by row)."""
+    span_2d(&grad[0, 0], grad.shape[0], grad.shape[1], sizeof(real_t), start, size, n_written - 1)
+    if in_place:
+        in_place_span(&grad[0, 0], &logits[0, 0], logits.shape[0], logits.shape[1],
+                      sizeof(real_t), start, size, n_written)
+    else:
+        span_2d(&logits[0, 0], logits.shape[0], logits.shape[1], sizeof(real_t), start, size,
+                n_written)
+    span_1d(&tokens[0], tokens.shape[0], sizeof(index_t), start, size, n_written + 1)
+    return written_overlap(n_written, k, start, size)
 
 
 cdef inline int _pg_token(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
@@ -263,10 +295,20 @@ cdef int reinforce_loss_core(const real_t[:, ::1] logits, const index_t[::1] tok
     cdef Py_ssize_t lengths[6]
     cdef double* ratios
     cdef int status
+    cdef const char* start[9]
+    cdef size_t size[9]
     lengths[:] = [n, returns.shape[0], baselines.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(logits, lengths, 6, grad, stats, 1):
         return BAD_SHAPES
+    _d1(token_loss, start, size, 0)
+    _d1(log_probs, start, size, 1)
+    _d1(stats, start, size, 2)
+    _r1(returns, start, size, 6)
+    _r1(baselines, start, size, 7)
+    _r1(weights, start, size, 8)
+    if _loss_overlaps(logits, tokens, grad, True, start, size, 4, 9):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -300,11 +342,24 @@ cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
     cdef Py_ssize_t n = tokens.shape[0]
     cdef Py_ssize_t lengths[8]
     cdef int status
+    cdef const char* start[12]
+    cdef size_t size[12]
     lengths[:] = [n, old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
                   present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
                   ratios.shape[0]]
     if not _shapes_ok(logits, lengths, 8, grad, stats, 7):
         return BAD_SHAPES
+    _d1(token_loss, start, size, 0)
+    _d1(log_probs, start, size, 1)
+    _d1(ratios, start, size, 2)
+    _d1(stats, start, size, 3)
+    _r1(old_log_probs, start, size, 7)
+    _r1(advantages, start, size, 8)
+    _r1(weights, start, size, 9)
+    _r1(ref_log_probs, start, size, 10)
+    span_1d(&sequence_offsets[0], sequence_offsets.shape[0], sizeof(int64_t), start, size, 11)
+    if _loss_overlaps(logits, tokens, grad, True, start, size, 5, 12):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -332,10 +387,19 @@ cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] to
     cdef Py_ssize_t lengths[5]
     cdef double* ratios
     cdef int status
+    cdef const char* start[8]
+    cdef size_t size[8]
     lengths[:] = [n, ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(logits, lengths, 5, grad, stats, 1):
         return BAD_SHAPES
+    _d1(token_loss, start, size, 0)
+    _d1(log_probs, start, size, 1)
+    _d1(stats, start, size, 2)
+    _r1(ref_log_probs, start, size, 6)
+    _r1(weights, start, size, 7)
+    if _loss_overlaps(logits, tokens, grad, True, start, size, 4, 8):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if bad_weights(weights):
@@ -425,8 +489,23 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
                   n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
                   token_loss.shape[0], log_probs.shape[0], entropies.shape[0],
                   value_grad.shape[0]]
+    cdef const char* start[13]
+    cdef size_t size[13]
     if not _shapes_ok(logits, lengths, 10, grad, stats, 4):
         return BAD_SHAPES
+    _d1(token_loss, start, size, 0)
+    _d1(log_probs, start, size, 1)
+    _d1(entropies, start, size, 2)
+    _d1(value_grad, start, size, 3)
+    _d1(stats, start, size, 4)
+    _r1(advantages, start, size, 8)
+    _r1(values, start, size, 9)
+    _r1(returns, start, size, 10)
+    _r1(old_values, start, size, 11)
+    _r1(weights, start, size, 12)
+    # grad may not be logits either: the entropy gradient reads the row after writing it
+    if _loss_overlaps(logits, tokens, grad, False, start, size, 6, 13):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, v):
         return BAD_TOKENS
     if bad_weights(weights):

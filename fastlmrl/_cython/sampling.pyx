@@ -19,9 +19,11 @@ from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, uniform
 from fastlmrl._cython.fast_math cimport fast_exp32, n_threads, row_stats, rows_per_chunk, work
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 cdef enum:
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
     BAD_LOGITS = 20
     BAD_TEMPERATURE = 30
     BAD_TOP_K = 31
@@ -448,9 +450,17 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
     cdef int64_t* res_tok
     cdef double* res_lp
     cdef double* res_mlp
+    cdef const char* start[4]
+    cdef size_t size[4]
     if not _shapes_ok(logits, tokens_out.shape[0], log_probs_out.shape[0],
                       model_log_probs_out.shape[0]):
         return BAD_SHAPES
+    span_1d(&tokens_out[0], n, sizeof(int64_t), start, size, 0)
+    span_1d(&log_probs_out[0], n, sizeof(real_t), start, size, 1)
+    span_1d(&model_log_probs_out[0], n, sizeof(real_t), start, size, 2)
+    span_2d(&logits[0, 0], n, v, sizeof(real_t), start, size, 3)
+    if written_overlap(3, 4, start, size):
+        return OVERLAPPING_ARRAYS
     status = _arguments_status(temperature, top_k, top_p, min_p)
     if status:
         return status

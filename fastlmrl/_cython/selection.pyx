@@ -10,6 +10,10 @@ from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_ar
                                        out_of_range)
 
 cdef Py_ssize_t PARALLEL_MIN_BATCH = 8192
+# Items a thread claims at a time (dynamic schedule: a thread slowed by another process on its
+# core takes fewer chunks instead of holding the others up at the end).
+cdef enum:
+    CHUNK = 2048
 
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
@@ -98,7 +102,7 @@ cdef int greedy_core(const real_t[:, ::1] q, const index_t[::1] states, int64_t[
         return 1
     threads = _threads(num_threads, n)
     if threads > 1:
-        for i in prange(n, num_threads=threads, schedule="static"):
+        for i in prange(n, num_threads=threads, schedule="dynamic", chunksize=CHUNK):
             out[i] = row_argmax(&q[states[i], 0], n_actions)
     else:
         for i in range(n):
@@ -121,7 +125,7 @@ cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, 
         return 1
     threads = _threads(num_threads, n)
     if threads > 1:
-        for i in prange(n, num_threads=threads, schedule="static"):
+        for i in prange(n, num_threads=threads, schedule="dynamic", chunksize=CHUNK):
             out[i] = _epsilon_greedy_one(q, states[i], epsilon, key, counter + 2 * <uint64_t>i)
     else:
         for i in range(n):
@@ -144,7 +148,7 @@ cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, doubl
         return 1
     threads = _threads(num_threads, n)
     if threads > 1:
-        for i in prange(n, num_threads=threads, schedule="static"):
+        for i in prange(n, num_threads=threads, schedule="dynamic", chunksize=CHUNK):
             out[i] = _boltzmann_one(q, states[i], temperature, uniform(key, counter + <uint64_t>i))
     else:
         for i in range(n):

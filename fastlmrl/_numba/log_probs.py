@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, out_of_range
-from .overlap import overlap
+from .overlap import _bounds
 from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
 
 BAD_LOGITS = 20
@@ -50,6 +50,48 @@ def work(nt, logits):
     """Per-worker scratch, allocated once per call: the exp row buffer of each worker, of the
     logits' dtype (``fast_exp32`` gives float32 values for float32 logits)."""
     return np.empty((nt, logits.shape[1]), dtype=logits.dtype)
+
+
+# ---- overlap checks (status 8, O(1)) ------------------------------------------------------------
+
+@njit(**NJIT)
+def span(a):
+    """[lo, hi): the bytes a's elements span ((0, 0) when a is empty)."""
+    return _bounds(a)
+
+
+@njit(**NJIT)
+def same_span(a, b):
+    """Are a and b exactly the same memory (same first byte, same extent)?"""
+    alo, ahi = _bounds(a)
+    blo, bhi = _bounds(b)
+    return alo == blo and ahi == bhi
+
+
+@njit(**NJIT)
+def spans_overlap(spans, n_written):
+    """Does one of the first ``n_written`` spans (the arrays a kernel writes) share a byte with any
+    other span of ``spans`` (a tuple of (lo, hi) byte ranges, written arrays first)?  O(number of
+    pairs), no loop over the data."""
+    for i in range(n_written):
+        lo, hi = spans[i]
+        if lo >= hi:
+            continue
+        for j in range(i + 1, len(spans)):
+            lo2, hi2 = spans[j]
+            if lo2 < hi2 and lo < hi2 and lo2 < hi:
+                return True
+    return False
+
+
+@njit(**NJIT)
+def in_place_span(out, logits):
+    """The span the overlap check records for ``logits`` next to a written ``out`` that may be
+    exactly ``logits`` (a gradient or log-softmax written over its logits, row by row): empty when
+    it is exactly, else logits' own span (a partial overlap is refused)."""
+    if same_span(out, logits):
+        return np.int64(0), np.int64(0)
+    return _bounds(logits)
 
 
 # ---- one block of rows per kernel ---------------------------------------------------------------
@@ -199,6 +241,8 @@ def _row_stat(stat, logits, tokens, out, num_threads):
 def logsumexp(logits, out, num_threads):
     if not shapes_ok(logits, None, out, True):
         return BAD_SHAPES
+    if spans_overlap((span(out), span(logits)), 1):
+        return OVERLAPPING_ARRAYS
     return _row_stat(LSE, logits, np.empty(0, dtype=np.int64), out, num_threads)
 
 
@@ -206,6 +250,8 @@ def logsumexp(logits, out, num_threads):
 def token_log_probs(logits, tokens, out, num_threads):
     if not shapes_ok(logits, tokens, out, True):
         return BAD_SHAPES
+    if spans_overlap((span(out), span(logits), span(tokens)), 1):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     return _row_stat(TOKEN_LOG_PROB, logits, tokens, out, num_threads)
@@ -215,6 +261,8 @@ def token_log_probs(logits, tokens, out, num_threads):
 def entropy(logits, out, num_threads):
     if not shapes_ok(logits, None, out, True):
         return BAD_SHAPES
+    if spans_overlap((span(out), span(logits)), 1):
+        return OVERLAPPING_ARRAYS
     return _row_stat(ENTROPY, logits, np.empty(0, dtype=np.int64), out, num_threads)
 
 
@@ -222,6 +270,8 @@ def entropy(logits, out, num_threads):
 def log_softmax(logits, out, num_threads):
     if not shapes_ok(logits, None, out, False):
         return BAD_SHAPES
+    if spans_overlap((span(out), in_place_span(out, logits)), 1):
+        return OVERLAPPING_ARRAYS  # out == logits exactly is allowed (in place, row by row)
     n, v = logits.shape
     nt = n_threads(num_threads, n, v)
     e = work(nt, logits)
@@ -236,7 +286,8 @@ def log_softmax(logits, out, num_threads):
 def log_prob_grad(logits, tokens, out, num_threads):
     if not shapes_ok(logits, tokens, out, False):
         return BAD_SHAPES
-    if overlap(out, tokens):  # out over logits is allowed (in place); over tokens it is not
+    # out == logits exactly is allowed (in place, row by row); any other overlap is not
+    if spans_overlap((span(out), in_place_span(out, logits), span(tokens)), 1):
         return OVERLAPPING_ARRAYS
     n, v = logits.shape
     if out_of_range(tokens, v):

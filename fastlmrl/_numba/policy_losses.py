@@ -21,12 +21,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import (INLINE, fetch_add, grad_fill, row_entropy, row_stats, store_fence,
                         streaming_base)
 from .log_probs import (BAD_LOGITS, BAD_TOKENS, PARALLEL_MIN_ELEMENTS, TOKEN_LOG_PROB,
-                        _stat_block, _stat_par, n_threads, next_block, rows_per_block, work)
+                        _stat_block, _stat_par, in_place_span, n_threads, next_block,
+                        rows_per_block, span, spans_overlap, work)
 
 BAD_WEIGHTS = 22
 BAD_ADVANTAGES = 23
@@ -384,6 +385,11 @@ def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_
                token_loss.shape[0], log_probs.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
+    # written arrays first; grad == logits exactly is allowed (in place, row by row)
+    if spans_overlap((span(token_loss), span(log_probs), span(grad), span(stats),
+                      in_place_span(grad, logits), span(tokens), span(returns), span(baselines),
+                      span(weights)), 4):
+        return OVERLAPPING_ARRAYS
     n = tokens.shape[0]
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
@@ -431,6 +437,12 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, 
                ratios.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 7):
         return BAD_SHAPES
+    # written arrays first; grad == logits exactly is allowed (in place, row by row)
+    if spans_overlap((span(token_loss), span(log_probs), span(ratios), span(grad), span(stats),
+                      in_place_span(grad, logits), span(tokens), span(old_log_probs),
+                      span(advantages), span(weights), span(ref_log_probs),
+                      span(sequence_offsets)), 5):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if _bad_weights(weights):
@@ -452,6 +464,11 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_
                log_probs.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
+    # written arrays first; grad == logits exactly is allowed (in place, row by row)
+    if spans_overlap((span(token_loss), span(log_probs), span(grad), span(stats),
+                      in_place_span(grad, logits), span(tokens), span(ref_log_probs),
+                      span(weights)), 4):
+        return OVERLAPPING_ARRAYS
     n = tokens.shape[0]
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
@@ -581,6 +598,13 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
                token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 4):
         return BAD_SHAPES
+    # written arrays first; grad may not be logits either (the entropy gradient reads the row
+    # after writing it)
+    if spans_overlap((span(token_loss), span(log_probs), span(entropies), span(grad),
+                      span(value_grad), span(stats), span(logits), span(tokens),
+                      span(advantages), span(values), span(returns), span(old_values),
+                      span(weights)), 6):
+        return OVERLAPPING_ARRAYS
     if out_of_range(tokens, v):
         return BAD_TOKENS
     if _bad_weights(weights):

@@ -24,10 +24,10 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, uniform
 from .fast_math import F32, INLINE, LANES, combine, fast_exp32, row_stats
-from .log_probs import n_threads, next_block, rows_per_block
+from .log_probs import n_threads, next_block, rows_per_block, span, spans_overlap
 
 BAD_LOGITS = 20
 BAD_TEMPERATURE = 30
@@ -502,6 +502,9 @@ def sample_tokens(logits, temperature, top_k, top_p, min_p, key, counter, tokens
                   log_probs_out, model_log_probs_out, num_threads):
     if not shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
         return BAD_SHAPES
+    if spans_overlap((span(tokens_out), span(log_probs_out), span(model_log_probs_out),
+                      span(logits)), 3):
+        return OVERLAPPING_ARRAYS
     status = arguments_status(temperature, top_k, top_p, min_p)
     if status:
         return status

@@ -11,9 +11,13 @@ from .overlap import written_overlaps
 
 BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
 BAD_TEMPERATURE = 11  # temperature not a finite number > 0
-from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
+from ._common import NJIT, out_of_range, row_argmax, row_max, uniform  # noqa: E402
+from .fast_math import fetch_add  # noqa: E402
 
 PARALLEL_MIN_BATCH = 8192
+# Items a worker claims at a time from a shared counter (dynamic schedule: a worker slowed by
+# another process on its core takes fewer chunks instead of holding the others up at the end).
+CHUNK = 2048
 
 
 @njit(**NJIT)
@@ -56,10 +60,23 @@ def _boltzmann_serial(q, states, temperature, key, counter, out):
         out[i] = _boltzmann_one(q, np.uint64(states[i]), temperature, u)
 
 
+@njit(**NJIT)
+def _claim(claimed, n):
+    """The next chunk [lo, hi) of items (empty when none is left)."""
+    lo = min(fetch_add(claimed, CHUNK), n)
+    return lo, min(lo + CHUNK, n)
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def _greedy_parallel(q, states, out):
-    for i in prange(states.shape[0]):
-        out[i] = row_argmax(q, np.uint64(states[i]))
+def _greedy_parallel(q, states, out, nt):
+    claimed = np.zeros(1, dtype=np.int64)
+    n = states.shape[0]
+    for _worker in prange(nt):
+        lo, hi = _claim(claimed, n)
+        while lo < hi:
+            for i in range(lo, hi):
+                out[i] = row_argmax(q, np.uint64(states[i]))
+            lo, hi = _claim(claimed, n)
 
 
 @njit(**NJIT)
@@ -74,32 +91,45 @@ def _epsilon_greedy_serial(q, states, epsilon, key, counter, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _epsilon_greedy_parallel(q, states, epsilon, key, counter, out):
+def _epsilon_greedy_parallel(q, states, epsilon, key, counter, out, nt):
     # written out, not through a helper: measured 1.6x faster here (see DEVELOPING.md)
     n_actions = q.shape[1]
-    for i in prange(states.shape[0]):
-        c = counter + np.uint64(2) * np.uint64(i)
-        if uniform(key, c) < epsilon:
-            out[i] = np.int64(uniform(key, c + np.uint64(1)) * n_actions)
-        else:
-            out[i] = row_argmax(q, np.uint64(states[i]))
+    claimed = np.zeros(1, dtype=np.int64)
+    n = states.shape[0]
+    for _worker in prange(nt):
+        lo, hi = _claim(claimed, n)
+        while lo < hi:
+            for i in range(lo, hi):
+                c = counter + np.uint64(2) * np.uint64(i)
+                if uniform(key, c) < epsilon:
+                    out[i] = np.int64(uniform(key, c + np.uint64(1)) * n_actions)
+                else:
+                    out[i] = row_argmax(q, np.uint64(states[i]))
+            lo, hi = _claim(claimed, n)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _boltzmann_parallel(q, states, temperature, key, counter, out):
-    for i in prange(states.shape[0]):
-        u = uniform(key, counter + np.uint64(i))
-        out[i] = _boltzmann_one(q, states[i], temperature, u)
+def _boltzmann_parallel(q, states, temperature, key, counter, out, nt):
+    claimed = np.zeros(1, dtype=np.int64)
+    n = states.shape[0]
+    for _worker in prange(nt):
+        lo, hi = _claim(claimed, n)
+        while lo < hi:
+            for i in range(lo, hi):
+                u = uniform(key, counter + np.uint64(i))
+                out[i] = _boltzmann_one(q, states[i], temperature, u)
+            lo, hi = _claim(claimed, n)
 
 
 @njit(**NJIT)
-def _parallel(num_threads, n):
-    """Use the prange kernel? Only for large batches when more than one thread is asked for.
-
-    The thread count itself is numba's (``numba.set_num_threads``, which
-    ``fastlmrl.set_num_threads`` calls); results do not depend on it.
-    """
-    return num_threads > 1 and n >= PARALLEL_MIN_BATCH
+def _workers(num_threads, n):
+    """Workers of the prange kernel: 1 (serial loop) for small batches or one thread, else
+    num_threads, at most one per chunk (numba runs them on its thread pool, sized by
+    ``numba.set_num_threads``, which ``fastlmrl.set_num_threads`` calls); results do not depend
+    on it."""
+    if num_threads <= 1 or n < PARALLEL_MIN_BATCH:
+        return 1
+    return min(num_threads, (n + CHUNK - 1) // CHUNK)
 
 
 @njit(**NJIT)
@@ -110,8 +140,9 @@ def greedy(q, states, out, num_threads):
         return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
         return 1
-    if _parallel(num_threads, states.shape[0]):
-        _greedy_parallel(q, states, out)
+    nt = _workers(num_threads, states.shape[0])
+    if nt > 1:
+        _greedy_parallel(q, states, out, nt)
     else:
         _greedy_serial(q, states, out)
     return 0
@@ -129,8 +160,9 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
         return 1
     key = np.uint64(key)
     counter = np.uint64(counter)
-    if _parallel(num_threads, states.shape[0]):
-        _epsilon_greedy_parallel(q, states, epsilon, key, counter, out)
+    nt = _workers(num_threads, states.shape[0])
+    if nt > 1:
+        _epsilon_greedy_parallel(q, states, epsilon, key, counter, out, nt)
     else:
         _epsilon_greedy_serial(q, states, epsilon, key, counter, out)
     return 0
@@ -148,8 +180,9 @@ def boltzmann(q, states, temperature, key, counter, out, num_threads):
         return 1
     key = np.uint64(key)
     counter = np.uint64(counter)
-    if _parallel(num_threads, states.shape[0]):
-        _boltzmann_parallel(q, states, temperature, key, counter, out)
+    nt = _workers(num_threads, states.shape[0])
+    if nt > 1:
+        _boltzmann_parallel(q, states, temperature, key, counter, out, nt)
     else:
         _boltzmann_serial(q, states, temperature, key, counter, out)
     return 0

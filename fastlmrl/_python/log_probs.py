@@ -159,6 +159,29 @@ def _rows(logits):
     return logits.tolist(), logits.dtype.itemsize == 4
 
 
+def _same_memory(a, b):
+    """Are a and b exactly the same memory (same first byte, same size)?"""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.nbytes == b.nbytes)
+
+
+def overlapping(written, read, in_place=None):
+    """Does an array a kernel writes (``written``, a list) share memory with another argument
+    (``written`` or ``read``)?  By address range, as the compiled kernels (O(1), status 8).
+    ``in_place``: (out, logits) where ``out`` may be exactly ``logits`` (written over them row by
+    row); only a partial overlap of that pair is refused."""
+    arrays = list(written) + list(read)
+    for i, w in enumerate(written):
+        for j in range(i + 1, len(arrays)):
+            o = arrays[j]
+            if (in_place is not None and w is in_place[0] and o is in_place[1]
+                    and _same_memory(w, o)):
+                continue
+            if written_overlaps(w, o):
+                return True
+    return False
+
+
 def shapes_ok(logits, tokens, out, per_row):
     """The shape check every kernel does first: ``tokens`` (None for the kernels without) (N,),
     ``out`` (N,) for a per-row result (``per_row``) or (N, V) like ``logits``."""
@@ -171,6 +194,8 @@ def shapes_ok(logits, tokens, out, per_row):
 def logsumexp(logits, out, num_threads):
     if not shapes_ok(logits, None, out, True):
         return BAD_SHAPES
+    if overlapping([out], [logits]):
+        return OVERLAPPING_ARRAYS
     rows, f32 = _rows(logits)
     exp = exp_for(f32)
     res = []
@@ -187,6 +212,8 @@ def logsumexp(logits, out, num_threads):
 def log_softmax(logits, out, num_threads):
     if not shapes_ok(logits, None, out, False):
         return BAD_SHAPES
+    if overlapping([out], [logits], (out, logits)):
+        return OVERLAPPING_ARRAYS  # out == logits exactly is allowed (in place)
     rows, f32 = _rows(logits)
     exp = exp_for(f32)
     res = []
@@ -204,6 +231,8 @@ def log_softmax(logits, out, num_threads):
 def token_log_probs(logits, tokens, out, num_threads):
     if not shapes_ok(logits, tokens, out, True):
         return BAD_SHAPES
+    if overlapping([out], [logits, tokens]):
+        return OVERLAPPING_ARRAYS
     a_ = tokens.tolist()
     n_vocab = logits.shape[1]
     for a in a_:
@@ -225,6 +254,8 @@ def token_log_probs(logits, tokens, out, num_threads):
 def entropy(logits, out, num_threads):
     if not shapes_ok(logits, None, out, True):
         return BAD_SHAPES
+    if overlapping([out], [logits]):
+        return OVERLAPPING_ARRAYS
     rows, f32 = _rows(logits)
     exp = exp_for(f32)
     res = []
@@ -250,8 +281,8 @@ def grad_row(p, a, c):
 def log_prob_grad(logits, tokens, out, num_threads):
     if not shapes_ok(logits, tokens, out, False):
         return BAD_SHAPES
-    if written_overlaps(out, tokens):
-        return OVERLAPPING_ARRAYS  # out over logits is allowed (in place); over tokens it is not
+    if overlapping([out], [logits, tokens], (out, logits)):
+        return OVERLAPPING_ARRAYS  # out == logits exactly is allowed (in place); nothing else
     a_ = tokens.tolist()
     n_vocab = logits.shape[1]
     for a in a_:

@@ -12,9 +12,9 @@ block of consecutive rows, then serial over the blocks in order.
 """
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._ieee import exp as ieee_exp
-from .log_probs import (BAD_LOGITS, BAD_TOKENS, exp_for, grad_row, probs, row_entropy,
+from .log_probs import (BAD_LOGITS, BAD_TOKENS, exp_for, grad_row, overlapping, probs, row_entropy,
                         row_stats)
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
@@ -231,6 +231,9 @@ def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_
                token_loss.shape[0], log_probs.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
+    if overlapping([token_loss, log_probs, grad, stats],
+                   [logits, tokens, returns, baselines, weights], (grad, logits)):
+        return OVERLAPPING_ARRAYS  # grad == logits exactly is allowed (in place)
     t_, r_, b_, w_ = (a.tolist() for a in (tokens, returns, baselines, weights))
     status = _check_common(logits, t_, w_)
     if status:
@@ -281,6 +284,10 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, 
                ratios.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 7):
         return BAD_SHAPES
+    if overlapping([token_loss, log_probs, ratios, grad, stats],
+                   [logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
+                    sequence_offsets], (grad, logits)):
+        return OVERLAPPING_ARRAYS  # grad == logits exactly is allowed (in place)
     t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (tokens, old_log_probs, advantages, weights,
                                                    ref_log_probs, sequence_offsets))
     status = _check_common(logits, t_, w_)
@@ -300,6 +307,9 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_
                log_probs.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
+    if overlapping([token_loss, log_probs, grad, stats], [logits, tokens, ref_log_probs, weights],
+                   (grad, logits)):
+        return OVERLAPPING_ARRAYS  # grad == logits exactly is allowed (in place)
     t_, r_, w_ = (x.tolist() for x in (tokens, ref_log_probs, weights))
     status = _check_common(logits, t_, w_)
     if status:
@@ -339,6 +349,10 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
                token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
     if not shapes_ok(logits, lengths, grad, stats, 4):
         return BAD_SHAPES
+    if overlapping([token_loss, log_probs, entropies, grad, value_grad, stats],
+                   [logits, tokens, advantages, values, returns, old_values, weights]):
+        return OVERLAPPING_ARRAYS  # grad over logits too (the compiled entropy gradient reads
+        # the row after writing it)
     t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (tokens, advantages, values, returns,
                                                    old_values, weights))
     status = _check_common(logits, t_, w_)

@@ -37,9 +37,9 @@ logits' dtype).
 """
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ..rng import uniform
-from .log_probs import LANES, exp_for, fast_exp32, round32, row_stats, sub32
+from .log_probs import LANES, exp_for, fast_exp32, overlapping, round32, row_stats, sub32
 
 __all__ = ["sample_tokens"]
 
@@ -157,6 +157,8 @@ def sample_tokens(logits, temperature, top_k, top_p, min_p, key, counter, tokens
     """Row i -> tokens_out[i], log_probs_out[i], model_log_probs_out[i]; uses counter + i."""
     if not shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
         return BAD_SHAPES
+    if overlapping([tokens_out, log_probs_out, model_log_probs_out], [logits]):
+        return OVERLAPPING_ARRAYS
     temperature, top_k, top_p, min_p = float(temperature), int(top_k), float(top_p), float(min_p)
     status = arguments_status(temperature, top_k, top_p, min_p)
     if status:
