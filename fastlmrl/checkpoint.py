@@ -23,6 +23,7 @@ import io
 import json
 import os
 import zipfile
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -43,7 +44,9 @@ def _digest(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
 
-def save_checkpoint(path, arrays: dict, meta: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike[str], arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None
+) -> None:
     """Write ``arrays`` (name -> ndarray) and JSON-serialisable ``meta`` to ``path`` atomically."""
     path = as_path(path)
     if not isinstance(arrays, dict) or not all(isinstance(k, str) for k in arrays):
@@ -69,7 +72,7 @@ def save_checkpoint(path, arrays: dict, meta: dict | None = None) -> None:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"meta must be JSON-serialisable (finite numbers only): {exc}") from None
 
-    def write(handle):
+    def write(handle: BinaryIO) -> None:
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr(HEADER, header_bytes)
             for name, arr in arrays.items():
@@ -80,7 +83,7 @@ def save_checkpoint(path, arrays: dict, meta: dict | None = None) -> None:
     atomic_write(path, write)
 
 
-def load_checkpoint(path) -> tuple[dict, dict]:
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`; return ``(arrays, meta)``.
 
     Any damage — a missing, truncated or foreign file, a flipped byte anywhere, an archive member

@@ -86,7 +86,7 @@ class RandomStreamExhausted(ValueError):
     """A call needs more counters than its RandomStream has left (a stream has 2**64)."""
 
 
-def _check_uint64(value, name: str, top: int = MASK64, what: str = "an int") -> int:
+def _check_uint64(value: object, name: str, top: int = MASK64, what: str = "an int") -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     value = int(value)
@@ -96,7 +96,7 @@ def _check_uint64(value, name: str, top: int = MASK64, what: str = "an int") -> 
     return value
 
 
-def _check_count(n_counters, name: str = "n_counters") -> int:
+def _check_count(n_counters: object, name: str = "n_counters") -> int:
     if isinstance(n_counters, (bool, np.bool_)) or not isinstance(n_counters, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(n_counters).__name__}")
     n_counters = int(n_counters)
@@ -165,11 +165,16 @@ class RandomStream:
     def __repr__(self) -> str:
         return f"RandomStream(seed={self.seed}, stream={self.stream}, counter={self.counter})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, RandomStream) and self.state() == other.state()
 
 
-def resolve_seed(seed, name: str = "seed") -> tuple[int, int]:
+#: what functions that draw random numbers take as ``seed``: an int (a fresh stream: counter 0
+#: of stream 0 of that seed) or a :class:`RandomStream` (used from its counter, then advanced)
+Seed = int | np.integer | RandomStream
+
+
+def resolve_seed(seed: Seed, name: str = "seed") -> tuple[int, int]:
     """(key, first counter) that a call draws from, without advancing anything (internal).
 
     The counter is returned modulo 2**64 (an exhausted stream, counter 2**64, gives 0: it can
@@ -181,7 +186,7 @@ def resolve_seed(seed, name: str = "seed") -> tuple[int, int]:
     return stream_key(seed, 0), 0
 
 
-def check_capacity(seed, n_counters: int, name: str = "seed") -> tuple[int, int]:
+def check_capacity(seed: Seed, n_counters: int, name: str = "seed") -> tuple[int, int]:
     """Validate ``seed`` for a call that will draw ``n_counters`` counters; return
     ``(key, first counter)`` like :func:`resolve_seed`.  Advances nothing.
 
@@ -198,13 +203,13 @@ def check_capacity(seed, n_counters: int, name: str = "seed") -> tuple[int, int]
     return key, counter
 
 
-def advance(seed, n_counters: int, name: str = "seed") -> None:
+def advance(seed: Seed, n_counters: int, name: str = "seed") -> None:
     """After a successful call: move a RandomStream past the counters it consumed (internal)."""
     if isinstance(seed, RandomStream):
         seed.take(n_counters, name)
 
 
-def uniforms(seed, n: int) -> np.ndarray:
+def uniforms(seed: Seed, n: int) -> np.ndarray:
     """``n`` doubles in [0, 1): the uniforms at counters ``c .. c + n - 1`` of ``seed``.
 
     Vectorised NumPy (uint64 arithmetic wraps modulo 2**64 exactly like the kernels), so it
@@ -228,7 +233,7 @@ def uniforms(seed, n: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * INV_2_53
 
 
-def permutation(seed, n: int) -> np.ndarray:
+def permutation(seed: Seed, n: int) -> np.ndarray:
     """A random permutation of ``range(n)`` (int64): the stable argsort of ``n`` uniforms
     (consumes ``n`` counters), computed here in NumPy, O(n log n).
 

@@ -11,9 +11,11 @@ for the tabular value methods (needs the ``gym`` extra).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .corpus import load_corpus, train_test_split
 from .environments import ContextMDP, TextGenerationEnv
@@ -58,7 +60,7 @@ class TextTask:
     def vocab_size(self) -> int:
         return self.reference.shape[1]
 
-    def decode(self, tokens) -> str:
+    def decode(self, tokens: Sequence[int] | np.ndarray) -> str:
         return self.tokenizer.decode(tokens)
 
     def prompt_text(self, i: int) -> str:
@@ -99,12 +101,12 @@ def make_text_task(
     corpus: str | None = None,
     *,
     order: int = 2,
-    lexicon=DEFAULT_LEXICON,
+    lexicon: Sequence[str] = DEFAULT_LEXICON,
     max_new_tokens: int = 48,
     num_envs: int = 256,
     max_prompts: int = 16,
     smoothing: str = "kneser_ney",
-    dtype=np.float32,
+    dtype: DTypeLike = np.float32,
     reward_per_token: bool = True,
 ) -> TextTask:
     """Build the default text task (``corpus`` is a file path; None = the default corpus).
@@ -175,7 +177,7 @@ class GymTask:
     env_id: str = ""
 
 
-def make_gym_task(env_id: str, num_envs: int = 64, max_steps=None) -> GymTask:
+def make_gym_task(env_id: str, num_envs: int = 64, max_steps: int | None = None) -> GymTask:
     """A :class:`GymTask` for a Gymnasium toy-text environment: ``env_id`` is a Gymnasium id
     (``"FrozenLake-v1"``) or a short name of :data:`GYM_TASKS`; its transition table becomes a
     :class:`fastlmrl.TabularMDP` of ``num_envs`` sequences

@@ -127,8 +127,10 @@ def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _int_key(raw, key, default, minimum, allow_none=False):
-    v = raw.get(key, default)
+def _int_key(
+    raw: dict[str, Any], key: str, default: int | None, minimum: int, allow_none: bool = False
+) -> Any:
+    v: Any = raw.get(key, default)
     if v is None and allow_none:
         return None
     if not is_int(v):
@@ -138,7 +140,7 @@ def _int_key(raw, key, default, minimum, allow_none=False):
     return v
 
 
-def _str_list(raw, key, choices=None) -> list:
+def _str_list(raw: dict[str, Any], key: str, choices: Any = None) -> list[str]:
     v = raw[key]
     if isinstance(v, str):
         v = [v]
@@ -159,7 +161,7 @@ def _str_list(raw, key, choices=None) -> list:
     return list(v)
 
 
-def _validate(raw: dict, base_dir: str, source) -> SweepConfig:
+def _validate(raw: dict[str, Any], base_dir: str, source: str | None) -> SweepConfig:
     from .. import _backend
     from ..trainers import ALGORITHMS
 
@@ -282,7 +284,7 @@ def _validate(raw: dict, base_dir: str, source) -> SweepConfig:
     )
 
 
-def _coerce(name, value, field, algorithm):
+def _coerce(name: str, value: Any, field: dataclasses.Field[Any], algorithm: str) -> Any:
     """A TOML/YAML value -> the type of the config field (ints accepted for float fields)."""
     default = field.default
     where = f"sweep config 'params.{name}' ({algorithm})"

@@ -313,7 +313,7 @@ def _run_on_ray(
     )
     queue, pending = list(todo), {}
 
-    def submit():
+    def submit() -> None:
         trial = queue.pop(0)
         folder = os.path.join(trials_dir, trial.trial_id)
         ref = remote.remote(trial.spec(), folder, cfg.checkpoint_every, threads, callbacks)
