@@ -13,8 +13,10 @@ Alternatives measured in C prototypes (gcc -O3 -march=native, float32 (1024, 102
 time, one core of this machine): one row at a time 0.33 G steps/s, two rows interleaved 0.43;
 four or eight rows 0.10 / 0.05 at T = 1024 (rows 4 KiB apart: cache-set aliasing) and 0.42 at
 T = 1000; a block of 8-16 rows per time step through a transposed tile (t-major scratch, the row
-loop vectorised) 0.10-0.15: its copies into and out of the tile took ~5 ns per step (not
-diagnosed further; the vectorised recursion alone ran at 1.2 G steps/s).
+loop vectorised) 0.10-0.15: the vectorised recursion alone ran at 1.2-1.5 G steps/s, but the
+scalar copies into and out of the tile (about ten loads and stores per step) took ~1.6 ns per
+step with the data in cache and ~5 ns from memory (16 rows x 5 arrays of short segments defeat
+the hardware prefetcher); it would need SIMD transposes.
 """
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
