@@ -26,7 +26,25 @@ decoding (and sampling at temperature 1, the RL starting point) on held-out prob
 passed, whichever comes first.  From the 6th step on, the steps that fit in the time left at the
 mean pace so far are estimated; when fewer than ``steps`` fit, the learning-rate schedule is
 planned over that smaller number (so that it still decays to its end) and
-``result.time_limited`` is set.  **Determinism**: the
+``result.time_limited`` is set.
+
+**Default budget** (``fastlmrl pretrain``, ``python benchmarks/bench_pretrain.py`` times it):
+:data:`DEFAULT_STEPS` = 800 optimizer steps of 16 windows x 64 tokens (0.8 M tokens; 30 warmup
+steps, then a cosine to 10 % of ``learning_rate`` = 6e-3), with :data:`DEFAULT_SECONDS` = 48 s
+as the time limit of the training loop, so that the whole call (imports, data, n-gram LM,
+perplexities and success rates: ~5-8 s more) stays within 60 s on 2 cores.  On one torch thread
+a step costs 54-62 ms of CPU (process time, measured on a shared 2-core machine at load averages
+2-18: 49.9 s for the 800 steps at 17.7); held-out perplexity after them 2.29 against the 3-gram
+LM's 4.35 (untrained model 69.7, uniform 67).  Tried and not
+kept: learning rate 1e-2 / 4e-3 (perplexity 2.52 / 2.33 vs 2.31 at 6e-3 after 800 steps, with
+an exact-GELU variant of the model); ``torch.compile`` (compiling on CPU costs more than it
+would save in a 45 s run); the fused LM head (V = 67: the output layer is ~2 % of a step);
+PyTorch's fused ``gelu_pytorch_tanh`` instead of GPT-2's ``gelu_new`` (the same function to
+5e-7 and ~10 % faster per step, but it changed the trajectory of the learning test's chaotic
+tiny pretraining -- success 0.34 -> 0.18 before GRPO -- so the model keeps GPT-2's own).
+**Threads**: one by default: the result is then bit-reproducible, and on a busy 2-core machine
+a second thread made steps ~10x slower (OpenMP threads waiting for a core); ``threads=2`` may be
+faster on two idle cores.  **Determinism**: the
 weights (``torch.manual_seed(seed)``) and the batch offsets (a ``torch.Generator`` seeded with
 ``seed``) depend only on ``seed``; a run that completes its ``steps`` gives bit-identical weights
 for the same seed, torch version and *thread count* (PyTorch's CPU reductions split their work by
@@ -37,7 +55,8 @@ limit shortened (``time_limited``) depends on the machine's speed.
 (``$FASTLMRL_CACHE_DIR/models``, else ``$XDG_CACHE_HOME/fastlmrl/models``, default
 ``~/.cache/fastlmrl/models``) when present, else pretrains and saves it there atomically
 (:func:`fastlmrl.neural.model.save_model`).  The key is a SHA-256 of the corpus text, every
-setting, the seed and the fastlmrl / torch / transformers versions.
+setting but ``seconds``, the seed, :data:`RECIPE` and the fastlmrl / torch / transformers
+versions.
 """
 from __future__ import annotations
 
@@ -227,7 +246,7 @@ def held_out_perplexity(model, tokenizer: CharTokenizer, text: str, *,
     return math.exp(-total / count)
 
 
-# -- generation for the success rates ---------------------------------------------------------------
+# -- generation for the success rates ------------------------------------------------------------
 def generate_completions(model, tokenizer, prompts, *, max_new_tokens: int = 16,
                          do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
                          batch_size: int = 256):
@@ -473,11 +492,12 @@ def pretrained_model(corpus: str | None = None, *, cache: bool = True, cache_dir
     """:func:`pretrain` with a disk cache: load ``<cache_dir>/<key>`` when it exists, else
     pretrain and save it there (atomically).  ``settings``: :func:`pretrain`'s keywords.
 
-    The key covers the corpus text, every setting except ``seconds``, and the fastlmrl / torch /
-    transformers versions.  A cached model that the time limit stopped before ``steps`` is reused
-    by calls with the same or a smaller ``seconds`` (``result.time_limited`` and ``result.steps``
-    tell), and trained again (replacing it) by a call with a larger ``seconds``.  ``cache=False`` always trains and saves
-    nothing.  A cache folder that cannot be written gives a warning, not an error.
+    The key covers the corpus text, every setting except ``seconds``, :data:`RECIPE` and the
+    fastlmrl / torch / transformers versions.  A cached model that the time limit stopped before
+    ``steps`` is reused by calls with the same or a smaller ``seconds`` (``result.time_limited``
+    and ``result.steps`` tell), and trained again (replacing it) by a call with a larger
+    ``seconds``.  ``cache=False`` always trains and saves nothing.  A cache folder that cannot be
+    written gives a warning, not an error.
     """
     require_transformers()
     log = settings.get("log")
