@@ -17,12 +17,11 @@ Groups:
 """
 import numpy as np
 import pytest
+from conftest import measure
 from numba import njit
 
 import fastlmrl
 from fastlmrl import numba_kernels
-
-from conftest import measure
 
 SIZE = (1024, 16)
 ALPHA, GAMMA = 0.1, 0.9

@@ -15,7 +15,9 @@ this thread only), :func:`set_backend`, the environment variable ``FASTLMRL_BACK
 first one that loads of cython, numba, python.  The choice is resolved once -- at the first kernel
 call, and again after :func:`set_backend` (or a changed ``FASTLMRL_BACKEND`` seen by
 :func:`get_backend`) -- and bound into the public topic modules (:func:`bind`): a kernel call
-neither reads the environment nor looks the backend up.  Cython comes first because it is compiled ahead of time, at
+neither reads the environment nor looks the backend up.
+
+Cython comes first because it is compiled ahead of time, at
 install: its kernels are as fast as Numba's but start at once, where Numba compiles each kernel on
 its first use after an install (30-60 s for the demo's kernels on 2 cores, then cached; see
 :mod:`fastlmrl._numba._common`).  Numba stays fully available (``set_backend("numba")``,

@@ -22,8 +22,9 @@ writes nothing.  :func:`raise_for_status` turns a status into the ValueError nam
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class Kind(enum.Enum):
 
     TABLE = "table"  #: 2-D C-contiguous float32/float64 (``real_t[:, ::1]``)
     IDS = "ids"  #: 1-D contiguous int32/int64, one dtype per call (``index_t[::1]``)
-    REALS = "reals"  #: 1-D contiguous, the table's dtype (``real_t[::1]``)
+    REALS = "reals"  #: 1-D contiguous, of the table's dtype (``real_t[::1]``)
     FLAGS = "flags"  #: 1-D contiguous uint8 0/1 (a bool array viewed as uint8; ``unsigned char[::1]``)
     REAL = "real"  #: a float scalar (``double``)
     INDEX = "index"  #: an int64 scalar (``Py_ssize_t``)

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import RandomStream
 from fastlmrl._status import BAD_SHAPES
 from fastlmrl.rng import stream_key
-from shape_checks import assert_rejects_bad_shapes
 
 
 @st.composite
@@ -330,7 +330,8 @@ def test_bad_shapes_status_is_an_internal_error():
 def _fast_and_full(float_dtype, n, index=np.int64, seed=0):
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((5, 4)).astype(float_dtype)
-    b = dict(states=rng.integers(0, 5, n).astype(index), actions=rng.integers(0, 4, n).astype(index),
+    b = dict(states=rng.integers(0, 5, n).astype(index),
+             actions=rng.integers(0, 4, n).astype(index),
              rewards=rng.standard_normal(n).astype(float_dtype),
              next_states=rng.integers(0, 5, n).astype(index), terminated=rng.random(n) < 0.3)
     return q, b

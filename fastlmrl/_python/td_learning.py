@@ -8,8 +8,6 @@ __all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_upda
            "q_learning_update_one", "sarsa_update"]
 from operator import index
 
-import numpy as np
-
 from .._status import Status
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range, row_argmax, row_max, written_overlaps  # noqa: F401 - re-exported
