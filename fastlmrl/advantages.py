@@ -45,9 +45,9 @@ after the last valid step: 0 if terminated, ``bootstrap_values[b]`` if truncated
 
 Numerics: float64 arithmetic whatever the input dtype, recursion carried in float64, each output
 rounded once on store; identical operation order in every backend (results agree bit for bit).
-Rows run in parallel in the compiled backends (:func:`fastlmrl.set_num_threads`; batches of at
-least 2**16 steps), each row by the same code whichever thread takes it: results do not depend on
-the thread count.
+Rows run in parallel in the compiled backends (:func:`fastlmrl.set_num_threads`, capped by the
+cores other processes leave free, :mod:`fastlmrl._free_cores`; batches of at least 2**16 steps),
+each row by the same code whichever thread takes it: results do not depend on the thread count.
 The output dtype is float32 when every real input is float32, else float64.  All arguments are
 checked before anything is written.
 
@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _free_cores
 from . import _validation as check
 from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 
@@ -212,7 +212,7 @@ def discounted_returns(rewards, mask, terminated, truncated=None, bootstrap_valu
                                                    bootstrap_values)
     out = np.empty(r.shape, dtype=dtype)
     status = _backend.kernels().discounted_returns(r, m, term, trunc, boot, gamma, out,
-                                                  _backend.get_num_threads())
+                                                  _free_cores.threads())
     _raise_sequences(status, r, None, m, term, trunc, boot, bootstrap_values is not None)
     return out
 
@@ -236,7 +236,7 @@ def lambda_returns(rewards, values, mask, terminated, truncated=None, bootstrap_
                                                    bootstrap_values)
     out = np.empty(r.shape, dtype=dtype)
     status = _backend.kernels().lambda_returns(r, v, m, term, trunc, boot, gamma, lam, out,
-                                              _backend.get_num_threads())
+                                              _free_cores.threads())
     _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
     return out
 
@@ -265,7 +265,7 @@ def gae(rewards, values, mask, terminated, truncated=None, bootstrap_values=None
     adv = np.empty(r.shape, dtype=dtype)
     ret = np.empty(r.shape, dtype=dtype)
     status = _backend.kernels().gae(r, v, m, term, trunc, boot, gamma, lam, adv, ret,
-                                   _backend.get_num_threads())
+                                   _free_cores.threads())
     _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
     return adv, ret
 
