@@ -528,6 +528,38 @@ def test_linear_token_log_probs_matches_unfused(chunk):
                          (hidden, weight, bias))
 
 
+def test_linear_token_log_probs_keeps_one_chunk_of_logits_for_backward(monkeypatch):
+    """A batch of one chunk whose gradient will be needed: the backward pass reuses the forward
+    pass's logits (no second GEMM), with the same gradients; more chunks, or no gradient: the
+    logits are not kept (the backward pass computes each chunk again)."""
+    from fastlmrl.torch import lm_head
+    calls = []
+    logits = lm_head._Head.logits
+    monkeypatch.setattr(lm_head._Head, "logits",
+                        lambda self, a, b: calls.append((a, b)) or logits(self, a, b))
+    hidden, weight, bias, tokens = head_tensors()
+    up = torch.linspace(-1, 2, 10, dtype=F64)
+    grads = {}
+    for chunk, forward, backward in ((64, 1, 0), (10, 1, 0), (4, 3, 3)):
+        calls.clear()
+        lp = ft.linear_token_log_probs(hidden, weight, tokens, bias=bias, chunk_size=chunk)
+        assert len(calls) == forward
+        calls.clear()
+        grads[chunk] = torch.autograd.grad(lp, (hidden, weight, bias), up)
+        assert len(calls) == backward
+    for a, b, c in zip(grads[64], grads[10], grads[4]):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        out = torch.ops.fastlmrl.linear_token_log_probs(hidden, weight, tokens, bias, 64, False)
+    assert out[1].shape == (0, 7)
+    nan_up = up.clone()
+    nan_up[3] = float("nan")  # a non-finite upstream gradient: the unfused formula, NaN row 3
+    (gh,) = torch.autograd.grad(ft.linear_token_log_probs(hidden, weight, tokens, chunk_size=64),
+                                hidden, nan_up)
+    assert torch.isnan(gh[3]).all() and torch.isfinite(gh[torch.arange(10) != 3]).all()
+
+
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_linear_ppo_loss_matches_unfused(level):
     hidden, weight, bias, tokens = head_tensors(n=12)
@@ -728,9 +760,14 @@ def opcheck_cases():
         (ops.kl_penalty_loss, (x, t, r, None, "k1")),
         (ops.a2c_loss, (x, t, a, v, o, w, 0.5, 0.01, None, None)),
         (ops.loss_weights, (torch.ones(2, 3, dtype=torch.bool), "dapo", None, None, None)),
-        (ops.linear_token_log_probs, (hidden, weight, tokens, bias, 4)),
+        (ops.linear_token_log_probs, (hidden, weight, tokens, bias, 4, True)),
+        (ops.linear_token_log_probs, (hidden, weight, tokens, bias, 6, True)),
         (ops.linear_token_log_probs_backward,
-         (hidden.detach(), weight.detach(), tokens, None, a, 4, True, True, False)),
+         (hidden.detach(), weight.detach(), tokens, None, a, 4, True, True, False,
+          torch.empty(0, 7, dtype=F64))),
+        (ops.linear_token_log_probs_backward,
+         (hidden.detach(), weight.detach(), tokens, bias.detach(), a, 6, True, False, True,
+          torch.nn.functional.linear(hidden, weight, bias).detach())),
         (ops.linear_ppo_loss, (hidden, weight, bias, tokens, o, a, None, 0.2, None, None, "token",
                                None, None, 0.0, "k3", 4, True, True, True)),
         (ops.linear_reinforce_loss, (hidden, weight, bias, tokens, a, w, None, "mean", 4, True,
@@ -1038,7 +1075,7 @@ def test_nan_logits_are_reported():
     with pytest.raises(ValueError, match=r"logits row 1 holds NaN"):
         torch.ops.fastlmrl.linear_token_log_probs_backward(
             hidden.detach(), weight.detach(), tokens, None, torch.ones(10, dtype=F64), 3, True,
-            True, False)
+            True, False, torch.empty(0, 7, dtype=F64))
 
 
 def test_backward_hands_over_the_forward_gradient_without_copy():

@@ -26,10 +26,12 @@ NumPy API's error by recomputing that chunk's logits and calling the NumPy API o
   ``F.cross_entropy(F.linear(...))`` needs over the whole batch.
 * :func:`linear_token_log_probs` returns (N,) values whose upstream gradient is only known in the
   backward pass, which therefore recomputes each chunk's logits (one more GEMM per chunk) and
-  applies the fused ``g_i (onehot - p)`` kernel pass: four GEMMs.  Keeping the logits or the
-  probabilities until the backward pass would take the (N, V) memory the fused head avoids, so
-  for a loss whose per-token weights are known in the forward pass (cross-entropy, REINFORCE) use
-  :func:`linear_reinforce_loss` (or :func:`linear_ppo_loss`).
+  applies the fused ``g_i (onehot - p)`` kernel pass: four GEMMs.  When the whole batch is one
+  chunk (N <= ``chunk_size``, e.g. N <= 170 at V = 49152 by default) and a gradient will be
+  needed, the forward pass keeps its logits for the backward pass instead (at most one chunk's
+  buffer held in between; three GEMMs).  Keeping more would take the (N, V) memory the fused
+  head avoids, so for a loss whose per-token weights are known in the forward pass
+  (cross-entropy, REINFORCE) use :func:`linear_reinforce_loss` (or :func:`linear_ppo_loss`).
 
 Cross-chunk coupling.  Per-token weights are given by the caller for the whole batch (e.g.
 :func:`fastlmrl.torch.loss_weights`), so every chunk uses its slice and the chunk losses add up.
@@ -166,7 +168,10 @@ def _fake_grads(hidden, weight, bias, needs):
 @torch.library.custom_op("fastlmrl::linear_token_log_probs", mutates_args=(),
                          device_types="cpu")
 def _linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
-                            bias: Optional[Tensor], chunk_size: int) -> Tensor:
+                            bias: Optional[Tensor], chunk_size: int,
+                            keep_logits: bool) -> tuple[Tensor, Tensor]:
+    # keep_logits (the wrapper sets it when a gradient will be needed and the batch is one
+    # chunk): the chunk's logits are returned too, for the backward pass to reuse
     head = _Head(hidden, weight, bias, chunk_size)
     ids = _check_ids(tt.array(tokens), head.v)
     out = np.empty(head.n, dtype=tt.array(head.buffer[:0]).dtype)
@@ -176,12 +181,16 @@ def _linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
             out[a:b] = _np_lp.token_log_probs(head.logits(a, b).numpy(), ids[a:b])
         except ValueError as exc:
             raise _rows_error(exc, a, b) from None
-    return tt.as_dtype(torch.from_numpy(out), hidden.dtype)
+    kept = (head.buffer if keep_logits and head.n <= chunk_size
+            else hidden.new_empty((0, head.v), dtype=head.dtype))  # (not a view: the buffer dies)
+    return tt.as_dtype(torch.from_numpy(out), hidden.dtype), kept
 
 
 @_linear_token_log_probs.register_fake
-def _(hidden, weight, tokens, bias, chunk_size):
-    return hidden.new_empty(hidden.shape[:1])
+def _(hidden, weight, tokens, bias, chunk_size, keep_logits):
+    rows = hidden.shape[0] if keep_logits and hidden.shape[0] <= chunk_size else 0
+    return (hidden.new_empty(hidden.shape[:1]),
+            hidden.new_empty((rows, weight.shape[0]), dtype=tt.compute_dtype(hidden.dtype)))
 
 
 @torch.library.custom_op("fastlmrl::linear_token_log_probs_backward", mutates_args=(),
@@ -189,7 +198,8 @@ def _(hidden, weight, tokens, bias, chunk_size):
 def _linear_token_log_probs_backward(
         hidden: Tensor, weight: Tensor, tokens: Tensor, bias: Optional[Tensor],
         grad_output: Tensor, chunk_size: int, needs_hidden: bool, needs_weight: bool,
-        needs_bias: bool) -> tuple[Tensor, Tensor, Tensor]:
+        needs_bias: bool, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # logits: the forward pass's logits of the whole batch (one chunk), or (0, V): computed again
     head = _Head(hidden, weight, bias, chunk_size)
     needs = (needs_hidden, needs_weight, needs_bias and bias is not None)
     grads = head.new_grads(needs)
@@ -198,26 +208,34 @@ def _linear_token_log_probs_backward(
     fused = bool(np.isfinite(g).all())
     ones = np.ones(min(chunk_size, head.n), dtype=g.dtype)
     neg_g = -g
+    kept = (0 < head.n <= chunk_size and logits.shape[0] == head.n
+            and logits.shape[1] == head.v)
     for a in range(0, head.n, chunk_size):
         b = min(head.n, a + chunk_size)
-        grad = head.logits(a, b)
-        # g (onehot - p) in one pass, in place over the chunk's logits: REINFORCE with return -g,
-        # weight 1
-        if not (fused and _reinforce_in_place(grad.numpy(), ids[a:b], neg_g[a:b],
-                                              ones[:b - a]) == 0):
+        if kept:  # one chunk, its logits from the forward pass: no GEMM, the gradient beside them
+            x = tt.array(logits.to(head.dtype))
+            grad = head.buffer[:b - a]
+            status = _reinforce_kernel(x, ids, neg_g, ones[:b - a], grad.numpy()) if fused else 1
+        else:
+            grad = head.logits(a, b)
+            # g (onehot - p) in one pass, in place over the chunk's logits: REINFORCE with
+            # return -g, weight 1
+            status = (_reinforce_kernel(grad.numpy(), ids[a:b], neg_g[a:b], ones[:b - a],
+                                        grad.numpy()) if fused else 1)
+        if status:
             grad = _unfused_log_prob_grad(head, a, b, ids[a:b], g[a:b], fused)
         head.accumulate(grad, a, b, grads)
     return _outputs(head, grads, hidden, weight, bias)
 
 
-def _reinforce_in_place(x: np.ndarray, ids: np.ndarray, returns: np.ndarray,
-                        ones: np.ndarray) -> int:
-    """The REINFORCE kernel over the chunk ``x`` with its gradient written over ``x``; the
-    kernel's status (0: done)."""
+def _reinforce_kernel(x: np.ndarray, ids: np.ndarray, returns: np.ndarray, ones: np.ndarray,
+                      out: np.ndarray) -> int:
+    """The REINFORCE kernel over the chunk ``x`` with its gradient written to ``out`` (which may
+    be ``x`` itself); the kernel's status (0: done)."""
     n = x.shape[0]
     stats = np.zeros(1)
     return _backend.kernels().reinforce_loss(
-        x, ids, returns, np.zeros(n, dtype=x.dtype), ones, np.empty(n), np.empty(n), x, stats,
+        x, ids, returns, np.zeros(n, dtype=x.dtype), ones, np.empty(n), np.empty(n), out, stats,
         _backend.get_num_threads())
 
 
@@ -238,22 +256,26 @@ def _unfused_log_prob_grad(head, a, b, ids, g, try_fused) -> Tensor:
 
 @_linear_token_log_probs_backward.register_fake
 def _(hidden, weight, tokens, bias, grad_output, chunk_size, needs_hidden, needs_weight,
-      needs_bias):
+      needs_bias, logits):
     return _fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias))
 
 
 def _ltlp_setup(ctx, inputs, output):
-    hidden, weight, tokens, bias, chunk_size = inputs
-    ctx.save_for_backward(hidden, weight, tokens, bias)
+    hidden, weight, tokens, bias, chunk_size, _ = inputs
+    ctx.save_for_backward(hidden, weight, tokens, bias, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no (N, V) zeros for the kept logits
     ctx.chunk_size = chunk_size
 
 
-def _ltlp_grad(ctx, grad_output):
-    hidden, weight, tokens, bias = ctx.saved_tensors
-    nh, nw, _, nb, _ = ctx.needs_input_grad
+def _ltlp_grad(ctx, grad_output, unused=None):
+    if grad_output is None:
+        return (None,) * 6
+    hidden, weight, tokens, bias, logits = ctx.saved_tensors
+    nh, nw, _, nb, _, _ = ctx.needs_input_grad
     gh, gw, gb = _linear_token_log_probs_backward_call(hidden, weight, tokens, bias, grad_output,
-                                                  ctx.chunk_size, nh, nw, nb)
-    return (gh if nh else None, gw if nw else None, None, gb if nb else None, None)
+                                                       ctx.chunk_size, nh, nw, nb, logits)
+    return (gh if nh else None, gw if nw else None, None, gb if nb else None, None, None)
 
 
 _linear_token_log_probs_backward_call = tt.EagerOp(_linear_token_log_probs_backward,
@@ -298,7 +320,11 @@ def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
     batch = hidden.shape[:-1]
     ids = tt.ids(tokens, "tokens", batch)
     chunk = _chunk_size(chunk_size, w.shape[0])
-    return tt.unflat(_linear_token_log_probs_call(h, w, ids, bias, chunk), batch)
+    # one chunk and a gradient to come: the forward pass's logits are kept for the backward pass
+    # (one (N, V) buffer, at most a chunk's worth, held in between: one GEMM fewer)
+    keep = h.shape[0] <= chunk and torch.is_grad_enabled() and (
+        h.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad))
+    return tt.unflat(_linear_token_log_probs_call(h, w, ids, bias, chunk, keep)[0], batch)
 
 
 # --- linear_reinforce_loss (and the cross-entropy) --------------------------------------------
