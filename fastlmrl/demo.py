@@ -100,7 +100,7 @@ def cmd_demo(args, out=None) -> dict:
     if args.iterations is None:
         args.iterations = 150
     import fastlmrl
-    from .cli import make_trainer
+    from .runs import make_trainer
     from .tasks import make_text_task
 
     if args.backend:
