@@ -158,7 +158,7 @@ def run(backends, kernels, seconds):
     print("-" * len(head))
     for (name, backend, label), r in rows.items():
         (i1, i2), (b1, b2) = r["idle"], r["busy"]
-        print(f"{name:<20} {backend:<7} {label:<28} {i1:8.2f} {i2:8.2f} {b1:8.2f} {b2:8.2f} "
+        print(f"{name:<20} {backend:<7} {label:<28} {i1:8.3g} {i2:8.3g} {b1:8.3g} {b2:8.3g} "
               f"{i2 / i1:10.2f} {b2 / b1:10.2f}")
 
 
