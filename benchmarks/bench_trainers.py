@@ -323,13 +323,16 @@ def serve(task_name, batch):
             timer = _Timer()
             tokens = 0
             with fastlmrl_phases(trainer, timer):
+                cpu = time.process_time()
                 start = time.perf_counter()
                 for _ in range(int(iterations)):
                     tokens += trainer.iteration()["tokens"]
                 total = time.perf_counter() - start
+                cpu = time.process_time() - cpu
         seconds = _nested(timer.seconds)
         seconds["other"] = total - sum(seconds.values())
-        print(json.dumps({"seconds": seconds, "total": total, "tokens": tokens}), flush=True)
+        print(json.dumps({"seconds": seconds, "total": total, "cpu": cpu, "tokens": tokens}),
+              flush=True)
 
 
 def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
@@ -339,7 +342,8 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
     rounds of ``iterations`` iterations alternate between the two trees (each in its own process,
     trainers kept warm), so that load on a shared machine hits both alike.  Prints ms per
     iteration and phase, M tokens/s, and new/old throughput (total time ratio, and the median of
-    the per-round ratios)."""
+    the per-round ratios), and the ratio of CPU time per token (``cpu``: the process's CPU time,
+    less sensitive to other processes than wall time; with one kernel thread it is the work)."""
     import json
     import os
     import subprocess
@@ -365,7 +369,7 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
     print(f"task {task_name}, B={batch}: old = {old_root}, new = {here}; {rounds} alternating "
           f"rounds of {iterations} iterations each (ms per iteration)", file=out)
     print(f"{'':22s}" + "".join(f"{p:>12s}" for p in PHASES) + f"{'total':>10s}{'Mtok/s':>9s}"
-          f"{'new/old':>9s}{'median':>8s}", file=out)
+          f"{'new/old':>9s}{'median':>8s}{'cpu':>7s}", file=out)
     try:
         for algo in ("ppo", "grpo"):
             for impl in ("numba", "cython"):
@@ -373,7 +377,8 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
                     command = f"{algo} {impl} {nt}"
                     for name in procs:  # JIT, caches, warm trainers
                         ask(name, f"{command} 2")
-                    sums = {name: {"seconds": {}, "total": 0.0, "tokens": 0} for name in procs}
+                    sums = {name: {"seconds": {}, "total": 0.0, "cpu": 0.0, "tokens": 0}
+                            for name in procs}
                     per_round = {name: [] for name in procs}
                     for r in range(rounds):
                         for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
@@ -382,12 +387,15 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
                             for phase, sec in res["seconds"].items():
                                 acc["seconds"][phase] = acc["seconds"].get(phase, 0.0) + sec
                             acc["total"] += res["total"]
+                            acc["cpu"] += res["cpu"]
                             acc["tokens"] += res["tokens"]
                             per_round[name].append(res["tokens"] / res["total"])
                     n_iter = rounds * iterations
                     rates = {name: sums[name]["tokens"] / sums[name]["total"] / 1e6
                              for name in procs}
                     ratio = rates["new"] / rates["old"]
+                    cpu_ratio = ((sums["old"]["cpu"] / sums["old"]["tokens"])
+                                 / (sums["new"]["cpu"] / sums["new"]["tokens"]))
                     median = float(np.median(np.array(per_round["new"])
                                              / np.array(per_round["old"])))
                     for name in procs:
@@ -395,7 +403,8 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
                         row = "".join(f"{1e3 * acc['seconds'].get(p, 0.0) / n_iter:12.2f}"
                                       for p in PHASES)
                         label = f"{algo} {impl} t={nt} {name}"
-                        tail = f"{ratio:9.2f}{median:8.2f}" if name == "new" else ""
+                        tail = f"{ratio:9.2f}{median:8.2f}{cpu_ratio:7.2f}" if name == "new" \
+                            else ""
                         print(f"{label:22s}{row}{1e3 * acc['total'] / n_iter:10.2f}"
                               f"{rates[name]:9.3f}{tail}", file=out, flush=True)
     finally:
@@ -420,6 +429,7 @@ if __name__ == "__main__":
     if args.serve:
         serve(args.task, args.batch)
     elif args.compare:
-        compare(args.compare, args.task, args.batch, min(args.iterations, 3), args.rounds)
+        compare(args.compare, args.task, args.batch, min(args.iterations, 3), args.rounds,
+                threads=("all", "1") if args.threads is None else (str(args.threads),))
     else:
         profile(args.task, args.batch, args.iterations, args.threads)

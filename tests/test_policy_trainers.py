@@ -168,3 +168,90 @@ def test_no_signal_means_no_update(backend, cls):
     trainer.train(2)
     assert trainer.history[-1]["score"] == 0.0
     np.testing.assert_array_equal(trainer.policy, quiet.initial_policy)
+
+
+# --- the trainers' direct kernel paths (reused buffers) equal the public functions ---------------
+
+@pytest.fixture(scope="module")
+def small_task():
+    return make_text_task(max_new_tokens=12)
+
+
+@pytest.mark.parametrize("backend", ["python", "numba", "cython"])
+@pytest.mark.parametrize("seq", [False, True])
+def test_ppo_loss_rows_equals_ppo_loss_tabular(small_task, backend, seq):
+    """Same rows, gradient bits and statistics as fastlmrl.ppo_loss_tabular, over calls of
+    different sizes that reuse (and grow) the trainer's buffers."""
+    with fastlmrl.use_backend(backend):
+        trainer = GRPOTrainer(small_task, seed=1)
+        rng = np.random.default_rng(0)
+        s, v = trainer.policy.shape
+        for n in (40, 12, 90):
+            contexts = rng.integers(0, min(s, 30), n)
+            tokens = rng.integers(0, v, n)
+            old = rng.normal(-3.0, 0.5, n)
+            adv = rng.normal(size=n)
+            weights = rng.random(n) / n
+            ref = rng.normal(-3.0, 0.5, n)
+            offsets = np.array([0, n // 3, n], dtype=np.int64) if seq else None
+            expected = fastlmrl.ppo_loss_tabular(
+                trainer.policy, contexts, tokens, old, adv, weights=weights, clip_low=0.2,
+                clip_high=0.28, ratio_level="sequence" if seq else "token",
+                sequence_offsets=offsets, ref_log_probs=ref, kl_coef=0.05)
+            rows, grad_rows, stats = trainer.ppo_loss_rows(
+                contexts, tokens, old, adv, weights, 0.2, 0.28, ref_log_probs=ref, kl_coef=0.05,
+                sequence_offsets=offsets)
+            np.testing.assert_array_equal(rows, expected.rows)
+            assert grad_rows.tobytes() == expected.grad_rows.tobytes()
+            assert list(stats) == [expected.loss, expected.pg_loss, expected.kl_loss,
+                                   expected.clip_fraction, expected.dual_clip_fraction,
+                                   expected.approx_kl_k1, expected.approx_kl_k3]
+
+
+def test_ppo_loss_rows_raises_the_public_errors(small_task):
+    trainer = PPOTrainer(small_task, seed=1)
+    s, v = trainer.policy.shape
+    ids = np.array([0, 1, 2], dtype=np.int64)
+    ones = np.ones(3)
+    with pytest.raises(ValueError, match=r"contexts\[1\] = %d is out of range" % s):
+        trainer.ppo_loss_rows(np.array([0, s, 1]), ids, -ones, ones, ones / 3, 0.2, 0.2)
+    with pytest.raises(ValueError, match="advantages"):
+        trainer.ppo_loss_rows(ids, ids, -ones, np.array([1.0, np.nan, 0.0]), ones / 3, 0.2, 0.2)
+    with pytest.raises(ValueError, match="clip_low"):
+        trainer.ppo_loss_rows(ids, ids, -ones, ones, ones / 3, 1.5, 0.2)
+    with pytest.raises(ValueError, match="kl_coef"):
+        trainer.ppo_loss_rows(ids, ids, -ones, ones, ones / 3, 0.2, 0.2, kl_coef=0.1)
+    policy = trainer.policy.copy()
+    trainer.policy[2, 0] = np.nan
+    with pytest.raises(ValueError, match="table row 2"):
+        trainer.ppo_loss_rows(ids, ids, -ones, ones, ones / 3, 0.2, 0.2)
+    trainer.policy[...] = policy
+
+
+def test_reference_log_probs_and_permutation_equal_the_public_functions(small_task):
+    trainer = PPOTrainer(small_task, seed=3)
+    s, v = trainer.reference.shape
+    rng = np.random.default_rng(1)
+    contexts, tokens = rng.integers(0, s, 500), rng.integers(0, v, 500)
+    expected = fastlmrl.token_log_probs_tabular(trainer.reference, contexts, tokens)
+    assert trainer.reference_log_probs(contexts, tokens).tobytes() == expected.tobytes()
+    with pytest.raises(ValueError, match="out of range"):
+        trainer.reference_log_probs(np.array([s]), np.array([0]))
+    stream = fastlmrl.RandomStream(trainer.stream.seed, trainer.stream.stream,
+                                   trainer.stream.counter)
+    for n in (50, 7, 120):
+        np.testing.assert_array_equal(trainer.permutation(n), fastlmrl.permutation(stream, n))
+    assert trainer.stream.counter == stream.counter
+
+
+def test_reference_with_a_masked_entry_is_asked_per_batch(small_task):
+    """A reference row with a -inf logit cannot be tabulated for every pair: the trainer asks the
+    public function per batch, which refuses only a batch that samples the masked token."""
+    trainer = PPOTrainer(small_task, seed=3)
+    trainer.reference = trainer.reference.copy()
+    trainer.reference[5, 2] = -np.inf
+    contexts, tokens = np.array([5, 6]), np.array([1, 2])
+    expected = fastlmrl.token_log_probs_tabular(trainer.reference, contexts, tokens)
+    assert trainer.reference_log_probs(contexts, tokens).tobytes() == expected.tobytes()
+    with pytest.raises(ValueError, match="masked"):
+        trainer.reference_log_probs(np.array([5]), np.array([2]))

@@ -57,7 +57,7 @@ def _visited(contexts, index, rows):
     for s in range(index.shape[0]):
         index[s] = -1
     for i in range(contexts.shape[0]):
-        index[contexts[i]] = 0
+        index[np.uint64(contexts[i])] = 0  # (ids checked in range: no wrap check)
     u = 0
     for s in range(index.shape[0]):
         if index[s] == 0:
@@ -165,7 +165,8 @@ def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, with_e
     if bad:
         return BAD_LOGITS, nt, total, lse, ent
     for i in range(tokens.shape[0]):
-        lp = np.float64(table[contexts[i], tokens[i]]) - lse[index[contexts[i]]]
+        s = np.uint64(contexts[i])  # checked in range: unsigned, no wrap checks
+        lp = np.float64(table[s, np.uint64(tokens[i])]) - lse[np.uint64(index[s])]
         if lp == -np.inf:
             return BAD_TOKENS, nt, total, lse, ent
         log_probs[i] = lp
@@ -199,9 +200,10 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
                         kl_coef, estimator, has_ref)
         w = weights[i]
         c = w * t[1]
-        k = index[contexts[i]]
+        # ids checked in range, index[s] >= 0 for a visited s: unsigned, no wrap checks
+        k = np.uint64(index[np.uint64(contexts[i])])
         csum[k] += c
-        acc[k, tokens[i]] += c
+        acc[k, np.uint64(tokens[i])] += c
         token_loss[i] = t[0]
         ratios[i] = t[2]
         sw += w
@@ -394,7 +396,7 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
     acc = np.zeros((u, n_vocab))
     sw = loss = pgs = vls = hs = 0.0
     for i in range(tokens.shape[0]):
-        k = index[contexts[i]]
+        k = np.uint64(index[np.uint64(contexts[i])])  # (checked ids: no wrap checks)
         lp = log_probs[i]
         h = ent[k]
         old = old_values[i] if value_clip > 0.0 else 0.0
@@ -405,7 +407,7 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
         c = w * -adv
         csum[k] += c
         esum[k] += w * entropy_coef
-        acc[k, tokens[i]] += c
+        acc[k, np.uint64(tokens[i])] += c
         tl = pg + value_coef * lv - entropy_coef * h
         token_loss[i] = tl
         entropies[i] = h

@@ -284,9 +284,11 @@ class PolicyGradientTrainer(Trainer):
         pairs.flags.writeable = False
         return pairs
 
-    def policy_diagnostics(self, batch) -> dict:
-        """Exact KL to the reference (per sequence, summed over tokens) and mean token entropy."""
-        contexts = self.flat(batch, batch.contexts)
+    def policy_diagnostics(self, batch, contexts=None) -> dict:
+        """Exact KL to the reference (per sequence, summed over tokens) and mean token entropy
+        (``contexts``: ``self.flat(batch, batch.contexts)`` when the caller has it)."""
+        if contexts is None:
+            contexts = self.flat(batch, batch.contexts)
         if contexts.size == 0:
             return {"kl": 0.0, "entropy": 0.0}
         visits = np.bincount(contexts, minlength=self.policy.shape[0])
@@ -301,9 +303,9 @@ class PolicyGradientTrainer(Trainer):
         return {"kl": float(kl_rows @ visits[rows]) / n_sequences,
                 "entropy": float(entropy_rows @ visits[rows]) / contexts.size}
 
-    def finish(self, batch, metrics: dict) -> dict:
+    def finish(self, batch, metrics: dict, contexts=None) -> dict:
         """Add the common diagnostics; let the KL controller see this batch's exact KL."""
-        metrics.update(self.policy_diagnostics(batch))
+        metrics.update(self.policy_diagnostics(batch, contexts))
         metrics["kl_coef"] = self.kl_controller.value
         if isinstance(self.kl_controller, AdaptiveKLController):
             self.kl_controller.update(metrics["kl"], batch.valid.shape[0])

@@ -80,4 +80,4 @@ class A2CTrainer(PolicyGradientTrainer):
         metrics = self.base_metrics(batch, rewards)
         metrics.update(self.value_metrics(v, ret))
         metrics.update(value_loss=float(result.value_loss))
-        return self.finish(batch, metrics)
+        return self.finish(batch, metrics, contexts)

@@ -116,4 +116,4 @@ class GRPOTrainer(PolicyGradientTrainer):
         metrics = self.base_metrics(batch)
         metrics.update(clip_fraction=float(np.mean(clip_fractions)),
                        approx_kl=float(np.mean(approx_kls)), kl_loss=kl_loss)
-        return self.finish(batch, metrics)
+        return self.finish(batch, metrics, contexts)

@@ -112,4 +112,4 @@ class PPOTrainer(PolicyGradientTrainer):
         metrics.update(self.value_metrics(self.flat(batch, values), ret))
         metrics.update(clip_fraction=float(np.mean(clip_fractions)),
                        approx_kl=float(np.mean(approx_kls)))
-        return self.finish(batch, metrics)
+        return self.finish(batch, metrics, contexts)

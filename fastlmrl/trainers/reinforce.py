@@ -85,4 +85,4 @@ class ReinforceTrainer(PolicyGradientTrainer):
         if self.values is not None:
             self.update_values(contexts, (self.flat(batch, values) - ret) * weights)
             metrics.update(self.value_metrics(self.flat(batch, values), ret))
-        return self.finish(batch, metrics)
+        return self.finish(batch, metrics, contexts)

@@ -79,4 +79,4 @@ class RLOOTrainer(PolicyGradientTrainer):
         self.update_policy(result.rows, result.grad_rows)
         # 5. diagnostics
         metrics = self.base_metrics(batch, rewards)
-        return self.finish(batch, metrics)
+        return self.finish(batch, metrics, contexts)
