@@ -29,6 +29,7 @@ from numba import njit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import measure  # noqa: E402
+
 from fastlmrl import _backend  # noqa: E402
 
 SIZES = [(64, 256), (1024, 1024)]
@@ -322,8 +323,8 @@ def rates_table(rounds=30, busy=True, cpu_time=False):
 
 
 def print_rates(rates):
-    print(f"\n(1024, 1024) float32, G valid steps/s (best of interleaved rounds); "
-          f"ratio = / one row")
+    print("\n(1024, 1024) float32, G valid steps/s (best of interleaved rounds); "
+          "ratio = / one row")
     for (kernel, load, label), rate in rates.items():
         base = rates[(kernel, load, "one row (numba)")]
         print(f"{kernel:15s} {load:14s} {label:16s} {rate:6.3f}  x{rate / base:5.2f}")

@@ -7,7 +7,6 @@ vectorised versions.  ``items`` = sequences (advantages) or tokens (weights, rat
 """
 import numpy as np
 import pytest
-
 from conftest import measure
 
 # (number of sequences B, group size K) and (B, T) token grids

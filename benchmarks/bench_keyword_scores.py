@@ -20,13 +20,12 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import measure
+from numpy_trainers import keyword_scores_per_token as numpy_keyword_scores
 
 import fastlmrl
 from fastlmrl.keyword_scores import _flatten_grams
 from fastlmrl.rewards import KeywordReward
-
-from conftest import measure
-from numpy_trainers import keyword_scores_per_token as numpy_keyword_scores
 
 SIZES = [(256, 48), (1024, 48)]
 VOCAB = 52
@@ -39,7 +38,7 @@ def size_id(size):
     return f"B{size[0]}xT{size[1]}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def batch(size):
     n, horizon = size
     rng = np.random.default_rng(0)

@@ -7,7 +7,6 @@ vectorised version.  ``items`` = tokens per call.
 """
 import numpy as np
 import pytest
-
 from conftest import measure
 
 SIZES = [(64, 256), (1024, 1024)]

@@ -38,7 +38,8 @@ after the last valid step: 0 if terminated, ``bootstrap_values[b]`` if truncated
 * GAE (Schulman, Moritz, Levine, Jordan & Abbeel 2016, "High-Dimensional Continuous Control Using
   Generalized Advantage Estimation", eqs. 11-16):
   :math:`\delta_t = R_{t+1} + \gamma v'_t - V(s_t)`,
-  :math:`\hat A_t = \sum_{l\ge0} (\gamma\lambda)^l \delta_{t+l} = \delta_t + \gamma\lambda\hat A_{t+1}`
+  :math:`\hat A_t = \sum_{l\ge0} (\gamma\lambda)^l \delta_{t+l}
+  = \delta_t + \gamma\lambda\hat A_{t+1}`
   (0 after the last valid step), and returns :math:`\hat A_t + V(s_t)` (the λ-return).
   With λ = 1 the advantages are the discounted returns minus the values; with λ = 0 they are the
   one-step TD errors.
@@ -79,7 +80,8 @@ BAD_ADVANTAGES = 44
 # (also used by fastlmrl.group_advantages and fastlmrl.kl_divergence)
 
 def _real_array(x, name: str, ndim: int | None = None, shape=None) -> np.ndarray:
-    """An array of real numbers (bool/int/float) with ``ndim`` dims / this ``shape`` (not converted)."""
+    """An array of real numbers (bool/int/float) with ``ndim`` dims / this ``shape`` (not
+    converted)."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
@@ -104,7 +106,8 @@ def _as(arr: np.ndarray, dtype) -> np.ndarray:
 
 
 def _mask(mask, shape, name: str = "mask") -> np.ndarray:
-    """A boolean (or 0/1 integer) array of ``shape`` as a C-contiguous uint8 view; None = all True."""
+    """A boolean (or 0/1 integer) array of ``shape`` as a C-contiguous uint8 view; None = all
+    True."""
     if mask is None:
         return np.ones(shape, dtype=np.uint8)
     arr = np.asarray(mask)
@@ -282,7 +285,8 @@ def masked_whiten(advantages, mask=None, eps: float = 1e-8) -> np.ndarray:
     details of PPO").  TRL/verl's ``masked_whiten`` instead multiplies by
     :math:`1/\sqrt{\mathrm{var}_{ddof=1} + 10^{-8}}`.  Two passes in float64; each sum runs over
     the row-major flattened batch with 4 interleaved accumulators (entry i goes to lane i mod 4,
-    lanes combined as (s0 + s1) + (s2 + s3)), the same order in every backend.  Padding entries are ignored (may hold anything) and output 0; with no valid
+    lanes combined as (s0 + s1) + (s2 + s3)), the same order in every backend.  Padding entries
+    are ignored (may hold anything) and output 0; with no valid
     entry the result is all zeros.
 
     Parameters

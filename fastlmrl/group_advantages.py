@@ -33,7 +33,8 @@ Loss normalisation
 Sequence-level ratio (GSPO)
 ---------------------------
 :func:`sequence_importance_ratio`: Zheng et al. 2025, "Group Sequence Policy Optimization", eq. 7:
-:math:`s_i = \exp\big(\frac{1}{|y_i|}\sum_t (\log\pi(y_{i,t}) - \log\pi_{old}(y_{i,t}))\big)` over the
+:math:`s_i = \exp\big(\frac{1}{|y_i|}\sum_t (\log\pi(y_{i,t}) - \log\pi_{old}(y_{i,t}))\big)`
+over the
 active tokens, with its gradient :math:`\partial s_i/\partial\log\pi(y_{i,t}) = s_i/|y_i|`.  The
 token-level ratio is :math:`\exp(\log\pi - \log\pi_{old})` per token (gradient: itself).
 """
@@ -158,7 +159,8 @@ def _count(x, name):
 
 def loss_weights(mask, mode: str, *, num_sequences=None, num_tokens=None, max_length=None,
                  dtype=np.float64) -> np.ndarray:
-    r"""Per-token loss weights ``w`` (B, T) so that ``loss = sum(w * per_token_loss)`` aggregates as:
+    r"""Per-token loss weights ``w`` (B, T) so that ``loss = sum(w * per_token_loss)`` aggregates
+    as:
 
     ``"grpo"``
         per-sequence token mean, then mean over sequences (Shao et al. 2024, eq. 3):
@@ -173,7 +175,8 @@ def loss_weights(mask, mode: str, *, num_sequences=None, num_tokens=None, max_le
     ``"dapo"``
         token-level mean over the *global* batch (Yu et al. 2025, DAPO, eq. 8 / §3.3):
         :math:`w = 1/N_{tok}`, with :math:`N_{tok}` the active tokens of all micro-batches /
-        devices of the optimisation step (``num_tokens``; defaults to this batch's count, i.e. bnpo).
+        devices of the optimisation step (``num_tokens``; defaults to this batch's count, i.e.
+        bnpo).
 
     Parameters
     ----------

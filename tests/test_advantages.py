@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
 from fastlmrl._status import BAD_SHAPES
-from fastlmrl.advantages import (BAD_ADVANTAGES, BAD_BOOTSTRAP, BAD_ENDS, BAD_REWARDS,
-                                 BAD_VALUES)
-from shape_checks import assert_rejects_bad_shapes
+from fastlmrl.advantages import BAD_ADVANTAGES, BAD_BOOTSTRAP, BAD_ENDS, BAD_REWARDS, BAD_VALUES
 
 KERNELS = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
@@ -150,7 +149,8 @@ M = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=bool)
 
 def test_gae_hand_computed(backend):
     # row 0 terminated, row 1 truncated with V(s_2) = 3; gamma = 0.9, lam = 0.8 -> gamma*lam = 0.72
-    # row 0: delta_2 = 3 - 0.5 = 2.5; delta_1 = 2 + 0.9*0.5 - 0.5 = 1.95; delta_0 = 1 + 0.45 - 0.5 = 0.95
+    # row 0: delta_2 = 3 - 0.5 = 2.5; delta_1 = 2 + 0.9*0.5 - 0.5 = 1.95;
+    #        delta_0 = 1 + 0.45 - 0.5 = 0.95
     #        A_2 = 2.5; A_1 = 1.95 + 0.72*2.5 = 3.75; A_0 = 0.95 + 0.72*3.75 = 3.65
     # row 1: delta_1 = 1 + 0.9*3 - 1 = 2.7; delta_0 = 1 + 0.9*1 - 1 = 0.9
     #        A_1 = 2.7; A_0 = 0.9 + 0.72*2.7 = 2.844

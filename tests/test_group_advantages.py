@@ -3,12 +3,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
-from fastlmrl.group_advantages import (BAD_GROUP_IDS, BAD_GROUP_SIZE, BAD_LOGP, BAD_OLD_LOGP,
-                                       BAD_OPTION, BAD_REWARDS)
-from shape_checks import assert_rejects_bad_shapes
+from fastlmrl.group_advantages import (
+    BAD_GROUP_IDS,
+    BAD_GROUP_SIZE,
+    BAD_LOGP,
+    BAD_OLD_LOGP,
+    BAD_OPTION,
+    BAD_REWARDS,
+)
 
 KERNELS = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 

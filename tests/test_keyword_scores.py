@@ -4,14 +4,20 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy_twins import nt
 
 import fastlmrl
 from fastlmrl import _backend
-from fastlmrl.keyword_scores import (BAD_GRAM_OFFSETS, BAD_GRAM_TOKENS, BAD_GRAM_WEIGHTS,
-                                     BAD_LENGTHS, BAD_OUT, _raise_for_status, keyword_scores)
+from fastlmrl.keyword_scores import (
+    BAD_GRAM_OFFSETS,
+    BAD_GRAM_TOKENS,
+    BAD_GRAM_WEIGHTS,
+    BAD_LENGTHS,
+    BAD_OUT,
+    _raise_for_status,
+    keyword_scores,
+)
 from fastlmrl.rewards import KeywordReward
-from numpy_twins import nt
-
 
 # ----------------------------------------------------------------------------- independent NumPy
 

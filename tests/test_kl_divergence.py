@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
 from fastlmrl.kl_divergence import BAD_ESTIMATOR, BAD_LOGP, BAD_REF_LOGP, BAD_REWARDS
-from shape_checks import assert_rejects_bad_shapes
 
 KERNELS = ["kl_penalized_rewards", "kl_penalty"]
 PUBLIC = ["AdaptiveKLController", "FixedKLController", "kl_penalized_rewards", "kl_penalty"]

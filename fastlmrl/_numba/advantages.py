@@ -1,4 +1,4 @@
-"""Numba returns / advantages over (B, T) sequences (same semantics, same rounding as the reference).
+"""Numba returns / advantages over (B, T) sequences (same semantics and rounding as the reference).
 
 Layout: (B, T) C-contiguous, so a row is contiguous in t.  The backward recursions are a serial
 dependency chain per row (a float64 multiply and add per step); to hide its latency the kernels
