@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _free_cores
 from . import _validation as check
 from ._status import OVERLAPPING_ARRAYS
 from .log_probs import BAD_LOGITS, BAD_TOKENS, raise_for_status
@@ -198,7 +198,7 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
     stats = np.zeros(7)
     status = _backend.kernels().reinforce_loss_tabular(
         table, contexts, tokens, returns, base, w, index, rows, num_rows, token_loss, log_probs,
-        grad, stats, _backend.get_num_threads())
+        grad, stats, _free_cores.threads())
     _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
                                              BAD_RETURNS: ("returns", returns),
                                              BAD_BASELINES: ("baseline", base)},
@@ -255,7 +255,7 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
     status = _backend.kernels().ppo_loss_tabular(
         table, contexts, tokens, old, adv, w, ref, offs, clip_low, clip_high, dual, kl_coef,
         KL_ESTIMATORS[kl_estimator], int(seq), index, rows, num_rows, token_loss, log_probs,
-        ratios, grad, stats, _backend.get_num_threads())
+        ratios, grad, stats, _free_cores.threads())
     _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
                                              BAD_ADVANTAGES: ("advantages", adv),
                                              BAD_OLD_LOG_PROBS: ("old_log_probs", old),
@@ -280,7 +280,7 @@ def token_log_probs_tabular(table, contexts, tokens) -> np.ndarray:
     log_probs = np.empty(n)
     status = _backend.kernels().token_log_probs_tabular(table, contexts, tokens, index, rows,
                                                          num_rows, log_probs,
-                                                         _backend.get_num_threads())
+                                                         _free_cores.threads())
     _raise(status, table, contexts, tokens, {},
            {"index": index, "rows": rows, "num_rows": num_rows, "log_probs": log_probs})
     return log_probs
@@ -302,7 +302,7 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights=None
     stats = np.zeros(7)
     status = _backend.kernels().kl_penalty_loss_tabular(
         table, contexts, tokens, ref, w, KL_ESTIMATORS[kl_estimator], index, rows, num_rows,
-        token_kl, log_probs, grad, stats, _backend.get_num_threads())
+        token_kl, log_probs, grad, stats, _free_cores.threads())
     _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref)},
            {"index": index, "rows": rows, "num_rows": num_rows,
@@ -341,7 +341,7 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, weigh
     status = _backend.kernels().a2c_loss_tabular(
         table, contexts, tokens, adv, vals, rets, old, w, clip, value_coef, entropy_coef, index,
         rows, num_rows, token_loss, log_probs, entropies, grad, grad_values, stats,
-        _backend.get_num_threads())
+        _free_cores.threads())
     _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
                                              BAD_ADVANTAGES: ("advantages", adv),
                                              BAD_VALUES: ("values", vals),

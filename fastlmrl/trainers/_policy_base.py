@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, _free_cores
 from .. import _validation as check
 from ..kl_divergence import AdaptiveKLController, FixedKLController
 from ..log_probs import log_softmax
@@ -233,7 +233,7 @@ class PolicyGradientTrainer(Trainer):
             sequence_offsets if seq else _NO_OFFSETS, clip_low, clip_high, 0.0, kl_coef,
             KL_ESTIMATORS["k3"], int(seq), buffers.index, buffers.rows, buffers.num_rows,
             buffers.token_loss[:n], buffers.log_probs[:n], buffers.ratios[:n], buffers.grad,
-            buffers.stats, _backend.get_num_threads())
+            buffers.stats, _free_cores.threads())
         if status:
             ppo_loss_tabular(self.policy, contexts, tokens, old_log_probs, advantages,
                              weights=weights, clip_low=clip_low, clip_high=clip_high,
