@@ -15,8 +15,9 @@ one command, rates and ratios from one run (rounds interleaved):
         -k rows_in_parallel --benchmark-enable -s
     python benchmarks/bench_advantages.py --cpu-time --no-busy   # 1 thread, CPU time (loaded)
 
-prints, for GAE and λ-returns, the numba and cython kernels at 1 and 2 threads, idle and with a
-busy-loop process pinned to one core, next to ``one row`` (the kernels before issue 15: their
+prints, for GAE and λ-returns, the numba and cython kernels at 1 and 2 threads and the public
+functions (default threads, capped by the free cores), idle and with a busy-loop process pinned
+to one core, next to ``one row`` (the kernels before issue 15: their
 branchy input check, then one row at a time, one thread; kept here as a Numba function).
 """
 import os
@@ -283,7 +284,22 @@ def _variants(kernel, data):
         for threads in (1, 2):
             out[f"{backend} {threads}t"] = kernel_call(_backend.backend_module(backend), kernel,
                                                        data, num_threads=threads)
+    for backend in ("numba", "cython"):
+        out[f"{backend} public"] = (_public_call, (backend, kernel, data))
     return out
+
+
+def _public_call(backend, kernel, data):
+    """The public function (validation, fresh outputs, threads capped by the free cores)."""
+    import fastlmrl
+
+    r, v, m, term, trunc, boot = data
+    with fastlmrl.use_backend(backend):
+        if kernel == "gae":
+            fastlmrl.gae(r, v, m, term, trunc, boot, gamma=GAMMA, lam=LAM)
+        else:
+            fastlmrl.lambda_returns(r, v, m, term, trunc, boot, gamma=GAMMA, lam=LAM)
+    return 0
 
 
 def rates_table(rounds=30, busy=True, cpu_time=False):
@@ -301,7 +317,8 @@ def rates_table(rounds=30, busy=True, cpu_time=False):
     for kernel in ("gae", "lambda_returns"):
         variants = _variants(kernel, data)
         if cpu_time:
-            variants = {k: v for k, v in variants.items() if not k.endswith("2t")}
+            variants = {k: v for k, v in variants.items()
+                        if not k.endswith("2t") and not k.endswith("public")}
         for fn, args in variants.values():
             assert fn(*args) == 0  # compile / warm up
         for load in loads:
