@@ -8,7 +8,8 @@ Found by ``tests/alias_probe.py``: with returns_out over ``mask``/``terminated``
 grams, the compiled kernels wrote before they had read what they overwrote and returned other
 results than on separate arrays.  None of these kernels has an in-place mode (the public functions
 allocate their outputs), so every overlap is refused, an output that *is* an input too.  Inputs may
-share memory with each other (only read)."""
+share memory with each other (only read).  Every backend, through the ``backend`` fixture of
+tests/conftest.py."""
 import numpy as np
 import pytest
 
@@ -93,10 +94,6 @@ def _call(k, dtype):
     return [a.copy() if isinstance(a, np.ndarray) else a for a in args]
 
 
-BACKENDS = ("python", "numba", "cython")
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,k,dtype,w,r", list(_cases()))
 def test_written_array_sharing_memory_is_refused(backend, name, k, dtype, w, r):
     kernel = getattr(_backend.backend_module(backend), name)
@@ -121,7 +118,6 @@ def _in_place_cases():
                     yield pytest.param(name, k, w, i, id=f"{name}{k}-{w}-{i}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,k,w,i", list(_in_place_cases()))
 def test_output_that_is_an_input_is_refused(backend, name, k, w, i):
     """out= exactly an input of its shape and dtype (an in-place call) is refused as well: no kernel
@@ -134,7 +130,6 @@ def test_output_that_is_an_input_is_refused(backend, name, k, w, i):
     np.testing.assert_array_equal(aliased[i], before)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_inputs_may_share_memory(backend):
     """Only written arrays are checked: terminated and truncated, rewards and values may be one
     array (read only)."""
