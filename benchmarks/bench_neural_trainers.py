@@ -36,6 +36,7 @@ transformers = pytest.importorskip("transformers")
 from fastlmrl.neural import build_model  # noqa: E402
 from fastlmrl.neural.policy import NeuralPolicy  # noqa: E402
 from fastlmrl.trainers import NeuralGRPOConfig, NeuralGRPOTrainer  # noqa: E402
+from fastlmrl.trainers._neural_base import exact_kl_rows  # noqa: E402
 
 V = 32768
 SETTINGS = dict(num_prompts=4, group_size=8, max_new_tokens=16, lr=1e-4, beta=0.04)
@@ -98,6 +99,10 @@ class PyTorchLossGRPO(NeuralGRPOTrainer):
                 self.reference, rollout, np.arange(rollout.completion_ids.shape[0]),
                 need_logits=True, need_hidden=False)
             logp = logits.log_softmax(-1).gather(2, rollout.completion_ids[..., None])[..., 0]
+            # the exact KL metric, as the shipped trainer computes it (not part of the loss)
+            self.exact_kl = torch.zeros(mask.shape, dtype=torch.float64)
+            flat = logits[mask]
+            self.exact_kl[mask] = exact_kl_rows(rollout.logits[mask], lambda rows: flat[rows])
         return (logp * mask).double()
 
 

@@ -470,3 +470,17 @@ def test_kl_of_a_policy_equal_to_its_reference_is_zero():
     metrics = trainer.train(1)[-1]
     # the rollout's logits come from the KV cache, the reference's from a full pass: rounding
     assert 0.0 <= abs(metrics["kl"]) < 1e-9 and abs(metrics["kl_sampled"]) < 1e-5
+
+
+def test_exact_kl_in_chunks_equals_the_whole():
+    from fastlmrl.trainers._neural_base import exact_kl_rows
+    g = torch.Generator().manual_seed(0)
+    logits, ref = torch.randn(37, 11, generator=g) * 3, torch.randn(37, 11, generator=g) * 3
+    logp = torch.log_softmax(logits.double() / 0.5, -1)
+    logq = torch.log_softmax(ref.double() / 0.5, -1)
+    expected = (logp.exp() * (logp - logq)).sum(-1)  # KL(p || q) per row
+    for chunk_entries in (1, 30, 11 * 37, 1 << 21):  # 1 row, 2 rows, all rows at a time
+        got = exact_kl_rows(logits, lambda rows: ref[rows] / 0.5, 0.5,
+                            chunk_entries=chunk_entries)
+        assert torch.allclose(got, expected, rtol=1e-12, atol=0)
+    assert bool((expected > 0).all())

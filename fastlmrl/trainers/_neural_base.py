@@ -49,7 +49,9 @@ policy's from the rollout's logits (:attr:`~fastlmrl.neural.Rollout.logits`), th
 its forward pass; the adaptive KL controller sees this value), ``kl_sampled`` (its k1 estimate
 from the sampled tokens, :math:`\sum_t \log\pi_{old}(a_t|s_t) - \log\pi_{ref}(a_t|s_t)`,
 averaged over sequences: the number TRL logs; with ``top_k`` / ``top_p`` its
-:math:`\log\pi_{old}` is that of the filtered sampling distribution), both only with a reference,
+:math:`\log\pi_{old}` is that of the filtered sampling distribution), both only with a reference
+(the exact one costs the rollout's (B, T, V) logits in memory and, in the reference pass, the
+reference's logits chunk by chunk -- on the fused path one more (N, H) x (H, V) product),
 ``entropy`` (mean over tokens of the sampling distribution's entropy), ``clip_fraction``,
 ``approx_kl`` (k3 of :math:`\pi_\theta` vs :math:`\pi_{old}`, weighted as the loss), ``length``,
 ``tokens``, ``tokens_per_second``, ``grad_norm`` (before clipping), ``loss``, and the
@@ -317,15 +319,19 @@ class NeuralTrainer(Trainer):
                 weight, bias = self.head(self.reference)
                 states = hidden[mask]
                 logp = linear_token_log_probs(states, weight, tokens, bias=bias)
-                ref_logits = torch.nn.functional.linear(states, weight, bias) \
-                    if rollout.logits is not None else None
+
+                def ref_logits(rows):  # (rows, V) logits / temperature, a chunk at a time
+                    return torch.nn.functional.linear(states[rows], weight, bias)
             else:
-                ref_logits = logits[mask]
-                logp = token_log_probs(ref_logits, tokens)
+                flat = logits[mask]
+                logp = token_log_probs(flat, tokens)
+
+                def ref_logits(rows):
+                    return flat[rows]
             if rollout.logits is not None:
                 self.exact_kl = torch.zeros(mask.shape, dtype=torch.float64)
-                self.exact_kl[mask] = exact_kl(rollout.logits[mask], ref_logits,
-                                               self.config.temperature)
+                self.exact_kl[mask] = exact_kl_rows(rollout.logits[mask], ref_logits,
+                                                    self.config.temperature)
         out = torch.zeros(mask.shape, dtype=torch.float64)
         out[mask] = logp.double()
         return out
@@ -592,6 +598,21 @@ def exact_kl(logits: Tensor, ref_logits: Tensor, temperature: float = 1.0) -> Te
     logp = torch.log_softmax(logits.double() / temperature, dim=-1)
     logq = torch.log_softmax(ref_logits.double(), dim=-1)
     return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def exact_kl_rows(logits: Tensor, ref_logits, temperature: float = 1.0, *,
+                  chunk_entries: int = 1 << 21) -> Tensor:
+    """:func:`exact_kl` of the rows of ``logits`` (N, V) against ``ref_logits(rows)`` (a callable
+    giving the reference's (n, V) logits, already divided by the temperature, of a slice of
+    rows), in chunks of about ``chunk_entries`` entries: float64 temporaries of a few chunk
+    sizes, never (N, V) ones."""
+    n, v = logits.shape
+    out = torch.empty(n, dtype=torch.float64)
+    step = max(1, chunk_entries // max(v, 1))
+    for lo in range(0, n, step):
+        rows = slice(lo, min(n, lo + step))
+        out[rows] = exact_kl(logits[rows], ref_logits(rows), temperature)
+    return out
 
 
 def _clone_optimizer_state(state: dict) -> dict:
