@@ -44,11 +44,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastlmrl
-from fastlmrl.corpus import default_corpus
-from fastlmrl.tasks import make_text_task
-from fastlmrl.trainers.grpo import GRPOConfig, GRPOTrainer
-from fastlmrl.trainers.ppo import PPOConfig, PPOTrainer
+# run as a script: the checkout this file belongs to, after PYTHONPATH (--compare points each of
+# its processes at one tree that way) and before nothing else that provides fastlmrl
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+import fastlmrl  # noqa: E402
+from fastlmrl.corpus import default_corpus  # noqa: E402
+from fastlmrl.tasks import make_text_task  # noqa: E402
+from fastlmrl.trainers.grpo import GRPOConfig, GRPOTrainer  # noqa: E402
+from fastlmrl.trainers.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import measure  # noqa: E402
