@@ -8,16 +8,18 @@ the public API with ``fastlmrl.set_num_threads(1)`` and ``(2)``, first on idle c
 busy-loop process pinned to one core (``os.sched_setaffinity`` in a spinning subprocess) competes
 with it, as on a shared machine, a laptop or a Ray worker next to another one.  The table gives the
 four rates (M items/s: states, tokens or rows per second) and the ratios 2T/1T.  The one-thread and
-two-thread calls alternate within each measurement (A B A B ...), so a ratio is taken under the
-same conditions even on a machine with other load; each rate is the median over the rounds.
+two-thread calls alternate within each measurement (A B C, B C A, C A B, ...), so a ratio is taken
+under the same conditions even on a machine with other load; each rate is the median over the
+rounds.
 
 The kernels claim small chunks of rows from a shared counter (dynamic schedule), so a thread
 slowed by another process takes fewer chunks; but a call still joins its threads, and a thread
 waiting for a busy core makes the call wait.  So the public functions use only as many threads as
 there are cores other processes leave free (``fastlmrl/_free_cores.py``): two threads should
 never be slower than one (ratio ~1.0 under load), and keep their speed-up on idle cores (~1.6-2.0).
-``--fixed-threads`` measures the kernels with exactly the thread count set (no cap).  Results are
-bit-identical at every thread count (checked here too, once per kernel).
+The ``fixed`` columns give 2T/1T with exactly two threads (no cap: the kernels' own scheduling), in
+the same alternating rounds.  Results are bit-identical at every thread count (checked here too,
+once per kernel).
 
 Not a pytest-benchmark module (it needs the process-level setup of the busy core); pytest collects
 nothing from it.
@@ -37,6 +39,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import fastlmrl  # noqa: E402
+from fastlmrl import _free_cores  # noqa: E402
+
+ADAPTIVE = _free_cores.enabled
 
 SPIN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
 
@@ -99,17 +104,29 @@ def _timed(fn):
     return time.perf_counter() - t
 
 
+# (threads, capped by the free cores): one thread, two as the public API runs them, two exactly
+MODES = ((1, True), (2, True), (2, False))
+
+
 def _measure(fn, items, seconds):
-    """(rate 1T, rate 2T) in M items/s: alternating calls, medians of the rounds."""
-    times = {1: [], 2: []}
+    """Rates in M items/s of the MODES: calls alternating A B C, B C A, C A B, ..., medians of
+    the rounds."""
+    times = {m: [] for m in MODES}
     end = time.perf_counter() + seconds
     rounds = 0
-    while rounds < 3 or time.perf_counter() < end:
-        for threads in (1, 2):
-            fastlmrl.set_num_threads(threads)
-            times[threads].append(_timed(fn))
-        rounds += 1
-    return tuple(items / statistics.median(times[t]) / 1e6 for t in (1, 2))
+    try:
+        while rounds < 6 or time.perf_counter() < end:
+            # the order rotates every round: on a loaded machine a call's position after the
+            # others decides whether its thread still has its scheduler time slice
+            order = MODES[rounds % len(MODES):] + MODES[:rounds % len(MODES)]
+            for threads, capped in order:
+                fastlmrl.set_num_threads(threads)
+                _free_cores.enabled = capped and ADAPTIVE
+                times[threads, capped].append(_timed(fn))
+            rounds += 1
+    finally:
+        _free_cores.enabled = ADAPTIVE
+    return tuple(items / statistics.median(times[m]) / 1e6 for m in MODES)
 
 
 def _busy_core():
@@ -151,29 +168,27 @@ def run(backends, kernels, seconds):
     print(file=sys.stderr)
     fastlmrl.set_num_threads(None)
     head = (f"{'kernel':<20} {'backend':<7} {'size':<28} {'1T idle':>8} {'2T idle':>8} "
-            f"{'1T busy':>8} {'2T busy':>8} {'2T/1T idle':>10} {'2T/1T busy':>10}")
+            f"{'1T busy':>8} {'2T busy':>8} {'2T/1T idle':>10} {'2T/1T busy':>10} "
+            f"{'fixed idle':>10} {'fixed busy':>10}")
+    cap = "capped by the free cores" if ADAPTIVE else "FASTLMRL_ADAPTIVE_THREADS=0: not capped"
     print(f"M items/s; busy = a spinning process pinned to core {_busy_core()} of "
-          f"{sorted(os.sched_getaffinity(0))}; medians over >= 3 alternating rounds")
+          f"{sorted(os.sched_getaffinity(0))}; medians over >= 6 rotating rounds; 2T = two "
+          f"threads as the public API runs them ({cap}); fixed = 2T/1T with exactly two threads "
+          "(the kernels' scheduling alone)")
     print(head)
     print("-" * len(head))
     for (name, backend, label), r in rows.items():
-        (i1, i2), (b1, b2) = r["idle"], r["busy"]
+        (i1, i2, i2f), (b1, b2, b2f) = r["idle"], r["busy"]
         print(f"{name:<20} {backend:<7} {label:<28} {i1:8.3g} {i2:8.3g} {b1:8.3g} {b2:8.3g} "
-              f"{i2 / i1:10.2f} {b2 / b1:10.2f}")
+              f"{i2 / i1:10.2f} {b2 / b1:10.2f} {i2f / i1:10.2f} {b2f / b1:10.2f}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="numba,cython")
     p.add_argument("--kernels", default="", help="comma-separated subset (default: all)")
-    p.add_argument("--seconds", type=float, default=0.4, help="time per rate (at least 3 rounds)")
-    p.add_argument("--fixed-threads", action="store_true",
-                   help="use exactly the set thread count (fastlmrl._free_cores.enabled = False): "
-                        "the kernels' own scheduling, without the cap by free cores")
+    p.add_argument("--seconds", type=float, default=0.4, help="time per rate (at least 6 rounds)")
     a = p.parse_args(argv)
-    if a.fixed_threads:
-        from fastlmrl import _free_cores
-        _free_cores.enabled = False
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         raise SystemExit("bench_threads needs at least two cores")

@@ -10,11 +10,14 @@ machine with a spinning process on one core: two threads 0.4-0.7x the speed of o
 several processes (``benchmarks/bench_threads.py``).  So a call takes only as many threads as
 there are cores that are free.
 
-How.  From ``/proc/stat`` (Linux): the busy time of the cores this process may run on, minus this
-process's own CPU time (its worker threads, spinning or not, are no load), over the last interval
-of at least ``INTERVAL`` seconds; a core counts as taken when other processes used more than half
-of it.  The estimate is refreshed at most every ``INTERVAL`` seconds (one read of /proc/stat,
-~20-50 us); in between a call costs one clock read.  Elsewhere (no /proc/stat) the requested
+How.  From ``/proc/stat`` (Linux), the larger of two estimates of the cores other processes
+occupy: the busy time of the cores this process may run on minus this process's own CPU time,
+over the interval since the last estimate (what they used), and the runnable tasks now
+(``procs_running``) minus this process's runnable threads (``/proc/self/task``), spread over the
+online cores (what they want: when this process's worker threads spin, they use the cores the
+others would have had, and the first estimate alone misses them).  A core counts as taken when
+other processes use or want more than half of it.  The estimate is refreshed at most every
+``INTERVAL`` seconds (~0.1-0.2 ms); in between a call costs one clock read.  Elsewhere (no /proc/stat) the requested
 count is used as is.  Results never depend on the thread count (every kernel computes each row
 the same way whichever thread takes it), so this changes speed only.
 
@@ -38,29 +41,46 @@ except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
     _TICK = 0.01
 
 
-def _busy_seconds(cores) -> float | None:
-    """Busy time (all but idle and iowait) of ``cores`` since boot, in seconds; None without
-    /proc/stat."""
+def _read_stat(cores):
+    """(busy seconds of ``cores`` since boot (all but idle and iowait), runnable tasks now
+    (``procs_running``, every core)); None without /proc/stat."""
     try:
         with open("/proc/stat", "rb") as f:
-            text = f.read(65536)
+            text = f.read()
     except OSError:
         return None
     busy = 0
+    running = 0
     for line in text.split(b"\n"):
-        if not line.startswith(b"cpu"):
-            break  # the per-core lines come first, after the total ("cpu  ...")
-        if line[3:4] == b" ":
-            continue
-        fields = line.split()
+        if line.startswith(b"cpu") and line[3:4] != b" ":
+            fields = line.split()
+            try:
+                cpu = int(fields[0][3:])
+            except ValueError:
+                continue
+            if cpu in cores:
+                ticks = [int(x) for x in fields[1:9]]
+                busy += sum(ticks) - ticks[3] - ticks[4]  # minus idle, iowait
+        elif line.startswith(b"procs_running"):
+            running = int(line.split()[1])
+    return busy * _TICK, running
+
+
+def _own_running() -> int:
+    """Threads of this process that are runnable now (the caller, worker threads spinning)."""
+    count = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tids:
         try:
-            cpu = int(fields[0][3:])
-        except ValueError:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read(512)
+        except OSError:
             continue
-        if cpu in cores:
-            ticks = [int(x) for x in fields[1:9]]
-            busy += sum(ticks) - ticks[3] - ticks[4]  # minus idle, iowait
-    return busy * _TICK
+        count += stat[stat.rfind(b")") + 2:][:1] == b"R"
+    return max(count, 1)
 
 
 def _cores():
@@ -82,15 +102,20 @@ def free_cores() -> int | None:
         if st["t"] is not None and now - st["t"] < INTERVAL:
             return st["free"]
         cores = _cores()
-        busy = _busy_seconds(cores)
+        stat = _read_stat(cores)
         own = time.process_time()
-        if busy is None:
+        if stat is None:
             st["t"], st["free"] = now, None
             return None
+        busy, running = stat
+        # other processes' runnable tasks now, spread over all online cores
+        online = os.cpu_count() or len(cores)
+        waiting = max(0, running - _own_running()) * len(cores) / max(online, len(cores))
         if st["t"] is not None:
             elapsed = now - st["t"]
-            others = max(0.0, (busy - st["busy"]) - (own - st["own"])) / elapsed
-            # a core is taken when other processes used more than half of it
+            used = max(0.0, (busy - st["busy"]) - (own - st["own"])) / elapsed
+            others = max(used, waiting)
+            # a core is taken when other processes use (or want) more than half of it
             st["free"] = max(1, min(len(cores), int(len(cores) - others + 0.5)))
         st["t"], st["busy"], st["own"] = now, busy, own
         return st["free"]

@@ -17,8 +17,11 @@ class FakeMachine:
         monkeypatch.setattr(_free_cores, "_state", {"t": None, "busy": 0.0, "own": 0.0,
                                                     "free": None})
         monkeypatch.setattr(_free_cores, "_cores", lambda: {0, 1})
-        monkeypatch.setattr(_free_cores, "_busy_seconds",
-                            lambda cores: (self.others + self.own) * self.t)
+        monkeypatch.setattr(_free_cores, "_read_stat",
+                            lambda cores: ((self.others + self.own) * self.t, self.running))
+        monkeypatch.setattr(_free_cores, "_own_running", lambda: 1)
+        monkeypatch.setattr(_free_cores.os, "cpu_count", lambda: 2)
+        self.running = 1
         monkeypatch.setattr(_free_cores.time, "monotonic", lambda: self.t)
         monkeypatch.setattr(_free_cores.time, "process_time", lambda: self.own * self.t)
         monkeypatch.setattr(_free_cores, "enabled", True)
@@ -46,11 +49,23 @@ def test_estimate_is_refreshed_at_most_every_interval(monkeypatch):
     assert _free_cores.kernel_threads(2) == 2
     m.others = 1.0  # another process starts spinning (busy time accrues from now on)
     base = m.t
-    monkeypatch.setattr(_free_cores, "_busy_seconds", lambda cores: m.others * (m.t - base))
+    monkeypatch.setattr(_free_cores, "_read_stat",
+                        lambda cores: (m.others * (m.t - base), 1))
     m.advance(_free_cores.INTERVAL / 2)
     assert _free_cores.kernel_threads(2) == 2  # within the interval: the last estimate
     m.advance(_free_cores.INTERVAL)
     assert _free_cores.kernel_threads(2) == 1
+
+
+@pytest.mark.parametrize("running,expected", [(1, 2), (2, 1), (5, 1)])
+def test_runnable_tasks_of_other_processes_count_too(monkeypatch, running, expected):
+    """Busy time alone misses another process displaced by this one's spinning threads: its
+    runnable task counts (procs_running minus this process's runnable threads)."""
+    m = FakeMachine(monkeypatch, 0.0, 2.0)  # this process used both cores
+    m.running = running
+    _free_cores.kernel_threads(2)
+    m.advance(0.5)
+    assert _free_cores.kernel_threads(2) == expected
 
 
 def test_disabled_uses_the_requested_count(monkeypatch):
