@@ -15,6 +15,8 @@ import inspect
 import math
 import numbers
 import warnings
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 
@@ -198,7 +200,8 @@ def raise_for_status(status: int, bounds: dict) -> None:
     """
     if status == _status.OK:
         return
-    name = _status.ARGUMENT.get(status, f"argument #{status}")
+    # ARGUMENT is keyed by Status, an IntEnum: a plain int finds the same entry
+    name = cast("dict[int, str]", _status.ARGUMENT).get(status, f"argument #{status}")
     if name in bounds:
         arr, bound = bounds[name]
         arr = np.asarray(arr)
@@ -215,7 +218,9 @@ def raise_for_status(status: int, bounds: dict) -> None:
     raise ValueError(f"invalid {name}")
 
 
-def renamed(deprecated: dict | None = None, ecosystem: dict | None = None):
+def renamed(
+    deprecated: dict[str, str] | None = None, ecosystem: dict[str, str] | None = None
+) -> Callable[[Any], Any]:
     """Decorator accepting other keyword spellings of a function's parameters (the one mechanism
     for parameter aliases; applied to a class, it wraps the class's ``__init__``, e.g. a config
     dataclass).
@@ -230,9 +235,10 @@ def renamed(deprecated: dict | None = None, ecosystem: dict | None = None):
     table = {old: (ours, True) for old, ours in (deprecated or {}).items()}
     table.update({theirs: (ours, False) for theirs, ours in (ecosystem or {}).items()})
 
-    def wrap(target):
+    def wrap(target: Any) -> Any:
         if isinstance(target, type):
-            target.__init__ = wrap(target.__init__)
+            # wrapping a class's __init__ is the point (mypy calls assigning one unsound)
+            target.__init__ = wrap(target.__init__)  # type: ignore[misc]
             return target
         params = inspect.signature(target).parameters
         for ours, _ in table.values():
@@ -244,9 +250,9 @@ def renamed(deprecated: dict | None = None, ecosystem: dict | None = None):
         qualname = target.__qualname__.replace(".__init__", "")
 
         @functools.wraps(target)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             if kwargs and any(k in table for k in kwargs):  # (traceable by torch.compile)
-                spelled = {}
+                spelled: dict[str, str] = {}
                 for other in [k for k in kwargs if k in table]:
                     ours, is_deprecated = table[other]
                     if ours in kwargs or where.get(ours, len(args)) < len(args):
@@ -260,7 +266,9 @@ def renamed(deprecated: dict | None = None, ecosystem: dict | None = None):
                     spelled[ours] = other
             return target(*args, **kwargs)
 
-        wrapper.renamed = dict(table)  # {other spelling: (ours, deprecated)}, for docs and tests
+        # {other spelling: (ours, deprecated)}, for docs and tests (an attribute of our own on
+        # the wrapper, hence the ignore)
+        wrapper.renamed = dict(table)  # type: ignore[attr-defined]
         return wrapper
 
     return wrap

@@ -64,13 +64,18 @@ initial policy of a tabular softmax agent and its frozen reference for a KL pena
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _limits
 from . import _validation as check
 from .rng import RandomStream, advance, check_capacity
 from .tokenizers import BOS_ID, EOS_ID
+
+if TYPE_CHECKING:
+    from .tokenizers import _Tokenizer
 
 __all__ = [
     "MAX_TABLE_ENTRIES",
@@ -93,14 +98,14 @@ _CHUNK = 1 << 20  # (context, token) pairs per vectorised block when building a 
 # ---------------------------------------------------------------------------------------------
 # context ids
 # ---------------------------------------------------------------------------------------------
-def _vocab(vocab_size) -> int:
+def _vocab(vocab_size: object) -> int:
     V = check.positive_int(vocab_size, "vocab_size", 1)
     if V >= _INT64_LIMIT:
         raise ValueError(f"vocab_size = {V} does not fit in int64 (must be < 2**63)")
     return V
 
 
-def _k(k, name: str = "k") -> int:
+def _k(k: object, name: str = "k") -> int:
     k = check.positive_int(k, name, 0)
     if k > MAX_CONTEXT_LENGTH:
         raise ValueError(f"{name} = {k} is too large: context ids of more than "
@@ -120,7 +125,7 @@ def _check_code_range(V: int, k: int, extra: int = 0) -> None:
                          "use a smaller vocabulary or a shorter context")
 
 
-def _id_array(x, name: str, bound: int, bound_text: str = "") -> np.ndarray:
+def _id_array(x: ArrayLike, name: str, bound: int, bound_text: str = "") -> NDArray[np.int64]:
     arr = np.asarray(x)
     if arr.dtype.kind not in "iu":
         if arr.size == 0 and arr.dtype.kind == "f":
@@ -153,7 +158,7 @@ def num_contexts(vocab_size: int, k: int) -> int:
     return V ** k
 
 
-def context_id(tokens, vocab_size: int) -> int:
+def context_id(tokens: ArrayLike, vocab_size: int) -> int:
     r"""The id :math:`\sum_j t_j V^{k-j}` of the k-gram ``tokens`` (oldest first; k = len)."""
     V = _vocab(vocab_size)
     arr = _id_array(tokens, "tokens", V)
@@ -166,7 +171,7 @@ def context_id(tokens, vocab_size: int) -> int:
     return c
 
 
-def context_tokens(ctx: int, k: int, vocab_size: int) -> np.ndarray:
+def context_tokens(ctx: int, k: int, vocab_size: int) -> NDArray[np.int64]:
     """Inverse of :func:`context_id`: the k tokens (oldest first, int64) of context ``ctx``."""
     V, k = _vocab(vocab_size), _k(k)
     _check_code_range(V, k)
@@ -181,7 +186,9 @@ def context_tokens(ctx: int, k: int, vocab_size: int) -> np.ndarray:
     return out
 
 
-def context_ids(tokens, k: int, vocab_size: int, bos_id: int | None = None) -> np.ndarray:
+def context_ids(
+    tokens: ArrayLike, k: int, vocab_size: int, bos_id: int | None = None
+) -> NDArray[np.int64]:
     """Context ids of the sliding k-token windows of ``tokens`` (vectorised; int64).
 
     ``seq = tokens`` (or ``[bos_id] * k + tokens`` when ``bos_id`` is given) and
@@ -209,7 +216,9 @@ def context_ids(tokens, k: int, vocab_size: int, bos_id: int | None = None) -> n
     return out
 
 
-def next_context(ctx, token, vocab_size: int, k: int):
+def next_context(
+    ctx: ArrayLike, token: ArrayLike, vocab_size: int, k: int
+) -> int | NDArray[np.int64]:
     r"""The context after emitting ``token`` in context ``ctx``: :math:`(c V + a) \bmod V^k`.
 
     The one formula every environment kernel uses (the oldest token falls off the front).
@@ -242,7 +251,7 @@ class _Level:
 
     __slots__ = ("codes", "counts", "hist", "hist_total", "hist_types")
 
-    def __init__(self, codes: np.ndarray, counts: np.ndarray, V: int):
+    def __init__(self, codes: NDArray[np.int64], counts: np.ndarray, V: int) -> None:
         self.codes = codes
         self.counts = counts.astype(np.float64)
         hist = codes // V  # sorted, since codes are
@@ -251,7 +260,7 @@ class _Level:
         self.hist_types = types.astype(np.float64)
 
 
-def _lookup(sorted_codes: np.ndarray, queries: np.ndarray):
+def _lookup(sorted_codes: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(found mask, index) of ``queries`` in ``sorted_codes``."""
     if sorted_codes.size == 0:
         return np.zeros(queries.shape, dtype=bool), np.zeros(queries.shape, dtype=np.int64)
@@ -260,6 +269,7 @@ def _lookup(sorted_codes: np.ndarray, queries: np.ndarray):
 
 
 SMOOTHINGS = ("kneser_ney", "add_k")
+_NOT_FITTED = "the NGramLM is not fitted: call fit(sequences, vocab_size) first"
 
 
 class NGramLM:
@@ -282,10 +292,23 @@ class NGramLM:
     >>> tok = fastlmrl.CharTokenizer(text)
     >>> lm = fastlmrl.NGramLM(order=3).fit(tok.encode_lines(text), tok.vocab_size)
     >>> policy, reference = lm.policy_tables()      # (V**2, V) log-probability tables
+
+    Attributes
+    ----------
+    order, smoothing, k, discount : the parameters above (validated).
+    vocab_size : int, or None before :meth:`fit`: the number of token ids ``V``.
+    bos_id, eos_id : int or None: the padding ids given to :meth:`fit` (None: no padding).
+    n_targets : int, the number of target positions counted by the last :meth:`fit`.
     """
 
+    vocab_size: int | None
+    bos_id: int | None
+    eos_id: int | None
+    _levels: list[_Level] | None
+    _table: NDArray[np.float64] | None
+
     def __init__(self, order: int = 3, smoothing: str = "kneser_ney", k: float = 1.0,
-                 discount: float = 0.75):
+                 discount: float = 0.75) -> None:
         self.order = check.positive_int(order, "order", 1)
         if self.order > MAX_CONTEXT_LENGTH + 1:
             raise ValueError(f"order = {self.order} is too large: n-gram codes of more than "
@@ -316,14 +339,27 @@ class NGramLM:
 
     @property
     def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has built the model."""
         return self._levels is not None
 
     def _require_fit(self) -> None:
         if not self.is_fitted:
-            raise RuntimeError("the NGramLM is not fitted: call fit(sequences, vocab_size) first")
+            raise RuntimeError(_NOT_FITTED)
+
+    def _V(self) -> int:
+        """``vocab_size`` once set by :meth:`fit` (for the type checker; no other effect)."""
+        if self.vocab_size is None:
+            raise RuntimeError(_NOT_FITTED)
+        return self.vocab_size
+
+    def _fitted_levels(self) -> list[_Level]:
+        """The statistics of a fitted model (RuntimeError before :meth:`fit`)."""
+        if self._levels is None:
+            raise RuntimeError(_NOT_FITTED)
+        return self._levels
 
     # -- fitting ----------------------------------------------------------------------------
-    def _sequences(self, sequences, V: int, name: str) -> list:
+    def _sequences(self, sequences: object, V: int, name: str) -> list[NDArray[np.int64]]:
         """A list of 1-D int64 id arrays in [0, V) from one sequence or a list of them."""
         if isinstance(sequences, np.ndarray) and sequences.ndim == 1:
             seqs = [sequences]
@@ -337,7 +373,7 @@ class NGramLM:
         else:
             raise TypeError(f"{name} must be an id array or a list of id arrays, "
                             f"got {type(sequences).__name__}")
-        out = []
+        out: list[Any] = []
         for i, s in enumerate(seqs):
             if isinstance(s, str):
                 raise TypeError(f"{name}[{i}] is a str: encode text with a tokenizer first")
@@ -357,24 +393,25 @@ class NGramLM:
             out = [a.astype(np.int64, copy=False) for a in out]
         return out
 
-    def _targets(self, seqs: list):
+    def _targets(self, seqs: list[NDArray[np.int64]]) -> tuple[np.ndarray, np.ndarray]:
         """The n-gram codes at every target position of the padded sequences (int64), and the
         history codes (n-1 grams) at the same positions (vectorised over all sequences)."""
-        n, V = self.order, self.vocab_size
+        n, V = self.order, self._V()
         if not seqs:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        pad = n - 1 if self.bos_id is not None else 0
-        e = 1 if self.eos_id is not None else 0
+        bos, eos = self.bos_id, self.eos_id
+        pad = n - 1 if bos is not None else 0
+        e = 1 if eos is not None else 0
         lengths = np.array([s.shape[0] for s in seqs], dtype=np.int64)
         padded = lengths + pad + e
         offsets = np.concatenate([[0], np.cumsum(padded)[:-1]])
         total = int(padded.sum())
-        flat = np.full(total, self.bos_id if pad else 0, dtype=np.int64)
+        flat = np.full(total, bos if pad and bos is not None else 0, dtype=np.int64)
         body = np.concatenate(seqs) if len(seqs) > 1 else seqs[0]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         flat[np.repeat(offsets + pad - starts, lengths) + np.arange(body.shape[0])] = body
-        if e:
-            flat[offsets + pad + lengths] = self.eos_id
+        if eos is not None:  # e == 1
+            flat[offsets + pad + lengths] = eos
         within = np.arange(total) - np.repeat(offsets, padded)
         pos = np.flatnonzero(within >= n - 1)  # each target has n-1 tokens of its own sequence
         hist = np.zeros(pos.shape, dtype=np.int64)
@@ -382,8 +419,8 @@ class NGramLM:
             hist = hist * V + flat[pos - (n - 1) + j]
         return hist * V + flat[pos], hist
 
-    def fit(self, sequences, vocab_size: int, bos_id: int | None = BOS_ID,
-            eos_id: int | None = EOS_ID):
+    def fit(self, sequences: ArrayLike | list[ArrayLike], vocab_size: int,
+            bos_id: int | None = BOS_ID, eos_id: int | None = EOS_ID) -> NGramLM:
         """Count the n-grams of ``sequences`` and build the smoothed model; returns ``self``.
 
         ``sequences``: one 1-D id array or a list of them (e.g. ``tokenizer.encode_lines(text)``),
@@ -420,7 +457,7 @@ class NGramLM:
         self._table = None
         return self
 
-    def fit_text(self, text: str, tokenizer):
+    def fit_text(self, text: str, tokenizer: _Tokenizer) -> NGramLM:
         """``fit(tokenizer.encode_lines(text), tokenizer.vocab_size, tokenizer.bos_id,
         tokenizer.eos_id)``: one training sequence per non-blank line."""
         if not isinstance(text, str):
@@ -437,9 +474,9 @@ class NGramLM:
     # -- probabilities ----------------------------------------------------------------------
     def _prob(self, hist: np.ndarray, tok: np.ndarray) -> np.ndarray:
         """P(tok | hist) in float64 for int64 arrays of full (n-1)-gram history codes."""
-        V = self.vocab_size
+        V, levels = self._V(), self._fitted_levels()
         if self.smoothing == "add_k":
-            lev = self._levels[0]
+            lev = levels[0]
             found_h, ih = _lookup(lev.hist, hist)
             found_g, ig = _lookup(lev.codes, hist * V + tok)
             den = np.where(found_h, lev.hist_total[ih], 0.0)
@@ -447,7 +484,7 @@ class NGramLM:
             return (c + self.k) / (den + self.k * V)
         D = self.discount
         p = np.full(hist.shape, 1.0 / V)
-        for m, lev in enumerate(self._levels, start=1):
+        for m, lev in enumerate(levels, start=1):
             h = hist % (V ** (m - 1))
             found_h, ih = _lookup(lev.hist, h)
             found_g, ig = _lookup(lev.codes, h * V + tok)
@@ -458,24 +495,25 @@ class NGramLM:
             p = gamma * p + alpha
         return p
 
-    def _lower_dense(self):
+    def _lower_dense(self) -> np.ndarray | None:
         """The dense (V**(n-2), V) table of P_{n-1} (KN; (1, V) uniform for n = 1), or None
         for add-k (a single order)."""
         if self.smoothing == "add_k":
             return None
-        p = np.full((1, self.vocab_size), 1.0 / self.vocab_size)
-        for m, lev in enumerate(self._levels[:-1], start=1):
-            p = self._level_terms(lev, 0, self.vocab_size ** (m - 1), p)
+        V = self._V()
+        p = np.full((1, V), 1.0 / V)
+        for m, lev in enumerate(self._fitted_levels()[:-1], start=1):
+            p = self._level_terms(lev, 0, V ** (m - 1), p)
         return p
 
-    def _level_terms(self, lev: _Level, lo: int, hi: int, lower):
+    def _level_terms(self, lev: _Level, lo: int, hi: int, lower: np.ndarray | None) -> np.ndarray:
         """Rows h in [lo, hi) of one order: add-k probabilities (``lower`` None) or the KN
         interpolation ``gamma[h] * lower[h mod S_lower] + alpha[h, w]``.
 
         The same float64 expressions as :meth:`_prob`, element by element (gamma = 1, alpha = 0
         for an unseen history; alpha = 0 for an unseen n-gram), so a dense table is bit-identical
         to pointwise lookups."""
-        V = self.vocab_size
+        V = self._V()
         H = hi - lo
         h_lo, h_hi = np.searchsorted(lev.hist, [lo, hi])
         hs = lev.hist[h_lo:h_hi] - lo
@@ -499,9 +537,9 @@ class NGramLM:
         base = lower[np.arange(lo, hi, dtype=np.int64) % S]
         return gamma[:, None] * base + alpha.reshape(H, V)
 
-    def _history_code(self, context, name: str = "context") -> int:
+    def _history_code(self, context: ArrayLike, name: str = "context") -> int:
         """The (n-1)-gram code of the last n-1 tokens of ``context`` (bos-padded on the left)."""
-        V, k = self.vocab_size, self.order - 1
+        V, k = self._V(), self.order - 1
         ctx = _id_array(context, name, V)
         if ctx.ndim != 1:
             raise ValueError(f"{name} must be 1-dimensional, got shape {ctx.shape}")
@@ -515,7 +553,7 @@ class NGramLM:
             code = code * V + t
         return code
 
-    def log_prob(self, token, context=()):
+    def log_prob(self, token: ArrayLike, context: ArrayLike = ()) -> float | NDArray[np.float64]:
         """Natural log of P(token | context).
 
         ``context``: the preceding token ids, oldest first; only the last ``order - 1`` are read,
@@ -526,13 +564,13 @@ class NGramLM:
         scalar = np.ndim(token) == 0
         if isinstance(token, (bool, np.bool_)):
             raise TypeError("token must be an int or an integer array, got bool")
-        tok = _id_array(token, "token", self.vocab_size)
+        tok = _id_array(token, "token", self._V())
         hist = np.full(tok.shape, self._history_code(context), dtype=np.int64)
         out = np.log(self._prob(hist, tok))
         return float(out) if scalar else out
 
-    def _table64(self, k: int) -> np.ndarray:
-        V, n1 = self.vocab_size, self.order - 1
+    def _table64(self, k: int) -> NDArray[np.float64]:
+        V, n1 = self._V(), self.order - 1
         if k < n1:
             raise ValueError(f"k must be >= order - 1 = {n1} (the table needs the whole history "
                              f"the model reads); got k={k}: fit a model of order k + 1")
@@ -541,7 +579,7 @@ class NGramLM:
             return self._table
         base_s = V ** n1
         base = np.empty((base_s, V), dtype=np.float64)
-        lower, top = self._lower_dense(), self._levels[-1]
+        lower, top = self._lower_dense(), self._fitted_levels()[-1]
         rows = max(1, _CHUNK // V)
         for r0 in range(0, base_s, rows):
             r1 = min(base_s, r0 + rows)
@@ -552,7 +590,7 @@ class NGramLM:
         # a longer context: the model only reads its last n-1 tokens = ctx mod V**(n-1)
         return base[np.arange(S, dtype=np.int64) % base_s]
 
-    def logits_table(self, k: int | None = None, dtype=np.float64) -> np.ndarray:
+    def logits_table(self, k: int | None = None, dtype: DTypeLike = np.float64) -> np.ndarray:
         r"""The (V**k, V) table ``L[c, w] = log P(w | context c)`` (a new, writeable array).
 
         ``c`` is the :func:`context_id` of the last ``k`` tokens (``k`` defaults to
@@ -563,12 +601,14 @@ class NGramLM:
         """
         self._require_fit()
         k = self.order - 1 if k is None else _k(k)
-        dtype = np.dtype(dtype)
-        if dtype not in check.FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        return self._table64(k).astype(dtype, copy=True)
+        dt = np.dtype(dtype)
+        if dt not in check.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        return self._table64(k).astype(dt, copy=True)
 
-    def policy_tables(self, k: int | None = None, dtype=np.float32):
+    def policy_tables(
+        self, k: int | None = None, dtype: DTypeLike = np.float32
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(policy, reference)``: two separate copies of :meth:`logits_table` — the initial
         policy logits to train in place, and the frozen reference policy (read-only) for the KL
         penalty."""
@@ -577,23 +617,24 @@ class NGramLM:
         reference.flags.writeable = False
         return policy, reference
 
-    def perplexity(self, sequences) -> float:
+    def perplexity(self, sequences: ArrayLike | list[ArrayLike]) -> float:
         r"""Perplexity :math:`\exp(-\frac{1}{N}\sum_i \log P(w_i \mid h_i))` over the targets of
         ``sequences`` (padded exactly as in :meth:`fit`: every token and each ``<eos>``).
 
         A uniform model over V ids has perplexity V.
         """
         self._require_fit()
-        seqs = self._sequences(sequences, self.vocab_size, "sequences")
+        V = self._V()
+        seqs = self._sequences(sequences, V, "sequences")
         codes, hist = self._targets(seqs)
         if codes.size == 0:
             raise ValueError("sequences hold no token to score")
-        logp = np.log(self._prob(hist, codes % self.vocab_size))
+        logp = np.log(self._prob(hist, codes % V))
         return float(np.exp(-np.mean(logp)))
 
     # -- sampling ---------------------------------------------------------------------------
-    def sample(self, n_tokens: int, seed, prompt=(), n_sequences: int | None = None,
-               stop_at_eos: bool = True):
+    def sample(self, n_tokens: int, seed: int | RandomStream, prompt: ArrayLike = (),
+               n_sequences: int | None = None, stop_at_eos: bool = True) -> NDArray[np.int64]:
         """Sample continuations of ``prompt`` from the model (temperature 1).
 
         Step ``t`` draws the next token of every sequence with
@@ -623,7 +664,7 @@ class NGramLM:
         B = 1 if n_sequences is None else check.positive_int(n_sequences, "n_sequences", 1)
         if not isinstance(stop_at_eos, (bool, np.bool_)):
             raise TypeError("stop_at_eos must be a bool")
-        V, k = self.vocab_size, self.order - 1
+        V, k = self._V(), self.order - 1
         _limits.check_elements(n_tokens * B, 8, "n_tokens", f"n_tokens * n_sequences = "
                                f"{n_tokens} * {B}")
         start = self._history_code(prompt, "prompt")
@@ -635,15 +676,16 @@ class NGramLM:
         ctx = np.full(B, start, dtype=np.int64)
         done = np.zeros(B, dtype=bool)
         stop = stop_at_eos and self.eos_id is not None
+        eos = -1 if self.eos_id is None else self.eos_id  # read only when stop
         try:
             for t in range(n_tokens):
                 if stop and done.all():
-                    out[:, t:] = self.eos_id
+                    out[:, t:] = eos
                     break
                 tok = boltzmann(table, ctx, 1.0, stream)
                 if stop:
-                    tok = np.where(done, self.eos_id, tok)
-                    done |= tok == self.eos_id
+                    tok = np.where(done, eos, tok)
+                    done |= tok == eos
                 out[:, t] = tok
                 ctx = (ctx * V + tok) % (V ** k)  # next_context
         finally:  # consume exactly n_tokens * B counters whatever happened (none on failure)
@@ -653,7 +695,7 @@ class NGramLM:
             return out
         seq = out[0]
         if stop:
-            hit = np.flatnonzero(seq == self.eos_id)
+            hit = np.flatnonzero(seq == eos)
             if hit.size:
                 seq = seq[: hit[0] + 1]
         return seq.copy()

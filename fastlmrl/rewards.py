@@ -28,6 +28,7 @@ KL-to-reference penalty of RLHF.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +218,8 @@ class RewardFunction:
         return _SumReward(self, other)
 
     def __radd__(self, other):
-        if isinstance(other, numbers.Number) and other == 0:  # sum([...])
+        # sum([...]) starts from int 0 (the ignore: numbers.Number declares no __eq__)
+        if isinstance(other, numbers.Number) and other == 0:  # type: ignore[comparison-overlap]
             return self
         return NotImplemented
 
@@ -245,8 +247,12 @@ def as_reward(reward):
 
 
 class _SumReward(RewardFunction):
-    def __init__(self, *parts):
-        flat = []
+    """``a + b + ...``: the sum of rewards (per-token when any part is)."""
+
+    parts: tuple[RewardFunction, ...]
+
+    def __init__(self, *parts: RewardFunction) -> None:
+        flat: list[RewardFunction] = []
         for p in parts:
             flat.extend(p.parts if isinstance(p, _SumReward) else [p])
         self.parts = tuple(flat)
@@ -523,7 +529,7 @@ def _is_numba_dispatcher(fn) -> bool:
     return isinstance(fn, Dispatcher)
 
 
-_DRIVERS = {}
+_DRIVERS: dict[bool, Any] = {}  # per_token -> jitted driver
 
 
 def _numba_driver(per_token: bool):

@@ -31,6 +31,11 @@ def _step(step) -> int:
 
 
 class _Schedule:
+    """Base of the schedules: ``schedule(step)`` and ``schedule.values(n)`` over ``_value``."""
+
+    def _value(self, t: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def __call__(self, step: int) -> float:
         return self._value(_step(step))
 

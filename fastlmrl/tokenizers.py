@@ -131,7 +131,7 @@ class _Tokenizer:
         ``max_vocab_size - 3`` remain, the most frequent are kept (ties: lower string first).
         """
         text = _check_text(text)
-        counts = Counter()
+        counts: Counter[str] = Counter()
         for line in text.splitlines():
             counts.update(self._split(line))
         for special in SPECIAL_TOKENS:  # a literal "<unk>" word in the text is the special token

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -255,7 +256,8 @@ class TabularValueTrainer(Trainer):
     """
 
     algorithm = "tabular_value"
-    Config = ValueConfig
+    # the config dataclass (Any: trainers/base.py declares Trainer.Config = None)
+    Config: Any = ValueConfig
     alpha_optional = False  # Monte Carlo: alpha=None means sample averages
 
     def __init__(self, env, config=None, seed: int = 0):

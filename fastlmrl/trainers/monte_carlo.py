@@ -40,7 +40,9 @@ class MonteCarloConfig(ValueConfig):
     ``drop_truncated`` — skip episodes that did not terminate.
     """
 
-    alpha: float | None = None
+    # None: sample averages (the base's alpha is a float; a subclass may widen a dataclass field's
+    # default only with this ignore)
+    alpha: float | None = None  # type: ignore[assignment]
     first_visit: bool = True
     drop_truncated: bool = False
 

@@ -34,11 +34,12 @@ methods' around the LM, :math:`\pi(a|s) \propto \pi_{ref}(a|s)\,e^{q_*(s,a)/\bet
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .. import _validation as check
-from ..dynamic_programming import TokenMDP, policy_iteration, value_iteration
+from ..dynamic_programming import DenseMDP, TokenMDP, policy_iteration, value_iteration
 from ..environments import ContextMDP
 from ..tabular_mdp import TabularMDP
 from ..log_probs import log_softmax
@@ -94,7 +95,14 @@ def text_transitions(env) -> tuple:
 
 
 class _Planner(Trainer):
-    def __init__(self, env, config=None, seed: int = 0):
+    """The shared planner: builds the known (or learned) MDP, solves it, evaluates the policy."""
+
+    # the config dataclass of the subclass (Any: trainers/base.py declares Trainer.Config = None)
+    Config: Any = None
+    mdp: TokenMDP | DenseMDP
+    prior: np.ndarray | None
+
+    def __init__(self, env: Any, config: Any = None, seed: int = 0) -> None:
         if config is None:
             config = self.Config()
         super().__init__(config, seed)
@@ -163,6 +171,8 @@ class _Planner(Trainer):
 
     def policy_logits(self, states) -> np.ndarray:
         """(n, A) logits :math:`\\log\\pi_{ref}(\\cdot|s) + q_*(s, \\cdot)/\\beta` (text)."""
+        if self.prior is None:
+            raise ValueError("policy_logits needs a planner of a TextTask")
         states = np.asarray(states, dtype=np.int64)
         return self.prior[states] + self.q[states].astype(np.float64) / self.config.kl_coef
 
@@ -183,7 +193,7 @@ class _Planner(Trainer):
         self.q[...] = result.q
         self.values[...] = result.values
         self.policy[...] = result.policy
-        starts = []
+        starts: list[np.ndarray] = []
         if self.prior is not None:  # the policy around the LM, its mode as ``policy``
             n_ctx = self.env.num_contexts
             self.policy[:n_ctx] = greedy(self.policy_logits(np.arange(n_ctx)), np.arange(n_ctx))
