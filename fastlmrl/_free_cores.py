@@ -6,8 +6,8 @@ schedule), but a call still ends by joining its threads: when another process ke
 (a shared machine, a laptop, a Ray worker next to another), the second thread waits for that core
 before it can even find that no chunk is left, and the call waits for it.  Measured on a 2-core
 machine with a spinning process on one core: two threads 0.4-0.7x the speed of one for
-``ppo_loss`` at (65536, 64), and 0.06-0.25x for ``token_log_probs`` on a machine loaded by
-several processes (``benchmarks/bench_threads.py``).  So a call takes only as many threads as
+``ppo_loss`` at (65536, 64), and 0.02-0.25x for ``token_log_probs`` on a machine loaded by
+several processes (``benchmarks/bench_threads.py``, columns "fixed").  So a call takes only as many threads as
 there are cores that are free.
 
 How.  From ``/proc/stat`` (Linux), the larger of two estimates of the cores other processes
@@ -17,9 +17,9 @@ over the interval since the last estimate (what they used), and the runnable tas
 online cores (what they want: when this process's worker threads spin, they use the cores the
 others would have had, and the first estimate alone misses them).  A core counts as taken when
 other processes use or want more than half of it.  The estimate is refreshed at most every
-``INTERVAL`` seconds (~0.1-0.2 ms); in between a call costs one clock read.  Elsewhere (no /proc/stat) the requested
-count is used as is.  Results never depend on the thread count (every kernel computes each row
-the same way whichever thread takes it), so this changes speed only.
+``INTERVAL`` seconds (~0.1-0.3 ms); in between a call costs one clock read.  Elsewhere (no
+/proc/stat) the requested count is used as is.  Results never depend on the thread count (every
+kernel computes each row the same way whichever thread takes it), so this changes speed only.
 
 ``enabled = False`` (or the environment variable ``FASTLMRL_ADAPTIVE_THREADS=0`` at import)
 turns it off: then every call uses the requested count.
