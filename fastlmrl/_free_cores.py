@@ -7,8 +7,8 @@ schedule), but a call still ends by joining its threads: when another process ke
 before it can even find that no chunk is left, and the call waits for it.  Measured on a 2-core
 machine with a spinning process on one core: two threads 0.4-0.7x the speed of one for
 ``ppo_loss`` at (65536, 64), and 0.02-0.25x for ``token_log_probs`` on a machine loaded by
-several processes (``benchmarks/bench_threads.py``, columns "fixed").  So a call takes only as many threads as
-there are cores that are free.
+several processes (``benchmarks/bench_threads.py``, columns "fixed").  So a call takes only as
+many threads as there are cores that are free.
 
 How.  From ``/proc/stat`` (Linux), the larger of two estimates of the cores other processes
 occupy: the busy time of the cores this process may run on minus this process's own CPU time,
