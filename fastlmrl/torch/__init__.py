@@ -57,6 +57,7 @@ __all__ = [
     "loss_weights",
     "ppo_loss",
     "reinforce_loss",
+    "sample_tokens",
     "set_buffer_cache",
     "token_log_probs",
 ]
