@@ -998,6 +998,8 @@ def bad_calls():
         (TypeError, "tokens must hold integer ids", lambda: ft.token_log_probs(x, t.double())),
         (ValueError, "tokens must have shape", lambda: ft.token_log_probs(x, t[:3])),
         (ValueError, "advantages must have shape", lambda: ft.ppo_loss(x, t, o, a[:3])),
+        (ValueError, "advantages must have shape", lambda: ft.ppo_loss(x, t, o, a[0])),
+        (ValueError, "at least one column", lambda: ft.ppo_loss(x[:, :0], t, o, a)),
         (ValueError, r"tokens\[1\] = 9 is out of range",
          lambda: ft.ppo_loss(x, torch.tensor([0, 9, 1, 2]), o, a)),
         (ValueError, r"tokens\[1\] = -1 is out of range",

@@ -352,7 +352,7 @@ def _vector(t, n: int, dtype) -> Optional[np.ndarray]:
         a = t.numpy()  # TypeError off the CPU, RuntimeError when it requires a gradient
     except (TypeError, RuntimeError):
         return None
-    if a.dtype is not dtype or a.shape[0] != n or a.ndim != 1 or not a.flags.c_contiguous:
+    if a.dtype is not dtype or a.ndim != 1 or a.shape[0] != n or not a.flags.c_contiguous:
         return None
     return a
 
@@ -400,7 +400,7 @@ def _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
         x = logits.numpy(force=True) if logits.requires_grad else logits.numpy()
     except (TypeError, ValueError, RuntimeError):  # unhashable or bad options, not on the CPU
         return None
-    if options is None:
+    if options is None or x.shape[1] == 0:
         return None
     n = x.shape[0]
     tok = tokens.numpy() if type(tokens) is Tensor and not tokens.requires_grad else None
