@@ -33,7 +33,7 @@ def keep_freed_memory(top_pad: int = TOP_PAD_BYTES) -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)  # the running process: its C library
-        libc.gnu_get_libc_version  # glibc only (musl has no M_TOP_PAD)
+        _ = libc.gnu_get_libc_version  # AttributeError unless glibc (musl has no M_TOP_PAD)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False

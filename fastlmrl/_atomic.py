@@ -26,6 +26,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+#: A file path argument: str, bytes or os.PathLike (checked by :func:`as_path`).
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 __all__ = ["STALE_AFTER_SECONDS", "as_path", "atomic_write", "atomic_write_text",
            "remove_stale_temp_files", "temp_name"]
@@ -43,7 +48,7 @@ _in_flight: set = set()  # temporary paths this process is writing now
 _lock = threading.Lock()
 
 
-def as_path(path, name: str = "path") -> str:
+def as_path(path: Any, name: str = "path") -> str:
     """``path`` (str, bytes or os.PathLike) as a str; TypeError / ValueError naming ``name``."""
     try:
         text = os.fsdecode(os.fspath(path))
@@ -61,7 +66,7 @@ def _host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
-def temp_name(path) -> str:
+def temp_name(path: str | os.PathLike[str]) -> str:
     """A fresh temporary path for ``path`` (same folder, the module's naming pattern)."""
     path = os.fspath(path)
     folder, base = os.path.split(os.path.abspath(path))
@@ -84,7 +89,7 @@ def _pid_alive(pid: int) -> bool | None:
     return True
 
 
-def remove_stale_temp_files(folder, now: float | None = None) -> list:
+def remove_stale_temp_files(folder: PathArg, now: float | None = None) -> list[str]:
     """Delete the stale temporary files of :func:`atomic_write` in ``folder`` (module docstring);
     return their paths.  Files of other names are never touched; errors are ignored (another
     process may be cleaning the same folder)."""
@@ -124,7 +129,7 @@ def remove_stale_temp_files(folder, now: float | None = None) -> list:
     return removed
 
 
-def atomic_write(path, write) -> None:
+def atomic_write(path: PathArg, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(binary_file)`` on a temporary file in ``path``'s folder, fsync it, then rename
     it over ``path`` (``os.replace``) and fsync the folder.  On any error the temporary file is
     removed and ``path`` is untouched.  The file gets mode ``0o666 & ~umask``; stale temporary
@@ -167,7 +172,7 @@ def atomic_write(path, write) -> None:
         os.close(dir_fd)
 
 
-def atomic_write_text(path, text: str) -> None:
+def atomic_write_text(path: PathArg, text: str) -> None:
     """Write ``text`` as UTF-8 (newlines kept as given) to ``path`` atomically."""
     data = text.encode("utf-8")
     atomic_write(path, lambda handle: handle.write(data))

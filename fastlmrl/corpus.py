@@ -187,7 +187,7 @@ def default_corpus() -> str:
     return generate_corpus(DEFAULT_SENTENCES, 0)
 
 
-def load_corpus(path=None) -> str:
+def load_corpus(path: str | os.PathLike[str] | None = None) -> str:
     """The default corpus (``path=None``) or the text of the file ``path``.
 
     The file is decoded as strict UTF-8 (a leading byte-order mark is dropped; ``\\r\\n`` and

@@ -29,7 +29,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without gymnasiu
         "pip install 'fastlmrl[gym]'"
     ) from exc
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .environments import ContextMDP, TextGenerationEnv
 from .tabular_mdp import TabularMDP
@@ -37,7 +40,9 @@ from .tabular_mdp import TabularMDP
 __all__ = ["TokenEnv", "TokenVectorEnv", "tabular_mdp_from_gymnasium"]
 
 
-def tabular_mdp_from_gymnasium(env, *, num_envs: int = 1, max_steps=None) -> TabularMDP:
+def tabular_mdp_from_gymnasium(
+    env: Any, *, num_envs: int = 1, max_steps: int | None = None
+) -> TabularMDP:
     """A :class:`fastlmrl.TabularMDP` with the dynamics of a Gymnasium toy-text environment.
 
     ``env`` is an environment (``gymnasium.make("FrozenLake-v1", is_slippery=True)``, wrappers
@@ -107,6 +112,13 @@ def _info_one(info):
 class TokenEnv(gym.Env):
     """A single token environment as a ``gymnasium.Env`` (default: the toy :class:`ContextMDP`).
 
+    ``TokenEnv(env=None)``: ``env`` a :class:`fastlmrl.ContextMDP`,
+    :class:`fastlmrl.TextGenerationEnv` or :class:`fastlmrl.TabularMDP` with ``num_envs=1``.
+    Observations are ``Discrete(S)`` state (context) ids, actions ``Discrete(A)`` token ids;
+    ``step`` returns ``(obs, reward, terminated, truncated, info)`` with Gymnasium's meanings
+    (``reward`` the :math:`R_{t+1}` that follows the action, a float).  Attribute ``env``: the
+    wrapped environment.
+
     ``reset(seed=...)`` seeds :attr:`np_random` (``super().reset``) and draws the fastlmrl stream
     seed from it, so equal seeds give equal episodes.  Stepping a finished episode raises
     RuntimeError (call ``reset``).
@@ -114,7 +126,7 @@ class TokenEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, env=None):
+    def __init__(self, env: Any = None) -> None:
         if env is None:
             env = ContextMDP()
         n_obs, n_actions = _sizes(env)
@@ -127,14 +139,18 @@ class TokenEnv(gym.Env):
         self.render_mode = None
         self._done = True
 
-    def reset(self, *, seed=None, options=None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.int64, dict[str, Any]]:
+        """Start an episode: ``(S_0, info)``."""
         super().reset(seed=_check_seed(seed))
         stream_seed = int(self.np_random.integers(0, 2**63))
         obs, info = self.env.reset(seed=stream_seed, options=options)
         self._done = False
         return np.int64(obs[0]), _info_one(info)
 
-    def step(self, action):
+    def step(self, action: Any) -> tuple[np.int64, float, bool, bool, dict[str, Any]]:
+        """Take token ``action``: ``(S_{t+1}, R_{t+1}, terminated, truncated, info)``."""
         if self._done:
             raise RuntimeError("the episode is over (or was never started): call reset()")
         if not self.action_space.contains(action):
@@ -151,11 +167,15 @@ class TokenVectorEnv(VectorEnv):
     ``reset(seed=int)`` starts the environment's random stream at that seed (a list of per-env
     seeds is not supported: the B sequences share one counter-based stream).  Infos hold
     ``prompt_ids`` (with the ``_prompt_ids`` mask) for a :class:`TextGenerationEnv`.
+
+    ``TokenVectorEnv(env)``: ``env`` a fastlmrl token environment (its ``num_envs`` = B
+    sub-environments); next-step autoreset (``AutoresetMode.NEXT_STEP``), as the wrapped
+    environment.  Attribute ``env``: the wrapped environment.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, env):
+    def __init__(self, env: Any) -> None:
         n_obs, n_actions = _sizes(env)
         self.env = env
         self.num_envs = env.num_envs
@@ -165,7 +185,10 @@ class TokenVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.render_mode = None
 
-    def reset(self, *, seed=None, options=None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset all B sequences: ``(obs (B,), infos)``."""
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer))):
             raise TypeError("seed must be an int (one stream for all sub-environments) or None")
@@ -175,7 +198,10 @@ class TokenVectorEnv(VectorEnv):
         obs, info = self.env.reset(seed=None if seed is None else int(seed), options=options)
         return obs, self._infos(info)
 
-    def step(self, actions):
+    def step(
+        self, actions: ArrayLike
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step all B sequences: ``(obs, rewards, terminated, truncated, infos)``, (B,) each."""
         obs, rewards, terminated, truncated, info = self.env.step(np.asarray(actions))
         return obs, rewards, terminated, truncated, self._infos(info)
 

@@ -28,9 +28,11 @@ KL-to-reference penalty of RLHF.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validation as check
 from .keyword_scores import _flatten_grams, _scores, word_flags
@@ -52,7 +54,9 @@ __all__ = [
 # argument checks
 
 
-def _token_batch(tokens, lengths, prompt_ids):
+def _token_batch(
+    tokens: ArrayLike, lengths: ArrayLike, prompt_ids: ArrayLike | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Validate (tokens (B, T), lengths (B,), prompt_ids (B,) or None); return int64 arrays."""
     arr = np.asarray(tokens)
     if arr.dtype.kind not in "iu":
@@ -112,7 +116,7 @@ def _validated(out, fn, per_token, n, horizon, lengths):
     return arr
 
 
-def terminal_to_per_token(scores, lengths, horizon: int) -> np.ndarray:
+def terminal_to_per_token(scores: ArrayLike, lengths: ArrayLike, horizon: int) -> np.ndarray:
     r"""Place terminal scores at each sequence's last token: a (B, T) float64 array.
 
     ``out[b, L_b - 1] = scores[b]``, every other entry 0 (the reward :math:`R_{L_b}` after the last
@@ -138,7 +142,13 @@ def terminal_to_per_token(scores, lengths, horizon: int) -> np.ndarray:
 
 @check.renamed(deprecated={"logprobs": "log_probs", "ref_logprobs": "ref_log_probs"},
                ecosystem={"beta": "kl_coef"})
-def kl_shaped(rewards, log_probs, ref_log_probs, kl_coef, valid=None) -> np.ndarray:
+def kl_shaped(
+    rewards: ArrayLike,
+    log_probs: ArrayLike,
+    ref_log_probs: ArrayLike,
+    kl_coef: float,
+    valid: ArrayLike | None = None,
+) -> np.ndarray:
     r"""KL-to-reference reward shaping (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al.
     2022, eq. 2): per token
 
@@ -199,45 +209,51 @@ class RewardFunction:
 
     per_token: bool = False
 
-    def compute(self, tokens, lengths, prompt_ids):  # pragma: no cover - abstract
+    def compute(  # pragma: no cover - abstract
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
+        """The rewards of a validated batch (int64 ``tokens`` (B, T), ``lengths`` (B,),
+        ``prompt_ids`` (B,) or None): (B,) or, with ``per_token``, (B, T)."""
         raise NotImplementedError
 
     def max_token_id(self) -> int:
         """Largest token id the reward refers to (-1 if none): environments check it fits V."""
         return -1
 
-    def __call__(self, tokens, lengths, prompt_ids=None) -> np.ndarray:
-        tokens, lengths, prompt_ids = _token_batch(tokens, lengths, prompt_ids)
-        out = self.compute(tokens, lengths, prompt_ids)
-        return _validated(out, self, self.per_token, tokens.shape[0], tokens.shape[1], lengths)
+    def __call__(
+        self, tokens: ArrayLike, lengths: ArrayLike, prompt_ids: ArrayLike | None = None
+    ) -> np.ndarray:
+        toks, lens, prompts = _token_batch(tokens, lengths, prompt_ids)
+        out = self.compute(toks, lens, prompts)
+        return _validated(out, self, self.per_token, toks.shape[0], toks.shape[1], lens)
 
-    def __add__(self, other):
+    def __add__(self, other: object) -> RewardFunction:
         other = as_reward(other)
         if other is None:
             return NotImplemented
         return _SumReward(self, other)
 
-    def __radd__(self, other):
+    def __radd__(self, other: object) -> RewardFunction:
         # sum([...]) starts from int 0 (the ignore: numbers.Number declares no __eq__)
         if isinstance(other, numbers.Number) and other == 0:  # type: ignore[comparison-overlap]
             return self
         return NotImplemented
 
-    def __mul__(self, scale):
+    def __mul__(self, scale: object) -> RewardFunction:
         if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
             return NotImplemented
         return _ScaledReward(self, _finite_real(scale, "scale"))
 
     __rmul__ = __mul__
 
-    def __neg__(self):
+    def __neg__(self) -> RewardFunction:
         return _ScaledReward(self, -1.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-def as_reward(reward):
+def as_reward(reward: object) -> RewardFunction | None:
     """None -> None; a RewardFunction as is; any other callable -> ``CallableReward(reward)``."""
     if reward is None or isinstance(reward, RewardFunction):
         return reward
@@ -258,7 +274,9 @@ class _SumReward(RewardFunction):
         self.parts = tuple(flat)
         self.per_token = any(p.per_token for p in self.parts)
 
-    def compute(self, tokens, lengths, prompt_ids):
+    def compute(
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
         horizon = tokens.shape[1]
         total = np.zeros((tokens.shape[0], horizon) if self.per_token else tokens.shape[0])
         for part in self.parts:
@@ -268,26 +286,28 @@ class _SumReward(RewardFunction):
             total = total + r
         return total
 
-    def max_token_id(self):
+    def max_token_id(self) -> int:
         return max(p.max_token_id() for p in self.parts)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return " + ".join(repr(p) for p in self.parts)
 
 
 class _ScaledReward(RewardFunction):
-    def __init__(self, inner, scale):
+    def __init__(self, inner: RewardFunction, scale: float) -> None:
         self.inner = inner
         self.scale = scale
         self.per_token = inner.per_token
 
-    def compute(self, tokens, lengths, prompt_ids):
+    def compute(
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
         return self.scale * self.inner(tokens, lengths, prompt_ids)
 
-    def max_token_id(self):
+    def max_token_id(self) -> int:
         return self.inner.max_token_id()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{self.scale!r} * {self.inner!r}"
 
 
@@ -338,7 +358,8 @@ class TargetMatch(RewardFunction):
 
     MODES = ("fraction", "prefix", "exact")
 
-    def __init__(self, targets, mode: str = "fraction", per_token: bool = False, eos_id=None):
+    def __init__(self, targets: ArrayLike | list[ArrayLike], mode: str = "fraction",
+                 per_token: bool = False, eos_id: int | None = None) -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         if per_token and mode == "exact":
@@ -346,6 +367,7 @@ class TargetMatch(RewardFunction):
         self.mode = mode
         self.per_token = bool(per_token)
         self.eos_id = _check_eos(eos_id)
+        seqs: list[Any]
         if isinstance(targets, np.ndarray) and targets.ndim == 1:
             seqs, self.per_prompt = [targets], False
         elif isinstance(targets, (list, tuple)) and targets and np.ndim(targets[0]) == 1:
@@ -361,10 +383,12 @@ class TargetMatch(RewardFunction):
             self._targets[i, :s.size] = s
         self._target_lengths = np.array([s.size for s in seqs], dtype=np.int64)
 
-    def max_token_id(self):
+    def max_token_id(self) -> int:
         return int(self._targets.max())
 
-    def compute(self, tokens, lengths, prompt_ids):
+    def compute(
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
         n, horizon = tokens.shape
         if self.per_prompt:
             if prompt_ids is None:
@@ -395,7 +419,7 @@ class TargetMatch(RewardFunction):
             return common / goal_len
         return ((length == goal_len) & (common == goal_len)).astype(np.float64)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"TargetMatch(mode={self.mode!r}, per_token={self.per_token})"
 
 
@@ -414,8 +438,9 @@ class KeywordReward(RewardFunction):
     so the per-token rewards of every prefix sum to that prefix's score.
     """
 
-    def __init__(self, weights, per_token: bool = False, presence: bool = False,
-                 normalize: bool = False, word_tokens=None):
+    def __init__(self, weights: dict[Any, float] | ArrayLike, per_token: bool = False,
+                 presence: bool = False, normalize: bool = False,
+                 word_tokens: ArrayLike | None = None) -> None:
         if not isinstance(weights, dict):
             weights = {k: 1.0 for k in _id_sequence(weights, "weights").tolist()}
         if not weights:
@@ -436,10 +461,12 @@ class KeywordReward(RewardFunction):
         self._word_flags = word_flags(word_tokens)
         self.word_tokens = tuple(int(i) for i in np.flatnonzero(self._word_flags))
 
-    def max_token_id(self):
+    def max_token_id(self) -> int:
         return max(max(g) for g, _ in self.grams)
 
-    def compute(self, tokens, lengths, prompt_ids):
+    def compute(
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         out = _scores(tokens, lengths, self._gram_tokens, self._gram_offsets, self._gram_weights,
@@ -448,7 +475,7 @@ class KeywordReward(RewardFunction):
             out /= np.maximum(lengths, 1)[:, None]
         return out if self.per_token else out.sum(axis=1)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         whole = ", whole words" if self.word_tokens else ""
         return f"KeywordReward({len(self.grams)} keys, per_token={self.per_token}{whole})"
 
@@ -461,12 +488,14 @@ class RepetitionPenalty(RewardFunction):
     one repeated bigram).  Per token, :math:`-w` is paid at the last token of each repeat.
     """
 
-    def __init__(self, n: int = 2, weight: float = 1.0, per_token: bool = False):
+    def __init__(self, n: int = 2, weight: float = 1.0, per_token: bool = False) -> None:
         self.n = check.positive_int(n, "n")
         self.weight = _finite_real(weight, "weight")
         self.per_token = bool(per_token)
 
-    def compute(self, tokens, lengths, prompt_ids):
+    def compute(
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
         rows, horizon = tokens.shape
         n = self.n
         out = np.zeros((rows, horizon))
@@ -486,7 +515,7 @@ class RepetitionPenalty(RewardFunction):
                 out[b_idx[repeat], s_idx[repeat] + n - 1] = -self.weight
         return out if self.per_token else out.sum(axis=1)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RepetitionPenalty(n={self.n}, weight={self.weight}, per_token={self.per_token})"
 
 
@@ -497,7 +526,8 @@ class LengthPenalty(RewardFunction):
     for every token.
     """
 
-    def __init__(self, weight: float = 1.0, target=None, per_token: bool = False, eos_id=None):
+    def __init__(self, weight: float = 1.0, target: int | None = None, per_token: bool = False,
+                 eos_id: int | None = None) -> None:
         self.weight = _finite_real(weight, "weight")
         self.target = None if target is None else check.positive_int(target, "target", 0)
         if per_token and self.target is not None:
@@ -505,7 +535,9 @@ class LengthPenalty(RewardFunction):
         self.per_token = bool(per_token)
         self.eos_id = _check_eos(eos_id)
 
-    def compute(self, tokens, lengths, prompt_ids):
+    def compute(
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
         length = _effective_lengths(tokens, lengths, self.eos_id)
         if self.per_token:
             return -self.weight * _valid_mask(length, tokens.shape[1]).astype(np.float64)
@@ -513,7 +545,7 @@ class LengthPenalty(RewardFunction):
             return -self.weight * length.astype(np.float64)
         return -self.weight * np.abs(length - self.target).astype(np.float64)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LengthPenalty(weight={self.weight}, target={self.target})"
 
 
@@ -572,16 +604,19 @@ class CallableReward(RewardFunction):
     The output is validated like every reward's (shape, dtype, NaN / infinity).
     """
 
-    def __init__(self, fn, per_token: bool = False, per_sequence: bool = False, name=None):
+    def __init__(self, fn: Callable[..., Any], per_token: bool = False,
+                 per_sequence: bool = False, name: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.fn = fn
         self.per_token = bool(per_token)
         self.per_sequence = bool(per_sequence)
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = cast(str, name or getattr(fn, "__name__", type(fn).__name__))
         self.jitted = self.per_sequence and _is_numba_dispatcher(fn)
 
-    def compute(self, tokens, lengths, prompt_ids):
+    def compute(
+        self, tokens: np.ndarray, lengths: np.ndarray, prompt_ids: np.ndarray | None
+    ) -> ArrayLike:
         if not self.per_sequence:
             return self.fn(tokens, lengths, prompt_ids)
         n, horizon = tokens.shape
@@ -607,5 +642,5 @@ class CallableReward(RewardFunction):
                 out[b] = r
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.name

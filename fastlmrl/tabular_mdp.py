@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backend
 from . import _validation as check
@@ -55,7 +57,16 @@ __all__ = ["SSPResult", "TabularMDP"]
 
 @dataclass
 class SSPResult:
-    """What :meth:`TabularMDP.value_iteration` returns."""
+    """What :meth:`TabularMDP.value_iteration` returns (stochastic-shortest-path value iteration).
+
+    Attributes
+    ----------
+    values : (S,) float64, :math:`v_k` after the last sweep (0 is the value after termination).
+    q : (S, A) float64, :math:`r(s, a) + \\gamma \\sum_{s'} P_{continue}[s, a, s']\\, v_k(s')`.
+    policy : (S,) int64, greedy in ``q`` (ties: the lowest action).
+    num_iter : the number of sweeps done.
+    converged : whether the stopping rule was met within ``max_iter``.
+    """
 
     values: np.ndarray  #: (S,) float64 v_k (0 is the value after termination)
     q: np.ndarray       #: (S, A) float64 r(s, a) + gamma * sum_s' P_continue[s, a, s'] v_k(s')
@@ -96,7 +107,8 @@ class TabularMDP:
     ``step(actions) -> (obs, rewards, terminated, truncated, info)`` with next-step autoreset.
     """
 
-    def __init__(self, transitions, initial_distribution=None, *, num_envs=1, max_steps=None):
+    def __init__(self, transitions: Any, initial_distribution: int | ArrayLike | None = None, *,
+                 num_envs: int = 1, max_steps: int | None = None) -> None:
         try:
             n_states = len(transitions)
         except TypeError:
@@ -273,7 +285,7 @@ class TabularMDP:
         return np.bincount(self._pair, weights=self._probabilities * self._rewards,
                            minlength=n_pairs).reshape(self._num_states, self._num_actions)
 
-    def transition_matrices(self) -> tuple:
+    def transition_matrices(self) -> tuple[np.ndarray, np.ndarray]:
         r"""``(P, P_continue)``, both (S, A, S) float64: :math:`P[s, a, s'] = p(s' \mid s, a)`
         and its part through outcomes that do not terminate (the substochastic matrix of the
         stochastic-shortest-path form, :math:`Q(s,a) = r(s,a) + \gamma \sum_{s'}
@@ -318,7 +330,7 @@ class TabularMDP:
         R[idx] = 0.0
         return DenseMDP(P, R)
 
-    def episodic_problem(self):
+    def episodic_problem(self) -> str | None:
         r"""None when :math:`\gamma = 1` is well defined, else the reason (a str).
 
         The stochastic-shortest-path conditions (Bertsekas & Tsitsiklis 1991; Bertsekas,
@@ -449,7 +461,9 @@ class TabularMDP:
                 raise ValueError(f"the environment's {name[1:]} array was replaced or damaged: "
                                  "assign a (num_envs,) integer array to it, or call reset()")
 
-    def reset(self, seed=None, options=None):
+    def reset(
+        self, seed: int | RandomStream | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sequence: ``(obs (B,) int64 states S_0, info {})``; ``seed`` None (continue
         the stream), an int or a :class:`fastlmrl.RandomStream` (used and advanced)."""
         self._check_state()
@@ -460,7 +474,9 @@ class TabularMDP:
         self._commit_reset(mask, stream, plan)
         return self._states.copy(), {}
 
-    def step(self, actions):
+    def step(
+        self, actions: ArrayLike
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every sequence: ``(obs, rewards, terminated, truncated, info)`` ((B,) arrays).
 
         Next-step autoreset as :class:`fastlmrl.ContextMDP`.  Bad actions or an exhausted stream

@@ -27,8 +27,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._atomic import atomic_write_text
 
@@ -50,15 +52,17 @@ _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() s
 _FORMAT = "fastlmrl.tokenizer"
 _ID_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 _INT64_MAX = 2**63 - 1
+_T = TypeVar("_T", bound="_Tokenizer")
 
 
-def _check_text(text, name: str = "text") -> str:
+
+def _check_text(text: object, name: str = "text") -> str:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}")
     return text
 
 
-def _check_optional_int(x, name: str, minimum: int):
+def _check_optional_int(x: Any, name: str, minimum: int) -> int | None:
     if x is None:
         return None
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
@@ -70,7 +74,7 @@ def _check_optional_int(x, name: str, minimum: int):
     return int(x)
 
 
-def _check_bool(x, name: str) -> bool:
+def _check_bool(x: object, name: str) -> bool:
     if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
     return bool(x)
@@ -83,11 +87,12 @@ class _Tokenizer:
     bos_id, eos_id, unk_id = BOS_ID, EOS_ID, UNK_ID
     bos_token, eos_token, unk_token = BOS, EOS, UNK
 
-    def __init__(self, text: str | None = None, *, tokens=None, min_count: int = 1,
-                 max_vocab_size: int | None = None):
-        self.min_count = _check_optional_int(min_count, "min_count", 1)
-        if self.min_count is None:
+    def __init__(self, text: str | None = None, *, tokens: Any = None, min_count: int = 1,
+                 max_vocab_size: int | None = None) -> None:
+        checked = _check_optional_int(min_count, "min_count", 1)
+        if checked is None:
             raise TypeError("min_count must be an int")
+        self.min_count: int = checked
         self.max_vocab_size = _check_optional_int(max_vocab_size, "max_vocab_size",
                                                   len(SPECIAL_TOKENS) + 1)
         if text is not None and tokens is not None:
@@ -106,7 +111,7 @@ class _Tokenizer:
         """Final order of the selected regular tokens."""
         return tokens
 
-    def _check_tokens(self, tokens) -> list:
+    def _check_tokens(self, tokens: Any) -> list:
         tokens = list(tokens)
         for t in tokens:
             if not isinstance(t, str):
@@ -123,7 +128,7 @@ class _Tokenizer:
         self._id_to_token = list(SPECIAL_TOKENS) + list(regular)
         self._token_to_id = {t: i for i, t in enumerate(self._id_to_token)}
 
-    def fit(self, text: str):
+    def fit(self: _T, text: str) -> _T:
         """(Re)build the vocabulary from ``text``; returns ``self``.
 
         Tokens are counted over the lines of ``text`` (line breaks are sequence separators, never
@@ -149,19 +154,19 @@ class _Tokenizer:
         return len(self._id_to_token)
 
     @property
-    def tokens(self) -> list:
+    def tokens(self) -> list[str]:
         """Every token string, in id order (a copy)."""
         return list(self._id_to_token)
 
-    def get_vocab(self) -> dict:
+    def get_vocab(self) -> dict[str, int]:
         """``{token: id}`` (a copy)."""
         return dict(self._token_to_id)
 
-    def token_to_id(self, token: str):
+    def token_to_id(self, token: str) -> int | None:
         """The id of ``token``, or None when it is not in the vocabulary."""
         return self._token_to_id.get(_check_text(token, "token"))
 
-    def id_to_token(self, token_id: int):
+    def id_to_token(self, token_id: int) -> str | None:
         """The string of id ``token_id``, or None when it is out of range."""
         if isinstance(token_id, (bool, np.bool_)) or not isinstance(token_id, (int, np.integer)):
             raise TypeError(f"token_id must be an int, got {type(token_id).__name__}")
@@ -172,7 +177,7 @@ class _Tokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return (type(self) is type(other) and self._id_to_token == other._id_to_token
                 and self.min_count == other.min_count
                 and self.max_vocab_size == other.max_vocab_size)
@@ -186,7 +191,7 @@ class _Tokenizer:
         return np.array(ids, dtype=np.int64)
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False,
-               dtype=np.int64) -> np.ndarray:
+               dtype: DTypeLike = np.int64) -> np.ndarray:
         """Token ids of ``text`` (unknown tokens -> ``<unk>`` = 2), as a 1-D int32/int64 array.
 
         ``add_bos`` prepends one ``<bos>``, ``add_eos`` appends ``<eos>``.  Line-break characters
@@ -206,7 +211,7 @@ class _Tokenizer:
                 ([np.array([EOS_ID])] if add_eos else [])
         return np.concatenate(parts).astype(dtype, copy=False)
 
-    def encode_lines(self, text: str, *, dtype=np.int64) -> list:
+    def encode_lines(self, text: str, *, dtype: DTypeLike = np.int64) -> list[np.ndarray]:
         """One id array per non-blank line of ``text`` (lines stripped of surrounding whitespace),
         without ``<bos>``/``<eos>``: the sequences that :meth:`fastlmrl.NGramLM.fit` pads."""
         text = _check_text(text)
@@ -216,7 +221,7 @@ class _Tokenizer:
     def _join(self, tokens: list) -> str:
         raise NotImplementedError
 
-    def decode(self, ids, *, skip_special: bool = True) -> str:
+    def decode(self, ids: ArrayLike, *, skip_special: bool = True) -> str:
         """The text of ``ids`` (1-D integer ids in [0, vocab_size)).
 
         With ``skip_special`` (default) ``<bos>`` and ``<eos>`` are dropped; ``<unk>`` is always
@@ -242,7 +247,7 @@ class _Tokenizer:
         return self._join(out)
 
     # -- persistence ------------------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": _FORMAT,
             "version": 1,
@@ -252,12 +257,12 @@ class _Tokenizer:
             "tokens": self._id_to_token,
         }
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer to ``path`` as JSON (atomically)."""
         atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=True, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path):
+    def load(cls: type[_T], path: str | os.PathLike[str]) -> _T:
         """Read a tokenizer saved by :meth:`save` (it must be of this class)."""
         tok = load_tokenizer(path)
         if not isinstance(tok, cls):
@@ -272,6 +277,24 @@ class CharTokenizer(_Tokenizer):
     ``CharTokenizer(text)`` fits on ``text``; ``CharTokenizer(tokens=[...])`` uses the given
     characters (ids 3, 4, ... in that order).  Encoding is vectorised (NumPy ``searchsorted`` over
     the code points), so encoding a large corpus has no Python loop per character.
+
+    Parameters
+    ----------
+    text : str or None
+        Fit the vocabulary on ``text`` (:meth:`fit`); give ``text`` or ``tokens``, not both.
+    tokens : iterable of str, keyword-only
+        The regular tokens, in id order from 3 (unique, no special token, no line break).
+    min_count : int >= 1
+        Tokens seen fewer times in ``text`` are dropped (``<unk>``).
+    max_vocab_size : int >= 4 or None
+        The most ids, the 3 special tokens included (the most frequent tokens are kept).
+
+    Attributes
+    ----------
+    vocab_size : the number of ids ``V`` (the 3 special tokens included).
+    bos_id, eos_id, unk_id : 0, 1, 2: the ids of ``<bos>``, ``<eos>``, ``<unk>`` (also
+        ``bos_token``, ``eos_token``, ``unk_token``: the strings, as in Hugging Face tokenizers).
+    kind : ``"char"`` or ``"word"``, the type recorded by :meth:`save`.
     """
 
     kind = "char"
@@ -282,7 +305,7 @@ class CharTokenizer(_Tokenizer):
     def _order(self, tokens: list) -> list:
         return sorted(tokens)
 
-    def _check_tokens(self, tokens) -> list:
+    def _check_tokens(self, tokens: Any) -> list:
         tokens = super()._check_tokens(tokens)
         for t in tokens:
             if len(t) != 1:
@@ -315,6 +338,24 @@ class WordTokenizer(_Tokenizer):
     Regular tokens are ordered by decreasing count in the fitting text (ties: string order), so
     ``max_vocab_size`` keeps the most frequent words.  ``decode`` joins words with one space, so
     ``decode(encode(t)) == " ".join(t.split())`` when every word is in the vocabulary.
+
+    Parameters
+    ----------
+    text : str or None
+        Fit the vocabulary on ``text`` (:meth:`fit`); give ``text`` or ``tokens``, not both.
+    tokens : iterable of str, keyword-only
+        The regular tokens, in id order from 3 (unique, no special token, no line break).
+    min_count : int >= 1
+        Tokens seen fewer times in ``text`` are dropped (``<unk>``).
+    max_vocab_size : int >= 4 or None
+        The most ids, the 3 special tokens included (the most frequent tokens are kept).
+
+    Attributes
+    ----------
+    vocab_size : the number of ids ``V`` (the 3 special tokens included).
+    bos_id, eos_id, unk_id : 0, 1, 2: the ids of ``<bos>``, ``<eos>``, ``<unk>`` (also
+        ``bos_token``, ``eos_token``, ``unk_token``: the strings, as in Hugging Face tokenizers).
+    kind : ``"char"`` or ``"word"``, the type recorded by :meth:`save`.
     """
 
     kind = "word"
@@ -326,10 +367,13 @@ class WordTokenizer(_Tokenizer):
         return " ".join(tokens)
 
 
-_KINDS = {"char": CharTokenizer, "word": WordTokenizer}
+_KINDS: dict[str, type[CharTokenizer] | type[WordTokenizer]] = {
+    "char": CharTokenizer,
+    "word": WordTokenizer,
+}
 
 
-def load_tokenizer(path):
+def load_tokenizer(path: str | os.PathLike[str]) -> CharTokenizer | WordTokenizer:
     """Read a :class:`CharTokenizer` or :class:`WordTokenizer` saved with ``save(path)``.
 
     Raises ValueError naming the file when it is missing, not UTF-8 JSON, or not a fastlmrl

@@ -54,10 +54,12 @@ with :math:`x_0` = ``epsilon_start`` / ``temperature_start``, :math:`x_1` = ``..
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _validation as check
 from ..environments import ContextMDP, TextGenerationEnv
@@ -80,7 +82,8 @@ class ValueConfig:
 
     Attributes
     ----------
-    alpha : step size :math:`\\alpha \\in (0, 1]`.
+    alpha : step size :math:`\\alpha \\in (0, 1]` of the TD / MC update (S&B's α, a learning
+        rate).
     gamma : discount :math:`\\gamma \\in [0, 1]` (default 0.9, the seed toy's: README, ContextMDP).
     exploration : ``"epsilon_greedy"`` or ``"boltzmann"`` (the behaviour policy).
     epsilon_start, epsilon_end : ε schedule ends, in [0, 1] (ε-greedy).
@@ -92,7 +95,8 @@ class ValueConfig:
     dtype : table dtype, ``"float32"`` or ``"float64"`` (arithmetic is float64 either way).
     max_episode_steps : safety cut per episode (treated as a truncation, see module docstring).
     kl_coef : β > 0 of the behaviour policy around a language model (module docstring; used only
-        when the trainer is given a :class:`fastlmrl.tasks.TextTask`).
+        when the trainer is given a :class:`fastlmrl.tasks.TextTask`), in reward units: the
+        coefficient TRL calls ``beta`` (only ``kl_coef`` is accepted here).
     """
 
     alpha: float = 0.1
@@ -110,7 +114,7 @@ class ValueConfig:
     kl_coef: float = 0.1
 
 
-def _choice(value, name, allowed):
+def _choice(value: object, name: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str):
         raise TypeError(f"config.{name} must be a str, got {type(value).__name__}")
     if value not in allowed:
@@ -118,7 +122,7 @@ def _choice(value, name, allowed):
     return value
 
 
-def validate_common(cfg, *, alpha_optional: bool = False) -> None:
+def validate_common(cfg: Any, *, alpha_optional: bool = False) -> None:
     """Check the :class:`ValueConfig` fields; ValueError / TypeError naming ``config.<field>``."""
     if cfg.alpha is None and alpha_optional:
         pass
@@ -139,7 +143,7 @@ def validate_common(cfg, *, alpha_optional: bool = False) -> None:
     make_schedule(cfg)  # the exponential schedule needs positive ends
 
 
-def make_schedule(cfg):
+def make_schedule(cfg: Any) -> ConstantSchedule | LinearSchedule | ExponentialSchedule:
     """The exploration schedule of ``cfg`` (a callable of the iteration number)."""
     if cfg.exploration == "epsilon_greedy":
         start, end, name = cfg.epsilon_start, cfg.epsilon_end, "epsilon"
@@ -157,7 +161,7 @@ def make_schedule(cfg):
     return ExponentialSchedule(start, end, decay)
 
 
-def env_sizes(env) -> tuple:
+def env_sizes(env: ContextMDP | TextGenerationEnv | TabularMDP) -> tuple[int, int]:
     """(number of states, number of actions) of a fastlmrl environment.
 
     :class:`fastlmrl.ContextMDP`: ``(num_states, num_actions)`` (the END state included);
@@ -176,14 +180,24 @@ def env_sizes(env) -> tuple:
 
 @dataclass
 class EpisodeBatch:
-    """What :func:`play_episodes` saw: one entry per row (= per episode)."""
+    """What :func:`play_episodes` saw: one entry per row (= per episode).
+
+    Attributes
+    ----------
+    returns : (B,) float64, the undiscounted return :math:`R_1 + \\dots + R_T` of each episode.
+    lengths : (B,) int64, the number of steps ``T`` of each episode.
+    truncated : (B,) bool, ended by a time limit (or the trainer's safety cut), not terminated.
+    steps : the total number of transitions, ``lengths.sum()``.
+    """
 
     returns: np.ndarray    #: (B,) float64, undiscounted sum of the rewards R_1 + ... + R_T
     lengths: np.ndarray    #: (B,) int64, number of steps T
     truncated: np.ndarray  #: (B,) bool, ended by a time limit (or the safety cut), not terminated
     steps: int             #: total number of transitions
 
-    def metrics(self) -> dict:
+    def metrics(self) -> dict[str, float | int]:
+        """``reward`` (mean return), ``episode_length`` (mean T), ``truncated`` (fraction),
+        ``episodes`` (B) and ``tokens`` (steps) of the batch (0.0 means for an empty batch)."""
         n = self.returns.shape[0]
         return {
             "reward": float(self.returns.mean()) if n else 0.0,
@@ -194,8 +208,14 @@ class EpisodeBatch:
         }
 
 
-def play_episodes(env, stream, max_steps: int, select, learn=None,
-                  select_next: bool = False) -> EpisodeBatch:
+def play_episodes(
+    env: Any,
+    stream: Any,
+    max_steps: int,
+    select: Callable[[np.ndarray], ArrayLike],
+    learn: Callable[..., Any] | None = None,
+    select_next: bool = False,
+) -> EpisodeBatch:
     """Run one batch of B episodes (module docstring).
 
     ``select(states) -> actions`` picks :math:`A_t` for the running rows.  After each
@@ -260,7 +280,7 @@ class TabularValueTrainer(Trainer):
     Config: Any = ValueConfig
     alpha_optional = False  # Monte Carlo: alpha=None means sample averages
 
-    def __init__(self, env, config=None, seed: int = 0):
+    def __init__(self, env: Any, config: Any = None, seed: int = 0) -> None:
         if config is None and self.Config is not None:
             config = self.Config()
         super().__init__(config, seed)
@@ -286,12 +306,12 @@ class TabularValueTrainer(Trainer):
         self.init_tables()
 
     # --- configuration --------------------------------------------------------------------------
-    def validate_config(self, cfg) -> None:
+    def validate_config(self, cfg: Any) -> None:
         """Check the configuration (subclasses extend)."""
         validate_common(cfg, alpha_optional=self.alpha_optional)
 
     @staticmethod
-    def _terminal_mask(env):
+    def _terminal_mask(env: Any) -> np.ndarray:
         if isinstance(env, ContextMDP):
             return env.to_arrays()[2]
         return np.zeros(env_sizes(env)[0], dtype=bool)
@@ -303,13 +323,15 @@ class TabularValueTrainer(Trainer):
         return q
 
     def init_tables(self) -> None:
+        """Create the tables (``q``; subclasses add theirs)."""
         self.q = self.new_table()
 
-    def arrays(self) -> dict:
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of the trainer's state, saved in a checkpoint."""
         return {"q": self.q}
 
     # --- exploration ----------------------------------------------------------------------------
-    def exploration_metrics(self, metrics: dict, param: float) -> None:
+    def exploration_metrics(self, metrics: dict[str, Any], param: float) -> None:
         """Record the exploration parameter (``kl_coef`` when exploring around a LM)."""
         if self.prior is not None:
             metrics["kl_coef"] = float(self.config.kl_coef)
@@ -318,13 +340,14 @@ class TabularValueTrainer(Trainer):
 
     @property
     def exploration_name(self) -> str:
+        """``"epsilon"`` or ``"temperature"``: the metric name of the exploration parameter."""
         return "epsilon" if self.config.exploration == "epsilon_greedy" else "temperature"
 
     def exploration_value(self) -> float:
         """ε or τ for the current iteration (the schedule at ``iterations_done``)."""
         return float(self.schedule(self.iterations_done))
 
-    def policy_logits(self, states) -> np.ndarray:
+    def policy_logits(self, states: ArrayLike) -> np.ndarray:
         """(n, A) float64 logits of the behaviour policy around the reference,
         :math:`\\log\\pi_{ref}(\\cdot|s) + Q(s, \\cdot)/\\beta` (a trainer started from a
         language model only)."""
@@ -334,7 +357,7 @@ class TabularValueTrainer(Trainer):
         states = np.asarray(states, dtype=np.int64)
         return self.prior[states] + self.q[states].astype(np.float64) / self.config.kl_coef
 
-    def select(self, states, param: float) -> np.ndarray:
+    def select(self, states: ArrayLike, param: float) -> np.ndarray:
         """Behaviour actions for ``states`` from :attr:`q` (draws from ``self.stream``)."""
         if self.prior is not None:  # Boltzmann around the LM: one uniform per row, as boltzmann
             logits = self.policy_logits(states)
@@ -343,7 +366,7 @@ class TabularValueTrainer(Trainer):
             return epsilon_greedy(self.q, states, param, self.stream)
         return boltzmann(self.q, states, param, self.stream)
 
-    def greedy_actions(self, states) -> np.ndarray:
+    def greedy_actions(self, states: ArrayLike) -> np.ndarray:
         """:math:`\\arg\\max_a Q(s, a)` for each state (ties to the lowest token id); started
         from a language model: the mode of the behaviour policy, :math:`\\arg\\max_a
         \\log\\pi_{ref}(a|s) + Q(s, a)/\\beta`."""
@@ -358,7 +381,7 @@ class TabularValueTrainer(Trainer):
             return self.greedy_actions(np.arange(self.num_states, dtype=np.int64))
         return greedy(self.q, np.arange(self.num_states, dtype=np.int64))
 
-    def sample(self, num_sequences: int, seed):
+    def sample(self, num_sequences: int, seed: Any) -> Any:
         """Generate with the behaviour policy around the reference (a trainer started from a
         language model): a :class:`fastlmrl.environments.RolloutBatch` of ``num_sequences``
         sequences from a fresh stream ``seed`` (not the trainer's)."""
@@ -368,12 +391,23 @@ class TabularValueTrainer(Trainer):
     # --- the loop -------------------------------------------------------------------------------
     select_next = False  # SARSA picks A_{t+1} before its update
 
-    def learn(self, rows, s, a, r, s2, terminated, truncated, param):  # pragma: no cover
+    def learn(  # pragma: no cover
+        self,
+        rows: np.ndarray,
+        s: np.ndarray,
+        a: np.ndarray,
+        r: np.ndarray,
+        s2: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        param: float,
+    ) -> Any:
         """Update from one step's transitions; return the TD errors (and next actions when
         :attr:`select_next`)."""
         raise NotImplementedError
 
-    def iteration(self) -> dict:
+    def iteration(self) -> dict[str, Any]:
+        """One batch of B episodes with learning; returns its metrics (module docstring)."""
         param = self.exploration_value()
         td_sum = [0.0]
 

@@ -26,7 +26,14 @@ __all__ = ["DoubleQLearningConfig", "DoubleQLearningTrainer"]
 
 @dataclass
 class DoubleQLearningConfig(ValueConfig):
-    """Double Q-learning hyper-parameters (all fields of :class:`ValueConfig`)."""
+    """Hyper-parameters of :class:`DoubleQLearningTrainer` (update: S&B eq. 6.10, module
+    docstring).
+
+    The fields of :class:`ValueConfig`, documented there: ``alpha``, ``gamma``,
+    ``exploration``, ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` /
+    ``temperature_end``, ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``,
+    ``max_episode_steps``, ``kl_coef``.
+    """
 
 
 class DoubleQLearningTrainer(TabularValueTrainer):

@@ -26,7 +26,14 @@ __all__ = ["ExpectedSarsaConfig", "ExpectedSarsaTrainer"]
 
 @dataclass
 class ExpectedSarsaConfig(ValueConfig):
-    """Expected SARSA hyper-parameters (fields of :class:`ValueConfig`; ε-greedy only)."""
+    """Hyper-parameters of :class:`ExpectedSarsaTrainer` (update: S&B eq. 6.9, module docstring).
+
+    The fields of :class:`ValueConfig`, documented there: ``alpha``, ``gamma``,
+    ``exploration``, ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` /
+    ``temperature_end``, ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``,
+    ``max_episode_steps``, ``kl_coef``; ``exploration`` must be
+    ``"epsilon_greedy"`` (the expectation is taken under the ε-greedy target policy).
+    """
 
 
 class ExpectedSarsaTrainer(TabularValueTrainer):

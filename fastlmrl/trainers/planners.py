@@ -54,9 +54,23 @@ __all__ = ["PolicyIterationConfig", "PolicyIterationPlanner", "ValueIterationCon
 
 @dataclass
 class ValueIterationConfig:
-    """``gamma`` ∈ [0, 1] (1 only for acyclic MDPs), ``epsilon`` > 0 (VI stops when the greedy
-    policy is ε-optimal, see :func:`fastlmrl.value_iteration`), ``max_iter`` sweeps, table
-    ``dtype`` of ``q``, ``max_episode_steps`` cut of the evaluation episodes."""
+    """Hyper-parameters of :class:`ValueIterationPlanner` (JSON-serialisable).
+
+    Attributes
+    ----------
+    gamma : discount :math:`\\gamma \\in [0, 1]` (1 only for an MDP whose episodes always end,
+        e.g. an acyclic one; a :class:`fastlmrl.TabularMDP` needs gamma < 1 here).
+    epsilon : > 0; value iteration stops when the greedy policy is ε-optimal (the stopping rule
+        of :func:`fastlmrl.value_iteration`, Puterman 1994, Thm 6.3.1), in reward units.
+    max_iter : the most sweeps (Bellman optimality backups of every state) per solve.
+    dtype : dtype of the ``q`` table, ``"float32"`` or ``"float64"`` (``values`` are float64).
+    max_episode_steps : steps after which an evaluation episode is cut (a truncation).
+    model_sequences : TextTask only: samples of the reference LM that seed the learned reward
+        model before the first solve (module docstring).
+    kl_coef : TextTask only: β > 0 of the played policy
+        :math:`\\pi \\propto \\pi_{ref}\\, e^{q_*/\\beta}` (the coefficient TRL calls ``beta``;
+        only ``kl_coef`` is accepted here).
+    """
 
     gamma: float = 0.9
     epsilon: float = 1e-6
@@ -69,8 +83,18 @@ class ValueIterationConfig:
 
 @dataclass
 class PolicyIterationConfig:
-    """``gamma`` ∈ [0, 1], ``max_iter`` policy evaluations, ``dtype`` of ``q``,
-    ``max_episode_steps`` cut of the evaluation episodes."""
+    """Hyper-parameters of :class:`PolicyIterationPlanner` (JSON-serialisable).
+
+    Attributes
+    ----------
+    gamma : discount :math:`\\gamma \\in [0, 1]` (as :class:`ValueIterationConfig`).
+    max_iter : the most policy evaluations (each followed by a greedy improvement, S&B §4.3).
+    dtype : dtype of the ``q`` table, ``"float32"`` or ``"float64"``.
+    max_episode_steps : steps after which an evaluation episode is cut (a truncation).
+    model_sequences : TextTask only: reference-LM samples seeding the learned reward model.
+    kl_coef : TextTask only: β > 0 of the played policy around the reference (TRL's ``beta``;
+        only ``kl_coef`` is accepted here).
+    """
 
     gamma: float = 0.9
     max_iter: int = 1_000
@@ -232,8 +256,15 @@ class _Planner(Trainer):
 
 
 class ValueIterationPlanner(_Planner):
-    """Value iteration on the environment's known MDP:
-    ``ValueIterationPlanner(env, config=None, seed=0)``; ``q``, ``values``, ``policy``."""
+    """Value iteration (S&B 2018, §4.4, eq. 4.10) on the environment's known MDP:
+    ``ValueIterationPlanner(env, config=None, seed=0)``.
+
+    Attributes: ``q`` (S, A) :math:`q_*` in ``config.dtype``, ``values`` (S,) float64
+    :math:`v_*`, ``policy`` (S,) int64 the greedy policy, ``mdp`` the MDP solved (a
+    :class:`fastlmrl.TokenMDP` or :class:`fastlmrl.DenseMDP`), ``env`` the environment the
+    evaluation episodes are played on; for a TextTask also ``prior`` (log π_ref) and the reward
+    model ``model_sums`` / ``model_counts`` (S+1, V).
+    """
 
     algorithm = "value_iteration"
     Config = ValueIterationConfig
@@ -248,8 +279,11 @@ class ValueIterationPlanner(_Planner):
 
 
 class PolicyIterationPlanner(_Planner):
-    """Howard's policy iteration on the environment's known MDP:
-    ``PolicyIterationPlanner(env, config=None, seed=0)``; ``q``, ``values``, ``policy``."""
+    """Howard's policy iteration (S&B 2018, §4.3; Puterman 1994, §6.4) on the environment's
+    known MDP: ``PolicyIterationPlanner(env, config=None, seed=0)``.
+
+    Attributes as :class:`ValueIterationPlanner` (``q``, ``values``, ``policy``, ``mdp``).
+    """
 
     algorithm = "policy_iteration"
     Config = PolicyIterationConfig

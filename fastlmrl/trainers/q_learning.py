@@ -22,7 +22,13 @@ __all__ = ["QLearningConfig", "QLearningTrainer"]
 
 @dataclass
 class QLearningConfig(ValueConfig):
-    """Q-learning hyper-parameters (all fields of :class:`ValueConfig`)."""
+    """Hyper-parameters of :class:`QLearningTrainer` (update: S&B eq. 6.8, module docstring).
+
+    The fields of :class:`ValueConfig`, documented there: ``alpha``, ``gamma``,
+    ``exploration``, ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` /
+    ``temperature_end``, ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``,
+    ``max_episode_steps``, ``kl_coef``.
+    """
 
 
 class QLearningTrainer(TabularValueTrainer):

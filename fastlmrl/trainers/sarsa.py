@@ -27,7 +27,13 @@ __all__ = ["SarsaConfig", "SarsaTrainer"]
 
 @dataclass
 class SarsaConfig(ValueConfig):
-    """SARSA hyper-parameters (all fields of :class:`ValueConfig`)."""
+    """Hyper-parameters of :class:`SarsaTrainer` (update: S&B eq. 6.7, module docstring).
+
+    The fields of :class:`ValueConfig`, documented there: ``alpha``, ``gamma``,
+    ``exploration``, ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` /
+    ``temperature_end``, ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``,
+    ``max_episode_steps``, ``kl_coef``.
+    """
 
 
 class SarsaTrainer(TabularValueTrainer):
