@@ -756,6 +756,10 @@ class TextGenerationEnv:
             raise RuntimeError("call reset() before step()")
         self._check_state()
         acts = check.ids(actions, "actions", self._num_envs)
+        for name in ("contexts", "lengths", "tokens"):  # written in place by the kernel
+            if np.may_share_memory(acts, getattr(self, "_" + name)):
+                raise ValueError(f"actions shares memory with env.{name}, which step writes in "
+                                 "place; pass a copy of actions")
         active = ~self._needs_reset
         idle = self._needs_reset.copy()
         plan = self._plan_reset(idle, self._stream) if idle.any() else None

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._shared_memory import refuse_shared_memory
 
 __all__ = ["episode_returns", "mc_control_update"]
 
@@ -192,14 +193,15 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, *, fi
             raise ValueError("counts must be C-contiguous (use numpy.ascontiguousarray)")
         if not counts.flags.writeable:
             raise ValueError("counts is read-only but is updated in place")
-        if np.may_share_memory(counts, q):
-            raise ValueError("counts must not share memory with q")
     states = check.ids(states, "states")
     n = states.shape[0]
     actions = check.ids(actions, "actions", n)
     states, actions = check.same_index_dtype(states, actions)
     rewards = check.values(rewards, "rewards", n, q.dtype)
     offsets = _offsets(episode_offsets, n)
+    refuse_shared_memory({"q": q, "counts": counts}, {"states": states, "actions": actions,
+                                                       "rewards": rewards,
+                                                       "episode_offsets": offsets})
     if first_visit:
         size = _hash_size(offsets)
         slot_keys = np.empty(size, dtype=np.int64)

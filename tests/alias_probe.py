@@ -6,7 +6,9 @@ attributed):
     python tests/alias_probe.py [--topics a,b] [--backends numba,cython] [--json out.json]
 
 Outcomes per (kernel, written, read): ``refused`` (status 8), ``same`` (the aliased call gives
-the result of the same call on separate copies of the same values), ``differs`` or ``crash``.
+the result of the same call on separate copies of the same values), ``differs``, ``crash`` or
+``hang`` (the child made no progress for ``--timeout`` seconds; the probe goes on with the next
+case).  A summary per backend and outcome ends the output.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOPICS = ("monte_carlo", "optimizers", "dynamic_programming", "tabular_losses", "policy_losses",
           "log_probs", "kl_divergence", "advantages", "group_advantages", "keyword_scores",
-          "sampling", "permutations", "td_learning", "selection", "argmax_tree")
+          "sampling", "permutations", "td_learning", "selection", "argmax_tree", "environments")
 
 
 def record(path):
@@ -115,6 +117,8 @@ def main():
     p.add_argument("--backends", default="python,numba,cython")
     p.add_argument("--json")
     p.add_argument("--corpus")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a child may run (a hang is the case it had started)")
     a = p.parse_args()
     corpus = a.corpus or os.path.join(tempfile.gettempdir(), "alias_probe_corpus.pickle")
     if not os.path.exists(corpus):
@@ -129,10 +133,17 @@ def main():
         for backend in a.backends.split(","):
             start = 0
             while True:
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--child", backend, kernel, corpus, str(start)],
-                    capture_output=True, text=True, timeout=900)
-                lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+                hung = False
+                try:
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--child", backend, kernel, corpus, str(start)],
+                        capture_output=True, text=True, timeout=a.timeout)
+                    stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+                except subprocess.TimeoutExpired as e:
+                    hung = True
+                    stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
+                    stderr, code = "timeout", None
+                lines = [json.loads(x) for x in stdout.splitlines() if x.startswith("{")]
                 last = None
                 for x in lines:
                     if "outcome" in x:
@@ -143,14 +154,23 @@ def main():
                 if last is not None and last.get("done"):
                     break
                 if last is not None and last.get("started"):
-                    out = f"crash (exit {proc.returncode})"
+                    out = f"hang (> {a.timeout:g} s)" if hung else f"crash (exit {code})"
                     results.append(dict(backend=backend, kernel=kernel, w=last["w"],
                                         r=last["r"], outcome=out))
                     print(backend, kernel, last["w"], "<-", last["r"], out, flush=True)
                     start = last["k"] + 1
                     continue
-                print(backend, kernel, "child failed:", proc.stderr[-500:], flush=True)
+                print(backend, kernel, "child failed:", stderr[-500:], flush=True)
+                results.append(dict(backend=backend, kernel=kernel, w=None, r=None,
+                                    outcome="child failed"))
                 break
+    summary = {}
+    for x in results:
+        key = (x["backend"], x["outcome"].split(" (")[0])
+        summary[key] = summary.get(key, 0) + 1
+    print("summary (backend, outcome, cases):")
+    for (backend, outcome), n in sorted(summary.items()):
+        print(f"  {backend:7s} {outcome:13s} {n}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

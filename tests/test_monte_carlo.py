@@ -346,7 +346,7 @@ def test_mc_bad_tables(backend):
     with pytest.raises(TypeError, match="float32 or float64"):
         fastlmrl.mc_control_update(_q().astype(np.float16), **GOOD, counts=counts)
     q = _q()
-    with pytest.raises(ValueError, match="share memory"):
+    with pytest.raises(ValueError, match="counts shares memory with q"):
         fastlmrl.mc_control_update(q, **GOOD, counts=q.view(np.int64))
     np.testing.assert_array_equal(counts, _counts())
 
@@ -378,15 +378,17 @@ def test_raw_kernels_reject_bad_scratch_counts_and_lengths():
         q, c = np.zeros((2, 2)), np.zeros((2, 2), np.int64)
         out = np.full(4, 7.0)
         none = np.empty((0, 0), np.int64)
-        big = np.empty(8, np.int64)
+        big, big2 = np.empty(8, np.int64), np.empty(8, np.int64)
 
-        def call(q=q, c=c, s=s, a=a, r=r, off=off, first=True, alpha=0.0, keys=big, slots=big,
+        def call(q=q, c=c, s=s, a=a, r=r, off=off, first=True, alpha=0.0, keys=big, slots=big2,
                  out=out):
             return k.mc_control_update(q, s, a, r, off, 0.9, first, alpha, c, keys, slots, out)
 
         assert call(keys=np.empty(4, np.int64), slots=np.empty(4, np.int64)) == 21  # < 2*4
         assert call(keys=np.empty(12, np.int64), slots=np.empty(12, np.int64)) == 21  # not 2^k
         assert call(slots=np.empty(16, np.int64)) == 21  # sizes differ
+        assert call(slots=big) == 8  # one array as both halves of the scratch (OVERLAPPING_ARRAYS)
+        assert call(keys=s) == 8  # the scratch over the states: the Cython kernel hung
         assert call(c=none) == 20  # sample average without counts
         assert call(c=np.zeros((2, 3), np.int64), alpha=0.5) == 20
         assert call(out=np.empty(3)) == 6

@@ -21,9 +21,11 @@ from libc.stdint cimport int64_t
 from libc.math cimport isfinite, fabs, NAN
 
 from fastlmrl._cython._common cimport real_t, index_t
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 cdef enum:
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another
     BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
     MAX_ITERATIONS = 2147483647  # 2**31 - 1
 
@@ -218,6 +220,17 @@ cdef int token_mdp_bellman_backup_core(const index_t[:, ::1] next_state,
                                        const double[::1] v, double[::1] v_out,
                                        int64_t[::1] policy_out) noexcept nogil:
     cdef int status
+    cdef const char* start[6]
+    cdef size_t size[6]
+    span_1d(&v_out[0], v_out.shape[0], sizeof(double), start, size, 0)
+    span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 1)
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
+            size, 2)
+    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 3)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 4)
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 5)
+    if written_overlap(2, 6, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
                             v_out.shape[0], policy_out.shape[0]):
         return BAD_SHAPES
@@ -234,6 +247,16 @@ cdef int token_mdp_action_values_core(const index_t[:, ::1] next_state,
                                       const double[::1] v, double[:, ::1] q_out) noexcept nogil:
     cdef Py_ssize_t s, a, n_states = next_state.shape[0], n_actions = next_state.shape[1]
     cdef int status
+    cdef const char* start[5]
+    cdef size_t size[5]
+    span_2d(&q_out[0, 0], q_out.shape[0], q_out.shape[1], sizeof(double), start, size, 0)
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
+            size, 1)
+    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 2)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 3)
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 4)
+    if written_overlap(1, 5, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
                              v.shape[0], v.shape[0])
             or q_out.shape[0] != n_states or q_out.shape[1] != n_actions):
@@ -272,6 +295,17 @@ cdef int token_mdp_policy_sweeps_core(const index_t[:, ::1] next_state,
                                       double[::1] v, double[::1] v_tmp) noexcept nogil:
     cdef Py_ssize_t it, s
     cdef int status
+    cdef const char* start[6]
+    cdef size_t size[6]
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 0)
+    span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
+            size, 2)
+    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 3)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 4)
+    span_1d(&policy[0], policy.shape[0], sizeof(int64_t), start, size, 5)
+    if written_overlap(2, 6, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], policy.shape[0],
                             v.shape[0], v_tmp.shape[0]):
         return BAD_SHAPES
@@ -304,6 +338,17 @@ cdef int token_mdp_policy_value_core(const index_t[:, ::1] next_state,
     cdef int64_t* path
     cdef int64_t* mark
     cdef int status
+    cdef const char* start[6]
+    cdef size_t size[6]
+    span_1d(&v_out[0], v_out.shape[0], sizeof(double), start, size, 0)
+    span_1d(&work[0], work.shape[0], sizeof(int64_t), start, size, 1)
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
+            size, 2)
+    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 3)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 4)
+    span_1d(&policy[0], policy.shape[0], sizeof(int64_t), start, size, 5)
+    if written_overlap(2, 6, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], policy.shape[0],
                              v_out.shape[0], v_out.shape[0])
             or work.shape[0] != 2 * n_states):
@@ -376,6 +421,15 @@ cdef int token_mdp_find_cycle_core(const index_t[:, ::1] next_state,
     cdef int64_t* colour
     cdef int64_t* stack_s
     cdef int64_t* stack_a
+    cdef const char* start[4]
+    cdef size_t size[4]
+    span_1d(&found_out[0], found_out.shape[0], sizeof(int64_t), start, size, 0)
+    span_1d(&work[0], work.shape[0], sizeof(int64_t), start, size, 1)
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
+            size, 2)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 3)
+    if written_overlap(2, 4, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, next_state.shape, terminal.shape[0], n_states,
                              n_states, n_states)
             or found_out.shape[0] < 1 or work.shape[0] != 3 * n_states):
@@ -439,6 +493,18 @@ cdef int token_mdp_value_iteration_core(const index_t[:, ::1] next_state,
     cdef double* pt = _ptr(v_tmp)
     cdef int64_t* pp = _iptr(policy_out)
     cdef int status
+    cdef const char* start[7]
+    cdef size_t size[7]
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 0)
+    span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
+    span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 2)
+    span_1d(&info_out[0], info_out.shape[0], sizeof(int64_t), start, size, 3)
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
+            size, 4)
+    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 5)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 6)
+    if written_overlap(4, 7, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
                              v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
@@ -474,6 +540,16 @@ cdef int dense_mdp_bellman_backup_core(const real_t[:, :, ::1] P, const real_t[:
                                        double gamma, const double[::1] v, double[::1] v_out,
                                        int64_t[::1] policy_out) noexcept nogil:
     cdef int status
+    cdef const char* start[5]
+    cdef size_t size[5]
+    span_1d(&v_out[0], v_out.shape[0], sizeof(double), start, size, 0)
+    span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 1)
+    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
+            size, 2)
+    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 3)
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 4)
+    if written_overlap(2, 5, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v_out.shape[0], policy_out.shape[0]):
         return BAD_SHAPES
     status = _check_dense(R)
@@ -488,6 +564,15 @@ cdef int dense_mdp_action_values_core(const real_t[:, :, ::1] P, const real_t[:,
                                       double[:, ::1] q_out) noexcept nogil:
     cdef Py_ssize_t s, a, n_states = R.shape[0], n_actions = R.shape[1]
     cdef int status
+    cdef const char* start[4]
+    cdef size_t size[4]
+    span_2d(&q_out[0, 0], q_out.shape[0], q_out.shape[1], sizeof(double), start, size, 0)
+    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
+            size, 1)
+    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 2)
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 3)
+    if written_overlap(1, 4, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if (not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v.shape[0], v.shape[0])
             or q_out.shape[0] != n_states or q_out.shape[1] != n_actions):
         return BAD_SHAPES
@@ -513,6 +598,16 @@ cdef int dense_mdp_policy_sweeps_core(const real_t[:, :, ::1] P, const real_t[:,
                                       double[::1] v, double[::1] v_tmp) noexcept nogil:
     cdef Py_ssize_t it, s
     cdef int status
+    cdef const char* start[5]
+    cdef size_t size[5]
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 0)
+    span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
+    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
+            size, 2)
+    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 3)
+    span_1d(&policy[0], policy.shape[0], sizeof(int64_t), start, size, 4)
+    if written_overlap(2, 5, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P.shape, R.shape, policy.shape[0], v.shape[0], v_tmp.shape[0]):
         return BAD_SHAPES
     if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
@@ -545,6 +640,17 @@ cdef int dense_mdp_value_iteration_core(const real_t[:, :, ::1] P, const real_t[
     cdef double* pt = _ptr(v_tmp)
     cdef int64_t* pp = _iptr(policy_out)
     cdef int status
+    cdef const char* start[6]
+    cdef size_t size[6]
+    span_1d(&v[0], v.shape[0], sizeof(double), start, size, 0)
+    span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
+    span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 2)
+    span_1d(&info_out[0], info_out.shape[0], sizeof(int64_t), start, size, 3)
+    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
+            size, 4)
+    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 5)
+    if written_overlap(4, 6, start, size):  # before any check that reads them
+        return OVERLAPPING_ARRAYS
     if (not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
         return BAD_SHAPES

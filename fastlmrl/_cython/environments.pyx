@@ -15,6 +15,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
 from fastlmrl._cython._common cimport real_t, index_t, uniform
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 cdef enum:
     BAD_STATES = 1
@@ -30,6 +31,7 @@ cdef enum:
     BAD_LENGTHS = 45
     BAD_STEPS = 46
     BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another
 
 cdef int64_t CONTEXT_LIMIT = (<int64_t>1) << 62
 cdef int64_t MAX_ORDER = 62
@@ -93,6 +95,12 @@ cdef inline int64_t _prompt_context(const index_t[::1] tokens, const index_t[::1
 cdef int draw_ids_core(int64_t bound, uint64_t key, uint64_t counter, const unsigned char[::1] mask,
                        int64_t[::1] out) noexcept nogil:
     cdef Py_ssize_t i, n = out.shape[0]
+    cdef const char* spans[2]
+    cdef size_t sizes[2]
+    span_1d(&out[0], out.shape[0], sizeof(int64_t), spans, sizes, 0)
+    span_1d(&mask[0], mask.shape[0], sizeof(unsigned char), spans, sizes, 1)
+    if written_overlap(1, 2, spans, sizes):  # a write could change a checked value
+        return OVERLAPPING_ARRAYS
     if bound < 1 or mask.shape[0] != n:
         return BAD_CONFIG
     for i in range(n):
@@ -114,6 +122,22 @@ cdef int tabular_mdp_step_core(const int64_t[::1] offsets, const double[::1] cdf
     cdef int64_t n_states, i, k, last, t
     cdef double u
     cdef bint done
+    cdef const char* spans[12]
+    cdef size_t sizes[12]
+    span_1d(&states[0], states.shape[0], sizeof(int64_t), spans, sizes, 0)
+    span_1d(&steps[0], steps.shape[0], sizeof(int64_t), spans, sizes, 1)
+    span_1d(&rewards_out[0], rewards_out.shape[0], sizeof(double), spans, sizes, 2)
+    span_1d(&terminated_out[0], terminated_out.shape[0], sizeof(unsigned char), spans, sizes, 3)
+    span_1d(&truncated_out[0], truncated_out.shape[0], sizeof(unsigned char), spans, sizes, 4)
+    span_1d(&offsets[0], offsets.shape[0], sizeof(int64_t), spans, sizes, 5)
+    span_1d(&cdf[0], cdf.shape[0], sizeof(double), spans, sizes, 6)
+    span_1d(&next_states[0], next_states.shape[0], sizeof(int64_t), spans, sizes, 7)
+    span_1d(&rewards[0], rewards.shape[0], sizeof(double), spans, sizes, 8)
+    span_1d(&ends[0], ends.shape[0], sizeof(unsigned char), spans, sizes, 9)
+    span_1d(&actions[0], actions.shape[0], sizeof(int64_t), spans, sizes, 10)
+    span_1d(&active[0], active.shape[0], sizeof(unsigned char), spans, sizes, 11)
+    if written_overlap(5, 12, spans, sizes):  # a write could change a checked value
+        return OVERLAPPING_ARRAYS
     if (n_actions < 1 or n_pairs < 1 or n_pairs % n_actions != 0
             or next_states.shape[0] != n_out or rewards.shape[0] != n_out
             or ends.shape[0] != n_out):
@@ -185,6 +209,21 @@ cdef int context_mdp_step_core(const index_t[:, ::1] next_state, const real_t[:,
     cdef index_t s, a, s2
     cdef int64_t k
     cdef bint done
+    cdef const char* spans[10]
+    cdef size_t sizes[10]
+    span_1d(&contexts[0], contexts.shape[0], sizeof(index_t), spans, sizes, 0)
+    span_1d(&steps[0], steps.shape[0], sizeof(int64_t), spans, sizes, 1)
+    span_1d(&rewards_out[0], rewards_out.shape[0], sizeof(real_t), spans, sizes, 2)
+    span_1d(&terminated_out[0], terminated_out.shape[0], sizeof(unsigned char), spans, sizes, 3)
+    span_1d(&truncated_out[0], truncated_out.shape[0], sizeof(unsigned char), spans, sizes, 4)
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), spans,
+            sizes, 5)
+    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), spans, sizes, 6)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), spans, sizes, 7)
+    span_1d(&actions[0], actions.shape[0], sizeof(index_t), spans, sizes, 8)
+    span_1d(&active[0], active.shape[0], sizeof(unsigned char), spans, sizes, 9)
+    if written_overlap(5, 10, spans, sizes):  # a write could change a checked value
+        return OVERLAPPING_ARRAYS
     if reward.shape[0] != n_states or reward.shape[1] != n_actions:
         return BAD_SHAPES
     if (terminal.shape[0] != n_states or max_steps < 0 or actions.shape[0] != n
@@ -236,6 +275,16 @@ cdef int text_env_reset_core(const index_t[::1] prompt_tokens, const index_t[::1
     cdef int64_t n_states = n_contexts(n_vocab, order), start
     cdef Py_ssize_t b, n = prompt_ids.shape[0]
     cdef int status
+    cdef const char* spans[6]
+    cdef size_t sizes[6]
+    span_1d(&contexts[0], contexts.shape[0], sizeof(int64_t), spans, sizes, 0)
+    span_1d(&lengths[0], lengths.shape[0], sizeof(int64_t), spans, sizes, 1)
+    span_1d(&prompt_tokens[0], prompt_tokens.shape[0], sizeof(index_t), spans, sizes, 2)
+    span_1d(&prompt_offsets[0], prompt_offsets.shape[0], sizeof(index_t), spans, sizes, 3)
+    span_1d(&prompt_ids[0], prompt_ids.shape[0], sizeof(index_t), spans, sizes, 4)
+    span_1d(&mask[0], mask.shape[0], sizeof(unsigned char), spans, sizes, 5)
+    if written_overlap(2, 6, spans, sizes):  # a write could change a checked value
+        return OVERLAPPING_ARRAYS
     if (n_states < 0 or bos_id < 0 or bos_id >= n_vocab or mask.shape[0] != n
             or contexts.shape[0] != n or lengths.shape[0] != n):
         return BAD_CONFIG
@@ -260,6 +309,17 @@ cdef int text_env_step_core(int64_t n_vocab, int64_t order, int64_t eos_id, int6
     cdef int64_t n_states = n_contexts(n_vocab, order), a, k
     cdef Py_ssize_t b, n = actions.shape[0]
     cdef bint done
+    cdef const char* spans[7]
+    cdef size_t sizes[7]
+    span_1d(&contexts[0], contexts.shape[0], sizeof(int64_t), spans, sizes, 0)
+    span_1d(&lengths[0], lengths.shape[0], sizeof(int64_t), spans, sizes, 1)
+    span_2d(&tokens[0, 0], tokens.shape[0], tokens.shape[1], sizeof(int64_t), spans, sizes, 2)
+    span_1d(&terminated_out[0], terminated_out.shape[0], sizeof(unsigned char), spans, sizes, 3)
+    span_1d(&truncated_out[0], truncated_out.shape[0], sizeof(unsigned char), spans, sizes, 4)
+    span_1d(&actions[0], actions.shape[0], sizeof(index_t), spans, sizes, 5)
+    span_1d(&active[0], active.shape[0], sizeof(unsigned char), spans, sizes, 6)
+    if written_overlap(5, 7, spans, sizes):  # a write could change a checked value
+        return OVERLAPPING_ARRAYS
     if (n_states < 0 or eos_id < -1 or eos_id >= n_vocab or max_new_tokens < 1
             or tokens.shape[0] != n or tokens.shape[1] < max_new_tokens or active.shape[0] != n
             or contexts.shape[0] != n or lengths.shape[0] != n or terminated_out.shape[0] != n
@@ -387,6 +447,14 @@ cdef int topk_topp_mask_core(const real_t[:, ::1] mask_logits, const index_t[::1
                              int64_t top_k, double top_p, unsigned char[:, ::1] out) noexcept nogil:
     cdef Py_ssize_t n_states = mask_logits.shape[0], n_vocab = mask_logits.shape[1]
     cdef Py_ssize_t b, n = contexts.shape[0]
+    cdef const char* spans[3]
+    cdef size_t sizes[3]
+    span_2d(&out[0, 0], out.shape[0], out.shape[1], sizeof(unsigned char), spans, sizes, 0)
+    span_2d(&mask_logits[0, 0], mask_logits.shape[0], mask_logits.shape[1], sizeof(real_t), spans,
+            sizes, 1)
+    span_1d(&contexts[0], contexts.shape[0], sizeof(index_t), spans, sizes, 2)
+    if written_overlap(1, 3, spans, sizes):  # a write could change a checked value
+        return OVERLAPPING_ARRAYS
     if (top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or out.shape[0] != n
             or out.shape[1] != n_vocab):
         return BAD_CONFIG
@@ -420,6 +488,34 @@ cdef int text_env_rollout_core(const real_t[:, ::1] logits, const real_t[:, ::1]
     cdef uint64_t base
     cdef double u
     # configuration and shapes
+    cdef const char* spans[17]
+    cdef size_t sizes[17]
+    span_2d(&contexts_out[0, 0], contexts_out.shape[0], contexts_out.shape[1], sizeof(int64_t),
+            spans, sizes, 0)
+    span_2d(&actions_out[0, 0], actions_out.shape[0], actions_out.shape[1], sizeof(int64_t),
+            spans, sizes, 1)
+    span_2d(&logprobs_out[0, 0], logprobs_out.shape[0], logprobs_out.shape[1], sizeof(real_t),
+            spans, sizes, 2)
+    span_2d(&valid_out[0, 0], valid_out.shape[0], valid_out.shape[1], sizeof(unsigned char),
+            spans, sizes, 3)
+    span_1d(&lengths_out[0], lengths_out.shape[0], sizeof(int64_t), spans, sizes, 4)
+    span_1d(&terminated_out[0], terminated_out.shape[0], sizeof(unsigned char), spans, sizes, 5)
+    span_1d(&truncated_out[0], truncated_out.shape[0], sizeof(unsigned char), spans, sizes, 6)
+    span_1d(&final_contexts_out[0], final_contexts_out.shape[0], sizeof(int64_t), spans, sizes, 7)
+    span_2d(&cdf[0, 0], cdf.shape[0], cdf.shape[1], sizeof(double), spans, sizes, 8)
+    span_2d(&row_stats[0, 0], row_stats.shape[0], row_stats.shape[1], sizeof(double), spans,
+            sizes, 9)
+    span_1d(&row_built[0], row_built.shape[0], sizeof(unsigned char), spans, sizes, 10)
+    span_2d(&mask_table[0, 0], mask_table.shape[0], mask_table.shape[1], sizeof(unsigned char),
+            spans, sizes, 11)
+    span_2d(&logits[0, 0], logits.shape[0], logits.shape[1], sizeof(real_t), spans, sizes, 12)
+    span_2d(&mask_logits[0, 0], mask_logits.shape[0], mask_logits.shape[1], sizeof(real_t), spans,
+            sizes, 13)
+    span_1d(&prompt_tokens[0], prompt_tokens.shape[0], sizeof(index_t), spans, sizes, 14)
+    span_1d(&prompt_offsets[0], prompt_offsets.shape[0], sizeof(index_t), spans, sizes, 15)
+    span_1d(&prompt_ids[0], prompt_ids.shape[0], sizeof(index_t), spans, sizes, 16)
+    if written_overlap(12, 17, spans, sizes):  # a write could change a checked value
+        return OVERLAPPING_ARRAYS
     if n_contexts(n_vocab, order) != n_states:
         return BAD_CONFIG
     if bos_id < 0 or bos_id >= n_vocab or eos_id < -1 or eos_id >= n_vocab:

@@ -11,8 +11,8 @@ The scratch is reset once per call, so the work is O(T) expected.
 __all__ = ["episode_returns", "mc_control_update"]
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 
-from fastlmrl._cython._common cimport real_t, index_t, mix64, out_of_range, not_all_finite
-from fastlmrl._cython.overlap cimport span_1d, written_overlap
+from fastlmrl._cython._common cimport real_t, index_t, mix64, not_all_finite
+from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 cdef enum:
     BAD_STATES = 1
@@ -22,7 +22,7 @@ cdef enum:
     BAD_COUNTS = 20
     BAD_SCRATCH = 21
     BAD_FINAL_VALUES = 22
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: returns_out shares memory with an input
+    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another one
     BAD_COUNT_VALUES = 23
 
 
@@ -80,28 +80,50 @@ cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index
                           const int64_t[::1] offsets, Py_ssize_t n_out, bint first_visit,
                           double alpha, int64_t[:, ::1] counts, Py_ssize_t n_keys,
                           Py_ssize_t n_first) noexcept nogil:
-    cdef Py_ssize_t n = states.shape[0], t
+    """The pre-pass, statuses in the reference's order.  States, actions and the visit counts of
+    the batch's pairs are checked in one branch-free pass (a vectorisable loop: unsigned
+    comparisons, so a negative id or count is a huge number; flags, no exit): a count is read at
+    ``s * V + a`` when both ids are in range, else at 0, and only trusted once the ids, lengths and
+    the shape of ``counts`` have passed.  ``counts[s, a] + 1`` then never reaches 0 nor overflows
+    (checked before any write)."""
+    cdef Py_ssize_t n = states.shape[0], n_acts = actions.shape[0], t
+    cdef Py_ssize_t common = n if n < n_acts else n_acts
     cdef bint has_counts = counts.shape[0] != 0
-    cdef int64_t limit = INT64_MAX - n
-    cdef bint bad = False
-    if out_of_range(states, n_states):
+    cdef bint gather = (has_counts and counts.shape[0] == n_states
+                        and counts.shape[1] == n_actions and n_states > 0 and n_actions > 0)
+    cdef uint64_t limit = <uint64_t>(INT64_MAX - n), s, a, n_s = n_states, n_a = n_actions
+    cdef bint bad_states = False, bad_actions = False, bad_counts = False, ok
+    cdef const int64_t* flat = &counts[0, 0]
+    if gather:
+        for t in range(common):
+            s = <uint64_t><int64_t>states[t]
+            a = <uint64_t><int64_t>actions[t]
+            ok = (s < n_s) & (a < n_a)
+            bad_states = bad_states | (s >= n_s)
+            bad_actions = bad_actions | (a >= n_a)
+            bad_counts = bad_counts | (<uint64_t>flat[(s * n_a + a) if ok else 0] > limit)
+    else:
+        for t in range(common):
+            bad_states = bad_states | (<uint64_t><int64_t>states[t] >= n_s)
+            bad_actions = bad_actions | (<uint64_t><int64_t>actions[t] >= n_a)
+    for t in range(common, n):
+        bad_states = bad_states | (<uint64_t><int64_t>states[t] >= n_s)
+    for t in range(common, n_acts):
+        bad_actions = bad_actions | (<uint64_t><int64_t>actions[t] >= n_a)
+    if bad_states:
         return BAD_STATES
-    if out_of_range(actions, n_actions):
+    if bad_actions:
         return BAD_ACTIONS
     if not_all_finite(rewards):
         return BAD_REWARDS
-    if _bad_offsets(offsets, n) or actions.shape[0] != n or rewards.shape[0] != n or n_out != n:
+    if _bad_offsets(offsets, n) or n_acts != n or rewards.shape[0] != n or n_out != n:
         return BAD_OFFSETS
     if has_counts and (counts.shape[0] != n_states or counts.shape[1] != n_actions):
         return BAD_COUNTS
     if alpha == 0.0 and not has_counts:
         return BAD_COUNTS
-    if has_counts:  # counts[s, a] + 1 never reaches 0 nor overflows (checked before any write)
-        # one unsigned comparison per step (a negative count is a huge uint64), no early exit
-        for t in range(n):
-            bad = bad | (<uint64_t>counts[states[t], actions[t]] > <uint64_t>limit)
-        if bad:
-            return BAD_COUNT_VALUES
+    if bad_counts:  # gathered for every step: ids in range, n_acts == n, counts of q's shape
+        return BAD_COUNT_VALUES
     if first_visit:
         if (n_keys == 0 or (n_keys & (n_keys - 1)) != 0 or n_first != n_keys
                 or n_keys < 2 * _max_length(offsets)):
@@ -123,9 +145,24 @@ cdef int mc_control_update_core(real_t[:, ::1] q, const index_t[::1] states,
     cdef int64_t key, n = 0
     cdef double g, q_sa
     cdef bint has_counts = counts.shape[0] != 0
-    cdef int status = _check_mc(q.shape[0], n_actions, states, actions, rewards, episode_offsets,
-                                returns_out.shape[0], first_visit, alpha, counts,
-                                slot_keys.shape[0], slot_first.shape[0])
+    cdef const char* spans[9]
+    cdef size_t sizes[9]
+    cdef int status
+    # written arrays first: the scratch over states changed ids after their range check (a hang)
+    span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), spans, sizes, 0)
+    span_2d(&counts[0, 0], counts.shape[0], counts.shape[1], sizeof(int64_t), spans, sizes, 1)
+    span_1d(&slot_keys[0], slot_keys.shape[0], sizeof(int64_t), spans, sizes, 2)
+    span_1d(&slot_first[0], slot_first.shape[0], sizeof(int64_t), spans, sizes, 3)
+    span_1d(&returns_out[0], returns_out.shape[0], sizeof(real_t), spans, sizes, 4)
+    span_1d(&states[0], states.shape[0], sizeof(index_t), spans, sizes, 5)
+    span_1d(&actions[0], actions.shape[0], sizeof(index_t), spans, sizes, 6)
+    span_1d(&rewards[0], rewards.shape[0], sizeof(real_t), spans, sizes, 7)
+    span_1d(&episode_offsets[0], episode_offsets.shape[0], sizeof(int64_t), spans, sizes, 8)
+    if written_overlap(5, 9, spans, sizes):
+        return OVERLAPPING_ARRAYS
+    status = _check_mc(q.shape[0], n_actions, states, actions, rewards, episode_offsets,
+                       returns_out.shape[0], first_visit, alpha, counts, slot_keys.shape[0],
+                       slot_first.shape[0])
     if status:
         return status
     if first_visit:

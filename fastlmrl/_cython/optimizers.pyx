@@ -17,7 +17,7 @@ part of ``-ffast-math``'s value-changing flags; ``-ffp-contract=off`` still hold
 """
 
 __all__ = ["adam_step", "sgd_step"]
-from libc.math cimport pow, sqrt, INFINITY
+from libc.math cimport pow, sqrt, isfinite, INFINITY
 from libc.stdint cimport int64_t
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
@@ -41,11 +41,8 @@ cdef enum:
 cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
                 const int64_t[::1] order, double[::1] acc) noexcept nogil:
     cdef Py_ssize_t n_states = table.shape[0], n_cols = table.shape[1], n = rows.shape[0]
-    cdef Py_ssize_t n_order = order.shape[0], i, j, k
+    cdef Py_ssize_t n_order = order.shape[0], k
     cdef int64_t prev, cur
-    cdef const real_t* g
-    cdef real_t x
-    cdef bint bad
     if (grads.shape[0] != n or grads.shape[1] != n_cols or (n_order != n and n_order != 0)
             or acc.shape[0] < n_cols):
         return BAD_SHAPES
@@ -63,31 +60,46 @@ cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, :
             cur = order[k]
             if not (rows[prev] < rows[cur] or (rows[prev] == rows[cur] and prev < cur)):
                 return BAD_ORDER
-    for i in range(n):
-        g = &grads[i, 0]
-        bad = False
-        for j in range(n_cols):  # branch-free, vectorised: x - x is NaN for +-inf and NaN only
-            x = g[j] - g[j]
-            bad = bad | (x != 0)
-        if bad:
-            return BAD_GRADS
     return 0
 
 
-cdef int _check_second_moments(const index_t[::1] rows, const real_t[:, ::1] v) noexcept nogil:
-    """BAD_MOMENTS when an entry of ``v`` in a row of the batch is negative or NaN (ids already
-    checked): sqrt(v_new) must not turn into NaN mid-update."""
-    cdef Py_ssize_t i, j, n_cols = v.shape[1]
+cdef int _check_values(const index_t[::1] rows, const real_t[:, ::1] grads,
+                       const int64_t[::1] order, const real_t[:, ::1] v,
+                       bint check_moments) noexcept nogil:
+    """BAD_GRADS when a gradient entry is not finite, else BAD_MOMENTS when an entry of ``v`` in a
+    row of the batch is negative or NaN (sqrt(v_new) must not turn into NaN mid-update); ids and
+    order already checked.  One pass over the batch, a gradient row and its moment row in one
+    loop with one flag (no exit per row; branch-free tests that vectorise: x - x is NaN for +-inf
+    and NaN, 0 for every finite x), in the reverse of the update's order, so the rows it loads
+    last are the ones the update needs first, still in cache.  A run of equal ids reads its moment
+    row once.  Which check failed is found again on a refused call only."""
+    cdef Py_ssize_t k, i, j, n_cols = grads.shape[1]
+    cdef bint has_order = order.shape[0] != 0, bad = False
+    cdef int64_t r, previous = -1
+    cdef const real_t* g
     cdef const real_t* row
-    cdef bint bad
-    for i in range(rows.shape[0]):
-        row = &v[rows[i], 0]
-        bad = False
+    cdef real_t x
+    for k in range(rows.shape[0] - 1, -1, -1):
+        i = _position(order, has_order, k)
+        g = &grads[i, 0]
+        r = rows[i]
+        if check_moments and r != previous:
+            previous = r
+            row = &v[r, 0]
+            for j in range(n_cols):
+                x = g[j] - g[j]
+                bad = bad | (x != 0) | (not (row[j] >= 0))
+        else:
+            for j in range(n_cols):
+                x = g[j] - g[j]
+                bad = bad | (x != 0)
+    if not bad:
+        return 0
+    for i in range(grads.shape[0]):
         for j in range(n_cols):
-            bad = bad | (not (row[j] >= 0))
-        if bad:
-            return BAD_MOMENTS
-    return 0
+            if not isfinite(grads[i, j]):
+                return BAD_GRADS
+    return BAD_MOMENTS
 
 
 cdef inline Py_ssize_t _position(const int64_t[::1] order, bint has_order,
@@ -174,6 +186,8 @@ cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     if _overlaps(table, rows, grads, order, table, table, False, acc):
         return OVERLAPPING_ARRAYS
     status = _check(table, rows, grads, order, acc)
+    if status == 0:
+        status = _check_values(rows, grads, order, table, False)
     if status:
         return status
     if n_cols == 1:  # one column: scalar path
@@ -236,7 +250,7 @@ cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
         return BAD_SHAPES
     status = _check(table, rows, grads, order, acc)
     if status == 0:
-        status = _check_second_moments(rows, v)
+        status = _check_values(rows, grads, order, v, True)
     if status:
         return status
     if n_cols == 1:  # one column (value tables): scalar path, same formula

@@ -19,15 +19,28 @@ __all__ = [
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 
 BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
 MAX_ITERATIONS = 2**31 - 1
 from ._common import NJIT
+from .overlap import written_overlaps
 
 
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
+
+@njit(**NJIT)
+def _written_overlap(w1, w2, w3, w4, r1, r2, r3, r4):
+    """Status 8 (OVERLAPPING_ARRAYS): does a written array w1..w4 share memory with another
+    written one or with a read one r1..r4 (unused slots: an empty array)?  O(1) address ranges,
+    checked first: a sweep writing over ``next_state`` or ``policy`` would index with values it
+    never checked."""
+    e = r4[:0]
+    return (written_overlaps(w1, w2, w3, w4, r1, r2, r3, r4)
+            or written_overlaps(w2, w3, w4, r1, r2, r3, r4, e)
+            or written_overlaps(w3, w4, r1, r2, r3, r4, e, e)
+            or written_overlaps(w4, r1, r2, r3, r4, e, e, e))
 
 @njit(**NJIT)
 def _token_shapes_ok(next_state, reward, terminal, n1, n2, n3):
@@ -205,6 +218,8 @@ def _dense_sweep(P, R, gamma, v, v_out, policy_out):
 
 @njit(**NJIT)
 def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out):
+    if _written_overlap(v_out, policy_out, v_out[:0], v_out[:0], next_state, reward, terminal, v):
+        return OVERLAPPING_ARRAYS
     if not _token_shapes_ok(next_state, reward, terminal, v.shape[0], v_out.shape[0],
                             policy_out.shape[0]):
         return BAD_SHAPES
@@ -217,6 +232,8 @@ def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, poli
 
 @njit(**NJIT)
 def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
+    if _written_overlap(q_out, q_out[:0], q_out[:0], q_out[:0], next_state, reward, terminal, v):
+        return OVERLAPPING_ARRAYS
     n = v.shape[0]
     if (not _token_shapes_ok(next_state, reward, terminal, n, n, n)
             or q_out.shape[0] != next_state.shape[0] or q_out.shape[1] != next_state.shape[1]):
@@ -247,6 +264,8 @@ def _token_policy_sweep(next_state, reward, terminal, policy, gamma, src, dst):
 
 @njit(**NJIT)
 def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v_tmp):
+    if _written_overlap(v, v_tmp, v[:0], v[:0], next_state, reward, terminal, policy):
+        return OVERLAPPING_ARRAYS
     if not _token_shapes_ok(next_state, reward, terminal, policy.shape[0], v.shape[0],
                             v_tmp.shape[0]):
         return BAD_SHAPES
@@ -269,6 +288,8 @@ def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v
 
 @njit(**NJIT)
 def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, work):
+    if _written_overlap(v_out, work, v_out[:0], v_out[:0], next_state, reward, terminal, policy):
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state, reward, terminal, policy.shape[0], v_out.shape[0],
                              v_out.shape[0])
             or work.shape[0] != 2 * next_state.shape[0]):
@@ -336,6 +357,9 @@ def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, w
 
 @njit(**NJIT)
 def token_mdp_find_cycle(next_state, terminal, found_out, work):
+    if _written_overlap(found_out, work, found_out[:0], found_out[:0], next_state, terminal,
+                        found_out[:0], found_out[:0]):
+        return OVERLAPPING_ARRAYS
     n = terminal.shape[0]
     if (not _token_shapes_ok(next_state, next_state, terminal, n, n, n)
             or found_out.shape[0] < 1 or work.shape[0] != 3 * next_state.shape[0]):
@@ -388,6 +412,8 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
 @njit(**NJIT)
 def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp,
                               policy_out, info_out):
+    if _written_overlap(v, v_tmp, policy_out, info_out, next_state, reward, terminal, info_out[:0]):
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state, reward, terminal, v.shape[0], v_tmp.shape[0],
                              policy_out.shape[0])
             or info_out.shape[0] < 2):
@@ -422,6 +448,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
 
 @njit(**NJIT)
 def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
+    if _written_overlap(v_out, policy_out, v_out[:0], v_out[:0], P, R, v, v_out[:0]):
+        return OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P, R, v.shape[0], v_out.shape[0], policy_out.shape[0]):
         return BAD_SHAPES
     status = _check_dense(R)
@@ -433,6 +461,8 @@ def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
 
 @njit(**NJIT)
 def dense_mdp_action_values(P, R, gamma, v, q_out):
+    if _written_overlap(q_out, q_out[:0], q_out[:0], q_out[:0], P, R, v, q_out[:0]):
+        return OVERLAPPING_ARRAYS
     n = v.shape[0]
     if (not _dense_shapes_ok(P, R, n, n, n) or q_out.shape[0] != R.shape[0]
             or q_out.shape[1] != R.shape[1]):
@@ -454,6 +484,8 @@ def _dense_policy_sweep(P, R, policy, gamma, src, dst):
 
 @njit(**NJIT)
 def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
+    if _written_overlap(v, v_tmp, v[:0], v[:0], P, R, policy, v[:0]):
+        return OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P, R, policy.shape[0], v.shape[0], v_tmp.shape[0]):
         return BAD_SHAPES
     if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
@@ -475,6 +507,8 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 
 @njit(**NJIT)
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
+    if _written_overlap(v, v_tmp, policy_out, info_out, P, R, info_out[:0], info_out[:0]):
+        return OVERLAPPING_ARRAYS
     if (not _dense_shapes_ok(P, R, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
         return BAD_SHAPES

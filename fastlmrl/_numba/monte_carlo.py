@@ -13,8 +13,8 @@ __all__ = ["episode_returns", "mc_control_update"]
 import numpy as np
 from numba import njit
 
-from ._common import NJIT, mix64, not_all_finite, out_of_range
-from .overlap import overlap
+from ._common import NJIT, mix64, not_all_finite
+from .overlap import overlap, written_overlaps
 
 BAD_STATES = 1
 BAD_ACTIONS = 2
@@ -23,7 +23,7 @@ BAD_OFFSETS = 6
 BAD_COUNTS = 20
 BAD_SCRATCH = 21
 BAD_FINAL_VALUES = 22
-OVERLAPPING_ARRAYS = 8  # fastlmrl._status: returns_out shares memory with an input
+OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another argument
 BAD_COUNT_VALUES = 23
 INT64_MAX = 2**63 - 1
 
@@ -70,30 +70,56 @@ def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
 @njit(**NJIT)
 def _check_mc(q, states, actions, rewards, offsets, n_out, first_visit, alpha, counts, n_keys,
               n_first):
+    """The pre-pass, statuses in the reference's order.  States, actions and the visit counts of
+    the batch's pairs are checked in one branch-free pass (unsigned comparisons, so a negative id
+    or count is a huge number; flags, no exit): a count is read at ``s * V + a`` when both ids are
+    in range, else at 0, and only trusted once the ids, lengths and the shape of ``counts`` have
+    passed.  ``counts[s, a] + 1`` then never reaches 0 nor overflows (checked before any write)."""
     n_states, n_actions = q.shape
-    if out_of_range(states, n_states):
+    n = states.shape[0]
+    n_acts = actions.shape[0]
+    common = min(n, n_acts)
+    has_counts = counts.shape[0] != 0
+    gather = (has_counts and counts.shape[0] == n_states and counts.shape[1] == n_actions
+              and n_states > 0 and n_actions > 0)
+    limit = np.uint64(INT64_MAX - n)
+    n_s = np.uint64(n_states)
+    n_a = np.uint64(n_actions)
+    bad_states = False
+    bad_actions = False
+    bad_counts = False
+    if gather:
+        flat = counts.reshape(counts.size)
+        for t in range(common):
+            s = np.uint64(np.int64(states[t]))
+            a = np.uint64(np.int64(actions[t]))
+            ok = (s < n_s) & (a < n_a)
+            bad_states |= s >= n_s
+            bad_actions |= a >= n_a
+            index = s * n_a + a if ok else np.uint64(0)
+            bad_counts |= np.uint64(flat[index]) > limit
+    else:
+        for t in range(common):
+            bad_states |= np.uint64(np.int64(states[t])) >= n_s
+            bad_actions |= np.uint64(np.int64(actions[t])) >= n_a
+    for t in range(common, n):
+        bad_states |= np.uint64(np.int64(states[t])) >= n_s
+    for t in range(common, n_acts):
+        bad_actions |= np.uint64(np.int64(actions[t])) >= n_a
+    if bad_states:
         return BAD_STATES
-    if out_of_range(actions, n_actions):
+    if bad_actions:
         return BAD_ACTIONS
     if not_all_finite(rewards):
         return BAD_REWARDS
-    n = states.shape[0]
-    if (_bad_offsets(offsets, n) or actions.shape[0] != n or rewards.shape[0] != n
-            or n_out != n):
+    if (_bad_offsets(offsets, n) or n_acts != n or rewards.shape[0] != n or n_out != n):
         return BAD_OFFSETS
-    has_counts = counts.shape[0] != 0
     if has_counts and (counts.shape[0] != n_states or counts.shape[1] != n_actions):
         return BAD_COUNTS
     if alpha == 0.0 and not has_counts:
         return BAD_COUNTS
-    if has_counts:  # counts[s, a] + 1 never reaches 0 nor overflows (checked before any write)
-        # one unsigned comparison per step (a negative count is a huge uint64), no early exit
-        limit = np.uint64(INT64_MAX - n)
-        bad = False
-        for t in range(n):
-            bad |= np.uint64(counts[states[t], actions[t]]) > limit
-        if bad:
-            return BAD_COUNT_VALUES
+    if bad_counts:  # gathered for every step: ids in range, n_acts == n, counts of q's shape
+        return BAD_COUNT_VALUES
     if first_visit:
         size = n_keys
         if (size == 0 or (size & (size - 1)) != 0 or n_first != size
@@ -108,8 +134,28 @@ def _slot(key, mask):
 
 
 @njit(**NJIT)
+def _mc_overlap(q, counts, slot_keys, slot_first, returns_out, states, actions, rewards, offsets):
+    """A written array (q, counts, the hash scratch, returns_out) sharing memory with another
+    argument (status 8): the scratch over ``states`` changed ids after their range check (the
+    Cython kernel hung).  O(1) address ranges."""
+    e = offsets[:0]
+    return (written_overlaps(q, counts, slot_keys, slot_first, returns_out, states, actions,
+                             rewards)
+            or written_overlaps(q, offsets, e, e, e, e, e, e)
+            or written_overlaps(counts, slot_keys, slot_first, returns_out, states, actions,
+                                rewards, offsets)
+            or written_overlaps(slot_keys, slot_first, returns_out, states, actions, rewards,
+                                offsets, e)
+            or written_overlaps(slot_first, returns_out, states, actions, rewards, offsets, e, e)
+            or written_overlaps(returns_out, states, actions, rewards, offsets, e, e, e))
+
+
+@njit(**NJIT)
 def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, first_visit, alpha,
                       counts, slot_keys, slot_first, returns_out):
+    if _mc_overlap(q, counts, slot_keys, slot_first, returns_out, states, actions, rewards,
+                   episode_offsets):
+        return OVERLAPPING_ARRAYS
     status = _check_mc(q, states, actions, rewards, episode_offsets, returns_out.shape[0],
                        first_visit, alpha, counts, slot_keys.shape[0], slot_first.shape[0])
     if status != 0:

@@ -66,30 +66,51 @@ def _check(table, rows, grads, order, acc, m, v, check_moments):
             cur = order[k]
             if not (rows[prev] < rows[cur] or (rows[prev] == rows[cur] and prev < cur)):
                 return BAD_ORDER
-    for i in range(n):
-        bad = False
-        for j in range(n_cols):
-            x = grads[i, j]
-            bad |= (x - x) != 0.0  # NaN for +-inf and NaN, 0 for every finite x
-        if bad:
-            return BAD_GRADS
-    if check_moments and _bad_second_moments(rows, v):
-        return BAD_MOMENTS
+    if _bad_values(rows, grads, order, v, check_moments):
+        return _bad_values_status(grads)
     return 0
 
 
 @njit(**KERNEL)
-def _bad_second_moments(rows, v):
-    """True when an entry of ``v`` in a row of the batch is negative or NaN (a second moment is
-    >= 0: sqrt(v_new) must not turn into NaN mid-update).  Ids already checked.  One flag over
-    the whole batch, no exit per row, so the row loads overlap."""
+def _bad_values(rows, grads, order, v, check_moments):
+    """Is a gradient entry not finite, or (Adam) an entry of ``v`` in a row of the batch negative
+    or NaN (ids and order already checked)?  A second moment is >= 0: sqrt(v_new) must not turn
+    into NaN mid-update.  Which of the two is found again by :func:`_bad_values_status` (on a bad
+    call only).
+
+    One pass over the batch, a gradient row and its moment row in one loop with one flag (no
+    exit per row; branch-free tests that vectorise: ``x - x`` is NaN for +-inf and NaN, 0 for
+    every finite x), and in the reverse of the update's order, so the rows it loads last are the
+    ones the update needs first, still in cache.  A run of equal ids reads its moment row once."""
+    n = rows.shape[0]
+    n_cols = grads.shape[1]
+    has_order = order.shape[0] != 0
     bad = False
-    for i in range(rows.shape[0]):
+    previous = -1
+    for k in range(n - 1, -1, -1):
+        i = _position(order, has_order, k)
         r = rows[i]
-        for j in range(v.shape[1]):
-            x = v[r, j]
-            bad |= (x < 0.0) | (x != x)
+        if check_moments and r != previous:
+            previous = r
+            for j in range(n_cols):
+                x = grads[i, j]
+                y = v[r, j]
+                bad |= ((x - x) != 0.0) | (y < 0.0) | (y != y)
+        else:
+            for j in range(n_cols):
+                x = grads[i, j]
+                bad |= (x - x) != 0.0
     return bad
+
+
+@njit(**KERNEL)
+def _bad_values_status(grads):
+    """BAD_GRADS when a gradient entry is not finite, else BAD_MOMENTS (the call was refused)."""
+    for i in range(grads.shape[0]):
+        for j in range(grads.shape[1]):
+            if not math.isfinite(grads[i, j]):
+                return BAD_GRADS
+    return BAD_MOMENTS
 
 
 def _at(g, i, j):

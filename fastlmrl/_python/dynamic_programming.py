@@ -22,7 +22,8 @@ checks that its arrays have the shapes it reads and writes (``reward`` (S, A), p
 """
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._common import overlapping
 
 BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
 MAX_ITERATIONS = 2**31 - 1
@@ -192,6 +193,8 @@ def _value_iteration(sweep, gamma, tol, max_iter, v):
 def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out):
     if not _arrays_ok((terminal, v, v_out, policy_out), dict(v_out=v_out, policy_out=policy_out)):
         return BAD_SHAPES
+    if overlapping((v_out, policy_out), (next_state, reward, terminal, v)):
+        return OVERLAPPING_ARRAYS
     if not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_out), len(policy_out)):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
@@ -208,6 +211,8 @@ def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, poli
 def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
     if not _arrays_ok((terminal, v), dict(q_out=q_out)):
         return BAD_SHAPES
+    if overlapping((q_out,), (next_state, reward, terminal, v)):
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v), len(v))
             or q_out.shape != next_state.shape):
         return BAD_SHAPES
@@ -228,6 +233,8 @@ def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
 def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v_tmp):
     if not _arrays_ok((terminal, policy, v, v_tmp), dict(v=v, v_tmp=v_tmp)):
         return BAD_SHAPES
+    if overlapping((v, v_tmp), (next_state, reward, terminal, policy)):
+        return OVERLAPPING_ARRAYS
     if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS
     if not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v), len(v_tmp)):
@@ -260,6 +267,8 @@ def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, w
     """
     if not _arrays_ok((terminal, policy, v_out, work), dict(v_out=v_out, work=work)):
         return BAD_SHAPES
+    if overlapping((v_out, work), (next_state, reward, terminal, policy)):
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v_out), len(v_out))
             or len(work) != 2 * next_state.shape[0]):
         return BAD_SHAPES
@@ -332,6 +341,8 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
     """
     if not _arrays_ok((terminal, found_out, work), dict(found_out=found_out, work=work)):
         return BAD_SHAPES
+    if overlapping((found_out, work), (next_state, terminal)):
+        return OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state, next_state, terminal, len(terminal), len(terminal),
                              len(terminal))
             or len(found_out) < 1 or len(work) != 3 * next_state.shape[0]):
@@ -384,6 +395,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
                               policy_out, info_out):
     if not _arrays_ok((terminal, v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
         return BAD_SHAPES
+    if overlapping((v, v_tmp, policy_out, info_out), (next_state, reward, terminal)):
+        return OVERLAPPING_ARRAYS
     if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS
     if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_tmp), len(policy_out))
@@ -412,6 +425,8 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
 def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
     if not _arrays_ok((v, v_out, policy_out), dict(v_out=v_out, policy_out=policy_out)):
         return BAD_SHAPES
+    if overlapping((v_out, policy_out), (P, R, v)):
+        return OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P, R, len(v), len(v_out), len(policy_out)):
         return BAD_SHAPES
     n_states, n_actions = R.shape
@@ -428,6 +443,8 @@ def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
 def dense_mdp_action_values(P, R, gamma, v, q_out):
     if not _arrays_ok((v,), dict(q_out=q_out)):
         return BAD_SHAPES
+    if overlapping((q_out,), (P, R, v)):
+        return OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P, R, len(v), len(v), len(v)) or q_out.shape != R.shape:
         return BAD_SHAPES
     n_states, n_actions = R.shape
@@ -445,6 +462,8 @@ def dense_mdp_action_values(P, R, gamma, v, q_out):
 def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
     if not _arrays_ok((policy, v, v_tmp), dict(v=v, v_tmp=v_tmp)):
         return BAD_SHAPES
+    if overlapping((v, v_tmp), (P, R, policy)):
+        return OVERLAPPING_ARRAYS
     if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS
     if not _dense_shapes_ok(P, R, len(policy), len(v), len(v_tmp)):
@@ -466,6 +485,8 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
     if not _arrays_ok((v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
         return BAD_SHAPES
+    if overlapping((v, v_tmp, policy_out, info_out), (P, R)):
+        return OVERLAPPING_ARRAYS
     if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS
     if not _dense_shapes_ok(P, R, len(v), len(v_tmp), len(policy_out)) or len(info_out) < 2:

@@ -20,8 +20,9 @@ __all__ = [
 ]
 import math
 
-from .._status import BAD_SHAPES
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ..rng import uniform
+from ._common import overlapping
 
 # status codes (mirrored in fastlmrl.environments; BAD_SHAPES = 7 is fastlmrl._status's: the
 # arrays the kernels' other checks do not already size, checked first)
@@ -103,6 +104,8 @@ def _prompt_context(tokens, offsets, p, n_vocab, n_states, start):
 
 def draw_ids(bound, key, counter, mask, out):
     """out[i] = floor(uniform(key, counter + i) * bound) where mask[i]; other entries untouched."""
+    if overlapping((out,), (mask,)):
+        return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n = out.shape[0]
     if bound < 1 or mask.shape[0] != n:
         return BAD_CONFIG
@@ -131,6 +134,9 @@ def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_st
     (see fastlmrl.tabular_mdp.TabularMDP): the outcomes of (s, a) are ``k`` in
     ``[offsets[s*A + a], offsets[s*A + a + 1])``; row ``b`` takes the first ``k`` with
     ``u < cdf[k]`` (the last one if none), ``u`` the uniform at counter ``counter + b``."""
+    if overlapping((states, steps, rewards_out, terminated_out, truncated_out), (offsets, cdf,
+                   next_states, rewards, ends, actions, active)):
+        return OVERLAPPING_ARRAYS  # a write could change a value already checked
     sizes = _tabular_shapes_ok(offsets, cdf, next_states, rewards, ends, n_actions)
     if sizes is None:
         return BAD_SHAPES
@@ -196,6 +202,9 @@ def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_st
 def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, contexts, steps,
                      rewards_out, terminated_out, truncated_out):
     """One step of every active sequence of a table MDP (see fastlmrl.environments.ContextMDP)."""
+    if overlapping((contexts, steps, rewards_out, terminated_out, truncated_out), (next_state,
+                   reward, terminal, actions, active)):
+        return OVERLAPPING_ARRAYS  # a write could change a value already checked
     if reward.shape != next_state.shape or next_state.ndim != 2:
         return BAD_SHAPES
     if any(a.ndim != 1 for a in (terminal, actions, active, contexts, steps, rewards_out,
@@ -251,6 +260,8 @@ def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, c
 def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt_ids, mask,
                    contexts, lengths):
     """Where mask: contexts[b] = context of bos padding + prompt prompt_ids[b]; lengths[b] = 0."""
+    if overlapping((contexts, lengths), (prompt_tokens, prompt_offsets, prompt_ids, mask)):
+        return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = prompt_ids.shape[0]
     if (n_states < 0 or bos_id < 0 or bos_id >= n_vocab or mask.shape[0] != n
@@ -273,6 +284,8 @@ def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt
 def text_env_step(n_vocab, order, eos_id, max_new_tokens, actions, active, contexts, lengths,
                   tokens, terminated_out, truncated_out):
     """Append actions[b] to every active sequence (see fastlmrl.environments.TextGenerationEnv)."""
+    if overlapping((contexts, lengths, tokens, terminated_out, truncated_out), (actions, active)):
+        return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = actions.shape[0]
     if (n_states < 0 or eos_id < -1 or eos_id >= n_vocab or max_new_tokens < 1
@@ -413,6 +426,8 @@ def sample_cdf(cdf, last_positive, u):
 
 def topk_topp_mask(mask_logits, contexts, top_k, top_p, out):
     """out[b] = top-k / top-p mask of the softmax of mask_logits[contexts[b]] (1 = kept)."""
+    if overlapping((out,), (mask_logits, contexts)):
+        return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = mask_logits.shape
     n = contexts.shape[0]
     if (top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or out.shape[0] != n
@@ -441,6 +456,10 @@ def text_env_rollout(logits, mask_logits, top_k, top_p, prompt_tokens, prompt_of
     top_k > 0 or top_p < 1; mask of mask_logits[ctx], written to mask_table[ctx]) by inverse CDF
     with u = uniform(key, counter + b * T + t).  cdf / row_stats / row_built are scratch.
     """
+    if overlapping((contexts_out, actions_out, logprobs_out, valid_out, lengths_out,
+                   terminated_out, truncated_out, final_contexts_out, cdf, row_stats, row_built,
+                   mask_table), (logits, mask_logits, prompt_tokens, prompt_offsets, prompt_ids)):
+        return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = logits.shape
     n = prompt_ids.shape[0]
     status = _rollout_config(logits, mask_logits, top_k, top_p, order, bos_id, eos_id, n,

@@ -12,7 +12,7 @@ the int64 limit (so ``counts[s, a] + 1`` can never reach 0 or overflow: checked 
 """
 
 __all__ = ["episode_returns", "mc_control_update"]
-from ._common import all_finite, first_out_of_range, written_overlaps
+from ._common import all_finite, first_out_of_range, overlapping, written_overlaps
 
 BAD_STATES = 1
 BAD_ACTIONS = 2
@@ -21,7 +21,7 @@ BAD_OFFSETS = 6
 BAD_COUNTS = 20
 BAD_SCRATCH = 21
 BAD_FINAL_VALUES = 22
-OVERLAPPING_ARRAYS = 8  # fastlmrl._status: returns_out shares memory with an input
+OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another argument
 BAD_COUNT_VALUES = 23
 INT64_MAX = 2**63 - 1
 
@@ -97,11 +97,16 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, first
     ``alpha == 0`` selects the sample average (step 1/N(s,a), needs ``counts``); otherwise the
     constant step ``alpha``.  ``counts`` of shape (0, 0) means "no counts".  The reference finds
     first visits with a Python dict; ``slot_keys`` / ``slot_first`` (the compiled kernels' hash
-    scratch) are only validated, so that every backend returns the same status.
+    scratch) are only validated, so that every backend returns the same status.  Status 8 when an
+    array the compiled kernels write (``q``, ``counts``, the scratch, ``returns_out``) shares memory
+    with another argument.
     """
     for name, arr in (("q", q), ("counts", counts), ("returns_out", returns_out)):
         if not arr.flags.writeable:  # refused before any write, as by the compiled signatures
             raise ValueError(f"{name} is read-only")
+    if overlapping((q, counts, slot_keys, slot_first, returns_out),
+                   (states, actions, rewards, episode_offsets)):
+        return OVERLAPPING_ARRAYS  # e.g. the scratch over states: a write would change an id
     s_, a_, r_, o_ = (x.tolist() for x in (states, actions, rewards, episode_offsets))
     status = _check_mc(q, s_, a_, r_, o_, len(returns_out), first_visit, alpha, counts,
                        len(slot_keys), len(slot_first))
