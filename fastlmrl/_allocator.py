@@ -11,6 +11,7 @@ The ``fastlmrl`` command calls :func:`keep_freed_memory` when it starts (an appl
 allocator; importing the library changes nothing).  ``FASTLMRL_KEEP_FREED_MEMORY=0`` turns it off.
 The price is up to ``top_pad`` bytes of freed memory kept by the process.
 """
+
 from __future__ import annotations
 
 import ctypes

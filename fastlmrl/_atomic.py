@@ -16,6 +16,7 @@ when its writer was this host's process ``pid`` and that process no longer exist
 process, which is not writing it), or, for writers on other hosts (a shared file system) or
 whose pid is in use again, when it has not been modified for :data:`STALE_AFTER_SECONDS`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,14 @@ from typing import Any, BinaryIO
 #: A file path argument: str, bytes or os.PathLike (checked by :func:`as_path`).
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
-__all__ = ["STALE_AFTER_SECONDS", "as_path", "atomic_write", "atomic_write_text",
-           "remove_stale_temp_files", "temp_name"]
+__all__ = [
+    "STALE_AFTER_SECONDS",
+    "as_path",
+    "atomic_write",
+    "atomic_write_text",
+    "remove_stale_temp_files",
+    "temp_name",
+]
 
 #: A leftover temporary file whose writer cannot be checked is removed after this long unchanged.
 STALE_AFTER_SECONDS = 3600.0
@@ -53,8 +60,9 @@ def as_path(path: Any, name: str = "path") -> str:
     try:
         text = os.fsdecode(os.fspath(path))
     except TypeError:
-        raise TypeError(f"{name} must be a str, bytes or os.PathLike file path, got "
-                        f"{type(path).__name__}") from None
+        raise TypeError(
+            f"{name} must be a str, bytes or os.PathLike file path, got {type(path).__name__}"
+        ) from None
     if not text:
         raise ValueError(f"{name} is empty")
     if "\0" in text:

@@ -8,6 +8,7 @@ The validators of *inputs* (:func:`ids`, :func:`values`, :func:`flags`, :func:`t
 (:func:`kernel_input`, no copy), so that Numba does not compile a second specialisation of the
 kernel for it.  Never pass an output through them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -107,8 +108,14 @@ def flags(x, name: str, length: int) -> np.ndarray:
     return kernel_input(np.ascontiguousarray(arr).view(np.uint8))
 
 
-def real(x, name: str, low: float | None = None, high: float | None = None,
-         low_open: bool = False, high_open: bool = False) -> float:
+def real(
+    x,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real scalar inside the given interval, as a Python float."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
@@ -163,12 +170,15 @@ def array_size(shape, name: str, itemsize: int = 8) -> None:
     for d in shape:
         total *= int(d)
     if total > physical_memory():
-        raise ValueError(f"{name}: an array of shape {tuple(int(d) for d in shape)} "
-                         f"({total} bytes) would exceed this machine's memory")
+        raise ValueError(
+            f"{name}: an array of shape {tuple(int(d) for d in shape)} "
+            f"({total} bytes) would exceed this machine's memory"
+        )
 
 
 class _Alias:
     """Exposes another array's memory through ``__array_interface__`` (see kernel_input)."""
+
     __slots__ = ("__array_interface__", "base")
 
     def __init__(self, interface, base):
@@ -244,8 +254,11 @@ def renamed(
         for ours, _ in table.values():
             if ours not in params:
                 raise AssertionError(f"{target.__qualname__} has no parameter {ours!r}")
-        positional = [p.name for p in params.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p.name
+            for p in params.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         where = {name: i for i, name in enumerate(positional)}
         qualname = target.__qualname__.replace(".__init__", "")
 
@@ -257,11 +270,16 @@ def renamed(
                     ours, is_deprecated = table[other]
                     if ours in kwargs or where.get(ours, len(args)) < len(args):
                         first = spelled.get(ours, ours)
-                        raise TypeError(f"{qualname}() got both {first!r} and {other!r}, two "
-                                        f"spellings of the parameter {ours!r}: give one")
+                        raise TypeError(
+                            f"{qualname}() got both {first!r} and {other!r}, two "
+                            f"spellings of the parameter {ours!r}: give one"
+                        )
                     if is_deprecated:
-                        warnings.warn(f"{qualname}(): the keyword {other!r} is deprecated, use "
-                                      f"{ours!r}", DeprecationWarning, stacklevel=2)
+                        warnings.warn(
+                            f"{qualname}(): the keyword {other!r} is deprecated, use {ours!r}",
+                            DeprecationWarning,
+                            stacklevel=2,
+                        )
                     kwargs[ours] = kwargs.pop(other)
                     spelled[ours] = other
             return target(*args, **kwargs)

@@ -12,6 +12,7 @@ third-party prose is involved.
 with strict UTF-8 decoding; :func:`train_test_split` splits a text into training and held-out
 lines, deterministically.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,48 +22,160 @@ import os
 from . import _validation as check
 from .rng import MASK64, stream_key, uniform
 
-__all__ = ["DEFAULT_SENTENCES", "default_corpus", "generate_corpus", "load_corpus",
-           "train_test_split"]
+__all__ = [
+    "DEFAULT_SENTENCES",
+    "default_corpus",
+    "generate_corpus",
+    "load_corpus",
+    "train_test_split",
+]
 
 #: Number of sentences of :func:`default_corpus`.
 DEFAULT_SENTENCES = 2000
 #: The most sentences :func:`generate_corpus` makes in one call.
-MAX_SENTENCES = 2 ** 22
+MAX_SENTENCES = 2**22
 
 # --- the grammar's lexicon ------------------------------------------------------------------
-_NAMES = ("Ada", "Bruno", "Clara", "Dario", "Elin", "Farah", "Greta", "Hugo", "Ines", "Jonas",
-          "Kira", "Lena", "Milo", "Nora", "Otto", "Pia")
-_AGENTS = (("fox", "foxes"), ("robot", "robots"), ("teacher", "teachers"), ("baker", "bakers"),
-           ("cat", "cats"), ("farmer", "farmers"), ("bird", "birds"), ("child", "children"),
-           ("owl", "owls"), ("sailor", "sailors"), ("student", "students"),
-           ("neighbour", "neighbours"), ("painter", "painters"), ("dog", "dogs"))
-_THINGS = (("river", "rivers"), ("boat", "boats"), ("lamp", "lamps"), ("garden", "gardens"),
-           ("bridge", "bridges"), ("letter", "letters"), ("apple", "apples"),
-           ("kettle", "kettles"), ("window", "windows"), ("map", "maps"), ("engine", "engines"),
-           ("story", "stories"), ("song", "songs"), ("puzzle", "puzzles"), ("key", "keys"),
-           ("book", "books"), ("stone", "stones"), ("tree", "trees"), ("clock", "clocks"),
-           ("basket", "baskets"), ("umbrella", "umbrellas"), ("island", "islands"))
-_ADJECTIVES = ("quiet", "curious", "small", "old", "bright", "tired", "clever", "gentle", "brave",
-               "patient", "noisy", "young", "careful", "lazy", "happy", "green", "red", "wooden",
-               "silver", "round", "tiny", "enormous", "friendly", "strange")
-_TRANSITIVE = (("finds", "find", "found"), ("watches", "watch", "watched"),
-               ("builds", "build", "built"), ("paints", "paint", "painted"),
-               ("carries", "carry", "carried"), ("repairs", "repair", "repaired"),
-               ("reads", "read", "read"), ("follows", "follow", "followed"),
-               ("opens", "open", "opened"), ("counts", "count", "counted"),
-               ("cleans", "clean", "cleaned"), ("draws", "draw", "drew"),
-               ("sells", "sell", "sold"), ("hides", "hide", "hid"),
-               ("remembers", "remember", "remembered"), ("explores", "explore", "explored"))
-_INTRANSITIVE = (("sleeps", "sleep", "slept"), ("sings", "sing", "sang"),
-                 ("waits", "wait", "waited"), ("laughs", "laugh", "laughed"),
-                 ("walks", "walk", "walked"), ("listens", "listen", "listened"),
-                 ("dreams", "dream", "dreamed"), ("works", "work", "worked"),
-                 ("rests", "rest", "rested"), ("dances", "dance", "danced"))
-_PLACES = ("near the river", "in the garden", "under the bridge", "behind the old mill",
-           "on the hill", "at the market", "by the window", "inside the library",
-           "across the field", "along the road", "in the kitchen", "beside the lake")
-_TIMES = ("in the morning", "after the rain", "before dinner", "at night", "every day",
-          "on Sunday", "during the winter", "at noon", "once a week", "in the evening")
+_NAMES = (
+    "Ada",
+    "Bruno",
+    "Clara",
+    "Dario",
+    "Elin",
+    "Farah",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kira",
+    "Lena",
+    "Milo",
+    "Nora",
+    "Otto",
+    "Pia",
+)
+_AGENTS = (
+    ("fox", "foxes"),
+    ("robot", "robots"),
+    ("teacher", "teachers"),
+    ("baker", "bakers"),
+    ("cat", "cats"),
+    ("farmer", "farmers"),
+    ("bird", "birds"),
+    ("child", "children"),
+    ("owl", "owls"),
+    ("sailor", "sailors"),
+    ("student", "students"),
+    ("neighbour", "neighbours"),
+    ("painter", "painters"),
+    ("dog", "dogs"),
+)
+_THINGS = (
+    ("river", "rivers"),
+    ("boat", "boats"),
+    ("lamp", "lamps"),
+    ("garden", "gardens"),
+    ("bridge", "bridges"),
+    ("letter", "letters"),
+    ("apple", "apples"),
+    ("kettle", "kettles"),
+    ("window", "windows"),
+    ("map", "maps"),
+    ("engine", "engines"),
+    ("story", "stories"),
+    ("song", "songs"),
+    ("puzzle", "puzzles"),
+    ("key", "keys"),
+    ("book", "books"),
+    ("stone", "stones"),
+    ("tree", "trees"),
+    ("clock", "clocks"),
+    ("basket", "baskets"),
+    ("umbrella", "umbrellas"),
+    ("island", "islands"),
+)
+_ADJECTIVES = (
+    "quiet",
+    "curious",
+    "small",
+    "old",
+    "bright",
+    "tired",
+    "clever",
+    "gentle",
+    "brave",
+    "patient",
+    "noisy",
+    "young",
+    "careful",
+    "lazy",
+    "happy",
+    "green",
+    "red",
+    "wooden",
+    "silver",
+    "round",
+    "tiny",
+    "enormous",
+    "friendly",
+    "strange",
+)
+_TRANSITIVE = (
+    ("finds", "find", "found"),
+    ("watches", "watch", "watched"),
+    ("builds", "build", "built"),
+    ("paints", "paint", "painted"),
+    ("carries", "carry", "carried"),
+    ("repairs", "repair", "repaired"),
+    ("reads", "read", "read"),
+    ("follows", "follow", "followed"),
+    ("opens", "open", "opened"),
+    ("counts", "count", "counted"),
+    ("cleans", "clean", "cleaned"),
+    ("draws", "draw", "drew"),
+    ("sells", "sell", "sold"),
+    ("hides", "hide", "hid"),
+    ("remembers", "remember", "remembered"),
+    ("explores", "explore", "explored"),
+)
+_INTRANSITIVE = (
+    ("sleeps", "sleep", "slept"),
+    ("sings", "sing", "sang"),
+    ("waits", "wait", "waited"),
+    ("laughs", "laugh", "laughed"),
+    ("walks", "walk", "walked"),
+    ("listens", "listen", "listened"),
+    ("dreams", "dream", "dreamed"),
+    ("works", "work", "worked"),
+    ("rests", "rest", "rested"),
+    ("dances", "dance", "danced"),
+)
+_PLACES = (
+    "near the river",
+    "in the garden",
+    "under the bridge",
+    "behind the old mill",
+    "on the hill",
+    "at the market",
+    "by the window",
+    "inside the library",
+    "across the field",
+    "along the road",
+    "in the kitchen",
+    "beside the lake",
+)
+_TIMES = (
+    "in the morning",
+    "after the rain",
+    "before dinner",
+    "at night",
+    "every day",
+    "on Sunday",
+    "during the winter",
+    "at noon",
+    "once a week",
+    "in the evening",
+)
 _ADVERBS = ("slowly", "quickly", "carefully", "quietly", "happily", "again", "proudly", "early")
 _NUMBERS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve")
 _DETERMINERS = ("the", "the", "a", "my", "our", "that", "every")
@@ -128,8 +241,10 @@ def _sentence(r: _Chooser) -> str:
             s += f" {r.pick(_TIMES)}"
         return s + "."
     if kind == 1:
-        return (f"{r.pick(_TIMES)}, {_np_singular(r)} {r.pick(_TRANSITIVE)[0]} "
-                f"{_np_object(r)} {r.pick(_ADVERBS)}.")
+        return (
+            f"{r.pick(_TIMES)}, {_np_singular(r)} {r.pick(_TRANSITIVE)[0]} "
+            f"{_np_object(r)} {r.pick(_ADVERBS)}."
+        )
     if kind == 2:
         return f"{_np_singular(r)} {r.pick(_INTRANSITIVE)[0]} {r.pick(_ADVERBS)} {r.pick(_PLACES)}."
     if kind == 3:
@@ -139,22 +254,31 @@ def _sentence(r: _Chooser) -> str:
             s += f" {r.pick(_PLACES)}"
         return s + "?"
     if kind == 4:
-        return (f"{_np_singular(r)} {r.pick(_TRANSITIVE)[2]} {_np_object(r)} and "
-                f"{r.pick(_TRANSITIVE)[2]} {_np_object(r)}.")
+        return (
+            f"{_np_singular(r)} {r.pick(_TRANSITIVE)[2]} {_np_object(r)} and "
+            f"{r.pick(_TRANSITIVE)[2]} {_np_object(r)}."
+        )
     if kind == 5:
-        return (f"there are {r.pick(_NUMBERS)} {r.pick(_ADJECTIVES)} {r.pick(_THINGS)[1]} "
-                f"{r.pick(_PLACES)}.")
+        return (
+            f"there are {r.pick(_NUMBERS)} {r.pick(_ADJECTIVES)} {r.pick(_THINGS)[1]} "
+            f"{r.pick(_PLACES)}."
+        )
     if kind == 6:
-        return (f"{_np_singular(r)} is {r.pick(_ADJECTIVES)} because {_np_singular(r)} "
-                f"{r.pick(_TRANSITIVE)[2]} {_np_object(r)}.")
+        return (
+            f"{_np_singular(r)} is {r.pick(_ADJECTIVES)} because {_np_singular(r)} "
+            f"{r.pick(_TRANSITIVE)[2]} {_np_object(r)}."
+        )
     if kind == 7:
-        return (f"when {_np_singular(r)} {r.pick(_INTRANSITIVE)[0]}, {_np_singular(r)} "
-                f"{r.pick(_TRANSITIVE)[0]} {_np_object(r)}.")
+        return (
+            f"when {_np_singular(r)} {r.pick(_INTRANSITIVE)[0]}, {_np_singular(r)} "
+            f"{r.pick(_TRANSITIVE)[0]} {_np_object(r)}."
+        )
     if kind == 8:
         s = f"{_np_plural(r)} {r.pick(_TRANSITIVE)[1]} {_np_object(r)} {r.pick(_PLACES)}"
         return s + ("!" if r.chance(0.2) else ".")
-    return (f"{r.pick(_NAMES)} says that {_np_singular(r)} {r.pick(_INTRANSITIVE)[0]} "
-            f"{r.pick(_TIMES)}.")
+    return (
+        f"{r.pick(_NAMES)} says that {_np_singular(r)} {r.pick(_INTRANSITIVE)[0]} {r.pick(_TIMES)}."
+    )
 
 
 def generate_corpus(n_sentences: int = DEFAULT_SENTENCES, seed: int = 0) -> str:
@@ -213,13 +337,17 @@ def load_corpus(path: str | os.PathLike[str] | None = None) -> str:
         raise ValueError(f"corpus file {name!r} is empty")
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise ValueError(f"corpus file {name!r} looks binary: it contains a NUL byte at offset "
-                         f"{nul}; a corpus must be UTF-8 text")
+        raise ValueError(
+            f"corpus file {name!r} looks binary: it contains a NUL byte at offset "
+            f"{nul}; a corpus must be UTF-8 text"
+        )
     try:
         text = raw.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"corpus file {name!r} is not valid UTF-8: byte "
-                         f"0x{raw[exc.start]:02x} at offset {exc.start} ({exc.reason})") from None
+        raise ValueError(
+            f"corpus file {name!r} is not valid UTF-8: byte "
+            f"0x{raw[exc.start]:02x} at offset {exc.start} ({exc.reason})"
+        ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n").replace("\r", "\n")

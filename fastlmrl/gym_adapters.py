@@ -16,6 +16,7 @@
 Observations are context ids (``Discrete(num_states)`` / ``Discrete(V**k)``), actions token ids
 (``Discrete(V)``).  This module is not imported by ``import fastlmrl``.
 """
+
 from __future__ import annotations
 
 try:
@@ -25,8 +26,7 @@ try:
     from gymnasium.vector.utils import batch_space
 except ImportError as exc:  # pragma: no cover - exercised only without gymnasium
     raise ImportError(
-        "fastlmrl.gym_adapters needs gymnasium (an optional extra): "
-        "pip install 'fastlmrl[gym]'"
+        "fastlmrl.gym_adapters needs gymnasium (an optional extra): pip install 'fastlmrl[gym]'"
     ) from exc
 
 from typing import Any
@@ -63,8 +63,10 @@ def tabular_mdp_from_gymnasium(
     base = getattr(env, "unwrapped", env)
     table = getattr(base, "P", None)
     if table is None:
-        raise TypeError(f"env: {type(base).__name__} has no transition table P (a Gymnasium "
-                        "toy-text environment such as FrozenLake, CliffWalking or Taxi has one)")
+        raise TypeError(
+            f"env: {type(base).__name__} has no transition table P (a Gymnasium "
+            "toy-text environment such as FrozenLake, CliffWalking or Taxi has one)"
+        )
     init = getattr(base, "initial_state_distrib", None)
     if init is None:
         init = getattr(base, "isd", None)
@@ -76,8 +78,9 @@ def tabular_mdp_from_gymnasium(
     space = getattr(base, "observation_space", None)
     mdp = TabularMDP(table, init, num_envs=num_envs, max_steps=max_steps)
     if isinstance(space, spaces.Discrete) and int(space.n) != mdp.num_states:
-        raise ValueError(f"env: observation_space.n = {int(space.n)} but P has "
-                         f"{mdp.num_states} states")
+        raise ValueError(
+            f"env: observation_space.n = {int(space.n)} but P has {mdp.num_states} states"
+        )
     return mdp
 
 
@@ -89,8 +92,10 @@ def _sizes(env):
         return env.num_contexts, env.vocab_size
     if isinstance(env, TabularMDP):
         return env.num_states, env.num_actions
-    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv (or TabularMDP), got "
-                    f"{type(env).__name__}")
+    raise TypeError(
+        f"env must be a fastlmrl ContextMDP or TextGenerationEnv (or TabularMDP), got "
+        f"{type(env).__name__}"
+    )
 
 
 def _check_seed(seed):
@@ -131,8 +136,10 @@ class TokenEnv(gym.Env):
             env = ContextMDP()
         n_obs, n_actions = _sizes(env)
         if env.num_envs != 1:
-            raise ValueError(f"TokenEnv wraps an environment with num_envs=1, got {env.num_envs} "
-                             "(use TokenVectorEnv)")
+            raise ValueError(
+                f"TokenEnv wraps an environment with num_envs=1, got {env.num_envs} "
+                "(use TokenVectorEnv)"
+            )
         self.env = env
         self.observation_space = spaces.Discrete(n_obs)
         self.action_space = spaces.Discrete(n_actions)
@@ -189,8 +196,9 @@ class TokenVectorEnv(VectorEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset all B sequences: ``(obs (B,), infos)``."""
-        if seed is not None and (isinstance(seed, (bool, np.bool_))
-                                 or not isinstance(seed, (int, np.integer))):
+        if seed is not None and (
+            isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+        ):
             raise TypeError("seed must be an int (one stream for all sub-environments) or None")
         seed = _check_seed(seed)
         if seed is not None:

@@ -61,6 +61,7 @@ initial policy of a tabular softmax agent and its frozen reference for a KL pena
 (:meth:`NGramLM.policy_tables`).  :meth:`NGramLM.sample` draws from that table with
 :func:`fastlmrl.boltzmann` at temperature 1, so a seed gives the same text in every backend.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -88,8 +89,8 @@ __all__ = [
 ]
 
 #: The largest dense (S, V) table :func:`num_contexts` and :meth:`NGramLM.logits_table` allow.
-MAX_TABLE_ENTRIES = 2 ** 26
-_INT64_LIMIT = 2 ** 63
+MAX_TABLE_ENTRIES = 2**26
+_INT64_LIMIT = 2**63
 #: The longest context (and the largest order - 1) whose ids fit in int64 for V >= 2.
 MAX_CONTEXT_LENGTH = 62
 _CHUNK = 1 << 20  # (context, token) pairs per vectorised block when building a table
@@ -108,21 +109,25 @@ def _vocab(vocab_size: object) -> int:
 def _k(k: object, name: str = "k") -> int:
     k = check.positive_int(k, name, 0)
     if k > MAX_CONTEXT_LENGTH:
-        raise ValueError(f"{name} = {k} is too large: context ids of more than "
-                         f"{MAX_CONTEXT_LENGTH} tokens do not fit in int64")
+        raise ValueError(
+            f"{name} = {k} is too large: context ids of more than "
+            f"{MAX_CONTEXT_LENGTH} tokens do not fit in int64"
+        )
     return k
 
 
 def _power(V: int, k: int) -> int:
     """V**k for V < 2**63 and k <= 63: at most a few hundred bytes of Python int."""
-    return V ** k
+    return V**k
 
 
 def _check_code_range(V: int, k: int, extra: int = 0) -> None:
     """Refuse V**(k + extra) >= 2**63 (without computing a huge power: V < 2**63 here)."""
     if (V >= 2 and k + extra >= 63) or _power(V, k + extra) >= _INT64_LIMIT:
-        raise ValueError(f"vocab_size**{k + extra} = {V}**{k + extra} does not fit in int64: "
-                         "use a smaller vocabulary or a shorter context")
+        raise ValueError(
+            f"vocab_size**{k + extra} = {V}**{k + extra} does not fit in int64: "
+            "use a smaller vocabulary or a shorter context"
+        )
 
 
 def _id_array(x: ArrayLike, name: str, bound: int, bound_text: str = "") -> NDArray[np.int64]:
@@ -140,8 +145,7 @@ def _id_array(x: ArrayLike, name: str, bound: int, bound_text: str = "") -> NDAr
     if bad.size:
         i = int(bad[0])
         where = f"[{i}]" if arr.ndim == 1 else f" (flat index {i})" if arr.ndim else ""
-        raise ValueError(f"{name}{where} = {int(flat[i])} is out of range [0, {bound_text}"
-                         f"{bound})")
+        raise ValueError(f"{name}{where} = {int(flat[i])} is out of range [0, {bound_text}{bound})")
     return arr
 
 
@@ -154,8 +158,9 @@ def num_contexts(vocab_size: int, k: int) -> int:
         raise ValueError(
             f"a dense logits table over {V}-token contexts of length k={k} would have "
             f"V**(k+1) = {entries} entries, more than 2**26 = {MAX_TABLE_ENTRIES}: use a smaller "
-            "vocabulary (e.g. WordTokenizer(max_vocab_size=...) or characters) or a smaller k")
-    return V ** k
+            "vocabulary (e.g. WordTokenizer(max_vocab_size=...) or characters) or a smaller k"
+        )
+    return V**k
 
 
 def context_id(tokens: ArrayLike, vocab_size: int) -> int:
@@ -178,8 +183,8 @@ def context_tokens(ctx: int, k: int, vocab_size: int) -> NDArray[np.int64]:
     if isinstance(ctx, (bool, np.bool_)) or not isinstance(ctx, (int, np.integer)):
         raise TypeError(f"ctx must be an int, got {type(ctx).__name__}")
     ctx = int(ctx)
-    if not 0 <= ctx < V ** k:
-        raise ValueError(f"ctx = {ctx} is out of range [0, vocab_size**k = {V}**{k} = {V ** k})")
+    if not 0 <= ctx < V**k:
+        raise ValueError(f"ctx = {ctx} is out of range [0, vocab_size**k = {V}**{k} = {V**k})")
     out = np.empty(k, dtype=np.int64)
     for j in range(k - 1, -1, -1):
         ctx, out[j] = divmod(ctx, V)
@@ -212,7 +217,7 @@ def context_ids(
         return np.empty(0, dtype=np.int64)
     out = np.zeros(n, dtype=np.int64)
     for j in range(k):
-        out = out * V + arr[j:j + n]
+        out = out * V + arr[j : j + n]
     return out
 
 
@@ -231,14 +236,15 @@ def next_context(
     for x, name in ((ctx, "ctx"), (token, "token")):
         if isinstance(x, (bool, np.bool_)):
             raise TypeError(f"{name} must be an int or an integer array, got bool")
-    c = _id_array(ctx, "ctx", V ** k, f"vocab_size**k = {V}**{k} = ")
+    c = _id_array(ctx, "ctx", V**k, f"vocab_size**k = {V}**{k} = ")
     a = _id_array(token, "token", V)
     try:
         np.broadcast_shapes(c.shape, a.shape)
     except ValueError:
-        raise ValueError(f"ctx and token must broadcast together, got shapes {c.shape} and "
-                         f"{a.shape}") from None
-    out = (c * V + a) % (V ** k)
+        raise ValueError(
+            f"ctx and token must broadcast together, got shapes {c.shape} and {a.shape}"
+        ) from None
+    out = (c * V + a) % (V**k)
     return int(out) if scalar else out
 
 
@@ -307,12 +313,15 @@ class NGramLM:
     _levels: list[_Level] | None
     _table: NDArray[np.float64] | None
 
-    def __init__(self, order: int = 3, smoothing: str = "kneser_ney", k: float = 1.0,
-                 discount: float = 0.75) -> None:
+    def __init__(
+        self, order: int = 3, smoothing: str = "kneser_ney", k: float = 1.0, discount: float = 0.75
+    ) -> None:
         self.order = check.positive_int(order, "order", 1)
         if self.order > MAX_CONTEXT_LENGTH + 1:
-            raise ValueError(f"order = {self.order} is too large: n-gram codes of more than "
-                             f"{MAX_CONTEXT_LENGTH + 1} tokens do not fit in int64")
+            raise ValueError(
+                f"order = {self.order} is too large: n-gram codes of more than "
+                f"{MAX_CONTEXT_LENGTH + 1} tokens do not fit in int64"
+            )
         if not isinstance(smoothing, str):
             raise TypeError(f"smoothing must be a str, got {type(smoothing).__name__}")
         if smoothing not in SMOOTHINGS:
@@ -371,8 +380,9 @@ class NGramLM:
             else:
                 seqs = list(sequences)
         else:
-            raise TypeError(f"{name} must be an id array or a list of id arrays, "
-                            f"got {type(sequences).__name__}")
+            raise TypeError(
+                f"{name} must be an id array or a list of id arrays, got {type(sequences).__name__}"
+            )
         out: list[Any] = []
         for i, s in enumerate(seqs):
             if isinstance(s, str):
@@ -419,8 +429,13 @@ class NGramLM:
             hist = hist * V + flat[pos - (n - 1) + j]
         return hist * V + flat[pos], hist
 
-    def fit(self, sequences: ArrayLike | list[ArrayLike], vocab_size: int,
-            bos_id: int | None = BOS_ID, eos_id: int | None = EOS_ID) -> NGramLM:
+    def fit(
+        self,
+        sequences: ArrayLike | list[ArrayLike],
+        vocab_size: int,
+        bos_id: int | None = BOS_ID,
+        eos_id: int | None = EOS_ID,
+    ) -> NGramLM:
         """Count the n-grams of ``sequences`` and build the smoothed model; returns ``self``.
 
         ``sequences``: one 1-D id array or a list of them (e.g. ``tokenizer.encode_lines(text)``),
@@ -449,7 +464,7 @@ class NGramLM:
         levels = [_Level(uniq, counts, V)]
         if self.smoothing == "kneser_ney":
             for m in range(self.order - 1, 0, -1):  # continuation counts N1+(. g) for m-grams g
-                suffix = levels[0].codes % (V ** m)
+                suffix = levels[0].codes % (V**m)
                 g, cont = np.unique(suffix, return_counts=True)
                 levels.insert(0, _Level(g, cont, V))
         self._levels = levels  # levels[m-1] is order m (KN); add-k keeps only order n
@@ -462,12 +477,17 @@ class NGramLM:
         tokenizer.eos_id)``: one training sequence per non-blank line."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        missing = [a for a in ("encode_lines", "vocab_size", "bos_id", "eos_id")
-                   if not hasattr(tokenizer, a)]
+        missing = [
+            a
+            for a in ("encode_lines", "vocab_size", "bos_id", "eos_id")
+            if not hasattr(tokenizer, a)
+        ]
         if missing:
-            raise TypeError(f"tokenizer must be a fastlmrl tokenizer (CharTokenizer, "
-                            f"WordTokenizer), got {type(tokenizer).__name__} without "
-                            f"{', '.join(missing)}")
+            raise TypeError(
+                f"tokenizer must be a fastlmrl tokenizer (CharTokenizer, "
+                f"WordTokenizer), got {type(tokenizer).__name__} without "
+                f"{', '.join(missing)}"
+            )
         seqs = tokenizer.encode_lines(text)
         return self.fit(seqs, tokenizer.vocab_size, tokenizer.bos_id, tokenizer.eos_id)
 
@@ -545,11 +565,13 @@ class NGramLM:
             raise ValueError(f"{name} must be 1-dimensional, got shape {ctx.shape}")
         if ctx.shape[0] < k:
             if self.bos_id is None:
-                raise ValueError(f"{name} must hold at least order - 1 = {k} tokens "
-                                 "(the model was fitted without <bos> padding)")
+                raise ValueError(
+                    f"{name} must hold at least order - 1 = {k} tokens "
+                    "(the model was fitted without <bos> padding)"
+                )
             ctx = np.concatenate([np.full(k - ctx.shape[0], self.bos_id, np.int64), ctx])
         code = 0
-        for t in ctx[ctx.shape[0] - k:].tolist():
+        for t in ctx[ctx.shape[0] - k :].tolist():
             code = code * V + t
         return code
 
@@ -572,12 +594,14 @@ class NGramLM:
     def _table64(self, k: int) -> NDArray[np.float64]:
         V, n1 = self._V(), self.order - 1
         if k < n1:
-            raise ValueError(f"k must be >= order - 1 = {n1} (the table needs the whole history "
-                             f"the model reads); got k={k}: fit a model of order k + 1")
+            raise ValueError(
+                f"k must be >= order - 1 = {n1} (the table needs the whole history "
+                f"the model reads); got k={k}: fit a model of order k + 1"
+            )
         S = num_contexts(V, k)
         if k == n1 and self._table is not None:
             return self._table
-        base_s = V ** n1
+        base_s = V**n1
         base = np.empty((base_s, V), dtype=np.float64)
         lower, top = self._lower_dense(), self._fitted_levels()[-1]
         rows = max(1, _CHUNK // V)
@@ -633,8 +657,14 @@ class NGramLM:
         return float(np.exp(-np.mean(logp)))
 
     # -- sampling ---------------------------------------------------------------------------
-    def sample(self, n_tokens: int, seed: int | RandomStream, prompt: ArrayLike = (),
-               n_sequences: int | None = None, stop_at_eos: bool = True) -> NDArray[np.int64]:
+    def sample(
+        self,
+        n_tokens: int,
+        seed: int | RandomStream,
+        prompt: ArrayLike = (),
+        n_sequences: int | None = None,
+        stop_at_eos: bool = True,
+    ) -> NDArray[np.int64]:
         """Sample continuations of ``prompt`` from the model (temperature 1).
 
         Step ``t`` draws the next token of every sequence with
@@ -665,8 +695,9 @@ class NGramLM:
         if not isinstance(stop_at_eos, (bool, np.bool_)):
             raise TypeError("stop_at_eos must be a bool")
         V, k = self._V(), self.order - 1
-        _limits.check_elements(n_tokens * B, 8, "n_tokens", f"n_tokens * n_sequences = "
-                               f"{n_tokens} * {B}")
+        _limits.check_elements(
+            n_tokens * B, 8, "n_tokens", f"n_tokens * n_sequences = {n_tokens} * {B}"
+        )
         start = self._history_code(prompt, "prompt")
         check_capacity(seed, n_tokens * B)  # type, range and counters left, before any draw
         stream = seed if isinstance(seed, RandomStream) else RandomStream(int(seed))
@@ -687,7 +718,7 @@ class NGramLM:
                     tok = np.where(done, eos, tok)
                     done |= tok == eos
                 out[:, t] = tok
-                ctx = (ctx * V + tok) % (V ** k)  # next_context
+                ctx = (ctx * V + tok) % (V**k)  # next_context
         finally:  # consume exactly n_tokens * B counters whatever happened (none on failure)
             stream.counter = first
         advance(stream, n_tokens * B)

@@ -25,6 +25,7 @@ Python on the batch, or a Numba-jitted function applied per sequence without Pyt
 Rewards combine with ``+`` and scale with ``*``.  :func:`kl_shaped` adds the per-token
 KL-to-reference penalty of RLHF.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -140,8 +141,10 @@ def terminal_to_per_token(scores: ArrayLike, lengths: ArrayLike, horizon: int) -
     return out
 
 
-@check.renamed(deprecated={"logprobs": "log_probs", "ref_logprobs": "ref_log_probs"},
-               ecosystem={"beta": "kl_coef"})
+@check.renamed(
+    deprecated={"logprobs": "log_probs", "ref_logprobs": "ref_log_probs"},
+    ecosystem={"beta": "kl_coef"},
+)
 def kl_shaped(
     rewards: ArrayLike,
     log_probs: ArrayLike,
@@ -200,7 +203,8 @@ def _real_2d(x, name, shape=None):
 
 
 class RewardFunction:
-    """Base class: subclasses set ``per_token`` and implement ``compute(tokens, lengths, prompt_ids)``.
+    """Base class of the reward functions: subclasses set ``per_token`` and implement
+    ``compute(tokens, lengths, prompt_ids)``.
 
     Call an instance as ``reward(tokens, lengths, prompt_ids=None)``: the arguments are validated,
     ``compute`` runs on int64 arrays, and its output is validated (shape, dtype, finiteness) and
@@ -358,8 +362,13 @@ class TargetMatch(RewardFunction):
 
     MODES = ("fraction", "prefix", "exact")
 
-    def __init__(self, targets: ArrayLike | list[ArrayLike], mode: str = "fraction",
-                 per_token: bool = False, eos_id: int | None = None) -> None:
+    def __init__(
+        self,
+        targets: ArrayLike | list[ArrayLike],
+        mode: str = "fraction",
+        per_token: bool = False,
+        eos_id: int | None = None,
+    ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         if per_token and mode == "exact":
@@ -380,7 +389,7 @@ class TargetMatch(RewardFunction):
         width = max(s.size for s in seqs)
         self._targets = np.full((len(seqs), width), -1, dtype=np.int64)
         for i, s in enumerate(seqs):
-            self._targets[i, :s.size] = s
+            self._targets[i, : s.size] = s
         self._target_lengths = np.array([s.size for s in seqs], dtype=np.int64)
 
     def max_token_id(self) -> int:
@@ -394,8 +403,9 @@ class TargetMatch(RewardFunction):
             if prompt_ids is None:
                 raise ValueError("TargetMatch with one target per prompt needs prompt_ids")
             if prompt_ids.size and prompt_ids.max() >= len(self._target_lengths):
-                raise ValueError(f"prompt_ids must be < {len(self._target_lengths)} (the number "
-                                 "of targets)")
+                raise ValueError(
+                    f"prompt_ids must be < {len(self._target_lengths)} (the number of targets)"
+                )
             rows = prompt_ids
         else:
             rows = np.zeros(n, dtype=np.int64)
@@ -404,8 +414,9 @@ class TargetMatch(RewardFunction):
         length = _effective_lengths(tokens, lengths, self.eos_id)
         width = min(horizon, goal.shape[1])
         t = np.arange(width)[None, :]
-        eq = ((tokens[:, :width] == goal[:, :width]) & (t < length[:, None])
-              & (t < goal_len[:, None]))
+        eq = (
+            (tokens[:, :width] == goal[:, :width]) & (t < length[:, None]) & (t < goal_len[:, None])
+        )
         prefix = np.cumprod(eq, axis=1).astype(bool)
         if self.per_token:
             hits = eq if self.mode == "fraction" else prefix
@@ -424,7 +435,8 @@ class TargetMatch(RewardFunction):
 
 
 class KeywordReward(RewardFunction):
-    r"""Keyword / lexicon score: :math:`\sum_k w_k \cdot \#\{\text{occurrences of } k \text{ in } y\}`.
+    r"""Keyword / lexicon score:
+    :math:`\sum_k w_k \cdot \#\{\text{occurrences of } k \text{ in } y\}`.
 
     ``weights``: a dict mapping a token id or a tuple of ids (an n-gram) to its weight, or a
     sequence of token ids (weight 1 each).  Every (overlapping) occurrence lying entirely within
@@ -438,9 +450,14 @@ class KeywordReward(RewardFunction):
     so the per-token rewards of every prefix sum to that prefix's score.
     """
 
-    def __init__(self, weights: dict[Any, float] | ArrayLike, per_token: bool = False,
-                 presence: bool = False, normalize: bool = False,
-                 word_tokens: ArrayLike | None = None) -> None:
+    def __init__(
+        self,
+        weights: dict[Any, float] | ArrayLike,
+        per_token: bool = False,
+        presence: bool = False,
+        normalize: bool = False,
+        word_tokens: ArrayLike | None = None,
+    ) -> None:
         if not isinstance(weights, dict):
             weights = {k: 1.0 for k in _id_sequence(weights, "weights").tolist()}
         if not weights:
@@ -451,8 +468,10 @@ class KeywordReward(RewardFunction):
         self.grams = []
         for key, w in weights.items():
             gram = (key,) if isinstance(key, (int, np.integer)) else tuple(key)
-            if not gram or any(isinstance(g, (bool, np.bool_)) or not isinstance(g, (int, np.integer))
-                               or g < 0 for g in gram):
+            if not gram or any(
+                isinstance(g, (bool, np.bool_)) or not isinstance(g, (int, np.integer)) or g < 0
+                for g in gram
+            ):
                 raise ValueError(f"keyword {key!r} must be a token id or a tuple of token ids")
             self.grams.append((tuple(int(g) for g in gram), _finite_real(w, f"weights[{key!r}]")))
         # the keywords flattened once (CSR form) for the compiled kernel (fastlmrl.keyword_scores)
@@ -469,8 +488,15 @@ class KeywordReward(RewardFunction):
     ) -> ArrayLike:
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        out = _scores(tokens, lengths, self._gram_tokens, self._gram_offsets, self._gram_weights,
-                      int(self.presence), self._word_flags)
+        out = _scores(
+            tokens,
+            lengths,
+            self._gram_tokens,
+            self._gram_offsets,
+            self._gram_weights,
+            int(self.presence),
+            self._word_flags,
+        )
         if self.normalize:
             out /= np.maximum(lengths, 1)[:, None]
         return out if self.per_token else out.sum(axis=1)
@@ -481,7 +507,8 @@ class KeywordReward(RewardFunction):
 
 
 class RepetitionPenalty(RewardFunction):
-    r"""Repetition penalty: :math:`-w \cdot \#\{\text{n-grams of } y \text{ that occurred earlier in } y\}`.
+    r"""Repetition penalty:
+    :math:`-w \cdot \#\{\text{n-grams of } y \text{ that occurred earlier in } y\}`.
 
     An n-gram occurrence starting at position :math:`i` (:math:`i + n \le L`) is a repeat when the
     same n tokens start at some :math:`j < i` of the same response (overlaps count: "aaa" holds
@@ -526,8 +553,13 @@ class LengthPenalty(RewardFunction):
     for every token.
     """
 
-    def __init__(self, weight: float = 1.0, target: int | None = None, per_token: bool = False,
-                 eos_id: int | None = None) -> None:
+    def __init__(
+        self,
+        weight: float = 1.0,
+        target: int | None = None,
+        per_token: bool = False,
+        eos_id: int | None = None,
+    ) -> None:
         self.weight = _finite_real(weight, "weight")
         self.target = None if target is None else check.positive_int(target, "target", 0)
         if per_token and self.target is not None:
@@ -571,6 +603,7 @@ def _numba_driver(per_token: bool):
     from numba import njit
 
     if per_token:
+
         @njit
         def drive(fn, tokens, lengths, out):
             for b in range(tokens.shape[0]):
@@ -582,11 +615,13 @@ def _numba_driver(per_token: bool):
                     out[b, t] = r[t]
             return -1
     else:
+
         @njit
         def drive(fn, tokens, lengths, out):
             for b in range(tokens.shape[0]):
-                out[b] = fn(tokens[b, :lengths[b]])
+                out[b] = fn(tokens[b, : lengths[b]])
             return -1
+
     _DRIVERS[per_token] = drive
     return drive
 
@@ -604,8 +639,13 @@ class CallableReward(RewardFunction):
     The output is validated like every reward's (shape, dtype, NaN / infinity).
     """
 
-    def __init__(self, fn: Callable[..., Any], per_token: bool = False,
-                 per_sequence: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        per_token: bool = False,
+        per_sequence: bool = False,
+        name: str | None = None,
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.fn = fn
@@ -624,21 +664,27 @@ class CallableReward(RewardFunction):
         if self.jitted:
             bad = _numba_driver(self.per_token)(self.fn, tokens, lengths, out)
             if bad >= 0:
-                raise ValueError(f"reward function {self!r} returned the wrong number of "
-                                 f"per-token rewards for sequence {bad} (expected {lengths[bad]})")
+                raise ValueError(
+                    f"reward function {self!r} returned the wrong number of "
+                    f"per-token rewards for sequence {bad} (expected {lengths[bad]})"
+                )
             return out
         for b in range(n):
-            r = self.fn(tokens[b, :lengths[b]])
+            r = self.fn(tokens[b, : lengths[b]])
             if self.per_token:
                 r = np.asarray(r)
                 if r.shape != (lengths[b],):
-                    raise ValueError(f"reward function {self!r} returned shape {r.shape} for "
-                                     f"sequence {b}, expected ({lengths[b]},)")
-                out[b, :lengths[b]] = r
+                    raise ValueError(
+                        f"reward function {self!r} returned shape {r.shape} for "
+                        f"sequence {b}, expected ({lengths[b]},)"
+                    )
+                out[b, : lengths[b]] = r
             else:
                 if np.ndim(r) != 0:
-                    raise ValueError(f"reward function {self!r} returned shape {np.shape(r)} for "
-                                     f"sequence {b}, expected a scalar")
+                    raise ValueError(
+                        f"reward function {self!r} returned shape {np.shape(r)} for "
+                        f"sequence {b}, expected a scalar"
+                    )
                 out[b] = r
         return out
 

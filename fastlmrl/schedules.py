@@ -11,6 +11,7 @@ A schedule is a callable ``schedule(step) -> float`` of the global step count ``
   (``end <= start``), :math:`\min(x_1, x_0 d^t)` for increasing ones — geometric decay by ``decay``
   per step toward a floor (annealed Boltzmann exploration, Sutton & Barto §2.7/§13).
 """
+
 from __future__ import annotations
 
 import math
@@ -80,9 +81,7 @@ class ExponentialSchedule(_Schedule):
         self.end = check.real(end, "end", 0.0, None, low_open=True)
         self.decay = check.real(decay, "decay", 0.0, None, low_open=True)
         if (end < start and decay >= 1.0) or (end > start and decay <= 1.0):
-            raise ValueError(
-                f"decay={decay} never moves start={start} toward end={end}"
-            )
+            raise ValueError(f"decay={decay} never moves start={start} toward end={end}")
 
     def _value(self, t: int) -> float:
         value = self.start * math.exp(t * math.log(self.decay))

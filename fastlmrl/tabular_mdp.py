@@ -37,6 +37,7 @@ path conditions, Bertsekas & Tsitsiklis 1991); :meth:`TabularMDP.value_iteration
 outcome model itself, γ = 1 included (bounded by ``max_iter``, reports convergence).  The
 tabular trainers refuse ``gamma = 1`` with :meth:`~TabularMDP.episodic_problem`'s reason.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,21 +70,25 @@ class SSPResult:
     """
 
     values: np.ndarray  #: (S,) float64 v_k (0 is the value after termination)
-    q: np.ndarray       #: (S, A) float64 r(s, a) + gamma * sum_s' P_continue[s, a, s'] v_k(s')
+    q: np.ndarray  #: (S, A) float64 r(s, a) + gamma * sum_s' P_continue[s, a, s'] v_k(s')
     policy: np.ndarray  #: (S,) int64 greedy in q (ties: lowest action)
-    num_iter: int       #: sweeps done
-    converged: bool     #: the stopping rule was met within max_iter
+    num_iter: int  #: sweeps done
+    converged: bool  #: the stopping rule was met within max_iter
 
 
 def _outcome_list(transitions, s, a):
     try:
         outs = transitions[s][a]
     except (KeyError, IndexError, TypeError) as exc:
-        raise ValueError(f"transitions[{s}][{a}] is missing: every state needs every action "
-                         f"({type(exc).__name__}: {exc})") from None
+        raise ValueError(
+            f"transitions[{s}][{a}] is missing: every state needs every action "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(outs, (list, tuple)) or len(outs) == 0:
-        raise ValueError(f"transitions[{s}][{a}] must be a non-empty list of "
-                         "(probability, next_state, reward, terminated) tuples")
+        raise ValueError(
+            f"transitions[{s}][{a}] must be a non-empty list of "
+            "(probability, next_state, reward, terminated) tuples"
+        )
     return outs
 
 
@@ -107,13 +112,21 @@ class TabularMDP:
     ``step(actions) -> (obs, rewards, terminated, truncated, info)`` with next-step autoreset.
     """
 
-    def __init__(self, transitions: Any, initial_distribution: int | ArrayLike | None = None, *,
-                 num_envs: int = 1, max_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        transitions: Any,
+        initial_distribution: int | ArrayLike | None = None,
+        *,
+        num_envs: int = 1,
+        max_steps: int | None = None,
+    ) -> None:
         try:
             n_states = len(transitions)
         except TypeError:
-            raise TypeError("transitions must be a dict or a sequence indexed by state "
-                            f"(transitions[s][a]), got {type(transitions).__name__}") from None
+            raise TypeError(
+                "transitions must be a dict or a sequence indexed by state "
+                f"(transitions[s][a]), got {type(transitions).__name__}"
+            ) from None
         if n_states == 0:
             raise ValueError("transitions is empty: an MDP needs at least one state")
         try:
@@ -129,22 +142,26 @@ class TabularMDP:
             except (KeyError, IndexError, TypeError):
                 raise ValueError(f"transitions[{s}] is missing (states must be 0 .. S-1)") from None
             if n_here != n_actions:
-                raise ValueError(f"transitions[{s}] has {n_here} actions, transitions[0] has "
-                                 f"{n_actions}")
+                raise ValueError(
+                    f"transitions[{s}] has {n_here} actions, transitions[0] has {n_actions}"
+                )
             for a in range(n_actions):
                 outs = _outcome_list(transitions, s, a)
                 for j, out in enumerate(outs):
                     if not isinstance(out, (tuple, list)) or len(out) != 4:
-                        raise ValueError(f"transitions[{s}][{a}][{j}] must be a tuple "
-                                         "(probability, next_state, reward, terminated)")
+                        raise ValueError(
+                            f"transitions[{s}][{a}][{j}] must be a tuple "
+                            "(probability, next_state, reward, terminated)"
+                        )
                     p, s2, r, end = out
                     probs.append(p)
                     nexts.append(s2)
                     rewards.append(r)
                     ends.append(end)
                 counts.append(len(outs))
-        self._build(n_states, n_actions, np.asarray(counts, dtype=np.int64), probs, nexts,
-                    rewards, ends)
+        self._build(
+            n_states, n_actions, np.asarray(counts, dtype=np.int64), probs, nexts, rewards, ends
+        )
         self._set_initial(initial_distribution)
         self._num_envs = _num_envs(num_envs)
         self._max_steps = 0 if max_steps is None else _int64(max_steps, "max_steps", 1)
@@ -195,15 +212,17 @@ class TabularMDP:
         bad = ~(np.abs(sums - 1.0) <= atol)
         if bad.any():
             pair = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"transitions[{pair // n_actions}][{pair % n_actions}]: the "
-                             f"probabilities sum to {sums[pair]!r}, not 1 (tolerance {atol:g})")
+            raise ValueError(
+                f"transitions[{pair // n_actions}][{pair % n_actions}]: the "
+                f"probabilities sum to {sums[pair]!r}, not 1 (tolerance {atol:g})"
+            )
         keep = p64 > 0
         where = where[keep]
         self._num_states, self._num_actions = n_states, n_actions
         self._probabilities = p64[keep]
         self._next_states = s2[keep]
         self._rewards = r[keep]
-        self._terminated = (e[keep] != 0)
+        self._terminated = e[keep] != 0
         counts = np.bincount(where, minlength=n_states * n_actions)
         self._offsets = np.zeros(n_states * n_actions + 1, dtype=np.int64)
         np.cumsum(counts, out=self._offsets[1:])
@@ -213,14 +232,27 @@ class TabularMDP:
         for i in range(n_states * n_actions):
             lo, hi = self._offsets[i], self._offsets[i + 1]
             np.cumsum(self._probabilities[lo:hi], out=self._cdf[lo:hi])
-        for arr in (self._offsets, self._cdf, self._next_states, self._rewards,
-                    self._probabilities, self._terminated):
+        for arr in (
+            self._offsets,
+            self._cdf,
+            self._next_states,
+            self._rewards,
+            self._probabilities,
+            self._terminated,
+        ):
             arr.flags.writeable = False
         # writeable aliases for the kernel (Numba compiles another specialisation for read-only
         # arrays); kernels never write their inputs
-        self._kernel_tables = tuple(check.kernel_input(a) for a in (
-            self._offsets, self._cdf, self._next_states, self._rewards,
-            self._terminated.view(np.uint8)))
+        self._kernel_tables = tuple(
+            check.kernel_input(a)
+            for a in (
+                self._offsets,
+                self._cdf,
+                self._next_states,
+                self._rewards,
+                self._terminated.view(np.uint8),
+            )
+        )
 
     def _set_initial(self, init):
         n = self._num_states
@@ -234,8 +266,10 @@ class TabularMDP:
         else:
             d = np.asarray(init)
             if d.dtype.kind not in "biuf":
-                raise TypeError("initial_distribution must be a state id or (S,) probabilities, "
-                                f"got dtype {d.dtype}")
+                raise TypeError(
+                    "initial_distribution must be a state id or (S,) probabilities, "
+                    f"got dtype {d.dtype}"
+                )
             if d.shape != (n,):
                 raise ValueError(f"initial_distribution must have shape ({n},), got {d.shape}")
             dist = d.astype(np.float64)
@@ -255,35 +289,45 @@ class TabularMDP:
     num_actions = property(lambda self: self._num_actions, doc="A, the number of actions.")
     num_envs = property(lambda self: self._num_envs, doc="B, the number of sequences.")
     max_steps = property(lambda self: self._max_steps, doc="The time limit (0: none).")
-    offsets = property(lambda self: self._offsets,
-                       doc="(S*A + 1,) int64: pair i = s*A + a has offsets[i]:offsets[i+1].")
+    offsets = property(
+        lambda self: self._offsets,
+        doc="(S*A + 1,) int64: pair i = s*A + a has offsets[i]:offsets[i+1].",
+    )
     probabilities = property(lambda self: self._probabilities, doc="(K,) float64 outcome p.")
     next_states = property(lambda self: self._next_states, doc="(K,) int64 outcome S_{t+1}.")
     rewards = property(lambda self: self._rewards, doc="(K,) float64 outcome R_{t+1}.")
-    terminated = property(lambda self: self._terminated,
-                          doc="(K,) bool: the outcome ends the episode.")
+    terminated = property(
+        lambda self: self._terminated, doc="(K,) bool: the outcome ends the episode."
+    )
     cdf = property(lambda self: self._cdf, doc="(K,) float64 running sums within each pair.")
     initial_distribution = property(lambda self: self._initial, doc="(S,) float64 p(S_0).")
 
-    states = _state_property("states", lambda self: self._num_states - 1,
-                             "(B,) int64 current states (assigning checks and copies).")
+    states = _state_property(
+        "states",
+        lambda self: self._num_states - 1,
+        "(B,) int64 current states (assigning checks and copies).",
+    )
 
     contexts = states  # the name the token environments use
 
-    steps = _state_property("steps", lambda self: _INT64_MAX - 1,
-                            "(B,) int64 steps taken in the current episodes.")
+    steps = _state_property(
+        "steps", lambda self: _INT64_MAX - 1, "(B,) int64 steps taken in the current episodes."
+    )
 
     def __repr__(self) -> str:
-        return (f"TabularMDP(num_states={self._num_states}, num_actions={self._num_actions}, "
-                f"outcomes={self._probabilities.size}, num_envs={self._num_envs}, "
-                f"max_steps={self._max_steps})")
+        return (
+            f"TabularMDP(num_states={self._num_states}, num_actions={self._num_actions}, "
+            f"outcomes={self._probabilities.size}, num_envs={self._num_envs}, "
+            f"max_steps={self._max_steps})"
+        )
 
     # --- the model ------------------------------------------------------------------------------
     def expected_rewards(self) -> np.ndarray:
         r""":math:`r(s, a) = \sum_{s', r} p(s', r \mid s, a)\, r` (S&B eq. 3.5), (S, A) float64."""
         n_pairs = self._num_states * self._num_actions
-        return np.bincount(self._pair, weights=self._probabilities * self._rewards,
-                           minlength=n_pairs).reshape(self._num_states, self._num_actions)
+        return np.bincount(
+            self._pair, weights=self._probabilities * self._rewards, minlength=n_pairs
+        ).reshape(self._num_states, self._num_actions)
 
     def transition_matrices(self) -> tuple[np.ndarray, np.ndarray]:
         r"""``(P, P_continue)``, both (S, A, S) float64: :math:`P[s, a, s'] = p(s' \mid s, a)`
@@ -293,8 +337,9 @@ class TabularMDP:
         n, m = self._num_states, self._num_actions
         flat = self._pair * n + self._next_states
         P = np.bincount(flat, weights=self._probabilities, minlength=n * m * n)
-        cont = np.bincount(flat, weights=self._probabilities * ~self._terminated,
-                           minlength=n * m * n)
+        cont = np.bincount(
+            flat, weights=self._probabilities * ~self._terminated, minlength=n * m * n
+        )
         return P.reshape(n, m, n), cont.reshape(n, m, n)
 
     def terminal_states(self) -> np.ndarray:
@@ -319,9 +364,11 @@ class TabularMDP:
         clash = ends & (entered_alive | (self._initial > 0))
         if clash.any():
             s = int(np.flatnonzero(clash)[0])
-            raise ValueError(f"state {s} is entered by a terminating outcome but also by a "
-                             "non-terminating one (or is a start state): termination is not a "
-                             "property of the state, so no DenseMDP of S states represents it")
+            raise ValueError(
+                f"state {s} is entered by a terminating outcome but also by a "
+                "non-terminating one (or is a start state): termination is not a "
+                "property of the state, so no DenseMDP of S states represents it"
+            )
         P, _ = self.transition_matrices()
         R = self.expected_rewards()
         idx = np.flatnonzero(ends)
@@ -363,8 +410,10 @@ class TabularMDP:
             can = new
         if not can.all():
             s = int(np.flatnonzero(~can)[0])
-            return (f"from state {s} no action sequence ever terminates: its return at gamma = 1 "
-                    "is undefined (use gamma < 1)")
+            return (
+                f"from state {s} no action sequence ever terminates: its return at gamma = 1 "
+                "is undefined (use gamma < 1)"
+            )
         # 2. the largest trapping set and its pairs
         inside = np.ones(n, dtype=bool)
         while True:
@@ -379,14 +428,17 @@ class TabularMDP:
         bad = stay & (r >= 0)
         if bad.any():
             s, a = (int(i) for i in np.argwhere(bad)[0])
-            return (f"taking action {a} in state {s} can keep an episode going forever with "
-                    f"expected reward {r[s, a]:g} >= 0 per step: a policy that never terminates "
-                    "has a finite return, so gamma = 1 is not a proper episodic problem (use "
-                    "gamma < 1)")
+            return (
+                f"taking action {a} in state {s} can keep an episode going forever with "
+                f"expected reward {r[s, a]:g} >= 0 per step: a policy that never terminates "
+                "has a finite return, so gamma = 1 is not a proper episodic problem (use "
+                "gamma < 1)"
+            )
         return None
 
-    def value_iteration(self, gamma: float, *, epsilon: float = 1e-9,
-                        max_iter: int = 100_000) -> SSPResult:
+    def value_iteration(
+        self, gamma: float, *, epsilon: float = 1e-9, max_iter: int = 100_000
+    ) -> SSPResult:
         r"""Value iteration on the outcome model itself, :math:`\gamma = 1` included.
 
         .. math::  v_{k+1}(s) = \max_a \Big[r(s, a) + \gamma \sum_{s'}
@@ -429,8 +481,9 @@ class TabularMDP:
                 converged = True
                 break
         q = r + gamma * (cont @ v)
-        return SSPResult(values=v, q=q, policy=q.argmax(axis=1).astype(np.int64), num_iter=k,
-                         converged=converged)
+        return SSPResult(
+            values=v, q=q, policy=q.argmax(axis=1).astype(np.int64), num_iter=k, converged=converged
+        )
 
     # --- stepping -------------------------------------------------------------------------------
     def _plan_reset(self, mask, stream):
@@ -441,8 +494,9 @@ class TabularMDP:
         check_capacity(stream, n)
         # a copy of the stream: the environment's advances only when the reset is committed
         u = uniforms(RandomStream(stream.seed, stream.stream, stream.counter), n)
-        idx = np.minimum(np.searchsorted(self._start_cdf, u, side="right"),
-                         self._start_states.size - 1)
+        idx = np.minimum(
+            np.searchsorted(self._start_cdf, u, side="right"), self._start_states.size - 1
+        )
         return self._start_states[idx], n
 
     def _commit_reset(self, mask, stream, plan):
@@ -455,11 +509,17 @@ class TabularMDP:
     def _check_state(self):
         for name in ("_states", "_steps"):
             arr = getattr(self, name)
-            if (not isinstance(arr, np.ndarray) or arr.dtype != np.int64
-                    or arr.shape != (self._num_envs,) or not arr.flags.c_contiguous
-                    or not arr.flags.writeable):
-                raise ValueError(f"the environment's {name[1:]} array was replaced or damaged: "
-                                 "assign a (num_envs,) integer array to it, or call reset()")
+            if (
+                not isinstance(arr, np.ndarray)
+                or arr.dtype != np.int64
+                or arr.shape != (self._num_envs,)
+                or not arr.flags.c_contiguous
+                or not arr.flags.writeable
+            ):
+                raise ValueError(
+                    f"the environment's {name[1:]} array was replaced or damaged: "
+                    "assign a (num_envs,) integer array to it, or call reset()"
+                )
 
     def reset(
         self, seed: int | RandomStream | None = None, options: dict[str, Any] | None = None
@@ -496,9 +556,19 @@ class TabularMDP:
         terminated = np.empty(n, dtype=np.uint8)
         truncated = np.empty(n, dtype=np.uint8)
         status = _backend.kernels().tabular_mdp_step(
-            *self._kernel_tables, self._num_actions, self._max_steps, np.uint64(key),
-            np.uint64((counter + used) & MASK64), acts, active.view(np.uint8), states, steps,
-            rewards, terminated, truncated)
+            *self._kernel_tables,
+            self._num_actions,
+            self._max_steps,
+            np.uint64(key),
+            np.uint64((counter + used) & MASK64),
+            acts,
+            active.view(np.uint8),
+            states,
+            steps,
+            rewards,
+            terminated,
+            truncated,
+        )
         _raise(status, {"actions": (np.where(active, acts, 0), self._num_actions)})
         self._states[:] = states
         self._steps[:] = steps

@@ -22,6 +22,7 @@ episode) has context id 0 (see :func:`fastlmrl.ngram.context_id`).
 Tokenizers are saved as JSON with an atomic write (temporary file in the same directory, fsync,
 ``os.replace``): a crash never leaves a half-written file at ``path``.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,6 @@ _INT64_MAX = 2**63 - 1
 _T = TypeVar("_T", bound="_Tokenizer")
 
 
-
 def _check_text(text: object, name: str = "text") -> str:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}")
@@ -87,14 +87,21 @@ class _Tokenizer:
     bos_id, eos_id, unk_id = BOS_ID, EOS_ID, UNK_ID
     bos_token, eos_token, unk_token = BOS, EOS, UNK
 
-    def __init__(self, text: str | None = None, *, tokens: Any = None, min_count: int = 1,
-                 max_vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        text: str | None = None,
+        *,
+        tokens: Any = None,
+        min_count: int = 1,
+        max_vocab_size: int | None = None,
+    ) -> None:
         checked = _check_optional_int(min_count, "min_count", 1)
         if checked is None:
             raise TypeError("min_count must be an int")
         self.min_count: int = checked
-        self.max_vocab_size = _check_optional_int(max_vocab_size, "max_vocab_size",
-                                                  len(SPECIAL_TOKENS) + 1)
+        self.max_vocab_size = _check_optional_int(
+            max_vocab_size, "max_vocab_size", len(SPECIAL_TOKENS) + 1
+        )
         if text is not None and tokens is not None:
             raise ValueError("give either text or tokens, not both")
         self._set_tokens([])
@@ -178,9 +185,12 @@ class _Tokenizer:
         return self.vocab_size
 
     def __eq__(self, other: object) -> bool:
-        return (type(self) is type(other) and self._id_to_token == other._id_to_token
-                and self.min_count == other.min_count
-                and self.max_vocab_size == other.max_vocab_size)
+        return (
+            type(self) is type(other)
+            and self._id_to_token == other._id_to_token
+            and self.min_count == other.min_count
+            and self.max_vocab_size == other.max_vocab_size
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
@@ -190,8 +200,14 @@ class _Tokenizer:
         ids = [self._token_to_id.get(t, UNK_ID) for t in self._split(text)]
         return np.array(ids, dtype=np.int64)
 
-    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False,
-               dtype: DTypeLike = np.int64) -> np.ndarray:
+    def encode(
+        self,
+        text: str,
+        *,
+        add_bos: bool = False,
+        add_eos: bool = False,
+        dtype: DTypeLike = np.int64,
+    ) -> np.ndarray:
         """Token ids of ``text`` (unknown tokens -> ``<unk>`` = 2), as a 1-D int32/int64 array.
 
         ``add_bos`` prepends one ``<bos>``, ``add_eos`` appends ``<eos>``.  Line-break characters
@@ -207,16 +223,20 @@ class _Tokenizer:
         if dtype not in _ID_DTYPES:
             raise TypeError(f"dtype must be int32 or int64, got {dtype}")
         body = self._encode_body(text)
-        parts = ([np.array([BOS_ID])] if add_bos else []) + [body] + \
-                ([np.array([EOS_ID])] if add_eos else [])
+        parts = (
+            ([np.array([BOS_ID])] if add_bos else [])
+            + [body]
+            + ([np.array([EOS_ID])] if add_eos else [])
+        )
         return np.concatenate(parts).astype(dtype, copy=False)
 
     def encode_lines(self, text: str, *, dtype: DTypeLike = np.int64) -> list[np.ndarray]:
         """One id array per non-blank line of ``text`` (lines stripped of surrounding whitespace),
         without ``<bos>``/``<eos>``: the sequences that :meth:`fastlmrl.NGramLM.fit` pads."""
         text = _check_text(text)
-        return [self.encode(line.strip(), dtype=dtype) for line in text.splitlines()
-                if line.strip()]
+        return [
+            self.encode(line.strip(), dtype=dtype) for line in text.splitlines() if line.strip()
+        ]
 
     def _join(self, tokens: list) -> str:
         raise NotImplementedError
@@ -266,8 +286,9 @@ class _Tokenizer:
         """Read a tokenizer saved by :meth:`save` (it must be of this class)."""
         tok = load_tokenizer(path)
         if not isinstance(tok, cls):
-            raise ValueError(f"{os.fspath(path)!r} holds a {type(tok).__name__}, "
-                             f"not a {cls.__name__}")
+            raise ValueError(
+                f"{os.fspath(path)!r} holds a {type(tok).__name__}, not a {cls.__name__}"
+            )
         return tok
 
 
@@ -402,7 +423,10 @@ def load_tokenizer(path: str | os.PathLike[str]) -> CharTokenizer | WordTokenize
     if not isinstance(tokens, list) or tuple(tokens[:3]) != SPECIAL_TOKENS:
         raise ValueError(f"{name!r}: 'tokens' must be a list starting with {list(SPECIAL_TOKENS)}")
     try:
-        return _KINDS[kind](tokens=tokens[3:], min_count=data.get("min_count", 1),
-                            max_vocab_size=data.get("max_vocab_size"))
+        return _KINDS[kind](
+            tokens=tokens[3:],
+            min_count=data.get("min_count", 1),
+            max_vocab_size=data.get("max_vocab_size"),
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name!r}: invalid tokenizer: {exc}") from None

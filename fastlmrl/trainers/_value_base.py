@@ -51,6 +51,7 @@ iteration number ``k = iterations_done`` (one value per batch of episodes):
 with :math:`x_0` = ``epsilon_start`` / ``temperature_start``, :math:`x_1` = ``..._end`` and
 :math:`K` = ``decay_iterations`` (0: constant :math:`x_0`).
 """
+
 from __future__ import annotations
 
 import math
@@ -155,8 +156,10 @@ def make_schedule(cfg: Any) -> ConstantSchedule | LinearSchedule | ExponentialSc
     if cfg.schedule == "linear":
         return LinearSchedule(start, end, cfg.decay_iterations)
     if start <= 0.0 or end <= 0.0:
-        raise ValueError(f"config.schedule='exponential' needs {name}_start > 0 and "
-                         f"{name}_end > 0, got {start} and {end}")
+        raise ValueError(
+            f"config.schedule='exponential' needs {name}_start > 0 and "
+            f"{name}_end > 0, got {start} and {end}"
+        )
     decay = math.exp(math.log(end / start) / cfg.decay_iterations)
     return ExponentialSchedule(start, end, decay)
 
@@ -174,8 +177,10 @@ def env_sizes(env: ContextMDP | TextGenerationEnv | TabularMDP) -> tuple[int, in
         return env.num_contexts, env.vocab_size
     if isinstance(env, TabularMDP):
         return env.num_states, env.num_actions
-    raise TypeError(f"env must be a fastlmrl ContextMDP or TextGenerationEnv (or TabularMDP), got "
-                    f"{type(env).__name__}")
+    raise TypeError(
+        f"env must be a fastlmrl ContextMDP or TextGenerationEnv (or TabularMDP), got "
+        f"{type(env).__name__}"
+    )
 
 
 @dataclass
@@ -190,10 +195,10 @@ class EpisodeBatch:
     steps : the total number of transitions, ``lengths.sum()``.
     """
 
-    returns: np.ndarray    #: (B,) float64, undiscounted sum of the rewards R_1 + ... + R_T
-    lengths: np.ndarray    #: (B,) int64, number of steps T
+    returns: np.ndarray  #: (B,) float64, undiscounted sum of the rewards R_1 + ... + R_T
+    lengths: np.ndarray  #: (B,) int64, number of steps T
     truncated: np.ndarray  #: (B,) bool, ended by a time limit (or the safety cut), not terminated
-    steps: int             #: total number of transitions
+    steps: int  #: total number of transitions
 
     def metrics(self) -> dict[str, float | int]:
         """``reward`` (mean return), ``episode_length`` (mean T), ``truncated`` (fraction),
@@ -289,8 +294,10 @@ class TabularValueTrainer(Trainer):
             reference = np.asarray(env.reference, dtype=np.float64)
             env = env.env
             if reference.shape != env_sizes(env):
-                raise ValueError(f"vocabulary mismatch: reference table {reference.shape} vs "
-                                 f"the environment's {env_sizes(env)}")
+                raise ValueError(
+                    f"vocabulary mismatch: reference table {reference.shape} vs "
+                    f"the environment's {env_sizes(env)}"
+                )
             self.prior = log_softmax(reference)
         self.num_states, self.num_actions = env_sizes(env)
         self.env = env
@@ -298,8 +305,10 @@ class TabularValueTrainer(Trainer):
         if isinstance(env, TabularMDP) and float(config.gamma) == 1.0:
             problem = env.episodic_problem()
             if problem is not None:
-                raise ValueError(f"config.gamma = 1 needs an episodic MDP in which every policy "
-                                 f"terminates (or pays -inf for not terminating): {problem}")
+                raise ValueError(
+                    f"config.gamma = 1 needs an episodic MDP in which every policy "
+                    f"terminates (or pays -inf for not terminating): {problem}"
+                )
         self.schedule = make_schedule(config)
         self.dtype = np.dtype(config.dtype)
         self._terminal_rows = self._terminal_mask(env)
@@ -352,8 +361,9 @@ class TabularValueTrainer(Trainer):
         :math:`\\log\\pi_{ref}(\\cdot|s) + Q(s, \\cdot)/\\beta` (a trainer started from a
         language model only)."""
         if self.prior is None:
-            raise ValueError("policy_logits needs a trainer started from a language model "
-                             "(a TextTask)")
+            raise ValueError(
+                "policy_logits needs a trainer started from a language model (a TextTask)"
+            )
         states = np.asarray(states, dtype=np.int64)
         return self.prior[states] + self.q[states].astype(np.float64) / self.config.kl_coef
 
@@ -417,11 +427,15 @@ class TabularValueTrainer(Trainer):
             td_sum[0] += float(np.abs(td.astype(np.float64)).sum())
             return nxt
 
-        batch = play_episodes(self.env, self.stream, self.config.max_episode_steps,
-                              lambda states: self.select(states, param), learn,
-                              select_next=self.select_next)
+        batch = play_episodes(
+            self.env,
+            self.stream,
+            self.config.max_episode_steps,
+            lambda states: self.select(states, param),
+            learn,
+            select_next=self.select_next,
+        )
         metrics = batch.metrics()
         self.exploration_metrics(metrics, param)
         metrics["td_error"] = td_sum[0] / batch.steps if batch.steps else 0.0
         return metrics
-

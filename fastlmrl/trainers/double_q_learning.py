@@ -12,6 +12,7 @@ behaviour policy is ε-greedy / Boltzmann in :math:`(Q_1 + Q_2)/2` (S&B's box on
 :math:`Q_1 + Q_2`, which has the same greedy action), kept in ``q``: after each step the
 average is recomputed in float64 and rounded once at the updated cells only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ class DoubleQLearningTrainer(TabularValueTrainer):
 
     def learn(self, rows, s, a, r, s2, terminated, truncated, param):
         cfg = self.config
-        td = double_q_learning_update(self.q1, self.q2, s, a, r, s2, terminated, cfg.alpha,
-                                      cfg.gamma, self.stream)
+        td = double_q_learning_update(
+            self.q1, self.q2, s, a, r, s2, terminated, cfg.alpha, cfg.gamma, self.stream
+        )
         mean = (self.q1[s, a].astype(np.float64) + self.q2[s, a].astype(np.float64)) * 0.5
         self.q[s, a] = mean
         return td

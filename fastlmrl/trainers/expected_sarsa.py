@@ -14,6 +14,7 @@ behaviour policy is the Boltzmann policy around the reference (see
 :mod:`fastlmrl.trainers._value_base`) and the target policy ε-greedy with ε = ``epsilon_end``
 (off-policy expected SARSA, S&B §6.6).  Loop and conventions: :mod:`fastlmrl.trainers._value_base`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,9 +46,11 @@ class ExpectedSarsaTrainer(TabularValueTrainer):
     def validate_config(self, cfg) -> None:
         super().validate_config(cfg)
         if cfg.exploration != "epsilon_greedy":
-            raise ValueError("expected SARSA averages over the epsilon-greedy policy: "
-                             f"config.exploration must be 'epsilon_greedy', got "
-                             f"{cfg.exploration!r}")
+            raise ValueError(
+                "expected SARSA averages over the epsilon-greedy policy: "
+                f"config.exploration must be 'epsilon_greedy', got "
+                f"{cfg.exploration!r}"
+            )
 
     def learn(self, rows, s, a, r, s2, terminated, truncated, param):
         cfg = self.config
@@ -56,5 +59,4 @@ class ExpectedSarsaTrainer(TabularValueTrainer):
         # target with ε near 1, the start of the schedule, would average Q over every token of
         # the vocabulary: the value of writing letter salad, ~0, and nothing would be learnt.)
         epsilon = cfg.epsilon_end if self.prior is not None else param
-        return expected_sarsa_update(self.q, s, a, r, s2, terminated, cfg.alpha, cfg.gamma,
-                                     epsilon)
+        return expected_sarsa_update(self.q, s, a, r, s2, terminated, cfg.alpha, cfg.gamma, epsilon)

@@ -19,6 +19,7 @@ bootstrap, so their return is the discounted sum of the rewards observed (the ta
 finite-horizon, as a text-generation episode cut at ``max_new_tokens`` with its score paid at the
 cut is); ``drop_truncated=True`` skips them instead.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class MonteCarloTrainer(TabularValueTrainer):
         super().validate_config(cfg)
         for name in ("first_visit", "drop_truncated"):
             if not isinstance(getattr(cfg, name), bool):
-                raise TypeError(f"config.{name} must be a bool, got "
-                                f"{type(getattr(cfg, name)).__name__}")
+                raise TypeError(
+                    f"config.{name} must be a bool, got {type(getattr(cfg, name)).__name__}"
+                )
 
     def init_tables(self) -> None:
         self.q = self.new_table()
@@ -81,8 +83,13 @@ class MonteCarloTrainer(TabularValueTrainer):
         def record(rows, s, a, r, s2, te, tr):
             steps.append((rows, s, a, np.asarray(r, dtype=np.float64)))
 
-        batch = play_episodes(self.env, self.stream, cfg.max_episode_steps,
-                              lambda states: self.select(states, param), record)
+        batch = play_episodes(
+            self.env,
+            self.stream,
+            cfg.max_episode_steps,
+            lambda states: self.select(states, param),
+            record,
+        )
         keep = ~batch.truncated if cfg.drop_truncated else np.ones_like(batch.truncated)
         if steps:
             rows = np.concatenate([x[0] for x in steps])
@@ -100,13 +107,20 @@ class MonteCarloTrainer(TabularValueTrainer):
         lengths = np.where(keep, batch.lengths, 0)
         offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        returns = mc_control_update(self.q, states, actions, rewards, offsets, cfg.gamma,
-                                    first_visit=cfg.first_visit, alpha=cfg.alpha,
-                                    counts=self.counts)
+        returns = mc_control_update(
+            self.q,
+            states,
+            actions,
+            rewards,
+            offsets,
+            cfg.gamma,
+            first_visit=cfg.first_visit,
+            alpha=cfg.alpha,
+            counts=self.counts,
+        )
         metrics = batch.metrics()
         self.exploration_metrics(metrics, param)
         starts = offsets[:-1][lengths > 0]
-        metrics["return"] = float(returns[starts].astype(np.float64).mean()) if starts.size \
-            else 0.0
+        metrics["return"] = float(returns[starts].astype(np.float64).mean()) if starts.size else 0.0
         metrics["updated_episodes"] = int(keep.sum())
         return metrics

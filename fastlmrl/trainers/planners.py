@@ -31,6 +31,7 @@ methods' around the LM, :math:`\pi(a|s) \propto \pi_{ref}(a|s)\,e^{q_*(s,a)/\bet
 (:mod:`fastlmrl.trainers._value_base`), which plays the episodes on the real environment
 (``policy`` holds its mode); ``model_sums`` and ``model_counts`` are part of the checkpoint.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,15 +42,19 @@ import numpy as np
 from .. import _validation as check
 from ..dynamic_programming import DenseMDP, TokenMDP, policy_iteration, value_iteration
 from ..environments import ContextMDP
-from ..tabular_mdp import TabularMDP
 from ..log_probs import log_softmax
 from ..rng import RandomStream
 from ..selection import boltzmann, greedy
+from ..tabular_mdp import TabularMDP
 from ._value_base import DTYPES, _choice, play_episodes
 from .base import Trainer
 
-__all__ = ["PolicyIterationConfig", "PolicyIterationPlanner", "ValueIterationConfig",
-           "ValueIterationPlanner"]
+__all__ = [
+    "PolicyIterationConfig",
+    "PolicyIterationPlanner",
+    "ValueIterationConfig",
+    "ValueIterationPlanner",
+]
 
 
 @dataclass
@@ -141,24 +146,31 @@ class _Planner(Trainer):
             # from samples of the reference LM, then from every iteration's episodes
             self.model_sums = np.zeros((env.num_contexts + 1, env.vocab_size))
             self.model_counts = np.zeros((env.num_contexts + 1, env.vocab_size), dtype=np.int64)
-            batch = env.rollout(np.ascontiguousarray(task.reference), RandomStream(seed, 1),
-                                num_sequences=config.model_sequences)
-            self._observe(batch.contexts[batch.valid], batch.actions[batch.valid],
-                          batch.rewards[batch.valid])
+            batch = env.rollout(
+                np.ascontiguousarray(task.reference),
+                RandomStream(seed, 1),
+                num_sequences=config.model_sequences,
+            )
+            self._observe(
+                batch.contexts[batch.valid], batch.actions[batch.valid], batch.rewards[batch.valid]
+            )
             self.mdp = self.text_model()
         elif isinstance(env, TabularMDP):  # stochastic: planned on its DenseMDP (gamma < 1)
             self.validate_config(config)
             if float(config.gamma) == 1.0:
-                raise ValueError("config.gamma = 1: the planners solve a TabularMDP as a DenseMDP, "
-                                 "which needs gamma < 1; TabularMDP.value_iteration(1.0) solves "
-                                 "an episodic one at gamma = 1")
+                raise ValueError(
+                    "config.gamma = 1: the planners solve a TabularMDP as a DenseMDP, "
+                    "which needs gamma < 1; TabularMDP.value_iteration(1.0) solves "
+                    "an episodic one at gamma = 1"
+                )
             self.mdp = env.to_dense()
         elif not isinstance(env, ContextMDP):
             raise TypeError(
                 f"{type(self).__name__} needs an environment whose transition and reward tables "
                 f"are known (a fastlmrl.ContextMDP, see ContextMDP.to_token_mdp(), or a "
                 f"fastlmrl.tasks.TextTask, planned for with a learned reward model), got "
-                f"{type(env).__name__}")
+                f"{type(env).__name__}"
+            )
         else:
             self.validate_config(config)
             self.mdp = env.to_token_mdp()
@@ -233,8 +245,13 @@ class _Planner(Trainer):
         def observe(rows, s, a, r, s2, te, tr):  # model learning from experience (Dyna)
             self._observe(s, a, np.asarray(r, dtype=np.float64))
 
-        batch = play_episodes(self.env, self.stream, self.config.max_episode_steps, act,
-                              observe if self.prior is not None else None)
+        batch = play_episodes(
+            self.env,
+            self.stream,
+            self.config.max_episode_steps,
+            act,
+            observe if self.prior is not None else None,
+        )
         metrics = batch.metrics()
         metrics["iterations"] = int(result.num_iter)
         metrics["converged"] = bool(result.converged)
@@ -246,8 +263,9 @@ class _Planner(Trainer):
         states = check.ids(states, "states").astype(np.int64, copy=False)
         if states.size and (states.min() < 0 or states.max() >= self.num_states):
             i = int(np.flatnonzero((states < 0) | (states >= self.num_states))[0])
-            raise ValueError(f"states[{i}] = {int(states[i])} is out of range "
-                             f"[0, {self.num_states})")
+            raise ValueError(
+                f"states[{i}] = {int(states[i])} is out of range [0, {self.num_states})"
+            )
         return self.policy[states]
 
     def greedy_policy(self) -> np.ndarray:

@@ -10,6 +10,7 @@ with the behaviour policy ε-greedy or Boltzmann in :math:`Q` (off-policy: the t
 A time-limit truncation bootstraps (``terminated = 0``).  The loop and its conventions are in
 :mod:`fastlmrl.trainers._value_base`; the update is :func:`fastlmrl.q_learning_update`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

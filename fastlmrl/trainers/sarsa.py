@@ -13,6 +13,7 @@ exploration annealed toward greedy (GLIE) SARSA converges to :math:`Q^*` (S&B §
 2000).  Loop and conventions: :mod:`fastlmrl.trainers._value_base`; update:
 :func:`fastlmrl.sarsa_update`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
