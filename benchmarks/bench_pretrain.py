@@ -14,8 +14,9 @@ A step is what :func:`fastlmrl.neural.pretrain` does per batch: forward of a ``t
 model on (16, 64) token ids (the default batch), next-token cross-entropy, backward, gradient
 clipping, AdamW.
 Time per token; ``M_items_per_s`` = tokens/s.  Parametrised by architecture (GPT-2, Llama; 2
-layers, 128 wide, V = 67, the character vocabulary of the pretraining text) and torch thread
-count (1, 2): on a busy machine two threads can be slower than one.
+layers, 96 wide as the default pretrained model, V = 67, the character vocabulary of the
+pretraining text) and torch thread count (1, 2): on a busy machine two threads can be slower
+than one.
 """
 import argparse
 import os
@@ -47,7 +48,7 @@ def test_pretrain_step(benchmark, architecture, threads):
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = build_model(V, architecture=architecture, seed=0)
+        model = build_model(V, architecture=architecture, n_embd=96, seed=0)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)

@@ -644,7 +644,7 @@ def main(argv=None) -> int:
     pre = sub.add_parser(
         "pretrain",
         help="pretrain a small transformers LM on the built-in corpus",
-        description="Pretrain a transformers GPT-2 (2 layers, 128 wide, character vocabulary) "
+        description="Pretrain a transformers GPT-2 (2 layers, 96 wide, character vocabulary) "
         "from scratch on the corpus plus solved problems of the verifiable tasks; "
         "print its held-out perplexity beside the n-gram LM's and the tasks' "
         "success rates.  The model is cached (~/.cache/fastlmrl/models) and, with "
@@ -660,7 +660,7 @@ def main(argv=None) -> int:
     pre.add_argument(
         "--steps",
         type=_int_option(1, 10**9),
-        default=800,
+        default=1200,
         help="optimizer steps (training stops at --steps or --seconds)",
     )
     pre.add_argument(

@@ -357,8 +357,9 @@ def cmd_demo_neural(args, out=None) -> dict:
             "reward 1 for exactly the answer then stop, else 0; success: reward 1"), file=out)
         print(f"evaluation: {len(prompts)} held-out problems (never trained on), one sample "
               f"each at temperature {config.temperature:g}, the same sampling stream before "
-              "and after; KL = sum over the sample's tokens of log pi - log pi_ref (a sampled "
-              "estimate of KL(pi || pi_ref), nats per sequence)", file=out)
+              "and after; KL = sum over the sample's tokens of the exact KL(pi || pi_ref) over "
+              "the vocabulary (nats per sequence; the training lines show the same metric)",
+              file=out)
         before = _evaluate(trainer, task, prompts)
         print("\nbefore GRPO:", file=out)
         _show("start", before, prompts, out)

@@ -1,6 +1,6 @@
 """Pretrain a small causal LM from scratch on the built-in corpus, and cache it on disk.
 
-:func:`pretrain` builds a ``transformers`` GPT-2 (default: 2 layers, 128 wide, 4 heads, ~0.4 M
+:func:`pretrain` builds a ``transformers`` GPT-2 (default: 2 layers, 96 wide, 4 heads, 0.25 M
 parameters with the character vocabulary) with random weights and trains it with AdamW on
 
 * the training lines of the corpus (:func:`fastlmrl.corpus.train_test_split`; default: the
@@ -29,15 +29,18 @@ planned over that smaller number (so that it still decays to its end) and
 ``result.time_limited`` is set.
 
 **Default budget** (``fastlmrl pretrain``, ``python benchmarks/bench_pretrain.py`` times it):
-:data:`DEFAULT_STEPS` = 800 optimizer steps of 16 windows x 64 tokens (0.8 M tokens; 30 warmup
-steps, then a cosine to 10 % of ``learning_rate`` = 6e-3), with :data:`DEFAULT_SECONDS` = 48 s
-as the time limit of the training loop, so that the whole call (imports, data, n-gram LM,
-perplexities and success rates: ~5-8 s more) stays within 60 s on 2 cores.  On one torch thread
-a step costs 54-62 ms of CPU (process time, measured on a shared 2-core machine at load averages
-2-18: 49.9 s for the 800 steps at 17.7); held-out perplexity after them 2.29 against the 3-gram
-LM's 4.35 (untrained model 69.7, uniform 67).  Tried and not
-kept: learning rate 1e-2 / 4e-3 (perplexity 2.52 / 2.33 vs 2.31 at 6e-3 after 800 steps, with
-an exact-GELU variant of the model); ``torch.compile`` (compiling on CPU costs more than it
+:data:`DEFAULT_STEPS` = 1200 optimizer steps of 16 windows x 64 tokens (1.2 M tokens; 30 warmup
+steps, then a cosine to 10 % of ``learning_rate`` = 6e-3) of a 96-wide model, with
+:data:`DEFAULT_SECONDS` = 48 s as the time limit of the training loop, so that the whole call
+(imports, data, n-gram LM, perplexities and success rates: ~5-8 s more) stays within 60 s on 2
+cores.  Measured on a shared 2-core machine (load average 13-18, process time, one torch
+thread): 43 ms of CPU per step (51.7 s for the 1200 steps; the 128-wide model of earlier
+versions took 63 ms per step in the same run), held-out perplexity 2.15 against the 3-gram LM's
+4.35 (untrained model 69.7, uniform 67), held-out success on sort 57 % greedy / 33 % sampled
+(the 128-wide model after 800 steps, what fits the same time: perplexity 2.29, sort 22 % / 8 %,
+too weak for the GRPO demo to improve).  Tried and not kept: learning rate 1e-2 / 4e-3 (128
+wide, 800 steps: perplexity 2.52 / 2.33 vs 2.31 at 6e-3); twice the task examples (128 wide, 800
+steps: perplexity 2.55, sort 36 % / 12 %); ``torch.compile`` (compiling on CPU costs more than it
 would save in a 45 s run); the fused LM head (V = 67: the output layer is ~2 % of a step);
 PyTorch's fused ``gelu_pytorch_tanh`` instead of GPT-2's ``gelu_new`` (the same function to
 5e-7 and ~10 % faster per step, but it changed the trajectory of the learning test's chaotic
@@ -89,7 +92,7 @@ DEFAULT_TASKS = ("arithmetic", "reverse", "sort")
 #: change outside the settings (e.g. the GPT-2 activation, the schedule) changes the model.
 RECIPE = 1
 #: The default budget: optimizer steps, and the training time limit in seconds.
-DEFAULT_STEPS = 800
+DEFAULT_STEPS = 1200
 DEFAULT_SECONDS = 48.0
 
 
@@ -352,7 +355,7 @@ def _cosine_lr(step: int, *, base: float, warmup: int, total: int) -> float:
 def pretrain(corpus: str | None = None, *, seconds: float = DEFAULT_SECONDS,
              steps: int = DEFAULT_STEPS, seed: int = 0, tasks=DEFAULT_TASKS,
              task_examples: int = 3000, architecture: str = "gpt2", n_layer: int = 2,
-             n_embd: int = 128, n_head: int = 4, n_positions: int = 256, block_size: int = 64,
+             n_embd: int = 96, n_head: int = 4, n_positions: int = 256, block_size: int = 64,
              batch_size: int = 16, learning_rate: float = 6e-3, weight_decay: float = 0.01,
              warmup_steps: int = 30, grad_clip: float = 1.0, test_fraction: float = 0.1,
              ngram_order: int = 3, eval_problems: int = 200, threads: int | None = 1,
