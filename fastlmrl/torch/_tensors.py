@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _backend, _free_cores
 
 LOGIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 REAL_DTYPES = LOGIT_DTYPES + (torch.float16,)
@@ -363,8 +363,17 @@ else:  # pragma: no cover - a fastlmrl._backend without bind()
         return _backend.kernels()
 
 
-def num_threads() -> int:
-    return _backend.get_num_threads()
+SMALL_WORK = 1 << 16  # elements: below this a kernel's thread count is fastlmrl's setting as is
+
+
+def num_threads(elements: int) -> int:
+    """The thread count for a kernel call over ``elements`` logits, as the NumPy API passes it:
+    ``fastlmrl.get_num_threads()`` capped by the cores other processes leave free
+    (``fastlmrl._free_cores``: a two-thread kernel waits for a busy second core); a small call
+    skips the cap (reading the free cores costs a few microseconds)."""
+    if elements < SMALL_WORK:
+        return _backend.get_num_threads()
+    return _free_cores.threads()
 
 
 def unbind(stats: Tensor) -> tuple:

@@ -236,7 +236,7 @@ def _reinforce_kernel(x: np.ndarray, ids: np.ndarray, returns: np.ndarray, ones:
     stats = np.zeros(1)
     return _backend.kernels().reinforce_loss(
         x, ids, returns, np.zeros(n, dtype=x.dtype), ones, np.empty(n), np.empty(n), out, stats,
-        _backend.get_num_threads())
+        tt.num_threads(x.size))
 
 
 def _unfused_log_prob_grad(head, a, b, ids, g, try_fused) -> Tensor:
@@ -360,7 +360,7 @@ def _linear_reinforce_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor
         # the fused REINFORCE kernel, its gradient written over the chunk's logits
         status = _backend.kernels().reinforce_loss(
             x.numpy(), ids[a:b], ret[a:b], base[a:b], w[a:b], token_loss[a:b], log_probs[a:b],
-            x.numpy(), stats, _backend.get_num_threads())
+            x.numpy(), stats, tt.num_threads(x.numel()))
         if status:  # the NumPy API's error for these rows, from their logits computed again
             try:
                 _np.reinforce_loss(head.logits(a, b).numpy(), ids[a:b], ret[a:b], w[a:b],
@@ -507,7 +507,7 @@ def _linear_ppo_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tok
             x.numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],
             no_ref if ref is None else ref[a:b], token_level if local is None else local,
             *kernel_options, token_loss[a:b], log_probs[a:b], ratios[a:b], x.numpy(), stats,
-            _backend.get_num_threads())
+            tt.num_threads(x.numel()))
         if status:  # the NumPy API's error for these rows, from their logits computed again
             try:
                 _np.ppo_loss(head.logits(a, b).numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],

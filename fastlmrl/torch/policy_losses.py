@@ -269,7 +269,7 @@ def _ppo_loss(logits: Tensor, tokens: Tensor, old_log_probs: Tensor, advantages:
     grad, out = tt.grad_buffer(logits)
     token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
     status = tt.kernels().ppo_loss(x, tok, old, adv, w, ref, offs, *options, token_loss,
-                                   log_probs, ratios, out, stats, tt.num_threads())
+                                   log_probs, ratios, out, stats, tt.num_threads(x.size))
     if status:
         _np.ppo_loss(x, tok, old, adv, w, clip_low=clip_low, clip_high=clip_high,
                      dual_clip=dual_clip, ratio_level=ratio_level,
@@ -428,7 +428,7 @@ def _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
     out = np.empty_like(x) if x.nbytes < tt.LARGE_BYTES else tt.scratch_like(x)
     token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
     status = tt.kernels().ppo_loss(x, tok, old, adv, w, ref, _TOKEN_LEVEL, *options, token_loss,
-                                   log_probs, ratios, out, stats, tt.num_threads())
+                                   log_probs, ratios, out, stats, tt.num_threads(x.size))
     if status:
         _np.ppo_loss(x, tok, old, adv, w, clip_low=clip_low, clip_high=clip_high,
                      dual_clip=dual_clip, ratio_level=ratio_level,

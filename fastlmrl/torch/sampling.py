@@ -27,6 +27,7 @@ from torch import Tensor
 from .. import _backend
 from .. import _validation as check
 from .. import sampling as _np
+from . import _tensors as tt
 from ..rng import MASK64, advance, check_capacity
 
 __all__ = ["SampledTokens", "sample_tokens"]
@@ -71,7 +72,7 @@ def _sample_tokens(logits: Tensor, key: int, counter: int, temperature: float, t
     status = _backend.kernels().sample_tokens(
         x_np, temperature, top_k, top_p, min_p, np.uint64(key & MASK64),
         np.uint64(counter & MASK64), tokens.numpy(), log_probs.numpy(), model_log_probs.numpy(),
-        _backend.get_num_threads())
+        tt.num_threads(x_np.size))
     _np.raise_for_status(status, x_np)
     return tokens, log_probs, model_log_probs
 
