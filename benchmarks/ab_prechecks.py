@@ -44,7 +44,7 @@ def _optimizer_args(kind, size, n, sorted_rows):
         rows = rng.integers(0, size[0], n)
         order = np.argsort(rows, kind="stable").astype(np.int64)
     grads = rng.standard_normal((n, size[1]), dtype=np.float32)
-    table = np.random.default_rng(1).standard_normal(size, dtype=np.float32)
+    table = np.random.default_rng(1).random(size, dtype=np.float32) - np.float32(0.5)
     acc = np.empty(size[1])
     if kind == "sgd":
         return (table, rows, grads, order, 1e-3, False, acc), (table,)

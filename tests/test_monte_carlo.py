@@ -483,3 +483,30 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
         for name, axis in sized:
             status = status_with_short(module, kernel, args, name, axis)
             assert status == codes.get(name, 6), (name, axis)
+
+
+@pytest.mark.parametrize("first_visit", [True, False])
+def test_large_table_prefetch_path_matches_the_reference(first_visit):
+    """Tables above 2**17 cells take the compiled kernels' prefetching update loop: same bits
+    as the reference (episodes of 1..40 steps, repeated pairs, sample average with counts)."""
+    rng = np.random.default_rng(11)
+    shape = (600, 300)  # 180000 cells
+    lengths = rng.integers(1, 41, 80)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n = int(offsets[-1])
+    states = rng.integers(0, 40, n)  # few states: pairs repeat within episodes
+    actions = rng.integers(0, 5, n)
+    rewards = rng.standard_normal(n)
+    q0 = rng.standard_normal(shape)
+    counts0 = rng.integers(0, 5, shape).astype(np.int64)
+    results = {}
+    for name in ("python", "numba", "cython"):
+        q, counts = q0.copy(), counts0.copy()
+        with fastlmrl.use_backend(name):
+            g = fastlmrl.mc_control_update(q, states, actions, rewards, offsets, 0.95,
+                                           first_visit=first_visit, counts=counts)
+        results[name] = (q, counts, g)
+    for name in ("numba", "cython"):
+        for got, want in zip(results[name], results["python"]):
+            np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(results["python"][0], q0)

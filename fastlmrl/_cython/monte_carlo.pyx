@@ -131,6 +131,28 @@ cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index
     return 0
 
 
+cdef extern from *:
+    """
+    #define FASTLMRL_MC_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    """
+    void FASTLMRL_MC_PREFETCH(const void* p) noexcept nogil
+
+# On a table larger than the caches every step misses on q[s, a] and counts[s, a]; the update asks
+# for the cells of the step PREFETCH_AHEAD steps later (ids checked; a hint, no fault), so those
+# misses overlap.  Small tables skip it.
+cdef enum:
+    PREFETCH_CELLS = 1 << 17
+    PREFETCH_AHEAD = 8
+
+
+cdef inline void _prefetch_step(const real_t[:, ::1] q, const int64_t[:, ::1] counts,
+                                bint has_counts, const index_t[::1] states,
+                                const index_t[::1] actions, Py_ssize_t p) noexcept nogil:
+    FASTLMRL_MC_PREFETCH(&q[states[p], actions[p]])
+    if has_counts:
+        FASTLMRL_MC_PREFETCH(&counts[states[p], actions[p]])
+
+
 cdef inline Py_ssize_t _slot(int64_t key, Py_ssize_t mask) noexcept nogil:
     return <Py_ssize_t>(mix64(<uint64_t>key) & <uint64_t>mask)
 
@@ -144,7 +166,7 @@ cdef int mc_control_update_core(real_t[:, ::1] q, const index_t[::1] states,
     cdef Py_ssize_t n_actions = q.shape[1], mask = slot_keys.shape[0] - 1
     cdef int64_t key, n = 0
     cdef double g, q_sa
-    cdef bint has_counts = counts.shape[0] != 0
+    cdef bint has_counts = counts.shape[0] != 0, far
     cdef const char* spans[9]
     cdef size_t sizes[9]
     cdef int status
@@ -165,12 +187,17 @@ cdef int mc_control_update_core(real_t[:, ::1] q, const index_t[::1] states,
                        slot_first.shape[0])
     if status:
         return status
+    far = q.shape[0] * q.shape[1] > PREFETCH_CELLS
     if first_visit:
         for h in range(slot_first.shape[0]):
             slot_first[h] = -1
     for e in range(episode_offsets.shape[0] - 1):
         start = episode_offsets[e]
         stop = episode_offsets[e + 1]
+        if far:  # the cells of the episode's last steps, which the backward loop needs first
+            for t in range(stop - PREFETCH_AHEAD if stop - PREFETCH_AHEAD > start else start,
+                           stop):
+                _prefetch_step(q, counts, has_counts, states, actions, t)
         if first_visit:  # insert each pair once, remembering its first step
             for t in range(start, stop):
                 key = <int64_t>states[t] * n_actions + actions[t]
@@ -183,6 +210,8 @@ cdef int mc_control_update_core(real_t[:, ::1] q, const index_t[::1] states,
         g = 0.0
         t = stop - 1
         while t >= start:
+            if far and t - PREFETCH_AHEAD >= start:
+                _prefetch_step(q, counts, has_counts, states, actions, t - PREFETCH_AHEAD)
             g = gamma * g + rewards[t]
             returns_out[t] = <real_t>g
             s = states[t]
