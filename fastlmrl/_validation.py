@@ -16,7 +16,7 @@ import inspect
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, cast
 
 import numpy as np
@@ -36,7 +36,7 @@ INT64_MAX = 2**63 - 1
 MAX_ITERATIONS = 2**31 - 1
 
 
-def table(q, name: str = "q", writeable: bool = True, ndim: int = 2) -> np.ndarray:
+def table(q: Any, name: str = "q", writeable: bool = True, ndim: int = 2) -> np.ndarray:
     """A float32/float64 C-contiguous array with ``ndim`` dims and no empty axis, used as is."""
     if not isinstance(q, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(q).__name__}")
@@ -53,7 +53,7 @@ def table(q, name: str = "q", writeable: bool = True, ndim: int = 2) -> np.ndarr
     return kernel_input(q)  # read-only (writeable=False) inputs: no new Numba specialisation
 
 
-def ids(x, name: str, length: int | None = None) -> np.ndarray:
+def ids(x: Any, name: str, length: int | None = None) -> np.ndarray:
     """A 1-D int32/int64 contiguous array (other integer dtypes are converted to int64)."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "iu":
@@ -79,7 +79,7 @@ def same_index_dtype(*arrays: np.ndarray) -> list[np.ndarray]:
     return [a.astype(np.int64, copy=False) for a in arrays]
 
 
-def values(x, name: str, length: int | None, dtype) -> np.ndarray:
+def values(x: Any, name: str, length: int | None, dtype: Any) -> np.ndarray:
     """A 1-D contiguous array of real numbers converted to ``dtype``."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "biuf":
@@ -91,7 +91,7 @@ def values(x, name: str, length: int | None, dtype) -> np.ndarray:
     return kernel_input(np.ascontiguousarray(arr, dtype=dtype))
 
 
-def flags(x, name: str, length: int) -> np.ndarray:
+def flags(x: Any, name: str, length: int) -> np.ndarray:
     """A 1-D boolean array returned as a uint8 view (what the kernels read)."""
     arr = np.asarray(x)
     if arr.dtype != np.bool_:
@@ -109,7 +109,7 @@ def flags(x, name: str, length: int) -> np.ndarray:
 
 
 def real(
-    x,
+    x: Any,
     name: str,
     low: float | None = None,
     high: float | None = None,
@@ -133,7 +133,7 @@ def real(
     return v
 
 
-def positive_int(x, name: str, minimum: int = 1, maximum: int = INT64_MAX) -> int:
+def positive_int(x: Any, name: str, minimum: int = 1, maximum: int = INT64_MAX) -> int:
     """An int (not a bool) in [minimum, maximum], as a Python int.  ``maximum`` defaults to the
     int64 limit (what every compiled kernel takes); iteration counts pass MAX_ITERATIONS."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
@@ -146,12 +146,12 @@ def positive_int(x, name: str, minimum: int = 1, maximum: int = INT64_MAX) -> in
     return int(x)
 
 
-def iterations(x, name: str, minimum: int = 1) -> int:
+def iterations(x: Any, name: str, minimum: int = 1) -> int:
     """An iteration count in [minimum, 2**31 - 1] (:data:`MAX_ITERATIONS`)."""
     return positive_int(x, name, minimum, MAX_ITERATIONS)
 
 
-def choice(x, name: str, options) -> str:
+def choice(x: Any, name: str, options: Collection[str]) -> str:
     """One of the strings ``options``; anything else (a list, None, ...) is a TypeError or a
     ValueError naming the argument (never "unhashable type")."""
     if not isinstance(x, str):
@@ -161,7 +161,7 @@ def choice(x, name: str, options) -> str:
     return x
 
 
-def array_size(shape, name: str, itemsize: int = 8) -> None:
+def array_size(shape: Iterable[Any], name: str, itemsize: int = 8) -> None:
     """Refuse at once an allocation of ``shape`` (ints) that cannot fit in memory: more than
     INT64_MAX bytes, or more than this machine's physical memory.  The message names ``name``
     and the number that is too large (NumPy's own "Maximum allowed dimension exceeded" or a
@@ -181,7 +181,7 @@ class _Alias:
 
     __slots__ = ("__array_interface__", "base")
 
-    def __init__(self, interface, base):
+    def __init__(self, interface: dict[str, Any], base: np.ndarray) -> None:
         self.__array_interface__ = interface
         self.base = base
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+from collections.abc import Sequence
+from typing import TypeVar
 
 from . import _validation as check
 from .rng import MASK64, stream_key, uniform
@@ -29,6 +31,8 @@ __all__ = [
     "load_corpus",
     "train_test_split",
 ]
+
+_T = TypeVar("_T")
 
 #: Number of sentences of :func:`default_corpus`.
 DEFAULT_SENTENCES = 2000
@@ -193,7 +197,7 @@ class _Chooser:
         self.counter += 1
         return v
 
-    def pick(self, seq):
+    def pick(self, seq: Sequence[_T]) -> _T:
         return seq[int(self.u() * len(seq))]
 
     def chance(self, p: float) -> bool:
@@ -206,7 +210,9 @@ def _article(word: str, det: str) -> str:
     return det
 
 
-def _np_singular(r: _Chooser, nouns=_AGENTS, allow_name: bool = True) -> str:
+def _np_singular(
+    r: _Chooser, nouns: Sequence[tuple[str, str]] = _AGENTS, allow_name: bool = True
+) -> str:
     if allow_name and r.chance(0.2):
         return r.pick(_NAMES)
     noun = r.pick(nouns)[0]
@@ -223,7 +229,7 @@ def _np_object(r: _Chooser) -> str:
     return _np_singular(r, _THINGS, allow_name=False)
 
 
-def _np_plural(r: _Chooser, nouns=_AGENTS) -> str:
+def _np_plural(r: _Chooser, nouns: Sequence[tuple[str, str]] = _AGENTS) -> str:
     noun = r.pick(nouns)[1]
     det = r.pick(("the", "some", "our", r.pick(_NUMBERS)))
     if r.chance(0.5):

@@ -84,7 +84,7 @@ def tabular_mdp_from_gymnasium(
     return mdp
 
 
-def _sizes(env):
+def _sizes(env: Any) -> tuple[int, int]:
     """(number of observation values, number of actions) of a fastlmrl environment."""
     if isinstance(env, ContextMDP):
         return env.num_states, env.num_actions
@@ -98,7 +98,7 @@ def _sizes(env):
     )
 
 
-def _check_seed(seed):
+def _check_seed(seed: Any) -> int | None:
     """None, or an int in [0, 2**64) as a Python int (Gymnasium's seeding takes no NumPy int and
     raises its own error type)."""
     if seed is None:
@@ -110,7 +110,7 @@ def _check_seed(seed):
     return int(seed)
 
 
-def _info_one(info):
+def _info_one(info: dict[str, Any]) -> dict[str, Any]:
     return {k: v[0].item() if isinstance(v, np.ndarray) else v for k, v in info.items()}
 
 
@@ -213,7 +213,7 @@ class TokenVectorEnv(VectorEnv):
         obs, rewards, terminated, truncated, info = self.env.step(np.asarray(actions))
         return obs, rewards, terminated, truncated, self._infos(info)
 
-    def _infos(self, info):
+    def _infos(self, info: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for key, value in info.items():
             out[key] = value

@@ -78,15 +78,17 @@ def _token_batch(
     return arr, lens, prompt_ids
 
 
-def _valid_mask(lengths, horizon):
+def _valid_mask(lengths: np.ndarray, horizon: int) -> np.ndarray:
     return np.arange(horizon)[None, :] < lengths[:, None]
 
 
-def _finite_real(x, name):
+def _finite_real(x: Any, name: str) -> float:
     return check.real(x, name)
 
 
-def _validated(out, fn, per_token, n, horizon, lengths):
+def _validated(
+    out: Any, fn: RewardFunction, per_token: bool, n: int, horizon: int, lengths: np.ndarray
+) -> np.ndarray:
     """Check a reward function's output; return float64 (B,) or (B, T) with padding zeroed."""
     label = f"reward function {fn!r}"
     if out is None:
@@ -187,7 +189,7 @@ def kl_shaped(
     return out
 
 
-def _real_2d(x, name, shape=None):
+def _real_2d(x: ArrayLike, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
@@ -319,7 +321,7 @@ class _ScaledReward(RewardFunction):
 # built-ins
 
 
-def _effective_lengths(tokens, lengths, eos_id):
+def _effective_lengths(tokens: np.ndarray, lengths: np.ndarray, eos_id: int | None) -> np.ndarray:
     """Lengths without a final EOS token when ``eos_id`` is given."""
     if eos_id is None:
         return lengths
@@ -328,13 +330,13 @@ def _effective_lengths(tokens, lengths, eos_id):
     return lengths - (has & (last == eos_id)).astype(np.int64)
 
 
-def _check_eos(eos_id):
+def _check_eos(eos_id: Any) -> int | None:
     if eos_id is None:
         return None
     return check.positive_int(eos_id, "eos_id", 0)
 
 
-def _id_sequence(x, name):
+def _id_sequence(x: ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.size == 0 and arr.ndim == 1:
         arr = arr.astype(np.int64)
@@ -585,7 +587,7 @@ class LengthPenalty(RewardFunction):
 # user functions
 
 
-def _is_numba_dispatcher(fn) -> bool:
+def _is_numba_dispatcher(fn: object) -> bool:
     try:
         from numba.core.dispatcher import Dispatcher
     except Exception:  # pragma: no cover - numba is a dependency
@@ -596,7 +598,7 @@ def _is_numba_dispatcher(fn) -> bool:
 _DRIVERS: dict[bool, Any] = {}  # per_token -> jitted driver
 
 
-def _numba_driver(per_token: bool):
+def _numba_driver(per_token: bool) -> Any:
     """A jitted loop calling a jitted per-sequence function on every row (no Python per row)."""
     if per_token in _DRIVERS:
         return _DRIVERS[per_token]
@@ -605,7 +607,7 @@ def _numba_driver(per_token: bool):
     if per_token:
 
         @njit
-        def drive(fn, tokens, lengths, out):
+        def drive(fn: Any, tokens: Any, lengths: Any, out: Any) -> int:
             for b in range(tokens.shape[0]):
                 length = lengths[b]
                 r = fn(tokens[b, :length])
@@ -617,7 +619,7 @@ def _numba_driver(per_token: bool):
     else:
 
         @njit
-        def drive(fn, tokens, lengths, out):
+        def drive(fn: Any, tokens: Any, lengths: Any, out: Any) -> int:
             for b in range(tokens.shape[0]):
                 out[b] = fn(tokens[b, : lengths[b]])
             return -1

@@ -23,7 +23,7 @@ from . import _validation as check
 __all__ = ["ConstantSchedule", "ExponentialSchedule", "LinearSchedule"]
 
 
-def _step(step) -> int:
+def _step(step: object) -> int:
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"step must be an int, got {type(step).__name__}")
     if step < 0:
@@ -38,6 +38,7 @@ class _Schedule:
         raise NotImplementedError
 
     def __call__(self, step: int) -> float:
+        """The value at ``step`` (an int >= 0)."""
         return self._value(_step(step))
 
     def values(self, n: int) -> np.ndarray:
@@ -51,9 +52,12 @@ class _Schedule:
 
 
 class ConstantSchedule(_Schedule):
-    """The same value at every step."""
+    """The same value at every step: :math:`x_t = x_0`.
 
-    def __init__(self, value: float):
+    ``value`` (attribute and argument): :math:`x_0`, a finite real (ε or τ, in their own units).
+    """
+
+    def __init__(self, value: float) -> None:
         self.value = check.real(value, "value")
 
     def _value(self, t: int) -> float:
@@ -61,9 +65,14 @@ class ConstantSchedule(_Schedule):
 
 
 class LinearSchedule(_Schedule):
-    """Linear interpolation from ``start`` (step 0) to ``end`` (step ``steps``), then ``end``."""
+    r"""Linear interpolation from ``start`` (step 0) to ``end`` (step ``steps``), then ``end``:
+    :math:`x_t = x_0 + (x_1 - x_0)\min(t/T, 1)` (the DQN ε schedule, Mnih et al. 2015).
 
-    def __init__(self, start: float, end: float, steps: int):
+    Attributes (and arguments): ``start`` :math:`x_0` and ``end`` :math:`x_1`, finite reals;
+    ``steps`` :math:`T \ge 1`, the number of steps of the ramp.
+    """
+
+    def __init__(self, start: float, end: float, steps: int) -> None:
         self.start = check.real(start, "start")
         self.end = check.real(end, "end")
         self.steps = check.positive_int(steps, "steps")
@@ -74,9 +83,15 @@ class LinearSchedule(_Schedule):
 
 
 class ExponentialSchedule(_Schedule):
-    """``start * decay**t``, clipped at ``end`` (a floor when decaying, a ceiling when growing)."""
+    r"""``start * decay**t``, clipped at ``end`` (a floor when decaying, a ceiling when growing):
+    :math:`x_t = \max(x_1, x_0 d^t)` for ``end <= start``, else :math:`\min(x_1, x_0 d^t)`
+    (annealed Boltzmann exploration, Sutton & Barto §2.7/§13).
 
-    def __init__(self, start: float, end: float, decay: float):
+    Attributes (and arguments): ``start`` :math:`x_0 > 0`, ``end`` :math:`x_1 > 0`, ``decay``
+    :math:`d > 0`, the factor per step (< 1 to decrease toward ``end``, > 1 to grow toward it).
+    """
+
+    def __init__(self, start: float, end: float, decay: float) -> None:
         self.start = check.real(start, "start", 0.0, None, low_open=True)
         self.end = check.real(end, "end", 0.0, None, low_open=True)
         self.decay = check.real(decay, "decay", 0.0, None, low_open=True)

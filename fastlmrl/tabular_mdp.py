@@ -76,7 +76,7 @@ class SSPResult:
     converged: bool  #: the stopping rule was met within max_iter
 
 
-def _outcome_list(transitions, s, a):
+def _outcome_list(transitions: Any, s: int, a: int) -> list[Any] | tuple[Any, ...]:
     try:
         outs = transitions[s][a]
     except (KeyError, IndexError, TypeError) as exc:
@@ -171,10 +171,19 @@ class TabularMDP:
         self._stream = None
 
     # --- construction ---------------------------------------------------------------------------
-    def _build(self, n_states, n_actions, counts, probs, nexts, rewards, ends):
+    def _build(
+        self,
+        n_states: int,
+        n_actions: int,
+        counts: np.ndarray,
+        probs: list[Any],
+        nexts: list[Any],
+        rewards: list[Any],
+        ends: list[Any],
+    ) -> None:
         where = np.repeat(np.arange(n_states * n_actions), counts)
 
-        def at(k):
+        def at(k: int) -> str:
             pair = int(where[k])
             return f"transitions[{pair // n_actions}][{pair % n_actions}]"
 
@@ -254,7 +263,7 @@ class TabularMDP:
             )
         )
 
-    def _set_initial(self, init):
+    def _set_initial(self, init: Any) -> None:
         n = self._num_states
         if init is None:
             init = 0
@@ -486,7 +495,7 @@ class TabularMDP:
         )
 
     # --- stepping -------------------------------------------------------------------------------
-    def _plan_reset(self, mask, stream):
+    def _plan_reset(self, mask: np.ndarray, stream: RandomStream) -> tuple[np.ndarray, int]:
         """(start states (B,), counters used) for the rows in ``mask``; nothing committed."""
         n = mask.shape[0]
         if self._start_states.size == 1:
@@ -499,14 +508,16 @@ class TabularMDP:
         )
         return self._start_states[idx], n
 
-    def _commit_reset(self, mask, stream, plan):
+    def _commit_reset(
+        self, mask: np.ndarray, stream: RandomStream, plan: tuple[np.ndarray, int]
+    ) -> None:
         starts, used = plan
         self._states[mask] = starts[mask]
         self._steps[mask] = 0
         self._needs_reset[mask] = False
         advance(stream, used)
 
-    def _check_state(self):
+    def _check_state(self) -> None:
         for name in ("_states", "_steps"):
             arr = getattr(self, name)
             if (

@@ -421,7 +421,15 @@ class TabularValueTrainer(Trainer):
         param = self.exploration_value()
         td_sum = [0.0]
 
-        def learn(rows, s, a, r, s2, te, tr):
+        def learn(
+            rows: np.ndarray,
+            s: np.ndarray,
+            a: np.ndarray,
+            r: np.ndarray,
+            s2: np.ndarray,
+            te: np.ndarray,
+            tr: np.ndarray,
+        ) -> np.ndarray | None:
             out = self.learn(rows, s, a, r, s2, te, tr, param)
             td, nxt = out if self.select_next else (out, None)
             td_sum[0] += float(np.abs(td.astype(np.float64)).sum())

@@ -54,7 +54,17 @@ class DoubleQLearningTrainer(TabularValueTrainer):
     def arrays(self) -> dict:
         return {"q1": self.q1, "q2": self.q2, "q": self.q}
 
-    def learn(self, rows, s, a, r, s2, terminated, truncated, param):
+    def learn(
+        self,
+        rows: np.ndarray,
+        s: np.ndarray,
+        a: np.ndarray,
+        r: np.ndarray,
+        s2: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        param: float,
+    ) -> np.ndarray:
         cfg = self.config
         td = double_q_learning_update(
             self.q1, self.q2, s, a, r, s2, terminated, cfg.alpha, cfg.gamma, self.stream

@@ -18,6 +18,9 @@ behaviour policy is the Boltzmann policy around the reference (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from ..td_learning import expected_sarsa_update
 from ._value_base import TabularValueTrainer, ValueConfig
@@ -43,7 +46,7 @@ class ExpectedSarsaTrainer(TabularValueTrainer):
     algorithm = "expected_sarsa"
     Config = ExpectedSarsaConfig
 
-    def validate_config(self, cfg) -> None:
+    def validate_config(self, cfg: Any) -> None:
         super().validate_config(cfg)
         if cfg.exploration != "epsilon_greedy":
             raise ValueError(
@@ -52,7 +55,17 @@ class ExpectedSarsaTrainer(TabularValueTrainer):
                 f"{cfg.exploration!r}"
             )
 
-    def learn(self, rows, s, a, r, s2, terminated, truncated, param):
+    def learn(
+        self,
+        rows: np.ndarray,
+        s: np.ndarray,
+        a: np.ndarray,
+        r: np.ndarray,
+        s2: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        param: float,
+    ) -> np.ndarray:
         cfg = self.config
         # Around a language model the ε schedule does not drive the behaviour (the reference
         # does); the target policy is then ε-greedy in Q with ε = epsilon_end.  (An ε-greedy

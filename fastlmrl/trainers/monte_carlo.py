@@ -23,6 +23,7 @@ cut is); ``drop_truncated=True`` skips them instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class MonteCarloTrainer(TabularValueTrainer):
     Config = MonteCarloConfig
     alpha_optional = True
 
-    def validate_config(self, cfg) -> None:
+    def validate_config(self, cfg: Any) -> None:
         super().validate_config(cfg)
         for name in ("first_visit", "drop_truncated"):
             if not isinstance(getattr(cfg, name), bool):
@@ -80,7 +81,15 @@ class MonteCarloTrainer(TabularValueTrainer):
         param = self.exploration_value()
         steps = []  # per step: (rows, states, actions, rewards) of the running rows
 
-        def record(rows, s, a, r, s2, te, tr):
+        def record(
+            rows: np.ndarray,
+            s: np.ndarray,
+            a: np.ndarray,
+            r: np.ndarray,
+            s2: np.ndarray,
+            te: np.ndarray,
+            tr: np.ndarray,
+        ) -> None:
             steps.append((rows, s, a, np.asarray(r, dtype=np.float64)))
 
         batch = play_episodes(

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _validation as check
 from ..dynamic_programming import DenseMDP, TokenMDP, policy_iteration, value_iteration
@@ -109,7 +110,7 @@ class PolicyIterationConfig:
     kl_coef: float = 0.02
 
 
-def text_transitions(env) -> tuple:
+def text_transitions(env: Any) -> tuple[np.ndarray, np.ndarray]:
     """(next_state (S+1, V) int64, terminal (S+1,) bool) of a text environment's k-gram contexts:
     :math:`s' = (sV + a) \\bmod V^k`, EOS -> the terminal END state S (absorbing)."""
     n_ctx, vocab = env.num_contexts, env.vocab_size
@@ -180,7 +181,7 @@ class _Planner(Trainer):
         self.values = np.zeros(self.num_states)
         self.policy = np.zeros(self.num_states, dtype=np.int64)
 
-    def validate_config(self, cfg) -> None:
+    def validate_config(self, cfg: Any) -> None:
         check.real(cfg.gamma, "config.gamma", 0.0, 1.0)
         check.positive_int(cfg.max_iter, "config.max_iter", 1)
         _choice(cfg.dtype, "dtype", DTYPES)
@@ -189,7 +190,7 @@ class _Planner(Trainer):
         check.real(cfg.kl_coef, "config.kl_coef", 0.0, None, low_open=True)
 
     # --- the learned model of a text task -------------------------------------------------------
-    def _observe(self, states, actions, rewards) -> None:
+    def _observe(self, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
         np.add.at(self.model_sums, (states, actions), rewards)
         np.add.at(self.model_counts, (states, actions), 1)
 
@@ -205,21 +206,21 @@ class _Planner(Trainer):
             arrays.update(model_sums=self.model_sums, model_counts=self.model_counts)
         return arrays
 
-    def policy_logits(self, states) -> np.ndarray:
+    def policy_logits(self, states: ArrayLike) -> np.ndarray:
         """(n, A) logits :math:`\\log\\pi_{ref}(\\cdot|s) + q_*(s, \\cdot)/\\beta` (text)."""
         if self.prior is None:
             raise ValueError("policy_logits needs a planner of a TextTask")
         states = np.asarray(states, dtype=np.int64)
         return self.prior[states] + self.q[states].astype(np.float64) / self.config.kl_coef
 
-    def sample(self, num_sequences: int, seed):
+    def sample(self, num_sequences: int, seed: Any) -> Any:
         """Generate with the planned policy around the reference (a TextTask planner only)."""
         if self.prior is None:
             raise ValueError("sample needs a planner of a TextTask")
         logits = self.policy_logits(np.arange(self.env.num_contexts, dtype=np.int64))
         return self.env.rollout(logits, seed, num_sequences=num_sequences)
 
-    def solve(self):  # pragma: no cover - abstract
+    def solve(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def iteration(self) -> dict:
@@ -234,7 +235,7 @@ class _Planner(Trainer):
             n_ctx = self.env.num_contexts
             self.policy[:n_ctx] = greedy(self.policy_logits(np.arange(n_ctx)), np.arange(n_ctx))
 
-        def act(states):
+        def act(states: np.ndarray) -> np.ndarray:
             if not starts:
                 starts.append(states.copy())
             if self.prior is not None:
@@ -242,7 +243,15 @@ class _Planner(Trainer):
                 return boltzmann(logits, np.arange(logits.shape[0]), 1.0, self.stream)
             return self.policy[states]
 
-        def observe(rows, s, a, r, s2, te, tr):  # model learning from experience (Dyna)
+        def observe(  # model learning from experience (Dyna)
+            rows: np.ndarray,
+            s: np.ndarray,
+            a: np.ndarray,
+            r: np.ndarray,
+            s2: np.ndarray,
+            te: np.ndarray,
+            tr: np.ndarray,
+        ) -> None:
             self._observe(s, a, np.asarray(r, dtype=np.float64))
 
         batch = play_episodes(
@@ -258,7 +267,7 @@ class _Planner(Trainer):
         metrics["value"] = float(self.values[starts[0]].mean())
         return metrics
 
-    def greedy_actions(self, states) -> np.ndarray:
+    def greedy_actions(self, states: ArrayLike) -> np.ndarray:
         """:math:`\\pi_*(s)` for each state (the planned policy; all zeros before training)."""
         states = check.ids(states, "states").astype(np.int64, copy=False)
         if states.size and (states.min() < 0 or states.max() >= self.num_states):
@@ -287,11 +296,11 @@ class ValueIterationPlanner(_Planner):
     algorithm = "value_iteration"
     Config = ValueIterationConfig
 
-    def validate_config(self, cfg) -> None:
+    def validate_config(self, cfg: Any) -> None:
         super().validate_config(cfg)
         check.real(cfg.epsilon, "config.epsilon", 0.0, None, low_open=True)
 
-    def solve(self):
+    def solve(self) -> Any:
         cfg = self.config
         return value_iteration(self.mdp, cfg.gamma, epsilon=cfg.epsilon, max_iter=cfg.max_iter)
 
@@ -306,5 +315,5 @@ class PolicyIterationPlanner(_Planner):
     algorithm = "policy_iteration"
     Config = PolicyIterationConfig
 
-    def solve(self):
+    def solve(self) -> Any:
         return policy_iteration(self.mdp, self.config.gamma, max_iter=self.config.max_iter)

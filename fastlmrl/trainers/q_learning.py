@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..td_learning import q_learning_update
 from ._value_base import TabularValueTrainer, ValueConfig
 
@@ -43,6 +45,16 @@ class QLearningTrainer(TabularValueTrainer):
     algorithm = "q_learning"
     Config = QLearningConfig
 
-    def learn(self, rows, s, a, r, s2, terminated, truncated, param):
+    def learn(
+        self,
+        rows: np.ndarray,
+        s: np.ndarray,
+        a: np.ndarray,
+        r: np.ndarray,
+        s2: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        param: float,
+    ) -> np.ndarray:
         cfg = self.config
         return q_learning_update(self.q, s, a, r, s2, terminated, cfg.alpha, cfg.gamma)

@@ -44,7 +44,17 @@ class SarsaTrainer(TabularValueTrainer):
     Config = SarsaConfig
     select_next = True
 
-    def learn(self, rows, s, a, r, s2, terminated, truncated, param):
+    def learn(
+        self,
+        rows: np.ndarray,
+        s: np.ndarray,
+        a: np.ndarray,
+        r: np.ndarray,
+        s2: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        param: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         a2 = np.zeros(s2.shape[0], dtype=np.int64)
         need = ~terminated
