@@ -35,7 +35,12 @@ __all__ = ["MonteCarloConfig", "MonteCarloTrainer"]
 
 @dataclass
 class MonteCarloConfig(ValueConfig):
-    """Monte Carlo control hyper-parameters: :class:`ValueConfig` plus
+    """Hyper-parameters of :class:`MonteCarloTrainer` (module docstring for the update).
+
+    The fields of :class:`ValueConfig`, documented there: ``gamma``, ``exploration``,
+    ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` / ``temperature_end``,
+    ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``, ``max_episode_steps``,
+    ``kl_coef``; and
 
     ``alpha`` — None (default) for sample averages, else a constant step in (0, 1];
     ``first_visit`` — first-visit (True) or every-visit (False) updates;
