@@ -21,6 +21,8 @@ import shutil
 import sys
 import time
 
+from .neural_folders import NEURAL_RUN_FILES, is_neural_run, neural_task, saved_spec
+
 __all__ = ["NEURAL_TASK_NAMES", "cmd_demo_neural", "cmd_sample_neural", "cmd_train_neural",
            "is_neural_run", "neural_overrides", "neural_task", "require_neural"]
 
@@ -55,16 +57,6 @@ def _find_spec(name: str):
         return None
 
 
-def neural_task(name: str):
-    """A task by its ``--task`` name: a verifiable task (:func:`fastlmrl.verifiable_tasks.get_task`)
-    or ``lexicon`` (:class:`fastlmrl.lexicon_task.LexiconTask`)."""
-    if name == "lexicon":
-        from .lexicon_task import LexiconTask
-        return LexiconTask()
-    from .verifiable_tasks import get_task
-    return get_task(name)
-
-
 def _task(name: str):
     try:
         return neural_task(name)
@@ -81,7 +73,7 @@ def _config_class(algo: str):
 
 
 @dataclasses.dataclass
-class _Field:  # what cli._field_kinds reads of a dataclass field
+class _Field:  # what runs.field_kinds reads of a dataclass field
     name: str
     type: object
     default: object
@@ -91,7 +83,8 @@ def neural_overrides(pairs, config_cls) -> dict:
     """``--set KEY=VALUE`` strings -> typed settings of a neural config: its fields and its
     TRL-spelled init-only aliases (``beta``, ``num_generations``, ...), each parsed by its type;
     the config is built once to check the values (errors name ``--set``)."""
-    from .cli import FALSE_WORDS, TRUE_WORDS, _field_kinds
+    from .runs import FALSE_WORDS, TRUE_WORDS
+    from .runs import field_kinds as _field_kinds
     known = {}
     for name, f in config_cls.__dataclass_fields__.items():
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
@@ -140,29 +133,6 @@ def neural_overrides(pairs, config_cls) -> dict:
     return out
 
 
-def is_neural_run(folder) -> bool:
-    """Whether ``folder`` (a run folder, or a file in one) is a run written by
-    :func:`train_neural_run`: its ``run.json`` and ``initial_model/`` are written first, so an
-    interrupted run counts too."""
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        folder = os.path.dirname(os.path.abspath(folder))
-    return os.path.isfile(os.path.join(folder, "run.json")) and \
-        os.path.isdir(os.path.join(folder, "initial_model"))
-
-
-def _saved_spec(folder: str) -> dict:
-    try:
-        with open(os.path.join(folder, "run.json"), encoding="utf-8") as handle:
-            spec = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{folder!r}: cannot read run.json ({exc})") from None
-    if not isinstance(spec, dict) or not {"algo", "task", "seed"} <= set(spec):
-        raise ValueError(f"{folder!r}: run.json is not a neural run description")
-    return spec
-
-
-
 # ---------------------------------------------------------------------------------------------
 # fastlmrl train --policy neural
 
@@ -171,8 +141,7 @@ def cmd_train_neural(args, out=None) -> int:
     """``fastlmrl train --policy neural --algo ALGO --task TASK`` (see the module docstring)."""
     out = out or sys.stdout
     require_neural("--policy neural")
-    from .cli import Progress
-    from .neural.runs import NEURAL_RUN_FILES
+    from .runs import Progress
 
     if not args.task:
         raise ValueError("--task is required with --policy neural: "
@@ -201,7 +170,7 @@ def cmd_train_neural(args, out=None) -> int:
     checkpoint = os.path.join(folder, "checkpoint.ckpt")
     resuming = bool(args.resume and os.path.isfile(os.path.join(folder, "run.json")))
     if resuming:
-        saved = _saved_spec(folder)
+        saved = saved_spec(folder)
         if saved["algo"] != args.algo or saved["task"] != args.task:
             raise ValueError(f"{folder!r} is a run of --algo {saved['algo']} --task "
                              f"{saved['task']}, not --algo {args.algo} --task {args.task}")

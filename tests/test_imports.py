@@ -19,16 +19,7 @@ ROOT = os.path.dirname(os.path.abspath(fastlmrl.__file__))
 
 #: imports that still close a cycle, each with the edit that removes it (files of other owners);
 #: the test fails when one of them no longer exists (remove it here) or closes no cycle.
-KNOWN_CYCLE_EDGES = {
-    # neural_run.py: `from .cli import FALSE_WORDS, TRUE_WORDS, _field_kinds` / `Progress` ->
-    # `from .runs import FALSE_WORDS, TRUE_WORDS, field_kinds, Progress`
-    ("fastlmrl.neural_run", "fastlmrl.cli"),
-    # neural/runs.py: `from ..cli import write_metrics` -> `from ..runs import write_metrics`
-    ("fastlmrl.neural.runs", "fastlmrl.cli"),
-    # neural/runs.py imports neural_task, _saved_spec, is_neural_run from neural_run.py, which
-    # imports neural/runs.py: one of the two should own them
-    ("fastlmrl.neural.runs", "fastlmrl.neural_run"),
-}
+KNOWN_CYCLE_EDGES: set = set()
 
 
 def _modules() -> dict:

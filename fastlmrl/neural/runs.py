@@ -23,11 +23,11 @@ import os
 import sys
 
 from .._atomic import atomic_write_text
+from ..neural_folders import NEURAL_RUN_FILES, is_neural_run, neural_task, saved_spec
 
 __all__ = ["NEURAL_RUN_FILES", "load_run_trainer", "make_neural_trainer", "sample_neural_run",
            "train_neural_run"]
 
-NEURAL_RUN_FILES = ("run.json", "checkpoint.ckpt", "metrics.jsonl", "metrics.csv")
 
 
 def _algorithms() -> dict:
@@ -63,8 +63,7 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
                      callbacks=()) -> object:
     """Train (or resume, up to ``steps`` iterations in all) and write the run folder (see the
     module docstring).  Returns the trainer."""
-    from ..cli import write_metrics
-    from ..neural_run import neural_task
+    from ..runs import write_metrics
     from .model import load_model, save_model
     out = out or sys.stdout
     run_json = os.path.join(folder, "run.json")
@@ -118,12 +117,11 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
 def load_run_trainer(folder):
     """The trainer of a run folder as of its checkpoint (its initial model when it has none yet),
     with the run's task and settings.  Returns ``(trainer, task, spec)``."""
-    from ..neural_run import _saved_spec, is_neural_run, neural_task
     from .model import load_model
     folder = os.fspath(folder)
     if not is_neural_run(folder):
         raise ValueError(f"{folder!r} is not a neural run folder (run.json and initial_model/)")
-    spec = _saved_spec(folder)
+    spec = saved_spec(folder)
     task = neural_task(spec["task"])
     model, tokenizer = load_model(os.path.join(folder, "initial_model"))
     trainer = make_neural_trainer(spec["algo"], task, model, tokenizer, seed=int(spec["seed"]),
