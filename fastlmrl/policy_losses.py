@@ -68,6 +68,15 @@ KL_ESTIMATORS = {"k1": 1, "k2": 2, "k3": 3}
 
 
 class ReinforceLossResult(NamedTuple):
+    r"""Result of :func:`reinforce_loss`: REINFORCE with baseline (Williams 1992).
+
+    ``loss`` :math:`L = \sum_i w_i \ell_i` (float), with
+    :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)` for the sampled token :math:`a_i` at position
+    i; ``grad_logits`` :math:`\partial L/\partial z`, shape (N, V) in the dtype of the logits;
+    ``log_probs`` :math:`\log\pi(a_i|s_i)`, (N,) float64; ``token_loss`` :math:`\ell_i`,
+    (N,) float64 (unweighted).
+    """
+
     loss: float  #: sum_i w_i l_i
     grad_logits: np.ndarray  #: dL/dlogits, (N, V), dtype of logits
     log_probs: np.ndarray  #: log pi(a_i|s_i), (N,) float64
@@ -75,6 +84,23 @@ class ReinforceLossResult(NamedTuple):
 
 
 class PPOLossResult(NamedTuple):
+    r"""Result of :func:`ppo_loss`: the PPO clipped surrogate (Schulman et al. 2017, eq. 7), with
+    an optional KL penalty to a reference policy (GRPO, Shao et al. 2024, eq. 4).
+
+    ``loss`` :math:`L = \sum_i w_i(\ell^{CLIP}_i + \beta D_i)` (``kl_coef`` :math:`\beta`,
+    TRL's ``beta``); ``grad_logits`` :math:`\partial L/\partial z`, (N, V) in the logits' dtype;
+    ``log_probs`` :math:`\log\pi_\theta(a_i|s_i)`, (N,) float64; ``token_loss``
+    :math:`\ell^{CLIP}_i + \beta D_i`, (N,) float64 (unweighted); ``ratios`` the importance ratio
+    :math:`\rho_i` each token used (token level, or the sequence's :math:`s_k` with
+    ``ratio_level="sequence"``), (N,) float64; ``pg_loss`` :math:`\sum_i w_i\ell^{CLIP}_i`;
+    ``kl_loss`` :math:`\sum_i w_i D_i` (0 without ``ref_log_probs``; not multiplied by
+    :math:`\beta`); ``clip_fraction`` the weighted fraction of tokens whose gradient the
+    :math:`\epsilon`-clip zeroes; ``dual_clip_fraction`` the weighted fraction held at the dual-clip
+    bound; ``approx_kl_k1`` and ``approx_kl_k3`` the weighted means of :math:`-\log\rho_i` and
+    :math:`\rho_i - 1 - \log\rho_i` (estimates of KL(old || new), token-level :math:`\rho`).
+    Scalars are Python floats.
+    """
+
     loss: float  #: sum_i w_i (l^CLIP_i + kl_coef * D_i)
     grad_logits: np.ndarray  #: dL/dlogits, (N, V)
     log_probs: np.ndarray  #: log pi_theta(a_i|s_i), (N,) float64
@@ -89,6 +115,15 @@ class PPOLossResult(NamedTuple):
 
 
 class KLPenaltyResult(NamedTuple):
+    r"""Result of :func:`kl_penalty_loss`: the KL penalty to a reference policy as a loss term
+    (GRPO, Shao et al. 2024, eq. 4; estimators k1/k2/k3 of Schulman 2020).
+
+    ``loss`` :math:`L = \sum_i w_i D_i` (float, not multiplied by any coefficient);
+    ``grad_logits`` :math:`\partial L/\partial z`, (N, V) in the logits' dtype; ``log_probs``
+    :math:`\log\pi_\theta(a_i|s_i)`, (N,) float64; ``token_kl`` the per-token estimate
+    :math:`D_i` of :math:`\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref})`, (N,) float64 (unweighted).
+    """
+
     loss: float  #: sum_i w_i D_i
     grad_logits: np.ndarray  #: dL/dlogits, (N, V)
     log_probs: np.ndarray  #: (N,) float64
@@ -96,6 +131,20 @@ class KLPenaltyResult(NamedTuple):
 
 
 class A2CLossResult(NamedTuple):
+    r"""Result of :func:`a2c_loss`: advantage actor-critic loss (Mnih et al. 2016), policy term,
+    value term and entropy bonus combined as in the PPO paper's eq. 9.
+
+    ``loss`` :math:`L = \sum_i w_i\ell_i`, :math:`\ell_i = -\hat A_i\log\pi(a_i|s_i) + c_v L^V_i
+    - c_e H_i` (``value_coef`` :math:`c_v`, ``entropy_coef`` :math:`c_e`); ``grad_logits``
+    :math:`\partial L/\partial z`, (N, V) in the logits' dtype; ``grad_values``
+    :math:`\partial L/\partial V_i` for the critic, (N,) float64; ``log_probs``
+    :math:`\log\pi(a_i|s_i)`, (N,) float64; ``entropy`` :math:`H_i` of :math:`\pi(\cdot|s_i)` in
+    nats, (N,) float64; ``token_loss`` :math:`\ell_i`, (N,) float64 (unweighted);
+    ``policy_loss`` :math:`\sum_i w_i(-\hat A_i\log\pi(a_i|s_i))`; ``value_loss``
+    :math:`\sum_i w_i L^V_i` (squared error, clipped with ``value_clip``); ``mean_entropy``
+    :math:`\sum_i w_i H_i / \sum_i w_i`.  Scalars are Python floats.
+    """
+
     loss: float  #: policy_loss + value_coef * value_loss - entropy_coef * sum_i w_i H_i
     grad_logits: np.ndarray  #: dL/dlogits, (N, V)
     grad_values: np.ndarray  #: dL/dvalues, (N,) float64

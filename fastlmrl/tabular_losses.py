@@ -61,6 +61,18 @@ BAD_CONTEXTS = 31  # the other codes are those of fastlmrl.policy_losses
 
 
 class TabularReinforceLossResult(NamedTuple):
+    r"""Result of :func:`reinforce_loss_tabular`: REINFORCE with baseline (Williams 1992) for a
+    tabular softmax policy :math:`\pi(a|s) = \mathrm{softmax}(\theta[s])_a`.
+
+    ``loss`` :math:`L = \sum_i w_i\ell_i`, :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)` (float);
+    ``rows`` are the U distinct contexts of the batch, increasing, (U,) int64, and ``grad_rows``
+    :math:`\partial L/\partial\theta[\mathrm{rows}]`, (U, V) in the table's dtype (pass both to
+    :meth:`fastlmrl.Adam.step`); rows of the table not in ``rows`` have zero gradient.
+    ``log_probs`` :math:`\log\pi(a_i|s_i)`, (N,) float64; ``token_loss`` :math:`\ell_i`, (N,)
+    float64 (unweighted).  Same values as :class:`fastlmrl.ReinforceLossResult` for
+    ``logits = table[contexts]``.
+    """
+
     loss: float  #: sum_i w_i l_i
     rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
     grad_rows: np.ndarray  #: dL/dtable[rows], (U, V), dtype of the table
@@ -69,6 +81,22 @@ class TabularReinforceLossResult(NamedTuple):
 
 
 class TabularPPOLossResult(NamedTuple):
+    r"""Result of :func:`ppo_loss_tabular`: the PPO clipped surrogate (Schulman et al. 2017, eq. 7)
+    with an optional KL penalty (GRPO, Shao et al. 2024, eq. 4) for a tabular softmax policy.
+
+    ``loss`` :math:`L = \sum_i w_i(\ell^{CLIP}_i + \beta D_i)` (``kl_coef`` :math:`\beta`, TRL's
+    ``beta``);
+    ``rows`` are the U distinct contexts of the batch, increasing, (U,) int64, and ``grad_rows``
+    :math:`\partial L/\partial\theta[\mathrm{rows}]`, (U, V) in the table's dtype (pass both to
+    :meth:`fastlmrl.Adam.step`); rows of the table not in ``rows`` have zero gradient.
+    ``log_probs`` :math:`\log\pi_\theta(a_i|s_i)`, (N,) float64; ``token_loss``
+    :math:`\ell^{CLIP}_i + \beta D_i`, (N,) float64; ``ratios`` the ratio :math:`\rho_i` each token
+    used (token or sequence level), (N,) float64; ``pg_loss``, ``kl_loss`` (not multiplied by
+    :math:`\beta`), ``clip_fraction``, ``dual_clip_fraction``, ``approx_kl_k1`` and
+    ``approx_kl_k3``: the float diagnostics of :class:`fastlmrl.PPOLossResult`, the same values as
+    there for ``logits = table[contexts]``.
+    """
+
     loss: float  #: sum_i w_i (l^CLIP_i + kl_coef * D_i)
     rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
     grad_rows: np.ndarray  #: dL/dtable[rows], (U, V)
@@ -84,6 +112,17 @@ class TabularPPOLossResult(NamedTuple):
 
 
 class TabularKLPenaltyResult(NamedTuple):
+    r"""Result of :func:`kl_penalty_loss_tabular`: the KL penalty to a reference policy (GRPO,
+    Shao et al. 2024, eq. 4; estimators of Schulman 2020) for a tabular softmax policy.
+
+    ``loss`` :math:`L = \sum_i w_i D_i` (float);
+    ``rows`` are the U distinct contexts of the batch, increasing, (U,) int64, and ``grad_rows``
+    :math:`\partial L/\partial\theta[\mathrm{rows}]`, (U, V) in the table's dtype (pass both to
+    :meth:`fastlmrl.Adam.step`); rows of the table not in ``rows`` have zero gradient.
+    ``log_probs`` :math:`\log\pi_\theta(a_i|s_i)`, (N,) float64; ``token_kl`` the per-token
+    estimate :math:`D_i` of :math:`\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref})`, (N,) float64.
+    """
+
     loss: float  #: sum_i w_i D_i
     rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
     grad_rows: np.ndarray  #: dL/dtable[rows], (U, V)
@@ -92,6 +131,19 @@ class TabularKLPenaltyResult(NamedTuple):
 
 
 class TabularA2CLossResult(NamedTuple):
+    r"""Result of :func:`a2c_loss_tabular`: advantage actor-critic loss (Mnih et al. 2016) for a
+    tabular softmax policy, :math:`\ell_i = -\hat A_i\log\pi(a_i|s_i) + c_v L^V_i - c_e H_i`.
+
+    ``loss`` :math:`L = \sum_i w_i\ell_i` (float);
+    ``rows`` are the U distinct contexts of the batch, increasing, (U,) int64, and ``grad_rows``
+    :math:`\partial L/\partial\theta[\mathrm{rows}]`, (U, V) in the table's dtype (pass both to
+    :meth:`fastlmrl.Adam.step`); rows of the table not in ``rows`` have zero gradient.
+    ``grad_values`` :math:`\partial L/\partial V_i`, (N,) float64; ``log_probs``
+    :math:`\log\pi(a_i|s_i)`, (N,) float64; ``entropy`` :math:`H(\pi(\cdot|s_i))` in nats, (N,)
+    float64; ``token_loss`` :math:`\ell_i`, (N,) float64; ``policy_loss``,
+    ``value_loss`` and ``mean_entropy``: the float terms of :class:`fastlmrl.A2CLossResult`.
+    """
+
     loss: float  #: policy_loss + value_coef * value_loss - entropy_coef * sum_i w_i H_i
     rows: np.ndarray  #: the distinct contexts, increasing, (U,) int64
     grad_rows: np.ndarray  #: dL/dtable[rows], (U, V)

@@ -31,42 +31,15 @@ OPTIONAL_MODULES = ("fastlmrl.neural", "fastlmrl.torch")  # need the torch / neu
 
 # "module.QualName" of the public classes that still lack a docstring of their own
 MISSING_DOCSTRINGS = (
-    "fastlmrl.policy_losses.A2CLossResult",
-    "fastlmrl.policy_losses.KLPenaltyResult",
-    "fastlmrl.policy_losses.PPOLossResult",
-    "fastlmrl.policy_losses.ReinforceLossResult",
-    "fastlmrl.tabular_losses.TabularA2CLossResult",
-    "fastlmrl.tabular_losses.TabularKLPenaltyResult",
-    "fastlmrl.tabular_losses.TabularPPOLossResult",
-    "fastlmrl.tabular_losses.TabularReinforceLossResult",
     "fastlmrl.torch.policy_losses.A2CLossResult",
     "fastlmrl.torch.policy_losses.KLPenaltyResult",
     "fastlmrl.torch.policy_losses.ReinforceLossResult",
-    "fastlmrl.trainers.a2c.A2CConfig",
-    "fastlmrl.trainers.a2c.A2CTrainer",
-    "fastlmrl.trainers.grpo.GRPOConfig",
-    "fastlmrl.trainers.grpo.GRPOTrainer",
-    "fastlmrl.trainers.neural_grpo.NeuralGRPOConfig",
-    "fastlmrl.trainers.neural_ppo.NeuralPPOConfig",
-    "fastlmrl.trainers.neural_reinforce.NeuralReinforceConfig",
-    "fastlmrl.trainers.neural_rloo.NeuralRLOOConfig",
-    "fastlmrl.trainers.ppo.PPOConfig",
-    "fastlmrl.trainers.ppo.PPOTrainer",
-    "fastlmrl.trainers.reinforce.ReinforceConfig",
-    "fastlmrl.trainers.reinforce.ReinforceTrainer",
-    "fastlmrl.trainers.rloo.RLOOConfig",
-    "fastlmrl.trainers.rloo.RLOOTrainer",
 )
 
 # "module.QualName" -> fields of a documented class that its docstring does not describe
 MISSING_FIELD_DOCS = {
     "fastlmrl.dynamic_programming.DPResult": ("mdp",),
     "fastlmrl.environments.RolloutBatch": ("vocab_size", "order"),
-    "fastlmrl.neural.pretraining.PretrainResult": (
-        "tokens_per_second",
-        "n_parameters",
-        "from_cache",
-    ),
     "fastlmrl.torch.sampling.SampledTokens": ("tokens", "log_probs", "model_log_probs"),
 }
 

@@ -109,14 +109,14 @@ class PretrainResult:
     steps: int                    #: optimizer steps done
     tokens: int                   #: training tokens processed (steps x batch x block)
     seconds: float                #: training time (s, wall clock)
-    tokens_per_second: float
+    tokens_per_second: float      #: ``tokens / seconds`` (training throughput, wall clock)
     time_limited: bool            #: True when ``seconds`` stopped training before ``steps``
     task_success: dict            #: {task: greedy success rate on held-out problems}
     task_success_sampled: dict    #: {task: success rate sampling at temperature 1}
-    n_parameters: int
+    n_parameters: int             #: number of scalar parameters of the model (shared ones once)
     config: dict                  #: every setting (JSON values), the cache key's input
     folder: str | None = None     #: where the model is saved (the cache folder), if anywhere
-    from_cache: bool = False
+    from_cache: bool = False      #: True: loaded from the cache (numbers of the run that made it)
     cpu_seconds: float = math.nan  #: CPU time of the training loop (process time, all threads)
 
     def summary(self) -> str:

@@ -30,6 +30,41 @@ __all__ = ["A2CConfig", "A2CTrainer"]
 @check.renamed(ecosystem={"beta": "kl_coef", "learning_rate": "lr", "vf_coef": "value_coef"})
 @dataclass
 class A2CConfig:
+    r"""Hyper-parameters of :class:`A2CTrainer` (advantage actor-critic, Mnih et al. 2016).
+
+    The loss per token is
+    :math:`-\hat A_t\log\pi(a_t|s_t) + c_v (V(s_t) - \hat R_t)^2 - c_e H(\pi(\cdot|s_t))`,
+    averaged over the tokens of the batch, with GAE(γ, λ) advantages :math:`\hat A_t` and returns
+    :math:`\hat R_t` (Schulman et al. 2016).  TRL's spellings are accepted too: ``beta``
+    (``kl_coef``), ``learning_rate`` (``lr``), ``vf_coef`` (``value_coef``).
+
+    Attributes
+    ----------
+    num_sequences : int > 0
+        B, the sequences generated per iteration (one gradient step per iteration).
+    lr : float > 0
+        Adam step size of the policy table.
+    value_lr : float > 0
+        Adam step size of the tabular critic :math:`V(s)`.
+    gamma : float in [0, 1]
+        Discount γ per token.
+    lam : float in [0, 1]
+        GAE's λ (0: one-step TD advantages, 1: Monte Carlo returns minus :math:`V`).
+    value_coef : float >= 0
+        :math:`c_v`, the weight of the squared value error (TRL: ``vf_coef``).
+    entropy_coef : float >= 0
+        :math:`c_e`, the weight of the entropy bonus (nats).
+    kl_coef : float >= 0
+        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
+        the initial value when ``kl_target`` is set.
+    kl_target : float > 0 or None
+        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
+        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
+        measured KL per sequence approaches this target (nats).
+    kl_horizon : float > 0
+        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    """
+
     num_sequences: int = 256
     lr: float = 0.02
     value_lr: float = 0.1
@@ -48,6 +83,24 @@ class A2CConfig:
 
 
 class A2CTrainer(PolicyGradientTrainer):
+    r"""Advantage actor-critic (A2C, the synchronous form of A3C, Mnih et al. 2016) on a
+    :class:`fastlmrl.tasks.TextTask` with a tabular softmax policy and a tabular critic.
+
+    Each :meth:`iteration` generates ``num_sequences`` sequences, shapes the per-token rewards with
+    the KL leash :math:`-\beta(\log\pi - \log\pi_{ref})`, computes GAE advantages and returns
+    from the critic and takes one Adam step on the actor and the critic with
+    :func:`fastlmrl.a2c_loss_tabular` (see the module docstring for the steps).
+
+    Parameters
+    ----------
+    task : fastlmrl.tasks.TextTask
+        The environment, the initial policy table and the reference policy.
+    config : A2CConfig or None
+        Hyper-parameters (None: the defaults).
+    seed : int
+        The only source of randomness; the same seed gives the same run.
+    """
+
     algorithm = "a2c"
     Config = A2CConfig
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class Trainer:
     """
 
     algorithm = "base"
-    Config = None  # the dataclass of hyper-parameters, set by subclasses
+    Config: type[Any] | None = None  # the dataclass of hyper-parameters, set by subclasses
 
     def __init__(self, config, seed: int = 0):
         if self.Config is not None and not isinstance(config, self.Config):

@@ -38,6 +38,58 @@ __all__ = ["GRPOConfig", "GRPOTrainer"]
                           "importance_sampling_level": "ratio_level"})
 @dataclass
 class GRPOConfig:
+    r"""Hyper-parameters of :class:`GRPOTrainer` (GRPO, Shao et al. 2024, DeepSeekMath §4.1, with
+    the DAPO, Dr. GRPO and GSPO variants).
+
+    Completion i of a group gets the advantage
+    :math:`\hat A_i = (R_i - \mathrm{mean}_g R)/(\mathrm{std}_g R + \epsilon)` on all its tokens;
+    the loss is the clipped surrogate
+    :math:`-\min(\rho_t\hat A_i, \mathrm{clip}(\rho_t, 1-\epsilon_{low}, 1+\epsilon_{high})\hat A_i)
+    + \beta D^{k3}_t` (the paper's eq. 3-4), aggregated by ``loss_normalization``.
+    ``num_sequences`` (a read-only property) is B = ``num_prompts * group_size``.  TRL's spellings
+    are accepted too: ``beta`` (``kl_coef``), ``epsilon`` (``clip``), ``epsilon_high``
+    (``clip_high``), ``num_generations`` (``group_size``), ``learning_rate`` (``lr``),
+    ``num_iterations`` (``epochs``), ``loss_type`` (``loss_normalization``),
+    ``importance_sampling_level`` (``ratio_level``).
+
+    Attributes
+    ----------
+    num_prompts : int > 0
+        G, the prompts drawn per iteration.
+    group_size : int >= 2
+        K, the completions generated per prompt (TRL: ``num_generations``).
+    lr : float > 0
+        Adam step size of the policy table.
+    clip : float > 0
+        :math:`\epsilon_{low}`, the lower clip range (TRL: ``epsilon``).
+    clip_high : float > 0
+        :math:`\epsilon_{high}`, the upper clip range (TRL: ``epsilon_high``; larger than
+        ``clip`` is DAPO's clip-higher, Yu et al. 2025).
+    epochs : int > 0
+        Gradient steps on each batch (TRL: ``num_iterations``); with 1 the ratio is 1 and the
+        update is the on-policy policy gradient.
+    kl_coef : float >= 0
+        β, the weight of the k3 KL penalty to the reference policy :math:`\pi_{ref}` in the loss
+        (TRL: ``beta``);
+        the initial value when ``kl_target`` is set.
+    kl_target : float > 0 or None
+        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
+        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
+        measured KL per sequence approaches this target (nats).
+    kl_horizon : float > 0
+        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    scale : {"group", "batch", "none"}
+        The advantage's denominator: the group's std, the batch's std, or none (Dr. GRPO, Liu et
+        al. 2025).
+    loss_normalization : {"grpo", "bnpo", "dr_grpo", "dapo"}
+        How per-token losses are weighted (TRL: ``loss_type``; :func:`fastlmrl.loss_weights`):
+        mean over each sequence's tokens then over sequences; over all active tokens
+        (``bnpo``, ``dapo``); or a constant B·T (``dr_grpo``).
+    ratio_level : {"token", "sequence"}
+        Token-level ratios, or GSPO's length-normalised sequence ratio (Zheng et al. 2025)
+        (TRL: ``importance_sampling_level``).
+    """
+
     num_prompts: int = 32
     group_size: int = 8
     lr: float = 0.02
@@ -70,6 +122,24 @@ class GRPOConfig:
 
 
 class GRPOTrainer(PolicyGradientTrainer):
+    r"""GRPO (Group Relative Policy Optimization, Shao et al. 2024) on a
+    :class:`fastlmrl.tasks.TextTask` with a tabular softmax policy; no value function.
+
+    Each :meth:`iteration` draws ``num_prompts`` prompts, generates ``group_size`` completions of
+    each, computes group-relative advantages (:func:`fastlmrl.grpo_advantages`) and makes
+    ``epochs`` Adam steps on the clipped surrogate plus the k3 KL penalty to the reference
+    (:func:`fastlmrl.ppo_loss_tabular`), weighted by ``loss_normalization``.
+
+    Parameters
+    ----------
+    task : fastlmrl.tasks.TextTask
+        The environment, the initial policy table and the reference policy.
+    config : GRPOConfig or None
+        Hyper-parameters (None: the defaults).
+    seed : int
+        The only source of randomness; the same seed gives the same run.
+    """
+
     algorithm = "grpo"
     Config = GRPOConfig
 

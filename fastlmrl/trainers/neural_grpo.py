@@ -61,6 +61,84 @@ _ALIASES = {"beta": "kl_coef", "epsilon": "clip", "epsilon_high": "clip_high",
 
 @dataclass
 class NeuralGRPOConfig(NeuralConfig):
+    r"""Hyper-parameters of :class:`NeuralGRPOTrainer` (GRPO, Shao et al. 2024, DeepSeekMath
+    §4.1, on a neural causal LM; DAPO / Dr. GRPO / BNPO normalisations, GSPO's sequence ratio).
+
+    The loss is :math:`\sum_{i,t} w_{i,t}[-\min(\rho_{i,t}\hat A_i, \mathrm{clip}(\rho_{i,t},
+    1-\epsilon_{low}, 1+\epsilon_{high})\hat A_i) + \beta D_{i,t}]` with group-relative
+    advantages :math:`\hat A_i` (see the module docstring).  B = ``num_prompts * group_size``
+    completions per iteration.  TRL's names (``trl.GRPOConfig``) are accepted as keyword aliases:
+    ``beta``, ``epsilon``, ``epsilon_high``, ``num_generations``, ``loss_type``,
+    ``scale_rewards`` (True/False mean "group"/"none"), ``learning_rate``, ``num_iterations``,
+    ``max_completion_length``, ``gradient_accumulation_steps``, ``importance_sampling_level``.
+
+    Attributes
+    ----------
+    num_prompts : int > 0
+        G, the prompts drawn per iteration.
+    group_size : int >= 2
+        K, the completions sampled per prompt (TRL: ``num_generations``).
+    clip : float > 0
+        :math:`\epsilon_{low}` (TRL: ``epsilon``).
+    clip_high : float > 0
+        :math:`\epsilon_{high}` (TRL: ``epsilon_high``; larger than ``clip`` is DAPO's
+        clip-higher).
+    scale : {"group", "batch", "none"}
+        The advantage's denominator: the group's std, the batch's std, or none (Dr. GRPO)
+        (TRL: ``scale_rewards``).
+    loss_normalization : {"grpo", "bnpo", "dr_grpo", "dapo"}
+        The weights :math:`w` (TRL: ``loss_type``): :math:`1/(B|o_i|)`, :math:`1/\sum_i|o_i|`
+        (bnpo, dapo), or :math:`1/(B\cdot` ``max_new_tokens``:math:`)` (dr_grpo).
+    ratio_level : {"token", "sequence"}
+        Token ratios, or GSPO's length-normalised sequence ratio (Zheng et al. 2025) (TRL:
+        ``importance_sampling_level``).
+    kl_coef : float >= 0
+        β, the weight of the KL penalty in the loss
+        to the frozen initial model :math:`\pi_{ref}` (TRL: ``beta``)
+        (0 and no ``kl_target``: no reference model is kept).
+
+    Settings every neural trainer has (:mod:`fastlmrl.trainers._neural_base`):
+
+    lr : float > 0
+        AdamW step size (TRL: ``learning_rate``).
+    weight_decay : float >= 0
+        AdamW's decoupled weight decay.
+    max_grad_norm : float > 0 or None
+        The global gradient norm is clipped to this before each AdamW step (None: no clipping).
+    epochs : int > 0
+        Passes over the iteration's sequences.
+    minibatches : int > 0
+        Random minibatches per epoch (a permutation from the trainer's stream), one AdamW step
+        each.
+    grad_accumulation : int > 0
+        Micro-batches per minibatch, each its own forward/backward, with the minibatch's loss
+        weights, so the accumulated gradient equals the minibatch's (TRL:
+        ``gradient_accumulation_steps``).
+    kl_estimator : str
+        "k1", "k2" or "k3" (Schulman 2020), the per-token estimator :math:`D` of the
+        KL penalty in the loss (k3 is the paper's eq. 4).
+    kl_target : float > 0 or None
+        None: β stays fixed; else the adaptive controller of Ziegler et al. 2019, §2.2 moves β
+        after every iteration toward this KL per sequence (nats).
+    kl_horizon : float > 0
+        The controller's horizon, in sequences (gain :math:`K_\beta` = B / ``kl_horizon``).
+    max_new_tokens : int > 0
+        The length limit of a completion, in tokens (TRL: ``max_completion_length``).
+    temperature : float > 0
+        Sampling temperature τ; the policy optimised is :math:`\mathrm{softmax}(z/\tau)` (TRL's
+        convention).
+    top_k : int >= 0
+        Sample from the k most likely tokens only (0: no filter).
+    top_p : float in (0, 1]
+        Nucleus sampling: the smallest set of tokens with this much probability (1: no filter).
+    use_cache : bool or None
+        Generate with the key/value cache (None: when the model supports it).
+    fused_head : bool or None
+        Compute the loss with the fused LM head (:mod:`fastlmrl.torch.lm_head`) from the
+        last hidden states instead of materialising the logits (None: when the model allows it;
+        True on a model without an ``nn.Linear`` output layer is a ValueError).
+    """
+
     num_prompts: int = 8
     group_size: int = 8
     clip: float = 0.2

@@ -35,6 +35,48 @@ __all__ = ["PPOConfig", "PPOTrainer"]
                           "num_mini_batches": "minibatches"})
 @dataclass
 class PPOConfig:
+    r"""Hyper-parameters of :class:`PPOTrainer` (PPO, Schulman et al. 2017, in the RLHF form of
+    Ziegler et al. 2019).
+
+    The policy loss per token is the clipped surrogate (Schulman et al. 2017, eq. 7)
+    :math:`-\min(\rho_t\hat A_t, \mathrm{clip}(\rho_t, 1-\epsilon, 1+\epsilon)\hat A_t)`,
+    :math:`\rho_t = \pi_\theta(a_t|s_t)/\pi_{old}(a_t|s_t)`, with whitened GAE(γ, λ) advantages
+    :math:`\hat A_t`; the tabular value :math:`V(s)` regresses on the GAE returns with its own
+    Adam.  The KL leash :math:`-\beta(\log\pi_{old} - \log\pi_{ref})` is folded into the
+    per-token rewards.  TRL's spellings are accepted too: ``cliprange`` (``clip``),
+    ``learning_rate`` (``lr``), ``num_ppo_epochs`` (``epochs``), ``num_mini_batches``
+    (``minibatches``).
+
+    Attributes
+    ----------
+    num_sequences : int > 0
+        B, the sequences generated per iteration.
+    lr : float > 0
+        Adam step size of the policy table.
+    value_lr : float > 0
+        Adam step size of the value table.
+    gamma : float in [0, 1]
+        Discount γ per token.
+    lam : float in [0, 1]
+        GAE's λ.
+    clip : float > 0
+        ε of the clipped surrogate (TRL: ``cliprange``).
+    epochs : int > 0
+        Passes over the batch's tokens per iteration (TRL: ``num_ppo_epochs``).
+    minibatches : int > 0
+        Random minibatches per epoch, one Adam step each (TRL: ``num_mini_batches``); at most the
+        number of tokens in a batch.
+    kl_coef : float >= 0
+        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
+        the initial value when ``kl_target`` is set.
+    kl_target : float > 0 or None
+        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
+        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
+        measured KL per sequence approaches this target (nats).
+    kl_horizon : float > 0
+        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    """
+
     num_sequences: int = 256
     lr: float = 0.02
     value_lr: float = 0.1
@@ -57,6 +99,24 @@ class PPOConfig:
 
 
 class PPOTrainer(PolicyGradientTrainer):
+    r"""PPO (Schulman et al. 2017) with a KL leash to the reference policy (Ziegler et al. 2019)
+    on a :class:`fastlmrl.tasks.TextTask`, with a tabular softmax policy and a tabular critic.
+
+    Each :meth:`iteration` generates ``num_sequences`` sequences with the current policy (the
+    behaviour policy :math:`\pi_{old}`), computes KL-shaped rewards and whitened GAE advantages,
+    then makes ``epochs`` passes of ``minibatches`` Adam steps on the clipped surrogate
+    (:func:`fastlmrl.ppo_loss_tabular`) and on the value regression (see the module docstring).
+
+    Parameters
+    ----------
+    task : fastlmrl.tasks.TextTask
+        The environment, the initial policy table and the reference policy.
+    config : PPOConfig or None
+        Hyper-parameters (None: the defaults).
+    seed : int
+        The only source of randomness; the same seed gives the same run.
+    """
+
     algorithm = "ppo"
     Config = PPOConfig
 

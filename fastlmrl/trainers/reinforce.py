@@ -33,6 +33,38 @@ BASELINES = ("none", "mean", "value")
 @check.renamed(ecosystem={"beta": "kl_coef", "learning_rate": "lr"})
 @dataclass
 class ReinforceConfig:
+    r"""Hyper-parameters of :class:`ReinforceTrainer` (REINFORCE, Williams 1992; Sutton & Barto
+    2018, §13.3-13.4).
+
+    The loss is :math:`-\sum_t (G_t - b_t)\log\pi(a_t|s_t)` averaged over the tokens of the
+    batch, with :math:`G_t = \sum_{k \ge t}\gamma^{k-t} r_k` the return from token t of its
+    sequence.  TRL's spellings are accepted too: ``beta`` (``kl_coef``), ``learning_rate``
+    (``lr``).
+
+    Attributes
+    ----------
+    num_sequences : int > 0
+        B, the sequences generated per iteration (one gradient step per iteration).
+    lr : float > 0
+        Adam step size of the policy table.
+    value_lr : float > 0
+        Adam step size of the value table (used only with ``baseline="value"``).
+    gamma : float in [0, 1]
+        Discount γ per token.
+    baseline : {"none", "mean", "value"}
+        :math:`b_t`: 0, the batch mean return, or a learned tabular :math:`V(s_t)` regressed on
+        the returns (S&B eq. 13.11).
+    kl_coef : float >= 0
+        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
+        the initial value when ``kl_target`` is set.
+    kl_target : float > 0 or None
+        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
+        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
+        measured KL per sequence approaches this target (nats).
+    kl_horizon : float > 0
+        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    """
+
     num_sequences: int = 256
     lr: float = 0.02
     value_lr: float = 0.1
@@ -48,6 +80,24 @@ class ReinforceConfig:
 
 
 class ReinforceTrainer(PolicyGradientTrainer):
+    r"""REINFORCE with an optional baseline (Williams 1992; Sutton & Barto 2018, §13.4) on a
+    :class:`fastlmrl.tasks.TextTask` with a tabular softmax policy.
+
+    Each :meth:`iteration` generates ``num_sequences`` sequences, shapes the per-token rewards with
+    the KL leash :math:`-\beta(\log\pi - \log\pi_{ref})`, computes the discounted returns and
+    takes one Adam step on :func:`fastlmrl.reinforce_loss_tabular` (and on the value table with
+    ``baseline="value"``).
+
+    Parameters
+    ----------
+    task : fastlmrl.tasks.TextTask
+        The environment, the initial policy table and the reference policy.
+    config : ReinforceConfig or None
+        Hyper-parameters (None: the defaults).
+    seed : int
+        The only source of randomness; the same seed gives the same run.
+    """
+
     algorithm = "reinforce"
     Config = ReinforceConfig
 

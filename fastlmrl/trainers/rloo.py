@@ -33,6 +33,34 @@ __all__ = ["RLOOConfig", "RLOOTrainer"]
                           "rloo_k": "group_size", "learning_rate": "lr"})
 @dataclass
 class RLOOConfig:
+    r"""Hyper-parameters of :class:`RLOOTrainer` (REINFORCE Leave-One-Out, Ahmadian et al. 2024).
+
+    Each of the K completions :math:`y_i` of a prompt gets the advantage
+    :math:`\hat A_i = R_i - \frac{1}{K-1}\sum_{j \ne i} R_j`, where :math:`R_i` is its reward
+    minus :math:`\beta\sum_t(\log\pi - \log\pi_{ref})`; the loss is
+    :math:`-\hat A_i\log\pi(y_i|x)` averaged over sequences.  ``num_sequences`` (a read-only
+    property) is B = ``num_prompts * group_size``.  TRL's spellings are accepted too: ``beta``
+    (``kl_coef``), ``num_generations`` / ``rloo_k`` (``group_size``), ``learning_rate`` (``lr``).
+
+    Attributes
+    ----------
+    num_prompts : int > 0
+        G, the prompts drawn per iteration.
+    group_size : int >= 2
+        K, the completions generated per prompt (TRL: ``num_generations``, ``rloo_k``).
+    lr : float > 0
+        Adam step size of the policy table.
+    kl_coef : float >= 0
+        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
+        the initial value when ``kl_target`` is set.
+    kl_target : float > 0 or None
+        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
+        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
+        measured KL per sequence approaches this target (nats).
+    kl_horizon : float > 0
+        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    """
+
     num_prompts: int = 32
     group_size: int = 8
     lr: float = 0.02
@@ -53,6 +81,24 @@ class RLOOConfig:
 
 
 class RLOOTrainer(PolicyGradientTrainer):
+    r"""RLOO (REINFORCE Leave-One-Out, Ahmadian et al. 2024) on a
+    :class:`fastlmrl.tasks.TextTask` with a tabular softmax policy; no value function.
+
+    Each :meth:`iteration` draws ``num_prompts`` prompts, generates ``group_size`` completions of
+    each, forms the KL-shaped sequence rewards and their leave-one-out advantages
+    (:func:`fastlmrl.rloo_advantages`) and takes one Adam step on
+    :func:`fastlmrl.reinforce_loss_tabular` with every token carrying its sequence's advantage.
+
+    Parameters
+    ----------
+    task : fastlmrl.tasks.TextTask
+        The environment, the initial policy table and the reference policy.
+    config : RLOOConfig or None
+        Hyper-parameters (None: the defaults).
+    seed : int
+        The only source of randomness; the same seed gives the same run.
+    """
+
     algorithm = "rloo"
     Config = RLOOConfig
 
