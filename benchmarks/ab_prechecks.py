@@ -4,10 +4,12 @@ The machine these numbers come from is shared and loaded, so only ratios measure
 anything: each round runs the base tree's kernel and the new tree's kernel in two fresh
 subprocesses, one after the other (the order alternates), and each child times ``--reps`` repeats
 of one call after a warm-up, in thread CPU time (on two cores shared by a dozen processes the wall
-time of a 3 ms call varied 3-30 ms with the time the thread waited for a core).  Reported per case: the median over rounds of each tree's best time,
-their ratio (new / base), and whether both trees wrote bit-identical outputs.
+time of a 3 ms call varied 3-30 ms with the time the thread waited for a core).  Reported per
+case: the median over rounds of each tree's best time, their ratio (new / base), and whether both
+trees wrote bit-identical outputs.  The pre-passes came with 996e717 (Adam's v check, MC visit
+counts), so the base is its parent:
 
-    git worktree add /tmp/base <commit before the pre-passes>
+    git worktree add --detach /tmp/base 996e717^
     (cd /tmp/base && FASTLMRL_CYTHON_ONLY=optimizers,monte_carlo \
         python setup.py build_ext --inplace)
     python benchmarks/ab_prechecks.py --base /tmp/base --new . [--cases adam,mc] [--rounds 7]
@@ -87,6 +89,7 @@ def child(root, case, reps):
     size = (int(s), int(rest[1:].split("-")[0]))
     if backend == "cython":  # the topic's extension alone (the base tree builds just these)
         import types
+
         import fastlmrl
         package = types.ModuleType("fastlmrl._cython")
         package.__path__ = [os.path.join(root, "fastlmrl", "_cython")]

@@ -117,6 +117,8 @@ def main():
     p.add_argument("--backends", default="python,numba,cython")
     p.add_argument("--json")
     p.add_argument("--corpus")
+    p.add_argument("--kernels", help="only these kernels (comma-separated; default: every kernel "
+                   "of the topics)")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a child may run (a hang is the case it had started)")
     a = p.parse_args()
@@ -128,7 +130,7 @@ def main():
     topics = a.topics.split(",")
     results = []
     for kernel in sorted(rec):
-        if rec[kernel][0][0] not in topics:
+        if rec[kernel][0][0] not in topics or (a.kernels and kernel not in a.kernels.split(",")):
             continue
         for backend in a.backends.split(","):
             start = 0
