@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import fastlmrl
-from fastlmrl import ArgmaxTree, RandomStream, _backend
+from fastlmrl import ArgmaxTree, RandomStream, Status, _backend
 from fastlmrl.rng import RandomStreamExhausted, stream_key, uniforms
 
 TOP = 2**64
@@ -489,7 +489,8 @@ def test_raw_td_kernels_refuse_bad_rates(compiled, reference, alpha, gamma, want
             assert all(np.array_equal(b, a) for b, a in zip(before, after))
         args = [x.copy() if isinstance(x, np.ndarray) else x for x in calls["expected_sarsa_update"]]
         args[8] = 1.5  # epsilon
-        assert module.expected_sarsa_update(*args) == 14
+        # one status per meaning (issue 14): expected SARSA's bad epsilon is selection's
+        assert module.expected_sarsa_update(*args) == Status.BAD_EPSILON
 
 
 def test_reference_kernels_refuse_read_only_outputs_and_float_ids_before_writing(reference):
