@@ -11,6 +11,13 @@ Groups:
   ``fastlmrl.q_learning_update`` with length-1 arrays (int64 ids, float64 rewards, bool
   terminated: the direct call) under each backend, and with one-element lists (the full
   validation).  Target (issue 14): ≤ 1.5x NumPy.  The summary's ``xnumpy`` column is the ratio.
+* ``epsilon_greedy batch 1 from Python``: NumPy's own ε-greedy choice for one state,
+  ``rng.integers(V) if rng.random() < eps else q[s].argmax()`` (``rng`` a
+  ``numpy.random.Generator``, as a NumPy user writes it; it returns a scalar, ours an int64
+  array of one), against the public ``fastlmrl.epsilon_greedy(q, states, eps, stream)`` with a
+  ``RandomStream`` and a length-1 int64 array (the direct call of ``epsilon_greedy_one``) under
+  each backend, and with a one-element list.  ε = 0.1, a (1024, 16) float64 table.  Target
+  (issue 14): ≤ 1.5x NumPy.
 * ``q_learning_update batch 1 in @njit``: a user's ``@njit`` loop over 100k transitions calling
   ``numba_kernels.q_learning_update_one`` per transition, against the same update written inline
   and against the batched kernel called on length-1 slices.  Target: ≤ 30 ns per transition.
@@ -53,6 +60,33 @@ def test_q_learning_batch1_from_python(benchmark, variant):
         fastlmrl.get_backend()
         measure(benchmark, fastlmrl.q_learning_update, q, *args, ALPHA, GAMMA, items=1,
                 group=group)
+    finally:
+        fastlmrl.set_backend(None)
+
+
+EPSILON = 0.1
+
+
+@pytest.mark.parametrize("variant", ["numpy", "cython", "numba", "python", "cython-lists"])
+def test_epsilon_greedy_batch1_from_python(benchmark, variant):
+    q = np.random.default_rng(1).standard_normal(SIZE)
+    s = _one_transition()[0]
+    group = "epsilon_greedy batch 1 from Python"
+    if variant == "numpy":
+        rng = np.random.default_rng(3)
+        n_actions = q.shape[1]
+
+        def choose():
+            return rng.integers(n_actions) if rng.random() < EPSILON else q[s].argmax()
+        measure(benchmark, choose, items=1, group=group)
+        return
+    backend = variant.split("-")[0]
+    states = [s] if variant.endswith("lists") else np.array([s])
+    fastlmrl.set_backend(backend)
+    try:
+        fastlmrl.get_backend()
+        measure(benchmark, fastlmrl.epsilon_greedy, q, states, EPSILON,
+                fastlmrl.RandomStream(3), items=1, group=group)
     finally:
         fastlmrl.set_backend(None)
 

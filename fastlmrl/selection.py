@@ -7,15 +7,81 @@ at every thread count.  NaN entries of a row are ignored by the max/argmax.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
 from ._status import BAD_SHAPES
 from .argmax_tree import raise_for_tree_status, tree_args
-from .rng import advance, check_capacity
+from .rng import NUM_COUNTERS, RandomStream, advance, check_capacity
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import argmax_tree as _tree_kernels
+    from ._python import selection as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _tree_kernels = _backend.bind(__name__, "_kernels", "_tree_kernels")
 
 __all__ = ["boltzmann", "epsilon_greedy", "greedy"]
+
+
+# ----------------------------------------------------------------------------- direct calls
+# A batch of one whose arguments already are exactly what the single-state kernel takes goes to
+# it at once (``epsilon_greedy_one``: O(1) checks of epsilon and the state before it draws);
+# anything else, or a call the kernel refuses, takes the full validation (which converts, or
+# raises the error naming the argument).  Same draws, same result bit for bit.
+_ndarray = np.ndarray
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
+_I64, _I32 = np.dtype(np.int64), np.dtype(np.int32)
+_INT64_LIMIT = 2**63
+_LAST_PAIR = NUM_COUNTERS - 2  # the last counter a call drawing two can start at
+_uint64, _empty, _INT64 = np.uint64, np.empty, np.int64
+_KEY_SCALARS: dict[int, np.uint64] = {}
+
+
+def _key_scalar(key: int) -> np.uint64:
+    """A stream key as a NumPy uint64 (a Python int above 2**63 fails Numba's call of a kernel
+    compiled for an int64 first; ``np.uint64(key)`` costs ~0.3 us, so the few keys in use are
+    kept)."""
+    if len(_KEY_SCALARS) >= 256:
+        _KEY_SCALARS.clear()
+    scalar = _KEY_SCALARS[key] = _uint64(key)
+    return scalar
+
+
+_uint64, _empty, _INT64 = np.uint64, np.empty, np.int64
+_KEY_SCALARS: dict[int, np.uint64] = {}
+
+
+def _key_scalar(key: int) -> np.uint64:
+    """A stream key as a NumPy uint64 (a Python int above 2**63 fails Numba's call of a kernel
+    compiled for an int64 first; ``np.uint64(key)`` costs ~0.3 us, so the few keys in use are
+    kept)."""
+    if len(_KEY_SCALARS) >= 256:
+        _KEY_SCALARS.clear()
+    scalar = _KEY_SCALARS[key] = _uint64(key)
+    return scalar
+
+
+def _direct_table(q) -> bool:
+    """q is a non-empty C-contiguous writeable float32/float64 matrix (used as is)."""
+    return (type(q) is _ndarray and (q.dtype is _F64 or q.dtype is _F32) and q.ndim == 2
+            and q.size != 0 and q.flags.carray)
+
+
+def _one_state(states):
+    """states[0] as a Python int when states is a length-1 int32/int64 array or a list of one int
+    (that fits int64), else None."""
+    t = type(states)
+    if t is _ndarray:
+        if states.shape == (1,) and (states.dtype is _I64 or states.dtype is _I32):
+            return states.item()
+    elif t is list and len(states) == 1:
+        v = states[0]
+        if type(v) is int and -_INT64_LIMIT <= v < _INT64_LIMIT:
+            return v
+    return None
 
 
 def _prepare(q, states):
@@ -54,11 +120,11 @@ def greedy(q, states, argmax_tree=None) -> np.ndarray:
     """
     table, states, out = _prepare(q, states)
     if argmax_tree is None:
-        status = _backend.kernels().greedy(table, states, out, _free_cores.threads())
+        status = _kernels.greedy(table, states, out, _free_cores.threads())
     else:
         nodes, block_size = tree_args(argmax_tree, q)
         q = table
-        status = _backend.kernels().greedy_tree(q, nodes, block_size, states, out)
+        status = _tree_kernels.greedy_tree(q, nodes, block_size, states, out)
         raise_for_tree_status(status, {"states": (states, q.shape[0])})
     _finish(status, states, q)
     return out
@@ -76,18 +142,44 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     :class:`fastlmrl.ArgmaxTree` built for ``q``) the greedy action is read from the tree in O(1);
     the draws and the result are identical.
     """
+    if argmax_tree is None and type(epsilon) is float and type(seed) is RandomStream \
+            and type(q) is _ndarray and q.ndim == 2 and (q.dtype is _F64 or q.dtype is _F32) \
+            and q.size != 0 and q.flags.carray:
+        # a batch of one (written out: each helper call costs ~0.1 us of a ~1 us call)
+        state = None
+        t = type(states)
+        if t is _ndarray:
+            if states.shape == (1,) and (states.dtype is _I64 or states.dtype is _I32):
+                state = states.item()
+        elif t is list and len(states) == 1:
+            state = states[0]
+            if type(state) is not int or not -_INT64_LIMIT <= state < _INT64_LIMIT:
+                state = None
+        counter = seed.counter
+        if state is not None and counter <= _LAST_PAIR:
+            key = _KEY_SCALARS.get(seed.key)
+            if key is None:
+                key = _key_scalar(seed.key)
+            status, action = _kernels.epsilon_greedy_one(
+                q, state, epsilon, key, counter if counter < _INT64_LIMIT else _uint64(counter))
+            if status == 0:
+                seed.counter = counter + 2
+                out = _empty(1, _INT64)
+                out[0] = action
+                return out
+    # the full validation (and the error of a refused call: nothing was drawn)
     epsilon = check.real(epsilon, "epsilon", 0.0, 1.0)
     table, states, out = _prepare(q, states)
     key, counter = check_capacity(seed, 2 * states.shape[0])
     if argmax_tree is None:
-        status = _backend.kernels().epsilon_greedy(
+        status = _kernels.epsilon_greedy(
             table, states, epsilon, np.uint64(key), np.uint64(counter), out,
             _free_cores.threads()
         )
     else:
         nodes, block_size = tree_args(argmax_tree, q)
         q = table
-        status = _backend.kernels().epsilon_greedy_tree(
+        status = _tree_kernels.epsilon_greedy_tree(
             q, nodes, block_size, states, epsilon, np.uint64(key), np.uint64(counter), out
         )
         raise_for_tree_status(status, {"states": (states, q.shape[0])})
@@ -107,7 +199,7 @@ def boltzmann(q, states, temperature: float, seed) -> np.ndarray:
     temperature = check.real(temperature, "temperature", 0.0, None, low_open=True)
     q, states, out = _prepare(q, states)
     key, counter = check_capacity(seed, states.shape[0])
-    status = _backend.kernels().boltzmann(
+    status = _kernels.boltzmann(
         q, states, temperature, np.uint64(key), np.uint64(counter), out, _free_cores.threads()
     )
     _finish(status, states, q)

@@ -233,3 +233,75 @@ def test_bad_shapes_status_is_an_internal_error():
     # never reached through the public API (the wrappers pass consistent shapes); still mapped
     with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
         fastlmrl.selection._finish(BAD_SHAPES, np.zeros(1, np.int64), np.zeros((1, 1)))
+
+
+# ---- batch of one: epsilon_greedy_one and the direct call of the public function ---------------
+
+@given(problems(), st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**64 - 1),
+       st.integers(0, 2**64 - 3))
+def test_epsilon_greedy_one_is_item_zero_of_the_batch(compiled, reference, problem, eps, seed,
+                                                      counter):
+    q, states = problem
+    key = stream_key(seed)
+    for s in states[:3].tolist():
+        batch = np.empty(1, np.int64)
+        assert reference.epsilon_greedy(q, np.array([s]), eps, np.uint64(key),
+                                        np.uint64(counter), batch, 1) == 0
+        for module in (reference, compiled):
+            assert module.epsilon_greedy_one(q, s, eps, np.uint64(key), np.uint64(counter)) \
+                == (0, batch[0])
+
+
+@pytest.mark.parametrize("eps, state, status", [
+    (1.5, 0, int(fastlmrl.Status.BAD_EPSILON)), (math.nan, 0, int(fastlmrl.Status.BAD_EPSILON)),
+    (-0.1, 9, int(fastlmrl.Status.BAD_EPSILON)),  # epsilon is checked first
+    (0.5, -1, int(fastlmrl.Status.BAD_STATES)), (0.5, 4, int(fastlmrl.Status.BAD_STATES))])
+def test_epsilon_greedy_one_statuses(compiled, reference, eps, state, status):
+    for module in (reference, compiled):
+        for dtype in (np.float32, np.float64):
+            assert module.epsilon_greedy_one(np.zeros((4, 3), dtype), state, eps, 7, 0) \
+                == (status, 0)
+
+
+@pytest.mark.parametrize("states", [[2], np.array([2]), np.array([2], np.int32)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_of_one_equals_the_full_path(backend, states, dtype):
+    """The direct call (RandomStream, one state, float epsilon) gives what the validated batch
+    path gives (a read-only table takes that path) and advances the stream by 2."""
+    q = np.random.default_rng(3).standard_normal((4, 5)).astype(dtype)
+    q_read_only = q.copy()
+    q_read_only.flags.writeable = False
+    for eps in (0.0, 0.5, 1.0):
+        direct, validated = RandomStream(11, counter=40), RandomStream(11, counter=40)
+        for _ in range(20):
+            a = fastlmrl.epsilon_greedy(q, states, eps, direct)
+            b = fastlmrl.epsilon_greedy(q_read_only, states, eps, validated)
+            assert a.dtype == np.int64 and a.shape == (1,)
+            np.testing.assert_array_equal(a, b)
+        assert direct.counter == validated.counter == 80
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda s: fastlmrl.epsilon_greedy(Q, [4], 0.5, s), ValueError,
+     r"states\[0\] = 4 is out of range \[0, 4\)"),
+    (lambda s: fastlmrl.epsilon_greedy(Q, np.array([-1]), 0.5, s), ValueError,
+     r"states\[0\] = -1"),
+    (lambda s: fastlmrl.epsilon_greedy(Q, [0], 1.5, s), ValueError, "epsilon must be in"),
+    (lambda s: fastlmrl.epsilon_greedy(Q, [0], math.nan, s), ValueError, "epsilon must be finite"),
+    (lambda s: fastlmrl.epsilon_greedy(Q, [2**63], 0.5, s), ValueError, "states"),
+])
+def test_batch_of_one_errors_name_the_argument(backend, call, exc, match):
+    s = RandomStream(5, counter=3)
+    with pytest.raises(exc, match=match):
+        call(s)
+    assert s.counter == 3
+
+
+def test_batch_of_one_refuses_an_exhausted_stream(backend):
+    s = RandomStream(5, counter=2**64 - 1)  # one counter left, the call needs two
+    with pytest.raises(fastlmrl.rng.RandomStreamExhausted):
+        fastlmrl.epsilon_greedy(Q, [0], 0.5, s)
+    assert s.counter == 2**64 - 1
+    s = RandomStream(5, counter=2**64 - 2)
+    fastlmrl.epsilon_greedy(Q, [0], 0.5, s)
+    assert s.counter == 2**64

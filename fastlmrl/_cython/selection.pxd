@@ -7,6 +7,8 @@ cdef int greedy_core(const real_t[:, ::1] q, const index_t[::1] states, int64_t[
 cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, double epsilon,
                              uint64_t key, uint64_t counter, int64_t[::1] out,
                              int num_threads) noexcept nogil
+cdef int epsilon_greedy_one_core(const real_t[:, ::1] q, Py_ssize_t state, double epsilon,
+                                 uint64_t key, uint64_t counter, int64_t* action) noexcept nogil
 cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, double temperature,
                         uint64_t key, uint64_t counter, int64_t[::1] out,
                         int num_threads) noexcept nogil

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython action selection: greedy, epsilon-greedy, Boltzmann (same semantics as the reference)."""
 
-__all__ = ["boltzmann", "epsilon_greedy", "greedy"]
+__all__ = ["boltzmann", "epsilon_greedy", "epsilon_greedy_one", "greedy"]
 from cython.parallel cimport prange
 from libc.math cimport exp, INFINITY
 from libc.stdint cimport int64_t, uint64_t
@@ -17,11 +17,8 @@ cdef enum:
 
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
-cdef enum:
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
-    BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
-    BAD_TEMPERATURE = 11  # temperature not a finite number > 0
+# status codes: fastlmrl._status.Status (status.pxd is generated from it)
+from fastlmrl._cython cimport status as st
 
 import operator
 import os
@@ -95,11 +92,11 @@ cdef int greedy_core(const real_t[:, ::1] q, const index_t[::1] states, int64_t[
     cdef Py_ssize_t i, n = states.shape[0], n_actions = q.shape[1]
     cdef int threads
     if not _shapes_ok(states.shape[0], out.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _out_overlaps(q, states, out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
-        return 1
+        return st.BAD_STATES
     threads = _threads(num_threads, n)
     if threads > 1:
         for i in prange(n, num_threads=threads, schedule="dynamic", chunksize=CHUNK):
@@ -107,7 +104,7 @@ cdef int greedy_core(const real_t[:, ::1] q, const index_t[::1] states, int64_t[
     else:
         for i in range(n):
             out[i] = row_argmax(&q[states[i], 0], n_actions)
-    return 0
+    return st.OK
 
 
 cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, double epsilon,
@@ -116,13 +113,13 @@ cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, 
     cdef Py_ssize_t i, n = states.shape[0]
     cdef int threads
     if not _shapes_ok(states.shape[0], out.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _out_overlaps(q, states, out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not (epsilon >= 0.0 and epsilon <= 1.0):
-        return BAD_EPSILON
+        return st.BAD_EPSILON
     if out_of_range(states, q.shape[0]):
-        return 1
+        return st.BAD_STATES
     threads = _threads(num_threads, n)
     if threads > 1:
         for i in prange(n, num_threads=threads, schedule="dynamic", chunksize=CHUNK):
@@ -130,7 +127,20 @@ cdef int epsilon_greedy_core(const real_t[:, ::1] q, const index_t[::1] states, 
     else:
         for i in range(n):
             out[i] = _epsilon_greedy_one(q, states[i], epsilon, key, counter + 2 * <uint64_t>i)
-    return 0
+    return st.OK
+
+
+cdef int epsilon_greedy_one_core(const real_t[:, ::1] q, Py_ssize_t state, double epsilon,
+                                 uint64_t key, uint64_t counter, int64_t* action) noexcept nogil:
+    """One state (O(1) checks: epsilon, state); writes the action to ``*action`` (0 when the
+    status is not 0).  Counters ``counter`` and ``counter + 1``, like item 0 of the batch."""
+    action[0] = 0
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return st.BAD_EPSILON
+    if not (0 <= state < q.shape[0]):
+        return st.BAD_STATES
+    action[0] = _epsilon_greedy_one(q, state, epsilon, key, counter)
+    return st.OK
 
 
 cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, double temperature,
@@ -139,13 +149,13 @@ cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, doubl
     cdef Py_ssize_t i, n = states.shape[0]
     cdef int threads
     if not _shapes_ok(states.shape[0], out.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _out_overlaps(q, states, out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not (temperature > 0.0 and temperature < INFINITY):
-        return BAD_TEMPERATURE
+        return st.BAD_TEMPERATURE
     if out_of_range(states, q.shape[0]):
-        return 1
+        return st.BAD_STATES
     threads = _threads(num_threads, n)
     if threads > 1:
         for i in prange(n, num_threads=threads, schedule="dynamic", chunksize=CHUNK):
@@ -153,7 +163,7 @@ cdef int boltzmann_core(const real_t[:, ::1] q, const index_t[::1] states, doubl
     else:
         for i in range(n):
             out[i] = _boltzmann_one(q, states[i], temperature, uniform(key, counter + <uint64_t>i))
-    return 0
+    return st.OK
 
 
 def greedy(const real_t[:, ::1] q, const index_t[::1] states, int64_t[::1] out, num_threads):
@@ -169,6 +179,15 @@ def epsilon_greedy(const real_t[:, ::1] q, const index_t[::1] states, double eps
     with nogil:
         status = epsilon_greedy_core(q, states, epsilon, key, counter, out, threads)
     return status
+
+
+def epsilon_greedy_one(const real_t[:, ::1] q, Py_ssize_t state, double epsilon, uint64_t key,
+                       uint64_t counter):
+    """One state: ``epsilon_greedy`` of a batch of one; returns ``(status, action)``."""
+    cdef int status
+    cdef int64_t action
+    status = epsilon_greedy_one_core(q, state, epsilon, key, counter, &action)
+    return status, action
 
 
 def boltzmann(const real_t[:, ::1] q, const index_t[::1] states, double temperature,

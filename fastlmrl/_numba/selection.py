@@ -1,18 +1,23 @@
 """Numba action selection: greedy, epsilon-greedy, Boltzmann (same semantics as the reference)."""
 
-__all__ = ["boltzmann", "epsilon_greedy", "greedy"]
+__all__ = ["boltzmann", "epsilon_greedy", "epsilon_greedy_one", "greedy"]
 import math
 
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
+from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
+from .fast_math import fetch_add
 from .overlap import written_overlaps
+from .td_learning import integer_id
 
-BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
-BAD_TEMPERATURE = 11  # temperature not a finite number > 0
-from ._common import NJIT, out_of_range, row_argmax, row_max, uniform  # noqa: E402
-from .fast_math import fetch_add  # noqa: E402
+# status codes: fastlmrl._status.Status, bound as plain ints (Numba globals)
+BAD_STATES = int(Status.BAD_STATES)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon outside [0, 1] (or NaN)
+BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)  # temperature not a finite number > 0
 
 PARALLEL_MIN_BATCH = 8192
 # Items a worker claims at a time from a shared counter (dynamic schedule: a worker slowed by
@@ -139,7 +144,7 @@ def greedy(q, states, out, num_threads):
     if written_overlaps(out, q, states, out[:0], out[:0], out[:0], out[:0], out[:0]):
         return OVERLAPPING_ARRAYS
     if out_of_range(states, q.shape[0]):
-        return 1
+        return BAD_STATES
     nt = _workers(num_threads, states.shape[0])
     if nt > 1:
         _greedy_parallel(q, states, out, nt)
@@ -157,7 +162,7 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
     if not (epsilon >= 0.0 and epsilon <= 1.0):
         return BAD_EPSILON
     if out_of_range(states, q.shape[0]):
-        return 1
+        return BAD_STATES
     key = np.uint64(key)
     counter = np.uint64(counter)
     nt = _workers(num_threads, states.shape[0])
@@ -169,6 +174,27 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
 
 
 @njit(**NJIT)
+def epsilon_greedy_one(q, state, epsilon, key, counter):
+    """One state: ``epsilon_greedy`` of a batch of one, with O(1) checks (for a user's ``@njit``
+    loop; no arrays to allocate).
+
+    Returns ``(status, action)`` (action 0 when the status is not 0): BAD_EPSILON for epsilon
+    outside [0, 1] (or NaN), then BAD_STATES for a state outside [0, S).  Draws the uniforms at
+    ``counter`` (explore?) and ``counter + 1`` (which action), like item 0 of ``epsilon_greedy``.
+    """
+    state = integer_id(state)
+    if not (epsilon >= 0.0 and epsilon <= 1.0):
+        return BAD_EPSILON, np.int64(0)
+    if not (state >= 0 and state < q.shape[0]):
+        return BAD_STATES, np.int64(0)
+    key = np.uint64(key)
+    c = np.uint64(counter)
+    if uniform(key, c) < epsilon:
+        return 0, np.int64(uniform(key, c + np.uint64(1)) * q.shape[1])
+    return 0, np.int64(row_argmax(q, np.uint64(state)))  # checked: unsigned indexing
+
+
+@njit(**NJIT)
 def boltzmann(q, states, temperature, key, counter, out, num_threads):
     if not _shapes_ok(states, out):
         return BAD_SHAPES
@@ -177,7 +203,7 @@ def boltzmann(q, states, temperature, key, counter, out, num_threads):
     if not (temperature > 0.0 and temperature < np.inf):
         return BAD_TEMPERATURE
     if out_of_range(states, q.shape[0]):
-        return 1
+        return BAD_STATES
     key = np.uint64(key)
     counter = np.uint64(counter)
     nt = _workers(num_threads, states.shape[0])

@@ -1,15 +1,20 @@
 """Reference action selection: greedy, epsilon-greedy, Boltzmann (plain Python)."""
 
-__all__ = ["boltzmann", "epsilon_greedy", "greedy"]
+__all__ = ["boltzmann", "epsilon_greedy", "epsilon_greedy_one", "greedy"]
 import math
+from operator import index
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from .td_learning import kernel_types, written_overlaps
 from ..rng import uniform
 from ._common import first_out_of_range, row_argmax, row_max
 
-BAD_EPSILON = 10  # epsilon outside [0, 1] (or NaN)
-BAD_TEMPERATURE = 11  # temperature not a finite number > 0
+# status codes: fastlmrl._status.Status (plain ints, as the Numba kernels bind them)
+BAD_STATES = int(Status.BAD_STATES)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon outside [0, 1] (or NaN)
+BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)  # temperature not a finite number > 0
 
 
 def _shapes_ok(states, out):
@@ -25,7 +30,7 @@ def greedy(q, states, out, num_threads):
     if written_overlaps(out, q, states):
         return OVERLAPPING_ARRAYS
     if first_out_of_range(states.tolist(), q.shape[0]):
-        return 1
+        return BAD_STATES
     for i, s in enumerate(states.tolist()):
         out[i] = row_argmax(q[s].tolist())
     return 0
@@ -42,7 +47,7 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
         return BAD_EPSILON
     key, counter = int(key), int(counter)
     if first_out_of_range(states.tolist(), q.shape[0]):
-        return 1
+        return BAD_STATES
     n_actions = q.shape[1]
     for i, s in enumerate(states.tolist()):
         c = counter + 2 * i
@@ -51,6 +56,23 @@ def epsilon_greedy(q, states, epsilon, key, counter, out, num_threads):
         else:
             out[i] = row_argmax(q[s].tolist())
     return 0
+
+
+def epsilon_greedy_one(q, state, epsilon, key, counter):
+    """One state: ``epsilon_greedy`` of a batch of one, with O(1) checks (epsilon, then state).
+
+    Returns ``(status, action)`` (action 0 when the status is not 0); draws the uniforms at
+    ``counter`` (explore?) and ``counter + 1`` (which action), like item 0 of the batch.
+    """
+    s = index(state)  # TypeError for a non-integer
+    if not 0.0 <= epsilon <= 1.0:
+        return BAD_EPSILON, 0
+    if not 0 <= s < q.shape[0]:
+        return BAD_STATES, 0
+    key, counter = int(key), int(counter)
+    if uniform(key, counter) < epsilon:
+        return 0, int(uniform(key, counter + 1) * q.shape[1])
+    return 0, row_argmax(q[s].tolist())
 
 
 def boltzmann(q, states, temperature, key, counter, out, num_threads):
@@ -64,7 +86,7 @@ def boltzmann(q, states, temperature, key, counter, out, num_threads):
         return BAD_TEMPERATURE
     key, counter = int(key), int(counter)
     if first_out_of_range(states.tolist(), q.shape[0]):
-        return 1
+        return BAD_STATES
     for i, s in enumerate(states.tolist()):
         row = q[s].tolist()
         out[i] = _sample_row(row, temperature, uniform(key, counter + i))
