@@ -36,8 +36,9 @@ once.  The ``op_overhead`` group times a (1, 8) input: the op (eager fast path, 
 with and without gradient) against the raw kernel on preallocated arrays (``test_op_overhead``,
 one benchmark each); ``test_op_overhead_vs_kernel`` times the op and the raw kernel in one run,
 alternating batches of calls, and reports the op's own overhead per call (``overhead_us``: the
-median over batch pairs of op time minus kernel time).  The summary after the tables lists
-``peak_extra_MB`` and ``overhead_us`` beside the rates.
+median over batch pairs of op time minus kernel time); ``test_op_overhead_steps`` splits the
+no-gradient overhead into its steps (``numpy_views_us``, ``allocations_us``, ...).  The summary
+after the tables lists ``peak_extra_MB`` and ``overhead_us`` beside the rates.
 """
 import functools
 import os
@@ -334,6 +335,35 @@ def test_op_overhead_vs_kernel(benchmark, impl):
                 ft.ppo_loss(x, t, old, adv, w).loss.backward()
     op_us, kernel_us, overhead_us = interleaved_us(fn, kernel)
     benchmark.extra_info.update(op_us=op_us, kernel_us=kernel_us, overhead_us=overhead_us)
+    measure(benchmark, fn, items=1, group="torch op_overhead_vs_kernel N1xV8")
+
+
+def test_op_overhead_steps(benchmark):
+    """Where the no-gradient fast path's overhead goes (extra_info, us per call, each step timed
+    against an empty call in one run): ``numpy_views`` (Tensor.numpy() of the five inputs, the
+    zero-copy conversion the kernels need), ``eager_mode`` (the torch.compile / dispatch-mode
+    test), ``allocations`` (the gradient, three (N,) outputs, the stats), ``loss_tensor`` (the
+    0-dim loss in the logits' dtype as a tensor), ``result`` (the lazily built record); the
+    benchmark times the whole op."""
+    from fastlmrl.torch import _tensors as tt
+    from fastlmrl.torch.policy_losses import PPOLossResult
+    x, t, old, adv, w = _tiny_ppo()
+    xa, stats = x.numpy(), np.zeros(7)
+
+    def nothing():
+        pass
+
+    steps = {
+        "numpy_views": lambda: (x.numpy(), t.numpy(), old.numpy(), adv.numpy(), w.numpy()),
+        "eager_mode": tt.eager_mode,
+        "allocations": lambda: (np.empty_like(xa), np.empty(1), np.empty(1), np.empty(1),
+                                np.zeros(7)),
+        "loss_tensor": lambda: torch.from_numpy(np.array(stats[0], dtype=xa.dtype)),
+        "result": lambda: PPOLossResult._lazy(None, stats, stats, stats, stats),
+    }
+    for name, step in steps.items():
+        benchmark.extra_info[name + "_us"] = interleaved_us(step, nothing, calls=5000)[2]
+    fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
     measure(benchmark, fn, items=1, group="torch op_overhead_vs_kernel N1xV8")
 
 

@@ -6,6 +6,7 @@ float64 and from autograd through those formulas.  PyTorch is a test requirement
 module fails to import (the README's test command installs the CPU build first).
 """
 import inspect
+import re
 import subprocess
 import sys
 import warnings
@@ -937,6 +938,60 @@ def test_ppo_fast_path_calls_the_active_backend(monkeypatch):
     assert type(got) is ft.PPOLossResult and got._values[1] is None  # (the fast path)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+class _MutableReal(float):
+    """A float subclass whose value can change between calls (an option the fast path must not
+    remember by identity)."""
+
+
+def test_ppo_fast_path_options_follow_every_call():
+    """The fast path remembers the last call's options by the identity of plain float / str
+    arguments: a sequence of calls with changing, repeated, equal-but-distinct, bad and subclass
+    options gives, call by call, the NumPy API's results (or its error)."""
+    x, t, per = rng_tensors(n=5, v=6, seed=34)
+    xn, tn, old, adv = x.numpy(), t.numpy(), per["old"].numpy(), per["adv"].numpy()
+    ref = per["ref"].numpy()
+    low, high = 0.2, 0.25
+    calls = [dict(clip_low=low), dict(clip_low=low), dict(clip_low=float("0.1")),
+             dict(clip_low=low, clip_high=high), dict(clip_low=low, clip_high=high, dual_clip=3.0),
+             dict(clip_low=low, ref=True, kl_coef=0.5), dict(clip_low=low, ref=True, kl_coef=0.5,
+                                                               kl_estimator="k1"),
+             dict(clip_low=-1.0), dict(clip_low=low, kl_estimator="k9"), dict(clip_low=low),
+             dict(clip_low=_MutableReal(0.3)), dict(clip_low=1), dict(clip_low=low)]
+    for kw in calls:
+        has_ref = kw.pop("ref", False)
+        try:
+            want = fastlmrl.ppo_loss(xn, tn, old, adv, ref_log_probs=ref if has_ref else None,
+                                     **kw)
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=re.escape(str(exc)[:30])):
+                ft.ppo_loss(x, t, per["old"], per["adv"],
+                            ref_log_probs=per["ref"] if has_ref else None, **kw)
+            continue
+        got = ft.ppo_loss(x, t, per["old"], per["adv"],
+                          ref_log_probs=per["ref"] if has_ref else None, **kw)
+        assert got._values[1] is None, kw  # (the fast path)
+        assert got.loss.item() == want.loss, kw
+        np.testing.assert_array_equal(got.ratios.numpy(), want.ratios)
+        assert got.clip_fraction.item() == want.clip_fraction, kw
+        assert got.kl_loss.item() == want.kl_loss, kw
+
+
+def test_ppo_fast_path_leaves_unconvertible_arguments_to_the_general_path():
+    """Arguments that Tensor.numpy() refuses (a conjugate or negative view, meta tensors) get the
+    general path's result or error, never a raw conversion error of the fast path."""
+    x, t, per = rng_tensors(n=4, v=5, seed=35)
+    neg = torch._neg_view(per["adv"])
+    assert neg.is_neg()
+    got = ft.ppo_loss(x, t, per["old"], neg)
+    want = ft.ppo_loss(x, t, per["old"], -per["adv"])
+    assert got._values[1] is not None  # (the general path)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    with pytest.raises((ValueError, TypeError, RuntimeError, NotImplementedError),
+                       match="meta|device|cpu|CPU"):
+        ft.ppo_loss(x, t.to("meta"), per["old"], per["adv"])
 
 
 def test_ppo_fast_path_backward_with_retained_graph_and_accumulation():

@@ -105,12 +105,18 @@ def loss_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def array(x: Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor: no copy when it is contiguous, one copy otherwise;
-    bfloat16 / float16 are converted to float32 (the kernels compute in float32 or float64)."""
+    bfloat16 / float16 are converted to float32 (the kernels compute in float32 or float64); a
+    lazily negated or conjugated view (``torch._neg_view``, ``.conj()``) is materialised."""
     if x.dtype in (torch.bfloat16, torch.float16):
         x = x.float()
     elif not x.is_contiguous():
         x = x.contiguous()
-    return (x.detach() if x.requires_grad else x).numpy()
+    if x.requires_grad:
+        x = x.detach()
+    try:
+        return x.numpy()
+    except RuntimeError:  # negative / conjugate bit (resolve_*: a copy only when the bit is set)
+        return x.resolve_neg().resolve_conj().numpy()
 
 
 def optional_array(x):
