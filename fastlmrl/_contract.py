@@ -33,7 +33,7 @@ from ._status import Status
 __all__ = ["Arg", "Kernel", "Kind", "MIGRATED", "Topic", "raise_for_status"]
 
 #: Topics whose kernels follow their contract and return only Status values (tests/test_contract).
-MIGRATED = ("td_learning",)
+MIGRATED = ("td_learning", "selection")
 
 
 class Kind(enum.Enum):
@@ -47,16 +47,23 @@ class Kind(enum.Enum):
     INDEX = "index"  #: an int64 scalar (``Py_ssize_t``)
     FLAG = "flag"  #: a bool scalar (``bint``)
     UINT64 = "uint64"  #: a uint64 scalar (``uint64_t``): RNG keys and counters
+    ACTIONS = "actions"  #: 1-D contiguous int64 output, e.g. chosen actions (``int64_t[::1]``)
+    #: a worker count: any Python int in a Cython ``def`` (untyped, clamped to [1, cores]),
+    #: ``int`` in the ``cdef`` core; results never depend on it
+    THREADS = "threads"
 
     @property
     def is_array(self) -> bool:
-        return self in (Kind.TABLE, Kind.IDS, Kind.REALS, Kind.FLAGS)
+        return self in (Kind.TABLE, Kind.IDS, Kind.REALS, Kind.FLAGS, Kind.ACTIONS)
 
-    def cython_type(self, written: bool) -> str:
-        """The type a Cython ``def`` wrapper or ``cdef`` core declares for this kind."""
+    def cython_type(self, written: bool, core: bool = False) -> str:
+        """The type a Cython ``def`` wrapper (or, ``core=True``, a ``cdef`` core) declares for
+        this kind."""
+        if self == Kind.THREADS:
+            return "int" if core else ""
         base = {Kind.TABLE: "real_t[:, ::1]", Kind.IDS: "index_t[::1]", Kind.REALS: "real_t[::1]",
                 Kind.FLAGS: "unsigned char[::1]", Kind.REAL: "double", Kind.INDEX: "Py_ssize_t",
-                Kind.FLAG: "bint", Kind.UINT64: "uint64_t"}[self]
+                Kind.FLAG: "bint", Kind.UINT64: "uint64_t", Kind.ACTIONS: "int64_t[::1]"}[self]
         return base if written or not self.is_array else "const " + base
 
 
@@ -87,6 +94,9 @@ class Kernel:
     returns: tuple[str, ...] = ("status",)
     results: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     doc: str = ""
+    #: C type of each extra return (``returns[1:]``) that is not a ``double``; the Cython core
+    #: writes it through a pointer argument (``int64_t* action``)
+    return_types: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def arg_names(self) -> tuple[str, ...]:

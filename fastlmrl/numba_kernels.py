@@ -24,6 +24,10 @@ ids, a finite reward; nothing written otherwise), about the cost of the update w
         status, td = q_learning_update_one(q, s, a, r, s2, done, 0.1, 0.9)
         return status  # 0, or e.g. Status.BAD_STATES (1): Status(status).name outside @njit
 
+Likewise ``epsilon_greedy_one(q, state, epsilon, key, counter)`` returns ``(status, action)``
+(``Status.BAD_EPSILON``, then ``Status.BAD_STATES``; counters ``counter`` and ``counter + 1``,
+item 0 of ``epsilon_greedy``).
+
 Each kernel's arguments, the arrays it writes and the statuses it returns are declared in the
 ``CONTRACT`` of its topic's public module (e.g. ``fastlmrl.td_learning.CONTRACT``).
 """

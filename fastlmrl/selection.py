@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
-from ._status import BAD_SHAPES
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
 from .argmax_tree import raise_for_tree_status, tree_args
 from .rng import NUM_COUNTERS, RandomStream, advance, check_capacity
 
@@ -24,6 +25,30 @@ else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend
     _kernels = _tree_kernels = _backend.bind(__name__, "_kernels", "_tree_kernels")
 
 __all__ = ["boltzmann", "epsilon_greedy", "greedy"]
+
+
+# ----------------------------------------------------------------------------- the contract
+_Q = Arg("q", Kind.TABLE)
+_STATES = Arg("states", Kind.IDS, status=Status.BAD_STATES, bound=("q", 0))
+_EPSILON = Arg("epsilon", Kind.REAL, status=Status.BAD_EPSILON, domain="[0, 1]")
+_KEY, _COUNTER = Arg("key", Kind.UINT64), Arg("counter", Kind.UINT64)
+_OUT = Arg("out", Kind.ACTIONS, written=True)
+_THREADS = Arg("num_threads", Kind.THREADS)
+_BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.selection``);
+#: tests/test_contract.py checks each implementation against it.
+CONTRACT = Topic("selection", (
+    Kernel("boltzmann", (
+        _Q, _STATES, Arg("temperature", Kind.REAL, status=Status.BAD_TEMPERATURE,
+                         domain="(0, inf)"), _KEY, _COUNTER, _OUT, _THREADS), _BATCH),
+    Kernel("epsilon_greedy", (_Q, _STATES, _EPSILON, _KEY, _COUNTER, _OUT, _THREADS), _BATCH),
+    Kernel("epsilon_greedy_one", (
+        _Q, Arg("state", Kind.INDEX, status=Status.BAD_STATES, bound=("q", 0)), _EPSILON, _KEY,
+        _COUNTER), returns=("status", "action"), return_types={"action": "int64_t"},
+        doc="one state, O(1) checks; returns (status, action): item 0 of epsilon_greedy"),
+    Kernel("greedy", (_Q, _STATES, _OUT, _THREADS), _BATCH),
+))
 
 
 # ----------------------------------------------------------------------------- direct calls
@@ -50,40 +75,6 @@ def _key_scalar(key: int) -> np.uint64:
     return scalar
 
 
-_uint64, _empty, _INT64 = np.uint64, np.empty, np.int64
-_KEY_SCALARS: dict[int, np.uint64] = {}
-
-
-def _key_scalar(key: int) -> np.uint64:
-    """A stream key as a NumPy uint64 (a Python int above 2**63 fails Numba's call of a kernel
-    compiled for an int64 first; ``np.uint64(key)`` costs ~0.3 us, so the few keys in use are
-    kept)."""
-    if len(_KEY_SCALARS) >= 256:
-        _KEY_SCALARS.clear()
-    scalar = _KEY_SCALARS[key] = _uint64(key)
-    return scalar
-
-
-def _direct_table(q) -> bool:
-    """q is a non-empty C-contiguous writeable float32/float64 matrix (used as is)."""
-    return (type(q) is _ndarray and (q.dtype is _F64 or q.dtype is _F32) and q.ndim == 2
-            and q.size != 0 and q.flags.carray)
-
-
-def _one_state(states):
-    """states[0] as a Python int when states is a length-1 int32/int64 array or a list of one int
-    (that fits int64), else None."""
-    t = type(states)
-    if t is _ndarray:
-        if states.shape == (1,) and (states.dtype is _I64 or states.dtype is _I32):
-            return states.item()
-    elif t is list and len(states) == 1:
-        v = states[0]
-        if type(v) is int and -_INT64_LIMIT <= v < _INT64_LIMIT:
-            return v
-    return None
-
-
 def _prepare(q, states):
     """(q as the kernels take it, states, out).  A read-only q comes back as a writeable alias
     (no new Numba specialisation); tree_args must see the caller's q (``tree.table is q``)."""
@@ -92,15 +83,9 @@ def _prepare(q, states):
     return table, states, np.empty(states.shape[0], dtype=np.int64)
 
 
-def _finish(status, states, q):
-    if status == 10:  # kernel scalar checks (the wrappers check both first)
-        raise ValueError("epsilon must be in [0, 1]")
-    if status == 11:
-        raise ValueError("temperature must be a finite number > 0")
-    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {BAD_SHAPES})")
-    check.raise_for_status(status, {"states": (states, q.shape[0])})
+def _finish(status, states, q, kernel="greedy", **scalars):
+    """The error of a kernel's status (no-op for 0), through the contract of ``kernel``."""
+    raise_for_status(status, CONTRACT[kernel], {"q": q, "states": states, **scalars})
 
 
 def greedy(q, states, argmax_tree=None) -> np.ndarray:
@@ -142,9 +127,9 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     :class:`fastlmrl.ArgmaxTree` built for ``q``) the greedy action is read from the tree in O(1);
     the draws and the result are identical.
     """
-    if argmax_tree is None and type(epsilon) is float and type(seed) is RandomStream \
-            and type(q) is _ndarray and q.ndim == 2 and (q.dtype is _F64 or q.dtype is _F32) \
-            and q.size != 0 and q.flags.carray:
+    if (argmax_tree is None and type(epsilon) is float and type(seed) is RandomStream
+            and type(q) is _ndarray and q.ndim == 2 and (q.dtype is _F64 or q.dtype is _F32)
+            and q.size != 0 and q.flags.carray):  # an exact C-contiguous writeable float table
         # a batch of one (written out: each helper call costs ~0.1 us of a ~1 us call)
         state = None
         t = type(states)
@@ -160,8 +145,8 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
             key = _KEY_SCALARS.get(seed.key)
             if key is None:
                 key = _key_scalar(seed.key)
-            status, action = _kernels.epsilon_greedy_one(
-                q, state, epsilon, key, counter if counter < _INT64_LIMIT else _uint64(counter))
+            c = counter if counter < _INT64_LIMIT else _uint64(counter)
+            status, action = _kernels.epsilon_greedy_one(q, state, epsilon, key, c)
             if status == 0:
                 seed.counter = counter + 2
                 out = _empty(1, _INT64)
@@ -183,7 +168,7 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
             q, nodes, block_size, states, epsilon, np.uint64(key), np.uint64(counter), out
         )
         raise_for_tree_status(status, {"states": (states, q.shape[0])})
-    _finish(status, states, table)
+    _finish(status, states, table, "epsilon_greedy", epsilon=epsilon)
     advance(seed, 2 * states.shape[0])
     return out
 
@@ -202,6 +187,6 @@ def boltzmann(q, states, temperature: float, seed) -> np.ndarray:
     status = _kernels.boltzmann(
         q, states, temperature, np.uint64(key), np.uint64(counter), out, _free_cores.threads()
     )
-    _finish(status, states, q)
+    _finish(status, states, q, "boltzmann", temperature=temperature)
     advance(seed, states.shape[0])
     return out

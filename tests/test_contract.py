@@ -149,7 +149,11 @@ def contract_mismatches(topic: Topic, backend: str) -> list:
             expected = [(a.kind.cython_type(a.written), a.name) for a in kernel.args]
             if defs.get(kernel.name) != expected:
                 problems.append(f"{kernel.name}: def {defs.get(kernel.name)} != {expected}")
-            core = expected + [("double *", name) for name in kernel.returns[1:]]
+            problems += [f"{kernel.name}: scalar {a.name} declared written" for a in kernel.args
+                         if a.written and not a.kind.is_array]
+            core = [(a.kind.cython_type(a.written, core=True), a.name) for a in kernel.args]
+            core += [(kernel.return_types.get(name, "double") + " *", name)
+                     for name in kernel.returns[1:]]
             if cores.get(kernel.name + "_core") != core:
                 problems.append(f"{kernel.name}_core: {cores.get(kernel.name + '_core')} != "
                                 f"{core}")
@@ -214,6 +218,10 @@ def _valid_args(kernel: Kernel, dtype, n=3, shape=(3, 4), rng=None):
             args[arg.name] = False
         elif arg.kind == Kind.UINT64:
             args[arg.name] = np.uint64(5)
+        elif arg.kind == Kind.ACTIONS:
+            args[arg.name] = np.full(n, -7, np.int64)
+        elif arg.kind == Kind.THREADS:
+            args[arg.name] = 1
     return args
 
 
@@ -247,7 +255,8 @@ def _breakages(kernel: Kernel, args: dict):
     if Status.OVERLAPPING_ARRAYS in kernel.statuses:
         out = next(a for a in arrays if a.written)
         for arg in arrays:
-            if not arg.written and arg.kind == out.kind:
+            if not arg.written and (arg.kind == out.kind or (arg.kind, out.kind) == (
+                    Kind.IDS, Kind.ACTIONS)):  # int64 ids over an int64 output
                 broken = dict(args)
                 broken[arg.name] = args[out.name]
                 yield f"{arg.name} is {out.name}", broken, Status.OVERLAPPING_ARRAYS

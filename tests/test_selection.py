@@ -305,3 +305,30 @@ def test_batch_of_one_refuses_an_exhausted_stream(backend):
     s = RandomStream(5, counter=2**64 - 2)
     fastlmrl.epsilon_greedy(Q, [0], 0.5, s)
     assert s.counter == 2**64
+
+
+def test_epsilon_greedy_one_in_a_users_njit_loop_equals_the_batch():
+    from numba import njit
+
+    from fastlmrl import numba_kernels
+
+    @njit
+    def choose_each(q, states, epsilon, key, counter):
+        out = np.empty(states.shape[0], np.int64)
+        bad = 0
+        for i in range(states.shape[0]):
+            status, action = numba_kernels.epsilon_greedy_one(
+                q, states[i], epsilon, key, counter + np.uint64(2 * i))
+            bad += status
+            out[i] = action
+        return bad, out
+
+    q = np.random.default_rng(4).standard_normal((5, 7))
+    states = np.random.default_rng(5).integers(0, 5, 200)
+    key, counter = np.uint64(stream_key(9)), np.uint64(2**63 + 11)
+    expected = np.empty(200, np.int64)
+    assert numba_kernels.epsilon_greedy(q, states, 0.4, key, counter, expected, 1) == 0
+    bad, got = choose_each(q, states, 0.4, key, counter)
+    assert bad == 0
+    np.testing.assert_array_equal(got, expected)
+    assert 0 < (got != q[states].argmax(axis=1)).sum() < 200  # some explored, some greedy

@@ -12,8 +12,8 @@ from fastlmrl._cython._common cimport (real_t, index_t, uniform, row_max, row_ar
 cdef Py_ssize_t PARALLEL_MIN_BATCH = 8192
 # Items a thread claims at a time (dynamic schedule: a thread slowed by another process on its
 # core takes fewer chunks instead of holding the others up at the end).
-cdef enum:
-    CHUNK = 2048
+cdef Py_ssize_t CHUNK = 2048
+cdef int SERIAL = 1  # one thread: the serial loop
 
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
@@ -31,11 +31,7 @@ cdef int MAX_THREADS = max(1, os.cpu_count() or 1)
 cdef int _thread_count(object num_threads) except -1:
     """num_threads (any Python integer; TypeError otherwise) clamped to [1, cores]."""
     n = operator.index(num_threads)
-    if n < 1:
-        return 1
-    if n > MAX_THREADS:
-        return MAX_THREADS
-    return <int>n
+    return <int>min(max(n, SERIAL), MAX_THREADS)
 
 
 cdef inline bint _out_overlaps(const real_t[:, ::1] q, const index_t[::1] states,
@@ -55,7 +51,7 @@ cdef inline bint _shapes_ok(Py_ssize_t n_states, Py_ssize_t n_out) noexcept nogi
 
 cdef inline int _threads(int num_threads, Py_ssize_t n) noexcept nogil:
     if num_threads <= 1 or n < PARALLEL_MIN_BATCH:
-        return 1
+        return SERIAL
     return num_threads
 
 

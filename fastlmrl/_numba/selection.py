@@ -20,6 +20,7 @@ BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon outside [0, 1] (or NaN)
 BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)  # temperature not a finite number > 0
 
 PARALLEL_MIN_BATCH = 8192
+SERIAL = 1  # one worker: the serial loop
 # Items a worker claims at a time from a shared counter (dynamic schedule: a worker slowed by
 # another process on its core takes fewer chunks instead of holding the others up at the end).
 CHUNK = 2048
@@ -133,7 +134,7 @@ def _workers(num_threads, n):
     ``numba.set_num_threads``, which ``fastlmrl.set_num_threads`` calls); results do not depend
     on it."""
     if num_threads <= 1 or n < PARALLEL_MIN_BATCH:
-        return 1
+        return SERIAL
     return min(num_threads, (n + CHUNK - 1) // CHUNK)
 
 

@@ -5,9 +5,9 @@ import math
 from operator import index
 
 from .._status import Status
-from .td_learning import kernel_types, written_overlaps
 from ..rng import uniform
 from ._common import first_out_of_range, row_argmax, row_max
+from .td_learning import kernel_types, written_overlaps
 
 # status codes: fastlmrl._status.Status (plain ints, as the Numba kernels bind them)
 BAD_STATES = int(Status.BAD_STATES)
