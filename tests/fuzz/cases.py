@@ -330,6 +330,14 @@ def epsilon_greedy(r, G):
 
 
 @spec("selection")
+def epsilon_greedy_batch1(r, G):
+    """One state: the public call takes the single-state kernel epsilon_greedy_one."""
+    import fastlmrl as f
+    return Built(f.epsilon_greedy, dict(q=_q(r, G), states=G.g(r.integers(0, 6, 1)), epsilon=0.3,
+                                        seed=f.RandomStream(3)))
+
+
+@spec("selection")
 def epsilon_greedy_tree(r, G):
     import fastlmrl as f
     q = _q(r, G)
@@ -352,6 +360,14 @@ def boltzmann(r, G):
 def q_learning_update(r, G):
     import fastlmrl as f
     return Built(f.q_learning_update, dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5)),
+                                           alpha=0.5, gamma=0.9))
+
+
+@spec("td_learning")
+def q_learning_update_batch1(r, G):
+    """One transition: the public call takes the single-transition kernel q_learning_update_one."""
+    import fastlmrl as f
+    return Built(f.q_learning_update, dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5, n=1)),
                                            alpha=0.5, gamma=0.9))
 
 
