@@ -116,22 +116,62 @@ def resolve_aliases(config, aliases: dict, given: dict, defaults: dict) -> None:
 
 @dataclass
 class NeuralConfig:
-    """The settings every neural trainer has (subclasses add their algorithm's)."""
+    r"""The settings every neural trainer has; each algorithm's config
+    (:class:`~fastlmrl.trainers.NeuralGRPOConfig`, :class:`~fastlmrl.trainers.NeuralPPOConfig`,
+    :class:`~fastlmrl.trainers.NeuralReinforceConfig`, :class:`~fastlmrl.trainers.NeuralRLOOConfig`)
+    adds its own and says where it uses one of these differently.
+
+    Each field is described by its ``#:`` comment below (meaning, range, units, TRL name).
+    B is the number of completions sampled per iteration.
+    """
+
+    #: float > 0: AdamW step size (TRL: ``learning_rate``).
     lr: float = 1e-4
+    #: float >= 0: AdamW's decoupled weight decay.
     weight_decay: float = 0.0
+    #: float > 0 or None: the global gradient norm is clipped to this before each AdamW step
+    #: (None: no clipping).
     max_grad_norm: Optional[float] = 1.0
+    #: int > 0: passes over the iteration's sequences (REINFORCE and RLOO: must be 1, the
+    #: algorithm is on-policy, one AdamW step per iteration).
     epochs: int = 1
+    #: int > 0: random minibatches per epoch (a permutation from the trainer's stream), one AdamW
+    #: step each (REINFORCE and RLOO: must be 1, use ``grad_accumulation`` to split a batch).
     minibatches: int = 1
+    #: int > 0: micro-batches per minibatch, each its own forward/backward, with the minibatch's
+    #: loss weights, so the accumulated gradient equals the minibatch's (TRL:
+    #: ``gradient_accumulation_steps``).
     grad_accumulation: int = 1
+    #: float >= 0: β, the weight of the KL term to the frozen initial model :math:`\pi_{ref}`
+    #: (where it enters -- loss, per-token or sequence reward -- is the algorithm's; 0 and no
+    #: ``kl_target``: no reference model is kept).
     kl_coef: float = 0.0
+    #: str: "k1", "k2" or "k3" (Schulman 2020), the per-token estimator :math:`D` of the KL
+    #: penalty in the loss (GRPO; k3 is its paper's eq. 4).  Not used by REINFORCE, PPO and RLOO:
+    #: their reward's leash is always k1, the per-token log-ratio
+    #: :math:`\log\pi_{old} - \log\pi_{ref}`.
     kl_estimator: str = "k3"
+    #: float > 0 or None: None: β stays fixed; else the adaptive controller of Ziegler et al.
+    #: 2019, §2.2 moves β after every iteration toward this KL per sequence (nats).
     kl_target: Optional[float] = None
+    #: float > 0: the controller's horizon, in sequences (gain :math:`K_\beta` = B /
+    #: ``kl_horizon``).
     kl_horizon: float = 256.0
+    #: int > 0: the length limit of a completion, in tokens (TRL: ``max_completion_length``).
     max_new_tokens: int = 16
+    #: float > 0: sampling temperature τ; the policy optimised is
+    #: :math:`\mathrm{softmax}(z/\tau)` (TRL's convention).
     temperature: float = 1.0
+    #: int >= 0: sample from the k most likely tokens only (0: no filter).
     top_k: int = 0
+    #: float in (0, 1]: nucleus sampling, the smallest set of tokens with this much probability
+    #: (1: no filter).
     top_p: float = 1.0
+    #: bool or None: generate with the key/value cache (None: when the model supports it).
     use_cache: Optional[bool] = None
+    #: bool or None: compute the loss with the fused LM head (:mod:`fastlmrl.torch.lm_head`) from
+    #: the last hidden states instead of materialising the logits (None: when the model allows
+    #: it; True on a model without an ``nn.Linear`` output layer is a ValueError).
     fused_head: Optional[bool] = None
 
     def check_common(self) -> None:

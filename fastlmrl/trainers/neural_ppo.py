@@ -83,46 +83,16 @@ class NeuralPPOConfig(NeuralConfig):
         to the frozen initial model :math:`\pi_{ref}`
         (0 and no ``kl_target``: no reference model is kept).
 
-    Settings every neural trainer has (:mod:`fastlmrl.trainers._neural_base`):
+    The inherited settings (optimiser, KL controller, sampling) are described once on
+    :class:`~fastlmrl.trainers._neural_base.NeuralConfig`; here:
 
-    lr : float > 0
-        AdamW step size (TRL: ``learning_rate``).
-    weight_decay : float >= 0
-        AdamW's decoupled weight decay.
-    max_grad_norm : float > 0 or None
-        The global gradient norm is clipped to this before each AdamW step (None: no clipping).
     epochs : int > 0
-        Passes over the iteration's sequences (TRL: ``num_ppo_epochs``).
+        TRL: ``num_ppo_epochs``.
     minibatches : int > 0
-        Random minibatches per epoch (a permutation from the trainer's stream), one AdamW step
-        each; at most ``num_sequences`` (TRL: ``num_mini_batches``).
-    grad_accumulation : int > 0
-        Micro-batches per minibatch, each its own forward/backward, with the minibatch's loss
-        weights, so the accumulated gradient equals the minibatch's (TRL:
-        ``gradient_accumulation_steps``).
+        At most ``num_sequences`` (TRL: ``num_mini_batches``).
     kl_estimator : str
         Not used by this trainer: the reward's leash is always k1, the per-token
         log-ratio :math:`\log\pi_{old} - \log\pi_{ref}`.
-    kl_target : float > 0 or None
-        None: β stays fixed; else the adaptive controller of Ziegler et al. 2019, §2.2 moves β
-        after every iteration toward this KL per sequence (nats).
-    kl_horizon : float > 0
-        The controller's horizon, in sequences (gain :math:`K_\beta` = B / ``kl_horizon``).
-    max_new_tokens : int > 0
-        The length limit of a completion, in tokens (TRL: ``max_completion_length``).
-    temperature : float > 0
-        Sampling temperature τ; the policy optimised is :math:`\mathrm{softmax}(z/\tau)` (TRL's
-        convention).
-    top_k : int >= 0
-        Sample from the k most likely tokens only (0: no filter).
-    top_p : float in (0, 1]
-        Nucleus sampling: the smallest set of tokens with this much probability (1: no filter).
-    use_cache : bool or None
-        Generate with the key/value cache (None: when the model supports it).
-    fused_head : bool or None
-        Compute the loss with the fused LM head (:mod:`fastlmrl.torch.lm_head`) from the
-        last hidden states instead of materialising the logits (None: when the model allows it;
-        True on a model without an ``nn.Linear`` output layer is a ValueError).
     """
 
     num_sequences: int = 32
