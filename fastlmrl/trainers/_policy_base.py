@@ -75,14 +75,39 @@ class _LossBuffers:
 
 
 class PolicyGradientTrainer(Trainer):
-    """Base of REINFORCE, A2C, PPO, GRPO and RLOO on a :class:`fastlmrl.tasks.TextTask`.
+    r"""Base of REINFORCE, A2C, PPO, GRPO and RLOO on a :class:`fastlmrl.tasks.TextTask`.
 
     ``config`` must have ``lr`` (Adam step size), ``num_sequences`` (B per iteration) and the KL
-    leash: ``kl_coef`` (β, initial value), ``kl_target`` (None: β stays fixed; else the adaptive
-    controller of Ziegler et al. 2019 moves β after every iteration so that the measured KL per
-    sequence approaches the target) and ``kl_horizon`` (its K_β = B / horizon).  A learned value
-    table (A2C, PPO, REINFORCE with ``baseline="value"``) is created when :meth:`uses_values` says
-    so, with its own Adam (``value_lr``).
+    leash ``kl_coef``, ``kl_target``, ``kl_horizon`` (below).  A learned value table (A2C, PPO,
+    REINFORCE with ``baseline="value"``) is created when :meth:`uses_values` says so, with its own
+    Adam (``value_lr``).  The algorithms' configs (:class:`fastlmrl.trainers.A2CConfig`, ...)
+    document their own fields and point here for the shared ones.
+
+    The fields shared by every config (each algorithm's config lists its own default):
+
+    lr : float > 0
+        Adam step size of the policy table (TRL: ``learning_rate``).
+    kl_coef : float >= 0
+        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
+        the initial value when ``kl_target`` is set.  REINFORCE, A2C and PPO subtract
+        :math:`\beta(\log\pi - \log\pi_{ref})` from the per-token rewards, RLOO folds its sum
+        into the sequence reward, GRPO instead adds β times the k3 KL penalty to the loss (each
+        module docstring).
+    kl_target : float > 0 or None
+        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
+        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
+        measured KL per sequence approaches this target (nats).
+    kl_horizon : float > 0
+        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+
+    Parameters
+    ----------
+    task : fastlmrl.tasks.TextTask
+        The environment, the initial policy table and the reference policy.
+    config : the algorithm's config dataclass or None
+        Hyper-parameters (None: the defaults).
+    seed : int
+        The only source of randomness; the same seed gives the same run.
     """
 
     def __init__(self, task, config, seed: int = 0):

@@ -81,37 +81,38 @@ DTYPES = ("float32", "float64")
 class ValueConfig:
     """Hyper-parameters shared by the tabular value-method trainers (JSON-serialisable).
 
-    Attributes
-    ----------
-    alpha : step size :math:`\\alpha \\in (0, 1]` of the TD / MC update (S&B's α, a learning
-        rate).
-    gamma : discount :math:`\\gamma \\in [0, 1]` (default 0.9, the seed toy's: README, ContextMDP).
-    exploration : ``"epsilon_greedy"`` or ``"boltzmann"`` (the behaviour policy).
-    epsilon_start, epsilon_end : ε schedule ends, in [0, 1] (ε-greedy).
-    temperature_start, temperature_end : τ schedule ends, > 0 (Boltzmann).
-    decay_iterations : K, iterations (batches of episodes) to go from start to end (0: constant).
-    schedule : ``"linear"`` or ``"exponential"`` (module docstring).
-    initial_q : initial value of every table entry (optimistic values explore, S&B §2.6); rows of
-        terminal states of a :class:`fastlmrl.ContextMDP` start at 0 (their value by definition).
-    dtype : table dtype, ``"float32"`` or ``"float64"`` (arithmetic is float64 either way).
-    max_episode_steps : safety cut per episode (treated as a truncation, see module docstring).
-    kl_coef : β > 0 of the behaviour policy around a language model (module docstring; used only
-        when the trainer is given a :class:`fastlmrl.tasks.TextTask`), in reward units: the
-        coefficient TRL calls ``beta`` (only ``kl_coef`` is accepted here).
+    Each field is documented once, by the ``#:`` comment above it; the algorithms' configs
+    (:class:`fastlmrl.trainers.QLearningConfig`, ...) add only what differs for them.
     """
 
+    #: Step size :math:`\alpha \in (0, 1]` of the TD / MC update (S&B's α, a learning rate).
     alpha: float = 0.1
+    #: Discount :math:`\gamma \in [0, 1]` (default 0.9, the seed toy's: README, ContextMDP).
     gamma: float = 0.9
+    #: The behaviour policy: ``"epsilon_greedy"`` or ``"boltzmann"``.
     exploration: str = "epsilon_greedy"
+    #: ε at the start of the schedule, in [0, 1] (ε-greedy).
     epsilon_start: float = 1.0
+    #: ε at the end of the schedule, in [0, 1] (ε-greedy).
     epsilon_end: float = 0.05
+    #: τ at the start of the schedule, > 0 (Boltzmann).
     temperature_start: float = 1.0
+    #: τ at the end of the schedule, > 0 (Boltzmann).
     temperature_end: float = 0.1
+    #: K, iterations (batches of episodes) to go from start to end (0: constant).
     decay_iterations: int = 100
+    #: ``"linear"`` or ``"exponential"`` (module docstring).
     schedule: str = "linear"
+    #: Initial value of every table entry (optimistic values explore, S&B §2.6); rows of terminal
+    #: states of a :class:`fastlmrl.ContextMDP` start at 0 (their value by definition).
     initial_q: float = 0.0
+    #: Table dtype, ``"float32"`` or ``"float64"`` (arithmetic is float64 either way).
     dtype: str = "float64"
+    #: Safety cut per episode, in steps (treated as a truncation, see module docstring).
     max_episode_steps: int = 10_000
+    #: β > 0 of the behaviour policy around a language model (module docstring; used only when the
+    #: trainer is given a :class:`fastlmrl.tasks.TextTask`), in reward units: the coefficient TRL
+    #: calls ``beta`` (only ``kl_coef`` is accepted here).
     kl_coef: float = 0.1
 
 

@@ -32,10 +32,8 @@ __all__ = ["ExpectedSarsaConfig", "ExpectedSarsaTrainer"]
 class ExpectedSarsaConfig(ValueConfig):
     """Hyper-parameters of :class:`ExpectedSarsaTrainer` (update: S&B eq. 6.9, module docstring).
 
-    The fields of :class:`ValueConfig`, documented there: ``alpha``, ``gamma``,
-    ``exploration``, ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` /
-    ``temperature_end``, ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``,
-    ``max_episode_steps``, ``kl_coef``; ``exploration`` must be
+    The shared settings (step size, discount, exploration schedule, ...) are those of
+    :class:`~fastlmrl.trainers._value_base.ValueConfig`, documented there; ``exploration`` must be
     ``"epsilon_greedy"`` (the expectation is taken under the ε-greedy target policy).
     """
 

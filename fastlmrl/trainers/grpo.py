@@ -58,8 +58,6 @@ class GRPOConfig:
         G, the prompts drawn per iteration.
     group_size : int >= 2
         K, the completions generated per prompt (TRL: ``num_generations``).
-    lr : float > 0
-        Adam step size of the policy table.
     clip : float > 0
         :math:`\epsilon_{low}`, the lower clip range (TRL: ``epsilon``).
     clip_high : float > 0
@@ -68,16 +66,12 @@ class GRPOConfig:
     epochs : int > 0
         Gradient steps on each batch (TRL: ``num_iterations``); with 1 the ratio is 1 and the
         update is the on-policy policy gradient.
-    kl_coef : float >= 0
-        β, the weight of the k3 KL penalty to the reference policy :math:`\pi_{ref}` in the loss
-        (TRL: ``beta``);
-        the initial value when ``kl_target`` is set.
-    kl_target : float > 0 or None
-        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
-        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
-        measured KL per sequence approaches this target (nats).
-    kl_horizon : float > 0
-        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    lr, kl_coef, kl_target, kl_horizon
+        The policy table's Adam step size (TRL: ``learning_rate``) and the KL leash (β's initial
+        value, TRL: ``beta``; the adaptive controller's target and horizon), shared by the tabular
+        policy-gradient trainers and documented once on
+        :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`.  Here β weights the k3 KL
+        penalty to :math:`\pi_{ref}` in the loss (not a reward shaping).
     scale : {"group", "batch", "none"}
         The advantage's denominator: the group's std, the batch's std, or none (Dr. GRPO, Liu et
         al. 2025).
@@ -132,12 +126,9 @@ class GRPOTrainer(PolicyGradientTrainer):
 
     Parameters
     ----------
-    task : fastlmrl.tasks.TextTask
-        The environment, the initial policy table and the reference policy.
-    config : GRPOConfig or None
-        Hyper-parameters (None: the defaults).
-    seed : int
-        The only source of randomness; the same seed gives the same run.
+    task, config, seed
+        As for :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`; ``config`` is a
+        :class:`GRPOConfig` (None: the defaults).
     """
 
     algorithm = "grpo"

@@ -51,8 +51,6 @@ class PPOConfig:
     ----------
     num_sequences : int > 0
         B, the sequences generated per iteration.
-    lr : float > 0
-        Adam step size of the policy table.
     value_lr : float > 0
         Adam step size of the value table.
     gamma : float in [0, 1]
@@ -66,15 +64,11 @@ class PPOConfig:
     minibatches : int > 0
         Random minibatches per epoch, one Adam step each (TRL: ``num_mini_batches``); at most the
         number of tokens in a batch.
-    kl_coef : float >= 0
-        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
-        the initial value when ``kl_target`` is set.
-    kl_target : float > 0 or None
-        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
-        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
-        measured KL per sequence approaches this target (nats).
-    kl_horizon : float > 0
-        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    lr, kl_coef, kl_target, kl_horizon
+        The policy table's Adam step size (TRL: ``learning_rate``) and the KL leash (β's initial
+        value, TRL: ``beta``; the adaptive controller's target and horizon), shared by the tabular
+        policy-gradient trainers and documented once on
+        :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`.
     """
 
     num_sequences: int = 256
@@ -109,12 +103,9 @@ class PPOTrainer(PolicyGradientTrainer):
 
     Parameters
     ----------
-    task : fastlmrl.tasks.TextTask
-        The environment, the initial policy table and the reference policy.
-    config : PPOConfig or None
-        Hyper-parameters (None: the defaults).
-    seed : int
-        The only source of randomness; the same seed gives the same run.
+    task, config, seed
+        As for :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`; ``config`` is a
+        :class:`PPOConfig` (None: the defaults).
     """
 
     algorithm = "ppo"

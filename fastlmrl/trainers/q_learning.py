@@ -27,10 +27,8 @@ __all__ = ["QLearningConfig", "QLearningTrainer"]
 class QLearningConfig(ValueConfig):
     """Hyper-parameters of :class:`QLearningTrainer` (update: S&B eq. 6.8, module docstring).
 
-    The fields of :class:`ValueConfig`, documented there: ``alpha``, ``gamma``,
-    ``exploration``, ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` /
-    ``temperature_end``, ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``,
-    ``max_episode_steps``, ``kl_coef``.
+    The shared settings (step size, discount, exploration schedule, ...) are those of
+    :class:`~fastlmrl.trainers._value_base.ValueConfig`, documented there.
     """
 
 

@@ -45,8 +45,6 @@ class ReinforceConfig:
     ----------
     num_sequences : int > 0
         B, the sequences generated per iteration (one gradient step per iteration).
-    lr : float > 0
-        Adam step size of the policy table.
     value_lr : float > 0
         Adam step size of the value table (used only with ``baseline="value"``).
     gamma : float in [0, 1]
@@ -54,15 +52,11 @@ class ReinforceConfig:
     baseline : {"none", "mean", "value"}
         :math:`b_t`: 0, the batch mean return, or a learned tabular :math:`V(s_t)` regressed on
         the returns (S&B eq. 13.11).
-    kl_coef : float >= 0
-        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
-        the initial value when ``kl_target`` is set.
-    kl_target : float > 0 or None
-        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
-        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
-        measured KL per sequence approaches this target (nats).
-    kl_horizon : float > 0
-        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    lr, kl_coef, kl_target, kl_horizon
+        The policy table's Adam step size (TRL: ``learning_rate``) and the KL leash (β's initial
+        value, TRL: ``beta``; the adaptive controller's target and horizon), shared by the tabular
+        policy-gradient trainers and documented once on
+        :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`.
     """
 
     num_sequences: int = 256
@@ -90,12 +84,9 @@ class ReinforceTrainer(PolicyGradientTrainer):
 
     Parameters
     ----------
-    task : fastlmrl.tasks.TextTask
-        The environment, the initial policy table and the reference policy.
-    config : ReinforceConfig or None
-        Hyper-parameters (None: the defaults).
-    seed : int
-        The only source of randomness; the same seed gives the same run.
+    task, config, seed
+        As for :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`; ``config`` is a
+        :class:`ReinforceConfig` (None: the defaults).
     """
 
     algorithm = "reinforce"

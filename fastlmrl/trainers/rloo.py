@@ -48,17 +48,11 @@ class RLOOConfig:
         G, the prompts drawn per iteration.
     group_size : int >= 2
         K, the completions generated per prompt (TRL: ``num_generations``, ``rloo_k``).
-    lr : float > 0
-        Adam step size of the policy table.
-    kl_coef : float >= 0
-        β, the weight of the KL leash to the reference policy :math:`\pi_{ref}` (TRL: ``beta``);
-        the initial value when ``kl_target`` is set.
-    kl_target : float > 0 or None
-        None: β stays fixed.  Else the adaptive controller of Ziegler et al. 2019, §2.2
-        (:class:`fastlmrl.AdaptiveKLController`) moves β after every iteration so that the
-        measured KL per sequence approaches this target (nats).
-    kl_horizon : float > 0
-        The controller's horizon, in sequences: its gain is :math:`K_\beta` = B / ``kl_horizon``.
+    lr, kl_coef, kl_target, kl_horizon
+        The policy table's Adam step size (TRL: ``learning_rate``) and the KL leash (β's initial
+        value, TRL: ``beta``; the adaptive controller's target and horizon), shared by the tabular
+        policy-gradient trainers and documented once on
+        :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`.
     """
 
     num_prompts: int = 32
@@ -91,12 +85,9 @@ class RLOOTrainer(PolicyGradientTrainer):
 
     Parameters
     ----------
-    task : fastlmrl.tasks.TextTask
-        The environment, the initial policy table and the reference policy.
-    config : RLOOConfig or None
-        Hyper-parameters (None: the defaults).
-    seed : int
-        The only source of randomness; the same seed gives the same run.
+    task, config, seed
+        As for :class:`~fastlmrl.trainers._policy_base.PolicyGradientTrainer`; ``config`` is a
+        :class:`RLOOConfig` (None: the defaults).
     """
 
     algorithm = "rloo"

@@ -30,10 +30,8 @@ __all__ = ["SarsaConfig", "SarsaTrainer"]
 class SarsaConfig(ValueConfig):
     """Hyper-parameters of :class:`SarsaTrainer` (update: S&B eq. 6.7, module docstring).
 
-    The fields of :class:`ValueConfig`, documented there: ``alpha``, ``gamma``,
-    ``exploration``, ``epsilon_start`` / ``epsilon_end``, ``temperature_start`` /
-    ``temperature_end``, ``decay_iterations``, ``schedule``, ``initial_q``, ``dtype``,
-    ``max_episode_steps``, ``kl_coef``.
+    The shared settings (step size, discount, exploration schedule, ...) are those of
+    :class:`~fastlmrl.trainers._value_base.ValueConfig`, documented there.
     """
 
 
