@@ -22,6 +22,11 @@ import os
 import re
 import sys
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: Numba's own save
+    fcntl = None
+
 import numpy as np
 import numba
 from numba import njit
@@ -129,6 +134,36 @@ class FastlmrlCacheLocator(_Mixin, _Base):
 
 if FastlmrlCacheLocator not in _Impl._locator_classes:
     _Impl._locator_classes.insert(0, FastlmrlCacheLocator)
+
+
+def _locked_save(self, key, data):
+    """``IndexDataCacheFile.save`` under an exclusive lock of the index for fastlmrl's files.
+
+    Numba's save reads the index, picks the first data-file number the index does not use, then
+    writes index and data: two processes compiling the same kernel for different types at once
+    (two fuzz workers, Ray trials, ``pytest -n``) can both pick ``.1.nbc``, and the index of one
+    then names the machine code of the other -- a later call fails with "Known signatures ..." or
+    runs code compiled for other types.  Holding ``<index>.lock`` (``fcntl.flock``) across the
+    read-modify-write makes each save see the other's entries.
+    """
+    if not os.path.abspath(self._cache_path).startswith(_cache_root()):
+        return _numba_save(self, key, data)
+    os.makedirs(self._cache_path, exist_ok=True)
+    with open(self._index_path + ".lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            return _numba_save(self, key, data)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _cache_root() -> str:
+    return os.path.abspath(numba_cache_dir())
+
+
+_numba_save = caching.IndexDataCacheFile.save
+if fcntl is not None and getattr(_numba_save, "__name__", "") != "_locked_save":
+    caching.IndexDataCacheFile.save = _locked_save
 
 
 class _CompileNotice(_event.Listener):
