@@ -83,8 +83,7 @@ def neural_overrides(pairs, config_cls) -> dict:
     """``--set KEY=VALUE`` strings -> typed settings of a neural config: its fields and its
     TRL-spelled init-only aliases (``beta``, ``num_generations``, ...), each parsed by its type;
     the config is built once to check the values (errors name ``--set``)."""
-    from .runs import FALSE_WORDS, TRUE_WORDS
-    from .runs import field_kinds as _field_kinds
+    from .runs import field_kinds, typed_value
     known = {}
     for name, f in config_cls.__dataclass_fields__.items():
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
@@ -100,32 +99,12 @@ def neural_overrides(pairs, config_cls) -> dict:
         if "=" not in pair:
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
         key, raw = (part.strip() for part in pair.split("=", 1))
-        text = raw.lower()
         if key not in known:
             raise ValueError(f"--set {key}: {config_cls.__name__} has no such field; choose from "
                              f"{', '.join(sorted(known))}")
         kinds = {"bool", "str", "None"} if known[key].type == "object" else \
-            _field_kinds(known[key])
-        if text in ("none", "null"):
-            if "None" not in kinds:
-                raise ValueError(f"--set {key}={raw}: {key} cannot be None")
-            out[key] = None
-        elif "bool" in kinds and text in TRUE_WORDS + FALSE_WORDS:
-            out[key] = text in TRUE_WORDS
-        elif "int" in kinds and "float" not in kinds:
-            try:
-                out[key] = int(text)
-            except ValueError:
-                raise ValueError(f"--set {key}={raw}: {key} must be an integer") from None
-        elif "float" in kinds:
-            try:
-                out[key] = float(text)
-            except ValueError:
-                raise ValueError(f"--set {key}={raw}: {key} must be a number") from None
-        elif "bool" in kinds and "str" not in kinds and "object" not in kinds:
-            raise ValueError(f"--set {key}={raw}: {key} is true or false, got {raw!r}")
-        else:
-            out[key] = raw
+            field_kinds(known[key])
+        out[key] = typed_value(key, raw, kinds)
     try:
         config_cls(**out)
     except (TypeError, ValueError) as exc:

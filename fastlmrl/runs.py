@@ -129,6 +129,33 @@ def field_kinds(field: Any) -> set[str]:
     return kinds
 
 
+def typed_value(key: str, raw: str, kinds: set[str]) -> Any:
+    """The ``--set KEY=VALUE`` text ``raw`` as a value of ``kinds`` (from :func:`field_kinds`):
+    ``none``/``null`` for None, a true/false word for a bool, else an int, a float or the text
+    itself (``raw`` as given); a ValueError naming the key when the text fits none of the field's
+    kinds."""
+    text = raw.strip().lower()
+    if text in ("none", "null"):
+        if "None" not in kinds:
+            raise ValueError(f"--set {key}={raw}: {key} cannot be None")
+        return None
+    if "bool" in kinds and text in TRUE_WORDS + FALSE_WORDS:
+        return text in TRUE_WORDS
+    if "int" in kinds and "float" not in kinds:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--set {key}={raw}: {key} must be an integer") from None
+    if "float" in kinds:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--set {key}={raw}: {key} must be a number") from None
+    if "bool" in kinds and "str" not in kinds and "object" not in kinds:
+        raise ValueError(f"--set {key}={raw}: {key} is true or false, got {raw!r}")
+    return raw
+
+
 def parse_overrides(pairs: Iterable[str] | None, config_cls: type) -> dict[str, Any]:
     """``KEY=VALUE`` strings (``fastlmrl train --set``) -> ``{field: typed value}`` for the config
     dataclass ``config_cls``.
@@ -142,33 +169,13 @@ def parse_overrides(pairs: Iterable[str] | None, config_cls: type) -> dict[str, 
         if "=" not in pair:
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
         key, raw = pair.split("=", 1)
-        key, text = key.strip(), raw.strip().lower()
+        key = key.strip()
         if key not in fields:
             raise ValueError(
                 f"--set {key}: {config_cls.__name__} has no such field; choose from "
                 f"{', '.join(sorted(fields))}"
             )
-        kinds = field_kinds(fields[key])
-        if text in ("none", "null"):
-            if "None" not in kinds:
-                raise ValueError(f"--set {key}={raw}: {key} cannot be None")
-            out[key] = None
-        elif "bool" in kinds:
-            if text not in TRUE_WORDS + FALSE_WORDS:
-                raise ValueError(f"--set {key}={raw}: {key} is true or false, got {raw!r}")
-            out[key] = text in TRUE_WORDS
-        elif "int" in kinds and "float" not in kinds:
-            try:
-                out[key] = int(text)
-            except ValueError:
-                raise ValueError(f"--set {key}={raw}: {key} must be an integer") from None
-        elif "float" in kinds:
-            try:
-                out[key] = float(text)
-            except ValueError:
-                raise ValueError(f"--set {key}={raw}: {key} must be a number") from None
-        else:
-            out[key] = raw
+        out[key] = typed_value(key, raw, field_kinds(fields[key]))
     return out
 
 
