@@ -16,7 +16,7 @@ from numba import njit
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, uniform
-from .overlap import _bounds
+from .overlap import _bounds, spans_overlap
 
 BAD_STATES = 1
 BAD_ACTIONS = 2
@@ -34,23 +34,6 @@ INT64_MAX = 2**63 - 1
 
 CONTEXT_LIMIT = 2**62
 MAX_ORDER = 62
-
-
-@njit(**NJIT)
-def _overlapping(n_written, spans):
-    """Status 8 (OVERLAPPING_ARRAYS): does one of the first ``n_written`` byte ranges ``spans``
-    ((lo, hi) of each array argument, ``overlap._bounds``; written arrays first) share a byte with
-    any other?  O(number of pairs), no loop over the data: a write must never change an id, a
-    flag or a prompt offset after its check."""
-    for i in range(n_written):
-        lo, hi = spans[i]
-        if lo == hi:
-            continue
-        for j in range(i + 1, len(spans)):
-            lo2, hi2 = spans[j]
-            if lo2 < hi2 and lo < hi2 and lo2 < hi:
-                return True
-    return False
 
 
 @njit(**NJIT)
@@ -108,7 +91,7 @@ def _prompt_context(tokens, offsets, p, n_vocab, n_states, start):
 
 @njit(**NJIT)
 def draw_ids(bound, key, counter, mask, out):
-    if _overlapping(1, (_bounds(out), _bounds(mask))):
+    if spans_overlap((_bounds(out), _bounds(mask)), 1):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n = out.shape[0]
     if bound < 1 or mask.shape[0] != n:
@@ -124,10 +107,10 @@ def draw_ids(bound, key, counter, mask, out):
 @njit(**NJIT)
 def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_steps, key, counter,
                      actions, active, states, steps, rewards_out, terminated_out, truncated_out):
-    if _overlapping(5, (_bounds(states), _bounds(steps), _bounds(rewards_out),
-                        _bounds(terminated_out), _bounds(truncated_out), _bounds(offsets),
-                        _bounds(cdf), _bounds(next_states), _bounds(rewards), _bounds(ends),
-                        _bounds(actions), _bounds(active))):
+    if spans_overlap((_bounds(states), _bounds(steps), _bounds(rewards_out),
+                      _bounds(terminated_out), _bounds(truncated_out), _bounds(offsets),
+                      _bounds(cdf), _bounds(next_states), _bounds(rewards), _bounds(ends),
+                      _bounds(actions), _bounds(active)), 5):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_pairs = offsets.shape[0] - 1
     n_out = cdf.shape[0]
@@ -196,9 +179,9 @@ def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_st
 @njit(**NJIT)
 def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, contexts, steps,
                      rewards_out, terminated_out, truncated_out):
-    if _overlapping(5, (_bounds(contexts), _bounds(steps), _bounds(rewards_out),
-                        _bounds(terminated_out), _bounds(truncated_out), _bounds(next_state),
-                        _bounds(reward), _bounds(terminal), _bounds(actions), _bounds(active))):
+    if spans_overlap((_bounds(contexts), _bounds(steps), _bounds(rewards_out),
+                      _bounds(terminated_out), _bounds(truncated_out), _bounds(next_state),
+                      _bounds(reward), _bounds(terminal), _bounds(actions), _bounds(active)), 5):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     if reward.shape[0] != next_state.shape[0] or reward.shape[1] != next_state.shape[1]:
         return BAD_SHAPES
@@ -249,8 +232,8 @@ def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, c
 @njit(**NJIT)
 def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt_ids, mask,
                    contexts, lengths):
-    if _overlapping(2, (_bounds(contexts), _bounds(lengths), _bounds(prompt_tokens),
-                        _bounds(prompt_offsets), _bounds(prompt_ids), _bounds(mask))):
+    if spans_overlap((_bounds(contexts), _bounds(lengths), _bounds(prompt_tokens),
+                      _bounds(prompt_offsets), _bounds(prompt_ids), _bounds(mask)), 2):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = prompt_ids.shape[0]
@@ -272,9 +255,9 @@ def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt
 @njit(**NJIT)
 def text_env_step(n_vocab, order, eos_id, max_new_tokens, actions, active, contexts, lengths,
                   tokens, terminated_out, truncated_out):
-    if _overlapping(5, (_bounds(contexts), _bounds(lengths), _bounds(tokens),
-                        _bounds(terminated_out), _bounds(truncated_out), _bounds(actions),
-                        _bounds(active))):
+    if spans_overlap((_bounds(contexts), _bounds(lengths), _bounds(tokens),
+                      _bounds(terminated_out), _bounds(truncated_out), _bounds(actions),
+                      _bounds(active)), 5):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = actions.shape[0]
@@ -413,7 +396,7 @@ def _sample(cdf, s, last_positive, u):
 
 @njit(**NJIT)
 def topk_topp_mask(mask_logits, contexts, top_k, top_p, out):
-    if _overlapping(1, (_bounds(out), _bounds(mask_logits), _bounds(contexts))):
+    if spans_overlap((_bounds(out), _bounds(mask_logits), _bounds(contexts)), 1):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = mask_logits.shape
     n = contexts.shape[0]
@@ -466,12 +449,12 @@ def text_env_rollout(logits, mask_logits, top_k, top_p, prompt_tokens, prompt_of
                      prompt_ids, order, bos_id, eos_id, key, counter, contexts_out, actions_out,
                      logprobs_out, valid_out, lengths_out, terminated_out, truncated_out,
                      final_contexts_out, cdf, row_stats, row_built, mask_table):
-    if _overlapping(12, (_bounds(contexts_out), _bounds(actions_out), _bounds(logprobs_out),
-                         _bounds(valid_out), _bounds(lengths_out), _bounds(terminated_out),
-                         _bounds(truncated_out), _bounds(final_contexts_out), _bounds(cdf),
-                         _bounds(row_stats), _bounds(row_built), _bounds(mask_table),
-                         _bounds(logits), _bounds(mask_logits), _bounds(prompt_tokens),
-                         _bounds(prompt_offsets), _bounds(prompt_ids))):
+    if spans_overlap((_bounds(contexts_out), _bounds(actions_out), _bounds(logprobs_out),
+                      _bounds(valid_out), _bounds(lengths_out), _bounds(terminated_out),
+                      _bounds(truncated_out), _bounds(final_contexts_out), _bounds(cdf),
+                      _bounds(row_stats), _bounds(row_built), _bounds(mask_table),
+                      _bounds(logits), _bounds(mask_logits), _bounds(prompt_tokens),
+                      _bounds(prompt_offsets), _bounds(prompt_ids)), 12):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = logits.shape
     n = prompt_ids.shape[0]

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, out_of_range
-from .overlap import _bounds
+from .overlap import _bounds, spans_overlap
 from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
 
 BAD_LOGITS = 20
@@ -66,22 +66,6 @@ def same_span(a, b):
     alo, ahi = _bounds(a)
     blo, bhi = _bounds(b)
     return alo == blo and ahi == bhi
-
-
-@njit(**NJIT)
-def spans_overlap(spans, n_written):
-    """Does one of the first ``n_written`` spans (the arrays a kernel writes) share a byte with any
-    other span of ``spans`` (a tuple of (lo, hi) byte ranges, written arrays first)?  O(number of
-    pairs), no loop over the data."""
-    for i in range(n_written):
-        lo, hi = spans[i]
-        if lo >= hi:
-            continue
-        for j in range(i + 1, len(spans)):
-            lo2, hi2 = spans[j]
-            if lo2 < hi2 and lo < hi2 and lo2 < hi:
-                return True
-    return False
 
 
 @njit(**NJIT)

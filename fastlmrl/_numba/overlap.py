@@ -40,3 +40,19 @@ def written_overlaps(w, a, b, c, d, e, f, g):
     slots)?  O(1): a write must never change an id after its range check."""
     return (overlap(w, a) or overlap(w, b) or overlap(w, c) or overlap(w, d) or overlap(w, e)
             or overlap(w, f) or overlap(w, g))
+
+
+@njit(**NJIT)
+def spans_overlap(spans, n_written):
+    """Does one of the first ``n_written`` byte ranges of ``spans`` (a tuple of (lo, hi) from
+    :func:`_bounds`, the arrays a kernel writes first) share a byte with any later one (the other
+    written arrays and every array the kernel reads)?  O(number of pairs), no loop over the data."""
+    for i in range(n_written):
+        lo, hi = spans[i]
+        if lo >= hi:
+            continue
+        for j in range(i + 1, len(spans)):
+            lo2, hi2 = spans[j]
+            if lo2 < hi2 and lo < hi2 and lo2 < hi:
+                return True
+    return False

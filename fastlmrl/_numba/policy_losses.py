@@ -27,7 +27,8 @@ from .fast_math import (INLINE, fetch_add, grad_fill, row_entropy, row_stats, st
                         streaming_base)
 from .log_probs import (BAD_LOGITS, BAD_TOKENS, PARALLEL_MIN_ELEMENTS, TOKEN_LOG_PROB,
                         _stat_block, _stat_par, in_place_span, n_threads, next_block,
-                        rows_per_block, span, spans_overlap, work)
+                        rows_per_block, span, work)
+from .overlap import spans_overlap
 
 BAD_WEIGHTS = 22
 BAD_ADVANTAGES = 23

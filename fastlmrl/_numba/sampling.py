@@ -27,7 +27,8 @@ from numba.extending import intrinsic
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, uniform
 from .fast_math import F32, INLINE, LANES, combine, fast_exp32, row_stats
-from .log_probs import n_threads, next_block, rows_per_block, span, spans_overlap
+from .log_probs import n_threads, next_block, rows_per_block, span
+from .overlap import spans_overlap
 
 BAD_LOGITS = 20
 BAD_TEMPERATURE = 30

@@ -22,7 +22,7 @@ from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
 from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, next_block, rows_per_block, work
-from .overlap import _bounds
+from .overlap import _bounds, spans_overlap
 from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
                             REINFORCE, _bad_weights, a2c_status, lengths_ok, ppo_arguments,
                             present, _token_terms_inline, sequence_log_ratios, value_terms)
@@ -31,23 +31,6 @@ BAD_CONTEXTS = 31
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
 PARALLEL_MIN_ENTRIES = 1 << 20
-
-
-@njit(**NJIT)
-def _overlapping(spans, n_written):
-    """Does one of the first ``n_written`` byte ranges of ``spans`` (the arrays the kernel writes:
-    index, rows, num_rows, the outputs) share a byte with any later one (the other written arrays
-    and every array the kernel reads)?  Status 8, OVERLAPPING_ARRAYS, before the first write:
-    O(number of pairs), no loop over the data."""
-    for i in range(n_written):
-        lo, hi = spans[i]
-        if lo >= hi:
-            continue
-        for j in range(i + 1, len(spans)):
-            lo2, hi2 = spans[j]
-            if lo2 < hi2 and lo < hi2 and lo2 < hi:
-                return True
-    return False
 
 
 @njit(**NJIT)
@@ -268,7 +251,7 @@ def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_
                             num_threads):
     if not _ids_ok(table, contexts, (tokens.shape[0], log_probs.shape[0]), index, rows, num_rows):
         return BAD_SHAPES
-    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(log_probs),
+    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(log_probs),
                      _bounds(table), _bounds(contexts), _bounds(tokens)), 4):
         return OVERLAPPING_ARRAYS
     if out_of_range(contexts, table.shape[0]):
@@ -287,7 +270,7 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights,
                token_loss.shape[0], log_probs.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
-    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
                      _bounds(log_probs), _bounds(grad), _bounds(stats), _bounds(table),
                      _bounds(contexts), _bounds(tokens), _bounds(returns), _bounds(baselines),
                      _bounds(weights)), 7):
@@ -318,7 +301,7 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
                ratios.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 7):
         return BAD_SHAPES
-    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
                      _bounds(log_probs), _bounds(ratios), _bounds(grad), _bounds(stats),
                      _bounds(table), _bounds(contexts), _bounds(tokens), _bounds(old_log_probs),
                      _bounds(advantages), _bounds(weights), _bounds(ref_log_probs),
@@ -344,7 +327,7 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
                log_probs.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
-    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
                      _bounds(log_probs), _bounds(grad), _bounds(stats), _bounds(table),
                      _bounds(contexts), _bounds(tokens), _bounds(ref_log_probs),
                      _bounds(weights)), 7):
@@ -373,7 +356,7 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
                token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 4):
         return BAD_SHAPES
-    if _overlapping((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
+    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
                      _bounds(log_probs), _bounds(entropies), _bounds(grad), _bounds(value_grad),
                      _bounds(stats), _bounds(table), _bounds(contexts), _bounds(tokens),
                      _bounds(advantages), _bounds(values), _bounds(returns),
