@@ -1,4 +1,5 @@
 """Build the Cython kernels; all metadata lives in pyproject.toml."""
+
 import glob
 import os
 import platform
@@ -45,8 +46,10 @@ HEADERS = sorted(glob.glob("fastlmrl/_cython/*.h"))
 def _update_build_stamp() -> None:
     import Cython
 
-    text = (f"cython {Cython.__version__}\nnumpy {numpy.__version__}\npython {sys.version}\n"
-            f"compile {compile_args}\nlink {link_args}\ndirectives {DIRECTIVES}\n")
+    text = (
+        f"cython {Cython.__version__}\nnumpy {numpy.__version__}\npython {sys.version}\n"
+        f"compile {compile_args}\nlink {link_args}\ndirectives {DIRECTIVES}\n"
+    )
     try:
         with open(BUILD_STAMP) as handle:
             if handle.read() == text:
@@ -83,21 +86,28 @@ to_cythonize, current = [], []
 for name in CYTHON_MODULES:
     depends = _own_dependencies(name)
     fresh = _c_is_current(name, depends)
-    (current if fresh else to_cythonize).append(Extension(
-        f"fastlmrl._cython.{name}",
-        [f"fastlmrl/_cython/{name}.c" if fresh else f"fastlmrl/_cython/{name}.pyx"],
-        depends=[BUILD_STAMP] + HEADERS,
-        include_dirs=[numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-    ))
+    (current if fresh else to_cythonize).append(
+        Extension(
+            f"fastlmrl._cython.{name}",
+            [f"fastlmrl/_cython/{name}.c" if fresh else f"fastlmrl/_cython/{name}.pyx"],
+            depends=[BUILD_STAMP] + HEADERS,
+            include_dirs=[numpy.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+        )
+    )
 
 setup(
-    ext_modules=current + (cythonize(
-        to_cythonize,
-        compiler_directives=DIRECTIVES,
-        nthreads=int(os.environ.get("FASTLMRL_BUILD_JOBS", os.cpu_count() or 1)),
-        force=True,  # judged stale above
-    ) if to_cythonize else []),
+    ext_modules=current
+    + (
+        cythonize(
+            to_cythonize,
+            compiler_directives=DIRECTIVES,
+            nthreads=int(os.environ.get("FASTLMRL_BUILD_JOBS", os.cpu_count() or 1)),
+            force=True,  # judged stale above
+        )
+        if to_cythonize
+        else []
+    ),
 )

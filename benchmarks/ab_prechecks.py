@@ -19,6 +19,7 @@ Cases: ``adam`` / ``sgd`` at the sizes of ``bench_optimizers.py`` (float32 table
 control, sample average with counts, first and every visit, the sizes of
 ``bench_monte_carlo.py``), each for numba and cython.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def _optimizer_args(kind, size, n, sorted_rows):
         return (table, rows, grads, order, 1e-3, False, acc), (table,)
     m = np.zeros(size, np.float32)
     v = np.zeros(size, np.float32)
-    return ((table, rows, grads, order, m, v, np.int64(10), 1e-3, 0.9, 0.999, 1e-8, False, acc),
-            (table, m, v))
+    return (
+        (table, rows, grads, order, m, v, np.int64(10), 1e-3, 0.9, 0.999, 1e-8, False, acc),
+        (table, m, v),
+    )
 
 
 def _mc_args(size, first_visit):
@@ -67,8 +70,10 @@ def _mc_args(size, first_visit):
     h = 64 if first_visit else 0
     keys, first = np.empty(h, np.int64), np.empty(h, np.int64)
     out = np.empty(MC_STEPS)
-    return ((q, states, actions, rewards, offsets, 0.99, first_visit, 0.0, counts, keys, first,
-             out), (q, counts, out))
+    return (
+        (q, states, actions, rewards, offsets, 0.99, first_visit, 0.0, counts, keys, first, out),
+        (q, counts, out),
+    )
 
 
 def cases():
@@ -84,6 +89,7 @@ def cases():
 def child(root, case, reps):
     sys.path.insert(0, root)
     import importlib
+
     kind, backend, size_s = case.split()[:3]
     s, rest = size_s[1:].split("x")
     size = (int(s), int(rest[1:].split("-")[0]))
@@ -91,12 +97,14 @@ def child(root, case, reps):
         import types
 
         import fastlmrl
+
         package = types.ModuleType("fastlmrl._cython")
         package.__path__ = [os.path.join(root, "fastlmrl", "_cython")]
         sys.modules["fastlmrl._cython"] = package
         fastlmrl._cython = package
     module = importlib.import_module(
-        f"fastlmrl._{backend}.{'monte_carlo' if kind == 'mc' else 'optimizers'}")
+        f"fastlmrl._{backend}.{'monte_carlo' if kind == 'mc' else 'optimizers'}"
+    )
     assert module.__file__.startswith(root), module.__file__
     if kind == "mc":
         fn = module.mc_control_update
@@ -137,8 +145,12 @@ def main():
             order = ("base", "new") if r % 2 == 0 else ("new", "base")
             for tree in order:
                 root = os.path.abspath(getattr(a, tree))
-                out = subprocess.run([sys.executable, __file__, "--child", root, case,
-                                      str(a.reps)], capture_output=True, text=True, cwd=root)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", root, case, str(a.reps)],
+                    capture_output=True,
+                    text=True,
+                    cwd=root,
+                )
                 if out.returncode:
                     sys.exit(f"{tree} {case}: {out.stderr[-800:]}")
                 res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -146,8 +158,11 @@ def main():
                 shas[tree] = res["sha"]
         b, n = float(np.median(best["base"])), float(np.median(best["new"]))
         same = "bit-identical" if shas["base"] == shas["new"] else "OUTPUTS DIFFER"
-        print(f"{case:40s} base {b * 1e3:9.3f} ms  new {n * 1e3:9.3f} ms  new/base {n / b:5.3f}"
-              f"  {same}", flush=True)
+        print(
+            f"{case:40s} base {b * 1e3:9.3f} ms  new {n * 1e3:9.3f} ms  new/base {n / b:5.3f}"
+            f"  {same}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

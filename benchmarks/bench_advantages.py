@@ -20,6 +20,7 @@ functions (default threads, capped by the free cores), idle and with a busy-loop
 to one core, next to ``one row`` (the kernels before issue 15: their
 branchy input check, then one row at a time, one thread; kept here as a Numba function).
 """
+
 import os
 import sys
 import time
@@ -84,6 +85,7 @@ def test_kernel(benchmark, kernels, kernel, size):
 
 # ----------------------------------------------------------------------------- NumPy baselines
 
+
 def numpy_gae(r, v, m, term, trunc, boot, gamma, lam):
     """GAE vectorised over B, Python loop over T (masked steps skipped like the kernels)."""
     n_rows, n_steps = r.shape
@@ -129,16 +131,27 @@ def numpy_masked_whiten(r, v, m, term, trunc, boot, gamma, lam):
     return np.where(m, (r - valid.mean()) / (valid.std() + 1e-8), 0)
 
 
-NUMPY = {"gae": numpy_gae, "discounted_returns": numpy_discounted_returns,
-         "lambda_returns": numpy_lambda_returns, "masked_whiten": numpy_masked_whiten}
+NUMPY = {
+    "gae": numpy_gae,
+    "discounted_returns": numpy_discounted_returns,
+    "lambda_returns": numpy_lambda_returns,
+    "masked_whiten": numpy_masked_whiten,
+}
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_id)
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_numpy(benchmark, kernel, size):
     data = batch(*size)
-    measure(benchmark, NUMPY[kernel], *data, GAMMA, LAM, items=int(data[2].sum()),
-            group=f"{kernel} {size_id(size)}")
+    measure(
+        benchmark,
+        NUMPY[kernel],
+        *data,
+        GAMMA,
+        LAM,
+        items=int(data[2].sum()),
+        group=f"{kernel} {size_id(size)}",
+    )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_id)
@@ -148,8 +161,11 @@ def test_rlax_gae(benchmark, size):
     r, v, m, term, trunc, boot = batch(*size)
     values = np.concatenate([v, np.where(term, 0, boot)[:, None]], axis=1)
     discounts = np.full_like(r, GAMMA)
-    fn = jax.jit(jax.vmap(lambda r_, d_, v_: rlax.truncated_generalized_advantage_estimation(
-        r_, d_, LAM, v_)))
+    fn = jax.jit(
+        jax.vmap(
+            lambda r_, d_, v_: rlax.truncated_generalized_advantage_estimation(r_, d_, LAM, v_)
+        )
+    )
 
     def run():
         return fn(r, discounts, values).block_until_ready()
@@ -185,6 +201,7 @@ def test_gae_speedup_over_numpy_loop(benchmark):
 
 # ----------------------------------------------------------------------------- issue 15, item 3
 
+
 @njit(cache=True, nogil=True)
 def _old_check(rewards, values, has_values, mask, terminated, truncated, bootstrap_values):
     """The kernels' input check before issue 15 (branchy, one entry at a time)."""
@@ -207,8 +224,18 @@ def _old_check(rewards, values, has_values, mask, terminated, truncated, bootstr
 
 
 @njit(cache=True, nogil=True)
-def _gae_one_row_at_a_time(rewards, values, mask, terminated, truncated, bootstrap_values, gamma,
-                           lam, advantages_out, returns_out):
+def _gae_one_row_at_a_time(
+    rewards,
+    values,
+    mask,
+    terminated,
+    truncated,
+    bootstrap_values,
+    gamma,
+    lam,
+    advantages_out,
+    returns_out,
+):
     """The GAE kernel before issue 15 (its check, then one row at a time, one thread): the
     baseline of the ratios."""
     status = _old_check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
@@ -234,8 +261,9 @@ def _gae_one_row_at_a_time(rewards, values, mask, terminated, truncated, bootstr
 
 
 @njit(cache=True, nogil=True)
-def _lambda_one_row_at_a_time(rewards, values, mask, terminated, truncated, bootstrap_values,
-                              gamma, lam, returns_out):
+def _lambda_one_row_at_a_time(
+    rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam, returns_out
+):
     status = _old_check(rewards, values, True, mask, terminated, truncated, bootstrap_values)
     if status != 0:
         return status
@@ -275,15 +303,24 @@ def _variants(kernel, data):
     m8, t8, u8 = m.view(np.uint8), term.view(np.uint8), trunc.view(np.uint8)
     out1, out2 = np.empty_like(r), np.empty_like(r)
     if kernel == "gae":
-        out = {"one row (numba)": (_gae_one_row_at_a_time,
-                                   (r, v, m8, t8, u8, boot, GAMMA, LAM, out1, out2))}
+        out = {
+            "one row (numba)": (
+                _gae_one_row_at_a_time,
+                (r, v, m8, t8, u8, boot, GAMMA, LAM, out1, out2),
+            )
+        }
     else:
-        out = {"one row (numba)": (_lambda_one_row_at_a_time,
-                                   (r, v, m8, t8, u8, boot, GAMMA, LAM, out1))}
+        out = {
+            "one row (numba)": (
+                _lambda_one_row_at_a_time,
+                (r, v, m8, t8, u8, boot, GAMMA, LAM, out1),
+            )
+        }
     for backend in ("numba", "cython"):
         for threads in (1, 2):
-            out[f"{backend} {threads}t"] = kernel_call(_backend.backend_module(backend), kernel,
-                                                       data, num_threads=threads)
+            out[f"{backend} {threads}t"] = kernel_call(
+                _backend.backend_module(backend), kernel, data, num_threads=threads
+            )
     for backend in ("numba", "cython"):
         out[f"{backend} public"] = (_public_call, (backend, kernel, data))
     return out
@@ -317,8 +354,11 @@ def rates_table(rounds=30, busy=True, cpu_time=False):
     for kernel in ("gae", "lambda_returns"):
         variants = _variants(kernel, data)
         if cpu_time:
-            variants = {k: v for k, v in variants.items()
-                        if not k.endswith("2t") and not k.endswith("public")}
+            variants = {
+                k: v
+                for k, v in variants.items()
+                if not k.endswith("2t") and not k.endswith("public")
+            }
         for fn, args in variants.values():
             assert fn(*args) == 0  # compile / warm up
         for load in loads:
@@ -340,8 +380,7 @@ def rates_table(rounds=30, busy=True, cpu_time=False):
 
 
 def print_rates(rates):
-    print("\n(1024, 1024) float32, G valid steps/s (best of interleaved rounds); "
-          "ratio = / one row")
+    print("\n(1024, 1024) float32, G valid steps/s (best of interleaved rounds); ratio = / one row")
     for (kernel, load, label), rate in rates.items():
         base = rates[(kernel, load, "one row (numba)")]
         print(f"{kernel:15s} {load:14s} {label:16s} {rate:6.3f}  x{rate / base:5.2f}")
@@ -361,7 +400,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--no-busy", action="store_true", help="skip the one-core-busy runs")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="one-thread variants only, timed by thread CPU time (loaded machine)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one-thread variants only, timed by thread CPU time (loaded machine)",
+    )
     a = parser.parse_args()
     print_rates(rates_table(a.rounds, busy=not a.no_busy, cpu_time=a.cpu_time))

@@ -15,12 +15,12 @@ The plain path at V = 50257 costs O(V) per item, so it runs on a smaller batch (
 what compare); so does the pure-Python reference.  Updates use random states, actions and next
 states over the whole table (the worst case for caches), float32, alpha = 0.1, gamma = 0.9.
 """
+
 import numpy as np
 import pytest
+from conftest import measure, random_table, size_id
 
 from fastlmrl import ArgmaxTree
-
-from conftest import measure, random_table, size_id
 
 SIZES = [(65536, 64), (4096, 50257)]
 PATHS = ("plain", "tree")
@@ -64,8 +64,12 @@ def transitions(size, n, seed=1):
     )
 
 
-CASES = [(path, kernel) for path in PATHS for kernel in KERNELS
-         if not (path == "plain" and kernel == "build")]
+CASES = [
+    (path, kernel)
+    for path in PATHS
+    for kernel in KERNELS
+    if not (path == "plain" and kernel == "build")
+]
 
 
 @pytest.mark.parametrize("path, kernel", CASES, ids=[f"{p}-{k}" for p, k in CASES])
@@ -86,8 +90,16 @@ def test_argmax_tree(benchmark, kernels, path, kernel, table):
         if backend == "python" and size[1] < 1000:
             rows = 512
         sub_q, sub_nodes = q[:rows], np.empty((rows, nodes.shape[1]), np.int32)
-        measure(benchmark, module.argmax_tree_build, sub_q, sub_nodes, BLOCK_SIZE,
-                items=rows * size[1], group=group, rounds=3)
+        measure(
+            benchmark,
+            module.argmax_tree_build,
+            sub_q,
+            sub_nodes,
+            BLOCK_SIZE,
+            items=rows * size[1],
+            group=group,
+            rounds=3,
+        )
         return
 
     n = batch_size(backend, path, size)
@@ -104,8 +116,16 @@ def test_argmax_tree(benchmark, kernels, path, kernel, table):
         measure(benchmark, fn, items=n, group=group, rounds=rounds)
         return
 
-    args = (t["states"], t["actions"], t["rewards"], t["next_states"], t["terminated"], 0.1, 0.9,
-            td)
+    args = (
+        t["states"],
+        t["actions"],
+        t["rewards"],
+        t["next_states"],
+        t["terminated"],
+        0.1,
+        0.9,
+        td,
+    )
     if path == "plain":
         entry["dirty"] = True
 
@@ -113,7 +133,9 @@ def test_argmax_tree(benchmark, kernels, path, kernel, table):
             module.q_learning_update(q, *args)
             module.greedy(q, t["next_states"], out, 1)
     else:
+
         def fn():
             module.q_learning_update_tree(q, nodes, BLOCK_SIZE, *args)
             module.greedy_tree(q, nodes, BLOCK_SIZE, t["next_states"], out)
+
     measure(benchmark, fn, items=n, group=group, rounds=rounds)

@@ -22,6 +22,7 @@ Groups:
   ``numba_kernels.q_learning_update_one`` per transition, against the same update written inline
   and against the batched kernel called on length-1 slices.  Target: ≤ 30 ns per transition.
 """
+
 import numpy as np
 import pytest
 from conftest import measure
@@ -36,8 +37,12 @@ ALPHA, GAMMA = 0.1, 0.9
 
 def _one_transition(seed=0):
     rng = np.random.default_rng(seed)
-    return (int(rng.integers(0, SIZE[0])), int(rng.integers(0, SIZE[1])),
-            float(rng.standard_normal()), int(rng.integers(0, SIZE[0])))
+    return (
+        int(rng.integers(0, SIZE[0])),
+        int(rng.integers(0, SIZE[1])),
+        float(rng.standard_normal()),
+        int(rng.integers(0, SIZE[0])),
+    )
 
 
 @pytest.mark.parametrize("variant", ["numpy", "cython", "numba", "python", "cython-lists"])
@@ -46,8 +51,10 @@ def test_q_learning_batch1_from_python(benchmark, variant):
     s, a, r, s2 = _one_transition()
     group = "q_learning_update batch 1 from Python"
     if variant == "numpy":
+
         def update():
             q[s, a] += ALPHA * (r + GAMMA * q[s2].max() - q[s, a])
+
         measure(benchmark, update, items=1, group=group)
         return
     backend = variant.split("-")[0]
@@ -58,8 +65,7 @@ def test_q_learning_batch1_from_python(benchmark, variant):
     fastlmrl.set_backend(backend)
     try:
         fastlmrl.get_backend()
-        measure(benchmark, fastlmrl.q_learning_update, q, *args, ALPHA, GAMMA, items=1,
-                group=group)
+        measure(benchmark, fastlmrl.q_learning_update, q, *args, ALPHA, GAMMA, items=1, group=group)
     finally:
         fastlmrl.set_backend(None)
 
@@ -78,6 +84,7 @@ def test_epsilon_greedy_batch1_from_python(benchmark, variant):
 
         def choose():
             return rng.integers(n_actions) if rng.random() < EPSILON else q[s].argmax()
+
         measure(benchmark, choose, items=1, group=group)
         return
     backend = variant.split("-")[0]
@@ -85,8 +92,16 @@ def test_epsilon_greedy_batch1_from_python(benchmark, variant):
     fastlmrl.set_backend(backend)
     try:
         fastlmrl.get_backend()
-        measure(benchmark, fastlmrl.epsilon_greedy, q, states, EPSILON,
-                fastlmrl.RandomStream(3), items=1, group=group)
+        measure(
+            benchmark,
+            fastlmrl.epsilon_greedy,
+            q,
+            states,
+            EPSILON,
+            fastlmrl.RandomStream(3),
+            items=1,
+            group=group,
+        )
     finally:
         fastlmrl.set_backend(None)
 
@@ -104,8 +119,9 @@ def _inline_loop(q, s, a, r, s2, t, alpha, gamma):
 def _one_loop(q, s, a, r, s2, t, alpha, gamma):
     bad = 0
     for i in range(s.shape[0]):
-        status, td = numba_kernels.q_learning_update_one(q, s[i], a[i], r[i], s2[i], t[i] != 0,
-                                                         alpha, gamma)
+        status, td = numba_kernels.q_learning_update_one(
+            q, s[i], a[i], r[i], s2[i], t[i] != 0, alpha, gamma
+        )
         bad += status
     return bad
 
@@ -114,9 +130,17 @@ def _one_loop(q, s, a, r, s2, t, alpha, gamma):
 def _batch1_loop(q, s, a, r, s2, t, alpha, gamma, td):
     bad = 0
     for i in range(s.shape[0]):
-        bad += numba_kernels.q_learning_update(q, s[i:i + 1], a[i:i + 1], r[i:i + 1],
-                                               s2[i:i + 1], t[i:i + 1], alpha, gamma,
-                                               td[i:i + 1])
+        bad += numba_kernels.q_learning_update(
+            q,
+            s[i : i + 1],
+            a[i : i + 1],
+            r[i : i + 1],
+            s2[i : i + 1],
+            t[i : i + 1],
+            alpha,
+            gamma,
+            td[i : i + 1],
+        )
     return bad
 
 
@@ -136,5 +160,4 @@ def test_q_learning_batch1_in_njit(benchmark, variant):
         measure(benchmark, _one_loop, q, s, a, r, s2, t, ALPHA, GAMMA, items=n, group=group)
     else:
         td = np.empty(n)
-        measure(benchmark, _batch1_loop, q, s, a, r, s2, t, ALPHA, GAMMA, td, items=n,
-                group=group)
+        measure(benchmark, _batch1_loop, q, s, a, r, s2, t, ALPHA, GAMMA, td, items=n, group=group)

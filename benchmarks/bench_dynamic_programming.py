@@ -10,9 +10,9 @@ size and the dense size only, and its value iteration is capped at ``PYTHON_VI_S
     pytest benchmarks/bench_dynamic_programming.py --benchmark-enable --benchmark-group-by=group \
         --benchmark-columns=mean,ops
 """
+
 import numpy as np
 import pytest
-
 from conftest import measure, size_id
 
 TOKEN_SIZES = [(1024, 16), (65536, 64)]
@@ -53,9 +53,19 @@ def test_token_bellman_backup(benchmark, kernels, size):
     v = np.random.default_rng(1).random(size[0])
     v_out = np.empty(size[0])
     policy = np.empty(size[0], np.int64)
-    status = measure(benchmark, module.token_mdp_bellman_backup, next_state, reward, terminal,
-                     GAMMA, v, v_out, policy, items=size[0] * size[1],
-                     group=f"dp bellman_backup token {size_id(size)}")
+    status = measure(
+        benchmark,
+        module.token_mdp_bellman_backup,
+        next_state,
+        reward,
+        terminal,
+        GAMMA,
+        v,
+        v_out,
+        policy,
+        items=size[0] * size[1],
+        group=f"dp bellman_backup token {size_id(size)}",
+    )
     assert status == 0
 
 
@@ -72,13 +82,19 @@ def test_token_value_iteration(benchmark, kernels, size):
 
     def run():
         v[:] = v0
-        return module.token_mdp_value_iteration(next_state, reward, terminal, GAMMA, TOL,
-                                                max_iter, v, v_tmp, policy, info)
+        return module.token_mdp_value_iteration(
+            next_state, reward, terminal, GAMMA, TOL, max_iter, v, v_tmp, policy, info
+        )
 
     run()
     sweeps = int(info[0]) + 1
-    status = measure(benchmark, run, items=size[0] * size[1] * sweeps, rounds=3,
-                     group=f"dp value_iteration token {size_id(size)}")
+    status = measure(
+        benchmark,
+        run,
+        items=size[0] * size[1] * sweeps,
+        rounds=3,
+        group=f"dp value_iteration token {size_id(size)}",
+    )
     assert status == 0
     benchmark.extra_info["sweeps"] = sweeps
     benchmark.extra_info["converged"] = bool(info[1])
@@ -91,9 +107,18 @@ def test_dense_bellman_backup(benchmark, kernels):
     v = np.random.default_rng(1).random(n_states)
     v_out = np.empty(n_states)
     policy = np.empty(n_states, np.int64)
-    status = measure(benchmark, module.dense_mdp_bellman_backup, P, R, GAMMA, v, v_out, policy,
-                     items=n_states * DENSE_SIZE[1],
-                     group=f"dp bellman_backup dense S{n_states}xA{DENSE_SIZE[1]}xS{n_states}")
+    status = measure(
+        benchmark,
+        module.dense_mdp_bellman_backup,
+        P,
+        R,
+        GAMMA,
+        v,
+        v_out,
+        policy,
+        items=n_states * DENSE_SIZE[1],
+        group=f"dp bellman_backup dense S{n_states}xA{DENSE_SIZE[1]}xS{n_states}",
+    )
     assert status == 0
 
 
@@ -109,13 +134,17 @@ def test_dense_value_iteration(benchmark, kernels):
 
     def run():
         v[:] = v0
-        return module.dense_mdp_value_iteration(P, R, GAMMA, TOL, max_iter, v, v_tmp, policy,
-                                                info)
+        return module.dense_mdp_value_iteration(P, R, GAMMA, TOL, max_iter, v, v_tmp, policy, info)
 
     run()
     sweeps = int(info[0]) + 1
-    status = measure(benchmark, run, items=n_states * DENSE_SIZE[1] * sweeps, rounds=3,
-                     group=f"dp value_iteration dense S{n_states}xA{DENSE_SIZE[1]}xS{n_states}")
+    status = measure(
+        benchmark,
+        run,
+        items=n_states * DENSE_SIZE[1] * sweeps,
+        rounds=3,
+        group=f"dp value_iteration dense S{n_states}xA{DENSE_SIZE[1]}xS{n_states}",
+    )
     assert status == 0
     benchmark.extra_info["sweeps"] = sweeps
     benchmark.extra_info["converged"] = bool(info[1])

@@ -7,17 +7,17 @@ the baseline the kernels must beat.
 
 Run: pytest benchmarks/bench_environments.py --benchmark-enable --benchmark-group-by=group
 """
+
 import numpy as np
 import pytest
+from conftest import measure, random_table
 
 import fastlmrl
 from fastlmrl import TextGenerationEnv
 from fastlmrl.rng import stream_key
 
-from conftest import measure, random_table
-
 V, K, T = 96, 2, 64
-S = V ** K
+S = V**K
 BATCH = {"python": 16, "numba": 1024, "cython": 1024}
 PROMPTS = [list(np.random.default_rng(i).integers(2, V, 5)) for i in range(32)]
 
@@ -56,8 +56,9 @@ def test_env_step_public(benchmark, kernels):
     """TextGenerationEnv.step (Gymnasium-style API, validation, no reward): B*T tokens."""
     name, _ = kernels
     n = BATCH[name]
-    env = TextGenerationEnv(PROMPTS, vocab_size=V, order=K, max_new_tokens=T, num_envs=n,
-                            eos_id=None)
+    env = TextGenerationEnv(
+        PROMPTS, vocab_size=V, order=K, max_new_tokens=T, num_envs=n, eos_id=None
+    )
     actions = np.random.default_rng(0).integers(2, V, (T, n))
 
     def run():
@@ -75,16 +76,42 @@ def test_rollout_kernel(benchmark, kernels):
     n = BATCH[name]
     logits = random_table((S, V), np.float32)
     tokens, offsets, ids = _prompt_arrays(n)
-    outs = [np.empty((n, T), np.int64), np.empty((n, T), np.int64), np.empty((n, T), np.float32),
-            np.empty((n, T), np.uint8), np.empty(n, np.int64), np.empty(n, np.uint8),
-            np.empty(n, np.uint8), np.empty(n, np.int64)]
-    scratch = [np.empty((S, V)), np.empty((S, 3)), np.empty(S, np.uint8),
-               np.empty((0, V), np.uint8)]
+    outs = [
+        np.empty((n, T), np.int64),
+        np.empty((n, T), np.int64),
+        np.empty((n, T), np.float32),
+        np.empty((n, T), np.uint8),
+        np.empty(n, np.int64),
+        np.empty(n, np.uint8),
+        np.empty(n, np.uint8),
+        np.empty(n, np.int64),
+    ]
+    scratch = [
+        np.empty((S, V)),
+        np.empty((S, 3)),
+        np.empty(S, np.uint8),
+        np.empty((0, V), np.uint8),
+    ]
     key = np.uint64(stream_key(0))
-    args = (logits, logits, 0, 1.0, tokens, offsets, ids, K, 0, -1, key, np.uint64(0), *outs,
-            *scratch)
-    measure(benchmark, module.text_env_rollout, *args, items=n * T,
-            group=f"rollout B{n}xT{T} V{V} k{K}")
+    args = (
+        logits,
+        logits,
+        0,
+        1.0,
+        tokens,
+        offsets,
+        ids,
+        K,
+        0,
+        -1,
+        key,
+        np.uint64(0),
+        *outs,
+        *scratch,
+    )
+    measure(
+        benchmark, module.text_env_rollout, *args, items=n * T, group=f"rollout B{n}xT{T} V{V} k{K}"
+    )
     assert outs[4].min() == T
 
 
@@ -93,13 +120,24 @@ def test_rollout_public(benchmark, kernels, masking):
     """TextGenerationEnv.rollout: prompt draws + kernel + a terminal reward, B*T tokens."""
     name, _ = kernels
     n = BATCH[name]
-    env = TextGenerationEnv(PROMPTS, vocab_size=V, order=K, max_new_tokens=T, num_envs=n,
-                            eos_id=None, reward=fastlmrl.LengthPenalty(0.01))
+    env = TextGenerationEnv(
+        PROMPTS,
+        vocab_size=V,
+        order=K,
+        max_new_tokens=T,
+        num_envs=n,
+        eos_id=None,
+        reward=fastlmrl.LengthPenalty(0.01),
+    )
     logits = random_table((S, V), np.float32)
     top_k = 8 if masking != "none" else 0
     with fastlmrl.use_backend(name):
-        measure(benchmark, lambda: env.rollout(logits, seed=0, top_k=top_k), items=n * T,
-                group=f"rollout public {masking} B{n}xT{T} V{V} k{K}")
+        measure(
+            benchmark,
+            lambda: env.rollout(logits, seed=0, top_k=top_k),
+            items=n * T,
+            group=f"rollout public {masking} B{n}xT{T} V{V} k{K}",
+        )
 
 
 def _numpy_rollout(logits, ctx0, us):
@@ -126,8 +164,15 @@ def test_rollout_numpy(benchmark):
     logits = random_table((S, V), np.float32)
     ctx0 = np.random.default_rng(0).integers(0, S, n)
     us = np.random.default_rng(1).random((n, T))
-    measure(benchmark, _numpy_rollout, logits, ctx0, us, items=n * T,
-            group=f"rollout B{n}xT{T} V{V} k{K}")
+    measure(
+        benchmark,
+        _numpy_rollout,
+        logits,
+        ctx0,
+        us,
+        items=n * T,
+        group=f"rollout B{n}xT{T} V{V} k{K}",
+    )
 
 
 def test_env_step_numpy(benchmark):
@@ -174,9 +219,24 @@ def test_tabular_mdp_step(benchmark, kernels):
         states[:] = 0
         count[:] = 0
         for t in range(steps):
-            module.tabular_mdp_step(mdp.offsets, mdp.cdf, mdp.next_states, mdp.rewards, ends,
-                                    mdp.num_actions, 0, key, np.uint64(t * n), actions[t],
-                                    active, states, count, rewards, term, trunc)
+            module.tabular_mdp_step(
+                mdp.offsets,
+                mdp.cdf,
+                mdp.next_states,
+                mdp.rewards,
+                ends,
+                mdp.num_actions,
+                0,
+                key,
+                np.uint64(t * n),
+                actions[t],
+                active,
+                states,
+                count,
+                rewards,
+                term,
+                trunc,
+            )
 
     measure(benchmark, run, items=n * steps, group=f"tabular mdp step B{n}x{steps} Taxi")
     assert count.min() == steps

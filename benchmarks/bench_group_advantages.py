@@ -5,6 +5,7 @@
 Backends: raw kernels of python / numba / cython (the reference on a smaller batch) and NumPy
 vectorised versions.  ``items`` = sequences (advantages) or tokens (weights, ratios) per call.
 """
+
 import numpy as np
 import pytest
 from conftest import measure
@@ -42,8 +43,17 @@ def test_group_advantages(benchmark, kernels, kernel, groups):
     out = np.empty_like(r)
     if kernel == "grpo":
         fn = module.grpo_advantages
-        args = (r, ids, 1, 1e-4, 1, np.empty(n_groups), np.empty(n_groups),
-                np.empty(n_groups, dtype=np.int64), out)
+        args = (
+            r,
+            ids,
+            1,
+            1e-4,
+            1,
+            np.empty(n_groups),
+            np.empty(n_groups),
+            np.empty(n_groups, dtype=np.int64),
+            out,
+        )
     else:
         fn = module.rloo_advantages
         args = (r, ids, np.empty(n_groups), np.empty(n_groups, dtype=np.int64), out)
@@ -88,8 +98,9 @@ def test_loss_weights(benchmark, kernels, mode, size):
     out = np.empty(m.shape, dtype=np.float32)
     args = (m.view(np.uint8), mode, float(n_rows), float(m.sum()), float(size[1]), out)
     assert module.loss_weights(*args) == 0
-    measure(benchmark, module.loss_weights, *args, items=m.size,
-            group=f"loss_weights {grid_id(size)}")
+    measure(
+        benchmark, module.loss_weights, *args, items=m.size, group=f"loss_weights {grid_id(size)}"
+    )
 
 
 @pytest.mark.parametrize("size", GRIDS, ids=grid_id)
@@ -101,8 +112,13 @@ def test_sequence_importance_ratio(benchmark, kernels, size):
     grad = np.empty_like(lp)
     args = (lp, old, m.view(np.uint8), ratio, grad)
     assert module.sequence_importance_ratio(*args) == 0
-    measure(benchmark, module.sequence_importance_ratio, *args, items=m.size,
-            group=f"sequence_importance_ratio {grid_id(size)}")
+    measure(
+        benchmark,
+        module.sequence_importance_ratio,
+        *args,
+        items=m.size,
+        group=f"sequence_importance_ratio {grid_id(size)}",
+    )
 
 
 def numpy_sequence_ratio(lp, old, m):
@@ -114,5 +130,12 @@ def numpy_sequence_ratio(lp, old, m):
 @pytest.mark.parametrize("size", GRIDS, ids=grid_id)
 def test_numpy_sequence_importance_ratio(benchmark, size):
     m, lp, old = grid(*size)
-    measure(benchmark, numpy_sequence_ratio, lp, old, m, items=m.size,
-            group=f"sequence_importance_ratio {grid_id(size)}")
+    measure(
+        benchmark,
+        numpy_sequence_ratio,
+        lp,
+        old,
+        m,
+        items=m.size,
+        group=f"sequence_importance_ratio {grid_id(size)}",
+    )

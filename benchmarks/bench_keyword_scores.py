@@ -16,6 +16,7 @@ mask, ``out += w * hits``); all return the same (B, T) array bit for bit.
 numba and cython, against ``numpy`` (the former NumPy compute), and ``__call__`` (argument and
 output validation included) under numba.
 """
+
 import functools
 
 import numpy as np
@@ -48,7 +49,7 @@ def batch(size):
         for k in rng.integers(0, len(GRAMS), 2):
             gram = GRAMS[k]
             s = rng.integers(0, horizon - len(gram) + 1)
-            tokens[b, s:s + len(gram)] = gram
+            tokens[b, s : s + len(gram)] = gram
     return tokens, lengths
 
 
@@ -64,15 +65,28 @@ def test_keyword_scores(benchmark, kernels, size):
     args = (tokens, lengths, gram_tokens, offsets, weights, 0, np.zeros(0, np.uint8), out)
     assert module.keyword_scores(*args) == 0
     np.testing.assert_array_equal(out, numpy_keyword_scores(tokens, lengths, GRAMS, WEIGHTS))
-    measure(benchmark, module.keyword_scores, *args, items=tokens.size,
-            group=f"keyword_scores {size_id(size)} K{len(GRAMS)}")
+    measure(
+        benchmark,
+        module.keyword_scores,
+        *args,
+        items=tokens.size,
+        group=f"keyword_scores {size_id(size)} K{len(GRAMS)}",
+    )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_id)
 def test_keyword_scores_numpy(benchmark, size):
     tokens, lengths = batch(size)
-    measure(benchmark, numpy_keyword_scores, tokens, lengths, GRAMS, WEIGHTS, items=tokens.size,
-            group=f"keyword_scores {size_id(size)} K{len(GRAMS)}")
+    measure(
+        benchmark,
+        numpy_keyword_scores,
+        tokens,
+        lengths,
+        GRAMS,
+        WEIGHTS,
+        items=tokens.size,
+        group=f"keyword_scores {size_id(size)} K{len(GRAMS)}",
+    )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_id)
@@ -82,8 +96,12 @@ def test_keyword_reward(benchmark, impl, size):
     reward = KeywordReward(dict(zip(GRAMS, WEIGHTS)))
     group = f"keyword_reward {size_id(size)} K{len(GRAMS)}"
     if impl == "numpy":
-        measure(benchmark, lambda: numpy_keyword_scores(tokens, lengths, GRAMS, WEIGHTS).sum(1),
-                items=tokens.size, group=group)
+        measure(
+            benchmark,
+            lambda: numpy_keyword_scores(tokens, lengths, GRAMS, WEIGHTS).sum(1),
+            items=tokens.size,
+            group=group,
+        )
         return
     with fastlmrl.use_backend(impl):
         measure(benchmark, reward.compute, tokens, lengths, None, items=tokens.size, group=group)
@@ -95,7 +113,12 @@ def test_keyword_reward_call(benchmark, size):
     tokens, lengths = batch(size)
     reward = KeywordReward(dict(zip(GRAMS, WEIGHTS)))
     with fastlmrl.use_backend("numba"):
-        got = measure(benchmark, reward, tokens, lengths, items=tokens.size,
-                      group=f"keyword_reward {size_id(size)} K{len(GRAMS)}")
-    np.testing.assert_array_equal(got, numpy_keyword_scores(tokens, lengths, GRAMS,
-                                                            WEIGHTS).sum(1))
+        got = measure(
+            benchmark,
+            reward,
+            tokens,
+            lengths,
+            items=tokens.size,
+            group=f"keyword_reward {size_id(size)} K{len(GRAMS)}",
+        )
+    np.testing.assert_array_equal(got, numpy_keyword_scores(tokens, lengths, GRAMS, WEIGHTS).sum(1))

@@ -5,6 +5,7 @@
 Backends: raw kernels of python / numba / cython (the reference on fewer tokens) and a NumPy
 vectorised version.  ``items`` = tokens per call.
 """
+
 import numpy as np
 import pytest
 from conftest import measure
@@ -36,8 +37,13 @@ def test_kl_penalty(benchmark, kernels, estimator, size):
     kl, grad = np.empty_like(lp), np.empty_like(lp)
     args = (lp, ref, m, estimator, kl, grad)
     assert module.kl_penalty(*args) == 0
-    measure(benchmark, module.kl_penalty, *args, items=n,
-            group=f"kl_penalty k{estimator} {size_id(size)}")
+    measure(
+        benchmark,
+        module.kl_penalty,
+        *args,
+        items=n,
+        group=f"kl_penalty k{estimator} {size_id(size)}",
+    )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_id)
@@ -48,8 +54,13 @@ def test_kl_penalized_rewards(benchmark, kernels, size):
     out, kl = np.empty_like(lp), np.empty_like(lp)
     args = (rw, lp, ref, m, 1, 0.05, out, kl)
     assert module.kl_penalized_rewards(*args) == 0
-    measure(benchmark, module.kl_penalized_rewards, *args, items=n,
-            group=f"kl_penalized_rewards k1 {size_id(size)}")
+    measure(
+        benchmark,
+        module.kl_penalized_rewards,
+        *args,
+        items=n,
+        group=f"kl_penalized_rewards k1 {size_id(size)}",
+    )
 
 
 def numpy_kl(lp, ref, m, estimator):
@@ -70,5 +81,13 @@ def numpy_kl(lp, ref, m, estimator):
 def test_numpy_kl_penalty(benchmark, estimator, size):
     n = size[0] * size[1]
     _, lp, ref, m = tokens(n)
-    measure(benchmark, numpy_kl, lp, ref, m, estimator, items=n,
-            group=f"kl_penalty k{estimator} {size_id(size)}")
+    measure(
+        benchmark,
+        numpy_kl,
+        lp,
+        ref,
+        m,
+        estimator,
+        items=n,
+        group=f"kl_penalty k{estimator} {size_id(size)}",
+    )

@@ -8,14 +8,15 @@ kernel × size, float32 logits.  ``extra_info``: tokens/s (``M_items_per_s``) an
 read plus outputs written, next to a streaming-copy bandwidth (``copy`` rows) measured in the
 same run.  The reference runs on a few rows only (per-token rates compare).
 """
+
 import functools
 import importlib.util
 
 import numpy as np
 import pytest
+from conftest import measure
 
 import fastlmrl
-from conftest import measure
 
 SIZES = [(65536, 64), (4096, 50257), (512, 151936)]
 KERNELS = ["logsumexp", "token_log_probs", "entropy", "log_softmax", "log_prob_grad"]
@@ -34,7 +35,7 @@ def data(size):
     n, v = size
     x = np.empty((n, v), dtype=np.float32)
     for i in range(0, n, 256):
-        x[i:i + 256] = rng.standard_normal((min(256, n - i), v), dtype=np.float32) * 2
+        x[i : i + 256] = rng.standard_normal((min(256, n - i), v), dtype=np.float32) * 2
     tokens = rng.integers(0, v, n)
     return x, tokens, np.empty_like(x)
 
@@ -82,8 +83,9 @@ def _bytes(kernel, rows, v):
 def test_copy_bandwidth(benchmark, size):
     """Streaming copy of the logits (read + write) -- the memory-bandwidth yardstick."""
     x, _, out = data(size)
-    measure(benchmark, np.copyto, out, x, items=x.shape[0], group=f"log_probs {size_id(size)}",
-            rounds=3)
+    measure(
+        benchmark, np.copyto, out, x, items=x.shape[0], group=f"log_probs {size_id(size)}", rounds=3
+    )
     benchmark.extra_info["GB_per_s"] = round(2 * x.nbytes / benchmark.stats.stats.mean / 1e9, 2)
 
 
@@ -125,4 +127,5 @@ def test_log_probs(benchmark, impl, kernel, size):
                 args = (xs,)
             measure(benchmark, f, *args, items=rows, group=group, rounds=3)
     benchmark.extra_info["GB_per_s"] = round(
-        _bytes(kernel, rows, v) / benchmark.stats.stats.mean / 1e9, 2)
+        _bytes(kernel, rows, v) / benchmark.stats.stats.mean / 1e9, 2
+    )

@@ -7,9 +7,9 @@ steps per call.  The reference runs on a smaller batch (``BATCH``).
     pytest benchmarks/bench_monte_carlo.py --benchmark-enable --benchmark-group-by=group \
         --benchmark-columns=mean,ops
 """
+
 import numpy as np
 import pytest
-
 from conftest import BATCH, measure, random_table, size_id
 
 SIZES = [(1024, 16), (65536, 64)]
@@ -38,10 +38,24 @@ def test_mc_control_update(benchmark, kernels, size, first_visit):
         h *= 2
     keys, first = np.empty(h, np.int64), np.empty(h, np.int64)
     out = np.empty(states.shape[0])
-    status = measure(benchmark, module.mc_control_update, q, states, actions, rewards, offsets,
-                     0.99, first_visit, 0.0, counts, keys, first, out, items=states.shape[0],
-                     group=f"mc_control_update {'first' if first_visit else 'every'}-visit "
-                           f"{size_id(size)}")
+    status = measure(
+        benchmark,
+        module.mc_control_update,
+        q,
+        states,
+        actions,
+        rewards,
+        offsets,
+        0.99,
+        first_visit,
+        0.0,
+        counts,
+        keys,
+        first,
+        out,
+        items=states.shape[0],
+        group=f"mc_control_update {'first' if first_visit else 'every'}-visit {size_id(size)}",
+    )
     assert status == 0
 
 
@@ -50,6 +64,15 @@ def test_episode_returns(benchmark, kernels):
     _, _, rewards, offsets = episodes((1, 1), BATCH[name])
     finals = np.zeros(offsets.shape[0] - 1)
     out = np.empty(rewards.shape[0])
-    status = measure(benchmark, module.episode_returns, rewards, offsets, 0.99, finals, out,
-                     items=rewards.shape[0], group="episode_returns")
+    status = measure(
+        benchmark,
+        module.episode_returns,
+        rewards,
+        offsets,
+        0.99,
+        finals,
+        out,
+        items=rewards.shape[0],
+        group="episode_returns",
+    )
     assert status == 0

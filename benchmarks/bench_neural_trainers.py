@@ -24,6 +24,7 @@ machine),
 
 Run: ``pytest benchmarks/bench_neural_trainers.py --benchmark-enable``.
 """
+
 import threading
 import time
 
@@ -45,12 +46,14 @@ MODEL = dict(n_layer=2, n_embd=128, n_head=4, n_positions=64)
 
 def word_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
+
     vocab = {"<bos>": 0, "<eos>": 1, "<unk>": 2}
     vocab.update({f"w{i}": i + 3 for i in range(vocab_size - 3)})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>",
-                                                eos_token="<eos>", unk_token="<unk>")
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
 
 
 class EchoTask:
@@ -76,15 +79,14 @@ class PyTorchLossGRPO(NeuralGRPOTrainer):
         cfg = self.config
         rows_t = torch.as_tensor(rows, dtype=torch.long)
         mask = rollout.completion_mask[rows_t]
-        logits, _, _, _ = self.completion_states(self.policy, rollout, rows, need_logits=True,
-                                                 need_hidden=False)
-        logp = logits.log_softmax(-1).gather(
-            2, rollout.completion_ids[rows_t][..., None])[..., 0]
+        logits, _, _, _ = self.completion_states(
+            self.policy, rollout, rows, need_logits=True, need_hidden=False
+        )
+        logp = logits.log_softmax(-1).gather(2, rollout.completion_ids[rows_t][..., None])[..., 0]
         old = rollout.log_probs[rows_t]
         adv = torch.as_tensor(advantages, dtype=torch.float32)[rows_t][:, None]
         ratio = torch.exp(logp - old)
-        surrogate = -torch.minimum(ratio * adv,
-                                   ratio.clamp(1 - cfg.clip, 1 + cfg.clip_high) * adv)
+        surrogate = -torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip_high) * adv)
         ref = ref_log_probs[rows_t].float()
         kl = torch.exp(ref - logp) - (ref - logp) - 1
         per_token = surrogate + self.kl_controller.value * kl
@@ -96,8 +98,12 @@ class PyTorchLossGRPO(NeuralGRPOTrainer):
     def reference_log_probs(self, rollout):
         with self.watch("reference"):
             logits, _, mask, _ = self.completion_states(
-                self.reference, rollout, np.arange(rollout.completion_ids.shape[0]),
-                need_logits=True, need_hidden=False)
+                self.reference,
+                rollout,
+                np.arange(rollout.completion_ids.shape[0]),
+                need_logits=True,
+                need_hidden=False,
+            )
             logp = logits.log_softmax(-1).gather(2, rollout.completion_ids[..., None])[..., 0]
             # the exact KL metric, as the shipped trainer computes it (not part of the loss)
             self.exact_kl = torch.zeros(mask.shape, dtype=torch.float64)
@@ -156,8 +162,10 @@ def test_grpo_iteration(benchmark, impl):
     runs = trainer.history[start:]
     tokens = sum(h["tokens"] for h in runs)
     seconds = sum(h["seconds"] for h in runs)
-    split = {k: float(np.mean([h.get(f"{k}_seconds", 0.0) for h in runs]))
-             for k in ("generation", "reference", "optimizer", "train")}
+    split = {
+        k: float(np.mean([h.get(f"{k}_seconds", 0.0) for h in runs]))
+        for k in ("generation", "reference", "optimizer", "train")
+    }
     info = benchmark.extra_info
     info["tokens_per_s"] = round(tokens / seconds, 1)
     info["cpu_s_per_iteration"] = round(cpu, 3)  # process CPU time: robust on a shared machine
@@ -165,6 +173,7 @@ def test_grpo_iteration(benchmark, impl):
     info["reference_s"] = round(split["reference"], 4)
     info["optimizer_s"] = round(split["optimizer"], 4)
     info["forward_backward_loss_s"] = round(
-        split["train"] - split["reference"] - split["optimizer"], 4)
+        split["train"] - split["reference"] - split["optimizer"], 4
+    )
     info["peak_extra_MB"] = peak_extra_mb(lambda: trainer.train(1))
     info["threads"] = torch.get_num_threads()

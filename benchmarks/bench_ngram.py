@@ -10,13 +10,13 @@
 
 Run: pytest benchmarks/bench_ngram.py --benchmark-enable --benchmark-group-by=group
 """
+
 import numpy as np
 import pytest
+from conftest import BACKEND_NAMES, measure
 
 import fastlmrl
 from fastlmrl import CharTokenizer, NGramLM, WordTokenizer
-
-from conftest import BACKEND_NAMES, measure
 
 _TEXT = {}
 
@@ -39,8 +39,12 @@ def test_fit(benchmark, model, smoothing):
     tok, seqs = _data(kind)
     lm = NGramLM(order, smoothing)
     fn = lambda: lm.fit(seqs, tok.vocab_size)  # noqa: E731
-    measure(benchmark, fn, items=NGramLM(order).fit(seqs, tok.vocab_size).n_targets,
-            group=f"ngram fit {model}")
+    measure(
+        benchmark,
+        fn,
+        items=NGramLM(order).fit(seqs, tok.vocab_size).n_targets,
+        group=f"ngram fit {model}",
+    )
     benchmark.extra_info["vocab_size"] = tok.vocab_size
 
 
@@ -72,7 +76,11 @@ def test_sample(benchmark, backend, n_sequences):
     n_tokens = 200 if backend != "python" or B == 1 else 50
     with fastlmrl.use_backend(backend):
         fn = lambda: lm.sample(n_tokens, seed=0, n_sequences=B, stop_at_eos=False)  # noqa: E731
-        measure(benchmark, fn, items=n_tokens * B,
-                group=f"ngram sample char-order3 B={'batch' if B > 1 else 1}")
+        measure(
+            benchmark,
+            fn,
+            items=n_tokens * B,
+            group=f"ngram sample char-order3 B={'batch' if B > 1 else 1}",
+        )
     benchmark.extra_info["backend"] = backend
     benchmark.extra_info["n_sequences"] = B

@@ -16,11 +16,12 @@ float32 tables (as for logits).  Two kinds of batch:
     pytest benchmarks/bench_optimizers.py --benchmark-enable --benchmark-group-by=group \
         --benchmark-columns=mean,ops
 """
+
 import numpy as np
 import pytest
+from conftest import measure
 
 import fastlmrl
-from conftest import measure
 
 # ((S, V), N rows per step) from the optimizers issue; the last one is the PPO trainer's size
 CASES = [((65536, 64), 4096), ((4096, 50257), 64), ((2704, 52), 300)]
@@ -60,10 +61,14 @@ def test_optimizer_step(benchmark, kernels, case, kernel):
         args = (table, rows, grads, order, 1e-3, False, acc)
     else:
         m, v = np.zeros(size, np.float32), np.zeros(size, np.float32)
-        args = (table, rows, grads, order, m, v, np.int64(10), 1e-3, 0.9, 0.999, 1e-8, False,
-                acc)
-    status = measure(benchmark, getattr(module, kernel), *args, items=n * size[1],
-                     group=f"{kernel} {case_id(case)}")
+        args = (table, rows, grads, order, m, v, np.int64(10), 1e-3, 0.9, 0.999, 1e-8, False, acc)
+    status = measure(
+        benchmark,
+        getattr(module, kernel),
+        *args,
+        items=n * size[1],
+        group=f"{kernel} {case_id(case)}",
+    )
     assert status == 0
 
 
@@ -81,5 +86,11 @@ def test_optimizer_public_step(benchmark, kernels, table_kind, optimizer):
     grads = rng.standard_normal((n, n_cols))
     opt = fastlmrl.Adam(table, lr=1e-3) if optimizer == "Adam" else fastlmrl.SGD(table, lr=1e-3)
     with fastlmrl.use_backend(name):
-        measure(benchmark, opt.step, rows, grads, items=n * n_cols,
-                group=f"{optimizer}.step {table_kind} S{s}xV{n_cols}-U{n}")
+        measure(
+            benchmark,
+            opt.step,
+            rows,
+            grads,
+            items=n * n_cols,
+            group=f"{optimizer}.step {table_kind} S{s}xV{n_cols}-U{n}",
+        )

@@ -9,14 +9,15 @@ logits read + gradient written.  Compare with the ``copy`` rows of bench_log_pro
 copy bandwidth in the same run).  Issue targets: PPO at (4096, 50257) >= 30k tokens/s and >= 10x
 NumPy; at (65536, 64) >= 15 M tokens/s.
 """
+
 import functools
 import importlib.util
 
 import numpy as np
 import pytest
+from conftest import measure
 
 import fastlmrl
-from conftest import measure
 
 SIZES = [(65536, 64), (4096, 50257), (512, 151936)]
 LOSSES = ["ppo", "gspo", "reinforce", "kl_penalty", "a2c"]
@@ -42,7 +43,7 @@ def data(size):
     n, v = size
     x = np.empty((n, v), dtype=np.float32)
     for i in range(0, n, 256):
-        x[i:i + 256] = rng.standard_normal((min(256, n - i), v), dtype=np.float32) * 2
+        x[i : i + 256] = rng.standard_normal((min(256, n - i), v), dtype=np.float32) * 2
     tokens = rng.integers(0, v, n)
     per = {k: rng.standard_normal(n).astype(np.float32) for k in ("adv", "values", "returns")}
     per["old"] = (rng.standard_normal(n) * 0.1 - 10).astype(np.float32)
@@ -58,14 +59,16 @@ def call(loss, x, t, per, offsets, out, rows):
     sl = slice(0, rows)
     p = {k: v[sl] for k, v in per.items()}
     if loss == "ppo":
-        return fastlmrl.ppo_loss(x, t, p["old"], p["adv"], p["w"], clip_low=0.2, clip_high=0.28,
-                                 out=out)
+        return fastlmrl.ppo_loss(
+            x, t, p["old"], p["adv"], p["w"], clip_low=0.2, clip_high=0.28, out=out
+        )
     if loss == "gspo":
         offs = offsets[offsets <= rows]
         if offs[-1] != rows:
             offs = np.append(offs, rows)
-        return fastlmrl.ppo_loss(x, t, p["old"], p["adv"], p["w"], ratio_level="sequence",
-                                 sequence_offsets=offs, out=out)
+        return fastlmrl.ppo_loss(
+            x, t, p["old"], p["adv"], p["w"], ratio_level="sequence", sequence_offsets=offs, out=out
+        )
     if loss == "reinforce":
         return fastlmrl.reinforce_loss(x, t, p["returns"], p["w"], baseline="mean", out=out)
     if loss == "kl_penalty":
@@ -117,19 +120,47 @@ def test_policy_loss(benchmark, impl, loss, size):
 
         fn = jax_ppo()
         args = [jnp.asarray(a) for a in (x, tokens, per["old"], per["adv"], per["w"])]
-        measure(benchmark, lambda: fn(*args)[1].block_until_ready(), items=n, group=group,
-                rounds=rounds_for(n, v))
+        measure(
+            benchmark,
+            lambda: fn(*args)[1].block_until_ready(),
+            items=n,
+            group=group,
+            rounds=rounds_for(n, v),
+        )
         rows = n
     elif impl == "numpy":
         rows = n if n * v <= 50_000_000 else max(1, 50_000_000 // v)
         sl = slice(0, rows)
-        measure(benchmark, numpy_ppo, x[sl], tokens[sl], per["old"][sl], per["adv"][sl],
-                per["w"][sl], out[sl], items=rows, group=group, rounds=rounds_for(n, v))
+        measure(
+            benchmark,
+            numpy_ppo,
+            x[sl],
+            tokens[sl],
+            per["old"][sl],
+            per["adv"][sl],
+            per["w"][sl],
+            out[sl],
+            items=rows,
+            group=group,
+            rounds=rounds_for(n, v),
+        )
     else:
         rows = REFERENCE_ROWS[v] if impl == "python" else n
         with fastlmrl.use_backend(impl):
-            measure(benchmark, call, loss, x[:rows], tokens[:rows], per, offsets, out[:rows], rows,
-                    items=rows, group=group, rounds=rounds_for(n, v))
+            measure(
+                benchmark,
+                call,
+                loss,
+                x[:rows],
+                tokens[:rows],
+                per,
+                offsets,
+                out[:rows],
+                rows,
+                items=rows,
+                group=group,
+                rounds=rounds_for(n, v),
+            )
     benchmark.extra_info["GB_per_s"] = round(2 * rows * v * 4 / benchmark.stats.stats.mean / 1e9, 2)
 
 
@@ -145,12 +176,15 @@ def test_ppo_loss_output(benchmark, impl, mode):
     the OutputBuffer (a fresh gradient cannot avoid the page zeroing).  For the three ratios
     measured interleaved in one run: ``python benchmarks/bench_policy_losses.py``."""
     x, tokens, per, offsets, out = data((4096, 50257))
-    target = {"out=array": out, "out=OutputBuffer": fastlmrl.OutputBuffer(),
-              "out=None": None}[mode]
+    target = {"out=array": out, "out=OutputBuffer": fastlmrl.OutputBuffer(), "out=None": None}[mode]
     with fastlmrl.use_backend(impl):
-        measure(benchmark, lambda: fastlmrl.ppo_loss(x, tokens, per["old"], per["adv"], per["w"],
-                                                     out=target),
-                items=4096, group=f"policy_losses ppo output N4096xV50257 {impl}", rounds=5)
+        measure(
+            benchmark,
+            lambda: fastlmrl.ppo_loss(x, tokens, per["old"], per["adv"], per["w"], out=target),
+            items=4096,
+            group=f"policy_losses ppo output N4096xV50257 {impl}",
+            rounds=5,
+        )
 
 
 def output_ratios(rounds=5):
@@ -173,8 +207,10 @@ def output_ratios(rounds=5):
                         best[mode] = min(best.get(mode, dt), dt)
         base = best["out=array"]
         for mode in OUTPUT_MODES:
-            print(f"ppo_loss (4096, 50257) f32 {impl:6s} {mode:17s} {4096 / best[mode]:9.0f} "
-                  f"tokens/s  {base / best[mode]:.2f} of out=array")
+            print(
+                f"ppo_loss (4096, 50257) f32 {impl:6s} {mode:17s} {4096 / best[mode]:9.0f} "
+                f"tokens/s  {base / best[mode]:.2f} of out=array"
+            )
 
 
 if __name__ == "__main__":

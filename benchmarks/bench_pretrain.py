@@ -18,6 +18,7 @@ layers, 96 wide as the default pretrained model, V = 67, the character vocabular
 pretraining text) and torch thread count (1, 2): on a busy machine two threads can be slower
 than one.
 """
+
 import argparse
 import os
 import sys
@@ -32,8 +33,10 @@ try:  # missing packages fail the run, they are never skipped
     import torch
     import transformers  # noqa: F401
 except ImportError as exc:
-    raise ImportError("the fastlmrl.neural tests need PyTorch and transformers: pip install "
-                      "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'") from exc
+    raise ImportError(
+        "the fastlmrl.neural tests need PyTorch and transformers: pip install "
+        "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'"
+    ) from exc
 
 
 from fastlmrl.neural import build_model  # noqa: E402
@@ -45,6 +48,7 @@ V, B, T = 67, 16, 64
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
 def test_pretrain_step(benchmark, architecture, threads):
     from conftest import measure
+
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -72,26 +76,36 @@ def main(argv=None) -> int:
     """Time the default pretraining (no cache) and print what the issue asks for."""
     from fastlmrl.neural import pretrain
     from fastlmrl.neural.pretraining import DEFAULT_SECONDS, DEFAULT_STEPS
+
     parser = argparse.ArgumentParser(description="time fastlmrl's default pretraining")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
-                        help="training time limit")
+    parser.add_argument(
+        "--seconds", type=float, default=DEFAULT_SECONDS, help="training time limit"
+    )
     parser.add_argument("--eval-problems", type=int, default=200)
     args = parser.parse_args(argv)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    result = pretrain(steps=args.steps, seconds=args.seconds, threads=args.threads,
-                      eval_problems=args.eval_problems)
+    result = pretrain(
+        steps=args.steps,
+        seconds=args.seconds,
+        threads=args.threads,
+        eval_problems=args.eval_problems,
+    )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     print(result.summary())
-    print(f"pretrain() total: wall {wall:.1f} s, CPU {cpu:.1f} s (load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); training loop: wall "
-          f"{result.seconds:.1f} s, CPU {result.cpu_seconds:.1f} s, {result.steps} steps, "
-          f"{result.steps / max(result.seconds, 1e-9):.2f} steps/s, "
-          f"{result.cpu_seconds / max(result.steps, 1) * 1e3:.1f} CPU ms/step"
-          + (" [stopped by the time limit]" if result.time_limited else ""))
-    print(f"held-out perplexity: model {result.perplexity:.3f}, "
-          f"{result.config['ngram_order']}-gram LM {result.ngram_perplexity:.3f}")
+    print(
+        f"pretrain() total: wall {wall:.1f} s, CPU {cpu:.1f} s (load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); training loop: wall "
+        f"{result.seconds:.1f} s, CPU {result.cpu_seconds:.1f} s, {result.steps} steps, "
+        f"{result.steps / max(result.seconds, 1e-9):.2f} steps/s, "
+        f"{result.cpu_seconds / max(result.steps, 1) * 1e3:.1f} CPU ms/step"
+        + (" [stopped by the time limit]" if result.time_limited else "")
+    )
+    print(
+        f"held-out perplexity: model {result.perplexity:.3f}, "
+        f"{result.config['ngram_order']}-gram LM {result.ngram_perplexity:.3f}"
+    )
     return 0
 
 

@@ -12,13 +12,13 @@ top_p = 0.9).  Baselines:
 
 Run: pytest benchmarks/bench_sampling.py --benchmark-enable --benchmark-group-by=group
 """
+
 import numpy as np
 import pytest
+from conftest import measure
 
 import fastlmrl
 from fastlmrl.rng import stream_key
-
-from conftest import measure
 
 SHAPE = (256, 50257)
 CASES = {
@@ -46,16 +46,31 @@ def test_sample_tokens(benchmark, kernels, case, threads):
     name, module = kernels
     if threads > 1 and name == "python":
         pytest.skip("the reference is single-threaded")
-    x = np.ascontiguousarray(LOGITS[:ROWS[name]])
+    x = np.ascontiguousarray(LOGITS[: ROWS[name]])
     n = x.shape[0]
     p = CASES[case]
     outs = (np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32))
-    args = (x, p["temperature"], p["top_k"], p["top_p"], p["min_p"], np.uint64(stream_key(1)),
-            np.uint64(0), *outs, threads)
+    args = (
+        x,
+        p["temperature"],
+        p["top_k"],
+        p["top_p"],
+        p["min_p"],
+        np.uint64(stream_key(1)),
+        np.uint64(0),
+        *outs,
+        threads,
+    )
     fastlmrl.set_num_threads(threads)
     try:
-        measure(benchmark, module.sample_tokens, *args, items=n, group=_group(case),
-                rounds=2 if name == "python" else None)
+        measure(
+            benchmark,
+            module.sample_tokens,
+            *args,
+            items=n,
+            group=_group(case),
+            rounds=2 if name == "python" else None,
+        )
     finally:
         fastlmrl.set_num_threads(None)
     benchmark.extra_info["threads"] = threads
@@ -122,8 +137,13 @@ def test_sample_tokens_torch(benchmark, impl, case, threads):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        measure(benchmark, plain if case == "plain" else top_k_top_p, x, items=SHAPE[0],
-                group=_group(case))
+        measure(
+            benchmark,
+            plain if case == "plain" else top_k_top_p,
+            x,
+            items=SHAPE[0],
+            group=_group(case),
+        )
     finally:
         torch.set_num_threads(previous)
     benchmark.extra_info["threads"] = threads
@@ -139,5 +159,6 @@ def test_sample_tokens_torch_op(benchmark, impl, case):
     from fastlmrl.torch.sampling import sample_tokens
 
     x = torch.from_numpy(LOGITS)
-    measure(benchmark, lambda: sample_tokens(x, 1, **CASES[case]), items=SHAPE[0],
-            group=_group(case))
+    measure(
+        benchmark, lambda: sample_tokens(x, 1, **CASES[case]), items=SHAPE[0], group=_group(case)
+    )

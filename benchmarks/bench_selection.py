@@ -3,13 +3,13 @@
 Items are states per call.  Also a NumPy-vectorised greedy (``q[states].argmax(1)``) for
 comparison.  Run: pytest benchmarks/bench_selection.py --benchmark-enable --benchmark-group-by=group
 """
+
 import numpy as np
 import pytest
+from conftest import BATCH, SIZES, measure, random_table, size_id
 
 import fastlmrl
 from fastlmrl.rng import stream_key
-
-from conftest import BATCH, SIZES, measure, random_table, size_id
 
 KERNELS = ("greedy", "epsilon_greedy", "boltzmann")
 

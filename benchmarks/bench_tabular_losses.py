@@ -16,6 +16,7 @@ argsort + ``np.add.reduceat``).  Items = tokens.
 ``permutation``: the stable argsort of n counter-based uniforms (:func:`fastlmrl.permutation`)
 against ``np.argsort(fastlmrl.rng.uniforms(...), kind="stable")``, the same permutation.
 """
+
 import functools
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def case_id(case):
     return f"S{s}xV{v}_N{n}_U{u}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def data(case):
     s, v, n, u = case
     rng = np.random.default_rng(0)
@@ -68,14 +69,21 @@ def test_ppo_loss_tabular(benchmark, impl, case):
     args = (table, contexts[:n], tokens[:n], old[:n], adv[:n], w[:n])
     group = f"ppo_loss_tabular {case_id(case)}"
     if impl == "numpy_grouped":
-        measure(benchmark, lambda: ppo_loss_grouped(*args, 0.2, 0.2), items=n, group=group,
-                rounds=10)
+        measure(
+            benchmark, lambda: ppo_loss_grouped(*args, 0.2, 0.2), items=n, group=group, rounds=10
+        )
     elif impl == "numpy_dense":
         measure(benchmark, numpy_dense, *args, items=n, group=group, rounds=5)
     else:
         with fastlmrl.use_backend(impl):
-            measure(benchmark, fastlmrl.ppo_loss_tabular, *args, items=n, group=group,
-                    rounds=3 if impl == "python" else 30)
+            measure(
+                benchmark,
+                fastlmrl.ppo_loss_tabular,
+                *args,
+                items=n,
+                group=group,
+                rounds=3 if impl == "python" else 30,
+            )
 
 
 @pytest.mark.parametrize("case", CASES[:2], ids=case_id)
@@ -86,8 +94,14 @@ def test_a2c_loss_tabular(benchmark, impl, case):
     n = PYTHON_TOKENS if impl == "python" else contexts.shape[0]
     args = (table, contexts[:n], tokens[:n], adv[:n], old[:n], adv[:n], w[:n])
     with fastlmrl.use_backend(impl):
-        measure(benchmark, fastlmrl.a2c_loss_tabular, *args, items=n,
-                group=f"a2c_loss_tabular {case_id(case)}", rounds=3 if impl == "python" else 30)
+        measure(
+            benchmark,
+            fastlmrl.a2c_loss_tabular,
+            *args,
+            items=n,
+            group=f"a2c_loss_tabular {case_id(case)}",
+            rounds=3 if impl == "python" else 30,
+        )
 
 
 @pytest.mark.parametrize("n", [32768, 1_000_000])
@@ -96,8 +110,13 @@ def test_permutation(benchmark, impl, n):
     stream = RandomStream(0)  # advances every round: fresh uniforms each time
     group = f"permutation n={n}"
     if impl == "numpy":
-        measure(benchmark, lambda: np.argsort(uniforms(stream, n), kind="stable"), items=n,
-                group=group, rounds=10)
+        measure(
+            benchmark,
+            lambda: np.argsort(uniforms(stream, n), kind="stable"),
+            items=n,
+            group=group,
+            rounds=10,
+        )
     else:
         with fastlmrl.use_backend(impl):
             measure(benchmark, fastlmrl.permutation, stream, n, items=n, group=group, rounds=20)

@@ -5,23 +5,25 @@ Run: pytest benchmarks/bench_td_learning.py --benchmark-enable --benchmark-group
 Includes rlax.q_learning under jax.lax.scan when jax and rlax are installed (skipped otherwise):
 the same sequential semantics (each transition sees the previous ones), float32.
 """
+
 import numpy as np
 import pytest
+from conftest import BATCH, SIZES, measure, random_table, size_id
 
 from fastlmrl.rng import stream_key
 
-from conftest import BATCH, SIZES, measure, random_table, size_id
-
-KERNELS = ("q_learning_update", "sarsa_update", "expected_sarsa_update",
-           "double_q_learning_update")
+KERNELS = ("q_learning_update", "sarsa_update", "expected_sarsa_update", "double_q_learning_update")
 
 
 def _transitions(size, n, seed=0):
     rng = np.random.default_rng(seed)
     s = rng.integers(0, size[0], n)
     return dict(
-        s=s, a=rng.integers(0, size[1], n), r=rng.standard_normal(n).astype(np.float32),
-        s2=rng.integers(0, size[0], n), a2=rng.integers(0, size[1], n),
+        s=s,
+        a=rng.integers(0, size[1], n),
+        r=rng.standard_normal(n).astype(np.float32),
+        s2=rng.integers(0, size[0], n),
+        a2=rng.integers(0, size[1], n),
         t=(rng.random(n) < 0.05).view(np.uint8),
     )
 
@@ -39,8 +41,20 @@ def test_td_update(benchmark, kernels, kernel, size):
         "q_learning_update": (q, b["s"], b["a"], b["r"], b["s2"], b["t"], 0.1, 0.9, td),
         "sarsa_update": (q, b["s"], b["a"], b["r"], b["s2"], b["a2"], b["t"], 0.1, 0.9, td),
         "expected_sarsa_update": (q, b["s"], b["a"], b["r"], b["s2"], b["t"], 0.1, 0.9, 0.1, td),
-        "double_q_learning_update": (q, q.copy(), b["s"], b["a"], b["r"], b["s2"], b["t"], 0.1,
-                                     0.9, np.uint64(stream_key(0)), np.uint64(0), td),
+        "double_q_learning_update": (
+            q,
+            q.copy(),
+            b["s"],
+            b["a"],
+            b["r"],
+            b["s2"],
+            b["t"],
+            0.1,
+            0.9,
+            np.uint64(stream_key(0)),
+            np.uint64(0),
+            td,
+        ),
     }[kernel]
     measure(benchmark, fn, *args, items=n, group=f"{kernel} {size_id(size)}")
 
@@ -54,8 +68,20 @@ def test_q_learning_public_api(benchmark, size):
     q = random_table(size, np.float32)
     b = _transitions(size, n)
     terminated = b["t"].view(np.bool_)
-    measure(benchmark, fastlmrl.q_learning_update, q, b["s"], b["a"], b["r"], b["s2"], terminated,
-            0.1, 0.9, items=n, group=f"q_learning_update {size_id(size)}")
+    measure(
+        benchmark,
+        fastlmrl.q_learning_update,
+        q,
+        b["s"],
+        b["a"],
+        b["r"],
+        b["s2"],
+        terminated,
+        0.1,
+        0.9,
+        items=n,
+        group=f"q_learning_update {size_id(size)}",
+    )
 
 
 @pytest.mark.parametrize("size", [(1024, 16)], ids=size_id)
@@ -79,8 +105,7 @@ def test_q_learning_rlax_scan(benchmark, size):
         return jax.lax.scan(step, q, xs)
 
     q = jnp.asarray(random_table(size, np.float32))
-    xs = tuple(jnp.asarray(v) for v in (b["s"], b["a"], b["r"], b["s2"],
-                                          b["t"].astype(np.float32)))
+    xs = tuple(jnp.asarray(v) for v in (b["s"], b["a"], b["r"], b["s2"], b["t"].astype(np.float32)))
 
     def call():
         out = run(q, xs)

@@ -24,6 +24,7 @@ once per kernel).
 Not a pytest-benchmark module (it needs the process-level setup of the busy core); pytest collects
 nothing from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,11 +55,17 @@ def _cases():
     q = rng.normal(size=(1024, 16))
     states = rng.integers(0, 1024, size=1_000_000)
     cases["greedy"] = (states.size, "1024x16, 1M states", lambda: fastlmrl.greedy(q, states))
-    cases["epsilon_greedy"] = (states.size, "1024x16, 1M states",
-                               lambda: fastlmrl.epsilon_greedy(q, states, 0.1, 7))
+    cases["epsilon_greedy"] = (
+        states.size,
+        "1024x16, 1M states",
+        lambda: fastlmrl.epsilon_greedy(q, states, 0.1, 7),
+    )
     states_b = states[:262_144]
-    cases["boltzmann"] = (states_b.size, "1024x16, 256k states",
-                          lambda: fastlmrl.boltzmann(q, states_b, 0.5, 7))
+    cases["boltzmann"] = (
+        states_b.size,
+        "1024x16, 256k states",
+        lambda: fastlmrl.boltzmann(q, states_b, 0.5, 7),
+    )
 
     n, v = 65536, 64
     logits = rng.normal(size=(n, v)).astype(np.float32)
@@ -73,19 +80,30 @@ def _cases():
     cases["log_softmax"] = (n, label, lambda: fastlmrl.log_softmax(logits, out=grad))
     cases["log_prob_grad"] = (n, label, lambda: fastlmrl.log_prob_grad(logits, tokens, out=grad))
     cases["ppo_loss"] = (n, label, lambda: fastlmrl.ppo_loss(logits, tokens, old, adv, out=grad))
-    cases["reinforce_loss"] = (n, label,
-                               lambda: fastlmrl.reinforce_loss(logits, tokens, adv, out=grad))
-    cases["kl_penalty_loss"] = (n, label,
-                                lambda: fastlmrl.kl_penalty_loss(logits, tokens, old, out=grad))
-    cases["a2c_loss"] = (n, label, lambda: fastlmrl.a2c_loss(logits, tokens, adv, old, adv,
-                                                             out=grad))
+    cases["reinforce_loss"] = (
+        n,
+        label,
+        lambda: fastlmrl.reinforce_loss(logits, tokens, adv, out=grad),
+    )
+    cases["kl_penalty_loss"] = (
+        n,
+        label,
+        lambda: fastlmrl.kl_penalty_loss(logits, tokens, old, out=grad),
+    )
+    cases["a2c_loss"] = (
+        n,
+        label,
+        lambda: fastlmrl.a2c_loss(logits, tokens, adv, old, adv, out=grad),
+    )
 
     ns, vs = 256, 50257
     big = rng.normal(size=(ns, vs)).astype(np.float32)
     cases["sample_tokens"] = (ns, "256x50257 f32", lambda: fastlmrl.sample_tokens(big, 7))
     cases["sample_tokens_top_p"] = (
-        ns, "256x50257 f32 T0.7 k50 p0.9",
-        lambda: fastlmrl.sample_tokens(big, 7, temperature=0.7, top_k=50, top_p=0.9))
+        ns,
+        "256x50257 f32 T0.7 k50 p0.9",
+        lambda: fastlmrl.sample_tokens(big, 7, temperature=0.7, top_k=50, top_p=0.9),
+    )
     return cases
 
 
@@ -118,7 +136,7 @@ def _measure(fn, items, seconds):
         while rounds < 6 or time.perf_counter() < end:
             # the order rotates every round: on a loaded machine a call's position after the
             # others decides whether its thread still has its scheduler time slice
-            order = MODES[rounds % len(MODES):] + MODES[:rounds % len(MODES)]
+            order = MODES[rounds % len(MODES) :] + MODES[: rounds % len(MODES)]
             for threads, capped in order:
                 fastlmrl.set_num_threads(threads)
                 _free_cores.enabled = capped and ADAPTIVE
@@ -146,8 +164,9 @@ def run(backends, kernels, seconds):
                 fastlmrl.set_num_threads(2)
                 two = _bits(fn())
                 if one != two:
-                    raise AssertionError(f"{backend} {name}: results differ between 1 and 2 "
-                                         "threads")
+                    raise AssertionError(
+                        f"{backend} {name}: results differ between 1 and 2 threads"
+                    )
     for phase in ("idle", "busy"):
         spinner = None
         if phase == "busy":
@@ -159,7 +178,8 @@ def run(backends, kernels, seconds):
                     for name in names:
                         items, label, fn = cases[name]
                         rows.setdefault((name, backend, label), {})[phase] = _measure(
-                            fn, items, seconds)
+                            fn, items, seconds
+                        )
                         print(".", end="", file=sys.stderr, flush=True)
         finally:
             if spinner is not None:
@@ -167,20 +187,26 @@ def run(backends, kernels, seconds):
                 spinner.wait()
     print(file=sys.stderr)
     fastlmrl.set_num_threads(None)
-    head = (f"{'kernel':<20} {'backend':<7} {'size':<28} {'1T idle':>8} {'2T idle':>8} "
-            f"{'1T busy':>8} {'2T busy':>8} {'2T/1T idle':>10} {'2T/1T busy':>10} "
-            f"{'fixed idle':>10} {'fixed busy':>10}")
+    head = (
+        f"{'kernel':<20} {'backend':<7} {'size':<28} {'1T idle':>8} {'2T idle':>8} "
+        f"{'1T busy':>8} {'2T busy':>8} {'2T/1T idle':>10} {'2T/1T busy':>10} "
+        f"{'fixed idle':>10} {'fixed busy':>10}"
+    )
     cap = "capped by the free cores" if ADAPTIVE else "FASTLMRL_ADAPTIVE_THREADS=0: not capped"
-    print(f"M items/s; busy = a spinning process pinned to core {_busy_core()} of "
-          f"{sorted(os.sched_getaffinity(0))}; medians over >= 6 rotating rounds; 2T = two "
-          f"threads as the public API runs them ({cap}); fixed = 2T/1T with exactly two threads "
-          "(the kernels' scheduling alone)")
+    print(
+        f"M items/s; busy = a spinning process pinned to core {_busy_core()} of "
+        f"{sorted(os.sched_getaffinity(0))}; medians over >= 6 rotating rounds; 2T = two "
+        f"threads as the public API runs them ({cap}); fixed = 2T/1T with exactly two threads "
+        "(the kernels' scheduling alone)"
+    )
     print(head)
     print("-" * len(head))
     for (name, backend, label), r in rows.items():
         (i1, i2, i2f), (b1, b2, b2f) = r["idle"], r["busy"]
-        print(f"{name:<20} {backend:<7} {label:<28} {i1:8.3g} {i2:8.3g} {b1:8.3g} {b2:8.3g} "
-              f"{i2 / i1:10.2f} {b2 / b1:10.2f} {i2f / i1:10.2f} {b2f / b1:10.2f}")
+        print(
+            f"{name:<20} {backend:<7} {label:<28} {i1:8.3g} {i2:8.3g} {b1:8.3g} {b2:8.3g} "
+            f"{i2 / i1:10.2f} {b2 / b1:10.2f} {i2f / i1:10.2f} {b2f / b1:10.2f}"
+        )
 
 
 def main(argv=None):

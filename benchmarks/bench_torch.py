@@ -40,6 +40,7 @@ median over batch pairs of op time minus kernel time); ``test_op_overhead_steps`
 no-gradient overhead into its steps (``numpy_views_us``, ``allocations_us``, ...).  The summary
 after the tables lists ``peak_extra_MB`` and ``overhead_us`` beside the rates.
 """
+
 import functools
 import os
 import threading
@@ -49,10 +50,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import measure
 
 import fastlmrl
 import fastlmrl.torch as ft
-from conftest import measure
 
 PPO_SIZES = [(4096, 50257), (65536, 64)]
 HEAD = (1024, 576, 49152)  # N, H, V
@@ -97,7 +98,7 @@ def ppo_data(size):
     g = torch.Generator().manual_seed(0)
     x = torch.empty(n, v)
     for i in range(0, n, 256):
-        x[i:i + 256] = torch.randn(min(256, n - i), v, generator=g) * 2
+        x[i : i + 256] = torch.randn(min(256, n - i), v, generator=g) * 2
     tokens = torch.randint(0, v, (n,), generator=g)
     old = torch.randn(n, generator=g) * 0.1 - float(np.log(v))
     adv = torch.randn(n, generator=g)
@@ -113,7 +114,7 @@ def eager_ppo(x, t, old, adv, w):
     return -(w * torch.minimum(ratio * adv, clipped * adv)).sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled(fn):
     return torch.compile(fn, fullgraph=True, dynamic=False)
 
@@ -123,6 +124,7 @@ def step(loss_fn, leaves):
         for leaf in leaves:
             leaf.grad = None
         loss_fn().backward()
+
     return run
 
 
@@ -133,6 +135,7 @@ def no_cache(run):
             run()
         finally:
             ft.set_buffer_cache(4 << 30)
+
     return uncached
 
 
@@ -155,11 +158,13 @@ def test_ppo_loss_backward(benchmark, impl, size):
     if impl == "kernel":
         out = np.empty((n, v), dtype=np.float32)
         arrays = [a.detach().numpy() for a in (x, t, old, adv, w)]
-        run = functools.partial(fastlmrl.ppo_loss, *arrays, clip_low=CLIP[0],
-                                clip_high=CLIP[1], out=out)
+        run = functools.partial(
+            fastlmrl.ppo_loss, *arrays, clip_low=CLIP[0], clip_high=CLIP[1], out=out
+        )
     elif impl.startswith("fastlmrl"):
-        run = step(lambda: ft.ppo_loss(x, t, old, adv, w, clip_low=CLIP[0],
-                                       clip_high=CLIP[1]).loss, [x])
+        run = step(
+            lambda: ft.ppo_loss(x, t, old, adv, w, clip_low=CLIP[0], clip_high=CLIP[1]).loss, [x]
+        )
         if impl == "fastlmrl_nocache":  # every gradient freshly mapped and page-faulted in
             run = no_cache(run)
     else:
@@ -182,8 +187,7 @@ def test_cross_entropy_backward(benchmark, impl):
     else:
         fn = F.cross_entropy if impl == "cross_entropy" else compiled(F.cross_entropy)
         run = step(lambda: fn(x, t), [x])
-    measure(benchmark, run, items=size[0], group=f"torch cross-entropy {size_id(size)}",
-            rounds=3)
+    measure(benchmark, run, items=size[0], group=f"torch cross-entropy {size_id(size)}", rounds=3)
     report(benchmark, run, [x])
     x.grad = None
 
@@ -193,7 +197,7 @@ def head_data():
     n, h, v = HEAD
     g = torch.Generator().manual_seed(1)
     hidden = torch.randn(n, h, generator=g).requires_grad_(True)
-    weight = (torch.randn(v, h, generator=g) / h ** 0.5).requires_grad_(True)
+    weight = (torch.randn(v, h, generator=g) / h**0.5).requires_grad_(True)
     tokens = torch.randint(0, v, (n,), generator=g)
     old = torch.randn(n, generator=g) * 0.1 - float(np.log(v))
     adv = torch.randn(n, generator=g)
@@ -208,16 +212,40 @@ def eager_head_ce(hidden, weight, t):
     return F.cross_entropy(hidden @ weight.t(), t)
 
 
-@pytest.mark.parametrize("impl", ["fastlmrl", "fastlmrl_chunk256", "eager", "compiled",
-                                  "ce_fastlmrl", "ce_fastlmrl_token_log_probs", "ce_eager",
-                                  "ce_linear_cross_entropy"])
+@pytest.mark.parametrize(
+    "impl",
+    [
+        "fastlmrl",
+        "fastlmrl_chunk256",
+        "eager",
+        "compiled",
+        "ce_fastlmrl",
+        "ce_fastlmrl_token_log_probs",
+        "ce_eager",
+        "ce_linear_cross_entropy",
+    ],
+)
 def test_lm_head_backward(benchmark, impl):
     hidden, weight, t, old, adv, w = head_data()
     leaves = [hidden, weight]
     if impl.startswith("fastlmrl"):
         chunk = 256 if impl.endswith("256") else None
-        run = step(lambda: ft.linear_ppo_loss(hidden, weight, t, old, adv, w, clip_low=CLIP[0],
-                                              clip_high=CLIP[1], chunk_size=chunk).loss, leaves)
+        run = step(
+            lambda: (
+                ft.linear_ppo_loss(
+                    hidden,
+                    weight,
+                    t,
+                    old,
+                    adv,
+                    w,
+                    clip_low=CLIP[0],
+                    clip_high=CLIP[1],
+                    chunk_size=chunk,
+                ).loss
+            ),
+            leaves,
+        )
     elif impl in ("eager", "compiled"):
         fn = eager_head_ppo if impl == "eager" else compiled(eager_head_ppo)
         run = step(lambda: fn(hidden, weight, t, old, adv, w), leaves)
@@ -230,8 +258,13 @@ def test_lm_head_backward(benchmark, impl):
         run = step(lambda: eager_head_ce(hidden, weight, t), leaves)
     else:
         run = step(lambda: F.linear_cross_entropy(hidden, weight, t), leaves)
-    measure(benchmark, run, items=HEAD[0], group=f"torch lm-head loss+backward {size_id(HEAD)}",
-            rounds=5)
+    measure(
+        benchmark,
+        run,
+        items=HEAD[0],
+        group=f"torch lm-head loss+backward {size_id(HEAD)}",
+        rounds=5,
+    )
     report(benchmark, run, leaves)
     for leaf in leaves:
         leaf.grad = None
@@ -247,18 +280,40 @@ def raw_kernel_call(x, t, old, adv, w):
     ``kernel`` baseline of the op overhead (no checks, no allocation, no tensors)."""
     from fastlmrl import _backend
     from fastlmrl.policy_losses import KL_ESTIMATORS
+
     n, v = x.shape
     arrays = [a.numpy() for a in (x, t, old, adv, w)]
-    outs = (np.empty(n), np.empty(n), np.empty(n), np.empty((n, v), dtype=np.float32),
-            np.zeros(7))
+    outs = (np.empty(n), np.empty(n), np.empty(n), np.empty((n, v), dtype=np.float32), np.zeros(7))
     kernel, threads = _backend.kernels().ppo_loss, _backend.get_num_threads()
     no_ref, token_level = np.empty(0, dtype=np.float32), np.zeros(1, dtype=np.int64)
-    return functools.partial(kernel, *arrays, no_ref, token_level, 0.2, 0.2, 0.0, 0.0,
-                             KL_ESTIMATORS["k3"], 0, *outs, threads)
+    return functools.partial(
+        kernel,
+        *arrays,
+        no_ref,
+        token_level,
+        0.2,
+        0.2,
+        0.0,
+        0.0,
+        KL_ESTIMATORS["k3"],
+        0,
+        *outs,
+        threads,
+    )
 
 
-@pytest.mark.parametrize("impl", ["kernel", "numpy_api", "op_implementation", "op_no_grad",
-                                  "op_dispatcher", "op_requires_grad", "op_forward_backward"])
+@pytest.mark.parametrize(
+    "impl",
+    [
+        "kernel",
+        "numpy_api",
+        "op_implementation",
+        "op_no_grad",
+        "op_dispatcher",
+        "op_requires_grad",
+        "op_forward_backward",
+    ],
+)
 def test_op_overhead(benchmark, impl):
     """A (1, 8) float32 PPO loss: the op's own overhead (tensor -> kernel -> tensors), defined as
     the time of the op call minus the time of ``kernel`` (the backend's kernel called on the
@@ -278,11 +333,27 @@ def test_op_overhead(benchmark, impl):
         fn = functools.partial(fastlmrl.ppo_loss, *[a.numpy() for a in (x, t, old, adv, w)])
     elif impl == "op_implementation":
         from fastlmrl.torch.policy_losses import _ppo_loss
-        fn = functools.partial(_ppo_loss._init_fn, x, t, old, adv, w, 0.2, None, None, "token",
-                               None, None, 0.0, "k3")
+
+        fn = functools.partial(
+            _ppo_loss._init_fn, x, t, old, adv, w, 0.2, None, None, "token", None, None, 0.0, "k3"
+        )
     elif impl == "op_dispatcher":
-        fn = functools.partial(torch.ops.fastlmrl.ppo_loss, x, t, old, adv, w, 0.2, None, None,
-                               "token", None, None, 0.0, "k3")
+        fn = functools.partial(
+            torch.ops.fastlmrl.ppo_loss,
+            x,
+            t,
+            old,
+            adv,
+            w,
+            0.2,
+            None,
+            None,
+            "token",
+            None,
+            None,
+            0.0,
+            "k3",
+        )
     elif impl == "op_no_grad":
         fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
     else:
@@ -290,9 +361,11 @@ def test_op_overhead(benchmark, impl):
         if impl == "op_requires_grad":
             fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
         else:
+
             def fn():
                 x.grad = None
                 ft.ppo_loss(x, t, old, adv, w).loss.backward()
+
     fn()  # warm-up
     benchmark.extra_info["thread_us"] = thread_time_us(fn)
     measure(benchmark, fn, items=1, group="torch op_overhead N1xV8 (forward)")
@@ -311,8 +384,9 @@ def thread_time_us(fn, calls=300, repeats=7) -> float:
     return round(sorted(times)[repeats // 2], 1)
 
 
-@pytest.mark.parametrize("impl", ["op_no_grad", "op_requires_grad", "op_forward_backward",
-                                  "op_dispatcher"])
+@pytest.mark.parametrize(
+    "impl", ["op_no_grad", "op_requires_grad", "op_forward_backward", "op_dispatcher"]
+)
 def test_op_overhead_vs_kernel(benchmark, impl):
     """The op's own overhead on a (1, 8) float32 PPO loss, op and raw kernel timed in one run:
     ``overhead_us`` (extra_info) is the op's median time per call minus the kernel's, from
@@ -323,16 +397,32 @@ def test_op_overhead_vs_kernel(benchmark, impl):
     if impl == "op_no_grad":
         fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
     elif impl == "op_dispatcher":
-        fn = functools.partial(torch.ops.fastlmrl.ppo_loss, x, t, old, adv, w, 0.2, None, None,
-                               "token", None, None, 0.0, "k3")
+        fn = functools.partial(
+            torch.ops.fastlmrl.ppo_loss,
+            x,
+            t,
+            old,
+            adv,
+            w,
+            0.2,
+            None,
+            None,
+            "token",
+            None,
+            None,
+            0.0,
+            "k3",
+        )
     else:
         x.requires_grad_(True)
         if impl == "op_requires_grad":
             fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
         else:
+
             def fn():
                 x.grad = None
                 ft.ppo_loss(x, t, old, adv, w).loss.backward()
+
     op_us, kernel_us, overhead_us = interleaved_us(fn, kernel)
     benchmark.extra_info.update(op_us=op_us, kernel_us=kernel_us, overhead_us=overhead_us)
     measure(benchmark, fn, items=1, group="torch op_overhead_vs_kernel N1xV8")
@@ -347,6 +437,7 @@ def test_op_overhead_steps(benchmark):
     benchmark times the whole op."""
     from fastlmrl.torch import _tensors as tt
     from fastlmrl.torch.policy_losses import PPOLossResult
+
     x, t, old, adv, w = _tiny_ppo()
     xa, stats = x.numpy(), np.zeros(7)
 
@@ -356,8 +447,13 @@ def test_op_overhead_steps(benchmark):
     steps = {
         "numpy_views": lambda: (x.numpy(), t.numpy(), old.numpy(), adv.numpy(), w.numpy()),
         "eager_mode": tt.eager_mode,
-        "allocations": lambda: (np.empty_like(xa), np.empty(1), np.empty(1), np.empty(1),
-                                np.zeros(7)),
+        "allocations": lambda: (
+            np.empty_like(xa),
+            np.empty(1),
+            np.empty(1),
+            np.empty(1),
+            np.zeros(7),
+        ),
         "loss_tensor": lambda: torch.from_numpy(np.array(stats[0], dtype=xa.dtype)),
         "result": lambda: PPOLossResult._lazy(None, stats, stats, stats, stats),
     }

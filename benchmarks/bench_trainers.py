@@ -34,6 +34,7 @@ Old vs new in one run (alternating rounds, phase profile of both, throughput rat
       git worktree add /tmp/old COMMIT   # + build its extensions (or copy the .so files)
       python benchmarks/bench_trainers.py --compare /tmp/old [--rounds 8]
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -156,21 +157,31 @@ def test_train_iteration(benchmark, algo, impl, task_name, batch, threads):
     with backend_for(impl), num_threads(threads):
         used_threads = fastlmrl.get_num_threads() if impl in ("numba", "cython") else 1
         run()  # JIT / caches; measure() warms up once more
-        measure(benchmark, run, items=tokens[0],
-                group=f"train {algo} {task_name} (V={task.vocab_size}, k=2, T={T}) B{batch}",
-                rounds=rounds)
+        measure(
+            benchmark,
+            run,
+            items=tokens[0],
+            group=f"train {algo} {task_name} (V={task.vocab_size}, k=2, T={T}) B{batch}",
+            rounds=rounds,
+        )
     timed = np.array(tokens[2:], dtype=np.float64)
     # measure() stored seconds per item (items = tokens[0]): back to seconds per iteration
     seconds = np.array(benchmark.stats.stats.data, dtype=np.float64) * tokens[0]
     assert timed.shape == seconds.shape == (rounds,) and timed.min() > 0
     rates = timed / seconds / 1e6
     benchmark.extra_info.update(
-        impl=impl, algo=algo, task=task_name, vocab=task.vocab_size, sequences=n,
+        impl=impl,
+        algo=algo,
+        task=task_name,
+        vocab=task.vocab_size,
+        sequences=n,
         threads=used_threads,
-        items=float(timed.mean()), M_items_per_s=round(timed.sum() / seconds.sum() / 1e6, 6),
+        items=float(timed.mean()),
+        M_items_per_s=round(timed.sum() / seconds.sum() / 1e6, 6),
         # per-round rates: the median and the best resist a loaded (shared) machine
         M_items_per_s_median=round(float(np.median(rates)), 6),
-        M_items_per_s_max=round(float(rates.max()), 6))
+        M_items_per_s_max=round(float(rates.max()), 6),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +199,7 @@ class _Timer:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
         return timed
 
 
@@ -220,19 +232,40 @@ def fastlmrl_phases(trainer, timer):
     env = trainer.env
     saved_env_reward = env.reward
     # (what a checkout has: --compare times an older tree with the same wrappers)
-    saved = [(mod, name) for mod, name in [
-        (environments, "kl_shaped"), (ppo, "gae"), (ppo, "masked_whiten"),
-        (ppo, "ppo_loss_tabular"), (grpo, "ppo_loss_tabular"), (grpo, "grpo_advantages"),
-        (grpo, "loss_weights")] if hasattr(mod, name)]
+    saved = [
+        (mod, name)
+        for mod, name in [
+            (environments, "kl_shaped"),
+            (ppo, "gae"),
+            (ppo, "masked_whiten"),
+            (ppo, "ppo_loss_tabular"),
+            (grpo, "ppo_loss_tabular"),
+            (grpo, "grpo_advantages"),
+            (grpo, "loss_weights"),
+        ]
+        if hasattr(mod, name)
+    ]
     originals = [getattr(mod, name) for mod, name in saved]
-    phase_of = {"kl_shaped": "reward", "gae": "advantages", "masked_whiten": "advantages",
-                "ppo_loss_tabular": "loss", "grpo_advantages": "advantages",
-                "loss_weights": "advantages"}
-    methods = {"rollout": "rollout", "state_values": "advantages",
-               "reference_log_probs": "advantages", "update_policy": "optimizer",
-               "update_values": "optimizer", "minibatches": "permutation",
-               "ppo_loss_rows": "loss", "finish": "diagnostics",
-               "base_metrics": "diagnostics", "value_metrics": "diagnostics"}
+    phase_of = {
+        "kl_shaped": "reward",
+        "gae": "advantages",
+        "masked_whiten": "advantages",
+        "ppo_loss_tabular": "loss",
+        "grpo_advantages": "advantages",
+        "loss_weights": "advantages",
+    }
+    methods = {
+        "rollout": "rollout",
+        "state_values": "advantages",
+        "reference_log_probs": "advantages",
+        "update_policy": "optimizer",
+        "update_values": "optimizer",
+        "minibatches": "permutation",
+        "ppo_loss_rows": "loss",
+        "finish": "diagnostics",
+        "base_metrics": "diagnostics",
+        "value_metrics": "diagnostics",
+    }
     methods = {name: phase for name, phase in methods.items() if hasattr(trainer, name)}
     try:
         env.reward = _TimedReward(saved_env_reward, timer)
@@ -262,17 +295,30 @@ def _nested(seconds):
 def profile(task_name="text52", batch=1024, iterations=10, threads=None, out=sys.stdout):
     task = get_task(task_name)
     with num_threads(threads):
-        print(f"task {task_name}: V={task.vocab_size}, S={task.num_contexts}, T={T}, B={batch}, "
-              f"{fastlmrl.get_num_threads()} kernel thread(s), {iterations} iterations after 2 "
-              "warm-up ones (ms per iteration)", file=out)
+        print(
+            f"task {task_name}: V={task.vocab_size}, S={task.num_contexts}, T={T}, B={batch}, "
+            f"{fastlmrl.get_num_threads()} kernel thread(s), {iterations} iterations after 2 "
+            "warm-up ones (ms per iteration)",
+            file=out,
+        )
         _profile(task, batch, iterations, out)
 
 
 def _profile(task, batch, iterations, out):
-    phases = ("rollout", "reward", "advantages", "permutation", "loss", "optimizer",
-              "diagnostics", "other")
-    print(f"{'':16s}" + "".join(f"{p:>12s}" for p in phases) + f"{'total':>10s}{'Mtok/s':>9s}",
-          file=out)
+    phases = (
+        "rollout",
+        "reward",
+        "advantages",
+        "permutation",
+        "loss",
+        "optimizer",
+        "diagnostics",
+        "other",
+    )
+    print(
+        f"{'':16s}" + "".join(f"{p:>12s}" for p in phases) + f"{'total':>10s}{'Mtok/s':>9s}",
+        file=out,
+    )
     for algo in ("ppo", "grpo"):
         for impl in ("numba", "cython") + NUMPY_IMPLS:
             trainer = make_trainer(impl, algo, task, batch)
@@ -297,15 +343,26 @@ def _profile(task, batch, iterations, out):
                     seconds = _nested(timer.seconds)
             seconds["other"] = total - sum(seconds.values())
             row = "".join(f"{1e3 * seconds.get(p, 0.0) / iterations:12.2f}" for p in phases)
-            print(f"{algo + ' ' + impl:16s}{row}{1e3 * total / iterations:10.2f}"
-                  f"{tokens / total / 1e6:9.3f}", file=out)
+            print(
+                f"{algo + ' ' + impl:16s}{row}{1e3 * total / iterations:10.2f}"
+                f"{tokens / total / 1e6:9.3f}",
+                file=out,
+            )
 
 
 # ---------------------------------------------------------------------------------------------
 # old vs new in one run (python benchmarks/bench_trainers.py --compare OLD_CHECKOUT)
 
-PHASES = ("rollout", "reward", "advantages", "permutation", "loss", "optimizer", "diagnostics",
-          "other")
+PHASES = (
+    "rollout",
+    "reward",
+    "advantages",
+    "permutation",
+    "loss",
+    "optimizer",
+    "diagnostics",
+    "other",
+)
 
 
 def serve(task_name, batch):
@@ -334,12 +391,21 @@ def serve(task_name, batch):
                 cpu = time.process_time() - cpu
         seconds = _nested(timer.seconds)
         seconds["other"] = total - sum(seconds.values())
-        print(json.dumps({"seconds": seconds, "total": total, "cpu": cpu, "tokens": tokens}),
-              flush=True)
+        print(
+            json.dumps({"seconds": seconds, "total": total, "cpu": cpu, "tokens": tokens}),
+            flush=True,
+        )
 
 
-def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
-            threads=("all", "1"), out=sys.stdout):
+def compare(
+    old_root,
+    task_name="text52",
+    batch=1024,
+    iterations=3,
+    rounds=8,
+    threads=("all", "1"),
+    out=sys.stdout,
+):
     """The phase profile of this checkout and of ``old_root`` (another checkout of fastlmrl, e.g.
     ``git worktree add /tmp/old <commit>`` with its extensions built), measured in one run:
     rounds of ``iterations`` iterations alternate between the two trees (each in its own process,
@@ -356,9 +422,21 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
     for name, root in (("old", old_root), ("new", here)):
         env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()))
         procs[name] = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve", "--task", task_name,
-             "--batch", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=env, cwd=str(Path(root).resolve()))
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--serve",
+                "--task",
+                task_name,
+                "--batch",
+                str(batch),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(Path(root).resolve()),
+        )
 
     def ask(name, command):
         proc = procs[name]
@@ -369,10 +447,16 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
             raise RuntimeError(f"the {name} benchmark process ended (see its stderr)")
         return json.loads(line)
 
-    print(f"task {task_name}, B={batch}: old = {old_root}, new = {here}; {rounds} alternating "
-          f"rounds of {iterations} iterations each (ms per iteration)", file=out)
-    print(f"{'':22s}" + "".join(f"{p:>12s}" for p in PHASES) + f"{'total':>10s}{'Mtok/s':>9s}"
-          f"{'new/old':>9s}{'median':>8s}{'cpu':>7s}", file=out)
+    print(
+        f"task {task_name}, B={batch}: old = {old_root}, new = {here}; {rounds} alternating "
+        f"rounds of {iterations} iterations each (ms per iteration)",
+        file=out,
+    )
+    print(
+        f"{'':22s}" + "".join(f"{p:>12s}" for p in PHASES) + f"{'total':>10s}{'Mtok/s':>9s}"
+        f"{'new/old':>9s}{'median':>8s}{'cpu':>7s}",
+        file=out,
+    )
     try:
         for algo in ("ppo", "grpo"):
             for impl in ("numba", "cython"):
@@ -380,11 +464,13 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
                     command = f"{algo} {impl} {nt}"
                     for name in procs:  # JIT, caches, warm trainers
                         ask(name, f"{command} 2")
-                    sums = {name: {"seconds": {}, "total": 0.0, "cpu": 0.0, "tokens": 0}
-                            for name in procs}
+                    sums = {
+                        name: {"seconds": {}, "total": 0.0, "cpu": 0.0, "tokens": 0}
+                        for name in procs
+                    }
                     per_round = {name: [] for name in procs}
                     for r in range(rounds):
-                        for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                        for name in ("old", "new") if r % 2 == 0 else ("new", "old"):
                             res = ask(name, f"{command} {iterations}")
                             acc = sums[name]
                             for phase, sec in res["seconds"].items():
@@ -394,22 +480,29 @@ def compare(old_root, task_name="text52", batch=1024, iterations=3, rounds=8,
                             acc["tokens"] += res["tokens"]
                             per_round[name].append(res["tokens"] / res["total"])
                     n_iter = rounds * iterations
-                    rates = {name: sums[name]["tokens"] / sums[name]["total"] / 1e6
-                             for name in procs}
+                    rates = {
+                        name: sums[name]["tokens"] / sums[name]["total"] / 1e6 for name in procs
+                    }
                     ratio = rates["new"] / rates["old"]
-                    cpu_ratio = ((sums["old"]["cpu"] / sums["old"]["tokens"])
-                                 / (sums["new"]["cpu"] / sums["new"]["tokens"]))
-                    median = float(np.median(np.array(per_round["new"])
-                                             / np.array(per_round["old"])))
+                    cpu_ratio = (sums["old"]["cpu"] / sums["old"]["tokens"]) / (
+                        sums["new"]["cpu"] / sums["new"]["tokens"]
+                    )
+                    median = float(
+                        np.median(np.array(per_round["new"]) / np.array(per_round["old"]))
+                    )
                     for name in procs:
                         acc = sums[name]
-                        row = "".join(f"{1e3 * acc['seconds'].get(p, 0.0) / n_iter:12.2f}"
-                                      for p in PHASES)
+                        row = "".join(
+                            f"{1e3 * acc['seconds'].get(p, 0.0) / n_iter:12.2f}" for p in PHASES
+                        )
                         label = f"{algo} {impl} t={nt} {name}"
-                        tail = f"{ratio:9.2f}{median:8.2f}{cpu_ratio:7.2f}" if name == "new" \
-                            else ""
-                        print(f"{label:22s}{row}{1e3 * acc['total'] / n_iter:10.2f}"
-                              f"{rates[name]:9.3f}{tail}", file=out, flush=True)
+                        tail = f"{ratio:9.2f}{median:8.2f}{cpu_ratio:7.2f}" if name == "new" else ""
+                        print(
+                            f"{label:22s}{row}{1e3 * acc['total'] / n_iter:10.2f}"
+                            f"{rates[name]:9.3f}{tail}",
+                            file=out,
+                            flush=True,
+                        )
     finally:
         for proc in procs.values():
             proc.stdin.close()
@@ -424,15 +517,25 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default all)")
-    parser.add_argument("--compare", metavar="OLD_CHECKOUT", default=None,
-                        help="time this checkout against another one in one run (alternating)")
+    parser.add_argument(
+        "--compare",
+        metavar="OLD_CHECKOUT",
+        default=None,
+        help="time this checkout against another one in one run (alternating)",
+    )
     parser.add_argument("--rounds", type=int, default=8, help="--compare: rounds per tree")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.task, args.batch)
     elif args.compare:
-        compare(args.compare, args.task, args.batch, min(args.iterations, 3), args.rounds,
-                threads=("all", "1") if args.threads is None else (str(args.threads),))
+        compare(
+            args.compare,
+            args.task,
+            args.batch,
+            min(args.iterations, 3),
+            args.rounds,
+            threads=("all", "1") if args.threads is None else (str(args.threads),),
+        )
     else:
         profile(args.task, args.batch, args.iterations, args.threads)

@@ -11,6 +11,7 @@ therefore stores each round's time **per item**.  In pytest-benchmark's table ev
 M items/s and the speed-up over the Python reference (``×python``) and over NumPy where a NumPy
 baseline ran in the same group.  ``--benchmark-histogram`` works with the test extra (pygal).
 """
+
 import numpy as np
 import pytest
 
@@ -64,7 +65,7 @@ SUMMARY_EXTRA_INFO = ("peak_extra_MB", "overhead_us")
 def _variant(name: str) -> str:
     """The backend-like part of a benchmark's name: its first parameter (``python``, ``numba``,
     ``numpy``, ...) or the whole name when it has none."""
-    params = name[name.find("[") + 1:name.rfind("]")] if "[" in name else name
+    params = name[name.find("[") + 1 : name.rfind("]")] if "[" in name else name
     return params.split("-")[0]
 
 
@@ -72,8 +73,9 @@ def _variant(name: str) -> str:
 def pytest_terminal_summary(terminalreporter, config):
     """After pytest-benchmark's table: per group, M items/s and speed-ups over the references."""
     session = getattr(config, "_benchmarksession", None)
-    benchmarks = [b for b in getattr(session, "benchmarks", ()) or ()
-                  if b.extra_info.get("M_items_per_s")]
+    benchmarks = [
+        b for b in getattr(session, "benchmarks", ()) or () if b.extra_info.get("M_items_per_s")
+    ]
     if not benchmarks:
         return
     groups: dict = {}
@@ -89,12 +91,18 @@ def pytest_terminal_summary(terminalreporter, config):
             refs.setdefault(_variant(bench.name), bench.extra_info["M_items_per_s"])
         for bench in rows:
             rate = bench.extra_info["M_items_per_s"]
-            ratios = [f"{rate / refs[r]:9.1f}" if r in refs else f"{'':9}" for r in ("python",
-                                                                                  "numpy")]
-            extra = "".join(f"  {key}={bench.extra_info[key]}" for key in SUMMARY_EXTRA_INFO
-                            if key in bench.extra_info)
-            write(f"{group[:40]:<40} {bench.name[:56]:<56} {rate:12.4g} {ratios[0]} {ratios[1]}"
-                  f"{extra}")
+            ratios = [
+                f"{rate / refs[r]:9.1f}" if r in refs else f"{'':9}" for r in ("python", "numpy")
+            ]
+            extra = "".join(
+                f"  {key}={bench.extra_info[key]}"
+                for key in SUMMARY_EXTRA_INFO
+                if key in bench.extra_info
+            )
+            write(
+                f"{group[:40]:<40} {bench.name[:56]:<56} {rate:12.4g} {ratios[0]} {ratios[1]}"
+                f"{extra}"
+            )
 
 
 def random_table(size, dtype, seed=0):

@@ -52,6 +52,7 @@ Numerics follow fastlmrl's (float64 arithmetic and per-token inputs, gradient su
 rounded once to the table dtype, results stored in the table dtype), so the two agree to float
 rounding; the rollout is token-for-token identical.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,14 +109,14 @@ def keyword_scores(tokens, lengths, grams, word_flags=None):
         width = horizon - size + 1
         match = tokens[:, :width] == gram[0]
         for j in range(1, size):
-            match &= tokens[:, j:j + width] == gram[j]
+            match &= tokens[:, j : j + width] == gram[j]
         # an occurrence starting at s ends at s + size - 1, which must be < L
         starts = np.arange(width)[None, :]
         inside = starts + (size - 1) < lengths[:, None]
         left = np.ones((n, width), dtype=bool)
-        left[:, 1:] = ~is_word[:, :width - 1]
+        left[:, 1:] = ~is_word[:, : width - 1]
         right = np.ones((n, width), dtype=bool)
-        right[:, :width - 1] = ~is_word[:, size:]
+        right[:, : width - 1] = ~is_word[:, size:]
         right |= starts + size == lengths[:, None]
         scores += weight * np.count_nonzero(match & inside & left & right, axis=1)
     return scores
@@ -138,8 +139,8 @@ def keyword_scores_per_token(tokens, lengths, grams, weights, presence=False):
             width = horizon - size + 1
             match = np.ones((n, width), dtype=bool)
             for j, g in enumerate(gram):
-                match &= tokens[:, j:j + width] == g
-            hits[:, size - 1:] = match
+                match &= tokens[:, j : j + width] == g
+            hits[:, size - 1 :] = match
         hits &= valid
         if presence:
             hits &= np.cumsum(hits, axis=1) == 1
@@ -196,8 +197,11 @@ def grpo_advantages(scores, group_size, scale="group", eps=1e-4):
     if scale == "none":
         return centred.reshape(-1)
     if scale == "group":
-        std = np.sqrt((centred * centred).sum(axis=1, keepdims=True) / (group_size - 1)) \
-            if group_size > 1 else np.zeros_like(mean)
+        std = (
+            np.sqrt((centred * centred).sum(axis=1, keepdims=True) / (group_size - 1))
+            if group_size > 1
+            else np.zeros_like(mean)
+        )
     elif scale == "batch":
         flat = scores - scores.mean()
         std = math.sqrt((flat * flat).sum() / (flat.size - 1)) if flat.size > 1 else 0.0
@@ -219,8 +223,17 @@ def loss_weights(lengths, horizon, mode):
     raise ValueError(f"unknown loss normalisation {mode!r}")
 
 
-def ppo_loss(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_high,
-             ref_log_probs=None, kl_coef=0.0):
+def ppo_loss(
+    logits,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    clip_low,
+    clip_high,
+    ref_log_probs=None,
+    kl_coef=0.0,
+):
     r"""Clipped surrogate :math:`\ell_i = -\min(\rho_i A_i, \mathrm{clip}(\rho_i, 1-\epsilon_l,
     1+\epsilon_h) A_i)` (+ :math:`\beta` k3 KL to the reference), summed with ``weights``.
 
@@ -238,14 +251,16 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_
     logp = x[rows, tokens] - (m + np.log(total))
     p = e * (1.0 / total)[:, None]
     loss, c, clip_fraction, approx_kl, kl_loss = token_coefficients(
-        logp, old_log_probs, advantages, weights, clip_low, clip_high, ref_log_probs, kl_coef)
+        logp, old_log_probs, advantages, weights, clip_low, clip_high, ref_log_probs, kl_coef
+    )
     grad = p * (-c)[:, None]
     grad[rows, tokens] = c * (1.0 - p[rows, tokens])
     return loss, grad, clip_fraction, approx_kl, kl_loss
 
 
-def token_coefficients(logp, old_log_probs, advantages, weights, clip_low, clip_high,
-                       ref_log_probs=None, kl_coef=0.0):
+def token_coefficients(
+    logp, old_log_probs, advantages, weights, clip_low, clip_high, ref_log_probs=None, kl_coef=0.0
+):
     r"""The per-token part of the loss given log pi(a_i|s_i) (float64): ``(loss, c (N,), clip
     fraction, approx KL k3, KL loss)`` with :math:`c_i = w_i\,\partial\ell_i/\partial\log\pi`."""
     old = old_log_probs.astype(F64)
@@ -272,8 +287,18 @@ def token_coefficients(logp, old_log_probs, advantages, weights, clip_low, clip_
     return float(w @ token_loss), w * dloss, clip_fraction, approx_kl, kl_loss
 
 
-def ppo_loss_grouped(table, contexts, tokens, old_log_probs, advantages, weights, clip_low,
-                     clip_high, ref_log_probs=None, kl_coef=0.0):
+def ppo_loss_grouped(
+    table,
+    contexts,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    clip_low,
+    clip_high,
+    ref_log_probs=None,
+    kl_coef=0.0,
+):
     r""":func:`ppo_loss` with the gradient summed per distinct context, computed the way
     fastlmrl's tabular loss computes it -- one softmax per visited context, not per token:
     :math:`\partial L/\partial\theta[s] = \sum_{i: s_i = s} c_i\,\mathrm{onehot}(a_i) -
@@ -293,7 +318,8 @@ def ppo_loss_grouped(table, contexts, tokens, old_log_probs, advantages, weights
     total = e.sum(axis=1)
     logp = x[inverse, tokens] - (m + np.log(total))[inverse]
     loss, c, clip_fraction, approx_kl, kl_loss = token_coefficients(
-        logp, old_log_probs, advantages, weights, clip_low, clip_high, ref_log_probs, kl_coef)
+        logp, old_log_probs, advantages, weights, clip_low, clip_high, ref_log_probs, kl_coef
+    )
     csum = np.bincount(inverse, weights=c, minlength=u)
     onehot = np.bincount(inverse * v + tokens, weights=c, minlength=u * v).reshape(u, v)
     grad = onehot - csum[:, None] * (e / total[:, None])
@@ -328,8 +354,9 @@ def scatter_rows_add_at(rows, grads):
 SCATTER = {"reduceat": scatter_rows, "add.at": scatter_rows_add_at}
 
 
-def adam_step(table, m, v, step, rows, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8,
-              scatter="reduceat"):
+def adam_step(
+    table, m, v, step, rows, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8, scatter="reduceat"
+):
     r"""Lazy Adam (Kingma & Ba 2015, Algorithm 1) on the rows present, in place: gradient rows of
     equal ids are summed (:func:`scatter_rows`), then :math:`m, v, \theta` of those
     rows are updated in float64 and stored in the table dtype; bias correction with the global
@@ -359,8 +386,7 @@ class _Adam:
 
     def step(self, rows, grads):
         self.t += 1
-        adam_step(self.table, self.m, self.v, self.t, rows, grads, self.lr,
-                  scatter=self.scatter)
+        adam_step(self.table, self.m, self.v, self.t, rows, grads, self.lr, scatter=self.scatter)
 
 
 class Rollout:
@@ -388,8 +414,12 @@ class _NumpyPolicyTrainer:
     def __init__(self, task, config, seed=0, grouped=False):
         env = task.env
         self.grouped = grouped
-        if not isinstance(env.reward, KeywordReward) or env.reward.per_token \
-                or env.reward.presence or env.reward.normalize:
+        if (
+            not isinstance(env.reward, KeywordReward)
+            or env.reward.per_token
+            or env.reward.presence
+            or env.reward.normalize
+        ):
             raise ValueError("the NumPy baseline implements the terminal KeywordReward only")
         self.config = config
         self.env = env
@@ -416,15 +446,16 @@ class _NumpyPolicyTrainer:
         ctx = []
         for p in range(env.num_prompts):
             c = start
-            for tok in env.prompt_tokens[env.prompt_offsets[p]:env.prompt_offsets[p + 1]]:
+            for tok in env.prompt_tokens[env.prompt_offsets[p] : env.prompt_offsets[p + 1]]:
                 c = (c * v + int(tok)) % self.num_contexts
             ctx.append(c)
         self.prompt_context = np.array(ctx, dtype=np.int64)
         if config.kl_target is None:
             self.kl_controller = FixedKLController(config.kl_coef)
         else:
-            self.kl_controller = AdaptiveKLController(config.kl_coef, config.kl_target,
-                                                      config.kl_horizon)
+            self.kl_controller = AdaptiveKLController(
+                config.kl_coef, config.kl_target, config.kl_horizon
+            )
         self.iterations_done = 0
         self.history = []
         self.phase_seconds = {}
@@ -490,8 +521,18 @@ class _NumpyPolicyTrainer:
         batch.rewards = rewards
 
     # --- the update -----------------------------------------------------------------------------
-    def policy_step(self, contexts, tokens, old_log_probs, advantages, weights, clip_low,
-                    clip_high, ref_log_probs=None, kl_coef=0.0):
+    def policy_step(
+        self,
+        contexts,
+        tokens,
+        old_log_probs,
+        advantages,
+        weights,
+        clip_low,
+        clip_high,
+        ref_log_probs=None,
+        kl_coef=0.0,
+    ):
         """Loss, gradient and Adam step; returns (loss, rows updated, clip fraction, approx KL,
         KL loss).  Dense (default): per-token gradients of the gathered logits rows, summed per
         context (:func:`scatter_rows`); ``grouped``: :func:`ppo_loss_grouped`.  Either way the
@@ -499,13 +540,30 @@ class _NumpyPolicyTrainer:
         if self.grouped:
             with self.phase("loss"):
                 loss, rows, grad, clip_fraction, approx_kl, kl_loss = ppo_loss_grouped(
-                    self.policy, contexts, tokens, old_log_probs, advantages, weights, clip_low,
-                    clip_high, ref_log_probs, kl_coef)
+                    self.policy,
+                    contexts,
+                    tokens,
+                    old_log_probs,
+                    advantages,
+                    weights,
+                    clip_low,
+                    clip_high,
+                    ref_log_probs,
+                    kl_coef,
+                )
         else:
             with self.phase("loss"):
                 loss, grad, clip_fraction, approx_kl, kl_loss = ppo_loss(
-                    self.policy[contexts], tokens, old_log_probs, advantages, weights, clip_low,
-                    clip_high, ref_log_probs, kl_coef)
+                    self.policy[contexts],
+                    tokens,
+                    old_log_probs,
+                    advantages,
+                    weights,
+                    clip_low,
+                    clip_high,
+                    ref_log_probs,
+                    kl_coef,
+                )
             with self.phase("optimizer"):
                 rows, grad = scatter_rows(contexts, grad)
         with self.phase("optimizer"):
@@ -543,17 +601,23 @@ class _NumpyPolicyTrainer:
 
     @staticmethod
     def base_metrics(batch):
-        return {"score": float(batch.scores.mean()),
-                "reward": float(batch.rewards.sum(axis=1).mean()),
-                "length": float(batch.lengths.mean()), "tokens": batch.num_tokens}
+        return {
+            "score": float(batch.scores.mean()),
+            "reward": float(batch.rewards.sum(axis=1).mean()),
+            "length": float(batch.lengths.mean()),
+            "tokens": batch.num_tokens,
+        }
 
     def train(self, iterations):
         for _ in range(iterations):
             start = time.perf_counter()
             metrics = self.iteration()
             seconds = time.perf_counter() - start
-            metrics.update(iteration=self.iterations_done, seconds=seconds,
-                           tokens_per_second=metrics["tokens"] / seconds if seconds else 0.0)
+            metrics.update(
+                iteration=self.iterations_done,
+                seconds=seconds,
+                tokens_per_second=metrics["tokens"] / seconds if seconds else 0.0,
+            )
             self.iterations_done += 1
             self.history.append(metrics)
         return self.history
@@ -580,24 +644,32 @@ class NumpyPPO(_NumpyPolicyTrainer):
             pol = self.policy.astype(F64)
             pol_max = pol.max(axis=1)
             pol_lse = pol_max + np.log(np.exp(pol - pol_max[:, None]).sum(axis=1))
-            log_ratio = ((pol[batch.contexts, batch.actions] - pol_lse[batch.contexts])
-                         - (self.reference[batch.contexts, batch.actions]
-                            - self.ref_lse[batch.contexts]))
+            log_ratio = (pol[batch.contexts, batch.actions] - pol_lse[batch.contexts]) - (
+                self.reference[batch.contexts, batch.actions] - self.ref_lse[batch.contexts]
+            )
             shaped = batch.rewards - beta * log_ratio
             batch.rewards = np.where(valid, shaped, 0.0)
         with self.phase("advantages"):
             v = self.values[:, 0].astype(F64)
             values = np.where(valid, v[batch.contexts], 0.0)
             bootstrap = v[batch.final_contexts]
-            advantages, returns = gae(batch.rewards, values, valid, batch.terminated,
-                                      bootstrap, cfg.gamma, cfg.lam)
+            advantages, returns = gae(
+                batch.rewards, values, valid, batch.terminated, bootstrap, cfg.gamma, cfg.lam
+            )
             contexts = batch.contexts[valid]
             tokens = batch.actions[valid]
             old_log_probs = batch.log_probs[valid]
             adv = masked_whiten(advantages, valid)[valid]
             ret = returns[valid]
-        self.last = {"batch": batch, "values": values, "bootstrap": bootstrap,
-                     "advantages": advantages, "returns": returns, "adv": adv, "losses": []}
+        self.last = {
+            "batch": batch,
+            "values": values,
+            "bootstrap": bootstrap,
+            "advantages": advantages,
+            "returns": returns,
+            "adv": adv,
+            "losses": [],
+        }
         clip_fractions, approx_kls = [], []
         per_token = (contexts, tokens, old_log_probs, adv, ret)
         shuffled = [np.empty_like(x) for x in per_token]  # reused by every epoch
@@ -607,16 +679,17 @@ class NumpyPPO(_NumpyPolicyTrainer):
                 order = np.arange(n) if cfg.minibatches <= 1 else self.permutation(n)
                 for x, out in zip(per_token, shuffled):
                     np.take(x, order, out=out)
-                parts = [p for p in np.array_split(np.arange(n), max(cfg.minibatches, 1))
-                         if p.size]
+                parts = [p for p in np.array_split(np.arange(n), max(cfg.minibatches, 1)) if p.size]
             for part in parts:
-                ctx, tok, old, a, r = (x[part[0]:part[-1] + 1] for x in shuffled)
+                ctx, tok, old, a, r = (x[part[0] : part[-1] + 1] for x in shuffled)
                 loss, rows, clip_fraction, approx_kl, _ = self.policy_step(
-                    ctx, tok, old, a, np.full(ctx.size, 1.0 / ctx.size), cfg.clip, cfg.clip)
+                    ctx, tok, old, a, np.full(ctx.size, 1.0 / ctx.size), cfg.clip, cfg.clip
+                )
                 with self.phase("optimizer"):
                     value_error = self.values[:, 0][ctx] - r  # float64 (exact promotion)
-                    sums = np.bincount(ctx, weights=value_error / ctx.size,
-                                       minlength=self.num_contexts)[rows]
+                    sums = np.bincount(
+                        ctx, weights=value_error / ctx.size, minlength=self.num_contexts
+                    )[rows]
                     self.value_optimizer.step(rows, sums.astype(self.dtype).reshape(-1, 1))
                 self.last["losses"].append(loss)
                 clip_fractions.append(clip_fraction)
@@ -625,10 +698,14 @@ class NumpyPPO(_NumpyPolicyTrainer):
             metrics = self.base_metrics(batch)
             predicted = values[valid]
             var = float(np.var(ret))
-            metrics["explained_variance"] = (math.nan if var == 0.0 or ret.size == 0 else
-                                             1.0 - float(np.var(ret - predicted)) / var)
-            metrics.update(clip_fraction=float(np.mean(clip_fractions)),
-                           approx_kl=float(np.mean(approx_kls)))
+            metrics["explained_variance"] = (
+                math.nan
+                if var == 0.0 or ret.size == 0
+                else 1.0 - float(np.var(ret - predicted)) / var
+            )
+            metrics.update(
+                clip_fraction=float(np.mean(clip_fractions)), approx_kl=float(np.mean(approx_kls))
+            )
             metrics = self.finish(batch, contexts, metrics)
         return metrics
 
@@ -648,7 +725,7 @@ class NumpyGRPO(_NumpyPolicyTrainer):
     def iteration(self):
         cfg = self.config
         with self.phase("rollout"):
-            prompts = (uniforms(self.stream, cfg.num_prompts) * self.env.num_prompts)
+            prompts = uniforms(self.stream, cfg.num_prompts) * self.env.num_prompts
             batch = self.rollout(prompt_ids=np.repeat(prompts.astype(np.int64), cfg.group_size))
         valid = batch.valid
         with self.phase("reward"):
@@ -656,8 +733,9 @@ class NumpyGRPO(_NumpyPolicyTrainer):
         with self.phase("advantages"):
             seq_adv = grpo_advantages(batch.scores, cfg.group_size, cfg.scale)
             adv = np.repeat(seq_adv, batch.lengths)
-            weights = np.repeat(loss_weights(batch.lengths, self.horizon,
-                                             cfg.loss_normalization), batch.lengths)
+            weights = np.repeat(
+                loss_weights(batch.lengths, self.horizon, cfg.loss_normalization), batch.lengths
+            )
             contexts = batch.contexts[valid]
             tokens = batch.actions[valid]
             old_log_probs = batch.log_probs[valid]
@@ -666,14 +744,25 @@ class NumpyGRPO(_NumpyPolicyTrainer):
         clip_fractions, approx_kls = [], []
         for _ in range(cfg.epochs):
             loss, _, clip_fraction, approx_kl, kl_loss = self.policy_step(
-                contexts, tokens, old_log_probs, adv, weights, cfg.clip, cfg.clip_high,
-                ref_log_probs, self.kl_controller.value)
+                contexts,
+                tokens,
+                old_log_probs,
+                adv,
+                weights,
+                cfg.clip,
+                cfg.clip_high,
+                ref_log_probs,
+                self.kl_controller.value,
+            )
             self.last["losses"].append(loss)
             clip_fractions.append(clip_fraction)
             approx_kls.append(approx_kl)
         with self.phase("diagnostics"):
             metrics = self.base_metrics(batch)
-            metrics.update(clip_fraction=float(np.mean(clip_fractions)),
-                           approx_kl=float(np.mean(approx_kls)), kl_loss=kl_loss)
+            metrics.update(
+                clip_fraction=float(np.mean(clip_fractions)),
+                approx_kl=float(np.mean(approx_kls)),
+                kl_loss=kl_loss,
+            )
             metrics = self.finish(batch, contexts, metrics)
         return metrics

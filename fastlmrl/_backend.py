@@ -25,6 +25,7 @@ its first use after an install (30-60 s for the demo's kernels on 2 cores, then 
 :func:`show_config` and warned about once per process: fastlmrl never falls back to slow code
 silently.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -19,6 +19,7 @@ kernel modules return only :class:`~fastlmrl._status.Status` values, and -- call
 of every backend with one argument broken at a time -- that each returns the declared status and
 writes nothing.  :func:`raise_for_status` turns a status into the ValueError naming the argument.
 """
+
 from __future__ import annotations
 
 import enum
@@ -42,7 +43,9 @@ class Kind(enum.Enum):
     TABLE = "table"  #: 2-D C-contiguous float32/float64 (``real_t[:, ::1]``)
     IDS = "ids"  #: 1-D contiguous int32/int64, one dtype per call (``index_t[::1]``)
     REALS = "reals"  #: 1-D contiguous, of the table's dtype (``real_t[::1]``)
-    FLAGS = "flags"  #: 1-D contiguous uint8 0/1 (a bool array viewed as uint8; ``unsigned char[::1]``)
+    FLAGS = (
+        "flags"  #: 1-D contiguous uint8 0/1 (a bool array viewed as uint8; ``unsigned char[::1]``)
+    )
     REAL = "real"  #: a float scalar (``double``)
     INDEX = "index"  #: an int64 scalar (``Py_ssize_t``)
     FLAG = "flag"  #: a bool scalar (``bint``)
@@ -61,9 +64,17 @@ class Kind(enum.Enum):
         this kind."""
         if self == Kind.THREADS:
             return "int" if core else ""
-        base = {Kind.TABLE: "real_t[:, ::1]", Kind.IDS: "index_t[::1]", Kind.REALS: "real_t[::1]",
-                Kind.FLAGS: "unsigned char[::1]", Kind.REAL: "double", Kind.INDEX: "Py_ssize_t",
-                Kind.FLAG: "bint", Kind.UINT64: "uint64_t", Kind.ACTIONS: "int64_t[::1]"}[self]
+        base = {
+            Kind.TABLE: "real_t[:, ::1]",
+            Kind.IDS: "index_t[::1]",
+            Kind.REALS: "real_t[::1]",
+            Kind.FLAGS: "unsigned char[::1]",
+            Kind.REAL: "double",
+            Kind.INDEX: "Py_ssize_t",
+            Kind.FLAG: "bint",
+            Kind.UINT64: "uint64_t",
+            Kind.ACTIONS: "int64_t[::1]",
+        }[self]
         return base if written or not self.is_array else "const " + base
 
 
@@ -168,8 +179,9 @@ class Topic:
         return tuple(k.name for k in self.kernels)
 
 
-def raise_for_status(status: int, kernel: Kernel, args: Mapping[str, Any],
-                     public: Mapping[str, str] | None = None) -> None:
+def raise_for_status(
+    status: int, kernel: Kernel, args: Mapping[str, Any], public: Mapping[str, str] | None = None
+) -> None:
     """Turn a kernel status into the ValueError naming the argument (no-op for 0).
 
     ``args`` maps the kernel's argument names to the values it was called with (at least the
@@ -189,11 +201,15 @@ def raise_for_status(status: int, kernel: Kernel, args: Mapping[str, Any],
     except ValueError:
         code = None
     if code is None or code not in kernel.returned_statuses():
-        raise ValueError(f"internal error: kernel {kernel.name} returned status {status}, which "
-                         "its contract does not declare")
+        raise ValueError(
+            f"internal error: kernel {kernel.name} returned status {status}, which "
+            "its contract does not declare"
+        )
     if code == Status.BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {int(Status.BAD_SHAPES)})")
+        raise ValueError(
+            "internal error: array arguments of inconsistent shapes "
+            f"(status {int(Status.BAD_SHAPES)})"
+        )
     if code == Status.OVERLAPPING_ARRAYS:
         _raise_overlap(kernel, args, shown)
     name = kernel.argument_of(code)
@@ -234,6 +250,8 @@ def _raise_overlap(kernel: Kernel, args: Mapping[str, Any], shown) -> None:
             continue
         for name, x in arrays.items():
             if name != wname and x.size and np.may_share_memory(w, x):
-                raise ValueError(f"{shown(name)} shares memory with {shown(wname)}, which this "
-                                 f"call writes in place; pass a copy of {shown(name)}")
+                raise ValueError(
+                    f"{shown(name)} shares memory with {shown(wname)}, which this "
+                    f"call writes in place; pass a copy of {shown(name)}"
+                )
     raise ValueError("array arguments share memory with an array this call writes")

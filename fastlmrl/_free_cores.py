@@ -24,6 +24,7 @@ kernel computes each row the same way whichever thread takes it), so this change
 ``enabled = False`` (or the environment variable ``FASTLMRL_ADAPTIVE_THREADS=0`` at import)
 turns it off: then every call uses the requested count.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,7 +80,7 @@ def _own_running() -> int:
                 stat = f.read(512)
         except OSError:
             continue
-        count += stat[stat.rfind(b")") + 2:][:1] == b"R"
+        count += stat[stat.rfind(b")") + 2 :][:1] == b"R"
     return max(count, 1)
 
 

@@ -15,6 +15,7 @@ Migration note (issue 14): the topics listed in ``fastlmrl._contract.MIGRATED`` 
 values; the other topics still define local numbers (some reuse a value for another meaning, e.g.
 ``BAD_SHAPES = 32`` in ``optimizers``) until they migrate.
 """
+
 from __future__ import annotations
 
 import enum

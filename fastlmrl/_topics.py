@@ -1,6 +1,7 @@
 """The kernel topics: one module per topic in every backend (``_python``, ``_numba``, ``_cython``)
 and one public dispatcher module of the same name in :mod:`fastlmrl`.  Each backend module lists its
 kernels in ``__all__``; every backend must export the same names (a test checks it)."""
+
 TOPICS = (
     # tabular value methods
     "selection",

@@ -59,6 +59,7 @@ an input or with the other output -- also one that *is* an input: there is no in
 backward recursions stay element-wise safe in place, but a shifted view would not, and the
 blocked kernels read a tile of steps before they write it).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -78,6 +79,7 @@ BAD_ADVANTAGES = 44
 
 # --------------------------------------------------------------------------- shared validation
 # (also used by fastlmrl.group_advantages and fastlmrl.kl_divergence)
+
 
 def _real_array(x, name: str, ndim: int | None = None, shape=None) -> np.ndarray:
     """An array of real numbers (bool/int/float) with ``ndim`` dims / this ``shape`` (not
@@ -132,11 +134,14 @@ def _fail(status: int, known: dict) -> None:
     if status == 0:
         return
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {BAD_SHAPES})")
+        raise ValueError(
+            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
+        )
     if status == OVERLAPPING_ARRAYS:  # the wrappers allocate every array a kernel writes
-        raise ValueError("internal error: an array the kernel writes shares memory with another "
-                         f"argument (status {OVERLAPPING_ARRAYS})")
+        raise ValueError(
+            "internal error: an array the kernel writes shares memory with another "
+            f"argument (status {OVERLAPPING_ARRAYS})"
+        )
     entry = known.get(status)
     if isinstance(entry, str):
         raise ValueError(entry)
@@ -155,19 +160,26 @@ def _fail(status: int, known: dict) -> None:
 
 # --------------------------------------------------------------------------- sequences
 
+
 def _sequences(rewards, values, mask, terminated, truncated, bootstrap_values):
     """Validate the per-step and per-sequence arguments; return kernel-ready arrays."""
     r = _real_array(rewards, "rewards", 2)
     shape = r.shape
     n_rows = shape[0]
     v = None if values is None else _real_array(values, "values", 2, shape)
-    boot = (None if bootstrap_values is None
-            else _real_array(bootstrap_values, "bootstrap_values", 1, (n_rows,)))
+    boot = (
+        None
+        if bootstrap_values is None
+        else _real_array(bootstrap_values, "bootstrap_values", 1, (n_rows,))
+    )
     dtype = _work_dtype(r, v, boot)
     m = _mask(mask, shape)
     term = check.flags(terminated, "terminated", n_rows)
-    trunc = (np.ascontiguousarray(1 - term) if truncated is None
-             else check.flags(truncated, "truncated", n_rows))
+    trunc = (
+        np.ascontiguousarray(1 - term)
+        if truncated is None
+        else check.flags(truncated, "truncated", n_rows)
+    )
     r = _as(r, dtype)
     if v is not None:
         v = _as(v, dtype)
@@ -179,22 +191,31 @@ def _sequences(rewards, values, mask, terminated, truncated, bootstrap_values):
 def _raise_sequences(status, r, v, m, term, trunc, boot, boot_given):
     if status == BAD_ENDS:
         rows = np.flatnonzero(m.any(axis=1) & (term == 0) & (trunc == 0))
-        raise ValueError(f"sequence {int(rows[0])} has valid steps but is neither terminated nor "
-                         "truncated (set terminated[b] or truncated[b])")
+        raise ValueError(
+            f"sequence {int(rows[0])} has valid steps but is neither terminated nor "
+            "truncated (set terminated[b] or truncated[b])"
+        )
     if status == BAD_BOOTSTRAP and not boot_given:
         rows = np.flatnonzero(m.any(axis=1) & (term == 0) & (trunc != 0))
         raise ValueError(f"bootstrap_values is required: sequence {int(rows[0])} is truncated")
-    needs = (m.any(axis=1) & (term == 0) & (trunc != 0))
-    _fail(status, {BAD_REWARDS: ("rewards", r, m), BAD_VALUES: ("values", v, m),
-                   BAD_BOOTSTRAP: ("bootstrap_values", boot, needs)})
+    needs = m.any(axis=1) & (term == 0) & (trunc != 0)
+    _fail(
+        status,
+        {
+            BAD_REWARDS: ("rewards", r, m),
+            BAD_VALUES: ("values", v, m),
+            BAD_BOOTSTRAP: ("bootstrap_values", boot, needs),
+        },
+    )
 
 
 def _discount(gamma, lam):
     return check.real(gamma, "gamma", 0.0, 1.0), check.real(lam, "lam", 0.0, 1.0)
 
 
-def discounted_returns(rewards, mask, terminated, truncated=None, bootstrap_values=None, *,
-                       gamma: float) -> np.ndarray:
+def discounted_returns(
+    rewards, mask, terminated, truncated=None, bootstrap_values=None, *, gamma: float
+) -> np.ndarray:
     r"""Discounted returns :math:`G_t = R_{t+1} + \gamma G_{t+1}` (Sutton & Barto 2018, eq. 3.9).
 
     Parameters
@@ -211,17 +232,28 @@ def discounted_returns(rewards, mask, terminated, truncated=None, bootstrap_valu
     (B, T) returns (float32 when every real input is float32, else float64).
     """
     gamma = check.real(gamma, "gamma", 0.0, 1.0)
-    r, _, m, term, trunc, boot, dtype = _sequences(rewards, None, mask, terminated, truncated,
-                                                   bootstrap_values)
+    r, _, m, term, trunc, boot, dtype = _sequences(
+        rewards, None, mask, terminated, truncated, bootstrap_values
+    )
     out = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().discounted_returns(r, m, term, trunc, boot, gamma, out,
-                                                  _free_cores.threads())
+    status = _backend.kernels().discounted_returns(
+        r, m, term, trunc, boot, gamma, out, _free_cores.threads()
+    )
     _raise_sequences(status, r, None, m, term, trunc, boot, bootstrap_values is not None)
     return out
 
 
-def lambda_returns(rewards, values, mask, terminated, truncated=None, bootstrap_values=None, *,
-                   gamma: float, lam: float) -> np.ndarray:
+def lambda_returns(
+    rewards,
+    values,
+    mask,
+    terminated,
+    truncated=None,
+    bootstrap_values=None,
+    *,
+    gamma: float,
+    lam: float,
+) -> np.ndarray:
     r"""λ-returns, recursive form (Sutton & Barto 2018, eq. 12.3 and §12.5):
 
     .. math:: G^\lambda_t = R_{t+1} + \gamma\,[(1-\lambda)\,V(s_{t+1}) + \lambda\,G^\lambda_{t+1}]
@@ -235,17 +267,28 @@ def lambda_returns(rewards, values, mask, terminated, truncated=None, bootstrap_
     gamma, lam = _discount(gamma, lam)
     if values is None:
         raise TypeError("values must be an array, got None")
-    r, v, m, term, trunc, boot, dtype = _sequences(rewards, values, mask, terminated, truncated,
-                                                   bootstrap_values)
+    r, v, m, term, trunc, boot, dtype = _sequences(
+        rewards, values, mask, terminated, truncated, bootstrap_values
+    )
     out = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().lambda_returns(r, v, m, term, trunc, boot, gamma, lam, out,
-                                              _free_cores.threads())
+    status = _backend.kernels().lambda_returns(
+        r, v, m, term, trunc, boot, gamma, lam, out, _free_cores.threads()
+    )
     _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
     return out
 
 
-def gae(rewards, values, mask, terminated, truncated=None, bootstrap_values=None, *,
-        gamma: float, lam: float):
+def gae(
+    rewards,
+    values,
+    mask,
+    terminated,
+    truncated=None,
+    bootstrap_values=None,
+    *,
+    gamma: float,
+    lam: float,
+):
     r"""Generalized advantage estimation, GAE(γ, λ) (Schulman et al. 2016, eqs. 11-16).
 
     .. math:: \delta_t = R_{t+1} + \gamma\,V(s_{t+1}) - V(s_t),\qquad
@@ -263,12 +306,14 @@ def gae(rewards, values, mask, terminated, truncated=None, bootstrap_values=None
     gamma, lam = _discount(gamma, lam)
     if values is None:
         raise TypeError("values must be an array, got None")
-    r, v, m, term, trunc, boot, dtype = _sequences(rewards, values, mask, terminated, truncated,
-                                                   bootstrap_values)
+    r, v, m, term, trunc, boot, dtype = _sequences(
+        rewards, values, mask, terminated, truncated, bootstrap_values
+    )
     adv = np.empty(r.shape, dtype=dtype)
     ret = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().gae(r, v, m, term, trunc, boot, gamma, lam, adv, ret,
-                                   _free_cores.threads())
+    status = _backend.kernels().gae(
+        r, v, m, term, trunc, boot, gamma, lam, adv, ret, _free_cores.threads()
+    )
     _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
     return adv, ret
 

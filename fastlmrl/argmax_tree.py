@@ -37,6 +37,7 @@ nothing (status 33 for a direct kernel caller; see :mod:`fastlmrl._python.argmax
 :meth:`ArgmaxTree.rebuild` repairs a damaged tree.  The check costs O(1) per read root and
 O(log2 P) per updated cell.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,9 +88,11 @@ class ArgmaxTree:
             raise ValueError(f"q has {q.shape[1]} columns; an ArgmaxTree holds int32 column ids")
         shape = (q.shape[0], 2 * _n_leaves(q.shape[1], block_size))
         if 4 * shape[0] * shape[1] > _physical_memory():
-            raise ValueError(f"block_size = {block_size}: the tree of a {q.shape} table needs "
-                             f"{4 * shape[0] * shape[1]} bytes of int32 nodes {shape}, more than "
-                             "this machine's memory; use a larger block_size")
+            raise ValueError(
+                f"block_size = {block_size}: the tree of a {q.shape} table needs "
+                f"{4 * shape[0] * shape[1]} bytes of int32 nodes {shape}, more than "
+                "this machine's memory; use a larger block_size"
+            )
         self._q = q
         self._block_size = block_size
         self._nodes = np.empty(shape, dtype=np.int32)
@@ -121,19 +124,24 @@ class ArgmaxTree:
         return self._nodes.nbytes
 
     def __repr__(self) -> str:
-        return (f"ArgmaxTree(table shape={self._q.shape}, dtype={self._q.dtype}, "
-                f"block_size={self._block_size}, nodes={self._nodes.shape})")
+        return (
+            f"ArgmaxTree(table shape={self._q.shape}, dtype={self._q.dtype}, "
+            f"block_size={self._block_size}, nodes={self._nodes.shape})"
+        )
 
     def _args(self, q=None, name: str = "argmax_tree"):
         """(nodes, block_size) for a kernel, after checking the tree still fits its table."""
         q = self._q if q is None else q
         if q.shape[0] != self._nodes.shape[0] or (
-                self._nodes.shape[1] != 2 * _n_leaves(q.shape[1], self._block_size)):
-            raise ValueError(f"{name} no longer fits its table: q has shape {q.shape}, the tree "
-                             f"{self._nodes.shape}; build a new ArgmaxTree")
+            self._nodes.shape[1] != 2 * _n_leaves(q.shape[1], self._block_size)
+        ):
+            raise ValueError(
+                f"{name} no longer fits its table: q has shape {q.shape}, the tree "
+                f"{self._nodes.shape}; build a new ArgmaxTree"
+            )
         return self._nodes, self._block_size
 
-    def rebuild(self) -> "ArgmaxTree":
+    def rebuild(self) -> ArgmaxTree:
         """Recompute every row from ``table`` (after arbitrary direct edits of the table)."""
         q = check.table(self._q, "q", writeable=False)
         nodes, block_size = self._args()
@@ -155,10 +163,15 @@ class ArgmaxTree:
         if status == OVERLAPPING_ARRAYS:  # (nothing written) name the input
             for name, x in (("states", states), ("actions", actions)):
                 if x.size and np.may_share_memory(nodes, x):
-                    raise ValueError(f"{name} shares memory with the tree's nodes, which refresh "
-                                     f"writes; pass a copy of {name}")
-        raise_for_tree_status(status, {"states": (states, q.shape[0]),
-                                       "actions": (actions, q.shape[1])}, "argmax_tree")
+                    raise ValueError(
+                        f"{name} shares memory with the tree's nodes, which refresh "
+                        f"writes; pass a copy of {name}"
+                    )
+        raise_for_tree_status(
+            status,
+            {"states": (states, q.shape[0]), "actions": (actions, q.shape[1])},
+            "argmax_tree",
+        )
 
     def argmax(self, states) -> np.ndarray:
         r"""Greedy actions :math:`\arg\max_a Q(s_i, a)` (int64), same as ``greedy(q, states)``."""
@@ -196,12 +209,15 @@ def raise_for_tree_status(status: int, bounds: dict, name: str = "argmax_tree") 
     if status == BAD_TREE:
         raise ValueError(f"{name} does not fit its table (nodes shape / block_size)")
     if status == CORRUPT_TREE:
-        raise ValueError(f"{name} is damaged: a node it reads holds a column outside its span "
-                         "of the table (its nodes were edited, or it belongs to another table); "
-                         "nothing was changed; call rebuild()")
+        raise ValueError(
+            f"{name} is damaged: a node it reads holds a column outside its span "
+            "of the table (its nodes were edited, or it belongs to another table); "
+            "nothing was changed; call rebuild()"
+        )
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {BAD_SHAPES})")
+        raise ValueError(
+            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
+        )
     check.raise_for_status(status, bounds)
 
 
@@ -213,7 +229,9 @@ def tree_args(tree, q, name: str = "argmax_tree", table_name: str = "q"):
     if not isinstance(tree, ArgmaxTree):
         raise TypeError(f"{name} must be an ArgmaxTree, got {type(tree).__name__}")
     if tree.table is not q:
-        raise ValueError(f"{name} was built for another table ({name}.table is not "
-                         f"{table_name}): pass the table the tree was built for, or build a new "
-                         "ArgmaxTree")
+        raise ValueError(
+            f"{name} was built for another table ({name}.table is not "
+            f"{table_name}): pass the table the tree was built for, or build a new "
+            "ArgmaxTree"
+        )
     return tree._args(q, name)

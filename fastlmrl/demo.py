@@ -18,6 +18,7 @@ So the reward goes up while the KL stays bounded and the samples stay text.  The
 ``--backend numba`` the first run after an install compiles the kernels once (announced on
 stderr, then cached outside the package folder).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,30 +33,46 @@ __all__ = ["DEMO_ALGORITHMS", "add_demo_arguments", "cmd_demo", "evaluate", "sam
 
 DEMO_ALGORITHMS = ("ppo", "grpo")
 EVAL_SEQUENCES = 512  #: samples per before/after evaluation
-EVAL_SEED = 12345     #: their random stream (the same before and after)
+EVAL_SEED = 12345  #: their random stream (the same before and after)
 
 
 def add_demo_arguments(parser) -> None:
     """The options of ``fastlmrl demo``."""
-    parser.add_argument("--backend", choices=_backend.BACKENDS,
-                        help="kernel backend (default: cython, else numba, else python)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="training iterations of each algorithm (default: 150; with "
-                             "--neural: 60 GRPO iterations)")
-    parser.add_argument("--seed", type=int, default=0, help="the only source of randomness "
-                        "(default: 0)")
+    parser.add_argument(
+        "--backend",
+        choices=_backend.BACKENDS,
+        help="kernel backend (default: cython, else numba, else python)",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="training iterations of each algorithm (default: 150; with "
+        "--neural: 60 GRPO iterations)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the only source of randomness (default: 0)"
+    )
     parser.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
-    parser.add_argument("--plot", default="fastlmrl-demo.png",
-                        help="learning-curve PNG, needs matplotlib; '' for none "
-                             "(default: fastlmrl-demo.png)")
-    parser.add_argument("--neural", action="store_true",
-                        help="instead: GRPO on a transformers model (the cached pretrained "
-                             "default model, pretrained first when not cached) on a verifiable "
-                             "task; held-out success rate, samples and KL before/after; needs "
-                             "pip install 'fastlmrl[neural]'")
+    parser.add_argument(
+        "--plot",
+        default="fastlmrl-demo.png",
+        help="learning-curve PNG, needs matplotlib; '' for none (default: fastlmrl-demo.png)",
+    )
+    parser.add_argument(
+        "--neural",
+        action="store_true",
+        help="instead: GRPO on a transformers model (the cached pretrained "
+        "default model, pretrained first when not cached) on a verifiable "
+        "task; held-out success rate, samples and KL before/after; needs "
+        "pip install 'fastlmrl[neural]'",
+    )
     parser.add_argument("--task", help="with --neural: the verifiable task (default: sort)")
-    parser.add_argument("--model", metavar="FOLDER",
-                        help="with --neural: start from this local model folder instead")
+    parser.add_argument(
+        "--model",
+        metavar="FOLDER",
+        help="with --neural: start from this local model folder instead",
+    )
 
 
 def samples(trainer, task, n: int, seed) -> list:
@@ -64,7 +81,7 @@ def samples(trainer, task, n: int, seed) -> list:
     out = []
     for b in range(n):
         prompt = task.prompt_text(int(batch.prompt_ids[b]))
-        out.append(prompt + task.decode(batch.actions[b, :batch.lengths[b]]))
+        out.append(prompt + task.decode(batch.actions[b, : batch.lengths[b]]))
     return out
 
 
@@ -83,8 +100,10 @@ def evaluate(trainer, n: int = EVAL_SEQUENCES, seed=EVAL_SEED) -> dict:
 
 
 def _line(name: str, m: dict) -> str:
-    return (f"  {name:10s} score {m['score']:6.3f} words/sample   KL {m['kl']:6.2f} nats/sequence   "
-            f"ref ppl {m['ref_perplexity']:5.2f}")
+    return (
+        f"  {name:10s} score {m['score']:6.3f} words/sample   KL {m['kl']:6.2f} nats/sequence   "
+        f"ref ppl {m['ref_perplexity']:5.2f}"
+    )
 
 
 def cmd_demo(args, out=None) -> dict:
@@ -100,6 +119,7 @@ def cmd_demo(args, out=None) -> dict:
     if args.iterations is None:
         args.iterations = 150
     import fastlmrl
+
     from .runs import make_trainer
     from .tasks import make_text_task
 
@@ -107,16 +127,28 @@ def cmd_demo(args, out=None) -> dict:
         fastlmrl.set_backend(args.backend)
     started = time.perf_counter()
     task = make_text_task(args.corpus)
-    print(f"fastlmrl {fastlmrl.__version__} demo — backend {fastlmrl.get_backend()}, "
-          f"{_backend.get_num_threads()} threads", file=out)
-    print(f"language model: character {task.lm.order}-gram, {task.lm.smoothing} smoothing, "
-          f"V={task.vocab_size}, {task.num_contexts} contexts; held-out perplexity "
-          f"{task.lm.perplexity(task.tokenizer.encode_lines(task.held_out)):.2f}", file=out)
-    print(f"reward: +1 per whole lexicon word generated {list(task.lexicon)} (between "
-          "non-letters: 'kind.' counts, 'kindly' does not)", file=out)
-    print(f"evaluation: {EVAL_SEQUENCES} samples; score = words per sample, KL = exact KL to the "
-          "reference LM (nats per sequence), ref ppl = the reference LM's perplexity of the "
-          "samples", file=out)
+    print(
+        f"fastlmrl {fastlmrl.__version__} demo — backend {fastlmrl.get_backend()}, "
+        f"{_backend.get_num_threads()} threads",
+        file=out,
+    )
+    print(
+        f"language model: character {task.lm.order}-gram, {task.lm.smoothing} smoothing, "
+        f"V={task.vocab_size}, {task.num_contexts} contexts; held-out perplexity "
+        f"{task.lm.perplexity(task.tokenizer.encode_lines(task.held_out)):.2f}",
+        file=out,
+    )
+    print(
+        f"reward: +1 per whole lexicon word generated {list(task.lexicon)} (between "
+        "non-letters: 'kind.' counts, 'kindly' does not)",
+        file=out,
+    )
+    print(
+        f"evaluation: {EVAL_SEQUENCES} samples; score = words per sample, KL = exact KL to the "
+        "reference LM (nats per sequence), ref ppl = the reference LM's perplexity of the "
+        "samples",
+        file=out,
+    )
     results = {}
     for algo in DEMO_ALGORITHMS:
         trainer = make_trainer(algo, task, args.seed)
@@ -127,13 +159,19 @@ def cmd_demo(args, out=None) -> dict:
             print(_line("reference", before), file=out)
             for text in samples(trainer, task, 4, seed=EVAL_SEED):
                 print(f"    {text!r}", file=out)
-        print(f"\n{algo.upper()}: {args.iterations} iterations, KL coefficient "
-              f"{trainer.kl_controller.value}", file=out, flush=True)
+        print(
+            f"\n{algo.upper()}: {args.iterations} iterations, KL coefficient "
+            f"{trainer.kl_controller.value}",
+            file=out,
+            flush=True,
+        )
         history = trainer.train(args.iterations)
         for m in history[:: max(1, args.iterations // 6)] + [history[-1]]:
-            print(f"  iter {m['iteration']:4d}  score {m['score']:6.3f}  KL {m['kl']:7.3f}  "
-                  f"entropy {m['entropy']:.3f}  {m['tokens_per_second'] / 1e6:5.2f} M tok/s",
-                  file=out)
+            print(
+                f"  iter {m['iteration']:4d}  score {m['score']:6.3f}  KL {m['kl']:7.3f}  "
+                f"entropy {m['entropy']:.3f}  {m['tokens_per_second'] / 1e6:5.2f} M tok/s",
+                file=out,
+            )
         after = evaluate(trainer)
         print(f"{algo.upper()} after training:", file=out)
         print(_line(algo.upper(), after), file=out)
@@ -141,8 +179,11 @@ def cmd_demo(args, out=None) -> dict:
             print(f"    {text!r}", file=out)
         tokens = sum(m["tokens"] for m in history)
         seconds = sum(m["seconds"] for m in history)
-        print(f"  {tokens} tokens trained in {seconds:.2f} s ({tokens / seconds / 1e6:.2f} M "
-              "tokens/s)", file=out)
+        print(
+            f"  {tokens} tokens trained in {seconds:.2f} s ({tokens / seconds / 1e6:.2f} M "
+            "tokens/s)",
+            file=out,
+        )
         results[algo] = {"history": history, "before": before, "after": after}
     print("\nbefore -> after (same prompts, same random stream):", file=out)
     print(_line("reference", results["reference"]), file=out)
@@ -161,8 +202,11 @@ def _plot(histories: dict, path: str, out) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("(no learning-curve plot: matplotlib is not installed; `pip install matplotlib` "
-              "adds it)", file=out)
+        print(
+            "(no learning-curve plot: matplotlib is not installed; `pip install matplotlib` "
+            "adds it)",
+            file=out,
+        )
         return
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for algo, history in histories.items():

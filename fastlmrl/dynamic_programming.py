@@ -71,6 +71,7 @@ policy of the returned values; ``v`` and ``v_out`` must not overlap.  Scratch: `
 2 S (policy_value) or 3 S (find_cycle) int64; ``v`` of value_iteration and policy_sweeps is
 updated in place.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import _backend
-from . import _status
+from . import _backend, _status
 from . import _validation as check
 
 __all__ = [
@@ -159,8 +159,9 @@ def _check_next_state(next_state, terminal):
     bad = ((next_state < 0) | (next_state >= n_states)) & ~terminal[:, None]
     if bad.any():
         idx = _first_index(bad)
-        raise ValueError(f"next_state[{_where(idx)}] = {int(next_state[idx])} is out of range "
-                         f"[0, {n_states})")
+        raise ValueError(
+            f"next_state[{_where(idx)}] = {int(next_state[idx])} is out of range [0, {n_states})"
+        )
 
 
 def _check_finite(arr, name, rows=None):
@@ -227,7 +228,7 @@ class TokenMDP:
         """The reward table's dtype (float32 or float64)."""
         return self.reward.dtype
 
-    def to_dense(self) -> "DenseMDP":
+    def to_dense(self) -> DenseMDP:
         """The same MDP in the dense layout: ``P[s, a, next_state[s, a]] = 1``; a terminal state
         becomes absorbing (``P[s, a, s] = 1``) with reward 0, so every value is unchanged."""
         n_states, n_actions = self.next_state.shape
@@ -241,8 +242,10 @@ class TokenMDP:
         return DenseMDP(P, R)
 
     def __repr__(self) -> str:
-        return (f"TokenMDP(num_states={self.num_states}, num_actions={self.num_actions}, "
-                f"terminal={int(self.terminal.sum())}, dtype={self.dtype})")
+        return (
+            f"TokenMDP(num_states={self.num_states}, num_actions={self.num_actions}, "
+            f"terminal={int(self.terminal.sum())}, dtype={self.dtype})"
+        )
 
 
 class DenseMDP:
@@ -306,8 +309,10 @@ class DenseMDP:
         return self.R.dtype
 
     def __repr__(self) -> str:
-        return (f"DenseMDP(num_states={self.num_states}, num_actions={self.num_actions}, "
-                f"dtype={self.dtype})")
+        return (
+            f"DenseMDP(num_states={self.num_states}, num_actions={self.num_actions}, "
+            f"dtype={self.dtype})"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -355,8 +360,10 @@ def _mdp(mdp):
         _stored(next_state, "next_state", check.INDEX_DTYPES, None)
         shape = next_state.shape
         if len(shape) != 2 or 0 in shape:
-            raise ValueError(f"mdp.next_state must have shape (S, A) with S, A >= 1, got {shape}"
-                             "; build a new TokenMDP")
+            raise ValueError(
+                f"mdp.next_state must have shape (S, A) with S, A >= 1, got {shape}"
+                "; build a new TokenMDP"
+            )
         _stored(mdp.reward, "reward", check.FLOAT_DTYPES, shape)
         _stored(mdp.terminal, "terminal", (np.dtype(np.bool_),), shape[:1])
         return mdp
@@ -364,8 +371,9 @@ def _mdp(mdp):
         R = mdp.R
         _stored(R, "R", check.FLOAT_DTYPES, None)
         if R.ndim != 2 or 0 in R.shape:
-            raise ValueError(f"mdp.R must have shape (S, A) with S, A >= 1, got {R.shape}"
-                             "; build a new DenseMDP")
+            raise ValueError(
+                f"mdp.R must have shape (S, A) with S, A >= 1, got {R.shape}; build a new DenseMDP"
+            )
         _stored(mdp.P, "P", (R.dtype,), R.shape + R.shape[:1])
         return mdp
     raise TypeError(f"mdp must be a TokenMDP or a DenseMDP, got {type(mdp).__name__}")
@@ -373,15 +381,21 @@ def _mdp(mdp):
 
 def _stored(arr, name: str, dtypes, shape) -> None:
     if not isinstance(arr, np.ndarray):
-        raise TypeError(f"mdp.{name} must be a numpy.ndarray (as the constructor stored it), "
-                        f"got {type(arr).__name__}; build a new MDP instead of replacing it")
+        raise TypeError(
+            f"mdp.{name} must be a numpy.ndarray (as the constructor stored it), "
+            f"got {type(arr).__name__}; build a new MDP instead of replacing it"
+        )
     if arr.dtype not in dtypes or not arr.flags.c_contiguous:
-        raise TypeError(f"mdp.{name} must be a C-contiguous array of dtype "
-                        f"{' or '.join(str(d) for d in dtypes)} (as the constructor stored it), "
-                        f"got {arr.dtype}; build a new MDP instead of replacing it")
+        raise TypeError(
+            f"mdp.{name} must be a C-contiguous array of dtype "
+            f"{' or '.join(str(d) for d in dtypes)} (as the constructor stored it), "
+            f"got {arr.dtype}; build a new MDP instead of replacing it"
+        )
     if shape is not None and arr.shape != tuple(shape):
-        raise ValueError(f"mdp.{name} must have shape {tuple(shape)}, got {arr.shape}; "
-                         "build a new MDP instead of replacing it")
+        raise ValueError(
+            f"mdp.{name} must have shape {tuple(shape)}, got {arr.shape}; "
+            "build a new MDP instead of replacing it"
+        )
 
 
 def _first_cyclic_state(next_state: np.ndarray, terminal: np.ndarray):
@@ -390,8 +404,9 @@ def _first_cyclic_state(next_state: np.ndarray, terminal: np.ndarray):
     n_states = next_state.shape[0]
     found = np.full(1, -1, dtype=np.int64)
     work = np.empty(3 * n_states, dtype=np.int64)
-    status = _backend.kernels().token_mdp_find_cycle(next_state, terminal.view(np.uint8), found,
-                                                     work)
+    status = _backend.kernels().token_mdp_find_cycle(
+        next_state, terminal.view(np.uint8), found, work
+    )
     if status:
         _raise_shapes(status)
         _check_next_state(next_state, terminal)
@@ -413,8 +428,11 @@ def _gamma(mdp, gamma, policy=None) -> float:
             table = np.take_along_axis(table, policy[:, None], axis=1)
         s = _first_cyclic_state(table, mdp.terminal)
         if s is not None:
-            what = ("under this policy (its graph" if policy is not None else
-                    "whatever the actions (the transition graph")
+            what = (
+                "under this policy (its graph"
+                if policy is not None
+                else "whatever the actions (the transition graph"
+            )
             raise ValueError(
                 f"gamma == 1 requires every state to reach a terminal state {what} on non-terminal "
                 f"states must be acyclic); state {s} lies on a cycle; use gamma < 1"
@@ -463,8 +481,9 @@ def _default_values(mdp) -> np.ndarray:
 
 def _raise_shapes(status: int) -> None:
     if status == _status.BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {_status.BAD_SHAPES})")
+        raise ValueError(
+            f"internal error: array arguments of inconsistent shapes (status {_status.BAD_SHAPES})"
+        )
 
 
 def _raise(status: int, mdp, policy=None) -> None:
@@ -491,9 +510,9 @@ def _raise(status: int, mdp, policy=None) -> None:
 def _backup(mdp, gamma, v, v_out, policy_out) -> None:
     kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_bellman_backup(mdp.next_state, mdp.reward,
-                                               mdp.terminal.view(np.uint8), gamma, v, v_out,
-                                               policy_out)
+        status = kern.token_mdp_bellman_backup(
+            mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, v_out, policy_out
+        )
     else:
         status = kern.dense_mdp_bellman_backup(mdp.P, mdp.R, gamma, v, v_out, policy_out)
     _raise(status, mdp)
@@ -502,9 +521,9 @@ def _backup(mdp, gamma, v, v_out, policy_out) -> None:
 def _policy_sweeps(mdp, policy, gamma, k, v, v_tmp) -> None:
     kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_policy_sweeps(mdp.next_state, mdp.reward,
-                                              mdp.terminal.view(np.uint8), policy, gamma, k, v,
-                                              v_tmp)
+        status = kern.token_mdp_policy_sweeps(
+            mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), policy, gamma, k, v, v_tmp
+        )
     else:
         status = kern.dense_mdp_policy_sweeps(mdp.P, mdp.R, policy, gamma, k, v, v_tmp)
     _raise(status, mdp, policy)
@@ -556,8 +575,9 @@ def action_values(mdp, values, gamma: float) -> np.ndarray:
     q = np.empty((mdp.num_states, mdp.num_actions))
     kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_action_values(mdp.next_state, mdp.reward,
-                                              mdp.terminal.view(np.uint8), gamma, v, q)
+        status = kern.token_mdp_action_values(
+            mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, q
+        )
     else:
         status = kern.dense_mdp_action_values(mdp.P, mdp.R, gamma, v, q)
     _raise(status, mdp)
@@ -593,8 +613,9 @@ def _solver_args(mdp, gamma, max_iter):
     return mdp, gamma, max_iter
 
 
-def value_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, max_iter: int = 10_000,
-                    v_init=None) -> DPResult:
+def value_iteration(
+    mdp, gamma: float, *, epsilon: float = 1e-6, max_iter: int = 10_000, v_init=None
+) -> DPResult:
     r"""Value iteration (S&B §4.4, eq. 4.10; Puterman §6.3, Algorithm 6.3.1).
 
     :math:`v_{k+1} = T v_k` (synchronous sweeps, one full sweep per iteration), from ``v_init``
@@ -629,16 +650,34 @@ def value_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, max_iter: int =
     info = np.zeros(2, dtype=np.int64)
     kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_value_iteration(mdp.next_state, mdp.reward,
-                                                mdp.terminal.view(np.uint8), gamma, tol,
-                                                max_iter, v, v_tmp, policy, info)
+        status = kern.token_mdp_value_iteration(
+            mdp.next_state,
+            mdp.reward,
+            mdp.terminal.view(np.uint8),
+            gamma,
+            tol,
+            max_iter,
+            v,
+            v_tmp,
+            policy,
+            info,
+        )
     else:
-        status = kern.dense_mdp_value_iteration(mdp.P, mdp.R, gamma, tol, max_iter, v, v_tmp,
-                                                policy, info)
+        status = kern.dense_mdp_value_iteration(
+            mdp.P, mdp.R, gamma, tol, max_iter, v, v_tmp, policy, info
+        )
     _raise(status, mdp)
-    return DPResult(values=v, policy=policy, num_iter=int(info[0]), converged=bool(info[1]),
-                    method="value iteration", gamma=gamma, max_iter=max_iter, epsilon=epsilon,
-                    mdp=mdp)
+    return DPResult(
+        values=v,
+        policy=policy,
+        num_iter=int(info[0]),
+        converged=bool(info[1]),
+        method="value iteration",
+        gamma=gamma,
+        max_iter=max_iter,
+        epsilon=epsilon,
+        mdp=mdp,
+    )
 
 
 def _stable(tv, v, tol) -> bool:
@@ -650,8 +689,9 @@ def _stable(tv, v, tol) -> bool:
     return float((tv - v).max(initial=0.0)) <= margin
 
 
-def policy_iteration(mdp, gamma: float, *, max_iter: int = 1_000, v_init=None,
-                     tol: float = 1e-10) -> DPResult:
+def policy_iteration(
+    mdp, gamma: float, *, max_iter: int = 1_000, v_init=None, tol: float = 1e-10
+) -> DPResult:
     r"""Howard's policy iteration (S&B §4.3; Puterman §6.4, Algorithm 6.4.1; QuantEcon).
 
     :math:`\pi_0` = greedy policy of ``v_init`` (default :math:`\max_a r(s,a)`; ties to the
@@ -688,12 +728,21 @@ def policy_iteration(mdp, gamma: float, *, max_iter: int = 1_000, v_init=None,
             break
         if i + 1 < max_iter:
             policy, new_policy = new_policy, policy
-    return DPResult(values=v, policy=policy, num_iter=i + 1, converged=converged,
-                    method="policy iteration", gamma=gamma, max_iter=max_iter, mdp=mdp)
+    return DPResult(
+        values=v,
+        policy=policy,
+        num_iter=i + 1,
+        converged=converged,
+        method="policy iteration",
+        gamma=gamma,
+        max_iter=max_iter,
+        mdp=mdp,
+    )
 
 
-def modified_policy_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, k: int = 20,
-                              max_iter: int = 10_000, v_init=None) -> DPResult:
+def modified_policy_iteration(
+    mdp, gamma: float, *, epsilon: float = 1e-6, k: int = 20, max_iter: int = 10_000, v_init=None
+) -> DPResult:
     r"""Modified policy iteration (Puterman §6.5, Algorithm 6.5.1; QuantEcon's span-based version).
 
     From :math:`v_0` = ``v_init`` (default QuantEcon's :math:`\min_{s,a} r(s,a) / (1-\gamma)` on
@@ -760,6 +809,15 @@ def modified_policy_iteration(mdp, gamma: float, *, epsilon: float = 1e-6, k: in
             break
         _policy_sweeps(mdp, policy, gamma, k, u, v_tmp)
         v, u = u, v
-    return DPResult(values=v, policy=policy, num_iter=i + 1, converged=converged,
-                    method="modified policy iteration", gamma=gamma, max_iter=max_iter,
-                    epsilon=epsilon, k=k, mdp=mdp)
+    return DPResult(
+        values=v,
+        policy=policy,
+        num_iter=i + 1,
+        converged=converged,
+        method="modified policy iteration",
+        gamma=gamma,
+        max_iter=max_iter,
+        epsilon=epsilon,
+        k=k,
+        mdp=mdp,
+    )

@@ -29,15 +29,14 @@ number, oldest most significant, :math:`\mathrm{id} = \sum_{j} t_j V^{k-1-j}`; t
 ``[bos_id] * k + prompt + response`` (left padding with ``bos_id``), and appending token ``a`` to
 context ``c`` gives :math:`(cV + a) \bmod V^k`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _backend
-from . import _limits
-from . import _status
+from . import _backend, _limits, _status
 from . import _validation as check
 from .rewards import as_reward, kl_shaped, terminal_to_per_token
 from .rng import MASK64, RandomStream, advance, check_capacity, resolve_seed
@@ -63,15 +62,14 @@ _MESSAGES = {
     BAD_PROMPT_IDS: "prompt_ids holds an id out of range",
     BAD_PROMPT_TOKENS: "prompt_tokens: a prompt holds a token id out of the vocabulary",
     BAD_LOGITS: "logits: a visited row holds NaN or +inf, or no finite entry among the allowed "
-                "tokens",
+    "tokens",
     BAD_MASK_LOGITS: "mask_logits: a visited row holds NaN or +inf, or no finite entry",
     BAD_CONFIG: "inconsistent sizes or parameters",
     BAD_STEPS: "steps: a step count is negative or at the int64 limit",
-    BAD_LENGTHS: "lengths: a sequence is already at its maximum length (or a length is "
-                 "negative)",
+    BAD_LENGTHS: "lengths: a sequence is already at its maximum length (or a length is negative)",
     # the wrappers always pass consistent shapes
     _status.BAD_SHAPES: "internal error: array arguments of inconsistent shapes "
-                        f"(status {_status.BAD_SHAPES})",
+    f"(status {_status.BAD_SHAPES})",
 }
 
 
@@ -105,8 +103,9 @@ def _draw(bound: int, stream: RandomStream, mask: np.ndarray) -> tuple[np.ndarra
     n = mask.shape[0]
     key, counter = check_capacity(stream, n)
     out = np.zeros(n, dtype=np.int64)
-    status = _backend.kernels().draw_ids(bound, np.uint64(key), np.uint64(counter),
-                                         mask.view(np.uint8), out)
+    status = _backend.kernels().draw_ids(
+        bound, np.uint64(key), np.uint64(counter), mask.view(np.uint8), out
+    )
     _raise(status)
     return out, n
 
@@ -121,10 +120,14 @@ _STATE_BYTES = 64
 def _num_envs(num_envs, per_env_elements: int = 1):
     """B, refused when its state ((B,) arrays, or the (B, T) token buffer) cannot be held."""
     n = check.positive_int(num_envs, "num_envs")
-    _limits.check_elements(n * per_env_elements, _STATE_BYTES if per_env_elements == 1 else 16,
-                           "num_envs",
-                           f"num_envs = {n}" if per_env_elements == 1 else
-                           f"num_envs * max_new_tokens = {n} * {per_env_elements}")
+    _limits.check_elements(
+        n * per_env_elements,
+        _STATE_BYTES if per_env_elements == 1 else 16,
+        "num_envs",
+        f"num_envs = {n}"
+        if per_env_elements == 1
+        else f"num_envs * max_new_tokens = {n} * {per_env_elements}",
+    )
     return n
 
 
@@ -145,8 +148,9 @@ def _state_array(value, name: str, shape: tuple, low: int, high: int) -> np.ndar
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.size and (arr.min() < low or arr.max() > high):
         i = int(np.flatnonzero(((arr < low) | (arr > high)).reshape(-1))[0])
-        raise ValueError(f"{name} (flat index {i}) = {int(arr.reshape(-1)[i])} is out of range "
-                         f"[{low}, {high}]")
+        raise ValueError(
+            f"{name} (flat index {i}) = {int(arr.reshape(-1)[i])} is out of range [{low}, {high}]"
+        )
     return arr.astype(np.int64)
 
 
@@ -175,8 +179,9 @@ def _call_reward(reward, tokens, lengths, prompt_ids):
         if isinstance(exc, (ValueError, TypeError)) and "reward" in str(exc):
             raise
         kind = TypeError if isinstance(exc, TypeError) else ValueError
-        raise kind(f"reward: the reward function {reward!r} raised {type(exc).__name__}: "
-                   f"{exc}") from exc
+        raise kind(
+            f"reward: the reward function {reward!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _reward_output(out, reward, shape: tuple) -> np.ndarray:
@@ -190,8 +195,9 @@ def _reward_output(out, reward, shape: tuple) -> np.ndarray:
     out = out.astype(np.float64, copy=False)
     if not np.isfinite(out).all():
         i = int(np.flatnonzero(~np.isfinite(out).reshape(-1))[0])
-        raise ValueError(f"{label} returned a non-finite reward {out.reshape(-1)[i]} "
-                         f"(flat index {i})")
+        raise ValueError(
+            f"{label} returned a non-finite reward {out.reshape(-1)[i]} (flat index {i})"
+        )
     return out
 
 
@@ -235,8 +241,9 @@ class ContextMDP:
     :meth:`to_arrays` gives the dynamic-programming layout.
     """
 
-    def __init__(self, next_context=None, reward=None, terminal=None, *, start=0, num_envs=1,
-                 max_steps=None):
+    def __init__(
+        self, next_context=None, reward=None, terminal=None, *, start=0, num_envs=1, max_steps=None
+    ):
         if next_context is None and reward is None and terminal is None:
             next_context = [[1, 1], [-1, -1]]
             reward = [[1.0, 2.0], [1.0, 2.0]]
@@ -246,19 +253,23 @@ class ContextMDP:
         if nxt.dtype.kind not in "iu":
             raise TypeError(f"next_context must hold integer context ids, got dtype {nxt.dtype}")
         if nxt.ndim != 2 or 0 in nxt.shape:
-            raise ValueError(f"next_context must be a non-empty (S, A) array, got shape {nxt.shape}")
+            raise ValueError(
+                f"next_context must be a non-empty (S, A) array, got shape {nxt.shape}"
+            )
         n_ctx, n_act = nxt.shape
         bad = (nxt < -1) | (nxt >= n_ctx)
         if bad.any():
             s, a = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"next_context[{s}, {a}] = {int(nxt[s, a])} is out of range "
-                             f"[-1, {n_ctx})")
+            raise ValueError(
+                f"next_context[{s}, {a}] = {int(nxt[s, a])} is out of range [-1, {n_ctx})"
+            )
         rew = np.asarray(reward)
         if rew.dtype.kind not in "biuf":
             raise TypeError(f"reward must hold real numbers, got dtype {rew.dtype}")
         if rew.shape != nxt.shape:
-            raise ValueError(f"reward must have shape {nxt.shape} (like next_context), got "
-                             f"{rew.shape}")
+            raise ValueError(
+                f"reward must have shape {nxt.shape} (like next_context), got {rew.shape}"
+            )
         if rew.dtype not in check.FLOAT_DTYPES:
             rew = rew.astype(np.float64)
         if not np.isfinite(rew).all():
@@ -302,20 +313,27 @@ class ContextMDP:
         self._stream = None
 
     # --- configuration (read-only) and state ----------------------------------------------------
-    num_contexts = property(lambda self: self._num_contexts,
-                            doc="S, the number of contexts (rows of next_context).")
+    num_contexts = property(
+        lambda self: self._num_contexts, doc="S, the number of contexts (rows of next_context)."
+    )
     num_actions = property(lambda self: self._num_actions, doc="A, the number of tokens.")
-    end_state = property(lambda self: self._end_state,
-                         doc="The id of the absorbing END state (S), or None without one.")
+    end_state = property(
+        lambda self: self._end_state,
+        doc="The id of the absorbing END state (S), or None without one.",
+    )
     num_envs = property(lambda self: self._num_envs, doc="B, the number of sequences.")
     max_steps = property(lambda self: self._max_steps, doc="The time limit (0: none).")
 
-    contexts = _state_property("contexts", lambda self: self.num_states - 1,
-                               "(B,) int64 current contexts (writeable in place; assigning "
-                               "checks and copies).")
-    steps = _state_property("steps", lambda self: _INT64_MAX - 1,
-                            "(B,) int64 steps taken in the current episodes (assigning checks "
-                            "and copies).")
+    contexts = _state_property(
+        "contexts",
+        lambda self: self.num_states - 1,
+        "(B,) int64 current contexts (writeable in place; assigning checks and copies).",
+    )
+    steps = _state_property(
+        "steps",
+        lambda self: _INT64_MAX - 1,
+        "(B,) int64 steps taken in the current episodes (assigning checks and copies).",
+    )
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -362,11 +380,17 @@ class ContextMDP:
         """The state arrays, re-checked at use (also after a user's in-place edits)."""
         for name in ("_contexts", "_steps"):
             arr = getattr(self, name)
-            if (not isinstance(arr, np.ndarray) or arr.dtype != np.int64
-                    or arr.shape != (self._num_envs,) or not arr.flags.c_contiguous
-                    or not arr.flags.writeable):
-                raise ValueError(f"the environment's {name[1:]} array was replaced or damaged: "
-                                 "assign a (num_envs,) integer array to it, or call reset()")
+            if (
+                not isinstance(arr, np.ndarray)
+                or arr.dtype != np.int64
+                or arr.shape != (self._num_envs,)
+                or not arr.flags.c_contiguous
+                or not arr.flags.writeable
+            ):
+                raise ValueError(
+                    f"the environment's {name[1:]} array was replaced or damaged: "
+                    "assign a (num_envs,) integer array to it, or call reset()"
+                )
 
     def reset(self, seed=None, options=None):
         """Reset every sequence: ``(obs (B,) int64 contexts S_0, info {})``.
@@ -404,8 +428,18 @@ class ContextMDP:
         terminated = np.empty(self._num_envs, dtype=np.uint8)
         truncated = np.empty(self._num_envs, dtype=np.uint8)
         status = _backend.kernels().context_mdp_step(
-            nxt, self._reward, self._terminal.view(np.uint8), self._max_steps, acts,
-            active.view(np.uint8), contexts, steps, rewards, terminated, truncated)
+            nxt,
+            self._reward,
+            self._terminal.view(np.uint8),
+            self._max_steps,
+            acts,
+            active.view(np.uint8),
+            contexts,
+            steps,
+            rewards,
+            terminated,
+            truncated,
+        )
         _raise(status, {"actions": (np.where(active, acts, 0), self._num_actions)})
         self._contexts[:] = contexts
         self._steps[:] = steps
@@ -423,8 +457,12 @@ class ContextMDP:
 
 def _deprecated_field(old: str, ours: str) -> None:
     import warnings
-    warnings.warn(f"RolloutBatch.{old} is deprecated; use RolloutBatch.{ours}",
-                  DeprecationWarning, stacklevel=3)
+
+    warnings.warn(
+        f"RolloutBatch.{old} is deprecated; use RolloutBatch.{ours}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass
@@ -436,20 +474,20 @@ class RolloutBatch:
     entries with ``valid[b, t] == False`` (t >= lengths[b]) are padding (0).
     """
 
-    contexts: np.ndarray        #: (B, T) int64, S_t
-    actions: np.ndarray         #: (B, T) int64, A_t
-    log_probs: np.ndarray       #: (B, T) logits dtype, log mu(A_t | S_t) of the behaviour policy
-    rewards: np.ndarray         #: (B, T) float64, R_{t+1} (KL-shaped when a reference was given)
-    valid: np.ndarray           #: (B, T) bool
-    lengths: np.ndarray         #: (B,) int64, number of tokens generated
-    terminated: np.ndarray      #: (B,) bool, ended with EOS
-    truncated: np.ndarray       #: (B,) bool, reached max_new_tokens without EOS
-    prompt_ids: np.ndarray      #: (B,) int64
+    contexts: np.ndarray  #: (B, T) int64, S_t
+    actions: np.ndarray  #: (B, T) int64, A_t
+    log_probs: np.ndarray  #: (B, T) logits dtype, log mu(A_t | S_t) of the behaviour policy
+    rewards: np.ndarray  #: (B, T) float64, R_{t+1} (KL-shaped when a reference was given)
+    valid: np.ndarray  #: (B, T) bool
+    lengths: np.ndarray  #: (B,) int64, number of tokens generated
+    terminated: np.ndarray  #: (B,) bool, ended with EOS
+    truncated: np.ndarray  #: (B,) bool, reached max_new_tokens without EOS
+    prompt_ids: np.ndarray  #: (B,) int64
     final_contexts: np.ndarray  #: (B,) int64, S_{L_b} (context after the last token)
-    scores: np.ndarray          #: (B,) float64, the task reward summed over the sequence
+    scores: np.ndarray  #: (B,) float64, the task reward summed over the sequence
     vocab_size: int
     order: int
-    ref_log_probs: np.ndarray | None = None      #: (B, T) float64 when a reference was given
+    ref_log_probs: np.ndarray | None = None  #: (B, T) float64 when a reference was given
     action_mask_table: np.ndarray | None = None  #: (V**k, V) bool when top_k / top_p masking
 
     @property
@@ -472,7 +510,7 @@ class RolloutBatch:
         """(B, T) int64: :math:`S_{t+1} = (S_t V + A_t) \\bmod V^k` (0 on padding)."""
         if not 1 <= self.order <= MAX_ORDER:
             raise ValueError(f"order = {self.order} is out of range [1, {MAX_ORDER}]")
-        n_states = self.vocab_size ** self.order
+        n_states = self.vocab_size**self.order
         out = (self.contexts * self.vocab_size + self.actions) % n_states
         out[~self.valid] = 0
         return out
@@ -546,20 +584,34 @@ class TextGenerationEnv:
     holds ``T`` tokens; never both.
     """
 
-    def __init__(self, prompts, vocab_size, order=2, max_new_tokens=64, num_envs=1, bos_id=0,
-                 eos_id=1, reward=None):
+    def __init__(
+        self,
+        prompts,
+        vocab_size,
+        order=2,
+        max_new_tokens=64,
+        num_envs=1,
+        bos_id=0,
+        eos_id=1,
+        reward=None,
+    ):
         V = check.positive_int(vocab_size, "vocab_size")
         k = check.positive_int(order, "order")
         if k > MAX_ORDER:  # refused before any power is computed
-            raise ValueError(f"order = {k} is too large: context ids of more than {MAX_ORDER} "
-                             "tokens do not fit in int64")
+            raise ValueError(
+                f"order = {k} is too large: context ids of more than {MAX_ORDER} "
+                "tokens do not fit in int64"
+            )
         if V ** (k + 1) > 2**62:
-            raise ValueError(f"vocab_size**(order + 1) = {V}**{k + 1} "
-                             "does not fit context ids in int64 (limit 2**62)")
-        self._vocab_size, self._order, self._num_contexts = V, k, V ** k
+            raise ValueError(
+                f"vocab_size**(order + 1) = {V}**{k + 1} "
+                "does not fit context ids in int64 (limit 2**62)"
+            )
+        self._vocab_size, self._order, self._num_contexts = V, k, V**k
         self._max_new_tokens = check.positive_int(max_new_tokens, "max_new_tokens")
-        _limits.check_elements(self._max_new_tokens, 8, "max_new_tokens",
-                               f"max_new_tokens = {self._max_new_tokens}")
+        _limits.check_elements(
+            self._max_new_tokens, 8, "max_new_tokens", f"max_new_tokens = {self._max_new_tokens}"
+        )
         self._num_envs = _num_envs(num_envs, self._max_new_tokens)
         self._bos_id = check.positive_int(bos_id, "bos_id", 0)
         if self._bos_id >= V:
@@ -574,8 +626,9 @@ class TextGenerationEnv:
         if tokens.size and (tokens.min() < 0 or tokens.max() >= V):
             bad = np.flatnonzero((tokens < 0) | (tokens >= V))[0]
             p = int(np.searchsorted(offsets, bad, side="right") - 1)
-            raise ValueError(f"prompts[{p}] holds token id {int(tokens[bad])}, out of "
-                             f"the vocabulary [0, {V})")
+            raise ValueError(
+                f"prompts[{p}] holds token id {int(tokens[bad])}, out of the vocabulary [0, {V})"
+            )
         self._prompt_tokens, self._prompt_offsets = tokens, offsets
         self._num_prompts = offsets.shape[0] - 1
         self._reward = self._check_reward(reward)
@@ -622,40 +675,59 @@ class TextGenerationEnv:
         self._reward = self._check_reward(value)
 
     # --- state (writeable in place; assigning checks and copies) --------------------------------
-    contexts = _state_property("contexts", lambda self: self._num_contexts - 1,
-                               "(B,) int64 current contexts.")
-    lengths = _state_property("lengths", lambda self: self._max_new_tokens,
-                              "(B,) int64 numbers of tokens generated.")
-    tokens = _state_property("tokens", lambda self: self._vocab_size - 1,
-                             "(B, T) int64 generated tokens (0 after each sequence's length).")
-    prompt_ids = _state_property("prompt_ids", lambda self: self.num_prompts - 1,
-                                 "(B,) int64 prompt of each sequence.")
+    contexts = _state_property(
+        "contexts", lambda self: self._num_contexts - 1, "(B,) int64 current contexts."
+    )
+    lengths = _state_property(
+        "lengths", lambda self: self._max_new_tokens, "(B,) int64 numbers of tokens generated."
+    )
+    tokens = _state_property(
+        "tokens",
+        lambda self: self._vocab_size - 1,
+        "(B, T) int64 generated tokens (0 after each sequence's length).",
+    )
+    prompt_ids = _state_property(
+        "prompt_ids", lambda self: self.num_prompts - 1, "(B,) int64 prompt of each sequence."
+    )
 
     def _check_reward(self, reward):
         reward = as_reward(reward)
         if reward is not None and reward.max_token_id() >= self._vocab_size:
-            raise ValueError(f"vocabulary mismatch: the reward {reward!r} refers to token id "
-                             f"{reward.max_token_id()} but vocab_size is {self._vocab_size}")
+            raise ValueError(
+                f"vocabulary mismatch: the reward {reward!r} refers to token id "
+                f"{reward.max_token_id()} but vocab_size is {self._vocab_size}"
+            )
         return reward
 
     def _check_state(self):
         """The state arrays, re-checked at use (shapes and dtypes; the kernels check ranges)."""
         n = self._num_envs
-        for name, shape in (("_contexts", (n,)), ("_lengths", (n,)),
-                            ("_tokens", (n, self._max_new_tokens)), ("_prompt_ids", (n,))):
+        for name, shape in (
+            ("_contexts", (n,)),
+            ("_lengths", (n,)),
+            ("_tokens", (n, self._max_new_tokens)),
+            ("_prompt_ids", (n,)),
+        ):
             arr = getattr(self, name)
-            if (type(arr) is not np.ndarray or arr.dtype != np.int64 or arr.shape != shape
-                    or not (arr.flags.c_contiguous and arr.flags.writeable)):
-                raise ValueError(f"the environment's {name[1:]} array was replaced or damaged: "
-                                 f"assign a {shape} integer array to it, or call reset()")
+            if (
+                type(arr) is not np.ndarray
+                or arr.dtype != np.int64
+                or arr.shape != shape
+                or not (arr.flags.c_contiguous and arr.flags.writeable)
+            ):
+                raise ValueError(
+                    f"the environment's {name[1:]} array was replaced or damaged: "
+                    f"assign a {shape} integer array to it, or call reset()"
+                )
 
     def _check_prompt_ids(self):
         """The prompt ids (only the reward function and :meth:`sequences` read them)."""
         ids = self._prompt_ids
         if self._num_envs and (ids.min() < 0 or ids.max() >= self._num_prompts):
             i = int(np.flatnonzero((ids < 0) | (ids >= self._num_prompts))[0])
-            raise ValueError(f"prompt_ids[{i}] = {int(ids[i])} is out of range "
-                             f"[0, {self._num_prompts})")
+            raise ValueError(
+                f"prompt_ids[{i}] = {int(ids[i])} is out of range [0, {self._num_prompts})"
+            )
 
     # --- helpers ------------------------------------------------------------------------------
     def prompt(self, i: int) -> np.ndarray:
@@ -663,7 +735,7 @@ class TextGenerationEnv:
         i = check.positive_int(i, "i", 0)
         if i >= self.num_prompts:
             raise ValueError(f"i must be < {self.num_prompts}")
-        return self._prompt_tokens[self._prompt_offsets[i]:self._prompt_offsets[i + 1]].copy()
+        return self._prompt_tokens[self._prompt_offsets[i] : self._prompt_offsets[i + 1]].copy()
 
     def context_of(self, history) -> int:
         """Context id of the token history ``history`` (prompt + response, without the padding)."""
@@ -675,7 +747,7 @@ class TextGenerationEnv:
         if hist.size and (hist.min() < 0 or hist.max() >= self._vocab_size):
             raise ValueError(f"history holds a token id out of [0, {self._vocab_size})")
         ctx = 0
-        for t in [self._bos_id] * self._order + hist[-self._order:].tolist():
+        for t in [self._bos_id] * self._order + hist[-self._order :].tolist():
             ctx = (ctx * self._vocab_size + t) % self._num_contexts
         return ctx
 
@@ -683,15 +755,18 @@ class TextGenerationEnv:
         """Full token histories (prompt + generated tokens) of the B sequences, as 1-D arrays."""
         self._check_state()
         self._check_prompt_ids()
-        return [np.concatenate([self.prompt(int(p)), self._tokens[b, :self._lengths[b]]])
-                for b, p in enumerate(self._prompt_ids)]
+        return [
+            np.concatenate([self.prompt(int(p)), self._tokens[b, : self._lengths[b]]])
+            for b, p in enumerate(self._prompt_ids)
+        ]
 
     def _prompt_ids_arg(self, prompt_ids, n):
         ids = check.ids(prompt_ids, "prompt_ids", n).astype(np.int64, copy=False)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_prompts):
             i = int(np.flatnonzero((ids < 0) | (ids >= self.num_prompts))[0])
-            raise ValueError(f"prompt_ids[{i}] = {int(ids[i])} is out of range "
-                             f"[0, {self.num_prompts})")
+            raise ValueError(
+                f"prompt_ids[{i}] = {int(ids[i])} is out of range [0, {self.num_prompts})"
+            )
         return ids
 
     def _plan_reset(self, mask, stream, prompt_ids=None):
@@ -704,8 +779,16 @@ class TextGenerationEnv:
         new_ids = np.where(mask, ids, self._prompt_ids)
         contexts, lengths = self._contexts.copy(), self._lengths.copy()
         status = _backend.kernels().text_env_reset(
-            self._prompt_tokens, self._prompt_offsets, self._vocab_size, self._order,
-            self._bos_id, new_ids, mask.view(np.uint8), contexts, lengths)
+            self._prompt_tokens,
+            self._prompt_offsets,
+            self._vocab_size,
+            self._order,
+            self._bos_id,
+            new_ids,
+            mask.view(np.uint8),
+            contexts,
+            lengths,
+        )
         _raise(status)
         return new_ids, contexts, lengths, used
 
@@ -758,8 +841,10 @@ class TextGenerationEnv:
         acts = check.ids(actions, "actions", self._num_envs)
         for name in ("contexts", "lengths", "tokens"):  # written in place by the kernel
             if np.may_share_memory(acts, getattr(self, "_" + name)):
-                raise ValueError(f"actions shares memory with env.{name}, which step writes in "
-                                 "place; pass a copy of actions")
+                raise ValueError(
+                    f"actions shares memory with env.{name}, which step writes in "
+                    "place; pass a copy of actions"
+                )
         active = ~self._needs_reset
         idle = self._needs_reset.copy()
         plan = self._plan_reset(idle, self._stream) if idle.any() else None
@@ -772,9 +857,18 @@ class TextGenerationEnv:
         terminated = np.empty(self._num_envs, dtype=np.uint8)
         truncated = np.empty(self._num_envs, dtype=np.uint8)
         status = _backend.kernels().text_env_step(
-            self._vocab_size, self._order, self._eos_id, self._max_new_tokens, acts,
-            active.view(np.uint8), self._contexts, self._lengths, self._tokens, terminated,
-            truncated)
+            self._vocab_size,
+            self._order,
+            self._eos_id,
+            self._max_new_tokens,
+            acts,
+            active.view(np.uint8),
+            self._contexts,
+            self._lengths,
+            self._tokens,
+            terminated,
+            truncated,
+        )
         _raise(status, {"actions": (np.where(active, acts, 0), self._vocab_size)})
         terminated = terminated.view(bool)
         truncated = truncated.view(bool)
@@ -794,25 +888,37 @@ class TextGenerationEnv:
             lengths[active] = self._lengths[active]
             self._commit_reset(idle, self._stream, (new_ids, contexts, lengths, used))
         self._needs_reset = terminated | truncated
-        return (self._contexts.copy(), rewards, terminated, truncated,
-                {"prompt_ids": self._prompt_ids.copy()})
+        return (
+            self._contexts.copy(),
+            rewards,
+            terminated,
+            truncated,
+            {"prompt_ids": self._prompt_ids.copy()},
+        )
 
     def _step_rewards(self, reward, active, done):
         rewards = np.zeros(self._num_envs, dtype=np.float64)
         if reward.per_token:
             rows = np.flatnonzero(active)
             if rows.size:
-                r = _reward_output(_call_reward(reward, self._tokens[rows],
-                                                self._lengths[rows], self._prompt_ids[rows]),
-                                   reward, (rows.size, self._max_new_tokens))
+                r = _reward_output(
+                    _call_reward(
+                        reward, self._tokens[rows], self._lengths[rows], self._prompt_ids[rows]
+                    ),
+                    reward,
+                    (rows.size, self._max_new_tokens),
+                )
                 rewards[rows] = r[np.arange(rows.size), self._lengths[rows] - 1]
         else:
             rows = np.flatnonzero(done)
             if rows.size:
-                rewards[rows] = _reward_output(_call_reward(reward, self._tokens[rows],
-                                                            self._lengths[rows],
-                                                            self._prompt_ids[rows]),
-                                               reward, (rows.size,))
+                rewards[rows] = _reward_output(
+                    _call_reward(
+                        reward, self._tokens[rows], self._lengths[rows], self._prompt_ids[rows]
+                    ),
+                    reward,
+                    (rows.size,),
+                )
         return rewards
 
     def action_mask(self, mask_logits, top_k=0, top_p=1.0) -> np.ndarray:
@@ -830,12 +936,16 @@ class TextGenerationEnv:
     def _policy_table(self, logits, name):
         table = check.table(logits, name, writeable=False)
         if table.shape[1] != self.vocab_size:
-            raise ValueError(f"vocabulary mismatch: {name} has {table.shape[1]} columns (tokens) "
-                             f"but the environment's vocab_size is {self.vocab_size}")
+            raise ValueError(
+                f"vocabulary mismatch: {name} has {table.shape[1]} columns (tokens) "
+                f"but the environment's vocab_size is {self.vocab_size}"
+            )
         if table.shape[0] != self.num_contexts:
-            raise ValueError(f"{name} has {table.shape[0]} rows but the environment has "
-                             f"vocab_size**order = {self.vocab_size}**{self.order} = "
-                             f"{self.num_contexts} contexts")
+            raise ValueError(
+                f"{name} has {table.shape[0]} rows but the environment has "
+                f"vocab_size**order = {self.vocab_size}**{self.order} = "
+                f"{self.num_contexts} contexts"
+            )
         return table
 
     def _mask_params(self, top_k, top_p):
@@ -849,8 +959,12 @@ class TextGenerationEnv:
         """Row-cache scratch of the rollout kernel, kept between calls (not thread-safe)."""
         n_states, n_vocab = self.num_contexts, self.vocab_size
         if self._scratch is None:
-            self._scratch = (np.empty((n_states, n_vocab)), np.empty((n_states, 3)),
-                             np.empty(n_states, dtype=np.uint8), None)
+            self._scratch = (
+                np.empty((n_states, n_vocab)),
+                np.empty((n_states, 3)),
+                np.empty(n_states, dtype=np.uint8),
+                None,
+            )
         cdf, stats, built, mask = self._scratch
         if use_mask and mask is None:
             mask = np.empty((n_states, n_vocab), dtype=np.uint8)
@@ -858,9 +972,21 @@ class TextGenerationEnv:
         return cdf, stats, built, (mask if use_mask else np.empty((0, n_vocab), np.uint8))
 
     @check.renamed(deprecated={"kl_beta": "kl_coef"}, ecosystem={"beta": "kl_coef"})
-    def rollout(self, logits, seed, *, prompt_ids=None, num_sequences=None, max_new_tokens=None,
-                mask_logits=None, top_k=0, top_p=1.0, reward=ENV_REWARD, ref_logits=None,
-                kl_coef=0.0) -> RolloutBatch:
+    def rollout(
+        self,
+        logits,
+        seed,
+        *,
+        prompt_ids=None,
+        num_sequences=None,
+        max_new_tokens=None,
+        mask_logits=None,
+        top_k=0,
+        top_p=1.0,
+        reward=ENV_REWARD,
+        ref_logits=None,
+        kl_coef=0.0,
+    ) -> RolloutBatch:
         r"""Generate B fresh episodes with a tabular softmax policy in one kernel call.
 
         ``logits`` (V**k, V) float32/float64 is the behaviour policy :math:`\mu(a \mid s) \propto
@@ -902,8 +1028,11 @@ class TextGenerationEnv:
         reward = self.reward if reward is ENV_REWARD else self._check_reward(reward)
         ref = None if ref_logits is None else self._policy_table(ref_logits, "ref_logits")
         kl_coef = check.real(kl_coef, "kl_coef", 0.0)
-        horizon = self.max_new_tokens if max_new_tokens is None else \
-            check.positive_int(max_new_tokens, "max_new_tokens")
+        horizon = (
+            self.max_new_tokens
+            if max_new_tokens is None
+            else check.positive_int(max_new_tokens, "max_new_tokens")
+        )
         if prompt_ids is not None:
             if num_sequences is not None:
                 raise ValueError("give prompt_ids or num_sequences, not both")
@@ -911,17 +1040,25 @@ class TextGenerationEnv:
             n = ids.shape[0]
             n_draw = 0
         else:
-            n = self.num_envs if num_sequences is None else \
-                check.positive_int(num_sequences, "num_sequences", 0)
+            n = (
+                self.num_envs
+                if num_sequences is None
+                else check.positive_int(num_sequences, "num_sequences", 0)
+            )
             n_draw = n
         _limits.check_elements(horizon, 40, "max_new_tokens", f"max_new_tokens = {horizon}")
-        _limits.check_elements(n * horizon, 40, "num_sequences" if prompt_ids is None
-                               else "prompt_ids", f"sequences * max_new_tokens = {n} * {horizon}")
+        _limits.check_elements(
+            n * horizon,
+            40,
+            "num_sequences" if prompt_ids is None else "prompt_ids",
+            f"sequences * max_new_tokens = {n} * {horizon}",
+        )
         key, counter = check_capacity(seed, n_draw + n * horizon)  # before any write
         if prompt_ids is None:
             ids = np.zeros(n, dtype=np.int64)
-            status = _backend.kernels().draw_ids(self.num_prompts, np.uint64(key),
-                                                 np.uint64(counter), np.ones(n, np.uint8), ids)
+            status = _backend.kernels().draw_ids(
+                self.num_prompts, np.uint64(key), np.uint64(counter), np.ones(n, np.uint8), ids
+            )
             _raise(status)
         contexts = np.empty((n, horizon), dtype=np.int64)
         actions = np.empty((n, horizon), dtype=np.int64)
@@ -933,18 +1070,41 @@ class TextGenerationEnv:
         final = np.empty(n, dtype=np.int64)
         cdf, stats, built, masks = self._scratch_for(use_mask)
         status = _backend.kernels().text_env_rollout(
-            table, mask_table, top_k, top_p, self._prompt_tokens, self._prompt_offsets, ids,
-            self.order, self.bos_id, self.eos_id, np.uint64(key),
+            table,
+            mask_table,
+            top_k,
+            top_p,
+            self._prompt_tokens,
+            self._prompt_offsets,
+            ids,
+            self.order,
+            self.bos_id,
+            self.eos_id,
+            np.uint64(key),
             np.uint64((counter + n_draw) & MASK64),
-            contexts, actions, logprobs, valid, lengths, terminated, truncated, final, cdf, stats,
-            built, masks)
+            contexts,
+            actions,
+            logprobs,
+            valid,
+            lengths,
+            terminated,
+            truncated,
+            final,
+            cdf,
+            stats,
+            built,
+            masks,
+        )
         _raise(status)
         valid = valid.view(bool)
         if reward is None:
             rewards = np.zeros((n, horizon))
         else:
-            r = _reward_output(_call_reward(reward, actions, lengths, ids), reward,
-                               (n, horizon) if reward.per_token else (n,))
+            r = _reward_output(
+                _call_reward(reward, actions, lengths, ids),
+                reward,
+                (n, horizon) if reward.per_token else (n,),
+            )
             rewards = r if reward.per_token else terminal_to_per_token(r, lengths, horizon)
         scores = rewards.sum(axis=1)
         ref_lp = None
@@ -953,11 +1113,22 @@ class TextGenerationEnv:
             rewards = kl_shaped(rewards, logprobs, ref_lp, kl_coef, valid)
         advance(seed, n_draw + n * horizon)
         return RolloutBatch(
-            contexts=contexts, actions=actions, log_probs=logprobs, rewards=rewards, valid=valid,
-            lengths=lengths, terminated=terminated.view(bool), truncated=truncated.view(bool),
-            prompt_ids=ids, final_contexts=final, scores=scores, vocab_size=self.vocab_size,
-            order=self.order, ref_log_probs=ref_lp,
-            action_mask_table=masks.view(bool).copy() if use_mask else None)
+            contexts=contexts,
+            actions=actions,
+            log_probs=logprobs,
+            rewards=rewards,
+            valid=valid,
+            lengths=lengths,
+            terminated=terminated.view(bool),
+            truncated=truncated.view(bool),
+            prompt_ids=ids,
+            final_contexts=final,
+            scores=scores,
+            vocab_size=self.vocab_size,
+            order=self.order,
+            ref_log_probs=ref_lp,
+            action_mask_table=masks.view(bool).copy() if use_mask else None,
+        )
 
     @staticmethod
     def _ref_logprobs(ref, contexts, actions, valid):
@@ -966,8 +1137,11 @@ class TextGenerationEnv:
         lse = np.zeros(ref.shape[0])
         if rows.size:
             sub = ref[rows]
-            if np.isnan(sub).any() or np.isposinf(sub).any() or \
-                    not np.isfinite(sub.max(axis=1)).all():
+            if (
+                np.isnan(sub).any()
+                or np.isposinf(sub).any()
+                or not np.isfinite(sub.max(axis=1)).all()
+            ):
                 raise ValueError("ref_logits: a visited row holds NaN or +inf, or no finite entry")
             lse[rows] = _logsumexp_rows(ref, rows)
         out = ref[contexts, actions].astype(np.float64) - lse[contexts]

@@ -38,6 +38,7 @@ over the
 active tokens, with its gradient :math:`\partial s_i/\partial\log\pi(y_{i,t}) = s_i/|y_i|`.  The
 token-level ratio is :math:`\exp(\log\pi - \log\pi_{old})` per token (gradient: itself).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,13 +88,25 @@ def _groups(rewards, group_size, group_ids):
 
 
 def _raise_groups(status, r):
-    _fail(status, {BAD_REWARDS: ("rewards", r, None),
-                   BAD_OPTION: "invalid scale, eps or ddof",
-                   BAD_GROUP_IDS: "group_ids out of range"})
+    _fail(
+        status,
+        {
+            BAD_REWARDS: ("rewards", r, None),
+            BAD_OPTION: "invalid scale, eps or ddof",
+            BAD_GROUP_IDS: "group_ids out of range",
+        },
+    )
 
 
-def grpo_advantages(rewards, group_size=None, group_ids=None, *, scale: str = "group",
-                    eps: float = 1e-4, ddof: int = 1) -> np.ndarray:
+def grpo_advantages(
+    rewards,
+    group_size=None,
+    group_ids=None,
+    *,
+    scale: str = "group",
+    eps: float = 1e-4,
+    ddof: int = 1,
+) -> np.ndarray:
     r"""GRPO advantages :math:`(r_i - \mu_g) / (\sigma + \varepsilon)` (Shao et al. 2024).
 
     Parameters
@@ -121,8 +134,7 @@ def grpo_advantages(rewards, group_size=None, group_ids=None, *, scale: str = "g
     std = np.empty(n_groups, dtype=np.float64)
     count = np.empty(n_groups, dtype=np.int64)
     out = np.empty(r.shape[0], dtype=r.dtype)
-    status = _backend.kernels().grpo_advantages(r, ids, code, eps, int(ddof), mean, std, count,
-                                                out)
+    status = _backend.kernels().grpo_advantages(r, ids, code, eps, int(ddof), mean, std, count, out)
     _raise_groups(status, r)
     return out
 
@@ -141,11 +153,15 @@ def rloo_advantages(rewards, group_size=None, group_ids=None) -> np.ndarray:
         g = int(np.flatnonzero(count == 1)[0])
         i = int(np.flatnonzero(ids == g)[0])
         if group_ids is None:
-            raise ValueError(f"group_size must be >= 2 for RLOO (it needs at least 2 samples per "
-                             f"group), got {group_size}")
+            raise ValueError(
+                f"group_size must be >= 2 for RLOO (it needs at least 2 samples per "
+                f"group), got {group_size}"
+            )
         label = np.asarray(group_ids).reshape(-1)[i]
-        raise ValueError(f"group_ids[{i}] = {label}: RLOO needs at least 2 samples per group; "
-                         f"the group of rewards[{i}] has 1")
+        raise ValueError(
+            f"group_ids[{i}] = {label}: RLOO needs at least 2 samples per group; "
+            f"the group of rewards[{i}] has 1"
+        )
     _raise_groups(status, r)
     return out
 
@@ -157,8 +173,9 @@ def _count(x, name):
     return float(check.positive_int(x, name))
 
 
-def loss_weights(mask, mode: str, *, num_sequences=None, num_tokens=None, max_length=None,
-                 dtype=np.float64) -> np.ndarray:
+def loss_weights(
+    mask, mode: str, *, num_sequences=None, num_tokens=None, max_length=None, dtype=np.float64
+) -> np.ndarray:
     r"""Per-token loss weights ``w`` (B, T) so that ``loss = sum(w * per_token_loss)`` aggregates
     as:
 

@@ -40,6 +40,7 @@ matching) and the output ``out`` (B, T) float64, and return a status code (0 = o
 8 = ``fastlmrl._status.OVERLAPPING_ARRAYS`` when ``out`` shares memory with another argument,
 checked first in O(1)), checked in a pre-pass before anything is written.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -62,8 +63,7 @@ _STATUS_MESSAGES = {
     8: "out shares memory with another argument (the kernel refuses to overwrite its inputs)",
     BAD_LENGTHS: "lengths must have one entry per row of tokens, each in [0, T]",
     BAD_GRAM_TOKENS: "gram_tokens must hold keyword token ids >= 0",
-    BAD_GRAM_OFFSETS: "gram_offsets must start at 0, increase strictly and end at "
-                      "len(gram_tokens)",
+    BAD_GRAM_OFFSETS: "gram_offsets must start at 0, increase strictly and end at len(gram_tokens)",
     BAD_GRAM_WEIGHTS: "gram_weights must hold one finite weight per keyword",
     BAD_OUT: "out must have the shape (B, T) of tokens",
 }
@@ -131,8 +131,9 @@ def _flatten_grams(grams) -> tuple[np.ndarray, np.ndarray]:
     ``grams``: a sequence (list, tuple, 1-D or 2-D array) of keywords, each a token id or a
     non-empty sequence of token ids (>= 0).
     """
-    if not (isinstance(grams, (list, tuple))
-            or (isinstance(grams, np.ndarray) and grams.ndim >= 1)):
+    if not (
+        isinstance(grams, (list, tuple)) or (isinstance(grams, np.ndarray) and grams.ndim >= 1)
+    ):
         raise TypeError(f"grams must be a sequence of keywords, got {type(grams).__name__}")
     flat, offsets = [], [0]
     for i, key in enumerate(grams):
@@ -167,8 +168,7 @@ def word_flags(word_tokens) -> np.ndarray:
     """(W,) uint8 flags of a set of word token ids (ids >= 0); None or empty: (0,)."""
     if word_tokens is None:
         return _NO_WORD_FLAGS
-    ids = np.asarray(list(word_tokens) if not isinstance(word_tokens, np.ndarray)
-                     else word_tokens)
+    ids = np.asarray(list(word_tokens) if not isinstance(word_tokens, np.ndarray) else word_tokens)
     if ids.size == 0:
         return _NO_WORD_FLAGS
     if ids.dtype.kind not in "iu" or ids.ndim != 1:
@@ -182,20 +182,23 @@ def word_flags(word_tokens) -> np.ndarray:
     return flags
 
 
-def _scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
-            flags=_NO_WORD_FLAGS) -> np.ndarray:
+def _scores(
+    tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, flags=_NO_WORD_FLAGS
+) -> np.ndarray:
     """Allocate ``out``, run the active backend's kernel, raise for a status (arrays prepared:
     ``tokens`` (B, T) int32/int64, ``gram_tokens`` of the same dtype, the rest int64/float64,
     ``flags`` from :func:`word_flags`)."""
     out = np.empty(tokens.shape, dtype=np.float64)
-    status = _backend.kernels().keyword_scores(tokens, lengths, gram_tokens, gram_offsets,
-                                               gram_weights, presence, flags, out)
+    status = _backend.kernels().keyword_scores(
+        tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, flags, out
+    )
     _raise_for_status(status)
     return out
 
 
-def keyword_scores(tokens, lengths, grams, weights=None, presence: bool = False,
-                   word_tokens=None) -> np.ndarray:
+def keyword_scores(
+    tokens, lengths, grams, weights=None, presence: bool = False, word_tokens=None
+) -> np.ndarray:
     r"""Per-token keyword scores: (B, T) float64, ``out[b, t]`` = the change of row ``b``'s
     weighted keyword count when token ``t`` is appended (without ``word_tokens``: the summed
     weights of the keyword occurrences ending at token ``t``; see the module docstring).
@@ -218,8 +221,9 @@ def keyword_scores(tokens, lengths, grams, weights=None, presence: bool = False,
     """
     if isinstance(grams, dict):
         if weights is not None:
-            raise ValueError("give the weights either as the values of the grams dict or as "
-                             "weights, not both")
+            raise ValueError(
+                "give the weights either as the values of the grams dict or as weights, not both"
+            )
         grams, weights = list(grams.keys()), list(grams.values())
     ids = _token_grid(tokens)
     n_rows, horizon = ids.shape

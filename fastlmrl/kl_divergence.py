@@ -43,6 +43,7 @@ fastlmrl; the earlier spellings ``logp``, ``ref_logp`` and ``estimator`` are dep
 aliases, TRL's ``beta`` is accepted for ``kl_coef``.  ``kl_estimator`` defaults to ``"k3"`` for the
 loss term (GRPO) and to ``"k1"`` for reward shaping (PPO-RLHF, TRL's ``PPOConfig``).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -87,13 +88,19 @@ def _tokens(logp, ref_logp, mask, rewards=None, with_rewards=False):
 
 
 def _raise(status, lp, ref, m, rw=None):
-    _fail(status, {BAD_REWARDS: ("rewards (flattened)", rw, m),
-                   BAD_LOGP: ("log_probs (flattened)", lp, m),
-                   BAD_REF_LOGP: ("ref_log_probs (flattened)", ref, m)})
+    _fail(
+        status,
+        {
+            BAD_REWARDS: ("rewards (flattened)", rw, m),
+            BAD_LOGP: ("log_probs (flattened)", lp, m),
+            BAD_REF_LOGP: ("ref_log_probs (flattened)", ref, m),
+        },
+    )
 
 
-@check.renamed(deprecated={"logp": "log_probs", "ref_logp": "ref_log_probs",
-                           "estimator": "kl_estimator"})
+@check.renamed(
+    deprecated={"logp": "log_probs", "ref_logp": "ref_log_probs", "estimator": "kl_estimator"}
+)
 def kl_penalty(log_probs, ref_log_probs, mask=None, kl_estimator: str = "k3"):
     r"""Per-token KL estimates and their gradients with respect to ``log_probs``.
 
@@ -121,10 +128,13 @@ def kl_penalty(log_probs, ref_log_probs, mask=None, kl_estimator: str = "k3"):
     return kl.reshape(shape), grad.reshape(shape)
 
 
-@check.renamed(deprecated={"logp": "log_probs", "ref_logp": "ref_log_probs",
-                           "estimator": "kl_estimator"}, ecosystem={"beta": "kl_coef"})
-def kl_penalized_rewards(rewards, log_probs, ref_log_probs, mask=None, *, kl_coef: float,
-                         kl_estimator: str = "k1"):
+@check.renamed(
+    deprecated={"logp": "log_probs", "ref_logp": "ref_log_probs", "estimator": "kl_estimator"},
+    ecosystem={"beta": "kl_coef"},
+)
+def kl_penalized_rewards(
+    rewards, log_probs, ref_log_probs, mask=None, *, kl_coef: float, kl_estimator: str = "k1"
+):
     r"""KL-shaped per-token rewards :math:`r_t - \beta\,\mathrm{kl}_t` (Ziegler et al. 2019, eq. 2;
     Stiennon et al. 2020; Ahmadian et al. 2024 for RLOO).
 
@@ -141,8 +151,9 @@ def kl_penalized_rewards(rewards, log_probs, ref_log_probs, mask=None, *, kl_coe
     """
     beta = check.real(kl_coef, "kl_coef", 0.0, None)
     code = _estimator(kl_estimator)
-    lp, ref, rw, m, shape, dtype = _tokens(log_probs, ref_log_probs, mask, rewards,
-                                           with_rewards=True)
+    lp, ref, rw, m, shape, dtype = _tokens(
+        log_probs, ref_log_probs, mask, rewards, with_rewards=True
+    )
     out = np.empty(lp.shape[0], dtype=dtype)
     kl = np.empty(lp.shape[0], dtype=dtype)
     status = _backend.kernels().kl_penalized_rewards(rw, lp, ref, m, code, beta, out, kl)

@@ -14,6 +14,7 @@ counts them for the table policies ("kind" pays in "a kind owl." but not in "kin
 the verifiable tasks there is no single right answer: :meth:`LexiconTask.success` is the fraction
 of completions with at least one lexicon word.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,12 +55,15 @@ class LexiconTask:
 
     def __init__(self, corpus: str | None = None, *, lexicon=None, max_prompts: int = 16):
         from .tasks import DEFAULT_LEXICON
+
         self.lexicon = tuple(DEFAULT_LEXICON if lexicon is None else lexicon)
         if not self.lexicon or not all(isinstance(w, str) and w.isalpha() for w in self.lexicon):
             raise ValueError(f"lexicon must be non-empty words of letters, got {self.lexicon!r}")
         train, held_out = train_test_split(load_corpus(corpus), 0.1)
-        self._splits = {"train": _openings(train, max_prompts),
-                        "test": _openings(held_out, max_prompts)}
+        self._splits = {
+            "train": _openings(train, max_prompts),
+            "test": _openings(held_out, max_prompts),
+        }
         self._splits["all"] = sorted(set(self._splits["train"]) | set(self._splits["test"]))
 
     def __repr__(self) -> str:
@@ -71,15 +75,18 @@ class LexiconTask:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
         pool = self._splits[split]
-        picks = np.minimum((uniforms(RandomStream(seed), int(n)) * len(pool)).astype(np.int64),
-                           len(pool) - 1)
+        picks = np.minimum(
+            (uniforms(RandomStream(seed), int(n)) * len(pool)).astype(np.int64), len(pool) - 1
+        )
         return [pool[i] for i in picks]
 
     def reward(self, prompts, completions, terminated=None) -> np.ndarray:
         completions = list(completions)
         if len(completions) != len(list(prompts)):
-            raise ValueError(f"prompts and completions must have the same length, got "
-                             f"{len(list(prompts))} and {len(completions)}")
+            raise ValueError(
+                f"prompts and completions must have the same length, got "
+                f"{len(list(prompts))} and {len(completions)}"
+            )
         return np.array([float(count_whole_words(c, self.lexicon)) for c in completions])
 
     def success(self, prompts, completions, terminated=None) -> float:

@@ -33,6 +33,7 @@ rows before the bad one into ``out`` when you pass one (a freshly allocated outp
 Rows are processed in parallel (``fastlmrl.set_num_threads``); each row is computed by the same
 code whatever the thread count, so results do not depend on it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,14 @@ from . import _backend, _free_cores
 from . import _validation as check
 from ._status import BAD_SHAPES
 
-__all__ = ["OutputBuffer", "entropy", "log_prob_grad", "log_softmax", "logsumexp",
-           "token_log_probs"]
+__all__ = [
+    "OutputBuffer",
+    "entropy",
+    "log_prob_grad",
+    "log_softmax",
+    "logsumexp",
+    "token_log_probs",
+]
 
 BAD_LOGITS = 20
 BAD_TOKENS = 21
@@ -85,8 +92,12 @@ class OutputBuffer:
         """The buffer for an output like ``logits`` (a new one when the shape or dtype differ, or
         when ``logits`` is the buffer itself, as when a previous result is passed back in)."""
         a = self.array
-        if (a is None or a.shape != logits.shape or a.dtype != logits.dtype
-                or np.may_share_memory(a, logits)):
+        if (
+            a is None
+            or a.shape != logits.shape
+            or a.dtype != logits.dtype
+            or np.may_share_memory(a, logits)
+        ):
             self.array = None  # free the old one before allocating the new one
             a = self.array = np.empty_like(logits)
         return a
@@ -104,8 +115,9 @@ def as_out(out, logits: np.ndarray, name: str = "out") -> np.ndarray:
     if isinstance(out, OutputBuffer):
         return out.get(logits)
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray or a fastlmrl.OutputBuffer, got "
-                        f"{type(out).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy.ndarray or a fastlmrl.OutputBuffer, got {type(out).__name__}"
+        )
     if out.dtype != logits.dtype:
         raise TypeError(f"{name} must have dtype {logits.dtype}, got {out.dtype}")
     if out.shape != logits.shape:
@@ -135,8 +147,10 @@ def bad_logits_message(logits: np.ndarray) -> str:
     for i in range(logits.shape[0]):
         row = logits[i]
         if np.isnan(row).any() or np.isposinf(row).any() or not np.isfinite(row).any():
-            return (f"logits row {i} holds NaN or +inf or no finite entry (masked logits must be "
-                    "-inf and each row needs one finite logit)")
+            return (
+                f"logits row {i} holds NaN or +inf or no finite entry (masked logits must be "
+                "-inf and each row needs one finite logit)"
+            )
     return "logits hold NaN or +inf"  # pragma: no cover
 
 
@@ -151,8 +165,9 @@ def raise_for_status(status: int, logits: np.ndarray, tokens=None, extra=None) -
     if status == NO_MEMORY:
         raise MemoryError("fastlmrl: could not allocate the per-thread row buffers")
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {BAD_SHAPES})")
+        raise ValueError(
+            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
+        )
     if status == BAD_LOGITS:
         raise ValueError(bad_logits_message(logits))
     if status == BAD_TOKENS and tokens is not None:
@@ -164,8 +179,10 @@ def raise_for_status(status: int, logits: np.ndarray, tokens=None, extra=None) -
         rows = np.arange(tokens.shape[0])
         masked = np.flatnonzero(np.isneginf(logits[rows, tokens]))
         i = int(masked[0]) if masked.size else 0
-        raise ValueError(f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit: its "
-                         "log-probability is -inf")
+        raise ValueError(
+            f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit: its "
+            "log-probability is -inf"
+        )
     if extra and status in extra:
         name, arr = extra[status]
         arr = np.asarray(arr)

@@ -17,6 +17,7 @@ Numerics: float64 arithmetic whatever the dtype; each stored value (return, tabl
 once, identically in every backend, so all backends agree bit for bit.  Every argument is checked
 before anything is written: on error ``q`` and ``counts`` are unchanged.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -67,9 +68,11 @@ def _raise(status: int, bounds: dict) -> None:
         c = counts[states, actions]
         t = int(np.flatnonzero((c < 0) | (c > np.iinfo(np.int64).max - states.shape[0]))[0])
         s, a = int(states[t]), int(actions[t])
-        raise ValueError(f"counts[{s}, {a}] = {int(counts[s, a])} is not a visit count "
-                         f"(must be in [0, 2**63 - 1 - T], T = {states.shape[0]}); "
-                         "nothing was modified")
+        raise ValueError(
+            f"counts[{s}, {a}] = {int(counts[s, a])} is not a visit count "
+            f"(must be in [0, 2**63 - 1 - T], T = {states.shape[0]}); "
+            "nothing was modified"
+        )
     if status == BAD_COUNTS:
         raise ValueError("invalid counts (shape must be that of q; required when alpha is None)")
     if status == BAD_SCRATCH:  # the wrapper sizes the scratch itself: never expected
@@ -126,8 +129,18 @@ def _hash_size(offsets: np.ndarray) -> int:
     return size
 
 
-def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, *, first_visit=True,
-                      alpha=None, counts=None) -> np.ndarray:
+def mc_control_update(
+    q,
+    states,
+    actions,
+    rewards,
+    episode_offsets,
+    gamma,
+    *,
+    first_visit=True,
+    alpha=None,
+    counts=None,
+) -> np.ndarray:
     r"""Monte Carlo control update of ``q`` in place from complete episodes; returns :math:`G_t`.
 
     Sutton & Barto (2018) §5.3 (Monte Carlo ES) and §5.4 (on-policy first-visit MC control); with
@@ -199,9 +212,10 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, *, fi
     states, actions = check.same_index_dtype(states, actions)
     rewards = check.values(rewards, "rewards", n, q.dtype)
     offsets = _offsets(episode_offsets, n)
-    refuse_shared_memory({"q": q, "counts": counts}, {"states": states, "actions": actions,
-                                                       "rewards": rewards,
-                                                       "episode_offsets": offsets})
+    refuse_shared_memory(
+        {"q": q, "counts": counts},
+        {"states": states, "actions": actions, "rewards": rewards, "episode_offsets": offsets},
+    )
     if first_visit:
         size = _hash_size(offsets)
         slot_keys = np.empty(size, dtype=np.int64)
@@ -209,9 +223,27 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, *, fi
     else:
         slot_keys = slot_first = np.empty(0, dtype=np.int64)
     out = np.empty(n, dtype=q.dtype)
-    status = _backend.kernels().mc_control_update(q, states, actions, rewards, offsets, gamma,
-                                                  first_visit, step, counts, slot_keys,
-                                                  slot_first, out)
-    _raise(status, {"states": (states, q.shape[0]), "actions": (actions, q.shape[1]),
-                    "rewards": (rewards, None), "counts": (counts, states, actions)})
+    status = _backend.kernels().mc_control_update(
+        q,
+        states,
+        actions,
+        rewards,
+        offsets,
+        gamma,
+        first_visit,
+        step,
+        counts,
+        slot_keys,
+        slot_first,
+        out,
+    )
+    _raise(
+        status,
+        {
+            "states": (states, q.shape[0]),
+            "actions": (actions, q.shape[1]),
+            "rewards": (rewards, None),
+            "counts": (counts, states, actions),
+        },
+    )
     return out

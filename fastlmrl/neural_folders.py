@@ -1,6 +1,7 @@
 """Neural run folders and task names, without torch: what :mod:`fastlmrl.cli` needs to recognise
 a run of ``fastlmrl train --policy neural`` and what both :mod:`fastlmrl.neural_run` (the command
 line) and :mod:`fastlmrl.neural.runs` (the run folders, with torch) share."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,10 @@ def neural_task(name: str):
     or ``lexicon`` (:class:`fastlmrl.lexicon_task.LexiconTask`)."""
     if name == "lexicon":
         from .lexicon_task import LexiconTask
+
         return LexiconTask()
     from .verifiable_tasks import get_task
+
     return get_task(name)
 
 
@@ -29,8 +32,9 @@ def is_neural_run(folder) -> bool:
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         folder = os.path.dirname(os.path.abspath(folder))
-    return os.path.isfile(os.path.join(folder, "run.json")) and \
-        os.path.isdir(os.path.join(folder, "initial_model"))
+    return os.path.isfile(os.path.join(folder, "run.json")) and os.path.isdir(
+        os.path.join(folder, "initial_model")
+    )
 
 
 def saved_spec(folder: str) -> dict:

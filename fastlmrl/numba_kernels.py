@@ -31,6 +31,7 @@ item 0 of ``epsilon_greedy``).
 Each kernel's arguments, the arrays it writes and the statuses it returns are declared in the
 ``CONTRACT`` of its topic's public module (e.g. ``fastlmrl.td_learning.CONTRACT``).
 """
-from ._numba import __all__  # noqa: F401  (the kernel names)
+
 from ._numba import *  # noqa: F401,F403
+from ._numba import __all__  # noqa: F401  (the kernel names)
 from ._status import Status  # noqa: F401  (the status codes the kernels return)

@@ -26,6 +26,7 @@ with a ValueError naming ``v``, status 35, instead of turning the row into NaN m
 Numerics: float64 arithmetic; each stored value (table, m, v entry) is rounded once, identically
 in every backend, so the backends agree bit for bit.  On any error nothing is modified.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,10 @@ def _lr(lr) -> float:
 def _betas(beta1, beta2) -> tuple[float, float]:
     if type(beta1) is float and type(beta2) is float and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0:
         return beta1, beta2
-    return (check.real(beta1, "beta1", 0.0, 1.0, high_open=True),
-            check.real(beta2, "beta2", 0.0, 1.0, high_open=True))
+    return (
+        check.real(beta1, "beta1", 0.0, 1.0, high_open=True),
+        check.real(beta2, "beta2", 0.0, 1.0, high_open=True),
+    )
 
 
 def _eps(eps) -> float:
@@ -163,8 +166,10 @@ def _raise(status: int, table, rows, grads, args=()) -> None:
         v = args[1]
         bad = ~(v[rows] >= 0)
         i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise ValueError(f"v[{int(rows[i])}, {j}] = {v[rows[i], j]} is negative or NaN "
-                         "(a second moment is >= 0); nothing was modified")
+        raise ValueError(
+            f"v[{int(rows[i])}, {j}] = {v[rows[i], j]} is negative or NaN "
+            "(a second moment is >= 0); nothing was modified"
+        )
     if status == OVERLAPPING_ARRAYS:
         arrays = {"table": table}
         if len(args) > 2 and isinstance(args[0], np.ndarray):  # Adam: (m, v, step, ...)
@@ -172,12 +177,13 @@ def _raise(status: int, table, rows, grads, args=()) -> None:
         written = list(arrays.items())
         arrays.update(rows=rows, grads=grads)
         for k, (wname, w) in enumerate(written):
-            for name, x in list(arrays.items())[k + 1:]:
+            for name, x in list(arrays.items())[k + 1 :]:
                 if x.size and np.may_share_memory(w, x):
-                    raise ValueError(f"{name} shares memory with {wname}, which this call writes "
-                                     f"in place; pass a copy of {name}")
-        raise ValueError("table, m and v must not share memory with each other or with rows, "
-                         "grads")
+                    raise ValueError(
+                        f"{name} shares memory with {wname}, which this call writes "
+                        f"in place; pass a copy of {name}"
+                    )
+        raise ValueError("table, m and v must not share memory with each other or with rows, grads")
     raise ValueError(f"internal error: optimizer kernel returned status {status}")
 
 
@@ -192,8 +198,14 @@ def _moments(table, m, v):
                 f"got {arr.shape} {arr.dtype}"
             )
     # Three distinct arrays that each own their buffer cannot overlap (the cheap common case).
-    if (m is table or v is table or m is v or not table.flags.owndata or not m.flags.owndata
-            or not v.flags.owndata):
+    if (
+        m is table
+        or v is table
+        or m is v
+        or not table.flags.owndata
+        or not m.flags.owndata
+        or not v.flags.owndata
+    ):
         if np.may_share_memory(m, table) or np.may_share_memory(v, table):
             raise ValueError("m and v must not share memory with table")
         if np.may_share_memory(m, v):
@@ -226,8 +238,9 @@ def sgd_step(table, rows, grads, lr, *, maximize=False) -> None:
     _run(_backend.kernels().sgd_step, table, rows, grads, (lr, maximize, acc))
 
 
-def adam_step(table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, *,
-              maximize=False) -> None:
+def adam_step(
+    table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, *, maximize=False
+) -> None:
     r"""One lazy ("sparse") Adam step on the rows present in the batch, in place.
 
     Kingma & Ba (2015), Algorithm 1, applied only to the rows ``r`` of the batch (as
@@ -281,14 +294,21 @@ def adam_step(table, rows, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e
     eps = _eps(eps)
     maximize = _flag(maximize, "maximize")
     rows, grads, acc = _batch(table, rows, grads)
-    _run(_backend.kernels().adam_step, table, rows, grads,
-         (m, v, step, lr, beta1, beta2, eps, maximize, acc))
+    _run(
+        _backend.kernels().adam_step,
+        table,
+        rows,
+        grads,
+        (m, v, step, lr, beta1, beta2, eps, maximize, acc),
+    )
 
 
 def _state_mapping(state, kind: str) -> None:
     if not isinstance(state, Mapping):
-        raise ValueError(f"not an {kind} state: state must be a dict from state_dict(), got "
-                         f"{type(state).__name__}")
+        raise ValueError(
+            f"not an {kind} state: state must be a dict from state_dict(), got "
+            f"{type(state).__name__}"
+        )
 
 
 class SGD:
@@ -346,8 +366,18 @@ class Adam:
         return _betas(beta1, beta2)
 
     def step(self, rows, grads) -> None:
-        adam_step(self.table, rows, grads, self.m, self.v, self.t + 1, self.lr, *self.betas,
-                  self.eps, maximize=self.maximize)
+        adam_step(
+            self.table,
+            rows,
+            grads,
+            self.m,
+            self.v,
+            self.t + 1,
+            self.lr,
+            *self.betas,
+            self.eps,
+            maximize=self.maximize,
+        )
         self.t += 1
 
     def state_dict(self, copy: bool = True) -> dict:
@@ -371,15 +401,21 @@ class Adam:
             lr, betas, eps, maximize = state["lr"], state["betas"], state["eps"], state["maximize"]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an Adam state: missing {exc}") from exc
-        if (isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral,)) or t < 0
-                or t >= check.INT64_MAX):  # the next step, t + 1, must fit in int64
+        if (
+            isinstance(t, (bool, np.bool_))
+            or not isinstance(t, (numbers.Integral,))
+            or t < 0
+            or t >= check.INT64_MAX
+        ):  # the next step, t + 1, must fit in int64
             raise ValueError(f"state['t'] must be an int in [0, 2**63 - 2], got {t!r}")
         moments = []
         for name, arr in (("m", m), ("v", v)):
             arr = np.asarray(arr)
             if arr.shape != self.table.shape:
-                raise ValueError(f"state['{name}'] must have the table's shape "
-                                 f"{self.table.shape}, got {arr.shape}")
+                raise ValueError(
+                    f"state['{name}'] must have the table's shape "
+                    f"{self.table.shape}, got {arr.shape}"
+                )
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"state['{name}'] must hold real numbers, got dtype {arr.dtype}")
             moments.append(arr)

@@ -10,6 +10,7 @@ The compiled kernels sort in expected O(n) (a counting sort by bucket :math:`\lf
 about one index per bucket, then insertion sort inside buckets); every backend returns the same
 permutation.
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,7 +34,7 @@ def _scratch_arrays(n: int):
     if buffers is None or buffers[0].shape[0] < n:
         buffers = (np.empty(n), np.empty(n + 1, dtype=np.int64))
         _scratch.buffers = buffers
-    return buffers[0][:n], buffers[1][:n + 1]
+    return buffers[0][:n], buffers[1][: n + 1]
 
 
 def permutation(seed, n: int) -> np.ndarray:
@@ -46,8 +47,9 @@ def permutation(seed, n: int) -> np.ndarray:
     key, counter = check_capacity(seed, n)  # a RandomStream with fewer than n counters left
     out = np.empty(n, dtype=np.int64)
     uniforms, starts = _scratch_arrays(n)
-    status = _backend.kernels().random_permutation(np.uint64(key), np.uint64(counter), out,
-                                                    uniforms, starts)
+    status = _backend.kernels().random_permutation(
+        np.uint64(key), np.uint64(counter), out, uniforms, starts
+    )
     if status:
         raise ValueError(f"internal error: permutation kernel returned status {status}")
     advance(seed, n)

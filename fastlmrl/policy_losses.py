@@ -32,6 +32,7 @@ loss would be infinite).  All per-token arguments are checked before anything is
 :mod:`fastlmrl.log_probs`, a NaN/+inf logit is
 detected during the pass, so an ``out`` array you pass may hold partial results on that error.
 """
+
 from __future__ import annotations
 
 import math
@@ -178,8 +179,9 @@ def _outputs(n):
     return np.empty(n), np.empty(n)
 
 
-def reinforce_loss(logits, tokens, returns, weights=None, baseline=None,
-                   out=None) -> ReinforceLossResult:
+def reinforce_loss(
+    logits, tokens, returns, weights=None, baseline=None, out=None
+) -> ReinforceLossResult:
     r"""REINFORCE with baseline (Williams 1992; Sutton & Barto 2018, §13.4, eq. 13.11).
 
     :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`, so that
@@ -206,12 +208,19 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None,
     refuse_shared(grad, {"tokens": tokens, "returns": returns, "baseline": base, "weights": w})
     token_loss, log_probs = _outputs(n)
     stats = np.zeros(7)
-    status = _backend.kernels().reinforce_loss(logits, tokens, returns, base, w, token_loss,
-                                                log_probs, grad, stats,
-                                                _free_cores.threads())
-    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
-                                              BAD_RETURNS: ("returns", returns),
-                                              BAD_BASELINES: ("baseline", base)})
+    status = _backend.kernels().reinforce_loss(
+        logits, tokens, returns, base, w, token_loss, log_probs, grad, stats, _free_cores.threads()
+    )
+    raise_for_status(
+        status,
+        logits,
+        tokens,
+        {
+            BAD_WEIGHTS: ("weights", w),
+            BAD_RETURNS: ("returns", returns),
+            BAD_BASELINES: ("baseline", base),
+        },
+    )
     return ReinforceLossResult(float(stats[0]), grad, log_probs, token_loss)
 
 
@@ -234,15 +243,36 @@ def _offsets(sequence_offsets, n):
     if offs.shape[0] < 1 or offs[0] != 0 or offs[-1] != n or (np.diff(offs) < 0).any():
         raise ValueError(
             f"sequence_offsets must start at 0, end at N = {n} and be non-decreasing, got "
-            f"{offs[:8].tolist()}{'...' if offs.shape[0] > 8 else ''}")
+            f"{offs[:8].tolist()}{'...' if offs.shape[0] > 8 else ''}"
+        )
     return offs
 
 
-@check.renamed(ecosystem={"beta": "kl_coef", "epsilon": "clip_low", "cliprange": "clip_low",
-                          "epsilon_high": "clip_high", "importance_sampling_level": "ratio_level"})
-def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0.2,
-             clip_high=None, dual_clip=None, ratio_level="token", sequence_offsets=None,
-             ref_log_probs=None, kl_coef=0.0, kl_estimator="k3", out=None) -> PPOLossResult:
+@check.renamed(
+    ecosystem={
+        "beta": "kl_coef",
+        "epsilon": "clip_low",
+        "cliprange": "clip_low",
+        "epsilon_high": "clip_high",
+        "importance_sampling_level": "ratio_level",
+    }
+)
+def ppo_loss(
+    logits,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights=None,
+    clip_low=0.2,
+    clip_high=None,
+    dual_clip=None,
+    ratio_level="token",
+    sequence_offsets=None,
+    ref_log_probs=None,
+    kl_coef=0.0,
+    kl_estimator="k3",
+    out=None,
+) -> PPOLossResult:
     r"""PPO clipped surrogate (Schulman et al. 2017, eq. 7) with asymmetric clipping, optional dual
     clip, sequence-level ratios (GSPO) and a KL penalty to a reference policy (GRPO).
 
@@ -295,28 +325,72 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     seq = ratio_level == "sequence"
     offs = _offsets(sequence_offsets, n) if seq else np.zeros(1, dtype=np.int64)
     grad = as_out(out, logits)
-    refuse_shared(grad, {"tokens": tokens, "old_log_probs": old, "advantages": adv, "weights": w,
-                         "ref_log_probs": ref, "sequence_offsets": offs})
+    refuse_shared(
+        grad,
+        {
+            "tokens": tokens,
+            "old_log_probs": old,
+            "advantages": adv,
+            "weights": w,
+            "ref_log_probs": ref,
+            "sequence_offsets": offs,
+        },
+    )
     token_loss, log_probs = _outputs(n)
     ratios = np.empty(n)
     stats = np.zeros(7)
     status = _backend.kernels().ppo_loss(
-        logits, tokens, old, adv, w, ref, offs, clip_low, clip_high, dual, kl_coef,
-        KL_ESTIMATORS[kl_estimator], int(seq), token_loss, log_probs, ratios, grad, stats,
-        _free_cores.threads())
-    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
-                                              BAD_ADVANTAGES: ("advantages", adv),
-                                              BAD_OLD_LOG_PROBS: ("old_log_probs", old),
-                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
-                                              BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs)})
-    return PPOLossResult(float(stats[0]), grad, log_probs, token_loss, ratios, float(stats[1]),
-                         float(stats[2]), float(stats[3]), float(stats[4]), float(stats[5]),
-                         float(stats[6]))
+        logits,
+        tokens,
+        old,
+        adv,
+        w,
+        ref,
+        offs,
+        clip_low,
+        clip_high,
+        dual,
+        kl_coef,
+        KL_ESTIMATORS[kl_estimator],
+        int(seq),
+        token_loss,
+        log_probs,
+        ratios,
+        grad,
+        stats,
+        _free_cores.threads(),
+    )
+    raise_for_status(
+        status,
+        logits,
+        tokens,
+        {
+            BAD_WEIGHTS: ("weights", w),
+            BAD_ADVANTAGES: ("advantages", adv),
+            BAD_OLD_LOG_PROBS: ("old_log_probs", old),
+            BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
+            BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs),
+        },
+    )
+    return PPOLossResult(
+        float(stats[0]),
+        grad,
+        log_probs,
+        token_loss,
+        ratios,
+        float(stats[1]),
+        float(stats[2]),
+        float(stats[3]),
+        float(stats[4]),
+        float(stats[5]),
+        float(stats[6]),
+    )
 
 
 @check.renamed(deprecated={"estimator": "kl_estimator"})
-def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, kl_estimator="k3",
-                    out=None) -> KLPenaltyResult:
+def kl_penalty_loss(
+    logits, tokens, ref_log_probs, weights=None, kl_estimator="k3", out=None
+) -> KLPenaltyResult:
     r"""KL penalty to a reference policy as a loss term (GRPO style, Shao et al. 2024, eq. 4).
 
     :math:`L = \sum_i w_i D_i` with the per-token estimator of
@@ -335,11 +409,24 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None, kl_estimator="k
     refuse_shared(grad, {"tokens": tokens, "ref_log_probs": ref, "weights": w})
     token_kl, log_probs = _outputs(n)
     stats = np.zeros(7)
-    status = _backend.kernels().kl_penalty_loss(logits, tokens, ref, w,
-                                                 KL_ESTIMATORS[kl_estimator], token_kl, log_probs,
-                                                 grad, stats, _free_cores.threads())
-    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
-                                              BAD_REF_LOG_PROBS: ("ref_log_probs", ref)})
+    status = _backend.kernels().kl_penalty_loss(
+        logits,
+        tokens,
+        ref,
+        w,
+        KL_ESTIMATORS[kl_estimator],
+        token_kl,
+        log_probs,
+        grad,
+        stats,
+        _free_cores.threads(),
+    )
+    raise_for_status(
+        status,
+        logits,
+        tokens,
+        {BAD_WEIGHTS: ("weights", w), BAD_REF_LOG_PROBS: ("ref_log_probs", ref)},
+    )
     return KLPenaltyResult(float(stats[0]), grad, log_probs, token_kl)
 
 
@@ -355,12 +442,27 @@ def a2c_arguments(value_coef, entropy_coef, value_clip, old_values, values, dtyp
     clip = check.real(value_clip, "value_clip", 0.0, low_open=True)
     if old_values is None:
         raise ValueError("value_clip needs old_values")
-    return value_coef, entropy_coef, clip, check.values(old_values, "old_values",
-                                                        values.shape[0], dtype)
+    return (
+        value_coef,
+        entropy_coef,
+        clip,
+        check.values(old_values, "old_values", values.shape[0], dtype),
+    )
 
 
-def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_coef=0.5,
-             entropy_coef=0.01, old_values=None, value_clip=None, out=None) -> A2CLossResult:
+def a2c_loss(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    weights=None,
+    value_coef=0.5,
+    entropy_coef=0.01,
+    old_values=None,
+    value_clip=None,
+    out=None,
+) -> A2CLossResult:
     r"""Advantage actor-critic loss (Mnih et al. 2016, A3C; the PPO paper's eq. 9 combination).
 
     .. math::  \ell_i = -\hat A_i\log\pi(a_i|s_i) + c_v L^V_i - c_e H_i
@@ -381,23 +483,64 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_co
     adv = _per_token(advantages, "advantages", n, dt)
     vals = _per_token(values, "values", n, dt)
     rets = _per_token(returns, "returns", n, dt)
-    value_coef, entropy_coef, clip, old = a2c_arguments(value_coef, entropy_coef, value_clip,
-                                                        old_values, vals, dt)
+    value_coef, entropy_coef, clip, old = a2c_arguments(
+        value_coef, entropy_coef, value_clip, old_values, vals, dt
+    )
     grad = as_out(out, logits)
-    refuse_shared(grad, {"tokens": tokens, "advantages": adv, "values": vals, "returns": rets,
-                         "old_values": old, "weights": w})
+    refuse_shared(
+        grad,
+        {
+            "tokens": tokens,
+            "advantages": adv,
+            "values": vals,
+            "returns": rets,
+            "old_values": old,
+            "weights": w,
+        },
+    )
     token_loss, log_probs = _outputs(n)
     entropies = np.empty(n)
     grad_values = np.empty(n)
     stats = np.zeros(7)
-    status = _backend.kernels().a2c_loss(logits, tokens, adv, vals, rets, old, w, clip,
-                                          value_coef, entropy_coef, token_loss, log_probs,
-                                          entropies, grad, grad_values, stats,
-                                          _free_cores.threads())
-    raise_for_status(status, logits, tokens, {BAD_WEIGHTS: ("weights", w),
-                                              BAD_ADVANTAGES: ("advantages", adv),
-                                              BAD_VALUES: ("values", vals),
-                                              BAD_RETURNS: ("returns", rets),
-                                              BAD_OLD_VALUES: ("old_values", old)})
-    return A2CLossResult(float(stats[0]), grad, grad_values, log_probs, entropies, token_loss,
-                         float(stats[1]), float(stats[2]), float(stats[3]))
+    status = _backend.kernels().a2c_loss(
+        logits,
+        tokens,
+        adv,
+        vals,
+        rets,
+        old,
+        w,
+        clip,
+        value_coef,
+        entropy_coef,
+        token_loss,
+        log_probs,
+        entropies,
+        grad,
+        grad_values,
+        stats,
+        _free_cores.threads(),
+    )
+    raise_for_status(
+        status,
+        logits,
+        tokens,
+        {
+            BAD_WEIGHTS: ("weights", w),
+            BAD_ADVANTAGES: ("advantages", adv),
+            BAD_VALUES: ("values", vals),
+            BAD_RETURNS: ("returns", rets),
+            BAD_OLD_VALUES: ("old_values", old),
+        },
+    )
+    return A2CLossResult(
+        float(stats[0]),
+        grad,
+        grad_values,
+        log_probs,
+        entropies,
+        token_loss,
+        float(stats[1]),
+        float(stats[2]),
+        float(stats[3]),
+    )

@@ -58,6 +58,7 @@ tokens/s for plain sampling and ~12k tokens/s with temperature 0.7, top-k 50 and
 Masked logits (-inf) have probability 0 and are never drawn.  A row holding NaN or +inf or no
 finite entry raises ValueError naming ``logits``; nothing is written then.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -79,8 +80,12 @@ BAD_TOP_P = 32
 BAD_MIN_P = 33
 NO_MEMORY = 99
 
-_STATUS_ARGUMENT = {BAD_TEMPERATURE: "temperature", BAD_TOP_K: "top_k", BAD_TOP_P: "top_p",
-                    BAD_MIN_P: "min_p"}
+_STATUS_ARGUMENT = {
+    BAD_TEMPERATURE: "temperature",
+    BAD_TOP_K: "top_k",
+    BAD_TOP_P: "top_p",
+    BAD_MIN_P: "min_p",
+}
 
 
 class SampledTokens(NamedTuple):
@@ -131,8 +136,9 @@ def raise_for_status(status: int, logits: np.ndarray) -> None:
     if status == NO_MEMORY:
         raise MemoryError("fastlmrl: could not allocate the per-thread row buffers")
     if status == BAD_SHAPES:  # the wrapper always passes consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {BAD_SHAPES})")
+        raise ValueError(
+            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
+        )
     if status == BAD_LOGITS:
         raise ValueError(bad_logits_message(logits))
     if status in _STATUS_ARGUMENT:  # the wrapper checks these first
@@ -147,14 +153,23 @@ def _temperature(temperature) -> float:
     """0 (greedy) or a finite temperature whose reciprocal is finite (>= 2.2e-308)."""
     temperature = check.real(temperature, "temperature", 0.0, None)
     if 0.0 < temperature < MIN_TEMPERATURE:
-        raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE} (the "
-                         f"smallest normal double, so that 1 / temperature is finite), got "
-                         f"{temperature}")
+        raise ValueError(
+            f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE} (the "
+            f"smallest normal double, so that 1 / temperature is finite), got "
+            f"{temperature}"
+        )
     return temperature
 
 
-def sample_tokens(logits, seed, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  min_p: float = 0.0, out=None) -> SampledTokens:
+def sample_tokens(
+    logits,
+    seed,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    out=None,
+) -> SampledTokens:
     r"""One token per row of ``logits``, with its log-probabilities (see the module docstring).
 
     Parameters
@@ -193,8 +208,18 @@ def sample_tokens(logits, seed, temperature: float = 1.0, top_k: int = 0, top_p:
     key, counter = check_capacity(seed, n)
     tokens, log_probs, model_log_probs = _outputs(out, logits)
     status = _backend.kernels().sample_tokens(
-        logits, temperature, top_k, top_p, min_p, np.uint64(key), np.uint64(counter), tokens,
-        log_probs, model_log_probs, _free_cores.threads())
+        logits,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        np.uint64(key),
+        np.uint64(counter),
+        tokens,
+        log_probs,
+        model_log_probs,
+        _free_cores.threads(),
+    )
     raise_for_status(status, logits)
     advance(seed, n)
     return SampledTokens(tokens, log_probs, model_log_probs)

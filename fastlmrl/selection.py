@@ -5,6 +5,7 @@ ids) and return one action per entry of ``states`` as an int64 array.  Random dr
 counter-based generator in :mod:`fastlmrl.rng`, so a seed gives the same actions in every backend and
 at every thread count.  NaN entries of a row are ignored by the max/argmax.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -38,17 +39,39 @@ _BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
 
 #: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.selection``);
 #: tests/test_contract.py checks each implementation against it.
-CONTRACT = Topic("selection", (
-    Kernel("boltzmann", (
-        _Q, _STATES, Arg("temperature", Kind.REAL, status=Status.BAD_TEMPERATURE,
-                         domain="(0, inf)"), _KEY, _COUNTER, _OUT, _THREADS), _BATCH),
-    Kernel("epsilon_greedy", (_Q, _STATES, _EPSILON, _KEY, _COUNTER, _OUT, _THREADS), _BATCH),
-    Kernel("epsilon_greedy_one", (
-        _Q, Arg("state", Kind.INDEX, status=Status.BAD_STATES, bound=("q", 0)), _EPSILON, _KEY,
-        _COUNTER), returns=("status", "action"), return_types={"action": "int64_t"},
-        doc="one state, O(1) checks; returns (status, action): item 0 of epsilon_greedy"),
-    Kernel("greedy", (_Q, _STATES, _OUT, _THREADS), _BATCH),
-))
+CONTRACT = Topic(
+    "selection",
+    (
+        Kernel(
+            "boltzmann",
+            (
+                _Q,
+                _STATES,
+                Arg("temperature", Kind.REAL, status=Status.BAD_TEMPERATURE, domain="(0, inf)"),
+                _KEY,
+                _COUNTER,
+                _OUT,
+                _THREADS,
+            ),
+            _BATCH,
+        ),
+        Kernel("epsilon_greedy", (_Q, _STATES, _EPSILON, _KEY, _COUNTER, _OUT, _THREADS), _BATCH),
+        Kernel(
+            "epsilon_greedy_one",
+            (
+                _Q,
+                Arg("state", Kind.INDEX, status=Status.BAD_STATES, bound=("q", 0)),
+                _EPSILON,
+                _KEY,
+                _COUNTER,
+            ),
+            returns=("status", "action"),
+            return_types={"action": "int64_t"},
+            doc="one state, O(1) checks; returns (status, action): item 0 of epsilon_greedy",
+        ),
+        Kernel("greedy", (_Q, _STATES, _OUT, _THREADS), _BATCH),
+    ),
+)
 
 
 # ----------------------------------------------------------------------------- direct calls
@@ -127,9 +150,16 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     :class:`fastlmrl.ArgmaxTree` built for ``q``) the greedy action is read from the tree in O(1);
     the draws and the result are identical.
     """
-    if (argmax_tree is None and type(epsilon) is float and type(seed) is RandomStream
-            and type(q) is _ndarray and q.ndim == 2 and (q.dtype is _F64 or q.dtype is _F32)
-            and q.size != 0 and q.flags.carray):  # an exact C-contiguous writeable float table
+    if (
+        argmax_tree is None
+        and type(epsilon) is float
+        and type(seed) is RandomStream
+        and type(q) is _ndarray
+        and q.ndim == 2
+        and (q.dtype is _F64 or q.dtype is _F32)
+        and q.size != 0
+        and q.flags.carray
+    ):  # an exact C-contiguous writeable float table
         # a batch of one (written out: each helper call costs ~0.1 us of a ~1 us call)
         state = None
         t = type(states)
@@ -158,8 +188,7 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     key, counter = check_capacity(seed, 2 * states.shape[0])
     if argmax_tree is None:
         status = _kernels.epsilon_greedy(
-            table, states, epsilon, np.uint64(key), np.uint64(counter), out,
-            _free_cores.threads()
+            table, states, epsilon, np.uint64(key), np.uint64(counter), out, _free_cores.threads()
         )
     else:
         nodes, block_size = tree_args(argmax_tree, q)

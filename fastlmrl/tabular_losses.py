@@ -31,6 +31,7 @@ Every backend and thread count gives the same bits.  Unvisited rows are never re
 arguments are checked before anything is written; a visited row with NaN/+inf (or no finite
 entry) raises ValueError naming it.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -41,9 +42,21 @@ from . import _backend, _free_cores
 from . import _validation as check
 from ._status import OVERLAPPING_ARRAYS
 from .log_probs import BAD_LOGITS, BAD_TOKENS, raise_for_status
-from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_LOG_PROBS, BAD_OLD_VALUES,
-                            BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_SEQUENCE_OFFSETS, BAD_VALUES,
-                            BAD_WEIGHTS, KL_ESTIMATORS, _offsets, a2c_arguments, mean_baseline)
+from .policy_losses import (
+    BAD_ADVANTAGES,
+    BAD_BASELINES,
+    BAD_OLD_LOG_PROBS,
+    BAD_OLD_VALUES,
+    BAD_REF_LOG_PROBS,
+    BAD_RETURNS,
+    BAD_SEQUENCE_OFFSETS,
+    BAD_VALUES,
+    BAD_WEIGHTS,
+    KL_ESTIMATORS,
+    _offsets,
+    a2c_arguments,
+    mean_baseline,
+)
 
 __all__ = [
     "TabularA2CLossResult",
@@ -168,8 +181,11 @@ def _prepare(table, contexts, tokens, weights):
     else:
         w = check.values(weights, "weights", n, np.float64)
     n_rows = min(n, table.shape[0])
-    buffers = (np.empty(table.shape[0], dtype=np.int64), np.empty(n_rows, dtype=np.int64),
-               np.zeros(1, dtype=np.int64))
+    buffers = (
+        np.empty(table.shape[0], dtype=np.int64),
+        np.empty(n_rows, dtype=np.int64),
+        np.zeros(1, dtype=np.int64),
+    )
     return table, contexts, tokens, w, n, buffers
 
 
@@ -188,27 +204,34 @@ def _raise(status, table, contexts, tokens, extra, written=None):
     if status == 0:
         return
     if status == OVERLAPPING_ARRAYS:
-        _raise_overlap(written or {}, {"table": table, "contexts": contexts, "tokens": tokens,
-                                       **dict(extra.values())})
+        _raise_overlap(
+            written or {},
+            {"table": table, "contexts": contexts, "tokens": tokens, **dict(extra.values())},
+        )
     if status == BAD_CONTEXTS:
         i = int(np.flatnonzero((contexts < 0) | (contexts >= table.shape[0]))[0])
-        raise ValueError(f"contexts[{i}] = {int(contexts[i])} is out of range "
-                         f"[0, {table.shape[0]})")
+        raise ValueError(
+            f"contexts[{i}] = {int(contexts[i])} is out of range [0, {table.shape[0]})"
+        )
     if status == BAD_TOKENS:
         bad = np.flatnonzero((tokens < 0) | (tokens >= table.shape[1]))
         if bad.size:
             i = int(bad[0])
-            raise ValueError(f"tokens[{i}] = {int(tokens[i])} is out of range "
-                             f"[0, {table.shape[1]})")
+            raise ValueError(
+                f"tokens[{i}] = {int(tokens[i])} is out of range [0, {table.shape[1]})"
+            )
         i = int(np.flatnonzero(np.isneginf(table[contexts, tokens]))[0])
-        raise ValueError(f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit of "
-                         f"table row {int(contexts[i])}: its log-probability is -inf")
+        raise ValueError(
+            f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit of "
+            f"table row {int(contexts[i])}: its log-probability is -inf"
+        )
     if status == BAD_LOGITS:
         for s in np.unique(contexts):
             row = table[s]
             if np.isnan(row).any() or np.isposinf(row).any() or not np.isfinite(row).any():
-                raise ValueError(f"table row {int(s)} (a visited context) holds NaN or +inf or "
-                                 "no finite entry")
+                raise ValueError(
+                    f"table row {int(s)} (a visited context) holds NaN or +inf or no finite entry"
+                )
     raise_for_status(status, table, None, extra)  # the per-token arguments, out of memory
 
 
@@ -217,15 +240,18 @@ def _raise_overlap(written: dict, read: dict):
     wrappers allocate every array the kernels write, so this only names what a kernel refused."""
     names = list(written.items())
     for k, (wname, w) in enumerate(names):
-        for name, x in names[k + 1:] + list(read.items()):
+        for name, x in names[k + 1 :] + list(read.items()):
             if w.size and x is not None and x.size and np.may_share_memory(w, x):
-                raise ValueError(f"{name} shares memory with {wname}, which this call writes; "
-                                 f"pass a copy of {name}")
+                raise ValueError(
+                    f"{name} shares memory with {wname}, which this call writes; "
+                    f"pass a copy of {name}"
+                )
     raise ValueError("array arguments share memory with an array this call writes")
 
 
-def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
-                           baseline=None) -> TabularReinforceLossResult:
+def reinforce_loss_tabular(
+    table, contexts, tokens, returns, weights=None, baseline=None
+) -> TabularReinforceLossResult:
     r"""REINFORCE with baseline (Williams 1992; Sutton & Barto 2018, §13.4, eq. 13.11) on a
     tabular policy: :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`, :math:`c_i = -w_i(G_i - b_i)`.
 
@@ -235,8 +261,9 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
     :math:`\hat v(s_i)`; for RLOO pass the advantages as ``returns`` and no baseline).
     See :func:`fastlmrl.reinforce_loss` for the same loss over gathered logits.
     """
-    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
-                                                                      weights)
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(
+        table, contexts, tokens, weights
+    )
     returns = _per_token(returns, "returns", n)
     if baseline is None:
         base = np.zeros(n)
@@ -249,24 +276,70 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, weights=None,
     grad, token_loss, log_probs = _outputs(table, n)
     stats = np.zeros(7)
     status = _backend.kernels().reinforce_loss_tabular(
-        table, contexts, tokens, returns, base, w, index, rows, num_rows, token_loss, log_probs,
-        grad, stats, _free_cores.threads())
-    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
-                                             BAD_RETURNS: ("returns", returns),
-                                             BAD_BASELINES: ("baseline", base)},
-           {"index": index, "rows": rows, "num_rows": num_rows,
-            "token_loss": token_loss, "log_probs": log_probs,
-            "grad_rows": grad, "stats": stats})
+        table,
+        contexts,
+        tokens,
+        returns,
+        base,
+        w,
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        grad,
+        stats,
+        _free_cores.threads(),
+    )
+    _raise(
+        status,
+        table,
+        contexts,
+        tokens,
+        {
+            BAD_WEIGHTS: ("weights", w),
+            BAD_RETURNS: ("returns", returns),
+            BAD_BASELINES: ("baseline", base),
+        },
+        {
+            "index": index,
+            "rows": rows,
+            "num_rows": num_rows,
+            "token_loss": token_loss,
+            "log_probs": log_probs,
+            "grad_rows": grad,
+            "stats": stats,
+        },
+    )
     u = int(num_rows[0])
     return TabularReinforceLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss)
 
 
-@check.renamed(ecosystem={"beta": "kl_coef", "epsilon": "clip_low", "cliprange": "clip_low",
-                          "epsilon_high": "clip_high", "importance_sampling_level": "ratio_level"})
-def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights=None,
-                     clip_low=0.2, clip_high=None, dual_clip=None, ratio_level="token",
-                     sequence_offsets=None, ref_log_probs=None, kl_coef=0.0,
-                     kl_estimator="k3") -> TabularPPOLossResult:
+@check.renamed(
+    ecosystem={
+        "beta": "kl_coef",
+        "epsilon": "clip_low",
+        "cliprange": "clip_low",
+        "epsilon_high": "clip_high",
+        "importance_sampling_level": "ratio_level",
+    }
+)
+def ppo_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights=None,
+    clip_low=0.2,
+    clip_high=None,
+    dual_clip=None,
+    ratio_level="token",
+    sequence_offsets=None,
+    ref_log_probs=None,
+    kl_coef=0.0,
+    kl_estimator="k3",
+) -> TabularPPOLossResult:
     r"""PPO clipped surrogate (Schulman et al. 2017, eq. 7) on a tabular policy, with the options
     of :func:`fastlmrl.ppo_loss`: asymmetric clipping (DAPO's clip-higher), dual clip (Ye et al.
     2020), sequence-level ratios (GSPO, Zheng et al. 2025) and a KL penalty to a reference policy
@@ -283,8 +356,9 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
     TRL's spellings ``epsilon`` / ``cliprange``, ``epsilon_high``, ``beta`` and
     ``importance_sampling_level`` are accepted as in :func:`fastlmrl.ppo_loss`.
     """
-    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
-                                                                      weights)
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(
+        table, contexts, tokens, weights
+    )
     old = _per_token(old_log_probs, "old_log_probs", n)
     adv = _per_token(advantages, "advantages", n)
     clip_low = check.real(clip_low, "clip_low", 0.0, 1.0, high_open=True)
@@ -305,21 +379,68 @@ def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights
     ratios = np.empty(n)
     stats = np.zeros(7)
     status = _backend.kernels().ppo_loss_tabular(
-        table, contexts, tokens, old, adv, w, ref, offs, clip_low, clip_high, dual, kl_coef,
-        KL_ESTIMATORS[kl_estimator], int(seq), index, rows, num_rows, token_loss, log_probs,
-        ratios, grad, stats, _free_cores.threads())
-    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
-                                             BAD_ADVANTAGES: ("advantages", adv),
-                                             BAD_OLD_LOG_PROBS: ("old_log_probs", old),
-                                             BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
-                                             BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs)},
-           {"index": index, "rows": rows, "num_rows": num_rows,
-            "token_loss": token_loss, "log_probs": log_probs,
-            "ratios": ratios, "grad_rows": grad, "stats": stats})
+        table,
+        contexts,
+        tokens,
+        old,
+        adv,
+        w,
+        ref,
+        offs,
+        clip_low,
+        clip_high,
+        dual,
+        kl_coef,
+        KL_ESTIMATORS[kl_estimator],
+        int(seq),
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        ratios,
+        grad,
+        stats,
+        _free_cores.threads(),
+    )
+    _raise(
+        status,
+        table,
+        contexts,
+        tokens,
+        {
+            BAD_WEIGHTS: ("weights", w),
+            BAD_ADVANTAGES: ("advantages", adv),
+            BAD_OLD_LOG_PROBS: ("old_log_probs", old),
+            BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
+            BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs),
+        },
+        {
+            "index": index,
+            "rows": rows,
+            "num_rows": num_rows,
+            "token_loss": token_loss,
+            "log_probs": log_probs,
+            "ratios": ratios,
+            "grad_rows": grad,
+            "stats": stats,
+        },
+    )
     u = int(num_rows[0])
-    return TabularPPOLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss,
-                                ratios, float(stats[1]), float(stats[2]), float(stats[3]),
-                                float(stats[4]), float(stats[5]), float(stats[6]))
+    return TabularPPOLossResult(
+        float(stats[0]),
+        rows[:u],
+        grad[:u],
+        log_probs,
+        token_loss,
+        ratios,
+        float(stats[1]),
+        float(stats[2]),
+        float(stats[3]),
+        float(stats[4]),
+        float(stats[5]),
+        float(stats[6]),
+    )
 
 
 def token_log_probs_tabular(table, contexts, tokens) -> np.ndarray:
@@ -327,46 +448,87 @@ def token_log_probs_tabular(table, contexts, tokens) -> np.ndarray:
     (N,) float64, with the row statistics of the losses above (one per distinct context), so it
     equals their ``log_probs`` bit for bit (e.g. reference log-probs for a KL term that is
     exactly 0 when the policy equals the reference)."""
-    table, contexts, tokens, _, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
-                                                                      None)
+    table, contexts, tokens, _, n, (index, rows, num_rows) = _prepare(table, contexts, tokens, None)
     log_probs = np.empty(n)
-    status = _backend.kernels().token_log_probs_tabular(table, contexts, tokens, index, rows,
-                                                         num_rows, log_probs,
-                                                         _free_cores.threads())
-    _raise(status, table, contexts, tokens, {},
-           {"index": index, "rows": rows, "num_rows": num_rows, "log_probs": log_probs})
+    status = _backend.kernels().token_log_probs_tabular(
+        table, contexts, tokens, index, rows, num_rows, log_probs, _free_cores.threads()
+    )
+    _raise(
+        status,
+        table,
+        contexts,
+        tokens,
+        {},
+        {"index": index, "rows": rows, "num_rows": num_rows, "log_probs": log_probs},
+    )
     return log_probs
 
 
 @check.renamed(deprecated={"estimator": "kl_estimator"})
-def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights=None,
-                            kl_estimator="k3") -> TabularKLPenaltyResult:
+def kl_penalty_loss_tabular(
+    table, contexts, tokens, ref_log_probs, weights=None, kl_estimator="k3"
+) -> TabularKLPenaltyResult:
     r"""KL penalty to a reference policy as a loss term on a tabular policy (Shao et al. 2024,
     eq. 4; Schulman 2020): :math:`L = \sum_i w_i D_i` with the k1, k2 or k3 estimator of
     :math:`\mathrm{KL}(\pi_\theta(\cdot|s_i)\,\|\,\pi_{ref}(\cdot|s_i))` at the sampled token
     (formulas in :func:`fastlmrl.kl_penalty_loss`; ``kl_estimator`` was called ``estimator``, a
     deprecated keyword now)."""
-    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
-                                                                      weights)
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(
+        table, contexts, tokens, weights
+    )
     ref = _per_token(ref_log_probs, "ref_log_probs", n)
     check.choice(kl_estimator, "kl_estimator", KL_ESTIMATORS)
     grad, token_kl, log_probs = _outputs(table, n)
     stats = np.zeros(7)
     status = _backend.kernels().kl_penalty_loss_tabular(
-        table, contexts, tokens, ref, w, KL_ESTIMATORS[kl_estimator], index, rows, num_rows,
-        token_kl, log_probs, grad, stats, _free_cores.threads())
-    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
-                                             BAD_REF_LOG_PROBS: ("ref_log_probs", ref)},
-           {"index": index, "rows": rows, "num_rows": num_rows,
-            "token_kl": token_kl, "log_probs": log_probs,
-            "grad_rows": grad, "stats": stats})
+        table,
+        contexts,
+        tokens,
+        ref,
+        w,
+        KL_ESTIMATORS[kl_estimator],
+        index,
+        rows,
+        num_rows,
+        token_kl,
+        log_probs,
+        grad,
+        stats,
+        _free_cores.threads(),
+    )
+    _raise(
+        status,
+        table,
+        contexts,
+        tokens,
+        {BAD_WEIGHTS: ("weights", w), BAD_REF_LOG_PROBS: ("ref_log_probs", ref)},
+        {
+            "index": index,
+            "rows": rows,
+            "num_rows": num_rows,
+            "token_kl": token_kl,
+            "log_probs": log_probs,
+            "grad_rows": grad,
+            "stats": stats,
+        },
+    )
     u = int(num_rows[0])
     return TabularKLPenaltyResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_kl)
 
 
-def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, weights=None,
-                     value_coef=0.5, entropy_coef=0.01, old_values=None,
-                     value_clip=None) -> TabularA2CLossResult:
+def a2c_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    advantages,
+    values,
+    returns,
+    weights=None,
+    value_coef=0.5,
+    entropy_coef=0.01,
+    old_values=None,
+    value_clip=None,
+) -> TabularA2CLossResult:
     r"""Advantage actor-critic loss (Mnih et al. 2016) on a tabular policy: the loss of
     :func:`fastlmrl.a2c_loss`,
 
@@ -379,31 +541,76 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, weigh
     targets; ``value_clip`` with ``old_values`` clips the value loss as in
     :func:`fastlmrl.a2c_loss`.
     """
-    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(table, contexts, tokens,
-                                                                      weights)
+    table, contexts, tokens, w, n, (index, rows, num_rows) = _prepare(
+        table, contexts, tokens, weights
+    )
     adv = _per_token(advantages, "advantages", n)
     vals = _per_token(values, "values", n)
     rets = _per_token(returns, "returns", n)
-    value_coef, entropy_coef, clip, old = a2c_arguments(value_coef, entropy_coef, value_clip,
-                                                        old_values, vals, np.float64)
+    value_coef, entropy_coef, clip, old = a2c_arguments(
+        value_coef, entropy_coef, value_clip, old_values, vals, np.float64
+    )
     grad, token_loss, log_probs = _outputs(table, n)
     entropies = np.empty(n)
     grad_values = np.empty(n)
     stats = np.zeros(7)
     status = _backend.kernels().a2c_loss_tabular(
-        table, contexts, tokens, adv, vals, rets, old, w, clip, value_coef, entropy_coef, index,
-        rows, num_rows, token_loss, log_probs, entropies, grad, grad_values, stats,
-        _free_cores.threads())
-    _raise(status, table, contexts, tokens, {BAD_WEIGHTS: ("weights", w),
-                                             BAD_ADVANTAGES: ("advantages", adv),
-                                             BAD_VALUES: ("values", vals),
-                                             BAD_RETURNS: ("returns", rets),
-                                             BAD_OLD_VALUES: ("old_values", old)},
-           {"index": index, "rows": rows, "num_rows": num_rows,
-            "token_loss": token_loss, "log_probs": log_probs,
-            "entropy": entropies, "grad_rows": grad, "grad_values": grad_values,
-            "stats": stats})
+        table,
+        contexts,
+        tokens,
+        adv,
+        vals,
+        rets,
+        old,
+        w,
+        clip,
+        value_coef,
+        entropy_coef,
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        entropies,
+        grad,
+        grad_values,
+        stats,
+        _free_cores.threads(),
+    )
+    _raise(
+        status,
+        table,
+        contexts,
+        tokens,
+        {
+            BAD_WEIGHTS: ("weights", w),
+            BAD_ADVANTAGES: ("advantages", adv),
+            BAD_VALUES: ("values", vals),
+            BAD_RETURNS: ("returns", rets),
+            BAD_OLD_VALUES: ("old_values", old),
+        },
+        {
+            "index": index,
+            "rows": rows,
+            "num_rows": num_rows,
+            "token_loss": token_loss,
+            "log_probs": log_probs,
+            "entropy": entropies,
+            "grad_rows": grad,
+            "grad_values": grad_values,
+            "stats": stats,
+        },
+    )
     u = int(num_rows[0])
-    return TabularA2CLossResult(float(stats[0]), rows[:u], grad[:u], grad_values, log_probs,
-                                entropies, token_loss, float(stats[1]), float(stats[2]),
-                                float(stats[3]))
+    return TabularA2CLossResult(
+        float(stats[0]),
+        rows[:u],
+        grad[:u],
+        grad_values,
+        log_probs,
+        entropies,
+        token_loss,
+        float(stats[1]),
+        float(stats[2]),
+        float(stats[3]),
+    )

@@ -24,6 +24,7 @@ tree in O(1) and pay O(B + log V) per update instead of O(V); SARSA and expected
 targets do not need the max, or need a full-row sum anyway) just refresh the tree at the touched
 cells after the batch.  Results are identical to the plain path.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -73,33 +74,91 @@ _BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
 
 #: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.td_learning``);
 #: tests/test_contract.py checks each implementation against it.
-CONTRACT = Topic("td_learning", (
-    Kernel("double_q_learning_update", (
-        _table("q1"), _table("q2"), _ids("states", Status.BAD_STATES, 0, "q1"),
-        _ids("actions", Status.BAD_ACTIONS, 1, "q1"), _REWARDS,
-        _ids("next_states", Status.BAD_NEXT_STATES, 0, "q1"), _TERMINATED, _ALPHA, _GAMMA,
-        Arg("key", Kind.UINT64), Arg("counter", Kind.UINT64), _TD_OUT), _BATCH),
-    Kernel("expected_sarsa_update", (
-        _table(), _ids("states", Status.BAD_STATES, 0), _ids("actions", Status.BAD_ACTIONS, 1),
-        _REWARDS, _ids("next_states", Status.BAD_NEXT_STATES, 0), _TERMINATED, _ALPHA, _GAMMA,
-        Arg("epsilon", Kind.REAL, status=Status.BAD_EPSILON, domain="[0, 1]"), _TD_OUT),
-        _BATCH),
-    Kernel("q_learning_update", (
-        _table(), _ids("states", Status.BAD_STATES, 0), _ids("actions", Status.BAD_ACTIONS, 1),
-        _REWARDS, _ids("next_states", Status.BAD_NEXT_STATES, 0), _TERMINATED, _ALPHA, _GAMMA,
-        _TD_OUT), _BATCH),
-    Kernel("q_learning_update_one", (
-        _table(), _index("state", Status.BAD_STATES, 0), _index("action", Status.BAD_ACTIONS, 1),
-        Arg("reward", Kind.REAL, status=Status.BAD_REWARDS),
-        _index("next_state", Status.BAD_NEXT_STATES, 0), Arg("terminated", Kind.FLAG), _ALPHA,
-        _GAMMA), returns=("status", "td"),
-        doc="one transition, O(1) checks; returns (status, td rounded to the table's dtype)"),
-    Kernel("sarsa_update", (
-        _table(), _ids("states", Status.BAD_STATES, 0), _ids("actions", Status.BAD_ACTIONS, 1),
-        _REWARDS, _ids("next_states", Status.BAD_NEXT_STATES, 0),
-        _ids("next_actions", Status.BAD_NEXT_ACTIONS, 1), _TERMINATED, _ALPHA, _GAMMA, _TD_OUT),
-        _BATCH),
-))
+CONTRACT = Topic(
+    "td_learning",
+    (
+        Kernel(
+            "double_q_learning_update",
+            (
+                _table("q1"),
+                _table("q2"),
+                _ids("states", Status.BAD_STATES, 0, "q1"),
+                _ids("actions", Status.BAD_ACTIONS, 1, "q1"),
+                _REWARDS,
+                _ids("next_states", Status.BAD_NEXT_STATES, 0, "q1"),
+                _TERMINATED,
+                _ALPHA,
+                _GAMMA,
+                Arg("key", Kind.UINT64),
+                Arg("counter", Kind.UINT64),
+                _TD_OUT,
+            ),
+            _BATCH,
+        ),
+        Kernel(
+            "expected_sarsa_update",
+            (
+                _table(),
+                _ids("states", Status.BAD_STATES, 0),
+                _ids("actions", Status.BAD_ACTIONS, 1),
+                _REWARDS,
+                _ids("next_states", Status.BAD_NEXT_STATES, 0),
+                _TERMINATED,
+                _ALPHA,
+                _GAMMA,
+                Arg("epsilon", Kind.REAL, status=Status.BAD_EPSILON, domain="[0, 1]"),
+                _TD_OUT,
+            ),
+            _BATCH,
+        ),
+        Kernel(
+            "q_learning_update",
+            (
+                _table(),
+                _ids("states", Status.BAD_STATES, 0),
+                _ids("actions", Status.BAD_ACTIONS, 1),
+                _REWARDS,
+                _ids("next_states", Status.BAD_NEXT_STATES, 0),
+                _TERMINATED,
+                _ALPHA,
+                _GAMMA,
+                _TD_OUT,
+            ),
+            _BATCH,
+        ),
+        Kernel(
+            "q_learning_update_one",
+            (
+                _table(),
+                _index("state", Status.BAD_STATES, 0),
+                _index("action", Status.BAD_ACTIONS, 1),
+                Arg("reward", Kind.REAL, status=Status.BAD_REWARDS),
+                _index("next_state", Status.BAD_NEXT_STATES, 0),
+                Arg("terminated", Kind.FLAG),
+                _ALPHA,
+                _GAMMA,
+            ),
+            returns=("status", "td"),
+            doc="one transition, O(1) checks; returns (status, td rounded to the table's dtype)",
+        ),
+        Kernel(
+            "sarsa_update",
+            (
+                _table(),
+                _ids("states", Status.BAD_STATES, 0),
+                _ids("actions", Status.BAD_ACTIONS, 1),
+                _REWARDS,
+                _ids("next_states", Status.BAD_NEXT_STATES, 0),
+                _ids("next_actions", Status.BAD_NEXT_ACTIONS, 1),
+                _TERMINATED,
+                _ALPHA,
+                _GAMMA,
+                _TD_OUT,
+            ),
+            _BATCH,
+        ),
+    ),
+)
 
 
 # ----------------------------------------------------------------------------- direct calls
@@ -115,8 +174,13 @@ _BOOL = np.dtype(np.bool_)
 
 def _direct_table(q) -> bool:
     """q is a non-empty C-contiguous writeable float32/float64 matrix (used as is)."""
-    return (type(q) is _ndarray and (q.dtype is _F64 or q.dtype is _F32) and q.ndim == 2
-            and q.size != 0 and q.flags.carray)
+    return (
+        type(q) is _ndarray
+        and (q.dtype is _F64 or q.dtype is _F32)
+        and q.ndim == 2
+        and q.size != 0
+        and q.flags.carray
+    )
 
 
 def _direct_batch(dtype, rewards, terminated, ids):
@@ -127,10 +191,16 @@ def _direct_batch(dtype, rewards, terminated, ids):
     for x in ids:
         if type(x) is not _ndarray or x.dtype is not index or x.ndim != 1 or not x.flags.carray:
             return None
-    if (type(rewards) is not _ndarray or rewards.dtype is not dtype or rewards.ndim != 1
-            or not rewards.flags.carray or type(terminated) is not _ndarray
-            or terminated.dtype is not _BOOL or terminated.ndim != 1
-            or not terminated.flags.carray):
+    if (
+        type(rewards) is not _ndarray
+        or rewards.dtype is not dtype
+        or rewards.ndim != 1
+        or not rewards.flags.carray
+        or type(terminated) is not _ndarray
+        or terminated.dtype is not _BOOL
+        or terminated.ndim != 1
+        or not terminated.flags.carray
+    ):
         return None
     return ids, rewards, terminated.view(np.uint8)
 
@@ -202,8 +272,10 @@ def refuse_shared_memory(written: dict, inputs: dict) -> None:
     for wname, w in written.items():
         for name, x in inputs.items():
             if x is not None and x.size and np.may_share_memory(w, x):
-                raise ValueError(f"{name} shares memory with {wname}, which this call writes in "
-                                 f"place; pass a copy of {name}")
+                raise ValueError(
+                    f"{name} shares memory with {wname}, which this call writes in "
+                    f"place; pass a copy of {name}"
+                )
 
 
 def _raise_overlap(status, written: dict, inputs: dict) -> None:
@@ -214,8 +286,7 @@ def _raise_overlap(status, written: dict, inputs: dict) -> None:
         raise ValueError("array arguments share memory with an array this call writes")
 
 
-def _inputs(ids, rewards, terminated, names=("states", "actions", "next_states",
-                                              "next_actions")):
+def _inputs(ids, rewards, terminated, names=("states", "actions", "next_states", "next_actions")):
     inputs = dict(zip(names, ids))
     inputs["rewards"] = rewards
     inputs["terminated"] = terminated
@@ -233,43 +304,56 @@ def _rates(alpha, gamma):
     return check.real(alpha, "alpha", 0.0, 1.0, low_open=True), check.real(gamma, "gamma", 0.0, 1.0)
 
 
-def _raise(status, q, ids, rewards, names=("states", "actions", "next_states", "next_actions"),
-           tree_name="argmax_tree"):
+def _raise(
+    status,
+    q,
+    ids,
+    rewards,
+    names=("states", "actions", "next_states", "next_actions"),
+    tree_name="argmax_tree",
+):
     """The error of a status of the ArgmaxTree kernels (topic argmax_tree, not migrated to the
     contract yet; the plain kernels of this topic use raise_for_status and CONTRACT)."""
     if status == BAD_TREE:
         raise ValueError(f"{tree_name} does not fit its table (nodes shape / block_size)")
     if status == CORRUPT_TREE:
-        raise ValueError(f"{tree_name} is damaged: a node it reads holds a column outside its "
-                         "span of the table (its nodes were edited, or it belongs to another "
-                         "table); nothing was changed; call rebuild()")
+        raise ValueError(
+            f"{tree_name} is damaged: a node it reads holds a column outside its "
+            "span of the table (its nodes were edited, or it belongs to another "
+            "table); nothing was changed; call rebuild()"
+        )
     if status in (Status.BAD_ALPHA, Status.BAD_GAMMA):  # the wrappers check these first
         name = {Status.BAD_ALPHA: "alpha", Status.BAD_GAMMA: "gamma"}[status]
         raise ValueError(f"{name} is out of range")
     if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError("internal error: array arguments of inconsistent shapes "
-                         f"(status {BAD_SHAPES})")
+        raise ValueError(
+            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
+        )
     bounds = {"rewards": (rewards, None)}
     for name, arr in zip(names, ids):
         bounds[name] = (arr, q.shape[1] if "actions" in name else q.shape[0])
     check.raise_for_status(status, bounds)
 
 
-def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
-                      argmax_tree=None):
+def q_learning_update(
+    q, states, actions, rewards, next_states, terminated, alpha, gamma, argmax_tree=None
+):
     r"""Q-learning (Watkins 1989; Sutton & Barto eq. 6.8): :math:`\hat v(s') = \max_{a'} Q(s', a')`.
 
     Returns the TD errors :math:`\delta_i` (dtype of ``q``).  ``alpha`` ∈ (0, 1], ``gamma`` ∈ [0, 1].
     With ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) the max is read from the tree
     and the tree follows each update: O(B + log V) per transition instead of O(V), same results.
     """
-    if argmax_tree is None and isinstance(alpha, float) and isinstance(gamma, float) \
-            and _direct_table(q):
+    if (
+        argmax_tree is None
+        and isinstance(alpha, float)
+        and isinstance(gamma, float)
+        and _direct_table(q)
+    ):
         # a batch of one: the single-transition kernel on the scalars (no arrays to pass)
         s, a, s2 = _one_id(states), _one_id(actions), _one_id(next_states)
         r, t = _one_real(rewards), _one_flag(terminated)
-        if s is not None and a is not None and s2 is not None and r is not None \
-                and t is not None:
+        if s is not None and a is not None and s2 is not None and r is not None and t is not None:
             status, delta = _kernels.q_learning_update_one(q, s, a, r, s2, t, alpha, gamma)
             if status == 0:
                 td = np.empty(1, q.dtype)
@@ -291,29 +375,45 @@ def q_learning_update(q, states, actions, rewards, next_states, terminated, alph
     if argmax_tree is None:
         args = (q, s, a, r, s2, t, alpha, gamma, td)
         status = _kernels.q_learning_update(*args)
-        raise_for_status(status, CONTRACT["q_learning_update"],
-                         CONTRACT["q_learning_update"].bind(*args))
+        raise_for_status(
+            status, CONTRACT["q_learning_update"], CONTRACT["q_learning_update"].bind(*args)
+        )
     else:
         nodes, block_size = tree
-        status = _tree_kernels.q_learning_update_tree(q, nodes, block_size, s, a, r, s2, t,
-                                                      alpha, gamma, td)
-        _raise_overlap(status, _tables({"q": q}, ("argmax_tree", tree)),
-                       _inputs((s, a, s2), r, t))
+        status = _tree_kernels.q_learning_update_tree(
+            q, nodes, block_size, s, a, r, s2, t, alpha, gamma, td
+        )
+        _raise_overlap(status, _tables({"q": q}, ("argmax_tree", tree)), _inputs((s, a, s2), r, t))
         _raise(status, q, (s, a, s2), r)
     return td
 
 
-def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
-                 argmax_tree=None):
+def sarsa_update(
+    q,
+    states,
+    actions,
+    rewards,
+    next_states,
+    next_actions,
+    terminated,
+    alpha,
+    gamma,
+    argmax_tree=None,
+):
     r"""SARSA (Rummery & Niranjan 1994; Sutton & Barto eq. 6.7): :math:`\hat v(s') = Q(s', a')`.
 
     ``next_actions[i]`` is the action actually taken in ``next_states[i]`` (ignored when terminated).
     ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the updated cells.
     """
-    if argmax_tree is None and isinstance(alpha, float) and isinstance(gamma, float) \
-            and _direct_table(q):
-        direct = _direct_batch(q.dtype, rewards, terminated,
-                               (states, actions, next_states, next_actions))
+    if (
+        argmax_tree is None
+        and isinstance(alpha, float)
+        and isinstance(gamma, float)
+        and _direct_table(q)
+    ):
+        direct = _direct_batch(
+            q.dtype, rewards, terminated, (states, actions, next_states, next_actions)
+        )
         if direct is not None:
             (s, a, s2, a2), r, t = direct
             td = np.empty(s.shape[0], q.dtype)
@@ -321,8 +421,9 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
                 return td
     q = check.table(q)
     alpha, gamma = _rates(alpha, gamma)
-    (s, a, s2, a2), r, t = _batch(q, states, actions, rewards, next_states, terminated,
-                                  next_actions)
+    (s, a, s2, a2), r, t = _batch(
+        q, states, actions, rewards, next_states, terminated, next_actions
+    )
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
     old = _cells(q, s, a, tree)
@@ -356,8 +457,9 @@ def _refresh(q, tree, s, a, old):
         _raise(status, q, (s, a), None)
 
 
-def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
-                          epsilon, argmax_tree=None):
+def expected_sarsa_update(
+    q, states, actions, rewards, next_states, terminated, alpha, gamma, epsilon, argmax_tree=None
+):
     r"""Expected SARSA (van Seijen et al. 2009; Sutton & Barto eq. 6.9) under the ε-greedy policy.
 
     :math:`\hat v(s') = \sum_a \pi(a|s') Q(s',a) = (1-\varepsilon)\max_a Q(s',a) + \varepsilon\,
@@ -365,8 +467,13 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the updated cells
     (the row sum needs O(V) anyway, so the max is not read from the tree).
     """
-    if argmax_tree is None and isinstance(alpha, float) and isinstance(gamma, float) \
-            and isinstance(epsilon, float) and _direct_table(q):
+    if (
+        argmax_tree is None
+        and isinstance(alpha, float)
+        and isinstance(gamma, float)
+        and isinstance(epsilon, float)
+        and _direct_table(q)
+    ):
         direct = _direct_batch(q.dtype, rewards, terminated, (states, actions, next_states))
         if direct is not None:
             (s, a, s2), r, t = direct
@@ -382,14 +489,16 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     old = _cells(q, s, a, tree)
     args = (q, s, a, r, s2, t, alpha, gamma, epsilon, td)
     status = _kernels.expected_sarsa_update(*args)
-    raise_for_status(status, CONTRACT["expected_sarsa_update"],
-                     CONTRACT["expected_sarsa_update"].bind(*args))
+    raise_for_status(
+        status, CONTRACT["expected_sarsa_update"], CONTRACT["expected_sarsa_update"].bind(*args)
+    )
     _refresh(q, tree, s, a, old)
     return td
 
 
-def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
-                             gamma, seed, argmax_trees=None):
+def double_q_learning_update(
+    q1, q2, states, actions, rewards, next_states, terminated, alpha, gamma, seed, argmax_trees=None
+):
     r"""Double Q-learning (van Hasselt 2010; Sutton & Barto §6.7).
 
     For each transition a fair coin (the uniform at counter ``c + i`` of ``seed`` below 0.5) picks
@@ -416,22 +525,46 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     if argmax_trees is not None:
         if not isinstance(argmax_trees, (tuple, list)) or len(argmax_trees) != 2:
             raise TypeError("argmax_trees must be a pair (tree of q1, tree of q2)")
-        trees = (tree_args(argmax_trees[0], q1, "argmax_trees[0]", "q1"),
-                 tree_args(argmax_trees[1], q2, "argmax_trees[1]", "q2"))
+        trees = (
+            tree_args(argmax_trees[0], q1, "argmax_trees[0]", "q1"),
+            tree_args(argmax_trees[1], q2, "argmax_trees[1]", "q2"),
+        )
     td = np.empty(s.shape[0], dtype=q1.dtype)
     if argmax_trees is None:
         args = (q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td)
         status = _kernels.double_q_learning_update(*args)
-        raise_for_status(status, CONTRACT["double_q_learning_update"],
-                         CONTRACT["double_q_learning_update"].bind(*args))
+        raise_for_status(
+            status,
+            CONTRACT["double_q_learning_update"],
+            CONTRACT["double_q_learning_update"].bind(*args),
+        )
     else:
         (nodes1, block_size1), (nodes2, block_size2) = trees
         status = _tree_kernels.double_q_learning_update_tree(
-            q1, q2, nodes1, nodes2, block_size1, block_size2, s, a, r, s2, t, alpha, gamma,
-            np.uint64(key), np.uint64(counter), td
+            q1,
+            q2,
+            nodes1,
+            nodes2,
+            block_size1,
+            block_size2,
+            s,
+            a,
+            r,
+            s2,
+            t,
+            alpha,
+            gamma,
+            np.uint64(key),
+            np.uint64(counter),
+            td,
         )
-        _raise_overlap(status, _tables({"q1": q1, "q2": q2}, ("argmax_trees[0]", trees[0]),
-                                       ("argmax_trees[1]", trees[1])), _inputs((s, a, s2), r, t))
+        _raise_overlap(
+            status,
+            _tables(
+                {"q1": q1, "q2": q2}, ("argmax_trees[0]", trees[0]), ("argmax_trees[1]", trees[1])
+            ),
+            _inputs((s, a, s2), r, t),
+        )
         _raise(status, q1, (s, a, s2), r, tree_name="argmax_trees")
     advance(seed, s.shape[0])
     return td

@@ -37,6 +37,7 @@ ValueError naming it.
 Optional: :class:`ReasoningGymTask` wraps a dataset of the ``reasoning-gym`` package (offline
 generators, its own ``score_answer``) behind the same interface.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 _SPLITS = ("train", "test", "all")
-_MAX_PROMPTS = 2 ** 24
+_MAX_PROMPTS = 2**24
 
 
 def _int(x, name: str, lo: int, hi: int | None = None) -> int:
@@ -111,8 +112,10 @@ def exact_match_reward(answers, completions, terminated=None) -> np.ndarray:
     answers = _str_list(answers, "answers")
     completions = _str_list(completions, "completions")
     if len(answers) != len(completions):
-        raise ValueError(f"answers and completions must have the same length, got "
-                         f"{len(answers)} and {len(completions)}")
+        raise ValueError(
+            f"answers and completions must have the same length, got "
+            f"{len(answers)} and {len(completions)}"
+        )
     ended = _terminated(terminated, len(completions))
     out = np.zeros(len(completions), dtype=np.float64)
     for i, (a, c) in enumerate(zip(answers, completions)):
@@ -137,10 +140,10 @@ class VerifiableTask:
     alphabet = ""
 
     def __init__(self, *, held_out_fraction: float = 0.1):
-        if isinstance(held_out_fraction, bool) or not isinstance(held_out_fraction,
-                                                                 numbers.Real):
-            raise TypeError(f"held_out_fraction must be a float, got "
-                            f"{type(held_out_fraction).__name__}")
+        if isinstance(held_out_fraction, bool) or not isinstance(held_out_fraction, numbers.Real):
+            raise TypeError(
+                f"held_out_fraction must be a float, got {type(held_out_fraction).__name__}"
+            )
         if not 0.0 < float(held_out_fraction) < 1.0:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
         self.held_out_fraction = float(held_out_fraction)
@@ -179,13 +182,13 @@ class VerifiableTask:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         h = int.from_bytes(hashlib.sha256(f"{self.name}:{prompt}".encode()).digest()[:8], "big")
-        return h < self.held_out_fraction * 2.0 ** 64
+        return h < self.held_out_fraction * 2.0**64
 
     def prompts(self, n: int, seed: int = 0, *, split: str = "train") -> list:
         """``n`` prompts drawn at random (with replacement) from ``split`` (``"train"``,
         ``"test"`` = held-out, or ``"all"``); deterministic in ``(n, seed, split)``."""
         n = _int(n, "n", 0, _MAX_PROMPTS)
-        seed = _int(seed, "seed", 0, 2 ** 64 - 1)
+        seed = _int(seed, "seed", 0, 2**64 - 1)
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
         draw = _Uniforms(stream_key(seed, 0x7461736B))  # stream "task"; sequential counters
@@ -212,8 +215,10 @@ class VerifiableTask:
         prompts = _str_list(prompts, "prompts")
         completions = _str_list(completions, "completions")
         if len(prompts) != len(completions):
-            raise ValueError(f"prompts and completions must have the same length, got "
-                             f"{len(prompts)} and {len(completions)}")
+            raise ValueError(
+                f"prompts and completions must have the same length, got "
+                f"{len(prompts)} and {len(completions)}"
+            )
         return exact_match_reward(self.answers(prompts), completions, terminated)
 
     def success(self, prompts, completions, terminated=None) -> float:
@@ -259,13 +264,20 @@ class ArithmeticTask(VerifiableTask):
     def __init__(self, *, max_digits: int = 2, ops: str = "+", held_out_fraction: float = 0.1):
         super().__init__(held_out_fraction=held_out_fraction)
         self.max_digits = _int(max_digits, "max_digits", 1, 9)
-        if not isinstance(ops, str) or not ops or any(o not in "+-*" for o in ops) \
-                or len(set(ops)) != len(ops):
-            raise ValueError(f"ops must be a non-empty string of distinct '+', '-', '*', "
-                             f"got {ops!r}")
+        if (
+            not isinstance(ops, str)
+            or not ops
+            or any(o not in "+-*" for o in ops)
+            or len(set(ops)) != len(ops)
+        ):
+            raise ValueError(
+                f"ops must be a non-empty string of distinct '+', '-', '*', got {ops!r}"
+            )
         self.ops = ops
-        self._pattern = re.compile(r"(0|[1-9][0-9]{0,%d})([%s])(0|[1-9][0-9]{0,%d})="
-                                   % (self.max_digits - 1, re.escape(ops), self.max_digits - 1))
+        self._pattern = re.compile(
+            r"(0|[1-9][0-9]{0,%d})([%s])(0|[1-9][0-9]{0,%d})="
+            % (self.max_digits - 1, re.escape(ops), self.max_digits - 1)
+        )
 
     def _describe(self) -> str:
         return f"max_digits={self.max_digits}, ops={self.ops!r}"
@@ -274,7 +286,7 @@ class ArithmeticTask(VerifiableTask):
         return {**super().config(), "max_digits": self.max_digits, "ops": self.ops}
 
     def _draw(self, u) -> str:
-        top = 10 ** self.max_digits
+        top = 10**self.max_digits
         a = min(int(u() * top), top - 1)
         b = min(int(u() * top), top - 1)
         op = _choice(u, self.ops)
@@ -287,8 +299,10 @@ class ArithmeticTask(VerifiableTask):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         m = self._pattern.fullmatch(prompt)
         if m is None:
-            raise ValueError(f"{prompt!r} is not an arithmetic prompt like '12+35=' "
-                             f"(operands < 10**{self.max_digits}, ops {self.ops!r})")
+            raise ValueError(
+                f"{prompt!r} is not an arithmetic prompt like '12+35=' "
+                f"(operands < 10**{self.max_digits}, ops {self.ops!r})"
+            )
         a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
         if op == "+":
             return str(a + b)
@@ -305,29 +319,46 @@ class _StringTask(VerifiableTask):
     word = ""
     symbols = _LETTERS
 
-    def __init__(self, *, min_len: int = 2, max_len: int = 5, symbols: str | None = None,
-                 held_out_fraction: float = 0.1):
+    def __init__(
+        self,
+        *,
+        min_len: int = 2,
+        max_len: int = 5,
+        symbols: str | None = None,
+        held_out_fraction: float = 0.1,
+    ):
         super().__init__(held_out_fraction=held_out_fraction)
         self.min_len = _int(min_len, "min_len", 1, 64)
         self.max_len = _int(max_len, "max_len", 1, 64)
         if self.max_len < self.min_len:
             raise ValueError(f"max_len = {max_len} must be >= min_len = {min_len}")
         if symbols is not None:
-            if not isinstance(symbols, str) or not symbols or len(set(symbols)) != len(symbols) \
-                    or any(not c.isalnum() or not c.isascii() for c in symbols):
-                raise ValueError(f"symbols must be a non-empty string of distinct ASCII letters "
-                                 f"or digits, got {symbols!r}")
+            if (
+                not isinstance(symbols, str)
+                or not symbols
+                or len(set(symbols)) != len(symbols)
+                or any(not c.isalnum() or not c.isascii() for c in symbols)
+            ):
+                raise ValueError(
+                    f"symbols must be a non-empty string of distinct ASCII letters "
+                    f"or digits, got {symbols!r}"
+                )
             self.symbols = symbols
         self.alphabet = "".join(sorted(set(self.word + " =" + self.symbols)))
-        self._pattern = re.compile(r"%s ([%s]{%d,%d})=" % (self.word, re.escape(self.symbols),
-                                                           self.min_len, self.max_len))
+        self._pattern = re.compile(
+            r"%s ([%s]{%d,%d})=" % (self.word, re.escape(self.symbols), self.min_len, self.max_len)
+        )
 
     def _describe(self) -> str:
         return f"min_len={self.min_len}, max_len={self.max_len}, symbols={self.symbols!r}"
 
     def config(self) -> dict:
-        return {**super().config(), "min_len": self.min_len, "max_len": self.max_len,
-                "symbols": self.symbols}
+        return {
+            **super().config(),
+            "min_len": self.min_len,
+            "max_len": self.max_len,
+            "symbols": self.symbols,
+        }
 
     def _draw(self, u) -> str:
         n = _length(u, self.min_len, self.max_len)
@@ -341,9 +372,11 @@ class _StringTask(VerifiableTask):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         m = self._pattern.fullmatch(prompt)
         if m is None:
-            raise ValueError(f"{prompt!r} is not a {self.name} prompt like "
-                             f"'{self.word} {self.symbols[:3]}=' ({self.min_len}..{self.max_len} "
-                             f"of {self.symbols!r})")
+            raise ValueError(
+                f"{prompt!r} is not a {self.name} prompt like "
+                f"'{self.word} {self.symbols[:3]}=' ({self.min_len}..{self.max_len} "
+                f"of {self.symbols!r})"
+            )
         return self._solve(m.group(1))
 
 
@@ -382,8 +415,12 @@ class SortDigitsTask(_StringTask):
 
 
 #: The built-in verifiable tasks by name.
-TASKS = {"arithmetic": ArithmeticTask, "reverse": ReverseTask, "sort": SortDigitsTask,
-         "copy": CopyTask}
+TASKS = {
+    "arithmetic": ArithmeticTask,
+    "reverse": ReverseTask,
+    "sort": SortDigitsTask,
+    "copy": CopyTask,
+}
 
 
 def get_task(name: str, **kwargs) -> VerifiableTask:
@@ -394,8 +431,9 @@ def get_task(name: str, **kwargs) -> VerifiableTask:
     if name.startswith("reasoning_gym:"):
         return ReasoningGymTask(name.split(":", 1)[1], **kwargs)
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}: choose one of {sorted(TASKS)} or "
-                         f"'reasoning_gym:<dataset>'")
+        raise ValueError(
+            f"unknown task {name!r}: choose one of {sorted(TASKS)} or 'reasoning_gym:<dataset>'"
+        )
     return TASKS[name](**kwargs)
 
 
@@ -409,21 +447,30 @@ class ReasoningGymTask(VerifiableTask):
     :meth:`VerifiableTask.is_held_out` on the question text.  Needs ``pip install reasoning-gym``.
     """
 
-    def __init__(self, dataset: str, *, size: int = 1000, seed: int = 0,
-                 held_out_fraction: float = 0.1, **dataset_kwargs):
+    def __init__(
+        self,
+        dataset: str,
+        *,
+        size: int = 1000,
+        seed: int = 0,
+        held_out_fraction: float = 0.1,
+        **dataset_kwargs,
+    ):
         super().__init__(held_out_fraction=held_out_fraction)
         try:
             import reasoning_gym
         except ImportError as exc:
-            raise ImportError("ReasoningGymTask needs the reasoning-gym package: "
-                              "pip install reasoning-gym") from exc
+            raise ImportError(
+                "ReasoningGymTask needs the reasoning-gym package: pip install reasoning-gym"
+            ) from exc
         if not isinstance(dataset, str) or not dataset:
             raise TypeError(f"dataset must be a non-empty str, got {dataset!r}")
         self.name = f"reasoning_gym:{dataset}"
         self.size = _int(size, "size", 1, _MAX_PROMPTS)
-        self.seed = _int(seed, "seed", 0, 2 ** 64 - 1)
-        self._data = reasoning_gym.create_dataset(dataset, size=self.size, seed=self.seed,
-                                                  **dataset_kwargs)
+        self.seed = _int(seed, "seed", 0, 2**64 - 1)
+        self._data = reasoning_gym.create_dataset(
+            dataset, size=self.size, seed=self.seed, **dataset_kwargs
+        )
         self._entries = {}
         for entry in self._data:
             self._entries.setdefault(entry["question"], entry)
@@ -433,11 +480,12 @@ class ReasoningGymTask(VerifiableTask):
 
     def prompts(self, n: int, seed: int = 0, *, split: str = "train") -> list:
         n = _int(n, "n", 0, _MAX_PROMPTS)
-        seed = _int(seed, "seed", 0, 2 ** 64 - 1)
+        seed = _int(seed, "seed", 0, 2**64 - 1)
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
-        pool = [q for q in self._entries
-                if split == "all" or self.is_held_out(q) == (split == "test")]
+        pool = [
+            q for q in self._entries if split == "all" or self.is_held_out(q) == (split == "test")
+        ]
         if not pool and n:
             raise ValueError(f"{self.name}: split {split!r} is empty (size = {self.size})")
         key = stream_key(seed, 0x7461736B)
@@ -455,8 +503,10 @@ class ReasoningGymTask(VerifiableTask):
         prompts = _str_list(prompts, "prompts")
         completions = _str_list(completions, "completions")
         if len(prompts) != len(completions):
-            raise ValueError(f"prompts and completions must have the same length, got "
-                             f"{len(prompts)} and {len(completions)}")
+            raise ValueError(
+                f"prompts and completions must have the same length, got "
+                f"{len(prompts)} and {len(completions)}"
+            )
         self.answers(prompts)  # every prompt checked before scoring
         ended = _terminated(terminated, len(completions))
         out = np.zeros(len(completions), dtype=np.float64)

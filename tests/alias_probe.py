@@ -10,6 +10,7 @@ the result of the same call on separate copies of the same values), ``differs``,
 ``hang`` (the child made no progress for ``--timeout`` seconds; the probe goes on with the next
 case).  A summary per backend and outcome ends the output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,30 @@ import tempfile
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOPICS = ("monte_carlo", "optimizers", "dynamic_programming", "tabular_losses", "policy_losses",
-          "log_probs", "kl_divergence", "advantages", "group_advantages", "keyword_scores",
-          "sampling", "permutations", "td_learning", "selection", "argmax_tree", "environments")
+TOPICS = (
+    "monte_carlo",
+    "optimizers",
+    "dynamic_programming",
+    "tabular_losses",
+    "policy_losses",
+    "log_probs",
+    "kl_divergence",
+    "advantages",
+    "group_advantages",
+    "keyword_scores",
+    "sampling",
+    "permutations",
+    "td_learning",
+    "selection",
+    "argmax_tree",
+    "environments",
+)
 
 
 def record(path):
     sys.path.insert(0, HERE)
     from fuzz.cases import record_kernel_calls
+
     rec = record_kernel_calls(per_kernel=1)
     with open(path, "wb") as f:
         pickle.dump(rec, f)
@@ -50,8 +67,11 @@ def alias_cases(fn, args):
     trial = copy.deepcopy(args)
     fn(*trial)
     idx = _arrays(args)
-    written = [i for i in idx if not np.array_equal(trial[i], args[i], equal_nan=True)
-               or trial[i].dtype != args[i].dtype]
+    written = [
+        i
+        for i in idx
+        if not np.array_equal(trial[i], args[i], equal_nan=True) or trial[i].dtype != args[i].dtype
+    ]
     return [(w, r) for w in written for r in idx if r != w]
 
 
@@ -60,7 +80,7 @@ def build(args, w, r):
     W, R = args[w], args[r]
     if W.nbytes >= R.nbytes:
         buf = np.ascontiguousarray(W).copy()
-        view = buf.reshape(-1).view(np.uint8)[:R.nbytes].view(R.dtype).reshape(R.shape)
+        view = buf.reshape(-1).view(np.uint8)[: R.nbytes].view(R.dtype).reshape(R.shape)
         view[...] = R
         aliased = list(copy.deepcopy(args))
         aliased[w], aliased[r] = buf, view
@@ -68,7 +88,7 @@ def build(args, w, r):
         separate[w], separate[r] = buf.copy(), view.copy()
     else:
         buf = np.ascontiguousarray(R).copy()
-        view = buf.reshape(-1).view(np.uint8)[:W.nbytes].view(W.dtype).reshape(W.shape)
+        view = buf.reshape(-1).view(np.uint8)[: W.nbytes].view(W.dtype).reshape(W.shape)
         view[...] = W
         aliased = list(copy.deepcopy(args))
         aliased[w], aliased[r] = view, buf
@@ -79,6 +99,7 @@ def build(args, w, r):
 
 def child(backend, kernel, corpus, start):
     from fastlmrl import _backend
+
     with open(corpus, "rb") as f:
         rec = pickle.load(f)
     topic, params, args = rec[kernel][0]
@@ -87,8 +108,10 @@ def child(backend, kernel, corpus, start):
     for k, (w, r) in enumerate(cases):
         if k < start:
             continue
-        print(json.dumps({"k": k, "n": len(cases), "w": params[w], "r": params[r],
-                          "started": True}), flush=True)
+        print(
+            json.dumps({"k": k, "n": len(cases), "w": params[w], "r": params[r], "started": True}),
+            flush=True,
+        )
         aliased, separate = build(args, w, r)
         try:
             sa = _status(fn(*aliased))
@@ -103,11 +126,25 @@ def child(backend, kernel, corpus, start):
         elif sa != ss:
             out = f"differs (status {sa} vs {ss})"
         else:
-            same = all(np.array_equal(aliased[i], separate[i], equal_nan=True)
-                       for i in _arrays(args) if i != r or args[w].nbytes < args[r].nbytes)
+            same = all(
+                np.array_equal(aliased[i], separate[i], equal_nan=True)
+                for i in _arrays(args)
+                if i != r or args[w].nbytes < args[r].nbytes
+            )
             out = "same" if same else "differs (values)"
-        print(json.dumps({"k": k, "n": len(cases), "w": params[w], "r": params[r],
-                          "status": [sa, ss], "outcome": out}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "k": k,
+                    "n": len(cases),
+                    "w": params[w],
+                    "r": params[r],
+                    "status": [sa, ss],
+                    "outcome": out,
+                }
+            ),
+            flush=True,
+        )
     print(json.dumps({"done": True, "n": len(cases)}), flush=True)
 
 
@@ -117,10 +154,16 @@ def main():
     p.add_argument("--backends", default="python,numba,cython")
     p.add_argument("--json")
     p.add_argument("--corpus")
-    p.add_argument("--kernels", help="only these kernels (comma-separated; default: every kernel "
-                   "of the topics)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a child may run (a hang is the case it had started)")
+    p.add_argument(
+        "--kernels",
+        help="only these kernels (comma-separated; default: every kernel of the topics)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a child may run (a hang is the case it had started)",
+    )
     a = p.parse_args()
     corpus = a.corpus or os.path.join(tempfile.gettempdir(), "alias_probe_corpus.pickle")
     if not os.path.exists(corpus):
@@ -139,7 +182,10 @@ def main():
                 try:
                     proc = subprocess.run(
                         [sys.executable, __file__, "--child", backend, kernel, corpus, str(start)],
-                        capture_output=True, text=True, timeout=a.timeout)
+                        capture_output=True,
+                        text=True,
+                        timeout=a.timeout,
+                    )
                     stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
                 except subprocess.TimeoutExpired as e:
                     hung = True
@@ -157,14 +203,16 @@ def main():
                     break
                 if last is not None and last.get("started"):
                     out = f"hang (> {a.timeout:g} s)" if hung else f"crash (exit {code})"
-                    results.append(dict(backend=backend, kernel=kernel, w=last["w"],
-                                        r=last["r"], outcome=out))
+                    results.append(
+                        dict(backend=backend, kernel=kernel, w=last["w"], r=last["r"], outcome=out)
+                    )
                     print(backend, kernel, last["w"], "<-", last["r"], out, flush=True)
                     start = last["k"] + 1
                     continue
                 print(backend, kernel, "child failed:", stderr[-500:], flush=True)
-                results.append(dict(backend=backend, kernel=kernel, w=None, r=None,
-                                    outcome="child failed"))
+                results.append(
+                    dict(backend=backend, kernel=kernel, w=None, r=None, outcome="child failed")
+                )
                 break
     summary = {}
     for x in results:

@@ -1,4 +1,5 @@
 """Shared fixtures: every compiled backend must load (a missing one fails, it is never skipped)."""
+
 import os
 
 import numpy as np
@@ -16,8 +17,9 @@ settings.register_profile(
 )
 # CI (CI=true) replays the same examples every run, so a red CI is reproducible; local runs
 # keep exploring new random examples.
-settings.register_profile("ci", parent=settings.get_profile("fastlmrl"), derandomize=True,
-                          database=None)
+settings.register_profile(
+    "ci", parent=settings.get_profile("fastlmrl"), derandomize=True, database=None
+)
 settings.load_profile("ci" if os.environ.get("CI") else "fastlmrl")
 
 COMPILED = ("numba", "cython")

@@ -1,5 +1,6 @@
 """``nt``: benchmarks/numpy_trainers.py (the NumPy twins of the trainers and of the reward), loaded
 for the tests that check them against fastlmrl."""
+
 import importlib.util
 import sys
 from pathlib import Path

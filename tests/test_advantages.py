@@ -1,5 +1,6 @@
 """Returns / advantages over (B, T) sequences: reference equivalence, hand-computed values,
 independent NumPy formulas, identities, bad input, nothing modified on error."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ def test_every_backend_exports_the_same_kernels():
 
 
 # ----------------------------------------------------------------------------- random batches
+
 
 def make_batch(seed, n_rows, n_steps, dtype, prefix=False, garbage=True):
     """Random sequences; padding entries hold NaN garbage when ``garbage``."""
@@ -73,26 +75,34 @@ unit = st.floats(0.0, 1.0)
 
 @pytest.mark.parametrize("kernel", ["discounted_returns", "lambda_returns", "gae"])
 @pytest.mark.parametrize("shape", [(257, 256), (1, 70000), (5, 20000), (64, 1)])
-def test_rows_in_parallel_are_bit_identical_at_every_thread_count(compiled, reference, kernel,
-                                                                  shape, float_dtype):
+def test_rows_in_parallel_are_bit_identical_at_every_thread_count(
+    compiled, reference, kernel, shape, float_dtype
+):
     """Batches of 2**16 steps or more run in parallel (row pairs claimed dynamically); an odd
     number of rows leaves a single last row.  Every thread count gives the reference's bits."""
     batch = make_batch(11, *shape, float_dtype)
     status, want1, want2 = run_kernel(reference, kernel, batch, 0.97, 0.9)
     assert status == 0
     for num_threads in (1, 2, 3, 8, 2**40):
-        status, got1, got2 = run_kernel(compiled, kernel, batch, 0.97, 0.9,
-                                        num_threads=num_threads)
+        status, got1, got2 = run_kernel(compiled, kernel, batch, 0.97, 0.9, num_threads=num_threads)
         assert status == 0
         assert got1.tobytes() == want1.tobytes(), num_threads
         assert got2.tobytes() == want2.tobytes(), num_threads
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@given(seed=st.integers(0, 2**32 - 1), n_rows=st.integers(0, 6), n_steps=st.integers(0, 9),
-       gamma=unit, lam=unit, prefix=st.booleans(), use_f32=st.booleans())
-def test_compiled_matches_reference_bit_for_bit(compiled, reference, kernel, seed, n_rows, n_steps,
-                                                gamma, lam, prefix, use_f32):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(0, 6),
+    n_steps=st.integers(0, 9),
+    gamma=unit,
+    lam=unit,
+    prefix=st.booleans(),
+    use_f32=st.booleans(),
+)
+def test_compiled_matches_reference_bit_for_bit(
+    compiled, reference, kernel, seed, n_rows, n_steps, gamma, lam, prefix, use_f32
+):
     dtype = np.float32 if use_f32 else np.float64
     batch = make_batch(seed, n_rows, n_steps, dtype, prefix=prefix)
     if kernel == "masked_whiten":
@@ -105,11 +115,16 @@ def test_compiled_matches_reference_bit_for_bit(compiled, reference, kernel, see
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@given(seed=st.integers(0, 2**32 - 1), n_rows=st.integers(1, 5), n_steps=st.integers(1, 7),
-       where=st.sampled_from(["rewards", "values", "ends", "bootstrap"]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 5),
+    n_steps=st.integers(1, 7),
+    where=st.sampled_from(["rewards", "values", "ends", "bootstrap"]),
+)
 @settings(max_examples=30)
-def test_compiled_reports_the_same_status_and_writes_nothing(compiled, reference, kernel, seed,
-                                                             n_rows, n_steps, where):
+def test_compiled_reports_the_same_status_and_writes_nothing(
+    compiled, reference, kernel, seed, n_rows, n_steps, where
+):
     rng = np.random.default_rng(seed)
     r, v, m, term, trunc, boot = make_batch(seed, n_rows, n_steps, np.float64, garbage=False)
     m[rng.integers(n_rows), rng.integers(n_steps)] = True
@@ -140,10 +155,8 @@ def test_compiled_reports_the_same_status_and_writes_nothing(compiled, reference
 
 # ----------------------------------------------------------------------------- hand-computed
 
-R = np.array([[1.0, 2.0, 3.0, 0.0],
-              [1.0, 1.0, 0.0, 0.0]])
-V = np.array([[0.5, 0.5, 0.5, 9.0],
-              [1.0, 1.0, 9.0, 9.0]])
+R = np.array([[1.0, 2.0, 3.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+V = np.array([[0.5, 0.5, 0.5, 9.0], [1.0, 1.0, 9.0, 9.0]])
 M = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=bool)
 
 
@@ -180,6 +193,7 @@ def test_masked_whiten_hand_computed(backend):
 
 # ----------------------------------------------------------------------------- independent NumPy
 
+
 def numpy_gae(r, v, lengths, boot_next, gamma, lam):
     """Explicit sums of Schulman et al. eq. 16 over prefix masks (no recursion)."""
     n_rows, n_steps = r.shape
@@ -202,7 +216,7 @@ def numpy_lambda_return(r, v, n, boot_next, gamma, lam):
         total = 0.0
         steps = n - t
         for k in range(1, steps + 1):  # G_{t:t+k} = sum_{i<k} g^i r_{t+i} + g^k V(s_{t+k})
-            g_tk = sum(gamma ** i * r[t + i] for i in range(k)) + gamma ** k * v_next[t + k - 1]
+            g_tk = sum(gamma**i * r[t + i] for i in range(k)) + gamma**k * v_next[t + k - 1]
             weight = (1 - lam) * lam ** (k - 1) if k < steps else lam ** (steps - 1)
             total += weight * g_tk
         out[t] = total
@@ -237,7 +251,7 @@ def test_discounted_returns_match_explicit_sums(backend):
         n = m[b].sum()
         tail = 0.0 if term[b] else boot[b]
         for t in range(n):
-            expected = sum(0.9 ** i * r[b, t + i] for i in range(n - t)) + 0.9 ** (n - t) * tail
+            expected = sum(0.9**i * r[b, t + i] for i in range(n - t)) + 0.9 ** (n - t) * tail
             assert g[b, t] == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
@@ -256,6 +270,7 @@ def test_masked_whiten_matches_numpy(backend, float_dtype):
 
 
 # ----------------------------------------------------------------------------- identities
+
 
 @given(seed=st.integers(0, 2**32 - 1), gamma=unit)
 @settings(max_examples=25)
@@ -333,13 +348,22 @@ def test_defaults_and_dtypes(backend):
 def test_non_contiguous_inputs_are_accepted(backend):
     r, v, m, term, trunc, boot = make_batch(4, 6, 10, np.float64)
     expected = fastlmrl.gae(r[:, ::2], v[:, ::2], m[:, ::2], term, trunc, boot, gamma=0.9, lam=0.7)
-    got = fastlmrl.gae(np.ascontiguousarray(r[:, ::2]), np.ascontiguousarray(v[:, ::2]),
-                       np.ascontiguousarray(m[:, ::2]), term, trunc, boot, gamma=0.9, lam=0.7)
+    got = fastlmrl.gae(
+        np.ascontiguousarray(r[:, ::2]),
+        np.ascontiguousarray(v[:, ::2]),
+        np.ascontiguousarray(m[:, ::2]),
+        term,
+        trunc,
+        boot,
+        gamma=0.9,
+        lam=0.7,
+    )
     np.testing.assert_array_equal(expected[0], got[0])
     f_order = np.asfortranarray(r)
-    np.testing.assert_array_equal(fastlmrl.discounted_returns(f_order, m, term, trunc, boot,
-                                                              gamma=0.5),
-                                  fastlmrl.discounted_returns(r, m, term, trunc, boot, gamma=0.5))
+    np.testing.assert_array_equal(
+        fastlmrl.discounted_returns(f_order, m, term, trunc, boot, gamma=0.5),
+        fastlmrl.discounted_returns(r, m, term, trunc, boot, gamma=0.5),
+    )
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0)])
@@ -364,13 +388,15 @@ def test_rows_without_valid_steps_need_no_ends(backend):
 
 # ----------------------------------------------------------------------------- bad input
 
+
 def good_args():
     r, v, m, term, trunc, boot = make_batch(9, 3, 4, np.float64, prefix=True, garbage=False)
     m[:, 0] = True
     term[:] = [True, False, False]
     trunc[:] = [False, True, True]
-    return dict(rewards=r, values=v, mask=m, terminated=term, truncated=trunc,
-                bootstrap_values=boot)
+    return dict(
+        rewards=r, values=v, mask=m, terminated=term, truncated=trunc, bootstrap_values=boot
+    )
 
 
 BAD = [
@@ -399,10 +425,12 @@ BAD = [
 ]
 
 
-BAD_CASES = [pytest.param(kernel, *case, id=f"{kernel}-{case[0]}-{i}")
-             for kernel in ("gae", "lambda_returns", "discounted_returns")
-             for i, case in enumerate(BAD)
-             if not (kernel == "discounted_returns" and case[0] in ("values", "lam"))]
+BAD_CASES = [
+    pytest.param(kernel, *case, id=f"{kernel}-{case[0]}-{i}")
+    for kernel in ("gae", "lambda_returns", "discounted_returns")
+    for i, case in enumerate(BAD)
+    if not (kernel == "discounted_returns" and case[0] in ("values", "lam"))
+]
 
 
 @pytest.mark.parametrize("kernel,arg,value,exc,match", BAD_CASES)
@@ -454,18 +482,31 @@ def test_masked_whiten_bad_input(backend):
 
 # ----------------------------------------------------------------------------- array shapes
 
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     r, v, m, term, trunc, boot = raw_args(make_batch(3, 3, 4, np.float64))
     out1, out2 = np.full(r.shape, -7.0), np.full(r.shape, -7.0)
     per_row = dict(mask=m, terminated=term, truncated=trunc, bootstrap_values=boot)
-    args = {"discounted_returns": dict(rewards=r, **per_row, gamma=0.9, returns_out=out1,
-                                       num_threads=1),
-            "lambda_returns": dict(rewards=r, values=v, **per_row, gamma=0.9, lam=0.8,
-                                   returns_out=out1, num_threads=1),
-            "gae": dict(rewards=r, values=v, **per_row, gamma=0.9, lam=0.8, advantages_out=out1,
-                        returns_out=out2, num_threads=1),
-            "masked_whiten": dict(advantages=r, mask=m, eps=1e-8, out=out1)}[kernel]
+    args = {
+        "discounted_returns": dict(
+            rewards=r, **per_row, gamma=0.9, returns_out=out1, num_threads=1
+        ),
+        "lambda_returns": dict(
+            rewards=r, values=v, **per_row, gamma=0.9, lam=0.8, returns_out=out1, num_threads=1
+        ),
+        "gae": dict(
+            rewards=r,
+            values=v,
+            **per_row,
+            gamma=0.9,
+            lam=0.8,
+            advantages_out=out1,
+            returns_out=out2,
+            num_threads=1,
+        ),
+        "masked_whiten": dict(advantages=r, mask=m, eps=1e-8, out=out1),
+    }[kernel]
     for module in (reference, compiled):
         assert_rejects_bad_shapes(module, kernel, args)
 

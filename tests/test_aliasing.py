@@ -4,6 +4,7 @@ OVERLAPPING_ARRAYS): an aliased id array could be overwritten after its range ch
 crashed the Cython kernel).  Each written array aliases each other array argument in turn, through
 the raw kernels of every backend (status 8, nothing written) and the public API (ValueError naming
 the array)."""
+
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ def _alias(args, w, r):
     args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
     big, small = (w, r) if args[w].nbytes >= args[r].nbytes else (r, w)
     flat = args[big].reshape(-1).view(np.uint8)
-    view = flat[:args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
+    view = flat[: args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
     view[...] = args[small]
     args[small] = view
     return args
@@ -34,8 +35,11 @@ def _optimizer_calls():
     order = np.array([3, 1, 0, 2], dtype=np.int64)
     m, v = rng.normal(size=(6, 4)), rng.random((6, 4))
     acc = np.empty(4)
-    adam = ("adam_step", [table, rows, grads, order, m, v, 3, 0.01, 0.9, 0.999, 1e-8, False, acc],
-            (0, 4, 5, 12))
+    adam = (
+        "adam_step",
+        [table, rows, grads, order, m, v, 3, 0.01, 0.9, 0.999, 1e-8, False, acc],
+        (0, 4, 5, 12),
+    )
     sgd = ("sgd_step", [table, rows, grads, order, 0.1, False, acc], (0, 6))
     return [adam, sgd]
 
@@ -149,9 +153,20 @@ WRITTEN = {  # the arrays each kernel writes (its documented outputs, state and 
     "text_env_reset": ("contexts", "lengths"),
     "text_env_step": ("contexts", "lengths", "tokens", "terminated_out", "truncated_out"),
     "topk_topp_mask": ("out",),
-    "text_env_rollout": ("contexts_out", "actions_out", "logprobs_out", "valid_out",
-                         "lengths_out", "terminated_out", "truncated_out", "final_contexts_out",
-                         "cdf", "row_stats", "row_built", "mask_table"),
+    "text_env_rollout": (
+        "contexts_out",
+        "actions_out",
+        "logprobs_out",
+        "valid_out",
+        "lengths_out",
+        "terminated_out",
+        "truncated_out",
+        "final_contexts_out",
+        "cdf",
+        "row_stats",
+        "row_built",
+        "mask_table",
+    ),
     "argmax_tree_build": ("nodes",),
     "argmax_tree_refresh": ("nodes",),
     "greedy_tree": ("out",),
@@ -165,7 +180,9 @@ WRITTEN = {  # the arrays each kernel writes (its documented outputs, state and 
 @pytest.fixture(scope="module")
 def recorded_calls():
     import warnings
+
     from fuzz.cases import record_kernel_calls
+
     with warnings.catch_warnings():  # the specs also call deprecated spellings on purpose
         warnings.simplefilter("ignore", DeprecationWarning)
         return record_kernel_calls(per_kernel=1)
@@ -211,8 +228,7 @@ def test_public_mc_control_names_the_shared_array():
     with pytest.raises(ValueError, match="rewards shares memory with q"):
         fastlmrl.mc_control_update(q, [0, 1], [0, 1], rewards, [0, 2], 0.9, alpha=0.5)
     with pytest.raises(ValueError, match="counts shares memory with q"):
-        fastlmrl.mc_control_update(q, [0], [0], [1.0], [0, 1], 0.9,
-                                   counts=q.view(np.int64))
+        fastlmrl.mc_control_update(q, [0], [0], [1.0], [0, 1], 0.9, counts=q.view(np.int64))
     assert not q.any() and not counts.any()
 
 

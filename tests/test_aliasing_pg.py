@@ -6,6 +6,7 @@ other gave results that differ from separate arrays.  The one overlap allowed is
 gradient (or log-softmax) written exactly over its logits, row by row (the fused LM head); a
 partial overlap of the two is refused, and so is any for ``a2c_loss`` (its entropy gradient reads
 the row after writing it).  The public API refuses first, naming both arguments."""
+
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ def _alias(args, w, r):
     args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
     big, small = (w, r) if args[w].nbytes >= args[r].nbytes else (r, w)
     flat = args[big].reshape(-1).view(np.uint8)
-    view = flat[:args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
+    view = flat[: args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
     view[...] = args[small]
     args[small] = view
     return args
@@ -32,9 +33,13 @@ def _alias(args, w, r):
 def _inputs():
     rng = np.random.default_rng(3)
     return dict(
-        logits=rng.normal(size=(N, V)), tokens=np.array([4, 0, 2, 1, 3, 2], dtype=np.int64),
-        a=rng.normal(size=N), b=rng.normal(size=N) - 1.5, c=rng.normal(size=N) - 1.5,
-        w=np.full(N, 1.0 / N))
+        logits=rng.normal(size=(N, V)),
+        tokens=np.array([4, 0, 2, 1, 3, 2], dtype=np.int64),
+        a=rng.normal(size=N),
+        b=rng.normal(size=N) - 1.5,
+        c=rng.normal(size=N) - 1.5,
+        w=np.full(N, 1.0 / N),
+    )
 
 
 def _calls():
@@ -49,16 +54,74 @@ def _calls():
         ("entropy", [lg, e(N), 1], (1,), None),
         ("log_softmax", [lg, e((N, V)), 1], (1,), 1),
         ("log_prob_grad", [lg, tk, e((N, V)), 1], (2,), 2),
-        ("reinforce_loss", [lg, tk, a, b, w, e(N), e(N), e((N, V)), np.zeros(7), 1],
-         (5, 6, 7, 8), 7),
-        ("ppo_loss", [lg, tk, b, a, w, c, np.zeros(1, dtype=np.int64), 0.2, 0.2, 0.0, 0.1, 3, 0,
-                      e(N), e(N), e(N), e((N, V)), np.zeros(7), 1], (13, 14, 15, 16, 17), 16),
-        ("kl_penalty_loss", [lg, tk, c, w, 3, e(N), e(N), e((N, V)), np.zeros(7), 1],
-         (5, 6, 7, 8), 7),
-        ("a2c_loss", [lg, tk, a, b, c, b + 0.1, w, 0.2, 0.5, 0.01, e(N), e(N), e(N), e((N, V)),
-                      e(N), np.zeros(7), 1], (10, 11, 12, 13, 14, 15), None),
-        ("sample_tokens", [lg, 1.0, 0, 1.0, 0.0, np.uint64(5), np.uint64(9),
-                           e(N, dtype=np.int64), e(N), e(N), 1], (7, 8, 9), None),
+        (
+            "reinforce_loss",
+            [lg, tk, a, b, w, e(N), e(N), e((N, V)), np.zeros(7), 1],
+            (5, 6, 7, 8),
+            7,
+        ),
+        (
+            "ppo_loss",
+            [
+                lg,
+                tk,
+                b,
+                a,
+                w,
+                c,
+                np.zeros(1, dtype=np.int64),
+                0.2,
+                0.2,
+                0.0,
+                0.1,
+                3,
+                0,
+                e(N),
+                e(N),
+                e(N),
+                e((N, V)),
+                np.zeros(7),
+                1,
+            ],
+            (13, 14, 15, 16, 17),
+            16,
+        ),
+        (
+            "kl_penalty_loss",
+            [lg, tk, c, w, 3, e(N), e(N), e((N, V)), np.zeros(7), 1],
+            (5, 6, 7, 8),
+            7,
+        ),
+        (
+            "a2c_loss",
+            [
+                lg,
+                tk,
+                a,
+                b,
+                c,
+                b + 0.1,
+                w,
+                0.2,
+                0.5,
+                0.01,
+                e(N),
+                e(N),
+                e(N),
+                e((N, V)),
+                e(N),
+                np.zeros(7),
+                1,
+            ],
+            (10, 11, 12, 13, 14, 15),
+            None,
+        ),
+        (
+            "sample_tokens",
+            [lg, 1.0, 0, 1.0, 0.0, np.uint64(5), np.uint64(9), e(N, dtype=np.int64), e(N), e(N), 1],
+            (7, 8, 9),
+            None,
+        ),
     ]
 
 
@@ -89,10 +152,14 @@ def test_kernels_refuse_a_written_array_sharing_memory(backend, name, args, w, r
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name,args,written,grad", [c for c in _calls() if c[3] is not None],
-                         ids=lambda c: c if isinstance(c, str) else "")
-def test_gradient_exactly_over_the_logits_is_allowed_partial_overlap_is_not(backend, name, args,
-                                                                            written, grad):
+@pytest.mark.parametrize(
+    "name,args,written,grad",
+    [c for c in _calls() if c[3] is not None],
+    ids=lambda c: c if isinstance(c, str) else "",
+)
+def test_gradient_exactly_over_the_logits_is_allowed_partial_overlap_is_not(
+    backend, name, args, written, grad
+):
     kernel = getattr(_backend.backend_module(backend), name)
     separate = _copies(args)
     assert kernel(*separate) == 0
@@ -125,7 +192,7 @@ def test_a2c_gradient_over_its_logits_is_refused(backend):
 
 def _view_of(out, like):
     """A view of the first bytes of ``out`` holding ``like``'s values."""
-    view = out.reshape(-1).view(np.uint8)[:like.nbytes].view(like.dtype).reshape(like.shape)
+    view = out.reshape(-1).view(np.uint8)[: like.nbytes].view(like.dtype).reshape(like.shape)
     view[...] = like
     return view
 
@@ -140,13 +207,19 @@ def test_public_losses_name_the_argument_sharing_memory_with_out(backend):
             ("tokens", lambda t: fastlmrl.log_prob_grad(lg, t, out=out), tk),
             ("old_log_probs", lambda o: fastlmrl.ppo_loss(lg, tk, o, a, out=out), b),
             ("advantages", lambda v: fastlmrl.ppo_loss(lg, tk, b, v, out=out), a),
-            ("ref_log_probs", lambda r: fastlmrl.ppo_loss(lg, tk, b, a, ref_log_probs=r,
-                                                          kl_coef=0.1, out=out), c),
+            (
+                "ref_log_probs",
+                lambda r: fastlmrl.ppo_loss(lg, tk, b, a, ref_log_probs=r, kl_coef=0.1, out=out),
+                c,
+            ),
             ("tokens", lambda t: fastlmrl.ppo_loss(lg, t, b, a, out=out), tk),
             ("returns", lambda v: fastlmrl.reinforce_loss(lg, tk, v, out=out), a),
             ("baseline", lambda v: fastlmrl.reinforce_loss(lg, tk, a, baseline=v, out=out), b),
-            ("weights", lambda v: fastlmrl.reinforce_loss(lg, tk, a, weights=v, out=out),
-             np.full(N, 0.5)),
+            (
+                "weights",
+                lambda v: fastlmrl.reinforce_loss(lg, tk, a, weights=v, out=out),
+                np.full(N, 0.5),
+            ),
             ("ref_log_probs", lambda r: fastlmrl.kl_penalty_loss(lg, tk, r, out=out), c),
             ("values", lambda v: fastlmrl.a2c_loss(lg, tk, a, v, c, out=out), b),
             ("returns", lambda v: fastlmrl.a2c_loss(lg, tk, a, b, v, out=out), c),

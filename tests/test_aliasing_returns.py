@@ -10,6 +10,7 @@ results than on separate arrays.  None of these kernels has an in-place mode (th
 allocate their outputs), so every overlap is refused, an output that *is* an input too.  Inputs may
 share memory with each other (only read).  Every backend, through the ``backend`` fixture of
 tests/conftest.py."""
+
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ def _alias(args, w, r):
     args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
     big, small = (w, r) if args[w].nbytes >= args[r].nbytes else (r, w)
     flat = args[big].reshape(-1).view(np.uint8)
-    view = flat[:args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
+    view = flat[: args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
     view[...] = args[small]
     args[small] = view
     return args
@@ -57,24 +58,75 @@ def _calls(dtype):
         ("lambda_returns", [r, v, m, term, trunc, boot, 0.9, 0.8, out, 1], (8,)),
         ("gae", [r, v, m, term, trunc, boot, 0.9, 0.8, out, out.copy(), 1], (8, 9)),
         ("masked_whiten", [r, m, 1e-8, out], (3,)),
-        ("grpo_advantages", [rewards, ids, 1, 1e-4, 1, np.zeros(2), np.zeros(2),
-                             np.zeros(2, dtype=np.int64), np.zeros(6, dtype=dtype)], (5, 6, 7, 8)),
-        ("rloo_advantages", [rewards, ids, np.zeros(2), np.zeros(2, dtype=np.int64),
-                             np.zeros(6, dtype=dtype)], (2, 3, 4)),
+        (
+            "grpo_advantages",
+            [
+                rewards,
+                ids,
+                1,
+                1e-4,
+                1,
+                np.zeros(2),
+                np.zeros(2),
+                np.zeros(2, dtype=np.int64),
+                np.zeros(6, dtype=dtype),
+            ],
+            (5, 6, 7, 8),
+        ),
+        (
+            "rloo_advantages",
+            [rewards, ids, np.zeros(2), np.zeros(2, dtype=np.int64), np.zeros(6, dtype=dtype)],
+            (2, 3, 4),
+        ),
         ("loss_weights", [m, 0, 3.0, 14.0, 5.0, out], (5,)),
         ("sequence_importance_ratio", [r, v, m, np.zeros(3, dtype=dtype), out], (3, 4)),
-        ("kl_penalty", [flat, ref, m1, 3, np.zeros(15, dtype=dtype), np.zeros(15, dtype=dtype)],
-         (4, 5)),
-        ("kl_penalized_rewards", [flat.copy(), flat, ref, m1, 3, 0.1, np.zeros(15, dtype=dtype),
-                                  np.zeros(15, dtype=dtype)], (6, 7)),
-        ("keyword_scores", [tokens, np.array([5, 3, 5], dtype=np.int64),
-                            np.array([1, 2, 3], dtype=np.int64), np.array([0, 2, 3]),
-                            np.array([1.0, 0.5]), 0, np.zeros(0, dtype=np.uint8),
-                            np.zeros((3, 5))], (7,)),
-        ("keyword_scores", [tokens, np.array([5, 3, 5], dtype=np.int64),
-                            np.array([1, 2, 3], dtype=np.int64), np.array([0, 2, 3]),
-                            np.array([1.0, 0.5]), 1, np.array([0, 1, 1, 1], dtype=np.uint8),
-                            np.zeros((3, 5))], (7,)),
+        (
+            "kl_penalty",
+            [flat, ref, m1, 3, np.zeros(15, dtype=dtype), np.zeros(15, dtype=dtype)],
+            (4, 5),
+        ),
+        (
+            "kl_penalized_rewards",
+            [
+                flat.copy(),
+                flat,
+                ref,
+                m1,
+                3,
+                0.1,
+                np.zeros(15, dtype=dtype),
+                np.zeros(15, dtype=dtype),
+            ],
+            (6, 7),
+        ),
+        (
+            "keyword_scores",
+            [
+                tokens,
+                np.array([5, 3, 5], dtype=np.int64),
+                np.array([1, 2, 3], dtype=np.int64),
+                np.array([0, 2, 3]),
+                np.array([1.0, 0.5]),
+                0,
+                np.zeros(0, dtype=np.uint8),
+                np.zeros((3, 5)),
+            ],
+            (7,),
+        ),
+        (
+            "keyword_scores",
+            [
+                tokens,
+                np.array([5, 3, 5], dtype=np.int64),
+                np.array([1, 2, 3], dtype=np.int64),
+                np.array([0, 2, 3]),
+                np.array([1.0, 0.5]),
+                1,
+                np.array([0, 1, 1, 1], dtype=np.uint8),
+                np.zeros((3, 5)),
+            ],
+            (7,),
+        ),
     ]
 
 
@@ -85,8 +137,9 @@ def _cases():
             for w in written:
                 for r in arrays:
                     if r != w:
-                        yield pytest.param(name, k, dtype, w, r,
-                                           id=f"{name}{k}-{np.dtype(dtype).name}-{w}-{r}")
+                        yield pytest.param(
+                            name, k, dtype, w, r, id=f"{name}{k}-{np.dtype(dtype).name}-{w}-{r}"
+                        )
 
 
 def _call(k, dtype):
@@ -113,8 +166,13 @@ def _in_place_cases():
     for k, (name, args, written) in enumerate(_calls(np.float64)):
         for w in written:
             for i, a in enumerate(args):
-                if (i != w and isinstance(a, np.ndarray) and a.shape == args[w].shape
-                        and a.dtype == args[w].dtype and i not in written):
+                if (
+                    i != w
+                    and isinstance(a, np.ndarray)
+                    and a.shape == args[w].shape
+                    and a.dtype == args[w].dtype
+                    and i not in written
+                ):
                     yield pytest.param(name, k, w, i, id=f"{name}{k}-{w}-{i}")
 
 
@@ -150,21 +208,25 @@ def test_public_functions_never_pass_overlapping_arrays(backend):
     import importlib
 
     import fastlmrl
+
     advantages = importlib.import_module("fastlmrl.advantages")
     keyword_scores = importlib.import_module("fastlmrl.keyword_scores")
 
     r, v, m, term, trunc, boot = _sequences(np.float64)
     with fastlmrl.use_backend(backend):
-        adv, ret = fastlmrl.gae(r, v, m.astype(bool), term.astype(bool), trunc.astype(bool), boot,
-                                gamma=0.9, lam=0.8)
+        adv, ret = fastlmrl.gae(
+            r, v, m.astype(bool), term.astype(bool), trunc.astype(bool), boot, gamma=0.9, lam=0.8
+        )
         shaped, kl = fastlmrl.kl_penalized_rewards(r, v, r, kl_coef=0.1)
         grpo = fastlmrl.grpo_advantages(r.ravel(), group_size=5)
     for out in (adv, ret, shaped, kl):
         for x in (r, v, boot):
             assert not np.shares_memory(out, x)
     assert not np.shares_memory(grpo, r)
-    with pytest.raises(ValueError, match="internal error: an array the kernel writes shares "
-                                         "memory with another argument"):
+    with pytest.raises(
+        ValueError,
+        match="internal error: an array the kernel writes shares memory with another argument",
+    ):
         advantages._fail(OVERLAPPING_ARRAYS, {})
     with pytest.raises(ValueError, match="out shares memory"):
         keyword_scores._raise_for_status(OVERLAPPING_ARRAYS)

@@ -8,13 +8,13 @@ its range check, then used as an index).  Each written array (index, rows, num_r
 outputs) is aliased to each other array argument in turn, through the raw kernels of every
 backend: status 8 and every byte of every argument unchanged.
 """
+
 import numpy as np
 import pytest
 
 import fastlmrl
-from fastlmrl import _backend
+from fastlmrl import _backend, tabular_losses
 from fastlmrl._status import OVERLAPPING_ARRAYS
-from fastlmrl import tabular_losses
 
 BACKENDS = ("python", "numba", "cython")
 
@@ -34,8 +34,11 @@ def _calls():
     weights = np.full(n, 1.0 / n)
 
     def work():
-        return [np.empty(s, dtype=np.int64), np.empty(n, dtype=np.int64),
-                np.zeros(1, dtype=np.int64)]
+        return [
+            np.empty(s, dtype=np.int64),
+            np.empty(n, dtype=np.int64),
+            np.zeros(1, dtype=np.int64),
+        ]
 
     def outs(count):
         return [np.full(n, -7.0) for _ in range(count)]
@@ -46,17 +49,50 @@ def _calls():
     head = [table, contexts, tokens]
     calls = [
         ("token_log_probs_tabular", head + work() + outs(1) + [1], range(3, 7)),
-        ("reinforce_loss_tabular", head + [per_token(), per_token(), weights] + work() + outs(2)
-         + [grad(), np.full(1, -7.0), 1], range(6, 13)),
-        ("ppo_loss_tabular", head + [per_token(), per_token(), weights, per_token(),
-                                     np.array([0, 2, 4], dtype=np.int64), 0.2, 0.3, 3.0, 0.1, 3,
-                                     1] + work() + outs(3) + [grad(), np.full(7, -7.0), 1],
-         range(14, 22)),
-        ("kl_penalty_loss_tabular", head + [per_token(), weights, 3] + work() + outs(2)
-         + [grad(), np.full(1, -7.0), 1], range(6, 13)),
-        ("a2c_loss_tabular", head + [per_token(), per_token(), per_token(), per_token(), weights,
-                                     0.2, 0.5, 0.01] + work() + outs(3)
-         + [grad(), np.full(n, -7.0), np.full(4, -7.0), 1], range(11, 20)),
+        (
+            "reinforce_loss_tabular",
+            head
+            + [per_token(), per_token(), weights]
+            + work()
+            + outs(2)
+            + [grad(), np.full(1, -7.0), 1],
+            range(6, 13),
+        ),
+        (
+            "ppo_loss_tabular",
+            head
+            + [
+                per_token(),
+                per_token(),
+                weights,
+                per_token(),
+                np.array([0, 2, 4], dtype=np.int64),
+                0.2,
+                0.3,
+                3.0,
+                0.1,
+                3,
+                1,
+            ]
+            + work()
+            + outs(3)
+            + [grad(), np.full(7, -7.0), 1],
+            range(14, 22),
+        ),
+        (
+            "kl_penalty_loss_tabular",
+            head + [per_token(), weights, 3] + work() + outs(2) + [grad(), np.full(1, -7.0), 1],
+            range(6, 13),
+        ),
+        (
+            "a2c_loss_tabular",
+            head
+            + [per_token(), per_token(), per_token(), per_token(), weights, 0.2, 0.5, 0.01]
+            + work()
+            + outs(3)
+            + [grad(), np.full(n, -7.0), np.full(4, -7.0), 1],
+            range(11, 20),
+        ),
     ]
     return calls
 
@@ -71,7 +107,7 @@ def _alias(args, w, r):
     args = _copy(args)
     big, small = (w, r) if args[w].nbytes >= args[r].nbytes else (r, w)
     flat = args[big].reshape(-1).view(np.uint8)
-    view = flat[:args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
+    view = flat[: args[small].nbytes].view(args[small].dtype).reshape(args[small].shape)
     view[...] = args[small]
     args[small] = view
     return args
@@ -104,11 +140,17 @@ def test_separate_empty_and_unused_arrays_are_not_refused(backend):
     valid call alone."""
     with fastlmrl.use_backend(backend):
         table = np.random.default_rng(0).normal(size=(4, 3))
-        result = fastlmrl.ppo_loss_tabular(table, [1, 2, 1], [0, 2, 1], np.full(3, -1.0),
-                                           np.ones(3))
+        result = fastlmrl.ppo_loss_tabular(
+            table, [1, 2, 1], [0, 2, 1], np.full(3, -1.0), np.ones(3)
+        )
         assert result.rows.tolist() == [1, 2]
-        empty = fastlmrl.ppo_loss_tabular(table, np.empty(0, dtype=np.int64),
-                                          np.empty(0, dtype=np.int64), np.empty(0), np.empty(0))
+        empty = fastlmrl.ppo_loss_tabular(
+            table,
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int64),
+            np.empty(0),
+            np.empty(0),
+        )
         assert empty.rows.size == 0 and empty.grad_rows.shape == (0, 3)
 
 
@@ -120,10 +162,21 @@ def test_public_error_names_both_arrays():
     index = np.zeros(4, dtype=np.int64)
     contexts = index[:2]
     with pytest.raises(ValueError, match="contexts shares memory with index"):
-        tabular_losses._raise(OVERLAPPING_ARRAYS, table, contexts, contexts[:0], {},
-                              {"index": index, "rows": np.zeros(2, dtype=np.int64)})
+        tabular_losses._raise(
+            OVERLAPPING_ARRAYS,
+            table,
+            contexts,
+            contexts[:0],
+            {},
+            {"index": index, "rows": np.zeros(2, dtype=np.int64)},
+        )
     grad = np.zeros((2, 3))
     with pytest.raises(ValueError, match="stats shares memory with grad_rows"):
-        tabular_losses._raise(OVERLAPPING_ARRAYS, table, np.zeros(2, dtype=np.int64),
-                              np.zeros(2, dtype=np.int64), {},
-                              {"grad_rows": grad, "stats": grad.reshape(-1)[:1]})
+        tabular_losses._raise(
+            OVERLAPPING_ARRAYS,
+            table,
+            np.zeros(2, dtype=np.int64),
+            np.zeros(2, dtype=np.int64),
+            {},
+            {"grad_rows": grad, "stats": grad.reshape(-1)[:1]},
+        )

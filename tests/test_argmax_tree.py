@@ -1,6 +1,7 @@
 """ArgmaxTree: layout against an independent NumPy oracle, exact equality of the tree path with the
 plain full-row path (tables, TD errors, actions, random streams), compiled kernels against the
 reference, tree invariants after updates, bad input (nothing modified on error)."""
+
 import math
 
 import numpy as np
@@ -8,17 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 import fastlmrl
 from fastlmrl import ArgmaxTree, RandomStream, _backend
 from fastlmrl._status import BAD_SHAPES
 from fastlmrl.rng import stream_key
-from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 NAN, INF = math.nan, math.inf
-KERNELS = ["argmax_tree_build", "argmax_tree_max", "argmax_tree_refresh",
-           "double_q_learning_update_tree", "epsilon_greedy_tree", "greedy_tree",
-           "q_learning_update_tree"]
+KERNELS = [
+    "argmax_tree_build",
+    "argmax_tree_max",
+    "argmax_tree_refresh",
+    "double_q_learning_update_tree",
+    "epsilon_greedy_tree",
+    "greedy_tree",
+    "q_learning_update_tree",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,8 +116,16 @@ def build(module, q, block_size):
 
 def q_learning(module, q, nodes, block_size, b, alpha, gamma):
     td = np.empty(len(b["states"]), q.dtype)
-    args = (b["states"], b["actions"], b["rewards"], b["next_states"], b["terminated"], alpha,
-            gamma, td)
+    args = (
+        b["states"],
+        b["actions"],
+        b["rewards"],
+        b["next_states"],
+        b["terminated"],
+        alpha,
+        gamma,
+        td,
+    )
     if nodes is None:
         assert module.q_learning_update(q, *args) == 0
     else:
@@ -120,8 +135,18 @@ def q_learning(module, q, nodes, block_size, b, alpha, gamma):
 
 def double_q(module, q1, q2, nodes1, nodes2, bs1, bs2, b, alpha, gamma, key, counter):
     td = np.empty(len(b["states"]), q1.dtype)
-    args = (b["states"], b["actions"], b["rewards"], b["next_states"], b["terminated"], alpha,
-            gamma, np.uint64(key), np.uint64(counter), td)
+    args = (
+        b["states"],
+        b["actions"],
+        b["rewards"],
+        b["next_states"],
+        b["terminated"],
+        alpha,
+        gamma,
+        np.uint64(key),
+        np.uint64(counter),
+        td,
+    )
     if nodes1 is None:
         assert module.double_q_learning_update(q1, q2, *args) == 0
     else:
@@ -154,11 +179,15 @@ def test_layout_by_hand(backend):
 
 
 def test_special_rows_by_hand(backend):
-    q = np.array([[NAN, NAN, NAN],        # all NaN: action 0, max -inf
-                  [-INF, NAN, -INF],      # -inf beats NaN; lowest -inf -> 0
-                  [NAN, -INF, NAN],       # -> 1
-                  [0.0, -0.0, 5.0],       # -> 2
-                  [2.0, INF, INF]])       # -> 1
+    q = np.array(
+        [
+            [NAN, NAN, NAN],  # all NaN: action 0, max -inf
+            [-INF, NAN, -INF],  # -inf beats NaN; lowest -inf -> 0
+            [NAN, -INF, NAN],  # -> 1
+            [0.0, -0.0, 5.0],  # -> 2
+            [2.0, INF, INF],
+        ]
+    )  # -> 1
     for block_size in (1, 2, 32):
         tree = ArgmaxTree(q, block_size)
         assert tree.argmax(np.arange(5)).tolist() == [0, 0, 1, 2, 1]
@@ -172,8 +201,9 @@ def test_single_column(backend):
     tree = ArgmaxTree(q, 32)
     assert tree.nodes.tolist() == [[-1, 0], [-1, 0]]
     assert tree.argmax([0, 1, 0]).tolist() == [0, 0, 0]
-    td = fastlmrl.q_learning_update(q, [0, 1], [0, 0], [1.0, 2.0], [1, 0], [False, False], 0.5,
-                                    1.0, argmax_tree=tree)
+    td = fastlmrl.q_learning_update(
+        q, [0, 1], [0, 0], [1.0, 2.0], [1, 0], [False, False], 0.5, 1.0, argmax_tree=tree
+    )
     # 1: target = 1 + max(row 1) = 1 - inf -> td = -inf, q[0,0] = -inf
     # 2: q[1,0] = nan: target = 2 + max(row 0) = -inf, td = nan, stays nan
     assert td[0] == -INF and math.isnan(td[1])
@@ -185,8 +215,17 @@ def test_q_learning_by_hand(backend):
     q = np.array([[1, 4, 4, 0], [2, NAN, 7, -1]], np.float64)
     tree = ArgmaxTree(q, block_size=2)
     assert tree.nodes.tolist() == [[-1, 1, 1, 2], [-1, 2, 0, 2]]
-    td = fastlmrl.q_learning_update(q, [0, 0], [3, 1], [1.0, 0.0], [1, 0], [False, False],
-                                    alpha=0.5, gamma=0.5, argmax_tree=tree)
+    td = fastlmrl.q_learning_update(
+        q,
+        [0, 0],
+        [3, 1],
+        [1.0, 0.0],
+        [1, 0],
+        [False, False],
+        alpha=0.5,
+        gamma=0.5,
+        argmax_tree=tree,
+    )
     # 1: target = 1 + 0.5 * 7 = 4.5, td = 4.5, q[0,3] = 2.25
     # 2: target = 0 + 0.5 * max(1, 4, 4, 2.25) = 2, td = -2, q[0,1] = 3
     assert td.tolist() == [4.5, -2.0]
@@ -201,8 +240,15 @@ def test_ties_with_the_winner_by_hand(backend, block_size):
     a higher one does not; a winner that drops hands over to the lowest remaining max."""
     q = np.array([[0.0, 0.0, 5.0, 0.0, 5.0]])
     tree = ArgmaxTree(q, block_size)
-    steps = [(0, 5.0, 0), (3, 5.0, 0), (0, 1.0, 2), (2, -1.0, 3), (1, 5.0, 1), (1, 9.0, 1),
-             (1, 0.0, 3)]
+    steps = [
+        (0, 5.0, 0),
+        (3, 5.0, 0),
+        (0, 1.0, 2),
+        (2, -1.0, 3),
+        (1, 5.0, 1),
+        (1, 9.0, 1),
+        (1, 0.0, 3),
+    ]
     for a, r, want in steps:
         fastlmrl.q_learning_update(q, [0], [a], [r], [0], [True], 1.0, 0.0, argmax_tree=tree)
         assert tree.argmax([0]).tolist() == [want], (a, r, q)
@@ -280,8 +326,12 @@ def test_selection_matches_plain_and_reference(compiled, reference, case, key, c
     want_greedy = np.empty(n, np.int64)
     want_eps = np.empty(n, np.int64)
     assert reference.greedy(q, states, want_greedy, 1) == 0
-    assert reference.epsilon_greedy(q, states, epsilon, np.uint64(key), np.uint64(counter),
-                                    want_eps, 1) == 0
+    assert (
+        reference.epsilon_greedy(
+            q, states, epsilon, np.uint64(key), np.uint64(counter), want_eps, 1
+        )
+        == 0
+    )
     want_max = np.array([np_max(q[s]) for s in states], q.dtype)
     for module in (reference, compiled):
         nodes = build(module, q, block_size)
@@ -289,8 +339,12 @@ def test_selection_matches_plain_and_reference(compiled, reference, case, key, c
         assert module.greedy_tree(q, nodes, block_size, states, out) == 0
         assert np.array_equal(out, want_greedy)
         out = np.full(n, -5, np.int64)
-        assert module.epsilon_greedy_tree(q, nodes, block_size, states, epsilon, np.uint64(key),
-                                          np.uint64(counter), out) == 0
+        assert (
+            module.epsilon_greedy_tree(
+                q, nodes, block_size, states, epsilon, np.uint64(key), np.uint64(counter), out
+            )
+            == 0
+        )
         assert np.array_equal(out, want_eps)
         vals = np.empty(n, q.dtype)
         assert module.argmax_tree_max(q, nodes, block_size, states, vals) == 0
@@ -319,12 +373,16 @@ def test_large_row_many_updates(compiled, reference, seed):
     n = 4000
     states = rng.integers(0, 3, n).astype(np.int32)
     greedy = np.array([np_argmax(q[s]) for s in range(3)])
-    actions = np.where(rng.random(n) < 0.5, greedy[states],
-                       rng.integers(0, 3001, n)).astype(np.int32)
-    b = dict(states=states, actions=actions,
-             rewards=rng.integers(-30, 30, n).astype(np.float32),
-             next_states=rng.integers(0, 3, n).astype(np.int32),
-             terminated=(rng.random(n) < 0.1).astype(np.uint8))
+    actions = np.where(rng.random(n) < 0.5, greedy[states], rng.integers(0, 3001, n)).astype(
+        np.int32
+    )
+    b = dict(
+        states=states,
+        actions=actions,
+        rewards=rng.integers(-30, 30, n).astype(np.float32),
+        next_states=rng.integers(0, 3, n).astype(np.int32),
+        terminated=(rng.random(n) < 0.1).astype(np.uint8),
+    )
     plain = q.copy()
     td_plain = q_learning(compiled, plain, None, 32, b, 0.5, 0.9)
     qt = q.copy()
@@ -347,10 +405,10 @@ def test_public_td_functions_match_plain(backend, case):
     next_actions = rng.integers(0, q.shape[1], len(b["states"]))
     runs = {
         "q": lambda t, **kw: fastlmrl.q_learning_update(t, *args, alpha, gamma, **kw),
-        "sarsa": lambda t, **kw: fastlmrl.sarsa_update(t, *args[:4], next_actions, args[4],
-                                                       alpha, gamma, **kw),
-        "esarsa": lambda t, **kw: fastlmrl.expected_sarsa_update(t, *args, alpha, gamma, 0.3,
-                                                                 **kw),
+        "sarsa": lambda t, **kw: fastlmrl.sarsa_update(
+            t, *args[:4], next_actions, args[4], alpha, gamma, **kw
+        ),
+        "esarsa": lambda t, **kw: fastlmrl.expected_sarsa_update(t, *args, alpha, gamma, 0.3, **kw),
     }
     for fn in runs.values():
         plain, qt = q.copy(), q.copy()
@@ -380,8 +438,10 @@ def test_public_selection_matches_plain(backend):
     a1 = fastlmrl.epsilon_greedy(q, states, 0.4, s1, argmax_tree=tree)
     a2 = fastlmrl.epsilon_greedy(q, states, 0.4, s2)
     assert np.array_equal(a1, a2) and s1 == s2 and s1.counter == 11 + 1000
-    assert np.array_equal(fastlmrl.epsilon_greedy(q, states, 0.4, 7, argmax_tree=tree),
-                          fastlmrl.epsilon_greedy(q, states, 0.4, 7))
+    assert np.array_equal(
+        fastlmrl.epsilon_greedy(q, states, 0.4, 7, argmax_tree=tree),
+        fastlmrl.epsilon_greedy(q, states, 0.4, 7),
+    )
     assert np.array_equal(tree.argmax(states), fastlmrl.greedy(q, states))
 
 
@@ -410,8 +470,9 @@ def test_empty_batches(backend):
     td = fastlmrl.q_learning_update(q, e, e, [], e, [], 0.5, 0.5, argmax_tree=tree)
     assert td.shape == (0,) and td.dtype == np.float32
     q2 = np.ones((2, 5), np.float32)
-    td = fastlmrl.double_q_learning_update(q, q2, e, e, [], e, [], 0.5, 0.5, 0,
-                                           argmax_trees=(tree, ArgmaxTree(q2)))
+    td = fastlmrl.double_q_learning_update(
+        q, q2, e, e, [], e, [], 0.5, 0.5, 0, argmax_trees=(tree, ArgmaxTree(q2))
+    )
     assert td.shape == (0,)
     assert (q == 1).all()
 
@@ -498,8 +559,13 @@ def test_bad_batches_modify_nothing(backend, which):
     q2 = q[:, ::-1].copy()
     tree, tree2 = ArgmaxTree(q, 4), ArgmaxTree(q2, 2)
     snap, snap2 = _state(q, tree), _state(q2, tree2)
-    good = dict(states=[0, 1], actions=[1, 2], rewards=[1.0, 2.0], next_states=[2, 3],
-                terminated=[False, True])
+    good = dict(
+        states=[0, 1],
+        actions=[1, 2],
+        rewards=[1.0, 2.0],
+        next_states=[2, 3],
+        terminated=[False, True],
+    )
 
     def call(**bad):
         b = dict(good, **bad)
@@ -507,21 +573,30 @@ def test_bad_batches_modify_nothing(backend, which):
         if which == "q":
             fastlmrl.q_learning_update(q, *args, b["terminated"], 0.5, 0.9, argmax_tree=tree)
         elif which == "sarsa":
-            fastlmrl.sarsa_update(q, *args, b.get("next_actions", [0, 5]), b["terminated"], 0.5,
-                                  0.9, argmax_tree=tree)
+            fastlmrl.sarsa_update(
+                q, *args, b.get("next_actions", [0, 5]), b["terminated"], 0.5, 0.9, argmax_tree=tree
+            )
         elif which == "esarsa":
-            fastlmrl.expected_sarsa_update(q, *args, b["terminated"], 0.5, 0.9, 0.1,
-                                           argmax_tree=tree)
+            fastlmrl.expected_sarsa_update(
+                q, *args, b["terminated"], 0.5, 0.9, 0.1, argmax_tree=tree
+            )
         else:
-            fastlmrl.double_q_learning_update(q, q2, *args, b["terminated"], 0.5, 0.9, 3,
-                                              argmax_trees=(tree, tree2))
+            fastlmrl.double_q_learning_update(
+                q, q2, *args, b["terminated"], 0.5, 0.9, 3, argmax_trees=(tree, tree2)
+            )
 
-    for bad, match in [(dict(states=[0, 4]), "states"), (dict(states=[-1, 0]), "states"),
-                       (dict(actions=[6, 0]), "actions"), (dict(next_states=[0, 9]), "next_states"),
-                       (dict(rewards=[1.0, NAN]), "rewards"), (dict(rewards=[INF, 0.0]), "rewards"),
-                       (dict(states=[0.5, 1.0]), "states"), (dict(actions=[[1, 2]]), "actions"),
-                       (dict(terminated=[0.5, 1.0]), "terminated"),
-                       (dict(rewards=[1.0]), "rewards")]:
+    for bad, match in [
+        (dict(states=[0, 4]), "states"),
+        (dict(states=[-1, 0]), "states"),
+        (dict(actions=[6, 0]), "actions"),
+        (dict(next_states=[0, 9]), "next_states"),
+        (dict(rewards=[1.0, NAN]), "rewards"),
+        (dict(rewards=[INF, 0.0]), "rewards"),
+        (dict(states=[0.5, 1.0]), "states"),
+        (dict(actions=[[1, 2]]), "actions"),
+        (dict(terminated=[0.5, 1.0]), "terminated"),
+        (dict(rewards=[1.0]), "rewards"),
+    ]:
         with pytest.raises((ValueError, TypeError), match=match):
             call(**bad)
         assert _unchanged(snap, q, tree) and _unchanged(snap2, q2, tree2)
@@ -535,9 +610,12 @@ def test_bad_selection_and_tree_methods(backend):
     q = np.arange(12, dtype=np.float64).reshape(3, 4)
     tree = ArgmaxTree(q, 2)
     snap = _state(q, tree)
-    for fn in (lambda s: fastlmrl.greedy(q, s, argmax_tree=tree),
-               lambda s: fastlmrl.epsilon_greedy(q, s, 0.5, 0, argmax_tree=tree),
-               tree.argmax, tree.max):
+    for fn in (
+        lambda s: fastlmrl.greedy(q, s, argmax_tree=tree),
+        lambda s: fastlmrl.epsilon_greedy(q, s, 0.5, 0, argmax_tree=tree),
+        tree.argmax,
+        tree.max,
+    ):
         with pytest.raises(ValueError, match="states"):
             fn([0, 3])
         with pytest.raises(TypeError, match="states"):
@@ -564,11 +642,13 @@ def test_kernels_reject_mismatched_nodes(compiled, reference):
     e = np.zeros(1, np.int64)
     r, t, td = np.zeros(1), np.zeros(1, np.uint8), np.zeros(1)
     for module in (reference, compiled):
-        for nodes, block_size in [(np.zeros((2, 8), np.int32), 4),    # P = 4 -> needs 8: ok
-                                  (np.zeros((2, 6), np.int32), 4),
-                                  (np.zeros((3, 8), np.int32), 4),
-                                  (np.zeros((2, 8), np.int32), 1),
-                                  (np.zeros((2, 8), np.int32), 0)]:
+        for nodes, block_size in [
+            (np.zeros((2, 8), np.int32), 4),  # P = 4 -> needs 8: ok
+            (np.zeros((2, 6), np.int32), 4),
+            (np.zeros((3, 8), np.int32), 4),
+            (np.zeros((2, 8), np.int32), 1),
+            (np.zeros((2, 8), np.int32), 0),
+        ]:
             ok = nodes.shape == (2, 8) and block_size == 4
             before, qb = nodes.copy(), q.copy()
             codes = [
@@ -576,12 +656,28 @@ def test_kernels_reject_mismatched_nodes(compiled, reference):
                 module.argmax_tree_refresh(q, nodes, block_size, e, e),
                 module.greedy_tree(q, nodes, block_size, e, np.zeros(1, np.int64)),
                 module.argmax_tree_max(q, nodes, block_size, e, np.zeros(1)),
-                module.epsilon_greedy_tree(q, nodes, block_size, e, 0.5, np.uint64(1),
-                                           np.uint64(0), np.zeros(1, np.int64)),
+                module.epsilon_greedy_tree(
+                    q, nodes, block_size, e, 0.5, np.uint64(1), np.uint64(0), np.zeros(1, np.int64)
+                ),
                 module.q_learning_update_tree(q, nodes, block_size, e, e, r, e, t, 0.5, 0.5, td),
-                module.double_q_learning_update_tree(q, q.copy(), nodes, nodes.copy(), block_size,
-                                                     block_size, e, e, r, e, t, 0.5, 0.5,
-                                                     np.uint64(1), np.uint64(0), td),
+                module.double_q_learning_update_tree(
+                    q,
+                    q.copy(),
+                    nodes,
+                    nodes.copy(),
+                    block_size,
+                    block_size,
+                    e,
+                    e,
+                    r,
+                    e,
+                    t,
+                    0.5,
+                    0.5,
+                    np.uint64(1),
+                    np.uint64(0),
+                    td,
+                ),
             ]
             if ok:
                 assert codes == [0] * 7
@@ -614,14 +710,26 @@ def test_public_double_q_key_matches_stream_key(backend):
     q1 = np.arange(12, dtype=np.float64).reshape(3, 4)
     q2 = q1[:, ::-1].copy()
     trees = (ArgmaxTree(q1, 1), ArgmaxTree(q2, 1))
-    td = fastlmrl.double_q_learning_update(q1, q2, [0, 1], [0, 1], [1.0, 1.0], [1, 2],
-                                           [False, False], 1.0, 1.0, 42, argmax_trees=trees)
+    td = fastlmrl.double_q_learning_update(
+        q1, q2, [0, 1], [0, 1], [1.0, 1.0], [1, 2], [False, False], 1.0, 1.0, 42, argmax_trees=trees
+    )
     want = np.empty(2)
     p1 = np.arange(12, dtype=np.float64).reshape(3, 4)
     p2 = p1[:, ::-1].copy()
     _backend.backend_module("python").double_q_learning_update(
-        p1, p2, np.array([0, 1]), np.array([0, 1]), np.array([1.0, 1.0]), np.array([1, 2]),
-        np.zeros(2, np.uint8), 1.0, 1.0, np.uint64(stream_key(42)), np.uint64(0), want)
+        p1,
+        p2,
+        np.array([0, 1]),
+        np.array([0, 1]),
+        np.array([1.0, 1.0]),
+        np.array([1, 2]),
+        np.zeros(2, np.uint8),
+        1.0,
+        1.0,
+        np.uint64(stream_key(42)),
+        np.uint64(0),
+        want,
+    )
     assert np.array_equal(td, want) and np.array_equal(q1, p1) and np.array_equal(q2, p2)
 
 
@@ -636,9 +744,15 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
     q = np.linspace(-1.0, 1.0, 15).reshape(3, 5)  # block 2: P = 4 (V = 4 would give P = 2)
     nodes = build(reference, q, 2)
     states = np.array([0, 2, 1], np.int64)
-    batch = dict(states=states, actions=np.array([1, 4, 0], np.int64),
-                 rewards=np.array([1.0, -0.5, 0.25]), next_states=np.array([2, 0, 1], np.int64),
-                 terminated=np.array([0, 1, 0], np.uint8), alpha=0.5, gamma=0.9)
+    batch = dict(
+        states=states,
+        actions=np.array([1, 4, 0], np.int64),
+        rewards=np.array([1.0, -0.5, 0.25]),
+        next_states=np.array([2, 0, 1], np.int64),
+        terminated=np.array([0, 1, 0], np.uint8),
+        alpha=0.5,
+        gamma=0.9,
+    )
     seed = dict(key=np.uint64(5), counter=np.uint64(0))
     tree = dict(q=q, nodes=nodes, block_size=2)
     args = {
@@ -646,16 +760,28 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
         "argmax_tree_refresh": dict(**tree, states=states, actions=batch["actions"]),
         "greedy_tree": dict(**tree, states=states, out=np.full(3, -7, np.int64)),
         "argmax_tree_max": dict(**tree, states=states, out=np.full(3, -7.0)),
-        "epsilon_greedy_tree": dict(**tree, states=states, epsilon=0.5, **seed,
-                                    out=np.full(3, -7, np.int64)),
+        "epsilon_greedy_tree": dict(
+            **tree, states=states, epsilon=0.5, **seed, out=np.full(3, -7, np.int64)
+        ),
         "q_learning_update_tree": dict(**tree, **batch, td_out=np.full(3, -7.0)),
-        "double_q_learning_update_tree": dict(q1=q, q2=-q, nodes1=nodes,
-                                              nodes2=build(reference, -q, 2), block_size1=2,
-                                              block_size2=2, **batch, **seed,
-                                              td_out=np.full(3, -7.0)),
+        "double_q_learning_update_tree": dict(
+            q1=q,
+            q2=-q,
+            nodes1=nodes,
+            nodes2=build(reference, -q, 2),
+            block_size1=2,
+            block_size2=2,
+            **batch,
+            **seed,
+            td_out=np.full(3, -7.0),
+        ),
     }[kernel]
-    tables = {(k, axis) for k in ("q", "nodes", "q1", "q2", "nodes1", "nodes2") if k in args
-              for axis in (0, 1)}
+    tables = {
+        (k, axis)
+        for k in ("q", "nodes", "q1", "q2", "nodes1", "nodes2")
+        if k in args
+        for axis in (0, 1)
+    }
     for module in (reference, compiled):
         assert_rejects_bad_shapes(module, kernel, args, skip=tables)
         for name, axis in tables:

@@ -5,6 +5,7 @@ every public function must refuse what it cannot trust -- status 33 / ValueError
 may read as columns are checked before anything is written (selection: the roots; refresh: the
 siblings of each cell's path; updates: the leaf and siblings of each cell's path and the root of
 each next state of the learner's tree)."""
+
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from fastlmrl.rng import stream_key
 
 CORRUPT_TREE = 33
 BAD_TREE = 32
-BAD_VALUES = (2**31 - 1, -2**31, -1, -2)
+BAD_VALUES = (2**31 - 1, -(2**31), -1, -2)
 
 
 def built(module, q, block_size):
@@ -45,13 +46,35 @@ def call_all(module, q, nodes, block_size, s, a, s2):
         ("argmax_tree_refresh", (q, nodes, block_size, s, a)),
         ("greedy_tree", (q, nodes, block_size, s, np.full(n, -9, np.int64))),
         ("argmax_tree_max", (q, nodes, block_size, s, np.full(n, -9.0, q.dtype))),
-        ("epsilon_greedy_tree", (q, nodes, block_size, s, 0.3, key, counter,
-                                 np.full(n, -9, np.int64))),
-        ("q_learning_update_tree", (q, nodes, block_size, s, a, r, s2, t, 0.5, 0.9,
-                                    np.full(n, -9.0, q.dtype))),
-        ("double_q_learning_update_tree", (q, q2, nodes, nodes2, block_size, block_size, s, a, r,
-                                           s2, t, 0.5, 0.9, key, counter,
-                                           np.full(n, -9.0, q.dtype))),
+        (
+            "epsilon_greedy_tree",
+            (q, nodes, block_size, s, 0.3, key, counter, np.full(n, -9, np.int64)),
+        ),
+        (
+            "q_learning_update_tree",
+            (q, nodes, block_size, s, a, r, s2, t, 0.5, 0.9, np.full(n, -9.0, q.dtype)),
+        ),
+        (
+            "double_q_learning_update_tree",
+            (
+                q,
+                q2,
+                nodes,
+                nodes2,
+                block_size,
+                block_size,
+                s,
+                a,
+                r,
+                s2,
+                t,
+                0.5,
+                0.9,
+                key,
+                counter,
+                np.full(n, -9.0, q.dtype),
+            ),
+        ),
     ]:
         copies = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
         arrays = [x for x in copies if isinstance(x, np.ndarray)]
@@ -61,8 +84,9 @@ def call_all(module, q, nodes, block_size, s, a, s2):
     return results
 
 
-@pytest.mark.parametrize("shape, block_size", [((3, 9), 2), ((2, 8), 4), ((2, 5), 1),
-                                               ((2, 3), 32), ((2, 16), 3)])
+@pytest.mark.parametrize(
+    "shape, block_size", [((3, 9), 2), ((2, 8), 4), ((2, 5), 1), ((2, 3), 32), ((2, 16), 3)]
+)
 def test_every_damaged_node_is_refused_or_harmless(compiled, reference, shape, block_size):
     """Damage each node in turn (several bad values, and a column of another span): every kernel
     returns 0 or 33, compiled == reference (status and every array), and 33 changes nothing."""
@@ -131,7 +155,7 @@ def test_structural_limits_of_the_raw_kernels(compiled, reference):
         assert module.argmax_tree_build(q0, np.zeros((2, 2), np.int32), 1) == BAD_TREE
         assert module.greedy_tree(q0, np.zeros((2, 2), np.int32), 1, e, e.copy()) == BAD_TREE
         q = np.zeros((2, 3))
-        for block_size in (0, -1, -2**62):
+        for block_size in (0, -1, -(2**62)):
             assert module.argmax_tree_build(q, np.zeros((2, 2), np.int32), block_size) == BAD_TREE
 
 
@@ -144,8 +168,22 @@ def test_huge_block_size_is_one_block(compiled, reference, block_size):
         assert nodes.tolist() == [[-1, 1], [-1, 0]]
         qq, td = q.copy(), np.zeros(2)
         ids = np.array([0, 1], np.int64)
-        assert module.q_learning_update_tree(qq, nodes, block_size, ids, ids, np.ones(2), ids,
-                                             np.zeros(2, np.uint8), 0.5, 0.9, td) == 0
+        assert (
+            module.q_learning_update_tree(
+                qq,
+                nodes,
+                block_size,
+                ids,
+                ids,
+                np.ones(2),
+                ids,
+                np.zeros(2, np.uint8),
+                0.5,
+                0.9,
+                td,
+            )
+            == 0
+        )
         assert module.argmax_tree_refresh(qq, nodes, block_size, ids, ids) == 0
 
 
@@ -181,17 +219,30 @@ def test_public_api_refuses_a_damaged_tree(backend):
         "max": lambda q, q2, t, t2, rs: t.max([4]),
         "greedy": lambda q, q2, t, t2, rs: fastlmrl.greedy(q, [4], argmax_tree=t),
         "epsilon_greedy": lambda q, q2, t, t2, rs: fastlmrl.epsilon_greedy(
-            q, [4], 0.5, rs, argmax_tree=t),
+            q, [4], 0.5, rs, argmax_tree=t
+        ),
         "q_learning": lambda q, q2, t, t2, rs: fastlmrl.q_learning_update(
-            q, [4], [0], [1.0], [4], [False], 0.5, 0.9, argmax_tree=t),
+            q, [4], [0], [1.0], [4], [False], 0.5, 0.9, argmax_tree=t
+        ),
         "sarsa": lambda q, q2, t, t2, rs: fastlmrl.sarsa_update(
-            q, [4, 4], [0, 0], [1.0, 2.0], [4, 4], [0, 0], [False, False], 0.5, 0.9,
-            argmax_tree=t),
+            q, [4, 4], [0, 0], [1.0, 2.0], [4, 4], [0, 0], [False, False], 0.5, 0.9, argmax_tree=t
+        ),
         "expected_sarsa": lambda q, q2, t, t2, rs: fastlmrl.expected_sarsa_update(
-            q, [4, 4], [0, 0], [1.0, 2.0], [4, 4], [False, False], 0.5, 0.9, 0.1, argmax_tree=t),
+            q, [4, 4], [0, 0], [1.0, 2.0], [4, 4], [False, False], 0.5, 0.9, 0.1, argmax_tree=t
+        ),
         "double_q": lambda q, q2, t, t2, rs: fastlmrl.double_q_learning_update(
-            q, q2, [4] * 8, [0] * 8, [1.0] * 8, [4] * 8, [False] * 8, 0.5, 0.9, rs,
-            argmax_trees=(t, t2)),
+            q,
+            q2,
+            [4] * 8,
+            [0] * 8,
+            [1.0] * 8,
+            [4] * 8,
+            [False] * 8,
+            0.5,
+            0.9,
+            rs,
+            argmax_trees=(t, t2),
+        ),
     }
     for name, call in calls.items():
         q = np.random.default_rng(0).standard_normal((6, 9))
@@ -220,8 +271,18 @@ def test_sarsa_restores_the_table_when_the_tree_refuses(backend):
     nodes[4, 3] = -5  # sibling of column 0's path only
     before_q, before_nodes = q.copy(), nodes.copy()
     with pytest.raises(ValueError, match="argmax_tree is damaged"):
-        fastlmrl.sarsa_update(q, [2, 4, 4], [8, 0, 0], [1.0, 2.0, 3.0], [4, 4, 2], [0, 1, 2],
-                              [False, False, True], 0.5, 0.9, argmax_tree=tree)
+        fastlmrl.sarsa_update(
+            q,
+            [2, 4, 4],
+            [8, 0, 0],
+            [1.0, 2.0, 3.0],
+            [4, 4, 2],
+            [0, 1, 2],
+            [False, False, True],
+            0.5,
+            0.9,
+            argmax_tree=tree,
+        )
     np.testing.assert_array_equal(q, before_q)
     np.testing.assert_array_equal(nodes, before_nodes)
 
@@ -240,7 +301,8 @@ def test_issue_repro_in_a_subprocess():
                 except ValueError as e:
                     print("refused:", e)
         """)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, (name, out.returncode, out.stderr[-2000:])
         assert "refused: argmax_tree is damaged" in out.stdout, (name, out.stdout)

@@ -1,4 +1,5 @@
 """Backend registry: selection, context manager, env var, reporting, warn-once, same names."""
+
 import subprocess
 import sys
 import textwrap
@@ -49,8 +50,11 @@ def test_numba_cache_is_kept_out_of_the_package_folder(tmp_path):
     package = os.path.dirname(fastlmrl.__file__)
 
     def package_files():
-        return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
-                for d, _, files in os.walk(package) for f in files}
+        return {
+            os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(package)
+            for f in files
+        }
 
     before = package_files()
     code = textwrap.dedent("""
@@ -60,11 +64,13 @@ def test_numba_cache_is_kept_out_of_the_package_folder(tmp_path):
         assert int(mix64(np.uint64(1))) == 0x5692161D100B05E5  # SplitMix64's finaliser of 1
         print(numba_cache_dir())
     """)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_CACHE_DIR", "FASTLMRL_CACHE_DIR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "FASTLMRL_CACHE_DIR")
+    }
     env["XDG_CACHE_HOME"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     cache = result.stdout.strip().splitlines()[-1]
     assert cache.startswith(str(tmp_path))
@@ -76,8 +82,9 @@ def test_numba_cache_is_kept_out_of_the_package_folder(tmp_path):
     new = sorted(p for p in after if after[p] != before.get(p) and p.endswith((".nbi", ".nbc")))
     assert new == [], new
     # a second process loads the cache: no compilation, no message
-    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0 and "compiling" not in again.stderr, again.stderr
 
 
@@ -181,6 +188,7 @@ def test_num_threads():
 
 # ---- direct binding (issue 14) ------------------------------------------------------------------
 
+
 def test_topic_kernels_are_bound_directly_and_rebound_by_set_backend():
     from fastlmrl import td_learning
 
@@ -193,8 +201,10 @@ def test_topic_kernels_are_bound_directly_and_rebound_by_set_backend():
         assert td_learning._kernels is _backend.backend_module("python")
         with fastlmrl.use_backend("cython"):  # per thread: a dispatcher while a block is open
             assert td_learning._kernels is _backend._DISPATCH
-            assert td_learning._kernels.q_learning_update is \
-                _backend.backend_module("cython").q_learning_update
+            assert (
+                td_learning._kernels.q_learning_update
+                is _backend.backend_module("cython").q_learning_update
+            )
         assert td_learning._kernels is _backend.backend_module("python")
     finally:
         fastlmrl.set_backend(None)
@@ -241,10 +251,17 @@ def test_kernel_calls_do_not_read_the_environment(monkeypatch):
     fastlmrl.q_learning_update(q, [0], [1], [1.0], [1], [False], 0.5, 0.9)  # resolves
     monkeypatch.setattr(_backend.os, "environ", Spy(os.environ))
     for _ in range(3):
-        fastlmrl.q_learning_update(q, np.array([0]), np.array([1]), np.array([1.0]),
-                                   np.array([1]), np.array([False]), 0.5, 0.9)
-        fastlmrl.q_learning_update(q, [0, 1], [1, 0], [1.0, 2.0], [1, 0], [False, True], 0.5,
-                                   0.9)
+        fastlmrl.q_learning_update(
+            q,
+            np.array([0]),
+            np.array([1]),
+            np.array([1.0]),
+            np.array([1]),
+            np.array([False]),
+            0.5,
+            0.9,
+        )
+        fastlmrl.q_learning_update(q, [0, 1], [1, 0], [1.0, 2.0], [1, 0], [False, True], 0.5, 0.9)
         fastlmrl.greedy(q, [0])  # a topic still dispatched by _backend.kernels()
     assert reads == []
     assert fastlmrl.get_backend() == "cython" and reads == ["FASTLMRL_BACKEND"]
@@ -255,8 +272,9 @@ def test_num_threads_is_counted_once(monkeypatch):
 
     calls = []
     real = os.sched_getaffinity
-    monkeypatch.setattr(_backend.os, "sched_getaffinity",
-                        lambda pid: calls.append(pid) or real(pid))
+    monkeypatch.setattr(
+        _backend.os, "sched_getaffinity", lambda pid: calls.append(pid) or real(pid)
+    )
     fastlmrl.set_num_threads(None)  # recounts
     n = len(calls)
     for _ in range(5):

@@ -1,5 +1,6 @@
 """The benchmark harness (benchmarks/conftest.py) reports time per item, so backends that time
 different batch sizes rank correctly, and prints the speed-up over the Python reference."""
+
 import os
 import re
 import subprocess
@@ -16,7 +17,8 @@ def _harness():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "fastlmrl_benchmarks_conftest", os.path.join(ROOT, "benchmarks", "conftest.py"))
+        "fastlmrl_benchmarks_conftest", os.path.join(ROOT, "benchmarks", "conftest.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -40,16 +42,28 @@ def test_per_item_turns_round_times_into_seconds_per_item():
 
 def test_benchmark_run_ranks_by_time_per_item_and_shows_the_speed_up(tmp_path):
     """A real (short) run: the reference timed on 500x fewer items must not rank first."""
-    cmd = [sys.executable, "-m", "pytest", "bench_td_learning.py", "-q", "-p", "no:cacheprovider",
-           "--benchmark-enable", "-k", "S2xV2 and test_td_update and q_learning_update and not double",
-           "--benchmark-max-time=0.02", "--benchmark-min-rounds=3",
-           f"--benchmark-histogram={tmp_path / 'hist'}"]
-    run = subprocess.run(cmd, cwd=os.path.join(ROOT, "benchmarks"), capture_output=True, text=True,
-                         timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "bench_td_learning.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-enable",
+        "-k",
+        "S2xV2 and test_td_update and q_learning_update and not double",
+        "--benchmark-max-time=0.02",
+        "--benchmark-min-rounds=3",
+        f"--benchmark-histogram={tmp_path / 'hist'}",
+    ]
+    run = subprocess.run(
+        cmd, cwd=os.path.join(ROOT, "benchmarks"), capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = [line for line in run.stdout.splitlines() if line.startswith("test_td_update[")]
     assert [re.search(r"\[(\w+)-", line).group(1) for line in table][-1] == "python"
-    summary = run.stdout[run.stdout.index("speed-ups over the references"):]
+    summary = run.stdout[run.stdout.index("speed-ups over the references") :]
     python_row = next(line for line in summary.splitlines() if "[python-" in line)
     assert python_row.split()[-1] == "1.0"
     assert list(tmp_path.glob("hist*.svg"))

@@ -2,6 +2,7 @@
 checked against the contract its public module declares -- names, argument names and order,
 Cython types (const = not written), the statuses each kernel returns and the argument each names.
 """
+
 import ast
 import importlib
 import inspect
@@ -30,9 +31,16 @@ def contract(topic):
 def test_status_values_are_unique_and_the_shared_ones_unchanged():
     assert len({int(s) for s in Status}) == len(Status)
     assert [(s.name, int(s)) for s in Status][:9] == [
-        ("OK", 0), ("BAD_STATES", 1), ("BAD_ACTIONS", 2), ("BAD_NEXT_STATES", 3),
-        ("BAD_NEXT_ACTIONS", 4), ("BAD_REWARDS", 5), ("BAD_OFFSETS", 6), ("BAD_SHAPES", 7),
-        ("OVERLAPPING_ARRAYS", 8)]
+        ("OK", 0),
+        ("BAD_STATES", 1),
+        ("BAD_ACTIONS", 2),
+        ("BAD_NEXT_STATES", 3),
+        ("BAD_NEXT_ACTIONS", 4),
+        ("BAD_REWARDS", 5),
+        ("BAD_OFFSETS", 6),
+        ("BAD_SHAPES", 7),
+        ("OVERLAPPING_ARRAYS", 8),
+    ]
     # the old module constants stay, as plain ints (Numba globals)
     for name in ("OK", "BAD_STATES", "BAD_REWARDS", "BAD_SHAPES", "OVERLAPPING_ARRAYS"):
         value = getattr(_status, name)
@@ -60,8 +68,9 @@ def _returned_literals_python(path):
                 bad.append(f"line {node.lineno}: return {value.value}")
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
             for target in node.targets:
-                if isinstance(target, ast.Name) and (target.id.startswith("BAD_")
-                                                     or target.id in Status.__members__):
+                if isinstance(target, ast.Name) and (
+                    target.id.startswith("BAD_") or target.id in Status.__members__
+                ):
                     bad.append(f"line {node.lineno}: {target.id} = {node.value.value}")
     return bad
 
@@ -137,7 +146,9 @@ def contract_mismatches(topic: Topic, backend: str) -> list:
             problems.append(f"{kernel.name}: arguments {names} != contract {kernel.arg_names}")
         for p in params.values():
             if p.default is not inspect.Parameter.empty or p.kind not in (
-                    p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY):
+                p.POSITIONAL_OR_KEYWORD,
+                p.POSITIONAL_ONLY,
+            ):
                 problems.append(f"{kernel.name}: {p.name} is not a plain positional argument")
     if backend == "cython":
         base = os.path.join(PACKAGE, "_cython", topic.name)
@@ -149,14 +160,18 @@ def contract_mismatches(topic: Topic, backend: str) -> list:
             expected = [(a.kind.cython_type(a.written), a.name) for a in kernel.args]
             if defs.get(kernel.name) != expected:
                 problems.append(f"{kernel.name}: def {defs.get(kernel.name)} != {expected}")
-            problems += [f"{kernel.name}: scalar {a.name} declared written" for a in kernel.args
-                         if a.written and not a.kind.is_array]
+            problems += [
+                f"{kernel.name}: scalar {a.name} declared written"
+                for a in kernel.args
+                if a.written and not a.kind.is_array
+            ]
             core = [(a.kind.cython_type(a.written, core=True), a.name) for a in kernel.args]
-            core += [(kernel.return_types.get(name, "double") + " *", name)
-                     for name in kernel.returns[1:]]
+            core += [
+                (kernel.return_types.get(name, "double") + " *", name)
+                for name in kernel.returns[1:]
+            ]
             if cores.get(kernel.name + "_core") != core:
-                problems.append(f"{kernel.name}_core: {cores.get(kernel.name + '_core')} != "
-                                f"{core}")
+                problems.append(f"{kernel.name}_core: {cores.get(kernel.name + '_core')} != {core}")
     return problems
 
 
@@ -184,8 +199,7 @@ def _damaged(topic: Topic, how: str) -> Topic:
     return Topic(topic.name, (replace(kernel, args=tuple(args)),) + topic.kernels[1:])
 
 
-@pytest.mark.parametrize("how", ["order", "name", "written", "kind", "missing kernel",
-                                 "extra arg"])
+@pytest.mark.parametrize("how", ["order", "name", "written", "kind", "missing kernel", "extra arg"])
 @pytest.mark.parametrize("topic", MIGRATED)
 def test_a_wrong_contract_is_detected(topic, how):
     damaged = _damaged(contract(topic), how)
@@ -255,8 +269,9 @@ def _breakages(kernel: Kernel, args: dict):
     if Status.OVERLAPPING_ARRAYS in kernel.statuses:
         out = next(a for a in arrays if a.written)
         for arg in arrays:
-            if not arg.written and (arg.kind == out.kind or (arg.kind, out.kind) == (
-                    Kind.IDS, Kind.ACTIONS)):  # int64 ids over an int64 output
+            if not arg.written and (
+                arg.kind == out.kind or (arg.kind, out.kind) == (Kind.IDS, Kind.ACTIONS)
+            ):  # int64 ids over an int64 output
                 broken = dict(args)
                 broken[arg.name] = args[out.name]
                 yield f"{arg.name} is {out.name}", broken, Status.OVERLAPPING_ARRAYS
@@ -328,8 +343,11 @@ def test_raise_for_status_messages():
 
 
 def test_results_are_read_by_name():
-    kernel = Kernel("toy_loss", (Arg("stats_out", Kind.REALS, written=True),),
-                    results={"stats_out": ("loss", "kl", "clipped")})
+    kernel = Kernel(
+        "toy_loss",
+        (Arg("stats_out", Kind.REALS, written=True),),
+        results={"stats_out": ("loss", "kl", "clipped")},
+    )
     stats = kernel.read_results("stats_out", np.array([1.5, 0.25, 3.0]))
     assert (stats.loss, stats.kl, stats.clipped) == (1.5, 0.25, 3.0)
     with pytest.raises(ValueError, match="3 slots"):

@@ -1,4 +1,5 @@
 """The default corpus (deterministic, offline), user corpus files, the train/test split."""
+
 import hashlib
 import os
 import subprocess
@@ -36,12 +37,15 @@ def test_default_corpus_is_deterministic_and_frozen():
 
 
 def test_default_corpus_does_not_depend_on_the_hash_seed():
-    code = ("import hashlib, fastlmrl; "
-            "print(hashlib.sha256(fastlmrl.default_corpus().encode()).hexdigest())")
+    code = (
+        "import hashlib, fastlmrl; "
+        "print(hashlib.sha256(fastlmrl.default_corpus().encode()).hexdigest())"
+    )
     for hash_seed in ("1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         assert out.stdout.strip() == DEFAULT_SHA256
 
 
@@ -65,14 +69,17 @@ def test_load_user_file(tmp_path):
     assert load_corpus(str(path)) == load_corpus(os.fsencode(path))
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"", "is empty"),
-    (b" \n\t\r\n  ", "holds only whitespace"),
-    (b"text\x00more", "looks binary: it contains a NUL byte at offset 4"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "looks binary"),
-    (b"caf\xe9 latin-1", "not valid UTF-8: byte 0xe9 at offset 3"),
-    (b"ok\n\xff", "not valid UTF-8: byte 0xff at offset 3"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "is empty"),
+        (b" \n\t\r\n  ", "holds only whitespace"),
+        (b"text\x00more", "looks binary: it contains a NUL byte at offset 4"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "looks binary"),
+        (b"caf\xe9 latin-1", "not valid UTF-8: byte 0xe9 at offset 3"),
+        (b"ok\n\xff", "not valid UTF-8: byte 0xff at offset 3"),
+    ],
+)
 def test_bad_corpus_files_raise_naming_the_problem(tmp_path, content, message):
     path = tmp_path / "corpus.bin"
     path.write_bytes(content)

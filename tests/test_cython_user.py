@@ -1,11 +1,11 @@
 """A Cython user cimports fastlmrl's shipped .pxd and calls a kernel from their own nogil code."""
+
 import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 import fastlmrl
 
@@ -42,11 +42,14 @@ SETUP = textwrap.dedent(
 
 def test_cimport_shipped_pxd(tmp_path):
     import Cython  # noqa: F401  (the test extra installs it: a missing Cython must fail here)
+
     (tmp_path / "user_kernels.pyx").write_text(USER_PYX)
     (tmp_path / "setup.py").write_text(SETUP)
     build = subprocess.run(
         [sys.executable, "setup.py", "build_ext", "--inplace"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         env=dict(os.environ, CFLAGS="-O0"),
     )
     assert build.returncode == 0, build.stderr[-3000:]

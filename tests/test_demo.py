@@ -15,6 +15,7 @@ PPO 1.10 and GRPO 1.12, KL 5.3 and 7.1 nats per sequence, reference perplexity 3
   above that bound (4.4-16.6), and the former reward hacking ('thappy braver clevery', likely
   under a character LM) earns nothing under whole-word matching (checked below).
 """
+
 import io
 import sys
 import types
@@ -30,8 +31,7 @@ from fastlmrl.tasks import make_text_task
 def demo_run(tmp_path_factory):
     out = io.StringIO()
     plot = tmp_path_factory.mktemp("demo") / "curve.png"
-    args = types.SimpleNamespace(backend=None, iterations=150, seed=0, corpus=None,
-                                 plot=str(plot))
+    args = types.SimpleNamespace(backend=None, iterations=150, seed=0, corpus=None, plot=str(plot))
     results = demo.cmd_demo(args, out=out)
     return results, out.getvalue(), plot
 
@@ -75,9 +75,11 @@ def test_degenerate_text_cannot_pass_the_bounds(demo_run):
         ids = task.tokenizer.encode(text)
         return float(task.env.reward(ids[None, :], [len(ids)]).sum())
 
-    for text in ["kind kind kind kind kind kind kind kind kind",
-                 "happy brave kind clever happy brave kind clever",
-                 "brave bright clever gentle friendly happy kind"]:
+    for text in [
+        "kind kind kind kind kind kind kind kind kind",
+        "happy brave kind clever happy brave kind clever",
+        "brave bright clever gentle friendly happy kind",
+    ]:
         assert score(text) >= 7 and reference_perplexity(task, text) > bound, text
     for text in ["thappy braver thappilt clevery thappy brande", "unkind kindly braveness"]:
         assert score(text) == 0.0, text

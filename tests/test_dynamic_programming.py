@@ -1,4 +1,5 @@
 """Tests for fastlmrl.dynamic_programming: kernels (compiled vs reference) and the solvers."""
+
 import importlib
 import itertools
 
@@ -6,12 +7,21 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
-from fastlmrl import (DenseMDP, DPResult, TokenMDP, action_values, bellman_backup, evaluate_policy,
-                      modified_policy_iteration, policy_iteration, value_iteration)
+from fastlmrl import (
+    DenseMDP,
+    DPResult,
+    TokenMDP,
+    action_values,
+    bellman_backup,
+    evaluate_policy,
+    modified_policy_iteration,
+    policy_iteration,
+    value_iteration,
+)
 from fastlmrl._status import BAD_SHAPES
-from shape_checks import assert_rejects_bad_shapes
 
 FLOATS = (np.float32, np.float64)
 INDEX = (np.int32, np.int64)
@@ -24,8 +34,10 @@ def topic(backend_module):
 
 
 def test_same_kernel_names():
-    names = [sorted(importlib.import_module(f"fastlmrl._{b}.dynamic_programming").__all__)
-             for b in ("python", "numba", "cython")]
+    names = [
+        sorted(importlib.import_module(f"fastlmrl._{b}.dynamic_programming").__all__)
+        for b in ("python", "numba", "cython")
+    ]
     assert names[0] == names[1] == names[2]
     assert len(names[0]) == 10
 
@@ -68,8 +80,14 @@ def token_case(draw):
     if draw(st.booleans()):
         v[terminal] = 0.0
     policy = rng.integers(0, A, S).astype(np.int64)
-    return dict(next_state=next_state, reward=reward, terminal=terminal.view(np.uint8), v=v,
-                policy=policy, gamma=draw(GAMMAS))
+    return dict(
+        next_state=next_state,
+        reward=reward,
+        terminal=terminal.view(np.uint8),
+        v=v,
+        policy=policy,
+        gamma=draw(GAMMAS),
+    )
 
 
 @st.composite
@@ -78,8 +96,13 @@ def dense_case(draw):
     A = draw(st.integers(1, 9))  # both the 4-action blocks and the remainder
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     P, R = random_dense(rng, S, A, draw(st.sampled_from(FLOATS)), ties=draw(st.booleans()))
-    return dict(P=P, R=R, v=rng.standard_normal(S) * 5,
-                policy=rng.integers(0, A, S).astype(np.int64), gamma=draw(GAMMAS))
+    return dict(
+        P=P,
+        R=R,
+        v=rng.standard_normal(S) * 5,
+        policy=rng.integers(0, A, S).astype(np.int64),
+        gamma=draw(GAMMAS),
+    )
 
 
 def run_token(mod, name, c, *extra_in, **kw):
@@ -122,13 +145,15 @@ def run_dense(mod, name, c, **kw):
         out = (np.full((S, A), -7.0),)
         st_ = mod.dense_mdp_action_values(c["P"], c["R"], c["gamma"], v, *out)
     elif name == "dense_mdp_policy_sweeps":
-        st_ = mod.dense_mdp_policy_sweeps(c["P"], c["R"], c["policy"], c["gamma"], kw["k"], v,
-                                          np.full(S, -7.0))
+        st_ = mod.dense_mdp_policy_sweeps(
+            c["P"], c["R"], c["policy"], c["gamma"], kw["k"], v, np.full(S, -7.0)
+        )
         out = (v,)
     else:
         out = (v, np.full(S, -7.0), np.full(S, -7, np.int64), np.full(2, -7, np.int64))
-        st_ = mod.dense_mdp_value_iteration(c["P"], c["R"], c["gamma"], kw["tol"],
-                                            kw["max_iter"], *out)
+        st_ = mod.dense_mdp_value_iteration(
+            c["P"], c["R"], c["gamma"], kw["tol"], kw["max_iter"], *out
+        )
         out = (out[0], out[2], out[3])
     return st_, out
 
@@ -139,12 +164,27 @@ def assert_same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-TOKEN_KERNELS = ("token_mdp_bellman_backup", "token_mdp_action_values", "token_mdp_policy_sweeps",
-                 "token_mdp_policy_value", "token_mdp_value_iteration", "token_mdp_find_cycle")
-DENSE_KERNELS = ("dense_mdp_bellman_backup", "dense_mdp_action_values", "dense_mdp_policy_sweeps",
-                 "dense_mdp_value_iteration")
-KW = st.fixed_dictionaries({"k": st.integers(0, 5), "max_iter": st.integers(0, 40),
-                            "tol": st.sampled_from([0.0, 1e-9, 1e-3, 0.5, np.inf])})
+TOKEN_KERNELS = (
+    "token_mdp_bellman_backup",
+    "token_mdp_action_values",
+    "token_mdp_policy_sweeps",
+    "token_mdp_policy_value",
+    "token_mdp_value_iteration",
+    "token_mdp_find_cycle",
+)
+DENSE_KERNELS = (
+    "dense_mdp_bellman_backup",
+    "dense_mdp_action_values",
+    "dense_mdp_policy_sweeps",
+    "dense_mdp_value_iteration",
+)
+KW = st.fixed_dictionaries(
+    {
+        "k": st.integers(0, 5),
+        "max_iter": st.integers(0, 40),
+        "tol": st.sampled_from([0.0, 1e-9, 1e-3, 0.5, np.inf]),
+    }
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,8 +209,11 @@ def test_dense_kernels_match_reference(compiled, reference, name, c, kw):
 
 
 @pytest.mark.parametrize("name", TOKEN_KERNELS)
-@given(c=token_case(), bad=st.sampled_from(["low", "high", "nan", "inf", "policy"]),
-       where=st.integers(0, 10**6))
+@given(
+    c=token_case(),
+    bad=st.sampled_from(["low", "high", "nan", "inf", "policy"]),
+    where=st.integers(0, 10**6),
+)
 def test_token_kernels_bad_input_status(compiled, reference, name, c, bad, where):
     """Same status in every backend, and no output written."""
     S, A = c["next_state"].shape
@@ -232,8 +275,9 @@ def test_find_cycle_vs_matrix_power(compiled, reference, c, dag, seed):
     S, A = c["next_state"].shape
     if dag:  # forward edges only, the last state terminal: acyclic unless a random back edge
         rng = np.random.default_rng(seed)
-        c["next_state"] = np.minimum(np.arange(S)[:, None] + rng.integers(1, 3, (S, A)),
-                                     S - 1).astype(c["next_state"].dtype)
+        c["next_state"] = np.minimum(
+            np.arange(S)[:, None] + rng.integers(1, 3, (S, A)), S - 1
+        ).astype(c["next_state"].dtype)
         c["terminal"][-1] = 1
         if rng.random() < 0.3 and S > 2:
             c["next_state"][S - 2, 0] = rng.integers(0, S - 2)
@@ -257,11 +301,21 @@ def test_find_cycle_vs_matrix_power(compiled, reference, c, dag, seed):
 @pytest.mark.parametrize("A", [0, 3])
 def test_kernels_empty_inputs(compiled, reference, A):
     """S = 0 (and A = 0): nothing to do, status 0, identical bookkeeping in every backend."""
-    empty_token = dict(next_state=np.zeros((0, A), np.int64), reward=np.zeros((0, A)),
-                       terminal=np.zeros(0, np.uint8), v=np.zeros(0),
-                       policy=np.zeros(0, np.int64), gamma=0.9)
-    empty_dense = dict(P=np.zeros((0, A, 0)), R=np.zeros((0, A)), v=np.zeros(0),
-                       policy=np.zeros(0, np.int64), gamma=0.9)
+    empty_token = dict(
+        next_state=np.zeros((0, A), np.int64),
+        reward=np.zeros((0, A)),
+        terminal=np.zeros(0, np.uint8),
+        v=np.zeros(0),
+        policy=np.zeros(0, np.int64),
+        gamma=0.9,
+    )
+    empty_dense = dict(
+        P=np.zeros((0, A, 0)),
+        R=np.zeros((0, A)),
+        v=np.zeros(0),
+        policy=np.zeros(0, np.int64),
+        gamma=0.9,
+    )
     kw = dict(k=3, max_iter=5, tol=1e-6)
     for name in TOKEN_KERNELS:
         expected = run_token(topic(reference), name, empty_token, **kw)
@@ -272,23 +326,37 @@ def test_kernels_empty_inputs(compiled, reference, A):
         assert expected[0] == 0
         assert_same(run_dense(topic(compiled), name, empty_dense, **kw), expected)
     # value iteration on nothing: one sweep, no change, converged
-    assert list(run_token(topic(compiled), "token_mdp_value_iteration", empty_token, **kw)[1][2]) \
-        == [1, 1]
+    assert list(
+        run_token(topic(compiled), "token_mdp_value_iteration", empty_token, **kw)[1][2]
+    ) == [1, 1]
 
 
 def test_kernels_no_actions(compiled, reference):
     """A == 0 with a non-terminal state is status 2; when every state is terminal it is fine."""
     for term in ([0, 1], [1, 1]):
-        c = dict(next_state=np.zeros((2, 0), np.int64), reward=np.zeros((2, 0)),
-                 terminal=np.array(term, np.uint8), v=np.ones(2),
-                 policy=np.zeros(2, np.int64), gamma=0.5)
-        for name in ("token_mdp_bellman_backup", "token_mdp_action_values",
-                     "token_mdp_value_iteration"):
+        c = dict(
+            next_state=np.zeros((2, 0), np.int64),
+            reward=np.zeros((2, 0)),
+            terminal=np.array(term, np.uint8),
+            v=np.ones(2),
+            policy=np.zeros(2, np.int64),
+            gamma=0.5,
+        )
+        for name in (
+            "token_mdp_bellman_backup",
+            "token_mdp_action_values",
+            "token_mdp_value_iteration",
+        ):
             expected = run_token(topic(reference), name, c, k=1, max_iter=3, tol=0.0)
             assert expected[0] == (2 if term[0] == 0 else 0)
             assert_same(run_token(topic(compiled), name, c, k=1, max_iter=3, tol=0.0), expected)
-    d = dict(P=np.zeros((2, 0, 2)), R=np.zeros((2, 0)), v=np.ones(2),
-             policy=np.zeros(2, np.int64), gamma=0.5)
+    d = dict(
+        P=np.zeros((2, 0, 2)),
+        R=np.zeros((2, 0)),
+        v=np.ones(2),
+        policy=np.zeros(2, np.int64),
+        gamma=0.5,
+    )
     for name in DENSE_KERNELS:
         assert run_dense(topic(reference), name, d, k=1, max_iter=3, tol=0.0)[0] == 2
         assert run_dense(topic(compiled), name, d, k=1, max_iter=3, tol=0.0)[0] == 2
@@ -315,8 +383,10 @@ def toy_mdp(fdt=np.float64, idt=np.int64):
     return TokenMDP(next_state, reward, terminal=[False, False, False, True])
 
 
-TOY = {0.5: ([3.5, 5.0, 1.0, 0.0], [[3.5, 2.5], [0.0, 5.0], [1.0, 1.0], [0.0, 0.0]]),
-       1.0: ([6.0, 5.0, 1.0, 0.0], [[6.0, 3.0], [0.0, 5.0], [1.0, 1.0], [0.0, 0.0]])}
+TOY = {
+    0.5: ([3.5, 5.0, 1.0, 0.0], [[3.5, 2.5], [0.0, 5.0], [1.0, 1.0], [0.0, 0.0]]),
+    1.0: ([6.0, 5.0, 1.0, 0.0], [[6.0, 3.0], [0.0, 5.0], [1.0, 1.0], [0.0, 0.0]]),
+}
 
 
 @pytest.mark.parametrize("gamma", [0.5, 1.0])
@@ -345,8 +415,9 @@ def test_toy_exact_operators(backend, gamma):
     np.testing.assert_array_equal(tv, v_star)  # v* is the fixed point, exactly
     np.testing.assert_array_equal(pol, [0, 1, 0, 0])
     np.testing.assert_array_equal(evaluate_policy(mdp, [0, 1, 0, 0], gamma), v_star)
-    np.testing.assert_array_equal(evaluate_policy(mdp, [1, 0, 1, 1], gamma),
-                                  [2 + gamma * 1, 0, 1, 0])
+    np.testing.assert_array_equal(
+        evaluate_policy(mdp, [1, 0, 1, 1], gamma), [2 + gamma * 1, 0, 1, 0]
+    )
     # value iteration with gamma = 1 is backward induction: exact values
     if gamma == 1.0:
         res = value_iteration(mdp, 1.0)
@@ -372,7 +443,7 @@ def test_chain_closed_form(backend, solver):
     mdp = chain(n)
     d = n - np.arange(n + 1)  # steps to the end
     # V*(s) = -sum_{j < d} gamma^j = -(1 - gamma^d) / (1 - gamma): always 'right'
-    v_star = -(1 - gamma ** d) / (1 - gamma)
+    v_star = -(1 - gamma**d) / (1 - gamma)
     res = solver(mdp, gamma, **({} if solver is policy_iteration else {"epsilon": 1e-9}))
     assert res.converged
     np.testing.assert_allclose(res.values, v_star, rtol=0, atol=1e-9)
@@ -426,8 +497,13 @@ def brute_force(P, R, gamma):
 
 
 @settings(max_examples=25)
-@given(seed=st.integers(0, 2**32 - 1), S=st.integers(1, 4), A=st.integers(1, 3),
-       gamma=st.sampled_from([0.0, 0.3, 0.9, 0.97]), fdt=st.sampled_from(FLOATS))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    S=st.integers(1, 4),
+    A=st.integers(1, 3),
+    gamma=st.sampled_from([0.0, 0.3, 0.9, 0.97]),
+    fdt=st.sampled_from(FLOATS),
+)
 def test_dense_solvers_vs_brute_force(seed, S, A, gamma, fdt):
     rng = np.random.default_rng(seed)
     mdp = DenseMDP(*random_dense(rng, S, A, fdt))
@@ -444,8 +520,10 @@ def test_dense_solvers_vs_brute_force(seed, S, A, gamma, fdt):
     row_error = np.abs(mdp.P.sum(axis=2, dtype=np.float64) - 1).max()
     horizon = gamma / (1 - gamma)
     slack = 1e-12 + 4 * (horizon + horizon**2) * row_error * (np.abs(v_star).max() + 1)
-    for res in (value_iteration(mdp, gamma, epsilon=eps),
-                modified_policy_iteration(mdp, gamma, epsilon=eps, k=3)):
+    for res in (
+        value_iteration(mdp, gamma, epsilon=eps),
+        modified_policy_iteration(mdp, gamma, epsilon=eps, k=3),
+    ):
         assert res.converged
         assert np.abs(res.values - v_star).max() < eps / 2 + slack  # Puterman 6.3.1 / 6.6.5
         # the returned policy is eps-optimal
@@ -453,9 +531,15 @@ def test_dense_solvers_vs_brute_force(seed, S, A, gamma, fdt):
 
 
 @settings(max_examples=40)
-@given(seed=st.integers(0, 2**32 - 1), S=st.integers(1, 9), A=st.integers(1, 5),
-       gamma=st.sampled_from([0.0, 0.5, 0.9, 0.99]), fdt=st.sampled_from(FLOATS),
-       idt=st.sampled_from(INDEX), ties=st.booleans())
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    S=st.integers(1, 9),
+    A=st.integers(1, 5),
+    gamma=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+    fdt=st.sampled_from(FLOATS),
+    idt=st.sampled_from(INDEX),
+    ties=st.booleans(),
+)
 def test_token_vs_dense_layout(seed, S, A, gamma, fdt, idt, ties):
     """The same MDP in both layouts: VI agrees bit for bit (a one-hot row sums exactly),
     PI agrees to rounding (functional-graph solve vs numpy.linalg.solve); all agree with each
@@ -484,13 +568,21 @@ def test_token_vs_dense_layout(seed, S, A, gamma, fdt, idt, ties):
         assert (evaluate_policy(token, pol, gamma) >= pt.values - eps - 1e-9).all()
     # evaluation: functional graph vs linear solve
     pol = rng.integers(0, A, S)
-    np.testing.assert_allclose(evaluate_policy(token, pol, gamma),
-                               evaluate_policy(dense, pol, gamma), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        evaluate_policy(token, pol, gamma),
+        evaluate_policy(dense, pol, gamma),
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 @settings(max_examples=30)
-@given(seed=st.integers(0, 2**32 - 1), S=st.integers(1, 9), A=st.integers(1, 4),
-       gamma=st.floats(0.0, 0.99))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    S=st.integers(1, 9),
+    A=st.integers(1, 4),
+    gamma=st.floats(0.0, 0.99),
+)
 def test_operators_vs_numpy(seed, S, A, gamma):
     """Bellman backup and action values against independent NumPy formulas."""
     rng = np.random.default_rng(seed)
@@ -504,8 +596,9 @@ def test_operators_vs_numpy(seed, S, A, gamma):
     np.testing.assert_array_equal(pol, q.argmax(axis=1))  # numpy: first maximum
     P, R = random_dense(rng, S, A)
     dense = DenseMDP(P, R)
-    np.testing.assert_allclose(action_values(dense, v, gamma), R + gamma * P @ v,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        action_values(dense, v, gamma), R + gamma * P @ v, rtol=1e-12, atol=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,8 +624,13 @@ def test_result_fields(backend):
     mdp = toy_mdp()
     vi = value_iteration(mdp, 0.5, epsilon=1e-4, max_iter=50)
     assert isinstance(vi, DPResult)
-    assert (vi.method, vi.epsilon, vi.max_iter, vi.gamma, vi.k) == ("value iteration", 1e-4, 50,
-                                                                    0.5, None)
+    assert (vi.method, vi.epsilon, vi.max_iter, vi.gamma, vi.k) == (
+        "value iteration",
+        1e-4,
+        50,
+        0.5,
+        None,
+    )
     np.testing.assert_array_equal(vi.q, action_values(mdp, vi.values, 0.5))
     np.testing.assert_array_equal(vi.policy, vi.q.argmax(axis=1))
     pi = policy_iteration(mdp, 0.5)
@@ -546,8 +644,7 @@ def test_gamma_zero_is_one_step(backend):
     rng = np.random.default_rng(3)
     for mdp in (TokenMDP(*random_token(rng, 10, 4)), DenseMDP(*random_dense(rng, 5, 3))):
         R = mdp.reward if isinstance(mdp, TokenMDP) else mdp.R
-        r_max = np.where(getattr(mdp, "terminal", np.zeros(mdp.num_states, bool)), 0,
-                         R.max(axis=1))
+        r_max = np.where(getattr(mdp, "terminal", np.zeros(mdp.num_states, bool)), 0, R.max(axis=1))
         for solver in SOLVERS:
             res = solver(mdp, 0.0, v_init=np.full(mdp.num_states, 9.0))
             assert res.converged
@@ -595,16 +692,19 @@ def test_non_contiguous_and_other_dtypes(backend):
     rng = np.random.default_rng(5)
     ns, r, term = random_token(rng, 9, 4)
     base = value_iteration(TokenMDP(ns, r, term), 0.9)
-    other = TokenMDP(np.asfortranarray(ns.astype(np.int16)), np.asfortranarray(r),
-                     term.astype(np.int8))
+    other = TokenMDP(
+        np.asfortranarray(ns.astype(np.int16)), np.asfortranarray(r), term.astype(np.int8)
+    )
     assert other.next_state.dtype == np.int64 and other.next_state.flags.c_contiguous
     res = value_iteration(other, 0.9)
     np.testing.assert_array_equal(res.values, base.values)
     P, R = random_dense(rng, 4, 3)
     dense = DenseMDP(P.transpose(1, 0, 2).copy().transpose(1, 0, 2), R.astype(np.float32))
     assert dense.dtype == np.float64 and dense.P.flags.c_contiguous
-    np.testing.assert_array_equal(value_iteration(dense, 0.9).values,
-                                  value_iteration(DenseMDP(P, R.astype(np.float32)), 0.9).values)
+    np.testing.assert_array_equal(
+        value_iteration(dense, 0.9).values,
+        value_iteration(DenseMDP(P, R.astype(np.float32)), 0.9).values,
+    )
     assert DenseMDP(P.astype(np.float32), R.astype(np.float32)).dtype == np.float32
     assert TokenMDP(ns, r.astype(np.int64)).dtype == np.float64
 
@@ -806,9 +906,14 @@ def test_nothing_modified(backend):
     # corrupt the MDP after construction: the kernels refuse, the error names the entry
     live = int(np.flatnonzero(~mdp.terminal)[0])
     mdp.next_state[live, 1] = 99
-    for call in (lambda: value_iteration(mdp, 0.9), lambda: policy_iteration(mdp, 0.9),
-                 lambda: modified_policy_iteration(mdp, 0.9), lambda: bellman_backup(mdp, v0, .9),
-                 lambda: action_values(mdp, v0, 0.9), lambda: evaluate_policy(mdp, pol, 0.9)):
+    for call in (
+        lambda: value_iteration(mdp, 0.9),
+        lambda: policy_iteration(mdp, 0.9),
+        lambda: modified_policy_iteration(mdp, 0.9),
+        lambda: bellman_backup(mdp, v0, 0.9),
+        lambda: action_values(mdp, v0, 0.9),
+        lambda: evaluate_policy(mdp, pol, 0.9),
+    ):
         with pytest.raises(ValueError, match=rf"next_state\[{live}, 1\] = 99"):
             call()
     mdp.next_state[live, 1] = 0
@@ -830,9 +935,11 @@ SHAPE_KERNELS = sorted(importlib.import_module("fastlmrl._python.dynamic_program
 @pytest.mark.parametrize("kernel", SHAPE_KERNELS)
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     S, A = 3, 2
-    token = dict(next_state=np.array([[1, 2], [2, 0], [0, 0]], np.int64),
-                 reward=np.linspace(-1.0, 1.0, S * A).reshape(S, A),
-                 terminal=np.array([0, 0, 1], np.uint8))
+    token = dict(
+        next_state=np.array([[1, 2], [2, 0], [0, 0]], np.int64),
+        reward=np.linspace(-1.0, 1.0, S * A).reshape(S, A),
+        terminal=np.array([0, 0, 1], np.uint8),
+    )
     P = np.full((S, A, S), 1.0 / S)
     dense = dict(P=P, R=np.linspace(-1.0, 1.0, S * A).reshape(S, A))
     v, policy = np.array([0.5, -1.0, 0.0]), np.array([1, 0, 0], np.int64)
@@ -846,12 +953,25 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
         "bellman_backup": dict(**mdp, gamma=0.9, v=v, v_out=vec(), policy_out=vec(-7)),
         "action_values": dict(**mdp, gamma=0.9, v=v, q_out=np.full((S, A), -7.0)),
         "policy_sweeps": dict(**mdp, policy=policy, gamma=0.9, k=3, v=v, v_tmp=vec()),
-        "policy_value": dict(**mdp, policy=policy, gamma=0.9, v_out=vec(),
-                             work=np.full(2 * S, -7, np.int64)),
-        "find_cycle": dict(next_state=token["next_state"], terminal=token["terminal"],
-                           found_out=np.full(1, -7, np.int64), work=np.full(3 * S, -7, np.int64)),
-        "value_iteration": dict(**mdp, gamma=0.9, tol=1e-6, max_iter=50, v=v, v_tmp=vec(),
-                                policy_out=vec(-7), info_out=np.full(2, -7, np.int64)),
+        "policy_value": dict(
+            **mdp, policy=policy, gamma=0.9, v_out=vec(), work=np.full(2 * S, -7, np.int64)
+        ),
+        "find_cycle": dict(
+            next_state=token["next_state"],
+            terminal=token["terminal"],
+            found_out=np.full(1, -7, np.int64),
+            work=np.full(3 * S, -7, np.int64),
+        ),
+        "value_iteration": dict(
+            **mdp,
+            gamma=0.9,
+            tol=1e-6,
+            max_iter=50,
+            v=v,
+            v_tmp=vec(),
+            policy_out=vec(-7),
+            info_out=np.full(2, -7, np.int64),
+        ),
     }[name]
     # find_cycle reads no reward: the number of actions is free
     skip = {("next_state", 1)} if name == "find_cycle" else set()

@@ -3,6 +3,7 @@ corpus and the Gymnasium adapters (issue 11): huge sizes are refused at once, a 
 function or an exhausted RandomStream leaves everything exactly as it was, replaced or damaged
 state is refused with the attribute's name, raw kernels check their structural arrays before the
 first write, and every refusal is a ValueError/TypeError naming the argument."""
+
 import os
 import subprocess
 import sys
@@ -23,8 +24,13 @@ def _run_isolated(code: str, timeout: float = 300.0) -> str:
     """Run ``code`` in a fresh interpreter; a hang (the bug these checks guard against) or a
     crash fails the test instead of blocking the suite."""
     try:
-        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"did not finish within {timeout} s (a size was not refused at once)")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -120,8 +126,9 @@ def test_raw_kernels_refuse_a_huge_order_at_once():
 
 def test_rollout_batch_next_contexts_refuses_a_huge_order():
     batch = _text_env().rollout(np.zeros((25, 5)), seed=0)
-    np.testing.assert_array_equal(batch.next_contexts()[batch.valid],
-                                  (batch.contexts * 5 + batch.actions)[batch.valid] % 25)
+    np.testing.assert_array_equal(
+        batch.next_contexts()[batch.valid], (batch.contexts * 5 + batch.actions)[batch.valid] % 25
+    )
     batch.order = 2**31
     with pytest.raises(ValueError, match="order = 2147483648 is out of range"):
         batch.next_contexts()
@@ -142,18 +149,30 @@ class _RawReward(RewardFunction):
     def __call__(self, tokens, lengths, prompt_ids=None):
         if isinstance(self.value, BaseException):
             raise self.value
-        return self.value(tokens.shape[0], tokens.shape[1]) if callable(self.value) \
-            else self.value
+        return self.value(tokens.shape[0], tokens.shape[1]) if callable(self.value) else self.value
 
 
 def _text_env(num_envs=3, T=3, reward=None):
-    return TextGenerationEnv([[2, 3], [4], []], vocab_size=5, order=2, max_new_tokens=T,
-                             num_envs=num_envs, eos_id=1, reward=reward)
+    return TextGenerationEnv(
+        [[2, 3], [4], []],
+        vocab_size=5,
+        order=2,
+        max_new_tokens=T,
+        num_envs=num_envs,
+        eos_id=1,
+        reward=reward,
+    )
 
 
 def _snapshot(env):
-    return (env.contexts.copy(), env.lengths.copy(), env.tokens.copy(), env.prompt_ids.copy(),
-            env._needs_reset.copy(), None if env._stream is None else env._stream.state())
+    return (
+        env.contexts.copy(),
+        env.lengths.copy(),
+        env.tokens.copy(),
+        env.prompt_ids.copy(),
+        env._needs_reset.copy(),
+        None if env._stream is None else env._stream.state(),
+    )
 
 
 def _assert_same(a, b):
@@ -166,8 +185,12 @@ def _assert_same(a, b):
 
 BAD_OUTPUTS = [
     # the function's own exception: a ValueError (TypeError) naming it, chained to the original
-    (RuntimeError("boom"), ValueError, r"reward: the reward function _RawReward\(\) raised "
-                                       "RuntimeError: boom"),
+    (
+        RuntimeError("boom"),
+        ValueError,
+        r"reward: the reward function _RawReward\(\) raised "
+        "RuntimeError: boom",
+    ),
     (KeyError("k"), ValueError, "raised KeyError"),
     (TypeError("no"), TypeError, "reward: the reward function _RawReward.. raised TypeError: no"),
     (ZeroDivisionError("z"), ValueError, "raised ZeroDivisionError: z"),
@@ -187,11 +210,11 @@ BAD_OUTPUTS = [
 def test_step_with_a_failing_reward_changes_nothing(backend, per_token, bad, exc, msg):
     env = _text_env()
     env.reset(seed=RandomStream(4))
-    env.step([1, 3, 2])            # sequence 0 ends with EOS: the next step resets it (draws)
+    env.step([1, 3, 2])  # sequence 0 ends with EOS: the next step resets it (draws)
     env.reward = _RawReward(bad, per_token)
     before = _snapshot(env)
     with pytest.raises(exc, match=msg):
-        env.step([3, 1, 4])        # sequence 1 ends: a terminal reward is computed too
+        env.step([3, 1, 4])  # sequence 1 ends: a terminal reward is computed too
     _assert_same(_snapshot(env), before)
     # the environment goes on exactly like one that never saw the failure
     twin = _text_env()
@@ -248,15 +271,15 @@ def test_a_callable_reward_is_checked_too(backend):
 
 def test_exhausted_stream_in_reset_step_and_rollout(backend):
     env = _text_env()
-    env.reset(seed=RandomStream(0, counter=2**64 - 3))     # takes the last 3 counters
+    env.reset(seed=RandomStream(0, counter=2**64 - 3))  # takes the last 3 counters
     assert env._stream.counter == 2**64
-    env.step([1, 3, 2])                                      # sequence 0 ends
+    env.step([1, 3, 2])  # sequence 0 ends
     before = _snapshot(env)
     with pytest.raises(ValueError, match="seed: RandomStream exhausted: the call needs 3"):
-        env.step([3, 3, 3])                                  # its reset needs 3 draws
+        env.step([3, 3, 3])  # its reset needs 3 draws
     _assert_same(_snapshot(env), before)
     with pytest.raises(ValueError, match="seed: RandomStream exhausted"):
-        env.reset()                                          # seed=None continues the stream
+        env.reset()  # seed=None continues the stream
     _assert_same(_snapshot(env), before)
     spent = RandomStream(5, counter=2**64 - 2)
     with pytest.raises(ValueError, match="seed: RandomStream exhausted"):
@@ -276,7 +299,7 @@ def test_exhausted_stream_in_context_mdp(backend):
     mdp = ContextMDP(nxt, np.ones((3, 2)), start=[0, 1], num_envs=2)
     mdp.reset(seed=RandomStream(0, counter=2**64 - 2))
     mdp.step([1, 1])
-    mdp.step([0, 0])                                         # both episodes end
+    mdp.step([0, 0])  # both episodes end
     before = (mdp.contexts.copy(), mdp.steps.copy(), mdp._needs_reset.copy())
     with pytest.raises(ValueError, match="seed: RandomStream exhausted: the call needs 2"):
         mdp.step([0, 0])
@@ -315,13 +338,13 @@ def test_context_mdp_attributes(backend):
         mdp.steps = [-1, 0]
     mdp.contexts = [1, 0]
     np.testing.assert_array_equal(mdp.contexts, [1, 0])
-    mdp.contexts[0] = 7                                      # damaged in place
+    mdp.contexts[0] = 7  # damaged in place
     before = mdp.steps.copy()
     with pytest.raises(ValueError, match="contexts: a context id is out of range"):
         mdp.step([0, 0])
     np.testing.assert_array_equal(mdp.steps, before)
     np.testing.assert_array_equal(mdp.contexts, [7, 0])
-    mdp._contexts = np.zeros(2, np.float64)                 # replaced behind the property
+    mdp._contexts = np.zeros(2, np.float64)  # replaced behind the property
     with pytest.raises(ValueError, match="contexts array was replaced"):
         mdp.step([0, 0])
 
@@ -329,8 +352,18 @@ def test_context_mdp_attributes(backend):
 def test_text_env_attributes(backend):
     env = _text_env()
     env.reset(seed=0)
-    for name in ("vocab_size", "order", "num_contexts", "max_new_tokens", "num_envs", "bos_id",
-                 "eos_id", "num_prompts", "prompt_tokens", "prompt_offsets"):
+    for name in (
+        "vocab_size",
+        "order",
+        "num_contexts",
+        "max_new_tokens",
+        "num_envs",
+        "bos_id",
+        "eos_id",
+        "num_prompts",
+        "prompt_tokens",
+        "prompt_offsets",
+    ):
         with pytest.raises(AttributeError):
             setattr(env, name, 3)
     with pytest.raises(ValueError, match="read-only"):
@@ -353,10 +386,13 @@ def test_text_env_attributes(backend):
         with pytest.raises(exc, match=msg):
             setattr(env, name, value)
         _assert_same(_snapshot(env), before)
-    for name, index, value, msg in [("lengths", 1, 3, "lengths"), ("lengths", 0, -1, "lengths"),
-                                    ("contexts", 2, 99, "contexts"),
-                                    ("prompt_ids", 0, 7, r"prompt_ids\[0\] = 7")]:
-        damaged = _text_env(reward=TargetMatch([3]))    # the reward reads the prompt ids
+    for name, index, value, msg in [
+        ("lengths", 1, 3, "lengths"),
+        ("lengths", 0, -1, "lengths"),
+        ("contexts", 2, 99, "contexts"),
+        ("prompt_ids", 0, 7, r"prompt_ids\[0\] = 7"),
+    ]:
+        damaged = _text_env(reward=TargetMatch([3]))  # the reward reads the prompt ids
         damaged.reset(seed=0)
         getattr(damaged, name)[index] = value
         before = _snapshot(damaged)
@@ -384,27 +420,36 @@ def test_raw_reset_checks_the_prompt_structure(compiled, reference, index):
     i64, u8 = np.int64, np.uint8
     tokens = np.array([2, 3, 4], index)
     cases = [
-        (np.array([0, 3, 2, 3], index), [0, 1], 6),        # offsets decrease
-        (np.array([1, 2, 3], index), [0, 1], 6),           # do not start at 0
-        (np.array([0, 2, 4], index), [0, 1], 6),           # end past the tokens
-        (np.array([0, 2, 2], index), [0, 1], 6),           # end before the last token
-        (np.array([0], index), [0, 0], 6),                 # no prompt
-        (np.array([0, 2, 3], index), [0, 2], 40),          # a prompt id out of range
+        (np.array([0, 3, 2, 3], index), [0, 1], 6),  # offsets decrease
+        (np.array([1, 2, 3], index), [0, 1], 6),  # do not start at 0
+        (np.array([0, 2, 4], index), [0, 1], 6),  # end past the tokens
+        (np.array([0, 2, 2], index), [0, 1], 6),  # end before the last token
+        (np.array([0], index), [0, 0], 6),  # no prompt
+        (np.array([0, 2, 3], index), [0, 2], 40),  # a prompt id out of range
         (np.array([0, 2, 3], index), [-1, 0], 40),
     ]
     for module in (reference, compiled):
         for offsets, ids, code in cases:
             cbuf, contexts = _guarded([-7, -7], i64, -9)
             lbuf, lengths = _guarded([-7, -7], i64, -9)
-            status = module.text_env_reset(tokens, offsets, 5, 2, 0, np.array(ids, index),
-                                           np.ones(2, u8), contexts, lengths)
+            status = module.text_env_reset(
+                tokens, offsets, 5, 2, 0, np.array(ids, index), np.ones(2, u8), contexts, lengths
+            )
             assert status == code, (module.__name__, offsets, ids)
             assert (cbuf[4:-4] == -7).all() and (lbuf[4:-4] == -7).all()
             assert (cbuf[:4] == -9).all() and (cbuf[-4:] == -9).all()
         # a prompt token out of the vocabulary
-        status = module.text_env_reset(np.array([2, 7, 4], index), np.array([0, 2, 3], index), 5,
-                                       2, 0, np.array([0, 1], index), np.ones(2, u8),
-                                       np.full(2, -7, i64), np.full(2, -7, i64))
+        status = module.text_env_reset(
+            np.array([2, 7, 4], index),
+            np.array([0, 2, 3], index),
+            5,
+            2,
+            0,
+            np.array([0, 1], index),
+            np.ones(2, u8),
+            np.full(2, -7, i64),
+            np.full(2, -7, i64),
+        )
         assert status == 41
 
 
@@ -412,10 +457,10 @@ def test_raw_context_mdp_step_checks_the_tables(compiled, reference, float_dtype
     i64, u8 = np.int64, np.uint8
     reward = np.ones((3, 2), float_dtype)
     cases = [
-        (np.array([[1, 2], [2, 3], [0, 0]], i64), [1, 1], [1, 0], 3),   # next_state = 3 >= S
+        (np.array([[1, 2], [2, 3], [0, 0]], i64), [1, 1], [1, 0], 3),  # next_state = 3 >= S
         (np.array([[1, 2], [2, -1], [0, 0]], i64), [1, 1], [1, 0], 3),  # negative next state
-        (np.array([[1, 2], [2, 0], [0, 0]], i64), [2, 0], [0, 0], 1),   # a terminal context
-        (np.array([[1, 2], [2, 0], [0, 0]], i64), [3, 0], [0, 0], 1),   # a context >= S
+        (np.array([[1, 2], [2, 0], [0, 0]], i64), [2, 0], [0, 0], 1),  # a terminal context
+        (np.array([[1, 2], [2, 0], [0, 0]], i64), [3, 0], [0, 0], 1),  # a context >= S
     ]
     terminal = np.array([0, 0, 1], u8)
     for module in (reference, compiled):
@@ -423,9 +468,19 @@ def test_raw_context_mdp_step_checks_the_tables(compiled, reference, float_dtype
             ctx = np.array(contexts, i64)
             sbuf, steps = _guarded([0, 0], i64, -9)
             rbuf, rewards = _guarded([-7.0, -7.0], float_dtype, -9.0)
-            status = module.context_mdp_step(nxt, reward, terminal, 0, np.array(actions, i64),
-                                             np.ones(2, u8), ctx, steps, rewards,
-                                             np.full(2, 7, u8), np.full(2, 7, u8))
+            status = module.context_mdp_step(
+                nxt,
+                reward,
+                terminal,
+                0,
+                np.array(actions, i64),
+                np.ones(2, u8),
+                ctx,
+                steps,
+                rewards,
+                np.full(2, 7, u8),
+                np.full(2, 7, u8),
+            )
             assert status == code, module.__name__
             np.testing.assert_array_equal(ctx, contexts)
             assert (sbuf[4:-4] == 0).all() and (sbuf[:4] == -9).all() and (sbuf[-4:] == -9).all()
@@ -440,16 +495,26 @@ def test_raw_context_mdp_step_checks_the_step_counts(compiled, reference):
         for bad in (2**63 - 1, -1):
             ctx, steps = np.array([0, 1], i64), np.array([0, bad], i64)
             rewards = np.full(2, -7.0)
-            status = module.context_mdp_step(nxt, np.ones((2, 2)), np.zeros(2, u8), 0,
-                                             np.array([1, 1], i64), np.ones(2, u8), ctx, steps,
-                                             rewards, np.full(2, 7, u8), np.full(2, 7, u8))
+            status = module.context_mdp_step(
+                nxt,
+                np.ones((2, 2)),
+                np.zeros(2, u8),
+                0,
+                np.array([1, 1], i64),
+                np.ones(2, u8),
+                ctx,
+                steps,
+                rewards,
+                np.full(2, 7, u8),
+                np.full(2, 7, u8),
+            )
             assert status == 46
             np.testing.assert_array_equal(ctx, [0, 1])
             np.testing.assert_array_equal(steps, [0, bad])
             assert (rewards == -7).all()
     mdp = ContextMDP([[1, 0], [0, 1]], np.ones((2, 2)), num_envs=2)
     mdp.reset(seed=0)
-    mdp.steps[1] = 2**63 - 1                                 # damaged in place
+    mdp.steps[1] = 2**63 - 1  # damaged in place
     with pytest.raises(ValueError, match="steps: a step count is negative or at the int64"):
         mdp.step([0, 0])
     np.testing.assert_array_equal(mdp.contexts, [0, 0])
@@ -463,16 +528,36 @@ def test_reference_kernels_refuse_read_only_outputs_before_writing(reference):
     flags = [np.zeros(2, u8), np.zeros(2, u8)]
     flags[1].flags.writeable = False
     with pytest.raises(ValueError, match="truncated_out is read-only"):
-        reference.context_mdp_step(np.array([[1, 0], [0, 1]], i64), np.ones((2, 2)),
-                                   np.zeros(2, u8), 0, np.array([1, 1], i64), np.ones(2, u8), ctx,
-                                   np.zeros(2, i64), np.zeros(2), *flags)
+        reference.context_mdp_step(
+            np.array([[1, 0], [0, 1]], i64),
+            np.ones((2, 2)),
+            np.zeros(2, u8),
+            0,
+            np.array([1, 1], i64),
+            np.ones(2, u8),
+            ctx,
+            np.zeros(2, i64),
+            np.zeros(2),
+            *flags,
+        )
     np.testing.assert_array_equal(ctx, [0, 1])
     tokens = np.zeros((2, 3), i64)
     tokens.flags.writeable = False
     lengths = np.zeros(2, i64)
     with pytest.raises(ValueError, match="tokens is read-only"):
-        reference.text_env_step(5, 2, 1, 3, np.array([2, 2], i64), np.ones(2, u8), ctx, lengths,
-                                tokens, np.zeros(2, u8), np.zeros(2, u8))
+        reference.text_env_step(
+            5,
+            2,
+            1,
+            3,
+            np.array([2, 2], i64),
+            np.ones(2, u8),
+            ctx,
+            lengths,
+            tokens,
+            np.zeros(2, u8),
+            np.zeros(2, u8),
+        )
     np.testing.assert_array_equal(ctx, [0, 1])
     np.testing.assert_array_equal(lengths, 0)
 
@@ -480,25 +565,62 @@ def test_reference_kernels_refuse_read_only_outputs_before_writing(reference):
 def test_raw_step_and_rollout_check_their_state(compiled, reference):
     i64, u8 = np.int64, np.uint8
     for module in (reference, compiled):
-        for contexts, lengths, code in [([0, 25], [0, 0], 1), ([0, -1], [0, 0], 1),
-                                        ([0, 0], [0, 3], 45), ([0, 0], [-1, 0], 45)]:
+        for contexts, lengths, code in [
+            ([0, 25], [0, 0], 1),
+            ([0, -1], [0, 0], 1),
+            ([0, 0], [0, 3], 45),
+            ([0, 0], [-1, 0], 45),
+        ]:
             tbuf = np.full(2 * 3 + 8, -9, i64)
             tokens = tbuf[4:-4].reshape(2, 3)
             ctx, lens = np.array(contexts, i64), np.array(lengths, i64)
-            status = module.text_env_step(5, 2, 1, 3, np.array([2, 2], i64), np.ones(2, u8), ctx,
-                                          lens, tokens, np.full(2, 7, u8), np.full(2, 7, u8))
+            status = module.text_env_step(
+                5,
+                2,
+                1,
+                3,
+                np.array([2, 2], i64),
+                np.ones(2, u8),
+                ctx,
+                lens,
+                tokens,
+                np.full(2, 7, u8),
+                np.full(2, 7, u8),
+            )
             assert status == code
             assert (tbuf == -9).all()
             np.testing.assert_array_equal(ctx, contexts)
             np.testing.assert_array_equal(lens, lengths)
         # rollout over a broken prompt set: status 6, no output written
-        outs = [np.full((2, 3), -7, i64), np.full((2, 3), -7, i64), np.full((2, 3), -7.0),
-                np.full((2, 3), 7, u8), np.full(2, -7, i64), np.full(2, 7, u8),
-                np.full(2, 7, u8), np.full(2, -7, i64)]
+        outs = [
+            np.full((2, 3), -7, i64),
+            np.full((2, 3), -7, i64),
+            np.full((2, 3), -7.0),
+            np.full((2, 3), 7, u8),
+            np.full(2, -7, i64),
+            np.full(2, 7, u8),
+            np.full(2, 7, u8),
+            np.full(2, -7, i64),
+        ]
         status = module.text_env_rollout(
-            np.zeros((25, 5)), np.zeros((25, 5)), 0, 1.0, np.array([2, 3], i64),
-            np.array([0, 3, 2], i64), np.array([0, 1], i64), 2, 0, 1, np.uint64(1), np.uint64(0),
-            *outs, np.zeros((25, 5)), np.zeros((25, 3)), np.zeros(25, u8), np.zeros((25, 5), u8))
+            np.zeros((25, 5)),
+            np.zeros((25, 5)),
+            0,
+            1.0,
+            np.array([2, 3], i64),
+            np.array([0, 3, 2], i64),
+            np.array([0, 1], i64),
+            2,
+            0,
+            1,
+            np.uint64(1),
+            np.uint64(0),
+            *outs,
+            np.zeros((25, 5)),
+            np.zeros((25, 3)),
+            np.zeros(25, u8),
+            np.zeros((25, 5), u8),
+        )
         assert status == 6
         assert all((o == -7).all() or (o == 7).all() for o in outs)
 
@@ -518,12 +640,16 @@ def test_read_only_tables_do_not_compile_a_new_specialisation():
         env.reset(seed=0)
         want = env.rollout(logits, seed=3, top_k=2)
         env.action_mask(logits, top_k=2)
-        counts = (len(numba_env.text_env_rollout.signatures),
-                  len(numba_env.topk_topp_mask.signatures))
+        counts = (
+            len(numba_env.text_env_rollout.signatures),
+            len(numba_env.topk_topp_mask.signatures),
+        )
         got = env.rollout(frozen, seed=3, top_k=2, mask_logits=frozen)
         env.action_mask(frozen, top_k=2)
-        assert (len(numba_env.text_env_rollout.signatures),
-                len(numba_env.topk_topp_mask.signatures)) == counts
+        assert (
+            len(numba_env.text_env_rollout.signatures),
+            len(numba_env.topk_topp_mask.signatures),
+        ) == counts
     np.testing.assert_array_equal(got.actions, want.actions)
     np.testing.assert_array_equal(got.log_probs, want.log_probs)
 
@@ -583,8 +709,14 @@ def test_gym_adapter_seeds():
     from fastlmrl.gym_adapters import TokenEnv, TokenVectorEnv
 
     env, venv = TokenEnv(), TokenVectorEnv(_text_env())
-    for bad, exc in [(-1, ValueError), (2**64, ValueError), (1.5, TypeError), (True, TypeError),
-                     ("3", TypeError), (np.array([1]), TypeError)]:
+    for bad, exc in [
+        (-1, ValueError),
+        (2**64, ValueError),
+        (1.5, TypeError),
+        (True, TypeError),
+        ("3", TypeError),
+        (np.array([1]), TypeError),
+    ]:
         with pytest.raises(exc, match="seed"):
             env.reset(seed=bad)
         with pytest.raises(exc, match="seed"):

@@ -1,5 +1,6 @@
 """Token environments: kernels vs reference (hypothesis), ContextMDP toy, TextGenerationEnv step
 and rollout semantics, action masks, seeds, bad input, nothing modified on error."""
+
 import math
 
 import numpy as np
@@ -7,16 +8,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 import fastlmrl
 from fastlmrl import ContextMDP, RandomStream, TextGenerationEnv
 from fastlmrl._status import BAD_SHAPES
 from fastlmrl.rewards import TargetMatch
 from fastlmrl.rng import stream_key, uniform
-from shape_checks import assert_rejects_bad_shapes, status_with_short
 
-KERNEL_NAMES = ["context_mdp_step", "draw_ids", "tabular_mdp_step", "text_env_reset",
-                "text_env_rollout", "text_env_step", "topk_topp_mask"]
+KERNEL_NAMES = [
+    "context_mdp_step",
+    "draw_ids",
+    "tabular_mdp_step",
+    "text_env_reset",
+    "text_env_rollout",
+    "text_env_step",
+    "topk_topp_mask",
+]
 
 
 def test_kernel_names():
@@ -37,8 +45,9 @@ def _ctx(history, V, k, bos):
     return sum(t * V ** (k - 1 - j) for j, t in enumerate(last))
 
 
-cell = st.one_of(st.integers(-3, 3).map(float), st.floats(-30, 30, width=32),
-                 st.sampled_from([-math.inf]))
+cell = st.one_of(
+    st.integers(-3, 3).map(float), st.floats(-30, 30, width=32), st.sampled_from([-math.inf])
+)
 bad_cell = st.one_of(cell, st.sampled_from([math.nan, math.inf]))
 
 
@@ -55,7 +64,7 @@ def prompt_sets(draw, V, index):
 def rollout_problems(draw, allow_bad=False):
     V = draw(st.integers(1, 5))
     k = draw(st.integers(1, 3 if V <= 4 else 2))
-    S = V ** k
+    S = V**k
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     index = draw(st.sampled_from([np.int32, np.int64]))
     elements = bad_cell if allow_bad else cell
@@ -70,29 +79,67 @@ def rollout_problems(draw, allow_bad=False):
     top_p = draw(st.one_of(st.just(1.0), st.floats(0.05, 1.0)))
     _, tokens, offsets = draw(prompt_sets(V, index))
     n = draw(st.integers(0, 6))
-    ids = np.array(draw(st.lists(st.integers(0, len(offsets) - 2), min_size=n, max_size=n)),
-                   dtype=index)
+    ids = np.array(
+        draw(st.lists(st.integers(0, len(offsets) - 2), min_size=n, max_size=n)), dtype=index
+    )
     T = draw(st.integers(1, 6))
     bos = draw(st.integers(0, V - 1))
     eos = draw(st.integers(-1, V - 1))
     seed = draw(st.integers(0, 2**64 - 1))
     counter = draw(st.integers(0, 2**40))
-    return (logits, mask_logits, top_k, top_p, tokens, offsets, ids, k, bos, eos,
-            np.uint64(stream_key(seed)), np.uint64(counter), T)
+    return (
+        logits,
+        mask_logits,
+        top_k,
+        top_p,
+        tokens,
+        offsets,
+        ids,
+        k,
+        bos,
+        eos,
+        np.uint64(stream_key(seed)),
+        np.uint64(counter),
+        T,
+    )
 
 
 def _run_rollout(module, problem):
     logits, mask_logits, top_k, top_p, tokens, offsets, ids, k, bos, eos, key, counter, T = problem
     S, V = logits.shape
     n = ids.shape[0]
-    outs = [np.full((n, T), -7, np.int64), np.full((n, T), -7, np.int64),
-            np.full((n, T), -7, logits.dtype), np.full((n, T), 7, np.uint8),
-            np.full(n, -7, np.int64), np.full(n, 7, np.uint8), np.full(n, 7, np.uint8),
-            np.full(n, -7, np.int64)]
-    scratch = [np.zeros((S, V)), np.zeros((S, 3)), np.zeros(S, np.uint8),
-               np.full((S, V), 9, np.uint8)]
-    status = module.text_env_rollout(logits, mask_logits, top_k, top_p, tokens, offsets, ids, k,
-                                     bos, eos, key, counter, *outs, *scratch)
+    outs = [
+        np.full((n, T), -7, np.int64),
+        np.full((n, T), -7, np.int64),
+        np.full((n, T), -7, logits.dtype),
+        np.full((n, T), 7, np.uint8),
+        np.full(n, -7, np.int64),
+        np.full(n, 7, np.uint8),
+        np.full(n, 7, np.uint8),
+        np.full(n, -7, np.int64),
+    ]
+    scratch = [
+        np.zeros((S, V)),
+        np.zeros((S, 3)),
+        np.zeros(S, np.uint8),
+        np.full((S, V), 9, np.uint8),
+    ]
+    status = module.text_env_rollout(
+        logits,
+        mask_logits,
+        top_k,
+        top_p,
+        tokens,
+        offsets,
+        ids,
+        k,
+        bos,
+        eos,
+        key,
+        counter,
+        *outs,
+        *scratch,
+    )
     return status, outs, scratch
 
 
@@ -125,7 +172,7 @@ def test_rollout_bad_rows_same_status(compiled, reference, problem):
 def step_problems(draw):
     V = draw(st.integers(1, 5))
     k = draw(st.integers(1, 3))
-    S = V ** k
+    S = V**k
     n = draw(st.integers(0, 8))
     index = draw(st.sampled_from([np.int32, np.int64]))
     T = draw(st.integers(1, 5))
@@ -161,7 +208,7 @@ def test_text_env_step_matches_reference(compiled, reference, problem):
         assert (tokens == -5).all() and (term == 9).all()
     else:  # independent check of the arithmetic
         on = active.astype(bool)
-        np.testing.assert_array_equal(c[on], (contexts[on] * V + actions[on]) % V ** k)
+        np.testing.assert_array_equal(c[on], (contexts[on] * V + actions[on]) % V**k)
         np.testing.assert_array_equal(l_[on], lengths[on] + 1)
         np.testing.assert_array_equal(term.astype(bool), on & (actions == eos))
         assert not (term & trunc).any()
@@ -229,8 +276,9 @@ def test_context_mdp_step_matches_reference(compiled, reference, problem):
         r = np.full(n, -9, reward.dtype)
         term = np.full(n, 9, np.uint8)
         trunc = np.full(n, 9, np.uint8)
-        status = module.context_mdp_step(nxt, reward, terminal, max_steps, actions, active, c, s,
-                                          r, term, trunc)
+        status = module.context_mdp_step(
+            nxt, reward, terminal, max_steps, actions, active, c, s, r, term, trunc
+        )
         results.append((status, c, s, r, term, trunc))
     assert results[0][0] == results[1][0]
     for got, exp in zip(results[1][1:], results[0][1:]):
@@ -240,8 +288,12 @@ def test_context_mdp_step_matches_reference(compiled, reference, problem):
         assert (results[0][4] == 9).all()
 
 
-@given(st.integers(1, 10**6), st.integers(0, 2**64 - 1), st.integers(0, 2**40),
-       hnp.arrays(np.uint8, st.integers(0, 20), elements=st.integers(0, 1)))
+@given(
+    st.integers(1, 10**6),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**40),
+    hnp.arrays(np.uint8, st.integers(0, 20), elements=st.integers(0, 1)),
+)
 def test_draw_ids_matches_reference(compiled, reference, bound, seed, counter, mask):
     key = np.uint64(stream_key(seed))
     exp = np.full(mask.shape[0], -1, np.int64)
@@ -300,22 +352,71 @@ def test_kernels_empty_batch(compiled, reference):
         e64 = np.zeros(0, np.int64)
         e8 = np.zeros(0, np.uint8)
         assert module.draw_ids(3, np.uint64(1), np.uint64(0), e8, e64.copy()) == 0
-        assert module.text_env_step(4, 2, 1, 3, e64, e8, e64.copy(), e64.copy(),
-                                    np.zeros((0, 3), np.int64), e8.copy(), e8.copy()) == 0
-        assert module.text_env_reset(e64, np.array([0, 0]), 4, 2, 0, e64, e8, e64.copy(),
-                                     e64.copy()) == 0
+        assert (
+            module.text_env_step(
+                4,
+                2,
+                1,
+                3,
+                e64,
+                e8,
+                e64.copy(),
+                e64.copy(),
+                np.zeros((0, 3), np.int64),
+                e8.copy(),
+                e8.copy(),
+            )
+            == 0
+        )
+        assert (
+            module.text_env_reset(e64, np.array([0, 0]), 4, 2, 0, e64, e8, e64.copy(), e64.copy())
+            == 0
+        )
         logits = np.zeros((16, 4))
         status = module.text_env_rollout(
-            logits, logits, 0, 1.0, e64, np.array([0, 0]), e64, 2, 0, 1, np.uint64(1),
-            np.uint64(0), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64),
-            np.zeros((0, 3)), np.zeros((0, 3), np.uint8), e64.copy(), e8.copy(), e8.copy(),
-            e64.copy(), np.zeros((16, 4)), np.zeros((16, 3)), np.zeros(16, np.uint8),
-            np.zeros((0, 4), np.uint8))
+            logits,
+            logits,
+            0,
+            1.0,
+            e64,
+            np.array([0, 0]),
+            e64,
+            2,
+            0,
+            1,
+            np.uint64(1),
+            np.uint64(0),
+            np.zeros((0, 3), np.int64),
+            np.zeros((0, 3), np.int64),
+            np.zeros((0, 3)),
+            np.zeros((0, 3), np.uint8),
+            e64.copy(),
+            e8.copy(),
+            e8.copy(),
+            e64.copy(),
+            np.zeros((16, 4)),
+            np.zeros((16, 3)),
+            np.zeros(16, np.uint8),
+            np.zeros((0, 4), np.uint8),
+        )
         assert status == 0
         assert module.topk_topp_mask(logits, e64, 2, 1.0, np.zeros((0, 4), np.uint8)) == 0
-        assert module.context_mdp_step(np.zeros((2, 2), np.int64), np.zeros((2, 2)),
-                                       np.zeros(2, np.uint8), 0, e64, e8, e64.copy(), e64.copy(),
-                                       np.zeros(0), e8.copy(), e8.copy()) == 0
+        assert (
+            module.context_mdp_step(
+                np.zeros((2, 2), np.int64),
+                np.zeros((2, 2)),
+                np.zeros(2, np.uint8),
+                0,
+                e64,
+                e8,
+                e64.copy(),
+                e64.copy(),
+                np.zeros(0),
+                e8.copy(),
+                e8.copy(),
+            )
+            == 0
+        )
 
 
 def test_kernel_config_errors(compiled, reference):
@@ -327,26 +428,68 @@ def test_kernel_config_errors(compiled, reference):
         l_ = np.array([0, 0], np.int64)
         f = np.zeros(2, np.uint8)
         # buffer narrower than max_new_tokens
-        assert module.text_env_step(4, 2, 1, 3, a, on, c, l_, np.zeros((2, 2), np.int64), f,
-                                    f.copy()) == 44
+        assert (
+            module.text_env_step(4, 2, 1, 3, a, on, c, l_, np.zeros((2, 2), np.int64), f, f.copy())
+            == 44
+        )
         # V**(k+1) beyond 2**62
-        assert module.text_env_step(2**31, 2, 1, 3, a, on, c, l_, np.zeros((2, 3), np.int64), f,
-                                    f.copy()) == 44
+        assert (
+            module.text_env_step(
+                2**31, 2, 1, 3, a, on, c, l_, np.zeros((2, 3), np.int64), f, f.copy()
+            )
+            == 44
+        )
         assert module.draw_ids(0, np.uint64(1), np.uint64(0), on, c.copy()) == 44
         # logits rows != V**k: vocabulary mismatch
         logits = np.zeros((15, 4))
         status = module.text_env_rollout(
-            logits, logits, 0, 1.0, a, np.array([0, 2]), np.array([0, 0]), 2, 0, 1,
-            np.uint64(1), np.uint64(0), np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64),
-            np.zeros((2, 3)), np.zeros((2, 3), np.uint8), c.copy(), f.copy(), f.copy(), c.copy(),
-            np.zeros((15, 4)), np.zeros((15, 3)), np.zeros(15, np.uint8),
-            np.zeros((0, 4), np.uint8))
+            logits,
+            logits,
+            0,
+            1.0,
+            a,
+            np.array([0, 2]),
+            np.array([0, 0]),
+            2,
+            0,
+            1,
+            np.uint64(1),
+            np.uint64(0),
+            np.zeros((2, 3), np.int64),
+            np.zeros((2, 3), np.int64),
+            np.zeros((2, 3)),
+            np.zeros((2, 3), np.uint8),
+            c.copy(),
+            f.copy(),
+            f.copy(),
+            c.copy(),
+            np.zeros((15, 4)),
+            np.zeros((15, 3)),
+            np.zeros(15, np.uint8),
+            np.zeros((0, 4), np.uint8),
+        )
         assert status == 44
         # bad offsets / prompt token out of vocabulary
-        assert module.text_env_reset(a, np.array([0, 3]), 4, 2, 0, np.array([0, 0]), on,
-                                     c.copy(), l_.copy()) == 6
-        assert module.text_env_reset(np.array([1, 9]), np.array([0, 2]), 4, 2, 0,
-                                     np.array([0, 0]), on, c.copy(), l_.copy()) == 41
+        assert (
+            module.text_env_reset(
+                a, np.array([0, 3]), 4, 2, 0, np.array([0, 0]), on, c.copy(), l_.copy()
+            )
+            == 6
+        )
+        assert (
+            module.text_env_reset(
+                np.array([1, 9]),
+                np.array([0, 2]),
+                4,
+                2,
+                0,
+                np.array([0, 0]),
+                on,
+                c.copy(),
+                l_.copy(),
+            )
+            == 41
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,15 +525,15 @@ def test_toy_dynamics_by_hand(backend):
     mdp = ContextMDP(num_envs=2)
     obs, info = mdp.reset(seed=0)
     np.testing.assert_array_equal(obs, [0, 0])
-    obs, r, term, trunc, _ = mdp.step([0, 1])        # x1 -> x2, rewards 1 and 2
+    obs, r, term, trunc, _ = mdp.step([0, 1])  # x1 -> x2, rewards 1 and 2
     np.testing.assert_array_equal(obs, [1, 1])
     np.testing.assert_array_equal(r, [1.0, 2.0])
     assert not term.any() and not trunc.any()
-    obs, r, term, trunc, _ = mdp.step(np.array([1, 0], np.int32))   # x2 -> END
+    obs, r, term, trunc, _ = mdp.step(np.array([1, 0], np.int32))  # x2 -> END
     np.testing.assert_array_equal(obs, [2, 2])
     np.testing.assert_array_equal(r, [2.0, 1.0])
     assert term.all() and not trunc.any()
-    obs, r, term, trunc, _ = mdp.step([1, 1])        # next-step autoreset: action ignored
+    obs, r, term, trunc, _ = mdp.step([1, 1])  # next-step autoreset: action ignored
     np.testing.assert_array_equal(obs, [0, 0])
     np.testing.assert_array_equal(r, [0.0, 0.0])
     assert not term.any() and not trunc.any()
@@ -400,8 +543,9 @@ def test_context_mdp_general_max_steps_and_starts(backend):
     # a 3-cycle with a terminal context 3 reached by action 1 from context 2
     nxt = [[1, 1], [2, 2], [0, 3], [3, 3]]
     rew = np.array([[0.5, 0], [0, 0], [0, 5], [0, 0]], np.float32)
-    mdp = ContextMDP(nxt, rew, terminal=[False, False, False, True], start=[0, 1, 2],
-                     num_envs=4, max_steps=3)
+    mdp = ContextMDP(
+        nxt, rew, terminal=[False, False, False, True], start=[0, 1, 2], num_envs=4, max_steps=3
+    )
     assert mdp.end_state is None and mdp.num_states == 4
     obs, _ = mdp.reset(seed=RandomStream(5))
     key = stream_key(5)
@@ -414,7 +558,7 @@ def test_context_mdp_general_max_steps_and_starts(backend):
     np.testing.assert_array_equal(r, [0.5, 0.5, 5, 0])
     np.testing.assert_array_equal(term, [False, False, True, False])
     mdp.step([0, 0, 0, 0])
-    obs, r, term, trunc, _ = mdp.step([0, 0, 0, 0])   # third step: truncated (not terminal)
+    obs, r, term, trunc, _ = mdp.step([0, 0, 0, 0])  # third step: truncated (not terminal)
     np.testing.assert_array_equal(trunc, [True, True, False, True])
     assert not (term & trunc).any()
 
@@ -460,17 +604,17 @@ def test_text_env_step_by_hand(backend):
     # V = 6, k = 2, bos = 0, eos = 1, T = 3
     env = TextGenerationEnv(PROMPTS, vocab_size=6, order=2, max_new_tokens=3, num_envs=3)
     obs, info = env.reset(seed=0, prompt_ids=[0, 1, 2])
-    np.testing.assert_array_equal(obs, [2 * 6 + 3, 0 * 6 + 4, 0])     # (2,3) (bos,4) (bos,bos)
+    np.testing.assert_array_equal(obs, [2 * 6 + 3, 0 * 6 + 4, 0])  # (2,3) (bos,4) (bos,bos)
     np.testing.assert_array_equal(info["prompt_ids"], [0, 1, 2])
     obs, r, term, trunc, _ = env.step([5, 1, 2])
     np.testing.assert_array_equal(obs, [3 * 6 + 5, 4 * 6 + 1, 0 * 6 + 2])
-    np.testing.assert_array_equal(term, [False, True, False])          # EOS -> terminated
+    np.testing.assert_array_equal(term, [False, True, False])  # EOS -> terminated
     assert not trunc.any() and r.dtype == np.float64 and not r.any()
-    obs, r, term, trunc, info = env.step([5, 3, 1])                    # row 1 autoresets
+    obs, r, term, trunc, info = env.step([5, 3, 1])  # row 1 autoresets
     assert obs[0] == 5 * 6 + 5 and term[2] and not term[1] and not trunc[1]
     assert obs[1] == [15, 4, 0][info["prompt_ids"][1]]
     obs, r, term, trunc, _ = env.step([2, 4, 0])
-    np.testing.assert_array_equal(trunc, [True, False, False])         # 3 tokens -> truncated
+    np.testing.assert_array_equal(trunc, [True, False, False])  # 3 tokens -> truncated
     np.testing.assert_array_equal(env.tokens[0], [5, 5, 2])
     np.testing.assert_array_equal(env.sequences()[0], [2, 3, 5, 5, 2])
     assert env.context_of([2, 3, 5, 5, 2]) == obs[0] == 5 * 6 + 2
@@ -501,14 +645,15 @@ def test_context_convention_matches_ngram_module():
 
 def test_step_rewards_terminal_and_per_token(backend):
     target = TargetMatch([2, 3], mode="fraction")
-    env = TextGenerationEnv([[]], vocab_size=5, order=1, max_new_tokens=3, num_envs=2,
-                            reward=target)
+    env = TextGenerationEnv(
+        [[]], vocab_size=5, order=1, max_new_tokens=3, num_envs=2, reward=target
+    )
     env.reset(seed=0)
     _, r, *_ = env.step([2, 2])
-    np.testing.assert_array_equal(r, [0, 0])        # terminal reward: paid at the end only
+    np.testing.assert_array_equal(r, [0, 0])  # terminal reward: paid at the end only
     _, r, term, *_ = env.step([3, 1])
     np.testing.assert_array_equal(term, [False, True])
-    np.testing.assert_array_equal(r, [0, 0.5])      # [2, 1] vs [2, 3]: 1 of 2
+    np.testing.assert_array_equal(r, [0, 0.5])  # [2, 1] vs [2, 3]: 1 of 2
     per_token = TargetMatch([2, 3], mode="fraction", per_token=True)
     env = TextGenerationEnv([[]], vocab_size=5, order=1, max_new_tokens=3, reward=per_token)
     env.reset(seed=0)
@@ -520,8 +665,7 @@ def test_text_env_step_errors_leave_state_unchanged():
     def bad_reward(tokens, lengths, prompt_ids):
         return np.full(len(lengths), np.nan)
 
-    env = TextGenerationEnv(PROMPTS, vocab_size=6, max_new_tokens=2, num_envs=2,
-                            reward=bad_reward)
+    env = TextGenerationEnv(PROMPTS, vocab_size=6, max_new_tokens=2, num_envs=2, reward=bad_reward)
     stream = RandomStream(3)
     env.reset(seed=stream)
     counter = stream.counter
@@ -532,7 +676,7 @@ def test_text_env_step_errors_leave_state_unchanged():
     with pytest.raises(ValueError, match="actions must have length 2"):
         env.step([1, 1, 1])
     with pytest.raises(ValueError, match="non-finite reward nan"):
-        env.step([1, 1])                     # both end: the terminal reward is NaN
+        env.step([1, 1])  # both end: the terminal reward is NaN
     for got, exp in zip((env.contexts, env.lengths, env.prompt_ids), state):
         np.testing.assert_array_equal(got, exp)
     assert stream.counter == counter
@@ -564,8 +708,7 @@ def test_action_mask_method(backend):
     env = TextGenerationEnv([[2]], vocab_size=4, order=1, num_envs=2)
     env.reset(seed=0, prompt_ids=[0, 0])
     table = np.array([[0, 1, 2, 3], [0, 0, 0, 0], [5, 1, 4, 1], [0, 0, 0, 0]], np.float64)
-    np.testing.assert_array_equal(env.action_mask(table, top_k=2),
-                                  [[True, False, True, False]] * 2)
+    np.testing.assert_array_equal(env.action_mask(table, top_k=2), [[True, False, True, False]] * 2)
     np.testing.assert_array_equal(env.action_mask(table), np.ones((2, 4), bool))
     with pytest.raises(ValueError, match="top_k must be <= vocab_size"):
         env.action_mask(table, top_k=5)
@@ -582,12 +725,19 @@ def test_action_mask_method(backend):
 
 def _env(num_envs=8, T=6, reward=None, V=7, k=2, eos=1):
     prompts = [[2, 3, 4], [5], [], [6, 6]]
-    return TextGenerationEnv(prompts, vocab_size=V, order=k, max_new_tokens=T, num_envs=num_envs,
-                             eos_id=eos, reward=reward)
+    return TextGenerationEnv(
+        prompts,
+        vocab_size=V,
+        order=k,
+        max_new_tokens=T,
+        num_envs=num_envs,
+        eos_id=eos,
+        reward=reward,
+    )
 
 
 def _logits(V=7, k=2, dtype=np.float64, seed=0):
-    return np.random.default_rng(seed).standard_normal((V ** k, V)).astype(dtype)
+    return np.random.default_rng(seed).standard_normal((V**k, V)).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -599,9 +749,19 @@ def test_rollout_same_seed_same_result_in_every_backend(dtype):
         with fastlmrl.use_backend(name):
             batches.append(env.rollout(logits, seed=11, top_p=0.9))
     for other in batches[1:]:
-        for field in ("contexts", "actions", "logprobs", "rewards", "valid", "lengths",
-                      "terminated", "truncated", "prompt_ids", "final_contexts",
-                      "action_mask_table"):
+        for field in (
+            "contexts",
+            "actions",
+            "logprobs",
+            "rewards",
+            "valid",
+            "lengths",
+            "terminated",
+            "truncated",
+            "prompt_ids",
+            "final_contexts",
+            "action_mask_table",
+        ):
             np.testing.assert_array_equal(getattr(other, field), getattr(batches[0], field))
     b = batches[0]
     assert b.log_probs.dtype == dtype
@@ -623,7 +783,7 @@ def test_rollout_structure_by_independent_formulas(backend):
             assert b.contexts[i, t] == _ctx(hist, V, k, 0)
             hist.append(int(b.actions[i, t]))
         assert b.final_contexts[i] == _ctx(hist, V, k, 0)
-        assert (b.actions[i, :L - 1] != 1).all()  # EOS only at the end
+        assert (b.actions[i, : L - 1] != 1).all()  # EOS only at the end
         assert b.terminated[i] == (b.actions[i, L - 1] == 1)
         assert b.truncated[i] == (not b.terminated[i] and L == 5)
         assert not b.valid[i, L:].any() and (b.actions[i, L:] == 0).all()
@@ -632,7 +792,7 @@ def test_rollout_structure_by_independent_formulas(backend):
     want = logits[b.contexts, b.actions] - lse[b.contexts]
     np.testing.assert_allclose(b.log_probs[b.valid], want[b.valid], rtol=0, atol=1e-12)
     nxt = b.next_contexts()
-    np.testing.assert_array_equal(nxt[b.valid], (b.contexts * V + b.actions)[b.valid] % V ** k)
+    np.testing.assert_array_equal(nxt[b.valid], (b.contexts * V + b.actions)[b.valid] % V**k)
 
 
 def test_rollout_samples_like_boltzmann(backend):
@@ -651,15 +811,16 @@ def test_rollout_counters_and_stream_advance(backend):
     logits = _logits()
     stream = RandomStream(4, counter=10)
     first = env.rollout(logits, seed=stream)
-    assert stream.counter == 10 + 3 + 3 * 4               # B prompt draws + B*T tokens
+    assert stream.counter == 10 + 3 + 3 * 4  # B prompt draws + B*T tokens
     key = stream_key(4)
-    np.testing.assert_array_equal(first.prompt_ids, [int(uniform(key, 10 + b) * 4)
-                                                     for b in range(3)])
+    np.testing.assert_array_equal(
+        first.prompt_ids, [int(uniform(key, 10 + b) * 4) for b in range(3)]
+    )
     again = env.rollout(logits, seed=RandomStream(4, counter=10))
     np.testing.assert_array_equal(first.actions, again.actions)
     stream2 = RandomStream(4)
     env.rollout(logits, seed=stream2, prompt_ids=[0, 1])
-    assert stream2.counter == 2 * 4                        # no prompt draws
+    assert stream2.counter == 2 * 4  # no prompt draws
 
 
 def test_rollout_sampling_distribution(backend):
@@ -699,9 +860,10 @@ def test_rollout_top_p_and_separate_masking_policy(backend):
     env = TextGenerationEnv([[]], vocab_size=V, order=1, max_new_tokens=1, eos_id=None)
     # masking policy probabilities 0.5, 0.3, 0.15, 0.05: top_p = 0.7 keeps tokens 0 and 1
     mask = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * V))
-    behaviour = np.zeros((V, V))            # uniform behaviour policy
-    b = env.rollout(behaviour, seed=0, prompt_ids=np.zeros(400, np.int64), mask_logits=mask,
-                    top_p=0.7)
+    behaviour = np.zeros((V, V))  # uniform behaviour policy
+    b = env.rollout(
+        behaviour, seed=0, prompt_ids=np.zeros(400, np.int64), mask_logits=mask, top_p=0.7
+    )
     assert set(b.actions[:, 0].tolist()) == {0, 1}
     np.testing.assert_allclose(b.log_probs, np.log(0.5))
     np.testing.assert_array_equal(b.action_mask_table[0], [True, True, False, False])
@@ -721,7 +883,7 @@ def test_rollout_rewards_terminal_per_token_and_kl(backend):
         lcp = 0
         while lcp < min(L, 2) and y[lcp] == [3, 4][lcp]:
             lcp += 1
-        assert b.rewards[i, L - 1] == lcp / 2 and not b.rewards[i, :L - 1].any()
+        assert b.rewards[i, L - 1] == lcp / 2 and not b.rewards[i, : L - 1].any()
     np.testing.assert_array_equal(b.scores, b.rewards.sum(1))
     ref = _logits(seed=8)
     shaped = env.rollout(logits, seed=5, ref_logits=ref, kl_coef=0.1)
@@ -730,7 +892,7 @@ def test_rollout_rewards_terminal_per_token_and_kl(backend):
     want = b.rewards - 0.1 * (b.log_probs - ref_lp)
     np.testing.assert_allclose(shaped.rewards[b.valid], want[b.valid], atol=1e-12)
     assert not shaped.rewards[~b.valid].any()
-    np.testing.assert_array_equal(shaped.scores, b.scores)   # the task score is unshaped
+    np.testing.assert_array_equal(shaped.scores, b.scores)  # the task score is unshaped
     # TRL's beta is the same argument; kl_beta (the former spelling) still works, with a warning
     trl = env.rollout(logits, seed=5, ref_logits=ref, beta=0.1)
     np.testing.assert_array_equal(trl.rewards, shaped.rewards)
@@ -782,8 +944,8 @@ def test_rollout_bad_input(backend):
 
     with pytest.raises(ValueError, match=r"returned shape \(3, 2\), expected \(3,\)"):
         env.rollout(good, seed=stream, reward=wrong_shape)
-    assert stream.counter == 0                                    # nothing consumed on error
-    np.testing.assert_array_equal(good, _logits())                # inputs untouched
+    assert stream.counter == 0  # nothing consumed on error
+    np.testing.assert_array_equal(good, _logits())  # inputs untouched
 
 
 def test_rollout_edge_cases(backend):
@@ -812,8 +974,8 @@ def test_reset_is_reproducible_and_stream_continues(backend):
     np.testing.assert_array_equal(env.reset(seed=42)[0], first)
     stream = RandomStream(42)
     np.testing.assert_array_equal(env.reset(seed=stream)[0], first)
-    assert stream.counter == 6                       # one draw per sequence
-    env.reset()                                      # seed=None continues the same stream
+    assert stream.counter == 6  # one draw per sequence
+    env.reset()  # seed=None continues the same stream
     assert stream.counter == 12
 
 
@@ -837,34 +999,80 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
     seed = dict(key=np.uint64(5), counter=np.uint64(0))
     args = {
         "draw_ids": dict(bound=3, **seed, mask=on, out=np.full(n, -7, i64)),
-        "context_mdp_step": dict(next_state=np.array([[1, 2, 0], [2, 0, 1], [0, 0, 0]], i64),
-                                 reward=logits, terminal=np.array([0, 0, 1], np.uint8),
-                                 max_steps=5, actions=np.array([0, 2], i64), active=on,
-                                 contexts=np.array([0, 1], i64), steps=np.array([0, 1], i64),
-                                 rewards_out=np.full(n, -7.0), **flags),
-        "text_env_reset": dict(**prompts, n_vocab=V, order=1, bos_id=0, prompt_ids=ids, mask=on,
-                               contexts=np.full(n, -7, i64), lengths=np.full(n, -7, i64)),
-        "text_env_step": dict(n_vocab=V, order=1, eos_id=2, max_new_tokens=T,
-                              actions=np.array([0, 2], i64), active=on,
-                              contexts=np.array([0, 1], i64), lengths=np.array([0, 1], i64),
-                              tokens=np.full((n, T), -7, i64), **flags),
-        "topk_topp_mask": dict(mask_logits=logits, contexts=np.array([0, 2], i64), top_k=2,
-                               top_p=1.0, out=np.full((n, V), 7, np.uint8)),
-        "text_env_rollout": dict(logits=logits, mask_logits=logits, top_k=2, top_p=1.0, **prompts,
-                                 prompt_ids=ids, order=1, bos_id=0, eos_id=2, **seed,
-                                 contexts_out=np.full((n, T), -7, i64),
-                                 actions_out=np.full((n, T), -7, i64),
-                                 logprobs_out=np.full((n, T), -7.0),
-                                 valid_out=np.full((n, T), 7, np.uint8),
-                                 lengths_out=np.full(n, -7, i64), **flags,
-                                 final_contexts_out=np.full(n, -7, i64), cdf=np.zeros((S, V)),
-                                 row_stats=np.zeros((S, 3)), row_built=np.zeros(S, np.uint8),
-                                 mask_table=np.full((S, V), 9, np.uint8)),
+        "context_mdp_step": dict(
+            next_state=np.array([[1, 2, 0], [2, 0, 1], [0, 0, 0]], i64),
+            reward=logits,
+            terminal=np.array([0, 0, 1], np.uint8),
+            max_steps=5,
+            actions=np.array([0, 2], i64),
+            active=on,
+            contexts=np.array([0, 1], i64),
+            steps=np.array([0, 1], i64),
+            rewards_out=np.full(n, -7.0),
+            **flags,
+        ),
+        "text_env_reset": dict(
+            **prompts,
+            n_vocab=V,
+            order=1,
+            bos_id=0,
+            prompt_ids=ids,
+            mask=on,
+            contexts=np.full(n, -7, i64),
+            lengths=np.full(n, -7, i64),
+        ),
+        "text_env_step": dict(
+            n_vocab=V,
+            order=1,
+            eos_id=2,
+            max_new_tokens=T,
+            actions=np.array([0, 2], i64),
+            active=on,
+            contexts=np.array([0, 1], i64),
+            lengths=np.array([0, 1], i64),
+            tokens=np.full((n, T), -7, i64),
+            **flags,
+        ),
+        "topk_topp_mask": dict(
+            mask_logits=logits,
+            contexts=np.array([0, 2], i64),
+            top_k=2,
+            top_p=1.0,
+            out=np.full((n, V), 7, np.uint8),
+        ),
+        "text_env_rollout": dict(
+            logits=logits,
+            mask_logits=logits,
+            top_k=2,
+            top_p=1.0,
+            **prompts,
+            prompt_ids=ids,
+            order=1,
+            bos_id=0,
+            eos_id=2,
+            **seed,
+            contexts_out=np.full((n, T), -7, i64),
+            actions_out=np.full((n, T), -7, i64),
+            logprobs_out=np.full((n, T), -7.0),
+            valid_out=np.full((n, T), 7, np.uint8),
+            lengths_out=np.full(n, -7, i64),
+            **flags,
+            final_contexts_out=np.full(n, -7, i64),
+            cdf=np.zeros((S, V)),
+            row_stats=np.zeros((S, 3)),
+            row_built=np.zeros(S, np.uint8),
+            mask_table=np.full((S, V), 9, np.uint8),
+        ),
     }[kernel]
     # topk_topp_mask's table may have any number of rows (a short one only moves the id range)
     free = {("mask_logits", 0)} if kernel == "topk_topp_mask" else set()
-    sized = {(k, axis) for k, v in args.items() if isinstance(v, np.ndarray)
-             for axis in range(v.ndim) if k not in ("next_state", "reward")} - free
+    sized = {
+        (k, axis)
+        for k, v in args.items()
+        if isinstance(v, np.ndarray)
+        for axis in range(v.ndim)
+        if k not in ("next_state", "reward")
+    } - free
     for module in (reference, compiled):
         assert_rejects_bad_shapes(module, kernel, args, skip=sized | free)
         for name, axis in sized:

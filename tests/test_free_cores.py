@@ -1,5 +1,6 @@
 """The thread count of a parallel kernel call is capped by the cores other processes leave free
 (fastlmrl/_free_cores.py; the speed it buys is measured in benchmarks/bench_threads.py)."""
+
 import numpy as np
 import pytest
 
@@ -14,11 +15,15 @@ class FakeMachine:
     def __init__(self, monkeypatch, others, own=0.0):
         self.t = 100.0
         self.others, self.own = others, own
-        monkeypatch.setattr(_free_cores, "_state", {"t": None, "busy": 0.0, "own": 0.0,
-                                                    "free": None})
+        monkeypatch.setattr(
+            _free_cores, "_state", {"t": None, "busy": 0.0, "own": 0.0, "free": None}
+        )
         monkeypatch.setattr(_free_cores, "_cores", lambda: {0, 1})
-        monkeypatch.setattr(_free_cores, "_read_stat",
-                            lambda cores: ((self.others + self.own) * self.t, self.running))
+        monkeypatch.setattr(
+            _free_cores,
+            "_read_stat",
+            lambda cores: ((self.others + self.own) * self.t, self.running),
+        )
         monkeypatch.setattr(_free_cores, "_own_running", lambda: 1)
         monkeypatch.setattr(_free_cores.os, "cpu_count", lambda: 2)
         self.running = 1
@@ -30,10 +35,11 @@ class FakeMachine:
         self.t += seconds
 
 
-@pytest.mark.parametrize("others,own,expected", [(0.0, 0.0, 2), (0.0, 1.9, 2), (0.3, 1.0, 2),
-                                                 (0.7, 0.0, 1), (1.0, 1.0, 1), (2.0, 0.0, 1)])
-def test_threads_are_capped_by_the_cores_other_processes_leave(monkeypatch, others, own,
-                                                               expected):
+@pytest.mark.parametrize(
+    "others,own,expected",
+    [(0.0, 0.0, 2), (0.0, 1.9, 2), (0.3, 1.0, 2), (0.7, 0.0, 1), (1.0, 1.0, 1), (2.0, 0.0, 1)],
+)
+def test_threads_are_capped_by_the_cores_other_processes_leave(monkeypatch, others, own, expected):
     m = FakeMachine(monkeypatch, others, own)
     assert _free_cores.kernel_threads(2) == 2  # no estimate yet: as requested
     m.advance(0.5)
@@ -49,8 +55,7 @@ def test_estimate_is_refreshed_at_most_every_interval(monkeypatch):
     assert _free_cores.kernel_threads(2) == 2
     m.others = 1.0  # another process starts spinning (busy time accrues from now on)
     base = m.t
-    monkeypatch.setattr(_free_cores, "_read_stat",
-                        lambda cores: (m.others * (m.t - base), 1))
+    monkeypatch.setattr(_free_cores, "_read_stat", lambda cores: (m.others * (m.t - base), 1))
     m.advance(_free_cores.INTERVAL / 2)
     assert _free_cores.kernel_threads(2) == 2  # within the interval: the last estimate
     m.advance(_free_cores.INTERVAL)
@@ -89,11 +94,9 @@ def test_results_do_not_depend_on_it(monkeypatch):
     fastlmrl.set_num_threads(2)
     try:
         monkeypatch.setattr(_free_cores, "enabled", False)
-        a = fastlmrl.ppo_loss(x, tokens, np.full(2000, -3.7, np.float32),
-                              np.ones(2000, np.float32))
+        a = fastlmrl.ppo_loss(x, tokens, np.full(2000, -3.7, np.float32), np.ones(2000, np.float32))
         monkeypatch.setattr(_free_cores, "enabled", True)
-        b = fastlmrl.ppo_loss(x, tokens, np.full(2000, -3.7, np.float32),
-                              np.ones(2000, np.float32))
+        b = fastlmrl.ppo_loss(x, tokens, np.full(2000, -3.7, np.float32), np.ones(2000, np.float32))
     finally:
         fastlmrl.set_num_threads(None)
     assert a.loss == b.loss and a.grad_logits.tobytes() == b.grad_logits.tobytes()

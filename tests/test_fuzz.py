@@ -13,15 +13,15 @@ Cases of the full campaign that still fail are listed in ``KNOWN_FAILURES`` with
 (``python -m tests.fuzz --full --known FILE`` writes the list); they run in CI too, and each is an
 ``xfail(strict=True)`` test of its own, so fixing one without updating the list fails CI.
 """
+
 from __future__ import annotations
 
 import collections
 
 import pytest
-
 from fuzz import campaign
 from fuzz.cases import PLANTED
-from fuzz.harness import CRASH, HALF, HANG, OOB, OK, REJECTED, UNNAMED, WRONG_EXC
+from fuzz.harness import CRASH, HALF, HANG, OK, OOB, REJECTED, UNNAMED, WRONG_EXC
 
 #: case id -> why it still fails (failing cases of the full campaign, 2026-12-06 05:00 UTC).
 KNOWN_FAILURES: dict[str, str] = {}
@@ -41,8 +41,11 @@ def results(tmp_path_factory):
     # the known failures run too, also those outside the sample (a hang shows in 3 s; a valid
     # call takes milliseconds, a Numba kernel's first load from its cache well under 30 s)
     sampled = {campaign.case_id(c) for c in cases}
-    known = [c for c in every if campaign.case_id(c) in KNOWN_FAILURES
-             and campaign.case_id(c) not in sampled]
+    known = [
+        c
+        for c in every
+        if campaign.case_id(c) in KNOWN_FAILURES and campaign.case_id(c) not in sampled
+    ]
     out += campaign.run_cases(known, jobs=JOBS, timeout=3.0, compile_timeout=30.0, corpus=corpus)
     return {campaign.case_id(r): r for r in out}
 
@@ -50,8 +53,10 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bad(results):
     """case id -> what went wrong, for every failing case of the CI subset."""
-    return {campaign.case_id(r): f"{what}: {r['detail']}"
-            for r, what in campaign.bad_results(list(results.values()))}
+    return {
+        campaign.case_id(r): f"{what}: {r['detail']}"
+        for r, what in campaign.bad_results(list(results.values()))
+    }
 
 
 @pytest.mark.parametrize("backend", ["python", "numba", "cython"])
@@ -61,20 +66,28 @@ def test_no_bad_outcome(results, bad, kind, backend):
     assert ran, "no case ran"
     counts = collections.Counter(r["outcome"] for r in ran)
     assert counts[OK] + counts[REJECTED] > 0, counts
-    failures = {cid: what for cid, what in bad.items()
-                if cid not in KNOWN_FAILURES and results[cid]["kind"] == kind
-                and results[cid]["backend"] == backend}
-    assert not failures, (f"{len(failures)} failing fuzz cases (repro: python -m tests.fuzz "
-                          f"--case ID):\n" + "\n".join(f"{k}  {v}" for k, v in
-                                                       sorted(failures.items())[:60]))
+    failures = {
+        cid: what
+        for cid, what in bad.items()
+        if cid not in KNOWN_FAILURES
+        and results[cid]["kind"] == kind
+        and results[cid]["backend"] == backend
+    }
+    assert not failures, (
+        f"{len(failures)} failing fuzz cases (repro: python -m tests.fuzz "
+        f"--case ID):\n" + "\n".join(f"{k}  {v}" for k, v in sorted(failures.items())[:60])
+    )
 
 
-_KNOWN = [pytest.param(cid, marks=pytest.mark.xfail(strict=True, reason=reason))
-          for cid, reason in sorted(KNOWN_FAILURES.items())]
+_KNOWN = [
+    pytest.param(cid, marks=pytest.mark.xfail(strict=True, reason=reason))
+    for cid, reason in sorted(KNOWN_FAILURES.items())
+]
 
 
-@pytest.mark.parametrize("cid", _KNOWN or [pytest.param("-", marks=pytest.mark.skip(
-    reason="no known failures"))])
+@pytest.mark.parametrize(
+    "cid", _KNOWN or [pytest.param("-", marks=pytest.mark.skip(reason="no known failures"))]
+)
 def test_known_failure(results, bad, cid):
     """A case listed in KNOWN_FAILURES passes (and, being a strict xfail, fails the run) once
     it is fixed."""
@@ -87,14 +100,27 @@ def test_known_failures_still_exist(results):
 
 
 # ------------------------------------------------------------------------ the harness itself
-PLANTED_OUTCOMES = {"segfault": CRASH, "sleeps": HANG, "writes_past_end": OOB,
-                    "half_applies": HALF, "wrong_exception": WRONG_EXC,
-                    "unnamed_message": UNNAMED, "clean": REJECTED}
+PLANTED_OUTCOMES = {
+    "segfault": CRASH,
+    "sleeps": HANG,
+    "writes_past_end": OOB,
+    "half_applies": HALF,
+    "wrong_exception": WRONG_EXC,
+    "unnamed_message": UNNAMED,
+    "clean": REJECTED,
+}
 
 
 def _planted_case(target, arg="rows", mutation="none"):
-    return dict(kind="api", backend="python", target=target, topic="_selftest", arg=arg,
-                mutation=mutation, seed=1)
+    return dict(
+        kind="api",
+        backend="python",
+        target=target,
+        topic="_selftest",
+        arg=arg,
+        mutation=mutation,
+        seed=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +164,11 @@ UNREACHED_KERNELS = {
 def test_every_spec_is_a_valid_call(backend_name):
     """Each unmutated spec call succeeds, so a rejection in the campaign is the mutation's."""
     import numpy as np
-
-    import fastlmrl
     from fuzz.cases import SPECS, case_seed
     from fuzz.harness import Guards
+
+    import fastlmrl
+
     failed = {}
     with fastlmrl.use_backend(backend_name):
         for name, (_, build) in SPECS.items():
@@ -154,8 +181,10 @@ def test_every_spec_is_a_valid_call(backend_name):
 
 
 def test_specs_reach_every_kernel():
-    from fastlmrl import _backend
     from fuzz.cases import record_kernel_calls
+
+    from fastlmrl import _backend
+
     reached = set(record_kernel_calls())
     kernels = set(_backend.backend_module("python").__all__)
     assert kernels - reached - UNREACHED_KERNELS == set(), "add a spec in tests/fuzz/cases.py"

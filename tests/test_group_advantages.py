@@ -1,4 +1,5 @@
 """GRPO / RLOO advantages, loss-normalisation weights and GSPO sequence ratios."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -29,6 +30,7 @@ def test_every_backend_exports_the_same_kernels():
 
 
 # ----------------------------------------------------------------------------- raw kernels
+
 
 def make_groups(seed, n, n_groups, dtype, index_dtype, min_size=1):
     rng = np.random.default_rng(seed)
@@ -64,11 +66,19 @@ dtypes = st.sampled_from([np.float32, np.float64])
 index_dtypes = st.sampled_from([np.int32, np.int64])
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 30), n_groups=st.integers(1, 6),
-       dtype=dtypes, index_dtype=index_dtypes, scale=st.sampled_from([0, 1, 2]),
-       ddof=st.sampled_from([0, 1]), eps=st.sampled_from([1e-12, 1e-4, 1.0]))
-def test_grpo_compiled_matches_reference(compiled, reference, seed, n, n_groups, dtype,
-                                         index_dtype, scale, ddof, eps):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 30),
+    n_groups=st.integers(1, 6),
+    dtype=dtypes,
+    index_dtype=index_dtypes,
+    scale=st.sampled_from([0, 1, 2]),
+    ddof=st.sampled_from([0, 1]),
+    eps=st.sampled_from([1e-12, 1e-4, 1.0]),
+)
+def test_grpo_compiled_matches_reference(
+    compiled, reference, seed, n, n_groups, dtype, index_dtype, scale, ddof, eps
+):
     r, ids = make_groups(seed, n, n_groups, dtype, index_dtype)
     expected = run_grpo(reference, r, ids, n_groups, scale, eps, ddof)
     got = run_grpo(compiled, r, ids, n_groups, scale, eps, ddof)
@@ -77,10 +87,16 @@ def test_grpo_compiled_matches_reference(compiled, reference, seed, n, n_groups,
         np.testing.assert_array_equal(a, b)
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 30), n_groups=st.integers(1, 6),
-       dtype=dtypes, index_dtype=index_dtypes)
-def test_rloo_compiled_matches_reference(compiled, reference, seed, n, n_groups, dtype,
-                                         index_dtype):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 30),
+    n_groups=st.integers(1, 6),
+    dtype=dtypes,
+    index_dtype=index_dtypes,
+)
+def test_rloo_compiled_matches_reference(
+    compiled, reference, seed, n, n_groups, dtype, index_dtype
+):
     r, ids = make_groups(seed, n, n_groups, dtype, index_dtype, min_size=2)
     expected = run_rloo(reference, r, ids, n_groups)
     got = run_rloo(compiled, r, ids, n_groups)
@@ -89,11 +105,16 @@ def test_rloo_compiled_matches_reference(compiled, reference, seed, n, n_groups,
         np.testing.assert_array_equal(a, b)
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), index_dtype=index_dtypes,
-       where=st.sampled_from(["id_low", "id_high", "reward", "singleton", "option"]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 12),
+    index_dtype=index_dtypes,
+    where=st.sampled_from(["id_low", "id_high", "reward", "singleton", "option"]),
+)
 @settings(max_examples=40)
-def test_group_kernels_report_the_same_status_and_write_nothing(compiled, reference, seed, n,
-                                                                index_dtype, where):
+def test_group_kernels_report_the_same_status_and_write_nothing(
+    compiled, reference, seed, n, index_dtype, where
+):
     r, ids = make_groups(seed, n, 3, np.float64, index_dtype, min_size=2)
     i = np.random.default_rng(seed).integers(ids.shape[0])
     scale = 1
@@ -114,8 +135,13 @@ def test_group_kernels_report_the_same_status_and_write_nothing(compiled, refere
     e_r = run_rloo(reference, r, ids, n_groups)
     c_r = run_rloo(compiled, r, ids, n_groups)
     assert c_g[0] == e_g[0] and c_r[0] == e_r[0]
-    expected = {"id_low": BAD_GROUP_IDS, "id_high": BAD_GROUP_IDS, "reward": BAD_REWARDS,
-                "singleton": 0, "option": BAD_OPTION}[where]
+    expected = {
+        "id_low": BAD_GROUP_IDS,
+        "id_high": BAD_GROUP_IDS,
+        "reward": BAD_REWARDS,
+        "singleton": 0,
+        "option": BAD_OPTION,
+    }[where]
     assert e_g[0] == expected
     assert e_r[0] == {"singleton": BAD_GROUP_SIZE, "option": 0}.get(where, expected)
     for status, out in ((e_g[0], e_g[1]), (c_g[0], c_g[1]), (e_r[0], e_r[1]), (c_r[0], c_r[1])):
@@ -134,19 +160,30 @@ def run_weights(mod, m, mode, n_seq, n_tok, t_max, dtype):
     return status, out
 
 
-@given(seed=st.integers(0, 2**32 - 1), n_rows=st.integers(0, 6), n_steps=st.integers(0, 8),
-       mode=st.sampled_from([0, 1, 2, 3]), dtype=dtypes,
-       n_seq=st.sampled_from([1.0, 3.0, 7.0]), n_tok=st.sampled_from([1.0, 13.0, 1000.0]),
-       t_max=st.sampled_from([1.0, 8.0, 4096.0]))
-def test_loss_weights_compiled_matches_reference(compiled, reference, seed, n_rows, n_steps, mode,
-                                                 dtype, n_seq, n_tok, t_max):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(0, 6),
+    n_steps=st.integers(0, 8),
+    mode=st.sampled_from([0, 1, 2, 3]),
+    dtype=dtypes,
+    n_seq=st.sampled_from([1.0, 3.0, 7.0]),
+    n_tok=st.sampled_from([1.0, 13.0, 1000.0]),
+    t_max=st.sampled_from([1.0, 8.0, 4096.0]),
+)
+def test_loss_weights_compiled_matches_reference(
+    compiled, reference, seed, n_rows, n_steps, mode, dtype, n_seq, n_tok, t_max
+):
     m = np.random.default_rng(seed).random((n_rows, n_steps)) < 0.6
     expected = run_weights(reference, m, mode, n_seq, n_tok, t_max, dtype)
     got = run_weights(compiled, m, mode, n_seq, n_tok, t_max, dtype)
     assert got[0] == expected[0] == 0
     np.testing.assert_array_equal(got[1], expected[1])
-    for bad in ((7, n_seq, n_tok, t_max), (mode, 0.0, n_tok, t_max), (mode, n_seq, -1.0, t_max),
-                (mode, n_seq, n_tok, np.nan)):
+    for bad in (
+        (7, n_seq, n_tok, t_max),
+        (mode, 0.0, n_tok, t_max),
+        (mode, n_seq, -1.0, t_max),
+        (mode, n_seq, n_tok, np.nan),
+    ):
         e = run_weights(reference, m, *bad, dtype)
         g = run_weights(compiled, m, *bad, dtype)
         assert e[0] == g[0] == BAD_OPTION
@@ -169,10 +206,15 @@ def make_logps(seed, n_rows, n_steps, dtype):
     return lp, old, m
 
 
-@given(seed=st.integers(0, 2**32 - 1), n_rows=st.integers(0, 6), n_steps=st.integers(0, 9),
-       dtype=dtypes)
-def test_sequence_ratio_compiled_matches_reference(compiled, reference, seed, n_rows, n_steps,
-                                                   dtype):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(0, 6),
+    n_steps=st.integers(0, 9),
+    dtype=dtypes,
+)
+def test_sequence_ratio_compiled_matches_reference(
+    compiled, reference, seed, n_rows, n_steps, dtype
+):
     lp, old, m = make_logps(seed, n_rows, n_steps, dtype)
     expected = run_ratio(reference, lp, old, m)
     got = run_ratio(compiled, lp, old, m)
@@ -191,6 +233,7 @@ def test_sequence_ratio_compiled_matches_reference(compiled, reference, seed, n_
 
 
 # ----------------------------------------------------------------------------- hand-computed
+
 
 def test_grpo_hand_computed(backend):
     r = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 5.0])
@@ -232,8 +275,12 @@ def test_rloo_with_two_samples_is_the_pairwise_difference(backend, seed, n_group
     np.testing.assert_allclose(adv[0::2], r[0::2] - r[1::2], rtol=1e-14, atol=1e-15)
 
 
-@given(seed=st.integers(0, 2**32 - 1), k=st.integers(2, 6), n_groups=st.integers(1, 5),
-       ddof=st.sampled_from([0, 1]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.integers(2, 6),
+    n_groups=st.integers(1, 5),
+    ddof=st.sampled_from([0, 1]),
+)
 @settings(max_examples=30)
 def test_group_advantages_match_numpy(backend, seed, k, n_groups, ddof):
     rng = np.random.default_rng(seed)
@@ -241,24 +288,35 @@ def test_group_advantages_match_numpy(backend, seed, k, n_groups, ddof):
     grid = r.reshape(n_groups, k)
     centred = grid - grid.mean(axis=1, keepdims=True)
     std = grid.std(axis=1, ddof=ddof, keepdims=True)
-    np.testing.assert_allclose(fastlmrl.grpo_advantages(r, k, ddof=ddof),
-                               (centred / (std + 1e-4)).ravel(), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fastlmrl.grpo_advantages(r, k, scale="batch", eps=1e-3, ddof=ddof),
-                               (centred / (r.std(ddof=ddof) + 1e-3)).ravel(), rtol=1e-12,
-                               atol=1e-12)
-    loo = np.array([[grid[g, i] - np.mean(np.delete(grid[g], i)) for i in range(k)]
-                    for g in range(n_groups)])
-    np.testing.assert_allclose(fastlmrl.rloo_advantages(r, k), loo.ravel(), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        fastlmrl.grpo_advantages(r, k, ddof=ddof),
+        (centred / (std + 1e-4)).ravel(),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        fastlmrl.grpo_advantages(r, k, scale="batch", eps=1e-3, ddof=ddof),
+        (centred / (r.std(ddof=ddof) + 1e-3)).ravel(),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    loo = np.array(
+        [[grid[g, i] - np.mean(np.delete(grid[g], i)) for i in range(k)] for g in range(n_groups)]
+    )
+    np.testing.assert_allclose(fastlmrl.rloo_advantages(r, k), loo.ravel(), rtol=1e-12, atol=1e-12)
     # RLOO = K/(K-1) * (r - mean)
-    np.testing.assert_allclose(fastlmrl.rloo_advantages(r, k), (centred * k / (k - 1)).ravel(),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        fastlmrl.rloo_advantages(r, k), (centred * k / (k - 1)).ravel(), rtol=1e-12, atol=1e-12
+    )
     # group ids in any order give the same as the contiguous layout
     perm = rng.permutation(r.shape[0])
     ids = (np.arange(r.shape[0]) // k)[perm] * 10 - 3
-    np.testing.assert_allclose(fastlmrl.grpo_advantages(r[perm], group_ids=ids, ddof=ddof),
-                               fastlmrl.grpo_advantages(r, k, ddof=ddof)[perm], rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        fastlmrl.grpo_advantages(r[perm], group_ids=ids, ddof=ddof),
+        fastlmrl.grpo_advantages(r, k, ddof=ddof)[perm],
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_float32_in_float32_out(backend):
@@ -266,8 +324,9 @@ def test_float32_in_float32_out(backend):
     assert fastlmrl.grpo_advantages(r, 4).dtype == np.float32
     assert fastlmrl.rloo_advantages(r, 4).dtype == np.float32
     assert fastlmrl.grpo_advantages(np.arange(8), 4).dtype == np.float64
-    assert fastlmrl.loss_weights(np.ones((2, 2), bool), "grpo", dtype=np.float32).dtype == \
-        np.float32
+    assert (
+        fastlmrl.loss_weights(np.ones((2, 2), bool), "grpo", dtype=np.float32).dtype == np.float32
+    )
 
 
 def test_empty_batches(backend):
@@ -279,6 +338,7 @@ def test_empty_batches(backend):
 
 
 # ----------------------------------------------------------------------------- loss weights
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_loss_weights_reproduce_each_aggregation(backend, dtype):
@@ -313,27 +373,33 @@ def test_loss_weights_reproduce_each_aggregation(backend, dtype):
 
 def test_loss_weights_hand_computed(backend):
     mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=bool)
-    np.testing.assert_array_equal(fastlmrl.loss_weights(mask, "grpo"),
-                                  [[0.25, 0.25, 0, 0], [0.125] * 4])
-    np.testing.assert_array_equal(fastlmrl.loss_weights(mask, "bnpo"),
-                                  [[1 / 6, 1 / 6, 0, 0], [1 / 6] * 4])
-    np.testing.assert_array_equal(fastlmrl.loss_weights(mask, "dr_grpo"),
-                                  [[0.125, 0.125, 0, 0], [0.125] * 4])
+    np.testing.assert_array_equal(
+        fastlmrl.loss_weights(mask, "grpo"), [[0.25, 0.25, 0, 0], [0.125] * 4]
+    )
+    np.testing.assert_array_equal(
+        fastlmrl.loss_weights(mask, "bnpo"), [[1 / 6, 1 / 6, 0, 0], [1 / 6] * 4]
+    )
+    np.testing.assert_array_equal(
+        fastlmrl.loss_weights(mask, "dr_grpo"), [[0.125, 0.125, 0, 0], [0.125] * 4]
+    )
     np.testing.assert_array_equal(fastlmrl.loss_weights(np.zeros((2, 2), bool), "bnpo"), 0.0)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(mode="sum"), ValueError, "mode"),
-    (dict(mode=1), TypeError, "mode"),
-    (dict(mode="grpo", num_sequences=0), ValueError, "num_sequences"),
-    (dict(mode="dapo", num_tokens=0), ValueError, "num_tokens"),
-    (dict(mode="dapo", num_tokens=2.5), TypeError, "num_tokens"),
-    (dict(mode="dr_grpo", max_length=-3), ValueError, "max_length"),
-    (dict(mode="grpo", dtype=np.int32), TypeError, "dtype"),
-    (dict(mode="grpo", mask=np.ones(4, bool)), ValueError, "mask"),
-    (dict(mode="grpo", mask=np.ones((2, 2))), TypeError, "mask"),
-    (dict(mode="grpo", mask=np.full((2, 2), 5)), ValueError, "mask"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(mode="sum"), ValueError, "mode"),
+        (dict(mode=1), TypeError, "mode"),
+        (dict(mode="grpo", num_sequences=0), ValueError, "num_sequences"),
+        (dict(mode="dapo", num_tokens=0), ValueError, "num_tokens"),
+        (dict(mode="dapo", num_tokens=2.5), TypeError, "num_tokens"),
+        (dict(mode="dr_grpo", max_length=-3), ValueError, "max_length"),
+        (dict(mode="grpo", dtype=np.int32), TypeError, "dtype"),
+        (dict(mode="grpo", mask=np.ones(4, bool)), ValueError, "mask"),
+        (dict(mode="grpo", mask=np.ones((2, 2))), TypeError, "mask"),
+        (dict(mode="grpo", mask=np.full((2, 2), 5)), ValueError, "mask"),
+    ],
+)
 def test_loss_weights_bad_arguments(backend, kwargs, exc, match):
     kwargs.setdefault("mask", np.ones((2, 3), bool))
     with pytest.raises(exc, match=match):
@@ -341,6 +407,7 @@ def test_loss_weights_bad_arguments(backend, kwargs, exc, match):
 
 
 # ----------------------------------------------------------------------------- GSPO ratio
+
 
 def test_sequence_ratio_matches_numpy_and_finite_differences(backend):
     lp, old, m = make_logps(6, 5, 9, np.float64)
@@ -359,8 +426,10 @@ def test_sequence_ratio_matches_numpy_and_finite_differences(backend):
         up, down = lp.copy(), lp.copy()
         up[b, t] += h
         down[b, t] -= h
-        fd = (fastlmrl.sequence_importance_ratio(up, old, m)[0][b]
-              - fastlmrl.sequence_importance_ratio(down, old, m)[0][b]) / (2 * h)
+        fd = (
+            fastlmrl.sequence_importance_ratio(up, old, m)[0][b]
+            - fastlmrl.sequence_importance_ratio(down, old, m)[0][b]
+        ) / (2 * h)
         assert grad[b, t] == pytest.approx(fd, rel=1e-6)
 
 
@@ -372,15 +441,18 @@ def test_sequence_ratio_of_identical_policies_is_one(backend, float_dtype):
     assert ratio.dtype == grad.dtype == float_dtype
 
 
-@pytest.mark.parametrize("arg,value,exc,match", [
-    ("log_probs", np.full((2, 3), np.nan), ValueError, r"log_probs\[0, 0\]"),
-    ("old_log_probs", np.full((2, 3), np.inf), ValueError, r"old_log_probs\[0, 0\]"),
-    ("old_log_probs", np.zeros((2, 4)), ValueError, "old_log_probs"),
-    ("log_probs", np.zeros(3), ValueError, "log_probs"),
-    ("log_probs", np.array([["a"] * 3] * 2), TypeError, "log_probs"),
-    ("mask", np.ones((3, 2), bool), ValueError, "mask"),
-    ("mask", np.ones((2, 3)), TypeError, "mask"),
-])
+@pytest.mark.parametrize(
+    "arg,value,exc,match",
+    [
+        ("log_probs", np.full((2, 3), np.nan), ValueError, r"log_probs\[0, 0\]"),
+        ("old_log_probs", np.full((2, 3), np.inf), ValueError, r"old_log_probs\[0, 0\]"),
+        ("old_log_probs", np.zeros((2, 4)), ValueError, "old_log_probs"),
+        ("log_probs", np.zeros(3), ValueError, "log_probs"),
+        ("log_probs", np.array([["a"] * 3] * 2), TypeError, "log_probs"),
+        ("mask", np.ones((3, 2), bool), ValueError, "mask"),
+        ("mask", np.ones((2, 3)), TypeError, "mask"),
+    ],
+)
 def test_sequence_ratio_bad_arguments(backend, arg, value, exc, match):
     args = dict(log_probs=-np.ones((2, 3)), old_log_probs=-np.ones((2, 3)), mask=None)
     args[arg] = value
@@ -390,20 +462,24 @@ def test_sequence_ratio_bad_arguments(backend, arg, value, exc, match):
 
 # ----------------------------------------------------------------------------- bad group input
 
+
 @pytest.mark.parametrize("fn", ["grpo_advantages", "rloo_advantages"])
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(rewards=[1.0, np.nan, 2.0, 3.0], group_size=2), ValueError, r"rewards\[1\]"),
-    (dict(rewards=[1.0, 2.0, -np.inf, 3.0], group_size=2), ValueError, r"rewards\[2\]"),
-    (dict(rewards=np.ones((2, 2)), group_size=2), ValueError, "rewards"),
-    (dict(rewards=["a", "b"], group_size=2), TypeError, "rewards"),
-    (dict(rewards=np.ones(5), group_size=2), ValueError, "group_size"),
-    (dict(rewards=np.ones(4), group_size=0), ValueError, "group_size"),
-    (dict(rewards=np.ones(4), group_size=2.0), TypeError, "group_size"),
-    (dict(rewards=np.ones(4)), ValueError, "group_size and group_ids"),
-    (dict(rewards=np.ones(4), group_size=2, group_ids=[0, 0, 1, 1]), ValueError, "exactly one"),
-    (dict(rewards=np.ones(4), group_ids=[0, 0, 1]), ValueError, "group_ids"),
-    (dict(rewards=np.ones(4), group_ids=[0.0, 0.0, 1.0, 1.0]), TypeError, "group_ids"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(rewards=[1.0, np.nan, 2.0, 3.0], group_size=2), ValueError, r"rewards\[1\]"),
+        (dict(rewards=[1.0, 2.0, -np.inf, 3.0], group_size=2), ValueError, r"rewards\[2\]"),
+        (dict(rewards=np.ones((2, 2)), group_size=2), ValueError, "rewards"),
+        (dict(rewards=["a", "b"], group_size=2), TypeError, "rewards"),
+        (dict(rewards=np.ones(5), group_size=2), ValueError, "group_size"),
+        (dict(rewards=np.ones(4), group_size=0), ValueError, "group_size"),
+        (dict(rewards=np.ones(4), group_size=2.0), TypeError, "group_size"),
+        (dict(rewards=np.ones(4)), ValueError, "group_size and group_ids"),
+        (dict(rewards=np.ones(4), group_size=2, group_ids=[0, 0, 1, 1]), ValueError, "exactly one"),
+        (dict(rewards=np.ones(4), group_ids=[0, 0, 1]), ValueError, "group_ids"),
+        (dict(rewards=np.ones(4), group_ids=[0.0, 0.0, 1.0, 1.0]), TypeError, "group_ids"),
+    ],
+)
 def test_group_bad_arguments(backend, fn, kwargs, exc, match):
     rewards = np.array(kwargs["rewards"]) if not isinstance(kwargs["rewards"], list) else None
     before = None if rewards is None else rewards.copy()
@@ -413,15 +489,18 @@ def test_group_bad_arguments(backend, fn, kwargs, exc, match):
         np.testing.assert_array_equal(kwargs["rewards"], before)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(scale="std"), ValueError, "scale"),
-    (dict(scale=None), TypeError, "scale"),
-    (dict(eps=-1e-3), ValueError, "eps"),
-    (dict(eps=0.0), ValueError, "eps"),
-    (dict(eps=np.nan), ValueError, "eps"),
-    (dict(ddof=2), ValueError, "ddof"),
-    (dict(ddof=1.0), TypeError, "ddof"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(scale="std"), ValueError, "scale"),
+        (dict(scale=None), TypeError, "scale"),
+        (dict(eps=-1e-3), ValueError, "eps"),
+        (dict(eps=0.0), ValueError, "eps"),
+        (dict(eps=np.nan), ValueError, "eps"),
+        (dict(ddof=2), ValueError, "ddof"),
+        (dict(ddof=1.0), TypeError, "ddof"),
+    ],
+)
 def test_grpo_bad_options(backend, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         fastlmrl.grpo_advantages(np.ones(4), 2, **kwargs)
@@ -436,6 +515,7 @@ def test_rloo_rejects_a_single_sample_group(backend):
 
 # ---- array shapes (direct callers) -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     r = np.linspace(-1.0, 2.0, 6)
@@ -444,14 +524,32 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
     out = np.full(6, -7.0)
     lp, old, m = make_logps(4, 3, 4, np.float64)
     grid = np.full(m.shape, -7.0)
-    args = {"grpo_advantages": dict(rewards=r, group_ids=ids, scale=1, eps=1e-6, ddof=1,
-                                    group_mean=stat1, group_std=stat2, group_count=count,
-                                    advantages_out=out),
-            "rloo_advantages": dict(rewards=r, group_ids=ids, group_sum=stat1, group_count=count,
-                                    advantages_out=out),
-            "loss_weights": dict(mask=m.view(np.uint8), mode=0, num_sequences=3.0,
-                                 num_tokens=12.0, max_length=4.0, out=grid),
-            "sequence_importance_ratio": dict(logp=lp, old_logp=old, mask=m.view(np.uint8),
-                                              ratio_out=np.full(3, -7.0), grad_out=grid)}[kernel]
+    args = {
+        "grpo_advantages": dict(
+            rewards=r,
+            group_ids=ids,
+            scale=1,
+            eps=1e-6,
+            ddof=1,
+            group_mean=stat1,
+            group_std=stat2,
+            group_count=count,
+            advantages_out=out,
+        ),
+        "rloo_advantages": dict(
+            rewards=r, group_ids=ids, group_sum=stat1, group_count=count, advantages_out=out
+        ),
+        "loss_weights": dict(
+            mask=m.view(np.uint8),
+            mode=0,
+            num_sequences=3.0,
+            num_tokens=12.0,
+            max_length=4.0,
+            out=grid,
+        ),
+        "sequence_importance_ratio": dict(
+            logp=lp, old_logp=old, mask=m.view(np.uint8), ratio_out=np.full(3, -7.0), grad_out=grid
+        ),
+    }[kernel]
     for module in (reference, compiled):
         assert_rejects_bad_shapes(module, kernel, args)

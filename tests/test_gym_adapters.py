@@ -1,13 +1,13 @@
 """Gymnasium adapters: check_env on the Env adapter, VectorEnv smoke test (shapes, autoreset)."""
+
 import subprocess
 import sys
 import textwrap
 import warnings
 
+import gymnasium as gym  # the test extra installs it: CI must run these tests, never skip them
 import numpy as np
 import pytest
-
-import gymnasium as gym  # the test extra installs it: CI must run these tests, never skip them
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 from gymnasium.vector import AutoresetMode, VectorEnv  # noqa: E402
 
@@ -19,13 +19,21 @@ PROMPTS = [[2, 3], [4], []]
 
 
 def _text_env(num_envs=1, T=4):
-    return TextGenerationEnv(PROMPTS, vocab_size=6, order=2, max_new_tokens=T, num_envs=num_envs,
-                             reward=TargetMatch([2, 3]))
+    return TextGenerationEnv(
+        PROMPTS,
+        vocab_size=6,
+        order=2,
+        max_new_tokens=T,
+        num_envs=num_envs,
+        reward=TargetMatch([2, 3]),
+    )
 
 
-@pytest.mark.parametrize("make", [lambda: TokenEnv(), lambda: TokenEnv(_text_env()),
-                                  lambda: TokenEnv(ContextMDP(max_steps=5))],
-                         ids=["toy", "text", "toy-limit"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: TokenEnv(), lambda: TokenEnv(_text_env()), lambda: TokenEnv(ContextMDP(max_steps=5))],
+    ids=["toy", "text", "toy-limit"],
+)
 def test_check_env_passes(backend, make):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # gymnasium's checker reports problems as warnings
@@ -79,14 +87,14 @@ def test_vector_env_smoke(backend):
     obs2, _ = venv.reset(seed=3)
     np.testing.assert_array_equal(obs, obs2)
 
-    actions = np.array([1, 2, 3, 2, 1])                    # eos_id = 1 ends rows 0 and 4
+    actions = np.array([1, 2, 3, 2, 1])  # eos_id = 1 ends rows 0 and 4
     obs, rewards, term, trunc, info = venv.step(actions)
     assert obs.shape == rewards.shape == term.shape == trunc.shape == (5,)
     assert rewards.dtype == np.float64 and term.dtype == bool and trunc.dtype == bool
     np.testing.assert_array_equal(term, [True, False, False, False, True])
     assert not trunc.any()
     obs, rewards, term, trunc, info = venv.step(np.array([3, 3, 3, 3, 3]))
-    np.testing.assert_array_equal(trunc, [False, True, True, True, False])   # 2 tokens: truncated
+    np.testing.assert_array_equal(trunc, [False, True, True, True, False])  # 2 tokens: truncated
     assert not term.any()
     # rows 0 and 4 were autoreset (NEXT_STEP): back at their prompts' contexts, reward 0
     prompt_ctx = [2 * 6 + 3, 4, 0]
@@ -119,8 +127,9 @@ def test_clear_import_error_without_gymnasium():
         except ImportError as exc:
             print("MSG:", exc)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert "pip install 'fastlmrl[gym]'" in out
 
 

@@ -2,6 +2,7 @@
 log_probs, tabular_losses, advantages and group_advantages topics under malformed input
 (issue 11): refusals happen before the first write (public API and raw kernels of every backend),
 name the argument, and follow one semantics in every backend."""
+
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ def raw(name):
 
 
 # --------------------------------------------------------------------------- half-applied updates
+
 
 def _adam_args(v_bad, dtype=np.float64):
     table = np.arange(8, dtype=dtype).reshape(4, 2)
@@ -60,15 +62,32 @@ def test_adam_raw_kernel_negative_second_moment(name, ncols):
     acc = np.empty(ncols)
     for order in (np.empty(0, dtype=np.int64), np.array([1, 0, 2], dtype=np.int64)):
         before = [a.copy() for a in (table, m, v)]
-        status = kern.adam_step(table, rows, grads, order, m, v, 1, 0.1, 0.9, 0.999, 1e-8, False,
-                                acc)
+        status = kern.adam_step(
+            table, rows, grads, order, m, v, 1, 0.1, 0.9, 0.999, 1e-8, False, acc
+        )
         assert status == (34 if order.size == 0 else 35)  # unsorted rows are reported first
         for a, b in zip((table, m, v), before):
             np.testing.assert_array_equal(a, b)
     # a row of the batch that is fine, a bad row outside it: accepted (only the batch is read)
     rows = np.array([0, 1], dtype=np.int64)
-    assert kern.adam_step(table, rows, np.ones((2, ncols)), np.empty(0, dtype=np.int64), m, v, 1,
-                          0.1, 0.9, 0.999, 1e-8, False, acc) == 0
+    assert (
+        kern.adam_step(
+            table,
+            rows,
+            np.ones((2, ncols)),
+            np.empty(0, dtype=np.int64),
+            m,
+            v,
+            1,
+            0.1,
+            0.9,
+            0.999,
+            1e-8,
+            False,
+            acc,
+        )
+        == 0
+    )
 
 
 def _mc_args(count):
@@ -82,7 +101,7 @@ def _mc_args(count):
     return q, counts, states, actions, rewards, offsets
 
 
-@pytest.mark.parametrize("count", [-1, -2**63, 2**63 - 1, 2**63 - 3])
+@pytest.mark.parametrize("count", [-1, -(2**63), 2**63 - 1, 2**63 - 3])
 def test_mc_control_bad_counts_refused_before_writing(backend, count):
     q, counts, states, actions, rewards, offsets = _mc_args(count)
     before = q.copy(), counts.copy()
@@ -104,13 +123,15 @@ def test_mc_control_raw_kernel_negative_counts(name, first_visit):
     first = np.empty(8, dtype=np.int64) if first_visit else np.empty(0, dtype=np.int64)
     out = np.full(3, 7.0)
     for alpha in (0.0, 0.5):
-        status = raw(name).mc_control_update(q, states, actions, rewards, offsets, 0.9,
-                                             first_visit, alpha, counts, keys, first, out)
+        status = raw(name).mc_control_update(
+            q, states, actions, rewards, offsets, 0.9, first_visit, alpha, counts, keys, first, out
+        )
         assert status == 23
         assert (q == 0).all() and counts[1, 1] == -1 and (out == 7.0).all()
 
 
 # --------------------------------------------------------------------------- integer bounds
+
 
 def test_positive_int_bounds():
     assert check.positive_int(2**63 - 1, "n") == 2**63 - 1
@@ -134,8 +155,11 @@ def test_huge_ints_refused_naming_the_argument(backend, huge):
     with pytest.raises(ValueError, match="^step must be <="):
         fastlmrl.adam_step(table, rows, grads, m, v, 2**63 + 0 * huge, 0.1)
     mdp = _chain_mdp()
-    for solver in (fastlmrl.value_iteration, fastlmrl.policy_iteration,
-                   fastlmrl.modified_policy_iteration):
+    for solver in (
+        fastlmrl.value_iteration,
+        fastlmrl.policy_iteration,
+        fastlmrl.modified_policy_iteration,
+    ):
         with pytest.raises(ValueError, match="^max_iter must be <= 2"):
             solver(mdp, 0.9, max_iter=huge)
     with pytest.raises(ValueError, match="^k must be <= 2"):
@@ -157,6 +181,7 @@ def test_largest_valid_step_runs_everywhere(backend):
 
 # --------------------------------------------------------------------------- wrong types
 
+
 def test_kl_penalized_rewards_none_rewards(backend):
     lp = np.zeros((2, 3))
     with pytest.raises(TypeError, match="^rewards"):
@@ -175,10 +200,12 @@ def test_estimator_of_wrong_type_names_the_argument(backend, bad):
             lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, kl_estimator=bad),
             lambda: fastlmrl.kl_penalty_loss(logits, tokens, lp, kl_estimator=bad),
             lambda: fastlmrl.kl_penalty_loss_tabular(table, tokens, tokens, lp, kl_estimator=bad),
-            lambda: fastlmrl.kl_penalty(lp, lp, kl_estimator=bad)],
+            lambda: fastlmrl.kl_penalty(lp, lp, kl_estimator=bad),
+        ],
         "ratio_level": [
             lambda: fastlmrl.ppo_loss(logits, tokens, lp, lp, ratio_level=bad),
-            lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, ratio_level=bad)],
+            lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, lp, lp, ratio_level=bad),
+        ],
     }
     for name, fns in calls.items():
         for fn in fns:
@@ -187,6 +214,7 @@ def test_estimator_of_wrong_type_names_the_argument(backend, bad):
 
 
 # --------------------------------------------------------------------------- read-only inputs
+
 
 def _frozen(a):
     a = np.array(a)
@@ -206,14 +234,17 @@ def test_read_only_inputs_compile_nothing_new():
         table, m, v = np.zeros((4, 2)), np.zeros((4, 2)), np.zeros((4, 2))
         fastlmrl.adam_step(table, f([0, 2]), f(np.ones((2, 2))), m, v, 1, 0.1)
         q, counts = np.zeros((3, 2)), np.zeros((3, 2), dtype=np.int64)
-        fastlmrl.mc_control_update(q, f([0, 1]), f([1, 0]), f([1.0, 2.0]), f([0, 2]), 0.9,
-                                   counts=counts)
-        kl = fastlmrl.kl_penalty(f(np.zeros((2, 3))), f(np.ones((2, 3))),
-                                 f(np.ones((2, 3), bool)))[0]
+        fastlmrl.mc_control_update(
+            q, f([0, 1]), f([1, 0]), f([1.0, 2.0]), f([0, 2]), 0.9, counts=counts
+        )
+        kl = fastlmrl.kl_penalty(f(np.zeros((2, 3))), f(np.ones((2, 3))), f(np.ones((2, 3), bool)))[
+            0
+        ]
         logits = f(np.arange(6.0).reshape(2, 3))
         lsm = fastlmrl.log_softmax(logits)
-        loss = fastlmrl.ppo_loss_tabular(logits, f([0, 1]), f([2, 0]), f([0.0, -1.0]),
-                                         f([1.0, 2.0])).loss
+        loss = fastlmrl.ppo_loss_tabular(
+            logits, f([0, 1]), f([2, 0]), f([0.0, -1.0]), f([1.0, 2.0])
+        ).loss
         mdp = fastlmrl.TokenMDP(f([[1, 0], [1, 1]]), f([[1.0, 0.0], [0.0, 0.0]]), f([0, 1]))
         vi = fastlmrl.value_iteration(mdp, 0.9, v_init=f([0.0, 0.0])).values
         dense = fastlmrl.DenseMDP(f(np.full((2, 2, 2), 0.5)), f([[1.0, 0.0], [0.0, 2.0]]))
@@ -223,9 +254,16 @@ def test_read_only_inputs_compile_nothing_new():
     from fastlmrl._numba import dynamic_programming as ndp
     from fastlmrl._numba import log_probs as nlp
     from fastlmrl._numba import tabular_losses as ntl
-    kernels = (nopt.adam_step, nmc.mc_control_update, nkl.kl_penalty, nlp.log_softmax,
-               ntl.ppo_loss_tabular, ndp.token_mdp_value_iteration,
-               ndp.dense_mdp_bellman_backup)
+
+    kernels = (
+        nopt.adam_step,
+        nmc.mc_control_update,
+        nkl.kl_penalty,
+        nlp.log_softmax,
+        ntl.ppo_loss_tabular,
+        ndp.token_mdp_value_iteration,
+        ndp.dense_mdp_bellman_backup,
+    )
     with fastlmrl.use_backend("numba"):
         expected = run(False)
         counts = [len(k.signatures) for k in kernels]
@@ -249,6 +287,7 @@ def test_kernel_input_aliases_without_copy():
 
 # --------------------------------------------------------------------------- DenseMDP tolerance
 
+
 def test_float32_transition_rows_accepted_at_float32_precision(backend):
     rng = np.random.default_rng(0)
     P = rng.random((50, 3, 50)).astype(np.float32)
@@ -265,6 +304,7 @@ def test_float32_transition_rows_accepted_at_float32_precision(backend):
         P64[0, 0, 0] += 1e-7
         fastlmrl.DenseMDP(P64, R)
     from fastlmrl.dynamic_programming import row_sum_tolerance
+
     assert row_sum_tolerance(np.float64, 10) == 1e-8
     assert row_sum_tolerance(np.float32, 10) == 1e-4
     assert row_sum_tolerance(np.float32, 10**6) == 4e6 * float(np.finfo(np.float32).eps)
@@ -273,8 +313,10 @@ def test_float32_transition_rows_accepted_at_float32_precision(backend):
 
 # --------------------------------------------------------------------------- policy iteration ties
 
+
 def test_stopping_rule_tolerates_rounding_ties_only():
     from fastlmrl.dynamic_programming import _stable
+
     v = np.array([1.0, -2.0, 0.0])
     assert _stable(v, v, 1e-10)
     assert _stable(v + np.array([4e-16, 0.0, 1e-11]), v, 1e-10)  # rounding-level gains
@@ -333,6 +375,7 @@ def test_policy_iteration_converges_on_frozen_lake():
 
 # --------------------------------------------------------------------------- IEEE in the reference
 
+
 def _same(a, b):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -348,16 +391,20 @@ def _extreme_calls():
     return {
         "kl_penalty": lambda: fastlmrl.kl_penalty(lp, far, estimator="k3"),
         "kl_penalized_rewards": lambda: fastlmrl.kl_penalized_rewards(
-            np.ones((1, 3)), lp, far, beta=0.5, estimator="k3"),
+            np.ones((1, 3)), lp, far, beta=0.5, estimator="k3"
+        ),
         "ppo_loss": lambda: fastlmrl.ppo_loss(logits, tokens, old, adv),
-        "ppo_loss_kl": lambda: fastlmrl.ppo_loss(logits, tokens, np.zeros(3), adv,
-                                                 ref_log_probs=-old, kl_coef=0.1),
+        "ppo_loss_kl": lambda: fastlmrl.ppo_loss(
+            logits, tokens, np.zeros(3), adv, ref_log_probs=-old, kl_coef=0.1
+        ),
         "kl_penalty_loss": lambda: fastlmrl.kl_penalty_loss(logits, tokens, -old),
         "ppo_loss_tabular": lambda: fastlmrl.ppo_loss_tabular(table, tokens, tokens, old, adv),
         "kl_penalty_loss_tabular": lambda: fastlmrl.kl_penalty_loss_tabular(
-            table, tokens, tokens, -old),
+            table, tokens, tokens, -old
+        ),
         "sequence_importance_ratio": lambda: fastlmrl.sequence_importance_ratio(
-            np.array([[0.0, 0.0], [1e30, 0.0]]), np.array([[-1e30, 0.0], [0.0, 0.0]])),
+            np.array([[0.0, 0.0], [1e30, 0.0]]), np.array([[-1e30, 0.0], [0.0, 0.0]])
+        ),
     }
 
 
@@ -376,10 +423,16 @@ def test_extreme_log_ratios_follow_ieee_in_every_backend(call):
     for name in BACKEND_NAMES:
         with fastlmrl.use_backend(name):
             results[name] = _flat(_extreme_calls()[call]())
-    flat = {k: np.concatenate([np.ravel(np.asarray(x, dtype=np.float64))
-                               for x in (v if isinstance(v, list) else [v])
-                               for x in (x if isinstance(x, list) else [x])])
-            for k, v in results.items()}
+    flat = {
+        k: np.concatenate(
+            [
+                np.ravel(np.asarray(x, dtype=np.float64))
+                for x in (v if isinstance(v, list) else [v])
+                for x in (x if isinstance(x, list) else [x])
+            ]
+        )
+        for k, v in results.items()
+    }
     assert np.isinf(flat["python"]).any()
     for name in ("numba", "cython"):
         np.testing.assert_array_equal(flat[name], flat["python"], err_msg=name)
@@ -394,12 +447,34 @@ def test_optimizer_raw_kernels_check_hyperparameters(name):
     rows, grads, acc = np.array([0, 1]), np.zeros((2, 2)), np.empty(2)
     order = np.empty(0, dtype=np.int64)
     good = dict(step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
-    for key, bad in [("step", 0), ("step", -5), ("lr", -1.0), ("lr", np.inf), ("lr", np.nan),
-                     ("beta1", 1.0), ("beta2", -0.1), ("beta2", np.nan), ("eps", 0.0),
-                     ("eps", np.inf)]:
+    for key, bad in [
+        ("step", 0),
+        ("step", -5),
+        ("lr", -1.0),
+        ("lr", np.inf),
+        ("lr", np.nan),
+        ("beta1", 1.0),
+        ("beta2", -0.1),
+        ("beta2", np.nan),
+        ("eps", 0.0),
+        ("eps", np.inf),
+    ]:
         args = dict(good, **{key: bad})
-        status = kern.adam_step(table, rows, grads, order, m, v, args["step"], args["lr"],
-                                args["beta1"], args["beta2"], args["eps"], False, acc)
+        status = kern.adam_step(
+            table,
+            rows,
+            grads,
+            order,
+            m,
+            v,
+            args["step"],
+            args["lr"],
+            args["beta1"],
+            args["beta2"],
+            args["eps"],
+            False,
+            acc,
+        )
         assert status == 36, (key, bad)
     for bad in (-1.0, np.inf, np.nan):
         assert kern.sgd_step(table, rows, grads, order, bad, False, acc) == 36
@@ -419,7 +494,9 @@ def test_adam_state_step_count_bounded():
 
 def test_array_size_refuses_what_cannot_fit():
     check.array_size((10, 10), "n")
-    with pytest.raises(ValueError, match=r"^num_envs: an array of shape \(2147483648, 2147483648\)"):
+    with pytest.raises(
+        ValueError, match=r"^num_envs: an array of shape \(2147483648, 2147483648\)"
+    ):
         check.array_size((2**31, 2**31), "num_envs")
     with pytest.raises(ValueError, match="9223372036854775808"):
         check.array_size((2**63,), "size", itemsize=1)
@@ -427,30 +504,47 @@ def test_array_size_refuses_what_cannot_fit():
 
 # --------------------------------------------------------------------------- replaced MDP arrays
 
-@pytest.mark.parametrize("attr, value, error", [
-    ("next_state", np.zeros((3, 2)), TypeError), ("next_state", [[1, 0]], TypeError),
-    ("next_state", np.zeros((2, 2), dtype=np.int64), ValueError),
-    ("reward", np.zeros(3), ValueError), ("reward", np.zeros((3, 2), np.float16), TypeError),
-    ("terminal", np.zeros(5, bool), ValueError), ("terminal", None, TypeError),
-    ("next_state", np.full((3, 2), 7), ValueError)])
+
+@pytest.mark.parametrize(
+    "attr, value, error",
+    [
+        ("next_state", np.zeros((3, 2)), TypeError),
+        ("next_state", [[1, 0]], TypeError),
+        ("next_state", np.zeros((2, 2), dtype=np.int64), ValueError),
+        ("reward", np.zeros(3), ValueError),
+        ("reward", np.zeros((3, 2), np.float16), TypeError),
+        ("terminal", np.zeros(5, bool), ValueError),
+        ("terminal", None, TypeError),
+        ("next_state", np.full((3, 2), 7), ValueError),
+    ],
+)
 def test_token_mdp_with_replaced_arrays(backend, attr, value, error):
     """An MDP whose arrays were replaced after construction gets a ValueError/TypeError naming
     the array (it leaked IndexError, AttributeError or a Numba TypingError)."""
-    mdp = fastlmrl.TokenMDP(np.array([[1, 0], [2, 1], [2, 2]]), np.zeros((3, 2)),
-                            np.array([0, 0, 1], bool))
+    mdp = fastlmrl.TokenMDP(
+        np.array([[1, 0], [2, 1], [2, 2]]), np.zeros((3, 2)), np.array([0, 0, 1], bool)
+    )
     setattr(mdp, attr, value)
-    for call in (lambda: fastlmrl.value_iteration(mdp, 0.9),
-                 lambda: fastlmrl.policy_iteration(mdp, 1.0),
-                 lambda: fastlmrl.modified_policy_iteration(mdp, 0.9),
-                 lambda: fastlmrl.bellman_backup(mdp, np.zeros(3), 0.9),
-                 lambda: fastlmrl.evaluate_policy(mdp, [0, 0, 0], 0.9)):
+    for call in (
+        lambda: fastlmrl.value_iteration(mdp, 0.9),
+        lambda: fastlmrl.policy_iteration(mdp, 1.0),
+        lambda: fastlmrl.modified_policy_iteration(mdp, 0.9),
+        lambda: fastlmrl.bellman_backup(mdp, np.zeros(3), 0.9),
+        lambda: fastlmrl.evaluate_policy(mdp, [0, 0, 0], 0.9),
+    ):
         with pytest.raises(error, match="next_state|reward|terminal"):
             call()
 
 
-@pytest.mark.parametrize("attr, value, error", [
-    ("P", np.zeros((2, 2, 3)), ValueError), ("P", np.zeros((2, 2, 2), np.float32), TypeError),
-    ("R", [[0.0]], TypeError), ("R", np.zeros(2), ValueError)])
+@pytest.mark.parametrize(
+    "attr, value, error",
+    [
+        ("P", np.zeros((2, 2, 3)), ValueError),
+        ("P", np.zeros((2, 2, 2), np.float32), TypeError),
+        ("R", [[0.0]], TypeError),
+        ("R", np.zeros(2), ValueError),
+    ],
+)
 def test_dense_mdp_with_replaced_arrays(backend, attr, value, error):
     mdp = fastlmrl.DenseMDP(np.full((2, 2, 2), 0.5), np.zeros((2, 2)))
     setattr(mdp, attr, value)
@@ -460,35 +554,55 @@ def test_dense_mdp_with_replaced_arrays(backend, attr, value, error):
 
 # --------------------------------------------------------------------------- raw kernels, corrupted
 
+
 def _valid_public_calls():
     logits = np.zeros((3, 4))
     toks = np.array([0, 1, 2])
     per = np.zeros(3)
     mask = np.ones((2, 3), bool)
     term = np.ones(2, bool)
-    mdp = fastlmrl.TokenMDP(np.array([[1, 0], [2, 1], [2, 2]]), np.ones((3, 2)),
-                            np.array([0, 0, 1], bool))
+    mdp = fastlmrl.TokenMDP(
+        np.array([[1, 0], [2, 1], [2, 2]]), np.ones((3, 2)), np.array([0, 0, 1], bool)
+    )
     dense = mdp.to_dense()
     return [
         lambda: fastlmrl.sgd_step(np.zeros((3, 2)), [2, 0], np.ones((2, 2)), 0.1),
-        lambda: fastlmrl.adam_step(np.zeros((3, 2)), [0, 2, 2], np.ones((3, 2)),
-                                   np.zeros((3, 2)), np.zeros((3, 2)), 1, 0.1),
+        lambda: fastlmrl.adam_step(
+            np.zeros((3, 2)), [0, 2, 2], np.ones((3, 2)), np.zeros((3, 2)), np.zeros((3, 2)), 1, 0.1
+        ),
         lambda: fastlmrl.episode_returns(np.ones(3), [0, 1, 3], 0.9),
-        lambda: fastlmrl.mc_control_update(np.zeros((3, 2)), [0, 1, 0], [0, 1, 0], np.ones(3),
-                                           [0, 3], 0.9, counts=np.zeros((3, 2), np.int64)),
+        lambda: fastlmrl.mc_control_update(
+            np.zeros((3, 2)),
+            [0, 1, 0],
+            [0, 1, 0],
+            np.ones(3),
+            [0, 3],
+            0.9,
+            counts=np.zeros((3, 2), np.int64),
+        ),
         lambda: fastlmrl.value_iteration(mdp, 0.9, max_iter=5),
         lambda: fastlmrl.evaluate_policy(mdp, [1, 0, 0], 0.9),
         lambda: fastlmrl.modified_policy_iteration(mdp, 0.9, k=2, max_iter=5),
         lambda: fastlmrl.value_iteration(dense, 0.9, max_iter=5),
         lambda: fastlmrl.modified_policy_iteration(dense, 0.9, k=2, max_iter=5),
-        lambda: fastlmrl.kl_penalized_rewards(np.zeros((2, 3)), np.zeros((2, 3)),
-                                              np.zeros((2, 3)), mask, beta=0.1),
-        lambda: fastlmrl.ppo_loss(logits, toks, per, per, ratio_level="sequence",
-                                  sequence_offsets=[0, 1, 3], ref_log_probs=per, kl_coef=0.1),
+        lambda: fastlmrl.kl_penalized_rewards(
+            np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)), mask, beta=0.1
+        ),
+        lambda: fastlmrl.ppo_loss(
+            logits,
+            toks,
+            per,
+            per,
+            ratio_level="sequence",
+            sequence_offsets=[0, 1, 3],
+            ref_log_probs=per,
+            kl_coef=0.1,
+        ),
         lambda: fastlmrl.a2c_loss(logits, toks, per, per, per),
         lambda: fastlmrl.log_prob_grad(logits, toks),
-        lambda: fastlmrl.ppo_loss_tabular(logits, toks, toks, per, per, ratio_level="sequence",
-                                          sequence_offsets=[0, 2, 3]),
+        lambda: fastlmrl.ppo_loss_tabular(
+            logits, toks, toks, per, per, ratio_level="sequence", sequence_offsets=[0, 2, 3]
+        ),
         lambda: fastlmrl.a2c_loss_tabular(logits, toks, toks, per, per, per),
         lambda: fastlmrl.gae(np.zeros((2, 3)), np.zeros((2, 3)), mask, term, gamma=0.9, lam=0.9),
         lambda: fastlmrl.grpo_advantages(np.arange(4.0), group_ids=[0, 1, 0, 1]),
@@ -506,9 +620,9 @@ def _recorded_kernel_calls(name):
     class Recorder:
         def __getattr__(self, attr):
             def record(*args):
-                calls.append((attr, [a.copy() if isinstance(a, np.ndarray) else a
-                                     for a in args]))
+                calls.append((attr, [a.copy() if isinstance(a, np.ndarray) else a for a in args]))
                 return getattr(module, attr)(*args)
+
             return record
 
     original = _backend.kernels
@@ -546,7 +660,8 @@ def _corrupted_statuses(name):
                     status = getattr(module, kernel)(*call)
                     touched = status != 0 and any(
                         b is not None and not np.array_equal(a, b, equal_nan=True)
-                        for a, b in zip(call, before))
+                        for a, b in zip(call, before)
+                    )
                     out[(kernel, i, value, pos)] = (status, touched)
     return out
 
@@ -570,7 +685,7 @@ def test_optimizer_load_state_dict_of_wrong_type(bad):
             opt.load_state_dict(bad)
 
 
-@pytest.mark.parametrize("big", [2**31, -2**31 - 1, 2**63 - 1])
+@pytest.mark.parametrize("big", [2**31, -(2**31) - 1, 2**63 - 1])
 def test_raw_kernels_take_int64_options_and_thread_counts(big):
     """Option codes and thread counts up to int64 give the reference's status (Cython's def
     wrappers used to raise OverflowError above 2**31 - 1)."""
@@ -586,10 +701,29 @@ def test_raw_kernels_take_int64_options_and_thread_counts(big):
             kern.token_log_probs(logits, tokens, np.empty(2), big),
             kern.kl_penalty(flat, flat, mask, big, np.empty(4), np.empty(4)),
             kern.loss_weights(np.ones((2, 2), np.uint8), big, 2.0, 4.0, 2.0, np.empty((2, 2))),
-            kern.grpo_advantages(np.arange(4.0), np.array([0, 0, 1, 1]), 1, 1e-4, big,
-                                 np.empty(2), np.empty(2), np.empty(2, np.int64), np.empty(4)),
-            kern.kl_penalty_loss(logits, tokens, np.zeros(2), np.ones(2), big, np.empty(2),
-                                 np.empty(2), np.empty((2, 3)), np.zeros(7), big),
+            kern.grpo_advantages(
+                np.arange(4.0),
+                np.array([0, 0, 1, 1]),
+                1,
+                1e-4,
+                big,
+                np.empty(2),
+                np.empty(2),
+                np.empty(2, np.int64),
+                np.empty(4),
+            ),
+            kern.kl_penalty_loss(
+                logits,
+                tokens,
+                np.zeros(2),
+                np.ones(2),
+                big,
+                np.empty(2),
+                np.empty(2),
+                np.empty((2, 3)),
+                np.zeros(7),
+                big,
+            ),
         )
     assert got["python"][2] != 0 and got["python"][3] != 0  # invalid estimator, mode
     assert got["numba"] == got["python"] and got["cython"] == got["python"]
@@ -612,8 +746,7 @@ def test_dp_raw_kernels_refuse_2_31_sweeps(name):
         assert kern.token_mdp_value_iteration(ns, rw, term, 0.9, 0.0, bad, v, *out) == 60
         assert kern.dense_mdp_value_iteration(P, rw, 0.9, 0.0, bad, v, *out) == 60
         assert (v == 0).all()
-    assert kern.token_mdp_policy_sweeps(ns, rw, term, policy, 0.9, 2, v,
-                                        np.empty(2)) == 0
+    assert kern.token_mdp_policy_sweeps(ns, rw, term, policy, 0.9, 2, v, np.empty(2)) == 0
 
 
 @pytest.mark.parametrize("state", ["table", "m", "v"])
@@ -623,8 +756,21 @@ def test_reference_adam_refuses_read_only_state_before_writing(state):
     arrays[state].flags.writeable = False
     before = [a.copy() for a in (table, m, v)]
     with pytest.raises(ValueError, match=f"^{state} is read-only"):
-        raw("python").adam_step(table, rows, grads, np.empty(0, np.int64), m, v, 1, 0.1, 0.9,
-                                0.999, 1e-8, False, np.empty(2))
+        raw("python").adam_step(
+            table,
+            rows,
+            grads,
+            np.empty(0, np.int64),
+            m,
+            v,
+            1,
+            0.1,
+            0.9,
+            0.999,
+            1e-8,
+            False,
+            np.empty(2),
+        )
     for a, b in zip((table, m, v), before):
         np.testing.assert_array_equal(a, b)
 
@@ -633,9 +779,20 @@ def test_reference_mc_control_refuses_read_only_q_before_writing():
     q, counts, states, actions, rewards, offsets = _mc_args(0)
     q.flags.writeable = False
     with pytest.raises(ValueError, match="^q is read-only"):
-        raw("python").mc_control_update(q, states, actions, rewards, offsets, 0.9, False, 0.0,
-                                        counts, np.empty(0, np.int64), np.empty(0, np.int64),
-                                        np.empty(3))
+        raw("python").mc_control_update(
+            q,
+            states,
+            actions,
+            rewards,
+            offsets,
+            0.9,
+            False,
+            0.0,
+            counts,
+            np.empty(0, np.int64),
+            np.empty(0, np.int64),
+            np.empty(3),
+        )
     assert (counts == 0).all()
 
 
@@ -649,12 +806,34 @@ def test_reference_dp_kernels_check_outputs_before_writing(bad):
     kern = raw("python")
     if bad == "readonly":
         with pytest.raises(ValueError, match="^policy_out is read-only"):
-            kern.token_mdp_value_iteration(ns, rw, np.array([0, 1], np.uint8), 0.9, 0.0, 5, v,
-                                           np.empty(2), policy_out, np.zeros(2, np.int64))
+            kern.token_mdp_value_iteration(
+                ns,
+                rw,
+                np.array([0, 1], np.uint8),
+                0.9,
+                0.0,
+                5,
+                v,
+                np.empty(2),
+                policy_out,
+                np.zeros(2, np.int64),
+            )
     else:
-        assert kern.token_mdp_value_iteration(ns, rw, np.array([0, 1], np.uint8), 0.9, 0.0, 5, v,
-                                              np.empty(2), policy_out,
-                                              np.zeros(2, np.int64)) == 7
+        assert (
+            kern.token_mdp_value_iteration(
+                ns,
+                rw,
+                np.array([0, 1], np.uint8),
+                0.9,
+                0.0,
+                5,
+                v,
+                np.empty(2),
+                policy_out,
+                np.zeros(2, np.int64),
+            )
+            == 7
+        )
     assert (v == 0).all()
 
 

@@ -1,4 +1,5 @@
 """KL estimators k1/k2/k3, their gradients, KL-penalised rewards and the adaptive KL controller."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -43,11 +44,17 @@ def run(mod, kernel, lp, ref, rw, m, estimator, beta=0.1):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40), estimator=st.sampled_from([1, 2, 3]),
-       use_f32=st.booleans(), spread=st.sampled_from([1e-6, 1.0, 30.0]),
-       beta=st.floats(0.0, 2.0))
-def test_compiled_matches_reference_bit_for_bit(compiled, reference, kernel, seed, n, estimator,
-                                                use_f32, spread, beta):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 40),
+    estimator=st.sampled_from([1, 2, 3]),
+    use_f32=st.booleans(),
+    spread=st.sampled_from([1e-6, 1.0, 30.0]),
+    beta=st.floats(0.0, 2.0),
+)
+def test_compiled_matches_reference_bit_for_bit(
+    compiled, reference, kernel, seed, n, estimator, use_f32, spread, beta
+):
     args = make_tokens(seed, n, np.float32 if use_f32 else np.float64, spread)
     expected = run(reference, kernel, *args, estimator, beta)
     got = run(compiled, kernel, *args, estimator, beta)
@@ -57,11 +64,15 @@ def test_compiled_matches_reference_bit_for_bit(compiled, reference, kernel, see
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 20),
-       where=st.sampled_from(["logp", "ref_logp", "rewards", "estimator"]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 20),
+    where=st.sampled_from(["logp", "ref_logp", "rewards", "estimator"]),
+)
 @settings(max_examples=30)
-def test_compiled_reports_the_same_status_and_writes_nothing(compiled, reference, kernel, seed, n,
-                                                             where):
+def test_compiled_reports_the_same_status_and_writes_nothing(
+    compiled, reference, kernel, seed, n, where
+):
     lp, ref, rw, m = make_tokens(seed, n, np.float64)
     i = np.random.default_rng(seed).integers(n)
     m[i] = 1
@@ -74,8 +85,12 @@ def test_compiled_reports_the_same_status_and_writes_nothing(compiled, reference
     expected = run(reference, kernel, lp, ref, rw, m, estimator)
     got = run(compiled, kernel, lp, ref, rw, m, estimator)
     assert got[0] == expected[0]
-    codes = {"logp": BAD_LOGP, "ref_logp": BAD_REF_LOGP, "rewards": BAD_REWARDS,
-             "estimator": BAD_ESTIMATOR}
+    codes = {
+        "logp": BAD_LOGP,
+        "ref_logp": BAD_REF_LOGP,
+        "rewards": BAD_REWARDS,
+        "estimator": BAD_ESTIMATOR,
+    }
     if where == "rewards" and kernel == "kl_penalty":
         assert expected[0] == 0
         return
@@ -86,6 +101,7 @@ def test_compiled_reports_the_same_status_and_writes_nothing(compiled, reference
 
 # ----------------------------------------------------------------------------- values, by hand
 
+
 def test_hand_computed_estimators(backend):
     # logp = log 0.5, ref = log 0.25 -> r = log(0.5) = -ln 2
     lp = np.log([0.5, 0.2])
@@ -95,7 +111,7 @@ def test_hand_computed_estimators(backend):
     np.testing.assert_allclose(k1, [ln2, 0.0], atol=1e-15)
     np.testing.assert_array_equal(g1, [1.0, 1.0])
     k2, g2 = fastlmrl.kl_penalty(lp, ref, estimator="k2")
-    np.testing.assert_allclose(k2, [ln2 ** 2 / 2, 0.0], atol=1e-15)
+    np.testing.assert_allclose(k2, [ln2**2 / 2, 0.0], atol=1e-15)
     np.testing.assert_allclose(g2, [ln2, 0.0], atol=1e-15)
     k3, g3 = fastlmrl.kl_penalty(lp, ref, estimator="k3")
     # exp(-ln 2) - 1 + ln 2 = ln 2 - 0.5;  grad = 1 - exp(r) = 0.5
@@ -110,8 +126,11 @@ def test_estimators_match_numpy_formulas(backend, seed, use_f32):
     lp, ref, _, m = make_tokens(seed, 50, dtype, spread=5.0)
     mb = m.astype(bool)
     r = ref.astype(np.float64) - lp.astype(np.float64)
-    formulas = {"k1": (-r, np.ones_like(r)), "k2": (r ** 2 / 2, -r),
-                "k3": (np.exp(r) - 1 - r, 1 - np.exp(r))}
+    formulas = {
+        "k1": (-r, np.ones_like(r)),
+        "k2": (r**2 / 2, -r),
+        "k3": (np.exp(r) - 1 - r, 1 - np.exp(r)),
+    }
     rtol = 1e-6 if use_f32 else 1e-12
     for name, (value, grad) in formulas.items():
         kl, g = fastlmrl.kl_penalty(lp, ref, m.astype(bool), estimator=name)
@@ -173,9 +192,14 @@ def test_kl_penalized_rewards_agree_with_kl_penalty(backend, float_dtype):
     lp, ref, rw, m = make_tokens(8, 60, float_dtype)
     mb = m.astype(bool)
     for est in ("k1", "k2", "k3"):
-        shaped, kl = fastlmrl.kl_penalized_rewards(rw.reshape(6, 10), lp.reshape(6, 10),
-                                                   ref.reshape(6, 10), mb.reshape(6, 10),
-                                                   beta=0.3, estimator=est)
+        shaped, kl = fastlmrl.kl_penalized_rewards(
+            rw.reshape(6, 10),
+            lp.reshape(6, 10),
+            ref.reshape(6, 10),
+            mb.reshape(6, 10),
+            beta=0.3,
+            estimator=est,
+        )
         kl2, _ = fastlmrl.kl_penalty(lp, ref, mb, estimator=est)
         np.testing.assert_array_equal(kl.ravel(), kl2)
         expected = np.where(mb, rw.astype(np.float64) - 0.3 * kl2.astype(np.float64), 0.0)
@@ -191,10 +215,15 @@ def test_empty_inputs(backend):
 
 # ----------------------------------------------------------------------------- bad input
 
+
 def good():
     rng = np.random.default_rng(0)
-    return dict(rewards=rng.standard_normal((2, 3)), log_probs=-rng.random((2, 3)),
-                ref_log_probs=-rng.random((2, 3)), mask=np.ones((2, 3), bool))
+    return dict(
+        rewards=rng.standard_normal((2, 3)),
+        log_probs=-rng.random((2, 3)),
+        ref_log_probs=-rng.random((2, 3)),
+        mask=np.ones((2, 3), bool),
+    )
 
 
 BAD = [
@@ -246,6 +275,7 @@ def test_masked_entries_are_not_checked(backend):
 
 # ----------------------------------------------------------------------------- controllers
 
+
 def test_adaptive_controller_follows_ziegler_et_al():
     c = fastlmrl.AdaptiveKLController(0.2, target=6.0, horizon=10_000)
     # KL twice the target: error clipped to 0.2, K_beta = 256 / 10000
@@ -262,12 +292,15 @@ def test_adaptive_controller_follows_ziegler_et_al():
     assert fixed.update(100.0, 10) == 0.05
 
 
-@pytest.mark.parametrize("kwargs,exc", [
-    (dict(init_kl_coef=-1, target=1, horizon=1), ValueError),
-    (dict(init_kl_coef=0.1, target=0, horizon=1), ValueError),
-    (dict(init_kl_coef=0.1, target=1, horizon=0), ValueError),
-    (dict(init_kl_coef="a", target=1, horizon=1), TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc",
+    [
+        (dict(init_kl_coef=-1, target=1, horizon=1), ValueError),
+        (dict(init_kl_coef=0.1, target=0, horizon=1), ValueError),
+        (dict(init_kl_coef=0.1, target=1, horizon=0), ValueError),
+        (dict(init_kl_coef="a", target=1, horizon=1), TypeError),
+    ],
+)
 def test_adaptive_controller_bad_arguments(kwargs, exc):
     with pytest.raises(exc):
         fastlmrl.AdaptiveKLController(**kwargs)
@@ -286,6 +319,7 @@ def test_adaptive_controller_bad_update():
 
 # ---- array shapes (direct callers) -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     lp, ref, rw = -np.linspace(0.5, 2.0, 6), -np.linspace(1.0, 1.5, 6), np.linspace(-1, 1, 6)
@@ -294,7 +328,15 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
     if kernel == "kl_penalty":
         args = dict(logp=lp, ref_logp=ref, mask=m, estimator=3, kl_out=out1, grad_out=out2)
     else:
-        args = dict(rewards=rw, logp=lp, ref_logp=ref, mask=m, estimator=3, beta=0.1,
-                    rewards_out=out1, kl_out=out2)
+        args = dict(
+            rewards=rw,
+            logp=lp,
+            ref_logp=ref,
+            mask=m,
+            estimator=3,
+            beta=0.1,
+            rewards_out=out1,
+            kl_out=out2,
+        )
     for module in (reference, compiled):
         assert_rejects_bad_shapes(module, kernel, args)

@@ -1,5 +1,6 @@
 """log_probs: float32 fast exp accuracy, reference equivalence (bit for bit), NumPy formulas, hand-computed
 values, finite differences, serial = parallel, bad input and "nothing modified on error"."""
+
 import math
 
 import numpy as np
@@ -7,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
-from fastlmrl._status import BAD_SHAPES
 from fastlmrl._numba import fast_math
 from fastlmrl._python import log_probs as ref_lp
-from shape_checks import assert_rejects_bad_shapes
+from fastlmrl._status import BAD_SHAPES
 
 KERNELS = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 FLOATS = (np.float32, np.float64)
@@ -54,6 +55,7 @@ def call(module, name, logits, tokens, threads=1):
 
 # ---- the fast exp -------------------------------------------------------------------------------
 
+
 @njit
 def _fast_exp32_array(x, out):
     for i in range(x.shape[0]):
@@ -67,9 +69,15 @@ def _ulps(a, b):
 
 def test_fast_exp32_error_against_numpy():
     rng = np.random.default_rng(7)
-    x = np.concatenate([np.linspace(-87.0, 88.0, 2_000_001), np.linspace(-1.0, 1.0, 200_001),
-                        rng.uniform(-87.0, 0.0, 200_000), -np.logspace(-30, 1.9, 20_001),
-                        [0.0, -0.0, -87.0, 88.0]]).astype(np.float32)
+    x = np.concatenate(
+        [
+            np.linspace(-87.0, 88.0, 2_000_001),
+            np.linspace(-1.0, 1.0, 200_001),
+            rng.uniform(-87.0, 0.0, 200_000),
+            -np.logspace(-30, 1.9, 20_001),
+            [0.0, -0.0, -87.0, 88.0],
+        ]
+    ).astype(np.float32)
     out = np.empty_like(x)
     _fast_exp32_array(x, out)
     exact = np.exp(x.astype(np.float64))
@@ -94,8 +102,13 @@ def test_fast_exp32_underflow_and_special_values():
 
 def test_fast_exp32_python_twin_is_bit_identical():
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.uniform(-95, 5, 4000), rng.uniform(-1, 1, 1000),
-                        [-np.inf, 0.0, -87.0, -87.00001, -0.3465736]]).astype(np.float32)
+    x = np.concatenate(
+        [
+            rng.uniform(-95, 5, 4000),
+            rng.uniform(-1, 1, 1000),
+            [-np.inf, 0.0, -87.0, -87.00001, -0.3465736],
+        ]
+    ).astype(np.float32)
     out = np.empty_like(x)
     _fast_exp32_array(x, out)
     assert [ref_lp.fast_exp32(v) for v in x.tolist()] == out.astype(np.float64).tolist()
@@ -105,23 +118,29 @@ def _nearest_float32(q):
     """The float32 nearest to the rational q (ties to even), found independently of the code
     under test: the neighbours of a first guess, compared exactly."""
     from fractions import Fraction
+
     guess = np.float32(float(q))
-    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess,
-                  np.nextafter(guess, np.float32(np.inf))]
-    best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - q),
-                                          int(np.array(c).view(np.int32)) & 1))
+    candidates = [
+        np.nextafter(guess, np.float32(-np.inf)),
+        guess,
+        np.nextafter(guess, np.float32(np.inf)),
+    ]
+    best = min(
+        candidates, key=lambda c: (abs(Fraction(float(c)) - q), int(np.array(c).view(np.int32)) & 1)
+    )
     return float(best)
 
 
 def test_python_float32_fma_and_subtraction_are_exactly_rounded():
     from fractions import Fraction
+
     rng = np.random.default_rng(4)
     n = 3000
     a = (rng.standard_normal(n) * np.exp2(rng.integers(-40, 40, n))).astype(np.float32)
     b = (rng.standard_normal(n) * np.exp2(rng.integers(-40, 40, n))).astype(np.float32)
     c = (rng.standard_normal(n) * np.exp2(rng.integers(-80, 80, n))).astype(np.float32)
     c[:500] = -(a[:500] * b[:500])  # heavy cancellation (the float32 product, rounded)
-    c[500:1000] = (a[500:1000].astype(np.float64) * b[500:1000] * 2.0 ** -24).astype(np.float32)
+    c[500:1000] = (a[500:1000].astype(np.float64) * b[500:1000] * 2.0**-24).astype(np.float32)
     for x, y, z in zip(a.tolist(), b.tolist(), c.tolist()):
         assert ref_lp.fma32(x, y, z) == _nearest_float32(Fraction(x) * Fraction(y) + Fraction(z))
     # subtraction agrees with NumPy's float32 subtraction (IEEE single)
@@ -172,7 +191,7 @@ def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
     x[5, ::7] = -np.inf
     tokens = rng.integers(0, v, n)
     buf = np.empty(n * v + 16, dtype=dtype)
-    out = buf[3:3 + n * v].reshape(n, v)
+    out = buf[3 : 3 + n * v].reshape(n, v)
     assert out.flags.c_contiguous and out.ctypes.data % 64 != 0
     for threads in (1, 2):
         out[:] = 7.0
@@ -186,12 +205,20 @@ def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
 
 # ---- reference equivalence (hypothesis) ---------------------------------------------------------
 
+
 @settings(max_examples=25)
-@given(n=st.integers(0, 5), v=st.sampled_from([1, 2, 7, 9, 511, 512, 513, 1100]),
-       float_idx=st.integers(0, 1), int32=st.booleans(), mask=st.sampled_from([0.0, 0.3, 0.95]),
-       scale=st.sampled_from([0.1, 3.0, 80.0]), seed=st.integers(0, 2**32 - 1))
-def test_compiled_kernels_equal_reference(compiled, reference, n, v, float_idx, int32, mask, scale,
-                                          seed):
+@given(
+    n=st.integers(0, 5),
+    v=st.sampled_from([1, 2, 7, 9, 511, 512, 513, 1100]),
+    float_idx=st.integers(0, 1),
+    int32=st.booleans(),
+    mask=st.sampled_from([0.0, 0.3, 0.95]),
+    scale=st.sampled_from([0.1, 3.0, 80.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compiled_kernels_equal_reference(
+    compiled, reference, n, v, float_idx, int32, mask, scale, seed
+):
     rng = np.random.default_rng(seed)
     dtype = FLOATS[float_idx]
     x = random_logits(rng, n, v, dtype, mask, scale)
@@ -221,6 +248,7 @@ def test_all_backends_export_the_same_kernels():
 
 # ---- independent formulas and hand-computed values ---------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_against_numpy_formulas(backend, dtype):
     rng = np.random.default_rng(1)
@@ -229,35 +257,41 @@ def test_against_numpy_formulas(backend, dtype):
     x[np.arange(6), t] = 1.0
     rtol = 2e-6 if dtype == np.float32 else 1e-12
     lsm = np_log_softmax(x)
-    np.testing.assert_allclose(fastlmrl.logsumexp(x),
-                               np.logaddexp.reduce(x.astype(np.float64), axis=1), rtol=rtol)
+    np.testing.assert_allclose(
+        fastlmrl.logsumexp(x), np.logaddexp.reduce(x.astype(np.float64), axis=1), rtol=rtol
+    )
     got = fastlmrl.log_softmax(x)
     finite = np.isfinite(lsm)
     np.testing.assert_allclose(got[finite], lsm[finite], rtol=rtol, atol=rtol * 10)
     assert (got[~finite] == -np.inf).all()
-    np.testing.assert_allclose(fastlmrl.token_log_probs(x, t), lsm[np.arange(6), t], rtol=rtol,
-                               atol=rtol)
+    np.testing.assert_allclose(
+        fastlmrl.token_log_probs(x, t), lsm[np.arange(6), t], rtol=rtol, atol=rtol
+    )
     np.testing.assert_allclose(fastlmrl.entropy(x), np_entropy(x), rtol=rtol * 10, atol=rtol)
     onehot = np.zeros_like(lsm)
     onehot[np.arange(6), t] = 1.0
-    np.testing.assert_allclose(fastlmrl.log_prob_grad(x, t), onehot - np.exp(lsm), rtol=rtol,
-                               atol=rtol)
+    np.testing.assert_allclose(
+        fastlmrl.log_prob_grad(x, t), onehot - np.exp(lsm), rtol=rtol, atol=rtol
+    )
 
 
 def test_hand_computed(backend, float_dtype):
     x = np.array([[0.0, 0.0], [0.0, math.log(3.0)], [0.0, -np.inf]], dtype=float_dtype)
     tol = 1e-7 if float_dtype == np.float32 else 1e-15
     np.testing.assert_allclose(fastlmrl.logsumexp(x), [math.log(2), math.log(4), 0.0], atol=tol)
-    np.testing.assert_allclose(fastlmrl.token_log_probs(x, [0, 1, 0]),
-                               [-math.log(2), math.log(0.75), 0.0], atol=tol)
+    np.testing.assert_allclose(
+        fastlmrl.token_log_probs(x, [0, 1, 0]), [-math.log(2), math.log(0.75), 0.0], atol=tol
+    )
     assert fastlmrl.token_log_probs(x, [0, 0, 1])[2] == -np.inf
     h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
     np.testing.assert_allclose(fastlmrl.entropy(x), [math.log(2), h, 0.0], atol=tol)
-    np.testing.assert_allclose(fastlmrl.log_prob_grad(x, [0, 1, 0]),
-                               [[0.5, -0.5], [-0.25, 0.25], [0.0, 0.0]], atol=tol)
+    np.testing.assert_allclose(
+        fastlmrl.log_prob_grad(x, [0, 1, 0]), [[0.5, -0.5], [-0.25, 0.25], [0.0, 0.0]], atol=tol
+    )
     lsm = fastlmrl.log_softmax(x)
-    np.testing.assert_allclose(lsm[:2], [[-math.log(2)] * 2, [math.log(0.25), math.log(0.75)]],
-                               atol=tol)
+    np.testing.assert_allclose(
+        lsm[:2], [[-math.log(2)] * 2, [math.log(0.25), math.log(0.75)]], atol=tol
+    )
     assert lsm[2, 0] == 0.0 and lsm[2, 1] == -np.inf
 
 
@@ -418,6 +452,7 @@ def test_raw_kernels_check_before_writing(compiled, reference):
 
 # ---- array shapes (direct callers) -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     logits = np.random.default_rng(2).standard_normal((5, 4))
@@ -436,5 +471,6 @@ def test_bad_shapes_status_is_an_internal_error():
     with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
         fastlmrl.log_probs.raise_for_status(BAD_SHAPES, np.zeros((2, 3)))
     with pytest.raises(ValueError, match="inconsistent shapes"):  # the tabular losses' mapping
-        fastlmrl.tabular_losses._raise(BAD_SHAPES, np.zeros((2, 3)), np.zeros(1, np.int64),
-                                       np.zeros(1, np.int64), {})
+        fastlmrl.tabular_losses._raise(
+            BAD_SHAPES, np.zeros((2, 3)), np.zeros(1, np.int64), np.zeros(1, np.int64), {}
+        )

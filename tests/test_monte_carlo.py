@@ -2,6 +2,7 @@
 
 Reference equivalence (hypothesis), independent NumPy formulas, hand-computed episodes, hash-set
 stress, empty inputs, bad input (tables and counts left untouched on error)."""
+
 import inspect
 import math
 
@@ -10,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 import fastlmrl
 from fastlmrl import _backend
-from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 elements = st.one_of(st.integers(-3, 3).map(float), st.floats(-1e3, 1e3, width=32))
 
@@ -47,26 +48,29 @@ def _scratch(offsets):
 def _mc_raw(module, q, counts, states, actions, rewards, offsets, gamma, first_visit, alpha):
     keys, first = _scratch(offsets)
     out = np.empty(states.shape[0], q.dtype)
-    status = module.mc_control_update(q, states, actions, rewards, offsets, gamma, first_visit,
-                                      alpha, counts, keys, first, out)
+    status = module.mc_control_update(
+        q, states, actions, rewards, offsets, gamma, first_visit, alpha, counts, keys, first, out
+    )
     return status, out
 
 
 # ----------------------------------------------------------------------------- equivalence
-@given(episode_batches(), st.booleans(), st.one_of(st.just(0.0), st.floats(0.01, 1.0)),
-       st.booleans())
-def test_mc_control_matches_reference(compiled, reference, batch, first_visit, alpha,
-                                      with_counts):
+@given(
+    episode_batches(), st.booleans(), st.one_of(st.just(0.0), st.floats(0.01, 1.0)), st.booleans()
+)
+def test_mc_control_matches_reference(compiled, reference, batch, first_visit, alpha, with_counts):
     q, states, actions, rewards, offsets, gamma = batch
     if alpha == 0.0 or with_counts:
         counts = np.random.default_rng(len(states)).integers(0, 3, q.shape).astype(np.int64)
     else:
         counts = np.empty((0, 0), np.int64)
     q_ref, q_got, c_ref, c_got = q.copy(), q.copy(), counts.copy(), counts.copy()
-    s_ref, g_ref = _mc_raw(reference, q_ref, c_ref, states, actions, rewards, offsets, gamma,
-                           first_visit, alpha)
-    s_got, g_got = _mc_raw(compiled, q_got, c_got, states, actions, rewards, offsets, gamma,
-                           first_visit, alpha)
+    s_ref, g_ref = _mc_raw(
+        reference, q_ref, c_ref, states, actions, rewards, offsets, gamma, first_visit, alpha
+    )
+    s_got, g_got = _mc_raw(
+        compiled, q_got, c_got, states, actions, rewards, offsets, gamma, first_visit, alpha
+    )
     assert s_ref == s_got == 0
     np.testing.assert_array_equal(q_got, q_ref)
     np.testing.assert_array_equal(c_got, c_ref)
@@ -88,8 +92,10 @@ def test_backends_export_the_same_kernels():
     from fastlmrl._cython import monte_carlo as cy_mc
     from fastlmrl._numba import monte_carlo as nb_mc
     from fastlmrl._python import monte_carlo as py_mc
-    assert py_mc.__all__ == nb_mc.__all__ == cy_mc.__all__ == ["episode_returns",
-                                                               "mc_control_update"]
+
+    assert (
+        py_mc.__all__ == nb_mc.__all__ == cy_mc.__all__ == ["episode_returns", "mc_control_update"]
+    )
     for name in py_mc.__all__:
         expected = list(inspect.signature(getattr(py_mc, name)).parameters)
         assert list(inspect.signature(getattr(nb_mc, name).py_func).parameters) == expected
@@ -101,12 +107,12 @@ def _numpy_returns(rewards, offsets, gamma, finals):
     """Independent formula: G_t = sum_k gamma^k r_{t+k} + gamma^(L-t) * final (per episode)."""
     out = np.empty(len(rewards))
     for e in range(len(offsets) - 1):
-        r = np.asarray(rewards[offsets[e]:offsets[e + 1]], np.float64)
+        r = np.asarray(rewards[offsets[e] : offsets[e + 1]], np.float64)
         length = len(r)
         k = np.arange(length)
         # discount[t, u] = gamma^(u - t) for u >= t
         discount = np.triu(gamma ** np.clip(k[None, :] - k[:, None], 0, None))
-        out[offsets[e]:offsets[e + 1]] = discount @ r + gamma ** (length - k) * finals[e]
+        out[offsets[e] : offsets[e + 1]] = discount @ r + gamma ** (length - k) * finals[e]
     return out
 
 
@@ -118,12 +124,16 @@ def test_episode_returns_vs_numpy(backend):
     finals = rng.standard_normal(len(lengths))
     for gamma in (0.0, 0.5, 0.99, 1.0):
         got = fastlmrl.episode_returns(rewards, offsets, gamma, finals)
-        np.testing.assert_allclose(got, _numpy_returns(rewards, offsets, gamma, finals),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            got, _numpy_returns(rewards, offsets, gamma, finals), rtol=1e-12, atol=1e-12
+        )
         got0 = fastlmrl.episode_returns(rewards, offsets, gamma)
-        np.testing.assert_allclose(got0, _numpy_returns(rewards, offsets, gamma,
-                                                        np.zeros(len(lengths))),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            got0,
+            _numpy_returns(rewards, offsets, gamma, np.zeros(len(lengths))),
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 def test_episode_returns_hand_computed(backend):
@@ -153,8 +163,9 @@ def test_episode_returns_dtypes_and_empty(backend):
 
 # ----------------------------------------------------------------------------- hand cases
 # One episode, gamma = 1: (0,1) r=1, (1,0) r=2, (0,1) r=3  -> G = [6, 5, 3]; (0,1) repeats.
-EP = dict(states=[0, 1, 0], actions=[1, 0, 1], rewards=[1.0, 2.0, 3.0], episode_offsets=[0, 3],
-          gamma=1.0)
+EP = dict(
+    states=[0, 1, 0], actions=[1, 0, 1], rewards=[1.0, 2.0, 3.0], episode_offsets=[0, 3], gamma=1.0
+)
 
 
 def test_first_visit_sample_average_hand(backend):
@@ -187,8 +198,9 @@ def test_discounted_episodes_in_order(backend):
     # two episodes on the same pair, gamma 0.5: ep0 r=[1, 2] (G0 = 2, at (0,0) twice -> first
     # visit G=2), ep1 r=[4] at (0,0): G=4 ; sample mean of first visits = 3
     q, counts = np.zeros((1, 1)), np.zeros((1, 1), np.int64)
-    g = fastlmrl.mc_control_update(q, [0, 0, 0], [0, 0, 0], [1.0, 2.0, 4.0], [0, 2, 3], 0.5,
-                                   counts=counts)
+    g = fastlmrl.mc_control_update(
+        q, [0, 0, 0], [0, 0, 0], [1.0, 2.0, 4.0], [0, 2, 3], 0.5, counts=counts
+    )
     np.testing.assert_array_equal(g, [2.0, 2.0, 4.0])
     assert q[0, 0] == 3.0 and counts[0, 0] == 2
 
@@ -220,8 +232,7 @@ def test_sample_average_is_mean_of_credited_returns(backend, first_visit):
         s = rng.integers(0, 3, offsets[-1])
         a = rng.integers(0, 2, offsets[-1])
         r = rng.standard_normal(offsets[-1])
-        fastlmrl.mc_control_update(q, s, a, r, offsets, 0.9, first_visit=first_visit,
-                                   counts=counts)
+        fastlmrl.mc_control_update(q, s, a, r, offsets, 0.9, first_visit=first_visit, counts=counts)
         for pair, gs in _independent_visits(s, a, r, offsets, 0.9, first_visit).items():
             credited.setdefault(pair, []).extend(gs)
     for s in range(3):
@@ -272,10 +283,18 @@ def test_empty_inputs(backend):
 def test_int32_and_mixed_id_dtypes(backend):
     q1, q2 = np.zeros((3, 3)), np.zeros((3, 3))
     s = np.array([0, 1, 0], np.int32)
-    fastlmrl.mc_control_update(q1, s, np.array([1, 2, 1], np.int32), [1.0, 2.0, 3.0], [0, 3],
-                               0.9, alpha=0.5)
-    fastlmrl.mc_control_update(q2, s.astype(np.uint8), [1, 2, 1], [1.0, 2.0, 3.0],
-                               np.array([0, 3], np.int32), 0.9, alpha=0.5)
+    fastlmrl.mc_control_update(
+        q1, s, np.array([1, 2, 1], np.int32), [1.0, 2.0, 3.0], [0, 3], 0.9, alpha=0.5
+    )
+    fastlmrl.mc_control_update(
+        q2,
+        s.astype(np.uint8),
+        [1, 2, 1],
+        [1.0, 2.0, 3.0],
+        np.array([0, 3], np.int32),
+        0.9,
+        alpha=0.5,
+    )
     np.testing.assert_array_equal(q1, q2)
 
 
@@ -288,8 +307,13 @@ def _counts():
     return np.arange(6, dtype=np.int64).reshape(2, 3)
 
 
-GOOD = dict(states=[0, 1, 1], actions=[0, 2, 1], rewards=[1.0, 2.0, 3.0],
-            episode_offsets=[0, 1, 3], gamma=0.9)
+GOOD = dict(
+    states=[0, 1, 1],
+    actions=[0, 2, 1],
+    rewards=[1.0, 2.0, 3.0],
+    episode_offsets=[0, 1, 3],
+    gamma=0.9,
+)
 
 
 @pytest.mark.parametrize(
@@ -362,8 +386,9 @@ def test_mc_bad_tables(backend):
     ],
 )
 def test_episode_returns_bad_input(backend, change, match):
-    kwargs = dict(rewards=[1.0, 2.0, 3.0], episode_offsets=[0, 1, 3], gamma=0.9,
-                  final_values=[0.0, 1.0])
+    kwargs = dict(
+        rewards=[1.0, 2.0, 3.0], episode_offsets=[0, 1, 3], gamma=0.9, final_values=[0.0, 1.0]
+    )
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         fastlmrl.episode_returns(**kwargs)
@@ -373,15 +398,18 @@ def test_raw_kernels_reject_bad_scratch_counts_and_lengths():
     """Direct kernel calls (no wrapper) return a status and write nothing."""
     for name in ("python", "numba", "cython"):
         k = _backend.backend_module(name)
-        s = np.array([0, 1, 0, 1]); a = np.array([0, 0, 1, 0])  # noqa: E702
-        r = np.ones(4); off = np.array([0, 4])  # noqa: E702
+        s = np.array([0, 1, 0, 1])
+        a = np.array([0, 0, 1, 0])  # noqa: E702
+        r = np.ones(4)
+        off = np.array([0, 4])  # noqa: E702
         q, c = np.zeros((2, 2)), np.zeros((2, 2), np.int64)
         out = np.full(4, 7.0)
         none = np.empty((0, 0), np.int64)
         big, big2 = np.empty(8, np.int64), np.empty(8, np.int64)
 
-        def call(q=q, c=c, s=s, a=a, r=r, off=off, first=True, alpha=0.0, keys=big, slots=big2,
-                 out=out):
+        def call(
+            q=q, c=c, s=s, a=a, r=r, off=off, first=True, alpha=0.0, keys=big, slots=big2, out=out
+        ):
             return k.mc_control_update(q, s, a, r, off, 0.9, first, alpha, c, keys, slots, out)
 
         assert call(keys=np.empty(4, np.int64), slots=np.empty(4, np.int64)) == 21  # < 2*4
@@ -445,8 +473,16 @@ def test_corrupted_batch_changes_nothing_in_any_backend(batch, data):
         with fastlmrl.use_backend(name):
             q1, counts = q.copy(), np.zeros(q.shape, np.int64)
             with pytest.raises(ValueError, match=rf"{kind}\[{i}\]"):
-                fastlmrl.mc_control_update(q1, states, actions, rewards, offsets, gamma,
-                                           first_visit=first_visit, counts=counts)
+                fastlmrl.mc_control_update(
+                    q1,
+                    states,
+                    actions,
+                    rewards,
+                    offsets,
+                    gamma,
+                    first_visit=first_visit,
+                    counts=counts,
+                )
             np.testing.assert_array_equal(q1, q)
             assert (counts == 0).all()
 
@@ -462,22 +498,36 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
     scratch.  Nothing is written."""
     rewards, offsets = np.array([1.0, -0.5, 0.25, 2.0]), np.array([0, 1, 4], np.int64)
     args = {
-        "episode_returns": dict(rewards=rewards, episode_offsets=offsets, gamma=0.9,
-                                final_values=np.array([0.5, -1.0]),
-                                returns_out=np.full(4, -7.0)),
-        "mc_control_update": dict(q=np.linspace(-1.0, 1.0, 6).reshape(3, 2),
-                                  states=np.array([0, 2, 1, 2], np.int64),
-                                  actions=np.array([1, 0, 0, 1], np.int64), rewards=rewards,
-                                  episode_offsets=offsets, gamma=0.9, first_visit=True,
-                                  alpha=0.0, counts=np.zeros((3, 2), np.int64),
-                                  slot_keys=np.full(8, -7, np.int64),
-                                  slot_first=np.full(8, -7, np.int64),
-                                  returns_out=np.full(4, -7.0)),
+        "episode_returns": dict(
+            rewards=rewards,
+            episode_offsets=offsets,
+            gamma=0.9,
+            final_values=np.array([0.5, -1.0]),
+            returns_out=np.full(4, -7.0),
+        ),
+        "mc_control_update": dict(
+            q=np.linspace(-1.0, 1.0, 6).reshape(3, 2),
+            states=np.array([0, 2, 1, 2], np.int64),
+            actions=np.array([1, 0, 0, 1], np.int64),
+            rewards=rewards,
+            episode_offsets=offsets,
+            gamma=0.9,
+            first_visit=True,
+            alpha=0.0,
+            counts=np.zeros((3, 2), np.int64),
+            slot_keys=np.full(8, -7, np.int64),
+            slot_first=np.full(8, -7, np.int64),
+            returns_out=np.full(4, -7.0),
+        ),
     }[kernel]
     codes = {"counts": 20, "slot_keys": 21, "slot_first": 21}
     # q may have any shape (a short q only moves the id ranges)
-    sized = {(k, axis) for k, v in args.items() if isinstance(v, np.ndarray) and k != "q"
-             for axis in range(v.ndim)}
+    sized = {
+        (k, axis)
+        for k, v in args.items()
+        if isinstance(v, np.ndarray) and k != "q"
+        for axis in range(v.ndim)
+    }
     for module in (reference, compiled):
         assert_rejects_bad_shapes(module, kernel, args, skip=sized | {("q", 0), ("q", 1)})
         for name, axis in sized:
@@ -503,8 +553,9 @@ def test_large_table_prefetch_path_matches_the_reference(first_visit):
     for name in ("python", "numba", "cython"):
         q, counts = q0.copy(), counts0.copy()
         with fastlmrl.use_backend(name):
-            g = fastlmrl.mc_control_update(q, states, actions, rewards, offsets, 0.95,
-                                           first_visit=first_visit, counts=counts)
+            g = fastlmrl.mc_control_update(
+                q, states, actions, rewards, offsets, 0.95, first_visit=first_visit, counts=counts
+            )
         results[name] = (q, counts, g)
     for name in ("numba", "cython"):
         for got, want in zip(results[name], results["python"]):

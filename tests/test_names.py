@@ -1,6 +1,7 @@
 """One name per concept: the canonical parameter names, their deprecated earlier spellings
 (accepted with a DeprecationWarning naming the new one) and the ecosystem's spellings (TRL's
 ``beta``, ``epsilon``, ... accepted silently); two spellings of one parameter are a TypeError."""
+
 import dataclasses
 import importlib
 import inspect
@@ -35,8 +36,12 @@ def test_helper_maps_warns_and_refuses_two_spellings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the ecosystem's names pass silently
         assert _f(0, theirs=5, trl_b=3) == (0, 5, 3)
-    for call in (lambda: _f(0, new=1, old=2), lambda: _f(0, 1, theirs=2),
-                 lambda: _f(0, new=1.0, theirs=2), lambda: _f(0, old=1, theirs=2)):
+    for call in (
+        lambda: _f(0, new=1, old=2),
+        lambda: _f(0, 1, theirs=2),
+        lambda: _f(0, new=1.0, theirs=2),
+        lambda: _f(0, old=1, theirs=2),
+    ):
         with pytest.raises(TypeError, match="got both '(new|old)' and '(old|theirs)'"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -51,6 +56,7 @@ def test_helper_refuses_a_target_without_the_parameter():
 
 # ------------------------------------------------------------------------------ the public API
 
+
 def _kl_inputs():
     rng = np.random.default_rng(3)
     lp, ref = -rng.random((2, 4)) - 0.1, -rng.random((2, 4)) - 0.1
@@ -63,10 +69,16 @@ def _loss_inputs():
     n, v = 6, 5
     old = -rng.random(n) - 0.5
     old[::2] -= 3.0  # ratios on both sides of the clip range
-    return dict(logits=rng.standard_normal((n, v)), table=rng.standard_normal((3, v)),
-                contexts=np.array([0, 1, 1, 2, 0, 2]), tokens=rng.integers(0, v, n),
-                old=old, adv=rng.standard_normal(n), ref=-rng.random(n) - 0.5,
-                offsets=np.array([0, 2, 6]))
+    return dict(
+        logits=rng.standard_normal((n, v)),
+        table=rng.standard_normal((3, v)),
+        contexts=np.array([0, 1, 1, 2, 0, 2]),
+        tokens=rng.integers(0, v, n),
+        old=old,
+        adv=rng.standard_normal(n),
+        ref=-rng.random(n) - 0.5,
+        offsets=np.array([0, 2, 6]),
+    )
 
 
 def kl_penalty(**kw):
@@ -111,18 +123,34 @@ def kl_penalty_loss_tabular(**kw):
 
 def ppo_loss(**kw):
     d = _loss_inputs()
-    return fastlmrl.ppo_loss(d["logits"], d["tokens"], d["old"], d["adv"],
-                             sequence_offsets=d["offsets"], ref_log_probs=d["ref"], **kw)
+    return fastlmrl.ppo_loss(
+        d["logits"],
+        d["tokens"],
+        d["old"],
+        d["adv"],
+        sequence_offsets=d["offsets"],
+        ref_log_probs=d["ref"],
+        **kw,
+    )
 
 
 def ppo_loss_tabular(**kw):
     d = _loss_inputs()
-    return fastlmrl.ppo_loss_tabular(d["table"], d["contexts"], d["tokens"], d["old"], d["adv"],
-                                     sequence_offsets=d["offsets"], ref_log_probs=d["ref"], **kw)
+    return fastlmrl.ppo_loss_tabular(
+        d["table"],
+        d["contexts"],
+        d["tokens"],
+        d["old"],
+        d["adv"],
+        sequence_offsets=d["offsets"],
+        ref_log_probs=d["ref"],
+        **kw,
+    )
 
 
 def aggregate(**kw):
     import tempfile
+
     with tempfile.TemporaryDirectory() as out:
         result = sweep_module.aggregate(out, plot=False, **kw)
     return result
@@ -148,11 +176,17 @@ ALIASES = [
     (kl_penalty_loss, "estimator", "kl_estimator", "k1", _D),
     (kl_penalty_loss_tabular, "estimator", "kl_estimator", "k2", _D),
     (aggregate, "log", "progress", _STREAM, _D),
-] + [(loss, theirs, ours, value, _E) for loss in (ppo_loss, ppo_loss_tabular)
-     for theirs, ours, value in (("beta", "kl_coef", 0.3), ("epsilon", "clip_low", 0.1),
-                                 ("cliprange", "clip_low", 0.1),
-                                 ("epsilon_high", "clip_high", 0.01),
-                                 ("importance_sampling_level", "ratio_level", "sequence"))]
+] + [
+    (loss, theirs, ours, value, _E)
+    for loss in (ppo_loss, ppo_loss_tabular)
+    for theirs, ours, value in (
+        ("beta", "kl_coef", 0.3),
+        ("epsilon", "clip_low", 0.1),
+        ("cliprange", "clip_low", 0.1),
+        ("epsilon_high", "clip_high", 0.01),
+        ("importance_sampling_level", "ratio_level", "sequence"),
+    )
+]
 _IDS = [f"{f.__name__}-{other}" for f, other, *_ in ALIASES]
 
 
@@ -206,8 +240,9 @@ def test_every_alias_of_the_public_api_is_tested():
         renamed = getattr(obj, "renamed", None)
         if callable(obj) and isinstance(renamed, dict):
             found |= {(name, other) for other in renamed}
-    found |= {(f"{name}", other) for name in ("aggregate",)
-              for other in sweep_module.aggregate.renamed}
+    found |= {
+        (f"{name}", other) for name in ("aggregate",) for other in sweep_module.aggregate.renamed
+    }
     found |= {("kl_shaped", other) for other in fastlmrl.rewards.kl_shaped.renamed}
     assert found == tested
 
@@ -220,9 +255,16 @@ def test_sweep_progress_and_its_deprecated_name():
 
 
 def test_signatures_show_our_names_only():
-    for func in (fastlmrl.kl_penalty, fastlmrl.kl_penalized_rewards, fastlmrl.kl_penalty_loss,
-                 fastlmrl.kl_penalty_loss_tabular, fastlmrl.ppo_loss, fastlmrl.ppo_loss_tabular,
-                 fastlmrl.sequence_importance_ratio, fastlmrl.rewards.kl_shaped):
+    for func in (
+        fastlmrl.kl_penalty,
+        fastlmrl.kl_penalized_rewards,
+        fastlmrl.kl_penalty_loss,
+        fastlmrl.kl_penalty_loss_tabular,
+        fastlmrl.ppo_loss,
+        fastlmrl.ppo_loss_tabular,
+        fastlmrl.sequence_importance_ratio,
+        fastlmrl.rewards.kl_shaped,
+    ):
         params = inspect.signature(func).parameters
         for other, (ours, _) in func.renamed.items():
             assert ours in params and other not in params
@@ -231,24 +273,35 @@ def test_signatures_show_our_names_only():
 # ------------------------------------------------------------------------------ configs
 
 CONFIG_ALIASES = [
-    (GRPOConfig, "beta", "kl_coef", 0.05), (GRPOConfig, "epsilon", "clip", 0.1),
-    (GRPOConfig, "epsilon_high", "clip_high", 0.28), (GRPOConfig, "num_generations",
-                                                      "group_size", 4),
-    (GRPOConfig, "learning_rate", "lr", 0.5), (GRPOConfig, "num_iterations", "epochs", 3),
+    (GRPOConfig, "beta", "kl_coef", 0.05),
+    (GRPOConfig, "epsilon", "clip", 0.1),
+    (GRPOConfig, "epsilon_high", "clip_high", 0.28),
+    (GRPOConfig, "num_generations", "group_size", 4),
+    (GRPOConfig, "learning_rate", "lr", 0.5),
+    (GRPOConfig, "num_iterations", "epochs", 3),
     (GRPOConfig, "loss_type", "loss_normalization", "dr_grpo"),
     (GRPOConfig, "importance_sampling_level", "ratio_level", "sequence"),
-    (PPOConfig, "cliprange", "clip", 0.1), (PPOConfig, "learning_rate", "lr", 0.5),
-    (PPOConfig, "num_ppo_epochs", "epochs", 2), (PPOConfig, "num_mini_batches", "minibatches", 2),
-    (RLOOConfig, "beta", "kl_coef", 0.05), (RLOOConfig, "num_generations", "group_size", 4),
-    (RLOOConfig, "rloo_k", "group_size", 4), (RLOOConfig, "learning_rate", "lr", 0.5),
-    (ReinforceConfig, "beta", "kl_coef", 0.05), (ReinforceConfig, "learning_rate", "lr", 0.5),
-    (A2CConfig, "beta", "kl_coef", 0.05), (A2CConfig, "learning_rate", "lr", 0.5),
+    (PPOConfig, "cliprange", "clip", 0.1),
+    (PPOConfig, "learning_rate", "lr", 0.5),
+    (PPOConfig, "num_ppo_epochs", "epochs", 2),
+    (PPOConfig, "num_mini_batches", "minibatches", 2),
+    (RLOOConfig, "beta", "kl_coef", 0.05),
+    (RLOOConfig, "num_generations", "group_size", 4),
+    (RLOOConfig, "rloo_k", "group_size", 4),
+    (RLOOConfig, "learning_rate", "lr", 0.5),
+    (ReinforceConfig, "beta", "kl_coef", 0.05),
+    (ReinforceConfig, "learning_rate", "lr", 0.5),
+    (A2CConfig, "beta", "kl_coef", 0.05),
+    (A2CConfig, "learning_rate", "lr", 0.5),
     (A2CConfig, "vf_coef", "value_coef", 0.25),
 ]
 
 
-@pytest.mark.parametrize("cls,theirs,ours,value", CONFIG_ALIASES,
-                         ids=[f"{c.__name__}-{t}" for c, t, *_ in CONFIG_ALIASES])
+@pytest.mark.parametrize(
+    "cls,theirs,ours,value",
+    CONFIG_ALIASES,
+    ids=[f"{c.__name__}-{t}" for c, t, *_ in CONFIG_ALIASES],
+)
 def test_trainer_configs_accept_trl_names(cls, theirs, ours, value):
     assert getattr(cls(), ours) != value
     with warnings.catch_warnings():
@@ -263,6 +316,9 @@ def test_trainer_configs_accept_trl_names(cls, theirs, ours, value):
 
 def test_every_config_alias_is_tested():
     tested = {(c.__name__, t) for c, t, *_ in CONFIG_ALIASES}
-    found = {(c.__name__, t) for c in (GRPOConfig, PPOConfig, RLOOConfig, ReinforceConfig,
-                                       A2CConfig) for t in c.__init__.renamed}
+    found = {
+        (c.__name__, t)
+        for c in (GRPOConfig, PPOConfig, RLOOConfig, ReinforceConfig, A2CConfig)
+        for t in c.__init__.renamed
+    }
     assert found == tested

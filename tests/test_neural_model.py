@@ -1,4 +1,5 @@
 """fastlmrl.neural: tokenizer adapter, model building, atomic save / local load (no network)."""
+
 import os
 import subprocess
 import sys
@@ -11,24 +12,47 @@ try:  # missing packages fail the run, they are never skipped
     import torch
     import transformers  # noqa: F401
 except ImportError as exc:
-    raise ImportError("the fastlmrl.neural tests need PyTorch and transformers: pip install "
-                      "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'") from exc
+    raise ImportError(
+        "the fastlmrl.neural tests need PyTorch and transformers: pip install "
+        "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'"
+    ) from exc
 
 from fastlmrl import CharTokenizer, WordTokenizer  # noqa: E402
-from fastlmrl.neural import (TokenizerAdapter, as_tokenizer, build_model,  # noqa: E402
-                             load_model, read_metadata, save_model)
+from fastlmrl.neural import (  # noqa: E402
+    TokenizerAdapter,
+    as_tokenizer,
+    build_model,
+    load_model,
+    read_metadata,
+    save_model,
+)
 
 
 def hf_tokenizer():
     """A Hugging Face fast tokenizer built in memory (word-level, no download)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-    vocab = {"[PAD]": 0, "[BOS]": 1, "[EOS]": 2, "[UNK]": 3, "a": 4, "b": 5, "c": 6, "12": 7,
-             "+": 8}
+
+    vocab = {
+        "[PAD]": 0,
+        "[BOS]": 1,
+        "[EOS]": 2,
+        "[UNK]": 3,
+        "a": 4,
+        "b": 5,
+        "c": 6,
+        "12": 7,
+        "+": 8,
+    }
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
-                                   pad_token="[PAD]", unk_token="[UNK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+    )
 
 
 # -- tokenizer adapter ---------------------------------------------------------------------------
@@ -92,11 +116,11 @@ TINY = dict(n_layer=1, n_embd=16, n_head=2, n_positions=32)
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
 def test_build_model_is_a_transformers_model_seeded(architecture):
     import transformers
+
     a = build_model(11, architecture=architecture, seed=3, **TINY)
     b = build_model(11, architecture=architecture, seed=3, **TINY)
     c = build_model(11, architecture=architecture, seed=4, **TINY)
-    cls = transformers.GPT2LMHeadModel if architecture == "gpt2" else \
-        transformers.LlamaForCausalLM
+    cls = transformers.GPT2LMHeadModel if architecture == "gpt2" else transformers.LlamaForCausalLM
     assert type(a) is cls
     x = torch.tensor([[0, 5, 6, 7]])
     la, lb, lc = (m(input_ids=x).logits for m in (a, b, c))
@@ -160,8 +184,15 @@ def test_save_failure_leaves_old_folder(tmp_path):
 
 def test_load_a_plain_hugging_face_folder(tmp_path):
     hf = hf_tokenizer()
-    model = build_model(len(hf), architecture="llama", seed=0, bos_token_id=1, eos_token_id=2,
-                        pad_token_id=0, **TINY)
+    model = build_model(
+        len(hf),
+        architecture="llama",
+        seed=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        **TINY,
+    )
     model.save_pretrained(tmp_path)
     hf.save_pretrained(tmp_path)
     loaded, tok = load_model(tmp_path)
@@ -183,15 +214,15 @@ def test_load_errors(tmp_path):
 
 
 def test_missing_transformers_names_the_install_command():
-    code = ("import sys; sys.modules['transformers'] = None\n"
-            "try:\n    import fastlmrl.neural\nexcept ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "try:\n    import fastlmrl.neural\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "pip install 'fastlmrl[neural]'" in out.stdout, out.stdout + out.stderr
 
 
 def test_import_fastlmrl_does_not_import_transformers():
     code = "import sys, fastlmrl; print('transformers' in sys.modules, 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

@@ -1,5 +1,6 @@
 """NeuralPolicy and rollouts: KV cache vs full recompute, seeds, EOS / length limit, padding,
 plain nn.Module models (logits tensor, no cache, no output layer)."""
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,8 +15,15 @@ from fastlmrl.tokenizers import CharTokenizer  # noqa: E402
 
 def tiny_policy(architecture="gpt2", seed=0, value_head=False):
     tok = CharTokenizer("abcdefgh =+0123456789")
-    model = build_model(tok.vocab_size, architecture=architecture, n_layer=2, n_embd=16,
-                        n_head=2, n_positions=64, seed=seed)
+    model = build_model(
+        tok.vocab_size,
+        architecture=architecture,
+        n_layer=2,
+        n_embd=16,
+        n_head=2,
+        n_positions=64,
+        seed=seed,
+    )
     return NeuralPolicy(model, tok, value_head=value_head)
 
 
@@ -51,8 +59,9 @@ def test_cache_and_recompute_draw_the_same_tokens(architecture):
     with torch.no_grad():
         logits = policy(cached.input_ids(), cached.attention_mask()).logits
     p = ids.shape[1]
-    lp = torch.log_softmax(logits[:, p - 1:-1], -1).gather(
-        2, cached.completion_ids[..., None])[..., 0]
+    lp = torch.log_softmax(logits[:, p - 1 : -1], -1).gather(2, cached.completion_ids[..., None])[
+        ..., 0
+    ]
     m = cached.completion_mask
     assert float((lp[m] - cached.log_probs[m]).abs().max()) < 1e-5
 

@@ -6,6 +6,7 @@
 * every algorithm runs, records its metrics, and resumes bit-identically from a checkpoint;
 * learning: GRPO raises the success rate of a briefly pretrained tiny model on a verifiable task.
 """
+
 import math
 
 import numpy as np
@@ -18,9 +19,16 @@ from fastlmrl.checkpoint import CheckpointError  # noqa: E402
 from fastlmrl.neural import build_model  # noqa: E402
 from fastlmrl.neural.policy import NeuralPolicy  # noqa: E402
 from fastlmrl.tokenizers import CharTokenizer  # noqa: E402
-from fastlmrl.trainers import (NeuralGRPOConfig, NeuralGRPOTrainer, NeuralPPOConfig,  # noqa: E402
-                               NeuralPPOTrainer, NeuralReinforceConfig, NeuralReinforceTrainer,
-                               NeuralRLOOConfig, NeuralRLOOTrainer)
+from fastlmrl.trainers import (  # noqa: E402
+    NeuralGRPOConfig,
+    NeuralGRPOTrainer,
+    NeuralPPOConfig,
+    NeuralPPOTrainer,
+    NeuralReinforceConfig,
+    NeuralReinforceTrainer,
+    NeuralRLOOConfig,
+    NeuralRLOOTrainer,
+)
 
 
 class FirstLetterTask:
@@ -33,8 +41,9 @@ class FirstLetterTask:
         return ["say " + "".join(rng.choice(list(self.letters), 2)) + "=" for _ in range(n)]
 
     def reward(self, prompts, completions, terminated):
-        return np.array([1.0 if c == p[4] and t else 0.0
-                         for p, c, t in zip(prompts, completions, terminated)])
+        return np.array(
+            [1.0 if c == p[4] and t else 0.0 for p, c, t in zip(prompts, completions, terminated)]
+        )
 
     def success(self, prompts, completions, terminated):
         return float(self.reward(prompts, completions, terminated).mean())
@@ -42,24 +51,50 @@ class FirstLetterTask:
 
 def tiny(seed=0, architecture="gpt2"):
     tok = CharTokenizer("say abcd=\n")
-    model = build_model(tok.vocab_size, architecture=architecture, n_layer=1, n_embd=16,
-                        n_head=2, n_positions=64, seed=seed)
+    model = build_model(
+        tok.vocab_size,
+        architecture=architecture,
+        n_layer=1,
+        n_embd=16,
+        n_head=2,
+        n_positions=64,
+        seed=seed,
+    )
     return model, tok
 
 
 # --- TRL's GRPO loss, written out in PyTorch (reference; not fastlmrl code) ----------------------
-def trl_grpo_loss(model, input_ids, attention_mask, completion_ids, completion_mask,
-                  old_per_token_logps, ref_per_token_logps, advantages, *, beta, epsilon_low,
-                  epsilon_high, loss_type, max_completion_length, temperature):
+def trl_grpo_loss(
+    model,
+    input_ids,
+    attention_mask,
+    completion_ids,
+    completion_mask,
+    old_per_token_logps,
+    ref_per_token_logps,
+    advantages,
+    *,
+    beta,
+    epsilon_low,
+    epsilon_high,
+    loss_type,
+    max_completion_length,
+    temperature,
+):
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   use_cache=False).logits
-    logits = logits[:, :-1, :][:, -completion_ids.shape[1]:] / temperature
-    per_token_logps = torch.gather(logits.log_softmax(-1), 2,
-                                   completion_ids.unsqueeze(-1)).squeeze(-1)
+    logits = model(
+        input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).logits
+    logits = logits[:, :-1, :][:, -completion_ids.shape[1] :] / temperature
+    per_token_logps = torch.gather(logits.log_softmax(-1), 2, completion_ids.unsqueeze(-1)).squeeze(
+        -1
+    )
     mask = completion_mask.float()
-    per_token_kl = (torch.exp(ref_per_token_logps - per_token_logps)
-                    - (ref_per_token_logps - per_token_logps) - 1)
+    per_token_kl = (
+        torch.exp(ref_per_token_logps - per_token_logps)
+        - (ref_per_token_logps - per_token_logps)
+        - 1
+    )
     coef_1 = torch.exp(per_token_logps - old_per_token_logps)
     coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
     per_token_loss1 = coef_1 * advantages.unsqueeze(1)
@@ -82,9 +117,17 @@ def test_grpo_step_equals_trl_loss(fused, loss_type):
     model, tok = tiny(seed=1)
     reference, _ = tiny(seed=2)  # a different reference: the KL term is not zero
     policy = NeuralPolicy(model, tok)
-    cfg = NeuralGRPOConfig(num_prompts=3, group_size=4, max_completion_length=6, beta=0.1,
-                           epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,
-                           temperature=0.9, fused_head=fused)
+    cfg = NeuralGRPOConfig(
+        num_prompts=3,
+        group_size=4,
+        max_completion_length=6,
+        beta=0.1,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type=loss_type,
+        temperature=0.9,
+        fused_head=fused,
+    )
     trainer = NeuralGRPOTrainer(policy, FirstLetterTask(), cfg, seed=3)
     trainer.reference.model.load_state_dict(reference.state_dict())
     prompts = [p for p in FirstLetterTask().prompts(3, seed=4) for _ in range(4)]
@@ -93,8 +136,14 @@ def test_grpo_step_equals_trl_loss(fused, loss_type):
     advantages = torch.linspace(-1.5, 1.3, len(prompts), dtype=torch.float64)
     ref = trainer.reference_log_probs(rollout)
     # the old log-probs of an earlier policy (ratios away from 1, some clipped)
-    old = rollout.log_probs + 0.3 * torch.sin(torch.arange(rollout.log_probs.numel()).reshape(
-        rollout.log_probs.shape).float()) * rollout.completion_mask
+    old = (
+        rollout.log_probs
+        + 0.3
+        * torch.sin(
+            torch.arange(rollout.log_probs.numel()).reshape(rollout.log_probs.shape).float()
+        )
+        * rollout.completion_mask
+    )
     rollout.log_probs = old
     rows = np.arange(len(prompts))
     weights = trainer.minibatch_weights(rollout, rows)
@@ -104,13 +153,25 @@ def test_grpo_step_equals_trl_loss(fused, loss_type):
     assert float(result.clip_fraction) > 0  # the clip is exercised
     model.zero_grad()
     expected = trl_grpo_loss(
-        model, rollout.input_ids(), rollout.attention_mask(), rollout.completion_ids,
-        rollout.completion_mask, old.float(), ref.float(), advantages.float(), beta=0.1,
-        epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type, max_completion_length=6,
-        temperature=0.9)
+        model,
+        rollout.input_ids(),
+        rollout.attention_mask(),
+        rollout.completion_ids,
+        rollout.completion_mask,
+        old.float(),
+        ref.float(),
+        advantages.float(),
+        beta=0.1,
+        epsilon_low=0.2,
+        epsilon_high=0.28,
+        loss_type=loss_type,
+        max_completion_length=6,
+        temperature=0.9,
+    )
     expected.backward()
-    assert math.isclose(float(result.loss.detach()), float(expected.detach()), rel_tol=1e-5,
-                        abs_tol=1e-7)
+    assert math.isclose(
+        float(result.loss.detach()), float(expected.detach()), rel_tol=1e-5, abs_tol=1e-7
+    )
     for name, p in model.named_parameters():
         scale = float(p.grad.abs().max())
         assert scale > 0, name
@@ -124,27 +185,56 @@ SMALL = dict(max_new_tokens=4, lr=3e-3)
 def make(algorithm, seed=0, **overrides):
     model, tok = tiny(seed=0)
     if algorithm == "grpo":
-        cfg = NeuralGRPOConfig(**{"num_prompts": 2, "group_size": 3, "minibatches": 2,
-                                  "epochs": 2, "grad_accumulation": 2, **SMALL, **overrides})
+        cfg = NeuralGRPOConfig(
+            **{
+                "num_prompts": 2,
+                "group_size": 3,
+                "minibatches": 2,
+                "epochs": 2,
+                "grad_accumulation": 2,
+                **SMALL,
+                **overrides,
+            }
+        )
         return NeuralGRPOTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
     if algorithm == "ppo":
-        cfg = NeuralPPOConfig(**{"num_sequences": 4, "minibatches": 2, "epochs": 2, **SMALL,
-                                 **overrides})
+        cfg = NeuralPPOConfig(
+            **{"num_sequences": 4, "minibatches": 2, "epochs": 2, **SMALL, **overrides}
+        )
         return NeuralPPOTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
     if algorithm == "reinforce":
-        cfg = NeuralReinforceConfig(**{"num_sequences": 4, "grad_accumulation": 2, **SMALL,
-                                       **overrides})
+        cfg = NeuralReinforceConfig(
+            **{"num_sequences": 4, "grad_accumulation": 2, **SMALL, **overrides}
+        )
         return NeuralReinforceTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
     cfg = NeuralRLOOConfig(num_prompts=2, group_size=2, **{**SMALL, **overrides})
     return NeuralRLOOTrainer(model, FirstLetterTask(), cfg, seed, tokenizer=tok)
 
 
 ALGORITHMS = ["grpo", "ppo", "reinforce", "rloo"]
-COMMON_METRICS = {"score", "reward", "success_rate", "kl", "entropy", "tokens",
-                  "tokens_per_second", "logprob_mismatch_max", "logprob_mismatch_mean",
-                  "grad_norm", "loss", "generation_seconds", "train_seconds"}
-TIMING = {"seconds", "tokens_per_second", "generation_seconds", "train_seconds",
-          "reference_seconds", "optimizer_seconds"}
+COMMON_METRICS = {
+    "score",
+    "reward",
+    "success_rate",
+    "kl",
+    "entropy",
+    "tokens",
+    "tokens_per_second",
+    "logprob_mismatch_max",
+    "logprob_mismatch_mean",
+    "grad_norm",
+    "loss",
+    "generation_seconds",
+    "train_seconds",
+}
+TIMING = {
+    "seconds",
+    "tokens_per_second",
+    "generation_seconds",
+    "train_seconds",
+    "reference_seconds",
+    "optimizer_seconds",
+}
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -160,14 +250,16 @@ def test_resume_is_bit_identical(algorithm, tmp_path):
     resumed = make(algorithm).load(path)
     assert resumed.iterations_done == 1 and resumed.history == _jsonable(first.history)
     resumed.train(1)
-    for (name, a), b in zip(straight.policy.state_dict().items(),
-                            resumed.policy.state_dict().values()):
+    for (name, a), b in zip(
+        straight.policy.state_dict().items(), resumed.policy.state_dict().values()
+    ):
         assert torch.equal(a, b), name
     sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
     last_a, last_b = straight.history[-1], resumed.history[-1]
-    assert {k: v for k, v in last_a.items() if k not in TIMING} == \
-        {k: v for k, v in last_b.items() if k not in TIMING}
+    assert {k: v for k, v in last_a.items() if k not in TIMING} == {
+        k: v for k, v in last_b.items() if k not in TIMING
+    }
     assert COMMON_METRICS <= set(last_a)
     if algorithm in ("grpo", "ppo"):
         assert {"clip_fraction", "approx_kl"} <= set(last_a)
@@ -175,14 +267,17 @@ def test_resume_is_bit_identical(algorithm, tmp_path):
         assert "explained_variance" in last_a and "value_loss" in last_a
     # the policy moved, the reference did not
     fresh = make(algorithm)
-    assert any(not torch.equal(a, b) for a, b in zip(straight.policy.parameters(),
-                                                     fresh.policy.parameters()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(straight.policy.parameters(), fresh.policy.parameters())
+    )
     for a, b in zip(straight.reference.model.parameters(), fresh.reference.model.parameters()):
         assert torch.equal(a, b)
 
 
 def _jsonable(history):
     import json
+
     return json.loads(json.dumps(history))
 
 
@@ -213,13 +308,32 @@ def test_critic_free_ppo_and_logits_path():
 
 
 def test_trl_aliases():
-    cfg = NeuralGRPOConfig(beta=0.0, epsilon=0.1, epsilon_high=0.3, num_generations=4,
-                           loss_type="dr_grpo", scale_rewards=False, learning_rate=2e-5,
-                           num_iterations=2, max_completion_length=7,
-                           gradient_accumulation_steps=2, importance_sampling_level="sequence")
-    assert (cfg.kl_coef, cfg.clip, cfg.clip_high, cfg.group_size, cfg.loss_normalization,
-            cfg.scale, cfg.lr, cfg.epochs, cfg.max_new_tokens, cfg.grad_accumulation,
-            cfg.ratio_level) == (0.0, 0.1, 0.3, 4, "dr_grpo", "none", 2e-5, 2, 7, 2, "sequence")
+    cfg = NeuralGRPOConfig(
+        beta=0.0,
+        epsilon=0.1,
+        epsilon_high=0.3,
+        num_generations=4,
+        loss_type="dr_grpo",
+        scale_rewards=False,
+        learning_rate=2e-5,
+        num_iterations=2,
+        max_completion_length=7,
+        gradient_accumulation_steps=2,
+        importance_sampling_level="sequence",
+    )
+    assert (
+        cfg.kl_coef,
+        cfg.clip,
+        cfg.clip_high,
+        cfg.group_size,
+        cfg.loss_normalization,
+        cfg.scale,
+        cfg.lr,
+        cfg.epochs,
+        cfg.max_new_tokens,
+        cfg.grad_accumulation,
+        cfg.ratio_level,
+    ) == (0.0, 0.1, 0.3, 4, "dr_grpo", "none", 2e-5, 2, 7, 2, "sequence")
     with pytest.raises(TypeError, match="beta"):
         NeuralGRPOConfig(kl_coef=0.5, beta=0.1)
     with pytest.raises(ValueError, match="group_size"):
@@ -265,15 +379,26 @@ def test_grpo_raises_the_success_rate_of_a_pretrained_model():
     torch.set_num_threads(1)
     try:
         task = ArithmeticTask(max_digits=1)
-        result = pretrain("one two three\nfour five six\nseven eight\n", tasks=[task],
-                          task_examples=2000, steps=300, seconds=1e9, n_layer=2, n_embd=64,
-                          n_head=4, n_positions=64, block_size=32, batch_size=32,
-                          learning_rate=1e-2, warmup_steps=10, eval_problems=0, threads=1)
+        result = pretrain(
+            "one two three\nfour five six\nseven eight\n",
+            tasks=[task],
+            task_examples=2000,
+            steps=300,
+            seconds=1e9,
+            n_layer=2,
+            n_embd=64,
+            n_head=4,
+            n_positions=64,
+            block_size=32,
+            batch_size=32,
+            learning_rate=1e-2,
+            warmup_steps=10,
+            eval_problems=0,
+            threads=1,
+        )
         assert result.steps == 300
-        cfg = NeuralGRPOConfig(num_prompts=16, group_size=8, max_new_tokens=4, lr=1e-3,
-                               beta=0.0)
-        trainer = NeuralGRPOTrainer(NeuralPolicy(result.model, result.tokenizer), task, cfg,
-                                    seed=1)
+        cfg = NeuralGRPOConfig(num_prompts=16, group_size=8, max_new_tokens=4, lr=1e-3, beta=0.0)
+        trainer = NeuralGRPOTrainer(NeuralPolicy(result.model, result.tokenizer), task, cfg, seed=1)
         problems = task.prompts(256, seed=123, split="all")
 
         def success_rate():
@@ -311,8 +436,9 @@ def test_neural_run_folder_and_resume(tmp_path):
     run = str(tmp_path / "run")
     settings = {"num_prompts": 2, "num_generations": 2, "max_completion_length": 4}
     log = io.StringIO()
-    trainer = train_neural_run("grpo", "copy", run, steps=2, model=str(tmp_path / "start"),
-                               settings=settings, out=log)
+    trainer = train_neural_run(
+        "grpo", "copy", run, steps=2, model=str(tmp_path / "start"), settings=settings, out=log
+    )
     assert trainer.iterations_done == 2
     for name in ("run.json", "checkpoint.ckpt", "metrics.jsonl", "metrics.csv"):
         assert (tmp_path / "run" / name).is_file(), name
@@ -329,8 +455,15 @@ def test_neural_run_folder_and_resume(tmp_path):
     with pytest.raises(ValueError, match="rloo"):
         train_neural_run("rloo", "copy", run, steps=4, resume=True, out=log)
     with pytest.raises(ValueError, match="unknown grpo setting"):
-        train_neural_run("grpo", "copy", str(tmp_path / "other"), steps=1,
-                         model=str(tmp_path / "start"), settings={"nope": 1}, out=log)
+        train_neural_run(
+            "grpo",
+            "copy",
+            str(tmp_path / "other"),
+            steps=1,
+            model=str(tmp_path / "start"),
+            settings={"nope": 1},
+            out=log,
+        )
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo", "rloo"])
@@ -338,16 +471,19 @@ def test_gradient_accumulation_equals_one_batch(algorithm):
     """Micro-batches carry the minibatch's loss weights: the accumulated gradient is the whole
     minibatch's (to float32 rounding), so one step lands on the same weights."""
     whole = make(algorithm, grad_accumulation=1, epochs=1, minibatches=1)
-    split = make(algorithm, grad_accumulation=3 if algorithm != "rloo" else 2, epochs=1,
-                 minibatches=1)
+    split = make(
+        algorithm, grad_accumulation=3 if algorithm != "rloo" else 2, epochs=1, minibatches=1
+    )
     whole.train(1)
     split.train(1)
     assert whole.history[0]["tokens"] == split.history[0]["tokens"]
     for a, b in zip(whole.policy.parameters(), split.policy.parameters()):
         assert torch.allclose(a, b, rtol=0, atol=1e-6)
     fresh = make(algorithm)
-    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(whole.policy.parameters(),
-                                                                   fresh.policy.parameters()))
+    assert any(
+        not torch.allclose(a, b, atol=1e-4)
+        for a, b in zip(whole.policy.parameters(), fresh.policy.parameters())
+    )
 
 
 def test_failing_reward_leaves_the_trainer_unchanged():
@@ -356,9 +492,12 @@ def test_failing_reward_leaves_the_trainer_unchanged():
             return np.full(len(prompts), np.nan)
 
     model, tok = tiny()
-    trainer = NeuralGRPOTrainer(model, Broken(), NeuralGRPOConfig(num_prompts=2, group_size=2,
-                                                                  max_new_tokens=3),
-                                tokenizer=tok)
+    trainer = NeuralGRPOTrainer(
+        model,
+        Broken(),
+        NeuralGRPOConfig(num_prompts=2, group_size=2, max_new_tokens=3),
+        tokenizer=tok,
+    )
     before = ([p.clone() for p in trainer.policy.parameters()], trainer.stream.state())
     with pytest.raises(ValueError, match="finite rewards"):
         trainer.train(1)
@@ -378,8 +517,11 @@ def test_a_failing_iteration_restores_the_trainer(algorithm):
     trainer, twin = make(algorithm, **extra), make(algorithm, **extra)
     trainer.train(1)
     twin.train(1)  # non-empty AdamW state from here on
-    before = ({k: v.clone() for k, v in trainer.policy.state_dict().items()},
-              _optimizer_tensors(trainer.optimizer), trainer.stream.state())
+    before = (
+        {k: v.clone() for k, v in trainer.policy.state_dict().items()},
+        _optimizer_tensors(trainer.optimizer),
+        trainer.stream.state(),
+    )
     calls = {"steps": 0, "forwards": 0}
     real_step, real_forward = trainer.optimizer.step, trainer.policy.forward
 
@@ -417,8 +559,11 @@ def test_a_failing_iteration_restores_the_trainer(algorithm):
 
 
 def _optimizer_tensors(optimizer) -> dict:
-    return {f"{i}:{k}": v.clone() for i, state in optimizer.state_dict()["state"].items()
-            for k, v in state.items()}
+    return {
+        f"{i}:{k}": v.clone()
+        for i, state in optimizer.state_dict()["state"].items()
+        for k, v in state.items()
+    }
 
 
 # --- exact KL metric ------------------------------------------------------------------------------
@@ -428,8 +573,16 @@ def test_kl_metric_is_the_exact_kl_over_the_vocabulary(fused):
     vocabulary (temperature applied), mean over sequences; ``kl_sampled``: the k1 estimate from
     the sampled tokens.  Both recomputed here with plain forward passes (no cache)."""
     import copy
-    trainer = make("grpo", kl_coef=0.1, temperature=0.7, fused_head=fused, epochs=1,
-                   minibatches=1, grad_accumulation=1)
+
+    trainer = make(
+        "grpo",
+        kl_coef=0.1,
+        temperature=0.7,
+        fused_head=fused,
+        epochs=1,
+        minibatches=1,
+        grad_accumulation=1,
+    )
     with torch.no_grad():  # the policy moves away from the reference copy
         g = torch.Generator().manual_seed(3)
         for p in trainer.policy.model.parameters():
@@ -450,9 +603,10 @@ def test_kl_metric_is_the_exact_kl_over_the_vocabulary(fused):
 
     def log_softmax(model):
         with torch.no_grad():
-            logits = model(ids, attention_mask=att,
-                           position_ids=(att.cumsum(-1) - 1).clamp(min=0)).logits
-        return torch.log_softmax(logits[:, p - 1: p + t - 1].double() / 0.7, -1)
+            logits = model(
+                ids, attention_mask=att, position_ids=(att.cumsum(-1) - 1).clamp(min=0)
+            ).logits
+        return torch.log_softmax(logits[:, p - 1 : p + t - 1].double() / 0.7, -1)
 
     lp, lq = log_softmax(policy_then), log_softmax(trainer.reference.model)
     mask = r.completion_mask.double()
@@ -474,13 +628,13 @@ def test_kl_of_a_policy_equal_to_its_reference_is_zero():
 
 def test_exact_kl_in_chunks_equals_the_whole():
     from fastlmrl.trainers._neural_base import exact_kl_rows
+
     g = torch.Generator().manual_seed(0)
     logits, ref = torch.randn(37, 11, generator=g) * 3, torch.randn(37, 11, generator=g) * 3
     logp = torch.log_softmax(logits.double() / 0.5, -1)
     logq = torch.log_softmax(ref.double() / 0.5, -1)
     expected = (logp.exp() * (logp - logq)).sum(-1)  # KL(p || q) per row
     for chunk_entries in (1, 30, 11 * 37, 1 << 21):  # 1 row, 2 rows, all rows at a time
-        got = exact_kl_rows(logits, lambda rows: ref[rows] / 0.5, 0.5,
-                            chunk_entries=chunk_entries)
+        got = exact_kl_rows(logits, lambda rows: ref[rows] / 0.5, 0.5, chunk_entries=chunk_entries)
         assert torch.allclose(got, expected, rtol=1e-12, atol=0)
     assert bool((expected > 0).all())

@@ -1,6 +1,7 @@
 """NGramLM (add-k, interpolated Kneser–Ney) and the k-gram context ids: hand-computed
 probabilities, an independent dictionary-based implementation, normalisation, perplexity,
 sampling (seeded, in every backend, chi-square), logits tables, bad input."""
+
 import math
 from collections import Counter
 
@@ -10,8 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastlmrl
-from fastlmrl import (CharTokenizer, NGramLM, RandomStream, WordTokenizer, context_id,
-                      context_ids, context_tokens, next_context, num_contexts)
+from fastlmrl import (
+    CharTokenizer,
+    NGramLM,
+    RandomStream,
+    WordTokenizer,
+    context_id,
+    context_ids,
+    context_tokens,
+    next_context,
+    num_contexts,
+)
 
 # Tiny corpus for the hand computations: V = 5 ids (<bos>=0, <eos>=1, <unk>=2, a=3, b=4),
 # sequences "ab" and "a", padded for a bigram model as [0 3 4 1] and [0 3 1].
@@ -27,7 +37,7 @@ def naive_counts(seqs, n, bos=0, eos=1):
     for s in seqs:
         p = [bos] * (n - 1) + [int(t) for t in s] + [eos]
         for i in range(n - 1, len(p)):
-            grams[tuple(p[i - n + 1:i + 1])] += 1
+            grams[tuple(p[i - n + 1 : i + 1])] += 1
     return grams
 
 
@@ -37,6 +47,7 @@ def naive_add_k(seqs, V, n, k):
     def prob(h, w):
         total = sum(c for g, c in grams.items() if g[:-1] == h)
         return (grams.get(h + (w,), 0) + k) / (total + k * V)
+
     return prob
 
 
@@ -57,6 +68,7 @@ def naive_kn(seqs, V, n, D):
             return p(m - 1, h[1:], w)
         types = sum(1 for g in cm if g[:-1] == h)
         return max(cm.get(h + (w,), 0) - D, 0) / total + D * types / total * p(m - 1, h[1:], w)
+
     return lambda h, w: p(n, h, w)
 
 
@@ -67,12 +79,12 @@ def test_add_k_bigram_by_hand():
     # bigram counts: c(0,3)=2, c(3,4)=1, c(4,1)=1, c(3,1)=1; c(0)=2, c(3)=2, c(4)=1.
     lm = NGramLM(order=2, smoothing="add_k", k=1.0).fit(TINY, V_TINY)
     P = lambda w, h: math.exp(lm.log_prob(w, [h]))  # noqa: E731
-    assert P(3, 0) == pytest.approx(3 / 7, rel=1e-15)   # (2 + 1) / (2 + 5)
-    assert P(4, 3) == pytest.approx(2 / 7, rel=1e-15)   # (1 + 1) / (2 + 5)
+    assert P(3, 0) == pytest.approx(3 / 7, rel=1e-15)  # (2 + 1) / (2 + 5)
+    assert P(4, 3) == pytest.approx(2 / 7, rel=1e-15)  # (1 + 1) / (2 + 5)
     assert P(1, 3) == pytest.approx(2 / 7, rel=1e-15)
-    assert P(0, 3) == pytest.approx(1 / 7, rel=1e-15)   # (0 + 1) / (2 + 5)
-    assert P(1, 4) == pytest.approx(2 / 6, rel=1e-15)   # (1 + 1) / (1 + 5)
-    assert P(3, 1) == pytest.approx(1 / 5, rel=1e-15)   # unseen history: uniform
+    assert P(0, 3) == pytest.approx(1 / 7, rel=1e-15)  # (0 + 1) / (2 + 5)
+    assert P(1, 4) == pytest.approx(2 / 6, rel=1e-15)  # (1 + 1) / (1 + 5)
+    assert P(3, 1) == pytest.approx(1 / 5, rel=1e-15)  # unseen history: uniform
     # the empty context is the start of a sequence: history <bos>
     assert lm.log_prob(3) == lm.log_prob(3, [0]) == lm.log_prob(3, [4, 0])
     half = NGramLM(order=2, smoothing="add_k", k=0.5).fit(TINY, V_TINY)
@@ -96,15 +108,27 @@ def test_kneser_ney_bigram_by_hand():
     # History 1 never seen: P2(w|1) = P1(w).
     lm = NGramLM(order=2, smoothing="kneser_ney", discount=0.75).fit(TINY, V_TINY)
     P = lambda w, h: math.exp(lm.log_prob(w, [h]))  # noqa: E731
-    expected = {(4, 3): 0.25625, (1, 3): 0.44375, (3, 3): 0.13125, (0, 3): 0.084375,
-                (2, 3): 0.084375, (3, 0): 0.690625, (1, 4): 0.56875, (1, 1): 0.425,
-                (3, 1): 0.175, (4, 1): 0.175, (0, 1): 0.1125, (2, 1): 0.1125}
+    expected = {
+        (4, 3): 0.25625,
+        (1, 3): 0.44375,
+        (3, 3): 0.13125,
+        (0, 3): 0.084375,
+        (2, 3): 0.084375,
+        (3, 0): 0.690625,
+        (1, 4): 0.56875,
+        (1, 1): 0.425,
+        (3, 1): 0.175,
+        (4, 1): 0.175,
+        (0, 1): 0.1125,
+        (2, 1): 0.1125,
+    }
     for (w, h), p in expected.items():
         assert P(w, h) == pytest.approx(p, rel=1e-14), (w, h)
     table = lm.logits_table()
     assert table.shape == (5, 5)
-    np.testing.assert_allclose(np.exp(table[3]), [0.084375, 0.44375, 0.084375, 0.13125, 0.25625],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        np.exp(table[3]), [0.084375, 0.44375, 0.084375, 0.13125, 0.25625], rtol=1e-14
+    )
 
 
 def test_kneser_ney_unigram_by_hand():
@@ -112,8 +136,9 @@ def test_kneser_ney_unigram_by_hand():
     #   P(w) = max(c(w) - D, 0)/5 + D*3/5 * 1/5 ; D*3/5/5 = 0.09
     #   P(1) = P(3) = 1.25/5 + 0.09 = 0.34, P(4) = 0.25/5 + 0.09 = 0.14, P(0) = P(2) = 0.09
     lm = NGramLM(order=1).fit(TINY, V_TINY)
-    np.testing.assert_allclose(np.exp(lm.logits_table()[0]), [0.09, 0.34, 0.09, 0.34, 0.14],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        np.exp(lm.logits_table()[0]), [0.09, 0.34, 0.09, 0.34, 0.14], rtol=1e-14
+    )
     assert lm.logits_table().shape == (1, 5)
     assert lm.log_prob(np.array([1, 4])).shape == (2,)
 
@@ -123,10 +148,11 @@ def test_context_id_by_hand():
     assert context_id([1, 0, 2], 3) == 1 * 9 + 0 * 3 + 2
     assert context_id([], 7) == 0
     assert context_tokens(45, 2, 10).tolist() == [4, 5]
-    assert next_context(45, 7, 10, 2) == 57           # (45*10 + 7) mod 100
-    assert next_context(0, 3, 10, 0) == 0            # k = 0: one context
-    np.testing.assert_array_equal(next_context(np.array([45, 99]), np.array([7, 0]), 10, 2),
-                                  [57, 90])
+    assert next_context(45, 7, 10, 2) == 57  # (45*10 + 7) mod 100
+    assert next_context(0, 3, 10, 0) == 0  # k = 0: one context
+    np.testing.assert_array_equal(
+        next_context(np.array([45, 99]), np.array([7, 0]), 10, 2), [57, 90]
+    )
     assert context_ids([3, 4, 5], 2, 10).tolist() == [34, 45]
     assert context_ids([3, 4, 5], 2, 10, bos_id=0).tolist() == [0, 3, 34, 45]
     assert context_ids([3], 2, 10).tolist() == []
@@ -164,8 +190,10 @@ def test_matches_independent_implementation(corpus, discount, k):
 @given(corpora(), st.floats(0.05, 1.0))
 def test_rows_are_distributions_and_table_equals_pointwise(corpus, discount):
     V, seqs, n = corpus
-    for lm in (NGramLM(n, "kneser_ney", discount=discount).fit(seqs, V),
-               NGramLM(n, "add_k", k=discount).fit(seqs, V)):
+    for lm in (
+        NGramLM(n, "kneser_ney", discount=discount).fit(seqs, V),
+        NGramLM(n, "add_k", k=discount).fit(seqs, V),
+    ):
         t64 = lm.logits_table()
         assert t64.shape == (V ** (n - 1), V) and t64.dtype == np.float64
         assert np.isfinite(t64).all() and (t64 <= 0).all()
@@ -180,8 +208,8 @@ def test_rows_are_distributions_and_table_equals_pointwise(corpus, discount):
         np.testing.assert_array_equal(t32, t64.astype(np.float32))  # rounded once
         # a longer context only repeats rows: row c reads the last n-1 tokens = c mod V**(n-1)
         longer = lm.logits_table(n)
-        assert longer.shape == (V ** n, V)
-        np.testing.assert_array_equal(longer, t64[np.arange(V ** n) % V ** (n - 1)])
+        assert longer.shape == (V**n, V)
+        np.testing.assert_array_equal(longer, t64[np.arange(V**n) % V ** (n - 1)])
 
 
 @given(st.integers(1, 12), st.integers(0, 4), st.data())
@@ -191,17 +219,18 @@ def test_context_id_bijection_and_next_context(V, k, data):
     ids = context_ids(arr, k, V)
     assert ids.shape == (max(0, len(seq) - k + 1),)
     for i, c in enumerate(ids.tolist()):
-        window = seq[i:i + k]
+        window = seq[i : i + k]
         assert c == context_id(window, V) == sum(t * V ** (k - 1 - j) for j, t in enumerate(window))
         assert context_tokens(c, k, V).tolist() == window
-        assert 0 <= c < V ** k
+        assert 0 <= c < V**k
     padded = context_ids(np.array(seq, dtype=np.int32), k, V, bos_id=0)
     assert padded[0] == 0 and padded.shape == (len(seq) + 1,)
     for i, t in enumerate(seq):
         assert padded[i + 1] == next_context(int(padded[i]), t, V, k)
     np.testing.assert_array_equal(next_context(padded[:-1], arr, V, k), padded[1:])
-    assert len({context_id(list(context_tokens(c, k, V)), V) for c in range(min(V ** k, 50))}) \
-        == min(V ** k, 50)
+    assert len({context_id(list(context_tokens(c, k, V)), V) for c in range(min(V**k, 50))}) == min(
+        V**k, 50
+    )
 
 
 def test_int32_and_int64_inputs_agree():
@@ -220,7 +249,7 @@ def test_int32_and_int64_inputs_agree():
 def test_no_padding_options():
     # without <bos> the first n-1 tokens are only history; without <eos> nothing is appended
     lm = NGramLM(2, "add_k").fit([np.array([3, 4, 3])], 5, bos_id=None, eos_id=None)
-    assert lm.n_targets == 2   # (3,4) and (4,3)
+    assert lm.n_targets == 2  # (3,4) and (4,3)
     assert math.exp(lm.log_prob(4, [3])) == pytest.approx(2 / 6)
     with pytest.raises(ValueError, match="at least order - 1 = 1 tokens"):
         lm.log_prob(4, [])
@@ -254,8 +283,9 @@ def test_perplexity_kneser_ney_beats_add_one_beats_uniform(split, chars):
     add1 = NGramLM(2, "add_k", k=1.0).fit_text(train, words).perplexity(held_w)
     assert kn < add1 < words.vocab_size
     # a uniform model has perplexity V: add-k with a huge k is nearly uniform
-    assert NGramLM(2, "add_k", k=1e12).fit_text(train, chars).perplexity(held) == \
-        pytest.approx(V, rel=1e-6)
+    assert NGramLM(2, "add_k", k=1e12).fit_text(train, chars).perplexity(held) == pytest.approx(
+        V, rel=1e-6
+    )
 
 
 def test_training_perplexity_is_lower_than_held_out(split, chars):
@@ -322,10 +352,12 @@ def test_sampling_counters(char_lm):
     assert s.counter == 2000
     first_eos = (seqs == 1).argmax(axis=1)
     for i in range(2):
-        assert (seqs[i, first_eos[i]:] == 1).all()
+        assert (seqs[i, first_eos[i] :] == 1).all()
     # an int seed starts at counter 0 of stream 0 each call
-    assert np.array_equal(char_lm.sample(10, seed=9, stop_at_eos=False),
-                          char_lm.sample(10, seed=RandomStream(9), stop_at_eos=False))
+    assert np.array_equal(
+        char_lm.sample(10, seed=9, stop_at_eos=False),
+        char_lm.sample(10, seed=RandomStream(9), stop_at_eos=False),
+    )
     assert char_lm.sample(0, seed=0).shape == (0,)
     assert char_lm.sample(0, seed=0, n_sequences=3).shape == (3, 0)
 
@@ -390,10 +422,16 @@ def test_fit_bad_input_leaves_the_model_unchanged():
     lm = NGramLM(2).fit(TINY, V_TINY)
     before = lm.logits_table()
     bad_calls = [
-        (lambda: lm.fit([np.array([3, 5])], 5), ValueError,
-         r"sequences\[0\]\[1\] = 5 is out of range \[0, 5\)"),
-        (lambda: lm.fit([np.array([3]), np.array([-1])], 5), ValueError,
-         r"sequences\[1\]\[0\] = -1"),
+        (
+            lambda: lm.fit([np.array([3, 5])], 5),
+            ValueError,
+            r"sequences\[0\]\[1\] = 5 is out of range \[0, 5\)",
+        ),
+        (
+            lambda: lm.fit([np.array([3]), np.array([-1])], 5),
+            ValueError,
+            r"sequences\[1\]\[0\] = -1",
+        ),
         (lambda: lm.fit([np.array([3.0])], 5), TypeError, "integer ids"),
         (lambda: lm.fit([np.array([[3]])], 5), ValueError, "1-dimensional"),
         (lambda: lm.fit(["abc"], 5), TypeError, "encode text with a tokenizer"),
@@ -460,10 +498,10 @@ def test_sample_bad_input_does_not_advance_the_stream():
         lm.sample(2, seed=-1)
     with pytest.raises(TypeError, match="seed must be an int"):
         lm.sample(2, seed=1.5)
-    s = RandomStream(0, counter=2 ** 64 - 2)
+    s = RandomStream(0, counter=2**64 - 2)
     with pytest.raises(ValueError, match="seed: RandomStream exhausted: the call needs 4"):
         lm.sample(4, seed=s)
-    assert s.counter == 2 ** 64 - 2
+    assert s.counter == 2**64 - 2
 
 
 def test_context_helpers_bad_input():
@@ -473,8 +511,9 @@ def test_context_helpers_bad_input():
         num_contexts(10, -1)
     with pytest.raises(ValueError, match="vocab_size must be >= 1"):
         context_ids([0], 1, 0)
-    with pytest.raises(ValueError,
-                       match=r"ctx = 100 is out of range \[0, vocab_size\*\*k = 10\*\*2 = 100\)"):
+    with pytest.raises(
+        ValueError, match=r"ctx = 100 is out of range \[0, vocab_size\*\*k = 10\*\*2 = 100\)"
+    ):
         next_context(100, 0, 10, 2)
     with pytest.raises(ValueError, match=r"token = 10 is out of range \[0, 10\)"):
         next_context(5, 10, 10, 2)

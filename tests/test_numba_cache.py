@@ -6,6 +6,7 @@ names the other's machine code (seen on this project: ``a2c_loss`` failed with "
 signatures: (int64, UniTuple(int64, 5))" for a 10-tuple after parallel compilations).
 ``fastlmrl._numba._common`` serialises saves into fastlmrl's cache with a lock of the index.
 """
+
 import fcntl
 import os
 import threading
@@ -66,8 +67,10 @@ def test_concurrent_saves_keep_each_signature_with_its_own_code(own_cache):
 
     caching.IndexDataCacheFile._load_index = slow_load
     try:
-        threads = [threading.Thread(target=first.save, args=(("sig", 5), b"code5")),
-                   threading.Thread(target=second.save, args=(("sig", 10), b"code10"))]
+        threads = [
+            threading.Thread(target=first.save, args=(("sig", 5), b"code5")),
+            threading.Thread(target=second.save, args=(("sig", 10), b"code10")),
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -1,4 +1,5 @@
 """A Numba user calls fastlmrl's raw kernels from their own @njit function."""
+
 import numpy as np
 from numba import njit
 
@@ -11,8 +12,9 @@ from fastlmrl.rng import stream_key
 def _user_training_loop(q, states, actions, rewards, next_states, terminated, td, epochs):
     total = 0
     for _ in range(epochs):
-        total += numba_kernels.q_learning_update(q, states, actions, rewards, next_states,
-                                                 terminated, 0.5, 0.9, td)
+        total += numba_kernels.q_learning_update(
+            q, states, actions, rewards, next_states, terminated, 0.5, 0.9, td
+        )
     return total
 
 

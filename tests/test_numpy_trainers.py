@@ -5,8 +5,10 @@ same rollout (token for token, from the same random stream), same rewards, advan
 gradient rows and Adam updates, and a whole iteration that leaves the same tables behind.
 Expected values of the hand cases are derived by hand in the comments.
 """
+
 import numpy as np
 import pytest
+from numpy_twins import nt
 
 import fastlmrl
 from fastlmrl import adam_step, gae, masked_whiten, ppo_loss
@@ -16,9 +18,6 @@ from fastlmrl.rng import RandomStream
 from fastlmrl.tasks import make_text_task
 from fastlmrl.trainers.grpo import GRPOConfig, GRPOTrainer
 from fastlmrl.trainers.ppo import PPOConfig, PPOTrainer
-from numpy_twins import nt
-
-
 
 B, T = 64, 24
 # float32 tables: fastlmrl's loss uses a float32 polynomial exp (within 1 ulp of float32) and
@@ -32,8 +31,13 @@ def task(request):
     # (With the default lexicon a small batch often scores 0 everywhere: the advantages are then
     # round-off of the KL terms, ~1e-17, which Adam's normalisation turns into lr-sized steps in
     # both implementations alike, but with different round-off -- nothing to compare.)
-    return make_text_task(num_envs=B, max_new_tokens=T, dtype=request.param, reward_per_token=False,
-                          lexicon=("the", "a", "in", "is", "my"))  # frequent whole words
+    return make_text_task(
+        num_envs=B,
+        max_new_tokens=T,
+        dtype=request.param,
+        reward_per_token=False,
+        lexicon=("the", "a", "in", "is", "my"),
+    )  # frequent whole words
 
 
 def _close(actual, expected, dtype, atol=0.0):
@@ -70,8 +74,9 @@ def test_gae_hand():
     rewards = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     values = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.0]])
     valid = np.array([[True, True, True], [True, True, False]])
-    adv, ret = nt.gae(rewards, values, valid, np.array([True, False]), np.array([0.0, 2.0]),
-                      1.0, 1.0)
+    adv, ret = nt.gae(
+        rewards, values, valid, np.array([True, False]), np.array([0.0, 2.0]), 1.0, 1.0
+    )
     np.testing.assert_array_equal(adv, [[0.5, 0.5, 0.5], [1.5, 1.5, 0.0]])
     np.testing.assert_array_equal(ret, [[1.0, 1.0, 1.0], [2.0, 2.0, 0.0]])
 
@@ -85,13 +90,13 @@ def test_gae_and_whiten_match_fastlmrl():
     values = np.where(valid, rng.standard_normal((n, horizon)), 0.0)
     terminated = rng.random(n) < 0.5
     bootstrap = rng.standard_normal(n)
-    adv, ret = gae(rewards, values, valid, terminated, ~terminated, bootstrap, gamma=0.99,
-                   lam=0.95)
+    adv, ret = gae(rewards, values, valid, terminated, ~terminated, bootstrap, gamma=0.99, lam=0.95)
     got_adv, got_ret = nt.gae(rewards, values, valid, terminated, bootstrap, 0.99, 0.95)
     np.testing.assert_array_equal(got_adv, adv)  # same operations in the same order
     np.testing.assert_array_equal(got_ret, ret)
-    np.testing.assert_allclose(nt.masked_whiten(adv, valid), masked_whiten(adv, valid),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        nt.masked_whiten(adv, valid), masked_whiten(adv, valid), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_masked_whiten_hand():
@@ -99,8 +104,9 @@ def test_masked_whiten_hand():
     adv = np.array([[1.0, 2.0], [3.0, 99.0]])
     valid = np.array([[True, True], [True, False]])
     s = np.sqrt(2.0 / 3.0) + 1e-8
-    np.testing.assert_allclose(nt.masked_whiten(adv, valid), [[-1 / s, 0.0], [1 / s, 0.0]],
-                               rtol=1e-15)
+    np.testing.assert_allclose(
+        nt.masked_whiten(adv, valid), [[-1 / s, 0.0], [1 / s, 0.0]], rtol=1e-15
+    )
 
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
@@ -109,9 +115,12 @@ def test_grpo_advantages_match_fastlmrl(scale):
     hand = nt.grpo_advantages(np.array([0.0, 1.0]), 2)
     np.testing.assert_allclose(hand, [-0.5, 0.5] / (np.sqrt(0.5) + 1e-4), rtol=1e-15)
     scores = np.random.default_rng(2).integers(0, 3, 48).astype(np.float64)
-    np.testing.assert_allclose(nt.grpo_advantages(scores, 8, scale),
-                               grpo_advantages(scores, group_size=8, scale=scale), rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        nt.grpo_advantages(scores, 8, scale),
+        grpo_advantages(scores, group_size=8, scale=scale),
+        rtol=1e-12,
+        atol=1e-15,
+    )
 
 
 @pytest.mark.parametrize("mode", ["grpo", "bnpo", "dr_grpo", "dapo"])
@@ -137,10 +146,20 @@ def test_ppo_loss_matches_fastlmrl(float_dtype, with_ref, backend):
     w = rng.random(n) / n
     ref = old + 0.1 * rng.standard_normal(n) if with_ref else None
     kl_coef = 0.1 if with_ref else 0.0
-    res = ppo_loss(logits, tokens, old, adv, weights=w, clip_low=0.2, clip_high=0.28,
-                   ref_log_probs=ref, kl_coef=kl_coef)
-    loss, grad, clip_fraction, approx_kl, kl_loss = nt.ppo_loss(logits, tokens, old, adv, w, 0.2,
-                                                                0.28, ref, kl_coef)
+    res = ppo_loss(
+        logits,
+        tokens,
+        old,
+        adv,
+        weights=w,
+        clip_low=0.2,
+        clip_high=0.28,
+        ref_log_probs=ref,
+        kl_coef=kl_coef,
+    )
+    loss, grad, clip_fraction, approx_kl, kl_loss = nt.ppo_loss(
+        logits, tokens, old, adv, w, 0.2, 0.28, ref, kl_coef
+    )
     assert 0.05 < res.clip_fraction < 0.95
     assert grad.dtype == np.float64  # unrounded per-token rows (fastlmrl rounds to the dtype)
     rtol = RTOL[float_dtype]
@@ -166,10 +185,21 @@ def test_grouped_ppo_loss_matches_fastlmrl_tabular(float_dtype, with_ref, backen
     w = rng.random(n) / n
     ref = old + 0.1 * rng.standard_normal(n) if with_ref else None
     kl_coef = 0.1 if with_ref else 0.0
-    res = fastlmrl.ppo_loss_tabular(table, contexts, tokens, old, adv, weights=w, clip_low=0.2,
-                                    clip_high=0.28, ref_log_probs=ref, kl_coef=kl_coef)
+    res = fastlmrl.ppo_loss_tabular(
+        table,
+        contexts,
+        tokens,
+        old,
+        adv,
+        weights=w,
+        clip_low=0.2,
+        clip_high=0.28,
+        ref_log_probs=ref,
+        kl_coef=kl_coef,
+    )
     loss, rows, grad, clip_fraction, approx_kl, kl_loss = nt.ppo_loss_grouped(
-        table, contexts, tokens, old, adv, w, 0.2, 0.28, ref, kl_coef)
+        table, contexts, tokens, old, adv, w, 0.2, 0.28, ref, kl_coef
+    )
     rtol = RTOL[float_dtype]
     np.testing.assert_array_equal(rows, res.rows)
     np.testing.assert_allclose(grad.astype(float_dtype), res.grad_rows, rtol=rtol, atol=1e-12)
@@ -188,8 +218,14 @@ def test_ppo_loss_hand():
     # one token, 2 equal logits: p = (0.5, 0.5), logp(a=0) = log 0.5.  old = log 0.5 -> rho = 1,
     # unclipped; A = 2, w = 1: loss = -2, dl/dlogp = -2, grad = -2 * (1 - 0.5, -0.5) = (-1, 1).
     loss, grad, clip_fraction, approx_kl, _ = nt.ppo_loss(
-        np.zeros((1, 2)), np.array([0]), np.array([np.log(0.5)]), np.array([2.0]),
-        np.array([1.0]), 0.2, 0.2)
+        np.zeros((1, 2)),
+        np.array([0]),
+        np.array([np.log(0.5)]),
+        np.array([2.0]),
+        np.array([1.0]),
+        0.2,
+        0.2,
+    )
     np.testing.assert_allclose(loss, -2.0, rtol=1e-15)
     np.testing.assert_allclose(grad, [[-1.0, 1.0]], rtol=1e-15)
     assert clip_fraction == 0.0 and abs(approx_kl) < 1e-15
@@ -210,8 +246,11 @@ def test_adam_step_matches_fastlmrl(float_dtype, scatter, backend):
     # np.add.at sums in index order like fastlmrl, and the float64 formula is the same: equal to
     # the last bit.  np.add.reduceat may order a run's additions differently (1 ulp of float64).
     rtol = 0.0 if scatter == "add.at" else 1e-13
-    for got, expected in ((tables[1], tables[0]), (moments[1][0], moments[0][0]),
-                          (moments[1][1], moments[0][1])):
+    for got, expected in (
+        (tables[1], tables[0]),
+        (moments[1][0], moments[0][0]),
+        (moments[1][1], moments[0][1]),
+    ):
         np.testing.assert_allclose(got, expected, rtol=rtol, atol=0.0)
 
 
@@ -235,8 +274,15 @@ def test_rollout_matches_fastlmrl(task, backend):
     expected = task.env.rollout(task.initial_policy, stream, num_sequences=B)
     got = numpy_trainer.rollout(num_sequences=B)
     numpy_trainer.score(got)
-    for name in ("contexts", "actions", "valid", "lengths", "terminated", "final_contexts",
-                 "prompt_ids"):
+    for name in (
+        "contexts",
+        "actions",
+        "valid",
+        "lengths",
+        "terminated",
+        "final_contexts",
+        "prompt_ids",
+    ):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
     assert got.log_probs.dtype == expected.log_probs.dtype
     _close(got.log_probs, expected.log_probs, task.initial_policy.dtype, atol=1e-12)
@@ -282,24 +328,35 @@ def test_ppo_iteration_matches_fastlmrl(task, compiled, grouped):
     with fastlmrl.use_backend(name):
         fast = PPOTrainer(task, config, seed=3)
         slow = nt.NumpyPPO(task, config, seed=3, grouped=grouped)
-        _compare_trainers(fast, slow, dtype, ("reward", "length", "kl", "entropy",
-                                              "clip_fraction", "approx_kl"))
+        _compare_trainers(
+            fast, slow, dtype, ("reward", "length", "kl", "entropy", "clip_fraction", "approx_kl")
+        )
         # the advantages and returns fastlmrl computes from the same batch and values
         last = slow.last
         batch = last["batch"]
-        adv, ret = gae(batch.rewards, last["values"], batch.valid, batch.terminated,
-                       ~batch.terminated, last["bootstrap"], gamma=config.gamma, lam=config.lam)
+        adv, ret = gae(
+            batch.rewards,
+            last["values"],
+            batch.valid,
+            batch.terminated,
+            ~batch.terminated,
+            last["bootstrap"],
+            gamma=config.gamma,
+            lam=config.lam,
+        )
         np.testing.assert_array_equal(last["advantages"], adv)
         np.testing.assert_array_equal(last["returns"], ret)
-        np.testing.assert_allclose(last["adv"], masked_whiten(adv, batch.valid)[batch.valid],
-                                   rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            last["adv"], masked_whiten(adv, batch.valid)[batch.valid], rtol=1e-12, atol=1e-14
+        )
         _close(slow.values, fast.values, dtype, atol=1e-9)
         assert slow.value_optimizer.t == fast.value_optimizer.t == 16
         # a second iteration still agrees (explained variance needs a trained value table)
         m_fast, m_slow = fast.train(1)[-1], slow.train(1)[-1]
         assert m_slow["tokens"] == m_fast["tokens"]
-        np.testing.assert_allclose(m_slow["explained_variance"], m_fast["explained_variance"],
-                                   rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(
+            m_slow["explained_variance"], m_fast["explained_variance"], rtol=1e-3, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["dense", "grouped"])
@@ -310,11 +367,17 @@ def test_grpo_iteration_matches_fastlmrl(task, compiled, grouped):
     with fastlmrl.use_backend(name):
         fast = GRPOTrainer(task, config, seed=5)
         slow = nt.NumpyGRPO(task, config, seed=5, grouped=grouped)
-        _compare_trainers(fast, slow, dtype, ("reward", "length", "kl", "entropy",
-                                              "clip_fraction", "approx_kl", "kl_loss"))
+        _compare_trainers(
+            fast,
+            slow,
+            dtype,
+            ("reward", "length", "kl", "entropy", "clip_fraction", "approx_kl", "kl_loss"),
+        )
         np.testing.assert_allclose(
-            slow.last["seq_adv"], grpo_advantages(slow.last["batch"].scores, group_size=8),
-            rtol=1e-12)
+            slow.last["seq_adv"],
+            grpo_advantages(slow.last["batch"].scores, group_size=8),
+            rtol=1e-12,
+        )
 
 
 def test_numpy_baseline_rejects_what_it_does_not_implement(task):

@@ -2,6 +2,7 @@
 widths), dense NumPy implementations with np.add.at (Adam as printed in Kingma & Ba 2015,
 Algorithm 1), repeated ids, sorted rows without an order (empty ``order``), the Adam class and its
 checkpoints, bad input (nothing modified on error)."""
+
 import inspect
 import math
 
@@ -75,8 +76,9 @@ def test_adam_matches_reference(compiled, reference, batch, data):
     results = []
     for module in (reference, compiled):
         t, m1, v1 = table.copy(), m.copy(), v.copy()
-        status = module.adam_step(t, rows, grads, order, m1, v1, np.int64(step), lr, beta1, beta2,
-                                  eps, maximize, acc)
+        status = module.adam_step(
+            t, rows, grads, order, m1, v1, np.int64(step), lr, beta1, beta2, eps, maximize, acc
+        )
         assert status == 0
         results.append((t, m1, v1))
     for want, have in zip(*results):
@@ -87,6 +89,7 @@ def test_backends_export_the_same_kernels():
     from fastlmrl._cython import optimizers as cy
     from fastlmrl._numba import optimizers as nb
     from fastlmrl._python import optimizers as py
+
     assert py.__all__ == nb.__all__ == cy.__all__ == ["adam_step", "sgd_step"]
     for name in py.__all__:
         expected = list(inspect.signature(getattr(py, name)).parameters)
@@ -121,8 +124,24 @@ def test_kernels_match_reference_at_vector_widths(compiled, reference, n_cols, d
             results = []
             for module in (reference, compiled):
                 t, m1, v1 = table.copy(), m.copy(), v.copy()
-                assert module.adam_step(t, rows, grads, order, m1, v1, np.int64(step), 0.01, 0.9,
-                                        0.999, 1e-8, maximize, acc) == 0
+                assert (
+                    module.adam_step(
+                        t,
+                        rows,
+                        grads,
+                        order,
+                        m1,
+                        v1,
+                        np.int64(step),
+                        0.01,
+                        0.9,
+                        0.999,
+                        1e-8,
+                        maximize,
+                        acc,
+                    )
+                    == 0
+                )
                 t2 = table.copy()
                 assert module.sgd_step(t2, rows, grads, order, 0.1, maximize, acc) == 0
                 results.append((t, m1, v1, t2))
@@ -167,8 +186,8 @@ def _dense_lazy_adam(table, m, v, rows, grads, t, lr, b1, b2, eps, maximize=Fals
     m, v, table = m.astype(np.float64), v.astype(np.float64), table.astype(np.float64)
     m[p] = b1 * m[p] + (1 - b1) * g[p]
     v[p] = b2 * v[p] + (1 - b2) * g[p] ** 2
-    m_hat = m[p] / (1 - b1 ** t)
-    v_hat = v[p] / (1 - b2 ** t)
+    m_hat = m[p] / (1 - b1**t)
+    v_hat = v[p] / (1 - b2**t)
     table[p] -= lr * m_hat / (np.sqrt(v_hat) + eps)
     return table, m, v
 
@@ -184,8 +203,9 @@ def test_adam_class_equals_dense_numpy_over_steps(backend, dtype, rtol):
         rows = rng.integers(0, 4, 6)  # ids 4..8 are never present: must stay untouched
         grads = rng.standard_normal((6, 5)).astype(dtype)
         opt.step(rows, grads)
-        ref_t, ref_m, ref_v = _dense_lazy_adam(ref_t, ref_m, ref_v, rows, grads, t, 0.05, 0.8,
-                                               0.95, 1e-6)
+        ref_t, ref_m, ref_v = _dense_lazy_adam(
+            ref_t, ref_m, ref_v, rows, grads, t, 0.05, 0.8, 0.95, 1e-6
+        )
         assert opt.t == t
         np.testing.assert_allclose(table, ref_t, rtol=rtol, atol=rtol)
         np.testing.assert_allclose(opt.m, ref_m, rtol=rtol, atol=rtol)
@@ -206,9 +226,9 @@ def test_adam_step_function_with_maximize_equals_dense(backend):
 def _algorithm1(theta, m, v, g, t, lr, b1, b2, eps):
     """Kingma & Ba (2015), Algorithm 1, as printed (float64 arrays of the rows present)."""
     m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g ** 2
-    m_hat = m / (1 - b1 ** t)
-    v_hat = v / (1 - b2 ** t)
+    v = b2 * v + (1 - b2) * g**2
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
     return theta - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
@@ -286,9 +306,17 @@ def test_numpy_scalar_arguments_equal_python_ones(backend):
     rng = np.random.default_rng(8)
     table, grads, rows = rng.standard_normal((5, 4)), rng.standard_normal((3, 4)), [4, 1, 4]
     results = []
-    for args in ((3, 0.05, 0.8, 0.99, 1e-6, True),
-                 (np.int64(3), np.float64(0.05), np.float64(0.8), np.float64(0.99),
-                  np.float64(1e-6), np.bool_(True))):
+    for args in (
+        (3, 0.05, 0.8, 0.99, 1e-6, True),
+        (
+            np.int64(3),
+            np.float64(0.05),
+            np.float64(0.8),
+            np.float64(0.99),
+            np.float64(1e-6),
+            np.bool_(True),
+        ),
+    ):
         step, lr, b1, b2, eps, maximize = args
         t, m, v = table.copy(), np.zeros_like(table), np.zeros_like(table)
         fastlmrl.adam_step(t, rows, grads, m, v, step, lr, b1, b2, eps, maximize=maximize)
@@ -316,9 +344,9 @@ def test_sgd_repeated_ids_accumulate_hand(backend):
 def test_sgd_float32_sums_in_float64_and_rounds_once(backend):
     table = np.ones((1, 1), np.float32)
     # 2^-24 twice: in float32 each addition to 1 would be lost; summed first in float64 it is not
-    g = np.array([[2.0 ** -24], [2.0 ** -24]], np.float32)
+    g = np.array([[2.0**-24], [2.0**-24]], np.float32)
     fastlmrl.sgd_step(table, [0, 0], g, 1.0, maximize=True)  # ascend by 2^-23
-    assert table[0, 0] == np.float32(1.0 + 2.0 ** -23)
+    assert table[0, 0] == np.float32(1.0 + 2.0**-23)
 
 
 def test_adam_first_step_hand(backend):
@@ -340,8 +368,11 @@ def test_absent_rows_keep_their_moments(backend):
 
 
 def test_empty_batch(backend):
-    table, m, v = np.ones((2, 3), np.float32), np.ones((2, 3), np.float32), np.ones((2, 3),
-                                                                                    np.float32)
+    table, m, v = (
+        np.ones((2, 3), np.float32),
+        np.ones((2, 3), np.float32),
+        np.ones((2, 3), np.float32),
+    )
     fastlmrl.sgd_step(table, [], [], 0.1)
     fastlmrl.sgd_step(table, np.empty(0, np.int32), np.empty((0, 3), np.float32), 0.1)
     fastlmrl.adam_step(table, [], [], m, v, 1, 0.1)
@@ -371,8 +402,9 @@ def test_grads_converted_to_table_dtype(backend):
 def test_adam_checkpoint_resumes_bit_identically(backend):
     rng = np.random.default_rng(1)
     init = rng.standard_normal((6, 3)).astype(np.float32)
-    batches = [(rng.integers(0, 6, 4), rng.standard_normal((4, 3)).astype(np.float32))
-               for _ in range(5)]
+    batches = [
+        (rng.integers(0, 6, 4), rng.standard_normal((4, 3)).astype(np.float32)) for _ in range(5)
+    ]
     straight = fastlmrl.Adam(init.copy(), lr=0.01, betas=(0.5, 0.9), eps=1e-5, maximize=True)
     for rows, grads in batches:
         straight.step(rows, grads)
@@ -557,8 +589,9 @@ def test_raw_kernels_reject_bad_order_and_shapes():
             return k.sgd_step(table, rows, grads, order, 0.1, False, acc)
 
         def adam(order=good_order, mm=m, vv=v, acc=acc, grads=grads):
-            return k.adam_step(table, rows, grads, order, mm, vv, np.int64(1), 0.1, 0.9, 0.999,
-                               1e-8, False, acc)
+            return k.adam_step(
+                table, rows, grads, order, mm, vv, np.int64(1), 0.1, 0.9, 0.999, 1e-8, False, acc
+            )
 
         for bad in ([0, 1, 2], [1, 2, 0], [1, 0, 0], [1, 0, 3], [1, 0, -1]):
             assert sgd(order=np.array(bad)) == 33
@@ -578,14 +611,31 @@ def test_raw_kernels_reject_bad_order_and_shapes():
         assert sgd() == 0 and adam() == 0
         sorted_rows = np.array([0, 2, 2])
         assert k.sgd_step(table, sorted_rows, grads, np.empty(0, np.int64), 0.1, False, acc) == 0
-        assert k.adam_step(table, sorted_rows, grads, np.empty(0, np.int64), m, v, np.int64(1),
-                           0.1, 0.9, 0.999, 1e-8, False, acc) == 0
+        assert (
+            k.adam_step(
+                table,
+                sorted_rows,
+                grads,
+                np.empty(0, np.int64),
+                m,
+                v,
+                np.int64(1),
+                0.1,
+                0.9,
+                0.999,
+                1e-8,
+                False,
+                acc,
+            )
+            == 0
+        )
 
 
 def test_numba_kernels_accept_strided_arrays(reference):
     """A Numba user may pass non-contiguous arrays (a strided scratch, a column slice of grads):
     same bits as the reference."""
     from fastlmrl._numba import optimizers as nb
+
     rng = np.random.default_rng(12)
     rows = np.array([3, 0, 3, 1, 3])
     grads = rng.standard_normal((5, 26))[:, ::2]
@@ -594,8 +644,12 @@ def test_numba_kernels_accept_strided_arrays(reference):
     results = []
     for module, acc in ((reference, np.empty(13)), (nb, np.empty(39)[::3])):
         t, m, v = table.copy(), np.zeros_like(table), np.zeros_like(table)
-        assert module.adam_step(t, rows, grads, order, m, v, np.int64(2), 0.1, 0.9, 0.999, 1e-8,
-                                False, acc) == 0
+        assert (
+            module.adam_step(
+                t, rows, grads, order, m, v, np.int64(2), 0.1, 0.9, 0.999, 1e-8, False, acc
+            )
+            == 0
+        )
         t2 = table.copy()
         assert module.sgd_step(t2, rows, grads, order, 0.1, True, acc) == 0
         results.append((t, m, v, t2))
@@ -619,8 +673,24 @@ def test_every_non_finite_position_is_caught(compiled, reference, n_cols, float_
                         grads = np.ones((4, n_cols), float_dtype)
                         grads[i, j] = bad
                         assert module.sgd_step(table, rows, grads, order, 0.1, False, acc) == 31
-                        assert module.adam_step(table, rows, grads, order, m, v, np.int64(1), 0.1,
-                                                0.9, 0.999, 1e-8, False, acc) == 31
+                        assert (
+                            module.adam_step(
+                                table,
+                                rows,
+                                grads,
+                                order,
+                                m,
+                                v,
+                                np.int64(1),
+                                0.1,
+                                0.9,
+                                0.999,
+                                1e-8,
+                                False,
+                                acc,
+                            )
+                            == 31
+                        )
                         assert (table == 0).all() and (m == 0).all() and (v == 0).all()
 
 
@@ -637,7 +707,8 @@ def test_corrupted_batch_changes_nothing_in_any_backend(batch, data):
         match = rf"rows\[{i}\]"
     else:
         grads[i, data.draw(st.integers(0, table.shape[1] - 1))] = data.draw(
-            st.sampled_from([math.nan, math.inf, -math.inf]))
+            st.sampled_from([math.nan, math.inf, -math.inf])
+        )
         match = "is not finite"
     for name in fastlmrl.BACKENDS:
         with fastlmrl.use_backend(name):

@@ -1,5 +1,6 @@
 """permutations: every backend returns numpy's stable argsort of the counter-based uniforms,
 advances a RandomStream by n, draws permutations uniformly, and rejects bad arguments."""
+
 import itertools
 import math
 
@@ -13,8 +14,7 @@ from fastlmrl.rng import RandomStream, uniforms
 
 
 @settings(max_examples=40)
-@given(n=st.integers(0, 3000), seed=st.integers(0, 2**64 - 1),
-       counter=st.integers(0, 2**64 - 1))
+@given(n=st.integers(0, 3000), seed=st.integers(0, 2**64 - 1), counter=st.integers(0, 2**64 - 1))
 @example(n=2, seed=0, counter=2**64 - 2)  # the last counters a stream has (uniforms wrap there)
 def test_compiled_equals_stable_argsort_of_uniforms(n, seed, counter):
     counter = min(counter, 2**64 - n)  # a stream has 2**64 counters: n must fit
@@ -82,7 +82,8 @@ def test_kernel_rejects_short_scratch_before_writing(compiled, reference, short)
         out = np.full(n, -7, dtype=np.int64)
         scratch = {"uniforms": np.empty(n), "starts": np.empty(n + 1, dtype=np.int64)}
         scratch[short] = scratch[short][:-1]
-        status = module.random_permutation(np.uint64(3), np.uint64(0), out, scratch["uniforms"],
-                                           scratch["starts"])
+        status = module.random_permutation(
+            np.uint64(3), np.uint64(0), out, scratch["uniforms"], scratch["starts"]
+        )
         assert status == 1
         assert (out == -7).all()

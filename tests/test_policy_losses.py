@@ -1,16 +1,17 @@
 """policy_losses: reference equivalence (bit for bit), independent NumPy losses, finite-difference
 gradients, identities, serial = parallel, bad input for every argument, nothing modified on error."""
+
 import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
 from fastlmrl._status import BAD_SHAPES
-from shape_checks import assert_rejects_bad_shapes
 
 FLOATS = (np.float32, np.float64)
 KERNELS = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
@@ -30,12 +31,16 @@ def case(seed, n, v, dtype=np.float64, mask=0.0):
         x[rng.random((n, v)) < mask] = -np.inf
         x[np.arange(n), t] = rng.standard_normal(n)
     d = dict(
-        x=np.ascontiguousarray(x.astype(dtype)), t=t,
-        adv=rng.standard_normal(n).astype(dtype), w=rng.random(n).astype(dtype),
+        x=np.ascontiguousarray(x.astype(dtype)),
+        t=t,
+        adv=rng.standard_normal(n).astype(dtype),
+        w=rng.random(n).astype(dtype),
         old=(rng.standard_normal(n) * 0.5 - 2).astype(dtype),
         ref=(rng.standard_normal(n) * 0.5 - 2).astype(dtype),
-        values=rng.standard_normal(n).astype(dtype), returns=rng.standard_normal(n).astype(dtype),
-        old_values=rng.standard_normal(n).astype(dtype))
+        values=rng.standard_normal(n).astype(dtype),
+        returns=rng.standard_normal(n).astype(dtype),
+        old_values=rng.standard_normal(n).astype(dtype),
+    )
     if n > 2:
         d["w"][1] = 0.0
     return d
@@ -47,27 +52,74 @@ def raw(module, name, d, threads=1, seq=False, offs=None, kl_est=3, dual=3.0, cl
     tl, lp, extra1, extra2 = (np.full(n, 5.0) for _ in range(4))
     stats = np.zeros(7)
     if name == "reinforce_loss":
-        s = module.reinforce_loss(x, t, d["returns"], d["values"], d["w"], tl, lp, g, stats, threads)
+        s = module.reinforce_loss(
+            x, t, d["returns"], d["values"], d["w"], tl, lp, g, stats, threads
+        )
     elif name == "ppo_loss":
         offs = np.array([0, n], np.int64) if offs is None else offs
-        s = module.ppo_loss(x, t, d["old"], d["adv"], d["w"], d["ref"], offs, clip, 0.28, dual, 0.05,
-                            kl_est, int(seq), tl, lp, extra1, g, stats, threads)
+        s = module.ppo_loss(
+            x,
+            t,
+            d["old"],
+            d["adv"],
+            d["w"],
+            d["ref"],
+            offs,
+            clip,
+            0.28,
+            dual,
+            0.05,
+            kl_est,
+            int(seq),
+            tl,
+            lp,
+            extra1,
+            g,
+            stats,
+            threads,
+        )
     elif name == "kl_penalty_loss":
         s = module.kl_penalty_loss(x, t, d["ref"], d["w"], kl_est, tl, lp, g, stats, threads)
     else:
-        s = module.a2c_loss(x, t, d["adv"], d["values"], d["returns"], d["old_values"], d["w"], 0.3,
-                            0.5, 0.02, tl, lp, extra1, g, extra2, stats, threads)
+        s = module.a2c_loss(
+            x,
+            t,
+            d["adv"],
+            d["values"],
+            d["returns"],
+            d["old_values"],
+            d["w"],
+            0.3,
+            0.5,
+            0.02,
+            tl,
+            lp,
+            extra1,
+            g,
+            extra2,
+            stats,
+            threads,
+        )
     return s, [g, tl, lp, extra1, extra2, stats]
 
 
 # ---- reference equivalence ----------------------------------------------------------------------
 
+
 @settings(max_examples=20)
-@given(n=st.integers(0, 6), v=st.sampled_from([1, 3, 8, 513, 1030]), float_idx=st.integers(0, 1),
-       int32=st.booleans(), mask=st.sampled_from([0.0, 0.5]), seq=st.booleans(),
-       kl_est=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
-def test_compiled_kernels_equal_reference(compiled, reference, n, v, float_idx, int32, mask, seq,
-                                          kl_est, seed):
+@given(
+    n=st.integers(0, 6),
+    v=st.sampled_from([1, 3, 8, 513, 1030]),
+    float_idx=st.integers(0, 1),
+    int32=st.booleans(),
+    mask=st.sampled_from([0.0, 0.5]),
+    seq=st.booleans(),
+    kl_est=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compiled_kernels_equal_reference(
+    compiled, reference, n, v, float_idx, int32, mask, seq, kl_est, seed
+):
     d = case(seed, n, v, FLOATS[float_idx], mask)
     d["t"] = d["t"].astype(np.int32 if int32 else np.int64)
     offs = np.array(sorted({0, n, *np.random.default_rng(seed).integers(0, n + 1, 2)}), np.int64)
@@ -95,6 +147,7 @@ def test_serial_equals_parallel(compiled, dtype):
 def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
     # gradient outputs of >= 64 MiB are written with streaming stores: same bits as small batches
     from fastlmrl._numba.fast_math import NT_MIN_BYTES
+
     v = 16411
     n = NT_MIN_BYTES // (v * np.dtype(dtype).itemsize) + 3
     d = case(12, n, v, dtype, 0.05)
@@ -102,20 +155,34 @@ def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
         for threads in (1, 2):
             _, big = raw(compiled, name, d, threads)
             for lo in (0, 7, n - 5):
-                sub = {k: (a[lo:lo + 5] if isinstance(a, np.ndarray) else a) for k, a in d.items()}
+                sub = {
+                    k: (a[lo : lo + 5] if isinstance(a, np.ndarray) else a) for k, a in d.items()
+                }
                 _, small = raw(compiled, name, sub)
                 for a, b in zip(big[:5], small[:5]):  # per-row outputs (not the batch sums)
-                    np.testing.assert_array_equal(a[lo:lo + 5], b, err_msg=name)
+                    np.testing.assert_array_equal(a[lo : lo + 5], b, err_msg=name)
             del big
 
 
 # ---- blocked batch sums ---------------------------------------------------------------------------
 
+
 def test_reduce_rows():
     from fastlmrl._python.policy_losses import reduce_rows
+
     # min(256, 1 + 65536 // V), written out by hand
-    assert [reduce_rows(v) for v in (1, 64, 255, 256, 257, 1000, 50257, 65536, 65537, 151936)] == \
-        [256, 256, 256, 256, 256, 66, 2, 2, 1, 1]
+    assert [reduce_rows(v) for v in (1, 64, 255, 256, 257, 1000, 50257, 65536, 65537, 151936)] == [
+        256,
+        256,
+        256,
+        256,
+        256,
+        66,
+        2,
+        2,
+        1,
+        1,
+    ]
 
 
 def _blocked_sum(values, rows):
@@ -123,21 +190,22 @@ def _blocked_sum(values, rows):
     total = 0.0
     for lo in range(0, len(values), rows):
         part = 0.0
-        for x in values[lo:lo + rows]:
+        for x in values[lo : lo + rows]:
             part += x
         total += part
     return total
 
 
-@pytest.mark.parametrize("n, v, dtype", [(600, 64, np.float32), (3, 66000, np.float64),
-                                         (257, 3, np.float32)])
+@pytest.mark.parametrize(
+    "n, v, dtype", [(600, 64, np.float32), (3, 66000, np.float64), (257, 3, np.float32)]
+)
 def test_multi_block_sums_equal_reference_for_any_thread_count(compiled, reference, n, v, dtype):
     # 3 blocks of 256 / 256 / 88 rows; 3 blocks of one row; 2 blocks of 256 + 1 rows
     d = case(30, n, v, dtype, 0.1)
     d["old"] = (np_log_softmax(d["x"])[np.arange(n), d["t"]] + 0.3 * d["adv"]).astype(dtype)
     offs = np.array([0, n // 3, n // 3, n], np.int64)
     for name in ("ppo_loss", "reinforce_loss", "kl_penalty_loss"):
-        for seq in ((False, True) if name == "ppo_loss" else (False,)):
+        for seq in (False, True) if name == "ppo_loss" else (False,):
             s_ref, o_ref = raw(reference, name, d, 1, seq, offs)
             assert s_ref == 0
             for threads in (1, 2, 3):
@@ -151,15 +219,18 @@ def test_batch_sums_are_blocked_in_row_order(backend):
     # the documented order: serial over each block of reduce_rows(V) = 256 rows, then over blocks
     n, v = 700, 64
     d = case(31, n, v)
-    d["w"] = np.random.default_rng(5).random(n) * 10.0 ** np.random.default_rng(6).integers(-8, 8, n)
+    d["w"] = np.random.default_rng(5).random(n) * 10.0 ** np.random.default_rng(6).integers(
+        -8, 8, n
+    )
     res = fastlmrl.ppo_loss(d["x"], d["t"], d["old"], d["adv"], d["w"], clip_low=0.2)
     w = d["w"].tolist()
     tl = res.token_loss.tolist()
     assert res.loss == _blocked_sum([wi * li for wi, li in zip(w, tl)], 256)
     lp = np_log_softmax(d["x"])[np.arange(n), d["t"]]
     logr = lp - d["old"]
-    np.testing.assert_allclose(res.approx_kl_k1, np.sum(d["w"] * -logr) / np.sum(d["w"]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        res.approx_kl_k1, np.sum(d["w"] * -logr) / np.sum(d["w"]), rtol=1e-12
+    )
     rf = fastlmrl.reinforce_loss(d["x"], d["t"], d["returns"], d["w"])
     assert rf.loss == _blocked_sum([wi * li for wi, li in zip(w, rf.token_loss.tolist())], 256)
 
@@ -187,6 +258,7 @@ def test_all_backends_export_the_same_kernels():
 
 # ---- independent NumPy implementations ----------------------------------------------------------
 
+
 def softmax_grad(lsm, t, coef):
     onehot = np.zeros_like(lsm)
     onehot[np.arange(len(t)), t] = 1.0
@@ -200,13 +272,17 @@ def test_reinforce_against_numpy(backend, dtype):
     lsm = np_log_softmax(d["x"])
     lp = lsm[np.arange(6), d["t"]]
     r64, w64 = d["returns"].astype(np.float64), d["w"].astype(np.float64)
-    for baseline, b in ((None, 0.0), ("mean", np.sum(w64 * r64) / np.sum(w64)),
-                        (d["values"], d["values"].astype(np.float64))):
+    for baseline, b in (
+        (None, 0.0),
+        ("mean", np.sum(w64 * r64) / np.sum(w64)),
+        (d["values"], d["values"].astype(np.float64)),
+    ):
         res = fastlmrl.reinforce_loss(d["x"], d["t"], d["returns"], d["w"], baseline=baseline)
         adv = r64 - b
         np.testing.assert_allclose(res.loss, np.sum(w64 * -adv * lp), rtol=rtol)
-        np.testing.assert_allclose(res.grad_logits, softmax_grad(lsm, d["t"], -w64 * adv),
-                                   rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(
+            res.grad_logits, softmax_grad(lsm, d["t"], -w64 * adv), rtol=rtol, atol=rtol
+        )
         np.testing.assert_allclose(res.log_probs, lp, rtol=rtol)
 
 
@@ -232,26 +308,41 @@ def np_ppo(lp, old, adv, w, eps_low, eps_high, dual, ref=None, beta=0.0, est="k3
 @pytest.mark.parametrize("est", ["k1", "k2", "k3"])
 def test_ppo_against_numpy(backend, dtype, dual, est):
     d = case(2, 8, 30, dtype, 0.2)
-    d["old"] = (np_log_softmax(d["x"])[np.arange(8), d["t"]]
-                + np.random.default_rng(0).normal(0, 0.4, 8)).astype(dtype)
+    d["old"] = (
+        np_log_softmax(d["x"])[np.arange(8), d["t"]] + np.random.default_rng(0).normal(0, 0.4, 8)
+    ).astype(dtype)
     d["adv"][::2] *= 5
     rtol = 3e-5 if dtype == np.float32 else 1e-10
     lsm = np_log_softmax(d["x"])
     lp = lsm[np.arange(8), d["t"]]
     f64 = {k: d[k].astype(np.float64) for k in ("old", "adv", "w", "ref")}
-    loss, coef, clipped = np_ppo(lp, f64["old"], f64["adv"], f64["w"], 0.2, 0.3, dual, f64["ref"],
-                                 0.1, est)
-    res = fastlmrl.ppo_loss(d["x"], d["t"], d["old"], d["adv"], d["w"], clip_low=0.2, clip_high=0.3,
-                            dual_clip=dual, ref_log_probs=d["ref"], kl_coef=0.1, kl_estimator=est)
+    loss, coef, clipped = np_ppo(
+        lp, f64["old"], f64["adv"], f64["w"], 0.2, 0.3, dual, f64["ref"], 0.1, est
+    )
+    res = fastlmrl.ppo_loss(
+        d["x"],
+        d["t"],
+        d["old"],
+        d["adv"],
+        d["w"],
+        clip_low=0.2,
+        clip_high=0.3,
+        dual_clip=dual,
+        ref_log_probs=d["ref"],
+        kl_coef=0.1,
+        kl_estimator=est,
+    )
     np.testing.assert_allclose(res.loss, loss, rtol=rtol)
-    np.testing.assert_allclose(res.grad_logits, softmax_grad(lsm, d["t"], coef), rtol=rtol,
-                               atol=rtol)
+    np.testing.assert_allclose(
+        res.grad_logits, softmax_grad(lsm, d["t"], coef), rtol=rtol, atol=rtol
+    )
     sw = f64["w"].sum()
     np.testing.assert_allclose(res.clip_fraction, np.sum(f64["w"] * clipped) / sw, rtol=1e-12)
     logr = lp - f64["old"]
     np.testing.assert_allclose(res.approx_kl_k1, np.sum(f64["w"] * -logr) / sw, rtol=rtol)
-    np.testing.assert_allclose(res.approx_kl_k3, np.sum(f64["w"] * (np.exp(logr) - 1 - logr)) / sw,
-                               rtol=rtol)
+    np.testing.assert_allclose(
+        res.approx_kl_k3, np.sum(f64["w"] * (np.exp(logr) - 1 - logr)) / sw, rtol=rtol
+    )
     assert 0.0 < res.clip_fraction < 1.0
 
 
@@ -267,8 +358,9 @@ def test_gspo_sequence_ratio_against_numpy(backend):
         if rows.size:
             lr[rows] = np.mean(lp[rows_w] - d["old"][rows_w])
     loss, coef, _ = np_ppo(lp, d["old"], d["adv"], d["w"], 0.2, 0.2, None, lr=lr)
-    res = fastlmrl.ppo_loss(d["x"], d["t"], d["old"], d["adv"], d["w"], ratio_level="sequence",
-                            sequence_offsets=offs)
+    res = fastlmrl.ppo_loss(
+        d["x"], d["t"], d["old"], d["adv"], d["w"], ratio_level="sequence", sequence_offsets=offs
+    )
     np.testing.assert_allclose(res.ratios, np.exp(lr), rtol=1e-13)
     np.testing.assert_allclose(res.loss, loss, rtol=1e-12)
     np.testing.assert_allclose(res.grad_logits, softmax_grad(lsm, d["t"], coef), atol=1e-13)
@@ -307,8 +399,18 @@ def test_a2c_against_numpy(backend, clip):
     loss = np.sum(w * (-a * lp + 0.5 * lv - 0.02 * h))
     dh = -np.where(p > 0, p * (np.where(p > 0, lsm, 0.0) + h[:, None]), 0.0)
     grad = softmax_grad(lsm, d["t"], -w * a) - 0.02 * w[:, None] * dh
-    res = fastlmrl.a2c_loss(d["x"], d["t"], a, v, r, w, value_coef=0.5, entropy_coef=0.02,
-                            old_values=o if clip else None, value_clip=clip)
+    res = fastlmrl.a2c_loss(
+        d["x"],
+        d["t"],
+        a,
+        v,
+        r,
+        w,
+        value_coef=0.5,
+        entropy_coef=0.02,
+        old_values=o if clip else None,
+        value_clip=clip,
+    )
     np.testing.assert_allclose(res.loss, loss, rtol=1e-12)
     np.testing.assert_allclose(res.grad_logits, grad, atol=1e-13)
     np.testing.assert_allclose(res.grad_values, w * 0.5 * dlv, atol=1e-13)
@@ -340,6 +442,7 @@ def test_hand_computed_reinforce_and_ppo(backend):
 
 # ---- finite differences -------------------------------------------------------------------------
 
+
 def _fd_check(loss_fn, x, grad, entries, h=1e-6, tol=2e-7):
     for i, j in entries:
         xp, xm = x.copy(), x.copy()
@@ -361,11 +464,13 @@ def test_finite_differences_all_losses():
     fns = {
         "reinforce": lambda z: fastlmrl.reinforce_loss(z, t, d["returns"], d["w"], "mean"),
         "ppo": lambda z: fastlmrl.ppo_loss(z, t, d["old"], d["adv"], d["w"], **kw),
-        "gspo": lambda z: fastlmrl.ppo_loss(z, t, d["old"], d["adv"], d["w"],
-                                            ratio_level="sequence", sequence_offsets=[0, 5]),
+        "gspo": lambda z: fastlmrl.ppo_loss(
+            z, t, d["old"], d["adv"], d["w"], ratio_level="sequence", sequence_offsets=[0, 5]
+        ),
         "kl": lambda z: fastlmrl.kl_penalty_loss(z, t, d["ref"], d["w"], "k2"),
-        "a2c": lambda z: fastlmrl.a2c_loss(z, t, d["adv"], d["values"], d["returns"], d["w"],
-                                           entropy_coef=0.3),
+        "a2c": lambda z: fastlmrl.a2c_loss(
+            z, t, d["adv"], d["values"], d["returns"], d["w"], entropy_coef=0.3
+        ),
     }
     for name, fn in fns.items():
         res = fn(x)
@@ -405,21 +510,46 @@ def test_gspo_gradient_equals_sequence_objective_gradient():
 
 def test_finite_differences_value_gradient():
     d = case(11, 4, 5)
-    res = fastlmrl.a2c_loss(d["x"], d["t"], d["adv"], d["values"], d["returns"], d["w"],
-                            old_values=d["old_values"], value_clip=0.3)
+    res = fastlmrl.a2c_loss(
+        d["x"],
+        d["t"],
+        d["adv"],
+        d["values"],
+        d["returns"],
+        d["w"],
+        old_values=d["old_values"],
+        value_clip=0.3,
+    )
     h = 1e-6
     for i in range(4):
         vp, vm = d["values"].copy(), d["values"].copy()
         vp[i] += h
         vm[i] -= h
-        lp_ = fastlmrl.a2c_loss(d["x"], d["t"], d["adv"], vp, d["returns"], d["w"],
-                                old_values=d["old_values"], value_clip=0.3).loss
-        lm_ = fastlmrl.a2c_loss(d["x"], d["t"], d["adv"], vm, d["returns"], d["w"],
-                                old_values=d["old_values"], value_clip=0.3).loss
+        lp_ = fastlmrl.a2c_loss(
+            d["x"],
+            d["t"],
+            d["adv"],
+            vp,
+            d["returns"],
+            d["w"],
+            old_values=d["old_values"],
+            value_clip=0.3,
+        ).loss
+        lm_ = fastlmrl.a2c_loss(
+            d["x"],
+            d["t"],
+            d["adv"],
+            vm,
+            d["returns"],
+            d["w"],
+            old_values=d["old_values"],
+            value_clip=0.3,
+        ).loss
         assert abs((lp_ - lm_) / (2 * h) - res.grad_values[i]) < 1e-7
 
 
 # ---- identities ---------------------------------------------------------------------------------
+
 
 def test_ppo_at_ratio_one_equals_reinforce(backend):
     d = case(12, 9, 33, np.float64, 0.2)
@@ -460,19 +590,36 @@ def test_empty_batch(backend, float_dtype):
 
 # ---- bad input ----------------------------------------------------------------------------------
 
+
 def _calls(d, **over):
     x, t = over.get("x", d["x"]), over.get("t", d["t"])
     g = lambda k: over.get(k, d[k])  # noqa: E731
     return {
-        "reinforce": lambda: fastlmrl.reinforce_loss(x, t, g("returns"), g("w"),
-                                                     baseline=over.get("baseline", None),
-                                                     out=over.get("out")),
-        "ppo": lambda: fastlmrl.ppo_loss(x, t, g("old"), g("adv"), g("w"),
-                                         ref_log_probs=g("ref"), kl_coef=0.1, out=over.get("out")),
+        "reinforce": lambda: fastlmrl.reinforce_loss(
+            x, t, g("returns"), g("w"), baseline=over.get("baseline", None), out=over.get("out")
+        ),
+        "ppo": lambda: fastlmrl.ppo_loss(
+            x,
+            t,
+            g("old"),
+            g("adv"),
+            g("w"),
+            ref_log_probs=g("ref"),
+            kl_coef=0.1,
+            out=over.get("out"),
+        ),
         "kl": lambda: fastlmrl.kl_penalty_loss(x, t, g("ref"), g("w"), out=over.get("out")),
-        "a2c": lambda: fastlmrl.a2c_loss(x, t, g("adv"), g("values"), g("returns"), g("w"),
-                                         old_values=g("old_values"), value_clip=0.2,
-                                         out=over.get("out")),
+        "a2c": lambda: fastlmrl.a2c_loss(
+            x,
+            t,
+            g("adv"),
+            g("values"),
+            g("returns"),
+            g("w"),
+            old_values=g("old_values"),
+            value_clip=0.2,
+            out=over.get("out"),
+        ),
     }
 
 
@@ -484,11 +631,13 @@ def test_bad_logits_and_tokens(backend):
         for f in _calls(d, x=x).values():
             with pytest.raises(ValueError, match="logits row 2"):
                 f()
-    for over, err, match in ((dict(x=d["x"].astype(np.int32)), TypeError, "logits"),
-                             (dict(x=d["x"][:, ::2]), ValueError, "logits"),
-                             (dict(t=[0, 1]), ValueError, "tokens"),
-                             (dict(t=[0, 1, 4]), ValueError, r"tokens\[2\] = 4"),
-                             (dict(t=[0.0, 1.0, 2.0]), TypeError, "tokens")):
+    for over, err, match in (
+        (dict(x=d["x"].astype(np.int32)), TypeError, "logits"),
+        (dict(x=d["x"][:, ::2]), ValueError, "logits"),
+        (dict(t=[0, 1]), ValueError, "tokens"),
+        (dict(t=[0, 1, 4]), ValueError, r"tokens\[2\] = 4"),
+        (dict(t=[0.0, 1.0, 2.0]), TypeError, "tokens"),
+    ):
         for f in _calls(d, **over).values():
             with pytest.raises(err, match=match):
                 f()
@@ -502,13 +651,30 @@ def test_bad_logits_and_tokens(backend):
 @pytest.mark.parametrize("name", ["w", "adv", "old", "ref", "returns", "values", "old_values"])
 def test_bad_per_token_arrays(backend, name):
     d = case(21, 3, 4)
-    label = {"w": "weights", "adv": "advantages", "old": "old_log_probs", "ref": "ref_log_probs",
-             "returns": "returns", "values": "values", "old_values": "old_values"}[name]
+    label = {
+        "w": "weights",
+        "adv": "advantages",
+        "old": "old_log_probs",
+        "ref": "ref_log_probs",
+        "returns": "returns",
+        "values": "values",
+        "old_values": "old_values",
+    }[name]
     calls = _calls(d)
-    users = [k for k, f in calls.items() if k in {
-        "w": ("reinforce", "ppo", "kl", "a2c"), "adv": ("ppo", "a2c"), "old": ("ppo",),
-        "ref": ("ppo", "kl"), "returns": ("reinforce", "a2c"), "values": ("a2c",),
-        "old_values": ("a2c",)}[name]]
+    users = [
+        k
+        for k, f in calls.items()
+        if k
+        in {
+            "w": ("reinforce", "ppo", "kl", "a2c"),
+            "adv": ("ppo", "a2c"),
+            "old": ("ppo",),
+            "ref": ("ppo", "kl"),
+            "returns": ("reinforce", "a2c"),
+            "values": ("a2c",),
+            "old_values": ("a2c",),
+        }[name]
+    ]
     for bad in (np.nan, np.inf):
         arr = d[name].copy()
         arr[1] = bad
@@ -531,23 +697,25 @@ def test_bad_per_token_arrays(backend, name):
 def test_bad_scalars_and_options(backend):
     d = case(22, 3, 4)
     x, t, old, adv = d["x"], d["t"], d["old"], d["adv"]
-    for kw, err, match in ((dict(clip_low=1.0), ValueError, "clip_low"),
-                           (dict(clip_low=-0.1), ValueError, "clip_low"),
-                           (dict(clip_low="0.2"), TypeError, "clip_low"),
-                           (dict(clip_high=-1.0), ValueError, "clip_high"),
-                           (dict(dual_clip=1.0), ValueError, "dual_clip"),
-                           (dict(kl_coef=-1.0), ValueError, "kl_coef"),
-                           (dict(kl_coef=0.1), ValueError, "ref_log_probs"),
-                           (dict(kl_estimator="k4", ref_log_probs=d["ref"]), ValueError,
-                            "kl_estimator"),
-                           (dict(ratio_level="group"), ValueError, "ratio_level"),
-                           (dict(ratio_level="sequence"), ValueError, "sequence_offsets"),
-                           (dict(ratio_level="sequence", sequence_offsets=[0, 2]), ValueError,
-                            "sequence_offsets"),
-                           (dict(ratio_level="sequence", sequence_offsets=[0, 2, 1, 3]),
-                            ValueError, "sequence_offsets"),
-                           (dict(ratio_level="sequence", sequence_offsets=[1, 3]), ValueError,
-                            "sequence_offsets")):
+    for kw, err, match in (
+        (dict(clip_low=1.0), ValueError, "clip_low"),
+        (dict(clip_low=-0.1), ValueError, "clip_low"),
+        (dict(clip_low="0.2"), TypeError, "clip_low"),
+        (dict(clip_high=-1.0), ValueError, "clip_high"),
+        (dict(dual_clip=1.0), ValueError, "dual_clip"),
+        (dict(kl_coef=-1.0), ValueError, "kl_coef"),
+        (dict(kl_coef=0.1), ValueError, "ref_log_probs"),
+        (dict(kl_estimator="k4", ref_log_probs=d["ref"]), ValueError, "kl_estimator"),
+        (dict(ratio_level="group"), ValueError, "ratio_level"),
+        (dict(ratio_level="sequence"), ValueError, "sequence_offsets"),
+        (dict(ratio_level="sequence", sequence_offsets=[0, 2]), ValueError, "sequence_offsets"),
+        (
+            dict(ratio_level="sequence", sequence_offsets=[0, 2, 1, 3]),
+            ValueError,
+            "sequence_offsets",
+        ),
+        (dict(ratio_level="sequence", sequence_offsets=[1, 3]), ValueError, "sequence_offsets"),
+    ):
         with pytest.raises(err, match=match):
             fastlmrl.ppo_loss(x, t, old, adv, **kw)
     with pytest.raises(ValueError, match="estimator"):
@@ -561,8 +729,9 @@ def test_bad_scalars_and_options(backend):
     with pytest.raises(ValueError, match="value_clip"):
         fastlmrl.a2c_loss(x, t, adv, d["values"], d["returns"], old_values=d["old_values"])
     with pytest.raises(ValueError, match="value_clip"):
-        fastlmrl.a2c_loss(x, t, adv, d["values"], d["returns"], old_values=d["old_values"],
-                          value_clip=0.0)
+        fastlmrl.a2c_loss(
+            x, t, adv, d["values"], d["returns"], old_values=d["old_values"], value_clip=0.0
+        )
     with pytest.raises(ValueError, match="value_coef"):
         fastlmrl.a2c_loss(x, t, adv, d["values"], d["returns"], value_coef=-1.0)
     with pytest.raises(ValueError, match="entropy_coef"):
@@ -584,8 +753,13 @@ def test_nothing_modified_on_error(backend):
     before = {k: v.copy() for k, v in d.items()}
     adv = d["adv"].copy()
     adv[2] = np.nan
-    for k, f in _calls(d, adv=adv, returns=np.array([1.0, np.nan, 0.0]),
-                       ref=np.array([0.0, -np.inf, 0.0]), out=np.full((3, 4), 9.0)).items():
+    for k, f in _calls(
+        d,
+        adv=adv,
+        returns=np.array([1.0, np.nan, 0.0]),
+        ref=np.array([0.0, -np.inf, 0.0]),
+        out=np.full((3, 4), 9.0),
+    ).items():
         with pytest.raises(ValueError):
             f()
     out = np.full((3, 4), 9.0)
@@ -616,43 +790,89 @@ def test_raw_kernels_check_before_writing(compiled, reference):
 
 # ---- array shapes (direct callers) -------------------------------------------------------------
 
+
 def shape_args(kernel):
     """A valid direct call of ``kernel`` (N = 5, V = 4), outputs filled with a sentinel; ``stats``
     as short as the kernel allows."""
     rng = np.random.default_rng(1)
     n, v = 5, 4
-    per_token = {k: rng.standard_normal(n) for k in ("returns", "baselines", "advantages",
-                                                      "values", "old_values")}
+    per_token = {
+        k: rng.standard_normal(n)
+        for k in ("returns", "baselines", "advantages", "values", "old_values")
+    }
     head = dict(logits=rng.standard_normal((n, v)), tokens=np.array([0, 3, 1, 2, 3], np.int64))
     outs = dict(token_loss=np.full(n, -7.0), log_probs=np.full(n, -7.0))
     tail = dict(grad=np.full((n, v), -7.0))
     w = np.full(n, 0.2)
     lp = -np.linspace(1.0, 2.0, n)
     if kernel == "reinforce_loss":
-        return dict(**head, returns=per_token["returns"], baselines=per_token["baselines"],
-                    weights=w, **outs, **tail, stats=np.full(1, -7.0), num_threads=1)
+        return dict(
+            **head,
+            returns=per_token["returns"],
+            baselines=per_token["baselines"],
+            weights=w,
+            **outs,
+            **tail,
+            stats=np.full(1, -7.0),
+            num_threads=1,
+        )
     if kernel == "kl_penalty_loss":
-        return dict(**head, ref_log_probs=lp, weights=w, kl_estimator=3, **outs, **tail,
-                    stats=np.full(1, -7.0), num_threads=1)
+        return dict(
+            **head,
+            ref_log_probs=lp,
+            weights=w,
+            kl_estimator=3,
+            **outs,
+            **tail,
+            stats=np.full(1, -7.0),
+            num_threads=1,
+        )
     if kernel == "ppo_loss":
-        return dict(**head, old_log_probs=lp - 0.1, advantages=per_token["advantages"],
-                    weights=w, ref_log_probs=lp + 0.1,
-                    sequence_offsets=np.array([0, 2, 5], np.int64), clip_low=0.2, clip_high=0.3,
-                    dual_clip=3.0, kl_coef=0.1, kl_estimator=3, sequence_level=1, **outs,
-                    ratios=np.full(n, -7.0), **tail, stats=np.full(7, -7.0), num_threads=1)
-    return dict(**head, advantages=per_token["advantages"], values=per_token["values"],
-                returns=per_token["returns"], old_values=per_token["old_values"], weights=w,
-                value_clip=0.2, value_coef=0.5, entropy_coef=0.01, **outs,
-                entropies=np.full(n, -7.0), **tail, value_grad=np.full(n, -7.0),
-                stats=np.full(4, -7.0), num_threads=1)
+        return dict(
+            **head,
+            old_log_probs=lp - 0.1,
+            advantages=per_token["advantages"],
+            weights=w,
+            ref_log_probs=lp + 0.1,
+            sequence_offsets=np.array([0, 2, 5], np.int64),
+            clip_low=0.2,
+            clip_high=0.3,
+            dual_clip=3.0,
+            kl_coef=0.1,
+            kl_estimator=3,
+            sequence_level=1,
+            **outs,
+            ratios=np.full(n, -7.0),
+            **tail,
+            stats=np.full(7, -7.0),
+            num_threads=1,
+        )
+    return dict(
+        **head,
+        advantages=per_token["advantages"],
+        values=per_token["values"],
+        returns=per_token["returns"],
+        old_values=per_token["old_values"],
+        weights=w,
+        value_clip=0.2,
+        value_coef=0.5,
+        entropy_coef=0.01,
+        **outs,
+        entropies=np.full(n, -7.0),
+        **tail,
+        value_grad=np.full(n, -7.0),
+        stats=np.full(4, -7.0),
+        num_threads=1,
+    )
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     for module in (reference, compiled):
         # the offsets' length is free (checked as sequence_offsets)
-        assert_rejects_bad_shapes(module, kernel, shape_args(kernel),
-                                  skip={("sequence_offsets", 0)})
+        assert_rejects_bad_shapes(
+            module, kernel, shape_args(kernel), skip={("sequence_offsets", 0)}
+        )
         fn = getattr(module, kernel)
         args = shape_args(kernel)
         if kernel == "ppo_loss":  # ref_log_probs may be empty: no KL term

@@ -1,12 +1,21 @@
 """Policy-gradient trainers on the text task: learning, the KL leash, resume, bad input."""
+
 import numpy as np
 import pytest
 
 import fastlmrl
 from fastlmrl.checkpoint import CheckpointError
 from fastlmrl.tasks import make_text_task
-from fastlmrl.trainers import (A2CTrainer, GRPOConfig, GRPOTrainer, PPOConfig, PPOTrainer,
-                               ReinforceTrainer, RLOOTrainer, TEXT_ALGORITHMS)
+from fastlmrl.trainers import (
+    TEXT_ALGORITHMS,
+    A2CTrainer,
+    GRPOConfig,
+    GRPOTrainer,
+    PPOConfig,
+    PPOTrainer,
+    ReinforceTrainer,
+    RLOOTrainer,
+)
 
 ITERATIONS = 120
 
@@ -61,8 +70,18 @@ def test_grpo_learns_and_its_kl_penalty_holds_it_closer_to_the_reference(task, r
 
 def test_ppo_logs_its_diagnostics(task):
     history = PPOTrainer(task, PPOConfig(num_sequences=64), seed=1).train(2)
-    for key in ("score", "kl", "entropy", "clip_fraction", "approx_kl", "explained_variance",
-                "tokens_per_second", "kl_coef", "seconds", "iteration"):
+    for key in (
+        "score",
+        "kl",
+        "entropy",
+        "clip_fraction",
+        "approx_kl",
+        "explained_variance",
+        "tokens_per_second",
+        "kl_coef",
+        "seconds",
+        "iteration",
+    ):
         assert key in history[-1], key
     assert 0.0 <= history[-1]["clip_fraction"] <= 1.0
 
@@ -132,14 +151,16 @@ def test_bad_config(task):
         ReinforceConfig(baseline="median")
     from fastlmrl.trainers import A2CConfig, RLOOConfig
 
-    for make, match in [(lambda: GRPOConfig(num_prompts=0), "num_prompts"),
-                        (lambda: GRPOConfig(scale="bogus"), "scale"),
-                        (lambda: GRPOConfig(group_size=1), "group_size"),
-                        (lambda: GRPOConfig(loss_normalization="mean"), "loss_normalization"),
-                        (lambda: PPOConfig(lam=1.5), "lam"),
-                        (lambda: PPOConfig(kl_target=0.0), "kl_target"),
-                        (lambda: RLOOConfig(group_size=1), "group_size"),
-                        (lambda: A2CConfig(lr=0.0), "lr")]:
+    for make, match in [
+        (lambda: GRPOConfig(num_prompts=0), "num_prompts"),
+        (lambda: GRPOConfig(scale="bogus"), "scale"),
+        (lambda: GRPOConfig(group_size=1), "group_size"),
+        (lambda: GRPOConfig(loss_normalization="mean"), "loss_normalization"),
+        (lambda: PPOConfig(lam=1.5), "lam"),
+        (lambda: PPOConfig(kl_target=0.0), "kl_target"),
+        (lambda: RLOOConfig(group_size=1), "group_size"),
+        (lambda: A2CConfig(lr=0.0), "lr"),
+    ]:
         with pytest.raises(ValueError, match=match):
             make()
     with pytest.raises(TypeError, match="config must be a PPOConfig"):
@@ -161,9 +182,13 @@ def test_no_signal_means_no_update(backend, cls):
     assert np.array_equal(quiet.initial_policy, quiet.reference)
     eos = quiet.env.eos_id
     quiet.env.reward = KeywordReward({(eos, eos): 1.0})
-    config = cls.Config(num_prompts=8, group_size=8, epochs=2) if cls is GRPOTrainer else \
-        cls.Config(num_prompts=8, group_size=8) if cls is RLOOTrainer else \
-        cls.Config(num_sequences=64)
+    config = (
+        cls.Config(num_prompts=8, group_size=8, epochs=2)
+        if cls is GRPOTrainer
+        else cls.Config(num_prompts=8, group_size=8)
+        if cls is RLOOTrainer
+        else cls.Config(num_sequences=64)
+    )
     trainer = cls(quiet, config, seed=1)
     trainer.train(2)
     assert trainer.history[-1]["score"] == 0.0
@@ -171,6 +196,7 @@ def test_no_signal_means_no_update(backend, cls):
 
 
 # --- the trainers' direct kernel paths (reused buffers) equal the public functions ---------------
+
 
 @pytest.fixture(scope="module")
 def small_task():
@@ -195,17 +221,42 @@ def test_ppo_loss_rows_equals_ppo_loss_tabular(small_task, backend, seq):
             ref = rng.normal(-3.0, 0.5, n)
             offsets = np.array([0, n // 3, n], dtype=np.int64) if seq else None
             expected = fastlmrl.ppo_loss_tabular(
-                trainer.policy, contexts, tokens, old, adv, weights=weights, clip_low=0.2,
-                clip_high=0.28, ratio_level="sequence" if seq else "token",
-                sequence_offsets=offsets, ref_log_probs=ref, kl_coef=0.05)
+                trainer.policy,
+                contexts,
+                tokens,
+                old,
+                adv,
+                weights=weights,
+                clip_low=0.2,
+                clip_high=0.28,
+                ratio_level="sequence" if seq else "token",
+                sequence_offsets=offsets,
+                ref_log_probs=ref,
+                kl_coef=0.05,
+            )
             rows, grad_rows, stats = trainer.ppo_loss_rows(
-                contexts, tokens, old, adv, weights, 0.2, 0.28, ref_log_probs=ref, kl_coef=0.05,
-                sequence_offsets=offsets)
+                contexts,
+                tokens,
+                old,
+                adv,
+                weights,
+                0.2,
+                0.28,
+                ref_log_probs=ref,
+                kl_coef=0.05,
+                sequence_offsets=offsets,
+            )
             np.testing.assert_array_equal(rows, expected.rows)
             assert grad_rows.tobytes() == expected.grad_rows.tobytes()
-            assert list(stats) == [expected.loss, expected.pg_loss, expected.kl_loss,
-                                   expected.clip_fraction, expected.dual_clip_fraction,
-                                   expected.approx_kl_k1, expected.approx_kl_k3]
+            assert list(stats) == [
+                expected.loss,
+                expected.pg_loss,
+                expected.kl_loss,
+                expected.clip_fraction,
+                expected.dual_clip_fraction,
+                expected.approx_kl_k1,
+                expected.approx_kl_k3,
+            ]
 
 
 def test_ppo_loss_rows_raises_the_public_errors(small_task):
@@ -237,8 +288,9 @@ def test_reference_log_probs_and_permutation_equal_the_public_functions(small_ta
     assert trainer.reference_log_probs(contexts, tokens).tobytes() == expected.tobytes()
     with pytest.raises(ValueError, match="out of range"):
         trainer.reference_log_probs(np.array([s]), np.array([0]))
-    stream = fastlmrl.RandomStream(trainer.stream.seed, trainer.stream.stream,
-                                   trainer.stream.counter)
+    stream = fastlmrl.RandomStream(
+        trainer.stream.seed, trainer.stream.stream, trainer.stream.counter
+    )
     for n in (50, 7, 120):
         np.testing.assert_array_equal(trainer.permutation(n), fastlmrl.permutation(stream, n))
     assert trainer.stream.counter == stream.counter

@@ -1,4 +1,5 @@
 """Pretraining a tiny transformers model: learns (held-out perplexity), is deterministic, caches."""
+
 import math
 import os
 import types
@@ -10,8 +11,10 @@ try:  # missing packages fail the run, they are never skipped
     import torch
     import transformers  # noqa: F401
 except ImportError as exc:
-    raise ImportError("the fastlmrl.neural tests need PyTorch and transformers: pip install "
-                      "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'") from exc
+    raise ImportError(
+        "the fastlmrl.neural tests need PyTorch and transformers: pip install "
+        "torch==2.13.0 (CPU build), then pip install 'fastlmrl[neural]'"
+    ) from exc
 
 from fastlmrl import CharTokenizer  # noqa: E402
 from fastlmrl.corpus import generate_corpus  # noqa: E402
@@ -20,9 +23,20 @@ from fastlmrl.neural.pretraining import held_out_perplexity  # noqa: E402
 
 CORPUS = generate_corpus(300, seed=4)
 # a tiny model and budget: a few seconds on 2 busy cores
-TINY = dict(n_layer=1, n_embd=32, n_head=2, n_positions=128, block_size=32, batch_size=8,
-            steps=60, seconds=1e9, task_examples=100, eval_problems=0, learning_rate=1e-2,
-            warmup_steps=5)
+TINY = dict(
+    n_layer=1,
+    n_embd=32,
+    n_head=2,
+    n_positions=128,
+    block_size=32,
+    batch_size=8,
+    steps=60,
+    seconds=1e9,
+    task_examples=100,
+    eval_problems=0,
+    learning_rate=1e-2,
+    warmup_steps=5,
+)
 
 
 def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
@@ -84,6 +98,7 @@ def test_pretrain_checks_arguments():
 def test_pretrain_command(tmp_path, monkeypatch, capsys):
     from fastlmrl.cli import main
     from fastlmrl.neural import load_model
+
     monkeypatch.setenv("FASTLMRL_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "model"
     argv = ["pretrain", "--steps", "2", "--eval-problems", "0", "--quiet", "--out", str(out)]
@@ -101,6 +116,7 @@ def test_pretrain_command(tmp_path, monkeypatch, capsys):
 
 def test_pretrain_command_rejects_bad_options(capsys):
     from fastlmrl.cli import main
+
     with pytest.raises(SystemExit) as exc:
         main(["pretrain", "--steps", "0"])
     assert exc.value.code == 2
@@ -110,9 +126,17 @@ def test_pretrain_command_rejects_bad_options(capsys):
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
 def test_generate_completions_batched_equals_one_by_one_greedy(architecture):
     from fastlmrl.neural import build_model, generate_completions
+
     tok = CharTokenizer(tokens=list("abcdefgh=+0123456789"))
-    model = build_model(tok.vocab_size, architecture=architecture, seed=0, n_layer=1, n_embd=32,
-                        n_head=2, n_positions=64)
+    model = build_model(
+        tok.vocab_size,
+        architecture=architecture,
+        seed=0,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_positions=64,
+    )
     with torch.no_grad():  # larger weights than the init: varied, non-degenerate greedy outputs
         g = torch.Generator().manual_seed(0)
         for p in model.parameters():
@@ -165,6 +189,7 @@ def test_a_damaged_cache_entry_is_retrained_with_a_warning(tmp_path):
 
 def test_pretrain_a_llama():
     import transformers
+
     r = pretrain(CORPUS, architecture="llama", seed=0, **{**TINY, "steps": 20})
     assert type(r.model) is transformers.LlamaForCausalLM
     assert r.steps == 20 and r.perplexity < r.initial_perplexity
@@ -179,8 +204,10 @@ def test_the_pretraining_module_is_not_shadowed_by_the_function():
 
     import fastlmrl.neural as neural
     import fastlmrl.neural.pretraining as module
+
     assert inspect.ismodule(module) and module is importlib.import_module(
-        "fastlmrl.neural.pretraining")
+        "fastlmrl.neural.pretraining"
+    )
     assert inspect.isfunction(neural.pretrain) and neural.pretrain is module.pretrain
     assert neural.pretrained_model is module.pretrained_model
     assert module.held_out_perplexity is held_out_perplexity
@@ -195,6 +222,7 @@ def test_pretrain_command_defaults_are_the_functions(monkeypatch, capsys):
 
     import fastlmrl.neural.pretraining as module
     from fastlmrl.cli import main
+
     seen = {}
 
     class Result:

@@ -1,5 +1,6 @@
 """Reward functions: hand-computed values, brute-force equivalence (hypothesis), user functions
 (Python and Numba), output validation, KL shaping."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,14 +8,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numba import njit
 
-from fastlmrl.rewards import (CallableReward, KeywordReward, LengthPenalty, RepetitionPenalty,
-                              RewardFunction, TargetMatch, as_reward, kl_shaped,
-                              terminal_to_per_token)
+from fastlmrl.rewards import (
+    CallableReward,
+    KeywordReward,
+    LengthPenalty,
+    RepetitionPenalty,
+    RewardFunction,
+    TargetMatch,
+    as_reward,
+    kl_shaped,
+    terminal_to_per_token,
+)
 
-TOKENS = np.array([[2, 3, 4, 1, 0],
-                   [2, 5, 4, 4, 4],
-                   [3, 3, 3, 3, 0],
-                   [0, 0, 0, 0, 0]])
+TOKENS = np.array([[2, 3, 4, 1, 0], [2, 5, 4, 4, 4], [3, 3, 3, 3, 0], [0, 0, 0, 0, 0]])
 LENGTHS = np.array([4, 5, 4, 0])
 
 
@@ -48,8 +54,9 @@ def test_target_match_by_hand():
     np.testing.assert_allclose(per_tok_prefix(TOKENS, LENGTHS).sum(1), prefix(TOKENS, LENGTHS))
     # one target per prompt
     per_prompt = TargetMatch([[3, 3], [2, 5, 4, 4, 4]])
-    np.testing.assert_allclose(per_prompt(TOKENS, LENGTHS, prompt_ids=[0, 1, 0, 1]),
-                               [0.5, 1.0, 1.0, 0.0])  # row 0: [2,3,..] vs [3,3]
+    np.testing.assert_allclose(
+        per_prompt(TOKENS, LENGTHS, prompt_ids=[0, 1, 0, 1]), [0.5, 1.0, 1.0, 0.0]
+    )  # row 0: [2,3,..] vs [3,3]
     with pytest.raises(ValueError, match="needs prompt_ids"):
         per_prompt(TOKENS, LENGTHS)
     with pytest.raises(ValueError, match="prompt_ids must be < 2"):
@@ -87,8 +94,9 @@ def test_repetition_penalty_by_hand():
 
 def test_length_penalty_by_hand():
     np.testing.assert_allclose(LengthPenalty(0.1)(TOKENS, LENGTHS), [-0.4, -0.5, -0.4, 0])
-    np.testing.assert_allclose(LengthPenalty(1.0, target=3, eos_id=1)(TOKENS, LENGTHS),
-                               [0, -2, -1, -3])
+    np.testing.assert_allclose(
+        LengthPenalty(1.0, target=3, eos_id=1)(TOKENS, LENGTHS), [0, -2, -1, -3]
+    )
     r = LengthPenalty(0.25, per_token=True)(TOKENS, LENGTHS)
     np.testing.assert_allclose(r[0], [-0.25] * 4 + [0])
     with pytest.raises(ValueError, match="terminal"):
@@ -102,7 +110,7 @@ def test_combinations():
     mixed = TargetMatch([2, 3, 4]) + RepetitionPenalty(n=1, per_token=True)
     assert mixed.per_token
     r = mixed(TOKENS, LENGTHS)
-    np.testing.assert_allclose(r[0], [0, 0, 0, 1.0, 0])            # terminal at the last token
+    np.testing.assert_allclose(r[0], [0, 0, 0, 1.0, 0])  # terminal at the last token
     np.testing.assert_allclose(r[2], [0, -1, -1, -1 + 1 / 3, 0])
     assert sum([LengthPenalty(1.0), LengthPenalty(2.0)])(TOKENS, LENGTHS)[0] == -12
     assert (-LengthPenalty(1.0))(TOKENS, LENGTHS)[1] == 5
@@ -121,8 +129,9 @@ def test_terminal_to_per_token_and_kl_shaped_by_hand():
     lp = np.array([[-1.0, -2.0], [-0.5, -0.1]])
     ref = np.array([[-1.5, -1.0], [-0.5, -3.0]])
     valid = np.array([[True, True], [True, False]])
-    np.testing.assert_allclose(kl_shaped(r, lp, ref, 0.2, valid),
-                               [[1.0 - 0.2 * 0.5, 0.0 + 0.2 * 1.0], [0.5, 0.0]])
+    np.testing.assert_allclose(
+        kl_shaped(r, lp, ref, 0.2, valid), [[1.0 - 0.2 * 0.5, 0.0 + 0.2 * 1.0], [0.5, 0.0]]
+    )
     with pytest.raises(ValueError, match="kl_coef must be in"):
         kl_shaped(r, lp, ref, -1.0)
     with pytest.raises(ValueError, match=r"log_probs\[1, 1\] = nan is not finite"):
@@ -139,7 +148,7 @@ def test_terminal_to_per_token_and_kl_shaped_by_hand():
 def _brute_repeats(seq, n):
     seen, count = set(), 0
     for i in range(len(seq) - n + 1):
-        g = tuple(seq[i:i + n])
+        g = tuple(seq[i : i + n])
         count += g in seen
         seen.add(g)
     return count
@@ -149,20 +158,26 @@ def _brute_repeats(seq, n):
 def test_repetition_matches_brute_force(batch, n):
     tokens, lengths = batch
     got = RepetitionPenalty(n=n)(tokens, lengths)
-    want = [-_brute_repeats(tokens[b, :lengths[b]].tolist(), n) for b in range(len(lengths))]
+    want = [-_brute_repeats(tokens[b, : lengths[b]].tolist(), n) for b in range(len(lengths))]
     np.testing.assert_array_equal(got, want)
 
 
-@given(batches(), st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=3), min_size=1,
-                           max_size=3, unique_by=tuple))
+@given(
+    batches(),
+    st.lists(
+        st.lists(st.integers(0, 3), min_size=1, max_size=3), min_size=1, max_size=3, unique_by=tuple
+    ),
+)
 def test_keyword_matches_brute_force(batch, grams):
     tokens, lengths = batch
     weights = {tuple(g): float(i + 1) for i, g in enumerate(grams)}
     got = KeywordReward(weights)(tokens, lengths)
     for b in range(len(lengths)):
-        seq = tokens[b, :lengths[b]].tolist()
-        want = sum(w * sum(tuple(seq[i:i + len(g)]) == g for i in range(len(seq) - len(g) + 1))
-                   for g, w in weights.items())
+        seq = tokens[b, : lengths[b]].tolist()
+        want = sum(
+            w * sum(tuple(seq[i : i + len(g)]) == g for i in range(len(seq) - len(g) + 1))
+            for g, w in weights.items()
+        )
         assert got[b] == want
 
 
@@ -173,7 +188,7 @@ def test_target_match_matches_brute_force(batch, target):
     prefix = TargetMatch(target, mode="prefix")(tokens, lengths)
     exact = TargetMatch(target, mode="exact")(tokens, lengths)
     for b in range(len(lengths)):
-        y = tokens[b, :lengths[b]].tolist()
+        y = tokens[b, : lengths[b]].tolist()
         hits = [t < len(target) and y[t] == target[t] for t in range(len(y))]
         assert frac[b] == sum(hits) / len(target)
         lcp = 0
@@ -233,14 +248,17 @@ def test_callable_per_sequence_python_and_numba():
         CallableReward(lambda s: np.zeros(2), per_sequence=True)(TOKENS, LENGTHS)
 
 
-@pytest.mark.parametrize("output, exc, match", [
-    (np.zeros(3), ValueError, r"returned shape \(3,\), expected \(4,\)"),
-    (np.zeros((4, 5)), ValueError, r"returned shape \(4, 5\), expected \(4,\)"),
-    (np.array([0.0, np.nan, 0, 0]), ValueError, r"non-finite reward nan at \[1\]"),
-    (np.array([0.0, 0, np.inf, 0]), ValueError, r"non-finite reward inf at \[2\]"),
-    (np.array(["a"] * 4), TypeError, "must return real numbers"),
-    (None, TypeError, "returned None"),
-])
+@pytest.mark.parametrize(
+    "output, exc, match",
+    [
+        (np.zeros(3), ValueError, r"returned shape \(3,\), expected \(4,\)"),
+        (np.zeros((4, 5)), ValueError, r"returned shape \(4, 5\), expected \(4,\)"),
+        (np.array([0.0, np.nan, 0, 0]), ValueError, r"non-finite reward nan at \[1\]"),
+        (np.array([0.0, 0, np.inf, 0]), ValueError, r"non-finite reward inf at \[2\]"),
+        (np.array(["a"] * 4), TypeError, "must return real numbers"),
+        (None, TypeError, "returned None"),
+    ],
+)
 def test_reward_output_validation(output, exc, match):
     def user(tokens, lengths, prompt_ids):
         return output
@@ -251,7 +269,7 @@ def test_reward_output_validation(output, exc, match):
 
 def test_per_token_nan_in_padding_is_ignored_but_not_in_valid_region():
     out = np.zeros((4, 5))
-    out[0, 4] = np.nan                      # padding of row 0 (length 4)
+    out[0, 4] = np.nan  # padding of row 0 (length 4)
     r = CallableReward(lambda t, l, p: out, per_token=True)(TOKENS, LENGTHS)
     assert r[0, 4] == 0.0
     out[1, 4] = np.nan

@@ -1,5 +1,6 @@
 """sample_tokens: reference equivalence (bit for bit), hand-computed cases, the sampled
 distribution, threads, RandomStream, bad input (public API and raw kernels)."""
+
 import math
 
 import numpy as np
@@ -7,25 +8,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import RandomStream
 from fastlmrl._backend import backend_module
 from fastlmrl.rng import stream_key, uniform
-from fastlmrl.sampling import (BAD_LOGITS, BAD_MIN_P, BAD_TEMPERATURE, BAD_TOP_K, BAD_TOP_P)
-from shape_checks import assert_rejects_bad_shapes
+from fastlmrl.sampling import BAD_LOGITS, BAD_MIN_P, BAD_TEMPERATURE, BAD_TOP_K, BAD_TOP_P
 
 SETTINGS = st.tuples(
-    st.one_of(st.just(1.0), st.just(0.0), st.floats(0.05, 5.0),           # temperature
-              st.sampled_from([1e-300, 1e-8, 1e8, 1e300])),
-    st.one_of(st.just(0), st.integers(1, 300)),                           # top_k
-    st.one_of(st.just(1.0), st.floats(0.01, 1.0)),                        # top_p
-    st.one_of(st.just(0.0), st.floats(0.0, 1.0), st.just(1.0)),          # min_p
+    st.one_of(
+        st.just(1.0),
+        st.just(0.0),
+        st.floats(0.05, 5.0),  # temperature
+        st.sampled_from([1e-300, 1e-8, 1e8, 1e300]),
+    ),
+    st.one_of(st.just(0), st.integers(1, 300)),  # top_k
+    st.one_of(st.just(1.0), st.floats(0.01, 1.0)),  # top_p
+    st.one_of(st.just(0.0), st.floats(0.0, 1.0), st.just(1.0)),  # min_p
 )
 
 # logits with ties (small integers), wide values and masked entries; each row gets a finite entry
-cell = st.one_of(st.integers(-3, 3).map(float), st.floats(-30, 30, width=32),
-                 st.just(-math.inf))
+cell = st.one_of(st.integers(-3, 3).map(float), st.floats(-30, 30, width=32), st.just(-math.inf))
 
 
 @st.composite
@@ -44,8 +48,9 @@ def _raw(module, x, settings, key, counter, threads=1):
     tokens = np.full(n, -7, np.int64)
     lp = np.full(n, 7.0, x.dtype)
     mlp = np.full(n, 7.0, x.dtype)
-    status = module.sample_tokens(x, *settings, np.uint64(key), np.uint64(counter), tokens, lp,
-                                  mlp, threads)
+    status = module.sample_tokens(
+        x, *settings, np.uint64(key), np.uint64(counter), tokens, lp, mlp, threads
+    )
     return status, tokens, lp, mlp
 
 
@@ -72,22 +77,27 @@ def test_matches_reference_on_long_rows(compiled, reference, x, settings, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("settings", [
-    (1.0, 0, 1.0, 0.0),      # plain sampling
-    (0.7, 50, 0.9, 0.0),     # small top-k (one heap pass) then top-p over its candidates
-    (1.0, 700, 1.0, 0.0),    # top-k by exponent cutoff + candidate heap
-    (1.3, 2900, 1.0, 0.0),   # top-k near V: heap of the V - k + 1 smallest
-    (0.9, 0, 0.93, 0.0),     # top-p alone: binary search of the candidate cutoff
-    (1.0, 2000, 0.5, 0.01),  # top-k above DIRECT_K, top-p, min-p
-    (2.5, 0, 1.0, 0.02),     # min-p alone
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        (1.0, 0, 1.0, 0.0),  # plain sampling
+        (0.7, 50, 0.9, 0.0),  # small top-k (one heap pass) then top-p over its candidates
+        (1.0, 700, 1.0, 0.0),  # top-k by exponent cutoff + candidate heap
+        (1.3, 2900, 1.0, 0.0),  # top-k near V: heap of the V - k + 1 smallest
+        (0.9, 0, 0.93, 0.0),  # top-p alone: binary search of the candidate cutoff
+        (1.0, 2000, 0.5, 0.01),  # top-k above DIRECT_K, top-p, min-p
+        (2.5, 0, 1.0, 0.02),  # min-p alone
+    ],
+)
 def test_matches_reference_at_lm_like_sizes(compiled, reference, dtype, settings):
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((3, 3000)) * 3).astype(dtype)
     x[1, ::7] = -np.inf
     x[2] = np.round(x[2])  # many ties
-    _assert_same(_raw(compiled, x, settings, stream_key(9), 11),
-                 _raw(reference, x, settings, stream_key(9), 11))
+    _assert_same(
+        _raw(compiled, x, settings, stream_key(9), 11),
+        _raw(reference, x, settings, stream_key(9), 11),
+    )
 
 
 # ----------------------------------------------------------------------------- hand-computed
@@ -107,8 +117,9 @@ def _counter_with_uniform_in(key_seed, lo, hi):
     raise AssertionError("no such counter")  # pragma: no cover
 
 
-@pytest.mark.parametrize("interval, token", [((0.0, 0.39), 0), ((0.41, 0.69), 1),
-                                             ((0.71, 0.89), 2), ((0.91, 1.0), 3)])
+@pytest.mark.parametrize(
+    "interval, token", [((0.0, 0.39), 0), ((0.41, 0.69), 1), ((0.71, 0.89), 2), ((0.91, 1.0), 3)]
+)
 def test_one_uniform_picks_the_token_of_its_cdf_interval(backend, interval, token):
     """CDF of (0.4, 0.3, 0.2, 0.1): [0, .4) -> 0, [.4, .7) -> 1, [.7, .9) -> 2, [.9, 1) -> 3."""
     c = _counter_with_uniform_in(5, *interval)
@@ -123,35 +134,37 @@ def test_one_uniform_picks_the_token_of_its_cdf_interval(backend, interval, toke
 def test_the_same_uniform_in_a_filtered_distribution(backend):
     """top_p = 0.5 keeps {0, 1}, renormalised to (4/7, 3/7): u in (0.6, 0.99) -> token 1."""
     c = _counter_with_uniform_in(6, 0.6, 0.99)
-    tokens, lp, mlp = fastlmrl.sample_tokens(_rows_of(P4, 1), RandomStream(6, counter=c),
-                                             top_p=0.5)
+    tokens, lp, mlp = fastlmrl.sample_tokens(_rows_of(P4, 1), RandomStream(6, counter=c), top_p=0.5)
     assert tokens[0] == 1
     assert lp[0] == pytest.approx(math.log(3 / 7), abs=1e-12)
     assert mlp[0] == pytest.approx(math.log(0.3), abs=1e-12)
 
 
-@pytest.mark.parametrize("kwargs, kept", [
-    (dict(top_k=1), {0: 1.0}),
-    (dict(top_k=2), {0: 4 / 7, 1: 3 / 7}),
-    (dict(top_k=3), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),
-    (dict(top_k=4), {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}),
-    (dict(top_p=0.35), {0: 1.0}),                          # 0.4 >= 0.35
-    (dict(top_p=0.45), {0: 4 / 7, 1: 3 / 7}),              # 0.4 < 0.45 <= 0.7
-    (dict(top_p=0.75), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),    # 0.7 < 0.75 <= 0.9
-    (dict(min_p=0.6), {0: 4 / 7, 1: 3 / 7}),               # p / p_max = 1, .75 | .5, .25
-    (dict(min_p=0.3), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),
-    (dict(min_p=1.0), {0: 1.0}),
-    # top-p is relative to the top-k set (transformers' order): after top_k=2 the head has
-    # 4/7 = 0.571 >= 0.55, so only token 0 remains (top-p alone would keep 0 and 1)
-    (dict(top_k=2, top_p=0.55), {0: 1.0}),
-    (dict(top_p=0.55), {0: 4 / 7, 1: 3 / 7}),
-    # min-p after top-p: top_p = 0.95 keeps all four, min_p = 0.4 drops 0.1 (ratio .25)
-    (dict(top_p=0.95, min_p=0.4), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),
-    # temperature 2: q ∝ p**(1/2)
-    (dict(temperature=2.0), dict(enumerate(np.sqrt(P4) / np.sqrt(P4).sum()))),
-    # temperature then top-k
-    (dict(temperature=0.5, top_k=2), {0: 16 / 25, 1: 9 / 25}),
-])
+@pytest.mark.parametrize(
+    "kwargs, kept",
+    [
+        (dict(top_k=1), {0: 1.0}),
+        (dict(top_k=2), {0: 4 / 7, 1: 3 / 7}),
+        (dict(top_k=3), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),
+        (dict(top_k=4), {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}),
+        (dict(top_p=0.35), {0: 1.0}),  # 0.4 >= 0.35
+        (dict(top_p=0.45), {0: 4 / 7, 1: 3 / 7}),  # 0.4 < 0.45 <= 0.7
+        (dict(top_p=0.75), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),  # 0.7 < 0.75 <= 0.9
+        (dict(min_p=0.6), {0: 4 / 7, 1: 3 / 7}),  # p / p_max = 1, .75 | .5, .25
+        (dict(min_p=0.3), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),
+        (dict(min_p=1.0), {0: 1.0}),
+        # top-p is relative to the top-k set (transformers' order): after top_k=2 the head has
+        # 4/7 = 0.571 >= 0.55, so only token 0 remains (top-p alone would keep 0 and 1)
+        (dict(top_k=2, top_p=0.55), {0: 1.0}),
+        (dict(top_p=0.55), {0: 4 / 7, 1: 3 / 7}),
+        # min-p after top-p: top_p = 0.95 keeps all four, min_p = 0.4 drops 0.1 (ratio .25)
+        (dict(top_p=0.95, min_p=0.4), {0: 4 / 9, 1: 3 / 9, 2: 2 / 9}),
+        # temperature 2: q ∝ p**(1/2)
+        (dict(temperature=2.0), dict(enumerate(np.sqrt(P4) / np.sqrt(P4).sum()))),
+        # temperature then top-k
+        (dict(temperature=0.5, top_k=2), {0: 16 / 25, 1: 9 / 25}),
+    ],
+)
 def test_kept_sets_and_renormalised_log_probs(backend, kwargs, kept):
     n = 4000
     for dtype in (np.float64, np.float32):
@@ -234,7 +247,7 @@ def _filtered_distribution(logits, temperature, top_k, top_p, min_p):
     cum = np.cumsum(qk[order])
     last = int(np.searchsorted(cum, top_p))  # first index with cum >= top_p
     keep_p = np.zeros(q.size, bool)
-    keep_p[order[:last + 1]] = True
+    keep_p[order[: last + 1]] = True
     keep &= keep_p
     keep &= q >= min_p * q.max()
     return np.where(keep, q, 0.0) / q[keep].sum()
@@ -256,8 +269,16 @@ def test_frequencies_match_the_filtered_distribution(backend):
     np.testing.assert_allclose(lp, np.log(expected[tokens]), atol=1e-12)
 
 
-@pytest.mark.parametrize("params", [(0.8, 0, 0.9, 0.0), (1.0, 300, 0.8, 0.0), (1.3, 0, 1.0, 0.1),
-                                    (0.6, 2000, 0.95, 0.001), (1.0, 40, 1.0, 0.0)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        (0.8, 0, 0.9, 0.0),
+        (1.0, 300, 0.8, 0.0),
+        (1.3, 0, 1.0, 0.1),
+        (0.6, 2000, 0.95, 0.001),
+        (1.0, 40, 1.0, 0.0),
+    ],
+)
 def test_large_vocabulary_kept_sets_match_numpy(compiled, params):
     """At V = 5000 (the cutoff searches of the compiled backends), every drawn token lies in the
     kept set of the NumPy statement of the filters and its log-prob is its renormalised one."""
@@ -266,17 +287,25 @@ def test_large_vocabulary_kept_sets_match_numpy(compiled, params):
     with fastlmrl.use_backend(compiled.NAME):
         tokens, lp, _ = fastlmrl.sample_tokens(x, 11, *params)
     for i in range(x.shape[0]):
-        q = _filtered_distribution(x[i], params[0], params[1] or x.shape[1], params[2],
-                                   params[3])
+        q = _filtered_distribution(x[i], params[0], params[1] or x.shape[1], params[2], params[3])
         assert q[tokens[i]] > 0, i
         assert lp[i] == pytest.approx(math.log(q[tokens[i]]), abs=1e-9)
 
 
 # ----------------------------------------------------------------------------- seeds and threads
-@pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.9, top_k=60, top_p=0.9, min_p=0.01),
-                                    dict(temperature=1.2, top_p=0.7), dict(top_k=250)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(temperature=0.9, top_k=60, top_p=0.9, min_p=0.01),
+        dict(temperature=1.2, top_p=0.7),
+        dict(top_k=250),
+    ],
+)
 def test_same_tokens_in_every_backend_and_thread_count(float_dtype, kwargs, monkeypatch):
-    monkeypatch.setattr(fastlmrl._free_cores, "enabled", False)  # two threads even on a busy machine
+    monkeypatch.setattr(
+        fastlmrl._free_cores, "enabled", False
+    )  # two threads even on a busy machine
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((300, 400)) * 3).astype(float_dtype)  # above the parallel threshold
     results = []
@@ -310,7 +339,9 @@ def test_int_seed_is_a_fresh_stream(backend):
     np.testing.assert_array_equal(a, fastlmrl.sample_tokens(x, 9).tokens)
     assert (a != fastlmrl.sample_tokens(x, 10).tokens).any()
     # row i uses counter c + i: the rows of a batch are the draws of consecutive counters
-    np.testing.assert_array_equal(a[5:], fastlmrl.sample_tokens(x[5:], RandomStream(9, counter=5)).tokens)
+    np.testing.assert_array_equal(
+        a[5:], fastlmrl.sample_tokens(x[5:], RandomStream(9, counter=5)).tokens
+    )
 
 
 def test_exhausted_stream_raises_value_error_naming_seed_and_writes_nothing(backend):
@@ -345,42 +376,52 @@ def test_empty_batch(backend):
 X = np.zeros((4, 3))
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(logits=X.tolist()), TypeError, "logits must be a numpy.ndarray"),
-    (dict(logits=X.astype(np.int64)), TypeError, "logits must have dtype"),
-    (dict(logits=X[0]), ValueError, "logits must be 2-dimensional"),
-    (dict(logits=np.zeros((4, 0))), ValueError, "logits must have at least one column"),
-    (dict(logits=np.zeros((3, 4)).T), ValueError, "C-contiguous"),
-    (dict(logits=np.array([[0.0, np.nan, 1.0]])), ValueError, "logits row 0"),
-    (dict(logits=np.array([[0.0, 1.0], [-np.inf, -np.inf]])), ValueError, "logits row 1"),
-    (dict(logits=np.array([[0.0, np.inf]])), ValueError, "logits row 0"),
-    (dict(temperature=-0.1), ValueError, "temperature must be in"),
-    (dict(temperature=math.inf), ValueError, "temperature must be finite"),
-    (dict(temperature=math.nan), ValueError, "temperature must be finite"),
-    (dict(temperature="1"), TypeError, "temperature must be a real"),
-    (dict(temperature=1e-310), ValueError, "temperature must be 0 .greedy. or at least"),
-    (dict(top_k=-1), ValueError, "top_k must be >= 0"),
-    (dict(top_k=2.0), TypeError, "top_k must be an int"),
-    (dict(top_k=True), TypeError, "top_k must be an int"),
-    (dict(top_p=0.0), ValueError, "top_p must be in"),
-    (dict(top_p=1.01), ValueError, "top_p must be in"),
-    (dict(top_p=math.nan), ValueError, "top_p must be finite"),
-    (dict(min_p=-0.01), ValueError, "min_p must be in"),
-    (dict(min_p=1.5), ValueError, "min_p must be in"),
-    (dict(seed=-1), ValueError, "seed must be in"),
-    (dict(seed=0.5), TypeError, "seed must be"),
-    (dict(out=(np.empty(3, np.int64), np.empty(4), np.empty(4))), ValueError, r"out\[0\]"),
-    (dict(out=(np.empty(4, np.int32), np.empty(4), np.empty(4))), TypeError, r"out\[0\]"),
-    (dict(out=(np.empty(4, np.int64), np.empty(4, np.float32), np.empty(4))), TypeError,
-     r"out\[1\]"),
-    (dict(out=(np.empty(4, np.int64), np.empty(4))), TypeError, "out must be a tuple"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(logits=X.tolist()), TypeError, "logits must be a numpy.ndarray"),
+        (dict(logits=X.astype(np.int64)), TypeError, "logits must have dtype"),
+        (dict(logits=X[0]), ValueError, "logits must be 2-dimensional"),
+        (dict(logits=np.zeros((4, 0))), ValueError, "logits must have at least one column"),
+        (dict(logits=np.zeros((3, 4)).T), ValueError, "C-contiguous"),
+        (dict(logits=np.array([[0.0, np.nan, 1.0]])), ValueError, "logits row 0"),
+        (dict(logits=np.array([[0.0, 1.0], [-np.inf, -np.inf]])), ValueError, "logits row 1"),
+        (dict(logits=np.array([[0.0, np.inf]])), ValueError, "logits row 0"),
+        (dict(temperature=-0.1), ValueError, "temperature must be in"),
+        (dict(temperature=math.inf), ValueError, "temperature must be finite"),
+        (dict(temperature=math.nan), ValueError, "temperature must be finite"),
+        (dict(temperature="1"), TypeError, "temperature must be a real"),
+        (dict(temperature=1e-310), ValueError, "temperature must be 0 .greedy. or at least"),
+        (dict(top_k=-1), ValueError, "top_k must be >= 0"),
+        (dict(top_k=2.0), TypeError, "top_k must be an int"),
+        (dict(top_k=True), TypeError, "top_k must be an int"),
+        (dict(top_p=0.0), ValueError, "top_p must be in"),
+        (dict(top_p=1.01), ValueError, "top_p must be in"),
+        (dict(top_p=math.nan), ValueError, "top_p must be finite"),
+        (dict(min_p=-0.01), ValueError, "min_p must be in"),
+        (dict(min_p=1.5), ValueError, "min_p must be in"),
+        (dict(seed=-1), ValueError, "seed must be in"),
+        (dict(seed=0.5), TypeError, "seed must be"),
+        (dict(out=(np.empty(3, np.int64), np.empty(4), np.empty(4))), ValueError, r"out\[0\]"),
+        (dict(out=(np.empty(4, np.int32), np.empty(4), np.empty(4))), TypeError, r"out\[0\]"),
+        (
+            dict(out=(np.empty(4, np.int64), np.empty(4, np.float32), np.empty(4))),
+            TypeError,
+            r"out\[1\]",
+        ),
+        (dict(out=(np.empty(4, np.int64), np.empty(4))), TypeError, "out must be a tuple"),
+    ],
+)
 def test_bad_input_raises_and_writes_nothing(backend, kwargs, exc, match):
     args = dict(logits=X, seed=RandomStream(4), out=None)
     args.update(kwargs)
     logits = args["logits"]
-    if args["out"] is None and isinstance(logits, np.ndarray) and logits.ndim == 2 \
-            and logits.dtype == np.float64:
+    if (
+        args["out"] is None
+        and isinstance(logits, np.ndarray)
+        and logits.ndim == 2
+        and logits.dtype == np.float64
+    ):
         n = logits.shape[0]
         args["out"] = (np.full(n, -1, np.int64), np.full(n, 5.0), np.full(n, 5.0))
     before = [o.copy() for o in args["out"]] if args["out"] is not None else []
@@ -405,18 +446,21 @@ def test_overlapping_outputs_are_rejected(backend):
 GOOD = (1.0, 2, 0.9, 0.1)
 
 
-@pytest.mark.parametrize("settings, status", [
-    ((-1.0, 0, 1.0, 0.0), BAD_TEMPERATURE),
-    ((math.nan, 0, 1.0, 0.0), BAD_TEMPERATURE),
-    ((math.inf, 0, 1.0, 0.0), BAD_TEMPERATURE),
-    ((1e-310, 0, 1.0, 0.0), BAD_TEMPERATURE),  # subnormal: 1 / T overflows
-    ((1.0, -1, 1.0, 0.0), BAD_TOP_K),
-    ((1.0, 0, 0.0, 0.0), BAD_TOP_P),
-    ((1.0, 0, 1.5, 0.0), BAD_TOP_P),
-    ((1.0, 0, math.nan, 0.0), BAD_TOP_P),
-    ((1.0, 0, 1.0, -0.5), BAD_MIN_P),
-    ((1.0, 0, 1.0, math.nan), BAD_MIN_P),
-])
+@pytest.mark.parametrize(
+    "settings, status",
+    [
+        ((-1.0, 0, 1.0, 0.0), BAD_TEMPERATURE),
+        ((math.nan, 0, 1.0, 0.0), BAD_TEMPERATURE),
+        ((math.inf, 0, 1.0, 0.0), BAD_TEMPERATURE),
+        ((1e-310, 0, 1.0, 0.0), BAD_TEMPERATURE),  # subnormal: 1 / T overflows
+        ((1.0, -1, 1.0, 0.0), BAD_TOP_K),
+        ((1.0, 0, 0.0, 0.0), BAD_TOP_P),
+        ((1.0, 0, 1.5, 0.0), BAD_TOP_P),
+        ((1.0, 0, math.nan, 0.0), BAD_TOP_P),
+        ((1.0, 0, 1.0, -0.5), BAD_MIN_P),
+        ((1.0, 0, 1.0, math.nan), BAD_MIN_P),
+    ],
+)
 @pytest.mark.parametrize("name", fastlmrl.BACKENDS)
 def test_raw_kernel_argument_status(name, settings, status):
     x = np.random.default_rng(0).standard_normal((3, 5))
@@ -444,13 +488,21 @@ def test_raw_kernel_bad_logits_status_writes_nothing(name, bad, float_dtype):
 @pytest.mark.parametrize("name", fastlmrl.BACKENDS)
 def test_raw_kernel_rejects_bad_shapes(name, float_dtype):
     x = np.random.default_rng(0).standard_normal((3, 5)).astype(float_dtype)
-    args = dict(logits=x, temperature=1.0, top_k=2, top_p=0.9, min_p=0.0, key=np.uint64(1),
-                counter=np.uint64(0), tokens_out=np.zeros(3, np.int64),
-                log_probs_out=np.zeros(3, float_dtype),
-                model_log_probs_out=np.zeros(3, float_dtype), num_threads=1)
+    args = dict(
+        logits=x,
+        temperature=1.0,
+        top_k=2,
+        top_p=0.9,
+        min_p=0.0,
+        key=np.uint64(1),
+        counter=np.uint64(0),
+        tokens_out=np.zeros(3, np.int64),
+        log_probs_out=np.zeros(3, float_dtype),
+        model_log_probs_out=np.zeros(3, float_dtype),
+        num_threads=1,
+    )
     # one row fewer in logits is a valid (smaller) call only if the outputs shrink too
-    assert_rejects_bad_shapes(backend_module(name), "sample_tokens", args,
-                              skip={("logits", 1)})
+    assert_rejects_bad_shapes(backend_module(name), "sample_tokens", args, skip={("logits", 1)})
     # a logits row of zero entries is rejected, not read
     args["logits"] = np.zeros((3, 0), float_dtype)
     assert backend_module(name).sample_tokens(*args.values()) == 7

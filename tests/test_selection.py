@@ -1,4 +1,5 @@
 """greedy / epsilon_greedy / boltzmann: reference equivalence, hand cases, seeds, bad input."""
+
 import math
 
 import numpy as np
@@ -6,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import RandomStream
 from fastlmrl._status import BAD_SHAPES
 from fastlmrl.rng import stream_key
-from shape_checks import assert_rejects_bad_shapes
 
 # Tables with many ties (small integers), NaN and infinities mixed in.
 cell = st.one_of(
@@ -84,10 +85,14 @@ def test_boltzmann_matches_reference(compiled, reference, problem, temperature, 
 
 
 def test_greedy_hand_cases(backend):
-    q = np.array([[1.0, 3.0, 3.0, 2.0],     # tie -> lowest index 1
-                  [np.nan, -1.0, -2.0, -1.0],  # NaN ignored, tie -> 1
-                  [np.nan, np.nan, np.nan, np.nan],  # all NaN -> 0
-                  [-np.inf, -np.inf, -5.0, -np.inf]])
+    q = np.array(
+        [
+            [1.0, 3.0, 3.0, 2.0],  # tie -> lowest index 1
+            [np.nan, -1.0, -2.0, -1.0],  # NaN ignored, tie -> 1
+            [np.nan, np.nan, np.nan, np.nan],  # all NaN -> 0
+            [-np.inf, -np.inf, -5.0, -np.inf],
+        ]
+    )
     np.testing.assert_array_equal(fastlmrl.greedy(q, [0, 1, 2, 3, 0]), [1, 1, 0, 2, 1])
 
 
@@ -125,7 +130,9 @@ def test_boltzmann_tiny_temperature_is_greedy(backend):
 
 @pytest.mark.parametrize("fn", ["greedy", "epsilon_greedy", "boltzmann"])
 def test_same_seed_same_actions_across_backends_and_threads(fn, monkeypatch):
-    monkeypatch.setattr(fastlmrl._free_cores, "enabled", False)  # two threads even on a busy machine
+    monkeypatch.setattr(
+        fastlmrl._free_cores, "enabled", False
+    )  # two threads even on a busy machine
     rng = np.random.default_rng(3)
     q = rng.integers(0, 3, (300, 11)).astype(np.float32)
     states = rng.integers(0, 300, 20000)  # above the parallel threshold
@@ -163,8 +170,11 @@ def test_int_seed_is_a_fresh_stream(backend):
 
 def test_empty_batch(backend):
     q = np.zeros((2, 3), np.float32)
-    for out in (fastlmrl.greedy(q, []), fastlmrl.epsilon_greedy(q, [], 0.1, 0),
-                fastlmrl.boltzmann(q, [], 1.0, 0)):
+    for out in (
+        fastlmrl.greedy(q, []),
+        fastlmrl.epsilon_greedy(q, [], 0.1, 0),
+        fastlmrl.boltzmann(q, [], 1.0, 0),
+    ):
         assert out.shape == (0,) and out.dtype == np.int64
 
 
@@ -185,7 +195,11 @@ Q = np.zeros((4, 3))
         (lambda: fastlmrl.greedy(Q, [0.5]), TypeError, "states must hold integer ids"),
         (lambda: fastlmrl.greedy(Q, [[0]]), ValueError, "states must be 1-dimensional"),
         (lambda: fastlmrl.epsilon_greedy(Q, [0], 1.5, 0), ValueError, "epsilon must be in"),
-        (lambda: fastlmrl.epsilon_greedy(Q, [0], math.nan, 0), ValueError, "epsilon must be finite"),
+        (
+            lambda: fastlmrl.epsilon_greedy(Q, [0], math.nan, 0),
+            ValueError,
+            "epsilon must be finite",
+        ),
         (lambda: fastlmrl.epsilon_greedy(Q, [0], "0.1", 0), TypeError, "epsilon must be a real"),
         (lambda: fastlmrl.epsilon_greedy(Q, [0], 0.1, -1), ValueError, "seed must be in"),
         (lambda: fastlmrl.epsilon_greedy(Q, [0], 0.1, 0.5), TypeError, "seed must be an int"),
@@ -214,16 +228,17 @@ def test_read_only_table_is_accepted_for_selection(backend):
 
 # ---- array shapes (direct callers) -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kernel", ["boltzmann", "epsilon_greedy", "greedy"])
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     q = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
     states, out = np.array([0, 2, 1, 2], np.int64), np.full(4, -7, np.int64)
     seed = dict(key=np.uint64(5), counter=np.uint64(0))
-    args = {"greedy": dict(q=q, states=states, out=out, num_threads=1),
-            "epsilon_greedy": dict(q=q, states=states, epsilon=0.5, **seed, out=out,
-                                   num_threads=1),
-            "boltzmann": dict(q=q, states=states, temperature=1.0, **seed, out=out,
-                              num_threads=1)}[kernel]
+    args = {
+        "greedy": dict(q=q, states=states, out=out, num_threads=1),
+        "epsilon_greedy": dict(q=q, states=states, epsilon=0.5, **seed, out=out, num_threads=1),
+        "boltzmann": dict(q=q, states=states, temperature=1.0, **seed, out=out, num_threads=1),
+    }[kernel]
     for module in (reference, compiled):
         # q's shape is free (a short q only moves the id range)
         assert_rejects_bad_shapes(module, kernel, args, skip={("q", 0), ("q", 1)})
@@ -237,30 +252,50 @@ def test_bad_shapes_status_is_an_internal_error():
 
 # ---- batch of one: epsilon_greedy_one and the direct call of the public function ---------------
 
-@given(problems(), st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**64 - 1),
-       st.integers(0, 2**64 - 3))
-def test_epsilon_greedy_one_is_item_zero_of_the_batch(compiled, reference, problem, eps, seed,
-                                                      counter):
+
+@given(
+    problems(),
+    st.sampled_from([0.0, 0.3, 1.0]),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 3),
+)
+def test_epsilon_greedy_one_is_item_zero_of_the_batch(
+    compiled, reference, problem, eps, seed, counter
+):
     q, states = problem
     key = stream_key(seed)
     for s in states[:3].tolist():
         batch = np.empty(1, np.int64)
-        assert reference.epsilon_greedy(q, np.array([s]), eps, np.uint64(key),
-                                        np.uint64(counter), batch, 1) == 0
+        assert (
+            reference.epsilon_greedy(
+                q, np.array([s]), eps, np.uint64(key), np.uint64(counter), batch, 1
+            )
+            == 0
+        )
         for module in (reference, compiled):
-            assert module.epsilon_greedy_one(q, s, eps, np.uint64(key), np.uint64(counter)) \
-                == (0, batch[0])
+            assert module.epsilon_greedy_one(q, s, eps, np.uint64(key), np.uint64(counter)) == (
+                0,
+                batch[0],
+            )
 
 
-@pytest.mark.parametrize("eps, state, status", [
-    (1.5, 0, int(fastlmrl.Status.BAD_EPSILON)), (math.nan, 0, int(fastlmrl.Status.BAD_EPSILON)),
-    (-0.1, 9, int(fastlmrl.Status.BAD_EPSILON)),  # epsilon is checked first
-    (0.5, -1, int(fastlmrl.Status.BAD_STATES)), (0.5, 4, int(fastlmrl.Status.BAD_STATES))])
+@pytest.mark.parametrize(
+    "eps, state, status",
+    [
+        (1.5, 0, int(fastlmrl.Status.BAD_EPSILON)),
+        (math.nan, 0, int(fastlmrl.Status.BAD_EPSILON)),
+        (-0.1, 9, int(fastlmrl.Status.BAD_EPSILON)),  # epsilon is checked first
+        (0.5, -1, int(fastlmrl.Status.BAD_STATES)),
+        (0.5, 4, int(fastlmrl.Status.BAD_STATES)),
+    ],
+)
 def test_epsilon_greedy_one_statuses(compiled, reference, eps, state, status):
     for module in (reference, compiled):
         for dtype in (np.float32, np.float64):
-            assert module.epsilon_greedy_one(np.zeros((4, 3), dtype), state, eps, 7, 0) \
-                == (status, 0)
+            assert module.epsilon_greedy_one(np.zeros((4, 3), dtype), state, eps, 7, 0) == (
+                status,
+                0,
+            )
 
 
 @pytest.mark.parametrize("states", [[2], np.array([2]), np.array([2], np.int32)])
@@ -281,15 +316,28 @@ def test_batch_of_one_equals_the_full_path(backend, states, dtype):
         assert direct.counter == validated.counter == 80
 
 
-@pytest.mark.parametrize("call, exc, match", [
-    (lambda s: fastlmrl.epsilon_greedy(Q, [4], 0.5, s), ValueError,
-     r"states\[0\] = 4 is out of range \[0, 4\)"),
-    (lambda s: fastlmrl.epsilon_greedy(Q, np.array([-1]), 0.5, s), ValueError,
-     r"states\[0\] = -1"),
-    (lambda s: fastlmrl.epsilon_greedy(Q, [0], 1.5, s), ValueError, "epsilon must be in"),
-    (lambda s: fastlmrl.epsilon_greedy(Q, [0], math.nan, s), ValueError, "epsilon must be finite"),
-    (lambda s: fastlmrl.epsilon_greedy(Q, [2**63], 0.5, s), ValueError, "states"),
-])
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (
+            lambda s: fastlmrl.epsilon_greedy(Q, [4], 0.5, s),
+            ValueError,
+            r"states\[0\] = 4 is out of range \[0, 4\)",
+        ),
+        (
+            lambda s: fastlmrl.epsilon_greedy(Q, np.array([-1]), 0.5, s),
+            ValueError,
+            r"states\[0\] = -1",
+        ),
+        (lambda s: fastlmrl.epsilon_greedy(Q, [0], 1.5, s), ValueError, "epsilon must be in"),
+        (
+            lambda s: fastlmrl.epsilon_greedy(Q, [0], math.nan, s),
+            ValueError,
+            "epsilon must be finite",
+        ),
+        (lambda s: fastlmrl.epsilon_greedy(Q, [2**63], 0.5, s), ValueError, "states"),
+    ],
+)
 def test_batch_of_one_errors_name_the_argument(backend, call, exc, match):
     s = RandomStream(5, counter=3)
     with pytest.raises(exc, match=match):
@@ -318,7 +366,8 @@ def test_epsilon_greedy_one_in_a_users_njit_loop_equals_the_batch():
         bad = 0
         for i in range(states.shape[0]):
             status, action = numba_kernels.epsilon_greedy_one(
-                q, states[i], epsilon, key, counter + np.uint64(2 * i))
+                q, states[i], epsilon, key, counter + np.uint64(2 * i)
+            )
             bad += status
             out[i] = action
         return bad, out

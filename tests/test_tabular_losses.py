@@ -1,15 +1,16 @@
 """tabular_losses: reference equivalence (bit for bit), agreement with the per-token losses over
 gathered logits, an independent NumPy formula, finite-difference gradients, serial = parallel,
 bad input for every argument, nothing modified on error."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
 from fastlmrl._status import BAD_SHAPES
-from shape_checks import assert_rejects_bad_shapes
 
 FLOATS = (np.float32, np.float64)
 
@@ -26,11 +27,19 @@ def case(seed, n_contexts, v, n, dtype=np.float64, mask=0.0, visited=None):
     w = rng.random(n) / max(n, 1)
     if n > 2:
         w[1] = 0.0
-    return dict(table=np.ascontiguousarray(table.astype(dtype)), contexts=contexts, tokens=tokens,
-                old=rng.standard_normal(n) * 0.5 - 2, adv=rng.standard_normal(n), w=w,
-                ref=rng.standard_normal(n) * 0.5 - 2, returns=rng.standard_normal(n),
-                base=rng.standard_normal(n), values=rng.standard_normal(n),
-                old_values=rng.standard_normal(n))
+    return dict(
+        table=np.ascontiguousarray(table.astype(dtype)),
+        contexts=contexts,
+        tokens=tokens,
+        old=rng.standard_normal(n) * 0.5 - 2,
+        adv=rng.standard_normal(n),
+        w=w,
+        ref=rng.standard_normal(n) * 0.5 - 2,
+        returns=rng.standard_normal(n),
+        base=rng.standard_normal(n),
+        values=rng.standard_normal(n),
+        old_values=rng.standard_normal(n),
+    )
 
 
 def raw(module, name, d, threads=1, seq=False, offs=None, kl_est=3, dual=3.0, has_ref=True):
@@ -46,49 +55,133 @@ def raw(module, name, d, threads=1, seq=False, offs=None, kl_est=3, dual=3.0, ha
     if name == "ppo_loss_tabular":
         offs = np.array([0, n], np.int64) if offs is None else offs
         ref = d["ref"] if has_ref else np.empty(0)
-        st_ = module.ppo_loss_tabular(table, c, t, d["old"], d["adv"], d["w"], ref, offs, 0.2,
-                                      0.28, dual, 0.05 if has_ref else 0.0, kl_est, int(seq),
-                                      index, rows, num_rows, tl, lp, ratios, grad, stats, threads)
+        st_ = module.ppo_loss_tabular(
+            table,
+            c,
+            t,
+            d["old"],
+            d["adv"],
+            d["w"],
+            ref,
+            offs,
+            0.2,
+            0.28,
+            dual,
+            0.05 if has_ref else 0.0,
+            kl_est,
+            int(seq),
+            index,
+            rows,
+            num_rows,
+            tl,
+            lp,
+            ratios,
+            grad,
+            stats,
+            threads,
+        )
     elif name == "reinforce_loss_tabular":
-        st_ = module.reinforce_loss_tabular(table, c, t, d["returns"], d["base"], d["w"], index,
-                                            rows, num_rows, tl, lp, grad, stats, threads)
+        st_ = module.reinforce_loss_tabular(
+            table,
+            c,
+            t,
+            d["returns"],
+            d["base"],
+            d["w"],
+            index,
+            rows,
+            num_rows,
+            tl,
+            lp,
+            grad,
+            stats,
+            threads,
+        )
     elif name == "a2c_loss_tabular":
         # value_clip 0.3 with old values; ratios holds the entropies, extra the value gradients
         extra = np.full(n, 5.0)
-        st_ = module.a2c_loss_tabular(table, c, t, d["adv"], d["values"], d["returns"],
-                                      d["old_values"], d["w"], 0.3, 0.5, 0.02, index, rows,
-                                      num_rows, tl, lp, ratios, grad, extra, stats, threads)
+        st_ = module.a2c_loss_tabular(
+            table,
+            c,
+            t,
+            d["adv"],
+            d["values"],
+            d["returns"],
+            d["old_values"],
+            d["w"],
+            0.3,
+            0.5,
+            0.02,
+            index,
+            rows,
+            num_rows,
+            tl,
+            lp,
+            ratios,
+            grad,
+            extra,
+            stats,
+            threads,
+        )
         stats = np.concatenate([stats, extra])
     elif name == "kl_penalty_loss_tabular":
-        st_ = module.kl_penalty_loss_tabular(table, c, t, d["ref"], d["w"], kl_est, index, rows,
-                                             num_rows, tl, lp, grad, stats, threads)
+        st_ = module.kl_penalty_loss_tabular(
+            table,
+            c,
+            t,
+            d["ref"],
+            d["w"],
+            kl_est,
+            index,
+            rows,
+            num_rows,
+            tl,
+            lp,
+            grad,
+            stats,
+            threads,
+        )
     else:
         st_ = module.token_log_probs_tabular(table, c, t, index, rows, num_rows, lp, threads)
     u = int(num_rows[0])
     return st_, [rows[:u], grad[:u], tl, lp, ratios, stats]
 
 
-KERNELS = ["ppo_loss_tabular", "reinforce_loss_tabular", "kl_penalty_loss_tabular",
-           "a2c_loss_tabular", "token_log_probs_tabular"]
+KERNELS = [
+    "ppo_loss_tabular",
+    "reinforce_loss_tabular",
+    "kl_penalty_loss_tabular",
+    "a2c_loss_tabular",
+    "token_log_probs_tabular",
+]
 
 
 # ---- reference equivalence ----------------------------------------------------------------------
 
+
 @settings(max_examples=25)
-@given(n=st.integers(0, 40), s=st.integers(1, 12), v=st.sampled_from([1, 2, 5, 64, 130]),
-       float_idx=st.integers(0, 1), int32=st.booleans(), mask=st.sampled_from([0.0, 0.5]),
-       seq=st.booleans(), kl_est=st.integers(1, 3), has_ref=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
-def test_compiled_kernels_equal_reference(compiled, reference, n, s, v, float_idx, int32, mask,
-                                          seq, kl_est, has_ref, seed):
+@given(
+    n=st.integers(0, 40),
+    s=st.integers(1, 12),
+    v=st.sampled_from([1, 2, 5, 64, 130]),
+    float_idx=st.integers(0, 1),
+    int32=st.booleans(),
+    mask=st.sampled_from([0.0, 0.5]),
+    seq=st.booleans(),
+    kl_est=st.integers(1, 3),
+    has_ref=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compiled_kernels_equal_reference(
+    compiled, reference, n, s, v, float_idx, int32, mask, seq, kl_est, has_ref, seed
+):
     d = case(seed, s, v, n, FLOATS[float_idx], mask)
     ids = np.int32 if int32 else np.int64
     d["contexts"], d["tokens"] = d["contexts"].astype(ids), d["tokens"].astype(ids)
     cuts = np.random.default_rng(seed).integers(0, n + 1, 3)
     offs = np.array(sorted({0, n, *cuts}), np.int64)
     for name in KERNELS:
-        s_ref, o_ref = raw(reference, name, d, seq=seq, offs=offs, kl_est=kl_est,
-                           has_ref=has_ref)
+        s_ref, o_ref = raw(reference, name, d, seq=seq, offs=offs, kl_est=kl_est, has_ref=has_ref)
         s_c, o_c = raw(compiled, name, d, seq=seq, offs=offs, kl_est=kl_est, has_ref=has_ref)
         assert s_ref == s_c == 0
         for a, b in zip(o_c, o_ref):
@@ -121,6 +214,7 @@ def assert_gradient_matches_finite_differences(result_of, table, h=1e-6):
 
 # ---- agreement with the per-token losses ---------------------------------------------------------
 
+
 def dense_sum(table, contexts, grad_logits):
     g = np.zeros(table.shape)
     np.add.at(g, contexts, grad_logits.astype(np.float64))
@@ -132,11 +226,20 @@ def test_ppo_equals_per_token_loss_summed_by_context(backend, seq):
     # float64 everywhere, so the per-token loss sees the same inputs (no rounding to the dtype)
     d = case(11, 30, 17, 400, np.float64, mask=0.2, visited=20)
     offs = np.array([0, 50, 50, 210, 400])
-    kw = dict(weights=d["w"], clip_low=0.2, clip_high=0.28, dual_clip=3.0,
-              ratio_level="sequence" if seq else "token", sequence_offsets=offs if seq else None,
-              ref_log_probs=d["ref"], kl_coef=0.07, kl_estimator="k2")
-    tab = fastlmrl.ppo_loss_tabular(d["table"], d["contexts"], d["tokens"], d["old"], d["adv"],
-                                    **kw)
+    kw = dict(
+        weights=d["w"],
+        clip_low=0.2,
+        clip_high=0.28,
+        dual_clip=3.0,
+        ratio_level="sequence" if seq else "token",
+        sequence_offsets=offs if seq else None,
+        ref_log_probs=d["ref"],
+        kl_coef=0.07,
+        kl_estimator="k2",
+    )
+    tab = fastlmrl.ppo_loss_tabular(
+        d["table"], d["contexts"], d["tokens"], d["old"], d["adv"], **kw
+    )
     dense = fastlmrl.ppo_loss(d["table"][d["contexts"]], d["tokens"], d["old"], d["adv"], **kw)
     np.testing.assert_array_equal(tab.rows, np.unique(d["contexts"]))
     g = dense_sum(d["table"], d["contexts"], dense.grad_logits)
@@ -144,27 +247,39 @@ def test_ppo_equals_per_token_loss_summed_by_context(backend, seq):
     np.testing.assert_allclose(tab.log_probs, dense.log_probs, rtol=1e-13)
     np.testing.assert_allclose(tab.ratios, dense.ratios, rtol=1e-13)
     np.testing.assert_allclose(tab.token_loss, dense.token_loss, rtol=1e-12, atol=1e-15)
-    for field in ("loss", "pg_loss", "kl_loss", "clip_fraction", "dual_clip_fraction",
-                  "approx_kl_k1", "approx_kl_k3"):
-        np.testing.assert_allclose(getattr(tab, field), getattr(dense, field), rtol=1e-12,
-                                   atol=1e-15, err_msg=field)
+    for field in (
+        "loss",
+        "pg_loss",
+        "kl_loss",
+        "clip_fraction",
+        "dual_clip_fraction",
+        "approx_kl_k1",
+        "approx_kl_k3",
+    ):
+        np.testing.assert_allclose(
+            getattr(tab, field), getattr(dense, field), rtol=1e-12, atol=1e-15, err_msg=field
+        )
 
 
 def test_reinforce_and_kl_equal_per_token_losses(backend):
     d = case(12, 25, 9, 300, np.float64, visited=15)
     for baseline in (None, "mean", d["base"]):
-        tab = fastlmrl.reinforce_loss_tabular(d["table"], d["contexts"], d["tokens"],
-                                              d["returns"], weights=d["w"], baseline=baseline)
-        dense = fastlmrl.reinforce_loss(d["table"][d["contexts"]], d["tokens"], d["returns"],
-                                        weights=d["w"], baseline=baseline)
+        tab = fastlmrl.reinforce_loss_tabular(
+            d["table"], d["contexts"], d["tokens"], d["returns"], weights=d["w"], baseline=baseline
+        )
+        dense = fastlmrl.reinforce_loss(
+            d["table"][d["contexts"]], d["tokens"], d["returns"], weights=d["w"], baseline=baseline
+        )
         g = dense_sum(d["table"], d["contexts"], dense.grad_logits)
         np.testing.assert_allclose(tab.grad_rows, g[tab.rows], rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(tab.loss, dense.loss, rtol=1e-12)
     for est in ("k1", "k2", "k3"):
-        tab = fastlmrl.kl_penalty_loss_tabular(d["table"], d["contexts"], d["tokens"], d["ref"],
-                                               weights=d["w"], estimator=est)
-        dense = fastlmrl.kl_penalty_loss(d["table"][d["contexts"]], d["tokens"], d["ref"],
-                                         weights=d["w"], estimator=est)
+        tab = fastlmrl.kl_penalty_loss_tabular(
+            d["table"], d["contexts"], d["tokens"], d["ref"], weights=d["w"], estimator=est
+        )
+        dense = fastlmrl.kl_penalty_loss(
+            d["table"][d["contexts"]], d["tokens"], d["ref"], weights=d["w"], estimator=est
+        )
         g = dense_sum(d["table"], d["contexts"], dense.grad_logits)
         np.testing.assert_allclose(tab.grad_rows, g[tab.rows], rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(tab.token_kl, dense.token_kl, rtol=1e-12, atol=1e-15)
@@ -173,20 +288,29 @@ def test_reinforce_and_kl_equal_per_token_losses(backend):
 @pytest.mark.parametrize("clip", [None, 0.3])
 def test_a2c_equals_per_token_loss_summed_by_context(backend, clip):
     d = case(14, 25, 11, 300, np.float64, mask=0.2, visited=15)
-    kw = dict(weights=d["w"], value_coef=0.4, entropy_coef=0.03, value_clip=clip,
-              old_values=d["old_values"] if clip else None)
-    tab = fastlmrl.a2c_loss_tabular(d["table"], d["contexts"], d["tokens"], d["adv"],
-                                    d["values"], d["returns"], **kw)
-    dense = fastlmrl.a2c_loss(d["table"][d["contexts"]], d["tokens"], d["adv"], d["values"],
-                              d["returns"], **kw)
+    kw = dict(
+        weights=d["w"],
+        value_coef=0.4,
+        entropy_coef=0.03,
+        value_clip=clip,
+        old_values=d["old_values"] if clip else None,
+    )
+    tab = fastlmrl.a2c_loss_tabular(
+        d["table"], d["contexts"], d["tokens"], d["adv"], d["values"], d["returns"], **kw
+    )
+    dense = fastlmrl.a2c_loss(
+        d["table"][d["contexts"]], d["tokens"], d["adv"], d["values"], d["returns"], **kw
+    )
     g = dense_sum(d["table"], d["contexts"], dense.grad_logits)
     np.testing.assert_allclose(tab.grad_rows, g[tab.rows], rtol=1e-12, atol=1e-15)
     for field in ("grad_values", "log_probs", "entropy", "token_loss"):
-        np.testing.assert_allclose(getattr(tab, field), getattr(dense, field), rtol=1e-12,
-                                   atol=1e-15, err_msg=field)
+        np.testing.assert_allclose(
+            getattr(tab, field), getattr(dense, field), rtol=1e-12, atol=1e-15, err_msg=field
+        )
     for field in ("loss", "policy_loss", "value_loss", "mean_entropy"):
-        np.testing.assert_allclose(getattr(tab, field), getattr(dense, field), rtol=1e-12,
-                                   err_msg=field)
+        np.testing.assert_allclose(
+            getattr(tab, field), getattr(dense, field), rtol=1e-12, err_msg=field
+        )
 
 
 def test_a2c_finite_difference_gradient(backend):
@@ -194,9 +318,18 @@ def test_a2c_finite_difference_gradient(backend):
     d = case(6, 5, 4, 25, np.float64, visited=3)
 
     assert_gradient_matches_finite_differences(
-        lambda table: fastlmrl.a2c_loss_tabular(table, d["contexts"], d["tokens"], d["adv"],
-                                                d["values"], d["returns"], weights=d["w"],
-                                                entropy_coef=0.3), d["table"])
+        lambda table: fastlmrl.a2c_loss_tabular(
+            table,
+            d["contexts"],
+            d["tokens"],
+            d["adv"],
+            d["values"],
+            d["returns"],
+            weights=d["w"],
+            entropy_coef=0.3,
+        ),
+        d["table"],
+    )
 
 
 def test_a2c_bad_arguments(backend):
@@ -252,8 +385,11 @@ def test_finite_difference_gradient(backend):
     d["old"] = d["old"] * 0.1 - 1.2  # ratios near 1: mostly unclipped tokens
 
     assert_gradient_matches_finite_differences(
-        lambda table: fastlmrl.ppo_loss_tabular(table, d["contexts"], d["tokens"], d["old"],
-                                                d["adv"], **kw), d["table"])
+        lambda table: fastlmrl.ppo_loss_tabular(
+            table, d["contexts"], d["tokens"], d["old"], d["adv"], **kw
+        ),
+        d["table"],
+    )
 
 
 def test_token_log_probs_match_log_softmax(backend, float_dtype):
@@ -262,8 +398,9 @@ def test_token_log_probs_match_log_softmax(backend, float_dtype):
     assert lp.dtype == np.float64
     x = d["table"].astype(np.float64)
     m = x.max(axis=1, keepdims=True)
-    expected = (x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))))[d["contexts"],
-                                                                            d["tokens"]]
+    expected = (x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))))[
+        d["contexts"], d["tokens"]
+    ]
     np.testing.assert_allclose(lp, expected, rtol=1e-7 if float_dtype == np.float32 else 1e-13)
     r = fastlmrl.ppo_loss_tabular(d["table"], d["contexts"], d["tokens"], d["old"], d["adv"])
     np.testing.assert_array_equal(r.log_probs, lp)
@@ -285,34 +422,47 @@ def test_unvisited_rows_are_not_read(backend):
 
 # ---- bad input ----------------------------------------------------------------------------------
 
+
 def good():
     d = case(1, 5, 4, 6, np.float64)
     return d
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(contexts=[0, 1, 2, 3, 4, 5]), r"contexts\[5\] = 5 is out of range"),
-    (dict(contexts=[0, -1, 2, 3, 4, 0]), r"contexts\[1\] = -1"),
-    (dict(tokens=[0, 1, 2, 3, 4, 0]), r"tokens\[4\] = 4 is out of range"),
-    (dict(weights=[0.1, np.nan, 0, 0, 0, 0]), r"weights\[1\] = nan is not finite"),
-    (dict(weights=[0.1, -1.0, 0, 0, 0, 0]), r"weights\[1\] = -1.0 is negative"),
-    (dict(advantages=[0.1, 0, np.inf, 0, 0, 0]), r"advantages\[2\] = inf is not finite"),
-    (dict(old_log_probs=[0.1, 0, 0, np.nan, 0, 0]), r"old_log_probs\[3\] = nan"),
-    (dict(ref_log_probs=[0.1, 0, 0, 0, np.nan, 0], kl_coef=0.1), r"ref_log_probs\[4\] = nan"),
-    (dict(contexts=[0, 1]), r"tokens must have length 2"),
-    (dict(advantages=[0.0]), r"advantages must have length 6"),
-    (dict(contexts=np.zeros(6)), r"contexts must hold integer ids"),
-    (dict(kl_coef=0.1), r"kl_coef > 0 needs ref_log_probs"),
-    (dict(kl_estimator="k4", ref_log_probs=np.zeros(6)), r"kl_estimator must be one of"),
-    (dict(ratio_level="seq"), r"ratio_level must be"),
-    (dict(ratio_level="sequence"), r"needs sequence_offsets"),
-    (dict(ratio_level="sequence", sequence_offsets=[0, 7]), r"sequence_offsets must start at 0"),
-    (dict(clip_low=1.0), r"clip_low"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(contexts=[0, 1, 2, 3, 4, 5]), r"contexts\[5\] = 5 is out of range"),
+        (dict(contexts=[0, -1, 2, 3, 4, 0]), r"contexts\[1\] = -1"),
+        (dict(tokens=[0, 1, 2, 3, 4, 0]), r"tokens\[4\] = 4 is out of range"),
+        (dict(weights=[0.1, np.nan, 0, 0, 0, 0]), r"weights\[1\] = nan is not finite"),
+        (dict(weights=[0.1, -1.0, 0, 0, 0, 0]), r"weights\[1\] = -1.0 is negative"),
+        (dict(advantages=[0.1, 0, np.inf, 0, 0, 0]), r"advantages\[2\] = inf is not finite"),
+        (dict(old_log_probs=[0.1, 0, 0, np.nan, 0, 0]), r"old_log_probs\[3\] = nan"),
+        (dict(ref_log_probs=[0.1, 0, 0, 0, np.nan, 0], kl_coef=0.1), r"ref_log_probs\[4\] = nan"),
+        (dict(contexts=[0, 1]), r"tokens must have length 2"),
+        (dict(advantages=[0.0]), r"advantages must have length 6"),
+        (dict(contexts=np.zeros(6)), r"contexts must hold integer ids"),
+        (dict(kl_coef=0.1), r"kl_coef > 0 needs ref_log_probs"),
+        (dict(kl_estimator="k4", ref_log_probs=np.zeros(6)), r"kl_estimator must be one of"),
+        (dict(ratio_level="seq"), r"ratio_level must be"),
+        (dict(ratio_level="sequence"), r"needs sequence_offsets"),
+        (
+            dict(ratio_level="sequence", sequence_offsets=[0, 7]),
+            r"sequence_offsets must start at 0",
+        ),
+        (dict(clip_low=1.0), r"clip_low"),
+    ],
+)
 def test_ppo_bad_arguments(backend, change, message):
     d = good()
-    args = dict(table=d["table"], contexts=d["contexts"], tokens=d["tokens"],
-                old_log_probs=d["old"], advantages=d["adv"], weights=d["w"])
+    args = dict(
+        table=d["table"],
+        contexts=d["contexts"],
+        tokens=d["tokens"],
+        old_log_probs=d["old"],
+        advantages=d["adv"],
+        weights=d["w"],
+    )
     args.update(change)
     before = d["table"].copy()
     with pytest.raises(ValueError if "integer" not in message else TypeError, match=message):
@@ -320,12 +470,15 @@ def test_ppo_bad_arguments(backend, change, message):
     np.testing.assert_array_equal(d["table"], before)
 
 
-@pytest.mark.parametrize("table, message, error", [
-    (np.zeros((5, 4), dtype=np.int64), "float32 or float64", TypeError),
-    (np.zeros(4), "2-dimensional", ValueError),
-    (np.zeros((4, 5)).T, "C-contiguous", ValueError),
-    ([[0.0] * 4] * 5, "numpy.ndarray", TypeError),
-])
+@pytest.mark.parametrize(
+    "table, message, error",
+    [
+        (np.zeros((5, 4), dtype=np.int64), "float32 or float64", TypeError),
+        (np.zeros(4), "2-dimensional", ValueError),
+        (np.zeros((4, 5)).T, "C-contiguous", ValueError),
+        ([[0.0] * 4] * 5, "numpy.ndarray", TypeError),
+    ],
+)
 def test_bad_table(backend, table, message, error):
     d = good()
     with pytest.raises(error, match=message):
@@ -350,14 +503,17 @@ def test_reinforce_bad_returns_and_baseline(backend):
     with pytest.raises(ValueError, match=r"returns\[2\] = nan"):
         fastlmrl.reinforce_loss_tabular(d["table"], d["contexts"], d["tokens"], bad)
     with pytest.raises(ValueError, match=r"baseline\[2\] = nan"):
-        fastlmrl.reinforce_loss_tabular(d["table"], d["contexts"], d["tokens"], d["returns"],
-                                        baseline=bad)
+        fastlmrl.reinforce_loss_tabular(
+            d["table"], d["contexts"], d["tokens"], d["returns"], baseline=bad
+        )
     with pytest.raises(ValueError, match="baseline must be None, 'mean' or an array"):
-        fastlmrl.reinforce_loss_tabular(d["table"], d["contexts"], d["tokens"], d["returns"],
-                                        baseline="median")
+        fastlmrl.reinforce_loss_tabular(
+            d["table"], d["contexts"], d["tokens"], d["returns"], baseline="median"
+        )
     with pytest.raises(ValueError, match="estimator must be one of"):
-        fastlmrl.kl_penalty_loss_tabular(d["table"], d["contexts"], d["tokens"], d["ref"],
-                                         estimator="k0")
+        fastlmrl.kl_penalty_loss_tabular(
+            d["table"], d["contexts"], d["tokens"], d["ref"], estimator="k0"
+        )
 
 
 def test_read_only_table_is_accepted_and_untouched(backend):
@@ -377,6 +533,7 @@ def test_every_backend_exports_the_kernels():
 
 # ---- array shapes (direct callers) -------------------------------------------------------------
 
+
 def shape_args(kernel):
     """A valid direct call of ``kernel`` (N = 6 tokens, S = 4 contexts, V = 3): work arrays and
     outputs filled with a sentinel, ``rows`` / ``grad`` with min(N, S) rows, ``num_rows`` (1,),
@@ -384,28 +541,78 @@ def shape_args(kernel):
     d = case(5, 4, 3, 6)
     n, (s, v) = 6, d["table"].shape
     head = dict(table=d["table"], contexts=d["contexts"], tokens=d["tokens"])
-    work = dict(index=np.full(s, -7, np.int64), rows=np.full(min(n, s), -7, np.int64),
-                num_rows=np.full(1, -7, np.int64))
+    work = dict(
+        index=np.full(s, -7, np.int64),
+        rows=np.full(min(n, s), -7, np.int64),
+        num_rows=np.full(1, -7, np.int64),
+    )
     outs = dict(token_loss=np.full(n, -7.0), log_probs=np.full(n, -7.0))
     grad = np.full((min(n, s), v), -7.0)
     if kernel == "token_log_probs_tabular":
         return dict(**head, **work, log_probs=outs["log_probs"], num_threads=1)
     if kernel == "reinforce_loss_tabular":
-        return dict(**head, returns=d["returns"], baselines=d["base"], weights=d["w"], **work,
-                    **outs, grad=grad, stats=np.full(1, -7.0), num_threads=1)
+        return dict(
+            **head,
+            returns=d["returns"],
+            baselines=d["base"],
+            weights=d["w"],
+            **work,
+            **outs,
+            grad=grad,
+            stats=np.full(1, -7.0),
+            num_threads=1,
+        )
     if kernel == "kl_penalty_loss_tabular":
-        return dict(**head, ref_log_probs=d["ref"], weights=d["w"], kl_estimator=3, **work,
-                    **outs, grad=grad, stats=np.full(1, -7.0), num_threads=1)
+        return dict(
+            **head,
+            ref_log_probs=d["ref"],
+            weights=d["w"],
+            kl_estimator=3,
+            **work,
+            **outs,
+            grad=grad,
+            stats=np.full(1, -7.0),
+            num_threads=1,
+        )
     if kernel == "ppo_loss_tabular":
-        return dict(**head, old_log_probs=d["old"], advantages=d["adv"], weights=d["w"],
-                    ref_log_probs=d["ref"], sequence_offsets=np.array([0, 2, 6], np.int64),
-                    clip_low=0.2, clip_high=0.3, dual_clip=3.0, kl_coef=0.1, kl_estimator=3,
-                    sequence_level=1, **work, **outs, ratios=np.full(n, -7.0), grad=grad,
-                    stats=np.full(7, -7.0), num_threads=1)
-    return dict(**head, advantages=d["adv"], values=d["values"], returns=d["returns"],
-                old_values=d["old_values"], weights=d["w"], value_clip=0.2, value_coef=0.5,
-                entropy_coef=0.01, **work, **outs, entropies=np.full(n, -7.0), grad=grad,
-                value_grad=np.full(n, -7.0), stats=np.full(4, -7.0), num_threads=1)
+        return dict(
+            **head,
+            old_log_probs=d["old"],
+            advantages=d["adv"],
+            weights=d["w"],
+            ref_log_probs=d["ref"],
+            sequence_offsets=np.array([0, 2, 6], np.int64),
+            clip_low=0.2,
+            clip_high=0.3,
+            dual_clip=3.0,
+            kl_coef=0.1,
+            kl_estimator=3,
+            sequence_level=1,
+            **work,
+            **outs,
+            ratios=np.full(n, -7.0),
+            grad=grad,
+            stats=np.full(7, -7.0),
+            num_threads=1,
+        )
+    return dict(
+        **head,
+        advantages=d["adv"],
+        values=d["values"],
+        returns=d["returns"],
+        old_values=d["old_values"],
+        weights=d["w"],
+        value_clip=0.2,
+        value_coef=0.5,
+        entropy_coef=0.01,
+        **work,
+        **outs,
+        entropies=np.full(n, -7.0),
+        grad=grad,
+        value_grad=np.full(n, -7.0),
+        stats=np.full(4, -7.0),
+        num_threads=1,
+    )
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -1,11 +1,12 @@
 """fastlmrl.TabularMDP: stochastic tabular MDPs (Gymnasium toy-text tables), its step kernel in
 every backend, the planning model, the gamma = 1 check and the value-method trainers on it."""
+
+import gymnasium as gym
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import gymnasium as gym
+from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import TabularMDP
@@ -13,8 +14,6 @@ from fastlmrl.gym_adapters import tabular_mdp_from_gymnasium
 from fastlmrl.rng import RandomStreamExhausted, uniform
 from fastlmrl.trainers.q_learning import QLearningConfig, QLearningTrainer
 from fastlmrl.trainers.sarsa import SarsaConfig, SarsaTrainer
-
-from shape_checks import assert_rejects_bad_shapes
 
 # a two-state MDP written out by hand: from state 0 action 0 goes to 1 w.p. 0.25 (reward 1) or
 # ends the episode w.p. 0.75 (reward 5, next state 0 flagged terminated); action 1 stays (-1)
@@ -26,15 +25,24 @@ HAND = {
 
 def _kernel_args(mdp, actions, active, states, steps, key=7, counter=11, max_steps=0):
     n = len(states)
-    return dict(offsets=mdp.offsets.copy(), cdf=mdp.cdf.copy(),
-                next_states=mdp.next_states.copy(), rewards=mdp.rewards.copy(),
-                ends=mdp.terminated.view(np.uint8).copy(), n_actions=mdp.num_actions,
-                max_steps=max_steps, key=np.uint64(key), counter=np.uint64(counter),
-                actions=np.asarray(actions, np.int64), active=np.asarray(active, np.uint8),
-                states=np.asarray(states, np.int64).copy(),
-                steps=np.asarray(steps, np.int64).copy(),
-                rewards_out=np.zeros(n), terminated_out=np.zeros(n, np.uint8),
-                truncated_out=np.zeros(n, np.uint8))
+    return dict(
+        offsets=mdp.offsets.copy(),
+        cdf=mdp.cdf.copy(),
+        next_states=mdp.next_states.copy(),
+        rewards=mdp.rewards.copy(),
+        ends=mdp.terminated.view(np.uint8).copy(),
+        n_actions=mdp.num_actions,
+        max_steps=max_steps,
+        key=np.uint64(key),
+        counter=np.uint64(counter),
+        actions=np.asarray(actions, np.int64),
+        active=np.asarray(active, np.uint8),
+        states=np.asarray(states, np.int64).copy(),
+        steps=np.asarray(steps, np.int64).copy(),
+        rewards_out=np.zeros(n),
+        terminated_out=np.zeros(n, np.uint8),
+        truncated_out=np.zeros(n, np.uint8),
+    )
 
 
 def test_hand_computed_step(backend):
@@ -72,8 +80,12 @@ def test_builds_from_gymnasium_tables(name):
             want = [o for o in base.P[s][a] if o[0] > 0]
             assert hi - lo == len(want)
             for k, (p, s2, r, end) in zip(range(lo, hi), want):
-                assert (mdp.probabilities[k], mdp.next_states[k], mdp.rewards[k],
-                        mdp.terminated[k]) == (p, s2, r, end)
+                assert (
+                    mdp.probabilities[k],
+                    mdp.next_states[k],
+                    mdp.rewards[k],
+                    mdp.terminated[k],
+                ) == (p, s2, r, end)
 
 
 def test_slippery_frozen_lake_frequencies(backend):
@@ -89,15 +101,26 @@ def test_slippery_frozen_lake_frequencies(backend):
     assert (np.abs(counts[[0, 1, 4]] - n / 3) < 5 * sd).all(), counts
 
 
-@given(seed=st.integers(0, 2**64 - 1), counter=st.integers(0, 2**64 - 1),
-       n=st.integers(1, 40), max_steps=st.integers(0, 4))
+@given(
+    seed=st.integers(0, 2**64 - 1),
+    counter=st.integers(0, 2**64 - 1),
+    n=st.integers(1, 40),
+    max_steps=st.integers(0, 4),
+)
 def test_compiled_kernel_matches_reference(compiled, reference, seed, counter, n, max_steps):
     """Bit-identical with the reference (counters wrap modulo 2**64)."""
     rng = np.random.default_rng(seed % 2**32)
     mdp = tabular_mdp_from_gymnasium("FrozenLake-v1")
-    args = _kernel_args(mdp, rng.integers(0, 4, n), rng.integers(0, 2, n),
-                        rng.integers(0, 16, n), rng.integers(0, 5, n), key=seed, counter=counter,
-                        max_steps=max_steps)
+    args = _kernel_args(
+        mdp,
+        rng.integers(0, 4, n),
+        rng.integers(0, 2, n),
+        rng.integers(0, 16, n),
+        rng.integers(0, 5, n),
+        key=seed,
+        counter=counter,
+        max_steps=max_steps,
+    )
     ref = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
     assert compiled.tabular_mdp_step(*args.values()) == 0
     assert reference.tabular_mdp_step(*ref.values()) == 0
@@ -112,12 +135,17 @@ def test_kernel_rejects_bad_shapes(backend):
     assert_rejects_bad_shapes(module, "tabular_mdp_step", args)
 
 
-@pytest.mark.parametrize("field,value,status", [("states", [0, 2, 0], 1),
-                                                ("actions", [0, 2, 0], 2),
-                                                ("next_states", [1, 0, 0, 1, 5, 1], 3),
-                                                ("rewards", [1, 5, -1, 0, 2, np.nan], 5),
-                                                ("offsets", [0, 2, 3, 4, 7], 6),
-                                                ("steps", [0, 2**63 - 1, 0], 46)])
+@pytest.mark.parametrize(
+    "field,value,status",
+    [
+        ("states", [0, 2, 0], 1),
+        ("actions", [0, 2, 0], 2),
+        ("next_states", [1, 0, 0, 1, 5, 1], 3),
+        ("rewards", [1, 5, -1, 0, 2, np.nan], 5),
+        ("offsets", [0, 2, 3, 4, 7], 6),
+        ("steps", [0, 2**63 - 1, 0], 46),
+    ],
+)
 def test_kernel_refuses_before_writing(backend, field, value, status):
     """A bad id, reward, offset or step count anywhere in the batch: status, nothing written."""
     mdp = TabularMDP(HAND)
@@ -174,8 +202,15 @@ def _bellman_values(P, gamma, iters=5000):
     n_s, n_a = len(P), len(P[0])
     v = np.zeros(n_s)
     for _ in range(iters):
-        q = np.array([[sum(p * (r + (0.0 if end else gamma * v[s2])) for p, s2, r, end in P[s][a])
-                       for a in range(n_a)] for s in range(n_s)])
+        q = np.array(
+            [
+                [
+                    sum(p * (r + (0.0 if end else gamma * v[s2])) for p, s2, r, end in P[s][a])
+                    for a in range(n_a)
+                ]
+                for s in range(n_s)
+            ]
+        )
         v_new = q.max(axis=1)
         if np.abs(v_new - v).max() < 1e-13:
             return v_new, q
@@ -215,8 +250,9 @@ def test_q_learning_on_frozen_lake_approaches_optimal_value():
     mdp = tabular_mdp_from_gymnasium("FrozenLake-v1", num_envs=64)
     dense = mdp.to_dense()
     v_star = fastlmrl.value_iteration(dense, gamma, epsilon=1e-10).values
-    cfg = QLearningConfig(alpha=0.05, gamma=gamma, epsilon_start=1.0, epsilon_end=0.1,
-                          decay_iterations=150)
+    cfg = QLearningConfig(
+        alpha=0.05, gamma=gamma, epsilon_start=1.0, epsilon_end=0.1, decay_iterations=150
+    )
     with fastlmrl.use_backend("cython"):
         trainer = QLearningTrainer(mdp, cfg, seed=0)
         trainer.train(300)
@@ -229,7 +265,7 @@ def _greedy_return(trainer, mdp, limit=100):
     s, total = 36, 0.0
     P = gym.make("CliffWalking-v1").unwrapped.P
     for _ in range(limit):
-        (p, s, r, end), = P[s][int(trainer.greedy_policy()[s])]
+        ((p, s, r, end),) = P[s][int(trainer.greedy_policy()[s])]
         total += r
         if end:
             return total
@@ -249,13 +285,16 @@ def test_cliff_walking_sarsa_beats_q_learning_online():
     the third.)"""
     online, greedy = {}, {}
     with fastlmrl.use_backend("cython"):
-        for name, Trainer, Config in [("sarsa", SarsaTrainer, SarsaConfig),
-                                      ("q", QLearningTrainer, QLearningConfig)]:
+        for name, Trainer, Config in [
+            ("sarsa", SarsaTrainer, SarsaConfig),
+            ("q", QLearningTrainer, QLearningConfig),
+        ]:
             runs = []
             for seed in range(3):
                 mdp = tabular_mdp_from_gymnasium("CliffWalking-v1", num_envs=1)
-                cfg = Config(alpha=0.5, gamma=1.0, epsilon_start=0.1, epsilon_end=0.1,
-                             decay_iterations=0)
+                cfg = Config(
+                    alpha=0.5, gamma=1.0, epsilon_start=0.1, epsilon_end=0.1, decay_iterations=0
+                )
                 trainer = Trainer(mdp, cfg, seed=seed)
                 trainer.train(500)
                 runs.append([h["reward"] for h in trainer.history])
@@ -295,14 +334,37 @@ def test_gym_task_and_cli(tmp_path):
     from fastlmrl.tasks import make_gym_task
 
     task = make_gym_task("cliffwalking", num_envs=2)
-    assert (task.name, task.env_id, task.env.num_states, task.env.num_envs) == \
-        ("cliffwalking", "CliffWalking-v1", 48, 2)
+    assert (task.name, task.env_id, task.env.num_states, task.env.num_envs) == (
+        "cliffwalking",
+        "CliffWalking-v1",
+        48,
+        2,
+    )
     assert make_gym_task("FrozenLake-v1").name == "frozenlake"
     with pytest.raises(ValueError, match="env_id"):
         make_gym_task("NoSuchEnv-v0")
     out = tmp_path / "run"
-    assert cli.main(["train", "--algo", "q_learning", "--env", "frozenlake", "--steps", "4",
-                     "--seed", "1", "--out", str(out), "--quiet", "--set", "gamma=0.99"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--algo",
+                "q_learning",
+                "--env",
+                "frozenlake",
+                "--steps",
+                "4",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "gamma=0.99",
+            ]
+        )
+        == 0
+    )
     assert (out / "metrics.jsonl").read_text().count("\n") == 4
 
 
@@ -315,8 +377,9 @@ def test_planners_plan_on_the_dense_model(algo):
     env = gym.make("FrozenLake-v1")
     v_ref, _ = _bellman_values(env.unwrapped.P, 0.99)
     Planner = VALUE_ALGORITHMS[algo]
-    planner = Planner(tabular_mdp_from_gymnasium(env, num_envs=500),
-                      Planner.Config(gamma=0.99), seed=0)
+    planner = Planner(
+        tabular_mdp_from_gymnasium(env, num_envs=500), Planner.Config(gamma=0.99), seed=0
+    )
     planner.train(1)
     assert abs(planner.values[0] - v_ref[0]) < 1e-5
     # success rate of the optimal policy within 100 steps: ~0.74 (binomial sd 0.02 at B = 500)
@@ -354,6 +417,7 @@ def test_resumed_run_is_bit_identical(tmp_path):
     """A SARSA run on slippery FrozenLake saved after 3 iterations and resumed ends with the same
     table and history as one that never stopped (the environment's draws come from the
     trainer's stream)."""
+
     def fresh():
         mdp = tabular_mdp_from_gymnasium("FrozenLake-v1", num_envs=8)
         return SarsaTrainer(mdp, SarsaConfig(gamma=0.99, alpha=0.2), seed=9)
@@ -369,10 +433,15 @@ def test_resumed_run_is_bit_identical(tmp_path):
     assert [h["reward"] for h in resumed.history] == [h["reward"] for h in straight.history]
 
 
-@given(seed=st.integers(0, 2**32 - 1), n_states=st.integers(1, 5), n_actions=st.integers(1, 3),
-       n=st.integers(1, 30))
-def test_compiled_kernel_matches_reference_on_random_tables(compiled, reference, seed, n_states,
-                                                             n_actions, n):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_states=st.integers(1, 5),
+    n_actions=st.integers(1, 3),
+    n=st.integers(1, 30),
+)
+def test_compiled_kernel_matches_reference_on_random_tables(
+    compiled, reference, seed, n_states, n_actions, n
+):
     """Random CSR tables whose running sums may stop short of 1 (the last outcome then takes the
     rest): compiled == reference, bit for bit; and the outcome taken is the first k with
     u < cdf[k] (else the last)."""
@@ -390,11 +459,27 @@ def test_compiled_kernel_matches_reference_on_random_tables(compiled, reference,
     key, counter = int(rng.integers(0, 2**63)), int(rng.integers(0, 2**63))
 
     def call(module):
-        out = dict(states=states.copy(), steps=np.zeros(n, np.int64), rewards_out=np.zeros(n),
-                   terminated_out=np.zeros(n, np.uint8), truncated_out=np.zeros(n, np.uint8))
-        status = module.tabular_mdp_step(offsets, cdf, nxt, rew, ends, n_actions, 0,
-                                         np.uint64(key), np.uint64(counter), acts, active,
-                                         *out.values())
+        out = dict(
+            states=states.copy(),
+            steps=np.zeros(n, np.int64),
+            rewards_out=np.zeros(n),
+            terminated_out=np.zeros(n, np.uint8),
+            truncated_out=np.zeros(n, np.uint8),
+        )
+        status = module.tabular_mdp_step(
+            offsets,
+            cdf,
+            nxt,
+            rew,
+            ends,
+            n_actions,
+            0,
+            np.uint64(key),
+            np.uint64(counter),
+            acts,
+            active,
+            *out.values(),
+        )
         assert status == 0
         return out
 

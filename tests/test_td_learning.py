@@ -1,5 +1,6 @@
 """Q-learning, SARSA, expected SARSA, double Q-learning: reference equivalence, hand cases,
 convergence on the seed toy, bad input (and tables left untouched on error)."""
+
 import math
 
 import numpy as np
@@ -44,17 +45,51 @@ def _run(module, name, q, batch, *extra, q2=None):
     b = dict(batch, terminated=batch["terminated"].view(np.uint8))
     fn = getattr(module, name)
     if name == "q_learning_update":
-        status = fn(q, b["states"], b["actions"], b["rewards"], b["next_states"], b["terminated"],
-                    *extra, td)
+        status = fn(
+            q,
+            b["states"],
+            b["actions"],
+            b["rewards"],
+            b["next_states"],
+            b["terminated"],
+            *extra,
+            td,
+        )
     elif name == "sarsa_update":
-        status = fn(q, b["states"], b["actions"], b["rewards"], b["next_states"],
-                    b["next_actions"], b["terminated"], *extra, td)
+        status = fn(
+            q,
+            b["states"],
+            b["actions"],
+            b["rewards"],
+            b["next_states"],
+            b["next_actions"],
+            b["terminated"],
+            *extra,
+            td,
+        )
     elif name == "expected_sarsa_update":
-        status = fn(q, b["states"], b["actions"], b["rewards"], b["next_states"], b["terminated"],
-                    *extra, td)
+        status = fn(
+            q,
+            b["states"],
+            b["actions"],
+            b["rewards"],
+            b["next_states"],
+            b["terminated"],
+            *extra,
+            td,
+        )
     else:
-        status = fn(q, q2, b["states"], b["actions"], b["rewards"], b["next_states"],
-                    b["terminated"], *extra, td)
+        status = fn(
+            q,
+            q2,
+            b["states"],
+            b["actions"],
+            b["rewards"],
+            b["next_states"],
+            b["terminated"],
+            *extra,
+            td,
+        )
     assert status == 0
     return td
 
@@ -116,8 +151,14 @@ def test_double_q_matches_reference(compiled, reference, case, seed, counter):
 def test_q_learning_hand_computed(backend):
     q = np.array([[0.0, 1.0], [2.0, 4.0]])
     td = fastlmrl.q_learning_update(
-        q, states=[0, 0, 1], actions=[0, 0, 1], rewards=[1.0, 0.0, 3.0], next_states=[1, 1, 0],
-        terminated=[False, False, True], alpha=0.5, gamma=0.9,
+        q,
+        states=[0, 0, 1],
+        actions=[0, 0, 1],
+        rewards=[1.0, 0.0, 3.0],
+        next_states=[1, 1, 0],
+        terminated=[False, False, True],
+        alpha=0.5,
+        gamma=0.9,
     )
     # 1) target 1 + 0.9*4 = 4.6, td 4.6, Q00 = 2.3
     # 2) target 0 + 0.9*4 = 3.6, td 3.6 - 2.3 = 1.3, Q00 = 2.95
@@ -162,6 +203,7 @@ def test_expected_sarsa_with_zero_epsilon_is_q_learning(backend):
 def test_double_q_hand_computed(backend):
     # Find which table the coin picks for counter 0 of seed 3, then check that update by hand.
     from fastlmrl.rng import uniform
+
     first_is_learner = uniform(stream_key(3), 0) < 0.5
     q1 = np.array([[0.0, 0.0], [1.0, 5.0]])
     q2 = np.array([[0.0, 0.0], [7.0, 2.0]])
@@ -216,10 +258,12 @@ def test_empty_batch(backend):
 def test_int32_ids_and_mixed_id_dtypes(backend):
     q1, q2 = np.zeros((3, 3)), np.zeros((3, 3))
     s = np.array([0, 1], np.int32)
-    fastlmrl.q_learning_update(q1, s, np.array([1, 2], np.int32), [1.0, 2.0], s, [False, True],
-                               0.5, 0.9)
-    fastlmrl.q_learning_update(q2, s, np.array([1, 2], np.int64), [1.0, 2.0], s.astype(np.uint8),
-                               [False, True], 0.5, 0.9)
+    fastlmrl.q_learning_update(
+        q1, s, np.array([1, 2], np.int32), [1.0, 2.0], s, [False, True], 0.5, 0.9
+    )
+    fastlmrl.q_learning_update(
+        q2, s, np.array([1, 2], np.int64), [1.0, 2.0], s.astype(np.uint8), [False, True], 0.5, 0.9
+    )
     np.testing.assert_array_equal(q1, q2)
 
 
@@ -228,8 +272,15 @@ def _q():
     return np.arange(6.0).reshape(2, 3)
 
 
-GOOD = dict(states=[0, 1], actions=[0, 2], rewards=[1.0, 2.0], next_states=[1, 0],
-            terminated=[False, True], alpha=0.5, gamma=0.9)
+GOOD = dict(
+    states=[0, 1],
+    actions=[0, 2],
+    rewards=[1.0, 2.0],
+    next_states=[1, 0],
+    terminated=[False, True],
+    alpha=0.5,
+    gamma=0.9,
+)
 
 
 @pytest.mark.parametrize(
@@ -272,7 +323,9 @@ def test_bad_table(backend):
 def test_sarsa_bad_next_actions(backend):
     q = _q()
     with pytest.raises(ValueError, match=r"next_actions\[1\] = 3"):
-        fastlmrl.sarsa_update(q, [0, 1], [0, 2], [1.0, 2.0], [1, 0], [0, 3], [False, True], 0.5, 0.9)
+        fastlmrl.sarsa_update(
+            q, [0, 1], [0, 2], [1.0, 2.0], [1, 0], [0, 3], [False, True], 0.5, 0.9
+        )
     np.testing.assert_array_equal(q, _q())
 
 
@@ -298,22 +351,45 @@ def test_double_q_bad_input_leaves_both_tables_and_stream_untouched(backend):
 
 # ---- array shapes (direct callers) -------------------------------------------------------------
 
-@pytest.mark.parametrize("kernel", ["double_q_learning_update", "expected_sarsa_update",
-                                    "q_learning_update", "sarsa_update"])
+
+@pytest.mark.parametrize(
+    "kernel",
+    ["double_q_learning_update", "expected_sarsa_update", "q_learning_update", "sarsa_update"],
+)
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     q = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
-    batch = dict(states=np.array([0, 1, 2], np.int64), actions=np.array([1, 3, 0], np.int64),
-                 rewards=np.array([1.0, -0.5, 0.25]), next_states=np.array([2, 0, 1], np.int64))
+    batch = dict(
+        states=np.array([0, 1, 2], np.int64),
+        actions=np.array([1, 3, 0], np.int64),
+        rewards=np.array([1.0, -0.5, 0.25]),
+        next_states=np.array([2, 0, 1], np.int64),
+    )
     done, td = np.array([0, 1, 0], np.uint8), np.full(3, -7.0)
     rates = dict(alpha=0.5, gamma=0.9)
-    args = {"q_learning_update": dict(q=q, **batch, terminated=done, **rates, td_out=td),
-            "sarsa_update": dict(q=q, **batch, next_actions=np.array([3, 2, 1], np.int64),
-                                 terminated=done, **rates, td_out=td),
-            "expected_sarsa_update": dict(q=q, **batch, terminated=done, **rates, epsilon=0.1,
-                                          td_out=td),
-            "double_q_learning_update": dict(q1=q, q2=-q, **batch, terminated=done, **rates,
-                                             key=np.uint64(5), counter=np.uint64(0),
-                                             td_out=td)}[kernel]
+    args = {
+        "q_learning_update": dict(q=q, **batch, terminated=done, **rates, td_out=td),
+        "sarsa_update": dict(
+            q=q,
+            **batch,
+            next_actions=np.array([3, 2, 1], np.int64),
+            terminated=done,
+            **rates,
+            td_out=td,
+        ),
+        "expected_sarsa_update": dict(
+            q=q, **batch, terminated=done, **rates, epsilon=0.1, td_out=td
+        ),
+        "double_q_learning_update": dict(
+            q1=q,
+            q2=-q,
+            **batch,
+            terminated=done,
+            **rates,
+            key=np.uint64(5),
+            counter=np.uint64(0),
+            td_out=td,
+        ),
+    }[kernel]
     for module in (reference, compiled):
         # one table's shape is free (a short q only moves the id ranges); q2 must match q1
         assert_rejects_bad_shapes(module, kernel, args, skip={("q", 0), ("q", 1)})
@@ -327,13 +403,17 @@ def test_bad_shapes_status_is_an_internal_error():
 
 # ---- direct calls (issue 14): the fast paths give the full path's bits and errors ---------------
 
+
 def _fast_and_full(float_dtype, n, index=np.int64, seed=0):
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((5, 4)).astype(float_dtype)
-    b = dict(states=rng.integers(0, 5, n).astype(index),
-             actions=rng.integers(0, 4, n).astype(index),
-             rewards=rng.standard_normal(n).astype(float_dtype),
-             next_states=rng.integers(0, 5, n).astype(index), terminated=rng.random(n) < 0.3)
+    b = dict(
+        states=rng.integers(0, 5, n).astype(index),
+        actions=rng.integers(0, 4, n).astype(index),
+        rewards=rng.standard_normal(n).astype(float_dtype),
+        next_states=rng.integers(0, 5, n).astype(index),
+        terminated=rng.random(n) < 0.3,
+    )
     return q, b
 
 
@@ -355,25 +435,34 @@ def test_direct_call_equals_the_validated_path(backend, float_dtype, index_dtype
     np.testing.assert_array_equal(td_fast, td_full)
     np.testing.assert_array_equal(q_fast, q_full)
     q_lists = q.copy()  # one-element lists of Python scalars: the direct call too
-    td_lists = fn(q_lists, **{k: v.tolist() for k, v in b.items()}, alpha=0.3, gamma=0.9,
-                  **extra)
+    td_lists = fn(q_lists, **{k: v.tolist() for k, v in b.items()}, alpha=0.3, gamma=0.9, **extra)
     np.testing.assert_array_equal(td_lists, td_full)
     np.testing.assert_array_equal(q_lists, q_full)
 
 
-@pytest.mark.parametrize("change, exc, match", [
-    (dict(states=[2**63]), ValueError, "states holds ids too large for int64"),
-    (dict(states=[-2**63 - 1]), (ValueError, TypeError, OverflowError), "states"),
-    (dict(states=[1.0]), TypeError, "states must hold integer ids"),
-    (dict(rewards=[1]), None, None),  # an int reward is a real number
-    (dict(terminated=[1]), None, None),  # 0/1 ints are accepted as flags
-    (dict(terminated=[2]), ValueError, "terminated must be boolean"),
-    (dict(alpha=True), TypeError, "alpha must be a real number"),
-])
+@pytest.mark.parametrize(
+    "change, exc, match",
+    [
+        (dict(states=[2**63]), ValueError, "states holds ids too large for int64"),
+        (dict(states=[-(2**63) - 1]), (ValueError, TypeError, OverflowError), "states"),
+        (dict(states=[1.0]), TypeError, "states must hold integer ids"),
+        (dict(rewards=[1]), None, None),  # an int reward is a real number
+        (dict(terminated=[1]), None, None),  # 0/1 ints are accepted as flags
+        (dict(terminated=[2]), ValueError, "terminated must be boolean"),
+        (dict(alpha=True), TypeError, "alpha must be a real number"),
+    ],
+)
 def test_one_element_lists_are_checked_like_arrays(backend, change, exc, match):
     q = np.zeros((2, 2))
-    call = dict(states=[0], actions=[1], rewards=[1.0], next_states=[1], terminated=[False],
-                alpha=0.5, gamma=0.9)
+    call = dict(
+        states=[0],
+        actions=[1],
+        rewards=[1.0],
+        next_states=[1],
+        terminated=[False],
+        alpha=0.5,
+        gamma=0.9,
+    )
     call.update(change)
     if exc is None:
         fastlmrl.q_learning_update(q, **call)
@@ -385,14 +474,17 @@ def test_one_element_lists_are_checked_like_arrays(backend, change, exc, match):
 
 
 @pytest.mark.parametrize("n", [1, 3])
-@pytest.mark.parametrize("change, match", [
-    (dict(states=np.array([0, 0, 9])), r"states\[\d\] = 9 is out of range \[0, 5\)"),
-    (dict(next_states=np.array([0, 0, -1])), r"next_states\[\d\] = -1 is out of range"),
-    (dict(actions=np.array([0, 0, 4])), r"actions\[\d\] = 4 is out of range \[0, 4\)"),
-    (dict(rewards=np.array([0.0, 0.0, np.nan])), r"rewards\[\d\] = nan is not finite"),
-    (dict(alpha=0.0), r"alpha must be in \(0.0, 1.0\]"),
-    (dict(gamma=float("nan")), "gamma must be finite"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(states=np.array([0, 0, 9])), r"states\[\d\] = 9 is out of range \[0, 5\)"),
+        (dict(next_states=np.array([0, 0, -1])), r"next_states\[\d\] = -1 is out of range"),
+        (dict(actions=np.array([0, 0, 4])), r"actions\[\d\] = 4 is out of range \[0, 4\)"),
+        (dict(rewards=np.array([0.0, 0.0, np.nan])), r"rewards\[\d\] = nan is not finite"),
+        (dict(alpha=0.0), r"alpha must be in \(0.0, 1.0\]"),
+        (dict(gamma=float("nan")), "gamma must be finite"),
+    ],
+)
 def test_direct_call_refused_raises_the_validated_error(backend, n, change, match):
     q, b = _fast_and_full(np.float64, n)
     call = dict(b, alpha=0.5, gamma=0.9)
@@ -406,14 +498,19 @@ def test_direct_call_refused_raises_the_validated_error(backend, n, change, matc
 def test_direct_call_falls_back_for_other_layouts(backend):
     """Non-contiguous, read-only or other-dtype arguments take the validated path (same bits)."""
     q, b = _fast_and_full(np.float64, 6)
-    odd = dict(b, states=np.repeat(b["states"], 2)[::2], rewards=b["rewards"].astype(np.float32),
-               actions=b["actions"].astype(np.int32))
+    odd = dict(
+        b,
+        states=np.repeat(b["states"], 2)[::2],
+        rewards=b["rewards"].astype(np.float32),
+        actions=b["actions"].astype(np.int32),
+    )
     odd["next_states"] = b["next_states"].copy()
     odd["next_states"].flags.writeable = False
     assert not odd["states"].flags.c_contiguous
     expected = q.copy()
-    td_expected = fastlmrl.q_learning_update(expected, **{k: v.tolist() for k, v in odd.items()},
-                                             alpha=0.5, gamma=0.9)
+    td_expected = fastlmrl.q_learning_update(
+        expected, **{k: v.tolist() for k, v in odd.items()}, alpha=0.5, gamma=0.9
+    )
     td = fastlmrl.q_learning_update(q, **odd, alpha=0.5, gamma=0.9)
     np.testing.assert_array_equal(q, expected)
     np.testing.assert_array_equal(td, td_expected)
@@ -442,17 +539,21 @@ def test_q_learning_update_one_equals_a_batch_of_one(compiled, reference, case):
 
 def test_q_learning_update_one_refuses_before_writing(compiled, reference):
     from fastlmrl import Status
+
     for module in (reference, compiled):
         q = np.zeros((2, 3))
-        for args, status in [((2, 0, 1.0, 0, False, 0.5, 0.9), Status.BAD_STATES),
-                             ((0, -1, 1.0, 0, False, 0.5, 0.9), Status.BAD_ACTIONS),
-                             ((0, 0, 1.0, 2, True, 0.5, 0.9), Status.BAD_NEXT_STATES),
-                             ((0, 0, math.inf, 0, False, 0.5, 0.9), Status.BAD_REWARDS),
-                             ((0, 0, 1.0, 0, False, 1.5, 0.9), Status.BAD_ALPHA),
-                             ((0, 0, 1.0, 0, False, 0.5, -0.1), Status.BAD_GAMMA)]:
+        for args, status in [
+            ((2, 0, 1.0, 0, False, 0.5, 0.9), Status.BAD_STATES),
+            ((0, -1, 1.0, 0, False, 0.5, 0.9), Status.BAD_ACTIONS),
+            ((0, 0, 1.0, 2, True, 0.5, 0.9), Status.BAD_NEXT_STATES),
+            ((0, 0, math.inf, 0, False, 0.5, 0.9), Status.BAD_REWARDS),
+            ((0, 0, 1.0, 0, False, 1.5, 0.9), Status.BAD_ALPHA),
+            ((0, 0, 1.0, 0, False, 0.5, -0.1), Status.BAD_GAMMA),
+        ]:
             assert module.q_learning_update_one(q, *args) == (status, 0.0)
         assert (q == 0).all()
         from numba.core.errors import TypingError
+
         with pytest.raises((TypeError, TypingError), match="integer"):  # never truncated
             module.q_learning_update_one(q, 0.5, 0, 1.0, 0, False, 0.5, 0.9)
         assert (q == 0).all()

@@ -1,4 +1,5 @@
 """CharTokenizer / WordTokenizer: vocabulary, round trips, unknown tokens, save/load, bad input."""
+
 import json
 import os
 
@@ -55,8 +56,13 @@ def test_char_round_trip_on_its_own_text(text):
     assert ids.tolist() == [tok.token_to_id(c) for c in body]
 
 
-@given(st.lists(st.sampled_from(["the", "cat", "sat", "on", "mat", "a", "é", "日本"]),
-                min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.sampled_from(["the", "cat", "sat", "on", "mat", "a", "é", "日本"]),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_word_round_trip(words):
     text = " ".join(words)
     tok = WordTokenizer(text)
@@ -110,8 +116,10 @@ def test_explicit_tokens_and_fit_replaces_vocabulary():
     assert w.encode("world hello").tolist() == [4, 3]
 
 
-@pytest.mark.parametrize("cls,text", [(CharTokenizer, "héllo wörld 日本 \u2603"),
-                                      (WordTokenizer, "héllo wörld 日本 héllo \u2603")])
+@pytest.mark.parametrize(
+    "cls,text",
+    [(CharTokenizer, "héllo wörld 日本 \u2603"), (WordTokenizer, "héllo wörld 日本 héllo \u2603")],
+)
 def test_save_load_round_trip(tmp_path, cls, text):
     tok = cls(text, min_count=1, max_vocab_size=50)
     path = tmp_path / "tok.json"
@@ -168,13 +176,22 @@ def test_load_errors_name_the_file(tmp_path):
     bad.write_text('{"format": "other"}', "utf-8")
     with pytest.raises(ValueError, match="not a fastlmrl tokenizer"):
         load_tokenizer(bad)
-    good = {"format": "fastlmrl.tokenizer", "version": 1, "type": "char", "min_count": 1,
-            "max_vocab_size": None, "tokens": ["<bos>", "<eos>", "<unk>", "a"]}
-    for change, msg in [({"version": 2}, "version"), ({"type": "bpe"}, "type"),
-                        ({"tokens": ["a", "<bos>"]}, "tokens"),
-                        ({"tokens": ["<bos>", "<eos>", "<unk>", "ab"]}, "one character"),
-                        ({"tokens": ["<bos>", "<eos>", "<unk>", "a", "a"]}, "unique"),
-                        ({"min_count": 0}, "min_count")]:
+    good = {
+        "format": "fastlmrl.tokenizer",
+        "version": 1,
+        "type": "char",
+        "min_count": 1,
+        "max_vocab_size": None,
+        "tokens": ["<bos>", "<eos>", "<unk>", "a"],
+    }
+    for change, msg in [
+        ({"version": 2}, "version"),
+        ({"type": "bpe"}, "type"),
+        ({"tokens": ["a", "<bos>"]}, "tokens"),
+        ({"tokens": ["<bos>", "<eos>", "<unk>", "ab"]}, "one character"),
+        ({"tokens": ["<bos>", "<eos>", "<unk>", "a", "a"]}, "unique"),
+        ({"min_count": 0}, "min_count"),
+    ]:
         bad.write_text(json.dumps({**good, **change}), "utf-8")
         with pytest.raises(ValueError, match=msg):
             load_tokenizer(bad)

@@ -5,6 +5,7 @@ Expected values come from pure-PyTorch formulas written here (log_softmax + gath
 float64 and from autograd through those formulas.  PyTorch is a test requirement: without it this
 module fails to import (the README's test command installs the CPU build first).
 """
+
 import inspect
 import re
 import subprocess
@@ -17,13 +18,16 @@ import pytest
 try:
     import torch
 except ImportError as exc:  # a missing torch fails the run, it is never skipped
-    raise ImportError("the fastlmrl.torch tests need PyTorch: pip install torch==2.13.0 (CPU "
-                      "build), or pip install 'fastlmrl[torch]'") from exc
+    raise ImportError(
+        "the fastlmrl.torch tests need PyTorch: pip install torch==2.13.0 (CPU "
+        "build), or pip install 'fastlmrl[torch]'"
+    ) from exc
+
+from torch.autograd import gradcheck
+from torch.library import opcheck
 
 import fastlmrl
 import fastlmrl.torch as ft
-from torch.autograd import gradcheck
-from torch.library import opcheck
 
 F64 = torch.float64
 F32 = torch.float32
@@ -49,6 +53,7 @@ def rng_tensors(n=6, v=7, dtype=F64, seed=0, batch=None):
 
 # --- pure-PyTorch formulas (independent of fastlmrl) ----------------------------------------------
 
+
 def torch_logp(x, t):
     return torch.log_softmax(x, -1).gather(-1, t[..., None])[..., 0]
 
@@ -68,8 +73,20 @@ def torch_kl(logp, ref, estimator):
     return torch.exp(u) - 1 - u
 
 
-def torch_ppo(x, t, old, adv, w, clip_low=0.2, clip_high=None, dual_clip=None, ref=None,
-              kl_coef=0.0, estimator="k3", offsets=None):
+def torch_ppo(
+    x,
+    t,
+    old,
+    adv,
+    w,
+    clip_low=0.2,
+    clip_high=None,
+    dual_clip=None,
+    ref=None,
+    kl_coef=0.0,
+    estimator="k3",
+    offsets=None,
+):
     """Schulman et al. 2017 eq. 7 (+ clip-higher, dual clip, GSPO-token ratios, KL penalty)."""
     clip_high = clip_low if clip_high is None else clip_high
     logp = torch_logp(x, t)
@@ -90,8 +107,9 @@ def torch_ppo(x, t, old, adv, w, clip_low=0.2, clip_high=None, dual_clip=None, r
     return (w * loss).sum()
 
 
-def torch_a2c(x, t, adv, values, returns, w, value_coef=0.5, entropy_coef=0.01, old=None,
-              clip=None):
+def torch_a2c(
+    x, t, adv, values, returns, w, value_coef=0.5, entropy_coef=0.01, old=None, clip=None
+):
     value_loss = (values - returns) ** 2
     if clip is not None:
         clipped = old + torch.clamp(values - old, -clip, clip)
@@ -106,17 +124,21 @@ def flat_np(t):
 
 # --- import behaviour -----------------------------------------------------------------------------
 
+
 def test_import_fastlmrl_does_not_import_torch():
     code = "import sys, fastlmrl; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_import_without_torch_names_the_extra():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "try:\n    import fastlmrl.torch\nexcept ImportError as e:\n    print(e)\n"
-            "else:\n    raise SystemExit('no ImportError')")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import fastlmrl.torch\nexcept ImportError as e:\n    print(e)\n"
+        "else:\n    raise SystemExit('no ImportError')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     assert "pip install 'fastlmrl[torch]'" in out
 
 
@@ -129,8 +151,9 @@ ROW_OPS = [
 ]
 
 
-@pytest.mark.parametrize("op,formula,takes_tokens", ROW_OPS, ids=["token_log_probs", "entropy",
-                                                                  "logsumexp"])
+@pytest.mark.parametrize(
+    "op,formula,takes_tokens", ROW_OPS, ids=["token_log_probs", "entropy", "logsumexp"]
+)
 def test_row_ops_match_torch_formula_and_gradcheck(op, formula, takes_tokens):
     x, t, _ = rng_tensors(batch=(2, 3), v=5)
     x[0, 1, 2] = float("-inf")  # a masked logit (not the sampled one below)
@@ -145,20 +168,23 @@ def test_row_ops_match_torch_formula_and_gradcheck(op, formula, takes_tokens):
     torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
     xs = torch.randn(3, 4, dtype=F64, requires_grad=True)
     ts = torch.tensor([0, 3, 1])
-    assert gradcheck(lambda z: (op(z, ts) if takes_tokens else op(z)), (xs,))
+    assert gradcheck(lambda z: op(z, ts) if takes_tokens else op(z), (xs,))
 
 
 def test_token_log_probs_masked_token_and_nonfinite_upstream():
     """A sampled token whose logit is -inf: log-prob -inf, gradient onehot - p (the fallback)."""
-    x = torch.tensor([[0.0, float("-inf"), 1.0], [0.5, 0.2, -0.3]], dtype=F64,
-                     requires_grad=True)
+    x = torch.tensor([[0.0, float("-inf"), 1.0], [0.5, 0.2, -0.3]], dtype=F64, requires_grad=True)
     t = torch.tensor([1, 0])
     lp = ft.token_log_probs(x, t)
     assert lp[0] == float("-inf")
     (g,) = torch.autograd.grad(lp, x, torch.tensor([2.0, -1.5], dtype=F64))
     p = torch.softmax(x.detach(), -1)
-    want = torch.stack([2.0 * (torch.tensor([0.0, 1.0, 0.0], dtype=F64) - p[0]),
-                        -1.5 * (torch.tensor([1.0, 0.0, 0.0], dtype=F64) - p[1])])
+    want = torch.stack(
+        [
+            2.0 * (torch.tensor([0.0, 1.0, 0.0], dtype=F64) - p[0]),
+            -1.5 * (torch.tensor([1.0, 0.0, 0.0], dtype=F64) - p[1]),
+        ]
+    )
     torch.testing.assert_close(g, want, rtol=1e-14, atol=1e-14)
 
 
@@ -166,8 +192,9 @@ def test_token_log_probs_masked_token_and_nonfinite_upstream():
 def test_row_ops_equal_numpy_api(dtype):
     x, t, _ = rng_tensors(n=9, v=33, dtype=dtype)
     xn, tn = x.numpy(), t.numpy()
-    np.testing.assert_array_equal(ft.token_log_probs(x, t).numpy(),
-                                  fastlmrl.token_log_probs(xn, tn))
+    np.testing.assert_array_equal(
+        ft.token_log_probs(x, t).numpy(), fastlmrl.token_log_probs(xn, tn)
+    )
     np.testing.assert_array_equal(ft.entropy(x).numpy(), fastlmrl.entropy(xn))
     np.testing.assert_array_equal(ft.logsumexp(x).numpy(), fastlmrl.logsumexp(xn))
     x.requires_grad_(True)
@@ -180,8 +207,7 @@ def test_row_ops_equal_numpy_api(dtype):
 
 PPO_CASES = {
     "token": dict(clip_low=0.2, clip_high=0.28),
-    "dual_clip_kl_k3": dict(clip_low=0.2, dual_clip=2.0, ref=True, kl_coef=0.1,
-                            estimator="k3"),
+    "dual_clip_kl_k3": dict(clip_low=0.2, dual_clip=2.0, ref=True, kl_coef=0.1, estimator="k3"),
     "kl_k1": dict(ref=True, kl_coef=0.3, estimator="k1"),
     "kl_k2": dict(ref=True, kl_coef=0.3, estimator="k2"),
     "sequence": dict(offsets=[0, 2, 2, 5, 8]),
@@ -189,13 +215,21 @@ PPO_CASES = {
 
 
 def ours_ppo(x, t, per, case):
-    return ft.ppo_loss(x, t, per["old"], per["adv"], per["w"], clip_low=case.get("clip_low", 0.2),
-                       clip_high=case.get("clip_high"), dual_clip=case.get("dual_clip"),
-                       ratio_level="sequence" if "offsets" in case else "token",
-                       sequence_offsets=(torch.tensor(case["offsets"]) if "offsets" in case
-                                         else None),
-                       ref_log_probs=per["ref"] if case.get("ref") else None,
-                       kl_coef=case.get("kl_coef", 0.0), kl_estimator=case.get("estimator", "k3"))
+    return ft.ppo_loss(
+        x,
+        t,
+        per["old"],
+        per["adv"],
+        per["w"],
+        clip_low=case.get("clip_low", 0.2),
+        clip_high=case.get("clip_high"),
+        dual_clip=case.get("dual_clip"),
+        ratio_level="sequence" if "offsets" in case else "token",
+        sequence_offsets=(torch.tensor(case["offsets"]) if "offsets" in case else None),
+        ref_log_probs=per["ref"] if case.get("ref") else None,
+        kl_coef=case.get("kl_coef", 0.0),
+        kl_estimator=case.get("estimator", "k3"),
+    )
 
 
 @pytest.mark.parametrize("name", list(PPO_CASES))
@@ -214,10 +248,20 @@ def test_ppo_matches_torch_formula_and_gradcheck(name):
         per["w"][3] = 0.0
     x.requires_grad_(True)
     res = ours_ppo(x, t, per, case)
-    want = torch_ppo(x, t, per["old"], per["adv"], per["w"], case.get("clip_low", 0.2),
-                     case.get("clip_high"), case.get("dual_clip"),
-                     per["ref"] if case.get("ref") else None, case.get("kl_coef", 0.0),
-                     case.get("estimator", "k3"), case.get("offsets"))
+    want = torch_ppo(
+        x,
+        t,
+        per["old"],
+        per["adv"],
+        per["w"],
+        case.get("clip_low", 0.2),
+        case.get("clip_high"),
+        case.get("dual_clip"),
+        per["ref"] if case.get("ref") else None,
+        case.get("kl_coef", 0.0),
+        case.get("estimator", "k3"),
+        case.get("offsets"),
+    )
     torch.testing.assert_close(res.loss, want, rtol=1e-12, atol=1e-14)
     (g_got,) = torch.autograd.grad(res.loss * 2.5, x)  # upstream 2.5 honoured
     (g_want,) = torch.autograd.grad(want * 2.5, x)
@@ -227,8 +271,9 @@ def test_ppo_matches_torch_formula_and_gradcheck(name):
 
 def test_ppo_diagnostics_match_formulas():
     x, t, per = rng_tensors(n=50, v=6, seed=2)
-    res = ft.ppo_loss(x, t, per["old"], per["adv"], per["w"], clip_low=0.1, clip_high=0.15,
-                      dual_clip=1.5)
+    res = ft.ppo_loss(
+        x, t, per["old"], per["adv"], per["w"], clip_low=0.1, clip_high=0.15, dual_clip=1.5
+    )
     logp = torch_logp(x, t)
     rho, adv, w = torch.exp(logp - per["old"]), per["adv"], per["w"]
     clipped = ((adv > 0) & (rho > 1.15)) | ((adv < 0) & (rho < 0.9))
@@ -251,18 +296,31 @@ def test_reinforce_and_kl_penalty_match_formulas():
     w, ret = per["w"], per["ret"]
     for baseline in (None, "mean", per["val"]):
         res = ft.reinforce_loss(x, t, ret, w, baseline=baseline)
-        b = (0.0 if baseline is None else (w * ret).sum() / w.sum() if isinstance(baseline, str)
-             else baseline)
+        b = (
+            0.0
+            if baseline is None
+            else (w * ret).sum() / w.sum()
+            if isinstance(baseline, str)
+            else baseline
+        )
         want = (w * -(ret - b) * torch_logp(x, t)).sum()
         torch.testing.assert_close(res.loss, want, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(torch.autograd.grad(res.loss, x)[0],
-                                   torch.autograd.grad(want, x)[0], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            torch.autograd.grad(res.loss, x)[0],
+            torch.autograd.grad(want, x)[0],
+            rtol=1e-12,
+            atol=1e-14,
+        )
     for est in ("k1", "k2", "k3"):
         res = ft.kl_penalty_loss(x, t, per["ref"], w, kl_estimator=est)
         want = (w * torch_kl(torch_logp(x, t), per["ref"], est)).sum()
         torch.testing.assert_close(res.loss, want, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(torch.autograd.grad(-res.loss, x)[0],
-                                   torch.autograd.grad(-want, x)[0], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            torch.autograd.grad(-res.loss, x)[0],
+            torch.autograd.grad(-want, x)[0],
+            rtol=1e-12,
+            atol=1e-14,
+        )
     assert gradcheck(lambda z: ft.reinforce_loss(z, t, ret, w, "mean").loss, (x,))
     assert gradcheck(lambda z: ft.kl_penalty_loss(z, t, per["ref"], w).loss, (x,))
 
@@ -281,10 +339,12 @@ def test_a2c_gradients_wrt_logits_and_values(clip):
     exp = torch.autograd.grad(want * -1.5, (x, v))
     for a, b in zip(got, exp):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(res.mean_entropy, (per["w"] * torch_entropy(x)).sum()
-                               / per["w"].sum())
-    assert gradcheck(lambda z, vv: ft.a2c_loss(z, t, per["adv"], vv, per["ret"], per["w"],
-                                               **kw).loss, (x, v))
+    torch.testing.assert_close(
+        res.mean_entropy, (per["w"] * torch_entropy(x)).sum() / per["w"].sum()
+    )
+    assert gradcheck(
+        lambda z, vv: ft.a2c_loss(z, t, per["adv"], vv, per["ret"], per["w"], **kw).loss, (x, v)
+    )
 
 
 def test_losses_equal_numpy_api_float32():
@@ -294,18 +354,46 @@ def test_losses_equal_numpy_api_float32():
     x.requires_grad_(True)
     offs = np.array([0, 10, 25, 40])
     pairs = [
-        (ft.ppo_loss(x, t, per["old"], per["adv"], per["w"], clip_high=0.3, dual_clip=3.0,
-                     ratio_level="sequence", sequence_offsets=torch.from_numpy(offs),
-                     ref_log_probs=per["ref"], kl_coef=0.05),
-         fastlmrl.ppo_loss(xn, tn, p["old"], p["adv"], p["w"], clip_high=0.3, dual_clip=3.0,
-                           ratio_level="sequence", sequence_offsets=offs,
-                           ref_log_probs=p["ref"], kl_coef=0.05)),
-        (ft.reinforce_loss(x, t, per["ret"], baseline="mean"),
-         fastlmrl.reinforce_loss(xn, tn, p["ret"], baseline="mean")),
-        (ft.kl_penalty_loss(x, t, per["ref"], per["w"], "k2"),
-         fastlmrl.kl_penalty_loss(xn, tn, p["ref"], p["w"], "k2")),
-        (ft.a2c_loss(x, t, per["adv"], per["val"], per["ret"]),
-         fastlmrl.a2c_loss(xn, tn, p["adv"], p["val"], p["ret"])),
+        (
+            ft.ppo_loss(
+                x,
+                t,
+                per["old"],
+                per["adv"],
+                per["w"],
+                clip_high=0.3,
+                dual_clip=3.0,
+                ratio_level="sequence",
+                sequence_offsets=torch.from_numpy(offs),
+                ref_log_probs=per["ref"],
+                kl_coef=0.05,
+            ),
+            fastlmrl.ppo_loss(
+                xn,
+                tn,
+                p["old"],
+                p["adv"],
+                p["w"],
+                clip_high=0.3,
+                dual_clip=3.0,
+                ratio_level="sequence",
+                sequence_offsets=offs,
+                ref_log_probs=p["ref"],
+                kl_coef=0.05,
+            ),
+        ),
+        (
+            ft.reinforce_loss(x, t, per["ret"], baseline="mean"),
+            fastlmrl.reinforce_loss(xn, tn, p["ret"], baseline="mean"),
+        ),
+        (
+            ft.kl_penalty_loss(x, t, per["ref"], per["w"], "k2"),
+            fastlmrl.kl_penalty_loss(xn, tn, p["ref"], p["w"], "k2"),
+        ),
+        (
+            ft.a2c_loss(x, t, per["adv"], per["val"], per["ret"]),
+            fastlmrl.a2c_loss(xn, tn, p["adv"], p["val"], p["ret"]),
+        ),
     ]
     for ours, theirs in pairs:
         assert ours.loss.dtype == F32
@@ -313,8 +401,9 @@ def test_losses_equal_numpy_api_float32():
         (g,) = torch.autograd.grad(ours.loss, x)
         np.testing.assert_array_equal(g.numpy(), theirs.grad_logits)
         for name in ours._fields[1:]:
-            np.testing.assert_array_equal(getattr(ours, name).numpy(), getattr(theirs, name),
-                                          err_msg=name)
+            np.testing.assert_array_equal(
+                getattr(ours, name).numpy(), getattr(theirs, name), err_msg=name
+            )
 
 
 def test_loss_weights_modes_and_trl_aliases():
@@ -324,20 +413,40 @@ def test_loss_weights_modes_and_trl_aliases():
     expected = {"grpo": m / (3 * lens), "bnpo": m / 6, "dr_grpo": m / (3 * 4), "dapo": m / 6}
     for mode, want in expected.items():
         torch.testing.assert_close(ft.loss_weights(mask, mode), want, rtol=1e-15, atol=0)
-    torch.testing.assert_close(ft.loss_weights(mask, loss_type="dapo", num_tokens=60,
-                                               dtype=F32), (m / 60).float())
+    torch.testing.assert_close(
+        ft.loss_weights(mask, loss_type="dapo", num_tokens=60, dtype=F32), (m / 60).float()
+    )
     x, t, per = rng_tensors(batch=(3, 4), v=5)
     w = ft.loss_weights(mask, "grpo")
-    a = ft.ppo_loss(x, t, per["old"], per["adv"], w, epsilon=0.1, epsilon_high=0.3, beta=0.02,
-                    ref_log_probs=per["ref"])
-    b = ft.ppo_loss(x, t, per["old"], per["adv"], w, clip_low=0.1, clip_high=0.3, kl_coef=0.02,
-                    ref_log_probs=per["ref"])
+    a = ft.ppo_loss(
+        x,
+        t,
+        per["old"],
+        per["adv"],
+        w,
+        epsilon=0.1,
+        epsilon_high=0.3,
+        beta=0.02,
+        ref_log_probs=per["ref"],
+    )
+    b = ft.ppo_loss(
+        x,
+        t,
+        per["old"],
+        per["adv"],
+        w,
+        clip_low=0.1,
+        clip_high=0.3,
+        kl_coef=0.02,
+        ref_log_probs=per["ref"],
+    )
     assert a.loss.item() == b.loss.item()
     with pytest.raises(TypeError, match="clip_low"):
         ft.ppo_loss(x, t, per["old"], per["adv"], w, clip_low=0.1, epsilon=0.1)
 
 
 # --- other spellings (TRL's, silent; our deprecated ones, warning) ---------------------------------
+
 
 def _spelling_calls():
     """Each public wrapper with aliases, called on fixed inputs: its outputs and the gradients
@@ -356,26 +465,57 @@ def _spelling_calls():
 
     hidden, weight, bias, tokens = head_tensors(n=6, v=7)
     return {
-        "ppo_loss": lambda **kw: run(lambda z: ft.ppo_loss(
-            z, t, o, a, w, sequence_offsets=offs, ref_log_probs=r, **kw), x),
-        "linear_ppo_loss": lambda **kw: run(lambda h, m, b: ft.linear_ppo_loss(
-            h, m, tokens, o, a, w, sequence_offsets=offs, ref_log_probs=r, bias=b,
-            chunk_size=2, **kw), hidden, weight, bias),
-        "a2c_loss": lambda **kw: run(lambda z, v: ft.a2c_loss(
-            z, t, a, v, per["ret"], w, **kw,
-            old_values=None if kw.get("value_clip", kw.get("cliprange_value")) is None else o),
-            x, per["val"]),
+        "ppo_loss": lambda **kw: run(
+            lambda z: ft.ppo_loss(z, t, o, a, w, sequence_offsets=offs, ref_log_probs=r, **kw), x
+        ),
+        "linear_ppo_loss": lambda **kw: run(
+            lambda h, m, b: ft.linear_ppo_loss(
+                h,
+                m,
+                tokens,
+                o,
+                a,
+                w,
+                sequence_offsets=offs,
+                ref_log_probs=r,
+                bias=b,
+                chunk_size=2,
+                **kw,
+            ),
+            hidden,
+            weight,
+            bias,
+        ),
+        "a2c_loss": lambda **kw: run(
+            lambda z, v: ft.a2c_loss(
+                z,
+                t,
+                a,
+                v,
+                per["ret"],
+                w,
+                **kw,
+                old_values=None if kw.get("value_clip", kw.get("cliprange_value")) is None else o,
+            ),
+            x,
+            per["val"],
+        ),
         "kl_penalty_loss": lambda **kw: run(lambda z: ft.kl_penalty_loss(z, t, r, w, **kw), x),
         "loss_weights": lambda **kw: run(lambda: ft.loss_weights(mask, **kw)),
     }
 
 
-_PPO_TRL = [("epsilon", "clip_low", 0.2, 0.1), ("cliprange", "clip_low", 0.2, 0.1),
-            ("epsilon_high", "clip_high", None, 0.05), ("beta", "kl_coef", 0.0, 0.3),
-            ("importance_sampling_level", "ratio_level", "token", "sequence")]
+_PPO_TRL = [
+    ("epsilon", "clip_low", 0.2, 0.1),
+    ("cliprange", "clip_low", 0.2, 0.1),
+    ("epsilon_high", "clip_high", None, 0.05),
+    ("beta", "kl_coef", 0.0, 0.3),
+    ("importance_sampling_level", "ratio_level", "token", "sequence"),
+]
 #: (function, other spelling, our name, our default, another value, deprecated?)
-TORCH_SPELLINGS = [(f, *alias, False) for f in ("ppo_loss", "linear_ppo_loss")
-                   for alias in _PPO_TRL] + [
+TORCH_SPELLINGS = [
+    (f, *alias, False) for f in ("ppo_loss", "linear_ppo_loss") for alias in _PPO_TRL
+] + [
     ("a2c_loss", "vf_coef", "value_coef", 0.5, 0.25, False),
     ("a2c_loss", "cliprange_value", "value_clip", None, 0.1, False),
     ("loss_weights", "loss_type", "mode", "grpo", "dapo", False),
@@ -385,16 +525,19 @@ _SPELLING_IDS = [f"{f}-{other}" for f, other, *_ in TORCH_SPELLINGS]
 
 
 def _same_bits(a, b):
-    return (len(a) == len(b) and all(
-        x.dtype == y.dtype and x.shape == y.shape
-        and torch.equal(x.nan_to_num(), y.nan_to_num()) and torch.equal(x.isnan(), y.isnan())
-        for x, y in zip(a, b)))
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype
+        and x.shape == y.shape
+        and torch.equal(x.nan_to_num(), y.nan_to_num())
+        and torch.equal(x.isnan(), y.isnan())
+        for x, y in zip(a, b)
+    )
 
 
-@pytest.mark.parametrize("func,other,ours,default,value,deprecated", TORCH_SPELLINGS,
-                         ids=_SPELLING_IDS)
-def test_other_spelling_gives_our_result_bit_for_bit(func, other, ours, default, value,
-                                                     deprecated):
+@pytest.mark.parametrize(
+    "func,other,ours,default,value,deprecated", TORCH_SPELLINGS, ids=_SPELLING_IDS
+)
+def test_other_spelling_gives_our_result_bit_for_bit(func, other, ours, default, value, deprecated):
     call = _spelling_calls()[func]
     expected = call(**{ours: value})
     with warnings.catch_warnings(record=True) as caught:
@@ -410,10 +553,10 @@ def test_other_spelling_gives_our_result_bit_for_bit(func, other, ours, default,
         assert messages == []  # the ecosystem's spelling is silent
 
 
-@pytest.mark.parametrize("func,other,ours,default,value,deprecated", TORCH_SPELLINGS,
-                         ids=_SPELLING_IDS)
-def test_two_spellings_are_a_type_error_naming_both(func, other, ours, default, value,
-                                                    deprecated):
+@pytest.mark.parametrize(
+    "func,other,ours,default,value,deprecated", TORCH_SPELLINGS, ids=_SPELLING_IDS
+)
+def test_two_spellings_are_a_type_error_naming_both(func, other, ours, default, value, deprecated):
     call = _spelling_calls()[func]
     # ours at its default value counts as given (clip_low=0.2, epsilon=0.3 is refused)
     for ours_value in (default, value):
@@ -429,8 +572,9 @@ def test_ppo_clip_low_at_its_default_with_epsilon_is_refused():
     with pytest.raises(TypeError, match="got both 'clip_low' and 'epsilon'"):
         ft.ppo_loss(x, t, per["old"], per["adv"], None, 0.2, epsilon=0.3)  # ours positionally
     with pytest.raises(TypeError, match="got both 'clip_low' and 'cliprange'"):
-        ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], clip_low=0.2,
-                           cliprange=0.3)
+        ft.linear_ppo_loss(
+            hidden, weight, tokens, per["old"], per["adv"], clip_low=0.2, cliprange=0.3
+        )
     with pytest.raises(TypeError, match="got both 'epsilon' and 'cliprange'"):
         ft.ppo_loss(x, t, per["old"], per["adv"], epsilon=0.2, cliprange=0.2)
 
@@ -443,8 +587,9 @@ def test_torch_spellings_match_the_numpy_api_and_are_all_tested():
         obj = getattr(ft, name)
         renamed = getattr(obj, "renamed", None)
         if isinstance(renamed, dict):
-            found |= {(name, other, ours, deprecated)
-                      for other, (ours, deprecated) in renamed.items()}
+            found |= {
+                (name, other, ours, deprecated) for other, (ours, deprecated) in renamed.items()
+            }
             params = inspect.signature(obj).parameters
             assert not set(renamed) & set(params)  # the signature shows our names only
     assert found == {(f, other, ours, d) for f, other, ours, _, _, d in TORCH_SPELLINGS}
@@ -452,24 +597,36 @@ def test_torch_spellings_match_the_numpy_api_and_are_all_tested():
 
 # --- dtypes and layouts ---------------------------------------------------------------------------
 
+
 def test_bfloat16_computed_in_float32():
     x, t, per = rng_tensors(n=12, v=50, dtype=BF16, seed=6)
     x.requires_grad_(True)
     res = ft.ppo_loss(x, t, per["old"], per["adv"], per["w"])
     (g,) = torch.autograd.grad(res.loss, x)
     assert g.dtype == BF16 and res.loss.dtype == F32
-    ref = fastlmrl.ppo_loss(x.detach().float().numpy(), t.numpy(), per["old"].float().numpy(),
-                            per["adv"].float().numpy(), per["w"].float().numpy())
+    ref = fastlmrl.ppo_loss(
+        x.detach().float().numpy(),
+        t.numpy(),
+        per["old"].float().numpy(),
+        per["adv"].float().numpy(),
+        per["w"].float().numpy(),
+    )
     assert res.loss.item() == np.float32(ref.loss)
     assert torch.equal(g, torch.from_numpy(ref.grad_logits).to(BF16))
     lp = ft.token_log_probs(x, t)
     assert lp.dtype == BF16
-    assert torch.equal(lp, torch.from_numpy(
-        fastlmrl.token_log_probs(x.detach().float().numpy(), t.numpy())).to(BF16))
+    assert torch.equal(
+        lp,
+        torch.from_numpy(fastlmrl.token_log_probs(x.detach().float().numpy(), t.numpy())).to(BF16),
+    )
     (g,) = torch.autograd.grad(lp.sum(), x)
     assert g.dtype == BF16
-    torch.testing.assert_close(g.float(), torch.from_numpy(
-        fastlmrl.log_prob_grad(x.detach().float().numpy(), t.numpy())).to(BF16).float())
+    torch.testing.assert_close(
+        g.float(),
+        torch.from_numpy(fastlmrl.log_prob_grad(x.detach().float().numpy(), t.numpy()))
+        .to(BF16)
+        .float(),
+    )
 
 
 def test_noncontiguous_and_expanded_inputs():
@@ -488,8 +645,9 @@ def test_noncontiguous_and_expanded_inputs():
     tok = torch.tensor(2).expand(4, 3)
     lp = ft.token_log_probs(xe, tok)
     (g,) = torch.autograd.grad(lp.sum(), row)
-    torch.testing.assert_close(g, 12 * (torch.nn.functional.one_hot(torch.tensor(2), 6)
-                                        - torch.softmax(row.detach(), 0)))
+    torch.testing.assert_close(
+        g, 12 * (torch.nn.functional.one_hot(torch.tensor(2), 6) - torch.softmax(row.detach(), 0))
+    )
 
 
 def test_retain_graph_and_repeated_backward():
@@ -504,6 +662,7 @@ def test_retain_graph_and_repeated_backward():
 
 
 # --- fused LM head --------------------------------------------------------------------------------
+
 
 def head_tensors(n=10, h=4, v=7, dtype=F64, seed=9):
     g = torch.Generator().manual_seed(seed)
@@ -521,12 +680,16 @@ def test_linear_token_log_probs_matches_unfused(chunk):
     want = torch_logp(torch.nn.functional.linear(hidden, weight, bias), tokens)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     up = torch.randn(10, dtype=F64)
-    for a, b in zip(torch.autograd.grad(got, (hidden, weight, bias), up),
-                    torch.autograd.grad(want, (hidden, weight, bias), up)):
+    for a, b in zip(
+        torch.autograd.grad(got, (hidden, weight, bias), up),
+        torch.autograd.grad(want, (hidden, weight, bias), up),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     if chunk == 3:
-        assert gradcheck(lambda hh, ww, bb: ft.linear_token_log_probs(hh, ww, tokens, bb, 3),
-                         (hidden, weight, bias))
+        assert gradcheck(
+            lambda hh, ww, bb: ft.linear_token_log_probs(hh, ww, tokens, bb, 3),
+            (hidden, weight, bias),
+        )
 
 
 def test_linear_token_log_probs_keeps_one_chunk_of_logits_for_backward(monkeypatch):
@@ -534,10 +697,12 @@ def test_linear_token_log_probs_keeps_one_chunk_of_logits_for_backward(monkeypat
     pass's logits (no second GEMM), with the same gradients; more chunks, or no gradient: the
     logits are not kept (the backward pass computes each chunk again)."""
     from fastlmrl.torch import lm_head
+
     calls = []
     logits = lm_head._Head.logits
-    monkeypatch.setattr(lm_head._Head, "logits",
-                        lambda self, a, b: calls.append((a, b)) or logits(self, a, b))
+    monkeypatch.setattr(
+        lm_head._Head, "logits", lambda self, a, b: calls.append((a, b)) or logits(self, a, b)
+    )
     hidden, weight, bias, tokens = head_tensors()
     up = torch.linspace(-1, 2, 10, dtype=F64)
     grads = {}
@@ -556,8 +721,9 @@ def test_linear_token_log_probs_keeps_one_chunk_of_logits_for_backward(monkeypat
     assert out[1].shape == (0, 7)
     nan_up = up.clone()
     nan_up[3] = float("nan")  # a non-finite upstream gradient: the unfused formula, NaN row 3
-    (gh,) = torch.autograd.grad(ft.linear_token_log_probs(hidden, weight, tokens, chunk_size=64),
-                                hidden, nan_up)
+    (gh,) = torch.autograd.grad(
+        ft.linear_token_log_probs(hidden, weight, tokens, chunk_size=64), hidden, nan_up
+    )
     assert torch.isnan(gh[3]).all() and torch.isfinite(gh[torch.arange(10) != 3]).all()
 
 
@@ -566,28 +732,53 @@ def test_linear_ppo_loss_matches_unfused(level):
     hidden, weight, bias, tokens = head_tensors(n=12)
     _, _, per = rng_tensors(n=12, v=7, seed=10)
     offs = torch.tensor([0, 5, 5, 7, 12]) if level == "sequence" else None
-    kw = dict(weights=per["w"], clip_high=0.3, dual_clip=2.5, ratio_level=level,
-              sequence_offsets=offs, ref_log_probs=per["ref"], kl_coef=0.1)
-    want = ft.ppo_loss(torch.nn.functional.linear(hidden, weight, bias), tokens, per["old"],
-                       per["adv"], **kw)
-    formula = torch_ppo(torch.nn.functional.linear(hidden, weight, bias), tokens, per["old"],
-                        per["adv"], per["w"], 0.2, 0.3, 2.5, per["ref"], 0.1, "k3",
-                        None if offs is None else offs.tolist())
+    kw = dict(
+        weights=per["w"],
+        clip_high=0.3,
+        dual_clip=2.5,
+        ratio_level=level,
+        sequence_offsets=offs,
+        ref_log_probs=per["ref"],
+        kl_coef=0.1,
+    )
+    want = ft.ppo_loss(
+        torch.nn.functional.linear(hidden, weight, bias), tokens, per["old"], per["adv"], **kw
+    )
+    formula = torch_ppo(
+        torch.nn.functional.linear(hidden, weight, bias),
+        tokens,
+        per["old"],
+        per["adv"],
+        per["w"],
+        0.2,
+        0.3,
+        2.5,
+        per["ref"],
+        0.1,
+        "k3",
+        None if offs is None else offs.tolist(),
+    )
     g_want = torch.autograd.grad(formula, (hidden, weight, bias))
     for chunk in (1, 4, 100):  # sequence level: chunks of whole sequences, one may exceed 4
-        got = ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], bias=bias,
-                                 chunk_size=chunk, **kw)
+        got = ft.linear_ppo_loss(
+            hidden, weight, tokens, per["old"], per["adv"], bias=bias, chunk_size=chunk, **kw
+        )
         for name in got._fields:
-            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-12,
-                                       atol=1e-14, msg=name)
+            torch.testing.assert_close(
+                getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-14, msg=name
+            )
         for a, b in zip(torch.autograd.grad(got.loss, (hidden, weight, bias)), g_want):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     if level == "sequence":  # random per-token weights: GSPO-token is not d(loss) (see above)
         return
-    assert gradcheck(lambda hh, ww, bb: ft.linear_ppo_loss(hh, ww, tokens, per["old"],
-                                                           per["adv"], bias=bb, chunk_size=5,
-                                                           **kw).loss, (hidden, weight, bias))
-
+    assert gradcheck(
+        lambda hh, ww, bb: (
+            ft.linear_ppo_loss(
+                hh, ww, tokens, per["old"], per["adv"], bias=bb, chunk_size=5, **kw
+            ).loss
+        ),
+        (hidden, weight, bias),
+    )
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 64])
@@ -597,14 +788,17 @@ def test_linear_reinforce_loss_with_returns_1_is_the_cross_entropy(chunk):
     hidden, weight, bias, tokens = head_tensors()
     for b in (bias, None):
         leaves = (hidden, weight) if b is None else (hidden, weight, b)
-        got = ft.linear_reinforce_loss(hidden, weight, tokens, torch.ones(10, dtype=F64),
-                                       bias=b, chunk_size=chunk)
-        want = torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden, weight, b),
-                                                 tokens)
+        got = ft.linear_reinforce_loss(
+            hidden, weight, tokens, torch.ones(10, dtype=F64), bias=b, chunk_size=chunk
+        )
+        want = torch.nn.functional.cross_entropy(
+            torch.nn.functional.linear(hidden, weight, b), tokens
+        )
         torch.testing.assert_close(got.loss, want, rtol=1e-13, atol=1e-14)
         torch.testing.assert_close(got.token_loss, -got.log_probs, rtol=0, atol=0)
-        for a, c in zip(torch.autograd.grad(got.loss * 0.7, leaves),
-                        torch.autograd.grad(want * 0.7, leaves)):
+        for a, c in zip(
+            torch.autograd.grad(got.loss * 0.7, leaves), torch.autograd.grad(want * 0.7, leaves)
+        ):
             torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
 
 
@@ -613,25 +807,42 @@ def test_linear_reinforce_loss_matches_unfused(baseline):
     hidden, weight, bias, tokens = head_tensors(n=12)
     _, _, per = rng_tensors(n=12, v=7, seed=17)
     base = per["val"] if baseline == "tensor" else baseline
-    want = ft.reinforce_loss(torch.nn.functional.linear(hidden, weight, bias), tokens,
-                             per["ret"], per["w"], baseline=base)
-    b = (torch.zeros(12, dtype=F64) if baseline is None else per["val"] if baseline == "tensor"
-         else ((per["w"] * per["ret"]).sum() / per["w"].sum()).expand(12))
+    want = ft.reinforce_loss(
+        torch.nn.functional.linear(hidden, weight, bias),
+        tokens,
+        per["ret"],
+        per["w"],
+        baseline=base,
+    )
+    b = (
+        torch.zeros(12, dtype=F64)
+        if baseline is None
+        else per["val"]
+        if baseline == "tensor"
+        else ((per["w"] * per["ret"]).sum() / per["w"].sum()).expand(12)
+    )
     logp = torch_logp(torch.nn.functional.linear(hidden, weight, bias), tokens)
     formula = (per["w"] * -(per["ret"] - b) * logp).sum()
     g_want = torch.autograd.grad(formula, (hidden, weight, bias))
     for chunk in (1, 5, 100):
-        got = ft.linear_reinforce_loss(hidden, weight, tokens, per["ret"], per["w"], base,
-                                       bias=bias, chunk_size=chunk)
+        got = ft.linear_reinforce_loss(
+            hidden, weight, tokens, per["ret"], per["w"], base, bias=bias, chunk_size=chunk
+        )
         for name in got._fields:
-            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-12,
-                                       atol=1e-14, msg=name)
+            torch.testing.assert_close(
+                getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-14, msg=name
+            )
         torch.testing.assert_close(got.loss, formula, rtol=1e-12, atol=1e-14)
         for a, c in zip(torch.autograd.grad(got.loss, (hidden, weight, bias)), g_want):
             torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
-    assert gradcheck(lambda hh, ww, bb: ft.linear_reinforce_loss(
-        hh, ww, tokens, per["ret"], per["w"], base, bias=bb, chunk_size=5).loss,
-        (hidden, weight, bias))
+    assert gradcheck(
+        lambda hh, ww, bb: (
+            ft.linear_reinforce_loss(
+                hh, ww, tokens, per["ret"], per["w"], base, bias=bb, chunk_size=5
+            ).loss
+        ),
+        (hidden, weight, bias),
+    )
 
 
 def test_linear_reinforce_loss_float32_bfloat16_and_frozen_weight():
@@ -668,19 +879,22 @@ def _in_place_cases():
     return cases
 
 
-@pytest.mark.parametrize("backend,dtype,size,threads", _in_place_cases(),
-                         ids=lambda c: str(getattr(c, "__name__", c)))
-def test_loss_kernels_write_their_gradient_over_the_logits_bit_for_bit(backend, dtype, size,
-                                                                        threads):
+@pytest.mark.parametrize(
+    "backend,dtype,size,threads", _in_place_cases(), ids=lambda c: str(getattr(c, "__name__", c))
+)
+def test_loss_kernels_write_their_gradient_over_the_logits_bit_for_bit(
+    backend, dtype, size, threads
+):
     """The fused LM head lets the PPO and REINFORCE kernels write the gradient over the chunk's
     logits: in every backend that gives bit for bit the gradient and per-token outputs of a
     separate output array (each row is read fully before its gradient row is written)."""
     from fastlmrl import _backend
     from fastlmrl.policy_losses import KL_ESTIMATORS
+
     n, v = size
     rng = np.random.default_rng(n + v)
     logits = (rng.standard_normal((n, v)) * 3).astype(dtype)
-    logits[1, :: 3] = -np.inf  # masked entries
+    logits[1, ::3] = -np.inf  # masked entries
     tokens = rng.integers(0, v, n)
     tokens[1] = 1
     old = (rng.standard_normal(n) * 0.3 - np.log(v)).astype(dtype)
@@ -694,14 +908,54 @@ def test_loss_kernels_write_their_gradient_over_the_logits_bit_for_bit(backend, 
             k = _backend.kernels()
             calls = {
                 "ppo_token": lambda x, g, outs: k.ppo_loss(
-                    x, tokens, old, adv, w, ref, np.zeros(1, dtype=np.int64), 0.2, 0.28, 3.0,
-                    0.1, KL_ESTIMATORS["k3"], 0, *outs, g, np.zeros(7), threads),
+                    x,
+                    tokens,
+                    old,
+                    adv,
+                    w,
+                    ref,
+                    np.zeros(1, dtype=np.int64),
+                    0.2,
+                    0.28,
+                    3.0,
+                    0.1,
+                    KL_ESTIMATORS["k3"],
+                    0,
+                    *outs,
+                    g,
+                    np.zeros(7),
+                    threads,
+                ),
                 "ppo_sequence": lambda x, g, outs: k.ppo_loss(
-                    x, tokens, old, adv, w, ref, offs, 0.2, 0.2, 0.0, 0.05, KL_ESTIMATORS["k2"],
-                    1, *outs, g, np.zeros(7), threads),
+                    x,
+                    tokens,
+                    old,
+                    adv,
+                    w,
+                    ref,
+                    offs,
+                    0.2,
+                    0.2,
+                    0.0,
+                    0.05,
+                    KL_ESTIMATORS["k2"],
+                    1,
+                    *outs,
+                    g,
+                    np.zeros(7),
+                    threads,
+                ),
                 "reinforce": lambda x, g, outs: k.reinforce_loss(
-                    x, tokens, ret, np.zeros(n, dtype=dtype), np.ones(n, dtype=dtype),
-                    *outs[:2], g, np.zeros(1), threads),
+                    x,
+                    tokens,
+                    ret,
+                    np.zeros(n, dtype=dtype),
+                    np.ones(n, dtype=dtype),
+                    *outs[:2],
+                    g,
+                    np.zeros(1),
+                    threads,
+                ),
             }
             for name, call in calls.items():
                 separate = np.full_like(logits, np.nan)
@@ -716,6 +970,7 @@ def test_loss_kernels_write_their_gradient_over_the_logits_bit_for_bit(backend, 
         finally:
             fastlmrl.set_num_threads(None)
 
+
 def test_linear_ops_float32_bfloat16_and_frozen_weight():
     hidden, weight, _, tokens = head_tensors(n=9, h=8, v=40, dtype=F32)
     _, _, per = rng_tensors(n=9, v=40, dtype=F32, seed=11)
@@ -724,8 +979,7 @@ def test_linear_ops_float32_bfloat16_and_frozen_weight():
     want = ft.ppo_loss(hidden @ weight.T, tokens, per["old"], per["adv"])
     torch.testing.assert_close(got.loss, want.loss, rtol=1e-6, atol=1e-7)
     (gh,) = torch.autograd.grad(got.loss, hidden)
-    torch.testing.assert_close(gh, torch.autograd.grad(want.loss, hidden)[0], rtol=1e-5,
-                               atol=1e-7)
+    torch.testing.assert_close(gh, torch.autograd.grad(want.loss, hidden)[0], rtol=1e-5, atol=1e-7)
     hb, wb = hidden.detach().to(BF16).requires_grad_(True), weight.to(BF16).requires_grad_(True)
     lp = ft.linear_token_log_probs(hb, wb, tokens, chunk_size=4)
     assert lp.dtype == BF16
@@ -739,6 +993,7 @@ def test_linear_ops_float32_bfloat16_and_frozen_weight():
 
 
 # --- opcheck and torch.compile --------------------------------------------------------------------
+
 
 def opcheck_cases():
     x, t, per = rng_tensors(n=6, v=7, seed=12)
@@ -763,25 +1018,79 @@ def opcheck_cases():
         (ops.loss_weights, (torch.ones(2, 3, dtype=torch.bool), "dapo", None, None, None)),
         (ops.linear_token_log_probs, (hidden, weight, tokens, bias, 4, True)),
         (ops.linear_token_log_probs, (hidden, weight, tokens, bias, 6, True)),
-        (ops.linear_token_log_probs_backward,
-         (hidden.detach(), weight.detach(), tokens, None, a, 4, True, True, False,
-          torch.empty(0, 7, dtype=F64))),
-        (ops.linear_token_log_probs_backward,
-         (hidden.detach(), weight.detach(), tokens, bias.detach(), a, 6, True, False, True,
-          torch.nn.functional.linear(hidden, weight, bias).detach())),
-        (ops.linear_ppo_loss, (hidden, weight, bias, tokens, o, a, None, 0.2, None, None, "token",
-                               None, None, 0.0, "k3", 4, True, True, True)),
-        (ops.linear_reinforce_loss, (hidden, weight, bias, tokens, a, w, None, "mean", 4, True,
-                                     True, True)),
-        (ops.linear_reinforce_loss, (hidden, weight.detach(), None, tokens, a, None, r, "", 4,
-                                     True, False, False)),
+        (
+            ops.linear_token_log_probs_backward,
+            (
+                hidden.detach(),
+                weight.detach(),
+                tokens,
+                None,
+                a,
+                4,
+                True,
+                True,
+                False,
+                torch.empty(0, 7, dtype=F64),
+            ),
+        ),
+        (
+            ops.linear_token_log_probs_backward,
+            (
+                hidden.detach(),
+                weight.detach(),
+                tokens,
+                bias.detach(),
+                a,
+                6,
+                True,
+                False,
+                True,
+                torch.nn.functional.linear(hidden, weight, bias).detach(),
+            ),
+        ),
+        (
+            ops.linear_ppo_loss,
+            (
+                hidden,
+                weight,
+                bias,
+                tokens,
+                o,
+                a,
+                None,
+                0.2,
+                None,
+                None,
+                "token",
+                None,
+                None,
+                0.0,
+                "k3",
+                4,
+                True,
+                True,
+                True,
+            ),
+        ),
+        (
+            ops.linear_reinforce_loss,
+            (hidden, weight, bias, tokens, a, w, None, "mean", 4, True, True, True),
+        ),
+        (
+            ops.linear_reinforce_loss,
+            (hidden, weight.detach(), None, tokens, a, None, r, "", 4, True, False, False),
+        ),
     ]
 
 
 def test_every_op_is_opchecked():
     checked = {str(op).split(".")[1] for op, _ in opcheck_cases()}
-    registered = {name for name in dir(torch.ops.fastlmrl) if not name.startswith("_")
-                  and isinstance(getattr(torch.ops.fastlmrl, name), torch._ops.OpOverloadPacket)}
+    registered = {
+        name
+        for name in dir(torch.ops.fastlmrl)
+        if not name.startswith("_")
+        and isinstance(getattr(torch.ops.fastlmrl, name), torch._ops.OpOverloadPacket)
+    }
     registered.discard("sample_tokens")  # its own test module (issue 12 item 3)
     assert registered <= checked, registered - checked
 
@@ -792,13 +1101,13 @@ def test_opcheck(i):
     opcheck(op, args)
 
 
-
 @pytest.mark.parametrize("i", range(len(opcheck_cases())))
 def test_eager_fast_path_equals_the_custom_op(i):
     """In eager mode the wrappers call each op's implementation without the dispatcher (an
     autograd.Function of the same formulas): outputs and gradients equal the registered custom
     op's bit for bit, and the custom op is what torch.compile traces (test below)."""
     from fastlmrl.torch._tensors import EAGER_OPS
+
     op, args = opcheck_cases()[i]
     name = str(op).split(".")[1]
     if name == "loss_weights":  # no (N, V) kernel: always the custom op
@@ -807,8 +1116,10 @@ def test_eager_fast_path_equals_the_custom_op(i):
     eager = EAGER_OPS[name]
     results = []
     for call in (op, eager):
-        inputs = [a.detach().clone().requires_grad_(a.requires_grad)
-                  if isinstance(a, torch.Tensor) else a for a in args]
+        inputs = [
+            a.detach().clone().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+            for a in args
+        ]
         out = call(*inputs)
         out = out if isinstance(out, tuple) else (out,)
         leaves = [a for a in inputs if isinstance(a, torch.Tensor) and a.requires_grad]
@@ -825,34 +1136,59 @@ def test_eager_fast_path_equals_the_custom_op(i):
         assert (a is None) == (b is None)
         if a is not None:
             assert a.dtype == b.dtype and a.shape == b.shape
-            assert torch.equal(a, b) or torch.equal(a.isnan(), b.isnan()) and torch.equal(
-                a.nan_to_num(), b.nan_to_num())
+            assert (
+                torch.equal(a, b)
+                or torch.equal(a.isnan(), b.isnan())
+                and torch.equal(a.nan_to_num(), b.nan_to_num())
+            )
+
 
 def _ppo_fast_cases():
     """Calls of ft.ppo_loss that take the eager fast path (plain contiguous 2-D float32/64
     logits, token-level ratios) and calls that must not (each needs a conversion or the
     general path's handling); (kwargs builder, fast?)."""
+
     def case(dtype=F64, n=6, v=7, seed=30, **changes):
         x, t, per = rng_tensors(n=n, v=v, dtype=dtype, seed=seed)
-        kw = dict(logits=x, tokens=t, old_log_probs=per["old"], advantages=per["adv"],
-                  weights=per["w"])
+        kw = dict(
+            logits=x, tokens=t, old_log_probs=per["old"], advantages=per["adv"], weights=per["w"]
+        )
         kw.update({k: (fn(kw, per) if callable(fn) else fn) for k, fn in changes.items()})
         return kw
+
     return [
         (lambda: case(), True),
         (lambda: case(F32, clip_high=0.28, dual_clip=3.0), True),
-        (lambda: case(weights=None, ref_log_probs=lambda kw, per: per["ref"], kl_coef=0.1,
-                      kl_estimator="k2"), True),
+        (
+            lambda: case(
+                weights=None,
+                ref_log_probs=lambda kw, per: per["ref"],
+                kl_coef=0.1,
+                kl_estimator="k2",
+            ),
+            True,
+        ),
         (lambda: case(F32, tokens=lambda kw, per: kw["tokens"].int()), True),
         (lambda: case(n=0), True),
         (lambda: case(tokens=lambda kw, per: kw["tokens"].to(torch.int16)), False),
         (lambda: case(logits=lambda kw, per: kw["logits"].t().contiguous().t()), False),
         (lambda: case(advantages=lambda kw, per: kw["advantages"].float()), False),
         (lambda: case(BF16), False),
-        (lambda: case(logits=lambda kw, per: kw["logits"].reshape(2, 3, 7),
-                      tokens=lambda kw, per: kw["tokens"].reshape(2, 3)), False),
-        (lambda: case(old_log_probs=lambda kw, per: per["old"][::1].expand(6)[:6].clone()
-                      .requires_grad_(True)), False),
+        (
+            lambda: case(
+                logits=lambda kw, per: kw["logits"].reshape(2, 3, 7),
+                tokens=lambda kw, per: kw["tokens"].reshape(2, 3),
+            ),
+            False,
+        ),
+        (
+            lambda: case(
+                old_log_probs=lambda kw, per: (
+                    per["old"][::1].expand(6)[:6].clone().requires_grad_(True)
+                )
+            ),
+            False,
+        ),
         (lambda: case(ratio_level="sequence", sequence_offsets=torch.tensor([0, 2, 6])), False),
     ]
 
@@ -875,11 +1211,22 @@ def test_ppo_eager_fast_path_equals_the_custom_op(i, grad):
     def vec(name, dtype=dt):
         value = kw.get(name)
         return None if value is None else value.detach().reshape(n).to(dtype)
+
     out = torch.ops.fastlmrl.ppo_loss(
-        flat, kw["tokens"].reshape(n).long(), vec("old_log_probs"), vec("advantages"),
-        vec("weights"), kw.get("clip_low", 0.2), kw.get("clip_high"), kw.get("dual_clip"),
-        kw.get("ratio_level", "token"), kw.get("sequence_offsets"), vec("ref_log_probs"),
-        kw.get("kl_coef", 0.0), kw.get("kl_estimator", "k3"))
+        flat,
+        kw["tokens"].reshape(n).long(),
+        vec("old_log_probs"),
+        vec("advantages"),
+        vec("weights"),
+        kw.get("clip_low", 0.2),
+        kw.get("clip_high"),
+        kw.get("dual_clip"),
+        kw.get("ratio_level", "token"),
+        kw.get("sequence_offsets"),
+        vec("ref_log_probs"),
+        kw.get("kl_coef", 0.0),
+        kw.get("kl_estimator", "k3"),
+    )
     want = [out[0], *(t.reshape(x2.shape[:-1]) for t in out[2:5]), *out[5].unbind()]
     assert len(res) == len(want) == len(res._fields) == 10
     for name, a, b in zip(res._fields, res, want):
@@ -914,13 +1261,15 @@ def test_ppo_result_is_built_lazily_with_a_namedtuple_interface():
         res._replace(los=1)
     with pytest.raises(AttributeError):
         res.loss = None
-    torch.testing.assert_close(res.log_probs, torch_logp(x.double(), t).float().double(),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        res.log_probs, torch_logp(x.double(), t).float().double(), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_ppo_fast_path_calls_the_active_backend(monkeypatch):
     """The fast path calls the kernel of the backend in use (use_backend, this thread)."""
     from fastlmrl import _backend
+
     x, t, per = rng_tensors(n=3, v=4, seed=33)
     calls = []
     module = _backend.backend_module("python")
@@ -929,6 +1278,7 @@ def test_ppo_fast_path_calls_the_active_backend(monkeypatch):
     def spy(*args):
         calls.append(len(args))
         return kernel(*args)
+
     monkeypatch.setattr(module, "ppo_loss", spy)
     want = ft.ppo_loss(x, t, per["old"], per["adv"])
     assert calls == []
@@ -953,24 +1303,39 @@ def test_ppo_fast_path_options_follow_every_call():
     xn, tn, old, adv = x.numpy(), t.numpy(), per["old"].numpy(), per["adv"].numpy()
     ref = per["ref"].numpy()
     low, high = 0.2, 0.25
-    calls = [dict(clip_low=low), dict(clip_low=low), dict(clip_low=float("0.1")),
-             dict(clip_low=low, clip_high=high), dict(clip_low=low, clip_high=high, dual_clip=3.0),
-             dict(clip_low=low, ref=True, kl_coef=0.5), dict(clip_low=low, ref=True, kl_coef=0.5,
-                                                               kl_estimator="k1"),
-             dict(clip_low=-1.0), dict(clip_low=low, kl_estimator="k9"), dict(clip_low=low),
-             dict(clip_low=_MutableReal(0.3)), dict(clip_low=1), dict(clip_low=low)]
+    calls = [
+        dict(clip_low=low),
+        dict(clip_low=low),
+        dict(clip_low=float("0.1")),
+        dict(clip_low=low, clip_high=high),
+        dict(clip_low=low, clip_high=high, dual_clip=3.0),
+        dict(clip_low=low, ref=True, kl_coef=0.5),
+        dict(clip_low=low, ref=True, kl_coef=0.5, kl_estimator="k1"),
+        dict(clip_low=-1.0),
+        dict(clip_low=low, kl_estimator="k9"),
+        dict(clip_low=low),
+        dict(clip_low=_MutableReal(0.3)),
+        dict(clip_low=1),
+        dict(clip_low=low),
+    ]
     for kw in calls:
         has_ref = kw.pop("ref", False)
         try:
-            want = fastlmrl.ppo_loss(xn, tn, old, adv, ref_log_probs=ref if has_ref else None,
-                                     **kw)
+            want = fastlmrl.ppo_loss(xn, tn, old, adv, ref_log_probs=ref if has_ref else None, **kw)
         except ValueError as exc:
             with pytest.raises(ValueError, match=re.escape(str(exc)[:30])):
-                ft.ppo_loss(x, t, per["old"], per["adv"],
-                            ref_log_probs=per["ref"] if has_ref else None, **kw)
+                ft.ppo_loss(
+                    x,
+                    t,
+                    per["old"],
+                    per["adv"],
+                    ref_log_probs=per["ref"] if has_ref else None,
+                    **kw,
+                )
             continue
-        got = ft.ppo_loss(x, t, per["old"], per["adv"],
-                          ref_log_probs=per["ref"] if has_ref else None, **kw)
+        got = ft.ppo_loss(
+            x, t, per["old"], per["adv"], ref_log_probs=per["ref"] if has_ref else None, **kw
+        )
         assert got._values[1] is None, kw  # (the fast path)
         assert got.loss.item() == want.loss, kw
         np.testing.assert_array_equal(got.ratios.numpy(), want.ratios)
@@ -989,8 +1354,9 @@ def test_ppo_fast_path_leaves_unconvertible_arguments_to_the_general_path():
     assert got._values[1] is not None  # (the general path)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
-    with pytest.raises((ValueError, TypeError, RuntimeError, NotImplementedError),
-                       match="meta|device|cpu|CPU"):
+    with pytest.raises(
+        (ValueError, TypeError, RuntimeError, NotImplementedError), match="meta|device|cpu|CPU"
+    ):
         ft.ppo_loss(x, t.to("meta"), per["old"], per["adv"])
 
 
@@ -1006,8 +1372,9 @@ def test_ppo_fast_path_backward_with_retained_graph_and_accumulation():
     with pytest.raises(RuntimeError, match="second time"):
         res.loss.backward()
     x.grad = None
-    want = torch.autograd.grad(torch_ppo(x, t, per["old"], per["adv"], torch.full((4,), 0.25)),
-                               x)[0]
+    want = torch.autograd.grad(torch_ppo(x, t, per["old"], per["adv"], torch.full((4,), 0.25)), x)[
+        0
+    ]
     ft.ppo_loss(x, t, per["old"], per["adv"]).loss.backward()
     torch.testing.assert_close(x.grad, want, rtol=1e-5, atol=1e-6)
 
@@ -1021,21 +1388,31 @@ def test_torch_compile_fullgraph():
     def step(x, hidden, weight):
         w = ft.loss_weights(mask, "grpo", dtype=torch.float32)
         res = ft.ppo_loss(x * 1.5, t, per["old"], per["adv"], w, clip_high=0.28)
-        head = ft.linear_ppo_loss(hidden.reshape(2, 3, 4), weight, t, per["old"], per["adv"],
-                                  w, chunk_size=4)
-        return (res.loss + head.loss + ft.token_log_probs(x, t).sum() + ft.entropy(x).mean()
-                + ft.logsumexp(x).mean() + res.clip_fraction)
+        head = ft.linear_ppo_loss(
+            hidden.reshape(2, 3, 4), weight, t, per["old"], per["adv"], w, chunk_size=4
+        )
+        return (
+            res.loss
+            + head.loss
+            + ft.token_log_probs(x, t).sum()
+            + ft.entropy(x).mean()
+            + ft.logsumexp(x).mean()
+            + res.clip_fraction
+        )
 
     compiled = torch.compile(step, fullgraph=True)
     got = compiled(x, hidden, weight)
     want = step(x, hidden, weight)
     torch.testing.assert_close(got, want)
-    for a, b in zip(torch.autograd.grad(got, (x, hidden, weight)),
-                    torch.autograd.grad(want, (x, hidden, weight))):
+    for a, b in zip(
+        torch.autograd.grad(got, (x, hidden, weight)),
+        torch.autograd.grad(want, (x, hidden, weight)),
+    ):
         torch.testing.assert_close(a, b)
 
 
 # --- bad input ------------------------------------------------------------------------------------
+
 
 def bad_calls():
     x, t, per = rng_tensors(n=4, v=5, seed=14)
@@ -1055,46 +1432,102 @@ def bad_calls():
         (ValueError, "advantages must have shape", lambda: ft.ppo_loss(x, t, o, a[:3])),
         (ValueError, "advantages must have shape", lambda: ft.ppo_loss(x, t, o, a[0])),
         (ValueError, "at least one column", lambda: ft.ppo_loss(x[:, :0], t, o, a)),
-        (ValueError, r"tokens\[1\] = 9 is out of range",
-         lambda: ft.ppo_loss(x, torch.tensor([0, 9, 1, 2]), o, a)),
-        (ValueError, r"tokens\[1\] = -1 is out of range",
-         lambda: ft.token_log_probs(x, torch.tensor([0, -1, 1, 2]))),
-        (ValueError, r"old_log_probs\[2\] = nan is not finite",
-         lambda: ft.ppo_loss(x, t, nan_old, a)),
+        (
+            ValueError,
+            r"tokens\[1\] = 9 is out of range",
+            lambda: ft.ppo_loss(x, torch.tensor([0, 9, 1, 2]), o, a),
+        ),
+        (
+            ValueError,
+            r"tokens\[1\] = -1 is out of range",
+            lambda: ft.token_log_probs(x, torch.tensor([0, -1, 1, 2])),
+        ),
+        (
+            ValueError,
+            r"old_log_probs\[2\] = nan is not finite",
+            lambda: ft.ppo_loss(x, t, nan_old, a),
+        ),
         (ValueError, r"weights\[1\] = -0.1 is negative", lambda: ft.ppo_loss(x, t, o, a, neg_w)),
         (ValueError, "kl_coef > 0 needs ref_log_probs", lambda: ft.ppo_loss(x, t, o, a, beta=0.1)),
-        (ValueError, "sequence_offsets", lambda: ft.ppo_loss(
-            x, t, o, a, ratio_level="sequence", sequence_offsets=torch.tensor([0, 3]))),
+        (
+            ValueError,
+            "sequence_offsets",
+            lambda: ft.ppo_loss(
+                x, t, o, a, ratio_level="sequence", sequence_offsets=torch.tensor([0, 3])
+            ),
+        ),
         (ValueError, "kl_estimator", lambda: ft.ppo_loss(x, t, o, a, kl_estimator="k4")),
-        (TypeError, "clip_low must be a Python number",
-         lambda: ft.ppo_loss(x, t, o, a, clip_low=torch.tensor(0.2))),
-        (ValueError, "weight must have shape",
-         lambda: ft.linear_ppo_loss(hidden, weight[:, :3], tokens, o, a)),
-        (TypeError, "weight must have the dtype",
-         lambda: ft.linear_token_log_probs(hidden, weight.float(), tokens)),
-        (ValueError, r"tokens\[3\] = 5 is out of range",
-         lambda: ft.linear_token_log_probs(hidden, weight, torch.tensor([0, 1, 2, 5]))),
-        (ValueError, r"old_log_probs\[2\] = nan is not finite",
-         lambda: ft.linear_ppo_loss(hidden, weight, tokens, nan_old, a, chunk_size=1)),
-        (ValueError, "chunk_size must be >= 1",
-         lambda: ft.linear_ppo_loss(hidden, weight, tokens, o, a, chunk_size=0)),
-        (ValueError, r"returns\[2\] = nan is not finite",
-         lambda: ft.linear_reinforce_loss(hidden, weight, tokens, nan_old, chunk_size=1)),
-        (ValueError, r"weights\[1\] = -0.1 is negative",
-         lambda: ft.linear_reinforce_loss(hidden, weight, tokens, a, neg_w)),
-        (ValueError, r"tokens\[3\] = 5 is out of range",
-         lambda: ft.linear_reinforce_loss(hidden, weight, torch.tensor([0, 1, 2, 5]), a)),
-        (ValueError, "baseline must be None, 'mean'",
-         lambda: ft.linear_reinforce_loss(hidden, weight, tokens, a, baseline="median")),
-        (ValueError, "bias is on device",
-         lambda: ft.linear_token_log_probs(hidden, weight, tokens, bias.to("meta"))),
+        (
+            TypeError,
+            "clip_low must be a Python number",
+            lambda: ft.ppo_loss(x, t, o, a, clip_low=torch.tensor(0.2)),
+        ),
+        (
+            ValueError,
+            "weight must have shape",
+            lambda: ft.linear_ppo_loss(hidden, weight[:, :3], tokens, o, a),
+        ),
+        (
+            TypeError,
+            "weight must have the dtype",
+            lambda: ft.linear_token_log_probs(hidden, weight.float(), tokens),
+        ),
+        (
+            ValueError,
+            r"tokens\[3\] = 5 is out of range",
+            lambda: ft.linear_token_log_probs(hidden, weight, torch.tensor([0, 1, 2, 5])),
+        ),
+        (
+            ValueError,
+            r"old_log_probs\[2\] = nan is not finite",
+            lambda: ft.linear_ppo_loss(hidden, weight, tokens, nan_old, a, chunk_size=1),
+        ),
+        (
+            ValueError,
+            "chunk_size must be >= 1",
+            lambda: ft.linear_ppo_loss(hidden, weight, tokens, o, a, chunk_size=0),
+        ),
+        (
+            ValueError,
+            r"returns\[2\] = nan is not finite",
+            lambda: ft.linear_reinforce_loss(hidden, weight, tokens, nan_old, chunk_size=1),
+        ),
+        (
+            ValueError,
+            r"weights\[1\] = -0.1 is negative",
+            lambda: ft.linear_reinforce_loss(hidden, weight, tokens, a, neg_w),
+        ),
+        (
+            ValueError,
+            r"tokens\[3\] = 5 is out of range",
+            lambda: ft.linear_reinforce_loss(hidden, weight, torch.tensor([0, 1, 2, 5]), a),
+        ),
+        (
+            ValueError,
+            "baseline must be None, 'mean'",
+            lambda: ft.linear_reinforce_loss(hidden, weight, tokens, a, baseline="median"),
+        ),
+        (
+            ValueError,
+            "bias is on device",
+            lambda: ft.linear_token_log_probs(hidden, weight, tokens, bias.to("meta")),
+        ),
         (TypeError, "mask must be a bool", lambda: ft.loss_weights(x, "grpo")),
-        (ValueError, "baseline must be None, 'mean'",
-         lambda: ft.reinforce_loss(x, t, per["ret"], baseline="median")),
-        (ValueError, "estimator must be one of",
-         lambda: ft.kl_penalty_loss(x, t, per["ref"], kl_estimator="k5")),
-        (ValueError, "value_clip needs old_values",
-         lambda: ft.a2c_loss(x, t, a, per["val"], per["ret"], value_clip=0.2)),
+        (
+            ValueError,
+            "baseline must be None, 'mean'",
+            lambda: ft.reinforce_loss(x, t, per["ret"], baseline="median"),
+        ),
+        (
+            ValueError,
+            "estimator must be one of",
+            lambda: ft.kl_penalty_loss(x, t, per["ref"], kl_estimator="k5"),
+        ),
+        (
+            ValueError,
+            "value_clip needs old_values",
+            lambda: ft.a2c_loss(x, t, a, per["val"], per["ret"], value_clip=0.2),
+        ),
     ]
 
 
@@ -1131,8 +1564,17 @@ def test_nan_logits_are_reported():
         ft.linear_reinforce_loss(hidden, weight, tokens, per["adv"], chunk_size=3)
     with pytest.raises(ValueError, match=r"logits row 1 holds NaN"):
         torch.ops.fastlmrl.linear_token_log_probs_backward(
-            hidden.detach(), weight.detach(), tokens, None, torch.ones(10, dtype=F64), 3, True,
-            True, False, torch.empty(0, 7, dtype=F64))
+            hidden.detach(),
+            weight.detach(),
+            tokens,
+            None,
+            torch.ones(10, dtype=F64),
+            3,
+            True,
+            True,
+            False,
+            torch.empty(0, 7, dtype=F64),
+        )
 
 
 def test_backward_hands_over_the_forward_gradient_without_copy():
@@ -1140,44 +1582,69 @@ def test_backward_hands_over_the_forward_gradient_without_copy():
     kernel wrote in the forward pass; a scaled upstream gives a new, scaled tensor."""
     x, t, per = rng_tensors(n=5, v=6, dtype=F32, seed=16)
     x.requires_grad_(True)
-    out = torch.ops.fastlmrl.ppo_loss(x, t, per["old"], per["adv"], None, 0.2, None, None,
-                                      "token", None, None, 0.0, "k3")
+    out = torch.ops.fastlmrl.ppo_loss(
+        x, t, per["old"], per["adv"], None, 0.2, None, None, "token", None, None, 0.0, "k3"
+    )
     loss, grad = out[0], out[1]
     ptr, expected = grad.data_ptr(), grad.clone()
     del out, grad
     loss.backward()
     assert x.grad.data_ptr() == ptr and torch.equal(x.grad, expected)
     x.grad = None
-    (loss2,) = torch.ops.fastlmrl.ppo_loss(x, t, per["old"], per["adv"], None, 0.2, None, None,
-                                           "token", None, None, 0.0, "k3")[:1]
+    (loss2,) = torch.ops.fastlmrl.ppo_loss(
+        x, t, per["old"], per["adv"], None, 0.2, None, None, "token", None, None, 0.0, "k3"
+    )[:1]
     (loss2 * 0.5).backward()
     torch.testing.assert_close(x.grad, expected * 0.5, rtol=0, atol=0)
 
 
 def test_ci_runs_the_readme_test_command_with_the_cpu_torch_build():
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     section = readme.split("## Run the tests", 1)[1]
     command = section.split("```bash\n", 1)[1].split("\n", 1)[0].strip()
     assert command.startswith("pip install torch==") and command.endswith("&& pytest")
-    ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()
-                if line.strip().startswith("pip install")]
+    ci_lines = [
+        line.strip()
+        for line in (root / ".ci" / "run").read_text().splitlines()
+        if line.strip().startswith("pip install")
+    ]
     assert ci_lines == [command]
 
 
 def test_linear_ppo_loss_accepts_trl_spellings():
     hidden, weight, _, tokens = head_tensors(n=6)
     _, _, per = rng_tensors(n=6, v=7, seed=17)
-    a = ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], epsilon=0.1,
-                           epsilon_high=0.3, beta=0.05, ref_log_probs=per["ref"])
-    b = ft.linear_ppo_loss(hidden, weight, tokens, per["old"], per["adv"], clip_low=0.1,
-                           clip_high=0.3, kl_coef=0.05, ref_log_probs=per["ref"])
+    a = ft.linear_ppo_loss(
+        hidden,
+        weight,
+        tokens,
+        per["old"],
+        per["adv"],
+        epsilon=0.1,
+        epsilon_high=0.3,
+        beta=0.05,
+        ref_log_probs=per["ref"],
+    )
+    b = ft.linear_ppo_loss(
+        hidden,
+        weight,
+        tokens,
+        per["old"],
+        per["adv"],
+        clip_low=0.1,
+        clip_high=0.3,
+        kl_coef=0.05,
+        ref_log_probs=per["ref"],
+    )
     assert a.loss.item() == b.loss.item()
 
 
 def test_buffer_cache_reuses_only_buffers_no_tensor_holds():
     from fastlmrl.torch import _tensors as tt
+
     shape = (1024, 4096)  # 16 MiB of float32: cached
     a = tt.empty(shape, F32)
     ptr = a.data_ptr()
@@ -1208,6 +1675,7 @@ def test_buffer_cache_reuses_only_buffers_no_tensor_holds():
 
 def test_readme_from_pytorch_example_runs(capsys):
     from pathlib import Path
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = readme.split("## From PyTorch", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "README.md (From PyTorch)", "exec"), {})

@@ -1,5 +1,6 @@
 """fastlmrl.torch.sample_tokens: the custom op (opcheck, fake tensors), equality with the NumPy
 API, batch shapes, bfloat16, non-contiguous input, RandomStream, bad input."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,12 @@ import fastlmrl  # noqa: E402
 from fastlmrl import RandomStream  # noqa: E402
 from fastlmrl.torch.sampling import sample_tokens  # noqa: E402
 
-SETTINGS = [dict(), dict(temperature=0.7, top_k=20, top_p=0.9, min_p=0.02),
-            dict(temperature=0.0), dict(top_p=0.5)]
+SETTINGS = [
+    dict(),
+    dict(temperature=0.7, top_k=20, top_p=0.9, min_p=0.02),
+    dict(temperature=0.0),
+    dict(top_p=0.5),
+]
 
 
 def _logits(shape, dtype=torch.float32, seed=0):
@@ -59,8 +64,9 @@ def test_random_stream_is_advanced_and_reproducible():
     s = RandomStream(7, stream=3, counter=2**63 + 5)  # counters above 2**63: int64 bits in the op
     a = sample_tokens(x, s)
     assert s.counter == 2**63 + 11
-    b = fastlmrl.sample_tokens(x.reshape(6, 50).numpy(), RandomStream(7, stream=3,
-                                                                        counter=2**63 + 5))
+    b = fastlmrl.sample_tokens(
+        x.reshape(6, 50).numpy(), RandomStream(7, stream=3, counter=2**63 + 5)
+    )
     np.testing.assert_array_equal(a.tokens.reshape(-1).numpy(), b.tokens)
     c = sample_tokens(x, 2**64 - 1)  # an int seed above 2**63
     d = fastlmrl.sample_tokens(x.reshape(6, 50).numpy(), 2**64 - 1)
@@ -78,13 +84,17 @@ def test_opcheck():
     op = torch.ops.fastlmrl.sample_tokens.default
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         x = _logits((7, 33), dtype)
-        for args in ((1, 0, 1.0, 0, 1.0, 0.0), (-3, -(2**62), 0.6, 5, 0.8, 0.1),
-                     (4, 9, 0.0, 0, 1.0, 0.0)):
+        for args in (
+            (1, 0, 1.0, 0, 1.0, 0.0),
+            (-3, -(2**62), 0.6, 5, 0.8, 0.1),
+            (4, 9, 0.0, 0, 1.0, 0.0),
+        ):
             torch.library.opcheck(op, (x, *args))
 
 
 def test_fake_tensor_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     with FakeTensorMode():
         x = torch.empty(9, 17, dtype=torch.bfloat16)
         tokens, lp, mlp = torch.ops.fastlmrl.sample_tokens(x, 0, 0, 1.0, 0, 1.0, 0.0)
@@ -92,19 +102,22 @@ def test_fake_tensor_shapes():
         assert lp.dtype == torch.float32 and mlp.shape == (9,)
 
 
-@pytest.mark.parametrize("call, exc, match", [
-    (lambda: sample_tokens(torch.zeros(2, 3, device="meta"), 0), ValueError, "device 'meta'"),
-    (lambda: sample_tokens(np.zeros((2, 3)), 0), TypeError, "torch.Tensor"),
-    (lambda: sample_tokens(torch.zeros(2, 3, dtype=torch.float16), 0), TypeError, "dtype"),
-    (lambda: sample_tokens(torch.zeros(2, 0), 0), ValueError, "at least one column"),
-    (lambda: sample_tokens(torch.zeros(()), 0), ValueError, "0-dimensional"),
-    (lambda: sample_tokens(torch.zeros(2, 3), 0, temperature=-1.0), ValueError, "temperature"),
-    (lambda: sample_tokens(torch.zeros(2, 3), 0, top_k=-2), ValueError, "top_k"),
-    (lambda: sample_tokens(torch.zeros(2, 3), 0, top_p=0.0), ValueError, "top_p"),
-    (lambda: sample_tokens(torch.zeros(2, 3), 0, min_p=2.0), ValueError, "min_p"),
-    (lambda: sample_tokens(torch.zeros(2, 3), -1), ValueError, "seed"),
-    (lambda: sample_tokens(torch.tensor([[0.0, float("nan")]]), 0), ValueError, "logits row 0"),
-])
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: sample_tokens(torch.zeros(2, 3, device="meta"), 0), ValueError, "device 'meta'"),
+        (lambda: sample_tokens(np.zeros((2, 3)), 0), TypeError, "torch.Tensor"),
+        (lambda: sample_tokens(torch.zeros(2, 3, dtype=torch.float16), 0), TypeError, "dtype"),
+        (lambda: sample_tokens(torch.zeros(2, 0), 0), ValueError, "at least one column"),
+        (lambda: sample_tokens(torch.zeros(()), 0), ValueError, "0-dimensional"),
+        (lambda: sample_tokens(torch.zeros(2, 3), 0, temperature=-1.0), ValueError, "temperature"),
+        (lambda: sample_tokens(torch.zeros(2, 3), 0, top_k=-2), ValueError, "top_k"),
+        (lambda: sample_tokens(torch.zeros(2, 3), 0, top_p=0.0), ValueError, "top_p"),
+        (lambda: sample_tokens(torch.zeros(2, 3), 0, min_p=2.0), ValueError, "min_p"),
+        (lambda: sample_tokens(torch.zeros(2, 3), -1), ValueError, "seed"),
+        (lambda: sample_tokens(torch.tensor([[0.0, float("nan")]]), 0), ValueError, "logits row 0"),
+    ],
+)
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
@@ -133,17 +146,18 @@ def test_the_op_refuses_bad_arguments_before_writing():
 def test_import_fastlmrl_does_not_import_torch():
     import subprocess
     import sys
+
     code = "import sys, fastlmrl; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_torch_compile_fullgraph():
     x = _logits((6, 40))
-    op = torch.compile(lambda x: torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0.7, 5, 0.9, 0.0),
-                       fullgraph=True)
+    op = torch.compile(
+        lambda x: torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0.7, 5, 0.9, 0.0), fullgraph=True
+    )
     for a, b in zip(op(x), torch.ops.fastlmrl.sample_tokens(x, 1, 0, 0.7, 5, 0.9, 0.0)):
         assert torch.equal(a, b)
-    wrapper = torch.compile(lambda x: sample_tokens(x, 1, temperature=0.7, top_k=5),
-                            fullgraph=True)
+    wrapper = torch.compile(lambda x: sample_tokens(x, 1, temperature=0.7, top_k=5), fullgraph=True)
     for a, b in zip(wrapper(x), sample_tokens(x, 1, temperature=0.7, top_k=5)):
         assert torch.equal(a, b)

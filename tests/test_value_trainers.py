@@ -4,6 +4,7 @@ expected_sarsa, double_q_learning, monte_carlo, planners).
 Learning tests use fixed seeds; each threshold is stated with the reason it holds (they are not
 tuned to pass).  Expected values are derived by hand in the comments, never by the code under test.
 """
+
 import math
 
 import numpy as np
@@ -37,8 +38,7 @@ TOY_Q_STAR = np.array([[2.8, 3.8], [1.0, 2.0]])
 # A 5-context, 3-token token MDP with a known optimal path where the myopic first token is wrong.
 # -1 = the episode ends after that token.
 CHAIN_NEXT = [[1, 2, -1], [3, -1, 4], [4, -1, 3], [-1, -1, 4], [-1, -1, -1]]
-CHAIN_REWARD = [[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 3.0, 0.5],
-                [1.0, 0.0, 2.0]]
+CHAIN_REWARD = [[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 3.0, 0.5], [1.0, 0.0, 2.0]]
 # Backward induction by hand, gamma = 0.9:
 #   ctx 4: q = (1, 0, 2)                                    v = 2    (token 2)
 #   ctx 3: q = (0, 3, 0.5 + 0.9*2 = 2.3)                    v = 3    (token 1)
@@ -47,15 +47,17 @@ CHAIN_REWARD = [[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 3.0, 0.
 #   ctx 0: q = (1 + 0.9*2.7 = 3.43, 0 + 0.9*4.7 = 4.23, 0.5) v = 4.23 (token 1)
 # Optimal path from ctx 0: token 1 (r 0) -> ctx 2, token 2 (r 2) -> ctx 3, token 1 (r 3) -> END:
 # undiscounted return 5 in 3 steps (the myopic token 0, reward 1, is worse).
-CHAIN_Q_STAR = np.array([[3.43, 4.23, 0.5], [2.7, 1.0, 1.8], [1.8, 0.0, 4.7], [0.0, 3.0, 2.3],
-                         [1.0, 0.0, 2.0]])
+CHAIN_Q_STAR = np.array(
+    [[3.43, 4.23, 0.5], [2.7, 1.0, 1.8], [1.8, 0.0, 4.7], [0.0, 3.0, 2.3], [1.0, 0.0, 2.0]]
+)
 CHAIN_V_STAR = np.array([4.23, 2.7, 4.7, 3.0, 2.0, 0.0])  # the END state (5) has value 0
 CHAIN_GREEDY = np.array([1, 0, 2, 1, 2])
 
 
 def chain_env(num_envs=32, start=0, dtype=np.float64):
-    return ContextMDP(CHAIN_NEXT, np.array(CHAIN_REWARD, dtype=dtype), start=start,
-                      num_envs=num_envs)
+    return ContextMDP(
+        CHAIN_NEXT, np.array(CHAIN_REWARD, dtype=dtype), start=start, num_envs=num_envs
+    )
 
 
 def make(cls, env, seed=0, **kw):
@@ -80,8 +82,15 @@ def test_q_learning_toy_reaches_q_star(dtype):
     # average, so after 200 iterations every entry has had hundreds of halvings: the error is far
     # below the issue's 1e-3 (float32 rounding adds ~4e-7 relative).
     task = make_toy_task(num_envs=64)
-    trainer = make(QLearningTrainer, task.env, seed=0, epsilon_start=1.0, epsilon_end=0.1,
-                   decay_iterations=50, dtype=dtype)
+    trainer = make(
+        QLearningTrainer,
+        task.env,
+        seed=0,
+        epsilon_start=1.0,
+        epsilon_end=0.1,
+        decay_iterations=50,
+        dtype=dtype,
+    )
     trainer.train(200)
     assert trainer.q.dtype == np.dtype(dtype)
     np.testing.assert_allclose(trainer.q[:2], TOY_Q_STAR, rtol=0, atol=1e-3)
@@ -98,9 +107,16 @@ def test_q_learning_toy_reaches_q_star(dtype):
 def test_q_learning_boltzmann_toy_reaches_q_star():
     # Boltzmann exploration with tau >= 0.5 keeps every token's probability >= e^{-2/0.5} / 2
     # (about 1 %), so every pair keeps being updated; same argument as above.
-    trainer = make(QLearningTrainer, ContextMDP(num_envs=64), seed=5, exploration="boltzmann",
-                   temperature_start=2.0, temperature_end=0.5, decay_iterations=50,
-                   schedule="exponential")
+    trainer = make(
+        QLearningTrainer,
+        ContextMDP(num_envs=64),
+        seed=5,
+        exploration="boltzmann",
+        temperature_start=2.0,
+        temperature_end=0.5,
+        decay_iterations=50,
+        schedule="exponential",
+    )
     trainer.train(200)
     np.testing.assert_allclose(trainer.q[:2], TOY_Q_STAR, rtol=0, atol=1e-3)
     assert "temperature" in trainer.history[-1] and "epsilon" not in trainer.history[-1]
@@ -114,8 +130,14 @@ def test_value_iteration_and_q_learning_choose_the_same_tokens():
     env = chain_env(num_envs=32)
     planner = make(ValueIterationPlanner, env)
     planner.train(1)
-    learner = make(QLearningTrainer, chain_env(num_envs=32), seed=1, epsilon_start=1.0,
-                   epsilon_end=0.1, decay_iterations=100)
+    learner = make(
+        QLearningTrainer,
+        chain_env(num_envs=32),
+        seed=1,
+        epsilon_start=1.0,
+        epsilon_end=0.1,
+        decay_iterations=100,
+    )
     learner.train(300)
     states = np.arange(5)
     assert np.array_equal(planner.greedy_actions(states), CHAIN_GREEDY)
@@ -161,8 +183,14 @@ def test_sarsa_toy_reaches_optimal_policy():
     # halves per update.  Once epsilon = 0 the greedy pair (x1, v2) has the deterministic target
     # 2 + 0.9 Q(x2, v2) = 3.8, so it converges too; (x1, v1) is no longer visited and keeps a
     # value inside the hull of its past targets 1 + 0.9 Q(x2, .) <= 2.8 (+1e-3 slack).
-    trainer = make(SarsaTrainer, ContextMDP(num_envs=64), seed=2, epsilon_start=1.0,
-                   epsilon_end=0.0, decay_iterations=100)
+    trainer = make(
+        SarsaTrainer,
+        ContextMDP(num_envs=64),
+        seed=2,
+        epsilon_start=1.0,
+        epsilon_end=0.0,
+        decay_iterations=100,
+    )
     trainer.train(150)
     assert np.array_equal(trainer.greedy_policy()[:2], [1, 1])
     np.testing.assert_allclose(trainer.q[1], [1.0, 2.0], rtol=0, atol=1e-3)
@@ -176,8 +204,9 @@ def test_expected_sarsa_fixed_epsilon_reaches_q_pi():
     # over the next token, deterministic MDP), so the table converges geometrically to the value
     # of the epsilon-greedy policy (S&B 6.6):  v(x2) = (1 - 0.2) * 2 + 0.2 * (1 + 2) / 2 = 1.9,
     # q(x1, .) = (1 + 0.9 * 1.9, 2 + 0.9 * 1.9) = (2.71, 3.71), q(x2, .) = (1, 2).
-    trainer = make(ExpectedSarsaTrainer, ContextMDP(num_envs=64), seed=3, epsilon_start=0.2,
-                   decay_iterations=0)
+    trainer = make(
+        ExpectedSarsaTrainer, ContextMDP(num_envs=64), seed=3, epsilon_start=0.2, decay_iterations=0
+    )
     trainer.train(150)
     np.testing.assert_allclose(trainer.q[:2], [[2.71, 3.71], [1.0, 2.0]], rtol=0, atol=1e-3)
     assert all(h["epsilon"] == 0.2 for h in trainer.history)
@@ -187,8 +216,14 @@ def test_expected_sarsa_epsilon_to_zero_reaches_q_star_on_greedy_pairs():
     # epsilon -> 0 (linear, then held at 0): the target becomes Q-learning's; the greedy pairs
     # (visited every episode) converge to Q*.  (x1, v1) stops being visited once epsilon = 0;
     # its last targets were 1 + 0.9 (2 - eps/2) with eps -> 0, within 0.45 * eps of 2.8.
-    trainer = make(ExpectedSarsaTrainer, ContextMDP(num_envs=64), seed=4, epsilon_start=1.0,
-                   epsilon_end=0.0, decay_iterations=100)
+    trainer = make(
+        ExpectedSarsaTrainer,
+        ContextMDP(num_envs=64),
+        seed=4,
+        epsilon_start=1.0,
+        epsilon_end=0.0,
+        decay_iterations=100,
+    )
     trainer.train(150)
     assert np.array_equal(trainer.greedy_policy()[:2], [1, 1])
     np.testing.assert_allclose(trainer.q[1], [1.0, 2.0], rtol=0, atol=1e-3)
@@ -201,8 +236,13 @@ def test_double_q_learning_toy_reaches_q_star():
     # each table is picked by a fair coin, so each entry is still updated hundreds of times in
     # 200 iterations with epsilon >= 0.1: both converge to Q* (van Hasselt 2010), and so does
     # their average.
-    trainer = make(DoubleQLearningTrainer, ContextMDP(num_envs=64), seed=5, epsilon_end=0.1,
-                   decay_iterations=50)
+    trainer = make(
+        DoubleQLearningTrainer,
+        ContextMDP(num_envs=64),
+        seed=5,
+        epsilon_end=0.1,
+        decay_iterations=50,
+    )
     trainer.train(200)
     for table in (trainer.q1, trainer.q2, trainer.q):
         np.testing.assert_allclose(table[:2], TOY_Q_STAR, rtol=0, atol=1e-3)
@@ -211,10 +251,15 @@ def test_double_q_learning_toy_reaches_q_star():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_double_q_average_table_is_kept_in_step(dtype):
-    trainer = make(DoubleQLearningTrainer, chain_env(num_envs=8, start=[0, 1, 2]), seed=6,
-                   dtype=dtype, initial_q=0.25)
+    trainer = make(
+        DoubleQLearningTrainer,
+        chain_env(num_envs=8, start=[0, 1, 2]),
+        seed=6,
+        dtype=dtype,
+        initial_q=0.25,
+    )
     trainer.train(7)
-    mean = ((trainer.q1.astype(np.float64) + trainer.q2.astype(np.float64)) * 0.5)
+    mean = (trainer.q1.astype(np.float64) + trainer.q2.astype(np.float64)) * 0.5
     assert np.array_equal(trainer.q, mean.astype(dtype))
     assert not np.array_equal(trainer.q1, trainer.q2)  # the coins split the updates
 
@@ -228,8 +273,9 @@ def test_monte_carlo_fixed_epsilon_estimates_q_pi():
     # standard error of the mean of n returns is 0.9 sqrt(p (1-p) / n).  Iteration 0's returns
     # (greedy ties -> v1) are removed using the table and counts saved after it.  Threshold:
     # 5 standard errors.
-    trainer = make(MonteCarloTrainer, ContextMDP(num_envs=64), seed=7, epsilon_start=0.1,
-                   decay_iterations=0)
+    trainer = make(
+        MonteCarloTrainer, ContextMDP(num_envs=64), seed=7, epsilon_start=0.1, decay_iterations=0
+    )
     trainer.train(1)
     q0, n0 = trainer.q.copy(), trainer.counts.copy()
     assert (n0[1] > 0).all()
@@ -251,22 +297,34 @@ def test_monte_carlo_every_visit_and_constant_alpha():
     # A context that can loop: ctx 0 --token 0--> ctx 0 (reward 0), --token 1--> END (reward 1);
     # episodes are cut at max_steps = 4 (truncated).
     env = ContextMDP([[0, -1]], [[0.0, 1.0]], num_envs=16, max_steps=4)
-    every = make(MonteCarloTrainer, env, seed=8, first_visit=False, epsilon_start=0.5,
-                 decay_iterations=0)
+    every = make(
+        MonteCarloTrainer, env, seed=8, first_visit=False, epsilon_start=0.5, decay_iterations=0
+    )
     every.train(1)
     # Every visit is credited: the counts add up to the steps.
     assert every.counts.sum() == every.history[0]["tokens"]
-    first = make(MonteCarloTrainer, ContextMDP([[0, -1]], [[0.0, 1.0]], num_envs=16,
-                                               max_steps=4),
-                 seed=8, first_visit=True, epsilon_start=0.5, decay_iterations=0)
+    first = make(
+        MonteCarloTrainer,
+        ContextMDP([[0, -1]], [[0.0, 1.0]], num_envs=16, max_steps=4),
+        seed=8,
+        first_visit=True,
+        epsilon_start=0.5,
+        decay_iterations=0,
+    )
     first.train(1)
     # Same seed and same initial table: the same episodes; each pair at most once per episode.
     assert first.history[0]["tokens"] == every.history[0]["tokens"]
     assert first.counts.max() <= 16 and first.counts.sum() < every.counts.sum()
     # Constant alpha: optimal policy (end now, value 1 > 0.9 * 1) after a few iterations.
-    const = make(MonteCarloTrainer, ContextMDP([[0, -1]], [[0.0, 1.0]], num_envs=16,
-                                               max_steps=4),
-                 seed=9, alpha=0.2, epsilon_start=0.5, epsilon_end=0.1, decay_iterations=20)
+    const = make(
+        MonteCarloTrainer,
+        ContextMDP([[0, -1]], [[0.0, 1.0]], num_envs=16, max_steps=4),
+        seed=9,
+        alpha=0.2,
+        epsilon_start=0.5,
+        epsilon_end=0.1,
+        decay_iterations=20,
+    )
     const.train(40)
     assert const.greedy_policy()[0] == 1
     # (0, 1) always returns exactly 1 (terminal reward): the constant-alpha average -> 1.
@@ -278,8 +336,9 @@ def test_monte_carlo_drop_truncated():
     # at 3 steps: episodes that never chose token 1 are truncated and, with drop_truncated,
     # contribute nothing.
     env = ContextMDP([[0, -1]], [[0.0, 1.0]], num_envs=32, max_steps=3)
-    trainer = make(MonteCarloTrainer, env, seed=10, epsilon_start=1.0, decay_iterations=0,
-                   drop_truncated=True)
+    trainer = make(
+        MonteCarloTrainer, env, seed=10, epsilon_start=1.0, decay_iterations=0, drop_truncated=True
+    )
     m = trainer.train(1)[0]
     n_trunc = round(m["truncated"] * 32)
     assert 0 < n_trunc < 32
@@ -298,8 +357,15 @@ def test_truncation_bootstraps_on_text_env():
     # 0.9 * 10 = 9.  Had truncation been treated as termination, the values would depend on the
     # step and could not all reach these.  Context 1 (after EOS) is never acted in: stays 0.
     # Same convergence argument as the toy (deterministic, alpha = 0.5, epsilon >= 0.2).
-    env = TextGenerationEnv([[2]], vocab_size=4, order=1, max_new_tokens=4, num_envs=16,
-                            eos_id=1, reward=KeywordReward({3: 1.0}, per_token=True))
+    env = TextGenerationEnv(
+        [[2]],
+        vocab_size=4,
+        order=1,
+        max_new_tokens=4,
+        num_envs=16,
+        eos_id=1,
+        reward=KeywordReward({3: 1.0}, per_token=True),
+    )
     trainer = make(QLearningTrainer, env, seed=11, epsilon_end=0.2, decay_iterations=50)
     trainer.train(250)
     expected = np.array([9.0, 0.0, 9.0, 10.0])
@@ -310,8 +376,15 @@ def test_truncation_bootstraps_on_text_env():
 
 
 def test_sarsa_on_text_env_learns_the_rewarded_token():
-    env = TextGenerationEnv([[2], [3]], vocab_size=4, order=1, max_new_tokens=4, num_envs=16,
-                            eos_id=1, reward=KeywordReward({3: 1.0}, per_token=True))
+    env = TextGenerationEnv(
+        [[2], [3]],
+        vocab_size=4,
+        order=1,
+        max_new_tokens=4,
+        num_envs=16,
+        eos_id=1,
+        reward=KeywordReward({3: 1.0}, per_token=True),
+    )
     trainer = make(SarsaTrainer, env, seed=12, epsilon_end=0.0, decay_iterations=60)
     trainer.train(80)
     # Greedy at the end: every episode emits token 3 four times (the optimum, return 4).
@@ -337,22 +410,42 @@ def test_safety_cut_truncates_and_bootstraps():
 
 
 def test_epsilon_schedule_and_metrics():
-    trainer = make(QLearningTrainer, ContextMDP(num_envs=4), seed=0, epsilon_start=1.0,
-                   epsilon_end=0.1, decay_iterations=10)
+    trainer = make(
+        QLearningTrainer,
+        ContextMDP(num_envs=4),
+        seed=0,
+        epsilon_start=1.0,
+        epsilon_end=0.1,
+        decay_iterations=10,
+    )
     trainer.train(14)
     eps = [h["epsilon"] for h in trainer.history]
     expected = [1.0 + (0.1 - 1.0) * min(k / 10, 1.0) for k in range(14)]
     assert eps == pytest.approx(expected, abs=1e-15)
-    for key in ("reward", "episode_length", "td_error", "tokens", "tokens_per_second",
-                "seconds", "iteration", "truncated"):
+    for key in (
+        "reward",
+        "episode_length",
+        "td_error",
+        "tokens",
+        "tokens_per_second",
+        "seconds",
+        "iteration",
+        "truncated",
+    ):
         assert key in trainer.history[0]
     assert [h["iteration"] for h in trainer.history] == list(range(14))
 
 
 def test_exponential_schedule_reaches_end():
-    trainer = make(QLearningTrainer, ContextMDP(num_envs=2), exploration="boltzmann",
-                   temperature_start=4.0, temperature_end=0.25, decay_iterations=4,
-                   schedule="exponential")
+    trainer = make(
+        QLearningTrainer,
+        ContextMDP(num_envs=2),
+        exploration="boltzmann",
+        temperature_start=4.0,
+        temperature_end=0.25,
+        decay_iterations=4,
+        schedule="exponential",
+    )
     trainer.train(7)
     taus = [h["temperature"] for h in trainer.history]
     # 4 * d**k with d = (0.25 / 4) ** (1/4) = 0.5: 4, 2, 1, 0.5, 0.25, then held at 0.25.
@@ -426,9 +519,15 @@ def test_resume_from_checkpoint_is_bit_identical(cls, kw, tmp_path):
 
 def test_resume_on_text_env(tmp_path):
     def env():
-        return TextGenerationEnv([[2], [3], [2, 3]], vocab_size=4, order=2, max_new_tokens=5,
-                                 num_envs=6, eos_id=1,
-                                 reward=KeywordReward({(2, 3): 1.0}, per_token=True))
+        return TextGenerationEnv(
+            [[2], [3], [2, 3]],
+            vocab_size=4,
+            order=2,
+            max_new_tokens=5,
+            num_envs=6,
+            eos_id=1,
+            reward=KeywordReward({(2, 3): 1.0}, per_token=True),
+        )
 
     straight = make(SarsaTrainer, env(), seed=41, decay_iterations=5)
     straight.train(6)
@@ -473,8 +572,10 @@ def test_every_backend_trains_identically(cls, dtype):
         with fastlmrl.use_backend(name):
             trainer = make(cls, chain_env(num_envs=6, start=[0, 1, 2]), seed=51, **kw)
             trainer.train(4)
-            results[name] = (_state(trainer), [(h["reward"], h.get("td_error"))
-                                               for h in trainer.history])
+            results[name] = (
+                _state(trainer),
+                [(h["reward"], h.get("td_error")) for h in trainer.history],
+            )
     ref_arrays, ref_hist = results["python"]
     for name, (arrays, hist) in results.items():
         assert hist == ref_hist, name
@@ -487,25 +588,28 @@ def test_every_backend_trains_identically(cls, dtype):
 
 
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda c: c.algorithm)
-@pytest.mark.parametrize("field,value,exc", [
-    ("exploration", "softmax", ValueError),
-    ("exploration", 3, TypeError),
-    ("alpha", 0.0, ValueError),
-    ("alpha", 1.5, ValueError),
-    ("alpha", "big", TypeError),
-    ("alpha", float("nan"), ValueError),
-    ("gamma", 1.01, ValueError),
-    ("gamma", -0.1, ValueError),
-    ("epsilon_start", 1.5, ValueError),
-    ("epsilon_end", -0.1, ValueError),
-    ("temperature_start", 0.0, ValueError),
-    ("decay_iterations", -1, ValueError),
-    ("decay_iterations", 2.5, TypeError),
-    ("schedule", "cosine", ValueError),
-    ("dtype", "float16", ValueError),
-    ("initial_q", float("inf"), ValueError),
-    ("max_episode_steps", 0, ValueError),
-])
+@pytest.mark.parametrize(
+    "field,value,exc",
+    [
+        ("exploration", "softmax", ValueError),
+        ("exploration", 3, TypeError),
+        ("alpha", 0.0, ValueError),
+        ("alpha", 1.5, ValueError),
+        ("alpha", "big", TypeError),
+        ("alpha", float("nan"), ValueError),
+        ("gamma", 1.01, ValueError),
+        ("gamma", -0.1, ValueError),
+        ("epsilon_start", 1.5, ValueError),
+        ("epsilon_end", -0.1, ValueError),
+        ("temperature_start", 0.0, ValueError),
+        ("decay_iterations", -1, ValueError),
+        ("decay_iterations", 2.5, TypeError),
+        ("schedule", "cosine", ValueError),
+        ("dtype", "float16", ValueError),
+        ("initial_q", float("inf"), ValueError),
+        ("max_episode_steps", 0, ValueError),
+    ],
+)
 def test_bad_config_is_refused(cls, field, value, exc):
     with pytest.raises(exc, match=field):
         make(cls, ContextMDP(), **{field: value})
@@ -558,8 +662,15 @@ def test_other_bad_arguments():
 
 def test_defaults_and_algorithm_keys():
     keys = {cls.algorithm for cls in LEARNERS + PLANNERS}
-    assert keys == {"q_learning", "sarsa", "expected_sarsa", "double_q_learning", "monte_carlo",
-                    "value_iteration", "policy_iteration"}
+    assert keys == {
+        "q_learning",
+        "sarsa",
+        "expected_sarsa",
+        "double_q_learning",
+        "monte_carlo",
+        "value_iteration",
+        "policy_iteration",
+    }
     for cls in LEARNERS + PLANNERS:
         trainer = cls(ContextMDP(num_envs=2))  # config=None -> the defaults
         assert isinstance(trainer.config, cls.Config)
@@ -585,9 +696,15 @@ def test_defaults_and_algorithm_keys():
 
 from fastlmrl.tasks import make_text_task  # noqa: E402
 
-TEXT_RUNS = [(QLearningTrainer, 40, 0.2), (SarsaTrainer, 40, 1.0), (ExpectedSarsaTrainer, 40, 0.03),
-             (DoubleQLearningTrainer, 40, 1.0), (MonteCarloTrainer, 40, 1.0),
-             (ValueIterationPlanner, 4, 0.03), (PolicyIterationPlanner, 4, 0.03)]
+TEXT_RUNS = [
+    (QLearningTrainer, 40, 0.2),
+    (SarsaTrainer, 40, 1.0),
+    (ExpectedSarsaTrainer, 40, 0.03),
+    (DoubleQLearningTrainer, 40, 1.0),
+    (MonteCarloTrainer, 40, 1.0),
+    (ValueIterationPlanner, 4, 0.03),
+    (PolicyIterationPlanner, 4, 0.03),
+]
 
 
 @pytest.fixture(scope="module")
@@ -597,7 +714,9 @@ def text_task():
     return task, float(batch.scores.mean())
 
 
-@pytest.mark.parametrize("cls, iterations, margin", TEXT_RUNS, ids=lambda x: getattr(x, "__name__", str(x)))
+@pytest.mark.parametrize(
+    "cls, iterations, margin", TEXT_RUNS, ids=lambda x: getattr(x, "__name__", str(x))
+)
 def test_value_methods_start_from_the_lm_and_raise_the_score(text_task, cls, iterations, margin):
     task, reference_score = text_task
     trainer = cls(task, seed=0)
@@ -607,8 +726,11 @@ def test_value_methods_start_from_the_lm_and_raise_the_score(text_task, cls, ite
     history = trainer.train(iterations)
     assert any(m["reward"] > 0 for m in history)  # words were found while exploring
     after = float(trainer.sample(1024, 99).scores.mean())
-    assert after >= reference_score + margin and after >= 2 * reference_score, \
-        (cls.__name__, reference_score, after)
+    assert after >= reference_score + margin and after >= 2 * reference_score, (
+        cls.__name__,
+        reference_score,
+        after,
+    )
 
 
 def test_default_discount_is_the_toys_of_the_readme():

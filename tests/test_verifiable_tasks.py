@@ -1,9 +1,18 @@
 """Verifiable tasks: generators checked against answers computed here, strict exact-match reward."""
+
 import numpy as np
 import pytest
 
-from fastlmrl.verifiable_tasks import (TASKS, ArithmeticTask, CopyTask, ReasoningGymTask,
-                                       ReverseTask, SortDigitsTask, exact_match_reward, get_task)
+from fastlmrl.verifiable_tasks import (
+    TASKS,
+    ArithmeticTask,
+    CopyTask,
+    ReasoningGymTask,
+    ReverseTask,
+    SortDigitsTask,
+    exact_match_reward,
+    get_task,
+)
 
 
 def test_arithmetic_answers_match_python_ints():
@@ -34,10 +43,14 @@ def test_arithmetic_hand_cases():
 
 
 def test_string_tasks_against_independent_answers():
-    for task, solve in ((ReverseTask(), lambda s: "".join(reversed(list(s)))),
-                        (CopyTask(), lambda s: s),
-                        (SortDigitsTask(min_len=3, max_len=6),
-                         lambda s: "".join(str(d) for d in sorted(int(c) for c in s)))):
+    for task, solve in (
+        (ReverseTask(), lambda s: "".join(reversed(list(s)))),
+        (CopyTask(), lambda s: s),
+        (
+            SortDigitsTask(min_len=3, max_len=6),
+            lambda s: "".join(str(d) for d in sorted(int(c) for c in s)),
+        ),
+    ):
         prompts = task.prompts(200, seed=1)
         lengths = set()
         for p, a in zip(prompts, task.answers(prompts)):

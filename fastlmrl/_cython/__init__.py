@@ -1,4 +1,5 @@
 """The Cython backend: compiled ``nogil`` kernels; the ``.pxd`` files ship for ``cimport``."""
+
 from .._topics import gather
 
 NAME = "cython"

@@ -17,6 +17,7 @@ imports* (transitively: ``_common.py``, ``fast_math.py``, ``rng.py``, ...) are u
 SHA-256 over their contents), so an edit of a shared helper invalidates the kernels that call it
 (Numba's own stamp covers only the file defining the function).  The first compilation in a process prints one line to stderr.
 """
+
 import hashlib
 import os
 import re
@@ -27,10 +28,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: Numba's own save
     fcntl = None
 
-import numpy as np
 import numba
-from numba import njit
+import numpy as np
 from llvmlite import ir
+from numba import njit
 from numba.core import caching, cgutils, types
 from numba.core import event as _event
 from numba.extending import intrinsic, overload
@@ -54,8 +55,7 @@ def numba_cache_dir() -> str:
         xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
         root = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
         base = os.path.join(root, "fastlmrl", "numba")
-    tag = (f"{__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
-           f"-numba{numba.__version__}")
+    tag = f"{__version__}-py{sys.version_info[0]}{sys.version_info[1]}-numba{numba.__version__}"
     return os.path.join(base, tag)
 
 
@@ -71,9 +71,15 @@ def _imported_files(path: str) -> list:
     out = []
     for dots, module, names in _IMPORT.findall(text):
         base = here if len(dots) == 1 else os.path.dirname(here)
-        candidates = ([os.path.join(base, module + ".py")] if module else
-                      [os.path.join(base, n.strip() + ".py")
-                       for n in names.strip("()").split(",") if n.strip().isidentifier()])
+        candidates = (
+            [os.path.join(base, module + ".py")]
+            if module
+            else [
+                os.path.join(base, n.strip() + ".py")
+                for n in names.strip("()").split(",")
+                if n.strip().isidentifier()
+            ]
+        )
         out.extend(c for c in candidates if os.path.isfile(c))
     return out
 
@@ -105,7 +111,7 @@ def _dependency_stamp(py_file: str) -> str:
 
 _Mixin = caching._SourceFileBackedLocatorMixin
 _Base = caching._CacheLocator
-_Impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")
+_Impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
 
 
 class FastlmrlCacheLocator(_Mixin, _Base):
@@ -115,8 +121,7 @@ class FastlmrlCacheLocator(_Mixin, _Base):
     def __init__(self, py_func, py_file):
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        self._cache_path = os.path.join(numba_cache_dir(),
-                                        self.get_suitable_cache_subpath(py_file))
+        self._cache_path = os.path.join(numba_cache_dir(), self.get_suitable_cache_subpath(py_file))
 
     def get_cache_path(self):
         return self._cache_path
@@ -179,8 +184,12 @@ class _CompileNotice(_event.Listener):
         module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
         if module.startswith("fastlmrl."):
             _CompileNotice.announced = True
-            print(f"fastlmrl: compiling Numba kernels for this machine (once; cached in "
-                  f"{numba_cache_dir()}) ...", file=sys.stderr, flush=True)
+            print(
+                f"fastlmrl: compiling Numba kernels for this machine (once; cached in "
+                f"{numba_cache_dir()}) ...",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def on_end(self, event):
         pass

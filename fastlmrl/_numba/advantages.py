@@ -44,9 +44,15 @@ def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, o
     (B,).  A kernel without values (or a second output) passes rewards (the first output) again."""
     shape = rewards.shape
     n_rows = shape[0]
-    return (values.shape == shape and mask.shape == shape and out1.shape == shape
-            and out2.shape == shape and terminated.shape[0] == n_rows
-            and truncated.shape[0] == n_rows and bootstrap_values.shape[0] == n_rows)
+    return (
+        values.shape == shape
+        and mask.shape == shape
+        and out1.shape == shape
+        and out2.shape == shape
+        and terminated.shape[0] == n_rows
+        and truncated.shape[0] == n_rows
+        and bootstrap_values.shape[0] == n_rows
+    )
 
 
 @njit(**NJIT)
@@ -54,10 +60,11 @@ def _overlapping(out1, out2, rewards, values, mask, terminated, truncated, boots
     """Does an output share memory with an input or with the other output (status 8; O(1),
     address ranges)?  A kernel with one output passes an empty view of it as ``out2``, one
     without values an empty view of rewards."""
-    return (written_overlaps(out1, out2, rewards, values, mask, terminated, truncated,
-                             bootstrap_values)
-            or written_overlaps(out2, rewards, values, mask, terminated, truncated,
-                                bootstrap_values, rewards[:0]))
+    return written_overlaps(
+        out1, out2, rewards, values, mask, terminated, truncated, bootstrap_values
+    ) or written_overlaps(
+        out2, rewards, values, mask, terminated, truncated, bootstrap_values, rewards[:0]
+    )
 
 
 @njit(**NJIT)
@@ -113,8 +120,9 @@ def _row_ok(rewards, values, has_values, mask, terminated, truncated, bootstrap_
             seen = seen | valid
     if bad:
         return False
-    return (not seen or terminated[b] != 0
-            or (truncated[b] != 0 and np.isfinite(bootstrap_values[b])))
+    return (
+        not seen or terminated[b] != 0 or (truncated[b] != 0 and np.isfinite(bootstrap_values[b]))
+    )
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -129,8 +137,9 @@ def _bad_rows_par(rewards, values, has_values, mask, terminated, truncated, boot
         lo = min(fetch_add(counter, rpb), n)
         while lo < n:
             for b in range(lo, min(lo + rpb, n)):
-                if not _row_ok(rewards, values, has_values, mask, terminated, truncated,
-                               bootstrap_values, b):
+                if not _row_ok(
+                    rewards, values, has_values, mask, terminated, truncated, bootstrap_values, b
+                ):
                     bt += 1
             lo = min(fetch_add(counter, rpb), n)
         bad += bt
@@ -145,17 +154,20 @@ def _check(rewards, values, has_values, mask, terminated, truncated, bootstrap_v
     n = mask.shape[0]
     bad = 0
     if nt > 1:
-        bad = _bad_rows_par(rewards, values, has_values, mask, terminated, truncated,
-                            bootstrap_values, nt)
+        bad = _bad_rows_par(
+            rewards, values, has_values, mask, terminated, truncated, bootstrap_values, nt
+        )
     else:
         for b in range(n):
-            if not _row_ok(rewards, values, has_values, mask, terminated, truncated,
-                           bootstrap_values, b):
+            if not _row_ok(
+                rewards, values, has_values, mask, terminated, truncated, bootstrap_values, b
+            ):
                 bad = 1
                 break
     if bad:
-        return _first_bad(rewards, values, has_values, mask, terminated, truncated,
-                          bootstrap_values)
+        return _first_bad(
+            rewards, values, has_values, mask, terminated, truncated, bootstrap_values
+        )
     return 0
 
 
@@ -178,6 +190,7 @@ def rows_per_block(n_steps):
 # each with the reference's operations in the reference's order), then a last single row.  The
 # rows are walked through reversed views (``row[::-1]``, t = T-1 first) with a forward range, so
 # that Numba knows every index is non-negative (no wrap-around check: 1.4x faster).
+
 
 @njit(**NJIT)
 def _discounted_rows(rewards, mask, terminated, bootstrap_values, gamma, returns_out, lo, hi):
@@ -213,8 +226,9 @@ def _discounted_rows(rewards, mask, terminated, bootstrap_values, gamma, returns
 
 
 @njit(**NJIT)
-def _lambda_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam, returns_out,
-                 lo, hi):
+def _lambda_rows(
+    rewards, values, mask, terminated, bootstrap_values, gamma, lam, returns_out, lo, hi
+):
     n_steps = mask.shape[1]
     one_minus_lam = 1.0 - lam
     b = lo
@@ -254,8 +268,19 @@ def _lambda_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam
 
 
 @njit(**NJIT)
-def _gae_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam, advantages_out,
-              returns_out, lo, hi):
+def _gae_rows(
+    rewards,
+    values,
+    mask,
+    terminated,
+    bootstrap_values,
+    gamma,
+    lam,
+    advantages_out,
+    returns_out,
+    lo,
+    hi,
+):
     n_steps = mask.shape[1]
     gl = gamma * lam
     b = lo
@@ -310,6 +335,7 @@ def _gae_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam, a
 # none is left (dynamic schedule: a worker slowed by another process leaves the rest to the
 # others).  A row's result does not depend on the worker or the block that computes it.
 
+
 @njit(cache=True, nogil=True, parallel=True)
 def _discounted_par(rewards, mask, terminated, bootstrap_values, gamma, returns_out, nt):
     n = mask.shape[0]
@@ -318,8 +344,16 @@ def _discounted_par(rewards, mask, terminated, bootstrap_values, gamma, returns_
     for _ in prange(nt):
         lo = min(fetch_add(counter, rpb), n)
         while lo < n:
-            _discounted_rows(rewards, mask, terminated, bootstrap_values, gamma, returns_out, lo,
-                             min(lo + rpb, n))
+            _discounted_rows(
+                rewards,
+                mask,
+                terminated,
+                bootstrap_values,
+                gamma,
+                returns_out,
+                lo,
+                min(lo + rpb, n),
+            )
             lo = min(fetch_add(counter, rpb), n)
 
 
@@ -331,35 +365,68 @@ def _lambda_par(rewards, values, mask, terminated, bootstrap_values, gamma, lam,
     for _ in prange(nt):
         lo = min(fetch_add(counter, rpb), n)
         while lo < n:
-            _lambda_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam,
-                         returns_out, lo, min(lo + rpb, n))
+            _lambda_rows(
+                rewards,
+                values,
+                mask,
+                terminated,
+                bootstrap_values,
+                gamma,
+                lam,
+                returns_out,
+                lo,
+                min(lo + rpb, n),
+            )
             lo = min(fetch_add(counter, rpb), n)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _gae_par(rewards, values, mask, terminated, bootstrap_values, gamma, lam, advantages_out,
-             returns_out, nt):
+def _gae_par(
+    rewards, values, mask, terminated, bootstrap_values, gamma, lam, advantages_out, returns_out, nt
+):
     n = mask.shape[0]
     counter = np.zeros(1, dtype=np.int64)
     rpb = rows_per_block(mask.shape[1])
     for _ in prange(nt):
         lo = min(fetch_add(counter, rpb), n)
         while lo < n:
-            _gae_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam,
-                      advantages_out, returns_out, lo, min(lo + rpb, n))
+            _gae_rows(
+                rewards,
+                values,
+                mask,
+                terminated,
+                bootstrap_values,
+                gamma,
+                lam,
+                advantages_out,
+                returns_out,
+                lo,
+                min(lo + rpb, n),
+            )
             lo = min(fetch_add(counter, rpb), n)
 
 
 # ---- kernels ------------------------------------------------------------------------------------
 
+
 @njit(**NJIT)
-def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out,
-                       num_threads):
-    if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out,
-                      returns_out):
+def discounted_returns(
+    rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out, num_threads
+):
+    if not _shapes_ok(
+        rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out, returns_out
+    ):
         return BAD_SHAPES
-    if _overlapping(returns_out, returns_out[:0], rewards, rewards[:0], mask, terminated,
-                    truncated, bootstrap_values):
+    if _overlapping(
+        returns_out,
+        returns_out[:0],
+        rewards,
+        rewards[:0],
+        mask,
+        terminated,
+        truncated,
+        bootstrap_values,
+    ):
         return OVERLAPPING_ARRAYS
     n_rows, n_steps = mask.shape
     nt = n_threads(num_threads, n_rows, n_steps)
@@ -369,19 +436,30 @@ def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, g
     if nt > 1:
         _discounted_par(rewards, mask, terminated, bootstrap_values, gamma, returns_out, nt)
     else:
-        _discounted_rows(rewards, mask, terminated, bootstrap_values, gamma, returns_out, 0,
-                         n_rows)
+        _discounted_rows(rewards, mask, terminated, bootstrap_values, gamma, returns_out, 0, n_rows)
     return 0
 
 
 @njit(**NJIT)
-def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
-                   returns_out, num_threads):
-    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, returns_out,
-                      returns_out):
+def lambda_returns(
+    rewards,
+    values,
+    mask,
+    terminated,
+    truncated,
+    bootstrap_values,
+    gamma,
+    lam,
+    returns_out,
+    num_threads,
+):
+    if not _shapes_ok(
+        rewards, values, mask, terminated, truncated, bootstrap_values, returns_out, returns_out
+    ):
         return BAD_SHAPES
-    if _overlapping(returns_out, returns_out[:0], rewards, values, mask, terminated, truncated,
-                    bootstrap_values):
+    if _overlapping(
+        returns_out, returns_out[:0], rewards, values, mask, terminated, truncated, bootstrap_values
+    ):
         return OVERLAPPING_ARRAYS
     n_rows, n_steps = mask.shape
     nt = n_threads(num_threads, n_rows, n_steps)
@@ -389,22 +467,37 @@ def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_value
     if status != 0:
         return status
     if nt > 1:
-        _lambda_par(rewards, values, mask, terminated, bootstrap_values, gamma, lam, returns_out,
-                    nt)
+        _lambda_par(
+            rewards, values, mask, terminated, bootstrap_values, gamma, lam, returns_out, nt
+        )
     else:
-        _lambda_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam, returns_out,
-                     0, n_rows)
+        _lambda_rows(
+            rewards, values, mask, terminated, bootstrap_values, gamma, lam, returns_out, 0, n_rows
+        )
     return 0
 
 
 @njit(**NJIT)
-def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
-        advantages_out, returns_out, num_threads):
-    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
-                      advantages_out, returns_out):
+def gae(
+    rewards,
+    values,
+    mask,
+    terminated,
+    truncated,
+    bootstrap_values,
+    gamma,
+    lam,
+    advantages_out,
+    returns_out,
+    num_threads,
+):
+    if not _shapes_ok(
+        rewards, values, mask, terminated, truncated, bootstrap_values, advantages_out, returns_out
+    ):
         return BAD_SHAPES
-    if _overlapping(advantages_out, returns_out, rewards, values, mask, terminated, truncated,
-                    bootstrap_values):
+    if _overlapping(
+        advantages_out, returns_out, rewards, values, mask, terminated, truncated, bootstrap_values
+    ):
         return OVERLAPPING_ARRAYS
     n_rows, n_steps = mask.shape
     nt = n_threads(num_threads, n_rows, n_steps)
@@ -412,11 +505,32 @@ def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, l
     if status != 0:
         return status
     if nt > 1:
-        _gae_par(rewards, values, mask, terminated, bootstrap_values, gamma, lam, advantages_out,
-                 returns_out, nt)
+        _gae_par(
+            rewards,
+            values,
+            mask,
+            terminated,
+            bootstrap_values,
+            gamma,
+            lam,
+            advantages_out,
+            returns_out,
+            nt,
+        )
     else:
-        _gae_rows(rewards, values, mask, terminated, bootstrap_values, gamma, lam,
-                  advantages_out, returns_out, 0, n_rows)
+        _gae_rows(
+            rewards,
+            values,
+            mask,
+            terminated,
+            bootstrap_values,
+            gamma,
+            lam,
+            advantages_out,
+            returns_out,
+            0,
+            n_rows,
+        )
     return 0
 
 
@@ -424,8 +538,7 @@ def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, l
 def masked_whiten(advantages, mask, eps, out):
     if advantages.shape != mask.shape or out.shape != mask.shape:
         return BAD_SHAPES
-    if written_overlaps(out, advantages, mask, mask[:0], mask[:0], mask[:0], mask[:0],
-                        mask[:0]):
+    if written_overlaps(out, advantages, mask, mask[:0], mask[:0], mask[:0], mask[:0], mask[:0]):
         return OVERLAPPING_ARRAYS
     # Flat views of the C-contiguous (B, T) arrays; sums use 4 interleaved accumulators in the
     # reference's order (see fastlmrl._python.advantages._lane_sum).

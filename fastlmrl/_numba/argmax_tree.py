@@ -74,8 +74,9 @@ def _path_ok(tree, n_actions, block_size, a, check_leaf):
     width = 1
     while k > 1:
         sibling = k ^ 1
-        if not _span_ok(np.int64(tree[sibling]), n_actions, block_size, n_blocks,
-                        sibling * width - p, width):
+        if not _span_ok(
+            np.int64(tree[sibling]), n_actions, block_size, n_blocks, sibling * width - p, width
+        ):
             return False
         k >>= 1
         width <<= 1
@@ -106,8 +107,10 @@ def _prefetch(typingctx, arr, row, col):
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        index = [context.cast(builder, args[1], signature.args[1], types.intp),
-                 context.cast(builder, args[2], signature.args[2], types.intp)]
+        index = [
+            context.cast(builder, args[1], signature.args[1], types.intp),
+            context.cast(builder, args[2], signature.args[2], types.intp),
+        ]
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
@@ -151,8 +154,13 @@ def _batch_ok(states, actions, rewards, next_states, terminated, td_out):
     """The shape check (first) of the update kernels: every per-transition array of states'
     length."""
     n = states.shape[0]
-    return (actions.shape[0] == n and rewards.shape[0] == n and next_states.shape[0] == n
-            and terminated.shape[0] == n and td_out.shape[0] == n)
+    return (
+        actions.shape[0] == n
+        and rewards.shape[0] == n
+        and next_states.shape[0] == n
+        and terminated.shape[0] == n
+        and td_out.shape[0] == n
+    )
 
 
 # A later column with value vr beats an earlier one with value vl iff
@@ -376,15 +384,16 @@ def _check(q, nodes, block_size, states, actions, rewards, next_states):
 
 
 @njit(**NJIT)
-def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_states,
-                           terminated, alpha, gamma, td_out):
+def q_learning_update_tree(
+    q, nodes, block_size, states, actions, rewards, next_states, terminated, alpha, gamma, td_out
+):
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
-    if (written_overlaps(q, nodes, states, actions, rewards, next_states, terminated, td_out)
-            or written_overlaps(nodes, states, actions, rewards, next_states, terminated, td_out,
-                                q[:0])
-            or written_overlaps(td_out, states, actions, rewards, next_states, terminated, q[:0],
-                                q[:0])):
+    if (
+        written_overlaps(q, nodes, states, actions, rewards, next_states, terminated, td_out)
+        or written_overlaps(nodes, states, actions, rewards, next_states, terminated, td_out, q[:0])
+        or written_overlaps(td_out, states, actions, rewards, next_states, terminated, q[:0], q[:0])
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status != 0:
@@ -422,22 +431,41 @@ def _double_q_step(learner, evaluator, nodes, block_size, s, a, r, s2, terminal,
 
 
 @njit(**NJIT)
-def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_size2, states,
-                                  actions, rewards, next_states, terminated, alpha, gamma, key,
-                                  counter, td_out):
+def double_q_learning_update_tree(
+    q1,
+    q2,
+    nodes1,
+    nodes2,
+    block_size1,
+    block_size2,
+    states,
+    actions,
+    rewards,
+    next_states,
+    terminated,
+    alpha,
+    gamma,
+    key,
+    counter,
+    td_out,
+):
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
-    if (written_overlaps(q1, q2, nodes1, nodes2, states, actions, rewards, next_states)
-            or written_overlaps(q1, terminated, td_out, q1[:0], q1[:0], q1[:0], q1[:0], q1[:0])
-            or written_overlaps(q2, nodes1, nodes2, states, actions, rewards, next_states,
-                                terminated)
-            or written_overlaps(q2, td_out, q1[:0], q1[:0], q1[:0], q1[:0], q1[:0], q1[:0])
-            or written_overlaps(nodes1, nodes2, states, actions, rewards, next_states,
-                                terminated, td_out)
-            or written_overlaps(nodes2, states, actions, rewards, next_states, terminated,
-                                td_out, q1[:0])
-            or written_overlaps(td_out, states, actions, rewards, next_states, terminated,
-                                q1[:0], q1[:0])):
+    if (
+        written_overlaps(q1, q2, nodes1, nodes2, states, actions, rewards, next_states)
+        or written_overlaps(q1, terminated, td_out, q1[:0], q1[:0], q1[:0], q1[:0], q1[:0])
+        or written_overlaps(q2, nodes1, nodes2, states, actions, rewards, next_states, terminated)
+        or written_overlaps(q2, td_out, q1[:0], q1[:0], q1[:0], q1[:0], q1[:0], q1[:0])
+        or written_overlaps(
+            nodes1, nodes2, states, actions, rewards, next_states, terminated, td_out
+        )
+        or written_overlaps(
+            nodes2, states, actions, rewards, next_states, terminated, td_out, q1[:0]
+        )
+        or written_overlaps(
+            td_out, states, actions, rewards, next_states, terminated, q1[:0], q1[:0]
+        )
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status != 0:
@@ -471,10 +499,32 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
         s = np.int64(states[i])
         a = np.int64(actions[i])
         if uniform(key, counter + np.uint64(i)) < 0.5:
-            td = _double_q_step(q1, q2, nodes1, block_size1, s, a, rewards[i], next_states[i],
-                                terminated[i], alpha, gamma)
+            td = _double_q_step(
+                q1,
+                q2,
+                nodes1,
+                block_size1,
+                s,
+                a,
+                rewards[i],
+                next_states[i],
+                terminated[i],
+                alpha,
+                gamma,
+            )
         else:
-            td = _double_q_step(q2, q1, nodes2, block_size2, s, a, rewards[i], next_states[i],
-                                terminated[i], alpha, gamma)
+            td = _double_q_step(
+                q2,
+                q1,
+                nodes2,
+                block_size2,
+                s,
+                a,
+                rewards[i],
+                next_states[i],
+                terminated[i],
+                alpha,
+                gamma,
+            )
         td_out[i] = td
     return 0

@@ -26,9 +26,9 @@ MAX_ITERATIONS = 2**31 - 1
 from ._common import NJIT
 from .overlap import written_overlaps
 
-
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
+
 
 @njit(**NJIT)
 def _written_overlap(w1, w2, w3, w4, r1, r2, r3, r4):
@@ -37,10 +37,13 @@ def _written_overlap(w1, w2, w3, w4, r1, r2, r3, r4):
     checked first: a sweep writing over ``next_state`` or ``policy`` would index with values it
     never checked."""
     e = r4[:0]
-    return (written_overlaps(w1, w2, w3, w4, r1, r2, r3, r4)
-            or written_overlaps(w2, w3, w4, r1, r2, r3, r4, e)
-            or written_overlaps(w3, w4, r1, r2, r3, r4, e, e)
-            or written_overlaps(w4, r1, r2, r3, r4, e, e, e))
+    return (
+        written_overlaps(w1, w2, w3, w4, r1, r2, r3, r4)
+        or written_overlaps(w2, w3, w4, r1, r2, r3, r4, e)
+        or written_overlaps(w3, w4, r1, r2, r3, r4, e, e)
+        or written_overlaps(w4, r1, r2, r3, r4, e, e, e)
+    )
+
 
 @njit(**NJIT)
 def _token_shapes_ok(next_state, reward, terminal, n1, n2, n3):
@@ -48,9 +51,14 @@ def _token_shapes_ok(next_state, reward, terminal, n1, n2, n3):
     ``terminal`` and the lengths n1..n3 of the kernel's per-state arrays S (a kernel with fewer
     per-state arrays passes a length again)."""
     n_states = next_state.shape[0]
-    return (reward.shape[0] == n_states and reward.shape[1] == next_state.shape[1]
-            and terminal.shape[0] == n_states and n1 == n_states and n2 == n_states
-            and n3 == n_states)
+    return (
+        reward.shape[0] == n_states
+        and reward.shape[1] == next_state.shape[1]
+        and terminal.shape[0] == n_states
+        and n1 == n_states
+        and n2 == n_states
+        and n3 == n_states
+    )
 
 
 @njit(**NJIT)
@@ -58,8 +66,15 @@ def _dense_shapes_ok(P, R, n1, n2, n3):
     """The shape check (first) of the dense layout: ``P`` (S, A, S) for ``R`` (S, A), and the
     lengths n1..n3 of the kernel's per-state arrays S."""
     n_states, n_actions = R.shape
-    return (P.shape[0] == n_states and P.shape[1] == n_actions and P.shape[2] == n_states
-            and n1 == n_states and n2 == n_states and n3 == n_states)
+    return (
+        P.shape[0] == n_states
+        and P.shape[1] == n_actions
+        and P.shape[2] == n_states
+        and n1 == n_states
+        and n2 == n_states
+        and n3 == n_states
+    )
+
 
 @njit(**NJIT)
 def _check_token(next_state, reward, terminal):
@@ -108,6 +123,7 @@ def _check_policy(policy, n_actions):
 
 # ---------------------------------------------------------------------------------------------
 # sweeps: write T v into v_out and the greedy actions into policy_out, return ||T v - v||_inf
+
 
 @njit(**NJIT)
 def _token_sweep(next_state, reward, terminal, gamma, v, v_out, policy_out):
@@ -202,8 +218,9 @@ def _dense_sweep(P, R, gamma, v, v_out, policy_out):
             best, best_a = _better(best, best_a, np.float64(R[s, a + 3]) + gamma * d3, a + 3)
             a += 4
         while a < n_actions:
-            best, best_a = _better(best, best_a,
-                                   np.float64(R[s, a]) + gamma * _dense_dot(P, s, a, v), a)
+            best, best_a = _better(
+                best, best_a, np.float64(R[s, a]) + gamma * _dense_dot(P, s, a, v), a
+            )
             a += 1
         d = abs(best - v[s])
         if d > change:
@@ -216,12 +233,14 @@ def _dense_sweep(P, R, gamma, v, v_out, policy_out):
 # ---------------------------------------------------------------------------------------------
 # token (deterministic) layout
 
+
 @njit(**NJIT)
 def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out):
     if _written_overlap(v_out, policy_out, v_out[:0], v_out[:0], next_state, reward, terminal, v):
         return OVERLAPPING_ARRAYS
-    if not _token_shapes_ok(next_state, reward, terminal, v.shape[0], v_out.shape[0],
-                            policy_out.shape[0]):
+    if not _token_shapes_ok(
+        next_state, reward, terminal, v.shape[0], v_out.shape[0], policy_out.shape[0]
+    ):
         return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status != 0:
@@ -235,8 +254,11 @@ def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
     if _written_overlap(q_out, q_out[:0], q_out[:0], q_out[:0], next_state, reward, terminal, v):
         return OVERLAPPING_ARRAYS
     n = v.shape[0]
-    if (not _token_shapes_ok(next_state, reward, terminal, n, n, n)
-            or q_out.shape[0] != next_state.shape[0] or q_out.shape[1] != next_state.shape[1]):
+    if (
+        not _token_shapes_ok(next_state, reward, terminal, n, n, n)
+        or q_out.shape[0] != next_state.shape[0]
+        or q_out.shape[1] != next_state.shape[1]
+    ):
         return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status != 0:
@@ -266,8 +288,9 @@ def _token_policy_sweep(next_state, reward, terminal, policy, gamma, src, dst):
 def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v_tmp):
     if _written_overlap(v, v_tmp, v[:0], v[:0], next_state, reward, terminal, policy):
         return OVERLAPPING_ARRAYS
-    if not _token_shapes_ok(next_state, reward, terminal, policy.shape[0], v.shape[0],
-                            v_tmp.shape[0]):
+    if not _token_shapes_ok(
+        next_state, reward, terminal, policy.shape[0], v.shape[0], v_tmp.shape[0]
+    ):
         return BAD_SHAPES
     if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS
@@ -290,9 +313,12 @@ def token_mdp_policy_sweeps(next_state, reward, terminal, policy, gamma, k, v, v
 def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, work):
     if _written_overlap(v_out, work, v_out[:0], v_out[:0], next_state, reward, terminal, policy):
         return OVERLAPPING_ARRAYS
-    if (not _token_shapes_ok(next_state, reward, terminal, policy.shape[0], v_out.shape[0],
-                             v_out.shape[0])
-            or work.shape[0] != 2 * next_state.shape[0]):
+    if (
+        not _token_shapes_ok(
+            next_state, reward, terminal, policy.shape[0], v_out.shape[0], v_out.shape[0]
+        )
+        or work.shape[0] != 2 * next_state.shape[0]
+    ):
         return BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status == 0:
@@ -357,12 +383,23 @@ def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, w
 
 @njit(**NJIT)
 def token_mdp_find_cycle(next_state, terminal, found_out, work):
-    if _written_overlap(found_out, work, found_out[:0], found_out[:0], next_state, terminal,
-                        found_out[:0], found_out[:0]):
+    if _written_overlap(
+        found_out,
+        work,
+        found_out[:0],
+        found_out[:0],
+        next_state,
+        terminal,
+        found_out[:0],
+        found_out[:0],
+    ):
         return OVERLAPPING_ARRAYS
     n = terminal.shape[0]
-    if (not _token_shapes_ok(next_state, next_state, terminal, n, n, n)
-            or found_out.shape[0] < 1 or work.shape[0] != 3 * next_state.shape[0]):
+    if (
+        not _token_shapes_ok(next_state, next_state, terminal, n, n, n)
+        or found_out.shape[0] < 1
+        or work.shape[0] != 3 * next_state.shape[0]
+    ):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     for s in range(n_states):
@@ -373,8 +410,8 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
             if t < 0 or t >= n_states:
                 return 3
     colour = work[:n_states]  # 0 unvisited, 1 on the current path, 2 finished
-    stack_s = work[n_states:2 * n_states]
-    stack_a = work[2 * n_states:]
+    stack_s = work[n_states : 2 * n_states]
+    stack_a = work[2 * n_states :]
     for s in range(n_states):
         colour[s] = 0
     found = -1
@@ -410,13 +447,17 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
 
 
 @njit(**NJIT)
-def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp,
-                              policy_out, info_out):
+def token_mdp_value_iteration(
+    next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp, policy_out, info_out
+):
     if _written_overlap(v, v_tmp, policy_out, info_out, next_state, reward, terminal, info_out[:0]):
         return OVERLAPPING_ARRAYS
-    if (not _token_shapes_ok(next_state, reward, terminal, v.shape[0], v_tmp.shape[0],
-                             policy_out.shape[0])
-            or info_out.shape[0] < 2):
+    if (
+        not _token_shapes_ok(
+            next_state, reward, terminal, v.shape[0], v_tmp.shape[0], policy_out.shape[0]
+        )
+        or info_out.shape[0] < 2
+    ):
         return BAD_SHAPES
     if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS
@@ -446,6 +487,7 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
 # ---------------------------------------------------------------------------------------------
 # dense layout
 
+
 @njit(**NJIT)
 def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
     if _written_overlap(v_out, policy_out, v_out[:0], v_out[:0], P, R, v, v_out[:0]):
@@ -464,8 +506,11 @@ def dense_mdp_action_values(P, R, gamma, v, q_out):
     if _written_overlap(q_out, q_out[:0], q_out[:0], q_out[:0], P, R, v, q_out[:0]):
         return OVERLAPPING_ARRAYS
     n = v.shape[0]
-    if (not _dense_shapes_ok(P, R, n, n, n) or q_out.shape[0] != R.shape[0]
-            or q_out.shape[1] != R.shape[1]):
+    if (
+        not _dense_shapes_ok(P, R, n, n, n)
+        or q_out.shape[0] != R.shape[0]
+        or q_out.shape[1] != R.shape[1]
+    ):
         return BAD_SHAPES
     status = _check_dense(R)
     if status != 0:
@@ -509,8 +554,10 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
     if _written_overlap(v, v_tmp, policy_out, info_out, P, R, info_out[:0], info_out[:0]):
         return OVERLAPPING_ARRAYS
-    if (not _dense_shapes_ok(P, R, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
-            or info_out.shape[0] < 2):
+    if (
+        not _dense_shapes_ok(P, R, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
+        or info_out.shape[0] < 2
+    ):
         return BAD_SHAPES
     if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS

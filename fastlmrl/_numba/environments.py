@@ -105,23 +105,63 @@ def draw_ids(bound, key, counter, mask, out):
 
 
 @njit(**NJIT)
-def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_steps, key, counter,
-                     actions, active, states, steps, rewards_out, terminated_out, truncated_out):
-    if spans_overlap((_bounds(states), _bounds(steps), _bounds(rewards_out),
-                      _bounds(terminated_out), _bounds(truncated_out), _bounds(offsets),
-                      _bounds(cdf), _bounds(next_states), _bounds(rewards), _bounds(ends),
-                      _bounds(actions), _bounds(active)), 5):
+def tabular_mdp_step(
+    offsets,
+    cdf,
+    next_states,
+    rewards,
+    ends,
+    n_actions,
+    max_steps,
+    key,
+    counter,
+    actions,
+    active,
+    states,
+    steps,
+    rewards_out,
+    terminated_out,
+    truncated_out,
+):
+    if spans_overlap(
+        (
+            _bounds(states),
+            _bounds(steps),
+            _bounds(rewards_out),
+            _bounds(terminated_out),
+            _bounds(truncated_out),
+            _bounds(offsets),
+            _bounds(cdf),
+            _bounds(next_states),
+            _bounds(rewards),
+            _bounds(ends),
+            _bounds(actions),
+            _bounds(active),
+        ),
+        5,
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_pairs = offsets.shape[0] - 1
     n_out = cdf.shape[0]
-    if (n_actions < 1 or n_pairs < 1 or n_pairs % n_actions != 0 or next_states.shape[0] != n_out
-            or rewards.shape[0] != n_out or ends.shape[0] != n_out):
+    if (
+        n_actions < 1
+        or n_pairs < 1
+        or n_pairs % n_actions != 0
+        or next_states.shape[0] != n_out
+        or rewards.shape[0] != n_out
+        or ends.shape[0] != n_out
+    ):
         return BAD_SHAPES
     n_states = n_pairs // n_actions
     n = states.shape[0]
-    if (actions.shape[0] != n or active.shape[0] != n or steps.shape[0] != n
-            or rewards_out.shape[0] != n or terminated_out.shape[0] != n
-            or truncated_out.shape[0] != n):
+    if (
+        actions.shape[0] != n
+        or active.shape[0] != n
+        or steps.shape[0] != n
+        or rewards_out.shape[0] != n
+        or terminated_out.shape[0] != n
+        or truncated_out.shape[0] != n
+    ):
         return BAD_SHAPES
     if max_steps < 0:
         return BAD_CONFIG
@@ -134,8 +174,7 @@ def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_st
     for b in range(n):
         if active[b]:
             i = states[b] * n_actions + actions[b]
-            if not (0 <= offsets[i] and offsets[i] < offsets[i + 1]
-                    and offsets[i + 1] <= n_out):
+            if not (0 <= offsets[i] and offsets[i] < offsets[i + 1] and offsets[i + 1] <= n_out):
                 return BAD_OFFSETS
     for b in range(n):
         if active[b]:
@@ -177,19 +216,49 @@ def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_st
 
 
 @njit(**NJIT)
-def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, contexts, steps,
-                     rewards_out, terminated_out, truncated_out):
-    if spans_overlap((_bounds(contexts), _bounds(steps), _bounds(rewards_out),
-                      _bounds(terminated_out), _bounds(truncated_out), _bounds(next_state),
-                      _bounds(reward), _bounds(terminal), _bounds(actions), _bounds(active)), 5):
+def context_mdp_step(
+    next_state,
+    reward,
+    terminal,
+    max_steps,
+    actions,
+    active,
+    contexts,
+    steps,
+    rewards_out,
+    terminated_out,
+    truncated_out,
+):
+    if spans_overlap(
+        (
+            _bounds(contexts),
+            _bounds(steps),
+            _bounds(rewards_out),
+            _bounds(terminated_out),
+            _bounds(truncated_out),
+            _bounds(next_state),
+            _bounds(reward),
+            _bounds(terminal),
+            _bounds(actions),
+            _bounds(active),
+        ),
+        5,
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     if reward.shape[0] != next_state.shape[0] or reward.shape[1] != next_state.shape[1]:
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     n = contexts.shape[0]
-    if (terminal.shape[0] != n_states or max_steps < 0 or actions.shape[0] != n
-            or active.shape[0] != n or steps.shape[0] != n or rewards_out.shape[0] != n
-            or terminated_out.shape[0] != n or truncated_out.shape[0] != n):
+    if (
+        terminal.shape[0] != n_states
+        or max_steps < 0
+        or actions.shape[0] != n
+        or active.shape[0] != n
+        or steps.shape[0] != n
+        or rewards_out.shape[0] != n
+        or terminated_out.shape[0] != n
+        or truncated_out.shape[0] != n
+    ):
         return BAD_CONFIG
     for b in range(n):
         if active[b]:
@@ -230,15 +299,31 @@ def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, c
 
 
 @njit(**NJIT)
-def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt_ids, mask,
-                   contexts, lengths):
-    if spans_overlap((_bounds(contexts), _bounds(lengths), _bounds(prompt_tokens),
-                      _bounds(prompt_offsets), _bounds(prompt_ids), _bounds(mask)), 2):
+def text_env_reset(
+    prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt_ids, mask, contexts, lengths
+):
+    if spans_overlap(
+        (
+            _bounds(contexts),
+            _bounds(lengths),
+            _bounds(prompt_tokens),
+            _bounds(prompt_offsets),
+            _bounds(prompt_ids),
+            _bounds(mask),
+        ),
+        2,
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = prompt_ids.shape[0]
-    if (n_states < 0 or bos_id < 0 or bos_id >= n_vocab or mask.shape[0] != n
-            or contexts.shape[0] != n or lengths.shape[0] != n):
+    if (
+        n_states < 0
+        or bos_id < 0
+        or bos_id >= n_vocab
+        or mask.shape[0] != n
+        or contexts.shape[0] != n
+        or lengths.shape[0] != n
+    ):
         return BAD_CONFIG
     status = _check_prompts(prompt_tokens, prompt_offsets, prompt_ids, mask, True, n_vocab)
     if status != 0:
@@ -246,25 +331,55 @@ def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt
     start = _bos_context(np.int64(n_vocab), order, np.int64(bos_id), n_states)
     for b in range(n):
         if mask[b]:
-            contexts[b] = _prompt_context(prompt_tokens, prompt_offsets, prompt_ids[b],
-                                          np.int64(n_vocab), n_states, start)
+            contexts[b] = _prompt_context(
+                prompt_tokens, prompt_offsets, prompt_ids[b], np.int64(n_vocab), n_states, start
+            )
             lengths[b] = 0
     return 0
 
 
 @njit(**NJIT)
-def text_env_step(n_vocab, order, eos_id, max_new_tokens, actions, active, contexts, lengths,
-                  tokens, terminated_out, truncated_out):
-    if spans_overlap((_bounds(contexts), _bounds(lengths), _bounds(tokens),
-                      _bounds(terminated_out), _bounds(truncated_out), _bounds(actions),
-                      _bounds(active)), 5):
+def text_env_step(
+    n_vocab,
+    order,
+    eos_id,
+    max_new_tokens,
+    actions,
+    active,
+    contexts,
+    lengths,
+    tokens,
+    terminated_out,
+    truncated_out,
+):
+    if spans_overlap(
+        (
+            _bounds(contexts),
+            _bounds(lengths),
+            _bounds(tokens),
+            _bounds(terminated_out),
+            _bounds(truncated_out),
+            _bounds(actions),
+            _bounds(active),
+        ),
+        5,
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = actions.shape[0]
-    if (n_states < 0 or eos_id < -1 or eos_id >= n_vocab or max_new_tokens < 1
-            or tokens.shape[0] != n or tokens.shape[1] < max_new_tokens or active.shape[0] != n
-            or contexts.shape[0] != n or lengths.shape[0] != n or terminated_out.shape[0] != n
-            or truncated_out.shape[0] != n):
+    if (
+        n_states < 0
+        or eos_id < -1
+        or eos_id >= n_vocab
+        or max_new_tokens < 1
+        or tokens.shape[0] != n
+        or tokens.shape[1] < max_new_tokens
+        or active.shape[0] != n
+        or contexts.shape[0] != n
+        or lengths.shape[0] != n
+        or terminated_out.shape[0] != n
+        or truncated_out.shape[0] != n
+    ):
         return BAD_CONFIG
     for b in range(n):
         if active[b] and (actions[b] < 0 or actions[b] >= n_vocab):
@@ -400,8 +515,13 @@ def topk_topp_mask(mask_logits, contexts, top_k, top_p, out):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = mask_logits.shape
     n = contexts.shape[0]
-    if (top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or out.shape[0] != n
-            or out.shape[1] != n_vocab):
+    if (
+        top_k < 0
+        or top_k > n_vocab
+        or not (0.0 < top_p <= 1.0)
+        or out.shape[0] != n
+        or out.shape[1] != n_vocab
+    ):
         return BAD_CONFIG
     for b in range(n):
         if contexts[b] < 0 or contexts[b] >= n_states:
@@ -415,9 +535,28 @@ def topk_topp_mask(mask_logits, contexts, top_k, top_p, out):
 
 
 @njit(**NJIT)
-def _rollout_config(logits, mask_logits, top_k, top_p, order, bos_id, eos_id, n, contexts_out,
-                    actions_out, logprobs_out, valid_out, lengths_out, terminated_out,
-                    truncated_out, final_contexts_out, cdf, row_stats, row_built, mask_table):
+def _rollout_config(
+    logits,
+    mask_logits,
+    top_k,
+    top_p,
+    order,
+    bos_id,
+    eos_id,
+    n,
+    contexts_out,
+    actions_out,
+    logprobs_out,
+    valid_out,
+    lengths_out,
+    terminated_out,
+    truncated_out,
+    final_contexts_out,
+    cdf,
+    row_stats,
+    row_built,
+    mask_table,
+):
     n_states, n_vocab = logits.shape
     horizon = actions_out.shape[1]
     if n_contexts(n_vocab, order) != n_states:
@@ -426,42 +565,116 @@ def _rollout_config(logits, mask_logits, top_k, top_p, order, bos_id, eos_id, n,
         return BAD_CONFIG
     if top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or horizon < 1:
         return BAD_CONFIG
-    if (contexts_out.shape[0] != n or contexts_out.shape[1] != horizon
-            or actions_out.shape[0] != n
-            or logprobs_out.shape[0] != n or logprobs_out.shape[1] != horizon
-            or valid_out.shape[0] != n or valid_out.shape[1] != horizon):
+    if (
+        contexts_out.shape[0] != n
+        or contexts_out.shape[1] != horizon
+        or actions_out.shape[0] != n
+        or logprobs_out.shape[0] != n
+        or logprobs_out.shape[1] != horizon
+        or valid_out.shape[0] != n
+        or valid_out.shape[1] != horizon
+    ):
         return BAD_CONFIG
-    if (lengths_out.shape[0] != n or terminated_out.shape[0] != n
-            or truncated_out.shape[0] != n or final_contexts_out.shape[0] != n):
+    if (
+        lengths_out.shape[0] != n
+        or terminated_out.shape[0] != n
+        or truncated_out.shape[0] != n
+        or final_contexts_out.shape[0] != n
+    ):
         return BAD_CONFIG
-    if (cdf.shape[0] != n_states or cdf.shape[1] != n_vocab or row_stats.shape[0] != n_states
-            or row_stats.shape[1] != 3 or row_built.shape[0] != n_states):
+    if (
+        cdf.shape[0] != n_states
+        or cdf.shape[1] != n_vocab
+        or row_stats.shape[0] != n_states
+        or row_stats.shape[1] != 3
+        or row_built.shape[0] != n_states
+    ):
         return BAD_CONFIG
     if top_k > 0 or top_p < 1.0:
-        if (mask_logits.shape[0] != n_states or mask_logits.shape[1] != n_vocab
-                or mask_table.shape[0] != n_states or mask_table.shape[1] != n_vocab):
+        if (
+            mask_logits.shape[0] != n_states
+            or mask_logits.shape[1] != n_vocab
+            or mask_table.shape[0] != n_states
+            or mask_table.shape[1] != n_vocab
+        ):
             return BAD_CONFIG
     return 0
 
 
 @njit(**NJIT)
-def text_env_rollout(logits, mask_logits, top_k, top_p, prompt_tokens, prompt_offsets,
-                     prompt_ids, order, bos_id, eos_id, key, counter, contexts_out, actions_out,
-                     logprobs_out, valid_out, lengths_out, terminated_out, truncated_out,
-                     final_contexts_out, cdf, row_stats, row_built, mask_table):
-    if spans_overlap((_bounds(contexts_out), _bounds(actions_out), _bounds(logprobs_out),
-                      _bounds(valid_out), _bounds(lengths_out), _bounds(terminated_out),
-                      _bounds(truncated_out), _bounds(final_contexts_out), _bounds(cdf),
-                      _bounds(row_stats), _bounds(row_built), _bounds(mask_table),
-                      _bounds(logits), _bounds(mask_logits), _bounds(prompt_tokens),
-                      _bounds(prompt_offsets), _bounds(prompt_ids)), 12):
+def text_env_rollout(
+    logits,
+    mask_logits,
+    top_k,
+    top_p,
+    prompt_tokens,
+    prompt_offsets,
+    prompt_ids,
+    order,
+    bos_id,
+    eos_id,
+    key,
+    counter,
+    contexts_out,
+    actions_out,
+    logprobs_out,
+    valid_out,
+    lengths_out,
+    terminated_out,
+    truncated_out,
+    final_contexts_out,
+    cdf,
+    row_stats,
+    row_built,
+    mask_table,
+):
+    if spans_overlap(
+        (
+            _bounds(contexts_out),
+            _bounds(actions_out),
+            _bounds(logprobs_out),
+            _bounds(valid_out),
+            _bounds(lengths_out),
+            _bounds(terminated_out),
+            _bounds(truncated_out),
+            _bounds(final_contexts_out),
+            _bounds(cdf),
+            _bounds(row_stats),
+            _bounds(row_built),
+            _bounds(mask_table),
+            _bounds(logits),
+            _bounds(mask_logits),
+            _bounds(prompt_tokens),
+            _bounds(prompt_offsets),
+            _bounds(prompt_ids),
+        ),
+        12,
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = logits.shape
     n = prompt_ids.shape[0]
-    status = _rollout_config(logits, mask_logits, top_k, top_p, order, bos_id, eos_id, n,
-                             contexts_out, actions_out, logprobs_out, valid_out, lengths_out,
-                             terminated_out, truncated_out, final_contexts_out, cdf, row_stats,
-                             row_built, mask_table)
+    status = _rollout_config(
+        logits,
+        mask_logits,
+        top_k,
+        top_p,
+        order,
+        bos_id,
+        eos_id,
+        n,
+        contexts_out,
+        actions_out,
+        logprobs_out,
+        valid_out,
+        lengths_out,
+        terminated_out,
+        truncated_out,
+        final_contexts_out,
+        cdf,
+        row_stats,
+        row_built,
+        mask_table,
+    )
     if status != 0:
         return status
     status = _check_prompts(prompt_tokens, prompt_offsets, prompt_ids, row_built, False, n_vocab)
@@ -494,7 +707,9 @@ def text_env_rollout(logits, mask_logits, top_k, top_p, prompt_tokens, prompt_of
             a = _sample(cdf, ctx, np.int64(row_stats[ctx, 2]), u)
             contexts_out[b, t] = ctx
             actions_out[b, t] = a
-            logprobs_out[b, t] = (np.float64(logits[ctx, a]) - row_stats[ctx, 0]) - row_stats[ctx, 1]
+            logprobs_out[b, t] = (np.float64(logits[ctx, a]) - row_stats[ctx, 0]) - row_stats[
+                ctx, 1
+            ]
             valid_out[b, t] = 1
             ctx = (ctx * v + a) % n_states
             length += 1

@@ -38,6 +38,7 @@ without gathers) and take no per-row views (a view costs an atomic reference-cou
 Gradient rows of large outputs are written with non-temporal (streaming) stores: the same values,
 without reading the destination into the cache first (measured 2x faster writes at (4096, 50257)).
 """
+
 import math
 
 import numpy as np
@@ -58,8 +59,8 @@ NT_BYTES = 64  # bytes per streaming store (one cache line)
 
 # fast_exp32 (float32 arithmetic throughout; see the module docstring)
 F32 = np.float32
-LOG2E_32 = F32(1.4426950408889634)      # log2(e) rounded to float32
-SHIFT_32 = F32(12582912.0)              # 1.5 * 2**23
+LOG2E_32 = F32(1.4426950408889634)  # log2(e) rounded to float32
+SHIFT_32 = F32(12582912.0)  # 1.5 * 2**23
 NEG_LN2_HI_32 = F32(-0.6931471824645996)  # -ln 2 rounded to float32 (0x3f317218)
 NEG_LN2_LO_32 = F32(1.9046542121259336e-09)  # -(ln 2 - LN2_HI) rounded to float32
 EXP_LO_32 = F32(-87.0)
@@ -134,9 +135,12 @@ def nt_store_scaled(typingctx, out, k, e, j, g, nc):
 
     W = 64 / itemsize; the address of out.flat[k] must be 64-byte aligned (C-contiguous ``out``).
     """
-    if not (isinstance(out, types.Array) and isinstance(e, types.Array)
-            and e.dtype in (types.float32, types.float64)
-            and out.dtype in (types.float32, types.float64)):
+    if not (
+        isinstance(out, types.Array)
+        and isinstance(e, types.Array)
+        and e.dtype in (types.float32, types.float64)
+        and out.dtype in (types.float32, types.float64)
+    ):
         return None
     width = NT_BYTES // (4 if out.dtype == types.float32 else 8)
 
@@ -146,15 +150,18 @@ def nt_store_scaled(typingctx, out, k, e, j, g, nc):
         e_a = cgutils.create_struct_proxy(signature.args[2])(context, builder, value=e_v)
         dvec = ir.VectorType(ir.DoubleType(), width)
         e_elem = e_a.data.type.pointee
-        src = builder.bitcast(builder.gep(e_a.data, [j_v]), ir.VectorType(e_elem, width).as_pointer())
+        src = builder.bitcast(
+            builder.gep(e_a.data, [j_v]), ir.VectorType(e_elem, width).as_pointer()
+        )
         x = builder.load(src, align=4 if e_elem == ir.FloatType() else 8)
         if e_elem != ir.DoubleType():
             x = builder.fpext(x, dvec)
         zero = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
 
         def splat(v):
-            one = builder.insert_element(ir.Constant(dvec, ir.Undefined), v,
-                                         ir.Constant(ir.IntType(32), 0))
+            one = builder.insert_element(
+                ir.Constant(dvec, ir.Undefined), v, ir.Constant(ir.IntType(32), 0)
+            )
             return builder.shuffle_vector(one, ir.Constant(dvec, ir.Undefined), zero)
 
         y = builder.fmul(splat(nc_v), builder.fmul(x, splat(g_v)))
@@ -172,8 +179,11 @@ def nt_store_scaled(typingctx, out, k, e, j, g, nc):
 @intrinsic
 def fetch_add(typingctx, counter, k):
     """Atomically counter[0] += k (int64 array, sequentially consistent); the previous value."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
-            and isinstance(k, types.Integer)):
+    if not (
+        isinstance(counter, types.Array)
+        and counter.dtype == types.int64
+        and isinstance(k, types.Integer)
+    ):
         return None
 
     def codegen(context, builder, signature, args):
@@ -188,8 +198,9 @@ def _vec_loop(builder, n, width, body):
     """Emit ``for j in range(0, n - n % width, width): body(j)`` (j an i64)."""
     i64 = ir.IntType(64)
     nfull = builder.sub(n, builder.srem(n, ir.Constant(i64, width)))
-    with cgutils.for_range_slice(builder, ir.Constant(i64, 0), nfull, ir.Constant(i64, width),
-                                 intp=i64) as (j, _):
+    with cgutils.for_range_slice(
+        builder, ir.Constant(i64, 0), nfull, ir.Constant(i64, width), intp=i64
+    ) as (j, _):
         body(j)
     return nfull
 
@@ -202,8 +213,12 @@ def lane_sums(typingctx, e, n):
     The same additions as eight scalar running sums, done as one <8 x double> add per 8 entries
     (LLVM does not vectorise the scalar form: the FP adds may not be reassociated).
     """
-    if not (isinstance(e, types.Array) and e.dtype in (types.float32, types.float64)
-            and e.ndim == 1 and isinstance(n, types.Integer)):
+    if not (
+        isinstance(e, types.Array)
+        and e.dtype in (types.float32, types.float64)
+        and e.ndim == 1
+        and isinstance(n, types.Integer)
+    ):
         return None
     ret = types.UniTuple(types.float64, LANES)
 
@@ -220,22 +235,28 @@ def lane_sums(typingctx, e, n):
             return v if elem == dbl else builder.fpext(v, ty)
 
         def body(j):
-            v = builder.load(builder.bitcast(builder.gep(data, [j]),
-                                             ir.VectorType(elem, LANES).as_pointer()),
-                             align=4 if elem != dbl else 8)
+            v = builder.load(
+                builder.bitcast(builder.gep(data, [j]), ir.VectorType(elem, LANES).as_pointer()),
+                align=4 if elem != dbl else 8,
+            )
             builder.store(builder.fadd(builder.load(acc), widen(v, vty)), acc)
 
         nfull = _vec_loop(builder, n_v, LANES, body)
-        lanes = [builder.extract_element(builder.load(acc), ir.Constant(ir.IntType(32), l))
-                 for l in range(LANES)]
+        lanes = [
+            builder.extract_element(builder.load(acc), ir.Constant(ir.IntType(32), l))
+            for l in range(LANES)
+        ]
         out = []
         for l in range(LANES):
             slot = cgutils.alloca_once_value(builder, lanes[l])
             idx = builder.add(nfull, ir.Constant(i64, l))
             with builder.if_then(builder.icmp_signed("<", idx, n_v)):
-                builder.store(builder.fadd(builder.load(slot),
-                                           widen(builder.load(builder.gep(data, [idx])), dbl)),
-                              slot)
+                builder.store(
+                    builder.fadd(
+                        builder.load(slot), widen(builder.load(builder.gep(data, [idx])), dbl)
+                    ),
+                    slot,
+                )
             out.append(builder.load(slot))
         return context.make_tuple(builder, ret, out)
 
@@ -247,8 +268,13 @@ def row_max_vec(typingctx, x, i):
     """max of the non-NaN entries of row i of the C-contiguous 2-D ``x`` (NaN when all are NaN),
     as a float64: 64-byte maxnum vectors, then a tree of maxnum (max is exact and
     order-independent, up to the sign of a zero maximum, which no result depends on)."""
-    if not (isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C"
-            and x.dtype in (types.float32, types.float64) and isinstance(i, types.Integer)):
+    if not (
+        isinstance(x, types.Array)
+        and x.ndim == 2
+        and x.layout == "C"
+        and x.dtype in (types.float32, types.float64)
+        and isinstance(i, types.Integer)
+    ):
         return None
     width = NT_BYTES // (4 if x.dtype == types.float32 else 8)
 
@@ -260,41 +286,58 @@ def row_max_vec(typingctx, x, i):
         vty = ir.VectorType(fty, width)
         suffix = "f32" if fty == ir.FloatType() else "f64"
         vmax = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.v{width}{suffix}")
+            builder.module, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.v{width}{suffix}"
+        )
         smax = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(fty, [fty, fty]), f"llvm.maxnum.{suffix}")
+            builder.module, ir.FunctionType(fty, [fty, fty]), f"llvm.maxnum.{suffix}"
+        )
         n_v = builder.extract_value(arr.shape, 1)
         i_v = context.cast(builder, args[1], signature.args[1], types.int64)
         row = builder.gep(arr.data, [builder.mul(i_v, n_v)])
         first = builder.load(row)
         splat = builder.insert_element(ir.Constant(vty, ir.Undefined), first, ir.Constant(i32, 0))
-        splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
-                                       ir.Constant(ir.VectorType(i32, width), [0] * width))
+        splat = builder.shuffle_vector(
+            splat,
+            ir.Constant(vty, ir.Undefined),
+            ir.Constant(ir.VectorType(i32, width), [0] * width),
+        )
         acc = cgutils.alloca_once_value(builder, splat)
 
         def body(j):
-            v = builder.load(builder.bitcast(builder.gep(row, [j]), vty.as_pointer()),
-                             align=4 if fty == ir.FloatType() else 8)
+            v = builder.load(
+                builder.bitcast(builder.gep(row, [j]), vty.as_pointer()),
+                align=4 if fty == ir.FloatType() else 8,
+            )
             builder.store(builder.call(vmax, [builder.load(acc), v]), acc)
 
         nfull = _vec_loop(builder, n_v, width, body)
         vec = builder.load(acc)
         half = width // 2
         while half >= 1:
-            lo = builder.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
-                                        ir.Constant(ir.VectorType(i32, half), list(range(half))))
-            hi = builder.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
-                                        ir.Constant(ir.VectorType(i32, half),
-                                                    list(range(half, 2 * half))))
+            lo = builder.shuffle_vector(
+                vec,
+                ir.Constant(vec.type, ir.Undefined),
+                ir.Constant(ir.VectorType(i32, half), list(range(half))),
+            )
+            hi = builder.shuffle_vector(
+                vec,
+                ir.Constant(vec.type, ir.Undefined),
+                ir.Constant(ir.VectorType(i32, half), list(range(half, 2 * half))),
+            )
             if half > 1:
                 hty = ir.VectorType(fty, half)
                 hmax = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(hty, [hty, hty]),
-                    f"llvm.maxnum.v{half}{suffix}")
+                    builder.module, ir.FunctionType(hty, [hty, hty]), f"llvm.maxnum.v{half}{suffix}"
+                )
                 vec = builder.call(hmax, [lo, hi])
             else:
-                vec = builder.call(smax, [builder.extract_element(lo, ir.Constant(i32, 0)),
-                                          builder.extract_element(hi, ir.Constant(i32, 0))])
+                vec = builder.call(
+                    smax,
+                    [
+                        builder.extract_element(lo, ir.Constant(i32, 0)),
+                        builder.extract_element(hi, ir.Constant(i32, 0)),
+                    ],
+                )
             half //= 2
         m = cgutils.alloca_once_value(builder, vec)
         with cgutils.for_range_slice(builder, nfull, n_v, ir.Constant(i64, 1), intp=i64) as (j, _):
@@ -352,6 +395,7 @@ def combine(s0, s1, s2, s3, s4, s5, s6, s7):
 
 # The helpers below take the 2-D arrays and a row index (no per-row views: a view costs an atomic
 # reference-count update, which dominated short rows and bounced between threads).
+
 
 @njit(**NJIT)
 def row_stats(x, i, e):

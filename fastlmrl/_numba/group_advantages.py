@@ -24,8 +24,12 @@ def _groups_ok(rewards, group_ids, group_stat, group_stat2, group_count, advanta
     """The shape check (first): per-sample arrays of the rewards' length N, per-group arrays of
     group_stat's length G (rloo_advantages passes its one group statistic twice)."""
     n, n_groups = rewards.shape[0], group_stat.shape[0]
-    return (group_ids.shape[0] == n and advantages_out.shape[0] == n
-            and group_stat2.shape[0] == n_groups and group_count.shape[0] == n_groups)
+    return (
+        group_ids.shape[0] == n
+        and advantages_out.shape[0] == n
+        and group_stat2.shape[0] == n_groups
+        and group_count.shape[0] == n_groups
+    )
 
 
 @njit(**NJIT)
@@ -33,10 +37,12 @@ def _groups_overlap(stat, stat2, count, out, rewards, group_ids):
     """Does a written array (workspaces, output) share memory with an input or with another
     written array (status 8; O(1))?  rloo_advantages passes an empty view as ``stat2``."""
     e = rewards[:0]
-    return (written_overlaps(stat, stat2, count, out, rewards, group_ids, e, e)
-            or written_overlaps(stat2, count, out, rewards, group_ids, e, e, e)
-            or written_overlaps(count, out, rewards, group_ids, e, e, e, e)
-            or written_overlaps(out, rewards, group_ids, e, e, e, e, e))
+    return (
+        written_overlaps(stat, stat2, count, out, rewards, group_ids, e, e)
+        or written_overlaps(stat2, count, out, rewards, group_ids, e, e, e)
+        or written_overlaps(count, out, rewards, group_ids, e, e, e, e)
+        or written_overlaps(out, rewards, group_ids, e, e, e, e, e)
+    )
 
 
 @njit(**NJIT)
@@ -50,8 +56,9 @@ def _check_groups(rewards, group_ids, n_groups):
 
 
 @njit(**NJIT)
-def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std, group_count,
-                    advantages_out):
+def grpo_advantages(
+    rewards, group_ids, scale, eps, ddof, group_mean, group_std, group_count, advantages_out
+):
     if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
         return BAD_SHAPES
     if _groups_overlap(group_mean, group_std, group_count, advantages_out, rewards, group_ids):
@@ -174,13 +181,18 @@ def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
 
 @njit(**NJIT)
 def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
-    if (logp.shape != mask.shape or old_logp.shape != mask.shape or grad_out.shape != mask.shape
-            or ratio_out.shape[0] != mask.shape[0]):
+    if (
+        logp.shape != mask.shape
+        or old_logp.shape != mask.shape
+        or grad_out.shape != mask.shape
+        or ratio_out.shape[0] != mask.shape[0]
+    ):
         return BAD_SHAPES
-    if (written_overlaps(ratio_out, grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0],
-                         ratio_out[:0])
-            or written_overlaps(grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0],
-                                ratio_out[:0], ratio_out[:0])):
+    if written_overlaps(
+        ratio_out, grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0], ratio_out[:0]
+    ) or written_overlaps(
+        grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0], ratio_out[:0], ratio_out[:0]
+    ):
         return OVERLAPPING_ARRAYS
     n_rows, n_steps = mask.shape
     for b in range(n_rows):

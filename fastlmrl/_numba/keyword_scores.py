@@ -88,10 +88,12 @@ def _whole_word_row(row, length, gram_tokens, start, size, w, first_only, word_f
 
 
 @njit(**NJIT)
-def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
-                   word_flags, out):
-    if written_overlaps(out, tokens, lengths, gram_tokens, gram_offsets, gram_weights, word_flags,
-                        word_flags[:0]):
+def keyword_scores(
+    tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, word_flags, out
+):
+    if written_overlaps(
+        out, tokens, lengths, gram_tokens, gram_offsets, gram_weights, word_flags, word_flags[:0]
+    ):
         return OVERLAPPING_ARRAYS
     status = _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out)
     if status != 0:
@@ -109,8 +111,17 @@ def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, pre
         for k in range(n_keys):
             if whole_words:
                 start = gram_offsets[k]
-                _whole_word_row(row, length, gram_tokens, start, gram_offsets[k + 1] - start,
-                                gram_weights[k], first_only, word_flags, acc)
+                _whole_word_row(
+                    row,
+                    length,
+                    gram_tokens,
+                    start,
+                    gram_offsets[k + 1] - start,
+                    gram_weights[k],
+                    first_only,
+                    word_flags,
+                    acc,
+                )
                 continue
             start = gram_offsets[k]
             size = gram_offsets[k + 1] - start
@@ -138,8 +149,12 @@ def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, pre
                     g2 = gram_tokens[start + 2]
                     g3 = gram_tokens[start + 3]
                     for s in range(n_starts):
-                        hit = ((row[s] == g0) & (row[s + 1] == g1) & (row[s + 2] == g2)
-                               & (row[s + 3] == g3))
+                        hit = (
+                            (row[s] == g0)
+                            & (row[s + 1] == g1)
+                            & (row[s + 2] == g2)
+                            & (row[s + 3] == g3)
+                        )
                         acc[s + 3] += w if hit else 0.0
                 continue
             for s in range(n_starts):

@@ -20,8 +20,13 @@ BAD_ESTIMATOR = 47
 def _shapes_ok(mask, rewards, logp, ref_logp, out1, out2):
     """Every array of the mask's length N (the kernel without rewards passes logp twice)."""
     n = mask.shape[0]
-    return (rewards.shape[0] == n and logp.shape[0] == n and ref_logp.shape[0] == n
-            and out1.shape[0] == n and out2.shape[0] == n)
+    return (
+        rewards.shape[0] == n
+        and logp.shape[0] == n
+        and ref_logp.shape[0] == n
+        and out1.shape[0] == n
+        and out2.shape[0] == n
+    )
 
 
 @njit(**NJIT)
@@ -29,8 +34,9 @@ def _overlapping(out1, out2, rewards, logp, ref_logp, mask):
     """Does an output share memory with an input or with the other output (status 8; O(1))?
     kl_penalty passes an empty view of logp as ``rewards``."""
     e = logp[:0]
-    return (written_overlaps(out1, out2, rewards, logp, ref_logp, mask, e, e)
-            or written_overlaps(out2, rewards, logp, ref_logp, mask, e, e, e))
+    return written_overlaps(out1, out2, rewards, logp, ref_logp, mask, e, e) or written_overlaps(
+        out2, rewards, logp, ref_logp, mask, e, e, e
+    )
 
 
 @njit(**NJIT)

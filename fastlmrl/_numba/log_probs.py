@@ -16,8 +16,8 @@ from numba import njit, prange
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, out_of_range
-from .overlap import _bounds, spans_overlap
 from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
+from .overlap import _bounds, spans_overlap
 
 BAD_LOGITS = 20
 BAD_TOKENS = 21
@@ -53,6 +53,7 @@ def work(nt, logits):
 
 
 # ---- overlap checks (status 8, O(1)) ------------------------------------------------------------
+
 
 @njit(**NJIT)
 def span(a):
@@ -133,6 +134,7 @@ def _grad_block(logits, tokens, out, e, lo, hi, nt_base):
 
 # ---- parallel drivers (prange over workers) ------------------------------------------------------
 
+
 @njit(cache=True, nogil=True, parallel=True)
 def _stat_par(stat, logits, tokens, res, e, nt):
     n = logits.shape[0]
@@ -191,6 +193,7 @@ def _copy_out(res, out):
 
 
 # ---- kernels ------------------------------------------------------------------------------------
+
 
 @njit(**NJIT)
 def shapes_ok(logits, tokens, out, per_row):

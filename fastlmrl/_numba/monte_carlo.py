@@ -55,13 +55,19 @@ def _max_length(offsets):
 @njit(**NJIT)
 def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
     n = rewards.shape[0]
-    if (overlap(returns_out, rewards) or overlap(returns_out, episode_offsets)
-            or overlap(returns_out, final_values)):
+    if (
+        overlap(returns_out, rewards)
+        or overlap(returns_out, episode_offsets)
+        or overlap(returns_out, final_values)
+    ):
         return OVERLAPPING_ARRAYS
     if not_all_finite(rewards):
         return BAD_REWARDS
-    if (_bad_offsets(episode_offsets, n) or returns_out.shape[0] != n
-            or final_values.shape[0] != episode_offsets.shape[0] - 1):
+    if (
+        _bad_offsets(episode_offsets, n)
+        or returns_out.shape[0] != n
+        or final_values.shape[0] != episode_offsets.shape[0] - 1
+    ):
         return BAD_OFFSETS
     if not_all_finite(final_values):
         return BAD_FINAL_VALUES
@@ -74,8 +80,9 @@ def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
 
 
 @njit(**NJIT)
-def _check_mc(q, states, actions, rewards, offsets, n_out, first_visit, alpha, counts, n_keys,
-              n_first):
+def _check_mc(
+    q, states, actions, rewards, offsets, n_out, first_visit, alpha, counts, n_keys, n_first
+):
     """The pre-pass, statuses in the reference's order.  States, actions and the visit counts of
     the batch's pairs are checked in one branch-free pass (unsigned comparisons, so a negative id
     or count is a huge number; flags, no exit): a count is read at ``s * V + a`` when both ids are
@@ -86,8 +93,13 @@ def _check_mc(q, states, actions, rewards, offsets, n_out, first_visit, alpha, c
     n_acts = actions.shape[0]
     common = min(n, n_acts)
     has_counts = counts.shape[0] != 0
-    gather = (has_counts and counts.shape[0] == n_states and counts.shape[1] == n_actions
-              and n_states > 0 and n_actions > 0)
+    gather = (
+        has_counts
+        and counts.shape[0] == n_states
+        and counts.shape[1] == n_actions
+        and n_states > 0
+        and n_actions > 0
+    )
     limit = np.uint64(INT64_MAX - n)
     n_s = np.uint64(n_states)
     n_a = np.uint64(n_actions)
@@ -118,7 +130,7 @@ def _check_mc(q, states, actions, rewards, offsets, n_out, first_visit, alpha, c
         return BAD_ACTIONS
     if not_all_finite(rewards):
         return BAD_REWARDS
-    if (_bad_offsets(offsets, n) or n_acts != n or rewards.shape[0] != n or n_out != n):
+    if _bad_offsets(offsets, n) or n_acts != n or rewards.shape[0] != n or n_out != n:
         return BAD_OFFSETS
     if has_counts and (counts.shape[0] != n_states or counts.shape[1] != n_actions):
         return BAD_COUNTS
@@ -128,8 +140,12 @@ def _check_mc(q, states, actions, rewards, offsets, n_out, first_visit, alpha, c
         return BAD_COUNT_VALUES
     if first_visit:
         size = n_keys
-        if (size == 0 or (size & (size - 1)) != 0 or n_first != size
-                or size < 2 * _max_length(offsets)):
+        if (
+            size == 0
+            or (size & (size - 1)) != 0
+            or n_first != size
+            or size < 2 * _max_length(offsets)
+        ):
             return BAD_SCRATCH
     return 0
 
@@ -145,25 +161,52 @@ def _mc_overlap(q, counts, slot_keys, slot_first, returns_out, states, actions, 
     argument (status 8): the scratch over ``states`` changed ids after their range check (the
     Cython kernel hung).  O(1) address ranges."""
     e = offsets[:0]
-    return (written_overlaps(q, counts, slot_keys, slot_first, returns_out, states, actions,
-                             rewards)
-            or written_overlaps(q, offsets, e, e, e, e, e, e)
-            or written_overlaps(counts, slot_keys, slot_first, returns_out, states, actions,
-                                rewards, offsets)
-            or written_overlaps(slot_keys, slot_first, returns_out, states, actions, rewards,
-                                offsets, e)
-            or written_overlaps(slot_first, returns_out, states, actions, rewards, offsets, e, e)
-            or written_overlaps(returns_out, states, actions, rewards, offsets, e, e, e))
+    return (
+        written_overlaps(q, counts, slot_keys, slot_first, returns_out, states, actions, rewards)
+        or written_overlaps(q, offsets, e, e, e, e, e, e)
+        or written_overlaps(
+            counts, slot_keys, slot_first, returns_out, states, actions, rewards, offsets
+        )
+        or written_overlaps(
+            slot_keys, slot_first, returns_out, states, actions, rewards, offsets, e
+        )
+        or written_overlaps(slot_first, returns_out, states, actions, rewards, offsets, e, e)
+        or written_overlaps(returns_out, states, actions, rewards, offsets, e, e, e)
+    )
 
 
 @njit(**NJIT)
-def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, first_visit, alpha,
-                      counts, slot_keys, slot_first, returns_out):
-    if _mc_overlap(q, counts, slot_keys, slot_first, returns_out, states, actions, rewards,
-                   episode_offsets):
+def mc_control_update(
+    q,
+    states,
+    actions,
+    rewards,
+    episode_offsets,
+    gamma,
+    first_visit,
+    alpha,
+    counts,
+    slot_keys,
+    slot_first,
+    returns_out,
+):
+    if _mc_overlap(
+        q, counts, slot_keys, slot_first, returns_out, states, actions, rewards, episode_offsets
+    ):
         return OVERLAPPING_ARRAYS
-    status = _check_mc(q, states, actions, rewards, episode_offsets, returns_out.shape[0],
-                       first_visit, alpha, counts, slot_keys.shape[0], slot_first.shape[0])
+    status = _check_mc(
+        q,
+        states,
+        actions,
+        rewards,
+        episode_offsets,
+        returns_out.shape[0],
+        first_visit,
+        alpha,
+        counts,
+        slot_keys.shape[0],
+        slot_first.shape[0],
+    )
     if status != 0:
         return status
     n_actions = q.shape[1]

@@ -46,11 +46,19 @@ def _check(table, rows, grads, order, acc, m, v, check_moments):
     n_states, n_cols = table.shape
     n = rows.shape[0]
     n_order = order.shape[0]
-    if (grads.shape[0] != n or grads.shape[1] != n_cols or (n_order != n and n_order != 0)
-            or acc.shape[0] < n_cols):
+    if (
+        grads.shape[0] != n
+        or grads.shape[1] != n_cols
+        or (n_order != n and n_order != 0)
+        or acc.shape[0] < n_cols
+    ):
         return BAD_SHAPES
-    if check_moments and (m.shape[0] != n_states or m.shape[1] != n_cols
-                          or v.shape[0] != n_states or v.shape[1] != n_cols):
+    if check_moments and (
+        m.shape[0] != n_states
+        or m.shape[1] != n_cols
+        or v.shape[0] != n_states
+        or v.shape[1] != n_cols
+    ):
         return BAD_SHAPES
     if out_of_range(rows, n_states):
         return BAD_ROWS
@@ -202,19 +210,25 @@ def _bad_lr(lr):
 
 @njit(**KERNEL)
 def _bad_adam_scalars(step, lr, beta1, beta2, eps):
-    return (step < 1 or _bad_lr(lr) or not (0.0 <= beta1 < 1.0) or not (0.0 <= beta2 < 1.0)
-            or not (0.0 < eps < math.inf))
+    return (
+        step < 1
+        or _bad_lr(lr)
+        or not (0.0 <= beta1 < 1.0)
+        or not (0.0 <= beta2 < 1.0)
+        or not (0.0 < eps < math.inf)
+    )
 
 
 @njit(**KERNEL)
 def _overlaps(table, rows, grads, order, m, v, acc):
     """A written array (table, m, v -- empty for SGD -- and the scratch acc) sharing memory with
     another argument (status 8).  O(1) address ranges."""
-    return (written_overlaps(table, m, v, acc, rows, grads, order, order[:0])
-            or written_overlaps(m, v, acc, rows, grads, order, order[:0], order[:0])
-            or written_overlaps(v, acc, rows, grads, order, order[:0], order[:0], order[:0])
-            or written_overlaps(acc, rows, grads, order, order[:0], order[:0], order[:0],
-                                order[:0]))
+    return (
+        written_overlaps(table, m, v, acc, rows, grads, order, order[:0])
+        or written_overlaps(m, v, acc, rows, grads, order, order[:0], order[:0])
+        or written_overlaps(v, acc, rows, grads, order, order[:0], order[:0], order[:0])
+        or written_overlaps(acc, rows, grads, order, order[:0], order[:0], order[:0], order[:0])
+    )
 
 
 @njit(**KERNEL)
@@ -296,6 +310,19 @@ def adam_step(table, rows, grads, order, m, v, step, lr, beta1, beta2, eps, maxi
     if status != 0:
         return status
     step_size, scale2 = _adam_scalars(step, lr, beta1, beta2)
-    _walk_adam(table, rows, grads, order, m, v, step_size, scale2, beta1, beta2, eps,
-               -1.0 if maximize else 1.0, acc)
+    _walk_adam(
+        table,
+        rows,
+        grads,
+        order,
+        m,
+        v,
+        step_size,
+        scale2,
+        beta1,
+        beta2,
+        eps,
+        -1.0 if maximize else 1.0,
+        acc,
+    )
     return 0

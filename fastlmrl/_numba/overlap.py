@@ -4,6 +4,7 @@ write could change an id after its range check.  O(1): address ranges, no loop o
 
 A module of its own rather than ``_common.py``: every kernel imports ``_common``, and an edit
 there recompiles all of them (the cache is keyed by the contents of the imported files)."""
+
 import numpy as np
 from numba import njit
 
@@ -38,8 +39,15 @@ def overlap(a, b):
 def written_overlaps(w, a, b, c, d, e, f, g):
     """Does the written array w share memory with any of a..g (pass an empty array for unused
     slots)?  O(1): a write must never change an id after its range check."""
-    return (overlap(w, a) or overlap(w, b) or overlap(w, c) or overlap(w, d) or overlap(w, e)
-            or overlap(w, f) or overlap(w, g))
+    return (
+        overlap(w, a)
+        or overlap(w, b)
+        or overlap(w, c)
+        or overlap(w, d)
+        or overlap(w, e)
+        or overlap(w, f)
+        or overlap(w, g)
+    )
 
 
 @njit(**NJIT)

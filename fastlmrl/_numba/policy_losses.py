@@ -23,11 +23,29 @@ from numba import njit, prange
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import NJIT, not_all_finite, out_of_range
-from .fast_math import (INLINE, fetch_add, grad_fill, row_entropy, row_stats, store_fence,
-                        streaming_base)
-from .log_probs import (BAD_LOGITS, BAD_TOKENS, PARALLEL_MIN_ELEMENTS, TOKEN_LOG_PROB,
-                        _stat_block, _stat_par, in_place_span, n_threads, next_block,
-                        rows_per_block, span, work)
+from .fast_math import (
+    INLINE,
+    fetch_add,
+    grad_fill,
+    row_entropy,
+    row_stats,
+    store_fence,
+    streaming_base,
+)
+from .log_probs import (
+    BAD_LOGITS,
+    BAD_TOKENS,
+    PARALLEL_MIN_ELEMENTS,
+    TOKEN_LOG_PROB,
+    _stat_block,
+    _stat_par,
+    in_place_span,
+    n_threads,
+    next_block,
+    rows_per_block,
+    span,
+    work,
+)
 from .overlap import spans_overlap
 
 BAD_WEIGHTS = 22
@@ -59,8 +77,9 @@ def kl_term(logp, ref, estimator):
     return (eu - 1.0) - u, 1.0 - eu
 
 
-def _token_terms(mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_coef, estimator,
-                has_ref):
+def _token_terms(
+    mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref
+):
     """(loss, dloss/dlogp, ratio, pg, kl, clipped, dual_clipped): see the reference."""
     if mode == REINFORCE:
         adv = x1 - x2
@@ -121,8 +140,11 @@ def lengths_ok(n, lengths):
 def shapes_ok(logits, lengths, grad, stats, n_stats):
     """The shape check every loss kernel does first: each per-token array (``lengths``, tokens
     included) of length N, ``grad`` (N, V) like ``logits``, ``stats`` at least ``n_stats`` long."""
-    return (lengths_ok(logits.shape[0], lengths) and grad.shape == logits.shape
-            and stats.shape[0] >= n_stats)
+    return (
+        lengths_ok(logits.shape[0], lengths)
+        and grad.shape == logits.shape
+        and stats.shape[0] >= n_stats
+    )
 
 
 @njit(**NJIT)
@@ -158,8 +180,27 @@ def reduce_rows(n_vocab):
 
 
 @njit(**INLINE)
-def _pg_token(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
-              log_probs, ratios, grad, e, nt_base, i, m, s):
+def _pg_token(
+    logits,
+    tokens,
+    mode,
+    x1,
+    x2,
+    x3,
+    weights,
+    lr_in,
+    use_lr,
+    params,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    e,
+    nt_base,
+    i,
+    m,
+    s,
+):
     """Row i after its statistics (m, s; exponentials in ``e``): log pi(a_i), the token terms,
     the gradient row and the per-token outputs.  Returns (ok, w, loss, pg, kl, clipped, dual, k1,
     k3) -- the summands of row i (ok False: the sampled token has logit -inf, nothing written)."""
@@ -175,8 +216,20 @@ def _pg_token(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, 
         lr = lp - o
     else:
         lr = 0.0
-    t = _token_terms_inline(mode, lp, o, np.float64(x2[i]), np.float64(x3[i]), lr, clip_low,
-                            clip_high, dual_clip, kl_coef, estimator, has_ref)
+    t = _token_terms_inline(
+        mode,
+        lp,
+        o,
+        np.float64(x2[i]),
+        np.float64(x3[i]),
+        lr,
+        clip_low,
+        clip_high,
+        dual_clip,
+        kl_coef,
+        estimator,
+        has_ref,
+    )
     w = np.float64(weights[i])
     grad_fill(e, 1.0 / s, a, w * t[1], grad, i, nt_base)
     token_loss[i] = t[0]
@@ -194,8 +247,28 @@ def _pg_token(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, 
 
 
 @njit(**INLINE)
-def _pg_rows(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
-             log_probs, ratios, part, b, rows, grad, e, e2, nt_base):
+def _pg_rows(
+    logits,
+    tokens,
+    mode,
+    x1,
+    x2,
+    x3,
+    weights,
+    lr_in,
+    use_lr,
+    params,
+    token_loss,
+    log_probs,
+    ratios,
+    part,
+    b,
+    rows,
+    grad,
+    e,
+    e2,
+    nt_base,
+):
     """The fused pass over the rows of reduction block ``b``; part[b] = its partial sums
     (sw, loss, pg, kl, clipped, dual, k1, k3), each accumulated serially in row order.
 
@@ -217,8 +290,27 @@ def _pg_rows(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, t
             if not ok1:
                 bad_logits += 1
         if ok0:
-            r = _pg_token(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params,
-                          token_loss, log_probs, ratios, grad, e, nt_base, i, m0, s0)
+            r = _pg_token(
+                logits,
+                tokens,
+                mode,
+                x1,
+                x2,
+                x3,
+                weights,
+                lr_in,
+                use_lr,
+                params,
+                token_loss,
+                log_probs,
+                ratios,
+                grad,
+                e,
+                nt_base,
+                i,
+                m0,
+                s0,
+            )
             if r[0]:
                 sw += r[1]
                 loss += r[2]
@@ -233,8 +325,27 @@ def _pg_rows(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, t
         else:
             bad_logits += 1
         if ok1:
-            r = _pg_token(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params,
-                          token_loss, log_probs, ratios, grad, e2, nt_base, j, m1, s1)
+            r = _pg_token(
+                logits,
+                tokens,
+                mode,
+                x1,
+                x2,
+                x3,
+                weights,
+                lr_in,
+                use_lr,
+                params,
+                token_loss,
+                log_probs,
+                ratios,
+                grad,
+                e2,
+                nt_base,
+                j,
+                m1,
+                s1,
+            )
             if r[0]:
                 sw += r[1]
                 loss += r[2]
@@ -258,24 +369,103 @@ def _pg_rows(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, t
 
 
 @njit(**NJIT)
-def _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
-              log_probs, ratios, part, b, rows, grad, e, e2, nt_base):
+def _pg_block(
+    logits,
+    tokens,
+    mode,
+    x1,
+    x2,
+    x3,
+    weights,
+    lr_in,
+    use_lr,
+    params,
+    token_loss,
+    log_probs,
+    ratios,
+    part,
+    b,
+    rows,
+    grad,
+    e,
+    e2,
+    nt_base,
+):
     """_pg_rows over block b: the token-level PPO loop with ordinary stores is compiled with
     ``mode``, ``use_lr`` and ``nt_base`` = -1 as constants (no dead branches or streaming code in
     the loop: measured about 10% faster at V = 64); every other case runs the generic loop."""
     if mode == PPO and not use_lr and nt_base < 0:
-        return _pg_rows(logits, tokens, PPO, x1, x2, x3, weights, lr_in, False, params,
-                        token_loss, log_probs, ratios, part, b, rows, grad, e, e2, -1)
-    res = _pg_rows(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
-                   log_probs, ratios, part, b, rows, grad, e, e2, nt_base)
+        return _pg_rows(
+            logits,
+            tokens,
+            PPO,
+            x1,
+            x2,
+            x3,
+            weights,
+            lr_in,
+            False,
+            params,
+            token_loss,
+            log_probs,
+            ratios,
+            part,
+            b,
+            rows,
+            grad,
+            e,
+            e2,
+            -1,
+        )
+    res = _pg_rows(
+        logits,
+        tokens,
+        mode,
+        x1,
+        x2,
+        x3,
+        weights,
+        lr_in,
+        use_lr,
+        params,
+        token_loss,
+        log_probs,
+        ratios,
+        part,
+        b,
+        rows,
+        grad,
+        e,
+        e2,
+        nt_base,
+    )
     if nt_base >= 0:
         store_fence()
     return res
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _pg_par(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, token_loss,
-            log_probs, ratios, part, rows, grad, e, nt, nt_base):
+def _pg_par(
+    logits,
+    tokens,
+    mode,
+    x1,
+    x2,
+    x3,
+    weights,
+    lr_in,
+    use_lr,
+    params,
+    token_loss,
+    log_probs,
+    ratios,
+    part,
+    rows,
+    grad,
+    e,
+    nt,
+    nt_base,
+):
     nb = part.shape[0]
     bad_logits = 0
     bad_tokens = 0
@@ -287,9 +477,28 @@ def _pg_par(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params, to
         st = 0
         b = fetch_add(counter, 1)
         while b < nb:
-            bl, bt = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr_in, use_lr, params,
-                               token_loss, log_probs, ratios, part, b, rows, grad, et, et2,
-                               nt_base)
+            bl, bt = _pg_block(
+                logits,
+                tokens,
+                mode,
+                x1,
+                x2,
+                x3,
+                weights,
+                lr_in,
+                use_lr,
+                params,
+                token_loss,
+                log_probs,
+                ratios,
+                part,
+                b,
+                rows,
+                grad,
+                et,
+                et2,
+                nt_base,
+            )
             sl += bl
             st += bt
             b = fetch_add(counter, 1)
@@ -322,8 +531,24 @@ def _reduce(mode, part, stats):
 
 
 @njit(**NJIT)
-def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, params,
-            token_loss, log_probs, ratios, grad, stats, num_threads):
+def _run_pg(
+    logits,
+    tokens,
+    mode,
+    x1,
+    x2,
+    x3,
+    weights,
+    seq_offsets,
+    seq_level,
+    params,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+    num_threads,
+):
     n, v = logits.shape
     nt = n_threads(num_threads, n, v)
     e = work(2 * nt, logits)  # two row buffers per worker (rows are taken in pairs)
@@ -350,15 +575,53 @@ def _run_pg(logits, tokens, mode, x1, x2, x3, weights, seq_offsets, seq_level, p
     bl = 0
     bt = 0
     if nt > 1:
-        bl, bt = _pg_par(logits, tokens, mode, x1, x2, x3, weights, lr, use_lr, params,
-                         token_loss, log_probs, ratios, part, rows, grad, e, nt, nt_base)
+        bl, bt = _pg_par(
+            logits,
+            tokens,
+            mode,
+            x1,
+            x2,
+            x3,
+            weights,
+            lr,
+            use_lr,
+            params,
+            token_loss,
+            log_probs,
+            ratios,
+            part,
+            rows,
+            grad,
+            e,
+            nt,
+            nt_base,
+        )
     else:
         e0 = e[0]
         e1 = e[1]
         for b in range(nb):
-            sl, st = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, use_lr, params,
-                               token_loss, log_probs, ratios, part, b, rows, grad, e0, e1,
-                               nt_base)
+            sl, st = _pg_block(
+                logits,
+                tokens,
+                mode,
+                x1,
+                x2,
+                x3,
+                weights,
+                lr,
+                use_lr,
+                params,
+                token_loss,
+                log_probs,
+                ratios,
+                part,
+                b,
+                rows,
+                grad,
+                e0,
+                e1,
+                nt_base,
+            )
             bl += sl
             bt += st
     if bl:
@@ -380,16 +643,34 @@ def _check_offsets(offsets, n):
 
 
 @njit(**NJIT)
-def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_probs, grad,
-                   stats, num_threads):
-    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0])
+def reinforce_loss(
+    logits, tokens, returns, baselines, weights, token_loss, log_probs, grad, stats, num_threads
+):
+    lengths = (
+        tokens.shape[0],
+        returns.shape[0],
+        baselines.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
     # written arrays first; grad == logits exactly is allowed (in place, row by row)
-    if spans_overlap((span(token_loss), span(log_probs), span(grad), span(stats),
-                      in_place_span(grad, logits), span(tokens), span(returns), span(baselines),
-                      span(weights)), 4):
+    if spans_overlap(
+        (
+            span(token_loss),
+            span(log_probs),
+            span(grad),
+            span(stats),
+            in_place_span(grad, logits),
+            span(tokens),
+            span(returns),
+            span(baselines),
+            span(weights),
+        ),
+        4,
+    ):
         return OVERLAPPING_ARRAYS
     n = tokens.shape[0]
     if out_of_range(tokens, logits.shape[1]):
@@ -402,20 +683,53 @@ def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_
         return BAD_BASELINES
     params = (0.0, 0.0, 0.0, 0.0, 3, 0)
     # x3 (reference log-probs) is unused without a reference (has_ref = 0): any array will do
-    return _run_pg(logits, tokens, REINFORCE, returns, baselines, returns, weights, tokens[:0],
-                   False, params, token_loss, log_probs, np.empty(n), grad, stats, num_threads)
+    return _run_pg(
+        logits,
+        tokens,
+        REINFORCE,
+        returns,
+        baselines,
+        returns,
+        weights,
+        tokens[:0],
+        False,
+        params,
+        token_loss,
+        log_probs,
+        np.empty(n),
+        grad,
+        stats,
+        num_threads,
+    )
 
 
 @njit(**NJIT)
-def ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n, clip_low,
-                  clip_high, dual_clip, kl_coef, kl_estimator, sequence_level):
+def ppo_arguments(
+    old_log_probs,
+    advantages,
+    ref_log_probs,
+    sequence_offsets,
+    n,
+    clip_low,
+    clip_high,
+    dual_clip,
+    kl_coef,
+    kl_estimator,
+    sequence_level,
+):
     """The PPO-specific checks and (status, reference array, params) for the loss passes; shared
     with the tabular losses.  Without a reference x3 is unused (has_ref = 0): any array of
     length n is passed."""
     has_ref = 1 if ref_log_probs.shape[0] > 0 else 0
     ref = ref_log_probs if has_ref else old_log_probs
-    params = (np.float64(clip_low), np.float64(clip_high), np.float64(dual_clip),
-              np.float64(kl_coef), np.int64(kl_estimator), np.int64(has_ref))
+    params = (
+        np.float64(clip_low),
+        np.float64(clip_high),
+        np.float64(dual_clip),
+        np.float64(kl_coef),
+        np.int64(kl_estimator),
+        np.int64(has_ref),
+    )
     status = 0
     if not_all_finite(advantages):
         status = BAD_ADVANTAGES
@@ -429,46 +743,134 @@ def ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n,
 
 
 @njit(**NJIT)
-def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
-             clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
-             log_probs, ratios, grad, stats, num_threads):
+def ppo_loss(
+    logits,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    ref_log_probs,
+    sequence_offsets,
+    clip_low,
+    clip_high,
+    dual_clip,
+    kl_coef,
+    kl_estimator,
+    sequence_level,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+    num_threads,
+):
     n = logits.shape[0]
-    lengths = (tokens.shape[0], old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
-               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
-               ratios.shape[0])
+    lengths = (
+        tokens.shape[0],
+        old_log_probs.shape[0],
+        advantages.shape[0],
+        weights.shape[0],
+        present(ref_log_probs.shape[0], n),
+        token_loss.shape[0],
+        log_probs.shape[0],
+        ratios.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 7):
         return BAD_SHAPES
     # written arrays first; grad == logits exactly is allowed (in place, row by row)
-    if spans_overlap((span(token_loss), span(log_probs), span(ratios), span(grad), span(stats),
-                      in_place_span(grad, logits), span(tokens), span(old_log_probs),
-                      span(advantages), span(weights), span(ref_log_probs),
-                      span(sequence_offsets)), 5):
+    if spans_overlap(
+        (
+            span(token_loss),
+            span(log_probs),
+            span(ratios),
+            span(grad),
+            span(stats),
+            in_place_span(grad, logits),
+            span(tokens),
+            span(old_log_probs),
+            span(advantages),
+            span(weights),
+            span(ref_log_probs),
+            span(sequence_offsets),
+        ),
+        5,
+    ):
         return OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
         return BAD_TOKENS
     if _bad_weights(weights):
         return BAD_WEIGHTS
-    status, ref, params = ppo_arguments(old_log_probs, advantages, ref_log_probs,
-                                        sequence_offsets, n, clip_low, clip_high, dual_clip,
-                                        kl_coef, kl_estimator, sequence_level)
+    status, ref, params = ppo_arguments(
+        old_log_probs,
+        advantages,
+        ref_log_probs,
+        sequence_offsets,
+        n,
+        clip_low,
+        clip_high,
+        dual_clip,
+        kl_coef,
+        kl_estimator,
+        sequence_level,
+    )
     if status:
         return status
-    return _run_pg(logits, tokens, PPO, old_log_probs, advantages, ref, weights, sequence_offsets,
-                   bool(sequence_level), params, token_loss, log_probs, ratios, grad, stats,
-                   num_threads)
+    return _run_pg(
+        logits,
+        tokens,
+        PPO,
+        old_log_probs,
+        advantages,
+        ref,
+        weights,
+        sequence_offsets,
+        bool(sequence_level),
+        params,
+        token_loss,
+        log_probs,
+        ratios,
+        grad,
+        stats,
+        num_threads,
+    )
 
 
 @njit(**NJIT)
-def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_loss, log_probs,
-                    grad, stats, num_threads):
-    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
-               log_probs.shape[0])
+def kl_penalty_loss(
+    logits,
+    tokens,
+    ref_log_probs,
+    weights,
+    kl_estimator,
+    token_loss,
+    log_probs,
+    grad,
+    stats,
+    num_threads,
+):
+    lengths = (
+        tokens.shape[0],
+        ref_log_probs.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
     # written arrays first; grad == logits exactly is allowed (in place, row by row)
-    if spans_overlap((span(token_loss), span(log_probs), span(grad), span(stats),
-                      in_place_span(grad, logits), span(tokens), span(ref_log_probs),
-                      span(weights)), 4):
+    if spans_overlap(
+        (
+            span(token_loss),
+            span(log_probs),
+            span(grad),
+            span(stats),
+            in_place_span(grad, logits),
+            span(tokens),
+            span(ref_log_probs),
+            span(weights),
+        ),
+        4,
+    ):
         return OVERLAPPING_ARRAYS
     n = tokens.shape[0]
     if out_of_range(tokens, logits.shape[1]):
@@ -479,12 +881,28 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_
         return BAD_REF_LOG_PROBS
     params = (0.0, 0.0, 0.0, 0.0, np.int64(kl_estimator), np.int64(1))
     # the KL mode does not use x1 / x2 (old log-probs, advantages): pass any array of length n
-    return _run_pg(logits, tokens, KL, ref_log_probs, ref_log_probs, ref_log_probs, weights,
-                   tokens[:0], False, params, token_loss, log_probs, np.empty(n), grad, stats,
-                   num_threads)
+    return _run_pg(
+        logits,
+        tokens,
+        KL,
+        ref_log_probs,
+        ref_log_probs,
+        ref_log_probs,
+        weights,
+        tokens[:0],
+        False,
+        params,
+        token_loss,
+        log_probs,
+        np.empty(n),
+        grad,
+        stats,
+        num_threads,
+    )
 
 
 # ---- A2C ----------------------------------------------------------------------------------------
+
 
 @njit(**NJIT)
 def value_terms(v, ret, old, value_clip):
@@ -517,9 +935,26 @@ def _a2c_grad_fill(x, i, e, g, lse, h, a, c, ce, out):
 
 
 @njit(**NJIT)
-def _a2c_block(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
-               value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, e,
-               lo, hi):
+def _a2c_block(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    old_values,
+    weights,
+    value_clip,
+    value_coef,
+    entropy_coef,
+    token_loss,
+    log_probs,
+    entropies,
+    grad,
+    value_grad,
+    e,
+    lo,
+    hi,
+):
     bad_logits = 0
     bad_tokens = 0
     for i in range(lo, hi):
@@ -549,8 +984,25 @@ def _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _a2c_par(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
-             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, e, nt):
+def _a2c_par(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    old_values,
+    weights,
+    value_clip,
+    value_coef,
+    entropy_coef,
+    token_loss,
+    log_probs,
+    entropies,
+    grad,
+    value_grad,
+    e,
+    nt,
+):
     n = logits.shape[0]
     bad_logits = 0
     bad_tokens = 0
@@ -562,9 +1014,26 @@ def _a2c_par(logits, tokens, advantages, values, returns, old_values, weights, v
         st = 0
         lo, hi = next_block(counter, rpb, n)
         while lo < hi:
-            bl, bt = _a2c_block(logits, tokens, advantages, values, returns, old_values, weights,
-                                value_clip, value_coef, entropy_coef, token_loss, log_probs,
-                                entropies, grad, value_grad, et, lo, hi)
+            bl, bt = _a2c_block(
+                logits,
+                tokens,
+                advantages,
+                values,
+                returns,
+                old_values,
+                weights,
+                value_clip,
+                value_coef,
+                entropy_coef,
+                token_loss,
+                log_probs,
+                entropies,
+                grad,
+                value_grad,
+                et,
+                lo,
+                hi,
+            )
             sl += bl
             st += bt
             lo, hi = next_block(counter, rpb, n)
@@ -589,22 +1058,61 @@ def a2c_status(advantages, values, returns, old_values, value_clip):
 
 
 @njit(**NJIT)
-def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
-             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
-             num_threads):
+def a2c_loss(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    old_values,
+    weights,
+    value_clip,
+    value_coef,
+    entropy_coef,
+    token_loss,
+    log_probs,
+    entropies,
+    grad,
+    value_grad,
+    stats,
+    num_threads,
+):
     n, v = logits.shape
     n_old = old_values.shape[0]  # read only with value clipping
-    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
-               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    lengths = (
+        tokens.shape[0],
+        advantages.shape[0],
+        values.shape[0],
+        returns.shape[0],
+        n_old if value_clip > 0.0 else present(n_old, n),
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+        entropies.shape[0],
+        value_grad.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 4):
         return BAD_SHAPES
     # written arrays first; grad may not be logits either (the entropy gradient reads the row
     # after writing it)
-    if spans_overlap((span(token_loss), span(log_probs), span(entropies), span(grad),
-                      span(value_grad), span(stats), span(logits), span(tokens),
-                      span(advantages), span(values), span(returns), span(old_values),
-                      span(weights)), 6):
+    if spans_overlap(
+        (
+            span(token_loss),
+            span(log_probs),
+            span(entropies),
+            span(grad),
+            span(value_grad),
+            span(stats),
+            span(logits),
+            span(tokens),
+            span(advantages),
+            span(values),
+            span(returns),
+            span(old_values),
+            span(weights),
+        ),
+        6,
+    ):
         return OVERLAPPING_ARRAYS
     if out_of_range(tokens, v):
         return BAD_TOKENS
@@ -617,13 +1125,46 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
     nt = n_threads(num_threads, n, v)
     e = work(nt, logits)
     if nt > 1:
-        bl, bt = _a2c_par(logits, tokens, advantages, values, returns, old, weights, value_clip,
-                          value_coef, entropy_coef, token_loss, log_probs, entropies, grad,
-                          value_grad, e, nt)
+        bl, bt = _a2c_par(
+            logits,
+            tokens,
+            advantages,
+            values,
+            returns,
+            old,
+            weights,
+            value_clip,
+            value_coef,
+            entropy_coef,
+            token_loss,
+            log_probs,
+            entropies,
+            grad,
+            value_grad,
+            e,
+            nt,
+        )
     else:
-        bl, bt = _a2c_block(logits, tokens, advantages, values, returns, old, weights,
-                            value_clip, value_coef, entropy_coef, token_loss, log_probs,
-                            entropies, grad, value_grad, e[0], 0, n)
+        bl, bt = _a2c_block(
+            logits,
+            tokens,
+            advantages,
+            values,
+            returns,
+            old,
+            weights,
+            value_clip,
+            value_coef,
+            entropy_coef,
+            token_loss,
+            log_probs,
+            entropies,
+            grad,
+            value_grad,
+            e[0],
+            0,
+            n,
+        )
     if bl:
         return BAD_LOGITS
     if bt:

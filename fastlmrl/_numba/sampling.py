@@ -39,18 +39,22 @@ BLOCK = 64
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
 F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
 F32_MAX = 3.4028234663852886e38  # the largest finite float32
-SMALL_K = 128             # top-k up to this k: one heap pass over the row
-DIRECT_K = 1024           # top-k up to this k: the rest of the row works on the candidate list
-LAST_EXPONENT = 60        # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
-LAST_CUTOFF = 2.0 ** -LAST_EXPONENT
+SMALL_K = 128  # top-k up to this k: one heap pass over the row
+DIRECT_K = 1024  # top-k up to this k: the rest of the row works on the candidate list
+LAST_EXPONENT = 60  # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
+LAST_CUTOFF = 2.0**-LAST_EXPONENT
 
 
 @njit(**NJIT)
 def shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
     """The shape check (first): three (N,) outputs for (N, V) logits, V >= 1."""
     n = logits.shape[0]
-    return (logits.shape[1] >= 1 and tokens_out.shape[0] == n and log_probs_out.shape[0] == n
-            and model_log_probs_out.shape[0] == n)
+    return (
+        logits.shape[1] >= 1
+        and tokens_out.shape[0] == n
+        and log_probs_out.shape[0] == n
+        and model_log_probs_out.shape[0] == n
+    )
 
 
 @njit(**NJIT)
@@ -80,10 +84,14 @@ def lane_sum_range(typingctx, w, lo, hi, t):
     The same additions as eight scalar running sums, as one <8 x double> compare, select and add
     per 8 entries (LLVM keeps FP adds in order, so it would not vectorise the scalar form).
     """
-    if not (isinstance(w, types.Array) and w.ndim == 1 and w.dtype in (types.float32,
-                                                                         types.float64)
-            and isinstance(lo, types.Integer) and isinstance(hi, types.Integer)
-            and t == types.float64):
+    if not (
+        isinstance(w, types.Array)
+        and w.ndim == 1
+        and w.dtype in (types.float32, types.float64)
+        and isinstance(lo, types.Integer)
+        and isinstance(hi, types.Integer)
+        and t == types.float64
+    ):
         return None
 
     def codegen(context, builder, signature, args):
@@ -100,24 +108,27 @@ def lane_sum_range(typingctx, w, lo, hi, t):
         end = builder.add(lo_v, builder.sub(span, builder.srem(span, ir.Constant(i64, 8))))
         zeros = ir.Constant(vty, [0.0] * 8)
         t_one = builder.insert_element(ir.Constant(vty, ir.Undefined), t_v, ir.Constant(i32, 0))
-        t_vec = builder.shuffle_vector(t_one, ir.Constant(vty, ir.Undefined),
-                                       ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+        t_vec = builder.shuffle_vector(
+            t_one, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+        )
         acc = cgutils.alloca_once_value(builder, zeros)
 
         def widen(v, ty):
             return v if elem == dbl else builder.fpext(v, ty)
 
         with cgutils.for_range_slice(builder, lo_v, end, ir.Constant(i64, 8), intp=i64) as (j, _):
-            v = builder.load(builder.bitcast(builder.gep(data, [j]),
-                                             ir.VectorType(elem, 8).as_pointer()),
-                             align=4 if elem != dbl else 8)
+            v = builder.load(
+                builder.bitcast(builder.gep(data, [j]), ir.VectorType(elem, 8).as_pointer()),
+                align=4 if elem != dbl else 8,
+            )
             v = widen(v, vty)
             kept = builder.select(builder.fcmp_ordered(">=", v, t_vec), v, zeros)
             builder.store(builder.fadd(builder.load(acc), kept), acc)
         lanes = []
         for l in range(8):
             slot = cgutils.alloca_once_value(
-                builder, builder.extract_element(builder.load(acc), ir.Constant(i32, l)))
+                builder, builder.extract_element(builder.load(acc), ir.Constant(i32, l))
+            )
             idx = builder.add(end, ir.Constant(i64, l))
             with builder.if_then(builder.icmp_signed("<", idx, hi_v)):
                 x = widen(builder.load(builder.gep(data, [idx])), dbl)
@@ -148,6 +159,7 @@ def weights(logits, i, m, temperature, w):
 
 
 # ---- a max-heap of float64 values in h[0:size] --------------------------------------------------
+
 
 @njit(**NJIT)
 def sift_down(h, size, k):
@@ -257,11 +269,11 @@ def kth_largest(w, n, k, h):
     e_lo, e_hi = -1, LAST_EXPONENT  # count(2**-e_hi) >= k; count(2**-e_lo) < k (2**1: none)
     while e_hi - e_lo > 1:
         e = (e_lo + e_hi) // 2
-        if count_at_least(w, 0, n, 2.0 ** -e) >= k:
+        if count_at_least(w, 0, n, 2.0**-e) >= k:
             e_hi = e
         else:
             e_lo = e
-    size = gather(w, n, 2.0 ** -e_hi, h)
+    size = gather(w, n, 2.0**-e_hi, h)
     return _heap_select(h, size, k)
 
 
@@ -278,13 +290,13 @@ def top_p_threshold(w, n, t_k, top_p, total_k, h):
     e_lo, e_hi = -1, LAST_EXPONENT + 1  # mass at 2**-e_hi (e_hi > 60: at t_k) >= target
     while e_hi - e_lo > 1:
         e = (e_lo + e_hi) // 2
-        if lane_sum_range(w, 0, n, max(2.0 ** -e, t_k)) >= target:
+        if lane_sum_range(w, 0, n, max(2.0**-e, t_k)) >= target:
             e_hi = e
         else:
             e_lo = e
     e = e_hi
     while True:
-        c = 2.0 ** -e
+        c = 2.0**-e
         last = c <= t_k or e > LAST_EXPONENT
         if last:
             c = t_k
@@ -317,6 +329,7 @@ def pop_until(h, size, target):
 # The candidates are every positive w[j] >= t_k; the entries they leave out are 0 in the dense
 # passes, and adding 0.0 changes no sum, so these give the dense passes' values bit for bit.
 
+
 @njit(**NJIT)
 def gather_indexed(w, n, c, h, idx):
     """h[0:size], idx[0:size] = the positive w[j] >= c and their j, in index order."""
@@ -343,8 +356,7 @@ def sparse_lane_sum(w, idx, lo, hi, t, lanes):
         v = np.float64(w[j])
         if v >= t:
             lanes[j & 7] += v
-    return combine(lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6],
-                   lanes[7])
+    return combine(lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6], lanes[7])
 
 
 @njit(**NJIT)
@@ -405,8 +417,9 @@ def block_search(w, n, t, target):
 
 
 @njit(**NJIT)
-def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes, res_tok,
-               res_lp, res_mlp):
+def sample_row(
+    logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes, res_tok, res_lp, res_mlp
+):
     """Row i into res_*[i]; returns 1 for an invalid row (nothing stored), else 0."""
     n = logits.shape[1]
     m, s, ok = row_stats(logits, i, w)
@@ -435,8 +448,7 @@ def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes,
             size = gather_indexed(w, n, t_k, h, idx)
             t = t_k
             if top_p < 1.0:  # (pop_until's -1, target not reached, leaves t = t_k)
-                t = max(t, pop_until(h, size, top_p * sparse_lane_sum(w, idx, 0, size, t_k,
-                                                                      lanes)))
+                t = max(t, pop_until(h, size, top_p * sparse_lane_sum(w, idx, 0, size, t_k, lanes)))
             if min_p > 0.0:
                 t = max(t, min_p)
             z = sparse_lane_sum(w, idx, 0, size, t, lanes)
@@ -466,19 +478,64 @@ def sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes,
 
 
 @njit(**NJIT)
-def _sample_block(logits, temperature, top_k, top_p, min_p, key, counter, w, h, idx, lanes,
-                  res_tok, res_lp, res_mlp, lo, hi):
+def _sample_block(
+    logits,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    key,
+    counter,
+    w,
+    h,
+    idx,
+    lanes,
+    res_tok,
+    res_lp,
+    res_mlp,
+    lo,
+    hi,
+):
     bad = 0
     for i in range(lo, hi):
         u = uniform(key, counter + np.uint64(i))
-        bad += sample_row(logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes,
-                          res_tok, res_lp, res_mlp)
+        bad += sample_row(
+            logits,
+            i,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            u,
+            w,
+            h,
+            idx,
+            lanes,
+            res_tok,
+            res_lp,
+            res_mlp,
+        )
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, idx, lanes,
-                res_tok, res_lp, res_mlp, nt):
+def _sample_par(
+    logits,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    key,
+    counter,
+    w,
+    h,
+    idx,
+    lanes,
+    res_tok,
+    res_lp,
+    res_mlp,
+    nt,
+):
     n = logits.shape[0]
     bad = 0
     blocks = np.zeros(1, dtype=np.int64)
@@ -491,20 +548,48 @@ def _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, id
         bt = 0
         lo, hi = next_block(blocks, rpb, n)
         while lo < hi:
-            bt += _sample_block(logits, temperature, top_k, top_p, min_p, key, counter, wt, ht,
-                                it, lt, res_tok, res_lp, res_mlp, lo, hi)
+            bt += _sample_block(
+                logits,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                key,
+                counter,
+                wt,
+                ht,
+                it,
+                lt,
+                res_tok,
+                res_lp,
+                res_mlp,
+                lo,
+                hi,
+            )
             lo, hi = next_block(blocks, rpb, n)
         bad += bt
     return bad
 
 
 @njit(**NJIT)
-def sample_tokens(logits, temperature, top_k, top_p, min_p, key, counter, tokens_out,
-                  log_probs_out, model_log_probs_out, num_threads):
+def sample_tokens(
+    logits,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    key,
+    counter,
+    tokens_out,
+    log_probs_out,
+    model_log_probs_out,
+    num_threads,
+):
     if not shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
         return BAD_SHAPES
-    if spans_overlap((span(tokens_out), span(log_probs_out), span(model_log_probs_out),
-                      span(logits)), 3):
+    if spans_overlap(
+        (span(tokens_out), span(log_probs_out), span(model_log_probs_out), span(logits)), 3
+    ):
         return OVERLAPPING_ARRAYS
     status = arguments_status(temperature, top_k, top_p, min_p)
     if status:
@@ -525,11 +610,42 @@ def sample_tokens(logits, temperature, top_k, top_p, min_p, key, counter, tokens
     res_lp = np.empty(n)
     res_mlp = np.empty(n)
     if nt > 1:
-        bad = _sample_par(logits, temperature, top_k, top_p, min_p, key, counter, w, h, idx,
-                          lanes, res_tok, res_lp, res_mlp, nt)
+        bad = _sample_par(
+            logits,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            key,
+            counter,
+            w,
+            h,
+            idx,
+            lanes,
+            res_tok,
+            res_lp,
+            res_mlp,
+            nt,
+        )
     else:
-        bad = _sample_block(logits, temperature, top_k, top_p, min_p, key, counter, w[0], h[0],
-                            idx[0], lanes[0], res_tok, res_lp, res_mlp, 0, n)
+        bad = _sample_block(
+            logits,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            key,
+            counter,
+            w[0],
+            h[0],
+            idx[0],
+            lanes[0],
+            res_tok,
+            res_lp,
+            res_mlp,
+            0,
+            n,
+        )
     if bad:
         return BAD_LOGITS
     for i in range(n):

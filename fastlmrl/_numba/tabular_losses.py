@@ -11,8 +11,13 @@ other.  After an error the gradient output holds unspecified values.  Every arra
 writes must not share memory with another argument (status 8, O(1), before the first write).
 """
 
-__all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
-           "reinforce_loss_tabular", "token_log_probs_tabular"]
+__all__ = [
+    "a2c_loss_tabular",
+    "kl_penalty_loss_tabular",
+    "ppo_loss_tabular",
+    "reinforce_loss_tabular",
+    "token_log_probs_tabular",
+]
 import math
 
 import numpy as np
@@ -23,9 +28,23 @@ from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
 from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, next_block, rows_per_block, work
 from .overlap import _bounds, spans_overlap
-from .policy_losses import (BAD_BASELINES, BAD_REF_LOG_PROBS, BAD_RETURNS, BAD_WEIGHTS, KL, PPO,
-                            REINFORCE, _bad_weights, a2c_status, lengths_ok, ppo_arguments,
-                            present, _token_terms_inline, sequence_log_ratios, value_terms)
+from .policy_losses import (
+    BAD_BASELINES,
+    BAD_REF_LOG_PROBS,
+    BAD_RETURNS,
+    BAD_WEIGHTS,
+    KL,
+    PPO,
+    REINFORCE,
+    _bad_weights,
+    _token_terms_inline,
+    a2c_status,
+    lengths_ok,
+    ppo_arguments,
+    present,
+    sequence_log_ratios,
+    value_terms,
+)
 
 BAD_CONTEXTS = 31
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
@@ -126,16 +145,20 @@ def _grad_par(table, rows, u, csum, esum, total, lse, ent, acc, grad, nt):
 
 
 @njit(**NJIT)
-def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, with_entropy, grad,
-               num_threads):
+def _log_probs(
+    table, contexts, tokens, index, rows, num_rows, log_probs, with_entropy, grad, num_threads
+):
     """Steps 1-2 and the log-probs of step 3: (status, threads for the row passes, S per row,
     lse per row, entropy per row (empty unless ``with_entropy``)).  With a gradient output
     (``grad`` with rows) the exps of row k are left in grad[k] for the gradient pass; on an error
     ``grad`` holds unspecified values."""
     u = _visited(contexts, index, rows)
     num_rows[0] = u
-    nt = n_threads(num_threads, u, table.shape[1]) if u * table.shape[1] >= PARALLEL_MIN_ENTRIES \
+    nt = (
+        n_threads(num_threads, u, table.shape[1])
+        if u * table.shape[1] >= PARALLEL_MIN_ENTRIES
         else 1
+    )
     scratch = grad.shape[0] == 0
     e = work(nt, table) if scratch else grad
     lse = np.empty(u)
@@ -157,13 +180,34 @@ def _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, with_e
 
 
 @njit(**NJIT)
-def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, seq_level, params,
-             index, rows, num_rows, token_loss, log_probs, ratios, grad, stats, num_threads):
+def _tabular(
+    mode,
+    table,
+    contexts,
+    tokens,
+    x1,
+    x2,
+    x3,
+    weights,
+    seq_offsets,
+    seq_level,
+    params,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+    num_threads,
+):
     clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref = params
     n = tokens.shape[0]
     n_vocab = table.shape[1]
-    status, nt, total, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
-                                             log_probs, False, grad, num_threads)
+    status, nt, total, lse, ent = _log_probs(
+        table, contexts, tokens, index, rows, num_rows, log_probs, False, grad, num_threads
+    )
     if status:
         return status
     u = num_rows[0]
@@ -179,8 +223,20 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, se
     for i in range(n):
         lp = log_probs[i]
         lr = ratios[i] if mode == PPO else 0.0
-        t = _token_terms_inline(mode, lp, x1[i], x2[i], x3[i], lr, clip_low, clip_high, dual_clip,
-                        kl_coef, estimator, has_ref)
+        t = _token_terms_inline(
+            mode,
+            lp,
+            x1[i],
+            x2[i],
+            x3[i],
+            lr,
+            clip_low,
+            clip_high,
+            dual_clip,
+            kl_coef,
+            estimator,
+            has_ref,
+        )
         w = weights[i]
         c = w * t[1]
         # ids checked in range, index[s] >= 0 for a visited s: unsigned, no wrap checks
@@ -222,17 +278,24 @@ def _ids_ok(table, contexts, lengths, index, rows, num_rows):
     """The shape check of token_log_probs_tabular: every per-token array (``lengths``) as long as
     ``contexts`` (N), ``index`` (S,), ``rows`` at least min(N, S) long, ``num_rows`` at least 1."""
     n, n_contexts = contexts.shape[0], table.shape[0]
-    return (lengths_ok(n, lengths) and index.shape[0] == n_contexts
-            and rows.shape[0] >= min(n, n_contexts) and num_rows.shape[0] >= 1)
+    return (
+        lengths_ok(n, lengths)
+        and index.shape[0] == n_contexts
+        and rows.shape[0] >= min(n, n_contexts)
+        and num_rows.shape[0] >= 1
+    )
 
 
 @njit(**NJIT)
 def _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, n_stats):
     """The shape check every loss kernel does first: as ``_ids_ok``, plus ``grad`` with at least
     min(N, S) rows of V entries and ``stats`` at least ``n_stats`` long."""
-    return (_ids_ok(table, contexts, lengths, index, rows, num_rows)
-            and grad.shape[0] >= min(contexts.shape[0], table.shape[0])
-            and grad.shape[1] == table.shape[1] and stats.shape[0] >= n_stats)
+    return (
+        _ids_ok(table, contexts, lengths, index, rows, num_rows)
+        and grad.shape[0] >= min(contexts.shape[0], table.shape[0])
+        and grad.shape[1] == table.shape[1]
+        and stats.shape[0] >= n_stats
+    )
 
 
 @njit(**NJIT)
@@ -247,33 +310,77 @@ def _check(table, contexts, tokens, weights):
 
 
 @njit(**NJIT)
-def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs,
-                            num_threads):
+def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads):
     if not _ids_ok(table, contexts, (tokens.shape[0], log_probs.shape[0]), index, rows, num_rows):
         return BAD_SHAPES
-    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(log_probs),
-                     _bounds(table), _bounds(contexts), _bounds(tokens)), 4):
+    if spans_overlap(
+        (
+            _bounds(index),
+            _bounds(rows),
+            _bounds(num_rows),
+            _bounds(log_probs),
+            _bounds(table),
+            _bounds(contexts),
+            _bounds(tokens),
+        ),
+        4,
+    ):
         return OVERLAPPING_ARRAYS
     if out_of_range(contexts, table.shape[0]):
         return BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
         return BAD_TOKENS
     no_grad = np.empty((0, table.shape[1]), dtype=table.dtype)  # scratch rows for the exps
-    return _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, False, no_grad,
-                      num_threads)[0]
+    return _log_probs(
+        table, contexts, tokens, index, rows, num_rows, log_probs, False, no_grad, num_threads
+    )[0]
 
 
 @njit(**NJIT)
-def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights, index, rows,
-                           num_rows, token_loss, log_probs, grad, stats, num_threads):
-    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0])
+def reinforce_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    returns,
+    baselines,
+    weights,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    grad,
+    stats,
+    num_threads,
+):
+    lengths = (
+        tokens.shape[0],
+        returns.shape[0],
+        baselines.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
-    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
-                     _bounds(log_probs), _bounds(grad), _bounds(stats), _bounds(table),
-                     _bounds(contexts), _bounds(tokens), _bounds(returns), _bounds(baselines),
-                     _bounds(weights)), 7):
+    if spans_overlap(
+        (
+            _bounds(index),
+            _bounds(rows),
+            _bounds(num_rows),
+            _bounds(token_loss),
+            _bounds(log_probs),
+            _bounds(grad),
+            _bounds(stats),
+            _bounds(table),
+            _bounds(contexts),
+            _bounds(tokens),
+            _bounds(returns),
+            _bounds(baselines),
+            _bounds(weights),
+        ),
+        7,
+    ):
         return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
@@ -285,52 +392,176 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights,
     n = tokens.shape[0]
     zeros = np.zeros(n)
     params = (0.0, 0.0, 0.0, 0.0, 3, 0)
-    return _tabular(REINFORCE, table, contexts, tokens, returns, baselines, zeros, weights,
-                    tokens[:0], False, params, index, rows, num_rows, token_loss, log_probs,
-                    np.empty(n), grad, stats, num_threads)
+    return _tabular(
+        REINFORCE,
+        table,
+        contexts,
+        tokens,
+        returns,
+        baselines,
+        zeros,
+        weights,
+        tokens[:0],
+        False,
+        params,
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        np.empty(n),
+        grad,
+        stats,
+        num_threads,
+    )
 
 
 @njit(**NJIT)
-def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights, ref_log_probs,
-                     sequence_offsets, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
-                     sequence_level, index, rows, num_rows, token_loss, log_probs, ratios, grad,
-                     stats, num_threads):
+def ppo_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    ref_log_probs,
+    sequence_offsets,
+    clip_low,
+    clip_high,
+    dual_clip,
+    kl_coef,
+    kl_estimator,
+    sequence_level,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+    num_threads,
+):
     n = tokens.shape[0]
-    lengths = (n, old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
-               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
-               ratios.shape[0])
+    lengths = (
+        n,
+        old_log_probs.shape[0],
+        advantages.shape[0],
+        weights.shape[0],
+        present(ref_log_probs.shape[0], n),
+        token_loss.shape[0],
+        log_probs.shape[0],
+        ratios.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 7):
         return BAD_SHAPES
-    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
-                     _bounds(log_probs), _bounds(ratios), _bounds(grad), _bounds(stats),
-                     _bounds(table), _bounds(contexts), _bounds(tokens), _bounds(old_log_probs),
-                     _bounds(advantages), _bounds(weights), _bounds(ref_log_probs),
-                     _bounds(sequence_offsets)), 8):
+    if spans_overlap(
+        (
+            _bounds(index),
+            _bounds(rows),
+            _bounds(num_rows),
+            _bounds(token_loss),
+            _bounds(log_probs),
+            _bounds(ratios),
+            _bounds(grad),
+            _bounds(stats),
+            _bounds(table),
+            _bounds(contexts),
+            _bounds(tokens),
+            _bounds(old_log_probs),
+            _bounds(advantages),
+            _bounds(weights),
+            _bounds(ref_log_probs),
+            _bounds(sequence_offsets),
+        ),
+        8,
+    ):
         return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
         return status
-    status, ref, params = ppo_arguments(old_log_probs, advantages, ref_log_probs,
-                                        sequence_offsets, n, clip_low, clip_high, dual_clip,
-                                        kl_coef, kl_estimator, sequence_level)
+    status, ref, params = ppo_arguments(
+        old_log_probs,
+        advantages,
+        ref_log_probs,
+        sequence_offsets,
+        n,
+        clip_low,
+        clip_high,
+        dual_clip,
+        kl_coef,
+        kl_estimator,
+        sequence_level,
+    )
     if status:
         return status
-    return _tabular(PPO, table, contexts, tokens, old_log_probs, advantages, ref, weights,
-                    sequence_offsets, bool(sequence_level), params, index, rows, num_rows,
-                    token_loss, log_probs, ratios, grad, stats, num_threads)
+    return _tabular(
+        PPO,
+        table,
+        contexts,
+        tokens,
+        old_log_probs,
+        advantages,
+        ref,
+        weights,
+        sequence_offsets,
+        bool(sequence_level),
+        params,
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        ratios,
+        grad,
+        stats,
+        num_threads,
+    )
 
 
 @njit(**NJIT)
-def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_estimator, index,
-                            rows, num_rows, token_loss, log_probs, grad, stats, num_threads):
-    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
-               log_probs.shape[0])
+def kl_penalty_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    ref_log_probs,
+    weights,
+    kl_estimator,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    grad,
+    stats,
+    num_threads,
+):
+    lengths = (
+        tokens.shape[0],
+        ref_log_probs.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
-    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
-                     _bounds(log_probs), _bounds(grad), _bounds(stats), _bounds(table),
-                     _bounds(contexts), _bounds(tokens), _bounds(ref_log_probs),
-                     _bounds(weights)), 7):
+    if spans_overlap(
+        (
+            _bounds(index),
+            _bounds(rows),
+            _bounds(num_rows),
+            _bounds(token_loss),
+            _bounds(log_probs),
+            _bounds(grad),
+            _bounds(stats),
+            _bounds(table),
+            _bounds(contexts),
+            _bounds(tokens),
+            _bounds(ref_log_probs),
+            _bounds(weights),
+        ),
+        7,
+    ):
         return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
@@ -340,27 +571,92 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
     n = tokens.shape[0]
     zeros = np.zeros(n)
     params = (0.0, 0.0, 0.0, 0.0, np.int64(kl_estimator), np.int64(1))
-    return _tabular(KL, table, contexts, tokens, zeros, zeros, ref_log_probs, weights, tokens[:0],
-                    False, params, index, rows, num_rows, token_loss, log_probs, np.empty(n),
-                    grad, stats, num_threads)
+    return _tabular(
+        KL,
+        table,
+        contexts,
+        tokens,
+        zeros,
+        zeros,
+        ref_log_probs,
+        weights,
+        tokens[:0],
+        False,
+        params,
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        np.empty(n),
+        grad,
+        stats,
+        num_threads,
+    )
 
 
 @njit(**NJIT)
-def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_values, weights,
-                     value_clip, value_coef, entropy_coef, index, rows, num_rows, token_loss,
-                     log_probs, entropies, grad, value_grad, stats, num_threads):
+def a2c_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    advantages,
+    values,
+    returns,
+    old_values,
+    weights,
+    value_clip,
+    value_coef,
+    entropy_coef,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    entropies,
+    grad,
+    value_grad,
+    stats,
+    num_threads,
+):
     n = contexts.shape[0]
     n_old = old_values.shape[0]  # read only with value clipping
-    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
-               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    lengths = (
+        tokens.shape[0],
+        advantages.shape[0],
+        values.shape[0],
+        returns.shape[0],
+        n_old if value_clip > 0.0 else present(n_old, n),
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+        entropies.shape[0],
+        value_grad.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 4):
         return BAD_SHAPES
-    if spans_overlap((_bounds(index), _bounds(rows), _bounds(num_rows), _bounds(token_loss),
-                     _bounds(log_probs), _bounds(entropies), _bounds(grad), _bounds(value_grad),
-                     _bounds(stats), _bounds(table), _bounds(contexts), _bounds(tokens),
-                     _bounds(advantages), _bounds(values), _bounds(returns),
-                     _bounds(old_values), _bounds(weights)), 9):
+    if spans_overlap(
+        (
+            _bounds(index),
+            _bounds(rows),
+            _bounds(num_rows),
+            _bounds(token_loss),
+            _bounds(log_probs),
+            _bounds(entropies),
+            _bounds(grad),
+            _bounds(value_grad),
+            _bounds(stats),
+            _bounds(table),
+            _bounds(contexts),
+            _bounds(tokens),
+            _bounds(advantages),
+            _bounds(values),
+            _bounds(returns),
+            _bounds(old_values),
+            _bounds(weights),
+        ),
+        9,
+    ):
         return OVERLAPPING_ARRAYS
     status = _check(table, contexts, tokens, weights)
     if status:
@@ -368,8 +664,9 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
     status = a2c_status(advantages, values, returns, old_values, value_clip)
     if status:
         return status
-    status, nt, total, lse, ent = _log_probs(table, contexts, tokens, index, rows, num_rows,
-                                             log_probs, True, grad, num_threads)
+    status, nt, total, lse, ent = _log_probs(
+        table, contexts, tokens, index, rows, num_rows, log_probs, True, grad, num_threads
+    )
     if status:
         return status
     u = num_rows[0]

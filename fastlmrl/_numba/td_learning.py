@@ -1,7 +1,12 @@
 """Numba temporal-difference updates (same semantics, same rounding as the reference)."""
 
-__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update",
-           "q_learning_update_one", "sarsa_update"]
+__all__ = [
+    "double_q_learning_update",
+    "expected_sarsa_update",
+    "q_learning_update",
+    "q_learning_update_one",
+    "sarsa_update",
+]
 import numpy as np
 from numba import njit, types
 from numba.core.errors import TypingError
@@ -17,22 +22,30 @@ def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, termi
     """The shape check (first): q2 of q's shape, every per-transition array of states' length N.
     A kernel without a second table (next actions) passes q (states) again."""
     n = states.shape[0]
-    return (q2.shape == q.shape and actions.shape[0] == n and rewards.shape[0] == n
-            and next_states.shape[0] == n and next_actions.shape[0] == n
-            and terminated.shape[0] == n and td_out.shape[0] == n)
+    return (
+        q2.shape == q.shape
+        and actions.shape[0] == n
+        and rewards.shape[0] == n
+        and next_states.shape[0] == n
+        and next_actions.shape[0] == n
+        and terminated.shape[0] == n
+        and td_out.shape[0] == n
+    )
 
 
 @njit(**NJIT)
-def _batch_overlaps(q, q2, states, actions, rewards, next_states, next_actions, terminated,
-                    td_out):
+def _batch_overlaps(q, q2, states, actions, rewards, next_states, next_actions, terminated, td_out):
     """Written arrays (q, q2 -- empty when there is one table -- and td_out) sharing memory with
     each other or with an input."""
-    return (written_overlaps(q, q2, states, actions, rewards, next_states, next_actions,
-                             terminated)
-            or written_overlaps(q2, states, actions, rewards, next_states, next_actions,
-                                terminated, td_out)
-            or written_overlaps(td_out, q, states, actions, rewards, next_states, next_actions,
-                                terminated))
+    return (
+        written_overlaps(q, q2, states, actions, rewards, next_states, next_actions, terminated)
+        or written_overlaps(
+            q2, states, actions, rewards, next_states, next_actions, terminated, td_out
+        )
+        or written_overlaps(
+            td_out, q, states, actions, rewards, next_states, next_actions, terminated
+        )
+    )
 
 
 # The codes these kernels return (plain ints: Numba globals; the contract is
@@ -70,9 +83,15 @@ def _check(q, states, actions, rewards, next_states, next_actions):
     n_states, n_actions = q.shape
     ok = True
     for i in range(states.shape[0]):
-        ok &= ((states[i] >= 0) & (states[i] < n_states) & (actions[i] >= 0)
-               & (actions[i] < n_actions) & (next_states[i] >= 0)
-               & (next_states[i] < n_states) & np.isfinite(rewards[i]))
+        ok &= (
+            (states[i] >= 0)
+            & (states[i] < n_states)
+            & (actions[i] >= 0)
+            & (actions[i] < n_actions)
+            & (next_states[i] >= 0)
+            & (next_states[i] < n_states)
+            & np.isfinite(rewards[i])
+        )
     for i in range(next_actions.shape[0]):
         ok &= (next_actions[i] >= 0) & (next_actions[i] < n_actions)
     if ok:
@@ -106,16 +125,16 @@ def _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
-    if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, states[:0], terminated,
-                       td_out):
+    if _batch_overlaps(
+        q, q[:0], states, actions, rewards, next_states, states[:0], terminated, td_out
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status != 0:
         return status
     status = _check(q, states, actions, rewards, next_states, states[:0])
     if status == 0:
-        _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma,
-                         td_out)
+        _q_learning_loop(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out)
     return status
 
 
@@ -180,13 +199,16 @@ def q_learning_update_one(q, state, action, reward, next_state, terminated, alph
 
 
 @njit(**NJIT)
-def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
-                 td_out):
-    if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
-                      td_out):
+def sarsa_update(
+    q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma, td_out
+):
+    if not _shapes_ok(
+        q, q, states, actions, rewards, next_states, next_actions, terminated, td_out
+    ):
         return BAD_SHAPES
-    if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, next_actions, terminated,
-                       td_out):
+    if _batch_overlaps(
+        q, q[:0], states, actions, rewards, next_states, next_actions, terminated, td_out
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status != 0:
@@ -200,8 +222,9 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
         q_sa = np.float64(q[s, a])
         target = np.float64(rewards[i])
         if not terminated[i]:
-            target = target + gamma * np.float64(q[np.uint64(next_states[i]),
-                                                     np.uint64(next_actions[i])])
+            target = target + gamma * np.float64(
+                q[np.uint64(next_states[i]), np.uint64(next_actions[i])]
+            )
         td = target - q_sa
         q[s, a] = q_sa + alpha * td
         td_out[i] = td
@@ -209,12 +232,14 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
 
 
 @njit(**NJIT)
-def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
-                          epsilon, td_out):
+def expected_sarsa_update(
+    q, states, actions, rewards, next_states, terminated, alpha, gamma, epsilon, td_out
+):
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
-    if _batch_overlaps(q, q[:0], states, actions, rewards, next_states, states[:0], terminated,
-                       td_out):
+    if _batch_overlaps(
+        q, q[:0], states, actions, rewards, next_states, states[:0], terminated, td_out
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, epsilon)
     if status != 0:
@@ -253,13 +278,14 @@ def _double_q_step(learner, evaluator, s, a, r, s2, terminal, alpha, gamma):
 
 
 @njit(**NJIT)
-def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
-                             gamma, key, counter, td_out):
-    if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated,
-                      td_out):
+def double_q_learning_update(
+    q1, q2, states, actions, rewards, next_states, terminated, alpha, gamma, key, counter, td_out
+):
+    if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
-    if _batch_overlaps(q1, q2, states, actions, rewards, next_states, states[:0], terminated,
-                       td_out):
+    if _batch_overlaps(
+        q1, q2, states, actions, rewards, next_states, states[:0], terminated, td_out
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma, 0.0)
     if status != 0:
@@ -271,10 +297,28 @@ def double_q_learning_update(q1, q2, states, actions, rewards, next_states, term
     counter = np.uint64(counter)
     for i in range(states.shape[0]):
         if uniform(key, counter + np.uint64(i)) < 0.5:
-            td = _double_q_step(q1, q2, states[i], actions[i], rewards[i], next_states[i],
-                                terminated[i], alpha, gamma)
+            td = _double_q_step(
+                q1,
+                q2,
+                states[i],
+                actions[i],
+                rewards[i],
+                next_states[i],
+                terminated[i],
+                alpha,
+                gamma,
+            )
         else:
-            td = _double_q_step(q2, q1, states[i], actions[i], rewards[i], next_states[i],
-                                terminated[i], alpha, gamma)
+            td = _double_q_step(
+                q2,
+                q1,
+                states[i],
+                actions[i],
+                rewards[i],
+                next_states[i],
+                terminated[i],
+                alpha,
+                gamma,
+            )
         td_out[i] = td
     return 0

@@ -1,4 +1,5 @@
 """The pure-Python reference backend: the specification every compiled kernel is tested against."""
+
 from .._topics import gather
 
 NAME = "python"

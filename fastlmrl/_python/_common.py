@@ -1,4 +1,5 @@
 """Helpers shared by the reference kernels (plain Python)."""
+
 import math
 
 import numpy as np
@@ -43,14 +44,13 @@ def written_overlaps(written, *others):
     """Does the array a kernel writes share memory with any of ``others`` (by address range, as
     numpy.may_share_memory; empty arrays share nothing)?  A write must never change an id after
     its range check; the compiled kernels check the same in O(1) (status 8, OVERLAPPING_ARRAYS)."""
-    return written.size > 0 and any(o.size > 0 and np.may_share_memory(written, o)
-                                    for o in others)
+    return written.size > 0 and any(o.size > 0 and np.may_share_memory(written, o) for o in others)
 
 
 def overlapping(written, read):
     """Does one of the ``written`` arrays share memory with another written array or with one of
     ``read`` (status 8, OVERLAPPING_ARRAYS, checked before any write)?"""
     for i, w in enumerate(written):
-        if written_overlaps(w, *written[i + 1:], *read):
+        if written_overlaps(w, *written[i + 1 :], *read):
             return True
     return False

@@ -4,6 +4,7 @@
 errno, which nothing reads); the reference follows C, so that every backend gives the same
 result for the same input (an infinite loss or ratio, say, for a log-ratio of 1e30).
 """
+
 import math
 
 __all__ = ["exp", "expm1"]

@@ -9,6 +9,7 @@ rounded once; the compiled backends do the same operations in the same order.  `
 (discounted_returns, lambda_returns, gae) is the compiled backends' worker count; the reference
 runs one row after the other (results never depend on it).
 """
+
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
@@ -28,8 +29,11 @@ def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, o
     """The shape check (first): every (B, T) array of rewards' shape, the per-sequence arrays
     (B,).  A kernel without values (or a second output) passes rewards (the first output) again."""
     shape = rewards.shape
-    return (len(shape) == 2 and all(a.shape == shape for a in (values, mask, out1, out2))
-            and all(a.shape == shape[:1] for a in (terminated, truncated, bootstrap_values)))
+    return (
+        len(shape) == 2
+        and all(a.shape == shape for a in (values, mask, out1, out2))
+        and all(a.shape == shape[:1] for a in (terminated, truncated, bootstrap_values))
+    )
 
 
 def _overlapping(written, inputs):
@@ -38,7 +42,7 @@ def _overlapping(written, inputs):
     is exactly an input too: the kernels have no in-place mode (the public functions allocate
     their outputs)."""
     for i, w in enumerate(written):
-        if written_overlaps(w, *written[i + 1:], *inputs):
+        if written_overlaps(w, *written[i + 1 :], *inputs):
             return True
     return False
 
@@ -72,10 +76,12 @@ def _lists(*arrays):
     return [None if a is None else a.tolist() for a in arrays]
 
 
-def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out,
-                       num_threads):
-    if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out,
-                      returns_out):
+def discounted_returns(
+    rewards, mask, terminated, truncated, bootstrap_values, gamma, returns_out, num_threads
+):
+    if not _shapes_ok(
+        rewards, rewards, mask, terminated, truncated, bootstrap_values, returns_out, returns_out
+    ):
         return BAD_SHAPES
     if _overlapping((returns_out,), (rewards, mask, terminated, truncated, bootstrap_values)):
         return OVERLAPPING_ARRAYS
@@ -95,16 +101,29 @@ def discounted_returns(rewards, mask, terminated, truncated, bootstrap_values, g
     return 0
 
 
-def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
-                   returns_out, num_threads):
-    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, returns_out,
-                      returns_out):
+def lambda_returns(
+    rewards,
+    values,
+    mask,
+    terminated,
+    truncated,
+    bootstrap_values,
+    gamma,
+    lam,
+    returns_out,
+    num_threads,
+):
+    if not _shapes_ok(
+        rewards, values, mask, terminated, truncated, bootstrap_values, returns_out, returns_out
+    ):
         return BAD_SHAPES
-    if _overlapping((returns_out,), (rewards, values, mask, terminated, truncated,
-                                     bootstrap_values)):
+    if _overlapping(
+        (returns_out,), (rewards, values, mask, terminated, truncated, bootstrap_values)
+    ):
         return OVERLAPPING_ARRAYS
-    r_, v_, m_, term, trunc, boot = _lists(rewards, values, mask, terminated, truncated,
-                                           bootstrap_values)
+    r_, v_, m_, term, trunc, boot = _lists(
+        rewards, values, mask, terminated, truncated, bootstrap_values
+    )
     status = _check(r_, v_, m_, term, trunc, boot)
     if status:
         return status
@@ -123,16 +142,31 @@ def lambda_returns(rewards, values, mask, terminated, truncated, bootstrap_value
     return 0
 
 
-def gae(rewards, values, mask, terminated, truncated, bootstrap_values, gamma, lam,
-        advantages_out, returns_out, num_threads):
-    if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
-                      advantages_out, returns_out):
+def gae(
+    rewards,
+    values,
+    mask,
+    terminated,
+    truncated,
+    bootstrap_values,
+    gamma,
+    lam,
+    advantages_out,
+    returns_out,
+    num_threads,
+):
+    if not _shapes_ok(
+        rewards, values, mask, terminated, truncated, bootstrap_values, advantages_out, returns_out
+    ):
         return BAD_SHAPES
-    if _overlapping((advantages_out, returns_out), (rewards, values, mask, terminated, truncated,
-                                                    bootstrap_values)):
+    if _overlapping(
+        (advantages_out, returns_out),
+        (rewards, values, mask, terminated, truncated, bootstrap_values),
+    ):
         return OVERLAPPING_ARRAYS
-    r_, v_, m_, term, trunc, boot = _lists(rewards, values, mask, terminated, truncated,
-                                           bootstrap_values)
+    r_, v_, m_, term, trunc, boot = _lists(
+        rewards, values, mask, terminated, truncated, bootstrap_values
+    )
     status = _check(r_, v_, m_, term, trunc, boot)
     if status:
         return status

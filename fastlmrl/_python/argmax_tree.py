@@ -91,8 +91,9 @@ def _path_ok(nodes, s, n_actions, block_size, a, check_leaf):
     width = 1
     while k > 1:
         sibling = k ^ 1
-        if not _span_ok(int(nodes[s, sibling]), n_actions, block_size, n_blocks,
-                        sibling * width - p, width):
+        if not _span_ok(
+            int(nodes[s, sibling]), n_actions, block_size, n_blocks, sibling * width - p, width
+        ):
             return False
         k >>= 1
         width <<= 1
@@ -114,14 +115,19 @@ def _batch_ok(states, actions, rewards, next_states, terminated, td_out):
     """The shape check (first) of the update kernels: every per-transition array of states'
     length."""
     n = states.shape[0]
-    return (actions.shape[0] == n and rewards.shape[0] == n and next_states.shape[0] == n
-            and terminated.shape[0] == n and td_out.shape[0] == n)
+    return (
+        actions.shape[0] == n
+        and rewards.shape[0] == n
+        and next_states.shape[0] == n
+        and terminated.shape[0] == n
+        and td_out.shape[0] == n
+    )
 
 
 def _overlaps(written, inputs):
     """Some written array shares memory with another written array or with an input."""
     for k, w in enumerate(written):
-        if written_overlaps(w, *written[k + 1:], *inputs):
+        if written_overlaps(w, *written[k + 1 :], *inputs):
             return True
     return False
 
@@ -352,11 +358,14 @@ def _check(q, nodes, block_size, states, actions, rewards, next_states):
     return 0
 
 
-def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_states,
-                           terminated, alpha, gamma, td_out):
+def q_learning_update_tree(
+    q, nodes, block_size, states, actions, rewards, next_states, terminated, alpha, gamma, td_out
+):
     """q_learning_update with max_a' Q(s', a') read from the tree; the tree follows each update."""
-    kernel_types((("q", q), ("nodes", nodes), ("td_out", td_out)),
-                 (("states", states), ("actions", actions), ("next_states", next_states)))
+    kernel_types(
+        (("q", q), ("nodes", nodes), ("td_out", td_out)),
+        (("states", states), ("actions", actions), ("next_states", next_states)),
+    )
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
     if _overlaps((q, nodes, td_out), (states, actions, rewards, next_states, terminated)):
@@ -369,8 +378,10 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
     if status:
         return status
     for i in range(len(s_)):
-        if not (_path_ok(nodes, s_[i], q.shape[1], block_size, a_[i], True)
-                and _root_ok(nodes, n_[i], q.shape[1])):
+        if not (
+            _path_ok(nodes, s_[i], q.shape[1], block_size, a_[i], True)
+            and _root_ok(nodes, n_[i], q.shape[1])
+        ):
             return CORRUPT_TREE
     for i in range(len(s_)):
         s, a = s_[i], a_[i]
@@ -383,17 +394,34 @@ def q_learning_update_tree(q, nodes, block_size, states, actions, rewards, next_
     return 0
 
 
-def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_size2, states,
-                                  actions, rewards, next_states, terminated, alpha, gamma, key,
-                                  counter, td_out):
+def double_q_learning_update_tree(
+    q1,
+    q2,
+    nodes1,
+    nodes2,
+    block_size1,
+    block_size2,
+    states,
+    actions,
+    rewards,
+    next_states,
+    terminated,
+    alpha,
+    gamma,
+    key,
+    counter,
+    td_out,
+):
     """double_q_learning_update with the learner's argmax read from its tree (same coins)."""
-    kernel_types((("q1", q1), ("q2", q2), ("nodes1", nodes1), ("nodes2", nodes2),
-                  ("td_out", td_out)),
-                 (("states", states), ("actions", actions), ("next_states", next_states)))
+    kernel_types(
+        (("q1", q1), ("q2", q2), ("nodes1", nodes1), ("nodes2", nodes2), ("td_out", td_out)),
+        (("states", states), ("actions", actions), ("next_states", next_states)),
+    )
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
         return BAD_SHAPES
-    if _overlaps((q1, q2, nodes1, nodes2, td_out),
-                 (states, actions, rewards, next_states, terminated)):
+    if _overlaps(
+        (q1, q2, nodes1, nodes2, td_out), (states, actions, rewards, next_states, terminated)
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma)
     if status:
@@ -411,8 +439,10 @@ def double_q_learning_update_tree(q1, q2, nodes1, nodes2, block_size1, block_siz
             nodes, block_size = nodes1, block_size1
         else:
             nodes, block_size = nodes2, block_size2
-        if not (_path_ok(nodes, s_[i], n_actions, block_size, a_[i], True)
-                and _root_ok(nodes, n_[i], n_actions)):
+        if not (
+            _path_ok(nodes, s_[i], n_actions, block_size, a_[i], True)
+            and _root_ok(nodes, n_[i], n_actions)
+        ):
             return CORRUPT_TREE
     for i in range(len(s_)):
         if uniform(key, counter + i) < 0.5:

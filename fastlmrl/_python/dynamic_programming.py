@@ -20,6 +20,7 @@ checks that its arrays have the shapes it reads and writes (``reward`` (S, A), p
 (S,), ``q_out`` (S, A), ``P`` (S, A, S), ``work`` 2 S or 3 S, ``info_out`` >= 2, ``found_out``
 >= 1) and returns 7 (``fastlmrl._status.BAD_SHAPES``) otherwise.
 """
+
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
@@ -45,6 +46,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
 
+
 def _arrays_ok(vectors, outputs) -> bool:
     """The per-state arrays are 1-D (a (S, 1) array would pass the length checks and fail half-way
     through the update); an output that is read-only raises ValueError before anything is written,
@@ -63,16 +65,25 @@ def _token_shapes_ok(next_state, reward, terminal, n1, n2, n3):
     ``terminal`` and the lengths n1..n3 of the kernel's per-state arrays S (a kernel with fewer
     per-state arrays passes a length again)."""
     n_states = next_state.shape[0]
-    return (reward.shape == next_state.shape and terminal.shape == (n_states,)
-            and n1 == n_states and n2 == n_states and n3 == n_states)
+    return (
+        reward.shape == next_state.shape
+        and terminal.shape == (n_states,)
+        and n1 == n_states
+        and n2 == n_states
+        and n3 == n_states
+    )
 
 
 def _dense_shapes_ok(P, R, n1, n2, n3):
     """The shape check (first) of the dense layout: ``P`` (S, A, S) for ``R`` (S, A), and the
     lengths n1..n3 of the kernel's per-state arrays S."""
     n_states, n_actions = R.shape
-    return (P.shape == (n_states, n_actions, n_states) and n1 == n_states and n2 == n_states
-            and n3 == n_states)
+    return (
+        P.shape == (n_states, n_actions, n_states)
+        and n1 == n_states
+        and n2 == n_states
+        and n3 == n_states
+    )
 
 
 def _check_token(next_state, reward, terminal, n_states, n_actions):
@@ -119,6 +130,7 @@ def _token_lists(next_state, reward, terminal):
 
 # ---------------------------------------------------------------------------------------------
 # sweeps on lists (v: list of floats) -> (new values, greedy actions, sup-norm of the change)
+
 
 def _token_sweep(ns, rw, term, gamma, v):
     new = [0.0] * len(v)
@@ -190,6 +202,7 @@ def _value_iteration(sweep, gamma, tol, max_iter, v):
 # ---------------------------------------------------------------------------------------------
 # token (deterministic) layout
 
+
 def token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out):
     if not _arrays_ok((terminal, v, v_out, policy_out), dict(v_out=v_out, policy_out=policy_out)):
         return BAD_SHAPES
@@ -213,8 +226,10 @@ def token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out):
         return BAD_SHAPES
     if overlapping((q_out,), (next_state, reward, terminal, v)):
         return OVERLAPPING_ARRAYS
-    if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v), len(v))
-            or q_out.shape != next_state.shape):
+    if (
+        not _token_shapes_ok(next_state, reward, terminal, len(v), len(v), len(v))
+        or q_out.shape != next_state.shape
+    ):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
@@ -269,8 +284,10 @@ def token_mdp_policy_value(next_state, reward, terminal, policy, gamma, v_out, w
         return BAD_SHAPES
     if overlapping((v_out, work), (next_state, reward, terminal, policy)):
         return OVERLAPPING_ARRAYS
-    if (not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v_out), len(v_out))
-            or len(work) != 2 * next_state.shape[0]):
+    if (
+        not _token_shapes_ok(next_state, reward, terminal, len(policy), len(v_out), len(v_out))
+        or len(work) != 2 * next_state.shape[0]
+    ):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
@@ -343,9 +360,13 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
         return BAD_SHAPES
     if overlapping((found_out, work), (next_state, terminal)):
         return OVERLAPPING_ARRAYS
-    if (not _token_shapes_ok(next_state, next_state, terminal, len(terminal), len(terminal),
-                             len(terminal))
-            or len(found_out) < 1 or len(work) != 3 * next_state.shape[0]):
+    if (
+        not _token_shapes_ok(
+            next_state, next_state, terminal, len(terminal), len(terminal), len(terminal)
+        )
+        or len(found_out) < 1
+        or len(work) != 3 * next_state.shape[0]
+    ):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns = next_state.tolist()
@@ -391,16 +412,22 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
     return 0
 
 
-def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp,
-                              policy_out, info_out):
-    if not _arrays_ok((terminal, v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
+def token_mdp_value_iteration(
+    next_state, reward, terminal, gamma, tol, max_iter, v, v_tmp, policy_out, info_out
+):
+    if not _arrays_ok(
+        (terminal, v, v_tmp, policy_out, info_out),
+        dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out),
+    ):
         return BAD_SHAPES
     if overlapping((v, v_tmp, policy_out, info_out), (next_state, reward, terminal)):
         return OVERLAPPING_ARRAYS
     if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
         return BAD_ITERATIONS
-    if (not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_tmp), len(policy_out))
-            or len(info_out) < 2):
+    if (
+        not _token_shapes_ok(next_state, reward, terminal, len(v), len(v_tmp), len(policy_out))
+        or len(info_out) < 2
+    ):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     ns, rw, term = _token_lists(next_state, reward, terminal)
@@ -421,6 +448,7 @@ def token_mdp_value_iteration(next_state, reward, terminal, gamma, tol, max_iter
 
 # ---------------------------------------------------------------------------------------------
 # dense layout
+
 
 def dense_mdp_bellman_backup(P, R, gamma, v, v_out, policy_out):
     if not _arrays_ok((v, v_out, policy_out), dict(v_out=v_out, policy_out=policy_out)):
@@ -483,7 +511,10 @@ def dense_mdp_policy_sweeps(P, R, policy, gamma, k, v, v_tmp):
 
 
 def dense_mdp_value_iteration(P, R, gamma, tol, max_iter, v, v_tmp, policy_out, info_out):
-    if not _arrays_ok((v, v_tmp, policy_out, info_out), dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out)):
+    if not _arrays_ok(
+        (v, v_tmp, policy_out, info_out),
+        dict(v=v, v_tmp=v_tmp, policy_out=policy_out, info_out=info_out),
+    ):
         return BAD_SHAPES
     if overlapping((v, v_tmp, policy_out, info_out), (P, R)):
         return OVERLAPPING_ARRAYS

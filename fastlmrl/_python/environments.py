@@ -122,34 +122,68 @@ def _tabular_shapes_ok(offsets, cdf, next_states, rewards, ends, n_actions):
     """(S, K) of a stochastic tabular MDP's CSR outcome arrays, or None when inconsistent."""
     n_pairs = offsets.shape[0] - 1
     n_out = cdf.shape[0]
-    if (n_actions < 1 or n_pairs < 1 or n_pairs % n_actions != 0 or next_states.shape[0] != n_out
-            or rewards.shape[0] != n_out or ends.shape[0] != n_out):
+    if (
+        n_actions < 1
+        or n_pairs < 1
+        or n_pairs % n_actions != 0
+        or next_states.shape[0] != n_out
+        or rewards.shape[0] != n_out
+        or ends.shape[0] != n_out
+    ):
         return None
     return n_pairs // n_actions, n_out
 
 
-def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_steps, key, counter,
-                     actions, active, states, steps, rewards_out, terminated_out, truncated_out):
+def tabular_mdp_step(
+    offsets,
+    cdf,
+    next_states,
+    rewards,
+    ends,
+    n_actions,
+    max_steps,
+    key,
+    counter,
+    actions,
+    active,
+    states,
+    steps,
+    rewards_out,
+    terminated_out,
+    truncated_out,
+):
     """One step of every active sequence of a stochastic tabular MDP
     (see fastlmrl.tabular_mdp.TabularMDP): the outcomes of (s, a) are ``k`` in
     ``[offsets[s*A + a], offsets[s*A + a + 1])``; row ``b`` takes the first ``k`` with
     ``u < cdf[k]`` (the last one if none), ``u`` the uniform at counter ``counter + b``."""
-    if overlapping((states, steps, rewards_out, terminated_out, truncated_out), (offsets, cdf,
-                   next_states, rewards, ends, actions, active)):
+    if overlapping(
+        (states, steps, rewards_out, terminated_out, truncated_out),
+        (offsets, cdf, next_states, rewards, ends, actions, active),
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     sizes = _tabular_shapes_ok(offsets, cdf, next_states, rewards, ends, n_actions)
     if sizes is None:
         return BAD_SHAPES
     n_states, n_out = sizes
     n = states.shape[0]
-    if (actions.shape[0] != n or active.shape[0] != n or steps.shape[0] != n
-            or rewards_out.shape[0] != n or terminated_out.shape[0] != n
-            or truncated_out.shape[0] != n):
+    if (
+        actions.shape[0] != n
+        or active.shape[0] != n
+        or steps.shape[0] != n
+        or rewards_out.shape[0] != n
+        or terminated_out.shape[0] != n
+        or truncated_out.shape[0] != n
+    ):
         return BAD_SHAPES
     if max_steps < 0:
         return BAD_CONFIG
-    _writeable(states=states, steps=steps, rewards_out=rewards_out,
-               terminated_out=terminated_out, truncated_out=truncated_out)
+    _writeable(
+        states=states,
+        steps=steps,
+        rewards_out=rewards_out,
+        terminated_out=terminated_out,
+        truncated_out=truncated_out,
+    )
     act, on, st, stp = actions.tolist(), active.tolist(), states.tolist(), steps.tolist()
     off = offsets.tolist()
     for b in range(n):
@@ -199,25 +233,61 @@ def tabular_mdp_step(offsets, cdf, next_states, rewards, ends, n_actions, max_st
     return 0
 
 
-def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, contexts, steps,
-                     rewards_out, terminated_out, truncated_out):
+def context_mdp_step(
+    next_state,
+    reward,
+    terminal,
+    max_steps,
+    actions,
+    active,
+    contexts,
+    steps,
+    rewards_out,
+    terminated_out,
+    truncated_out,
+):
     """One step of every active sequence of a table MDP (see fastlmrl.environments.ContextMDP)."""
-    if overlapping((contexts, steps, rewards_out, terminated_out, truncated_out), (next_state,
-                   reward, terminal, actions, active)):
+    if overlapping(
+        (contexts, steps, rewards_out, terminated_out, truncated_out),
+        (next_state, reward, terminal, actions, active),
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     if reward.shape != next_state.shape or next_state.ndim != 2:
         return BAD_SHAPES
-    if any(a.ndim != 1 for a in (terminal, actions, active, contexts, steps, rewards_out,
-                                 terminated_out, truncated_out)):
+    if any(
+        a.ndim != 1
+        for a in (
+            terminal,
+            actions,
+            active,
+            contexts,
+            steps,
+            rewards_out,
+            terminated_out,
+            truncated_out,
+        )
+    ):
         return BAD_SHAPES
     n_states, n_actions = next_state.shape
     n = contexts.shape[0]
-    if (terminal.shape[0] != n_states or max_steps < 0 or actions.shape[0] != n
-            or active.shape[0] != n or steps.shape[0] != n or rewards_out.shape[0] != n
-            or terminated_out.shape[0] != n or truncated_out.shape[0] != n):
+    if (
+        terminal.shape[0] != n_states
+        or max_steps < 0
+        or actions.shape[0] != n
+        or active.shape[0] != n
+        or steps.shape[0] != n
+        or rewards_out.shape[0] != n
+        or terminated_out.shape[0] != n
+        or truncated_out.shape[0] != n
+    ):
         return BAD_CONFIG
-    _writeable(contexts=contexts, steps=steps, rewards_out=rewards_out,
-               terminated_out=terminated_out, truncated_out=truncated_out)
+    _writeable(
+        contexts=contexts,
+        steps=steps,
+        rewards_out=rewards_out,
+        terminated_out=terminated_out,
+        truncated_out=truncated_out,
+    )
     act, on, ctx, stp = actions.tolist(), active.tolist(), contexts.tolist(), steps.tolist()
     term = terminal.tolist()
     for b in range(n):
@@ -257,15 +327,22 @@ def context_mdp_step(next_state, reward, terminal, max_steps, actions, active, c
     return 0
 
 
-def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt_ids, mask,
-                   contexts, lengths):
+def text_env_reset(
+    prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt_ids, mask, contexts, lengths
+):
     """Where mask: contexts[b] = context of bos padding + prompt prompt_ids[b]; lengths[b] = 0."""
     if overlapping((contexts, lengths), (prompt_tokens, prompt_offsets, prompt_ids, mask)):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = prompt_ids.shape[0]
-    if (n_states < 0 or bos_id < 0 or bos_id >= n_vocab or mask.shape[0] != n
-            or contexts.shape[0] != n or lengths.shape[0] != n):
+    if (
+        n_states < 0
+        or bos_id < 0
+        or bos_id >= n_vocab
+        or mask.shape[0] != n
+        or contexts.shape[0] != n
+        or lengths.shape[0] != n
+    ):
         return BAD_CONFIG
     _writeable(contexts=contexts, lengths=lengths)
     tokens, offsets = prompt_tokens.tolist(), prompt_offsets.tolist()
@@ -281,22 +358,51 @@ def text_env_reset(prompt_tokens, prompt_offsets, n_vocab, order, bos_id, prompt
     return 0
 
 
-def text_env_step(n_vocab, order, eos_id, max_new_tokens, actions, active, contexts, lengths,
-                  tokens, terminated_out, truncated_out):
+def text_env_step(
+    n_vocab,
+    order,
+    eos_id,
+    max_new_tokens,
+    actions,
+    active,
+    contexts,
+    lengths,
+    tokens,
+    terminated_out,
+    truncated_out,
+):
     """Append actions[b] to every active sequence (see fastlmrl.environments.TextGenerationEnv)."""
     if overlapping((contexts, lengths, tokens, terminated_out, truncated_out), (actions, active)):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states = n_contexts(n_vocab, order)
     n = actions.shape[0]
-    if (n_states < 0 or eos_id < -1 or eos_id >= n_vocab or max_new_tokens < 1
-            or tokens.shape[0] != n or tokens.shape[1] < max_new_tokens or active.shape[0] != n
-            or contexts.shape[0] != n or lengths.shape[0] != n or terminated_out.shape[0] != n
-            or truncated_out.shape[0] != n):
+    if (
+        n_states < 0
+        or eos_id < -1
+        or eos_id >= n_vocab
+        or max_new_tokens < 1
+        or tokens.shape[0] != n
+        or tokens.shape[1] < max_new_tokens
+        or active.shape[0] != n
+        or contexts.shape[0] != n
+        or lengths.shape[0] != n
+        or terminated_out.shape[0] != n
+        or truncated_out.shape[0] != n
+    ):
         return BAD_CONFIG
-    _writeable(contexts=contexts, lengths=lengths, tokens=tokens, terminated_out=terminated_out,
-               truncated_out=truncated_out)
-    if any(a.ndim != 1 for a in (actions, active, contexts, lengths, terminated_out,
-                                 truncated_out)) or tokens.ndim != 2:
+    _writeable(
+        contexts=contexts,
+        lengths=lengths,
+        tokens=tokens,
+        terminated_out=terminated_out,
+        truncated_out=truncated_out,
+    )
+    if (
+        any(
+            a.ndim != 1 for a in (actions, active, contexts, lengths, terminated_out, truncated_out)
+        )
+        or tokens.ndim != 2
+    ):
         return BAD_SHAPES
     act, on, ctx, lens = actions.tolist(), active.tolist(), contexts.tolist(), lengths.tolist()
     for b in range(n):
@@ -430,8 +536,13 @@ def topk_topp_mask(mask_logits, contexts, top_k, top_p, out):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = mask_logits.shape
     n = contexts.shape[0]
-    if (top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or out.shape[0] != n
-            or out.shape[1] != n_vocab):
+    if (
+        top_k < 0
+        or top_k > n_vocab
+        or not (0.0 < top_p <= 1.0)
+        or out.shape[0] != n
+        or out.shape[1] != n_vocab
+    ):
         return BAD_CONFIG
     _writeable(out=out)
     ctx = contexts.tolist()
@@ -446,32 +557,95 @@ def topk_topp_mask(mask_logits, contexts, top_k, top_p, out):
     return 0
 
 
-def text_env_rollout(logits, mask_logits, top_k, top_p, prompt_tokens, prompt_offsets,
-                     prompt_ids, order, bos_id, eos_id, key, counter, contexts_out, actions_out,
-                     logprobs_out, valid_out, lengths_out, terminated_out, truncated_out,
-                     final_contexts_out, cdf, row_stats, row_built, mask_table):
+def text_env_rollout(
+    logits,
+    mask_logits,
+    top_k,
+    top_p,
+    prompt_tokens,
+    prompt_offsets,
+    prompt_ids,
+    order,
+    bos_id,
+    eos_id,
+    key,
+    counter,
+    contexts_out,
+    actions_out,
+    logprobs_out,
+    valid_out,
+    lengths_out,
+    terminated_out,
+    truncated_out,
+    final_contexts_out,
+    cdf,
+    row_stats,
+    row_built,
+    mask_table,
+):
     """B = len(prompt_ids) fresh episodes of at most T = actions_out.shape[1] tokens each.
 
     Token t of sequence b is sampled from softmax(logits[ctx]) restricted to the mask (when
     top_k > 0 or top_p < 1; mask of mask_logits[ctx], written to mask_table[ctx]) by inverse CDF
     with u = uniform(key, counter + b * T + t).  cdf / row_stats / row_built are scratch.
     """
-    if overlapping((contexts_out, actions_out, logprobs_out, valid_out, lengths_out,
-                   terminated_out, truncated_out, final_contexts_out, cdf, row_stats, row_built,
-                   mask_table), (logits, mask_logits, prompt_tokens, prompt_offsets, prompt_ids)):
+    if overlapping(
+        (
+            contexts_out,
+            actions_out,
+            logprobs_out,
+            valid_out,
+            lengths_out,
+            terminated_out,
+            truncated_out,
+            final_contexts_out,
+            cdf,
+            row_stats,
+            row_built,
+            mask_table,
+        ),
+        (logits, mask_logits, prompt_tokens, prompt_offsets, prompt_ids),
+    ):
         return OVERLAPPING_ARRAYS  # a write could change a value already checked
     n_states, n_vocab = logits.shape
     n = prompt_ids.shape[0]
-    status = _rollout_config(logits, mask_logits, top_k, top_p, order, bos_id, eos_id, n,
-                             contexts_out, actions_out, logprobs_out, valid_out, lengths_out,
-                             terminated_out, truncated_out, final_contexts_out, cdf, row_stats,
-                             row_built, mask_table)
+    status = _rollout_config(
+        logits,
+        mask_logits,
+        top_k,
+        top_p,
+        order,
+        bos_id,
+        eos_id,
+        n,
+        contexts_out,
+        actions_out,
+        logprobs_out,
+        valid_out,
+        lengths_out,
+        terminated_out,
+        truncated_out,
+        final_contexts_out,
+        cdf,
+        row_stats,
+        row_built,
+        mask_table,
+    )
     if status:
         return status
-    _writeable(contexts_out=contexts_out, actions_out=actions_out, logprobs_out=logprobs_out,
-               valid_out=valid_out, lengths_out=lengths_out, terminated_out=terminated_out,
-               truncated_out=truncated_out, final_contexts_out=final_contexts_out, cdf=cdf,
-               row_stats=row_stats, row_built=row_built)
+    _writeable(
+        contexts_out=contexts_out,
+        actions_out=actions_out,
+        logprobs_out=logprobs_out,
+        valid_out=valid_out,
+        lengths_out=lengths_out,
+        terminated_out=terminated_out,
+        truncated_out=truncated_out,
+        final_contexts_out=final_contexts_out,
+        cdf=cdf,
+        row_stats=row_stats,
+        row_built=row_built,
+    )
     if top_k > 0 or top_p < 1.0:
         _writeable(mask_table=mask_table)
     tokens, offsets, ids = prompt_tokens.tolist(), prompt_offsets.tolist(), prompt_ids.tolist()
@@ -529,9 +703,28 @@ def text_env_rollout(logits, mask_logits, top_k, top_p, prompt_tokens, prompt_of
     return 0
 
 
-def _rollout_config(logits, mask_logits, top_k, top_p, order, bos_id, eos_id, n, contexts_out,
-                    actions_out, logprobs_out, valid_out, lengths_out, terminated_out,
-                    truncated_out, final_contexts_out, cdf, row_stats, row_built, mask_table):
+def _rollout_config(
+    logits,
+    mask_logits,
+    top_k,
+    top_p,
+    order,
+    bos_id,
+    eos_id,
+    n,
+    contexts_out,
+    actions_out,
+    logprobs_out,
+    valid_out,
+    lengths_out,
+    terminated_out,
+    truncated_out,
+    final_contexts_out,
+    cdf,
+    row_stats,
+    row_built,
+    mask_table,
+):
     n_states, n_vocab = logits.shape
     horizon = actions_out.shape[1]
     if n_contexts(n_vocab, order) != n_states:
@@ -546,11 +739,20 @@ def _rollout_config(logits, mask_logits, top_k, top_p, order, bos_id, eos_id, n,
     for arr in (lengths_out, terminated_out, truncated_out, final_contexts_out):
         if arr.shape[0] != n:
             return BAD_CONFIG
-    if (cdf.shape[0] != n_states or cdf.shape[1] != n_vocab or row_stats.shape[0] != n_states
-            or row_stats.shape[1] != 3 or row_built.shape[0] != n_states):
+    if (
+        cdf.shape[0] != n_states
+        or cdf.shape[1] != n_vocab
+        or row_stats.shape[0] != n_states
+        or row_stats.shape[1] != 3
+        or row_built.shape[0] != n_states
+    ):
         return BAD_CONFIG
     if top_k > 0 or top_p < 1.0:
-        if (mask_logits.shape[0] != n_states or mask_logits.shape[1] != n_vocab
-                or mask_table.shape[0] != n_states or mask_table.shape[1] != n_vocab):
+        if (
+            mask_logits.shape[0] != n_states
+            or mask_logits.shape[1] != n_vocab
+            or mask_table.shape[0] != n_states
+            or mask_table.shape[1] != n_vocab
+        ):
             return BAD_CONFIG
     return 0

@@ -4,6 +4,7 @@ Group statistics accumulate in index order in float64; ``group_mean`` / ``group_
 ``group_count`` (GRPO) and ``group_sum`` / ``group_count`` (RLOO) are kernel workspaces that also
 report the per-group statistics.  See :mod:`fastlmrl.group_advantages` for the formulas.
 """
+
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
@@ -27,9 +28,12 @@ def _groups_ok(rewards, group_ids, group_stat, group_stat2, group_count, advanta
     """The shape check (first): per-sample arrays of the rewards' length N, per-group arrays of
     group_stat's length G (rloo_advantages passes its one group statistic twice)."""
     n, n_groups = rewards.shape[0], group_stat.shape[0]
-    return (rewards.ndim == 1 and group_stat.ndim == 1
-            and all(a.shape == (n,) for a in (group_ids, advantages_out))
-            and all(a.shape == (n_groups,) for a in (group_stat2, group_count)))
+    return (
+        rewards.ndim == 1
+        and group_stat.ndim == 1
+        and all(a.shape == (n,) for a in (group_ids, advantages_out))
+        and all(a.shape == (n_groups,) for a in (group_stat2, group_count))
+    )
 
 
 def _grid_ok(mask, *arrays):
@@ -41,7 +45,7 @@ def _overlapping(written, inputs):
     """Does a written array (output or workspace) share memory with an input or with another
     written array (status 8, after the shapes, before any write)?  No kernel here works in place."""
     for i, w in enumerate(written):
-        if written_overlaps(w, *written[i + 1:], *inputs):
+        if written_overlaps(w, *written[i + 1 :], *inputs):
             return True
     return False
 
@@ -55,8 +59,9 @@ def _check_groups(r_, g_, n_groups):
     return 0
 
 
-def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std, group_count,
-                    advantages_out):
+def grpo_advantages(
+    rewards, group_ids, scale, eps, ddof, group_mean, group_std, group_count, advantages_out
+):
     if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
         return BAD_SHAPES
     if _overlapping((group_mean, group_std, group_count, advantages_out), (rewards, group_ids)):
@@ -80,8 +85,9 @@ def grpo_advantages(rewards, group_ids, scale, eps, ddof, group_mean, group_std,
     for i in range(n):
         d = r_[i] - means[g_[i]]
         ss[g_[i]] += d * d
-    stds = [math.sqrt(ss[g] / (counts[g] - ddof)) if counts[g] > ddof else 0.0
-            for g in range(n_groups)]
+    stds = [
+        math.sqrt(ss[g] / (counts[g] - ddof)) if counts[g] > ddof else 0.0 for g in range(n_groups)
+    ]
     for g in range(n_groups):
         group_mean[g] = means[g]
         group_std[g] = stds[g]

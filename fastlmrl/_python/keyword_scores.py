@@ -26,6 +26,7 @@ a non-finite weight), 64 out (shape (B, T)), and first of all 8
 ``lengths`` or the grams it would overwrite mid-scan).  All are checked before anything is
 written.
 """
+
 import math
 
 from .._status import OVERLAPPING_ARRAYS
@@ -70,10 +71,10 @@ def _is_word(flags, token):
     return 0 <= token < len(flags) and flags[token] != 0
 
 
-def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence,
-                   word_flags, out):
-    if written_overlaps(out, tokens, lengths, gram_tokens, gram_offsets, gram_weights,
-                        word_flags):
+def keyword_scores(
+    tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, word_flags, out
+):
+    if written_overlaps(out, tokens, lengths, gram_tokens, gram_offsets, gram_weights, word_flags):
         return OVERLAPPING_ARRAYS
     t_, l_, g_ = tokens.tolist(), lengths.tolist(), gram_tokens.tolist()
     o_, w_, f_ = gram_offsets.tolist(), gram_weights.tolist(), word_flags.tolist()
@@ -81,23 +82,22 @@ def keyword_scores(tokens, lengths, gram_tokens, gram_offsets, gram_weights, pre
     if status:
         return status
     n_rows, horizon = tokens.shape
-    grams = [g_[o_[k]:o_[k + 1]] for k in range(len(o_) - 1)]
+    grams = [g_[o_[k] : o_[k + 1]] for k in range(len(o_) - 1)]
     for b in range(n_rows):
-        seq = t_[b][:l_[b]]
+        seq = t_[b][: l_[b]]
         row = [0.0] * horizon
         for gram, w in zip(grams, w_):
             size = len(gram)
-            closed = 0     # whole occurrences already followed by a non-word token
-            open_end = 0   # 1 if an occurrence with a whole left side ends at the prefix's edge
-            previous = 0   # the keyword's count in the previous prefix
+            closed = 0  # whole occurrences already followed by a non-word token
+            open_end = 0  # 1 if an occurrence with a whole left side ends at the prefix's edge
+            previous = 0  # the keyword's count in the previous prefix
             for t in range(len(seq)):
                 if open_end:  # token t decides whether the occurrence ending at t-1 is whole
                     if not _is_word(f_, seq[t]):
                         closed += 1
                     open_end = 0
                 s = t - size + 1
-                if (s >= 0 and seq[s:t + 1] == gram
-                        and (s == 0 or not _is_word(f_, seq[s - 1]))):
+                if s >= 0 and seq[s : t + 1] == gram and (s == 0 or not _is_word(f_, seq[s - 1])):
                     open_end = 1
                 count = closed + open_end
                 if presence:

@@ -3,6 +3,7 @@
 Inputs are flat (the public wrapper ravels any shape).  With ``r = ref_logp - logp`` (float64):
 k1 = -r, grad 1; k2 = r*r/2, grad -r; k3 = expm1(r) - r, grad -expm1(r); masked entries give 0.
 """
+
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS

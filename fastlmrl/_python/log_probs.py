@@ -19,6 +19,7 @@ fastlmrl/_numba/fast_math.py), eight float32 lanes per 256-bit vector; for float
 invalid when it holds NaN or +inf or no finite entry (status 20).  Masked logits (-inf) get
 probability 0 and log-probability -inf.
 """
+
 import math
 import struct
 
@@ -38,9 +39,9 @@ NEG_INF = -math.inf
 _F32_OVERFLOW = 3.4028235677973366e38  # (2 - 2**-24) * 2**127: halfway to 2**128, rounds to inf
 
 # fast_exp32: the same constants as fastlmrl/_numba/fast_math.py, as the float32 values they are
-LOG2E_32 = 1.4426950216293335          # float32(log2 e)
-SHIFT_32 = 12582912.0                  # 1.5 * 2**23
-NEG_LN2_HI_32 = -0.6931471824645996    # float32(-ln 2)
+LOG2E_32 = 1.4426950216293335  # float32(log2 e)
+SHIFT_32 = 12582912.0  # 1.5 * 2**23
+NEG_LN2_HI_32 = -0.6931471824645996  # float32(-ln 2)
 NEG_LN2_LO_32 = 1.9046542121259336e-09  # float32(-(ln 2 - LN2_HI))
 EXP_LO_32 = -87.0
 C2_32 = 0.5
@@ -161,8 +162,10 @@ def _rows(logits):
 
 def _same_memory(a, b):
     """Are a and b exactly the same memory (same first byte, same size)?"""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.nbytes == b.nbytes)
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.nbytes == b.nbytes
+    )
 
 
 def overlapping(written, read, in_place=None):
@@ -174,8 +177,12 @@ def overlapping(written, read, in_place=None):
     for i, w in enumerate(written):
         for j in range(i + 1, len(arrays)):
             o = arrays[j]
-            if (in_place is not None and w is in_place[0] and o is in_place[1]
-                    and _same_memory(w, o)):
+            if (
+                in_place is not None
+                and w is in_place[0]
+                and o is in_place[1]
+                and _same_memory(w, o)
+            ):
                 continue
             if written_overlaps(w, o):
                 return True

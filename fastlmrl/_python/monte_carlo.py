@@ -51,8 +51,7 @@ def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
     r_, o_, f_ = rewards.tolist(), episode_offsets.tolist(), final_values.tolist()
     if not all_finite(r_):
         return BAD_REWARDS
-    if (_bad_offsets(o_, len(r_)) or len(returns_out) != len(r_)
-            or len(f_) != len(o_) - 1):
+    if _bad_offsets(o_, len(r_)) or len(returns_out) != len(r_) or len(f_) != len(o_) - 1:
         return BAD_OFFSETS
     if not all_finite(f_):
         return BAD_FINAL_VALUES
@@ -90,8 +89,20 @@ def _check_mc(q, s_, a_, r_, o_, n_out, first_visit, alpha, counts, n_keys, n_fi
     return 0
 
 
-def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, first_visit, alpha,
-                      counts, slot_keys, slot_first, returns_out):
+def mc_control_update(
+    q,
+    states,
+    actions,
+    rewards,
+    episode_offsets,
+    gamma,
+    first_visit,
+    alpha,
+    counts,
+    slot_keys,
+    slot_first,
+    returns_out,
+):
     """First- or every-visit Monte Carlo control update of ``q`` (see fastlmrl.monte_carlo).
 
     ``alpha == 0`` selects the sample average (step 1/N(s,a), needs ``counts``); otherwise the
@@ -104,12 +115,24 @@ def mc_control_update(q, states, actions, rewards, episode_offsets, gamma, first
     for name, arr in (("q", q), ("counts", counts), ("returns_out", returns_out)):
         if not arr.flags.writeable:  # refused before any write, as by the compiled signatures
             raise ValueError(f"{name} is read-only")
-    if overlapping((q, counts, slot_keys, slot_first, returns_out),
-                   (states, actions, rewards, episode_offsets)):
+    if overlapping(
+        (q, counts, slot_keys, slot_first, returns_out), (states, actions, rewards, episode_offsets)
+    ):
         return OVERLAPPING_ARRAYS  # e.g. the scratch over states: a write would change an id
     s_, a_, r_, o_ = (x.tolist() for x in (states, actions, rewards, episode_offsets))
-    status = _check_mc(q, s_, a_, r_, o_, len(returns_out), first_visit, alpha, counts,
-                       len(slot_keys), len(slot_first))
+    status = _check_mc(
+        q,
+        s_,
+        a_,
+        r_,
+        o_,
+        len(returns_out),
+        first_visit,
+        alpha,
+        counts,
+        len(slot_keys),
+        len(slot_first),
+    )
     if status:
         return status
     has_counts = counts.shape[0] != 0

@@ -57,8 +57,12 @@ def _check(table, rows, grads, order, acc, moments=()):
     the batch is >= 0 (``not v >= 0`` catches NaN)."""
     n_states, n_cols = table.shape
     n = rows.shape[0]
-    if (grads.shape[0] != n or grads.shape[1] != n_cols or order.shape[0] not in (0, n)
-            or acc.shape[0] < n_cols):
+    if (
+        grads.shape[0] != n
+        or grads.shape[1] != n_cols
+        or order.shape[0] not in (0, n)
+        or acc.shape[0] < n_cols
+    ):
         return BAD_SHAPES
     for m in moments:
         if m.shape != table.shape:
@@ -115,7 +119,7 @@ def _writeable(**arrays) -> None:
 def _overlaps(written, inputs) -> bool:
     """A written array (table, m, v, the scratch acc) sharing memory with another written array
     or an input (status 8): a write could change a row id after its range check."""
-    return any(written_overlaps(w, *written[k + 1:], *inputs) for k, w in enumerate(written))
+    return any(written_overlaps(w, *written[k + 1 :], *inputs) for k, w in enumerate(written))
 
 
 def _bad_lr(lr) -> bool:
@@ -123,8 +127,13 @@ def _bad_lr(lr) -> bool:
 
 
 def _bad_adam_scalars(step, lr, beta1, beta2, eps) -> bool:
-    return (step < 1 or _bad_lr(lr) or not (0.0 <= beta1 < 1.0) or not (0.0 <= beta2 < 1.0)
-            or not (0.0 < eps < math.inf))
+    return (
+        step < 1
+        or _bad_lr(lr)
+        or not (0.0 <= beta1 < 1.0)
+        or not (0.0 <= beta2 < 1.0)
+        or not (0.0 < eps < math.inf)
+    )
 
 
 def sgd_step(table, rows, grads, order, lr, maximize, acc):

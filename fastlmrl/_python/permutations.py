@@ -7,6 +7,7 @@ ones give status 1 (BAD_SCRATCH), and any two of ``out``, ``uniforms``, ``starts
 status 2 (OVERLAPPING_SCRATCH: a bucket start could be overwritten before it is used as an index),
 before anything is written.
 """
+
 from ..rng import MASK64, uniform
 from .td_learning import written_overlaps
 

@@ -10,12 +10,21 @@ penalty), 2 KL penalty alone.  Scalar exps/logs of log-ratios use ``math.exp`` i
 Reductions over tokens are in float64, blocked (``reduce_rows``): serial over the rows of each
 block of consecutive rows, then serial over the blocks in order.
 """
+
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._ieee import exp as ieee_exp
-from .log_probs import (BAD_LOGITS, BAD_TOKENS, exp_for, grad_row, overlapping, probs, row_entropy,
-                        row_stats)
+from .log_probs import (
+    BAD_LOGITS,
+    BAD_TOKENS,
+    exp_for,
+    grad_row,
+    overlapping,
+    probs,
+    row_entropy,
+    row_stats,
+)
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
 
@@ -59,8 +68,9 @@ def kl_term(logp, ref, estimator):
     return (eu - 1.0) - u, 1.0 - eu
 
 
-def token_terms(mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_coef, estimator,
-                has_ref):
+def token_terms(
+    mode, logp, x1, x2, x3, lr, clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref
+):
     """(loss, dloss/dlogp, ratio, pg, kl, clipped, dual_clipped) of one token.
 
     REINFORCE: x1 = return, x2 = baseline.  PPO: x1 = old log-prob, x2 = advantage, x3 = ref
@@ -116,8 +126,12 @@ def lengths_ok(n, lengths):
 def shapes_ok(logits, lengths, grad, stats, n_stats):
     """The shape check every loss kernel does first: each per-token array (``lengths``, tokens
     included) of length N, ``grad`` (N, V) like ``logits``, ``stats`` at least ``n_stats`` long."""
-    return (lengths_ok(logits.shape[0], lengths) and grad.shape == logits.shape
-            and stats.ndim == 1 and stats.shape[0] >= n_stats)
+    return (
+        lengths_ok(logits.shape[0], lengths)
+        and grad.shape == logits.shape
+        and stats.ndim == 1
+        and stats.shape[0] >= n_stats
+    )
 
 
 def _finite(values):
@@ -175,8 +189,22 @@ def _stats_rows(logits, tokens):
     return 0, (out, exp)
 
 
-def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_loss, log_probs,
-        ratios, grad, stats):
+def _pg(
+    mode,
+    logits,
+    tokens,
+    x1,
+    x2,
+    x3,
+    weights,
+    seq_offsets,
+    params,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+):
     clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref, seq_level = params
     status, res = _stats_rows(logits, tokens)
     if status:
@@ -185,8 +213,23 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
     n = len(rows)
     logp = [r[5] for r in rows]
     lr = log_ratios(logp, x1, weights, seq_offsets, seq_level) if mode == PPO else [0.0] * n
-    terms = [token_terms(mode, logp[i], x1[i], x2[i], x3[i], lr[i], clip_low, clip_high,
-                         dual_clip, kl_coef, estimator, has_ref) for i in range(n)]
+    terms = [
+        token_terms(
+            mode,
+            logp[i],
+            x1[i],
+            x2[i],
+            x3[i],
+            lr[i],
+            clip_low,
+            clip_high,
+            dual_clip,
+            kl_coef,
+            estimator,
+            has_ref,
+        )
+        for i in range(n)
+    ]
     for i, (x, m, total, e, lse, lp) in enumerate(rows):
         c = weights[i] * terms[i][1]
         grad[i] = grad_row(probs(e, total), tokens[i], c)
@@ -225,14 +268,24 @@ def _pg(mode, logits, tokens, x1, x2, x3, weights, seq_offsets, params, token_lo
     return 0
 
 
-def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_probs, grad, stats,
-                   num_threads):
-    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0])
+def reinforce_loss(
+    logits, tokens, returns, baselines, weights, token_loss, log_probs, grad, stats, num_threads
+):
+    lengths = (
+        tokens.shape[0],
+        returns.shape[0],
+        baselines.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
-    if overlapping([token_loss, log_probs, grad, stats],
-                   [logits, tokens, returns, baselines, weights], (grad, logits)):
+    if overlapping(
+        [token_loss, log_probs, grad, stats],
+        [logits, tokens, returns, baselines, weights],
+        (grad, logits),
+    ):
         return OVERLAPPING_ARRAYS  # grad == logits exactly is allowed (in place)
     t_, r_, b_, w_ = (a.tolist() for a in (tokens, returns, baselines, weights))
     status = _check_common(logits, t_, w_)
@@ -243,8 +296,22 @@ def reinforce_loss(logits, tokens, returns, baselines, weights, token_loss, log_
     if not _finite(b_):
         return BAD_BASELINES
     n = len(t_)
-    return _pg(REINFORCE, logits, t_, r_, b_, [0.0] * n, w_, [], (0.0, 0.0, 0.0, 0.0, 3, 0, 0),
-               token_loss, log_probs, [0.0] * n, grad, stats)
+    return _pg(
+        REINFORCE,
+        logits,
+        t_,
+        r_,
+        b_,
+        [0.0] * n,
+        w_,
+        [],
+        (0.0, 0.0, 0.0, 0.0, 3, 0, 0),
+        token_loss,
+        log_probs,
+        [0.0] * n,
+        grad,
+        stats,
+    )
 
 
 def _check_offsets(offsets, n):
@@ -256,8 +323,9 @@ def _check_offsets(offsets, n):
     return True
 
 
-def ppo_arguments(o_, a_, r_, s_, n, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
-                  sequence_level):
+def ppo_arguments(
+    o_, a_, r_, s_, n, clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level
+):
     """The PPO-specific checks (status first) and (ref log-probs, params) for ``_pg``; shared
     with the tabular losses."""
     if not _finite(a_):
@@ -271,44 +339,106 @@ def ppo_arguments(o_, a_, r_, s_, n, clip_low, clip_high, dual_clip, kl_coef, kl
     has_ref = 1 if len(r_) > 0 else 0
     if not has_ref:
         r_ = [0.0] * n
-    return 0, r_, (clip_low, clip_high, dual_clip, kl_coef, int(kl_estimator), has_ref,
-                   int(sequence_level))
+    return (
+        0,
+        r_,
+        (clip_low, clip_high, dual_clip, kl_coef, int(kl_estimator), has_ref, int(sequence_level)),
+    )
 
 
-def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets,
-             clip_low, clip_high, dual_clip, kl_coef, kl_estimator, sequence_level, token_loss,
-             log_probs, ratios, grad, stats, num_threads):
+def ppo_loss(
+    logits,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    ref_log_probs,
+    sequence_offsets,
+    clip_low,
+    clip_high,
+    dual_clip,
+    kl_coef,
+    kl_estimator,
+    sequence_level,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+    num_threads,
+):
     n = logits.shape[0]
-    lengths = (tokens.shape[0], old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
-               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
-               ratios.shape[0])
+    lengths = (
+        tokens.shape[0],
+        old_log_probs.shape[0],
+        advantages.shape[0],
+        weights.shape[0],
+        present(ref_log_probs.shape[0], n),
+        token_loss.shape[0],
+        log_probs.shape[0],
+        ratios.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 7):
         return BAD_SHAPES
-    if overlapping([token_loss, log_probs, ratios, grad, stats],
-                   [logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
-                    sequence_offsets], (grad, logits)):
+    if overlapping(
+        [token_loss, log_probs, ratios, grad, stats],
+        [logits, tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets],
+        (grad, logits),
+    ):
         return OVERLAPPING_ARRAYS  # grad == logits exactly is allowed (in place)
-    t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (tokens, old_log_probs, advantages, weights,
-                                                   ref_log_probs, sequence_offsets))
+    t_, o_, a_, w_, r_, s_ = (
+        x.tolist()
+        for x in (tokens, old_log_probs, advantages, weights, ref_log_probs, sequence_offsets)
+    )
     status = _check_common(logits, t_, w_)
     if status:
         return status
-    status, r_, params = ppo_arguments(o_, a_, r_, s_, len(t_), clip_low, clip_high, dual_clip,
-                                       kl_coef, kl_estimator, sequence_level)
+    status, r_, params = ppo_arguments(
+        o_,
+        a_,
+        r_,
+        s_,
+        len(t_),
+        clip_low,
+        clip_high,
+        dual_clip,
+        kl_coef,
+        kl_estimator,
+        sequence_level,
+    )
     if status:
         return status
-    return _pg(PPO, logits, t_, o_, a_, r_, w_, s_, params, token_loss, log_probs, ratios, grad,
-               stats)
+    return _pg(
+        PPO, logits, t_, o_, a_, r_, w_, s_, params, token_loss, log_probs, ratios, grad, stats
+    )
 
 
-def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_loss, log_probs,
-                    grad, stats, num_threads):
-    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
-               log_probs.shape[0])
+def kl_penalty_loss(
+    logits,
+    tokens,
+    ref_log_probs,
+    weights,
+    kl_estimator,
+    token_loss,
+    log_probs,
+    grad,
+    stats,
+    num_threads,
+):
+    lengths = (
+        tokens.shape[0],
+        ref_log_probs.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 1):
         return BAD_SHAPES
-    if overlapping([token_loss, log_probs, grad, stats], [logits, tokens, ref_log_probs, weights],
-                   (grad, logits)):
+    if overlapping(
+        [token_loss, log_probs, grad, stats],
+        [logits, tokens, ref_log_probs, weights],
+        (grad, logits),
+    ):
         return OVERLAPPING_ARRAYS  # grad == logits exactly is allowed (in place)
     t_, r_, w_ = (x.tolist() for x in (tokens, ref_log_probs, weights))
     status = _check_common(logits, t_, w_)
@@ -317,9 +447,22 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator, token_
     if not _finite(r_):
         return BAD_REF_LOG_PROBS
     n = len(t_)
-    return _pg(KL, logits, t_, [0.0] * n, [0.0] * n, r_, w_, [],
-               (0.0, 0.0, 0.0, 0.0, int(kl_estimator), 1, 0), token_loss, log_probs, [0.0] * n,
-               grad, stats)
+    return _pg(
+        KL,
+        logits,
+        t_,
+        [0.0] * n,
+        [0.0] * n,
+        r_,
+        w_,
+        [],
+        (0.0, 0.0, 0.0, 0.0, int(kl_estimator), 1, 0),
+        token_loss,
+        log_probs,
+        [0.0] * n,
+        grad,
+        stats,
+    )
 
 
 def value_terms(v, ret, old, value_clip):
@@ -339,22 +482,50 @@ def value_terms(v, ret, old, value_clip):
     return lc, (2.0 * dc if inside else 0.0)
 
 
-def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, value_clip,
-             value_coef, entropy_coef, token_loss, log_probs, entropies, grad, value_grad, stats,
-             num_threads):
+def a2c_loss(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    old_values,
+    weights,
+    value_clip,
+    value_coef,
+    entropy_coef,
+    token_loss,
+    log_probs,
+    entropies,
+    grad,
+    value_grad,
+    stats,
+    num_threads,
+):
     n = logits.shape[0]
     n_old = old_values.shape[0]  # read only with value clipping
-    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
-               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    lengths = (
+        tokens.shape[0],
+        advantages.shape[0],
+        values.shape[0],
+        returns.shape[0],
+        n_old if value_clip > 0.0 else present(n_old, n),
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+        entropies.shape[0],
+        value_grad.shape[0],
+    )
     if not shapes_ok(logits, lengths, grad, stats, 4):
         return BAD_SHAPES
-    if overlapping([token_loss, log_probs, entropies, grad, value_grad, stats],
-                   [logits, tokens, advantages, values, returns, old_values, weights]):
+    if overlapping(
+        [token_loss, log_probs, entropies, grad, value_grad, stats],
+        [logits, tokens, advantages, values, returns, old_values, weights],
+    ):
         return OVERLAPPING_ARRAYS  # grad over logits too (the compiled entropy gradient reads
         # the row after writing it)
-    t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (tokens, advantages, values, returns,
-                                                   old_values, weights))
+    t_, a_, v_, r_, o_, w_ = (
+        x.tolist() for x in (tokens, advantages, values, returns, old_values, weights)
+    )
     status = _check_common(logits, t_, w_)
     if status:
         return status
@@ -386,8 +557,9 @@ def a2c_loss(logits, tokens, advantages, values, returns, old_values, weights, v
         g = [nc * pj + ce * hj[j] for j, pj in enumerate(p)]
         a = t_[i]
         g[a] = c * (1.0 - p[a]) + ce * hj[a]
-        per.append((g, pg + value_coef * lv - entropy_coef * h, lp, h, pg, lv,
-                    (w * value_coef) * dlv))
+        per.append(
+            (g, pg + value_coef * lv - entropy_coef * h, lp, h, pg, lv, (w * value_coef) * dlv)
+        )
     sw = loss = pgs = vls = hs = 0.0
     for i, (g, tl, lp, h, pg, lv, dv) in enumerate(per):
         grad[i] = g

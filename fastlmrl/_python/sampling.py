@@ -35,6 +35,7 @@ bit.  Row ``i`` of ``logits`` (``x[0:V]``) gives one token ``a``, drawn with the
 Results are stored after every row was found valid (tokens int64, log-probs rounded once to the
 logits' dtype).
 """
+
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
@@ -57,8 +58,12 @@ F32_MAX = 3.4028234663852886e38  # the largest finite float32
 def shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
     """The shape check (first): three (N,) outputs for (N, V) logits, V >= 1."""
     n = logits.shape[0]
-    return (logits.shape[1] >= 1 and tokens_out.shape == (n,) and log_probs_out.shape == (n,)
-            and model_log_probs_out.shape == (n,))
+    return (
+        logits.shape[1] >= 1
+        and tokens_out.shape == (n,)
+        and log_probs_out.shape == (n,)
+        and model_log_probs_out.shape == (n,)
+    )
 
 
 def arguments_status(temperature, top_k, top_p, min_p):
@@ -152,8 +157,19 @@ def sample_row(x, f32, temperature, top_k, top_p, min_p, u):
     return a, (x[a] - m) / temperature - math.log(z), x[a] - model_lse
 
 
-def sample_tokens(logits, temperature, top_k, top_p, min_p, key, counter, tokens_out,
-                  log_probs_out, model_log_probs_out, num_threads):
+def sample_tokens(
+    logits,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    key,
+    counter,
+    tokens_out,
+    log_probs_out,
+    model_log_probs_out,
+    num_threads,
+):
     """Row i -> tokens_out[i], log_probs_out[i], model_log_probs_out[i]; uses counter + i."""
     if not shapes_ok(logits, tokens_out, log_probs_out, model_log_probs_out):
         return BAD_SHAPES

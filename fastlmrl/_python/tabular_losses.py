@@ -19,18 +19,39 @@ Order of operations (the kernels follow it exactly):
 4. every row: ``G[u, j] = (-C_u) * p_uj + A[u, j]`` in float64 (p_uj = e_j * (1 / S_u)), rounded
    once to the table's dtype.
 """
+
 import math
 
 from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
 from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
 from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, probs, row_entropy, row_stats
-from .policy_losses import (BAD_ADVANTAGES, BAD_BASELINES, BAD_OLD_VALUES, BAD_REF_LOG_PROBS,
-                            BAD_RETURNS, BAD_VALUES, BAD_WEIGHTS, KL, PPO, REINFORCE, lengths_ok,
-                            log_ratios, ppo_arguments, present, token_terms, value_terms)
+from .policy_losses import (
+    BAD_ADVANTAGES,
+    BAD_BASELINES,
+    BAD_OLD_VALUES,
+    BAD_REF_LOG_PROBS,
+    BAD_RETURNS,
+    BAD_VALUES,
+    BAD_WEIGHTS,
+    KL,
+    PPO,
+    REINFORCE,
+    lengths_ok,
+    log_ratios,
+    ppo_arguments,
+    present,
+    token_terms,
+    value_terms,
+)
 
-__all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
-           "reinforce_loss_tabular", "token_log_probs_tabular"]
+__all__ = [
+    "a2c_loss_tabular",
+    "kl_penalty_loss_tabular",
+    "ppo_loss_tabular",
+    "reinforce_loss_tabular",
+    "token_log_probs_tabular",
+]
 
 BAD_CONTEXTS = 31
 
@@ -43,17 +64,28 @@ def _ids_ok(table, contexts, lengths, index, rows, num_rows):
     """The shape check of token_log_probs_tabular: every per-token array (``lengths``) as long as
     ``contexts`` (N), ``index`` (S,), ``rows`` at least min(N, S) long, ``num_rows`` at least 1."""
     n, n_contexts = contexts.shape[0], table.shape[0]
-    return (table.ndim == 2 and lengths_ok(n, lengths) and index.shape == (n_contexts,)
-            and rows.ndim == 1 and rows.shape[0] >= min(n, n_contexts)
-            and num_rows.ndim == 1 and num_rows.shape[0] >= 1)
+    return (
+        table.ndim == 2
+        and lengths_ok(n, lengths)
+        and index.shape == (n_contexts,)
+        and rows.ndim == 1
+        and rows.shape[0] >= min(n, n_contexts)
+        and num_rows.ndim == 1
+        and num_rows.shape[0] >= 1
+    )
 
 
 def _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, n_stats):
     """The shape check every loss kernel does first: as ``_ids_ok``, plus ``grad`` with at least
     min(N, S) rows of V entries and ``stats`` at least ``n_stats`` long."""
-    return (_ids_ok(table, contexts, lengths, index, rows, num_rows) and grad.ndim == 2
-            and grad.shape[0] >= min(contexts.shape[0], table.shape[0])
-            and grad.shape[1] == table.shape[1] and stats.ndim == 1 and stats.shape[0] >= n_stats)
+    return (
+        _ids_ok(table, contexts, lengths, index, rows, num_rows)
+        and grad.ndim == 2
+        and grad.shape[0] >= min(contexts.shape[0], table.shape[0])
+        and grad.shape[1] == table.shape[1]
+        and stats.ndim == 1
+        and stats.shape[0] >= n_stats
+    )
 
 
 def _overlapping(written, read):
@@ -61,7 +93,7 @@ def _overlapping(written, read):
     memory with another written array or with one of ``read`` (status 8, OVERLAPPING_ARRAYS,
     checked before the first write; O(1) per pair, by address range)?"""
     for k, w in enumerate(written):
-        if written_overlaps(w, *written[k + 1:], *read):
+        if written_overlaps(w, *written[k + 1 :], *read):
             return True
     return False
 
@@ -114,8 +146,26 @@ def _log_probs(table, contexts, tokens, index, rows, num_rows):
     return 0, stat, logp
 
 
-def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, params, index,
-             rows, num_rows, token_loss, log_probs, ratios, grad, stats):
+def _tabular(
+    mode,
+    table,
+    contexts,
+    tokens,
+    x1,
+    x2,
+    x3,
+    weights,
+    seq_offsets,
+    params,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+):
     clip_low, clip_high, dual_clip, kl_coef, estimator, has_ref, seq_level = params
     n = len(tokens)
     status, stat, logp = _log_probs(table, contexts, tokens, index, rows, num_rows)
@@ -127,8 +177,20 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, pa
     acc = [[0.0] * table.shape[1] for _ in range(u)]
     sw = loss = pg = kl = clipped = dual = k1 = k3 = 0.0
     for i in range(n):
-        t = token_terms(mode, logp[i], x1[i], x2[i], x3[i], lr[i], clip_low, clip_high,
-                        dual_clip, kl_coef, estimator, has_ref)
+        t = token_terms(
+            mode,
+            logp[i],
+            x1[i],
+            x2[i],
+            x3[i],
+            lr[i],
+            clip_low,
+            clip_high,
+            dual_clip,
+            kl_coef,
+            estimator,
+            has_ref,
+        )
         w = weights[i]
         c = w * t[1]
         k = index[contexts[i]]
@@ -164,8 +226,7 @@ def _tabular(mode, table, contexts, tokens, x1, x2, x3, weights, seq_offsets, pa
     return 0
 
 
-def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs,
-                            num_threads):
+def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads):
     if not _ids_ok(table, contexts, (tokens.shape[0], log_probs.shape[0]), index, rows, num_rows):
         return BAD_SHAPES
     if _overlapping((index, rows, num_rows, log_probs), (table, contexts, tokens)):
@@ -182,14 +243,36 @@ def token_log_probs_tabular(table, contexts, tokens, index, rows, num_rows, log_
     return 0
 
 
-def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights, index, rows,
-                           num_rows, token_loss, log_probs, grad, stats, num_threads):
-    lengths = (tokens.shape[0], returns.shape[0], baselines.shape[0], weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0])
+def reinforce_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    returns,
+    baselines,
+    weights,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    grad,
+    stats,
+    num_threads,
+):
+    lengths = (
+        tokens.shape[0],
+        returns.shape[0],
+        baselines.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
-    if _overlapping((index, rows, num_rows, token_loss, log_probs, grad, stats),
-                    (table, contexts, tokens, returns, baselines, weights)):
+    if _overlapping(
+        (index, rows, num_rows, token_loss, log_probs, grad, stats),
+        (table, contexts, tokens, returns, baselines, weights),
+    ):
         return OVERLAPPING_ARRAYS
     c_, t_, r_, b_, w_ = (a.tolist() for a in (contexts, tokens, returns, baselines, weights))
     status = _check(table, c_, t_, w_)
@@ -200,47 +283,161 @@ def reinforce_loss_tabular(table, contexts, tokens, returns, baselines, weights,
     if not _finite(b_):
         return BAD_BASELINES
     n = len(t_)
-    return _tabular(REINFORCE, table, c_, t_, r_, b_, [0.0] * n, w_, [],
-                    (0.0, 0.0, 0.0, 0.0, 3, 0, 0), index, rows, num_rows, token_loss, log_probs,
-                    [0.0] * n, grad, stats)
+    return _tabular(
+        REINFORCE,
+        table,
+        c_,
+        t_,
+        r_,
+        b_,
+        [0.0] * n,
+        w_,
+        [],
+        (0.0, 0.0, 0.0, 0.0, 3, 0, 0),
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        [0.0] * n,
+        grad,
+        stats,
+    )
 
 
-def ppo_loss_tabular(table, contexts, tokens, old_log_probs, advantages, weights, ref_log_probs,
-                     sequence_offsets, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
-                     sequence_level, index, rows, num_rows, token_loss, log_probs, ratios, grad,
-                     stats, num_threads):
+def ppo_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    ref_log_probs,
+    sequence_offsets,
+    clip_low,
+    clip_high,
+    dual_clip,
+    kl_coef,
+    kl_estimator,
+    sequence_level,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    ratios,
+    grad,
+    stats,
+    num_threads,
+):
     n = contexts.shape[0]
-    lengths = (tokens.shape[0], old_log_probs.shape[0], advantages.shape[0], weights.shape[0],
-               present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
-               ratios.shape[0])
+    lengths = (
+        tokens.shape[0],
+        old_log_probs.shape[0],
+        advantages.shape[0],
+        weights.shape[0],
+        present(ref_log_probs.shape[0], n),
+        token_loss.shape[0],
+        log_probs.shape[0],
+        ratios.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 7):
         return BAD_SHAPES
-    if _overlapping((index, rows, num_rows, token_loss, log_probs, ratios, grad, stats),
-                    (table, contexts, tokens, old_log_probs, advantages, weights, ref_log_probs,
-                     sequence_offsets)):
+    if _overlapping(
+        (index, rows, num_rows, token_loss, log_probs, ratios, grad, stats),
+        (
+            table,
+            contexts,
+            tokens,
+            old_log_probs,
+            advantages,
+            weights,
+            ref_log_probs,
+            sequence_offsets,
+        ),
+    ):
         return OVERLAPPING_ARRAYS
-    c_, t_, o_, a_, w_, r_, s_ = (x.tolist() for x in (contexts, tokens, old_log_probs,
-                                                       advantages, weights, ref_log_probs,
-                                                       sequence_offsets))
+    c_, t_, o_, a_, w_, r_, s_ = (
+        x.tolist()
+        for x in (
+            contexts,
+            tokens,
+            old_log_probs,
+            advantages,
+            weights,
+            ref_log_probs,
+            sequence_offsets,
+        )
+    )
     status = _check(table, c_, t_, w_)
     if status:
         return status
-    status, r_, params = ppo_arguments(o_, a_, r_, s_, len(t_), clip_low, clip_high, dual_clip,
-                                       kl_coef, kl_estimator, sequence_level)
+    status, r_, params = ppo_arguments(
+        o_,
+        a_,
+        r_,
+        s_,
+        len(t_),
+        clip_low,
+        clip_high,
+        dual_clip,
+        kl_coef,
+        kl_estimator,
+        sequence_level,
+    )
     if status:
         return status
-    return _tabular(PPO, table, c_, t_, o_, a_, r_, w_, s_, params, index, rows, num_rows,
-                    token_loss, log_probs, ratios, grad, stats)
+    return _tabular(
+        PPO,
+        table,
+        c_,
+        t_,
+        o_,
+        a_,
+        r_,
+        w_,
+        s_,
+        params,
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        ratios,
+        grad,
+        stats,
+    )
 
 
-def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_estimator, index,
-                            rows, num_rows, token_loss, log_probs, grad, stats, num_threads):
-    lengths = (tokens.shape[0], ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
-               log_probs.shape[0])
+def kl_penalty_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    ref_log_probs,
+    weights,
+    kl_estimator,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    grad,
+    stats,
+    num_threads,
+):
+    lengths = (
+        tokens.shape[0],
+        ref_log_probs.shape[0],
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 1):
         return BAD_SHAPES
-    if _overlapping((index, rows, num_rows, token_loss, log_probs, grad, stats),
-                    (table, contexts, tokens, ref_log_probs, weights)):
+    if _overlapping(
+        (index, rows, num_rows, token_loss, log_probs, grad, stats),
+        (table, contexts, tokens, ref_log_probs, weights),
+    ):
         return OVERLAPPING_ARRAYS
     c_, t_, r_, w_ = (x.tolist() for x in (contexts, tokens, ref_log_probs, weights))
     status = _check(table, c_, t_, w_)
@@ -249,31 +446,79 @@ def kl_penalty_loss_tabular(table, contexts, tokens, ref_log_probs, weights, kl_
     if not _finite(r_):
         return BAD_REF_LOG_PROBS
     n = len(t_)
-    return _tabular(KL, table, c_, t_, [0.0] * n, [0.0] * n, r_, w_, [],
-                    (0.0, 0.0, 0.0, 0.0, int(kl_estimator), 1, 0), index, rows, num_rows,
-                    token_loss, log_probs, [0.0] * n, grad, stats)
+    return _tabular(
+        KL,
+        table,
+        c_,
+        t_,
+        [0.0] * n,
+        [0.0] * n,
+        r_,
+        w_,
+        [],
+        (0.0, 0.0, 0.0, 0.0, int(kl_estimator), 1, 0),
+        index,
+        rows,
+        num_rows,
+        token_loss,
+        log_probs,
+        [0.0] * n,
+        grad,
+        stats,
+    )
 
 
-def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_values, weights,
-                     value_clip, value_coef, entropy_coef, index, rows, num_rows, token_loss,
-                     log_probs, entropies, grad, value_grad, stats, num_threads):
+def a2c_loss_tabular(
+    table,
+    contexts,
+    tokens,
+    advantages,
+    values,
+    returns,
+    old_values,
+    weights,
+    value_clip,
+    value_coef,
+    entropy_coef,
+    index,
+    rows,
+    num_rows,
+    token_loss,
+    log_probs,
+    entropies,
+    grad,
+    value_grad,
+    stats,
+    num_threads,
+):
     """A2C (policy term, value term, entropy bonus) on a table.  Row statistics as above plus the
     row entropy H_u; per token the terms of the per-token a2c_loss; per row
     ``G[u, j] = ((-C_u) * p_uj + E_u * h_uj) + A[u, j]`` with ``E_u`` = sum of w_i * entropy_coef
     over the row's tokens and ``h_uj = p_uj * ((x_j - lse_u) + H_u)`` (0 where p_uj = 0)."""
     n = contexts.shape[0]
     n_old = old_values.shape[0]  # read only with value clipping
-    lengths = (tokens.shape[0], advantages.shape[0], values.shape[0], returns.shape[0],
-               n_old if value_clip > 0.0 else present(n_old, n), weights.shape[0],
-               token_loss.shape[0], log_probs.shape[0], entropies.shape[0], value_grad.shape[0])
+    lengths = (
+        tokens.shape[0],
+        advantages.shape[0],
+        values.shape[0],
+        returns.shape[0],
+        n_old if value_clip > 0.0 else present(n_old, n),
+        weights.shape[0],
+        token_loss.shape[0],
+        log_probs.shape[0],
+        entropies.shape[0],
+        value_grad.shape[0],
+    )
     if not _shapes_ok(table, contexts, lengths, index, rows, num_rows, grad, stats, 4):
         return BAD_SHAPES
-    if _overlapping((index, rows, num_rows, token_loss, log_probs, entropies, grad, value_grad,
-                     stats), (table, contexts, tokens, advantages, values, returns, old_values,
-                              weights)):
+    if _overlapping(
+        (index, rows, num_rows, token_loss, log_probs, entropies, grad, value_grad, stats),
+        (table, contexts, tokens, advantages, values, returns, old_values, weights),
+    ):
         return OVERLAPPING_ARRAYS
-    c_, t_, a_, v_, r_, o_, w_ = (x.tolist() for x in (contexts, tokens, advantages, values,
-                                                       returns, old_values, weights))
+    c_, t_, a_, v_, r_, o_, w_ = (
+        x.tolist() for x in (contexts, tokens, advantages, values, returns, old_values, weights)
+    )
     status = _check(table, c_, t_, w_)
     if status:
         return status
@@ -316,8 +561,10 @@ def a2c_loss_tabular(table, contexts, tokens, advantages, values, returns, old_v
         x, total, e, lse = stat[k]
         p = probs(e, total)
         nc, ce = -csum[k], esum[k]
-        grad[k] = [(nc * p[j] + ce * (p[j] * ((x[j] - lse) + ent[k]) if p[j] > 0.0 else 0.0))
-                   + acc[k][j] for j in range(len(x))]
+        grad[k] = [
+            (nc * p[j] + ce * (p[j] * ((x[j] - lse) + ent[k]) if p[j] > 0.0 else 0.0)) + acc[k][j]
+            for j in range(len(x))
+        ]
     stats[0] = loss
     stats[1] = pgs
     stats[2] = vls

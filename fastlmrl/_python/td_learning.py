@@ -4,8 +4,13 @@ Arithmetic is done in double precision on Python floats and each result is round
 stored into the table (or ``td_out``); the compiled backends do exactly the same.
 """
 
-__all__ = ["double_q_learning_update", "expected_sarsa_update", "q_learning_update",
-           "q_learning_update_one", "sarsa_update"]
+__all__ = [
+    "double_q_learning_update",
+    "expected_sarsa_update",
+    "q_learning_update",
+    "q_learning_update_one",
+    "sarsa_update",
+]
 from operator import index
 
 from .._status import Status
@@ -17,9 +22,15 @@ def _shapes_ok(q, q2, states, actions, rewards, next_states, next_actions, termi
     """The shape check (first): q2 of q's shape, every per-transition array of states' length N.
     A kernel without a second table (next actions) passes q (states) again."""
     n = states.shape[0]
-    return (q2.shape == q.shape and actions.shape[0] == n and rewards.shape[0] == n
-            and next_states.shape[0] == n and next_actions.shape[0] == n
-            and terminated.shape[0] == n and td_out.shape[0] == n)
+    return (
+        q2.shape == q.shape
+        and actions.shape[0] == n
+        and rewards.shape[0] == n
+        and next_states.shape[0] == n
+        and next_actions.shape[0] == n
+        and terminated.shape[0] == n
+        and td_out.shape[0] == n
+    )
 
 
 def kernel_types(written=(), ids=()):
@@ -37,7 +48,7 @@ def kernel_types(written=(), ids=()):
 
 def _batch_overlaps(tables, inputs, td_out):
     for k, w in enumerate(tables):
-        if written_overlaps(w, *tables[k + 1:], *inputs, td_out):
+        if written_overlaps(w, *tables[k + 1 :], *inputs, td_out):
             return True
     return written_overlaps(td_out, *inputs)
 
@@ -83,8 +94,10 @@ def _check(q, states, actions, rewards, next_states, next_actions=None):
 
 
 def q_learning_update(q, states, actions, rewards, next_states, terminated, alpha, gamma, td_out):
-    kernel_types((("q", q), ("td_out", td_out)),
-                 (("states", states), ("actions", actions), ("next_states", next_states)))
+    kernel_types(
+        (("q", q), ("td_out", td_out)),
+        (("states", states), ("actions", actions), ("next_states", next_states)),
+    )
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
     if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
@@ -141,22 +154,32 @@ def q_learning_update_one(q, state, action, reward, next_state, terminated, alph
     return 0, as_table_dtype(q, td)
 
 
-def sarsa_update(q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma,
-                 td_out):
-    kernel_types((("q", q), ("td_out", td_out)),
-                 (("states", states), ("actions", actions), ("next_states", next_states),
-                  ("next_actions", next_actions)))
-    if not _shapes_ok(q, q, states, actions, rewards, next_states, next_actions, terminated,
-                      td_out):
+def sarsa_update(
+    q, states, actions, rewards, next_states, next_actions, terminated, alpha, gamma, td_out
+):
+    kernel_types(
+        (("q", q), ("td_out", td_out)),
+        (
+            ("states", states),
+            ("actions", actions),
+            ("next_states", next_states),
+            ("next_actions", next_actions),
+        ),
+    )
+    if not _shapes_ok(
+        q, q, states, actions, rewards, next_states, next_actions, terminated, td_out
+    ):
         return BAD_SHAPES
-    if _batch_overlaps((q,), (states, actions, rewards, next_states, next_actions, terminated),
-                       td_out):
+    if _batch_overlaps(
+        (q,), (states, actions, rewards, next_states, next_actions, terminated), td_out
+    ):
         return OVERLAPPING_ARRAYS
     status = rates_status(alpha, gamma)
     if status:
         return status
-    s_, a_, r_, n_, b_, t_ = (x.tolist() for x in (states, actions, rewards, next_states,
-                                                    next_actions, terminated))
+    s_, a_, r_, n_, b_, t_ = (
+        x.tolist() for x in (states, actions, rewards, next_states, next_actions, terminated)
+    )
     status = _check(q, s_, a_, r_, n_, b_)
     if status:
         return status
@@ -170,10 +193,13 @@ def sarsa_update(q, states, actions, rewards, next_states, next_actions, termina
     return 0
 
 
-def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, alpha, gamma,
-                          epsilon, td_out):
-    kernel_types((("q", q), ("td_out", td_out)),
-                 (("states", states), ("actions", actions), ("next_states", next_states)))
+def expected_sarsa_update(
+    q, states, actions, rewards, next_states, terminated, alpha, gamma, epsilon, td_out
+):
+    kernel_types(
+        (("q", q), ("td_out", td_out)),
+        (("states", states), ("actions", actions), ("next_states", next_states)),
+    )
     if not _shapes_ok(q, q, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
     if _batch_overlaps((q,), (states, actions, rewards, next_states, terminated), td_out):
@@ -204,12 +230,14 @@ def expected_sarsa_update(q, states, actions, rewards, next_states, terminated, 
     return 0
 
 
-def double_q_learning_update(q1, q2, states, actions, rewards, next_states, terminated, alpha,
-                             gamma, key, counter, td_out):
-    kernel_types((("q1", q1), ("q2", q2), ("td_out", td_out)),
-                 (("states", states), ("actions", actions), ("next_states", next_states)))
-    if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated,
-                      td_out):
+def double_q_learning_update(
+    q1, q2, states, actions, rewards, next_states, terminated, alpha, gamma, key, counter, td_out
+):
+    kernel_types(
+        (("q1", q1), ("q2", q2), ("td_out", td_out)),
+        (("states", states), ("actions", actions), ("next_states", next_states)),
+    )
+    if not _shapes_ok(q1, q2, states, actions, rewards, next_states, states, terminated, td_out):
         return BAD_SHAPES
     if _batch_overlaps((q1, q2), (states, actions, rewards, next_states, terminated), td_out):
         return OVERLAPPING_ARRAYS

@@ -10,14 +10,28 @@ not import this package (nor torch); importing it does.
 * :mod:`fastlmrl.neural.pretraining`: :func:`pretrain` a small model from scratch on the built-in
   corpus (plus examples of the verifiable tasks), :func:`pretrained_model` (cached on disk).
 """
-from .model import (ARCHITECTURES, build_model, default_model_config, load_model,  # noqa: F401
-                    read_metadata, require_transformers, save_model)
+
+from .model import (  # noqa: F401
+    ARCHITECTURES,
+    build_model,
+    default_model_config,
+    load_model,
+    read_metadata,
+    require_transformers,
+    save_model,
+)
 
 require_transformers()
 
-from .pretraining import (PretrainResult, generate_completions,  # noqa: E402
-                       held_out_perplexity, model_cache_dir, pretrain, pretrained_model,
-                       task_success_rate)
+from .pretraining import (  # noqa: E402
+    PretrainResult,
+    generate_completions,
+    held_out_perplexity,
+    model_cache_dir,
+    pretrain,
+    pretrained_model,
+    task_success_rate,
+)
 from .tokenizer import TokenizerAdapter, as_tokenizer  # noqa: E402
 
 __all__ = [

@@ -17,6 +17,7 @@ built from a config with random weights -- fastlmrl writes no transformer of its
 
 Install with ``pip install 'fastlmrl[neural]'`` (torch and transformers).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,16 @@ import shutil
 from .._atomic import as_path, temp_name
 from .tokenizer import FASTLMRL_TOKENIZER_FILE, TokenizerAdapter, as_tokenizer
 
-__all__ = ["ARCHITECTURES", "METADATA_FILE", "build_model", "default_model_config",
-           "load_model", "read_metadata", "require_transformers", "save_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "METADATA_FILE",
+    "build_model",
+    "default_model_config",
+    "load_model",
+    "read_metadata",
+    "require_transformers",
+    "save_model",
+]
 
 #: Architectures :func:`build_model` knows.
 ARCHITECTURES = ("gpt2", "llama")
@@ -35,8 +44,14 @@ ARCHITECTURES = ("gpt2", "llama")
 METADATA_FILE = "fastlmrl_model.json"
 _INSTALL = "pip install 'fastlmrl[neural]'"
 # files one of which a Hugging Face tokenizer folder holds
-_HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt",
-                       "tokenizer.model", "spiece.model")
+_HF_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+)
 
 
 def require_transformers():
@@ -44,9 +59,11 @@ def require_transformers():
     try:
         import torch  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"fastlmrl.neural needs PyTorch and transformers: {_INSTALL} (CPU-only "
-                          f"torch: pip install torch --index-url "
-                          f"https://download.pytorch.org/whl/cpu)") from exc
+        raise ImportError(
+            f"fastlmrl.neural needs PyTorch and transformers: {_INSTALL} (CPU-only "
+            f"torch: pip install torch --index-url "
+            f"https://download.pytorch.org/whl/cpu)"
+        ) from exc
     try:
         import transformers
     except ImportError as exc:
@@ -72,10 +89,18 @@ def _optional_id(x, name: str, vocab_size: int):
     return int(x)
 
 
-def default_model_config(vocab_size: int, *, architecture: str = "gpt2", n_layer: int = 2,
-                         n_embd: int = 128, n_head: int = 4, n_positions: int = 256,
-                         bos_token_id: int | None = 0, eos_token_id: int | None = 1,
-                         pad_token_id: int | None = None):
+def default_model_config(
+    vocab_size: int,
+    *,
+    architecture: str = "gpt2",
+    n_layer: int = 2,
+    n_embd: int = 128,
+    n_head: int = 4,
+    n_positions: int = 256,
+    bos_token_id: int | None = 0,
+    eos_token_id: int | None = 1,
+    pad_token_id: int | None = None,
+):
     """A ``transformers`` config of a small causal LM (``GPT2Config`` or ``LlamaConfig``).
 
     ``n_embd`` must be a multiple of ``n_head``.  GPT-2: ``n_inner = 4 * n_embd``, GELU, learned
@@ -93,25 +118,52 @@ def default_model_config(vocab_size: int, *, architecture: str = "gpt2", n_layer
     n_positions = _positive(n_positions, "n_positions")
     if n_embd % n_head:
         raise ValueError(f"n_embd = {n_embd} must be a multiple of n_head = {n_head}")
-    ids = dict(bos_token_id=_optional_id(bos_token_id, "bos_token_id", vocab_size),
-               eos_token_id=_optional_id(eos_token_id, "eos_token_id", vocab_size),
-               pad_token_id=_optional_id(pad_token_id, "pad_token_id", vocab_size))
+    ids = dict(
+        bos_token_id=_optional_id(bos_token_id, "bos_token_id", vocab_size),
+        eos_token_id=_optional_id(eos_token_id, "eos_token_id", vocab_size),
+        pad_token_id=_optional_id(pad_token_id, "pad_token_id", vocab_size),
+    )
     if architecture == "gpt2":
         return transformers.GPT2Config(
-            vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-            n_head=n_head, n_inner=4 * n_embd, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            tie_word_embeddings=True, **ids)
+            vocab_size=vocab_size,
+            n_positions=n_positions,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_inner=4 * n_embd,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=True,
+            **ids,
+        )
     return transformers.LlamaConfig(
-        vocab_size=vocab_size, hidden_size=n_embd, intermediate_size=4 * n_embd,
-        num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
-        max_position_embeddings=n_positions, attention_dropout=0.0, tie_word_embeddings=True,
-        **ids)
+        vocab_size=vocab_size,
+        hidden_size=n_embd,
+        intermediate_size=4 * n_embd,
+        num_hidden_layers=n_layer,
+        num_attention_heads=n_head,
+        num_key_value_heads=n_head,
+        max_position_embeddings=n_positions,
+        attention_dropout=0.0,
+        tie_word_embeddings=True,
+        **ids,
+    )
 
 
-def build_model(vocab_size: int, *, architecture: str = "gpt2", n_layer: int = 2,
-                n_embd: int = 128, n_head: int = 4, n_positions: int = 256, seed: int = 0,
-                bos_token_id: int | None = 0, eos_token_id: int | None = 1,
-                pad_token_id: int | None = None):
+def build_model(
+    vocab_size: int,
+    *,
+    architecture: str = "gpt2",
+    n_layer: int = 2,
+    n_embd: int = 128,
+    n_head: int = 4,
+    n_positions: int = 256,
+    seed: int = 0,
+    bos_token_id: int | None = 0,
+    eos_token_id: int | None = 1,
+    pad_token_id: int | None = None,
+):
     """A randomly initialised ``transformers`` causal LM (``GPT2LMHeadModel`` /
     ``LlamaForCausalLM``) of :func:`default_model_config`, in eval mode (no dropout anyway).
 
@@ -120,16 +172,23 @@ def build_model(vocab_size: int, *, architecture: str = "gpt2", n_layer: int = 2
     """
     transformers = require_transformers()
     import torch
+
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not 0 <= seed < 2 ** 63:
+    if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    config = default_model_config(vocab_size, architecture=architecture, n_layer=n_layer,
-                                  n_embd=n_embd, n_head=n_head, n_positions=n_positions,
-                                  bos_token_id=bos_token_id, eos_token_id=eos_token_id,
-                                  pad_token_id=pad_token_id)
-    cls = transformers.GPT2LMHeadModel if architecture == "gpt2" \
-        else transformers.LlamaForCausalLM
+    config = default_model_config(
+        vocab_size,
+        architecture=architecture,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_positions=n_positions,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    cls = transformers.GPT2LMHeadModel if architecture == "gpt2" else transformers.LlamaForCausalLM
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
@@ -142,11 +201,13 @@ class _quiet_progress:
 
     def __enter__(self):
         from transformers.utils import logging
+
         self._was = logging.is_progress_bar_enabled()
         logging.disable_progress_bar()
 
     def __exit__(self, *exc):
         from transformers.utils import logging
+
         if self._was:
             logging.enable_progress_bar()
         return False
@@ -169,8 +230,10 @@ def save_model(model, tokenizer, folder, *, metadata: dict | None = None) -> Non
     require_transformers()
     path = as_path(folder, "folder")
     if not hasattr(model, "save_pretrained"):
-        raise TypeError(f"model must be a transformers PreTrainedModel (with save_pretrained), "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a transformers PreTrainedModel (with save_pretrained), "
+            f"got {type(model).__name__}"
+        )
     adapter = as_tokenizer(tokenizer)
     meta = {"format": "fastlmrl.model", "version": 1, "tokenizer": adapter.kind}
     if metadata is not None:
@@ -244,8 +307,10 @@ def load_model(folder):
     if not os.path.isdir(path):
         raise ValueError(f"model folder {path!r} is not a folder")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(f"model folder {path!r} holds no config.json: not a saved model "
-                         f"(fastlmrl.neural.save_model or save_pretrained)")
+        raise ValueError(
+            f"model folder {path!r} holds no config.json: not a saved model "
+            f"(fastlmrl.neural.save_model or save_pretrained)"
+        )
     try:
         with _quiet_progress():
             model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
@@ -255,19 +320,26 @@ def load_model(folder):
     ours = os.path.join(path, FASTLMRL_TOKENIZER_FILE)
     if os.path.isfile(ours):
         from ..tokenizers import load_tokenizer
+
         tokenizer = load_tokenizer(ours)
     else:
         present = [f for f in _HF_TOKENIZER_FILES if os.path.isfile(os.path.join(path, f))]
         if not present:
-            raise ValueError(f"model folder {path!r}: no tokenizer found ({FASTLMRL_TOKENIZER_FILE}"
-                             f" or Hugging Face tokenizer files: {', '.join(_HF_TOKENIZER_FILES)})")
+            raise ValueError(
+                f"model folder {path!r}: no tokenizer found ({FASTLMRL_TOKENIZER_FILE}"
+                f" or Hugging Face tokenizer files: {', '.join(_HF_TOKENIZER_FILES)})"
+            )
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"model folder {path!r}: no tokenizer found ({FASTLMRL_TOKENIZER_FILE}"
-                             f" or Hugging Face tokenizer files): {exc}") from None
+            raise ValueError(
+                f"model folder {path!r}: no tokenizer found ({FASTLMRL_TOKENIZER_FILE}"
+                f" or Hugging Face tokenizer files): {exc}"
+            ) from None
     adapter = TokenizerAdapter(tokenizer)
     if adapter.vocab_size > model.get_input_embeddings().weight.shape[0]:
-        raise ValueError(f"model folder {path!r}: the tokenizer has {adapter.vocab_size} ids but "
-                         f"the model only {model.get_input_embeddings().weight.shape[0]}")
+        raise ValueError(
+            f"model folder {path!r}: the tokenizer has {adapter.vocab_size} ids but "
+            f"the model only {model.get_input_embeddings().weight.shape[0]}"
+        )
     return model, adapter

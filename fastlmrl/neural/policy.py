@@ -27,11 +27,12 @@ position ``t``.
 **Reference.**  :meth:`NeuralPolicy.frozen_copy` returns a deep copy of the model with
 ``requires_grad=False`` in eval mode: :math:`\pi_{\mathrm{ref}}` of the KL term.
 """
+
 from __future__ import annotations
 
 import copy
 import inspect
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -43,8 +44,9 @@ __all__ = ["ModelOutput", "NeuralPolicy", "position_ids_from_mask"]
 
 class ModelOutput(NamedTuple):
     """What :meth:`NeuralPolicy.forward` returns."""
-    logits: Optional[Tensor]  #: (B, T, V), None when only hidden states were asked for
-    hidden: Optional[Tensor]  #: (B, T, H) last hidden states (None unless requested)
+
+    logits: Tensor | None  #: (B, T, V), None when only hidden states were asked for
+    hidden: Tensor | None  #: (B, T, H) last hidden states (None unless requested)
     past_key_values: object  #: the model's key/value cache (None unless ``use_cache``)
 
 
@@ -85,12 +87,14 @@ class NeuralPolicy(nn.Module):
         self.model = model
         self.tokenizer = as_tokenizer(tokenizer)
         params = _parameters(model.forward)
-        self._takes = {name: _accepts(params, name) for name in (
-            "attention_mask", "position_ids", "use_cache", "output_hidden_states")}
+        self._takes = {
+            name: _accepts(params, name)
+            for name in ("attention_mask", "position_ids", "use_cache", "output_hidden_states")
+        }
         # the cache argument must be named explicitly (``cache`` in transformers >= 5.2x,
         # ``past_key_values`` before); a bare **kwargs may ignore it
         self._cache_arg = next((n for n in ("cache", "past_key_values") if n in params), None)
-        self._fused: Optional[bool] = None
+        self._fused: bool | None = None
         self._trunk_ok = False  # base_model's last_hidden_state == hidden_states[-1]
         self._takes_keep = "logits_to_keep" in params
         self.value_head = None
@@ -111,7 +115,7 @@ class NeuralPolicy(nn.Module):
     def supports_hidden_states(self) -> bool:
         return self._takes["output_hidden_states"]
 
-    def output_layer(self) -> Optional[nn.Linear]:
+    def output_layer(self) -> nn.Linear | None:
         """The model's output layer when it is an ``nn.Linear`` (``get_output_embeddings()``)."""
         get = getattr(self.model, "get_output_embeddings", None)
         layer = get() if callable(get) else None
@@ -125,9 +129,11 @@ class NeuralPolicy(nn.Module):
         for name in ("hidden_size", "n_embd", "d_model"):
             if config is not None and isinstance(getattr(config, name, None), int):
                 return int(getattr(config, name))
-        raise ValueError("value_head=True needs the model's hidden size: give a model with an "
-                         "nn.Linear output layer (get_output_embeddings()) or a config with "
-                         "hidden_size")
+        raise ValueError(
+            "value_head=True needs the model's hidden size: give a model with an "
+            "nn.Linear output layer (get_output_embeddings()) or a config with "
+            "hidden_size"
+        )
 
     def fused_head(self) -> bool:
         """Whether ``logits == hidden[-1] @ W.T (+ b)`` for this model (checked once, on a
@@ -146,9 +152,11 @@ class NeuralPolicy(nn.Module):
                         trunk = self._trunk()
                         if self._fused and trunk is not None:
                             try:
-                                last = trunk(ids, attention_mask=torch.ones_like(ids),
-                                             position_ids=position_ids_from_mask(
-                                                 torch.ones_like(ids))).last_hidden_state
+                                last = trunk(
+                                    ids,
+                                    attention_mask=torch.ones_like(ids),
+                                    position_ids=position_ids_from_mask(torch.ones_like(ids)),
+                                ).last_hidden_state
                                 self._trunk_ok = bool(torch.equal(last, out.hidden))
                             except (TypeError, ValueError, AttributeError, RuntimeError):
                                 self._trunk_ok = False
@@ -160,10 +168,18 @@ class NeuralPolicy(nn.Module):
         return trunk if isinstance(trunk, nn.Module) and trunk is not self.model else None
 
     # -- forward --------------------------------------------------------------------------------
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *,
-                position_ids: Optional[Tensor] = None, past_key_values=None,
-                use_cache: bool = False, hidden: bool = False,
-                logits: bool = True, last_only: bool = False) -> ModelOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        position_ids: Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+        hidden: bool = False,
+        logits: bool = True,
+        last_only: bool = False,
+    ) -> ModelOutput:
         """Run the model.  ``position_ids`` default to :func:`position_ids_from_mask`;
         ``hidden=True`` also returns the last hidden states (``output_hidden_states``);
         ``logits=False`` with ``hidden=True`` runs only the trunk (``model.base_model``) when
@@ -184,13 +200,15 @@ class NeuralPolicy(nn.Module):
             kwargs["attention_mask"] = attention_mask
         if self._takes["position_ids"]:
             if position_ids is None and attention_mask is not None:
-                position_ids = position_ids_from_mask(attention_mask)[:, -input_ids.shape[1]:]
+                position_ids = position_ids_from_mask(attention_mask)[:, -input_ids.shape[1] :]
             if position_ids is not None:
                 kwargs["position_ids"] = position_ids
         if use_cache:
             if not self.supports_cache:
-                raise ValueError("this model's forward takes no past_key_values / use_cache: "
-                                 "generate with use_cache=False")
+                raise ValueError(
+                    "this model's forward takes no past_key_values / use_cache: "
+                    "generate with use_cache=False"
+                )
             kwargs["use_cache"] = True
             if past_key_values is not None:
                 kwargs[self._cache_arg] = past_key_values
@@ -214,19 +232,27 @@ class NeuralPolicy(nn.Module):
             if cache is None:
                 cache = getattr(out, "past_key_values", None)
         width = 1 if last_only and self._takes_keep else input_ids.shape[1]
-        if not isinstance(out_logits, Tensor) or out_logits.ndim != 3 \
-                or tuple(out_logits.shape[:2]) != (input_ids.shape[0], width):
-            raise ValueError(f"the model must return logits of shape (B, T, V) = "
-                             f"{(input_ids.shape[0], width)} + (V,), got "
-                             f"{getattr(out_logits, 'shape', type(out_logits).__name__)}")
+        if (
+            not isinstance(out_logits, Tensor)
+            or out_logits.ndim != 3
+            or tuple(out_logits.shape[:2]) != (input_ids.shape[0], width)
+        ):
+            raise ValueError(
+                f"the model must return logits of shape (B, T, V) = "
+                f"{(input_ids.shape[0], width)} + (V,), got "
+                f"{getattr(out_logits, 'shape', type(out_logits).__name__)}"
+            )
         if out_logits.shape[-1] < self.tokenizer.vocab_size:
-            raise ValueError(f"the model has V = {out_logits.shape[-1]} logits, fewer than the "
-                             f"tokenizer's vocab_size = {self.tokenizer.vocab_size}")
+            raise ValueError(
+                f"the model has V = {out_logits.shape[-1]} logits, fewer than the "
+                f"tokenizer's vocab_size = {self.tokenizer.vocab_size}"
+            )
         last = None
         if hidden:
             if states is None:
-                raise ValueError("the model returned no hidden_states for "
-                                 "output_hidden_states=True")
+                raise ValueError(
+                    "the model returned no hidden_states for output_hidden_states=True"
+                )
             last = states[-1]
         return ModelOutput(out_logits if logits else None, last, cache if use_cache else None)
 
@@ -244,7 +270,7 @@ class NeuralPolicy(nn.Module):
             p.requires_grad_(False)
         return ref
 
-    def with_model(self, model: nn.Module) -> "NeuralPolicy":
+    def with_model(self, model: nn.Module) -> NeuralPolicy:
         """A policy over another model with the same tokenizer (no value head): e.g. the frozen
         reference, to reuse :meth:`forward`."""
         return NeuralPolicy(model, self.tokenizer)

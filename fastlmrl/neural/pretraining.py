@@ -61,6 +61,7 @@ limit shortened (``time_limited``) depends on the machine's speed.
 setting but ``seconds``, the seed, :data:`RECIPE` and the fastlmrl / torch / transformers
 versions.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,9 +83,18 @@ from ..verifiable_tasks import VerifiableTask, get_task
 from .model import build_model, load_model, read_metadata, require_transformers, save_model
 from .tokenizer import TokenizerAdapter, as_tokenizer
 
-__all__ = ["DEFAULT_SECONDS", "DEFAULT_STEPS", "DEFAULT_TASKS", "PretrainResult",
-           "generate_completions", "held_out_perplexity", "model_cache_dir", "pretrain",
-           "pretrained_model", "task_success_rate"]
+__all__ = [
+    "DEFAULT_SECONDS",
+    "DEFAULT_STEPS",
+    "DEFAULT_TASKS",
+    "PretrainResult",
+    "generate_completions",
+    "held_out_perplexity",
+    "model_cache_dir",
+    "pretrain",
+    "pretrained_model",
+    "task_success_rate",
+]
 
 #: Verifiable tasks mixed into the default pretraining text.
 DEFAULT_TASKS = ("arithmetic", "reverse", "sort")
@@ -100,47 +110,54 @@ DEFAULT_SECONDS = 48.0
 class PretrainResult:
     """What :func:`pretrain` / :func:`pretrained_model` return."""
 
-    model: object                 #: the trained ``transformers`` model (eval mode)
-    tokenizer: TokenizerAdapter   #: its tokenizer (``tokenizer.tokenizer`` is the CharTokenizer)
-    perplexity: float             #: held-out perplexity of the model
-    ngram_perplexity: float       #: held-out perplexity of the n-gram LM (same training lines)
-    uniform_perplexity: float     #: V: the perplexity of the uniform model
-    initial_perplexity: float     #: held-out perplexity of the untrained model
-    steps: int                    #: optimizer steps done
-    tokens: int                   #: training tokens processed (steps x batch x block)
-    seconds: float                #: training time (s, wall clock)
-    tokens_per_second: float      #: ``tokens / seconds`` (training throughput, wall clock)
-    time_limited: bool            #: True when ``seconds`` stopped training before ``steps``
-    task_success: dict            #: {task: greedy success rate on held-out problems}
-    task_success_sampled: dict    #: {task: success rate sampling at temperature 1}
-    n_parameters: int             #: number of scalar parameters of the model (shared ones once)
-    config: dict                  #: every setting (JSON values), the cache key's input
-    folder: str | None = None     #: where the model is saved (the cache folder), if anywhere
-    from_cache: bool = False      #: True: loaded from the cache (numbers of the run that made it)
+    model: object  #: the trained ``transformers`` model (eval mode)
+    tokenizer: TokenizerAdapter  #: its tokenizer (``tokenizer.tokenizer`` is the CharTokenizer)
+    perplexity: float  #: held-out perplexity of the model
+    ngram_perplexity: float  #: held-out perplexity of the n-gram LM (same training lines)
+    uniform_perplexity: float  #: V: the perplexity of the uniform model
+    initial_perplexity: float  #: held-out perplexity of the untrained model
+    steps: int  #: optimizer steps done
+    tokens: int  #: training tokens processed (steps x batch x block)
+    seconds: float  #: training time (s, wall clock)
+    tokens_per_second: float  #: ``tokens / seconds`` (training throughput, wall clock)
+    time_limited: bool  #: True when ``seconds`` stopped training before ``steps``
+    task_success: dict  #: {task: greedy success rate on held-out problems}
+    task_success_sampled: dict  #: {task: success rate sampling at temperature 1}
+    n_parameters: int  #: number of scalar parameters of the model (shared ones once)
+    config: dict  #: every setting (JSON values), the cache key's input
+    folder: str | None = None  #: where the model is saved (the cache folder), if anywhere
+    from_cache: bool = False  #: True: loaded from the cache (numbers of the run that made it)
     cpu_seconds: float = math.nan  #: CPU time of the training loop (process time, all threads)
 
     def summary(self) -> str:
         """A few lines for people."""
-        lines = [f"model: {self.config['architecture']} {self.n_parameters:,} parameters, "
-                 f"{self.steps} steps, {self.tokens:,} tokens in {self.seconds:.1f} s "
-                 f"(CPU {self.cpu_seconds:.1f} s; {self.steps / max(self.seconds, 1e-9):.1f} "
-                 f"steps/s, {self.tokens_per_second:,.0f} tokens/s)"
-                 + (" [stopped by the time limit]" if self.time_limited else ""),
-                 f"held-out perplexity: model {self.perplexity:.3f}, "
-                 f"{self.config['ngram_order']}-gram LM {self.ngram_perplexity:.3f}, "
-                 f"untrained model {self.initial_perplexity:.2f}, uniform "
-                 f"{self.uniform_perplexity:.0f}"]
+        lines = [
+            f"model: {self.config['architecture']} {self.n_parameters:,} parameters, "
+            f"{self.steps} steps, {self.tokens:,} tokens in {self.seconds:.1f} s "
+            f"(CPU {self.cpu_seconds:.1f} s; {self.steps / max(self.seconds, 1e-9):.1f} "
+            f"steps/s, {self.tokens_per_second:,.0f} tokens/s)"
+            + (" [stopped by the time limit]" if self.time_limited else ""),
+            f"held-out perplexity: model {self.perplexity:.3f}, "
+            f"{self.config['ngram_order']}-gram LM {self.ngram_perplexity:.3f}, "
+            f"untrained model {self.initial_perplexity:.2f}, uniform "
+            f"{self.uniform_perplexity:.0f}",
+        ]
         for name, rate in self.task_success.items():
-            lines.append(f"task {name}: held-out success greedy {rate:.1%}, sampled (T=1) "
-                         f"{self.task_success_sampled.get(name, float('nan')):.1%}")
+            lines.append(
+                f"task {name}: held-out success greedy {rate:.1%}, sampled (T=1) "
+                f"{self.task_success_sampled.get(name, float('nan')):.1%}"
+            )
         if self.folder:
             lines.append(f"saved in {self.folder}" + (" (cache hit)" if self.from_cache else ""))
         return "\n".join(lines)
 
     def metrics(self) -> dict:
         """The numbers (JSON values), as stored beside a cached model."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("model", "tokenizer", "folder", "from_cache")}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("model", "tokenizer", "folder", "from_cache")
+        }
 
 
 def model_cache_dir() -> str:
@@ -154,7 +171,7 @@ def model_cache_dir() -> str:
 
 
 # -- argument checks ------------------------------------------------------------------------------
-def _int(x, name: str, lo: int, hi: int = 2 ** 31 - 1) -> int:
+def _int(x, name: str, lo: int, hi: int = 2**31 - 1) -> int:
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
     if not lo <= x <= hi:
@@ -183,8 +200,9 @@ def _tasks(tasks) -> list:
         if isinstance(t, str):
             t = get_task(t)
         if not isinstance(t, VerifiableTask):
-            raise TypeError(f"tasks[{i}] must be a task name or a VerifiableTask, got "
-                            f"{type(t).__name__}")
+            raise TypeError(
+                f"tasks[{i}] must be a task name or a VerifiableTask, got {type(t).__name__}"
+            )
         out.append(t)
     if len({t.name for t in out}) != len(out):
         raise ValueError("tasks must not repeat a task")
@@ -195,6 +213,7 @@ def _tasks(tasks) -> list:
 def _training_lines(corpus_train: str, tasks: list, task_examples: int, seed: int) -> list:
     """Corpus lines and task example lines, interleaved deterministically."""
     from ..rng import permutation
+
     lines = [ln.strip() for ln in corpus_train.splitlines() if ln.strip()]
     for j, task in enumerate(tasks):
         lines.extend(task.examples(task_examples, seed=seed + 1000 * (j + 1), split="train"))
@@ -204,6 +223,7 @@ def _training_lines(corpus_train: str, tasks: list, task_examples: int, seed: in
 
 def _stream(lines: list, tokenizer: CharTokenizer):
     import torch
+
     parts = []
     for ln in lines:
         parts.append(tokenizer.encode(ln, add_bos=True, add_eos=True))
@@ -212,6 +232,7 @@ def _stream(lines: list, tokenizer: CharTokenizer):
 
 def _padded_batch(seqs: list, pad: int):
     import torch
+
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -221,24 +242,30 @@ def _padded_batch(seqs: list, pad: int):
     return ids, mask
 
 
-def held_out_perplexity(model, tokenizer: CharTokenizer, text: str, *,
-                        batch_size: int = 64) -> float:
+def held_out_perplexity(
+    model, tokenizer: CharTokenizer, text: str, *, batch_size: int = 64
+) -> float:
     """Perplexity of ``model`` on the non-blank lines of ``text``, each ``<bos> line <eos>``
     scored from ``<bos>`` (targets: every token and ``<eos>``; the n-gram LM's convention)."""
     import torch
-    seqs = [np.concatenate([[tokenizer.bos_id], s, [tokenizer.eos_id]])
-            for s in tokenizer.encode_lines(text)]
+
+    seqs = [
+        np.concatenate([[tokenizer.bos_id], s, [tokenizer.eos_id]])
+        for s in tokenizer.encode_lines(text)
+    ]
     if not seqs:
         raise ValueError("text holds no line to score")
     n_pos = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     too_long = [i for i, s in enumerate(seqs) if len(s) > n_pos]
     if too_long:
-        raise ValueError(f"held-out line {too_long[0]} has {len(seqs[too_long[0]])} tokens, more "
-                         f"than the model's {n_pos} positions")
+        raise ValueError(
+            f"held-out line {too_long[0]} has {len(seqs[too_long[0]])} tokens, more "
+            f"than the model's {n_pos} positions"
+        )
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(seqs), batch_size):
-            ids, mask = _padded_batch(seqs[start: start + batch_size], tokenizer.eos_id)
+            ids, mask = _padded_batch(seqs[start : start + batch_size], tokenizer.eos_id)
             logits = model(input_ids=ids, attention_mask=mask).logits.double()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             target = ids[:, 1:]
@@ -250,9 +277,17 @@ def held_out_perplexity(model, tokenizer: CharTokenizer, text: str, *,
 
 
 # -- generation for the success rates ------------------------------------------------------------
-def generate_completions(model, tokenizer, prompts, *, max_new_tokens: int = 16,
-                         do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
-                         batch_size: int = 256):
+def generate_completions(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    max_new_tokens: int = 16,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+):
     """Complete ``prompts`` with ``model.generate`` (KV cache; greedy, or sampling at
     ``temperature`` with ``torch.manual_seed(seed)`` inside ``fork_rng``).
 
@@ -262,6 +297,7 @@ def generate_completions(model, tokenizer, prompts, *, max_new_tokens: int = 16,
     generation); the RL rollouts have their own sampler.
     """
     import torch
+
     tok = as_tokenizer(tokenizer)
     prompts = list(prompts)
     max_new_tokens = _int(max_new_tokens, "max_new_tokens", 1, 1 << 16)
@@ -270,13 +306,21 @@ def generate_completions(model, tokenizer, prompts, *, max_new_tokens: int = 16,
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
-            ids, mask = tok.encode_prompts(prompts[start: start + batch_size])
-            kwargs = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0) \
-                if do_sample else dict(do_sample=False)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                 **kwargs)
-            for row in out[:, ids.shape[1]:].tolist():
+            ids, mask = tok.encode_prompts(prompts[start : start + batch_size])
+            kwargs = (
+                dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
+                if do_sample
+                else dict(do_sample=False)
+            )
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+                **kwargs,
+            )
+            for row in out[:, ids.shape[1] :].tolist():
                 if tok.eos_token_id in row:
                     row = row[: row.index(tok.eos_token_id)]
                     terminated.append(True)
@@ -286,16 +330,24 @@ def generate_completions(model, tokenizer, prompts, *, max_new_tokens: int = 16,
     return completions, np.array(terminated, dtype=bool)
 
 
-def task_success_rate(model, tokenizer, task, *, n: int = 200, seed: int = 0,
-                      split: str = "test", do_sample: bool = False,
-                      max_new_tokens: int = 16) -> float:
+def task_success_rate(
+    model,
+    tokenizer,
+    task,
+    *,
+    n: int = 200,
+    seed: int = 0,
+    split: str = "test",
+    do_sample: bool = False,
+    max_new_tokens: int = 16,
+) -> float:
     """Success rate of ``model`` on ``n`` problems of ``task`` (name or
     :class:`~fastlmrl.verifiable_tasks.VerifiableTask`) from ``split`` (default: held out)."""
     task = _tasks([task])[0]
     prompts = task.prompts(n, seed, split=split)
-    completions, terminated = generate_completions(model, tokenizer, prompts,
-                                                   max_new_tokens=max_new_tokens,
-                                                   do_sample=do_sample, seed=seed)
+    completions, terminated = generate_completions(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed
+    )
     return task.success(prompts, completions, terminated)
 
 
@@ -303,13 +355,38 @@ def task_success_rate(model, tokenizer, task, *, n: int = 200, seed: int = 0,
 def _versions() -> dict:
     import torch
     import transformers
-    return {"fastlmrl": __version__, "torch": torch.__version__,
-            "transformers": transformers.__version__}
+
+    return {
+        "fastlmrl": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
-def _settings(corpus, *, seconds, steps, seed, tasks, task_examples, architecture, n_layer,
-              n_embd, n_head, n_positions, block_size, batch_size, learning_rate, weight_decay,
-              warmup_steps, grad_clip, test_fraction, ngram_order, eval_problems, threads):
+def _settings(
+    corpus,
+    *,
+    seconds,
+    steps,
+    seed,
+    tasks,
+    task_examples,
+    architecture,
+    n_layer,
+    n_embd,
+    n_head,
+    n_positions,
+    block_size,
+    batch_size,
+    learning_rate,
+    weight_decay,
+    warmup_steps,
+    grad_clip,
+    test_fraction,
+    ngram_order,
+    eval_problems,
+    threads,
+):
     text = load_corpus(None) if corpus is None else corpus
     if not isinstance(text, str):
         raise TypeError(f"corpus must be a str (the text) or None, got {type(corpus).__name__}")
@@ -320,10 +397,10 @@ def _settings(corpus, *, seconds, steps, seed, tasks, task_examples, architectur
         "recipe": RECIPE,
         "corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "seconds": _float(seconds, "seconds", 0.0),
-        "steps": _int(steps, "steps", 1, 10 ** 9),
-        "seed": _int(seed, "seed", 0, 2 ** 63 - 1),
+        "steps": _int(steps, "steps", 1, 10**9),
+        "seed": _int(seed, "seed", 0, 2**63 - 1),
         "tasks": [t.config() for t in task_list],
-        "task_examples": _int(task_examples, "task_examples", 0, 10 ** 7),
+        "task_examples": _int(task_examples, "task_examples", 0, 10**7),
         "architecture": architecture,
         "n_layer": _int(n_layer, "n_layer", 1, 64),
         "n_embd": _int(n_embd, "n_embd", 1, 1 << 16),
@@ -333,11 +410,11 @@ def _settings(corpus, *, seconds, steps, seed, tasks, task_examples, architectur
         "batch_size": _int(batch_size, "batch_size", 1, 1 << 16),
         "learning_rate": _float(learning_rate, "learning_rate", 0.0, 10.0),
         "weight_decay": _float(weight_decay, "weight_decay", 0.0, 10.0, lo_open=False),
-        "warmup_steps": _int(warmup_steps, "warmup_steps", 0, 10 ** 9),
+        "warmup_steps": _int(warmup_steps, "warmup_steps", 0, 10**9),
         "grad_clip": _float(grad_clip, "grad_clip", 0.0),
         "test_fraction": _float(test_fraction, "test_fraction", 0.0, 0.5),
         "ngram_order": _int(ngram_order, "ngram_order", 1, 8),
-        "eval_problems": _int(eval_problems, "eval_problems", 0, 10 ** 6),
+        "eval_problems": _int(eval_problems, "eval_problems", 0, 10**6),
         "threads": None if threads is None else _int(threads, "threads", 1, 4096),
     }
     if config["block_size"] >= config["n_positions"]:
@@ -352,14 +429,31 @@ def _cosine_lr(step: int, *, base: float, warmup: int, total: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
-def pretrain(corpus: str | None = None, *, seconds: float = DEFAULT_SECONDS,
-             steps: int = DEFAULT_STEPS, seed: int = 0, tasks=DEFAULT_TASKS,
-             task_examples: int = 3000, architecture: str = "gpt2", n_layer: int = 2,
-             n_embd: int = 96, n_head: int = 4, n_positions: int = 256, block_size: int = 64,
-             batch_size: int = 16, learning_rate: float = 6e-3, weight_decay: float = 0.01,
-             warmup_steps: int = 30, grad_clip: float = 1.0, test_fraction: float = 0.1,
-             ngram_order: int = 3, eval_problems: int = 200, threads: int | None = 1,
-             log=None) -> PretrainResult:
+def pretrain(
+    corpus: str | None = None,
+    *,
+    seconds: float = DEFAULT_SECONDS,
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    tasks=DEFAULT_TASKS,
+    task_examples: int = 3000,
+    architecture: str = "gpt2",
+    n_layer: int = 2,
+    n_embd: int = 96,
+    n_head: int = 4,
+    n_positions: int = 256,
+    block_size: int = 64,
+    batch_size: int = 16,
+    learning_rate: float = 6e-3,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 30,
+    grad_clip: float = 1.0,
+    test_fraction: float = 0.1,
+    ngram_order: int = 3,
+    eval_problems: int = 200,
+    threads: int | None = 1,
+    log=None,
+) -> PretrainResult:
     """Pretrain a small ``transformers`` causal LM from scratch (see the module docstring).
 
     ``corpus``: the text (default: the built-in corpus); ``tasks``: verifiable task names or
@@ -375,13 +469,30 @@ def pretrain(corpus: str | None = None, *, seconds: float = DEFAULT_SECONDS,
     """
     require_transformers()
     import torch
+
     text, task_list, config = _settings(
-        corpus, seconds=seconds, steps=steps, seed=seed, tasks=tasks,
-        task_examples=task_examples, architecture=architecture, n_layer=n_layer, n_embd=n_embd,
-        n_head=n_head, n_positions=n_positions, block_size=block_size, batch_size=batch_size,
-        learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        grad_clip=grad_clip, test_fraction=test_fraction, ngram_order=ngram_order,
-        eval_problems=eval_problems, threads=threads)
+        corpus,
+        seconds=seconds,
+        steps=steps,
+        seed=seed,
+        tasks=tasks,
+        task_examples=task_examples,
+        architecture=architecture,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_positions=n_positions,
+        block_size=block_size,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        grad_clip=grad_clip,
+        test_fraction=test_fraction,
+        ngram_order=ngram_order,
+        eval_problems=eval_problems,
+        threads=threads,
+    )
     if log is not None and not callable(log):
         raise TypeError(f"log must be callable or None, got {type(log).__name__}")
     saved_threads = torch.get_num_threads()
@@ -395,31 +506,47 @@ def pretrain(corpus: str | None = None, *, seconds: float = DEFAULT_SECONDS,
 
 def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
     import torch
+
     train_text, test_text = train_test_split(text, config["test_fraction"])
     lines = _training_lines(train_text, task_list, config["task_examples"], config["seed"])
     tokenizer = CharTokenizer("\n".join(lines) + "\n" + "".join(t.alphabet for t in task_list))
     stream = _stream(lines, tokenizer)
     if stream.numel() <= config["block_size"] + 1:
-        raise ValueError(f"the training text has {stream.numel()} tokens: fewer than "
-                         f"block_size + 2 = {config['block_size'] + 2}")
+        raise ValueError(
+            f"the training text has {stream.numel()} tokens: fewer than "
+            f"block_size + 2 = {config['block_size'] + 2}"
+        )
     V = tokenizer.vocab_size
 
     ngram = NGramLM(order=config["ngram_order"]).fit(
-        [tokenizer.encode(ln) for ln in lines], V, tokenizer.bos_id, tokenizer.eos_id)
+        [tokenizer.encode(ln) for ln in lines], V, tokenizer.bos_id, tokenizer.eos_id
+    )
     ngram_ppl = ngram.perplexity(tokenizer.encode_lines(test_text))
 
-    model = build_model(V, architecture=architecture, n_layer=config["n_layer"],
-                        n_embd=config["n_embd"], n_head=config["n_head"],
-                        n_positions=config["n_positions"], seed=config["seed"],
-                        bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
+    model = build_model(
+        V,
+        architecture=architecture,
+        n_layer=config["n_layer"],
+        n_embd=config["n_embd"],
+        n_head=config["n_head"],
+        n_positions=config["n_positions"],
+        seed=config["seed"],
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+    )
     initial_ppl = held_out_perplexity(model, tokenizer, test_text)
     n_params = sum(p.numel() for p in model.parameters())
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=config["learning_rate"], betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config["learning_rate"],
+        betas=(0.9, 0.99),
+    )
     gen = torch.Generator().manual_seed(config["seed"])
     B, T = config["batch_size"], config["block_size"]
     offsets_arange = torch.arange(T + 1)
@@ -438,8 +565,9 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
             fit = step + int((config["seconds"] - elapsed) / (elapsed / step))
             if fit < planned:
                 planned, time_limited = max(step + 1, fit), True
-        lr = _cosine_lr(step, base=config["learning_rate"], warmup=config["warmup_steps"],
-                        total=planned)
+        lr = _cosine_lr(
+            step, base=config["learning_rate"], warmup=config["warmup_steps"], total=planned
+        )
         for group in opt.param_groups:
             group["lr"] = lr
         starts = torch.randint(0, stream.numel() - T, (B,), generator=gen)
@@ -447,8 +575,9 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
         x, y = window[:, :-1], window[:, 1:].clone()
         y[y == tokenizer.bos_id] = -100  # the <bos> after an <eos> is not a prediction
         logits = model(input_ids=x).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V).float(), y.reshape(-1),
-                                                 ignore_index=-100)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, V).float(), y.reshape(-1), ignore_index=-100
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
@@ -456,8 +585,7 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
         step += 1
         now = time.perf_counter()
         if log is not None and (now - last_log >= 10.0 or step == planned):
-            log(f"step {step}/{planned}  loss {loss.item():.3f}  lr {lr:.2e}  "
-                f"{now - t0:.0f} s")
+            log(f"step {step}/{planned}  loss {loss.item():.3f}  lr {lr:.2e}  {now - t0:.0f} s")
             last_log = now
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     model.eval()
@@ -465,22 +593,52 @@ def _pretrain(text: str, task_list: list, config: dict, architecture: str, log):
     adapter = TokenizerAdapter(tokenizer)
     greedy, sampled = {}, {}
     if config["eval_problems"]:
-        max_new = max(8, max((len(t.answer(p)) for t in task_list
-                              for p in t.prompts(50, 0, split="test")), default=8) + 4)
+        max_new = max(
+            8,
+            max(
+                (len(t.answer(p)) for t in task_list for p in t.prompts(50, 0, split="test")),
+                default=8,
+            )
+            + 4,
+        )
         for t in task_list:
-            greedy[t.name] = task_success_rate(model, adapter, t, n=config["eval_problems"],
-                                               seed=config["seed"], max_new_tokens=max_new)
-            sampled[t.name] = task_success_rate(model, adapter, t, n=config["eval_problems"],
-                                                seed=config["seed"], do_sample=True,
-                                                max_new_tokens=max_new)
+            greedy[t.name] = task_success_rate(
+                model,
+                adapter,
+                t,
+                n=config["eval_problems"],
+                seed=config["seed"],
+                max_new_tokens=max_new,
+            )
+            sampled[t.name] = task_success_rate(
+                model,
+                adapter,
+                t,
+                n=config["eval_problems"],
+                seed=config["seed"],
+                do_sample=True,
+                max_new_tokens=max_new,
+            )
     config = {**config, "versions": _versions(), "torch_threads": torch.get_num_threads()}
     tokens = step * B * T
     return PretrainResult(
-        model=model, tokenizer=adapter, perplexity=ppl, ngram_perplexity=ngram_ppl,
-        uniform_perplexity=float(V), initial_perplexity=initial_ppl, steps=step, tokens=tokens,
-        seconds=elapsed, tokens_per_second=tokens / elapsed if elapsed > 0 else 0.0,
-        time_limited=time_limited, task_success=greedy, task_success_sampled=sampled,
-        n_parameters=n_params, config=config, cpu_seconds=cpu)
+        model=model,
+        tokenizer=adapter,
+        perplexity=ppl,
+        ngram_perplexity=ngram_ppl,
+        uniform_perplexity=float(V),
+        initial_perplexity=initial_ppl,
+        steps=step,
+        tokens=tokens,
+        seconds=elapsed,
+        tokens_per_second=tokens / elapsed if elapsed > 0 else 0.0,
+        time_limited=time_limited,
+        task_success=greedy,
+        task_success_sampled=sampled,
+        n_parameters=n_params,
+        config=config,
+        cpu_seconds=cpu,
+    )
 
 
 def _cache_key(config: dict) -> str:
@@ -490,8 +648,9 @@ def _cache_key(config: dict) -> str:
     return "pretrain-" + hashlib.sha256(blob).hexdigest()[:20]
 
 
-def pretrained_model(corpus: str | None = None, *, cache: bool = True, cache_dir=None,
-                     **settings) -> PretrainResult:
+def pretrained_model(
+    corpus: str | None = None, *, cache: bool = True, cache_dir=None, **settings
+) -> PretrainResult:
     """:func:`pretrain` with a disk cache: load ``<cache_dir>/<key>`` when it exists, else
     pretrain and save it there (atomically).  ``settings``: :func:`pretrain`'s keywords.
 
@@ -523,25 +682,31 @@ def pretrained_model(corpus: str | None = None, *, cache: bool = True, cache_dir
             numbers_ = {k: v for k, v in meta.get("result", {}).items() if k in fields}
             cached_seconds = numbers_.get("config", {}).get("seconds", math.inf)
             if not (numbers_.get("time_limited") and config["seconds"] > cached_seconds):
-                return PretrainResult(model=model, tokenizer=tok, folder=folder,
-                                      from_cache=True, **numbers_)
+                return PretrainResult(
+                    model=model, tokenizer=tok, folder=folder, from_cache=True, **numbers_
+                )
             # the cached model was cut short by a smaller time limit: train again, replace it
         except Exception as exc:  # noqa: BLE001 - any damage (e.g. a truncated safetensors file)
-            warnings.warn(f"fastlmrl: ignoring the damaged cached model {folder!r} ({exc}); "
-                          f"pretraining again", stacklevel=2)
+            warnings.warn(
+                f"fastlmrl: ignoring the damaged cached model {folder!r} ({exc}); "
+                f"pretraining again",
+                stacklevel=2,
+            )
     result = pretrain(corpus, log=log, **kwargs)
     try:
-        save_model(result.model, result.tokenizer, folder,
-                   metadata={"result": result.metrics()})
+        save_model(result.model, result.tokenizer, folder, metadata={"result": result.metrics()})
         result.folder = folder
     except OSError as exc:
-        warnings.warn(f"fastlmrl: could not cache the pretrained model in {folder!r}: {exc}",
-                      stacklevel=2)
+        warnings.warn(
+            f"fastlmrl: could not cache the pretrained model in {folder!r}: {exc}", stacklevel=2
+        )
     return result
 
 
 def _signature_defaults():
     import inspect
+
     params = inspect.signature(pretrain).parameters
-    return {k: v for k, v in params.items()
-            if v.kind is inspect.Parameter.KEYWORD_ONLY and k != "log"}
+    return {
+        k: v for k, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and k != "log"
+    }

@@ -27,12 +27,11 @@ top-p applied), the :math:`\log\pi_{old}` of the trainers -- and ``entropies`` -
 temperature and filters; 0 on padding): the trainers compute the exact KL to their reference from
 them (memory B x T x V floats, the size of one forward pass's logits over the completions).
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import numbers
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -40,7 +39,7 @@ from torch import Tensor
 from ..rng import RandomStream
 from ..torch import entropy as _entropy
 from ..torch import sample_tokens
-from .policy import NeuralPolicy, position_ids_from_mask
+from .policy import NeuralPolicy
 
 __all__ = ["Rollout", "generate"]
 
@@ -48,6 +47,7 @@ __all__ = ["Rollout", "generate"]
 @dataclass
 class Rollout:
     """B generated completions of left-padded prompts (all tensors, CPU)."""
+
     prompt_ids: Tensor  #: (B, P) int64, left-padded
     prompt_mask: Tensor  #: (B, P) int64, 1 on prompt tokens
     completion_ids: Tensor  #: (B, T) int64, pad after a row's end
@@ -58,7 +58,7 @@ class Rollout:
     truncated: Tensor  #: (B,) bool, hit max_new_tokens without EOS
     #: (B, T, V) float32 logits of each step (before temperature and filters; 0 on padding),
     #: only when generated with ``return_logits=True`` (else None)
-    logits: Optional[Tensor] = None
+    logits: Tensor | None = None
 
     @property
     def lengths(self) -> Tensor:
@@ -88,13 +88,25 @@ class Rollout:
             out.append(tokenizer.decode(row))
         return out
 
-    def select(self, index) -> "Rollout":
+    def select(self, index) -> Rollout:
         """The rows ``index`` (a tensor or list of row numbers)."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return Rollout(*(getattr(self, f)[index] for f in (
-            "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "log_probs",
-            "entropies", "terminated", "truncated")),
-            logits=None if self.logits is None else self.logits[index])
+        return Rollout(
+            *(
+                getattr(self, f)[index]
+                for f in (
+                    "prompt_ids",
+                    "prompt_mask",
+                    "completion_ids",
+                    "completion_mask",
+                    "log_probs",
+                    "entropies",
+                    "terminated",
+                    "truncated",
+                )
+            ),
+            logits=None if self.logits is None else self.logits[index],
+        )
 
 
 def _int(x, name: str, lo: int) -> int:
@@ -106,24 +118,40 @@ def _int(x, name: str, lo: int) -> int:
 
 
 @torch.no_grad()
-def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Tensor], seed, *,
-             max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             min_p: float = 0.0, use_cache: Optional[bool] = None,
-             return_logits: bool = False) -> Rollout:
+def generate(
+    policy: NeuralPolicy,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor | None,
+    seed,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    use_cache: bool | None = None,
+    return_logits: bool = False,
+) -> Rollout:
     """Sample completions of ``prompt_ids`` (see the module docstring); returns a
     :class:`Rollout`.  ``seed``: int or :class:`~fastlmrl.RandomStream` (advanced by B per
     step, only once the rollout succeeded); ``use_cache``: None = when the model offers one;
     ``return_logits``: keep every step's logits in ``Rollout.logits``."""
     if not isinstance(policy, NeuralPolicy):
         raise TypeError(f"policy must be a NeuralPolicy, got {type(policy).__name__}")
-    if not isinstance(prompt_ids, Tensor) or prompt_ids.ndim != 2 or prompt_ids.shape[0] == 0 \
-            or prompt_ids.shape[1] == 0 or prompt_ids.dtype != torch.int64:
+    if (
+        not isinstance(prompt_ids, Tensor)
+        or prompt_ids.ndim != 2
+        or prompt_ids.shape[0] == 0
+        or prompt_ids.shape[1] == 0
+        or prompt_ids.dtype != torch.int64
+    ):
         raise ValueError("prompt_ids must be a non-empty (B, P) int64 tensor")
     if prompt_mask is None:
         prompt_mask = torch.ones_like(prompt_ids)
     if not isinstance(prompt_mask, Tensor) or prompt_mask.shape != prompt_ids.shape:
-        raise ValueError(f"prompt_mask must be a tensor of prompt_ids' shape "
-                         f"{tuple(prompt_ids.shape)}")
+        raise ValueError(
+            f"prompt_mask must be a tensor of prompt_ids' shape {tuple(prompt_ids.shape)}"
+        )
     prompt_mask = prompt_mask.long()
     if bool((prompt_mask.sum(1) == 0).any()):
         raise ValueError("prompt_mask: every prompt needs at least one token")
@@ -134,8 +162,11 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
         use_cache = policy.supports_cache
     elif use_cache and not policy.supports_cache:
         raise ValueError("use_cache=True: this model's forward takes no past_key_values")
-    stream = RandomStream(seed) if isinstance(seed, numbers.Integral) and not isinstance(
-        seed, bool) else seed
+    stream = (
+        RandomStream(seed)
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+        else seed
+    )
     if not isinstance(stream, RandomStream):
         raise TypeError(f"seed must be an int or a RandomStream, got {type(seed).__name__}")
     work = RandomStream.from_state(stream.state())  # the caller's stream moves only on success
@@ -152,14 +183,16 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
     try:
         for _ in range(max_new_tokens):
             if use_cache:
-                out = policy(step_input, step_mask, use_cache=True, past_key_values=cache,
-                             last_only=True)
+                out = policy(
+                    step_input, step_mask, use_cache=True, past_key_values=cache, last_only=True
+                )
                 cache = out.past_key_values
             else:
                 out = policy(ids, mask, last_only=True)
             logits = out.logits[:, -1, :].float()
-            draw = sample_tokens(logits, work, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, min_p=min_p)
+            draw = sample_tokens(
+                logits, work, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p
+            )
             ent = _entropy(logits / temperature if temperature != 1.0 else logits)
             live = ~done
             nxt = torch.where(live, draw.tokens, torch.full_like(draw.tokens, pad))
@@ -177,9 +210,17 @@ def generate(policy: NeuralPolicy, prompt_ids: Tensor, prompt_mask: Optional[Ten
     finally:
         policy.train(was_training)
     completion = torch.stack(tokens, 1)
-    completion_mask = mask[:, prompt_ids.shape[1]:].bool()
-    rollout = Rollout(prompt_ids, prompt_mask, completion, completion_mask,
-                      torch.stack(logps, 1), torch.stack(ents, 1), done.clone(), ~done,
-                      logits=torch.stack(step_logits, 1) if return_logits else None)
+    completion_mask = mask[:, prompt_ids.shape[1] :].bool()
+    rollout = Rollout(
+        prompt_ids,
+        prompt_mask,
+        completion,
+        completion_mask,
+        torch.stack(logps, 1),
+        torch.stack(ents, 1),
+        done.clone(),
+        ~done,
+        logits=torch.stack(step_logits, 1) if return_logits else None,
+    )
     stream.counter = work.counter
     return rollout

@@ -15,6 +15,7 @@ The starting model is a local model folder (``model=``; our folders or any local
 folder) or, by default, :func:`fastlmrl.neural.pretrained_model` (pretrained on the built-in
 corpus and the verifiable tasks, cached on disk).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,69 +26,100 @@ import sys
 from .._atomic import atomic_write_text
 from ..neural_folders import NEURAL_RUN_FILES, is_neural_run, neural_task, saved_spec
 
-__all__ = ["NEURAL_RUN_FILES", "load_run_trainer", "make_neural_trainer", "sample_neural_run",
-           "train_neural_run"]
-
+__all__ = [
+    "NEURAL_RUN_FILES",
+    "load_run_trainer",
+    "make_neural_trainer",
+    "sample_neural_run",
+    "train_neural_run",
+]
 
 
 def _algorithms() -> dict:
     from ..trainers import NEURAL_ALGORITHMS
+
     return NEURAL_ALGORITHMS
 
 
-def make_neural_trainer(algo: str, task, model, tokenizer, *, seed: int = 0,
-                        settings: dict | None = None):
+def make_neural_trainer(
+    algo: str, task, model, tokenizer, *, seed: int = 0, settings: dict | None = None
+):
     """A neural trainer of ``algo`` (``reinforce``, ``ppo``, ``grpo``, ``rloo``) with its config
     built from ``settings`` (config field names, TRL aliases included)."""
     from .policy import NeuralPolicy
+
     algorithms = _algorithms()
     if algo not in algorithms:
-        raise ValueError(f"--algo must be one of {', '.join(sorted(algorithms))} with --policy "
-                         f"neural, got {algo!r}")
+        raise ValueError(
+            f"--algo must be one of {', '.join(sorted(algorithms))} with --policy "
+            f"neural, got {algo!r}"
+        )
     cls = algorithms[algo]
     settings = dict(settings or {})
     names = {f.name for f in dataclasses.fields(cls.Config)} | set(
-        getattr(cls.Config, "__dataclass_fields__", {}))
+        getattr(cls.Config, "__dataclass_fields__", {})
+    )
     unknown = sorted(set(settings) - names)
     if unknown:
-        raise ValueError(f"unknown {algo} setting(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(names))}")
+        raise ValueError(
+            f"unknown {algo} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
     config = cls.Config(**settings)
     value_head = bool(getattr(config, "value_head", False))
     return cls(NeuralPolicy(model, tokenizer, value_head=value_head), task, config, seed)
 
 
-def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed: int = 0,
-                     model: str | None = None, settings: dict | None = None,
-                     resume: bool = False, checkpoint_every: int = 0, out=None,
-                     callbacks=()) -> object:
+def train_neural_run(
+    algo: str,
+    task_name: str,
+    folder: str,
+    *,
+    steps: int,
+    seed: int = 0,
+    model: str | None = None,
+    settings: dict | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 0,
+    out=None,
+    callbacks=(),
+) -> object:
     """Train (or resume, up to ``steps`` iterations in all) and write the run folder (see the
     module docstring).  Returns the trainer."""
     from ..runs import write_metrics
     from .model import load_model, save_model
+
     out = out or sys.stdout
     run_json = os.path.join(folder, "run.json")
     checkpoint = os.path.join(folder, "checkpoint.ckpt")
     initial = os.path.join(folder, "initial_model")
-    spec = {"algo": algo, "task": task_name, "seed": seed, "settings": dict(settings or {}),
-            "model": model}
+    spec = {
+        "algo": algo,
+        "task": task_name,
+        "seed": seed,
+        "settings": dict(settings or {}),
+        "model": model,
+    }
     if resume and os.path.exists(run_json):
         with open(run_json, encoding="utf-8") as handle:
             saved = json.load(handle)
         if saved.get("algo") != algo or saved.get("task") != task_name:
-            raise ValueError(f"{folder!r} is a run of --algo {saved.get('algo')} on --task "
-                             f"{saved.get('task')}, not --algo {algo} --task {task_name}")
+            raise ValueError(
+                f"{folder!r} is a run of --algo {saved.get('algo')} on --task "
+                f"{saved.get('task')}, not --algo {algo} --task {task_name}"
+            )
         spec = saved
         net, tok = load_model(initial)
     elif model is not None:
         net, tok = load_model(model)
     else:
         from .pretraining import pretrained_model
+
         result = pretrained_model(log=lambda line: print(line, file=out))
         net, tok = result.model, result.tokenizer
     task = neural_task(spec["task"])
-    trainer = make_neural_trainer(algo, task, net, tok, seed=spec["seed"],
-                                  settings=spec["settings"])
+    trainer = make_neural_trainer(
+        algo, task, net, tok, seed=spec["seed"], settings=spec["settings"]
+    )
     os.makedirs(folder, exist_ok=True)
     if resume and os.path.exists(checkpoint):
         trainer.load(checkpoint)
@@ -104,13 +136,23 @@ def train_neural_run(algo: str, task_name: str, folder: str, *, steps: int, seed
 
     trainer.train(max(0, steps - trainer.iterations_done), callbacks=list(callbacks) + [save])
     trainer.save(checkpoint)
-    save_model(trainer.policy.model, tok, os.path.join(folder, "model"),
-               metadata={"algorithm": trainer.algorithm, "task": spec["task"],
-                         "iterations": trainer.iterations_done})
+    save_model(
+        trainer.policy.model,
+        tok,
+        os.path.join(folder, "model"),
+        metadata={
+            "algorithm": trainer.algorithm,
+            "task": spec["task"],
+            "iterations": trainer.iterations_done,
+        },
+    )
     write_metrics(trainer.history, jsonl, csv_path)
     last = trainer.history[-1] if trainer.history else {}
-    print(f"{trainer.algorithm}: {trainer.iterations_done} iterations; last: "
-          f"{trainer.format_metrics(last) if last else '-'}", file=out)
+    print(
+        f"{trainer.algorithm}: {trainer.iterations_done} iterations; last: "
+        f"{trainer.format_metrics(last) if last else '-'}",
+        file=out,
+    )
     return trainer
 
 
@@ -118,22 +160,28 @@ def load_run_trainer(folder):
     """The trainer of a run folder as of its checkpoint (its initial model when it has none yet),
     with the run's task and settings.  Returns ``(trainer, task, spec)``."""
     from .model import load_model
+
     folder = os.fspath(folder)
     if not is_neural_run(folder):
         raise ValueError(f"{folder!r} is not a neural run folder (run.json and initial_model/)")
     spec = saved_spec(folder)
     task = neural_task(spec["task"])
     model, tokenizer = load_model(os.path.join(folder, "initial_model"))
-    trainer = make_neural_trainer(spec["algo"], task, model, tokenizer, seed=int(spec["seed"]),
-                                  settings=spec.get("settings") or {})
+    trainer = make_neural_trainer(
+        spec["algo"],
+        task,
+        model,
+        tokenizer,
+        seed=int(spec["seed"]),
+        settings=spec.get("settings") or {},
+    )
     checkpoint = os.path.join(folder, "checkpoint.ckpt")
     if os.path.isfile(checkpoint):
         trainer.load(checkpoint)
     return trainer, task, spec
 
 
-def sample_neural_run(folder, *, num: int = 4, seed: int = 0, prompts=None,
-                      **overrides) -> list:
+def sample_neural_run(folder, *, num: int = 4, seed: int = 0, prompts=None, **overrides) -> list:
     """Completions by the policy of a run folder as of its checkpoint (what ``fastlmrl sample
     RUN`` prints for a neural run): ``prompts`` (default: ``num`` held-out problems of the run's
     task, drawn with ``seed``), sampled with the run's settings unless ``overrides``

@@ -20,6 +20,7 @@ token, so it pads with ``<eos>`` = 1.
 
 This module needs no PyTorch unless ``return_tensors="pt"`` is asked for.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -34,8 +35,10 @@ __all__ = ["TokenizerAdapter", "as_tokenizer"]
 
 def _is_hf_tokenizer(tok) -> bool:
     """True for a ``transformers`` tokenizer (checked by duck typing: no import of transformers)."""
-    return all(hasattr(tok, a) for a in ("convert_tokens_to_ids", "decode", "encode",
-                                         "eos_token_id", "pad_token_id"))
+    return all(
+        hasattr(tok, a)
+        for a in ("convert_tokens_to_ids", "decode", "encode", "eos_token_id", "pad_token_id")
+    )
 
 
 def _check_texts(texts, name: str) -> list:
@@ -75,16 +78,19 @@ class TokenizerAdapter:
             self._bos = tokenizer.bos_token_id
             self._eos = tokenizer.eos_token_id
             if self._eos is None:
-                raise ValueError("tokenizer has no end-of-sequence token (eos_token_id is None): "
-                                 "set tokenizer.eos_token before generating with it")
-            self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-                else self._eos
-            self._specials = frozenset(int(i) for i in getattr(tokenizer, "all_special_ids", ())
-                                       if i is not None)
+                raise ValueError(
+                    "tokenizer has no end-of-sequence token (eos_token_id is None): "
+                    "set tokenizer.eos_token before generating with it"
+                )
+            self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos
+            self._specials = frozenset(
+                int(i) for i in getattr(tokenizer, "all_special_ids", ()) if i is not None
+            )
         else:
             raise TypeError(
                 f"tokenizer must be a fastlmrl CharTokenizer / WordTokenizer or a Hugging Face "
-                f"tokenizer (transformers.PreTrainedTokenizerBase), got {type(tokenizer).__name__}")
+                f"tokenizer (transformers.PreTrainedTokenizerBase), got {type(tokenizer).__name__}"
+            )
         self.tokenizer = tokenizer
 
     # -- ids ------------------------------------------------------------------------------------
@@ -168,16 +174,19 @@ class TokenizerAdapter:
         rows = [self.encode(t, add_bos=add_bos) for t in texts]
         for i, r in enumerate(rows):
             if not r:
-                raise ValueError(f"texts[{i}] encodes to no token (an empty prompt needs a "
-                                 f"tokenizer with a <bos> token and add_bos=True)")
+                raise ValueError(
+                    f"texts[{i}] encodes to no token (an empty prompt needs a "
+                    f"tokenizer with a <bos> token and add_bos=True)"
+                )
         width = max(len(r) for r in rows)
         input_ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)
         for i, r in enumerate(rows):
-            input_ids[i, width - len(r):] = r
-            attention_mask[i, width - len(r):] = 1
+            input_ids[i, width - len(r) :] = r
+            attention_mask[i, width - len(r) :] = 1
         if return_tensors == "pt":
             import torch
+
             return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
         return input_ids, attention_mask
 
@@ -200,4 +209,3 @@ def as_tokenizer(tokenizer) -> TokenizerAdapter:
     if isinstance(tokenizer, TokenizerAdapter):
         return tokenizer
     return TokenizerAdapter(tokenizer)
-

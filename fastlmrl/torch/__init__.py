@@ -19,25 +19,35 @@ Large gradient buffers are allocated by NumPy (transparent huge pages) and kept 
 their tensors are gone, up to 4 GiB (``set_buffer_cache``, ``empty_cache``; environment variable
 ``FASTLMRL_TORCH_CACHE_BYTES``).  ``import fastlmrl`` does not import torch; this module does.
 """
+
 try:
     import torch as _torch
 except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         "fastlmrl.torch needs PyTorch: pip install 'fastlmrl[torch]' (for the CPU-only build: "
-        "pip install torch --index-url https://download.pytorch.org/whl/cpu)") from _exc
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+    ) from _exc
 
 if tuple(int(p) for p in _torch.__version__.split("+")[0].split(".")[:2]) < (2, 4):
-    raise ImportError(f"fastlmrl.torch needs torch >= 2.4 (torch.library.custom_op), found "
-                      f"{_torch.__version__}: pip install 'fastlmrl[torch]' --upgrade")
+    raise ImportError(
+        f"fastlmrl.torch needs torch >= 2.4 (torch.library.custom_op), found "
+        f"{_torch.__version__}: pip install 'fastlmrl[torch]' --upgrade"
+    )
 
 from ._tensors import empty_cache, set_buffer_cache  # noqa: E402
 from .group_advantages import loss_weights  # noqa: E402
-from .lm_head import (linear_ppo_loss, linear_reinforce_loss,  # noqa: E402
-                      linear_token_log_probs)
+from .lm_head import linear_ppo_loss, linear_reinforce_loss, linear_token_log_probs  # noqa: E402
 from .log_probs import entropy, logsumexp, token_log_probs  # noqa: E402
-from .policy_losses import (A2CLossResult, KLPenaltyResult, PPOLossResult,  # noqa: E402
-                            ReinforceLossResult, a2c_loss, kl_penalty_loss, ppo_loss,
-                            reinforce_loss)
+from .policy_losses import (  # noqa: E402
+    A2CLossResult,
+    KLPenaltyResult,
+    PPOLossResult,
+    ReinforceLossResult,
+    a2c_loss,
+    kl_penalty_loss,
+    ppo_loss,
+    reinforce_loss,
+)
 from .sampling import SampledTokens, sample_tokens  # noqa: E402
 
 __all__ = [

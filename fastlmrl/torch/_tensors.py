@@ -4,6 +4,7 @@ Every check here runs on metadata only (device, dtype, shape), so it also runs w
 ``torch.compile`` traces a wrapper; value checks (ids in range, finite inputs) happen in the
 NumPy API that each op calls, before its kernel writes anything.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,8 @@ def tensor(x, name: str) -> Tensor:
     if not x.is_cpu:  # (x.device.type builds a device object: 5x slower)
         raise ValueError(
             f"{name} is on device '{x.device}', but fastlmrl.torch runs on CPU tensors only (no "
-            f"{x.device.type} backend yet): pass {name}.cpu()")
+            f"{x.device.type} backend yet): pass {name}.cpu()"
+        )
     return x
 
 
@@ -41,8 +43,9 @@ def logits_2d(logits, name: str = "logits") -> Tensor:
     if x.ndim < 1:
         raise ValueError(f"{name} must have shape (..., V), got a 0-dimensional tensor")
     if x.shape[-1] == 0:
-        raise ValueError(f"{name} must have at least one column (V >= 1), got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have at least one column (V >= 1), got shape {tuple(x.shape)}"
+        )
     return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
 
 
@@ -72,8 +75,10 @@ def _flat(x: Tensor, name: str, batch_shape) -> Tensor:
     for s in batch_shape:
         n *= s
     if tuple(x.shape) != tuple(batch_shape) and tuple(x.shape) != (n,):
-        raise ValueError(f"{name} must have shape {tuple(batch_shape)} (the batch shape of the "
-                         f"logits) or ({n},), got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape {tuple(batch_shape)} (the batch shape of the "
+            f"logits) or ({n},), got {tuple(x.shape)}"
+        )
     return x.reshape(n)
 
 
@@ -272,8 +277,12 @@ def eager_mode() -> bool:
     """True in plain eager mode: not under torch.compile, a dispatch mode (fake / functional
     tensors, opcheck), a functorch transform or the TorchScript tracer.  The arguments' types
     are the caller's to check (``type(t) is Tensor``)."""
-    return not (_is_compiling() or _dispatch_modes() or _peek_transforms() is not None
-                or _jit_tracing() is not None)  # is_compiling first: dynamo folds it to True
+    return not (
+        _is_compiling()
+        or _dispatch_modes()
+        or _peek_transforms() is not None
+        or _jit_tracing() is not None
+    )  # is_compiling first: dynamo folds it to True
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -286,8 +295,12 @@ def traced_call(args) -> bool:
     """True when a call with these arguments must go through the registered custom op: under
     torch.compile / AOT autograd / opcheck (fake or functional tensors, a dispatch mode), a
     functorch transform (vmap, grad) or the TorchScript tracer; False for plain eager tensors."""
-    if (torch.compiler.is_compiling() or _dispatch_modes() > 0 or _peek_transforms() is not None
-            or _jit_tracing() is not None):
+    if (
+        torch.compiler.is_compiling()
+        or _dispatch_modes() > 0
+        or _peek_transforms() is not None
+        or _jit_tracing() is not None
+    ):
         return True
     for a in args:
         if isinstance(a, Tensor) and type(a) not in _PLAIN:
@@ -327,10 +340,14 @@ class EagerOp:
 
             # forward(ctx, ...) rather than a separate setup_context: Function.apply binds the
             # arguments with inspect.signature when setup_context is defined (~100 us a call)
-            self.function = type(f"{op._namespace}_{op._name}", (torch.autograd.Function,), {
-                "forward": staticmethod(forward),
-                "backward": staticmethod(backward),
-            })
+            self.function = type(
+                f"{op._namespace}_{op._name}",
+                (torch.autograd.Function,),
+                {
+                    "forward": staticmethod(forward),
+                    "backward": staticmethod(backward),
+                },
+            )
             # torch.autograd.Function.apply without its Python prologue (argument binding, dead
             # functorch wrappers): never under functorch transforms here (traced_call)
             self.apply = super(torch.autograd.Function, self.function).apply
@@ -364,6 +381,7 @@ if hasattr(_backend, "bind"):
         """The active backend's kernels (``fastlmrl._backend.bind``: no lookup per call)."""
         return _kernels
 else:  # pragma: no cover - a fastlmrl._backend without bind()
+
     def kernels():
         """The active backend's kernels."""
         return _backend.kernels()
@@ -385,8 +403,12 @@ def num_threads(elements: int) -> int:
 def unbind(stats: Tensor) -> tuple:
     """``stats.unbind()`` -- the 0-dim views of a 1-D tensor of diagnostics; for a plain eager
     tensor built from NumPy views (about 1 us each instead of ~2.5 us through the dispatcher)."""
-    if (type(stats) is not Tensor or stats.requires_grad or torch.compiler.is_compiling()
-            or _dispatch_modes() > 0):
+    if (
+        type(stats) is not Tensor
+        or stats.requires_grad
+        or torch.compiler.is_compiling()
+        or _dispatch_modes() > 0
+    ):
         return stats.unbind()
     arr = stats.numpy()
     return tuple(torch.from_numpy(arr[i, ...]) for i in range(arr.shape[0]))
@@ -402,8 +424,12 @@ def scale_eager(grad: Tensor, upstream):
     the checks that can still apply in its backward pass (a dispatch mode around ``backward``)."""
     if upstream is None:
         return None
-    if (type(upstream) is Tensor and not _dispatch_modes()
-            and _graph_is_freed_after_this_backward() and float(upstream) == 1.0):
+    if (
+        type(upstream) is Tensor
+        and not _dispatch_modes()
+        and _graph_is_freed_after_this_backward()
+        and float(upstream) == 1.0
+    ):
         return grad  # (a scalar loss: its upstream gradient has one element)
     return grad * upstream
 
@@ -418,7 +444,11 @@ def scale(grad: Tensor, upstream):
     """
     if upstream is None:
         return None
-    if (not is_traced(upstream) and upstream.numel() == 1 and float(upstream) == 1.0
-            and _graph_is_freed_after_this_backward()):
+    if (
+        not is_traced(upstream)
+        and upstream.numel() == 1
+        and float(upstream) == 1.0
+        and _graph_is_freed_after_this_backward()
+    ):
         return grad
     return grad * upstream  # a 0-dim upstream keeps the gradient's dtype

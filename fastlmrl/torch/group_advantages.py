@@ -5,9 +5,8 @@ r"""Loss normalisations of GRPO and its variants as per-token weight tensors (th
 Pass the result as ``weights`` to :func:`fastlmrl.torch.ppo_loss` (or any loss here):
 ``loss = sum(w * per_token_loss)`` is then the method's aggregation.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import Tensor
@@ -20,11 +19,19 @@ __all__ = ["loss_weights"]
 
 
 @torch.library.custom_op("fastlmrl::loss_weights", mutates_args=(), device_types="cpu")
-def _loss_weights(mask: Tensor, mode: str, num_sequences: Optional[int],
-                  num_tokens: Optional[int], max_length: Optional[int]) -> Tensor:
+def _loss_weights(
+    mask: Tensor,
+    mode: str,
+    num_sequences: int | None,
+    num_tokens: int | None,
+    max_length: int | None,
+) -> Tensor:
     m = mask.detach().contiguous().numpy()
-    return torch.from_numpy(_np.loss_weights(m, mode, num_sequences=num_sequences,
-                                             num_tokens=num_tokens, max_length=max_length))
+    return torch.from_numpy(
+        _np.loss_weights(
+            m, mode, num_sequences=num_sequences, num_tokens=num_tokens, max_length=max_length
+        )
+    )
 
 
 @_loss_weights.register_fake
@@ -33,8 +40,15 @@ def _(mask, mode, num_sequences, num_tokens, max_length):
 
 
 @check.renamed(ecosystem={"loss_type": "mode"})
-def loss_weights(mask: Tensor, mode: str, *, num_sequences=None, num_tokens=None,
-                 max_length=None, dtype: torch.dtype = torch.float64) -> Tensor:
+def loss_weights(
+    mask: Tensor,
+    mode: str,
+    *,
+    num_sequences=None,
+    num_tokens=None,
+    max_length=None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
     r"""(B, T) weights ``w`` with ``loss = sum(w * per_token_loss)`` aggregating as GRPO
     (:math:`1/(N_{seq}|o_b|)`), BNPO (:math:`1/\sum_b|o_b|`), Dr. GRPO (:math:`1/(N_{seq}T_{max})`)
     or DAPO (:math:`1/N_{tok}` over the global batch).  ``mask``: (B, T) bool (or 0/1 integer)

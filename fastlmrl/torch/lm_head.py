@@ -45,10 +45,10 @@ bit for bit.
 dtypes: float32 / float64, or bfloat16 (``hidden``, ``weight`` and ``bias`` copied to float32,
 gradients computed in float32 and returned in bfloat16).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
@@ -59,8 +59,13 @@ from .. import _validation as check
 from .. import log_probs as _np_lp
 from .. import policy_losses as _np
 from . import _tensors as tt
-from .policy_losses import (PPO_ECOSYSTEM_NAMES, PPOLossResult, ReinforceLossResult,
-                             ppo_arguments, ppo_result)
+from .policy_losses import (
+    PPO_ECOSYSTEM_NAMES,
+    PPOLossResult,
+    ReinforceLossResult,
+    ppo_arguments,
+    ppo_result,
+)
 
 __all__ = ["linear_ppo_loss", "linear_reinforce_loss", "linear_token_log_probs"]
 
@@ -86,7 +91,7 @@ class _Head:
     """The chunked logits ``hidden[a:b] @ weight.T + bias`` in the kernels' dtype, in one reused
     (chunk, V) buffer that the kernels then overwrite with the chunk's gradient."""
 
-    def __init__(self, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], chunk: int):
+    def __init__(self, hidden: Tensor, weight: Tensor, bias: Tensor | None, chunk: int):
         self.dtype = tt.compute_dtype(hidden.dtype)
         self.h = hidden.to(self.dtype)
         self.w = weight.to(self.dtype)
@@ -98,7 +103,7 @@ class _Head:
         if b - a > self.buffer.shape[0]:  # a sequence longer than chunk_size
             self.buffer = None  # the old buffer is free before the new one is mapped
             self.buffer = tt.empty((b - a, self.v), self.dtype)
-        out = self.buffer[:b - a]
+        out = self.buffer[: b - a]
         if self.b is None:
             torch.mm(self.h[a:b], self.w.t(), out=out)
         else:
@@ -117,8 +122,7 @@ class _Head:
 
     def new_grads(self, needs):
         shapes = (self.h.shape, self.w.shape, (self.v,))
-        return [tt.empty(s, self.dtype).zero_() if need else None
-                for s, need in zip(shapes, needs)]
+        return [tt.empty(s, self.dtype).zero_() if need else None for s, need in zip(shapes, needs)]
 
 
 def _check_ids(tokens: np.ndarray, n_vocab: int) -> np.ndarray:
@@ -150,26 +154,37 @@ def _rows_error(exc: ValueError, a: int, b: int) -> ValueError:
 
 def _outputs(head: _Head, grads, hidden, weight, bias):
     grad_hidden, grad_weight, grad_bias = grads
+
     def empty():  # a distinct tensor per output (outputs of a custom op may not alias)
         return hidden.new_empty((0,))
-    return (empty() if grad_hidden is None else tt.as_dtype(grad_hidden, hidden.dtype),
-            empty() if grad_weight is None else tt.as_dtype(grad_weight, weight.dtype),
-            empty() if grad_bias is None else tt.as_dtype(grad_bias, bias.dtype))
+
+    return (
+        empty() if grad_hidden is None else tt.as_dtype(grad_hidden, hidden.dtype),
+        empty() if grad_weight is None else tt.as_dtype(grad_weight, weight.dtype),
+        empty() if grad_bias is None else tt.as_dtype(grad_bias, bias.dtype),
+    )
 
 
 def _fake_grads(hidden, weight, bias, needs):
     like = (hidden, weight, bias)
-    return tuple(torch.empty_like(t) if need and t is not None else hidden.new_empty((0,))
-                 for t, need in zip(like, needs))
+    return tuple(
+        torch.empty_like(t) if need and t is not None else hidden.new_empty((0,))
+        for t, need in zip(like, needs)
+    )
 
 
 # --- linear_token_log_probs --------------------------------------------------------------------
 
-@torch.library.custom_op("fastlmrl::linear_token_log_probs", mutates_args=(),
-                         device_types="cpu")
-def _linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
-                            bias: Optional[Tensor], chunk_size: int,
-                            keep_logits: bool) -> tuple[Tensor, Tensor]:
+
+@torch.library.custom_op("fastlmrl::linear_token_log_probs", mutates_args=(), device_types="cpu")
+def _linear_token_log_probs(
+    hidden: Tensor,
+    weight: Tensor,
+    tokens: Tensor,
+    bias: Tensor | None,
+    chunk_size: int,
+    keep_logits: bool,
+) -> tuple[Tensor, Tensor]:
     # keep_logits (the wrapper sets it when a gradient will be needed and the batch is one
     # chunk): the chunk's logits are returned too, for the backward pass to reuse
     head = _Head(hidden, weight, bias, chunk_size)
@@ -181,24 +196,38 @@ def _linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
             out[a:b] = _np_lp.token_log_probs(head.logits(a, b).numpy(), ids[a:b])
         except ValueError as exc:
             raise _rows_error(exc, a, b) from None
-    kept = (head.buffer if keep_logits and head.n <= chunk_size
-            else hidden.new_empty((0, head.v), dtype=head.dtype))  # (not a view: the buffer dies)
+    kept = (
+        head.buffer
+        if keep_logits and head.n <= chunk_size
+        else hidden.new_empty((0, head.v), dtype=head.dtype)
+    )  # (not a view: the buffer dies)
     return tt.as_dtype(torch.from_numpy(out), hidden.dtype), kept
 
 
 @_linear_token_log_probs.register_fake
 def _(hidden, weight, tokens, bias, chunk_size, keep_logits):
     rows = hidden.shape[0] if keep_logits and hidden.shape[0] <= chunk_size else 0
-    return (hidden.new_empty(hidden.shape[:1]),
-            hidden.new_empty((rows, weight.shape[0]), dtype=tt.compute_dtype(hidden.dtype)))
+    return (
+        hidden.new_empty(hidden.shape[:1]),
+        hidden.new_empty((rows, weight.shape[0]), dtype=tt.compute_dtype(hidden.dtype)),
+    )
 
 
-@torch.library.custom_op("fastlmrl::linear_token_log_probs_backward", mutates_args=(),
-                         device_types="cpu")
+@torch.library.custom_op(
+    "fastlmrl::linear_token_log_probs_backward", mutates_args=(), device_types="cpu"
+)
 def _linear_token_log_probs_backward(
-        hidden: Tensor, weight: Tensor, tokens: Tensor, bias: Optional[Tensor],
-        grad_output: Tensor, chunk_size: int, needs_hidden: bool, needs_weight: bool,
-        needs_bias: bool, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    hidden: Tensor,
+    weight: Tensor,
+    tokens: Tensor,
+    bias: Tensor | None,
+    grad_output: Tensor,
+    chunk_size: int,
+    needs_hidden: bool,
+    needs_weight: bool,
+    needs_bias: bool,
+    logits: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
     # logits: the forward pass's logits of the whole batch (one chunk), or (0, V): computed again
     head = _Head(hidden, weight, bias, chunk_size)
     needs = (needs_hidden, needs_weight, needs_bias and bias is not None)
@@ -208,35 +237,47 @@ def _linear_token_log_probs_backward(
     fused = bool(np.isfinite(g).all())
     ones = np.ones(min(chunk_size, head.n), dtype=g.dtype)
     neg_g = -g
-    kept = (0 < head.n <= chunk_size and logits.shape[0] == head.n
-            and logits.shape[1] == head.v)
+    kept = 0 < head.n <= chunk_size and logits.shape[0] == head.n and logits.shape[1] == head.v
     for a in range(0, head.n, chunk_size):
         b = min(head.n, a + chunk_size)
         if kept:  # one chunk, its logits from the forward pass: no GEMM, the gradient beside them
             x = tt.array(logits.to(head.dtype))
-            grad = head.buffer[:b - a]
-            status = _reinforce_kernel(x, ids, neg_g, ones[:b - a], grad.numpy()) if fused else 1
+            grad = head.buffer[: b - a]
+            status = _reinforce_kernel(x, ids, neg_g, ones[: b - a], grad.numpy()) if fused else 1
         else:
             grad = head.logits(a, b)
             # g (onehot - p) in one pass, in place over the chunk's logits: REINFORCE with
             # return -g, weight 1
-            status = (_reinforce_kernel(grad.numpy(), ids[a:b], neg_g[a:b], ones[:b - a],
-                                        grad.numpy()) if fused else 1)
+            status = (
+                _reinforce_kernel(grad.numpy(), ids[a:b], neg_g[a:b], ones[: b - a], grad.numpy())
+                if fused
+                else 1
+            )
         if status:
             grad = _unfused_log_prob_grad(head, a, b, ids[a:b], g[a:b], fused)
         head.accumulate(grad, a, b, grads)
     return _outputs(head, grads, hidden, weight, bias)
 
 
-def _reinforce_kernel(x: np.ndarray, ids: np.ndarray, returns: np.ndarray, ones: np.ndarray,
-                      out: np.ndarray) -> int:
+def _reinforce_kernel(
+    x: np.ndarray, ids: np.ndarray, returns: np.ndarray, ones: np.ndarray, out: np.ndarray
+) -> int:
     """The REINFORCE kernel over the chunk ``x`` with its gradient written to ``out`` (which may
     be ``x`` itself); the kernel's status (0: done)."""
     n = x.shape[0]
     stats = np.zeros(1)
     return _backend.kernels().reinforce_loss(
-        x, ids, returns, np.zeros(n, dtype=x.dtype), ones, np.empty(n), np.empty(n), out, stats,
-        tt.num_threads(x.size))
+        x,
+        ids,
+        returns,
+        np.zeros(n, dtype=x.dtype),
+        ones,
+        np.empty(n),
+        np.empty(n),
+        out,
+        stats,
+        tt.num_threads(x.size),
+    )
 
 
 def _unfused_log_prob_grad(head, a, b, ids, g, try_fused) -> Tensor:
@@ -255,8 +296,18 @@ def _unfused_log_prob_grad(head, a, b, ids, g, try_fused) -> Tensor:
 
 
 @_linear_token_log_probs_backward.register_fake
-def _(hidden, weight, tokens, bias, grad_output, chunk_size, needs_hidden, needs_weight,
-      needs_bias, logits):
+def _(
+    hidden,
+    weight,
+    tokens,
+    bias,
+    grad_output,
+    chunk_size,
+    needs_hidden,
+    needs_weight,
+    needs_bias,
+    logits,
+):
     return _fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias))
 
 
@@ -273,15 +324,18 @@ def _ltlp_grad(ctx, grad_output, unused=None):
         return (None,) * 6
     hidden, weight, tokens, bias, logits = ctx.saved_tensors
     nh, nw, _, nb, _, _ = ctx.needs_input_grad
-    gh, gw, gb = _linear_token_log_probs_backward_call(hidden, weight, tokens, bias, grad_output,
-                                                       ctx.chunk_size, nh, nw, nb, logits)
+    gh, gw, gb = _linear_token_log_probs_backward_call(
+        hidden, weight, tokens, bias, grad_output, ctx.chunk_size, nh, nw, nb, logits
+    )
     return (gh if nh else None, gw if nw else None, None, gb if nb else None, None, None)
 
 
-_linear_token_log_probs_backward_call = tt.EagerOp(_linear_token_log_probs_backward,
-                                                   differentiable=(0, 1, 3, 4))
-_linear_token_log_probs_call = tt.autograd(_linear_token_log_probs, _ltlp_grad, _ltlp_setup,
-                                           differentiable=(0, 1, 3))
+_linear_token_log_probs_backward_call = tt.EagerOp(
+    _linear_token_log_probs_backward, differentiable=(0, 1, 3, 4)
+)
+_linear_token_log_probs_call = tt.autograd(
+    _linear_token_log_probs, _ltlp_grad, _ltlp_setup, differentiable=(0, 1, 3)
+)
 
 
 def _head_arguments(hidden, weight, bias):
@@ -294,8 +348,9 @@ def _head_arguments(hidden, weight, bias):
     if h.ndim < 1:
         raise ValueError("hidden must have shape (..., H), got a 0-dimensional tensor")
     if w.ndim != 2 or w.shape[1] != h.shape[-1] or w.shape[0] == 0:
-        raise ValueError(f"weight must have shape (V, H) = (V, {h.shape[-1]}) with V >= 1, got "
-                         f"{tuple(w.shape)}")
+        raise ValueError(
+            f"weight must have shape (V, H) = (V, {h.shape[-1]}) with V >= 1, got {tuple(w.shape)}"
+        )
     if bias is not None:
         bias = tt.tensor(bias, "bias")
         if bias.dtype != h.dtype:
@@ -305,9 +360,13 @@ def _head_arguments(hidden, weight, bias):
     return (h if h.ndim == 2 else h.reshape(-1, h.shape[-1])), w, bias
 
 
-def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
-                           bias: Optional[Tensor] = None,
-                           chunk_size: Optional[int] = None) -> Tensor:
+def linear_token_log_probs(
+    hidden: Tensor,
+    weight: Tensor,
+    tokens: Tensor,
+    bias: Tensor | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
     r""":math:`\log\pi(a_i|s_i)` of the logits ``hidden @ weight.T + bias`` without forming them.
 
     ``hidden`` (..., H), ``weight`` (V, H) (an ``nn.Linear(H, V)``'s weight), ``tokens`` (...,),
@@ -322,25 +381,41 @@ def linear_token_log_probs(hidden: Tensor, weight: Tensor, tokens: Tensor,
     chunk = _chunk_size(chunk_size, w.shape[0])
     # one chunk and a gradient to come: the forward pass's logits are kept for the backward pass
     # (one (N, V) buffer, at most a chunk's worth, held in between: one GEMM fewer)
-    keep = h.shape[0] <= chunk and torch.is_grad_enabled() and (
-        h.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad))
+    keep = (
+        h.shape[0] <= chunk
+        and torch.is_grad_enabled()
+        and (h.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad))
+    )
     return tt.unflat(_linear_token_log_probs_call(h, w, ids, bias, chunk, keep)[0], batch)
 
 
 # --- linear_reinforce_loss (and the cross-entropy) --------------------------------------------
 
+
 @torch.library.custom_op("fastlmrl::linear_reinforce_loss", mutates_args=(), device_types="cpu")
-def _linear_reinforce_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tokens: Tensor,
-                           returns: Tensor, weights: Optional[Tensor], baseline: Optional[Tensor],
-                           baseline_mode: str, chunk_size: int, needs_hidden: bool,
-                           needs_weight: bool, needs_bias: bool
-                           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _linear_reinforce_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    tokens: Tensor,
+    returns: Tensor,
+    weights: Tensor | None,
+    baseline: Tensor | None,
+    baseline_mode: str,
+    chunk_size: int,
+    needs_hidden: bool,
+    needs_weight: bool,
+    needs_bias: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     head = _Head(hidden, weight, bias, chunk_size)
     n, dt = head.n, tt.array(head.buffer[:0]).dtype
     ids = _check_ids(tt.array(tokens), head.v)
     ret = tt.array(returns).astype(dt, copy=False)
-    w = (np.full(n, 1.0 / n if n else 0.0, dtype=dt) if weights is None
-         else tt.array(weights).astype(dt, copy=False))
+    w = (
+        np.full(n, 1.0 / n if n else 0.0, dtype=dt)
+        if weights is None
+        else tt.array(weights).astype(dt, copy=False)
+    )
     _check_finite("returns", ret)
     _check_finite("weights", w, nonnegative=True)
     if baseline_mode == "mean":
@@ -359,31 +434,60 @@ def _linear_reinforce_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor
         x = head.logits(a, b)
         # the fused REINFORCE kernel, its gradient written over the chunk's logits
         status = _backend.kernels().reinforce_loss(
-            x.numpy(), ids[a:b], ret[a:b], base[a:b], w[a:b], token_loss[a:b], log_probs[a:b],
-            x.numpy(), stats, tt.num_threads(x.numel()))
+            x.numpy(),
+            ids[a:b],
+            ret[a:b],
+            base[a:b],
+            w[a:b],
+            token_loss[a:b],
+            log_probs[a:b],
+            x.numpy(),
+            stats,
+            tt.num_threads(x.numel()),
+        )
         if status:  # the NumPy API's error for these rows, from their logits computed again
             try:
-                _np.reinforce_loss(head.logits(a, b).numpy(), ids[a:b], ret[a:b], w[a:b],
-                                   baseline=base[a:b])
+                _np.reinforce_loss(
+                    head.logits(a, b).numpy(), ids[a:b], ret[a:b], w[a:b], baseline=base[a:b]
+                )
             except ValueError as exc:
                 raise _rows_error(exc, a, b) from None
-            raise RuntimeError(f"the reinforce_loss kernel returned status {status} on rows "
-                               f"{a}:{b} but the NumPy API accepted them")  # pragma: no cover
+            raise RuntimeError(
+                f"the reinforce_loss kernel returned status {status} on rows "
+                f"{a}:{b} but the NumPy API accepted them"
+            )  # pragma: no cover
         head.accumulate(x, a, b, grads)
         loss += float(stats[0])
-    return (tt.scalar(loss, tt.loss_dtype(hidden.dtype)),
-            *_outputs(head, grads, hidden, weight, bias), torch.from_numpy(log_probs),
-            torch.from_numpy(token_loss))
+    return (
+        tt.scalar(loss, tt.loss_dtype(hidden.dtype)),
+        *_outputs(head, grads, hidden, weight, bias),
+        torch.from_numpy(log_probs),
+        torch.from_numpy(token_loss),
+    )
 
 
 @_linear_reinforce_loss.register_fake
-def _(hidden, weight, bias, tokens, returns, weights, baseline, baseline_mode, chunk_size,
-      needs_hidden, needs_weight, needs_bias):
+def _(
+    hidden,
+    weight,
+    bias,
+    tokens,
+    returns,
+    weights,
+    baseline,
+    baseline_mode,
+    chunk_size,
+    needs_hidden,
+    needs_weight,
+    needs_bias,
+):
     n = hidden.shape[0]
-    return (hidden.new_empty((), dtype=tt.loss_dtype(hidden.dtype)),
-            *_fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias)),
-            hidden.new_empty((n,), dtype=torch.float64),
-            hidden.new_empty((n,), dtype=torch.float64))
+    return (
+        hidden.new_empty((), dtype=tt.loss_dtype(hidden.dtype)),
+        *_fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias)),
+        hidden.new_empty((n,), dtype=torch.float64),
+        hidden.new_empty((n,), dtype=torch.float64),
+    )
 
 
 def _lrl_setup(ctx, inputs, output):
@@ -395,16 +499,21 @@ def _lrl_setup(ctx, inputs, output):
 def _lrl_grad(ctx, grad_loss, *unused):
     gh, gw, gb = ctx.saved_tensors
     nh, nw, nb = ctx.needs_input_grad[:3]
-    return (tt.scale(gh, grad_loss) if nh else None, tt.scale(gw, grad_loss) if nw else None,
-            tt.scale(gb, grad_loss) if nb else None) + (None,) * 9
+    return (
+        tt.scale(gh, grad_loss) if nh else None,
+        tt.scale(gw, grad_loss) if nw else None,
+        tt.scale(gb, grad_loss) if nb else None,
+    ) + (None,) * 9
 
 
-_linear_reinforce_loss_call = tt.autograd(_linear_reinforce_loss, _lrl_grad, _lrl_setup,
-                                          differentiable=(0, 1, 2))
+_linear_reinforce_loss_call = tt.autograd(
+    _linear_reinforce_loss, _lrl_grad, _lrl_setup, differentiable=(0, 1, 2)
+)
 
 
-def linear_reinforce_loss(hidden, weight, tokens, returns, weights=None, baseline=None, *,
-                          bias=None, chunk_size=None) -> ReinforceLossResult:
+def linear_reinforce_loss(
+    hidden, weight, tokens, returns, weights=None, baseline=None, *, bias=None, chunk_size=None
+) -> ReinforceLossResult:
     r""":func:`fastlmrl.torch.reinforce_loss` of the logits ``hidden @ weight.T + bias`` without
     forming them: :math:`L = \sum_i w_i\,\ell_i`, :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`
     (Williams 1992; Sutton & Barto 2018, eq. 13.11), differentiable w.r.t. ``hidden`` (..., H),
@@ -432,17 +541,30 @@ def linear_reinforce_loss(hidden, weight, tokens, returns, weights=None, baselin
         mode, base = "", tt.per_token(baseline, "baseline", batch, optional=True)
     chunk = _chunk_size(chunk_size, w.shape[0])
     grad_on = torch.is_grad_enabled()
-    needs = (grad_on and h.requires_grad, grad_on and w.requires_grad,
-             grad_on and bias is not None and bias.requires_grad)
+    needs = (
+        grad_on and h.requires_grad,
+        grad_on and w.requires_grad,
+        grad_on and bias is not None and bias.requires_grad,
+    )
     out = _linear_reinforce_loss_call(
-        h, w, bias, tt.ids(tokens, "tokens", batch), tt.per_token(returns, "returns", batch),
-        tt.per_token(weights, "weights", batch, optional=True), base, mode, chunk, *needs)
+        h,
+        w,
+        bias,
+        tt.ids(tokens, "tokens", batch),
+        tt.per_token(returns, "returns", batch),
+        tt.per_token(weights, "weights", batch, optional=True),
+        base,
+        mode,
+        chunk,
+        *needs,
+    )
     return ReinforceLossResult(out[0], tt.unflat(out[4], batch), tt.unflat(out[5], batch))
 
 
 # --- linear_ppo_loss ---------------------------------------------------------------------------
 
-def _chunks(n: int, chunk: int, offsets: Optional[np.ndarray]):
+
+def _chunks(n: int, chunk: int, offsets: np.ndarray | None):
     """(a, b, local sequence offsets or None): row ranges, cut at sequence ends when given."""
     if offsets is None:
         for a in range(0, n, chunk):
@@ -454,31 +576,54 @@ def _chunks(n: int, chunk: int, offsets: Optional[np.ndarray]):
         j = k + 1  # take sequence k, then more while the chunk stays within chunk_size rows
         while j < n_seq and offsets[j + 1] - a <= chunk:
             j += 1
-        yield a, int(offsets[j]), offsets[k:j + 1] - a
+        yield a, int(offsets[j]), offsets[k : j + 1] - a
         k = j
 
 
 @torch.library.custom_op("fastlmrl::linear_ppo_loss", mutates_args=(), device_types="cpu")
-def _linear_ppo_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tokens: Tensor,
-                     old_log_probs: Tensor, advantages: Tensor, weights: Optional[Tensor],
-                     clip_low: float, clip_high: Optional[float], dual_clip: Optional[float],
-                     ratio_level: str, sequence_offsets: Optional[Tensor],
-                     ref_log_probs: Optional[Tensor], kl_coef: float, kl_estimator: str,
-                     chunk_size: int, needs_hidden: bool, needs_weight: bool, needs_bias: bool
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _linear_ppo_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    tokens: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    weights: Tensor | None,
+    clip_low: float,
+    clip_high: float | None,
+    dual_clip: float | None,
+    ratio_level: str,
+    sequence_offsets: Tensor | None,
+    ref_log_probs: Tensor | None,
+    kl_coef: float,
+    kl_estimator: str,
+    chunk_size: int,
+    needs_hidden: bool,
+    needs_weight: bool,
+    needs_bias: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     head = _Head(hidden, weight, bias, chunk_size)
     n, dt = head.n, tt.array(head.buffer[:0]).dtype
     ids = _check_ids(tt.array(tokens), head.v)
     old = tt.array(old_log_probs).astype(dt, copy=False)
     adv = tt.array(advantages).astype(dt, copy=False)
     ref = None if ref_log_probs is None else tt.array(ref_log_probs).astype(dt, copy=False)
-    w = (np.full(n, 1.0 / n if n else 0.0, dtype=dt) if weights is None
-         else tt.array(weights).astype(dt, copy=False))
+    w = (
+        np.full(n, 1.0 / n if n else 0.0, dtype=dt)
+        if weights is None
+        else tt.array(weights).astype(dt, copy=False)
+    )
     for name, arr in (("old_log_probs", old), ("advantages", adv), ("ref_log_probs", ref)):
         _check_finite(name, arr)
     _check_finite("weights", w, nonnegative=True)
-    options = dict(clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip,
-                   ratio_level=ratio_level, kl_coef=kl_coef, kl_estimator=kl_estimator)
+    options = dict(
+        clip_low=clip_low,
+        clip_high=clip_high,
+        dual_clip=dual_clip,
+        ratio_level=ratio_level,
+        kl_coef=kl_coef,
+        kl_estimator=kl_estimator,
+    )
     if ratio_level == "sequence":
         if sequence_offsets is None:
             raise ValueError("ratio_level='sequence' needs sequence_offsets")
@@ -486,37 +631,69 @@ def _linear_ppo_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tok
     else:
         # options are checked once on an empty batch (so that a bad option fails before work)
         offs = None
-    _np.ppo_loss(np.empty((0, head.v), dtype=dt), ids[:0], old[:0], adv[:0], w[:0],
-                 sequence_offsets=None if offs is None else np.zeros(1, dtype=np.int64),
-                 ref_log_probs=None if ref is None else ref[:0], **options)
+    _np.ppo_loss(
+        np.empty((0, head.v), dtype=dt),
+        ids[:0],
+        old[:0],
+        adv[:0],
+        w[:0],
+        sequence_offsets=None if offs is None else np.zeros(1, dtype=np.int64),
+        ref_log_probs=None if ref is None else ref[:0],
+        **options,
+    )
     needs = (needs_hidden, needs_weight, needs_bias and bias is not None)
     grads = head.new_grads(needs)
     log_probs, token_loss, ratios = np.empty(n), np.empty(n), np.empty(n)
     sums = np.zeros(3)  # loss, pg_loss, kl_loss
     weighted = np.zeros(4)  # clip, dual clip, k1, k3 -- times the chunk's weight sum
     total_w = 0.0
-    kernel_options = (clip_low, clip_low if clip_high is None else clip_high,
-                      0.0 if dual_clip is None else dual_clip, kl_coef,
-                      _np.KL_ESTIMATORS[kl_estimator], int(offs is not None))
+    kernel_options = (
+        clip_low,
+        clip_low if clip_high is None else clip_high,
+        0.0 if dual_clip is None else dual_clip,
+        kl_coef,
+        _np.KL_ESTIMATORS[kl_estimator],
+        int(offs is not None),
+    )
     no_ref, token_level = np.empty(0, dtype=dt), np.zeros(1, dtype=np.int64)
     stats = np.zeros(7)
     for a, b, local in _chunks(n, chunk_size, offs):
         x = head.logits(a, b)
         # the fused kernel, its gradient over the chunk's logits
         status = _backend.kernels().ppo_loss(
-            x.numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],
-            no_ref if ref is None else ref[a:b], token_level if local is None else local,
-            *kernel_options, token_loss[a:b], log_probs[a:b], ratios[a:b], x.numpy(), stats,
-            tt.num_threads(x.numel()))
+            x.numpy(),
+            ids[a:b],
+            old[a:b],
+            adv[a:b],
+            w[a:b],
+            no_ref if ref is None else ref[a:b],
+            token_level if local is None else local,
+            *kernel_options,
+            token_loss[a:b],
+            log_probs[a:b],
+            ratios[a:b],
+            x.numpy(),
+            stats,
+            tt.num_threads(x.numel()),
+        )
         if status:  # the NumPy API's error for these rows, from their logits computed again
             try:
-                _np.ppo_loss(head.logits(a, b).numpy(), ids[a:b], old[a:b], adv[a:b], w[a:b],
-                             sequence_offsets=local,
-                             ref_log_probs=None if ref is None else ref[a:b], **options)
+                _np.ppo_loss(
+                    head.logits(a, b).numpy(),
+                    ids[a:b],
+                    old[a:b],
+                    adv[a:b],
+                    w[a:b],
+                    sequence_offsets=local,
+                    ref_log_probs=None if ref is None else ref[a:b],
+                    **options,
+                )
             except ValueError as exc:
                 raise _rows_error(exc, a, b) from None
-            raise RuntimeError(f"the ppo_loss kernel returned status {status} on rows {a}:{b} "
-                               "but the NumPy API accepted them")  # pragma: no cover
+            raise RuntimeError(
+                f"the ppo_loss kernel returned status {status} on rows {a}:{b} "
+                "but the NumPy API accepted them"
+            )  # pragma: no cover
         head.accumulate(x, a, b, grads)
         sums += stats[:3]
         sw = math.fsum(w[a:b].astype(np.float64).tolist())
@@ -524,20 +701,46 @@ def _linear_ppo_loss(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], tok
         weighted += stats[3:] * sw
     means = weighted / total_w if total_w > 0 else np.zeros(4)
     stats = torch.from_numpy(np.concatenate([sums[1:], means]))
-    return (tt.scalar(float(sums[0]), tt.loss_dtype(hidden.dtype)),
-            *_outputs(head, grads, hidden, weight, bias), torch.from_numpy(log_probs),
-            torch.from_numpy(token_loss), torch.from_numpy(ratios), stats)
+    return (
+        tt.scalar(float(sums[0]), tt.loss_dtype(hidden.dtype)),
+        *_outputs(head, grads, hidden, weight, bias),
+        torch.from_numpy(log_probs),
+        torch.from_numpy(token_loss),
+        torch.from_numpy(ratios),
+        stats,
+    )
 
 
 @_linear_ppo_loss.register_fake
-def _(hidden, weight, bias, tokens, old_log_probs, advantages, weights, clip_low, clip_high,
-      dual_clip, ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator, chunk_size,
-      needs_hidden, needs_weight, needs_bias):
+def _(
+    hidden,
+    weight,
+    bias,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    clip_low,
+    clip_high,
+    dual_clip,
+    ratio_level,
+    sequence_offsets,
+    ref_log_probs,
+    kl_coef,
+    kl_estimator,
+    chunk_size,
+    needs_hidden,
+    needs_weight,
+    needs_bias,
+):
     n = hidden.shape[0]
     per = tuple(hidden.new_empty((n,), dtype=torch.float64) for _ in range(3))
-    return (hidden.new_empty((), dtype=tt.loss_dtype(hidden.dtype)),
-            *_fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias)),
-            *per, hidden.new_empty((6,), dtype=torch.float64))
+    return (
+        hidden.new_empty((), dtype=tt.loss_dtype(hidden.dtype)),
+        *_fake_grads(hidden, weight, bias, (needs_hidden, needs_weight, needs_bias)),
+        *per,
+        hidden.new_empty((6,), dtype=torch.float64),
+    )
 
 
 def _lppo_setup(ctx, inputs, output):
@@ -549,19 +752,38 @@ def _lppo_setup(ctx, inputs, output):
 def _lppo_grad(ctx, grad_loss, *unused):
     gh, gw, gb = ctx.saved_tensors
     nh, nw, nb = ctx.needs_input_grad[:3]
-    return (tt.scale(gh, grad_loss) if nh else None, tt.scale(gw, grad_loss) if nw else None,
-            tt.scale(gb, grad_loss) if nb else None) + (None,) * 16
+    return (
+        tt.scale(gh, grad_loss) if nh else None,
+        tt.scale(gw, grad_loss) if nw else None,
+        tt.scale(gb, grad_loss) if nb else None,
+    ) + (None,) * 16
 
 
-_linear_ppo_loss_call = tt.autograd(_linear_ppo_loss, _lppo_grad, _lppo_setup,
-                                    differentiable=(0, 1, 2))
+_linear_ppo_loss_call = tt.autograd(
+    _linear_ppo_loss, _lppo_grad, _lppo_setup, differentiable=(0, 1, 2)
+)
 
 
 @check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
-def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=None,
-                    clip_low=0.2, clip_high=None, dual_clip=None, ratio_level="token",
-                    sequence_offsets=None, ref_log_probs=None, kl_coef=0.0, kl_estimator="k3",
-                    *, bias=None, chunk_size=None) -> PPOLossResult:
+def linear_ppo_loss(
+    hidden,
+    weight,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights=None,
+    clip_low=0.2,
+    clip_high=None,
+    dual_clip=None,
+    ratio_level="token",
+    sequence_offsets=None,
+    ref_log_probs=None,
+    kl_coef=0.0,
+    kl_estimator="k3",
+    *,
+    bias=None,
+    chunk_size=None,
+) -> PPOLossResult:
     r""":func:`fastlmrl.torch.ppo_loss` of the logits ``hidden @ weight.T + bias`` without forming
     them: same options, same result fields; differentiable w.r.t. ``hidden`` (..., H),
     ``weight`` (V, H) and ``bias`` (V,).  The gradients are computed during the forward pass
@@ -569,15 +791,46 @@ def linear_ppo_loss(hidden, weight, tokens, old_log_probs, advantages, weights=N
     (default about 8 M logits); with ``ratio_level="sequence"`` chunks hold whole sequences.
     """
     h, w, bias = _head_arguments(hidden, weight, bias)
-    tensors, o = ppo_arguments(hidden.shape[:-1], tokens, old_log_probs, advantages, weights,
-                               clip_low, clip_high, dual_clip, ratio_level, sequence_offsets,
-                               ref_log_probs, kl_coef, kl_estimator)
+    tensors, o = ppo_arguments(
+        hidden.shape[:-1],
+        tokens,
+        old_log_probs,
+        advantages,
+        weights,
+        clip_low,
+        clip_high,
+        dual_clip,
+        ratio_level,
+        sequence_offsets,
+        ref_log_probs,
+        kl_coef,
+        kl_estimator,
+    )
     tok, old, adv, wts, offs, ref = tensors
     chunk = _chunk_size(chunk_size, w.shape[0])
     grad_on = torch.is_grad_enabled()
-    needs = (grad_on and h.requires_grad, grad_on and w.requires_grad,
-             grad_on and bias is not None and bias.requires_grad)
-    out = _linear_ppo_loss_call(h, w, bias, tok, old, adv, wts, o["clip_low"], o["clip_high"],
-                           o["dual_clip"], o["ratio_level"], offs, ref, o["kl_coef"],
-                           o["kl_estimator"], chunk, *needs)
+    needs = (
+        grad_on and h.requires_grad,
+        grad_on and w.requires_grad,
+        grad_on and bias is not None and bias.requires_grad,
+    )
+    out = _linear_ppo_loss_call(
+        h,
+        w,
+        bias,
+        tok,
+        old,
+        adv,
+        wts,
+        o["clip_low"],
+        o["clip_high"],
+        o["dual_clip"],
+        o["ratio_level"],
+        offs,
+        ref,
+        o["kl_coef"],
+        o["kl_estimator"],
+        chunk,
+        *needs,
+    )
     return ppo_result(out[0], out[4:7], out[7], hidden.shape[:-1])

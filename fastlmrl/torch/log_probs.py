@@ -14,6 +14,7 @@ Gradients (:math:`p = \mathrm{softmax}(z_i)`, :math:`g_i` the upstream gradient 
 The backward passes recompute the softmax from the saved logits (nothing (N, V) is saved) and are
 custom ops themselves, so they are opaque to ``torch.compile`` as well.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,6 +36,7 @@ def _row_output(values: np.ndarray, dtype: torch.dtype) -> Tensor:
 
 # --- token_log_probs ---------------------------------------------------------------------------
 
+
 @torch.library.custom_op("fastlmrl::token_log_probs", mutates_args=(), device_types="cpu")
 def _token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
     _, x = tt.kernel_logits(logits)
@@ -46,8 +48,7 @@ def _(logits, tokens):
     return logits.new_empty(logits.shape[:1])
 
 
-@torch.library.custom_op("fastlmrl::token_log_probs_backward", mutates_args=(),
-                         device_types="cpu")
+@torch.library.custom_op("fastlmrl::token_log_probs_backward", mutates_args=(), device_types="cpu")
 def _token_log_probs_backward(logits: Tensor, tokens: Tensor, grad_output: Tensor) -> Tensor:
     _, x = tt.kernel_logits(logits)
     ids = tt.array(tokens)
@@ -98,6 +99,7 @@ def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
 
 # --- entropy -----------------------------------------------------------------------------------
 
+
 @torch.library.custom_op("fastlmrl::entropy", mutates_args=(), device_types="cpu")
 def _entropy(logits: Tensor) -> Tensor:
     _, x = tt.kernel_logits(logits)
@@ -119,11 +121,11 @@ def _entropy_backward(logits: Tensor, entropy: Tensor, grad_output: Tensor) -> T
     n, v = grad.shape
     step = max(1, _ENTROPY_CHUNK_ELEMENTS // v)
     for a in range(0, n, step):
-        rows = grad[a:a + step]
+        rows = grad[a : a + step]
         p = torch.exp(rows)  # one (chunk, V) temporary
         # -g p (log p + H); p = 0 (masked: log p = -inf) contributes 0, not NaN
-        rows.add_(h[a:a + step].unsqueeze(1)).mul_(p).nan_to_num_(nan=0.0)
-        rows.mul_(g[a:a + step].neg().unsqueeze(1))
+        rows.add_(h[a : a + step].unsqueeze(1)).mul_(p).nan_to_num_(nan=0.0)
+        rows.mul_(g[a : a + step].neg().unsqueeze(1))
     return tt.as_dtype(grad, logits.dtype)
 
 
@@ -154,6 +156,7 @@ def entropy(logits: Tensor) -> Tensor:
 
 
 # --- logsumexp ---------------------------------------------------------------------------------
+
 
 @torch.library.custom_op("fastlmrl::logsumexp", mutates_args=(), device_types="cpu")
 def _logsumexp(logits: Tensor) -> Tensor:

@@ -27,11 +27,12 @@ a TypeError naming both): ``epsilon`` / ``cliprange`` (``clip_low``), ``epsilon_
 ``vf_coef`` (``value_coef``), ``cliprange_value`` (``value_clip``); ``estimator`` is the
 deprecated spelling of ``kl_estimator``.
 """
+
 from __future__ import annotations
 
 import functools
 import numbers
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -83,14 +84,45 @@ class PPOLossResult:
     """
 
     __slots__ = ("_values", "_arrays")
-    _fields = ("loss", "log_probs", "token_loss", "ratios", "pg_loss", "kl_loss",
-               "clip_fraction", "dual_clip_fraction", "approx_kl_k1", "approx_kl_k3")
+    _fields = (
+        "loss",
+        "log_probs",
+        "token_loss",
+        "ratios",
+        "pg_loss",
+        "kl_loss",
+        "clip_fraction",
+        "dual_clip_fraction",
+        "approx_kl_k1",
+        "approx_kl_k3",
+    )
     __match_args__ = _fields
 
-    def __init__(self, loss, log_probs, token_loss, ratios, pg_loss, kl_loss, clip_fraction,
-                 dual_clip_fraction, approx_kl_k1, approx_kl_k3):
-        self._values = [loss, log_probs, token_loss, ratios, pg_loss, kl_loss, clip_fraction,
-                        dual_clip_fraction, approx_kl_k1, approx_kl_k3]
+    def __init__(
+        self,
+        loss,
+        log_probs,
+        token_loss,
+        ratios,
+        pg_loss,
+        kl_loss,
+        clip_fraction,
+        dual_clip_fraction,
+        approx_kl_k1,
+        approx_kl_k3,
+    ):
+        self._values = [
+            loss,
+            log_probs,
+            token_loss,
+            ratios,
+            pg_loss,
+            kl_loss,
+            clip_fraction,
+            dual_clip_fraction,
+            approx_kl_k1,
+            approx_kl_k3,
+        ]
         self._arrays = None
 
     @classmethod
@@ -126,7 +158,7 @@ class PPOLossResult:
     def _asdict(self) -> dict:
         return {name: self._get(i) for i, name in enumerate(self._fields)}
 
-    def _replace(self, **changes) -> "PPOLossResult":
+    def _replace(self, **changes) -> PPOLossResult:
         values = self._asdict()
         unknown = set(changes) - set(values)
         if unknown:
@@ -145,12 +177,13 @@ class PPOLossResult:
     pg_loss = property(lambda self: self._get(4), doc="sum_i w_i l^CLIP_i")
     kl_loss = property(lambda self: self._get(5), doc="sum_i w_i D_i (not times kl_coef)")
     clip_fraction = property(lambda self: self._get(6), doc="weighted fraction eps-clipped")
-    dual_clip_fraction = property(lambda self: self._get(7),
-                                  doc="weighted fraction at the dual-clip bound")
-    approx_kl_k1 = property(lambda self: self._get(8),
-                            doc="weighted mean of log pi_old - log pi_theta")
-    approx_kl_k3 = property(lambda self: self._get(9),
-                            doc="weighted mean of (rho - 1) - log rho")
+    dual_clip_fraction = property(
+        lambda self: self._get(7), doc="weighted fraction at the dual-clip bound"
+    )
+    approx_kl_k1 = property(
+        lambda self: self._get(8), doc="weighted mean of log pi_old - log pi_theta"
+    )
+    approx_kl_k3 = property(lambda self: self._get(9), doc="weighted mean of (rho - 1) - log rho")
 
 
 class KLPenaltyResult(NamedTuple):
@@ -170,9 +203,13 @@ class A2CLossResult(NamedTuple):
 
 
 #: TRL's spellings of the PPO options (ppo_loss and linear_ppo_loss), as the NumPy API's
-PPO_ECOSYSTEM_NAMES = {"beta": "kl_coef", "epsilon": "clip_low", "cliprange": "clip_low",
-                       "epsilon_high": "clip_high",
-                       "importance_sampling_level": "ratio_level"}
+PPO_ECOSYSTEM_NAMES = {
+    "beta": "kl_coef",
+    "epsilon": "clip_low",
+    "cliprange": "clip_low",
+    "epsilon_high": "clip_high",
+    "importance_sampling_level": "ratio_level",
+}
 
 
 def _vec(values, dtype=torch.float64) -> Tensor:
@@ -198,22 +235,29 @@ def _logits_backward(n_inputs):
     def backward(ctx, grad_loss, *unused):
         (grad,) = ctx.saved_tensors
         return (tt.scale(grad, grad_loss),) + (None,) * (n_inputs - 1)
+
     return backward
 
 
 def _fake_loss(logits, n_per_token, n_stats):
     n = logits.shape[0]
     per = tuple(logits.new_empty((n,), dtype=torch.float64) for _ in range(n_per_token))
-    return (logits.new_empty((), dtype=tt.loss_dtype(logits.dtype)), torch.empty_like(logits),
-            *per, logits.new_empty((n_stats,), dtype=torch.float64))
+    return (
+        logits.new_empty((), dtype=tt.loss_dtype(logits.dtype)),
+        torch.empty_like(logits),
+        *per,
+        logits.new_empty((n_stats,), dtype=torch.float64),
+    )
 
 
 # --- PPO ---------------------------------------------------------------------------------------
 
 _INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
 _TOKEN_LEVEL = np.zeros(1, dtype=np.int64)  # the kernels' sequence_offsets at token level
-_NO_REF = {np.dtype(np.float32): np.empty(0, dtype=np.float32),
-           np.dtype(np.float64): np.empty(0, dtype=np.float64)}
+_NO_REF = {
+    np.dtype(np.float32): np.empty(0, dtype=np.float32),
+    np.dtype(np.float64): np.empty(0, dtype=np.float64),
+}
 
 
 def _ids(t: Tensor) -> np.ndarray:
@@ -235,79 +279,173 @@ def _ppo_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estima
     API itself on an empty batch (its errors; an invalid set raises and is not cached)."""
     empty = np.empty(0)
     seq = ratio_level == "sequence"
-    _np.ppo_loss(np.empty((0, 1)), np.empty(0, dtype=np.int64), empty, empty, empty,
-                 clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip,
-                 ratio_level=ratio_level, sequence_offsets=_TOKEN_LEVEL if seq else None,
-                 ref_log_probs=empty if has_ref else None, kl_coef=kl_coef,
-                 kl_estimator=kl_estimator)
-    return (float(clip_low), float(clip_low if clip_high is None else clip_high),
-            0.0 if dual_clip is None else float(dual_clip), float(kl_coef),
-            _np.KL_ESTIMATORS[kl_estimator], int(seq))
+    _np.ppo_loss(
+        np.empty((0, 1)),
+        np.empty(0, dtype=np.int64),
+        empty,
+        empty,
+        empty,
+        clip_low=clip_low,
+        clip_high=clip_high,
+        dual_clip=dual_clip,
+        ratio_level=ratio_level,
+        sequence_offsets=_TOKEN_LEVEL if seq else None,
+        ref_log_probs=empty if has_ref else None,
+        kl_coef=kl_coef,
+        kl_estimator=kl_estimator,
+    )
+    return (
+        float(clip_low),
+        float(clip_low if clip_high is None else clip_high),
+        0.0 if dual_clip is None else float(dual_clip),
+        float(kl_coef),
+        _np.KL_ESTIMATORS[kl_estimator],
+        int(seq),
+    )
 
 
 @torch.library.custom_op("fastlmrl::ppo_loss", mutates_args=(), device_types="cpu")
-def _ppo_loss(logits: Tensor, tokens: Tensor, old_log_probs: Tensor, advantages: Tensor,
-              weights: Optional[Tensor], clip_low: float, clip_high: Optional[float],
-              dual_clip: Optional[float], ratio_level: str, sequence_offsets: Optional[Tensor],
-              ref_log_probs: Optional[Tensor], kl_coef: float,
-              kl_estimator: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _ppo_loss(
+    logits: Tensor,
+    tokens: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    weights: Tensor | None,
+    clip_low: float,
+    clip_high: float | None,
+    dual_clip: float | None,
+    ratio_level: str,
+    sequence_offsets: Tensor | None,
+    ref_log_probs: Tensor | None,
+    kl_coef: float,
+    kl_estimator: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     # The kernel of fastlmrl.ppo_loss called directly (the NumPy API's per-call checks cost ~10 us
     # on a tiny batch, five times the kernel): the options are checked by the NumPy API once per
     # distinct set (_ppo_options), the arrays are converted as it converts them, and every value
     # check is the kernel's own, before it writes; a non-zero status is turned into the NumPy
     # API's error by calling it on the same arrays.
-    options = _ppo_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator,
-                           ref_log_probs is not None)
+    options = _ppo_options(
+        clip_low,
+        clip_high,
+        dual_clip,
+        ratio_level,
+        kl_coef,
+        kl_estimator,
+        ref_log_probs is not None,
+    )
     _, x = tt.kernel_logits(logits)
     n, dt = x.shape[0], x.dtype
     tok, old, adv = _ids(tokens), _values(old_log_probs, dt), _values(advantages, dt)
-    w = (np.full(n, 1.0 / n if n else 0.0, dtype=dt) if weights is None
-         else _values(weights, dt))
+    w = np.full(n, 1.0 / n if n else 0.0, dtype=dt) if weights is None else _values(weights, dt)
     ref = _NO_REF[dt] if ref_log_probs is None else _values(ref_log_probs, dt)
-    offs = _np._offsets(tt.array(sequence_offsets) if sequence_offsets is not None else None,
-                        n) if options[5] else _TOKEN_LEVEL
+    offs = (
+        _np._offsets(tt.array(sequence_offsets) if sequence_offsets is not None else None, n)
+        if options[5]
+        else _TOKEN_LEVEL
+    )
     grad, out = tt.grad_buffer(logits)
     token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
-    status = tt.kernels().ppo_loss(x, tok, old, adv, w, ref, offs, *options, token_loss,
-                                   log_probs, ratios, out, stats, tt.num_threads(x.size))
+    status = tt.kernels().ppo_loss(
+        x,
+        tok,
+        old,
+        adv,
+        w,
+        ref,
+        offs,
+        *options,
+        token_loss,
+        log_probs,
+        ratios,
+        out,
+        stats,
+        tt.num_threads(x.size),
+    )
     if status:
-        _np.ppo_loss(x, tok, old, adv, w, clip_low=clip_low, clip_high=clip_high,
-                     dual_clip=dual_clip, ratio_level=ratio_level,
-                     sequence_offsets=offs if options[5] else None,
-                     ref_log_probs=None if ref_log_probs is None else ref, kl_coef=kl_coef,
-                     kl_estimator=kl_estimator)
-        raise RuntimeError(f"the ppo_loss kernel returned status {status} on arguments the "
-                           "NumPy API accepts")  # pragma: no cover
-    return (tt.scalar(stats[0], tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
-            torch.from_numpy(log_probs), torch.from_numpy(token_loss), torch.from_numpy(ratios),
-            torch.from_numpy(stats[1:]))
+        _np.ppo_loss(
+            x,
+            tok,
+            old,
+            adv,
+            w,
+            clip_low=clip_low,
+            clip_high=clip_high,
+            dual_clip=dual_clip,
+            ratio_level=ratio_level,
+            sequence_offsets=offs if options[5] else None,
+            ref_log_probs=None if ref_log_probs is None else ref,
+            kl_coef=kl_coef,
+            kl_estimator=kl_estimator,
+        )
+        raise RuntimeError(
+            f"the ppo_loss kernel returned status {status} on arguments the NumPy API accepts"
+        )  # pragma: no cover
+    return (
+        tt.scalar(stats[0], tt.loss_dtype(logits.dtype)),
+        tt.as_dtype(grad, logits.dtype),
+        torch.from_numpy(log_probs),
+        torch.from_numpy(token_loss),
+        torch.from_numpy(ratios),
+        torch.from_numpy(stats[1:]),
+    )
 
 
 @_ppo_loss.register_fake
-def _(logits, tokens, old_log_probs, advantages, weights, clip_low, clip_high, dual_clip,
-      ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator):
+def _(
+    logits,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    clip_low,
+    clip_high,
+    dual_clip,
+    ratio_level,
+    sequence_offsets,
+    ref_log_probs,
+    kl_coef,
+    kl_estimator,
+):
     return _fake_loss(logits, 3, 6)
 
 
 _ppo_loss_call = tt.autograd(_ppo_loss, _logits_backward(13), _grad_only)
 
 
-def ppo_arguments(batch, tokens, old_log_probs, advantages, weights, clip_low, clip_high,
-                  dual_clip, ratio_level, sequence_offsets, ref_log_probs, kl_coef, kl_estimator):
+def ppo_arguments(
+    batch,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    clip_low,
+    clip_high,
+    dual_clip,
+    ratio_level,
+    sequence_offsets,
+    ref_log_probs,
+    kl_coef,
+    kl_estimator,
+):
     """Checked tensors and options of :func:`ppo_loss` (also used by the LM-head op);
     ``batch``: the batch shape of the logits."""
-    tensors = (tt.ids(tokens, "tokens", batch),
-               tt.per_token(old_log_probs, "old_log_probs", batch),
-               tt.per_token(advantages, "advantages", batch),
-               tt.per_token(weights, "weights", batch, optional=True),
-               tt.offsets(sequence_offsets),
-               tt.per_token(ref_log_probs, "ref_log_probs", batch, optional=True))
-    options = dict(clip_low=_real(clip_low, "clip_low"),
-                   clip_high=None if clip_high is None else _real(clip_high, "clip_high"),
-                   dual_clip=None if dual_clip is None else _real(dual_clip, "dual_clip"),
-                   ratio_level=_str(ratio_level, "ratio_level"),
-                   kl_coef=_real(kl_coef, "kl_coef"),
-                   kl_estimator=_str(kl_estimator, "kl_estimator"))
+    tensors = (
+        tt.ids(tokens, "tokens", batch),
+        tt.per_token(old_log_probs, "old_log_probs", batch),
+        tt.per_token(advantages, "advantages", batch),
+        tt.per_token(weights, "weights", batch, optional=True),
+        tt.offsets(sequence_offsets),
+        tt.per_token(ref_log_probs, "ref_log_probs", batch, optional=True),
+    )
+    options = dict(
+        clip_low=_real(clip_low, "clip_low"),
+        clip_high=None if clip_high is None else _real(clip_high, "clip_high"),
+        dual_clip=None if dual_clip is None else _real(dual_clip, "dual_clip"),
+        ratio_level=_str(ratio_level, "ratio_level"),
+        kl_coef=_real(kl_coef, "kl_coef"),
+        kl_estimator=_str(kl_estimator, "kl_estimator"),
+    )
     return tensors, options
 
 
@@ -338,10 +476,15 @@ def _fast_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estim
     general path checks them; typed: ``clip_low=1`` and ``clip_low=True`` are separate keys."""
     if _str(ratio_level, "ratio_level") != "token":
         return None
-    return _ppo_options(_real(clip_low, "clip_low"),
-                        None if clip_high is None else _real(clip_high, "clip_high"),
-                        None if dual_clip is None else _real(dual_clip, "dual_clip"), ratio_level,
-                        _real(kl_coef, "kl_coef"), _str(kl_estimator, "kl_estimator"), has_ref)
+    return _ppo_options(
+        _real(clip_low, "clip_low"),
+        None if clip_high is None else _real(clip_high, "clip_high"),
+        None if dual_clip is None else _real(dual_clip, "dual_clip"),
+        ratio_level,
+        _real(kl_coef, "kl_coef"),
+        _str(kl_estimator, "kl_estimator"),
+        has_ref,
+    )
 
 
 class fastlmrl_ppo_loss_fast(torch.autograd.Function):
@@ -369,15 +512,15 @@ _IMMUTABLE = (float, int, str, type(None))
 _last_options: tuple = (_BAD,) * 8
 
 
-def _remember_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator,
-                      has_ref):
+def _remember_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator, has_ref):
     """:func:`_fast_options` (``_BAD`` where they raise), remembered for the next call when every
     option is a plain immutable float / int / str / None: a call with the same objects is the same
     call (~0.1 us instead of ~0.5 us for the cache's typed key)."""
     global _last_options
     try:
-        options = _fast_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef,
-                                kl_estimator, has_ref)
+        options = _fast_options(
+            clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator, has_ref
+        )
     except (TypeError, ValueError, RuntimeError):  # unhashable or bad options
         return _BAD
     key = (clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator)
@@ -386,8 +529,20 @@ def _remember_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_e
     return options
 
 
-def _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, clip_low,
-              clip_high, dual_clip, ratio_level, kl_coef, kl_estimator):
+def _ppo_fast(
+    logits,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights,
+    ref_log_probs,
+    clip_low,
+    clip_high,
+    dual_clip,
+    ratio_level,
+    kl_coef,
+    kl_estimator,
+):
     """:func:`ppo_loss` on plain contiguous 2-D float32/float64 CPU tensors in eager mode,
     token-level ratios: the backend's kernel on NumPy views of the tensors, no dispatcher and
     the result tensors built when read (:class:`PPOLossResult`).  None when any argument needs
@@ -406,21 +561,32 @@ def _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
     if not tt.eager_mode():  # (the arguments' types are checked below)
         return None
     dtype = _FAST_DTYPES.get(logits.dtype)
-    if (dtype is None or type(tokens) is not Tensor or type(old_log_probs) is not Tensor
-            or type(advantages) is not Tensor
-            or (weights is not None and type(weights) is not Tensor)
-            or (ref_log_probs is not None and type(ref_log_probs) is not Tensor)):
+    if (
+        dtype is None
+        or type(tokens) is not Tensor
+        or type(old_log_probs) is not Tensor
+        or type(advantages) is not Tensor
+        or (weights is not None and type(weights) is not Tensor)
+        or (ref_log_probs is not None and type(ref_log_probs) is not Tensor)
+    ):
         return None
     grad = logits.requires_grad
     has_ref = ref_log_probs is not None
     last = _last_options  # the options of the last call, if its arguments were the same objects
-    if (clip_low is last[0] and clip_high is last[1] and dual_clip is last[2]
-            and ratio_level is last[3] and kl_coef is last[4] and kl_estimator is last[5]
-            and has_ref is last[6]):
+    if (
+        clip_low is last[0]
+        and clip_high is last[1]
+        and dual_clip is last[2]
+        and ratio_level is last[3]
+        and kl_coef is last[4]
+        and kl_estimator is last[5]
+        and has_ref is last[6]
+    ):
         options = last[7]
     else:
-        options = _remember_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef,
-                                    kl_estimator, has_ref)
+        options = _remember_options(
+            clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator, has_ref
+        )
     if options is _BAD or options is None:  # bad options, or sequence-level ratios
         return None
     try:
@@ -437,32 +603,63 @@ def _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
         return None
     n = shape[0]
     vec = shape[:1]
-    if (tok.shape != vec or (tok.dtype is not _I64 and tok.dtype is not _I32)
-            or old.shape != vec or old.dtype is not dtype
-            or adv.shape != vec or adv.dtype is not dtype):
+    if (
+        tok.shape != vec
+        or (tok.dtype is not _I64 and tok.dtype is not _I32)
+        or old.shape != vec
+        or old.dtype is not dtype
+        or adv.shape != vec
+        or adv.dtype is not dtype
+    ):
         return None
     if w is None:
         w = np.empty(n, dtype=dtype)
         w.fill(1.0 / n if n else 0.0)  # = the general path's np.full
     elif w.shape != vec or w.dtype is not dtype or not w.flags.c_contiguous:
         return None
-    if ref_log_probs is not None and (ref.shape != vec or ref.dtype is not dtype
-                                      or not ref.flags.c_contiguous):
+    if ref_log_probs is not None and (
+        ref.shape != vec or ref.dtype is not dtype or not ref.flags.c_contiguous
+    ):
         return None
     if not (tok.flags.c_contiguous and old.flags.c_contiguous and adv.flags.c_contiguous):
         return None
     # the gradient (a tensor over it only when it is needed)
     out = np.empty_like(x) if x.nbytes < _LARGE_BYTES else tt.scratch_like(x)
     token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
-    status = tt.kernels().ppo_loss(x, tok, old, adv, w, ref, _TOKEN_LEVEL, *options, token_loss,
-                                   log_probs, ratios, out, stats, tt.num_threads(x.size))
+    status = tt.kernels().ppo_loss(
+        x,
+        tok,
+        old,
+        adv,
+        w,
+        ref,
+        _TOKEN_LEVEL,
+        *options,
+        token_loss,
+        log_probs,
+        ratios,
+        out,
+        stats,
+        tt.num_threads(x.size),
+    )
     if status:
-        _np.ppo_loss(x, tok, old, adv, w, clip_low=clip_low, clip_high=clip_high,
-                     dual_clip=dual_clip, ratio_level=ratio_level,
-                     ref_log_probs=None if ref_log_probs is None else ref, kl_coef=kl_coef,
-                     kl_estimator=kl_estimator)
-        raise RuntimeError(f"the ppo_loss kernel returned status {status} on arguments the "
-                           "NumPy API accepts")  # pragma: no cover
+        _np.ppo_loss(
+            x,
+            tok,
+            old,
+            adv,
+            w,
+            clip_low=clip_low,
+            clip_high=clip_high,
+            dual_clip=dual_clip,
+            ratio_level=ratio_level,
+            ref_log_probs=None if ref_log_probs is None else ref,
+            kl_coef=kl_coef,
+            kl_estimator=kl_estimator,
+        )
+        raise RuntimeError(
+            f"the ppo_loss kernel returned status {status} on arguments the NumPy API accepts"
+        )  # pragma: no cover
     loss = np.array(stats[0], dtype=dtype)
     if grad and torch.is_grad_enabled():
         loss = _apply_ppo(logits, torch.from_numpy(out), loss)
@@ -472,9 +669,21 @@ def _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
 
 
 @check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
-def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0.2,
-             clip_high=None, dual_clip=None, ratio_level="token", sequence_offsets=None,
-             ref_log_probs=None, kl_coef=0.0, kl_estimator="k3") -> PPOLossResult:
+def ppo_loss(
+    logits,
+    tokens,
+    old_log_probs,
+    advantages,
+    weights=None,
+    clip_low=0.2,
+    clip_high=None,
+    dual_clip=None,
+    ratio_level="token",
+    sequence_offsets=None,
+    ref_log_probs=None,
+    kl_coef=0.0,
+    kl_estimator="k3",
+) -> PPOLossResult:
     r"""PPO clipped surrogate of (..., V) logits, differentiable w.r.t. ``logits``
     (:func:`fastlmrl.ppo_loss`: Schulman et al. 2017 eq. 7; DAPO clip-higher; dual clip; GSPO
     ``ratio_level="sequence"`` with ``sequence_offsets`` over the flattened rows; GRPO's KL
@@ -484,17 +693,54 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights=None, clip_low=0
     :func:`fastlmrl.torch.loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO.
     """
     if sequence_offsets is None and type(logits) is Tensor:
-        result = _ppo_fast(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
-                           clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator)
+        result = _ppo_fast(
+            logits,
+            tokens,
+            old_log_probs,
+            advantages,
+            weights,
+            ref_log_probs,
+            clip_low,
+            clip_high,
+            dual_clip,
+            ratio_level,
+            kl_coef,
+            kl_estimator,
+        )
         if result is not None:
             return result
     x = tt.logits_2d(logits)
-    tensors, o = ppo_arguments(logits.shape[:-1], tokens, old_log_probs, advantages, weights,
-                               clip_low, clip_high, dual_clip, ratio_level, sequence_offsets,
-                               ref_log_probs, kl_coef, kl_estimator)
+    tensors, o = ppo_arguments(
+        logits.shape[:-1],
+        tokens,
+        old_log_probs,
+        advantages,
+        weights,
+        clip_low,
+        clip_high,
+        dual_clip,
+        ratio_level,
+        sequence_offsets,
+        ref_log_probs,
+        kl_coef,
+        kl_estimator,
+    )
     tok, old, adv, w, offs, ref = tensors
-    out = _ppo_loss_call(x, tok, old, adv, w, o["clip_low"], o["clip_high"], o["dual_clip"],
-                    o["ratio_level"], offs, ref, o["kl_coef"], o["kl_estimator"])
+    out = _ppo_loss_call(
+        x,
+        tok,
+        old,
+        adv,
+        w,
+        o["clip_low"],
+        o["clip_high"],
+        o["dual_clip"],
+        o["ratio_level"],
+        offs,
+        ref,
+        o["kl_coef"],
+        o["kl_estimator"],
+    )
     return ppo_result(out[0], out[2:5], out[5], logits.shape[:-1])
 
 
@@ -505,17 +751,28 @@ def ppo_result(loss, per_token, stats, batch) -> PPOLossResult:
 
 # --- REINFORCE ---------------------------------------------------------------------------------
 
+
 @torch.library.custom_op("fastlmrl::reinforce_loss", mutates_args=(), device_types="cpu")
-def _reinforce_loss(logits: Tensor, tokens: Tensor, returns: Tensor, weights: Optional[Tensor],
-                    baseline: Optional[Tensor],
-                    baseline_mode: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _reinforce_loss(
+    logits: Tensor,
+    tokens: Tensor,
+    returns: Tensor,
+    weights: Tensor | None,
+    baseline: Tensor | None,
+    baseline_mode: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _, x = tt.kernel_logits(logits)
     grad, out = tt.grad_buffer(logits)
     base = baseline_mode if baseline_mode else _per_token(baseline)
-    r = _np.reinforce_loss(x, tt.array(tokens), tt.array(returns), _per_token(weights),
-                           baseline=base, out=out)
-    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
-            _vec(r.log_probs), _vec(r.token_loss))
+    r = _np.reinforce_loss(
+        x, tt.array(tokens), tt.array(returns), _per_token(weights), baseline=base, out=out
+    )
+    return (
+        tt.scalar(r.loss, tt.loss_dtype(logits.dtype)),
+        tt.as_dtype(grad, logits.dtype),
+        _vec(r.log_probs),
+        _vec(r.token_loss),
+    )
 
 
 @_reinforce_loss.register_fake
@@ -544,24 +801,40 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> Rein
         mode, base = baseline, None
     else:
         mode, base = "", tt.per_token(baseline, "baseline", batch, optional=True)
-    out = _reinforce_loss_call(x, tt.ids(tokens, "tokens", batch),
-                          tt.per_token(returns, "returns", batch),
-                          tt.per_token(weights, "weights", batch, optional=True), base, mode)
+    out = _reinforce_loss_call(
+        x,
+        tt.ids(tokens, "tokens", batch),
+        tt.per_token(returns, "returns", batch),
+        tt.per_token(weights, "weights", batch, optional=True),
+        base,
+        mode,
+    )
     return ReinforceLossResult(out[0], tt.unflat(out[2], batch), tt.unflat(out[3], batch))
 
 
 # --- KL penalty --------------------------------------------------------------------------------
 
+
 @torch.library.custom_op("fastlmrl::kl_penalty_loss", mutates_args=(), device_types="cpu")
-def _kl_penalty_loss(logits: Tensor, tokens: Tensor, ref_log_probs: Tensor,
-                     weights: Optional[Tensor],
-                     kl_estimator: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _kl_penalty_loss(
+    logits: Tensor, tokens: Tensor, ref_log_probs: Tensor, weights: Tensor | None, kl_estimator: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _, x = tt.kernel_logits(logits)
     grad, out = tt.grad_buffer(logits)
-    r = _np.kl_penalty_loss(x, tt.array(tokens), tt.array(ref_log_probs), _per_token(weights),
-                            kl_estimator=kl_estimator, out=out)
-    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
-            _vec(r.log_probs), _vec(r.token_kl))
+    r = _np.kl_penalty_loss(
+        x,
+        tt.array(tokens),
+        tt.array(ref_log_probs),
+        _per_token(weights),
+        kl_estimator=kl_estimator,
+        out=out,
+    )
+    return (
+        tt.scalar(r.loss, tt.loss_dtype(logits.dtype)),
+        tt.as_dtype(grad, logits.dtype),
+        _vec(r.log_probs),
+        _vec(r.token_kl),
+    )
 
 
 @_kl_penalty_loss.register_fake
@@ -573,40 +846,78 @@ _kl_penalty_loss_call = tt.autograd(_kl_penalty_loss, _logits_backward(5), _rein
 
 
 @check.renamed(deprecated={"estimator": "kl_estimator"})
-def kl_penalty_loss(logits, tokens, ref_log_probs, weights=None,
-                    kl_estimator="k3") -> KLPenaltyResult:
+def kl_penalty_loss(
+    logits, tokens, ref_log_probs, weights=None, kl_estimator="k3"
+) -> KLPenaltyResult:
     r"""KL penalty to a reference policy, :math:`L = \sum_i w_i D_i` with Schulman's estimator
     k1 / k2 / k3 at the sampled token (:func:`fastlmrl.kl_penalty_loss`)."""
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
-    out = _kl_penalty_loss_call(x, tt.ids(tokens, "tokens", batch),
-                           tt.per_token(ref_log_probs, "ref_log_probs", batch),
-                           tt.per_token(weights, "weights", batch, optional=True),
-                           _str(kl_estimator, "kl_estimator"))
+    out = _kl_penalty_loss_call(
+        x,
+        tt.ids(tokens, "tokens", batch),
+        tt.per_token(ref_log_probs, "ref_log_probs", batch),
+        tt.per_token(weights, "weights", batch, optional=True),
+        _str(kl_estimator, "kl_estimator"),
+    )
     return KLPenaltyResult(out[0], tt.unflat(out[2], batch), tt.unflat(out[3], batch))
 
 
 # --- A2C ---------------------------------------------------------------------------------------
 
+
 @torch.library.custom_op("fastlmrl::a2c_loss", mutates_args=(), device_types="cpu")
-def _a2c_loss(logits: Tensor, tokens: Tensor, advantages: Tensor, values: Tensor,
-              returns: Tensor, weights: Optional[Tensor], value_coef: float, entropy_coef: float,
-              old_values: Optional[Tensor], value_clip: Optional[float]
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _a2c_loss(
+    logits: Tensor,
+    tokens: Tensor,
+    advantages: Tensor,
+    values: Tensor,
+    returns: Tensor,
+    weights: Tensor | None,
+    value_coef: float,
+    entropy_coef: float,
+    old_values: Tensor | None,
+    value_clip: float | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     _, x = tt.kernel_logits(logits)
     grad, out = tt.grad_buffer(logits)
-    r = _np.a2c_loss(x, tt.array(tokens), tt.array(advantages), tt.array(values),
-                     tt.array(returns), _per_token(weights), value_coef=value_coef,
-                     entropy_coef=entropy_coef, old_values=_per_token(old_values),
-                     value_clip=value_clip, out=out)
-    return (tt.scalar(r.loss, tt.loss_dtype(logits.dtype)), tt.as_dtype(grad, logits.dtype),
-            _vec(r.grad_values, values.dtype), _vec(r.log_probs), _vec(r.entropy),
-            _vec(r.token_loss), _stats(r.policy_loss, r.value_loss, r.mean_entropy))
+    r = _np.a2c_loss(
+        x,
+        tt.array(tokens),
+        tt.array(advantages),
+        tt.array(values),
+        tt.array(returns),
+        _per_token(weights),
+        value_coef=value_coef,
+        entropy_coef=entropy_coef,
+        old_values=_per_token(old_values),
+        value_clip=value_clip,
+        out=out,
+    )
+    return (
+        tt.scalar(r.loss, tt.loss_dtype(logits.dtype)),
+        tt.as_dtype(grad, logits.dtype),
+        _vec(r.grad_values, values.dtype),
+        _vec(r.log_probs),
+        _vec(r.entropy),
+        _vec(r.token_loss),
+        _stats(r.policy_loss, r.value_loss, r.mean_entropy),
+    )
 
 
 @_a2c_loss.register_fake
-def _(logits, tokens, advantages, values, returns, weights, value_coef, entropy_coef,
-      old_values, value_clip):
+def _(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    weights,
+    value_coef,
+    entropy_coef,
+    old_values,
+    value_clip,
+):
     loss, grad, *per, stats = _fake_loss(logits, 4, 3)
     return (loss, grad, torch.empty_like(values), *per[1:], stats)
 
@@ -619,28 +930,53 @@ def _a2c_setup(ctx, inputs, output):
 
 def _a2c_grad(ctx, grad_loss, *unused):
     grad_logits, grad_values = ctx.saved_tensors
-    return (tt.scale(grad_logits, grad_loss), None, None, tt.scale(grad_values, grad_loss),
-            None, None, None, None, None, None)
+    return (
+        tt.scale(grad_logits, grad_loss),
+        None,
+        None,
+        tt.scale(grad_values, grad_loss),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 _a2c_loss_call = tt.autograd(_a2c_loss, _a2c_grad, _a2c_setup, differentiable=(0, 3))
 
 
 @check.renamed(ecosystem={"vf_coef": "value_coef", "cliprange_value": "value_clip"})
-def a2c_loss(logits, tokens, advantages, values, returns, weights=None, value_coef=0.5,
-             entropy_coef=0.01, old_values=None, value_clip=None) -> A2CLossResult:
+def a2c_loss(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    weights=None,
+    value_coef=0.5,
+    entropy_coef=0.01,
+    old_values=None,
+    value_clip=None,
+) -> A2CLossResult:
     r"""Advantage actor-critic loss :math:`-\hat A_i\log\pi(a_i) + c_v L^V_i - c_e H_i`
     (:func:`fastlmrl.a2c_loss`), differentiable w.r.t. ``logits`` and ``values`` (a floating
     tensor of the batch shape; its gradient has its dtype)."""
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     vals = tt.per_token(values, "values", batch)
-    out = _a2c_loss_call(x, tt.ids(tokens, "tokens", batch),
-                    tt.per_token(advantages, "advantages", batch), vals,
-                    tt.per_token(returns, "returns", batch),
-                    tt.per_token(weights, "weights", batch, optional=True),
-                    _real(value_coef, "value_coef"), _real(entropy_coef, "entropy_coef"),
-                    tt.per_token(old_values, "old_values", batch, optional=True),
-                    None if value_clip is None else _real(value_clip, "value_clip"))
+    out = _a2c_loss_call(
+        x,
+        tt.ids(tokens, "tokens", batch),
+        tt.per_token(advantages, "advantages", batch),
+        vals,
+        tt.per_token(returns, "returns", batch),
+        tt.per_token(weights, "weights", batch, optional=True),
+        _real(value_coef, "value_coef"),
+        _real(entropy_coef, "entropy_coef"),
+        tt.per_token(old_values, "old_values", batch, optional=True),
+        None if value_clip is None else _real(value_clip, "value_clip"),
+    )
     per = (tt.unflat(t, batch) for t in out[3:6])
     return A2CLossResult(out[0], *per, *tt.unbind(out[6]))

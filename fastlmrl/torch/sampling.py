@@ -16,6 +16,7 @@ and needs (N, V) logits; :func:`sample_tokens` validates everything first and ta
 non-contiguous tensor is copied once, bfloat16 is sampled in float32 (log-probs returned in
 float32).  Tensors on another device raise ValueError naming it.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -27,8 +28,8 @@ from torch import Tensor
 from .. import _backend
 from .. import _validation as check
 from .. import sampling as _np
-from . import _tensors as tt
 from ..rng import MASK64, advance, check_capacity
+from . import _tensors as tt
 
 __all__ = ["SampledTokens", "sample_tokens"]
 
@@ -53,16 +54,25 @@ def _log_prob_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.library.custom_op("fastlmrl::sample_tokens", mutates_args=(), device_types="cpu")
-def _sample_tokens(logits: Tensor, key: int, counter: int, temperature: float, top_k: int,
-                   top_p: float, min_p: float) -> tuple[Tensor, Tensor, Tensor]:
+def _sample_tokens(
+    logits: Tensor,
+    key: int,
+    counter: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    min_p: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     x = logits.detach()
     if x.dtype == torch.bfloat16:
         x = x.float()
     elif not x.is_contiguous():
         x = x.contiguous()
     if x.dtype not in (torch.float32, torch.float64) or x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"logits must be an (N, V) float32/float64/bfloat16 tensor with V >= 1, "
-                         f"got {x.dtype} of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"logits must be an (N, V) float32/float64/bfloat16 tensor with V >= 1, "
+            f"got {x.dtype} of shape {tuple(x.shape)}"
+        )
     x_np = x.numpy()
     n = x_np.shape[0]
     tokens = torch.empty(n, dtype=torch.int64)
@@ -70,9 +80,18 @@ def _sample_tokens(logits: Tensor, key: int, counter: int, temperature: float, t
     model_log_probs = torch.empty(n, dtype=x.dtype)
     # the raw kernel checks its scalar arguments and the rows before writing (status codes)
     status = _backend.kernels().sample_tokens(
-        x_np, temperature, top_k, top_p, min_p, np.uint64(key & MASK64),
-        np.uint64(counter & MASK64), tokens.numpy(), log_probs.numpy(), model_log_probs.numpy(),
-        tt.num_threads(x_np.size))
+        x_np,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        np.uint64(key & MASK64),
+        np.uint64(counter & MASK64),
+        tokens.numpy(),
+        log_probs.numpy(),
+        model_log_probs.numpy(),
+        tt.num_threads(x_np.size),
+    )
     _np.raise_for_status(status, x_np)
     return tokens, log_probs, model_log_probs
 
@@ -81,8 +100,11 @@ def _sample_tokens(logits: Tensor, key: int, counter: int, temperature: float, t
 def _(logits, key, counter, temperature, top_k, top_p, min_p):
     n = logits.shape[0]
     lp_dtype = _log_prob_dtype(logits.dtype)
-    return (logits.new_empty(n, dtype=torch.int64), logits.new_empty(n, dtype=lp_dtype),
-            logits.new_empty(n, dtype=lp_dtype))
+    return (
+        logits.new_empty(n, dtype=torch.int64),
+        logits.new_empty(n, dtype=lp_dtype),
+        logits.new_empty(n, dtype=lp_dtype),
+    )
 
 
 def _as_logits(logits) -> Tensor:
@@ -91,20 +113,28 @@ def _as_logits(logits) -> Tensor:
     if logits.device.type != "cpu":
         raise ValueError(
             f"logits is on device '{logits.device}', but fastlmrl.torch runs on CPU tensors only "
-            f"(no {logits.device.type} backend yet): pass logits.cpu()")
+            f"(no {logits.device.type} backend yet): pass logits.cpu()"
+        )
     if logits.dtype not in _LOGIT_DTYPES:
         raise TypeError(f"logits must have dtype float32, float64 or bfloat16, got {logits.dtype}")
     if logits.ndim < 1:
         raise ValueError("logits must have shape (..., V), got a 0-dimensional tensor")
     if logits.shape[-1] == 0:
-        raise ValueError(f"logits must have at least one column (V >= 1), got shape "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must have at least one column (V >= 1), got shape {tuple(logits.shape)}"
+        )
     x = logits.detach() if logits.requires_grad else logits
     return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (a reshape call costs ~2 us)
 
 
-def sample_tokens(logits: Tensor, seed, temperature: float = 1.0, top_k: int = 0,
-                  top_p: float = 1.0, min_p: float = 0.0) -> SampledTokens:
+def sample_tokens(
+    logits: Tensor,
+    seed,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+) -> SampledTokens:
     r"""One token per row of (..., V) CPU logits (see :func:`fastlmrl.sample_tokens`).
 
     ``seed``: an int (a fresh stream) or a :class:`fastlmrl.RandomStream`, advanced by the number
@@ -126,9 +156,11 @@ def sample_tokens(logits: Tensor, seed, temperature: float = 1.0, top_k: int = 0
     n = x.shape[0]
     key, counter = check_capacity(seed, n)
     tokens, log_probs, model_log_probs = _sample_tokens(
-        x, _signed(key), _signed(counter), temperature, top_k, top_p, min_p)
+        x, _signed(key), _signed(counter), temperature, top_k, top_p, min_p
+    )
     advance(seed, n)
     if len(batch) != 1:
-        tokens, log_probs, model_log_probs = (t.reshape(batch) for t in
-                                              (tokens, log_probs, model_log_probs))
+        tokens, log_probs, model_log_probs = (
+            t.reshape(batch) for t in (tokens, log_probs, model_log_probs)
+        )
     return SampledTokens(tokens, log_probs, model_log_probs)

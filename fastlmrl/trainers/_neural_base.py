@@ -76,13 +76,13 @@ state, the RandomStream position, the KL coefficient, the iteration count and th
 A run resumed from it is bit-identical to one that never stopped at the same
 ``torch.get_num_threads()`` (PyTorch's CPU kernels split reductions by thread).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ class NeuralConfig:
     weight_decay: float = 0.0
     #: float > 0 or None: the global gradient norm is clipped to this before each AdamW step
     #: (None: no clipping).
-    max_grad_norm: Optional[float] = 1.0
+    max_grad_norm: float | None = 1.0
     #: int > 0: passes over the iteration's sequences (REINFORCE and RLOO: must be 1, the
     #: algorithm is on-policy, one AdamW step per iteration).
     epochs: int = 1
@@ -153,7 +153,7 @@ class NeuralConfig:
     kl_estimator: str = "k3"
     #: float > 0 or None: None: β stays fixed; else the adaptive controller of Ziegler et al.
     #: 2019, §2.2 moves β after every iteration toward this KL per sequence (nats).
-    kl_target: Optional[float] = None
+    kl_target: float | None = None
     #: float > 0: the controller's horizon, in sequences (gain :math:`K_\beta` = B /
     #: ``kl_horizon``).
     kl_horizon: float = 256.0
@@ -168,19 +168,23 @@ class NeuralConfig:
     #: (1: no filter).
     top_p: float = 1.0
     #: bool or None: generate with the key/value cache (None: when the model supports it).
-    use_cache: Optional[bool] = None
+    use_cache: bool | None = None
     #: bool or None: compute the loss with the fused LM head (:mod:`fastlmrl.torch.lm_head`) from
     #: the last hidden states instead of materialising the logits (None: when the model allows
     #: it; True on a model without an ``nn.Linear`` output layer is a ValueError).
-    fused_head: Optional[bool] = None
+    fused_head: bool | None = None
 
     def check_common(self) -> None:
         from .. import _validation as check
         from ._policy_base import check_config
-        check_config(self, positive_ints=("epochs", "minibatches", "grad_accumulation",
-                                          "max_new_tokens"),
-                     positive=("lr", "temperature"), nonnegative=("kl_coef", "weight_decay"),
-                     choices={"kl_estimator": KL_ESTIMATORS})
+
+        check_config(
+            self,
+            positive_ints=("epochs", "minibatches", "grad_accumulation", "max_new_tokens"),
+            positive=("lr", "temperature"),
+            nonnegative=("kl_coef", "weight_decay"),
+            choices={"kl_estimator": KL_ESTIMATORS},
+        )
         if self.max_grad_norm is not None:
             check.real(self.max_grad_norm, "max_grad_norm", 0.0, None, low_open=True)
         check.real(self.top_p, "top_p", 0.0, 1.0, low_open=True)
@@ -188,9 +192,8 @@ class NeuralConfig:
             raise ValueError(f"top_k must be an int >= 0, got {self.top_k!r}")
         for name in ("use_cache", "fused_head"):
             if getattr(self, name) not in (None, True, False):
-                raise ValueError(f"{name} must be None, True or False, got "
-                                 f"{getattr(self, name)!r}")
-        if self.epochs * self.minibatches * self.grad_accumulation > 2 ** 31:
+                raise ValueError(f"{name} must be None, True or False, got {getattr(self, name)!r}")
+        if self.epochs * self.minibatches * self.grad_accumulation > 2**31:
             raise ValueError("epochs * minibatches * grad_accumulation is more than 2**31")
 
 
@@ -216,20 +219,27 @@ class NeuralTrainer(Trainer):
     def __init__(self, policy, task, config, seed: int = 0, *, tokenizer=None):
         super().__init__(config, seed)
         from ..neural.policy import NeuralPolicy
+
         if not isinstance(policy, NeuralPolicy):
             if tokenizer is None:
-                raise TypeError("policy must be a fastlmrl.neural.NeuralPolicy, or give the "
-                                "model's tokenizer: Trainer(model, task, tokenizer=...)")
+                raise TypeError(
+                    "policy must be a fastlmrl.neural.NeuralPolicy, or give the "
+                    "model's tokenizer: Trainer(model, task, tokenizer=...)"
+                )
             policy = NeuralPolicy(policy, tokenizer, value_head=self.uses_values())
         elif tokenizer is not None:
             raise TypeError("tokenizer is given by the NeuralPolicy; do not pass it again")
         if self.uses_values() and policy.value_head is None:
-            raise ValueError(f"{self.algorithm} with a value head needs "
-                             "NeuralPolicy(model, tokenizer, value_head=True)")
+            raise ValueError(
+                f"{self.algorithm} with a value head needs "
+                "NeuralPolicy(model, tokenizer, value_head=True)"
+            )
         for name in ("prompts", "reward"):
             if not callable(getattr(task, name, None)):
-                raise TypeError(f"task must have a {name}() method (e.g. a "
-                                f"fastlmrl.verifiable_tasks task), got {type(task).__name__}")
+                raise TypeError(
+                    f"task must have a {name}() method (e.g. a "
+                    f"fastlmrl.verifiable_tasks task), got {type(task).__name__}"
+                )
         self.policy = policy
         self.task = task
         self.tokenizer = policy.tokenizer
@@ -238,8 +248,10 @@ class NeuralTrainer(Trainer):
             self.fused = policy.fused_head()
         elif cfg.fused_head:
             if not policy.fused_head():
-                raise ValueError("fused_head=True: this model exposes no nn.Linear output layer "
-                                 "whose weights give its logits from its last hidden states")
+                raise ValueError(
+                    "fused_head=True: this model exposes no nn.Linear output layer "
+                    "whose weights give its logits from its last hidden states"
+                )
             self.fused = True
         else:
             self.fused = False
@@ -249,8 +261,9 @@ class NeuralTrainer(Trainer):
         if cfg.kl_coef > 0 or cfg.kl_target is not None:
             self.reference = policy.with_model(policy.frozen_copy())
         self.parameters = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.parameters, lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         if cfg.kl_target is None:
             self.kl_controller = FixedKLController(cfg.kl_coef)
         else:
@@ -264,17 +277,27 @@ class NeuralTrainer(Trainer):
         """``n`` task prompts; the task's seed is drawn from the trainer's stream (whose position
         here is restored if the task's reward fails later in the iteration)."""
         self._stream_at_start = self.stream.state()
-        task_seed = int(uniforms(self.stream, 1)[0] * 2.0 ** 53)
+        task_seed = int(uniforms(self.stream, 1)[0] * 2.0**53)
         return list(self.task.prompts(n, seed=task_seed))
 
     def rollout(self, prompts: list):
         """Generate one completion per prompt with the trainer's stream and sampling settings."""
         from ..neural.rollout import generate
+
         cfg = self.config
         ids, mask = self.tokenizer.encode_prompts(prompts)
-        return generate(self.policy, ids, mask, self.stream, max_new_tokens=cfg.max_new_tokens,
-                        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                        use_cache=self.use_cache, return_logits=self.reference is not None)
+        return generate(
+            self.policy,
+            ids,
+            mask,
+            self.stream,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            use_cache=self.use_cache,
+            return_logits=self.reference is not None,
+        )
 
     def score(self, prompts: list, rollout) -> tuple:
         """(task rewards (B,) float64, success rate or None)."""
@@ -283,8 +306,10 @@ class NeuralTrainer(Trainer):
         try:  # a failing reward leaves the trainer as it was (no weight has changed yet)
             rewards = np.asarray(self.task.reward(prompts, texts, terminated), dtype=np.float64)
             if rewards.shape != (len(prompts),) or not np.isfinite(rewards).all():
-                raise ValueError(f"task.reward must return {len(prompts)} finite rewards, got "
-                                 f"shape {rewards.shape}: {rewards.ravel()[:4]}")
+                raise ValueError(
+                    f"task.reward must return {len(prompts)} finite rewards, got "
+                    f"shape {rewards.shape}: {rewards.ravel()[:4]}"
+                )
             success = None
             if callable(getattr(self.task, "success", None)):
                 success = float(self.task.success(prompts, texts, terminated))
@@ -296,8 +321,7 @@ class NeuralTrainer(Trainer):
         return rewards, success
 
     # --- forward passes -------------------------------------------------------------------------
-    def completion_states(self, policy, rollout, rows, *, need_logits: bool,
-                          need_hidden: bool):
+    def completion_states(self, policy, rollout, rows, *, need_logits: bool, need_hidden: bool):
         """Forward the full sequences of ``rows``; returns ``(logits, hidden, mask)`` at the
         positions that predict each completion token (``(R, T, V)`` / ``(R, T, H)``, logits
         divided by the temperature; None when not needed) and the ``(R, T)`` completion mask."""
@@ -329,8 +353,8 @@ class NeuralTrainer(Trainer):
         (N,) in row-major order over the mask, via the fastlmrl ops; also returns the
         ``(R, T, H)`` hidden states when ``need_hidden`` (else None)."""
         logits, hidden, mask, _ = self.completion_states(
-            policy, rollout, rows, need_logits=not self.fused,
-            need_hidden=self.fused or need_hidden)
+            policy, rollout, rows, need_logits=not self.fused, need_hidden=self.fused or need_hidden
+        )
         tokens = rollout.completion_ids[torch.as_tensor(rows, dtype=torch.long)][mask]
         if self.fused:
             weight, bias = self.head(policy)
@@ -340,7 +364,7 @@ class NeuralTrainer(Trainer):
         return logp, hidden
 
     @torch.no_grad()
-    def reference_log_probs(self, rollout) -> Optional[Tensor]:
+    def reference_log_probs(self, rollout) -> Tensor | None:
         """(B, T) float64 :math:`\\log\\pi_{ref}` of the sampled tokens (0 on padding), or None
         without a reference.  Also sets ``self.exact_kl`` ((B, T) float64, the per-token exact
         :math:`\\mathrm{KL}(\\pi_{old}\\|\\pi_{ref})` over the vocabulary; 0 on padding) when
@@ -352,8 +376,8 @@ class NeuralTrainer(Trainer):
         mask = rollout.completion_mask
         with self.watch("reference"):
             logits, hidden, _, _ = self.completion_states(
-                self.reference, rollout, rows, need_logits=not self.fused,
-                need_hidden=self.fused)
+                self.reference, rollout, rows, need_logits=not self.fused, need_hidden=self.fused
+            )
             tokens = rollout.completion_ids[mask]
             if self.fused:
                 weight, bias = self.head(self.reference)
@@ -368,10 +392,12 @@ class NeuralTrainer(Trainer):
 
                 def ref_logits(rows):
                     return flat[rows]
+
             if rollout.logits is not None:
                 self.exact_kl = torch.zeros(mask.shape, dtype=torch.float64)
-                self.exact_kl[mask] = exact_kl_rows(rollout.logits[mask], ref_logits,
-                                                    self.config.temperature)
+                self.exact_kl[mask] = exact_kl_rows(
+                    rollout.logits[mask], ref_logits, self.config.temperature
+                )
         out = torch.zeros(mask.shape, dtype=torch.float64)
         out[mask] = logp.double()
         return out
@@ -406,12 +432,17 @@ class NeuralTrainer(Trainer):
                     for micro in _split(rows, cfg.grad_accumulation):
                         records.append(micro_step(prepared, micro, first))
                     if cfg.max_grad_norm is not None:
-                        norm = torch.nn.utils.clip_grad_norm_(self.parameters,
-                                                              cfg.max_grad_norm)
+                        norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
                     else:
-                        norm = torch.linalg.vector_norm(torch.stack([
-                            torch.linalg.vector_norm(p.grad) for p in self.parameters
-                            if p.grad is not None]))
+                        norm = torch.linalg.vector_norm(
+                            torch.stack(
+                                [
+                                    torch.linalg.vector_norm(p.grad)
+                                    for p in self.parameters
+                                    if p.grad is not None
+                                ]
+                            )
+                        )
                     grad_norms.append(float(norm))
                     with self.watch("optimizer"):
                         self.optimizer.step()
@@ -431,9 +462,11 @@ class NeuralTrainer(Trainer):
         """Copies of what an iteration changes: weights, AdamW state, the stream at the
         iteration's start."""
         stream = getattr(self, "_stream_at_start", None)
-        return ({k: v.detach().clone() for k, v in self.policy.state_dict().items()},
-                _clone_optimizer_state(self.optimizer.state_dict()),
-                self.stream.state() if stream is None else stream)
+        return (
+            {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+            _clone_optimizer_state(self.optimizer.state_dict()),
+            self.stream.state() if stream is None else stream,
+        )
 
     def _restore(self, saved: tuple) -> None:
         weights, optimizer_state, stream = saved
@@ -457,24 +490,30 @@ class NeuralTrainer(Trainer):
         if not records:
             return {}
         n = sum(r["_mismatch_n"] for r in records)
-        return {"logprob_mismatch_max": max(r["_mismatch_max"] for r in records),
-                "logprob_mismatch_mean": sum(r["_mismatch_sum"] for r in records) / max(n, 1)}
+        return {
+            "logprob_mismatch_max": max(r["_mismatch_max"] for r in records),
+            "logprob_mismatch_mean": sum(r["_mismatch_sum"] for r in records) / max(n, 1),
+        }
 
     # --- metrics --------------------------------------------------------------------------------
     def rollout_metrics(self, rollout, scores, success, ref_log_probs) -> dict:
         mask = rollout.completion_mask
         n_tok = max(int(mask.sum()), 1)
-        metrics = {"score": float(scores.mean()), "length": float(mask.sum(1).double().mean()),
-                   "tokens": int(mask.sum()),
-                   "entropy": float(rollout.entropies[mask].double().sum()) / n_tok}
+        metrics = {
+            "score": float(scores.mean()),
+            "length": float(mask.sum(1).double().mean()),
+            "tokens": int(mask.sum()),
+            "entropy": float(rollout.entropies[mask].double().sum()) / n_tok,
+        }
         if success is not None:
             metrics["success_rate"] = success
         if ref_log_probs is not None:
             log_ratio = (rollout.log_probs.double() - ref_log_probs) * mask
             metrics["kl_sampled"] = float(log_ratio.sum(1).mean())
             exact = getattr(self, "exact_kl", None)
-            metrics["kl"] = float(exact.sum(1).mean()) if exact is not None \
-                else metrics["kl_sampled"]
+            metrics["kl"] = (
+                float(exact.sum(1).mean()) if exact is not None else metrics["kl_sampled"]
+            )
         return metrics
 
     def finish(self, rollout, metrics: dict) -> dict:
@@ -503,9 +542,14 @@ class NeuralTrainer(Trainer):
         ``return_logits``).
         Returns ``(texts, rollout)``."""
         from ..neural.rollout import generate
+
         cfg = self.config
-        options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                       top_k=cfg.top_k, top_p=cfg.top_p)
+        options = dict(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+        )
         options.update(overrides)
         ids, mask = self.tokenizer.encode_prompts(list(prompts))
         rollout = generate(self.policy, ids, mask, seed, use_cache=self.use_cache, **options)
@@ -516,8 +560,9 @@ class NeuralTrainer(Trainer):
         """Every tensor of the state, by name (model, value head, reference, AdamW)."""
         tensors = {f"policy:{k}": v for k, v in self.policy.state_dict().items()}
         if self.reference is not None:
-            tensors.update({f"reference:{k}": v
-                            for k, v in self.reference.model.state_dict().items()})
+            tensors.update(
+                {f"reference:{k}": v for k, v in self.reference.model.state_dict().items()}
+            )
         opt = self.optimizer.state_dict()
         for index, state in opt["state"].items():
             for k, v in state.items():
@@ -536,28 +581,37 @@ class NeuralTrainer(Trainer):
                 t = t.view(torch.int16)
             arrays[name] = t.numpy().copy()
         meta = self._meta()
-        meta["torch"] = {"dtypes": dtypes, "shapes": shapes,
-                         "param_groups": self.optimizer.state_dict()["param_groups"],
-                         "threads": torch.get_num_threads()}
+        meta["torch"] = {
+            "dtypes": dtypes,
+            "shapes": shapes,
+            "param_groups": self.optimizer.state_dict()["param_groups"],
+            "threads": torch.get_num_threads(),
+        }
         save_checkpoint(path, arrays, _json_safe(meta))
 
-    def load(self, path) -> "NeuralTrainer":
+    def load(self, path) -> NeuralTrainer:
         """Restore a checkpoint of :meth:`save` (same algorithm, configuration and model
         shapes); anything else raises :class:`~fastlmrl.checkpoint.CheckpointError` and leaves
         the trainer as it was."""
         arrays, meta = load_checkpoint(path)
         where = repr(os.fspath(path))
         if meta.get("algorithm") != self.algorithm:
-            raise CheckpointError(f"{where} is a checkpoint of algorithm "
-                                  f"{meta.get('algorithm')!r}, not {self.algorithm!r}")
+            raise CheckpointError(
+                f"{where} is a checkpoint of algorithm "
+                f"{meta.get('algorithm')!r}, not {self.algorithm!r}"
+            )
         mine = _json_safe(dataclasses.asdict(self.config))
         if meta.get("config") != mine:
             saved = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-            diffs = ", ".join(f"{k} (checkpoint {saved.get(k, '-')!r}, this trainer "
-                              f"{mine.get(k, '-')!r})" for k in sorted(set(saved) | set(mine))
-                              if saved.get(k, "-") != mine.get(k, "-"))
-            raise CheckpointError(f"{where}: the checkpoint's configuration differs in "
-                                  f"{diffs or meta.get('config')!r}")
+            diffs = ", ".join(
+                f"{k} (checkpoint {saved.get(k, '-')!r}, this trainer {mine.get(k, '-')!r})"
+                for k in sorted(set(saved) | set(mine))
+                if saved.get(k, "-") != mine.get(k, "-")
+            )
+            raise CheckpointError(
+                f"{where}: the checkpoint's configuration differs in "
+                f"{diffs or meta.get('config')!r}"
+            )
         try:
             dtypes = meta["torch"]["dtypes"]
             shapes = meta["torch"]["shapes"]
@@ -573,8 +627,9 @@ class NeuralTrainer(Trainer):
         saved_model_keys = {k for k in arrays if not k.startswith("adamw:")}
         if model_keys != saved_model_keys:
             differ = sorted(saved_model_keys ^ model_keys)[:6]
-            raise CheckpointError(f"{where}: its tensors {differ} do not match this trainer's "
-                                  "model")
+            raise CheckpointError(
+                f"{where}: its tensors {differ} do not match this trainer's model"
+            )
         tensors = {}
         for name, arr in arrays.items():
             dtype = getattr(torch, str(dtypes.get(name, "")), None)
@@ -586,13 +641,16 @@ class NeuralTrainer(Trainer):
             try:
                 t = t.reshape(shapes[name])
             except (KeyError, TypeError, RuntimeError):
-                raise CheckpointError(f"{where}: tensor {name!r} has no valid recorded shape") \
-                    from None
+                raise CheckpointError(
+                    f"{where}: tensor {name!r} has no valid recorded shape"
+                ) from None
             if t.dtype != dtype:
                 raise CheckpointError(f"{where}: tensor {name!r} is {t.dtype}, recorded {dtype}")
             if name in current and name in model_keys and current[name].shape != t.shape:
-                raise CheckpointError(f"{where}: tensor {name!r} has shape {tuple(t.shape)}, "
-                                      f"this model {tuple(current[name].shape)}")
+                raise CheckpointError(
+                    f"{where}: tensor {name!r} has shape {tuple(t.shape)}, "
+                    f"this model {tuple(current[name].shape)}"
+                )
             tensors[name] = t
         opt_state: dict = {}
         for name, t in tensors.items():
@@ -600,25 +658,34 @@ class NeuralTrainer(Trainer):
                 _, index, key = name.split(":", 2)
                 opt_state.setdefault(int(index), {})[key] = t
         # apply, restoring everything when any part is refused
-        backup = ({k: v.clone() for k, v in self.policy.state_dict().items()},
-                  None if self.reference is None else
-                  {k: v.clone() for k, v in self.reference.model.state_dict().items()},
-                  _clone_optimizer_state(self.optimizer.state_dict()))
+        backup = (
+            {k: v.clone() for k, v in self.policy.state_dict().items()},
+            None
+            if self.reference is None
+            else {k: v.clone() for k, v in self.reference.model.state_dict().items()},
+            _clone_optimizer_state(self.optimizer.state_dict()),
+        )
         try:
-            self.policy.load_state_dict({k[len("policy:"):]: v for k, v in tensors.items()
-                                         if k.startswith("policy:")})
+            self.policy.load_state_dict(
+                {k[len("policy:") :]: v for k, v in tensors.items() if k.startswith("policy:")}
+            )
             if self.reference is not None:
-                self.reference.model.load_state_dict({k[len("reference:"):]: v
-                                                      for k, v in tensors.items()
-                                                      if k.startswith("reference:")})
+                self.reference.model.load_state_dict(
+                    {
+                        k[len("reference:") :]: v
+                        for k, v in tensors.items()
+                        if k.startswith("reference:")
+                    }
+                )
             self.optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             self.policy.load_state_dict(backup[0])
             if backup[1] is not None:
                 self.reference.model.load_state_dict(backup[1])
             self.optimizer.load_state_dict(backup[2])
-            raise CheckpointError(f"{where}: cannot restore the model or optimizer: {exc}") \
-                from None
+            raise CheckpointError(
+                f"{where}: cannot restore the model or optimizer: {exc}"
+            ) from None
         self.stream = stream
         self.seed = meta.get("seed", self.seed)
         self.iterations_done = iterations
@@ -640,8 +707,9 @@ def exact_kl(logits: Tensor, ref_logits: Tensor, temperature: float = 1.0) -> Te
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
-def exact_kl_rows(logits: Tensor, ref_logits, temperature: float = 1.0, *,
-                  chunk_entries: int = 1 << 21) -> Tensor:
+def exact_kl_rows(
+    logits: Tensor, ref_logits, temperature: float = 1.0, *, chunk_entries: int = 1 << 21
+) -> Tensor:
     """:func:`exact_kl` of the rows of ``logits`` (N, V) against ``ref_logits(rows)`` (a callable
     giving the reference's (n, V) logits, already divided by the temperature, of a slice of
     rows), in chunks of about ``chunk_entries`` entries: float64 temporaries of a few chunk
@@ -656,9 +724,13 @@ def exact_kl_rows(logits: Tensor, ref_logits, temperature: float = 1.0, *,
 
 
 def _clone_optimizer_state(state: dict) -> dict:
-    return {"state": {i: {k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()}
-                      for i, s in state["state"].items()},
-            "param_groups": [dict(g) for g in state["param_groups"]]}
+    return {
+        "state": {
+            i: {k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()}
+            for i, s in state["state"].items()
+        },
+        "param_groups": [dict(g) for g in state["param_groups"]],
+    }
 
 
 class Stopwatch:
@@ -668,7 +740,7 @@ class Stopwatch:
         self.seconds: dict = {}
         self._open: list = []
 
-    def __call__(self, name: str) -> "Stopwatch":
+    def __call__(self, name: str) -> Stopwatch:
         self._open.append([name, None])
         return self
 
@@ -683,4 +755,3 @@ class Stopwatch:
 
     def metrics(self) -> dict:
         return {f"{k}_seconds": v for k, v in self.seconds.items()}
-

@@ -10,6 +10,7 @@ context, not per token), which :class:`fastlmrl.Adam` applies to those rows only
 over sequences of :math:`\\sum_t \\mathrm{KL}(\\pi(\\cdot|s_t)\\,\\|\\,\\pi_{\\mathrm{ref}}(\\cdot|s_t))`
 over the generated tokens.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,9 @@ from .base import Trainer, explained_variance
 __all__ = ["PolicyGradientTrainer", "check_config", "explained_variance"]
 
 
-def check_config(config, *, positive_ints=(), positive=(), nonnegative=(), unit=(),
-                 choices=None) -> None:
+def check_config(
+    config, *, positive_ints=(), positive=(), nonnegative=(), unit=(), choices=None
+) -> None:
     """Validate a trainer config dataclass (ValueError naming the field)."""
     from .. import _validation as check
 
@@ -114,8 +116,10 @@ class PolicyGradientTrainer(Trainer):
         super().__init__(config, seed)
         policy = task.initial_policy
         if policy.shape != task.reference.shape:
-            raise ValueError(f"vocabulary mismatch: policy table {policy.shape} vs reference "
-                             f"{task.reference.shape}")
+            raise ValueError(
+                f"vocabulary mismatch: policy table {policy.shape} vs reference "
+                f"{task.reference.shape}"
+            )
         self.task = task
         self.env = task.env
         self.policy = np.array(policy, copy=True)
@@ -133,8 +137,9 @@ class PolicyGradientTrainer(Trainer):
         if config.kl_target is None:
             self.kl_controller = FixedKLController(config.kl_coef)
         else:
-            self.kl_controller = AdaptiveKLController(config.kl_coef, config.kl_target,
-                                                      config.kl_horizon)
+            self.kl_controller = AdaptiveKLController(
+                config.kl_coef, config.kl_target, config.kl_horizon
+            )
 
     def uses_values(self) -> bool:
         return False
@@ -162,8 +167,9 @@ class PolicyGradientTrainer(Trainer):
         if kl_coef == 0.0 or not batch.valid.any():
             return rewards
         contexts, tokens = self.flat(batch, batch.contexts), self.flat(batch, batch.actions)
-        log_ratio = (token_log_probs_tabular(self.policy, contexts, tokens)
-                     - self.reference_log_probs(contexts, tokens))
+        log_ratio = token_log_probs_tabular(
+            self.policy, contexts, tokens
+        ) - self.reference_log_probs(contexts, tokens)
         rewards[batch.valid] -= kl_coef * log_ratio
         return rewards
 
@@ -173,8 +179,9 @@ class PolicyGradientTrainer(Trainer):
         values = np.where(batch.valid, v[batch.contexts], 0.0)
         return values, v[batch.final_contexts]
 
-    def sum_by_context(self, contexts: np.ndarray, values: np.ndarray,
-                       rows: np.ndarray) -> np.ndarray:
+    def sum_by_context(
+        self, contexts: np.ndarray, values: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
         """sum_{i: contexts[i] = r} values[i] for each r of ``rows`` (float64, in token order)."""
         return np.bincount(contexts, weights=values, minlength=self.policy.shape[0])[rows]
 
@@ -200,20 +207,25 @@ class PolicyGradientTrainer(Trainer):
         bounds = [0]
         for k in range(count):
             bounds.append(bounds[-1] + size + (k < extra))
-        return self.permutation(n), [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])
-                                     if hi > lo]
+        return self.permutation(n), [
+            slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo
+        ]
 
     def permutation(self, n: int) -> np.ndarray:
         """:func:`fastlmrl.permutation` ``(self.stream, n)``, the same kernel and counters, into
         buffers kept across calls (the order is valid until the next call)."""
         shuffle = self._shuffle
         if shuffle is None or shuffle[0].shape[0] < n:
-            shuffle = self._shuffle = (np.empty(n, dtype=np.int64), np.empty(n),
-                                       np.empty(n + 1, dtype=np.int64))
+            shuffle = self._shuffle = (
+                np.empty(n, dtype=np.int64),
+                np.empty(n),
+                np.empty(n + 1, dtype=np.int64),
+            )
         key, counter = check_capacity(self.stream, n)  # before anything is written
         out = shuffle[0][:n]
-        status = _backend.kernels().random_permutation(np.uint64(key), np.uint64(counter), out,
-                                                        shuffle[1][:n], shuffle[2][:n + 1])
+        status = _backend.kernels().random_permutation(
+            np.uint64(key), np.uint64(counter), out, shuffle[1][:n], shuffle[2][: n + 1]
+        )
         if status:  # the public function's error (or its internal-error message)
             return permutation(self.stream, n)
         advance(self.stream, n)
@@ -230,8 +242,19 @@ class PolicyGradientTrainer(Trainer):
             self._weights[n] = w
         return w
 
-    def ppo_loss_rows(self, contexts, tokens, old_log_probs, advantages, weights, clip_low,
-                      clip_high, ref_log_probs=None, kl_coef=0.0, sequence_offsets=None):
+    def ppo_loss_rows(
+        self,
+        contexts,
+        tokens,
+        old_log_probs,
+        advantages,
+        weights,
+        clip_low,
+        clip_high,
+        ref_log_probs=None,
+        kl_coef=0.0,
+        sequence_offsets=None,
+    ):
         """(rows, grad_rows, stats) of :func:`fastlmrl.ppo_loss_tabular` on the policy table
         (k3 KL estimator, no dual clip; ``stats`` = loss, pg_loss, kl_loss, clip_fraction,
         dual_clip_fraction, approx_kl_k1, approx_kl_k3), computed by the same kernel with the
@@ -253,18 +276,46 @@ class PolicyGradientTrainer(Trainer):
             buffers = self._loss_buffers = _LossBuffers(n, self.policy)
         seq = sequence_offsets is not None
         status = _backend.kernels().ppo_loss_tabular(
-            self.policy, contexts, tokens, old_log_probs, advantages, weights,
+            self.policy,
+            contexts,
+            tokens,
+            old_log_probs,
+            advantages,
+            weights,
             _NO_REF if ref_log_probs is None else ref_log_probs,
-            sequence_offsets if seq else _NO_OFFSETS, clip_low, clip_high, 0.0, kl_coef,
-            KL_ESTIMATORS["k3"], int(seq), buffers.index, buffers.rows, buffers.num_rows,
-            buffers.token_loss[:n], buffers.log_probs[:n], buffers.ratios[:n], buffers.grad,
-            buffers.stats, _free_cores.threads())
+            sequence_offsets if seq else _NO_OFFSETS,
+            clip_low,
+            clip_high,
+            0.0,
+            kl_coef,
+            KL_ESTIMATORS["k3"],
+            int(seq),
+            buffers.index,
+            buffers.rows,
+            buffers.num_rows,
+            buffers.token_loss[:n],
+            buffers.log_probs[:n],
+            buffers.ratios[:n],
+            buffers.grad,
+            buffers.stats,
+            _free_cores.threads(),
+        )
         if status:
-            ppo_loss_tabular(self.policy, contexts, tokens, old_log_probs, advantages,
-                             weights=weights, clip_low=clip_low, clip_high=clip_high,
-                             ratio_level="sequence" if seq else "token",
-                             sequence_offsets=sequence_offsets, ref_log_probs=ref_log_probs,
-                             kl_coef=kl_coef, kl_estimator="k3")
+            ppo_loss_tabular(
+                self.policy,
+                contexts,
+                tokens,
+                old_log_probs,
+                advantages,
+                weights=weights,
+                clip_low=clip_low,
+                clip_high=clip_high,
+                ratio_level="sequence" if seq else "token",
+                sequence_offsets=sequence_offsets,
+                ref_log_probs=ref_log_probs,
+                kl_coef=kl_coef,
+                kl_estimator="k3",
+            )
             raise RuntimeError(f"ppo_loss_tabular kernel returned status {status}")
         u = int(buffers.num_rows[0])
         return buffers.rows[:u], buffers.grad[:u], buffers.stats
@@ -286,11 +337,21 @@ class PolicyGradientTrainer(Trainer):
         if cache is None:
             cache = self._ref_log_probs = self._reference_pairs()
         n_contexts, n_vocab = self.reference.shape
-        if (cache is not False and type(contexts) is np.ndarray and type(tokens) is np.ndarray
-                and contexts.ndim == 1 and contexts.shape == tokens.shape
-                and contexts.dtype.kind == "i" and tokens.dtype.kind == "i"):
-            if contexts.size == 0 or (0 <= contexts.min() and contexts.max() < n_contexts
-                                      and 0 <= tokens.min() and tokens.max() < n_vocab):
+        if (
+            cache is not False
+            and type(contexts) is np.ndarray
+            and type(tokens) is np.ndarray
+            and contexts.ndim == 1
+            and contexts.shape == tokens.shape
+            and contexts.dtype.kind == "i"
+            and tokens.dtype.kind == "i"
+        ):
+            if contexts.size == 0 or (
+                0 <= contexts.min()
+                and contexts.max() < n_contexts
+                and 0 <= tokens.min()
+                and tokens.max() < n_vocab
+            ):
                 return cache[contexts.astype(np.int64) * n_vocab + tokens]
         return token_log_probs_tabular(self.reference, contexts, tokens)  # (or its error)
 
@@ -325,8 +386,10 @@ class PolicyGradientTrainer(Trainer):
         entropy_rows = -np.sum(p * logp, axis=1)
         n_sequences = batch.valid.shape[0]
         # every visit of a context adds its KL: the sum over tokens, averaged over sequences
-        return {"kl": float(kl_rows @ visits[rows]) / n_sequences,
-                "entropy": float(entropy_rows @ visits[rows]) / contexts.size}
+        return {
+            "kl": float(kl_rows @ visits[rows]) / n_sequences,
+            "entropy": float(entropy_rows @ visits[rows]) / contexts.size,
+        }
 
     def finish(self, batch, metrics: dict, contexts=None) -> dict:
         """Add the common diagnostics; let the KL controller see this batch's exact KL."""
@@ -355,8 +418,11 @@ class PolicyGradientTrainer(Trainer):
     def arrays(self) -> dict:
         arrays = {"policy": self.policy, "adam_m": self.optimizer.m, "adam_v": self.optimizer.v}
         if self.values is not None:
-            arrays.update(values=self.values, value_adam_m=self.value_optimizer.m,
-                          value_adam_v=self.value_optimizer.v)
+            arrays.update(
+                values=self.values,
+                value_adam_m=self.value_optimizer.m,
+                value_adam_v=self.value_optimizer.v,
+            )
         return arrays
 
     def scalars(self) -> dict:

@@ -13,15 +13,16 @@ One iteration, top to bottom:
 The config also accepts TRL's spellings of its fields: ``beta``, ``learning_rate``, ``vf_coef``
 (DEVELOPING.md, Names).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _validation as check
 from ..advantages import gae
 from ..tabular_losses import a2c_loss_tabular
-from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["A2CConfig", "A2CTrainer"]
@@ -71,9 +72,13 @@ class A2CConfig:
     kl_horizon: float = 256.0
 
     def __post_init__(self):
-        check_config(self, positive_ints=("num_sequences",), positive=("lr", "value_lr"),
-                     nonnegative=("kl_coef", "value_coef", "entropy_coef"),
-                     unit=("gamma", "lam"))
+        check_config(
+            self,
+            positive_ints=("num_sequences",),
+            positive=("lr", "value_lr"),
+            nonnegative=("kl_coef", "value_coef", "entropy_coef"),
+            unit=("gamma", "lam"),
+        )
 
 
 class A2CTrainer(PolicyGradientTrainer):
@@ -108,19 +113,36 @@ class A2CTrainer(PolicyGradientTrainer):
         rewards = self.kl_shaped_rewards(batch, self.kl_controller.value)
         # 2. GAE from the critic
         values, bootstrap = self.state_values(batch)
-        advantages, returns = gae(rewards, values, batch.valid, batch.terminated,
-                                  batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
+        advantages, returns = gae(
+            rewards,
+            values,
+            batch.valid,
+            batch.terminated,
+            batch.truncated,
+            bootstrap,
+            gamma=cfg.gamma,
+            lam=cfg.lam,
+        )
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
         v = self.flat(batch, values)
         ret = self.flat(batch, returns)
         # 3. actor and critic step
-        result = a2c_loss_tabular(self.policy, contexts, tokens, self.flat(batch, advantages), v,
-                                  ret, weights=np.full(contexts.size, 1.0 / max(contexts.size, 1)),
-                                  value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef)
+        result = a2c_loss_tabular(
+            self.policy,
+            contexts,
+            tokens,
+            self.flat(batch, advantages),
+            v,
+            ret,
+            weights=np.full(contexts.size, 1.0 / max(contexts.size, 1)),
+            value_coef=cfg.value_coef,
+            entropy_coef=cfg.entropy_coef,
+        )
         self.update_policy(result.rows, result.grad_rows)
-        self.update_values(result.rows,
-                           self.sum_by_context(contexts, result.grad_values, result.rows))
+        self.update_values(
+            result.rows, self.sum_by_context(contexts, result.grad_values, result.rows)
+        )
         metrics = self.base_metrics(batch, rewards)
         metrics.update(self.value_metrics(v, ret))
         metrics.update(value_loss=float(result.value_loss))

@@ -9,6 +9,7 @@ Subclasses implement :meth:`Trainer.iteration` (one update from fresh experience
 of metrics) and list their arrays in :meth:`Trainer.arrays`, their scalars in
 :meth:`Trainer.scalars`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,8 +94,21 @@ class Trainer:
 
     @staticmethod
     def format_metrics(metrics: dict) -> str:
-        keys = [k for k in ("iteration", "reward", "score", "kl", "entropy", "clip_fraction",
-                            "approx_kl", "explained_variance", "tokens_per_second") if k in metrics]
+        keys = [
+            k
+            for k in (
+                "iteration",
+                "reward",
+                "score",
+                "kl",
+                "entropy",
+                "clip_fraction",
+                "approx_kl",
+                "explained_variance",
+                "tokens_per_second",
+            )
+            if k in metrics
+        ]
         parts = []
         for k in keys:
             v = metrics[k]
@@ -105,7 +119,8 @@ class Trainer:
     def _meta(self) -> dict:
         return {
             "algorithm": self.algorithm,
-            "config": dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config)
+            "config": dataclasses.asdict(self.config)
+            if dataclasses.is_dataclass(self.config)
             else {},
             "seed": self.seed,
             "rng": self.stream.state(),
@@ -119,7 +134,7 @@ class Trainer:
         """Write the whole state to ``path`` atomically (see :mod:`fastlmrl.checkpoint`)."""
         save_checkpoint(path, {k: np.asarray(v) for k, v in self.arrays().items()}, self._meta())
 
-    def load(self, path) -> "Trainer":
+    def load(self, path) -> Trainer:
         """Restore a checkpoint written by :meth:`save` of the same algorithm and configuration.
 
         Everything is checked before anything changes: a checkpoint of another algorithm, another
@@ -131,29 +146,36 @@ class Trainer:
         if meta.get("algorithm") != self.algorithm:
             raise CheckpointError(
                 f"{where} is a checkpoint of algorithm {meta.get('algorithm')!r}, not "
-                f"{self.algorithm!r}")
+                f"{self.algorithm!r}"
+            )
         mine = _json_safe(self._meta()["config"])
         saved_config = meta.get("config")
         if saved_config != mine:
             if isinstance(saved_config, dict):
                 keys = sorted(set(saved_config) | set(mine), key=str)
-                diffs = ", ".join(f"{k} (checkpoint {saved_config.get(k, '-')!r}, this trainer "
-                                  f"{mine.get(k, '-')!r})" for k in keys
-                                  if saved_config.get(k, "-") != mine.get(k, "-"))
+                diffs = ", ".join(
+                    f"{k} (checkpoint {saved_config.get(k, '-')!r}, this trainer "
+                    f"{mine.get(k, '-')!r})"
+                    for k in keys
+                    if saved_config.get(k, "-") != mine.get(k, "-")
+                )
             else:
                 diffs = repr(saved_config)
             raise CheckpointError(
                 f"{where}: the checkpoint's configuration differs in {diffs}; load it into a "
-                "trainer with the same configuration")
+                "trainer with the same configuration"
+            )
         targets = self.arrays()
         if set(arrays) != set(targets):
             raise CheckpointError(
-                f"{where} holds arrays {sorted(arrays)}, expected {sorted(targets)}")
+                f"{where} holds arrays {sorted(arrays)}, expected {sorted(targets)}"
+            )
         for name, target in targets.items():
             if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
                 raise CheckpointError(
                     f"{where}: array {name!r} is {arrays[name].dtype}{arrays[name].shape}, "
-                    f"expected {target.dtype}{target.shape} (another task or vocabulary?)")
+                    f"expected {target.dtype}{target.shape} (another task or vocabulary?)"
+                )
         try:
             stream = RandomStream.from_state(meta["rng"])
             iterations = int(meta["iterations_done"])
@@ -195,5 +217,8 @@ def _json_safe(value):
         return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
-    return json.loads(json.dumps(value)) if isinstance(value, (str, int, bool, type(None))) \
+    return (
+        json.loads(json.dumps(value))
+        if isinstance(value, (str, int, bool, type(None)))
         else str(value)
+    )

@@ -18,24 +18,33 @@ The config also accepts TRL's spellings of its fields: ``beta``, ``epsilon``, ``
 ``num_generations``, ``learning_rate``, ``num_iterations``, ``loss_type``,
 ``importance_sampling_level`` (DEVELOPING.md, Names).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _validation as check
 from ..group_advantages import grpo_advantages, loss_weights
 from ..rng import uniforms
-from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
 
-@check.renamed(ecosystem={"beta": "kl_coef", "epsilon": "clip", "epsilon_high": "clip_high",
-                          "num_generations": "group_size", "learning_rate": "lr",
-                          "num_iterations": "epochs", "loss_type": "loss_normalization",
-                          "importance_sampling_level": "ratio_level"})
+@check.renamed(
+    ecosystem={
+        "beta": "kl_coef",
+        "epsilon": "clip",
+        "epsilon_high": "clip_high",
+        "num_generations": "group_size",
+        "learning_rate": "lr",
+        "num_iterations": "epochs",
+        "loss_type": "loss_normalization",
+        "importance_sampling_level": "ratio_level",
+    }
+)
 @dataclass
 class GRPOConfig:
     r"""Hyper-parameters of :class:`GRPOTrainer` (GRPO, Shao et al. 2024, DeepSeekMath §4.1, with
@@ -98,17 +107,25 @@ class GRPOConfig:
     ratio_level: str = "token"
 
     def __post_init__(self):
-        check_config(self, positive_ints=("num_prompts", "epochs"), positive=("lr", "clip",
-                     "clip_high"), nonnegative=("kl_coef",),
-                     choices={"scale": ("group", "batch", "none"),
-                              "loss_normalization": ("grpo", "bnpo", "dr_grpo", "dapo"),
-                              "ratio_level": ("token", "sequence")})
+        check_config(
+            self,
+            positive_ints=("num_prompts", "epochs"),
+            positive=("lr", "clip", "clip_high"),
+            nonnegative=("kl_coef",),
+            choices={
+                "scale": ("group", "batch", "none"),
+                "loss_normalization": ("grpo", "bnpo", "dr_grpo", "dapo"),
+                "ratio_level": ("token", "sequence"),
+            },
+        )
         if self.epochs > 2**31:  # refused at once, not a run that never ends
-            raise ValueError(f"epochs = {self.epochs} optimiser steps per iteration is more "
-                             "than 2**31")
+            raise ValueError(
+                f"epochs = {self.epochs} optimiser steps per iteration is more than 2**31"
+            )
         if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (a group needs a comparison), got "
-                             f"{self.group_size}")
+            raise ValueError(
+                f"group_size must be >= 2 (a group needs a comparison), got {self.group_size}"
+            )
 
     @property
     def num_sequences(self) -> int:
@@ -141,8 +158,9 @@ class GRPOTrainer(PolicyGradientTrainer):
         """G prompts drawn uniformly (from the stream), each generated K times."""
         cfg = self.config
         prompts = np.floor(uniforms(self.stream, cfg.num_prompts) * self.env.num_prompts)
-        return self.rollout(prompt_ids=np.repeat(prompts.astype(np.int64), cfg.group_size),
-                            num_sequences=None)
+        return self.rollout(
+            prompt_ids=np.repeat(prompts.astype(np.int64), cfg.group_size), num_sequences=None
+        )
 
     def iteration(self) -> dict:
         cfg = self.config
@@ -166,15 +184,26 @@ class GRPOTrainer(PolicyGradientTrainer):
         kl_coef = float(self.kl_controller.value)
         for _ in range(cfg.epochs):
             rows, grad_rows, stats = self.ppo_loss_rows(
-                contexts, tokens, old_log_probs, adv, weights, float(cfg.clip),
-                float(cfg.clip_high), ref_log_probs=ref_log_probs, kl_coef=kl_coef,
-                sequence_offsets=offsets)
+                contexts,
+                tokens,
+                old_log_probs,
+                adv,
+                weights,
+                float(cfg.clip),
+                float(cfg.clip_high),
+                ref_log_probs=ref_log_probs,
+                kl_coef=kl_coef,
+                sequence_offsets=offsets,
+            )
             clip_fractions.append(float(stats[3]))
             approx_kls.append(float(stats[6]))
             kl_loss = float(stats[2])
             self.update_policy(rows, grad_rows)
         # 4. diagnostics
         metrics = self.base_metrics(batch)
-        metrics.update(clip_fraction=float(np.mean(clip_fractions)),
-                       approx_kl=float(np.mean(approx_kls)), kl_loss=kl_loss)
+        metrics.update(
+            clip_fraction=float(np.mean(clip_fractions)),
+            approx_kl=float(np.mean(approx_kls)),
+            kl_loss=kl_loss,
+        )
         return self.finish(batch, metrics, contexts)

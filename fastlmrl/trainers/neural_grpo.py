@@ -38,11 +38,11 @@ One iteration, top to bottom:
 sampler/trainer mismatch, reported).  Gradient accumulation keeps the minibatch's weights (see
 :mod:`._neural_base`).
 """
+
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, fields
 
-import numpy as np
 import torch
 
 from ..group_advantages import grpo_advantages
@@ -51,12 +51,19 @@ from ._neural_base import NeuralConfig, NeuralTrainer, Stopwatch, resolve_aliase
 
 __all__ = ["NeuralGRPOConfig", "NeuralGRPOTrainer"]
 
-_ALIASES = {"beta": "kl_coef", "epsilon": "clip", "epsilon_high": "clip_high",
-            "num_generations": "group_size", "loss_type": "loss_normalization",
-            "scale_rewards": "scale", "learning_rate": "lr", "num_iterations": "epochs",
-            "max_completion_length": "max_new_tokens",
-            "gradient_accumulation_steps": "grad_accumulation",
-            "importance_sampling_level": "ratio_level"}
+_ALIASES = {
+    "beta": "kl_coef",
+    "epsilon": "clip",
+    "epsilon_high": "clip_high",
+    "num_generations": "group_size",
+    "loss_type": "loss_normalization",
+    "scale_rewards": "scale",
+    "learning_rate": "lr",
+    "num_iterations": "epochs",
+    "max_completion_length": "max_new_tokens",
+    "gradient_accumulation_steps": "grad_accumulation",
+    "importance_sampling_level": "ratio_level",
+}
 
 
 @dataclass
@@ -122,30 +129,62 @@ class NeuralGRPOConfig(NeuralConfig):
     gradient_accumulation_steps: InitVar[int | None] = None
     importance_sampling_level: InitVar[str | None] = None
 
-    def __post_init__(self, beta, epsilon, epsilon_high, num_generations, loss_type,
-                      scale_rewards, learning_rate, num_iterations, max_completion_length,
-                      gradient_accumulation_steps, importance_sampling_level):
-        given = dict(beta=beta, epsilon=epsilon, epsilon_high=epsilon_high,
-                     num_generations=num_generations, loss_type=loss_type,
-                     scale_rewards=scale_rewards, learning_rate=learning_rate,
-                     num_iterations=num_iterations, max_completion_length=max_completion_length,
-                     gradient_accumulation_steps=gradient_accumulation_steps,
-                     importance_sampling_level=importance_sampling_level)
+    def __post_init__(
+        self,
+        beta,
+        epsilon,
+        epsilon_high,
+        num_generations,
+        loss_type,
+        scale_rewards,
+        learning_rate,
+        num_iterations,
+        max_completion_length,
+        gradient_accumulation_steps,
+        importance_sampling_level,
+    ):
+        given = dict(
+            beta=beta,
+            epsilon=epsilon,
+            epsilon_high=epsilon_high,
+            num_generations=num_generations,
+            loss_type=loss_type,
+            scale_rewards=scale_rewards,
+            learning_rate=learning_rate,
+            num_iterations=num_iterations,
+            max_completion_length=max_completion_length,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            importance_sampling_level=importance_sampling_level,
+        )
         defaults = {f.name: f.default for f in fields(self)}
         resolve_aliases(self, _ALIASES, given, defaults)
         self.check_common()
         from ._policy_base import check_config
-        check_config(self, positive_ints=("num_prompts",), positive=("clip", "clip_high"),
-                     choices={"scale": ("group", "batch", "none"),
-                              "loss_normalization": ("grpo", "bnpo", "dr_grpo", "dapo"),
-                              "ratio_level": ("token", "sequence")})
-        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
-                or self.group_size < 2:
-            raise ValueError(f"group_size must be an int >= 2 (a group needs a comparison), "
-                             f"got {self.group_size!r}")
+
+        check_config(
+            self,
+            positive_ints=("num_prompts",),
+            positive=("clip", "clip_high"),
+            choices={
+                "scale": ("group", "batch", "none"),
+                "loss_normalization": ("grpo", "bnpo", "dr_grpo", "dapo"),
+                "ratio_level": ("token", "sequence"),
+            },
+        )
+        if (
+            isinstance(self.group_size, bool)
+            or not isinstance(self.group_size, int)
+            or self.group_size < 2
+        ):
+            raise ValueError(
+                f"group_size must be an int >= 2 (a group needs a comparison), "
+                f"got {self.group_size!r}"
+            )
         if self.minibatches > self.num_sequences:
-            raise ValueError(f"minibatches = {self.minibatches} is more than the "
-                             f"{self.num_sequences} sequences of an iteration")
+            raise ValueError(
+                f"minibatches = {self.minibatches} is more than the "
+                f"{self.num_sequences} sequences of an iteration"
+            )
 
     @property
     def num_sequences(self) -> int:
@@ -158,8 +197,9 @@ class NeuralGRPOTrainer(NeuralTrainer):
     algorithm = "neural_grpo"
     Config = NeuralGRPOConfig
 
-    def __init__(self, policy, task, config: NeuralGRPOConfig | None = None, seed: int = 0, *,
-                 tokenizer=None):
+    def __init__(
+        self, policy, task, config: NeuralGRPOConfig | None = None, seed: int = 0, *, tokenizer=None
+    ):
         super().__init__(policy, task, config or NeuralGRPOConfig(), seed, tokenizer=tokenizer)
 
     def loss(self, rollout, rows, advantages, weights, ref_log_probs):
@@ -172,24 +212,32 @@ class NeuralGRPOTrainer(NeuralTrainer):
         mask = rollout.completion_mask[rows_t]
         tokens = rollout.completion_ids[rows_t][mask]
         old = rollout.log_probs[rows_t][mask].double()
-        adv = torch.as_tensor(advantages, dtype=torch.float64)[rows_t][:, None].expand(
-            mask.shape)[mask]
+        adv = torch.as_tensor(advantages, dtype=torch.float64)[rows_t][:, None].expand(mask.shape)[
+            mask
+        ]
         w = torch.as_tensor(weights, dtype=torch.float64)[mask]
-        options = dict(clip_low=cfg.clip, clip_high=cfg.clip_high, ratio_level=cfg.ratio_level,
-                       kl_coef=self.kl_controller.value, kl_estimator=cfg.kl_estimator)
+        options = dict(
+            clip_low=cfg.clip,
+            clip_high=cfg.clip_high,
+            ratio_level=cfg.ratio_level,
+            kl_coef=self.kl_controller.value,
+            kl_estimator=cfg.kl_estimator,
+        )
         if cfg.ratio_level == "sequence":
-            options["sequence_offsets"] = torch.cat([torch.zeros(1, dtype=torch.long),
-                                                     mask.sum(1).cumsum(0)])
+            options["sequence_offsets"] = torch.cat(
+                [torch.zeros(1, dtype=torch.long), mask.sum(1).cumsum(0)]
+            )
         ref = None
         if ref_log_probs is not None and self.kl_controller.value > 0:
             ref = ref_log_probs[rows_t][mask]
-        logits, hidden, _, _ = self.completion_states(self.policy, rollout, rows,
-                                                      need_logits=not self.fused,
-                                                      need_hidden=self.fused)
+        logits, hidden, _, _ = self.completion_states(
+            self.policy, rollout, rows, need_logits=not self.fused, need_hidden=self.fused
+        )
         if self.fused:
             weight, bias = self.head(self.policy)
-            return linear_ppo_loss(hidden[mask], weight, tokens, old, adv, w, bias=bias,
-                                   ref_log_probs=ref, **options)
+            return linear_ppo_loss(
+                hidden[mask], weight, tokens, old, adv, w, bias=bias, ref_log_probs=ref, **options
+            )
         return ppo_loss(logits[mask], tokens, old, adv, w, ref_log_probs=ref, **options)
 
     def minibatch_weights(self, rollout, rows) -> torch.Tensor:
@@ -221,10 +269,12 @@ class NeuralGRPOTrainer(NeuralTrainer):
                 w = torch.stack([row_weights[int(r)] for r in micro])
                 result = self.loss(rollout, micro, advantages, w, ref_log_probs)
                 result.loss.backward()
-                out = {"loss": float(result.loss.detach()),
-                       "clip_fraction": float(result.clip_fraction),
-                       "approx_kl": float(result.approx_kl_k3),
-                       "kl_loss": float(result.kl_loss)}
+                out = {
+                    "loss": float(result.loss.detach()),
+                    "clip_fraction": float(result.clip_fraction),
+                    "approx_kl": float(result.approx_kl_k3),
+                    "kl_loss": float(result.kl_loss),
+                }
                 micro_t = torch.as_tensor(micro, dtype=torch.long)
                 mask = rollout.completion_mask[micro_t]
                 self.mismatch(out, result.log_probs, rollout.log_probs[micro_t][mask], first)

@@ -26,10 +26,10 @@ TRL names accepted: ``cliprange`` (``clip``), ``vf_coef`` (``value_coef``), ``cl
 (``minibatches``), ``gradient_accumulation_steps``, ``response_length`` (``max_new_tokens``),
 ``kl_coef``, ``gamma``, ``lam``.
 """
+
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, fields
-from typing import Optional
 
 import numpy as np
 import torch
@@ -40,10 +40,16 @@ from ._neural_base import NeuralConfig, NeuralTrainer, Stopwatch, resolve_aliase
 
 __all__ = ["NeuralPPOConfig", "NeuralPPOTrainer"]
 
-_ALIASES = {"cliprange": "clip", "vf_coef": "value_coef", "cliprange_value": "value_clip",
-            "learning_rate": "lr", "num_ppo_epochs": "epochs", "num_mini_batches": "minibatches",
-            "gradient_accumulation_steps": "grad_accumulation",
-            "response_length": "max_new_tokens"}
+_ALIASES = {
+    "cliprange": "clip",
+    "vf_coef": "value_coef",
+    "cliprange_value": "value_clip",
+    "learning_rate": "lr",
+    "num_ppo_epochs": "epochs",
+    "num_mini_batches": "minibatches",
+    "gradient_accumulation_steps": "grad_accumulation",
+    "response_length": "max_new_tokens",
+}
 
 
 @dataclass
@@ -101,7 +107,7 @@ class NeuralPPOConfig(NeuralConfig):
     lam: float = 0.95
     clip: float = 0.2
     value_coef: float = 0.1
-    value_clip: Optional[float] = None
+    value_clip: float | None = None
     epochs: int = 4
     minibatches: int = 4
     kl_coef: float = 0.05
@@ -114,26 +120,49 @@ class NeuralPPOConfig(NeuralConfig):
     gradient_accumulation_steps: InitVar[int | None] = None
     response_length: InitVar[int | None] = None
 
-    def __post_init__(self, cliprange, vf_coef, cliprange_value, learning_rate, num_ppo_epochs,
-                      num_mini_batches, gradient_accumulation_steps, response_length):
-        given = dict(cliprange=cliprange, vf_coef=vf_coef, cliprange_value=cliprange_value,
-                     learning_rate=learning_rate, num_ppo_epochs=num_ppo_epochs,
-                     num_mini_batches=num_mini_batches,
-                     gradient_accumulation_steps=gradient_accumulation_steps,
-                     response_length=response_length)
+    def __post_init__(
+        self,
+        cliprange,
+        vf_coef,
+        cliprange_value,
+        learning_rate,
+        num_ppo_epochs,
+        num_mini_batches,
+        gradient_accumulation_steps,
+        response_length,
+    ):
+        given = dict(
+            cliprange=cliprange,
+            vf_coef=vf_coef,
+            cliprange_value=cliprange_value,
+            learning_rate=learning_rate,
+            num_ppo_epochs=num_ppo_epochs,
+            num_mini_batches=num_mini_batches,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            response_length=response_length,
+        )
         resolve_aliases(self, _ALIASES, given, {f.name: f.default for f in fields(self)})
         self.check_common()
         from ._policy_base import check_config
-        check_config(self, positive_ints=("num_sequences",), positive=("clip",),
-                     nonnegative=("value_coef",), unit=("gamma", "lam"))
+
+        check_config(
+            self,
+            positive_ints=("num_sequences",),
+            positive=("clip",),
+            nonnegative=("value_coef",),
+            unit=("gamma", "lam"),
+        )
         if not isinstance(self.value_head, bool):
             raise TypeError(f"value_head must be a bool, got {type(self.value_head).__name__}")
         if self.value_clip is not None:
             from .. import _validation as check
+
             check.real(self.value_clip, "value_clip", 0.0, None, low_open=True)
         if self.minibatches > self.num_sequences:
-            raise ValueError(f"minibatches = {self.minibatches} is more than num_sequences = "
-                             f"{self.num_sequences}")
+            raise ValueError(
+                f"minibatches = {self.minibatches} is more than num_sequences = "
+                f"{self.num_sequences}"
+            )
 
 
 class NeuralPPOTrainer(NeuralTrainer):
@@ -143,8 +172,9 @@ class NeuralPPOTrainer(NeuralTrainer):
     algorithm = "neural_ppo"
     Config = NeuralPPOConfig
 
-    def __init__(self, policy, task, config: NeuralPPOConfig | None = None, seed: int = 0, *,
-                 tokenizer=None):
+    def __init__(
+        self, policy, task, config: NeuralPPOConfig | None = None, seed: int = 0, *, tokenizer=None
+    ):
         self.config = config or NeuralPPOConfig()  # uses_values() reads it before super()
         super().__init__(policy, task, self.config, seed, tokenizer=tokenizer)
 
@@ -155,11 +185,10 @@ class NeuralPPOTrainer(NeuralTrainer):
     def old_values(self, rollout):
         """(values (B, T) of V(s_t), bootstrap (B,) = V(s_L)) from the value head, float64."""
         p = rollout.prompt_ids.shape[1]
-        out = self.policy(rollout.input_ids(), rollout.attention_mask(), hidden=True,
-                          logits=False)
+        out = self.policy(rollout.input_ids(), rollout.attention_mask(), hidden=True, logits=False)
         v = self.policy.values(out.hidden).double()
         mask = rollout.completion_mask
-        values = v[:, p - 1:-1] * mask
+        values = v[:, p - 1 : -1] * mask
         lengths = mask.sum(1)
         bootstrap = v[torch.arange(v.shape[0]), p - 1 + lengths]
         return values, bootstrap
@@ -179,12 +208,26 @@ class NeuralPPOTrainer(NeuralTrainer):
             terminated, truncated = rollout.terminated.numpy(), rollout.truncated.numpy()
             if cfg.value_head:
                 values, bootstrap = self.old_values(rollout)
-                adv, returns = gae(rewards.numpy(), values.numpy(), mask_np, terminated,
-                                   truncated, bootstrap.numpy(), gamma=cfg.gamma, lam=cfg.lam)
+                adv, returns = gae(
+                    rewards.numpy(),
+                    values.numpy(),
+                    mask_np,
+                    terminated,
+                    truncated,
+                    bootstrap.numpy(),
+                    gamma=cfg.gamma,
+                    lam=cfg.lam,
+                )
             else:
                 values = None
-                returns = discounted_returns(rewards.numpy(), mask_np, terminated, truncated,
-                                             np.zeros(mask.shape[0]), gamma=cfg.gamma)
+                returns = discounted_returns(
+                    rewards.numpy(),
+                    mask_np,
+                    terminated,
+                    truncated,
+                    np.zeros(mask.shape[0]),
+                    gamma=cfg.gamma,
+                )
                 adv = returns
             adv = torch.from_numpy(masked_whiten(adv, mask_np))
             returns = torch.from_numpy(np.asarray(returns, dtype=np.float64))
@@ -198,19 +241,35 @@ class NeuralPPOTrainer(NeuralTrainer):
                 old = rollout.log_probs[rows][m].double()
                 a = adv[rows][m]
                 logits, hidden, _, _ = self.completion_states(
-                    self.policy, rollout, micro, need_logits=not self.fused,
-                    need_hidden=self.fused or cfg.value_head)
+                    self.policy,
+                    rollout,
+                    micro,
+                    need_logits=not self.fused,
+                    need_hidden=self.fused or cfg.value_head,
+                )
                 if self.fused:
                     weight, bias = self.head(self.policy)
-                    result = linear_ppo_loss(hidden[m], weight, tokens, old, a, w, bias=bias,
-                                             clip_low=cfg.clip, clip_high=cfg.clip)
+                    result = linear_ppo_loss(
+                        hidden[m],
+                        weight,
+                        tokens,
+                        old,
+                        a,
+                        w,
+                        bias=bias,
+                        clip_low=cfg.clip,
+                        clip_high=cfg.clip,
+                    )
                 else:
-                    result = ppo_loss(logits[m], tokens, old, a, w, clip_low=cfg.clip,
-                                      clip_high=cfg.clip)
+                    result = ppo_loss(
+                        logits[m], tokens, old, a, w, clip_low=cfg.clip, clip_high=cfg.clip
+                    )
                 loss = result.loss
-                out = {"clip_fraction": float(result.clip_fraction),
-                       "approx_kl": float(result.approx_kl_k3),
-                       "policy_loss": float(result.loss.detach())}
+                out = {
+                    "clip_fraction": float(result.clip_fraction),
+                    "approx_kl": float(result.approx_kl_k3),
+                    "policy_loss": float(result.loss.detach()),
+                }
                 if cfg.value_head:
                     v = self.policy.values(hidden[m]).double()
                     target = returns[rows][m]
@@ -232,8 +291,10 @@ class NeuralPPOTrainer(NeuralTrainer):
         metrics["reward"] = float(rewards.sum(1).mean())
         if values is not None:
             from .base import explained_variance
-            metrics["explained_variance"] = explained_variance(values.numpy()[mask_np],
-                                                               returns.numpy()[mask_np])
+
+            metrics["explained_variance"] = explained_variance(
+                values.numpy()[mask_np], returns.numpy()[mask_np]
+            )
         metrics.update(train_metrics)
         metrics.update(watch.metrics())
         return self.finish(rollout, metrics)

@@ -15,6 +15,7 @@ One iteration, top to bottom:
    :func:`fastlmrl.torch.token_log_probs`; one AdamW step per iteration (``grad_accumulation``
    micro-batches allowed; ``epochs``/``minibatches`` are fixed at 1: REINFORCE is on-policy).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,11 +74,15 @@ class NeuralReinforceConfig(NeuralConfig):
     def __post_init__(self):
         self.check_common()
         from ._policy_base import check_config
-        check_config(self, positive_ints=("num_sequences",), unit=("gamma",),
-                     choices={"baseline": BASELINES})
+
+        check_config(
+            self, positive_ints=("num_sequences",), unit=("gamma",), choices={"baseline": BASELINES}
+        )
         if self.epochs != 1 or self.minibatches != 1:
-            raise ValueError("REINFORCE is on-policy: epochs and minibatches must be 1 (use "
-                             "grad_accumulation to split a batch)")
+            raise ValueError(
+                "REINFORCE is on-policy: epochs and minibatches must be 1 (use "
+                "grad_accumulation to split a batch)"
+            )
 
 
 class NeuralReinforceTrainer(NeuralTrainer):
@@ -86,10 +91,16 @@ class NeuralReinforceTrainer(NeuralTrainer):
     algorithm = "neural_reinforce"
     Config = NeuralReinforceConfig
 
-    def __init__(self, policy, task, config: NeuralReinforceConfig | None = None, seed: int = 0,
-                 *, tokenizer=None):
-        super().__init__(policy, task, config or NeuralReinforceConfig(), seed,
-                         tokenizer=tokenizer)
+    def __init__(
+        self,
+        policy,
+        task,
+        config: NeuralReinforceConfig | None = None,
+        seed: int = 0,
+        *,
+        tokenizer=None,
+    ):
+        super().__init__(policy, task, config or NeuralReinforceConfig(), seed, tokenizer=tokenizer)
 
     def iteration(self) -> dict:
         cfg = self.config
@@ -102,13 +113,17 @@ class NeuralReinforceTrainer(NeuralTrainer):
             ref_log_probs = self.reference_log_probs(rollout)
             rewards = self.kl_shaped_rewards(rollout, scores, ref_log_probs)
             mask = rollout.completion_mask
-            returns = discounted_returns(rewards.numpy(), mask.numpy(),
-                                         rollout.terminated.numpy(), rollout.truncated.numpy(),
-                                         np.zeros(mask.shape[0]), gamma=cfg.gamma)
+            returns = discounted_returns(
+                rewards.numpy(),
+                mask.numpy(),
+                rollout.terminated.numpy(),
+                rollout.truncated.numpy(),
+                np.zeros(mask.shape[0]),
+                gamma=cfg.gamma,
+            )
             returns = torch.from_numpy(np.asarray(returns, dtype=np.float64))
             n_tokens = max(int(mask.sum()), 1)
-            baseline = float(returns[mask].mean()) if cfg.baseline == "mean" and mask.any() \
-                else 0.0
+            baseline = float(returns[mask].mean()) if cfg.baseline == "mean" and mask.any() else 0.0
             advantages = (returns - baseline) * mask
 
             def micro_step(minibatch, micro, first):

@@ -17,6 +17,7 @@ TRL names accepted: ``num_generations`` (``group_size``), ``beta`` (``kl_coef``)
 ``RLOOTrainer`` adds a PPO-style clipped ratio over ``num_iterations``; this is the paper's
 on-policy REINFORCE estimator, as the table trainer.)
 """
+
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, fields
@@ -29,9 +30,13 @@ from ._neural_base import NeuralConfig, NeuralTrainer, Stopwatch, resolve_aliase
 
 __all__ = ["NeuralRLOOConfig", "NeuralRLOOTrainer"]
 
-_ALIASES = {"num_generations": "group_size", "beta": "kl_coef", "learning_rate": "lr",
-            "max_completion_length": "max_new_tokens",
-            "gradient_accumulation_steps": "grad_accumulation"}
+_ALIASES = {
+    "num_generations": "group_size",
+    "beta": "kl_coef",
+    "learning_rate": "lr",
+    "max_completion_length": "max_new_tokens",
+    "gradient_accumulation_steps": "grad_accumulation",
+}
 
 
 @dataclass
@@ -74,22 +79,39 @@ class NeuralRLOOConfig(NeuralConfig):
     max_completion_length: InitVar[int | None] = None
     gradient_accumulation_steps: InitVar[int | None] = None
 
-    def __post_init__(self, num_generations, beta, learning_rate, max_completion_length,
-                      gradient_accumulation_steps):
-        given = dict(num_generations=num_generations, beta=beta, learning_rate=learning_rate,
-                     max_completion_length=max_completion_length,
-                     gradient_accumulation_steps=gradient_accumulation_steps)
+    def __post_init__(
+        self,
+        num_generations,
+        beta,
+        learning_rate,
+        max_completion_length,
+        gradient_accumulation_steps,
+    ):
+        given = dict(
+            num_generations=num_generations,
+            beta=beta,
+            learning_rate=learning_rate,
+            max_completion_length=max_completion_length,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+        )
         resolve_aliases(self, _ALIASES, given, {f.name: f.default for f in fields(self)})
         self.check_common()
         from ._policy_base import check_config
+
         check_config(self, positive_ints=("num_prompts",))
-        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
-                or self.group_size < 2:
-            raise ValueError(f"group_size must be an int >= 2 (leave-one-out needs two), got "
-                             f"{self.group_size!r}")
+        if (
+            isinstance(self.group_size, bool)
+            or not isinstance(self.group_size, int)
+            or self.group_size < 2
+        ):
+            raise ValueError(
+                f"group_size must be an int >= 2 (leave-one-out needs two), got {self.group_size!r}"
+            )
         if self.epochs != 1 or self.minibatches != 1:
-            raise ValueError("RLOO is on-policy REINFORCE: epochs and minibatches must be 1 "
-                             "(use grad_accumulation to split a batch)")
+            raise ValueError(
+                "RLOO is on-policy REINFORCE: epochs and minibatches must be 1 "
+                "(use grad_accumulation to split a batch)"
+            )
 
     @property
     def num_sequences(self) -> int:
@@ -102,8 +124,9 @@ class NeuralRLOOTrainer(NeuralTrainer):
     algorithm = "neural_rloo"
     Config = NeuralRLOOConfig
 
-    def __init__(self, policy, task, config: NeuralRLOOConfig | None = None, seed: int = 0, *,
-                 tokenizer=None):
+    def __init__(
+        self, policy, task, config: NeuralRLOOConfig | None = None, seed: int = 0, *, tokenizer=None
+    ):
         super().__init__(policy, task, config or NeuralRLOOConfig(), seed, tokenizer=tokenizer)
 
     def iteration(self) -> dict:
@@ -118,8 +141,11 @@ class NeuralRLOOTrainer(NeuralTrainer):
             mask = rollout.completion_mask
             rewards = self.kl_shaped_rewards(rollout, scores, ref_log_probs)
             sequence_reward = rewards.sum(1).numpy()
-            seq_adv = torch.from_numpy(np.asarray(
-                rloo_advantages(sequence_reward, group_size=cfg.group_size), dtype=np.float64))
+            seq_adv = torch.from_numpy(
+                np.asarray(
+                    rloo_advantages(sequence_reward, group_size=cfg.group_size), dtype=np.float64
+                )
+            )
             n_seq = len(prompts)
 
             def micro_step(minibatch, micro, first):

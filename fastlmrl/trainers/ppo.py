@@ -18,21 +18,28 @@ One iteration, top to bottom:
 The config also accepts TRL's spellings of its fields: ``cliprange``, ``learning_rate``,
 ``num_ppo_epochs``, ``num_mini_batches`` (DEVELOPING.md, Names).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..advantages import gae, masked_whiten
 from .. import _validation as check
+from ..advantages import gae, masked_whiten
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["PPOConfig", "PPOTrainer"]
 
 
-@check.renamed(ecosystem={"cliprange": "clip", "learning_rate": "lr", "num_ppo_epochs": "epochs",
-                          "num_mini_batches": "minibatches"})
+@check.renamed(
+    ecosystem={
+        "cliprange": "clip",
+        "learning_rate": "lr",
+        "num_ppo_epochs": "epochs",
+        "num_mini_batches": "minibatches",
+    }
+)
 @dataclass
 class PPOConfig:
     r"""Hyper-parameters of :class:`PPOTrainer` (PPO, Schulman et al. 2017, in the RLHF form of
@@ -84,12 +91,18 @@ class PPOConfig:
     kl_horizon: float = 256.0
 
     def __post_init__(self):
-        check_config(self, positive_ints=("num_sequences", "epochs", "minibatches"),
-                     positive=("lr", "value_lr", "clip"), nonnegative=("kl_coef",),
-                     unit=("gamma", "lam"))
+        check_config(
+            self,
+            positive_ints=("num_sequences", "epochs", "minibatches"),
+            positive=("lr", "value_lr", "clip"),
+            nonnegative=("kl_coef",),
+            unit=("gamma", "lam"),
+        )
         if self.epochs * self.minibatches > 2**31:  # refused at once, not a run that never ends
-            raise ValueError(f"epochs * minibatches = {self.epochs * self.minibatches} optimiser "
-                             "steps per iteration is more than 2**31")
+            raise ValueError(
+                f"epochs * minibatches = {self.epochs * self.minibatches} optimiser "
+                "steps per iteration is more than 2**31"
+            )
 
 
 class PPOTrainer(PolicyGradientTrainer):
@@ -115,8 +128,10 @@ class PPOTrainer(PolicyGradientTrainer):
         super().__init__(task, config or PPOConfig(), seed)
         most = self.config.num_sequences * self.env.max_new_tokens
         if self.config.minibatches > most:
-            raise ValueError(f"minibatches = {self.config.minibatches} is more than the tokens of "
-                             f"one batch (at most num_sequences * max_new_tokens = {most})")
+            raise ValueError(
+                f"minibatches = {self.config.minibatches} is more than the tokens of "
+                f"one batch (at most num_sequences * max_new_tokens = {most})"
+            )
 
     def uses_values(self) -> bool:
         return True
@@ -129,13 +144,22 @@ class PPOTrainer(PolicyGradientTrainer):
         rewards = self.kl_shaped_rewards(batch, beta)
         # 3. advantages from the value table
         values, bootstrap = self.state_values(batch)
-        advantages, returns = gae(rewards, values, batch.valid, batch.terminated,
-                                  batch.truncated, bootstrap, gamma=cfg.gamma, lam=cfg.lam)
+        advantages, returns = gae(
+            rewards,
+            values,
+            batch.valid,
+            batch.terminated,
+            batch.truncated,
+            bootstrap,
+            gamma=cfg.gamma,
+            lam=cfg.lam,
+        )
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
         old_log_probs = self.flat(batch, batch.log_probs).astype(np.float64)  # exact
-        adv = self.flat(batch, masked_whiten(advantages, batch.valid)).astype(np.float64,
-                                                                             copy=False)
+        adv = self.flat(batch, masked_whiten(advantages, batch.valid)).astype(
+            np.float64, copy=False
+        )
         ret = self.flat(batch, returns)
         # 4. clipped-surrogate epochs over random minibatches
         clip_fractions, approx_kls = [], []
@@ -151,7 +175,8 @@ class PPOTrainer(PolicyGradientTrainer):
                 ctx, tok, old, a, r = (x[part] for x in shuffled)
                 # weights 1/n: the token mean (ppo_loss_tabular's weights=None)
                 rows, grad_rows, stats = self.ppo_loss_rows(
-                    ctx, tok, old, a, self.token_mean_weights(ctx.size), clip, clip)
+                    ctx, tok, old, a, self.token_mean_weights(ctx.size), clip, clip
+                )
                 clip_fractions.append(float(stats[3]))
                 approx_kls.append(float(stats[6]))
                 self.update_policy(rows, grad_rows)
@@ -161,6 +186,7 @@ class PPOTrainer(PolicyGradientTrainer):
         # 5. diagnostics (the KL controller adapts β to this batch's KL)
         metrics = self.base_metrics(batch, rewards)
         metrics.update(self.value_metrics(self.flat(batch, values), ret))
-        metrics.update(clip_fraction=float(np.mean(clip_fractions)),
-                       approx_kl=float(np.mean(approx_kls)))
+        metrics.update(
+            clip_fraction=float(np.mean(clip_fractions)), approx_kl=float(np.mean(approx_kls))
+        )
         return self.finish(batch, metrics, contexts)

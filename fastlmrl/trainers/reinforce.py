@@ -14,15 +14,16 @@ One iteration, top to bottom:
 The config also accepts TRL's spellings of its fields: ``beta``, ``learning_rate``
 (DEVELOPING.md, Names).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _validation as check
 from ..advantages import discounted_returns
 from ..tabular_losses import reinforce_loss_tabular
-from .. import _validation as check
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer"]
@@ -69,8 +70,14 @@ class ReinforceConfig:
     kl_horizon: float = 256.0
 
     def __post_init__(self):
-        check_config(self, positive_ints=("num_sequences",), positive=("lr", "value_lr"),
-                     nonnegative=("kl_coef",), unit=("gamma",), choices={"baseline": BASELINES})
+        check_config(
+            self,
+            positive_ints=("num_sequences",),
+            positive=("lr", "value_lr"),
+            nonnegative=("kl_coef",),
+            unit=("gamma",),
+            choices={"baseline": BASELINES},
+        )
 
 
 class ReinforceTrainer(PolicyGradientTrainer):
@@ -108,8 +115,9 @@ class ReinforceTrainer(PolicyGradientTrainer):
             values, bootstrap = self.state_values(batch)
         else:
             values, bootstrap = None, np.zeros(batch.valid.shape[0])
-        returns = discounted_returns(rewards, batch.valid, batch.terminated,
-                                     batch.truncated, bootstrap, gamma=cfg.gamma)
+        returns = discounted_returns(
+            rewards, batch.valid, batch.terminated, batch.truncated, bootstrap, gamma=cfg.gamma
+        )
         contexts = self.flat(batch, batch.contexts)
         tokens = self.flat(batch, batch.actions)
         ret = self.flat(batch, returns)
@@ -119,8 +127,9 @@ class ReinforceTrainer(PolicyGradientTrainer):
         if cfg.baseline == "value":
             baseline = self.flat(batch, values)
         # 4. policy-gradient step (and the value regression)
-        result = reinforce_loss_tabular(self.policy, contexts, tokens, ret, weights=weights,
-                                        baseline=baseline)
+        result = reinforce_loss_tabular(
+            self.policy, contexts, tokens, ret, weights=weights, baseline=baseline
+        )
         self.update_policy(result.rows, result.grad_rows)
         metrics = self.base_metrics(batch, rewards)
         if self.values is not None:

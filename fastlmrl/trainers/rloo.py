@@ -14,23 +14,30 @@ One iteration, top to bottom:
 The config also accepts TRL's spellings of its fields: ``beta``, ``num_generations`` / ``rloo_k``,
 ``learning_rate`` (DEVELOPING.md, Names).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..group_advantages import rloo_advantages
-from ..tabular_losses import reinforce_loss_tabular
-from ..rng import uniforms
 from .. import _validation as check
+from ..group_advantages import rloo_advantages
+from ..rng import uniforms
+from ..tabular_losses import reinforce_loss_tabular
 from ._policy_base import PolicyGradientTrainer, check_config
 
 __all__ = ["RLOOConfig", "RLOOTrainer"]
 
 
-@check.renamed(ecosystem={"beta": "kl_coef", "num_generations": "group_size",
-                          "rloo_k": "group_size", "learning_rate": "lr"})
+@check.renamed(
+    ecosystem={
+        "beta": "kl_coef",
+        "num_generations": "group_size",
+        "rloo_k": "group_size",
+        "learning_rate": "lr",
+    }
+)
 @dataclass
 class RLOOConfig:
     r"""Hyper-parameters of :class:`RLOOTrainer` (REINFORCE Leave-One-Out, Ahmadian et al. 2024).
@@ -63,11 +70,13 @@ class RLOOConfig:
     kl_horizon: float = 256.0
 
     def __post_init__(self):
-        check_config(self, positive_ints=("num_prompts",), positive=("lr",),
-                     nonnegative=("kl_coef",))
+        check_config(
+            self, positive_ints=("num_prompts",), positive=("lr",), nonnegative=("kl_coef",)
+        )
         if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (leave-one-out needs two), got "
-                             f"{self.group_size}")
+            raise ValueError(
+                f"group_size must be >= 2 (leave-one-out needs two), got {self.group_size}"
+            )
 
     @property
     def num_sequences(self) -> int:
@@ -100,8 +109,9 @@ class RLOOTrainer(PolicyGradientTrainer):
         cfg = self.config
         # 1. G groups of K completions, KL-shaped per-token rewards (k1 with the sampled tokens)
         prompts = np.floor(uniforms(self.stream, cfg.num_prompts) * self.env.num_prompts)
-        batch = self.rollout(prompt_ids=np.repeat(prompts.astype(np.int64), cfg.group_size),
-                             num_sequences=None)
+        batch = self.rollout(
+            prompt_ids=np.repeat(prompts.astype(np.int64), cfg.group_size), num_sequences=None
+        )
         # 2. the sequence reward is the sum of the shaped per-token rewards
         rewards = self.kl_shaped_rewards(batch, self.kl_controller.value)
         sequence_reward = rewards.sum(axis=1)

@@ -1,5 +1,6 @@
 """The parent side of the fuzz campaign: worker processes, per-case time limits, crash
 attribution, case selection and the report (counts per backend and outcome, findings)."""
+
 from __future__ import annotations
 
 import collections
@@ -17,13 +18,22 @@ from .harness import BAD, CRASH, HANG, OK, OUTCOMES
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 #: Mutations by which a public wrapper may hand a Numba kernel a new dtype, rank or layout.
-RETYPES = {"readonly", "noncontig", "dtype_float", "dtype_int", "dtype_f16", "dtype_u64",
-           "extra_dim", "zero_dim"}
+RETYPES = {
+    "readonly",
+    "noncontig",
+    "dtype_float",
+    "dtype_int",
+    "dtype_f16",
+    "dtype_u64",
+    "extra_dim",
+    "zero_dim",
+}
 MEMORY_LIMIT = 6 * 2**30  # address space of a worker: a 2**31-sized allocation fails fast
 
 
 def _limits():  # pragma: no cover - runs in the child
     import resource
+
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -45,9 +55,15 @@ class WorkerProcess:
 
     def start(self):
         self.proc = subprocess.Popen(
-            [sys.executable, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.log if self.log is not None else subprocess.DEVNULL, env=self.env,
-            preexec_fn=_limits, text=True, bufsize=1)
+            [sys.executable, WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log if self.log is not None else subprocess.DEVNULL,
+            env=self.env,
+            preexec_fn=_limits,
+            text=True,
+            bufsize=1,
+        )
         self.used = set()
         ready = self._read(300)
         if ready is None or "ready" not in ready:
@@ -134,8 +150,10 @@ def select_cases(cases, mode: str, max_numba_compiles_per_target: int = 1):
     per_target = collections.Counter()
     for c in sorted(cases, key=lambda c: (c["kind"], c["target"], c["seed"], c["backend"])):
         compiles = c["backend"] == "numba" and (
-            c["mutation"] in NUMBA_COMPILES if c["kind"] == "kernel"
-            else c["mutation"] in ("readonly", "noncontig"))
+            c["mutation"] in NUMBA_COMPILES
+            if c["kind"] == "kernel"
+            else c["mutation"] in ("readonly", "noncontig")
+        )
         if mode == "ci":
             if compiles:
                 continue
@@ -150,8 +168,17 @@ def select_cases(cases, mode: str, max_numba_compiles_per_target: int = 1):
     return out
 
 
-def run_cases(cases, root=None, jobs=1, timeout=10.0, compile_timeout=180.0, log=None,
-              progress=None, corpus=None, partial=None):
+def run_cases(
+    cases,
+    root=None,
+    jobs=1,
+    timeout=10.0,
+    compile_timeout=180.0,
+    log=None,
+    progress=None,
+    corpus=None,
+    partial=None,
+):
     """Run ``cases`` on ``jobs`` workers; returns the cases with ``outcome``, ``detail``,
     ``seconds`` filled in (same order).  ``partial``: a file that gets one JSON line per
     finished case as the campaign goes."""
@@ -174,25 +201,37 @@ def run_cases(cases, root=None, jobs=1, timeout=10.0, compile_timeout=180.0, log
                 c = cases[i]
                 first = (c["backend"], c["target"]) not in w.used
                 slow = c["backend"] == "numba" and (
-                    first or c["kind"] == "kernel" and c["mutation"] in NUMBA_COMPILES
-                    or c["mutation"] in ("readonly", "noncontig"))
+                    first
+                    or c["kind"] == "kernel"
+                    and c["mutation"] in NUMBA_COMPILES
+                    or c["mutation"] in ("readonly", "noncontig")
+                )
                 limit = compile_timeout if slow else timeout
                 t0 = time.monotonic()
                 reply, err = w.request({"cmd": "run", "case": c}, limit)
-                if (err == HANG and c["backend"] == "numba" and c["kind"] == "api"
-                        and c["mutation"] in RETYPES and limit < compile_timeout):
+                if (
+                    err == HANG
+                    and c["backend"] == "numba"
+                    and c["kind"] == "api"
+                    and c["mutation"] in RETYPES
+                    and limit < compile_timeout
+                ):
                     # Numba may be compiling a new specialisation (a public wrapper can pass a
                     # new dtype or layout): once more, with the compilation's time limit
                     limit = compile_timeout
                     reply, err = w.request({"cmd": "run", "case": c}, limit)
                 r = dict(c)
                 if reply is None:
-                    r.update(outcome=err.split(":")[0], detail=err if err != HANG
-                             else f"no answer in {limit:.0f} s", seconds=time.monotonic() - t0)
+                    r.update(
+                        outcome=err.split(":")[0],
+                        detail=err if err != HANG else f"no answer in {limit:.0f} s",
+                        seconds=time.monotonic() - t0,
+                    )
                 else:
                     w.used.add((c["backend"], c["target"]))
-                    r.update(outcome=reply["outcome"], detail=reply["detail"],
-                             seconds=reply["seconds"])
+                    r.update(
+                        outcome=reply["outcome"], detail=reply["detail"], seconds=reply["seconds"]
+                    )
                 results[i] = r
                 with lock:
                     done[0] += 1
@@ -213,12 +252,19 @@ def run_cases(cases, root=None, jobs=1, timeout=10.0, compile_timeout=180.0, log
     # validation code and kernel semantics) is most likely Numba compiling (a new specialisation,
     # or a kernel whose source changed, which a loaded machine can stretch past ``timeout``): run
     # it once more in a fresh worker with the compilation's time limit.  A real hang still hangs.
-    python_hangs = {case_id(r).replace("/python/", "/", 1) for r in results
-                    if r["backend"] == "python" and r["outcome"] == HANG}
-    again = [i for i, r in enumerate(results)
-             if r["backend"] == "numba" and r["outcome"] == HANG
-             and case_id(r).replace("/numba/", "/", 1) not in python_hangs
-             and "180" not in r["detail"]]
+    python_hangs = {
+        case_id(r).replace("/python/", "/", 1)
+        for r in results
+        if r["backend"] == "python" and r["outcome"] == HANG
+    }
+    again = [
+        i
+        for i, r in enumerate(results)
+        if r["backend"] == "numba"
+        and r["outcome"] == HANG
+        and case_id(r).replace("/numba/", "/", 1) not in python_hangs
+        and "180" not in r["detail"]
+    ]
     if again:
         w = WorkerProcess(root, log=log, corpus=corpus)
         try:
@@ -228,12 +274,17 @@ def run_cases(cases, root=None, jobs=1, timeout=10.0, compile_timeout=180.0, log
                 reply, err = w.request({"cmd": "run", "case": c}, compile_timeout)
                 r = dict(c)
                 if reply is None:
-                    r.update(outcome=err.split(":")[0], seconds=time.monotonic() - t0,
-                             detail=err if err != HANG else
-                             f"no answer in {timeout:.0f} s, nor in {compile_timeout:.0f} s")
+                    r.update(
+                        outcome=err.split(":")[0],
+                        seconds=time.monotonic() - t0,
+                        detail=err
+                        if err != HANG
+                        else f"no answer in {timeout:.0f} s, nor in {compile_timeout:.0f} s",
+                    )
                 else:
-                    r.update(outcome=reply["outcome"], detail=reply["detail"],
-                             seconds=reply["seconds"])
+                    r.update(
+                        outcome=reply["outcome"], detail=reply["detail"], seconds=reply["seconds"]
+                    )
                 results[i] = r
                 if partial:
                     with open(partial, "a") as f:
@@ -257,8 +308,12 @@ def disagreements(results):
         key = case_id(r).replace(f"/{r['backend']}/", "/", 1)
         if r["kind"] == "kernel" and is_type_level(r["mutation"]):
             continue  # the reference takes any sequence; compiled dispatchers refuse other types
-        if key in ref and (ref[key] == OK) != (r["outcome"] == OK) and r["outcome"] not in BAD \
-                and ref[key] not in BAD:
+        if (
+            key in ref
+            and (ref[key] == OK) != (r["outcome"] == OK)
+            and r["outcome"] not in BAD
+            and ref[key] not in BAD
+        ):
             out[case_id(r)] = ref[key]
     return out
 
@@ -283,15 +338,18 @@ def table(results, kinds=("api", "kernel")):
 
 def format_table(results) -> str:
     counts = table(results)
-    cols = [c for c in COLUMNS if c != "setup-error" or
-            any(v["setup-error"] for v in counts.values())]
+    cols = [
+        c for c in COLUMNS if c != "setup-error" or any(v["setup-error"] for v in counts.values())
+    ]
     head = f"{'kind':7} {'backend':8} {'total':>6} " + " ".join(f"{c:>12}" for c in cols)
     lines = [head, "-" * len(head)]
-    for (kind, backend) in sorted(counts, key=lambda k: (k[0], ("python", "numba", "cython")
-                                                         .index(k[1]))):
+    for kind, backend in sorted(
+        counts, key=lambda k: (k[0], ("python", "numba", "cython").index(k[1]))
+    ):
         row = counts[(kind, backend)]
-        lines.append(f"{kind:7} {backend:8} {row['total']:>6} " +
-                     " ".join(f"{row[c]:>12}" for c in cols))
+        lines.append(
+            f"{kind:7} {backend:8} {row['total']:>6} " + " ".join(f"{row[c]:>12}" for c in cols)
+        )
     return "\n".join(lines)
 
 
@@ -317,12 +375,15 @@ def write_findings(results, folder, label, command):
         path = os.path.join(folder, f"{topic}.md")
         with open(path, "w") as f:
             f.write(f"# fuzz findings: {topic} ({label})\n\n")
-            f.write(f"{len(rows)} failing cases.  Repro one case: `{command} --case 'ID'` "
-                    "(prints the outcome; kernel cases drive `fastlmrl._backend.backend_module("
-                    "backend).<kernel>` with the arrays the public API passes, one argument "
-                    "mutated).\n\n")
-            summary = collections.Counter((r["kind"], r["target"], what.split(" (")[0])
-                                          for r, what in rows)
+            f.write(
+                f"{len(rows)} failing cases.  Repro one case: `{command} --case 'ID'` "
+                "(prints the outcome; kernel cases drive `fastlmrl._backend.backend_module("
+                "backend).<kernel>` with the arrays the public API passes, one argument "
+                "mutated).\n\n"
+            )
+            summary = collections.Counter(
+                (r["kind"], r["target"], what.split(" (")[0]) for r, what in rows
+            )
             f.write("## summary (kind, target, outcome: count)\n\n")
             for (kind, target, what), n in sorted(summary.items()):
                 f.write(f"- {kind} {target}: {what} x{n}\n")

@@ -8,6 +8,7 @@ raw kernels are driven with exactly the arrays the public API gives them.
 
 Every array handed to a target is allocated inside a guard band (``harness.Guards``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,6 +25,7 @@ NUM_COUNTERS = 2**64
 def value_kind(value) -> str:
     """The mutation family of a value."""
     from fastlmrl import RandomStream
+
     if isinstance(value, RandomStream):
         return "stream"
     if isinstance(value, np.ndarray):
@@ -103,9 +105,25 @@ MUTATIONS = {
 
 #: Mutations that make Numba compile a new specialisation of a raw kernel (seconds each); the
 #: campaign samples them for the numba backend.
-NUMBA_COMPILES = {"extra_dim", "zero_dim", "dtype_float", "dtype_int", "dtype_f16", "dtype_u64",
-                  "noncontig", "readonly", "bool_2", "s_2_63", "s_2_64", "s_frac", "s_array",
-                  "s_int", "string", "s_list", "id_2_63"}
+NUMBA_COMPILES = {
+    "extra_dim",
+    "zero_dim",
+    "dtype_float",
+    "dtype_int",
+    "dtype_f16",
+    "dtype_u64",
+    "noncontig",
+    "readonly",
+    "bool_2",
+    "s_2_63",
+    "s_2_64",
+    "s_frac",
+    "s_array",
+    "s_int",
+    "string",
+    "s_list",
+    "id_2_63",
+}
 
 
 #: Mutations of a length: the message may name either side of the mismatch (``states`` one
@@ -122,23 +140,42 @@ def applicable(value, kernel: bool = False) -> list:
         if value.ndim < 2:
             names = [m for m in names if m != "short1"]
         if value.ndim == 0:
-            names = [m for m in names if m not in ("short0", "long0", "empty", "noncontig",
-                                                   "zero_dim")]
+            names = [
+                m for m in names if m not in ("short0", "long0", "empty", "noncontig", "zero_dim")
+            ]
         for axis, m in ((0, "short0"), (1, "short1")):
             if value.ndim > axis and value.shape[axis] == 0:
                 names = [n for n in names if n != m]
         if value.size == 0:
-            names = [m for m in names if m not in ("nan", "inf", "neg_inf", "huge_value",
-                                                   "neg_value", "id_neg", "id_big", "id_2_31",
-                                                   "id_2_63", "short0", "zero_dim")]
+            names = [
+                m
+                for m in names
+                if m
+                not in (
+                    "nan",
+                    "inf",
+                    "neg_inf",
+                    "huge_value",
+                    "neg_value",
+                    "id_neg",
+                    "id_big",
+                    "id_2_31",
+                    "id_2_63",
+                    "short0",
+                    "zero_dim",
+                )
+            ]
         if value.dtype.kind in "iu" and value.dtype.itemsize < 8:
             names = [m for m in names if m != "id_2_63"]
         if value.dtype.kind == "u":
             names = [m for m in names if m != "id_neg"]
     if kernel:
         # a kernel gets exactly the Python/NumPy scalar type it was recorded with
-        names = [m for m in names if m not in ("none", "string", "s_array", "s_list", "s_int",
-                                               "s_frac", "s_2_64")]
+        names = [
+            m
+            for m in names
+            if m not in ("none", "string", "s_array", "s_list", "s_int", "s_frac", "s_2_64")
+        ]
         if isinstance(value, np.integer) and value.dtype.kind == "u":
             names = [m for m in names if m != "s_neg"]
     return names
@@ -155,6 +192,7 @@ def _pick(r, a):
 def mutate(value, mutation: str, r, G, kernel: bool = False):
     """The mutated value (guarded arrays through ``G``)."""
     from fastlmrl import RandomStream
+
     if mutation == "none":
         return None
     if isinstance(value, np.ndarray):
@@ -166,13 +204,21 @@ def mutate(value, mutation: str, r, G, kernel: bool = False):
             in_place[...] = -np.abs(a) - 1.0
             return in_place
         if mutation in ("nan", "inf", "neg_inf", "huge_value"):
-            in_place[_pick(r, a)] = {"nan": np.nan, "inf": np.inf, "neg_inf": -np.inf,
-                                     "huge_value": np.finfo(a.dtype).max}[mutation]
+            in_place[_pick(r, a)] = {
+                "nan": np.nan,
+                "inf": np.inf,
+                "neg_inf": -np.inf,
+                "huge_value": np.finfo(a.dtype).max,
+            }[mutation]
             return in_place
         if mutation in ("id_neg", "id_big", "id_2_31", "id_2_63"):
             top = np.iinfo(a.dtype).max
-            in_place[_pick(r, a)] = {"id_neg": -1, "id_big": min(1000, top),
-                                     "id_2_31": min(2**31 - 1, top), "id_2_63": top}[mutation]
+            in_place[_pick(r, a)] = {
+                "id_neg": -1,
+                "id_big": min(1000, top),
+                "id_2_31": min(2**31 - 1, top),
+                "id_2_63": top,
+            }[mutation]
             return in_place
         if mutation == "bool_2":
             b = a.view(np.uint8).copy()
@@ -270,6 +316,7 @@ def spec(topic, name=None):
     def deco(fn):
         SPECS[name or fn.__name__] = (topic, fn)
         return fn
+
     return deco
 
 
@@ -278,9 +325,13 @@ def _q(r, G, S=6, A=5, dtype=np.float64):
 
 
 def _transitions(r, S, A, n=7):
-    return dict(states=r.integers(0, S, n), actions=r.integers(0, A, n),
-                rewards=r.standard_normal(n), next_states=r.integers(0, S, n),
-                terminated=r.random(n) < 0.3)
+    return dict(
+        states=r.integers(0, S, n),
+        actions=r.integers(0, A, n),
+        rewards=r.standard_normal(n),
+        next_states=r.integers(0, S, n),
+        terminated=r.random(n) < 0.3,
+    )
 
 
 def _gall(G, d):
@@ -300,8 +351,10 @@ def _tree_specials(tree_of):
     ``tree_of(kwargs)`` gives the tree."""
     out = {}
     for how in ("col_big", "col_neg", "col_v"):
-        out[f"tree_{how}"] = (["argmax_tree", "tree", "nodes"],
-                              lambda kw, r, G, how=how: _corrupt_tree(tree_of(kw), r, how))
+        out[f"tree_{how}"] = (
+            ["argmax_tree", "tree", "nodes"],
+            lambda kw, r, G, how=how: _corrupt_tree(tree_of(kw), r, how),
+        )
     return out
 
 
@@ -309,177 +362,282 @@ def _tree_specials(tree_of):
 @spec("selection")
 def greedy(r, G):
     import fastlmrl as f
+
     return Built(f.greedy, dict(q=_q(r, G), states=G.g(r.integers(0, 6, 9))))
 
 
 @spec("selection")
 def greedy_tree(r, G):
     import fastlmrl as f
+
     q = _q(r, G)
     tree = f.ArgmaxTree(q, block_size=2)
-    return Built(f.greedy, dict(q=q, states=G.g(r.integers(0, 6, 9)), argmax_tree=tree),
-                 extras=[tree], skip={"argmax_tree"},
-                 specials=_tree_specials(lambda kw: kw["argmax_tree"]))
+    return Built(
+        f.greedy,
+        dict(q=q, states=G.g(r.integers(0, 6, 9)), argmax_tree=tree),
+        extras=[tree],
+        skip={"argmax_tree"},
+        specials=_tree_specials(lambda kw: kw["argmax_tree"]),
+    )
 
 
 @spec("selection")
 def epsilon_greedy(r, G):
     import fastlmrl as f
-    return Built(f.epsilon_greedy, dict(q=_q(r, G), states=G.g(r.integers(0, 6, 9)), epsilon=0.3,
-                                        seed=f.RandomStream(3)))
+
+    return Built(
+        f.epsilon_greedy,
+        dict(q=_q(r, G), states=G.g(r.integers(0, 6, 9)), epsilon=0.3, seed=f.RandomStream(3)),
+    )
 
 
 @spec("selection")
 def epsilon_greedy_batch1(r, G):
     """One state: the public call takes the single-state kernel epsilon_greedy_one."""
     import fastlmrl as f
-    return Built(f.epsilon_greedy, dict(q=_q(r, G), states=G.g(r.integers(0, 6, 1)), epsilon=0.3,
-                                        seed=f.RandomStream(3)))
+
+    return Built(
+        f.epsilon_greedy,
+        dict(q=_q(r, G), states=G.g(r.integers(0, 6, 1)), epsilon=0.3, seed=f.RandomStream(3)),
+    )
 
 
 @spec("selection")
 def epsilon_greedy_tree(r, G):
     import fastlmrl as f
+
     q = _q(r, G)
     tree = f.ArgmaxTree(q, block_size=2)
-    return Built(f.epsilon_greedy, dict(q=q, states=G.g(r.integers(0, 6, 9)), epsilon=0.3,
-                                        seed=f.RandomStream(3), argmax_tree=tree),
-                 extras=[tree], skip={"argmax_tree"},
-                 specials=_tree_specials(lambda kw: kw["argmax_tree"]))
+    return Built(
+        f.epsilon_greedy,
+        dict(
+            q=q,
+            states=G.g(r.integers(0, 6, 9)),
+            epsilon=0.3,
+            seed=f.RandomStream(3),
+            argmax_tree=tree,
+        ),
+        extras=[tree],
+        skip={"argmax_tree"},
+        specials=_tree_specials(lambda kw: kw["argmax_tree"]),
+    )
 
 
 @spec("selection")
 def boltzmann(r, G):
     import fastlmrl as f
-    return Built(f.boltzmann, dict(q=_q(r, G), states=G.g(r.integers(0, 6, 9)), temperature=0.7,
-                                   seed=f.RandomStream(4)))
+
+    return Built(
+        f.boltzmann,
+        dict(q=_q(r, G), states=G.g(r.integers(0, 6, 9)), temperature=0.7, seed=f.RandomStream(4)),
+    )
 
 
 # --- td_learning
 @spec("td_learning")
 def q_learning_update(r, G):
     import fastlmrl as f
-    return Built(f.q_learning_update, dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5)),
-                                           alpha=0.5, gamma=0.9))
+
+    return Built(
+        f.q_learning_update,
+        dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5)), alpha=0.5, gamma=0.9),
+    )
 
 
 @spec("td_learning")
 def q_learning_update_batch1(r, G):
     """One transition: the public call takes the single-transition kernel q_learning_update_one."""
     import fastlmrl as f
-    return Built(f.q_learning_update, dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5, n=1)),
-                                           alpha=0.5, gamma=0.9))
+
+    return Built(
+        f.q_learning_update,
+        dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5, n=1)), alpha=0.5, gamma=0.9),
+    )
 
 
 @spec("td_learning")
 def q_learning_update_tree(r, G):
     import fastlmrl as f
+
     q = _q(r, G)
     tree = f.ArgmaxTree(q, block_size=2)
-    return Built(f.q_learning_update, dict(q=q, **_gall(G, _transitions(r, 6, 5)), alpha=0.5,
-                                           gamma=0.9, argmax_tree=tree),
-                 extras=[tree], skip={"argmax_tree"},
-                 specials=_tree_specials(lambda kw: kw["argmax_tree"]))
+    return Built(
+        f.q_learning_update,
+        dict(q=q, **_gall(G, _transitions(r, 6, 5)), alpha=0.5, gamma=0.9, argmax_tree=tree),
+        extras=[tree],
+        skip={"argmax_tree"},
+        specials=_tree_specials(lambda kw: kw["argmax_tree"]),
+    )
 
 
 @spec("td_learning")
 def sarsa_update(r, G):
     import fastlmrl as f
+
     t = _transitions(r, 6, 5)
-    return Built(f.sarsa_update, dict(q=_q(r, G), **_gall(G, t),
-                                      next_actions=G.g(r.integers(0, 5, 7)), alpha=0.5, gamma=0.9))
+    return Built(
+        f.sarsa_update,
+        dict(
+            q=_q(r, G), **_gall(G, t), next_actions=G.g(r.integers(0, 5, 7)), alpha=0.5, gamma=0.9
+        ),
+    )
 
 
 @spec("td_learning")
 def expected_sarsa_update(r, G):
     import fastlmrl as f
-    return Built(f.expected_sarsa_update, dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5)),
-                                               alpha=0.5, gamma=0.9, epsilon=0.2))
+
+    return Built(
+        f.expected_sarsa_update,
+        dict(q=_q(r, G), **_gall(G, _transitions(r, 6, 5)), alpha=0.5, gamma=0.9, epsilon=0.2),
+    )
 
 
 @spec("td_learning")
 def double_q_learning_update(r, G):
     import fastlmrl as f
-    return Built(f.double_q_learning_update,
-                 dict(q1=_q(r, G), q2=_q(r, G), **_gall(G, _transitions(r, 6, 5)), alpha=0.5,
-                      gamma=0.9, seed=f.RandomStream(5)))
+
+    return Built(
+        f.double_q_learning_update,
+        dict(
+            q1=_q(r, G),
+            q2=_q(r, G),
+            **_gall(G, _transitions(r, 6, 5)),
+            alpha=0.5,
+            gamma=0.9,
+            seed=f.RandomStream(5),
+        ),
+    )
 
 
 @spec("td_learning")
 def double_q_learning_update_tree(r, G):
     import fastlmrl as f
+
     q1, q2 = _q(r, G), _q(r, G)
     trees = (f.ArgmaxTree(q1, block_size=2), f.ArgmaxTree(q2, block_size=2))
-    return Built(f.double_q_learning_update,
-                 dict(q1=q1, q2=q2, **_gall(G, _transitions(r, 6, 5)), alpha=0.5, gamma=0.9,
-                      seed=f.RandomStream(5), argmax_trees=trees),
-                 extras=list(trees), skip={"argmax_trees"},
-                 specials=_tree_specials(lambda kw: kw["argmax_trees"][0]))
+    return Built(
+        f.double_q_learning_update,
+        dict(
+            q1=q1,
+            q2=q2,
+            **_gall(G, _transitions(r, 6, 5)),
+            alpha=0.5,
+            gamma=0.9,
+            seed=f.RandomStream(5),
+            argmax_trees=trees,
+        ),
+        extras=list(trees),
+        skip={"argmax_trees"},
+        specials=_tree_specials(lambda kw: kw["argmax_trees"][0]),
+    )
 
 
 # --- argmax_tree
 @spec("argmax_tree")
 def argmax_tree_init(r, G):
     import fastlmrl as f
+
     return Built(f.ArgmaxTree, dict(q=_q(r, G), block_size=2))
 
 
 @spec("argmax_tree")
 def argmax_tree_refresh(r, G):
     import fastlmrl as f
+
     q = _q(r, G)
     tree = f.ArgmaxTree(q, block_size=2)
     q[1, 2] = 9.0
-    return Built(tree.refresh, dict(states=G.g(np.array([1, 3])), actions=G.g(np.array([2, 0]))),
-                 extras=[tree, q], specials=_tree_specials(lambda kw: tree))
+    return Built(
+        tree.refresh,
+        dict(states=G.g(np.array([1, 3])), actions=G.g(np.array([2, 0]))),
+        extras=[tree, q],
+        specials=_tree_specials(lambda kw: tree),
+    )
 
 
 @spec("argmax_tree")
 def argmax_tree_argmax(r, G):
     import fastlmrl as f
+
     tree = f.ArgmaxTree(_q(r, G, A=4), block_size=2)
-    return Built(tree.argmax, dict(states=G.g(r.integers(0, 6, 5))), extras=[tree],
-                 specials=_tree_specials(lambda kw: tree))
+    return Built(
+        tree.argmax,
+        dict(states=G.g(r.integers(0, 6, 5))),
+        extras=[tree],
+        specials=_tree_specials(lambda kw: tree),
+    )
 
 
 @spec("argmax_tree")
 def argmax_tree_max(r, G):
     import fastlmrl as f
+
     tree = f.ArgmaxTree(_q(r, G, A=3), block_size=2)
-    return Built(tree.max, dict(states=G.g(r.integers(0, 6, 5))), extras=[tree],
-                 specials=_tree_specials(lambda kw: tree))
+    return Built(
+        tree.max,
+        dict(states=G.g(r.integers(0, 6, 5))),
+        extras=[tree],
+        specials=_tree_specials(lambda kw: tree),
+    )
 
 
 # --- monte_carlo
 @spec("monte_carlo")
 def episode_returns(r, G):
     import fastlmrl as f
-    return Built(f.episode_returns, dict(rewards=G.g(r.standard_normal(8)),
-                                         episode_offsets=G.g(np.array([0, 3, 8])), gamma=0.9,
-                                         final_values=G.g(r.standard_normal(2))))
+
+    return Built(
+        f.episode_returns,
+        dict(
+            rewards=G.g(r.standard_normal(8)),
+            episode_offsets=G.g(np.array([0, 3, 8])),
+            gamma=0.9,
+            final_values=G.g(r.standard_normal(2)),
+        ),
+    )
 
 
 @spec("monte_carlo")
 def mc_control_update(r, G):
     import fastlmrl as f
-    return Built(f.mc_control_update,
-                 dict(q=_q(r, G), states=G.g(r.integers(0, 6, 8)), actions=G.g(r.integers(0, 5, 8)),
-                      rewards=G.g(r.standard_normal(8)), episode_offsets=G.g(np.array([0, 3, 8])),
-                      gamma=0.9, first_visit=True, counts=G.g(np.ones((6, 5), dtype=np.int64))))
+
+    return Built(
+        f.mc_control_update,
+        dict(
+            q=_q(r, G),
+            states=G.g(r.integers(0, 6, 8)),
+            actions=G.g(r.integers(0, 5, 8)),
+            rewards=G.g(r.standard_normal(8)),
+            episode_offsets=G.g(np.array([0, 3, 8])),
+            gamma=0.9,
+            first_visit=True,
+            counts=G.g(np.ones((6, 5), dtype=np.int64)),
+        ),
+    )
 
 
 @spec("monte_carlo")
 def mc_control_update_alpha(r, G):
     import fastlmrl as f
-    return Built(f.mc_control_update,
-                 dict(q=_q(r, G), states=G.g(r.integers(0, 6, 8)), actions=G.g(r.integers(0, 5, 8)),
-                      rewards=G.g(r.standard_normal(8)), episode_offsets=G.g(np.array([0, 5, 8])),
-                      gamma=0.9, first_visit=False, alpha=0.1))
+
+    return Built(
+        f.mc_control_update,
+        dict(
+            q=_q(r, G),
+            states=G.g(r.integers(0, 6, 8)),
+            actions=G.g(r.integers(0, 5, 8)),
+            rewards=G.g(r.standard_normal(8)),
+            episode_offsets=G.g(np.array([0, 5, 8])),
+            gamma=0.9,
+            first_visit=False,
+            alpha=0.1,
+        ),
+    )
 
 
 # --- dynamic_programming
 def _dense(r, G, S=4, A=3):
-    import fastlmrl as f
     P = r.random((S, A, S))
     P /= P.sum(axis=2, keepdims=True)
     return G.g(P), G.g(r.standard_normal((S, A)))
@@ -493,6 +651,7 @@ def _token_arrays(r, G, S=5, A=3):
 @spec("dynamic_programming")
 def dense_mdp_init(r, G):
     import fastlmrl as f
+
     P, R = _dense(r, G)
     return Built(f.DenseMDP, dict(P=P, R=R))
 
@@ -500,6 +659,7 @@ def dense_mdp_init(r, G):
 @spec("dynamic_programming")
 def token_mdp_init(r, G):
     import fastlmrl as f
+
     ns, rw, term = _token_arrays(r, G)
     return Built(f.TokenMDP, dict(next_state=ns, reward=rw, terminal=term))
 
@@ -507,90 +667,145 @@ def token_mdp_init(r, G):
 @spec("dynamic_programming")
 def value_iteration(r, G):
     import fastlmrl as f
+
     mdp = f.DenseMDP(*_dense(r, G))
-    return Built(f.value_iteration, dict(mdp=mdp, gamma=0.9, epsilon=1e-6, max_iter=200,
-                                         v_init=G.g(np.zeros(4))), extras=[mdp], skip={"mdp"})
+    return Built(
+        f.value_iteration,
+        dict(mdp=mdp, gamma=0.9, epsilon=1e-6, max_iter=200, v_init=G.g(np.zeros(4))),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def value_iteration_token(r, G):
     import fastlmrl as f
+
     mdp = f.TokenMDP(*_token_arrays(r, G))
-    return Built(f.value_iteration, dict(mdp=mdp, gamma=0.9, epsilon=1e-6, max_iter=200),
-                 extras=[mdp], skip={"mdp"})
+    return Built(
+        f.value_iteration,
+        dict(mdp=mdp, gamma=0.9, epsilon=1e-6, max_iter=200),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def policy_iteration(r, G):
     import fastlmrl as f
+
     mdp = f.TokenMDP(*_token_arrays(r, G))
-    return Built(f.policy_iteration, dict(mdp=mdp, gamma=0.9, max_iter=50,
-                                          v_init=G.g(np.zeros(5))), extras=[mdp], skip={"mdp"})
+    return Built(
+        f.policy_iteration,
+        dict(mdp=mdp, gamma=0.9, max_iter=50, v_init=G.g(np.zeros(5))),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def modified_policy_iteration(r, G):
     import fastlmrl as f
+
     mdp = f.DenseMDP(*_dense(r, G))
-    return Built(f.modified_policy_iteration, dict(mdp=mdp, gamma=0.9, epsilon=1e-6, k=5,
-                                                   max_iter=100), extras=[mdp], skip={"mdp"})
+    return Built(
+        f.modified_policy_iteration,
+        dict(mdp=mdp, gamma=0.9, epsilon=1e-6, k=5, max_iter=100),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def modified_policy_iteration_token(r, G):
     import fastlmrl as f
+
     mdp = f.TokenMDP(*_token_arrays(r, G))
-    return Built(f.modified_policy_iteration, dict(mdp=mdp, gamma=0.9, epsilon=1e-6, k=3,
-                                                   max_iter=100), extras=[mdp], skip={"mdp"})
+    return Built(
+        f.modified_policy_iteration,
+        dict(mdp=mdp, gamma=0.9, epsilon=1e-6, k=3, max_iter=100),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def evaluate_policy_undiscounted(r, G):
     import fastlmrl as f
+
     ns = G.g(np.array([[1, 2], [2, 3], [3, 3], [3, 3]]))
     mdp = f.TokenMDP(ns, G.g(r.standard_normal((4, 2))), G.g(np.arange(4) == 3))
-    return Built(f.evaluate_policy, dict(mdp=mdp, policy=G.g(np.array([0, 1, 0, 1])), gamma=1.0),
-                 extras=[mdp], skip={"mdp"})
+    return Built(
+        f.evaluate_policy,
+        dict(mdp=mdp, policy=G.g(np.array([0, 1, 0, 1])), gamma=1.0),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def evaluate_policy(r, G):
     import fastlmrl as f
+
     mdp = f.TokenMDP(*_token_arrays(r, G))
-    return Built(f.evaluate_policy, dict(mdp=mdp, policy=G.g(r.integers(0, 3, 5)), gamma=0.9),
-                 extras=[mdp], skip={"mdp"})
+    return Built(
+        f.evaluate_policy,
+        dict(mdp=mdp, policy=G.g(r.integers(0, 3, 5)), gamma=0.9),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def evaluate_policy_dense(r, G):
     import fastlmrl as f
+
     mdp = f.DenseMDP(*_dense(r, G))
-    return Built(f.evaluate_policy, dict(mdp=mdp, policy=G.g(r.integers(0, 3, 4)), gamma=0.9),
-                 extras=[mdp], skip={"mdp"})
+    return Built(
+        f.evaluate_policy,
+        dict(mdp=mdp, policy=G.g(r.integers(0, 3, 4)), gamma=0.9),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def action_values(r, G):
     import fastlmrl as f
+
     mdp = f.DenseMDP(*_dense(r, G))
-    return Built(f.action_values, dict(mdp=mdp, values=G.g(r.standard_normal(4)), gamma=0.9),
-                 extras=[mdp], skip={"mdp"})
+    return Built(
+        f.action_values,
+        dict(mdp=mdp, values=G.g(r.standard_normal(4)), gamma=0.9),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def action_values_token(r, G):
     import fastlmrl as f
+
     mdp = f.TokenMDP(*_token_arrays(r, G))
-    return Built(f.action_values, dict(mdp=mdp, values=G.g(r.standard_normal(5)), gamma=0.9),
-                 extras=[mdp], skip={"mdp"})
+    return Built(
+        f.action_values,
+        dict(mdp=mdp, values=G.g(r.standard_normal(5)), gamma=0.9),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 @spec("dynamic_programming")
 def bellman_backup(r, G):
     import fastlmrl as f
+
     mdp = f.TokenMDP(*_token_arrays(r, G))
-    return Built(f.bellman_backup, dict(mdp=mdp, values=G.g(r.standard_normal(5)), gamma=0.9),
-                 extras=[mdp], skip={"mdp"})
+    return Built(
+        f.bellman_backup,
+        dict(mdp=mdp, values=G.g(r.standard_normal(5)), gamma=0.9),
+        extras=[mdp],
+        skip={"mdp"},
+    )
 
 
 # --- log_probs / policy_losses
@@ -601,127 +816,208 @@ def _logits(r, G, N=6, V=5, dtype=np.float64):
 @spec("log_probs")
 def log_softmax(r, G):
     import fastlmrl as f
+
     return Built(f.log_softmax, dict(logits=_logits(r, G)))
 
 
 @spec("log_probs")
 def logsumexp(r, G):
     import fastlmrl as f
+
     return Built(f.logsumexp, dict(logits=_logits(r, G, dtype=np.float32)))
 
 
 @spec("log_probs")
 def entropy(r, G):
     import fastlmrl as f
+
     return Built(f.entropy, dict(logits=_logits(r, G)))
 
 
 @spec("log_probs")
 def token_log_probs(r, G):
     import fastlmrl as f
+
     return Built(f.token_log_probs, dict(logits=_logits(r, G), tokens=G.g(r.integers(0, 5, 6))))
 
 
 @spec("log_probs")
 def log_prob_grad(r, G):
     import fastlmrl as f
-    return Built(f.log_prob_grad, dict(logits=_logits(r, G, dtype=np.float32),
-                                       tokens=G.g(r.integers(0, 5, 6))))
+
+    return Built(
+        f.log_prob_grad,
+        dict(logits=_logits(r, G, dtype=np.float32), tokens=G.g(r.integers(0, 5, 6))),
+    )
 
 
 @spec("policy_losses")
 def ppo_loss(r, G):
     import fastlmrl as f
-    return Built(f.ppo_loss, dict(logits=_logits(r, G), tokens=G.g(r.integers(0, 5, 6)),
-                                  old_log_probs=G.g(-r.random(6) - 1.0),
-                                  advantages=G.g(r.standard_normal(6)), weights=G.g(np.ones(6) / 6),
-                                  clip_low=0.2, clip_high=0.28, dual_clip=3.0,
-                                  ref_log_probs=G.g(-r.random(6) - 1.0), kl_coef=0.1,
-                                  kl_estimator="k3"))
+
+    return Built(
+        f.ppo_loss,
+        dict(
+            logits=_logits(r, G),
+            tokens=G.g(r.integers(0, 5, 6)),
+            old_log_probs=G.g(-r.random(6) - 1.0),
+            advantages=G.g(r.standard_normal(6)),
+            weights=G.g(np.ones(6) / 6),
+            clip_low=0.2,
+            clip_high=0.28,
+            dual_clip=3.0,
+            ref_log_probs=G.g(-r.random(6) - 1.0),
+            kl_coef=0.1,
+            kl_estimator="k3",
+        ),
+    )
 
 
 @spec("policy_losses")
 def ppo_loss_sequence(r, G):
     import fastlmrl as f
-    return Built(f.ppo_loss, dict(logits=_logits(r, G), tokens=G.g(r.integers(0, 5, 6)),
-                                  old_log_probs=G.g(-r.random(6) - 1.0),
-                                  advantages=G.g(r.standard_normal(6)), ratio_level="sequence",
-                                  sequence_offsets=G.g(np.array([0, 2, 6]))))
+
+    return Built(
+        f.ppo_loss,
+        dict(
+            logits=_logits(r, G),
+            tokens=G.g(r.integers(0, 5, 6)),
+            old_log_probs=G.g(-r.random(6) - 1.0),
+            advantages=G.g(r.standard_normal(6)),
+            ratio_level="sequence",
+            sequence_offsets=G.g(np.array([0, 2, 6])),
+        ),
+    )
 
 
 @spec("policy_losses")
 def reinforce_loss(r, G):
     import fastlmrl as f
-    return Built(f.reinforce_loss, dict(logits=_logits(r, G), tokens=G.g(r.integers(0, 5, 6)),
-                                        returns=G.g(r.standard_normal(6)),
-                                        baseline=G.g(r.standard_normal(6))))
+
+    return Built(
+        f.reinforce_loss,
+        dict(
+            logits=_logits(r, G),
+            tokens=G.g(r.integers(0, 5, 6)),
+            returns=G.g(r.standard_normal(6)),
+            baseline=G.g(r.standard_normal(6)),
+        ),
+    )
 
 
 @spec("policy_losses")
 def a2c_loss(r, G):
     import fastlmrl as f
-    return Built(f.a2c_loss, dict(logits=_logits(r, G), tokens=G.g(r.integers(0, 5, 6)),
-                                  advantages=G.g(r.standard_normal(6)),
-                                  values=G.g(r.standard_normal(6)), returns=G.g(r.standard_normal(6)),
-                                  old_values=G.g(r.standard_normal(6)), value_clip=0.2))
+
+    return Built(
+        f.a2c_loss,
+        dict(
+            logits=_logits(r, G),
+            tokens=G.g(r.integers(0, 5, 6)),
+            advantages=G.g(r.standard_normal(6)),
+            values=G.g(r.standard_normal(6)),
+            returns=G.g(r.standard_normal(6)),
+            old_values=G.g(r.standard_normal(6)),
+            value_clip=0.2,
+        ),
+    )
 
 
 @spec("policy_losses")
 def kl_penalty_loss(r, G):
     import fastlmrl as f
-    return Built(f.kl_penalty_loss, dict(logits=_logits(r, G), tokens=G.g(r.integers(0, 5, 6)),
-                                         ref_log_probs=G.g(-r.random(6) - 1.0), estimator="k3"))
+
+    return Built(
+        f.kl_penalty_loss,
+        dict(
+            logits=_logits(r, G),
+            tokens=G.g(r.integers(0, 5, 6)),
+            ref_log_probs=G.g(-r.random(6) - 1.0),
+            estimator="k3",
+        ),
+    )
 
 
 # --- tabular losses
 def _tab(r, G):
-    return dict(table=G.g(r.standard_normal((7, 5))), contexts=G.g(r.integers(0, 7, 8)),
-                tokens=G.g(r.integers(0, 5, 8)))
+    return dict(
+        table=G.g(r.standard_normal((7, 5))),
+        contexts=G.g(r.integers(0, 7, 8)),
+        tokens=G.g(r.integers(0, 5, 8)),
+    )
 
 
 @spec("tabular_losses")
 def ppo_loss_tabular(r, G):
     import fastlmrl as f
-    return Built(f.ppo_loss_tabular, dict(**_tab(r, G), old_log_probs=G.g(-r.random(8) - 1.0),
-                                          advantages=G.g(r.standard_normal(8)),
-                                          ref_log_probs=G.g(-r.random(8) - 1.0), kl_coef=0.1,
-                                          dual_clip=3.0))
+
+    return Built(
+        f.ppo_loss_tabular,
+        dict(
+            **_tab(r, G),
+            old_log_probs=G.g(-r.random(8) - 1.0),
+            advantages=G.g(r.standard_normal(8)),
+            ref_log_probs=G.g(-r.random(8) - 1.0),
+            kl_coef=0.1,
+            dual_clip=3.0,
+        ),
+    )
 
 
 @spec("tabular_losses")
 def ppo_loss_tabular_sequence(r, G):
     import fastlmrl as f
-    return Built(f.ppo_loss_tabular, dict(**_tab(r, G), old_log_probs=G.g(-r.random(8) - 1.0),
-                                          advantages=G.g(r.standard_normal(8)),
-                                          ratio_level="sequence",
-                                          sequence_offsets=G.g(np.array([0, 3, 8]))))
+
+    return Built(
+        f.ppo_loss_tabular,
+        dict(
+            **_tab(r, G),
+            old_log_probs=G.g(-r.random(8) - 1.0),
+            advantages=G.g(r.standard_normal(8)),
+            ratio_level="sequence",
+            sequence_offsets=G.g(np.array([0, 3, 8])),
+        ),
+    )
 
 
 @spec("tabular_losses")
 def reinforce_loss_tabular(r, G):
     import fastlmrl as f
-    return Built(f.reinforce_loss_tabular, dict(**_tab(r, G), returns=G.g(r.standard_normal(8)),
-                                                weights=G.g(np.ones(8))))
+
+    return Built(
+        f.reinforce_loss_tabular,
+        dict(**_tab(r, G), returns=G.g(r.standard_normal(8)), weights=G.g(np.ones(8))),
+    )
 
 
 @spec("tabular_losses")
 def a2c_loss_tabular(r, G):
     import fastlmrl as f
-    return Built(f.a2c_loss_tabular, dict(**_tab(r, G), advantages=G.g(r.standard_normal(8)),
-                                          values=G.g(r.standard_normal(8)),
-                                          returns=G.g(r.standard_normal(8))))
+
+    return Built(
+        f.a2c_loss_tabular,
+        dict(
+            **_tab(r, G),
+            advantages=G.g(r.standard_normal(8)),
+            values=G.g(r.standard_normal(8)),
+            returns=G.g(r.standard_normal(8)),
+        ),
+    )
 
 
 @spec("tabular_losses")
 def kl_penalty_loss_tabular(r, G):
     import fastlmrl as f
-    return Built(f.kl_penalty_loss_tabular, dict(**_tab(r, G),
-                                                 ref_log_probs=G.g(-r.random(8) - 1.0)))
+
+    return Built(
+        f.kl_penalty_loss_tabular, dict(**_tab(r, G), ref_log_probs=G.g(-r.random(8) - 1.0))
+    )
 
 
 @spec("tabular_losses")
 def token_log_probs_tabular(r, G):
     import fastlmrl as f
+
     return Built(f.token_log_probs_tabular, _tab(r, G))
 
 
@@ -736,75 +1032,112 @@ def _seq(r, G, B=3, T=4):
 @spec("advantages")
 def discounted_returns(r, G):
     import fastlmrl as f
-    return Built(f.discounted_returns, dict(**_seq(r, G), bootstrap_values=G.g(r.standard_normal(3)),
-                                            gamma=0.9))
+
+    return Built(
+        f.discounted_returns,
+        dict(**_seq(r, G), bootstrap_values=G.g(r.standard_normal(3)), gamma=0.9),
+    )
 
 
 @spec("advantages")
 def gae(r, G):
     import fastlmrl as f
+
     d = _seq(r, G)
-    return Built(f.gae, dict(rewards=d["rewards"], values=G.g(r.standard_normal((3, 4))),
-                             mask=d["mask"], terminated=d["terminated"],
-                             truncated=G.g(np.array([False, True, True])), bootstrap_values=G.g(r.standard_normal(3)), gamma=0.9, lam=0.95))
+    return Built(
+        f.gae,
+        dict(
+            rewards=d["rewards"],
+            values=G.g(r.standard_normal((3, 4))),
+            mask=d["mask"],
+            terminated=d["terminated"],
+            truncated=G.g(np.array([False, True, True])),
+            bootstrap_values=G.g(r.standard_normal(3)),
+            gamma=0.9,
+            lam=0.95,
+        ),
+    )
 
 
 @spec("advantages")
 def lambda_returns(r, G):
     import fastlmrl as f
+
     d = _seq(r, G)
-    return Built(f.lambda_returns, dict(rewards=d["rewards"], values=G.g(r.standard_normal((3, 4))),
-                                        mask=d["mask"], terminated=d["terminated"],
-                                        bootstrap_values=G.g(r.standard_normal(3)), gamma=0.9,
-                                        lam=0.95))
+    return Built(
+        f.lambda_returns,
+        dict(
+            rewards=d["rewards"],
+            values=G.g(r.standard_normal((3, 4))),
+            mask=d["mask"],
+            terminated=d["terminated"],
+            bootstrap_values=G.g(r.standard_normal(3)),
+            gamma=0.9,
+            lam=0.95,
+        ),
+    )
 
 
 @spec("advantages")
 def masked_whiten(r, G):
     import fastlmrl as f
-    return Built(f.masked_whiten, dict(advantages=G.g(r.standard_normal((3, 4))),
-                                       mask=_seq(r, G)["mask"], eps=1e-8))
+
+    return Built(
+        f.masked_whiten,
+        dict(advantages=G.g(r.standard_normal((3, 4))), mask=_seq(r, G)["mask"], eps=1e-8),
+    )
 
 
 # --- group advantages
 @spec("group_advantages")
 def grpo_advantages(r, G):
     import fastlmrl as f
-    return Built(f.grpo_advantages, dict(rewards=G.g(r.standard_normal(8)), group_size=4,
-                                         scale="group", eps=1e-4, ddof=1))
+
+    return Built(
+        f.grpo_advantages,
+        dict(rewards=G.g(r.standard_normal(8)), group_size=4, scale="group", eps=1e-4, ddof=1),
+    )
 
 
 @spec("group_advantages")
 def grpo_advantages_ids(r, G):
     import fastlmrl as f
-    return Built(f.grpo_advantages, dict(rewards=G.g(r.standard_normal(8)),
-                                         group_ids=G.g(np.array([0, 0, 1, 1, 1, 2, 2, 0]))))
+
+    return Built(
+        f.grpo_advantages,
+        dict(rewards=G.g(r.standard_normal(8)), group_ids=G.g(np.array([0, 0, 1, 1, 1, 2, 2, 0]))),
+    )
 
 
 @spec("group_advantages")
 def rloo_advantages(r, G):
     import fastlmrl as f
-    return Built(f.rloo_advantages, dict(rewards=G.g(r.standard_normal(8)),
-                                         group_ids=G.g(np.array([0, 0, 1, 1, 1, 2, 2, 0]))))
+
+    return Built(
+        f.rloo_advantages,
+        dict(rewards=G.g(r.standard_normal(8)), group_ids=G.g(np.array([0, 0, 1, 1, 1, 2, 2, 0]))),
+    )
 
 
 @spec("group_advantages")
 def loss_weights(r, G):
     import fastlmrl as f
+
     return Built(f.loss_weights, dict(mask=_seq(r, G)["mask"], mode="grpo", num_sequences=4))
 
 
 @spec("group_advantages")
 def loss_weights_dapo(r, G):
     import fastlmrl as f
+
     return Built(f.loss_weights, dict(mask=_seq(r, G)["mask"], mode="dapo", num_tokens=20))
 
 
 @spec("group_advantages")
 def loss_weights_dr(r, G):
     import fastlmrl as f
-    return Built(f.loss_weights, dict(mask=_seq(r, G)["mask"], mode="dr_grpo",
-                                      max_length=4))
+
+    return Built(f.loss_weights, dict(mask=_seq(r, G)["mask"], mode="dr_grpo", max_length=4))
 
 
 # --- kl divergence
@@ -813,67 +1146,116 @@ def _lp(r, G, B=3, T=4):
 
 
 #: the TRL spellings of these arguments (also accepted by fastlmrl) may name them in a message
-_KL_NAMES = {"logp": ["logp", "log_probs"], "ref_logp": ["ref_logp", "ref_log_probs"],
-             "old_logp": ["old_logp", "old_log_probs"], "beta": ["beta", "kl_coef"],
-             "estimator": ["estimator", "kl_estimator"]}
+_KL_NAMES = {
+    "logp": ["logp", "log_probs"],
+    "ref_logp": ["ref_logp", "ref_log_probs"],
+    "old_logp": ["old_logp", "old_log_probs"],
+    "beta": ["beta", "kl_coef"],
+    "estimator": ["estimator", "kl_estimator"],
+}
 
 
 @spec("kl_divergence")
 def kl_penalty(r, G):
     import fastlmrl as f
-    return Built(f.kl_penalty, dict(logp=_lp(r, G), ref_logp=_lp(r, G), mask=_seq(r, G)["mask"],
-                                    estimator="k3"), names=_KL_NAMES)
+
+    return Built(
+        f.kl_penalty,
+        dict(logp=_lp(r, G), ref_logp=_lp(r, G), mask=_seq(r, G)["mask"], estimator="k3"),
+        names=_KL_NAMES,
+    )
 
 
 @spec("kl_divergence")
 def kl_penalized_rewards(r, G):
     import fastlmrl as f
-    return Built(f.kl_penalized_rewards, dict(rewards=G.g(r.standard_normal((3, 4))), logp=_lp(r, G),
-                                              ref_logp=_lp(r, G), mask=_seq(r, G)["mask"],
-                                              beta=0.1, estimator="k1"), names=_KL_NAMES)
+
+    return Built(
+        f.kl_penalized_rewards,
+        dict(
+            rewards=G.g(r.standard_normal((3, 4))),
+            logp=_lp(r, G),
+            ref_logp=_lp(r, G),
+            mask=_seq(r, G)["mask"],
+            beta=0.1,
+            estimator="k1",
+        ),
+        names=_KL_NAMES,
+    )
 
 
 @spec("kl_divergence")
 def sequence_importance_ratio(r, G):
     import fastlmrl as f
-    return Built(f.sequence_importance_ratio, dict(logp=_lp(r, G), old_logp=_lp(r, G),
-                                                   mask=_seq(r, G)["mask"]), names=_KL_NAMES)
+
+    return Built(
+        f.sequence_importance_ratio,
+        dict(logp=_lp(r, G), old_logp=_lp(r, G), mask=_seq(r, G)["mask"]),
+        names=_KL_NAMES,
+    )
 
 
 # --- optimizers
 @spec("optimizers")
 def adam_step(r, G):
     import fastlmrl as f
+
     table = G.g(r.standard_normal((6, 4)))
-    return Built(f.adam_step, dict(table=table, rows=G.g(np.array([4, 1, 4])),
-                                   grads=G.g(r.standard_normal((3, 4))),
-                                   m=G.g(r.standard_normal((6, 4)) * 0.1),
-                                   v=G.g(r.random((6, 4)) * 0.1), step=3, lr=0.01, beta1=0.9,
-                                   beta2=0.999, eps=1e-8))
+    return Built(
+        f.adam_step,
+        dict(
+            table=table,
+            rows=G.g(np.array([4, 1, 4])),
+            grads=G.g(r.standard_normal((3, 4))),
+            m=G.g(r.standard_normal((6, 4)) * 0.1),
+            v=G.g(r.random((6, 4)) * 0.1),
+            step=3,
+            lr=0.01,
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+        ),
+    )
 
 
 @spec("optimizers")
 def sgd_step(r, G):
     import fastlmrl as f
-    return Built(f.sgd_step, dict(table=G.g(r.standard_normal((6, 4))), rows=G.g(np.array([2, 0, 2])),
-                                  grads=G.g(r.standard_normal((3, 4))), lr=0.1))
+
+    return Built(
+        f.sgd_step,
+        dict(
+            table=G.g(r.standard_normal((6, 4))),
+            rows=G.g(np.array([2, 0, 2])),
+            grads=G.g(r.standard_normal((3, 4))),
+            lr=0.1,
+        ),
+    )
 
 
 @spec("optimizers")
 def adam_class_step(r, G):
     import fastlmrl as f
+
     opt = f.Adam(G.g(r.standard_normal((6, 4))), lr=0.01)
     opt.step(np.array([1]), np.ones((1, 4)))
-    return Built(opt.step, dict(rows=G.g(np.array([4, 1])), grads=G.g(r.standard_normal((2, 4)))),
-                 extras=[opt])
+    return Built(
+        opt.step,
+        dict(rows=G.g(np.array([4, 1])), grads=G.g(r.standard_normal((2, 4)))),
+        extras=[opt],
+    )
 
 
 @spec("optimizers")
 def sgd_class_step(r, G):
     import fastlmrl as f
+
     opt = f.SGD(G.g(r.standard_normal((6, 4))), lr=0.1)
-    return Built(opt.step, dict(rows=G.g(np.array([4, 1])), grads=G.g(r.standard_normal((2, 4)))),
-                 extras=[opt])
+    return Built(
+        opt.step,
+        dict(rows=G.g(np.array([4, 1])), grads=G.g(r.standard_normal((2, 4)))),
+        extras=[opt],
+    )
 
 
 # --- environments
@@ -882,8 +1264,10 @@ _PROMPTS = [[2, 3], [4], [3, 2, 4]]
 
 def _env(reward=None, max_new_tokens=4):
     import fastlmrl as f
-    return f.TextGenerationEnv(_PROMPTS, 6, order=2, max_new_tokens=max_new_tokens, num_envs=3,
-                               reward=reward)
+
+    return f.TextGenerationEnv(
+        _PROMPTS, 6, order=2, max_new_tokens=max_new_tokens, num_envs=3, reward=reward
+    )
 
 
 def _bad_reward(kind):
@@ -900,14 +1284,26 @@ def _bad_reward(kind):
         if kind == "object":
             return np.array([object()] * B, dtype=object)
         return np.zeros(B)
+
     return f.CallableReward(fn, name="fuzz")
 
 
 @spec("environments")
 def text_env_init(r, G):
     import fastlmrl as f
-    return Built(f.TextGenerationEnv, dict(prompts=[[2, 3], [4]], vocab_size=6, order=2,
-                                           max_new_tokens=4, num_envs=2, bos_id=0, eos_id=1))
+
+    return Built(
+        f.TextGenerationEnv,
+        dict(
+            prompts=[[2, 3], [4]],
+            vocab_size=6,
+            order=2,
+            max_new_tokens=4,
+            num_envs=2,
+            bos_id=0,
+            eos_id=1,
+        ),
+    )
 
 
 @spec("environments")
@@ -919,40 +1315,61 @@ def text_env_reset(r, G):
 @spec("environments")
 def text_env_step(r, G):
     import fastlmrl as f
+
     env = _env(reward=_bad_reward("ok"), max_new_tokens=1)  # the step ends every episode
     env.reset(seed=f.RandomStream(8))
     specials = {}
     for kind in ("raises", "nan", "shape", "object"):
+
         def apply(kw, r, G, kind=kind):
             env.reward = _bad_reward(kind)
+
         specials[f"reward_{kind}"] = (["reward"], apply)
-    return Built(env.step, dict(actions=G.g(r.integers(2, 6, 3))), extras=[env],
-                 specials=specials)
+    return Built(env.step, dict(actions=G.g(r.integers(2, 6, 3))), extras=[env], specials=specials)
 
 
 @spec("environments")
 def text_env_rollout(r, G):
     import fastlmrl as f
+
     env = _env()
-    return Built(env.rollout, dict(logits=G.g(r.standard_normal((36, 6))), seed=f.RandomStream(9),
-                                   num_sequences=4, max_new_tokens=3, top_k=3, top_p=0.9),
-                 extras=[env], names={"logits": ["logits"]})
+    return Built(
+        env.rollout,
+        dict(
+            logits=G.g(r.standard_normal((36, 6))),
+            seed=f.RandomStream(9),
+            num_sequences=4,
+            max_new_tokens=3,
+            top_k=3,
+            top_p=0.9,
+        ),
+        extras=[env],
+        names={"logits": ["logits"]},
+    )
 
 
 @spec("environments")
 def text_env_action_mask(r, G):
     env = _env()
     env.reset(seed=1)
-    return Built(env.action_mask, dict(mask_logits=G.g(r.standard_normal((36, 6))), top_k=2,
-                                       top_p=0.8), extras=[env])
+    return Built(
+        env.action_mask,
+        dict(mask_logits=G.g(r.standard_normal((36, 6))), top_k=2, top_p=0.8),
+        extras=[env],
+    )
 
 
 @spec("environments")
 def context_mdp_step(r, G):
     import fastlmrl as f
-    mdp = f.ContextMDP(next_context=G.g(r.integers(0, 4, (4, 3))), reward=G.g(r.standard_normal((4, 3))),
-                       terminal=G.g(np.array([False, False, False, True])), num_envs=2,
-                       max_steps=5)
+
+    mdp = f.ContextMDP(
+        next_context=G.g(r.integers(0, 4, (4, 3))),
+        reward=G.g(r.standard_normal((4, 3))),
+        terminal=G.g(np.array([False, False, False, True])),
+        num_envs=2,
+        max_steps=5,
+    )
     mdp.reset(seed=2)
     return Built(mdp.step, dict(actions=G.g(r.integers(0, 3, 2))), extras=[mdp])
 
@@ -960,16 +1377,29 @@ def context_mdp_step(r, G):
 @spec("environments")
 def context_mdp_init(r, G):
     import fastlmrl as f
-    return Built(f.ContextMDP, dict(next_context=G.g(r.integers(0, 4, (4, 3))),
-                                    reward=G.g(r.standard_normal((4, 3))),
-                                    terminal=G.g(np.array([False, False, False, True])),
-                                    num_envs=2, max_steps=5))
+
+    return Built(
+        f.ContextMDP,
+        dict(
+            next_context=G.g(r.integers(0, 4, (4, 3))),
+            reward=G.g(r.standard_normal((4, 3))),
+            terminal=G.g(np.array([False, False, False, True])),
+            num_envs=2,
+            max_steps=5,
+        ),
+    )
 
 
 def _tabular_mdp(r, num_envs=2, max_steps=5):
     import fastlmrl as f
-    P = {s: {a: [(0.5, (s + a) % 4, float(a), s == 3), (0.5, (s + 1) % 4, -1.0, False)]
-             for a in range(2)} for s in range(4)}
+
+    P = {
+        s: {
+            a: [(0.5, (s + a) % 4, float(a), s == 3), (0.5, (s + 1) % 4, -1.0, False)]
+            for a in range(2)
+        }
+        for s in range(4)
+    }
     return f.TabularMDP(P, np.array([0.5, 0.5, 0.0, 0.0]), num_envs=num_envs, max_steps=max_steps)
 
 
@@ -989,27 +1419,38 @@ def tabular_mdp_value_iteration(r, G):
 @spec("tabular_mdp")
 def tabular_mdp_init(r, G):
     import fastlmrl as f
+
     P = {s: {a: [(1.0, (s + a) % 3, 1.0, s == 2)] for a in range(2)} for s in range(3)}
-    return Built(f.TabularMDP, dict(transitions=P, initial_distribution=G.g(np.array([0.5, 0.5, 0.0])),
-                                    num_envs=2, max_steps=4))
+    return Built(
+        f.TabularMDP,
+        dict(
+            transitions=P,
+            initial_distribution=G.g(np.array([0.5, 0.5, 0.0])),
+            num_envs=2,
+            max_steps=4,
+        ),
+    )
 
 
 # --- permutations / rng
 @spec("permutations")
 def permutation(r, G):
     import fastlmrl as f
+
     return Built(f.permutation, dict(seed=f.RandomStream(11), n=9))
 
 
 @spec("rng")
 def random_stream(r, G):
     import fastlmrl as f
+
     return Built(f.RandomStream, dict(seed=5, stream=2, counter=10))
 
 
 @spec("rng")
 def random_stream_take(r, G):
     import fastlmrl as f
+
     s = f.RandomStream(5, counter=2**64 - 10)
     return Built(s.take, dict(n=4), extras=[s])
 
@@ -1018,37 +1459,44 @@ def random_stream_take(r, G):
 @spec("ngram")
 def num_contexts(r, G):
     import fastlmrl as f
+
     return Built(f.num_contexts, dict(vocab_size=4, k=2))
 
 
 @spec("ngram")
 def context_ids(r, G):
     import fastlmrl as f
-    return Built(f.context_ids, dict(tokens=G.g(r.integers(0, 5, 6)), k=2, vocab_size=5,
-                                     bos_id=0))
+
+    return Built(f.context_ids, dict(tokens=G.g(r.integers(0, 5, 6)), k=2, vocab_size=5, bos_id=0))
 
 
 @spec("ngram")
 def next_context(r, G):
     import fastlmrl as f
-    return Built(f.next_context, dict(ctx=G.g(r.integers(0, 25, 4)), token=G.g(r.integers(0, 5, 4)),
-                                      vocab_size=5, k=2))
+
+    return Built(
+        f.next_context,
+        dict(ctx=G.g(r.integers(0, 25, 4)), token=G.g(r.integers(0, 5, 4)), vocab_size=5, k=2),
+    )
 
 
 @spec("ngram")
 def context_tokens(r, G):
     import fastlmrl as f
+
     return Built(f.context_tokens, dict(ctx=7, k=2, vocab_size=5))
 
 
 @spec("ngram")
 def context_id(r, G):
     import fastlmrl as f
+
     return Built(f.context_id, dict(tokens=G.g(np.array([1, 4])), vocab_size=5))
 
 
 def _lm():
     import fastlmrl as f
+
     lm = f.NGramLM(order=2)
     lm.fit([[2, 3, 4, 2], [3, 3, 5]], vocab_size=6)
     return lm
@@ -1057,17 +1505,30 @@ def _lm():
 @spec("ngram")
 def ngram_fit(r, G):
     import fastlmrl as f
+
     lm = f.NGramLM(order=2)
-    return Built(lm.fit, dict(sequences=[G.g(np.array([2, 3, 4])), G.g(np.array([3, 5]))],
-                              vocab_size=6, bos_id=0, eos_id=1), extras=[lm])
+    return Built(
+        lm.fit,
+        dict(
+            sequences=[G.g(np.array([2, 3, 4])), G.g(np.array([3, 5]))],
+            vocab_size=6,
+            bos_id=0,
+            eos_id=1,
+        ),
+        extras=[lm],
+    )
 
 
 @spec("ngram")
 def ngram_sample(r, G):
     import fastlmrl as f
+
     lm = _lm()
-    return Built(lm.sample, dict(n_tokens=5, seed=f.RandomStream(12), prompt=(2,), n_sequences=3),
-                 extras=[lm])
+    return Built(
+        lm.sample,
+        dict(n_tokens=5, seed=f.RandomStream(12), prompt=(2,), n_sequences=3),
+        extras=[lm],
+    )
 
 
 @spec("ngram")
@@ -1080,9 +1541,16 @@ def ngram_logits_table(r, G):
 @spec("keyword_scores")
 def keyword_scores(r, G):
     import fastlmrl as f
-    return Built(f.keyword_scores, dict(tokens=G.g(r.integers(0, 6, (3, 5))),
-                                        lengths=G.g(np.array([5, 2, 0])), grams=[2, [3, 4], 5],
-                                        weights=G.g(np.array([1.0, 2.0, -0.5]))))
+
+    return Built(
+        f.keyword_scores,
+        dict(
+            tokens=G.g(r.integers(0, 6, (3, 5))),
+            lengths=G.g(np.array([5, 2, 0])),
+            grams=[2, [3, 4], 5],
+            weights=G.g(np.array([1.0, 2.0, -0.5])),
+        ),
+    )
 
 
 # --- checkpoint
@@ -1093,6 +1561,7 @@ def _tmpdir():
     import atexit
     import shutil
     import tempfile
+
     if not _TMP:
         _TMP.append(tempfile.mkdtemp(prefix="fastlmrl-fuzz-"))
         atexit.register(shutil.rmtree, _TMP[0], True)
@@ -1115,10 +1584,13 @@ def _damage(path, how, where):
 def load_checkpoint(r, G):
     import os
 
-    from fastlmrl.checkpoint import load_checkpoint as load, save_checkpoint
+    from fastlmrl.checkpoint import load_checkpoint as load
+    from fastlmrl.checkpoint import save_checkpoint
+
     path = os.path.join(_tmpdir(), "fuzz.ckpt")
-    save_checkpoint(path, {"q": r.standard_normal((3, 4)), "counts": np.arange(6)},
-                    {"step": 3, "algo": "fuzz"})
+    save_checkpoint(
+        path, {"q": r.standard_normal((3, 4)), "counts": np.arange(6)}, {"step": 3, "algo": "fuzz"}
+    )
     names = ["path", "checkpoint", path]
     specials = {}
     for k in range(40):
@@ -1136,6 +1608,7 @@ def case_seed(*parts) -> int:
 def public_cases(backends):
     """Every (spec, arg, mutation) of the public specs, for each backend (a list of dicts)."""
     from .harness import Guards
+
     cases = []
     for name, (topic, build) in SPECS.items():
         r = np.random.default_rng(case_seed(name))
@@ -1152,8 +1625,17 @@ def public_cases(backends):
         targets += [("<special>", s) for s in built.specials]
         for arg, m in targets:
             for backend in backends:
-                cases.append(dict(kind="api", backend=backend, target=name, topic=topic, arg=arg,
-                                  mutation=m, seed=case_seed(name, arg, m)))
+                cases.append(
+                    dict(
+                        kind="api",
+                        backend=backend,
+                        target=name,
+                        topic=topic,
+                        arg=arg,
+                        mutation=m,
+                        seed=case_seed(name, arg, m),
+                    )
+                )
     return cases
 
 
@@ -1163,7 +1645,9 @@ def record_kernel_calls(per_kernel: int = 2):
     {kernel: [(topic, arg names, args), ...]} of calls that returned status 0."""
     import fastlmrl
     from fastlmrl import _backend
+
     from .harness import Guards
+
     module = _backend.backend_module("python")
     recorded = {}
     originals = {n: getattr(module, n) for n in module.__all__}
@@ -1180,6 +1664,7 @@ def record_kernel_calls(per_kernel: int = 2):
             if status == 0 and len(calls) < per_kernel:
                 calls.append((topic, params, saved))
             return result
+
         return recorder
 
     for n, fn in originals.items():
@@ -1206,9 +1691,18 @@ def kernel_cases(recorded, backends):
             for arg, value in zip(params, args):
                 for m in applicable(value, kernel=True):
                     for backend in backends:
-                        cases.append(dict(kind="kernel", backend=backend, target=kernel,
-                                          topic=topic, arg=arg, mutation=m, variant=variant,
-                                          seed=case_seed(kernel, variant, arg, m)))
+                        cases.append(
+                            dict(
+                                kind="kernel",
+                                backend=backend,
+                                target=kernel,
+                                topic=topic,
+                                arg=arg,
+                                mutation=m,
+                                variant=variant,
+                                seed=case_seed(kernel, variant, arg, m),
+                            )
+                        )
     return cases
 
 
@@ -1218,10 +1712,35 @@ def kernel_output_names():
     return _OUTPUTS
 
 
-_OUTPUTS = {"out", "work", "v_tmp", "cdf", "row_stats", "row_built", "mask_table", "uniforms",
-            "starts", "slot_keys", "slot_first", "token_loss", "log_probs", "entropies", "grad",
-            "value_grad", "stats", "ratios", "index", "rows", "num_rows", "group_mean",
-            "group_std", "group_count", "group_sum", "acc", "order"}
+_OUTPUTS = {
+    "out",
+    "work",
+    "v_tmp",
+    "cdf",
+    "row_stats",
+    "row_built",
+    "mask_table",
+    "uniforms",
+    "starts",
+    "slot_keys",
+    "slot_first",
+    "token_loss",
+    "log_probs",
+    "entropies",
+    "grad",
+    "value_grad",
+    "stats",
+    "ratios",
+    "index",
+    "rows",
+    "num_rows",
+    "group_mean",
+    "group_std",
+    "group_count",
+    "group_sum",
+    "acc",
+    "order",
+}
 
 
 # ----------------------------------------------------------------------------------- self-test
@@ -1234,6 +1753,7 @@ def _planted(name):
     def deco(fn):
         PLANTED[name] = ("_selftest", fn)
         return fn
+
     return deco
 
 
@@ -1241,9 +1761,11 @@ def _planted(name):
 def _segfault(r, G):
     def fn(x):
         import ctypes
+
         if x is None:
             ctypes.string_at(0)
         return 0
+
     return Built(fn, dict(x=G.g(np.zeros(3))))
 
 
@@ -1251,8 +1773,10 @@ def _segfault(r, G):
 def _sleeps(r, G):
     def fn(x):
         import time
+
         if x is None:
             time.sleep(3600)
+
     return Built(fn, dict(x=G.g(np.zeros(3))))
 
 
@@ -1263,6 +1787,7 @@ def _writes_past_end(r, G):
             return
         wide = np.lib.stride_tricks.as_strided(x, shape=(x.shape[0] + 1,), strides=x.strides)
         wide[-1] = 1.0
+
     return Built(fn, dict(x=G.g(np.zeros(3)), y=1.0))
 
 
@@ -1274,6 +1799,7 @@ def _half_applies(r, G):
         table[0] = 1.0
         if rows is None:
             raise ValueError("rows must be an array")
+
     return Built(fn, dict(rows=G.g(np.zeros(2))), extras=[table])
 
 
@@ -1282,6 +1808,7 @@ def _wrong_exception(r, G):
     def fn(rows):
         if rows is None:
             return rows.shape  # AttributeError
+
     return Built(fn, dict(rows=G.g(np.zeros(2))))
 
 
@@ -1290,6 +1817,7 @@ def _unnamed_message(r, G):
     def fn(rows):
         if rows is None:
             raise ValueError("not enough values to unpack")
+
     return Built(fn, dict(rows=G.g(np.zeros(2))))
 
 
@@ -1298,4 +1826,5 @@ def _clean(r, G):
     def fn(rows):
         if rows is None:
             raise TypeError("rows must be an array, got None")
+
     return Built(fn, dict(rows=G.g(np.zeros(2))))

@@ -4,6 +4,7 @@ classification of its outcome.
 Everything here runs inside a worker process (see ``worker.py``); a crash or a hang kills only the
 worker, and the parent (``campaign.py``) records the case that was running.
 """
+
 from __future__ import annotations
 
 import re
@@ -11,14 +12,14 @@ import re
 import numpy as np
 
 #: Outcome categories, in the order of the report's columns.
-OK = "ok"                  # the call was accepted (public API: returned; kernel: status 0)
-REJECTED = "rejected"      # ValueError/TypeError naming the argument, or a kernel status != 0
-UNNAMED = "unnamed"        # ValueError/TypeError whose message does not name the argument
-WRONG_EXC = "wrong-exc"    # any other exception (OverflowError, IndexError, ZeroDivisionError...)
-CRASH = "crash"            # the worker died (a signal: SIGSEGV, SIGBUS, SIGABRT ...)
-HANG = "hang"              # no answer within the per-case time limit
-OOB = "oob-write"          # a guard band around an array changed
-HALF = "half-applied"      # the call was rejected but some state changed
+OK = "ok"  # the call was accepted (public API: returned; kernel: status 0)
+REJECTED = "rejected"  # ValueError/TypeError naming the argument, or a kernel status != 0
+UNNAMED = "unnamed"  # ValueError/TypeError whose message does not name the argument
+WRONG_EXC = "wrong-exc"  # any other exception (OverflowError, IndexError, ZeroDivisionError...)
+CRASH = "crash"  # the worker died (a signal: SIGSEGV, SIGBUS, SIGABRT ...)
+HANG = "hang"  # no answer within the per-case time limit
+OOB = "oob-write"  # a guard band around an array changed
+HALF = "half-applied"  # the call was rejected but some state changed
 OUTCOMES = (OK, REJECTED, UNNAMED, WRONG_EXC, CRASH, HANG, OOB, HALF)
 BAD = (UNNAMED, WRONG_EXC, CRASH, HANG, OOB, HALF)
 
@@ -45,8 +46,8 @@ class Guards:
             nbytes = a.nbytes
             buf = np.empty(nbytes + 2 * GUARD, dtype=np.uint8)
             buf[:GUARD] = _HEAD
-            buf[GUARD + nbytes:] = _TAIL
-            view = buf[GUARD:GUARD + nbytes].view(a.dtype).reshape(a.shape)
+            buf[GUARD + nbytes :] = _TAIL
+            view = buf[GUARD : GUARD + nbytes].view(a.dtype).reshape(a.shape)
             view[...] = a
             self._buffers.append((buf, nbytes))
         if readonly:
@@ -55,7 +56,7 @@ class Guards:
 
     def intact(self) -> bool:
         for buf, nbytes in self._buffers:
-            if (buf[:GUARD] != _HEAD).any() or (buf[GUARD + nbytes:] != _TAIL).any():
+            if (buf[:GUARD] != _HEAD).any() or (buf[GUARD + nbytes :] != _TAIL).any():
                 return False
         return True
 

@@ -4,6 +4,7 @@ JSON line on its protocol pipe (the original stdout; whatever the targets print 
 Run as a script: ``python tests/fuzz/worker.py``.  ``FASTLMRL_FUZZ_ROOT`` (optional) is put first
 on ``sys.path`` so that the fastlmrl under test is the one of that tree.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,7 +26,9 @@ def _setup_path():
 class Worker:
     def __init__(self):
         import numpy as np
+
         import fastlmrl
+
         self.np = np
         self.fastlmrl = fastlmrl
         self.recorded = None
@@ -35,12 +38,14 @@ class Worker:
         first worker of a campaign) so that a worker restarted after a crash need not record."""
         if self.recorded is None:
             import pickle
+
             path = os.environ.get("FASTLMRL_FUZZ_CORPUS")
             if path and os.path.exists(path):
                 with open(path, "rb") as f:
                     self.recorded = pickle.load(f)
             else:
                 from fuzz.cases import record_kernel_calls
+
                 self.recorded = record_kernel_calls()
                 if path:
                     with open(path + ".tmp", "wb") as f:
@@ -50,15 +55,28 @@ class Worker:
 
     def enumerate(self, backends):
         from fuzz.cases import kernel_cases, public_cases
+
         recorded = self._recorded()
-        return {"public": public_cases(backends), "kernel": kernel_cases(recorded, backends),
-                "fastlmrl": self.fastlmrl.__file__,
-                "kernels_recorded": sorted(recorded)}
+        return {
+            "public": public_cases(backends),
+            "kernel": kernel_cases(recorded, backends),
+            "fastlmrl": self.fastlmrl.__file__,
+            "kernels_recorded": sorted(recorded),
+        }
 
     def run(self, case):
         np = self.np
         from fuzz import harness
-        from fuzz.cases import PLANTED, RELATIONAL, SPECS, case_seed, is_type_level, kernel_output_names, mutate
+        from fuzz.cases import (
+            PLANTED,
+            RELATIONAL,
+            SPECS,
+            case_seed,
+            is_type_level,
+            kernel_output_names,
+            mutate,
+        )
+
         G = harness.Guards()
         r = np.random.default_rng(case["seed"])
         backend = case["backend"]
@@ -74,8 +92,9 @@ class Worker:
                 else:
                     names = built.message_names(arg)
                     if mutation in RELATIONAL:  # a length mismatch names either side
-                        names = names + [n for k in built.kwargs if k != arg
-                                         for n in built.message_names(k)]
+                        names = names + [
+                            n for k in built.kwargs if k != arg for n in built.message_names(k)
+                        ]
                     built.kwargs[arg] = mutate(built.kwargs[arg], mutation, r, G)
                 watched = [built.kwargs, built.extras]
                 before = harness.snapshot(watched)
@@ -87,15 +106,19 @@ class Worker:
                 changed = harness.diff_path(before, harness.snapshot(watched)) if exc else ""
                 return harness.classify_api(exc, names, guards_ok, changed)
         from fastlmrl import _backend
+
         _, params, args = self._recorded()[target][case["variant"]]
         args = [G.g(a) if isinstance(a, np.ndarray) else a for a in copy.deepcopy(args)]
         i = params.index(arg)
         args[i] = mutate(args[i], mutation, r, G, kernel=True)
         outputs = kernel_output_names()
-        watched = {p: a for p, a in zip(params, args)
-                   if not (p in outputs or p.endswith("_out"))
-                   or (p == "rows" and not target.endswith("_tabular"))
-                   or (p == "order" and target not in ("adam_step", "sgd_step"))}
+        watched = {
+            p: a
+            for p, a in zip(params, args)
+            if not (p in outputs or p.endswith("_out"))
+            or (p == "rows" and not target.endswith("_tabular"))
+            or (p == "order" and target not in ("adam_step", "sgd_step"))
+        }
         fn = getattr(_backend.backend_module(backend), target)
         before = harness.snapshot(watched)
         try:
