@@ -34,7 +34,11 @@ from ._status import Status
 __all__ = ["Arg", "Kernel", "Kind", "MIGRATED", "Topic", "raise_for_status"]
 
 #: Topics whose kernels follow their contract and return only Status values (tests/test_contract).
-MIGRATED = ("td_learning", "selection")
+#: One topic per line.
+MIGRATED = (
+    "td_learning",
+    "selection",
+)
 
 
 class Kind(enum.Enum):
@@ -54,16 +58,22 @@ class Kind(enum.Enum):
     #: a worker count: any Python int in a Cython ``def`` (untyped, clamped to [1, cores]),
     #: ``int`` in the ``cdef`` core; results never depend on it
     THREADS = "threads"
+    #: any other array; its :attr:`Arg.ctype` spells the Cython type (``"double[:, :, ::1]"``)
+    ARRAY = "array"
+    #: any other scalar; its :attr:`Arg.ctype` spells the Cython type (``"int64_t"``)
+    SCALAR = "scalar"
 
     @property
     def is_array(self) -> bool:
-        return self in (Kind.TABLE, Kind.IDS, Kind.REALS, Kind.FLAGS, Kind.ACTIONS)
+        return self in (Kind.TABLE, Kind.IDS, Kind.REALS, Kind.FLAGS, Kind.ACTIONS, Kind.ARRAY)
 
     def cython_type(self, written: bool, core: bool = False) -> str:
         """The type a Cython ``def`` wrapper (or, ``core=True``, a ``cdef`` core) declares for
         this kind."""
         if self == Kind.THREADS:
             return "int" if core else ""
+        if self in (Kind.ARRAY, Kind.SCALAR):
+            raise ValueError(f"an argument of kind {self.name} spells its type in Arg.ctype")
         base = {
             Kind.TABLE: "real_t[:, ::1]",
             Kind.IDS: "index_t[::1]",
@@ -85,6 +95,8 @@ class Arg:
     ``status``: the code the kernel returns when this argument is bad (None: never blamed on it).
     ``bound``: for ids, ``(table argument, axis)`` -- the valid range is ``[0, table.shape[axis])``.
     ``domain``: for a scalar, its valid range as text (``"(0, 1]"``), quoted by the error.
+    ``ctype``: the Cython type, without ``const``, of a :attr:`Kind.ARRAY` or :attr:`Kind.SCALAR`
+    argument (``"double[:, :, ::1]"``, ``"int64_t"``); the other kinds imply theirs.
     """
 
     name: str
@@ -93,6 +105,15 @@ class Arg:
     status: Status | None = None
     bound: tuple[str, int] | None = None
     domain: str | None = None
+    ctype: str | None = None
+
+    def cython_type(self, core: bool = False) -> str:
+        """The type a Cython ``def`` wrapper (or, ``core=True``, a ``cdef`` core) declares."""
+        if self.ctype is None:
+            return self.kind.cython_type(self.written, core)
+        if self.written or not self.kind.is_array:
+            return self.ctype
+        return "const " + self.ctype
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Cython types (const = not written), the statuses each kernel returns and the arg
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -157,7 +158,7 @@ def contract_mismatches(topic: Topic, backend: str) -> list:
         with open(base + ".pxd") as handle:
             cores = _cython_declarations(handle.read(), r"cdef int")
         for kernel in topic.kernels:
-            expected = [(a.kind.cython_type(a.written), a.name) for a in kernel.args]
+            expected = [(a.cython_type(), a.name) for a in kernel.args]
             if defs.get(kernel.name) != expected:
                 problems.append(f"{kernel.name}: def {defs.get(kernel.name)} != {expected}")
             problems += [
@@ -165,7 +166,7 @@ def contract_mismatches(topic: Topic, backend: str) -> list:
                 for a in kernel.args
                 if a.written and not a.kind.is_array
             ]
-            core = [(a.kind.cython_type(a.written, core=True), a.name) for a in kernel.args]
+            core = [(a.cython_type(core=True), a.name) for a in kernel.args]
             core += [
                 (kernel.return_types.get(name, "double") + " *", name)
                 for name in kernel.returns[1:]
@@ -191,7 +192,7 @@ def _damaged(topic: Topic, how: str) -> Topic:
     elif how == "written":
         args[-1] = replace(args[-1], written=not args[-1].written)
     elif how == "kind":
-        args[-1] = replace(args[-1], kind=Kind.IDS)
+        args[-1] = replace(args[-1], kind=Kind.IDS, ctype=None)
     elif how == "missing kernel":
         return Topic(topic.name, topic.kernels + (Kernel("no_such_kernel", ()),))
     elif how == "extra arg":
@@ -211,6 +212,35 @@ def test_a_wrong_contract_is_detected(topic, how):
 
 
 # ----------------------------------------------------------------------------- statuses
+def _topic_cases(topic: str):
+    """``tests/contract_cases/<topic>.py`` when the topic has one: its ``valid_args(kernel,
+    dtype)`` (a dict of valid arguments, or None for the generic ones below) and
+    ``breakages(kernel, args)`` ((description, broken args, expected status) triples, or None for
+    the generic ones) cover kernels whose arguments the generic builders cannot make."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contract_cases", f"{topic}.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location(f"contract_cases_{topic}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args_and_breakages(topic: str, kernel: Kernel, dtype):
+    cases = _topic_cases(topic)
+    args = None
+    if cases is not None and hasattr(cases, "valid_args"):
+        args = cases.valid_args(kernel, dtype)
+    if args is None:
+        args = _valid_args(kernel, dtype)
+    broken = None
+    if cases is not None and hasattr(cases, "breakages"):
+        broken = cases.breakages(kernel, args)
+    if broken is None:
+        broken = _breakages(kernel, args)
+    return args, list(broken)
+
+
 def _valid_args(kernel: Kernel, dtype, n=3, shape=(3, 4), rng=None):
     rng = rng or np.random.default_rng(0)
     args = {}
@@ -289,12 +319,12 @@ def _cases():
 def test_each_declared_status_is_returned_and_nothing_written(topic, name, backend, dtype):
     kernel = contract(topic)[name]
     fn = getattr(_backend.backend_module(backend), name)
-    args = _valid_args(kernel, dtype)
+    args, breakages = _args_and_breakages(topic, kernel, dtype)
     result = fn(*(args[a] for a in kernel.arg_names))
     status = result[0] if isinstance(result, tuple) else result
     assert status == 0 and (not isinstance(result, tuple) or len(result) == len(kernel.returns))
     seen = set()
-    for what, broken, expected in _breakages(kernel, args):
+    for what, broken, expected in breakages:
         before = {k: v.copy() for k, v in broken.items() if isinstance(v, np.ndarray)}
         result = fn(*(broken[a] for a in kernel.arg_names))
         status = result[0] if isinstance(result, tuple) else result
@@ -309,8 +339,8 @@ def test_each_declared_status_is_returned_and_nothing_written(topic, name, backe
 @pytest.mark.parametrize("topic, name", list(_cases()))
 def test_raise_for_status_names_the_argument(topic, name):
     kernel = contract(topic)[name]
-    args = _valid_args(kernel, np.float64)
-    for what, broken, expected in _breakages(kernel, args):
+    args, breakages = _args_and_breakages(topic, kernel, np.float64)
+    for what, broken, expected in breakages:
         if expected == Status.BAD_SHAPES:
             message = "internal error: array arguments of inconsistent shapes"
         elif expected == Status.OVERLAPPING_ARRAYS:
