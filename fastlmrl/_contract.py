@@ -23,7 +23,8 @@ writes nothing.  :func:`raise_for_status` turns a status into the ValueError nam
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -38,6 +39,7 @@ __all__ = ["Arg", "Kernel", "Kind", "MIGRATED", "Topic", "raise_for_status"]
 MIGRATED = (
     "td_learning",
     "selection",
+    "permutations",
 )
 
 
@@ -97,6 +99,9 @@ class Arg:
     ``domain``: for a scalar, its valid range as text (``"(0, 1]"``), quoted by the error.
     ``ctype``: the Cython type, without ``const``, of a :attr:`Kind.ARRAY` or :attr:`Kind.SCALAR`
     argument (``"double[:, :, ::1]"``, ``"int64_t"``); the other kinds imply theirs.
+    ``other_statuses``: further codes that also name this argument (``counts``: BAD_COUNTS for its
+    shape, BAD_COUNT_VALUES for an entry).  Several arguments may share one code (``lr``, ``eps``:
+    BAD_HYPERPARAMETERS); the error then names the first whose value is outside its ``domain``.
     """
 
     name: str
@@ -106,6 +111,7 @@ class Arg:
     bound: tuple[str, int] | None = None
     domain: str | None = None
     ctype: str | None = None
+    other_statuses: tuple[Status, ...] = ()
 
     def cython_type(self, core: bool = False) -> str:
         """The type a Cython ``def`` wrapper (or, ``core=True``, a ``cdef`` core) declares."""
@@ -129,6 +135,12 @@ class Kernel:
     #: C type of each extra return (``returns[1:]``) that is not a ``double``; the Cython core
     #: writes it through a pointer argument (``int64_t* action``)
     return_types: Mapping[str, str] = field(default_factory=dict)
+    #: the topic's own text for a status that the generic messages cannot give (an entry of a
+    #: table read at the batch's ids, ...): ``{status: explain(args, shown) -> message}``, with
+    #: the arguments by name and ``shown(name)`` the name to print
+    messages: Mapping[Status, Callable[[Mapping[str, Any], Callable[[str], str]], str]] = field(
+        default_factory=dict
+    )
 
     @property
     def arg_names(self) -> tuple[str, ...]:
@@ -148,12 +160,13 @@ class Kernel:
         """Every status the kernel may return (0 included), in declaration order."""
         codes = [Status.OK] + list(self.statuses)
         codes += [a.status for a in self.args if a.status is not None]
+        codes += [code for a in self.args for code in a.other_statuses]
         return tuple(dict.fromkeys(codes))
 
     def argument_of(self, status: int) -> str | None:
         """The argument that ``status`` names for this kernel (None for a code of the call)."""
         for a in self.args:
-            if a.status == status:
+            if a.status == status or status in a.other_statuses:
                 return a.name
         return None
 
@@ -226,6 +239,9 @@ def raise_for_status(
             f"internal error: kernel {kernel.name} returned status {status}, which "
             "its contract does not declare"
         )
+    explain = kernel.messages.get(code)
+    if explain is not None:
+        raise ValueError(explain(args, shown))
     if code == Status.BAD_SHAPES:  # the wrappers always pass consistent shapes
         raise ValueError(
             "internal error: array arguments of inconsistent shapes "
@@ -234,6 +250,11 @@ def raise_for_status(
     if code == Status.OVERLAPPING_ARRAYS:
         _raise_overlap(kernel, args, shown)
     name = kernel.argument_of(code)
+    if name is None:  # a code of the call that names no argument
+        raise ValueError(f"internal error: kernel {kernel.name} returned {code.name} ({int(code)})")
+    sharing = [a for a in kernel.args if a.status == code and a.domain is not None]
+    if len(sharing) > 1:  # the first of them whose value is outside its domain
+        name = next((a.name for a in sharing if _outside(args.get(a.name), a.domain)), name)
     arg = kernel.arg(name)
     value = args.get(name)
     if arg.kind == Kind.IDS and arg.bound is not None and value is not None:
@@ -254,11 +275,35 @@ def raise_for_status(
         if bad.size:
             i = int(bad[0])
             raise ValueError(f"{shown(name)}[{i}] = {arr[i]} is not finite")
+    elif arg.kind == Kind.ARRAY and value is not None and np.asarray(value).dtype.kind == "f":
+        arr = np.asarray(value)  # any float array: its first entry that is not finite
+        bad = np.argwhere(~np.isfinite(arr))
+        if bad.size:
+            index = tuple(int(i) for i in bad[0])
+            where = ", ".join(map(str, index))
+            raise ValueError(f"{shown(name)}[{where}] = {arr[index]} is not finite")
     elif arg.kind == Kind.REAL and value is not None:
         if arg.domain is not None:
             raise ValueError(f"{shown(name)} must be in {arg.domain}, got {float(value)}")
         raise ValueError(f"{shown(name)} = {float(value)} is not finite")
+    elif arg.kind == Kind.SCALAR and value is not None and arg.domain is not None:
+        raise ValueError(f"{shown(name)} must be in {arg.domain}, got {value}")
     raise ValueError(f"invalid {shown(name)}")
+
+
+def _outside(value, domain: str) -> bool:
+    """Is ``value`` outside the interval ``domain`` (``"[0, 1)"``, ``"(0, inf)"``; NaN is)?
+    False when the value is missing or the domain is not written as an interval."""
+    bounds = re.fullmatch(r"\s*([\[(])\s*([^,]+?)\s*,\s*([^\])]+?)\s*([\])])\s*", domain)
+    if value is None or bounds is None:
+        return False
+    try:
+        low, high, x = float(bounds[2]), float(bounds[3]), float(value)
+    except (TypeError, ValueError):
+        return False
+    above = low <= x if bounds[1] == "[" else low < x
+    below = x <= high if bounds[4] == "]" else x < high
+    return not (above and below)
 
 
 def _raise_overlap(kernel: Kernel, args: Mapping[str, Any], shown) -> None:
