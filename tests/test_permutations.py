@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import fastlmrl
+from fastlmrl import Status
 from fastlmrl.rng import RandomStream, uniforms
 
 
@@ -75,8 +76,8 @@ def test_bad_seed():
 
 @pytest.mark.parametrize("short", ["uniforms", "starts"])
 def test_kernel_rejects_short_scratch_before_writing(compiled, reference, short):
-    # a direct caller (Numba/Cython user) passing too small scratch arrays gets status 1 and an
-    # untouched ``out`` instead of writes out of bounds
+    # a direct caller (Numba/Cython user) passing too small scratch arrays gets BAD_SHAPES and
+    # an untouched ``out`` instead of writes out of bounds
     n = 50
     for module in (compiled, reference):
         out = np.full(n, -7, dtype=np.int64)
@@ -85,5 +86,5 @@ def test_kernel_rejects_short_scratch_before_writing(compiled, reference, short)
         status = module.random_permutation(
             np.uint64(3), np.uint64(0), out, scratch["uniforms"], scratch["starts"]
         )
-        assert status == 1
+        assert status == Status.BAD_SHAPES
         assert (out == -7).all()

@@ -1,6 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython random permutation: the stable argsort of n counter-based uniforms in expected O(n)
 (bucket counting sort, then insertion sort within buckets; see fastlmrl/_numba/permutations.py).
+Statuses (fastlmrl.permutations.CONTRACT): BAD_SHAPES for scratch shorter than n / n + 1,
+OVERLAPPING_ARRAYS when two of out, uniforms, starts share memory; nothing written.
 """
 
 __all__ = ["random_permutation"]
@@ -9,9 +11,8 @@ from libc.stdint cimport int64_t, uint64_t
 from fastlmrl._cython._common cimport uniform
 
 from fastlmrl._cython.overlap cimport span_1d, written_overlap
-
-cdef int BAD_SCRATCH = 1
-cdef int OVERLAPPING_SCRATCH = 2
+# status codes: fastlmrl._status.Status (status.pxd is generated from it)
+from fastlmrl._cython cimport status as st
 
 
 cdef int random_permutation_core(uint64_t key, uint64_t counter, int64_t[::1] out,
@@ -21,12 +22,12 @@ cdef int random_permutation_core(uint64_t key, uint64_t counter, int64_t[::1] ou
     cdef const char* start[3]
     cdef size_t size[3]
     if uniforms.shape[0] < n or starts.shape[0] < n + 1:
-        return BAD_SCRATCH
+        return st.BAD_SHAPES
     span_1d(&out[0], out.shape[0], sizeof(int64_t), start, size, 0)
     span_1d(&uniforms[0], uniforms.shape[0], sizeof(double), start, size, 1)
     span_1d(&starts[0], starts.shape[0], sizeof(int64_t), start, size, 2)
     if written_overlap(3, 3, start, size):
-        return OVERLAPPING_SCRATCH
+        return st.OVERLAPPING_ARRAYS
     for b in range(n + 1):
         starts[b] = 0
     for i in range(n):  # bucket sizes

@@ -6,27 +6,29 @@ then an insertion sort of each bucket by u that moves an index only past strictl
 uniforms.  The result is the stable argsort, as the reference defines it.  The placement pass
 regenerates each uniform (a SplitMix64 step costs less than a random read) and stores it next to
 its index in bucket order, so the insertion sorts read contiguous memory.  ``uniforms`` (>= n) and
-``starts`` (>= n + 1) are scratch; shorter ones give status 1 (nothing written to ``out``).
+``starts`` (>= n + 1) are scratch; shorter ones give status 7 (``BAD_SHAPES``), any two of
+``out``, ``uniforms``, ``starts`` sharing memory status 8 (``OVERLAPPING_ARRAYS``), nothing written.
 """
 
 __all__ = ["random_permutation"]
 import numpy as np
 from numba import njit
 
+from .._status import Status
 from ._common import NJIT, uniform
 from .overlap import overlap
 
-BAD_SCRATCH = 1
-OVERLAPPING_SCRATCH = 2
+BAD_SHAPES = int(Status.BAD_SHAPES)  # scratch shorter than n (uniforms) or n + 1 (starts)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)  # two of out, uniforms, starts share memory
 
 
 @njit(**NJIT)
 def random_permutation(key, counter, out, uniforms, starts):
     n = out.shape[0]
     if uniforms.shape[0] < n or starts.shape[0] < n + 1:
-        return BAD_SCRATCH
+        return BAD_SHAPES
     if overlap(out, uniforms) or overlap(out, starts) or overlap(uniforms, starts):
-        return OVERLAPPING_SCRATCH
+        return OVERLAPPING_ARRAYS
     key = np.uint64(key)
     counter = np.uint64(counter)
     for b in range(n + 1):
