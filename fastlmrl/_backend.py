@@ -21,7 +21,8 @@ Cython comes first because it is compiled ahead of time, at
 install: its kernels are as fast as Numba's but start at once, where Numba compiles each kernel on
 its first use after an install (30-60 s for the demo's kernels on 2 cores, then cached; see
 :mod:`fastlmrl._numba._common`).  Numba stays fully available (``set_backend("numba")``,
-``FASTLMRL_BACKEND=numba``, and :mod:`fastlmrl.numba_kernels` for users' ``@njit`` code).  A compiled backend that fails to load is reported by
+``FASTLMRL_BACKEND=numba``, and :mod:`fastlmrl.numba_kernels` for users' ``@njit`` code).  A
+compiled backend that fails to load is reported by
 :func:`show_config` and warned about once per process: fastlmrl never falls back to slow code
 silently.
 """
@@ -258,7 +259,8 @@ def backend_module(name: str):
 
 
 def set_backend(name: str | None) -> None:
-    """Use backend ``name`` ('python', 'numba' or 'cython') from now on; ``None`` restores the default.
+    """Use backend ``name`` ('python', 'numba' or 'cython') from now on; ``None`` restores the
+    default.
 
     Raises ValueError for an unknown name and RuntimeError when that backend cannot be loaded
     (the reason is in :func:`show_config`).  Reads FASTLMRL_BACKEND again (for ``None``).

@@ -141,7 +141,8 @@ def pxd_text() -> str:
     """The text of ``fastlmrl/_cython/status.pxd``: :class:`Status` as a Cython enum."""
     lines = [
         "# cython: language_level=3",
-        "# GENERATED from fastlmrl/_status.py by `python -m fastlmrl._status --write`; do not edit.",
+        "# GENERATED from fastlmrl/_status.py by `python -m fastlmrl._status --write`; "
+        "do not edit.",
         "# tests/test_contract.py checks that it matches the enum.  Use:",
         "#     from fastlmrl._cython cimport status",
         "#     return status.BAD_SHAPES",

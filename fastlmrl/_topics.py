@@ -29,7 +29,8 @@ TOPICS = (
 
 
 def gather(package: str, namespace: dict) -> list:
-    """Import every topic module of ``package`` and copy its ``__all__`` names into ``namespace``."""
+    """Import every topic module of ``package`` and copy its ``__all__`` names into
+    ``namespace``."""
     import importlib
 
     names = []

@@ -27,8 +27,8 @@ def neural_task(name: str):
 
 def is_neural_run(folder) -> bool:
     """Whether ``folder`` (a run folder, or a file in one) is a run written by
-    :func:`fastlmrl.neural.runs.train_neural_run`: its ``run.json`` and ``initial_model/`` are written first, so an
-    interrupted run counts too."""
+    :func:`fastlmrl.neural.runs.train_neural_run`: its ``run.json`` and ``initial_model/`` are
+    written first, so an interrupted run counts too."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         folder = os.path.dirname(os.path.abspath(folder))

@@ -2,7 +2,8 @@
 
 They take preallocated outputs, never allocate in their loops, check their index/reward arguments
 in a pre-pass and return a status code (0 = success, else the code of the first bad argument as in
-``fastlmrl.Status``, also importable from here) *before* writing anything.  Random kernels take a uint64 ``key`` (see
+``fastlmrl.Status``, also importable from here) *before* writing anything.  Random kernels take a
+uint64 ``key`` (see
 :func:`fastlmrl.rng.stream_key`) and a uint64 ``counter``.  Example::
 
     from numba import njit

@@ -295,7 +295,8 @@ def ppo_loss(
     advantages and weights :math:`1/(G |y_k|)` this is GSPO's objective and gradient exactly.
 
     KL penalty (``ref_log_probs`` given): :math:`+\beta D_i` with ``kl_coef`` :math:`\beta` and
-    ``kl_estimator`` k1 :math:`= \log\pi_\theta - \log\pi_{ref}`, k2 :math:`= \tfrac12(\log\pi_\theta
+    ``kl_estimator`` k1 :math:`= \log\pi_\theta - \log\pi_{ref}`, k2 :math:`=
+    \tfrac12(\log\pi_\theta
     - \log\pi_{ref})^2` or k3 :math:`= e^{u} - 1 - u`, :math:`u = \log\pi_{ref} - \log\pi_\theta`
     (Schulman 2020, "Approximating KL divergence"; GRPO, Shao et al. 2024, eq. 4 uses k3).
 
@@ -399,8 +400,8 @@ def kl_penalty_loss(
     k2 :math:`= \tfrac12(\log\pi_\theta - \log\pi_{ref})^2` (derivative
     :math:`\log\pi_\theta - \log\pi_{ref}`), k3 :math:`= e^u - 1 - u`,
     :math:`u = \log\pi_{ref} - \log\pi_\theta` (derivative :math:`1 - e^u`; k3 >= 0).
-    Gradient wrt the logits: :math:`w_i\,\partial D_i/\partial\log\pi_\theta\,(\mathrm{onehot} - p)`.
-    ``kl_estimator`` was called ``estimator`` (deprecated keyword).
+    Gradient wrt the logits: :math:`w_i\,\partial D_i/\partial\log\pi_\theta\,(\mathrm{onehot} -
+    p)`. ``kl_estimator`` was called ``estimator`` (deprecated keyword).
     """
     logits, tokens, w, n = _prepare(logits, tokens, weights)
     ref = _per_token(ref_log_probs, "ref_log_probs", n, logits.dtype)

@@ -2,8 +2,8 @@
 
 All three read a table ``q`` of shape (S, V) (S states, e.g. context ids; V actions, e.g. token
 ids) and return one action per entry of ``states`` as an int64 array.  Random draws come from the
-counter-based generator in :mod:`fastlmrl.rng`, so a seed gives the same actions in every backend and
-at every thread count.  NaN entries of a row are ignored by the max/argmax.
+counter-based generator in :mod:`fastlmrl.rng`, so a seed gives the same actions in every backend
+and at every thread count.  NaN entries of a row are ignored by the max/argmax.
 """
 
 from __future__ import annotations
@@ -142,10 +142,11 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     r"""ε-greedy actions (Sutton & Barto 2018, §2.2/§5.4).
 
     With probability ε a uniformly random action among all V (the greedy one included), otherwise
-    the greedy action, so :math:`\pi(a|s) = \varepsilon / V + (1-\varepsilon)\,[a = \arg\max Q(s,\cdot)]`.
+    the greedy action, so :math:`\pi(a|s) = \varepsilon / V + (1-\varepsilon)\,[a = \arg\max
+    Q(s,\cdot)]`.
 
-    Randomness: item ``i`` uses counters ``c + 2i`` (explore when its uniform < ε) and ``c + 2i + 1``
-    (which action: ``floor(u * V)``); the call consumes ``2 * len(states)`` counters of ``seed``
+    Randomness: item ``i`` uses counters ``c + 2i`` (explore when its uniform < ε) and ``c + 2i +
+    1`` (which action: ``floor(u * V)``); the call consumes ``2 * len(states)`` counters of ``seed``
     (an int, or a :class:`fastlmrl.RandomStream` that is advanced).  With ``argmax_tree`` (a
     :class:`fastlmrl.ArgmaxTree` built for ``q``) the greedy action is read from the tree in O(1);
     the draws and the result are identical.
@@ -203,7 +204,8 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
 
 
 def boltzmann(q, states, temperature: float, seed) -> np.ndarray:
-    r"""Boltzmann (softmax) exploration: :math:`\pi(a|s) \propto \exp(Q(s,a)/\tau)` (Sutton & Barto §13.1).
+    r"""Boltzmann (softmax) exploration: :math:`\pi(a|s) \propto \exp(Q(s,a)/\tau)` (Sutton & Barto
+    §13.1).
 
     Sampled by inverse CDF in float64: with :math:`m = \max_a Q(s,a)`,
     :math:`w_a = \exp((Q(s,a) - m)/\tau)`, the action is the first ``a`` with

@@ -340,9 +340,10 @@ def q_learning_update(
 ):
     r"""Q-learning (Watkins 1989; Sutton & Barto eq. 6.8): :math:`\hat v(s') = \max_{a'} Q(s', a')`.
 
-    Returns the TD errors :math:`\delta_i` (dtype of ``q``).  ``alpha`` ∈ (0, 1], ``gamma`` ∈ [0, 1].
-    With ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) the max is read from the tree
-    and the tree follows each update: O(B + log V) per transition instead of O(V), same results.
+    Returns the TD errors :math:`\delta_i` (dtype of ``q``).  ``alpha`` ∈ (0, 1], ``gamma`` ∈ [0,
+    1]. With ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) the max is read from the
+    tree and the tree follows each update: O(B + log V) per transition instead of O(V), same
+    results.
     """
     if (
         argmax_tree is None
@@ -402,8 +403,9 @@ def sarsa_update(
 ):
     r"""SARSA (Rummery & Niranjan 1994; Sutton & Barto eq. 6.7): :math:`\hat v(s') = Q(s', a')`.
 
-    ``next_actions[i]`` is the action actually taken in ``next_states[i]`` (ignored when terminated).
-    ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the updated cells.
+    ``next_actions[i]`` is the action actually taken in ``next_states[i]`` (ignored when
+    terminated). ``argmax_tree`` (an :class:`fastlmrl.ArgmaxTree` of ``q``) is refreshed at the
+    updated cells.
     """
     if (
         argmax_tree is None

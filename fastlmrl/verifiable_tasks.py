@@ -275,8 +275,8 @@ class ArithmeticTask(VerifiableTask):
             )
         self.ops = ops
         self._pattern = re.compile(
-            r"(0|[1-9][0-9]{0,%d})([%s])(0|[1-9][0-9]{0,%d})="
-            % (self.max_digits - 1, re.escape(ops), self.max_digits - 1)
+            f"(0|[1-9][0-9]{{0,{self.max_digits - 1}}})([{re.escape(ops)}])"
+            f"(0|[1-9][0-9]{{0,{self.max_digits - 1}}})="
         )
 
     def _describe(self) -> str:
@@ -346,7 +346,7 @@ class _StringTask(VerifiableTask):
             self.symbols = symbols
         self.alphabet = "".join(sorted(set(self.word + " =" + self.symbols)))
         self._pattern = re.compile(
-            r"%s ([%s]{%d,%d})=" % (self.word, re.escape(self.symbols), self.min_len, self.max_len)
+            f"{self.word} ([{re.escape(self.symbols)}]{{{self.min_len},{self.max_len}}})="
         )
 
     def _describe(self) -> str:

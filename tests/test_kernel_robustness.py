@@ -441,7 +441,8 @@ def test_extreme_log_ratios_follow_ieee_in_every_backend(call):
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_optimizer_raw_kernels_check_hyperparameters(name):
     """A zero or negative divisor (eps = 0, step = 0, beta = 1) or a non-finite lr is refused with
-    status 36 before anything is written (the reference would raise ZeroDivisionError mid-update)."""
+    status 36 before anything is written (the reference would raise ZeroDivisionError
+    mid-update)."""
     kern = raw(name)
     table, m, v = np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2))
     rows, grads, acc = np.array([0, 1]), np.zeros((2, 2)), np.empty(2)

@@ -1,5 +1,6 @@
 """policy_losses: reference equivalence (bit for bit), independent NumPy losses, finite-difference
-gradients, identities, serial = parallel, bad input for every argument, nothing modified on error."""
+gradients, identities, serial = parallel, bad input for every argument, nothing modified on
+error."""
 
 import math
 
@@ -164,7 +165,8 @@ def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
             del big
 
 
-# ---- blocked batch sums ---------------------------------------------------------------------------
+# ---- blocked batch sums
+# ---------------------------------------------------------------------------
 
 
 def test_reduce_rows():
@@ -478,7 +480,7 @@ def test_finite_differences_all_losses():
             # GSPO-token gradient: the sequence ratio's own dependence on the other tokens' logp
             # is the sequence-level gradient; with one sequence both agree (see docstring)
             continue
-        _fd_check(lambda z: fn(z).loss, x, res.grad_logits, ENTRIES)
+        _fd_check(lambda z, fn=fn: fn(z).loss, x, res.grad_logits, ENTRIES)
 
 
 def test_gspo_gradient_equals_sequence_objective_gradient():
@@ -753,13 +755,13 @@ def test_nothing_modified_on_error(backend):
     before = {k: v.copy() for k, v in d.items()}
     adv = d["adv"].copy()
     adv[2] = np.nan
-    for k, f in _calls(
+    for f in _calls(
         d,
         adv=adv,
         returns=np.array([1.0, np.nan, 0.0]),
         ref=np.array([0.0, -np.inf, 0.0]),
         out=np.full((3, 4), 9.0),
-    ).items():
+    ).values():
         with pytest.raises(ValueError):
             f()
     out = np.full((3, 4), 9.0)

@@ -264,7 +264,7 @@ def test_ppo_loss_rows_raises_the_public_errors(small_task):
     s, v = trainer.policy.shape
     ids = np.array([0, 1, 2], dtype=np.int64)
     ones = np.ones(3)
-    with pytest.raises(ValueError, match=r"contexts\[1\] = %d is out of range" % s):
+    with pytest.raises(ValueError, match=rf"contexts\[1\] = {s} is out of range"):
         trainer.ppo_loss_rows(np.array([0, s, 1]), ids, -ones, ones, ones / 3, 0.2, 0.2)
     with pytest.raises(ValueError, match="advantages"):
         trainer.ppo_loss_rows(ids, ids, -ones, np.array([1.0, np.nan, 0.0]), ones / 3, 0.2, 0.2)

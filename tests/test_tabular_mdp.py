@@ -279,10 +279,10 @@ def test_cliff_walking_sarsa_beats_q_learning_online():
 
     Measured here (cython backend, seeds 0-2, 500 episodes each, mean over episodes 101-500):
     SARSA -30.1, Q-learning -53.8 (all 500 episodes: -37.6 vs -59.5; last 100: -25.5 vs -62.9;
-    the book's figure: about -25 vs -50).  Q-learning's greedy path is the optimal one along the cliff (return -13)
-    in every run.  (SARSA's greedy policy is not asserted: it learns the values of the
-    epsilon-greedy policy, and its greedy path was the safe one (-17) in two runs and looped in
-    the third.)"""
+    the book's figure: about -25 vs -50).  Q-learning's greedy path is the optimal one along the
+    cliff (return -13) in every run.  (SARSA's greedy policy is not asserted: it learns the values
+    of the epsilon-greedy policy, and its greedy path was the safe one (-17) in two runs and looped
+    in the third.)"""
     online, greedy = {}, {}
     with fastlmrl.use_backend("cython"):
         for name, Trainer, Config in [

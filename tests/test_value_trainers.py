@@ -691,8 +691,9 @@ def test_defaults_and_algorithm_keys():
 # SARSA 0.09, double Q 8.0, Monte Carlo 7.0 (they maximise the task reward and nothing holds them
 # near the LM once a word's value exceeds kl_coef times its log-odds: the policy then repeats a
 # lexicon word), value / policy iteration on the learned model 0.06 (a reward model over
-# 2-character contexts knows little about words).  Margins: about half the measured gain.  Before this, a zero table explored uniformly never met a word:
-# reward 0 and TD error 0 on every iteration.
+# 2-character contexts knows little about words).  Margins: about half the measured gain.  Before
+# this, a zero table explored uniformly never met a word: reward 0 and TD error 0 on every
+# iteration.
 
 from fastlmrl.tasks import make_text_task  # noqa: E402
 

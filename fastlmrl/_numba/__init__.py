@@ -1,4 +1,5 @@
-"""The Numba backend: ``@njit(cache=True, nogil=True)`` kernels, callable from a user's ``@njit`` code."""
+"""The Numba backend: ``@njit(cache=True, nogil=True)`` kernels, callable from a user's ``@njit``
+code."""
 
 from .._topics import gather
 

@@ -15,7 +15,8 @@ the cache in :func:`numba_cache_dir`:
 Freshness: a cached kernel is used only while its file *and every fastlmrl file that file
 imports* (transitively: ``_common.py``, ``fast_math.py``, ``rng.py``, ...) are unchanged (a
 SHA-256 over their contents), so an edit of a shared helper invalidates the kernels that call it
-(Numba's own stamp covers only the file defining the function).  The first compilation in a process prints one line to stderr.
+(Numba's own stamp covers only the file defining the function).  The first compilation in a process
+prints one line to stderr.
 """
 
 import hashlib
@@ -211,7 +212,8 @@ NJIT = dict(cache=True, nogil=True)
 
 @intrinsic
 def maxnum(typingctx, a, b):
-    """LLVM's ``maxnum``: the larger of a and b, ignoring a NaN operand. Unlike ``max`` it vectorises."""
+    """LLVM's ``maxnum``: the larger of a and b, ignoring a NaN operand. Unlike ``max`` it
+    vectorises."""
     if not (isinstance(a, types.Float) and a == b):
         return None
     sig = a(a, b)

@@ -1,4 +1,5 @@
-"""Reference policy-gradient losses over logits (plain Python); defines the arithmetic of every backend.
+"""Reference policy-gradient losses over logits (plain Python); defines the arithmetic of every
+backend.
 
 Every loss is ``L = sum_i w_i * l_i`` over tokens i (row i of the (N, V) logits, sampled token a_i).
 Row statistics, softmax ``p`` and ``EXP`` are those of :mod:`fastlmrl._python.log_probs`;
@@ -230,7 +231,7 @@ def _pg(
         )
         for i in range(n)
     ]
-    for i, (x, m, total, e, lse, lp) in enumerate(rows):
+    for i, (_x, _m, total, e, _lse, lp) in enumerate(rows):
         c = weights[i] * terms[i][1]
         grad[i] = grad_row(probs(e, total), tokens[i], c)
         token_loss[i] = terms[i][0]
@@ -543,7 +544,7 @@ def a2c_loss(
     rows, exp = res
     n = len(rows)
     per = []
-    for i, (x, m, total, e, lse, lp) in enumerate(rows):
+    for i, (x, _m, total, e, lse, lp) in enumerate(rows):
         p = probs(e, total)
         h = row_entropy(x, p, lse)
         old = o_[i] if value_clip > 0.0 else 0.0

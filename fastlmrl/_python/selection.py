@@ -23,7 +23,8 @@ def _shapes_ok(states, out):
 
 
 def greedy(q, states, out, num_threads):
-    """out[i] = argmax_a q[states[i], a] (ties -> lowest index). Returns 1 if a state is out of range."""
+    """out[i] = argmax_a q[states[i], a] (ties -> lowest index). Returns 1 if a state is out of
+    range."""
     kernel_types((("out", out),), (("states", states),))
     if not _shapes_ok(states, out):
         return BAD_SHAPES

@@ -6,9 +6,9 @@ The policy is a logits table ``policy`` (S = V**k contexts, V tokens):
 (:attr:`fastlmrl.tasks.TextTask.initial_policy`); the frozen reference :math:`\\pi_{\\mathrm{ref}}`
 is the LM itself (:attr:`~fastlmrl.tasks.TextTask.reference`).  The losses of
 :mod:`fastlmrl.tabular_losses` give the gradient per distinct visited context (one softmax per
-context, not per token), which :class:`fastlmrl.Adam` applies to those rows only.  The KL to the reference reported as ``kl`` is exact: the mean
-over sequences of :math:`\\sum_t \\mathrm{KL}(\\pi(\\cdot|s_t)\\,\\|\\,\\pi_{\\mathrm{ref}}(\\cdot|s_t))`
-over the generated tokens.
+context, not per token), which :class:`fastlmrl.Adam` applies to those rows only.  The KL to the
+reference reported as ``kl`` is exact: the mean over sequences of :math:`\\sum_t
+\\mathrm{KL}(\\pi(\\cdot|s_t)\\,\\|\\,\\pi_{\\mathrm{ref}}(\\cdot|s_t))` over the generated tokens.
 """
 
 from __future__ import annotations
@@ -439,6 +439,7 @@ class PolicyGradientTrainer(Trainer):
 
     # --- using the policy -----------------------------------------------------------------------
     def sample(self, num_sequences: int, seed, greedy_temperature: float | None = None):
-        """Generate with the current policy (a fresh RandomStream or int seed; not the trainer's)."""
+        """Generate with the current policy (a fresh RandomStream or int seed; not the
+        trainer's)."""
         table = self.policy if greedy_temperature is None else self.policy / greedy_temperature
         return self.env.rollout(np.ascontiguousarray(table), seed, num_sequences=num_sequences)

@@ -5,7 +5,8 @@ One iteration, top to bottom:
 1. Generate B sequences; per-token rewards are the task reward minus the KL leash
    :math:`\beta(\log\pi - \log\pi_{ref})`.
 2. GAE(γ, λ) advantages and returns from the tabular critic :math:`V(s)` (Schulman et al. 2016).
-3. One gradient step on :math:`-\hat A_t\log\pi(a_t|s_t) + c_v (V(s_t) - \hat R_t)^2 - c_e H(\pi(\cdot|s_t))`
+3. One gradient step on :math:`-\hat A_t\log\pi(a_t|s_t) + c_v (V(s_t) - \hat R_t)^2 - c_e
+H(\pi(\cdot|s_t))`
    averaged over tokens (:func:`fastlmrl.a2c_loss_tabular`: one softmax per distinct context):
    the actor's gradient with respect to the visited rows of the policy table and the critic's
    with respect to V (summed per context), each applied by Adam to those rows.

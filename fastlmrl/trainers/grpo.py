@@ -3,7 +3,8 @@ r"""GRPO on a text task (Shao et al. 2024, DeepSeekMath §4.1), with the DAPO/Dr
 One iteration, top to bottom:
 
 1. Draw G prompts and generate K completions of each (B = G·K sequences, a group per prompt).
-2. Group-relative advantages: :math:`\hat A_i = (R_i - \mathrm{mean}_g R)/(\mathrm{std}_g R + \epsilon)`
+2. Group-relative advantages: :math:`\hat A_i = (R_i - \mathrm{mean}_g R)/(\mathrm{std}_g R +
+\epsilon)`
    for every token of completion i (``scale="group"``; ``"batch"`` or ``"none"``, the latter
    being Dr. GRPO, Liu et al. 2025) — no value function.
 3. ``epochs`` passes of the clipped surrogate (token-level ratios, or sequence-level as in GSPO,

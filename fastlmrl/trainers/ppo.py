@@ -3,7 +3,8 @@ r"""PPO on a text task (Schulman et al. 2017), in the RLHF form of Ziegler et al
 One iteration, top to bottom:
 
 1. Generate B sequences with the current policy (the behaviour policy :math:`\pi_{\theta_{old}}`).
-2. Per-token reward :math:`r_t = R_{t+1} - \beta\,(\log\pi_{old}(a_t|s_t) - \log\pi_{ref}(a_t|s_t))`:
+2. Per-token reward :math:`r_t = R_{t+1} - \beta\,(\log\pi_{old}(a_t|s_t) -
+\log\pi_{ref}(a_t|s_t))`:
    the task reward (paid at the last token) minus the KL leash, with β from an adaptive controller
    that steers the KL per sequence toward ``kl_target`` (Ziegler et al. §2.2).
 3. GAE(γ, λ) advantages and returns (Schulman et al. 2016) with a learned tabular value

@@ -8,7 +8,8 @@ One iteration, top to bottom:
    :math:`R_i = r(x, y_i) - \beta \sum_t (\log\pi(a_t|s_t) - \log\pi_{ref}(a_t|s_t))`.
 3. Leave-one-out baseline: :math:`\hat A_i = R_i - \frac{1}{K-1}\sum_{j \ne i} R_j`.
 4. REINFORCE: :math:`-\hat A_i \log\pi(y_i|x)`, i.e. every token of completion i carries
-   :math:`\hat A_i`; the loss is averaged over sequences (a weight of 1/B on each sequence's tokens).
+   :math:`\hat A_i`; the loss is averaged over sequences (a weight of 1/B on each sequence's
+   tokens).
 5. Log reward, KL, entropy, tokens/s.
 
 The config also accepts TRL's spellings of its fields: ``beta``, ``num_generations`` / ``rloo_k``,
