@@ -55,6 +55,17 @@ __all__ = [
 
 
 class ReinforceLossResult(NamedTuple):
+    r"""The result of :func:`reinforce_loss`: REINFORCE with baseline (Williams 1992), the torch
+    face of :class:`fastlmrl.ReinforceLossResult` without ``grad_logits`` (autograd carries it).
+
+    * ``loss``: :math:`L = \sum_i w_i \ell_i`, a 0-dim tensor in the logits' dtype (float32 for
+      bfloat16 logits), differentiable w.r.t. the logits;
+    * ``log_probs``: :math:`\log\pi(a_i|s_i)` of the sampled token :math:`a_i` at position i,
+      float64, the logits' batch shape, no gradient;
+    * ``token_loss``: :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)` (unweighted), float64, the
+      logits' batch shape, no gradient.
+    """
+
     loss: Tensor  #: sum_i w_i l_i, differentiable w.r.t. the logits
     log_probs: Tensor  #: log pi(a_i|s_i), float64
     token_loss: Tensor  #: l_i, float64
@@ -187,12 +198,44 @@ class PPOLossResult:
 
 
 class KLPenaltyResult(NamedTuple):
+    r"""The result of :func:`kl_penalty_loss`: the KL penalty to a reference policy as a loss
+    term (GRPO, Shao et al. 2024, eq. 4; Schulman's estimators k1 / k2 / k3), the torch face of
+    :class:`fastlmrl.KLPenaltyResult` without ``grad_logits``.
+
+    * ``loss``: :math:`L = \sum_i w_i D_i` (not multiplied by any coefficient), a 0-dim tensor in
+      the logits' dtype (float32 for bfloat16 logits), differentiable w.r.t. the logits;
+    * ``log_probs``: :math:`\log\pi_\theta(a_i|s_i)` of the sampled tokens, float64, the
+      logits' batch shape, no gradient;
+    * ``token_kl``: the per-token estimate :math:`D_i` of
+      :math:`\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref})` (unweighted), float64, the logits'
+      batch shape, no gradient.
+    """
+
     loss: Tensor  #: sum_i w_i D_i, differentiable w.r.t. the logits
     log_probs: Tensor  #: float64
     token_kl: Tensor  #: D_i, float64
 
 
 class A2CLossResult(NamedTuple):
+    r"""The result of :func:`a2c_loss`: advantage actor-critic loss (Mnih et al. 2016) with the
+    value term and entropy bonus of the PPO paper's eq. 9, the torch face of
+    :class:`fastlmrl.A2CLossResult` without ``grad_logits`` / ``grad_values`` (autograd carries
+    them).
+
+    * ``loss``: :math:`L = \sum_i w_i \ell_i`, :math:`\ell_i = -\hat A_i\log\pi(a_i|s_i) +
+      c_v L^V_i - c_e H_i`, a 0-dim tensor in the logits' dtype (float32 for bfloat16 logits),
+      differentiable w.r.t. the logits and the values;
+    * ``log_probs``: :math:`\log\pi(a_i|s_i)`, float64, the logits' batch shape;
+    * ``entropy``: :math:`H_i` of :math:`\pi(\cdot|s_i)` in nats, float64, the batch shape;
+    * ``token_loss``: :math:`\ell_i` (unweighted), float64, the batch shape;
+    * ``policy_loss``: :math:`\sum_i w_i(-\hat A_i\log\pi(a_i|s_i))`, 0-dim float64;
+    * ``value_loss``: :math:`\sum_i w_i L^V_i` (squared error, clipped with ``value_clip``),
+      0-dim float64;
+    * ``mean_entropy``: :math:`\sum_i w_i H_i / \sum_i w_i`, 0-dim float64.
+
+    Every field but ``loss`` is without gradient.
+    """
+
     loss: Tensor  #: differentiable w.r.t. the logits and the values
     log_probs: Tensor  #: float64
     entropy: Tensor  #: H_i per token, float64

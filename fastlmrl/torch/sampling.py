@@ -12,9 +12,10 @@ min_p)`` is functional: the random stream position is an argument (the stream's 
 :func:`fastlmrl.rng.stream_key`, and its first ``counter``, each as the int64 with the same 64
 bits).  It has a fake implementation and no gradient (it returns ids and log-probabilities of a
 draw), calls the active backend's raw kernel (which checks the scalars and rows before writing)
-and needs (N, V) logits; :func:`sample_tokens` validates everything first and takes (..., V).  Contiguous float32/float64 logits reach the kernel as a view, a
-non-contiguous tensor is copied once, bfloat16 is sampled in float32 (log-probs returned in
-float32).  Tensors on another device raise ValueError naming it.
+and needs (N, V) logits; :func:`sample_tokens` validates everything first and takes (..., V).
+Contiguous float32/float64 logits reach the kernel as a view, a non-contiguous tensor is copied
+once, bfloat16 is sampled in float32 (log-probs returned in float32).  Tensors on another device
+raise ValueError naming it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,16 @@ _LOGIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
 class SampledTokens(NamedTuple):
-    """What :func:`sample_tokens` returns: tensors of the logits' batch shape."""
+    """What :func:`sample_tokens` returns: tensors of the logits' batch shape, without gradient.
+
+    * ``tokens``: the sampled token ids, int64;
+    * ``log_probs``: the log-probability of each sampled token under the distribution it was
+      drawn from (after temperature, top-k, top-p and min-p, renormalised over the kept tokens;
+      0 for greedy decoding, ``temperature=0``),
+      in the logits' dtype (float32 for bfloat16 logits);
+    * ``model_log_probs``: its log-probability under the model, the temperature-1 softmax of the
+      raw logits (what PPO / GRPO use as ``old_log_probs``), same dtype.
+    """
 
     tokens: Tensor
     log_probs: Tensor
