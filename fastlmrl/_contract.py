@@ -39,6 +39,7 @@ __all__ = ["Arg", "Kernel", "Kind", "MIGRATED", "Topic", "raise_for_status"]
 MIGRATED = (
     "td_learning",
     "selection",
+    "optimizers",
     "permutations",
 )
 

@@ -16,12 +16,13 @@ repeated id's rows into a float64 scratch row ``acc`` of length V and apply the 
 (no (U, V) buffer).  The wrapper first passes an empty ``order``, which the kernels read as the
 identity: that *is* the stable argsort when ``rows`` is sorted (non-decreasing), e.g. the distinct
 sorted rows of :func:`fastlmrl.ppo_loss_tabular`, so no sort is done; a kernel checks it in its
-O(N) pre-pass and answers status 34 when ``rows`` is not sorted, and only then does the wrapper
-compute ``argsort(rows, kind="stable")`` (O(N log N)) and call again.  Before writing anything a
-kernel checks that ``order`` really is the stable argsort of ``rows`` (so it cannot write out of
-bounds, whoever calls it), that ids are in range, that every gradient is finite and (Adam) that
-every entry of ``v`` in the rows of the batch is >= 0 (a negative or NaN second moment is refused
-with a ValueError naming ``v``, status 35, instead of turning the row into NaN mid-update).
+O(N) pre-pass and answers ``Status.UNSORTED`` when ``rows`` is not sorted, and only then does the
+wrapper compute ``argsort(rows, kind="stable")`` (O(N log N)) and call again.  Before writing
+anything a kernel checks that ``order`` really is the stable argsort of ``rows`` (so it cannot
+write out of bounds, whoever calls it), that ids are in range, that every gradient is finite and
+(Adam) that every entry of ``v`` in the rows of the batch is >= 0 (a negative or NaN second moment
+is refused with a ValueError naming ``v``, ``Status.BAD_MOMENTS``, instead of turning the row into
+NaN mid-update).  The kernels, their arguments and statuses: :data:`CONTRACT`.
 
 Numerics: float64 arithmetic; each stored value (table, m, v entry) is rounded once, identically
 in every backend, so the backends agree bit for bit.  On any error nothing is modified.
@@ -32,25 +33,95 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import optimizers as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["Adam", "SGD", "adam_step", "sgd_step"]
 
-# Status codes specific to this topic (fastlmrl._status has no entry for them yet).
-BAD_ROWS = 30
-BAD_GRADS = 31
-BAD_SHAPES = 32
-BAD_ORDER = 33
-UNSORTED = 34  # order empty but rows not sorted: the wrapper sorts and calls again
-BAD_MOMENTS = 35  # (Adam) v negative or NaN in a row of the batch
-BAD_HYPERPARAMETERS = 36  # lr, step, betas or eps out of domain (raw kernel callers only)
-OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array (table, m, v) shares memory with
-# another argument (rows, grads, each other); nothing written
 
+# ----------------------------------------------------------------------------- the contract
+def _negative_moment(args, shown) -> str:
+    """BAD_MOMENTS: the first entry of ``v`` in a row of the batch that is negative or NaN."""
+    v, rows = np.asarray(args["v"]), np.asarray(args["rows"])
+    bad = np.argwhere(~(v[rows] >= 0))
+    if not bad.size:
+        return f"invalid {shown('v')}"
+    i, j = (int(k) for k in bad[0])
+    return (
+        f"{shown('v')}[{int(rows[i])}, {j}] = {v[rows[i], j]} is negative or NaN "
+        "(a second moment is >= 0); nothing was modified"
+    )
+
+
+def _unsorted(args, shown) -> str:
+    """UNSORTED (the wrappers sort and call again; a direct caller passes the stable argsort)."""
+    return (
+        f"{shown('rows')} is not sorted (non-decreasing) and {shown('order')} is empty; pass "
+        f"{shown('order')} = argsort({shown('rows')}, kind='stable')"
+    )
+
+
+_TABLE = Arg("table", Kind.TABLE, written=True)
+#: UNSORTED: ``order`` is empty (the identity) but ``rows`` is not sorted
+_ROWS = Arg(
+    "rows", Kind.IDS, status=Status.BAD_ROWS, bound=("table", 0), other_statuses=(Status.UNSORTED,)
+)
+_GRADS = Arg("grads", Kind.ARRAY, status=Status.BAD_GRADS, ctype="real_t[:, ::1]")
+#: the stable argsort of rows, or empty: the identity (rows sorted)
+_ORDER = Arg("order", Kind.ARRAY, status=Status.BAD_ORDER, ctype="int64_t[::1]")
+_HYPER = Status.BAD_HYPERPARAMETERS  # checked first, before any other argument
+_LR = Arg("lr", Kind.REAL, status=_HYPER, domain="[0, inf)")
+_MAXIMIZE = Arg("maximize", Kind.FLAG)
+_ACC = Arg("acc", Kind.ARRAY, written=True, ctype="double[::1]")  # float64 scratch, length >= V
+_CALL = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+_MESSAGES = {Status.UNSORTED: _unsorted}
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.optimizers``);
+#: tests/test_contract.py checks each implementation against it.
+CONTRACT = Topic(
+    "optimizers",
+    (
+        Kernel(
+            "adam_step",
+            (
+                _TABLE,
+                _ROWS,
+                _GRADS,
+                _ORDER,
+                Arg("m", Kind.TABLE, written=True),
+                Arg("v", Kind.TABLE, written=True, status=Status.BAD_MOMENTS),
+                Arg("step", Kind.SCALAR, status=_HYPER, domain="[1, inf)", ctype="int64_t"),
+                _LR,
+                Arg("beta1", Kind.REAL, status=_HYPER, domain="[0, 1)"),
+                Arg("beta2", Kind.REAL, status=_HYPER, domain="[0, 1)"),
+                Arg("eps", Kind.REAL, status=_HYPER, domain="(0, inf)"),
+                _MAXIMIZE,
+                _ACC,
+            ),
+            _CALL,
+            messages={**_MESSAGES, Status.BAD_MOMENTS: _negative_moment},
+        ),
+        Kernel(
+            "sgd_step",
+            (_TABLE, _ROWS, _GRADS, _ORDER, _LR, _MAXIMIZE, _ACC),
+            _CALL,
+            messages=_MESSAGES,
+        ),
+    ),
+)
+
+_UNSORTED = int(Status.UNSORTED)  # order empty but rows not sorted: the wrapper sorts, calls again
 # An empty ``order``: "rows is sorted, walk it in index order" (checked by the kernels).
 _NO_ORDER = np.empty(0, dtype=np.int64)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -125,7 +196,7 @@ def _stable_order(rows: np.ndarray, n_rows: int) -> np.ndarray:
 
 
 def _batch(table, rows, grads):
-    """Validated (rows, grads, acc) for the kernels (``order`` is chosen by :func:`_run`)."""
+    """Validated (rows, grads, acc) for the kernels (the caller chooses ``order``)."""
     rows = _ids(rows)
     n, n_cols = rows.shape[0], table.shape[1]
     arr = grads if type(grads) is np.ndarray else np.asarray(grads)
@@ -142,49 +213,10 @@ def _batch(table, rows, grads):
     return rows, grads, acc
 
 
-def _run(kernel, table, rows, grads, args) -> None:
-    """``kernel(table, rows, grads, order, *args)`` with the empty ``order`` (sorted rows), and once
-    more with the stable argsort when the kernel answers that ``rows`` is not sorted."""
-    status = kernel(table, rows, grads, _NO_ORDER, *args)
-    if status == UNSORTED:  # ids are in range (checked before sortedness): sort, call again
-        order = _stable_order(rows, table.shape[0])
-        status = kernel(table, rows, grads, order, *args)
-    _raise(status, table, rows, grads, args)
-
-
-def _raise(status: int, table, rows, grads, args=()) -> None:
-    if status == 0:
-        return
-    if status == BAD_ROWS:
-        bad = np.flatnonzero((rows < 0) | (rows >= table.shape[0]))
-        i = int(bad[0])
-        raise ValueError(f"rows[{i}] = {int(rows[i])} is out of range [0, {table.shape[0]})")
-    if status == BAD_GRADS:
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(grads))[0])
-        raise ValueError(f"grads[{i}, {j}] = {grads[i, j]} is not finite")
-    if status == BAD_MOMENTS:
-        v = args[1]
-        bad = ~(v[rows] >= 0)
-        i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise ValueError(
-            f"v[{int(rows[i])}, {j}] = {v[rows[i], j]} is negative or NaN "
-            "(a second moment is >= 0); nothing was modified"
-        )
-    if status == OVERLAPPING_ARRAYS:
-        arrays = {"table": table}
-        if len(args) > 2 and isinstance(args[0], np.ndarray):  # Adam: (m, v, step, ...)
-            arrays.update(m=args[0], v=args[1])
-        written = list(arrays.items())
-        arrays.update(rows=rows, grads=grads)
-        for k, (wname, w) in enumerate(written):
-            for name, x in list(arrays.items())[k + 1 :]:
-                if x.size and np.may_share_memory(w, x):
-                    raise ValueError(
-                        f"{name} shares memory with {wname}, which this call writes "
-                        f"in place; pass a copy of {name}"
-                    )
-        raise ValueError("table, m and v must not share memory with each other or with rows, grads")
-    raise ValueError(f"internal error: optimizer kernel returned status {status}")
+def _raise(name: str, status: int, args: tuple) -> None:
+    """The ValueError naming the argument of a refused call of kernel ``name``."""
+    kernel = CONTRACT[name]
+    raise_for_status(status, kernel, kernel.bind(*args))
 
 
 def _moments(table, m, v):
@@ -235,7 +267,13 @@ def sgd_step(table, rows, grads, lr, *, maximize=False) -> None:
     lr = _lr(lr)
     maximize = _flag(maximize, "maximize")
     rows, grads, acc = _batch(table, rows, grads)
-    _run(_backend.kernels().sgd_step, table, rows, grads, (lr, maximize, acc))
+    order = _NO_ORDER  # rows sorted: the identity; else the kernel says so and nothing is written
+    status = _kernels.sgd_step(table, rows, grads, order, lr, maximize, acc)
+    if status == _UNSORTED:  # ids are in range (checked before sortedness): sort, call again
+        order = _stable_order(rows, table.shape[0])
+        status = _kernels.sgd_step(table, rows, grads, order, lr, maximize, acc)
+    if status:
+        _raise("sgd_step", status, (table, rows, grads, order, lr, maximize, acc))
 
 
 def adam_step(
@@ -294,13 +332,14 @@ def adam_step(
     eps = _eps(eps)
     maximize = _flag(maximize, "maximize")
     rows, grads, acc = _batch(table, rows, grads)
-    _run(
-        _backend.kernels().adam_step,
-        table,
-        rows,
-        grads,
-        (m, v, step, lr, beta1, beta2, eps, maximize, acc),
-    )
+    args = (m, v, step, lr, beta1, beta2, eps, maximize, acc)
+    order = _NO_ORDER  # as in sgd_step
+    status = _kernels.adam_step(table, rows, grads, order, *args)
+    if status == _UNSORTED:
+        order = _stable_order(rows, table.shape[0])
+        status = _kernels.adam_step(table, rows, grads, order, *args)
+    if status:
+        _raise("adam_step", status, (table, rows, grads, order, *args))
 
 
 def _state_mapping(state, kind: str) -> None:

@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastlmrl
 from fastlmrl import _backend
+from fastlmrl._status import Status
 
 elements = st.one_of(st.integers(-3, 3).map(float), st.floats(-1e3, 1e3, width=32))
 
@@ -585,28 +586,30 @@ def test_raw_kernels_reject_bad_order_and_shapes():
         rows, grads = np.array([2, 0, 2]), np.ones((3, 2))
         good_order, acc = np.array([1, 0, 2]), np.empty(2)
 
-        def sgd(order=good_order, rows=rows, grads=grads, acc=acc):
+        def sgd(order=good_order, rows=rows, grads=grads, acc=acc, k=k, table=table):
             return k.sgd_step(table, rows, grads, order, 0.1, False, acc)
 
-        def adam(order=good_order, mm=m, vv=v, acc=acc, grads=grads):
+        def adam(order=good_order, mm=m, vv=v, acc=acc, grads=grads, k=k, table=table, rows=rows):
             return k.adam_step(
                 table, rows, grads, order, mm, vv, np.int64(1), 0.1, 0.9, 0.999, 1e-8, False, acc
             )
 
         for bad in ([0, 1, 2], [1, 2, 0], [1, 0, 0], [1, 0, 3], [1, 0, -1]):
-            assert sgd(order=np.array(bad)) == 33
-            assert adam(order=np.array(bad)) == 33
-        assert sgd(order=np.array([1, 0])) == 32
-        assert sgd(acc=np.empty(1)) == 32
-        assert sgd(grads=np.ones((3, 3))) == 32
-        assert adam(mm=np.zeros((2, 2))) == 32
-        assert adam(vv=np.zeros((3, 1))) == 32
-        assert sgd(rows=np.array([2, 0, 3])) == 30
-        assert adam(grads=np.array([[1.0, 1.0], [1.0, -np.inf], [1.0, 1.0]])) == 31
+            assert sgd(order=np.array(bad)) == Status.BAD_ORDER
+            assert adam(order=np.array(bad)) == Status.BAD_ORDER
+        assert sgd(order=np.array([1, 0])) == Status.BAD_SHAPES
+        assert sgd(acc=np.empty(1)) == Status.BAD_SHAPES
+        assert sgd(grads=np.ones((3, 3))) == Status.BAD_SHAPES
+        assert adam(mm=np.zeros((2, 2))) == Status.BAD_SHAPES
+        assert adam(vv=np.zeros((3, 1))) == Status.BAD_SHAPES
+        assert sgd(rows=np.array([2, 0, 3])) == Status.BAD_ROWS
+        assert adam(grads=np.array([[1.0, 1.0], [1.0, -np.inf], [1.0, 1.0]])) == Status.BAD_GRADS
         # an empty order means "rows is sorted": 34 when it is not (the wrapper then sorts)
-        assert sgd(order=np.empty(0, np.int64)) == 34
-        assert adam(order=np.empty(0, np.int64)) == 34
-        assert sgd(order=np.empty(0, np.int64), rows=np.array([2, 0, 3])) == 30  # ids first
+        assert sgd(order=np.empty(0, np.int64)) == Status.UNSORTED
+        assert adam(order=np.empty(0, np.int64)) == Status.UNSORTED
+        assert (
+            sgd(order=np.empty(0, np.int64), rows=np.array([2, 0, 3])) == Status.BAD_ROWS
+        )  # ids first
         assert (table == 0).all() and (m == 0).all() and (v == 0).all()
         assert sgd() == 0 and adam() == 0
         sorted_rows = np.array([0, 2, 2])
@@ -660,7 +663,7 @@ def test_numba_kernels_accept_strided_arrays(reference):
 @pytest.mark.parametrize("n_cols", [1, 19, 52])
 def test_every_non_finite_position_is_caught(compiled, reference, n_cols, float_dtype):
     """The compiled finiteness check is branch-free and vectorised: any column (vector body or
-    remainder) of any row, NaN or +-inf, gives status 31 before anything is written."""
+    remainder) of any row, NaN or +-inf, gives BAD_GRADS before anything is written."""
     rows = np.array([0, 3, 3, 5])
     acc = np.empty(n_cols)
     for module in (reference, compiled):
@@ -672,7 +675,10 @@ def test_every_non_finite_position_is_caught(compiled, reference, n_cols, float_
                         m, v = np.zeros_like(table), np.zeros_like(table)
                         grads = np.ones((4, n_cols), float_dtype)
                         grads[i, j] = bad
-                        assert module.sgd_step(table, rows, grads, order, 0.1, False, acc) == 31
+                        assert (
+                            module.sgd_step(table, rows, grads, order, 0.1, False, acc)
+                            == Status.BAD_GRADS
+                        )
                         assert (
                             module.adam_step(
                                 table,
@@ -689,7 +695,7 @@ def test_every_non_finite_position_is_caught(compiled, reference, n_cols, float_
                                 False,
                                 acc,
                             )
-                            == 31
+                            == Status.BAD_GRADS
                         )
                         assert (table == 0).all() and (m == 0).all() and (v == 0).all()
 

@@ -22,20 +22,13 @@ from libc.stdint cimport int64_t
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
+# status codes: fastlmrl._status.Status (status.pxd is generated from it)
+from fastlmrl._cython cimport status as st
 
 ctypedef fused grad_t:  # a gradient row read straight from grads, or the float64 sum in acc
     float
     double
 
-cdef enum:
-    BAD_ROWS = 30
-    BAD_GRADS = 31
-    BAD_SHAPES = 32
-    BAD_ORDER = 33
-    UNSORTED = 34
-    BAD_MOMENTS = 35
-    BAD_HYPERPARAMETERS = 36
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 
 cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
@@ -45,21 +38,21 @@ cdef int _check(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, :
     cdef int64_t prev, cur
     if (grads.shape[0] != n or grads.shape[1] != n_cols or (n_order != n and n_order != 0)
             or acc.shape[0] < n_cols):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if out_of_range(rows, n_states):
-        return BAD_ROWS
+        return st.BAD_ROWS
     if n_order == 0:
         for k in range(1, n):
             if rows[k - 1] > rows[k]:
-                return UNSORTED
+                return st.UNSORTED
     else:
         if out_of_range(order, n):
-            return BAD_ORDER
+            return st.BAD_ORDER
         for k in range(1, n):
             prev = order[k - 1]
             cur = order[k]
             if not (rows[prev] < rows[cur] or (rows[prev] == rows[cur] and prev < cur)):
-                return BAD_ORDER
+                return st.BAD_ORDER
     return 0
 
 
@@ -98,8 +91,8 @@ cdef int _check_values(const index_t[::1] rows, const real_t[:, ::1] grads,
     for i in range(grads.shape[0]):
         for j in range(n_cols):
             if not isfinite(grads[i, j]):
-                return BAD_GRADS
-    return BAD_MOMENTS
+                return st.BAD_GRADS
+    return st.BAD_MOMENTS
 
 
 cdef inline Py_ssize_t _position(const int64_t[::1] order, bint has_order,
@@ -160,7 +153,7 @@ cdef inline bint _bad_adam_scalars(int64_t step, double lr, double beta1, double
 cdef bint _overlaps(real_t[:, ::1] table, const index_t[::1] rows, const real_t[:, ::1] grads,
                     const int64_t[::1] order, real_t[:, ::1] m, real_t[:, ::1] v,
                     bint has_moments, double[::1] acc) noexcept nogil:
-    """Status 8 (OVERLAPPING_ARRAYS): a written array (table, m, v, the scratch acc) sharing
+    """OVERLAPPING_ARRAYS: a written array (table, m, v, the scratch acc) sharing
     memory with another argument.  O(1) address ranges."""
     cdef const char* start[7]
     cdef size_t size[7]
@@ -182,9 +175,9 @@ cdef int sgd_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     cdef bint has_order = order.shape[0] != 0
     cdef int status
     if _bad_lr(lr):
-        return BAD_HYPERPARAMETERS
+        return st.BAD_HYPERPARAMETERS
     if _overlaps(table, rows, grads, order, table, table, False, acc):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = _check(table, rows, grads, order, acc)
     if status == 0:
         status = _check_values(rows, grads, order, table, False)
@@ -242,12 +235,12 @@ cdef int adam_step_core(real_t[:, ::1] table, const index_t[::1] rows,
     cdef bint has_order = order.shape[0] != 0
     cdef int status
     if _bad_adam_scalars(step, lr, beta1, beta2, eps):
-        return BAD_HYPERPARAMETERS
+        return st.BAD_HYPERPARAMETERS
     if _overlaps(table, rows, grads, order, m, v, True, acc):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (m.shape[0] != table.shape[0] or m.shape[1] != n_cols or v.shape[0] != table.shape[0]
             or v.shape[1] != n_cols):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     status = _check(table, rows, grads, order, acc)
     if status == 0:
         status = _check_values(rows, grads, order, v, True)

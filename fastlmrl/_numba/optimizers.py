@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
+from .._status import Status
 from ._common import NJIT, out_of_range
 from .overlap import written_overlaps
 
@@ -31,14 +32,15 @@ from .overlap import written_overlaps
 # No fastmath.
 KERNEL = dict(NJIT, error_model="numpy")
 
-BAD_ROWS = 30
-BAD_GRADS = 31
-BAD_SHAPES = 32
-BAD_ORDER = 33
-UNSORTED = 34
-BAD_MOMENTS = 35
-BAD_HYPERPARAMETERS = 36
-OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
+# status codes (fastlmrl.Status; plain ints, Numba globals)
+BAD_ROWS = int(Status.BAD_ROWS)
+BAD_GRADS = int(Status.BAD_GRADS)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+BAD_ORDER = int(Status.BAD_ORDER)
+UNSORTED = int(Status.UNSORTED)
+BAD_MOMENTS = int(Status.BAD_MOMENTS)
+BAD_HYPERPARAMETERS = int(Status.BAD_HYPERPARAMETERS)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 @njit(**KERNEL)
@@ -222,7 +224,7 @@ def _bad_adam_scalars(step, lr, beta1, beta2, eps):
 @njit(**KERNEL)
 def _overlaps(table, rows, grads, order, m, v, acc):
     """A written array (table, m, v -- empty for SGD -- and the scratch acc) sharing memory with
-    another argument (status 8).  O(1) address ranges."""
+    another argument (OVERLAPPING_ARRAYS).  O(1) address ranges."""
     return (
         written_overlaps(table, m, v, acc, rows, grads, order, order[:0])
         or written_overlaps(m, v, acc, rows, grads, order, order[:0], order[:0])

@@ -28,28 +28,32 @@ and per entry (one division and one square root)::
 which is Kingma & Ba (2015), Algorithm 1, with its epsilon:
 ``lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m_new / bias1``, ``v_hat = v_new / bias2``.
 
-Status codes (0 = ok; topic-specific, see fastlmrl.optimizers): 30 a row id out of range,
-31 a gradient not finite, 32 inconsistent shapes, 33 ``order`` not the stable argsort of ``rows``,
-34 ``order`` empty but ``rows`` not sorted (non-decreasing): pass the stable argsort, 35 (Adam) an
-entry of ``v`` in a row of the batch is negative or NaN (a second moment is >= 0; checked in the
-pre-pass, so nothing is written: the square root of a negative ``v`` would fail mid-update),
-36 a hyper-parameter out of its domain (``lr`` finite >= 0; Adam: ``step`` >= 1, ``beta1``,
-``beta2`` in [0, 1), ``eps`` finite > 0), checked first: a zero divisor must not appear mid-update.
+Status codes (:class:`fastlmrl.Status`; the contract is ``fastlmrl.optimizers.CONTRACT``), in
+the order they are checked: BAD_HYPERPARAMETERS a hyper-parameter out of its domain (``lr``
+finite >= 0; Adam: ``step`` >= 1, ``beta1``, ``beta2`` in [0, 1), ``eps`` finite > 0), checked
+first: a zero divisor must not appear mid-update; OVERLAPPING_ARRAYS a written array (``table``,
+``m``, ``v``, ``acc``) sharing memory with another argument; BAD_SHAPES inconsistent shapes;
+BAD_ROWS a row id out of range; UNSORTED ``order`` empty but ``rows`` not sorted
+(non-decreasing): pass the stable argsort; BAD_ORDER ``order`` not the stable argsort of
+``rows``; BAD_GRADS a gradient not finite; BAD_MOMENTS (Adam) an entry of ``v`` in a row of the
+batch is negative or NaN (a second moment is >= 0; checked in the pre-pass, so nothing is
+written: the square root of a negative ``v`` would fail mid-update).
 """
 
 __all__ = ["adam_step", "sgd_step"]
 import math
 
+from .._status import Status
 from ._common import all_finite, first_out_of_range, written_overlaps
 
-BAD_ROWS = 30
-BAD_GRADS = 31
-BAD_SHAPES = 32
-BAD_ORDER = 33
-UNSORTED = 34
-BAD_MOMENTS = 35
-BAD_HYPERPARAMETERS = 36
-OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
+BAD_ROWS = int(Status.BAD_ROWS)
+BAD_GRADS = int(Status.BAD_GRADS)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+BAD_ORDER = int(Status.BAD_ORDER)
+UNSORTED = int(Status.UNSORTED)
+BAD_MOMENTS = int(Status.BAD_MOMENTS)
+BAD_HYPERPARAMETERS = int(Status.BAD_HYPERPARAMETERS)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 def _check(table, rows, grads, order, acc, moments=()):
@@ -118,7 +122,7 @@ def _writeable(**arrays) -> None:
 
 def _overlaps(written, inputs) -> bool:
     """A written array (table, m, v, the scratch acc) sharing memory with another written array
-    or an input (status 8): a write could change a row id after its range check."""
+    or an input (OVERLAPPING_ARRAYS): a write could change a row id after its range check."""
     return any(written_overlaps(w, *written[k + 1 :], *inputs) for k, w in enumerate(written))
 
 
