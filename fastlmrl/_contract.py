@@ -41,6 +41,7 @@ MIGRATED = (
     "selection",
     "optimizers",
     "permutations",
+    "keyword_scores",
 )
 
 

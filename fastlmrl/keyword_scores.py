@@ -44,39 +44,101 @@ checked first in O(1)), checked in a pre-pass before anything is written.
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernel
+    from ._python import keyword_scores as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["keyword_scores"]
 
-# Kernel status codes (this topic's own numbers; fastlmrl._status holds the shared ones).
-BAD_LENGTHS = 60
-BAD_GRAM_TOKENS = 61
-BAD_GRAM_OFFSETS = 62
-BAD_GRAM_WEIGHTS = 63
-BAD_OUT = 64
+# Kernel status codes (fastlmrl._status.Status; BAD_LENGTHS was 60 before the contract).
+BAD_LENGTHS = Status.BAD_LENGTHS
+BAD_GRAM_TOKENS = Status.BAD_GRAM_TOKENS
+BAD_GRAM_OFFSETS = Status.BAD_GRAM_OFFSETS
+BAD_GRAM_WEIGHTS = Status.BAD_GRAM_WEIGHTS
+BAD_OUT = Status.BAD_OUT
 
-_STATUS_MESSAGES = {
-    8: "out shares memory with another argument (the kernel refuses to overwrite its inputs)",
-    BAD_LENGTHS: "lengths must have one entry per row of tokens, each in [0, T]",
-    BAD_GRAM_TOKENS: "gram_tokens must hold keyword token ids >= 0",
-    BAD_GRAM_OFFSETS: "gram_offsets must start at 0, increase strictly and end at len(gram_tokens)",
-    BAD_GRAM_WEIGHTS: "gram_weights must hold one finite weight per keyword",
-    BAD_OUT: "out must have the shape (B, T) of tokens",
-}
+
+def _message(name: str, text: str):
+    """A Kernel.messages entry: ``invalid keyword_scores argument: <name> <text>``."""
+    return lambda args, shown: f"invalid keyword_scores argument: {shown(name)} {text}"
+
+
+def _overlap_message(args, shown) -> str:
+    """OVERLAPPING_ARRAYS: the input that shares memory with ``out`` (nothing was written)."""
+    out = args.get("out")
+    for name, x in args.items():
+        if name != "out" and isinstance(x, np.ndarray) and x.size and np.may_share_memory(out, x):
+            return (
+                f"{shown(name)} shares memory with {shown('out')}, which this call writes; "
+                f"pass a copy of {shown(name)}"
+            )
+    return (
+        f"invalid keyword_scores argument: {shown('out')} shares memory with another argument "
+        "(the kernel refuses to overwrite its inputs)"
+    )
+
+
+def _array(name: str, ctype: str, status: Status | None = None, written: bool = False) -> Arg:
+    return Arg(name, Kind.ARRAY, written=written, status=status, ctype=ctype)
+
+
+#: The kernel of this topic, in every backend (``fastlmrl._python/_numba/_cython.keyword_scores``;
+#: arguments in the module docstring); tests/test_contract.py checks each implementation
+#: against it.
+CONTRACT = Topic(
+    "keyword_scores",
+    (
+        Kernel(
+            "keyword_scores",
+            (
+                _array("tokens", "index_t[:, ::1]"),
+                _array("lengths", "int64_t[::1]", Status.BAD_LENGTHS),
+                _array("gram_tokens", "index_t[::1]", Status.BAD_GRAM_TOKENS),
+                _array("gram_offsets", "int64_t[::1]", Status.BAD_GRAM_OFFSETS),
+                _array("gram_weights", "double[::1]", Status.BAD_GRAM_WEIGHTS),
+                Arg("presence", Kind.SCALAR, ctype="int64_t"),
+                _array("word_flags", "uint8_t[::1]"),
+                _array("out", "double[:, ::1]", Status.BAD_OUT, written=True),
+            ),
+            (Status.OVERLAPPING_ARRAYS,),
+            messages={
+                Status.OVERLAPPING_ARRAYS: _overlap_message,
+                Status.BAD_LENGTHS: _message(
+                    "lengths", "must have one entry per row of tokens, each in [0, T]"
+                ),
+                Status.BAD_GRAM_TOKENS: _message("gram_tokens", "must hold keyword token ids >= 0"),
+                Status.BAD_GRAM_OFFSETS: _message(
+                    "gram_offsets", "must start at 0, increase strictly and end at len(gram_tokens)"
+                ),
+                Status.BAD_GRAM_WEIGHTS: _message(
+                    "gram_weights", "must hold one finite weight per keyword"
+                ),
+                Status.BAD_OUT: _message("out", "must have the shape (B, T) of tokens"),
+            },
+            doc="per-token keyword scores of tokens (B, T) into out (B, T) float64",
+        ),
+    ),
+)
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
-def _raise_for_status(status: int) -> None:
-    """A ValueError naming the kernel argument behind a non-zero status."""
+def _raise_for_status(status: int, args=None) -> None:
+    """A ValueError naming the kernel argument behind a non-zero status (``args``: the call's
+    arguments by name, when known)."""
     if status:
-        message = _STATUS_MESSAGES.get(status, f"keyword_scores kernel returned status {status}")
-        raise ValueError(f"invalid keyword_scores argument: {message}")
+        raise_for_status(status, CONTRACT["keyword_scores"], args or {})
 
 
 def _token_grid(tokens) -> np.ndarray:
@@ -118,10 +180,11 @@ def _gram(key, i: int) -> list:
     for g in ids:
         if isinstance(g, (bool, np.bool_)) or not isinstance(g, (numbers.Integral, np.integer)):
             raise TypeError(what)
-        if g < 0:
-            raise ValueError(f"grams[{i}] holds a negative token id {int(g)}")
-        if g > _INT64_MAX:
-            raise ValueError(f"grams[{i}] holds a token id too large for int64: {int(g)}")
+        value = int(g)
+        if value < 0:
+            raise ValueError(f"grams[{i}] holds a negative token id {value}")
+        if value > _INT64_MAX:
+            raise ValueError(f"grams[{i}] holds a token id too large for int64: {value}")
     return [int(g) for g in ids]
 
 
@@ -189,10 +252,10 @@ def _scores(
     ``tokens`` (B, T) int32/int64, ``gram_tokens`` of the same dtype, the rest int64/float64,
     ``flags`` from :func:`word_flags`)."""
     out = np.empty(tokens.shape, dtype=np.float64)
-    status = _backend.kernels().keyword_scores(
-        tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, flags, out
-    )
-    _raise_for_status(status)
+    args = (tokens, lengths, gram_tokens, gram_offsets, gram_weights, presence, flags, out)
+    status = _kernels.keyword_scores(*args)
+    if status:
+        _raise_for_status(status, CONTRACT["keyword_scores"].bind(*args))
     return out
 
 

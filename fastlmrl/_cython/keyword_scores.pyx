@@ -13,14 +13,9 @@ from libc.stdint cimport int64_t, uint8_t
 
 from fastlmrl._cython._common cimport index_t
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
-
-cdef enum:
-    BAD_LENGTHS = 60
-    BAD_GRAM_TOKENS = 61
-    BAD_GRAM_OFFSETS = 62
-    BAD_GRAM_WEIGHTS = 63
-    BAD_OUT = 64
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: out shares memory with another argument
+# status codes: fastlmrl._status.Status (status.pxd is generated from it;
+# fastlmrl.keyword_scores.CONTRACT)
+from fastlmrl._cython cimport status as st
 
 
 cdef int _check(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
@@ -29,26 +24,26 @@ cdef int _check(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
     cdef Py_ssize_t n_rows = tokens.shape[0], horizon = tokens.shape[1]
     cdef Py_ssize_t n_offsets = gram_offsets.shape[0], k, i, b
     if out.shape[0] != n_rows or out.shape[1] != horizon:
-        return BAD_OUT
+        return st.BAD_OUT
     if lengths.shape[0] != n_rows:
-        return BAD_LENGTHS
+        return st.BAD_LENGTHS
     if (n_offsets < 1 or gram_offsets[0] != 0
             or gram_offsets[n_offsets - 1] != <int64_t>gram_tokens.shape[0]):
-        return BAD_GRAM_OFFSETS
+        return st.BAD_GRAM_OFFSETS
     for k in range(n_offsets - 1):
         if gram_offsets[k + 1] <= gram_offsets[k]:
-            return BAD_GRAM_OFFSETS
+            return st.BAD_GRAM_OFFSETS
     if gram_weights.shape[0] != n_offsets - 1:
-        return BAD_GRAM_WEIGHTS
+        return st.BAD_GRAM_WEIGHTS
     for k in range(gram_weights.shape[0]):
         if not isfinite(gram_weights[k]):
-            return BAD_GRAM_WEIGHTS
+            return st.BAD_GRAM_WEIGHTS
     for i in range(gram_tokens.shape[0]):
         if gram_tokens[i] < 0:
-            return BAD_GRAM_TOKENS
+            return st.BAD_GRAM_TOKENS
     for b in range(n_rows):
         if lengths[b] < 0 or lengths[b] > horizon:
-            return BAD_LENGTHS
+            return st.BAD_LENGTHS
     return 0
 
 
@@ -101,11 +96,13 @@ cdef bint _out_overlaps(const index_t[:, ::1] tokens, const int64_t[::1] lengths
 
 cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
                              const index_t[::1] gram_tokens, const int64_t[::1] gram_offsets,
-                             const double[::1] gram_weights, int presence,
+                             const double[::1] gram_weights, int64_t presence,
                              const uint8_t[::1] word_flags,
                              double[:, ::1] out) noexcept nogil:
+    # presence: any integer, true when non-zero (as in the other backends)
+    cdef int first_only = presence != 0
     if _out_overlaps(tokens, lengths, gram_tokens, gram_offsets, gram_weights, word_flags, out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     cdef int status = _check(tokens, lengths, gram_tokens, gram_offsets, gram_weights, out)
     if status:
         return status
@@ -133,9 +130,9 @@ cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] le
             g0 = gram[0]
             n_starts = lengths[b] - size + 1  # starts whose occurrence fits in the response
             if whole_words:
-                _whole_word_row(row, lengths[b], gram, size, w, presence, word_flags, acc)
+                _whole_word_row(row, lengths[b], gram, size, w, first_only, word_flags, acc)
                 continue
-            if not presence and size <= 4:
+            if not first_only and size <= 4:
                 # branch-free (vectorised) scans; adding 0.0 leaves acc unchanged (acc starts at
                 # +0.0 and so is never -0.0), so the sums are those of the scan below
                 if size == 1:
@@ -166,7 +163,7 @@ cdef int keyword_scores_core(const index_t[:, ::1] tokens, const int64_t[::1] le
                         j += 1
                     if j == size:
                         acc[s + size - 1] += w
-                        if presence:
+                        if first_only:
                             break
     return 0
 
@@ -178,8 +175,7 @@ def keyword_scores(const index_t[:, ::1] tokens, const int64_t[::1] lengths,
     # presence: any integer, true when non-zero (as in the other backends; an int64 so that a
     # Python int >= 2**31 is not an OverflowError)
     cdef int status
-    cdef int flag = presence != 0
     with nogil:
         status = keyword_scores_core(tokens, lengths, gram_tokens, gram_offsets, gram_weights,
-                                     flag, word_flags, out)
+                                     presence, word_flags, out)
     return status

@@ -17,15 +17,17 @@ __all__ = ["keyword_scores"]
 import numpy as np
 from numba import njit
 
-from .._status import OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT
 from .overlap import written_overlaps
 
-BAD_LENGTHS = 60
-BAD_GRAM_TOKENS = 61
-BAD_GRAM_OFFSETS = 62
-BAD_GRAM_WEIGHTS = 63
-BAD_OUT = 64
+# the codes these kernels return (fastlmrl._status.Status; fastlmrl.keyword_scores.CONTRACT)
+BAD_LENGTHS = int(Status.BAD_LENGTHS)
+BAD_GRAM_TOKENS = int(Status.BAD_GRAM_TOKENS)
+BAD_GRAM_OFFSETS = int(Status.BAD_GRAM_OFFSETS)
+BAD_GRAM_WEIGHTS = int(Status.BAD_GRAM_WEIGHTS)
+BAD_OUT = int(Status.BAD_OUT)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 @njit(**NJIT)

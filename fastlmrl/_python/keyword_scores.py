@@ -18,27 +18,28 @@ accumulated in float64 in key order starting from 0.0 (keys whose count does not
 nothing); every ``t >= lengths[b]`` is 0, and ``out[b].sum()`` telescopes to the score of the row.
 Without word tokens an increment is +1 exactly where an occurrence ends (with ``presence``: the
 first); with them it can be -1: ``"kind"`` pays at ``d`` and is taken back at the ``l`` of
-``"kindly"``.  Status codes (0 = ok, mirrored in ``fastlmrl.keyword_scores``):
-60 lengths (shape (B,) or a value outside [0, T]), 61 gram_tokens (a negative id), 62
-gram_offsets (not [0, ..., len(gram_tokens)] strictly increasing), 63 gram_weights (shape (K,) or
-a non-finite weight), 64 out (shape (B, T)), and first of all 8
-(``fastlmrl._status.OVERLAPPING_ARRAYS``: ``out`` shares memory with another argument, e.g.
-``lengths`` or the grams it would overwrite mid-scan).  All are checked before anything is
-written.
+``"kindly"``.  Status codes (0 = ok; ``fastlmrl._status.Status``, declared in
+``fastlmrl.keyword_scores.CONTRACT``): BAD_LENGTHS (76; shape (B,) or a value outside [0, T]),
+BAD_GRAM_TOKENS (61; a negative id), BAD_GRAM_OFFSETS (62; not [0, ..., len(gram_tokens)]
+strictly increasing), BAD_GRAM_WEIGHTS (63; shape (K,) or a non-finite weight), BAD_OUT (64;
+shape (B, T)), and first of all OVERLAPPING_ARRAYS (8: ``out`` shares memory with another
+argument, e.g. ``lengths`` or the grams it would overwrite mid-scan).  All are checked before
+anything is written.
 """
 
 import math
 
-from .._status import OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import written_overlaps
 
 __all__ = ["keyword_scores"]
 
-BAD_LENGTHS = 60
-BAD_GRAM_TOKENS = 61
-BAD_GRAM_OFFSETS = 62
-BAD_GRAM_WEIGHTS = 63
-BAD_OUT = 64
+BAD_LENGTHS = int(Status.BAD_LENGTHS)
+BAD_GRAM_TOKENS = int(Status.BAD_GRAM_TOKENS)
+BAD_GRAM_OFFSETS = int(Status.BAD_GRAM_OFFSETS)
+BAD_GRAM_WEIGHTS = int(Status.BAD_GRAM_WEIGHTS)
+BAD_OUT = int(Status.BAD_OUT)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 def _check(tokens_shape, l_, g_, o_, w_, out_shape):
