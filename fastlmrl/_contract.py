@@ -42,6 +42,7 @@ MIGRATED = (
     "optimizers",
     "permutations",
     "keyword_scores",
+    "advantages",
 )
 
 

@@ -7,6 +7,11 @@ The validators of *inputs* (:func:`ids`, :func:`values`, :func:`flags`, :func:`t
 ``writeable=False``) return a read-only array as a writeable alias of the same memory
 (:func:`kernel_input`, no copy), so that Numba does not compile a second specialisation of the
 kernel for it.  Never pass an output through them.
+
+Sizes: :func:`size` refuses at once a count of elements (or iterations) above 2**31
+(:data:`MAX_ELEMENTS`) or more bytes than this machine's physical memory, naming the argument and
+the number that is too large, instead of a MemoryError, an OverflowError or a computation that
+runs for minutes (:func:`array_size` is its form for an array shape).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import warnings
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, cast
@@ -22,7 +28,6 @@ from typing import Any, cast
 import numpy as np
 
 from . import _status
-from ._limits import physical_memory
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -34,6 +39,8 @@ INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 # refused at once instead of looking like a hang.
 INT64_MAX = 2**63 - 1
 MAX_ITERATIONS = 2**31 - 1
+#: The most elements (or loop iterations) one call may ask for (:func:`size`).
+MAX_ELEMENTS = 2**31
 
 
 def table(q: Any, name: str = "q", writeable: bool = True, ndim: int = 2) -> np.ndarray:
@@ -108,6 +115,66 @@ def flags(x: Any, name: str, length: int) -> np.ndarray:
     return kernel_input(np.ascontiguousarray(arr).view(np.uint8))
 
 
+def real_array(x: Any, name: str, ndim: int | None = None, shape: Any = None) -> np.ndarray:
+    """An array of real numbers (bool/int/float) with ``ndim`` dims / this ``shape``, not
+    converted (:func:`as_dtype` converts it once the call's dtype is known)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    return arr
+
+
+def work_dtype(*arrays: np.ndarray | None) -> np.dtype:
+    """float32 when every given array (None skipped) is float32, else float64: the dtype of a
+    call's kernel and outputs."""
+    if all(a.dtype == np.float32 for a in arrays if a is not None):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def as_dtype(arr: np.ndarray, dtype: Any) -> np.ndarray:
+    """A C-contiguous copy in ``dtype`` unless ``arr`` already is one (a read-only one is passed
+    as a writeable alias, :func:`kernel_input`).  For kernel inputs only."""
+    return kernel_input(np.ascontiguousarray(arr, dtype=dtype))
+
+
+def mask(x: Any, shape: Any, name: str = "mask") -> np.ndarray:
+    """A boolean (or 0/1 integer) array of ``shape`` as a C-contiguous uint8 view (what the
+    kernels read); None = all True."""
+    if x is None:
+        return np.ones(shape, dtype=np.uint8)
+    arr = np.asarray(x)
+    if arr.dtype != np.bool_:
+        if arr.dtype.kind in "iu" or (arr.size == 0 and arr.dtype.kind == "f"):
+            if arr.size and not np.isin(arr, (0, 1)).all():
+                raise ValueError(f"{name} must be boolean (or 0/1 integers)")
+            arr = arr.astype(np.bool_)
+        else:
+            raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    return kernel_input(np.ascontiguousarray(arr).view(np.uint8))
+
+
+def not_finite(name: str, values: Any, where: Any = None) -> str:
+    """The error text naming the first entry of ``values`` (row-major) that is not finite, only
+    among those where ``where`` (same shape) is non-zero when given:
+    ``"rewards[1, 2] = nan is not finite"``; ``"invalid <name>"`` when every entry is finite."""
+    arr = np.asarray(values)
+    bad = ~np.isfinite(arr)
+    if where is not None:
+        bad &= np.asarray(where).astype(bool)
+    found = np.argwhere(bad)
+    if found.size:
+        pos = tuple(int(i) for i in found[0])
+        return f"{name}[{', '.join(map(str, pos))}] = {arr[pos]} is not finite"
+    return f"invalid {name}"
+
+
 def real(
     x: Any,
     name: str,
@@ -161,19 +228,55 @@ def choice(x: Any, name: str, options: Collection[str]) -> str:
     return x
 
 
-def array_size(shape: Iterable[Any], name: str, itemsize: int = 8) -> None:
-    """Refuse at once an allocation of ``shape`` (ints) that cannot fit in memory: more than
-    INT64_MAX bytes, or more than this machine's physical memory.  The message names ``name``
-    and the number that is too large (NumPy's own "Maximum allowed dimension exceeded" or a
-    MemoryError would not)."""
-    total = itemsize
-    for d in shape:
-        total *= int(d)
-    if total > physical_memory():
+def physical_memory() -> int:
+    """Bytes of physical memory (2**40 when the system does not say)."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 1 << 40
+    if pages <= 0 or page_size <= 0:  # pragma: no cover
+        return 1 << 40
+    return int(pages) * int(page_size)
+
+
+def size(
+    count: int,
+    name: str,
+    what: str,
+    itemsize: int = 8,
+    limit: int | None = MAX_ELEMENTS,
+    unit: str = "elements",
+) -> None:
+    """Refuse at once ``count`` elements of ``itemsize`` bytes: more than ``limit`` (2**31 by
+    default; None: no count limit) or more bytes than this machine's physical memory.  The
+    ValueError names ``name`` and says where the count comes from (``what``: e.g.
+    ``"num_envs * max_new_tokens = 4 * 1099511627776"``, ``"an array of shape (2, 3)"``).  A loop
+    count passes ``itemsize=0, unit="iterations"`` (only the count limit applies)."""
+    if limit is not None and count > limit:
         raise ValueError(
-            f"{name}: an array of shape {tuple(int(d) for d in shape)} "
-            f"({total} bytes) would exceed this machine's memory"
+            f"{name}: {what} is too large: {count} {unit}, more than 2**31 = {limit}"
+            if limit == MAX_ELEMENTS
+            else f"{name}: {what} is too large: {count} {unit}, more than {limit}"
         )
+    need = count * itemsize
+    if need > 0:
+        have = physical_memory()
+        if need > have:
+            raise ValueError(
+                f"{name}: {what} is too large: {count} {unit} need {need} bytes "
+                f"({need / 2**30:.1f} GiB), more than the {have / 2**30:.1f} GiB of memory of "
+                "this machine"
+            )
+
+
+def array_size(shape: Iterable[Any], name: str, itemsize: int = 8) -> None:
+    """:func:`size` for an array of ``shape`` (ints) of ``itemsize`` bytes per element, without
+    the element count limit: refused when it cannot fit in this machine's memory."""
+    dims = tuple(int(d) for d in shape)
+    count = 1
+    for d in dims:
+        count *= d
+    size(count, name, f"an array of shape {dims}", itemsize, limit=None)
 
 
 class _Alias:

@@ -62,99 +62,153 @@ blocked kernels read a tile of steps before they write it).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
-from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import advantages as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
-BAD_REWARDS = 5
-BAD_VALUES = 41
-BAD_BOOTSTRAP = 42
-BAD_ENDS = 43
-BAD_ADVANTAGES = 44
+
+# ----------------------------------------------------------------------------- error messages
+# (the kernels check only the steps they read: valid steps, and the bootstrap value of a row
+# that needs one)
 
 
-# --------------------------------------------------------------------------- shared validation
-# (also used by fastlmrl.group_advantages and fastlmrl.kl_divergence)
+def _masked(name):
+    """The message of a non-finite entry of ``name`` on a valid step (``mask`` non-zero)."""
+
+    def explain(args, shown):
+        return check.not_finite(shown(name), args[name], args["mask"])
+
+    return explain
 
 
-def _real_array(x, name: str, ndim: int | None = None, shape=None) -> np.ndarray:
-    """An array of real numbers (bool/int/float) with ``ndim`` dims / this ``shape`` (not
-    converted)."""
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
-    if shape is not None and arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
-    return arr
+def _row_ends(args):
+    """(rows with a valid step, terminated, truncated) as booleans per row."""
+    valid = np.asarray(args["mask"]).astype(bool).any(axis=1)
+    return valid, np.asarray(args["terminated"]) != 0, np.asarray(args["truncated"]) != 0
 
 
-def _work_dtype(*arrays) -> np.dtype:
-    """float32 when every given array is float32, else float64."""
-    if all(a.dtype == np.float32 for a in arrays if a is not None):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
+def _explain_ends(args, shown):
+    valid, term, trunc = _row_ends(args)
+    b = int(np.flatnonzero(valid & ~term & ~trunc)[0])
+    return (
+        f"sequence {b} has valid steps but is neither {shown('terminated')} nor "
+        f"{shown('truncated')} (set terminated[b] or truncated[b])"
+    )
 
 
-def _as(arr: np.ndarray, dtype) -> np.ndarray:
-    """C-contiguous copy in ``dtype`` unless ``arr`` already is one (a read-only one is passed as
-    a writeable alias, :func:`fastlmrl._validation.kernel_input`: no new Numba specialisation)."""
-    return check.kernel_input(np.ascontiguousarray(arr, dtype=dtype))
+def _explain_bootstrap(args, shown):
+    """A truncated row's bootstrap value that is not finite; ``bootstrap_values`` None in
+    ``args``: the caller gave none (the kernel got NaN), and a row is truncated."""
+    valid, term, trunc = _row_ends(args)
+    needs = valid & ~term & trunc
+    name = shown("bootstrap_values")
+    if args["bootstrap_values"] is None:
+        return f"{name} is required: sequence {int(np.flatnonzero(needs)[0])} is truncated"
+    return check.not_finite(name, args["bootstrap_values"], needs)
 
 
-def _mask(mask, shape, name: str = "mask") -> np.ndarray:
-    """A boolean (or 0/1 integer) array of ``shape`` as a C-contiguous uint8 view; None = all
-    True."""
-    if mask is None:
-        return np.ones(shape, dtype=np.uint8)
-    arr = np.asarray(mask)
-    if arr.dtype != np.bool_:
-        if arr.dtype.kind in "iu" or (arr.size == 0 and arr.dtype.kind == "f"):
-            if arr.size and not np.isin(arr, (0, 1)).all():
-                raise ValueError(f"{name} must be boolean (or 0/1 integers)")
-            arr = arr.astype(np.bool_)
-        else:
-            raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
-    if arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
-    return check.kernel_input(np.ascontiguousarray(arr).view(np.uint8))
+# ----------------------------------------------------------------------------- the contract
+_REWARDS = Arg("rewards", Kind.TABLE, status=Status.BAD_REWARDS)
+_VALUES = Arg("values", Kind.TABLE, status=Status.BAD_VALUES)
+_MASK = Arg("mask", Kind.ARRAY, ctype="unsigned char[:, ::1]")
+_ENDS = (
+    Arg("terminated", Kind.FLAGS),
+    Arg("truncated", Kind.FLAGS, status=Status.BAD_ENDS),
+    Arg("bootstrap_values", Kind.REALS, status=Status.BAD_BOOTSTRAP),
+)
+_GAMMA, _LAM = Arg("gamma", Kind.REAL), Arg("lam", Kind.REAL)
+_RETURNS_OUT = Arg("returns_out", Kind.TABLE, written=True)
+_THREADS = Arg("num_threads", Kind.THREADS)
+_BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+_SEQUENCE_MESSAGES = {
+    Status.BAD_REWARDS: _masked("rewards"),
+    Status.BAD_VALUES: _masked("values"),
+    Status.BAD_ENDS: _explain_ends,
+    Status.BAD_BOOTSTRAP: _explain_bootstrap,
+}
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.advantages``);
+#: tests/test_contract.py checks each implementation against it.  Rewards, values and the mask are
+#: (B, T); the ends (B,).  The kernels read only valid steps (``mask`` non-zero) and the bootstrap
+#: values of truncated rows.
+CONTRACT = Topic(
+    "advantages",
+    (
+        Kernel(
+            "discounted_returns",
+            (_REWARDS, _MASK, *_ENDS, _GAMMA, _RETURNS_OUT, _THREADS),
+            _BATCH,
+            messages=_SEQUENCE_MESSAGES,
+        ),
+        Kernel(
+            "gae",
+            (
+                _REWARDS,
+                _VALUES,
+                _MASK,
+                *_ENDS,
+                _GAMMA,
+                _LAM,
+                Arg("advantages_out", Kind.TABLE, written=True),
+                _RETURNS_OUT,
+                _THREADS,
+            ),
+            _BATCH,
+            messages=_SEQUENCE_MESSAGES,
+        ),
+        Kernel(
+            "lambda_returns",
+            (_REWARDS, _VALUES, _MASK, *_ENDS, _GAMMA, _LAM, _RETURNS_OUT, _THREADS),
+            _BATCH,
+            messages=_SEQUENCE_MESSAGES,
+        ),
+        Kernel(
+            "masked_whiten",
+            (
+                Arg("advantages", Kind.TABLE, status=Status.BAD_ADVANTAGES),
+                _MASK,
+                Arg("eps", Kind.REAL),
+                Arg("out", Kind.TABLE, written=True),
+            ),
+            _BATCH,
+            messages={Status.BAD_ADVANTAGES: _masked("advantages")},
+        ),
+    ),
+)
 
 
-def _fail(status: int, known: dict) -> None:
-    """Raise the ValueError for a non-zero kernel status.
-
-    ``known`` maps a status code to ``(name, array, where)`` (the first non-finite entry of
-    ``array`` where ``where`` is true is reported) or to a message string.
-    """
+def _fail(status: int, known: dict | None = None) -> None:
+    """The pre-contract status-to-error function (TEMPORARY: group_advantages / kl_divergence
+    until they migrate, and tests/test_aliasing_returns.py)."""
     if status == 0:
         return
-    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
+    if status == Status.BAD_SHAPES:
         raise ValueError(
-            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
+            f"internal error: array arguments of inconsistent shapes (status {int(status)})"
         )
-    if status == OVERLAPPING_ARRAYS:  # the wrappers allocate every array a kernel writes
+    if status == Status.OVERLAPPING_ARRAYS:
         raise ValueError(
             "internal error: an array the kernel writes shares memory with another "
-            f"argument (status {OVERLAPPING_ARRAYS})"
+            f"argument (status {int(Status.OVERLAPPING_ARRAYS)})"
         )
-    entry = known.get(status)
+    entry = (known or {}).get(status)
     if isinstance(entry, str):
         raise ValueError(entry)
     if entry is not None:
         name, arr, where = entry
-        bad = ~np.isfinite(arr)
-        if where is not None:
-            bad &= where.astype(bool)
-        idx = np.argwhere(bad)
-        if idx.size:
-            pos = tuple(int(i) for i in idx[0])
-            raise ValueError(f"{name}[{', '.join(map(str, pos))}] = {arr[pos]} is not finite")
-        raise ValueError(f"invalid {name}")
+        raise ValueError(check.not_finite(name, arr, where))
     raise ValueError(f"kernel rejected its arguments (status {status})")
 
 
@@ -163,50 +217,38 @@ def _fail(status: int, known: dict) -> None:
 
 def _sequences(rewards, values, mask, terminated, truncated, bootstrap_values):
     """Validate the per-step and per-sequence arguments; return kernel-ready arrays."""
-    r = _real_array(rewards, "rewards", 2)
+    r = check.real_array(rewards, "rewards", 2)
     shape = r.shape
     n_rows = shape[0]
-    v = None if values is None else _real_array(values, "values", 2, shape)
+    v = None if values is None else check.real_array(values, "values", 2, shape)
     boot = (
         None
         if bootstrap_values is None
-        else _real_array(bootstrap_values, "bootstrap_values", 1, (n_rows,))
+        else check.real_array(bootstrap_values, "bootstrap_values", 1, (n_rows,))
     )
-    dtype = _work_dtype(r, v, boot)
-    m = _mask(mask, shape)
+    dtype = check.work_dtype(r, v, boot)
+    m = check.mask(mask, shape)
     term = check.flags(terminated, "terminated", n_rows)
     trunc = (
         np.ascontiguousarray(1 - term)
         if truncated is None
         else check.flags(truncated, "truncated", n_rows)
     )
-    r = _as(r, dtype)
+    r = check.as_dtype(r, dtype)
     if v is not None:
-        v = _as(v, dtype)
+        v = check.as_dtype(v, dtype)
     # a missing bootstrap value is NaN: the kernel then rejects any row that needs one
-    boot_arr = np.full(n_rows, np.nan, dtype) if boot is None else _as(boot, dtype)
+    boot_arr = np.full(n_rows, np.nan, dtype) if boot is None else check.as_dtype(boot, dtype)
     return r, v, m, term, trunc, boot_arr, dtype
 
 
-def _raise_sequences(status, r, v, m, term, trunc, boot, boot_given):
-    if status == BAD_ENDS:
-        rows = np.flatnonzero(m.any(axis=1) & (term == 0) & (trunc == 0))
-        raise ValueError(
-            f"sequence {int(rows[0])} has valid steps but is neither terminated nor "
-            "truncated (set terminated[b] or truncated[b])"
-        )
-    if status == BAD_BOOTSTRAP and not boot_given:
-        rows = np.flatnonzero(m.any(axis=1) & (term == 0) & (trunc != 0))
-        raise ValueError(f"bootstrap_values is required: sequence {int(rows[0])} is truncated")
-    needs = m.any(axis=1) & (term == 0) & (trunc != 0)
-    _fail(
-        status,
-        {
-            BAD_REWARDS: ("rewards", r, m),
-            BAD_VALUES: ("values", v, m),
-            BAD_BOOTSTRAP: ("bootstrap_values", boot, needs),
-        },
-    )
+def _raise(status, kernel, call, bootstrap_given):
+    """The error of a kernel status (a non-zero one), the kernel's arguments ``call`` by name;
+    without the caller's bootstrap values the message says they are required."""
+    args = CONTRACT[kernel].bind(*call)
+    if not bootstrap_given:
+        args["bootstrap_values"] = None
+    raise_for_status(status, CONTRACT[kernel], args)
 
 
 def _discount(gamma, lam):
@@ -236,10 +278,10 @@ def discounted_returns(
         rewards, None, mask, terminated, truncated, bootstrap_values
     )
     out = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().discounted_returns(
-        r, m, term, trunc, boot, gamma, out, _free_cores.threads()
-    )
-    _raise_sequences(status, r, None, m, term, trunc, boot, bootstrap_values is not None)
+    call = (r, m, term, trunc, boot, gamma, out, _free_cores.threads())
+    status = _kernels.discounted_returns(*call)
+    if status:
+        _raise(status, "discounted_returns", call, bootstrap_values is not None)
     return out
 
 
@@ -271,10 +313,10 @@ def lambda_returns(
         rewards, values, mask, terminated, truncated, bootstrap_values
     )
     out = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().lambda_returns(
-        r, v, m, term, trunc, boot, gamma, lam, out, _free_cores.threads()
-    )
-    _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
+    call = (r, v, m, term, trunc, boot, gamma, lam, out, _free_cores.threads())
+    status = _kernels.lambda_returns(*call)
+    if status:
+        _raise(status, "lambda_returns", call, bootstrap_values is not None)
     return out
 
 
@@ -311,10 +353,10 @@ def gae(
     )
     adv = np.empty(r.shape, dtype=dtype)
     ret = np.empty(r.shape, dtype=dtype)
-    status = _backend.kernels().gae(
-        r, v, m, term, trunc, boot, gamma, lam, adv, ret, _free_cores.threads()
-    )
-    _raise_sequences(status, r, v, m, term, trunc, boot, bootstrap_values is not None)
+    call = (r, v, m, term, trunc, boot, gamma, lam, adv, ret, _free_cores.threads())
+    status = _kernels.gae(*call)
+    if status:
+        _raise(status, "gae", call, bootstrap_values is not None)
     return adv, ret
 
 
@@ -341,11 +383,12 @@ def masked_whiten(advantages, mask=None, eps: float = 1e-8) -> np.ndarray:
     eps : > 0
     """
     eps = check.real(eps, "eps", 0.0, None, low_open=True)
-    a = _real_array(advantages, "advantages", 2)
-    m = _mask(mask, a.shape)
-    dtype = _work_dtype(a)
-    a = _as(a, dtype)
+    a = check.real_array(advantages, "advantages", 2)
+    m = check.mask(mask, a.shape)
+    dtype = check.work_dtype(a)
+    a = check.as_dtype(a, dtype)
     out = np.empty(a.shape, dtype=dtype)
-    status = _backend.kernels().masked_whiten(a, m, eps, out)
-    _fail(status, {BAD_ADVANTAGES: ("advantages", a, m)})
+    status = _kernels.masked_whiten(a, m, eps, out)
+    if status:
+        raise_for_status(status, CONTRACT["masked_whiten"], dict(advantages=a, mask=m, out=out))
     return out

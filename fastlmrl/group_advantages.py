@@ -45,7 +45,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from .advantages import _as, _fail, _mask, _real_array, _work_dtype
+from .advantages import _fail
 
 __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
@@ -71,8 +71,8 @@ def _choice(x, name, options):
 
 def _groups(rewards, group_size, group_ids):
     """Validated rewards (B,) and dense group ids in [0, G); returns (rewards, ids, G)."""
-    r = _real_array(rewards, "rewards", 1)
-    r = _as(r, _work_dtype(r))
+    r = check.real_array(rewards, "rewards", 1)
+    r = check.as_dtype(r, check.work_dtype(r))
     n = r.shape[0]
     if (group_size is None) == (group_ids is None):
         raise ValueError("give exactly one of group_size and group_ids")
@@ -214,7 +214,7 @@ def loss_weights(
     arr = np.asarray(mask)
     if arr.ndim != 2:
         raise ValueError(f"mask must be 2-dimensional, got shape {arr.shape}")
-    m = _mask(arr, arr.shape)
+    m = check.mask(arr, arr.shape)
     n_rows, n_steps = m.shape
     n_seq = _count(num_sequences, "num_sequences")
     n_tok = _count(num_tokens, "num_tokens")
@@ -248,12 +248,12 @@ def sequence_importance_ratio(log_probs, old_log_probs, mask=None):
     (ratio (B,), grad (B, T)).  A row without active tokens has ratio 1 and zero gradient.
     The sum runs in t order in float64; ``exp`` is the C library's.
     """
-    lp = _real_array(log_probs, "log_probs", 2)
-    old = _real_array(old_log_probs, "old_log_probs", 2, lp.shape)
-    dtype = _work_dtype(lp, old)
-    m = _mask(mask, lp.shape)
-    lp = _as(lp, dtype)
-    old = _as(old, dtype)
+    lp = check.real_array(log_probs, "log_probs", 2)
+    old = check.real_array(old_log_probs, "old_log_probs", 2, lp.shape)
+    dtype = check.work_dtype(lp, old)
+    m = check.mask(mask, lp.shape)
+    lp = check.as_dtype(lp, dtype)
+    old = check.as_dtype(old, dtype)
     ratio = np.empty(lp.shape[0], dtype=dtype)
     grad = np.empty(lp.shape, dtype=dtype)
     status = _backend.kernels().sequence_importance_ratio(lp, old, m, ratio, grad)

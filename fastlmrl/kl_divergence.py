@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from .advantages import _as, _fail, _mask, _real_array, _work_dtype
+from .advantages import _fail
 
 __all__ = ["AdaptiveKLController", "FixedKLController", "kl_penalized_rewards", "kl_penalty"]
 
@@ -74,16 +74,16 @@ def _estimator(estimator) -> int:
 
 
 def _tokens(logp, ref_logp, mask, rewards=None, with_rewards=False):
-    lp = _real_array(logp, "log_probs")
+    lp = check.real_array(logp, "log_probs")
     shape = lp.shape
-    ref = _real_array(ref_logp, "ref_log_probs", shape=shape)
-    rw = _real_array(rewards, "rewards", shape=shape) if with_rewards else None
-    dtype = _work_dtype(lp, ref, rw)
-    m = _mask(mask, shape).ravel()
-    lp = _as(lp, dtype).ravel()
-    ref = _as(ref, dtype).ravel()
+    ref = check.real_array(ref_logp, "ref_log_probs", shape=shape)
+    rw = check.real_array(rewards, "rewards", shape=shape) if with_rewards else None
+    dtype = check.work_dtype(lp, ref, rw)
+    m = check.mask(mask, shape).ravel()
+    lp = check.as_dtype(lp, dtype).ravel()
+    ref = check.as_dtype(ref, dtype).ravel()
     if rw is not None:
-        rw = _as(rw, dtype).ravel()
+        rw = check.as_dtype(rw, dtype).ravel()
     return lp, ref, rw, m, shape, dtype
 
 

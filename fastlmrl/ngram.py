@@ -70,7 +70,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from . import _limits
 from . import _validation as check
 from .rng import RandomStream, advance, check_capacity
 from .tokenizers import BOS_ID, EOS_ID
@@ -695,9 +694,7 @@ class NGramLM:
         if not isinstance(stop_at_eos, (bool, np.bool_)):
             raise TypeError("stop_at_eos must be a bool")
         V, k = self._V(), self.order - 1
-        _limits.check_elements(
-            n_tokens * B, 8, "n_tokens", f"n_tokens * n_sequences = {n_tokens} * {B}"
-        )
+        check.size(n_tokens * B, "n_tokens", f"n_tokens * n_sequences = {n_tokens} * {B}")
         start = self._history_code(prompt, "prompt")
         check_capacity(seed, n_tokens * B)  # type, range and counters left, before any draw
         stream = seed if isinstance(seed, RandomStream) else RandomStream(int(seed))

@@ -9,8 +9,15 @@ from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
-from fastlmrl._status import BAD_SHAPES
-from fastlmrl.advantages import BAD_ADVANTAGES, BAD_BOOTSTRAP, BAD_ENDS, BAD_REWARDS, BAD_VALUES
+from fastlmrl._contract import raise_for_status
+from fastlmrl._status import BAD_SHAPES, Status
+
+BAD_REWARDS, BAD_VALUES = Status.BAD_REWARDS, Status.BAD_VALUES
+BAD_BOOTSTRAP, BAD_ENDS, BAD_ADVANTAGES = (
+    Status.BAD_BOOTSTRAP,
+    Status.BAD_ENDS,
+    Status.BAD_ADVANTAGES,
+)
 
 KERNELS = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
@@ -513,6 +520,9 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
 
 def test_bad_shapes_status_is_an_internal_error():
     # never reached through the public API (the wrappers pass consistent shapes); still mapped by
-    # the raise function of advantages, group_advantages and kl_divergence
-    with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
-        fastlmrl.advantages._fail(BAD_SHAPES, {})
+    # raise_for_status through each kernel's contract
+    for kernel in fastlmrl.advantages.CONTRACT.kernels:
+        with pytest.raises(
+            ValueError, match="internal error: array arguments of inconsistent shapes"
+        ):
+            raise_for_status(BAD_SHAPES, kernel, {})

@@ -12,30 +12,27 @@ slower).
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
-from libc.stdint cimport int64_t
-from libc.limits cimport INT_MAX, INT_MIN
 
 from fastlmrl._cython._common cimport real_t
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
+# status codes: fastlmrl._status.Status (status.pxd is generated from it; the contract:
+# fastlmrl.advantages.CONTRACT)
+from fastlmrl._cython cimport status as st
 
-cdef enum:
-    BAD_REWARDS = 5
-    BAD_VALUES = 41
-    BAD_BOOTSTRAP = 42
-    BAD_ENDS = 43
-    BAD_ADVANTAGES = 44
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: an output shares memory with another argument
-    PARALLEL_MIN_ELEMENTS = 65536  # below this many (B * T) steps the kernels use one thread
+import operator
+import os
+
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 65536  # below this many (B * T) steps: one thread
+cdef int SERIAL = 1
+# More threads than cores gain nothing (results never depend on the count); a huge num_threads
+# from a direct caller is clamped instead of asking OpenMP for billions of threads.
+cdef int MAX_THREADS = max(1, os.cpu_count() or 1)
 
 
-cdef inline int _c_int(int64_t x) noexcept nogil:
-    """An int64 thread count of a ``def`` wrapper as a C int (clamped: no OverflowError)."""
-    if x > INT_MAX:
-        return INT_MAX
-    if x < INT_MIN:
-        return INT_MIN
-    return <int>x
+cdef int _thread_count(object num_threads) except -1:
+    """num_threads (any Python integer; TypeError otherwise) clamped to [1, cores]."""
+    n = operator.index(num_threads)
+    return <int>min(max(n, SERIAL), MAX_THREADS)
 
 
 cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept nogil:
@@ -95,21 +92,21 @@ cdef int _first_bad(const real_t[:, ::1] rewards, const real_t[:, ::1] values, b
             if mask[b, t]:
                 n_valid += 1
                 if not isfinite(rewards[b, t]):
-                    return BAD_REWARDS
+                    return st.BAD_REWARDS
                 if has_values and not isfinite(values[b, t]):
-                    return BAD_VALUES
+                    return st.BAD_VALUES
         if n_valid and not terminated[b]:
             if not truncated[b]:
-                return BAD_ENDS
+                return st.BAD_ENDS
             if not isfinite(bootstrap_values[b]):
-                return BAD_BOOTSTRAP
+                return st.BAD_BOOTSTRAP
     return 0
 
 
 cdef inline int _n_threads(int num_threads, Py_ssize_t n_rows, Py_ssize_t n_steps) noexcept nogil:
     """Workers: 1 unless more than one thread is allowed and the batch is large enough."""
     if num_threads <= 1 or n_rows < 4 or n_rows * n_steps < PARALLEL_MIN_ELEMENTS:
-        return 1
+        return SERIAL
     return <int>min(<Py_ssize_t>num_threads, n_rows // 2)
 
 
@@ -327,10 +324,10 @@ cdef int discounted_returns_core(const real_t[:, ::1] rewards, const unsigned ch
     cdef int status, nt
     if not _shapes_ok(rewards, rewards, mask, terminated, truncated, bootstrap_values,
                       returns_out, returns_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _overlapping(returns_out, returns_out, rewards, rewards, mask, terminated, truncated,
                     bootstrap_values, 1):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     nt = _n_threads(num_threads, n, n_steps)
     status = _check(rewards, rewards, False, mask, terminated, truncated, bootstrap_values, nt)
     if status:
@@ -361,10 +358,10 @@ cdef int lambda_returns_core(const real_t[:, ::1] rewards, const real_t[:, ::1] 
     cdef int status, nt
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
                       returns_out, returns_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _overlapping(returns_out, returns_out, rewards, values, mask, terminated, truncated,
                     bootstrap_values, 1):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     nt = _n_threads(num_threads, n, n_steps)
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values, nt)
     if status:
@@ -396,10 +393,10 @@ cdef int gae_core(const real_t[:, ::1] rewards, const real_t[:, ::1] values,
     cdef int status, nt
     if not _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values,
                       advantages_out, returns_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _overlapping(advantages_out, returns_out, rewards, values, mask, terminated, truncated,
                     bootstrap_values, 2):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     nt = _n_threads(num_threads, n, n_steps)
     status = _check(rewards, values, True, mask, terminated, truncated, bootstrap_values, nt)
     if status:
@@ -438,12 +435,12 @@ cdef int masked_whiten_core(const real_t[:, ::1] advantages, const unsigned char
     cdef const char* start[3]
     cdef size_t size[3]
     if not (_same_shape(mask.shape, advantages.shape) and _same_shape(mask.shape, out.shape)):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     span_2d(&out[0, 0], mask.shape[0], mask.shape[1], sizeof(real_t), start, size, 0)
     span_2d(&advantages[0, 0], mask.shape[0], mask.shape[1], sizeof(real_t), start, size, 1)
     span_2d(&mask[0, 0], mask.shape[0], mask.shape[1], 1, start, size, 2)
     if written_overlap(1, 3, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if n == 0:
         return 0
     a = &advantages[0, 0]
@@ -451,7 +448,7 @@ cdef int masked_whiten_core(const real_t[:, ::1] advantages, const unsigned char
     o = &out[0, 0]
     for i in range(n):
         if m[i] and not isfinite(a[i]):
-            return BAD_ADVANTAGES
+            return st.BAD_ADVANTAGES
     for i in range(n):
         count += m[i] != 0
     n4 = n - n % 4
@@ -495,23 +492,23 @@ cdef int masked_whiten_core(const real_t[:, ::1] advantages, const unsigned char
 def discounted_returns(const real_t[:, ::1] rewards, const unsigned char[:, ::1] mask,
                        const unsigned char[::1] terminated, const unsigned char[::1] truncated,
                        const real_t[::1] bootstrap_values, double gamma,
-                       real_t[:, ::1] returns_out, int64_t num_threads):
-    cdef int status
+                       real_t[:, ::1] returns_out, num_threads):
+    cdef int status, threads = _thread_count(num_threads)
     with nogil:
         status = discounted_returns_core(rewards, mask, terminated, truncated, bootstrap_values,
-                                         gamma, returns_out, _c_int(num_threads))
+                                         gamma, returns_out, threads)
     return status
 
 
 def lambda_returns(const real_t[:, ::1] rewards, const real_t[:, ::1] values,
                    const unsigned char[:, ::1] mask, const unsigned char[::1] terminated,
                    const unsigned char[::1] truncated, const real_t[::1] bootstrap_values,
-                   double gamma, double lam, real_t[:, ::1] returns_out, int64_t num_threads):
-    cdef int status
+                   double gamma, double lam, real_t[:, ::1] returns_out, num_threads):
+    cdef int status, threads = _thread_count(num_threads)
     with nogil:
         status = lambda_returns_core(rewards, values, mask, terminated, truncated,
                                      bootstrap_values, gamma, lam, returns_out,
-                                     _c_int(num_threads))
+                                     threads)
     return status
 
 
@@ -519,11 +516,11 @@ def gae(const real_t[:, ::1] rewards, const real_t[:, ::1] values,
         const unsigned char[:, ::1] mask, const unsigned char[::1] terminated,
         const unsigned char[::1] truncated, const real_t[::1] bootstrap_values, double gamma,
         double lam, real_t[:, ::1] advantages_out, real_t[:, ::1] returns_out,
-        int64_t num_threads):
-    cdef int status
+        num_threads):
+    cdef int status, threads = _thread_count(num_threads)
     with nogil:
         status = gae_core(rewards, values, mask, terminated, truncated, bootstrap_values, gamma,
-                          lam, advantages_out, returns_out, _c_int(num_threads))
+                          lam, advantages_out, returns_out, threads)
     return status
 
 

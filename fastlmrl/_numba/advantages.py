@@ -25,17 +25,22 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT
 from .fast_math import fetch_add
 from .overlap import written_overlaps
 
-BAD_REWARDS = 5
-BAD_VALUES = 41
-BAD_BOOTSTRAP = 42
-BAD_ENDS = 43
-BAD_ADVANTAGES = 44
+# Status codes: fastlmrl._status.Status values as plain ints (Numba globals; the contract:
+# fastlmrl.advantages.CONTRACT)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_VALUES = int(Status.BAD_VALUES)
+BAD_BOOTSTRAP = int(Status.BAD_BOOTSTRAP)
+BAD_ENDS = int(Status.BAD_ENDS)
+BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 PARALLEL_MIN_ELEMENTS = 1 << 16  # below this many (B * T) steps the kernels use one thread
+SERIAL = 1  # one worker
 
 
 @njit(**NJIT)
@@ -175,7 +180,7 @@ def _check(rewards, values, has_values, mask, terminated, truncated, bootstrap_v
 def n_threads(num_threads, n_rows, n_steps):
     """Workers: 1 unless more than one thread is allowed and the batch is large enough."""
     if num_threads <= 1 or n_rows < 4 or n_rows * n_steps < PARALLEL_MIN_ELEMENTS:
-        return 1
+        return SERIAL
     return min(num_threads, n_rows // 2)
 
 

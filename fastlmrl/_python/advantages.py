@@ -12,17 +12,20 @@ runs one row after the other (results never depend on it).
 
 import math
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import written_overlaps
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
 
-# Status codes (0 = ok).  5 is fastlmrl._status.BAD_REWARDS; the others are this topic's.
-BAD_REWARDS = 5
-BAD_VALUES = 41
-BAD_BOOTSTRAP = 42
-BAD_ENDS = 43
-BAD_ADVANTAGES = 44
+# Status codes (0 = ok): fastlmrl._status.Status values, as plain ints (the contract:
+# fastlmrl.advantages.CONTRACT)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_VALUES = int(Status.BAD_VALUES)
+BAD_BOOTSTRAP = int(Status.BAD_BOOTSTRAP)
+BAD_ENDS = int(Status.BAD_ENDS)
+BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, out1, out2):
