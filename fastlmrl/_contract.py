@@ -40,6 +40,7 @@ MIGRATED = (
     "td_learning",
     "selection",
     "optimizers",
+    "monte_carlo",
     "permutations",
     "keyword_scores",
     "advantages",

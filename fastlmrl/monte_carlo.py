@@ -15,26 +15,117 @@ computed backward in float64 as ``G = gamma * G + rewards[t]`` and rounded once 
 
 Numerics: float64 arithmetic whatever the dtype; each stored value (return, table entry) is rounded
 once, identically in every backend, so all backends agree bit for bit.  Every argument is checked
-before anything is written: on error ``q`` and ``counts`` are unchanged.
+before anything is written: on error ``q`` and ``counts`` are unchanged.  The kernels, their
+arguments and statuses: :data:`CONTRACT`.
 """
 
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _backend
 from . import _validation as check
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
 from ._shared_memory import refuse_shared_memory
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import monte_carlo as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["episode_returns", "mc_control_update"]
 
-# Status codes specific to this topic (fastlmrl._status has no entry for them yet).
-BAD_COUNTS = 20
-BAD_SCRATCH = 21
-BAD_FINAL_VALUES = 22
-BAD_COUNT_VALUES = 23
+
+# ----------------------------------------------------------------------------- the contract
+def _bad_count(args, shown) -> str:
+    """BAD_COUNT_VALUES: the first step whose pair's visit count is negative or so large that
+    ``count + 1`` could overflow within the batch."""
+    counts, states, actions = args["counts"], args["states"], args["actions"]
+    n = states.shape[0]
+    c = counts[states, actions]
+    t = int(np.flatnonzero((c < 0) | (c > np.iinfo(np.int64).max - n))[0])
+    s, a = int(states[t]), int(actions[t])
+    return (
+        f"{shown('counts')}[{s}, {a}] = {int(counts[s, a])} is not a visit count "
+        f"(must be in [0, 2**63 - 1 - T], T = {n}); nothing was modified"
+    )
+
+
+def _bad_counts(args, shown) -> str:
+    return f"invalid {shown('counts')} (shape must be that of q; required when alpha is None)"
+
+
+def _bad_scratch(args, shown) -> str:  # the wrapper sizes the scratch itself: never expected
+    return (
+        "internal error: first-visit hash scratch too small "
+        f"({shown('slot_keys')}, {shown('slot_first')}: one length, a power of two >= 2 x the "
+        "longest episode)"
+    )
+
+
+_REWARDS = Arg("rewards", Kind.REALS, status=Status.BAD_REWARDS)
+#: CSR offsets; BAD_OFFSETS also for array lengths that do not match them
+_OFFSETS = Arg("episode_offsets", Kind.ARRAY, status=Status.BAD_OFFSETS, ctype="int64_t[::1]")
+_GAMMA = Arg("gamma", Kind.REAL)  # checked by the wrappers
+_RETURNS_OUT = Arg("returns_out", Kind.REALS, written=True)
+_SCRATCH = dict(kind=Kind.ARRAY, written=True, status=Status.BAD_SCRATCH, ctype="int64_t[::1]")
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.monte_carlo``);
+#: tests/test_contract.py checks each implementation against it.
+CONTRACT = Topic(
+    "monte_carlo",
+    (
+        Kernel(
+            "episode_returns",
+            (
+                _REWARDS,
+                _OFFSETS,
+                _GAMMA,
+                Arg(
+                    "final_values", Kind.ARRAY, status=Status.BAD_FINAL_VALUES, ctype="double[::1]"
+                ),
+                _RETURNS_OUT,
+            ),
+            (Status.OVERLAPPING_ARRAYS,),
+        ),
+        Kernel(
+            "mc_control_update",
+            (
+                Arg("q", Kind.TABLE, written=True),
+                Arg("states", Kind.IDS, status=Status.BAD_STATES, bound=("q", 0)),
+                Arg("actions", Kind.IDS, status=Status.BAD_ACTIONS, bound=("q", 1)),
+                _REWARDS,
+                _OFFSETS,
+                _GAMMA,
+                Arg("first_visit", Kind.FLAG),
+                Arg("alpha", Kind.REAL),  # 0: the sample average (needs counts); checked by wrapper
+                #: (0, 0): no counts; BAD_COUNT_VALUES: a count of a pair of the batch that
+                #: ``+ 1`` could overflow (or negative)
+                Arg(
+                    "counts",
+                    Kind.ARRAY,
+                    written=True,
+                    status=Status.BAD_COUNTS,
+                    ctype="int64_t[:, ::1]",
+                    other_statuses=(Status.BAD_COUNT_VALUES,),
+                ),
+                Arg("slot_keys", **_SCRATCH),
+                Arg("slot_first", **_SCRATCH),
+                _RETURNS_OUT,
+            ),
+            (Status.OVERLAPPING_ARRAYS,),
+            messages={
+                Status.BAD_COUNT_VALUES: _bad_count,
+                Status.BAD_COUNTS: _bad_counts,
+                Status.BAD_SCRATCH: _bad_scratch,
+            },
+        ),
+    ),
+)
 
 
 def _offsets(episode_offsets, n_steps: int) -> np.ndarray:
@@ -62,26 +153,10 @@ def _gamma(gamma) -> float:
     return check.real(gamma, "gamma", 0.0, 1.0)
 
 
-def _raise(status: int, bounds: dict) -> None:
-    if status == BAD_COUNT_VALUES:
-        counts, states, actions = bounds["counts"]
-        c = counts[states, actions]
-        t = int(np.flatnonzero((c < 0) | (c > np.iinfo(np.int64).max - states.shape[0]))[0])
-        s, a = int(states[t]), int(actions[t])
-        raise ValueError(
-            f"counts[{s}, {a}] = {int(counts[s, a])} is not a visit count "
-            f"(must be in [0, 2**63 - 1 - T], T = {states.shape[0]}); "
-            "nothing was modified"
-        )
-    if status == BAD_COUNTS:
-        raise ValueError("invalid counts (shape must be that of q; required when alpha is None)")
-    if status == BAD_SCRATCH:  # the wrapper sizes the scratch itself: never expected
-        raise ValueError("internal error: first-visit hash scratch too small")
-    if status == BAD_FINAL_VALUES:
-        values = bounds["final_values"][0]
-        i = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise ValueError(f"final_values[{i}] = {values[i]} is not finite")
-    check.raise_for_status(status, bounds)
+def _raise(name: str, status: int, args: tuple) -> None:
+    """The ValueError naming the argument of a refused call of kernel ``name``."""
+    kernel = CONTRACT[name]
+    raise_for_status(status, kernel, kernel.bind(*args))
 
 
 def episode_returns(rewards, episode_offsets, gamma, final_values=None) -> np.ndarray:
@@ -115,8 +190,9 @@ def episode_returns(rewards, episode_offsets, gamma, final_values=None) -> np.nd
     else:
         final_values = check.values(final_values, "final_values", n_episodes, np.float64)
     out = np.empty(rewards.shape[0], dtype=dtype)
-    status = _backend.kernels().episode_returns(rewards, offsets, gamma, final_values, out)
-    _raise(status, {"rewards": (rewards, None), "final_values": (final_values, None)})
+    status = _kernels.episode_returns(rewards, offsets, gamma, final_values, out)
+    if status:
+        _raise("episode_returns", status, (rewards, offsets, gamma, final_values, out))
     return out
 
 
@@ -153,7 +229,8 @@ def mc_control_update(
 
     * ``alpha=None`` — sample average (S&B §2.4 incremental mean):
       :math:`N(s,a) \leftarrow N(s,a) + 1`,
-      :math:`Q(s,a) \leftarrow Q(s,a) + (G - Q(s,a)) / N(s,a)`, so :math:`Q(s,a)` is the mean of every return credited to it (if ``counts`` started at 0).
+      :math:`Q(s,a) \leftarrow Q(s,a) + (G - Q(s,a)) / N(s,a)`, so :math:`Q(s,a)` is the mean
+      of every return credited to it (if ``counts`` started at 0).
       ``counts`` (int64, shape of ``q``, C-contiguous, non-negative) is then required.  The
       counts of the pairs of the batch are checked before anything is written: a negative count
       (or one within T of the int64 limit) is refused with a ValueError naming ``counts``.
@@ -223,27 +300,8 @@ def mc_control_update(
     else:
         slot_keys = slot_first = np.empty(0, dtype=np.int64)
     out = np.empty(n, dtype=q.dtype)
-    status = _backend.kernels().mc_control_update(
-        q,
-        states,
-        actions,
-        rewards,
-        offsets,
-        gamma,
-        first_visit,
-        step,
-        counts,
-        slot_keys,
-        slot_first,
-        out,
-    )
-    _raise(
-        status,
-        {
-            "states": (states, q.shape[0]),
-            "actions": (actions, q.shape[1]),
-            "rewards": (rewards, None),
-            "counts": (counts, states, actions),
-        },
-    )
+    args = (q, states, actions, rewards, offsets, gamma, first_visit, step, counts)
+    status = _kernels.mc_control_update(*args, slot_keys, slot_first, out)
+    if status:
+        _raise("mc_control_update", status, (*args, slot_keys, slot_first, out))
     return out

@@ -15,6 +15,7 @@ from shape_checks import assert_rejects_bad_shapes, status_with_short
 
 import fastlmrl
 from fastlmrl import _backend
+from fastlmrl._status import Status
 
 elements = st.one_of(st.integers(-3, 3).map(float), st.floats(-1e3, 1e3, width=32))
 
@@ -408,17 +409,32 @@ def test_raw_kernels_reject_bad_scratch_counts_and_lengths():
         big, big2 = np.empty(8, np.int64), np.empty(8, np.int64)
 
         def call(
-            q=q, c=c, s=s, a=a, r=r, off=off, first=True, alpha=0.0, keys=big, slots=big2, out=out
+            q=q,
+            c=c,
+            s=s,
+            a=a,
+            r=r,
+            off=off,
+            first=True,
+            alpha=0.0,
+            keys=big,
+            slots=big2,
+            out=out,
+            k=k,
         ):
             return k.mc_control_update(q, s, a, r, off, 0.9, first, alpha, c, keys, slots, out)
 
-        assert call(keys=np.empty(4, np.int64), slots=np.empty(4, np.int64)) == 21  # < 2*4
-        assert call(keys=np.empty(12, np.int64), slots=np.empty(12, np.int64)) == 21  # not 2^k
-        assert call(slots=np.empty(16, np.int64)) == 21  # sizes differ
+        assert (
+            call(keys=np.empty(4, np.int64), slots=np.empty(4, np.int64)) == Status.BAD_SCRATCH
+        )  # < 2*4
+        assert (
+            call(keys=np.empty(12, np.int64), slots=np.empty(12, np.int64)) == Status.BAD_SCRATCH
+        )  # not 2^k
+        assert call(slots=np.empty(16, np.int64)) == Status.BAD_SCRATCH  # sizes differ
         assert call(slots=big) == 8  # one array as both halves of the scratch (OVERLAPPING_ARRAYS)
         assert call(keys=s) == 8  # the scratch over the states: the Cython kernel hung
-        assert call(c=none) == 20  # sample average without counts
-        assert call(c=np.zeros((2, 3), np.int64), alpha=0.5) == 20
+        assert call(c=none) == Status.BAD_COUNTS  # sample average without counts
+        assert call(c=np.zeros((2, 3), np.int64), alpha=0.5) == Status.BAD_COUNTS
         assert call(out=np.empty(3)) == 6
         assert call(a=np.array([0, 0, 1])) == 6
         assert call(off=np.array([0, 3, 2, 4])) == 6
@@ -432,7 +448,7 @@ def test_raw_kernels_reject_bad_scratch_counts_and_lengths():
         assert call(first=False, keys=np.empty(0, np.int64), slots=np.empty(0, np.int64)) == 0
         f = np.zeros(1)
         ret = np.empty(4)
-        assert k.episode_returns(r, off, 0.9, np.array([np.inf]), ret) == 22
+        assert k.episode_returns(r, off, 0.9, np.array([np.inf]), ret) == Status.BAD_FINAL_VALUES
         assert k.episode_returns(r, off, 0.9, np.zeros(2), ret) == 6
         assert k.episode_returns(r, np.array([0, 5]), 0.9, f, ret) == 6
 
@@ -494,8 +510,8 @@ def test_corrupted_batch_changes_nothing_in_any_backend(batch, data):
 @pytest.mark.parametrize("kernel", ["episode_returns", "mc_control_update"])
 def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kernel):
     """Each array one entry short along each axis.  This topic sized every array before
-    BAD_SHAPES existed, under its own codes (kept): 6 lengths / offsets, 20 counts, 21 hash
-    scratch.  Nothing is written."""
+    BAD_SHAPES existed, under its own codes (kept): BAD_OFFSETS lengths / offsets, BAD_COUNTS
+    counts, BAD_SCRATCH hash scratch.  Nothing is written."""
     rewards, offsets = np.array([1.0, -0.5, 0.25, 2.0]), np.array([0, 1, 4], np.int64)
     args = {
         "episode_returns": dict(
@@ -520,7 +536,8 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
             returns_out=np.full(4, -7.0),
         ),
     }[kernel]
-    codes = {"counts": 20, "slot_keys": 21, "slot_first": 21}
+    codes = {"counts": Status.BAD_COUNTS, "slot_keys": Status.BAD_SCRATCH}
+    codes["slot_first"] = Status.BAD_SCRATCH
     # q may have any shape (a short q only moves the id ranges)
     sized = {
         (k, axis)

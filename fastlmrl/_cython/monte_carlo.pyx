@@ -13,17 +13,9 @@ from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 
 from fastlmrl._cython._common cimport real_t, index_t, mix64, not_all_finite
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
+# status codes: fastlmrl._status.Status (status.pxd is generated from it)
+from fastlmrl._cython cimport status as st
 
-cdef enum:
-    BAD_STATES = 1
-    BAD_ACTIONS = 2
-    BAD_REWARDS = 5
-    BAD_OFFSETS = 6
-    BAD_COUNTS = 20
-    BAD_SCRATCH = 21
-    BAD_FINAL_VALUES = 22
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another one
-    BAD_COUNT_VALUES = 23
 
 
 cdef inline bint _bad_offsets(const int64_t[::1] offsets, Py_ssize_t n_steps) noexcept nogil:
@@ -57,14 +49,14 @@ cdef int episode_returns_core(const real_t[::1] rewards, const int64_t[::1] epis
     span_1d(&episode_offsets[0], episode_offsets.shape[0], sizeof(int64_t), start, size, 2)
     span_1d(&final_values[0], final_values.shape[0], sizeof(double), start, size, 3)
     if written_overlap(1, 4, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not_all_finite(rewards):
-        return BAD_REWARDS
+        return st.BAD_REWARDS
     if (_bad_offsets(episode_offsets, n) or returns_out.shape[0] != n
             or final_values.shape[0] != episode_offsets.shape[0] - 1):
-        return BAD_OFFSETS
+        return st.BAD_OFFSETS
     if not_all_finite(final_values):
-        return BAD_FINAL_VALUES
+        return st.BAD_FINAL_VALUES
     for e in range(episode_offsets.shape[0] - 1):
         g = final_values[e]
         t = episode_offsets[e + 1] - 1
@@ -111,38 +103,39 @@ cdef inline int _check_mc(Py_ssize_t n_states, Py_ssize_t n_actions, const index
     for t in range(common, n_acts):
         bad_actions = bad_actions | (<uint64_t><int64_t>actions[t] >= n_a)
     if bad_states:
-        return BAD_STATES
+        return st.BAD_STATES
     if bad_actions:
-        return BAD_ACTIONS
+        return st.BAD_ACTIONS
     if not_all_finite(rewards):
-        return BAD_REWARDS
+        return st.BAD_REWARDS
     if _bad_offsets(offsets, n) or n_acts != n or rewards.shape[0] != n or n_out != n:
-        return BAD_OFFSETS
+        return st.BAD_OFFSETS
     if has_counts and (counts.shape[0] != n_states or counts.shape[1] != n_actions):
-        return BAD_COUNTS
+        return st.BAD_COUNTS
     if alpha == 0.0 and not has_counts:
-        return BAD_COUNTS
+        return st.BAD_COUNTS
     if bad_counts:  # gathered for every step: ids in range, n_acts == n, counts of q's shape
-        return BAD_COUNT_VALUES
+        return st.BAD_COUNT_VALUES
     if first_visit:
         if (n_keys == 0 or (n_keys & (n_keys - 1)) != 0 or n_first != n_keys
                 or n_keys < 2 * _max_length(offsets)):
-            return BAD_SCRATCH
+            return st.BAD_SCRATCH
     return 0
 
 
+# On a table larger than the caches every step misses on q[s, a] and counts[s, a]; the update asks
+# for the cells of the step PREFETCH_AHEAD steps later (ids checked; a hint, no fault), so those
+# misses overlap.  Small tables (up to PREFETCH_CELLS cells) skip it.  C constants (not a Cython
+# enum: the package's only enum of codes is fastlmrl/_cython/status.pxd).
 cdef extern from *:
     """
     #define FASTLMRL_MC_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #define FASTLMRL_MC_PREFETCH_CELLS (1 << 17)
+    #define FASTLMRL_MC_PREFETCH_AHEAD 8
     """
     void FASTLMRL_MC_PREFETCH(const void* p) noexcept nogil
-
-# On a table larger than the caches every step misses on q[s, a] and counts[s, a]; the update asks
-# for the cells of the step PREFETCH_AHEAD steps later (ids checked; a hint, no fault), so those
-# misses overlap.  Small tables skip it.
-cdef enum:
-    PREFETCH_CELLS = 1 << 17
-    PREFETCH_AHEAD = 8
+    const Py_ssize_t PREFETCH_CELLS "FASTLMRL_MC_PREFETCH_CELLS"
+    const Py_ssize_t PREFETCH_AHEAD "FASTLMRL_MC_PREFETCH_AHEAD"
 
 
 cdef inline void _prefetch_step(const real_t[:, ::1] q, const int64_t[:, ::1] counts,
@@ -181,7 +174,7 @@ cdef int mc_control_update_core(real_t[:, ::1] q, const index_t[::1] states,
     span_1d(&rewards[0], rewards.shape[0], sizeof(real_t), spans, sizes, 7)
     span_1d(&episode_offsets[0], episode_offsets.shape[0], sizeof(int64_t), spans, sizes, 8)
     if written_overlap(5, 9, spans, sizes):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = _check_mc(q.shape[0], n_actions, states, actions, rewards, episode_offsets,
                        returns_out.shape[0], first_visit, alpha, counts, slot_keys.shape[0],
                        slot_first.shape[0])

@@ -13,19 +13,21 @@ __all__ = ["episode_returns", "mc_control_update"]
 import numpy as np
 from numba import njit
 
+from .._status import Status
 from ._common import NJIT, mix64, not_all_finite
 from .argmax_tree import _prefetch
 from .overlap import overlap, written_overlaps
 
-BAD_STATES = 1
-BAD_ACTIONS = 2
-BAD_REWARDS = 5
-BAD_OFFSETS = 6
-BAD_COUNTS = 20
-BAD_SCRATCH = 21
-BAD_FINAL_VALUES = 22
-OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another argument
-BAD_COUNT_VALUES = 23
+# status codes (fastlmrl.Status; plain ints, Numba globals)
+BAD_STATES = int(Status.BAD_STATES)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_OFFSETS = int(Status.BAD_OFFSETS)
+BAD_COUNTS = int(Status.BAD_COUNTS)
+BAD_SCRATCH = int(Status.BAD_SCRATCH)
+BAD_FINAL_VALUES = int(Status.BAD_FINAL_VALUES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_COUNT_VALUES = int(Status.BAD_COUNT_VALUES)
 INT64_MAX = 2**63 - 1
 # On a table larger than the caches every step misses on q[s, a] and counts[s, a]; the update
 # asks for the cells of the step PREFETCH_AHEAD steps later (ids checked; a hint, no fault), so
@@ -158,8 +160,8 @@ def _slot(key, mask):
 @njit(**NJIT)
 def _mc_overlap(q, counts, slot_keys, slot_first, returns_out, states, actions, rewards, offsets):
     """A written array (q, counts, the hash scratch, returns_out) sharing memory with another
-    argument (status 8): the scratch over ``states`` changed ids after their range check (the
-    Cython kernel hung).  O(1) address ranges."""
+    argument (OVERLAPPING_ARRAYS): the scratch over ``states`` changed ids after their range
+    check (the Cython kernel hung).  O(1) address ranges."""
     e = offsets[:0]
     return (
         written_overlaps(q, counts, slot_keys, slot_first, returns_out, states, actions, rewards)

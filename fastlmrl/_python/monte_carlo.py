@@ -4,25 +4,28 @@ Episodes arrive flat, in CSR form: episode ``e`` is steps ``offsets[e] .. offset
 ``states`` / ``actions`` / ``rewards``.  Returns are accumulated backward in double precision,
 ``G = gamma * G + r_t``, and every stored value (return, table entry) is rounded once.
 
-Status codes (0 = ok): 1 states, 2 actions out of range; 5 a reward not finite; 6 offsets invalid
-(or array lengths inconsistent with them); and, specific to this topic (see
-``fastlmrl.monte_carlo``): 20 counts missing/mis-shaped, 21 hash scratch too small / not a power of
-two, 22 a final value not finite, 23 a visit count of a pair of the batch negative or within T of
-the int64 limit (so ``counts[s, a] + 1`` can never reach 0 or overflow: checked before any write).
+Status codes (:class:`fastlmrl.Status`; the contract is ``fastlmrl.monte_carlo.CONTRACT``):
+OVERLAPPING_ARRAYS a written array sharing memory with another argument (checked first);
+BAD_STATES, BAD_ACTIONS an id out of range; BAD_REWARDS a reward not finite; BAD_OFFSETS offsets
+invalid (or array lengths inconsistent with them); BAD_COUNTS counts missing/mis-shaped;
+BAD_COUNT_VALUES a visit count of a pair of the batch negative or within T of the int64 limit (so
+``counts[s, a] + 1`` can never reach 0 or overflow: checked before any write); BAD_SCRATCH hash
+scratch too small / not a power of two; BAD_FINAL_VALUES a final value not finite.
 """
 
 __all__ = ["episode_returns", "mc_control_update"]
+from .._status import Status
 from ._common import all_finite, first_out_of_range, overlapping, written_overlaps
 
-BAD_STATES = 1
-BAD_ACTIONS = 2
-BAD_REWARDS = 5
-BAD_OFFSETS = 6
-BAD_COUNTS = 20
-BAD_SCRATCH = 21
-BAD_FINAL_VALUES = 22
-OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another argument
-BAD_COUNT_VALUES = 23
+BAD_STATES = int(Status.BAD_STATES)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_OFFSETS = int(Status.BAD_OFFSETS)
+BAD_COUNTS = int(Status.BAD_COUNTS)
+BAD_SCRATCH = int(Status.BAD_SCRATCH)
+BAD_FINAL_VALUES = int(Status.BAD_FINAL_VALUES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_COUNT_VALUES = int(Status.BAD_COUNT_VALUES)
 INT64_MAX = 2**63 - 1
 
 
@@ -45,7 +48,8 @@ def _max_length(offsets) -> int:
 
 def episode_returns(rewards, episode_offsets, gamma, final_values, returns_out):
     """G_t = r_t + gamma * G_{t+1}, G after the last step of episode e = final_values[e].
-    ``returns_out`` sharing memory with an input is status 8 (a write could move an offset)."""
+    ``returns_out`` sharing memory with an input is OVERLAPPING_ARRAYS (a write could move an
+    offset)."""
     if written_overlaps(returns_out, rewards, episode_offsets, final_values):
         return OVERLAPPING_ARRAYS
     r_, o_, f_ = rewards.tolist(), episode_offsets.tolist(), final_values.tolist()
@@ -108,9 +112,9 @@ def mc_control_update(
     ``alpha == 0`` selects the sample average (step 1/N(s,a), needs ``counts``); otherwise the
     constant step ``alpha``.  ``counts`` of shape (0, 0) means "no counts".  The reference finds
     first visits with a Python dict; ``slot_keys`` / ``slot_first`` (the compiled kernels' hash
-    scratch) are only validated, so that every backend returns the same status.  Status 8 when an
-    array the compiled kernels write (``q``, ``counts``, the scratch, ``returns_out``) shares memory
-    with another argument.
+    scratch) are only validated, so that every backend returns the same status.
+    OVERLAPPING_ARRAYS when an array the compiled kernels write (``q``, ``counts``, the scratch,
+    ``returns_out``) shares memory with another argument.
     """
     for name, arr in (("q", q), ("counts", counts), ("returns_out", returns_out)):
         if not arr.flags.writeable:  # refused before any write, as by the compiled signatures
