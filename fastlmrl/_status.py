@@ -12,8 +12,8 @@ same values from ``fastlmrl/_cython/status.pxd``, which is generated from this e
 (``python -m fastlmrl._status --write``; ``tests/test_contract.py`` checks it is current).
 
 Migration note (issue 14): the topics listed in ``fastlmrl._contract.MIGRATED`` return these
-values; the other topics still define local numbers (some reuse a value for another meaning, e.g.
-``BAD_SHAPES = 32`` in ``optimizers``) until they migrate.
+values; the other topics still define local numbers (some may reuse a value for another meaning;
+``optimizers`` had ``BAD_SHAPES = 32`` until it migrated) until they migrate.
 """
 
 from __future__ import annotations
