@@ -44,6 +44,7 @@ MIGRATED = (
     "permutations",
     "keyword_scores",
     "advantages",
+    "kl_divergence",
 )
 
 

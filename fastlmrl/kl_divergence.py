@@ -47,21 +47,87 @@ loss term (GRPO) and to ``"k1"`` for reward shaping (PPO-RLHF, TRL's ``PPOConfig
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _backend
 from . import _validation as check
-from .advantages import _fail
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import kl_divergence as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["AdaptiveKLController", "FixedKLController", "kl_penalized_rewards", "kl_penalty"]
 
-BAD_REWARDS = 5
-BAD_LOGP = 45
-BAD_REF_LOGP = 46
-BAD_ESTIMATOR = 47
-
 ESTIMATORS = {"k1": 1, "k2": 2, "k3": 3}
+
+
+# ----------------------------------------------------------------------------- the contract
+def _masked(name):
+    """The message of a non-finite entry of ``name`` that the kernel reads (``mask`` non-zero)."""
+
+    def explain(args, shown):
+        return check.not_finite(shown(name), args[name], args["mask"])
+
+    return explain
+
+
+_LOG_PROBS = Arg("log_probs", Kind.REALS, status=Status.BAD_LOG_PROBS)
+_REF_LOG_PROBS = Arg("ref_log_probs", Kind.REALS, status=Status.BAD_REF_LOG_PROBS)
+_MASK = Arg("mask", Kind.FLAGS)
+_ESTIMATOR = Arg(
+    "estimator", Kind.SCALAR, status=Status.BAD_ESTIMATOR, domain="{1, 2, 3}", ctype="int64_t"
+)
+_BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+_MESSAGES = {
+    Status.BAD_REWARDS: _masked("rewards"),
+    Status.BAD_LOG_PROBS: _masked("log_probs"),
+    Status.BAD_REF_LOG_PROBS: _masked("ref_log_probs"),
+}
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.kl_divergence``);
+#: tests/test_contract.py checks each implementation against it.  Every array is flat (N,) (the
+#: public functions ravel any shape); ``estimator`` is 1, 2 or 3 (k1, k2, k3); the kernels read
+#: only the entries where ``mask`` is non-zero.
+CONTRACT = Topic(
+    "kl_divergence",
+    (
+        Kernel(
+            "kl_penalized_rewards",
+            (
+                Arg("rewards", Kind.REALS, status=Status.BAD_REWARDS),
+                _LOG_PROBS,
+                _REF_LOG_PROBS,
+                _MASK,
+                _ESTIMATOR,
+                Arg("beta", Kind.REAL),
+                Arg("rewards_out", Kind.REALS, written=True),
+                Arg("kl_out", Kind.REALS, written=True),
+            ),
+            _BATCH,
+            messages=_MESSAGES,
+        ),
+        Kernel(
+            "kl_penalty",
+            (
+                _LOG_PROBS,
+                _REF_LOG_PROBS,
+                _MASK,
+                _ESTIMATOR,
+                Arg("kl_out", Kind.REALS, written=True),
+                Arg("grad_out", Kind.REALS, written=True),
+            ),
+            _BATCH,
+            messages=_MESSAGES,
+        ),
+    ),
+)
+#: the names the errors print (the public functions pass flattened arrays)
+_SHOWN = {name: f"{name} (flattened)" for name in ("rewards", "log_probs", "ref_log_probs", "mask")}
 
 
 def _estimator(estimator) -> int:
@@ -87,15 +153,9 @@ def _tokens(logp, ref_logp, mask, rewards=None, with_rewards=False):
     return lp, ref, rw, m, shape, dtype
 
 
-def _raise(status, lp, ref, m, rw=None):
-    _fail(
-        status,
-        {
-            BAD_REWARDS: ("rewards (flattened)", rw, m),
-            BAD_LOGP: ("log_probs (flattened)", lp, m),
-            BAD_REF_LOGP: ("ref_log_probs (flattened)", ref, m),
-        },
-    )
+def _raise(status, kernel, call):
+    """The error of a non-zero kernel status; ``call``: the kernel's arguments in order."""
+    raise_for_status(status, CONTRACT[kernel], CONTRACT[kernel].bind(*call), _SHOWN)
 
 
 @check.renamed(
@@ -123,8 +183,10 @@ def kl_penalty(log_probs, ref_log_probs, mask=None, kl_estimator: str = "k3"):
     lp, ref, _, m, shape, dtype = _tokens(log_probs, ref_log_probs, mask)
     kl = np.empty(lp.shape[0], dtype=dtype)
     grad = np.empty(lp.shape[0], dtype=dtype)
-    status = _backend.kernels().kl_penalty(lp, ref, m, code, kl, grad)
-    _raise(status, lp, ref, m)
+    call = (lp, ref, m, code, kl, grad)
+    status = _kernels.kl_penalty(*call)
+    if status:
+        _raise(status, "kl_penalty", call)
     return kl.reshape(shape), grad.reshape(shape)
 
 
@@ -156,8 +218,10 @@ def kl_penalized_rewards(
     )
     out = np.empty(lp.shape[0], dtype=dtype)
     kl = np.empty(lp.shape[0], dtype=dtype)
-    status = _backend.kernels().kl_penalized_rewards(rw, lp, ref, m, code, beta, out, kl)
-    _raise(status, lp, ref, m, rw)
+    call = (rw, lp, ref, m, code, beta, out, kl)
+    status = _kernels.kl_penalized_rewards(*call)
+    if status:
+        _raise(status, "kl_penalized_rewards", call)
     return out.reshape(shape), kl.reshape(shape)
 
 

@@ -8,7 +8,10 @@ from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
-from fastlmrl.kl_divergence import BAD_ESTIMATOR, BAD_LOGP, BAD_REF_LOGP, BAD_REWARDS
+from fastlmrl._status import Status
+
+BAD_REWARDS, BAD_ESTIMATOR = Status.BAD_REWARDS, Status.BAD_ESTIMATOR
+BAD_LOGP, BAD_REF_LOGP = Status.BAD_LOG_PROBS, Status.BAD_REF_LOG_PROBS
 
 KERNELS = ["kl_penalized_rewards", "kl_penalty"]
 PUBLIC = ["AdaptiveKLController", "FixedKLController", "kl_penalized_rewards", "kl_penalty"]
@@ -326,12 +329,14 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
     m = np.array([1, 0, 1, 1, 0, 1], np.uint8)
     out1, out2 = np.full(6, -7.0), np.full(6, -7.0)
     if kernel == "kl_penalty":
-        args = dict(logp=lp, ref_logp=ref, mask=m, estimator=3, kl_out=out1, grad_out=out2)
+        args = dict(
+            log_probs=lp, ref_log_probs=ref, mask=m, estimator=3, kl_out=out1, grad_out=out2
+        )
     else:
         args = dict(
             rewards=rw,
-            logp=lp,
-            ref_logp=ref,
+            log_probs=lp,
+            ref_log_probs=ref,
             mask=m,
             estimator=3,
             beta=0.1,

@@ -6,68 +6,72 @@ import math
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT
 from .overlap import written_overlaps
 
-BAD_REWARDS = 5
-BAD_LOGP = 45
-BAD_REF_LOGP = 46
-BAD_ESTIMATOR = 47
+# Status codes: fastlmrl._status.Status values as plain ints (the contract:
+# fastlmrl.kl_divergence.CONTRACT)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
+BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
+BAD_ESTIMATOR = int(Status.BAD_ESTIMATOR)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 @njit(**NJIT)
-def _shapes_ok(mask, rewards, logp, ref_logp, out1, out2):
-    """Every array of the mask's length N (the kernel without rewards passes logp twice)."""
+def _shapes_ok(mask, rewards, log_probs, ref_log_probs, out1, out2):
+    """Every array of the mask's length N (the kernel without rewards passes log_probs twice)."""
     n = mask.shape[0]
     return (
         rewards.shape[0] == n
-        and logp.shape[0] == n
-        and ref_logp.shape[0] == n
+        and log_probs.shape[0] == n
+        and ref_log_probs.shape[0] == n
         and out1.shape[0] == n
         and out2.shape[0] == n
     )
 
 
 @njit(**NJIT)
-def _overlapping(out1, out2, rewards, logp, ref_logp, mask):
+def _overlapping(out1, out2, rewards, log_probs, ref_log_probs, mask):
     """Does an output share memory with an input or with the other output (status 8; O(1))?
-    kl_penalty passes an empty view of logp as ``rewards``."""
-    e = logp[:0]
-    return written_overlaps(out1, out2, rewards, logp, ref_logp, mask, e, e) or written_overlaps(
-        out2, rewards, logp, ref_logp, mask, e, e, e
-    )
+    kl_penalty passes an empty view of log_probs as ``rewards``."""
+    e = log_probs[:0]
+    return written_overlaps(
+        out1, out2, rewards, log_probs, ref_log_probs, mask, e, e
+    ) or written_overlaps(out2, rewards, log_probs, ref_log_probs, mask, e, e, e)
 
 
 @njit(**NJIT)
-def _check(rewards, has_rewards, logp, ref_logp, mask, estimator):
+def _check(rewards, has_rewards, log_probs, ref_log_probs, mask, estimator):
     if estimator != 1 and estimator != 2 and estimator != 3:
         return BAD_ESTIMATOR
     for i in range(mask.shape[0]):
         if mask[i]:
             if has_rewards and not np.isfinite(rewards[i]):
                 return BAD_REWARDS
-            if not np.isfinite(logp[i]):
-                return BAD_LOGP
-            if not np.isfinite(ref_logp[i]):
-                return BAD_REF_LOGP
+            if not np.isfinite(log_probs[i]):
+                return BAD_LOG_PROBS
+            if not np.isfinite(ref_log_probs[i]):
+                return BAD_REF_LOG_PROBS
     return 0
 
 
 @njit(**NJIT)
-def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
-    if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
+def kl_penalty(log_probs, ref_log_probs, mask, estimator, kl_out, grad_out):
+    if not _shapes_ok(mask, log_probs, log_probs, ref_log_probs, kl_out, grad_out):
         return BAD_SHAPES
-    if _overlapping(kl_out, grad_out, logp[:0], logp, ref_logp, mask):
+    if _overlapping(kl_out, grad_out, log_probs[:0], log_probs, ref_log_probs, mask):
         return OVERLAPPING_ARRAYS
-    status = _check(logp, False, logp, ref_logp, mask, estimator)
+    status = _check(log_probs, False, log_probs, ref_log_probs, mask, estimator)
     if status != 0:
         return status
     n = mask.shape[0]
     if estimator == 1:
         for i in range(n):
             if mask[i]:
-                r = np.float64(ref_logp[i]) - np.float64(logp[i])
+                r = np.float64(ref_log_probs[i]) - np.float64(log_probs[i])
                 kl_out[i] = -r
                 grad_out[i] = 1.0
             else:
@@ -76,7 +80,7 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
     elif estimator == 2:
         for i in range(n):
             if mask[i]:
-                r = np.float64(ref_logp[i]) - np.float64(logp[i])
+                r = np.float64(ref_log_probs[i]) - np.float64(log_probs[i])
                 kl_out[i] = 0.5 * (r * r)
                 grad_out[i] = -r
             else:
@@ -85,7 +89,7 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
     else:
         for i in range(n):
             if mask[i]:
-                r = np.float64(ref_logp[i]) - np.float64(logp[i])
+                r = np.float64(ref_log_probs[i]) - np.float64(log_probs[i])
                 e = math.expm1(r)
                 kl_out[i] = e - r
                 grad_out[i] = -e
@@ -96,17 +100,19 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
 
 
 @njit(**NJIT)
-def kl_penalized_rewards(rewards, logp, ref_logp, mask, estimator, beta, rewards_out, kl_out):
-    if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
+def kl_penalized_rewards(
+    rewards, log_probs, ref_log_probs, mask, estimator, beta, rewards_out, kl_out
+):
+    if not _shapes_ok(mask, rewards, log_probs, ref_log_probs, rewards_out, kl_out):
         return BAD_SHAPES
-    if _overlapping(rewards_out, kl_out, rewards, logp, ref_logp, mask):
+    if _overlapping(rewards_out, kl_out, rewards, log_probs, ref_log_probs, mask):
         return OVERLAPPING_ARRAYS
-    status = _check(rewards, True, logp, ref_logp, mask, estimator)
+    status = _check(rewards, True, log_probs, ref_log_probs, mask, estimator)
     if status != 0:
         return status
     for i in range(mask.shape[0]):
         if mask[i]:
-            r = np.float64(ref_logp[i]) - np.float64(logp[i])
+            r = np.float64(ref_log_probs[i]) - np.float64(log_probs[i])
             if estimator == 1:
                 kl = -r
             elif estimator == 2:

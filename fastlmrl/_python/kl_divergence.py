@@ -1,27 +1,32 @@
 """Reference KL estimators and KL-penalised rewards (plain Python).
 
-Inputs are flat (the public wrapper ravels any shape).  With ``r = ref_logp - logp`` (float64):
-k1 = -r, grad 1; k2 = r*r/2, grad -r; k3 = expm1(r) - r, grad -expm1(r); masked entries give 0.
+Inputs are flat (the public wrapper ravels any shape).  With ``r = ref_log_probs - log_probs``
+(float64): k1 = -r, grad 1; k2 = r*r/2, grad -r; k3 = expm1(r) - r, grad -expm1(r); masked
+entries give 0.
 """
 
 import math
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import written_overlaps
 from ._ieee import expm1
 
 __all__ = ["kl_penalized_rewards", "kl_penalty"]
 
-BAD_REWARDS = 5
-BAD_LOGP = 45
-BAD_REF_LOGP = 46
-BAD_ESTIMATOR = 47
+# Status codes: fastlmrl._status.Status values as plain ints (the contract:
+# fastlmrl.kl_divergence.CONTRACT)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
+BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
+BAD_ESTIMATOR = int(Status.BAD_ESTIMATOR)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
-def _shapes_ok(mask, rewards, logp, ref_logp, out1, out2):
-    """Every array of the mask's length N (the kernel without rewards passes logp twice)."""
+def _shapes_ok(mask, rewards, log_probs, ref_log_probs, out1, out2):
+    """Every array of the mask's length N (the kernel without rewards passes log_probs twice)."""
     n = mask.shape[0]
-    return all(a.shape == (n,) for a in (rewards, logp, ref_logp, out1, out2))
+    return all(a.shape == (n,) for a in (rewards, log_probs, ref_log_probs, out1, out2))
 
 
 def _overlapping(out1, out2, *inputs):
@@ -30,22 +35,22 @@ def _overlapping(out1, out2, *inputs):
     return written_overlaps(out1, out2, *inputs) or written_overlaps(out2, *inputs)
 
 
-def _check(rewards, logp, ref_logp, mask, estimator):
+def _check(rewards, log_probs, ref_log_probs, mask, estimator):
     if estimator not in (1, 2, 3):
         return BAD_ESTIMATOR
     for i in range(len(mask)):
         if mask[i]:
             if rewards is not None and not math.isfinite(rewards[i]):
                 return BAD_REWARDS
-            if not math.isfinite(logp[i]):
-                return BAD_LOGP
-            if not math.isfinite(ref_logp[i]):
-                return BAD_REF_LOGP
+            if not math.isfinite(log_probs[i]):
+                return BAD_LOG_PROBS
+            if not math.isfinite(ref_log_probs[i]):
+                return BAD_REF_LOG_PROBS
     return 0
 
 
 def _kl(lp, ref, estimator):
-    """(estimate, d estimate / d logp) for one token, in float64."""
+    """(estimate, d estimate / d log_probs) for one token, in float64."""
     r = ref - lp
     if estimator == 1:
         return -r, 1.0
@@ -55,12 +60,12 @@ def _kl(lp, ref, estimator):
     return e - r, -e
 
 
-def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
-    if not _shapes_ok(mask, logp, logp, ref_logp, kl_out, grad_out):
+def kl_penalty(log_probs, ref_log_probs, mask, estimator, kl_out, grad_out):
+    if not _shapes_ok(mask, log_probs, log_probs, ref_log_probs, kl_out, grad_out):
         return BAD_SHAPES
-    if _overlapping(kl_out, grad_out, logp, ref_logp, mask):
+    if _overlapping(kl_out, grad_out, log_probs, ref_log_probs, mask):
         return OVERLAPPING_ARRAYS
-    lp_, ref_, m_ = logp.tolist(), ref_logp.tolist(), mask.tolist()
+    lp_, ref_, m_ = log_probs.tolist(), ref_log_probs.tolist(), mask.tolist()
     estimator = int(estimator)
     status = _check(None, lp_, ref_, m_, estimator)
     if status:
@@ -76,12 +81,14 @@ def kl_penalty(logp, ref_logp, mask, estimator, kl_out, grad_out):
     return 0
 
 
-def kl_penalized_rewards(rewards, logp, ref_logp, mask, estimator, beta, rewards_out, kl_out):
-    if not _shapes_ok(mask, rewards, logp, ref_logp, rewards_out, kl_out):
+def kl_penalized_rewards(
+    rewards, log_probs, ref_log_probs, mask, estimator, beta, rewards_out, kl_out
+):
+    if not _shapes_ok(mask, rewards, log_probs, ref_log_probs, rewards_out, kl_out):
         return BAD_SHAPES
-    if _overlapping(rewards_out, kl_out, rewards, logp, ref_logp, mask):
+    if _overlapping(rewards_out, kl_out, rewards, log_probs, ref_log_probs, mask):
         return OVERLAPPING_ARRAYS
-    r_, lp_, ref_, m_ = rewards.tolist(), logp.tolist(), ref_logp.tolist(), mask.tolist()
+    r_, lp_, ref_, m_ = rewards.tolist(), log_probs.tolist(), ref_log_probs.tolist(), mask.tolist()
     estimator = int(estimator)
     status = _check(r_, lp_, ref_, m_, estimator)
     if status:
