@@ -43,6 +43,7 @@ MIGRATED = (
     "monte_carlo",
     "permutations",
     "keyword_scores",
+    "dynamic_programming",
     "advantages",
     "kl_divergence",
 )

@@ -47,11 +47,13 @@ Iteration counts (``max_iter``, ``k``) are ints below 2**31 (a larger one is ref
 with a ValueError that names it, instead of running for days).
 
 Kernels (``fastlmrl.numba_kernels``, ``fastlmrl._cython.dynamic_programming``; identical
-signatures in every backend; ``terminal`` is a uint8 view, values float64, policies int64; each
-returns a status code after a pre-pass that writes nothing — 7 (first): array arguments of
-inconsistent shapes, 2: a ``policy`` id outside [0, A) (or A == 0), 3: a ``next_state`` id of a
-non-terminal state outside [0, S), 5: a non-finite reward of a non-terminal state / of ``R``,
-60: ``k`` or ``max_iter`` outside [0, 2**31 - 1])::
+signatures in every backend, declared in :data:`CONTRACT`; ``terminal`` is a uint8 view, values
+float64, policies int64; each returns a :class:`fastlmrl.Status` after a pre-pass that writes
+nothing — 8 OVERLAPPING_ARRAYS (first): a written array shares memory with another argument,
+7 BAD_SHAPES: array arguments of inconsistent shapes, 2 BAD_ACTIONS: a ``policy`` id outside
+[0, A) (or A == 0 with a state that is not terminal), 3 BAD_NEXT_STATES: a ``next_state`` id of a
+non-terminal state outside [0, S), 5 BAD_REWARDS: a non-finite reward of a non-terminal state /
+of ``R``, 60 BAD_ITERATIONS: ``k`` or ``max_iter`` outside [0, 2**31 - 1])::
 
     token_mdp_bellman_backup(next_state, reward, terminal, gamma, v, v_out, policy_out)
     token_mdp_action_values(next_state, reward, terminal, gamma, v, q_out)
@@ -75,13 +77,21 @@ updated in place.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _backend, _status
+from . import _backend
 from . import _validation as check
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import dynamic_programming as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = [
     "DPResult",
@@ -171,6 +181,155 @@ def _check_finite(arr, name, rows=None):
     if bad.any():
         idx = _first_index(bad)
         raise ValueError(f"{name}[{_where(idx)}] = {arr[idx]} is not finite")
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel contract
+
+
+def _explain_next_state(args, shown) -> str:
+    """BAD_NEXT_STATES: the first ``next_state`` id of a non-terminal state outside [0, S)."""
+    next_state, live = args["next_state"], args["terminal"] == 0
+    n_states = next_state.shape[0]
+    bad = ((next_state < 0) | (next_state >= n_states)) & live[:, None]
+    if not bad.any():
+        return f"{shown('next_state')} holds an id out of range [0, {n_states})"
+    idx = _first_index(bad)
+    return (
+        f"{shown('next_state')}[{_where(idx)}] = {int(next_state[idx])} is out of range "
+        f"[0, {n_states})"
+    )
+
+
+def _explain_rewards(args, shown) -> str:
+    """BAD_REWARDS: the first non-finite reward (token layout: of a non-terminal state)."""
+    name = "reward" if "reward" in args else "R"
+    table = args[name]
+    bad = ~np.isfinite(table)
+    if "terminal" in args:
+        bad &= (args["terminal"] == 0)[:, None]
+    if not bad.any():
+        return f"{shown(name)} holds a non-finite value"
+    idx = _first_index(bad)
+    return f"{shown(name)}[{_where(idx)}] = {table[idx]} is not finite"
+
+
+def _explain_actions(args, shown) -> str:
+    """BAD_ACTIONS: a ``policy`` id outside [0, A); without a policy, an MDP with no actions
+    (A == 0) that has a non-terminal state."""
+    n_actions = (args["reward"] if "reward" in args else args["R"]).shape[1]
+    if "policy" not in args:
+        name = "terminal" if "terminal" in args else "P"
+        return f"{shown(name)}: the MDP has no actions (A == 0) but a state that is not terminal"
+    policy = args["policy"]
+    bad = np.flatnonzero((policy < 0) | (policy >= n_actions))
+    if not bad.size:
+        return f"{shown('policy')} holds an action out of range [0, {n_actions})"
+    i = int(bad[0])
+    return f"{shown('policy')}[{i}] = {int(policy[i])} is out of range [0, {n_actions})"
+
+
+_MESSAGES = {
+    Status.BAD_NEXT_STATES: _explain_next_state,
+    Status.BAD_REWARDS: _explain_rewards,
+    Status.BAD_ACTIONS: _explain_actions,
+}
+_NEXT_STATE = Arg("next_state", Kind.ARRAY, status=Status.BAD_NEXT_STATES, ctype="index_t[:, ::1]")
+_REWARD = Arg("reward", Kind.TABLE, status=Status.BAD_REWARDS)
+_TERMINAL = Arg("terminal", Kind.FLAGS)
+#: a kernel without a policy blames A == 0 (with a non-terminal state) on ``terminal`` / ``P``
+_TERMINAL_NO_ACTIONS = replace(_TERMINAL, status=Status.BAD_ACTIONS)
+_TOKEN = (_NEXT_STATE, _REWARD, _TERMINAL)
+_TOKEN_NO_POLICY = (_NEXT_STATE, _REWARD, _TERMINAL_NO_ACTIONS)
+_P = Arg("P", Kind.ARRAY, ctype="real_t[:, :, ::1]")
+_R = Arg("R", Kind.TABLE, status=Status.BAD_REWARDS)
+_DENSE = (_P, _R)
+_DENSE_NO_POLICY = (replace(_P, status=Status.BAD_ACTIONS), _R)
+_GAMMA, _TOL = Arg("gamma", Kind.REAL), Arg("tol", Kind.REAL)
+_POLICY = Arg("policy", Kind.ACTIONS, status=Status.BAD_ACTIONS)  # one action per state
+_POLICY_OUT = Arg("policy_out", Kind.ACTIONS, written=True)
+_ITERATIONS = dict(status=Status.BAD_ITERATIONS, domain="[0, 2**31 - 1]", ctype="Py_ssize_t")
+_K = Arg("k", Kind.SCALAR, **_ITERATIONS)
+_MAX_ITER = Arg("max_iter", Kind.SCALAR, **_ITERATIONS)
+
+
+def _values(name: str, written: bool = True) -> Arg:
+    """A float64 (S,) array of values (``v``, ``v_out``, ``v_tmp``)."""
+    return Arg(name, Kind.ARRAY, written=written, ctype="double[::1]")
+
+
+def _int64_out(name: str) -> Arg:
+    """An int64 output or scratch array (``info_out``, ``found_out``, ``work``)."""
+    return Arg(name, Kind.ARRAY, written=True, ctype="int64_t[::1]")
+
+
+_V = _values("v", written=False)
+_Q_OUT = Arg("q_out", Kind.ARRAY, written=True, ctype="double[:, ::1]")
+_VI_OUT = (_values("v"), _values("v_tmp"), _POLICY_OUT, _int64_out("info_out"))
+_BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+#: the slots of value iteration's ``info_out``
+_INFO = {"info_out": ("num_iter", "converged")}
+
+
+def _kernel(name: str, args: tuple, **kw) -> Kernel:
+    return Kernel(name, args, _BATCH, messages=_MESSAGES, **kw)
+
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython``
+#: ``.dynamic_programming``); tests/test_contract.py checks each implementation against it.
+CONTRACT = Topic(
+    "dynamic_programming",
+    (
+        _kernel("dense_mdp_action_values", (*_DENSE_NO_POLICY, _GAMMA, _V, _Q_OUT)),
+        _kernel(
+            "dense_mdp_bellman_backup",
+            (*_DENSE_NO_POLICY, _GAMMA, _V, _values("v_out"), _POLICY_OUT),
+        ),
+        _kernel(
+            "dense_mdp_policy_sweeps",
+            (*_DENSE, _POLICY, _GAMMA, _K, _values("v"), _values("v_tmp")),
+            doc="v <- T_pi^k v in place (k synchronous sweeps)",
+        ),
+        _kernel(
+            "dense_mdp_value_iteration",
+            (*_DENSE_NO_POLICY, _GAMMA, _TOL, _MAX_ITER, *_VI_OUT),
+            results=_INFO,
+        ),
+        _kernel("token_mdp_action_values", (*_TOKEN_NO_POLICY, _GAMMA, _V, _Q_OUT)),
+        _kernel(
+            "token_mdp_bellman_backup",
+            (*_TOKEN_NO_POLICY, _GAMMA, _V, _values("v_out"), _POLICY_OUT),
+        ),
+        _kernel(
+            "token_mdp_find_cycle",
+            (_NEXT_STATE, _TERMINAL, _int64_out("found_out"), _int64_out("work")),
+            results={"found_out": ("state",)},
+            doc="found_out[0]: -1 when the graph on non-terminal states is acyclic, else a state "
+            "on a cycle; work: 3 S",
+        ),
+        _kernel(
+            "token_mdp_policy_sweeps",
+            (*_TOKEN, _POLICY, _GAMMA, _K, _values("v"), _values("v_tmp")),
+            doc="v <- T_pi^k v in place (k synchronous sweeps)",
+        ),
+        _kernel(
+            "token_mdp_policy_value",
+            (*_TOKEN, _POLICY, _GAMMA, _values("v_out"), _int64_out("work")),
+            doc="exact v_pi on the functional graph; work: 2 S",
+        ),
+        _kernel(
+            "token_mdp_value_iteration",
+            (*_TOKEN_NO_POLICY, _GAMMA, _TOL, _MAX_ITER, *_VI_OUT),
+            results=_INFO,
+        ),
+    ),
+)
+
+
+def _finish(status: int, kernel: str, args: tuple) -> None:
+    """The error of a kernel's status (no-op for 0), through the contract of ``kernel``."""
+    if status:
+        raise_for_status(status, CONTRACT[kernel], CONTRACT[kernel].bind(*args))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +488,7 @@ class DPResult:
     gamma, max_iter, epsilon (None for PI), k (MPI only) — the settings used.
     q : (S, A) float64, computed on first access — the action values of ``values``,
         :math:`q(s,a) = r(s,a) + \gamma \sum_{s'} p(s'|s,a) v(s')`, so ``policy`` is its row argmax.
+    mdp : TokenMDP or DenseMDP — the MDP that was solved (``q`` is computed from it).
     """
 
     values: np.ndarray
@@ -404,14 +564,10 @@ def _first_cyclic_state(next_state: np.ndarray, terminal: np.ndarray):
     n_states = next_state.shape[0]
     found = np.full(1, -1, dtype=np.int64)
     work = np.empty(3 * n_states, dtype=np.int64)
-    status = _backend.kernels().token_mdp_find_cycle(
-        next_state, terminal.view(np.uint8), found, work
-    )
-    if status:
-        _raise_shapes(status)
-        _check_next_state(next_state, terminal)
-        raise ValueError(f"invalid next_state (kernel status {status})")
-    return None if found[0] < 0 else int(found[0])
+    args = (next_state, terminal.view(np.uint8), found, work)
+    _finish(_kernels.token_mdp_find_cycle(*args), "token_mdp_find_cycle", args)
+    state = CONTRACT["token_mdp_find_cycle"].read_results("found_out", found).state
+    return None if state < 0 else int(state)
 
 
 def _gamma(mdp, gamma, policy=None) -> float:
@@ -479,54 +635,28 @@ def _default_values(mdp) -> np.ndarray:
     return mdp.R.max(axis=1).astype(np.float64)
 
 
-def _raise_shapes(status: int) -> None:
-    if status == _status.BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError(
-            f"internal error: array arguments of inconsistent shapes (status {_status.BAD_SHAPES})"
-        )
-
-
-def _raise(status: int, mdp, policy=None) -> None:
-    """Turn a kernel status into the error the MDP constructor would give (arrays changed since)."""
-    if status == _status.OK:
-        return
-    _raise_shapes(status)
-    if isinstance(mdp, TokenMDP):
-        if status == _status.BAD_NEXT_STATES:
-            _check_next_state(mdp.next_state, mdp.terminal)
-        if status == _status.BAD_REWARDS:
-            _check_finite(mdp.reward, "reward", ~mdp.terminal)
-    elif status == _status.BAD_REWARDS:
-        _check_finite(mdp.R, "R")
-    if status == _status.BAD_ACTIONS and policy is not None:
-        _policy(policy, mdp)
-    raise ValueError(f"invalid MDP (kernel status {status})")
-
-
 # ---------------------------------------------------------------------------------------------
 # dispatch to the kernels
 
 
 def _backup(mdp, gamma, v, v_out, policy_out) -> None:
-    kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_bellman_backup(
-            mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, v_out, policy_out
-        )
+        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, v_out)
+        args += (policy_out,)
+        _finish(_kernels.token_mdp_bellman_backup(*args), "token_mdp_bellman_backup", args)
     else:
-        status = kern.dense_mdp_bellman_backup(mdp.P, mdp.R, gamma, v, v_out, policy_out)
-    _raise(status, mdp)
+        args = (mdp.P, mdp.R, gamma, v, v_out, policy_out)
+        _finish(_kernels.dense_mdp_bellman_backup(*args), "dense_mdp_bellman_backup", args)
 
 
 def _policy_sweeps(mdp, policy, gamma, k, v, v_tmp) -> None:
-    kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_policy_sweeps(
-            mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), policy, gamma, k, v, v_tmp
-        )
+        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), policy, gamma, k, v)
+        args += (v_tmp,)
+        _finish(_kernels.token_mdp_policy_sweeps(*args), "token_mdp_policy_sweeps", args)
     else:
-        status = kern.dense_mdp_policy_sweeps(mdp.P, mdp.R, policy, gamma, k, v, v_tmp)
-    _raise(status, mdp, policy)
+        args = (mdp.P, mdp.R, policy, gamma, k, v, v_tmp)
+        _finish(_kernels.dense_mdp_policy_sweeps(*args), "dense_mdp_policy_sweeps", args)
 
 
 def _policy_value(mdp, policy, gamma) -> np.ndarray:
@@ -535,10 +665,8 @@ def _policy_value(mdp, policy, gamma) -> np.ndarray:
     if isinstance(mdp, TokenMDP):
         v = np.empty(n_states)
         work = np.empty(2 * n_states, dtype=np.int64)
-        status = _backend.kernels().token_mdp_policy_value(
-            mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), policy, gamma, v, work
-        )
-        _raise(status, mdp, policy)
+        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), policy, gamma, v, work)
+        _finish(_kernels.token_mdp_policy_value(*args), "token_mdp_policy_value", args)
         return v
     rows = np.arange(n_states)
     P_pi = mdp.P[rows, policy].astype(np.float64)
@@ -573,14 +701,12 @@ def action_values(mdp, values, gamma: float) -> np.ndarray:
     gamma = check.real(gamma, "gamma", 0.0, 1.0)
     v = _state_values(values, "values", mdp)
     q = np.empty((mdp.num_states, mdp.num_actions))
-    kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_action_values(
-            mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, q
-        )
+        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, q)
+        _finish(_kernels.token_mdp_action_values(*args), "token_mdp_action_values", args)
     else:
-        status = kern.dense_mdp_action_values(mdp.P, mdp.R, gamma, v, q)
-    _raise(status, mdp)
+        args = (mdp.P, mdp.R, gamma, v, q)
+        _finish(_kernels.dense_mdp_action_values(*args), "dense_mdp_action_values", args)
     return q
 
 
@@ -648,30 +774,21 @@ def value_iteration(
     v_tmp = np.empty(n_states)
     policy = np.empty(n_states, dtype=np.int64)
     info = np.zeros(2, dtype=np.int64)
-    kern = _backend.kernels()
     if isinstance(mdp, TokenMDP):
-        status = kern.token_mdp_value_iteration(
-            mdp.next_state,
-            mdp.reward,
-            mdp.terminal.view(np.uint8),
-            gamma,
-            tol,
-            max_iter,
-            v,
-            v_tmp,
-            policy,
-            info,
-        )
+        name = "token_mdp_value_iteration"
+        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, tol, max_iter)
+        args += (v, v_tmp, policy, info)
+        _finish(_kernels.token_mdp_value_iteration(*args), name, args)
     else:
-        status = kern.dense_mdp_value_iteration(
-            mdp.P, mdp.R, gamma, tol, max_iter, v, v_tmp, policy, info
-        )
-    _raise(status, mdp)
+        name = "dense_mdp_value_iteration"
+        args = (mdp.P, mdp.R, gamma, tol, max_iter, v, v_tmp, policy, info)
+        _finish(_kernels.dense_mdp_value_iteration(*args), name, args)
+    done = CONTRACT[name].read_results("info_out", info)
     return DPResult(
         values=v,
         policy=policy,
-        num_iter=int(info[0]),
-        converged=bool(info[1]),
+        num_iter=int(done.num_iter),
+        converged=bool(done.converged),
         method="value iteration",
         gamma=gamma,
         max_iter=max_iter,
@@ -792,7 +909,9 @@ def modified_policy_iteration(
     v_tmp = np.empty(n_states)
     policy = np.empty(n_states, dtype=np.int64)
     converged = False
-    for i in range(max_iter):
+    num_iter = 0
+    for _ in range(max_iter):
+        num_iter += 1  # improvement steps done
         _backup(mdp, gamma, v, u, policy)
         diff = u - v
         low, high = float(diff.min()), float(diff.max())
@@ -812,7 +931,7 @@ def modified_policy_iteration(
     return DPResult(
         values=v,
         policy=policy,
-        num_iter=i + 1,
+        num_iter=num_iter,
         converged=converged,
         method="modified policy iteration",
         gamma=gamma,

@@ -982,5 +982,7 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
 def test_bad_shapes_status_is_an_internal_error():
     # never reached through the public API (the wrappers pass consistent shapes); still mapped
     mdp = TokenMDP(np.zeros((1, 1), np.int64), np.zeros((1, 1)))
+    args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), 0.5, np.zeros(1))
+    args += (np.zeros(1), np.zeros(1, np.int64))
     with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
-        fastlmrl.dynamic_programming._raise(BAD_SHAPES, mdp)
+        fastlmrl.dynamic_programming._finish(BAD_SHAPES, "token_mdp_bellman_backup", args)

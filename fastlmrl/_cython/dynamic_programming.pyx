@@ -20,14 +20,11 @@ __all__ = [
 from libc.stdint cimport int64_t
 from libc.math cimport isfinite, fabs, NAN
 
+from fastlmrl._cython cimport status as st
 from fastlmrl._cython._common cimport real_t, index_t
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
-cdef enum:
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another
-    BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
-    MAX_ITERATIONS = 2147483647  # 2**31 - 1
+cdef Py_ssize_t MAX_ITERATIONS = 2147483647  # 2**31 - 1: k, max_iter above it -> BAD_ITERATIONS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +56,7 @@ cdef inline int _check_token(const index_t[:, ::1] next_state, const real_t[:, :
     if n_actions == 0:
         for s in range(n_states):
             if not terminal[s]:
-                return 2
+                return st.BAD_ACTIONS
         return 0
     for s in range(n_states):
         if terminal[s]:
@@ -67,24 +64,24 @@ cdef inline int _check_token(const index_t[:, ::1] next_state, const real_t[:, :
         for a in range(n_actions):
             t = next_state[s, a]
             if t < 0 or t >= n_states:
-                return 3
+                return st.BAD_NEXT_STATES
     for s in range(n_states):
         if terminal[s]:
             continue
         for a in range(n_actions):
             if not isfinite(reward[s, a]):
-                return 5
+                return st.BAD_REWARDS
     return 0
 
 
 cdef inline int _check_dense(const real_t[:, ::1] R) noexcept nogil:
     cdef Py_ssize_t s, a, n_states = R.shape[0], n_actions = R.shape[1]
     if n_actions == 0 and n_states > 0:
-        return 2
+        return st.BAD_ACTIONS
     for s in range(n_states):
         for a in range(n_actions):
             if not isfinite(R[s, a]):
-                return 5
+                return st.BAD_REWARDS
     return 0
 
 
@@ -92,8 +89,26 @@ cdef inline int _check_policy(const int64_t[::1] policy, Py_ssize_t n_actions) n
     cdef Py_ssize_t s
     for s in range(policy.shape[0]):
         if policy[s] < 0 or policy[s] >= n_actions:
-            return 2
+            return st.BAD_ACTIONS
     return 0
+
+
+cdef inline void _token_spans(const index_t[:, ::1] next_state, const real_t[:, ::1] reward,
+                              const unsigned char[::1] terminal, const char** start, size_t* size,
+                              int k) noexcept nogil:
+    """The byte ranges of the token layout's tables in slots k, k + 1, k + 2 of the overlap
+    table (next_state, reward, terminal)."""
+    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
+            size, k)
+    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, k + 1)
+    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, k + 2)
+
+
+cdef inline void _dense_spans(const real_t[:, :, ::1] P, const real_t[:, ::1] R,
+                              const char** start, size_t* size, int k) noexcept nogil:
+    """The byte ranges of the dense layout's tables in slots k, k + 1 (P, R)."""
+    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start, size, k)
+    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, k + 1)
 
 
 cdef inline double* _ptr(double[::1] x) noexcept nogil:
@@ -224,16 +239,13 @@ cdef int token_mdp_bellman_backup_core(const index_t[:, ::1] next_state,
     cdef size_t size[6]
     span_1d(&v_out[0], v_out.shape[0], sizeof(double), start, size, 0)
     span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 1)
-    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
-            size, 2)
-    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 3)
-    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 4)
+    _token_spans(next_state, reward, terminal, start, size, 2)
     span_1d(&v[0], v.shape[0], sizeof(double), start, size, 5)
     if written_overlap(2, 6, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
                             v_out.shape[0], policy_out.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status or next_state.shape[0] == 0:
         return status
@@ -250,17 +262,14 @@ cdef int token_mdp_action_values_core(const index_t[:, ::1] next_state,
     cdef const char* start[5]
     cdef size_t size[5]
     span_2d(&q_out[0, 0], q_out.shape[0], q_out.shape[1], sizeof(double), start, size, 0)
-    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
-            size, 1)
-    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 2)
-    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 3)
+    _token_spans(next_state, reward, terminal, start, size, 1)
     span_1d(&v[0], v.shape[0], sizeof(double), start, size, 4)
     if written_overlap(1, 5, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
                              v.shape[0], v.shape[0])
             or q_out.shape[0] != n_states or q_out.shape[1] != n_actions):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status:
         return status
@@ -299,18 +308,15 @@ cdef int token_mdp_policy_sweeps_core(const index_t[:, ::1] next_state,
     cdef size_t size[6]
     span_1d(&v[0], v.shape[0], sizeof(double), start, size, 0)
     span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
-    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
-            size, 2)
-    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 3)
-    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 4)
+    _token_spans(next_state, reward, terminal, start, size, 2)
     span_1d(&policy[0], policy.shape[0], sizeof(int64_t), start, size, 5)
     if written_overlap(2, 6, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], policy.shape[0],
                             v.shape[0], v_tmp.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
-        return BAD_ITERATIONS
+        return st.BAD_ITERATIONS
     status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
@@ -342,17 +348,14 @@ cdef int token_mdp_policy_value_core(const index_t[:, ::1] next_state,
     cdef size_t size[6]
     span_1d(&v_out[0], v_out.shape[0], sizeof(double), start, size, 0)
     span_1d(&work[0], work.shape[0], sizeof(int64_t), start, size, 1)
-    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
-            size, 2)
-    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 3)
-    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 4)
+    _token_spans(next_state, reward, terminal, start, size, 2)
     span_1d(&policy[0], policy.shape[0], sizeof(int64_t), start, size, 5)
     if written_overlap(2, 6, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], policy.shape[0],
                              v_out.shape[0], v_out.shape[0])
             or work.shape[0] != 2 * n_states):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     status = _check_token(next_state, reward, terminal)
     if status == 0:
         status = _check_policy(policy, next_state.shape[1])
@@ -429,18 +432,18 @@ cdef int token_mdp_find_cycle_core(const index_t[:, ::1] next_state,
             size, 2)
     span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 3)
     if written_overlap(2, 4, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, next_state.shape, terminal.shape[0], n_states,
                              n_states, n_states)
             or found_out.shape[0] < 1 or work.shape[0] != 3 * n_states):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     for s in range(n_states):
         if terminal[s]:
             continue
         for a in range(n_actions):
             t = next_state[s, a]
             if t < 0 or t >= n_states:
-                return 3
+                return st.BAD_NEXT_STATES
     if n_states == 0:
         found_out[0] = -1
         return 0
@@ -499,18 +502,15 @@ cdef int token_mdp_value_iteration_core(const index_t[:, ::1] next_state,
     span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
     span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 2)
     span_1d(&info_out[0], info_out.shape[0], sizeof(int64_t), start, size, 3)
-    span_2d(&next_state[0, 0], next_state.shape[0], next_state.shape[1], sizeof(index_t), start,
-            size, 4)
-    span_2d(&reward[0, 0], reward.shape[0], reward.shape[1], sizeof(real_t), start, size, 5)
-    span_1d(&terminal[0], terminal.shape[0], sizeof(unsigned char), start, size, 6)
+    _token_spans(next_state, reward, terminal, start, size, 4)
     if written_overlap(4, 7, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (not _token_shapes_ok(next_state.shape, reward.shape, terminal.shape[0], v.shape[0],
                              v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
-        return BAD_ITERATIONS
+        return st.BAD_ITERATIONS
     status = _check_token(next_state, reward, terminal)
     if status:
         return status
@@ -544,14 +544,12 @@ cdef int dense_mdp_bellman_backup_core(const real_t[:, :, ::1] P, const real_t[:
     cdef size_t size[5]
     span_1d(&v_out[0], v_out.shape[0], sizeof(double), start, size, 0)
     span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 1)
-    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
-            size, 2)
-    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 3)
+    _dense_spans(P, R, start, size, 2)
     span_1d(&v[0], v.shape[0], sizeof(double), start, size, 4)
     if written_overlap(2, 5, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v_out.shape[0], policy_out.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     status = _check_dense(R)
     if status or R.shape[0] == 0:
         return status
@@ -567,15 +565,13 @@ cdef int dense_mdp_action_values_core(const real_t[:, :, ::1] P, const real_t[:,
     cdef const char* start[4]
     cdef size_t size[4]
     span_2d(&q_out[0, 0], q_out.shape[0], q_out.shape[1], sizeof(double), start, size, 0)
-    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
-            size, 1)
-    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 2)
+    _dense_spans(P, R, start, size, 1)
     span_1d(&v[0], v.shape[0], sizeof(double), start, size, 3)
     if written_overlap(1, 4, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v.shape[0], v.shape[0])
             or q_out.shape[0] != n_states or q_out.shape[1] != n_actions):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     status = _check_dense(R)
     if status or n_states == 0:
         return status
@@ -602,16 +598,14 @@ cdef int dense_mdp_policy_sweeps_core(const real_t[:, :, ::1] P, const real_t[:,
     cdef size_t size[5]
     span_1d(&v[0], v.shape[0], sizeof(double), start, size, 0)
     span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
-    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
-            size, 2)
-    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 3)
+    _dense_spans(P, R, start, size, 2)
     span_1d(&policy[0], policy.shape[0], sizeof(int64_t), start, size, 4)
     if written_overlap(2, 5, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not _dense_shapes_ok(P.shape, R.shape, policy.shape[0], v.shape[0], v_tmp.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if k < 0 or k > MAX_ITERATIONS:  # 2**31 sweeps would run for days
-        return BAD_ITERATIONS
+        return st.BAD_ITERATIONS
     status = _check_dense(R)
     if status == 0:
         status = _check_policy(policy, R.shape[1])
@@ -646,16 +640,14 @@ cdef int dense_mdp_value_iteration_core(const real_t[:, :, ::1] P, const real_t[
     span_1d(&v_tmp[0], v_tmp.shape[0], sizeof(double), start, size, 1)
     span_1d(&policy_out[0], policy_out.shape[0], sizeof(int64_t), start, size, 2)
     span_1d(&info_out[0], info_out.shape[0], sizeof(int64_t), start, size, 3)
-    span_2d(&P[0, 0, 0], P.shape[0] * P.shape[1], P.shape[2], sizeof(real_t), start,
-            size, 4)
-    span_2d(&R[0, 0], R.shape[0], R.shape[1], sizeof(real_t), start, size, 5)
+    _dense_spans(P, R, start, size, 4)
     if written_overlap(4, 6, start, size):  # before any check that reads them
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (not _dense_shapes_ok(P.shape, R.shape, v.shape[0], v_tmp.shape[0], policy_out.shape[0])
             or info_out.shape[0] < 2):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if max_iter < 0 or max_iter > MAX_ITERATIONS:  # 2**31 sweeps would run for days
-        return BAD_ITERATIONS
+        return st.BAD_ITERATIONS
     status = _check_dense(R)
     if status:
         return status

@@ -19,12 +19,18 @@ __all__ = [
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
-
-BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
-MAX_ITERATIONS = 2**31 - 1
+from .._status import Status
 from ._common import NJIT
 from .overlap import written_overlaps
+
+# the statuses these kernels return (fastlmrl._status.Status; plain ints: Numba globals)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)  # a policy id outside [0, A), or A == 0
+BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)  # a next_state id outside [0, S)
+BAD_REWARDS = int(Status.BAD_REWARDS)  # a non-finite reward
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_ITERATIONS = int(Status.BAD_ITERATIONS)  # k or max_iter outside [0, 2**31 - 1]
+MAX_ITERATIONS = 2**31 - 1
 
 # ---------------------------------------------------------------------------------------------
 # argument checks (pre-pass)
@@ -83,7 +89,7 @@ def _check_token(next_state, reward, terminal):
         for s in range(n_states):
             if terminal[s]:
                 continue
-            return 2
+            return BAD_ACTIONS
         return 0
     for s in range(n_states):
         if terminal[s]:
@@ -91,13 +97,13 @@ def _check_token(next_state, reward, terminal):
         for a in range(n_actions):
             t = next_state[s, a]
             if t < 0 or t >= n_states:
-                return 3
+                return BAD_NEXT_STATES
     for s in range(n_states):
         if terminal[s]:
             continue
         for a in range(n_actions):
             if not np.isfinite(reward[s, a]):
-                return 5
+                return BAD_REWARDS
     return 0
 
 
@@ -105,11 +111,11 @@ def _check_token(next_state, reward, terminal):
 def _check_dense(R):
     n_states, n_actions = R.shape
     if n_actions == 0 and n_states > 0:
-        return 2
+        return BAD_ACTIONS
     for s in range(n_states):
         for a in range(n_actions):
             if not np.isfinite(R[s, a]):
-                return 5
+                return BAD_REWARDS
     return 0
 
 
@@ -117,7 +123,7 @@ def _check_dense(R):
 def _check_policy(policy, n_actions):
     for s in range(policy.shape[0]):
         if policy[s] < 0 or policy[s] >= n_actions:
-            return 2
+            return BAD_ACTIONS
     return 0
 
 
@@ -408,7 +414,7 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
         for a in range(n_actions):
             t = next_state[s, a]
             if t < 0 or t >= n_states:
-                return 3
+                return BAD_NEXT_STATES
     colour = work[:n_states]  # 0 unvisited, 1 on the current path, 2 finished
     stack_s = work[n_states : 2 * n_states]
     stack_a = work[2 * n_states :]

@@ -23,10 +23,16 @@ checks that its arrays have the shapes it reads and writes (``reward`` (S, A), p
 
 import math
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import overlapping
 
-BAD_ITERATIONS = 60  # k or max_iter outside [0, 2**31 - 1]
+# the statuses these kernels return (fastlmrl._status.Status; plain ints)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)  # a policy id outside [0, A), or A == 0
+BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)  # a next_state id outside [0, S)
+BAD_REWARDS = int(Status.BAD_REWARDS)  # a non-finite reward
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_ITERATIONS = int(Status.BAD_ITERATIONS)  # k or max_iter outside [0, 2**31 - 1]
 MAX_ITERATIONS = 2**31 - 1
 
 __all__ = [
@@ -90,37 +96,37 @@ def _check_token(next_state, reward, terminal, n_states, n_actions):
     if n_actions == 0:
         for s in range(n_states):
             if not terminal[s]:
-                return 2
+                return BAD_ACTIONS
         return 0
     for s in range(n_states):
         if terminal[s]:
             continue
         for t in next_state[s]:
             if t < 0 or t >= n_states:
-                return 3
+                return BAD_NEXT_STATES
     for s in range(n_states):
         if terminal[s]:
             continue
         for r in reward[s]:
             if not math.isfinite(r):
-                return 5
+                return BAD_REWARDS
     return 0
 
 
 def _check_dense(R, n_states, n_actions):
     if n_actions == 0 and n_states > 0:
-        return 2
+        return BAD_ACTIONS
     for row in R:
         for r in row:
             if not math.isfinite(r):
-                return 5
+                return BAD_REWARDS
     return 0
 
 
 def _check_policy(policy, n_actions):
     for a in policy:
         if a < 0 or a >= n_actions:
-            return 2
+            return BAD_ACTIONS
     return 0
 
 
@@ -376,7 +382,7 @@ def token_mdp_find_cycle(next_state, terminal, found_out, work):
             continue
         for t in ns[s]:
             if t < 0 or t >= n_states:
-                return 3
+                return BAD_NEXT_STATES
     colour = [0] * n_states  # 0 unvisited, 1 on the current path, 2 finished
     stack_s = [0] * n_states
     stack_a = [0] * n_states
