@@ -46,6 +46,7 @@ MIGRATED = (
     "dynamic_programming",
     "advantages",
     "kl_divergence",
+    "group_advantages",
 )
 
 

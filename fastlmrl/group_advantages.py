@@ -41,20 +41,149 @@ token-level ratio is :math:`\exp(\log\pi - \log\pi_{old})` per token (gradient: 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _backend
 from . import _validation as check
-from .advantages import _fail
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import group_advantages as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
-BAD_REWARDS = 5
-BAD_LOGP = 45
-BAD_OLD_LOGP = 46
-BAD_GROUP_IDS = 48
-BAD_GROUP_SIZE = 49
-BAD_OPTION = 50
+
+# ----------------------------------------------------------------------------- the contract
+def _masked(name):
+    """The message of a non-finite entry of ``name`` on an active token (``mask`` non-zero)."""
+
+    def explain(args, shown):
+        return check.not_finite(shown(name), args[name], args["mask"])
+
+    return explain
+
+
+def _explain_group_size(args, shown):
+    """A group of one sample (RLOO needs two).  ``group_ids`` in ``args`` may be the caller's own
+    labels (the kernel got them as dense ids, same groups) or None when the caller gave
+    ``group_size`` (every group has ``group_size`` samples)."""
+    count = np.asarray(args["group_count"])
+    labels = args["group_ids"]
+    if labels is None:
+        size = int(count[np.flatnonzero(count == 1)[0]])
+        return (
+            f"group_size must be >= 2 for RLOO (it needs at least 2 samples per group), got {size}"
+        )
+    labels = np.asarray(labels).reshape(-1)
+    _, dense, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    g = int(np.flatnonzero(sizes == 1)[0])
+    i = int(np.flatnonzero(dense.reshape(-1) == g)[0])
+    return (
+        f"{shown('group_ids')}[{i}] = {labels[i]}: RLOO needs at least 2 samples per group; "
+        f"the group of rewards[{i}] has 1"
+    )
+
+
+_REWARDS = Arg("rewards", Kind.REALS, status=Status.BAD_REWARDS)
+_BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+_OPTION = Status.BAD_OPTION
+_COUNT = Arg("group_count", Kind.ARRAY, written=True, ctype="int64_t[::1]")
+_ADVANTAGES_OUT = Arg("advantages_out", Kind.REALS, written=True)
+_MASK = Arg("mask", Kind.ARRAY, ctype="unsigned char[:, ::1]")
+
+
+def _statistic(name):
+    return Arg(name, Kind.ARRAY, written=True, ctype="double[::1]")
+
+
+def _positive_real(name):
+    return Arg(name, Kind.REAL, status=_OPTION, domain="(0, inf)")
+
+
+#: The kernels of this topic, in every backend
+#: (``fastlmrl._python/_numba/_cython.group_advantages``); tests/test_contract.py checks each
+#: implementation against it.  ``group_ids`` are dense ids in [0, G) (G: the length of the group
+#: statistics, which the kernels fill: workspaces that also report the per-group values); option
+#: codes: ``scale`` 0 none / 1 group / 2 batch, ``mode`` 0 grpo / 1 bnpo / 2 dr_grpo / 3 dapo.
+CONTRACT = Topic(
+    "group_advantages",
+    (
+        Kernel(
+            "grpo_advantages",
+            (
+                _REWARDS,
+                Arg("group_ids", Kind.IDS, status=Status.BAD_GROUP_IDS, bound=("group_mean", 0)),
+                Arg("scale", Kind.SCALAR, status=_OPTION, domain="[0, 2]", ctype="int64_t"),
+                Arg("eps", Kind.REAL, status=_OPTION, domain="(0, inf)"),
+                Arg("ddof", Kind.SCALAR, status=_OPTION, domain="[0, inf)", ctype="int64_t"),
+                _statistic("group_mean"),
+                _statistic("group_std"),
+                _COUNT,
+                _ADVANTAGES_OUT,
+            ),
+            _BATCH,
+        ),
+        Kernel(
+            "loss_weights",
+            (
+                _MASK,
+                Arg("mode", Kind.SCALAR, status=_OPTION, domain="[0, 3]", ctype="int64_t"),
+                _positive_real("num_sequences"),
+                _positive_real("num_tokens"),
+                _positive_real("max_length"),
+                Arg("out", Kind.TABLE, written=True),
+            ),
+            _BATCH,
+        ),
+        Kernel(
+            "rloo_advantages",
+            (
+                _REWARDS,
+                Arg(
+                    "group_ids",
+                    Kind.IDS,
+                    status=Status.BAD_GROUP_IDS,
+                    bound=("group_sum", 0),
+                    other_statuses=(Status.BAD_GROUP_SIZE,),
+                ),
+                _statistic("group_sum"),
+                _COUNT,
+                _ADVANTAGES_OUT,
+            ),
+            _BATCH,
+            messages={Status.BAD_GROUP_SIZE: _explain_group_size},
+        ),
+        Kernel(
+            "sequence_importance_ratio",
+            (
+                Arg("log_probs", Kind.TABLE, status=Status.BAD_LOG_PROBS),
+                Arg("old_log_probs", Kind.TABLE, status=Status.BAD_OLD_LOG_PROBS),
+                _MASK,
+                Arg("ratio_out", Kind.REALS, written=True),
+                Arg("grad_out", Kind.TABLE, written=True),
+            ),
+            _BATCH,
+            messages={
+                Status.BAD_LOG_PROBS: _masked("log_probs"),
+                Status.BAD_OLD_LOG_PROBS: _masked("old_log_probs"),
+            },
+        ),
+    ),
+)
+
+
+def _raise(status, kernel, call, **caller):
+    """The error of a non-zero kernel status; ``call``: the kernel's arguments in order,
+    ``caller``: arguments to show as the caller gave them (see _explain_group_size)."""
+    args = CONTRACT[kernel].bind(*call)
+    args.update(caller)
+    raise_for_status(status, CONTRACT[kernel], args)
+
 
 SCALES = {"none": 0, "group": 1, "batch": 2}
 MODES = {"grpo": 0, "bnpo": 1, "dr_grpo": 2, "dapo": 3}
@@ -85,17 +214,6 @@ def _groups(rewards, group_size, group_ids):
     ids = check.ids(group_ids, "group_ids", n)
     uniq, dense = np.unique(ids, return_inverse=True)
     return r, np.ascontiguousarray(dense.reshape(-1).astype(ids.dtype)), uniq.shape[0]
-
-
-def _raise_groups(status, r):
-    _fail(
-        status,
-        {
-            BAD_REWARDS: ("rewards", r, None),
-            BAD_OPTION: "invalid scale, eps or ddof",
-            BAD_GROUP_IDS: "group_ids out of range",
-        },
-    )
 
 
 def grpo_advantages(
@@ -134,8 +252,10 @@ def grpo_advantages(
     std = np.empty(n_groups, dtype=np.float64)
     count = np.empty(n_groups, dtype=np.int64)
     out = np.empty(r.shape[0], dtype=r.dtype)
-    status = _backend.kernels().grpo_advantages(r, ids, code, eps, int(ddof), mean, std, count, out)
-    _raise_groups(status, r)
+    call = (r, ids, code, eps, int(ddof), mean, std, count, out)
+    status = _kernels.grpo_advantages(*call)
+    if status:
+        _raise(status, "grpo_advantages", call)
     return out
 
 
@@ -148,21 +268,10 @@ def rloo_advantages(rewards, group_size=None, group_ids=None) -> np.ndarray:
     total = np.empty(n_groups, dtype=np.float64)
     count = np.empty(n_groups, dtype=np.int64)
     out = np.empty(r.shape[0], dtype=r.dtype)
-    status = _backend.kernels().rloo_advantages(r, ids, total, count, out)
-    if status == BAD_GROUP_SIZE:
-        g = int(np.flatnonzero(count == 1)[0])
-        i = int(np.flatnonzero(ids == g)[0])
-        if group_ids is None:
-            raise ValueError(
-                f"group_size must be >= 2 for RLOO (it needs at least 2 samples per "
-                f"group), got {group_size}"
-            )
-        label = np.asarray(group_ids).reshape(-1)[i]
-        raise ValueError(
-            f"group_ids[{i}] = {label}: RLOO needs at least 2 samples per group; "
-            f"the group of rewards[{i}] has 1"
-        )
-    _raise_groups(status, r)
+    call = (r, ids, total, count, out)
+    status = _kernels.rloo_advantages(*call)
+    if status:
+        _raise(status, "rloo_advantages", call, group_ids=group_ids)
     return out
 
 
@@ -223,8 +332,10 @@ def loss_weights(
     n_tok = float(max(int(np.count_nonzero(m)), 1)) if n_tok is None else n_tok
     t_max = float(max(n_steps, 1)) if t_max is None else t_max
     out = np.empty(m.shape, dtype=dtype)
-    status = _backend.kernels().loss_weights(m, code, n_seq, n_tok, t_max, out)
-    _fail(status, {BAD_OPTION: "invalid mode or counts"})
+    call = (m, code, n_seq, n_tok, t_max, out)
+    status = _kernels.loss_weights(*call)
+    if status:
+        _raise(status, "loss_weights", call)
     return out
 
 
@@ -256,6 +367,8 @@ def sequence_importance_ratio(log_probs, old_log_probs, mask=None):
     old = check.as_dtype(old, dtype)
     ratio = np.empty(lp.shape[0], dtype=dtype)
     grad = np.empty(lp.shape, dtype=dtype)
-    status = _backend.kernels().sequence_importance_ratio(lp, old, m, ratio, grad)
-    _fail(status, {BAD_LOGP: ("log_probs", lp, m), BAD_OLD_LOGP: ("old_log_probs", old, m)})
+    call = (lp, old, m, ratio, grad)
+    status = _kernels.sequence_importance_ratio(*call)
+    if status:
+        _raise(status, "sequence_importance_ratio", call)
     return ratio, grad

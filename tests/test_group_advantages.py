@@ -8,14 +8,11 @@ from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
-from fastlmrl.group_advantages import (
-    BAD_GROUP_IDS,
-    BAD_GROUP_SIZE,
-    BAD_LOGP,
-    BAD_OLD_LOGP,
-    BAD_OPTION,
-    BAD_REWARDS,
-)
+from fastlmrl._status import Status
+
+BAD_REWARDS, BAD_OPTION = Status.BAD_REWARDS, Status.BAD_OPTION
+BAD_GROUP_IDS, BAD_GROUP_SIZE = Status.BAD_GROUP_IDS, Status.BAD_GROUP_SIZE
+BAD_LOGP, BAD_OLD_LOGP = Status.BAD_LOG_PROBS, Status.BAD_OLD_LOG_PROBS
 
 KERNELS = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
@@ -548,7 +545,11 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
             out=grid,
         ),
         "sequence_importance_ratio": dict(
-            logp=lp, old_logp=old, mask=m.view(np.uint8), ratio_out=np.full(3, -7.0), grad_out=grid
+            log_probs=lp,
+            old_log_probs=old,
+            mask=m.view(np.uint8),
+            ratio_out=np.full(3, -7.0),
+            grad_out=grid,
         ),
     }[kernel]
     for module in (reference, compiled):

@@ -6,30 +6,11 @@ __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_impor
 from libc.math cimport exp, isfinite, sqrt
 from libc.stdint cimport int64_t
 
-from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
-
-
-cdef inline int _c_int(int64_t x) noexcept nogil:
-    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
-    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
-    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
-    if x > INT_MAX:
-        return INT_MAX
-    if x < INT_MIN:
-        return INT_MIN
-    return <int>x
-
-cdef enum:
-    BAD_REWARDS = 5
-    BAD_LOGP = 45
-    BAD_OLD_LOGP = 46
-    BAD_GROUP_IDS = 48
-    BAD_GROUP_SIZE = 49
-    BAD_OPTION = 50
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another one
+# status codes: fastlmrl._status.Status (status.pxd is generated from it; the contract:
+# fastlmrl.group_advantages.CONTRACT)
+from fastlmrl._cython cimport status as st
 
 
 cdef inline bint _groups_ok(const real_t[::1] rewards, const index_t[::1] group_ids,
@@ -70,25 +51,26 @@ cdef inline int _check_groups(const real_t[::1] rewards, const index_t[::1] grou
     cdef Py_ssize_t i
     for i in range(rewards.shape[0]):
         if group_ids[i] < 0 or group_ids[i] >= n_groups:
-            return BAD_GROUP_IDS
+            return st.BAD_GROUP_IDS
         if not isfinite(rewards[i]):
-            return BAD_REWARDS
+            return st.BAD_REWARDS
     return 0
 
 
-cdef int grpo_advantages_core(const real_t[::1] rewards, const index_t[::1] group_ids, int scale,
-                              double eps, int ddof, double[::1] group_mean, double[::1] group_std,
-                              int64_t[::1] group_count, real_t[::1] advantages_out) noexcept nogil:
+cdef int grpo_advantages_core(const real_t[::1] rewards, const index_t[::1] group_ids,
+                              int64_t scale, double eps, int64_t ddof, double[::1] group_mean,
+                              double[::1] group_std, int64_t[::1] group_count,
+                              real_t[::1] advantages_out) noexcept nogil:
     cdef Py_ssize_t i, g, n = rewards.shape[0], n_groups = group_mean.shape[0]
     cdef double d, centred, total, mean, bss, batch_std = 0.0
     cdef int status
     if not _groups_ok(rewards, group_ids, group_mean, group_std, group_count, advantages_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _groups_overlap(group_mean, group_std, group_count, advantages_out, rewards, group_ids,
                        True):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (scale != 0 and scale != 1 and scale != 2) or ddof < 0 or not eps > 0:
-        return BAD_OPTION
+        return st.BAD_OPTION
     status = _check_groups(rewards, group_ids, n_groups)
     if status:
         return status
@@ -141,10 +123,10 @@ cdef int rloo_advantages_core(const real_t[::1] rewards, const index_t[::1] grou
     cdef double r
     cdef int status
     if not _groups_ok(rewards, group_ids, group_sum, group_sum, group_count, advantages_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _groups_overlap(group_sum, group_sum, group_count, advantages_out, rewards, group_ids,
                        False):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = _check_groups(rewards, group_ids, n_groups)
     if status:
         return status
@@ -157,7 +139,7 @@ cdef int rloo_advantages_core(const real_t[::1] rewards, const index_t[::1] grou
         group_count[g] += 1
     for g in range(n_groups):
         if group_count[g] == 1:
-            return BAD_GROUP_SIZE
+            return st.BAD_GROUP_SIZE
     for i in range(rewards.shape[0]):
         g = group_ids[i]
         r = <double>rewards[i]
@@ -165,7 +147,7 @@ cdef int rloo_advantages_core(const real_t[::1] rewards, const index_t[::1] grou
     return 0
 
 
-cdef int loss_weights_core(const unsigned char[:, ::1] mask, int mode, double num_sequences,
+cdef int loss_weights_core(const unsigned char[:, ::1] mask, int64_t mode, double num_sequences,
                            double num_tokens, double max_length, real_t[:, ::1] out) noexcept nogil:
     cdef Py_ssize_t b, t, n_b, n_active = 0, n_steps = mask.shape[1]
     cdef double w
@@ -174,18 +156,18 @@ cdef int loss_weights_core(const unsigned char[:, ::1] mask, int mode, double nu
     cdef const char* start[2]
     cdef size_t size[2]
     if not _same_shape(mask.shape, out.shape):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     span_2d(&out[0, 0], mask.shape[0], mask.shape[1], sizeof(real_t), start, size, 0)
     span_2d(&mask[0, 0], mask.shape[0], mask.shape[1], 1, start, size, 1)
     if written_overlap(1, 2, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if n_steps == 0:
         return 0 if (mode >= 0 and mode <= 3 and num_sequences > 0 and num_tokens > 0
-                     and max_length > 0) else BAD_OPTION
+                     and max_length > 0) else st.BAD_OPTION
     if mode != 0 and mode != 1 and mode != 2 and mode != 3:
-        return BAD_OPTION
+        return st.BAD_OPTION
     if not (num_sequences > 0 and num_tokens > 0 and max_length > 0):
-        return BAD_OPTION
+        return st.BAD_OPTION
     if mode == 1:
         for b in range(mask.shape[0]):
             for t in range(mask.shape[1]):
@@ -211,7 +193,8 @@ cdef int loss_weights_core(const unsigned char[:, ::1] mask, int mode, double nu
     return 0
 
 
-cdef int sequence_importance_ratio_core(const real_t[:, ::1] logp, const real_t[:, ::1] old_logp,
+cdef int sequence_importance_ratio_core(const real_t[:, ::1] log_probs,
+                                        const real_t[:, ::1] old_log_probs,
                                         const unsigned char[:, ::1] mask, real_t[::1] ratio_out,
                                         real_t[:, ::1] grad_out) noexcept nogil:
     cdef Py_ssize_t b, t, n_b
@@ -219,31 +202,31 @@ cdef int sequence_importance_ratio_core(const real_t[:, ::1] logp, const real_t[
     cdef const char* start[5]
     cdef size_t size[5]
     cdef Py_ssize_t n = mask.shape[0], horizon = mask.shape[1]
-    if (not _same_shape(mask.shape, logp.shape)
-            or not _same_shape(mask.shape, old_logp.shape)
+    if (not _same_shape(mask.shape, log_probs.shape)
+            or not _same_shape(mask.shape, old_log_probs.shape)
             or not _same_shape(mask.shape, grad_out.shape)
             or ratio_out.shape[0] != mask.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     span_1d(&ratio_out[0], n, sizeof(real_t), start, size, 0)
     span_2d(&grad_out[0, 0], n, horizon, sizeof(real_t), start, size, 1)
-    span_2d(&logp[0, 0], n, horizon, sizeof(real_t), start, size, 2)
-    span_2d(&old_logp[0, 0], n, horizon, sizeof(real_t), start, size, 3)
+    span_2d(&log_probs[0, 0], n, horizon, sizeof(real_t), start, size, 2)
+    span_2d(&old_log_probs[0, 0], n, horizon, sizeof(real_t), start, size, 3)
     span_2d(&mask[0, 0], n, horizon, 1, start, size, 4)
     if written_overlap(2, 5, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     for b in range(mask.shape[0]):
         for t in range(mask.shape[1]):
             if mask[b, t]:
-                if not isfinite(logp[b, t]):
-                    return BAD_LOGP
-                if not isfinite(old_logp[b, t]):
-                    return BAD_OLD_LOGP
+                if not isfinite(log_probs[b, t]):
+                    return st.BAD_LOG_PROBS
+                if not isfinite(old_log_probs[b, t]):
+                    return st.BAD_OLD_LOG_PROBS
     for b in range(mask.shape[0]):
         total = 0.0
         n_b = 0
         for t in range(mask.shape[1]):
             if mask[b, t]:
-                total += <double>logp[b, t] - <double>old_logp[b, t]
+                total += <double>log_probs[b, t] - <double>old_log_probs[b, t]
                 n_b += 1
         if n_b > 0:
             ratio = exp(total / <double>n_b)
@@ -266,7 +249,7 @@ def grpo_advantages(const real_t[::1] rewards, const index_t[::1] group_ids, int
                     int64_t[::1] group_count, real_t[::1] advantages_out):
     cdef int status
     with nogil:
-        status = grpo_advantages_core(rewards, group_ids, _c_int(scale), eps, _c_int(ddof),
+        status = grpo_advantages_core(rewards, group_ids, scale, eps, ddof,
                                       group_mean, group_std,
                                       group_count, advantages_out)
     return status
@@ -284,14 +267,15 @@ def loss_weights(const unsigned char[:, ::1] mask, int64_t mode, double num_sequ
                  double num_tokens, double max_length, real_t[:, ::1] out):
     cdef int status
     with nogil:
-        status = loss_weights_core(mask, _c_int(mode), num_sequences, num_tokens, max_length, out)
+        status = loss_weights_core(mask, mode, num_sequences, num_tokens, max_length, out)
     return status
 
 
-def sequence_importance_ratio(const real_t[:, ::1] logp, const real_t[:, ::1] old_logp,
+def sequence_importance_ratio(const real_t[:, ::1] log_probs,
+                              const real_t[:, ::1] old_log_probs,
                               const unsigned char[:, ::1] mask, real_t[::1] ratio_out,
                               real_t[:, ::1] grad_out):
     cdef int status
     with nogil:
-        status = sequence_importance_ratio_core(logp, old_logp, mask, ratio_out, grad_out)
+        status = sequence_importance_ratio_core(log_probs, old_log_probs, mask, ratio_out, grad_out)
     return status

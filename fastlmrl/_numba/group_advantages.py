@@ -7,16 +7,20 @@ import math
 import numpy as np
 from numba import njit
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT
 from .overlap import written_overlaps
 
-BAD_REWARDS = 5
-BAD_LOGP = 45
-BAD_OLD_LOGP = 46
-BAD_GROUP_IDS = 48
-BAD_GROUP_SIZE = 49
-BAD_OPTION = 50
+# Status codes: fastlmrl._status.Status values as plain ints (the contract:
+# fastlmrl.group_advantages.CONTRACT)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
+BAD_OLD_LOG_PROBS = int(Status.BAD_OLD_LOG_PROBS)
+BAD_GROUP_IDS = int(Status.BAD_GROUP_IDS)
+BAD_GROUP_SIZE = int(Status.BAD_GROUP_SIZE)
+BAD_OPTION = int(Status.BAD_OPTION)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 @njit(**NJIT)
@@ -180,34 +184,48 @@ def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
 
 
 @njit(**NJIT)
-def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
+def sequence_importance_ratio(log_probs, old_log_probs, mask, ratio_out, grad_out):
     if (
-        logp.shape != mask.shape
-        or old_logp.shape != mask.shape
+        log_probs.shape != mask.shape
+        or old_log_probs.shape != mask.shape
         or grad_out.shape != mask.shape
         or ratio_out.shape[0] != mask.shape[0]
     ):
         return BAD_SHAPES
     if written_overlaps(
-        ratio_out, grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0], ratio_out[:0]
+        ratio_out,
+        grad_out,
+        log_probs,
+        old_log_probs,
+        mask,
+        ratio_out[:0],
+        ratio_out[:0],
+        ratio_out[:0],
     ) or written_overlaps(
-        grad_out, logp, old_logp, mask, ratio_out[:0], ratio_out[:0], ratio_out[:0], ratio_out[:0]
+        grad_out,
+        log_probs,
+        old_log_probs,
+        mask,
+        ratio_out[:0],
+        ratio_out[:0],
+        ratio_out[:0],
+        ratio_out[:0],
     ):
         return OVERLAPPING_ARRAYS
     n_rows, n_steps = mask.shape
     for b in range(n_rows):
         for t in range(n_steps):
             if mask[b, t]:
-                if not np.isfinite(logp[b, t]):
-                    return BAD_LOGP
-                if not np.isfinite(old_logp[b, t]):
-                    return BAD_OLD_LOGP
+                if not np.isfinite(log_probs[b, t]):
+                    return BAD_LOG_PROBS
+                if not np.isfinite(old_log_probs[b, t]):
+                    return BAD_OLD_LOG_PROBS
     for b in range(n_rows):
         total = 0.0
         n_b = 0
         for t in range(n_steps):
             if mask[b, t]:
-                total += np.float64(logp[b, t]) - np.float64(old_logp[b, t])
+                total += np.float64(log_probs[b, t]) - np.float64(old_log_probs[b, t])
                 n_b += 1
         if n_b > 0:
             ratio = math.exp(total / n_b)

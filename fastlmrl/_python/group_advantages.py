@@ -7,18 +7,22 @@ report the per-group statistics.  See :mod:`fastlmrl.group_advantages` for the f
 
 import math
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
 
 __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
-BAD_REWARDS = 5
-BAD_LOGP = 45
-BAD_OLD_LOGP = 46
-BAD_GROUP_IDS = 48
-BAD_GROUP_SIZE = 49
-BAD_OPTION = 50
+# Status codes: fastlmrl._status.Status values as plain ints (the contract:
+# fastlmrl.group_advantages.CONTRACT)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
+BAD_OLD_LOG_PROBS = int(Status.BAD_OLD_LOG_PROBS)
+BAD_GROUP_IDS = int(Status.BAD_GROUP_IDS)
+BAD_GROUP_SIZE = int(Status.BAD_GROUP_SIZE)
+BAD_OPTION = int(Status.BAD_OPTION)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 SCALE_NONE, SCALE_GROUP, SCALE_BATCH = 0, 1, 2
 MODE_GRPO, MODE_BNPO, MODE_DR_GRPO, MODE_DAPO = 0, 1, 2, 3
@@ -177,19 +181,19 @@ def loss_weights(mask, mode, num_sequences, num_tokens, max_length, out):
     return 0
 
 
-def sequence_importance_ratio(logp, old_logp, mask, ratio_out, grad_out):
-    if not _grid_ok(mask, logp, old_logp, grad_out) or ratio_out.shape != mask.shape[:1]:
+def sequence_importance_ratio(log_probs, old_log_probs, mask, ratio_out, grad_out):
+    if not _grid_ok(mask, log_probs, old_log_probs, grad_out) or ratio_out.shape != mask.shape[:1]:
         return BAD_SHAPES
-    if _overlapping((ratio_out, grad_out), (logp, old_logp, mask)):
+    if _overlapping((ratio_out, grad_out), (log_probs, old_log_probs, mask)):
         return OVERLAPPING_ARRAYS
-    lp_, old_, m_ = logp.tolist(), old_logp.tolist(), mask.tolist()
+    lp_, old_, m_ = log_probs.tolist(), old_log_probs.tolist(), mask.tolist()
     for b in range(len(m_)):
         for t in range(len(m_[b])):
             if m_[b][t]:
                 if not math.isfinite(lp_[b][t]):
-                    return BAD_LOGP
+                    return BAD_LOG_PROBS
                 if not math.isfinite(old_[b][t]):
-                    return BAD_OLD_LOGP
+                    return BAD_OLD_LOG_PROBS
     for b in range(len(m_)):
         row = m_[b]
         total = 0.0
