@@ -44,6 +44,7 @@ MIGRATED = (
     "permutations",
     "keyword_scores",
     "dynamic_programming",
+    "environments",
     "advantages",
     "kl_divergence",
     "group_advantages",

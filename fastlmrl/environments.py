@@ -1,4 +1,5 @@
-r"""Batched token environments stepped by compiled kernels: :class:`ContextMDP`, :class:`TextGenerationEnv`.
+r"""Batched token environments stepped by compiled kernels: :class:`ContextMDP`,
+:class:`TextGenerationEnv`.
 
 Both follow the agent–environment interface of Sutton & Barto (2018, §3.1): at time ``t`` the
 agent sees state :math:`S_t` (a *context id*), takes action :math:`A_t` (a *token id*), and the
@@ -33,56 +34,290 @@ context ``c`` gives :math:`(cV + a) \bmod V^k`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _backend, _limits, _status
+from . import _backend, _limits
 from . import _validation as check
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
 from .rewards import as_reward, kl_shaped, terminal_to_per_token
 from .rng import MASK64, RandomStream, advance, check_capacity, resolve_seed
 
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import environments as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
+
 __all__ = ["ContextMDP", "RolloutBatch", "TextGenerationEnv"]
 
-# Status codes of the environment kernels (beyond fastlmrl._status: 1 states = contexts,
-# 2 actions, 3 next_states, 5 rewards, 6 prompt offsets, 7 array shapes).
-BAD_PROMPT_IDS = 40
-BAD_PROMPT_TOKENS = 41
-BAD_LOGITS = 42
-BAD_MASK_LOGITS = 43
-BAD_CONFIG = 44
-BAD_LENGTHS = 45
-BAD_STEPS = 46
 
-_MESSAGES = {
-    _status.BAD_STATES: "contexts: a context id is out of range (or terminal)",
-    _status.BAD_ACTIONS: "an action (token id) is out of range",
-    _status.BAD_NEXT_STATES: "next_context holds an id out of range",
-    _status.BAD_REWARDS: "reward: the reward table holds a non-finite value",
-    _status.BAD_OFFSETS: "prompt_offsets: the prompt offsets are invalid",
-    BAD_PROMPT_IDS: "prompt_ids holds an id out of range",
-    BAD_PROMPT_TOKENS: "prompt_tokens: a prompt holds a token id out of the vocabulary",
-    BAD_LOGITS: "logits: a visited row holds NaN or +inf, or no finite entry among the allowed "
-    "tokens",
-    BAD_MASK_LOGITS: "mask_logits: a visited row holds NaN or +inf, or no finite entry",
-    BAD_CONFIG: "inconsistent sizes or parameters",
-    BAD_STEPS: "steps: a step count is negative or at the int64 limit",
-    BAD_LENGTHS: "lengths: a sequence is already at its maximum length (or a length is negative)",
-    # the wrappers always pass consistent shapes
-    _status.BAD_SHAPES: "internal error: array arguments of inconsistent shapes "
-    f"(status {_status.BAD_SHAPES})",
+# ---------------------------------------------------------------------------------------------
+# the kernel contract
+
+
+def _says(name: str, text: str):
+    """The message of a status whose argument's value gives no finer one: ``name: text``."""
+    return lambda args, shown: f"{shown(name)}: {text}"
+
+
+def _ids_below(name: str, bound: str):
+    """The message of ids ``name`` checked against the scalar argument ``bound`` (the caller
+    passes 0 for the rows the kernel does not read): the first id outside [0, bound)."""
+
+    def explain(args, shown) -> str:
+        ids, n = args.get(name), args.get(bound)
+        if ids is not None and n is not None:
+            ids = np.asarray(ids)
+            bad = np.flatnonzero((ids < 0) | (ids >= n))
+            if bad.size:
+                i = int(bad[0])
+                return f"{shown(name)}[{i}] = {int(ids[i])} is out of range [0, {int(n)})"
+        return f"{shown(name)}: an id is out of range"
+
+    return explain
+
+
+def _config(name: str):
+    """BAD_CONFIG: sizes or parameters that do not fit together (never from the wrappers)."""
+    return _says(name, "inconsistent sizes or parameters (array lengths, vocabulary, order, ...)")
+
+
+def _int64s(name: str, written: bool = False, status=None, dims: int = 1) -> Arg:
+    ctype = "int64_t[::1]" if dims == 1 else "int64_t[:, ::1]"
+    return Arg(name, Kind.ARRAY, written=written, status=status, ctype=ctype)
+
+
+def _int64(name: str, status=None, domain=None) -> Arg:
+    return Arg(name, Kind.SCALAR, status=status, domain=domain, ctype="int64_t")
+
+
+def _flags_out(name: str) -> Arg:
+    return Arg(name, Kind.FLAGS, written=True)
+
+
+_KEY, _COUNTER = Arg("key", Kind.UINT64), Arg("counter", Kind.UINT64)
+_ACTIVE = Arg("active", Kind.FLAGS)
+_DONE = (_flags_out("terminated_out"), _flags_out("truncated_out"))
+_STEPS = _int64s("steps", written=True, status=Status.BAD_STEPS)
+_PROMPTS = (
+    Arg("prompt_tokens", Kind.IDS, status=Status.BAD_PROMPT_TOKENS),
+    Arg("prompt_offsets", Kind.IDS, status=Status.BAD_OFFSETS),
+)
+_PROMPT_IDS = Arg("prompt_ids", Kind.IDS, status=Status.BAD_PROMPT_IDS)
+_PROMPT_MESSAGES = {
+    Status.BAD_PROMPT_TOKENS: _says(
+        "prompt_tokens", "a prompt holds a token id out of the vocabulary"
+    ),
+    Status.BAD_OFFSETS: _says("prompt_offsets", "the prompt offsets are invalid"),
+    Status.BAD_PROMPT_IDS: _says("prompt_ids", "a prompt id is out of range [0, P)"),
 }
+_STEP_COUNT = _says("steps", "a step count is negative or at the int64 limit")
+_MASK_ROWS = _says("mask_logits", "a visited row holds NaN or +inf, or no finite entry")
+_OVERLAP = (Status.OVERLAPPING_ARRAYS,)
+_BATCH = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython``
+#: ``.environments``); tests/test_contract.py checks each implementation against it.
+#: ``tabular_mdp_step`` serves :class:`fastlmrl.TabularMDP`.
+CONTRACT = Topic(
+    "environments",
+    (
+        Kernel(
+            "context_mdp_step",
+            (
+                Arg(
+                    "next_state",
+                    Kind.ARRAY,
+                    status=Status.BAD_NEXT_STATES,
+                    ctype="index_t[:, ::1]",
+                ),
+                Arg("reward", Kind.TABLE, status=Status.BAD_REWARDS),
+                Arg("terminal", Kind.FLAGS),
+                _int64("max_steps", Status.BAD_CONFIG),
+                Arg("actions", Kind.IDS, status=Status.BAD_ACTIONS, bound=("next_state", 1)),
+                _ACTIVE,
+                Arg("contexts", Kind.IDS, written=True, status=Status.BAD_STATES),
+                _STEPS,
+                Arg("rewards_out", Kind.REALS, written=True),
+                *_DONE,
+            ),
+            _BATCH,
+            messages={
+                Status.BAD_STATES: _says("contexts", "a context id is out of range (or terminal)"),
+                Status.BAD_NEXT_STATES: _says("next_state", "an id is out of range"),
+                Status.BAD_REWARDS: _says("reward", "the reward table holds a non-finite value"),
+                Status.BAD_STEPS: _STEP_COUNT,
+                Status.BAD_CONFIG: _config("max_steps"),
+            },
+            doc="one step of every active row of a ContextMDP",
+        ),
+        Kernel(
+            "draw_ids",
+            (
+                _int64("bound", Status.BAD_CONFIG),
+                _KEY,
+                _COUNTER,
+                Arg("mask", Kind.FLAGS),
+                _int64s("out", written=True),
+            ),
+            _OVERLAP,
+            messages={Status.BAD_CONFIG: _config("bound")},
+            doc="out[i] = floor(u_i * bound) where mask[i] (u_i: uniform at counter + i)",
+        ),
+        Kernel(
+            "tabular_mdp_step",
+            (
+                _int64s("offsets", status=Status.BAD_OFFSETS),
+                Arg("cdf", Kind.ARRAY, ctype="double[::1]"),
+                _int64s("next_states", status=Status.BAD_NEXT_STATES),
+                Arg("rewards", Kind.ARRAY, status=Status.BAD_REWARDS, ctype="double[::1]"),
+                Arg("ends", Kind.FLAGS),
+                _int64("n_actions"),
+                _int64("max_steps", Status.BAD_CONFIG, "[0, 2**63)"),
+                _KEY,
+                _COUNTER,
+                Arg("actions", Kind.ACTIONS, status=Status.BAD_ACTIONS),
+                _ACTIVE,
+                _int64s("states", written=True, status=Status.BAD_STATES),
+                _STEPS,
+                Arg("rewards_out", Kind.ARRAY, written=True, ctype="double[::1]"),
+                *_DONE,
+            ),
+            _BATCH,
+            messages={
+                Status.BAD_STATES: _says("states", "a state id is out of range"),
+                Status.BAD_ACTIONS: _ids_below("actions", "n_actions"),
+                Status.BAD_OFFSETS: _says(
+                    "offsets", "the outcome offsets of a (state, action) pair are invalid"
+                ),
+                Status.BAD_NEXT_STATES: _says("next_states", "a state id is out of range"),
+                Status.BAD_STEPS: _STEP_COUNT,
+            },
+            doc="one step of every active row of a TabularMDP (outcomes in CSR layout)",
+        ),
+        Kernel(
+            "text_env_reset",
+            (
+                *_PROMPTS,
+                _int64("n_vocab", Status.BAD_CONFIG),
+                _int64("order"),
+                _int64("bos_id"),
+                _PROMPT_IDS,
+                Arg("mask", Kind.FLAGS),
+                _int64s("contexts", written=True),
+                _int64s("lengths", written=True),
+            ),
+            _OVERLAP,
+            messages={**_PROMPT_MESSAGES, Status.BAD_CONFIG: _config("n_vocab")},
+            doc="where mask: the context of the bos padding + prompt prompt_ids[b], length 0",
+        ),
+        Kernel(
+            "text_env_rollout",
+            (
+                Arg("logits", Kind.TABLE, status=Status.BAD_LOGITS),
+                Arg("mask_logits", Kind.TABLE, status=Status.BAD_MASK_LOGITS),
+                _int64("top_k", Status.BAD_CONFIG),
+                Arg("top_p", Kind.REAL),
+                *_PROMPTS,
+                _PROMPT_IDS,
+                _int64("order"),
+                _int64("bos_id"),
+                _int64("eos_id"),
+                _KEY,
+                _COUNTER,
+                _int64s("contexts_out", written=True, dims=2),
+                _int64s("actions_out", written=True, dims=2),
+                Arg("logprobs_out", Kind.TABLE, written=True),
+                Arg("valid_out", Kind.ARRAY, written=True, ctype="unsigned char[:, ::1]"),
+                _int64s("lengths_out", written=True),
+                *_DONE,
+                _int64s("final_contexts_out", written=True),
+                Arg("cdf", Kind.ARRAY, written=True, ctype="double[:, ::1]"),
+                Arg("row_stats", Kind.ARRAY, written=True, ctype="double[:, ::1]"),
+                Arg("row_built", Kind.FLAGS, written=True),
+                Arg("mask_table", Kind.ARRAY, written=True, ctype="unsigned char[:, ::1]"),
+            ),
+            _OVERLAP,
+            messages={
+                **_PROMPT_MESSAGES,
+                Status.BAD_LOGITS: _says(
+                    "logits",
+                    "a visited row holds NaN or +inf, or no finite entry among the allowed tokens",
+                ),
+                Status.BAD_MASK_LOGITS: _MASK_ROWS,
+                Status.BAD_CONFIG: _config("top_k"),
+            },
+            doc="len(prompt_ids) fresh episodes of at most actions_out.shape[1] tokens",
+        ),
+        Kernel(
+            "text_env_step",
+            (
+                _int64("n_vocab", Status.BAD_CONFIG),
+                _int64("order"),
+                _int64("eos_id"),
+                _int64("max_new_tokens"),
+                Arg("actions", Kind.IDS, status=Status.BAD_ACTIONS),
+                _ACTIVE,
+                _int64s("contexts", written=True, status=Status.BAD_STATES),
+                _int64s("lengths", written=True, status=Status.BAD_LENGTHS),
+                _int64s("tokens", written=True, dims=2),
+                *_DONE,
+            ),
+            _OVERLAP,
+            messages={
+                Status.BAD_ACTIONS: _ids_below("actions", "n_vocab"),
+                Status.BAD_STATES: _says("contexts", "a context id is out of range"),
+                Status.BAD_LENGTHS: _says(
+                    "lengths",
+                    "a sequence is already at its maximum length (or a length is negative)",
+                ),
+                Status.BAD_CONFIG: _config("n_vocab"),
+            },
+            doc="append actions[b] to every active sequence",
+        ),
+        Kernel(
+            "topk_topp_mask",
+            (
+                Arg("mask_logits", Kind.TABLE, status=Status.BAD_MASK_LOGITS),
+                Arg("contexts", Kind.IDS, status=Status.BAD_STATES, bound=("mask_logits", 0)),
+                _int64("top_k", Status.BAD_CONFIG),
+                Arg("top_p", Kind.REAL),
+                Arg("out", Kind.ARRAY, written=True, ctype="unsigned char[:, ::1]"),
+            ),
+            _OVERLAP,
+            messages={Status.BAD_MASK_LOGITS: _MASK_ROWS, Status.BAD_CONFIG: _config("top_k")},
+            doc="out[b] = the top-k / top-p mask of softmax(mask_logits[contexts[b]])",
+        ),
+    ),
+)
+
+
+def _finish(status: int, kernel: str, args: tuple, public=None, **shown_as) -> None:
+    """The error of a kernel's status (no-op for 0), through the contract of ``kernel``;
+    ``shown_as`` replaces argument values for the message (ids with the rows the kernel skips
+    set to 0), ``public`` renames arguments."""
+    if status:
+        values = CONTRACT[kernel].bind(*args)
+        values.update(shown_as)
+        raise_for_status(status, CONTRACT[kernel], values, public)
+
+
+def _raise(status: int, bounds: dict | None = None) -> None:
+    """The error of a ``tabular_mdp_step`` status (no-op for 0), through its contract;
+    ``bounds``: ``{"actions": (actions with the inactive rows 0, number of actions)}``
+    (:mod:`fastlmrl.tabular_mdp` calls the kernel itself)."""
+    if status == 0:
+        return
+    args = {}
+    if bounds and "actions" in bounds:
+        args["actions"], args["n_actions"] = bounds["actions"]
+    raise_for_status(status, CONTRACT["tabular_mdp_step"], args)
 
 
 #: Default of ``TextGenerationEnv.rollout(reward=...)``: use the environment's reward function.
 ENV_REWARD = object()
-
-
-def _raise(status: int, bounds: dict | None = None) -> None:
-    if status == 0:
-        return
-    if bounds and _status.ARGUMENT.get(status) in bounds:
-        check.raise_for_status(status, bounds)
-    raise ValueError(_MESSAGES.get(status, f"environment kernel failed with status {status}"))
 
 
 def _stream(seed, current):
@@ -103,10 +338,8 @@ def _draw(bound: int, stream: RandomStream, mask: np.ndarray) -> tuple[np.ndarra
     n = mask.shape[0]
     key, counter = check_capacity(stream, n)
     out = np.zeros(n, dtype=np.int64)
-    status = _backend.kernels().draw_ids(
-        bound, np.uint64(key), np.uint64(counter), mask.view(np.uint8), out
-    )
-    _raise(status)
+    args = (bound, np.uint64(key), np.uint64(counter), mask.view(np.uint8), out)
+    _finish(_kernels.draw_ids(*args), "draw_ids", args)
     return out, n
 
 
@@ -427,7 +660,7 @@ class ContextMDP:
         rewards = np.empty(self._num_envs, dtype=self._reward.dtype)
         terminated = np.empty(self._num_envs, dtype=np.uint8)
         truncated = np.empty(self._num_envs, dtype=np.uint8)
-        status = _backend.kernels().context_mdp_step(
+        args = (
             nxt,
             self._reward,
             self._terminal.view(np.uint8),
@@ -440,7 +673,13 @@ class ContextMDP:
             terminated,
             truncated,
         )
-        _raise(status, {"actions": (np.where(active, acts, 0), self._num_actions)})
+        _finish(
+            _kernels.context_mdp_step(*args),
+            "context_mdp_step",
+            args,
+            {"next_state": "next_context"},
+            actions=np.where(active, acts, 0),
+        )
         self._contexts[:] = contexts
         self._steps[:] = steps
         terminated = terminated.view(bool)
@@ -485,8 +724,8 @@ class RolloutBatch:
     prompt_ids: np.ndarray  #: (B,) int64
     final_contexts: np.ndarray  #: (B,) int64, S_{L_b} (context after the last token)
     scores: np.ndarray  #: (B,) float64, the task reward summed over the sequence
-    vocab_size: int
-    order: int
+    vocab_size: int  #: V, the environment's number of token ids (actions)
+    order: int  #: k: contexts are k-grams, ids in [0, V**k) (see :meth:`next_contexts`)
     ref_log_probs: np.ndarray | None = None  #: (B, T) float64 when a reference was given
     action_mask_table: np.ndarray | None = None  #: (V**k, V) bool when top_k / top_p masking
 
@@ -778,7 +1017,7 @@ class TextGenerationEnv:
             ids, used = prompt_ids, 0
         new_ids = np.where(mask, ids, self._prompt_ids)
         contexts, lengths = self._contexts.copy(), self._lengths.copy()
-        status = _backend.kernels().text_env_reset(
+        args = (
             self._prompt_tokens,
             self._prompt_offsets,
             self._vocab_size,
@@ -789,7 +1028,7 @@ class TextGenerationEnv:
             contexts,
             lengths,
         )
-        _raise(status)
+        _finish(_kernels.text_env_reset(*args), "text_env_reset", args)
         return new_ids, contexts, lengths, used
 
     def _commit_reset(self, mask, stream, plan):
@@ -856,7 +1095,7 @@ class TextGenerationEnv:
             saved = (self._contexts.copy(), self._lengths.copy(), self._tokens[rows, written])
         terminated = np.empty(self._num_envs, dtype=np.uint8)
         truncated = np.empty(self._num_envs, dtype=np.uint8)
-        status = _backend.kernels().text_env_step(
+        args = (
             self._vocab_size,
             self._order,
             self._eos_id,
@@ -869,7 +1108,9 @@ class TextGenerationEnv:
             terminated,
             truncated,
         )
-        _raise(status, {"actions": (np.where(active, acts, 0), self._vocab_size)})
+        _finish(
+            _kernels.text_env_step(*args), "text_env_step", args, actions=np.where(active, acts, 0)
+        )
         terminated = terminated.view(bool)
         truncated = truncated.view(bool)
         if reward is None:
@@ -928,8 +1169,8 @@ class TextGenerationEnv:
         top_k, top_p = self._mask_params(top_k, top_p)
         self._check_state()
         out = np.empty((self.num_envs, self.vocab_size), dtype=np.uint8)
-        status = _backend.kernels().topk_topp_mask(table, self._contexts, top_k, top_p, out)
-        _raise(status)
+        args = (table, self._contexts, top_k, top_p, out)
+        _finish(_kernels.topk_topp_mask(*args), "topk_topp_mask", args)
         return out.view(bool)
 
     # --- rollouts -------------------------------------------------------------------------------
@@ -1056,10 +1297,8 @@ class TextGenerationEnv:
         key, counter = check_capacity(seed, n_draw + n * horizon)  # before any write
         if prompt_ids is None:
             ids = np.zeros(n, dtype=np.int64)
-            status = _backend.kernels().draw_ids(
-                self.num_prompts, np.uint64(key), np.uint64(counter), np.ones(n, np.uint8), ids
-            )
-            _raise(status)
+            args = (self.num_prompts, np.uint64(key), np.uint64(counter), np.ones(n, np.uint8), ids)
+            _finish(_kernels.draw_ids(*args), "draw_ids", args)
         contexts = np.empty((n, horizon), dtype=np.int64)
         actions = np.empty((n, horizon), dtype=np.int64)
         logprobs = np.empty((n, horizon), dtype=table.dtype)
@@ -1069,7 +1308,7 @@ class TextGenerationEnv:
         truncated = np.empty(n, dtype=np.uint8)
         final = np.empty(n, dtype=np.int64)
         cdf, stats, built, masks = self._scratch_for(use_mask)
-        status = _backend.kernels().text_env_rollout(
+        args = (
             table,
             mask_table,
             top_k,
@@ -1095,7 +1334,7 @@ class TextGenerationEnv:
             built,
             masks,
         )
-        _raise(status)
+        _finish(_kernels.text_env_rollout(*args), "text_env_rollout", args)
         valid = valid.view(bool)
         if reward is None:
             rewards = np.zeros((n, horizon))

@@ -14,6 +14,7 @@ import pytest
 
 import fastlmrl
 from fastlmrl import CharTokenizer, ContextMDP, NGramLM, RandomStream, TextGenerationEnv
+from fastlmrl._status import Status
 from fastlmrl.corpus import generate_corpus
 from fastlmrl.rewards import RewardFunction, TargetMatch
 
@@ -568,8 +569,8 @@ def test_raw_step_and_rollout_check_their_state(compiled, reference):
         for contexts, lengths, code in [
             ([0, 25], [0, 0], 1),
             ([0, -1], [0, 0], 1),
-            ([0, 0], [0, 3], 45),
-            ([0, 0], [-1, 0], 45),
+            ([0, 0], [0, 3], Status.BAD_LENGTHS),
+            ([0, 0], [-1, 0], Status.BAD_LENGTHS),
         ]:
             tbuf = np.full(2 * 3 + 8, -9, i64)
             tokens = tbuf[4:-4].reshape(2, 3)

@@ -14,24 +14,9 @@ from libc.math cimport INFINITY, exp, log, isfinite
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
+from fastlmrl._cython cimport status as st
 from fastlmrl._cython._common cimport real_t, index_t, uniform
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
-
-cdef enum:
-    BAD_STATES = 1
-    BAD_ACTIONS = 2
-    BAD_NEXT_STATES = 3
-    BAD_REWARDS = 5
-    BAD_OFFSETS = 6
-    BAD_PROMPT_IDS = 40
-    BAD_PROMPT_TOKENS = 41
-    BAD_LOGITS = 42
-    BAD_MASK_LOGITS = 43
-    BAD_CONFIG = 44
-    BAD_LENGTHS = 45
-    BAD_STEPS = 46
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status: a written array shares memory with another
 
 cdef int64_t CONTEXT_LIMIT = (<int64_t>1) << 62
 cdef int64_t MAX_ORDER = 62
@@ -63,22 +48,22 @@ cdef inline int _check_prompts(const index_t[::1] tokens, const index_t[::1] off
                                int64_t n_vocab) noexcept nogil:
     cdef Py_ssize_t n_prompts = offsets.shape[0] - 1, p, b, j
     if n_prompts < 1 or offsets[0] != 0 or offsets[n_prompts] != tokens.shape[0]:
-        return BAD_OFFSETS
+        return st.BAD_OFFSETS
     for p in range(n_prompts):
         if offsets[p + 1] < offsets[p]:
-            return BAD_OFFSETS
+            return st.BAD_OFFSETS
     for b in range(ids.shape[0]):
         if mask != NULL and not mask[b]:
             continue
         if ids[b] < 0 or ids[b] >= n_prompts:
-            return BAD_PROMPT_IDS
+            return st.BAD_PROMPT_IDS
     for b in range(ids.shape[0]):
         if mask != NULL and not mask[b]:
             continue
         p = ids[b]
         for j in range(offsets[p], offsets[p + 1]):
             if tokens[j] < 0 or tokens[j] >= n_vocab:
-                return BAD_PROMPT_TOKENS
+                return st.BAD_PROMPT_TOKENS
     return 0
 
 
@@ -100,9 +85,9 @@ cdef int draw_ids_core(int64_t bound, uint64_t key, uint64_t counter, const unsi
     span_1d(&out[0], out.shape[0], sizeof(int64_t), spans, sizes, 0)
     span_1d(&mask[0], mask.shape[0], sizeof(unsigned char), spans, sizes, 1)
     if written_overlap(1, 2, spans, sizes):  # a write could change a checked value
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if bound < 1 or mask.shape[0] != n:
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     for i in range(n):
         if mask[i]:
             out[i] = <int64_t>(uniform(key, counter + <uint64_t>i) * <double>bound)
@@ -137,45 +122,45 @@ cdef int tabular_mdp_step_core(const int64_t[::1] offsets, const double[::1] cdf
     span_1d(&actions[0], actions.shape[0], sizeof(int64_t), spans, sizes, 10)
     span_1d(&active[0], active.shape[0], sizeof(unsigned char), spans, sizes, 11)
     if written_overlap(5, 12, spans, sizes):  # a write could change a checked value
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (n_actions < 1 or n_pairs < 1 or n_pairs % n_actions != 0
             or next_states.shape[0] != n_out or rewards.shape[0] != n_out
             or ends.shape[0] != n_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     n_states = n_pairs // n_actions
     if (actions.shape[0] != n or active.shape[0] != n or steps.shape[0] != n
             or rewards_out.shape[0] != n or terminated_out.shape[0] != n
             or truncated_out.shape[0] != n):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if max_steps < 0:
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     for b in range(n):
         if active[b] and (states[b] < 0 or states[b] >= n_states):
-            return BAD_STATES
+            return st.BAD_STATES
     for b in range(n):
         if active[b] and (actions[b] < 0 or actions[b] >= n_actions):
-            return BAD_ACTIONS
+            return st.BAD_ACTIONS
     for b in range(n):
         if active[b]:
             i = states[b] * n_actions + actions[b]
             if not (0 <= offsets[i] and offsets[i] < offsets[i + 1]
                     and offsets[i + 1] <= n_out):
-                return BAD_OFFSETS
+                return st.BAD_OFFSETS
     for b in range(n):
         if active[b]:
             i = states[b] * n_actions + actions[b]
             for k in range(offsets[i], offsets[i + 1]):
                 if next_states[k] < 0 or next_states[k] >= n_states:
-                    return BAD_NEXT_STATES
+                    return st.BAD_NEXT_STATES
     for b in range(n):
         if active[b]:
             i = states[b] * n_actions + actions[b]
             for k in range(offsets[i], offsets[i + 1]):
                 if not isfinite(rewards[k]):
-                    return BAD_REWARDS
+                    return st.BAD_REWARDS
     for b in range(n):
         if active[b] and (steps[b] < 0 or steps[b] == INT64_MAX):
-            return BAD_STEPS
+            return st.BAD_STEPS
     for b in range(n):
         if not active[b]:
             rewards_out[b] = 0.0
@@ -223,32 +208,32 @@ cdef int context_mdp_step_core(const index_t[:, ::1] next_state, const real_t[:,
     span_1d(&actions[0], actions.shape[0], sizeof(index_t), spans, sizes, 8)
     span_1d(&active[0], active.shape[0], sizeof(unsigned char), spans, sizes, 9)
     if written_overlap(5, 10, spans, sizes):  # a write could change a checked value
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if reward.shape[0] != n_states or reward.shape[1] != n_actions:
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if (terminal.shape[0] != n_states or max_steps < 0 or actions.shape[0] != n
             or active.shape[0] != n or steps.shape[0] != n or rewards_out.shape[0] != n
             or terminated_out.shape[0] != n or truncated_out.shape[0] != n):
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     for b in range(n):
         if active[b]:
             s = contexts[b]
             if s < 0 or s >= n_states or terminal[s]:
-                return BAD_STATES
+                return st.BAD_STATES
     for b in range(n):
         if active[b] and (actions[b] < 0 or actions[b] >= n_actions):
-            return BAD_ACTIONS
+            return st.BAD_ACTIONS
     for b in range(n):
         if active[b]:
             s2 = next_state[contexts[b], actions[b]]
             if s2 < 0 or s2 >= n_states:
-                return BAD_NEXT_STATES
+                return st.BAD_NEXT_STATES
     for b in range(n):
         if active[b] and not isfinite(reward[contexts[b], actions[b]]):
-            return BAD_REWARDS
+            return st.BAD_REWARDS
     for b in range(n):
         if active[b] and (steps[b] < 0 or steps[b] == INT64_MAX):
-            return BAD_STEPS
+            return st.BAD_STEPS
     for b in range(n):
         if not active[b]:
             rewards_out[b] = 0
@@ -284,10 +269,10 @@ cdef int text_env_reset_core(const index_t[::1] prompt_tokens, const index_t[::1
     span_1d(&prompt_ids[0], prompt_ids.shape[0], sizeof(index_t), spans, sizes, 4)
     span_1d(&mask[0], mask.shape[0], sizeof(unsigned char), spans, sizes, 5)
     if written_overlap(2, 6, spans, sizes):  # a write could change a checked value
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (n_states < 0 or bos_id < 0 or bos_id >= n_vocab or mask.shape[0] != n
             or contexts.shape[0] != n or lengths.shape[0] != n):
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     status = _check_prompts(prompt_tokens, prompt_offsets, prompt_ids, &mask[0] if n else NULL,
                             n_vocab)
     if status:
@@ -319,21 +304,21 @@ cdef int text_env_step_core(int64_t n_vocab, int64_t order, int64_t eos_id, int6
     span_1d(&actions[0], actions.shape[0], sizeof(index_t), spans, sizes, 5)
     span_1d(&active[0], active.shape[0], sizeof(unsigned char), spans, sizes, 6)
     if written_overlap(5, 7, spans, sizes):  # a write could change a checked value
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (n_states < 0 or eos_id < -1 or eos_id >= n_vocab or max_new_tokens < 1
             or tokens.shape[0] != n or tokens.shape[1] < max_new_tokens or active.shape[0] != n
             or contexts.shape[0] != n or lengths.shape[0] != n or terminated_out.shape[0] != n
             or truncated_out.shape[0] != n):
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     for b in range(n):
         if active[b] and (actions[b] < 0 or actions[b] >= n_vocab):
-            return BAD_ACTIONS
+            return st.BAD_ACTIONS
     for b in range(n):
         if active[b] and (contexts[b] < 0 or contexts[b] >= n_states):
-            return BAD_STATES
+            return st.BAD_STATES
     for b in range(n):
         if active[b] and (lengths[b] < 0 or lengths[b] >= max_new_tokens):
-            return BAD_LENGTHS
+            return st.BAD_LENGTHS
     for b in range(n):
         if not active[b]:
             terminated_out[b] = 0
@@ -454,16 +439,16 @@ cdef int topk_topp_mask_core(const real_t[:, ::1] mask_logits, const index_t[::1
             sizes, 1)
     span_1d(&contexts[0], contexts.shape[0], sizeof(index_t), spans, sizes, 2)
     if written_overlap(1, 3, spans, sizes):  # a write could change a checked value
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if (top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or out.shape[0] != n
             or out.shape[1] != n_vocab):
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     for b in range(n):
         if contexts[b] < 0 or contexts[b] >= n_states:
-            return BAD_STATES
+            return st.BAD_STATES
     for b in range(n):
         if not _row_ok(&mask_logits[contexts[b], 0], n_vocab):
-            return BAD_MASK_LOGITS
+            return st.BAD_MASK_LOGITS
     for b in range(n):
         _build_mask(&mask_logits[contexts[b], 0], n_vocab, top_k, top_p, &out[b, 0])
     return 0
@@ -515,28 +500,28 @@ cdef int text_env_rollout_core(const real_t[:, ::1] logits, const real_t[:, ::1]
     span_1d(&prompt_offsets[0], prompt_offsets.shape[0], sizeof(index_t), spans, sizes, 15)
     span_1d(&prompt_ids[0], prompt_ids.shape[0], sizeof(index_t), spans, sizes, 16)
     if written_overlap(12, 17, spans, sizes):  # a write could change a checked value
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if n_contexts(n_vocab, order) != n_states:
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     if bos_id < 0 or bos_id >= n_vocab or eos_id < -1 or eos_id >= n_vocab:
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     if top_k < 0 or top_k > n_vocab or not (0.0 < top_p <= 1.0) or horizon < 1:
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     if (contexts_out.shape[0] != n or contexts_out.shape[1] != horizon
             or actions_out.shape[0] != n
             or logprobs_out.shape[0] != n or logprobs_out.shape[1] != horizon
             or valid_out.shape[0] != n or valid_out.shape[1] != horizon):
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     if (lengths_out.shape[0] != n or terminated_out.shape[0] != n
             or truncated_out.shape[0] != n or final_contexts_out.shape[0] != n):
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     if (cdf.shape[0] != n_states or cdf.shape[1] != n_vocab or row_stats.shape[0] != n_states
             or row_stats.shape[1] != 3 or row_built.shape[0] != n_states):
-        return BAD_CONFIG
+        return st.BAD_CONFIG
     if use_mask:
         if (mask_logits.shape[0] != n_states or mask_logits.shape[1] != n_vocab
                 or mask_table.shape[0] != n_states or mask_table.shape[1] != n_vocab):
-            return BAD_CONFIG
+            return st.BAD_CONFIG
     status = _check_prompts(prompt_tokens, prompt_offsets, prompt_ids, NULL, n_vocab)
     if status:
         return status
@@ -554,14 +539,14 @@ cdef int text_env_rollout_core(const real_t[:, ::1] logits, const real_t[:, ::1]
             if row_built[ctx] == 0:
                 if use_mask:
                     if not _row_ok(&mask_logits[ctx, 0], n_vocab):
-                        return BAD_MASK_LOGITS
+                        return st.BAD_MASK_LOGITS
                     _build_mask(&mask_logits[ctx, 0], n_vocab, top_k, top_p, &mask_table[ctx, 0])
                     if not _build_cdf(&logits[ctx, 0], n_vocab, True, &mask_table[ctx, 0],
                                       &cdf[ctx, 0], &row_stats[ctx, 0]):
-                        return BAD_LOGITS
+                        return st.BAD_LOGITS
                 elif not _build_cdf(&logits[ctx, 0], n_vocab, False, NULL, &cdf[ctx, 0],
                                     &row_stats[ctx, 0]):
-                    return BAD_LOGITS
+                    return st.BAD_LOGITS
                 row_built[ctx] = 1
             u = uniform(key, base + <uint64_t>t)
             a = _sample(&cdf[ctx, 0], n_vocab, <int64_t>row_stats[ctx, 2], u)
