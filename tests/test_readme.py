@@ -45,13 +45,13 @@ def test_python_block_runs_on_its_own(index, tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, f"README python block {index}:\n{code}\n{result.stderr}"
-    if "print(q)   # [[2.8 3.8] [1.  2. ]]" in code:  # the quickstart prints the Q* it derives
+    if "print(q)  # [[2.8 3.8] [1.  2. ]]" in code:  # the quickstart prints the Q* it derives
         numbers = [float(x) for x in re.findall(r"[-\d.]+", result.stdout)]
         assert numbers == pytest.approx([2.8, 3.8, 1.0, 2.0], abs=1e-6)
 
 
 def test_the_quickstart_block_is_checked():
-    assert sum("print(q)   # [[2.8 3.8] [1.  2. ]]" in b for b in PYTHON_BLOCKS) == 1
+    assert sum("print(q)  # [[2.8 3.8] [1.  2. ]]" in b for b in PYTHON_BLOCKS) == 1
 
 
 def _command_lines(text):
