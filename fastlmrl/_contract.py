@@ -43,6 +43,7 @@ MIGRATED = (
     "monte_carlo",
     "permutations",
     "keyword_scores",
+    "argmax_tree",
     "dynamic_programming",
     "environments",
     "advantages",

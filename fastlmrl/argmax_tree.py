@@ -41,21 +41,188 @@ O(log2 P) per updated cell.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import argmax_tree as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["ArgmaxTree"]
 
 #: Kernel status code for a ``nodes`` array whose shape does not fit ``q`` and ``block_size``.
-BAD_TREE = 32
+BAD_TREE = int(Status.BAD_TREE)
 #: Kernel status code for a node read by the call that holds a column outside its span of ``q``
 #: (a damaged tree, or the tree of a wider table).
-CORRUPT_TREE = 33
+CORRUPT_TREE = int(Status.CORRUPT_TREE)
 INT64_MAX = 2**63 - 1
+
+
+# ----------------------------------------------------------------------------- the contract
+def _tree_messages(nodes: str = "nodes", block_size: str = "block_size", second: str = ""):
+    """Kernel.messages of BAD_TREE and CORRUPT_TREE for the tree passed as ``nodes`` (and
+    ``block_size``); ``second``: the other tree's nodes of a two-tree kernel."""
+
+    def tree(shown):
+        return shown(nodes) + (f" or {shown(second)}" if second else "")
+
+    return {
+        Status.BAD_TREE: lambda args, shown: (
+            f"{tree(shown)} does not fit its table (nodes shape / {block_size})"
+        ),
+        Status.CORRUPT_TREE: lambda args, shown: (
+            f"{tree(shown)} is damaged: a node it reads holds a column outside its span "
+            "of the table (its nodes were edited, or it belongs to another table); "
+            "nothing was changed; call rebuild()"
+        ),
+    }
+
+
+def _nodes(name: str = "nodes", written: bool = False, checked: bool = True) -> Arg:
+    """The (S, 2P) int32 nodes of a tree; ``checked``: the call reads nodes as columns
+    (CORRUPT_TREE when one lies outside its span)."""
+    status = Status.CORRUPT_TREE if checked else None
+    return Arg(name, Kind.ARRAY, written=written, status=status, ctype="int32_t[:, ::1]")
+
+
+def _block_size(name: str = "block_size") -> Arg:
+    """Columns per leaf; BAD_TREE when it (or V) does not fit the nodes' shape."""
+    return Arg(name, Kind.INDEX, status=Status.BAD_TREE)
+
+
+def _ids(name: str, status: Status, table: str, axis: int) -> Arg:
+    return Arg(name, Kind.IDS, status=status, bound=(table, axis))
+
+
+_Q, _QW = Arg("q", Kind.TABLE), Arg("q", Kind.TABLE, written=True)
+_STATES = _ids("states", Status.BAD_STATES, "q", 0)
+_KEY, _COUNTER = Arg("key", Kind.UINT64), Arg("counter", Kind.UINT64)
+_TERMINATED = Arg("terminated", Kind.FLAGS)
+_REWARDS = Arg("rewards", Kind.REALS, status=Status.BAD_REWARDS)
+_ALPHA = Arg("alpha", Kind.REAL, status=Status.BAD_ALPHA, domain="(0, 1]")
+_GAMMA = Arg("gamma", Kind.REAL, status=Status.BAD_GAMMA, domain="[0, 1]")
+_TD_OUT = Arg("td_out", Kind.REALS, written=True)
+_ACTIONS_OUT = Arg("out", Kind.ACTIONS, written=True)
+_CALL = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.argmax_tree``;
+#: layout and checks in :mod:`fastlmrl._python.argmax_tree`); tests/test_contract.py checks each
+#: implementation against it.  Checks in order: BAD_SHAPES, OVERLAPPING_ARRAYS, the scalars,
+#: BAD_TREE, the ids and rewards, CORRUPT_TREE; nothing is written before all pass.
+CONTRACT = Topic(
+    "argmax_tree",
+    (
+        Kernel(
+            "argmax_tree_build",
+            (_Q, _nodes(written=True, checked=False), _block_size()),
+            (Status.OVERLAPPING_ARRAYS,),
+            messages=_tree_messages(),
+            doc="every row's tree from q",
+        ),
+        Kernel(
+            "argmax_tree_max",
+            (_Q, _nodes(), _block_size(), _STATES, Arg("out", Kind.REALS, written=True)),
+            _CALL,
+            messages=_tree_messages(),
+            doc="out[i] = max of the non-NaN entries of q[states[i]] (-inf if none)",
+        ),
+        Kernel(
+            "argmax_tree_refresh",
+            (
+                _Q,
+                _nodes(written=True),
+                _block_size(),
+                _STATES,
+                _ids("actions", Status.BAD_ACTIONS, "q", 1),
+            ),
+            _CALL,
+            messages=_tree_messages(),
+            doc="the trees brought up to date after cells (states[i], actions[i]) changed",
+        ),
+        Kernel(
+            "double_q_learning_update_tree",
+            (
+                Arg("q1", Kind.TABLE, written=True),
+                Arg("q2", Kind.TABLE, written=True),
+                _nodes("nodes1", written=True),
+                _nodes("nodes2", written=True),
+                _block_size("block_size1"),
+                _block_size("block_size2"),
+                _ids("states", Status.BAD_STATES, "q1", 0),
+                _ids("actions", Status.BAD_ACTIONS, "q1", 1),
+                _REWARDS,
+                _ids("next_states", Status.BAD_NEXT_STATES, "q1", 0),
+                _TERMINATED,
+                _ALPHA,
+                _GAMMA,
+                _KEY,
+                _COUNTER,
+                _TD_OUT,
+            ),
+            _CALL,
+            messages=_tree_messages("nodes1", "block_size1, block_size2", "nodes2"),
+            doc="double_q_learning_update with the learner's argmax read from its tree",
+        ),
+        Kernel(
+            "epsilon_greedy_tree",
+            (
+                _Q,
+                _nodes(),
+                _block_size(),
+                _STATES,
+                Arg("epsilon", Kind.REAL, status=Status.BAD_EPSILON, domain="[0, 1]"),
+                _KEY,
+                _COUNTER,
+                _ACTIONS_OUT,
+            ),
+            _CALL,
+            messages=_tree_messages(),
+            doc="epsilon_greedy's draws, the greedy action read from the tree",
+        ),
+        Kernel(
+            "greedy_tree",
+            (_Q, _nodes(), _block_size(), _STATES, _ACTIONS_OUT),
+            _CALL,
+            messages=_tree_messages(),
+            doc="out[i] = argmax_a q[states[i], a], read from the root of the row's tree",
+        ),
+        Kernel(
+            "q_learning_update_tree",
+            (
+                _QW,
+                _nodes(written=True),
+                _block_size(),
+                _STATES,
+                _ids("actions", Status.BAD_ACTIONS, "q", 1),
+                _REWARDS,
+                _ids("next_states", Status.BAD_NEXT_STATES, "q", 0),
+                _TERMINATED,
+                _ALPHA,
+                _GAMMA,
+                _TD_OUT,
+            ),
+            _CALL,
+            messages=_tree_messages(),
+            doc="q_learning_update with max_a' Q(s', a') read from the tree",
+        ),
+    ),
+)
+
+
+def _raise(status: int, kernel: str, args: dict, name: str = "argmax_tree") -> None:
+    """raise_for_status of a call of tree kernel ``kernel`` (no-op for 0); ``name``: the argument
+    that passed the tree (its nodes are "the tree's nodes" in an overlap message)."""
+    if status:
+        overlap = status == Status.OVERLAPPING_ARRAYS
+        public = {"nodes": "the tree's nodes" if overlap else name}
+        raise_for_status(status, CONTRACT[kernel], args, public)
 
 
 def _n_leaves(n_actions: int, block_size: int) -> int:
@@ -145,8 +312,8 @@ class ArgmaxTree:
         """Recompute every row from ``table`` (after arbitrary direct edits of the table)."""
         q = check.table(self._q, "q", writeable=False)
         nodes, block_size = self._args()
-        status = _backend.kernels().argmax_tree_build(q, nodes, block_size)
-        raise_for_tree_status(status, {})
+        status = _kernels.argmax_tree_build(q, nodes, block_size)
+        _raise(status, "argmax_tree_build", {"q": q, "nodes": nodes, "block_size": block_size})
         return self
 
     def refresh(self, states, actions) -> None:
@@ -159,19 +326,9 @@ class ArgmaxTree:
         actions = check.ids(actions, "actions", states.shape[0])
         states, actions = check.same_index_dtype(states, actions)
         nodes, block_size = self._args()
-        status = _backend.kernels().argmax_tree_refresh(q, nodes, block_size, states, actions)
-        if status == OVERLAPPING_ARRAYS:  # (nothing written) name the input
-            for name, x in (("states", states), ("actions", actions)):
-                if x.size and np.may_share_memory(nodes, x):
-                    raise ValueError(
-                        f"{name} shares memory with the tree's nodes, which refresh "
-                        f"writes; pass a copy of {name}"
-                    )
-        raise_for_tree_status(
-            status,
-            {"states": (states, q.shape[0]), "actions": (actions, q.shape[1])},
-            "argmax_tree",
-        )
+        args = (q, nodes, block_size, states, actions)
+        status = _kernels.argmax_tree_refresh(*args)
+        _raise(status, "argmax_tree_refresh", CONTRACT["argmax_tree_refresh"].bind(*args))
 
     def argmax(self, states) -> np.ndarray:
         r"""Greedy actions :math:`\arg\max_a Q(s_i, a)` (int64), same as ``greedy(q, states)``."""
@@ -179,8 +336,9 @@ class ArgmaxTree:
         states = check.ids(states, "states")
         out = np.empty(states.shape[0], dtype=np.int64)
         nodes, block_size = self._args()
-        status = _backend.kernels().greedy_tree(q, nodes, block_size, states, out)
-        raise_for_tree_status(status, {"states": (states, q.shape[0])}, "argmax_tree")
+        args = (q, nodes, block_size, states, out)
+        status = _kernels.greedy_tree(*args)
+        _raise(status, "greedy_tree", CONTRACT["greedy_tree"].bind(*args))
         return out
 
     def max(self, states) -> np.ndarray:
@@ -189,8 +347,9 @@ class ArgmaxTree:
         states = check.ids(states, "states")
         out = np.empty(states.shape[0], dtype=q.dtype)
         nodes, block_size = self._args()
-        status = _backend.kernels().argmax_tree_max(q, nodes, block_size, states, out)
-        raise_for_tree_status(status, {"states": (states, q.shape[0])}, "argmax_tree")
+        args = (q, nodes, block_size, states, out)
+        status = _kernels.argmax_tree_max(*args)
+        _raise(status, "argmax_tree_max", CONTRACT["argmax_tree_max"].bind(*args))
         return out
 
 
@@ -202,23 +361,20 @@ def _physical_memory() -> int:
 
 
 def raise_for_tree_status(status: int, bounds: dict, name: str = "argmax_tree") -> None:
-    """check.raise_for_status that also knows BAD_TREE, CORRUPT_TREE and BAD_SHAPES (internal);
-    ``name`` is the argument that passed the tree."""
-    if status == 10:  # epsilon_greedy_tree (the wrappers check epsilon first)
+    """The error of a tree kernel's status for a caller that has the bounds of its ids rather than
+    the call's arguments (``{"states": (states, S), "actions": (actions, V)}``; used by
+    :mod:`fastlmrl.selection`): :func:`fastlmrl._contract.raise_for_status` through the contract
+    of ``argmax_tree_refresh`` (with actions) or ``epsilon_greedy_tree``; ``name`` is the
+    argument that passed the tree."""
+    if status == 0:
+        return
+    if status == Status.BAD_EPSILON:  # epsilon_greedy_tree (the wrappers check epsilon first)
         raise ValueError("epsilon must be in [0, 1]")
-    if status == BAD_TREE:
-        raise ValueError(f"{name} does not fit its table (nodes shape / block_size)")
-    if status == CORRUPT_TREE:
-        raise ValueError(
-            f"{name} is damaged: a node it reads holds a column outside its span "
-            "of the table (its nodes were edited, or it belongs to another table); "
-            "nothing was changed; call rebuild()"
-        )
-    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError(
-            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
-        )
-    check.raise_for_status(status, bounds)
+    states, n_states = bounds.get("states", (None, 0))
+    actions, n_actions = bounds.get("actions", (None, 0))
+    kernel = "argmax_tree_refresh" if "actions" in bounds else "epsilon_greedy_tree"
+    table = np.broadcast_to(0.0, (n_states, n_actions))  # the bounds, no memory
+    _raise(status, kernel, {"q": table, "states": states, "actions": actions}, name)
 
 
 def tree_args(tree, q, name: str = "argmax_tree", table_name: str = "q"):

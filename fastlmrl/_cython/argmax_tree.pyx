@@ -16,12 +16,9 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from fastlmrl._cython._common cimport real_t, index_t, uniform, out_of_range, not_all_finite
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
-cdef enum:
-    BAD_TREE = 32
-    CORRUPT_TREE = 33
-    BAD_EPSILON = 10  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
+# status codes: fastlmrl._status.Status (status.pxd is generated from it;
+# fastlmrl.argmax_tree.CONTRACT)
+from fastlmrl._cython cimport status as st
 
 cdef Py_ssize_t INT32_MAX = 2147483647
 
@@ -80,17 +77,17 @@ cdef inline bint _path_ok(const int32_t* tree, Py_ssize_t p, Py_ssize_t n_action
 
 cdef inline int _states_roots_status(const int32_t[:, ::1] nodes, const index_t[::1] states,
                                      Py_ssize_t n_states, Py_ssize_t n_actions) noexcept nogil:
-    """One pass: 1 if a state is out of range (first priority), else CORRUPT_TREE if the root of
-    some state's row is not a column of the table, else 0."""
+    """One pass: BAD_STATES if a state is out of range (first priority), else CORRUPT_TREE if the
+    root of some state's row is not a column of the table, else 0."""
     cdef Py_ssize_t i, s, w
     cdef bint damaged = False
     for i in range(states.shape[0]):
         s = states[i]
         if s < 0 or s >= n_states:
-            return 1
+            return st.BAD_STATES
         w = nodes[s, 1]
         damaged |= (w < 0) | (w >= n_actions)
-    return CORRUPT_TREE if damaged else 0
+    return st.CORRUPT_TREE if damaged else 0
 
 
 cdef extern from *:
@@ -121,11 +118,12 @@ cdef inline bint _update_paths_ok(const int32_t[:, ::1] nodes, Py_ssize_t block_
 
 
 cdef inline int _rates_status(double alpha, double gamma) noexcept nogil:
-    """alpha in (0, 1] (else 12), gamma in [0, 1] (else 13), as td_learning's kernels."""
+    """alpha in (0, 1] (else BAD_ALPHA), gamma in [0, 1] (else BAD_GAMMA), as td_learning's
+    kernels."""
     if not (alpha > 0.0 and alpha <= 1.0):
-        return 12
+        return st.BAD_ALPHA
     if not (gamma >= 0.0 and gamma <= 1.0):
-        return 13
+        return st.BAD_GAMMA
     return 0
 
 
@@ -258,9 +256,9 @@ cdef int argmax_tree_build_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
     span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 0)
     span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 1)
     if written_overlap(1, 2, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
-        return BAD_TREE
+        return st.BAD_TREE
     p = nodes.shape[1] // 2
     for s in range(q.shape[0]):
         _build_row(&q[s, 0], n_actions, &nodes[s, 0], p, block_size)
@@ -272,7 +270,7 @@ cdef int argmax_tree_refresh_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
                                   const index_t[::1] actions) noexcept nogil:
     cdef Py_ssize_t i, s, n_actions = q.shape[1], p
     if actions.shape[0] != states.shape[0]:
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     cdef const char* start[10]
     cdef size_t size[10]
     span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 0)
@@ -280,17 +278,17 @@ cdef int argmax_tree_refresh_core(const real_t[:, ::1] q, int32_t[:, ::1] nodes,
     span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 2)
     span_1d(&actions[0], actions.shape[0], sizeof(index_t), start, size, 3)
     if written_overlap(1, 4, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
-        return BAD_TREE
+        return st.BAD_TREE
     if out_of_range(states, q.shape[0]):
-        return 1
+        return st.BAD_STATES
     if out_of_range(actions, n_actions):
-        return 2
+        return st.BAD_ACTIONS
     p = nodes.shape[1] // 2
     for i in range(states.shape[0]):
         if not _path_ok(&nodes[states[i], 0], p, n_actions, block_size, actions[i], False):
-            return CORRUPT_TREE
+            return st.CORRUPT_TREE
     for i in range(states.shape[0]):
         s = states[i]
         _refresh_cell(&q[s, 0], n_actions, &nodes[s, 0], p, actions[i], block_size)
@@ -303,7 +301,7 @@ cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
     cdef int status
     cdef Py_ssize_t i, s
     if out.shape[0] != states.shape[0]:
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     cdef const char* start[10]
     cdef size_t size[10]
     span_1d(&out[0], out.shape[0], sizeof(int64_t), start, size, 0)
@@ -311,9 +309,9 @@ cdef int greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] nodes,
     span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 2)
     span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
     if written_overlap(1, 4, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
-        return BAD_TREE
+        return st.BAD_TREE
     status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
     if status:
         return status
@@ -329,7 +327,7 @@ cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] node
     cdef int status
     cdef Py_ssize_t i, s
     if out.shape[0] != states.shape[0]:
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     cdef const char* start[10]
     cdef size_t size[10]
     span_1d(&out[0], out.shape[0], sizeof(real_t), start, size, 0)
@@ -337,9 +335,9 @@ cdef int argmax_tree_max_core(const real_t[:, ::1] q, const int32_t[:, ::1] node
     span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 2)
     span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
     if written_overlap(1, 4, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if _bad_tree(q.shape[0], q.shape[1], nodes.shape[0], nodes.shape[1], block_size):
-        return BAD_TREE
+        return st.BAD_TREE
     status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
     if status:
         return status
@@ -357,7 +355,7 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
     cdef Py_ssize_t i, s, n_actions = q.shape[1]
     cdef uint64_t c
     if out.shape[0] != states.shape[0]:
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     cdef const char* start[10]
     cdef size_t size[10]
     span_1d(&out[0], out.shape[0], sizeof(int64_t), start, size, 0)
@@ -365,11 +363,11 @@ cdef int epsilon_greedy_tree_core(const real_t[:, ::1] q, const int32_t[:, ::1] 
     span_2d(&nodes[0, 0], nodes.shape[0], nodes.shape[1], sizeof(int32_t), start, size, 2)
     span_1d(&states[0], states.shape[0], sizeof(index_t), start, size, 3)
     if written_overlap(1, 4, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if not (epsilon >= 0.0 and epsilon <= 1.0):
-        return BAD_EPSILON
+        return st.BAD_EPSILON
     if _bad_tree(q.shape[0], n_actions, nodes.shape[0], nodes.shape[1], block_size):
-        return BAD_TREE
+        return st.BAD_TREE
     status = _states_roots_status(nodes, states, q.shape[0], q.shape[1])
     if status:
         return status
@@ -388,15 +386,15 @@ cdef inline int _check(Py_ssize_t n_states, Py_ssize_t n_actions, const int32_t[
                        const index_t[::1] actions, const real_t[::1] rewards,
                        const index_t[::1] next_states) noexcept nogil:
     if _bad_tree(n_states, n_actions, nodes.shape[0], nodes.shape[1], block_size):
-        return BAD_TREE
+        return st.BAD_TREE
     if out_of_range(states, n_states):
-        return 1
+        return st.BAD_STATES
     if out_of_range(actions, n_actions):
-        return 2
+        return st.BAD_ACTIONS
     if out_of_range(next_states, n_states):
-        return 3
+        return st.BAD_NEXT_STATES
     if not_all_finite(rewards):
-        return 5
+        return st.BAD_REWARDS
     return 0
 
 
@@ -410,7 +408,7 @@ cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
     cdef double q_sa, target, td
     cdef int status
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     cdef const char* start[10]
     cdef size_t size[10]
     span_2d(&q[0, 0], q.shape[0], q.shape[1], sizeof(real_t), start, size, 0)
@@ -422,7 +420,7 @@ cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
     span_1d(&next_states[0], next_states.shape[0], sizeof(index_t), start, size, 6)
     span_1d(&terminated[0], terminated.shape[0], sizeof(unsigned char), start, size, 7)
     if written_overlap(3, 8, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = _rates_status(alpha, gamma)
     if status:
         return status
@@ -431,7 +429,7 @@ cdef int q_learning_update_tree_core(real_t[:, ::1] q, int32_t[:, ::1] nodes,
     if status:
         return status
     if not _update_paths_ok(nodes, block_size, states, actions, next_states, n_actions):
-        return CORRUPT_TREE
+        return st.CORRUPT_TREE
     p = nodes.shape[1] // 2
     for i in range(states.shape[0]):
         s = states[i]
@@ -477,7 +475,7 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
     cdef int status
     cdef bint ok
     if not _batch_ok(states, actions, rewards, next_states, terminated, td_out):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     cdef const char* start[10]
     cdef size_t size[10]
     span_2d(&q1[0, 0], q1.shape[0], q1.shape[1], sizeof(real_t), start, size, 0)
@@ -491,13 +489,13 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
     span_1d(&next_states[0], next_states.shape[0], sizeof(index_t), start, size, 8)
     span_1d(&terminated[0], terminated.shape[0], sizeof(unsigned char), start, size, 9)
     if written_overlap(5, 10, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = _rates_status(alpha, gamma)
     if status:
         return status
     if (q2.shape[0] != q1.shape[0] or q2.shape[1] != q1.shape[1]
             or _bad_tree(q2.shape[0], q2.shape[1], nodes2.shape[0], nodes2.shape[1], block_size2)):
-        return BAD_TREE
+        return st.BAD_TREE
     status = _check(q1.shape[0], q1.shape[1], nodes1, block_size1, states, actions, rewards,
                     next_states)
     if status:
@@ -521,7 +519,7 @@ cdef int double_q_learning_update_tree_core(real_t[:, ::1] q1, real_t[:, ::1] q2
                           actions[i], True)
             w = nodes2[next_states[i], 1]
         if not ok or w < 0 or w >= n_actions:
-            return CORRUPT_TREE
+            return st.CORRUPT_TREE
     for i in range(states.shape[0]):
         if uniform(key, counter + <uint64_t>i) < 0.5:
             td = _double_q_step(q1, q2, nodes1, block_size1, states[i], actions[i], rewards[i],

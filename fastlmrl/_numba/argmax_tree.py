@@ -15,14 +15,21 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT, not_all_finite, out_of_range, uniform
 from .overlap import written_overlaps
 from .td_learning import rates_status
 
-BAD_TREE = 32
-CORRUPT_TREE = 33
-BAD_EPSILON = 10  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
+# the codes these kernels return (fastlmrl._status.Status; fastlmrl.argmax_tree.CONTRACT)
+BAD_STATES = int(Status.BAD_STATES)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)
+BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
+BAD_TREE = int(Status.BAD_TREE)
+CORRUPT_TREE = int(Status.CORRUPT_TREE)
 INT32_MAX = 2**31 - 1
 
 
@@ -85,13 +92,13 @@ def _path_ok(tree, n_actions, block_size, a, check_leaf):
 
 @njit(**NJIT)
 def _states_roots_status(nodes, states, n_states, n_actions):
-    """One pass: 1 if a state is out of range (first priority), else CORRUPT_TREE if the root of
-    some state's row is not a column of the table, else 0."""
+    """One pass: BAD_STATES if a state is out of range (first priority), else CORRUPT_TREE if the
+    root of some state's row is not a column of the table, else 0."""
     damaged = False
     for i in range(states.shape[0]):
         s = states[i]
         if s < 0 or s >= n_states:
-            return 1
+            return BAD_STATES
         w = nodes[np.uint64(s), 1]  # checked: unsigned indexing skips the wraparound test
         damaged |= (w < 0) | (w >= n_actions)
     return CORRUPT_TREE if damaged else 0
@@ -295,9 +302,9 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if out_of_range(states, q.shape[0]):
-        return 1
+        return BAD_STATES
     if out_of_range(actions, q.shape[1]):
-        return 2
+        return BAD_ACTIONS
     for i in range(states.shape[0]):
         if not _path_ok(nodes[states[i]], q.shape[1], block_size, np.int64(actions[i]), False):
             return CORRUPT_TREE
@@ -373,13 +380,13 @@ def _check(q, nodes, block_size, states, actions, rewards, next_states):
         return BAD_TREE
     n_states, n_actions = q.shape
     if out_of_range(states, n_states):
-        return 1
+        return BAD_STATES
     if out_of_range(actions, n_actions):
-        return 2
+        return BAD_ACTIONS
     if out_of_range(next_states, n_states):
-        return 3
+        return BAD_NEXT_STATES
     if not_all_finite(rewards):
-        return 5
+        return BAD_REWARDS
     return 0
 
 

@@ -39,14 +39,21 @@ __all__ = [
 ]
 import math
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range
 from .td_learning import kernel_types, rates_status, written_overlaps
 
-BAD_TREE = 32
-CORRUPT_TREE = 33
-BAD_EPSILON = 10  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
+# the codes these kernels return (fastlmrl._status.Status; fastlmrl.argmax_tree.CONTRACT)
+BAD_STATES = int(Status.BAD_STATES)
+BAD_ACTIONS = int(Status.BAD_ACTIONS)
+BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
+BAD_REWARDS = int(Status.BAD_REWARDS)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
+BAD_TREE = int(Status.BAD_TREE)
+CORRUPT_TREE = int(Status.CORRUPT_TREE)
 INT32_MAX = 2**31 - 1
 
 
@@ -267,9 +274,9 @@ def argmax_tree_refresh(q, nodes, block_size, states, actions):
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if first_out_of_range(s_, q.shape[0]):
-        return 1
+        return BAD_STATES
     if first_out_of_range(a_, q.shape[1]):
-        return 2
+        return BAD_ACTIONS
     for i in range(len(s_)):
         if not _path_ok(nodes, s_[i], q.shape[1], block_size, a_[i], False):
             return CORRUPT_TREE
@@ -289,7 +296,7 @@ def greedy_tree(q, nodes, block_size, states, out):
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if first_out_of_range(s_, q.shape[0]):
-        return 1
+        return BAD_STATES
     if not _roots_ok(nodes, s_, q.shape[1]):
         return CORRUPT_TREE
     for i, s in enumerate(s_):
@@ -308,7 +315,7 @@ def argmax_tree_max(q, nodes, block_size, states, out):
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if first_out_of_range(s_, q.shape[0]):
-        return 1
+        return BAD_STATES
     if not _roots_ok(nodes, s_, q.shape[1]):
         return CORRUPT_TREE
     for i, s in enumerate(s_):
@@ -330,7 +337,7 @@ def epsilon_greedy_tree(q, nodes, block_size, states, epsilon, key, counter, out
     if _bad_tree(q, nodes, block_size):
         return BAD_TREE
     if first_out_of_range(s_, q.shape[0]):
-        return 1
+        return BAD_STATES
     if not _roots_ok(nodes, s_, q.shape[1]):
         return CORRUPT_TREE
     n_actions = q.shape[1]
@@ -348,13 +355,13 @@ def _check(q, nodes, block_size, states, actions, rewards, next_states):
         return BAD_TREE
     n_states, n_actions = q.shape
     if first_out_of_range(states, n_states):
-        return 1
+        return BAD_STATES
     if first_out_of_range(actions, n_actions):
-        return 2
+        return BAD_ACTIONS
     if first_out_of_range(next_states, n_states):
-        return 3
+        return BAD_NEXT_STATES
     if not all_finite(rewards):
-        return 5
+        return BAD_REWARDS
     return 0
 
 
