@@ -49,6 +49,8 @@ MIGRATED = (
     "advantages",
     "kl_divergence",
     "group_advantages",
+    "log_probs",
+    "sampling",
 )
 
 

@@ -1,5 +1,5 @@
-r"""Token log-probabilities of a softmax policy from logits: log-sum-exp, log-softmax, the log-prob of
-the sampled tokens, entropy and :math:`\partial \log\pi(a)/\partial z`.
+r"""Token log-probabilities of a softmax policy from logits: log-sum-exp, log-softmax, the
+log-prob of the sampled tokens, entropy and :math:`\partial \log\pi(a)/\partial z`.
 
 ``logits`` is an (N, V) array: row i holds the logits :math:`z_{i,\cdot}` of the policy at context
 (state) i -- a row of a tabular logits table gathered by context id, or the output of a language
@@ -36,11 +36,35 @@ code whatever the thread count, so results do not depend on it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _backend, _free_cores
-from . import _validation as check
-from ._status import BAD_SHAPES
+from ._contract import Arg, Kernel, Kind, Topic
+from ._contract import raise_for_status as _raise_for_status
+from ._status import Status
+
+# The argument checks live in fastlmrl/_validation_logits.py; these names stay importable from
+# here for the topics not migrated yet (policy_losses, tabular_losses import them from this module).
+from ._validation_logits import (  # noqa: F401
+    BAD_LOGITS,
+    BAD_TOKENS,
+    NO_MEMORY,
+    OutputBuffer,
+    as_logits,
+    as_out,
+    as_tokens,
+    bad_logits_message,
+    explain_bad_logits,
+    refuse_shared,
+)
+from ._validation_logits import raise_for_logits_status as raise_for_status  # noqa: F401
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import log_probs as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = [
     "OutputBuffer",
@@ -51,164 +75,57 @@ __all__ = [
     "token_log_probs",
 ]
 
-BAD_LOGITS = 20
-BAD_TOKENS = 21
-NO_MEMORY = 99
+
+# ----------------------------------------------------------------------------- the contract
+_LOGITS = Arg("logits", Kind.TABLE, status=Status.BAD_LOGITS)
+_TOKENS = Arg("tokens", Kind.IDS, status=Status.BAD_TOKENS, bound=("logits", 1))
+_ROW_OUT = Arg("out", Kind.REALS, written=True)  # (N,): one value per row
+_TABLE_OUT = Arg("out", Kind.TABLE, written=True)  # (N, V) like the logits (may be them exactly)
+_THREADS = Arg("num_threads", Kind.THREADS)
+_CALL = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+_MESSAGES = {Status.BAD_LOGITS: explain_bad_logits}  # names the first invalid row
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.log_probs``);
+#: tests/test_contract.py checks each implementation against it.  A kernel that cannot allocate
+#: its row buffers returns ``NO_MEMORY`` (any kernel may; ``raise_for_status``: MemoryError).
+CONTRACT = Topic(
+    "log_probs",
+    (
+        Kernel("entropy", (_LOGITS, _ROW_OUT, _THREADS), _CALL, messages=_MESSAGES),
+        Kernel(
+            "log_prob_grad",
+            (_LOGITS, _TOKENS, _TABLE_OUT, _THREADS),
+            _CALL,
+            doc="out may be logits exactly (written over them row by row)",
+            messages=_MESSAGES,
+        ),
+        Kernel(
+            "log_softmax",
+            (_LOGITS, _TABLE_OUT, _THREADS),
+            _CALL,
+            doc="out may be logits exactly (written over them row by row)",
+            messages=_MESSAGES,
+        ),
+        Kernel("logsumexp", (_LOGITS, _ROW_OUT, _THREADS), _CALL, messages=_MESSAGES),
+        Kernel(
+            "token_log_probs", (_LOGITS, _TOKENS, _ROW_OUT, _THREADS), _CALL, messages=_MESSAGES
+        ),
+    ),
+)
 
 
-def as_logits(logits, name: str = "logits") -> np.ndarray:
-    """A float32/float64 C-contiguous (N, V) array with V >= 1 (N may be 0), used as is."""
-    if not isinstance(logits, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(logits).__name__}")
-    if logits.dtype not in check.FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {logits.dtype}")
-    if logits.ndim != 2:
-        raise ValueError(f"{name} must be 2-dimensional (N, V), got shape {logits.shape}")
-    if logits.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one column (V >= 1), got shape {logits.shape}")
-    if not logits.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
-    return check.kernel_input(logits)  # read-only logits: no new Numba specialisation
-
-
-class OutputBuffer:
-    """An (N, V) output kept from call to call: pass it as ``out=`` to :func:`log_prob_grad`,
-    :func:`log_softmax` or a loss of :mod:`fastlmrl.policy_losses` and the result is written into
-    the array it holds (allocated at the first call; replaced when the shape or dtype of the
-    logits changes).  The array returned *is* that buffer: the next call with the same
-    ``OutputBuffer`` overwrites it, so copy what you keep.
-
-    Why: a fresh (N, V) output is new memory each call, and the operating system zeroes each page
-    at its first write -- at (4096, 50257) float32, 0.8 GB per call, which made ``ppo_loss``
-    without ``out=`` run at about half the speed of one with a preallocated ``out``.  An
-    ``OutputBuffer`` gives that speed without managing the array by hand (one per thread: it is
-    not locked).  ``release()`` frees the array.
-    """
-
-    def __init__(self) -> None:
-        self.array: np.ndarray | None = None
-
-    def get(self, logits: np.ndarray) -> np.ndarray:
-        """The buffer for an output like ``logits`` (a new one when the shape or dtype differ, or
-        when ``logits`` is the buffer itself, as when a previous result is passed back in)."""
-        a = self.array
-        if (
-            a is None
-            or a.shape != logits.shape
-            or a.dtype != logits.dtype
-            or np.may_share_memory(a, logits)
-        ):
-            self.array = None  # free the old one before allocating the new one
-            a = self.array = np.empty_like(logits)
-        return a
-
-    def release(self) -> None:
-        """Drop the array (its memory is freed once no result refers to it)."""
-        self.array = None
-
-
-def as_out(out, logits: np.ndarray, name: str = "out") -> np.ndarray:
-    """A preallocated (N, V) output like ``logits`` (a new one when ``out`` is None, the buffer's
-    array for an :class:`OutputBuffer`)."""
-    if out is None:
-        return np.empty_like(logits)
-    if isinstance(out, OutputBuffer):
-        return out.get(logits)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(
-            f"{name} must be a numpy.ndarray or a fastlmrl.OutputBuffer, got {type(out).__name__}"
-        )
-    if out.dtype != logits.dtype:
-        raise TypeError(f"{name} must have dtype {logits.dtype}, got {out.dtype}")
-    if out.shape != logits.shape:
-        raise ValueError(f"{name} must have shape {logits.shape}, got {out.shape}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    if np.shares_memory(out, logits):
-        raise ValueError(f"{name} must not overlap logits")
-    return out
-
-
-def refuse_shared(out: np.ndarray, inputs: dict, out_name: str = "out") -> None:
-    """ValueError naming the input that shares memory with ``out``, which the call writes (the
-    kernels refuse it too, status 8: a gradient row written over a token id after its range check
-    would make the next row read out of bounds).  O(1): address ranges (inputs here are
-    contiguous, so a shared range is shared memory)."""
-    if out.size == 0:
-        return
-    for name, x in inputs.items():
-        if x is not None and x.size and np.may_share_memory(out, x):
-            raise ValueError(f"{name} shares memory with {out_name}, which this call writes")
-
-
-def bad_logits_message(logits: np.ndarray) -> str:
-    for i in range(logits.shape[0]):
-        row = logits[i]
-        if np.isnan(row).any() or np.isposinf(row).any() or not np.isfinite(row).any():
-            return (
-                f"logits row {i} holds NaN or +inf or no finite entry (masked logits must be "
-                "-inf and each row needs one finite logit)"
-            )
-    return "logits hold NaN or +inf"  # pragma: no cover
-
-
-def raise_for_status(status: int, logits: np.ndarray, tokens=None, extra=None) -> None:
-    """Turn a kernel status into an exception naming the argument (no-op for 0).
-
-    ``extra`` maps other status codes to ``(name, array)`` pairs whose first non-finite (or
-    negative, for weights) entry is reported.
-    """
-    if status == 0:
-        return
-    if status == NO_MEMORY:
-        raise MemoryError("fastlmrl: could not allocate the per-thread row buffers")
-    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError(
-            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
-        )
-    if status == BAD_LOGITS:
-        raise ValueError(bad_logits_message(logits))
-    if status == BAD_TOKENS and tokens is not None:
-        n_vocab = logits.shape[1]
-        bad = np.flatnonzero((tokens < 0) | (tokens >= n_vocab))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"tokens[{i}] = {int(tokens[i])} is out of range [0, {n_vocab})")
-        rows = np.arange(tokens.shape[0])
-        masked = np.flatnonzero(np.isneginf(logits[rows, tokens]))
-        i = int(masked[0]) if masked.size else 0
-        raise ValueError(
-            f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit: its "
-            "log-probability is -inf"
-        )
-    if extra and status in extra:
-        name, arr = extra[status]
-        arr = np.asarray(arr)
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"{name}[{i}] = {arr[i]} is not finite")
-        if name == "weights":
-            bad = np.flatnonzero(arr < 0)
-            if bad.size:
-                i = int(bad[0])
-                raise ValueError(f"weights[{i}] = {arr[i]} is negative")
-        raise ValueError(f"invalid {name}")
-    raise ValueError(f"invalid argument (status {status})")
-
-
-def as_tokens(tokens, n: int) -> np.ndarray:
-    return check.ids(tokens, "tokens", n)
+def _check(status: int, kernel: str, logits: np.ndarray, tokens=None) -> None:
+    """The error of a kernel's status (no-op for 0), through the contract of ``kernel``."""
+    if status:
+        _raise_for_status(status, CONTRACT[kernel], {"logits": logits, "tokens": tokens})
 
 
 def logsumexp(logits) -> np.ndarray:
     r""":math:`\operatorname{lse}_i = \log\sum_j e^{z_{i,j}}` per row, dtype of ``logits``."""
     logits = as_logits(logits)
     out = np.empty(logits.shape[0], dtype=logits.dtype)
-    status = _backend.kernels().logsumexp(logits, out, _free_cores.threads())
-    raise_for_status(status, logits)
+    status = _kernels.logsumexp(logits, out, _free_cores.threads())
+    _check(status, "logsumexp", logits)
     return out
 
 
@@ -220,8 +137,8 @@ def log_softmax(logits, out=None) -> np.ndarray:
     """
     logits = as_logits(logits)
     out = as_out(out, logits)
-    status = _backend.kernels().log_softmax(logits, out, _free_cores.threads())
-    raise_for_status(status, logits)
+    status = _kernels.log_softmax(logits, out, _free_cores.threads())
+    _check(status, "log_softmax", logits)
     return out
 
 
@@ -234,8 +151,8 @@ def token_log_probs(logits, tokens) -> np.ndarray:
     logits = as_logits(logits)
     tokens = as_tokens(tokens, logits.shape[0])
     out = np.empty(logits.shape[0], dtype=logits.dtype)
-    status = _backend.kernels().token_log_probs(logits, tokens, out, _free_cores.threads())
-    raise_for_status(status, logits, tokens)
+    status = _kernels.token_log_probs(logits, tokens, out, _free_cores.threads())
+    _check(status, "token_log_probs", logits, tokens)
     return out
 
 
@@ -247,13 +164,15 @@ def entropy(logits) -> np.ndarray:
     """
     logits = as_logits(logits)
     out = np.empty(logits.shape[0], dtype=logits.dtype)
-    status = _backend.kernels().entropy(logits, out, _free_cores.threads())
-    raise_for_status(status, logits)
+    status = _kernels.entropy(logits, out, _free_cores.threads())
+    _check(status, "entropy", logits)
     return out
 
 
 def log_prob_grad(logits, tokens, out=None) -> np.ndarray:
-    r""":math:`\partial\log\pi(a_i|s_i)/\partial z_{i,\cdot} = \mathrm{onehot}(a_i) - \pi(\cdot|s_i)`.
+    r"""The gradient of the token log-probabilities with respect to the logits:
+
+    .. math:: \partial\log\pi(a_i|s_i)/\partial z_{i,\cdot} = \mathrm{onehot}(a_i) - \pi(\cdot|s_i)
 
     Entry j of row i is :math:`-p_j`, and entry :math:`a_i` is :math:`1 - p_{a_i}` (float64, rounded
     once).  This is S&B (2018) eq. 13.9's eligibility vector for a softmax policy; multiply row i
@@ -265,6 +184,6 @@ def log_prob_grad(logits, tokens, out=None) -> np.ndarray:
     tokens = as_tokens(tokens, logits.shape[0])
     out = as_out(out, logits)
     refuse_shared(out, {"tokens": tokens})
-    status = _backend.kernels().log_prob_grad(logits, tokens, out, _free_cores.threads())
-    raise_for_status(status, logits, tokens)
+    status = _kernels.log_prob_grad(logits, tokens, out, _free_cores.threads())
+    _check(status, "log_prob_grad", logits, tokens)
     return out

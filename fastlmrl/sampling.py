@@ -53,7 +53,8 @@ a top-k of at most 1024, the top-k set, whose index-ordered list then also serve
 CDF search) and pops them from a max-heap in descending order: work in the size of the nucleus,
 not of the vocabulary.  At (256, 50257) float32 on one core of the development machine: ~36k
 tokens/s for plain sampling and ~12k tokens/s with temperature 0.7, top-k 50 and top-p 0.9
-(``torch.multinomial`` of the softmax: ~0.8k tokens/s; see ``benchmarks/bench_sampling.py``).  Rows are processed in parallel (``fastlmrl.set_num_threads``).
+(``torch.multinomial`` of the softmax: ~0.8k tokens/s; see ``benchmarks/bench_sampling.py``).
+Rows are processed in parallel (``fastlmrl.set_num_threads``).
 
 Masked logits (-inf) have probability 0 and are never drawn.  A row holding NaN or +inf or no
 finite entry raises ValueError naming ``logits``; nothing is written then.
@@ -61,31 +62,75 @@ finite entry raises ValueError naming ``logits``; nothing is written then.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
-from ._status import BAD_SHAPES
-from .log_probs import as_logits, bad_logits_message
+from ._contract import Arg, Kernel, Kind, Topic
+from ._contract import raise_for_status as _raise_for_status
+from ._status import Status
+from ._validation_logits import as_logits, explain_bad_logits
 from .rng import advance, check_capacity
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import sampling as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["SampledTokens", "sample_tokens"]
 
-BAD_LOGITS = 20
-BAD_TEMPERATURE = 30
-BAD_TOP_K = 31
-BAD_TOP_P = 32
-BAD_MIN_P = 33
-NO_MEMORY = 99
+# the statuses of sample_tokens, as plain ints (fastlmrl._status.Status)
+BAD_LOGITS = int(Status.BAD_LOGITS)
+BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)
+BAD_TOP_K = int(Status.BAD_TOP_K)
+BAD_TOP_P = int(Status.BAD_TOP_P)
+BAD_MIN_P = int(Status.BAD_MIN_P)
+NO_MEMORY = int(Status.NO_MEMORY)
 
-_STATUS_ARGUMENT = {
-    BAD_TEMPERATURE: "temperature",
-    BAD_TOP_K: "top_k",
-    BAD_TOP_P: "top_p",
-    BAD_MIN_P: "min_p",
-}
+MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double
+
+
+# ----------------------------------------------------------------------------- the contract
+#: The kernel of this topic, in every backend (``fastlmrl._python/_numba/_cython.sampling``);
+#: tests/test_contract.py checks each implementation against it.  A kernel that cannot allocate
+#: its row buffers returns ``NO_MEMORY`` (``raise_for_status``: MemoryError).
+CONTRACT = Topic(
+    "sampling",
+    (
+        Kernel(
+            "sample_tokens",
+            (
+                Arg("logits", Kind.TABLE, status=Status.BAD_LOGITS),
+                Arg(
+                    "temperature",
+                    Kind.REAL,
+                    status=Status.BAD_TEMPERATURE,
+                    domain=f"{{0}} or [{MIN_TEMPERATURE}, inf)",
+                ),
+                Arg(
+                    "top_k",
+                    Kind.SCALAR,
+                    status=Status.BAD_TOP_K,
+                    domain="[0, 2**63)",
+                    ctype="int64_t",
+                ),
+                Arg("top_p", Kind.REAL, status=Status.BAD_TOP_P, domain="(0, 1]"),
+                Arg("min_p", Kind.REAL, status=Status.BAD_MIN_P, domain="[0, 1]"),
+                Arg("key", Kind.UINT64),
+                Arg("counter", Kind.UINT64),
+                Arg("tokens_out", Kind.ACTIONS, written=True),
+                Arg("log_probs_out", Kind.REALS, written=True),
+                Arg("model_log_probs_out", Kind.REALS, written=True),
+                Arg("num_threads", Kind.THREADS),
+            ),
+            (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS),
+            doc="row i draws with counter + i; the scalars are checked first, then every row",
+            messages={Status.BAD_LOGITS: explain_bad_logits},
+        ),
+    ),
+)
 
 
 class SampledTokens(NamedTuple):
@@ -129,24 +174,12 @@ def _outputs(out, logits: np.ndarray):
     return tuple(out)
 
 
-def raise_for_status(status: int, logits: np.ndarray) -> None:
-    """Turn a ``sample_tokens`` kernel status into an exception naming the argument."""
-    if status == 0:
-        return
-    if status == NO_MEMORY:
-        raise MemoryError("fastlmrl: could not allocate the per-thread row buffers")
-    if status == BAD_SHAPES:  # the wrapper always passes consistent shapes
-        raise ValueError(
-            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
-        )
-    if status == BAD_LOGITS:
-        raise ValueError(bad_logits_message(logits))
-    if status in _STATUS_ARGUMENT:  # the wrapper checks these first
-        raise ValueError(f"invalid {_STATUS_ARGUMENT[status]}")
-    raise ValueError(f"invalid argument (status {status})")
-
-
-MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double
+def raise_for_status(status: int, logits: np.ndarray, **args) -> None:
+    """Turn a ``sample_tokens`` kernel status into the exception naming the argument (no-op for 0),
+    through :data:`CONTRACT`; ``args``: other arguments of the call by name (``temperature=``...)
+    for a message quoting their value."""
+    if status:
+        _raise_for_status(status, CONTRACT["sample_tokens"], {"logits": logits, **args})
 
 
 def _temperature(temperature) -> float:
@@ -207,7 +240,7 @@ def sample_tokens(
     n = logits.shape[0]
     key, counter = check_capacity(seed, n)
     tokens, log_probs, model_log_probs = _outputs(out, logits)
-    status = _backend.kernels().sample_tokens(
+    status = _kernels.sample_tokens(
         logits,
         temperature,
         top_k,

@@ -8,6 +8,9 @@ cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int n
 cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out, int num_threads) noexcept nogil
 
 from fastlmrl._cython.overlap cimport span_2d
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.number cimport PyNumber_Index
+from libc.limits cimport INT_MAX, INT_MIN
 
 
 cdef inline void in_place_span(const void* out_first, const void* logits_first, Py_ssize_t rows,
@@ -20,3 +23,16 @@ cdef inline void in_place_span(const void* out_first, const void* logits_first, 
     span_2d(logits_first, rows, cols, itemsize, start, size, k)
     if <const char*>out_first == start[k]:
         size[k] = 0
+
+
+cdef inline int thread_count(object num_threads) except? -1:
+    """``num_threads`` of a ``def`` wrapper (any Python integer; TypeError otherwise) as the C int
+    a ``_core`` takes: itself when it fits, else INT_MAX / INT_MIN (a thread count is capped by
+    the rows and cores anyway), so no integer gives an OverflowError at the call."""
+    cdef int overflow = 0
+    cdef long long n = PyLong_AsLongLongAndOverflow(PyNumber_Index(num_threads), &overflow)
+    if overflow > 0 or n > INT_MAX:
+        return INT_MAX
+    if overflow < 0 or n < INT_MIN:
+        return INT_MIN
+    return <int>n

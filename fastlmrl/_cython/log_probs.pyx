@@ -14,29 +14,14 @@ from libc.math cimport log
 from libc.stdlib cimport free, malloc
 
 from libc.stdint cimport int64_t
-from libc.limits cimport INT_MAX, INT_MIN
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work,
                                          use_streaming)
-
-
-cdef inline int _c_int(int64_t x) noexcept nogil:
-    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
-    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
-    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
-    if x > INT_MAX:
-        return INT_MAX
-    if x < INT_MIN:
-        return INT_MIN
-    return <int>x
-
-cdef int BAD_LOGITS = 20
-cdef int BAD_TOKENS = 21
-cdef int OVERLAPPING_ARRAYS = 8  # fastlmrl._status
-cdef int NO_MEMORY = 99
-cdef int BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
+# status codes: fastlmrl._status.Status (status.pxd is generated from it); the contract:
+# fastlmrl.log_probs.CONTRACT
+from fastlmrl._cython cimport status as st
 
 
 cdef inline bint _shapes_ok(const real_t[:, ::1] logits, Py_ssize_t n_tokens,
@@ -50,69 +35,72 @@ cdef inline bint _shapes_ok(const real_t[:, ::1] logits, Py_ssize_t n_tokens,
     return out_shape[0] == n and (per_row or out_shape[1] == logits.shape[1])
 
 
-cdef inline int _lse_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
+# The row helpers return True for an invalid row (NaN, +inf or no finite entry; nothing stored);
+# the kernels count them.
+
+cdef inline bint _lse_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
                          real_t* e) noexcept nogil:
     cdef double m, s
     if not row_stats(&logits[i, 0], logits.shape[1], e, &m, &s):
-        return 1
+        return True
     res[i] = m + log(s)
-    return 0
+    return False
 
 
-cdef inline int _token_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
+cdef inline bint _token_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
                            double* res, real_t* e) noexcept nogil:
     cdef double m, s
     cdef const real_t* row = &logits[i, 0]
     if not row_stats(row, logits.shape[1], e, &m, &s):
-        return 1
+        return True
     res[i] = <double>row[tokens[i]] - (m + log(s))
-    return 0
+    return False
 
 
-cdef inline int _entropy_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
+cdef inline bint _entropy_row(const real_t[:, ::1] logits, Py_ssize_t i, double* res,
                              real_t* e) noexcept nogil:
     cdef double m, s
     cdef const real_t* row = &logits[i, 0]
     if not row_stats(row, logits.shape[1], e, &m, &s):
-        return 1
+        return True
     res[i] = row_entropy(row, logits.shape[1], e, 1.0 / s, m + log(s))
-    return 0
+    return False
 
 
-cdef inline int _log_softmax_row(const real_t[:, ::1] logits, Py_ssize_t i, real_t[:, ::1] out,
+cdef inline bint _log_softmax_row(const real_t[:, ::1] logits, Py_ssize_t i, real_t[:, ::1] out,
                                  real_t* e) noexcept nogil:
     cdef double m, s, lse
     cdef Py_ssize_t j, v = logits.shape[1]
     cdef const real_t* row = &logits[i, 0]
     cdef real_t* dst = &out[i, 0]
     if not row_stats(row, v, e, &m, &s):
-        return 1
+        return True
     lse = m + log(s)
     for j in range(v):
         dst[j] = <real_t>(<double>row[j] - lse)
-    return 0
+    return False
 
 
-cdef inline int _grad_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
+cdef inline bint _grad_row(const real_t[:, ::1] logits, const index_t[::1] tokens, Py_ssize_t i,
                           real_t[:, ::1] out, real_t* e, bint nt) noexcept nogil:
     cdef double m, s
     if not row_stats(&logits[i, 0], logits.shape[1], e, &m, &s):
-        return 1
+        return True
     grad_fill(logits.shape[1], e, 1.0 / s, tokens[i], 1.0, &out[i, 0], nt)
     if nt:
         store_fence()
-    return 0
+    return False
 
 
 cdef inline int _alloc(Py_ssize_t nt, Py_ssize_t v, Py_ssize_t n, real_t** w,
                        double** res) noexcept nogil:
-    """Per-thread exp buffers and the float64 result row; NO_MEMORY (nothing held) on failure."""
+    """Per-thread exp buffers and the float64 result row; st.NO_MEMORY (nothing held) on failure."""
     w[0] = <real_t*>work(nt, v)
     res[0] = <double*>malloc(sizeof(double) * n + 8)
     if w[0] == NULL or res[0] == NULL:
         free(w[0])
         free(res[0])
-        return NO_MEMORY
+        return st.NO_MEMORY
     return 0
 
 
@@ -124,7 +112,7 @@ cdef inline int _finish(Py_ssize_t bad, real_t* w, double* res, real_t[::1] out)
         for i in range(out.shape[0]):
             out[i] = <real_t>res[i]
     free(res)
-    return BAD_LOGITS if bad else 0
+    return st.BAD_LOGITS if bad else 0
 
 
 cdef inline bint _out_overlaps(const real_t[:, ::1] logits, const void* tokens,
@@ -148,9 +136,9 @@ cdef int _row_stat(bint entropy, const real_t[:, ::1] logits, real_t[::1] out,
     cdef real_t* w = NULL
     cdef double* res = NULL
     if _out_overlaps(logits, NULL, 0, 1, out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if _alloc(nt, v, n, &w, &res):
-        return NO_MEMORY
+        return st.NO_MEMORY
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             if entropy:
@@ -168,7 +156,7 @@ cdef int _row_stat(bint entropy, const real_t[:, ::1] logits, real_t[::1] out,
 
 cdef int logsumexp_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
     if not _shapes_ok(logits, -1, out.shape, True):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     return _row_stat(False, logits, out, num_threads)
 
 
@@ -179,13 +167,13 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
     cdef real_t* w = NULL
     cdef double* res = NULL
     if not _shapes_ok(logits, tokens.shape[0], out.shape, True):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     if _out_overlaps(logits, &tokens[0], tokens.shape[0], sizeof(index_t), out):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     if _alloc(nt, v, n, &w, &res):
-        return NO_MEMORY
+        return st.NO_MEMORY
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             bad += _token_row(logits, tokens, i, res, w + threadid() * v)
@@ -197,7 +185,7 @@ cdef int token_log_probs_core(const real_t[:, ::1] logits, const index_t[::1] to
 
 cdef int entropy_core(const real_t[:, ::1] logits, real_t[::1] out, int num_threads) noexcept nogil:
     if not _shapes_ok(logits, -1, out.shape, True):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     return _row_stat(True, logits, out, num_threads)
 
 
@@ -209,15 +197,15 @@ cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int n
     cdef const char* start[2]
     cdef size_t size[2]
     if not _shapes_ok(logits, -1, out.shape, False):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     # out == logits exactly is allowed (in place, row by row); a partial overlap is not
     span_2d(&out[0, 0], out.shape[0], out.shape[1], sizeof(real_t), start, size, 0)
     in_place_span(&out[0, 0], &logits[0, 0], n, v, sizeof(real_t), start, size, 1)
     if written_overlap(1, 2, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     w = <real_t*>work(nt, v)
     if w == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             bad += _log_softmax_row(logits, i, out, w + threadid() * v)
@@ -225,7 +213,7 @@ cdef int log_softmax_core(const real_t[:, ::1] logits, real_t[:, ::1] out, int n
         for i in range(n):
             bad += _log_softmax_row(logits, i, out, w)
     free(w)
-    return BAD_LOGITS if bad else 0
+    return st.BAD_LOGITS if bad else 0
 
 
 cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out, int num_threads) noexcept nogil:
@@ -238,19 +226,19 @@ cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] toke
     cdef const char* start[3]
     cdef size_t size[3]
     if not _shapes_ok(logits, tokens.shape[0], out.shape, False):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     # out == logits exactly is allowed (in place, row by row); a partial overlap, or one with
     # tokens, is not
     span_2d(&out[0, 0], out.shape[0], out.shape[1], sizeof(real_t), start, size, 0)
     span_1d(&tokens[0], tokens.shape[0], sizeof(index_t), start, size, 1)
     in_place_span(&out[0, 0], &logits[0, 0], n, v, sizeof(real_t), start, size, 2)
     if written_overlap(1, 3, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     w = <real_t*>work(nt, v)
     if w == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     stream = use_streaming(n, v, &logits[0, 0])
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
@@ -259,41 +247,41 @@ cdef int log_prob_grad_core(const real_t[:, ::1] logits, const index_t[::1] toke
         for i in range(n):
             bad += _grad_row(logits, tokens, i, out, w, stream)
     free(w)
-    return BAD_LOGITS if bad else 0
+    return st.BAD_LOGITS if bad else 0
 
 
-def logsumexp(const real_t[:, ::1] logits, real_t[::1] out, int64_t num_threads):
-    cdef int status
+def logsumexp(const real_t[:, ::1] logits, real_t[::1] out, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
-        status = logsumexp_core(logits, out, _c_int(num_threads))
+        status = logsumexp_core(logits, out, threads)
     return status
 
 
 def token_log_probs(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[::1] out,
-                    int64_t num_threads):
-    cdef int status
+                    num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
-        status = token_log_probs_core(logits, tokens, out, _c_int(num_threads))
+        status = token_log_probs_core(logits, tokens, out, threads)
     return status
 
 
-def entropy(const real_t[:, ::1] logits, real_t[::1] out, int64_t num_threads):
-    cdef int status
+def entropy(const real_t[:, ::1] logits, real_t[::1] out, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
-        status = entropy_core(logits, out, _c_int(num_threads))
+        status = entropy_core(logits, out, threads)
     return status
 
 
-def log_softmax(const real_t[:, ::1] logits, real_t[:, ::1] out, int64_t num_threads):
-    cdef int status
+def log_softmax(const real_t[:, ::1] logits, real_t[:, ::1] out, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
-        status = log_softmax_core(logits, out, _c_int(num_threads))
+        status = log_softmax_core(logits, out, threads)
     return status
 
 
 def log_prob_grad(const real_t[:, ::1] logits, const index_t[::1] tokens, real_t[:, ::1] out,
-                  int64_t num_threads):
-    cdef int status
+                  num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
-        status = log_prob_grad_core(logits, tokens, out, _c_int(num_threads))
+        status = log_prob_grad_core(logits, tokens, out, threads)
     return status

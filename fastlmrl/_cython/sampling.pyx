@@ -21,20 +21,28 @@ from fastlmrl._cython._common cimport real_t, uniform
 from fastlmrl._cython.fast_math cimport fast_exp32, n_threads, row_stats, rows_per_chunk, work
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
-cdef enum:
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
-    BAD_LOGITS = 20
-    BAD_TEMPERATURE = 30
-    BAD_TOP_K = 31
-    BAD_TOP_P = 32
-    BAD_MIN_P = 33
-    NO_MEMORY = 99
-    BLOCK = 64
-    SMALL_K = 128  # top-k up to this k: one heap pass over the row
-    DIRECT_K = 1024  # top-k up to this k: the rest of the row works on the candidate list
-    LAST_EXPONENT = 60  # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
+# status codes: fastlmrl._status.Status (status.pxd is generated from it); the contract:
+# fastlmrl.sampling.CONTRACT
+from fastlmrl._cython cimport status as st
+from fastlmrl._cython.log_probs cimport thread_count
 
+# Sizes, as C compile-time constants (``idx // BLOCK`` stays a shift)
+cdef extern from *:
+    """
+    enum {
+        FASTLMRL_SAMPLING_BLOCK = 64,
+        FASTLMRL_SAMPLING_SMALL_K = 128,
+        FASTLMRL_SAMPLING_DIRECT_K = 1024,
+        FASTLMRL_SAMPLING_LAST_EXPONENT = 60
+    };
+    """
+    enum:
+        BLOCK "FASTLMRL_SAMPLING_BLOCK"
+        SMALL_K "FASTLMRL_SAMPLING_SMALL_K"  # top-k up to this k: one heap pass over the row
+        # top-k up to this k: the rest of the row works on the candidate list
+        DIRECT_K "FASTLMRL_SAMPLING_DIRECT_K"
+        # candidate cutoffs 2**-e, 0 <= e <= 60; below: every weight
+        LAST_EXPONENT "FASTLMRL_SAMPLING_LAST_EXPONENT"
 
 
 cdef double F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
@@ -52,13 +60,13 @@ cdef inline int _arguments_status(double temperature, int64_t top_k, double top_
                                   double min_p) noexcept nogil:
     """0, or the status of the first bad scalar argument (NaN fails every comparison)."""
     if not (temperature == 0.0 or (temperature >= DBL_MIN and temperature < INFINITY)):
-        return BAD_TEMPERATURE  # (DBL_MIN, the smallest normal double: 1 / T stays finite)
+        return st.BAD_TEMPERATURE  # (DBL_MIN, the smallest normal double: 1 / T stays finite)
     if top_k < 0:
-        return BAD_TOP_K
+        return st.BAD_TOP_K
     if not (top_p > 0.0 and top_p <= 1.0):
-        return BAD_TOP_P
+        return st.BAD_TOP_P
     if not (min_p >= 0.0 and min_p <= 1.0):
-        return BAD_MIN_P
+        return st.BAD_MIN_P
     return 0
 
 
@@ -375,16 +383,16 @@ cdef Py_ssize_t _block_search(const real_t* w, Py_ssize_t n, double t,
     return _last_positive(w, 0, n, t)
 
 
-cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperature,
-                     int64_t top_k, double top_p, double min_p, double u, real_t* w, double* h,
-                     int64_t* idx, int64_t* res_tok, double* res_lp,
-                     double* res_mlp) noexcept nogil:
-    """Row i into res_*[i]; returns 1 for an invalid row (nothing stored), else 0."""
+cdef bint _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperature,
+                      int64_t top_k, double top_p, double min_p, double u, real_t* w, double* h,
+                      int64_t* idx, int64_t* res_tok, double* res_lp,
+                      double* res_mlp) noexcept nogil:
+    """Row i into res_*[i]; returns True for an invalid row (nothing stored), else False."""
     cdef Py_ssize_t n = logits.shape[1], j, a = 0, size
     cdef const real_t* row = &logits[i, 0]
     cdef double m, s, model_lse, memo, memo_t = 0.0, t_k = 0.0, t, t_p, z, x_a
     if not row_stats(row, n, w, &m, &s):
-        return 1
+        return True
     model_lse = m + log(s)
     if temperature == 0.0:
         for j in range(n):
@@ -394,7 +402,7 @@ cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperatu
         res_tok[i] = a
         res_lp[i] = 0.0
         res_mlp[i] = <double>row[a] - model_lse
-        return 0
+        return False
     # one remembered lane sum of the kept weights: at threshold 0 it is S when T = 1
     memo = s if temperature == 1.0 else -1.0  # -1: not computed yet
     if temperature != 1.0:  # T = 1: the weights are the model's exps, already in w
@@ -415,7 +423,7 @@ cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperatu
             res_tok[i] = a
             res_lp[i] = (x_a - m) / temperature - log(z)
             res_mlp[i] = x_a - model_lse
-            return 0
+            return False
     t = t_k
     if top_p < 1.0:
         if memo < 0.0 or memo_t != t_k:
@@ -433,7 +441,7 @@ cdef int _sample_row(const real_t[:, ::1] logits, Py_ssize_t i, double temperatu
     res_tok[i] = a
     res_lp[i] = (x_a - m) / temperature - log(z)
     res_mlp[i] = x_a - model_lse
-    return 0
+    return False
 
 
 cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int64_t top_k,
@@ -454,13 +462,13 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
     cdef size_t size[4]
     if not _shapes_ok(logits, tokens_out.shape[0], log_probs_out.shape[0],
                       model_log_probs_out.shape[0]):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     span_1d(&tokens_out[0], n, sizeof(int64_t), start, size, 0)
     span_1d(&log_probs_out[0], n, sizeof(real_t), start, size, 1)
     span_1d(&model_log_probs_out[0], n, sizeof(real_t), start, size, 2)
     span_2d(&logits[0, 0], n, v, sizeof(real_t), start, size, 3)
     if written_overlap(3, 4, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = _arguments_status(temperature, top_k, top_p, min_p)
     if status:
         return status
@@ -480,7 +488,7 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
         free(res_tok)
         free(res_lp)
         free(res_mlp)
-        return NO_MEMORY
+        return st.NO_MEMORY
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             bad += _sample_row(logits, i, temperature, top_k, top_p, min_p,
@@ -503,14 +511,14 @@ cdef int sample_tokens_core(const real_t[:, ::1] logits, double temperature, int
     free(res_tok)
     free(res_lp)
     free(res_mlp)
-    return BAD_LOGITS if bad else 0
+    return st.BAD_LOGITS if bad else 0
 
 
 def sample_tokens(const real_t[:, ::1] logits, double temperature, int64_t top_k, double top_p,
                   double min_p, uint64_t key, uint64_t counter, int64_t[::1] tokens_out,
-                  real_t[::1] log_probs_out, real_t[::1] model_log_probs_out, int num_threads):
-    cdef int status
+                  real_t[::1] log_probs_out, real_t[::1] model_log_probs_out, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
         status = sample_tokens_core(logits, temperature, top_k, top_p, min_p, key, counter,
-                                    tokens_out, log_probs_out, model_log_probs_out, num_threads)
+                                    tokens_out, log_probs_out, model_log_probs_out, threads)
     return status

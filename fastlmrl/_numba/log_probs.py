@@ -1,11 +1,11 @@
 """Numba kernels over logits (same arithmetic as fastlmrl/_python/log_probs.py, bit for bit).
 
 Rows are split into blocks of ``rows_per_block`` rows (about 64k entries); each of ``n_threads``
-workers (``prange``, one exp row buffer of the logits' dtype each) takes the next block from an atomic counter until
-none is left (dynamic schedule: a thread slowed by another process does not hold the others up).
-Every row is computed by the same code whichever worker takes it, so results do not depend on the
-thread count.  The (N,)
-results are collected in a float64 work array and copied out only after every row was found valid.
+workers (``prange``, one exp row buffer of the logits' dtype each) takes the next block from an
+atomic counter until none is left (dynamic schedule: a thread slowed by another process does not
+hold the others up).  Every row is computed by the same code whichever worker takes it, so results
+do not depend on the thread count.  The (N,) results are collected in a float64 work array and
+copied out only after every row was found valid.
 """
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
@@ -14,21 +14,27 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT, out_of_range
 from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
 from .overlap import _bounds, spans_overlap
 
-BAD_LOGITS = 20
-BAD_TOKENS = 21
+# status codes: fastlmrl._status.Status as plain ints (Numba globals); the contract:
+# fastlmrl.log_probs.CONTRACT
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_LOGITS = int(Status.BAD_LOGITS)
+BAD_TOKENS = int(Status.BAD_TOKENS)
+
 PARALLEL_MIN_ELEMENTS = 1 << 16
+SERIAL = 1  # one worker
 
 
 @njit(**NJIT)
 def n_threads(num_threads, n, n_vocab):
     """Workers: 1 unless more than one thread is allowed and the batch is large enough."""
     if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
-        return 1
+        return SERIAL
     return min(num_threads, n)
 
 

@@ -24,17 +24,21 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT, uniform
 from .fast_math import F32, INLINE, LANES, combine, fast_exp32, row_stats
 from .log_probs import n_threads, next_block, rows_per_block, span
 from .overlap import spans_overlap
 
-BAD_LOGITS = 20
-BAD_TEMPERATURE = 30
-BAD_TOP_K = 31
-BAD_TOP_P = 32
-BAD_MIN_P = 33
+# status codes: fastlmrl._status.Status as plain ints (Numba globals); the contract:
+# fastlmrl.sampling.CONTRACT
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_LOGITS = int(Status.BAD_LOGITS)
+BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)
+BAD_TOP_K = int(Status.BAD_TOP_K)
+BAD_TOP_P = int(Status.BAD_TOP_P)
+BAD_MIN_P = int(Status.BAD_MIN_P)
 BLOCK = 64
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
 F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
@@ -420,11 +424,11 @@ def block_search(w, n, t, target):
 def sample_row(
     logits, i, temperature, top_k, top_p, min_p, u, w, h, idx, lanes, res_tok, res_lp, res_mlp
 ):
-    """Row i into res_*[i]; returns 1 for an invalid row (nothing stored), else 0."""
+    """Row i into res_*[i]; returns True for an invalid row (nothing stored), else False."""
     n = logits.shape[1]
     m, s, ok = row_stats(logits, i, w)
     if not ok:
-        return 1
+        return True
     model_lse = m + math.log(s)
     if temperature == 0.0:
         a = 0
@@ -435,7 +439,7 @@ def sample_row(
         res_tok[i] = a
         res_lp[i] = 0.0
         res_mlp[i] = np.float64(logits[i, a]) - model_lse
-        return 0
+        return False
     # one remembered lane sum of the kept weights: at threshold 0 it is S when T = 1
     memo_t = 0.0
     memo = s if temperature == 1.0 else -1.0  # -1: not computed yet
@@ -457,7 +461,7 @@ def sample_row(
             res_tok[i] = a
             res_lp[i] = (x_a - m) / temperature - math.log(z)
             res_mlp[i] = x_a - model_lse
-            return 0
+            return False
     t = t_k
     if top_p < 1.0:
         if memo < 0.0 or memo_t != t_k:
@@ -474,7 +478,7 @@ def sample_row(
     res_tok[i] = a
     res_lp[i] = (x_a - m) / temperature - math.log(z)
     res_mlp[i] = x_a - model_lse
-    return 0
+    return False
 
 
 @njit(**NJIT)

@@ -16,21 +16,25 @@ EXP is, for float32 logits, ``fast_exp32`` of the float32 difference ``x_j - m``
 exp in float32 arithmetic, within 1 ulp of float32 of the exact exp (see
 fastlmrl/_numba/fast_math.py), eight float32 lanes per 256-bit vector; for float64 logits it is
 ``math.exp`` of the double difference.  A row is
-invalid when it holds NaN or +inf or no finite entry (status 20).  Masked logits (-inf) get
+invalid when it holds NaN or +inf or no finite entry (status BAD_LOGITS).  Masked logits (-inf) get
 probability 0 and log-probability -inf.
 """
 
 import math
 import struct
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import written_overlaps
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 
+# status codes: fastlmrl._status.Status (the contract: fastlmrl.log_probs.CONTRACT)
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_LOGITS = int(Status.BAD_LOGITS)
+BAD_TOKENS = int(Status.BAD_TOKENS)
+
 LANES = 8
-BAD_LOGITS = 20
-BAD_TOKENS = 21
 
 _D = struct.Struct("<d")
 _Q = struct.Struct("<q")
