@@ -445,7 +445,7 @@ def test_loss_weights_modes_and_trl_aliases():
         ft.ppo_loss(x, t, per["old"], per["adv"], w, clip_low=0.1, epsilon=0.1)
 
 
-# --- other spellings (TRL's, silent; our deprecated ones, warning) ---------------------------------
+# --- other spellings (TRL's, silent; our deprecated ones, warning) --------------------------------
 
 
 def _spelling_calls():
@@ -1143,6 +1143,15 @@ def test_eager_fast_path_equals_the_custom_op(i):
             )
 
 
+def _cython_entry_active() -> bool:
+    """Whether ft.ppo_loss's eager fast path runs through fastlmrl._cython.torch_entry (the
+    Cython backend is active and the entry point built)."""
+    from fastlmrl.torch import _tensors as tt
+    from fastlmrl.torch import policy_losses as pl
+
+    return pl._entry is not None and tt.kernels() is pl._cython_kernels
+
+
 def _ppo_fast_cases():
     """Calls of ft.ppo_loss that take the eager fast path (plain contiguous 2-D float32/64
     logits, token-level ratios) and calls that must not (each needs a conversion or the
@@ -1181,13 +1190,13 @@ def _ppo_fast_cases():
             ),
             False,
         ),
-        (
+        (  # .numpy() refuses a tensor that requires a gradient; the Cython entry reads it
             lambda: case(
                 old_log_probs=lambda kw, per: (
                     per["old"][::1].expand(6)[:6].clone().requires_grad_(True)
                 )
             ),
-            False,
+            "entry",
         ),
         (lambda: case(ratio_level="sequence", sequence_offsets=torch.tensor([0, 2, 6])), False),
     ]
@@ -1200,6 +1209,8 @@ def test_ppo_eager_fast_path_equals_the_custom_op(i, grad):
     result tensors built when read): every field and the gradient equal the registered op's bit
     for bit, and only eligible calls take it (its autograd node is fastlmrl_ppo_loss_fast)."""
     make, fast = _ppo_fast_cases()[i]
+    if fast == "entry":  # fast through the Cython entry point only
+        fast = _cython_entry_active()
     kw = make()
     x = kw["logits"].detach().clone().requires_grad_(grad)
     res = ft.ppo_loss(**dict(kw, logits=x))

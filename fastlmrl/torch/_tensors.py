@@ -225,9 +225,15 @@ def empty_pair(shape, dtype: torch.dtype) -> tuple[Tensor, np.ndarray]:
 def scratch_like(x: np.ndarray) -> np.ndarray:
     """An uninitialised array of ``x``'s shape and dtype that no tensor will see (a gradient
     nobody asked for); large ones come from the buffer cache."""
-    if x.nbytes < _cache.MIN_BYTES or _cache.max_bytes <= 0:
-        return np.empty(x.shape, dtype=x.dtype)
-    return _cache.take(x.nbytes).view(x.dtype).reshape(x.shape)
+    return scratch(x.shape, x.dtype)
+
+
+def scratch(shape, dtype: np.dtype) -> np.ndarray:
+    """:func:`scratch_like` by shape and NumPy dtype."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < _cache.MIN_BYTES or _cache.max_bytes <= 0:
+        return np.empty(shape, dtype=dtype)
+    return _cache.take(nbytes).view(dtype).reshape(shape)
 
 
 def kernel_logits(logits: Tensor) -> tuple[Tensor, np.ndarray]:
@@ -289,6 +295,9 @@ _PLAIN = (Tensor, torch.nn.Parameter)
 _peek_transforms = torch._C._functorch.peek_interpreter_stack
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 _jit_tracing = torch._C._get_tracing_state
+#: eager_mode()'s four tests as functions, for the Cython entry point: eager when the first
+#: three return false / 0 / None and the last None
+EAGER_CHECKS = (_is_compiling, _dispatch_modes, _peek_transforms, _jit_tracing)
 
 
 def traced_call(args) -> bool:
@@ -400,6 +409,10 @@ def num_threads(elements: int) -> int:
     return _free_cores.threads()
 
 
+small_threads = _backend.get_num_threads  # num_threads() below SMALL_WORK
+large_threads = _free_cores.threads  # num_threads() from SMALL_WORK on
+
+
 def unbind(stats: Tensor) -> tuple:
     """``stats.unbind()`` -- the 0-dim views of a 1-D tensor of diagnostics; for a plain eager
     tensor built from NumPy views (about 1 us each instead of ~2.5 us through the dispatcher)."""
@@ -414,9 +427,13 @@ def unbind(stats: Tensor) -> tuple:
     return tuple(torch.from_numpy(arr[i, ...]) for i in range(arr.shape[0]))
 
 
-def _graph_is_freed_after_this_backward() -> bool:
-    keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return keep is not None and not keep()
+_keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+
+
+def graph_is_freed_after_this_backward() -> bool:
+    """True inside a backward pass that frees the graph (no ``retain_graph``); False when it
+    keeps it or torch cannot tell."""
+    return _keep_graph is not None and not _keep_graph()
 
 
 def scale_eager(grad: Tensor, upstream):
@@ -427,7 +444,7 @@ def scale_eager(grad: Tensor, upstream):
     if (
         type(upstream) is Tensor
         and not _dispatch_modes()
-        and _graph_is_freed_after_this_backward()
+        and graph_is_freed_after_this_backward()
         and float(upstream) == 1.0
     ):
         return grad  # (a scalar loss: its upstream gradient has one element)
@@ -448,7 +465,7 @@ def scale(grad: Tensor, upstream):
         not is_traced(upstream)
         and upstream.numel() == 1
         and float(upstream) == 1.0
-        and _graph_is_freed_after_this_backward()
+        and graph_is_freed_after_this_backward()
     ):
         return grad
     return grad * upstream  # a 0-dim upstream keeps the gradient's dtype

@@ -137,21 +137,23 @@ class PPOLossResult:
         self._arrays = None
 
     @classmethod
-    def _lazy(cls, loss: Tensor, log_probs, token_loss, ratios, stats):
-        """``loss`` and the kernel's arrays: (N,) float64 per-token results and its 7 stats
-        (stats[1:] are the diagnostics), turned into tensors when read."""
+    def _lazy(cls, loss: Tensor, buffer: np.ndarray, n: int):
+        """``loss`` and the kernel's outputs in one float64 ``buffer`` of 3 N + 7 entries:
+        ``[log_probs | token_loss | ratios | stats]`` (stats[1:] are the diagnostics), turned
+        into tensors when read (:mod:`fastlmrl._cython.torch_entry` builds the same)."""
         result = cls.__new__(cls)
         result._values = [loss, None, None, None, None, None, None, None, None, None]
-        result._arrays = (log_probs, token_loss, ratios, stats)
+        result._arrays = (buffer, n)
         return result
 
     def _get(self, i: int):
         value = self._values[i]
         if value is None:  # not built yet (the eager fast path)
+            buffer, n = self._arrays
             if i < 4:
-                value = torch.from_numpy(self._arrays[i - 1])
+                value = torch.from_numpy(buffer[(i - 1) * n : i * n])
             else:
-                value = torch.from_numpy(self._arrays[3][i - 3, ...])
+                value = torch.from_numpy(buffer[3 * n + i - 3, ...])
             self._values[i] = value
         return value
 
@@ -531,26 +533,84 @@ def _fast_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estim
 
 
 class fastlmrl_ppo_loss_fast(torch.autograd.Function):
-    """The autograd node of the eager fast path: the kernel already ran; ``forward`` wraps its
-    loss (a 0-dim array) and saves its gradient, ``backward`` scales that gradient by the
-    upstream gradient as the custom op's backward does (:func:`_tensors.scale`)."""
+    """The autograd node of the eager fast paths: the kernel already ran.  ``forward(ctx,
+    logits, (grad, loss))`` keeps the gradient (an (N, V) NumPy array) and returns the loss (a
+    0-dim array) as a tensor; ``backward`` makes the gradient a tensor and scales it by the
+    upstream gradient as the custom op's backward does (:func:`_tensors.scale_eager`: as it is
+    for an upstream 1 when the graph is freed, which autograd then takes as ``.grad`` without a
+    copy).
+
+    Written for a cheap ``apply`` (~3 us of a (1, 8) call's ~5): one tensor input (the
+    arguments' pair is not a tensor, so autograd does not inspect it), the gradient kept as an
+    attribute rather than through ``save_for_backward`` and made a tensor only if a backward
+    pass runs.  The attribute is dropped by the backward pass that frees the graph; a later one
+    raises autograd's error.  (The gradient is no input or output of the node, so keeping it on
+    ``ctx`` makes no reference cycle.)
+    """
 
     @staticmethod
-    def forward(ctx, logits, grad, loss):
-        ctx.save_for_backward(grad)
-        return torch.from_numpy(loss)
+    def forward(ctx, logits, state):
+        ctx.grad = state[0]
+        return torch.from_numpy(state[1])
 
     @staticmethod
     def backward(ctx, grad_loss):
-        (grad,) = ctx.saved_tensors
-        return tt.scale_eager(grad, grad_loss), None, None
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved "
+                "tensors after they have already been freed). Specify retain_graph=True if you "
+                "need to backward through the graph a second time."
+            )
+        if tt.graph_is_freed_after_this_backward():
+            ctx.grad = None
+        return tt.scale_eager(torch.from_numpy(grad), grad_loss), None
 
 
 # torch.autograd.Function.apply without its Python prologue (never under functorch here)
 _apply_ppo = super(torch.autograd.Function, fastlmrl_ppo_loss_fast).apply
 
 
+def _entry_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator, has_ref):
+    """:func:`_fast_options`, None where they raise (the general path raises the error)."""
+    try:
+        return _fast_options(
+            clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator, has_ref
+        )
+    except (TypeError, ValueError, RuntimeError):  # unhashable or bad options
+        return None
+
+
+try:  # the Cython entry point: CPU tensors straight to the Cython kernel core
+    import fastlmrl._cython as _cython_kernels
+    from fastlmrl._cython import torch_entry as _entry
+except ImportError:  # the Cython backend is not built: the NumPy-view fast path serves
+    _cython_kernels = _entry = None  # (tt._kernels is never None)
+    _entry_ppo_loss = None
+else:
+    _entry.configure(
+        Tensor,
+        torch.float32,
+        torch.float64,
+        torch.int32,
+        torch.int64,
+        torch.from_numpy,
+        _apply_ppo,
+        torch.is_grad_enabled,
+        tt.EAGER_CHECKS,
+        tt.small_threads,
+        tt.large_threads,
+        tt.scratch,
+        PPOLossResult,
+        tt.LARGE_BYTES,
+        tt.SMALL_WORK,
+        _entry_options,
+        getattr(Tensor, "__dlpack_c_exchange_api__", None),  # (recent torch: DLPack >= 1.2)
+    )
+    _entry_ppo_loss = _entry.ppo_loss
+
 _BAD = object()  # options the fast path leaves to the general path (its errors)
+_is_compiling = torch.compiler.is_compiling
 _IMMUTABLE = (float, int, str, type(None))
 _last_options: tuple = (_BAD,) * 8
 
@@ -590,7 +650,9 @@ def _ppo_fast(
     token-level ratios: the backend's kernel on NumPy views of the tensors, no dispatcher and
     the result tensors built when read (:class:`PPOLossResult`).  None when any argument needs
     the general path (conversions, traced or transformed calls, errors): every check it makes is
-    one that the general path makes too, so it never changes which calls succeed.
+    one that the general path makes too, so it never changes which calls succeed.  Under the
+    Cython backend :func:`fastlmrl._cython.torch_entry.ppo_loss` does the same without the
+    NumPy views (this path serves the other backends).
 
     The kernel checks the ids, the finiteness of every per-token input, the weights and the
     logits before it writes anything; a non-zero status is turned into the NumPy API's error by
@@ -668,7 +730,10 @@ def _ppo_fast(
         return None
     # the gradient (a tensor over it only when it is needed)
     out = np.empty_like(x) if x.nbytes < _LARGE_BYTES else tt.scratch_like(x)
-    token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
+    buffer = np.empty(3 * n + 7)  # PPOLossResult._lazy's layout
+    log_probs, token_loss, ratios = buffer[:n], buffer[n : 2 * n], buffer[2 * n : 3 * n]
+    stats = buffer[3 * n :]
+    stats.fill(0.0)
     status = tt.kernels().ppo_loss(
         x,
         tok,
@@ -705,10 +770,10 @@ def _ppo_fast(
         )  # pragma: no cover
     loss = np.array(stats[0], dtype=dtype)
     if grad and torch.is_grad_enabled():
-        loss = _apply_ppo(logits, torch.from_numpy(out), loss)
+        loss = _apply_ppo(logits, (out, loss))
     else:
         loss = torch.from_numpy(loss)
-    return PPOLossResult._lazy(loss, log_probs, token_loss, ratios, stats)
+    return PPOLossResult._lazy(loss, buffer, n)
 
 
 @check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
@@ -735,7 +800,28 @@ def ppo_loss(
     ``weights`` (default :math:`1/N`) carry the mask and the normalisation: see
     :func:`fastlmrl.torch.loss_weights` for GRPO / BNPO / Dr. GRPO / DAPO.
     """
-    if sequence_offsets is None and type(logits) is Tensor:
+    if (
+        sequence_offsets is None
+        and tt._kernels is _cython_kernels  # (None: no entry point)
+        and not _is_compiling()  # (folded by dynamo: it traces the general path)
+    ):
+        result = _entry_ppo_loss(  # tensors straight to the Cython core (token-level ratios)
+            logits,
+            tokens,
+            old_log_probs,
+            advantages,
+            weights,
+            ref_log_probs,
+            clip_low,
+            clip_high,
+            dual_clip,
+            ratio_level,
+            kl_coef,
+            kl_estimator,
+        )
+        if result.__class__ is PPOLossResult:
+            return result
+    elif sequence_offsets is None and type(logits) is Tensor:  # the eager NumPy-view path
         result = _ppo_fast(
             logits,
             tokens,
