@@ -79,7 +79,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -248,9 +248,10 @@ _DENSE_NO_POLICY = (replace(_P, status=Status.BAD_ACTIONS), _R)
 _GAMMA, _TOL = Arg("gamma", Kind.REAL), Arg("tol", Kind.REAL)
 _POLICY = Arg("policy", Kind.ACTIONS, status=Status.BAD_ACTIONS)  # one action per state
 _POLICY_OUT = Arg("policy_out", Kind.ACTIONS, written=True)
-_ITERATIONS = dict(status=Status.BAD_ITERATIONS, domain="[0, 2**31 - 1]", ctype="Py_ssize_t")
-_K = Arg("k", Kind.SCALAR, **_ITERATIONS)
-_MAX_ITER = Arg("max_iter", Kind.SCALAR, **_ITERATIONS)
+_K = Arg(
+    "k", Kind.SCALAR, status=Status.BAD_ITERATIONS, domain="[0, 2**31 - 1]", ctype="Py_ssize_t"
+)
+_MAX_ITER = replace(_K, name="max_iter")
 
 
 def _values(name: str, written: bool = True) -> Arg:
@@ -326,7 +327,7 @@ CONTRACT = Topic(
 )
 
 
-def _finish(status: int, kernel: str, args: tuple) -> None:
+def _finish(status: int, kernel: str, args: tuple[Any, ...]) -> None:
     """The error of a kernel's status (no-op for 0), through the contract of ``kernel``."""
     if status:
         raise_for_status(status, CONTRACT[kernel], CONTRACT[kernel].bind(*args))
@@ -566,7 +567,8 @@ def _first_cyclic_state(next_state: np.ndarray, terminal: np.ndarray):
     work = np.empty(3 * n_states, dtype=np.int64)
     args = (next_state, terminal.view(np.uint8), found, work)
     _finish(_kernels.token_mdp_find_cycle(*args), "token_mdp_find_cycle", args)
-    state = CONTRACT["token_mdp_find_cycle"].read_results("found_out", found).state
+    result: Any = CONTRACT["token_mdp_find_cycle"].read_results("found_out", found)
+    state = result.state
     return None if state < 0 else int(state)
 
 
@@ -640,9 +642,10 @@ def _default_values(mdp) -> np.ndarray:
 
 
 def _backup(mdp, gamma, v, v_out, policy_out) -> None:
+    args: tuple[Any, ...]
     if isinstance(mdp, TokenMDP):
-        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, v_out)
-        args += (policy_out,)
+        terminal = mdp.terminal.view(np.uint8)
+        args = (mdp.next_state, mdp.reward, terminal, gamma, v, v_out, policy_out)
         _finish(_kernels.token_mdp_bellman_backup(*args), "token_mdp_bellman_backup", args)
     else:
         args = (mdp.P, mdp.R, gamma, v, v_out, policy_out)
@@ -650,9 +653,10 @@ def _backup(mdp, gamma, v, v_out, policy_out) -> None:
 
 
 def _policy_sweeps(mdp, policy, gamma, k, v, v_tmp) -> None:
+    args: tuple[Any, ...]
     if isinstance(mdp, TokenMDP):
-        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), policy, gamma, k, v)
-        args += (v_tmp,)
+        terminal = mdp.terminal.view(np.uint8)
+        args = (mdp.next_state, mdp.reward, terminal, policy, gamma, k, v, v_tmp)
         _finish(_kernels.token_mdp_policy_sweeps(*args), "token_mdp_policy_sweeps", args)
     else:
         args = (mdp.P, mdp.R, policy, gamma, k, v, v_tmp)
@@ -701,6 +705,7 @@ def action_values(mdp, values, gamma: float) -> np.ndarray:
     gamma = check.real(gamma, "gamma", 0.0, 1.0)
     v = _state_values(values, "values", mdp)
     q = np.empty((mdp.num_states, mdp.num_actions))
+    args: tuple[Any, ...]
     if isinstance(mdp, TokenMDP):
         args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, v, q)
         _finish(_kernels.token_mdp_action_values(*args), "token_mdp_action_values", args)
@@ -774,16 +779,17 @@ def value_iteration(
     v_tmp = np.empty(n_states)
     policy = np.empty(n_states, dtype=np.int64)
     info = np.zeros(2, dtype=np.int64)
+    args: tuple[Any, ...]
     if isinstance(mdp, TokenMDP):
         name = "token_mdp_value_iteration"
-        args = (mdp.next_state, mdp.reward, mdp.terminal.view(np.uint8), gamma, tol, max_iter)
-        args += (v, v_tmp, policy, info)
+        terminal = mdp.terminal.view(np.uint8)
+        args = (mdp.next_state, mdp.reward, terminal, gamma, tol, max_iter, v, v_tmp, policy, info)
         _finish(_kernels.token_mdp_value_iteration(*args), name, args)
     else:
         name = "dense_mdp_value_iteration"
         args = (mdp.P, mdp.R, gamma, tol, max_iter, v, v_tmp, policy, info)
         _finish(_kernels.dense_mdp_value_iteration(*args), name, args)
-    done = CONTRACT[name].read_results("info_out", info)
+    done: Any = CONTRACT[name].read_results("info_out", info)
     return DPResult(
         values=v,
         policy=policy,

@@ -33,8 +33,9 @@ context ``c`` gives :math:`(cV + a) \bmod V^k`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _ids_below(name: str, bound: str):
     """The message of ids ``name`` checked against the scalar argument ``bound`` (the caller
     passes 0 for the rows the kernel does not read): the first id outside [0, bound)."""
 
-    def explain(args, shown) -> str:
+    def explain(args: Mapping[str, Any], shown: Callable[[str], str]) -> str:
         ids, n = args.get(name), args.get(bound)
         if ids is not None and n is not None:
             ids = np.asarray(ids)
@@ -84,12 +85,12 @@ def _config(name: str):
     return _says(name, "inconsistent sizes or parameters (array lengths, vocabulary, order, ...)")
 
 
-def _int64s(name: str, written: bool = False, status=None, dims: int = 1) -> Arg:
+def _int64_array(name: str, written: bool = False, status=None, dims: int = 1) -> Arg:
     ctype = "int64_t[::1]" if dims == 1 else "int64_t[:, ::1]"
     return Arg(name, Kind.ARRAY, written=written, status=status, ctype=ctype)
 
 
-def _int64(name: str, status=None, domain=None) -> Arg:
+def _int64_scalar(name: str, status=None, domain=None) -> Arg:
     return Arg(name, Kind.SCALAR, status=status, domain=domain, ctype="int64_t")
 
 
@@ -100,7 +101,7 @@ def _flags_out(name: str) -> Arg:
 _KEY, _COUNTER = Arg("key", Kind.UINT64), Arg("counter", Kind.UINT64)
 _ACTIVE = Arg("active", Kind.FLAGS)
 _DONE = (_flags_out("terminated_out"), _flags_out("truncated_out"))
-_STEPS = _int64s("steps", written=True, status=Status.BAD_STEPS)
+_STEPS = _int64_array("steps", written=True, status=Status.BAD_STEPS)
 _PROMPTS = (
     Arg("prompt_tokens", Kind.IDS, status=Status.BAD_PROMPT_TOKENS),
     Arg("prompt_offsets", Kind.IDS, status=Status.BAD_OFFSETS),
@@ -135,7 +136,7 @@ CONTRACT = Topic(
                 ),
                 Arg("reward", Kind.TABLE, status=Status.BAD_REWARDS),
                 Arg("terminal", Kind.FLAGS),
-                _int64("max_steps", Status.BAD_CONFIG),
+                _int64_scalar("max_steps", Status.BAD_CONFIG),
                 Arg("actions", Kind.IDS, status=Status.BAD_ACTIONS, bound=("next_state", 1)),
                 _ACTIVE,
                 Arg("contexts", Kind.IDS, written=True, status=Status.BAD_STATES),
@@ -156,11 +157,11 @@ CONTRACT = Topic(
         Kernel(
             "draw_ids",
             (
-                _int64("bound", Status.BAD_CONFIG),
+                _int64_scalar("bound", Status.BAD_CONFIG),
                 _KEY,
                 _COUNTER,
                 Arg("mask", Kind.FLAGS),
-                _int64s("out", written=True),
+                _int64_array("out", written=True),
             ),
             _OVERLAP,
             messages={Status.BAD_CONFIG: _config("bound")},
@@ -169,18 +170,18 @@ CONTRACT = Topic(
         Kernel(
             "tabular_mdp_step",
             (
-                _int64s("offsets", status=Status.BAD_OFFSETS),
+                _int64_array("offsets", status=Status.BAD_OFFSETS),
                 Arg("cdf", Kind.ARRAY, ctype="double[::1]"),
-                _int64s("next_states", status=Status.BAD_NEXT_STATES),
+                _int64_array("next_states", status=Status.BAD_NEXT_STATES),
                 Arg("rewards", Kind.ARRAY, status=Status.BAD_REWARDS, ctype="double[::1]"),
                 Arg("ends", Kind.FLAGS),
-                _int64("n_actions"),
-                _int64("max_steps", Status.BAD_CONFIG, "[0, 2**63)"),
+                _int64_scalar("n_actions"),
+                _int64_scalar("max_steps", Status.BAD_CONFIG, "[0, 2**63)"),
                 _KEY,
                 _COUNTER,
                 Arg("actions", Kind.ACTIONS, status=Status.BAD_ACTIONS),
                 _ACTIVE,
-                _int64s("states", written=True, status=Status.BAD_STATES),
+                _int64_array("states", written=True, status=Status.BAD_STATES),
                 _STEPS,
                 Arg("rewards_out", Kind.ARRAY, written=True, ctype="double[::1]"),
                 *_DONE,
@@ -201,13 +202,13 @@ CONTRACT = Topic(
             "text_env_reset",
             (
                 *_PROMPTS,
-                _int64("n_vocab", Status.BAD_CONFIG),
-                _int64("order"),
-                _int64("bos_id"),
+                _int64_scalar("n_vocab", Status.BAD_CONFIG),
+                _int64_scalar("order"),
+                _int64_scalar("bos_id"),
                 _PROMPT_IDS,
                 Arg("mask", Kind.FLAGS),
-                _int64s("contexts", written=True),
-                _int64s("lengths", written=True),
+                _int64_array("contexts", written=True),
+                _int64_array("lengths", written=True),
             ),
             _OVERLAP,
             messages={**_PROMPT_MESSAGES, Status.BAD_CONFIG: _config("n_vocab")},
@@ -218,22 +219,22 @@ CONTRACT = Topic(
             (
                 Arg("logits", Kind.TABLE, status=Status.BAD_LOGITS),
                 Arg("mask_logits", Kind.TABLE, status=Status.BAD_MASK_LOGITS),
-                _int64("top_k", Status.BAD_CONFIG),
+                _int64_scalar("top_k", Status.BAD_CONFIG),
                 Arg("top_p", Kind.REAL),
                 *_PROMPTS,
                 _PROMPT_IDS,
-                _int64("order"),
-                _int64("bos_id"),
-                _int64("eos_id"),
+                _int64_scalar("order"),
+                _int64_scalar("bos_id"),
+                _int64_scalar("eos_id"),
                 _KEY,
                 _COUNTER,
-                _int64s("contexts_out", written=True, dims=2),
-                _int64s("actions_out", written=True, dims=2),
+                _int64_array("contexts_out", written=True, dims=2),
+                _int64_array("actions_out", written=True, dims=2),
                 Arg("logprobs_out", Kind.TABLE, written=True),
                 Arg("valid_out", Kind.ARRAY, written=True, ctype="unsigned char[:, ::1]"),
-                _int64s("lengths_out", written=True),
+                _int64_array("lengths_out", written=True),
                 *_DONE,
-                _int64s("final_contexts_out", written=True),
+                _int64_array("final_contexts_out", written=True),
                 Arg("cdf", Kind.ARRAY, written=True, ctype="double[:, ::1]"),
                 Arg("row_stats", Kind.ARRAY, written=True, ctype="double[:, ::1]"),
                 Arg("row_built", Kind.FLAGS, written=True),
@@ -254,15 +255,15 @@ CONTRACT = Topic(
         Kernel(
             "text_env_step",
             (
-                _int64("n_vocab", Status.BAD_CONFIG),
-                _int64("order"),
-                _int64("eos_id"),
-                _int64("max_new_tokens"),
+                _int64_scalar("n_vocab", Status.BAD_CONFIG),
+                _int64_scalar("order"),
+                _int64_scalar("eos_id"),
+                _int64_scalar("max_new_tokens"),
                 Arg("actions", Kind.IDS, status=Status.BAD_ACTIONS),
                 _ACTIVE,
-                _int64s("contexts", written=True, status=Status.BAD_STATES),
-                _int64s("lengths", written=True, status=Status.BAD_LENGTHS),
-                _int64s("tokens", written=True, dims=2),
+                _int64_array("contexts", written=True, status=Status.BAD_STATES),
+                _int64_array("lengths", written=True, status=Status.BAD_LENGTHS),
+                _int64_array("tokens", written=True, dims=2),
                 *_DONE,
             ),
             _OVERLAP,
@@ -282,7 +283,7 @@ CONTRACT = Topic(
             (
                 Arg("mask_logits", Kind.TABLE, status=Status.BAD_MASK_LOGITS),
                 Arg("contexts", Kind.IDS, status=Status.BAD_STATES, bound=("mask_logits", 0)),
-                _int64("top_k", Status.BAD_CONFIG),
+                _int64_scalar("top_k", Status.BAD_CONFIG),
                 Arg("top_p", Kind.REAL),
                 Arg("out", Kind.ARRAY, written=True, ctype="unsigned char[:, ::1]"),
             ),
@@ -1297,8 +1298,8 @@ class TextGenerationEnv:
         key, counter = check_capacity(seed, n_draw + n * horizon)  # before any write
         if prompt_ids is None:
             ids = np.zeros(n, dtype=np.int64)
-            args = (self.num_prompts, np.uint64(key), np.uint64(counter), np.ones(n, np.uint8), ids)
-            _finish(_kernels.draw_ids(*args), "draw_ids", args)
+            draw = (self.num_prompts, np.uint64(key), np.uint64(counter), np.ones(n, np.uint8), ids)
+            _finish(_kernels.draw_ids(*draw), "draw_ids", draw)
         contexts = np.empty((n, horizon), dtype=np.int64)
         actions = np.empty((n, horizon), dtype=np.int64)
         logprobs = np.empty((n, horizon), dtype=table.dtype)
