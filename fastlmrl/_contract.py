@@ -288,9 +288,9 @@ def raise_for_status(
             raise ValueError(f"{shown(name)}[{i}] = {arr[i]} is not finite")
     elif arg.kind == Kind.ARRAY and value is not None and np.asarray(value).dtype.kind == "f":
         arr = np.asarray(value)  # any float array: its first entry that is not finite
-        bad = np.argwhere(~np.isfinite(arr))
-        if bad.size:
-            index = tuple(int(i) for i in bad[0])
+        cells = np.argwhere(~np.isfinite(arr))
+        if cells.size:
+            index = tuple(int(i) for i in cells[0])
             where = ", ".join(map(str, index))
             raise ValueError(f"{shown(name)}[{where}] = {arr[index]} is not finite")
     elif arg.kind == Kind.REAL and value is not None:
@@ -302,9 +302,11 @@ def raise_for_status(
     raise ValueError(f"invalid {shown(name)}")
 
 
-def _outside(value, domain: str) -> bool:
+def _outside(value, domain: str | None) -> bool:
     """Is ``value`` outside the interval ``domain`` (``"[0, 1)"``, ``"(0, inf)"``; NaN is)?
     False when the value is missing or the domain is not written as an interval."""
+    if domain is None:
+        return False
     bounds = re.fullmatch(r"\s*([\[(])\s*([^,]+?)\s*,\s*([^\])]+?)\s*([\])])\s*", domain)
     if value is None or bounds is None:
         return False

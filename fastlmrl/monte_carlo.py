@@ -72,7 +72,11 @@ _REWARDS = Arg("rewards", Kind.REALS, status=Status.BAD_REWARDS)
 _OFFSETS = Arg("episode_offsets", Kind.ARRAY, status=Status.BAD_OFFSETS, ctype="int64_t[::1]")
 _GAMMA = Arg("gamma", Kind.REAL)  # checked by the wrappers
 _RETURNS_OUT = Arg("returns_out", Kind.REALS, written=True)
-_SCRATCH = dict(kind=Kind.ARRAY, written=True, status=Status.BAD_SCRATCH, ctype="int64_t[::1]")
+
+
+def _scratch(name: str) -> Arg:  # one half of the first-visit hash scratch
+    return Arg(name, Kind.ARRAY, written=True, status=Status.BAD_SCRATCH, ctype="int64_t[::1]")
+
 
 #: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.monte_carlo``);
 #: tests/test_contract.py checks each implementation against it.
@@ -113,8 +117,8 @@ CONTRACT = Topic(
                     ctype="int64_t[:, ::1]",
                     other_statuses=(Status.BAD_COUNT_VALUES,),
                 ),
-                Arg("slot_keys", **_SCRATCH),
-                Arg("slot_first", **_SCRATCH),
+                _scratch("slot_keys"),
+                _scratch("slot_first"),
                 _RETURNS_OUT,
             ),
             (Status.OVERLAPPING_ARRAYS,),

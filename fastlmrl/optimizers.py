@@ -443,8 +443,7 @@ class Adam:
         if (
             isinstance(t, (bool, np.bool_))
             or not isinstance(t, (numbers.Integral,))
-            or t < 0
-            or t >= check.INT64_MAX
+            or not 0 <= int(t) < check.INT64_MAX
         ):  # the next step, t + 1, must fit in int64
             raise ValueError(f"state['t'] must be an int in [0, 2**63 - 2], got {t!r}")
         moments = []
