@@ -8,13 +8,16 @@ adds its rows' terms to N_SUMS partial sums in row order, and the batch sums add
 block order, so results do not depend on the thread count.  Rows of a block are taken in pairs so
 that two rows' dependency chains (log, exp, gradient) overlap; the block loop is specialised per
 mode (constant ``mode``).  Sequence-level (GSPO) ratios: a statistics pass, the per-sequence means
-(serial), then the fused pass.
+(serial), then the fused pass.  Token-level PPO over short float32 rows (V <= 4096, ordinary
+stores) runs in C with AVX-512 intrinsics when the build targets AVX-512 (``-march=native`` on
+such a CPU): eight rows at a time in stages, the same values bit for bit (see
+``fastlmrl_pl_ppo_rows`` below).
 """
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, exp, log, isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdlib cimport free, malloc
 
@@ -25,6 +28,277 @@ from fastlmrl._cython.log_probs cimport in_place_span
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work, use_streaming,
                                          PARALLEL_MIN_ELEMENTS)
+
+
+# ---- short float32 rows in AVX-512 registers (builds that target AVX-512) ----------------------
+# Token-level PPO over float32 rows of at most SHORT_ROW_MAX entries with ordinary stores runs in C
+# below: SHORT_GROUP rows at a time, in stages -- the statistics of the group (two rows
+# interleaved), the log-probs (log), the ratios (exp), the token terms in row order, then the
+# gradient rows -- so that the dependency chains of several rows overlap (a short row is too
+# little work to hide one row's chain of max, exp, sum, log, exp, gradient).  The exponentials are
+# kept as float64 (exact conversions of the float32 values, the ones the sums add) for the
+# gradient.  Every value is computed by the same IEEE operations in the same order as in
+# _pg_rows / row_stats / grad_fill (fastlmrl/_python/log_probs.py defines them), so results are
+# bit-identical to the generic path.
+cdef extern from *:
+    """
+    #define FASTLMRL_PL_GROUP 8
+    #define FASTLMRL_PL_SHORT_MAX 4096
+    #if defined(__AVX512F__) && defined(__AVX512DQ__)
+    #include <immintrin.h>
+    #define FASTLMRL_PL_AVX512 1
+
+    /* fast_exp32 (fastlmrl/_cython/fast_math.pxd) on 16 lanes: the same IEEE single operations,
+       lane by lane.  The clamp of d to -87 is not needed: lanes with d < -87 are set to 0 at the
+       end (as fast_exp32 does), and the others have dc = d.  A NaN lane stays NaN. */
+    static inline __m512 fastlmrl_pl_exp16(__m512 d) {
+        const __m512 shift = _mm512_set1_ps(12582912.0f), one = _mm512_set1_ps(1.0f);
+        __mmask16 keep = _mm512_cmp_ps_mask(d, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
+        __m512 t = _mm512_fmadd_ps(d, _mm512_set1_ps(1.4426950216293335f), shift);
+        __m512 kf = _mm512_sub_ps(t, shift);
+        __m512 r = _mm512_fmadd_ps(kf, _mm512_set1_ps(-0.6931471824645996f), d);
+        r = _mm512_fmadd_ps(kf, _mm512_set1_ps(1.9046542121259336e-09f), r);
+        __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0.00019841270113829523f), r,
+                                   _mm512_set1_ps(0.0013888889225199819f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.008333333767950535f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.0416666679084301f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.1666666716337204f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+        p = _mm512_fmadd_ps(p, r, one);
+        p = _mm512_fmadd_ps(p, r, one);
+        /* 2**k: ((bits(t) - 0x4B400000 + 127) << 23) modulo 2**32 */
+        __m512i e = _mm512_slli_epi32(
+            _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000 - 127)), 23);
+        return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(e));
+    }
+
+    /* acc[l] += x[l] for the 8 low lanes, then for the 8 high lanes, in float64; the values of
+       the lanes in `keep` (exact float64 conversions) are stored at ed[0:16] */
+    static inline __m512d fastlmrl_pl_add16(__m512d acc, __m512 x, double* ed,
+                                            __mmask16 keep) {
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        __m512d hi = _mm512_cvtps_pd(
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        if (keep == (__mmask16)0xFFFF) {
+            _mm512_storeu_pd(ed, lo);
+            _mm512_storeu_pd(ed + 8, hi);
+        } else {
+            _mm512_mask_storeu_pd(ed, (__mmask8)keep, lo);
+            _mm512_mask_storeu_pd(ed + 8, (__mmask8)(keep >> 8), hi);
+        }
+        return _mm512_add_pd(_mm512_add_pd(acc, lo), hi);
+    }
+
+    /* ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)) of the 8 lanes */
+    static inline double fastlmrl_pl_combine(__m512d s) {
+        __m512d t = _mm512_add_pd(s, _mm512_permute_pd(s, 0x55));
+        t = _mm512_add_pd(t, _mm512_permutex_pd(t, 0x4E));
+        return _mm512_cvtsd_f64(t) + _mm512_cvtsd_f64(_mm512_shuffle_f64x2(t, t, 0x0E));
+    }
+
+    /* row_stats (fast_math.pxd) of two float32 rows r0, r1 of n entries, interleaved: m, S and
+       e_j = fast_exp32(x_j - m) as float64 in e0 / e1.  Lanes past the end of a row read as
+       -inf (exp 0: a +0 added to a lane sum changes nothing).  The max runs over 16 lanes from
+       -inf, NaN entries skipped; a row holding a NaN gets a NaN e_j, so a NaN S, and is rejected
+       as in row_stats.  Returns bit 0: row 0 valid, bit 1: row 1 valid. */
+    static inline int fastlmrl_pl_stats2(const float* r0, const float* r1, Py_ssize_t n,
+                                         double* e0, double* e1, double* m0, double* s0,
+                                         double* m1, double* s1) {
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        Py_ssize_t nf = n & ~(Py_ssize_t)15, j;
+        __mmask16 tail = (__mmask16)((1u << (n & 15)) - 1u);
+        __m512 a0 = ninf, a1 = ninf, b0 = ninf, b1 = ninf;
+        for (j = 0; j + 32 <= nf; j += 32) {
+            a0 = _mm512_max_ps(_mm512_loadu_ps(r0 + j), a0);
+            b0 = _mm512_max_ps(_mm512_loadu_ps(r1 + j), b0);
+            a1 = _mm512_max_ps(_mm512_loadu_ps(r0 + j + 16), a1);
+            b1 = _mm512_max_ps(_mm512_loadu_ps(r1 + j + 16), b1);
+        }
+        if (j < nf) {
+            a0 = _mm512_max_ps(_mm512_loadu_ps(r0 + j), a0);
+            b0 = _mm512_max_ps(_mm512_loadu_ps(r1 + j), b0);
+        }
+        if (tail) {
+            a1 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tail, r0 + nf), a1);
+            b1 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tail, r1 + nf), b1);
+        }
+        float ma = _mm512_reduce_max_ps(_mm512_max_ps(a1, a0));
+        float mb = _mm512_reduce_max_ps(_mm512_max_ps(b1, b0));
+        int oka = ma > -INFINITY && ma < INFINITY, okb = mb > -INFINITY && mb < INFINITY;
+        *m0 = ma;
+        *m1 = mb;
+        /* an invalid row runs with m = 0 (its values are not used) */
+        const __m512 va = _mm512_set1_ps(oka ? ma : 0.0f), vb = _mm512_set1_ps(okb ? mb : 0.0f);
+        __m512d sa = _mm512_setzero_pd(), sb = _mm512_setzero_pd();
+        for (j = 0; j < nf; j += 16) {
+            __m512 ea = fastlmrl_pl_exp16(_mm512_sub_ps(_mm512_loadu_ps(r0 + j), va));
+            __m512 eb = fastlmrl_pl_exp16(_mm512_sub_ps(_mm512_loadu_ps(r1 + j), vb));
+            sa = fastlmrl_pl_add16(sa, ea, e0 + j, (__mmask16)0xFFFF);
+            sb = fastlmrl_pl_add16(sb, eb, e1 + j, (__mmask16)0xFFFF);
+        }
+        if (tail) {
+            __m512 ea = fastlmrl_pl_exp16(
+                _mm512_sub_ps(_mm512_mask_loadu_ps(ninf, tail, r0 + nf), va));
+            __m512 eb = fastlmrl_pl_exp16(
+                _mm512_sub_ps(_mm512_mask_loadu_ps(ninf, tail, r1 + nf), vb));
+            sa = fastlmrl_pl_add16(sa, ea, e0 + nf, tail);
+            sb = fastlmrl_pl_add16(sb, eb, e1 + nf, tail);
+        }
+        double ta = fastlmrl_pl_combine(sa), tb = fastlmrl_pl_combine(sb);
+        *s0 = oka ? ta : NAN;
+        *s1 = okb ? tb : NAN;
+        return (oka && ta == ta) | ((okb && tb == tb) << 1);
+    }
+
+    /* out[j] = (float)(nc * (e[j] * g)) for j < n: grad_fill's values (e[j] the float64 value
+       of the float32 exponential) */
+    static inline void fastlmrl_pl_scaled(const double* e, double g, double nc, float* out,
+                                          Py_ssize_t n) {
+        const __m512d gv = _mm512_set1_pd(g), cv = _mm512_set1_pd(nc);
+        Py_ssize_t nf = n & ~(Py_ssize_t)7, j;
+        for (j = 0; j < nf; j += 8)
+            _mm256_storeu_ps(out + j, _mm512_cvtpd_ps(
+                _mm512_mul_pd(cv, _mm512_mul_pd(_mm512_loadu_pd(e + j), gv))));
+        if (j < n) {
+            __mmask8 k = (__mmask8)((1u << (n - j)) - 1u);
+            _mm256_mask_storeu_ps(out + j, k, _mm512_cvtpd_ps(
+                _mm512_mul_pd(cv, _mm512_mul_pd(_mm512_maskz_loadu_pd(k, e + j), gv))));
+        }
+    }
+
+    /* kl_term of pg_terms.pxd */
+    static inline void fastlmrl_pl_kl(double logp, double ref, int estimator, double* k,
+                                      double* dk) {
+        if (estimator == 1) {
+            *k = logp - ref;
+            *dk = 1.0;
+        } else if (estimator == 2) {
+            double d = logp - ref;
+            *k = 0.5 * d * d;
+            *dk = d;
+        } else {
+            double u = ref - logp, eu = exp(u);
+            *k = (eu - 1.0) - u;
+            *dk = 1.0 - eu;
+        }
+    }
+
+    /* _pg_rows for token-level PPO over float32 rows lo..hi-1 (v <= FASTLMRL_PL_SHORT_MAX
+       entries, ordinary stores): the values of _pg_token / token_terms (mode PPO, token-level
+       ratio), FASTLMRL_PL_GROUP rows at a time in stages (see above); part[0:8] = the block's
+       sums, each added in row order.  Tokens from t64 when not NULL, else t32; ref read only
+       when has_ref; e: FASTLMRL_PL_GROUP * v doubles of scratch.  Returns bad-logits rows +
+       65536 * (any row whose token has logit -inf). */
+    static int fastlmrl_pl_ppo_rows(
+            const float* logits, Py_ssize_t ld, Py_ssize_t v, const int32_t* t32,
+            const int64_t* t64, const float* old, const float* adv, const float* ref,
+            const float* weights, double clip_low, double clip_high, double dual_clip,
+            double kl_coef, int estimator, int has_ref, double* token_loss, double* log_probs,
+            double* ratios, float* grad, Py_ssize_t gld, double* e, Py_ssize_t lo,
+            Py_ssize_t hi, double* part) {
+        double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        double m[FASTLMRL_PL_GROUP], s[FASTLMRL_PL_GROUP], lp[FASTLMRL_PL_GROUP];
+        double rho[FASTLMRL_PL_GROUP], c[FASTLMRL_PL_GROUP];
+        Py_ssize_t a[FASTLMRL_PL_GROUP];
+        int ok[FASTLMRL_PL_GROUP];
+        const double lo_r = 1.0 - clip_low, hi_r = 1.0 + clip_high;
+        int bad_logits = 0, bad_tokens = 0, k, r, cnt;
+        Py_ssize_t i, q;
+        for (i = lo; i < hi; i += FASTLMRL_PL_GROUP) {
+            cnt = hi - i < FASTLMRL_PL_GROUP ? (int)(hi - i) : FASTLMRL_PL_GROUP;
+            for (r = 0; r < cnt; r += 2) {
+                /* an odd last row goes through as its own pair (second result unused) */
+                q = r + 1 < cnt ? r + 1 : r;
+                k = fastlmrl_pl_stats2(logits + (i + r) * ld, logits + (i + q) * ld, v,
+                                       e + r * v, e + (r + 1) * v, &m[r], &s[r], &m[r + 1],
+                                       &s[r + 1]);
+                ok[r] = k & 1;
+                ok[r + 1] = k >> 1;
+            }
+            for (r = 0; r < cnt; r++) {
+                a[r] = t64 ? (Py_ssize_t)t64[i + r] : (Py_ssize_t)t32[i + r];
+                lp[r] = ok[r] ? (double)logits[(i + r) * ld + a[r]] - (m[r] + log(s[r])) : 0.0;
+            }
+            for (r = 0; r < cnt; r++)
+                rho[r] = ok[r] ? exp(lp[r] - (double)old[i + r]) : 0.0;
+            for (r = 0; r < cnt; r++) {
+                q = i + r;
+                if (!ok[r]) {
+                    bad_logits++;
+                    continue;
+                }
+                if (lp[r] == -INFINITY) {
+                    bad_tokens++;
+                    ok[r] = 0;
+                    continue;
+                }
+                double o = old[q], x2 = adv[q], w = weights[q], lr = lp[r] - o;
+                double kl = 0.0, dkl = 0.0, pg, d, clipped = 0.0, dual = 0.0;
+                if (has_ref) fastlmrl_pl_kl(lp[r], (double)ref[q], estimator, &kl, &dkl);
+                double rr = rho[r], rc = rr < lo_r ? lo_r : (rr > hi_r ? hi_r : rr);
+                double un = -x2 * rr, cl = -x2 * rc;
+                if (un >= cl) {
+                    pg = un;
+                    d = -x2 * rr;
+                } else {
+                    pg = cl;
+                    d = 0.0;
+                    clipped = 1.0;
+                }
+                if (dual_clip > 0.0 && x2 < 0.0) {
+                    double l3 = -dual_clip * x2;
+                    if (pg > l3) {
+                        pg = l3;
+                        d = 0.0;
+                        dual = 1.0;
+                    }
+                }
+                double loss = pg + kl_coef * kl;
+                c[r] = w * (d + kl_coef * dkl);
+                token_loss[q] = loss;
+                log_probs[q] = lp[r];
+                ratios[q] = rr;
+                acc[0] += w;
+                acc[1] += w * loss;
+                acc[2] += w * pg;
+                acc[3] += w * kl;
+                acc[4] += w * clipped;
+                acc[5] += w * dual;
+                acc[6] += w * -lr;
+                acc[7] += w * ((rr - 1.0) - lr);
+            }
+            for (r = 0; r < cnt; r++) {
+                if (!ok[r]) continue;
+                double g = 1.0 / s[r];
+                float* out = grad + (i + r) * gld;
+                fastlmrl_pl_scaled(e + r * v, g, -c[r], out, v);
+                out[a[r]] = (float)(c[r] * (1.0 - e[r * v + a[r]] * g));
+            }
+        }
+        for (k = 0; k < 8; k++) part[k] = acc[k];
+        return (bad_logits < 65536 ? bad_logits : 65535) + 65536 * (bad_tokens > 0);
+    }
+    #else
+    #define FASTLMRL_PL_AVX512 0
+    static int fastlmrl_pl_ppo_rows(
+            const float* logits, Py_ssize_t ld, Py_ssize_t v, const int32_t* t32,
+            const int64_t* t64, const float* old, const float* adv, const float* ref,
+            const float* weights, double clip_low, double clip_high, double dual_clip,
+            double kl_coef, int estimator, int has_ref, double* token_loss, double* log_probs,
+            double* ratios, float* grad, Py_ssize_t gld, double* e, Py_ssize_t lo,
+            Py_ssize_t hi, double* part) { return 0; }
+    #endif
+    """
+    bint FASTLMRL_PL_AVX512
+    Py_ssize_t SHORT_GROUP "FASTLMRL_PL_GROUP"
+    Py_ssize_t SHORT_ROW_MAX "FASTLMRL_PL_SHORT_MAX"
+    int fastlmrl_pl_ppo_rows(const float* logits, Py_ssize_t ld, Py_ssize_t v,
+                             const int32_t* t32, const int64_t* t64, const float* old,
+                             const float* adv, const float* ref, const float* weights,
+                             double clip_low, double clip_high, double dual_clip, double kl_coef,
+                             int estimator, int has_ref, double* token_loss, double* log_probs,
+                             double* ratios, float* grad, Py_ssize_t gld, double* e,
+                             Py_ssize_t lo, Py_ssize_t hi, double* part) noexcept nogil
 
 
 cdef inline int _c_int(int64_t x) noexcept nogil:
@@ -181,8 +455,20 @@ cdef int _pg_block(const real_t[:, ::1] logits, const index_t[::1] tokens, int m
                    const real_t[::1] weights, const double* lr_in, Params p,
                    double* token_loss, double* log_probs, double* ratios, double* part,
                    Py_ssize_t b, Py_ssize_t rows, real_t[:, ::1] grad, real_t* e, real_t* e2,
-                   bint nt) noexcept nogil:
-    """_pg_rows with the mode (and whether sequence ratios are used) as constants."""
+                   bint nt, double* short_work) noexcept nogil:
+    """_pg_rows with the mode (and whether sequence ratios are used) as constants; with
+    ``short_work`` (see _short_rows) the C pass over short float32 rows."""
+    cdef Py_ssize_t lo = b * rows
+    cdef Py_ssize_t hi = lo + rows if lo + rows < logits.shape[0] else logits.shape[0]
+    if real_t is float:
+        if short_work != NULL:
+            return fastlmrl_pl_ppo_rows(
+                &logits[0, 0], logits.strides[0] // sizeof(float), logits.shape[1],
+                <const int32_t*>&tokens[0] if index_t is int32_t else NULL,
+                <const int64_t*>&tokens[0] if index_t is int64_t else NULL, x1, x2, x3,
+                &weights[0], p.clip_low, p.clip_high, p.dual_clip, p.kl_coef, p.estimator,
+                p.has_ref, token_loss, log_probs, ratios, &grad[0, 0],
+                grad.strides[0] // sizeof(float), short_work, lo, hi, &part[N_SUMS * b])
     if mode == PPO and lr_in == NULL:
         return _pg_rows(logits, tokens, PPO, x1, x2, x3, weights, NULL, p, token_loss,
                         log_probs, ratios, part, b, rows, grad, e, e2, nt)
@@ -227,6 +513,14 @@ cdef void _reduce(int mode, const double* part, Py_ssize_t nb, double[::1] stats
         stats[6] = sums[7] / sw if sw > 0.0 else 0.0
 
 
+cdef inline bint _short_rows(int mode, bint seq_level, bint stream, Py_ssize_t v,
+                             const real_t* sample) noexcept nogil:
+    """Does the pass take fastlmrl_pl_ppo_rows (token-level PPO over float32 rows of at most
+    SHORT_ROW_MAX entries with ordinary stores, AVX-512 builds)?"""
+    return (real_t is float and FASTLMRL_PL_AVX512 and mode == PPO and not seq_level
+            and not stream and v <= SHORT_ROW_MAX)
+
+
 cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
                  const real_t* x1, const real_t* x2, const real_t* x3, const real_t[::1] weights,
                  const int64_t* offsets, Py_ssize_t n_offsets, bint seq_level, Params p,
@@ -238,12 +532,14 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
     cdef Py_ssize_t nb = (n + rows - 1) // rows
     cdef int bad = 0, bad_tokens = 0, r
     cdef bint stream = use_streaming(n, v, &logits[0, 0])
-    # two row buffers per thread (room for doubles), then the block partial sums, then the
-    # sequence log-ratios
+    cdef bint short_rows = _short_rows(mode, seq_level, stream, v, <const real_t*>NULL)
+    # per thread two row buffers (room for doubles; short rows: SHORT_GROUP float64 rows), then
+    # the block partial sums, then the sequence log-ratios
+    cdef Py_ssize_t per = SHORT_GROUP * v if short_rows else 2 * v
     cdef double* mem = <double*>malloc(
-        sizeof(double) * (2 * nt * v + N_SUMS * nb + (n if seq_level else 0)) + 8)
+        sizeof(double) * (nt * per + N_SUMS * nb + (n if seq_level else 0)) + 8)
     cdef real_t* w = <real_t*>mem
-    cdef double* part = mem + 2 * nt * v
+    cdef double* part = mem + nt * per
     cdef double* lr = NULL
     if w == NULL:
         return NO_MEMORY
@@ -268,13 +564,15 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
         for b in prange(nb, num_threads=nt, schedule="dynamic", chunksize=1):
             r = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss,
                           log_probs, ratios, part, b, rows, grad, w + 2 * threadid() * v,
-                          w + (2 * threadid() + 1) * v, stream)
+                          w + (2 * threadid() + 1) * v, stream,
+                          mem + threadid() * per if short_rows else NULL)
             bad += r & 65535
             bad_tokens += r >> 16
     else:
         for b in range(nb):
             r = _pg_block(logits, tokens, mode, x1, x2, x3, weights, lr, p, token_loss,
-                          log_probs, ratios, part, b, rows, grad, w, w + v, stream)
+                          log_probs, ratios, part, b, rows, grad, w, w + v, stream,
+                          mem if short_rows else NULL)
             bad += r & 65535
             bad_tokens += r >> 16
     if bad or bad_tokens:
