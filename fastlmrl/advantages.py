@@ -189,18 +189,6 @@ CONTRACT = Topic(
 )
 
 
-def _fail(status: int, known: dict | None = None) -> None:
-    """Kept only for tests/test_aliasing_returns.py (it checks that status 8 from a public call,
-    which allocates its outputs, would be an internal error) until that test asks
-    :func:`raise_for_status`, through which every function here raises; ``known`` is ignored."""
-    if status == Status.OVERLAPPING_ARRAYS:
-        raise ValueError(
-            "internal error: an array the kernel writes shares memory with another "
-            f"argument (status {int(Status.OVERLAPPING_ARRAYS)})"
-        )
-    raise_for_status(status, CONTRACT["gae"], {})
-
-
 # --------------------------------------------------------------------------- sequences
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _backend, _limits
+from . import _backend
 from . import _validation as check
 from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
 from ._status import Status
@@ -354,13 +354,13 @@ _STATE_BYTES = 64
 def _num_envs(num_envs, per_env_elements: int = 1):
     """B, refused when its state ((B,) arrays, or the (B, T) token buffer) cannot be held."""
     n = check.positive_int(num_envs, "num_envs")
-    _limits.check_elements(
+    check.size(
         n * per_env_elements,
-        _STATE_BYTES if per_env_elements == 1 else 16,
         "num_envs",
         f"num_envs = {n}"
         if per_env_elements == 1
         else f"num_envs * max_new_tokens = {n} * {per_env_elements}",
+        _STATE_BYTES if per_env_elements == 1 else 16,
     )
     return n
 
@@ -849,8 +849,8 @@ class TextGenerationEnv:
             )
         self._vocab_size, self._order, self._num_contexts = V, k, V**k
         self._max_new_tokens = check.positive_int(max_new_tokens, "max_new_tokens")
-        _limits.check_elements(
-            self._max_new_tokens, 8, "max_new_tokens", f"max_new_tokens = {self._max_new_tokens}"
+        check.size(
+            self._max_new_tokens, "max_new_tokens", f"max_new_tokens = {self._max_new_tokens}", 8
         )
         self._num_envs = _num_envs(num_envs, self._max_new_tokens)
         self._bos_id = check.positive_int(bos_id, "bos_id", 0)
@@ -1288,12 +1288,12 @@ class TextGenerationEnv:
                 else check.positive_int(num_sequences, "num_sequences", 0)
             )
             n_draw = n
-        _limits.check_elements(horizon, 40, "max_new_tokens", f"max_new_tokens = {horizon}")
-        _limits.check_elements(
+        check.size(horizon, "max_new_tokens", f"max_new_tokens = {horizon}", 40)
+        check.size(
             n * horizon,
-            40,
             "num_sequences" if prompt_ids is None else "prompt_ids",
             f"sequences * max_new_tokens = {n} * {horizon}",
+            40,
         )
         key, counter = check_capacity(seed, n_draw + n * horizon)  # before any write
         if prompt_ids is None:

@@ -42,7 +42,8 @@ import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
-from .log_probs import as_logits, as_out, as_tokens, raise_for_status, refuse_shared
+from ._validation_logits import as_logits, as_out, as_tokens, refuse_shared
+from ._validation_logits import raise_for_logits_status as raise_for_status
 
 __all__ = [
     "A2CLossResult",

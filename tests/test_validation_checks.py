@@ -4,7 +4,6 @@ helpers that topics used to import from each other."""
 import numpy as np
 import pytest
 
-from fastlmrl import _limits
 from fastlmrl import _validation as check
 
 
@@ -40,19 +39,6 @@ def test_size_of_iterations_and_shapes():
         check.array_size((2**63,), "size", itemsize=1)
     # an array shape has no element limit, only the memory one
     check.array_size((2**31 + 1,), "n", itemsize=0)
-
-
-def test_the_old_limits_module_is_the_same_check():
-    for call in (
-        lambda: _limits.check_elements(2**40, 8, "n_tokens", "n_tokens = 2**40"),
-        lambda: check.size(2**40, "n_tokens", "n_tokens = 2**40", 8),
-    ):
-        with pytest.raises(ValueError, match=r"^n_tokens: n_tokens = 2\*\*40 is too large: "):
-            call()
-    with pytest.raises(ValueError, match="iterations"):
-        _limits.check_iterations(2**31 + 1, "k", "k")
-    assert _limits.MAX_ELEMENTS == check.MAX_ELEMENTS == 2**31
-    assert _limits.physical_memory() == check.physical_memory() > 0
 
 
 def test_not_finite_names_the_first_bad_entry_read():
