@@ -194,6 +194,17 @@ def bind(module_name: str, *attrs: str):
         return _bound_value()
 
 
+def bindings() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The (module name, attribute names) pairs registered with :func:`bind` so far, in order.
+
+    For test tools that must see every kernel call of the public API (the call recorder of
+    ``tests/fuzz/cases.py`` puts a recording view of the kernels into each of these attributes
+    while it runs, and puts the bound value back after).
+    """
+    with _lock:
+        return tuple(_bindings)
+
+
 def _resolve():
     """Resolve the backend of threads without an override and bind it (reads FASTLMRL_BACKEND)."""
     global _env, _active_name, _active_module

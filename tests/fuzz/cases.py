@@ -3,7 +3,8 @@
 A *public* case is (a seed spec below, one argument, one mutation): the spec builds a small valid
 call from a seeded generator, the mutation replaces one argument.  A *kernel* case is (a recorded
 valid kernel call, one argument, one mutation): the valid calls are recorded by running every
-public spec under the python backend with the kernels wrapped (``record_kernel_calls``), so the
+public spec under the python backend with the kernels wrapped (``record_kernel_calls``: the
+combined backend module and every kernel attribute bound with ``fastlmrl._backend.bind``), so the
 raw kernels are driven with exactly the arrays the public API gives them.
 
 Every array handed to a target is allocated inside a guard band (``harness.Guards``).
@@ -1640,20 +1641,46 @@ def public_cases(backends):
 
 
 # ----------------------------------------------------------------------------------- kernels
-def record_kernel_calls(per_kernel: int = 2):
-    """Run every public spec under the python backend with its kernels wrapped; return
-    {kernel: [(topic, arg names, args), ...]} of calls that returned status 0."""
+class _RecordingKernels:
+    """What every bound kernel attribute of the public modules (``_kernels = _backend.bind(...)``)
+    holds while :func:`record_kernel_calls` runs: the recorded backend's kernels, each wrapped by
+    the recorder (any other attribute is the backend's own)."""
+
+    def __init__(self, module, wrapped):
+        self._module = module
+        self._wrapped = wrapped
+
+    def __getattr__(self, name):
+        fn = self._wrapped.get(name)
+        return fn if fn is not None else getattr(self._module, name)
+
+
+def record_kernel_calls(per_kernel: int = 2, backend: str = "python"):
+    """Run every public spec under ``backend`` with its kernels wrapped; return
+    {kernel: [(topic, arg names, args), ...]} of calls that returned status 0 (a kernel that was
+    called but never succeeded has an empty list).
+
+    The recorder sees both ways a public module reaches a kernel: through the combined backend
+    module (``_backend.kernels().<name>``, the dispatcher of ``use_backend``) and through the
+    attributes the migrated topics bind (``_backend.bind``; every registered (module, attribute)
+    holds a recording view of the backend while the specs run, and gets its value back after)."""
+    import sys
+
     import fastlmrl
     from fastlmrl import _backend
 
     from .harness import Guards
 
-    module = _backend.backend_module("python")
+    module = _backend.backend_module(backend)
     recorded = {}
     originals = {n: getattr(module, n) for n in module.__all__}
 
     def wrap(name, fn):
-        params = list(inspect.signature(fn).parameters)
+        inner = getattr(fn, "py_func", fn)  # a Numba dispatcher: the signature of its function
+        try:
+            params = list(inspect.signature(inner).parameters)
+        except (TypeError, ValueError):  # a Cython def without an embedded signature
+            params = []
         topic = fn.__module__.rsplit(".", 1)[-1]
 
         def recorder(*args):
@@ -1667,17 +1694,29 @@ def record_kernel_calls(per_kernel: int = 2):
 
         return recorder
 
-    for n, fn in originals.items():
-        setattr(module, n, wrap(n, fn))
+    wrapped = {n: wrap(n, fn) for n, fn in originals.items()}
+    view = _RecordingKernels(module, wrapped)
+    bound = []  # (module, attribute, value before recording)
+    for n, fn in wrapped.items():
+        setattr(module, n, fn)
     try:
-        with fastlmrl.use_backend("python"):
-            for name, (_, build) in SPECS.items():
-                r = np.random.default_rng(case_seed(name))
-                try:
-                    built = build(r, Guards())
-                    built.fn(**built.kwargs)
-                except Exception:  # noqa: BLE001 - a spec that no longer builds is reported below
-                    pass
+        with fastlmrl.use_backend(backend):
+            for module_name, attrs in _backend.bindings():
+                public = sys.modules.get(module_name)
+                for attr in attrs if public is not None else ():
+                    bound.append((public, attr, getattr(public, attr)))
+                    setattr(public, attr, view)
+            try:
+                for name, (_, build) in SPECS.items():
+                    r = np.random.default_rng(case_seed(name))
+                    try:
+                        built = build(r, Guards())
+                        built.fn(**built.kwargs)
+                    except Exception:  # noqa: BLE001 - a spec that no longer builds: test_fuzz
+                        pass
+            finally:
+                for public, attr, value in reversed(bound):
+                    setattr(public, attr, value)
     finally:
         for n, fn in originals.items():
             setattr(module, n, fn)
