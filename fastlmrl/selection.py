@@ -8,15 +8,16 @@ and at every thread count.  NaN entries of a row are ignored by the max/argmax.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backend, _free_cores
 from . import _validation as check
 from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
 from ._status import Status
-from .argmax_tree import raise_for_tree_status, tree_args
+from .argmax_tree import ArgmaxTree, raise_for_tree_status, tree_args
 from .rng import NUM_COUNTERS, RandomStream, advance, check_capacity
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
@@ -98,7 +99,7 @@ def _key_scalar(key: int) -> np.uint64:
     return scalar
 
 
-def _prepare(q, states):
+def _prepare(q: object, states: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(q as the kernels take it, states, out).  A read-only q comes back as a writeable alias
     (no new Numba specialisation); tree_args must see the caller's q (``tree.table is q``)."""
     table = check.table(q, "q", writeable=False)
@@ -111,7 +112,7 @@ def _finish(status, states, q, kernel="greedy", **scalars):
     raise_for_status(status, CONTRACT[kernel], {"q": q, "states": states, **scalars})
 
 
-def greedy(q, states, argmax_tree=None) -> np.ndarray:
+def greedy(q: np.ndarray, states: ArrayLike, argmax_tree: ArgmaxTree | None = None) -> np.ndarray:
     r"""Greedy actions :math:`a_i = \arg\max_a Q(s_i, a)`, ties broken toward the lowest index.
 
     Parameters
@@ -138,7 +139,13 @@ def greedy(q, states, argmax_tree=None) -> np.ndarray:
     return out
 
 
-def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndarray:
+def epsilon_greedy(
+    q: np.ndarray,
+    states: ArrayLike,
+    epsilon: float,
+    seed: int | RandomStream,
+    argmax_tree: ArgmaxTree | None = None,
+) -> np.ndarray:
     r"""ε-greedy actions (Sutton & Barto 2018, §2.2/§5.4).
 
     With probability ε a uniformly random action among all V (the greedy one included), otherwise
@@ -163,21 +170,22 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     ):  # an exact C-contiguous writeable float table
         # a batch of one (written out: each helper call costs ~0.1 us of a ~1 us call)
         state = None
-        t = type(states)
+        ids: Any = states  # narrowed by type(...) is, which mypy does not follow through t
+        t = type(ids)
         if t is _ndarray:
-            if states.shape == (1,) and (states.dtype is _I64 or states.dtype is _I32):
-                state = states.item()
-        elif t is list and len(states) == 1:
-            state = states[0]
+            if ids.shape == (1,) and (ids.dtype is _I64 or ids.dtype is _I32):
+                state = ids.item()
+        elif t is list and len(ids) == 1:
+            state = ids[0]
             if type(state) is not int or not -_INT64_LIMIT <= state < _INT64_LIMIT:
                 state = None
         counter = seed.counter
         if state is not None and counter <= _LAST_PAIR:
-            key = _KEY_SCALARS.get(seed.key)
-            if key is None:
-                key = _key_scalar(seed.key)
+            key_scalar = _KEY_SCALARS.get(seed.key)
+            if key_scalar is None:
+                key_scalar = _key_scalar(seed.key)
             c = counter if counter < _INT64_LIMIT else _uint64(counter)
-            status, action = _kernels.epsilon_greedy_one(q, state, epsilon, key, c)
+            status, action = _kernels.epsilon_greedy_one(q, state, epsilon, key_scalar, c)
             if status == 0:
                 seed.counter = counter + 2
                 out = _empty(1, _INT64)
@@ -203,7 +211,9 @@ def epsilon_greedy(q, states, epsilon: float, seed, argmax_tree=None) -> np.ndar
     return out
 
 
-def boltzmann(q, states, temperature: float, seed) -> np.ndarray:
+def boltzmann(
+    q: np.ndarray, states: ArrayLike, temperature: float, seed: int | RandomStream
+) -> np.ndarray:
     r"""Boltzmann (softmax) exploration: :math:`\pi(a|s) \propto \exp(Q(s,a)/\tau)` (Sutton & Barto
     §13.1).
 

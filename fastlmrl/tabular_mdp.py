@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -52,6 +52,11 @@ from . import _validation as check
 from .dynamic_programming import DenseMDP, row_sum_tolerance
 from .environments import _INT64_MAX, _int64, _num_envs, _raise, _state_property, _stream
 from .rng import MASK64, RandomStream, advance, check_capacity, uniforms
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import environments as _env_kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _env_kernels = _backend.bind(__name__, "_env_kernels")
 
 __all__ = ["SSPResult", "TabularMDP"]
 
@@ -566,7 +571,7 @@ class TabularMDP:
         rewards = np.empty(n, dtype=np.float64)
         terminated = np.empty(n, dtype=np.uint8)
         truncated = np.empty(n, dtype=np.uint8)
-        status = _backend.kernels().tabular_mdp_step(
+        status = _env_kernels.tabular_mdp_step(
             *self._kernel_tables,
             self._num_actions,
             self._max_steps,

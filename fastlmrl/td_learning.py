@@ -27,16 +27,18 @@ cells after the batch.  Results are identical to the plain path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backend
 from . import _validation as check
 from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
-from ._status import BAD_SHAPES, OVERLAPPING_ARRAYS, Status
-from .argmax_tree import BAD_TREE, CORRUPT_TREE, tree_args
-from .rng import advance, check_capacity
+from ._status import OVERLAPPING_ARRAYS, Status
+from .argmax_tree import CONTRACT as TREE_CONTRACT
+from .argmax_tree import ArgmaxTree, tree_args
+from .rng import RandomStream, advance, check_capacity
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
     from ._python import argmax_tree as _tree_kernels
@@ -312,32 +314,28 @@ def _raise(
     names=("states", "actions", "next_states", "next_actions"),
     tree_name="argmax_tree",
 ):
-    """The error of a status of the ArgmaxTree kernels (topic argmax_tree, not migrated to the
-    contract yet; the plain kernels of this topic use raise_for_status and CONTRACT)."""
-    if status == BAD_TREE:
-        raise ValueError(f"{tree_name} does not fit its table (nodes shape / block_size)")
-    if status == CORRUPT_TREE:
-        raise ValueError(
-            f"{tree_name} is damaged: a node it reads holds a column outside its "
-            "span of the table (its nodes were edited, or it belongs to another "
-            "table); nothing was changed; call rebuild()"
-        )
-    if status in (Status.BAD_ALPHA, Status.BAD_GAMMA):  # the wrappers check these first
-        name = {Status.BAD_ALPHA: "alpha", Status.BAD_GAMMA: "gamma"}[status]
-        raise ValueError(f"{name} is out of range")
-    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError(
-            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
-        )
-    bounds = {"rewards": (rewards, None)}
-    for name, arr in zip(names, ids):
-        bounds[name] = (arr, q.shape[1] if "actions" in name else q.shape[0])
-    check.raise_for_status(status, bounds)
+    """The error of a status of an ArgmaxTree kernel (no-op for 0), through the contract of
+    :mod:`fastlmrl.argmax_tree`: ``argmax_tree_refresh`` for two id arrays (states, actions), else
+    ``q_learning_update_tree``, whose arguments and statuses ``double_q_learning_update_tree``
+    shares (its ids are bounded by ``q1``, passed as ``q``).  The tree is named ``tree_name``;
+    overlaps were raised before, by _raise_overlap, with the tables' names."""
+    if status:
+        kernel = TREE_CONTRACT["argmax_tree_refresh" if len(ids) == 2 else "q_learning_update_tree"]
+        args = dict(zip(names, ids), q=q, rewards=rewards)
+        raise_for_status(status, kernel, args, {"nodes": tree_name})
 
 
 def q_learning_update(
-    q, states, actions, rewards, next_states, terminated, alpha, gamma, argmax_tree=None
-):
+    q: np.ndarray,
+    states: ArrayLike,
+    actions: ArrayLike,
+    rewards: ArrayLike,
+    next_states: ArrayLike,
+    terminated: ArrayLike,
+    alpha: float,
+    gamma: float,
+    argmax_tree: ArgmaxTree | None = None,
+) -> np.ndarray:
     r"""Q-learning (Watkins 1989; Sutton & Barto eq. 6.8): :math:`\hat v(s') = \max_{a'} Q(s', a')`.
 
     Returns the TD errors :math:`\delta_i` (dtype of ``q``).  ``alpha`` ∈ (0, 1], ``gamma`` ∈ [0,
@@ -373,7 +371,7 @@ def q_learning_update(
     (s, a, s2), r, t = _batch(q, states, actions, rewards, next_states, terminated)
     tree = None if argmax_tree is None else tree_args(argmax_tree, q)
     td = np.empty(s.shape[0], dtype=q.dtype)
-    if argmax_tree is None:
+    if tree is None:
         args = (q, s, a, r, s2, t, alpha, gamma, td)
         status = _kernels.q_learning_update(*args)
         raise_for_status(
@@ -390,17 +388,17 @@ def q_learning_update(
 
 
 def sarsa_update(
-    q,
-    states,
-    actions,
-    rewards,
-    next_states,
-    next_actions,
-    terminated,
-    alpha,
-    gamma,
-    argmax_tree=None,
-):
+    q: np.ndarray,
+    states: ArrayLike,
+    actions: ArrayLike,
+    rewards: ArrayLike,
+    next_states: ArrayLike,
+    next_actions: ArrayLike,
+    terminated: ArrayLike,
+    alpha: float,
+    gamma: float,
+    argmax_tree: ArgmaxTree | None = None,
+) -> np.ndarray:
     r"""SARSA (Rummery & Niranjan 1994; Sutton & Barto eq. 6.7): :math:`\hat v(s') = Q(s', a')`.
 
     ``next_actions[i]`` is the action actually taken in ``next_states[i]`` (ignored when
@@ -460,8 +458,17 @@ def _refresh(q, tree, s, a, old):
 
 
 def expected_sarsa_update(
-    q, states, actions, rewards, next_states, terminated, alpha, gamma, epsilon, argmax_tree=None
-):
+    q: np.ndarray,
+    states: ArrayLike,
+    actions: ArrayLike,
+    rewards: ArrayLike,
+    next_states: ArrayLike,
+    terminated: ArrayLike,
+    alpha: float,
+    gamma: float,
+    epsilon: float,
+    argmax_tree: ArgmaxTree | None = None,
+) -> np.ndarray:
     r"""Expected SARSA (van Seijen et al. 2009; Sutton & Barto eq. 6.9) under the ε-greedy policy.
 
     :math:`\hat v(s') = \sum_a \pi(a|s') Q(s',a) = (1-\varepsilon)\max_a Q(s',a) + \varepsilon\,
@@ -499,8 +506,18 @@ def expected_sarsa_update(
 
 
 def double_q_learning_update(
-    q1, q2, states, actions, rewards, next_states, terminated, alpha, gamma, seed, argmax_trees=None
-):
+    q1: np.ndarray,
+    q2: np.ndarray,
+    states: ArrayLike,
+    actions: ArrayLike,
+    rewards: ArrayLike,
+    next_states: ArrayLike,
+    terminated: ArrayLike,
+    alpha: float,
+    gamma: float,
+    seed: int | RandomStream,
+    argmax_trees: tuple[ArgmaxTree, ArgmaxTree] | None = None,
+) -> np.ndarray:
     r"""Double Q-learning (van Hasselt 2010; Sutton & Barto §6.7).
 
     For each transition a fair coin (the uniform at counter ``c + i`` of ``seed`` below 0.5) picks
@@ -523,7 +540,7 @@ def double_q_learning_update(
     alpha, gamma = _rates(alpha, gamma)
     (s, a, s2), r, t = _batch(q1, states, actions, rewards, next_states, terminated)
     key, counter = check_capacity(seed, s.shape[0])  # before anything is written
-    trees = (None, None)
+    trees: tuple[Any, Any] = (None, None)
     if argmax_trees is not None:
         if not isinstance(argmax_trees, (tuple, list)) or len(argmax_trees) != 2:
             raise TypeError("argmax_trees must be a pair (tree of q1, tree of q2)")

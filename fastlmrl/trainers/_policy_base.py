@@ -13,6 +13,8 @@ reference reported as ``kl`` is exact: the mean over sequences of :math:`\\sum_t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import _backend, _free_cores
@@ -25,6 +27,14 @@ from ..policy_losses import KL_ESTIMATORS
 from ..rng import advance, check_capacity
 from ..tabular_losses import ppo_loss_tabular, token_log_probs_tabular
 from .base import Trainer, explained_variance
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from .._python import permutations as _permutation_kernels
+    from .._python import tabular_losses as _loss_kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _permutation_kernels = _loss_kernels = _backend.bind(
+        __name__, "_permutation_kernels", "_loss_kernels"
+    )
 
 __all__ = ["PolicyGradientTrainer", "check_config", "explained_variance"]
 
@@ -125,15 +135,18 @@ class PolicyGradientTrainer(Trainer):
         self.policy = np.array(policy, copy=True)
         self.reference = task.reference
         self.optimizer = Adam(self.policy, lr=config.lr)
-        self.values = None
+        self.values: np.ndarray | None = None  # (S, 1) V(s) of the trainers that use values
         if self.uses_values():
             self.values = np.zeros((self.policy.shape[0], 1), dtype=self.policy.dtype)
             self.value_optimizer = Adam(self.values, lr=config.value_lr)
-        self._ref_log_softmax = None
-        self._ref_log_probs = None  # (S * V,) log pi_ref of every pair, when small enough
-        self._loss_buffers = None
-        self._weights = {}  # n -> the token-mean weights 1/n (read-only)
-        self._shuffle = None  # (order, uniforms, bucket starts) of the minibatch permutation
+        self._ref_log_softmax: np.ndarray | None = None
+        # (S * V,) log pi_ref of every pair, when small enough
+        self._ref_log_probs: np.ndarray | None = None
+        self._loss_buffers: _LossBuffers | None = None
+        self._weights: dict[int, np.ndarray] = {}  # n -> the token-mean weights 1/n (read-only)
+        # (order, uniforms, bucket starts) of the minibatch permutation
+        self._shuffle: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.kl_controller: FixedKLController | AdaptiveKLController
         if config.kl_target is None:
             self.kl_controller = FixedKLController(config.kl_coef)
         else:
@@ -175,6 +188,7 @@ class PolicyGradientTrainer(Trainer):
 
     def state_values(self, batch):
         """(values (B, T) of V(S_t) with 0 on padding, bootstrap (B,) = V(S_{L_b}))."""
+        assert self.values is not None, "a trainer without a value table"
         v = self.values[:, 0].astype(np.float64)
         values = np.where(batch.valid, v[batch.contexts], 0.0)
         return values, v[batch.final_contexts]
@@ -191,6 +205,7 @@ class PolicyGradientTrainer(Trainer):
         self.optimizer.step(rows, grad_rows)
 
     def update_values(self, contexts: np.ndarray, grad_values: np.ndarray) -> None:
+        assert self.values is not None, "a trainer without a value table"
         grads = np.ascontiguousarray(grad_values, dtype=self.values.dtype).reshape(-1, 1)
         self.value_optimizer.step(contexts, grads)
 
@@ -223,7 +238,7 @@ class PolicyGradientTrainer(Trainer):
             )
         key, counter = check_capacity(self.stream, n)  # before anything is written
         out = shuffle[0][:n]
-        status = _backend.kernels().random_permutation(
+        status = _permutation_kernels.random_permutation(
             np.uint64(key), np.uint64(counter), out, shuffle[1][:n], shuffle[2][: n + 1]
         )
         if status:  # the public function's error (or its internal-error message)
@@ -275,7 +290,7 @@ class PolicyGradientTrainer(Trainer):
         if buffers is None or buffers.capacity < n:
             buffers = self._loss_buffers = _LossBuffers(n, self.policy)
         seq = sequence_offsets is not None
-        status = _backend.kernels().ppo_loss_tabular(
+        status = _loss_kernels.ppo_loss_tabular(
             self.policy,
             contexts,
             tokens,

@@ -119,7 +119,8 @@ class Trainer:
     def _meta(self) -> dict:
         return {
             "algorithm": self.algorithm,
-            "config": dataclasses.asdict(self.config)
+            # a config is a dataclass instance, never the class (mypy cannot tell them apart)
+            "config": dataclasses.asdict(self.config)  # type: ignore[arg-type]
             if dataclasses.is_dataclass(self.config)
             else {},
             "seed": self.seed,

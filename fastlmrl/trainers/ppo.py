@@ -166,6 +166,7 @@ class PPOTrainer(PolicyGradientTrainer):
         clip_fractions, approx_kls = [], []
         per_token = (contexts, tokens, old_log_probs, adv, ret)
         shuffled = [np.empty_like(x) for x in per_token]  # reused by every epoch
+        assert self.values is not None  # uses_values(): PPO always has its value table
         state_values = self.values[:, 0]
         clip = float(cfg.clip)
         for _ in range(cfg.epochs):

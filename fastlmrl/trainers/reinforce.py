@@ -123,7 +123,7 @@ class ReinforceTrainer(PolicyGradientTrainer):
         ret = self.flat(batch, returns)
         # 3. baseline
         weights = np.full(contexts.size, 1.0 / max(contexts.size, 1))
-        baseline = {"none": None, "mean": "mean"}.get(cfg.baseline)
+        baseline: str | np.ndarray | None = {"none": None, "mean": "mean"}.get(cfg.baseline)
         if cfg.baseline == "value":
             baseline = self.flat(batch, values)
         # 4. policy-gradient step (and the value regression)
