@@ -10,7 +10,8 @@ gradient).  Implementations:
 * ``fastlmrl``: the custom op (fused loss + gradient kernel; backward hands the gradient over);
   its gradient buffer comes from fastlmrl.torch's buffer cache (the previous step's gradient,
   freed by ``.grad = None``, is reused); ``fastlmrl_nocache``: with the cache off, so that every
-  call maps and page-faults a fresh (N, V) gradient as eager PyTorch does;
+  call maps and page-faults a fresh (N, V) gradient as eager PyTorch does; ``fastlmrl_scaled``:
+  ``(loss / 2).backward()`` (an upstream gradient of 1/2, applied to the gradient in place);
 * ``kernel``: the NumPy API on the same arrays with a reused ``out`` (no autograd, no fresh
   gradient: what the op costs without torch around it);
 * ``eager``: the same formula in eager PyTorch autograd (log_softmax, gather, clip, ...);
@@ -149,7 +150,9 @@ def report(benchmark, run, leaves):
 
 
 @pytest.mark.parametrize("size", PPO_SIZES, ids=size_id)
-@pytest.mark.parametrize("impl", ["fastlmrl", "fastlmrl_nocache", "kernel", "eager", "compiled"])
+@pytest.mark.parametrize(
+    "impl", ["fastlmrl", "fastlmrl_nocache", "fastlmrl_scaled", "kernel", "eager", "compiled"]
+)
 def test_ppo_loss_backward(benchmark, impl, size):
     n, v = size
     x, t, old, adv, w = ppo_data(size)
@@ -160,6 +163,11 @@ def test_ppo_loss_backward(benchmark, impl, size):
         arrays = [a.detach().numpy() for a in (x, t, old, adv, w)]
         run = functools.partial(
             fastlmrl.ppo_loss, *arrays, clip_low=CLIP[0], clip_high=CLIP[1], out=out
+        )
+    elif impl == "fastlmrl_scaled":  # (loss / 2).backward(): the gradient scaled in place
+        run = step(
+            lambda: ft.ppo_loss(x, t, old, adv, w, clip_low=CLIP[0], clip_high=CLIP[1]).loss / 2,
+            [x],
         )
     elif impl.startswith("fastlmrl"):
         run = step(
@@ -391,7 +399,10 @@ def test_op_overhead_vs_kernel(benchmark, impl):
     """The op's own overhead on a (1, 8) float32 PPO loss, op and raw kernel timed in one run:
     ``overhead_us`` (extra_info) is the op's median time per call minus the kernel's, from
     20000 alternating single calls (``op_us``, ``kernel_us``: the medians); the benchmark itself
-    times the op.  The issue's target: <= 5 us without gradient."""
+    times the op.  The issue's target: <= 5 us without gradient.  Under the Cython backend the
+    eager fast path reads the tensors in C (``fastlmrl/_cython/torch_entry.pyx``), under the
+    others through one ``Tensor.numpy()`` per input and the kernel's ``def`` wrapper
+    (``FASTLMRL_BACKEND=numba`` measures that one)."""
     x, t, old, adv, w = _tiny_ppo()
     kernel = raw_kernel_call(x, t, old, adv, w)
     if impl == "op_no_grad":

@@ -277,3 +277,27 @@ def test_public_ppo_loss_takes_the_entry_under_the_cython_backend():
         pl._entry_ppo_loss = real
     assert calls == [1]
     assert_same(got, custom_op(x, t, old, adv, w, ref))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_scaled_loss_scales_the_gradient_in_place(dtype):
+    """(loss * c).backward() with the graph freed: the forward pass's gradient, multiplied in
+    place (no fresh (N, V) tensor), equal to the custom op's out-of-place product; with
+    retain_graph (the gradient is read again) or create_graph it is not modified."""
+    x, t, old, adv, w, ref = data(n=6, v=9, dtype=dtype, seed=10)
+    x2 = x.clone().requires_grad_(True)
+    want = torch.autograd.grad(custom_op(x2, t, old, adv, w, ref)[0] * 0.375, x2)[0]
+    x.requires_grad_(True)
+    res = ft.ppo_loss(x, t, old, adv, w, ref_log_probs=ref, **OPTIONS)
+    address = res.loss.grad_fn.grad.ctypes.data
+    (res.loss * 0.375).backward()
+    assert x.grad.data_ptr() == address and torch.equal(x.grad, want)
+    x.grad = None
+    res = ft.ppo_loss(x, t, old, adv, w, ref_log_probs=ref, **OPTIONS)
+    kept = res.loss.grad_fn.grad.copy()
+    (g1,) = torch.autograd.grad(res.loss * 0.375, x, retain_graph=True)
+    assert np.array_equal(res.loss.grad_fn.grad, kept) and torch.equal(g1, want)
+    up = torch.tensor(0.375, dtype=dtype, requires_grad=True)
+    (g2,) = torch.autograd.grad(res.loss, x, up, create_graph=True)
+    assert torch.equal(g2, want) and g2.requires_grad
+    assert np.array_equal(res.loss.grad_fn.grad, kept)

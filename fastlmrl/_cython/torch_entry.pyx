@@ -314,8 +314,7 @@ def ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, 
                 and type(kl_coef) in _IMMUTABLE and type(kl_estimator) in _IMMUTABLE):
             _last = (clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator,
                      True if has_ref else False, options)
-    return ppo_loss_checked(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
-                            options)
+    return _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, options)
 
 
 def ppo_loss_checked(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
@@ -326,6 +325,19 @@ def ppo_loss_checked(logits, tokens, old_log_probs, advantages, weights, ref_log
 
     ``options``: the kernel's ``(clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
     sequence_level)``, checked by the caller; ``sequence_level`` must be 0."""
+    return _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs, options)
+
+
+def node_forward(ctx, logits, tuple state):
+    """``forward`` of the eager paths' autograd node (``fastlmrl_ppo_loss_fast``): keeps the
+    gradient array ``state[0]`` on ``ctx`` and returns the loss ``state[1]`` (a 0-dim array)
+    as a tensor (a C function: no Python frame inside ``Function.apply``)."""
+    ctx.grad = state[0]
+    return _from_numpy(state[1])
+
+
+cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
+                      tuple options):
     cdef View x, tok, old, adv, w, ref
     cdef Py_ssize_t n, v, i
     cdef bint has_w = weights is not None, has_ref = ref_log_probs is not None, grad

@@ -608,6 +608,8 @@ else:
         getattr(Tensor, "__dlpack_c_exchange_api__", None),  # (recent torch: DLPack >= 1.2)
     )
     _entry_ppo_loss = _entry.ppo_loss
+    # the same forward as a C function (~0.1 us less inside apply)
+    fastlmrl_ppo_loss_fast.forward = staticmethod(_entry.node_forward)
 
 _BAD = object()  # options the fast path leaves to the general path (its errors)
 _is_compiling = torch.compiler.is_compiling
