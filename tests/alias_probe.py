@@ -5,6 +5,9 @@ attributed):
 
     python tests/alias_probe.py [--topics a,b] [--backends numba,cython] [--json out.json]
 
+The calls are recorded afresh at each run (``--corpus FILE`` keeps them in FILE and reuses it):
+the recorder sees the kernels of every topic, bound ones (``fastlmrl._backend.bind``) included.
+
 Outcomes per (kernel, written, read): ``refused`` (status 8), ``same`` (the aliased call gives
 the result of the same call on separate copies of the same values), ``differs``, ``crash`` or
 ``hang`` (the child made no progress for ``--timeout`` seconds; the probe goes on with the next
@@ -18,31 +21,18 @@ import copy
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
+from fastlmrl._status import Status
+from fastlmrl._topics import TOPICS as _TOPICS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOPICS = (
-    "monte_carlo",
-    "optimizers",
-    "dynamic_programming",
-    "tabular_losses",
-    "policy_losses",
-    "log_probs",
-    "kl_divergence",
-    "advantages",
-    "group_advantages",
-    "keyword_scores",
-    "sampling",
-    "permutations",
-    "td_learning",
-    "selection",
-    "argmax_tree",
-    "environments",
-)
+TOPICS = _TOPICS  # every kernel topic (fastlmrl._topics)
 
 
 def record(path):
@@ -121,7 +111,7 @@ def child(backend, kernel, corpus, start):
             ss = _status(fn(*separate))
         except Exception as e:  # noqa: BLE001
             ss = f"{type(e).__name__}: {e}"[:100]
-        if sa == 8:
+        if sa == Status.OVERLAPPING_ARRAYS:
             out = "refused"
         elif sa != ss:
             out = f"differs (status {sa} vs {ss})"
@@ -153,7 +143,11 @@ def main():
     p.add_argument("--topics", default=",".join(TOPICS))
     p.add_argument("--backends", default="python,numba,cython")
     p.add_argument("--json")
-    p.add_argument("--corpus")
+    p.add_argument(
+        "--corpus",
+        help="pickle of recorded calls: read if it exists, else recorded into it (default: a "
+        "fresh recording in a temporary folder, so the calls are those of this tree)",
+    )
     p.add_argument(
         "--kernels",
         help="only these kernels (comma-separated; default: every kernel of the topics)",
@@ -165,12 +159,32 @@ def main():
         help="seconds a child may run (a hang is the case it had started)",
     )
     a = p.parse_args()
-    corpus = a.corpus or os.path.join(tempfile.gettempdir(), "alias_probe_corpus.pickle")
-    if not os.path.exists(corpus):
-        record(corpus)
+    scratch = None if a.corpus else tempfile.mkdtemp(prefix="alias_probe_")
+    try:
+        corpus = a.corpus or os.path.join(scratch, "corpus.pickle")
+        if not os.path.exists(corpus):
+            record(corpus)
+        probe(a, corpus)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def probe(a, corpus):
+    from fastlmrl import _backend
+
     with open(corpus, "rb") as f:
         rec = pickle.load(f)
     topics = a.topics.split(",")
+    python = _backend.backend_module("python")
+    unrecorded = sorted(
+        n
+        for n in python.__all__
+        if getattr(python, n).__module__.rsplit(".", 1)[-1] in topics and n not in rec
+    )
+    print(f"corpus {corpus}: {len(rec)} kernels recorded", flush=True)
+    if unrecorded:
+        print("not recorded (no public spec reaches them):", ", ".join(unrecorded), flush=True)
     results = []
     for kernel in sorted(rec):
         if rec[kernel][0][0] not in topics or (a.kernels and kernel not in a.kernels.split(",")):
