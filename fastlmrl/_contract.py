@@ -46,6 +46,7 @@ MIGRATED = (
     "argmax_tree",
     "dynamic_programming",
     "environments",
+    "tabular_losses",
     "advantages",
     "kl_divergence",
     "group_advantages",
@@ -232,10 +233,13 @@ def raise_for_status(
     ``args`` maps the kernel's argument names to the values it was called with (at least the
     blamed argument and the tables its bound refers to; :meth:`Kernel.bind` builds it from a
     positional call); ``public`` renames arguments for the message (e.g. ``nodes`` ->
-    ``argmax_tree.nodes``).  A status the kernel's contract does not declare is an internal error.
+    ``argmax_tree.nodes``).  A status the kernel's contract does not declare is an internal error;
+    NO_MEMORY (scratch memory a kernel could not allocate) is a MemoryError for every kernel.
     """
     if status == 0:
         return
+    if status == Status.NO_MEMORY:  # any kernel that allocates scratch: names no argument
+        raise MemoryError(f"fastlmrl: kernel {kernel.name} could not allocate its scratch memory")
     public = public or {}
 
     def shown(name):

@@ -1,4 +1,5 @@
-r"""Policy-gradient losses of a **tabular** softmax policy, with one gradient row per visited context.
+r"""Policy-gradient losses of a **tabular** softmax policy, with one gradient row per visited
+context.
 
 A tabular policy is a logits table :math:`\theta` of shape (S, V):
 :math:`\pi(a \mid s) = \mathrm{softmax}(\theta[s])_a`.  Token i of a batch was sampled in context
@@ -30,33 +31,26 @@ order; a gradient entry :math:`(-C_s)\,p_{s,j} + A_{s,j}` is rounded once to the
 Every backend and thread count gives the same bits.  Unvisited rows are never read.  All
 arguments are checked before anything is written; a visited row with NaN/+inf (or no finite
 entry) raises ValueError naming it.
+
+The kernels' contract (arguments, statuses, the slots of ``stats``) is :data:`CONTRACT`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
-from ._status import OVERLAPPING_ARRAYS
-from .log_probs import BAD_LOGITS, BAD_TOKENS, raise_for_status
-from .policy_losses import (
-    BAD_ADVANTAGES,
-    BAD_BASELINES,
-    BAD_OLD_LOG_PROBS,
-    BAD_OLD_VALUES,
-    BAD_REF_LOG_PROBS,
-    BAD_RETURNS,
-    BAD_SEQUENCE_OFFSETS,
-    BAD_VALUES,
-    BAD_WEIGHTS,
-    KL_ESTIMATORS,
-    _offsets,
-    a2c_arguments,
-    mean_baseline,
-)
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+from .policy_losses import KL_ESTIMATORS, _offsets, a2c_arguments, mean_baseline
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import tabular_losses as _kernels
+else:
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = [
     "TabularA2CLossResult",
@@ -70,7 +64,207 @@ __all__ = [
     "token_log_probs_tabular",
 ]
 
-BAD_CONTEXTS = 31  # the other codes are those of fastlmrl.policy_losses
+
+def _bad_row_message(args, shown) -> str:
+    table, contexts = np.asarray(args["table"]), np.asarray(args["contexts"])
+    for s in np.unique(contexts):
+        row = table[s]
+        if np.isnan(row).any() or np.isposinf(row).any() or not np.isfinite(row).any():
+            return (
+                f"{shown('table')} row {int(s)} (a visited context) holds NaN or +inf or no "
+                "finite entry"
+            )
+    return f"invalid {shown('table')}"
+
+
+def _bad_token_message(args, shown) -> str:
+    table, contexts = np.asarray(args["table"]), np.asarray(args["contexts"])
+    tokens, name = np.asarray(args["tokens"]), shown("tokens")
+    n_vocab = table.shape[1]
+    bad = np.flatnonzero((tokens < 0) | (tokens >= n_vocab))
+    if bad.size:
+        i = int(bad[0])
+        return f"{name}[{i}] = {int(tokens[i])} is out of range [0, {n_vocab})"
+    masked = np.flatnonzero(np.isneginf(table[contexts, tokens]))
+    if not masked.size:  # x - lse overflowed (float64 logits near -1e308)
+        return f"{name}: a log-probability overflows to -inf"
+    i = int(masked[0])
+    return (
+        f"{name}[{i}] = {int(tokens[i])} selects a masked (-inf) logit of "
+        f"{shown('table')} row {int(contexts[i])}: its log-probability is -inf"
+    )
+
+
+def _bad_weights_message(args, shown) -> str:
+    weights, name = np.asarray(args["weights"]), shown("weights")
+    for bad, what in ((~np.isfinite(weights), "is not finite"), (weights < 0, "is negative")):
+        found = np.flatnonzero(bad)
+        if found.size:
+            i = int(found[0])
+            return f"{name}[{i}] = {weights[i]} {what}"
+    return f"invalid {name}"
+
+
+def _token_arg(name: str, status: Status | None = None) -> Arg:
+    """A float64 per-token input (N,)."""
+    return Arg(name, Kind.ARRAY, status=status, ctype="double[::1]")
+
+
+def _output_arg(name: str) -> Arg:
+    """A float64 output the kernel writes."""
+    return Arg(name, Kind.ARRAY, written=True, ctype="double[::1]")
+
+
+_HEAD = (
+    Arg("table", Kind.TABLE, status=Status.BAD_LOGITS),
+    Arg("contexts", Kind.IDS, status=Status.BAD_CONTEXTS, bound=("table", 0)),
+    Arg("tokens", Kind.IDS, status=Status.BAD_TOKENS, bound=("table", 1)),
+)
+_WEIGHTS = _token_arg("weights", Status.BAD_WEIGHTS)
+#: index (S,): position of each context among the distinct ones (-1: not visited); rows: the
+#: distinct contexts, increasing (at least min(N, S) long); num_rows (1,): their number U
+_WORK = tuple(
+    Arg(n, Kind.ARRAY, written=True, ctype="int64_t[::1]") for n in ("index", "rows", "num_rows")
+)
+_GRAD = Arg("grad", Kind.TABLE, written=True)  #: (at least U rows, V), the table's dtype
+_STATS = _output_arg("stats")
+_THREADS = Arg("num_threads", Kind.THREADS)
+_KL_ESTIMATOR = Arg("kl_estimator", Kind.SCALAR, ctype="int64_t")  # 1, 2, 3: k1, k2, k3
+_CALL = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+_MESSAGES = {
+    Status.BAD_LOGITS: _bad_row_message,
+    Status.BAD_TOKENS: _bad_token_message,
+    Status.BAD_WEIGHTS: _bad_weights_message,
+}
+
+
+def _kernel(name, args, results=None) -> Kernel:
+    return Kernel(name, args, _CALL, results=results or {}, messages=_MESSAGES)
+
+
+#: The kernels of this topic (fastlmrl/_contract.py): arguments in order, statuses, stats slots.
+#: Per-token inputs and outputs are float64 whatever the table's dtype; ``grad`` and the table
+#: share theirs.  Every check comes before the first write (but a float64 log-probability that
+#: overflows to -inf, found in the token pass).
+CONTRACT = Topic(
+    "tabular_losses",
+    (
+        _kernel(
+            "a2c_loss_tabular",
+            (
+                *_HEAD,
+                _token_arg("advantages", Status.BAD_ADVANTAGES),
+                _token_arg("values", Status.BAD_VALUES),
+                _token_arg("returns", Status.BAD_RETURNS),
+                _token_arg("old_values", Status.BAD_OLD_VALUES),  # read with value_clip > 0
+                _WEIGHTS,
+                Arg("value_clip", Kind.REAL),
+                Arg("value_coef", Kind.REAL),
+                Arg("entropy_coef", Kind.REAL),
+                *_WORK,
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _output_arg("entropies"),
+                _GRAD,
+                _output_arg("value_grad"),
+                _STATS,
+                _THREADS,
+            ),
+            {"stats": ("loss", "policy_loss", "value_loss", "mean_entropy")},
+        ),
+        _kernel(
+            "kl_penalty_loss_tabular",
+            (
+                *_HEAD,
+                _token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),
+                _WEIGHTS,
+                _KL_ESTIMATOR,
+                *_WORK,
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _GRAD,
+                _STATS,
+                _THREADS,
+            ),
+            {"stats": ("loss",)},
+        ),
+        _kernel(
+            "ppo_loss_tabular",
+            (
+                *_HEAD,
+                _token_arg("old_log_probs", Status.BAD_OLD_LOG_PROBS),
+                _token_arg("advantages", Status.BAD_ADVANTAGES),
+                _WEIGHTS,
+                _token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),  # empty: no KL term
+                Arg(
+                    "sequence_offsets",
+                    Kind.ARRAY,
+                    status=Status.BAD_SEQUENCE_OFFSETS,
+                    ctype="int64_t[::1]",
+                ),  # read with sequence_level
+                Arg("clip_low", Kind.REAL),
+                Arg("clip_high", Kind.REAL),
+                Arg("dual_clip", Kind.REAL),  # 0: none
+                Arg("kl_coef", Kind.REAL),
+                _KL_ESTIMATOR,
+                Arg("sequence_level", Kind.SCALAR, ctype="int64_t"),  # 0: token, else sequence
+                *_WORK,
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _output_arg("ratios"),
+                _GRAD,
+                _STATS,
+                _THREADS,
+            ),
+            {
+                "stats": (
+                    "loss",
+                    "pg_loss",
+                    "kl_loss",
+                    "clip_fraction",
+                    "dual_clip_fraction",
+                    "approx_kl_k1",
+                    "approx_kl_k3",
+                )
+            },
+        ),
+        _kernel(
+            "reinforce_loss_tabular",
+            (
+                *_HEAD,
+                _token_arg("returns", Status.BAD_RETURNS),
+                _token_arg("baselines", Status.BAD_BASELINES),
+                _WEIGHTS,
+                *_WORK,
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _GRAD,
+                _STATS,
+                _THREADS,
+            ),
+            {"stats": ("loss",)},
+        ),
+        _kernel(
+            "token_log_probs_tabular",
+            (*_HEAD, *_WORK, _output_arg("log_probs"), _THREADS),
+        ),
+    ),
+)
+
+#: the public names of kernel arguments, for the messages
+_PUBLIC = {"grad": "grad_rows", "baselines": "baseline"}
+
+
+def _fail(status: int, name: str, args: tuple) -> None:
+    """Kernel ``name``'s non-zero status on positional ``args`` as the exception naming the
+    argument (:func:`fastlmrl._contract.raise_for_status`)."""
+    kernel = CONTRACT[name]
+    raise_for_status(status, kernel, kernel.bind(*args), public=_PUBLIC)
+
+
+def _stats(name: str, stats: np.ndarray):
+    """The ``stats`` output of kernel ``name`` by slot name (``.loss``, ...)."""
+    return CONTRACT[name].read_results("stats", stats)
 
 
 class TabularReinforceLossResult(NamedTuple):
@@ -199,54 +393,13 @@ def _outputs(table, n):
 
 
 def _raise(status, table, contexts, tokens, extra, written=None):
-    """A kernel status as an exception naming the argument (no-op for 0); ``written``: the arrays
-    the kernel wrote, by name (for status 8)."""
-    if status == 0:
-        return
-    if status == OVERLAPPING_ARRAYS:
-        _raise_overlap(
-            written or {},
-            {"table": table, "contexts": contexts, "tokens": tokens, **dict(extra.values())},
-        )
-    if status == BAD_CONTEXTS:
-        i = int(np.flatnonzero((contexts < 0) | (contexts >= table.shape[0]))[0])
-        raise ValueError(
-            f"contexts[{i}] = {int(contexts[i])} is out of range [0, {table.shape[0]})"
-        )
-    if status == BAD_TOKENS:
-        bad = np.flatnonzero((tokens < 0) | (tokens >= table.shape[1]))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"tokens[{i}] = {int(tokens[i])} is out of range [0, {table.shape[1]})"
-            )
-        i = int(np.flatnonzero(np.isneginf(table[contexts, tokens]))[0])
-        raise ValueError(
-            f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit of "
-            f"table row {int(contexts[i])}: its log-probability is -inf"
-        )
-    if status == BAD_LOGITS:
-        for s in np.unique(contexts):
-            row = table[s]
-            if np.isnan(row).any() or np.isposinf(row).any() or not np.isfinite(row).any():
-                raise ValueError(
-                    f"table row {int(s)} (a visited context) holds NaN or +inf or no finite entry"
-                )
-    raise_for_status(status, table, None, extra)  # the per-token arguments, out of memory
-
-
-def _raise_overlap(written: dict, read: dict):
-    """Status 8 (OVERLAPPING_ARRAYS, nothing written): the ValueError naming both arrays.  The
-    wrappers allocate every array the kernels write, so this only names what a kernel refused."""
-    names = list(written.items())
-    for k, (wname, w) in enumerate(names):
-        for name, x in names[k + 1 :] + list(read.items()):
-            if w.size and x is not None and x.size and np.may_share_memory(w, x):
-                raise ValueError(
-                    f"{name} shares memory with {wname}, which this call writes; "
-                    f"pass a copy of {name}"
-                )
-    raise ValueError("array arguments share memory with an array this call writes")
+    """The pre-contract spelling of :func:`_fail`, kept for the tests that call it: ``extra``
+    maps statuses to ``(name, per-token array)``, ``written`` names arrays a kernel writes
+    (``grad_rows``, ``stats``, ...).  Explained as the PPO kernel's status."""
+    args = {"table": table, "contexts": contexts, "tokens": tokens}
+    args.update(dict(extra.values()))
+    args.update({("grad" if k == "grad_rows" else k): v for k, v in (written or {}).items()})
+    raise_for_status(status, CONTRACT["ppo_loss_tabular"], args, public=_PUBLIC)
 
 
 def reinforce_loss_tabular(
@@ -274,45 +427,17 @@ def reinforce_loss_tabular(
     else:
         base = _per_token(baseline, "baseline", n)
     grad, token_loss, log_probs = _outputs(table, n)
-    stats = np.zeros(7)
-    status = _backend.kernels().reinforce_loss_tabular(
-        table,
-        contexts,
-        tokens,
-        returns,
-        base,
-        w,
-        index,
-        rows,
-        num_rows,
-        token_loss,
-        log_probs,
-        grad,
-        stats,
-        _free_cores.threads(),
+    stats = np.zeros(1)
+    args: tuple[Any, ...] = (
+        *(table, contexts, tokens, returns, base, w, index, rows, num_rows, token_loss),
+        *(log_probs, grad, stats, _free_cores.threads()),
     )
-    _raise(
-        status,
-        table,
-        contexts,
-        tokens,
-        {
-            BAD_WEIGHTS: ("weights", w),
-            BAD_RETURNS: ("returns", returns),
-            BAD_BASELINES: ("baseline", base),
-        },
-        {
-            "index": index,
-            "rows": rows,
-            "num_rows": num_rows,
-            "token_loss": token_loss,
-            "log_probs": log_probs,
-            "grad_rows": grad,
-            "stats": stats,
-        },
-    )
+    status = _kernels.reinforce_loss_tabular(*args)
+    if status:
+        _fail(status, "reinforce_loss_tabular", args)
     u = int(num_rows[0])
-    return TabularReinforceLossResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_loss)
+    loss = float(_stats("reinforce_loss_tabular", stats).loss)
+    return TabularReinforceLossResult(loss, rows[:u], grad[:u], log_probs, token_loss)
 
 
 @check.renamed(
@@ -378,68 +503,29 @@ def ppo_loss_tabular(
     grad, token_loss, log_probs = _outputs(table, n)
     ratios = np.empty(n)
     stats = np.zeros(7)
-    status = _backend.kernels().ppo_loss_tabular(
-        table,
-        contexts,
-        tokens,
-        old,
-        adv,
-        w,
-        ref,
-        offs,
-        clip_low,
-        clip_high,
-        dual,
-        kl_coef,
-        KL_ESTIMATORS[kl_estimator],
-        int(seq),
-        index,
-        rows,
-        num_rows,
-        token_loss,
-        log_probs,
-        ratios,
-        grad,
-        stats,
-        _free_cores.threads(),
+    args: tuple[Any, ...] = (
+        *(table, contexts, tokens, old, adv, w, ref, offs, clip_low, clip_high, dual, kl_coef),
+        *(KL_ESTIMATORS[kl_estimator], int(seq), index, rows, num_rows, token_loss, log_probs),
+        *(ratios, grad, stats, _free_cores.threads()),
     )
-    _raise(
-        status,
-        table,
-        contexts,
-        tokens,
-        {
-            BAD_WEIGHTS: ("weights", w),
-            BAD_ADVANTAGES: ("advantages", adv),
-            BAD_OLD_LOG_PROBS: ("old_log_probs", old),
-            BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
-            BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs),
-        },
-        {
-            "index": index,
-            "rows": rows,
-            "num_rows": num_rows,
-            "token_loss": token_loss,
-            "log_probs": log_probs,
-            "ratios": ratios,
-            "grad_rows": grad,
-            "stats": stats,
-        },
-    )
+    status = _kernels.ppo_loss_tabular(*args)
+    if status:
+        _fail(status, "ppo_loss_tabular", args)
     u = int(num_rows[0])
+    st = _stats("ppo_loss_tabular", stats)
     return TabularPPOLossResult(
-        float(stats[0]),
+        float(st.loss),
         rows[:u],
         grad[:u],
         log_probs,
         token_loss,
         ratios,
-        float(stats[1]),
-        float(stats[2]),
-        float(stats[3]),
-        float(stats[4]),
-        float(stats[5]),
-        float(stats[6]),
+        float(st.pg_loss),
+        float(st.kl_loss),
+        float(st.clip_fraction),
+        float(st.dual_clip_fraction),
+        float(st.approx_kl_k1),
+        float(st.approx_kl_k3),
     )
 
 
@@ -450,17 +536,11 @@ def token_log_probs_tabular(table, contexts, tokens) -> np.ndarray:
     exactly 0 when the policy equals the reference)."""
     table, contexts, tokens, _, n, (index, rows, num_rows) = _prepare(table, contexts, tokens, None)
     log_probs = np.empty(n)
-    status = _backend.kernels().token_log_probs_tabular(
-        table, contexts, tokens, index, rows, num_rows, log_probs, _free_cores.threads()
-    )
-    _raise(
-        status,
-        table,
-        contexts,
-        tokens,
-        {},
-        {"index": index, "rows": rows, "num_rows": num_rows, "log_probs": log_probs},
-    )
+    threads = _free_cores.threads()
+    args: tuple[Any, ...] = (table, contexts, tokens, index, rows, num_rows, log_probs, threads)
+    status = _kernels.token_log_probs_tabular(*args)
+    if status:
+        _fail(status, "token_log_probs_tabular", args)
     return log_probs
 
 
@@ -479,41 +559,17 @@ def kl_penalty_loss_tabular(
     ref = _per_token(ref_log_probs, "ref_log_probs", n)
     check.choice(kl_estimator, "kl_estimator", KL_ESTIMATORS)
     grad, token_kl, log_probs = _outputs(table, n)
-    stats = np.zeros(7)
-    status = _backend.kernels().kl_penalty_loss_tabular(
-        table,
-        contexts,
-        tokens,
-        ref,
-        w,
-        KL_ESTIMATORS[kl_estimator],
-        index,
-        rows,
-        num_rows,
-        token_kl,
-        log_probs,
-        grad,
-        stats,
-        _free_cores.threads(),
+    stats = np.zeros(1)
+    args: tuple[Any, ...] = (
+        *(table, contexts, tokens, ref, w, KL_ESTIMATORS[kl_estimator], index, rows, num_rows),
+        *(token_kl, log_probs, grad, stats, _free_cores.threads()),
     )
-    _raise(
-        status,
-        table,
-        contexts,
-        tokens,
-        {BAD_WEIGHTS: ("weights", w), BAD_REF_LOG_PROBS: ("ref_log_probs", ref)},
-        {
-            "index": index,
-            "rows": rows,
-            "num_rows": num_rows,
-            "token_kl": token_kl,
-            "log_probs": log_probs,
-            "grad_rows": grad,
-            "stats": stats,
-        },
-    )
+    status = _kernels.kl_penalty_loss_tabular(*args)
+    if status:
+        _fail(status, "kl_penalty_loss_tabular", args)
     u = int(num_rows[0])
-    return TabularKLPenaltyResult(float(stats[0]), rows[:u], grad[:u], log_probs, token_kl)
+    loss = float(_stats("kl_penalty_loss_tabular", stats).loss)
+    return TabularKLPenaltyResult(loss, rows[:u], grad[:u], log_probs, token_kl)
 
 
 def a2c_loss_tabular(
@@ -553,64 +609,26 @@ def a2c_loss_tabular(
     grad, token_loss, log_probs = _outputs(table, n)
     entropies = np.empty(n)
     grad_values = np.empty(n)
-    stats = np.zeros(7)
-    status = _backend.kernels().a2c_loss_tabular(
-        table,
-        contexts,
-        tokens,
-        adv,
-        vals,
-        rets,
-        old,
-        w,
-        clip,
-        value_coef,
-        entropy_coef,
-        index,
-        rows,
-        num_rows,
-        token_loss,
-        log_probs,
-        entropies,
-        grad,
-        grad_values,
-        stats,
+    stats = np.zeros(4)
+    args: tuple[Any, ...] = (
+        *(table, contexts, tokens, adv, vals, rets, old, w, clip, value_coef, entropy_coef),
+        *(index, rows, num_rows, token_loss, log_probs, entropies, grad, grad_values, stats),
         _free_cores.threads(),
     )
-    _raise(
-        status,
-        table,
-        contexts,
-        tokens,
-        {
-            BAD_WEIGHTS: ("weights", w),
-            BAD_ADVANTAGES: ("advantages", adv),
-            BAD_VALUES: ("values", vals),
-            BAD_RETURNS: ("returns", rets),
-            BAD_OLD_VALUES: ("old_values", old),
-        },
-        {
-            "index": index,
-            "rows": rows,
-            "num_rows": num_rows,
-            "token_loss": token_loss,
-            "log_probs": log_probs,
-            "entropy": entropies,
-            "grad_rows": grad,
-            "grad_values": grad_values,
-            "stats": stats,
-        },
-    )
+    status = _kernels.a2c_loss_tabular(*args)
+    if status:
+        _fail(status, "a2c_loss_tabular", args)
     u = int(num_rows[0])
+    st = _stats("a2c_loss_tabular", stats)
     return TabularA2CLossResult(
-        float(stats[0]),
+        float(st.loss),
         rows[:u],
         grad[:u],
         grad_values,
         log_probs,
         entropies,
         token_loss,
-        float(stats[1]),
-        float(stats[2]),
-        float(stats[3]),
+        float(st.policy_loss),
+        float(st.value_loss),
+        float(st.mean_entropy),
     )

@@ -8,25 +8,32 @@ order (serial), the gradient rows written in place of those exps (``prange`` ove
 independent, so the bits do not depend on the thread count).  Both row passes use a dynamic
 schedule in small chunks (``rows_per_chunk``): a thread on a busy core takes fewer of them
 instead of holding up the other at a barrier.  Every array the kernels write must not share
-memory with another argument (status 8, checked in O(1) before the first write).  After an
-error the gradient output holds unspecified values.
+memory with another argument (status 8, checked in O(1)).  Every check, the visited rows' and
+the tokens' included (step 0), comes before the first write, but a float64 log-probability that
+overflows to -inf, after which the gradient output holds unspecified values.  Statuses are
+``fastlmrl._status.Status`` values (``status.pxd``).
 """
 
 __all__ = ["a2c_loss_tabular", "kl_penalty_loss_tabular", "ppo_loss_tabular",
            "reinforce_loss_tabular", "token_log_probs_tabular"]
+import operator
+
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, NAN, exp, log, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, malloc
 
 from libc.limits cimport INT_MAX, INT_MIN
+from fastlmrl._cython cimport status as st
 from fastlmrl._cython._common cimport real_t, index_t, not_all_finite, out_of_range
 from fastlmrl._cython.fast_math cimport row_stats, row_entropy, n_threads, rows_per_chunk, work
-from fastlmrl._cython.pg_terms cimport *
+from fastlmrl._cython.pg_terms cimport (KL, PPO, REINFORCE, Params, Terms, bad_weights,
+                                        lengths_ok, ppo_arguments, present, sequence_log_ratios,
+                                        token_terms, value_terms)
+# The PPO checks shared with the logits losses still number bad advantages 23 (pg_terms.pxd; its
+# other codes are the enum's): translated to st.BAD_ADVANTAGES.
+from fastlmrl._cython.pg_terms cimport BAD_ADVANTAGES as PG_BAD_ADVANTAGES
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
-
-cdef enum:
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
 
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
@@ -42,6 +49,17 @@ cdef inline int _c_int(int64_t x) noexcept nogil:
     return <int>x
 
 cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 20
+
+
+cdef int _thread_arg(object num_threads) except? -1:
+    """A ``def`` wrapper's num_threads (any Python integer; TypeError otherwise) as the C int
+    its core takes, clamped to [INT_MIN, INT_MAX] (the core caps it by the rows anyway)."""
+    n = operator.index(num_threads)
+    if n > INT_MAX:
+        return INT_MAX
+    if n < INT_MIN:
+        return INT_MIN
+    return <int>n
 
 
 cdef inline bint _ids_ok(const real_t[:, ::1] table, const index_t[::1] contexts,
@@ -95,27 +113,27 @@ cdef inline int check_ids_weights(const real_t[:, ::1] table, const index_t[::1]
                                   const index_t[::1] tokens,
                                   const double[::1] weights) noexcept nogil:
     if out_of_range(contexts, table.shape[0]):
-        return BAD_CONTEXTS
+        return st.BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     if bad_weights(weights):
-        return BAD_WEIGHTS
+        return st.BAD_WEIGHTS
     return 0
 
 
-cdef inline int _lse_row(const real_t[:, ::1] table, Py_ssize_t s, double* lse_k,
-                         double* total_k, double* ent_k, real_t* e) noexcept nogil:
+cdef inline bint _lse_row(const real_t[:, ::1] table, Py_ssize_t s, double* lse_k,
+                          double* total_k, double* ent_k, real_t* e) noexcept nogil:
     """lse and S of table row s into lse_k, total_k (and its entropy into ent_k unless NULL), the
-    exps into e; 1 for a bad row (NaN/+inf/all -inf)."""
+    exps into e; True for a bad row (NaN/+inf/all -inf)."""
     cdef double m, total
     if not row_stats(&table[s, 0], table.shape[1], e, &m, &total):
         lse_k[0] = NAN
-        return 1
+        return True
     lse_k[0] = m + log(total)
     total_k[0] = total
     if ent_k != NULL:
         ent_k[0] = row_entropy(&table[s, 0], table.shape[1], e, 1.0 / total, lse_k[0])
-    return 0
+    return False
 
 
 cdef inline void _grad_row(Py_ssize_t v, double nc, double total, const double* acc,
@@ -147,34 +165,53 @@ cdef inline real_t* _cache(real_t[:, ::1] grad) noexcept nogil:
     return &grad[0, 0] if grad.shape[0] > 0 else NULL
 
 
+cdef inline bint _row_ok(const real_t* x, Py_ssize_t v) noexcept nogil:
+    """Does the row hold no NaN or +inf and a finite entry (what row_stats accepts)?"""
+    cdef Py_ssize_t j
+    cdef int high = 0, finite = 0
+    for j in range(v):
+        high |= not (x[j] < INFINITY)
+        finite |= x[j] > -INFINITY
+    return finite and not high
+
+
 cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
                     const index_t[::1] tokens, int64_t[::1] index, int64_t[::1] rows,
                     int64_t[::1] num_rows, double[::1] log_probs, int num_threads,
                     bint with_entropy, real_t* cache, Py_ssize_t* nt_out, double** total_out,
                     double** lse_out, double** ent_out) noexcept nogil:
-    """Steps 1-2 and the log-probs of step 3.  The exps of visited row k go to cache + k * V (the
+    """Steps 0-2 and the log-probs of step 3.  The exps of visited row k go to cache + k * V (the
     gradient output, for the gradient pass; unspecified values there after an error), or to
     per-thread scratch rows when ``cache`` is NULL.  On success (0) ``*total_out`` holds S,
     ``*lse_out`` the lse and ``*ent_out`` the entropy (NULL unless ``with_entropy``) of every
-    visited row; the caller frees the three."""
+    visited row; the caller frees the three.  Step 0 refuses bad rows and tokens (and a failed
+    allocation) before anything is written; after a later error (only a float64 log-probability
+    overflowing to -inf) the cache holds unspecified values."""
     cdef Py_ssize_t n = tokens.shape[0], v = table.shape[1], i, k, u = 0, s, nt
-    cdef int bad = 0
+    cdef int bad = 0, masked = 0
     cdef double lp
     cdef real_t* e = NULL
     cdef double* lse
     cdef double* total
     cdef double* ent = NULL
-    # 1. distinct contexts, increasing
-    for s in range(index.shape[0]):
-        index[s] = -1
+    cdef unsigned char* seen = <unsigned char*>calloc(table.shape[0] + 1, 1)
+    if seen == NULL:
+        return st.NO_MEMORY
+    # 0. before anything is written: mark the visited contexts (scratch), check their rows (in
+    #    increasing order) and the tokens' logits, allocate
     for i in range(n):
-        index[contexts[i]] = 0
-    for s in range(index.shape[0]):
-        if index[s] == 0:
-            index[s] = u
-            rows[u] = s
+        s = contexts[i]
+        seen[s] = 1
+        masked |= table[s, tokens[i]] == -INFINITY
+    for s in range(table.shape[0]):
+        if seen[s]:
+            if not _row_ok(&table[s, 0], v):
+                free(seen)
+                return st.BAD_LOGITS
             u += 1
-    num_rows[0] = u
+    if masked:
+        free(seen)
+        return st.BAD_TOKENS
     nt = n_threads(num_threads, u, v) if u * v >= PARALLEL_MIN_ENTRIES else 1
     if cache == NULL:
         e = <real_t*>work(nt, v)
@@ -183,10 +220,22 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
     if with_entropy:
         ent = <double*>malloc(sizeof(double) * u + 8)
     if (cache == NULL and e == NULL) or lse == NULL or (with_entropy and ent == NULL):
+        free(seen)
         free(e)
         free(lse)
         free(ent)
-        return NO_MEMORY
+        return st.NO_MEMORY
+    # 1. distinct contexts, increasing
+    u = 0
+    for s in range(table.shape[0]):
+        if seen[s]:
+            index[s] = u
+            rows[u] = s
+            u += 1
+        else:
+            index[s] = -1
+    free(seen)
+    num_rows[0] = u
     # 2. row statistics
     if nt > 1:
         for k in prange(u, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
@@ -200,14 +249,14 @@ cdef int _log_probs(const real_t[:, ::1] table, const index_t[::1] contexts,
     if bad:
         free(lse)
         free(ent)
-        return BAD_LOGITS
+        return st.BAD_LOGITS
     # 3. (first) log-probs of the tokens in order
     for i in range(n):
         lp = <double>table[contexts[i], tokens[i]] - lse[index[contexts[i]]]
         if lp == -INFINITY:
             free(lse)
             free(ent)
-            return BAD_TOKENS
+            return st.BAD_TOKENS
         log_probs[i] = lp
     nt_out[0] = nt
     total_out[0] = total
@@ -245,7 +294,7 @@ cdef int _tabular(int mode, const real_t[:, ::1] table, const index_t[::1] conte
         free(lse)
         free(csum)
         free(acc)
-        return NO_MEMORY
+        return st.NO_MEMORY
     # 3. the tokens in index order
     if mode == PPO:
         if seq_level:
@@ -312,16 +361,16 @@ cdef int token_log_probs_tabular_core(const real_t[:, ::1] table, const index_t[
     cdef size_t size[7]
     lengths[:] = [tokens.shape[0], log_probs.shape[0]]
     if not _ids_ok(table, contexts, lengths, 2, index, rows, num_rows):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _spans_index(index, rows, num_rows, start, size)
     _span_d(log_probs, start, size, 3)
     _spans_ids(table, contexts, tokens, start, size, 4)
     if written_overlap(4, 7, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(contexts, table.shape[0]):
-        return BAD_CONTEXTS
+        return st.BAD_CONTEXTS
     if out_of_range(tokens, table.shape[1]):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
                         False, <real_t*>NULL, &nt, &total, &lse, &ent)
     if status == 0:
@@ -346,7 +395,7 @@ cdef int reinforce_loss_tabular_core(const real_t[:, ::1] table, const index_t[:
     lengths[:] = [n, returns.shape[0], baselines.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 6, index, rows, num_rows, grad, stats, 1):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _spans_index(index, rows, num_rows, start, size)
     _span_d(token_loss, start, size, 3)
     _span_d(log_probs, start, size, 4)
@@ -357,20 +406,20 @@ cdef int reinforce_loss_tabular_core(const real_t[:, ::1] table, const index_t[:
     _span_d(baselines, start, size, 11)
     _span_d(weights, start, size, 12)
     if written_overlap(7, 13, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     if not_all_finite(returns):
-        return BAD_RETURNS
+        return st.BAD_RETURNS
     if not_all_finite(baselines):
-        return BAD_BASELINES
+        return st.BAD_BASELINES
     p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
     p.estimator = 3
     p.has_ref = 0
     ratios = <double*>malloc(sizeof(double) * n + 8)
     if ratios == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     status = _tabular(REINFORCE, table, contexts, tokens, &returns[0] if n else NULL,
                       &baselines[0] if n else NULL, <const double*>NULL, weights,
                       <const int64_t*>NULL, 0, False, p, index, rows, num_rows, token_loss,
@@ -385,7 +434,7 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
                                const double[::1] ref_log_probs,
                                const int64_t[::1] sequence_offsets, double clip_low,
                                double clip_high, double dual_clip, double kl_coef,
-                               int kl_estimator, int sequence_level, int64_t[::1] index,
+                               int64_t kl_estimator, int64_t sequence_level, int64_t[::1] index,
                                int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                                double[::1] log_probs, double[::1] ratios, real_t[:, ::1] grad,
                                double[::1] stats, int num_threads) noexcept nogil:
@@ -399,7 +448,7 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
                   present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
                   ratios.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 8, index, rows, num_rows, grad, stats, 7):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _spans_index(index, rows, num_rows, start, size)
     _span_d(token_loss, start, size, 3)
     _span_d(log_probs, start, size, 4)
@@ -413,15 +462,15 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     _span_d(ref_log_probs, start, size, 14)
     span_1d(&sequence_offsets[0], sequence_offsets.shape[0], sizeof(int64_t), start, size, 15)
     if written_overlap(8, 16, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     status = ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n,
-                           sequence_level, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
-                           &p)
+                           _c_int(sequence_level), clip_low, clip_high, dual_clip, kl_coef,
+                           _c_int(kl_estimator), &p)
     if status:
-        return status
+        return st.BAD_ADVANTAGES if status == PG_BAD_ADVANTAGES else status
     return _tabular(PPO, table, contexts, tokens, &old_log_probs[0] if n else NULL,
                     &advantages[0] if n else NULL,
                     &ref_log_probs[0] if (n and p.has_ref) else NULL, weights,
@@ -432,7 +481,7 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
 
 cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] contexts,
                                       const index_t[::1] tokens, const double[::1] ref_log_probs,
-                                      const double[::1] weights, int kl_estimator,
+                                      const double[::1] weights, int64_t kl_estimator,
                                       int64_t[::1] index, int64_t[::1] rows,
                                       int64_t[::1] num_rows, double[::1] token_loss,
                                       double[::1] log_probs, real_t[:, ::1] grad,
@@ -447,7 +496,7 @@ cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[
     lengths[:] = [n, ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 5, index, rows, num_rows, grad, stats, 1):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _spans_index(index, rows, num_rows, start, size)
     _span_d(token_loss, start, size, 3)
     _span_d(log_probs, start, size, 4)
@@ -457,18 +506,18 @@ cdef int kl_penalty_loss_tabular_core(const real_t[:, ::1] table, const index_t[
     _span_d(ref_log_probs, start, size, 10)
     _span_d(weights, start, size, 11)
     if written_overlap(7, 12, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     if not_all_finite(ref_log_probs):
-        return BAD_REF_LOG_PROBS
+        return st.BAD_REF_LOG_PROBS
     p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
-    p.estimator = kl_estimator
+    p.estimator = _c_int(kl_estimator)
     p.has_ref = 1
     ratios = <double*>malloc(sizeof(double) * n + 8)
     if ratios == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     status = _tabular(KL, table, contexts, tokens, <const double*>NULL, <const double*>NULL,
                       &ref_log_probs[0] if n else NULL, weights, <const int64_t*>NULL, 0, False,
                       p, index, rows, num_rows, token_loss, log_probs, ratios, grad, stats,
@@ -506,7 +555,7 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
                   token_loss.shape[0], log_probs.shape[0], entropies.shape[0],
                   value_grad.shape[0]]
     if not _shapes_ok(table, contexts, lengths, 10, index, rows, num_rows, grad, stats, 4):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _spans_index(index, rows, num_rows, start, size)
     _span_d(token_loss, start, size, 3)
     _span_d(log_probs, start, size, 4)
@@ -521,18 +570,18 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
     _span_d(old_values, start, size, 15)
     _span_d(weights, start, size, 16)
     if written_overlap(9, 17, start, size):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     status = check_ids_weights(table, contexts, tokens, weights)
     if status:
         return status
     if not_all_finite(advantages):
-        return BAD_ADVANTAGES
+        return st.BAD_ADVANTAGES
     if not_all_finite(values):
-        return BAD_VALUES
+        return st.BAD_VALUES
     if not_all_finite(returns):
-        return BAD_RETURNS
+        return st.BAD_RETURNS
     if value_clip > 0.0 and not_all_finite(old_values):
-        return BAD_OLD_VALUES
+        return st.BAD_OLD_VALUES
     status = _log_probs(table, contexts, tokens, index, rows, num_rows, log_probs, num_threads,
                         True, _cache(grad), &nt, &total, &lse, &ent)
     if status:
@@ -547,7 +596,7 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
         free(csum)
         free(esum)
         free(acc)
-        return NO_MEMORY
+        return st.NO_MEMORY
     for i in range(n):
         k = index[contexts[i]]
         lp = log_probs[i]
@@ -594,11 +643,11 @@ cdef int a2c_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
 
 def token_log_probs_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
                             const index_t[::1] tokens, int64_t[::1] index, int64_t[::1] rows,
-                            int64_t[::1] num_rows, double[::1] log_probs, int64_t num_threads):
-    cdef int status
+                            int64_t[::1] num_rows, double[::1] log_probs, num_threads):
+    cdef int status, threads = _thread_arg(num_threads)
     with nogil:
         status = token_log_probs_tabular_core(table, contexts, tokens, index, rows, num_rows,
-                                              log_probs, _c_int(num_threads))
+                                              log_probs, threads)
     return status
 
 
@@ -607,12 +656,12 @@ def reinforce_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contex
                            const double[::1] baselines, const double[::1] weights,
                            int64_t[::1] index, int64_t[::1] rows, int64_t[::1] num_rows,
                            double[::1] token_loss, double[::1] log_probs, real_t[:, ::1] grad,
-                           double[::1] stats, int64_t num_threads):
-    cdef int status
+                           double[::1] stats, num_threads):
+    cdef int status, threads = _thread_arg(num_threads)
     with nogil:
         status = reinforce_loss_tabular_core(table, contexts, tokens, returns, baselines,
                                              weights, index, rows, num_rows, token_loss,
-                                             log_probs, grad, stats, _c_int(num_threads))
+                                             log_probs, grad, stats, threads)
     return status
 
 
@@ -624,14 +673,14 @@ def ppo_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
                      int64_t kl_estimator, int64_t sequence_level, int64_t[::1] index,
                      int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                      double[::1] log_probs, double[::1] ratios, real_t[:, ::1] grad,
-                     double[::1] stats, int64_t num_threads):
-    cdef int status
+                     double[::1] stats, num_threads):
+    cdef int status, threads = _thread_arg(num_threads)
     with nogil:
         status = ppo_loss_tabular_core(table, contexts, tokens, old_log_probs, advantages,
                                        weights, ref_log_probs, sequence_offsets, clip_low,
-                                       clip_high, dual_clip, kl_coef, _c_int(kl_estimator),
-                                       _c_int(sequence_level), index, rows, num_rows, token_loss,
-                                       log_probs, ratios, grad, stats, _c_int(num_threads))
+                                       clip_high, dual_clip, kl_coef, kl_estimator,
+                                       sequence_level, index, rows, num_rows, token_loss,
+                                       log_probs, ratios, grad, stats, threads)
     return status
 
 
@@ -640,13 +689,13 @@ def kl_penalty_loss_tabular(const real_t[:, ::1] table, const index_t[::1] conte
                             const double[::1] weights, int64_t kl_estimator, int64_t[::1] index,
                             int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                             double[::1] log_probs, real_t[:, ::1] grad, double[::1] stats,
-                            int64_t num_threads):
-    cdef int status
+                            num_threads):
+    cdef int status, threads = _thread_arg(num_threads)
     with nogil:
         status = kl_penalty_loss_tabular_core(table, contexts, tokens, ref_log_probs, weights,
-                                              _c_int(kl_estimator), index, rows, num_rows,
+                                              kl_estimator, index, rows, num_rows,
                                               token_loss,
-                                              log_probs, grad, stats, _c_int(num_threads))
+                                              log_probs, grad, stats, threads)
     return status
 
 
@@ -657,11 +706,11 @@ def a2c_loss_tabular(const real_t[:, ::1] table, const index_t[::1] contexts,
                      double value_coef, double entropy_coef, int64_t[::1] index,
                      int64_t[::1] rows, int64_t[::1] num_rows, double[::1] token_loss,
                      double[::1] log_probs, double[::1] entropies, real_t[:, ::1] grad,
-                     double[::1] value_grad, double[::1] stats, int64_t num_threads):
-    cdef int status
+                     double[::1] value_grad, double[::1] stats, num_threads):
+    cdef int status, threads = _thread_arg(num_threads)
     with nogil:
         status = a2c_loss_tabular_core(table, contexts, tokens, advantages, values, returns,
                                        old_values, weights, value_clip, value_coef, entropy_coef,
                                        index, rows, num_rows, token_loss, log_probs, entropies,
-                                       grad, value_grad, stats, _c_int(num_threads))
+                                       grad, value_grad, stats, threads)
     return status

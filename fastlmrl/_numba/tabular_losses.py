@@ -7,8 +7,10 @@ order (serial: log-probs, per-token terms, per-row sums of ``c_i`` and the batch
 gradient rows, written in place of those exps (parallel over rows; every row independent, so the
 bits do not depend on the thread count).  The row passes hand out small blocks of rows from an
 atomic counter (``next_block``): a worker on a busy core takes fewer instead of holding up the
-other.  After an error the gradient output holds unspecified values.  Every array a kernel
-writes must not share memory with another argument (status 8, O(1), before the first write).
+other.  Every check, the rows' and tokens' included, comes before the first write (but a
+float64 log-probability that overflows to -inf, after which the gradient output holds unspecified
+values).  Every array a kernel writes must not share memory with another argument (status 8,
+O(1)).
 """
 
 __all__ = [
@@ -23,16 +25,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
-from .log_probs import BAD_LOGITS, BAD_TOKENS, n_threads, next_block, rows_per_block, work
+from .log_probs import n_threads, next_block, rows_per_block, work
 from .overlap import _bounds, spans_overlap
+from .policy_losses import BAD_ADVANTAGES as PG_BAD_ADVANTAGES
 from .policy_losses import (
-    BAD_BASELINES,
-    BAD_REF_LOG_PROBS,
-    BAD_RETURNS,
-    BAD_WEIGHTS,
     KL,
     PPO,
     REINFORCE,
@@ -46,26 +45,74 @@ from .policy_losses import (
     value_terms,
 )
 
-BAD_CONTEXTS = 31
+# The statuses these kernels return (fastlmrl._status.Status, as plain ints: Numba globals).
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_LOGITS = int(Status.BAD_LOGITS)
+BAD_TOKENS = int(Status.BAD_TOKENS)
+BAD_WEIGHTS = int(Status.BAD_WEIGHTS)
+BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
+BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
+BAD_BASELINES = int(Status.BAD_BASELINES)
+BAD_RETURNS = int(Status.BAD_RETURNS)
+BAD_CONTEXTS = int(Status.BAD_CONTEXTS)
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
 PARALLEL_MIN_ENTRIES = 1 << 20
 
 
 @njit(**NJIT)
-def _visited(contexts, index, rows):
+def _pg_status(status):
+    """A status of the checks shared with :mod:`fastlmrl._numba.policy_losses` as a Status value:
+    that topic still numbers bad advantages 23 (its other codes are the enum's)."""
+    return BAD_ADVANTAGES if status == PG_BAD_ADVANTAGES else status
+
+
+@njit(**NJIT)
+def _row_ok(table, s):
+    """Does row s hold no NaN or +inf and a finite entry (what row_stats accepts)?"""
+    row = table[s]
+    high = False  # a NaN or +inf entry
+    finite = False  # a finite entry
+    for j in range(row.shape[0]):
+        x = row[j]
+        high |= not (x < np.inf)
+        finite |= x > -np.inf
+    return finite and not high
+
+
+@njit(**NJIT)
+def _step0(table, contexts, tokens):
+    """Step 0 (see the reference), before anything is written: (status, visited marks, U).
+    BAD_LOGITS when a visited row holds NaN or +inf or no finite entry (rows checked in
+    increasing order), BAD_TOKENS when a token selects a -inf logit."""
+    seen = np.zeros(table.shape[0], dtype=np.uint8)
+    masked = False
+    for i in range(contexts.shape[0]):
+        s = np.uint64(contexts[i])  # (ids checked in range: no wrap check)
+        seen[s] = 1
+        masked |= table[s, np.uint64(tokens[i])] == -np.inf
+    u = 0
+    for s in range(table.shape[0]):
+        if seen[s]:
+            if not _row_ok(table, s):
+                return BAD_LOGITS, seen, u
+            u += 1
+    return (BAD_TOKENS if masked else 0), seen, u
+
+
+@njit(**NJIT)
+def _visited(seen, index, rows):
     """index[s] = position of s among the distinct contexts (increasing), -1 if absent; rows
     filled with the distinct contexts; returns their number."""
-    for s in range(index.shape[0]):
-        index[s] = -1
-    for i in range(contexts.shape[0]):
-        index[np.uint64(contexts[i])] = 0  # (ids checked in range: no wrap check)
     u = 0
     for s in range(index.shape[0]):
-        if index[s] == 0:
+        if seen[s]:
             index[s] = u
             rows[u] = s
             u += 1
+        else:
+            index[s] = -1
     return u
 
 
@@ -137,7 +184,7 @@ def _grad_par(table, rows, u, csum, esum, total, lse, ent, acc, grad, nt):
     """The gradient pass on ``nt`` workers claiming blocks of rows (as ``_lse_par``)."""
     counter = np.zeros(1, dtype=np.int64)
     rpb = rows_per_block(table.shape[1])
-    for t in prange(nt):
+    for _t in prange(nt):
         lo, hi = next_block(counter, rpb, u)
         while lo < hi:
             _grad_rows(table, rows, lo, hi, 1, csum, esum, total, lse, ent, acc, grad)
@@ -148,11 +195,15 @@ def _grad_par(table, rows, u, csum, esum, total, lse, ent, acc, grad, nt):
 def _log_probs(
     table, contexts, tokens, index, rows, num_rows, log_probs, with_entropy, grad, num_threads
 ):
-    """Steps 1-2 and the log-probs of step 3: (status, threads for the row passes, S per row,
+    """Steps 0-2 and the log-probs of step 3: (status, threads for the row passes, S per row,
     lse per row, entropy per row (empty unless ``with_entropy``)).  With a gradient output
-    (``grad`` with rows) the exps of row k are left in grad[k] for the gradient pass; on an error
-    ``grad`` holds unspecified values."""
-    u = _visited(contexts, index, rows)
+    (``grad`` with rows) the exps of row k are left in grad[k] for the gradient pass.  Step 0
+    refuses bad rows and tokens before anything is written; on a later error (only a float64
+    log-probability overflowing to -inf) ``grad`` holds unspecified values."""
+    status, seen, _ = _step0(table, contexts, tokens)
+    if status:
+        return status, 1, np.empty(0), np.empty(0), np.empty(0)
+    u = _visited(seen, index, rows)
     num_rows[0] = u
     nt = (
         n_threads(num_threads, u, table.shape[1])
@@ -494,7 +545,7 @@ def ppo_loss_tabular(
         sequence_level,
     )
     if status:
-        return status
+        return _pg_status(status)
     return _tabular(
         PPO,
         table,
@@ -663,7 +714,7 @@ def a2c_loss_tabular(
         return status
     status = a2c_status(advantages, values, returns, old_values, value_clip)
     if status:
-        return status
+        return _pg_status(status)
     status, nt, total, lse, ent = _log_probs(
         table, contexts, tokens, index, rows, num_rows, log_probs, True, grad, num_threads
     )

@@ -9,6 +9,9 @@ per-token input in float64 (no rounding to the table's dtype).
 
 Order of operations (the kernels follow it exactly):
 
+0. after the checks of the arguments, still before anything is written: every visited row must
+   hold no NaN or +inf and a finite entry (else BAD_LOGITS), and no token may select a -inf
+   logit (else BAD_TOKENS);
 1. distinct contexts ``rows`` in increasing order; ``index[s]`` = position of s in rows (-1 if s
    was not visited);
 2. ``lse_u`` of every row u;
@@ -22,18 +25,12 @@ Order of operations (the kernels follow it exactly):
 
 import math
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import Status
 from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
-from .log_probs import BAD_LOGITS, BAD_TOKENS, exp_for, probs, row_entropy, row_stats
+from .log_probs import exp_for, probs, row_entropy, row_stats
+from .policy_losses import BAD_ADVANTAGES as PG_BAD_ADVANTAGES
 from .policy_losses import (
-    BAD_ADVANTAGES,
-    BAD_BASELINES,
-    BAD_OLD_VALUES,
-    BAD_REF_LOG_PROBS,
-    BAD_RETURNS,
-    BAD_VALUES,
-    BAD_WEIGHTS,
     KL,
     PPO,
     REINFORCE,
@@ -53,7 +50,25 @@ __all__ = [
     "token_log_probs_tabular",
 ]
 
-BAD_CONTEXTS = 31
+# The statuses these kernels return (fastlmrl._status.Status, as plain ints).
+BAD_SHAPES = int(Status.BAD_SHAPES)
+OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+BAD_LOGITS = int(Status.BAD_LOGITS)
+BAD_TOKENS = int(Status.BAD_TOKENS)
+BAD_WEIGHTS = int(Status.BAD_WEIGHTS)
+BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
+BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
+BAD_BASELINES = int(Status.BAD_BASELINES)
+BAD_VALUES = int(Status.BAD_VALUES)
+BAD_RETURNS = int(Status.BAD_RETURNS)
+BAD_OLD_VALUES = int(Status.BAD_OLD_VALUES)
+BAD_CONTEXTS = int(Status.BAD_CONTEXTS)
+
+
+def _pg_status(status):
+    """A status of the PPO checks shared with :mod:`fastlmrl._python.policy_losses` as a Status
+    value: that topic still numbers bad advantages 23 (its other codes are the enum's)."""
+    return BAD_ADVANTAGES if status == PG_BAD_ADVANTAGES else status
 
 
 def _finite(values):
@@ -112,8 +127,28 @@ def _check(table, contexts, tokens, weights):
     return 0
 
 
+def _rows_ok(table, contexts, tokens):
+    """Step 0, before anything is written: BAD_LOGITS when a visited row holds NaN or +inf or no
+    finite entry (the rows step 2 refuses), BAD_TOKENS when a token selects a -inf logit (a
+    log-probability of -inf), else 0."""
+    seen = set()
+    for s in contexts:
+        if s not in seen:
+            seen.add(s)
+            x = table[s].tolist()
+            if not (all(v < math.inf for v in x) and any(v > -math.inf for v in x)):
+                return BAD_LOGITS
+    for s, a in zip(contexts, tokens):
+        if table[s, a] == -math.inf:
+            return BAD_TOKENS
+    return 0
+
+
 def _log_probs(table, contexts, tokens, index, rows, num_rows):
-    """Steps 1-2 and the log-probs of step 3: (status, row statistics, log-probs)."""
+    """Steps 0-2 and the log-probs of step 3: (status, row statistics, log-probs)."""
+    status = _rows_ok(table, contexts, tokens)
+    if status:
+        return status, None, None
     # 1. distinct contexts, increasing
     for s in range(table.shape[0]):
         index[s] = -1
@@ -132,7 +167,7 @@ def _log_probs(table, contexts, tokens, index, rows, num_rows):
     for k in range(u):
         x = table[rows[k]].tolist()
         m, total, e, ok = row_stats(x, exp)
-        if not ok:
+        if not ok:  # (refused by step 0 already)
             return BAD_LOGITS, None, None
         stat.append((x, total, e, m + math.log(total)))
     # 3. (first) log-probs of the tokens in order
@@ -140,7 +175,7 @@ def _log_probs(table, contexts, tokens, index, rows, num_rows):
     for i in range(len(tokens)):
         k = index[contexts[i]]
         lp = stat[k][0][tokens[i]] - stat[k][3]
-        if lp == -math.inf:
+        if lp == -math.inf:  # step 0 missed only x - lse overflowing (float64 x near -1e308)
             return BAD_TOKENS, None, None
         logp[i] = lp
     return 0, stat, logp
@@ -386,7 +421,7 @@ def ppo_loss_tabular(
         sequence_level,
     )
     if status:
-        return status
+        return _pg_status(status)
     return _tabular(
         PPO,
         table,
