@@ -108,7 +108,8 @@ def neural_overrides(pairs, config_cls) -> dict:
                 else getattr(inner, "__name__", str(inner))
             )
             known[name] = _Field(name, kind, None)
-        elif f._field_type is dataclasses._FIELD:  # noqa: SLF001 - ClassVars are skipped
+        # dataclasses' private field markers are not in typeshed; ClassVars are skipped
+        elif f._field_type is dataclasses._FIELD:  # type: ignore[attr-defined]  # noqa: SLF001
             known[name] = _Field(name, kind, f.default)
     out = {}
     for pair in pairs or ():

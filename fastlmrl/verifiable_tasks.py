@@ -43,8 +43,10 @@ from __future__ import annotations
 import hashlib
 import numbers
 import re
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .rng import stream_key, uniform
 
@@ -101,7 +103,9 @@ def _terminated(terminated, n: int) -> np.ndarray:
     return arr
 
 
-def exact_match_reward(answers, completions, terminated=None) -> np.ndarray:
+def exact_match_reward(
+    answers: Sequence[str], completions: Sequence[str], terminated: ArrayLike | None = None
+) -> np.ndarray:
     """Strict exact-match reward, float64 array of 0/1 (see the module docstring).
 
     ``completions[i]`` is the generated text after the prompt, special tokens removed and cut
@@ -138,6 +142,8 @@ class VerifiableTask:
     name = ""
     #: the characters that prompts and answers use (for building a tokenizer's vocabulary)
     alphabet = ""
+    #: the share of the problem space in the held-out split, in (0, 1)
+    held_out_fraction: float
 
     def __init__(self, *, held_out_fraction: float = 0.1):
         if isinstance(held_out_fraction, bool) or not isinstance(held_out_fraction, numbers.Real):
@@ -166,10 +172,10 @@ class VerifiableTask:
         """The exact answer to ``prompt`` (ValueError when ``prompt`` is not of the format)."""
         raise NotImplementedError
 
-    def answers(self, prompts) -> list:
+    def answers(self, prompts: Sequence[str]) -> list[str]:
         """:meth:`answer` of each prompt (all prompts are checked before any answer is given)."""
         prompts = _str_list(prompts, "prompts")
-        out = []
+        out: list[str] = []
         for i, p in enumerate(prompts):
             try:
                 out.append(self.answer(p))
@@ -192,7 +198,7 @@ class VerifiableTask:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
         draw = _Uniforms(stream_key(seed, 0x7461736B))  # stream "task"; sequential counters
-        out = []
+        out: list[str] = []
         tries = 0
         while len(out) < n:
             prompt = self._draw(draw)
@@ -209,7 +215,12 @@ class VerifiableTask:
         return [p + self.answer(p) for p in ps]
 
     # -- scoring ----------------------------------------------------------------------------
-    def reward(self, prompts, completions, terminated=None) -> np.ndarray:
+    def reward(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        terminated: ArrayLike | None = None,
+    ) -> np.ndarray:
         """Exact-match reward (float64 0/1 per completion): :func:`exact_match_reward` against
         :meth:`answers` of ``prompts``."""
         prompts = _str_list(prompts, "prompts")
@@ -221,7 +232,12 @@ class VerifiableTask:
             )
         return exact_match_reward(self.answers(prompts), completions, terminated)
 
-    def success(self, prompts, completions, terminated=None) -> float:
+    def success(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        terminated: ArrayLike | None = None,
+    ) -> float:
         """Success rate: the fraction of completions with reward 1 (0.0 for an empty batch)."""
         r = self.reward(prompts, completions, terminated)
         return float(r.mean()) if r.size else 0.0
@@ -471,7 +487,7 @@ class ReasoningGymTask(VerifiableTask):
         self._data = reasoning_gym.create_dataset(
             dataset, size=self.size, seed=self.seed, **dataset_kwargs
         )
-        self._entries = {}
+        self._entries: dict[str, dict] = {}
         for entry in self._data:
             self._entries.setdefault(entry["question"], entry)
 
@@ -499,7 +515,12 @@ class ReasoningGymTask(VerifiableTask):
             raise ValueError(f"{prompt[:60]!r} is not a question of {self.name}")
         return str(entry["answer"])
 
-    def reward(self, prompts, completions, terminated=None) -> np.ndarray:
+    def reward(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        terminated: ArrayLike | None = None,
+    ) -> np.ndarray:
         prompts = _str_list(prompts, "prompts")
         completions = _str_list(completions, "completions")
         if len(prompts) != len(completions):

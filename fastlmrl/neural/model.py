@@ -23,9 +23,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .._atomic import as_path, temp_name
 from .tokenizer import FASTLMRL_TOKENIZER_FILE, TokenizerAdapter, as_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 __all__ = [
     "ARCHITECTURES",
@@ -54,7 +59,7 @@ _HF_TOKENIZER_FILES = (
 )
 
 
-def require_transformers():
+def require_transformers() -> ModuleType:
     """Import and return ``transformers``; ImportError naming the install command otherwise."""
     try:
         import torch  # noqa: F401
@@ -100,7 +105,7 @@ def default_model_config(
     bos_token_id: int | None = 0,
     eos_token_id: int | None = 1,
     pad_token_id: int | None = None,
-):
+) -> PretrainedConfig:
     """A ``transformers`` config of a small causal LM (``GPT2Config`` or ``LlamaConfig``).
 
     ``n_embd`` must be a multiple of ``n_head``.  GPT-2: ``n_inner = 4 * n_embd``, GELU, learned
@@ -163,7 +168,7 @@ def build_model(
     bos_token_id: int | None = 0,
     eos_token_id: int | None = 1,
     pad_token_id: int | None = None,
-):
+) -> PreTrainedModel:
     """A randomly initialised ``transformers`` causal LM (``GPT2LMHeadModel`` /
     ``LlamaForCausalLM``) of :func:`default_model_config`, in eval mode (no dropout anyway).
 
@@ -217,7 +222,13 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def save_model(model, tokenizer, folder, *, metadata: dict | None = None) -> None:
+def save_model(
+    model: PreTrainedModel,
+    tokenizer: object,
+    folder: str | os.PathLike[str],
+    *,
+    metadata: dict | None = None,
+) -> None:
     """Save ``model`` (a ``transformers`` ``PreTrainedModel``) and ``tokenizer`` (fastlmrl,
     Hugging Face or :class:`TokenizerAdapter`) into ``folder``, atomically.
 
@@ -276,7 +287,7 @@ def save_model(model, tokenizer, folder, *, metadata: dict | None = None) -> Non
         _remove_tree(old)
 
 
-def read_metadata(folder) -> dict:
+def read_metadata(folder: str | os.PathLike[str]) -> dict:
     """The ``metadata`` dict that :func:`save_model` stored in ``folder`` ({} when there is none,
     e.g. a plain Hugging Face folder)."""
     path = os.path.join(as_path(folder, "folder"), METADATA_FILE)
@@ -292,7 +303,7 @@ def read_metadata(folder) -> dict:
     return dict(data.get("metadata", {}))
 
 
-def load_model(folder):
+def load_model(folder: str | os.PathLike[str]) -> tuple[PreTrainedModel, TokenizerAdapter]:
     """``(model, tokenizer)`` from a local folder; ``tokenizer`` is a :class:`TokenizerAdapter`.
 
     ``folder``: written by :func:`save_model`, or any local Hugging Face causal-LM folder

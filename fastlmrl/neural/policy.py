@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -145,7 +145,11 @@ class NeuralPolicy(nn.Module):
                 ids = torch.tensor([[self.tokenizer.eos_token_id, self.tokenizer.pad_token_id]])
                 with torch.no_grad():
                     out = self.forward(ids, torch.ones_like(ids), hidden=True)
-                    if out.hidden is not None and out.hidden.shape[-1] == layer.in_features:
+                    if (
+                        out.hidden is not None
+                        and out.logits is not None  # always: the forward asked for logits
+                        and out.hidden.shape[-1] == layer.in_features
+                    ):
                         direct = nn.functional.linear(out.hidden, layer.weight, layer.bias)
                         scale = float(out.logits.abs().max()) + 1.0
                         self._fused = bool((direct - out.logits).abs().max() <= 1e-4 * scale)
@@ -187,7 +191,7 @@ class NeuralPolicy(nn.Module):
         state: no (B, T, V) logits are formed.  ``last_only``: logits of the last position only
         (``logits_to_keep=1`` where the model takes it; the returned logits are (B, 1, V))."""
         if hidden and not logits and self.fused_head() and self._trunk_ok:
-            kwargs = {"attention_mask": attention_mask}
+            kwargs: dict[str, Any] = {"attention_mask": attention_mask}
             if position_ids is None and attention_mask is not None:
                 position_ids = position_ids_from_mask(attention_mask)
             kwargs["position_ids"] = position_ids
@@ -210,7 +214,7 @@ class NeuralPolicy(nn.Module):
                     "generate with use_cache=False"
                 )
             kwargs["use_cache"] = True
-            if past_key_values is not None:
+            if past_key_values is not None and self._cache_arg is not None:  # supports_cache
                 kwargs[self._cache_arg] = past_key_values
         elif self._takes["use_cache"]:
             kwargs["use_cache"] = False
@@ -221,6 +225,7 @@ class NeuralPolicy(nn.Module):
         if last_only and self._takes_keep:
             kwargs["logits_to_keep"] = 1
         out = self.model(input_ids, **kwargs)
+        out_logits: Any
         if isinstance(out, Tensor):
             out_logits, states, cache = out, None, None
         else:

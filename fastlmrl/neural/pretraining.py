@@ -174,7 +174,7 @@ def model_cache_dir() -> str:
 def _int(x, name: str, lo: int, hi: int = 2**31 - 1) -> int:
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    if not lo <= x <= hi:
+    if not lo <= int(x) <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {x}")
     return int(x)
 

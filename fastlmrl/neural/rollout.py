@@ -91,20 +91,18 @@ class Rollout:
     def select(self, index) -> Rollout:
         """The rows ``index`` (a tensor or list of row numbers)."""
         index = torch.as_tensor(index, dtype=torch.long)
+        fields = (
+            "prompt_ids",
+            "prompt_mask",
+            "completion_ids",
+            "completion_mask",
+            "log_probs",
+            "entropies",
+            "terminated",
+            "truncated",
+        )
         return Rollout(
-            *(
-                getattr(self, f)[index]
-                for f in (
-                    "prompt_ids",
-                    "prompt_mask",
-                    "completion_ids",
-                    "completion_mask",
-                    "log_probs",
-                    "entropies",
-                    "terminated",
-                    "truncated",
-                )
-            ),
+            **{f: getattr(self, f)[index] for f in fields},
             logits=None if self.logits is None else self.logits[index],
         )
 
@@ -163,7 +161,8 @@ def generate(
     elif use_cache and not policy.supports_cache:
         raise ValueError("use_cache=True: this model's forward takes no past_key_values")
     stream = (
-        RandomStream(seed)
+        # RandomStream checks the seed's type itself (int or NumPy integer)
+        RandomStream(seed)  # type: ignore[arg-type]
         if isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
         else seed
     )

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import sys
+from typing import Any
 
 from .._atomic import atomic_write_text
 from ..neural_folders import NEURAL_RUN_FILES, is_neural_run, neural_task, saved_spec
@@ -92,7 +93,7 @@ def train_neural_run(
     run_json = os.path.join(folder, "run.json")
     checkpoint = os.path.join(folder, "checkpoint.ckpt")
     initial = os.path.join(folder, "initial_model")
-    spec = {
+    spec: dict[str, Any] = {
         "algo": algo,
         "task": task_name,
         "seed": seed,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,9 @@ class TokenizerAdapter:
     adapter.  ``adapter.tokenizer`` is the wrapped object, ``adapter.kind`` is ``"fastlmrl"`` or
     ``"huggingface"``.
     """
+
+    tokenizer: Any  #: the wrapped fastlmrl or Hugging Face tokenizer
+    kind: str
 
     def __init__(self, tokenizer):
         if isinstance(tokenizer, TokenizerAdapter):
@@ -144,7 +148,7 @@ class TokenizerAdapter:
         for i, t in enumerate(ids):
             if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
                 raise TypeError(f"ids[{i}] must be an int, got {type(t).__name__}")
-            if not 0 <= t < self._vocab_size:
+            if not 0 <= int(t) < self._vocab_size:
                 raise ValueError(f"ids[{i}] = {t} is out of range [0, {self._vocab_size})")
         if skip_special_tokens:
             ids = [int(t) for t in ids if int(t) not in self._specials]

@@ -264,6 +264,7 @@ class NeuralTrainer(Trainer):
         self.optimizer = torch.optim.AdamW(
             self.parameters, lr=cfg.lr, weight_decay=cfg.weight_decay
         )
+        self.kl_controller: FixedKLController | AdaptiveKLController
         if cfg.kl_target is None:
             self.kl_controller = FixedKLController(cfg.kl_coef)
         else:
@@ -602,7 +603,8 @@ class NeuralTrainer(Trainer):
             )
         mine = _json_safe(dataclasses.asdict(self.config))
         if meta.get("config") != mine:
-            saved = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+            config = meta.get("config")
+            saved: dict = config if isinstance(config, dict) else {}
             diffs = ", ".join(
                 f"{k} (checkpoint {saved.get(k, '-')!r}, this trainer {mine.get(k, '-')!r})"
                 for k in sorted(set(saved) | set(mine))
@@ -680,7 +682,7 @@ class NeuralTrainer(Trainer):
             self.optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             self.policy.load_state_dict(backup[0])
-            if backup[1] is not None:
+            if backup[1] is not None and self.reference is not None:  # backup[1]: its state
                 self.reference.model.load_state_dict(backup[1])
             self.optimizer.load_state_dict(backup[2])
             raise CheckpointError(

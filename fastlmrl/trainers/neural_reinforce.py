@@ -113,7 +113,7 @@ class NeuralReinforceTrainer(NeuralTrainer):
             ref_log_probs = self.reference_log_probs(rollout)
             rewards = self.kl_shaped_rewards(rollout, scores, ref_log_probs)
             mask = rollout.completion_mask
-            returns = discounted_returns(
+            discounted = discounted_returns(
                 rewards.numpy(),
                 mask.numpy(),
                 rollout.terminated.numpy(),
@@ -121,7 +121,7 @@ class NeuralReinforceTrainer(NeuralTrainer):
                 np.zeros(mask.shape[0]),
                 gamma=cfg.gamma,
             )
-            returns = torch.from_numpy(np.asarray(returns, dtype=np.float64))
+            returns = torch.from_numpy(np.asarray(discounted, dtype=np.float64))
             n_tokens = max(int(mask.sum()), 1)
             baseline = float(returns[mask].mean()) if cfg.baseline == "mean" and mask.any() else 0.0
             advantages = (returns - baseline) * mask
