@@ -1554,6 +1554,26 @@ def keyword_scores(r, G):
     )
 
 
+# --- sampling
+@spec("sampling")
+def sample_tokens(r, G):
+    """Every filter on at once: temperature, top-k, top-p and min-p."""
+    import fastlmrl as f
+    from fastlmrl.sampling import sample_tokens
+
+    return Built(
+        sample_tokens,
+        dict(
+            logits=_logits(r, G, V=7),
+            seed=f.RandomStream(5),
+            temperature=0.8,
+            top_k=4,
+            top_p=0.9,
+            min_p=0.05,
+        ),
+    )
+
+
 # --- checkpoint
 _TMP = []
 
