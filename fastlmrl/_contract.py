@@ -52,6 +52,7 @@ MIGRATED = (
     "group_advantages",
     "log_probs",
     "sampling",
+    "policy_losses",
 )
 
 

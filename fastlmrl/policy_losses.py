@@ -36,14 +36,21 @@ detected during the pass, so an ``out`` array you pass may hold partial results 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
-from ._validation_logits import as_logits, as_out, as_tokens, refuse_shared
-from ._validation_logits import raise_for_logits_status as raise_for_status
+from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._status import Status
+from ._validation_logits import as_logits, as_out, as_tokens, explain_bad_logits, refuse_shared
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from ._python import policy_losses as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = [
     "A2CLossResult",
@@ -56,17 +63,185 @@ __all__ = [
     "reinforce_loss",
 ]
 
-BAD_WEIGHTS = 22
-BAD_ADVANTAGES = 23
-BAD_OLD_LOG_PROBS = 24
-BAD_REF_LOG_PROBS = 25
-BAD_SEQUENCE_OFFSETS = 26
-BAD_BASELINES = 27
-BAD_VALUES = 28
-BAD_RETURNS = 29
-BAD_OLD_VALUES = 30
-
 KL_ESTIMATORS = {"k1": 1, "k2": 2, "k3": 3}
+
+
+# ----------------------------------------------------------------------------- the contract
+def _bad_tokens_message(args: Mapping[str, Any], shown: Callable[[str], str]) -> str:
+    """BAD_TOKENS: the first id outside [0, V), else the first token selecting a -inf logit."""
+    logits, tokens, name = np.asarray(args["logits"]), np.asarray(args["tokens"]), shown("tokens")
+    n_vocab = logits.shape[1]
+    bad = np.flatnonzero((tokens < 0) | (tokens >= n_vocab))
+    if bad.size:
+        i = int(bad[0])
+        return f"{name}[{i}] = {int(tokens[i])} is out of range [0, {n_vocab})"
+    masked = np.flatnonzero(np.isneginf(logits[np.arange(tokens.shape[0]), tokens]))
+    i = int(masked[0]) if masked.size else 0
+    return (
+        f"{name}[{i}] = {int(tokens[i])} selects a masked (-inf) logit: its log-probability is -inf"
+    )
+
+
+def _bad_weights_message(args: Mapping[str, Any], shown: Callable[[str], str]) -> str:
+    """BAD_WEIGHTS: the first weight that is not finite, else the first negative one."""
+    weights, name = np.asarray(args["weights"]), shown("weights")
+    for bad, what in ((~np.isfinite(weights), "is not finite"), (weights < 0, "is negative")):
+        found = np.flatnonzero(bad)
+        if found.size:
+            i = int(found[0])
+            return f"{name}[{i}] = {weights[i]} {what}"
+    return f"invalid {name}"
+
+
+def _per_token_arg(name: str, status: Status) -> Arg:
+    """A per-token input (N,) in the logits' dtype (``real_t[::1]``)."""
+    return Arg(name, Kind.REALS, status=status)
+
+
+def _output_arg(name: str) -> Arg:
+    """A float64 output the kernel writes: (N,) per token, or the statistics."""
+    return Arg(name, Kind.ARRAY, written=True, ctype="double[::1]")
+
+
+_HEAD = (
+    Arg("logits", Kind.TABLE, status=Status.BAD_LOGITS),
+    Arg("tokens", Kind.IDS, status=Status.BAD_TOKENS, bound=("logits", 1)),
+)
+_WEIGHTS = _per_token_arg("weights", Status.BAD_WEIGHTS)
+_GRAD = Arg("grad", Kind.TABLE, written=True)  # (N, V) like the logits; may be them exactly
+_STATS = _output_arg("stats")
+_THREADS = Arg("num_threads", Kind.THREADS)
+_KL_ESTIMATOR = Arg("kl_estimator", Kind.SCALAR, ctype="int64_t")  # KL_ESTIMATORS: 1, 2, 3
+_CALL = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
+_MESSAGES = {
+    Status.BAD_LOGITS: explain_bad_logits,  # names the first invalid row
+    Status.BAD_TOKENS: _bad_tokens_message,
+    Status.BAD_WEIGHTS: _bad_weights_message,
+}
+
+
+def _kernel(name: str, args: tuple[Arg, ...], stats: tuple[str, ...], doc: str = "") -> Kernel:
+    return Kernel(name, args, _CALL, results={"stats": stats}, doc=doc, messages=_MESSAGES)
+
+
+#: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.policy_losses``);
+#: tests/test_contract.py checks each implementation against it.  Per-token inputs have the
+#: logits' dtype, per-token outputs and ``stats`` are float64; ``stats`` is at least as long as its
+#: named slots.  Every argument is checked before the first write, but a NaN/+inf logit row or a
+#: token of logit -inf, found during the pass (``grad`` may then hold rows).  A kernel that cannot
+#: allocate its row buffers returns ``NO_MEMORY`` (``raise_for_status``: MemoryError).
+CONTRACT = Topic(
+    "policy_losses",
+    (
+        _kernel(
+            "a2c_loss",
+            (
+                *_HEAD,
+                _per_token_arg("advantages", Status.BAD_ADVANTAGES),
+                _per_token_arg("values", Status.BAD_VALUES),
+                _per_token_arg("returns", Status.BAD_RETURNS),
+                _per_token_arg("old_values", Status.BAD_OLD_VALUES),  # read with value_clip > 0
+                _WEIGHTS,
+                Arg("value_clip", Kind.REAL),  # 0: no value clipping
+                Arg("value_coef", Kind.REAL),
+                Arg("entropy_coef", Kind.REAL),
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _output_arg("entropies"),
+                _GRAD,
+                _output_arg("value_grad"),
+                _STATS,
+                _THREADS,
+            ),
+            ("loss", "policy_loss", "value_loss", "mean_entropy"),
+            doc="grad may not be the logits (the entropy gradient reads the row after writing it)",
+        ),
+        _kernel(
+            "kl_penalty_loss",
+            (
+                *_HEAD,
+                _per_token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),
+                _WEIGHTS,
+                _KL_ESTIMATOR,
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _GRAD,
+                _STATS,
+                _THREADS,
+            ),
+            ("loss",),
+        ),
+        _kernel(
+            "ppo_loss",
+            (
+                *_HEAD,
+                _per_token_arg("old_log_probs", Status.BAD_OLD_LOG_PROBS),
+                _per_token_arg("advantages", Status.BAD_ADVANTAGES),
+                _WEIGHTS,
+                _per_token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),  # empty: no KL term
+                Arg(
+                    "sequence_offsets",
+                    Kind.ARRAY,
+                    status=Status.BAD_SEQUENCE_OFFSETS,
+                    ctype="int64_t[::1]",
+                ),  # read with sequence_level
+                Arg("clip_low", Kind.REAL),
+                Arg("clip_high", Kind.REAL),
+                Arg("dual_clip", Kind.REAL),  # 0: none
+                Arg("kl_coef", Kind.REAL),
+                _KL_ESTIMATOR,
+                Arg("sequence_level", Kind.SCALAR, ctype="int64_t"),  # 0: token, else sequence
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _output_arg("ratios"),
+                _GRAD,
+                _STATS,
+                _THREADS,
+            ),
+            (
+                "loss",
+                "pg_loss",
+                "kl_loss",
+                "clip_fraction",
+                "dual_clip_fraction",
+                "approx_kl_k1",
+                "approx_kl_k3",
+            ),
+        ),
+        _kernel(
+            "reinforce_loss",
+            (
+                *_HEAD,
+                _per_token_arg("returns", Status.BAD_RETURNS),
+                _per_token_arg("baselines", Status.BAD_BASELINES),
+                _WEIGHTS,
+                _output_arg("token_loss"),
+                _output_arg("log_probs"),
+                _GRAD,
+                _STATS,
+                _THREADS,
+            ),
+            ("loss",),
+        ),
+    ),
+)
+
+#: the public names of kernel arguments, for the messages
+_PUBLIC = {"baselines": "baseline"}
+
+
+def _results(name: str, status: int, args: tuple) -> Any:
+    """After kernel ``name`` ran on positional ``args``: the error naming the argument for a
+    non-zero ``status``, else the named slots of its ``stats`` (``stats.loss``)."""
+    kernel = CONTRACT[name]
+    if status:
+        raise_for_status(status, kernel, kernel.bind(*args), public=_PUBLIC)
+    return kernel.read_results("stats", args[kernel.arg_names.index("stats")])
+
+
+def _stats(name: str) -> np.ndarray:
+    """A zeroed statistics output of kernel ``name``: one float64 per named slot."""
+    return np.zeros(len(CONTRACT[name].results["stats"]))
 
 
 class ReinforceLossResult(NamedTuple):
@@ -208,21 +383,21 @@ def reinforce_loss(
     grad = as_out(out, logits)
     refuse_shared(grad, {"tokens": tokens, "returns": returns, "baseline": base, "weights": w})
     token_loss, log_probs = _outputs(n)
-    stats = np.zeros(7)
-    status = _backend.kernels().reinforce_loss(
-        logits, tokens, returns, base, w, token_loss, log_probs, grad, stats, _free_cores.threads()
-    )
-    raise_for_status(
-        status,
+    args = (
         logits,
         tokens,
-        {
-            BAD_WEIGHTS: ("weights", w),
-            BAD_RETURNS: ("returns", returns),
-            BAD_BASELINES: ("baseline", base),
-        },
+        returns,
+        base,
+        w,
+        token_loss,
+        log_probs,
+        grad,
+        _stats("reinforce_loss"),
+        _free_cores.threads(),
     )
-    return ReinforceLossResult(float(stats[0]), grad, log_probs, token_loss)
+    status = _kernels.reinforce_loss(*args)
+    stats = _results("reinforce_loss", status, args)
+    return ReinforceLossResult(float(stats.loss), grad, log_probs, token_loss)
 
 
 def mean_baseline(returns: np.ndarray, weights: np.ndarray) -> float:
@@ -340,8 +515,7 @@ def ppo_loss(
     )
     token_loss, log_probs = _outputs(n)
     ratios = np.empty(n)
-    stats = np.zeros(7)
-    status = _backend.kernels().ppo_loss(
+    args = (
         logits,
         tokens,
         old,
@@ -359,33 +533,23 @@ def ppo_loss(
         log_probs,
         ratios,
         grad,
-        stats,
+        _stats("ppo_loss"),
         _free_cores.threads(),
     )
-    raise_for_status(
-        status,
-        logits,
-        tokens,
-        {
-            BAD_WEIGHTS: ("weights", w),
-            BAD_ADVANTAGES: ("advantages", adv),
-            BAD_OLD_LOG_PROBS: ("old_log_probs", old),
-            BAD_REF_LOG_PROBS: ("ref_log_probs", ref),
-            BAD_SEQUENCE_OFFSETS: ("sequence_offsets", offs),
-        },
-    )
+    status = _kernels.ppo_loss(*args)
+    stats = _results("ppo_loss", status, args)
     return PPOLossResult(
-        float(stats[0]),
+        float(stats.loss),
         grad,
         log_probs,
         token_loss,
         ratios,
-        float(stats[1]),
-        float(stats[2]),
-        float(stats[3]),
-        float(stats[4]),
-        float(stats[5]),
-        float(stats[6]),
+        float(stats.pg_loss),
+        float(stats.kl_loss),
+        float(stats.clip_fraction),
+        float(stats.dual_clip_fraction),
+        float(stats.approx_kl_k1),
+        float(stats.approx_kl_k3),
     )
 
 
@@ -410,26 +574,22 @@ def kl_penalty_loss(
     grad = as_out(out, logits)
     refuse_shared(grad, {"tokens": tokens, "ref_log_probs": ref, "weights": w})
     token_kl, log_probs = _outputs(n)
-    stats = np.zeros(7)
-    status = _backend.kernels().kl_penalty_loss(
+    estimator = KL_ESTIMATORS[kl_estimator]
+    args = (
         logits,
         tokens,
         ref,
         w,
-        KL_ESTIMATORS[kl_estimator],
+        estimator,
         token_kl,
         log_probs,
         grad,
-        stats,
+        _stats("kl_penalty_loss"),
         _free_cores.threads(),
     )
-    raise_for_status(
-        status,
-        logits,
-        tokens,
-        {BAD_WEIGHTS: ("weights", w), BAD_REF_LOG_PROBS: ("ref_log_probs", ref)},
-    )
-    return KLPenaltyResult(float(stats[0]), grad, log_probs, token_kl)
+    status = _kernels.kl_penalty_loss(*args)
+    stats = _results("kl_penalty_loss", status, args)
+    return KLPenaltyResult(float(stats.loss), grad, log_probs, token_kl)
 
 
 def a2c_arguments(value_coef, entropy_coef, value_clip, old_values, values, dtype):
@@ -503,8 +663,7 @@ def a2c_loss(
     token_loss, log_probs = _outputs(n)
     entropies = np.empty(n)
     grad_values = np.empty(n)
-    stats = np.zeros(7)
-    status = _backend.kernels().a2c_loss(
+    args = (
         logits,
         tokens,
         adv,
@@ -520,29 +679,19 @@ def a2c_loss(
         entropies,
         grad,
         grad_values,
-        stats,
+        _stats("a2c_loss"),
         _free_cores.threads(),
     )
-    raise_for_status(
-        status,
-        logits,
-        tokens,
-        {
-            BAD_WEIGHTS: ("weights", w),
-            BAD_ADVANTAGES: ("advantages", adv),
-            BAD_VALUES: ("values", vals),
-            BAD_RETURNS: ("returns", rets),
-            BAD_OLD_VALUES: ("old_values", old),
-        },
-    )
+    status = _kernels.a2c_loss(*args)
+    stats = _results("a2c_loss", status, args)
     return A2CLossResult(
-        float(stats[0]),
+        float(stats.loss),
         grad,
         grad_values,
         log_probs,
         entropies,
         token_loss,
-        float(stats[1]),
-        float(stats[2]),
-        float(stats[3]),
+        float(stats.policy_loss),
+        float(stats.value_loss),
+        float(stats.mean_entropy),
     )

@@ -12,22 +12,10 @@ cdef enum:
     PPO = 1
     KL = 2
 
-# Status codes of the loss kernels (fastlmrl/policy_losses.py and tabular_losses.py map them).
-cdef enum:
-    BAD_SHAPES = 7  # fastlmrl._status.BAD_SHAPES
-    BAD_LOGITS = 20
-    BAD_TOKENS = 21
-    BAD_WEIGHTS = 22
-    BAD_ADVANTAGES = 23
-    BAD_OLD_LOG_PROBS = 24
-    BAD_REF_LOG_PROBS = 25
-    BAD_SEQUENCE_OFFSETS = 26
-    BAD_BASELINES = 27
-    BAD_VALUES = 28
-    BAD_RETURNS = 29
-    BAD_OLD_VALUES = 30
-    BAD_CONTEXTS = 31
-    NO_MEMORY = 99
+# Status codes: fastlmrl._status.Status (status.pxd, generated).  tabular_losses.pyx cimports
+# BAD_ADVANTAGES from here.
+from fastlmrl._cython cimport status as st
+from fastlmrl._cython.status cimport BAD_ADVANTAGES
 
 
 cdef inline Py_ssize_t present(Py_ssize_t length, Py_ssize_t n) noexcept nogil:
@@ -204,13 +192,13 @@ cdef inline int ppo_arguments(const real_t[::1] old_log_probs, const real_t[::1]
     """The PPO-specific checks (0 or the status of the first bad argument) and ``*p``; shared by
     the logits and the tabular PPO losses."""
     if not_all_finite(advantages):
-        return BAD_ADVANTAGES
+        return st.BAD_ADVANTAGES
     if not_all_finite(old_log_probs):
-        return BAD_OLD_LOG_PROBS
+        return st.BAD_OLD_LOG_PROBS
     if not_all_finite(ref_log_probs):
-        return BAD_REF_LOG_PROBS
+        return st.BAD_REF_LOG_PROBS
     if sequence_level and bad_offsets(sequence_offsets, n):
-        return BAD_SEQUENCE_OFFSETS
+        return st.BAD_SEQUENCE_OFFSETS
     p.clip_low = clip_low
     p.clip_high = clip_high
     p.dual_clip = dual_clip

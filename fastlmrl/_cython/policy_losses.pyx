@@ -22,9 +22,10 @@ from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdlib cimport free, malloc
 
 from fastlmrl._cython._common cimport real_t, index_t, out_of_range, not_all_finite
+from fastlmrl._cython cimport status as st
 from fastlmrl._cython.pg_terms cimport *
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
-from fastlmrl._cython.log_probs cimport in_place_span
+from fastlmrl._cython.log_probs cimport in_place_span, thread_count
 from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, store_fence,
                                          n_threads, rows_per_chunk, work, use_streaming,
                                          PARALLEL_MIN_ELEMENTS)
@@ -302,9 +303,9 @@ cdef extern from *:
 
 
 cdef inline int _c_int(int64_t x) noexcept nogil:
-    """An int64 argument of a ``def`` wrapper as the C int its core takes: itself when it fits,
-    else INT_MAX / INT_MIN (an invalid option, or a thread count capped by the rows anyway), so a
-    Python int up to 2**63 - 1 gives a status code instead of an OverflowError at the call."""
+    """An int64 option of a kernel (kl_estimator, sequence_level) as a C int: itself when it fits,
+    else INT_MAX / INT_MIN (an invalid option), so a Python int up to 2**63 - 1 gives the same
+    result as before instead of an OverflowError at the call."""
     if x > INT_MAX:
         return INT_MAX
     if x < INT_MIN:
@@ -312,14 +313,23 @@ cdef inline int _c_int(int64_t x) noexcept nogil:
     return <int>x
 
 
-cdef enum:
-    OVERLAPPING_ARRAYS = 8  # fastlmrl._status.OVERLAPPING_ARRAYS
-
-
-# Batch sums are taken per block of reduce_rows(V) consecutive rows, then over blocks in order.
-cdef enum:
-    REDUCE_MAX_ROWS = 256
-    N_SUMS = 8  # per block: sw, loss, pg, kl, clipped, dual, k1, k3
+# Batch sums are taken per block of reduce_rows(V) consecutive rows, then over blocks in order;
+# the row passes flag a row with bad logits, or whose sampled token has logit -inf (C constants;
+# the statuses are fastlmrl._status.Status, cimported as st).
+cdef extern from *:
+    """
+    enum {
+        FASTLMRL_PL_REDUCE_MAX_ROWS = 256,
+        FASTLMRL_PL_N_SUMS = 8,
+        FASTLMRL_PL_ROW_BAD_LOGITS = 1,
+        FASTLMRL_PL_ROW_MASKED_TOKEN = 2
+    };
+    """
+    enum:
+        REDUCE_MAX_ROWS "FASTLMRL_PL_REDUCE_MAX_ROWS"
+        N_SUMS "FASTLMRL_PL_N_SUMS"  # per block: sw, loss, pg, kl, clipped, dual, k1, k3
+        ROW_BAD_LOGITS "FASTLMRL_PL_ROW_BAD_LOGITS"
+        ROW_MASKED_TOKEN "FASTLMRL_PL_ROW_MASKED_TOKEN"
 
 cdef inline Py_ssize_t reduce_rows(Py_ssize_t n_vocab) noexcept nogil:
     """Rows per reduction block: min(REDUCE_MAX_ROWS, 1 + 65536 // V) (see the reference)."""
@@ -370,14 +380,14 @@ cdef inline int _pg_token(const real_t[:, ::1] logits, const index_t[::1] tokens
                           real_t[:, ::1] grad, const real_t* e, bint nt,
                           double* acc) noexcept nogil:
     """Row i after its statistics (m, s; exponentials in e): log pi(a_i), the token terms, the
-    gradient row, the per-token outputs; adds the row's summands to acc[0:N_SUMS].  0, or 2 when
-    the sampled token has logit -inf (nothing written)."""
+    gradient row, the per-token outputs; adds the row's summands to acc[0:N_SUMS].  0, or
+    ROW_MASKED_TOKEN (2) when the sampled token has logit -inf (nothing written)."""
     cdef Py_ssize_t a = tokens[i], v = logits.shape[1]
     cdef double lp, lr, o, w, d, ed
     cdef Terms t
     lp = <double>logits[i, a] - (m + log(s))
     if lp == -INFINITY:
-        return 2
+        return ROW_MASKED_TOKEN
     o = at(x1, i)
     if lr_in != NULL:
         lr = lr_in[i]
@@ -487,7 +497,7 @@ cdef inline int _token_lp_row(const real_t[:, ::1] logits, const index_t[::1] to
     cdef double m, s
     cdef const real_t* row = &logits[i, 0]
     if not row_stats(row, logits.shape[1], e, &m, &s):
-        return 1
+        return ROW_BAD_LOGITS
     res[i] = <double>row[tokens[i]] - (m + log(s))
     return 0
 
@@ -542,7 +552,7 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
     cdef double* part = mem + nt * per
     cdef double* lr = NULL
     if w == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     # every block either writes its partial sums or the call returns an error first
     if seq_level:
         lr = part + N_SUMS * nb
@@ -554,11 +564,11 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
                 bad += _token_lp_row(logits, tokens, i, lr, w)
         if bad:
             free(w)
-            return BAD_LOGITS
+            return st.BAD_LOGITS
         for i in range(n):
             if lr[i] == -INFINITY:
                 free(w)
-                return BAD_TOKENS
+                return st.BAD_TOKENS
         sequence_log_ratios(lr, x1, weights, offsets, n_offsets, lr)
     if nt > 1:
         for b in prange(nb, num_threads=nt, schedule="dynamic", chunksize=1):
@@ -577,7 +587,7 @@ cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mod
             bad_tokens += r >> 16
     if bad or bad_tokens:
         free(w)
-        return BAD_LOGITS if bad else BAD_TOKENS
+        return st.BAD_LOGITS if bad else st.BAD_TOKENS
     _reduce(mode, part, nb, stats)
     free(w)
     return 0
@@ -598,7 +608,7 @@ cdef int reinforce_loss_core(const real_t[:, ::1] logits, const index_t[::1] tok
     lengths[:] = [n, returns.shape[0], baselines.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(logits, lengths, 6, grad, stats, 1):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _d1(token_loss, start, size, 0)
     _d1(log_probs, start, size, 1)
     _d1(stats, start, size, 2)
@@ -606,21 +616,21 @@ cdef int reinforce_loss_core(const real_t[:, ::1] logits, const index_t[::1] tok
     _r1(baselines, start, size, 7)
     _r1(weights, start, size, 8)
     if _loss_overlaps(logits, tokens, grad, True, start, size, 4, 9):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     if bad_weights(weights):
-        return BAD_WEIGHTS
+        return st.BAD_WEIGHTS
     if not_all_finite(returns):
-        return BAD_RETURNS
+        return st.BAD_RETURNS
     if not_all_finite(baselines):
-        return BAD_BASELINES
+        return st.BAD_BASELINES
     p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
     p.estimator = 3
     p.has_ref = 0
     ratios = <double*>malloc(sizeof(double) * n + 8)
     if ratios == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     status = _run_pg(logits, tokens, REINFORCE, &returns[0] if n else NULL,
                      &baselines[0] if n else NULL, <const real_t*>NULL, weights,
                      <const int64_t*>NULL, 0, False, p, &token_loss[0] if n else NULL,
@@ -633,10 +643,12 @@ cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
                        const real_t[::1] old_log_probs, const real_t[::1] advantages,
                        const real_t[::1] weights, const real_t[::1] ref_log_probs,
                        const int64_t[::1] sequence_offsets, double clip_low, double clip_high,
-                       double dual_clip, double kl_coef, int kl_estimator, int sequence_level,
-                       double[::1] token_loss, double[::1] log_probs, double[::1] ratios,
-                       real_t[:, ::1] grad, double[::1] stats, int num_threads) noexcept nogil:
+                       double dual_clip, double kl_coef, int64_t kl_estimator,
+                       int64_t sequence_level, double[::1] token_loss, double[::1] log_probs,
+                       double[::1] ratios, real_t[:, ::1] grad, double[::1] stats,
+                       int num_threads) noexcept nogil:
     cdef Params p
+    cdef int estimator = _c_int(kl_estimator), seq_level = _c_int(sequence_level)
     cdef Py_ssize_t n = tokens.shape[0]
     cdef Py_ssize_t lengths[8]
     cdef int status
@@ -646,7 +658,7 @@ cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
                   present(ref_log_probs.shape[0], n), token_loss.shape[0], log_probs.shape[0],
                   ratios.shape[0]]
     if not _shapes_ok(logits, lengths, 8, grad, stats, 7):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _d1(token_loss, start, size, 0)
     _d1(log_probs, start, size, 1)
     _d1(ratios, start, size, 2)
@@ -657,28 +669,27 @@ cdef int ppo_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
     _r1(ref_log_probs, start, size, 10)
     span_1d(&sequence_offsets[0], sequence_offsets.shape[0], sizeof(int64_t), start, size, 11)
     if _loss_overlaps(logits, tokens, grad, True, start, size, 5, 12):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     if bad_weights(weights):
-        return BAD_WEIGHTS
+        return st.BAD_WEIGHTS
     status = ppo_arguments(old_log_probs, advantages, ref_log_probs, sequence_offsets, n,
-                           sequence_level, clip_low, clip_high, dual_clip, kl_coef, kl_estimator,
-                           &p)
+                           seq_level, clip_low, clip_high, dual_clip, kl_coef, estimator, &p)
     if status:
         return status
     return _run_pg(logits, tokens, PPO, &old_log_probs[0] if n else NULL,
                    &advantages[0] if n else NULL,
                    &ref_log_probs[0] if (n and p.has_ref) else NULL, weights, &sequence_offsets[0],
-                   sequence_offsets.shape[0], sequence_level != 0, p,
+                   sequence_offsets.shape[0], seq_level != 0, p,
                    &token_loss[0] if n else NULL, &log_probs[0] if n else NULL,
                    &ratios[0] if n else NULL, grad, stats, num_threads)
 
 
 cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
                               const real_t[::1] ref_log_probs, const real_t[::1] weights,
-                              int kl_estimator, double[::1] token_loss, double[::1] log_probs,
-                              real_t[:, ::1] grad, double[::1] stats,
+                              int64_t kl_estimator, double[::1] token_loss,
+                              double[::1] log_probs, real_t[:, ::1] grad, double[::1] stats,
                               int num_threads) noexcept nogil:
     cdef Params p
     cdef Py_ssize_t n = tokens.shape[0]
@@ -690,26 +701,26 @@ cdef int kl_penalty_loss_core(const real_t[:, ::1] logits, const index_t[::1] to
     lengths[:] = [n, ref_log_probs.shape[0], weights.shape[0], token_loss.shape[0],
                   log_probs.shape[0]]
     if not _shapes_ok(logits, lengths, 5, grad, stats, 1):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _d1(token_loss, start, size, 0)
     _d1(log_probs, start, size, 1)
     _d1(stats, start, size, 2)
     _r1(ref_log_probs, start, size, 6)
     _r1(weights, start, size, 7)
     if _loss_overlaps(logits, tokens, grad, True, start, size, 4, 8):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(tokens, logits.shape[1]):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     if bad_weights(weights):
-        return BAD_WEIGHTS
+        return st.BAD_WEIGHTS
     if not_all_finite(ref_log_probs):
-        return BAD_REF_LOG_PROBS
+        return st.BAD_REF_LOG_PROBS
     p.clip_low = p.clip_high = p.dual_clip = p.kl_coef = 0.0
-    p.estimator = kl_estimator
+    p.estimator = _c_int(kl_estimator)
     p.has_ref = 1
     ratios = <double*>malloc(sizeof(double) * n + 8)
     if ratios == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     status = _run_pg(logits, tokens, KL, <const real_t*>NULL, <const real_t*>NULL,
                      &ref_log_probs[0] if n else NULL, weights, <const int64_t*>NULL, 0, False, p,
                      &token_loss[0] if n else NULL, &log_probs[0] if n else NULL, ratios, grad,
@@ -743,18 +754,18 @@ cdef inline int _a2c_row(const real_t[:, ::1] logits, const index_t[::1] tokens,
                          double entropy_coef, double[::1] token_loss, double[::1] log_probs,
                          double[::1] entropies, real_t[:, ::1] grad, double[::1] value_grad,
                          real_t* e) noexcept nogil:
-    """0, 1 (bad logits) or 2 (the sampled token has logit -inf)."""
+    """0, ROW_BAD_LOGITS (1) or ROW_MASKED_TOKEN (2: the sampled token has logit -inf)."""
     cdef Py_ssize_t a, v = logits.shape[1]
     cdef double m, s, g, lse, lp, h, old, lv, dlv, adv, pg, w
     cdef const real_t* row = &logits[i, 0]
     if not row_stats(row, v, e, &m, &s):
-        return 1
+        return ROW_BAD_LOGITS
     a = tokens[i]
     lse = m + log(s)
     g = 1.0 / s
     lp = <double>row[a] - lse
     if lp == -INFINITY:
-        return 2
+        return ROW_MASKED_TOKEN
     h = row_entropy(row, v, e, g, lse)
     old = <double>old_values[i] if value_clip > 0.0 else 0.0
     lv = value_terms(values[i], returns[i], old, value_clip, &dlv)
@@ -790,7 +801,7 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
     cdef const char* start[13]
     cdef size_t size[13]
     if not _shapes_ok(logits, lengths, 10, grad, stats, 4):
-        return BAD_SHAPES
+        return st.BAD_SHAPES
     _d1(token_loss, start, size, 0)
     _d1(log_probs, start, size, 1)
     _d1(entropies, start, size, 2)
@@ -803,24 +814,24 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
     _r1(weights, start, size, 12)
     # grad may not be logits either: the entropy gradient reads the row after writing it
     if _loss_overlaps(logits, tokens, grad, False, start, size, 6, 13):
-        return OVERLAPPING_ARRAYS
+        return st.OVERLAPPING_ARRAYS
     if out_of_range(tokens, v):
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     if bad_weights(weights):
-        return BAD_WEIGHTS
+        return st.BAD_WEIGHTS
     if not_all_finite(advantages):
-        return BAD_ADVANTAGES
+        return st.BAD_ADVANTAGES
     if not_all_finite(values):
-        return BAD_VALUES
+        return st.BAD_VALUES
     if not_all_finite(returns):
-        return BAD_RETURNS
+        return st.BAD_RETURNS
     if value_clip > 0.0 and not_all_finite(old_values):
-        return BAD_OLD_VALUES
+        return st.BAD_OLD_VALUES
     if not value_clip > 0.0:
         old_values = values
     w = <real_t*>work(nt, v)
     if w == NULL:
-        return NO_MEMORY
+        return st.NO_MEMORY
     if nt > 1:
         for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=rows_per_chunk(v)):
             r = _a2c_row(logits, tokens, i, advantages, values, returns, old_values, weights,
@@ -837,9 +848,9 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
             bad_tokens += r >> 1
     free(w)
     if bad:
-        return BAD_LOGITS
+        return st.BAD_LOGITS
     if bad_tokens:
-        return BAD_TOKENS
+        return st.BAD_TOKENS
     for i in range(n):
         wi = weights[i]
         oldv = <double>old_values[i] if value_clip > 0.0 else 0.0
@@ -861,11 +872,11 @@ cdef int a2c_loss_core(const real_t[:, ::1] logits, const index_t[::1] tokens,
 def reinforce_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
                    const real_t[::1] returns, const real_t[::1] baselines,
                    const real_t[::1] weights, double[::1] token_loss, double[::1] log_probs,
-                   real_t[:, ::1] grad, double[::1] stats, int64_t num_threads):
-    cdef int status
+                   real_t[:, ::1] grad, double[::1] stats, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
         status = reinforce_loss_core(logits, tokens, returns, baselines, weights, token_loss,
-                                     log_probs, grad, stats, _c_int(num_threads))
+                                     log_probs, grad, stats, threads)
     return status
 
 
@@ -875,14 +886,13 @@ def ppo_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
              const int64_t[::1] sequence_offsets, double clip_low, double clip_high,
              double dual_clip, double kl_coef, int64_t kl_estimator, int64_t sequence_level,
              double[::1] token_loss, double[::1] log_probs, double[::1] ratios,
-             real_t[:, ::1] grad, double[::1] stats, int64_t num_threads):
-    cdef int status
+             real_t[:, ::1] grad, double[::1] stats, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
         status = ppo_loss_core(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
                                sequence_offsets, clip_low, clip_high, dual_clip, kl_coef,
-                               _c_int(kl_estimator), _c_int(sequence_level), token_loss,
-                               log_probs, ratios, grad,
-                               stats, _c_int(num_threads))
+                               kl_estimator, sequence_level, token_loss, log_probs, ratios, grad,
+                               stats, threads)
     return status
 
 
@@ -890,11 +900,11 @@ def kl_penalty_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
                     const real_t[::1] ref_log_probs, const real_t[::1] weights,
                     int64_t kl_estimator,
                     double[::1] token_loss, double[::1] log_probs, real_t[:, ::1] grad,
-                    double[::1] stats, int64_t num_threads):
-    cdef int status
+                    double[::1] stats, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
-        status = kl_penalty_loss_core(logits, tokens, ref_log_probs, weights, _c_int(kl_estimator),
-                                      token_loss, log_probs, grad, stats, _c_int(num_threads))
+        status = kl_penalty_loss_core(logits, tokens, ref_log_probs, weights, kl_estimator,
+                                      token_loss, log_probs, grad, stats, threads)
     return status
 
 
@@ -903,10 +913,10 @@ def a2c_loss(const real_t[:, ::1] logits, const index_t[::1] tokens,
              const real_t[::1] old_values, const real_t[::1] weights, double value_clip,
              double value_coef, double entropy_coef, double[::1] token_loss,
              double[::1] log_probs, double[::1] entropies, real_t[:, ::1] grad,
-             double[::1] value_grad, double[::1] stats, int64_t num_threads):
-    cdef int status
+             double[::1] value_grad, double[::1] stats, num_threads):
+    cdef int status, threads = thread_count(num_threads)
     with nogil:
         status = a2c_loss_core(logits, tokens, advantages, values, returns, old_values, weights,
                                value_clip, value_coef, entropy_coef, token_loss, log_probs,
-                               entropies, grad, value_grad, stats, _c_int(num_threads))
+                               entropies, grad, value_grad, stats, threads)
     return status

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS
+from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS, Status
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import (
     INLINE,
@@ -48,15 +48,16 @@ from .log_probs import (
 )
 from .overlap import spans_overlap
 
-BAD_WEIGHTS = 22
-BAD_ADVANTAGES = 23
-BAD_OLD_LOG_PROBS = 24
-BAD_REF_LOG_PROBS = 25
-BAD_SEQUENCE_OFFSETS = 26
-BAD_BASELINES = 27
-BAD_VALUES = 28
-BAD_RETURNS = 29
-BAD_OLD_VALUES = 30
+# statuses: fastlmrl._status.Status values, as plain ints (Numba globals)
+BAD_WEIGHTS = int(Status.BAD_WEIGHTS)
+BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
+BAD_OLD_LOG_PROBS = int(Status.BAD_OLD_LOG_PROBS)
+BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
+BAD_SEQUENCE_OFFSETS = int(Status.BAD_SEQUENCE_OFFSETS)
+BAD_BASELINES = int(Status.BAD_BASELINES)
+BAD_VALUES = int(Status.BAD_VALUES)
+BAD_RETURNS = int(Status.BAD_RETURNS)
+BAD_OLD_VALUES = int(Status.BAD_OLD_VALUES)
 REINFORCE = 0
 PPO = 1
 KL = 2
