@@ -301,3 +301,33 @@ def test_scaled_loss_scales_the_gradient_in_place(dtype):
     (g2,) = torch.autograd.grad(res.loss, x, up, create_graph=True)
     assert torch.equal(g2, want) and g2.requires_grad
     assert np.array_equal(res.loss.grad_fn.grad, kept)
+
+
+def test_missing_entry_point_warns_and_the_numpy_view_path_serves():
+    """A build without (or with a stale) torch_entry: a BackendUnavailableWarning naming the
+    rebuild, and ppo_loss gives the same results through the NumPy-view fast path."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['fastlmrl._cython.torch_entry'] = None\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import torch, fastlmrl.torch as ft\n"
+        "from fastlmrl.torch import policy_losses as pl\n"
+        "assert pl._entry is None and pl._cython_kernels is None\n"
+        "assert any('setup.py build_ext' in str(w.message) for w in seen), seen\n"
+        "x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)\n"
+        "t = torch.tensor([0, 4, 2])\n"
+        "old = torch.full((3,), -1.5, dtype=torch.float64)\n"
+        "adv = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)\n"
+        "res = ft.ppo_loss(x, t, old, adv)\n"
+        "assert type(res.loss.grad_fn).__name__ == 'fastlmrl_ppo_loss_fastBackward'\n"
+        "res.loss.backward()\n"
+        "want = torch.ops.fastlmrl.ppo_loss(x.detach(), t, old, adv, None, 0.2, None, None,"
+        " 'token', None, None, 0.0, 'k3')\n"
+        "assert torch.equal(res.loss, want[0]) and torch.equal(x.grad, want[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

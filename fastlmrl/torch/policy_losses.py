@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import functools
 import numbers
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _backend
 from .. import _validation as check
 from .. import policy_losses as _np
 from . import _tensors as tt
@@ -581,13 +583,35 @@ def _entry_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_esti
         return None
 
 
-try:  # the Cython entry point: CPU tensors straight to the Cython kernel core
-    import fastlmrl._cython as _cython_kernels
-    from fastlmrl._cython import torch_entry as _entry
-except ImportError:  # the Cython backend is not built: the NumPy-view fast path serves
-    _cython_kernels = _entry = None  # (tt._kernels is never None)
-    _entry_ppo_loss = None
-else:
+def _load_entry():
+    """(the Cython backend's module, fastlmrl._cython.torch_entry), or (None, None) when either
+    is unavailable: without the Cython backend (fastlmrl._backend reports that) silently, with a
+    BackendUnavailableWarning naming the rebuild when only the entry point is missing or was
+    built against other kernel declarations (its import checks the cores' C signatures)."""
+    try:
+        import fastlmrl._cython as cython_kernels
+    except Exception:  # (not built, or broken: reported by fastlmrl._backend when used)
+        return None, None
+    try:
+        from fastlmrl._cython import torch_entry
+    except Exception as exc:
+        warnings.warn(
+            f"fastlmrl.torch: the Cython entry point of ppo_loss is unavailable "
+            f"({type(exc).__name__}: {exc}); the slower NumPy-view path runs instead. "
+            "Rebuild the extensions: pip install -e . (or, in a checkout, "
+            "FASTLMRL_CYTHON_ONLY=torch_entry python setup.py build_ext --inplace)",
+            _backend.BackendUnavailableWarning,
+            stacklevel=3,
+        )
+        return None, None
+    return cython_kernels, torch_entry
+
+
+# the Cython entry point: CPU tensors straight to the Cython kernel core (tt._kernels is never
+# None: without the entry point the NumPy-view fast path serves every backend)
+_cython_kernels, _entry = _load_entry()
+_entry_ppo_loss = None
+if _entry is not None:
     _entry.configure(
         Tensor,
         torch.float32,
