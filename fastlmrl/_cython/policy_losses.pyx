@@ -8,7 +8,7 @@ adds its rows' terms to N_SUMS partial sums in row order, and the batch sums add
 block order, so results do not depend on the thread count.  Rows of a block are taken in pairs so
 that two rows' dependency chains (log, exp, gradient) overlap; the block loop is specialised per
 mode (constant ``mode``).  Sequence-level (GSPO) ratios: a statistics pass, the per-sequence means
-(serial), then the fused pass.  Token-level PPO over short float32 rows (V <= 4096, ordinary
+(serial), then the fused pass.  Token-level PPO over short float32 rows (V <= 1024, ordinary
 stores) runs in C with AVX-512 intrinsics when the build targets AVX-512 (``-march=native`` on
 such a CPU): eight rows at a time in stages, the same values bit for bit (see
 ``fastlmrl_pl_ppo_rows`` below).
@@ -44,7 +44,7 @@ from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, stor
 cdef extern from *:
     """
     #define FASTLMRL_PL_GROUP 8
-    #define FASTLMRL_PL_SHORT_MAX 4096
+    #define FASTLMRL_PL_SHORT_MAX 1024
     #if defined(__AVX512F__) && defined(__AVX512DQ__)
     #include <immintrin.h>
     #define FASTLMRL_PL_AVX512 1
