@@ -18,6 +18,12 @@ Cases: ``adam`` / ``sgd`` at the sizes of ``bench_optimizers.py`` (float32 table
 64 random rows, V = 64 with 4096 random rows, V = 52 with 300 sorted rows) and ``mc`` (Monte Carlo
 control, sample average with counts, first and every visit, the sizes of
 ``bench_monte_carlo.py``), each for numba and cython.
+
+``--wrappers COMMIT`` instead compares the public wrappers (``fastlmrl.optimizers``,
+``fastlmrl.monte_carlo``) of a past commit with the current ones, in this process, on the current
+kernels and the same arrays, interleaved (what the wrapper around a small batch costs; e.g. the
+kernel-contract migration, issue 14: ``--wrappers 0b987ab``).  The old module's source comes from
+``git show COMMIT:fastlmrl/<topic>.py``; it must still run against the current kernels.
 """
 
 from __future__ import annotations
@@ -125,15 +131,114 @@ def child(root, case, reps):
     print(json.dumps({"best": min(times), "sha": digest.hexdigest()}))
 
 
+def _old_module(commit, topic):
+    """``fastlmrl/<topic>.py`` of ``commit``, imported as ``fastlmrl._old_<topic>``."""
+    import importlib.util
+
+    source = subprocess.run(
+        ["git", "show", f"{commit}:fastlmrl/{topic}.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    ).stdout
+    spec = importlib.util.spec_from_loader(f"fastlmrl._old_{topic}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "fastlmrl"
+    exec(compile(source, f"{commit}:fastlmrl/{topic}.py", "exec"), module.__dict__)
+    return module
+
+
+def _wrapper_cases(opt, mc, arrays):
+    a = arrays
+    return {
+        "sgd_step 4 sorted rows": lambda: opt.sgd_step(a["table"], a["rows"], a["grads"], 1e-3),
+        "sgd_step 4 unsorted rows": lambda: opt.sgd_step(
+            a["table"], a["unsorted"], a["grads"], 1e-3
+        ),
+        "adam_step 4 sorted rows": lambda: opt.adam_step(
+            a["table"], a["rows"], a["grads"], a["m"], a["v"], 3, 1e-3
+        ),
+        "adam_step 1024 rows V=64": lambda: opt.adam_step(
+            a["big"], a["big_rows"], a["big_grads"], a["big_m"], a["big_v"], 3, 1e-3
+        ),
+        "episode_returns T=16": lambda: mc.episode_returns(a["rewards"], a["offsets"], 0.9),
+        "mc_control_update T=16": lambda: mc.mc_control_update(
+            a["q"], a["states"], a["actions"], a["rewards"], a["offsets"], 0.9, counts=a["counts"]
+        ),
+    }
+
+
+def wrappers(commit, rounds, calls=400):
+    """Old vs current public wrappers: best per-call time over ``rounds`` interleaved rounds."""
+    import fastlmrl
+    import fastlmrl.monte_carlo as new_mc
+    import fastlmrl.optimizers as new_opt
+
+    old_opt, old_mc = _old_module(commit, "optimizers"), _old_module(commit, "monte_carlo")
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((64, 8))
+    big = rng.standard_normal((4096, 64))
+    arrays = dict(
+        table=table,
+        m=np.zeros_like(table),
+        v=np.zeros_like(table),
+        rows=np.array([1, 5, 9, 12]),
+        unsorted=np.array([9, 1, 5, 1]),
+        grads=rng.standard_normal((4, 8)) * 1e-3,
+        big=big,
+        big_m=np.zeros_like(big),
+        big_v=np.zeros_like(big),
+        big_rows=rng.integers(0, 4096, 1024),
+        big_grads=rng.standard_normal((1024, 64)) * 1e-3,
+        rewards=rng.standard_normal(16),
+        offsets=np.array([0, 8, 16]),
+        q=np.zeros((16, 4)),
+        counts=np.zeros((16, 4), np.int64),
+        states=rng.integers(0, 16, 16),
+        actions=rng.integers(0, 4, 16),
+    )
+    for backend in ("cython", "numba"):
+        fastlmrl.set_backend(backend)
+        impls = {
+            "old": _wrapper_cases(old_opt, old_mc, arrays),
+            "new": _wrapper_cases(new_opt, new_mc, arrays),
+        }
+        best = {}
+        for r in range(rounds):
+            for name in impls["old"]:
+                for tree in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                    call = impls[tree][name]
+                    call()  # compile / warm
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        call()
+                    per_call = (time.perf_counter() - t0) / calls
+                    best[tree, name] = min(best.get((tree, name), per_call), per_call)
+        for name in impls["old"]:
+            o, n = best["old", name], best["new", name]
+            print(
+                f"{backend:7s} {name:26s} {commit} {o * 1e6:8.2f} us  now {n * 1e6:8.2f} us  "
+                f"now/{commit} {n / o:5.3f}",
+                flush=True,
+            )
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--base", required=True)
-    p.add_argument("--new", required=True)
+    p.add_argument("--base")
+    p.add_argument("--new")
+    p.add_argument("--wrappers", metavar="COMMIT", help="compare the public wrappers instead")
     p.add_argument("--cases", default="adam,sgd,mc", help="kinds (adam, sgd, mc) or backends")
     p.add_argument("--match", default="", help="only cases containing this text")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=15)
     a = p.parse_args()
+    if a.wrappers:
+        wrappers(a.wrappers, a.rounds)
+        return
+    if not (a.base and a.new):
+        p.error("--base and --new are required (or --wrappers COMMIT)")
     keys = set(a.cases.split(","))
     for case in cases():
         kind, backend = case.split()[:2]
