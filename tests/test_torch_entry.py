@@ -331,3 +331,23 @@ def test_missing_entry_point_warns_and_the_numpy_view_path_serves():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_entry_gradient_flows_through_non_leaf_logits():
+    """Logits computed by a model (a non-leaf): the gradient reaches the weights as through the
+    custom op, and the no-grad / inference modes build no node."""
+    g = torch.Generator().manual_seed(11)
+    hidden = torch.randn(5, 4, generator=g, dtype=F64)
+    weight = torch.randn(7, 4, generator=g, dtype=F64, requires_grad=True)
+    _, t, old, adv, w, ref = data(n=5, v=7, dtype=F64, seed=11)
+    logits = hidden @ weight.t()
+    res = ft.ppo_loss(logits, t, old, adv, w, ref_log_probs=ref, **OPTIONS)
+    assert type(res.loss.grad_fn).__name__ == "fastlmrl_ppo_loss_fastBackward"
+    (got,) = torch.autograd.grad(res.loss, weight)
+    out = custom_op(hidden @ weight.t(), t, old, adv, w, ref)
+    assert torch.equal(res.loss, out[0])
+    assert torch.equal(got, torch.autograd.grad(out[0], weight)[0])
+    with torch.no_grad():
+        assert ft.ppo_loss(hidden @ weight.t(), t, old, adv, w).loss.grad_fn is None
+    with torch.inference_mode():
+        assert not ft.ppo_loss(hidden @ weight.t(), t, old, adv, w).loss.requires_grad
