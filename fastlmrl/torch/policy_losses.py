@@ -8,8 +8,12 @@ saved, and the backward pass multiplies it by the upstream gradient (returned as
 exactly 1, the usual ``loss.backward()``).  In eager mode the wrappers call the ops'
 implementations without torch's dispatcher (:class:`fastlmrl.torch._tensors.EagerOp`); the PPO op
 calls the backend's kernel directly, its options checked once per distinct set by the NumPy API
-(see ``_ppo_loss``): a (1, 8) call costs ~30 us instead of ~130 us.  The forward pass
-therefore allocates one (N, V) tensor -- the gradient -- and the backward pass nothing more.
+(see ``_ppo_loss``), and ``ppo_loss`` on plain contiguous tensors skips even that: under the
+Cython backend :mod:`fastlmrl._cython.torch_entry` reads the tensors in C and calls the kernel
+core (a (1, 8) call ~1-4 us over the raw kernel, without / with a gradient), under the others
+``_ppo_fast`` calls the kernel on ``Tensor.numpy()`` views (~8-13 us).  The forward pass
+therefore allocates one (N, V) tensor -- the gradient -- and the backward pass nothing more (a
+scaled loss scales the PPO gradient in place in eager mode).
 
 Results are NamedTuples mirroring the NumPy results, without ``grad_logits`` (autograd carries it):
 ``loss`` is a 0-dim tensor in the logits' dtype (float32 for bfloat16 logits), differentiable;
