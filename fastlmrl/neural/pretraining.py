@@ -72,6 +72,7 @@ import numbers
 import os
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -82,6 +83,9 @@ from ..tokenizers import CharTokenizer
 from ..verifiable_tasks import VerifiableTask, get_task
 from .model import build_model, load_model, read_metadata, require_transformers, save_model
 from .tokenizer import TokenizerAdapter, as_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "DEFAULT_SECONDS",
@@ -110,7 +114,7 @@ DEFAULT_SECONDS = 48.0
 class PretrainResult:
     """What :func:`pretrain` / :func:`pretrained_model` return."""
 
-    model: object  #: the trained ``transformers`` model (eval mode)
+    model: PreTrainedModel  #: the trained ``transformers`` model (eval mode)
     tokenizer: TokenizerAdapter  #: its tokenizer (``tokenizer.tokenizer`` is the CharTokenizer)
     perplexity: float  #: held-out perplexity of the model
     ngram_perplexity: float  #: held-out perplexity of the n-gram LM (same training lines)

@@ -31,6 +31,7 @@ them (memory B x T x V floats, the size of one forward pass's logits over the co
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,7 @@ class Rollout:
             out.append(tokenizer.decode(row))
         return out
 
-    def select(self, index) -> Rollout:
+    def select(self, index: Tensor | Sequence[int]) -> Rollout:
         """The rows ``index`` (a tensor or list of row numbers)."""
         index = torch.as_tensor(index, dtype=torch.long)
         fields = (
@@ -120,7 +121,7 @@ def generate(
     policy: NeuralPolicy,
     prompt_ids: Tensor,
     prompt_mask: Tensor | None,
-    seed,
+    seed: int | RandomStream,
     *,
     max_new_tokens: int,
     temperature: float = 1.0,

@@ -83,6 +83,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -94,6 +95,11 @@ from ..permutations import permutation
 from ..rng import RandomStream, uniforms
 from ..torch import linear_token_log_probs, token_log_probs
 from .base import Trainer, _json_safe
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..neural.policy import NeuralPolicy
 
 __all__ = ["NeuralConfig", "NeuralTrainer", "resolve_aliases"]
 
@@ -216,7 +222,9 @@ class NeuralTrainer(Trainer):
 
     algorithm = "neural_base"
 
-    def __init__(self, policy, task, config, seed: int = 0, *, tokenizer=None):
+    def __init__(
+        self, policy: NeuralPolicy | nn.Module, task, config, seed: int = 0, *, tokenizer=None
+    ):
         super().__init__(config, seed)
         from ..neural.policy import NeuralPolicy
 

@@ -13,7 +13,7 @@ reference reported as ``kl`` is exact: the mean over sequences of :math:`\\sum_t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,9 +28,10 @@ from ..rng import advance, check_capacity
 from ..tabular_losses import ppo_loss_tabular, token_log_probs_tabular
 from .base import Trainer, explained_variance
 
-if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels (and the task type)
     from .._python import permutations as _permutation_kernels
     from .._python import tabular_losses as _loss_kernels
+    from ..tasks import TextTask
 else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
     _permutation_kernels = _loss_kernels = _backend.bind(
         __name__, "_permutation_kernels", "_loss_kernels"
@@ -122,7 +123,7 @@ class PolicyGradientTrainer(Trainer):
         The only source of randomness; the same seed gives the same run.
     """
 
-    def __init__(self, task, config, seed: int = 0):
+    def __init__(self, task: TextTask, config: Any, seed: int = 0):
         super().__init__(config, seed)
         policy = task.initial_policy
         if policy.shape != task.reference.shape:

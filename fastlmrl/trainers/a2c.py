@@ -18,6 +18,7 @@ The config also accepts TRL's spellings of its fields: ``beta``, ``learning_rate
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .. import _validation as check
 from ..advantages import gae
 from ..tabular_losses import a2c_loss_tabular
 from ._policy_base import PolicyGradientTrainer, check_config
+
+if TYPE_CHECKING:
+    from ..tasks import TextTask
 
 __all__ = ["A2CConfig", "A2CTrainer"]
 
@@ -101,7 +105,7 @@ class A2CTrainer(PolicyGradientTrainer):
     algorithm = "a2c"
     Config = A2CConfig
 
-    def __init__(self, task, config: A2CConfig | None = None, seed: int = 0):
+    def __init__(self, task: TextTask, config: A2CConfig | None = None, seed: int = 0):
         super().__init__(task, config or A2CConfig(), seed)
 
     def uses_values(self) -> bool:

@@ -17,7 +17,8 @@ import json
 import math
 import os
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class Trainer:
     algorithm = "base"
     Config: type[Any] | None = None  # the dataclass of hyper-parameters, set by subclasses
 
-    def __init__(self, config, seed: int = 0):
+    def __init__(self, config: Any, seed: int = 0):
         if self.Config is not None and not isinstance(config, self.Config):
             raise TypeError(f"config must be a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
@@ -72,7 +73,13 @@ class Trainer:
         """Restore what :meth:`scalars` returned."""
 
     # --- the loop -------------------------------------------------------------------------------
-    def train(self, iterations: int, callbacks=(), log_every: int = 0, out=None) -> list:
+    def train(
+        self,
+        iterations: int,
+        callbacks: Iterable[Callable[[Trainer, dict], object]] = (),
+        log_every: int = 0,
+        out: TextIO | None = None,
+    ) -> list[dict]:
         """Run ``iterations`` iterations; call each callback as ``cb(trainer, metrics)`` after
         each one (a callback returning False stops training early).  Returns the history."""
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
@@ -131,11 +138,11 @@ class Trainer:
             "task": _json_safe(self.task_spec),
         }
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the whole state to ``path`` atomically (see :mod:`fastlmrl.checkpoint`)."""
         save_checkpoint(path, {k: np.asarray(v) for k, v in self.arrays().items()}, self._meta())
 
-    def load(self, path) -> Trainer:
+    def load(self, path: str | os.PathLike[str]) -> Trainer:
         """Restore a checkpoint written by :meth:`save` of the same algorithm and configuration.
 
         Everything is checked before anything changes: a checkpoint of another algorithm, another

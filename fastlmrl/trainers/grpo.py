@@ -23,6 +23,7 @@ The config also accepts TRL's spellings of its fields: ``beta``, ``epsilon``, ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from .. import _validation as check
 from ..group_advantages import grpo_advantages, loss_weights
 from ..rng import uniforms
 from ._policy_base import PolicyGradientTrainer, check_config
+
+if TYPE_CHECKING:
+    from ..tasks import TextTask
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
@@ -152,7 +156,7 @@ class GRPOTrainer(PolicyGradientTrainer):
     algorithm = "grpo"
     Config = GRPOConfig
 
-    def __init__(self, task, config: GRPOConfig | None = None, seed: int = 0):
+    def __init__(self, task: TextTask, config: GRPOConfig | None = None, seed: int = 0):
         super().__init__(task, config or GRPOConfig(), seed)
 
     def group_rollout(self):

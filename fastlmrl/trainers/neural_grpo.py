@@ -42,12 +42,18 @@ sampler/trainer mismatch, reported).  Gradient accumulation keeps the minibatch'
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..group_advantages import grpo_advantages
 from ..torch import linear_ppo_loss, loss_weights, ppo_loss
 from ._neural_base import NeuralConfig, NeuralTrainer, Stopwatch, resolve_aliases
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..neural.policy import NeuralPolicy
 
 __all__ = ["NeuralGRPOConfig", "NeuralGRPOTrainer"]
 
@@ -198,7 +204,13 @@ class NeuralGRPOTrainer(NeuralTrainer):
     Config = NeuralGRPOConfig
 
     def __init__(
-        self, policy, task, config: NeuralGRPOConfig | None = None, seed: int = 0, *, tokenizer=None
+        self,
+        policy: NeuralPolicy | nn.Module,
+        task,
+        config: NeuralGRPOConfig | None = None,
+        seed: int = 0,
+        *,
+        tokenizer=None,
     ):
         super().__init__(policy, task, config or NeuralGRPOConfig(), seed, tokenizer=tokenizer)
 

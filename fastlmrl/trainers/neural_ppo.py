@@ -30,6 +30,7 @@ TRL names accepted: ``cliprange`` (``clip``), ``vf_coef`` (``value_coef``), ``cl
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,11 @@ import torch
 from ..advantages import discounted_returns, gae, masked_whiten
 from ..torch import linear_ppo_loss, ppo_loss
 from ._neural_base import NeuralConfig, NeuralTrainer, Stopwatch, resolve_aliases
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..neural.policy import NeuralPolicy
 
 __all__ = ["NeuralPPOConfig", "NeuralPPOTrainer"]
 
@@ -173,7 +179,13 @@ class NeuralPPOTrainer(NeuralTrainer):
     Config = NeuralPPOConfig
 
     def __init__(
-        self, policy, task, config: NeuralPPOConfig | None = None, seed: int = 0, *, tokenizer=None
+        self,
+        policy: NeuralPolicy | nn.Module,
+        task,
+        config: NeuralPPOConfig | None = None,
+        seed: int = 0,
+        *,
+        tokenizer=None,
     ):
         self.config = config or NeuralPPOConfig()  # uses_values() reads it before super()
         super().__init__(policy, task, self.config, seed, tokenizer=tokenizer)

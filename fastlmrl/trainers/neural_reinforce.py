@@ -19,12 +19,18 @@ One iteration, top to bottom:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..advantages import discounted_returns
 from ._neural_base import NeuralConfig, NeuralTrainer, Stopwatch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..neural.policy import NeuralPolicy
 
 __all__ = ["NeuralReinforceConfig", "NeuralReinforceTrainer"]
 
@@ -93,7 +99,7 @@ class NeuralReinforceTrainer(NeuralTrainer):
 
     def __init__(
         self,
-        policy,
+        policy: NeuralPolicy | nn.Module,
         task,
         config: NeuralReinforceConfig | None = None,
         seed: int = 0,

@@ -21,12 +21,18 @@ on-policy REINFORCE estimator, as the table trainer.)
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..group_advantages import rloo_advantages
 from ._neural_base import NeuralConfig, NeuralTrainer, Stopwatch, resolve_aliases
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..neural.policy import NeuralPolicy
 
 __all__ = ["NeuralRLOOConfig", "NeuralRLOOTrainer"]
 
@@ -125,7 +131,13 @@ class NeuralRLOOTrainer(NeuralTrainer):
     Config = NeuralRLOOConfig
 
     def __init__(
-        self, policy, task, config: NeuralRLOOConfig | None = None, seed: int = 0, *, tokenizer=None
+        self,
+        policy: NeuralPolicy | nn.Module,
+        task,
+        config: NeuralRLOOConfig | None = None,
+        seed: int = 0,
+        *,
+        tokenizer=None,
     ):
         super().__init__(policy, task, config or NeuralRLOOConfig(), seed, tokenizer=tokenizer)
 

@@ -23,12 +23,16 @@ The config also accepts TRL's spellings of its fields: ``cliprange``, ``learning
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import _validation as check
 from ..advantages import gae, masked_whiten
 from ._policy_base import PolicyGradientTrainer, check_config
+
+if TYPE_CHECKING:
+    from ..tasks import TextTask
 
 __all__ = ["PPOConfig", "PPOTrainer"]
 
@@ -125,7 +129,7 @@ class PPOTrainer(PolicyGradientTrainer):
     algorithm = "ppo"
     Config = PPOConfig
 
-    def __init__(self, task, config: PPOConfig | None = None, seed: int = 0):
+    def __init__(self, task: TextTask, config: PPOConfig | None = None, seed: int = 0):
         super().__init__(task, config or PPOConfig(), seed)
         most = self.config.num_sequences * self.env.max_new_tokens
         if self.config.minibatches > most:

@@ -18,6 +18,7 @@ The config also accepts TRL's spellings of its fields: ``beta``, ``learning_rate
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .. import _validation as check
 from ..advantages import discounted_returns
 from ..tabular_losses import reinforce_loss_tabular
 from ._policy_base import PolicyGradientTrainer, check_config
+
+if TYPE_CHECKING:
+    from ..tasks import TextTask
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer"]
 
@@ -99,7 +103,7 @@ class ReinforceTrainer(PolicyGradientTrainer):
     algorithm = "reinforce"
     Config = ReinforceConfig
 
-    def __init__(self, task, config: ReinforceConfig | None = None, seed: int = 0):
+    def __init__(self, task: TextTask, config: ReinforceConfig | None = None, seed: int = 0):
         super().__init__(task, config or ReinforceConfig(), seed)
 
     def uses_values(self) -> bool:

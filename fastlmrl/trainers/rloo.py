@@ -19,6 +19,7 @@ The config also accepts TRL's spellings of its fields: ``beta``, ``num_generatio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from ..group_advantages import rloo_advantages
 from ..rng import uniforms
 from ..tabular_losses import reinforce_loss_tabular
 from ._policy_base import PolicyGradientTrainer, check_config
+
+if TYPE_CHECKING:
+    from ..tasks import TextTask
 
 __all__ = ["RLOOConfig", "RLOOTrainer"]
 
@@ -103,7 +107,7 @@ class RLOOTrainer(PolicyGradientTrainer):
     algorithm = "rloo"
     Config = RLOOConfig
 
-    def __init__(self, task, config: RLOOConfig | None = None, seed: int = 0):
+    def __init__(self, task: TextTask, config: RLOOConfig | None = None, seed: int = 0):
         super().__init__(task, config or RLOOConfig(), seed)
 
     def iteration(self) -> dict:
