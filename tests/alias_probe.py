@@ -8,10 +8,11 @@ attributed):
 The calls are recorded afresh at each run (``--corpus FILE`` keeps them in FILE and reuses it):
 the recorder sees the kernels of every topic, bound ones (``fastlmrl._backend.bind``) included.
 
-Outcomes per (kernel, written, read): ``refused`` (status 8), ``same`` (the aliased call gives
-the result of the same call on separate copies of the same values), ``differs``, ``crash`` or
-``hang`` (the child made no progress for ``--timeout`` seconds; the probe goes on with the next
-case).  A summary per backend and outcome ends the output.
+The written arrays are those a plain call changes and those the topic's contract declares
+written (``Arg(written=True)``).  Outcomes per (kernel, written, read): ``refused`` (status 8),
+``same`` (the aliased call gives the result of the same call on separate copies of the same
+values), ``differs``, ``crash`` or ``hang`` (the child made no progress for ``--timeout``
+seconds; the probe goes on with the next case).  A summary per backend and outcome ends the output.
 """
 
 from __future__ import annotations
@@ -52,15 +53,30 @@ def _arrays(args):
     return [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.size > 0]
 
 
-def alias_cases(fn, args):
-    """[(written index, read index)] where the written arrays are those a plain call changes."""
+def declared_written(topic, kernel):
+    """The arguments ``kernel`` writes by its topic's contract (``Arg(written=True)``: outputs,
+    state and scratch); () for a topic without a contract."""
+    import importlib
+
+    contract = getattr(importlib.import_module(f"fastlmrl.{topic}"), "CONTRACT", None)
+    if contract is None or kernel not in contract.names:
+        return ()
+    return contract[kernel].written
+
+
+def alias_cases(fn, args, params=(), declared=()):
+    """[(written index, read index)] where the written arrays are those a plain call changes and
+    those the contract declares written (``declared``, names of ``params``: scratch a backend
+    may leave alone)."""
     trial = copy.deepcopy(args)
     fn(*trial)
     idx = _arrays(args)
     written = [
         i
         for i in idx
-        if not np.array_equal(trial[i], args[i], equal_nan=True) or trial[i].dtype != args[i].dtype
+        if not np.array_equal(trial[i], args[i], equal_nan=True)
+        or trial[i].dtype != args[i].dtype
+        or params[i] in declared
     ]
     return [(w, r) for w in written for r in idx if r != w]
 
@@ -94,7 +110,7 @@ def child(backend, kernel, corpus, start):
         rec = pickle.load(f)
     topic, params, args = rec[kernel][0]
     fn = getattr(_backend.backend_module(backend), kernel)
-    cases = alias_cases(fn, args)
+    cases = alias_cases(fn, args, params, declared_written(topic, kernel))
     for k, (w, r) in enumerate(cases):
         if k < start:
             continue
