@@ -30,9 +30,6 @@ from fastlmrl._cython.fast_math cimport row_stats, row_entropy, n_threads, rows_
 from fastlmrl._cython.pg_terms cimport (KL, PPO, REINFORCE, Params, Terms, bad_weights,
                                         lengths_ok, ppo_arguments, present, sequence_log_ratios,
                                         token_terms, value_terms)
-# The PPO checks shared with the logits losses still number bad advantages 23 (pg_terms.pxd; its
-# other codes are the enum's): translated to st.BAD_ADVANTAGES.
-from fastlmrl._cython.pg_terms cimport BAD_ADVANTAGES as PG_BAD_ADVANTAGES
 from fastlmrl._cython.overlap cimport span_1d, span_2d, written_overlap
 
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
@@ -470,7 +467,7 @@ cdef int ppo_loss_tabular_core(const real_t[:, ::1] table, const index_t[::1] co
                            _c_int(sequence_level), clip_low, clip_high, dual_clip, kl_coef,
                            _c_int(kl_estimator), &p)
     if status:
-        return st.BAD_ADVANTAGES if status == PG_BAD_ADVANTAGES else status
+        return status
     return _tabular(PPO, table, contexts, tokens, &old_log_probs[0] if n else NULL,
                     &advantages[0] if n else NULL,
                     &ref_log_probs[0] if (n and p.has_ref) else NULL, weights,

@@ -30,7 +30,6 @@ from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
 from .log_probs import n_threads, next_block, rows_per_block, work
 from .overlap import _bounds, spans_overlap
-from .policy_losses import BAD_ADVANTAGES as PG_BAD_ADVANTAGES
 from .policy_losses import (
     KL,
     PPO,
@@ -59,13 +58,6 @@ BAD_CONTEXTS = int(Status.BAD_CONTEXTS)
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
 PARALLEL_MIN_ENTRIES = 1 << 20
-
-
-@njit(**NJIT)
-def _pg_status(status):
-    """A status of the checks shared with :mod:`fastlmrl._numba.policy_losses` as a Status value:
-    that topic still numbers bad advantages 23 (its other codes are the enum's)."""
-    return BAD_ADVANTAGES if status == PG_BAD_ADVANTAGES else status
 
 
 @njit(**NJIT)
@@ -545,7 +537,7 @@ def ppo_loss_tabular(
         sequence_level,
     )
     if status:
-        return _pg_status(status)
+        return status
     return _tabular(
         PPO,
         table,
@@ -714,7 +706,7 @@ def a2c_loss_tabular(
         return status
     status = a2c_status(advantages, values, returns, old_values, value_clip)
     if status:
-        return _pg_status(status)
+        return status
     status, nt, total, lse, ent = _log_probs(
         table, contexts, tokens, index, rows, num_rows, log_probs, True, grad, num_threads
     )

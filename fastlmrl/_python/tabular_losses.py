@@ -29,7 +29,6 @@ from .._status import Status
 from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
 from .log_probs import exp_for, probs, row_entropy, row_stats
-from .policy_losses import BAD_ADVANTAGES as PG_BAD_ADVANTAGES
 from .policy_losses import (
     KL,
     PPO,
@@ -63,12 +62,6 @@ BAD_VALUES = int(Status.BAD_VALUES)
 BAD_RETURNS = int(Status.BAD_RETURNS)
 BAD_OLD_VALUES = int(Status.BAD_OLD_VALUES)
 BAD_CONTEXTS = int(Status.BAD_CONTEXTS)
-
-
-def _pg_status(status):
-    """A status of the PPO checks shared with :mod:`fastlmrl._python.policy_losses` as a Status
-    value: that topic still numbers bad advantages 23 (its other codes are the enum's)."""
-    return BAD_ADVANTAGES if status == PG_BAD_ADVANTAGES else status
 
 
 def _finite(values):
@@ -421,7 +414,7 @@ def ppo_loss_tabular(
         sequence_level,
     )
     if status:
-        return _pg_status(status)
+        return status
     return _tabular(
         PPO,
         table,
