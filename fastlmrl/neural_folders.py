@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lexicon_task import LexiconTask
+    from .verifiable_tasks import VerifiableTask
 
 __all__ = ["NEURAL_RUN_FILES", "is_neural_run", "neural_task", "saved_spec"]
 
@@ -13,7 +18,7 @@ __all__ = ["NEURAL_RUN_FILES", "is_neural_run", "neural_task", "saved_spec"]
 NEURAL_RUN_FILES = ("run.json", "checkpoint.ckpt", "metrics.jsonl", "metrics.csv")
 
 
-def neural_task(name: str):
+def neural_task(name: str) -> VerifiableTask | LexiconTask:
     """A task by its ``--task`` name: a verifiable task (:func:`fastlmrl.verifiable_tasks.get_task`)
     or ``lexicon`` (:class:`fastlmrl.lexicon_task.LexiconTask`)."""
     if name == "lexicon":
@@ -25,7 +30,7 @@ def neural_task(name: str):
     return get_task(name)
 
 
-def is_neural_run(folder) -> bool:
+def is_neural_run(folder: str | os.PathLike[str]) -> bool:
     """Whether ``folder`` (a run folder, or a file in one) is a run written by
     :func:`fastlmrl.neural.runs.train_neural_run`: its ``run.json`` and ``initial_model/`` are
     written first, so an interrupted run counts too."""

@@ -14,12 +14,14 @@ spellings, e.g. ``beta`` or ``num_generations``, are accepted as the config acce
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import os
 import shutil
 import sys
 import time
+from typing import TextIO
 
 from .neural_folders import NEURAL_RUN_FILES, is_neural_run, neural_task, saved_spec
 
@@ -134,7 +136,7 @@ def neural_overrides(pairs, config_cls) -> dict:
 # fastlmrl train --policy neural
 
 
-def cmd_train_neural(args, out=None) -> int:
+def cmd_train_neural(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """``fastlmrl train --policy neural --algo ALGO --task TASK`` (see the module docstring)."""
     out = out or sys.stdout
     require_neural("--policy neural")
@@ -252,7 +254,7 @@ def cmd_train_neural(args, out=None) -> int:
 # fastlmrl sample RUN (a neural run)
 
 
-def cmd_sample_neural(args, out=None) -> int:
+def cmd_sample_neural(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Complete ``--num`` held-out prompts of the run's task with its policy (the checkpoint's
     weights, the run's sampling settings) and print ``prompt -> completion``, the reward and the
     success rate."""
@@ -324,7 +326,7 @@ def _show(name: str, result: dict, prompts: list, out, n: int = 6) -> None:
         print(f"    {prompt!r} -> {text!r}  reward {float(reward):g}", file=out)
 
 
-def cmd_demo_neural(args, out=None) -> dict:
+def cmd_demo_neural(args: argparse.Namespace, out: TextIO | None = None) -> dict:
     """Load (or pretrain, ~1 minute) the default small model, or ``--model``; GRPO on a
     verifiable task; success rate on held-out problems, samples and the KL to the starting
     model before and after.  Torch runs on one thread (like ``fastlmrl pretrain``: faster on a

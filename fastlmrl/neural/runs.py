@@ -22,10 +22,16 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from .._atomic import atomic_write_text
 from ..neural_folders import NEURAL_RUN_FILES, is_neural_run, neural_task, saved_spec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from ..trainers._neural_base import NeuralTrainer
 
 __all__ = [
     "NEURAL_RUN_FILES",
@@ -44,7 +50,7 @@ def _algorithms() -> dict:
 
 def make_neural_trainer(
     algo: str, task, model, tokenizer, *, seed: int = 0, settings: dict | None = None
-):
+) -> NeuralTrainer:
     """A neural trainer of ``algo`` (``reinforce``, ``ppo``, ``grpo``, ``rloo``) with its config
     built from ``settings`` (config field names, TRL aliases included)."""
     from .policy import NeuralPolicy
@@ -81,9 +87,9 @@ def train_neural_run(
     settings: dict | None = None,
     resume: bool = False,
     checkpoint_every: int = 0,
-    out=None,
-    callbacks=(),
-) -> object:
+    out: TextIO | None = None,
+    callbacks: Iterable[Callable[[Any, dict], object]] = (),
+) -> NeuralTrainer:
     """Train (or resume, up to ``steps`` iterations in all) and write the run folder (see the
     module docstring).  Returns the trainer."""
     from ..runs import write_metrics
@@ -138,7 +144,7 @@ def train_neural_run(
     trainer.train(max(0, steps - trainer.iterations_done), callbacks=list(callbacks) + [save])
     trainer.save(checkpoint)
     save_model(
-        trainer.policy.model,
+        cast("PreTrainedModel", trainer.policy.model),  # the model loaded above, trained in place
         tok,
         os.path.join(folder, "model"),
         metadata={
@@ -157,7 +163,7 @@ def train_neural_run(
     return trainer
 
 
-def load_run_trainer(folder):
+def load_run_trainer(folder: str) -> tuple[NeuralTrainer, Any, dict]:
     """The trainer of a run folder as of its checkpoint (its initial model when it has none yet),
     with the run's task and settings.  Returns ``(trainer, task, spec)``."""
     from .model import load_model
