@@ -152,14 +152,29 @@ class PPOLossResult:
         result._arrays = (buffer, n)
         return result
 
+    @classmethod
+    def _lazy_arrays(cls, loss: Tensor, log_probs, token_loss, ratios, stats):
+        """``loss`` and the kernel's outputs as four arrays: (N,) float64 per-token results and
+        its 7 stats (the NumPy-view path: Numba types separate arrays faster than views)."""
+        result = cls.__new__(cls)
+        result._values = [loss, None, None, None, None, None, None, None, None, None]
+        result._arrays = (log_probs, token_loss, ratios, stats)
+        return result
+
     def _get(self, i: int):
         value = self._values[i]
-        if value is None:  # not built yet (the eager fast path)
-            buffer, n = self._arrays
-            if i < 4:
-                value = torch.from_numpy(buffer[(i - 1) * n : i * n])
+        if value is None:  # not built yet (the eager fast paths)
+            arrays = self._arrays
+            if len(arrays) == 2:  # (buffer, N)
+                buffer, n = arrays
+                if i < 4:
+                    value = torch.from_numpy(buffer[(i - 1) * n : i * n])
+                else:
+                    value = torch.from_numpy(buffer[3 * n + i - 3, ...])
+            elif i < 4:
+                value = torch.from_numpy(arrays[i - 1])
             else:
-                value = torch.from_numpy(buffer[3 * n + i - 3, ...])
+                value = torch.from_numpy(arrays[3][i - 3, ...])
             self._values[i] = value
         return value
 
@@ -760,10 +775,7 @@ def _ppo_fast(
         return None
     # the gradient (a tensor over it only when it is needed)
     out = np.empty_like(x) if x.nbytes < _LARGE_BYTES else tt.scratch_like(x)
-    buffer = np.empty(3 * n + 7)  # PPOLossResult._lazy's layout
-    log_probs, token_loss, ratios = buffer[:n], buffer[n : 2 * n], buffer[2 * n : 3 * n]
-    stats = buffer[3 * n :]
-    stats.fill(0.0)
+    token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
     status = tt.kernels().ppo_loss(
         x,
         tok,
@@ -803,7 +815,7 @@ def _ppo_fast(
         loss = _apply_ppo(logits, (out, loss))
     else:
         loss = torch.from_numpy(loss)
-    return PPOLossResult._lazy(loss, buffer, n)
+    return PPOLossResult._lazy_arrays(loss, log_probs, token_loss, ratios, stats)
 
 
 @check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
