@@ -25,6 +25,7 @@ from ..optimizers import Adam
 from ..permutations import permutation
 from ..policy_losses import KL_ESTIMATORS
 from ..rng import advance, check_capacity
+from ..tabular_losses import CONTRACT as _LOSS_CONTRACT
 from ..tabular_losses import ppo_loss_tabular, token_log_probs_tabular
 from .base import Trainer, explained_variance
 
@@ -70,6 +71,10 @@ _NO_REF = np.empty(0)
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)
 
 
+#: the PPO loss kernel the trainers call with reused buffers (its ``stats`` slots are read by name)
+_PPO_KERNEL = _LOSS_CONTRACT["ppo_loss_tabular"]
+
+
 class _LossBuffers:
     """Outputs and work arrays of the tabular PPO kernel, reused by every call of an iteration
     (fresh arrays per minibatch cost page faults: glibc returns freed memory to the OS)."""
@@ -84,7 +89,7 @@ class _LossBuffers:
         self.token_loss = np.empty(n)
         self.log_probs = np.empty(n)
         self.ratios = np.empty(n)
-        self.stats = np.zeros(7)
+        self.stats = np.zeros(len(_PPO_KERNEL.results["stats"]))
 
 
 class PolicyGradientTrainer(Trainer):
@@ -272,9 +277,10 @@ class PolicyGradientTrainer(Trainer):
         sequence_offsets=None,
     ):
         """(rows, grad_rows, stats) of :func:`fastlmrl.ppo_loss_tabular` on the policy table
-        (k3 KL estimator, no dual clip; ``stats`` = loss, pg_loss, kl_loss, clip_fraction,
-        dual_clip_fraction, approx_kl_k1, approx_kl_k3), computed by the same kernel with the
-        trainer's reused buffers: ``rows`` and ``grad_rows`` are valid until the next call.
+        (k3 KL estimator, no dual clip; ``stats`` a named tuple of the kernel's statistics slots:
+        loss, pg_loss, kl_loss, clip_fraction, dual_clip_fraction, approx_kl_k1, approx_kl_k3),
+        computed by the same kernel with the trainer's reused buffers: ``rows`` and ``grad_rows``
+        are valid until the next call.
 
         The per-token arrays must already be what the public function would pass: contexts and
         tokens int64, the others float64, 1-D contiguous, of one length; the trainer builds them
@@ -334,7 +340,7 @@ class PolicyGradientTrainer(Trainer):
             )
             raise RuntimeError(f"ppo_loss_tabular kernel returned status {status}")
         u = int(buffers.num_rows[0])
-        return buffers.rows[:u], buffers.grad[:u], buffers.stats
+        return buffers.rows[:u], buffers.grad[:u], _PPO_KERNEL.read_results("stats", buffers.stats)
 
     # --- diagnostics ----------------------------------------------------------------------------
     def reference_log_softmax(self) -> np.ndarray:

@@ -200,9 +200,9 @@ class GRPOTrainer(PolicyGradientTrainer):
                 kl_coef=kl_coef,
                 sequence_offsets=offsets,
             )
-            clip_fractions.append(float(stats[3]))
-            approx_kls.append(float(stats[6]))
-            kl_loss = float(stats[2])
+            clip_fractions.append(float(stats.clip_fraction))
+            approx_kls.append(float(stats.approx_kl_k3))
+            kl_loss = float(stats.kl_loss)
             self.update_policy(rows, grad_rows)
         # 4. diagnostics
         metrics = self.base_metrics(batch)

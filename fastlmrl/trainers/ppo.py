@@ -183,8 +183,8 @@ class PPOTrainer(PolicyGradientTrainer):
                 rows, grad_rows, stats = self.ppo_loss_rows(
                     ctx, tok, old, a, self.token_mean_weights(ctx.size), clip, clip
                 )
-                clip_fractions.append(float(stats[3]))
-                approx_kls.append(float(stats[6]))
+                clip_fractions.append(float(stats.clip_fraction))
+                approx_kls.append(float(stats.approx_kl_k3))
                 self.update_policy(rows, grad_rows)
                 # d/dV(s) of 0.5 * mean (V - R)^2, summed per distinct context
                 value_error = state_values[ctx] - r  # float64 (exact promotion)
