@@ -103,6 +103,23 @@ class Kind(enum.Enum):
         return base if written or not self.is_array else "const " + base
 
 
+#: How :meth:`Kernel.describe` writes each kind.
+_KIND_TEXT = {
+    Kind.TABLE: "2-D C-contiguous float32 or float64 array",
+    Kind.IDS: "1-D contiguous int32 or int64 array (one index dtype per call)",
+    Kind.REALS: "1-D contiguous array of the table's float dtype",
+    Kind.FLAGS: "1-D contiguous uint8 array of 0/1 (a bool array viewed as uint8)",
+    Kind.REAL: "float",
+    Kind.INDEX: "int",
+    Kind.FLAG: "bool",
+    Kind.UINT64: "uint64 (a random stream's key or counter)",
+    Kind.ACTIONS: "1-D contiguous int64 array",
+    Kind.THREADS: "int, worker threads (results never depend on it)",
+    Kind.ARRAY: "array",
+    Kind.SCALAR: "scalar",
+}
+
+
 @dataclass(frozen=True)
 class Arg:
     """One kernel argument.
@@ -188,6 +205,42 @@ class Kernel:
         if len(args) != len(self.args):
             raise TypeError(f"{self.name} takes {len(self.args)} arguments, got {len(args)}")
         return dict(zip(self.arg_names, args))
+
+    def describe(self) -> str:
+        """The kernel's documentation, from its contract: the call, each argument (what it is,
+        its valid range, whether the kernel writes it, the status blaming it), the statuses of
+        the call and the named slots of its results.  ``fastlmrl.numba_kernels`` gives each Numba
+        kernel this text as its ``__doc__``."""
+        returns = ", ".join(self.returns)
+        lines = [f"{self.name}({', '.join(self.arg_names)}) -> {returns}", ""]
+        if self.doc:
+            lines += [self.doc, ""]
+        lines.append("Arguments (positional, in this order):")
+        width = max((len(a.name) for a in self.args), default=0)
+        for a in self.args:
+            what = _KIND_TEXT[a.kind] if a.ctype is None else f"{_KIND_TEXT[a.kind]} ({a.ctype})"
+            if a.bound is not None:
+                table, axis = a.bound
+                what += f", each in [0, {table}.shape[{axis}])"
+            if a.domain is not None:
+                what += f", in {a.domain}"
+            if a.written:
+                what += "; WRITTEN by the kernel"
+            codes = ([a.status] if a.status is not None else []) + list(a.other_statuses)
+            if codes:
+                what += "; bad: " + ", ".join(f"{c.name} ({int(c)})" for c in codes)
+            lines.append(f"  {a.name:<{width}}  {what}")
+        lines += ["", "Returns " + returns + ": status 0 (OK) or the first failed check, "]
+        lines[-1] += "before anything is written:"
+        for code in self.returned_statuses():
+            name = self.argument_of(code)
+            lines.append(f"  {int(code):>3} {code.name}" + (f" ({name})" if name else ""))
+        for arg, names in self.results.items():
+            lines += [
+                "",
+                f"Slots of {arg}: " + ", ".join(f"[{i}] {n}" for i, n in enumerate(names)),
+            ]
+        return "\n".join(lines)
 
     def read_results(self, arg: str, values) -> NamedTuple:
         """The slots of output ``arg`` as a named tuple (``stats.loss``, not ``stats[0]``)."""

@@ -30,9 +30,29 @@ Likewise ``epsilon_greedy_one(q, state, epsilon, key, counter)`` returns ``(stat
 item 0 of ``epsilon_greedy``).
 
 Each kernel's arguments, the arrays it writes and the statuses it returns are declared in the
-``CONTRACT`` of its topic's public module (e.g. ``fastlmrl.td_learning.CONTRACT``).
+``CONTRACT`` of its topic's public module (e.g. ``fastlmrl.td_learning.CONTRACT``); each kernel's
+``__doc__`` (``help(q_learning_update)``) is that declaration written out: the call, every
+argument (dtype and layout, valid range, whether the kernel writes it, the status naming it), every
+status it returns with its number, and the named slots of a statistics output.
 """
 
+import importlib as _importlib
+
+from . import _numba
 from ._numba import *  # noqa: F401,F403
 from ._numba import __all__  # noqa: F401  (the kernel names)
 from ._status import Status  # noqa: F401  (the status codes the kernels return)
+from ._topics import TOPICS as _TOPICS
+
+
+def _document_kernels() -> None:
+    """Give every kernel the documentation its topic's contract declares (``Kernel.describe``)."""
+    for topic in _TOPICS:
+        contract = _importlib.import_module(f"fastlmrl.{topic}").CONTRACT
+        for kernel in contract.kernels:
+            getattr(_numba, kernel.name).__doc__ = (
+                kernel.describe() + f"\n\nDeclared in fastlmrl.{topic}.CONTRACT[{kernel.name!r}]."
+            )
+
+
+_document_kernels()

@@ -406,3 +406,27 @@ def test_public_module_calls_only_its_bound_kernels(topic):
     assert "_backend.kernels()" not in source
     called = set(re.findall(r"\b_kernels\.(\w+)\(", source))
     assert called and called <= set(contract(topic).names), called
+
+
+def test_numba_kernels_are_documented_from_their_contracts():
+    """Every kernel a user's ``@njit`` code can import from ``fastlmrl.numba_kernels`` carries its
+    contract written out (``help(kernel)``): each argument by name and each status it returns
+    with its number; and every exported kernel belongs to exactly one topic's contract."""
+    import fastlmrl.numba_kernels as nk
+    from fastlmrl._topics import TOPICS
+
+    owner = {}
+    for topic in TOPICS:
+        for kernel in contract(topic).kernels:
+            assert kernel.name not in owner, (kernel.name, owner.get(kernel.name), topic)
+            owner[kernel.name] = kernel
+    assert sorted(owner) == sorted(nk.__all__)
+    for name, kernel in owner.items():
+        doc = getattr(nk, name).__doc__
+        assert doc.startswith(f"{name}({', '.join(kernel.arg_names)}) -> "), name
+        for arg in kernel.arg_names:
+            assert re.search(rf"^  {arg} +\S", doc, re.M), (name, arg)
+        for code in kernel.returned_statuses():
+            assert re.search(rf"^ *{int(code)} {code.name}\b", doc, re.M), (name, code)
+        for slots in kernel.results.values():
+            assert all(f"] {slot}" in doc for slot in slots), name
