@@ -1,5 +1,6 @@
-"""log_probs: float32 fast exp accuracy, reference equivalence (bit for bit), NumPy formulas, hand-computed
-values, finite differences, serial = parallel, bad input and "nothing modified on error"."""
+"""log_probs: float32 fast exp accuracy, reference equivalence (bit for bit), NumPy formulas,
+hand-computed values, finite differences, serial = parallel, bad input and "nothing modified on
+error"."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""Inline helpers for the kernels over logits (``log_probs``, ``policy_losses``, ``tabular_losses``).
+"""Inline helpers for the kernels over logits (``log_probs``, ``policy_losses``,
+``tabular_losses``).
 
 ``fast_exp32``: a vectorisable exp in float32 arithmetic, used on float32 logits (d = x - m <= 0)::
 
