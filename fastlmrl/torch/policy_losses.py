@@ -585,7 +585,7 @@ class fastlmrl_ppo_loss_fast(torch.autograd.Function):
             )
         if tt.graph_is_freed_after_this_backward():
             ctx.grad = None
-        return tt.scale_eager(torch.from_numpy(grad), grad_loss), None
+        return tt.scale_eager(grad, grad_loss), None
 
 
 # torch.autograd.Function.apply without its Python prologue (never under functorch here)
