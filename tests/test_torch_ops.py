@@ -1694,3 +1694,17 @@ def test_readme_from_pytorch_example_runs(capsys):
     unfused = float(out[0].split()[1])
     fused = float(out[1].split()[-1])
     assert unfused == pytest.approx(fused, rel=1e-5)
+
+
+def test_ppo_statistics_follow_the_kernel_contract():
+    """The op returns the kernel's statistics slots after the loss in PPOLossResult's field order
+    (read by the contract's names, not by position), and the Cython entry point was built for the
+    contract's number of slots."""
+    from fastlmrl.torch import policy_losses as tpl
+
+    slots = tpl.PPO_STATS_SLOTS
+    assert slots == fastlmrl.policy_losses.CONTRACT["ppo_loss"].results["stats"]
+    assert slots[tpl._PPO_LOSS_SLOT] == "loss"
+    assert slots[tpl._PPO_DIAGNOSTICS] == tpl.PPOLossResult._fields[4:]
+    if tpl._entry is not None:
+        assert tpl._entry.STATS_SLOTS == len(slots)

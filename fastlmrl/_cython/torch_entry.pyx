@@ -111,6 +111,15 @@ cdef extern from *:
         fl_DLPackExchangeAPIHeader header
         fl_DLTensorFromPyObject dltensor_from_py_object_no_sync
 
+cdef enum:
+    # slots of ppo_loss's statistics output (fastlmrl.policy_losses.CONTRACT["ppo_loss"]
+    # .results["stats"]; fastlmrl.torch checks the count at import before using this module)
+    N_STATS = 7
+
+#: the number of statistics slots this module was built for
+STATS_SLOTS = N_STATS
+
+
 cdef enum:  # DLPack codes
     kDLCPU = 1
     kDLInt = 0
@@ -376,11 +385,11 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
     typenum = cnp.NPY_FLOAT32 if x.kind == F32 else cnp.NPY_FLOAT64
     threads = _small_threads() if n * v < _small_work else _large_threads()
 
-    # [log_probs | token_loss | ratios | stats (7)], float64 (the PPOLossResult's layout)
-    dims[0] = 3 * n + 7
+    # [log_probs | token_loss | ratios | stats (N_STATS)], float64 (the PPOLossResult's layout)
+    dims[0] = 3 * n + N_STATS
     buf = _empty(1, dims, cnp.NPY_FLOAT64)
     out = <double*>cnp.PyArray_DATA(buf)
-    memset(out + 3 * n, 0, 7 * sizeof(double))
+    memset(out + 3 * n, 0, N_STATS * sizeof(double))
     if not has_w:  # the default weights 1/N (the general path's np.full)
         w.data = <uintptr_t>malloc(n * item + 8)
         if w.data == 0:
@@ -415,7 +424,7 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
                         vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
                         kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
                         vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_f(g, n, v, 4), vec_d(<uintptr_t>(out + 3 * n), 7, 8), threads)
+                        rows_f(g, n, v, 4), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
                 else:
                     status = ppo_loss_core(
                         rows_f(x.data, n, v, 4), vec_i32(tok.data, n, 4), vec_f(old.data, n, 4),
@@ -424,7 +433,7 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
                         vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
                         kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
                         vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_f(g, n, v, 4), vec_d(<uintptr_t>(out + 3 * n), 7, 8), threads)
+                        rows_f(g, n, v, 4), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
             else:
                 if tok.kind == I64:
                     status = ppo_loss_core(
@@ -434,7 +443,7 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
                         vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
                         kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
                         vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_d(g, n, v, 8), vec_d(<uintptr_t>(out + 3 * n), 7, 8), threads)
+                        rows_d(g, n, v, 8), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
                 else:
                     status = ppo_loss_core(
                         rows_d(x.data, n, v, 8), vec_i32(tok.data, n, 4), vec_d(old.data, n, 8),
@@ -443,7 +452,7 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
                         vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
                         kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
                         vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_d(g, n, v, 8), vec_d(<uintptr_t>(out + 3 * n), 7, 8), threads)
+                        rows_d(g, n, v, 8), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
     finally:
         if not has_w:
             free(<void*>w.data)

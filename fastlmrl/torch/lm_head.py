@@ -49,6 +49,7 @@ gradients computed in float32 and returned in bfloat16).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -61,11 +62,24 @@ from .. import policy_losses as _np
 from . import _tensors as tt
 from .policy_losses import (
     PPO_ECOSYSTEM_NAMES,
+    PPO_STATS_SLOTS,
     PPOLossResult,
     ReinforceLossResult,
     ppo_arguments,
     ppo_result,
 )
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from .._python import policy_losses as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
+
+#: where the REINFORCE kernel writes the loss in its statistics output (the contract's slot)
+_REINFORCE_LOSS_SLOT = _np.CONTRACT["reinforce_loss"].results["stats"].index("loss")
+#: the PPO statistics slots summed over chunks (loss, pg_loss, kl_loss) and those averaged with
+#: the chunks' weight sums (the clip fractions and approximate KLs), by the contract's names
+_PPO_SUMMED = slice(0, PPO_STATS_SLOTS.index("clip_fraction"))
+_PPO_AVERAGED = slice(PPO_STATS_SLOTS.index("clip_fraction"), len(PPO_STATS_SLOTS))
 
 __all__ = ["linear_ppo_loss", "linear_reinforce_loss", "linear_token_log_probs"]
 
@@ -266,7 +280,7 @@ def _reinforce_kernel(
     be ``x`` itself); the kernel's status (0: done)."""
     n = x.shape[0]
     stats = np.zeros(1)
-    return _backend.kernels().reinforce_loss(
+    return _kernels.reinforce_loss(
         x,
         ids,
         returns,
@@ -433,7 +447,7 @@ def _linear_reinforce_loss(
         b = min(n, a + chunk_size)
         x = head.logits(a, b)
         # the fused REINFORCE kernel, its gradient written over the chunk's logits
-        status = _backend.kernels().reinforce_loss(
+        status = _kernels.reinforce_loss(
             x.numpy(),
             ids[a:b],
             ret[a:b],
@@ -457,7 +471,7 @@ def _linear_reinforce_loss(
                 f"{a}:{b} but the NumPy API accepted them"
             )  # pragma: no cover
         head.accumulate(x, a, b, grads)
-        loss += float(stats[0])
+        loss += float(stats[_REINFORCE_LOSS_SLOT])
     return (
         tt.scalar(loss, tt.loss_dtype(hidden.dtype)),
         *_outputs(head, grads, hidden, weight, bias),
@@ -660,7 +674,7 @@ def _linear_ppo_loss(
     for a, b, local in _chunks(n, chunk_size, offs):
         x = head.logits(a, b)
         # the fused kernel, its gradient over the chunk's logits
-        status = _backend.kernels().ppo_loss(
+        status = _kernels.ppo_loss(
             x.numpy(),
             ids[a:b],
             old[a:b],
@@ -695,10 +709,10 @@ def _linear_ppo_loss(
                 "but the NumPy API accepted them"
             )  # pragma: no cover
         head.accumulate(x, a, b, grads)
-        sums += stats[:3]
+        sums += stats[_PPO_SUMMED]
         sw = math.fsum(w[a:b].astype(np.float64).tolist())
         total_w += sw
-        weighted += stats[3:] * sw
+        weighted += stats[_PPO_AVERAGED] * sw
     means = weighted / total_w if total_w > 0 else np.zeros(4)
     stats = torch.from_numpy(np.concatenate([sums[1:], means]))
     return (

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import numbers
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +47,18 @@ from .. import _backend
 from .. import _validation as check
 from .. import policy_losses as _np
 from . import _tensors as tt
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from .._python import policy_losses as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
+
+#: the slots of the PPO kernel's statistics output, by the contract's names: the loss, and the
+#: diagnostics the op returns after it (PPOLossResult's fields from pg_loss on, in slot order;
+#: tests/test_torch_ops.py checks the two orders agree)
+PPO_STATS_SLOTS = _np.CONTRACT["ppo_loss"].results["stats"]
+_PPO_LOSS_SLOT = PPO_STATS_SLOTS.index("loss")
+_PPO_DIAGNOSTICS = slice(PPO_STATS_SLOTS.index("pg_loss"), len(PPO_STATS_SLOTS))
 
 __all__ = [
     "A2CLossResult",
@@ -412,7 +424,7 @@ def _ppo_loss(
     )
     grad, out = tt.grad_buffer(logits)
     token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
-    status = tt.kernels().ppo_loss(
+    status = _kernels.ppo_loss(
         x,
         tok,
         old,
@@ -448,12 +460,12 @@ def _ppo_loss(
             f"the ppo_loss kernel returned status {status} on arguments the NumPy API accepts"
         )  # pragma: no cover
     return (
-        tt.scalar(stats[0], tt.loss_dtype(logits.dtype)),
+        tt.scalar(stats[_PPO_LOSS_SLOT], tt.loss_dtype(logits.dtype)),
         tt.as_dtype(grad, logits.dtype),
         torch.from_numpy(log_probs),
         torch.from_numpy(token_loss),
         torch.from_numpy(ratios),
-        torch.from_numpy(stats[1:]),
+        torch.from_numpy(stats[_PPO_DIAGNOSTICS]),
     )
 
 
@@ -613,6 +625,12 @@ def _load_entry():
         return None, None
     try:
         from fastlmrl._cython import torch_entry
+
+        if torch_entry.STATS_SLOTS != len(PPO_STATS_SLOTS):
+            raise ImportError(
+                f"built for {torch_entry.STATS_SLOTS} statistics slots, the ppo_loss contract "
+                f"has {len(PPO_STATS_SLOTS)}"
+            )
     except Exception as exc:
         warnings.warn(
             f"fastlmrl.torch: the Cython entry point of ppo_loss is unavailable "
@@ -776,7 +794,7 @@ def _ppo_fast(
     # the gradient (a tensor over it only when it is needed)
     out = np.empty_like(x) if x.nbytes < _LARGE_BYTES else tt.scratch_like(x)
     token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
-    status = tt.kernels().ppo_loss(
+    status = _kernels.ppo_loss(
         x,
         tok,
         old,
@@ -810,7 +828,7 @@ def _ppo_fast(
         raise RuntimeError(
             f"the ppo_loss kernel returned status {status} on arguments the NumPy API accepts"
         )  # pragma: no cover
-    loss = np.array(stats[0], dtype=dtype)
+    loss = np.array(stats[_PPO_LOSS_SLOT], dtype=dtype)
     if grad and torch.is_grad_enabled():
         loss = _apply_ppo(logits, (out, loss))
     else:

@@ -20,7 +20,7 @@ raise ValueError naming it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +31,11 @@ from .. import _validation as check
 from .. import sampling as _np
 from ..rng import MASK64, advance, check_capacity
 from . import _tensors as tt
+
+if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
+    from .._python import sampling as _kernels
+else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend.bind)
+    _kernels = _backend.bind(__name__, "_kernels")
 
 __all__ = ["SampledTokens", "sample_tokens"]
 
@@ -73,6 +78,7 @@ def _sample_tokens(
     top_p: float,
     min_p: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
+
     x = logits.detach()
     if x.dtype == torch.bfloat16:
         x = x.float()
@@ -89,7 +95,7 @@ def _sample_tokens(
     log_probs = torch.empty(n, dtype=x.dtype)
     model_log_probs = torch.empty(n, dtype=x.dtype)
     # the raw kernel checks its scalar arguments and the rows before writing (status codes)
-    status = _backend.kernels().sample_tokens(
+    status = _kernels.sample_tokens(
         x_np,
         temperature,
         top_k,
