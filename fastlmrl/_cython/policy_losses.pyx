@@ -8,9 +8,9 @@ adds its rows' terms to N_SUMS partial sums in row order, and the batch sums add
 block order, so results do not depend on the thread count.  Rows of a block are taken in pairs so
 that two rows' dependency chains (log, exp, gradient) overlap; the block loop is specialised per
 mode (constant ``mode``).  Sequence-level (GSPO) ratios: a statistics pass, the per-sequence means
-(serial), then the fused pass.  Token-level PPO over short float32 rows (V <= 1024, ordinary
+(serial), then the fused pass.  Token-level PPO over short float32 rows (V <= 128, ordinary
 stores) runs in C with AVX-512 intrinsics when the build targets AVX-512 (``-march=native`` on
-such a CPU): eight rows at a time in stages, the same values bit for bit (see
+such a CPU): up to eight rows at a time in stages, the same values bit for bit (see
 ``fastlmrl_pl_ppo_rows`` below).
 """
 
@@ -33,7 +33,7 @@ from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, stor
 
 # ---- short float32 rows in AVX-512 registers (builds that target AVX-512) ----------------------
 # Token-level PPO over float32 rows of at most SHORT_ROW_MAX entries with ordinary stores runs in C
-# below: SHORT_GROUP rows at a time, in stages -- the statistics of the group (two rows
+# below: up to SHORT_GROUP rows at a time, in stages -- the statistics of the group (two rows
 # interleaved), the log-probs (log), the ratios (exp), the token terms in row order, then the
 # gradient rows -- so that the dependency chains of several rows overlap (a short row is too
 # little work to hide one row's chain of max, exp, sum, log, exp, gradient).  The exponentials are
@@ -44,7 +44,8 @@ from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, stor
 cdef extern from *:
     """
     #define FASTLMRL_PL_GROUP 8
-    #define FASTLMRL_PL_SHORT_MAX 1024
+    #define FASTLMRL_PL_SHORT_MAX 128
+    #define FASTLMRL_PL_ALIAS_BYTES 4096
     #if defined(__AVX512F__) && defined(__AVX512DQ__)
     #include <immintrin.h>
     #define FASTLMRL_PL_AVX512 1
@@ -204,9 +205,15 @@ cdef extern from *:
         int ok[FASTLMRL_PL_GROUP];
         const double lo_r = 1.0 - clip_low, hi_r = 1.0 + clip_high;
         int bad_logits = 0, bad_tokens = 0, k, r, cnt;
+        /* rows per group: the next group's loads stay within 4 KiB - 1 row of the stores of
+           the group before, so none falsely aliases a pending gradient store (4K aliasing of
+           logits and gradient rows at the same page offset, out of cache: 8 rows of 256
+           entries measured 0.68x of the generic pass, 2 rows 0.89x, hence V <= 128) */
+        int group = (int)(FASTLMRL_PL_ALIAS_BYTES / (2 * v * (Py_ssize_t)sizeof(float)));
         Py_ssize_t i, q;
-        for (i = lo; i < hi; i += FASTLMRL_PL_GROUP) {
-            cnt = hi - i < FASTLMRL_PL_GROUP ? (int)(hi - i) : FASTLMRL_PL_GROUP;
+        group = group < 2 ? 2 : (group > FASTLMRL_PL_GROUP ? FASTLMRL_PL_GROUP : group);
+        for (i = lo; i < hi; i += group) {
+            cnt = hi - i < group ? (int)(hi - i) : group;
             for (r = 0; r < cnt; r += 2) {
                 /* an odd last row goes through as its own pair (second result unused) */
                 q = r + 1 < cnt ? r + 1 : r;
