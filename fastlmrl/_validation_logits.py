@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from . import _validation as check
-from ._status import Status
+
+# the codes of the logits kernels, as plain ints (the unmigrated loss topics import them)
+from ._status import (
+    BAD_LOGITS,
+    BAD_SHAPES,
+    BAD_TOKENS,
+    NO_MEMORY,
+)
 
 __all__ = [
     "BAD_LOGITS",
@@ -38,12 +45,6 @@ __all__ = [
     "raise_for_logits_status",
     "refuse_shared",
 ]
-
-# the codes of the logits kernels, as plain ints (the unmigrated loss topics import them)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TOKENS = int(Status.BAD_TOKENS)
-NO_MEMORY = int(Status.NO_MEMORY)
-BAD_SHAPES = int(Status.BAD_SHAPES)
 
 
 def as_logits(logits: Any, name: str = "logits") -> np.ndarray:

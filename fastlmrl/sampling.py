@@ -70,7 +70,17 @@ from . import _backend, _free_cores
 from . import _validation as check
 from ._contract import Arg, Kernel, Kind, Topic
 from ._contract import raise_for_status as _raise_for_status
-from ._status import Status
+
+# the statuses of sample_tokens, as plain ints (callers import them from here)
+from ._status import (  # noqa: F401
+    BAD_LOGITS,
+    BAD_MIN_P,
+    BAD_TEMPERATURE,
+    BAD_TOP_K,
+    BAD_TOP_P,
+    NO_MEMORY,
+    Status,
+)
 from ._validation_logits import as_logits, explain_bad_logits
 from .rng import advance, check_capacity
 
@@ -81,13 +91,6 @@ else:  # the active backend's kernels, rebound by set_backend (fastlmrl._backend
 
 __all__ = ["SampledTokens", "sample_tokens"]
 
-# the statuses of sample_tokens, as plain ints (fastlmrl._status.Status)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)
-BAD_TOP_K = int(Status.BAD_TOP_K)
-BAD_TOP_P = int(Status.BAD_TOP_P)
-BAD_MIN_P = int(Status.BAD_MIN_P)
-NO_MEMORY = int(Status.NO_MEMORY)
 
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double
 

@@ -56,6 +56,18 @@ def test_status_pxd_is_generated_from_the_enum():
     assert f"    BAD_ALPHA = {int(Status.BAD_ALPHA)}\n" in text
 
 
+def test_status_constants_are_generated_from_the_enum():
+    """Every member is a plain int constant of fastlmrl._status, written out in the module (the
+    kernel modules import them; Numba reads them as compile-time constants)."""
+    with open(os.path.join(PACKAGE, "_status.py")) as handle:
+        source = handle.read()
+    assert _status.with_constants(source) == source, "run: python -m fastlmrl._status --write"
+    assert "BAD_ALPHA = 12\n" in _status.constants_text()
+    for member in Status:
+        value = getattr(_status, member.name)
+        assert type(value) is int and value == member, member
+
+
 def _returned_literals_python(path):
     """Non-zero int literals returned (alone or first in a tuple) and status-like names bound to
     int literals, in a Python kernel module."""

@@ -25,20 +25,21 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import Status
+# Status codes: fastlmrl._status.Status values as plain ints (Numba globals; the contract:
+# fastlmrl.advantages.CONTRACT)
+from .._status import (
+    BAD_ADVANTAGES,
+    BAD_BOOTSTRAP,
+    BAD_ENDS,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    BAD_VALUES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT
 from .fast_math import fetch_add
 from .overlap import written_overlaps
 
-# Status codes: fastlmrl._status.Status values as plain ints (Numba globals; the contract:
-# fastlmrl.advantages.CONTRACT)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_VALUES = int(Status.BAD_VALUES)
-BAD_BOOTSTRAP = int(Status.BAD_BOOTSTRAP)
-BAD_ENDS = int(Status.BAD_ENDS)
-BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 PARALLEL_MIN_ELEMENTS = 1 << 16  # below this many (B * T) steps the kernels use one thread
 SERIAL = 1  # one worker
 

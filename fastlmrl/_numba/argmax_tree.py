@@ -15,21 +15,22 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._status import Status
+# the codes these kernels return (fastlmrl._status.Status; fastlmrl.argmax_tree.CONTRACT)
+from .._status import (
+    BAD_ACTIONS,
+    BAD_EPSILON,  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
+    BAD_NEXT_STATES,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    BAD_STATES,
+    BAD_TREE,
+    CORRUPT_TREE,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, not_all_finite, out_of_range, uniform
 from .overlap import written_overlaps
 from .td_learning import rates_status
 
-# the codes these kernels return (fastlmrl._status.Status; fastlmrl.argmax_tree.CONTRACT)
-BAD_STATES = int(Status.BAD_STATES)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)
-BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
-BAD_TREE = int(Status.BAD_TREE)
-CORRUPT_TREE = int(Status.CORRUPT_TREE)
 INT32_MAX = 2**31 - 1
 
 

@@ -19,17 +19,18 @@ __all__ = [
 import numpy as np
 from numba import njit
 
-from .._status import Status
+# the statuses these kernels return (fastlmrl._status.Status; plain ints: Numba globals)
+from .._status import (
+    BAD_ACTIONS,  # a policy id outside [0, A), or A == 0
+    BAD_ITERATIONS,  # k or max_iter outside [0, 2**31 - 1]
+    BAD_NEXT_STATES,  # a next_state id outside [0, S)
+    BAD_REWARDS,  # a non-finite reward
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT
 from .overlap import written_overlaps
 
-# the statuses these kernels return (fastlmrl._status.Status; plain ints: Numba globals)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)  # a policy id outside [0, A), or A == 0
-BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)  # a next_state id outside [0, S)
-BAD_REWARDS = int(Status.BAD_REWARDS)  # a non-finite reward
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_ITERATIONS = int(Status.BAD_ITERATIONS)  # k or max_iter outside [0, 2**31 - 1]
 MAX_ITERATIONS = 2**31 - 1
 
 # ---------------------------------------------------------------------------------------------

@@ -7,20 +7,20 @@ import math
 import numpy as np
 from numba import njit
 
-from .._status import Status
-from ._common import NJIT
-from .overlap import written_overlaps
-
 # Status codes: fastlmrl._status.Status values as plain ints (the contract:
 # fastlmrl.group_advantages.CONTRACT)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
-BAD_OLD_LOG_PROBS = int(Status.BAD_OLD_LOG_PROBS)
-BAD_GROUP_IDS = int(Status.BAD_GROUP_IDS)
-BAD_GROUP_SIZE = int(Status.BAD_GROUP_SIZE)
-BAD_OPTION = int(Status.BAD_OPTION)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+from .._status import (
+    BAD_GROUP_IDS,
+    BAD_GROUP_SIZE,
+    BAD_LOG_PROBS,
+    BAD_OLD_LOG_PROBS,
+    BAD_OPTION,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+)
+from ._common import NJIT
+from .overlap import written_overlaps
 
 
 @njit(**NJIT)

@@ -17,17 +17,17 @@ __all__ = ["keyword_scores"]
 import numpy as np
 from numba import njit
 
-from .._status import Status
+# the codes these kernels return (fastlmrl._status.Status; fastlmrl.keyword_scores.CONTRACT)
+from .._status import (
+    BAD_GRAM_OFFSETS,
+    BAD_GRAM_TOKENS,
+    BAD_GRAM_WEIGHTS,
+    BAD_LENGTHS,
+    BAD_OUT,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT
 from .overlap import written_overlaps
-
-# the codes these kernels return (fastlmrl._status.Status; fastlmrl.keyword_scores.CONTRACT)
-BAD_LENGTHS = int(Status.BAD_LENGTHS)
-BAD_GRAM_TOKENS = int(Status.BAD_GRAM_TOKENS)
-BAD_GRAM_OFFSETS = int(Status.BAD_GRAM_OFFSETS)
-BAD_GRAM_WEIGHTS = int(Status.BAD_GRAM_WEIGHTS)
-BAD_OUT = int(Status.BAD_OUT)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 @njit(**NJIT)

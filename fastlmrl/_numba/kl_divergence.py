@@ -6,18 +6,18 @@ import math
 import numpy as np
 from numba import njit
 
-from .._status import Status
-from ._common import NJIT
-from .overlap import written_overlaps
-
 # Status codes: fastlmrl._status.Status values as plain ints (the contract:
 # fastlmrl.kl_divergence.CONTRACT)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
-BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
-BAD_ESTIMATOR = int(Status.BAD_ESTIMATOR)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
+from .._status import (
+    BAD_ESTIMATOR,
+    BAD_LOG_PROBS,
+    BAD_REF_LOG_PROBS,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+)
+from ._common import NJIT
+from .overlap import written_overlaps
 
 
 @njit(**NJIT)

@@ -14,17 +14,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import Status
+# status codes: fastlmrl._status.Status as plain ints (Numba globals); the contract:
+# fastlmrl.log_probs.CONTRACT
+from .._status import (
+    BAD_LOGITS,
+    BAD_SHAPES,
+    BAD_TOKENS,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, out_of_range
 from .fast_math import fetch_add, grad_fill, row_entropy, row_stats, store_fence, streaming_base
 from .overlap import _bounds, spans_overlap
-
-# status codes: fastlmrl._status.Status as plain ints (Numba globals); the contract:
-# fastlmrl.log_probs.CONTRACT
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TOKENS = int(Status.BAD_TOKENS)
 
 PARALLEL_MIN_ELEMENTS = 1 << 16
 SERIAL = 1  # one worker

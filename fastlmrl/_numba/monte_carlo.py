@@ -13,21 +13,22 @@ __all__ = ["episode_returns", "mc_control_update"]
 import numpy as np
 from numba import njit
 
-from .._status import Status
+# status codes (fastlmrl.Status; plain ints, Numba globals)
+from .._status import (
+    BAD_ACTIONS,
+    BAD_COUNT_VALUES,
+    BAD_COUNTS,
+    BAD_FINAL_VALUES,
+    BAD_OFFSETS,
+    BAD_REWARDS,
+    BAD_SCRATCH,
+    BAD_STATES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, mix64, not_all_finite
 from .argmax_tree import _prefetch
 from .overlap import overlap, written_overlaps
 
-# status codes (fastlmrl.Status; plain ints, Numba globals)
-BAD_STATES = int(Status.BAD_STATES)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_OFFSETS = int(Status.BAD_OFFSETS)
-BAD_COUNTS = int(Status.BAD_COUNTS)
-BAD_SCRATCH = int(Status.BAD_SCRATCH)
-BAD_FINAL_VALUES = int(Status.BAD_FINAL_VALUES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_COUNT_VALUES = int(Status.BAD_COUNT_VALUES)
 INT64_MAX = 2**63 - 1
 # On a table larger than the caches every step misses on q[s, a] and counts[s, a]; the update
 # asks for the cells of the step PREFETCH_AHEAD steps later (ids checked; a hint, no fault), so

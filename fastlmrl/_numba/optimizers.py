@@ -22,7 +22,17 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from .._status import Status
+# status codes (fastlmrl.Status; plain ints, Numba globals)
+from .._status import (
+    BAD_GRADS,
+    BAD_HYPERPARAMETERS,
+    BAD_MOMENTS,
+    BAD_ORDER,
+    BAD_ROWS,
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+    UNSORTED,
+)
 from ._common import NJIT, out_of_range
 from .overlap import written_overlaps
 
@@ -31,16 +41,6 @@ from .overlap import written_overlaps
 # sqrt(v) * scale2 + eps are > 0 for valid arguments (beta in [0, 1), t >= 1, eps > 0, v >= 0).
 # No fastmath.
 KERNEL = dict(NJIT, error_model="numpy")
-
-# status codes (fastlmrl.Status; plain ints, Numba globals)
-BAD_ROWS = int(Status.BAD_ROWS)
-BAD_GRADS = int(Status.BAD_GRADS)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-BAD_ORDER = int(Status.BAD_ORDER)
-UNSORTED = int(Status.UNSORTED)
-BAD_MOMENTS = int(Status.BAD_MOMENTS)
-BAD_HYPERPARAMETERS = int(Status.BAD_HYPERPARAMETERS)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 @njit(**KERNEL)

@@ -14,12 +14,12 @@ __all__ = ["random_permutation"]
 import numpy as np
 from numba import njit
 
-from .._status import Status
+from .._status import (
+    BAD_SHAPES,  # scratch shorter than n (uniforms) or n + 1 (starts)
+    OVERLAPPING_ARRAYS,  # two of out, uniforms, starts share memory
+)
 from ._common import NJIT, uniform
 from .overlap import overlap
-
-BAD_SHAPES = int(Status.BAD_SHAPES)  # scratch shorter than n (uniforms) or n + 1 (starts)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)  # two of out, uniforms, starts share memory
 
 
 @njit(**NJIT)

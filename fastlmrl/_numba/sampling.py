@@ -24,21 +24,22 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .._status import Status
+# status codes: fastlmrl._status.Status as plain ints (Numba globals); the contract:
+# fastlmrl.sampling.CONTRACT
+from .._status import (
+    BAD_LOGITS,
+    BAD_MIN_P,
+    BAD_SHAPES,
+    BAD_TEMPERATURE,
+    BAD_TOP_K,
+    BAD_TOP_P,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, uniform
 from .fast_math import F32, INLINE, LANES, combine, fast_exp32, row_stats
 from .log_probs import n_threads, next_block, rows_per_block, span
 from .overlap import spans_overlap
 
-# status codes: fastlmrl._status.Status as plain ints (Numba globals); the contract:
-# fastlmrl.sampling.CONTRACT
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)
-BAD_TOP_K = int(Status.BAD_TOP_K)
-BAD_TOP_P = int(Status.BAD_TOP_P)
-BAD_MIN_P = int(Status.BAD_MIN_P)
 BLOCK = 64
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
 F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)

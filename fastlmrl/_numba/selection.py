@@ -6,18 +6,18 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import Status
+# status codes: fastlmrl._status.Status, bound as plain ints (Numba globals)
+from .._status import (
+    BAD_EPSILON,  # epsilon outside [0, 1] (or NaN)
+    BAD_SHAPES,
+    BAD_STATES,
+    BAD_TEMPERATURE,  # temperature not a finite number > 0
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
 from .fast_math import fetch_add
 from .overlap import written_overlaps
 from .td_learning import integer_id
-
-# status codes: fastlmrl._status.Status, bound as plain ints (Numba globals)
-BAD_STATES = int(Status.BAD_STATES)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon outside [0, 1] (or NaN)
-BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)  # temperature not a finite number > 0
 
 PARALLEL_MIN_BATCH = 8192
 SERIAL = 1  # one worker: the serial loop

@@ -25,7 +25,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import Status
+from .._status import (
+    BAD_BASELINES,
+    BAD_CONTEXTS,
+    BAD_LOGITS,
+    BAD_REF_LOG_PROBS,
+    BAD_RETURNS,
+    BAD_SHAPES,
+    BAD_TOKENS,
+    BAD_WEIGHTS,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import row_entropy, row_stats
 from .log_probs import n_threads, next_block, rows_per_block, work
@@ -44,17 +54,6 @@ from .policy_losses import (
     value_terms,
 )
 
-# The statuses these kernels return (fastlmrl._status.Status, as plain ints: Numba globals).
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TOKENS = int(Status.BAD_TOKENS)
-BAD_WEIGHTS = int(Status.BAD_WEIGHTS)
-BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
-BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
-BAD_BASELINES = int(Status.BAD_BASELINES)
-BAD_RETURNS = int(Status.BAD_RETURNS)
-BAD_CONTEXTS = int(Status.BAD_CONTEXTS)
 # The row passes go parallel from this many visited entries (U * V) on: below it they take well
 # under a millisecond, and a second thread only adds wake-up cost (or waits for a busy core).
 PARALLEL_MIN_ENTRIES = 1 << 20

@@ -12,7 +12,20 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
-from .._status import Status
+# The codes these kernels return (plain ints: Numba globals; the contract is
+# fastlmrl.td_learning.CONTRACT).
+from .._status import (
+    BAD_ACTIONS,
+    BAD_ALPHA,  # alpha outside (0, 1] (or NaN)
+    BAD_EPSILON,  # expected SARSA: epsilon outside [0, 1]
+    BAD_GAMMA,  # gamma outside [0, 1]
+    BAD_NEXT_ACTIONS,
+    BAD_NEXT_STATES,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    BAD_STATES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, out_of_range, row_argmax, row_max, uniform
 from .overlap import overlap, written_overlaps  # noqa: F401 - re-exported for older imports
 
@@ -46,20 +59,6 @@ def _batch_overlaps(q, q2, states, actions, rewards, next_states, next_actions, 
             td_out, q, states, actions, rewards, next_states, next_actions, terminated
         )
     )
-
-
-# The codes these kernels return (plain ints: Numba globals; the contract is
-# fastlmrl.td_learning.CONTRACT).
-BAD_STATES = int(Status.BAD_STATES)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)
-BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
-BAD_NEXT_ACTIONS = int(Status.BAD_NEXT_ACTIONS)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_ALPHA = int(Status.BAD_ALPHA)  # alpha outside (0, 1] (or NaN)
-BAD_GAMMA = int(Status.BAD_GAMMA)  # gamma outside [0, 1]
-BAD_EPSILON = int(Status.BAD_EPSILON)  # expected SARSA: epsilon outside [0, 1]
 
 
 @njit(**NJIT)

@@ -12,20 +12,20 @@ runs one row after the other (results never depend on it).
 
 import math
 
-from .._status import Status
+# Status codes (0 = ok): fastlmrl._status.Status values, as plain ints (the contract:
+# fastlmrl.advantages.CONTRACT)
+from .._status import (
+    BAD_ADVANTAGES,
+    BAD_BOOTSTRAP,
+    BAD_ENDS,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    BAD_VALUES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import written_overlaps
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "masked_whiten"]
-
-# Status codes (0 = ok): fastlmrl._status.Status values, as plain ints (the contract:
-# fastlmrl.advantages.CONTRACT)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_VALUES = int(Status.BAD_VALUES)
-BAD_BOOTSTRAP = int(Status.BAD_BOOTSTRAP)
-BAD_ENDS = int(Status.BAD_ENDS)
-BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 def _shapes_ok(rewards, values, mask, terminated, truncated, bootstrap_values, out1, out2):

@@ -39,21 +39,22 @@ __all__ = [
 ]
 import math
 
-from .._status import Status
+# the codes these kernels return (fastlmrl._status.Status; fastlmrl.argmax_tree.CONTRACT)
+from .._status import (
+    BAD_ACTIONS,
+    BAD_EPSILON,  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
+    BAD_NEXT_STATES,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    BAD_STATES,
+    BAD_TREE,
+    CORRUPT_TREE,
+    OVERLAPPING_ARRAYS,
+)
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range
 from .td_learning import kernel_types, rates_status, written_overlaps
 
-# the codes these kernels return (fastlmrl._status.Status; fastlmrl.argmax_tree.CONTRACT)
-BAD_STATES = int(Status.BAD_STATES)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)
-BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon_greedy_tree: epsilon outside [0, 1] (or NaN)
-BAD_TREE = int(Status.BAD_TREE)
-CORRUPT_TREE = int(Status.CORRUPT_TREE)
 INT32_MAX = 2**31 - 1
 
 

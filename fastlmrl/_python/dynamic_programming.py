@@ -23,16 +23,17 @@ checks that its arrays have the shapes it reads and writes (``reward`` (S, A), p
 
 import math
 
-from .._status import Status
+# the statuses these kernels return (fastlmrl._status.Status; plain ints)
+from .._status import (
+    BAD_ACTIONS,  # a policy id outside [0, A), or A == 0
+    BAD_ITERATIONS,  # k or max_iter outside [0, 2**31 - 1]
+    BAD_NEXT_STATES,  # a next_state id outside [0, S)
+    BAD_REWARDS,  # a non-finite reward
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import overlapping
 
-# the statuses these kernels return (fastlmrl._status.Status; plain ints)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)  # a policy id outside [0, A), or A == 0
-BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)  # a next_state id outside [0, S)
-BAD_REWARDS = int(Status.BAD_REWARDS)  # a non-finite reward
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_ITERATIONS = int(Status.BAD_ITERATIONS)  # k or max_iter outside [0, 2**31 - 1]
 MAX_ITERATIONS = 2**31 - 1
 
 __all__ = [

@@ -20,27 +20,28 @@ __all__ = [
 ]
 import math
 
-from .._status import Status
-from ..rng import uniform
-from ._common import overlapping
-
 # the statuses these kernels return (fastlmrl._status.Status, declared per kernel in
 # fastlmrl.environments.CONTRACT; plain ints); BAD_SHAPES: the arrays the kernels' other checks do
 # not already size, checked first
-BAD_STATES = int(Status.BAD_STATES)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)
-BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_OFFSETS = int(Status.BAD_OFFSETS)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_PROMPT_IDS = int(Status.BAD_PROMPT_IDS)
-BAD_PROMPT_TOKENS = int(Status.BAD_PROMPT_TOKENS)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_MASK_LOGITS = int(Status.BAD_MASK_LOGITS)
-BAD_CONFIG = int(Status.BAD_CONFIG)
-BAD_LENGTHS = int(Status.BAD_LENGTHS)
-BAD_STEPS = int(Status.BAD_STEPS)
+from .._status import (
+    BAD_ACTIONS,
+    BAD_CONFIG,
+    BAD_LENGTHS,
+    BAD_LOGITS,
+    BAD_MASK_LOGITS,
+    BAD_NEXT_STATES,
+    BAD_OFFSETS,
+    BAD_PROMPT_IDS,
+    BAD_PROMPT_TOKENS,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    BAD_STATES,
+    BAD_STEPS,
+    OVERLAPPING_ARRAYS,
+)
+from ..rng import uniform
+from ._common import overlapping
+
 INT64_MAX = 2**63 - 1
 
 CONTEXT_LIMIT = 2**62

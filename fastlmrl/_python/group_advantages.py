@@ -7,22 +7,23 @@ report the per-group statistics.  See :mod:`fastlmrl.group_advantages` for the f
 
 import math
 
-from .._status import Status
+# Status codes: fastlmrl._status.Status values as plain ints (the contract:
+# fastlmrl.group_advantages.CONTRACT)
+from .._status import (
+    BAD_GROUP_IDS,
+    BAD_GROUP_SIZE,
+    BAD_LOG_PROBS,
+    BAD_OLD_LOG_PROBS,
+    BAD_OPTION,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
 
 __all__ = ["grpo_advantages", "loss_weights", "rloo_advantages", "sequence_importance_ratio"]
 
-# Status codes: fastlmrl._status.Status values as plain ints (the contract:
-# fastlmrl.group_advantages.CONTRACT)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
-BAD_OLD_LOG_PROBS = int(Status.BAD_OLD_LOG_PROBS)
-BAD_GROUP_IDS = int(Status.BAD_GROUP_IDS)
-BAD_GROUP_SIZE = int(Status.BAD_GROUP_SIZE)
-BAD_OPTION = int(Status.BAD_OPTION)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 SCALE_NONE, SCALE_GROUP, SCALE_BATCH = 0, 1, 2
 MODE_GRPO, MODE_BNPO, MODE_DR_GRPO, MODE_DAPO = 0, 1, 2, 3

@@ -29,17 +29,17 @@ anything is written.
 
 import math
 
-from .._status import Status
+from .._status import (
+    BAD_GRAM_OFFSETS,
+    BAD_GRAM_TOKENS,
+    BAD_GRAM_WEIGHTS,
+    BAD_LENGTHS,
+    BAD_OUT,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import written_overlaps
 
 __all__ = ["keyword_scores"]
-
-BAD_LENGTHS = int(Status.BAD_LENGTHS)
-BAD_GRAM_TOKENS = int(Status.BAD_GRAM_TOKENS)
-BAD_GRAM_OFFSETS = int(Status.BAD_GRAM_OFFSETS)
-BAD_GRAM_WEIGHTS = int(Status.BAD_GRAM_WEIGHTS)
-BAD_OUT = int(Status.BAD_OUT)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 def _check(tokens_shape, l_, g_, o_, w_, out_shape):

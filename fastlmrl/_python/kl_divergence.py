@@ -7,20 +7,20 @@ entries give 0.
 
 import math
 
-from .._status import Status
+# Status codes: fastlmrl._status.Status values as plain ints (the contract:
+# fastlmrl.kl_divergence.CONTRACT)
+from .._status import (
+    BAD_ESTIMATOR,
+    BAD_LOG_PROBS,
+    BAD_REF_LOG_PROBS,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import written_overlaps
 from ._ieee import expm1
 
 __all__ = ["kl_penalized_rewards", "kl_penalty"]
-
-# Status codes: fastlmrl._status.Status values as plain ints (the contract:
-# fastlmrl.kl_divergence.CONTRACT)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_LOG_PROBS = int(Status.BAD_LOG_PROBS)
-BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
-BAD_ESTIMATOR = int(Status.BAD_ESTIMATOR)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 def _shapes_ok(mask, rewards, log_probs, ref_log_probs, out1, out2):

@@ -23,16 +23,17 @@ probability 0 and log-probability -inf.
 import math
 import struct
 
-from .._status import Status
+# status codes: fastlmrl._status.Status (the contract: fastlmrl.log_probs.CONTRACT)
+from .._status import (
+    BAD_LOGITS,
+    BAD_SHAPES,
+    BAD_TOKENS,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import written_overlaps
 
 __all__ = ["entropy", "log_prob_grad", "log_softmax", "logsumexp", "token_log_probs"]
 
-# status codes: fastlmrl._status.Status (the contract: fastlmrl.log_probs.CONTRACT)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TOKENS = int(Status.BAD_TOKENS)
 
 LANES = 8
 

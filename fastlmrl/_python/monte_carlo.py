@@ -14,18 +14,19 @@ scratch too small / not a power of two; BAD_FINAL_VALUES a final value not finit
 """
 
 __all__ = ["episode_returns", "mc_control_update"]
-from .._status import Status
+from .._status import (
+    BAD_ACTIONS,
+    BAD_COUNT_VALUES,
+    BAD_COUNTS,
+    BAD_FINAL_VALUES,
+    BAD_OFFSETS,
+    BAD_REWARDS,
+    BAD_SCRATCH,
+    BAD_STATES,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import all_finite, first_out_of_range, overlapping, written_overlaps
 
-BAD_STATES = int(Status.BAD_STATES)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_OFFSETS = int(Status.BAD_OFFSETS)
-BAD_COUNTS = int(Status.BAD_COUNTS)
-BAD_SCRATCH = int(Status.BAD_SCRATCH)
-BAD_FINAL_VALUES = int(Status.BAD_FINAL_VALUES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_COUNT_VALUES = int(Status.BAD_COUNT_VALUES)
 INT64_MAX = 2**63 - 1
 
 

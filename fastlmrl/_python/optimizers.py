@@ -43,17 +43,17 @@ written: the square root of a negative ``v`` would fail mid-update).
 __all__ = ["adam_step", "sgd_step"]
 import math
 
-from .._status import Status
+from .._status import (
+    BAD_GRADS,
+    BAD_HYPERPARAMETERS,
+    BAD_MOMENTS,
+    BAD_ORDER,
+    BAD_ROWS,
+    BAD_SHAPES,
+    OVERLAPPING_ARRAYS,
+    UNSORTED,
+)
 from ._common import all_finite, first_out_of_range, written_overlaps
-
-BAD_ROWS = int(Status.BAD_ROWS)
-BAD_GRADS = int(Status.BAD_GRADS)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-BAD_ORDER = int(Status.BAD_ORDER)
-UNSORTED = int(Status.UNSORTED)
-BAD_MOMENTS = int(Status.BAD_MOMENTS)
-BAD_HYPERPARAMETERS = int(Status.BAD_HYPERPARAMETERS)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
 
 
 def _check(table, rows, grads, order, acc, moments=()):

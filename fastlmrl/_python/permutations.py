@@ -8,14 +8,14 @@ memory status 8 (``OVERLAPPING_ARRAYS``: a bucket start could be overwritten bef
 an index), before anything is written (``fastlmrl.permutations.CONTRACT``).
 """
 
-from .._status import Status
+from .._status import (
+    BAD_SHAPES,  # scratch shorter than n (uniforms) or n + 1 (starts)
+    OVERLAPPING_ARRAYS,  # two of out, uniforms, starts share memory
+)
 from ..rng import MASK64, uniform
 from .td_learning import written_overlaps
 
 __all__ = ["random_permutation"]
-
-BAD_SHAPES = int(Status.BAD_SHAPES)  # scratch shorter than n (uniforms) or n + 1 (starts)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)  # two of out, uniforms, starts share memory
 
 
 def random_permutation(key, counter, out, uniforms, starts):

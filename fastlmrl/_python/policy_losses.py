@@ -14,7 +14,20 @@ block of consecutive rows, then serial over the blocks in order.
 
 import math
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS, Status
+# statuses: fastlmrl._status.Status values, as plain ints
+from .._status import (
+    BAD_ADVANTAGES,
+    BAD_BASELINES,
+    BAD_OLD_LOG_PROBS,
+    BAD_OLD_VALUES,
+    BAD_REF_LOG_PROBS,
+    BAD_RETURNS,
+    BAD_SEQUENCE_OFFSETS,
+    BAD_SHAPES,
+    BAD_VALUES,
+    BAD_WEIGHTS,
+    OVERLAPPING_ARRAYS,
+)
 from ._ieee import exp as ieee_exp
 from .log_probs import (
     BAD_LOGITS,
@@ -29,16 +42,6 @@ from .log_probs import (
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
 
-# statuses: fastlmrl._status.Status values, as plain ints
-BAD_WEIGHTS = int(Status.BAD_WEIGHTS)
-BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
-BAD_OLD_LOG_PROBS = int(Status.BAD_OLD_LOG_PROBS)
-BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
-BAD_SEQUENCE_OFFSETS = int(Status.BAD_SEQUENCE_OFFSETS)
-BAD_BASELINES = int(Status.BAD_BASELINES)
-BAD_VALUES = int(Status.BAD_VALUES)
-BAD_RETURNS = int(Status.BAD_RETURNS)
-BAD_OLD_VALUES = int(Status.BAD_OLD_VALUES)
 
 REINFORCE, PPO, KL = 0, 1, 2
 

@@ -38,20 +38,21 @@ logits' dtype).
 
 import math
 
-from .._status import Status
+# status codes: fastlmrl._status.Status (the contract: fastlmrl.sampling.CONTRACT)
+from .._status import (
+    BAD_LOGITS,
+    BAD_MIN_P,
+    BAD_SHAPES,
+    BAD_TEMPERATURE,
+    BAD_TOP_K,
+    BAD_TOP_P,
+    OVERLAPPING_ARRAYS,
+)
 from ..rng import uniform
 from .log_probs import LANES, exp_for, fast_exp32, overlapping, round32, row_stats, sub32
 
 __all__ = ["sample_tokens"]
 
-# status codes: fastlmrl._status.Status (the contract: fastlmrl.sampling.CONTRACT)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)
-BAD_TOP_K = int(Status.BAD_TOP_K)
-BAD_TOP_P = int(Status.BAD_TOP_P)
-BAD_MIN_P = int(Status.BAD_MIN_P)
 BLOCK = 64
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal double: 1 / T stays finite
 F32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)

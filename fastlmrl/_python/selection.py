@@ -4,17 +4,17 @@ __all__ = ["boltzmann", "epsilon_greedy", "epsilon_greedy_one", "greedy"]
 import math
 from operator import index
 
-from .._status import Status
+# status codes: fastlmrl._status.Status (plain ints, as the Numba kernels bind them)
+from .._status import (
+    BAD_EPSILON,  # epsilon outside [0, 1] (or NaN)
+    BAD_SHAPES,
+    BAD_STATES,
+    BAD_TEMPERATURE,  # temperature not a finite number > 0
+    OVERLAPPING_ARRAYS,
+)
 from ..rng import uniform
 from ._common import first_out_of_range, row_argmax, row_max
 from .td_learning import kernel_types, written_overlaps
-
-# status codes: fastlmrl._status.Status (plain ints, as the Numba kernels bind them)
-BAD_STATES = int(Status.BAD_STATES)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_EPSILON = int(Status.BAD_EPSILON)  # epsilon outside [0, 1] (or NaN)
-BAD_TEMPERATURE = int(Status.BAD_TEMPERATURE)  # temperature not a finite number > 0
 
 
 def _shapes_ok(states, out):

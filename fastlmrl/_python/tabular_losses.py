@@ -25,7 +25,21 @@ Order of operations (the kernels follow it exactly):
 
 import math
 
-from .._status import Status
+# The statuses these kernels return (fastlmrl._status.Status, as plain ints).
+from .._status import (
+    BAD_ADVANTAGES,
+    BAD_BASELINES,
+    BAD_CONTEXTS,
+    BAD_LOGITS,
+    BAD_OLD_VALUES,
+    BAD_REF_LOG_PROBS,
+    BAD_RETURNS,
+    BAD_SHAPES,
+    BAD_TOKENS,
+    BAD_VALUES,
+    BAD_WEIGHTS,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import written_overlaps
 from ._ieee import exp as ieee_exp
 from .log_probs import exp_for, probs, row_entropy, row_stats
@@ -48,20 +62,6 @@ __all__ = [
     "reinforce_loss_tabular",
     "token_log_probs_tabular",
 ]
-
-# The statuses these kernels return (fastlmrl._status.Status, as plain ints).
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_LOGITS = int(Status.BAD_LOGITS)
-BAD_TOKENS = int(Status.BAD_TOKENS)
-BAD_WEIGHTS = int(Status.BAD_WEIGHTS)
-BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
-BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
-BAD_BASELINES = int(Status.BAD_BASELINES)
-BAD_VALUES = int(Status.BAD_VALUES)
-BAD_RETURNS = int(Status.BAD_RETURNS)
-BAD_OLD_VALUES = int(Status.BAD_OLD_VALUES)
-BAD_CONTEXTS = int(Status.BAD_CONTEXTS)
 
 
 def _finite(values):

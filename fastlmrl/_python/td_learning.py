@@ -13,7 +13,20 @@ __all__ = [
 ]
 from operator import index
 
-from .._status import Status
+# The codes these kernels return (fastlmrl._status.Status; the contract is
+# fastlmrl.td_learning.CONTRACT).
+from .._status import (
+    BAD_ACTIONS,
+    BAD_ALPHA,  # alpha outside (0, 1] (or NaN)
+    BAD_EPSILON,  # expected SARSA: epsilon outside [0, 1]
+    BAD_GAMMA,  # gamma outside [0, 1]
+    BAD_NEXT_ACTIONS,
+    BAD_NEXT_STATES,
+    BAD_REWARDS,
+    BAD_SHAPES,
+    BAD_STATES,
+    OVERLAPPING_ARRAYS,
+)
 from ..rng import uniform
 from ._common import all_finite, first_out_of_range, row_argmax, row_max, written_overlaps  # noqa: F401 - re-exported
 
@@ -51,20 +64,6 @@ def _batch_overlaps(tables, inputs, td_out):
         if written_overlaps(w, *tables[k + 1 :], *inputs, td_out):
             return True
     return written_overlaps(td_out, *inputs)
-
-
-# The codes these kernels return (fastlmrl._status.Status; the contract is
-# fastlmrl.td_learning.CONTRACT).
-BAD_STATES = int(Status.BAD_STATES)
-BAD_ACTIONS = int(Status.BAD_ACTIONS)
-BAD_NEXT_STATES = int(Status.BAD_NEXT_STATES)
-BAD_NEXT_ACTIONS = int(Status.BAD_NEXT_ACTIONS)
-BAD_REWARDS = int(Status.BAD_REWARDS)
-BAD_SHAPES = int(Status.BAD_SHAPES)
-OVERLAPPING_ARRAYS = int(Status.OVERLAPPING_ARRAYS)
-BAD_ALPHA = int(Status.BAD_ALPHA)  # alpha outside (0, 1] (or NaN)
-BAD_GAMMA = int(Status.BAD_GAMMA)  # gamma outside [0, 1]
-BAD_EPSILON = int(Status.BAD_EPSILON)  # expected SARSA: epsilon outside [0, 1]
 
 
 def rates_status(alpha, gamma, epsilon=0.0):
