@@ -1,4 +1,5 @@
-"""Benchmarks: fused policy-gradient losses + gradient wrt the logits (PPO, GSPO, REINFORCE, KL, A2C).
+"""Benchmarks: fused policy-gradient losses + gradient wrt the logits (PPO, GSPO, REINFORCE, KL,
+A2C).
 
     pytest benchmarks/bench_policy_losses.py --benchmark-enable --benchmark-group-by=group \
         --benchmark-columns=mean,ops
