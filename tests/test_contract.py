@@ -5,10 +5,12 @@ Cython types (const = not written), the statuses each kernel returns and the arg
 
 import ast
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import os
 import re
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -229,13 +231,14 @@ def _topic_cases(topic: str):
     dtype)`` (a dict of valid arguments, or None for the generic ones below) and
     ``breakages(kernel, args)`` ((description, broken args, expected status) triples, or None for
     the generic ones) cover kernels whose arguments the generic builders cannot make."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contract_cases", f"{topic}.py")
-    if not os.path.exists(path):
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contract_cases")
+    if not os.path.exists(os.path.join(folder, f"{topic}.py")):
         return None
-    spec = importlib.util.spec_from_file_location(f"contract_cases_{topic}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    if "contract_cases" not in sys.modules:  # the folder as a package: ``from ._common import``
+        spec = importlib.machinery.ModuleSpec("contract_cases", None, is_package=True)
+        spec.submodule_search_locations = [folder]
+        sys.modules["contract_cases"] = importlib.util.module_from_spec(spec)
+    return importlib.import_module(f"contract_cases.{topic}")
 
 
 def _args_and_breakages(topic: str, kernel: Kernel, dtype):

@@ -6,6 +6,8 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import changed, in_order, sharing, shortened
+
 B, T = 3, 4
 
 
@@ -33,13 +35,7 @@ def valid_args(kernel, dtype):
         out=np.full((B, T), -7.0, dtype),
         num_threads=1,
     )
-    return {name: args[name] for name in kernel.arg_names}
-
-
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
+    return in_order(kernel, args)
 
 
 def breakages(kernel, args):
@@ -52,31 +48,31 @@ def breakages(kernel, args):
         if name in names:
             bad = args[name].copy()
             bad[2, 1] = np.inf  # a valid step
-            yield name, _with(args, **{name: bad}), status
+            yield name, changed(args, **{name: bad}), status
     if "truncated" in names:
-        yield "truncated", _with(args, truncated=np.array([0, 0, 1], np.uint8)), Status.BAD_ENDS
+        yield "truncated", changed(args, truncated=np.array([0, 0, 1], np.uint8)), Status.BAD_ENDS
         boot = args["bootstrap_values"].copy()
         boot[2] = np.nan
-        yield "bootstrap_values", _with(args, bootstrap_values=boot), Status.BAD_BOOTSTRAP
+        yield "bootstrap_values", changed(args, bootstrap_values=boot), Status.BAD_BOOTSTRAP
     written = kernel.written
     yield (
         f"{written[0]} short",
-        _with(args, **{written[0]: args[written[0]][:-1].copy()}),
+        shortened(args, written[0]),
         (Status.BAD_SHAPES),
     )
     if "bootstrap_values" in names:
         short = args["bootstrap_values"][:-1].copy()
-        yield "bootstrap_values short", _with(args, bootstrap_values=short), Status.BAD_SHAPES
+        yield "bootstrap_values short", changed(args, bootstrap_values=short), Status.BAD_SHAPES
     # an input that is a written array (same dtype, same shape)
     first = names[0]
     yield (
         f"{first} is {written[0]}",
-        _with(args, **{first: args[written[0]]}),
+        sharing(args, first, written[0]),
         (Status.OVERLAPPING_ARRAYS),
     )
     if len(written) == 2:
         yield (
             f"{written[1]} is {written[0]}",
-            _with(args, **{written[1]: args[written[0]]}),
+            sharing(args, written[1], written[0]),
             (Status.OVERLAPPING_ARRAYS),
         )

@@ -7,6 +7,8 @@ import numpy as np
 from fastlmrl._python import argmax_tree as reference
 from fastlmrl._status import Status
 
+from ._common import in_order
+
 SHAPE, BLOCK = (3, 5), 2
 LEAVES = 4  # ceil(5 / 2) = 3 blocks, rounded up to a power of two
 
@@ -49,7 +51,7 @@ def valid_args(kernel, dtype):
         args.update(block_size1=BLOCK, block_size2=BLOCK)
     if kernel.name == "argmax_tree_build":
         args["nodes"] = np.full_like(args["nodes"], -7)
-    return {name: args[name] for name in kernel.arg_names}
+    return in_order(kernel, args)
 
 
 def _damaged(nodes, row):

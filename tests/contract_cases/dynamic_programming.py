@@ -6,6 +6,8 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import changed, in_order, sharing
+
 S, A = 3, 2
 
 
@@ -30,13 +32,7 @@ def valid_args(kernel, dtype):
         found_out=np.full(1, -7, np.int64),
         work=np.full((3 if kernel.name == "token_mdp_find_cycle" else 2) * S, -7, np.int64),
     )
-    return {name: values[name] for name in kernel.arg_names}
-
-
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
+    return in_order(kernel, values)
 
 
 def breakages(kernel, args):
@@ -44,16 +40,16 @@ def breakages(kernel, args):
     if "next_state" in names:
         bad = args["next_state"].copy()
         bad[0, 1] = S  # state 0 is not terminal
-        yield "next_state", _with(args, next_state=bad), Status.BAD_NEXT_STATES
+        yield "next_state", changed(args, next_state=bad), Status.BAD_NEXT_STATES
     for table in ("reward", "R"):
         if table in names:
             bad = args[table].copy()
             bad[1, 0] = np.nan
-            yield table, _with(args, **{table: bad}), Status.BAD_REWARDS
+            yield table, changed(args, **{table: bad}), Status.BAD_REWARDS
     if "policy" in names:
         bad = args["policy"].copy()
         bad[1] = A
-        yield "policy", _with(args, policy=bad), Status.BAD_ACTIONS
+        yield "policy", changed(args, policy=bad), Status.BAD_ACTIONS
     elif "reward" in names or "R" in names:  # no actions at all (A == 0), a state not terminal
         empty = {}
         for name in ("next_state", "reward", "R", "q_out"):
@@ -61,24 +57,24 @@ def breakages(kernel, args):
                 empty[name] = np.zeros((S, 0), args[name].dtype)
         if "P" in names:
             empty["P"] = np.zeros((S, 0, S), args["P"].dtype)
-        yield "no actions", _with(args, **empty), Status.BAD_ACTIONS
+        yield "no actions", changed(args, **empty), Status.BAD_ACTIONS
     for name in ("k", "max_iter"):
         if name in names:
-            yield f"{name} < 0", _with(args, **{name: -1}), Status.BAD_ITERATIONS
-            yield f"{name} >= 2**31", _with(args, **{name: 2**31}), Status.BAD_ITERATIONS
+            yield f"{name} < 0", changed(args, **{name: -1}), Status.BAD_ITERATIONS
+            yield f"{name} >= 2**31", changed(args, **{name: 2**31}), Status.BAD_ITERATIONS
     first_written = kernel.written[0]
     short = args[first_written][:-1].copy()
-    yield f"{first_written} short", _with(args, **{first_written: short}), Status.BAD_SHAPES
+    yield f"{first_written} short", changed(args, **{first_written: short}), Status.BAD_SHAPES
     # overlaps of the same dtype: "<input> is <written>" (the error names the pair)
     if "v_tmp" in names:
-        yield "v_tmp is v", _with(args, v_tmp=args["v"]), Status.OVERLAPPING_ARRAYS
+        yield "v_tmp is v", sharing(args, "v_tmp", "v"), Status.OVERLAPPING_ARRAYS
     elif "v_out" in names and "policy" in names:  # policy_value: the policy over the scratch
         work = args["work"]
-        yield "policy is work", _with(args, policy=work[:S]), Status.OVERLAPPING_ARRAYS
+        yield "policy is work", changed(args, policy=work[:S]), Status.OVERLAPPING_ARRAYS
     elif "v_out" in names:
-        yield "v is v_out", _with(args, v=args["v_out"]), Status.OVERLAPPING_ARRAYS
+        yield "v is v_out", sharing(args, "v", "v_out"), Status.OVERLAPPING_ARRAYS
     elif "q_out" in names:
         q_out = args["q_out"]
-        yield "v is q_out", _with(args, v=q_out.reshape(-1)[:S]), Status.OVERLAPPING_ARRAYS
+        yield "v is q_out", changed(args, v=q_out.reshape(-1)[:S]), Status.OVERLAPPING_ARRAYS
     else:  # find_cycle
-        yield "work is found_out", _with(args, work=args["found_out"]), Status.OVERLAPPING_ARRAYS
+        yield "work is found_out", sharing(args, "work", "found_out"), Status.OVERLAPPING_ARRAYS

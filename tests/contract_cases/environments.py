@@ -11,6 +11,8 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import changed, sharing, with_entry
+
 I64, U8 = np.int64, np.uint8
 N, T, S = 2, 3, 3
 
@@ -116,84 +118,75 @@ def valid_args(kernel, dtype):
     return values
 
 
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
-
-
-def _set(args, name, index, value):
-    """``args`` with a copy of array ``name`` whose entry ``index`` is ``value``."""
-    arr = args[name].copy()
-    arr[index] = value
-    return _with(args, **{name: arr})
-
-
 def breakages(kernel, args):
     name = kernel.name
     if name == "draw_ids":
-        yield "bound", _with(args, bound=0), Status.BAD_CONFIG
+        yield "bound", changed(args, bound=0), Status.BAD_CONFIG
         mask = args["out"].view(U8)[:N]  # the bytes of out
-        yield "mask is out", _with(args, mask=mask), Status.OVERLAPPING_ARRAYS
+        yield "mask is out", changed(args, mask=mask), Status.OVERLAPPING_ARRAYS
     elif name == "context_mdp_step":
         # every transition broken: the valid call has moved the contexts in place
         bad_next = np.full_like(args["next_state"], S)
-        yield "next_state", _with(args, next_state=bad_next), Status.BAD_NEXT_STATES
+        yield "next_state", changed(args, next_state=bad_next), Status.BAD_NEXT_STATES
         bad_reward = np.full_like(args["reward"], np.nan)
-        yield "reward", _with(args, reward=bad_reward), Status.BAD_REWARDS
-        yield "max_steps", _with(args, max_steps=-1), Status.BAD_CONFIG
-        yield "actions", _set(args, "actions", 1, S), Status.BAD_ACTIONS
-        yield "contexts terminal", _set(args, "contexts", 0, 2), Status.BAD_STATES
-        yield "contexts", _set(args, "contexts", 0, S), Status.BAD_STATES
-        yield "steps", _set(args, "steps", 0, -1), Status.BAD_STEPS
+        yield "reward", changed(args, reward=bad_reward), Status.BAD_REWARDS
+        yield "max_steps", changed(args, max_steps=-1), Status.BAD_CONFIG
+        yield "actions", with_entry(args, "actions", 1, S), Status.BAD_ACTIONS
+        yield "contexts terminal", with_entry(args, "contexts", 0, 2), Status.BAD_STATES
+        yield "contexts", with_entry(args, "contexts", 0, S), Status.BAD_STATES
+        yield "steps", with_entry(args, "steps", 0, -1), Status.BAD_STEPS
         short = args["reward"][:, :-1].copy()
-        yield "reward narrower", _with(args, reward=short), Status.BAD_SHAPES
+        yield "reward narrower", changed(args, reward=short), Status.BAD_SHAPES
         yield (
             "actions is contexts",
-            _with(args, actions=args["contexts"]),
+            sharing(args, "actions", "contexts"),
             (Status.OVERLAPPING_ARRAYS),
         )
     elif name == "tabular_mdp_step":
         no_outcomes = np.zeros_like(args["offsets"])  # whatever pair a row takes
-        yield "offsets", _with(args, offsets=no_outcomes), Status.BAD_OFFSETS
-        yield "next_states", _with(args, next_states=np.full(4, 2, I64)), Status.BAD_NEXT_STATES
-        yield "rewards", _with(args, rewards=np.full(4, np.nan)), Status.BAD_REWARDS
-        yield "max_steps", _with(args, max_steps=-1), Status.BAD_CONFIG
-        yield "actions", _set(args, "actions", 1, 2), Status.BAD_ACTIONS
-        yield "states", _set(args, "states", 0, 2), Status.BAD_STATES
-        yield "steps", _set(args, "steps", 0, -1), Status.BAD_STEPS
-        yield "cdf short", _with(args, cdf=args["cdf"][:-1].copy()), Status.BAD_SHAPES
-        yield "actions is states", _with(args, actions=args["states"]), Status.OVERLAPPING_ARRAYS
+        yield "offsets", changed(args, offsets=no_outcomes), Status.BAD_OFFSETS
+        yield "next_states", changed(args, next_states=np.full(4, 2, I64)), Status.BAD_NEXT_STATES
+        yield "rewards", changed(args, rewards=np.full(4, np.nan)), Status.BAD_REWARDS
+        yield "max_steps", changed(args, max_steps=-1), Status.BAD_CONFIG
+        yield "actions", with_entry(args, "actions", 1, 2), Status.BAD_ACTIONS
+        yield "states", with_entry(args, "states", 0, 2), Status.BAD_STATES
+        yield "steps", with_entry(args, "steps", 0, -1), Status.BAD_STEPS
+        yield "cdf short", changed(args, cdf=args["cdf"][:-1].copy()), Status.BAD_SHAPES
+        yield "actions is states", sharing(args, "actions", "states"), Status.OVERLAPPING_ARRAYS
     elif name == "text_env_reset":
-        yield "prompt_tokens", _set(args, "prompt_tokens", 0, S), Status.BAD_PROMPT_TOKENS
-        yield "prompt_offsets", _set(args, "prompt_offsets", 1, 4), Status.BAD_OFFSETS
-        yield "n_vocab", _with(args, n_vocab=0), Status.BAD_CONFIG
-        yield "prompt_ids", _set(args, "prompt_ids", 0, 2), Status.BAD_PROMPT_IDS
+        yield "prompt_tokens", with_entry(args, "prompt_tokens", 0, S), Status.BAD_PROMPT_TOKENS
+        yield "prompt_offsets", with_entry(args, "prompt_offsets", 1, 4), Status.BAD_OFFSETS
+        yield "n_vocab", changed(args, n_vocab=0), Status.BAD_CONFIG
+        yield "prompt_ids", with_entry(args, "prompt_ids", 0, 2), Status.BAD_PROMPT_IDS
         yield (
             "prompt_ids is contexts",
-            _with(args, prompt_ids=args["contexts"]),
+            sharing(args, "prompt_ids", "contexts"),
             (Status.OVERLAPPING_ARRAYS),
         )
     elif name == "text_env_step":
-        yield "n_vocab", _with(args, n_vocab=0), Status.BAD_CONFIG
-        yield "actions", _set(args, "actions", 1, S), Status.BAD_ACTIONS
-        yield "contexts", _set(args, "contexts", 0, S), Status.BAD_STATES
-        yield "lengths", _set(args, "lengths", 0, T), Status.BAD_LENGTHS
+        yield "n_vocab", changed(args, n_vocab=0), Status.BAD_CONFIG
+        yield "actions", with_entry(args, "actions", 1, S), Status.BAD_ACTIONS
+        yield "contexts", with_entry(args, "contexts", 0, S), Status.BAD_STATES
+        yield "lengths", with_entry(args, "lengths", 0, T), Status.BAD_LENGTHS
         yield (
             "actions is contexts",
-            _with(args, actions=args["contexts"]),
+            sharing(args, "actions", "contexts"),
             (Status.OVERLAPPING_ARRAYS),
         )
     elif name == "topk_topp_mask":
         row = int(args["contexts"][0])
-        yield "mask_logits", _set(args, "mask_logits", (row, 1), np.nan), Status.BAD_MASK_LOGITS
-        yield "contexts", _set(args, "contexts", 1, S), Status.BAD_STATES
-        yield "top_k", _with(args, top_k=-1), Status.BAD_CONFIG
+        yield (
+            "mask_logits",
+            with_entry(args, "mask_logits", (row, 1), np.nan),
+            Status.BAD_MASK_LOGITS,
+        )
+        yield "contexts", with_entry(args, "contexts", 1, S), Status.BAD_STATES
+        yield "top_k", changed(args, top_k=-1), Status.BAD_CONFIG
         buffer = np.zeros(64, U8)  # out and the contexts in one buffer
         out, contexts = buffer[: N * S].reshape(N, S), buffer.view(I64)[:N]
         yield (
             "contexts is out",
-            _with(args, out=out, contexts=contexts),
+            changed(args, out=out, contexts=contexts),
             (Status.OVERLAPPING_ARRAYS),
         )
     elif name == "text_env_rollout":
@@ -201,16 +194,20 @@ def breakages(kernel, args):
         first = 0  # prompt 1 = [0] after the bos padding: context 0 is visited first
         logits = args["logits"].copy()
         logits[first] = np.nan
-        yield "logits", _with(args, logits=logits, top_k=0, **fresh), Status.BAD_LOGITS
+        yield "logits", changed(args, logits=logits, top_k=0, **fresh), Status.BAD_LOGITS
         mask_logits = args["mask_logits"].copy()
         mask_logits[first] = np.nan
-        yield "mask_logits", _with(args, mask_logits=mask_logits, **fresh), (Status.BAD_MASK_LOGITS)
-        yield "prompt_tokens", _set(args, "prompt_tokens", 0, S), Status.BAD_PROMPT_TOKENS
-        yield "prompt_offsets", _set(args, "prompt_offsets", 1, 4), Status.BAD_OFFSETS
-        yield "prompt_ids", _set(args, "prompt_ids", 0, 2), Status.BAD_PROMPT_IDS
-        yield "top_k", _with(args, top_k=-1), Status.BAD_CONFIG
+        yield (
+            "mask_logits",
+            changed(args, mask_logits=mask_logits, **fresh),
+            (Status.BAD_MASK_LOGITS),
+        )
+        yield "prompt_tokens", with_entry(args, "prompt_tokens", 0, S), Status.BAD_PROMPT_TOKENS
+        yield "prompt_offsets", with_entry(args, "prompt_offsets", 1, 4), Status.BAD_OFFSETS
+        yield "prompt_ids", with_entry(args, "prompt_ids", 0, 2), Status.BAD_PROMPT_IDS
+        yield "top_k", changed(args, top_k=-1), Status.BAD_CONFIG
         yield (
             "prompt_ids is lengths_out",
-            _with(args, prompt_ids=args["lengths_out"]),
+            sharing(args, "prompt_ids", "lengths_out"),
             (Status.OVERLAPPING_ARRAYS),
         )

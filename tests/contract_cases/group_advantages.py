@@ -15,6 +15,8 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import changed, in_order, sharing, shortened
+
 N, G = 6, 2
 B, T = 3, 4
 
@@ -48,13 +50,7 @@ def valid_args(kernel, dtype):
         ratio_out=np.full(B, -7.0, dtype),
         grad_out=np.full((B, T), -7.0, dtype),
     )
-    return {name: args[name] for name in kernel.arg_names}
-
-
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
+    return in_order(kernel, args)
 
 
 def breakages(kernel, args):
@@ -62,15 +58,15 @@ def breakages(kernel, args):
     if "rewards" in names:
         bad = args["rewards"].copy()
         bad[4] = np.nan
-        yield "rewards", _with(args, rewards=bad), Status.BAD_REWARDS
+        yield "rewards", changed(args, rewards=bad), Status.BAD_REWARDS
         for value in (-1, G):
             ids = args["group_ids"].copy()
             ids[3] = value
-            yield f"group_ids {value}", _with(args, group_ids=ids), Status.BAD_GROUP_IDS
+            yield f"group_ids {value}", changed(args, group_ids=ids), Status.BAD_GROUP_IDS
     for name, values in (("scale", (-1, 3, 2**40)), ("mode", (-1, 4, 2**40))):
         if name in names:
             for value in values:
-                yield f"{name} {value}", _with(args, **{name: value}), Status.BAD_OPTION
+                yield f"{name} {value}", changed(args, **{name: value}), Status.BAD_OPTION
     for name, status in (
         ("log_probs", Status.BAD_LOG_PROBS),
         ("old_log_probs", Status.BAD_OLD_LOG_PROBS),
@@ -78,7 +74,7 @@ def breakages(kernel, args):
         if name in names:
             bad = args[name].copy()
             bad[1, 1] = -np.inf  # an active token
-            yield name, _with(args, **{name: bad}), status
+            yield name, changed(args, **{name: bad}), status
     if kernel.name == "rloo_advantages":
         ids = np.array([0, 1, 0, 1, 1, 1], np.int64)  # group 0 has two samples, group 1 four
         ids[2] = 1  # now group 0 has one sample (index 0)
@@ -88,32 +84,32 @@ def breakages(kernel, args):
         counts = np.bincount(ids, minlength=G).astype(np.int64)
         yield (
             "group of one",
-            _with(args, group_ids=ids, group_sum=sums, group_count=counts),
+            changed(args, group_ids=ids, group_sum=sums, group_count=counts),
             Status.BAD_GROUP_SIZE,
         )
     written = kernel.written
     yield (
         f"{written[-1]} short",
-        _with(args, **{written[-1]: args[written[-1]][:-1].copy()}),
+        shortened(args, written[-1]),
         (Status.BAD_SHAPES),
     )
     # an input that is a written array (same dtype and shape)
     if "rewards" in names:
         yield (
             "rewards is advantages_out",
-            _with(args, rewards=args["advantages_out"]),
+            sharing(args, "rewards", "advantages_out"),
             (Status.OVERLAPPING_ARRAYS),
         )
         if kernel.name == "grpo_advantages":  # two float64 workspaces
             yield (
                 "group_std is group_mean",
-                _with(args, group_std=args["group_mean"]),
+                sharing(args, "group_std", "group_mean"),
                 (Status.OVERLAPPING_ARRAYS),
             )
     elif "log_probs" in names:
         yield (
             "log_probs is grad_out",
-            _with(args, log_probs=args["grad_out"]),
+            sharing(args, "log_probs", "grad_out"),
             (Status.OVERLAPPING_ARRAYS),
         )
     else:
@@ -121,6 +117,6 @@ def breakages(kernel, args):
         out = flat.view(args["out"].dtype)[: B * T].reshape(B, T)
         yield (
             "mask is out",
-            _with(args, mask=flat[: B * T].reshape(B, T), out=out),
+            changed(args, mask=flat[: B * T].reshape(B, T), out=out),
             (Status.OVERLAPPING_ARRAYS),
         )

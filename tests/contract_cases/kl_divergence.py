@@ -5,6 +5,8 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import changed, in_order, sharing, shortened
+
 N = 5
 
 
@@ -27,13 +29,7 @@ def valid_args(kernel, dtype):
         kl_out=np.full(N, -7.0, dtype),
         grad_out=np.full(N, -7.0, dtype),
     )
-    return {name: args[name] for name in kernel.arg_names}
-
-
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
+    return in_order(kernel, args)
 
 
 def breakages(kernel, args):
@@ -42,11 +38,11 @@ def breakages(kernel, args):
         if name in names:
             bad = args[name].copy()
             bad[2] = -np.inf  # a masked-in token
-            yield name, _with(args, **{name: bad}), kernel.arg(name).status
+            yield name, changed(args, **{name: bad}), kernel.arg(name).status
     for estimator in (0, 4, 2**40):
-        yield f"estimator {estimator}", _with(args, estimator=estimator), Status.BAD_ESTIMATOR
+        yield f"estimator {estimator}", changed(args, estimator=estimator), Status.BAD_ESTIMATOR
     for name in ("mask", kernel.written[0]):
-        yield f"{name} short", _with(args, **{name: args[name][:-1].copy()}), Status.BAD_SHAPES
+        yield f"{name} short", shortened(args, name), Status.BAD_SHAPES
     first, second = kernel.written
-    yield f"log_probs is {first}", _with(args, log_probs=args[first]), Status.OVERLAPPING_ARRAYS
-    yield f"{second} is {first}", _with(args, **{second: args[first]}), Status.OVERLAPPING_ARRAYS
+    yield f"log_probs is {first}", changed(args, log_probs=args[first]), Status.OVERLAPPING_ARRAYS
+    yield f"{second} is {first}", sharing(args, second, first), Status.OVERLAPPING_ARRAYS

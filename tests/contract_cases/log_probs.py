@@ -7,15 +7,11 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import changed
+
 
 def valid_args(kernel, dtype):
     return None  # the generic builder's arguments are valid
-
-
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
 
 
 def breakages(kernel, args):
@@ -30,27 +26,27 @@ def breakages(kernel, args):
         bad[:, 0] = np.nan
     else:
         bad[1, 2] = np.nan
-    yield "logits", _with(args, logits=bad), Status.BAD_LOGITS
+    yield "logits", changed(args, logits=bad), Status.BAD_LOGITS
     if "tokens" in names:
         tokens = args["tokens"].copy()
         tokens[-1] = v
-        yield "tokens", _with(args, tokens=tokens), Status.BAD_TOKENS
-        yield "tokens short", _with(args, tokens=args["tokens"][:-1].copy()), Status.BAD_SHAPES
-    yield "out short", _with(args, out=out[:-1].copy()), Status.BAD_SHAPES
+        yield "tokens", changed(args, tokens=tokens), Status.BAD_TOKENS
+        yield "tokens short", changed(args, tokens=args["tokens"][:-1].copy()), Status.BAD_SHAPES
+    yield "out short", changed(args, out=out[:-1].copy()), Status.BAD_SHAPES
     if table_out:
         # out one row further in the same memory as the logits: a partial overlap
         buffer = np.zeros((n + 1) * v, logits.dtype)
         shared = buffer[: n * v].reshape(n, v)
         shared[...] = logits
         later = buffer[v:].reshape(n, v)
-        yield "logits is out", _with(args, logits=shared, out=later), Status.OVERLAPPING_ARRAYS
+        yield "logits is out", changed(args, logits=shared, out=later), Status.OVERLAPPING_ARRAYS
         if "tokens" in names:
             ids = out.reshape(-1).view(np.uint8)[: 8 * n].view(np.int64)  # ids in out's memory
-            yield "tokens is out", _with(args, tokens=ids), Status.OVERLAPPING_ARRAYS
+            yield "tokens is out", changed(args, tokens=ids), Status.OVERLAPPING_ARRAYS
     else:
         inside = logits.copy()
         yield (
             "logits is out",
-            _with(args, logits=inside, out=inside.reshape(-1)[:n]),
+            changed(args, logits=inside, out=inside.reshape(-1)[:n]),
             Status.OVERLAPPING_ARRAYS,
         )

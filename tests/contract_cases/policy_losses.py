@@ -12,6 +12,8 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import bad_token_inputs, changed, sharing, shortened
+
 N, V = 4, 3
 SCALARS = {
     "clip_low": 0.2,
@@ -57,54 +59,44 @@ def valid_args(kernel, dtype):
     return args
 
 
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
-
-
 def breakages(kernel, args):
     logits, tokens = args["logits"], args["tokens"]
     for arg in kernel.args:
         if arg.status is None:
             continue
-        name, value = arg.name, args[arg.name]
+        name = arg.name
         if name == "logits":
             for bad, what in ((np.nan, "a NaN"), (np.inf, "a +inf")):
                 x = logits.copy()
                 x[:, 0] = bad
-                yield f"every row holds {what}", _with(args, logits=x), arg.status
+                yield f"every row holds {what}", changed(args, logits=x), arg.status
             x = np.full_like(logits, -np.inf)
-            yield "no row holds a finite entry", _with(args, logits=x), arg.status
+            yield "no row holds a finite entry", changed(args, logits=x), arg.status
         elif name == "tokens":
             ids = tokens.copy()
             ids[-1] = V
-            yield "tokens out of range", _with(args, tokens=ids), arg.status
+            yield "tokens out of range", changed(args, tokens=ids), arg.status
             masked = logits.copy()
             masked[np.arange(N), tokens] = -np.inf
-            yield "every token selects a -inf logit", _with(args, logits=masked), arg.status
+            yield "every token selects a -inf logit", changed(args, logits=masked), arg.status
         elif name == "sequence_offsets":
             offsets = np.array([0, 2, N + 1], np.int64)
-            yield "offsets past N", _with(args, sequence_offsets=offsets), arg.status
+            yield "offsets past N", changed(args, sequence_offsets=offsets), arg.status
             offsets = np.array([0, 3, 2, N], np.int64)
-            yield "offsets decreasing", _with(args, sequence_offsets=offsets), arg.status
+            yield "offsets decreasing", changed(args, sequence_offsets=offsets), arg.status
         else:  # a per-token input
-            for bad in (np.nan, np.inf) + ((-1.0,) if name == "weights" else ()):
-                x = value.copy()
-                x[1] = bad
-                yield f"{name}[1] = {bad}", _with(args, **{name: x}), arg.status
+            yield from bad_token_inputs(args, name, arg.status)
     for arg in kernel.args:
         if arg.kind.is_array and arg.name not in ("logits", "sequence_offsets"):
-            short = args[arg.name][:-1].copy()
-            yield f"{arg.name} short", _with(args, **{arg.name: short}), Status.BAD_SHAPES
+            yield f"{arg.name} short", shortened(args, arg.name), Status.BAD_SHAPES
     overlap = Status.OVERLAPPING_ARRAYS
     ids = args["token_loss"].view(np.int64)  # token ids in the memory of an output
-    yield "tokens is token_loss", _with(args, tokens=ids), overlap
+    yield "tokens is token_loss", changed(args, tokens=ids), overlap
     # the gradient one row further in the same memory as the logits: a partial overlap
     buffer = np.zeros((N + 1) * V, logits.dtype)
     shared = buffer[: N * V].reshape(N, V)
     shared[...] = logits
     later = buffer[V:].reshape(N, V)
-    yield "logits is grad", _with(args, logits=shared, grad=later), overlap
+    yield "logits is grad", changed(args, logits=shared, grad=later), overlap
     if logits.dtype == np.float64:  # a float64 per-token input over a float64 output
-        yield "weights is log_probs", _with(args, weights=args["log_probs"]), overlap
+        yield "weights is log_probs", sharing(args, "weights", "log_probs"), overlap

@@ -5,6 +5,8 @@ import numpy as np
 
 from fastlmrl._status import Status
 
+from ._common import changed, sharing, shortened
+
 N, V = 3, 4
 
 
@@ -25,16 +27,10 @@ def valid_args(kernel, dtype):
     )
 
 
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
-
-
 def breakages(kernel, args):
     bad = args["logits"].copy()
     bad[1, 2] = np.inf
-    yield "logits", _with(args, logits=bad), Status.BAD_LOGITS
+    yield "logits", changed(args, logits=bad), Status.BAD_LOGITS
     for name, value, status in (
         ("temperature", float("nan"), Status.BAD_TEMPERATURE),
         ("temperature", 1e-310, Status.BAD_TEMPERATURE),  # 1 / T overflows
@@ -42,17 +38,17 @@ def breakages(kernel, args):
         ("top_p", 0.0, Status.BAD_TOP_P),
         ("min_p", 1.5, Status.BAD_MIN_P),
     ):
-        yield name, _with(args, **{name: value}), status
+        yield name, changed(args, **{name: value}), status
     for name in ("tokens_out", "log_probs_out", "model_log_probs_out"):
-        yield f"{name} short", _with(args, **{name: args[name][:-1].copy()}), Status.BAD_SHAPES
+        yield f"{name} short", shortened(args, name), Status.BAD_SHAPES
     yield (
         "model_log_probs_out is log_probs_out",
-        _with(args, model_log_probs_out=args["log_probs_out"]),
+        sharing(args, "model_log_probs_out", "log_probs_out"),
         Status.OVERLAPPING_ARRAYS,
     )
     inside = args["logits"].copy()
     yield (
         "logits is log_probs_out",
-        _with(args, logits=inside, log_probs_out=inside.reshape(-1)[:N]),
+        changed(args, logits=inside, log_probs_out=inside.reshape(-1)[:N]),
         Status.OVERLAPPING_ARRAYS,
     )

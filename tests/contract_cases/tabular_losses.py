@@ -8,6 +8,8 @@ an inconsistent shape.  Per-token arrays and outputs are float64 whatever the ta
 
 import numpy as np
 
+from ._common import bad_token_inputs, changed, sharing, shortened
+
 N, S, V = 4, 4, 3
 STATS = {
     "ppo_loss_tabular": 7,
@@ -70,12 +72,6 @@ def valid_args(kernel, dtype):
     return args
 
 
-def _with(args, **changes):
-    broken = dict(args)
-    broken.update(changes)
-    return broken
-
-
 def breakages(kernel, args):
     table, contexts = args["table"], args["contexts"]
     for arg in kernel.args:
@@ -85,37 +81,33 @@ def breakages(kernel, args):
         if name == "table":
             nan_row = table.copy()
             nan_row[contexts[0], 1] = np.nan
-            yield "a visited row holds NaN", _with(args, table=nan_row), arg.status
+            yield "a visited row holds NaN", changed(args, table=nan_row), arg.status
             no_finite = table.copy()
             no_finite[contexts[-1]] = -np.inf
-            yield "a visited row is all -inf", _with(args, table=no_finite), arg.status
+            yield "a visited row is all -inf", changed(args, table=no_finite), arg.status
             plus_inf = table.copy()
             plus_inf[contexts[1], 0] = np.inf
-            yield "a visited row holds +inf", _with(args, table=plus_inf), arg.status
+            yield "a visited row holds +inf", changed(args, table=plus_inf), arg.status
         elif name in ("contexts", "tokens"):
             ids = value.copy()
             ids[-1] = table.shape[0 if name == "contexts" else 1]
-            yield f"{name} out of range", _with(args, **{name: ids}), arg.status
+            yield f"{name} out of range", changed(args, **{name: ids}), arg.status
             if name == "tokens":
                 masked = table.copy()
                 masked[contexts[2], args["tokens"][2]] = -np.inf
-                yield "a token selects a -inf logit", _with(args, table=masked), arg.status
+                yield "a token selects a -inf logit", changed(args, table=masked), arg.status
         elif name == "sequence_offsets":
             offsets = np.array([0, 2, N + 1], np.int64)
-            yield "offsets past N", _with(args, sequence_offsets=offsets), arg.status
+            yield "offsets past N", changed(args, sequence_offsets=offsets), arg.status
         else:  # a float64 per-token input
-            for bad in (np.nan, np.inf) + ((-1.0,) if name == "weights" else ()):
-                x = value.copy()
-                x[1] = bad
-                yield f"{name}[1] = {bad}", _with(args, **{name: x}), arg.status
+            yield from bad_token_inputs(args, name, arg.status)
     arrays = [a.name for a in kernel.args if a.kind.is_array and a.name != "table"]
     for name in arrays:
         if name == "sequence_offsets":  # any length (the offsets' own check)
             continue
-        short = args[name][:-1].copy()
-        yield f"{name} short", _with(args, **{name: short}), kernel.statuses[0]
+        yield f"{name} short", shortened(args, name), kernel.statuses[0]
     overlap = kernel.statuses[1]
-    yield "contexts is index", _with(args, contexts=args["index"]), overlap
+    yield "contexts is index", sharing(args, "contexts", "index"), overlap
     if "weights" in args:
-        yield "weights is token_loss", _with(args, weights=args["token_loss"]), overlap
-    yield "tokens is rows", _with(args, tokens=args["rows"]), overlap
+        yield "weights is token_loss", sharing(args, "weights", "token_loss"), overlap
+    yield "tokens is rows", sharing(args, "tokens", "rows"), overlap

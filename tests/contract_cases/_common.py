@@ -1,0 +1,39 @@
+"""Helpers shared by the contract case files (imported as ``from ._common import ...``;
+tests/test_contract.py loads the case files as the package ``contract_cases``)."""
+
+
+def in_order(kernel, values):
+    """``{argument name: value}`` of ``kernel``'s arguments, in its order (``values`` may hold
+    more)."""
+    return {name: values[name] for name in kernel.arg_names}
+
+
+def changed(args, **changes):
+    """A copy of the argument dict ``args`` with ``changes`` applied (the arrays are shared)."""
+    broken = dict(args)
+    broken.update(changes)
+    return broken
+
+
+def with_entry(args, name, index, value):
+    """``args`` with a copy of array ``name`` whose entry ``index`` is ``value``."""
+    array = args[name].copy()
+    array[index] = value
+    return changed(args, **{name: array})
+
+
+def shortened(args, name):
+    """``args`` with a copy of array ``name`` one item short (its first axis)."""
+    return changed(args, **{name: args[name][:-1].copy()})
+
+
+def sharing(args, name, other):
+    """``args`` whose ``name`` is the array passed as ``other`` (the same memory)."""
+    return changed(args, **{name: args[other]})
+
+
+def bad_token_inputs(args, name, status):
+    """The loss topics' breakages of a per-token real input ``name``: NaN and +inf at entry 1,
+    and -1.0 too for ``weights`` (negative)."""
+    for bad in (float("nan"), float("inf")) + ((-1.0,) if name == "weights" else ()):
+        yield f"{name}[1] = {bad}", with_entry(args, name, 1, bad), status
