@@ -82,8 +82,9 @@ def _bad_tokens_message(args: Mapping[str, Any], shown: Callable[[str], str]) ->
     )
 
 
-def _bad_weights_message(args: Mapping[str, Any], shown: Callable[[str], str]) -> str:
-    """BAD_WEIGHTS: the first weight that is not finite, else the first negative one."""
+def bad_weights_message(args: Mapping[str, Any], shown: Callable[[str], str]) -> str:
+    """BAD_WEIGHTS: the first weight that is not finite, else the first negative one (also the
+    message of fastlmrl.tabular_losses)."""
     weights, name = np.asarray(args["weights"]), shown("weights")
     for bad, what in ((~np.isfinite(weights), "is not finite"), (weights < 0, "is negative")):
         found = np.flatnonzero(bad)
@@ -98,30 +99,102 @@ def _per_token_arg(name: str, status: Status) -> Arg:
     return Arg(name, Kind.REALS, status=status)
 
 
-def _output_arg(name: str) -> Arg:
+def output_arg(name: str) -> Arg:
     """A float64 output the kernel writes: (N,) per token, or the statistics."""
     return Arg(name, Kind.ARRAY, written=True, ctype="double[::1]")
+
+
+#: The losses of this topic and of fastlmrl.tabular_losses (kernels ``<loss>_loss`` and
+#: ``<loss>_loss_tabular``), and the named slots of their ``stats``.
+LOSS_STATS = {
+    "a2c": ("loss", "policy_loss", "value_loss", "mean_entropy"),
+    "kl_penalty": ("loss",),
+    "ppo": (
+        "loss",
+        "pg_loss",
+        "kl_loss",
+        "clip_fraction",
+        "dual_clip_fraction",
+        "approx_kl_k1",
+        "approx_kl_k3",
+    ),
+    "reinforce": ("loss",),
+}
+
+
+def loss_inputs(loss: str, per_token: Callable[[str, Status], Arg]) -> tuple[Arg, ...]:
+    """The arguments of loss ``loss`` (a key of LOSS_STATS) after the logits and tokens and before
+    the outputs: the same in this topic and in fastlmrl.tabular_losses, whose per-token inputs
+    (made by ``per_token(name, status)``) differ in type."""
+    weights = per_token("weights", Status.BAD_WEIGHTS)
+    kl_estimator = Arg("kl_estimator", Kind.SCALAR, ctype="int64_t")  # KL_ESTIMATORS: 1, 2, 3
+    if loss == "a2c":
+        return (
+            per_token("advantages", Status.BAD_ADVANTAGES),
+            per_token("values", Status.BAD_VALUES),
+            per_token("returns", Status.BAD_RETURNS),
+            per_token("old_values", Status.BAD_OLD_VALUES),  # read with value_clip > 0
+            weights,
+            Arg("value_clip", Kind.REAL),  # 0: no value clipping
+            Arg("value_coef", Kind.REAL),
+            Arg("entropy_coef", Kind.REAL),
+        )
+    if loss == "kl_penalty":
+        return (per_token("ref_log_probs", Status.BAD_REF_LOG_PROBS), weights, kl_estimator)
+    if loss == "ppo":
+        return (
+            per_token("old_log_probs", Status.BAD_OLD_LOG_PROBS),
+            per_token("advantages", Status.BAD_ADVANTAGES),
+            weights,
+            per_token("ref_log_probs", Status.BAD_REF_LOG_PROBS),  # empty: no KL term
+            Arg(
+                "sequence_offsets",
+                Kind.ARRAY,
+                status=Status.BAD_SEQUENCE_OFFSETS,
+                ctype="int64_t[::1]",
+            ),  # read with sequence_level
+            Arg("clip_low", Kind.REAL),
+            Arg("clip_high", Kind.REAL),
+            Arg("dual_clip", Kind.REAL),  # 0: none
+            Arg("kl_coef", Kind.REAL),
+            kl_estimator,
+            Arg("sequence_level", Kind.SCALAR, ctype="int64_t"),  # 0: token, else sequence
+        )
+    assert loss == "reinforce", loss
+    return (
+        per_token("returns", Status.BAD_RETURNS),
+        per_token("baselines", Status.BAD_BASELINES),
+        weights,
+    )
+
+
+def loss_outputs(loss: str) -> tuple[Arg, ...]:
+    """The last arguments of loss ``loss``'s kernel, in both topics: what it writes, the threads.
+    ``grad`` has the logits' (table's) dtype and V columns."""
+    per_token = {"a2c": ("entropies",), "ppo": ("ratios",)}.get(loss, ())
+    return (
+        output_arg("token_loss"),
+        output_arg("log_probs"),
+        *(output_arg(name) for name in per_token),
+        Arg("grad", Kind.TABLE, written=True),
+        *((output_arg("value_grad"),) if loss == "a2c" else ()),
+        output_arg("stats"),
+        Arg("num_threads", Kind.THREADS),
+    )
 
 
 _HEAD = (
     Arg("logits", Kind.TABLE, status=Status.BAD_LOGITS),
     Arg("tokens", Kind.IDS, status=Status.BAD_TOKENS, bound=("logits", 1)),
 )
-_WEIGHTS = _per_token_arg("weights", Status.BAD_WEIGHTS)
-_GRAD = Arg("grad", Kind.TABLE, written=True)  # (N, V) like the logits; may be them exactly
-_STATS = _output_arg("stats")
-_THREADS = Arg("num_threads", Kind.THREADS)
-_KL_ESTIMATOR = Arg("kl_estimator", Kind.SCALAR, ctype="int64_t")  # KL_ESTIMATORS: 1, 2, 3
 _CALL = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
 _MESSAGES = {
     Status.BAD_LOGITS: explain_bad_logits,  # names the first invalid row
     Status.BAD_TOKENS: _bad_tokens_message,
-    Status.BAD_WEIGHTS: _bad_weights_message,
+    Status.BAD_WEIGHTS: bad_weights_message,
 }
-
-
-def _kernel(name: str, args: tuple[Arg, ...], stats: tuple[str, ...], doc: str = "") -> Kernel:
-    return Kernel(name, args, _CALL, results={"stats": stats}, doc=doc, messages=_MESSAGES)
+#: grad (N, V) like the logits may be them exactly, but not in a2c_loss
+_DOCS = {"a2c": "grad may not be the logits (the entropy gradient reads the row after writing it)"}
 
 
 #: The kernels of this topic, in every backend (``fastlmrl._python/_numba/_cython.policy_losses``);
@@ -132,97 +205,16 @@ def _kernel(name: str, args: tuple[Arg, ...], stats: tuple[str, ...], doc: str =
 #: allocate its row buffers returns ``NO_MEMORY`` (``raise_for_status``: MemoryError).
 CONTRACT = Topic(
     "policy_losses",
-    (
-        _kernel(
-            "a2c_loss",
-            (
-                *_HEAD,
-                _per_token_arg("advantages", Status.BAD_ADVANTAGES),
-                _per_token_arg("values", Status.BAD_VALUES),
-                _per_token_arg("returns", Status.BAD_RETURNS),
-                _per_token_arg("old_values", Status.BAD_OLD_VALUES),  # read with value_clip > 0
-                _WEIGHTS,
-                Arg("value_clip", Kind.REAL),  # 0: no value clipping
-                Arg("value_coef", Kind.REAL),
-                Arg("entropy_coef", Kind.REAL),
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _output_arg("entropies"),
-                _GRAD,
-                _output_arg("value_grad"),
-                _STATS,
-                _THREADS,
-            ),
-            ("loss", "policy_loss", "value_loss", "mean_entropy"),
-            doc="grad may not be the logits (the entropy gradient reads the row after writing it)",
-        ),
-        _kernel(
-            "kl_penalty_loss",
-            (
-                *_HEAD,
-                _per_token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),
-                _WEIGHTS,
-                _KL_ESTIMATOR,
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _GRAD,
-                _STATS,
-                _THREADS,
-            ),
-            ("loss",),
-        ),
-        _kernel(
-            "ppo_loss",
-            (
-                *_HEAD,
-                _per_token_arg("old_log_probs", Status.BAD_OLD_LOG_PROBS),
-                _per_token_arg("advantages", Status.BAD_ADVANTAGES),
-                _WEIGHTS,
-                _per_token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),  # empty: no KL term
-                Arg(
-                    "sequence_offsets",
-                    Kind.ARRAY,
-                    status=Status.BAD_SEQUENCE_OFFSETS,
-                    ctype="int64_t[::1]",
-                ),  # read with sequence_level
-                Arg("clip_low", Kind.REAL),
-                Arg("clip_high", Kind.REAL),
-                Arg("dual_clip", Kind.REAL),  # 0: none
-                Arg("kl_coef", Kind.REAL),
-                _KL_ESTIMATOR,
-                Arg("sequence_level", Kind.SCALAR, ctype="int64_t"),  # 0: token, else sequence
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _output_arg("ratios"),
-                _GRAD,
-                _STATS,
-                _THREADS,
-            ),
-            (
-                "loss",
-                "pg_loss",
-                "kl_loss",
-                "clip_fraction",
-                "dual_clip_fraction",
-                "approx_kl_k1",
-                "approx_kl_k3",
-            ),
-        ),
-        _kernel(
-            "reinforce_loss",
-            (
-                *_HEAD,
-                _per_token_arg("returns", Status.BAD_RETURNS),
-                _per_token_arg("baselines", Status.BAD_BASELINES),
-                _WEIGHTS,
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _GRAD,
-                _STATS,
-                _THREADS,
-            ),
-            ("loss",),
-        ),
+    tuple(
+        Kernel(
+            f"{loss}_loss",
+            (*_HEAD, *loss_inputs(loss, _per_token_arg), *loss_outputs(loss)),
+            _CALL,
+            results={"stats": stats},
+            doc=_DOCS.get(loss, ""),
+            messages=_MESSAGES,
+        )
+        for loss, stats in LOSS_STATS.items()
     ),
 )
 

@@ -45,7 +45,17 @@ from . import _backend, _free_cores
 from . import _validation as check
 from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
 from ._status import Status
-from .policy_losses import KL_ESTIMATORS, _offsets, a2c_arguments, mean_baseline
+from .policy_losses import (
+    KL_ESTIMATORS,
+    LOSS_STATS,
+    _offsets,
+    a2c_arguments,
+    bad_weights_message,
+    loss_inputs,
+    loss_outputs,
+    mean_baseline,
+    output_arg,
+)
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
     from ._python import tabular_losses as _kernels
@@ -95,24 +105,9 @@ def _bad_token_message(args, shown) -> str:
     )
 
 
-def _bad_weights_message(args, shown) -> str:
-    weights, name = np.asarray(args["weights"]), shown("weights")
-    for bad, what in ((~np.isfinite(weights), "is not finite"), (weights < 0, "is negative")):
-        found = np.flatnonzero(bad)
-        if found.size:
-            i = int(found[0])
-            return f"{name}[{i}] = {weights[i]} {what}"
-    return f"invalid {name}"
-
-
 def _token_arg(name: str, status: Status | None = None) -> Arg:
     """A float64 per-token input (N,)."""
     return Arg(name, Kind.ARRAY, status=status, ctype="double[::1]")
-
-
-def _output_arg(name: str) -> Arg:
-    """A float64 output the kernel writes."""
-    return Arg(name, Kind.ARRAY, written=True, ctype="double[::1]")
 
 
 _HEAD = (
@@ -120,133 +115,41 @@ _HEAD = (
     Arg("contexts", Kind.IDS, status=Status.BAD_CONTEXTS, bound=("table", 0)),
     Arg("tokens", Kind.IDS, status=Status.BAD_TOKENS, bound=("table", 1)),
 )
-_WEIGHTS = _token_arg("weights", Status.BAD_WEIGHTS)
 #: index (S,): position of each context among the distinct ones (-1: not visited); rows: the
 #: distinct contexts, increasing (at least min(N, S) long); num_rows (1,): their number U
 _WORK = tuple(
     Arg(n, Kind.ARRAY, written=True, ctype="int64_t[::1]") for n in ("index", "rows", "num_rows")
 )
-_GRAD = Arg("grad", Kind.TABLE, written=True)  #: (at least U rows, V), the table's dtype
-_STATS = _output_arg("stats")
-_THREADS = Arg("num_threads", Kind.THREADS)
-_KL_ESTIMATOR = Arg("kl_estimator", Kind.SCALAR, ctype="int64_t")  # 1, 2, 3: k1, k2, k3
 _CALL = (Status.BAD_SHAPES, Status.OVERLAPPING_ARRAYS)
 _MESSAGES = {
     Status.BAD_LOGITS: _bad_row_message,
     Status.BAD_TOKENS: _bad_token_message,
-    Status.BAD_WEIGHTS: _bad_weights_message,
+    Status.BAD_WEIGHTS: bad_weights_message,
 }
 
 
-def _kernel(name, args, results=None) -> Kernel:
-    return Kernel(name, args, _CALL, results=results or {}, messages=_MESSAGES)
+def _loss_kernel(loss: str) -> Kernel:
+    """``<loss>_loss_tabular``: the arguments of fastlmrl.policy_losses' ``<loss>_loss`` with the
+    table and contexts for the logits, float64 per-token inputs and the work arrays."""
+    args = (*_HEAD, *loss_inputs(loss, _token_arg), *_WORK, *loss_outputs(loss))
+    return Kernel(
+        f"{loss}_loss_tabular", args, _CALL, results={"stats": LOSS_STATS[loss]}, messages=_MESSAGES
+    )
 
 
 #: The kernels of this topic (fastlmrl/_contract.py): arguments in order, statuses, stats slots.
-#: Per-token inputs and outputs are float64 whatever the table's dtype; ``grad`` and the table
-#: share theirs.  Every check comes before the first write (but a float64 log-probability that
-#: overflows to -inf, found in the token pass).
+#: Per-token inputs and outputs are float64 whatever the table's dtype; ``grad`` (at least U rows,
+#: V) and the table share theirs.  Every check comes before the first write (but a float64
+#: log-probability that overflows to -inf, found in the token pass).
 CONTRACT = Topic(
     "tabular_losses",
     (
-        _kernel(
-            "a2c_loss_tabular",
-            (
-                *_HEAD,
-                _token_arg("advantages", Status.BAD_ADVANTAGES),
-                _token_arg("values", Status.BAD_VALUES),
-                _token_arg("returns", Status.BAD_RETURNS),
-                _token_arg("old_values", Status.BAD_OLD_VALUES),  # read with value_clip > 0
-                _WEIGHTS,
-                Arg("value_clip", Kind.REAL),
-                Arg("value_coef", Kind.REAL),
-                Arg("entropy_coef", Kind.REAL),
-                *_WORK,
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _output_arg("entropies"),
-                _GRAD,
-                _output_arg("value_grad"),
-                _STATS,
-                _THREADS,
-            ),
-            {"stats": ("loss", "policy_loss", "value_loss", "mean_entropy")},
-        ),
-        _kernel(
-            "kl_penalty_loss_tabular",
-            (
-                *_HEAD,
-                _token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),
-                _WEIGHTS,
-                _KL_ESTIMATOR,
-                *_WORK,
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _GRAD,
-                _STATS,
-                _THREADS,
-            ),
-            {"stats": ("loss",)},
-        ),
-        _kernel(
-            "ppo_loss_tabular",
-            (
-                *_HEAD,
-                _token_arg("old_log_probs", Status.BAD_OLD_LOG_PROBS),
-                _token_arg("advantages", Status.BAD_ADVANTAGES),
-                _WEIGHTS,
-                _token_arg("ref_log_probs", Status.BAD_REF_LOG_PROBS),  # empty: no KL term
-                Arg(
-                    "sequence_offsets",
-                    Kind.ARRAY,
-                    status=Status.BAD_SEQUENCE_OFFSETS,
-                    ctype="int64_t[::1]",
-                ),  # read with sequence_level
-                Arg("clip_low", Kind.REAL),
-                Arg("clip_high", Kind.REAL),
-                Arg("dual_clip", Kind.REAL),  # 0: none
-                Arg("kl_coef", Kind.REAL),
-                _KL_ESTIMATOR,
-                Arg("sequence_level", Kind.SCALAR, ctype="int64_t"),  # 0: token, else sequence
-                *_WORK,
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _output_arg("ratios"),
-                _GRAD,
-                _STATS,
-                _THREADS,
-            ),
-            {
-                "stats": (
-                    "loss",
-                    "pg_loss",
-                    "kl_loss",
-                    "clip_fraction",
-                    "dual_clip_fraction",
-                    "approx_kl_k1",
-                    "approx_kl_k3",
-                )
-            },
-        ),
-        _kernel(
-            "reinforce_loss_tabular",
-            (
-                *_HEAD,
-                _token_arg("returns", Status.BAD_RETURNS),
-                _token_arg("baselines", Status.BAD_BASELINES),
-                _WEIGHTS,
-                *_WORK,
-                _output_arg("token_loss"),
-                _output_arg("log_probs"),
-                _GRAD,
-                _STATS,
-                _THREADS,
-            ),
-            {"stats": ("loss",)},
-        ),
-        _kernel(
+        *(_loss_kernel(loss) for loss in LOSS_STATS),
+        Kernel(
             "token_log_probs_tabular",
-            (*_HEAD, *_WORK, _output_arg("log_probs"), _THREADS),
+            (*_HEAD, *_WORK, output_arg("log_probs"), Arg("num_threads", Kind.THREADS)),
+            _CALL,
+            messages=_MESSAGES,
         ),
     ),
 )
