@@ -98,8 +98,9 @@ def values(x: Any, name: str, length: int | None, dtype: Any) -> np.ndarray:
     return kernel_input(np.ascontiguousarray(arr, dtype=dtype))
 
 
-def flags(x: Any, name: str, length: int) -> np.ndarray:
-    """A 1-D boolean array returned as a uint8 view (what the kernels read)."""
+def _booleans(x: Any, name: str) -> np.ndarray:
+    """``x`` as a boolean array: bool, 0/1 integers or an empty float array (a TypeError for
+    another dtype, a ValueError for another integer)."""
     arr = np.asarray(x)
     if arr.dtype != np.bool_:
         if arr.dtype.kind in "iu" or (arr.size == 0 and arr.dtype.kind == "f"):
@@ -108,6 +109,12 @@ def flags(x: Any, name: str, length: int) -> np.ndarray:
             arr = arr.astype(np.bool_)
         else:
             raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
+    return arr
+
+
+def flags(x: Any, name: str, length: int) -> np.ndarray:
+    """A 1-D boolean array returned as a uint8 view (what the kernels read)."""
+    arr = _booleans(x, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-dimensional, got shape {arr.shape}")
     if arr.shape[0] != length:
@@ -147,14 +154,7 @@ def mask(x: Any, shape: Any, name: str = "mask") -> np.ndarray:
     kernels read); None = all True."""
     if x is None:
         return np.ones(shape, dtype=np.uint8)
-    arr = np.asarray(x)
-    if arr.dtype != np.bool_:
-        if arr.dtype.kind in "iu" or (arr.size == 0 and arr.dtype.kind == "f"):
-            if arr.size and not np.isin(arr, (0, 1)).all():
-                raise ValueError(f"{name} must be boolean (or 0/1 integers)")
-            arr = arr.astype(np.bool_)
-        else:
-            raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
+    arr = _booleans(x, name)
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
     return kernel_input(np.ascontiguousarray(arr).view(np.uint8))

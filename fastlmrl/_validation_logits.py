@@ -41,6 +41,7 @@ __all__ = [
     "as_out",
     "as_tokens",
     "bad_logits_message",
+    "check_output",
     "explain_bad_logits",
     "raise_for_logits_status",
     "refuse_shared",
@@ -114,17 +115,23 @@ def as_out(out: Any, logits: np.ndarray, name: str = "out") -> np.ndarray:
         raise TypeError(
             f"{name} must be a numpy.ndarray or a fastlmrl.OutputBuffer, got {type(out).__name__}"
         )
-    if out.dtype != logits.dtype:
-        raise TypeError(f"{name} must have dtype {logits.dtype}, got {out.dtype}")
-    if out.shape != logits.shape:
-        raise ValueError(f"{name} must have shape {logits.shape}, got {out.shape}")
+    check_output(out, name, logits.dtype, logits.shape, logits)
+    return out
+
+
+def check_output(out: np.ndarray, name: str, dtype: Any, shape: tuple, logits: np.ndarray) -> None:
+    """A caller's output array ``out``: of ``dtype`` and ``shape``, C-contiguous, writeable and
+    sharing no memory with ``logits`` (else the TypeError/ValueError naming it)."""
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     if np.shares_memory(out, logits):
         raise ValueError(f"{name} must not overlap logits")
-    return out
 
 
 def refuse_shared(out: np.ndarray, inputs: Mapping[str, Any], out_name: str = "out") -> None:

@@ -81,7 +81,7 @@ from ._status import (  # noqa: F401
     NO_MEMORY,
     Status,
 )
-from ._validation_logits import as_logits, explain_bad_logits
+from ._validation_logits import as_logits, check_output, explain_bad_logits
 from .rng import advance, check_capacity
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
@@ -160,16 +160,7 @@ def _outputs(out, logits: np.ndarray):
     for arr, name, dtype in zip(out, names, dtypes):
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {type(arr).__name__}")
-        if arr.dtype != dtype:
-            raise TypeError(f"{name} must have dtype {dtype}, got {arr.dtype}")
-        if arr.shape != (n,):
-            raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-        if not arr.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous")
-        if not arr.flags.writeable:
-            raise ValueError(f"{name} is read-only")
-        if np.shares_memory(arr, logits):
-            raise ValueError(f"{name} must not overlap logits")
+        check_output(arr, name, dtype, (n,), logits)
     for i in range(3):
         for j in range(i + 1, 3):
             if np.shares_memory(out[i], out[j]):
