@@ -1,6 +1,22 @@
 """Helpers shared by the contract case files (imported as ``from ._common import ...``;
 tests/test_contract.py loads the case files as the package ``contract_cases``)."""
 
+#: Valid scalar arguments of the loss kernels (policy_losses, tabular_losses)
+LOSS_SCALARS = {
+    "clip_low": 0.2,
+    "clip_high": 0.3,
+    "dual_clip": 3.0,
+    "kl_coef": 0.1,
+    "kl_estimator": 3,
+    "sequence_level": 1,
+    "value_clip": 0.2,
+    "value_coef": 0.5,
+    "entropy_coef": 0.01,
+    "num_threads": 1,
+}
+#: The loss kernels' float64 (N,) outputs
+LOSS_OUTPUTS = ("token_loss", "log_probs", "ratios", "entropies", "value_grad")
+
 
 def in_order(kernel, values):
     """``{argument name: value}`` of ``kernel``'s arguments, in its order (``values`` may hold

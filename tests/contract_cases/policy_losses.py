@@ -12,22 +12,9 @@ import numpy as np
 
 from fastlmrl._status import Status
 
-from ._common import bad_token_inputs, changed, sharing, shortened
+from ._common import LOSS_OUTPUTS, LOSS_SCALARS, bad_token_inputs, changed, sharing, shortened
 
 N, V = 4, 3
-SCALARS = {
-    "clip_low": 0.2,
-    "clip_high": 0.3,
-    "dual_clip": 3.0,
-    "kl_coef": 0.1,
-    "kl_estimator": 3,
-    "sequence_level": 1,
-    "value_clip": 0.2,
-    "value_coef": 0.5,
-    "entropy_coef": 0.01,
-    "num_threads": 1,
-}
-OUTPUTS = ("token_loss", "log_probs", "ratios", "entropies", "value_grad")
 
 
 def valid_args(kernel, dtype):
@@ -45,9 +32,9 @@ def valid_args(kernel, dtype):
             args[name] = np.full(N, 1.0 / N, dtype)
         elif name == "sequence_offsets":
             args[name] = np.array([0, 2, N], np.int64)
-        elif name in SCALARS:
-            args[name] = SCALARS[name]
-        elif name in OUTPUTS:
+        elif name in LOSS_SCALARS:
+            args[name] = LOSS_SCALARS[name]
+        elif name in LOSS_OUTPUTS:
             args[name] = np.full(N, -7.0)
         elif name == "stats":
             args[name] = np.full(len(kernel.results["stats"]), -7.0)

@@ -8,7 +8,7 @@ an inconsistent shape.  Per-token arrays and outputs are float64 whatever the ta
 
 import numpy as np
 
-from ._common import bad_token_inputs, changed, sharing, shortened
+from ._common import LOSS_OUTPUTS, LOSS_SCALARS, bad_token_inputs, changed, sharing, shortened
 
 N, S, V = 4, 4, 3
 STATS = {
@@ -16,18 +16,6 @@ STATS = {
     "reinforce_loss_tabular": 1,
     "kl_penalty_loss_tabular": 1,
     "a2c_loss_tabular": 4,
-}
-SCALARS = {
-    "clip_low": 0.2,
-    "clip_high": 0.3,
-    "dual_clip": 3.0,
-    "kl_coef": 0.1,
-    "kl_estimator": 3,
-    "sequence_level": 1,
-    "value_clip": 0.2,
-    "value_coef": 0.5,
-    "entropy_coef": 0.01,
-    "num_threads": 1,
 }
 PER_TOKEN = (
     "returns",
@@ -38,7 +26,6 @@ PER_TOKEN = (
     "values",
     "old_values",
 )
-OUTPUTS = ("token_loss", "log_probs", "ratios", "entropies", "value_grad")
 
 
 def valid_args(kernel, dtype):
@@ -57,11 +44,11 @@ def valid_args(kernel, dtype):
             args[name] = np.full(N, 1.0 / N)
         elif name == "sequence_offsets":
             args[name] = np.array([0, 2, N], np.int64)
-        elif name in SCALARS:
-            args[name] = SCALARS[name]
+        elif name in LOSS_SCALARS:
+            args[name] = LOSS_SCALARS[name]
         elif name in ("index", "rows", "num_rows"):
             args[name] = np.full(S if name == "index" else N if name == "rows" else 1, -7, np.int64)
-        elif name in OUTPUTS:
+        elif name in LOSS_OUTPUTS:
             args[name] = np.full(N, -7.0)
         elif name == "grad":
             args[name] = np.full((min(N, S), V), -7.0, dtype)
