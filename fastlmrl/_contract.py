@@ -12,10 +12,10 @@ A topic's contract (a :class:`Topic`, declared as ``CONTRACT`` in its public mod
 * the names of the slots of a statistics output (``results={"stats_out": ("loss", "kl")}``), read
   by name with :meth:`Kernel.read_results`, never by position in the wrappers.
 
-``tests/test_contract.py`` checks, for every topic in :data:`MIGRATED`, that the Python, Numba
-(``.py_func``) and Cython (embedded signature, and the ``cdef ..._core`` declarations of the
-``.pxd``) kernels have exactly these names, argument names, order and (Cython) types, that the
-kernel modules return only :class:`~fastlmrl._status.Status` values, and -- calling every kernel
+``tests/test_contract.py`` checks, for every topic (:data:`fastlmrl._topics.TOPICS`), that the
+Python, Numba (``.py_func``) and Cython (embedded signature, and the ``cdef ..._core`` declarations
+of the ``.pxd``) kernels have exactly these names, argument names, order and (Cython) types, that
+the kernel modules return only :class:`~fastlmrl._status.Status` values, and -- calling every kernel
 of every backend with one argument broken at a time -- that each returns the declared status and
 writes nothing.  :func:`raise_for_status` turns a status into the ValueError naming the argument.
 """
@@ -32,28 +32,7 @@ import numpy as np
 
 from ._status import Status
 
-__all__ = ["Arg", "Kernel", "Kind", "MIGRATED", "Topic", "raise_for_status"]
-
-#: Topics whose kernels follow their contract and return only Status values (tests/test_contract).
-#: One topic per line.
-MIGRATED = (
-    "td_learning",
-    "selection",
-    "optimizers",
-    "monte_carlo",
-    "permutations",
-    "keyword_scores",
-    "argmax_tree",
-    "dynamic_programming",
-    "environments",
-    "tabular_losses",
-    "advantages",
-    "kl_divergence",
-    "group_advantages",
-    "log_probs",
-    "sampling",
-    "policy_losses",
-)
+__all__ = ["Arg", "Kernel", "Kind", "Topic", "raise_for_status"]
 
 
 class Kind(enum.Enum):

@@ -10,10 +10,6 @@ has one value across the package (``@enum.unique``).  Inside Numba code compare 
 constants below (one plain int per member, e.g. ``BAD_SHAPES``); Cython code cimports the same
 values from ``fastlmrl/_cython/status.pxd``.  Both are generated from this enum (``python -m
 fastlmrl._status --write``; ``tests/test_contract.py`` checks they are current).
-
-Migration note (issue 14): the topics listed in ``fastlmrl._contract.MIGRATED`` return these
-values; the other topics still define local numbers (some may reuse a value for another meaning;
-``optimizers`` had ``BAD_SHAPES = 32`` until it migrated) until they migrate.
 """
 
 from __future__ import annotations

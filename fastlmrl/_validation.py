@@ -23,11 +23,9 @@ import numbers
 import os
 import warnings
 from collections.abc import Callable, Collection, Iterable
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-
-from . import _status
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -303,32 +301,6 @@ def kernel_input(arr: np.ndarray) -> np.ndarray:
     interface = dict(arr.__array_interface__)
     interface["data"] = (interface["data"][0], False)
     return np.asarray(_Alias(interface, arr))
-
-
-def raise_for_status(status: int, bounds: dict) -> None:
-    """Turn a kernel status code into a ValueError naming the argument (no-op for 0).
-
-    ``bounds`` maps argument names to ``(array, upper_bound)``; for ``rewards`` the bound is None
-    and the complaint is a non-finite value.
-    """
-    if status == _status.OK:
-        return
-    # ARGUMENT is keyed by Status, an IntEnum: a plain int finds the same entry
-    name = cast("dict[int, str]", _status.ARGUMENT).get(status, f"argument #{status}")
-    if name in bounds:
-        arr, bound = bounds[name]
-        arr = np.asarray(arr)
-        if bound is None:
-            bad = np.flatnonzero(~np.isfinite(arr))
-            if bad.size:
-                i = int(bad[0])
-                raise ValueError(f"{name}[{i}] = {arr[i]} is not finite")
-        else:
-            bad = np.flatnonzero((arr < 0) | (arr >= bound))
-            if bad.size:
-                i = int(bad[0])
-                raise ValueError(f"{name}[{i}] = {int(arr[i])} is out of range [0, {bound})")
-    raise ValueError(f"invalid {name}")
 
 
 def renamed(

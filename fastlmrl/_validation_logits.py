@@ -10,9 +10,9 @@ within the package (no topic imports another topic's private helpers).
 * :func:`as_out` / :class:`OutputBuffer` -- a preallocated (N, V) output like the logits;
 * :func:`refuse_shared` -- the error naming an input that shares memory with a written output;
 * :func:`bad_logits_message` -- the message naming the first invalid logits row (status
-  ``BAD_LOGITS``; :func:`explain_bad_logits` gives it to a kernel contract's ``messages``);
-* :func:`raise_for_logits_status` -- the status-to-error mapping of the topics that have not
-  migrated to the kernel contract yet (``fastlmrl.log_probs.raise_for_status`` is this function).
+  ``BAD_LOGITS``; :func:`explain_bad_logits` gives it to a kernel contract's ``messages``).
+
+A kernel status becomes an exception through :func:`fastlmrl._contract.raise_for_status` only.
 """
 
 from __future__ import annotations
@@ -24,18 +24,7 @@ import numpy as np
 
 from . import _validation as check
 
-# the codes of the logits kernels, as plain ints (the unmigrated loss topics import them)
-from ._status import (
-    BAD_LOGITS,
-    BAD_SHAPES,
-    BAD_TOKENS,
-    NO_MEMORY,
-)
-
 __all__ = [
-    "BAD_LOGITS",
-    "BAD_TOKENS",
-    "NO_MEMORY",
     "OutputBuffer",
     "as_logits",
     "as_out",
@@ -43,7 +32,6 @@ __all__ = [
     "bad_logits_message",
     "check_output",
     "explain_bad_logits",
-    "raise_for_logits_status",
     "refuse_shared",
 ]
 
@@ -166,55 +154,3 @@ def explain_bad_logits(args: Mapping[str, Any], shown: Callable[[str], str]) -> 
     if logits is None:
         return f"invalid {shown('logits')}"
     return bad_logits_message(np.asarray(logits), shown("logits"))
-
-
-def raise_for_logits_status(
-    status: int,
-    logits: np.ndarray,
-    tokens: np.ndarray | None = None,
-    extra: Mapping[int, tuple[str, Any]] | None = None,
-) -> None:
-    """Turn a status of a kernel over logits into an exception naming the argument (no-op for 0).
-
-    For the topics not migrated to the kernel contract yet (``policy_losses``,
-    ``tabular_losses``, whose local codes may differ from :class:`fastlmrl.Status`); the migrated
-    ones use :func:`fastlmrl._contract.raise_for_status`.  ``extra`` maps other status codes to
-    ``(name, array)`` pairs whose first non-finite (or negative, for weights) entry is reported.
-    """
-    if status == 0:
-        return
-    if status == NO_MEMORY:
-        raise MemoryError("fastlmrl: could not allocate the per-thread row buffers")
-    if status == BAD_SHAPES:  # the wrappers always pass consistent shapes
-        raise ValueError(
-            f"internal error: array arguments of inconsistent shapes (status {BAD_SHAPES})"
-        )
-    if status == BAD_LOGITS:
-        raise ValueError(bad_logits_message(logits))
-    if status == BAD_TOKENS and tokens is not None:
-        n_vocab = logits.shape[1]
-        bad = np.flatnonzero((tokens < 0) | (tokens >= n_vocab))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"tokens[{i}] = {int(tokens[i])} is out of range [0, {n_vocab})")
-        rows = np.arange(tokens.shape[0])
-        masked = np.flatnonzero(np.isneginf(logits[rows, tokens]))
-        i = int(masked[0]) if masked.size else 0
-        raise ValueError(
-            f"tokens[{i}] = {int(tokens[i])} selects a masked (-inf) logit: its "
-            "log-probability is -inf"
-        )
-    if extra and status in extra:
-        name, arr = extra[status]
-        arr = np.asarray(arr)
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"{name}[{i}] = {arr[i]} is not finite")
-        if name == "weights":
-            bad = np.flatnonzero(arr < 0)
-            if bad.size:
-                i = int(bad[0])
-                raise ValueError(f"weights[{i}] = {arr[i]} is negative")
-        raise ValueError(f"invalid {name}")
-    raise ValueError(f"invalid argument (status {status})")

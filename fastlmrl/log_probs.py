@@ -45,21 +45,16 @@ from ._contract import Arg, Kernel, Kind, Topic
 from ._contract import raise_for_status as _raise_for_status
 from ._status import Status
 
-# The argument checks live in fastlmrl/_validation_logits.py; these names stay importable from
-# here for the topics not migrated yet (policy_losses, tabular_losses import them from this module).
-from ._validation_logits import (  # noqa: F401
-    BAD_LOGITS,
-    BAD_TOKENS,
-    NO_MEMORY,
+# The argument checks of functions of logits live in fastlmrl/_validation_logits.py (OutputBuffer
+# is public: fastlmrl.OutputBuffer)
+from ._validation_logits import (
     OutputBuffer,
     as_logits,
     as_out,
     as_tokens,
-    bad_logits_message,
     explain_bad_logits,
     refuse_shared,
 )
-from ._validation_logits import raise_for_logits_status as raise_for_status  # noqa: F401
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
     from ._python import log_probs as _kernels

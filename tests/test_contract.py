@@ -19,8 +19,9 @@ import pytest
 import fastlmrl
 import fastlmrl.numba_kernels
 from fastlmrl import _backend, _status
-from fastlmrl._contract import MIGRATED, Arg, Kernel, Kind, Topic, raise_for_status
+from fastlmrl._contract import Arg, Kernel, Kind, Topic, raise_for_status
 from fastlmrl._status import Status
+from fastlmrl._topics import TOPICS
 
 PACKAGE = os.path.dirname(fastlmrl.__file__)
 BACKENDS = ("python", "numba", "cython")
@@ -90,7 +91,7 @@ def _returned_literals_python(path):
     return bad
 
 
-@pytest.mark.parametrize("topic", MIGRATED)
+@pytest.mark.parametrize("topic", TOPICS)
 def test_migrated_topics_return_only_enum_values(topic):
     bad = {}
     for backend in ("python", "numba"):
@@ -191,7 +192,7 @@ def contract_mismatches(topic: Topic, backend: str) -> list:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("topic", MIGRATED)
+@pytest.mark.parametrize("topic", TOPICS)
 def test_kernels_match_their_contract(topic, backend):
     assert contract_mismatches(contract(topic), backend) == []
 
@@ -215,7 +216,7 @@ def _damaged(topic: Topic, how: str) -> Topic:
 
 
 @pytest.mark.parametrize("how", ["order", "name", "written", "kind", "missing kernel", "extra arg"])
-@pytest.mark.parametrize("topic", MIGRATED)
+@pytest.mark.parametrize("topic", TOPICS)
 def test_a_wrong_contract_is_detected(topic, how):
     damaged = _damaged(contract(topic), how)
     found = {backend: contract_mismatches(damaged, backend) for backend in BACKENDS}
@@ -323,7 +324,7 @@ def _breakages(kernel: Kernel, args: dict):
 
 
 def _cases():
-    for topic in MIGRATED:
+    for topic in TOPICS:
         for kernel in contract(topic).kernels:
             yield pytest.param(topic, kernel.name, id=f"{topic}.{kernel.name}")
 
@@ -410,7 +411,7 @@ def test_contract_bind_and_lookup():
     assert kernel.argument_of(Status.BAD_NEXT_STATES) == "next_states"
 
 
-@pytest.mark.parametrize("topic", MIGRATED)
+@pytest.mark.parametrize("topic", TOPICS)
 def test_public_module_calls_only_its_bound_kernels(topic):
     """Direct binding: the public module reaches kernels through ``_kernels`` (its topic) and
     ``_tree_kernels``, never by a string lookup of ``_backend.kernels()``; each name it calls on
@@ -428,7 +429,6 @@ def test_numba_kernels_are_documented_from_their_contracts():
     contract written out (``help(kernel)``): each argument by name and each status it returns
     with its number; and every exported kernel belongs to exactly one topic's contract."""
     import fastlmrl.numba_kernels as nk
-    from fastlmrl._topics import TOPICS
 
     owner = {}
     for topic in TOPICS:

@@ -235,7 +235,7 @@ def test_recorder_sees_every_kernel_call_of_the_specs(backend_name):
 
     from fuzz.cases import record_kernel_calls
 
-    from fastlmrl._contract import MIGRATED
+    from fastlmrl._topics import TOPICS
 
     with warnings.catch_warnings():  # the specs also call deprecated spellings on purpose
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -243,6 +243,6 @@ def test_recorder_sees_every_kernel_call_of_the_specs(backend_name):
         recorded = record_kernel_calls(per_kernel=1, backend=backend_name)
     assert called - set(recorded) == set(), "calls the recorder missed"
     assert all(recorded[name] for name in called), "kernels never recorded with status 0"
-    for topic in MIGRATED:
+    for topic in TOPICS:
         names = set(importlib.import_module(f"fastlmrl.{topic}").CONTRACT.names)
         assert names - called - UNREACHED_KERNELS == set(), topic

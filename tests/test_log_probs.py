@@ -13,6 +13,7 @@ from shape_checks import assert_rejects_bad_shapes
 
 import fastlmrl
 from fastlmrl import _backend
+from fastlmrl._contract import raise_for_status
 from fastlmrl._numba import fast_math
 from fastlmrl._python import log_probs as ref_lp
 from fastlmrl._status import BAD_SHAPES
@@ -470,7 +471,7 @@ def test_inconsistent_array_shapes_are_rejected_first(compiled, reference, kerne
 def test_bad_shapes_status_is_an_internal_error():
     # never reached through the public API (the wrappers pass consistent shapes); still mapped
     with pytest.raises(ValueError, match="internal error: array arguments of inconsistent shapes"):
-        fastlmrl.log_probs.raise_for_status(BAD_SHAPES, np.zeros((2, 3)))
+        raise_for_status(BAD_SHAPES, fastlmrl.log_probs.CONTRACT["token_log_probs"], {})
     with pytest.raises(ValueError, match="inconsistent shapes"):  # the tabular losses' mapping
         fastlmrl.tabular_losses._raise(
             BAD_SHAPES, np.zeros((2, 3)), np.zeros(1, np.int64), np.zeros(1, np.int64), {}

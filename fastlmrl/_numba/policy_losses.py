@@ -21,7 +21,21 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._status import BAD_SHAPES, OVERLAPPING_ARRAYS, Status
+from .._status import (
+    BAD_ADVANTAGES,
+    BAD_BASELINES,
+    BAD_LOGITS,
+    BAD_OLD_LOG_PROBS,
+    BAD_OLD_VALUES,
+    BAD_REF_LOG_PROBS,
+    BAD_RETURNS,
+    BAD_SEQUENCE_OFFSETS,
+    BAD_SHAPES,
+    BAD_TOKENS,
+    BAD_VALUES,
+    BAD_WEIGHTS,
+    OVERLAPPING_ARRAYS,
+)
 from ._common import NJIT, not_all_finite, out_of_range
 from .fast_math import (
     INLINE,
@@ -33,8 +47,6 @@ from .fast_math import (
     streaming_base,
 )
 from .log_probs import (
-    BAD_LOGITS,
-    BAD_TOKENS,
     PARALLEL_MIN_ELEMENTS,
     TOKEN_LOG_PROB,
     _stat_block,
@@ -48,16 +60,6 @@ from .log_probs import (
 )
 from .overlap import spans_overlap
 
-# statuses: fastlmrl._status.Status values, as plain ints (Numba globals)
-BAD_WEIGHTS = int(Status.BAD_WEIGHTS)
-BAD_ADVANTAGES = int(Status.BAD_ADVANTAGES)
-BAD_OLD_LOG_PROBS = int(Status.BAD_OLD_LOG_PROBS)
-BAD_REF_LOG_PROBS = int(Status.BAD_REF_LOG_PROBS)
-BAD_SEQUENCE_OFFSETS = int(Status.BAD_SEQUENCE_OFFSETS)
-BAD_BASELINES = int(Status.BAD_BASELINES)
-BAD_VALUES = int(Status.BAD_VALUES)
-BAD_RETURNS = int(Status.BAD_RETURNS)
-BAD_OLD_VALUES = int(Status.BAD_OLD_VALUES)
 REINFORCE = 0
 PPO = 1
 KL = 2
