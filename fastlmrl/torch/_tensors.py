@@ -381,19 +381,14 @@ def autograd(op, backward, setup_context, differentiable=(0,)) -> EagerOp:
     return EagerOp(op, setup_context, backward, differentiable)
 
 
-if hasattr(_backend, "bind"):
-    # the active backend's kernels, rebound by fastlmrl._backend when the backend changes (a
-    # dispatcher to the calling thread's backend while use_backend() is open anywhere)
-    _kernels = _backend.bind(__name__, "_kernels")
+# the active backend's kernels, rebound by fastlmrl._backend when the backend changes (a
+# dispatcher to the calling thread's backend while use_backend() is open anywhere)
+_kernels = _backend.bind(__name__, "_kernels")
 
-    def kernels():
-        """The active backend's kernels (``fastlmrl._backend.bind``: no lookup per call)."""
-        return _kernels
-else:  # pragma: no cover - a fastlmrl._backend without bind()
 
-    def kernels():
-        """The active backend's kernels."""
-        return _backend.kernels()
+def kernels():
+    """The active backend's kernels (``fastlmrl._backend.bind``: no lookup per call)."""
+    return _kernels
 
 
 SMALL_WORK = 1 << 16  # elements: below this a kernel's thread count is fastlmrl's setting as is
