@@ -381,3 +381,25 @@ def test_epsilon_greedy_one_in_a_users_njit_loop_equals_the_batch():
     assert bad == 0
     np.testing.assert_array_equal(got, expected)
     assert 0 < (got != q[states].argmax(axis=1)).sum() < 200  # some explored, some greedy
+
+
+def test_batch_of_one_follows_backend_and_dtype_switches():
+    """The batch-1 call keeps the kernel it last used (with a Cython kernel's float32 / float64
+    specialisations); switching backends and table dtypes between calls still draws exactly what
+    the batched call draws (every other call uses a table of the other dtype, which consumes the
+    same two counters)."""
+    rng = np.random.default_rng(4)
+    tables = {dt: rng.standard_normal((9, 5)).astype(dt) for dt in (np.float32, np.float64)}
+    states = np.arange(60) % 9
+    for dtype, q in tables.items():
+        expected = fastlmrl.epsilon_greedy(q, states, 0.4, fastlmrl.RandomStream(21))
+        stream, got = fastlmrl.RandomStream(21), []
+        for i, s in enumerate(states):
+            backend = ("cython", "numba", "python")[i % 3]
+            with fastlmrl.use_backend(backend):
+                q_i = q if i % 2 else tables[np.float64 if dtype is np.float32 else np.float32]
+                action = fastlmrl.epsilon_greedy(q_i, np.array([s]), 0.4, stream)
+            if i % 2:
+                got.append((i, int(action[0])))
+        assert all(expected[i] == a for i, a in got)
+        assert stream.counter == fastlmrl.RandomStream(21).counter + 2 * len(states)
