@@ -221,6 +221,13 @@ class Kernel:
             ]
         return "\n".join(lines)
 
+    def raise_for_call(
+        self, status: int, args: tuple, public: Mapping[str, str] | None = None
+    ) -> None:
+        """:func:`raise_for_status` of a positional call ``args`` of this kernel (no-op for 0)."""
+        if status:
+            raise_for_status(status, self, self.bind(*args), public)
+
     def read_results(self, arg: str, values) -> NamedTuple:
         """The slots of output ``arg`` as a named tuple (``stats.loss``, not ``stats[0]``)."""
         names = self.results[arg]

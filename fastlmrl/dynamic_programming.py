@@ -85,7 +85,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._contract import Arg, Kernel, Kind, Topic
 from ._status import Status
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
@@ -329,8 +329,7 @@ CONTRACT = Topic(
 
 def _finish(status: int, kernel: str, args: tuple[Any, ...]) -> None:
     """The error of a kernel's status (no-op for 0), through the contract of ``kernel``."""
-    if status:
-        raise_for_status(status, CONTRACT[kernel], CONTRACT[kernel].bind(*args))
+    CONTRACT[kernel].raise_for_call(status, args)
 
 
 # ---------------------------------------------------------------------------------------------

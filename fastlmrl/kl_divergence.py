@@ -53,7 +53,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._contract import Arg, Kernel, Kind, Topic
 from ._status import Status
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
@@ -155,7 +155,7 @@ def _tokens(logp, ref_logp, mask, rewards=None, with_rewards=False):
 
 def _raise(status, kernel, call):
     """The error of a non-zero kernel status; ``call``: the kernel's arguments in order."""
-    raise_for_status(status, CONTRACT[kernel], CONTRACT[kernel].bind(*call), _SHOWN)
+    CONTRACT[kernel].raise_for_call(status, call, _SHOWN)
 
 
 @check.renamed(

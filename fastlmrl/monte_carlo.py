@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._contract import Arg, Kernel, Kind, Topic
 from ._shared_memory import refuse_shared_memory
 from ._status import Status
 
@@ -157,12 +157,6 @@ def _gamma(gamma) -> float:
     return check.real(gamma, "gamma", 0.0, 1.0)
 
 
-def _raise(name: str, status: int, args: tuple) -> None:
-    """The ValueError naming the argument of a refused call of kernel ``name``."""
-    kernel = CONTRACT[name]
-    raise_for_status(status, kernel, kernel.bind(*args))
-
-
 def episode_returns(rewards, episode_offsets, gamma, final_values=None) -> np.ndarray:
     r"""Discounted returns :math:`G_t` of every step of every episode (Sutton & Barto eq. 3.9).
 
@@ -196,7 +190,9 @@ def episode_returns(rewards, episode_offsets, gamma, final_values=None) -> np.nd
     out = np.empty(rewards.shape[0], dtype=dtype)
     status = _kernels.episode_returns(rewards, offsets, gamma, final_values, out)
     if status:
-        _raise("episode_returns", status, (rewards, offsets, gamma, final_values, out))
+        CONTRACT["episode_returns"].raise_for_call(
+            status, (rewards, offsets, gamma, final_values, out)
+        )
     return out
 
 
@@ -307,5 +303,5 @@ def mc_control_update(
     args = (q, states, actions, rewards, offsets, gamma, first_visit, step, counts)
     status = _kernels.mc_control_update(*args, slot_keys, slot_first, out)
     if status:
-        _raise("mc_control_update", status, (*args, slot_keys, slot_first, out))
+        CONTRACT["mc_control_update"].raise_for_call(status, (*args, slot_keys, slot_first, out))
     return out

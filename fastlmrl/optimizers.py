@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._contract import Arg, Kernel, Kind, Topic
 from ._status import Status
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
@@ -213,12 +213,6 @@ def _batch(table, rows, grads):
     return rows, grads, acc
 
 
-def _raise(name: str, status: int, args: tuple) -> None:
-    """The ValueError naming the argument of a refused call of kernel ``name``."""
-    kernel = CONTRACT[name]
-    raise_for_status(status, kernel, kernel.bind(*args))
-
-
 def _moments(table, m, v):
     m = _table(m, "m")
     v = _table(v, "v")
@@ -273,7 +267,7 @@ def sgd_step(table, rows, grads, lr, *, maximize=False) -> None:
         order = _stable_order(rows, table.shape[0])
         status = _kernels.sgd_step(table, rows, grads, order, lr, maximize, acc)
     if status:
-        _raise("sgd_step", status, (table, rows, grads, order, lr, maximize, acc))
+        CONTRACT["sgd_step"].raise_for_call(status, (table, rows, grads, order, lr, maximize, acc))
 
 
 def adam_step(
@@ -339,7 +333,7 @@ def adam_step(
         order = _stable_order(rows, table.shape[0])
         status = _kernels.adam_step(table, rows, grads, order, *args)
     if status:
-        _raise("adam_step", status, (table, rows, grads, order, *args))
+        CONTRACT["adam_step"].raise_for_call(status, (table, rows, grads, order, *args))
 
 
 def _state_mapping(state, kind: str) -> None:

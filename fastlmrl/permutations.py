@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _backend
 from . import _validation as check
-from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._contract import Arg, Kernel, Kind, Topic
 from ._status import Status
 from .rng import advance, check_capacity
 
@@ -80,8 +80,7 @@ def permutation(seed, n: int) -> np.ndarray:
     uniforms, starts = _scratch_arrays(n)
     args = (np.uint64(key), np.uint64(counter), out, uniforms, starts)
     status = _kernels.random_permutation(*args)
-    if status:  # never expected: the scratch is sized and owned here
-        kernel = CONTRACT["random_permutation"]
-        raise_for_status(status, kernel, kernel.bind(*args))
+    # never expected: the scratch is sized and owned here
+    CONTRACT["random_permutation"].raise_for_call(status, args)
     advance(seed, n)
     return out

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import _backend, _free_cores
 from . import _validation as check
-from ._contract import Arg, Kernel, Kind, Topic, raise_for_status
+from ._contract import Arg, Kernel, Kind, Topic
 from ._status import Status
 from ._validation_logits import as_logits, as_out, as_tokens, explain_bad_logits, refuse_shared
 
@@ -226,8 +226,7 @@ def _results(name: str, status: int, args: tuple) -> Any:
     """After kernel ``name`` ran on positional ``args``: the error naming the argument for a
     non-zero ``status``, else the named slots of its ``stats`` (``stats.loss``)."""
     kernel = CONTRACT[name]
-    if status:
-        raise_for_status(status, kernel, kernel.bind(*args), public=_PUBLIC)
+    kernel.raise_for_call(status, args, _PUBLIC)
     return kernel.read_results("stats", args[kernel.arg_names.index("stats")])
 
 

@@ -161,8 +161,7 @@ _PUBLIC = {"grad": "grad_rows", "baselines": "baseline"}
 def _fail(status: int, name: str, args: tuple) -> None:
     """Kernel ``name``'s non-zero status on positional ``args`` as the exception naming the
     argument (:func:`fastlmrl._contract.raise_for_status`)."""
-    kernel = CONTRACT[name]
-    raise_for_status(status, kernel, kernel.bind(*args), public=_PUBLIC)
+    CONTRACT[name].raise_for_call(status, args, _PUBLIC)
 
 
 def _stats(name: str, stats: np.ndarray):

@@ -374,9 +374,7 @@ def q_learning_update(
     if tree is None:
         args = (q, s, a, r, s2, t, alpha, gamma, td)
         status = _kernels.q_learning_update(*args)
-        raise_for_status(
-            status, CONTRACT["q_learning_update"], CONTRACT["q_learning_update"].bind(*args)
-        )
+        CONTRACT["q_learning_update"].raise_for_call(status, args)
     else:
         nodes, block_size = tree
         status = _tree_kernels.q_learning_update_tree(
@@ -429,7 +427,7 @@ def sarsa_update(
     old = _cells(q, s, a, tree)
     args = (q, s, a, r, s2, a2, t, alpha, gamma, td)
     status = _kernels.sarsa_update(*args)
-    raise_for_status(status, CONTRACT["sarsa_update"], CONTRACT["sarsa_update"].bind(*args))
+    CONTRACT["sarsa_update"].raise_for_call(status, args)
     _refresh(q, tree, s, a, old)
     return td
 
@@ -498,9 +496,7 @@ def expected_sarsa_update(
     old = _cells(q, s, a, tree)
     args = (q, s, a, r, s2, t, alpha, gamma, epsilon, td)
     status = _kernels.expected_sarsa_update(*args)
-    raise_for_status(
-        status, CONTRACT["expected_sarsa_update"], CONTRACT["expected_sarsa_update"].bind(*args)
-    )
+    CONTRACT["expected_sarsa_update"].raise_for_call(status, args)
     _refresh(q, tree, s, a, old)
     return td
 
@@ -552,11 +548,7 @@ def double_q_learning_update(
     if argmax_trees is None:
         args = (q1, q2, s, a, r, s2, t, alpha, gamma, np.uint64(key), np.uint64(counter), td)
         status = _kernels.double_q_learning_update(*args)
-        raise_for_status(
-            status,
-            CONTRACT["double_q_learning_update"],
-            CONTRACT["double_q_learning_update"].bind(*args),
-        )
+        CONTRACT["double_q_learning_update"].raise_for_call(status, args)
     else:
         (nodes1, block_size1), (nodes2, block_size2) = trees
         status = _tree_kernels.double_q_learning_update_tree(
