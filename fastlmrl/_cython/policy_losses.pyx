@@ -36,9 +36,9 @@ from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, stor
 # below: up to SHORT_GROUP rows at a time, in stages -- the statistics of the group (two rows
 # interleaved), the log-probs (log), the ratios (exp), the token terms in row order, then the
 # gradient rows -- so that the dependency chains of several rows overlap (a short row is too
-# little work to hide one row's chain of max, exp, sum, log, exp, gradient).  The exponentials are
-# kept as float64 (exact conversions of the float32 values, the ones the sums add) for the
-# gradient.  Every value is computed by the same IEEE operations in the same order as in
+# little work to hide one row's chain of max, exp, sum, log, exp, gradient).  The float32
+# exponentials are kept for the gradient (their float64 conversions, exact, are the values the
+# sums add and the gradient multiplies).  Every value is computed by the same IEEE operations in the same order as in
 # _pg_rows / row_stats / grad_fill (fastlmrl/_python/log_probs.py defines them), so results are
 # bit-identical to the generic path.
 cdef extern from *:
@@ -74,20 +74,17 @@ cdef extern from *:
         return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(e));
     }
 
-    /* acc[l] += x[l] for the 8 low lanes, then for the 8 high lanes, in float64; the values of
-       the lanes in `keep` (exact float64 conversions) are stored at ed[0:16] */
-    static inline __m512d fastlmrl_pl_add16(__m512d acc, __m512 x, double* ed,
-                                            __mmask16 keep) {
+    /* acc[l] += x[l] for the 8 low lanes, then for the 8 high lanes, in float64; the float32
+       values of the lanes in `keep` are stored at ef[0:16] (their float64 conversions, the
+       values added, are exact: the gradient converts them again) */
+    static inline __m512d fastlmrl_pl_add16(__m512d acc, __m512 x, float* ef, __mmask16 keep) {
         __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
         __m512d hi = _mm512_cvtps_pd(
             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-        if (keep == (__mmask16)0xFFFF) {
-            _mm512_storeu_pd(ed, lo);
-            _mm512_storeu_pd(ed + 8, hi);
-        } else {
-            _mm512_mask_storeu_pd(ed, (__mmask8)keep, lo);
-            _mm512_mask_storeu_pd(ed + 8, (__mmask8)(keep >> 8), hi);
-        }
+        if (keep == (__mmask16)0xFFFF)
+            _mm512_storeu_ps(ef, x);
+        else
+            _mm512_mask_storeu_ps(ef, keep, x);
         return _mm512_add_pd(_mm512_add_pd(acc, lo), hi);
     }
 
@@ -99,12 +96,12 @@ cdef extern from *:
     }
 
     /* row_stats (fast_math.pxd) of two float32 rows r0, r1 of n entries, interleaved: m, S and
-       e_j = fast_exp32(x_j - m) as float64 in e0 / e1.  Lanes past the end of a row read as
+       e_j = fast_exp32(x_j - m) (float32) in e0 / e1.  Lanes past the end of a row read as
        -inf (exp 0: a +0 added to a lane sum changes nothing).  The max runs over 16 lanes from
        -inf, NaN entries skipped; a row holding a NaN gets a NaN e_j, so a NaN S, and is rejected
        as in row_stats.  Returns bit 0: row 0 valid, bit 1: row 1 valid. */
     static inline int fastlmrl_pl_stats2(const float* r0, const float* r1, Py_ssize_t n,
-                                         double* e0, double* e1, double* m0, double* s0,
+                                         float* e0, float* e1, double* m0, double* s0,
                                          double* m1, double* s1) {
         const __m512 ninf = _mm512_set1_ps(-INFINITY);
         Py_ssize_t nf = n & ~(Py_ssize_t)15, j;
@@ -152,19 +149,19 @@ cdef extern from *:
         return (oka && ta == ta) | ((okb && tb == tb) << 1);
     }
 
-    /* out[j] = (float)(nc * (e[j] * g)) for j < n: grad_fill's values (e[j] the float64 value
-       of the float32 exponential) */
-    static inline void fastlmrl_pl_scaled(const double* e, double g, double nc, float* out,
+    /* out[j] = (float)(nc * (e[j] * g)) for j < n: grad_fill's values (e[j] the float32
+       exponential, converted exactly) */
+    static inline void fastlmrl_pl_scaled(const float* e, double g, double nc, float* out,
                                           Py_ssize_t n) {
         const __m512d gv = _mm512_set1_pd(g), cv = _mm512_set1_pd(nc);
         Py_ssize_t nf = n & ~(Py_ssize_t)7, j;
         for (j = 0; j < nf; j += 8)
-            _mm256_storeu_ps(out + j, _mm512_cvtpd_ps(
-                _mm512_mul_pd(cv, _mm512_mul_pd(_mm512_loadu_pd(e + j), gv))));
+            _mm256_storeu_ps(out + j, _mm512_cvtpd_ps(_mm512_mul_pd(
+                cv, _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(e + j)), gv))));
         if (j < n) {
             __mmask8 k = (__mmask8)((1u << (n - j)) - 1u);
-            _mm256_mask_storeu_ps(out + j, k, _mm512_cvtpd_ps(
-                _mm512_mul_pd(cv, _mm512_mul_pd(_mm512_maskz_loadu_pd(k, e + j), gv))));
+            _mm256_mask_storeu_ps(out + j, k, _mm512_cvtpd_ps(_mm512_mul_pd(
+                cv, _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, e + j)), gv))));
         }
     }
 
@@ -189,7 +186,7 @@ cdef extern from *:
        entries, ordinary stores): the values of _pg_token / token_terms (mode PPO, token-level
        ratio), FASTLMRL_PL_GROUP rows at a time in stages (see above); part[0:8] = the block's
        sums, each added in row order.  Tokens from t64 when not NULL, else t32; ref read only
-       when has_ref; e: FASTLMRL_PL_GROUP * v doubles of scratch.  Returns bad-logits rows +
+       when has_ref; e: FASTLMRL_PL_GROUP * v doubles of scratch (used as floats).  Returns bad-logits rows +
        65536 * (any row whose token has logit -inf). */
     static int fastlmrl_pl_ppo_rows(
             const float* logits, Py_ssize_t ld, Py_ssize_t v, const int32_t* t32,
@@ -198,6 +195,7 @@ cdef extern from *:
             double kl_coef, int estimator, int has_ref, double* token_loss, double* log_probs,
             double* ratios, float* grad, Py_ssize_t gld, double* e, Py_ssize_t lo,
             Py_ssize_t hi, double* part) {
+        float* ef = (float*)e;
         double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
         double m[FASTLMRL_PL_GROUP], s[FASTLMRL_PL_GROUP], lp[FASTLMRL_PL_GROUP];
         double rho[FASTLMRL_PL_GROUP], c[FASTLMRL_PL_GROUP];
@@ -218,7 +216,7 @@ cdef extern from *:
                 /* an odd last row goes through as its own pair (second result unused) */
                 q = r + 1 < cnt ? r + 1 : r;
                 k = fastlmrl_pl_stats2(logits + (i + r) * ld, logits + (i + q) * ld, v,
-                                       e + r * v, e + (r + 1) * v, &m[r], &s[r], &m[r + 1],
+                                       ef + r * v, ef + (r + 1) * v, &m[r], &s[r], &m[r + 1],
                                        &s[r + 1]);
                 ok[r] = k & 1;
                 ok[r + 1] = k >> 1;
@@ -279,8 +277,8 @@ cdef extern from *:
                 if (!ok[r]) continue;
                 double g = 1.0 / s[r];
                 float* out = grad + (i + r) * gld;
-                fastlmrl_pl_scaled(e + r * v, g, -c[r], out, v);
-                out[a[r]] = (float)(c[r] * (1.0 - e[r * v + a[r]] * g));
+                fastlmrl_pl_scaled(ef + r * v, g, -c[r], out, v);
+                out[a[r]] = (float)(c[r] * (1.0 - (double)ef[r * v + a[r]] * g));
             }
         }
         for (k = 0; k < 8; k++) part[k] = acc[k];
