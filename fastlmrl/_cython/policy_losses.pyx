@@ -243,14 +243,12 @@ cdef extern from *:
                 if (has_ref) fastlmrl_pl_kl(lp[r], (double)ref[q], estimator, &kl, &dkl);
                 double rr = rho[r], rc = rr < lo_r ? lo_r : (rr > hi_r ? hi_r : rr);
                 double un = -x2 * rr, cl = -x2 * rc;
-                if (un >= cl) {
-                    pg = un;
-                    d = -x2 * rr;
-                } else {
-                    pg = cl;
-                    d = 0.0;
-                    clipped = 1.0;
-                }
+                /* un >= cl ? (pg, d, clipped) = (un, -x2 rr, 0) : (cl, 0, 1), without a branch
+                   (which side wins is as random as the advantages' signs) */
+                __m128d unv = _mm_set_sd(un), keep = _mm_cmp_sd(unv, _mm_set_sd(cl), _CMP_GE_OQ);
+                pg = _mm_cvtsd_f64(_mm_blendv_pd(_mm_set_sd(cl), unv, keep));
+                d = _mm_cvtsd_f64(_mm_and_pd(keep, unv));
+                clipped = _mm_cvtsd_f64(_mm_andnot_pd(keep, _mm_set_sd(1.0)));
                 if (dual_clip > 0.0 && x2 < 0.0) {
                     double l3 = -dual_clip * x2;
                     if (pg > l3) {
