@@ -392,51 +392,162 @@ def thread_time_us(fn, calls=300, repeats=7) -> float:
     return round(sorted(times)[repeats // 2], 1)
 
 
-@pytest.mark.parametrize(
-    "impl", ["op_no_grad", "op_requires_grad", "op_forward_backward", "op_dispatcher"]
+def _tiny_op(op):
+    """(the op's call on (1, 8) float32 tensors, the raw kernel's call on preallocated NumPy
+    views of the same, the tensors a gradient may be asked for) for ``op`` (not ppo_loss)."""
+    from fastlmrl import _backend
+    from fastlmrl.policy_losses import KL_ESTIMATORS
+
+    x, t, old, adv, w = _tiny_ppo()
+    values, returns = adv.clone() * 0.5, adv.clone() + 1.0
+    n, v = x.shape
+    xa, ta, olda, adva, wa, va, ra = (a.numpy() for a in (x, t, old, adv, w, values, returns))
+    k, threads = _backend.kernels(), _backend.get_num_threads()
+    out1, out2, out3, gv = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    grad, stats = np.empty((n, v), dtype=np.float32), np.zeros(4)
+    rows = (np.empty(n, dtype=np.float32),)
+    draws = (np.empty(n, dtype=np.int64), rows[0], np.empty(n, dtype=np.float32))
+    zero = np.zeros(n, dtype=np.float32)
+    kernels = {
+        "reinforce_loss": (k.reinforce_loss, xa, ta, ra, zero, wa, out1, out2, grad, stats),
+        "kl_penalty_loss": (
+            k.kl_penalty_loss,
+            xa,
+            ta,
+            olda,
+            wa,
+            KL_ESTIMATORS["k3"],
+            out1,
+            out2,
+            grad,
+            stats,
+        ),
+        "a2c_loss": (
+            k.a2c_loss,
+            xa,
+            ta,
+            adva,
+            va,
+            ra,
+            va,
+            wa,
+            0.0,
+            0.5,
+            0.01,
+            out1,
+            out2,
+            out3,
+            grad,
+            gv,
+            stats,
+        ),
+        "token_log_probs": (k.token_log_probs, xa, ta, *rows),
+        "entropy": (k.entropy, xa, *rows),
+        "logsumexp": (k.logsumexp, xa, *rows),
+        "sample_tokens": (
+            k.sample_tokens,
+            xa,
+            1.0,
+            0,
+            1.0,
+            0.0,
+            np.uint64(5),
+            np.uint64(0),
+            *draws,
+        ),
+    }
+    kernel = functools.partial(*kernels[op], threads)
+    calls = {
+        "reinforce_loss": lambda x: ft.reinforce_loss(x, t, returns, w),
+        "kl_penalty_loss": lambda x: ft.kl_penalty_loss(x, t, old, w),
+        "a2c_loss": lambda x: ft.a2c_loss(x, t, adv, values, returns, w),
+        "token_log_probs": lambda x: ft.token_log_probs(x, t),
+        "entropy": ft.entropy,
+        "logsumexp": ft.logsumexp,
+        "sample_tokens": lambda x: ft.sample_tokens(x, 5),
+    }
+    leaves = (x, values) if op == "a2c_loss" else (x,)
+    return functools.partial(calls[op], x), kernel, leaves
+
+
+OVERHEAD_OPS = (
+    "reinforce_loss",
+    "kl_penalty_loss",
+    "a2c_loss",
+    "token_log_probs",
+    "entropy",
+    "logsumexp",
+    "sample_tokens",
 )
-def test_op_overhead_vs_kernel(benchmark, impl):
-    """The op's own overhead on a (1, 8) float32 PPO loss, op and raw kernel timed in one run:
+OVERHEAD_CASES = [
+    pytest.param("ppo_loss", impl, id=impl)  # (the ids of the first version: PPO only)
+    for impl in ("op_no_grad", "op_requires_grad", "op_forward_backward", "op_dispatcher")
+] + [
+    pytest.param(op, impl, id=f"{impl}-{op}")
+    for op in OVERHEAD_OPS
+    for impl in ("op_no_grad", "op_requires_grad")
+    if not (op == "sample_tokens" and impl == "op_requires_grad")  # (no gradient)
+]
+
+
+@pytest.mark.parametrize("op, impl", OVERHEAD_CASES)
+def test_op_overhead_vs_kernel(benchmark, op, impl):
+    """The op's own overhead on a (1, 8) float32 input, op and raw kernel timed in one run:
     ``overhead_us`` (extra_info) is the op's median time per call minus the kernel's, from
     20000 alternating single calls (``op_us``, ``kernel_us``: the medians); the benchmark itself
-    times the op.  The issue's target: <= 5 us without gradient.  Under the Cython backend the
-    eager fast path reads the tensors in C (``fastlmrl/_cython/torch_entry.pyx``), under the
-    others through one ``Tensor.numpy()`` per input and the kernel's ``def`` wrapper
-    (``FASTLMRL_BACKEND=numba`` measures that one)."""
-    x, t, old, adv, w = _tiny_ppo()
-    kernel = raw_kernel_call(x, t, old, adv, w)
-    if impl == "op_no_grad":
-        fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
-    elif impl == "op_dispatcher":
-        fn = functools.partial(
-            torch.ops.fastlmrl.ppo_loss,
-            x,
-            t,
-            old,
-            adv,
-            w,
-            0.2,
-            None,
-            None,
-            "token",
-            None,
-            None,
-            0.0,
-            "k3",
-        )
-    else:
-        x.requires_grad_(True)
+    times the op.  The issue's target: <= 5 us, with and without gradient.  Every op of
+    fastlmrl.torch (ids ``<impl>-<op>``; PPO's are the bare ``<impl>``): ``op_no_grad`` on
+    tensors that need no gradient, ``op_requires_grad`` with logits that require one (and the
+    values for ``a2c_loss``); for PPO also ``op_forward_backward`` (plus ``loss.backward()``)
+    and ``op_dispatcher`` (the registered custom op through torch's dispatcher).  ``kernel``:
+    the active backend's kernel on preallocated NumPy views of the same tensors.  Under the
+    Cython backend the eager paths read the tensors in C (``fastlmrl/_cython/torch_entry.pyx``),
+    under the others ``ppo_loss`` goes through one ``Tensor.numpy()`` per input and the
+    kernel's ``def`` wrapper, the other ops through the general path
+    (``FASTLMRL_BACKEND=numba`` measures those)."""
+    if op != "ppo_loss":
+        call, kernel, leaves = _tiny_op(op)
         if impl == "op_requires_grad":
+            for leaf in leaves:
+                leaf.requires_grad_(True)
+        fn = call
+        group = f"torch op_overhead_vs_kernel N1xV8 {op}"
+    else:
+        group = "torch op_overhead_vs_kernel N1xV8"
+        x, t, old, adv, w = _tiny_ppo()
+        kernel = raw_kernel_call(x, t, old, adv, w)
+        if impl == "op_no_grad":
             fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
+        elif impl == "op_dispatcher":
+            fn = functools.partial(
+                torch.ops.fastlmrl.ppo_loss,
+                x,
+                t,
+                old,
+                adv,
+                w,
+                0.2,
+                None,
+                None,
+                "token",
+                None,
+                None,
+                0.0,
+                "k3",
+            )
         else:
+            x.requires_grad_(True)
+            if impl == "op_requires_grad":
+                fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
+            else:
 
-            def fn():
-                x.grad = None
-                ft.ppo_loss(x, t, old, adv, w).loss.backward()
+                def fn():
+                    x.grad = None
+                    ft.ppo_loss(x, t, old, adv, w).loss.backward()
 
     op_us, kernel_us, overhead_us = interleaved_us(fn, kernel)
     benchmark.extra_info.update(op_us=op_us, kernel_us=kernel_us, overhead_us=overhead_us)
-    measure(benchmark, fn, items=1, group="torch op_overhead_vs_kernel N1xV8")
+    measure(benchmark, fn, items=1, group=group)
 
 
 def test_op_overhead_steps(benchmark):

@@ -28,6 +28,7 @@ from torch.library import opcheck
 
 import fastlmrl
 import fastlmrl.torch as ft
+from fastlmrl.torch.policy_losses import _LazyResult
 
 F64 = torch.float64
 F32 = torch.float32
@@ -459,7 +460,7 @@ def _spelling_calls():
     def run(call, *leaves):
         leaves = [z.detach().clone().requires_grad_(True) for z in leaves]
         res = call(*leaves)
-        outs = list(res) if isinstance(res, (tuple, ft.PPOLossResult)) else [res]
+        outs = list(res) if isinstance(res, (tuple, _LazyResult)) else [res]
         grads = torch.autograd.grad(outs[0], leaves) if outs[0].requires_grad else ()
         return [z.detach() for z in outs] + list(grads)
 

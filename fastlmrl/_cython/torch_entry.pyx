@@ -1,20 +1,27 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Entry point of :mod:`fastlmrl.torch`'s eager ``ppo_loss`` fast path: CPU tensors straight to
-the Cython kernel core.
+"""Entry points of :mod:`fastlmrl.torch`'s eager fast paths: CPU tensors straight to the Cython
+kernel cores.  One per op: ``ppo_loss``, ``reinforce_loss``, ``kl_penalty_loss``, ``a2c_loss``,
+``token_log_probs``, ``entropy``, ``logsumexp``, ``sample_tokens``.
 
-:func:`ppo_loss` reads each tensor's device, dtype, shape, strides, negation bit and data pointer
-through its Python attributes (torch is neither imported nor needed at build time: the tensor
-type and dtypes are handed over by :func:`configure`), builds the kernel's typed memoryviews over
-those pointers without any Python object, allocates the outputs with NumPy's C API and calls
-``ppo_loss_core`` (``policy_losses.pxd``) without the GIL.  That skips what the general fast path
-pays per call: one ``Tensor.numpy()`` per input (~0.7 us each) and the ``def`` wrapper's buffer
-acquisition of ten arrays.
+Each reads every tensor's device, dtype, shape, strides, negation bit and data pointer through
+torch's DLPack C exchange API or the tensor's Python attributes (torch is neither imported nor
+needed at build time: the tensor type, dtypes, autograd nodes and callbacks are handed over by the
+``configure*`` functions), builds the kernel's typed memoryviews over those pointers without any
+Python object, allocates the outputs with NumPy's C API and calls the core (``policy_losses.pxd``,
+``log_probs.pxd``, ``sampling.pxd``) without the GIL.  That skips what the general path pays per
+call: the wrapper's and the NumPy API's checks, one ``Tensor.numpy()`` per input (~0.7 us each),
+the ``def`` wrapper's buffer acquisition, and for the losses the result tensors nobody reads (a
+lazy result builds them when read).  The shared pieces are ``_view`` (one tensor), ``_logits`` /
+``_ids`` / ``_reals`` (what each argument must be), ``_eager``, ``_constant`` (default weights and
+baselines), ``_gradient``, ``_outputs``, ``_loss_array``, ``_lazy``, :class:`OptionCache` and
+``_run`` (the core of an op for the logits' and ids' dtypes).
 
 Any tensor it cannot take as it is (another type or device, another dtype or layout, a
-non-contiguous or empty tensor, a negated view, an attribute that raises) makes it return None:
-the caller then runs the general path, which converts, or raises the error naming the argument.
-It returns the kernel's status when that is not 0 (nothing the caller sees was written); the
-caller then runs the general path on the same arguments, which raises the NumPy API's error.
+non-contiguous or empty tensor, a negated view, an attribute that raises), any option the general
+path would refuse, and any traced or transformed call make it return None: the caller then runs
+the general path, which converts, or raises the error naming the argument.  It returns the
+kernel's status when that is not 0 (nothing the caller sees was written, no random counter
+consumed); the caller then runs the general path on the same arguments, which raises the NumPy
+API's error.
 
 Memoryviews over raw pointers: a Cython typed memoryview is a ``__Pyx_memviewslice`` struct
 (``memview``, ``data``, ``shape``, ``strides``, ``suboffsets``).  ``FASTLMRL_SLICE1/2`` fill one
@@ -27,13 +34,21 @@ tensors stay referenced by the caller for the whole call.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from cpython.exc cimport PyErr_Clear
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 
 cimport numpy as cnp
 
-from fastlmrl._cython.policy_losses cimport ppo_loss_core
+from fastlmrl._cython._common cimport index_t, real_t
+from fastlmrl._cython.log_probs cimport entropy_core, logsumexp_core, token_log_probs_core
+from fastlmrl._cython.policy_losses cimport (
+    a2c_loss_core,
+    kl_penalty_loss_core,
+    ppo_loss_core,
+    reinforce_loss_core,
+)
+from fastlmrl._cython.sampling cimport sample_tokens_core
 
 cnp.import_array()
 
@@ -116,8 +131,15 @@ cdef enum:
     # .results["stats"]; fastlmrl.torch checks the count at import before using this module)
     N_STATS = 7
 
+cdef enum:
+    # slots of a2c_loss's statistics (loss, policy_loss, value_loss, mean_entropy); reinforce_loss
+    # and kl_penalty_loss have one (the loss)
+    A2C_STATS = 4
+
 #: the number of statistics slots this module was built for
 STATS_SLOTS = N_STATS
+#: the same for a2c_loss
+A2C_STATS_SLOTS = A2C_STATS
 
 
 cdef enum:  # DLPack codes
@@ -288,9 +310,266 @@ cdef bint _view(object t, int ndim, View* out):
     return True
 
 
+# --- shared pieces of every entry --------------------------------------------------------------
+
 cdef inline object _empty(int nd, cnp.npy_intp* dims, int typenum):
     return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
 
+
+cdef inline object _vector(Py_ssize_t n, int typenum):
+    cdef cnp.npy_intp dims[1]
+    dims[0] = n
+    return cnp.PyArray_EMPTY(1, dims, typenum, 0)
+
+
+cdef inline int _typenum(int kind) noexcept:
+    return cnp.NPY_FLOAT32 if kind == F32 else cnp.NPY_FLOAT64
+
+
+cdef inline Py_ssize_t _item(int kind) noexcept:
+    return 4 if kind == F32 else 8
+
+
+cdef bint _eager() except -1:
+    """Eager mode (:func:`fastlmrl.torch._tensors.eager_mode`): not under torch.compile, a
+    dispatch mode, a functorch transform or the jit tracer."""
+    return not (_is_compiling() or _dispatch_modes() or _peek_transforms() is not None
+                or _jit_tracing() is not None)
+
+
+cdef inline bint _logits(object t, View* x) except -1:
+    """(N, V) float32/float64 logits with V >= 1, read in place."""
+    return _view(t, 2, x) and x.kind <= F64 and x.cols != 0
+
+
+cdef inline bint _ids(object t, Py_ssize_t n, View* out) except -1:
+    """(N,) int32/int64 ids, read in place."""
+    return _view(t, 1, out) and out.kind >= I32 and out.rows == n
+
+
+cdef inline bint _reals(object t, Py_ssize_t n, int kind, View* out) except -1:
+    """(N,) reals of the logits' ``kind``, read in place."""
+    return _view(t, 1, out) and out.kind == kind and out.rows == n
+
+
+cdef void* _constant(View* out, Py_ssize_t n, int kind, double value) except NULL:
+    """``out`` over a fresh C array of ``n`` copies of ``value`` rounded once to ``kind`` (the
+    general path's ``np.full`` / ``np.zeros``); returns the block, which the caller frees."""
+    cdef Py_ssize_t i
+    cdef void* block = malloc(n * _item(kind) + 8)
+    if block == NULL:
+        raise MemoryError()
+    out.data, out.rows, out.cols, out.kind = <uintptr_t>block, n, 1, kind
+    if kind == F32:
+        for i in range(n):
+            (<float*>block)[i] = <float>value
+    else:
+        for i in range(n):
+            (<double*>block)[i] = value
+    return block
+
+
+cdef object _gradient(Py_ssize_t n, Py_ssize_t v, int kind, bint keep, void** scratch,
+                      uintptr_t* data):
+    """The (N, V) gradient a loss kernel writes, at ``*data``: an array when autograd keeps it
+    (``keep``) or from the buffer cache when large (a tensor over it only if kept); else C
+    scratch that nobody sees (``*scratch``, which the caller frees) and None."""
+    cdef cnp.npy_intp dims[2]
+    cdef object arr
+    if n * v * _item(kind) >= _large_bytes:
+        arr = _large_scratch((n, v), _np_f32 if kind == F32 else _np_f64)
+    elif keep:
+        dims[0], dims[1] = n, v
+        arr = _empty(2, dims, _typenum(kind))
+    else:
+        scratch[0] = malloc(n * v * _item(kind) + 8)
+        if scratch[0] == NULL:
+            raise MemoryError()
+        data[0] = <uintptr_t>scratch[0]
+        return None
+    data[0] = <uintptr_t>cnp.PyArray_DATA(arr)
+    return arr
+
+
+cdef object _outputs(Py_ssize_t size, double** data):
+    """A float64 buffer of ``size`` entries for a loss kernel's (N,) outputs and statistics."""
+    cdef object buf = _vector(size, cnp.NPY_FLOAT64)
+    data[0] = <double*>cnp.PyArray_DATA(buf)
+    return buf
+
+
+cdef object _loss_array(double value, int kind):
+    """The loss: a 0-dim array of the logits' dtype (the general path's ``tt.scalar``)."""
+    cdef cnp.npy_intp dims[1]
+    cdef object arr = _empty(0, dims, _typenum(kind))
+    if kind == F32:
+        (<float*>cnp.PyArray_DATA(arr))[0] = <float>value
+    else:
+        (<double*>cnp.PyArray_DATA(arr))[0] = value
+    return arr
+
+
+cdef object _lazy(object cls, object loss, object buf, Py_ssize_t n):
+    """A lazily built loss result (``fastlmrl.torch.policy_losses._LazyResult``): ``loss`` now,
+    the other fields' tensors over ``buf`` when read."""
+    cdef list values = [None] * len(cls._fields)
+    values[0] = loss
+    result = cls.__new__(cls)
+    result._values = values
+    result._arrays = (buf, n)
+    return result
+
+
+cdef inline int _threads(Py_ssize_t work) except? -1:
+    """The thread count the general path passes (``fastlmrl.torch._tensors.num_threads``)."""
+    return _small_threads() if work < _small_work else _large_threads()
+
+
+cdef tuple _PLAIN_VALUES = (float, int, str, bool, type(None))  # immutable: kept by identity
+
+
+cdef class OptionCache:
+    """The last call's checked options, remembered by the identity of its option arguments
+    when each is a plain float, int, str, bool or None (a float subclass may change its value):
+    ``get(args)`` is ``check(*args)`` (None: the general path handles, or raises for, these
+    options) without the call when ``args`` are the last call's objects.  One tuple, replaced
+    whole: safe across threads."""
+
+    cdef object check
+    cdef tuple last  # (args, checked)
+
+    def __init__(self, check):
+        self.check = check
+        self.last = ((), None)
+
+    cdef object get(self, tuple args):
+        cdef tuple last = self.last, previous = <tuple>last[0]
+        cdef Py_ssize_t i, k = len(args)
+        if len(previous) == k:
+            for i in range(k):
+                if args[i] is not previous[i]:
+                    break
+            else:
+                return last[1]
+        checked = self.check(*args)
+        if checked is not None:
+            for a in args:
+                if type(a) not in _PLAIN_VALUES:
+                    return checked
+            self.last = (args, checked)
+        return checked
+
+
+# --- the kernel calls: the cores' fused types chosen from the tensors' dtypes -------------------
+
+cdef struct Call:
+    View x, tok  # logits (N, V), token ids (N,)
+    View a, b, c, d, e, f  # the op's (N,) inputs in the core's order
+    double* out  # the float64 outputs (a loss's per-token results, then its statistics)
+    uintptr_t g  # the (N, V) gradient
+    uintptr_t r1, r2, r3  # (N,) outputs in the logits' dtype or int64 (row ops, sampling)
+    double s[4]  # real options
+    int64_t k  # an integer option (kl_estimator, top_k)
+    uint64_t key, counter  # sampling's random stream
+    int threads
+
+cdef enum:  # ops
+    OP_PPO = 0
+    OP_REINFORCE = 1
+    OP_KL = 2
+    OP_A2C = 3
+    OP_TOKEN_LOG_PROBS = 4
+    OP_ENTROPY = 5
+    OP_LOGSUMEXP = 6
+    OP_SAMPLE = 7
+
+cdef int64_t _token_level = 0  # ppo_loss's sequence_offsets at token level
+
+
+cdef inline real_t[:, ::1] _rows(uintptr_t p, Py_ssize_t n, Py_ssize_t v,
+                                 real_t tag) noexcept nogil:
+    if real_t is float:
+        return rows_f(p, n, v, 4)
+    else:
+        return rows_d(p, n, v, 8)
+
+
+cdef inline real_t[::1] _vec(View* a, real_t tag) noexcept nogil:
+    if real_t is float:
+        return vec_f(a.data, a.rows, 4)
+    else:
+        return vec_d(a.data, a.rows, 8)
+
+
+cdef inline real_t[::1] _out(uintptr_t p, Py_ssize_t n, real_t tag) noexcept nogil:
+    if real_t is float:
+        return vec_f(p, n, 4)
+    else:
+        return vec_d(p, n, 8)
+
+
+cdef inline index_t[::1] _idx(View* a, index_t tag) noexcept nogil:
+    if index_t is int32_t:
+        return vec_i32(a.data, a.rows, 4)
+    else:
+        return vec_i64(a.data, a.rows, 8)
+
+
+cdef inline double[::1] _doubles(double* p, Py_ssize_t n) noexcept nogil:
+    return vec_d(<uintptr_t>p, n, 8)
+
+
+cdef int _by_op(int op, Call* c, real_t r, index_t i) noexcept nogil:
+    cdef Py_ssize_t n = c.x.rows, v = c.x.cols
+    cdef double* out = c.out
+    if op == OP_PPO:  # out: [log_probs | token_loss | ratios | stats]
+        return ppo_loss_core(
+            _rows(c.x.data, n, v, r), _idx(&c.tok, i), _vec(&c.a, r), _vec(&c.b, r),
+            _vec(&c.c, r), _vec(&c.d, r), vec_i64(<uintptr_t>&_token_level, 1, 8), c.s[0],
+            c.s[1], c.s[2], c.s[3], c.k, 0, _doubles(out + n, n), _doubles(out, n),
+            _doubles(out + 2 * n, n), _rows(c.g, n, v, r), _doubles(out + 3 * n, N_STATS), c.threads)
+    if op == OP_REINFORCE:  # out: [log_probs | token_loss | stats]
+        return reinforce_loss_core(
+            _rows(c.x.data, n, v, r), _idx(&c.tok, i), _vec(&c.a, r), _vec(&c.b, r),
+            _vec(&c.c, r), _doubles(out + n, n), _doubles(out, n), _rows(c.g, n, v, r),
+            _doubles(out + 2 * n, 1), c.threads)
+    if op == OP_KL:  # out: [log_probs | token_kl | stats]
+        return kl_penalty_loss_core(
+            _rows(c.x.data, n, v, r), _idx(&c.tok, i), _vec(&c.a, r), _vec(&c.b, r), c.k,
+            _doubles(out + n, n), _doubles(out, n), _rows(c.g, n, v, r), _doubles(out + 2 * n, 1),
+            c.threads)
+    if op == OP_A2C:  # out: [log_probs | entropy | token_loss | stats | grad_values]
+        return a2c_loss_core(
+            _rows(c.x.data, n, v, r), _idx(&c.tok, i), _vec(&c.a, r), _vec(&c.b, r),
+            _vec(&c.c, r), _vec(&c.d, r), _vec(&c.e, r), c.s[0], c.s[1], c.s[2],
+            _doubles(out + 2 * n, n), _doubles(out, n), _doubles(out + n, n), _rows(c.g, n, v, r),
+            _doubles(out + 3 * n + A2C_STATS, n), _doubles(out + 3 * n, A2C_STATS), c.threads)
+    if op == OP_TOKEN_LOG_PROBS:
+        return token_log_probs_core(_rows(c.x.data, n, v, r), _idx(&c.tok, i),
+                                    _out(c.r1, n, r), c.threads)
+    if op == OP_ENTROPY:
+        return entropy_core(_rows(c.x.data, n, v, r), _out(c.r1, n, r), c.threads)
+    if op == OP_LOGSUMEXP:
+        return logsumexp_core(_rows(c.x.data, n, v, r), _out(c.r1, n, r), c.threads)
+    if op == OP_SAMPLE:
+        return sample_tokens_core(
+            _rows(c.x.data, n, v, r), c.s[0], c.k, c.s[1], c.s[2], c.key, c.counter,
+            vec_i64(c.r1, n, 8), _out(c.r2, n, r), _out(c.r3, n, r), c.threads)
+    return -1
+
+
+cdef int _run(int op, Call* c) noexcept nogil:
+    """Op ``op``'s core on ``c``, specialised for the logits' and ids' dtypes."""
+    if c.x.kind == F32:
+        if c.tok.kind == I32:
+            return _by_op(op, c, <float>0, <int32_t>0)
+        return _by_op(op, c, <float>0, <int64_t>0)
+    if c.tok.kind == I32:
+        return _by_op(op, c, <double>0, <int32_t>0)
+    return _by_op(op, c, <double>0, <int64_t>0)
+
+
+# --- PPO ----------------------------------------------------------------------------------------
 
 # the last call's options: (clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_estimator,
 # has_ref, the kernel's options), one tuple (replaced whole: safe across threads)
@@ -338,138 +617,359 @@ def ppo_loss_checked(logits, tokens, old_log_probs, advantages, weights, ref_log
 
 
 def node_forward(ctx, logits, tuple state):
-    """``forward`` of the eager paths' autograd node (``fastlmrl_ppo_loss_fast``): keeps the
-    gradient array ``state[0]`` on ``ctx`` and returns the loss ``state[1]`` (a 0-dim array)
-    as a tensor (a C function: no Python frame inside ``Function.apply``)."""
+    """``forward`` of the eager paths' autograd nodes of a loss with a gradient w.r.t. the
+    logits only (``fastlmrl_ppo_loss_fast`` and its subclasses): keeps the gradient array
+    ``state[0]`` on ``ctx`` and returns the loss ``state[1]`` (a 0-dim array) as a tensor (a C
+    function: no Python frame inside ``Function.apply``)."""
     ctx.grad = state[0]
     return _from_numpy(state[1])
 
 
+def node_forward2(ctx, logits, values, tuple grads, loss):
+    """``forward`` of the autograd node of a loss with gradients w.r.t. the logits and the
+    values (``fastlmrl_a2c_loss_fast``): keeps the pair of gradient arrays ``grads`` on ``ctx``
+    and returns ``loss`` (a 0-dim array) as a tensor."""
+    ctx.grads = grads
+    return _from_numpy(loss)
+
+
 cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_log_probs,
                       tuple options):
-    cdef View x, tok, old, adv, w, ref
-    cdef Py_ssize_t n, v, i
-    cdef bint has_w = weights is not None, has_ref = ref_log_probs is not None, grad
-    cdef double clip_low, clip_high, dual_clip, kl_coef
-    cdef int estimator, threads, status, typenum
-    cdef int64_t token_level = 0
-    cdef double no_ref = 0.0  # the (empty) ref_log_probs' address without them
-    cdef cnp.npy_intp dims[2]
+    cdef Call c
+    cdef Py_ssize_t n
+    cdef bint grad
+    cdef int status
     cdef void* scratch = NULL
-    cdef object buf, grad_array = None, loss_array
-    cdef double* out
-    cdef uintptr_t g
-    cdef Py_ssize_t item
-    if not _view(logits, 2, &x) or x.kind > F64 or x.cols == 0:
+    cdef void* weights_block = NULL
+    if not _logits(logits, &c.x):
         return None
-    n, v = x.rows, x.cols
-    if not _view(tokens, 1, &tok) or tok.kind < I32 or tok.rows != n:
+    n = c.x.rows
+    if (not _ids(tokens, n, &c.tok) or not _reals(old_log_probs, n, c.x.kind, &c.a)
+            or not _reals(advantages, n, c.x.kind, &c.b)):
         return None
-    if not _view(old_log_probs, 1, &old) or old.kind != x.kind or old.rows != n:
+    if weights is not None and not _reals(weights, n, c.x.kind, &c.c):
         return None
-    if not _view(advantages, 1, &adv) or adv.kind != x.kind or adv.rows != n:
+    if ref_log_probs is None:  # (empty)
+        c.d.data, c.d.rows = <uintptr_t>&_empty_target, 0
+    elif not _reals(ref_log_probs, n, c.x.kind, &c.d):
         return None
-    if has_w and (not _view(weights, 1, &w) or w.kind != x.kind or w.rows != n):
+    if not _eager() or <int>options[5] != 0:
         return None
-    if has_ref and (not _view(ref_log_probs, 1, &ref) or ref.kind != x.kind or ref.rows != n):
-        return None
-    if (_is_compiling() or _dispatch_modes() or _peek_transforms() is not None
-            or _jit_tracing() is not None):  # torch.compile, dispatch mode, functorch, jit tracer
-        return None
-    if <int>options[5] != 0:
-        return None
-    clip_low, clip_high, dual_clip, kl_coef = options[0], options[1], options[2], options[3]
-    estimator = options[4]
+    c.s[0], c.s[1], c.s[2], c.s[3], c.k = options[0], options[1], options[2], options[3], options[4]
     grad = logits.requires_grad and _grad_enabled()
-    item = 4 if x.kind == F32 else 8
-    typenum = cnp.NPY_FLOAT32 if x.kind == F32 else cnp.NPY_FLOAT64
-    threads = _small_threads() if n * v < _small_work else _large_threads()
-
+    c.threads = _threads(n * c.x.cols)
     # [log_probs | token_loss | ratios | stats (N_STATS)], float64 (the PPOLossResult's layout)
-    dims[0] = 3 * n + N_STATS
-    buf = _empty(1, dims, cnp.NPY_FLOAT64)
-    out = <double*>cnp.PyArray_DATA(buf)
-    memset(out + 3 * n, 0, N_STATS * sizeof(double))
-    if not has_w:  # the default weights 1/N (the general path's np.full)
-        w.data = <uintptr_t>malloc(n * item + 8)
-        if w.data == 0:
-            raise MemoryError()
-        if x.kind == F32:
-            for i in range(n):
-                (<float*>w.data)[i] = <float>(1.0 / n)
-        else:
-            for i in range(n):
-                (<double*>w.data)[i] = 1.0 / n
+    buf = _outputs(3 * n + N_STATS, &c.out)
+    memset(c.out + 3 * n, 0, N_STATS * sizeof(double))
     try:
-        # the gradient: a tensor when autograd needs it, else scratch nobody sees
-        if n * v * item >= _large_bytes:  # from the buffer cache (a tensor over it if needed)
-            grad_array = _large_scratch((n, v), _np_f32 if x.kind == F32 else _np_f64)
-            g = <uintptr_t>cnp.PyArray_DATA(grad_array)
-        elif grad:
-            dims[0], dims[1] = n, v
-            grad_array = _empty(2, dims, typenum)
-            g = <uintptr_t>cnp.PyArray_DATA(grad_array)
-        else:
-            scratch = malloc(n * v * item + 8)
-            if scratch == NULL:
-                raise MemoryError()
-            g = <uintptr_t>scratch
+        if weights is None:  # the default weights 1/N (the general path's np.full)
+            weights_block = _constant(&c.c, n, c.x.kind, 1.0 / n if n else 0.0)
+        grad_array = _gradient(n, c.x.cols, c.x.kind, grad, &scratch, &c.g)
         with nogil:
-            if x.kind == F32:
-                if tok.kind == I64:
-                    status = ppo_loss_core(
-                        rows_f(x.data, n, v, 4), vec_i64(tok.data, n, 8), vec_f(old.data, n, 4),
-                        vec_f(adv.data, n, 4), vec_f(w.data, n, 4),
-                        vec_f(ref.data if has_ref else <uintptr_t>&no_ref, n if has_ref else 0, 4),
-                        vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
-                        kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
-                        vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_f(g, n, v, 4), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
-                else:
-                    status = ppo_loss_core(
-                        rows_f(x.data, n, v, 4), vec_i32(tok.data, n, 4), vec_f(old.data, n, 4),
-                        vec_f(adv.data, n, 4), vec_f(w.data, n, 4),
-                        vec_f(ref.data if has_ref else <uintptr_t>&no_ref, n if has_ref else 0, 4),
-                        vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
-                        kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
-                        vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_f(g, n, v, 4), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
-            else:
-                if tok.kind == I64:
-                    status = ppo_loss_core(
-                        rows_d(x.data, n, v, 8), vec_i64(tok.data, n, 8), vec_d(old.data, n, 8),
-                        vec_d(adv.data, n, 8), vec_d(w.data, n, 8),
-                        vec_d(ref.data if has_ref else <uintptr_t>&no_ref, n if has_ref else 0, 8),
-                        vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
-                        kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
-                        vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_d(g, n, v, 8), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
-                else:
-                    status = ppo_loss_core(
-                        rows_d(x.data, n, v, 8), vec_i32(tok.data, n, 4), vec_d(old.data, n, 8),
-                        vec_d(adv.data, n, 8), vec_d(w.data, n, 8),
-                        vec_d(ref.data if has_ref else <uintptr_t>&no_ref, n if has_ref else 0, 8),
-                        vec_i64(<uintptr_t>&token_level, 1, 8), clip_low, clip_high, dual_clip,
-                        kl_coef, estimator, 0, vec_d(<uintptr_t>(out + n), n, 8),
-                        vec_d(<uintptr_t>out, n, 8), vec_d(<uintptr_t>(out + 2 * n), n, 8),
-                        rows_d(g, n, v, 8), vec_d(<uintptr_t>(out + 3 * n), N_STATS, 8), threads)
+            status = _run(OP_PPO, &c)
     finally:
-        if not has_w:
-            free(<void*>w.data)
+        free(weights_block)
         free(scratch)
     if status:
         return status
-    # the loss: a 0-dim array of the logits' dtype, as a tensor (through autograd when needed)
-    loss_array = _empty(0, dims, typenum)
-    if x.kind == F32:
-        (<float*>cnp.PyArray_DATA(loss_array))[0] = <float>out[3 * n]
+    loss = _loss_array(c.out[3 * n], c.x.kind)
+    loss = _apply(logits, (grad_array, loss)) if grad else _from_numpy(loss)
+    return _lazy(_result_class, loss, buf, n)
+
+
+# --- REINFORCE, KL penalty, A2C -----------------------------------------------------------------
+
+cdef object _reinforce_apply = None, _kl_apply = None, _a2c_apply = None  # nodes' Function.apply
+cdef object _reinforce_result = None, _kl_result = None, _a2c_result = None  # lazy result types
+cdef dict _kl_estimators = {}  # kl_estimator -> the kernels' code
+cdef OptionCache _a2c_options = None  # (value_coef, entropy_coef, value_clip, has_old) -> doubles
+
+
+def configure_losses(reinforce_apply, kl_apply, a2c_apply, reinforce_result, kl_result,
+                     a2c_result, dict kl_estimators, a2c_options):
+    """Hand over the autograd nodes' ``apply``, the lazy result types, the KL estimators' codes
+    and ``a2c_options(value_coef, entropy_coef, value_clip, has_old)`` -> ``(value_clip (0:
+    none), value_coef, entropy_coef)`` as the kernel takes them, or None where the general path
+    raises (once, at the import of fastlmrl.torch.policy_losses, after :func:`configure`)."""
+    global _reinforce_apply, _kl_apply, _a2c_apply, _reinforce_result, _kl_result, _a2c_result
+    global _kl_estimators, _a2c_options
+    _reinforce_apply, _kl_apply, _a2c_apply = reinforce_apply, kl_apply, a2c_apply
+    _reinforce_result, _kl_result, _a2c_result = reinforce_result, kl_result, a2c_result
+    _kl_estimators, _a2c_options = dict(kl_estimators), OptionCache(a2c_options)
+
+
+cdef object _logits_loss(int op, object logits, Call* c, Py_ssize_t n_out, Py_ssize_t loss_slot,
+                         object apply, object result_class, void* block):
+    """Shared tail of the REINFORCE and KL entries: the outputs, the gradient, the core (op),
+    the loss through ``apply`` when autograd needs it.  ``block``: a C array to free after the
+    call (default weights or baselines).  A result, or the core's non-zero status."""
+    cdef Py_ssize_t n = c.x.rows
+    cdef void* scratch = NULL
+    cdef int status
+    cdef bint grad
+    try:
+        grad = logits.requires_grad and _grad_enabled()
+        c.threads = _threads(n * c.x.cols)
+        buf = _outputs(n_out, &c.out)
+        c.out[loss_slot] = 0.0  # (the statistics start at zero: np.zeros)
+        grad_array = _gradient(n, c.x.cols, c.x.kind, grad, &scratch, &c.g)
+        with nogil:
+            status = _run(op, c)
+    finally:
+        free(block)
+        free(scratch)
+    if status:
+        return status
+    loss = _loss_array(c.out[loss_slot], c.x.kind)
+    loss = apply(logits, (grad_array, loss)) if grad else _from_numpy(loss)
+    return _lazy(result_class, loss, buf, n)
+
+
+def reinforce_loss(logits, tokens, returns, weights, baseline):
+    """:func:`fastlmrl.torch.reinforce_loss` on plain contiguous 2-D float32/float64 CPU tensors
+    in eager mode, ``baseline`` None or a tensor: a ``ReinforceLossResult`` (lazy), the kernel's
+    non-zero status (an int: the caller raises through the general path), or None (the general
+    path handles these arguments)."""
+    cdef Call c
+    cdef Py_ssize_t n
+    cdef void* block = NULL
+    cdef void* block2 = NULL
+    if not _logits(logits, &c.x):
+        return None
+    n = c.x.rows
+    if not _ids(tokens, n, &c.tok) or not _reals(returns, n, c.x.kind, &c.a):
+        return None
+    if baseline is not None and not _reals(baseline, n, c.x.kind, &c.b):
+        return None  # (a str too: "mean" is the general path's)
+    if weights is not None and not _reals(weights, n, c.x.kind, &c.c):
+        return None
+    if not _eager():
+        return None
+    try:
+        if baseline is None:  # b = 0 (np.zeros)
+            block = _constant(&c.b, n, c.x.kind, 0.0)
+        if weights is None:  # 1/N (np.full)
+            block2 = _constant(&c.c, n, c.x.kind, 1.0 / n if n else 0.0)
+    except BaseException:
+        free(block)
+        raise
+    try:
+        return _logits_loss(OP_REINFORCE, logits, &c, 2 * n + 1, 2 * n, _reinforce_apply,
+                            _reinforce_result, block)
+    finally:
+        free(block2)
+
+
+def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator):
+    """:func:`fastlmrl.torch.kl_penalty_loss` on plain contiguous 2-D float32/float64 CPU
+    tensors in eager mode: a ``KLPenaltyResult`` (lazy), the kernel's non-zero status, or None
+    (as :func:`reinforce_loss`)."""
+    cdef Call c
+    cdef Py_ssize_t n
+    cdef void* block = NULL
+    if type(kl_estimator) is not str:
+        return None
+    estimator = _kl_estimators.get(kl_estimator)
+    if estimator is None or not _logits(logits, &c.x):
+        return None
+    n = c.x.rows
+    if not _ids(tokens, n, &c.tok) or not _reals(ref_log_probs, n, c.x.kind, &c.a):
+        return None
+    if weights is not None and not _reals(weights, n, c.x.kind, &c.b):
+        return None
+    if not _eager():
+        return None
+    c.k = <int64_t>estimator
+    if weights is None:
+        block = _constant(&c.b, n, c.x.kind, 1.0 / n if n else 0.0)
+    return _logits_loss(OP_KL, logits, &c, 2 * n + 1, 2 * n, _kl_apply, _kl_result, block)
+
+
+def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, entropy_coef,
+             old_values, value_clip):
+    """:func:`fastlmrl.torch.a2c_loss` on plain contiguous 2-D float32/float64 CPU tensors in
+    eager mode (``values`` of the logits' dtype): an ``A2CLossResult`` (lazy), the kernel's
+    non-zero status, or None (as :func:`reinforce_loss`).  A gradient w.r.t. the logits and
+    the values through one node, ``apply(logits, values, (grad_logits, grad_values), loss)``
+    (None for an input that needs none)."""
+    cdef Call c
+    cdef Py_ssize_t n, i
+    cdef bint grad_x, grad_v, enabled
+    cdef int status
+    cdef void* scratch = NULL
+    cdef void* block = NULL
+    cdef void* values_block = NULL
+    cdef double* gv
+    options = _a2c_options.get((value_coef, entropy_coef, value_clip, old_values is not None))
+    if options is None or not _logits(logits, &c.x):
+        return None
+    n = c.x.rows
+    if (not _ids(tokens, n, &c.tok) or not _reals(advantages, n, c.x.kind, &c.a)
+            or not _reals(values, n, c.x.kind, &c.b) or not _reals(returns, n, c.x.kind, &c.c)):
+        return None
+    if old_values is None:  # (without clipping the values stand in for them)
+        c.d = c.b
+    elif not _reals(old_values, n, c.x.kind, &c.d):
+        return None
+    if weights is not None and not _reals(weights, n, c.x.kind, &c.e):
+        return None
+    if not _eager():
+        return None
+    c.s[0], c.s[1], c.s[2] = options
+    enabled = _grad_enabled()
+    grad_x = enabled and logits.requires_grad
+    grad_v = enabled and values.requires_grad
+    c.threads = _threads(n * c.x.cols)
+    # [log_probs | entropy | token_loss | stats (A2C_STATS) | grad_values]
+    buf = _outputs(4 * n + A2C_STATS, &c.out)
+    memset(c.out + 3 * n, 0, A2C_STATS * sizeof(double))
+    try:
+        if weights is None:
+            block = _constant(&c.e, n, c.x.kind, 1.0 / n if n else 0.0)
+        grad_array = _gradient(n, c.x.cols, c.x.kind, grad_x, &scratch, &c.g)
+        with nogil:
+            status = _run(OP_A2C, &c)
+    finally:
+        free(block)
+        free(scratch)
+    if status:
+        return status
+    loss = _loss_array(c.out[3 * n], c.x.kind)
+    if grad_x or grad_v:
+        values_grad = None
+        if grad_v:  # in the values' dtype (the general path's copy to it)
+            gv = c.out + 3 * n + A2C_STATS
+            values_grad = _vector(n, _typenum(c.x.kind))
+            if c.x.kind == F32:
+                for i in range(n):
+                    (<float*>cnp.PyArray_DATA(values_grad))[i] = <float>gv[i]
+            else:
+                memcpy(cnp.PyArray_DATA(values_grad), gv, n * sizeof(double))
+        loss = _a2c_apply(logits, values, (grad_array if grad_x else None, values_grad), loss)
     else:
-        (<double*>cnp.PyArray_DATA(loss_array))[0] = out[3 * n]
-    if grad:  # the autograd node keeps the gradient array (a tensor in its backward)
-        loss = _apply(logits, (grad_array, loss_array))
+        loss = _from_numpy(loss)
+    return _lazy(_a2c_result, loss, buf, n)
+
+
+# --- token_log_probs, entropy, logsumexp ------------------------------------------------------
+
+cdef object _tlp_apply = None, _entropy_apply = None, _lse_apply = None
+
+
+def configure_rows(token_log_probs_apply, entropy_apply, logsumexp_apply):
+    """Hand over the autograd nodes' ``apply`` of the row ops: ``(logits, tokens, out)`` for
+    token_log_probs, ``(logits, out)`` for the others, ``out`` the (N,) result array (once, at
+    the import of fastlmrl.torch.log_probs, after :func:`configure`)."""
+    global _tlp_apply, _entropy_apply, _lse_apply
+    _tlp_apply, _entropy_apply, _lse_apply = (
+        token_log_probs_apply, entropy_apply, logsumexp_apply)
+
+
+cdef object _row_op(int op, object logits, object tokens, object apply):
+    cdef Call c
+    cdef int status
+    cdef Py_ssize_t n
+    if not _logits(logits, &c.x):
+        return None
+    n = c.x.rows
+    if tokens is None:
+        c.tok.kind = I64  # (unused)
+    elif not _ids(tokens, n, &c.tok):
+        return None
+    if not _eager():
+        return None
+    grad = logits.requires_grad and _grad_enabled()
+    c.threads = _threads(n * c.x.cols)
+    out = _vector(n, _typenum(c.x.kind))
+    c.r1 = <uintptr_t>cnp.PyArray_DATA(out)
+    with nogil:
+        status = _run(op, &c)
+    if status:
+        return status
+    if not grad:
+        return _from_numpy(out)
+    if tokens is None:
+        return apply(logits, out)
+    return apply(logits, tokens, out)
+
+
+def token_log_probs(logits, tokens):
+    """:func:`fastlmrl.torch.token_log_probs` on a plain contiguous (N, V) float32/float64 CPU
+    tensor and (N,) int32/int64 ids in eager mode: the (N,) tensor, the kernel's non-zero
+    status (an int: the caller raises through the general path) or None (the general path
+    handles these arguments)."""
+    return _row_op(OP_TOKEN_LOG_PROBS, logits, tokens, _tlp_apply)
+
+
+def entropy(logits):
+    """:func:`fastlmrl.torch.entropy`, as :func:`token_log_probs`."""
+    return _row_op(OP_ENTROPY, logits, None, _entropy_apply)
+
+
+def logsumexp(logits):
+    """:func:`fastlmrl.torch.logsumexp`, as :func:`token_log_probs`."""
+    return _row_op(OP_LOGSUMEXP, logits, None, _lse_apply)
+
+
+# --- sample_tokens -----------------------------------------------------------------------------
+
+cdef OptionCache _sampling_options = None  # (temperature, top_k, top_p, min_p) -> checked
+cdef object _check_capacity = None, _advance = None, _sampled = None
+cdef tuple _last_seed = (None, 0, 0)  # (an int seed, its key, its first counter)
+
+
+def configure_sampling(sampling_options, check_capacity, advance, sampled):
+    """Hand over ``sampling_options(temperature, top_k, top_p, min_p)`` -> ``(temperature,
+    top_k, top_p, min_p)`` checked (top_k not yet capped by V) or None where the general path
+    raises, fastlmrl.rng's ``check_capacity`` and ``advance``, and the result type
+    (``SampledTokens``)."""
+    global _sampling_options, _check_capacity, _advance, _sampled, _last_seed
+    _sampling_options = OptionCache(sampling_options)
+    _check_capacity, _advance, _sampled = check_capacity, advance, sampled
+    _last_seed = (None, 0, 0)
+
+
+def sample_tokens(logits, seed, temperature, top_k, top_p, min_p):
+    """:func:`fastlmrl.torch.sample_tokens` on a plain contiguous (N, V) float32/float64 CPU
+    tensor in eager mode: ``SampledTokens``, the kernel's non-zero status (nothing consumed
+    from ``seed``; the caller raises through the general path) or None (the general path
+    handles these arguments, or raises)."""
+    cdef Call c
+    cdef Py_ssize_t n
+    cdef int status, typenum
+    cdef tuple last
+    global _last_seed
+    options = _sampling_options.get((temperature, top_k, top_p, min_p))
+    if options is None or not _logits(logits, &c.x) or not _eager():
+        return None
+    n = c.x.rows
+    c.s[0], c.k, c.s[1], c.s[2] = options
+    if c.k > c.x.cols:
+        c.k = c.x.cols
+    last = _last_seed
+    if type(seed) is int and seed == last[0]:  # (an int seed is a fresh stream: no state)
+        c.key, c.counter = last[1], last[2]
     else:
-        loss = _from_numpy(loss_array)
-    result = _result_class.__new__(_result_class)
-    result._values = [loss, None, None, None, None, None, None, None, None, None]
-    result._arrays = (buf, n)
-    return result
+        try:
+            key, counter = _check_capacity(seed, n)
+        except Exception:  # the general path raises it
+            return None
+        c.key, c.counter = key, counter
+        if type(seed) is int:
+            _last_seed = (seed, key, counter)
+    c.threads = _threads(n * c.x.cols)
+    c.tok.kind = I64  # (unused)
+    typenum = _typenum(c.x.kind)
+    tokens, log_probs, model_log_probs = (
+        _vector(n, cnp.NPY_INT64), _vector(n, typenum), _vector(n, typenum))
+    c.r1 = <uintptr_t>cnp.PyArray_DATA(tokens)
+    c.r2 = <uintptr_t>cnp.PyArray_DATA(log_probs)
+    c.r3 = <uintptr_t>cnp.PyArray_DATA(model_log_probs)
+    with nogil:
+        status = _run(OP_SAMPLE, &c)
+    if status:
+        return status
+    if type(seed) is not int:
+        _advance(seed, n)
+    return tuple.__new__(_sampled, (_from_numpy(tokens), _from_numpy(log_probs),
+                                    _from_numpy(model_log_probs)))

@@ -17,6 +17,8 @@ custom ops themselves, so they are opaque to ``torch.compile`` as well.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -24,6 +26,7 @@ from torch import Tensor
 from .. import log_probs as _np
 from .. import policy_losses as _np_losses
 from . import _tensors as tt
+from .policy_losses import _cython_kernels, _entry
 
 __all__ = ["entropy", "logsumexp", "token_log_probs"]
 
@@ -84,6 +87,21 @@ _token_log_probs_backward_call = tt.EagerOp(_token_log_probs_backward, different
 _token_log_probs_call = tt.autograd(_token_log_probs, _token_log_probs_grad, _save_inputs)
 
 
+class fastlmrl_token_log_probs_fast(torch.autograd.Function):
+    """The autograd node of :func:`token_log_probs`'s eager fast path (the kernel already ran):
+    ``forward(ctx, logits, tokens, out)`` saves the logits and ids, returns the (N,) array
+    ``out`` as a tensor; ``backward`` is the custom op's (``token_log_probs_backward``)."""
+
+    @staticmethod
+    def forward(ctx, logits, tokens, out):
+        ctx.save_for_backward(logits, tokens)
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return _token_log_probs_grad(ctx, grad_output) + (None,)
+
+
 def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
     r"""Selective log-softmax :math:`\log\pi(a|s) = z_a - \operatorname{lse}(z)` of (..., V) logits
     at ``tokens`` (...,); returns (...,) in the logits' dtype, differentiable w.r.t. ``logits``.
@@ -91,6 +109,10 @@ def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
     Equivalent to ``torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0]`` without
     the (N, V) log-softmax.  A masked (-inf) sampled token gives -inf.
     """
+    if tt._kernels is _cython_kernels and not _is_compiling():  # (None: no entry point)
+        out = _entry_token_log_probs(logits, tokens)  # tensors straight to the Cython core
+        if out.__class__ is Tensor:
+            return out
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     ids = tt.ids(tokens, "tokens", batch)
@@ -147,10 +169,30 @@ _entropy_backward_call = tt.EagerOp(_entropy_backward, differentiable=(0, 1, 2))
 _entropy_call = tt.autograd(_entropy, _entropy_grad, _entropy_setup)
 
 
+class fastlmrl_entropy_fast(torch.autograd.Function):
+    """The autograd node of :func:`entropy`'s eager fast path (the kernel already ran):
+    ``forward(ctx, logits, out)`` returns the (N,) array ``out`` as a tensor and saves it with
+    the logits; ``backward`` is the custom op's (``entropy_backward``)."""
+
+    @staticmethod
+    def forward(ctx, logits, out):
+        result = torch.from_numpy(out)
+        ctx.save_for_backward(logits, result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return _entropy_grad(ctx, grad_output), None
+
+
 def entropy(logits: Tensor) -> Tensor:
     r"""Entropy :math:`H = -\sum_j p_j \log p_j` (nats) of each row of (..., V) logits; returns
     (...,) in the logits' dtype, differentiable (:math:`\partial H/\partial z_j = -p_j(\log p_j +
     H)`)."""
+    if tt._kernels is _cython_kernels and not _is_compiling():  # (as token_log_probs)
+        out = _entry_entropy(logits)
+        if out.__class__ is Tensor:
+            return out
     x = tt.logits_2d(logits)
     return tt.unflat(_entropy_call(x), logits.shape[:-1])
 
@@ -196,8 +238,43 @@ _logsumexp_backward_call = tt.EagerOp(_logsumexp_backward, differentiable=(0, 1,
 _logsumexp_call = tt.autograd(_logsumexp, _logsumexp_grad, _logsumexp_setup)
 
 
+class fastlmrl_logsumexp_fast(torch.autograd.Function):
+    """The autograd node of :func:`logsumexp`'s eager fast path (as
+    :class:`fastlmrl_entropy_fast`; ``backward`` is ``logsumexp_backward``)."""
+
+    @staticmethod
+    def forward(ctx, logits, out):
+        result = torch.from_numpy(out)
+        ctx.save_for_backward(logits, result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return _logsumexp_grad(ctx, grad_output), None
+
+
 def logsumexp(logits: Tensor) -> Tensor:
     r""":math:`\log\sum_j e^{z_j}` of each row of (..., V) logits; returns (...,) in the logits'
     dtype, differentiable (gradient: the softmax)."""
+    if tt._kernels is _cython_kernels and not _is_compiling():  # (as token_log_probs)
+        out = _entry_logsumexp(logits)
+        if out.__class__ is Tensor:
+            return out
     x = tt.logits_2d(logits)
     return tt.unflat(_logsumexp_call(x), logits.shape[:-1])
+
+
+_is_compiling = torch.compiler.is_compiling
+# the Cython entry points (fastlmrl._cython.torch_entry; None without it): CPU tensors straight
+# to the kernel cores in eager mode, the general path for anything else
+_entry_token_log_probs: Any = None
+_entry_entropy: Any = None
+_entry_logsumexp: Any = None
+if _entry is not None:
+    _entry.configure_rows(
+        super(torch.autograd.Function, fastlmrl_token_log_probs_fast).apply,
+        super(torch.autograd.Function, fastlmrl_entropy_fast).apply,
+        super(torch.autograd.Function, fastlmrl_logsumexp_fast).apply,
+    )
+    _entry_token_log_probs = _entry.token_log_probs
+    _entry_entropy, _entry_logsumexp = _entry.entropy, _entry.logsumexp

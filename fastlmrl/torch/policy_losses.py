@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import numbers
 import warnings
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -72,9 +72,99 @@ __all__ = [
 ]
 
 
-class ReinforceLossResult(NamedTuple):
+class _LazyResult:
+    """A loss op's result: a read-only record with the interface of a NamedTuple (fields by
+    name or position, ``_fields``, ``_asdict()``, ``_replace()``, iteration and unpacking,
+    ``len``), not a ``tuple`` subclass.
+
+    The eager fast paths build only ``loss`` at once and each other field's tensor when it is
+    first read (then the same tensor every time): creating the other tensors costs more than the
+    fused kernel on a small batch.  The kernel's outputs are then ``(buffer, N)``: one float64
+    buffer holding the first ``_blocks`` fields after the loss as (N,) blocks, in field order,
+    then the kernel's statistics slots (slot 0 the loss, slots 1, 2, ... the remaining fields);
+    or ``_blocks`` (N,) arrays and the statistics array.
+    """
+
+    __slots__ = ("_values", "_arrays")
+    _fields: tuple[str, ...] = ()
+    _blocks = 0  # the (N,) fields after the loss; the fields after them are statistics slots
+
+    def _set(self, values: list) -> None:
+        self._values = values
+        self._arrays = None
+
+    @classmethod
+    def _lazy(cls, loss: Tensor, buffer: np.ndarray, n: int):
+        """``loss`` and the kernel's outputs in one float64 ``buffer`` (class docstring), turned
+        into tensors when read (:mod:`fastlmrl._cython.torch_entry` builds the same)."""
+        result = cls.__new__(cls)
+        result._values = [loss] + [None] * (len(cls._fields) - 1)
+        result._arrays = (buffer, n)
+        return result
+
+    @classmethod
+    def _lazy_arrays(cls, loss: Tensor, *arrays):
+        """``loss`` and the kernel's outputs as ``_blocks`` (N,) float64 arrays (field order)
+        and its statistics array (the NumPy-view path: Numba types separate arrays faster than
+        views of one buffer)."""
+        result = cls.__new__(cls)
+        result._values = [loss] + [None] * (len(cls._fields) - 1)
+        result._arrays = arrays
+        return result
+
+    def _get(self, i: int):
+        value = self._values[i]
+        if value is None:  # not built yet (the eager fast paths)
+            arrays = self._arrays
+            k = self._blocks
+            assert arrays is not None
+            if type(arrays[1]) is int:  # (buffer, N)
+                buffer, n = arrays
+                if i <= k:
+                    value = torch.from_numpy(buffer[(i - 1) * n : i * n])
+                else:
+                    value = torch.from_numpy(buffer[k * n + i - k, ...])
+            elif i <= k:
+                value = torch.from_numpy(arrays[i - 1])
+            else:
+                value = torch.from_numpy(arrays[k][i - k, ...])
+            self._values[i] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self._get(i) for i in range(len(self._fields))[index])
+        return self._get(range(len(self._fields))[index])
+
+    def __iter__(self):
+        return (self._get(i) for i in range(len(self._fields)))
+
+    def _asdict(self) -> dict:
+        return {name: self._get(i) for i, name in enumerate(self._fields)}
+
+    def _replace(self, **changes):
+        values = self._asdict()
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise ValueError(f"Got unexpected field names: {sorted(unknown)!r}")
+        values.update(changes)
+        return type(self)(**values)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={self._get(i)!r}" for i, name in enumerate(self._fields))
+        return f"{type(self).__name__}({inner})"
+
+    loss = property(lambda self: self._values[0], doc="the loss, differentiable")
+
+
+class ReinforceLossResult(_LazyResult):
     r"""The result of :func:`reinforce_loss`: REINFORCE with baseline (Williams 1992), the torch
-    face of :class:`fastlmrl.ReinforceLossResult` without ``grad_logits`` (autograd carries it).
+    face of :class:`fastlmrl.ReinforceLossResult` without ``grad_logits`` (autograd carries it);
+    a record with a NamedTuple's interface (:class:`_LazyResult`; fields but ``loss`` are built
+    when first read on the eager fast path).
 
     * ``loss``: :math:`L = \sum_i w_i \ell_i`, a 0-dim tensor in the logits' dtype (float32 for
       bfloat16 logits), differentiable w.r.t. the logits;
@@ -84,12 +174,19 @@ class ReinforceLossResult(NamedTuple):
       logits' batch shape, no gradient.
     """
 
-    loss: Tensor  #: sum_i w_i l_i, differentiable w.r.t. the logits
-    log_probs: Tensor  #: log pi(a_i|s_i), float64
-    token_loss: Tensor  #: l_i, float64
+    __slots__ = ()
+    _fields = ("loss", "log_probs", "token_loss")
+    __match_args__ = _fields
+    _blocks = 2
+
+    def __init__(self, loss, log_probs, token_loss):
+        self._set([loss, log_probs, token_loss])
+
+    log_probs = property(lambda self: self._get(1), doc="log pi(a_i|s_i), float64")
+    token_loss = property(lambda self: self._get(2), doc="l_i, float64")
 
 
-class PPOLossResult:
+class PPOLossResult(_LazyResult):
     """The result of :func:`ppo_loss` / :func:`~fastlmrl.torch.linear_ppo_loss`: a read-only
     record with the interface of a NamedTuple (fields by name or position, ``_fields``,
     ``_asdict()``, ``_replace()``, iteration and unpacking, ``len``), not a ``tuple`` subclass.
@@ -112,7 +209,7 @@ class PPOLossResult:
     The diagnostics are 0-dim float64 tensors without gradient.
     """
 
-    __slots__ = ("_values", "_arrays")
+    __slots__ = ()
     _fields = (
         "loss",
         "log_probs",
@@ -126,6 +223,7 @@ class PPOLossResult:
         "approx_kl_k3",
     )
     __match_args__ = _fields
+    _blocks = 3
 
     def __init__(
         self,
@@ -140,81 +238,20 @@ class PPOLossResult:
         approx_kl_k1,
         approx_kl_k3,
     ):
-        self._values = [
-            loss,
-            log_probs,
-            token_loss,
-            ratios,
-            pg_loss,
-            kl_loss,
-            clip_fraction,
-            dual_clip_fraction,
-            approx_kl_k1,
-            approx_kl_k3,
-        ]
-        self._arrays = None
-
-    @classmethod
-    def _lazy(cls, loss: Tensor, buffer: np.ndarray, n: int):
-        """``loss`` and the kernel's outputs in one float64 ``buffer`` of 3 N + 7 entries:
-        ``[log_probs | token_loss | ratios | stats]`` (stats[1:] are the diagnostics), turned
-        into tensors when read (:mod:`fastlmrl._cython.torch_entry` builds the same)."""
-        result = cls.__new__(cls)
-        result._values = [loss, None, None, None, None, None, None, None, None, None]
-        result._arrays = (buffer, n)
-        return result
-
-    @classmethod
-    def _lazy_arrays(cls, loss: Tensor, log_probs, token_loss, ratios, stats):
-        """``loss`` and the kernel's outputs as four arrays: (N,) float64 per-token results and
-        its 7 stats (the NumPy-view path: Numba types separate arrays faster than views)."""
-        result = cls.__new__(cls)
-        result._values = [loss, None, None, None, None, None, None, None, None, None]
-        result._arrays = (log_probs, token_loss, ratios, stats)
-        return result
-
-    def _get(self, i: int):
-        value = self._values[i]
-        if value is None:  # not built yet (the eager fast paths)
-            arrays = self._arrays
-            if len(arrays) == 2:  # (buffer, N)
-                buffer, n = arrays
-                if i < 4:
-                    value = torch.from_numpy(buffer[(i - 1) * n : i * n])
-                else:
-                    value = torch.from_numpy(buffer[3 * n + i - 3, ...])
-            elif i < 4:
-                value = torch.from_numpy(arrays[i - 1])
-            else:
-                value = torch.from_numpy(arrays[3][i - 3, ...])
-            self._values[i] = value
-        return value
-
-    def __len__(self) -> int:
-        return 10
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return tuple(self._get(i) for i in range(10)[index])
-        return self._get(range(10)[index])
-
-    def __iter__(self):
-        return (self._get(i) for i in range(10))
-
-    def _asdict(self) -> dict:
-        return {name: self._get(i) for i, name in enumerate(self._fields)}
-
-    def _replace(self, **changes) -> PPOLossResult:
-        values = self._asdict()
-        unknown = set(changes) - set(values)
-        if unknown:
-            raise ValueError(f"Got unexpected field names: {sorted(unknown)!r}")
-        values.update(changes)
-        return PPOLossResult(**values)
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={self._get(i)!r}" for i, name in enumerate(self._fields))
-        return f"PPOLossResult({inner})"
+        self._set(
+            [
+                loss,
+                log_probs,
+                token_loss,
+                ratios,
+                pg_loss,
+                kl_loss,
+                clip_fraction,
+                dual_clip_fraction,
+                approx_kl_k1,
+                approx_kl_k3,
+            ]
+        )
 
     loss = property(lambda self: self._values[0], doc="sum_i w_i (l^CLIP_i + kl_coef D_i)")
     log_probs = property(lambda self: self._get(1), doc="log pi_theta(a_i|s_i), float64")
@@ -232,10 +269,11 @@ class PPOLossResult:
     approx_kl_k3 = property(lambda self: self._get(9), doc="weighted mean of (rho - 1) - log rho")
 
 
-class KLPenaltyResult(NamedTuple):
+class KLPenaltyResult(_LazyResult):
     r"""The result of :func:`kl_penalty_loss`: the KL penalty to a reference policy as a loss
     term (GRPO, Shao et al. 2024, eq. 4; Schulman's estimators k1 / k2 / k3), the torch face of
-    :class:`fastlmrl.KLPenaltyResult` without ``grad_logits``.
+    :class:`fastlmrl.KLPenaltyResult` without ``grad_logits``; a record with a NamedTuple's
+    interface (:class:`_LazyResult`).
 
     * ``loss``: :math:`L = \sum_i w_i D_i` (not multiplied by any coefficient), a 0-dim tensor in
       the logits' dtype (float32 for bfloat16 logits), differentiable w.r.t. the logits;
@@ -246,16 +284,23 @@ class KLPenaltyResult(NamedTuple):
       batch shape, no gradient.
     """
 
-    loss: Tensor  #: sum_i w_i D_i, differentiable w.r.t. the logits
-    log_probs: Tensor  #: float64
-    token_kl: Tensor  #: D_i, float64
+    __slots__ = ()
+    _fields = ("loss", "log_probs", "token_kl")
+    __match_args__ = _fields
+    _blocks = 2
+
+    def __init__(self, loss, log_probs, token_kl):
+        self._set([loss, log_probs, token_kl])
+
+    log_probs = property(lambda self: self._get(1), doc="log pi_theta(a_i|s_i), float64")
+    token_kl = property(lambda self: self._get(2), doc="D_i, float64")
 
 
-class A2CLossResult(NamedTuple):
+class A2CLossResult(_LazyResult):
     r"""The result of :func:`a2c_loss`: advantage actor-critic loss (Mnih et al. 2016) with the
     value term and entropy bonus of the PPO paper's eq. 9, the torch face of
     :class:`fastlmrl.A2CLossResult` without ``grad_logits`` / ``grad_values`` (autograd carries
-    them).
+    them); a record with a NamedTuple's interface (:class:`_LazyResult`).
 
     * ``loss``: :math:`L = \sum_i w_i \ell_i`, :math:`\ell_i = -\hat A_i\log\pi(a_i|s_i) +
       c_v L^V_i - c_e H_i`, a 0-dim tensor in the logits' dtype (float32 for bfloat16 logits),
@@ -271,13 +316,28 @@ class A2CLossResult(NamedTuple):
     Every field but ``loss`` is without gradient.
     """
 
-    loss: Tensor  #: differentiable w.r.t. the logits and the values
-    log_probs: Tensor  #: float64
-    entropy: Tensor  #: H_i per token, float64
-    token_loss: Tensor  #: float64
-    policy_loss: Tensor  #: sum_i w_i (-A_i log pi(a_i))
-    value_loss: Tensor  #: sum_i w_i L^V_i
-    mean_entropy: Tensor  #: sum_i w_i H_i / sum_i w_i
+    __slots__ = ()
+    _fields = (
+        "loss",
+        "log_probs",
+        "entropy",
+        "token_loss",
+        "policy_loss",
+        "value_loss",
+        "mean_entropy",
+    )
+    __match_args__ = _fields
+    _blocks = 3
+
+    def __init__(self, loss, log_probs, entropy, token_loss, policy_loss, value_loss, mean_entropy):
+        self._set([loss, log_probs, entropy, token_loss, policy_loss, value_loss, mean_entropy])
+
+    log_probs = property(lambda self: self._get(1), doc="log pi(a_i|s_i), float64")
+    entropy = property(lambda self: self._get(2), doc="H_i per token, float64")
+    token_loss = property(lambda self: self._get(3), doc="l_i, float64")
+    policy_loss = property(lambda self: self._get(4), doc="sum_i w_i (-A_i log pi(a_i))")
+    value_loss = property(lambda self: self._get(5), doc="sum_i w_i L^V_i")
+    mean_entropy = property(lambda self: self._get(6), doc="sum_i w_i H_i / sum_i w_i")
 
 
 #: TRL's spellings of the PPO options (ppo_loss and linear_ppo_loss), as the NumPy API's
@@ -600,6 +660,48 @@ class fastlmrl_ppo_loss_fast(torch.autograd.Function):
         return tt.scale_eager(grad, grad_loss), None
 
 
+class fastlmrl_reinforce_loss_fast(fastlmrl_ppo_loss_fast):
+    """The autograd node of :func:`reinforce_loss`'s eager fast path (the PPO node's
+    formulas: the kernel's gradient w.r.t. the logits, kept as an array)."""
+
+
+class fastlmrl_kl_penalty_loss_fast(fastlmrl_ppo_loss_fast):
+    """The autograd node of :func:`kl_penalty_loss`'s eager fast path (as
+    :class:`fastlmrl_reinforce_loss_fast`)."""
+
+
+class fastlmrl_a2c_loss_fast(torch.autograd.Function):
+    """The autograd node of :func:`a2c_loss`'s eager fast path: ``forward(ctx, logits, values,
+    (grad_logits, grad_values), loss)`` keeps the two gradient arrays (None for an input that
+    needs none; ``grad_values`` already in the values' dtype) and returns the loss (a 0-dim
+    array) as a tensor (the entry point's C function when it is built); ``backward`` scales
+    each as :class:`fastlmrl_ppo_loss_fast` does."""
+
+    @staticmethod
+    def forward(ctx, logits, values, grads, loss):
+        ctx.grads = grads
+        return torch.from_numpy(loss)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grads = ctx.grads
+        if grads is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved "
+                "tensors after they have already been freed). Specify retain_graph=True if you "
+                "need to backward through the graph a second time."
+            )
+        if tt.graph_is_freed_after_this_backward():
+            ctx.grads = None
+        grad, grad_values = grads
+        return (
+            None if grad is None else tt.scale_eager(grad, grad_loss),
+            None if grad_values is None else tt.scale_eager(grad_values, grad_loss),
+            None,
+            None,
+        )
+
+
 # torch.autograd.Function.apply without its Python prologue (never under functorch here)
 _apply_ppo = super(torch.autograd.Function, fastlmrl_ppo_loss_fast).apply
 
@@ -612,6 +714,27 @@ def _entry_options(clip_low, clip_high, dual_clip, ratio_level, kl_coef, kl_esti
         )
     except (TypeError, ValueError, RuntimeError):  # unhashable or bad options
         return None
+
+
+def _a2c_entry_options(value_coef, entropy_coef, value_clip, has_old):
+    """The A2C kernel's ``(value_clip (0: none), value_coef, entropy_coef)``, checked as the
+    general path checks them (:func:`_real`, then the NumPy API's ``a2c_arguments``), or None
+    where they raise (the general path raises the error)."""
+    try:
+        value_coef, entropy_coef, clip, _ = _np.a2c_arguments(
+            _real(value_coef, "value_coef"),
+            _real(entropy_coef, "entropy_coef"),
+            None if value_clip is None else _real(value_clip, "value_clip"),
+            _NO_VALUES if has_old else None,
+            _NO_VALUES,
+            _NO_VALUES.dtype,
+        )
+    except (TypeError, ValueError):
+        return None
+    return clip, value_coef, entropy_coef
+
+
+_NO_VALUES = np.empty(0)
 
 
 def _load_entry():
@@ -647,7 +770,7 @@ def _load_entry():
 # the Cython entry point: CPU tensors straight to the Cython kernel core (tt._kernels is never
 # None: without the entry point the NumPy-view fast path serves every backend)
 _cython_kernels, _entry = _load_entry()
-_entry_ppo_loss = None
+_entry_ppo_loss = _entry_reinforce = _entry_kl = _entry_a2c = None
 if _entry is not None:
     _entry.configure(
         Tensor,
@@ -669,8 +792,24 @@ if _entry is not None:
         getattr(Tensor, "__dlpack_c_exchange_api__", None),  # (recent torch: DLPack >= 1.2)
     )
     _entry_ppo_loss = _entry.ppo_loss
+    _entry.configure_losses(
+        super(torch.autograd.Function, fastlmrl_reinforce_loss_fast).apply,
+        super(torch.autograd.Function, fastlmrl_kl_penalty_loss_fast).apply,
+        super(torch.autograd.Function, fastlmrl_a2c_loss_fast).apply,
+        ReinforceLossResult,
+        KLPenaltyResult,
+        A2CLossResult,
+        _np.KL_ESTIMATORS,
+        _a2c_entry_options,
+    )
+    _entry_reinforce, _entry_kl, _entry_a2c = (
+        _entry.reinforce_loss,
+        _entry.kl_penalty_loss,
+        _entry.a2c_loss,
+    )
     # the same forward as a C function (~0.1 us less inside apply)
     fastlmrl_ppo_loss_fast.forward = staticmethod(_entry.node_forward)
+    fastlmrl_a2c_loss_fast.forward = staticmethod(_entry.node_forward2)
 
 _BAD = object()  # options the fast path leaves to the general path (its errors)
 _is_compiling = torch.compiler.is_compiling
@@ -982,6 +1121,13 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> Rein
     r"""REINFORCE with baseline, :math:`\ell_i = -(G_i - b_i)\log\pi(a_i|s_i)`
     (:func:`fastlmrl.reinforce_loss`); ``baseline``: None, ``"mean"`` or a tensor (no gradient
     flows into it)."""
+    if (
+        tt._kernels is _cython_kernels  # (None: no entry point)
+        and not _is_compiling()  # (folded by dynamo: it traces the general path)
+    ):  # tensors straight to the Cython core
+        result = _entry_reinforce(logits, tokens, returns, weights, baseline)
+        if result.__class__ is ReinforceLossResult:
+            return result
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     if isinstance(baseline, str):
@@ -1040,6 +1186,10 @@ def kl_penalty_loss(
 ) -> KLPenaltyResult:
     r"""KL penalty to a reference policy, :math:`L = \sum_i w_i D_i` with Schulman's estimator
     k1 / k2 / k3 at the sampled token (:func:`fastlmrl.kl_penalty_loss`)."""
+    if tt._kernels is _cython_kernels and not _is_compiling():  # (as reinforce_loss)
+        result = _entry_kl(logits, tokens, ref_log_probs, weights, kl_estimator)
+        if result.__class__ is KLPenaltyResult:
+            return result
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     out = _kl_penalty_loss_call(
@@ -1152,6 +1302,21 @@ def a2c_loss(
     r"""Advantage actor-critic loss :math:`-\hat A_i\log\pi(a_i) + c_v L^V_i - c_e H_i`
     (:func:`fastlmrl.a2c_loss`), differentiable w.r.t. ``logits`` and ``values`` (a floating
     tensor of the batch shape; its gradient has its dtype)."""
+    if tt._kernels is _cython_kernels and not _is_compiling():  # (as reinforce_loss)
+        result = _entry_a2c(
+            logits,
+            tokens,
+            advantages,
+            values,
+            returns,
+            weights,
+            value_coef,
+            entropy_coef,
+            old_values,
+            value_clip,
+        )
+        if result.__class__ is A2CLossResult:
+            return result
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     vals = tt.per_token(values, "values", batch)

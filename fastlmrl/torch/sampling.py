@@ -20,7 +20,7 @@ raise ValueError naming it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from .. import _validation as check
 from .. import sampling as _np
 from ..rng import MASK64, advance, check_capacity
 from . import _tensors as tt
+from .policy_losses import _cython_kernels, _entry
 
 if TYPE_CHECKING:  # what readers and tools follow: the reference kernels
     from .._python import sampling as _kernels
@@ -143,6 +144,27 @@ def _as_logits(logits) -> Tensor:
     return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (a reshape call costs ~2 us)
 
 
+def _options(temperature, top_k, top_p, min_p) -> tuple[float, int, float, float]:
+    """The checked ``(temperature, top_k, top_p, min_p)`` (``top_k`` not yet capped by V)."""
+    temperature = _np._temperature(temperature)
+    if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)):
+        raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 disables top-k), got {top_k}")
+    top_p = check.real(top_p, "top_p", 0.0, 1.0, low_open=True)
+    min_p = check.real(min_p, "min_p", 0.0, 1.0)
+    return temperature, int(top_k), top_p, min_p
+
+
+def _entry_options(temperature, top_k, top_p, min_p):
+    """:func:`_options`, None where they raise (the general path raises the error)."""
+    try:
+        temperature, top_k, top_p, min_p = _options(temperature, top_k, top_p, min_p)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return temperature, min(top_k, 1 << 62), top_p, min_p  # (an int64; capped by V after)
+
+
 def sample_tokens(
     logits: Tensor,
     seed,
@@ -159,16 +181,15 @@ def sample_tokens(
     from) and ``model_log_probs`` (temperature-1 model), float32 for bfloat16 logits, else the
     logits' dtype.
     """
+    if tt._kernels is _cython_kernels and not _is_compiling():  # (None: no entry point)
+        # tensors straight to the Cython core (plain contiguous (N, V) float32/float64 logits)
+        result = _entry_sample_tokens(logits, seed, temperature, top_k, top_p, min_p)
+        if result.__class__ is SampledTokens:
+            return result
     x = _as_logits(logits)
     batch = logits.shape[:-1]
-    temperature = _np._temperature(temperature)
-    if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)):
-        raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 disables top-k), got {top_k}")
-    top_k = int(min(int(top_k), x.shape[1]))
-    top_p = check.real(top_p, "top_p", 0.0, 1.0, low_open=True)
-    min_p = check.real(min_p, "min_p", 0.0, 1.0)
+    temperature, top_k, top_p, min_p = _options(temperature, top_k, top_p, min_p)
+    top_k = min(top_k, x.shape[1])
     n = x.shape[0]
     key, counter = check_capacity(seed, n)
     tokens, log_probs, model_log_probs = _sample_tokens(
@@ -180,3 +201,12 @@ def sample_tokens(
             t.reshape(batch) for t in (tokens, log_probs, model_log_probs)
         )
     return SampledTokens(tokens, log_probs, model_log_probs)
+
+
+_is_compiling = torch.compiler.is_compiling
+# the Cython entry point (fastlmrl._cython.torch_entry; None without it): plain CPU tensors
+# straight to the kernel core in eager mode, the general path for anything else
+_entry_sample_tokens: Any = None
+if _entry is not None:
+    _entry.configure_sampling(_entry_options, check_capacity, advance, SampledTokens)
+    _entry_sample_tokens = _entry.sample_tokens
