@@ -167,25 +167,26 @@ def test_streaming_store_path_equals_ordinary_stores(compiled, dtype):
 
 @pytest.mark.parametrize("v", [16, 17, 31, 64, 100, 128])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_short_float32_rows_equal_reference(compiled, reference, v, threads):
-    # token-level PPO over float32 rows of at most 128 entries has its own pass in the Cython
-    # AVX-512 build (groups of rows in stages, full and partial 16-lane chunks): bit for bit the
-    # reference, with masked entries, a NaN row, an infinite row, int32 tokens, a reference
-    # policy and dual clipping
+@pytest.mark.parametrize("name", ["ppo_loss", "reinforce_loss", "kl_penalty_loss"])
+def test_short_float32_rows_equal_reference(compiled, reference, name, v, threads):
+    # token-level passes over float32 rows of at most 128 entries have their own code in the
+    # Cython AVX-512 build (groups of rows in stages, full and partial 16-lane chunks): bit for
+    # bit the reference, with masked entries, a NaN row, an infinite row, int32 tokens, each KL
+    # estimator, PPO's reference policy and dual clipping
     d = case(v, 43, v, np.float32, 0.3)
     for tokens in (d["t"], d["t"].astype(np.int32)):
         d["t"] = tokens
-        for kl_est, dual in ((3, 3.0), (1, -1.0)):
-            s_ref, o_ref = raw(reference, "ppo_loss", d, kl_est=kl_est, dual=dual)
-            s_c, o_c = raw(compiled, "ppo_loss", d, threads, kl_est=kl_est, dual=dual)
+        for kl_est, dual in ((3, 3.0), (1, -1.0), (2, -1.0)):
+            s_ref, o_ref = raw(reference, name, d, kl_est=kl_est, dual=dual)
+            s_c, o_c = raw(compiled, name, d, threads, kl_est=kl_est, dual=dual)
             assert s_ref == s_c == 0
             for a, b in zip(o_c, o_ref):
                 np.testing.assert_array_equal(a, b)
-    for bad, value in ((5, np.nan), (11, np.inf)):
-        x = d["x"].copy()
-        x[bad, 1] = value
+    for bad, column, value in ((5, 1, np.nan), (11, 1, np.inf), (7, d["t"][7], -np.inf)):
+        x = d["x"].copy()  # a NaN row, an infinite row, a sampled token of logit -inf
+        x[bad, column] = value
         e = dict(d, x=x)
-        assert raw(reference, "ppo_loss", e)[0] == raw(compiled, "ppo_loss", e, threads)[0] != 0
+        assert raw(reference, name, e)[0] == raw(compiled, name, e, threads)[0] != 0
 
 
 # ---- blocked batch sums

@@ -8,10 +8,10 @@ adds its rows' terms to N_SUMS partial sums in row order, and the batch sums add
 block order, so results do not depend on the thread count.  Rows of a block are taken in pairs so
 that two rows' dependency chains (log, exp, gradient) overlap; the block loop is specialised per
 mode (constant ``mode``).  Sequence-level (GSPO) ratios: a statistics pass, the per-sequence means
-(serial), then the fused pass.  Token-level PPO over short float32 rows (V <= 128, ordinary
-stores) runs in C with AVX-512 intrinsics when the build targets AVX-512 (``-march=native`` on
+(serial), then the fused pass.  Token-level passes (REINFORCE, PPO, KL) over short float32 rows
+(V <= 128, ordinary stores) run in C with AVX-512 intrinsics when the build targets AVX-512 (``-march=native`` on
 such a CPU): up to eight rows at a time in stages, the same values bit for bit (see
-``fastlmrl_pl_ppo_rows`` below).
+``fastlmrl_pl_short_rows`` below).
 """
 
 __all__ = ["a2c_loss", "kl_penalty_loss", "ppo_loss", "reinforce_loss"]
@@ -32,8 +32,8 @@ from fastlmrl._cython.fast_math cimport (row_stats, grad_fill, row_entropy, stor
 
 
 # ---- short float32 rows in AVX-512 registers (builds that target AVX-512) ----------------------
-# Token-level PPO over float32 rows of at most SHORT_ROW_MAX entries with ordinary stores runs in C
-# below: up to SHORT_GROUP rows at a time, in stages -- the statistics of the group (two rows
+# Token-level REINFORCE, PPO and KL passes over float32 rows of at most SHORT_ROW_MAX entries with
+# ordinary stores run in C below: up to SHORT_GROUP rows at a time, in stages -- the statistics of the group (two rows
 # interleaved), the log-probs (log), the ratios (exp), the token terms in row order, then the
 # gradient rows -- so that the dependency chains of several rows overlap (a short row is too
 # little work to hide one row's chain of max, exp, sum, log, exp, gradient).  The float32
@@ -49,6 +49,9 @@ cdef extern from *:
     #if defined(__AVX512F__) && defined(__AVX512DQ__)
     #include <immintrin.h>
     #define FASTLMRL_PL_AVX512 1
+    /* the modes of pg_terms.pxd */
+    #define FASTLMRL_PL_REINFORCE 0
+    #define FASTLMRL_PL_PPO 1
 
     /* fast_exp32 (fastlmrl/_cython/fast_math.pxd) on 16 lanes: the same IEEE single operations,
        lane by lane.  The clamp of d to -87 is not needed: lanes with d < -87 are set to 0 at the
@@ -182,21 +185,21 @@ cdef extern from *:
         }
     }
 
-    /* _pg_rows for token-level PPO over float32 rows lo..hi-1 (v <= FASTLMRL_PL_SHORT_MAX
-       entries, ordinary stores): the values of _pg_token / token_terms (mode PPO, token-level
-       ratio), FASTLMRL_PL_GROUP rows at a time in stages (see above); part[0:8] = the block's
-       sums, each added in row order.  Tokens from t64 when not NULL, else t32; ref read only
-       when has_ref; e: FASTLMRL_PL_GROUP * v doubles of scratch (used as floats).  Returns bad-logits rows +
-       65536 * (any row whose token has logit -inf). */
-    static int fastlmrl_pl_ppo_rows(
+    /* _pg_rows for a token-level pass (mode REINFORCE, PPO or KL; x1..x3 as there) over
+       float32 rows lo..hi-1 (v <= FASTLMRL_PL_SHORT_MAX entries, ordinary stores): the values
+       of _pg_token / token_terms, FASTLMRL_PL_GROUP rows at a time in stages (see above);
+       part[0:8] = the block's sums, each added in row order.  Tokens from t64 when not NULL,
+       else t32; x3 read only when has_ref; e: FASTLMRL_PL_GROUP * v doubles of scratch (used
+       as floats).  Returns bad-logits rows + 65536 * (any row whose token has logit -inf). */
+    static int fastlmrl_pl_short_rows(
             const float* logits, Py_ssize_t ld, Py_ssize_t v, const int32_t* t32,
-            const int64_t* t64, const float* old, const float* adv, const float* ref,
+            const int64_t* t64, int mode, const float* x1, const float* x2, const float* x3,
             const float* weights, double clip_low, double clip_high, double dual_clip,
             double kl_coef, int estimator, int has_ref, double* token_loss, double* log_probs,
             double* ratios, float* grad, Py_ssize_t gld, double* e, Py_ssize_t lo,
             Py_ssize_t hi, double* part) {
         float* ef = (float*)e;
-        double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  /* (PPO: all eight) */
         double m[FASTLMRL_PL_GROUP], s[FASTLMRL_PL_GROUP], lp[FASTLMRL_PL_GROUP];
         double rho[FASTLMRL_PL_GROUP], c[FASTLMRL_PL_GROUP];
         Py_ssize_t a[FASTLMRL_PL_GROUP];
@@ -225,8 +228,9 @@ cdef extern from *:
                 a[r] = t64 ? (Py_ssize_t)t64[i + r] : (Py_ssize_t)t32[i + r];
                 lp[r] = ok[r] ? (double)logits[(i + r) * ld + a[r]] - (m[r] + log(s[r])) : 0.0;
             }
-            for (r = 0; r < cnt; r++)
-                rho[r] = ok[r] ? exp(lp[r] - (double)old[i + r]) : 0.0;
+            if (mode == FASTLMRL_PL_PPO)
+                for (r = 0; r < cnt; r++)
+                    rho[r] = ok[r] ? exp(lp[r] - (double)x1[i + r]) : 0.0;
             for (r = 0; r < cnt; r++) {
                 q = i + r;
                 if (!ok[r]) {
@@ -238,19 +242,41 @@ cdef extern from *:
                     ok[r] = 0;
                     continue;
                 }
-                double o = old[q], x2 = adv[q], w = weights[q], lr = lp[r] - o;
+                double w = weights[q];
+                if (mode != FASTLMRL_PL_PPO) {
+                    /* token_terms of REINFORCE (x1 returns, x2 baselines or NULL) and KL (x3
+                       the reference log-probs): only the weight and loss sums are used */
+                    double loss;
+                    if (mode == FASTLMRL_PL_REINFORCE) {
+                        double g_adv = (double)x1[q] - (x2 ? (double)x2[q] : 0.0);
+                        loss = -g_adv * lp[r];
+                        c[r] = w * -g_adv;
+                    } else {
+                        double kl = 0.0, dkl = 0.0;
+                        if (has_ref) fastlmrl_pl_kl(lp[r], (double)x3[q], estimator, &kl, &dkl);
+                        loss = kl;
+                        c[r] = w * dkl;
+                    }
+                    token_loss[q] = loss;
+                    log_probs[q] = lp[r];
+                    ratios[q] = 1.0;
+                    acc[0] += w;
+                    acc[1] += w * loss;
+                    continue;
+                }
+                double o = x1[q], x2v = x2[q], lr = lp[r] - o;
                 double kl = 0.0, dkl = 0.0, pg, d, clipped = 0.0, dual = 0.0;
-                if (has_ref) fastlmrl_pl_kl(lp[r], (double)ref[q], estimator, &kl, &dkl);
+                if (has_ref) fastlmrl_pl_kl(lp[r], (double)x3[q], estimator, &kl, &dkl);
                 double rr = rho[r], rc = rr < lo_r ? lo_r : (rr > hi_r ? hi_r : rr);
-                double un = -x2 * rr, cl = -x2 * rc;
+                double un = -x2v * rr, cl = -x2v * rc;
                 /* un >= cl ? (pg, d, clipped) = (un, -x2 rr, 0) : (cl, 0, 1), without a branch
                    (which side wins is as random as the advantages' signs) */
                 __m128d unv = _mm_set_sd(un), keep = _mm_cmp_sd(unv, _mm_set_sd(cl), _CMP_GE_OQ);
                 pg = _mm_cvtsd_f64(_mm_blendv_pd(_mm_set_sd(cl), unv, keep));
                 d = _mm_cvtsd_f64(_mm_and_pd(keep, unv));
                 clipped = _mm_cvtsd_f64(_mm_andnot_pd(keep, _mm_set_sd(1.0)));
-                if (dual_clip > 0.0 && x2 < 0.0) {
-                    double l3 = -dual_clip * x2;
+                if (dual_clip > 0.0 && x2v < 0.0) {
+                    double l3 = -dual_clip * x2v;
                     if (pg > l3) {
                         pg = l3;
                         d = 0.0;
@@ -284,9 +310,9 @@ cdef extern from *:
     }
     #else
     #define FASTLMRL_PL_AVX512 0
-    static int fastlmrl_pl_ppo_rows(
+    static int fastlmrl_pl_short_rows(
             const float* logits, Py_ssize_t ld, Py_ssize_t v, const int32_t* t32,
-            const int64_t* t64, const float* old, const float* adv, const float* ref,
+            const int64_t* t64, int mode, const float* x1, const float* x2, const float* x3,
             const float* weights, double clip_low, double clip_high, double dual_clip,
             double kl_coef, int estimator, int has_ref, double* token_loss, double* log_probs,
             double* ratios, float* grad, Py_ssize_t gld, double* e, Py_ssize_t lo,
@@ -296,9 +322,9 @@ cdef extern from *:
     bint FASTLMRL_PL_AVX512
     Py_ssize_t SHORT_GROUP "FASTLMRL_PL_GROUP"
     Py_ssize_t SHORT_ROW_MAX "FASTLMRL_PL_SHORT_MAX"
-    int fastlmrl_pl_ppo_rows(const float* logits, Py_ssize_t ld, Py_ssize_t v,
-                             const int32_t* t32, const int64_t* t64, const float* old,
-                             const float* adv, const float* ref, const float* weights,
+    int fastlmrl_pl_short_rows(const float* logits, Py_ssize_t ld, Py_ssize_t v,
+                             const int32_t* t32, const int64_t* t64, int mode, const float* x1,
+                             const float* x2, const float* x3, const float* weights,
                              double clip_low, double clip_high, double dual_clip, double kl_coef,
                              int estimator, int has_ref, double* token_loss, double* log_probs,
                              double* ratios, float* grad, Py_ssize_t gld, double* e,
@@ -475,10 +501,10 @@ cdef int _pg_block(const real_t[:, ::1] logits, const index_t[::1] tokens, int m
     cdef Py_ssize_t hi = lo + rows if lo + rows < logits.shape[0] else logits.shape[0]
     if real_t is float:
         if short_work != NULL:
-            return fastlmrl_pl_ppo_rows(
+            return fastlmrl_pl_short_rows(
                 &logits[0, 0], logits.strides[0] // sizeof(float), logits.shape[1],
                 <const int32_t*>&tokens[0] if index_t is int32_t else NULL,
-                <const int64_t*>&tokens[0] if index_t is int64_t else NULL, x1, x2, x3,
+                <const int64_t*>&tokens[0] if index_t is int64_t else NULL, mode, x1, x2, x3,
                 &weights[0], p.clip_low, p.clip_high, p.dual_clip, p.kl_coef, p.estimator,
                 p.has_ref, token_loss, log_probs, ratios, &grad[0, 0],
                 grad.strides[0] // sizeof(float), short_work, lo, hi, &part[N_SUMS * b])
@@ -528,10 +554,10 @@ cdef void _reduce(int mode, const double* part, Py_ssize_t nb, double[::1] stats
 
 cdef inline bint _short_rows(int mode, bint seq_level, bint stream, Py_ssize_t v,
                              const real_t* sample) noexcept nogil:
-    """Does the pass take fastlmrl_pl_ppo_rows (token-level PPO over float32 rows of at most
-    SHORT_ROW_MAX entries with ordinary stores, AVX-512 builds)?"""
-    return (real_t is float and FASTLMRL_PL_AVX512 and mode == PPO and not seq_level
-            and not stream and v <= SHORT_ROW_MAX)
+    """Does the pass take fastlmrl_pl_short_rows (token-level REINFORCE / PPO / KL over float32
+    rows of at most SHORT_ROW_MAX entries with ordinary stores, AVX-512 builds)?"""
+    return (real_t is float and FASTLMRL_PL_AVX512 and not seq_level and not stream
+            and v <= SHORT_ROW_MAX)
 
 
 cdef int _run_pg(const real_t[:, ::1] logits, const index_t[::1] tokens, int mode,
