@@ -351,3 +351,433 @@ def test_entry_gradient_flows_through_non_leaf_logits():
         assert ft.ppo_loss(hidden @ weight.t(), t, old, adv, w).loss.grad_fn is None
     with torch.inference_mode():
         assert not ft.ppo_loss(hidden @ weight.t(), t, old, adv, w).loss.requires_grad
+
+
+# --- the other ops' entries (REINFORCE, KL, A2C, row ops, sampling) -----------------------------
+
+from fastlmrl.torch import log_probs as tlp  # noqa: E402
+
+
+def op_data(n=5, v=7, dtype=F32, seed=0, index=torch.int64):
+    """Logits, ids and per-token reals (returns, values, ...) of one dtype."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, v, generator=g, dtype=F64) * 2).to(dtype)
+    t = torch.randint(0, v, (n,), generator=g).to(index)
+    per = [torch.randn(n, generator=g, dtype=F64).to(dtype) for _ in range(5)]
+    w = (torch.rand(n, generator=g, dtype=F64) / max(n, 1)).to(dtype)
+    return x, t, per, w
+
+
+#: op -> (public function, entry attribute's module and name, call(x, t, per, w, **options)),
+#: each call with the options it is parametrised over
+OPS = {
+    "reinforce_loss": (
+        pl,
+        "_entry_reinforce",
+        lambda x, t, p, w, baseline=False: ft.reinforce_loss(
+            x, t, p[0], w, baseline=p[1] if baseline else None
+        ),
+        [dict(), dict(baseline=True)],
+    ),
+    "kl_penalty_loss": (
+        pl,
+        "_entry_kl",
+        lambda x, t, p, w, kl_estimator="k3": ft.kl_penalty_loss(
+            x, t, p[0], w, kl_estimator=kl_estimator
+        ),
+        [dict(kl_estimator="k1"), dict(kl_estimator="k2"), dict(kl_estimator="k3")],
+    ),
+    "a2c_loss": (
+        pl,
+        "_entry_a2c",
+        lambda x, t, p, w, clip=None, **kw: ft.a2c_loss(
+            x,
+            t,
+            p[0],
+            p[1],
+            p[2],
+            w,
+            old_values=None if clip is None else p[3],
+            value_clip=clip,
+            **kw,
+        ),
+        [dict(), dict(clip=0.2), dict(value_coef=0.25, entropy_coef=0.0)],
+    ),
+    "token_log_probs": (
+        tlp,
+        "_entry_token_log_probs",
+        lambda x, t, p, w: ft.token_log_probs(x, t),
+        [dict()],
+    ),
+    "entropy": (tlp, "_entry_entropy", lambda x, t, p, w: ft.entropy(x), [dict()]),
+    "logsumexp": (tlp, "_entry_logsumexp", lambda x, t, p, w: ft.logsumexp(x), [dict()]),
+}
+OP_CASES = [
+    pytest.param(op, options, id=f"{op}-{i}")
+    for op, spec in OPS.items()
+    for i, options in enumerate(spec[3])
+]
+
+
+@pytest.fixture(autouse=True)
+def cython_backend():
+    """The Cython backend active (the entry points are its), the previous one restored."""
+    previous = fastlmrl.get_backend()
+    fastlmrl.set_backend("cython")
+    x, t, per, w = op_data(n=1, v=2)
+    for op in OPS:  # (the first calls after a backend switch bind the backend's kernels)
+        OPS[op][2](x, t, per, w)
+    try:
+        yield
+    finally:
+        fastlmrl.set_backend(previous)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """spy(op) -> the list of what the op's entry returned in the calls since (its classes)."""
+
+    def install(op):
+        module, name = OPS[op][0], OPS[op][1]
+        real, seen = getattr(module, name), []
+
+        def wrapped(*args):
+            out = real(*args)
+            seen.append(type(out).__name__)
+            return out
+
+        monkeypatch.setattr(module, name, wrapped)
+        return seen
+
+    return install
+
+
+def same_bytes(a, b) -> bool:
+    """Bit-for-bit equality of two tensors of the same dtype (bfloat16, negated views too)."""
+
+    def raw(t):
+        flat = t.detach().resolve_neg().reshape(-1).clone()
+        return flat.view(torch.uint8) if flat.numel() else torch.empty(0, dtype=torch.uint8)
+
+    return a.dtype == b.dtype and torch.equal(raw(a), raw(b))
+
+
+def general(op, *args, **options):
+    """The op through the general path: a dispatcher bound by use_backend (the same kernels)."""
+    with fastlmrl.use_backend("cython"):
+        return OPS[op][2](*args, **options)
+
+
+def fields(result):
+    return list(result) if isinstance(result, pl._LazyResult) else [result]
+
+
+def assert_same_result(a, b):
+    for i, (u, w) in enumerate(zip(fields(a), fields(b))):
+        assert u.dtype == w.dtype and u.shape == w.shape, i
+        assert same_bytes(u, w), i
+    assert len(fields(a)) == len(fields(b))
+
+
+def leaves_of(op, x, per, grad):
+    """The tensors the op is differentiated w.r.t. (copies that require a gradient)."""
+    if not grad:
+        return x, per
+    x = x.clone().requires_grad_(True)
+    if op == "a2c_loss":
+        per = [per[0], per[1].clone().requires_grad_(True), *per[2:]]
+        return x, per
+    return x, per
+
+
+def gradients(op, result, x, per, upstream):
+    out = fields(result)[0]
+    inputs = (x, per[1]) if op == "a2c_loss" else (x,)
+    up = torch.full_like(out, upstream)
+    return torch.autograd.grad(out, inputs, up)
+
+
+@pytest.mark.parametrize("op, options", OP_CASES)
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("index", [torch.int64, torch.int32])
+@pytest.mark.parametrize("weights", [True, False])
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_op_entry_equals_the_general_path(reader, spy, op, options, dtype, index, weights, n):
+    x, t, per, w = op_data(n=n, dtype=dtype, index=index, seed=n)
+    w = w if weights else None
+    snapshot = [a.clone() for a in (x, t, *per)]
+    seen = spy(op)
+    got = OPS[op][2](x, t, per, w, **options)
+    assert seen == [type(got).__name__] and seen[0] != "NoneType"
+    assert_same_result(got, general(op, x, t, per, w, **options))
+    assert not fields(got)[0].requires_grad
+    assert all(same_bytes(a, b) for a, b in zip((x, t, *per), snapshot))
+
+
+@pytest.mark.parametrize("op, options", OP_CASES)
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("upstream", [1.0, 0.75])
+def test_op_entry_gradients_equal_the_general_path(reader, op, options, dtype, upstream):
+    """Gradients w.r.t. the logits (and the values for A2C) through the entry's node equal the
+    general path's bit for bit, for an upstream gradient of 1 (handed over) and another one;
+    a second backward through a freed graph raises autograd's error."""
+    x0, t, per0, w = op_data(n=6, v=9, dtype=dtype, seed=3)
+    x, per = leaves_of(op, x0, per0, True)
+    got = OPS[op][2](x, t, per, w, **options)
+    assert type(fields(got)[0].grad_fn).__name__ == f"fastlmrl_{op}_fastBackward"
+    x2, per2 = leaves_of(op, x0, per0, True)
+    want = general(op, x2, t, per2, w, **options)
+    assert type(fields(want)[0].grad_fn).__name__ != f"fastlmrl_{op}_fastBackward"
+    assert_same_result(got, want)
+    for a, b in zip(gradients(op, got, x, per, upstream), gradients(op, want, x2, per2, upstream)):
+        assert a.dtype == b.dtype and same_bytes(a, b)
+    if op in ("reinforce_loss", "kl_penalty_loss", "a2c_loss"):  # (the graph was freed)
+        with pytest.raises(RuntimeError, match="second time"):
+            fields(got)[0].backward()
+
+
+def test_a2c_entry_gradient_w_r_t_values_only_or_logits_only():
+    x0, t, per0, w = op_data(n=4, v=5, dtype=F32, seed=4)
+    for grad_x, grad_v in ((True, False), (False, True)):
+        runs = []
+        for path in ("entry", "general"):
+            x = x0.clone().requires_grad_(grad_x)
+            values = per0[1].clone().requires_grad_(grad_v)
+            per = [per0[0], values, *per0[2:]]
+            res = (
+                OPS["a2c_loss"][2](x, t, per, w)
+                if path == "entry"
+                else general("a2c_loss", x, t, per, w)
+            )
+            (g,) = torch.autograd.grad(res.loss, x if grad_x else values)
+            runs.append((res, g))
+        assert type(runs[0][0].loss.grad_fn).__name__ == "fastlmrl_a2c_loss_fastBackward"
+        assert_same_result(runs[0][0], runs[1][0])
+        assert runs[0][1].dtype == runs[1][1].dtype and same_bytes(runs[0][1], runs[1][1])
+
+
+def test_row_op_entry_gradient_sees_in_place_changes():
+    """The row ops' nodes save their inputs as the custom ops do: a logits tensor changed in
+    place after the forward pass makes backward raise autograd's error."""
+    x, t, _, _ = op_data(n=3, v=4, seed=5)
+    x.requires_grad_(True)
+    y = x * 1.0
+    out = ft.token_log_probs(y, t)
+    assert type(out.grad_fn).__name__ == "fastlmrl_token_log_probs_fastBackward"
+    with torch.no_grad():
+        y.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_op_entry_leaves_other_tensors_to_the_general_path(reader, spy, op):
+    """None (the general path takes over) for whatever the entry cannot read in place; the
+    public function then gives the general path's result."""
+    x, t, per, w = op_data(n=4, v=6, seed=6)
+    neg = [torch._neg_view(p) for p in per]
+    cases = {
+        "negated logits": (torch._neg_view(x), t, per, w),
+        "negated per-token": (x, t, neg, w),
+        "negated weights": (x, t, per, torch._neg_view(-w)),
+        "int16 tokens": (x, t.to(torch.int16), per, w),
+        "float64 per-token": (x, t, [p.double() for p in per], w),
+        "float64 weights": (x, t, per, w.double()),
+        "bfloat16 logits": (x.bfloat16(), t, per, w),
+        "transposed logits": (x.t().contiguous().t(), t, per, w),
+        "expanded logits": (x[:1].expand(4, 6), t, per, w),
+        "strided per-token": (x, t, [torch.randn(8)[::2] for _ in per], w),
+        "strided tokens": (x, torch.randint(0, 6, (8,))[::2], per, w),
+        "3-D logits": (x.reshape(2, 2, 6), t.reshape(2, 2), [p.reshape(2, 2) for p in per], w),
+        "parameter logits": (torch.nn.Parameter(x.clone()), t, per, w),
+    }
+    uses_tokens = op not in ("entropy", "logsumexp")
+    uses_per = op in ("reinforce_loss", "kl_penalty_loss", "a2c_loss")
+    for name, args in cases.items():
+        if ("tokens" in name and not uses_tokens) or (
+            ("per-token" in name or "weights" in name) and not uses_per
+        ):
+            continue
+        seen = spy(op)
+        got = OPS[op][2](*args)
+        assert seen == ["NoneType"], (name, seen)
+        assert_same_result(got, general(op, *args))
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_op_entry_under_a_dispatch_mode_takes_the_general_path(spy, op):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Passthrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    x, t, per, w = op_data(n=3, v=4, seed=7)
+    seen = spy(op)
+    with Passthrough():
+        got = OPS[op][2](x, t, per, w)
+    assert seen == ["NoneType"]
+    assert_same_result(got, general(op, x, t, per, w))
+
+
+def _bad(op):
+    """(change, the argument the error names) cases that make op's kernel refuse its input."""
+    cases = [
+        (lambda x, t, p, w: t.__setitem__(2, 99), "tokens"),
+        (lambda x, t, p, w: t.__setitem__(0, -1), "tokens"),
+        (lambda x, t, p, w: x.__setitem__((1, 2), float("nan")), "logits"),
+    ]
+    if op in ("entropy", "logsumexp"):
+        return cases[2:]
+    if op == "token_log_probs":
+        return cases
+    cases.append((lambda x, t, p, w: w.__setitem__(3, -1.0), "weights"))
+    if op == "a2c_loss":
+        return cases + [
+            (lambda x, t, p, w: p[0].__setitem__(1, float("nan")), "advantages"),
+            (lambda x, t, p, w: p[1].__setitem__(0, float("inf")), "values"),
+            (lambda x, t, p, w: p[2].__setitem__(2, float("nan")), "returns"),
+        ]
+    name = "returns" if op == "reinforce_loss" else "ref_log_probs"
+    return cases + [(lambda x, t, p, w: p[0].__setitem__(1, float("nan")), name)]
+
+
+@pytest.mark.parametrize(
+    "op, i", [(op, i) for op in OPS for i in range(len(_bad(op)))], ids=lambda v: str(v)
+)
+def test_op_entry_status_gives_the_general_path_error_and_writes_nothing(reader, spy, op, i):
+    change, name = _bad(op)[i]
+    x, t, per, w = op_data(n=4, v=6, seed=8)
+    change(x, t, per, w)
+    snapshot = [a.clone() for a in (x, t, *per, w)]
+    seen = spy(op)
+    with pytest.raises(ValueError) as got:
+        OPS[op][2](x, t, per, w)
+    assert seen == ["int"]
+    with pytest.raises(ValueError) as want:
+        general(op, x, t, per, w)
+    assert str(got.value) == str(want.value) and name in str(got.value)
+    x.requires_grad_(True)
+    with pytest.raises(ValueError, match=name):
+        OPS[op][2](x, t, per, w)
+    assert x.grad is None
+    assert all(same_bytes(a, b) for a, b in zip((x, t, *per, w), snapshot))
+
+
+@pytest.mark.parametrize("op", ["reinforce_loss", "kl_penalty_loss", "a2c_loss"])
+def test_op_entry_per_token_inputs_that_require_a_gradient_are_constants(spy, op):
+    """A per-token input that requires a gradient (advantages, returns, ...; values of A2C are
+    the exception) is read as a constant, as the general path does: same loss and gradient."""
+    x0, t, per0, w = op_data(n=4, v=5, dtype=F64, seed=9)
+    runs = []
+    for path in ("entry", "general"):
+        x = x0.clone().requires_grad_(True)
+        per = [p.clone() for p in per0]
+        per[0].requires_grad_(True)
+        seen = spy(op)
+        res = OPS[op][2](x, t, per, w) if path == "entry" else general(op, x, t, per, w)
+        assert seen == ([type(res).__name__] if path == "entry" else [])
+        runs.append((res, torch.autograd.grad(res.loss, (x, per[0]), allow_unused=True)))
+    assert_same_result(runs[0][0], runs[1][0])
+    assert same_bytes(runs[0][1][0], runs[1][1][0])
+    assert runs[0][1][1] is None and runs[1][1][1] is None
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_op_entry_backend_switch_and_thread_counts(spy, op):
+    """Under the Numba backend the general path serves (the entry is Cython's), with equal
+    results; back under Cython the entry again, the same bits at one thread and at two (a
+    batch large enough for the free-core thread count)."""
+    x, t, per, w = op_data(n=2048, v=40, dtype=F32, seed=10)
+    want = general(op, x, t, per, w)
+    fastlmrl.set_backend("numba")
+    try:
+        seen = spy(op)
+        assert_same_result(OPS[op][2](x, t, per, w), want)
+        assert seen == []
+    finally:
+        fastlmrl.set_backend("cython")
+    OPS[op][2](x, t, per, w)  # (the first call after a switch binds the backend's kernels)
+    threads = fastlmrl.get_num_threads()
+    try:
+        for count in (1, 2):
+            fastlmrl.set_num_threads(count)
+            seen = spy(op)
+            assert_same_result(OPS[op][2](x, t, per, w), want)
+            assert seen and seen[0] != "NoneType"
+    finally:
+        fastlmrl.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("op", ["reinforce_loss", "kl_penalty_loss", "a2c_loss"])
+def test_lazy_results_have_a_namedtuple_interface(op):
+    """The entry's lazy record and the general path's have the same fields, by name, position,
+    iteration, _asdict, _replace and repr; the other fields are built when first read."""
+    x, t, per, w = op_data(n=3, v=4, dtype=F64, seed=11)
+    got, want = OPS[op][2](x, t, per, w), general(op, x, t, per, w)
+    assert type(got) is type(want) and got._values[1] is None and want._values[1] is not None
+    assert len(got) == len(want) == len(got._fields)
+    for i, name in enumerate(got._fields):
+        assert same_bytes(getattr(got, name), getattr(want, name))
+        assert getattr(got, name) is got[i]  # (built once)
+    assert list(got._asdict()) == list(got._fields)
+    first, *rest = got
+    assert first is got.loss and len(rest) == len(got) - 1
+    assert same_bytes(got[-1], want[-1]) and len(got[1:]) == len(got) - 1
+    replaced = got._replace(loss=torch.tensor(0.0))
+    assert type(replaced) is type(got) and float(replaced.loss) == 0.0
+    assert repr(got).startswith(type(got).__name__ + "(loss=")
+    with pytest.raises(ValueError, match="unexpected field"):
+        got._replace(nope=1)
+
+
+def test_a2c_and_kl_options_follow_every_call(spy):
+    """Options remembered from the last call are reused only for the same objects: a changed
+    option is checked again (and a bad one raises the general path's error)."""
+    x, t, per, w = op_data(n=4, v=5, dtype=F64, seed=12)
+    for coef in (0.5, 0.25, 0.5):
+        seen = spy("a2c_loss")
+        got = ft.a2c_loss(x, t, per[0], per[1], per[2], w, value_coef=coef)
+        assert seen == ["A2CLossResult"]
+        assert_same_result(got, general("a2c_loss", x, t, per, w, value_coef=coef))
+    with pytest.raises(ValueError, match="value_coef"):
+        ft.a2c_loss(x, t, per[0], per[1], per[2], w, value_coef=-1.0)
+    with pytest.raises(TypeError, match="value_coef"):
+        ft.a2c_loss(x, t, per[0], per[1], per[2], w, value_coef=True)
+    with pytest.raises(ValueError, match="old_values"):
+        ft.a2c_loss(x, t, per[0], per[1], per[2], w, value_clip=0.2)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        ft.kl_penalty_loss(x, t, per[0], w, kl_estimator="k4")
+    with pytest.raises(TypeError, match="kl_estimator"):
+        ft.kl_penalty_loss(x, t, per[0], w, kl_estimator=3)
+    with pytest.raises(ValueError, match="baseline"):
+        ft.reinforce_loss(x, t, per[0], w, baseline="median")
+    seen = spy("reinforce_loss")  # "mean": the general path's batch baseline (math.fsum)
+    got = ft.reinforce_loss(x, t, per[0], w, baseline="mean")
+    assert seen == ["NoneType"]
+    with fastlmrl.use_backend("cython"):
+        assert_same_result(got, ft.reinforce_loss(x, t, per[0], w, baseline="mean"))
+
+
+def test_op_entries_under_torch_compile_give_the_eager_results():
+    """A compiled function calling every op (the general path traced: the entries see
+    is_compiling) gives the eager (entry) results and gradients."""
+    x0, t, per, w = op_data(n=4, v=6, dtype=F32, seed=13)
+
+    def step(x, values):
+        per2 = [per[0], values, *per[2:]]
+        return sum(
+            OPS[op][2](x, t, per2, w)
+            if op in ("token_log_probs", "entropy", "logsumexp")
+            else OPS[op][2](x, t, per2, w).loss
+            for op in OPS
+        ).sum()
+
+    x, v = x0.clone().requires_grad_(True), per[1].clone().requires_grad_(True)
+    want = step(x, v)
+    gw = torch.autograd.grad(want, (x, v))
+    x2, v2 = x0.clone().requires_grad_(True), per[1].clone().requires_grad_(True)
+    got = torch.compile(step, fullgraph=True)(x2, v2)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got, (x2, v2)), gw):
+        torch.testing.assert_close(a, b)

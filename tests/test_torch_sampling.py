@@ -161,3 +161,143 @@ def test_torch_compile_fullgraph():
     wrapper = torch.compile(lambda x: sample_tokens(x, 1, temperature=0.7, top_k=5), fullgraph=True)
     for a, b in zip(wrapper(x), sample_tokens(x, 1, temperature=0.7, top_k=5)):
         assert torch.equal(a, b)
+
+
+# --- the Cython entry point (fastlmrl._cython.torch_entry.sample_tokens) -------------------------
+
+from fastlmrl.torch import policy_losses as _tpl  # noqa: E402
+from fastlmrl.torch import sampling as _tsm  # noqa: E402
+
+needs_entry = pytest.mark.skipif(
+    _tpl._entry is None, reason="the Cython backend is not built (fastlmrl._cython.torch_entry)"
+)
+
+
+@pytest.fixture
+def entry_calls(monkeypatch):
+    """The class names of what the entry returned in the calls since (None: the general path
+    took over)."""
+    real, seen = _tsm._entry_sample_tokens, []
+
+    def wrapped(*args):
+        out = real(*args)
+        seen.append(type(out).__name__)
+        return out
+
+    monkeypatch.setattr(_tsm, "_entry_sample_tokens", wrapped)
+    previous = fastlmrl.get_backend()
+    fastlmrl.set_backend("cython")
+    try:
+        sample_tokens(_logits((1, 3)), 0)  # (binds the backend's kernels)
+        seen.clear()
+        yield seen
+    finally:
+        fastlmrl.set_backend(previous)
+
+
+def _general(*args, **kwargs):
+    with fastlmrl.use_backend("cython"):  # (a dispatcher is bound: the general path)
+        return sample_tokens(*args, **kwargs)
+
+
+def _same(a, b):
+    for g, e in zip(a, b):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        assert g.numpy().tobytes() == e.numpy().tobytes()
+
+
+@needs_entry
+@pytest.mark.parametrize("kwargs", SETTINGS + [dict(top_k=2**70)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_entry_equals_the_general_path(entry_calls, kwargs, dtype, n):
+    x = _logits((n, 50), dtype, seed=n)
+    got = sample_tokens(x, 11, **kwargs)
+    assert entry_calls == ["SampledTokens"] and type(got) is _tsm.SampledTokens
+    _same(got, _general(x, 11, **kwargs))
+    _same(sample_tokens(x, 12, **kwargs), _general(x, 12, **kwargs))  # (another int seed)
+
+
+@needs_entry
+def test_entry_advances_a_random_stream_only_after_success(entry_calls):
+    x = _logits((5, 20))
+    a, b = RandomStream(7), RandomStream(7)
+    _same(sample_tokens(x, a, top_p=0.9), _general(x, b, top_p=0.9))
+    assert a.counter == b.counter == 5
+    _same(sample_tokens(x, a), _general(x, b))
+    assert a.counter == 10 and entry_calls == ["SampledTokens", "SampledTokens"]
+    bad = x.clone()
+    bad[3, 4] = float("nan")
+    with pytest.raises(ValueError, match="row 3") as got:
+        sample_tokens(bad, a)
+    assert entry_calls[-1] == "int" and a.counter == 10  # (the kernel's status: nothing taken)
+    with pytest.raises(ValueError) as want:
+        _general(bad, b)
+    assert str(got.value) == str(want.value)
+
+
+@needs_entry
+def test_entry_leaves_other_arguments_to_the_general_path(entry_calls):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Passthrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    x = _logits((4, 30))
+    cases = {
+        "negated view": (torch._neg_view(x),),
+        "transposed": (x.t().contiguous().t(),),
+        "bfloat16": (x.bfloat16(),),
+        "3-D": (x.reshape(2, 2, 30),),
+        "parameter": (torch.nn.Parameter(x.clone()),),
+    }
+    for name, (logits,) in cases.items():
+        entry_calls.clear()
+        got = sample_tokens(logits, 3, temperature=0.8)
+        assert entry_calls == ["NoneType"], name
+        _same(got, _general(logits, 3, temperature=0.8))
+    entry_calls.clear()
+    with Passthrough():
+        got = sample_tokens(x, 3)
+    assert entry_calls == ["NoneType"]
+    _same(got, _general(x, 3))
+
+
+@needs_entry
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(seed=-1), ValueError),
+        (dict(seed=2**64), ValueError),
+        (dict(seed=1.5), TypeError),
+        (dict(temperature=-1.0), ValueError),
+        (dict(top_k=-1), ValueError),
+        (dict(top_k=1.0), TypeError),
+        (dict(top_p=0.0), ValueError),
+        (dict(min_p=2.0), ValueError),
+    ],
+)
+def test_entry_bad_arguments_raise_the_general_path_error(entry_calls, kwargs, error):
+    x = _logits((3, 10))
+    call = {"seed": 1, **kwargs}
+    with pytest.raises(error) as got:
+        sample_tokens(x, **call)
+    assert entry_calls == ["NoneType"]
+    with pytest.raises(error) as want:
+        _general(x, **call)
+    assert str(got.value) == str(want.value)
+
+
+@needs_entry
+def test_entry_gives_the_same_tokens_at_every_thread_count(entry_calls):
+    x = _logits((2048, 40))
+    want = _general(x, 5, temperature=0.7, top_p=0.9)
+    threads = fastlmrl.get_num_threads()
+    try:
+        for count in (1, 2):
+            fastlmrl.set_num_threads(count)
+            _same(sample_tokens(x, 5, temperature=0.7, top_p=0.9), want)
+    finally:
+        fastlmrl.set_num_threads(threads)
+    assert entry_calls == ["SampledTokens", "SampledTokens"]

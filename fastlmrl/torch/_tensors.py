@@ -237,11 +237,12 @@ def scratch(shape, dtype: np.dtype) -> np.ndarray:
 
 
 def kernel_logits(logits: Tensor) -> tuple[Tensor, np.ndarray]:
-    """(tensor, array) of the logits as the kernels read them (float32 copy for bfloat16)."""
+    """(tensor, array) of the logits as the kernels read them (float32 copy for bfloat16; a
+    copy of a non-contiguous or lazily negated view, ``torch._neg_view``)."""
     if logits.dtype == torch.bfloat16:
         x = empty(logits.shape, torch.float32)
         x.copy_(logits)
-    elif not logits.is_contiguous():
+    elif not logits.is_contiguous() or logits.is_neg():
         x = empty(logits.shape, logits.dtype)
         x.copy_(logits)
     else:
