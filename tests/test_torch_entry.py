@@ -463,9 +463,15 @@ def same_bytes(a, b) -> bool:
 
 
 def general(op, *args, **options):
-    """The op through the general path: a dispatcher bound by use_backend (the same kernels)."""
-    with fastlmrl.use_backend("cython"):
-        return OPS[op][2](*args, **options)
+    """The op through the general path: a dispatcher bound by use_backend (the same kernels;
+    the row ops' NumPy-view path, which it would take, turned off)."""
+    real = tlp._row_fast
+    tlp._row_fast = lambda *args: None
+    try:
+        with fastlmrl.use_backend("cython"):
+            return OPS[op][2](*args, **options)
+    finally:
+        tlp._row_fast = real
 
 
 def fields(result):

@@ -1709,3 +1709,63 @@ def test_ppo_statistics_follow_the_kernel_contract():
     assert slots[tpl._PPO_DIAGNOSTICS] == tpl.PPOLossResult._fields[4:]
     if tpl._entry is not None:
         assert tpl._entry.STATS_SLOTS == len(slots)
+
+
+# --- the row ops' NumPy-view fast path (backends without the Cython entry point) --------------
+
+
+@pytest.mark.parametrize("backend_name", ["numba", "python"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("name", ["token_log_probs", "entropy", "logsumexp"])
+def test_row_ops_numpy_view_path_equals_the_custom_op(monkeypatch, backend_name, dtype, name):
+    """Under a backend without the Cython entry point, plain contiguous (N, V) tensors take the
+    kernel on NumPy views (``_row_fast``): values and gradients equal the registered custom
+    op's bit for bit; anything else (3-D, non-contiguous, bfloat16, a Parameter, a kernel
+    status) the general path."""
+    from fastlmrl.torch import log_probs as tlp
+
+    real, seen = tlp._row_fast, []
+
+    def spy(*args):
+        out = real(*args)
+        seen.append(out is not None)
+        return out
+
+    monkeypatch.setattr(tlp, "_row_fast", spy)
+    public = getattr(ft, name)
+    custom = getattr(torch.ops.fastlmrl, name)
+    x0, t, _ = rng_tensors(n=5, v=9, dtype=dtype, seed=31)
+    t32 = t.to(torch.int32)
+
+    def call(f, x, ids):
+        return f(x, ids) if name == "token_log_probs" else f(x)
+
+    with fastlmrl.use_backend(backend_name):
+        for ids in (t, t32):
+            x, x2 = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+            got, want = call(public, x, ids), call(custom, x2, ids.long())
+            assert type(got.grad_fn).__name__ == f"fastlmrl_{name}_fastBackward"
+            assert got.dtype == want.dtype and torch.equal(got, want)
+            up = torch.linspace(0.5, 1.5, 5, dtype=dtype)
+            (g,), (g2,) = torch.autograd.grad(got, x, up), torch.autograd.grad(want, x2, up)
+            assert torch.equal(g, g2)
+            assert torch.equal(call(public, x0, ids), want.detach())
+        assert seen == [True] * 4
+        seen.clear()
+        bad = x0.clone()
+        bad[2, 1] = float("nan")
+        others = [
+            x0.t().contiguous().t(),  # non-contiguous
+            x0.to(torch.bfloat16),
+            torch.nn.Parameter(x0.clone()),
+            torch._neg_view(x0),
+        ]
+        for x in others:
+            want = call(custom, x.detach().resolve_neg().contiguous(), t)
+            got = call(public, x, t[: x.shape[0]])
+            assert torch.equal(got.detach(), want)
+        assert True not in seen
+        seen.clear()
+        with pytest.raises(ValueError, match="logits"):
+            call(public, bad, t)
+        assert seen == [False]  # (the kernel's status: the general path raised)

@@ -893,6 +893,21 @@ cdef object _row_op(int op, object logits, object tokens, object apply):
     return apply(logits, tokens, out)
 
 
+def saved_inputs_forward(ctx, logits, tokens, out):
+    """``forward`` of ``fastlmrl_token_log_probs_fast`` as a C function: saves the logits and
+    ids for backward, returns the (N,) array ``out`` as a tensor."""
+    ctx.save_for_backward(logits, tokens)
+    return _from_numpy(out)
+
+
+def saved_output_forward(ctx, logits, out):
+    """``forward`` of ``fastlmrl_entropy_fast`` / ``fastlmrl_logsumexp_fast`` as a C function:
+    returns the (N,) array ``out`` as a tensor, saved with the logits for backward."""
+    result = _from_numpy(out)
+    ctx.save_for_backward(logits, result)
+    return result
+
+
 def token_log_probs(logits, tokens):
     """:func:`fastlmrl.torch.token_log_probs` on a plain contiguous (N, V) float32/float64 CPU
     tensor and (N,) int32/int64 ids in eager mode: the (N,) tensor, the kernel's non-zero

@@ -113,6 +113,10 @@ def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
         out = _entry_token_log_probs(logits, tokens)  # tensors straight to the Cython core
         if out.__class__ is Tensor:
             return out
+    elif type(logits) is Tensor and type(tokens) is Tensor:  # the eager NumPy-view path
+        out = _row_fast("token_log_probs", logits, tokens, _apply_token_log_probs)
+        if out is not None:
+            return out
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     ids = tt.ids(tokens, "tokens", batch)
@@ -193,6 +197,10 @@ def entropy(logits: Tensor) -> Tensor:
         out = _entry_entropy(logits)
         if out.__class__ is Tensor:
             return out
+    elif type(logits) is Tensor:  # the eager NumPy-view path
+        out = _row_fast("entropy", logits, None, _apply_entropy)
+        if out is not None:
+            return out
     x = tt.logits_2d(logits)
     return tt.unflat(_entropy_call(x), logits.shape[:-1])
 
@@ -260,10 +268,55 @@ def logsumexp(logits: Tensor) -> Tensor:
         out = _entry_logsumexp(logits)
         if out.__class__ is Tensor:
             return out
+    elif type(logits) is Tensor:  # the eager NumPy-view path
+        out = _row_fast("logsumexp", logits, None, _apply_logsumexp)
+        if out is not None:
+            return out
     x = tt.logits_2d(logits)
     return tt.unflat(_logsumexp_call(x), logits.shape[:-1])
 
 
+# --- the eager fast paths ----------------------------------------------------------------------
+
+_FAST_DTYPES = (torch.float32, torch.float64)
+_ID_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
+
+
+def _row_fast(name: str, logits: Tensor, tokens: Tensor | None, apply):
+    """Row op ``name`` on a plain contiguous (N, V) float32/float64 CPU tensor (and (N,)
+    int32/int64 ids) in eager mode under a backend without the Cython entry point: its kernel
+    on ``Tensor.numpy()`` views, the result tensor through the op's node (``apply``) when a
+    gradient is needed.  None when anything needs the general path (conversions, traced or
+    transformed calls, a kernel status: the general path raises its error); every check it
+    makes is one the general path makes too."""
+    if logits.dtype not in _FAST_DTYPES or not logits.is_cpu or not tt.eager_mode():
+        return None
+    try:
+        x = logits.numpy(force=True) if logits.requires_grad else logits.numpy()
+        ids = None if tokens is None else tokens.numpy()
+    except (TypeError, RuntimeError):  # requires a gradient (tokens), conjugate / negative bit
+        return None
+    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+        return None
+    n = x.shape[0]
+    if ids is not None and (
+        ids.shape != (n,) or ids.dtype not in _ID_DTYPES or not ids.flags.c_contiguous
+    ):
+        return None
+    out = np.empty(n, dtype=x.dtype)
+    kernel = getattr(tt._kernels, name)
+    threads = tt.num_threads(x.size)
+    status = kernel(x, out, threads) if ids is None else kernel(x, ids, out, threads)
+    if status:
+        return None
+    if not (logits.requires_grad and torch.is_grad_enabled()):
+        return torch.from_numpy(out)
+    return apply(logits, out) if tokens is None else apply(logits, tokens, out)
+
+
+_apply_token_log_probs = super(torch.autograd.Function, fastlmrl_token_log_probs_fast).apply
+_apply_entropy = super(torch.autograd.Function, fastlmrl_entropy_fast).apply
+_apply_logsumexp = super(torch.autograd.Function, fastlmrl_logsumexp_fast).apply
 _is_compiling = torch.compiler.is_compiling
 # the Cython entry points (fastlmrl._cython.torch_entry; None without it): CPU tensors straight
 # to the kernel cores in eager mode, the general path for anything else
@@ -271,10 +324,17 @@ _entry_token_log_probs: Any = None
 _entry_entropy: Any = None
 _entry_logsumexp: Any = None
 if _entry is not None:
-    _entry.configure_rows(
-        super(torch.autograd.Function, fastlmrl_token_log_probs_fast).apply,
-        super(torch.autograd.Function, fastlmrl_entropy_fast).apply,
-        super(torch.autograd.Function, fastlmrl_logsumexp_fast).apply,
+    # the nodes' forward passes as C functions (no Python frame inside apply; the same
+    # formulas, so assigning over the methods is the point, hence the ignores)
+    fastlmrl_token_log_probs_fast.forward = staticmethod(  # type: ignore[method-assign]
+        _entry.saved_inputs_forward
     )
+    fastlmrl_entropy_fast.forward = staticmethod(  # type: ignore[method-assign]
+        _entry.saved_output_forward
+    )
+    fastlmrl_logsumexp_fast.forward = staticmethod(  # type: ignore[method-assign]
+        _entry.saved_output_forward
+    )
+    _entry.configure_rows(_apply_token_log_probs, _apply_entropy, _apply_logsumexp)
     _entry_token_log_probs = _entry.token_log_probs
     _entry_entropy, _entry_logsumexp = _entry.entropy, _entry.logsumexp
