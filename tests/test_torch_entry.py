@@ -464,14 +464,17 @@ def same_bytes(a, b) -> bool:
 
 def general(op, *args, **options):
     """The op through the general path: a dispatcher bound by use_backend (the same kernels;
-    the row ops' NumPy-view path, which it would take, turned off)."""
-    real = tlp._row_fast
-    tlp._row_fast = lambda *args: None
+    the NumPy-view paths, which it would take, turned off)."""
+    paths = [(tlp, "_row_fast"), (pl, "_reinforce_fast"), (pl, "_kl_fast"), (pl, "_a2c_fast")]
+    real = [getattr(module, name) for module, name in paths]
+    for module, name in paths:
+        setattr(module, name, lambda *args: None)
     try:
         with fastlmrl.use_backend("cython"):
             return OPS[op][2](*args, **options)
     finally:
-        tlp._row_fast = real
+        for (module, name), value in zip(paths, real):
+            setattr(module, name, value)
 
 
 def fields(result):

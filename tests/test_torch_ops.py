@@ -1769,3 +1769,75 @@ def test_row_ops_numpy_view_path_equals_the_custom_op(monkeypatch, backend_name,
         with pytest.raises(ValueError, match="logits"):
             call(public, bad, t)
         assert seen == [False]  # (the kernel's status: the general path raised)
+
+
+_LOSS_FAST = {
+    "reinforce_loss": (
+        "_reinforce_fast",
+        lambda x, t, p: ft.reinforce_loss(x, t, p["ret"], p["w"], baseline=p["val"]),
+    ),
+    "kl_penalty_loss": (
+        "_kl_fast",
+        lambda x, t, p: ft.kl_penalty_loss(x, t, p["ref"], p["w"], kl_estimator="k2"),
+    ),
+    "a2c_loss": (
+        "_a2c_fast",
+        lambda x, t, p: ft.a2c_loss(
+            x, t, p["adv"], p["val"], p["ret"], p["w"], old_values=p["old"], value_clip=0.3
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("backend_name", ["numba", "python"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("name", list(_LOSS_FAST))
+def test_losses_numpy_view_path_equals_the_general_path(monkeypatch, backend_name, dtype, name):
+    """Under a backend without the Cython entry point, REINFORCE / KL / A2C on plain contiguous
+    tensors take the kernel on NumPy views: every field and the gradients (logits, and values
+    for A2C) equal the general path's bit for bit; other tensors and kernel statuses take the
+    general path (its error)."""
+    from fastlmrl.torch import policy_losses as tpl
+
+    attr, call = _LOSS_FAST[name]
+    real, seen = getattr(tpl, attr), []
+
+    def spy(*args):
+        out = real(*args)
+        seen.append(out is not None)
+        return out
+
+    def run(fast, x, t, p):
+        monkeypatch.setattr(tpl, attr, spy if fast else (lambda *args: None))
+        x = x.clone().requires_grad_(True)
+        p = dict(p, val=p["val"].clone().requires_grad_(name == "a2c_loss"))
+        res = call(x, t, p)
+        leaves = (x, p["val"]) if name == "a2c_loss" else (x,)
+        up = torch.tensor(0.625, dtype=dtype)
+        return res, torch.autograd.grad(res.loss, leaves, up)
+
+    x, t, per = rng_tensors(n=5, v=9, dtype=dtype, seed=32)
+    per["w"] = per["w"].abs()
+    with fastlmrl.use_backend(backend_name):
+        got, grads = run(True, x, t, per)
+        want, want_grads = run(False, x, t, per)
+        assert seen == [True]
+        assert type(got.loss.grad_fn).__name__ == f"fastlmrl_{name}_fastBackward"
+        assert type(got) is type(want) and got._values[1] is None
+        for a, b in zip((*got, *grads), (*want, *want_grads)):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+        seen.clear()
+        for other in (x.t().contiguous().t(), x.to(torch.bfloat16), x.reshape(1, 5, 9)):
+            got, _ = run(True, other, t, per)
+            want, _ = run(False, other, t, per)
+            assert torch.equal(got.loss, want.loss)
+        assert True not in seen
+        bad = t.clone()
+        bad[1] = 99
+        seen.clear()
+        with pytest.raises(ValueError, match="tokens") as error:
+            run(True, x, bad, per)
+        assert seen == [False]
+        with pytest.raises(ValueError) as want_error:
+            run(False, x, bad, per)
+        assert str(error.value) == str(want_error.value)

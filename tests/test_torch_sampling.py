@@ -196,8 +196,14 @@ def entry_calls(monkeypatch):
 
 
 def _general(*args, **kwargs):
-    with fastlmrl.use_backend("cython"):  # (a dispatcher is bound: the general path)
-        return sample_tokens(*args, **kwargs)
+    """The general path: a dispatcher bound by use_backend, the NumPy-view path turned off."""
+    real = _tsm._sample_fast
+    _tsm._sample_fast = lambda *args: None
+    try:
+        with fastlmrl.use_backend("cython"):
+            return sample_tokens(*args, **kwargs)
+    finally:
+        _tsm._sample_fast = real
 
 
 def _same(a, b):
@@ -301,3 +307,46 @@ def test_entry_gives_the_same_tokens_at_every_thread_count(entry_calls):
     finally:
         fastlmrl.set_num_threads(threads)
     assert entry_calls == ["SampledTokens", "SampledTokens"]
+
+
+@pytest.mark.parametrize("backend_name", ["numba", "python"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_view_path_equals_the_general_path(monkeypatch, backend_name, dtype):
+    """Under a backend without the Cython entry point, plain contiguous (N, V) logits take the
+    kernel on NumPy views: the same draws as the general path, a RandomStream advanced only
+    after success; other tensors and errors the general path."""
+    real, seen = _tsm._sample_fast, []
+
+    def spy(*args):
+        out = real(*args)
+        seen.append(out is not None)
+        return out
+
+    def general(*args, **kwargs):
+        monkeypatch.setattr(_tsm, "_sample_fast", lambda *args: None)
+        try:
+            return sample_tokens(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(_tsm, "_sample_fast", spy)
+
+    monkeypatch.setattr(_tsm, "_sample_fast", spy)
+    x = _logits((6, 40), dtype, seed=4)
+    with fastlmrl.use_backend(backend_name):
+        for kwargs in SETTINGS:
+            a, b = RandomStream(9), RandomStream(9)
+            _same(sample_tokens(x, a, **kwargs), general(x, b, **kwargs))
+            assert a.counter == b.counter == 6
+        _same(sample_tokens(x, 3, top_k=2**70), general(x, 3, top_k=2**70))
+        assert seen == [True] * (len(SETTINGS) + 1)
+        seen.clear()
+        for other in (x.t().contiguous().t(), x.bfloat16(), x.reshape(2, 3, 40)):
+            _same(sample_tokens(other, 1), general(other, 1))
+        assert True not in seen
+        bad = x.clone()
+        bad[2, 3] = float("nan")
+        stream = RandomStream(9)
+        with pytest.raises(ValueError, match="row 2"):
+            sample_tokens(bad, stream)
+        assert stream.counter == 0
+        with pytest.raises(ValueError, match="seed"):
+            sample_tokens(x, -1)

@@ -975,6 +975,171 @@ def _ppo_fast(
     return PPOLossResult._lazy_arrays(loss, log_probs, token_loss, ratios, stats)
 
 
+# --- REINFORCE, KL, A2C: the eager NumPy-view paths (backends without the Cython entry) -------
+
+
+def _loss_views(logits, tokens, reals):
+    """NumPy views for the losses' eager NumPy-view paths: ``(logits (N, V), ids (N,), [each
+    of ``reals`` (N,) in the logits' dtype, or None])`` of plain contiguous float32/float64 CPU
+    tensors in eager mode, or None when any argument needs the general path.  Every check is
+    one the general path makes too, so it never changes which calls succeed."""
+    if not tt.eager_mode():  # (first: dynamo folds it, and traces nothing below)
+        return None
+    dtype = _FAST_DTYPES.get(logits.dtype)
+    if dtype is None or type(logits) is not Tensor or type(tokens) is not Tensor:
+        return None
+    if not logits.is_cpu or any(
+        t is not None and (type(t) is not Tensor or not t.is_cpu) for t in reals
+    ):
+        return None  # (before numpy(force=True), which would copy another device's tensor)
+    try:
+        x = logits.numpy(force=True) if logits.requires_grad else logits.numpy()
+        ids = tokens.numpy()
+        arrays = [None if t is None else t.numpy(force=t.requires_grad) for t in reals]
+    except (TypeError, RuntimeError):  # not on the CPU, conjugate / negative bit, ...
+        return None
+    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+        return None
+    vec = x.shape[:1]
+    if ids.shape != vec or ids.dtype not in _INDEX_DTYPES or not ids.flags.c_contiguous:
+        return None
+    for a in arrays:
+        if a is not None and (a.shape != vec or a.dtype is not dtype or not a.flags.c_contiguous):
+            return None
+    return x, ids, arrays
+
+
+def _default_weights(n: int, dtype) -> np.ndarray:
+    return np.full(n, 1.0 / n if n else 0.0, dtype=dtype)  # (the NumPy API's default)
+
+
+def _gradient_out(x: np.ndarray) -> np.ndarray:
+    """The (N, V) gradient a loss kernel writes (large ones from the buffer cache)."""
+    return np.empty_like(x) if x.nbytes < _LARGE_BYTES else tt.scratch_like(x)
+
+
+def _logits_loss_result(cls, logits, x, grad, stats, blocks, apply):
+    """The lazy result of a loss whose gradient is w.r.t. the logits only (``stats[0]`` the
+    loss), through its node (``apply``) when autograd needs the gradient."""
+    loss = np.array(stats[0], dtype=x.dtype)
+    if logits.requires_grad and torch.is_grad_enabled():
+        loss = apply(logits, (grad, loss))
+    else:
+        loss = torch.from_numpy(loss)
+    return cls._lazy_arrays(loss, *blocks, stats)
+
+
+def _reinforce_fast(logits, tokens, returns, weights, baseline):
+    """:func:`reinforce_loss` on NumPy views (``baseline`` None or a tensor), or None."""
+    if isinstance(baseline, str):
+        return None
+    views = _loss_views(logits, tokens, (returns, weights, baseline))
+    if views is None:
+        return None
+    x, ids, (ret, w, base) = views
+    n = x.shape[0]
+    w = _default_weights(n, x.dtype) if w is None else w
+    base = np.zeros(n, dtype=x.dtype) if base is None else base
+    grad, token_loss, log_probs, stats = _gradient_out(x), np.empty(n), np.empty(n), np.zeros(1)
+    if _kernels.reinforce_loss(
+        x, ids, ret, base, w, token_loss, log_probs, grad, stats, tt.num_threads(x.size)
+    ):
+        return None  # (the general path raises the error)
+    return _logits_loss_result(
+        ReinforceLossResult, logits, x, grad, stats, (log_probs, token_loss), _apply_reinforce
+    )
+
+
+def _kl_fast(logits, tokens, ref_log_probs, weights, kl_estimator):
+    """:func:`kl_penalty_loss` on NumPy views, or None."""
+    estimator = _np.KL_ESTIMATORS.get(kl_estimator) if type(kl_estimator) is str else None
+    views = None if estimator is None else _loss_views(logits, tokens, (ref_log_probs, weights))
+    if views is None:
+        return None
+    x, ids, (ref, w) = views
+    n = x.shape[0]
+    w = _default_weights(n, x.dtype) if w is None else w
+    grad, token_kl, log_probs, stats = _gradient_out(x), np.empty(n), np.empty(n), np.zeros(1)
+    if _kernels.kl_penalty_loss(
+        x, ids, ref, w, estimator, token_kl, log_probs, grad, stats, tt.num_threads(x.size)
+    ):
+        return None
+    return _logits_loss_result(
+        KLPenaltyResult, logits, x, grad, stats, (log_probs, token_kl), _apply_kl
+    )
+
+
+_a2c_last: tuple = ((), None)  # the last call's (option objects, checked options)
+
+
+def _a2c_fast(
+    logits,
+    tokens,
+    advantages,
+    values,
+    returns,
+    weights,
+    value_coef,
+    entropy_coef,
+    old_values,
+    value_clip,
+):
+    """:func:`a2c_loss` on NumPy views (``values`` in the logits' dtype), or None; the options'
+    check remembered for the same objects (plain floats, ints, None)."""
+    global _a2c_last
+    key = (value_coef, entropy_coef, value_clip, old_values is not None)
+    last = _a2c_last
+    if len(last[0]) == 4 and all(a is b for a, b in zip(key, last[0])):
+        options = last[1]
+    else:
+        options = _a2c_entry_options(*key)
+        if options is not None and all(type(a) in _IMMUTABLE + (bool,) for a in key):
+            _a2c_last = (key, options)
+    if options is None:
+        return None
+    views = _loss_views(logits, tokens, (advantages, values, returns, old_values, weights))
+    if views is None:
+        return None
+    x, ids, (adv, vals, rets, old, w) = views
+    n = x.shape[0]
+    w = _default_weights(n, x.dtype) if w is None else w
+    old = vals if old is None else old  # (without clipping the values stand in for them)
+    grad, stats = _gradient_out(x), np.zeros(4)
+    token_loss, log_probs, entropies, grad_values = (np.empty(n) for _ in range(4))
+    if _kernels.a2c_loss(
+        x,
+        ids,
+        adv,
+        vals,
+        rets,
+        old,
+        w,
+        *options,
+        token_loss,
+        log_probs,
+        entropies,
+        grad,
+        grad_values,
+        stats,
+        tt.num_threads(x.size),
+    ):
+        return None
+    loss = np.array(stats[0], dtype=x.dtype)
+    enabled = torch.is_grad_enabled()
+    grad_x, grad_v = enabled and logits.requires_grad, enabled and values.requires_grad
+    if grad_x or grad_v:
+        gv = grad_values.astype(x.dtype, copy=False) if grad_v else None
+        loss = _apply_a2c(logits, values, (grad if grad_x else None, gv), loss)
+    else:
+        loss = torch.from_numpy(loss)
+    return A2CLossResult._lazy_arrays(loss, log_probs, entropies, token_loss, stats)
+
+
+_apply_reinforce = super(torch.autograd.Function, fastlmrl_reinforce_loss_fast).apply
+_apply_kl = super(torch.autograd.Function, fastlmrl_kl_penalty_loss_fast).apply
+_apply_a2c = super(torch.autograd.Function, fastlmrl_a2c_loss_fast).apply
+
+
 @check.renamed(ecosystem=PPO_ECOSYSTEM_NAMES)
 def ppo_loss(
     logits,
@@ -1128,6 +1293,10 @@ def reinforce_loss(logits, tokens, returns, weights=None, baseline=None) -> Rein
         result = _entry_reinforce(logits, tokens, returns, weights, baseline)
         if result.__class__ is ReinforceLossResult:
             return result
+    elif type(logits) is Tensor:  # the eager NumPy-view path
+        result = _reinforce_fast(logits, tokens, returns, weights, baseline)
+        if result is not None:
+            return result
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
     if isinstance(baseline, str):
@@ -1189,6 +1358,10 @@ def kl_penalty_loss(
     if tt._kernels is _cython_kernels and not _is_compiling():  # (as reinforce_loss)
         result = _entry_kl(logits, tokens, ref_log_probs, weights, kl_estimator)
         if result.__class__ is KLPenaltyResult:
+            return result
+    elif type(logits) is Tensor:  # the eager NumPy-view path
+        result = _kl_fast(logits, tokens, ref_log_probs, weights, kl_estimator)
+        if result is not None:
             return result
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]
@@ -1316,6 +1489,21 @@ def a2c_loss(
             value_clip,
         )
         if result.__class__ is A2CLossResult:
+            return result
+    elif type(logits) is Tensor and type(values) is Tensor:  # the eager NumPy-view path
+        result = _a2c_fast(
+            logits,
+            tokens,
+            advantages,
+            values,
+            returns,
+            weights,
+            value_coef,
+            entropy_coef,
+            old_values,
+            value_clip,
+        )
+        if result is not None:
             return result
     x = tt.logits_2d(logits)
     batch = logits.shape[:-1]

@@ -165,6 +165,57 @@ def _entry_options(temperature, top_k, top_p, min_p):
     return temperature, min(top_k, 1 << 62), top_p, min_p  # (an int64; capped by V after)
 
 
+def _sample_fast(logits, seed, temperature, top_k, top_p, min_p):
+    """:func:`sample_tokens` on a plain contiguous (N, V) float32/float64 CPU tensor in eager
+    mode under a backend without the Cython entry point: the kernel on ``Tensor.numpy()``
+    views, ``seed`` advanced after success.  None when anything needs the general path (which
+    raises the errors; a kernel status consumes nothing)."""
+    if not tt.eager_mode() or logits.dtype not in _FAST_DTYPES or not logits.is_cpu:
+        return None
+    options = _entry_options(temperature, top_k, top_p, min_p)
+    if options is None:
+        return None
+    try:
+        x = logits.numpy(force=True) if logits.requires_grad else logits.numpy()
+    except (TypeError, RuntimeError):  # conjugate / negative bit
+        return None
+    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+        return None
+    n = x.shape[0]
+    try:
+        key, counter = check_capacity(seed, n)
+    except (TypeError, ValueError):
+        return None
+    tokens, log_probs, model_log_probs = (
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=x.dtype),
+        np.empty(n, dtype=x.dtype),
+    )
+    temperature, top_k, top_p, min_p = options
+    status = _kernels.sample_tokens(
+        x,
+        temperature,
+        min(top_k, x.shape[1]),
+        top_p,
+        min_p,
+        np.uint64(key),
+        np.uint64(counter),
+        tokens,
+        log_probs,
+        model_log_probs,
+        tt.num_threads(x.size),
+    )
+    if status:
+        return None
+    advance(seed, n)
+    return SampledTokens(
+        torch.from_numpy(tokens), torch.from_numpy(log_probs), torch.from_numpy(model_log_probs)
+    )
+
+
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
 def sample_tokens(
     logits: Tensor,
     seed,
@@ -185,6 +236,10 @@ def sample_tokens(
         # tensors straight to the Cython core (plain contiguous (N, V) float32/float64 logits)
         result = _entry_sample_tokens(logits, seed, temperature, top_k, top_p, min_p)
         if result.__class__ is SampledTokens:
+            return result
+    elif type(logits) is Tensor:  # the eager NumPy-view path
+        result = _sample_fast(logits, seed, temperature, top_k, top_p, min_p)
+        if result is not None:
             return result
     x = _as_logits(logits)
     batch = logits.shape[:-1]
