@@ -485,20 +485,33 @@ OVERHEAD_CASES = [
 ] + [
     pytest.param(op, impl, id=f"{impl}-{op}")
     for op in OVERHEAD_OPS
-    for impl in ("op_no_grad", "op_requires_grad")
-    if not (op == "sample_tokens" and impl == "op_requires_grad")  # (no gradient)
+    for impl in ("op_no_grad", "op_requires_grad", "general_no_grad", "general_requires_grad")
+    if not (op == "sample_tokens" and impl.endswith("requires_grad"))  # (no gradient)
 ]
+
+#: op -> the (module, attribute) of its eager fast paths (the Cython entry, the NumPy-view path)
+FAST_PATHS = {
+    "reinforce_loss": (("policy_losses", "_entry_reinforce"), ("policy_losses", "_reinforce_fast")),
+    "kl_penalty_loss": (("policy_losses", "_entry_kl"), ("policy_losses", "_kl_fast")),
+    "a2c_loss": (("policy_losses", "_entry_a2c"), ("policy_losses", "_a2c_fast")),
+    "token_log_probs": (("log_probs", "_entry_token_log_probs"), ("log_probs", "_row_fast")),
+    "entropy": (("log_probs", "_entry_entropy"), ("log_probs", "_row_fast")),
+    "logsumexp": (("log_probs", "_entry_logsumexp"), ("log_probs", "_row_fast")),
+    "sample_tokens": (("sampling", "_entry_sample_tokens"), ("sampling", "_sample_fast")),
+}
 
 
 @pytest.mark.parametrize("op, impl", OVERHEAD_CASES)
-def test_op_overhead_vs_kernel(benchmark, op, impl):
+def test_op_overhead_vs_kernel(benchmark, monkeypatch, op, impl):
     """The op's own overhead on a (1, 8) float32 input, op and raw kernel timed in one run:
     ``overhead_us`` (extra_info) is the op's median time per call minus the kernel's, from
     20000 alternating single calls (``op_us``, ``kernel_us``: the medians); the benchmark itself
     times the op.  The issue's target: <= 5 us, with and without gradient.  Every op of
     fastlmrl.torch (ids ``<impl>-<op>``; PPO's are the bare ``<impl>``): ``op_no_grad`` on
     tensors that need no gradient, ``op_requires_grad`` with logits that require one (and the
-    values for ``a2c_loss``); for PPO also ``op_forward_backward`` (plus ``loss.backward()``)
+    values for ``a2c_loss``), ``general_no_grad`` / ``general_requires_grad`` the same with the
+    eager fast paths turned off (the general path they replaced: wrapper checks, EagerOp, the
+    op's body, the NumPy API); for PPO also ``op_forward_backward`` (plus ``loss.backward()``)
     and ``op_dispatcher`` (the registered custom op through torch's dispatcher).  ``kernel``:
     the active backend's kernel on preallocated NumPy views of the same tensors.  Under the
     Cython backend the eager paths read the tensors in C (``fastlmrl/_cython/torch_entry.pyx``),
@@ -507,7 +520,14 @@ def test_op_overhead_vs_kernel(benchmark, op, impl):
     (``FASTLMRL_BACKEND=numba`` measures those)."""
     if op != "ppo_loss":
         call, kernel, leaves = _tiny_op(op)
-        if impl == "op_requires_grad":
+        if impl.startswith("general"):  # the fast paths turned off: what they replaced
+            import importlib
+
+            for module, name in FAST_PATHS[op]:
+                target = importlib.import_module(f"fastlmrl.torch.{module}")
+                if getattr(target, name) is not None:
+                    monkeypatch.setattr(target, name, lambda *args: None)
+        if impl.endswith("requires_grad"):
             for leaf in leaves:
                 leaf.requires_grad_(True)
         fn = call

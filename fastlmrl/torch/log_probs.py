@@ -13,6 +13,12 @@ Gradients (:math:`p = \mathrm{softmax}(z_i)`, :math:`g_i` the upstream gradient 
 
 The backward passes recompute the softmax from the saved logits (nothing (N, V) is saved) and are
 custom ops themselves, so they are opaque to ``torch.compile`` as well.
+
+Eager fast paths: plain contiguous (N, V) float32/float64 tensors reach the kernel without the
+wrapper's checks and the dispatcher -- under the Cython backend through
+:mod:`fastlmrl._cython.torch_entry` (tensors read in C, ~1 us over the raw kernel at (1, 8), ~4.4 us
+with a gradient), under the others through ``Tensor.numpy()`` views (``_row_fast``) -- with an
+autograd node of their own (``fastlmrl_<op>_fast``) whose backward is the custom op's.
 """
 
 from __future__ import annotations

@@ -8,14 +8,19 @@ saved, and the backward pass multiplies it by the upstream gradient (returned as
 exactly 1, the usual ``loss.backward()``).  In eager mode the wrappers call the ops'
 implementations without torch's dispatcher (:class:`fastlmrl.torch._tensors.EagerOp`); the PPO op
 calls the backend's kernel directly, its options checked once per distinct set by the NumPy API
-(see ``_ppo_loss``), and ``ppo_loss`` on plain contiguous tensors skips even that: under the
+(see ``_ppo_loss``), and every loss on plain contiguous 2-D tensors skips even that: under the
 Cython backend :mod:`fastlmrl._cython.torch_entry` reads the tensors in C and calls the kernel
-core (a (1, 8) call ~1-4 us over the raw kernel, without / with a gradient), under the others
-``_ppo_fast`` calls the kernel on ``Tensor.numpy()`` views (~8-13 us).  The forward pass
-therefore allocates one (N, V) tensor -- the gradient -- and the backward pass nothing more (a
-scaled loss scales the PPO gradient in place in eager mode).
+core (a (1, 8) call ~1-1.5 us over the raw kernel without a gradient, ~4-5 us with one), under
+the others ``_ppo_fast``, ``_reinforce_fast``, ``_kl_fast`` and ``_a2c_fast`` call the kernel on
+``Tensor.numpy()`` views (~8-13 us; A2C ~13-19).  Both keep the forward pass's gradients as
+arrays in an autograd node of their own (``fastlmrl_<op>_fast``).  The forward pass therefore
+allocates one (N, V) tensor -- the gradient -- and the backward pass nothing more (a scaled loss
+scales the gradient in place in eager mode).
 
-Results are NamedTuples mirroring the NumPy results, without ``grad_logits`` (autograd carries it):
+Results are records with a NamedTuple's interface (``_LazyResult``: fields by name or position,
+unpacking, ``_fields``, ``_asdict``, ``_replace``; not ``tuple`` subclasses, so that the fast
+paths build the tensors of the fields other than ``loss`` only when they are read) mirroring the
+NumPy results, without ``grad_logits`` (autograd carries it):
 ``loss`` is a 0-dim tensor in the logits' dtype (float32 for bfloat16 logits), differentiable;
 per-token outputs (``log_probs``, ``token_loss``, ...) are float64 tensors of the logits' batch
 shape and the scalar diagnostics 0-dim float64 tensors, all without gradient.
