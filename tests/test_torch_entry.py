@@ -790,3 +790,36 @@ def test_op_entries_under_torch_compile_give_the_eager_results():
     torch.testing.assert_close(got, want)
     for a, b in zip(torch.autograd.grad(got, (x2, v2)), gw):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_op_entry_leaves_bad_arguments_to_the_general_path_error(spy, op):
+    """Arguments the general path refuses (float or gradient-requiring ids, short per-token
+    tensors, short weights, ids of another batch shape, integer logits): the entry returns None
+    and the public function raises the general path's error, writing nothing."""
+    x, t, per, w = op_data(n=4, v=6, seed=14)
+    cases = {
+        "float ids requiring a gradient": (x, t.double().requires_grad_(True), per, w),
+        "short ids": (x, t[:3], per, w),
+        "2-D ids of another shape": (x, t.reshape(2, 2), per, w),
+        "short per-token": (x, t, [p[:3] for p in per], w),
+        "short weights": (x, t, per, w[:3]),
+        "integer logits": (x.long(), t, per, w),
+    }
+    uses_tokens = op not in ("entropy", "logsumexp")
+    uses_per = op in ("reinforce_loss", "kl_penalty_loss", "a2c_loss")
+    for name, args in cases.items():
+        if ("ids" in name and not uses_tokens) or (
+            ("per-token" in name or "weights" in name) and not uses_per
+        ):
+            continue
+        snapshot = [a.detach().clone() for a in (args[0], args[1], *args[2])]
+        seen = spy(op)
+        with pytest.raises((TypeError, ValueError)) as got:
+            OPS[op][2](*args)
+        assert seen == ["NoneType"], name
+        with pytest.raises(type(got.value)) as want:
+            general(op, *args)
+        assert str(got.value) == str(want.value), name
+        after = [args[0], args[1], *args[2]]
+        assert all(same_bytes(a, b) for a, b in zip(after, snapshot)), name
