@@ -1,6 +1,9 @@
-"""fastlmrl._cython.torch_entry: the Cython entry point of fastlmrl.torch.ppo_loss's eager fast
-path (tensors read through torch's DLPack C exchange API or their attributes, the kernel core
-called on memoryviews over their data pointers).
+"""fastlmrl._cython.torch_entry: the Cython entry points of fastlmrl.torch's eager fast paths --
+ppo_loss first, then reinforce_loss, kl_penalty_loss, a2c_loss, token_log_probs, entropy and
+logsumexp (sample_tokens' in test_torch_sampling.py) -- tensors read through torch's DLPack C
+exchange API or their attributes, the kernel cores called on memoryviews over their data pointers.
+The other ops are compared with the general path (a dispatcher bound by ``use_backend``, the
+NumPy-view paths turned off).
 
 Every call is compared bit for bit with the registered custom op (``torch.ops.fastlmrl.ppo_loss``,
 which converts its arguments and calls the NumPy API's kernel wrapper): results, gradients and
