@@ -37,9 +37,14 @@ once.  The ``op_overhead`` group times a (1, 8) input: the op (eager fast path, 
 with and without gradient) against the raw kernel on preallocated arrays (``test_op_overhead``,
 one benchmark each); ``test_op_overhead_vs_kernel`` times the op and the raw kernel in one run,
 alternating batches of calls, and reports the op's own overhead per call (``overhead_us``: the
-median over batch pairs of op time minus kernel time); ``test_op_overhead_steps`` splits the
-no-gradient overhead into its steps (``numpy_views_us``, ``allocations_us``, ...).  The summary
-after the tables lists ``peak_extra_MB`` and ``overhead_us`` beside the rates.
+median over batch pairs of op time minus kernel time), for every op of fastlmrl.torch (ids
+``<impl>-<op>``; ``general_*`` with the eager fast paths off, the path they replaced):
+
+    pytest benchmarks/bench_torch.py -k op_overhead_vs_kernel --benchmark-enable
+
+``test_op_overhead_steps`` splits the PPO op's no-gradient overhead into its steps
+(``numpy_views_us``, ``allocations_us``, ...).  The summary after the tables lists
+``peak_extra_MB`` and ``overhead_us`` beside the rates.
 """
 
 import functools
