@@ -11,7 +11,12 @@ gradient).  Implementations:
   its gradient buffer comes from fastlmrl.torch's buffer cache (the previous step's gradient,
   freed by ``.grad = None``, is reused); ``fastlmrl_nocache``: with the cache off, so that every
   call maps and page-faults a fresh (N, V) gradient as eager PyTorch does; ``fastlmrl_scaled``:
-  ``(loss / 2).backward()`` (an upstream gradient of 1/2, applied to the gradient in place);
+  ``(loss / 2).backward()`` (an upstream gradient of 1/2, applied to the gradient in place; in
+  parallel under the Cython backend), ``fastlmrl_scaled_numpy`` the same scaled by NumPy on one
+  thread (the other backends' path, and this one's before):
+
+      pytest benchmarks/bench_torch.py -k "test_ppo_loss_backward and fastlmrl" --benchmark-enable
+
 * ``kernel``: the NumPy API on the same arrays with a reused ``out`` (no autograd, no fresh
   gradient: what the op costs without torch around it);
 * ``eager``: the same formula in eager PyTorch autograd (log_softmax, gather, clip, ...);
@@ -48,6 +53,7 @@ median over batch pairs of op time minus kernel time), for every op of fastlmrl.
 """
 
 import functools
+import math
 import os
 import threading
 import time
@@ -156,9 +162,18 @@ def report(benchmark, run, leaves):
 
 @pytest.mark.parametrize("size", PPO_SIZES, ids=size_id)
 @pytest.mark.parametrize(
-    "impl", ["fastlmrl", "fastlmrl_nocache", "fastlmrl_scaled", "kernel", "eager", "compiled"]
+    "impl",
+    [
+        "fastlmrl",
+        "fastlmrl_nocache",
+        "fastlmrl_scaled",
+        "fastlmrl_scaled_numpy",
+        "kernel",
+        "eager",
+        "compiled",
+    ],
 )
-def test_ppo_loss_backward(benchmark, impl, size):
+def test_ppo_loss_backward(benchmark, monkeypatch, impl, size):
     n, v = size
     x, t, old, adv, w = ppo_data(size)
     rounds = 3 if v > 1000 else 20
@@ -169,7 +184,11 @@ def test_ppo_loss_backward(benchmark, impl, size):
         run = functools.partial(
             fastlmrl.ppo_loss, *arrays, clip_low=CLIP[0], clip_high=CLIP[1], out=out
         )
-    elif impl == "fastlmrl_scaled":  # (loss / 2).backward(): the gradient scaled in place
+    elif impl.startswith("fastlmrl_scaled"):  # (loss / 2).backward(): the gradient scaled in place
+        if impl == "fastlmrl_scaled_numpy":  # by NumPy, one thread (the other backends' path)
+            from fastlmrl.torch import _tensors
+
+            monkeypatch.setattr(_tensors, "_parallel_scale", (None, None))
         run = step(
             lambda: ft.ppo_loss(x, t, old, adv, w, clip_low=CLIP[0], clip_high=CLIP[1]).loss / 2,
             [x],
@@ -397,16 +416,20 @@ def thread_time_us(fn, calls=300, repeats=7) -> float:
     return round(sorted(times)[repeats // 2], 1)
 
 
-def _tiny_op(op):
-    """(the op's call on (1, 8) float32 tensors, the raw kernel's call on preallocated NumPy
-    views of the same, the tensors a gradient may be asked for) for ``op`` (not ppo_loss)."""
+def _tiny_op(op, shape=(1, 8)):
+    """(the op's call on float32 tensors: logits of ``shape``, per-row arguments of its batch
+    shape; the raw kernel's call on preallocated (N, V) / (N,) NumPy views of the same; the
+    tensors a gradient may be asked for) for ``op``."""
     from fastlmrl import _backend
     from fastlmrl.policy_losses import KL_ESTIMATORS
 
-    x, t, old, adv, w = _tiny_ppo()
+    n, v = math.prod(shape[:-1]), shape[-1]
+    x, t, old, adv, w = ppo_data((64, v))
+    x = x.detach()[:n].clone().reshape(shape)
+    t, old, adv, w = (a[:n].clone().reshape(shape[:-1]) for a in (t, old, adv, w))
     values, returns = adv.clone() * 0.5, adv.clone() + 1.0
-    n, v = x.shape
-    xa, ta, olda, adva, wa, va, ra = (a.numpy() for a in (x, t, old, adv, w, values, returns))
+    xa = x.numpy().reshape(n, v)
+    ta, olda, adva, wa, va, ra = (a.numpy().reshape(n) for a in (t, old, adv, w, values, returns))
     k, threads = _backend.kernels(), _backend.get_num_threads()
     out1, out2, out3, gv = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     grad, stats = np.empty((n, v), dtype=np.float32), np.zeros(4)
@@ -461,8 +484,12 @@ def _tiny_op(op):
             *draws,
         ),
     }
-    kernel = functools.partial(*kernels[op], threads)
+    if op == "ppo_loss":
+        kernel = raw_kernel_call(*(torch.from_numpy(a) for a in (xa, ta, olda, adva, wa)))
+    else:
+        kernel = functools.partial(*kernels[op], threads)
     calls = {
+        "ppo_loss": lambda x: ft.ppo_loss(x, t, old, adv, w),
         "reinforce_loss": lambda x: ft.reinforce_loss(x, t, returns, w),
         "kl_penalty_loss": lambda x: ft.kl_penalty_loss(x, t, old, w),
         "a2c_loss": lambda x: ft.a2c_loss(x, t, adv, values, returns, w),
@@ -496,6 +523,7 @@ OVERHEAD_CASES = [
 
 #: op -> the (module, attribute) of its eager fast paths (the Cython entry, the NumPy-view path)
 FAST_PATHS = {
+    "ppo_loss": (("policy_losses", "_entry_ppo_loss"), ("policy_losses", "_ppo_fast")),
     "reinforce_loss": (("policy_losses", "_entry_reinforce"), ("policy_losses", "_reinforce_fast")),
     "kl_penalty_loss": (("policy_losses", "_entry_kl"), ("policy_losses", "_kl_fast")),
     "a2c_loss": (("policy_losses", "_entry_a2c"), ("policy_losses", "_a2c_fast")),
@@ -504,6 +532,16 @@ FAST_PATHS = {
     "logsumexp": (("log_probs", "_entry_logsumexp"), ("log_probs", "_row_fast")),
     "sample_tokens": (("sampling", "_entry_sample_tokens"), ("sampling", "_sample_fast")),
 }
+
+
+def _without_fast_paths(monkeypatch, op):
+    """The eager fast paths of ``op`` turned off: the general path they replaced."""
+    import importlib
+
+    for module, name in FAST_PATHS[op]:
+        target = importlib.import_module(f"fastlmrl.torch.{module}")
+        if getattr(target, name) is not None:
+            monkeypatch.setattr(target, name, lambda *args: None)
 
 
 @pytest.mark.parametrize("op, impl", OVERHEAD_CASES)
@@ -526,12 +564,7 @@ def test_op_overhead_vs_kernel(benchmark, monkeypatch, op, impl):
     if op != "ppo_loss":
         call, kernel, leaves = _tiny_op(op)
         if impl.startswith("general"):  # the fast paths turned off: what they replaced
-            import importlib
-
-            for module, name in FAST_PATHS[op]:
-                target = importlib.import_module(f"fastlmrl.torch.{module}")
-                if getattr(target, name) is not None:
-                    monkeypatch.setattr(target, name, lambda *args: None)
+            _without_fast_paths(monkeypatch, op)
         if impl.endswith("requires_grad"):
             for leaf in leaves:
                 leaf.requires_grad_(True)
@@ -573,6 +606,34 @@ def test_op_overhead_vs_kernel(benchmark, monkeypatch, op, impl):
     op_us, kernel_us, overhead_us = interleaved_us(fn, kernel)
     benchmark.extra_info.update(op_us=op_us, kernel_us=kernel_us, overhead_us=overhead_us)
     measure(benchmark, fn, items=1, group=group)
+
+
+BATCHED_CASES = [
+    pytest.param(op, impl, id=f"{impl}-{op}")
+    for op in ("ppo_loss",) + OVERHEAD_OPS
+    for impl in ("op_no_grad", "op_requires_grad", "general_no_grad", "general_requires_grad")
+    if not (op == "sample_tokens" and impl.endswith("requires_grad"))
+]
+
+
+@pytest.mark.parametrize("op, impl", BATCHED_CASES)
+def test_op_overhead_batched(benchmark, monkeypatch, op, impl):
+    """As :func:`test_op_overhead_vs_kernel` on (2, 3, 8) float32 logits with per-token
+    arguments of shape (2, 3) (an LM batch: (B, T, V)), the raw kernel on the flat (6, 8) /
+    (6,) views: ``overhead_us`` of the op (``op_*``) and of the general path (``general_*``, the
+    eager fast paths off) in one run, for every op:
+
+        pytest benchmarks/bench_torch.py -k op_overhead_batched --benchmark-enable
+    """
+    fn, kernel, leaves = _tiny_op(op, (2, 3, 8))
+    if impl.startswith("general"):
+        _without_fast_paths(monkeypatch, op)
+    if impl.endswith("requires_grad"):
+        for leaf in leaves:
+            leaf.requires_grad_(True)
+    op_us, kernel_us, overhead_us = interleaved_us(fn, kernel)
+    benchmark.extra_info.update(op_us=op_us, kernel_us=kernel_us, overhead_us=overhead_us)
+    measure(benchmark, fn, items=1, group=f"torch op_overhead_vs_kernel N2x3xV8 {op}")
 
 
 def test_op_overhead_steps(benchmark):

@@ -11,6 +11,8 @@ errors.  Inputs the entry point must not read in place (negated views, other dty
 devices) must give the general path's result or error.
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -185,7 +187,16 @@ def test_entry_leaves_other_tensors_to_the_general_path(reader):
         "bfloat16 logits": (x.bfloat16(), t, old, adv, w, ref),
         "transposed logits": (x.t().contiguous().t(), t, old, adv, w, ref),
         "strided weights": (x, t, old, adv, torch.randn(8)[::2], ref),
-        "3-D logits": (x.reshape(2, 2, 6), t.reshape(2, 2), old, adv, w, ref),
+        "3-D logits, strided tokens": (x.reshape(2, 2, 6), t.reshape(2, 2).t(), old, adv, w, ref),
+        "3-D logits, tokens of another shape": (
+            x.reshape(2, 2, 6),
+            t.reshape(1, 4),
+            old,
+            adv,
+            w,
+            ref,
+        ),
+        "9-D logits": (x.reshape(1, 1, 1, 1, 1, 1, 2, 2, 6), t, old, adv, w, ref),
         "2-D tokens": (x, t.reshape(4, 1), old, adv, w, ref),
         "short advantages": (x, t, old, adv[:3], w, ref),
         "parameter logits": (torch.nn.Parameter(x.clone()), t, old, adv, w, ref),
@@ -420,6 +431,19 @@ OP_CASES = [
     for op, spec in OPS.items()
     for i, options in enumerate(spec[3])
 ]
+#: OPS and ppo_loss (old / reference log-probabilities from the per-token reals)
+ALL_OPS = dict(
+    OPS,
+    ppo_loss=(
+        pl,
+        "_entry_ppo_loss",
+        lambda x, t, p, w: ft.ppo_loss(
+            x, t, p[0] - 2.0, p[1], w, ref_log_probs=p[2] - 2.0, **OPTIONS
+        ),
+        [dict()],
+    ),
+)
+ALL_CASES = OP_CASES + [pytest.param("ppo_loss", {}, id="ppo_loss-0")]
 
 
 @pytest.fixture(autouse=True)
@@ -441,7 +465,7 @@ def spy(monkeypatch):
     """spy(op) -> the list of what the op's entry returned in the calls since (its classes)."""
 
     def install(op):
-        module, name = OPS[op][0], OPS[op][1]
+        module, name = ALL_OPS[op][0], ALL_OPS[op][1]
         real, seen = getattr(module, name), []
 
         def wrapped(*args):
@@ -468,13 +492,19 @@ def same_bytes(a, b) -> bool:
 def general(op, *args, **options):
     """The op through the general path: a dispatcher bound by use_backend (the same kernels;
     the NumPy-view paths, which it would take, turned off)."""
-    paths = [(tlp, "_row_fast"), (pl, "_reinforce_fast"), (pl, "_kl_fast"), (pl, "_a2c_fast")]
+    paths = [
+        (tlp, "_row_fast"),
+        (pl, "_reinforce_fast"),
+        (pl, "_kl_fast"),
+        (pl, "_a2c_fast"),
+        (pl, "_ppo_fast"),
+    ]
     real = [getattr(module, name) for module, name in paths]
     for module, name in paths:
         setattr(module, name, lambda *args: None)
     try:
         with fastlmrl.use_backend("cython"):
-            return OPS[op][2](*args, **options)
+            return ALL_OPS[op][2](*args, **options)
     finally:
         for (module, name), value in zip(paths, real):
             setattr(module, name, value)
@@ -600,7 +630,14 @@ def test_op_entry_leaves_other_tensors_to_the_general_path(reader, spy, op):
         "expanded logits": (x[:1].expand(4, 6), t, per, w),
         "strided per-token": (x, t, [torch.randn(8)[::2] for _ in per], w),
         "strided tokens": (x, torch.randint(0, 6, (8,))[::2], per, w),
-        "3-D logits": (x.reshape(2, 2, 6), t.reshape(2, 2), [p.reshape(2, 2) for p in per], w),
+        "3-D logits, strided tokens": (x.reshape(2, 2, 6), t.reshape(2, 2).t(), per, w),
+        "3-D logits, strided per-token": (
+            x.reshape(2, 2, 6),
+            t,
+            [p.reshape(2, 2).t() for p in per],
+            w,
+        ),
+        "9-D logits": (x.reshape(1, 1, 1, 1, 1, 1, 2, 2, 6), t, per, w),
         "parameter logits": (torch.nn.Parameter(x.clone()), t, per, w),
     }
     uses_tokens = op not in ("entropy", "logsumexp")
@@ -805,6 +842,15 @@ def test_op_entry_leaves_bad_arguments_to_the_general_path_error(spy, op):
         "float ids requiring a gradient": (x, t.double().requires_grad_(True), per, w),
         "short ids": (x, t[:3], per, w),
         "2-D ids of another shape": (x, t.reshape(2, 2), per, w),
+        "3-D logits, ids of another batch shape": (x.reshape(2, 2, 6), t.reshape(1, 4), per, w),
+        "3-D logits, per-token of another batch shape": (
+            x.reshape(2, 2, 6),
+            t,
+            [p.reshape(4, 1) for p in per],
+            w,
+        ),
+        "3-D logits, weights of another batch shape": (x.reshape(2, 2, 6), t, per, w.reshape(1, 4)),
+        "3-D logits, short flat ids": (x.reshape(2, 2, 6), t[:3], per, w),
         "short per-token": (x, t, [p[:3] for p in per], w),
         "short weights": (x, t, per, w[:3]),
         "integer logits": (x.long(), t, per, w),
@@ -826,3 +872,186 @@ def test_op_entry_leaves_bad_arguments_to_the_general_path_error(spy, op):
         assert str(got.value) == str(want.value), name
         after = [args[0], args[1], *args[2]]
         assert all(same_bytes(a, b) for a, b in zip(after, snapshot)), name
+
+
+# --- logits with batch dimensions: (..., V) ------------------------------------------------------
+
+
+def batched(x, t, per, w, shape, flat):
+    """op_data's tensors (N = prod(shape[:-1]) rows) with logits of ``shape`` and the per-row
+    arguments of its batch shape, or flat (N,)."""
+
+    def rows(a):
+        return a if flat or a is None else a.reshape(shape[:-1])
+
+    return x.reshape(shape), rows(t), [rows(p) for p in per], rows(w)
+
+
+BATCH_SHAPES = [(2, 3, 7), (2, 1, 2, 5), (2, 0, 7)]
+
+
+@pytest.mark.parametrize("op, options", ALL_CASES)
+@pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
+@pytest.mark.parametrize("flat", [False, True], ids=["batch_shaped", "flat"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_op_entry_takes_logits_with_batch_dimensions(reader, spy, op, options, shape, flat, dtype):
+    """3-D and 4-D logits (and a zero-size batch dimension), per-row arguments of the batch
+    shape or flat: read in place by the entry, the general path's results bit for bit, per-row
+    results in the batch shape."""
+    n = math.prod(shape[:-1])
+    x, t, per, w = batched(*op_data(n=n, v=shape[-1], dtype=dtype, seed=n), shape, flat)
+    seen = spy(op)
+    got = ALL_OPS[op][2](x, t, per, w, **options)
+    assert seen == [type(got).__name__] and seen[0] not in ("NoneType", "int")
+    assert_same_result(got, general(op, x, t, per, w, **options))
+    assert fields(got)[1 if isinstance(got, pl._LazyResult) else 0].shape == shape[:-1]
+
+
+@pytest.mark.parametrize("op, options", ALL_CASES)
+@pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
+@pytest.mark.parametrize("flat", [False, True], ids=["batch_shaped", "flat"])
+@pytest.mark.parametrize("upstream", [1.0, 0.75])
+def test_op_entry_gradients_with_batch_dimensions(op, options, shape, flat, upstream):
+    """Gradients through the entry's node with (..., V) logits: the logits' shape (the values'
+    own shape for A2C), the general path's bits."""
+    n = math.prod(shape[:-1])
+    x0, t, per0, w = batched(*op_data(n=n, v=shape[-1], dtype=F64, seed=n + 1), shape, flat)
+    x, per = leaves_of(op, x0, per0, True)
+    got = ALL_OPS[op][2](x, t, per, w, **options)
+    assert type(fields(got)[0].grad_fn).__name__ == f"fastlmrl_{op}_fastBackward"
+    x2, per2 = leaves_of(op, x0, per0, True)
+    want = general(op, x2, t, per2, w, **options)
+    assert_same_result(got, want)
+    got_grads = gradients(op, got, x, per, upstream)
+    for a, b in zip(got_grads, gradients(op, want, x2, per2, upstream)):
+        assert a.shape == b.shape and a.dtype == b.dtype and same_bytes(a, b)
+    assert got_grads[0].shape == shape
+    if op == "a2c_loss":
+        assert got_grads[1].shape == per[1].shape
+
+
+def test_ppo_entry_leaves_mismatched_batch_shapes_to_the_general_path_error(spy):
+    x, t, per, w = op_data(n=6, v=5, seed=15)
+    x3 = x.reshape(2, 3, 5)
+    for args in (
+        (x3, t.reshape(3, 2), per, w),
+        (x3, t, [p.reshape(6, 1) for p in per], w),
+        (x3, t, per, w.reshape(1, 2, 3)),
+    ):
+        seen = spy("ppo_loss")
+        with pytest.raises(ValueError, match=r"must have shape \(2, 3\)") as got:
+            ALL_OPS["ppo_loss"][2](*args)
+        assert seen == ["NoneType"]
+        with pytest.raises(ValueError) as want:
+            general("ppo_loss", *args)
+        assert str(got.value) == str(want.value)
+
+
+# --- a scaled loss: the kept gradient scaled in place -------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [0, 1, 7, 2 * 32768 + 3, 1 << 20])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_scale_in_place_is_numpys_product(dtype, size, threads):
+    """The entry's parallel in-place scale gives NumPy's products bit for bit (the factor
+    rounded to the array's dtype): every size (empty, one, odd, several chunks, large), thread
+    count, magnitude (subnormal, overflowing, non-finite entries)."""
+    with np.errstate(all="ignore"):  # (overflow and underflow are part of the cases)
+        _assert_scale_is_numpys_product(dtype, size, threads)
+
+
+def _assert_scale_is_numpys_product(dtype, size, threads):
+    rng = np.random.default_rng(size)
+    base = rng.standard_normal(size) * 10.0 ** rng.integers(-300, 300, size)
+    base[::97] = np.nan
+    base[5::101] = -np.inf
+    base = base.astype(dtype)
+    for value in (1 / 3, 0.1, -2.5, 1e-39, 3e38, 1.0, 0.0):
+        got, want = base.copy(), base.copy()
+        pl._entry.scale_in_place(got, value, threads)
+        np.multiply(want, dtype(value), out=want)
+        assert got.tobytes() == want.tobytes(), value
+    grid = base[: size - size % 3].reshape(3, -1) if size >= 3 else base.reshape(1, -1)
+    got, want = grid.copy(), grid.copy()
+    pl._entry.scale_in_place(got, 0.3, threads)
+    np.multiply(want, dtype(0.3), out=want)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_scale_in_place_refuses_other_arrays():
+    a = np.ones(8, dtype=np.float32)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        pl._entry.scale_in_place(np.ones(8, dtype=np.int64), 0.5, 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        pl._entry.scale_in_place(a[::2], 0.5, 1)
+    read_only = a.copy()
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        pl._entry.scale_in_place(read_only, 0.5, 1)
+    with pytest.raises(ValueError, match="byte order"):
+        pl._entry.scale_in_place(a.astype(">f4"), 0.5, 1)
+    with pytest.raises(ValueError, match="threads"):
+        pl._entry.scale_in_place(a, 0.5, 0)
+    assert np.array_equal(a, np.ones(8, dtype=np.float32))
+
+
+SCALED_OPS = ["ppo_loss", "reinforce_loss", "kl_penalty_loss", "a2c_loss"]
+
+
+@pytest.mark.parametrize("op", SCALED_OPS)
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_scaled_loss_gradients_are_unchanged(monkeypatch, op, dtype, threads):
+    """``(loss / 3).backward()`` through the entry: the kept gradient scaled in place by the
+    parallel loop -- over ``large_threads()`` threads for a gradient of at least
+    SCALE_PARALLEL_ELEMENTS elements, one thread for a smaller one (A2C's values gradient) --
+    equal bit for bit to the general path's out-of-place product."""
+    real, calls = tt._parallel_scale[0], []
+
+    def recorded(grad, value, count):
+        calls.append((grad.size, count))
+        real(grad, value, count)
+
+    monkeypatch.setattr(tt, "_parallel_scale", (recorded, pl._cython_kernels))
+    monkeypatch.setattr(tt, "large_threads", lambda: threads)
+    n, v = 4096, 67  # (274432 elements >= SCALE_PARALLEL_ELEMENTS)
+    assert n * v >= tt.SCALE_PARALLEL_ELEMENTS
+    x0, t, per0, w = op_data(n=n, v=v, dtype=dtype, seed=16)
+    grads = []
+    for path in ("entry", "general"):
+        x, per = leaves_of(op, x0, per0, True)
+        res = ALL_OPS[op][2](x, t, per, w) if path == "entry" else general(op, x, t, per, w)
+        (fields(res)[0] / 3).backward()
+        grads.append([x.grad] + ([per[1].grad] if op == "a2c_loss" else []))
+        if path == "entry":
+            assert calls == [(n * v, threads)] + ([(n, 1)] if op == "a2c_loss" else [])
+    assert len(calls) == len(grads[0])  # (the general path scales tensors out of place)
+    for a, b in zip(*grads):
+        assert a.dtype == b.dtype and same_bytes(a, b)
+
+
+@pytest.mark.parametrize("op", SCALED_OPS)
+def test_scaled_loss_under_another_backend_is_scaled_by_numpy(monkeypatch, op):
+    """Under a backend without the Cython entry point (Numba's NumPy-view paths) the kept
+    gradient is scaled by NumPy: the parallel loop is not called, the gradients are the
+    general path's."""
+    calls = []
+    monkeypatch.setattr(tt, "_parallel_scale", (lambda *args: calls.append(1), pl._cython_kernels))
+    x0, t, per0, w = op_data(n=64, v=9, dtype=F32, seed=17)
+    x2, per2 = leaves_of(op, x0, per0, True)
+    want = general(op, x2, t, per2, w)
+    (fields(want)[0] / 3).backward()
+    fastlmrl.set_backend("numba")
+    try:
+        ALL_OPS[op][2](x0, t, per0, w)  # (the first call after a switch binds the kernels)
+        x, per = leaves_of(op, x0, per0, True)
+        res = ALL_OPS[op][2](x, t, per, w)
+        assert type(fields(res)[0].grad_fn).__name__ == f"fastlmrl_{op}_fastBackward"
+        (fields(res)[0] / 3).backward()
+    finally:
+        fastlmrl.set_backend("cython")
+    assert calls == []
+    assert same_bytes(x.grad, x2.grad)
+    if op == "a2c_loss":
+        assert same_bytes(per[1].grad, per2[1].grad)

@@ -1189,7 +1189,7 @@ def _ppo_fast_cases():
                 logits=lambda kw, per: kw["logits"].reshape(2, 3, 7),
                 tokens=lambda kw, per: kw["tokens"].reshape(2, 3),
             ),
-            False,
+            "entry",  # (the NumPy-view path takes 2-D logits only)
         ),
         (  # .numpy() refuses a tensor that requires a gradient; the Cython entry reads it
             lambda: case(

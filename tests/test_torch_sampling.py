@@ -225,6 +225,21 @@ def test_entry_equals_the_general_path(entry_calls, kwargs, dtype, n):
 
 
 @needs_entry
+@pytest.mark.parametrize("shape", [(2, 3, 50), (2, 1, 3, 7), (2, 0, 9), (0, 4, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_entry_takes_logits_with_batch_dimensions(entry_calls, shape, dtype):
+    """(..., V) logits of rank > 2 are read in place as (N, V): the general path's draws, in the
+    batch shape (a zero-size dimension too), a RandomStream advanced by N."""
+    x = _logits(shape, dtype, seed=len(shape))
+    a, b = RandomStream(4), RandomStream(4)
+    got = sample_tokens(x, a, temperature=0.8, top_k=5)
+    assert entry_calls == ["SampledTokens"]
+    assert got.tokens.shape == shape[:-1]
+    _same(got, _general(x, b, temperature=0.8, top_k=5))
+    assert a.counter == b.counter == x[..., 0].numel()
+
+
+@needs_entry
 def test_entry_advances_a_random_stream_only_after_success(entry_calls):
     x = _logits((5, 20))
     a, b = RandomStream(7), RandomStream(7)
@@ -255,7 +270,8 @@ def test_entry_leaves_other_arguments_to_the_general_path(entry_calls):
         "negated view": (torch._neg_view(x),),
         "transposed": (x.t().contiguous().t(),),
         "bfloat16": (x.bfloat16(),),
-        "3-D": (x.reshape(2, 2, 30),),
+        "3-D, strided": (x.reshape(2, 2, 30).transpose(0, 1),),
+        "9-D": (x.reshape(1, 1, 1, 1, 1, 1, 2, 2, 30),),  # (more dimensions than MAX_DIMS)
         "parameter": (torch.nn.Parameter(x.clone()),),
     }
     for name, (logits,) in cases.items():

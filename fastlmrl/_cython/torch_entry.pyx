@@ -15,10 +15,14 @@ lazy result builds them when read).  The shared pieces are ``_view`` (one tensor
 baselines), ``_gradient``, ``_outputs``, ``_loss_array``, ``_lazy``, :class:`OptionCache` and
 ``_run`` (the core of an op for the logits' and ids' dtypes).
 
-Any tensor it cannot take as it is (another type or device, another dtype or layout, a
-non-contiguous or empty tensor, a negated view, an attribute that raises), any option the general
-path would refuse, and any traced or transformed call make it return None: the caller then runs
-the general path, which converts, or raises the error naming the argument.  It returns the
+Logits of any rank from 2 to ``MAX_DIMS`` are read as (N, V) (N the product of the batch
+dimensions), each per-row argument of the logits' batch shape or flat (N,) (what
+``fastlmrl.torch._tensors.per_token`` / ``ids`` accept); per-row results get the batch shape, a
+gradient the shape of its input.  Any tensor it cannot take as it is (another type or device,
+another dtype, layout or shape, a non-contiguous tensor, a negated view, an attribute that
+raises), any option the general path would refuse, and any traced or transformed call make it
+return None: the caller then runs the general path, which converts, or raises the error naming
+the argument.  It returns the
 kernel's status when that is not 0 (nothing the caller sees was written, no random counter
 consumed); the caller then runs the general path on the same arguments, which raises the NumPy
 API's error.
@@ -32,6 +36,7 @@ never test their arrays against ``None`` (``initializedcheck=False``, no ``nonec
 tensors stay referenced by the caller for the whole call.
 """
 
+from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -215,12 +220,31 @@ def use_dlpack(api) -> bool:
     return _dltensor_from_py != NULL
 
 
+cdef enum:
+    # the most dimensions of a tensor the entries read (logits (..., V) of more: the general path)
+    MAX_DIMS = 8
+
+
 cdef struct View:
     uintptr_t data
-    Py_ssize_t rows  # shape[0]
-    Py_ssize_t cols  # shape[1] (2-D tensors)
+    Py_ssize_t rows  # the product of all dimensions but the last (shape[0] of a 1-D tensor)
+    Py_ssize_t cols  # the last dimension (1 for a 1-D tensor)
     int kind
+    int ndim
 
+
+cdef struct Call:
+    View x, tok  # logits as (N, V), token ids (N,)
+    cnp.npy_intp shape[MAX_DIMS]  # the logits' shape
+    int nd  # and their number of dimensions
+    View a, b, c, d, e, f  # the op's (N,) inputs in the core's order
+    double* out  # the float64 outputs (a loss's per-token results, then its statistics)
+    uintptr_t g  # the (N, V) gradient
+    uintptr_t r1, r2, r3  # (N,) outputs in the logits' dtype or int64 (row ops, sampling)
+    double s[4]  # real options
+    int64_t k  # an integer option (kl_estimator, top_k)
+    uint64_t key, counter  # sampling's random stream
+    int threads
 
 cdef inline int _kind(object dtype):
     if dtype is _f32:
@@ -244,33 +268,43 @@ cdef inline int _dl_kind(fl_DLDataType dtype) noexcept:
     return OTHER
 
 
-cdef bint _view(object t, int ndim, View* out):
-    """Fill ``out`` from a contiguous CPU tensor of ``ndim`` dimensions (True), or False when
-    ``t`` needs the general path.  A dimension of size 1 may have any stride (as for torch's
-    ``is_contiguous``).  Through torch's DLPack C exchange API when it has one, else the
-    tensor's Python attributes."""
+cdef inline bint _compact(int nd, cnp.npy_intp* shape, int64_t* strides) noexcept:
+    """Row-major contiguous: each stride the product of the later dimensions, except where a
+    dimension has size 1 (any stride, as for torch's ``is_contiguous``)."""
+    cdef int64_t step = 1
+    cdef int i
+    for i in range(nd - 1, -1, -1):
+        if shape[i] != 1 and strides[i] != step:
+            return False
+        step *= shape[i]
+    return True
+
+
+cdef bint _view(object t, int max_nd, View* out, cnp.npy_intp* shape):
+    """Fill ``out`` and ``shape[:ndim]`` from a contiguous CPU tensor of 1 to ``max_nd`` (at most
+    MAX_DIMS) dimensions (True), or False when ``t`` needs the general path.  ``out.rows`` x
+    ``out.cols`` is the tensor as a matrix of its last dimension's rows.  An empty tensor may
+    have any strides (nothing is read).  Through torch's DLPack C exchange API when it has one,
+    else the tensor's Python attributes."""
     cdef fl_DLTensor d
-    cdef Py_ssize_t rows, cols = 1
+    cdef int64_t strides[MAX_DIMS]
+    cdef int64_t* st
+    cdef int nd, i
     if type(t) is not _Tensor:
         return False
     if _dltensor_from_py != NULL:
         if _dltensor_from_py(<void*>t, &d) != 0:  # a layout DLPack cannot describe
             PyErr_Clear()
             return False
-        if d.device.device_type != kDLCPU or d.ndim != ndim:
+        nd = d.ndim
+        if d.device.device_type != kDLCPU or nd < 1 or nd > max_nd:
             return False
         out.kind = _dl_kind(d.dtype)
         if out.kind == OTHER:
             return False
-        rows = d.shape[0]
-        if ndim == 2:
-            cols = d.shape[1]
-        if d.strides != NULL:  # (NULL: compact row-major)
-            if ndim == 2:
-                if (cols != 1 and d.strides[1] != 1) or (rows != 1 and d.strides[0] != cols):
-                    return False
-            elif rows != 1 and d.strides[0] != 1:
-                return False
+        for i in range(nd):
+            shape[i] = d.shape[i]
+        st = d.strides  # (NULL: compact row-major)
         out.data = <uintptr_t>d.data + <uintptr_t>d.byte_offset
         try:
             if t.is_neg():  # a lazily negated view (DLPack does not say): its memory is -x
@@ -284,30 +318,29 @@ cdef bint _view(object t, int ndim, View* out):
             out.kind = _kind(t.dtype)
             if out.kind == OTHER:
                 return False
-            shape = t.shape
-            if len(shape) != ndim:
+            size = t.shape
+            nd = len(size)
+            if nd < 1 or nd > max_nd:
                 return False
-            strides = t.stride()
-            rows = shape[0]
-            if ndim == 2:
-                cols = shape[1]
-                if cols != 1 and <Py_ssize_t>strides[1] != 1:
-                    return False
-                if rows != 1 and <Py_ssize_t>strides[0] != cols:
-                    return False
-            elif rows != 1 and <Py_ssize_t>strides[0] != 1:
-                return False
+            stride = t.stride()
+            for i in range(nd):
+                shape[i], strides[i] = size[i], stride[i]
+            st = strides
             if t.is_neg():  # a lazily negated view (e.g. .imag of a conjugate): memory is -x
                 return False
             out.data = <uintptr_t>t.data_ptr()
         except Exception:  # a layout without strides or storage (sparse, mkldnn, nested, ...)
             return False
-    out.rows, out.cols = rows, cols
-    if out.data == 0:  # no storage: an empty tensor (any address will do), or a ZeroTensor
-        if rows * cols != 0:
-            return False
-        out.data = <uintptr_t>&_empty_target
-    return True
+    out.ndim = nd
+    out.rows, out.cols = shape[0], (shape[nd - 1] if nd > 1 else 1)
+    for i in range(1, nd - 1):
+        out.rows *= shape[i]
+    if out.rows * out.cols == 0:  # empty: any strides; no storage needed (any address will do)
+        if out.data == 0:
+            out.data = <uintptr_t>&_empty_target
+        return True
+    # (a ZeroTensor has no storage)
+    return out.data != 0 and (st == NULL or _compact(nd, shape, st))
 
 
 # --- shared pieces of every entry --------------------------------------------------------------
@@ -337,19 +370,41 @@ cdef bint _eager() except -1:
                 or _jit_tracing() is not None)
 
 
-cdef inline bint _logits(object t, View* x) except -1:
-    """(N, V) float32/float64 logits with V >= 1, read in place."""
-    return _view(t, 2, x) and x.kind <= F64 and x.cols != 0
+cdef inline bint _logits(object t, Call* c) except -1:
+    """(..., V) float32/float64 logits of 2 to MAX_DIMS dimensions with V >= 1, read in place
+    as (N, V) (``c.x``; their shape in ``c.shape``, ``c.nd``)."""
+    if not _view(t, MAX_DIMS, &c.x, c.shape) or c.x.ndim < 2:
+        return False
+    c.nd = c.x.ndim
+    return c.x.kind <= F64 and c.x.cols != 0
 
 
-cdef inline bint _ids(object t, Py_ssize_t n, View* out) except -1:
-    """(N,) int32/int64 ids, read in place."""
-    return _view(t, 1, out) and out.kind >= I32 and out.rows == n
+cdef bint _per_row(object t, Call* c, View* out) except -1:
+    """A per-row argument of (..., V) logits read in place as (N,): of the logits' batch shape
+    or flat (N,), as the general path takes it (``fastlmrl.torch._tensors.per_token``)."""
+    cdef cnp.npy_intp shape[MAX_DIMS]
+    cdef int i
+    if not _view(t, c.nd - 1, out, shape):
+        return False
+    if out.ndim == 1:
+        return shape[0] == c.x.rows
+    if out.ndim != c.nd - 1:
+        return False
+    for i in range(out.ndim):
+        if shape[i] != c.shape[i]:
+            return False
+    out.rows, out.cols = c.x.rows, 1
+    return True
 
 
-cdef inline bint _reals(object t, Py_ssize_t n, int kind, View* out) except -1:
-    """(N,) reals of the logits' ``kind``, read in place."""
-    return _view(t, 1, out) and out.kind == kind and out.rows == n
+cdef inline bint _ids(object t, Call* c, View* out) except -1:
+    """Per-row int32/int64 ids (:func:`_per_row`)."""
+    return _per_row(t, c, out) and out.kind >= I32
+
+
+cdef inline bint _reals(object t, Call* c, View* out) except -1:
+    """Per-row reals of the logits' dtype (:func:`_per_row`)."""
+    return _per_row(t, c, out) and out.kind == c.x.kind
 
 
 cdef void* _constant(View* out, Py_ssize_t n, int kind, double value) except NULL:
@@ -359,7 +414,7 @@ cdef void* _constant(View* out, Py_ssize_t n, int kind, double value) except NUL
     cdef void* block = malloc(n * _item(kind) + 8)
     if block == NULL:
         raise MemoryError()
-    out.data, out.rows, out.cols, out.kind = <uintptr_t>block, n, 1, kind
+    out.data, out.rows, out.cols, out.kind, out.ndim = <uintptr_t>block, n, 1, kind, 1
     if kind == F32:
         for i in range(n):
             (<float*>block)[i] = <float>value
@@ -369,26 +424,36 @@ cdef void* _constant(View* out, Py_ssize_t n, int kind, double value) except NUL
     return block
 
 
-cdef object _gradient(Py_ssize_t n, Py_ssize_t v, int kind, bint keep, void** scratch,
-                      uintptr_t* data):
-    """The (N, V) gradient a loss kernel writes, at ``*data``: an array when autograd keeps it
-    (``keep``) or from the buffer cache when large (a tensor over it only if kept); else C
-    scratch that nobody sees (``*scratch``, which the caller frees) and None."""
-    cdef cnp.npy_intp dims[2]
+cdef object _gradient(Call* c, bint keep, void** scratch):
+    """The gradient a loss kernel writes (N, V), at ``c.g``: an array of the logits' shape when
+    autograd keeps it (``keep``) or from the buffer cache when large (a tensor over it only if
+    kept); else C scratch that nobody sees (``*scratch``, which the caller frees) and None."""
+    cdef Py_ssize_t size = c.x.rows * c.x.cols * _item(c.x.kind)
     cdef object arr
-    if n * v * _item(kind) >= _large_bytes:
-        arr = _large_scratch((n, v), _np_f32 if kind == F32 else _np_f64)
+    if size >= _large_bytes:
+        arr = _large_scratch(_shape(c, c.nd), _np_f32 if c.x.kind == F32 else _np_f64)
     elif keep:
-        dims[0], dims[1] = n, v
-        arr = _empty(2, dims, _typenum(kind))
+        arr = _empty(c.nd, c.shape, _typenum(c.x.kind))
     else:
-        scratch[0] = malloc(n * v * _item(kind) + 8)
+        scratch[0] = malloc(size + 8)
         if scratch[0] == NULL:
             raise MemoryError()
-        data[0] = <uintptr_t>scratch[0]
+        c.g = <uintptr_t>scratch[0]
         return None
-    data[0] = <uintptr_t>cnp.PyArray_DATA(arr)
+    c.g = <uintptr_t>cnp.PyArray_DATA(arr)
     return arr
+
+
+cdef tuple _shape(Call* c, int nd):
+    """The first ``nd`` dimensions of the logits (``c.nd``: their shape, ``c.nd - 1``: the
+    batch shape) as a tuple."""
+    cdef int i
+    return tuple([c.shape[i] for i in range(nd)])
+
+
+cdef inline object _per_row_output(Call* c, int typenum):
+    """An uninitialised array of the logits' batch shape (a per-row result)."""
+    return _empty(c.nd - 1, c.shape, typenum)
 
 
 cdef object _outputs(Py_ssize_t size, double** data):
@@ -409,14 +474,15 @@ cdef object _loss_array(double value, int kind):
     return arr
 
 
-cdef object _lazy(object cls, object loss, object buf, Py_ssize_t n):
+cdef object _lazy(object cls, object loss, object buf, Call* c):
     """A lazily built loss result (``fastlmrl.torch.policy_losses._LazyResult``): ``loss`` now,
-    the other fields' tensors over ``buf`` when read."""
+    the other fields' tensors over ``buf`` when read, per-row ones in the logits' batch shape
+    (None: 2-D logits, flat)."""
     cdef list values = [None] * len(cls._fields)
     values[0] = loss
     result = cls.__new__(cls)
     result._values = values
-    result._arrays = (buf, n)
+    result._arrays = (buf, c.x.rows, None if c.nd == 2 else _shape(c, c.nd - 1))
     return result
 
 
@@ -461,17 +527,6 @@ cdef class OptionCache:
 
 
 # --- the kernel calls: the cores' fused types chosen from the tensors' dtypes -------------------
-
-cdef struct Call:
-    View x, tok  # logits (N, V), token ids (N,)
-    View a, b, c, d, e, f  # the op's (N,) inputs in the core's order
-    double* out  # the float64 outputs (a loss's per-token results, then its statistics)
-    uintptr_t g  # the (N, V) gradient
-    uintptr_t r1, r2, r3  # (N,) outputs in the logits' dtype or int64 (row ops, sampling)
-    double s[4]  # real options
-    int64_t k  # an integer option (kl_estimator, top_k)
-    uint64_t key, counter  # sampling's random stream
-    int threads
 
 cdef enum:  # ops
     OP_PPO = 0
@@ -641,17 +696,17 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
     cdef int status
     cdef void* scratch = NULL
     cdef void* weights_block = NULL
-    if not _logits(logits, &c.x):
+    if not _logits(logits, &c):
         return None
     n = c.x.rows
-    if (not _ids(tokens, n, &c.tok) or not _reals(old_log_probs, n, c.x.kind, &c.a)
-            or not _reals(advantages, n, c.x.kind, &c.b)):
+    if (not _ids(tokens, &c, &c.tok) or not _reals(old_log_probs, &c, &c.a)
+            or not _reals(advantages, &c, &c.b)):
         return None
-    if weights is not None and not _reals(weights, n, c.x.kind, &c.c):
+    if weights is not None and not _reals(weights, &c, &c.c):
         return None
     if ref_log_probs is None:  # (empty)
         c.d.data, c.d.rows = <uintptr_t>&_empty_target, 0
-    elif not _reals(ref_log_probs, n, c.x.kind, &c.d):
+    elif not _reals(ref_log_probs, &c, &c.d):
         return None
     if not _eager() or <int>options[5] != 0:
         return None
@@ -664,7 +719,7 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
     try:
         if weights is None:  # the default weights 1/N (the general path's np.full)
             weights_block = _constant(&c.c, n, c.x.kind, 1.0 / n if n else 0.0)
-        grad_array = _gradient(n, c.x.cols, c.x.kind, grad, &scratch, &c.g)
+        grad_array = _gradient(&c, grad, &scratch)
         with nogil:
             status = _run(OP_PPO, &c)
     finally:
@@ -674,7 +729,7 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
         return status
     loss = _loss_array(c.out[3 * n], c.x.kind)
     loss = _apply(logits, (grad_array, loss)) if grad else _from_numpy(loss)
-    return _lazy(_result_class, loss, buf, n)
+    return _lazy(_result_class, loss, buf, &c)
 
 
 # --- REINFORCE, KL penalty, A2C -----------------------------------------------------------------
@@ -712,7 +767,7 @@ cdef object _logits_loss(int op, object logits, Call* c, Py_ssize_t n_out, Py_ss
         c.threads = _threads(n * c.x.cols)
         buf = _outputs(n_out, &c.out)
         c.out[loss_slot] = 0.0  # (the statistics start at zero: np.zeros)
-        grad_array = _gradient(n, c.x.cols, c.x.kind, grad, &scratch, &c.g)
+        grad_array = _gradient(c, grad, &scratch)
         with nogil:
             status = _run(op, c)
     finally:
@@ -722,26 +777,26 @@ cdef object _logits_loss(int op, object logits, Call* c, Py_ssize_t n_out, Py_ss
         return status
     loss = _loss_array(c.out[loss_slot], c.x.kind)
     loss = apply(logits, (grad_array, loss)) if grad else _from_numpy(loss)
-    return _lazy(result_class, loss, buf, n)
+    return _lazy(result_class, loss, buf, c)
 
 
 def reinforce_loss(logits, tokens, returns, weights, baseline):
-    """:func:`fastlmrl.torch.reinforce_loss` on plain contiguous 2-D float32/float64 CPU tensors
-    in eager mode, ``baseline`` None or a tensor: a ``ReinforceLossResult`` (lazy), the kernel's
+    """:func:`fastlmrl.torch.reinforce_loss` on plain contiguous float32/float64 CPU tensors
+    (logits of rank >= 2, per-row arguments of their batch shape or flat) in eager mode, ``baseline`` None or a tensor: a ``ReinforceLossResult`` (lazy), the kernel's
     non-zero status (an int: the caller raises through the general path), or None (the general
     path handles these arguments)."""
     cdef Call c
     cdef Py_ssize_t n
     cdef void* block = NULL
     cdef void* block2 = NULL
-    if not _logits(logits, &c.x):
+    if not _logits(logits, &c):
         return None
     n = c.x.rows
-    if not _ids(tokens, n, &c.tok) or not _reals(returns, n, c.x.kind, &c.a):
+    if not _ids(tokens, &c, &c.tok) or not _reals(returns, &c, &c.a):
         return None
-    if baseline is not None and not _reals(baseline, n, c.x.kind, &c.b):
+    if baseline is not None and not _reals(baseline, &c, &c.b):
         return None  # (a str too: "mean" is the general path's)
-    if weights is not None and not _reals(weights, n, c.x.kind, &c.c):
+    if weights is not None and not _reals(weights, &c, &c.c):
         return None
     if not _eager():
         return None
@@ -761,8 +816,8 @@ def reinforce_loss(logits, tokens, returns, weights, baseline):
 
 
 def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator):
-    """:func:`fastlmrl.torch.kl_penalty_loss` on plain contiguous 2-D float32/float64 CPU
-    tensors in eager mode: a ``KLPenaltyResult`` (lazy), the kernel's non-zero status, or None
+    """:func:`fastlmrl.torch.kl_penalty_loss` on plain contiguous float32/float64 CPU tensors
+    (as :func:`reinforce_loss`) in eager mode: a ``KLPenaltyResult`` (lazy), the kernel's non-zero status, or None
     (as :func:`reinforce_loss`)."""
     cdef Call c
     cdef Py_ssize_t n
@@ -770,12 +825,12 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator):
     if type(kl_estimator) is not str:
         return None
     estimator = _kl_estimators.get(kl_estimator)
-    if estimator is None or not _logits(logits, &c.x):
+    if estimator is None or not _logits(logits, &c):
         return None
     n = c.x.rows
-    if not _ids(tokens, n, &c.tok) or not _reals(ref_log_probs, n, c.x.kind, &c.a):
+    if not _ids(tokens, &c, &c.tok) or not _reals(ref_log_probs, &c, &c.a):
         return None
-    if weights is not None and not _reals(weights, n, c.x.kind, &c.b):
+    if weights is not None and not _reals(weights, &c, &c.b):
         return None
     if not _eager():
         return None
@@ -787,8 +842,9 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator):
 
 def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, entropy_coef,
              old_values, value_clip):
-    """:func:`fastlmrl.torch.a2c_loss` on plain contiguous 2-D float32/float64 CPU tensors in
-    eager mode (``values`` of the logits' dtype): an ``A2CLossResult`` (lazy), the kernel's
+    """:func:`fastlmrl.torch.a2c_loss` on plain contiguous float32/float64 CPU tensors (as
+    :func:`reinforce_loss`) in eager mode (``values`` of the logits' dtype; its gradient in its
+    own shape): an ``A2CLossResult`` (lazy), the kernel's
     non-zero status, or None (as :func:`reinforce_loss`).  A gradient w.r.t. the logits and
     the values through one node, ``apply(logits, values, (grad_logits, grad_values), loss)``
     (None for an input that needs none)."""
@@ -801,17 +857,17 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, e
     cdef void* values_block = NULL
     cdef double* gv
     options = _a2c_options.get((value_coef, entropy_coef, value_clip, old_values is not None))
-    if options is None or not _logits(logits, &c.x):
+    if options is None or not _logits(logits, &c):
         return None
     n = c.x.rows
-    if (not _ids(tokens, n, &c.tok) or not _reals(advantages, n, c.x.kind, &c.a)
-            or not _reals(values, n, c.x.kind, &c.b) or not _reals(returns, n, c.x.kind, &c.c)):
+    if (not _ids(tokens, &c, &c.tok) or not _reals(advantages, &c, &c.a)
+            or not _reals(values, &c, &c.b) or not _reals(returns, &c, &c.c)):
         return None
     if old_values is None:  # (without clipping the values stand in for them)
         c.d = c.b
-    elif not _reals(old_values, n, c.x.kind, &c.d):
+    elif not _reals(old_values, &c, &c.d):
         return None
-    if weights is not None and not _reals(weights, n, c.x.kind, &c.e):
+    if weights is not None and not _reals(weights, &c, &c.e):
         return None
     if not _eager():
         return None
@@ -826,7 +882,7 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, e
     try:
         if weights is None:
             block = _constant(&c.e, n, c.x.kind, 1.0 / n if n else 0.0)
-        grad_array = _gradient(n, c.x.cols, c.x.kind, grad_x, &scratch, &c.g)
+        grad_array = _gradient(&c, grad_x, &scratch)
         with nogil:
             status = _run(OP_A2C, &c)
     finally:
@@ -838,8 +894,9 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, e
     if grad_x or grad_v:
         values_grad = None
         if grad_v:  # in the values' dtype (the general path's copy to it)
-            gv = c.out + 3 * n + A2C_STATS
-            values_grad = _vector(n, _typenum(c.x.kind))
+            gv = c.out + 3 * n + A2C_STATS  # (in the values' shape)
+            values_grad = (_vector(n, _typenum(c.x.kind)) if c.b.ndim == 1
+                           else _per_row_output(&c, _typenum(c.x.kind)))
             if c.x.kind == F32:
                 for i in range(n):
                     (<float*>cnp.PyArray_DATA(values_grad))[i] = <float>gv[i]
@@ -848,7 +905,7 @@ def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, e
         loss = _a2c_apply(logits, values, (grad_array if grad_x else None, values_grad), loss)
     else:
         loss = _from_numpy(loss)
-    return _lazy(_a2c_result, loss, buf, n)
+    return _lazy(_a2c_result, loss, buf, &c)
 
 
 # --- token_log_probs, entropy, logsumexp ------------------------------------------------------
@@ -869,18 +926,18 @@ cdef object _row_op(int op, object logits, object tokens, object apply):
     cdef Call c
     cdef int status
     cdef Py_ssize_t n
-    if not _logits(logits, &c.x):
+    if not _logits(logits, &c):
         return None
     n = c.x.rows
     if tokens is None:
         c.tok.kind = I64  # (unused)
-    elif not _ids(tokens, n, &c.tok):
+    elif not _ids(tokens, &c, &c.tok):
         return None
     if not _eager():
         return None
     grad = logits.requires_grad and _grad_enabled()
     c.threads = _threads(n * c.x.cols)
-    out = _vector(n, _typenum(c.x.kind))
+    out = _per_row_output(&c, _typenum(c.x.kind))
     c.r1 = <uintptr_t>cnp.PyArray_DATA(out)
     with nogil:
         status = _run(op, &c)
@@ -909,8 +966,9 @@ def saved_output_forward(ctx, logits, out):
 
 
 def token_log_probs(logits, tokens):
-    """:func:`fastlmrl.torch.token_log_probs` on a plain contiguous (N, V) float32/float64 CPU
-    tensor and (N,) int32/int64 ids in eager mode: the (N,) tensor, the kernel's non-zero
+    """:func:`fastlmrl.torch.token_log_probs` on a plain contiguous (..., V) float32/float64 CPU
+    tensor (rank >= 2) and int32/int64 ids of its batch shape or flat in eager mode: the tensor
+    of the batch shape, the kernel's non-zero
     status (an int: the caller raises through the general path) or None (the general path
     handles these arguments)."""
     return _row_op(OP_TOKEN_LOG_PROBS, logits, tokens, _tlp_apply)
@@ -945,8 +1003,8 @@ def configure_sampling(sampling_options, check_capacity, advance, sampled):
 
 
 def sample_tokens(logits, seed, temperature, top_k, top_p, min_p):
-    """:func:`fastlmrl.torch.sample_tokens` on a plain contiguous (N, V) float32/float64 CPU
-    tensor in eager mode: ``SampledTokens``, the kernel's non-zero status (nothing consumed
+    """:func:`fastlmrl.torch.sample_tokens` on a plain contiguous (..., V) float32/float64 CPU
+    tensor (rank >= 2) in eager mode: ``SampledTokens`` of the batch shape, the kernel's non-zero status (nothing consumed
     from ``seed``; the caller raises through the general path) or None (the general path
     handles these arguments, or raises)."""
     cdef Call c
@@ -955,7 +1013,7 @@ def sample_tokens(logits, seed, temperature, top_k, top_p, min_p):
     cdef tuple last
     global _last_seed
     options = _sampling_options.get((temperature, top_k, top_p, min_p))
-    if options is None or not _logits(logits, &c.x) or not _eager():
+    if options is None or not _logits(logits, &c) or not _eager():
         return None
     n = c.x.rows
     c.s[0], c.k, c.s[1], c.s[2] = options
@@ -976,7 +1034,8 @@ def sample_tokens(logits, seed, temperature, top_k, top_p, min_p):
     c.tok.kind = I64  # (unused)
     typenum = _typenum(c.x.kind)
     tokens, log_probs, model_log_probs = (
-        _vector(n, cnp.NPY_INT64), _vector(n, typenum), _vector(n, typenum))
+        _per_row_output(&c, cnp.NPY_INT64), _per_row_output(&c, typenum),
+        _per_row_output(&c, typenum))
     c.r1 = <uintptr_t>cnp.PyArray_DATA(tokens)
     c.r2 = <uintptr_t>cnp.PyArray_DATA(log_probs)
     c.r3 = <uintptr_t>cnp.PyArray_DATA(model_log_probs)
@@ -988,3 +1047,49 @@ def sample_tokens(logits, seed, temperature, top_k, top_p, min_p):
         _advance(seed, n)
     return tuple.__new__(_sampled, (_from_numpy(tokens), _from_numpy(log_probs),
                                     _from_numpy(model_log_probs)))
+
+
+# --- scaling a kept gradient in place ------------------------------------------------------------
+
+cdef enum:
+    SCALE_CHUNK = 1 << 15  # elements per chunk of scale_in_place's parallel loop (128 KiB f32)
+
+
+cdef void _scale(real_t* p, Py_ssize_t n, real_t factor, int threads) noexcept nogil:
+    cdef Py_ssize_t chunks = (n + SCALE_CHUNK - 1) // SCALE_CHUNK, k, i, end
+    if threads <= 1 or chunks <= 1:
+        for i in range(n):
+            p[i] = p[i] * factor
+        return
+    for k in prange(chunks, num_threads=threads, schedule="dynamic"):
+        end = (k + 1) * SCALE_CHUNK
+        if end > n:
+            end = n
+        for i in range(k * SCALE_CHUNK, end):
+            p[i] = p[i] * factor
+
+
+def scale_in_place(cnp.ndarray grad not None, double value, int threads):
+    """``grad *= value`` in place: every element of a C-contiguous, aligned, writeable float32 or
+    float64 array (native byte order) times ``value`` rounded once to the array's dtype -- the
+    IEEE products of ``np.multiply(grad, grad.dtype.type(value), out=grad)``, bit for bit -- on
+    ``threads`` threads (chunks of SCALE_CHUNK elements, dynamic schedule, without the GIL; one
+    thread for a single chunk).  TypeError / ValueError for another array."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(grad)
+    cdef int typenum = cnp.PyArray_TYPE(grad)
+    cdef void* data = cnp.PyArray_DATA(grad)
+    cdef float factor32
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"grad must be a float32 or float64 array, got {grad.dtype}")
+    if not (cnp.PyArray_ISCARRAY(grad) and cnp.PyArray_ISNOTSWAPPED(grad)):
+        raise ValueError("grad must be C-contiguous, aligned, writeable and in native byte order")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if typenum == cnp.NPY_FLOAT32:
+        factor32 = <float>value
+        with nogil:
+            _scale(<float*>data, n, factor32, threads)
+    else:
+        with nogil:
+            _scale(<double*>data, n, value, threads)
+

@@ -434,6 +434,34 @@ def graph_is_freed_after_this_backward() -> bool:
 
 _NUMPY_SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
 
+#: gradients of this many elements or more are scaled on ``large_threads()`` threads (fewer: one)
+SCALE_PARALLEL_ELEMENTS = 1 << 18
+# (fastlmrl._cython.torch_entry.scale_in_place, the Cython backend's kernels module), set by
+# fastlmrl.torch.policy_losses when the entry point is built
+_parallel_scale: tuple = (None, None)
+
+
+def use_parallel_scale(scale_in_place, cython_kernels) -> None:
+    """Scale kept gradients with ``scale_in_place(grad, value, threads)`` (the Cython entry
+    point's parallel loop) while ``cython_kernels`` is the active backend's kernels."""
+    global _parallel_scale
+    _parallel_scale = (scale_in_place, cython_kernels)
+
+
+def scale_in_place(grad: np.ndarray, value: float) -> None:
+    """``grad *= value`` in place, ``value`` rounded to ``grad``'s dtype: the IEEE products of
+    ``np.multiply(grad, grad.dtype.type(value), out=grad)`` either way.  Under the Cython backend
+    the entry point's parallel loop (``fastlmrl._cython.torch_entry.scale_in_place``): from
+    :data:`SCALE_PARALLEL_ELEMENTS` elements on over :func:`large_threads` threads (the free-core
+    cap: one while the other core is busy), below that one thread; under the other backends (or
+    without the entry point) NumPy, one thread."""
+    parallel, cython_kernels = _parallel_scale
+    if parallel is not None and _kernels is cython_kernels:
+        size = grad.size
+        parallel(grad, value, 1 if size < SCALE_PARALLEL_ELEMENTS else large_threads())
+    else:
+        np.multiply(grad, grad.dtype.type(value), out=grad)
+
 
 def scale_eager(grad: np.ndarray, upstream):
     """:func:`scale` for a node made by an eager fast path (plain tensors), whose gradient
@@ -442,10 +470,11 @@ def scale_eager(grad: np.ndarray, upstream):
 
     When the graph is freed after this backward pass, nothing reads ``grad`` again: an upstream
     gradient of 1 returns it as is, and any other (a scaled loss, ``(loss / k).backward()``)
-    multiplies it in place -- by NumPy, one thread: the same float products as ``grad *
-    upstream`` without a fresh (N, V) tensor (whose first touch page-faults ~4100 pages at
-    (65536, 64) float32), and without torch's two-thread ``mul_``, which took 8.6 ms instead of
-    0.8 ms there with the other core busy.  An upstream that requires a gradient
+    multiplies it in place (:func:`scale_in_place`: in parallel under the Cython backend, capped
+    by the free cores): the same float products as ``grad * upstream`` without a fresh (N, V)
+    tensor (whose first touch page-faults ~4100 pages at (65536, 64) float32), and without
+    torch's two-thread ``mul_``, which took 8.6 ms instead of 0.8 ms there with the other core
+    busy.  An upstream that requires a gradient
     (``create_graph``) or of another dtype gets the out-of-place product.
     """
     if upstream is None:
@@ -459,7 +488,7 @@ def scale_eager(grad: np.ndarray, upstream):
             return tensor
         scalar = _NUMPY_SCALAR.get(upstream.dtype)
         if not upstream.requires_grad and scalar is grad.dtype.type:
-            np.multiply(grad, scalar(value), out=grad)
+            scale_in_place(grad, value)
             return tensor
     return tensor * upstream
 

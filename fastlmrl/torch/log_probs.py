@@ -84,9 +84,21 @@ def _save_inputs(ctx, inputs, output):
     ctx.save_for_backward(*inputs[:2])
 
 
+def _flat_backward(backward, logits: Tensor, *per_row: Tensor) -> Tensor:
+    """``backward(logits, *per_row)`` (a row op's backward custom op, which takes (N, V) logits
+    and (N,) tensors) for logits of any rank >= 2: the fast paths' nodes save (..., V) logits
+    and per-row tensors of their batch shape (or flat), run on (N, V) / (N,) views, the
+    gradient returned in the logits' shape."""
+    if logits.ndim == 2:
+        return backward(logits, *per_row)
+    shape = logits.shape
+    flat = (t.reshape(-1) for t in per_row)
+    return backward(logits.reshape(-1, shape[-1]), *flat).reshape(shape)
+
+
 def _token_log_probs_grad(ctx, grad_output):
     logits, tokens = ctx.saved_tensors
-    return _token_log_probs_backward_call(logits, tokens, grad_output), None
+    return _flat_backward(_token_log_probs_backward_call, logits, tokens, grad_output), None
 
 
 _token_log_probs_backward_call = tt.EagerOp(_token_log_probs_backward, differentiable=(0, 2))
@@ -172,7 +184,7 @@ def _entropy_setup(ctx, inputs, output):
 
 def _entropy_grad(ctx, grad_output):
     logits, h = ctx.saved_tensors
-    return _entropy_backward_call(logits, h, grad_output)
+    return _flat_backward(_entropy_backward_call, logits, h, grad_output)
 
 
 _entropy_backward_call = tt.EagerOp(_entropy_backward, differentiable=(0, 1, 2))
@@ -245,7 +257,7 @@ def _logsumexp_setup(ctx, inputs, output):
 
 def _logsumexp_grad(ctx, grad_output):
     logits, lse = ctx.saved_tensors
-    return _logsumexp_backward_call(logits, lse, grad_output)
+    return _flat_backward(_logsumexp_backward_call, logits, lse, grad_output)
 
 
 _logsumexp_backward_call = tt.EagerOp(_logsumexp_backward, differentiable=(0, 1, 2))

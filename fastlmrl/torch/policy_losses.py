@@ -84,10 +84,11 @@ class _LazyResult:
 
     The eager fast paths build only ``loss`` at once and each other field's tensor when it is
     first read (then the same tensor every time): creating the other tensors costs more than the
-    fused kernel on a small batch.  The kernel's outputs are then ``(buffer, N)``: one float64
-    buffer holding the first ``_blocks`` fields after the loss as (N,) blocks, in field order,
-    then the kernel's statistics slots (slot 0 the loss, slots 1, 2, ... the remaining fields);
-    or ``_blocks`` (N,) arrays and the statistics array.
+    fused kernel on a small batch.  The kernel's outputs are then ``(buffer, N, batch)``: one
+    float64 buffer holding the first ``_blocks`` fields after the loss as (N,) blocks, in field
+    order (each given the logits' batch shape ``batch`` when read; None: kept flat), then the
+    kernel's statistics slots (slot 0 the loss, slots 1, 2, ... the remaining fields); or
+    ``_blocks`` (N,) arrays and the statistics array.
     """
 
     __slots__ = ("_values", "_arrays")
@@ -99,12 +100,13 @@ class _LazyResult:
         self._arrays = None
 
     @classmethod
-    def _lazy(cls, loss: Tensor, buffer: np.ndarray, n: int):
+    def _lazy(cls, loss: Tensor, buffer: np.ndarray, n: int, batch: tuple | None = None):
         """``loss`` and the kernel's outputs in one float64 ``buffer`` (class docstring), turned
-        into tensors when read (:mod:`fastlmrl._cython.torch_entry` builds the same)."""
+        into tensors when read, the (N,) fields in the logits' ``batch`` shape (None: flat);
+        :mod:`fastlmrl._cython.torch_entry` builds the same."""
         result = cls.__new__(cls)
         result._values = [loss] + [None] * (len(cls._fields) - 1)
-        result._arrays = (buffer, n)
+        result._arrays = (buffer, n, batch)
         return result
 
     @classmethod
@@ -123,10 +125,11 @@ class _LazyResult:
             arrays = self._arrays
             k = self._blocks
             assert arrays is not None
-            if type(arrays[1]) is int:  # (buffer, N)
-                buffer, n = arrays
+            if type(arrays[1]) is int:  # (buffer, N, batch shape or None)
+                buffer, n, batch = arrays
                 if i <= k:
-                    value = torch.from_numpy(buffer[(i - 1) * n : i * n])
+                    block = buffer[(i - 1) * n : i * n]
+                    value = torch.from_numpy(block if batch is None else block.reshape(batch))
                 else:
                     value = torch.from_numpy(buffer[k * n + i - k, ...])
             elif i <= k:
@@ -797,6 +800,7 @@ if _entry is not None:
         getattr(Tensor, "__dlpack_c_exchange_api__", None),  # (recent torch: DLPack >= 1.2)
     )
     _entry_ppo_loss = _entry.ppo_loss
+    tt.use_parallel_scale(_entry.scale_in_place, _cython_kernels)
     _entry.configure_losses(
         super(torch.autograd.Function, fastlmrl_reinforce_loss_fast).apply,
         super(torch.autograd.Function, fastlmrl_kl_penalty_loss_fast).apply,
