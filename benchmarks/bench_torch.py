@@ -207,6 +207,53 @@ def test_ppo_loss_backward(benchmark, monkeypatch, impl, size):
     x.grad = None
 
 
+@pytest.mark.parametrize("size", PPO_SIZES, ids=size_id)
+def test_scaled_backward_scale_time(benchmark, monkeypatch, size):
+    """The in-place scale of ``(loss / 2).backward()`` inside the training step, timed alone:
+    steps alternating the Cython entry's parallel loop (``large_threads()`` threads) and NumPy's
+    one-thread product, each scale call timed inside its step (extra_info ``parallel_ms``,
+    ``numpy_ms``: medians; ``numpy_over_parallel``); the benchmark times the scaled step.
+
+        pytest benchmarks/bench_torch.py -k scaled_backward_scale_time --benchmark-enable
+    """
+    from fastlmrl.torch import _tensors
+
+    x, t, old, adv, w = ppo_data(size)
+    run = step(
+        lambda: ft.ppo_loss(x, t, old, adv, w, clip_low=CLIP[0], clip_high=CLIP[1]).loss / 2, [x]
+    )
+    run()  # (the first call binds the backend's kernels)
+    parallel, cython_kernels = _tensors._parallel_scale
+    if parallel is None or _tensors.kernels() is not cython_kernels:
+        pytest.skip("the Cython entry point's parallel scale serves the Cython backend only")
+    times: dict[str, list[float]] = {"parallel": [], "numpy": []}
+
+    def timed(name):
+        def scale(grad, value, threads):
+            t0 = time.perf_counter()
+            if name == "numpy":
+                np.multiply(grad, grad.dtype.type(value), out=grad)
+            else:
+                parallel(grad, value, threads)
+            times[name].append(time.perf_counter() - t0)
+
+        return scale
+
+    for _ in range(4 if size[1] > 1000 else 30):
+        for name in ("parallel", "numpy"):
+            monkeypatch.setattr(_tensors, "_parallel_scale", (timed(name), cython_kernels))
+            run()
+    monkeypatch.setattr(_tensors, "_parallel_scale", (parallel, cython_kernels))
+    medians = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    benchmark.extra_info.update(
+        parallel_ms=round(medians["parallel"], 3),
+        numpy_ms=round(medians["numpy"], 3),
+        numpy_over_parallel=round(medians["numpy"] / medians["parallel"], 2),
+    )
+    measure(benchmark, run, items=size[0], group=f"torch scaled backward {size_id(size)}", rounds=3)
+    x.grad = None
+
+
 @pytest.mark.parametrize("impl", ["fastlmrl", "cross_entropy", "cross_entropy_compiled"])
 def test_cross_entropy_backward(benchmark, impl):
     """Mean cross-entropy + backward at (4096, 50257): PyTorch's fused CE vs fastlmrl's

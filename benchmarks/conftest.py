@@ -59,7 +59,7 @@ def measure(benchmark, fn, *args, items, group, rounds=None):
 
 
 # extra_info entries the summary prints after the rates when a benchmark records them
-SUMMARY_EXTRA_INFO = ("peak_extra_MB", "overhead_us")
+SUMMARY_EXTRA_INFO = ("peak_extra_MB", "overhead_us", "numpy_ms", "parallel_ms")
 
 
 def _variant(name: str) -> str:
