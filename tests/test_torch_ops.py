@@ -1189,7 +1189,14 @@ def _ppo_fast_cases():
                 logits=lambda kw, per: kw["logits"].reshape(2, 3, 7),
                 tokens=lambda kw, per: kw["tokens"].reshape(2, 3),
             ),
-            "entry",  # (the NumPy-view path takes 2-D logits only)
+            True,  # (per-row arguments of the batch shape or flat)
+        ),
+        (
+            lambda: case(
+                logits=lambda kw, per: kw["logits"].reshape(3, 2, 7),
+                tokens=lambda kw, per: kw["tokens"].reshape(2, 3).t(),  # (a strided view)
+            ),
+            False,
         ),
         (  # .numpy() refuses a tensor that requires a gradient; the Cython entry reads it
             lambda: case(
@@ -1719,9 +1726,9 @@ def test_ppo_statistics_follow_the_kernel_contract():
 @pytest.mark.parametrize("name", ["token_log_probs", "entropy", "logsumexp"])
 def test_row_ops_numpy_view_path_equals_the_custom_op(monkeypatch, backend_name, dtype, name):
     """Under a backend without the Cython entry point, plain contiguous (N, V) tensors take the
-    kernel on NumPy views (``_row_fast``): values and gradients equal the registered custom
-    op's bit for bit; anything else (3-D, non-contiguous, bfloat16, a Parameter, a kernel
-    status) the general path."""
+    kernel on NumPy views (``_row_fast``), (2, 3, V) logits too: values and gradients equal
+    the registered custom op's bit for bit; anything else (non-contiguous, bfloat16, a
+    Parameter, a kernel status) the general path."""
     from fastlmrl.torch import log_probs as tlp
 
     real, seen = tlp._row_fast, []
@@ -1751,6 +1758,19 @@ def test_row_ops_numpy_view_path_equals_the_custom_op(monkeypatch, backend_name,
             assert torch.equal(g, g2)
             assert torch.equal(call(public, x0, ids), want.detach())
         assert seen == [True] * 4
+        # (2, 3, V) logits, ids of the batch shape and flat: (N, V) views, results and
+        # gradients in the batch / logits' shape
+        x3, t3, _ = rng_tensors(v=9, dtype=dtype, seed=34, batch=(2, 3))
+        for ids in (t3, t3.reshape(6)):
+            seen.clear()
+            x, x2 = x3.clone().requires_grad_(True), x3.clone().requires_grad_(True)
+            got = call(public, x, ids)
+            want = call(custom, x2.reshape(6, 9), ids.reshape(6)).reshape(2, 3)
+            assert seen == [True] and type(got.grad_fn).__name__ == f"fastlmrl_{name}_fastBackward"
+            assert got.shape == (2, 3) and torch.equal(got, want)
+            up = torch.linspace(0.5, 1.5, 6, dtype=dtype).reshape(2, 3)
+            (g,), (g2,) = torch.autograd.grad(got, x, up), torch.autograd.grad(want, x2, up)
+            assert g.shape == (2, 3, 9) and torch.equal(g, g2)
         seen.clear()
         bad = x0.clone()
         bad[2, 1] = float("nan")
@@ -1826,10 +1846,26 @@ def test_losses_numpy_view_path_equals_the_general_path(monkeypatch, backend_nam
         assert type(got) is type(want) and got._values[1] is None
         for a, b in zip((*got, *grads), (*want, *want_grads)):
             assert a.dtype == b.dtype and torch.equal(a, b)
+        # (2, 3, V) logits, per-row arguments of the batch shape and flat: NumPy views too
+        x3, t3, per3 = rng_tensors(v=9, dtype=dtype, seed=33, batch=(2, 3))
+        per3["w"] = per3["w"].abs()
+        for p3 in (per3, {k: v.reshape(6) for k, v in per3.items()}):
+            seen.clear()
+            got, grads = run(True, x3, t3, p3)
+            want, want_grads = run(False, x3, t3, p3)
+            assert seen == [True] and got.log_probs.shape == (2, 3)
+            for a, b in zip((*got, *grads), (*want, *want_grads)):
+                assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
         seen.clear()
-        for other in (x.t().contiguous().t(), x.to(torch.bfloat16), x.reshape(1, 5, 9)):
-            got, _ = run(True, other, t, per)
-            want, _ = run(False, other, t, per)
+        strided = x3.transpose(0, 1).contiguous().transpose(0, 1)  # (a (2, 3, 9) strided view)
+        for other, tokens in (
+            (x.t().contiguous().t(), t),
+            (x.to(torch.bfloat16), t),
+            (strided, t3),
+        ):
+            p_other = per if other.ndim == 2 else per3
+            got, _ = run(True, other, tokens, p_other)
+            want, _ = run(False, other, tokens, p_other)
             assert torch.equal(got.loss, want.loss)
         assert True not in seen
         bad = t.clone()
@@ -1841,3 +1877,55 @@ def test_losses_numpy_view_path_equals_the_general_path(monkeypatch, backend_nam
         with pytest.raises(ValueError) as want_error:
             run(False, x, bad, per)
         assert str(error.value) == str(want_error.value)
+
+
+#: op -> (module, its NumPy-view path, call(x, t, per)) for logits with batch dimensions
+_BATCHED_NUMPY_VIEW = {
+    "ppo_loss": (
+        "policy_losses",
+        "_ppo_fast",
+        lambda x, t, p: ft.ppo_loss(
+            x, t, p["old"], p["adv"], p["w"], ref_log_probs=p["ref"], kl_coef=0.1
+        ),
+    ),
+    "reinforce_loss": ("policy_losses", "_reinforce_fast", _LOSS_FAST["reinforce_loss"][1]),
+    "kl_penalty_loss": ("policy_losses", "_kl_fast", _LOSS_FAST["kl_penalty_loss"][1]),
+    "a2c_loss": ("policy_losses", "_a2c_fast", _LOSS_FAST["a2c_loss"][1]),
+    "token_log_probs": ("log_probs", "_row_fast", lambda x, t, p: ft.token_log_probs(x, t)),
+    "entropy": ("log_probs", "_row_fast", lambda x, t, p: ft.entropy(x)),
+    "logsumexp": ("log_probs", "_row_fast", lambda x, t, p: ft.logsumexp(x)),
+    "sample_tokens": ("sampling", "_sample_fast", lambda x, t, p: ft.sample_tokens(x, 3, top_k=4)),
+}
+
+
+@pytest.mark.parametrize("backend_name", ["numba", "python"])
+@pytest.mark.parametrize("batch", [(2, 3), (2, 1, 2), (2, 0)], ids=str)
+@pytest.mark.parametrize("name", list(_BATCHED_NUMPY_VIEW))
+def test_numpy_view_paths_take_logits_with_batch_dimensions(monkeypatch, backend_name, batch, name):
+    """Under a backend without the Cython entry point, (..., V) logits of rank 3 and 4 (and a
+    zero-size batch dimension) with per-row arguments of the batch shape take the NumPy-view
+    path: every result equals the general path's, in the batch shape."""
+    import importlib
+
+    module, attr, call = _BATCHED_NUMPY_VIEW[name]
+    target = importlib.import_module(f"fastlmrl.torch.{module}")
+    real, seen = getattr(target, attr), []
+
+    def spy(*args):
+        out = real(*args)
+        seen.append(out is not None)
+        return out
+
+    x, t, per = rng_tensors(v=7, dtype=F64, seed=35, batch=batch)
+    per["w"] = per["w"].abs()
+    with fastlmrl.use_backend(backend_name):
+        monkeypatch.setattr(target, attr, spy)
+        got = call(x, t, per)
+        monkeypatch.setattr(target, attr, lambda *args: None)
+        want = call(x, t, per)
+    assert seen == [True]
+    got, want = ([r] if isinstance(r, torch.Tensor) else list(r) for r in (got, want))
+    assert len(got) == len(want)
+    assert got[1 if name.endswith("_loss") else 0].shape == batch  # (a loss: 0 is the loss)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)

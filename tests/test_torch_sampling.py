@@ -355,7 +355,12 @@ def test_numpy_view_path_equals_the_general_path(monkeypatch, backend_name, dtyp
         _same(sample_tokens(x, 3, top_k=2**70), general(x, 3, top_k=2**70))
         assert seen == [True] * (len(SETTINGS) + 1)
         seen.clear()
-        for other in (x.t().contiguous().t(), x.bfloat16(), x.reshape(2, 3, 40)):
+        x3 = x.reshape(2, 3, 40)  # (..., V): read as (N, V), draws in the batch shape
+        _same(sample_tokens(x3, 1), general(x3, 1))
+        assert seen == [True]
+        seen.clear()
+        strided = x3.transpose(0, 1).contiguous().transpose(0, 1)
+        for other in (x.t().contiguous().t(), x.bfloat16(), strided):
             _same(sample_tokens(other, 1), general(other, 1))
         assert True not in seen
         bad = x.clone()

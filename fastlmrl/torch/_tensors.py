@@ -98,6 +98,23 @@ def unflat(x: Tensor, batch_shape) -> Tensor:
     return x if len(batch_shape) == 1 else x.reshape(batch_shape)
 
 
+def flat_rows(x: np.ndarray, per_row) -> tuple | None:
+    """For the eager NumPy-view paths: C-contiguous (..., V) logits ``x`` of rank > 2 as an
+    (N, V) view and each per-row array of ``per_row`` (None passes) of the batch shape as an
+    (N,) view (flat (N,) ones as they are), or None when one has another shape or is a
+    non-contiguous batch-shaped view (the general path takes it, or raises its error)."""
+    batch = x.shape[:-1]
+    n = math.prod(batch)
+    flat = []
+    for a in per_row:
+        if a is not None and a.shape != (n,):
+            if a.shape != batch or not a.flags.c_contiguous:
+                return None
+            a = a.reshape(n)
+        flat.append(a)
+    return x.reshape(n, x.shape[-1]), flat
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the kernels see: bfloat16 is computed in float32."""
     return torch.float32 if dtype == torch.bfloat16 else dtype

@@ -14,11 +14,12 @@ Gradients (:math:`p = \mathrm{softmax}(z_i)`, :math:`g_i` the upstream gradient 
 The backward passes recompute the softmax from the saved logits (nothing (N, V) is saved) and are
 custom ops themselves, so they are opaque to ``torch.compile`` as well.
 
-Eager fast paths: plain contiguous (N, V) float32/float64 tensors reach the kernel without the
-wrapper's checks and the dispatcher -- under the Cython backend through
-:mod:`fastlmrl._cython.torch_entry` (tensors read in C, ~1 us over the raw kernel at (1, 8), ~4.4 us
-with a gradient), under the others through ``Tensor.numpy()`` views (``_row_fast``) -- with an
-autograd node of their own (``fastlmrl_<op>_fast``) whose backward is the custom op's.
+Eager fast paths: plain contiguous (..., V) float32/float64 tensors (ids of their batch shape
+or flat) reach the kernel without the wrapper's checks and the dispatcher -- under the Cython
+backend through :mod:`fastlmrl._cython.torch_entry` (tensors read in C, ~1 us over the raw kernel
+at (1, 8), ~4.4 us with a gradient), under the others through ``Tensor.numpy()`` views
+(``_row_fast``) -- with an autograd node of their own (``fastlmrl_<op>_fast``) whose backward is
+the custom op's.
 """
 
 from __future__ import annotations
@@ -301,12 +302,12 @@ _ID_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
 
 
 def _row_fast(name: str, logits: Tensor, tokens: Tensor | None, apply):
-    """Row op ``name`` on a plain contiguous (N, V) float32/float64 CPU tensor (and (N,)
-    int32/int64 ids) in eager mode under a backend without the Cython entry point: its kernel
-    on ``Tensor.numpy()`` views, the result tensor through the op's node (``apply``) when a
-    gradient is needed.  None when anything needs the general path (conversions, traced or
-    transformed calls, a kernel status: the general path raises its error); every check it
-    makes is one the general path makes too."""
+    """Row op ``name`` on a plain contiguous (..., V) float32/float64 CPU tensor of rank >= 2
+    (and int32/int64 ids of its batch shape or flat) in eager mode under a backend without the
+    Cython entry point: its kernel on ``Tensor.numpy()`` views, the result tensor (of the batch
+    shape) through the op's node (``apply``) when a gradient is needed.  None when anything
+    needs the general path (conversions, traced or transformed calls, a kernel status: the
+    general path raises its error); every check it makes is one the general path makes too."""
     if logits.dtype not in _FAST_DTYPES or not logits.is_cpu or not tt.eager_mode():
         return None
     try:
@@ -314,17 +315,23 @@ def _row_fast(name: str, logits: Tensor, tokens: Tensor | None, apply):
         ids = None if tokens is None else tokens.numpy()
     except (TypeError, RuntimeError):  # requires a gradient (tokens), conjugate / negative bit
         return None
-    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+    if x.ndim < 2 or x.shape[-1] == 0 or not x.flags.c_contiguous:
         return None
+    out = np.empty(x.shape[:-1], dtype=x.dtype)  # (the batch shape)
+    rows = out
+    if x.ndim != 2:  # (..., V): (N, V) and (N,) views
+        flat = tt.flat_rows(x, (ids, out))
+        if flat is None:
+            return None
+        x, (ids, rows) = flat
     n = x.shape[0]
     if ids is not None and (
         ids.shape != (n,) or ids.dtype not in _ID_DTYPES or not ids.flags.c_contiguous
     ):
         return None
-    out = np.empty(n, dtype=x.dtype)
     kernel = getattr(tt._kernels, name)
     threads = tt.num_threads(x.size)
-    status = kernel(x, out, threads) if ids is None else kernel(x, ids, out, threads)
+    status = kernel(x, rows, threads) if ids is None else kernel(x, ids, rows, threads)
     if status:
         return None
     if not (logits.requires_grad and torch.is_grad_enabled()):

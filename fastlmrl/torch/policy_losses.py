@@ -8,7 +8,7 @@ saved, and the backward pass multiplies it by the upstream gradient (returned as
 exactly 1, the usual ``loss.backward()``).  In eager mode the wrappers call the ops'
 implementations without torch's dispatcher (:class:`fastlmrl.torch._tensors.EagerOp`); the PPO op
 calls the backend's kernel directly, its options checked once per distinct set by the NumPy API
-(see ``_ppo_loss``), and every loss on plain contiguous 2-D tensors skips even that: under the
+(see ``_ppo_loss``), and every loss on plain contiguous (..., V) tensors skips even that: under the
 Cython backend :mod:`fastlmrl._cython.torch_entry` reads the tensors in C and calls the kernel
 core (a (1, 8) call ~1-1.5 us over the raw kernel without a gradient, ~4-5 us with one), under
 the others ``_ppo_fast``, ``_reinforce_fast``, ``_kl_fast`` and ``_a2c_fast`` call the kernel on
@@ -857,9 +857,10 @@ def _ppo_fast(
     kl_coef,
     kl_estimator,
 ):
-    """:func:`ppo_loss` on plain contiguous 2-D float32/float64 CPU tensors in eager mode,
-    token-level ratios: the backend's kernel on NumPy views of the tensors, no dispatcher and
-    the result tensors built when read (:class:`PPOLossResult`).  None when any argument needs
+    """:func:`ppo_loss` on plain contiguous float32/float64 CPU tensors (logits (..., V) of rank
+    >= 2, per-row arguments of their batch shape or flat) in eager mode, token-level ratios:
+    the backend's kernel on NumPy views of the tensors, no dispatcher and the result tensors
+    built when read (:class:`PPOLossResult`).  None when any argument needs
     the general path (conversions, traced or transformed calls, errors): every check it makes is
     one that the general path makes too, so it never changes which calls succeed.  Under the
     Cython backend :func:`fastlmrl._cython.torch_entry.ppo_loss` does the same without the
@@ -915,10 +916,17 @@ def _ppo_fast(
     except (TypeError, RuntimeError):  # not on the CPU, requires a gradient, conjugate / negative
         return None
     shape = x.shape
-    if len(shape) != 2 or shape[1] == 0 or not x.flags.c_contiguous:
+    if len(shape) < 2 or shape[-1] == 0 or not x.flags.c_contiguous:
         return None
-    n = shape[0]
-    vec = shape[:1]
+    logits_array = x
+    if len(shape) != 2:  # (..., V): (N, V) and (N,) views
+        flat = tt.flat_rows(x, (tok, old, adv, w, ref if has_ref else None))
+        if flat is None:
+            return None
+        x, (tok, old, adv, w, flat_ref) = flat
+        ref = flat_ref if has_ref else ref
+    n = x.shape[0]
+    vec = x.shape[:1]
     if (
         tok.shape != vec
         or (tok.dtype is not _I64 and tok.dtype is not _I32)
@@ -939,8 +947,13 @@ def _ppo_fast(
         return None
     if not (tok.flags.c_contiguous and old.flags.c_contiguous and adv.flags.c_contiguous):
         return None
-    # the gradient (a tensor over it only when it is needed)
-    out = np.empty_like(x) if x.nbytes < _LARGE_BYTES else tt.scratch_like(x)
+    # the gradient in the logits' shape (a tensor over it only when it is needed)
+    grad_array = (
+        np.empty_like(logits_array)
+        if logits_array.nbytes < _LARGE_BYTES
+        else tt.scratch_like(logits_array)
+    )
+    out = grad_array if len(shape) == 2 else grad_array.reshape(x.shape)
     token_loss, log_probs, ratios, stats = np.empty(n), np.empty(n), np.empty(n), np.zeros(7)
     status = _kernels.ppo_loss(
         x,
@@ -978,10 +991,13 @@ def _ppo_fast(
         )  # pragma: no cover
     loss = np.array(stats[_PPO_LOSS_SLOT], dtype=dtype)
     if grad and torch.is_grad_enabled():
-        loss = _apply_ppo(logits, (out, loss))
+        loss = _apply_ppo(logits, (grad_array, loss))
     else:
         loss = torch.from_numpy(loss)
-    return PPOLossResult._lazy_arrays(loss, log_probs, token_loss, ratios, stats)
+    if len(shape) == 2:
+        return PPOLossResult._lazy_arrays(loss, log_probs, token_loss, ratios, stats)
+    blocks = _batch_shaped((log_probs, token_loss, ratios), logits_array)
+    return PPOLossResult._lazy_arrays(loss, *blocks, stats)
 
 
 # --- REINFORCE, KL, A2C: the eager NumPy-view paths (backends without the Cython entry) -------
@@ -989,9 +1005,11 @@ def _ppo_fast(
 
 def _loss_views(logits, tokens, reals):
     """NumPy views for the losses' eager NumPy-view paths: ``(logits (N, V), ids (N,), [each
-    of ``reals`` (N,) in the logits' dtype, or None])`` of plain contiguous float32/float64 CPU
-    tensors in eager mode, or None when any argument needs the general path.  Every check is
-    one the general path makes too, so it never changes which calls succeed."""
+    of ``reals`` (N,) in the logits' dtype, or None], logits as they are)`` of plain contiguous
+    float32/float64 CPU tensors in eager mode (logits (..., V) of rank >= 2, per-row arguments
+    of their batch shape or flat: :func:`_tensors.flat_rows`), or None when any argument needs
+    the general path.  Every check is one the general path makes too, so it never changes which
+    calls succeed."""
     if not tt.eager_mode():  # (first: dynamo folds it, and traces nothing below)
         return None
     dtype = _FAST_DTYPES.get(logits.dtype)
@@ -1007,15 +1025,21 @@ def _loss_views(logits, tokens, reals):
         arrays = [None if t is None else t.numpy(force=t.requires_grad) for t in reals]
     except (TypeError, RuntimeError):  # not on the CPU, conjugate / negative bit, ...
         return None
-    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+    if x.ndim < 2 or x.shape[-1] == 0 or not x.flags.c_contiguous:
         return None
+    whole = x
+    if x.ndim != 2:
+        flat = tt.flat_rows(x, (ids, *arrays))
+        if flat is None:
+            return None
+        x, (ids, *arrays) = flat
     vec = x.shape[:1]
     if ids.shape != vec or ids.dtype not in _INDEX_DTYPES or not ids.flags.c_contiguous:
         return None
     for a in arrays:
         if a is not None and (a.shape != vec or a.dtype is not dtype or not a.flags.c_contiguous):
             return None
-    return x, ids, arrays
+    return x, ids, arrays, whole
 
 
 def _default_weights(n: int, dtype) -> np.ndarray:
@@ -1023,19 +1047,31 @@ def _default_weights(n: int, dtype) -> np.ndarray:
 
 
 def _gradient_out(x: np.ndarray) -> np.ndarray:
-    """The (N, V) gradient a loss kernel writes (large ones from the buffer cache)."""
+    """The gradient a loss kernel writes, in the shape of the logits ``x`` (large ones from
+    the buffer cache)."""
     return np.empty_like(x) if x.nbytes < _LARGE_BYTES else tt.scratch_like(x)
 
 
-def _logits_loss_result(cls, logits, x, grad, stats, blocks, apply):
+def _rows(grad: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient as the kernel writes it: an (N, V) view like ``x``."""
+    return grad if grad.ndim == 2 else grad.reshape(x.shape)
+
+
+def _batch_shaped(blocks, whole: np.ndarray):
+    """(N,) per-row results in the batch shape of the logits ``whole``."""
+    return blocks if whole.ndim == 2 else [b.reshape(whole.shape[:-1]) for b in blocks]
+
+
+def _logits_loss_result(cls, logits, whole, grad, stats, blocks, apply):
     """The lazy result of a loss whose gradient is w.r.t. the logits only (``stats[0]`` the
-    loss), through its node (``apply``) when autograd needs the gradient."""
-    loss = np.array(stats[0], dtype=x.dtype)
+    loss), through its node (``apply``) when autograd needs the gradient; ``whole``: the logits'
+    array, ``grad`` of its shape."""
+    loss = np.array(stats[0], dtype=whole.dtype)
     if logits.requires_grad and torch.is_grad_enabled():
         loss = apply(logits, (grad, loss))
     else:
         loss = torch.from_numpy(loss)
-    return cls._lazy_arrays(loss, *blocks, stats)
+    return cls._lazy_arrays(loss, *_batch_shaped(blocks, whole), stats)
 
 
 def _reinforce_fast(logits, tokens, returns, weights, baseline):
@@ -1045,17 +1081,17 @@ def _reinforce_fast(logits, tokens, returns, weights, baseline):
     views = _loss_views(logits, tokens, (returns, weights, baseline))
     if views is None:
         return None
-    x, ids, (ret, w, base) = views
+    x, ids, (ret, w, base), whole = views
     n = x.shape[0]
     w = _default_weights(n, x.dtype) if w is None else w
     base = np.zeros(n, dtype=x.dtype) if base is None else base
-    grad, token_loss, log_probs, stats = _gradient_out(x), np.empty(n), np.empty(n), np.zeros(1)
+    grad, token_loss, log_probs, stats = _gradient_out(whole), np.empty(n), np.empty(n), np.zeros(1)
     if _kernels.reinforce_loss(
-        x, ids, ret, base, w, token_loss, log_probs, grad, stats, tt.num_threads(x.size)
+        x, ids, ret, base, w, token_loss, log_probs, _rows(grad, x), stats, tt.num_threads(x.size)
     ):
         return None  # (the general path raises the error)
     return _logits_loss_result(
-        ReinforceLossResult, logits, x, grad, stats, (log_probs, token_loss), _apply_reinforce
+        ReinforceLossResult, logits, whole, grad, stats, (log_probs, token_loss), _apply_reinforce
     )
 
 
@@ -1065,16 +1101,25 @@ def _kl_fast(logits, tokens, ref_log_probs, weights, kl_estimator):
     views = None if estimator is None else _loss_views(logits, tokens, (ref_log_probs, weights))
     if views is None:
         return None
-    x, ids, (ref, w) = views
+    x, ids, (ref, w), whole = views
     n = x.shape[0]
     w = _default_weights(n, x.dtype) if w is None else w
-    grad, token_kl, log_probs, stats = _gradient_out(x), np.empty(n), np.empty(n), np.zeros(1)
+    grad, token_kl, log_probs, stats = _gradient_out(whole), np.empty(n), np.empty(n), np.zeros(1)
     if _kernels.kl_penalty_loss(
-        x, ids, ref, w, estimator, token_kl, log_probs, grad, stats, tt.num_threads(x.size)
+        x,
+        ids,
+        ref,
+        w,
+        estimator,
+        token_kl,
+        log_probs,
+        _rows(grad, x),
+        stats,
+        tt.num_threads(x.size),
     ):
         return None
     return _logits_loss_result(
-        KLPenaltyResult, logits, x, grad, stats, (log_probs, token_kl), _apply_kl
+        KLPenaltyResult, logits, whole, grad, stats, (log_probs, token_kl), _apply_kl
     )
 
 
@@ -1109,11 +1154,11 @@ def _a2c_fast(
     views = _loss_views(logits, tokens, (advantages, values, returns, old_values, weights))
     if views is None:
         return None
-    x, ids, (adv, vals, rets, old, w) = views
+    x, ids, (adv, vals, rets, old, w), whole = views
     n = x.shape[0]
     w = _default_weights(n, x.dtype) if w is None else w
     old = vals if old is None else old  # (without clipping the values stand in for them)
-    grad, stats = _gradient_out(x), np.zeros(4)
+    grad, stats = _gradient_out(whole), np.zeros(4)
     token_loss, log_probs, entropies, grad_values = (np.empty(n) for _ in range(4))
     if _kernels.a2c_loss(
         x,
@@ -1127,7 +1172,7 @@ def _a2c_fast(
         token_loss,
         log_probs,
         entropies,
-        grad,
+        _rows(grad, x),
         grad_values,
         stats,
         tt.num_threads(x.size),
@@ -1137,11 +1182,15 @@ def _a2c_fast(
     enabled = torch.is_grad_enabled()
     grad_x, grad_v = enabled and logits.requires_grad, enabled and values.requires_grad
     if grad_x or grad_v:
-        gv = grad_values.astype(x.dtype, copy=False) if grad_v else None
+        gv = None
+        if grad_v:  # (in the values' dtype and shape)
+            gv = grad_values.astype(x.dtype, copy=False)
+            gv = gv if values.ndim == 1 else gv.reshape(tuple(values.shape))
         loss = _apply_a2c(logits, values, (grad if grad_x else None, gv), loss)
     else:
         loss = torch.from_numpy(loss)
-    return A2CLossResult._lazy_arrays(loss, log_probs, entropies, token_loss, stats)
+    blocks = _batch_shaped((log_probs, entropies, token_loss), whole)
+    return A2CLossResult._lazy_arrays(loss, *blocks, stats)
 
 
 _apply_reinforce = super(torch.autograd.Function, fastlmrl_reinforce_loss_fast).apply

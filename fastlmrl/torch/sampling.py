@@ -17,7 +17,7 @@ Contiguous float32/float64 logits reach the kernel as a view, a non-contiguous t
 once, bfloat16 is sampled in float32 (log-probs returned in float32).  Tensors on another device
 raise ValueError naming it.
 
-In eager mode plain contiguous (N, V) float32/float64 logits skip the wrapper's checks and the
+In eager mode plain contiguous (..., V) float32/float64 logits skip the wrapper's checks and the
 dispatcher: under the Cython backend :mod:`fastlmrl._cython.torch_entry` reads the tensor in C and
 calls the kernel core (~2 us over the raw kernel at (1, 8); the options' check and an int seed's
 key remembered from the last call), under the others ``_sample_fast`` calls the kernel on a
@@ -173,10 +173,10 @@ def _entry_options(temperature, top_k, top_p, min_p):
 
 
 def _sample_fast(logits, seed, temperature, top_k, top_p, min_p):
-    """:func:`sample_tokens` on a plain contiguous (N, V) float32/float64 CPU tensor in eager
-    mode under a backend without the Cython entry point: the kernel on ``Tensor.numpy()``
-    views, ``seed`` advanced after success.  None when anything needs the general path (which
-    raises the errors; a kernel status consumes nothing)."""
+    """:func:`sample_tokens` on a plain contiguous (..., V) float32/float64 CPU tensor of rank
+    >= 2 in eager mode under a backend without the Cython entry point: the kernel on
+    ``Tensor.numpy()`` views, ``seed`` advanced after success.  None when anything needs the
+    general path (which raises the errors; a kernel status consumes nothing)."""
     if not tt.eager_mode() or logits.dtype not in _FAST_DTYPES or not logits.is_cpu:
         return None
     options = _entry_options(temperature, top_k, top_p, min_p)
@@ -186,8 +186,10 @@ def _sample_fast(logits, seed, temperature, top_k, top_p, min_p):
         x = logits.numpy(force=True) if logits.requires_grad else logits.numpy()
     except (TypeError, RuntimeError):  # conjugate / negative bit
         return None
-    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+    if x.ndim < 2 or x.shape[-1] == 0 or not x.flags.c_contiguous:
         return None
+    batch = x.shape[:-1]
+    x = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (a view: C-contiguous)
     n = x.shape[0]
     try:
         key, counter = check_capacity(seed, n)
@@ -215,6 +217,10 @@ def _sample_fast(logits, seed, temperature, top_k, top_p, min_p):
     if status:
         return None
     advance(seed, n)
+    if len(batch) != 1:  # (the batch shape)
+        tokens, log_probs, model_log_probs = (
+            a.reshape(batch) for a in (tokens, log_probs, model_log_probs)
+        )
     return SampledTokens(
         torch.from_numpy(tokens), torch.from_numpy(log_probs), torch.from_numpy(model_log_probs)
     )
@@ -240,7 +246,7 @@ def sample_tokens(
     logits' dtype.
     """
     if tt._kernels is _cython_kernels and not _is_compiling():  # (None: no entry point)
-        # tensors straight to the Cython core (plain contiguous (N, V) float32/float64 logits)
+        # tensors straight to the Cython core (plain contiguous (..., V) float32/64 logits)
         result = _entry_sample_tokens(logits, seed, temperature, top_k, top_p, min_p)
         if result.__class__ is SampledTokens:
             return result
