@@ -710,7 +710,7 @@ def test_op_overhead_steps(benchmark):
             np.zeros(7),
         ),
         "loss_tensor": lambda: torch.from_numpy(np.array(stats[0], dtype=xa.dtype)),
-        "result": lambda: PPOLossResult._lazy(None, stats, stats, stats, stats),
+        "result": lambda: PPOLossResult._lazy(None, stats, 1),
     }
     for name, step in steps.items():
         benchmark.extra_info[name + "_us"] = interleaved_us(step, nothing, calls=5000)[2]
