@@ -782,9 +782,10 @@ cdef object _logits_loss(int op, object logits, Call* c, Py_ssize_t n_out, Py_ss
 
 def reinforce_loss(logits, tokens, returns, weights, baseline):
     """:func:`fastlmrl.torch.reinforce_loss` on plain contiguous float32/float64 CPU tensors
-    (logits of rank >= 2, per-row arguments of their batch shape or flat) in eager mode, ``baseline`` None or a tensor: a ``ReinforceLossResult`` (lazy), the kernel's
-    non-zero status (an int: the caller raises through the general path), or None (the general
-    path handles these arguments)."""
+    (logits of rank >= 2, per-row arguments of their batch shape or flat) in eager mode,
+    ``baseline`` None or a tensor: a ``ReinforceLossResult`` (lazy), the kernel's non-zero
+    status (an int: the caller raises through the general path), or None (the general path
+    handles these arguments)."""
     cdef Call c
     cdef Py_ssize_t n
     cdef void* block = NULL
@@ -817,8 +818,8 @@ def reinforce_loss(logits, tokens, returns, weights, baseline):
 
 def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator):
     """:func:`fastlmrl.torch.kl_penalty_loss` on plain contiguous float32/float64 CPU tensors
-    (as :func:`reinforce_loss`) in eager mode: a ``KLPenaltyResult`` (lazy), the kernel's non-zero status, or None
-    (as :func:`reinforce_loss`)."""
+    in eager mode: a ``KLPenaltyResult`` (lazy), the kernel's non-zero status, or None (as
+    :func:`reinforce_loss`)."""
     cdef Call c
     cdef Py_ssize_t n
     cdef void* block = NULL
@@ -842,12 +843,11 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator):
 
 def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, entropy_coef,
              old_values, value_clip):
-    """:func:`fastlmrl.torch.a2c_loss` on plain contiguous float32/float64 CPU tensors (as
-    :func:`reinforce_loss`) in eager mode (``values`` of the logits' dtype; its gradient in its
-    own shape): an ``A2CLossResult`` (lazy), the kernel's
-    non-zero status, or None (as :func:`reinforce_loss`).  A gradient w.r.t. the logits and
-    the values through one node, ``apply(logits, values, (grad_logits, grad_values), loss)``
-    (None for an input that needs none)."""
+    """:func:`fastlmrl.torch.a2c_loss` on plain contiguous float32/float64 CPU tensors in eager
+    mode (``values`` of the logits' dtype): an ``A2CLossResult`` (lazy), the kernel's non-zero
+    status, or None (as :func:`reinforce_loss`).  A gradient w.r.t. the logits and the values
+    (in the values' own shape) through one node, ``apply(logits, values, (grad_logits,
+    grad_values), loss)`` (None for an input that needs none)."""
     cdef Call c
     cdef Py_ssize_t n, i
     cdef bint grad_x, grad_v, enabled
@@ -968,9 +968,8 @@ def saved_output_forward(ctx, logits, out):
 def token_log_probs(logits, tokens):
     """:func:`fastlmrl.torch.token_log_probs` on a plain contiguous (..., V) float32/float64 CPU
     tensor (rank >= 2) and int32/int64 ids of its batch shape or flat in eager mode: the tensor
-    of the batch shape, the kernel's non-zero
-    status (an int: the caller raises through the general path) or None (the general path
-    handles these arguments)."""
+    of the batch shape, the kernel's non-zero status (an int: the caller raises through the
+    general path) or None (the general path handles these arguments)."""
     return _row_op(OP_TOKEN_LOG_PROBS, logits, tokens, _tlp_apply)
 
 
@@ -1004,9 +1003,9 @@ def configure_sampling(sampling_options, check_capacity, advance, sampled):
 
 def sample_tokens(logits, seed, temperature, top_k, top_p, min_p):
     """:func:`fastlmrl.torch.sample_tokens` on a plain contiguous (..., V) float32/float64 CPU
-    tensor (rank >= 2) in eager mode: ``SampledTokens`` of the batch shape, the kernel's non-zero status (nothing consumed
-    from ``seed``; the caller raises through the general path) or None (the general path
-    handles these arguments, or raises)."""
+    tensor (rank >= 2) in eager mode: ``SampledTokens`` of the batch shape, the kernel's
+    non-zero status (nothing consumed from ``seed``; the caller raises through the general
+    path) or None (the general path handles these arguments, or raises)."""
     cdef Call c
     cdef Py_ssize_t n
     cdef int status, typenum
