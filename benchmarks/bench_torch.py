@@ -151,6 +151,27 @@ def no_cache(run):
     return uncached
 
 
+def dispatcher_ppo(x, t, old, adv, w):
+    """The registered custom op ``torch.ops.fastlmrl.ppo_loss`` through torch's dispatcher, with
+    the wrapper's default options in the schema's order."""
+    return functools.partial(
+        torch.ops.fastlmrl.ppo_loss,
+        x,
+        t,
+        old,
+        adv,
+        w,
+        0.2,
+        None,
+        None,
+        "token",
+        None,
+        None,
+        0.0,
+        "k3",
+    )
+
+
 def report(benchmark, run, leaves):
     """Peak extra RSS of one more call, from a state without gradients or cached buffers."""
     for leaf in leaves:
@@ -417,22 +438,7 @@ def test_op_overhead(benchmark, impl):
             _ppo_loss._init_fn, x, t, old, adv, w, 0.2, None, None, "token", None, None, 0.0, "k3"
         )
     elif impl == "op_dispatcher":
-        fn = functools.partial(
-            torch.ops.fastlmrl.ppo_loss,
-            x,
-            t,
-            old,
-            adv,
-            w,
-            0.2,
-            None,
-            None,
-            "token",
-            None,
-            None,
-            0.0,
-            "k3",
-        )
+        fn = dispatcher_ppo(x, t, old, adv, w)
     elif impl == "op_no_grad":
         fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
     else:
@@ -624,22 +630,7 @@ def test_op_overhead_vs_kernel(benchmark, monkeypatch, op, impl):
         if impl == "op_no_grad":
             fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
         elif impl == "op_dispatcher":
-            fn = functools.partial(
-                torch.ops.fastlmrl.ppo_loss,
-                x,
-                t,
-                old,
-                adv,
-                w,
-                0.2,
-                None,
-                None,
-                "token",
-                None,
-                None,
-                0.0,
-                "k3",
-            )
+            fn = dispatcher_ppo(x, t, old, adv, w)
         else:
             x.requires_grad_(True)
             if impl == "op_requires_grad":
