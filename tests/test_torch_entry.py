@@ -996,6 +996,15 @@ def test_scale_in_place_refuses_other_arrays():
     assert np.array_equal(a, np.ones(8, dtype=np.float32))
 
 
+def test_scale_in_place_uses_no_more_threads_than_chunks():
+    """A huge thread count is capped by the chunks of work (as the kernels cap theirs by the
+    rows): no attempt to start a million threads."""
+    got = np.arange(3 * 2**15 + 5, dtype=np.float32)
+    want = got * np.float32(0.25)
+    pl._entry.scale_in_place(got, 0.25, 10**6)
+    assert got.tobytes() == want.tobytes()
+
+
 SCALED_OPS = ["ppo_loss", "reinforce_loss", "kl_penalty_loss", "a2c_loss"]
 
 

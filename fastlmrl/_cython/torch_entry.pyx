@@ -1060,6 +1060,8 @@ cdef void _scale(real_t* p, Py_ssize_t n, real_t factor, int threads) noexcept n
         for i in range(n):
             p[i] = p[i] * factor
         return
+    if threads > chunks:  # (as the kernels' n_threads: never more threads than work items)
+        threads = <int>chunks
     for k in prange(chunks, num_threads=threads, schedule="dynamic"):
         end = (k + 1) * SCALE_CHUNK
         if end > n:
