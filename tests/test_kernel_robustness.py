@@ -730,6 +730,34 @@ def test_raw_kernels_take_int64_options_and_thread_counts(big):
     assert got["numba"] == got["python"] and got["cython"] == got["python"]
 
 
+@pytest.mark.parametrize("name", ["numba", "cython"])
+def test_huge_thread_counts_on_large_batches(name):
+    """A direct call asking for 10**6 threads on a batch large enough to run in parallel gives
+    the one-thread results (the Cython logits kernels used to hand that count to OpenMP, which
+    crashed the process with a segmentation fault when it tried to start ~10**5 threads)."""
+    kern = raw(name)
+    rng = np.random.default_rng(5)
+    n, v = 200_000, 8
+    logits = rng.standard_normal((n, v)).astype(np.float32)
+    tokens = rng.integers(0, v, n)
+    old, adv, w = np.full(n, -2.0, np.float32), np.ones(n, np.float32), np.ones(n, np.float32)
+    results = []
+    for threads in (1, 10**6):
+        lse = np.empty(n, np.float32)
+        outs = (np.empty(n), np.empty(n), np.empty(n), np.empty((n, v), np.float32), np.zeros(7))
+        statuses = (
+            kern.logsumexp(logits, lse, threads),
+            kern.ppo_loss(
+                logits, tokens, old, adv, w, np.empty(0, np.float32), np.zeros(1, np.int64),
+                0.2, 0.2, 0.0, 0.0, 3, 0, *outs, threads,
+            ),
+        )  # fmt: skip
+        assert statuses == (0, 0)
+        results.append([lse, *outs])
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_dp_raw_kernels_refuse_2_31_sweeps(name):
     """k or max_iter of 2**31 (or negative) is status 60 at once, not days of sweeps."""

@@ -11,6 +11,13 @@ ctypedef fused index_t:
     int32_t
     int64_t
 
+cdef enum:
+    # The most threads a kernel's parallel loop starts, whatever num_threads asks for (results
+    # do not depend on the thread count): libgomp crashed when a direct call asked for ~10**5
+    # threads on a large batch.  (advantages and selection also clamp their def wrappers'
+    # num_threads to the CPU count.)
+    THREAD_LIMIT = 1024
+
 # The counter-based RNG (fastlmrl.rng): SplitMix64 output `counter` of `key`.
 cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
     z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL

@@ -11,7 +11,7 @@ AVX is available: the same values, without first reading the destination into th
 """
 from libc.math cimport INFINITY, NAN, exp, log
 from libc.stdlib cimport malloc
-from fastlmrl._cython._common cimport real_t
+from fastlmrl._cython._common cimport real_t, THREAD_LIMIT
 
 # ---- scheduling of rows over threads (shared by log_probs and policy_losses) -------------------
 cdef enum:
@@ -22,7 +22,7 @@ cdef inline Py_ssize_t n_threads(int num_threads, Py_ssize_t n, Py_ssize_t n_voc
     """Threads used: 1 unless more than one is allowed and the batch is large enough."""
     if num_threads <= 1 or n < 2 or n * n_vocab < PARALLEL_MIN_ELEMENTS:
         return 1
-    return num_threads if num_threads < n else n
+    return min(<Py_ssize_t>num_threads, n, <Py_ssize_t>THREAD_LIMIT)
 
 
 cdef inline Py_ssize_t rows_per_chunk(Py_ssize_t n_vocab) noexcept nogil:

@@ -45,7 +45,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 
 cimport numpy as cnp
 
-from fastlmrl._cython._common cimport index_t, real_t
+from fastlmrl._cython._common cimport THREAD_LIMIT, index_t, real_t
 from fastlmrl._cython.log_probs cimport entropy_core, logsumexp_core, token_log_probs_core
 from fastlmrl._cython.policy_losses cimport (
     a2c_loss_core,
@@ -1062,6 +1062,8 @@ cdef void _scale(real_t* p, Py_ssize_t n, real_t factor, int threads) noexcept n
         return
     if threads > chunks:  # (as the kernels' n_threads: never more threads than work items)
         threads = <int>chunks
+    if threads > THREAD_LIMIT:
+        threads = THREAD_LIMIT
     for k in prange(chunks, num_threads=threads, schedule="dynamic"):
         end = (k + 1) * SCALE_CHUNK
         if end > n:
