@@ -437,23 +437,30 @@ def test_op_overhead(benchmark, impl):
         fn = functools.partial(
             _ppo_loss._init_fn, x, t, old, adv, w, 0.2, None, None, "token", None, None, 0.0, "k3"
         )
-    elif impl == "op_dispatcher":
-        fn = dispatcher_ppo(x, t, old, adv, w)
-    elif impl == "op_no_grad":
-        fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
     else:
-        x.requires_grad_(True)
-        if impl == "op_requires_grad":
-            fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
-        else:
-
-            def fn():
-                x.grad = None
-                ft.ppo_loss(x, t, old, adv, w).loss.backward()
-
+        fn = ppo_op_call(impl, x, t, old, adv, w)
     fn()  # warm-up
     benchmark.extra_info["thread_us"] = thread_time_us(fn)
     measure(benchmark, fn, items=1, group="torch op_overhead N1xV8 (forward)")
+
+
+def ppo_op_call(impl, x, t, old, adv, w):
+    """A call of the tiny PPO op as ``impl`` says: ``op_no_grad``, ``op_dispatcher`` (the custom
+    op through torch's dispatcher), ``op_requires_grad`` (logits that require a gradient) or
+    ``op_forward_backward`` (that plus ``loss.backward()``)."""
+    if impl == "op_no_grad":
+        return functools.partial(ft.ppo_loss, x, t, old, adv, w)
+    if impl == "op_dispatcher":
+        return dispatcher_ppo(x, t, old, adv, w)
+    x.requires_grad_(True)
+    if impl == "op_requires_grad":
+        return functools.partial(ft.ppo_loss, x, t, old, adv, w)
+
+    def forward_backward():
+        x.grad = None
+        ft.ppo_loss(x, t, old, adv, w).loss.backward()
+
+    return forward_backward
 
 
 def thread_time_us(fn, calls=300, repeats=7) -> float:
@@ -627,20 +634,7 @@ def test_op_overhead_vs_kernel(benchmark, monkeypatch, op, impl):
         group = "torch op_overhead_vs_kernel N1xV8"
         x, t, old, adv, w = _tiny_ppo()
         kernel = raw_kernel_call(x, t, old, adv, w)
-        if impl == "op_no_grad":
-            fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
-        elif impl == "op_dispatcher":
-            fn = dispatcher_ppo(x, t, old, adv, w)
-        else:
-            x.requires_grad_(True)
-            if impl == "op_requires_grad":
-                fn = functools.partial(ft.ppo_loss, x, t, old, adv, w)
-            else:
-
-                def fn():
-                    x.grad = None
-                    ft.ppo_loss(x, t, old, adv, w).loss.backward()
-
+        fn = ppo_op_call(impl, x, t, old, adv, w)
     op_us, kernel_us, overhead_us = interleaved_us(fn, kernel)
     benchmark.extra_info.update(op_us=op_us, kernel_us=kernel_us, overhead_us=overhead_us)
     measure(benchmark, fn, items=1, group=group)

@@ -192,16 +192,20 @@ _entropy_backward_call = tt.EagerOp(_entropy_backward, differentiable=(0, 1, 2))
 _entropy_call = tt.autograd(_entropy, _entropy_grad, _entropy_setup)
 
 
-class fastlmrl_entropy_fast(torch.autograd.Function):
-    """The autograd node of :func:`entropy`'s eager fast path (the kernel already ran):
-    ``forward(ctx, logits, out)`` returns the (N,) array ``out`` as a tensor and saves it with
-    the logits; ``backward`` is the custom op's (``entropy_backward``)."""
+class _SavedOutputNode(torch.autograd.Function):
+    """The autograd node of a row op's eager fast path whose backward needs its output (the
+    kernel already ran): ``forward(ctx, logits, out)`` returns the (N,) array ``out`` as a
+    tensor and saves it with the logits; subclasses give the custom op's backward."""
 
     @staticmethod
     def forward(ctx, logits, out):
         result = torch.from_numpy(out)
         ctx.save_for_backward(logits, result)
         return result
+
+
+class fastlmrl_entropy_fast(_SavedOutputNode):
+    """:func:`entropy`'s node; ``backward`` is the custom op's (``entropy_backward``)."""
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -265,15 +269,8 @@ _logsumexp_backward_call = tt.EagerOp(_logsumexp_backward, differentiable=(0, 1,
 _logsumexp_call = tt.autograd(_logsumexp, _logsumexp_grad, _logsumexp_setup)
 
 
-class fastlmrl_logsumexp_fast(torch.autograd.Function):
-    """The autograd node of :func:`logsumexp`'s eager fast path (as
-    :class:`fastlmrl_entropy_fast`; ``backward`` is ``logsumexp_backward``)."""
-
-    @staticmethod
-    def forward(ctx, logits, out):
-        result = torch.from_numpy(out)
-        ctx.save_for_backward(logits, result)
-        return result
+class fastlmrl_logsumexp_fast(_SavedOutputNode):
+    """:func:`logsumexp`'s node; ``backward`` is the custom op's (``logsumexp_backward``)."""
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -354,10 +351,7 @@ if _entry is not None:
     fastlmrl_token_log_probs_fast.forward = staticmethod(  # type: ignore[method-assign]
         _entry.saved_inputs_forward
     )
-    fastlmrl_entropy_fast.forward = staticmethod(  # type: ignore[method-assign]
-        _entry.saved_output_forward
-    )
-    fastlmrl_logsumexp_fast.forward = staticmethod(  # type: ignore[method-assign]
+    _SavedOutputNode.forward = staticmethod(  # type: ignore[method-assign]
         _entry.saved_output_forward
     )
     _entry.configure_rows(_apply_token_log_probs, _apply_entropy, _apply_logsumexp)
