@@ -692,9 +692,6 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
                       tuple options):
     cdef Call c
     cdef Py_ssize_t n
-    cdef bint grad
-    cdef int status
-    cdef void* scratch = NULL
     cdef void* weights_block = NULL
     if not _logits(logits, &c):
         return None
@@ -711,25 +708,11 @@ cdef object _ppo_loss(logits, tokens, old_log_probs, advantages, weights, ref_lo
     if not _eager() or <int>options[5] != 0:
         return None
     c.s[0], c.s[1], c.s[2], c.s[3], c.k = options[0], options[1], options[2], options[3], options[4]
-    grad = logits.requires_grad and _grad_enabled()
-    c.threads = _threads(n * c.x.cols)
+    if weights is None:  # the default weights 1/N (the general path's np.full)
+        weights_block = _constant(&c.c, n, c.x.kind, 1.0 / n if n else 0.0)
     # [log_probs | token_loss | ratios | stats (N_STATS)], float64 (the PPOLossResult's layout)
-    buf = _outputs(3 * n + N_STATS, &c.out)
-    memset(c.out + 3 * n, 0, N_STATS * sizeof(double))
-    try:
-        if weights is None:  # the default weights 1/N (the general path's np.full)
-            weights_block = _constant(&c.c, n, c.x.kind, 1.0 / n if n else 0.0)
-        grad_array = _gradient(&c, grad, &scratch)
-        with nogil:
-            status = _run(OP_PPO, &c)
-    finally:
-        free(weights_block)
-        free(scratch)
-    if status:
-        return status
-    loss = _loss_array(c.out[3 * n], c.x.kind)
-    loss = _apply(logits, (grad_array, loss)) if grad else _from_numpy(loss)
-    return _lazy(_result_class, loss, buf, &c)
+    return _logits_loss(OP_PPO, logits, &c, 3 * n + N_STATS, 3 * n, N_STATS, _apply,
+                        _result_class, weights_block)
 
 
 # --- REINFORCE, KL penalty, A2C -----------------------------------------------------------------
@@ -754,10 +737,11 @@ def configure_losses(reinforce_apply, kl_apply, a2c_apply, reinforce_result, kl_
 
 
 cdef object _logits_loss(int op, object logits, Call* c, Py_ssize_t n_out, Py_ssize_t loss_slot,
-                         object apply, object result_class, void* block):
-    """Shared tail of the REINFORCE and KL entries: the outputs, the gradient, the core (op),
-    the loss through ``apply`` when autograd needs it.  ``block``: a C array to free after the
-    call (default weights or baselines).  A result, or the core's non-zero status."""
+                         Py_ssize_t n_stats, object apply, object result_class, void* block):
+    """Shared tail of the PPO, REINFORCE and KL entries: the outputs (the ``n_stats`` statistics
+    from ``loss_slot`` on start at zero, as np.zeros), the gradient, the core (op), the loss
+    through ``apply`` when autograd needs it.  ``block``: a C array to free after the call
+    (default weights or baselines).  A result, or the core's non-zero status."""
     cdef Py_ssize_t n = c.x.rows
     cdef void* scratch = NULL
     cdef int status
@@ -766,7 +750,7 @@ cdef object _logits_loss(int op, object logits, Call* c, Py_ssize_t n_out, Py_ss
         grad = logits.requires_grad and _grad_enabled()
         c.threads = _threads(n * c.x.cols)
         buf = _outputs(n_out, &c.out)
-        c.out[loss_slot] = 0.0  # (the statistics start at zero: np.zeros)
+        memset(c.out + loss_slot, 0, n_stats * sizeof(double))
         grad_array = _gradient(c, grad, &scratch)
         with nogil:
             status = _run(op, c)
@@ -810,7 +794,7 @@ def reinforce_loss(logits, tokens, returns, weights, baseline):
         free(block)
         raise
     try:
-        return _logits_loss(OP_REINFORCE, logits, &c, 2 * n + 1, 2 * n, _reinforce_apply,
+        return _logits_loss(OP_REINFORCE, logits, &c, 2 * n + 1, 2 * n, 1, _reinforce_apply,
                             _reinforce_result, block)
     finally:
         free(block2)
@@ -838,7 +822,7 @@ def kl_penalty_loss(logits, tokens, ref_log_probs, weights, kl_estimator):
     c.k = <int64_t>estimator
     if weights is None:
         block = _constant(&c.b, n, c.x.kind, 1.0 / n if n else 0.0)
-    return _logits_loss(OP_KL, logits, &c, 2 * n + 1, 2 * n, _kl_apply, _kl_result, block)
+    return _logits_loss(OP_KL, logits, &c, 2 * n + 1, 2 * n, 1, _kl_apply, _kl_result, block)
 
 
 def a2c_loss(logits, tokens, advantages, values, returns, weights, value_coef, entropy_coef,
